@@ -1,0 +1,118 @@
+// vpnmasq engine: the exports the supervisor calls. Pointers and integers
+// cross the boundary, never packets: the supervisor's TUN addon reads
+// packets straight into the slots and writes the passing ones back.
+// Addresses are raw u32 (network-order bytes read little-endian), ports
+// host order, times in milliseconds (process/tick) or seconds (settings).
+
+import {
+  counters, events, flows, lens, slots, verdicts, hashMask, layoutEnd, layoutInit, lanNets, maxFlows,
+  EVENT_CAP, EVENT_SIZE, FLOW_SIZE, MAX_LAN_NETS, SLOT_COUNT, SLOT_SIZE, COUNTER_SLOTS,
+} from "./layout";
+import { bindResetDynamic } from "./nat/binding";
+import { processBatch } from "./nat/core";
+import { ruleAdd, rulesClear } from "./nat/filter";
+import { redirectAdd, redirectsClear } from "./nat/forward";
+import {
+  countAdd, eventPush, setClock, setLanNetCount, setPool, setSeed, setTimeoutsDs, setWan, wanAddr,
+  C_FLOWS_FLUSHED, EV_FLUSH,
+} from "./nat/state";
+import { flowActive as tableActive, flowFlushAll, flowHighWater as tableHighWater, flowSweep } from "./nat/table";
+
+let ready: bool = false;
+
+@inline function base(): usize { return __heap_base; }
+
+/** Bytes of linear memory the engine needs for `flows` flows (including static data). */
+export function memoryBytes(flowCount: u32): usize {
+  return layoutInit(base(), flowCount, false);
+}
+
+/** Carves the layout. Returns 0, or -1 when the imported memory is too small. */
+export function init(flowCount: u32, seed: u32): i32 {
+  const end = layoutInit(base(), flowCount, false);
+  if (end > (<usize>memory.size() << 16)) return -1;
+  layoutInit(base(), flowCount, true);
+  memory.fill(counters, 0, end - counters);
+  setSeed(seed);
+  ready = true;
+  return 0;
+}
+
+export function process(count: u32, nowMs: f64, side: u32): u32 {
+  if (!ready) return 0;
+  setClock(nowMs);
+  return processBatch(count, side);
+}
+
+/** Idle-time expiry: sweeps up to `budget` flow records. */
+export function tick(nowMs: f64, budget: u32): u32 {
+  if (!ready) return 0;
+  setClock(nowMs);
+  return flowSweep(budget);
+}
+
+/** New WAN address: flows of the old one are flushed. Returns how many. */
+export function setWanAddress(addr: u32, nowMs: f64): u32 {
+  setClock(nowMs);
+  if (addr == wanAddr) return 0;
+  const hadOld = wanAddr != 0;
+  setWan(addr);
+  if (!hadOld) return 0;
+  return flushAll();
+}
+
+export function flushAll(): u32 {
+  const n = flowFlushAll();
+  bindResetDynamic();
+  countAdd(C_FLOWS_FLUSHED, n);
+  eventPush(EV_FLUSH, 0, 0, 0, 0, 0, 0, 0, 0, n);
+  return n;
+}
+
+export function setLanNet(i: u32, net: u32, mask: u32): i32 {
+  if (i >= MAX_LAN_NETS) return -1;
+  store<u32>(lanNets + (<usize>i << 3), net & mask);
+  store<u32>(lanNets + (<usize>i << 3), mask, 4);
+  return 0;
+}
+function setLanNetCountExport(n: u32): void { setLanNetCount(n < MAX_LAN_NETS ? n : MAX_LAN_NETS); }
+export { setLanNetCountExport as setLanNetCount };
+
+export function setPortPool(lo: u32, hi: u32): i32 {
+  if (lo == 0 || lo > hi || hi > 65535) return -1;
+  setPool(lo, hi);
+  return 0;
+}
+
+export function setTimeouts(tcpEst: u32, tcpTrans: u32, udp: u32, icmp: u32, frag: u32): void {
+  setTimeoutsDs(tcpEst * 10, tcpTrans * 10, udp * 10, icmp * 10, frag * 10);
+}
+
+export function clearRedirects(): void { redirectsClear(); }
+export function addRedirect(proto: u32, portLo: u32, portHi: u32, destAddr: u32, destPortLo: u32): i32 {
+  return redirectAdd(proto, portLo, portHi, destAddr, destPortLo);
+}
+export function clearRules(): void { rulesClear(); }
+export function addRule(srcZone: u32, destZone: u32, target: u32, proto: i32, icmpType: i32,
+  srcNet: u32, srcMask: u32, dstNet: u32, dstMask: u32, portLo: u32, portHi: u32): i32 {
+  return ruleAdd(srcZone, destZone, target, proto, icmpType, srcNet, srcMask, dstNet, dstMask, portLo, portHi);
+}
+
+// Memory map for the supervisor's views.
+export function countersPtr(): usize { return counters; }
+export function counterSlots(): u32 { return COUNTER_SLOTS; }
+export function eventsPtr(): usize { return events; }
+export function eventCap(): u32 { return EVENT_CAP; }
+export function eventSize(): u32 { return EVENT_SIZE; }
+export function slotsPtr(): usize { return slots; }
+export function lensPtr(): usize { return lens; }
+export function verdictsPtr(): usize { return verdicts; }
+export function slotSize(): u32 { return SLOT_SIZE; }
+export function slotCount(): u32 { return SLOT_COUNT; }
+export function flowsPtr(): usize { return flows; }
+export function flowSize(): u32 { return FLOW_SIZE; }
+export function flowCapacity(): u32 { return maxFlows; }
+export function flowHighWater(): u32 { return tableHighWater(); }
+export function flowActive(): u32 { return tableActive(); }
+export function hashSize(): u32 { return hashMask + 1; }
+export function layoutBytesEnd(): usize { return layoutEnd; }

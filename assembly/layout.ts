@@ -1,0 +1,87 @@
+// The engine's linear memory map. Memory is imported from the supervisor
+// with initial == maximum pages, so every region below is carved once in
+// `layoutInit` and never moves: JS views on it stay valid for the whole run.
+//
+//   heapBase ─► counters  (COUNTER_SLOTS × u64)
+//               events    (header + EVENT_CAP × EVENT_SIZE)
+//               slots     (SLOT_COUNT × SLOT_SIZE packet buffers)
+//               lens      (SLOT_COUNT × u32)   verdicts (SLOT_COUNT × u8)
+//               flows     (maxFlows × FLOW_SIZE)
+//               flowOut / flowIn hash indexes (hashSize × u32 each)
+//               bindings  (3 protocols × 65536 × BIND_SIZE) + bindIndex
+//               frags     (FRAG_CAP × FRAG_SIZE) + fragIndex
+//               redirects, rules, lan subnets
+
+export const SLOT_SIZE: u32 = 2048;
+export const SLOT_COUNT: u32 = 256;
+export const COUNTER_SLOTS: u32 = 64;
+export const EVENT_CAP: u32 = 4096; // power of two
+export const EVENT_SIZE: u32 = 32;
+export const FLOW_SIZE: u32 = 32;
+export const BIND_SIZE: u32 = 12;
+export const BIND_PROTOS: u32 = 3;
+export const BIND_INDEX_SIZE: u32 = 1 << 19;
+export const FRAG_CAP: u32 = 4096;
+export const FRAG_SIZE: u32 = 32;
+export const FRAG_INDEX_SIZE: u32 = 8192;
+export const MAX_REDIRECTS: u32 = 256;
+export const REDIRECT_SIZE: u32 = 16;
+export const MAX_RULES: u32 = 256;
+export const RULE_SIZE: u32 = 32;
+export const MAX_LAN_NETS: u32 = 32;
+
+export let counters: usize = 0;
+export let events: usize = 0;
+export let slots: usize = 0;
+export let lens: usize = 0;
+export let verdicts: usize = 0;
+export let flows: usize = 0;
+export let flowOutIndex: usize = 0;
+export let flowInIndex: usize = 0;
+export let hashMask: u32 = 0;
+export let maxFlows: u32 = 0;
+export let bindings: usize = 0;
+export let bindIndex: usize = 0;
+export let frags: usize = 0;
+export let fragIndex: usize = 0;
+export let redirects: usize = 0;
+export let rules: usize = 0;
+export let lanNets: usize = 0;
+export let layoutEnd: usize = 0;
+
+@inline function align64(x: usize): usize { return (x + 63) & ~<usize>63; }
+
+export function hashSizeFor(flowsWanted: u32): u32 {
+  // Load factor ≤ 0.5 keeps linear probes short; power of two for masking.
+  let n: u32 = 1024;
+  while (n < flowsWanted * 2) n <<= 1;
+  return n;
+}
+
+/** Bytes the layout needs for `flowsWanted` flows, starting at `base`. */
+export function layoutInit(base: usize, flowsWanted: u32, commit: bool): usize {
+  let p = align64(base);
+  const c = p; p = align64(p + COUNTER_SLOTS * 8);
+  const e = p; p = align64(p + 64 + EVENT_CAP * EVENT_SIZE);
+  const s = p; p = align64(p + <usize>SLOT_COUNT * SLOT_SIZE);
+  const l = p; p = align64(p + SLOT_COUNT * 4);
+  const v = p; p = align64(p + SLOT_COUNT);
+  const f = p; p = align64(p + <usize>flowsWanted * FLOW_SIZE);
+  const hs = hashSizeFor(flowsWanted);
+  const fo = p; p = align64(p + <usize>hs * 4);
+  const fi = p; p = align64(p + <usize>hs * 4);
+  const b = p; p = align64(p + <usize>BIND_PROTOS * 65536 * BIND_SIZE);
+  const bi = p; p = align64(p + <usize>BIND_INDEX_SIZE * 4);
+  const fr = p; p = align64(p + <usize>FRAG_CAP * FRAG_SIZE);
+  const fx = p; p = align64(p + <usize>FRAG_INDEX_SIZE * 4);
+  const rd = p; p = align64(p + MAX_REDIRECTS * REDIRECT_SIZE);
+  const ru = p; p = align64(p + MAX_RULES * RULE_SIZE);
+  const ln = p; p = align64(p + MAX_LAN_NETS * 8);
+  if (commit) {
+    counters = c; events = e; slots = s; lens = l; verdicts = v;
+    flows = f; flowOutIndex = fo; flowInIndex = fi; hashMask = hs - 1; maxFlows = flowsWanted;
+    bindings = b; bindIndex = bi; frags = fr; fragIndex = fx;
+    redirects = rd; rules = ru; lanNets = ln; layoutEnd = p;
+  }
+  return p;
+}

@@ -1,0 +1,101 @@
+// The per-packet path: check the IPv4 header once, apply the side's
+// policy, dispatch to the protocol handler, follow fragments, compensate
+// TTL, write a verdict. Never traps: everything malformed is a Drop reason.
+
+import { lens, slots, verdicts, SLOT_SIZE } from "../layout";
+import {
+  IP_DST, IP_SRC, ipDst, ipFragOffset, ipHeaderLen, ipId, ipMoreFragments, ipProto, ipSrc, ipTotalLen, ipv4Check,
+} from "../wire/ipv4";
+import { l4Check } from "../wire/l4";
+import { DEST_LAN, TARGET_ACCEPT, TARGET_NONE, TARGET_REJECT, ZONE_WAN, ruleMatch } from "./filter";
+import { fragFollow, fragNoteFirst } from "./fragments";
+import { Drop } from "./reasons";
+import { dispatchIn, dispatchOut } from "./registry";
+import { ttlCompensate } from "./rewrite";
+import {
+  count, countAdd, dropped, isLanAddr, isMartian, wanAddr, C_PASS_INSIDE, C_PASS_OUTSIDE, C_RX_INSIDE, C_RX_OUTSIDE,
+} from "./state";
+import { flowSweep } from "./table";
+
+export const SIDE_INSIDE: u32 = 0;
+export const SIDE_OUTSIDE: u32 = 1;
+export const VERDICT_DROP: u8 = 0;
+export const VERDICT_PASS: u8 = 1;
+
+/** LAN (or the router itself) → WAN. */
+function outbound(p: usize, len: u32): u32 {
+  let r = ipv4Check(p, len);
+  if (r != Drop.NONE) return r;
+  if (wanAddr == 0) return Drop.NO_WAN_ADDRESS;
+  const src = ipSrc(p);
+  if (src != wanAddr && !isLanAddr(src)) return Drop.BAD_SRC;
+  const proto = ipProto;
+  const l4 = p + ipHeaderLen;
+  const l4len = ipTotalLen - ipHeaderLen;
+  if (ipFragOffset != 0) return fragFollow(p, SIDE_INSIDE, proto, ipFragOffset, l4len, ipMoreFragments);
+  const first = ipMoreFragments;
+  r = l4Check(proto, l4, l4len, first);
+  if (r != Drop.NONE) return r;
+  const dst = ipDst(p);
+  const id = ipId(p);
+  r = dispatchOut(p, l4, l4len, proto, true);
+  if (r == Drop.NONE && first) r = fragNoteFirst(SIDE_INSIDE, src, dst, id, proto, ipSrc(p), l4len);
+  return r;
+}
+
+/** WAN → anything. */
+function inbound(p: usize, len: u32): u32 {
+  let r = ipv4Check(p, len);
+  if (r != Drop.NONE) return r;
+  if (wanAddr == 0) return Drop.NO_WAN_ADDRESS;
+  const src = ipSrc(p);
+  const dst = ipDst(p);
+  // A WAN packet claiming a LAN or our own source is spoofed, never outbound.
+  if (src == wanAddr || isLanAddr(src) || isMartian(src)) return Drop.BAD_SRC;
+  const proto = ipProto;
+  const l4 = p + ipHeaderLen;
+  const l4len = ipTotalLen - ipHeaderLen;
+  if (dst != wanAddr) {
+    // Routed (untranslated) traffic only where a rule opens it.
+    const toLan = isLanAddr(dst);
+    const target = ruleMatch(ZONE_WAN, toLan ? DEST_LAN : 0, proto, src, dst, 0);
+    if (target == TARGET_ACCEPT) return Drop.NONE;
+    if (target != TARGET_NONE) return target == TARGET_REJECT ? Drop.POLICY_REJECT : Drop.POLICY_DROP;
+    return toLan ? Drop.WAN_TO_LAN : Drop.NOT_FOR_US;
+  }
+  if (ipFragOffset != 0) return fragFollow(p, SIDE_OUTSIDE, proto, ipFragOffset, l4len, ipMoreFragments);
+  const first = ipMoreFragments;
+  r = l4Check(proto, l4, l4len, first);
+  if (r != Drop.NONE) return r;
+  const id = ipId(p);
+  r = dispatchIn(p, l4, l4len, proto, true);
+  if (r == Drop.NONE && first) r = fragNoteFirst(SIDE_OUTSIDE, src, dst, id, proto, ipDst(p), l4len);
+  return r;
+}
+
+/** Processes `n` packets in slots 0..n-1 read from one side; returns how many pass. */
+export function processBatch(n: u32, side: u32): u32 {
+  if (n > 256) n = 256;
+  let passed: u32 = 0;
+  const rxCounter = side == SIDE_INSIDE ? C_RX_INSIDE : C_RX_OUTSIDE;
+  for (let i: u32 = 0; i < n; i++) {
+    const p = slots + <usize>i * SLOT_SIZE;
+    const len = load<u32>(lens + (<usize>i << 2));
+    count(rxCounter);
+    let r: u32;
+    if (len > SLOT_SIZE) r = Drop.OVERSIZE;
+    else r = side == SIDE_INSIDE ? outbound(p, len) : inbound(p, len);
+    if (r == Drop.NONE) {
+      ttlCompensate(p);
+      store<u8>(verdicts + i, VERDICT_PASS);
+      passed++;
+    } else {
+      dropped(r, side, p);
+      store<u8>(verdicts + i, VERDICT_DROP);
+    }
+  }
+  // Incremental expiry: a bounded slice of the table per batch.
+  flowSweep((n >>> 1) + 8);
+  countAdd(side == SIDE_INSIDE ? C_PASS_INSIDE : C_PASS_OUTSIDE, passed);
+  return passed;
+}

@@ -1,0 +1,46 @@
+// Port forwards: fw4 `redirect` sections (target DNAT). A WAN packet to the
+// WAN address whose protocol and destination port match opens a flow to
+// dest_ip:dest_port; the alias ports are reserved in the binding table so
+// the masquerade pool never hands them out.
+//
+// Redirect record (REDIRECT_SIZE = 16 bytes):
+//   0 u16 proto  2 u16 portLo  4 u16 portHi  6 u16 destPortLo  8 u32 destAddr
+
+import { redirects, MAX_REDIRECTS, REDIRECT_SIZE } from "../layout";
+import { bindReserve, bindUnreserveAll, protoIndex } from "./binding";
+
+let redirectCount: u32 = 0;
+export let fwdAddr: u32 = 0;
+export let fwdPort: u32 = 0;
+
+export function redirectsClear(): void {
+  redirectCount = 0;
+  bindUnreserveAll();
+}
+
+export function redirectAdd(proto: u32, portLo: u32, portHi: u32, destAddr: u32, destPortLo: u32): i32 {
+  if (redirectCount >= MAX_REDIRECTS || portLo > portHi || portHi > 65535) return -1;
+  if (destPortLo + (portHi - portLo) > 65535) return -1;
+  const r = redirects + <usize>redirectCount * REDIRECT_SIZE;
+  store<u16>(r, <u16>proto, 0); store<u16>(r, <u16>portLo, 2); store<u16>(r, <u16>portHi, 4);
+  store<u16>(r, <u16>destPortLo, 6); store<u32>(r, destAddr, 8);
+  for (let port = portLo; port <= portHi; port++) {
+    bindReserve(protoIndex(proto), port, destAddr, destPortLo + (port - portLo));
+  }
+  redirectCount++;
+  return <i32>(redirectCount - 1);
+}
+
+/** True when a redirect covers (proto, dport); fills fwdAddr/fwdPort. */
+export function redirectMatch(proto: u32, dport: u32): bool {
+  for (let i: u32 = 0; i < redirectCount; i++) {
+    const r = redirects + <usize>i * REDIRECT_SIZE;
+    if (load<u16>(r, 0) != proto) continue;
+    const lo = <u32>load<u16>(r, 2);
+    if (dport < lo || dport > <u32>load<u16>(r, 4)) continue;
+    fwdAddr = load<u32>(r, 8);
+    fwdPort = <u32>load<u16>(r, 6) + (dport - lo);
+    return true;
+  }
+  return false;
+}

@@ -1,0 +1,97 @@
+// Fragments, tracked by IP ID as libalias does: the first fragment (offset
+// 0) carries the L4 header and is translated like any packet; the engine
+// remembers (src, dst, id, proto) → new address, and later fragments follow
+// it. Memory is a fixed set-associative table (FRAG_CAP entries, 4 ways);
+// entries die when the datagram is complete or after frag_timeout.
+// Dropped: later fragments whose first was not seen, first fragments too
+// short for the L4 header (tiny-fragment attack, RFC 1858), fragments that
+// overlap the first (RFC 1858 §3.2 / RFC 3128 overlapping attack).
+//
+// Entry (FRAG_SIZE = 32 bytes):
+//   0 u32 srcAddr   4 u32 dstAddr   8 u16 ipId  10 u8 proto  11 u8 side+1 (0 = free)
+//  12 u32 newAddr  16 u32 expiresDs 20 u32 firstEnd 24 u32 seenBytes 28 u32 totalBytes (0 = unknown)
+
+import { frags, FRAG_CAP, FRAG_SIZE } from "../layout";
+import { IP_DST, IP_SRC, ipId, ipDst, ipSrc } from "../wire/ipv4";
+import { Drop } from "./reasons";
+import { rewriteAddr } from "./rewrite";
+import { countAdd, fragDs, hashSeed, nowDs, C_FRAGS_ACTIVE } from "./state";
+
+const WAYS: u32 = 4;
+const BUCKETS: u32 = FRAG_CAP / WAYS;
+
+@inline function bucketOf(src: u32, dst: u32, id: u32, proto: u32): usize {
+  let h = (src ^ hashSeed) * 0x9e3779b1 ^ dst * 0x85ebca77 ^ ((id << 8) | proto) * 0xc2b2ae3d;
+  h ^= h >>> 16;
+  return frags + <usize>((h & (BUCKETS - 1)) * WAYS) * FRAG_SIZE;
+}
+
+@inline function live(e: usize): bool {
+  return load<u8>(e, 11) != 0 && <i32>(nowDs - load<u32>(e, 16)) < 0;
+}
+
+function free(e: usize): void {
+  if (load<u8>(e, 11) != 0) countAdd(C_FRAGS_ACTIVE, -1);
+  store<u8>(e, 0, 11);
+}
+
+function find(src: u32, dst: u32, id: u32, proto: u32, side: u32): usize {
+  const b = bucketOf(src, dst, id, proto);
+  for (let w: u32 = 0; w < WAYS; w++) {
+    const e = b + <usize>w * FRAG_SIZE;
+    if (load<u8>(e, 11) == <u8>(side + 1) && load<u32>(e, 0) == src && load<u32>(e, 4) == dst &&
+        load<u16>(e, 8) == <u16>id && load<u8>(e, 10) == <u8>proto) {
+      if (live(e)) return e;
+      free(e);
+      return 0;
+    }
+  }
+  return 0;
+}
+
+/** Accounts the bytes of one fragment; frees the entry when the datagram is complete. */
+function account(e: usize, offset: u32, payload: u32, more: bool): void {
+  const seen = load<u32>(e, 24) + payload;
+  store<u32>(e, seen, 24);
+  if (!more) store<u32>(e, offset + payload, 28);
+  const total = load<u32>(e, 28);
+  if (total != 0 && seen >= total) free(e);
+}
+
+/**
+ * After a first fragment (MF set, offset 0) was translated: remember how
+ * the rest of its datagram is rewritten. `src`/`dst` are the addresses as
+ * received; `newAddr` replaces src (side 0, outbound) or dst (side 1).
+ */
+export function fragNoteFirst(side: u32, src: u32, dst: u32, id: u32, proto: u32, newAddr: u32, payload: u32): u32 {
+  let e = find(src, dst, id, proto, side);
+  if (e == 0) {
+    const b = bucketOf(src, dst, id, proto);
+    for (let w: u32 = 0; w < WAYS; w++) {
+      const c = b + <usize>w * FRAG_SIZE;
+      if (!live(c)) { free(c); e = c; break; }
+    }
+    if (e == 0) return Drop.FRAG_TABLE_FULL;
+    store<u32>(e, src, 0); store<u32>(e, dst, 4); store<u16>(e, <u16>id, 8); store<u8>(e, <u8>proto, 10);
+    store<u8>(e, <u8>(side + 1), 11);
+    store<u32>(e, 0, 24); store<u32>(e, 0, 28);
+    countAdd(C_FRAGS_ACTIVE, 1);
+  }
+  store<u32>(e, newAddr, 12);
+  store<u32>(e, nowDs + fragDs, 16);
+  store<u32>(e, payload, 20);
+  account(e, 0, payload, true);
+  return Drop.NONE;
+}
+
+/** A later fragment (offset > 0): rewrite it like its first fragment was. */
+export function fragFollow(p: usize, side: u32, proto: u32, offset: u32, payload: u32, more: bool): u32 {
+  const src = ipSrc(p);
+  const dst = ipDst(p);
+  const e = find(src, dst, ipId(p), proto, side);
+  if (e == 0) return Drop.FRAG_NO_HEAD;
+  if (offset < load<u32>(e, 20)) return Drop.FRAG_OVERLAP;
+  rewriteAddr(p, side == 0 ? IP_SRC : IP_DST, load<u32>(e, 12));
+  account(e, offset, payload, more);
+  return Drop.NONE;
+}

@@ -1,0 +1,134 @@
+// ICMP: echo is NAPT on the identifier (masq.ts); errors (RFC 792, RFC 5508
+// REQ-3/4) are translated both ways: the outer address, the embedded IP
+// header and its checksum, the embedded port or identifier and the embedded
+// L4 checksum when it was quoted, and the ICMP checksum over all of it.
+//
+// Embedded datagram of an error (RFC 792: IP header + at least 8 bytes):
+//   icmp + 0  type, code, checksum, unused (8 bytes)
+//   icmp + 8  original IP header (ihl bytes), then its first L4 bytes
+
+import { adjust16, adjust32 } from "../wire/checksum";
+import { IP_CSUM, IP_DST, IP_MIN_HEADER, IP_PROTO, IP_SRC, PROTO_ICMP, PROTO_TCP, PROTO_UDP, ipDst, ipSrc } from "../wire/ipv4";
+import { DEST_ROUTER, TARGET_ACCEPT, TARGET_NONE, TARGET_REJECT, ZONE_WAN, ruleMatch } from "./filter";
+import {
+  ICMP_CSUM, ICMP_DEST_UNREACH, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_HEADER, ICMP_ID, ICMP_PARAM_PROBLEM,
+  ICMP_SOURCE_QUENCH, ICMP_TIME_EXCEEDED, L4_DST_PORT, L4_SRC_PORT, TCP_CSUM, UDP_CSUM, port,
+} from "../wire/l4";
+import { natIn, natOut } from "./masq";
+import { Drop } from "./reasons";
+import { rewriteAddr } from "./rewrite";
+import { count, wanAddr, C_LOCAL_ACCEPT } from "./state";
+import { F_ALIAS_PORT, F_LAN_ADDR, F_LAN_PORT, F_PKTS_IN, F_PKTS_OUT, flowFindIn, flowFindOut, rec } from "./table";
+
+@inline function isError(type: u32): bool {
+  return type == ICMP_DEST_UNREACH || type == ICMP_TIME_EXCEEDED || type == ICMP_PARAM_PROBLEM || type == ICMP_SOURCE_QUENCH;
+}
+
+// Parsed embedded datagram, valid after embeddedCheck returned NONE.
+let embIp: usize = 0;
+let embL4: usize = 0;
+let embProto: u32 = 0;
+let embL4Avail: u32 = 0; // quoted L4 bytes
+
+function embeddedCheck(icmp: usize, icmpLen: u32): u32 {
+  if (icmpLen < ICMP_HEADER + IP_MIN_HEADER + 8) return Drop.ICMP_BAD_EMBEDDED;
+  const e = icmp + ICMP_HEADER;
+  const vihl = <u32>load<u8>(e);
+  const ihl = (vihl & 0xf) << 2;
+  if ((vihl >>> 4) != 4 || ihl < IP_MIN_HEADER || ICMP_HEADER + ihl + 8 > icmpLen) return Drop.ICMP_BAD_EMBEDDED;
+  embIp = e;
+  embL4 = e + ihl;
+  embProto = load<u8>(e, IP_PROTO);
+  embL4Avail = icmpLen - ICMP_HEADER - ihl;
+  if (embProto == PROTO_ICMP && <u32>load<u8>(embL4) != ICMP_ECHO_REQUEST && <u32>load<u8>(embL4) != ICMP_ECHO_REPLY) {
+    return Drop.ICMP_BAD_EMBEDDED; // errors about errors are never sent (RFC 1122 3.2.2)
+  }
+  if (embProto != PROTO_ICMP && embProto != PROTO_TCP && embProto != PROTO_UDP) return Drop.ICMP_UNSUPPORTED;
+  return Drop.NONE;
+}
+
+/**
+ * Rewrites the embedded address at `field` and the embedded port at
+ * `portOff` (or the echo identifier), keeping the embedded IP checksum, the
+ * embedded L4 checksum (when quoted) and the outer ICMP checksum right.
+ */
+function rewriteEmbedded(icmp: usize, field: u32, newAddr: u32, portOff: u32, newPortHost: u32): void {
+  let icmpSum = <u32>load<u16>(icmp, ICMP_CSUM);
+  const oldAddr = load<u32>(embIp + field);
+  store<u32>(embIp + field, newAddr);
+  icmpSum = adjust32(icmpSum, oldAddr, newAddr);
+  const oldIpSum = <u32>load<u16>(embIp, IP_CSUM);
+  const newIpSum = adjust32(oldIpSum, oldAddr, newAddr);
+  store<u16>(embIp, <u16>newIpSum, IP_CSUM);
+  icmpSum = adjust16(icmpSum, oldIpSum, newIpSum);
+
+  const oldPort = <u32>load<u16>(embL4 + portOff);
+  const newPort = <u32>bswap<u16>(<u16>newPortHost);
+  store<u16>(embL4 + portOff, <u16>newPort);
+  icmpSum = adjust16(icmpSum, oldPort, newPort);
+
+  // The quoted L4 checksum, when the quote reaches it.
+  const co = embProto == PROTO_TCP ? TCP_CSUM : embProto == PROTO_UDP ? UDP_CSUM : ICMP_CSUM;
+  if (co + 2 <= embL4Avail) {
+    const oldC = <u32>load<u16>(embL4 + co);
+    if (!(embProto == PROTO_UDP && oldC == 0)) {
+      let newC = adjust16(oldC, oldPort, newPort);
+      if (embProto != PROTO_ICMP) newC = adjust32(newC, oldAddr, newAddr);
+      if (embProto == PROTO_UDP && newC == 0) newC = 0xffff;
+      store<u16>(embL4 + co, <u16>newC);
+      icmpSum = adjust16(icmpSum, oldC, newC);
+    }
+  }
+  store<u16>(icmp, <u16>icmpSum, ICMP_CSUM);
+}
+
+/** ICMP from the LAN (or the router) toward the WAN. */
+export function icmpOut(p: usize, icmp: usize, icmpLen: u32): u32 {
+  const type = <u32>load<u8>(icmp);
+  if (type == ICMP_ECHO_REQUEST) return natOut(p, icmp, PROTO_ICMP, 2, true);
+  if (ipSrc(p) == wanAddr) return Drop.NONE; // the router's own ICMP (echo replies, its errors)
+  if (!isError(type)) return Drop.ICMP_UNSUPPORTED;
+  const r0 = embeddedCheck(icmp, icmpLen);
+  if (r0 != Drop.NONE) return r0;
+  // The quoted packet went WAN → LAN: its destination is the LAN endpoint.
+  const remA = load<u32>(embIp, IP_SRC);
+  const lanA = load<u32>(embIp, IP_DST);
+  const isEcho = embProto == PROTO_ICMP;
+  const lanP = isEcho ? port(embL4, ICMP_ID) : port(embL4, L4_DST_PORT);
+  const remP = isEcho ? 0 : port(embL4, L4_SRC_PORT);
+  const e = flowFindOut(embProto, lanA, lanP, remA, remP);
+  if (e == 0) return Drop.ICMP_NO_FLOW;
+  const r = rec(e - 1);
+  store<u32>(r, load<u32>(r, F_PKTS_OUT) + 1, F_PKTS_OUT);
+  rewriteEmbedded(icmp, IP_DST, wanAddr, isEcho ? ICMP_ID : L4_DST_PORT, load<u16>(r, F_ALIAS_PORT));
+  rewriteAddr(p, IP_SRC, wanAddr);
+  return Drop.NONE;
+}
+
+/** ICMP from the WAN to the WAN address. */
+export function icmpIn(p: usize, icmp: usize, icmpLen: u32): u32 {
+  const type = <u32>load<u8>(icmp);
+  if (type == ICMP_ECHO_REPLY) return natIn(p, icmp, PROTO_ICMP, 2, true);
+  if (!isError(type)) {
+    // Echo requests and the rest are for the router itself: rules decide.
+    const target = ruleMatch(ZONE_WAN, DEST_ROUTER, PROTO_ICMP, ipSrc(p), ipDst(p), type);
+    if (target == TARGET_ACCEPT) { count(C_LOCAL_ACCEPT); return Drop.NONE; }
+    return target == TARGET_NONE ? Drop.NO_FLOW : target == TARGET_REJECT ? Drop.POLICY_REJECT : Drop.POLICY_DROP;
+  }
+  const r0 = embeddedCheck(icmp, icmpLen);
+  if (r0 != Drop.NONE) return r0;
+  // The quoted packet is one we sent: its source is the WAN address.
+  if (load<u32>(embIp, IP_SRC) != wanAddr) return Drop.ICMP_NO_FLOW;
+  const remA = load<u32>(embIp, IP_DST);
+  const isEcho = embProto == PROTO_ICMP;
+  const aliasP = isEcho ? port(embL4, ICMP_ID) : port(embL4, L4_SRC_PORT);
+  const remP = isEcho ? 0 : port(embL4, L4_DST_PORT);
+  const e = flowFindIn(embProto, aliasP, remA, remP);
+  if (e == 0) return Drop.ICMP_NO_FLOW;
+  const r = rec(e - 1);
+  store<u32>(r, load<u32>(r, F_PKTS_IN) + 1, F_PKTS_IN);
+  const lanA = load<u32>(r, F_LAN_ADDR);
+  rewriteEmbedded(icmp, IP_SRC, lanA, isEcho ? ICMP_ID : L4_SRC_PORT, load<u16>(r, F_LAN_PORT));
+  rewriteAddr(p, IP_DST, lanA);
+  return Drop.NONE;
+}

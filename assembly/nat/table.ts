@@ -1,0 +1,200 @@
+// The flow table: fixed records plus two open-addressing indexes (linear
+// probing, backward-shift deletion, so no tombstones ever accumulate).
+// Outbound lookups key on (proto, lanAddr, lanPort, remoteAddr, remotePort),
+// inbound on (proto, aliasPort, remoteAddr, remotePort). Index entries hold
+// record number + 1; 0 is empty. Everything else talks to flows through the
+// functions below.
+//
+// Record (FLOW_SIZE = 32 bytes):
+//   0 u32 lanAddr    4 u32 remoteAddr   8 u16 lanPort   10 u16 remotePort
+//  12 u16 aliasPort 14 u8 proto        15 u8 state     16 u32 expiresDs
+//  20 u16 flags     22 u16 spare       24 u32 pktsOut  28 u32 pktsIn
+// Ports are host order. A free record keeps the next free record + 1 at 0.
+
+import { flows, flowOutIndex, flowInIndex, hashMask, maxFlows, FLOW_SIZE } from "../layout";
+import { count, countAdd, eventPush, hashSeed, nowDs, C_FLOWS_ACTIVE, C_FLOWS_EXPIRED, C_FLOWS_NEW, EV_FLOW_EXPIRED, EV_FLOW_NEW } from "./state";
+import { bindRelease, protoIndex } from "./binding";
+
+export const F_LAN_ADDR: u32 = 0;
+export const F_REM_ADDR: u32 = 4;
+export const F_LAN_PORT: u32 = 8;
+export const F_REM_PORT: u32 = 10;
+export const F_ALIAS_PORT: u32 = 12;
+export const F_PROTO: u32 = 14;
+export const F_STATE: u32 = 15;
+export const F_EXPIRES: u32 = 16;
+export const F_FLAGS: u32 = 20;
+export const F_PKTS_OUT: u32 = 24;
+export const F_PKTS_IN: u32 = 28;
+
+export const FL_IN_USE: u32 = 1;
+export const FL_REDIRECT: u32 = 2;   // opened by a WAN packet through a redirect
+export const FL_REPLIED: u32 = 4;    // traffic seen both ways
+export const FL_FIN_OUT: u32 = 8;
+export const FL_FIN_IN: u32 = 16;
+
+let freeHead: u32 = 0;   // record + 1 of the first free record, 0 = none
+let bumpNext: u32 = 0;   // records never used start here
+let activeFlows: u32 = 0;
+let sweepHand: u32 = 0;
+
+@inline export function rec(flow: u32): usize { return flows + (<usize>flow * FLOW_SIZE); }
+
+@inline function mix(h: u32): u32 {
+  // murmur3 finaliser: cheap and good avalanche; the seed is random per run
+  // so WAN hosts cannot aim collisions at the inbound index.
+  h ^= h >>> 16; h *= 0x85ebca6b; h ^= h >>> 13; h *= 0xc2b2ae35; h ^= h >>> 16;
+  return h;
+}
+
+@inline export function hashOut(proto: u32, lanA: u32, lanP: u32, remA: u32, remP: u32): u32 {
+  return mix(lanA * 0x9e3779b1 ^ (remA + hashSeed) * 0x85ebca77 ^ ((lanP << 16) | remP) * 0xc2b2ae3d ^ proto);
+}
+@inline export function hashIn(proto: u32, aliasP: u32, remA: u32, remP: u32): u32 {
+  return mix((remA ^ hashSeed) * 0x9e3779b1 ^ ((aliasP << 16) | remP) * 0x85ebca77 ^ proto * 0x27d4eb2f);
+}
+
+@inline function recHashOut(r: usize): u32 {
+  return hashOut(load<u8>(r, F_PROTO), load<u32>(r, F_LAN_ADDR), load<u16>(r, F_LAN_PORT),
+    load<u32>(r, F_REM_ADDR), load<u16>(r, F_REM_PORT));
+}
+@inline function recHashIn(r: usize): u32 {
+  return hashIn(load<u8>(r, F_PROTO), load<u16>(r, F_ALIAS_PORT), load<u32>(r, F_REM_ADDR), load<u16>(r, F_REM_PORT));
+}
+
+/** Outbound lookup; returns flow + 1 or 0. */
+export function flowFindOut(proto: u32, lanA: u32, lanP: u32, remA: u32, remP: u32): u32 {
+  let i = hashOut(proto, lanA, lanP, remA, remP) & hashMask;
+  while (true) {
+    const e = load<u32>(flowOutIndex + (<usize>i << 2));
+    if (e == 0) return 0;
+    const r = rec(e - 1);
+    if (load<u32>(r, F_LAN_ADDR) == lanA && load<u32>(r, F_REM_ADDR) == remA &&
+        load<u16>(r, F_LAN_PORT) == lanP && load<u16>(r, F_REM_PORT) == remP &&
+        load<u8>(r, F_PROTO) == proto) return e;
+    i = (i + 1) & hashMask;
+  }
+  return 0;
+}
+
+/** Inbound lookup; returns flow + 1 or 0. */
+export function flowFindIn(proto: u32, aliasP: u32, remA: u32, remP: u32): u32 {
+  let i = hashIn(proto, aliasP, remA, remP) & hashMask;
+  while (true) {
+    const e = load<u32>(flowInIndex + (<usize>i << 2));
+    if (e == 0) return 0;
+    const r = rec(e - 1);
+    if (load<u32>(r, F_REM_ADDR) == remA && load<u16>(r, F_ALIAS_PORT) == aliasP &&
+        load<u16>(r, F_REM_PORT) == remP && load<u8>(r, F_PROTO) == proto) return e;
+    i = (i + 1) & hashMask;
+  }
+  return 0;
+}
+
+function indexInsert(index: usize, h: u32, e: u32): void {
+  let i = h & hashMask;
+  while (load<u32>(index + (<usize>i << 2)) != 0) i = (i + 1) & hashMask;
+  store<u32>(index + (<usize>i << 2), e);
+}
+
+function indexRemove(index: usize, h: u32, e: u32, outbound: bool): void {
+  let i = h & hashMask;
+  while (load<u32>(index + (<usize>i << 2)) != e) i = (i + 1) & hashMask;
+  // Backward-shift deletion: pull later entries of the run into the hole
+  // unless their home slot lies cyclically in (hole, j].
+  let j = i;
+  while (true) {
+    j = (j + 1) & hashMask;
+    const x = load<u32>(index + (<usize>j << 2));
+    if (x == 0) break;
+    const r = rec(x - 1);
+    const k = (outbound ? recHashOut(r) : recHashIn(r)) & hashMask;
+    const stays = i <= j ? (i < k && k <= j) : (i < k || k <= j);
+    if (stays) continue;
+    store<u32>(index + (<usize>i << 2), x);
+    i = j;
+  }
+  store<u32>(index + (<usize>i << 2), 0);
+}
+
+/** Creates a flow; returns flow + 1, or 0 when the table is full. */
+export function flowInsert(proto: u32, lanA: u32, lanP: u32, remA: u32, remP: u32, aliasP: u32,
+  state: u32, flags: u32, lifetimeDs: u32): u32 {
+  let f: u32;
+  if (freeHead != 0) {
+    f = freeHead - 1;
+    freeHead = load<u32>(rec(f));
+  } else if (bumpNext < maxFlows) {
+    f = bumpNext++;
+  } else {
+    return 0;
+  }
+  const r = rec(f);
+  store<u32>(r, lanA, F_LAN_ADDR); store<u32>(r, remA, F_REM_ADDR);
+  store<u16>(r, <u16>lanP, F_LAN_PORT); store<u16>(r, <u16>remP, F_REM_PORT);
+  store<u16>(r, <u16>aliasP, F_ALIAS_PORT); store<u8>(r, <u8>proto, F_PROTO);
+  store<u8>(r, <u8>state, F_STATE); store<u32>(r, nowDs + lifetimeDs, F_EXPIRES);
+  store<u16>(r, <u16>(flags | FL_IN_USE), F_FLAGS); store<u16>(r, 0, 22);
+  store<u32>(r, 0, F_PKTS_OUT); store<u32>(r, 0, F_PKTS_IN);
+  indexInsert(flowOutIndex, hashOut(proto, lanA, lanP, remA, remP), f + 1);
+  indexInsert(flowInIndex, hashIn(proto, aliasP, remA, remP), f + 1);
+  activeFlows++;
+  count(C_FLOWS_NEW);
+  countAdd(C_FLOWS_ACTIVE, 1);
+  eventPush(EV_FLOW_NEW, 0, proto, 0, lanA, remA, lanP, remP, aliasP, flags);
+  return f + 1;
+}
+
+/** Removes a flow and releases its port binding. */
+export function flowRemove(f: u32, reasonEvent: bool): void {
+  const r = rec(f);
+  const proto = <u32>load<u8>(r, F_PROTO);
+  indexRemove(flowOutIndex, recHashOut(r), f + 1, true);
+  indexRemove(flowInIndex, recHashIn(r), f + 1, false);
+  bindRelease(protoIndex(proto), load<u16>(r, F_ALIAS_PORT));
+  if (reasonEvent) {
+    eventPush(EV_FLOW_EXPIRED, 0, proto, 0, load<u32>(r, F_LAN_ADDR), load<u32>(r, F_REM_ADDR),
+      load<u16>(r, F_LAN_PORT), load<u16>(r, F_REM_PORT), load<u16>(r, F_ALIAS_PORT), load<u32>(r, F_PKTS_OUT));
+  }
+  store<u16>(r, 0, F_FLAGS);
+  store<u32>(r, freeHead, 0);
+  freeHead = f + 1;
+  activeFlows--;
+  countAdd(C_FLOWS_ACTIVE, -1);
+}
+
+@inline export function flowTouch(r: usize, lifetimeDs: u32): void {
+  store<u32>(r, nowDs + lifetimeDs, F_EXPIRES);
+}
+
+/** Expires up to `budget` records from the clock hand on; returns how many expired. */
+export function flowSweep(budget: u32): u32 {
+  if (bumpNext == 0) return 0;
+  let expired: u32 = 0;
+  if (budget > bumpNext) budget = bumpNext;
+  for (let n: u32 = 0; n < budget; n++) {
+    if (sweepHand >= bumpNext) sweepHand = 0;
+    const f = sweepHand++;
+    const r = rec(f);
+    if ((load<u16>(r, F_FLAGS) & FL_IN_USE) != 0 && <i32>(nowDs - load<u32>(r, F_EXPIRES)) >= 0) {
+      flowRemove(f, true);
+      count(C_FLOWS_EXPIRED);
+      expired++;
+    }
+  }
+  return expired;
+}
+
+export function flowActive(): u32 { return activeFlows; }
+export function flowHighWater(): u32 { return bumpNext; }
+
+/** Drops every flow at once (WAN address change); bindings are reset by the caller. */
+export function flowFlushAll(): u32 {
+  const n = activeFlows;
+  memory.fill(flowOutIndex, 0, (<usize>hashMask + 1) << 2);
+  memory.fill(flowInIndex, 0, (<usize>hashMask + 1) << 2);
+  memory.fill(flows, 0, <usize>bumpNext * FLOW_SIZE);
+  freeHead = 0; bumpNext = 0; sweepHand = 0; activeFlows = 0;
+  countAdd(C_FLOWS_ACTIVE, -(<i64>n));
+  return n;
+}

@@ -1,0 +1,82 @@
+// IPv4 header view (RFC 791 §3.1).
+//
+//   0                   1                   2                   3
+//   0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
+//  +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//  |Version|  IHL  |Type of Service|          Total Length         |
+//  +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//  |         Identification        |Flags|      Fragment Offset    |
+//  +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//  |  Time to Live |    Protocol   |         Header Checksum       |
+//  +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//  |                       Source Address                          |
+//  +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//  |                    Destination Address                        |
+//  +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//
+// Addresses are kept as the raw u32 `load<u32>` returns (network byte order
+// bytes read little-endian): comparing, hashing and masking need no swaps.
+
+import { Drop } from "../nat/reasons";
+import { sumBytes } from "./checksum";
+
+export const IP_VER_IHL: u32 = 0;
+export const IP_TOS: u32 = 1;
+export const IP_TOTAL_LEN: u32 = 2;
+export const IP_ID: u32 = 4;
+export const IP_FRAG: u32 = 6;
+export const IP_TTL: u32 = 8; // TTL and protocol share the checksum word at 8
+export const IP_PROTO: u32 = 9;
+export const IP_CSUM: u32 = 10;
+export const IP_SRC: u32 = 12;
+export const IP_DST: u32 = 16;
+export const IP_MIN_HEADER: u32 = 20;
+
+export const IP_FLAG_MF: u32 = 0x2000;
+export const IP_FLAG_DF: u32 = 0x4000;
+export const IP_OFFSET_MASK: u32 = 0x1fff;
+
+export const PROTO_ICMP: u32 = 1;
+export const PROTO_TCP: u32 = 6;
+export const PROTO_UDP: u32 = 17;
+export const PROTO_GRE: u32 = 47;
+export const PROTO_ESP: u32 = 50;
+export const PROTO_AH: u32 = 51;
+
+// The checked view: `ipv4Check` validates once and fills these; afterwards
+// the accessors below read fields without further checks.
+export let ipHeaderLen: u32 = 0;
+export let ipTotalLen: u32 = 0;
+export let ipProto: u32 = 0;
+/** Byte offset of this fragment in the original datagram. */
+export let ipFragOffset: u32 = 0;
+export let ipMoreFragments: bool = false;
+
+@inline export function ipSrc(p: usize): u32 { return load<u32>(p, IP_SRC); }
+@inline export function ipDst(p: usize): u32 { return load<u32>(p, IP_DST); }
+@inline export function ipTtl(p: usize): u32 { return load<u8>(p, IP_TTL); }
+@inline export function ipId(p: usize): u32 { return load<u16>(p, IP_ID); }
+@inline export function ipIsFragment(): bool { return ipMoreFragments || ipFragOffset != 0; }
+
+/** Validates an IPv4 header of a packet of `len` bytes. Returns Drop.NONE or a reason. */
+export function ipv4Check(p: usize, len: u32): u32 {
+  if (len < IP_MIN_HEADER) return Drop.TRUNCATED;
+  const vihl = <u32>load<u8>(p, IP_VER_IHL);
+  if ((vihl >>> 4) != 4) return Drop.BAD_VERSION;
+  const hlen = (vihl & 0xf) << 2;
+  if (hlen < IP_MIN_HEADER || hlen > len) return Drop.BAD_IHL;
+  const total = <u32>bswap<u16>(load<u16>(p, IP_TOTAL_LEN));
+  // Bytes past the total length (link padding) are tolerated and left alone;
+  // a total length beyond what was read is a truncated packet.
+  if (total < hlen || total > len) return Drop.BAD_TOTAL_LEN;
+  if (sumBytes(p, hlen, 0) != 0xffff) return Drop.BAD_IP_CSUM;
+  const frag = <u32>bswap<u16>(load<u16>(p, IP_FRAG));
+  const offset = (frag & IP_OFFSET_MASK) << 3;
+  if (offset + total - hlen > 65535) return Drop.BAD_FRAGMENT;
+  ipHeaderLen = hlen;
+  ipTotalLen = total;
+  ipProto = load<u8>(p, IP_PROTO);
+  ipFragOffset = offset;
+  ipMoreFragments = (frag & IP_FLAG_MF) != 0;
+  return Drop.NONE;
+}

@@ -1,0 +1,227 @@
+// Loads the Wasm engine into a fixed memory (initial = maximum) sized for
+// the configured flow count, and gives the supervisor typed access to its
+// exports and to the regions it shares: packet slots, lengths, verdicts,
+// counters, the event ring and the flow table (for `conntrack`).
+
+import * as loader from '@assemblyscript/loader';
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { randomBytes } from 'node:crypto';
+import {
+  C_DROP_BASE, COUNTERS, DROP_REASONS, EV_DROP, EV_FLOW_EXPIRED, EV_FLOW_NEW, EV_FLUSH, FL_IN_USE, FL_REDIRECT,
+  FL_REPLIED, F_ALIAS_PORT, F_EXPIRES, F_FLAGS, F_LAN_ADDR, F_LAN_PORT, F_PKTS_IN, F_PKTS_OUT, F_PROTO, F_REM_ADDR,
+  F_REM_PORT, F_STATE, PROTO_NAMES, TCP_STATES, rawToIp,
+} from './abi.js';
+
+export interface EngineExports {
+  memoryBytes(flows: number): number;
+  init(flows: number, seed: number): number;
+  process(count: number, nowMs: number, side: number): number;
+  tick(nowMs: number, budget: number): number;
+  setWanAddress(addr: number, nowMs: number): number;
+  flushAll(): number;
+  setLanNet(i: number, net: number, mask: number): number;
+  setLanNetCount(n: number): void;
+  setPortPool(lo: number, hi: number): number;
+  setTimeouts(tcpEst: number, tcpTrans: number, udp: number, icmp: number, frag: number): void;
+  clearRedirects(): void;
+  addRedirect(proto: number, portLo: number, portHi: number, destAddr: number, destPortLo: number): number;
+  clearRules(): void;
+  addRule(srcZone: number, destZone: number, target: number, proto: number, icmpType: number,
+    srcNet: number, srcMask: number, dstNet: number, dstMask: number, portLo: number, portHi: number): number;
+  countersPtr(): number; counterSlots(): number;
+  eventsPtr(): number; eventCap(): number; eventSize(): number;
+  slotsPtr(): number; lensPtr(): number; verdictsPtr(): number; slotSize(): number; slotCount(): number;
+  flowsPtr(): number; flowSize(): number; flowCapacity(): number; flowHighWater(): number; flowActive(): number;
+  hashSize(): number; layoutBytesEnd(): number;
+}
+
+export interface EngineEvent {
+  type: 'flow_new' | 'flow_expired' | 'drop' | 'flush' | 'unknown';
+  reason?: string;
+  proto: number;
+  side: number;
+  lan: string; remote: string; wan: string;
+  lanPort: number; remotePort: number; aliasPort: number;
+  timeDs: number; extra: number;
+}
+
+export interface FlowEntry {
+  proto: string; protoNum: number; state: string;
+  lan: string; lanPort: number; remote: string; remotePort: number; wan: string; aliasPort: number;
+  expiresInS: number; redirect: boolean; replied: boolean; packetsOut: number; packetsIn: number;
+}
+
+const here = dirname(fileURLToPath(import.meta.url));
+
+export function wasmPath(debug = false): string {
+  // src/engine or dist/engine → <root>/dist/engine.wasm
+  return join(here, '..', '..', 'dist', debug ? 'engine.debug.wasm' : 'engine.wasm');
+}
+
+let compiled: Map<string, WebAssembly.Module> = new Map();
+function moduleFor(path: string): WebAssembly.Module {
+  let m = compiled.get(path);
+  if (!m) { m = new WebAssembly.Module(readFileSync(path)); compiled.set(path, m); }
+  return m;
+}
+
+function instantiate(mod: WebAssembly.Module, memory: WebAssembly.Memory): EngineExports {
+  const imports = {
+    env: {
+      memory,
+      abort(_msg: number, _file: number, line: number, col: number) {
+        throw new Error(`engine abort at ${line}:${col}`);
+      },
+    },
+  };
+  return loader.instantiateSync(mod, imports).exports as unknown as EngineExports;
+}
+
+/** Monotonic milliseconds for the engine's clock (never 0). */
+export function nowMs(): number { return performance.now() + 1000; }
+
+export class Engine {
+  readonly memory: WebAssembly.Memory;
+  readonly x: EngineExports;
+  readonly buffer: ArrayBuffer;
+  readonly slotBase: number;
+  readonly slotSize: number;
+  readonly slotCount: number;
+  readonly lenBase: number;
+  readonly verdictBase: number;
+  readonly maxFlows: number;
+  readonly memoryBytes: number;
+  private readonly u8: Uint8Array;
+  private readonly dv: DataView;
+
+  private constructor(memory: WebAssembly.Memory, x: EngineExports, maxFlows: number, bytes: number) {
+    this.memory = memory;
+    this.x = x;
+    this.buffer = memory.buffer;
+    this.u8 = new Uint8Array(this.buffer);
+    this.dv = new DataView(this.buffer);
+    this.slotBase = x.slotsPtr();
+    this.slotSize = x.slotSize();
+    this.slotCount = x.slotCount();
+    this.lenBase = x.lensPtr();
+    this.verdictBase = x.verdictsPtr();
+    this.maxFlows = maxFlows;
+    this.memoryBytes = bytes;
+  }
+
+  static load(opts: { maxFlows: number; debug?: boolean; seed?: number }): Engine {
+    const mod = moduleFor(wasmPath(opts.debug));
+    // Ask a throwaway instance how much memory the layout needs, then make
+    // exactly that, fixed: initial == maximum, so it can never grow or move.
+    const probe = instantiate(mod, new WebAssembly.Memory({ initial: 1, maximum: 1 }));
+    const bytes = probe.memoryBytes(opts.maxFlows);
+    const pages = Math.ceil(bytes / 65536);
+    if (pages > 65536) throw new Error(`max_flows ${opts.maxFlows} needs ${bytes} bytes, beyond 4 GiB of Wasm memory`);
+    const memory = new WebAssembly.Memory({ initial: pages, maximum: pages });
+    const x = instantiate(mod, memory);
+    const seed = opts.seed ?? randomBytes(4).readUInt32LE(0);
+    if (x.init(opts.maxFlows, seed) !== 0) throw new Error('engine memory too small for its layout');
+    return new Engine(memory, x, opts.maxFlows, pages * 65536);
+  }
+
+  process(count: number, side: number, now = nowMs()): number {
+    return this.x.process(count, now, side);
+  }
+
+  // ---- slots (tests and benches; the TUN addon uses the raw offsets) ----
+  slot(i: number): Uint8Array {
+    return this.u8.subarray(this.slotBase + i * this.slotSize, this.slotBase + (i + 1) * this.slotSize);
+  }
+  setPacket(i: number, pkt: Uint8Array): void {
+    this.u8.set(pkt, this.slotBase + i * this.slotSize);
+    this.dv.setUint32(this.lenBase + 4 * i, pkt.length, true);
+  }
+  packet(i: number): Uint8Array {
+    const len = this.dv.getUint32(this.lenBase + 4 * i, true);
+    return this.u8.slice(this.slotBase + i * this.slotSize, this.slotBase + i * this.slotSize + len);
+  }
+  verdict(i: number): number { return this.u8[this.verdictBase + i]; }
+
+  // ---- counters --------------------------------------------------------
+  counter(i: number): number {
+    return Number(this.dv.getBigUint64(this.x.countersPtr() + i * 8, true));
+  }
+  counters(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const [k, v] of Object.entries(COUNTERS)) out[k] = this.counter(v);
+    return out;
+  }
+  drops(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (let r = 1; r < DROP_REASONS.length; r++) {
+      const n = this.counter(C_DROP_BASE + r);
+      if (n) out[DROP_REASONS[r]] = n;
+    }
+    return out;
+  }
+  dropCount(reason: string): number {
+    const i = DROP_REASONS.indexOf(reason as (typeof DROP_REASONS)[number]);
+    if (i < 0) throw new Error(`unknown drop reason ${reason}`);
+    return this.counter(C_DROP_BASE + i);
+  }
+
+  // ---- events ----------------------------------------------------------
+  drainEvents(max = Infinity): EngineEvent[] {
+    const base = this.x.eventsPtr();
+    const cap = this.x.eventCap();
+    const size = this.x.eventSize();
+    let head = this.dv.getUint32(base, true);
+    let tail = this.dv.getUint32(base + 4, true);
+    const out: EngineEvent[] = [];
+    while (tail !== head && out.length < max) {
+      const e = base + 64 + (tail & (cap - 1)) * size;
+      const t = this.u8[e];
+      out.push({
+        type: t === EV_FLOW_NEW ? 'flow_new' : t === EV_FLOW_EXPIRED ? 'flow_expired' : t === EV_DROP ? 'drop' : t === EV_FLUSH ? 'flush' : 'unknown',
+        reason: t === EV_DROP ? DROP_REASONS[this.u8[e + 1]] ?? String(this.u8[e + 1]) : undefined,
+        proto: this.u8[e + 2], side: this.u8[e + 3],
+        lan: rawToIp(this.dv.getUint32(e + 4, true)), remote: rawToIp(this.dv.getUint32(e + 8, true)),
+        wan: rawToIp(this.dv.getUint32(e + 12, true)),
+        lanPort: this.dv.getUint16(e + 16, true), remotePort: this.dv.getUint16(e + 18, true),
+        aliasPort: this.dv.getUint16(e + 20, true), timeDs: this.dv.getUint32(e + 24, true), extra: this.dv.getUint32(e + 28, true),
+      });
+      tail = (tail + 1) >>> 0;
+    }
+    this.dv.setUint32(base + 4, tail, true);
+    return out;
+  }
+
+  // ---- flow table --------------------------------------------------------
+  flows(wanAddress: string, now = nowMs()): FlowEntry[] {
+    const base = this.x.flowsPtr();
+    const size = this.x.flowSize();
+    const n = this.x.flowHighWater();
+    const nowDs = Math.floor(now / 100);
+    const out: FlowEntry[] = [];
+    for (let f = 0; f < n; f++) {
+      const r = base + f * size;
+      const flags = this.dv.getUint16(r + F_FLAGS, true);
+      if (!(flags & FL_IN_USE)) continue;
+      const protoNum = this.u8[r + F_PROTO];
+      const st = this.u8[r + F_STATE];
+      out.push({
+        proto: PROTO_NAMES[protoNum] ?? String(protoNum), protoNum,
+        state: protoNum === 6 ? (TCP_STATES[st] ?? String(st)) : st ? 'REPLIED' : 'UNREPLIED',
+        lan: rawToIp(this.dv.getUint32(r + F_LAN_ADDR, true)), lanPort: this.dv.getUint16(r + F_LAN_PORT, true),
+        remote: rawToIp(this.dv.getUint32(r + F_REM_ADDR, true)), remotePort: this.dv.getUint16(r + F_REM_PORT, true),
+        wan: wanAddress, aliasPort: this.dv.getUint16(r + F_ALIAS_PORT, true),
+        expiresInS: Math.max(0, ((this.dv.getUint32(r + F_EXPIRES, true) - nowDs) | 0) / 10),
+        redirect: !!(flags & FL_REDIRECT), replied: !!(flags & FL_REPLIED),
+        packetsOut: this.dv.getUint32(r + F_PKTS_OUT, true), packetsIn: this.dv.getUint32(r + F_PKTS_IN, true),
+      });
+    }
+    return out;
+  }
+
+  /** Table bytes per flow: records plus both hash indexes. */
+  bytesPerFlow(): number {
+    return this.x.flowSize() + (2 * 4 * this.x.hashSize()) / this.maxFlows;
+  }
+}
