@@ -62,6 +62,14 @@ let sweepHand: u32 = 0;
   return hashIn(load<u8>(r, F_PROTO), load<u16>(r, F_ALIAS_PORT), load<u32>(r, F_REM_ADDR), load<u16>(r, F_REM_PORT));
 }
 
+/** The index entry at the home slot of a key (a cache warm-up, not a lookup). */
+@inline export function flowIndexPeekOut(proto: u32, lanA: u32, lanP: u32, remA: u32, remP: u32): u32 {
+  return load<u32>(flowOutIndex + (<usize>(hashOut(proto, lanA, lanP, remA, remP) & hashMask) << 2));
+}
+@inline export function flowIndexPeekIn(proto: u32, aliasP: u32, remA: u32, remP: u32): u32 {
+  return load<u32>(flowInIndex + (<usize>(hashIn(proto, aliasP, remA, remP) & hashMask) << 2));
+}
+
 /** Outbound lookup; returns flow + 1 or 0. */
 export function flowFindOut(proto: u32, lanA: u32, lanP: u32, remA: u32, remP: u32): u32 {
   let i = hashOut(proto, lanA, lanP, remA, remP) & hashMask;

@@ -1,0 +1,23 @@
+// `vpnmasq conntrack`: the flow table the way `conntrack -L` prints it,
+// original direction first, reply direction second.
+import type { FlowEntry } from '../engine/engine.js';
+
+export function formatConntrack(flows: FlowEntry[]): string {
+  const lines = flows.map((f) => {
+    const portful = f.protoNum === 6 || f.protoNum === 17;
+    const ports = (sp: number, dp: number) => (portful ? ` sport=${sp} dport=${dp}` : ` type=8 code=0 id=${sp || dp}`);
+    const state = f.protoNum === 6 ? `${f.state} ` : '';
+    // Original direction: who opened the flow. A redirect was opened from the WAN.
+    const orig = f.redirect
+      ? `src=${f.remote} dst=${f.wan}${ports(f.remotePort, f.aliasPort)}`
+      : `src=${f.lan} dst=${f.remote}${ports(f.lanPort, f.remotePort)}`;
+    const reply = f.redirect
+      ? `src=${f.lan} dst=${f.remote}${ports(f.lanPort, f.remotePort)}`
+      : `src=${f.remote} dst=${f.wan}${ports(f.remotePort, f.aliasPort)}`;
+    const unreplied = f.replied ? '' : ' [UNREPLIED]';
+    const flags = f.replied && f.protoNum === 6 && f.state === 'ESTABLISHED' ? ' [ASSURED]' : '';
+    return `${f.proto.padEnd(8)} ${String(f.protoNum).padEnd(2)} ${Math.round(f.expiresInS)} ${state}${orig}` +
+      ` packets=${f.packetsOut}${unreplied} ${reply} packets=${f.packetsIn}${flags} use=1`;
+  });
+  return lines.join('\n') + (lines.length ? '\n' : '');
+}

@@ -1,0 +1,81 @@
+// Turns the typed Config into engine settings: LAN subnets, the port pool,
+// timeouts, redirects (port forwards) and rules, expanded to the engine's
+// one-protocol, one-network, one-range records. Used at start and on reload.
+
+import type { Config, Rule } from '../config/index.js';
+import { PROTO_ALL } from '../config/schema.js';
+import type { Engine } from './engine.js';
+import {
+  DEST_FORWARD, DEST_ROUTER, TARGET_ACCEPT, TARGET_DROP, TARGET_REJECT, ZONE_LAN, ZONE_WAN, ipToRaw, maskRaw,
+} from './abi.js';
+
+function cidr(s: string): [number, number] {
+  const [a, len] = s.split('/');
+  return [ipToRaw(a!), maskRaw(len === undefined ? 32 : Number(len))];
+}
+
+const TARGETS = { ACCEPT: TARGET_ACCEPT, DROP: TARGET_DROP, REJECT: TARGET_REJECT } as const;
+
+/** One engine rule per (protocol, source net, destination net, port range, ICMP type). */
+export function expandRule(r: Rule): number[][] {
+  const out: number[][] = [];
+  const srcs = r.srcIp.length ? r.srcIp.map(cidr) : [[0, 0] as [number, number]];
+  const dsts = r.destIp.length ? r.destIp.map(cidr) : [[0, 0] as [number, number]];
+  const ports = r.destPort.length ? r.destPort : [[0, 65535] as [number, number]];
+  const icmps = r.icmpType.length ? r.icmpType.map((t) => t.type) : [-1];
+  const srcZone = r.src === 'wan' ? ZONE_WAN : ZONE_LAN;
+  const destZone = r.dest === null ? DEST_ROUTER : DEST_FORWARD;
+  for (const proto of r.proto) {
+    for (const [sn, sm] of srcs) for (const [dn, dm] of dsts) {
+      if (proto === 6 || proto === 17) {
+        for (const [lo, hi] of ports) out.push([srcZone, destZone, TARGETS[r.target], proto, -1, sn, sm, dn, dm, lo, hi]);
+      } else if (proto === 1) {
+        for (const t of icmps) out.push([srcZone, destZone, TARGETS[r.target], 1, t, sn, sm, dn, dm, 0, 65535]);
+      } else {
+        out.push([srcZone, destZone, TARGETS[r.target], proto === PROTO_ALL ? -1 : proto, -1, sn, sm, dn, dm, 0, 65535]);
+      }
+    }
+  }
+  return out;
+}
+
+export interface ApplyResult { lanSubnets: string[]; redirects: number; rules: number }
+
+/** Applies everything but the WAN address. `lanSubnets` overrides the config's (derived from the device). */
+export function applyConfig(engine: Engine, cfg: Config, lanSubnets: string[]): ApplyResult {
+  const x = engine.x;
+  const m = cfg.main;
+  // Check the limits before touching anything, so a refused reload leaves
+  // the running settings whole.
+  const ruleRows = cfg.rules.map((r) => ({ r, rows: expandRule(r) }));
+  const nRules = ruleRows.reduce((a, b) => a + b.rows.length, 0);
+  if (nRules > 256) throw new Error(`${cfg.file}: ${nRules} rules after expansion (protocols × addresses × ports); the engine holds 256`);
+  const nRedirects = cfg.redirects.reduce((a, r) => a + (r.srcDport ? r.proto.length : 0), 0);
+  if (nRedirects > 256) throw new Error(`${cfg.file}: ${nRedirects} redirects after expansion; the engine holds 256`);
+  lanSubnets.forEach((s, i) => { const [n, mask] = cidr(s); x.setLanNet(i, n, mask); });
+  x.setLanNetCount(lanSubnets.length);
+  if (x.setPortPool(m.masqPorts[0], m.masqPorts[1]) !== 0) throw new Error(`masq_ports ${m.masqPorts.join('-')} refused by the engine`);
+  x.setTimeouts(m.tcpTimeout, m.tcpTransitoryTimeout, m.udpTimeout, m.icmpTimeout, m.fragTimeout);
+  x.clearRedirects();
+  let redirects = 0;
+  for (const r of cfg.redirects) {
+    for (const proto of r.proto) {
+      if (!r.srcDport || !r.destPort) continue; // portless protocols: the VPN handlers take them
+      if (x.addRedirect(proto, r.srcDport[0], r.srcDport[1], ipToRaw(r.destIp), r.destPort[0]) < 0) {
+        throw new Error(`${cfg.file}:${r.line}: redirect refused by the engine (too many redirects?)`);
+      }
+      redirects++;
+    }
+  }
+  x.clearRules();
+  let rules = 0;
+  for (const { r, rows } of ruleRows) {
+    for (const a of rows) {
+      if (x.addRule(a[0]!, a[1]!, a[2]!, a[3]!, a[4]!, a[5]!, a[6]!, a[7]!, a[8]!, a[9]!, a[10]!) < 0) {
+        throw new Error(`${cfg.file}:${r.line}: too many rules after expansion (the engine holds 256)`);
+      }
+      rules++;
+    }
+  }
+  return { lanSubnets, redirects, rules };
+}

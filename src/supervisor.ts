@@ -1,0 +1,252 @@
+// `vpnmasq run`: the thin supervisor. Load the config, create the TUNs, set
+// up policy routing, feed the engine in batches, follow the WAN address,
+// drain engine events into the log, answer the control socket, reload on
+// SIGHUP or `vpnmasq reload`, and put everything back on SIGTERM/SIGINT.
+// No packet logic lives here.
+
+import { existsSync } from 'node:fs';
+import { ConfigError, loadConfig, type Config } from './config/index.js';
+import { Engine, nowMs } from './engine/engine.js';
+import { applyConfig } from './engine/apply.js';
+import { ipToRaw, POLICY_REASONS, PROTO_NAMES } from './engine/abi.js';
+import { createLogger, type Logger } from './log.js';
+import { deviceExists, subnetsOf } from './net/iface.js';
+import { setupRouting, teardownStale, type Routing, type RoutingPlan } from './net/routes.js';
+import { watchWanAddress, type WanWatch } from './net/wanwatch.js';
+import { TunDevice, writeDrops } from './tun/tun.js';
+import { BatchLoop } from './tun/loop.js';
+import { ControlServer } from './control/server.js';
+import type { Request, Response } from './control/protocol.js';
+import { formatConntrack } from './cli/conntrack.js';
+
+/** An error whose message is the one line to print before exiting non-zero. */
+export class FatalError extends Error {
+  constructor(message: string, readonly exitCode = 1) { super(message); }
+}
+
+export interface RunOptions { configPath: string; log?: Logger }
+
+export class Supervisor {
+  private cfg: Config;
+  private log: Logger;
+  private engine!: Engine;
+  private tunIn: TunDevice | null = null;
+  private tunOut: TunDevice | null = null;
+  private routing: Routing | null = null;
+  private wan: WanWatch | null = null;
+  private loop: BatchLoop | null = null;
+  private control: ControlServer | null = null;
+  private timers: NodeJS.Timeout[] = [];
+  private wanAddress: string | null = null;
+  private lanSubnets: string[] = [];
+  private stopping = false;
+  private startedAt = Date.now();
+  private lastDrops: Record<string, number> = {};
+
+  constructor(private readonly opts: RunOptions) {
+    this.cfg = loadConfig(opts.configPath);
+    this.log = opts.log ?? createLogger(this.cfg.main.logLevel);
+  }
+
+  private plan(): RoutingPlan {
+    const m = this.cfg.main;
+    return {
+      lanDevice: m.lanDevice, wanDevice: m.wanDevice, tunInside: m.tunInside, tunOutside: m.tunOutside,
+      wanAddress: this.wanAddress, lanSubnets: this.lanSubnets, masqPorts: [m.masqPorts[0], m.masqPorts[1]],
+      stateFile: `/run/vpnmasq/routing-${m.tunInside}.json`,
+    };
+  }
+
+  async start(): Promise<void> {
+    const m = this.cfg.main;
+    if (process.getuid && process.getuid() !== 0) {
+      throw new FatalError('vpnmasq: must run as root (it creates TUN devices and policy routes)');
+    }
+    if (!existsSync('/dev/net/tun')) throw new FatalError('vpnmasq: /dev/net/tun is missing (load the tun module: modprobe tun)');
+    for (const [opt, dev] of [['lan_device', m.lanDevice], ['wan_device', m.wanDevice]] as const) {
+      if (!deviceExists(dev)) throw new FatalError(`vpnmasq: ${this.cfg.file}: option ${opt}: device "${dev}" does not exist`);
+    }
+    this.lanSubnets = m.lanSubnets.length ? [...m.lanSubnets] : subnetsOf(m.lanDevice);
+    if (this.lanSubnets.length === 0) {
+      throw new FatalError(`vpnmasq: ${m.lanDevice} has no IPv4 subnet and no lan_subnet is configured`);
+    }
+    this.engine = Engine.load({ maxFlows: m.maxFlows });
+    applyConfig(this.engine, this.cfg, this.lanSubnets);
+
+    // Crash safety: whatever a killed earlier run left is removed first.
+    teardownStale(this.plan());
+    try {
+      this.tunIn = TunDevice.open(m.tunInside);
+      this.tunOut = TunDevice.open(m.tunOutside);
+    } catch (err) {
+      this.tunIn?.close();
+      this.tunIn = null;
+      throw new FatalError(`vpnmasq: ${(err as Error).message}`);
+    }
+
+    // The first WAN address is read synchronously so routes start complete.
+    this.wan = watchWanAddress(m.wanDevice, (addr) => this.onWanAddress(addr));
+    this.wanAddress = this.wan.current();
+    if (this.wanAddress) this.engine.x.setWanAddress(ipToRaw(this.wanAddress), nowMs());
+    try {
+      this.routing = setupRouting(this.plan());
+    } catch (err) {
+      await this.stop();
+      throw new FatalError(`vpnmasq: routing setup failed: ${(err as Error).message}`);
+    }
+
+    this.loop = new BatchLoop(this.engine, this.tunIn, this.tunOut);
+    this.loop.start();
+    this.control = new ControlServer(m.controlSocket, (req) => this.handle(req));
+    await this.control.listen();
+    this.timers.push(setInterval(() => this.engine.x.tick(nowMs(), 65536), 250));
+    this.timers.push(setInterval(() => this.drainEvents(), 200));
+    this.log.info({
+      lan: m.lanDevice, wan: m.wanDevice, wanAddress: this.wanAddress, lanSubnets: this.lanSubnets,
+      maxFlows: m.maxFlows, memoryMiB: +(this.engine.memoryBytes / 1048576).toFixed(1),
+      redirects: this.cfg.redirects.length, rules: this.cfg.rules.length, socket: m.controlSocket,
+    }, 'vpnmasq ready');
+  }
+
+  private onWanAddress(addr: string | null): void {
+    if (this.stopping || addr === this.wanAddress) return;
+    const old = this.wanAddress;
+    this.wanAddress = addr;
+    // No address: keep the old flows until one arrives (a DHCP renew may
+    // bring the same address back); a different address flushes them.
+    if (addr) {
+      const flushed = this.engine.x.setWanAddress(ipToRaw(addr), nowMs());
+      this.log.info({ old, new: addr, flushed }, 'WAN address changed');
+    } else {
+      this.log.warn({ old }, 'WAN address lost');
+    }
+    try {
+      this.routing?.updateWanAddress(addr);
+    } catch (err) {
+      this.log.error({ err: (err as Error).message }, 'could not update the WAN route');
+    }
+  }
+
+  private drainEvents(): void {
+    const events = this.engine.drainEvents(4096);
+    for (const ev of events) {
+      if (ev.type === 'drop' && ev.reason) {
+        const total = this.engine.dropCount(ev.reason);
+        const since = total - (this.lastDrops[ev.reason] ?? 0);
+        this.lastDrops[ev.reason] = total;
+        // Policy drops are worth a line (at most one a second per reason);
+        // malformed input is counted quietly.
+        const level = POLICY_REASONS.has(ev.reason) ? 'info' : 'debug';
+        this.log[level]({ reason: ev.reason, side: ev.side ? 'wan' : 'lan', since, total }, 'dropped');
+      } else if (ev.type === 'flow_new' || ev.type === 'flow_expired') {
+        if (this.log.isLevelEnabled('debug')) {
+          this.log.debug({
+            proto: PROTO_NAMES[ev.proto] ?? ev.proto, lan: `${ev.lan}:${ev.lanPort}`,
+            remote: `${ev.remote}:${ev.remotePort}`, wanPort: ev.aliasPort,
+          }, ev.type === 'flow_new' ? 'flow new' : 'flow expired');
+        }
+      } else if (ev.type === 'flush') {
+        this.log.info({ flows: ev.extra }, 'flows flushed');
+      }
+    }
+  }
+
+  status(): Record<string, unknown> {
+    const e = this.engine;
+    return {
+      pid: process.pid, uptimeS: Math.round((Date.now() - this.startedAt) / 1000),
+      config: this.cfg.file, lanDevice: this.cfg.main.lanDevice, wanDevice: this.cfg.main.wanDevice,
+      wanAddress: this.wanAddress, lanSubnets: this.lanSubnets,
+      flows: { active: e.x.flowActive(), max: e.maxFlows, bytesPerFlow: +e.bytesPerFlow().toFixed(1) },
+      memoryBytes: e.memoryBytes, counters: e.counters(), drops: e.drops(), tunWriteDrops: writeDrops(),
+      redirects: this.cfg.redirects.length, rules: this.cfg.rules.length,
+    };
+  }
+
+  /** Re-reads the config; a bad file is refused and the running config stays. */
+  reload(): { ok: boolean; error?: string; restartNeeded?: string[] } {
+    let next: Config;
+    try {
+      next = loadConfig(this.opts.configPath);
+    } catch (err) {
+      const msg = err instanceof ConfigError ? err.message : (err as Error).message;
+      this.log.error({ error: msg }, 'reload refused; keeping the running config');
+      return { ok: false, error: msg };
+    }
+    const restartNeeded: string[] = [];
+    const a = this.cfg.main, b = next.main;
+    for (const k of ['lanDevice', 'wanDevice', 'tunInside', 'tunOutside', 'maxFlows', 'controlSocket'] as const) {
+      if (a[k] !== b[k]) restartNeeded.push(k);
+    }
+    if (JSON.stringify(a.lanSubnets) !== JSON.stringify(b.lanSubnets)) restartNeeded.push('lanSubnets');
+    if (a.masqPorts[0] !== b.masqPorts[0] || a.masqPorts[1] !== b.masqPorts[1]) restartNeeded.push('masqPorts');
+    try {
+      applyConfig(this.engine, next, this.lanSubnets);
+    } catch (err) {
+      const msg = (err as Error).message;
+      this.log.error({ error: msg }, 'reload refused; keeping the running config');
+      applyConfig(this.engine, this.cfg, this.lanSubnets);
+      return { ok: false, error: msg };
+    }
+    this.cfg = next;
+    this.log.level = b.logLevel;
+    if (restartNeeded.length) this.log.warn({ options: restartNeeded }, 'these options take effect after a restart');
+    this.log.info({ redirects: next.redirects.length, rules: next.rules.length }, 'config reloaded');
+    return { ok: true, restartNeeded };
+  }
+
+  private handle(req: Request): Response {
+    switch (req.cmd) {
+      case 'status': return { ok: true, data: this.status() };
+      case 'conntrack': return { ok: true, data: this.engine.flows(this.wanAddress ?? '0.0.0.0') };
+      case 'reload': { const r = this.reload(); return { ok: r.ok, error: r.error, data: r }; }
+      default: return { ok: false, error: `unknown command ${(req as { cmd: unknown }).cmd}` };
+    }
+  }
+
+  /** Idempotent: stops traffic, removes routes, TUNs, the socket, timers. */
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    for (const t of this.timers) clearInterval(t);
+    this.timers = [];
+    this.loop?.stop();
+    this.wan?.stop();
+    const errors: string[] = [];
+    try { this.routing?.teardown(); } catch (err) { errors.push((err as Error).message); }
+    try { if (!this.routing) teardownStale(this.plan()); } catch (err) { errors.push((err as Error).message); }
+    this.tunIn?.close();
+    this.tunOut?.close();
+    await this.control?.close();
+    if (this.engine) this.drainEvents();
+    if (errors.length) this.log.error({ errors }, 'teardown incomplete');
+    else this.log.info('vpnmasq stopped; routes and TUN devices removed');
+  }
+}
+
+export { formatConntrack };
+
+/** Runs until SIGTERM/SIGINT; resolves with the exit code. */
+export async function run(opts: RunOptions): Promise<number> {
+  let sup: Supervisor;
+  try {
+    sup = new Supervisor(opts);
+  } catch (err) {
+    if (err instanceof ConfigError) throw new FatalError(`vpnmasq: ${err.message}`);
+    throw err;
+  }
+  await sup.start();
+  return new Promise<number>((resolve) => {
+    const finish = async (code: number) => {
+      await sup.stop();
+      resolve(code);
+    };
+    process.once('SIGTERM', () => void finish(0));
+    process.once('SIGINT', () => void finish(0));
+    process.on('SIGHUP', () => sup.reload());
+    process.once('uncaughtException', (err) => {
+      console.error(`vpnmasq: ${err.stack ?? err.message}`);
+      void finish(1);
+    });
+  });
+}
