@@ -1,0 +1,58 @@
+// The default /etc/config/vpnmasq shipped in the image
+// (firmware/files/etc/config/vpnmasq), as a string for the embedded lab demo.
+// Keep the two identical: test/unit/config checks that they are.
+
+export const DEFAULT_CONFIG = `# /etc/config/vpnmasq: vpnmasq, a NAT router with VPN passthrough.
+#
+# uci(1) syntax. Section and option names follow firewall4 (fw4) where fw4
+# has the same concept: 'config redirect' is a port forward, 'config rule'
+# a filter rule. An option left out takes the default shown here.
+
+config vpnmasq 'main'
+	option lan_device 'br-lan'	# LAN-side device
+	option wan_device 'wan'	# WAN-side device; its IPv4 address is the masquerade address
+	option tun_inside 'tin'	# TUN device on the LAN side
+	option tun_outside 'tout'	# TUN device on the WAN side
+	# list lan_subnet '192.168.1.0/24'	# none: taken from lan_device at run time
+	option max_flows '65536'	# size of the flow table (1024..4194304)
+	option log_level 'info'	# fatal, error, warn, info, debug or trace
+	option masq_ports '61000-65535'	# source ports for masquerading; redirects must stay outside
+	# Idle timeouts, in seconds.
+	option tcp_timeout '7440'	# established TCP (RFC 5382: at least 2 h 4 min)
+	option tcp_transitory_timeout '240'	# TCP being opened or closed
+	option udp_timeout '300'	# UDP (RFC 4787: at least 2 min, 5 min recommended)
+	option icmp_timeout '60'	# ICMP queries (RFC 5508: at least 60 s)
+	option frag_timeout '30'	# reassembly of a fragmented datagram (at most 255)
+	# VPN passthrough: IPsec (ESP, IKE on udp 500, NAT-T on udp 4500) and GRE.
+	option esp_timeout '1800'
+	option esp_init_timeout '120'
+	option esp_init_retries '5'
+	option ike_timeout '3600'	# at least esp_timeout
+	option natt_timeout '300'
+	option gre_timeout '7440'
+	option parallel_sessions '0'
+	option esp_guess '0'
+	option control_socket '/var/run/vpnmasq.sock'	# Unix socket for control commands
+
+# Example port forward: tcp 8080 on the WAN address to 192.168.1.10:80.
+# Delete the 'enabled' line to use it.
+config redirect
+	option name 'Example-Forward-HTTP'
+	option enabled '0'
+	option src 'wan'
+	option proto 'tcp'
+	option src_dport '8080'
+	option dest 'lan'
+	option dest_ip '192.168.1.10'
+	option dest_port '80'
+
+# Example rule: let IKE and NAT-T reach the router itself (no 'dest').
+# Delete the 'enabled' line to use it.
+config rule
+	option name 'Example-Allow-IKE'
+	option enabled '0'
+	option src 'wan'
+	option proto 'udp'
+	option dest_port '500 4500'
+	option target 'ACCEPT'
+`;

@@ -1,0 +1,176 @@
+// vpnmasq configuration: /etc/config/vpnmasq, UCI syntax, fw4 option names.
+//
+//   loadConfig(path)        read and validate a file
+//   parseConfig(text, file) validate text (file is used in messages)
+//   formatConfig(cfg)       canonical UCI text of a Config, every effective
+//                           value spelled out (parses back to an equal Config)
+//
+// Every problem is a ConfigError with `file`, `line` (0: the file as a
+// whole) and `reason`; its message is `FILE:LINE: reason`.
+
+import { readFileSync } from 'node:fs';
+import {
+  PROTO_ALL,
+  PROTOCOL_NAMES,
+  validateConfig,
+  type Config,
+  type PortRange,
+  type Redirect,
+  type Rule,
+} from './schema.js';
+import { ConfigError, parseUci, uciQuote } from './uci.js';
+
+export { ConfigError, parseUci, uciQuote };
+export type { UciFile, UciOption, UciSection } from './uci.js';
+export {
+  LOG_LEVELS,
+  MAIN_DEFAULTS,
+  PROTOCOL_NAMES,
+  PROTO_AH,
+  PROTO_ALL,
+  PROTO_ESP,
+  PROTO_GRE,
+  PROTO_ICMP,
+  PROTO_TCP,
+  PROTO_UDP,
+  validateConfig,
+} from './schema.js';
+export type { Config, IcmpType, LogLevel, MainConfig, PortRange, Redirect, Rule } from './schema.js';
+export { DEFAULT_CONFIG } from './default.js';
+
+/** Where the image keeps the configuration. */
+export const DEFAULT_CONFIG_PATH = '/etc/config/vpnmasq';
+
+/** Validates UCI text into a deeply frozen Config. Throws ConfigError only. */
+export function parseConfig(text: string, file: string): Config {
+  try {
+    return validateConfig(parseUci(text, file));
+  } catch (e) {
+    if (e instanceof ConfigError) throw e;
+    throw new ConfigError(file, 0, `internal error: ${e instanceof Error ? e.message : String(e)}`);
+  }
+}
+
+/** "ENOENT: no such file or directory, open '/x'" -> "ENOENT: no such file or directory" */
+function errnoText(e: unknown): string {
+  const err = e as NodeJS.ErrnoException;
+  const msg = typeof err?.message === 'string' ? err.message : String(e);
+  const m = /^([A-Z][A-Z0-9_]*: [^,]*)/.exec(msg);
+  return m ? m[1]! : msg;
+}
+
+/** Decodes UTF-8, refusing invalid byte sequences with the line they are on. */
+function decode(buf: Buffer, file: string): string {
+  const strict = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+  try {
+    return strict.decode(buf);
+  } catch {
+    let start = 0;
+    for (let line = 1; ; line++) {
+      const nl = buf.indexOf(0x0a, start);
+      const end = nl < 0 ? buf.length : nl;
+      try {
+        new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(buf.subarray(start, end));
+      } catch {
+        throw new ConfigError(file, line, 'invalid UTF-8 text');
+      }
+      if (nl < 0) throw new ConfigError(file, 0, 'invalid UTF-8 text');
+      start = nl + 1;
+    }
+  }
+}
+
+/** Reads and validates a config file. A missing or unreadable file is a ConfigError at line 0. */
+export function loadConfig(path: string): Config {
+  let buf: Buffer;
+  try {
+    buf = readFileSync(path);
+  } catch (e) {
+    throw new ConfigError(path, 0, `cannot read the configuration: ${errnoText(e)}`);
+  }
+  return parseConfig(decode(buf, path), path);
+}
+
+// ---------------------------------------------------------------------------
+// formatConfig
+
+function protoName(p: number): string {
+  if (p === PROTO_ALL) return 'all';
+  for (const [name, num] of Object.entries(PROTOCOL_NAMES)) if (num === p) return name;
+  return `${p}`;
+}
+
+function port(r: PortRange): string {
+  return r[0] === r[1] ? `${r[0]}` : `${r[0]}-${r[1]}`;
+}
+
+function opt(name: string, value: string | number | boolean): string {
+  const v = typeof value === 'boolean' ? (value ? '1' : '0') : `${value}`;
+  return `\toption ${name} ${uciQuote(v)}\n`;
+}
+
+function list(name: string, values: readonly string[]): string {
+  return values.map((v) => `\tlist ${name} ${uciQuote(v)}\n`).join('');
+}
+
+function redirectText(r: Redirect): string {
+  let s = '\nconfig redirect\n';
+  if (r.name !== null) s += opt('name', r.name);
+  s += opt('src', r.src);
+  s += opt('proto', r.proto.map(protoName).join(' '));
+  if (r.srcDport) s += opt('src_dport', port(r.srcDport));
+  s += opt('dest', r.dest);
+  s += opt('dest_ip', r.destIp);
+  if (r.destPort) s += opt('dest_port', port(r.destPort));
+  s += opt('target', r.target);
+  return s;
+}
+
+function ruleText(r: Rule): string {
+  let s = '\nconfig rule\n';
+  if (r.name !== null) s += opt('name', r.name);
+  s += opt('src', r.src);
+  s += list('src_ip', r.srcIp);
+  if (r.dest !== null) s += opt('dest', r.dest);
+  s += list('dest_ip', r.destIp);
+  s += opt('proto', r.proto.map(protoName).join(' '));
+  s += list('dest_port', r.destPort.map(port));
+  s += list('icmp_type', r.icmpType.map((t) => (t.code === null ? `${t.type}` : `${t.type}/${t.code}`)));
+  s += opt('target', r.target);
+  return s;
+}
+
+/**
+ * The Config as canonical UCI text with every effective value written out
+ * (defaults included, disabled sections gone). Useful as a summary of what
+ * is in force; parseConfig(formatConfig(c)) equals c up to `file` and lines.
+ */
+export function formatConfig(cfg: Config): string {
+  const m = cfg.main;
+  let s = `# effective configuration from ${cfg.file.replace(/[\r\n]/g, ' ')}\n\nconfig vpnmasq 'main'\n`;
+  s += opt('lan_device', m.lanDevice);
+  s += opt('wan_device', m.wanDevice);
+  s += opt('tun_inside', m.tunInside);
+  s += opt('tun_outside', m.tunOutside);
+  s += list('lan_subnet', m.lanSubnets);
+  s += opt('max_flows', m.maxFlows);
+  s += opt('log_level', m.logLevel);
+  s += opt('masq_ports', port(m.masqPorts));
+  s += opt('tcp_timeout', m.tcpTimeout);
+  s += opt('tcp_transitory_timeout', m.tcpTransitoryTimeout);
+  s += opt('udp_timeout', m.udpTimeout);
+  s += opt('icmp_timeout', m.icmpTimeout);
+  s += opt('frag_timeout', m.fragTimeout);
+  s += opt('esp_timeout', m.espTimeout);
+  s += opt('esp_init_timeout', m.espInitTimeout);
+  s += opt('esp_init_retries', m.espInitRetries);
+  s += opt('ike_timeout', m.ikeTimeout);
+  s += opt('natt_timeout', m.nattTimeout);
+  s += opt('gre_timeout', m.greTimeout);
+  s += opt('parallel_sessions', m.parallelSessions);
+  s += opt('esp_guess', m.espGuess);
+  s += opt('control_socket', m.controlSocket);
+  for (const r of cfg.redirects) s += redirectText(r);
+  for (const r of cfg.rules) s += ruleText(r);
+  return s;
+}
