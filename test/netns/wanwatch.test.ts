@@ -1,0 +1,308 @@
+// wanwatch (src/net/wanwatch.ts) for real, in a network namespace: the
+// watcher runs in a harness process inside the namespace (`ip netns exec NS
+// node harness.mjs`, importing the compiled src/net modules), the test changes
+// addresses with `ip -n NS addr ...` and checks the callbacks and the
+// watcher's child processes.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import ts from 'typescript';
+import { skipUnless } from '../helpers/prereq.js';
+import { monitorLineDevice } from '../../src/net/wanwatch.js';
+import { primaryIpv4 } from '../../src/net/iface.js';
+
+describe('wanwatch parsing', () => {
+  it('finds the device of an ip monitor line', () => {
+    expect(monitorLineDevice('3: wan    inet 198.51.100.7/24 scope global wan\\       valid_lft forever preferred_lft forever')).toBe('wan');
+    expect(monitorLineDevice('Deleted 3: wan    inet 198.51.100.7/24 scope global wan')).toBe('wan');
+    expect(monitorLineDevice('7: eth0.100    inet 10.0.0.1/8 scope global eth0.100')).toBe('eth0.100');
+    expect(monitorLineDevice('garbage')).toBeNull();
+  });
+
+  it('picks the first primary global address', () => {
+    const out = JSON.stringify([
+      {
+        ifname: 'wan',
+        addr_info: [
+          { family: 'inet', local: '169.254.1.1', prefixlen: 16, scope: 'link' },
+          { family: 'inet', local: '198.51.100.7', prefixlen: 24, scope: 'global' },
+          { family: 'inet', local: '198.51.100.8', prefixlen: 24, scope: 'global', secondary: true },
+        ],
+      },
+    ]);
+    expect(primaryIpv4(out)).toBe('198.51.100.7');
+    expect(primaryIpv4('')).toBeNull();
+    expect(primaryIpv4('[{"ifname":"wan","addr_info":[]}]')).toBeNull();
+  });
+});
+
+const NET_MODULES = ['iface', 'sysctl', 'routes', 'wanwatch'];
+
+/** Transpiles src/net/*.ts to outDir/net/*.js (no type check: other people's files don't matter). */
+function buildNetModules(outDir: string): void {
+  const srcDir = fileURLToPath(new URL('../../src/net/', import.meta.url));
+  mkdirSync(join(outDir, 'net'), { recursive: true });
+  writeFileSync(join(outDir, 'package.json'), '{"type":"module"}\n');
+  for (const f of NET_MODULES) {
+    const out = ts.transpileModule(readFileSync(join(srcDir, `${f}.ts`), 'utf8'), {
+      compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 },
+      fileName: `${f}.ts`,
+    });
+    writeFileSync(join(outDir, 'net', `${f}.js`), out.outputText);
+  }
+  writeFileSync(join(outDir, 'harness.mjs'), HARNESS);
+}
+
+const HARNESS = `
+import { createInterface } from 'node:readline';
+import { readdirSync, readFileSync } from 'node:fs';
+const mods = {};
+for (const m of ${JSON.stringify(NET_MODULES)}) mods[m] = await import(new URL('./net/' + m + '.js', import.meta.url).href);
+const out = (o) => process.stdout.write(JSON.stringify(o) + '\\n');
+let routing = null, watch = null;
+function children() {
+  const res = [];
+  for (const p of readdirSync('/proc')) {
+    if (!/^\\d+$/.test(p)) continue;
+    try {
+      const st = readFileSync('/proc/' + p + '/stat', 'utf8');
+      const rest = st.slice(st.lastIndexOf(')') + 2).split(' ');
+      if (Number(rest[1]) === process.pid) res.push({ pid: Number(p), comm: st.slice(st.indexOf('(') + 1, st.lastIndexOf(')')), state: rest[0] });
+    } catch {}
+  }
+  return res;
+}
+const ops = {
+  setup: (plan) => { routing = mods.routes.setupRouting(plan); return routing.wanAddress(); },
+  update: (addr) => { routing.updateWanAddress(addr); return routing.wanAddress(); },
+  teardown: () => routing.teardown(),
+  stale: (spec) => mods.routes.teardownStale(spec),
+  call: (mod, fn, ...args) => mods[mod][fn](...args),
+  watch: (dev, opts) => { watch = mods.wanwatch.watchWanAddress(dev, (addr) => out({ event: 'addr', addr, t: Date.now() }), opts); return watch.current(); },
+  current: () => watch.current(),
+  stopWatch: () => watch.stop(),
+  children,
+};
+createInterface({ input: process.stdin }).on('line', (line) => {
+  const { id, op, args } = JSON.parse(line);
+  try { const result = ops[op](...(args ?? [])); out({ id, ok: true, result: result ?? null }); }
+  catch (e) { out({ id, ok: false, error: String(e && e.message || e) }); }
+});
+out({ ready: true });
+`;
+
+/** A harness process inside a namespace. */
+class Harness {
+  readonly proc: ChildProcess;
+  readonly events: { addr: string | null; t: number }[] = [];
+  private buf = '';
+  private nextId = 1;
+  private waiters = new Map<number, (m: { ok: boolean; result?: unknown; error?: string }) => void>();
+  private stderr = '';
+  readonly ready: Promise<void>;
+  readonly exited: Promise<void>;
+
+  constructor(ns: string, dir: string, env?: NodeJS.ProcessEnv) {
+    this.proc = spawn('ip', ['netns', 'exec', ns, process.execPath, join(dir, 'harness.mjs')], {
+      stdio: ['pipe', 'pipe', 'pipe'],
+      env: env ?? process.env,
+    });
+    let onReady!: () => void;
+    this.ready = new Promise((r) => (onReady = r));
+    this.exited = new Promise((r) => this.proc.on('exit', () => r()));
+    this.proc.stderr!.on('data', (d) => (this.stderr += d));
+    this.proc.stdout!.setEncoding('utf8');
+    this.proc.stdout!.on('data', (d: string) => {
+      this.buf += d;
+      let nl: number;
+      while ((nl = this.buf.indexOf('\n')) >= 0) {
+        const m = JSON.parse(this.buf.slice(0, nl));
+        this.buf = this.buf.slice(nl + 1);
+        if (m.ready) onReady();
+        else if (m.event) this.events.push({ addr: m.addr, t: m.t });
+        else this.waiters.get(m.id)?.(m);
+      }
+    });
+  }
+
+  async call(op: string, ...args: unknown[]): Promise<any> {
+    await Promise.race([this.ready, this.exited.then(() => Promise.reject(new Error(`harness died: ${this.stderr}`)))]);
+    const id = this.nextId++;
+    const reply = new Promise<{ ok: boolean; result?: unknown; error?: string }>((r) => this.waiters.set(id, r));
+    this.proc.stdin!.write(JSON.stringify({ id, op, args }) + '\n');
+    type Reply = { ok: boolean; result?: unknown; error?: string };
+    const died = this.exited.then((): Reply => ({ ok: false, error: `harness died: ${this.stderr}` }));
+    const m = await Promise.race([reply, died]);
+    this.waiters.delete(id);
+    if (!m.ok) throw new Error(m.error);
+    return m.result;
+  }
+
+  /** SIGKILL: a crash, leaving whatever state it installed. */
+  async crash(): Promise<void> {
+    this.proc.kill('SIGKILL');
+    await this.exited;
+  }
+
+  async close(): Promise<void> {
+    if (this.proc.exitCode !== null || this.proc.signalCode !== null) return;
+    this.proc.stdin!.end();
+    this.proc.kill('SIGTERM');
+    await this.exited;
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+const NS = `vmww-${process.pid}`;
+
+function ipn(...args: string[]): void {
+  execFileSync('ip', ['-n', NS, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+}
+
+/** Waits for an event after index `from` matching pred; returns it and its delay after t0. */
+async function nextEvent(h: Harness, from: number, pred: (a: string | null) => boolean, ms: number) {
+  const end = Date.now() + ms;
+  for (;;) {
+    const e = h.events.slice(from).find((x) => pred(x.addr));
+    if (e || Date.now() > end) return e;
+    await sleep(10);
+  }
+}
+
+/** Runs `change`, then expects exactly one new event with `want` within 1.5 s. */
+async function expectChange(h: Harness, change: () => void, want: string | null): Promise<number> {
+  const from = h.events.length;
+  const t0 = Date.now();
+  change();
+  const e = await nextEvent(h, from, (a) => a === want, 1500);
+  expect(e, `no callback with ${want} within 1.5 s (events: ${JSON.stringify(h.events.slice(from))})`).toBeTruthy();
+  expect(e!.t - t0).toBeLessThan(1500);
+  return e!.t - t0;
+}
+
+async function children(h: Harness): Promise<{ pid: number; comm: string; state: string }[]> {
+  return h.call('children');
+}
+
+describe.skipIf(skipUnless({ root: true, tools: ['ip'] }))('watchWanAddress in a network namespace', () => {
+  let dir = '';
+  const harnesses: Harness[] = [];
+  const harness = () => {
+    const h = new Harness(NS, dir);
+    harnesses.push(h);
+    return h;
+  };
+
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), `${NS}-`));
+    buildNetModules(dir);
+    execFileSync('ip', ['netns', 'add', NS]);
+    ipn('link', 'set', 'lo', 'up');
+    ipn('link', 'add', 'wan', 'type', 'veth', 'peer', 'name', 'wanpeer');
+    ipn('link', 'set', 'wan', 'up');
+    // Deleting a primary deletes its secondaries (the test relies on it).
+    execFileSync('ip', ['netns', 'exec', NS, 'sh', '-c', 'echo 0 > /proc/sys/net/ipv4/conf/wan/promote_secondaries']);
+  });
+
+  afterAll(async () => {
+    for (const h of harnesses) await h.close().catch(() => {});
+    try {
+      execFileSync('ip', ['netns', 'del', NS], { stdio: 'ignore' });
+    } catch {
+      /* not created */
+    }
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('reports the address at once and every change within 1.5 s, without duplicates; stop() leaves nothing', async () => {
+    const h = harness();
+    expect(await h.call('watch', 'wan')).toBeNull();
+    await sleep(50);
+    expect(h.events.map((e) => e.addr)).toEqual([null]); // the immediate report
+
+    const kids = await children(h);
+    expect(kids.map((k) => k.comm)).toContain('ip'); // ip monitor
+
+    const d1 = await expectChange(h, () => ipn('addr', 'add', '198.51.100.7/24', 'dev', 'wan'), '198.51.100.7');
+    expect(await h.call('current')).toBe('198.51.100.7');
+
+    // Neither a secondary nor a second subnet changes the primary address: no callback.
+    const n = h.events.length;
+    ipn('addr', 'add', '198.51.100.8/24', 'dev', 'wan');
+    ipn('addr', 'add', '10.0.0.1/8', 'dev', 'wan');
+    await sleep(1300);
+    expect(h.events.slice(n)).toEqual([]);
+
+    // Deleting the primary (and with it its secondary) makes 10.0.0.1 the primary.
+    const d2 = await expectChange(h, () => ipn('addr', 'del', '198.51.100.7/24', 'dev', 'wan'), '10.0.0.1');
+    const d3 = await expectChange(h, () => ipn('addr', 'flush', 'dev', 'wan'), null);
+    expect(h.events.map((e) => e.addr)).toEqual([null, '198.51.100.7', '10.0.0.1', null]);
+    console.log(`wanwatch (monitor) delays: ${d1} ms, ${d2} ms, ${d3} ms`);
+
+    await h.call('stopWatch');
+    await sleep(300);
+    expect(await children(h)).toEqual([]);
+    const m = h.events.length;
+    ipn('addr', 'add', '198.51.100.9/24', 'dev', 'wan');
+    await sleep(1300);
+    expect(h.events.slice(m)).toEqual([]); // nothing after stop()
+    expect(await children(h)).toEqual([]);
+    ipn('addr', 'flush', 'dev', 'wan');
+    await h.close();
+  });
+
+  it('polling alone (no ip monitor) still reports within 1.5 s', async () => {
+    const h = harness();
+    expect(await h.call('watch', 'wan', { monitor: false })).toBeNull();
+    const d = await expectChange(h, () => ipn('addr', 'add', '203.0.113.5/24', 'dev', 'wan'), '203.0.113.5');
+    await expectChange(h, () => ipn('addr', 'del', '203.0.113.5/24', 'dev', 'wan'), null);
+    console.log(`wanwatch (poll only) delay: ${d} ms`);
+    await h.call('stopWatch');
+    await sleep(300);
+    expect(await children(h)).toEqual([]);
+    await h.close();
+  });
+
+  it('restarts a dead ip monitor; meanwhile polling covers', async () => {
+    const h = harness();
+    await h.call('watch', 'wan', { monitorRestartMs: 300 });
+    const [mon] = (await children(h)).filter((k) => k.comm === 'ip');
+    expect(mon).toBeTruthy();
+    process.kill(mon!.pid, 'SIGKILL');
+    await sleep(50);
+    await expectChange(h, () => ipn('addr', 'add', '192.0.2.44/24', 'dev', 'wan'), '192.0.2.44');
+    await sleep(400);
+    const again = (await children(h)).filter((k) => k.comm === 'ip' && k.state !== 'Z');
+    expect(again.length).toBe(1);
+    expect(again[0]!.pid).not.toBe(mon!.pid);
+    await expectChange(h, () => ipn('addr', 'flush', 'dev', 'wan'), null);
+    await h.call('stopWatch');
+    await sleep(300);
+    expect(await children(h)).toEqual([]);
+    await h.close();
+  });
+
+  it('handles a device that does not exist yet (PPP) and one that goes away', async () => {
+    const h = harness();
+    expect(await h.call('watch', 'wan2')).toBeNull();
+    await sleep(50);
+    expect(h.events.map((e) => e.addr)).toEqual([null]);
+    await expectChange(
+      h,
+      () => {
+        ipn('link', 'add', 'wan2', 'type', 'veth', 'peer', 'name', 'wan2peer');
+        ipn('addr', 'add', '100.64.0.9/10', 'dev', 'wan2');
+      },
+      '100.64.0.9',
+    );
+    await expectChange(h, () => ipn('link', 'del', 'wan2'), null);
+    await h.call('stopWatch');
+    await sleep(300);
+    expect(await children(h)).toEqual([]);
+    await h.close();
+  });
+});
