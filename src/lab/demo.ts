@@ -1,0 +1,380 @@
+// `sudo npm start`: builds a lab (2 LAN hosts, 1 WAN host), runs vpnmasq in
+// the router namespace and shows it working: pings, a UDP and a TCP exchange
+// in which the WAN host reports the router's address as the source, and the
+// conntrack table. Then waits for Ctrl-C (unless stdin is not a TTY or
+// VPNMASQ_DEMO_ONESHOT=1) and tears everything down.
+import type { ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { Lab, cleanupStaleLabs } from './lab.js';
+
+export interface DemoOptions {
+  /** path of the vpnmasq CLI (dist/cli/main.js), run with this Node binary */
+  cliPath: string;
+  /** where the demo's lines go; default stdout */
+  log?: (line: string) => void;
+}
+
+const READY_TIMEOUT_MS = 15_000;
+const STOP_TIMEOUT_MS = 10_000;
+const UDP_PORT = 7001;
+const TCP_PORT = 7002;
+
+const PINO_LEVELS: Record<number, string> = { 10: 'trace', 20: 'debug', 30: 'info', 40: 'warn', 50: 'error', 60: 'fatal' };
+
+/** Quotes an argv for display as a shell command. */
+function shq(argv: string[]): string {
+  return argv.map((a) => (/^[A-Za-z0-9_@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`)).join(' ');
+}
+
+function have(tool: string): boolean {
+  try {
+    execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore', timeout: 5_000 });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+interface RunResult {
+  ok: boolean;
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  timedOut: boolean;
+}
+
+/** Runs argv in a lab namespace (tracked by the lab), with a hard timeout. */
+function runIn(lab: Lab, ns: string, argv: string[], timeoutMs: number, input?: string): Promise<RunResult> {
+  return new Promise((resolveP) => {
+    const child = lab.spawn(ns, argv, { stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
+    collect(child, timeoutMs, input, resolveP);
+  });
+}
+
+function collect(child: ChildProcess, timeoutMs: number, input: string | undefined, done: (r: RunResult) => void): void {
+  let stdout = '';
+  let stderr = '';
+  let timedOut = false;
+  child.stdout?.setEncoding('utf8');
+  child.stderr?.setEncoding('utf8');
+  child.stdout?.on('data', (d: string) => {
+    if (stdout.length < 1 << 20) stdout += d;
+  });
+  child.stderr?.on('data', (d: string) => {
+    if (stderr.length < 1 << 20) stderr += d;
+  });
+  if (input !== undefined && child.stdin) {
+    child.stdin.on('error', () => undefined);
+    child.stdin.end(input);
+  }
+  const timer = setTimeout(() => {
+    timedOut = true;
+    child.kill('SIGKILL');
+  }, timeoutMs);
+  child.once('error', (e) => {
+    clearTimeout(timer);
+    done({ ok: false, code: null, signal: null, stdout, stderr: stderr + String(e), timedOut });
+  });
+  child.once('close', (code, signal) => {
+    clearTimeout(timer);
+    done({ ok: code === 0 && !timedOut, code, signal, stdout, stderr, timedOut });
+  });
+}
+
+function waitExit(child: ChildProcess, ms: number): Promise<boolean> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(true);
+  return new Promise((resolveP) => {
+    const t = setTimeout(() => resolveP(false), ms);
+    child.once('exit', () => {
+      clearTimeout(t);
+      resolveP(true);
+    });
+  });
+}
+
+/** Formats one line of vpnmasq output (pino JSON becomes `level msg {extra}`). */
+function formatVpnmasqLine(line: string): string {
+  const t = line.trim();
+  if (t.startsWith('{')) {
+    try {
+      const o = JSON.parse(t) as Record<string, unknown>;
+      const { level, msg, time, pid, hostname, ...rest } = o;
+      void time;
+      void pid;
+      void hostname;
+      const lv = typeof level === 'number' ? (PINO_LEVELS[level] ?? String(level)) : String(level ?? '');
+      const extra = Object.keys(rest).length ? ` ${JSON.stringify(rest)}` : '';
+      return `${lv} ${String(msg ?? '')}${extra}`;
+    } catch {
+      /* not JSON after all */
+    }
+  }
+  return t;
+}
+
+function lineSplitter(onLine: (l: string) => void): (chunk: string) => void {
+  let part = '';
+  return (chunk: string) => {
+    const parts = (part + chunk).split('\n');
+    part = parts.pop() ?? '';
+    for (const p of parts) if (p.trim()) onLine(p);
+  };
+}
+
+export async function runDemo(opts: DemoOptions): Promise<void> {
+  const log = opts.log ?? ((line: string) => process.stdout.write(line + '\n'));
+
+  if (process.getuid && process.getuid() !== 0) {
+    log('vpnmasq demo: needs root (it creates network namespaces and TUN devices) — run: sudo npm start');
+    process.exitCode = 1;
+    return;
+  }
+  const missingTools = ['ip', 'ping', 'socat', 'ss'].filter((t) => !have(t));
+  if (missingTools.length) {
+    log(`vpnmasq demo: missing tools: ${missingTools.join(', ')} — apt-get install iproute2 iputils-ping socat`);
+    process.exitCode = 1;
+    return;
+  }
+  const cliPath = resolve(opts.cliPath);
+  if (!existsSync(cliPath)) {
+    log(`vpnmasq demo: CLI not found at ${cliPath} — build first: npm run build`);
+    process.exitCode = 1;
+    return;
+  }
+  const oneshot = process.env.VPNMASQ_DEMO_ONESHOT === '1' || !process.stdin.isTTY;
+
+  // --- signals: the first one stops the demo cleanly, a second one forces it
+  let lab: Lab | null = null;
+  let tmp: string | null = null;
+  let stopRequested: NodeJS.Signals | null = null;
+  let wakeWaiter: (() => void) | null = null;
+  const onSignal = (sig: NodeJS.Signals): void => {
+    if (stopRequested) {
+      log(`vpnmasq demo: second ${sig} — forcing teardown`);
+      try {
+        lab?.destroy();
+      } finally {
+        if (tmp) rmSync(tmp, { recursive: true, force: true });
+        process.exit(130);
+      }
+    }
+    stopRequested = sig;
+    log('');
+    log(`vpnmasq demo: ${sig} — stopping`);
+    wakeWaiter?.();
+  };
+  const onSigint = (): void => onSignal('SIGINT');
+  const onSigterm = (): void => onSignal('SIGTERM');
+  process.on('SIGINT', onSigint);
+  process.on('SIGTERM', onSigterm);
+
+  let vpnmasq: ChildProcess | null = null;
+  let vpnmasqExit: { code: number | null; signal: NodeJS.Signals | null } | null = null;
+  let failures = 0;
+
+  const show = (argv: string[], ns?: string): void => {
+    log('');
+    log(`$ ${ns ? `ip netns exec ${ns} ` : ''}${shq(argv)}`);
+  };
+  const indent = (text: string): void => {
+    for (const l of text.replace(/\s+$/, '').split('\n')) if (l.length) log(`  ${l}`);
+  };
+  const report = (r: RunResult): void => {
+    indent(r.stdout);
+    indent(r.stderr);
+    if (r.timedOut) log('  (timed out)');
+    else if (!r.ok) log(`  (exit ${r.code ?? r.signal})`);
+  };
+
+  try {
+    cleanupStaleLabs();
+    lab = Lab.create({ lanHosts: 2, wanHosts: 1 });
+    const L = lab;
+    const wanHost = L.addr.wan[0]!;
+    log(`vpnmasq demo: lab ${L.id} is up`);
+    log(`  ${L.lan.map((ns, i) => `${ns} ${L.addr.lan[i]}`).join(', ')}  --  br-lan ${L.addr.routerLan} [${L.router}] wan ${L.addr.routerWan}  --  ${L.wan[0]} ${wanHost}`);
+    log(`  WAN hosts have no route to ${L.addr.lanSubnet}: only masqueraded traffic gets answers`);
+
+    // --- start vpnmasq
+    tmp = mkdtempSync(join(tmpdir(), 'vpnmasq-demo-'));
+    const sock = join(tmp, 'vpnmasq.sock');
+    const cfg = join(tmp, 'vpnmasq.conf');
+    const cfgText = [
+      "config vpnmasq 'main'",
+      "\toption lan_device 'br-lan'",
+      "\toption wan_device 'wan'",
+      "\toption max_flows '65536'",
+      "\toption log_level 'info'",
+      `\toption control_socket '${sock}'`,
+      '',
+    ].join('\n');
+    writeFileSync(cfg, cfgText);
+    log('');
+    log(`config ${cfg}:`);
+    indent(cfgText);
+    const runArgv = [process.execPath, cliPath, 'run', '--config', cfg];
+    show(runArgv, L.router);
+    // detached: Ctrl-C in the terminal reaches only us; we stop vpnmasq with SIGTERM
+    const child = L.spawn(L.router, runArgv, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    vpnmasq = child;
+    child.once('exit', (code, signal) => {
+      vpnmasqExit = { code, signal };
+      wakeWaiter?.();
+    });
+    const vlog = lineSplitter((l) => log(`  [vpnmasq] ${formatVpnmasqLine(l)}`));
+    child.stdout?.setEncoding('utf8');
+    child.stderr?.setEncoding('utf8');
+    child.stdout?.on('data', vlog);
+    child.stderr?.on('data', vlog);
+
+    const deadline = Date.now() + READY_TIMEOUT_MS;
+    while (!existsSync(sock)) {
+      if (stopRequested) return;
+      if (vpnmasqExit) throw new Error(`vpnmasq exited (${describeExit(vpnmasqExit)}) before it was ready`);
+      if (Date.now() > deadline) throw new Error(`vpnmasq not ready: ${sock} did not appear within ${READY_TIMEOUT_MS / 1000} s`);
+      await sleep(100);
+    }
+    log(`  vpnmasq is ready (control socket ${sock})`);
+
+    // --- the demonstration
+    const steps: Array<() => Promise<boolean>> = [];
+    L.lan.forEach((ns) => {
+      steps.push(async () => {
+        const argv = ['ping', '-n', '-c', '3', '-i', '0.2', '-W', '2', wanHost];
+        show(argv, ns);
+        const r = await runIn(L, ns, argv, 15_000);
+        report(r);
+        return r.ok;
+      });
+    });
+
+    steps.push(async () => {
+      const ns = L.lan[0]!;
+      const srvArgv = ['socat', '-T', '10', `UDP4-RECVFROM:${UDP_PORT}`, `SYSTEM:read -r l; echo "${L.wan[0]} got [$l] over UDP from $SOCAT_PEERADDR:$SOCAT_PEERPORT"`];
+      log('');
+      log(`# UDP: a one-shot socat server on the WAN host tells whom it heard from`);
+      show(srvArgv, L.wan[0]);
+      log('  (in the background)');
+      const srv = runIn(L, L.wan[0]!, srvArgv, 15_000);
+      if (!(await waitSocket(L, L.wan[0]!, 'u', UDP_PORT))) {
+        log('  (server did not start)');
+        return false;
+      }
+      const cliArgv = ['socat', '-t', '1', '-T', '5', '-', `UDP4:${wanHost}:${UDP_PORT}`];
+      log('');
+      log(`$ echo 'hello from ${ns}' | ip netns exec ${ns} ${shq(cliArgv)}`);
+      const r = await runIn(L, ns, cliArgv, 15_000, `hello from ${ns}\n`);
+      report(r);
+      await srv;
+      return r.stdout.includes(`from ${L.addr.routerWan}:`);
+    });
+
+    steps.push(async () => {
+      const ns = L.lan[L.lan.length - 1]!;
+      const srvArgv = ['socat', '-T', '10', `TCP4-LISTEN:${TCP_PORT},reuseaddr`, `SYSTEM:read -r l; echo "${L.wan[0]} got [$l] over TCP from $SOCAT_PEERADDR:$SOCAT_PEERPORT"`];
+      log('');
+      log(`# TCP: the same over a TCP connection`);
+      show(srvArgv, L.wan[0]);
+      log('  (in the background)');
+      const srv = runIn(L, L.wan[0]!, srvArgv, 15_000);
+      if (!(await waitSocket(L, L.wan[0]!, 't', TCP_PORT))) {
+        log('  (server did not start)');
+        return false;
+      }
+      const cliArgv = ['socat', '-t', '3', '-T', '5', '-', `TCP4:${wanHost}:${TCP_PORT}`];
+      log('');
+      log(`$ echo 'hello from ${ns}' | ip netns exec ${ns} ${shq(cliArgv)}`);
+      const r = await runIn(L, ns, cliArgv, 15_000, `hello from ${ns}\n`);
+      report(r);
+      await srv;
+      return r.stdout.includes(`from ${L.addr.routerWan}:`);
+    });
+
+    steps.push(async () => {
+      const argv = [process.execPath, cliPath, 'conntrack', '--socket', sock];
+      log('');
+      log(`$ vpnmasq conntrack --socket ${sock}`);
+      const r = await new Promise<RunResult>((res) => {
+        // the control socket is a filesystem path: reachable from any network namespace
+        const c = L.spawn(L.router, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+        collect(c, 10_000, undefined, res);
+      });
+      report(r);
+      return r.ok;
+    });
+
+    for (const step of steps) {
+      if (stopRequested) break;
+      if (vpnmasqExit) throw new Error(`vpnmasq exited (${describeExit(vpnmasqExit)}) during the demonstration`);
+      let ok = false;
+      try {
+        ok = await step();
+      } catch (e) {
+        log(`  (failed: ${(e as Error).message.split('\n')[0]})`);
+      }
+      if (!ok) failures++;
+    }
+    if (stopRequested) return;
+    log('');
+    log(failures === 0 ? 'demonstration: all steps worked' : `demonstration: ${failures} of ${steps.length} steps FAILED`);
+    if (failures) process.exitCode = 1;
+
+    if (oneshot) return;
+    log('');
+    log('The lab stays up until you press Ctrl-C. In another terminal, try:');
+    log(`  sudo ip netns exec ${L.lan[0]} ping ${wanHost}`);
+    log(`  sudo ip netns exec ${L.wan[0]} tcpdump -n -i eth0`);
+    log(`  sudo ${process.execPath} ${cliPath} conntrack --socket ${sock}`);
+    await new Promise<void>((res) => {
+      wakeWaiter = res;
+      if (stopRequested || vpnmasqExit) res();
+    });
+    if (vpnmasqExit && !stopRequested) {
+      log(`vpnmasq exited (${describeExit(vpnmasqExit)}) — tearing down`);
+      process.exitCode = 1;
+    }
+  } catch (e) {
+    log(`vpnmasq demo: ${(e as Error).message.split('\n')[0]}`);
+    process.exitCode = 1;
+  } finally {
+    // --- teardown: SIGTERM vpnmasq, wait for it, destroy the lab
+    if (vpnmasq && !vpnmasqExit) {
+      log('stopping vpnmasq (SIGTERM)');
+      vpnmasq.kill('SIGTERM');
+      if (!(await waitExit(vpnmasq, STOP_TIMEOUT_MS))) {
+        log(`vpnmasq did not exit within ${STOP_TIMEOUT_MS / 1000} s — killing it`);
+        vpnmasq.kill('SIGKILL');
+        await waitExit(vpnmasq, 2_000);
+      }
+      if (vpnmasqExit) log(`vpnmasq exited (${describeExit(vpnmasqExit)})`);
+    }
+    if (lab) {
+      lab.destroy();
+      log(`lab ${lab.id} removed`);
+    }
+    if (tmp) rmSync(tmp, { recursive: true, force: true });
+    process.off('SIGINT', onSigint);
+    process.off('SIGTERM', onSigterm);
+  }
+}
+
+function describeExit(e: { code: number | null; signal: NodeJS.Signals | null }): string {
+  return e.signal ? `signal ${e.signal}` : `code ${e.code}`;
+}
+
+/** Polls `ss` in ns until a socket is bound to port (proto 't' or 'u'). */
+async function waitSocket(lab: Lab, ns: string, proto: 't' | 'u', port: number): Promise<boolean> {
+  const deadline = Date.now() + 5_000;
+  while (Date.now() < deadline) {
+    const r = lab.tryExec(ns, ['ss', '-Hln' + proto, `sport = :${port}`], { timeoutMs: 5_000 });
+    if (r.ok && r.stdout.trim().length > 0) return true;
+    await sleep(50);
+  }
+  return false;
+}
