@@ -16,7 +16,7 @@ export function formatConntrack(flows: FlowEntry[]): string {
       : `src=${f.remote} dst=${f.wan}${ports(f.remotePort, f.aliasPort)}`;
     const unreplied = f.replied ? '' : ' [UNREPLIED]';
     const flags = f.replied && f.protoNum === 6 && f.state === 'ESTABLISHED' ? ' [ASSURED]' : '';
-    return `${f.proto.padEnd(8)} ${String(f.protoNum).padEnd(2)} ${Math.round(f.expiresInS)} ${state}${orig}` +
+    return `${f.proto.padEnd(8)} ${f.protoNum} ${Math.round(f.expiresInS)} ${state}${orig}` +
       ` packets=${f.packetsOut}${unreplied} ${reply} packets=${f.packetsIn}${flags} use=1`;
   });
   return lines.join('\n') + (lines.length ? '\n' : '');
