@@ -5,15 +5,15 @@ import type { FlowEntry } from '../engine/engine.js';
 export function formatConntrack(flows: FlowEntry[]): string {
   const lines = flows.map((f) => {
     const portful = f.protoNum === 6 || f.protoNum === 17;
-    const ports = (sp: number, dp: number) => (portful ? ` sport=${sp} dport=${dp}` : ` type=8 code=0 id=${sp || dp}`);
+    const ports = (sp: number, dp: number, type = 8) => (portful ? ` sport=${sp} dport=${dp}` : ` type=${type} code=0 id=${sp || dp}`);
     const state = f.protoNum === 6 ? `${f.state} ` : '';
     // Original direction: who opened the flow. A redirect was opened from the WAN.
     const orig = f.redirect
       ? `src=${f.remote} dst=${f.wan}${ports(f.remotePort, f.aliasPort)}`
       : `src=${f.lan} dst=${f.remote}${ports(f.lanPort, f.remotePort)}`;
     const reply = f.redirect
-      ? `src=${f.lan} dst=${f.remote}${ports(f.lanPort, f.remotePort)}`
-      : `src=${f.remote} dst=${f.wan}${ports(f.remotePort, f.aliasPort)}`;
+      ? `src=${f.lan} dst=${f.remote}${ports(f.lanPort, f.remotePort, 0)}`
+      : `src=${f.remote} dst=${f.wan}${ports(f.remotePort, f.aliasPort, 0)}`;
     const unreplied = f.replied ? '' : ' [UNREPLIED]';
     const flags = f.replied && f.protoNum === 6 && f.state === 'ESTABLISHED' ? ' [ASSURED]' : '';
     return `${f.proto.padEnd(8)} ${f.protoNum} ${Math.round(f.expiresInS)} ${state}${orig}` +

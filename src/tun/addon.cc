@@ -1,0 +1,514 @@
+// vpnmasq_tun: the only native code in vpnmasq. It opens Linux TUN devices
+// and moves packets between the kernel and a caller-supplied ArrayBuffer
+// (the WebAssembly.Memory buffer of the NAT engine), in batches, so that the
+// hot path creates no JS objects per packet: one JS->native call reads or
+// writes a whole batch.
+//
+// Everything here runs on the JS thread. The fds are non-blocking and the
+// only asynchronous piece is Poller, a uv_poll_t that tells JS "readable".
+//
+// Compiled with NODE_ADDON_API_DISABLE_CPP_EXCEPTIONS: every throw is
+// ThrowAsJavaScriptException() followed by an immediate return.
+
+#include <napi.h>
+#include <uv.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <string>
+
+#include <fcntl.h>
+#include <linux/if.h>
+#include <linux/if_tun.h>
+#include <sys/ioctl.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+namespace {
+
+// Process-wide (shared by worker threads, hence atomic) counters of packets
+// that were dropped rather than transferred; exported as functions so the
+// supervisor can turn them into metrics without per-packet callbacks.
+std::atomic<uint64_t> g_write_drops{0};
+std::atomic<uint64_t> g_read_truncated{0};
+
+const char* ErrnoName(int e) {
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
+  if (const char* n = strerrorname_np(e)) return n;
+#else
+  switch (e) {  // musl & co: the errnos this file can actually produce
+    case EPERM: return "EPERM";
+    case ENOENT: return "ENOENT";
+    case EINTR: return "EINTR";
+    case EIO: return "EIO";
+    case EBADF: return "EBADF";
+    case EAGAIN: return "EAGAIN";
+    case ENOMEM: return "ENOMEM";
+    case EACCES: return "EACCES";
+    case EFAULT: return "EFAULT";
+    case EBUSY: return "EBUSY";
+    case ENODEV: return "ENODEV";
+    case EINVAL: return "EINVAL";
+    case EMFILE: return "EMFILE";
+    case ENFILE: return "ENFILE";
+    case EBADFD: return "EBADFD";
+    case EMSGSIZE: return "EMSGSIZE";
+    case ENOBUFS: return "ENOBUFS";
+  }
+#endif
+  return "EUNKNOWN";
+}
+
+// Node convention (fs, net): message says what failed, err.code is the errno
+// name, err.syscall the call; callers switch on code, humans read message.
+void ThrowErrno(Napi::Env env, int e, const std::string& what,
+                const char* syscall, const char* hint = "") {
+  std::string msg = what + ": " + std::strerror(e) + " (" + ErrnoName(e) + ")";
+  if (*hint) msg += std::string(" \xE2\x80\x94 ") + hint;  // em dash
+  Napi::Error err = Napi::Error::New(env, msg);
+  err.Value().Set("code", ErrnoName(e));
+  err.Value().Set("errno", e);
+  err.Value().Set("syscall", syscall);
+  err.ThrowAsJavaScriptException();
+}
+
+void ThrowRange(Napi::Env env, const std::string& msg) {
+  Napi::RangeError::New(env, msg).ThrowAsJavaScriptException();
+}
+
+// JS numbers are doubles; an offset that is fractional, negative or NaN is a
+// caller bug, and silently truncating it would scribble on the wrong packet.
+bool ArgU64(const Napi::CallbackInfo& info, size_t i, const char* name,
+            uint64_t* out) {
+  if (i >= info.Length() || !info[i].IsNumber()) {
+    Napi::TypeError::New(info.Env(), std::string(name) + " must be a number")
+        .ThrowAsJavaScriptException();
+    return false;
+  }
+  double d = info[i].As<Napi::Number>().DoubleValue();
+  if (!(d >= 0) || d > 9007199254740991.0 || std::floor(d) != d) {
+    ThrowRange(info.Env(), std::string(name) + " must be a non-negative integer");
+    return false;
+  }
+  *out = static_cast<uint64_t>(d);
+  return true;
+}
+
+bool ArgFd(const Napi::CallbackInfo& info, size_t i, int* fd) {
+  uint64_t v;
+  if (!ArgU64(info, i, "fd", &v)) return false;
+  if (v > INT32_MAX) {
+    ThrowRange(info.Env(), "fd out of range");
+    return false;
+  }
+  *fd = static_cast<int>(v);
+  return true;
+}
+
+bool ArgBuffer(const Napi::CallbackInfo& info, size_t i, uint8_t** data,
+               uint64_t* len) {
+  // SharedArrayBuffer (shared wasm memory) is not an ArrayBuffer to Node-API
+  // on Node 20, so it is rejected here rather than misread.
+  if (i >= info.Length() || !info[i].IsArrayBuffer()) {
+    Napi::TypeError::New(info.Env(), "buf must be an ArrayBuffer")
+        .ThrowAsJavaScriptException();
+    return false;
+  }
+  Napi::ArrayBuffer ab = info[i].As<Napi::ArrayBuffer>();
+  *data = static_cast<uint8_t*>(ab.Data());
+  *len = ab.ByteLength();  // 0 once detached (e.g. after memory.grow())
+  return true;
+}
+
+// True when [base, base + n*stride) lies inside a buffer of len bytes,
+// written with divisions so no product can overflow.
+bool Fits(uint64_t len, uint64_t base, uint64_t n, uint64_t stride) {
+  if (n == 0) return base <= len;
+  return base <= len && n <= (len - base) / stride;
+}
+
+// Lengths are stored little-endian whatever the host is, because the wasm
+// engine reads them with i32.load, which is always little-endian.
+inline void StoreLE32(uint8_t* p, uint32_t v) {
+  p[0] = v; p[1] = v >> 8; p[2] = v >> 16; p[3] = v >> 24;
+}
+inline uint32_t LoadLE32(const uint8_t* p) {
+  return p[0] | (p[1] << 8) | (p[2] << 16) | (uint32_t(p[3]) << 24);
+}
+
+// openTun(name) -> fd
+Napi::Value OpenTun(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) {
+    Napi::TypeError::New(env, "name must be a string").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  std::string name = info[0].As<Napi::String>().Utf8Value();
+  std::string what = "cannot create TUN device \"" + name + "\"";
+  // The kernel would silently truncate a long name to IFNAMSIZ-1 and create
+  // a device the caller cannot find again.
+  if (name.empty() || name.size() >= IFNAMSIZ || name.find('\0') != std::string::npos) {
+    ThrowErrno(env, EINVAL, what, "ioctl", "interface names are 1 to 15 bytes");
+    return env.Undefined();
+  }
+
+  int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) {
+    int e = errno;
+    const char* hint = (e == ENOENT || e == ENODEV)
+                           ? "load the tun module (modprobe tun) or create /dev/net/tun"
+                       : (e == EACCES || e == EPERM)
+                           ? "run as root with CAP_NET_ADMIN"
+                           : "";
+    ThrowErrno(env, e, what + ": open /dev/net/tun", "open", hint);
+    return env.Undefined();
+  }
+
+  struct ifreq ifr;
+  std::memset(&ifr, 0, sizeof ifr);
+  // IFF_NO_PI: packets are bare IP; the engine never has to skip a 4-byte
+  // tun_pi header and the slot offsets line up with the IP header.
+  ifr.ifr_flags = IFF_TUN | IFF_NO_PI;
+  std::memcpy(ifr.ifr_name, name.data(), name.size());
+  if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
+    int e = errno;
+    close(fd);
+    const char* hint = (e == EPERM || e == EACCES) ? "run as root with CAP_NET_ADMIN"
+                       : e == EBUSY ? "the name is taken by another device or process"
+                       : e == EINVAL ? "invalid interface name or an existing non-TUN device"
+                                     : "";
+    ThrowErrno(env, e, what, "ioctl", hint);
+    return env.Undefined();
+  }
+  return Napi::Number::New(env, fd);
+}
+
+// tunName(fd) -> the name the kernel actually gave (matters for "tun%d").
+Napi::Value TunName(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  if (!ArgFd(info, 0, &fd)) return env.Undefined();
+  struct ifreq ifr;
+  std::memset(&ifr, 0, sizeof ifr);
+  if (ioctl(fd, TUNGETIFF, &ifr) < 0) {
+    ThrowErrno(env, errno, "TUNGETIFF on fd " + std::to_string(fd), "ioctl");
+    return env.Undefined();
+  }
+  ifr.ifr_name[IFNAMSIZ - 1] = '\0';
+  return Napi::String::New(env, ifr.ifr_name);
+}
+
+// readBatch(fd, buf, slotBase, slotSize, lenBase, max) -> count
+Napi::Value ReadBatch(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  uint8_t* data;
+  uint64_t len, slotBase, slotSize, lenBase, max;
+  if (!ArgFd(info, 0, &fd) || !ArgBuffer(info, 1, &data, &len) ||
+      !ArgU64(info, 2, "slotBase", &slotBase) || !ArgU64(info, 3, "slotSize", &slotSize) ||
+      !ArgU64(info, 4, "lenBase", &lenBase) || !ArgU64(info, 5, "max", &max))
+    return env.Undefined();
+  if (slotSize == 0 || slotSize > UINT32_MAX) {
+    ThrowRange(env, "slotSize must be between 1 and 2^32-1");
+    return env.Undefined();
+  }
+  // One check for the whole batch keeps the per-packet loop branch-free.
+  if (!Fits(len, slotBase, max, slotSize) || !Fits(len, lenBase, max, 4)) {
+    ThrowRange(env, "readBatch: slots or lengths fall outside the buffer (byteLength " +
+                        std::to_string(len) + ")");
+    return env.Undefined();
+  }
+
+  // A TUN read into a too-small buffer silently truncates and returns the
+  // truncated length, so a packet that fills its slot exactly would be
+  // indistinguishable from a cut one. One spare byte in a second iovec
+  // settles it: if anything lands there, the packet did not fit.
+  uint8_t spill;
+  struct iovec iov[2];
+  iov[0].iov_len = slotSize;
+  iov[1].iov_base = &spill;
+  iov[1].iov_len = 1;
+  uint64_t n = 0;
+  while (n < max) {
+    iov[0].iov_base = data + slotBase + n * slotSize;
+    ssize_t r = readv(fd, iov, 2);
+    if (r < 0) {
+      int e = errno;
+      if (e == EINTR) continue;
+      if (e == EAGAIN || e == EWOULDBLOCK) break;
+      // Hand back what we already have; a persistent error (EBADFD after
+      // the device was deleted) will be thrown by the next call.
+      if (n > 0) break;
+      ThrowErrno(env, e, "read from TUN fd " + std::to_string(fd), "read");
+      return env.Undefined();
+    }
+    if (r == 0) break;
+    // A truncated IP packet is useless to the NAT (and its header lies about
+    // its length): drop it, reusing the slot, and count it.
+    if (static_cast<uint64_t>(r) > slotSize) {
+      g_read_truncated.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    StoreLE32(data + lenBase + 4 * n, static_cast<uint32_t>(r));
+    n++;
+  }
+  return Napi::Number::New(env, static_cast<double>(n));
+}
+
+// Per-packet write failures: the packet is dropped and counted, the batch goes
+// on. EAGAIN/ENOBUFS = queue full; EINVAL = the kernel rejected this packet
+// (e.g. not IPv4/IPv6); EIO = the interface is down; EMSGSIZE = too big.
+// Anything else (EBADF, EBADFD, EFAULT) means the fd itself is unusable.
+bool IsPacketLevelWriteError(int e) {
+  return e == EAGAIN || e == EWOULDBLOCK || e == ENOBUFS || e == ENOMEM ||
+         e == EINVAL || e == EIO || e == EMSGSIZE;
+}
+
+// writeBatch(fd, buf, slotBase, slotSize, lenBase, verdictBase, count, want)
+Napi::Value WriteBatch(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  uint8_t* data;
+  uint64_t len, slotBase, slotSize, lenBase, verdictBase, count, want;
+  if (!ArgFd(info, 0, &fd) || !ArgBuffer(info, 1, &data, &len) ||
+      !ArgU64(info, 2, "slotBase", &slotBase) || !ArgU64(info, 3, "slotSize", &slotSize) ||
+      !ArgU64(info, 4, "lenBase", &lenBase) || !ArgU64(info, 5, "verdictBase", &verdictBase) ||
+      !ArgU64(info, 6, "count", &count) || !ArgU64(info, 7, "want", &want))
+    return env.Undefined();
+  if (slotSize == 0 || slotSize > UINT32_MAX) {
+    ThrowRange(env, "slotSize must be between 1 and 2^32-1");
+    return env.Undefined();
+  }
+  if (want > 255) {
+    ThrowRange(env, "want must be a byte (0..255)");
+    return env.Undefined();
+  }
+  if (!Fits(len, slotBase, count, slotSize) || !Fits(len, lenBase, count, 4) ||
+      !Fits(len, verdictBase, count, 1)) {
+    ThrowRange(env, "writeBatch: slots, lengths or verdicts fall outside the buffer (byteLength " +
+                        std::to_string(len) + ")");
+    return env.Undefined();
+  }
+
+  uint64_t written = 0;
+  for (uint64_t i = 0; i < count; i++) {
+    if (data[verdictBase + i] != want) continue;
+    uint32_t plen = LoadLE32(data + lenBase + 4 * i);
+    // Never trust the engine's length to stay inside its slot.
+    if (plen == 0 || plen > slotSize) {
+      g_write_drops.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    for (;;) {
+      ssize_t r = write(fd, data + slotBase + i * slotSize, plen);
+      if (r >= 0) {
+        written++;
+        break;
+      }
+      int e = errno;
+      if (e == EINTR) continue;
+      if (IsPacketLevelWriteError(e)) {
+        g_write_drops.fetch_add(1, std::memory_order_relaxed);
+        break;
+      }
+      ThrowErrno(env, e, "write to TUN fd " + std::to_string(fd), "write");
+      return env.Undefined();
+    }
+  }
+  return Napi::Number::New(env, static_cast<double>(written));
+}
+
+Napi::Value WriteDrops(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(g_write_drops.load()));
+}
+
+Napi::Value ReadTruncated(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(g_read_truncated.load()));
+}
+
+Napi::Value SetNonBlocking(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  if (!ArgFd(info, 0, &fd)) return env.Undefined();
+  bool on = info.Length() < 2 || info[1].ToBoolean().Value();
+  int fl = fcntl(fd, F_GETFL);
+  if (fl < 0 || fcntl(fd, F_SETFL, on ? (fl | O_NONBLOCK) : (fl & ~O_NONBLOCK)) < 0) {
+    ThrowErrno(env, errno, "fcntl on fd " + std::to_string(fd), "fcntl");
+  }
+  return env.Undefined();
+}
+
+Napi::Value CloseFd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  if (!ArgFd(info, 0, &fd)) return env.Undefined();
+  // No retry on EINTR: Linux has released the fd already, and a retry could
+  // close an fd number that another thread has just been handed.
+  if (close(fd) < 0 && errno != EINTR) {
+    ThrowErrno(env, errno, "close fd " + std::to_string(fd), "close");
+  }
+  return env.Undefined();
+}
+
+// Poller: wakes a JS callback when the fd is readable. The uv_poll_t lives in
+// its own heap block because libuv owns it until the close callback runs,
+// which can be after the JS object (and this C++ object) is gone.
+class Poller : public Napi::ObjectWrap<Poller> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "Poller",
+                       {InstanceMethod<&Poller::Start>("start"),
+                        InstanceMethod<&Poller::Stop>("stop"),
+                        InstanceMethod<&Poller::Close>("close")});
+  }
+
+  Poller(const Napi::CallbackInfo& info)
+      : Napi::ObjectWrap<Poller>(info), async_(info.Env(), "vpnmasq:TunPoller") {
+    Napi::Env env = info.Env();
+    env_ = env;
+    int fd;
+    if (!ArgFd(info, 0, &fd)) return;
+    if (info.Length() < 2 || !info[1].IsFunction()) {
+      Napi::TypeError::New(env, "callback must be a function").ThrowAsJavaScriptException();
+      return;
+    }
+    callback_ = Napi::Persistent(info[1].As<Napi::Function>());
+    uv_loop_t* loop = nullptr;
+    if (napi_get_uv_event_loop(env, &loop) != napi_ok || loop == nullptr) {
+      Napi::Error::New(env, "no libuv loop").ThrowAsJavaScriptException();
+      return;
+    }
+    handle_ = new Handle;
+    handle_->owner = this;
+    int rc = uv_poll_init(loop, &handle_->poll, fd);
+    if (rc != 0) {
+      delete handle_;  // never initialised, so libuv does not own it
+      handle_ = nullptr;
+      ThrowErrno(env, -rc, "cannot poll fd " + std::to_string(fd), "uv_poll_init");
+      return;
+    }
+    handle_->poll.data = handle_;
+    // A worker's loop must have no open handles when it is torn down or
+    // Node aborts; this hook closes ours if JS never called close().
+    napi_add_env_cleanup_hook(env, &Poller::EnvCleanup, this);
+    hooked_ = true;
+  }
+
+  ~Poller() override { CloseHandle(); }
+
+ private:
+  struct Handle {
+    uv_poll_t poll;
+    Poller* owner;
+  };
+
+  Napi::Value Start(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!handle_) {
+      Napi::Error::New(env, "Poller is closed").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    if (active_) return env.Undefined();
+    int rc = uv_poll_start(&handle_->poll, UV_READABLE, &Poller::OnPoll);
+    if (rc != 0) {
+      ThrowErrno(env, -rc, "cannot start polling", "uv_poll_start");
+      return env.Undefined();
+    }
+    // While polling, the JS object must not be collected: libuv would call
+    // back into freed memory. Strong ref from start() to stop()/close().
+    active_ = true;
+    Ref();
+    return env.Undefined();
+  }
+
+  Napi::Value Stop(const Napi::CallbackInfo& info) {
+    StopPolling();
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    StopPolling();
+    CloseHandle();
+    return info.Env().Undefined();
+  }
+
+  void StopPolling() {
+    if (!active_) return;
+    // uv_poll_stop removes the fd from epoll at once, so the caller may
+    // close the fd right after stop()/close().
+    if (handle_) uv_poll_stop(&handle_->poll);
+    active_ = false;
+    Unref();
+  }
+
+  // Safe from finalizers and cleanup hooks: touches no JS values.
+  void CloseHandle() {
+    if (handle_) {
+      handle_->owner = nullptr;
+      uv_close(reinterpret_cast<uv_handle_t*>(&handle_->poll), [](uv_handle_t* h) {
+        delete static_cast<Handle*>(h->data);
+      });
+      handle_ = nullptr;
+    }
+    if (hooked_) {
+      hooked_ = false;
+      napi_remove_env_cleanup_hook(env_, &Poller::EnvCleanup, this);
+    }
+  }
+
+  static void EnvCleanup(void* arg) {
+    Poller* self = static_cast<Poller*>(arg);
+    self->hooked_ = false;  // the hook is being consumed right now
+    self->CloseHandle();
+  }
+
+  static void OnPoll(uv_poll_t* h, int status, int /*events*/) {
+    Handle* handle = static_cast<Handle*>(h->data);
+    Poller* self = handle->owner;
+    if (!self) return;
+    Napi::Env env = self->env_;
+    Napi::HandleScope scope(env);
+    if (status < 0 && self->active_) {
+      // libuv has already stopped the watcher (POLLERR, e.g. the device was
+      // deleted). Wake JS anyway so its readBatch throws the real errno.
+      self->active_ = false;
+      self->Unref();
+    }
+    // MakeCallback (not Call) so async_hooks context, process.nextTick and
+    // promise jobs run after the callback, as for any libuv-driven event.
+    // `self` may be closed by the callback; do not touch it afterwards.
+    self->callback_.MakeCallback(self->Value(), {}, self->async_);
+    if (env.IsExceptionPending()) {
+      // No JS frame to propagate to: route it to 'uncaughtException'.
+      Napi::Error err = env.GetAndClearPendingException();
+      napi_fatal_exception(env, err.Value());
+    }
+  }
+
+  napi_env env_ = nullptr;
+  Napi::FunctionReference callback_;
+  Napi::AsyncContext async_;
+  Handle* handle_ = nullptr;
+  bool active_ = false;
+  bool hooked_ = false;
+};
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("openTun", Napi::Function::New<OpenTun>(env, "openTun"));
+  exports.Set("tunName", Napi::Function::New<TunName>(env, "tunName"));
+  exports.Set("readBatch", Napi::Function::New<ReadBatch>(env, "readBatch"));
+  exports.Set("writeBatch", Napi::Function::New<WriteBatch>(env, "writeBatch"));
+  exports.Set("writeDrops", Napi::Function::New<WriteDrops>(env, "writeDrops"));
+  exports.Set("readTruncated", Napi::Function::New<ReadTruncated>(env, "readTruncated"));
+  exports.Set("setNonBlocking", Napi::Function::New<SetNonBlocking>(env, "setNonBlocking"));
+  exports.Set("closeFd", Napi::Function::New<CloseFd>(env, "closeFd"));
+  exports.Set("Poller", Poller::Init(env));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(vpnmasq_tun, Init)

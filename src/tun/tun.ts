@@ -1,0 +1,197 @@
+// TUN devices for the supervisor. The native addon (src/tun/addon.cc) moves
+// whole batches of packets between the kernel and the engine's
+// WebAssembly.Memory, so the hot path allocates no JS objects per packet.
+//
+// Memory layout shared with the engine (all offsets are byte offsets into
+// `mem`, which must be the *current* memory.buffer: after memory.grow() the
+// old ArrayBuffer is detached and every call on it throws RangeError):
+//   slot i     at slotBase + i * slotSize   (the packet, starting at the IP header)
+//   length i   at lenBase + 4 * i           (u32, little-endian)
+//   verdict i  at verdictBase + i           (u8; writeBatch sends slot i iff it equals `want`)
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export interface PacketDevice {
+  readonly name: string;
+  /** read up to max packets into memory; returns count */
+  readBatch(mem: ArrayBuffer, slotBase: number, slotSize: number, lenBase: number, max: number): number;
+  /** write every slot i < count whose verdict byte equals want; returns how many were written */
+  writeBatch(
+    mem: ArrayBuffer,
+    slotBase: number,
+    slotSize: number,
+    lenBase: number,
+    verdictBase: number,
+    count: number,
+    want: number,
+  ): number;
+  /** start waking cb when readable */
+  onReadable(cb: () => void): void;
+  /** idempotent; stops polling, closes fd (kernel removes a non-persistent TUN) */
+  close(): void;
+}
+
+/** Error thrown by the addon: `code` is the errno name (EPERM, EBUSY, ...). */
+export interface TunError extends Error {
+  code: string;
+  errno: number;
+  syscall: string;
+}
+
+interface NativePoller {
+  start(): void;
+  stop(): void;
+  close(): void;
+}
+
+interface Native {
+  openTun(name: string): number;
+  tunName(fd: number): string;
+  readBatch(fd: number, buf: ArrayBuffer, slotBase: number, slotSize: number, lenBase: number, max: number): number;
+  writeBatch(
+    fd: number,
+    buf: ArrayBuffer,
+    slotBase: number,
+    slotSize: number,
+    lenBase: number,
+    verdictBase: number,
+    count: number,
+    want: number,
+  ): number;
+  writeDrops(): number;
+  readTruncated(): number;
+  setNonBlocking(fd: number, on?: boolean): void;
+  closeFd(fd: number): void;
+  Poller: new (fd: number, cb: () => void) => NativePoller;
+}
+
+// src/tun/tun.ts and dist/tun/tun.js both sit two levels below the package
+// root, which is where node-gyp-build looks for build/Release or prebuilds/.
+const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+let native: Native | undefined;
+
+/**
+ * Loaded on first use rather than at import, so code that only needs the
+ * types or FakeTun runs without a compiled addon.
+ */
+export function loadNative(): Native {
+  if (native) return native;
+  const require = createRequire(import.meta.url);
+  try {
+    const load = require('node-gyp-build') as (dir: string) => unknown;
+    native = load(packageRoot) as Native;
+  } catch (err) {
+    throw new Error(
+      `cannot load the vpnmasq_tun addon from ${packageRoot}: ${(err as Error).message.split('\n')[0]} ` +
+        '— build it with `npm run build:addon`',
+      { cause: err },
+    );
+  }
+  return native;
+}
+
+/** Packets dropped by writeBatch in this process (full queue, link down, bad length, ...). */
+export function writeDrops(): number {
+  return loadNative().writeDrops();
+}
+
+/** Packets dropped by readBatch because they were larger than slotSize. */
+export function readTruncated(): number {
+  return loadNative().readTruncated();
+}
+
+export class TunDevice implements PacketDevice {
+  readonly name: string;
+  #fd: number;
+  #poller: NativePoller | null = null;
+  #cb: (() => void) | null = null;
+  readonly #native: Native;
+
+  private constructor(nat: Native, fd: number) {
+    this.#native = nat;
+    this.#fd = fd;
+    try {
+      // The kernel's name, which differs from the request for patterns like "tun%d".
+      this.name = nat.tunName(fd);
+    } catch (err) {
+      nat.closeFd(fd);
+      throw err;
+    }
+  }
+
+  /**
+   * Creates (or attaches to) the TUN interface `name`, IFF_TUN|IFF_NO_PI,
+   * non-blocking. Throws a TunError (code EPERM without CAP_NET_ADMIN, EBUSY
+   * when the name is taken, EINVAL for a bad name).
+   */
+  static open(name: string): TunDevice {
+    const nat = loadNative();
+    return new TunDevice(nat, nat.openTun(name));
+  }
+
+  /** The raw fd, or -1 once closed. */
+  get fd(): number {
+    return this.#fd;
+  }
+
+  get closed(): boolean {
+    return this.#fd < 0;
+  }
+
+  readBatch(mem: ArrayBuffer, slotBase: number, slotSize: number, lenBase: number, max: number): number {
+    return this.#native.readBatch(this.#open(), mem, slotBase, slotSize, lenBase, max);
+  }
+
+  writeBatch(
+    mem: ArrayBuffer,
+    slotBase: number,
+    slotSize: number,
+    lenBase: number,
+    verdictBase: number,
+    count: number,
+    want: number,
+  ): number {
+    return this.#native.writeBatch(this.#open(), mem, slotBase, slotSize, lenBase, verdictBase, count, want);
+  }
+
+  /**
+   * Level-triggered: cb runs once per event-loop turn for as long as packets
+   * are waiting, so a callback that reads only one batch is simply called
+   * again (fair to the other fds). Calling it again replaces cb.
+   */
+  onReadable(cb: () => void): void {
+    const fd = this.#open();
+    this.#cb = cb;
+    if (!this.#poller) {
+      this.#poller = new this.#native.Poller(fd, () => this.#cb?.());
+    }
+    this.#poller.start();
+  }
+
+  /** Stop waking the callback (backpressure) until resumeReading(). */
+  pauseReading(): void {
+    this.#poller?.stop();
+  }
+
+  resumeReading(): void {
+    if (this.#poller && !this.closed) this.#poller.start();
+  }
+
+  close(): void {
+    if (this.#fd < 0) return;
+    // Poller first: libuv must forget the fd before the number can be reused.
+    this.#poller?.close();
+    this.#poller = null;
+    this.#cb = null;
+    const fd = this.#fd;
+    this.#fd = -1;
+    this.#native.closeFd(fd);
+  }
+
+  #open(): number {
+    if (this.#fd < 0) throw new Error(`TUN device "${this.name}" is closed`);
+    return this.#fd;
+  }
+}
