@@ -5,15 +5,18 @@
 // host order, times in milliseconds (process/tick) or seconds (settings).
 
 import {
-  counters, events, flows, lens, slots, verdicts, hashMask, layoutEnd, layoutInit, lanNets, maxFlows,
+  callRecs, counters, espRecs, events, flows, ikeRecs, lens, slots, verdicts, hashMask, layoutEnd, layoutInit, lanNets, maxFlows,
   EVENT_CAP, EVENT_SIZE, FLOW_SIZE, MAX_LAN_NETS, SLOT_COUNT, SLOT_SIZE, COUNTER_SLOTS,
 } from "./layout";
 import { bindResetDynamic } from "./nat/binding";
 import { processBatch } from "./nat/core";
 import { ruleAdd, rulesClear } from "./nat/filter";
-import { redirectAdd, redirectsClear } from "./nat/forward";
+import { protoForwardAdd, redirectAdd, redirectsClear } from "./nat/forward";
+import { espFlushAll, espHighWater, espInit, espSweep } from "./nat/esp";
+import { ikeFlushAll, ikeHighWater, ikeInit, ikeSweep } from "./nat/isakmp";
+import { callFlushAll, callHighWater, callSweep, pptpInit } from "./nat/pptp";
 import {
-  countAdd, eventPush, setClock, setLanNetCount, setPool, setSeed, setTimeoutsDs, setWan, wanAddr,
+  countAdd, eventPush, setClock, setLanNetCount, setPool, setSeed, setTimeoutsDs, setVpn, setWan, wanAddr,
   C_FLOWS_FLUSHED, EV_FLUSH,
 } from "./nat/state";
 import { flowActive as tableActive, flowFlushAll, flowHighWater as tableHighWater, flowSweep } from "./nat/table";
@@ -34,6 +37,7 @@ export function init(flowCount: u32, seed: u32): i32 {
   layoutInit(base(), flowCount, true);
   memory.fill(counters, 0, end - counters);
   setSeed(seed);
+  espInit(); ikeInit(); pptpInit();
   ready = true;
   return 0;
 }
@@ -48,6 +52,7 @@ export function process(count: u32, nowMs: f64, side: u32): u32 {
 export function tick(nowMs: f64, budget: u32): u32 {
   if (!ready) return 0;
   setClock(nowMs);
+  espSweep(budget); ikeSweep(budget); callSweep(budget);
   return flowSweep(budget);
 }
 
@@ -64,6 +69,7 @@ export function setWanAddress(addr: u32, nowMs: f64): u32 {
 export function flushAll(): u32 {
   const n = flowFlushAll();
   bindResetDynamic();
+  espFlushAll(); ikeFlushAll(); callFlushAll();
   countAdd(C_FLOWS_FLUSHED, n);
   eventPush(EV_FLUSH, 0, 0, 0, 0, 0, 0, 0, 0, n);
   return n;
@@ -92,7 +98,14 @@ export function clearRedirects(): void { redirectsClear(); }
 export function addRedirect(proto: u32, portLo: u32, portHi: u32, destAddr: u32, destPortLo: u32): i32 {
   return redirectAdd(proto, portLo, portHi, destAddr, destPortLo);
 }
+export function addProtoForward(proto: u32, destAddr: u32): i32 { return protoForwardAdd(proto, destAddr); }
 export function clearRules(): void { rulesClear(); }
+
+/** VPN settings in seconds (esp, esp_init, ike, natt, gre) and counts/flags. */
+export function setVpnSettings(esp: u32, espInit: u32, espRetries: u32, ike: u32, natt: u32, gre: u32,
+  parallel: u32, guess: u32): void {
+  setVpn(esp * 10, espInit * 10, espRetries, ike * 10, natt * 10, gre * 10, parallel != 0, guess != 0);
+}
 export function addRule(srcZone: u32, destZone: u32, target: u32, proto: i32, icmpType: i32,
   srcNet: u32, srcMask: u32, dstNet: u32, dstMask: u32, portLo: u32, portHi: u32): i32 {
   return ruleAdd(srcZone, destZone, target, proto, icmpType, srcNet, srcMask, dstNet, dstMask, portLo, portHi);
@@ -116,3 +129,9 @@ export function flowHighWater(): u32 { return tableHighWater(); }
 export function flowActive(): u32 { return tableActive(); }
 export function hashSize(): u32 { return hashMask + 1; }
 export function layoutBytesEnd(): usize { return layoutEnd; }
+export function espPtr(): usize { return espRecs; }
+export function espCount(): u32 { return espHighWater(); }
+export function ikePtr(): usize { return ikeRecs; }
+export function ikeCount(): u32 { return ikeHighWater(); }
+export function callPtr(): usize { return callRecs; }
+export function callCount(): u32 { return callHighWater(); }

@@ -14,7 +14,7 @@
 
 export const SLOT_SIZE: u32 = 2048;
 export const SLOT_COUNT: u32 = 256;
-export const COUNTER_SLOTS: u32 = 64;
+export const COUNTER_SLOTS: u32 = 128;
 export const EVENT_CAP: u32 = 4096; // power of two
 export const EVENT_SIZE: u32 = 32;
 export const FLOW_SIZE: u32 = 32;
@@ -29,6 +29,18 @@ export const REDIRECT_SIZE: u32 = 16;
 export const MAX_RULES: u32 = 256;
 export const RULE_SIZE: u32 = 32;
 export const MAX_LAN_NETS: u32 = 32;
+// VPN tables (fixed sizes; maps at load ≤ 0.25 so probes stay short)
+export const ESP_CAP: u32 = 8192;
+export const ESP_SIZE: u32 = 32;
+export const ESP_MAP_SIZE: u32 = 32768;
+export const IKE_CAP: u32 = 4096;
+export const IKE_SIZE: u32 = 48;
+export const IKE_MAP_SIZE: u32 = 16384;
+export const CALL_CAP: u32 = 4096;
+export const CALL_SIZE: u32 = 32;
+export const CALL_MAP_SIZE: u32 = 16384;
+export const KM_SLOT: u32 = 12;
+export const OUTSTANDING_CAP: u32 = 256;
 
 export let counters: usize = 0;
 export let events: usize = 0;
@@ -47,6 +59,14 @@ export let fragIndex: usize = 0;
 export let redirects: usize = 0;
 export let rules: usize = 0;
 export let lanNets: usize = 0;
+export let espRecs: usize = 0;
+export let espMap: usize = 0;
+export let ikeRecs: usize = 0;
+export let ikeMap: usize = 0;
+export let callRecs: usize = 0;
+export let callMap: usize = 0;
+export let callIdBitmap: usize = 0;
+export let outstanding: usize = 0;
 export let layoutEnd: usize = 0;
 
 @inline function align64(x: usize): usize { return (x + 63) & ~<usize>63; }
@@ -77,7 +97,17 @@ export function layoutInit(base: usize, flowsWanted: u32, commit: bool): usize {
   const rd = p; p = align64(p + MAX_REDIRECTS * REDIRECT_SIZE);
   const ru = p; p = align64(p + MAX_RULES * RULE_SIZE);
   const ln = p; p = align64(p + MAX_LAN_NETS * 8);
+  const er = p; p = align64(p + <usize>ESP_CAP * ESP_SIZE);
+  const em = p; p = align64(p + <usize>ESP_MAP_SIZE * KM_SLOT);
+  const ir = p; p = align64(p + <usize>IKE_CAP * IKE_SIZE);
+  const im = p; p = align64(p + <usize>IKE_MAP_SIZE * KM_SLOT);
+  const cr = p; p = align64(p + <usize>CALL_CAP * CALL_SIZE);
+  const cm = p; p = align64(p + <usize>CALL_MAP_SIZE * KM_SLOT);
+  const cb = p; p = align64(p + 65536 / 8);
+  const os = p; p = align64(p + OUTSTANDING_CAP * 4);
   if (commit) {
+    espRecs = er; espMap = em; ikeRecs = ir; ikeMap = im; callRecs = cr; callMap = cm;
+    callIdBitmap = cb; outstanding = os;
     counters = c; events = e; slots = s; lens = l; verdicts = v;
     flows = f; flowOutIndex = fo; flowInIndex = fi; hashMask = hs - 1; maxFlows = flowsWanted;
     bindings = b; bindIndex = bi; frags = fr; fragIndex = fx;

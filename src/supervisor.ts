@@ -145,6 +145,13 @@ export class Supervisor {
             remote: `${ev.remote}:${ev.remotePort}`, wanPort: ev.aliasPort,
           }, ev.type === 'flow_new' ? 'flow new' : 'flow expired');
         }
+      } else if (ev.type === 'esp_bound') {
+        this.log.info({ lan: ev.lan, server: ev.remote, spiIn: '0x' + (ev.extra >>> 0).toString(16).padStart(8, '0') }, 'ESP inbound SPI associated');
+      } else if (ev.type === 'ah_refused') {
+        this.log.warn({ lan: ev.lan, remote: ev.remote, side: ev.side ? 'wan' : 'lan' },
+          'AH dropped: it authenticates the IP addresses, so it cannot pass address translation (use ESP, or NAT-T)');
+      } else if (ev.type === 'ike_collision') {
+        this.log.info({ lan: ev.lan, server: ev.remote }, 'IKE initiator cookie already in use toward this server by another LAN host: dropped');
       } else if (ev.type === 'flush') {
         this.log.info({ flows: ev.extra }, 'flows flushed');
       }
@@ -198,7 +205,10 @@ export class Supervisor {
   private handle(req: Request): Response {
     switch (req.cmd) {
       case 'status': return { ok: true, data: this.status() };
-      case 'conntrack': return { ok: true, data: this.engine.flows(this.wanAddress ?? '0.0.0.0') };
+      case 'conntrack': {
+        const wan = this.wanAddress ?? '0.0.0.0';
+        return { ok: true, data: [...this.engine.flows(wan), ...this.engine.vpnEntries(wan)] };
+      }
       case 'reload': { const r = this.reload(); return { ok: r.ok, error: r.error, data: r }; }
       default: return { ok: false, error: `unknown command ${(req as { cmd: unknown }).cmd}` };
     }

@@ -15,6 +15,9 @@ import { ttlCompensate } from "./rewrite";
 import {
   count, countAdd, dropped, isLanAddr, isMartian, wanAddr, C_PASS_INSIDE, C_PASS_OUTSIDE, C_RX_INSIDE, C_RX_OUTSIDE,
 } from "./state";
+import { espSweep } from "./esp";
+import { ikeSweep } from "./isakmp";
+import { callSweep } from "./pptp";
 import { flowIndexPeekIn, flowIndexPeekOut, flowSweep, rec } from "./table";
 
 export const SIDE_INSIDE: u32 = 0;
@@ -97,6 +100,7 @@ export function processBatch(n: u32, side: u32): u32 {
   }
   // Incremental expiry: a bounded slice of the table per batch.
   flowSweep((n >>> 1) + 8);
+  espSweep(8); ikeSweep(8); callSweep(8);
   countAdd(side == SIDE_INSIDE ? C_PASS_INSIDE : C_PASS_OUTSIDE, passed);
   return passed;
 }

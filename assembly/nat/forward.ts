@@ -4,7 +4,13 @@
 // the masquerade pool never hands them out.
 //
 // Redirect record (REDIRECT_SIZE = 16 bytes):
-//   0 u16 proto  2 u16 portLo  4 u16 portHi  6 u16 destPortLo  8 u32 destAddr
+//   0 u16 proto  2 u16 portLo  4 u16 portHi  6 u16 destPortLo  8 u32 destAddr  12 u8 portless
+//
+// A portless record is a protocol forward (natd's redirect_proto, the
+// HOWTO's ipfwd): ESP, GRE or any IP protocol to one LAN host. The VPN
+// handlers consult it only after their own demultiplexing (SPI, Call ID)
+// found nothing, so masqueraded clients and a server behind the router
+// coexist.
 
 import { redirects, MAX_REDIRECTS, REDIRECT_SIZE } from "../layout";
 import { bindReserve, bindUnreserveAll, protoIndex } from "./binding";
@@ -23,7 +29,7 @@ export function redirectAdd(proto: u32, portLo: u32, portHi: u32, destAddr: u32,
   if (destPortLo + (portHi - portLo) > 65535) return -1;
   const r = redirects + <usize>redirectCount * REDIRECT_SIZE;
   store<u16>(r, <u16>proto, 0); store<u16>(r, <u16>portLo, 2); store<u16>(r, <u16>portHi, 4);
-  store<u16>(r, <u16>destPortLo, 6); store<u32>(r, destAddr, 8);
+  store<u16>(r, <u16>destPortLo, 6); store<u32>(r, destAddr, 8); store<u8>(r, 0, 12);
   for (let port = portLo; port <= portHi; port++) {
     bindReserve(protoIndex(proto), port, destAddr, destPortLo + (port - portLo));
   }
@@ -31,11 +37,32 @@ export function redirectAdd(proto: u32, portLo: u32, portHi: u32, destAddr: u32,
   return <i32>(redirectCount - 1);
 }
 
+export function protoForwardAdd(proto: u32, destAddr: u32): i32 {
+  if (redirectCount >= MAX_REDIRECTS) return -1;
+  const r = redirects + <usize>redirectCount * REDIRECT_SIZE;
+  store<u16>(r, <u16>proto, 0); store<u16>(r, 0, 2); store<u16>(r, 0, 4);
+  store<u16>(r, 0, 6); store<u32>(r, destAddr, 8); store<u8>(r, 1, 12);
+  redirectCount++;
+  return <i32>(redirectCount - 1);
+}
+
+/** True when a protocol forward exists for `proto`; fills fwdAddr. */
+export function protoForwardMatch(proto: u32): bool {
+  for (let i: u32 = 0; i < redirectCount; i++) {
+    const r = redirects + <usize>i * REDIRECT_SIZE;
+    if (load<u16>(r, 0) != proto || load<u8>(r, 12) == 0) continue;
+    fwdAddr = load<u32>(r, 8);
+    fwdPort = 0;
+    return true;
+  }
+  return false;
+}
+
 /** True when a redirect covers (proto, dport); fills fwdAddr/fwdPort. */
 export function redirectMatch(proto: u32, dport: u32): bool {
   for (let i: u32 = 0; i < redirectCount; i++) {
     const r = redirects + <usize>i * REDIRECT_SIZE;
-    if (load<u16>(r, 0) != proto) continue;
+    if (load<u16>(r, 0) != proto || load<u8>(r, 12) != 0) continue;
     const lo = <u32>load<u16>(r, 2);
     if (dport < lo || dport > <u32>load<u16>(r, 4)) continue;
     fwdAddr = load<u32>(r, 8);

@@ -9,9 +9,9 @@ import { DEST_ROUTER, TARGET_ACCEPT, TARGET_DROP, TARGET_NONE, TARGET_REJECT, ZO
 import { fwdAddr, fwdPort, redirectMatch } from "./forward";
 import { Drop } from "./reasons";
 import { rewriteAddrPort } from "./rewrite";
-import { count, icmpDs, tcpClosedDs, tcpEstablishedDs, tcpTransitoryDs, udpDs, wanAddr, C_LOCAL_ACCEPT } from "./state";
+import { count, icmpDs, nattDs, tcpClosedDs, tcpEstablishedDs, tcpTransitoryDs, udpDs, wanAddr, C_LOCAL_ACCEPT } from "./state";
 import {
-  FL_FIN_IN, FL_FIN_OUT, FL_REDIRECT, FL_REPLIED, F_ALIAS_PORT, F_FLAGS, F_LAN_ADDR, F_LAN_PORT, F_PKTS_IN, F_PKTS_OUT,
+  FL_FIN_IN, FL_FIN_OUT, FL_NATT, FL_REDIRECT, FL_REPLIED, F_ALIAS_PORT, F_FLAGS, F_LAN_ADDR, F_LAN_PORT, F_PKTS_IN, F_PKTS_OUT,
   F_STATE, flowFindIn, flowFindOut, flowInsert, flowTouch, rec,
 } from "./table";
 
@@ -24,11 +24,14 @@ export const TCP_TIME_WAIT: u32 = 5;
 export const TCP_CLOSE: u32 = 6;
 export const UDP_UNREPLIED: u32 = 0;
 export const UDP_REPLIED: u32 = 1;
+/** NAT-T (RFC 3948): plain UDP NAPT, but idle for natt_timeout, far above the 20 s keepalive. */
+export const NATT_PORT: u32 = 4500;
 
 /** Set by natIn when the packet was for the router itself and left untranslated. */
 export let deliveredLocally: bool = false;
 
-function lifetimeOf(proto: u32, state: u32): u32 {
+function lifetimeOf(proto: u32, state: u32, flags: u32): u32 {
+  if (flags & FL_NATT) return nattDs;
   if (proto == PROTO_TCP) {
     if (state == TCP_ESTABLISHED) return tcpEstablishedDs;
     if (state == TCP_CLOSE) return tcpClosedDs;
@@ -85,7 +88,8 @@ export function natOut(p: usize, l4: usize, proto: u32, pi: u32, headerPresent: 
     // A SYN opens SYN_SENT; any other segment is picked up mid-stream as
     // established (loose tracking, so connections survive a restart).
     const state = proto == PROTO_TCP ? ((flags & TCP_SYN) ? TCP_SYN_SENT : TCP_ESTABLISHED) : UDP_UNREPLIED;
-    e = flowInsert(proto, lanA, lanP, remA, remP, alias, state, 0, lifetimeOf(proto, state));
+    const natt = !isIcmp && (lanP == NATT_PORT || remP == NATT_PORT) ? FL_NATT : 0;
+    e = flowInsert(proto, lanA, lanP, remA, remP, alias, state, natt, lifetimeOf(proto, state, natt));
     if (e == 0) { bindRelease(pi, alias); return Drop.TABLE_FULL; }
     r = rec(e - 1);
   } else {
@@ -94,7 +98,7 @@ export function natOut(p: usize, l4: usize, proto: u32, pi: u32, headerPresent: 
   let state = <u32>load<u8>(r, F_STATE);
   if (proto == PROTO_TCP) state = tcpTrack(r, tcpFlags(l4), true);
   else if ((load<u16>(r, F_FLAGS) & FL_REDIRECT) != 0) state = UDP_REPLIED;
-  flowTouch(r, lifetimeOf(proto, state));
+  flowTouch(r, lifetimeOf(proto, state, load<u16>(r, F_FLAGS)));
   store<u32>(r, load<u32>(r, F_PKTS_OUT) + 1, F_PKTS_OUT);
   rewriteAddrPort(p, IP_SRC, wanAddr, l4, proto, isIcmp ? ICMP_ID : L4_SRC_PORT, load<u16>(r, F_ALIAS_PORT), headerPresent);
   return Drop.NONE;
@@ -116,7 +120,8 @@ export function natIn(p: usize, l4: usize, proto: u32, pi: u32, headerPresent: b
       if (flags & TCP_RST) return Drop.TCP_NO_FLOW;
       const state = proto == PROTO_TCP ? ((flags & TCP_SYN) ? TCP_SYN_SENT : TCP_ESTABLISHED) : UDP_UNREPLIED;
       bindRef(pi, aliasP);
-      e = flowInsert(proto, fwdAddr, fwdPort, remA, remP, aliasP, state, FL_REDIRECT, lifetimeOf(proto, state));
+      const fl = FL_REDIRECT | (fwdPort == NATT_PORT || remP == NATT_PORT ? FL_NATT : 0);
+      e = flowInsert(proto, fwdAddr, fwdPort, remA, remP, aliasP, state, fl, lifetimeOf(proto, state, fl));
       if (e == 0) { bindRelease(pi, aliasP); return Drop.TABLE_FULL; }
       r = rec(e - 1);
     } else {
@@ -137,7 +142,7 @@ export function natIn(p: usize, l4: usize, proto: u32, pi: u32, headerPresent: b
     store<u8>(r, <u8>state, F_STATE);
   }
   store<u16>(r, load<u16>(r, F_FLAGS) | <u16>FL_REPLIED, F_FLAGS);
-  flowTouch(r, lifetimeOf(proto, state));
+  flowTouch(r, lifetimeOf(proto, state, load<u16>(r, F_FLAGS)));
   store<u32>(r, load<u32>(r, F_PKTS_IN) + 1, F_PKTS_IN);
   const lanA = load<u32>(r, F_LAN_ADDR);
   rewriteAddrPort(p, IP_DST, lanA, l4, proto, isIcmp ? ICMP_ID : L4_DST_PORT, load<u16>(r, F_LAN_PORT), headerPresent);

@@ -29,5 +29,22 @@ export const enum Drop {
   OVERSIZE = 25,        // read length beyond the slot
   NO_WAN_ADDRESS = 26,
   BAD_PORT = 27,        // port 0
-  COUNT = 28,
+  ESP_SPI_ZERO = 28,    // SPI 0 is reserved (RFC 4303 §2.1)
+  ESP_SERIALIZED = 29,  // another LAN host's new SPI to this server is outstanding: wait
+  ESP_SQUELCHED = 30,   // the host's new SPI got no answer within the retries: 30 s pause
+  ESP_NO_SA = 31,       // inbound SPI unknown and nothing outstanding for that server
+  ESP_TABLE_FULL = 32,
+  ISAKMP_TRUNCATED = 33,
+  ISAKMP_ZERO_COOKIE = 34,
+  ISAKMP_COOKIE_COLLISION = 35, // a new exchange reuses an outstanding initiator cookie
+  IKE_TABLE_FULL = 36,
+  AH_TRANSLATED = 37,   // AH authenticates the addresses: it cannot be translated
+  GRE_BAD_HEADER = 38,  // not enhanced GRE (version 1, protocol 0x880B, key present)
+  GRE_NO_CALL = 39,
+  PPTP_BAD_MAGIC = 40,
+  PPTP_BAD_LENGTH = 41,
+  PPTP_BAD_TYPE = 42,
+  PPTP_TABLE_FULL = 43,
+  PPTP_NO_CALL = 44,    // a message names a Call ID no call has
+  COUNT = 45,
 }

@@ -19,6 +19,23 @@ export let fragDs: u32 = 300;
 
 export let lanNetCount: u32 = 0;
 
+// VPN settings (DESIGN.md "VPN semantics"; defaults from the VPN Masquerade HOWTO)
+export let espDs: u32 = 18000;          // esp_timeout 30 min
+export let espInitDs: u32 = 1200;       // esp_init_timeout 2 min
+export let espInitRetries: u32 = 5;     // esp_init_retries
+export let espSquelchDs: u32 = 300;     // 30 s pause after the retries
+export let ikeDs: u32 = 36000;          // ike_timeout 1 h (≥ esp_timeout)
+export let nattDs: u32 = 3000;          // natt_timeout 300 s
+export let greDs: u32 = 74400;          // gre_timeout
+export let greDisconnectDs: u32 = 300;  // a disconnected call ages out in 30 s
+export let parallelSessions: bool = false;
+export let espGuess: bool = false;
+
+export function setVpn(esp: u32, espInit: u32, retries: u32, ike: u32, natt: u32, gre: u32, parallel: bool, guess: bool): void {
+  espDs = esp; espInitDs = espInit; espInitRetries = retries; ikeDs = ike; nattDs = natt; greDs = gre;
+  parallelSessions = parallel; espGuess = guess;
+}
+
 export function setClock(nowMs: f64): void { nowDs = <u32>(nowMs / 100.0); }
 export function setWan(addr: u32): void { wanAddr = addr; }
 export function setSeed(seed: u32): void { hashSeed = seed | 1; }
@@ -57,6 +74,10 @@ export const C_FRAGS_ACTIVE: u32 = 8;
 export const C_EVENTS_LOST: u32 = 9;
 export const C_LOCAL_ACCEPT: u32 = 10;
 export const C_FLOWS_FLUSHED: u32 = 11;
+export const C_ESP_ACTIVE: u32 = 12;
+export const C_IKE_ACTIVE: u32 = 13;
+export const C_CALLS_ACTIVE: u32 = 14;
+export const C_ESP_BOUND: u32 = 15;
 export const C_DROP_BASE: u32 = 32; // + reason
 
 @inline export function count(i: u32): void {
@@ -78,6 +99,9 @@ export const EV_FLOW_NEW: u32 = 1;
 export const EV_FLOW_EXPIRED: u32 = 2;
 export const EV_DROP: u32 = 3;
 export const EV_FLUSH: u32 = 4;
+export const EV_ESP_BOUND: u32 = 5;      // inbound SPI (extra) associated with a LAN host
+export const EV_AH_REFUSED: u32 = 6;     // once per LAN host / server pair
+export const EV_IKE_COLLISION: u32 = 7;
 
 export function eventPush(type: u32, reason: u32, proto: u32, side: u32,
   lanA: u32, remA: u32, lanP: u32, remP: u32, aliasP: u32, extra: u32): void {

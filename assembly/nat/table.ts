@@ -32,6 +32,7 @@ export const FL_REDIRECT: u32 = 2;   // opened by a WAN packet through a redirec
 export const FL_REPLIED: u32 = 4;    // traffic seen both ways
 export const FL_FIN_OUT: u32 = 8;
 export const FL_FIN_IN: u32 = 16;
+export const FL_NATT: u32 = 32;     // UDP 4500: natt_timeout
 
 let freeHead: u32 = 0;   // record + 1 of the first free record, 0 = none
 let bumpNext: u32 = 0;   // records never used start here

@@ -4,6 +4,20 @@ import type { FlowEntry } from '../engine/engine.js';
 
 export function formatConntrack(flows: FlowEntry[]): string {
   const lines = flows.map((f) => {
+    if (f.proto === 'esp') {
+      return `esp      50 ${Math.round(f.expiresInS)} ${f.state} src=${f.lan} dst=${f.remote} spi=${f.spiOut} packets=${f.packetsOut}` +
+        ` src=${f.remote} dst=${f.wan} spi=${f.spiIn ?? '?'}${f.spiIn ? '' : ' [UNREPLIED]'} use=1`;
+    }
+    if (f.state === 'IKE') {
+      return `udp      17 ${Math.round(f.expiresInS)} IKE src=${f.lan} dst=${f.remote} sport=500 dport=${f.remotePort}` +
+        ` icookie=${f.icookie} rcookie=${f.rcookie ?? '-'} packets=${f.packetsOut} src=${f.remote} dst=${f.wan}` +
+        ` sport=${f.remotePort} dport=500 packets=${f.packetsIn} use=1`;
+    }
+    if (f.proto === 'gre') {
+      return `gre      47 ${Math.round(f.expiresInS)} ${f.state} src=${f.lan} dst=${f.remote} callid=${f.callIdLan}` +
+        ` alias=${f.callIdAlias} peer_callid=${f.callIdRemote ?? '?'} packets=${f.packetsOut}` +
+        ` src=${f.remote} dst=${f.wan} key=${f.callIdAlias} packets=${f.packetsIn} use=1`;
+    }
     const portful = f.protoNum === 6 || f.protoNum === 17;
     const ports = (sp: number, dp: number, type = 8) => (portful ? ` sport=${sp} dport=${dp}` : ` type=${type} code=0 id=${sp || dp}`);
     const state = f.protoNum === 6 ? `${f.state} ` : '';

@@ -12,19 +12,24 @@ export const DROP_REASONS = [
   'bad_l4_header', 'bad_src', 'not_for_us', 'wan_to_lan', 'no_flow', 'table_full', 'pool_exhausted',
   'frag_no_head', 'frag_tiny', 'frag_overlap', 'frag_table_full', 'icmp_unsupported', 'icmp_bad_embedded',
   'icmp_no_flow', 'policy_drop', 'policy_reject', 'proto_unsupported', 'tcp_no_flow', 'oversize',
-  'no_wan_address', 'bad_port',
+  'no_wan_address', 'bad_port', 'esp_spi_zero', 'esp_serialized', 'esp_squelched', 'esp_no_sa', 'esp_table_full',
+  'isakmp_truncated', 'isakmp_zero_cookie', 'isakmp_cookie_collision', 'ike_table_full', 'ah_translated',
+  'gre_bad_header', 'gre_no_call', 'pptp_bad_magic', 'pptp_bad_length', 'pptp_bad_type', 'pptp_table_full',
+  'pptp_no_call',
 ] as const;
 export type DropReason = (typeof DROP_REASONS)[number];
 
 /** Malformed input is counted silently; policy drops are worth a log line (wireguard-go's split). */
 export const POLICY_REASONS: ReadonlySet<string> = new Set([
   'bad_src', 'wan_to_lan', 'no_flow', 'policy_drop', 'policy_reject', 'table_full', 'pool_exhausted',
-  'frag_table_full', 'proto_unsupported', 'no_wan_address',
+  'frag_table_full', 'proto_unsupported', 'no_wan_address', 'esp_serialized', 'esp_squelched', 'esp_no_sa',
+  'esp_table_full', 'isakmp_cookie_collision', 'ike_table_full', 'ah_translated', 'gre_no_call', 'pptp_table_full',
 ]);
 
 export const COUNTERS = {
   rxInside: 0, rxOutside: 1, passInside: 2, passOutside: 3, flowsNew: 4, flowsExpired: 5,
   flowsActive: 6, bindingsActive: 7, fragsActive: 8, eventsLost: 9, localAccept: 10, flowsFlushed: 11,
+  espActive: 12, ikeActive: 13, callsActive: 14, espBound: 15,
 } as const;
 export const C_DROP_BASE = 32;
 
@@ -32,6 +37,9 @@ export const EV_FLOW_NEW = 1;
 export const EV_FLOW_EXPIRED = 2;
 export const EV_DROP = 3;
 export const EV_FLUSH = 4;
+export const EV_ESP_BOUND = 5;
+export const EV_AH_REFUSED = 6;
+export const EV_IKE_COLLISION = 7;
 
 // Flow record (assembly/nat/table.ts)
 export const F_LAN_ADDR = 0;

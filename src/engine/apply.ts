@@ -50,17 +50,24 @@ export function applyConfig(engine: Engine, cfg: Config, lanSubnets: string[]): 
   const ruleRows = cfg.rules.map((r) => ({ r, rows: expandRule(r) }));
   const nRules = ruleRows.reduce((a, b) => a + b.rows.length, 0);
   if (nRules > 256) throw new Error(`${cfg.file}: ${nRules} rules after expansion (protocols × addresses × ports); the engine holds 256`);
-  const nRedirects = cfg.redirects.reduce((a, r) => a + (r.srcDport ? r.proto.length : 0), 0);
+  const nRedirects = cfg.redirects.reduce((a, r) => a + r.proto.length, 0);
   if (nRedirects > 256) throw new Error(`${cfg.file}: ${nRedirects} redirects after expansion; the engine holds 256`);
   lanSubnets.forEach((s, i) => { const [n, mask] = cidr(s); x.setLanNet(i, n, mask); });
   x.setLanNetCount(lanSubnets.length);
   if (x.setPortPool(m.masqPorts[0], m.masqPorts[1]) !== 0) throw new Error(`masq_ports ${m.masqPorts.join('-')} refused by the engine`);
   x.setTimeouts(m.tcpTimeout, m.tcpTransitoryTimeout, m.udpTimeout, m.icmpTimeout, m.fragTimeout);
+  x.setVpnSettings(m.espTimeout, m.espInitTimeout, m.espInitRetries, m.ikeTimeout, m.nattTimeout, m.greTimeout,
+    m.parallelSessions ? 1 : 0, m.espGuess ? 1 : 0);
   x.clearRedirects();
   let redirects = 0;
   for (const r of cfg.redirects) {
     for (const proto of r.proto) {
-      if (!r.srcDport || !r.destPort) continue; // portless protocols: the VPN handlers take them
+      if (!r.srcDport || !r.destPort) {
+        // A protocol forward (esp, gre, any protocol number) to one LAN host.
+        if (x.addProtoForward(proto, ipToRaw(r.destIp)) < 0) throw new Error(`${cfg.file}:${r.line}: too many redirects`);
+        redirects++;
+        continue;
+      }
       if (x.addRedirect(proto, r.srcDport[0], r.srcDport[1], ipToRaw(r.destIp), r.destPort[0]) < 0) {
         throw new Error(`${cfg.file}:${r.line}: redirect refused by the engine (too many redirects?)`);
       }

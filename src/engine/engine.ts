@@ -35,10 +35,14 @@ export interface EngineExports {
   slotsPtr(): number; lensPtr(): number; verdictsPtr(): number; slotSize(): number; slotCount(): number;
   flowsPtr(): number; flowSize(): number; flowCapacity(): number; flowHighWater(): number; flowActive(): number;
   hashSize(): number; layoutBytesEnd(): number;
+  addProtoForward(proto: number, destAddr: number): number;
+  setVpnSettings(esp: number, espInit: number, espRetries: number, ike: number, natt: number, gre: number,
+    parallel: number, guess: number): void;
+  espPtr(): number; espCount(): number; ikePtr(): number; ikeCount(): number; callPtr(): number; callCount(): number;
 }
 
 export interface EngineEvent {
-  type: 'flow_new' | 'flow_expired' | 'drop' | 'flush' | 'unknown';
+  type: 'flow_new' | 'flow_expired' | 'drop' | 'flush' | 'esp_bound' | 'ah_refused' | 'ike_collision' | 'unknown';
   reason?: string;
   proto: number;
   side: number;
@@ -51,7 +55,21 @@ export interface FlowEntry {
   proto: string; protoNum: number; state: string;
   lan: string; lanPort: number; remote: string; remotePort: number; wan: string; aliasPort: number;
   expiresInS: number; redirect: boolean; replied: boolean; packetsOut: number; packetsIn: number;
+  /** ESP: SPIs as 0x-hex, outbound (LAN → server) and inbound (server → LAN; null while outstanding). */
+  spiOut?: string; spiIn?: string | null;
+  /** IKE: initiator and responder cookies as hex (responder null until seen). */
+  icookie?: string; rcookie?: string | null;
+  /** PPTP/GRE: the LAN host's Call ID, its alias on the WAN side, the remote's Call ID. */
+  callIdLan?: number; callIdAlias?: number; callIdRemote?: number | null;
 }
+
+const ESP_STATES = ['FREE', 'OUTSTANDING', 'ESTABLISHED', 'SQUELCHED'];
+const hex32 = (v: number) => '0x' + v.toString(16).padStart(8, '0');
+
+const EVENT_TYPES: Record<number, EngineEvent['type']> = {
+  [EV_FLOW_NEW]: 'flow_new', [EV_FLOW_EXPIRED]: 'flow_expired', [EV_DROP]: 'drop', [EV_FLUSH]: 'flush',
+  5: 'esp_bound', 6: 'ah_refused', 7: 'ike_collision',
+};
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -179,8 +197,8 @@ export class Engine {
       const e = base + 64 + (tail & (cap - 1)) * size;
       const t = this.u8[e];
       out.push({
-        type: t === EV_FLOW_NEW ? 'flow_new' : t === EV_FLOW_EXPIRED ? 'flow_expired' : t === EV_DROP ? 'drop' : t === EV_FLUSH ? 'flush' : 'unknown',
-        reason: t === EV_DROP ? DROP_REASONS[this.u8[e + 1]] ?? String(this.u8[e + 1]) : undefined,
+        type: EVENT_TYPES[t] ?? 'unknown',
+        reason: t === EV_DROP || t === 6 ? DROP_REASONS[this.u8[e + 1]] ?? String(this.u8[e + 1]) : undefined,
         proto: this.u8[e + 2], side: this.u8[e + 3],
         lan: rawToIp(this.dv.getUint32(e + 4, true)), remote: rawToIp(this.dv.getUint32(e + 8, true)),
         wan: rawToIp(this.dv.getUint32(e + 12, true)),
@@ -215,6 +233,53 @@ export class Engine {
         expiresInS: Math.max(0, ((this.dv.getUint32(r + F_EXPIRES, true) - nowDs) | 0) / 10),
         redirect: !!(flags & FL_REDIRECT), replied: !!(flags & FL_REPLIED),
         packetsOut: this.dv.getUint32(r + F_PKTS_OUT, true), packetsIn: this.dv.getUint32(r + F_PKTS_IN, true),
+      });
+    }
+    return out;
+  }
+
+  /** ESP associations, IKE sessions and PPTP calls, as conntrack entries. */
+  vpnEntries(wanAddress: string, now = nowMs()): FlowEntry[] {
+    const nowDs = Math.floor(now / 100);
+    const left = (exp: number) => Math.max(0, ((exp - nowDs) | 0) / 10);
+    const be32 = (o: number) => this.dv.getUint32(o, false);
+    const out: FlowEntry[] = [];
+    const base = { wan: wanAddress, redirect: false, lanPort: 0, remotePort: 0, aliasPort: 0 };
+    for (let r = 0, p = this.x.espPtr(); r < this.x.espCount(); r++, p += 32) {
+      const st = this.u8[p + 24];
+      if (!st) continue;
+      const spiIn = be32(p + 12);
+      out.push({
+        ...base, proto: 'esp', protoNum: 50, state: ESP_STATES[st] ?? String(st),
+        lan: rawToIp(this.dv.getUint32(p, true)), remote: rawToIp(this.dv.getUint32(p + 4, true)),
+        expiresInS: left(st === 1 || st === 3 ? Math.min(this.dv.getUint32(p + 16, true), this.dv.getUint32(p + 20, true)) : this.dv.getUint32(p + 16, true)),
+        replied: spiIn !== 0, packetsOut: this.dv.getUint32(p + 28, true), packetsIn: 0,
+        spiOut: hex32(be32(p + 8)), spiIn: spiIn ? hex32(spiIn) : null,
+      });
+    }
+    for (let r = 0, p = this.x.ikePtr(); r < this.x.ikeCount(); r++, p += 48) {
+      if (!this.u8[p + 44]) continue;
+      const cookie = (o: number) => Buffer.from(this.u8.subarray(o, o + 8)).toString('hex');
+      const rc = cookie(p + 16);
+      out.push({
+        ...base, proto: 'udp', protoNum: 17, state: 'IKE', lanPort: 500, aliasPort: 500,
+        remotePort: this.dv.getUint16(p + 32, true),
+        lan: rawToIp(this.dv.getUint32(p, true)), remote: rawToIp(this.dv.getUint32(p + 4, true)),
+        expiresInS: left(this.dv.getUint32(p + 24, true)), replied: rc !== '0000000000000000',
+        packetsOut: this.dv.getUint32(p + 36, true), packetsIn: this.dv.getUint32(p + 40, true),
+        icookie: cookie(p + 8), rcookie: rc === '0000000000000000' ? null : rc,
+      });
+    }
+    for (let r = 0, p = this.x.callPtr(); r < this.x.callCount(); r++, p += 32) {
+      if (!this.u8[p + 28]) continue;
+      const flags = this.dv.getUint16(p + 14, true);
+      out.push({
+        ...base, proto: 'gre', protoNum: 47, state: flags & 2 ? 'DISCONNECTED' : 'CALL',
+        lan: rawToIp(this.dv.getUint32(p, true)), remote: rawToIp(this.dv.getUint32(p + 4, true)),
+        expiresInS: left(this.dv.getUint32(p + 16, true)), replied: !!(flags & 1),
+        packetsOut: this.dv.getUint32(p + 20, true), packetsIn: this.dv.getUint32(p + 24, true),
+        callIdLan: this.dv.getUint16(p + 8, true), callIdAlias: this.dv.getUint16(p + 10, true),
+        callIdRemote: flags & 1 ? this.dv.getUint16(p + 12, true) : null,
       });
     }
     return out;

@@ -40,6 +40,15 @@ export class TestRouter {
   redirect(proto: number, port: number, dest: string, destPort: number, portHi = port): void {
     if (this.engine.x.addRedirect(proto, port, portHi, ipToRaw(dest), destPort) < 0) throw new Error('redirect refused');
   }
+  /** VPN settings in seconds; defaults as in the config schema. */
+  vpn(o: { esp?: number; espInit?: number; retries?: number; ike?: number; natt?: number; gre?: number; parallel?: boolean; guess?: boolean } = {}): void {
+    this.engine.x.setVpnSettings(o.esp ?? 1800, o.espInit ?? 120, o.retries ?? 5, o.ike ?? 3600, o.natt ?? 300, o.gre ?? 7440,
+      o.parallel ? 1 : 0, o.guess ? 1 : 0);
+  }
+  protoForward(proto: number, dest: string): void {
+    if (this.engine.x.addProtoForward(proto, ipToRaw(dest)) < 0) throw new Error('forward refused');
+  }
+  vpnEntries() { return this.engine.vpnEntries(WAN, this.now); }
   acceptToRouter(proto: number, portLo = 0, portHi = 65535, icmpType = -1): void {
     if (this.engine.x.addRule(0, 0, 1, proto, icmpType, 0, 0, 0, 0, portLo, portHi) < 0) throw new Error('rule refused');
   }

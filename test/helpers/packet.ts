@@ -149,3 +149,70 @@ export function fragment(p: Uint8Array, chunk: number): Uint8Array[] {
   }
   return out;
 }
+
+// ---- VPN protocols ---------------------------------------------------------
+
+/** ISAKMP / IKE header (28 bytes) + `extra` payload bytes, in UDP. Cookies as 16 hex digits. */
+export function isakmp(src: string, sport: number, dst: string, dport: number, icookie: string, rcookie = '0000000000000000', extra = 32, opts: Partial<IpOpts> = {}): Uint8Array {
+  const m = new Uint8Array(28 + extra);
+  m.set(Buffer.from(icookie, 'hex'), 0);
+  m.set(Buffer.from(rcookie, 'hex'), 8);
+  m[16] = 33; m[17] = 0x20; m[18] = 34; m[19] = 0x08;
+  new DataView(m.buffer).setUint32(24, m.length);
+  for (let i = 28; i < m.length; i++) m[i] = i & 0xff;
+  return udp(src, sport, dst, dport, m, opts);
+}
+
+export function esp(src: string, dst: string, spi: number, seq = 1, payload = 48): Uint8Array {
+  const m = new Uint8Array(8 + payload);
+  const dv = new DataView(m.buffer);
+  dv.setUint32(0, spi >>> 0); dv.setUint32(4, seq);
+  for (let i = 8; i < m.length; i++) m[i] = (i * 7) & 0xff;
+  return ipv4({ src, dst, proto: 50 }, m);
+}
+
+export function spiOf(p: Uint8Array): number {
+  const x = parse(p);
+  return new DataView(x.l4.buffer, x.l4.byteOffset).getUint32(0) >>> 0;
+}
+
+export function ah(src: string, dst: string, spi: number): Uint8Array {
+  const m = new Uint8Array(24);
+  m[0] = 4; m[1] = 4; new DataView(m.buffer).setUint32(4, spi);
+  return ipv4({ src, dst, proto: 51 }, m);
+}
+
+/** Enhanced GRE (PPTP data): version 1, protocol 0x880B, key = (payload length, call ID). */
+export function gre(src: string, dst: string, callId: number, payload = 20, opts: { version?: number; protocol?: number } = {}): Uint8Array {
+  const m = new Uint8Array(12 + payload);
+  m[0] = 0x30; m[1] = 0x80 | ((opts.version ?? 1) & 7);
+  const dv = new DataView(m.buffer);
+  dv.setUint16(2, opts.protocol ?? 0x880b); dv.setUint16(4, payload); dv.setUint16(6, callId); dv.setUint32(8, 1);
+  return ipv4({ src, dst, proto: 47 }, m);
+}
+
+export function greCallId(p: Uint8Array): number {
+  const x = parse(p);
+  return (x.l4[6] << 8) | x.l4[7];
+}
+
+/** RFC 2637 lengths of control messages 1..15. */
+export const PPTP_LENGTHS = [0, 156, 156, 16, 16, 16, 20, 168, 32, 220, 24, 28, 16, 148, 40, 24];
+
+/** A PPTP control message: type, Call ID field at 12 and (replies) Peer's Call ID at 14. */
+export function pptpMsg(ctype: number, callId = 0, peerCallId = 0, opts: { length?: number; magic?: number; msgType?: number } = {}): number[] {
+  const len = opts.length ?? PPTP_LENGTHS[ctype] ?? 16;
+  const m = new Uint8Array(Math.max(len, 16));
+  const dv = new DataView(m.buffer);
+  dv.setUint16(0, len); dv.setUint16(2, opts.msgType ?? 1); dv.setUint32(4, opts.magic ?? 0x1a2b3c4d);
+  dv.setUint16(8, ctype); dv.setUint16(12, callId); dv.setUint16(14, peerCallId);
+  return Array.from(m.subarray(0, Math.max(len, 12)));
+}
+
+/** The 16-bit field at `off` of the first PPTP message in a TCP packet. */
+export function pptpField(p: Uint8Array, off: number, msgIndex = 0): number {
+  const x = parse(p);
+  let m = (x.l4[12] >> 4) * 4;
+  for (let i = 0; i < msgIndex; i++) m += (x.l4[m] << 8) | x.l4[m + 1];
+  return (x.l4[m + off] << 8) | x.l4[m + off + 1];
+}

@@ -1,0 +1,38 @@
+// AH (IP 51) authenticates the IP addresses (RFC 4302 §3.3.3.1), so a
+// translated AH packet can only fail at the peer: drop it, count it, and log
+// once per LAN host / server pair with the reason. AH that needs no
+// translation passes: the router's own, and routed traffic a rule accepts
+// (core.ts handles the latter before any handler runs).
+
+import { ipDst, ipSrc } from "../wire/ipv4";
+import { DEST_ROUTER, TARGET_ACCEPT, ZONE_WAN, ruleMatch } from "./filter";
+import { protoForwardMatch } from "./forward";
+import { Drop } from "./reasons";
+import { count, eventPush, wanAddr, C_LOCAL_ACCEPT, EV_AH_REFUSED } from "./state";
+
+const SEEN_SLOTS: u32 = 256;
+const seen: usize = memory.data(SEEN_SLOTS * 8);
+
+function logOnce(lanA: u32, remA: u32, side: u32): void {
+  let h = (lanA * 0x9e3779b1) ^ (remA * 0x85ebca77);
+  h = (h ^ (h >>> 16)) & (SEEN_SLOTS - 1);
+  const s = seen + (<usize>h << 3);
+  if (load<u32>(s) == lanA && load<u32>(s, 4) == remA) return;
+  store<u32>(s, lanA); store<u32>(s, remA, 4);
+  eventPush(EV_AH_REFUSED, Drop.AH_TRANSLATED, 51, side, lanA, remA, 0, 0, 0, 0);
+}
+
+export function ahOut(p: usize): u32 {
+  const lanA = ipSrc(p);
+  if (lanA == wanAddr) return Drop.NONE; // the router's own AH: untouched
+  logOnce(lanA, ipDst(p), 0);
+  return Drop.AH_TRANSLATED;
+}
+
+export function ahIn(p: usize): u32 {
+  // To the router itself (its own IPsec), untranslated: rules decide.
+  if (ruleMatch(ZONE_WAN, DEST_ROUTER, 51, ipSrc(p), ipDst(p), 0) == TARGET_ACCEPT) { count(C_LOCAL_ACCEPT); return Drop.NONE; }
+  // A protocol forward of AH would still need the destination rewritten.
+  logOnce(protoForwardMatch(51) ? 1 : 0, ipSrc(p), 1);
+  return Drop.AH_TRANSLATED;
+}

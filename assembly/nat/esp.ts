@@ -1,0 +1,262 @@
+// ESP (IP 50) without NAT-T, told apart by SPI: the association algorithm
+// of the VPN Masquerade HOWTO §6.2, improved.
+//
+// An outbound packet with an unseen SPI opens an OUTSTANDING entry for its
+// LAN host and server (the inbound SPI is not known yet). While one is
+// outstanding toward a server, new SPIs from other LAN hosts to that server
+// wait (dropped, counted) unless parallel_sessions is on. The first unknown
+// inbound SPI from the server binds to an outstanding entry: the one whose
+// LAN host had the most recent IKE exchange with that server, else the
+// oldest. An outstanding entry lives esp_init_timeout (2 min); after
+// esp_init_retries (5) further packets without an answer it is SQUELCHED
+// for 30 s (its packets dropped, other hosts no longer wait), then freed.
+// Bound entries live esp_timeout (30 min) from the last packet.
+//
+// Record (ESP_SIZE = 32 bytes):
+//   0 u32 lanAddr   4 u32 remoteAddr   8 u32 spiOut (LAN → server, raw)
+//  12 u32 spiIn (server → LAN, raw; 0 = unknown)   16 u32 expiresDs
+//  20 u32 stateDeadlineDs (outstanding: init deadline; squelched: end)
+//  24 u8 state  25 u8 retries  26 u16 flags  28 u32 packets
+// Map keys: (remote, spiOut) → record+1 | OUT_BIT, (remote, spiIn) → record+1.
+
+import { espMap, espRecs, outstanding, ESP_CAP, ESP_MAP_SIZE, ESP_SIZE, OUTSTANDING_CAP } from "../layout";
+import { IP_DST, IP_SRC, ipDst, ipSrc } from "../wire/ipv4";
+import { ikeLastSeen } from "./isakmp";
+import { DEST_ROUTER, TARGET_ACCEPT, ZONE_WAN, ruleMatch } from "./filter";
+import { kmFind, kmInsert, kmRemove } from "./keymap";
+import { protoForwardMatch, fwdAddr } from "./forward";
+import { Drop } from "./reasons";
+import { rewriteAddr } from "./rewrite";
+import { slabAlloc, slabFree, slabHighWater, slabInit } from "./slab";
+import {
+  count, countAdd, eventPush, espDs, espGuess, espInitDs, espInitRetries, espSquelchDs, nowDs, parallelSessions, wanAddr,
+  C_ESP_ACTIVE, C_ESP_BOUND, C_LOCAL_ACCEPT, EV_ESP_BOUND,
+} from "./state";
+
+export const ESP_FREE: u32 = 0;
+export const ESP_OUTSTANDING: u32 = 1;
+export const ESP_BOUND: u32 = 2;
+export const ESP_SQUELCHED: u32 = 3;
+export const ESPF_FORWARD: u32 = 1; // belongs to a protocol forward (server behind the router)
+
+const OUT_BIT: u32 = 0x80000000;
+const MAP_MASK: u32 = ESP_MAP_SIZE - 1;
+const slab: usize = memory.data(16);
+let outstandingCount: u32 = 0;
+let sweepHand: u32 = 0;
+
+export function espInit(): void { slabInit(slab, ESP_CAP, ESP_SIZE); outstandingCount = 0; sweepHand = 0; }
+
+@inline function rec(r: u32): usize { return espRecs + <usize>r * ESP_SIZE; }
+@inline function spiOf(p: usize, l4: usize): u32 { return load<u32>(l4); }
+
+function outstandingAdd(r: u32): bool {
+  if (outstandingCount >= OUTSTANDING_CAP) return false;
+  store<u32>(outstanding + (<usize>outstandingCount << 2), r);
+  outstandingCount++;
+  return true;
+}
+function outstandingDel(r: u32): void {
+  for (let i: u32 = 0; i < outstandingCount; i++) {
+    if (load<u32>(outstanding + (<usize>i << 2)) == r) {
+      outstandingCount--;
+      store<u32>(outstanding + (<usize>i << 2), load<u32>(outstanding + (<usize>outstandingCount << 2)));
+      return;
+    }
+  }
+}
+
+function espFree(r: u32): void {
+  const e = rec(r);
+  const remA = load<u32>(e, 4);
+  const state = <u32>load<u8>(e, 24);
+  if (state == ESP_OUTSTANDING) outstandingDel(r);
+  if (load<u32>(e, 8) != 0) kmRemove(espMap, MAP_MASK, remA, load<u32>(e, 8), (r + 1) | OUT_BIT);
+  if (load<u32>(e, 12) != 0) kmRemove(espMap, MAP_MASK, remA, load<u32>(e, 12), r + 1);
+  slabFree(slab, espRecs, r);
+  countAdd(C_ESP_ACTIVE, -1);
+}
+
+/** Ages the entry's state: an outstanding entry past its deadline is freed, a squelch ends. Returns false if freed. */
+function espAge(r: u32): bool {
+  const e = rec(r);
+  const state = <u32>load<u8>(e, 24);
+  if (state == ESP_FREE) return false;
+  if (<i32>(nowDs - load<u32>(e, 16)) >= 0) { espFree(r); return false; }
+  if ((state == ESP_OUTSTANDING || state == ESP_SQUELCHED) && <i32>(nowDs - load<u32>(e, 20)) >= 0) {
+    espFree(r);
+    return false;
+  }
+  return true;
+}
+
+export function espSweep(budget: u32): void {
+  const hw = slabHighWater(slab);
+  if (hw == 0) return;
+  for (let n: u32 = 0; n < budget && n < hw; n++) {
+    if (sweepHand >= hw) sweepHand = 0;
+    espAge(sweepHand++);
+  }
+}
+
+function espNew(lanA: u32, remA: u32, spiOut: u32, spiIn: u32, state: u32, flags: u32): u32 {
+  const r1 = slabAlloc(slab, espRecs);
+  if (r1 == 0) return 0;
+  const r = r1 - 1;
+  const e = rec(r);
+  store<u32>(e, lanA, 0); store<u32>(e, remA, 4); store<u32>(e, spiOut, 8); store<u32>(e, spiIn, 12);
+  store<u8>(e, <u8>state, 24); store<u16>(e, <u16>flags, 26);
+  if (state == ESP_OUTSTANDING) {
+    store<u32>(e, nowDs + espInitDs, 16);
+    store<u32>(e, nowDs + espInitDs, 20);
+  } else {
+    store<u32>(e, nowDs + espDs, 16);
+  }
+  if (spiOut != 0) kmInsert(espMap, MAP_MASK, remA, spiOut, r1 | OUT_BIT);
+  if (spiIn != 0) kmInsert(espMap, MAP_MASK, remA, spiIn, r1);
+  countAdd(C_ESP_ACTIVE, 1);
+  return r1;
+}
+
+/** An outstanding entry toward `remA` from another LAN host (or 0). Ages what it passes. */
+function outstandingOther(remA: u32, lanA: u32): u32 {
+  for (let i: u32 = 0; i < outstandingCount; i++) {
+    const r = load<u32>(outstanding + (<usize>i << 2));
+    if (!espAge(r)) { i--; continue; } // freed: the list shrank under us
+    const e = rec(r);
+    if (load<u32>(e, 4) == remA && load<u32>(e, 0) != lanA && load<u8>(e, 24) == <u8>ESP_OUTSTANDING) return r + 1;
+  }
+  return 0;
+}
+
+/** LAN → WAN. */
+export function espOut(p: usize, l4: usize, l4len: u32): u32 {
+  if (l4len < 8) return Drop.TRUNCATED;
+  const spi = spiOf(p, l4);
+  if (spi == 0) return Drop.ESP_SPI_ZERO;
+  const lanA = ipSrc(p);
+  const remA = ipDst(p);
+  if (lanA == wanAddr) return Drop.NONE; // the router's own IPsec: not translated
+  let v = kmFind(espMap, MAP_MASK, remA, spi);
+  if (v != 0 && (v & OUT_BIT) == 0) v = 0; // that value is another entry's inbound SPI
+  if (v != 0) {
+    const r = (v & ~OUT_BIT) - 1;
+    if (!espAge(r)) v = 0;
+  }
+  if (v != 0) {
+    const r = (v & ~OUT_BIT) - 1;
+    const e = rec(r);
+    if (load<u32>(e, 0) != lanA) return Drop.ESP_SERIALIZED; // the server chose this SPI for another host
+    const state = <u32>load<u8>(e, 24);
+    if (state == ESP_SQUELCHED) return Drop.ESP_SQUELCHED;
+    if (state == ESP_OUTSTANDING) {
+      const tries = <u32>load<u8>(e, 25) + 1;
+      store<u8>(e, <u8>tries, 25);
+      if (tries > espInitRetries) {
+        // No answer after the retries: pause this SPI so it stops blocking others.
+        store<u8>(e, <u8>ESP_SQUELCHED, 24);
+        store<u32>(e, nowDs + espSquelchDs, 20);
+        outstandingDel(r);
+        return Drop.ESP_SQUELCHED;
+      }
+    } else {
+      store<u32>(e, nowDs + espDs, 16);
+    }
+    store<u32>(e, load<u32>(e, 28) + 1, 28);
+    rewriteAddr(p, IP_SRC, wanAddr);
+    return Drop.NONE;
+  }
+  // A new SPI from this host toward this server.
+  const forwardHost = protoForwardMatch(50) && fwdAddr == lanA;
+  if (forwardHost) {
+    // The server behind the router answers with its own SPIs: nothing to wait for.
+    if (espNew(lanA, remA, spi, 0, ESP_BOUND, ESPF_FORWARD) == 0) return Drop.ESP_TABLE_FULL;
+  } else {
+    if (!parallelSessions && outstandingOther(remA, lanA) != 0) return Drop.ESP_SERIALIZED;
+    const r1 = espNew(lanA, remA, spi, 0, ESP_OUTSTANDING, 0);
+    if (r1 == 0) return Drop.ESP_TABLE_FULL;
+    if (!outstandingAdd(r1 - 1)) { espFree(r1 - 1); return Drop.ESP_TABLE_FULL; }
+  }
+  rewriteAddr(p, IP_SRC, wanAddr);
+  return Drop.NONE;
+}
+
+/** The outstanding entry an unknown inbound SPI from `remA` should bind to (record + 1, or 0). */
+function pickOutstanding(remA: u32): u32 {
+  let best: u32 = 0;
+  let bestIke: u32 = 0;
+  let bestAge: u32 = 0;
+  for (let i: u32 = 0; i < outstandingCount; i++) {
+    const r = load<u32>(outstanding + (<usize>i << 2));
+    if (!espAge(r)) { i--; continue; }
+    const e = rec(r);
+    if (load<u32>(e, 4) != remA || load<u8>(e, 24) != <u8>ESP_OUTSTANDING) continue;
+    // Prefer the host whose IKE exchange with this server is most recent;
+    // among equals (no IKE seen) the oldest outstanding entry.
+    const ike = ikeLastSeen(load<u32>(e, 0), remA);
+    const age = nowDs - (load<u32>(e, 20) - espInitDs);
+    if (best == 0 || ike > bestIke || (ike == bestIke && age > bestAge)) {
+      best = r + 1; bestIke = ike; bestAge = age;
+    }
+  }
+  return best;
+}
+
+/** WAN → WAN address. */
+export function espIn(p: usize, l4: usize, l4len: u32): u32 {
+  if (l4len < 8) return Drop.TRUNCATED;
+  const spi = spiOf(p, l4);
+  if (spi == 0) return Drop.ESP_SPI_ZERO;
+  const remA = ipSrc(p);
+  let v = kmFind(espMap, MAP_MASK, remA, spi);
+  if (v != 0 && (v & OUT_BIT) != 0) v = 0;
+  if (v != 0 && !espAge(v - 1)) v = 0;
+  if (v == 0) {
+    let pick = pickOutstanding(remA);
+    // The router's own IPsec (rule-accepted ESP): it wins unknown SPIs from a
+    // server when its IKE exchange with that server is the most recent.
+    if (ruleMatch(ZONE_WAN, DEST_ROUTER, 50, remA, ipDst(p), 0) == TARGET_ACCEPT &&
+        (pick == 0 || ikeLastSeen(wanAddr, remA) > ikeLastSeen(load<u32>(rec(pick - 1)), remA))) {
+      count(C_LOCAL_ACCEPT);
+      return Drop.NONE;
+    }
+    if (pick != 0) {
+      const r = pick - 1;
+      const e = rec(r);
+      outstandingDel(r);
+      store<u32>(e, spi, 12);
+      store<u8>(e, <u8>ESP_BOUND, 24);
+      store<u32>(e, nowDs + espDs, 16);
+      kmInsert(espMap, MAP_MASK, remA, spi, pick);
+      count(C_ESP_BOUND);
+      eventPush(EV_ESP_BOUND, 0, 50, 1, load<u32>(e, 0), remA, 0, 0, 0, bswap<u32>(spi));
+      v = pick;
+    } else if (protoForwardMatch(50)) {
+      // A server behind the router (redirect proto esp): unknown SPIs are its.
+      v = espNew(fwdAddr, remA, 0, spi, ESP_BOUND, ESPF_FORWARD);
+      if (v == 0) return Drop.ESP_TABLE_FULL;
+    } else if (espGuess) {
+      // Option esp_guess: hand it to the LAN host with the most recent IKE
+      // exchange with this server, without binding (the HOWTO's fallback).
+      const lanA = ikeRecentHost(remA);
+      if (lanA == 0) return Drop.ESP_NO_SA;
+      rewriteAddr(p, IP_DST, lanA);
+      return Drop.NONE;
+    } else {
+      return Drop.ESP_NO_SA;
+    }
+  }
+  const e = rec(v - 1);
+  store<u32>(e, nowDs + espDs, 16);
+  store<u32>(e, load<u32>(e, 28) + 1, 28);
+  rewriteAddr(p, IP_DST, load<u32>(e, 0));
+  return Drop.NONE;
+}
+
+import { ikeRecentHost } from "./isakmp";
+
+export function espFlushAll(): void {
+  const hw = slabHighWater(slab);
+  for (let r: u32 = 0; r < hw; r++) if (load<u8>(rec(r), 24) != 0) espFree(r);
+}
+export function espHighWater(): u32 { return slabHighWater(slab); }

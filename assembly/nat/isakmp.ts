@@ -1,0 +1,198 @@
+// ISAKMP / IKE on UDP 500. The source port 500 is kept toward every server,
+// also when several LAN hosts talk to the same server from port 500: inbound
+// IKE is routed by the full 8-byte initiator cookie (IKEv2: initiator SPI)
+// and, once seen, the responder cookie — not by port, which all share. A new
+// exchange whose initiator cookie collides with an outstanding one of
+// another host is dropped and counted, never misrouted (Hardin's patch kept
+// 32 bits of cookie; the HOWTO names the collision this fixes). Entries
+// live ike_timeout from the last packet, at least as long as the ESP table,
+// so an SA's ESP never outlives its IKE routing (the HOWTO's §5.7 failure).
+//
+// ISAKMP header (RFC 2408 §3.1, RFC 7296 §3.1):
+//   0 Initiator Cookie / SPI (8)   8 Responder Cookie / SPI (8)
+//  16 Next Payload  17 Version  18 Exchange Type  19 Flags
+//  20 Message ID (4)  24 Length (4)
+//
+// Record (IKE_SIZE = 48 bytes):
+//   0 u32 lanAddr   4 u32 remoteAddr   8 u64 icookie   16 u64 rcookie (0 = not yet)
+//  24 u32 expiresDs 28 u32 lastSeenDs  32 u16 remotePort 34 u16 flags  36 u32 pktsOut 40 u32 pktsIn 44 u8 inUse
+// Map key: (remote ^ icookie.hi, icookie.lo) → record + 1.
+
+import { ikeMap, ikeRecs, IKE_CAP, IKE_MAP_SIZE, IKE_SIZE } from "../layout";
+import { IP_DST, IP_SRC, ipDst, ipSrc } from "../wire/ipv4";
+import { L4_DST_PORT, L4_SRC_PORT, UDP_HEADER, port } from "../wire/l4";
+import { DEST_ROUTER, TARGET_ACCEPT, TARGET_NONE, TARGET_REJECT, ZONE_WAN, ruleMatch } from "./filter";
+import { fwdAddr, fwdPort, redirectMatch } from "./forward";
+import { kmFind, kmInsert, kmRemove } from "./keymap";
+import { Drop } from "./reasons";
+import { rewriteAddrPort } from "./rewrite";
+import { slabAlloc, slabFree, slabHighWater, slabInit } from "./slab";
+import { count, countAdd, eventPush, ikeDs, nowDs, wanAddr, C_IKE_ACTIVE, C_LOCAL_ACCEPT, EV_IKE_COLLISION } from "./state";
+import { PROTO_UDP } from "../wire/ipv4";
+
+export const IKE_PORT: u32 = 500;
+const ISAKMP_HEADER: u32 = 28;
+const MAP_MASK: u32 = IKE_MAP_SIZE - 1;
+const IKEF_INBOUND: u32 = 1; // opened by the server side (a responder behind the router)
+const slab: usize = memory.data(16);
+let sweepHand: u32 = 0;
+
+export function ikeInit(): void { slabInit(slab, IKE_CAP, IKE_SIZE); sweepHand = 0; }
+
+@inline function rec(r: u32): usize { return ikeRecs + <usize>r * IKE_SIZE; }
+@inline function key1(remA: u32, ic: u64): u32 { return remA ^ <u32>(ic >>> 32); }
+
+function find(remA: u32, ic: u64): u32 {
+  const v = kmFind(ikeMap, MAP_MASK, key1(remA, ic), <u32>ic);
+  if (v == 0) return 0;
+  const e = rec(v - 1);
+  if (load<u32>(e, 4) != remA || load<u64>(e, 8) != ic) return 0; // key-fold collision
+  if (<i32>(nowDs - load<u32>(e, 24)) >= 0) { free(v - 1); return 0; }
+  return v;
+}
+
+function free(r: u32): void {
+  const e = rec(r);
+  kmRemove(ikeMap, MAP_MASK, key1(load<u32>(e, 4), load<u64>(e, 8)), <u32>load<u64>(e, 8), r + 1);
+  slabFree(slab, ikeRecs, r);
+  countAdd(C_IKE_ACTIVE, -1);
+}
+
+function create(lanA: u32, remA: u32, remP: u32, ic: u64, flags: u32): u32 {
+  const v = slabAlloc(slab, ikeRecs);
+  if (v == 0) return 0;
+  const e = rec(v - 1);
+  store<u32>(e, lanA, 0); store<u32>(e, remA, 4); store<u64>(e, ic, 8); store<u64>(e, 0, 16);
+  store<u32>(e, nowDs + ikeDs, 24); store<u32>(e, nowDs, 28); store<u16>(e, <u16>remP, 32);
+  store<u16>(e, <u16>flags, 34); store<u8>(e, 1, 44);
+  kmInsert(ikeMap, MAP_MASK, key1(remA, ic), <u32>ic, v);
+  countAdd(C_IKE_ACTIVE, 1);
+  return v;
+}
+
+function touch(e: usize, rc: u64, outbound: bool): void {
+  if (load<u64>(e, 16) == 0 && rc != 0) store<u64>(e, rc, 16);
+  store<u32>(e, nowDs + ikeDs, 24);
+  store<u32>(e, nowDs, 28);
+  if (outbound) store<u32>(e, load<u32>(e, 36) + 1, 36);
+  else store<u32>(e, load<u32>(e, 40) + 1, 40);
+}
+
+@inline function checkHeader(l4: usize, l4len: u32): u32 {
+  if (l4len < UDP_HEADER + ISAKMP_HEADER) return Drop.ISAKMP_TRUNCATED;
+  if (load<u64>(l4 + UDP_HEADER) == 0) return Drop.ISAKMP_ZERO_COOKIE;
+  return Drop.NONE;
+}
+
+/** UDP from a LAN host's port 500. */
+export function ikeOut(p: usize, l4: usize, l4len: u32): u32 {
+  const r0 = checkHeader(l4, l4len);
+  if (r0 != Drop.NONE) return r0;
+  const lanA = ipSrc(p);
+  const remA = ipDst(p);
+  const ic = load<u64>(l4 + UDP_HEADER);
+  const rc = load<u64>(l4 + UDP_HEADER, 8);
+  let v = find(remA, ic);
+  if (v != 0) {
+    const e = rec(v - 1);
+    if (load<u32>(e, 0) != lanA) {
+      // Another LAN host owns this initiator cookie toward this server.
+      eventPush(EV_IKE_COLLISION, 0, PROTO_UDP, 0, lanA, remA, IKE_PORT, port(l4, L4_DST_PORT), IKE_PORT, <u32>ic);
+      return Drop.ISAKMP_COOKIE_COLLISION;
+    }
+  } else {
+    if (rc != 0 && lanA != wanAddr) {
+      // A responder's reply with no session: only a server behind the router
+      // answers exchanges it did not start, and its session was made inbound.
+      return Drop.NO_FLOW;
+    }
+    v = create(lanA, remA, port(l4, L4_DST_PORT), ic, 0);
+    if (v == 0) return Drop.IKE_TABLE_FULL;
+  }
+  touch(rec(v - 1), rc, true);
+  rewriteAddrPort(p, IP_SRC, wanAddr, l4, PROTO_UDP, L4_SRC_PORT, IKE_PORT, true);
+  return Drop.NONE;
+}
+
+/** UDP to the WAN address's port 500. */
+export function ikeIn(p: usize, l4: usize, l4len: u32): u32 {
+  const r0 = checkHeader(l4, l4len);
+  if (r0 != Drop.NONE) return r0;
+  const remA = ipSrc(p);
+  const ic = load<u64>(l4 + UDP_HEADER);
+  const rc = load<u64>(l4 + UDP_HEADER, 8);
+  let v = find(remA, ic);
+  if (v != 0) {
+    const e = rec(v - 1);
+    // Once both cookies are known, both must match (RFC 2408 §2.5.3 pairs them).
+    const known = load<u64>(e, 16);
+    if (known != 0 && rc != 0 && known != rc) return Drop.ISAKMP_COOKIE_COLLISION;
+  } else {
+    // An exchange the server side starts: a responder behind the router
+    // (redirect udp 500) or the router's own IKE daemon (rule).
+    if (redirectMatch(PROTO_UDP, IKE_PORT)) {
+      if (rc != 0) return Drop.NO_FLOW;
+      v = create(fwdAddr, remA, port(l4, L4_SRC_PORT), ic, IKEF_INBOUND);
+      if (v == 0) return Drop.IKE_TABLE_FULL;
+    } else {
+      const target = ruleMatch(ZONE_WAN, DEST_ROUTER, PROTO_UDP, remA, ipDst(p), IKE_PORT);
+      if (target == TARGET_ACCEPT) {
+        if (rc == 0 && create(wanAddr, remA, port(l4, L4_SRC_PORT), ic, IKEF_INBOUND) == 0) return Drop.IKE_TABLE_FULL;
+        count(C_LOCAL_ACCEPT);
+        return Drop.NONE;
+      }
+      if (target == TARGET_NONE) return Drop.NO_FLOW;
+      return target == TARGET_REJECT ? Drop.POLICY_REJECT : Drop.POLICY_DROP;
+    }
+  }
+  const e = rec(v - 1);
+  touch(e, rc, false);
+  const lanA = load<u32>(e, 0);
+  if (lanA == wanAddr) return Drop.NONE; // the router's own exchange
+  const lanPort = (load<u16>(e, 34) & IKEF_INBOUND) != 0 && redirectMatch(PROTO_UDP, IKE_PORT) ? fwdPort : IKE_PORT;
+  rewriteAddrPort(p, IP_DST, lanA, l4, PROTO_UDP, L4_DST_PORT, lanPort, true);
+  return Drop.NONE;
+}
+
+/** When `lanA` last exchanged IKE with `remA` (deciseconds; 0 = never): ESP binding prefers the latest. */
+export function ikeLastSeen(lanA: u32, remA: u32): u32 {
+  const hw = slabHighWater(slab);
+  let best: u32 = 0;
+  for (let r: u32 = 0; r < hw; r++) {
+    const e = rec(r);
+    if (load<u8>(e, 44) == 0 || load<u32>(e, 4) != remA || load<u32>(e, 0) != lanA) continue;
+    const seen = load<u32>(e, 28);
+    if (seen > best) best = seen;
+  }
+  return best;
+}
+
+/** The LAN host with the most recent IKE exchange with `remA`, or 0. */
+export function ikeRecentHost(remA: u32): u32 {
+  const hw = slabHighWater(slab);
+  let best: u32 = 0;
+  let host: u32 = 0;
+  for (let r: u32 = 0; r < hw; r++) {
+    const e = rec(r);
+    if (load<u8>(e, 44) == 0 || load<u32>(e, 4) != remA || load<u32>(e, 0) == wanAddr) continue;
+    const seen = load<u32>(e, 28);
+    if (seen >= best) { best = seen; host = load<u32>(e, 0); }
+  }
+  return host;
+}
+
+export function ikeSweep(budget: u32): void {
+  const hw = slabHighWater(slab);
+  for (let n: u32 = 0; n < budget && n < hw; n++) {
+    if (sweepHand >= hw) sweepHand = 0;
+    const r = sweepHand++;
+    const e = rec(r);
+    if (load<u8>(e, 44) != 0 && <i32>(nowDs - load<u32>(e, 24)) >= 0) free(r);
+  }
+}
+
+export function ikeFlushAll(): void {
+  const hw = slabHighWater(slab);
+  for (let r: u32 = 0; r < hw; r++) if (load<u8>(rec(r), 44) != 0) free(r);
+}
+export function ikeHighWater(): u32 { return slabHighWater(slab); }

@@ -1,0 +1,62 @@
+// A fixed open-addressing map from a 64-bit key (two u32 words) to a u32
+// value, the keys kept in the slots so removal (backward shift) never has
+// to look at the records. Slot: u32 k1, u32 k2, u32 value (0 = empty).
+// The VPN tables (ESP SPIs, IKE cookies, PPTP Call IDs) index through it.
+
+import { hashSeed } from "./state";
+
+const SLOT: u32 = 12;
+
+@inline function home(k1: u32, k2: u32, mask: u32): u32 {
+  let h = (k1 ^ hashSeed) * 0x9e3779b1 ^ k2 * 0x85ebca77;
+  h ^= h >>> 15; h *= 0x2c1b3c6d; h ^= h >>> 12;
+  return h & mask;
+}
+
+@inline function at(base: usize, i: u32): usize { return base + <usize>i * SLOT; }
+
+export function kmFind(base: usize, mask: u32, k1: u32, k2: u32): u32 {
+  let i = home(k1, k2, mask);
+  while (true) {
+    const s = at(base, i);
+    const v = load<u32>(s, 8);
+    if (v == 0) return 0;
+    if (load<u32>(s) == k1 && load<u32>(s, 4) == k2) return v;
+    i = (i + 1) & mask;
+  }
+  return 0;
+}
+
+export function kmInsert(base: usize, mask: u32, k1: u32, k2: u32, v: u32): void {
+  let i = home(k1, k2, mask);
+  while (load<u32>(at(base, i), 8) != 0) i = (i + 1) & mask;
+  const s = at(base, i);
+  store<u32>(s, k1); store<u32>(s, k2, 4); store<u32>(s, v, 8);
+}
+
+export function kmRemove(base: usize, mask: u32, k1: u32, k2: u32, v: u32): void {
+  let i = home(k1, k2, mask);
+  while (true) {
+    const s = at(base, i);
+    const x = load<u32>(s, 8);
+    if (x == 0) return;
+    if (x == v && load<u32>(s) == k1 && load<u32>(s, 4) == k2) break;
+    i = (i + 1) & mask;
+  }
+  let j = i;
+  while (true) {
+    j = (j + 1) & mask;
+    const sj = at(base, j);
+    if (load<u32>(sj, 8) == 0) break;
+    const k = home(load<u32>(sj), load<u32>(sj, 4), mask);
+    const stays = i <= j ? (i < k && k <= j) : (i < k || k <= j);
+    if (stays) continue;
+    memory.copy(at(base, i), sj, SLOT);
+    i = j;
+  }
+  store<u32>(at(base, i), 0, 8);
+}
+
+export function kmClear(base: usize, mask: u32): void {
+  memory.fill(base, 0, (<usize>mask + 1) * SLOT);
+}

@@ -1,0 +1,245 @@
+// PPTP (RFC 2637): the TCP 1723 control connection is masqueraded like any
+// TCP flow; this handler translates the Call IDs inside it so many LAN
+// clients (PNS) can call the same server, and LAN servers (PAC) can take
+// calls at the same time. The Call ID a LAN host chooses for itself is
+// replaced by an alias unique on the WAN side; Call IDs that name the LAN
+// host's call in messages from the remote are mapped back. Enhanced GRE
+// (gre.ts) then finds the call by the key field. The magic cookie, the
+// message type and the exact length of every message in the segment are
+// checked before anything is touched (FreeBSD-SA-20:12, the Linux
+// pptp_msg_name bug); the TCP checksum is adjusted for every rewrite.
+//
+// Control message header:  0 u16 Length  2 u16 PPTP Message Type (1)
+//   4 u32 Magic Cookie 0x1A2B3C4D  8 u16 Control Message Type  10 u16 Reserved0
+//   12 u16 Call ID or Peer's Call ID   14 u16 Peer's Call ID (replies)
+//
+// Call record (CALL_SIZE = 32 bytes):
+//   0 u32 lanAddr  4 u32 remoteAddr  8 u16 callIdLan  10 u16 callIdAlias
+//  12 u16 callIdRemote  14 u16 flags  16 u32 expiresDs  20 u32 pktsOut  24 u32 pktsIn  28 u8 inUse
+// Map keys: (remote, alias | IN) → call+1; (remote, callIdRemote | OUT) → call+1;
+//           (lan ^ mix(remote), callIdLan | LAN) → call+1.
+
+import { callIdBitmap, callMap, callRecs, CALL_CAP, CALL_MAP_SIZE, CALL_SIZE } from "../layout";
+import { adjust16 } from "../wire/checksum";
+import { TCP_CSUM, TCP_OFF } from "../wire/l4";
+import { kmFind, kmInsert, kmRemove } from "./keymap";
+import { Drop } from "./reasons";
+import { slabAlloc, slabFree, slabHighWater, slabInit } from "./slab";
+import { countAdd, greDisconnectDs, greDs, hashSeed, nowDs, C_CALLS_ACTIVE } from "./state";
+
+export const PPTP_PORT: u32 = 1723;
+const MAGIC: u32 = 0x1a2b3c4d;
+const K_IN: u32 = 0x10000;
+const K_OUT: u32 = 0x20000;
+const K_LAN: u32 = 0x30000;
+const MAP_MASK: u32 = CALL_MAP_SIZE - 1;
+const CF_REMOTE_KNOWN: u32 = 1;
+const CF_DISCONNECTED: u32 = 2;
+const slab: usize = memory.data(16);
+let sweepHand: u32 = 0;
+let aliasHint: u32 = 1;
+
+// Exact length of each control message type 1..15 (RFC 2637 §2).
+const LENGTHS: usize = memory.data<u16>([0, 156, 156, 16, 16, 16, 20, 168, 32, 220, 24, 28, 16, 148, 40, 24]);
+export const OCRQ: u32 = 7; export const OCRP: u32 = 8; export const ICRQ: u32 = 9; export const ICRP: u32 = 10;
+export const ICCN: u32 = 11; export const CCRQ: u32 = 12; export const CDN: u32 = 13; export const WEN: u32 = 14;
+export const SLI: u32 = 15;
+
+export function pptpInit(): void {
+  slabInit(slab, CALL_CAP, CALL_SIZE);
+  memory.fill(callIdBitmap, 0, 65536 / 8);
+  sweepHand = 0;
+}
+
+@inline function rec(r: u32): usize { return callRecs + <usize>r * CALL_SIZE; }
+@inline function be16(p: usize): u32 { return <u32>bswap<u16>(load<u16>(p)); }
+@inline function lanKey(lanA: u32, remA: u32): u32 { return lanA ^ ((remA << 13) | (remA >>> 19)) ^ hashSeed; }
+@inline function aliasUsed(a: u32): bool { return (load<u8>(callIdBitmap + (a >>> 3)) & (1 << (a & 7))) != 0; }
+@inline function aliasMark(a: u32, used: bool): void {
+  const b = callIdBitmap + (a >>> 3);
+  const bit = <u8>(<u32>1 << (a & 7));
+  store<u8>(b, used ? load<u8>(b) | bit : load<u8>(b) & ~bit);
+}
+
+/** Checks every message of the segment; Drop.NONE when all are well formed and whole. */
+export function pptpCheck(payload: usize, len: u32): u32 {
+  let off: u32 = 0;
+  while (off < len) {
+    if (len - off < 12) return Drop.PPTP_BAD_LENGTH;
+    const m = payload + off;
+    const mlen = be16(m);
+    if (bswap<u32>(load<u32>(m, 4)) != MAGIC) return Drop.PPTP_BAD_MAGIC;
+    if (be16(m + 2) != 1) return Drop.PPTP_BAD_TYPE;
+    const ctype = be16(m + 8);
+    if (ctype < 1 || ctype > 15) return Drop.PPTP_BAD_TYPE;
+    if (mlen != <u32>load<u16>(LENGTHS + (<usize>ctype << 1)) || mlen > len - off) return Drop.PPTP_BAD_LENGTH;
+    off += mlen;
+  }
+  return Drop.NONE;
+}
+
+function callFree(r: u32): void {
+  const e = rec(r);
+  const remA = load<u32>(e, 4);
+  kmRemove(callMap, MAP_MASK, remA, load<u16>(e, 10) | K_IN, r + 1);
+  kmRemove(callMap, MAP_MASK, lanKey(load<u32>(e, 0), remA), load<u16>(e, 8) | K_LAN, r + 1);
+  if (load<u16>(e, 14) & <u16>CF_REMOTE_KNOWN) kmRemove(callMap, MAP_MASK, remA, load<u16>(e, 12) | K_OUT, r + 1);
+  aliasMark(load<u16>(e, 10), false);
+  slabFree(slab, callRecs, r);
+  countAdd(C_CALLS_ACTIVE, -1);
+}
+
+@inline function live(r: u32): bool {
+  const e = rec(r);
+  if (load<u8>(e, 28) == 0) return false;
+  if (<i32>(nowDs - load<u32>(e, 16)) >= 0) { callFree(r); return false; }
+  return true;
+}
+
+function findLan(lanA: u32, remA: u32, callLan: u32): u32 {
+  const v = kmFind(callMap, MAP_MASK, lanKey(lanA, remA), callLan | K_LAN);
+  if (v == 0 || !live(v - 1)) return 0;
+  const e = rec(v - 1);
+  return load<u32>(e, 0) == lanA && load<u32>(e, 4) == remA ? v : 0;
+}
+
+export function callFindIn(remA: u32, alias: u32): u32 {
+  const v = kmFind(callMap, MAP_MASK, remA, alias | K_IN);
+  return v != 0 && live(v - 1) ? v : 0;
+}
+export function callFindOut(remA: u32, callRemote: u32): u32 {
+  const v = kmFind(callMap, MAP_MASK, remA, callRemote | K_OUT);
+  return v != 0 && live(v - 1) ? v : 0;
+}
+
+function callOpen(lanA: u32, remA: u32, callLan: u32): u32 {
+  let v = findLan(lanA, remA, callLan);
+  if (v != 0) return v;
+  let alias: u32 = 0;
+  if (callLan != 0 && !aliasUsed(callLan)) alias = callLan;
+  else {
+    for (let n: u32 = 0; n < 65535; n++) {
+      const a = aliasHint;
+      aliasHint = aliasHint >= 65535 ? 1 : aliasHint + 1;
+      if (!aliasUsed(a)) { alias = a; break; }
+    }
+    if (alias == 0) return 0;
+  }
+  v = slabAlloc(slab, callRecs);
+  if (v == 0) return 0;
+  const e = rec(v - 1);
+  store<u32>(e, lanA, 0); store<u32>(e, remA, 4); store<u16>(e, <u16>callLan, 8); store<u16>(e, <u16>alias, 10);
+  store<u32>(e, nowDs + greDs, 16); store<u8>(e, 1, 28);
+  aliasMark(alias, true);
+  kmInsert(callMap, MAP_MASK, remA, alias | K_IN, v);
+  kmInsert(callMap, MAP_MASK, lanKey(lanA, remA), callLan | K_LAN, v);
+  countAdd(C_CALLS_ACTIVE, 1);
+  return v;
+}
+
+function setRemote(v: u32, callRemote: u32): void {
+  const e = rec(v - 1);
+  const flags = <u32>load<u16>(e, 14);
+  if (flags & CF_REMOTE_KNOWN) {
+    if (<u32>load<u16>(e, 12) == callRemote) return;
+    kmRemove(callMap, MAP_MASK, load<u32>(e, 4), load<u16>(e, 12) | K_OUT, v);
+  }
+  store<u16>(e, <u16>callRemote, 12);
+  store<u16>(e, <u16>(flags | CF_REMOTE_KNOWN), 14);
+  kmInsert(callMap, MAP_MASK, load<u32>(e, 4), callRemote | K_OUT, v);
+}
+
+function disconnect(v: u32): void {
+  const e = rec(v - 1);
+  store<u16>(e, load<u16>(e, 14) | <u16>CF_DISCONNECTED, 14);
+  const soon = nowDs + greDisconnectDs;
+  if (<i32>(load<u32>(e, 16) - soon) > 0) store<u32>(e, soon, 16);
+}
+
+/** Rewrites the 16-bit field at `f` to `value` (host order) and adjusts the TCP checksum. */
+function put(l4: usize, f: usize, value: u32): void {
+  const oldW = <u32>load<u16>(f);
+  const newW = <u32>bswap<u16>(<u16>value);
+  if (oldW == newW) return;
+  store<u16>(f, <u16>newW);
+  store<u16>(l4, <u16>adjust16(load<u16>(l4, TCP_CSUM), oldW, newW), TCP_CSUM);
+}
+
+@inline function payloadOf(l4: usize): usize { return l4 + ((<usize>load<u8>(l4, TCP_OFF) >>> 4) << 2); }
+
+/**
+ * Control messages from a LAN host (`lanA`) to `remA`, already checked.
+ * The LAN host's own Call IDs become aliases.
+ */
+export function pptpOut(l4: usize, l4len: u32, lanA: u32, remA: u32): u32 {
+  const payload = payloadOf(l4);
+  const len = l4len - <u32>(payload - l4);
+  let off: u32 = 0;
+  while (off < len) {
+    const m = payload + off;
+    const ctype = be16(m + 8);
+    const own = be16(m + 12);
+    if (ctype == OCRQ || ctype == OCRP || ctype == ICRQ || ctype == ICRP) {
+      const v = callOpen(lanA, remA, own);
+      if (v == 0) return Drop.PPTP_TABLE_FULL;
+      if (ctype == OCRP || ctype == ICRP) setRemote(v, be16(m + 14));
+      put(l4, m + 12, load<u16>(rec(v - 1), 10));
+    } else if (ctype == CCRQ || ctype == CDN) {
+      const v = findLan(lanA, remA, own);
+      if (v == 0) return Drop.PPTP_NO_CALL;
+      disconnect(v);
+      put(l4, m + 12, load<u16>(rec(v - 1), 10));
+    }
+    // ICCN, WEN, SLI from the LAN name the remote's Call ID: unchanged.
+    off += be16(m);
+  }
+  return Drop.NONE;
+}
+
+/** Control messages from `remA` to a LAN host, already checked: aliases go back to the LAN's Call IDs. */
+export function pptpIn(l4: usize, l4len: u32, remA: u32): u32 {
+  const payload = payloadOf(l4);
+  const len = l4len - <u32>(payload - l4);
+  let off: u32 = 0;
+  while (off < len) {
+    const m = payload + off;
+    const ctype = be16(m + 8);
+    if (ctype == OCRP || ctype == ICRP) {
+      const v = callFindIn(remA, be16(m + 14));
+      if (v == 0) return Drop.PPTP_NO_CALL;
+      setRemote(v, be16(m + 12));
+      put(l4, m + 14, load<u16>(rec(v - 1), 8));
+    } else if (ctype == ICCN || ctype == WEN || ctype == SLI) {
+      const v = callFindIn(remA, be16(m + 12));
+      if (v == 0) return Drop.PPTP_NO_CALL;
+      put(l4, m + 12, load<u16>(rec(v - 1), 8));
+    } else if (ctype == CCRQ || ctype == CDN) {
+      const v = callFindOut(remA, be16(m + 12));
+      if (v != 0) disconnect(v);
+    }
+    off += be16(m);
+  }
+  return Drop.NONE;
+}
+
+export function callTouch(v: u32, outbound: bool): void {
+  const e = rec(v - 1);
+  if ((load<u16>(e, 14) & <u16>CF_DISCONNECTED) == 0) store<u32>(e, nowDs + greDs, 16);
+  if (outbound) store<u32>(e, load<u32>(e, 20) + 1, 20);
+  else store<u32>(e, load<u32>(e, 24) + 1, 24);
+}
+export function callLanAddr(v: u32): u32 { return load<u32>(rec(v - 1), 0); }
+export function callLanId(v: u32): u32 { return load<u16>(rec(v - 1), 8); }
+
+export function callSweep(budget: u32): void {
+  const hw = slabHighWater(slab);
+  for (let n: u32 = 0; n < budget && n < hw; n++) {
+    if (sweepHand >= hw) sweepHand = 0;
+    live(sweepHand++);
+  }
+}
+export function callFlushAll(): void {
+  const hw = slabHighWater(slab);
+  for (let r: u32 = 0; r < hw; r++) if (load<u8>(rec(r), 28) != 0) callFree(r);
+}
+export function callHighWater(): u32 { return slabHighWater(slab); }

@@ -1,0 +1,382 @@
+// Numbered VPN passthrough scenarios: what the VPN Masquerade HOWTO
+// describes, and the limits it lists, removed. Every emitted packet's
+// checksums are recomputed in full.
+import { describe, expect, it } from 'vitest';
+import { TestRouter, WAN } from '../helpers/harness.js';
+import {
+  ACK, PSH, SYN, ah, esp, fragment, gre, greCallId, ipCsumOk, isakmp, l4CsumOk, parse, pptpField, pptpMsg, spiOf, tcp, udp,
+} from '../helpers/packet.js';
+
+const A = '192.168.1.10';
+const B = '192.168.1.11';
+const C = '192.168.1.12';
+const SRV = '198.51.100.7';
+const SRV2 = '198.51.100.8';
+const CK_A = '0a0a0a0a0a0a0a0a';
+const CK_B = '0b0b0b0b0b0b0b0b';
+const CK_R = 'dddddddddddddddd';
+
+function ok(p: Uint8Array | null): Uint8Array {
+  expect(p).not.toBeNull();
+  expect(ipCsumOk(p!)).toBe(true);
+  expect(l4CsumOk(p!)).toBe(true);
+  return p!;
+}
+
+function router(): TestRouter {
+  const r = new TestRouter();
+  r.vpn();
+  return r;
+}
+
+describe('IKE on UDP 500', () => {
+  it('V01 two LAN hosts talk IKE to one server from port 500 at once; both keep port 500; replies routed by cookie', () => {
+    const r = router();
+    const a = parse(ok(r.out(isakmp(A, 500, SRV, 500, CK_A))));
+    const b = parse(ok(r.out(isakmp(B, 500, SRV, 500, CK_B))));
+    expect([a.src, a.sport, b.src, b.sport]).toEqual([WAN, 500, WAN, 500]);
+    const ra = parse(ok(r.in(isakmp(SRV, 500, WAN, 500, CK_A, CK_R))));
+    const rb = parse(ok(r.in(isakmp(SRV, 500, WAN, 500, CK_B, 'eeeeeeeeeeeeeeee'))));
+    expect([ra.dst, ra.dport]).toEqual([A, 500]);
+    expect([rb.dst, rb.dport]).toEqual([B, 500]);
+    // the responder cookie, once seen, must match too
+    expect(r.in(isakmp(SRV, 500, WAN, 500, CK_A, 'ffffffffffffffff'))).toBeNull();
+    expect(r.drop('isakmp_cookie_collision')).toBe(1);
+    const ent = r.vpnEntries().filter((e) => e.state === 'IKE');
+    expect(ent.map((e) => [e.lan, e.icookie, e.rcookie]).sort()).toEqual([
+      [A, CK_A, CK_R], [B, CK_B, 'eeeeeeeeeeeeeeee'],
+    ]);
+  });
+
+  it('V02 a second host reusing an outstanding initiator cookie is dropped and counted, never misrouted', () => {
+    const r = router();
+    ok(r.out(isakmp(A, 500, SRV, 500, CK_A)));
+    expect(r.out(isakmp(B, 500, SRV, 500, CK_A))).toBeNull();
+    expect(r.drop('isakmp_cookie_collision')).toBe(1);
+    expect(parse(ok(r.in(isakmp(SRV, 500, WAN, 500, CK_A, CK_R)))).dst).toBe(A);
+    // the same cookie toward another server is a different exchange
+    ok(r.out(isakmp(B, 500, SRV2, 500, CK_A)));
+  });
+
+  it('V03 truncated ISAKMP and zero cookies are dropped', () => {
+    const r = router();
+    expect(r.out(udp(A, 500, SRV, 500, new Array(20).fill(1)))).toBeNull();
+    expect(r.drop('isakmp_truncated')).toBe(1);
+    expect(r.out(isakmp(A, 500, SRV, 500, '0000000000000000'))).toBeNull();
+    expect(r.in(isakmp(SRV, 500, WAN, 500, '0000000000000000', CK_R))).toBeNull();
+    expect(r.drop('isakmp_zero_cookie')).toBe(2);
+    // unsolicited IKE with an unknown cookie: refused
+    expect(r.in(isakmp(SRV, 500, WAN, 500, CK_B))).toBeNull();
+    expect(r.drop('no_flow')).toBe(1);
+  });
+
+  it('V04 IKE entries outlive the ESP table (ike_timeout ≥ esp_timeout), and expire after', () => {
+    const r = router();
+    ok(r.out(isakmp(A, 500, SRV, 500, CK_A)));
+    r.advance(1799);
+    expect(parse(ok(r.in(isakmp(SRV, 500, WAN, 500, CK_A, CK_R)))).dst).toBe(A);
+    r.advance(3601);
+    expect(r.in(isakmp(SRV, 500, WAN, 500, CK_A, CK_R))).toBeNull();
+  });
+});
+
+describe('ESP without NAT-T (HOWTO §6.2, improved)', () => {
+  it('V05 a new outbound SPI is outstanding until the first unknown inbound SPI from that server binds to it', () => {
+    const r = router();
+    expect(parse(ok(r.out(esp(A, SRV, 0x1111)))).src).toBe(WAN);
+    expect(r.vpnEntries()).toMatchObject([{ proto: 'esp', state: 'OUTSTANDING', lan: A, spiOut: '0x00001111', spiIn: null }]);
+    const i = ok(r.in(esp(SRV, WAN, 0xaaaa)));
+    expect(parse(i).dst).toBe(A);
+    expect(spiOf(i)).toBe(0xaaaa);
+    expect(r.vpnEntries()).toMatchObject([{ state: 'ESTABLISHED', spiIn: '0x0000aaaa' }]);
+    ok(r.out(esp(A, SRV, 0x1111, 2)));
+    expect(parse(ok(r.in(esp(SRV, WAN, 0xaaaa, 2)))).dst).toBe(A);
+  });
+
+  it('V06 two LAN hosts to the same server: the second waits while the first is outstanding, then both get all their traffic', () => {
+    const r = router();
+    ok(r.out(esp(A, SRV, 0x1111)));
+    expect(r.out(esp(B, SRV, 0x2222))).toBeNull();
+    expect(r.drop('esp_serialized')).toBe(1);
+    // another server is not affected
+    ok(r.out(esp(C, SRV2, 0x3333)));
+    expect(parse(ok(r.in(esp(SRV, WAN, 0xaaaa)))).dst).toBe(A);
+    ok(r.out(esp(B, SRV, 0x2222)));
+    expect(parse(ok(r.in(esp(SRV, WAN, 0xbbbb)))).dst).toBe(B);
+    for (let n = 0; n < 5; n++) {
+      expect(parse(ok(r.in(esp(SRV, WAN, 0xaaaa, n + 2)))).dst).toBe(A);
+      expect(parse(ok(r.in(esp(SRV, WAN, 0xbbbb, n + 2)))).dst).toBe(B);
+      ok(r.out(esp(A, SRV, 0x1111, n + 2)));
+      ok(r.out(esp(B, SRV, 0x2222, n + 2)));
+    }
+  });
+
+  it('V07 SPI 0 is dropped both ways', () => {
+    const r = router();
+    expect(r.out(esp(A, SRV, 0))).toBeNull();
+    expect(r.in(esp(SRV, WAN, 0))).toBeNull();
+    expect(r.drop('esp_spi_zero')).toBe(2);
+  });
+
+  it('V08 a host spraying new SPIs is squelched after the retries and blocks others no longer', () => {
+    const r = router();
+    ok(r.out(esp(A, SRV, 0x1111)));
+    for (let n = 0; n < 5; n++) ok(r.out(esp(A, SRV, 0x1111, n + 2)));
+    expect(r.out(esp(A, SRV, 0x1111, 7))).toBeNull(); // sixth retry
+    expect(r.drop('esp_squelched')).toBe(1);
+    // B is free to go now
+    ok(r.out(esp(B, SRV, 0x2222)));
+    expect(parse(ok(r.in(esp(SRV, WAN, 0xbbbb)))).dst).toBe(B);
+    // A stays paused for 30 s, then may try again
+    expect(r.out(esp(A, SRV, 0x1111, 8))).toBeNull();
+    r.advance(31);
+    ok(r.out(esp(A, SRV, 0x1111, 9)));
+  });
+
+  it('V09 an outstanding entry gives up after esp_init_timeout; unanswered, nobody waits longer', () => {
+    const r = router();
+    ok(r.out(esp(A, SRV, 0x1111)));
+    r.advance(100);
+    expect(r.out(esp(B, SRV, 0x2222))).toBeNull();
+    r.advance(21);
+    ok(r.out(esp(B, SRV, 0x2222)));
+  });
+
+  it('V10 binding prefers the LAN host whose IKE exchange with that server is most recent', () => {
+    const r = new TestRouter();
+    r.vpn({ parallel: true });
+    ok(r.out(isakmp(A, 500, SRV, 500, CK_A)));
+    r.advance(2);
+    ok(r.out(isakmp(B, 500, SRV, 500, CK_B)));
+    ok(r.out(esp(A, SRV, 0x1111)));
+    ok(r.out(esp(B, SRV, 0x2222))); // parallel_sessions: not serialised
+    expect(parse(ok(r.in(esp(SRV, WAN, 0xbbbb)))).dst).toBe(B);
+    expect(parse(ok(r.in(esp(SRV, WAN, 0xaaaa)))).dst).toBe(A);
+  });
+
+  it('V11 unknown inbound SPIs with nothing outstanding are dropped; esp_guess hands them to the latest IKE peer without binding', () => {
+    const r = router();
+    expect(r.in(esp(SRV, WAN, 0x9999))).toBeNull();
+    expect(r.drop('esp_no_sa')).toBe(1);
+    const g = new TestRouter();
+    g.vpn({ guess: true });
+    ok(g.out(isakmp(B, 500, SRV, 500, CK_B)));
+    expect(parse(ok(g.in(esp(SRV, WAN, 0x9999)))).dst).toBe(B);
+    expect(g.vpnEntries().filter((e) => e.proto === 'esp')).toEqual([]);
+  });
+
+  it('V12 the ESP association expires after esp_timeout of silence', () => {
+    const r = router();
+    ok(r.out(esp(A, SRV, 0x1111)));
+    ok(r.in(esp(SRV, WAN, 0xaaaa)));
+    r.advance(1700);
+    ok(r.in(esp(SRV, WAN, 0xaaaa, 2)));
+    r.advance(1801);
+    expect(r.in(esp(SRV, WAN, 0xaaaa, 3))).toBeNull();
+  });
+});
+
+describe('NAT-T, AH', () => {
+  it('V13 NAT-T: many clients to one server on UDP 4500, distinct WAN ports, keepalives keep the mapping for natt_timeout', () => {
+    const r = router();
+    const a = parse(ok(r.out(udp(A, 4500, SRV, 4500, [0, 0, 0, 0, 1, 2, 3, 4]))));
+    const b = parse(ok(r.out(udp(B, 4500, SRV, 4500, [0, 0, 0, 0, 1, 2, 3, 4]))));
+    expect(a.sport).toBe(4500);
+    expect(b.sport).not.toBe(4500);
+    for (let t = 0; t < 20; t++) { r.advance(20); ok(r.out(udp(B, 4500, SRV, 4500, [0xff]))); } // 1-byte keepalives
+    expect(parse(ok(r.in(udp(SRV, 4500, WAN, b.sport, [1, 1, 1, 1])))).dst).toBe(B);
+    expect(r.in(udp(SRV, 4500, WAN, 4500, [1, 1, 1, 1]))).toBeNull(); // A was silent for 400 s > 300
+    expect(r.engine.flows(WAN).find((f) => f.lan === B)!.expiresInS).toBeGreaterThan(250);
+  });
+
+  it('V14 translated AH is dropped, counted, and reported once per flow; the router\'s own AH passes', () => {
+    const r = router();
+    expect(r.out(ah(A, SRV, 0x5555))).toBeNull();
+    expect(r.out(ah(A, SRV, 0x5555))).toBeNull();
+    expect(r.drop('ah_translated')).toBe(2);
+    const evs = r.engine.drainEvents().filter((e) => e.type === 'ah_refused');
+    expect(evs.length).toBe(1);
+    expect(evs[0]).toMatchObject({ lan: A, remote: SRV });
+    expect(parse(ok(r.out(ah(WAN, SRV, 0x6666)))).src).toBe(WAN);
+  });
+});
+
+describe('PPTP and enhanced GRE', () => {
+  // A PPTP call from `host` (PNS) to SRV: control connection + Outgoing-Call-Request.
+  function call(r: TestRouter, host: string, sport: number, callId: number) {
+    const syn = parse(ok(r.out(tcp(host, sport, SRV, 1723, SYN))));
+    ok(r.in(tcp(SRV, 1723, WAN, syn.sport, SYN | ACK)));
+    ok(r.out(tcp(host, sport, SRV, 1723, ACK)));
+    const ocrq = ok(r.out(tcp(host, sport, SRV, 1723, PSH | ACK, pptpMsg(7, callId))));
+    return { wanPort: syn.sport, alias: pptpField(ocrq, 12) };
+  }
+
+  it('V15 two LAN clients call one server with the same Call ID; each gets its own GRE', () => {
+    const r = router();
+    const a = call(r, A, 40000, 1);
+    const b = call(r, B, 40000, 1);
+    expect(a.alias).toBe(1);
+    expect(b.alias).not.toBe(1);
+    // Outgoing-Call-Reply: server's Call ID 700 / 701, peer = our alias → back to 1
+    const ra = ok(r.in(tcp(SRV, 1723, WAN, a.wanPort, PSH | ACK, pptpMsg(8, 700, a.alias))));
+    const rb = ok(r.in(tcp(SRV, 1723, WAN, b.wanPort, PSH | ACK, pptpMsg(8, 701, b.alias))));
+    expect([parse(ra).dst, pptpField(ra, 14)]).toEqual([A, 1]);
+    expect([parse(rb).dst, pptpField(rb, 14)]).toEqual([B, 1]);
+    // GRE from the server, keyed by the alias, reaches each client with its own Call ID
+    const ga = ok(r.in(gre(SRV, WAN, a.alias)));
+    const gb = ok(r.in(gre(SRV, WAN, b.alias)));
+    expect([parse(ga).dst, greCallId(ga)]).toEqual([A, 1]);
+    expect([parse(gb).dst, greCallId(gb)]).toEqual([B, 1]);
+    // GRE from the clients carries the server's Call IDs, unchanged
+    const oa = ok(r.out(gre(A, SRV, 700)));
+    expect([parse(oa).src, greCallId(oa)]).toEqual([WAN, 700]);
+    ok(r.out(gre(B, SRV, 701)));
+    expect(r.out(gre(A, SRV, 701))).toBeNull(); // A has no call 701
+    expect(r.drop('gre_no_call')).toBe(1);
+    const calls = r.vpnEntries().filter((e) => e.proto === 'gre');
+    expect(calls.map((c) => [c.lan, c.callIdLan, c.callIdRemote]).sort()).toEqual([[A, 1, 700], [B, 1, 701]]);
+  });
+
+  it('V16 Call IDs in every message that carries one are translated, with the TCP checksum adjusted', () => {
+    const r = router();
+    const a = call(r, A, 40001, 5);
+    call(r, B, 40001, 5);
+    const b2 = call(r, B, 40002, 9); // B's second call
+    ok(r.in(tcp(SRV, 1723, WAN, a.wanPort, PSH | ACK, pptpMsg(8, 800, a.alias))));
+    // Set-Link-Info from the client names the server's Call ID: unchanged
+    expect(pptpField(ok(r.out(tcp(A, 40001, SRV, 1723, PSH | ACK, pptpMsg(15, 800)))), 12)).toBe(800);
+    // WAN-Error-Notify / Set-Link-Info / Incoming-Call-Connected from the server name ours: mapped back
+    for (const t of [14, 15, 11]) {
+      const m = ok(r.in(tcp(SRV, 1723, WAN, a.wanPort, PSH | ACK, pptpMsg(t, a.alias))));
+      expect(pptpField(m, 12)).toBe(5);
+    }
+    // two messages in one segment
+    const two = ok(r.in(tcp(SRV, 1723, WAN, a.wanPort, PSH | ACK, [...pptpMsg(14, a.alias), ...pptpMsg(15, a.alias)])));
+    expect([pptpField(two, 12, 0), pptpField(two, 12, 1)]).toEqual([5, 5]);
+    // Call-Clear-Request from the client: its own Call ID → alias
+    const ccrq = ok(r.out(tcp(B, 40002, SRV, 1723, PSH | ACK, pptpMsg(12, 9))));
+    expect(pptpField(ccrq, 12)).toBe(b2.alias);
+  });
+
+  it('V17 malformed control messages are dropped before anything is touched', () => {
+    const r = router();
+    const a = call(r, A, 40000, 1);
+    const cases: [number[], string][] = [
+      [pptpMsg(8, 700, a.alias, { magic: 0x1a2b3c4e }), 'pptp_bad_magic'],
+      [pptpMsg(8, 700, a.alias, { length: 30 }), 'pptp_bad_length'],
+      [pptpMsg(8, 700, a.alias).slice(0, 20), 'pptp_bad_length'],
+      [pptpMsg(8, 700, a.alias).slice(0, 10), 'pptp_bad_length'],
+      [pptpMsg(16, 700, a.alias, { length: 32 }), 'pptp_bad_type'],
+      [pptpMsg(0, 700, a.alias, { length: 32 }), 'pptp_bad_type'],
+      [pptpMsg(8, 700, a.alias, { msgType: 2 }), 'pptp_bad_type'],
+      [[...pptpMsg(8, 700, a.alias), ...pptpMsg(15, a.alias).slice(0, 12)], 'pptp_bad_length'],
+    ];
+    for (const [msg, reason] of cases) {
+      const before = r.drop(reason);
+      expect(r.in(tcp(SRV, 1723, WAN, a.wanPort, PSH | ACK, msg))).toBeNull();
+      expect(r.drop(reason)).toBe(before + 1);
+    }
+    // none of them bound the server's Call ID 700
+    expect(r.vpnEntries().find((e) => e.proto === 'gre')!.callIdRemote).toBeNull();
+    // an alias nobody has
+    expect(r.in(tcp(SRV, 1723, WAN, a.wanPort, PSH | ACK, pptpMsg(8, 700, 4242)))).toBeNull();
+    expect(r.drop('pptp_no_call')).toBe(1);
+  });
+
+  it('V18 GRE that is not PPTP\'s (version, protocol) is dropped', () => {
+    const r = router();
+    const a = call(r, A, 40000, 1);
+    expect(r.in(gre(SRV, WAN, a.alias, 20, { version: 0 }))).toBeNull();
+    expect(r.in(gre(SRV, WAN, a.alias, 20, { protocol: 0x0800 }))).toBeNull();
+    expect(r.out(gre(A, SRV, 1, 20, { version: 2 }))).toBeNull();
+    expect(r.drop('gre_bad_header')).toBe(3);
+  });
+
+  it('V19 a disconnect ages the GRE mapping out in 30 s', () => {
+    const r = router();
+    const a = call(r, A, 40000, 1);
+    ok(r.in(tcp(SRV, 1723, WAN, a.wanPort, PSH | ACK, pptpMsg(8, 700, a.alias))));
+    ok(r.in(tcp(SRV, 1723, WAN, a.wanPort, PSH | ACK, pptpMsg(13, 700)))); // Call-Disconnect-Notify
+    ok(r.in(gre(SRV, WAN, a.alias)));
+    r.advance(31);
+    expect(r.in(gre(SRV, WAN, a.alias))).toBeNull();
+  });
+});
+
+describe('servers behind the router, the router as endpoint', () => {
+  it('V20 a protocol forward for ESP coexists with masqueraded ESP clients: told apart by SPI', () => {
+    const r = router();
+    r.protoForward(50, C);
+    ok(r.out(esp(A, SRV, 0x1111)));
+    expect(parse(ok(r.in(esp(SRV, WAN, 0xaaaa)))).dst).toBe(A); // A's outstanding binds first
+    expect(parse(ok(r.in(esp(SRV2, WAN, 0x7777)))).dst).toBe(C); // a client of the server behind the router
+    expect(parse(ok(r.out(esp(C, SRV2, 0x8888)))).src).toBe(WAN);
+    expect(parse(ok(r.in(esp(SRV, WAN, 0xaaaa, 2)))).dst).toBe(A);
+    expect(parse(ok(r.in(esp(SRV2, WAN, 0x7777, 2)))).dst).toBe(C);
+    // the server's outbound SPIs never make LAN clients wait
+    ok(r.out(esp(B, SRV2, 0x2222)));
+  });
+
+  it('V21 a PPTP server behind the router and PPTP clients at the same time', () => {
+    const r = router();
+    r.redirect(6, 1723, C, 1723);
+    r.protoForward(47, C);
+    // LAN client B calls SRV
+    const syn = parse(ok(r.out(tcp(B, 40000, SRV, 1723, SYN))));
+    ok(r.in(tcp(SRV, 1723, WAN, syn.sport, SYN | ACK)));
+    const bAlias = pptpField(ok(r.out(tcp(B, 40000, SRV, 1723, PSH | ACK, pptpMsg(7, 1)))), 12);
+    ok(r.in(tcp(SRV, 1723, WAN, syn.sport, PSH | ACK, pptpMsg(8, 300, bAlias))));
+    // remote client SRV2 calls the server C behind the router
+    expect(parse(ok(r.in(tcp(SRV2, 50000, WAN, 1723, SYN)))).dst).toBe(C);
+    ok(r.out(tcp(C, 1723, SRV2, 50000, SYN | ACK)));
+    ok(r.in(tcp(SRV2, 50000, WAN, 1723, PSH | ACK, pptpMsg(7, 1)))); // OCRQ, remote's Call ID 1
+    const ocrp = ok(r.out(tcp(C, 1723, SRV2, 50000, PSH | ACK, pptpMsg(8, 1, 1)))); // server's Call ID 1, peer 1
+    const cAlias = pptpField(ocrp, 12);
+    expect(pptpField(ocrp, 14)).toBe(1);
+    // GRE both ways for both calls
+    expect([parse(ok(r.in(gre(SRV2, WAN, cAlias)))).dst]).toEqual([C]);
+    expect(greCallId(ok(r.in(gre(SRV2, WAN, cAlias))))).toBe(1);
+    expect(parse(ok(r.in(gre(SRV, WAN, bAlias)))).dst).toBe(B);
+    ok(r.out(gre(C, SRV2, 1)));
+    ok(r.out(gre(B, SRV, 300)));
+  });
+
+  it('V22 the router\'s own IKE and ESP: accepted by rules, not translated', () => {
+    const r = router();
+    expect(r.in(isakmp(SRV, 500, WAN, 500, CK_A))).toBeNull();
+    r.acceptToRouter(17, 500, 500);
+    r.acceptToRouter(50);
+    const i = parse(ok(r.in(isakmp(SRV, 500, WAN, 500, CK_A))));
+    expect([i.dst, i.dport]).toEqual([WAN, 500]);
+    const o = parse(ok(r.out(isakmp(WAN, 500, SRV, 500, CK_A, CK_R))));
+    expect([o.src, o.sport]).toEqual([WAN, 500]);
+    expect(parse(ok(r.in(isakmp(SRV, 500, WAN, 500, CK_A, CK_R)))).dst).toBe(WAN);
+    expect(parse(ok(r.in(esp(SRV, WAN, 0x4444)))).dst).toBe(WAN);
+    expect(parse(ok(r.out(esp(WAN, SRV, 0x5555)))).src).toBe(WAN);
+    // an unknown SPI from that server goes to the router while its IKE is the latest ...
+    ok(r.out(esp(A, SRV, 0x1111)));
+    expect(parse(ok(r.in(esp(SRV, WAN, 0x4445)))).dst).toBe(WAN);
+    // ... and to the LAN host once the host's IKE exchange with it is more recent
+    r.advance(1);
+    ok(r.out(isakmp(A, 500, SRV, 500, CK_B)));
+    expect(parse(ok(r.in(esp(SRV, WAN, 0xaaaa)))).dst).toBe(A);
+    expect(parse(ok(r.in(esp(SRV, WAN, 0xaaaa, 2)))).dst).toBe(A);
+  });
+
+  it('V23 large fragmented IKE messages (certificates) pass both ways', () => {
+    const r = router();
+    const big = fragment(isakmp(A, 500, SRV, 500, CK_A, undefined, 3000, { id: 0x1001 }), 1480);
+    for (const f of r.batch(big, 0)) expect(parse(f!).src).toBe(WAN);
+    const back = fragment(isakmp(SRV, 500, WAN, 500, CK_A, CK_R, 3000, { id: 0x2002 }), 1480);
+    for (const f of r.batch(back, 1)) expect(parse(f!).dst).toBe(A);
+  });
+
+  it('V24 a new WAN address flushes ESP, IKE and PPTP state too', () => {
+    const r = router();
+    ok(r.out(isakmp(A, 500, SRV, 500, CK_A)));
+    ok(r.out(esp(A, SRV, 0x1111)));
+    expect(r.vpnEntries().length).toBe(2);
+    r.engine.x.setWanAddress(0x050071cb, r.now);
+    expect(r.vpnEntries().length).toBe(0);
+  });
+});
