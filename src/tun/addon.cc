@@ -149,9 +149,13 @@ Napi::Value OpenTun(const Napi::CallbackInfo& info) {
   std::string name = info[0].As<Napi::String>().Utf8Value();
   std::string what = "cannot create TUN device \"" + name + "\"";
   // The kernel would silently truncate a long name to IFNAMSIZ-1 and create
-  // a device the caller cannot find again.
-  if (name.empty() || name.size() >= IFNAMSIZ || name.find('\0') != std::string::npos) {
-    ThrowErrno(env, EINVAL, what, "ioctl", "interface names are 1 to 15 bytes");
+  // a device the caller cannot find again; the other rules are the kernel's
+  // own (dev_valid_name), checked here so the message stays one line.
+  bool valid = !name.empty() && name.size() < IFNAMSIZ && name != "." && name != "..";
+  for (unsigned char c : name) valid = valid && c > ' ' && c != '/' && c != ':' && c != 0x7f;
+  if (!valid) {
+    ThrowErrno(env, EINVAL, what, "ioctl",
+               "interface names are 1 to 15 bytes, without spaces, '/' or ':'");
     return env.Undefined();
   }
 

@@ -259,7 +259,8 @@ describe.skipIf(skipUnless({ root: true, tun: true, tools: ['ip', 'setpriv'] }))
     }
     expect(err?.code).toBe('EINVAL');
     expect(err?.message).toBe(
-      'cannot create TUN device "a-name-of-16-byt": Invalid argument (EINVAL) — interface names are 1 to 15 bytes',
+      'cannot create TUN device "a-name-of-16-byt": Invalid argument (EINVAL) — interface names are 1 to 15 bytes, without spaces, \'/\' or \':\'',
     );
+    expect(() => TunDevice.open('two\nlines')).toThrow(expect.objectContaining({ code: 'EINVAL' }));
   });
 });
