@@ -98,6 +98,103 @@ function run(nFlows) {
   };
 }
 
+// ---- VPN flows: ESP associations and PPTP/GRE calls ------------------------
+
+/** An IPv4 packet with a valid header checksum (the engine checks only that one) at `off`. */
+function writeIp(b, off, src, dst, proto, payload) {
+  const total = 20 + payload.length;
+  b.fill(0, off, off + 20);
+  b[off] = 0x45; b[off + 2] = total >> 8; b[off + 3] = total & 0xff; b[off + 5] = 1; b[off + 8] = 64; b[off + 9] = proto;
+  b.set(src, off + 12); b.set(dst, off + 16);
+  const h = ~csum(b, off, 20) & 0xffff; b[off + 10] = h >> 8; b[off + 11] = h & 0xff;
+  b.set(payload, off + 20);
+  return total;
+}
+const be32 = (v) => [(v >>> 24) & 255, (v >>> 16) & 255, (v >>> 8) & 255, v & 255];
+const be16 = (v) => [(v >>> 8) & 255, v & 255];
+const espPayload = (spi) => Uint8Array.from([...be32(spi), 0, 0, 0, 1, ...new Array(36).fill(7)]);
+const grePayload = (call) => Uint8Array.from([0x30, 0x81, 0x88, 0x0b, 0, 24, ...be16(call), 0, 0, 0, 1, 0, 0, 0, 0, ...new Array(20).fill(9)]);
+function tcpSeg(sport, dport, flags, data = []) {
+  return Uint8Array.from([...be16(sport), ...be16(dport), 0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0, ...data]);
+}
+function pptpMsg(ctype, callId, peer = 0) {
+  const len = { 7: 168, 8: 32 }[ctype];
+  const m = new Array(len).fill(0);
+  m.splice(0, 12, ...be16(len), 0, 1, 0x1a, 0x2b, 0x3c, 0x4d, ...be16(ctype), 0, 0);
+  m.splice(12, 4, ...be16(callId), ...be16(peer));
+  return m;
+}
+
+function runVpn(kind, n) {
+  const e = Engine.load({ maxFlows: 65536, seed: 1 });
+  const x = e.x;
+  x.setLanNet(0, ipToRaw('192.168.1.0'), maskRaw(24)); x.setLanNetCount(1);
+  x.setTimeouts(7440, 240, 3600, 60, 30);
+  x.setVpnSettings(1800, 120, 5, 3600, 300, 7440, 1, 0);
+  const now = 10_000;
+  x.setWanAddress(ipToRaw('203.0.113.1'), now);
+  const mem = new Uint8Array(e.buffer);
+  const dv = new DataView(e.buffer);
+  const S = e.slotCount, base = e.slotBase, size = e.slotSize;
+  const WAN = [203, 0, 113, 1];
+  const host = (i) => [192, 168, 1, 10 + (i % 200)];
+  const server = (i) => [198, 51, 100 + (i >> 8), i & 255];
+  const one = (side, src, dst, proto, payload) => {
+    dv.setUint32(e.lenBase, writeIp(mem, base, src, dst, proto, payload), true);
+    x.process(1, now, side);
+    if (mem[e.verdictBase] !== 1) throw new Error(`${kind} set-up packet dropped: ${JSON.stringify(e.drops())}`);
+    return mem.slice(base, base + 64);
+  };
+  const aliases = [];
+  for (let i = 0; i < n; i++) {
+    if (kind === 'esp') {
+      one(0, host(i), server(i), 50, espPayload(0x10000 + i));
+      one(1, server(i), WAN, 50, espPayload(0x20000 + i));
+    } else {
+      const sport = 20000 + i;
+      const syn = one(0, host(i), server(i), 6, tcpSeg(sport, 1723, 0x02));
+      const wanPort = (syn[20] << 8) | syn[21];
+      one(1, server(i), WAN, 6, tcpSeg(1723, wanPort, 0x12));
+      const ocrq = one(0, host(i), server(i), 6, tcpSeg(sport, 1723, 0x18, pptpMsg(7, 1)));
+      const alias = (ocrq[40 + 12] << 8) | ocrq[40 + 13];
+      one(1, server(i), WAN, 6, tcpSeg(1723, wanPort, 0x18, pptpMsg(8, 500 + i, alias)));
+      aliases.push(alias);
+    }
+  }
+  const results = [];
+  for (const side of [0, 1]) {
+    const images = [];
+    for (let v = 0; v < 16; v++) {
+      const img = new Uint8Array(S * 64);
+      for (let k = 0; k < S; k++) {
+        const i = Math.floor(Math.random() * n);
+        if (kind === 'esp') {
+          if (side === 0) writeIp(img, k * 64, host(i), server(i), 50, espPayload(0x10000 + i));
+          else writeIp(img, k * 64, server(i), WAN, 50, espPayload(0x20000 + i));
+        } else if (side === 0) writeIp(img, k * 64, host(i), server(i), 47, grePayload(500 + i));
+        else writeIp(img, k * 64, server(i), WAN, 47, grePayload(aliases[i]));
+      }
+      images.push(img);
+    }
+    for (let k = 0; k < S; k++) dv.setUint32(e.lenBase + 4 * k, 64, true);
+    const pass0 = e.counter(side === 0 ? 2 : 3);
+    let ns = 0n, packets = 0, v = 0;
+    const deadline = Date.now() + seconds * 500;
+    while (Date.now() < deadline) {
+      for (let r = 0; r < 50; r++) {
+        const img = images[v++ % images.length];
+        for (let k = 0; k < S; k++) mem.set(img.subarray(k * 64, k * 64 + 64), base + k * size);
+        const t0 = process.hrtime.bigint();
+        x.process(S, now, side);
+        ns += process.hrtime.bigint() - t0; packets += S;
+      }
+    }
+    const passed = e.counter(side === 0 ? 2 : 3) - pass0;
+    results.push({ kind, n, side: side === 0 ? 'LAN→WAN' : 'WAN→LAN', mpps: packets / (Number(ns) / 1e9) / 1e6, nsPerPacket: Number(ns) / packets, passed, packets });
+  }
+  return results;
+}
+
 const results = flowCounts.map(run);
 console.log('\ncore: engine process() on one core, 64-byte UDP, LAN→WAN, established flows');
 console.log('| flows | Mpps (mean) | Mpps (median batch) | ns/packet | table bytes/flow | Wasm memory MiB | passed |');
@@ -105,4 +202,11 @@ console.log('|---:|---:|---:|---:|---:|---:|---:|');
 for (const r of results) {
   console.log(`| ${r.flows} | ${r.mpps.toFixed(2)} | ${r.medianMpps.toFixed(2)} | ${r.nsPerPacket.toFixed(1)} | ${r.bytesPerFlow.toFixed(1)} | ${r.memoryMiB.toFixed(1)} | ${r.passed === r.packets ? 'all' : `${r.passed}/${r.packets}`} |`);
 }
-if (args.json) writeFileSync(args.json, JSON.stringify(results, null, 2));
+const vpn = [...runVpn('esp', 1000), ...runVpn('gre', 1000)];
+console.log('\ncore: VPN flows, 64-byte packets, 1000 ESP associations / 1000 PPTP calls (GRE), random per packet');
+console.log('| kind | direction | Mpps | ns/packet | passed |');
+console.log('|---|---|---:|---:|---:|');
+for (const r of vpn) {
+  console.log(`| ${r.kind} | ${r.side} | ${r.mpps.toFixed(2)} | ${r.nsPerPacket.toFixed(1)} | ${r.passed === r.packets ? 'all' : `${r.passed}/${r.packets}`} |`);
+}
+if (args.json) writeFileSync(args.json, JSON.stringify({ udp: results, vpn }, null, 2));

@@ -255,6 +255,17 @@ export function espIn(p: usize, l4: usize, l4len: u32): u32 {
 
 import { ikeRecentHost } from "./isakmp";
 
+/** True when a bound association between the two hosts is alive. */
+export function espActiveBetween(lanA: u32, remA: u32): bool {
+  const hw = slabHighWater(slab);
+  for (let r: u32 = 0; r < hw; r++) {
+    const e = rec(r);
+    if (load<u8>(e, 24) == <u8>ESP_BOUND && load<u32>(e, 0) == lanA && load<u32>(e, 4) == remA &&
+        <i32>(nowDs - load<u32>(e, 16)) < 0) return true;
+  }
+  return false;
+}
+
 export function espFlushAll(): void {
   const hw = slabHighWater(slab);
   for (let r: u32 = 0; r < hw; r++) if (load<u8>(rec(r), 24) != 0) espFree(r);

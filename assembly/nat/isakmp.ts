@@ -29,6 +29,7 @@ import { rewriteAddrPort } from "./rewrite";
 import { slabAlloc, slabFree, slabHighWater, slabInit } from "./slab";
 import { count, countAdd, eventPush, ikeDs, nowDs, wanAddr, C_IKE_ACTIVE, C_LOCAL_ACCEPT, EV_IKE_COLLISION } from "./state";
 import { PROTO_UDP } from "../wire/ipv4";
+import { espActiveBetween } from "./esp";
 
 export const IKE_PORT: u32 = 500;
 const ISAKMP_HEADER: u32 = 28;
@@ -47,8 +48,19 @@ function find(remA: u32, ic: u64): u32 {
   if (v == 0) return 0;
   const e = rec(v - 1);
   if (load<u32>(e, 4) != remA || load<u64>(e, 8) != ic) return 0; // key-fold collision
-  if (<i32>(nowDs - load<u32>(e, 24)) >= 0) { free(v - 1); return 0; }
+  if (<i32>(nowDs - load<u32>(e, 24)) >= 0 && !keepAlive(e)) { free(v - 1); return 0; }
   return v;
+}
+
+/**
+ * An IKE entry whose timer ran out lives on while its host still has ESP
+ * with that server: IKEv1 without DPD is silent until the next rekey, and
+ * losing the cookie routing then is the HOWTO's "session dies" failure.
+ */
+function keepAlive(e: usize): bool {
+  if (!espActiveBetween(load<u32>(e, 0), load<u32>(e, 4))) return false;
+  store<u32>(e, nowDs + ikeDs, 24);
+  return true;
 }
 
 function free(r: u32): void {
@@ -187,7 +199,7 @@ export function ikeSweep(budget: u32): void {
     if (sweepHand >= hw) sweepHand = 0;
     const r = sweepHand++;
     const e = rec(r);
-    if (load<u8>(e, 44) != 0 && <i32>(nowDs - load<u32>(e, 24)) >= 0) free(r);
+    if (load<u8>(e, 44) != 0 && <i32>(nowDs - load<u32>(e, 24)) >= 0 && !keepAlive(e)) free(r);
   }
 }
 

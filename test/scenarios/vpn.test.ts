@@ -70,6 +70,17 @@ describe('IKE on UDP 500', () => {
     expect(r.drop('no_flow')).toBe(1);
   });
 
+  it('V04b a silent IKE session lives on while its host still has ESP with that server (HOWTO §5.7)', () => {
+    const r = router();
+    ok(r.out(isakmp(A, 500, SRV, 500, CK_A)));
+    ok(r.out(esp(A, SRV, 0x1111)));
+    ok(r.in(esp(SRV, WAN, 0xaaaa)));
+    for (let t = 0; t < 5; t++) { r.advance(1000); ok(r.out(esp(A, SRV, 0x1111, t + 2))); } // 5000 s of ESP, IKE silent
+    expect(parse(ok(r.in(isakmp(SRV, 500, WAN, 500, CK_A, CK_R)))).dst).toBe(A); // the server's rekey still finds A
+    r.advance(1801 + 3601);
+    expect(r.in(isakmp(SRV, 500, WAN, 500, CK_A, CK_R))).toBeNull();
+  });
+
   it('V04 IKE entries outlive the ESP table (ike_timeout ≥ esp_timeout), and expire after', () => {
     const r = router();
     ok(r.out(isakmp(A, 500, SRV, 500, CK_A)));
