@@ -50,6 +50,18 @@ export function espInit(): void { slabInit(slab, ESP_CAP, ESP_SIZE); outstanding
 @inline function rec(r: u32): usize { return espRecs + <usize>r * ESP_SIZE; }
 @inline function spiOf(p: usize, l4: usize): u32 { return load<u32>(l4); }
 
+// SPI (4) + sequence (4) + at least the 4-byte-aligned pad length and next
+// header (RFC 4303 §2): anything shorter is not ESP. SPI 0 is reserved for
+// local use and 1..255 by IANA (§2.1): no peer sends them.
+const ESP_MIN: u32 = 12;
+@inline function espCheck(l4: usize, l4len: u32): u32 {
+  if (l4len < ESP_MIN) return Drop.TRUNCATED;
+  const spi = bswap<u32>(load<u32>(l4));
+  if (spi == 0) return Drop.ESP_SPI_ZERO;
+  if (spi < 256) return Drop.ESP_SPI_RESERVED;
+  return Drop.NONE;
+}
+
 function outstandingAdd(r: u32): bool {
   if (outstandingCount >= OUTSTANDING_CAP) return false;
   store<u32>(outstanding + (<usize>outstandingCount << 2), r);
@@ -131,9 +143,9 @@ function outstandingOther(remA: u32, lanA: u32): u32 {
 
 /** LAN → WAN. */
 export function espOut(p: usize, l4: usize, l4len: u32): u32 {
-  if (l4len < 8) return Drop.TRUNCATED;
+  const r0 = espCheck(l4, l4len);
+  if (r0 != Drop.NONE) return r0;
   const spi = spiOf(p, l4);
-  if (spi == 0) return Drop.ESP_SPI_ZERO;
   const lanA = ipSrc(p);
   const remA = ipDst(p);
   if (lanA == wanAddr) return Drop.NONE; // the router's own IPsec: not translated
@@ -204,9 +216,9 @@ function pickOutstanding(remA: u32): u32 {
 
 /** WAN → WAN address. */
 export function espIn(p: usize, l4: usize, l4len: u32): u32 {
-  if (l4len < 8) return Drop.TRUNCATED;
+  const r0 = espCheck(l4, l4len);
+  if (r0 != Drop.NONE) return r0;
   const spi = spiOf(p, l4);
-  if (spi == 0) return Drop.ESP_SPI_ZERO;
   const remA = ipSrc(p);
   let v = kmFind(espMap, MAP_MASK, remA, spi);
   if (v != 0 && (v & OUT_BIT) != 0) v = 0;

@@ -46,5 +46,6 @@ export const enum Drop {
   PPTP_BAD_TYPE = 42,
   PPTP_TABLE_FULL = 43,
   PPTP_NO_CALL = 44,    // a message names a Call ID no call has
-  COUNT = 45,
+  ESP_SPI_RESERVED = 45, // SPI 1..255 (RFC 4303 §2.1)
+  COUNT = 46,
 }

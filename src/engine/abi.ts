@@ -15,7 +15,7 @@ export const DROP_REASONS = [
   'no_wan_address', 'bad_port', 'esp_spi_zero', 'esp_serialized', 'esp_squelched', 'esp_no_sa', 'esp_table_full',
   'isakmp_truncated', 'isakmp_zero_cookie', 'isakmp_cookie_collision', 'ike_table_full', 'ah_translated',
   'gre_bad_header', 'gre_no_call', 'pptp_bad_magic', 'pptp_bad_length', 'pptp_bad_type', 'pptp_table_full',
-  'pptp_no_call',
+  'pptp_no_call', 'esp_spi_reserved',
 ] as const;
 export type DropReason = (typeof DROP_REASONS)[number];
 

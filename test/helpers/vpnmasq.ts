@@ -1,6 +1,6 @@
 // Starts the real `vpnmasq run` (the built CLI) inside a lab's router
 // namespace and talks to it through the real CLI.
-import { mkdtempSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, existsSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
@@ -54,9 +54,11 @@ ${extraConfig}
   }
 
   async stop(): Promise<number | null> {
-    if (this.exitCode !== null) return this.exitCode;
-    this.proc.kill('SIGTERM');
-    await new Promise((r) => this.proc.once('exit', r));
+    if (this.exitCode === null && this.proc) {
+      this.proc.kill('SIGTERM');
+      await new Promise((r) => this.proc.once('exit', r));
+    }
+    rmSync(this.dir, { recursive: true, force: true });
     return this.exitCode;
   }
 }

@@ -122,11 +122,17 @@ describe('ESP without NAT-T (HOWTO §6.2, improved)', () => {
     }
   });
 
-  it('V07 SPI 0 is dropped both ways', () => {
+  it('V07 SPI 0, reserved SPIs and truncated ESP are dropped both ways', () => {
     const r = router();
     expect(r.out(esp(A, SRV, 0))).toBeNull();
     expect(r.in(esp(SRV, WAN, 0))).toBeNull();
     expect(r.drop('esp_spi_zero')).toBe(2);
+    expect(r.out(esp(A, SRV, 7))).toBeNull();
+    expect(r.in(esp(SRV, WAN, 255))).toBeNull();
+    expect(r.drop('esp_spi_reserved')).toBe(2);
+    expect(r.out(esp(A, SRV, 0x1111, 1, 0))).toBeNull(); // SPI and sequence only
+    expect(r.drop('truncated')).toBe(1);
+    expect(r.vpnEntries()).toEqual([]);
   });
 
   it('V08 a host spraying new SPIs is squelched after the retries and blocks others no longer', () => {
