@@ -82,7 +82,7 @@ function espFree(r: u32): void {
   const e = rec(r);
   const remA = load<u32>(e, 4);
   const state = <u32>load<u8>(e, 24);
-  if (state == ESP_OUTSTANDING) outstandingDel(r);
+  if (state == ESP_OUTSTANDING || state == ESP_SQUELCHED) outstandingDel(r);
   if (load<u32>(e, 8) != 0) kmRemove(espMap, MAP_MASK, remA, load<u32>(e, 8), (r + 1) | OUT_BIT);
   if (load<u32>(e, 12) != 0) kmRemove(espMap, MAP_MASK, remA, load<u32>(e, 12), r + 1);
   slabFree(slab, espRecs, r);
@@ -130,6 +130,23 @@ function espNew(lanA: u32, remA: u32, spiOut: u32, spiIn: u32, state: u32, flags
   return r1;
 }
 
+/** No answer after the retries: pause the host toward that server so it stops blocking others. */
+function squelch(e: usize): void {
+  store<u8>(e, <u8>ESP_SQUELCHED, 24);
+  store<u32>(e, nowDs + espSquelchDs, 20);
+}
+
+/** The host's own outstanding or squelched entry toward `remA` (record + 1, or 0). */
+function hostPending(remA: u32, lanA: u32): u32 {
+  for (let i: u32 = 0; i < outstandingCount; i++) {
+    const r = load<u32>(outstanding + (<usize>i << 2));
+    if (!espAge(r)) { i--; continue; }
+    const e = rec(r);
+    if (load<u32>(e, 4) == remA && load<u32>(e, 0) == lanA) return r + 1;
+  }
+  return 0;
+}
+
 /** An outstanding entry toward `remA` from another LAN host (or 0). Ages what it passes. */
 function outstandingOther(remA: u32, lanA: u32): u32 {
   for (let i: u32 = 0; i < outstandingCount; i++) {
@@ -164,13 +181,7 @@ export function espOut(p: usize, l4: usize, l4len: u32): u32 {
     if (state == ESP_OUTSTANDING) {
       const tries = <u32>load<u8>(e, 25) + 1;
       store<u8>(e, <u8>tries, 25);
-      if (tries > espInitRetries) {
-        // No answer after the retries: pause this SPI so it stops blocking others.
-        store<u8>(e, <u8>ESP_SQUELCHED, 24);
-        store<u32>(e, nowDs + espSquelchDs, 20);
-        outstandingDel(r);
-        return Drop.ESP_SQUELCHED;
-      }
+      if (tries > espInitRetries) { squelch(e); return Drop.ESP_SQUELCHED; }
     } else {
       store<u32>(e, nowDs + espDs, 16);
     }
@@ -184,6 +195,18 @@ export function espOut(p: usize, l4: usize, l4len: u32): u32 {
     // The server behind the router answers with its own SPIs: nothing to wait for.
     if (espNew(lanA, remA, spi, 0, ESP_BOUND, ESPF_FORWARD) == 0) return Drop.ESP_TABLE_FULL;
   } else {
+    // One pending new SPI per host and server: further new SPIs count as
+    // its retries, so a host spraying SPIs is squelched like one retrying.
+    const mine = hostPending(remA, lanA);
+    if (mine != 0) {
+      const e = rec(mine - 1);
+      if (load<u8>(e, 24) == <u8>ESP_SQUELCHED) return Drop.ESP_SQUELCHED;
+      const tries = <u32>load<u8>(e, 25) + 1;
+      store<u8>(e, <u8>tries, 25);
+      if (tries > espInitRetries) { squelch(e); return Drop.ESP_SQUELCHED; }
+      rewriteAddr(p, IP_SRC, wanAddr);
+      return Drop.NONE;
+    }
     if (!parallelSessions && outstandingOther(remA, lanA) != 0) return Drop.ESP_SERIALIZED;
     const r1 = espNew(lanA, remA, spi, 0, ESP_OUTSTANDING, 0);
     if (r1 == 0) return Drop.ESP_TABLE_FULL;

@@ -150,6 +150,16 @@ describe('ESP without NAT-T (HOWTO §6.2, improved)', () => {
     ok(r.out(esp(A, SRV, 0x1111, 9)));
   });
 
+  it('V08b a host spraying many different new SPIs is squelched just the same', () => {
+    const r = router();
+    let passed = 0;
+    for (let n = 0; n < 20; n++) if (r.out(esp(A, SRV, 0x10000 + n))) passed++;
+    expect(passed).toBe(6); // the first and its 5 retries
+    expect(r.drop('esp_squelched')).toBe(14);
+    ok(r.out(esp(B, SRV, 0x2222)));
+    expect(parse(ok(r.in(esp(SRV, WAN, 0xbbbb)))).dst).toBe(B);
+  });
+
   it('V09 an outstanding entry gives up after esp_init_timeout; unanswered, nobody waits longer', () => {
     const r = router();
     ok(r.out(esp(A, SRV, 0x1111)));
