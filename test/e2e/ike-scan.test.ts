@@ -22,8 +22,8 @@ import { ikeScan, randomCookie } from './peers/ikescan.js';
 import type { IkeScanResult } from './peers/ikescan.js';
 import { Capture } from './peers/ike-capture.js';
 import type { IsakmpPacket } from './peers/ike-capture.js';
-import { natKindFromEnv, startNat } from './peers/ike-nat.js';
-import type { Nat } from './peers/ike-nat.js';
+import { natKindFromEnv, startNat } from './peers/nat.js';
+import type { Nat } from './peers/nat.js';
 
 const KIND = natKindFromEnv();
 

@@ -17,8 +17,8 @@ import type { Lab as LabT } from '../../src/lab/lab.js';
 import { startClient, startServer, strongSwanMissing } from './peers/strongswan.js';
 import type { IkeSa, StrongSwanClient, StrongSwanServer } from './peers/strongswan.js';
 import { Capture } from './peers/ike-capture.js';
-import { natKindFromEnv, startNat } from './peers/ike-nat.js';
-import type { Nat } from './peers/ike-nat.js';
+import { natKindFromEnv, startNat } from './peers/nat.js';
+import type { Nat } from './peers/nat.js';
 
 const KIND = natKindFromEnv();
 

@@ -5,11 +5,6 @@
 //   kernel-pptp  the same plus the kernel's PPTP conntrack/NAT helper
 // chosen with E2E_NAT=… (VPNMASQ_E2E_NAT is accepted too).
 //
-// NOTE: this file was rewritten by the IPsec e2e session after it
-// accidentally overwrote an earlier version (owned by the PPTP e2e session);
-// the API used by pptp.test.ts — NAT_KIND, startNat(lab, forwards), Nat.stop()
-// — is kept. Owners: check the kernel-pptp helper setup against your intent.
-//
 // Every NAT answers flows() in one shape, so a test can look for "a UDP 4500
 // flow of 192.168.1.11" without caring which NAT made it.
 import type { Lab } from '../../../src/lab/lab.js';
