@@ -7,13 +7,24 @@
 // Reports delivered packets/s at the receiver (exact: bytes received by the
 // iperf3 server / 36), the sender's rate, loss, and median ping RTT LAN->WAN.
 //
+// Then (unless --no-mix) a mixed run through the same two router modes, all
+// 64-byte packets at once: plain UDP (iperf3, 8 flows, lan1), NAT-T (UDP from
+// port 4500 to port 4500, lan2, bench/espgen.py) and ESP (raw IP protocol 50,
+// one SPI per LAN host, lan1 and lan2, bench/espgen.py). The ESP responder in the WAN
+// host answers the first packet of each SPI once with an SPI of its own, as
+// an IPsec peer would, before the blast starts (lan2 only after lan1 is
+// answered). Delivered packets are counted per class and per SPI by nftables
+// counters on the WAN host's input hook; a second table shows them.
+//
 //   sudo node bench/e2e.js [--reps 5] [--seconds 3] [--kernel-only] [--json FILE]
 //                          [--cli dist/cli/main.js] [--clients 1] [--pings 200]
+//                          [--no-mix] [--mix-reps N] [--mix-flows 8]
 //
-// Needs root, iproute2, nftables, iperf3, iputils-ping, and `npx tsc` having
-// built dist/lab/lab.js. Exit codes: 0 ok; 1 vpnmasq missing/failed (unless
-// --kernel-only) or the kernel mode failed; 2 usage/prerequisites; 3 watchdog.
-import { execFileSync } from 'node:child_process';
+// Needs root, iproute2, nftables, iperf3, iputils-ping, python3 (for the mix;
+// skipped with a note without it), and `npx tsc` having built dist/lab/lab.js.
+// Exit codes: 0 ok; 1 vpnmasq missing/failed (unless --kernel-only) or the
+// kernel mode failed (plain or mix); 2 usage/prerequisites; 3 watchdog.
+import { execFile, execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, release, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -23,6 +34,11 @@ const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const PAYLOAD = 36; // + UDP 8 + IPv4 20 = 64 bytes on the wire (L3)
 const FIRST_PORT = 5201;
 const NFT_TABLE = 'vpnmasq_bench';
+const MIX_TABLE = 'vpnmasq_mix'; // counters in the WAN host during the mix
+const NATT_PORT = 4500;
+const ESPGEN = join(REPO, 'bench', 'espgen.py');
+const HANDSHAKE_MS = 1000; // how long an ESP generator waits for the responder's answer
+const REPLY_XOR = 0x80000000; // the responder answers SPI s with SPI s ^ REPLY_XOR
 
 const USAGE = `usage: sudo node bench/e2e.js [options]
   --reps N         repetitions per mode (default 5)
@@ -33,10 +49,16 @@ const USAGE = `usage: sudo node bench/e2e.js [options]
   --kernel-only    bench the kernel's nftables masquerade only
   --cli PATH       vpnmasq CLI (default <repo>/dist/cli/main.js)
   --json FILE      also write a JSON summary to FILE
-  --no-warmup      skip the 1 s unmeasured warm-up run per mode`;
+  --no-warmup      skip the 1 s unmeasured warm-up run per mode
+  --mix / --no-mix the mixed ESP + NAT-T + UDP run after the plain one (default on)
+  --mix-reps N     repetitions of the mixed run per mode (default: --reps)
+  --mix-flows N    plain UDP flows in the mixed run (default 8)`;
 
 function parseArgs(argv) {
-  const a = { reps: 5, seconds: 3, flows: 16, clients: 1, pings: 200, kernelOnly: false, cli: null, json: null, warmup: true };
+  const a = {
+    reps: 5, seconds: 3, flows: 16, clients: 1, pings: 200, kernelOnly: false, cli: null, json: null, warmup: true,
+    mix: true, mixReps: null, mixFlows: 8,
+  };
   const num = (name, v, min, max) => {
     const n = Number(v);
     if (v === undefined || !Number.isFinite(n) || n < min || n > max) throw new Error(`${name} wants a number in ${min}..${max}`);
@@ -55,6 +77,10 @@ function parseArgs(argv) {
       case '--pings': a.pings = Math.round(num(key, val(), 1, 10000)); break;
       case '--kernel-only': a.kernelOnly = true; break;
       case '--no-warmup': a.warmup = false; break;
+      case '--mix': a.mix = true; break;
+      case '--no-mix': a.mix = false; break;
+      case '--mix-reps': a.mixReps = Math.round(num(key, val(), 1, 100)); break;
+      case '--mix-flows': a.mixFlows = Math.round(num(key, val(), 1, 128)); break;
       case '--cli': a.cli = resolve(val() ?? ''); break;
       case '--json': a.json = resolve(val() ?? ''); break;
       case '-h': case '--help': a.help = true; break;
@@ -62,6 +88,7 @@ function parseArgs(argv) {
     }
   }
   if (a.clients > a.flows) throw new Error('--clients must not exceed --flows');
+  a.mixReps ??= a.reps;
   return a;
 }
 
@@ -117,9 +144,10 @@ function tail(stream, max = 200) {
  * Runs argv in a lab namespace as a tracked child; resolves with
  * { code, signal, stdout, stderr, timedOut }. SIGKILL after timeoutMs.
  */
-function runIn(lab, ns, argv, timeoutMs) {
+function runIn(lab, ns, argv, timeoutMs, onSpawn) {
   return new Promise((resolveP) => {
     const child = lab.spawn(ns, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+    onSpawn?.(child);
     let stdout = '';
     let stderr = '';
     let timedOut = false;
@@ -180,6 +208,45 @@ async function waitListening(lab, ns, port, ms) {
   return false;
 }
 
+function iperfError(r) {
+  let j = null;
+  try {
+    j = JSON.parse(r.stdout);
+  } catch { /* not JSON */ }
+  if (j?.error) return j.error;
+  return `${r.timedOut ? 'timed out' : `exit ${r.code}`}: ${firstLine(r.stderr) || firstLine(r.stdout) || 'no output'}`;
+}
+
+/**
+ * Totals of one `iperf3 -c … -u -J --get-server-output` run: packets sent
+ * (client) and delivered (bytes received by the server / PAYLOAD), with the
+ * rates over each side's own duration. Throws one line naming `what`.
+ */
+function iperfTotals(r, what) {
+  let j;
+  try {
+    j = JSON.parse(r.stdout);
+  } catch {
+    throw new Error(`${what}: ${iperfError(r)}`);
+  }
+  if (j.error) throw new Error(`${what}: ${j.error}`);
+  const s = j.end?.sum_sent ?? j.end?.sum;
+  const srv = j.server_output_json?.end;
+  const rcv = srv?.sum_received ?? srv?.sum;
+  if (!s || !rcv) throw new Error(`${what}: JSON without sender/receiver totals`);
+  const rcvBytes = Number.isFinite(rcv.bytes) && rcv.bytes > 0
+    ? rcv.bytes
+    : (srv.streams ?? []).reduce((acc, st) => acc + (st.udp?.bytes ?? 0), 0);
+  const got = Math.round(rcvBytes / PAYLOAD);
+  return {
+    sent: s.packets,
+    seconds: s.seconds,
+    sentPps: s.packets / s.seconds,
+    delivered: got,
+    deliveredPps: got / rcv.seconds,
+  };
+}
+
 // ---------------------------------------------------------------------------
 // the generator: identical for every router mode
 
@@ -214,25 +281,11 @@ async function udpGenerator(lab, { seconds, flows, clients }) {
     const after = udpCounters(lab, dst);
     let sent = 0, delivered = 0, sentPps = 0, deliveredPps = 0;
     for (const [i, r] of results.entries()) {
-      let j;
-      try {
-        j = JSON.parse(r.stdout);
-      } catch {
-        throw new Error(`iperf3 client ${i + 1}: ${r.timedOut ? 'timed out' : `exit ${r.code}`}: ${firstLine(r.stderr) || firstLine(r.stdout) || 'no output'}`);
-      }
-      if (j.error) throw new Error(`iperf3 client ${i + 1}: ${j.error}`);
-      const s = j.end?.sum_sent ?? j.end?.sum;
-      const srv = j.server_output_json?.end;
-      const rcv = srv?.sum_received ?? srv?.sum;
-      if (!s || !rcv) throw new Error(`iperf3 client ${i + 1}: JSON without sender/receiver totals`);
-      const rcvBytes = Number.isFinite(rcv.bytes) && rcv.bytes > 0
-        ? rcv.bytes
-        : (srv.streams ?? []).reduce((acc, st) => acc + (st.udp?.bytes ?? 0), 0);
-      const got = Math.round(rcvBytes / PAYLOAD);
-      sent += s.packets;
-      delivered += got;
-      sentPps += s.packets / s.seconds;
-      deliveredPps += got / rcv.seconds;
+      const t = iperfTotals(r, `iperf3 client ${i + 1}`);
+      sent += t.sent;
+      delivered += t.delivered;
+      sentPps += t.sentPps;
+      deliveredPps += t.deliveredPps;
     }
     return {
       seconds,
@@ -275,7 +328,312 @@ async function reachable(lab, ms) {
 }
 
 // ---------------------------------------------------------------------------
+// the mixed run: plain UDP + NAT-T + ESP at once, identical for every router mode
+
+const hex32 = (n) => `0x${(n >>> 0).toString(16).padStart(8, '0')}`;
+
+/** The two LAN hosts' outbound SPIs for mix repetition `rep` (fresh each rep, so each rep is a new association). */
+function mixSpis(rep) {
+  return [0, 1].map((h) => (0x10000000 + ((rep + 1) << 8) + h + 1) >>> 0);
+}
+
+/** Yields the child's stdout JSON lines one at a time: next(ms) -> object, or null on EOF/timeout. */
+function jsonLines(stream) {
+  const queue = [];
+  const waiters = [];
+  let buf = '';
+  let ended = false;
+  stream.setEncoding('utf8');
+  stream.on('data', (d) => {
+    buf += d;
+    for (let i; (i = buf.indexOf('\n')) >= 0;) {
+      const line = buf.slice(0, i).trim();
+      buf = buf.slice(i + 1);
+      if (!line) continue;
+      let v;
+      try {
+        v = JSON.parse(line);
+      } catch {
+        v = { event: 'garbage', line };
+      }
+      if (waiters.length) waiters.shift()(v);
+      else queue.push(v);
+    }
+  });
+  stream.on('end', () => {
+    ended = true;
+    while (waiters.length) waiters.shift()(null);
+  });
+  return (ms) => {
+    if (queue.length) return Promise.resolve(queue.shift());
+    if (ended) return Promise.resolve(null);
+    return new Promise((resolveP) => {
+      const w = (v) => {
+        clearTimeout(t);
+        resolveP(v);
+      };
+      const t = setTimeout(() => {
+        const k = waiters.indexOf(w);
+        if (k >= 0) waiters.splice(k, 1);
+        resolveP(null);
+      }, ms);
+      waiters.push(w);
+    });
+  };
+}
+
+/** Fresh named counters in the WAN host's input hook: plain UDP, NAT-T, each host's SPI, all ESP. */
+function mixCountersUp(lab, spis) {
+  const ns = lab.wan[0];
+  lab.tryExec(ns, ['nft', 'delete', 'table', 'ip', MIX_TABLE], { timeoutMs: 10000 });
+  lab.exec(ns, ['nft', '-f', '-'], {
+    timeoutMs: 10000,
+    input: [
+      `table ip ${MIX_TABLE} {`,
+      '\tcounter c_udp {}', '\tcounter c_natt {}', '\tcounter c_esp1 {}', '\tcounter c_esp2 {}', '\tcounter c_esp {}',
+      '\tchain input {',
+      '\t\ttype filter hook input priority filter; policy accept;',
+      `\t\tudp dport ${FIRST_PORT} counter name "c_udp"`,
+      `\t\tudp dport ${NATT_PORT} counter name "c_natt" drop`, // no listener: drop quietly (no port unreachable)
+      `\t\tesp spi ${spis[0]} counter name "c_esp1"`,
+      `\t\tesp spi ${spis[1]} counter name "c_esp2"`,
+      '\t\tip protocol esp counter name "c_esp"',
+      '\t}',
+      '}',
+      '',
+    ].join('\n'),
+  });
+}
+
+function mixCounters(lab) {
+  const j = JSON.parse(lab.exec(lab.wan[0], ['nft', '-j', 'list', 'counters', 'table', 'ip', MIX_TABLE], { timeoutMs: 10000 }));
+  const out = {};
+  for (const o of j.nftables ?? []) if (o.counter) out[o.counter.name.replace(/^c_/, '')] = o.counter.packets;
+  return out;
+}
+
+/** Per-key difference of two counter objects, nonzero keys only. */
+function deltas(before, after) {
+  if (!before || !after) return null;
+  const out = {};
+  for (const k of new Set([...Object.keys(before), ...Object.keys(after)])) {
+    const d = (after[k] ?? 0) - (before[k] ?? 0);
+    if (d) out[k] = d;
+  }
+  return out;
+}
+
+/**
+ * One mixed repetition of `seconds` through whatever router mode is up.
+ * Sequence: counters; ESP responder and iperf3 server in wan1; ESP
+ * association lan1 then lan2 (one packet each, wait for the answer); then
+ * iperf3 UDP (lan1, mixFlows flows -> :5201) and, once its streams are set
+ * up, the NAT-T generator (lan2, 4500 -> :4500, one flow) and both ESP
+ * generators' blasts, all for `seconds`.
+ */
+async function mixGenerator(lab, mode, { seconds, mixFlows }, rep) {
+  const wan = lab.wan[0];
+  const dstAddr = lab.addr.wan[0];
+  const spis = mixSpis(rep);
+  const kids = [];
+  const py = (ns, args) => {
+    const child = lab.spawn(ns, ['python3', ESPGEN, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+    child.stdin.on('error', () => { /* it may exit before reading */ });
+    const k = { child, next: jsonLines(child.stdout), err: tail(child.stderr, 20) };
+    kids.push(k);
+    return k;
+  };
+  const why = (k) => {
+    const e = k.err().filter(Boolean);
+    return e.length ? `: ${e[e.length - 1]}` : k.child.exitCode !== null ? ` (exit ${k.child.exitCode})` : '';
+  };
+  try {
+    mixCountersUp(lab, spis);
+    const responder = py(wan, ['recv', '--expect', '2', '--reply-xor', hex32(REPLY_XOR)]);
+    if ((await responder.next(10000))?.event !== 'ready') throw new Error(`ESP responder in ${wan} did not start${why(responder)}`);
+    {
+      const child = lab.spawn(wan, ['iperf3', '-s', '-1', '-J', '-p', String(FIRST_PORT)], { stdio: ['ignore', 'pipe', 'pipe'] });
+      tail(child.stdout, 10);
+      tail(child.stderr, 10);
+      kids.push({ child });
+      if (!(await waitListening(lab, wan, FIRST_PORT, 5000))) throw new Error(`iperf3 server on port ${FIRST_PORT} did not start`);
+    }
+
+    // ESP association: lan1 first; lan2 only once lan1 is answered (or given up on)
+    const esp = [];
+    for (let h = 0; h < 2; h++) {
+      const gen = py(lab.lan[h], [
+        'send', '--dst', dstAddr, '--spi', hex32(spis[h]), '--reply-spi', hex32(spis[h] ^ REPLY_XOR), '--handshake-ms', String(HANDSHAKE_MS),
+      ]);
+      const hs = await gen.next(HANDSHAKE_MS + 10000);
+      if (hs?.event !== 'handshake') throw new Error(`ESP generator in ${lab.lan[h]} failed${why(gen)}`);
+      esp.push({ gen, handshake: hs });
+    }
+    responder.child.stdin.end();
+    const answered = [];
+    for (let v; (v = await responder.next(1000)) !== null;) if (v.event === 'spi') answered.push(v);
+    await stopChild(responder.child, 1000);
+    // from now on wan1 drops ESP after counting it (no raw socket, no ICMP protocol-unreachable)
+    lab.exec(wan, ['nft', 'add', 'rule', 'ip', MIX_TABLE, 'input', 'ip', 'protocol', 'esp', 'drop'], { timeoutMs: 10000 });
+
+    const natt = py(lab.lan[1], ['udp', '--dst', dstAddr, '--dport', String(NATT_PORT), '--sport', String(NATT_PORT)]);
+    if ((await natt.next(10000))?.event !== 'ready') throw new Error(`NAT-T generator in ${lab.lan[1]} did not start${why(natt)}`);
+
+    const routerBefore = await mode.routerDrops?.(lab);
+    const before = mixCounters(lab);
+    // iperf3 first, alone: its UDP set-up (one datagram each way per stream, no
+    // retry in iperf3 3.12) must not meet a saturated router, or it hangs.
+    const client = runIn(lab, lab.lan[0], [
+      'iperf3', '-c', dstAddr, '-p', String(FIRST_PORT),
+      '-u', '-l', String(PAYLOAD), '-P', String(mixFlows), '-b', '0', '-t', String(seconds),
+      '-J', '--get-server-output', '--connect-timeout', '3000',
+    ], (seconds + 25) * 1000, (child) => kids.push({ child }));
+    let clientDone = false;
+    client.then(() => { clientDone = true; });
+    const deadline = Date.now() + 5000;
+    for (;;) {
+      // the server connect()s one UDP socket per stream as it accepts it
+      const r = lab.tryExec(wan, ['ss', '-Hun', 'state', 'established', `sport = :${FIRST_PORT}`], { timeoutMs: 5000 });
+      if (r.ok && r.stdout.split('\n').filter((l) => l.trim()).length >= mixFlows) break;
+      if (clientDone) throw new Error(`iperf3 UDP: ${iperfError(await client)}`);
+      if (Date.now() > deadline) throw new Error(`iperf3 UDP: ${mixFlows} streams not set up within 5 s (set-up datagram lost?)`);
+      await sleep(20);
+    }
+    const gens = [natt, ...esp.map((e) => e.gen)];
+    for (const g of gens) g.child.stdin.write(`go ${seconds}\n`);
+    const blasts = gens.map((g) => g.next((seconds + 15) * 1000));
+    const udpR = await client;
+    const [nattDone, ...done] = await Promise.all(blasts);
+    const after = mixCounters(lab);
+    const routerAfter = await mode.routerDrops?.(lab);
+
+    const udp = iperfTotals(udpR, 'iperf3 UDP');
+    if (nattDone?.event !== 'done') throw new Error(`NAT-T generator in ${lab.lan[1]} did not finish${why(natt)}`);
+    const d = (k) => (after[k] ?? 0) - (before[k] ?? 0);
+    const cls = (sent, secs, delivered, extra = {}) => ({
+      sent, seconds: secs, sentPps: sent / secs, delivered, deliveredPps: delivered / secs,
+      lossPct: sent > 0 ? Math.max(0, 100 * (1 - delivered / sent)) : NaN, ...extra,
+    });
+    const classes = {
+      udp: cls(udp.sent, udp.seconds, d('udp'), { flows: mixFlows, appDelivered: udp.delivered }),
+      natt: cls(nattDone.sent, nattDone.seconds, d('natt'), { flows: 1, sendErrors: nattDone.errors }),
+    };
+    for (let h = 0; h < 2; h++) {
+      const r = done[h];
+      if (r?.event !== 'done') throw new Error(`ESP generator in ${lab.lan[h]} did not finish${why(esp[h].gen)}`);
+      classes[`espLan${h + 1}`] = cls(r.sent, r.seconds, d(`esp${h + 1}`), {
+        spi: hex32(spis[h]),
+        replySpi: hex32(spis[h] ^ REPLY_XOR),
+        answered: esp[h].handshake.replied,
+        handshakeMs: esp[h].handshake.ms,
+        receivedBySpi: r.received, // ESP that reached this LAN host after its handshake, by SPI
+        sendErrors: r.errors,
+      });
+    }
+    const all = Object.values(classes);
+    const sent = all.reduce((acc, c) => acc + c.sent, 0);
+    const delivered = all.reduce((acc, c) => acc + c.delivered, 0);
+    return {
+      seconds,
+      classes,
+      total: {
+        sent,
+        delivered,
+        sentPps: all.reduce((acc, c) => acc + c.sentPps, 0),
+        deliveredPps: all.reduce((acc, c) => acc + c.deliveredPps, 0),
+        lossPct: sent > 0 ? Math.max(0, 100 * (1 - delivered / sent)) : NaN,
+      },
+      espOtherSpi: d('esp') - d('esp1') - d('esp2'), // ESP with neither SPI: should be 0
+      responderSaw: answered, // SPIs the responder saw first packets of, with the source address
+      routerDrops: deltas(routerBefore, routerAfter),
+    };
+  } finally {
+    for (const k of kids) await stopChild(k.child, 2000);
+    lab.tryExec(wan, ['nft', 'delete', 'table', 'ip', MIX_TABLE], { timeoutMs: 10000 });
+  }
+}
+
+const MIX_CLASSES = [
+  ['udp', 'UDP'],
+  ['natt', 'NAT-T'],
+  ['espLan1', 'ESP lan1'],
+  ['espLan2', 'ESP lan2'],
+];
+
+/** The mixed repetitions of one router mode (already up). Never throws. */
+async function benchMix(lab, mode, a) {
+  const mix = { ok: false, error: null, reps: [], median: null, esp: null };
+  try {
+    for (let i = 0; i < a.mixReps; i++) {
+      try {
+        const r = await mixGenerator(lab, mode, { seconds: a.seconds, mixFlows: a.mixFlows }, i);
+        mix.reps.push(r);
+        const c = r.classes;
+        const espNote = (x) => `${fmtInt(x.deliveredPps)}${x.answered ? '' : ' (unanswered)'}`;
+        log(`${mode.label} mix rep ${i + 1}/${a.mixReps}: UDP ${fmtInt(c.udp.deliveredPps)}, NAT-T ${fmtInt(c.natt.deliveredPps)}, ` +
+          `ESP lan1 ${espNote(c.espLan1)}, lan2 ${espNote(c.espLan2)}, total ${fmtInt(r.total.deliveredPps)} pps delivered ` +
+          `of ${fmtInt(r.total.sentPps)} sent${r.routerDrops && Object.keys(r.routerDrops).length ? `; router drops ${JSON.stringify(r.routerDrops)}` : ''}`);
+      } catch (e) {
+        mix.reps.push({ error: e.message });
+        log(`${mode.label} mix rep ${i + 1}/${a.mixReps}: FAILED: ${e.message}`);
+      }
+      mode.check?.();
+      if (!(await reachable(lab, 3000))) throw new Error(`${mode.label}: path LAN->WAN broke after mix rep ${i + 1}`);
+    }
+    const good = mix.reps.filter((r) => !r.error);
+    if (good.length === 0) throw new Error('every mixed repetition failed');
+    mix.median = { goodReps: good.length, total: {} };
+    for (const [k] of MIX_CLASSES) {
+      mix.median[k] = {
+        deliveredPps: median(good.map((r) => r.classes[k].deliveredPps)),
+        sentPps: median(good.map((r) => r.classes[k].sentPps)),
+        lossPct: median(good.map((r) => r.classes[k].lossPct)),
+      };
+    }
+    for (const f of ['deliveredPps', 'sentPps', 'lossPct']) mix.median.total[f] = median(good.map((r) => r.total[f]));
+    // what happened to the ESP associations, over the good reps
+    const stray = (h) => good.reduce((acc, r) => {
+      const other = r.classes[`espLan${2 - h}`].replySpi; // the other host's answer SPI
+      return acc + (r.classes[`espLan${h + 1}`].receivedBySpi?.[other] ?? 0);
+    }, 0);
+    mix.esp = {
+      lan1Answered: good.filter((r) => r.classes.espLan1.answered).length,
+      lan2Answered: good.filter((r) => r.classes.espLan2.answered).length,
+      // answers meant for the other LAN host's SPI that reached this one
+      lan1GotLan2Answers: stray(0),
+      lan2GotLan1Answers: stray(1),
+      espOtherSpi: good.reduce((acc, r) => acc + r.espOtherSpi, 0),
+      routerDrops: good.reduce((acc, r) => {
+        for (const [k, v] of Object.entries(r.routerDrops ?? {})) acc[k] = (acc[k] ?? 0) + v;
+        return acc;
+      }, {}),
+    };
+    mix.ok = true;
+  } catch (e) {
+    mix.error = e.message;
+    log(`${mode.label} mix: FAILED: ${e.message}`);
+  }
+  return mix;
+}
+
+// ---------------------------------------------------------------------------
 // router modes
+
+/** rx/tx drops of every device in the router namespace (the TUNs' tx queue, veth backlogs), as `dev:rx_dropped`. */
+function deviceDrops(lab) {
+  const r = lab.tryExec(lab.router, ['ip', '-s', '-j', 'link', 'show'], { timeoutMs: 5000 });
+  const out = {};
+  if (!r.ok) return out;
+  try {
+    for (const d of JSON.parse(r.stdout)) {
+      const st = d.stats64 ?? d.stats;
+      if (!st || d.ifname === 'lo') continue;
+      out[`${d.ifname}:rx_dropped`] = st.rx?.dropped ?? 0;
+      out[`${d.ifname}:tx_dropped`] = st.tx?.dropped ?? 0;
+    }
+  } catch { /* no JSON: no device drops */ }
+  return out;
+}
 
 function kernelMode() {
   return {
@@ -289,6 +647,18 @@ function kernelMode() {
     },
     async down(lab) {
       lab.tryExec(lab.router, ['nft', 'delete', 'table', 'ip', NFT_TABLE], { timeoutMs: 10000 });
+    },
+    /** conntrack's failed inserts and drops in the router (summed over CPUs) and its devices' drops, or null */
+    async routerDrops(lab) {
+      const r = lab.tryExec(lab.router, ['cat', '/proc/net/stat/nf_conntrack'], { timeoutMs: 5000 });
+      if (!r.ok) return null;
+      const [head, ...rows] = r.stdout.trim().split('\n').map((l) => l.trim().split(/\s+/));
+      const out = deviceDrops(lab);
+      for (const name of ['insert_failed', 'drop', 'early_drop', 'invalid']) {
+        const i = head.indexOf(name);
+        if (i >= 0) out[`conntrack_${name}`] = rows.reduce((acc, row) => acc + (parseInt(row[i], 16) || 0), 0);
+      }
+      return out;
     },
   };
 }
@@ -332,6 +702,19 @@ function vpnmasqMode(cliPath, tmp) {
         await sleep(100);
       }
       ready = true;
+    },
+    /** the engine's drops by reason plus TUN write drops, from `vpnmasq status --json`, or null */
+    async routerDrops(lab) {
+      const r = await new Promise((resolveP) => {
+        execFile(process.execPath, [cliPath, 'status', '--json', '--socket', sock], { timeout: 5000, encoding: 'utf8' },
+          (err, stdout) => resolveP(err ? null : stdout));
+      });
+      try {
+        const st = JSON.parse(r);
+        return { ...st.drops, ...(st.tunWriteDrops ? { tun_write: st.tunWriteDrops } : {}), ...deviceDrops(lab) };
+      } catch {
+        return null;
+      }
     },
     async down() {
       if (!child) return;
@@ -389,6 +772,9 @@ async function benchMode(lab, mode, a) {
   } catch (e) {
     res.error = e.message;
     log(`${mode.label}: FAILED: ${e.message}`);
+  }
+  if (a.mix) {
+    res.mix = res.ok ? await benchMix(lab, mode, a) : { ok: false, error: 'not run: the plain run failed', reps: [], median: null, esp: null };
   }
   try {
     await mode.down(lab);
@@ -450,12 +836,85 @@ function printTable(a, m, modes, cmp) {
       '',
     ]);
   }
-  const w = head.map((_, c) => Math.max(...rows.map((r) => String(r[c]).length)));
+  out.push(...renderRows(rows));
+  for (const r of modes) if (r.error) out.push(`${r.mode}: ${firstLine(r.error)}`);
+  out.push('');
+  process.stdout.write(out.join('\n') + '\n');
+}
+
+/** Column-aligned lines: first row is the head, first column left-aligned, the rest right-aligned. */
+function renderRows(rows) {
+  const w = rows[0].map((_, c) => Math.max(...rows.map((r) => String(r[c]).length)));
+  const out = [];
   for (const [i, r] of rows.entries()) {
     out.push(r.map((cell, c) => (c === 0 ? String(cell).padEnd(w[c]) : String(cell).padStart(w[c]))).join('   '));
     if (i === 0) out.push(w.map((n) => '-'.repeat(n)).join('   '));
   }
-  for (const r of modes) if (r.error) out.push(`${r.mode}: ${firstLine(r.error)}`);
+  return out;
+}
+
+function mixComparison(k, v) {
+  if (!k?.median || !v?.median) return null;
+  const ratio = (x, y) => (Number.isFinite(x) && Number.isFinite(y) && y > 0 ? x / y : NaN);
+  const cmp = { deliveredRatio: {}, sentRatio: {} };
+  for (const [c] of [...MIX_CLASSES, ['total']]) {
+    cmp.deliveredRatio[c] = ratio(v.median[c].deliveredPps, k.median[c].deliveredPps);
+    cmp.sentRatio[c] = ratio(v.median[c].sentPps, k.median[c].sentPps);
+  }
+  return cmp;
+}
+
+function printMixTable(a, modes, cmp) {
+  const out = [];
+  out.push('');
+  out.push('mixed traffic: ESP + NAT-T + plain UDP at once, every packet 64 bytes (L3)');
+  out.push(`  UDP:   iperf3 -u -l ${PAYLOAD} -P ${a.mixFlows} -b 0, lan1 -> wan1:${FIRST_PORT}`);
+  out.push(`  NAT-T: one UDP flow lan2:${NATT_PORT} -> wan1:${NATT_PORT}, 36-byte payloads, bench/espgen.py flat out`);
+  out.push('  ESP:   raw IP protocol 50 (IPv4 20 + SPI 4 + seq 4 + 36), one SPI per host, lan1 and lan2 -> wan1, bench/espgen.py flat out;');
+  out.push(`         before each rep wan1 answers each host's first packet once with its own SPI (lan2 starts after lan1; ${HANDSHAKE_MS} ms wait)`);
+  out.push('  start: iperf3 first; NAT-T and ESP as soon as its streams are set up');
+  out.push(`runs:    ${a.mixReps} reps x ${a.seconds} s per mode, medians; delivered pps counted per class/SPI by nftables on wan1's input hook`);
+  out.push('');
+  const head = ['mode', ...MIX_CLASSES.map(([, name]) => name), 'total', 'sent pps', 'loss %', 'reps ok'];
+  const rows = [head];
+  for (const r of modes) {
+    const mx = r.mix;
+    if (!mx) continue;
+    if (!mx.median) {
+      rows.push([r.mode, 'FAILED', ...MIX_CLASSES.map(() => ''), '', '', `${mx.reps.filter((x) => !x.error).length}/${a.mixReps}`]);
+      continue;
+    }
+    rows.push([
+      r.mode,
+      ...MIX_CLASSES.map(([c]) => fmtInt(mx.median[c].deliveredPps)),
+      fmtInt(mx.median.total.deliveredPps),
+      fmtInt(mx.median.total.sentPps),
+      Number.isFinite(mx.median.total.lossPct) ? mx.median.total.lossPct.toFixed(2) : '-',
+      `${mx.median.goodReps}/${a.mixReps}`,
+    ]);
+  }
+  if (cmp) {
+    const f = (x) => (Number.isFinite(x) ? x.toFixed(3) : 'n/a');
+    rows.push(['vpnmasq/kernel', ...MIX_CLASSES.map(([c]) => f(cmp.deliveredRatio[c])), f(cmp.deliveredRatio.total), f(cmp.sentRatio.total), '', '']);
+  }
+  out.push(...renderRows(rows));
+  const notes = [];
+  const ans = [];
+  for (const r of modes) {
+    const e = r.mix?.esp;
+    if (!e) continue;
+    const good = r.mix.median?.goodReps ?? 0;
+    ans.push(`${r.mode} lan1 ${e.lan1Answered}/${good}, lan2 ${e.lan2Answered}/${good}`);
+    if (e.lan1GotLan2Answers) notes.push(`${r.mode}: ${fmtInt(e.lan1GotLan2Answers)} answers to lan2's SPI were delivered to lan1`);
+    if (e.lan2GotLan1Answers) notes.push(`${r.mode}: ${fmtInt(e.lan2GotLan1Answers)} answers to lan1's SPI were delivered to lan2`);
+    if (e.espOtherSpi) notes.push(`${r.mode}: ${fmtInt(e.espOtherSpi)} ESP packets reached wan1 with neither host's SPI`);
+    const drops = Object.entries(e.routerDrops ?? {}).filter(([, n]) => n > 0);
+    if (drops.length) notes.push(`${r.mode}: router drops over the mixed reps: ${drops.map(([k, n]) => `${k} ${fmtInt(n)}`).join(', ')}`);
+  }
+  if (ans.length) out.push(`ESP answered (wan1's reply to the host's first packet reached it): ${ans.join('; ')}`);
+  out.push(...notes);
+  if (cmp && MIX_CLASSES.some(([c]) => !Number.isFinite(cmp.deliveredRatio[c]))) out.push('n/a: the kernel delivered none of that class');
+  for (const r of modes) if (r.mix?.error) out.push(`${r.mode} mix: ${firstLine(r.mix.error)}`);
   out.push('');
   process.stdout.write(out.join('\n') + '\n');
 }
@@ -497,11 +956,21 @@ async function main() {
     cliMissing = true;
   }
 
+  let mixSkipped = null;
+  if (a.mix && !have('python3')) {
+    mixSkipped = 'python3 missing (apt-get install python3)';
+    a.mix = false;
+  } else if (a.mix && !existsSync(ESPGEN)) {
+    mixSkipped = `${ESPGEN} missing`;
+    a.mix = false;
+  }
+
   const m = machine();
   log(`machine: nproc ${m.nproc}, kernel ${m.kernel}, node ${m.node}`);
 
   const modesCount = doVpnmasq ? 2 : 1;
-  const budgetS = 90 + modesCount * (60 + (a.reps + 1) * (a.seconds + 35) + a.pings * 0.02);
+  const budgetS = 90 + modesCount * (60 + (a.reps + 1) * (a.seconds + 35) + a.pings * 0.02 +
+    (a.mix ? a.mixReps * (a.seconds + 45) : 0));
   let lab = null;
   let tmp = null;
   const cleanup = () => {
@@ -524,7 +993,7 @@ async function main() {
   const modes = [];
   try {
     cleanupStaleLabs();
-    lab = Lab.create({ lanHosts: 1, wanHosts: 1 });
+    lab = Lab.create({ lanHosts: a.mix ? 2 : 1, wanHosts: 1 });
     tmp = mkdtempSync(join(tmpdir(), 'vpnmasq-e2e-'));
     log(`lab ${lab.id}: ${lab.namespaces.join(' ')}`);
     modes.push(await benchMode(lab, kernelMode(), a));
@@ -548,17 +1017,25 @@ async function main() {
       addedLatencyMs: (v.latency?.medianMs ?? NaN) - (k.latency?.medianMs ?? NaN),
     };
   }
+  const mixCmp = a.mix ? mixComparison(k?.mix, v?.mix) : null;
   if (modes.length) printTable(a, m, modes, cmp);
+  if (a.mix && modes.some((r) => r.mix)) printMixTable(a, modes, mixCmp);
+  if (mixSkipped) console.log(`mixed traffic: skipped (${mixSkipped})`);
   if (cliMissing) console.log(`vpnmasq: not benchmarked (no CLI at ${cliPath})`);
 
   if (a.json) {
     const summary = {
       date: new Date().toISOString(),
       machine: m,
-      params: { reps: a.reps, seconds: a.seconds, flows: a.flows, clients: a.clients, pings: a.pings, warmup: a.warmup, packetBytes: 20 + 8 + PAYLOAD, payloadBytes: PAYLOAD },
+      params: {
+        reps: a.reps, seconds: a.seconds, flows: a.flows, clients: a.clients, pings: a.pings, warmup: a.warmup, packetBytes: 20 + 8 + PAYLOAD, payloadBytes: PAYLOAD,
+        mix: a.mix ? { reps: a.mixReps, seconds: a.seconds, udpFlows: a.mixFlows, nattPort: NATT_PORT, espPacketBytes: 20 + 8 + PAYLOAD, handshakeMs: HANDSHAKE_MS, replyXor: hex32(REPLY_XOR) } : null,
+      },
       modes: Object.fromEntries(modes.map((r) => [r.mode, r])),
       vpnmasq: doVpnmasq ? 'benchmarked' : cliMissing ? `not benchmarked: no CLI at ${cliPath}` : 'not benchmarked: --kernel-only',
       comparison: cmp,
+      mix: a.mix ? 'benchmarked' : mixSkipped ? `skipped: ${mixSkipped}` : 'not run: --no-mix',
+      mixComparison: mixCmp,
     };
     try {
       writeFileSync(a.json, JSON.stringify(summary, (_, val) => (typeof val === 'number' && !Number.isFinite(val) ? null : val), 2) + '\n');
@@ -571,6 +1048,7 @@ async function main() {
 
   if (!k?.ok) return 1;
   if (doVpnmasq && !v?.ok) return 1;
+  if (a.mix && (!k.mix?.ok || (doVpnmasq && !v.mix?.ok))) return 1;
   if (cliMissing && !a.kernelOnly) return 1;
   return 0;
 }
