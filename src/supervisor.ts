@@ -10,7 +10,7 @@ import { Engine, nowMs } from './engine/engine.js';
 import { applyConfig } from './engine/apply.js';
 import { ipToRaw, POLICY_REASONS, PROTO_NAMES } from './engine/abi.js';
 import { createLogger, type Logger } from './log.js';
-import { deviceExists, subnetsOf } from './net/iface.js';
+import { deviceExists, runIp, subnetsOf } from './net/iface.js';
 import { setupRouting, teardownStale, type Routing, type RoutingPlan } from './net/routes.js';
 import { watchWanAddress, type WanWatch } from './net/wanwatch.js';
 import { TunDevice, writeDrops } from './tun/tun.js';
@@ -83,6 +83,10 @@ export class Supervisor {
       this.tunIn = null;
       throw new FatalError(`vpnmasq: ${(err as Error).message}`);
     }
+
+    // A deeper queue toward the supervisor absorbs bursts while a batch is
+    // being processed (the default 500 packets overflow at line rate).
+    for (const dev of [m.tunInside, m.tunOutside]) runIp(['link', 'set', 'dev', dev, 'txqueuelen', '4096']);
 
     // The first WAN address is read synchronously so routes start complete.
     this.wan = watchWanAddress(m.wanDevice, (addr) => this.onWanAddress(addr));
