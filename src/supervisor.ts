@@ -10,7 +10,7 @@ import { Engine, nowMs } from './engine/engine.js';
 import { applyConfig } from './engine/apply.js';
 import { ipToRaw, POLICY_REASONS, PROTO_NAMES } from './engine/abi.js';
 import { createLogger, type Logger } from './log.js';
-import { deviceExists, runIp, subnetsOf } from './net/iface.js';
+import { deviceExists, primaryIpv4, runIp, subnetsOf } from './net/iface.js';
 import { setupRouting, teardownStale, type Routing, type RoutingPlan } from './net/routes.js';
 import { watchWanAddress, type WanWatch } from './net/wanwatch.js';
 import { TunDevice, writeDrops } from './tun/tun.js';
@@ -214,6 +214,15 @@ export class Supervisor {
         return { ok: true, data: [...this.engine.flows(wan), ...this.engine.vpnEntries(wan)] };
       }
       case 'reload': { const r = this.reload(); return { ok: r.ok, error: r.error, data: r }; }
+      case 'wan-update': {
+        // From the hotplug script: re-read the WAN address now instead of at the next poll.
+        let addr: string | null = null;
+        try {
+          addr = primaryIpv4(runIp(['-4', '-j', 'addr', 'show', 'dev', this.cfg.main.wanDevice]));
+        } catch { /* the device is gone: no address */ }
+        this.onWanAddress(addr);
+        return { ok: true, data: { wanAddress: this.wanAddress } };
+      }
       default: return { ok: false, error: `unknown command ${(req as { cmd: unknown }).cmd}` };
     }
   }

@@ -16,6 +16,7 @@ commands:
   status         counters, flow table use, drops
   conntrack      the flow table, like conntrack -L (-L accepted; --json)
   reload         re-read the configuration (a bad file is refused, the running one stays)
+  wan-update     re-read the WAN device's address now (the hotplug script's call)
   demo           the embedded namespace lab (what \`sudo npm start\` runs)
 
 options:
@@ -78,7 +79,8 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'status':
     case 'conntrack':
-    case 'reload': {
+    case 'reload':
+    case 'wan-update': {
       const sock = socketPath(configPath, values.socket);
       let res;
       try {
@@ -96,6 +98,9 @@ async function main(argv: string[]): Promise<number> {
         }
       } else if (cmd === 'status') {
         process.stdout.write(values.json ? JSON.stringify(res.data, null, 2) + '\n' : formatStatus(res.data as Record<string, any>));
+      } else if (cmd === 'wan-update') {
+        const d = res.data as { wanAddress: string | null };
+        process.stdout.write(`vpnmasq: WAN address ${d.wanAddress ?? '(none)'}\n`);
       } else {
         const d = res.data as { restartNeeded?: string[] };
         process.stdout.write('vpnmasq: configuration reloaded' +
