@@ -276,4 +276,27 @@ describe('natout scenarios', () => {
     expect(r.in(ipv4({ src: S1, dst: WAN, proto: 41 }, new Uint8Array(40)))).toBeNull();
     expect(r.drop('no_flow')).toBe(1);
   });
+
+  it('23 many flows expiring at once are swept a bounded slice per batch, never all in one call', () => {
+    const r = new TestRouter({ maxFlows: 300_000, timeouts: { udp: 30 } });
+    const n = 250_000;
+    const batch: Uint8Array[] = [];
+    for (let i = 0; i < n; i++) {
+      // 1000 LAN sockets (bindings) × 250 servers: endpoint-independent mapping shares the ports
+      const k = Math.floor(i / 1000);
+      batch.push(udp(`192.168.1.${10 + (i % 100)}`, 2000 + (Math.floor(i / 100) % 10), `198.51.100.${1 + (k % 250)}`, 53));
+      if (batch.length === 256) { r.batch(batch, 0); batch.length = 0; }
+    }
+    if (batch.length) r.batch(batch, 0);
+    expect(r.engine.x.flowActive()).toBe(n);
+    r.now += 31_000; // every flow is now past its deadline; no tick yet
+    r.out(udp(H1, 1, S1, 53));
+    // one batch of one packet expired only its slice (count/2 + 8), not 250 000
+    expect(n + 1 - r.engine.x.flowActive()).toBeLessThanOrEqual(8);
+    // the idle tick sweeps its budget per call; repeated, it empties the table
+    let calls = 0;
+    while (r.engine.x.flowActive() > 1 && calls < 100) { r.engine.x.tick(r.now, 65536); calls++; }
+    expect(calls).toBeGreaterThanOrEqual(4);
+    expect(r.engine.x.flowActive()).toBeLessThanOrEqual(1);
+  });
 });
