@@ -127,6 +127,8 @@ config rule
     await new Promise((r) => setTimeout(r, 1200));
     const r = sh(lab.lan[0]!, `echo hi | socat -t2 - UDP:${WANHOST}:9999,sourceport=6001`);
     expect(r.stdout.trim()).toBe('203.0.113.5 port 6001');
+    // the hotplug script's call answers with the address in use
+    expect(vm.cli('wan-update').stdout).toContain('WAN address 203.0.113.5');
     const s = vm.status();
     expect(s.wanAddress).toBe('203.0.113.5');
     expect(s.counters.flowsFlushed).toBeGreaterThan(0);
