@@ -33,6 +33,7 @@ config vpnmasq 'main'
 	option parallel_sessions '0'
 	option esp_guess '0'
 	option control_socket '/var/run/vpnmasq.sock'	# Unix socket for control commands
+	option wan_interface 'wan'	# netifd interface of the WAN (hotplug and procd triggers)
 
 # Example port forward: tcp 8080 on the WAN address to 192.168.1.10:80.
 # Delete the 'enabled' line to use it.

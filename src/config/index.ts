@@ -170,6 +170,7 @@ export function formatConfig(cfg: Config): string {
   s += opt('parallel_sessions', m.parallelSessions);
   s += opt('esp_guess', m.espGuess);
   s += opt('control_socket', m.controlSocket);
+  s += opt('wan_interface', m.wanInterface);
   for (const r of cfg.redirects) s += redirectText(r);
   for (const r of cfg.rules) s += ruleText(r);
   return s;

@@ -119,6 +119,8 @@ export interface MainConfig {
   parallelSessions: boolean;
   espGuess: boolean;
   controlSocket: string;
+  /** OpenWrt logical interface of the WAN (netifd name), for the hotplug script and procd triggers; the daemon itself only uses wan_device. */
+  wanInterface: string;
 }
 
 /** The whole configuration. Deeply frozen. */
@@ -153,6 +155,7 @@ export const MAIN_DEFAULTS: Readonly<Omit<MainConfig, 'lanDevice' | 'wanDevice'>
   parallelSessions: false,
   espGuess: false,
   controlSocket: '/var/run/vpnmasq.sock',
+  wanInterface: 'wan',
 });
 
 // ---------------------------------------------------------------------------
@@ -163,7 +166,7 @@ export const MAIN_OPTIONS = [
   'lan_device', 'wan_device', 'tun_inside', 'tun_outside', 'lan_subnet', 'max_flows', 'log_level',
   'masq_ports', 'tcp_timeout', 'tcp_transitory_timeout', 'udp_timeout', 'icmp_timeout', 'frag_timeout',
   'esp_timeout', 'esp_init_timeout', 'esp_init_retries', 'ike_timeout', 'natt_timeout', 'gre_timeout',
-  'parallel_sessions', 'esp_guess', 'control_socket',
+  'parallel_sessions', 'esp_guess', 'control_socket', 'wan_interface',
 ] as const;
 
 export const REDIRECT_OPTIONS = [
@@ -602,6 +605,13 @@ function parseMain(sec: Sec): MainConfig {
     controlSocket = s;
   }
 
+  let wanInterface = D.wanInterface;
+  const wiV = sec.get('wan_interface');
+  if (wiV) {
+    if (!/^[A-Za-z0-9_]{1,15}$/.test(wiV.value)) bad(sec, wiV, 'is not a netifd interface name (letters, digits, _; at most 15)');
+    wanInterface = wiV.value;
+  }
+
   return {
     lanDevice,
     wanDevice,
@@ -625,6 +635,7 @@ function parseMain(sec: Sec): MainConfig {
     parallelSessions,
     espGuess,
     controlSocket,
+    wanInterface,
   };
 }
 

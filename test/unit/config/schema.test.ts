@@ -116,6 +116,7 @@ describe('config: the contract', () => {
         parallelSessions: false,
         espGuess: false,
         controlSocket: '/var/run/vpnmasq.sock',
+        wanInterface: 'wan',
       },
       redirects: [
         {
@@ -563,5 +564,14 @@ describe('config: rule', () => {
     ruleError("option dest_port '0'", 'is out of range');
     ruleError("option src_port '1234'", 'option src_port: this fw4 option is not supported by vpnmasq');
     ruleError("option srcip '1.2.3.4'", "did you mean 'src_ip'?");
+  });
+});
+
+describe('config: wan_interface', () => {
+  it('is read, and refused when it is not a netifd name', async () => {
+    const { parseConfig } = await import('../../../src/config/index.js');
+    const base = "config vpnmasq 'main'\n\toption lan_device 'br-lan'\n\toption wan_device 'wan'\n";
+    expect(parseConfig(base + "\toption wan_interface 'wan6x'\n", 'f').main.wanInterface).toBe('wan6x');
+    expect(() => parseConfig(base + "\toption wan_interface 'bad name'\n", 'f')).toThrow(/f:4: .*wan_interface.*netifd/);
   });
 });
