@@ -13,6 +13,7 @@ import { processBatch } from "./nat/core";
 import { ruleAdd, rulesClear } from "./nat/filter";
 import { protoForwardAdd, redirectAdd, redirectsClear } from "./nat/forward";
 import { espFlushAll, espHighWater, espInit, espSweep } from "./nat/esp";
+import { fragFlushAll, fragSweep } from "./nat/fragments";
 import { ikeFlushAll, ikeHighWater, ikeInit, ikeSweep } from "./nat/isakmp";
 import { callFlushAll, callHighWater, callSweep, pptpInit } from "./nat/pptp";
 import {
@@ -52,7 +53,7 @@ export function process(count: u32, nowMs: f64, side: u32): u32 {
 export function tick(nowMs: f64, budget: u32): u32 {
   if (!ready) return 0;
   setClock(nowMs);
-  espSweep(budget); ikeSweep(budget); callSweep(budget);
+  espSweep(budget); ikeSweep(budget); callSweep(budget); fragSweep(budget);
   return flowSweep(budget);
 }
 
@@ -69,7 +70,7 @@ export function setWanAddress(addr: u32, nowMs: f64): u32 {
 export function flushAll(): u32 {
   const n = flowFlushAll();
   bindResetDynamic();
-  espFlushAll(); ikeFlushAll(); callFlushAll();
+  espFlushAll(); ikeFlushAll(); callFlushAll(); fragFlushAll();
   countAdd(C_FLOWS_FLUSHED, n);
   eventPush(EV_FLUSH, 0, 0, 0, 0, 0, 0, 0, 0, n);
   return n;

@@ -8,7 +8,7 @@ import {
 } from "../wire/ipv4";
 import { l4Check } from "../wire/l4";
 import { DEST_LAN, TARGET_ACCEPT, TARGET_NONE, TARGET_REJECT, ZONE_WAN, ruleMatch } from "./filter";
-import { fragFollow, fragNoteFirst } from "./fragments";
+import { fragFollow, fragNoteFirst, fragSweep } from "./fragments";
 import { Drop } from "./reasons";
 import { dispatchIn, dispatchOut } from "./registry";
 import { ttlCompensate } from "./rewrite";
@@ -100,7 +100,7 @@ export function processBatch(n: u32, side: u32): u32 {
   }
   // Incremental expiry: a bounded slice of the table per batch.
   flowSweep((n >>> 1) + 8);
-  espSweep(8); ikeSweep(8); callSweep(8);
+  espSweep(8); ikeSweep(8); callSweep(8); fragSweep(8);
   countAdd(side == SIDE_INSIDE ? C_PASS_INSIDE : C_PASS_OUTSIDE, passed);
   return passed;
 }

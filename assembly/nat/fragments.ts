@@ -95,3 +95,20 @@ export function fragFollow(p: usize, side: u32, proto: u32, offset: u32, payload
   account(e, offset, payload, more);
   return Drop.NONE;
 }
+
+let sweepHand: u32 = 0;
+
+/** Frees up to `budget` entries past their timeout (datagrams whose fragments never all came). */
+export function fragSweep(budget: u32): void {
+  if (budget > FRAG_CAP) budget = FRAG_CAP;
+  for (let n: u32 = 0; n < budget; n++) {
+    if (sweepHand >= FRAG_CAP) sweepHand = 0;
+    const e = frags + <usize>(sweepHand++) * FRAG_SIZE;
+    if (load<u8>(e, 11) != 0 && !live(e)) free(e);
+  }
+}
+
+/** Drops every entry (a new WAN address). */
+export function fragFlushAll(): void {
+  for (let i: u32 = 0; i < FRAG_CAP; i++) free(frags + <usize>i * FRAG_SIZE);
+}
