@@ -9,7 +9,7 @@ import { IP_CSUM, IP_TTL, PROTO_ICMP, PROTO_UDP } from "../wire/ipv4";
 import { l4CsumOffset } from "../wire/l4";
 
 /** Replaces the address at `field` (IP_SRC / IP_DST) and a 16-bit port or identifier at l4 + portOff. */
-export function rewriteAddrPort(p: usize, field: u32, newAddr: u32, l4: usize, proto: u32,
+@inline export function rewriteAddrPort(p: usize, field: u32, newAddr: u32, l4: usize, proto: u32,
   portOff: u32, newPortHost: u32, l4HeaderPresent: bool): void {
   const oldAddr = load<u32>(p + field);
   store<u32>(p + field, newAddr);
@@ -38,7 +38,7 @@ export function rewriteAddr(p: usize, field: u32, newAddr: u32): void {
  * The kernel decrements TTL on both forwards around the TUN; adding one back
  * makes the router count as one hop. Never past 255.
  */
-export function ttlCompensate(p: usize): void {
+@inline export function ttlCompensate(p: usize): void {
   const oldWord = <u32>load<u16>(p, IP_TTL); // TTL and protocol, as stored
   const ttl = oldWord & 0xff;                 // first byte in memory = TTL
   if (ttl == 255) return;

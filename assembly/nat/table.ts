@@ -72,7 +72,7 @@ let sweepHand: u32 = 0;
 }
 
 /** Outbound lookup; returns flow + 1 or 0. */
-export function flowFindOut(proto: u32, lanA: u32, lanP: u32, remA: u32, remP: u32): u32 {
+@inline export function flowFindOut(proto: u32, lanA: u32, lanP: u32, remA: u32, remP: u32): u32 {
   let i = hashOut(proto, lanA, lanP, remA, remP) & hashMask;
   while (true) {
     const e = load<u32>(flowOutIndex + (<usize>i << 2));
@@ -87,7 +87,7 @@ export function flowFindOut(proto: u32, lanA: u32, lanP: u32, remA: u32, remP: u
 }
 
 /** Inbound lookup; returns flow + 1 or 0. */
-export function flowFindIn(proto: u32, aliasP: u32, remA: u32, remP: u32): u32 {
+@inline export function flowFindIn(proto: u32, aliasP: u32, remA: u32, remP: u32): u32 {
   let i = hashIn(proto, aliasP, remA, remP) & hashMask;
   while (true) {
     const e = load<u32>(flowInIndex + (<usize>i << 2));

@@ -60,7 +60,7 @@ export function l4MinHeader(proto: u32): u32 {
 }
 
 /** Checked constructor for a complete (unfragmented or first-fragment) L4 header. */
-export function l4Check(proto: u32, l4: usize, l4len: u32, firstFragment: bool): u32 {
+@inline export function l4Check(proto: u32, l4: usize, l4len: u32, firstFragment: bool): u32 {
   const need = l4MinHeader(proto);
   if (l4len < need) return firstFragment ? Drop.FRAG_TINY : Drop.TRUNCATED;
   if (proto == PROTO_TCP) {
