@@ -14,9 +14,9 @@
 // "handshake returned" in a host's output proves the answer reached the host
 // that asked. tcpdump on the WAN host shows what left the router.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { inCI, skipUnless } from '../helpers/prereq.js';
+import { skipUnless } from '../helpers/prereq.js';
 import type { Lab as LabT } from '../../src/lab/lab.js';
-import { startServer, strongSwanMissing } from './peers/strongswan.js';
+import { startServer, skipUnlessStrongSwan } from './peers/strongswan.js';
 import type { StrongSwanServer } from './peers/strongswan.js';
 import { ikeScan, randomCookie } from './peers/ikescan.js';
 import type { IkeScanResult } from './peers/ikescan.js';
@@ -27,17 +27,9 @@ import type { Nat } from './peers/nat.js';
 
 const KIND = natKindFromEnv();
 
-function charonMissing(): boolean {
-  const why = strongSwanMissing();
-  if (why === null) return false;
-  if (inCI) throw new Error(`prerequisite missing under CI: ${why}`);
-  console.warn(`skipping: ${why}`);
-  return true;
-}
-
 const skip =
   skipUnless({ root: true, tun: true, tools: ['ip', 'swanctl', 'ike-scan', 'tcpdump', 'nft', 'unshare'] }) ||
-  charonMissing();
+  skipUnlessStrongSwan();
 
 describe.skipIf(skip)(`IKEv1 main mode from port 500 with ike-scan (${KIND})`, () => {
   let lab: LabT;

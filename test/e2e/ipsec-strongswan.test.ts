@@ -12,9 +12,9 @@
 // 500, vpnmasq keeps source port 500 for all of them and routes inbound IKE
 // by cookie (the kernel moves the second host to another port).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { inCI, skipUnless } from '../helpers/prereq.js';
+import { skipUnless } from '../helpers/prereq.js';
 import type { Lab as LabT } from '../../src/lab/lab.js';
-import { startClient, startServer, strongSwanMissing } from './peers/strongswan.js';
+import { startClient, startServer, skipUnlessStrongSwan } from './peers/strongswan.js';
 import type { IkeSa, StrongSwanClient, StrongSwanServer } from './peers/strongswan.js';
 import { Capture } from './peers/ike-capture.js';
 import { natKindFromEnv, startNat } from './peers/nat.js';
@@ -22,17 +22,9 @@ import type { Nat } from './peers/nat.js';
 
 const KIND = natKindFromEnv();
 
-function charonMissing(): boolean {
-  const why = strongSwanMissing();
-  if (why === null) return false;
-  if (inCI) throw new Error(`prerequisite missing under CI: ${why}`);
-  console.warn(`skipping: ${why}`);
-  return true;
-}
-
 const skip =
   skipUnless({ root: true, tun: true, tools: ['ip', 'swanctl', 'ike-scan', 'tcpdump', 'nft', 'unshare', 'ping'] }) ||
-  charonMissing();
+  skipUnlessStrongSwan();
 
 describe.skipIf(skip)(`IPsec passthrough: two strongSwan clients, one server (${KIND})`, () => {
   let lab: LabT;
