@@ -398,6 +398,24 @@ describe('servers behind the router, the router as endpoint', () => {
     for (const f of r.batch(back, 1)) expect(parse(f!).dst).toBe(A);
   });
 
+  it('V23b fragmented ESP passes both ways once the association is known', () => {
+    const r = router();
+    ok(r.out(esp(A, SRV, 0x1111)));
+    ok(r.in(esp(SRV, WAN, 0xaaaa)));
+    const big = (src: string, dst: string, spi: number, id: number) => {
+      const p = esp(src, dst, spi, 9, 3000);
+      p[4] = id >> 8; p[5] = id & 0xff; // a distinct IP ID (the header checksum is rebuilt by fragment())
+      return fragment(p, 1480);
+    };
+    const outs = r.batch(big(A, SRV, 0x1111, 0x3003), 0);
+    expect(outs.every((f) => f !== null && parse(f).src === WAN)).toBe(true);
+    const ins = r.batch(big(SRV, WAN, 0xaaaa, 0x4004), 1);
+    expect(ins.every((f) => f !== null && parse(f).dst === A && ipCsumOk(f))).toBe(true);
+    // a later fragment of an unknown datagram does not get in
+    expect(r.in(big(SRV, WAN, 0xaaaa, 0x5005)[1]!)).toBeNull();
+    expect(r.drop('frag_no_head')).toBe(1);
+  });
+
   it('V24 a new WAN address flushes ESP, IKE and PPTP state too', () => {
     const r = router();
     ok(r.out(isakmp(A, 500, SRV, 500, CK_A)));
