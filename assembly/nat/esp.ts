@@ -290,6 +290,14 @@ export function espIn(p: usize, l4: usize, l4len: u32): u32 {
 
 import { ikeRecentHost } from "./isakmp";
 
+/** The LAN host whose outbound SPI toward `remA` this is (0 if none): for ICMP errors quoting ESP. */
+export function espLanOut(remA: u32, spi: u32): u32 {
+  const v = kmFind(espMap, MAP_MASK, remA, spi);
+  if (v == 0 || (v & OUT_BIT) == 0) return 0;
+  const r = (v & ~OUT_BIT) - 1;
+  return espAge(r) ? load<u32>(rec(r)) : 0;
+}
+
 /** True when a bound association between the two hosts is alive. */
 export function espActiveBetween(lanA: u32, remA: u32): bool {
   const hw = slabHighWater(slab);

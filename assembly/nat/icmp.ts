@@ -8,11 +8,14 @@
 //   icmp + 8  original IP header (ihl bytes), then its first L4 bytes
 
 import { adjust16, adjust32 } from "../wire/checksum";
-import { IP_CSUM, IP_DST, IP_MIN_HEADER, IP_PROTO, IP_SRC, PROTO_ICMP, PROTO_TCP, PROTO_UDP, ipDst, ipSrc } from "../wire/ipv4";
+import { IP_CSUM, IP_DST, IP_MIN_HEADER, IP_PROTO, IP_SRC, PROTO_ESP, PROTO_GRE, PROTO_ICMP, PROTO_TCP, PROTO_UDP, ipDst, ipSrc } from "../wire/ipv4";
+import { espLanOut } from "./esp";
+import { IKE_PORT, ikeLanFor } from "./isakmp";
+import { callFindOut, callLanAddr } from "./pptp";
 import { DEST_ROUTER, TARGET_ACCEPT, TARGET_NONE, TARGET_REJECT, ZONE_WAN, ruleMatch } from "./filter";
 import {
   ICMP_CSUM, ICMP_DEST_UNREACH, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_HEADER, ICMP_ID, ICMP_PARAM_PROBLEM,
-  ICMP_SOURCE_QUENCH, ICMP_TIME_EXCEEDED, L4_DST_PORT, L4_SRC_PORT, TCP_CSUM, UDP_CSUM, port,
+  ICMP_SOURCE_QUENCH, ICMP_TIME_EXCEEDED, L4_DST_PORT, L4_SRC_PORT, TCP_CSUM, UDP_CSUM, UDP_HEADER, port,
 } from "../wire/l4";
 import { natIn, natOut } from "./masq";
 import { Drop } from "./reasons";
@@ -43,7 +46,8 @@ function embeddedCheck(icmp: usize, icmpLen: u32): u32 {
   if (embProto == PROTO_ICMP && <u32>load<u8>(embL4) != ICMP_ECHO_REQUEST && <u32>load<u8>(embL4) != ICMP_ECHO_REPLY) {
     return Drop.ICMP_BAD_EMBEDDED; // errors about errors are never sent (RFC 1122 3.2.2)
   }
-  if (embProto != PROTO_ICMP && embProto != PROTO_TCP && embProto != PROTO_UDP) return Drop.ICMP_UNSUPPORTED;
+  if (embProto != PROTO_ICMP && embProto != PROTO_TCP && embProto != PROTO_UDP &&
+      embProto != PROTO_ESP && embProto != PROTO_GRE) return Drop.ICMP_UNSUPPORTED;
   return Drop.NONE;
 }
 
@@ -52,6 +56,8 @@ function embeddedCheck(icmp: usize, icmpLen: u32): u32 {
  * `portOff` (or the echo identifier), keeping the embedded IP checksum, the
  * embedded L4 checksum (when quoted) and the outer ICMP checksum right.
  */
+const NO_PORT_FIELD: u32 = 0xffffffff; // ESP, GRE: no port, no quoted checksum to keep
+
 function rewriteEmbedded(icmp: usize, field: u32, newAddr: u32, portOff: u32, newPortHost: u32): void {
   let icmpSum = <u32>load<u16>(icmp, ICMP_CSUM);
   const oldAddr = load<u32>(embIp + field);
@@ -61,6 +67,7 @@ function rewriteEmbedded(icmp: usize, field: u32, newAddr: u32, portOff: u32, ne
   const newIpSum = adjust32(oldIpSum, oldAddr, newAddr);
   store<u16>(embIp, <u16>newIpSum, IP_CSUM);
   icmpSum = adjust16(icmpSum, oldIpSum, newIpSum);
+  if (portOff == NO_PORT_FIELD) { store<u16>(icmp, <u16>icmpSum, ICMP_CSUM); return; }
 
   const oldPort = <u32>load<u16>(embL4 + portOff);
   const newPort = <u32>bswap<u16>(<u16>newPortHost);
@@ -90,6 +97,7 @@ export function icmpOut(p: usize, icmp: usize, icmpLen: u32): u32 {
   if (!isError(type)) return Drop.ICMP_UNSUPPORTED;
   const r0 = embeddedCheck(icmp, icmpLen);
   if (r0 != Drop.NONE) return r0;
+  if (embProto == PROTO_ESP || embProto == PROTO_GRE) return Drop.ICMP_UNSUPPORTED;
   // The quoted packet went WAN → LAN: its destination is the LAN endpoint.
   const remA = load<u32>(embIp, IP_SRC);
   const lanA = load<u32>(embIp, IP_DST);
@@ -120,6 +128,27 @@ export function icmpIn(p: usize, icmp: usize, icmpLen: u32): u32 {
   // The quoted packet is one we sent: its source is the WAN address.
   if (load<u32>(embIp, IP_SRC) != wanAddr) return Drop.ICMP_NO_FLOW;
   const remA = load<u32>(embIp, IP_DST);
+  // Errors about VPN traffic (fragmentation needed for ESP above all: path
+  // MTU discovery) go to the host whose SA, call or IKE exchange it quotes.
+  let vpnHost: u32 = 0;
+  let vpnPortOff = NO_PORT_FIELD;
+  if (embProto == PROTO_ESP) {
+    vpnHost = espLanOut(remA, load<u32>(embL4));
+  } else if (embProto == PROTO_GRE) {
+    const v = callFindOut(remA, <u32>bswap<u16>(load<u16>(embL4, 6)));
+    vpnHost = v != 0 ? callLanAddr(v) : 0;
+  } else if (embProto == PROTO_UDP && port(embL4, L4_SRC_PORT) == IKE_PORT) {
+    if (embL4Avail < UDP_HEADER + 8) return Drop.ICMP_NO_FLOW; // the cookie was not quoted
+    vpnHost = ikeLanFor(remA, load<u64>(embL4 + UDP_HEADER));
+    vpnPortOff = L4_SRC_PORT;
+  }
+  if (embProto == PROTO_ESP || embProto == PROTO_GRE || vpnPortOff != NO_PORT_FIELD) {
+    if (vpnHost == 0) return Drop.ICMP_NO_FLOW;
+    if (vpnHost == wanAddr) return Drop.NONE; // about the router's own IPsec/PPTP
+    rewriteEmbedded(icmp, IP_SRC, vpnHost, vpnPortOff, IKE_PORT);
+    rewriteAddr(p, IP_DST, vpnHost);
+    return Drop.NONE;
+  }
   const isEcho = embProto == PROTO_ICMP;
   const aliasP = isEcho ? port(embL4, ICMP_ID) : port(embL4, L4_SRC_PORT);
   const remP = isEcho ? 0 : port(embL4, L4_DST_PORT);

@@ -166,6 +166,12 @@ export function ikeIn(p: usize, l4: usize, l4len: u32): u32 {
   return Drop.NONE;
 }
 
+/** The LAN host of the exchange with initiator cookie `ic` toward `remA` (0 if none). */
+export function ikeLanFor(remA: u32, ic: u64): u32 {
+  const v = find(remA, ic);
+  return v != 0 ? load<u32>(rec(v - 1)) : 0;
+}
+
 /** When `lanA` last exchanged IKE with `remA` (deciseconds; 0 = never): ESP binding prefers the latest. */
 export function ikeLastSeen(lanA: u32, remA: u32): u32 {
   const hw = slabHighWater(slab);

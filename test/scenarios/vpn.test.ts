@@ -4,7 +4,8 @@
 import { describe, expect, it } from 'vitest';
 import { TestRouter, WAN } from '../helpers/harness.js';
 import {
-  ACK, PSH, SYN, ah, esp, fragment, gre, greCallId, ipCsumOk, isakmp, l4CsumOk, parse, pptpField, pptpMsg, spiOf, tcp, udp,
+  ACK, PSH, SYN, ah, esp, fragment, gre, greCallId, icmpError, ipCsumOk, isakmp, l4CsumOk, parse, pptpField, pptpMsg,
+  quotedIpCsumOk, spiOf, tcp, udp,
 } from '../helpers/packet.js';
 
 const A = '192.168.1.10';
@@ -414,6 +415,35 @@ describe('servers behind the router, the router as endpoint', () => {
     // a later fragment of an unknown datagram does not get in
     expect(r.in(big(SRV, WAN, 0xaaaa, 0x5005)[1]!)).toBeNull();
     expect(r.drop('frag_no_head')).toBe(1);
+  });
+
+  it('V25 ICMP errors about VPN traffic (path MTU for ESP, GRE, IKE) reach the host whose SA, call or exchange they quote', () => {
+    const r = router();
+    ok(r.out(esp(A, SRV, 0x1111)));
+    ok(r.in(esp(SRV, WAN, 0xaaaa)));
+    ok(r.out(esp(B, SRV, 0x2222)));
+    ok(r.in(esp(SRV, WAN, 0xbbbb)));
+    const sentB = ok(r.out(esp(B, SRV, 0x2222, 2, 1400)));
+    const fragNeeded = (quoted: Uint8Array, quote = 8) => icmpError('198.51.100.1', WAN, 3, 4, quoted, quote);
+    const e1 = ok(r.in(fragNeeded(sentB)));
+    expect(parse(e1).dst).toBe(B);
+    expect(quotedIpCsumOk(e1)).toBe(true);
+    expect(parse(parse(e1).l4.subarray(8)).src).toBe(B);
+    // GRE of a PPTP call
+    const syn = parse(ok(r.out(tcp(C, 40000, SRV, 1723, SYN))));
+    ok(r.in(tcp(SRV, 1723, WAN, syn.sport, SYN | ACK)));
+    const alias = pptpField(ok(r.out(tcp(C, 40000, SRV, 1723, PSH | ACK, pptpMsg(7, 3)))), 12);
+    ok(r.in(tcp(SRV, 1723, WAN, syn.sport, PSH | ACK, pptpMsg(8, 900, alias))));
+    const g = ok(r.in(fragNeeded(ok(r.out(gre(C, SRV, 900, 1400))))));
+    expect(parse(g).dst).toBe(C);
+    // IKE from port 500: routed by the quoted cookie, or dropped when the quote ends before it
+    ok(r.out(isakmp(A, 500, SRV, 500, CK_A)));
+    const ikeB = ok(r.out(isakmp(B, 500, SRV, 500, CK_B)));
+    const i1 = ok(r.in(fragNeeded(ikeB, 68))); // the whole datagram quoted: its UDP checksum can be checked
+    expect([parse(i1).dst, parse(parse(i1).l4.subarray(8)).src]).toEqual([B, B]);
+    expect(l4CsumOk(parse(i1).l4.subarray(8))).toBe(true);
+    expect(r.in(fragNeeded(ikeB, 8))).toBeNull();
+    expect(r.drop('icmp_no_flow')).toBe(1);
   });
 
   it('V24 a new WAN address flushes ESP, IKE and PPTP state too', () => {
