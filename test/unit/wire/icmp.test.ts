@@ -5,6 +5,7 @@
 // an independent implementation, not by test/helpers/packet.ts.
 import { describe, expect, it } from 'vitest';
 import { TestRouter, WAN } from '../../helpers/harness.js';
+import { fixIp, cut, send, expectDrop } from './kit.js';
 import { csum, icmpEcho, icmpError, ipCsumOk, ipv4, l4CsumOk, parse, quotedIpCsumOk, udp } from '../../helpers/packet.js';
 
 const bytes = (...b: number[]) => Uint8Array.from(b);
@@ -115,34 +116,6 @@ const PORT_UNREACH_NAT = bytes(
   0x00, 0x28, 0xfb, 0x8d, // the probe's own UDP checksum again
 );
 
-function fixIp(p: Uint8Array): Uint8Array {
-  const hl = Math.min((p[0] & 0xf) * 4, p.length);
-  p[10] = 0; p[11] = 0;
-  const c = ~csum(p.subarray(0, hl)) & 0xffff;
-  p[10] = c >> 8; p[11] = c & 0xff;
-  return p;
-}
-function cut(p: Uint8Array, n: number): Uint8Array {
-  const q = p.slice(0, n);
-  q[2] = n >> 8; q[3] = n & 0xff;
-  return fixIp(q);
-}
-function send(r: TestRouter, side: 'out' | 'in', p: Uint8Array): { res: Uint8Array | null; delta: Record<string, number> } {
-  const before = r.engine.drops();
-  const res = side === 'out' ? r.out(p) : r.in(p);
-  const after = r.engine.drops();
-  const delta: Record<string, number> = {};
-  for (const k of new Set([...Object.keys(before), ...Object.keys(after)])) {
-    const d = (after[k] ?? 0) - (before[k] ?? 0);
-    if (d) delta[k] = d;
-  }
-  return { res, delta };
-}
-function expectDrop(r: TestRouter, side: 'out' | 'in', p: Uint8Array, reason: string, what = ''): void {
-  const { res, delta } = send(r, side, p);
-  expect(res, `${what} ${reason}`).toBeNull();
-  expect(delta, what).toEqual({ [reason]: 1 });
-}
 
 describe.each([['release', false], ['debug', true]] as const)('wire/icmp (%s build)', (_name, debug) => {
   const router = () => new TestRouter({ debug });
@@ -262,7 +235,8 @@ describe.each([['release', false], ['debug', true]] as const)('wire/icmp (%s bui
       expectDrop(r, 'in', mut((p) => { p[28] = 0x65; }), 'icmp_bad_embedded', 'version 6');
       expectDrop(r, 'in', mut((p) => { p[28] = 0x44; }), 'icmp_bad_embedded', 'IHL 4');
       expectDrop(r, 'in', mut((p) => { p[28] = 0x46; }), 'icmp_bad_embedded', 'IHL 6 without the bytes');
-      expectDrop(r, 'in', mut((p) => { p[37] = 47; }), 'icmp_unsupported', 'GRE quoted');
+      expectDrop(r, 'in', mut((p) => { p[37] = 47; }), 'icmp_no_flow', 'GRE quoted, no PPTP call has that Call ID');
+      expectDrop(r, 'in', mut((p) => { p[37] = 41; }), 'icmp_unsupported', '6in4 quoted');
       expectDrop(r, 'in', mut((p) => { p[37] = 1; p[48] = 3; }), 'icmp_bad_embedded', 'error about an error');
       expectDrop(r, 'in', mut((p) => { p[37] = 1; p[48] = 8; }), 'icmp_no_flow', 'echo nobody sent');
       expectDrop(r, 'in', mut((p) => { p[40] = 10; }), 'icmp_no_flow', 'quoted source not ours');

@@ -7,6 +7,7 @@
 // (bytes after the total length are tolerated and left untouched).
 import { describe, expect, it } from 'vitest';
 import { TestRouter, WAN } from '../../helpers/harness.js';
+import { fixIp, send } from './kit.js';
 import { DNS_QUERY, DNS_QUERY_NAT, DNS_REPLY, DNS_REPLY_NAT } from './vectors.js';
 import { csum, ipCsumOk, l4CsumOk, parse, udp } from '../../helpers/packet.js';
 
@@ -38,31 +39,7 @@ const UDP_RA_NAT = bytes(
 );
 const DNS = DNS_QUERY.subarray(28);
 
-/** The IPv4 header checksum recomputed in place (header length clamped to the buffer). */
-function fixIp(p: Uint8Array): Uint8Array {
-  const hl = Math.min((p[0] & 0xf) * 4, p.length);
-  p[10] = 0; p[11] = 0;
-  const c = ~csum(p.subarray(0, hl)) & 0xffff;
-  p[10] = c >> 8; p[11] = c & 0xff;
-  return p;
-}
 
-/** Sends one packet and returns what came out and which drop counters moved. */
-function send(r: TestRouter, side: 'out' | 'in', p: Uint8Array): { res: Uint8Array | null; delta: Record<string, number> } {
-  const before = r.engine.drops();
-  const rx0 = r.engine.counters();
-  const res = side === 'out' ? r.out(p) : r.in(p);
-  const after = r.engine.drops();
-  const delta: Record<string, number> = {};
-  for (const k of new Set([...Object.keys(before), ...Object.keys(after)])) {
-    const d = (after[k] ?? 0) - (before[k] ?? 0);
-    if (d) delta[k] = d;
-  }
-  const c = r.engine.counters();
-  const rxKey = side === 'out' ? 'rxInside' : 'rxOutside';
-  expect(c[rxKey] - rx0[rxKey]).toBe(1);
-  return { res, delta };
-}
 
 function expectDrop(r: TestRouter, side: 'out' | 'in', p: Uint8Array, reason: string): void {
   const { res, delta } = send(r, side, p);

@@ -3,6 +3,7 @@
 // implementation, not by test/helpers/packet.ts.
 import { describe, expect, it } from 'vitest';
 import { TestRouter, WAN } from '../../helpers/harness.js';
+import { fixIp, cut, send, expectDrop } from './kit.js';
 import { ACK, PSH, RST, SYN, csum, ip, ipv4, l4CsumOk, parse, tcp } from '../../helpers/packet.js';
 
 const bytes = (...b: number[]) => Uint8Array.from(b);
@@ -109,18 +110,6 @@ const TCP_GET_NAT = bytes(
   0x0d, 0x0a,
 );
 
-function fixIp(p: Uint8Array): Uint8Array {
-  const hl = Math.min((p[0] & 0xf) * 4, p.length);
-  p[10] = 0; p[11] = 0;
-  const c = ~csum(p.subarray(0, hl)) & 0xffff;
-  p[10] = c >> 8; p[11] = c & 0xff;
-  return p;
-}
-function cut(p: Uint8Array, n: number): Uint8Array {
-  const q = p.slice(0, n);
-  q[2] = n >> 8; q[3] = n & 0xff;
-  return fixIp(q);
-}
 /** The TCP checksum of a segment, computed from scratch (RFC 9293 §3.1 pseudo header). */
 function tcpChecksum(src: string, dst: string, seg: Uint8Array): number {
   const s = seg.slice();
@@ -129,22 +118,6 @@ function tcpChecksum(src: string, dst: string, seg: Uint8Array): number {
   return ~csum(s, csum(ph)) & 0xffff;
 }
 
-function send(r: TestRouter, side: 'out' | 'in', p: Uint8Array): { res: Uint8Array | null; delta: Record<string, number> } {
-  const before = r.engine.drops();
-  const res = side === 'out' ? r.out(p) : r.in(p);
-  const after = r.engine.drops();
-  const delta: Record<string, number> = {};
-  for (const k of new Set([...Object.keys(before), ...Object.keys(after)])) {
-    const d = (after[k] ?? 0) - (before[k] ?? 0);
-    if (d) delta[k] = d;
-  }
-  return { res, delta };
-}
-function expectDrop(r: TestRouter, side: 'out' | 'in', p: Uint8Array, reason: string, what = ''): void {
-  const { res, delta } = send(r, side, p);
-  expect(res, `${what} ${reason}`).toBeNull();
-  expect(delta, what).toEqual({ [reason]: 1 });
-}
 
 describe.each([['release', false], ['debug', true]] as const)('wire/tcp (%s build)', (_name, debug) => {
   const router = () => new TestRouter({ debug });

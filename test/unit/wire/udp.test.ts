@@ -3,6 +3,7 @@
 // implementation, not by test/helpers/packet.ts.
 import { describe, expect, it } from 'vitest';
 import { TestRouter, WAN } from '../../helpers/harness.js';
+import { fixIp, cut, send, expectDrop } from './kit.js';
 import { DNS_QUERY, DNS_QUERY_NAT, DNS_REPLY, DNS_REPLY_NAT } from './vectors.js';
 import { csum, ipv4, l4CsumOk, parse, udp } from '../../helpers/packet.js';
 
@@ -33,38 +34,9 @@ const SYSLOG_NAT = bytes(
   ...Array.from(SYSLOG_TEXT, (c) => c.charCodeAt(0)),
 );
 
-function fixIp(p: Uint8Array): Uint8Array {
-  const hl = Math.min((p[0] & 0xf) * 4, p.length);
-  p[10] = 0; p[11] = 0;
-  const c = ~csum(p.subarray(0, hl)) & 0xffff;
-  p[10] = c >> 8; p[11] = c & 0xff;
-  return p;
-}
 
-/** The first `n` bytes of `p` as a consistent IPv4 packet: total length `n`, header checksum fixed. */
-function cut(p: Uint8Array, n: number): Uint8Array {
-  const q = p.slice(0, n);
-  q[2] = n >> 8; q[3] = n & 0xff;
-  return fixIp(q);
-}
 
-function send(r: TestRouter, side: 'out' | 'in', p: Uint8Array): { res: Uint8Array | null; delta: Record<string, number> } {
-  const before = r.engine.drops();
-  const res = side === 'out' ? r.out(p) : r.in(p);
-  const after = r.engine.drops();
-  const delta: Record<string, number> = {};
-  for (const k of new Set([...Object.keys(before), ...Object.keys(after)])) {
-    const d = (after[k] ?? 0) - (before[k] ?? 0);
-    if (d) delta[k] = d;
-  }
-  return { res, delta };
-}
 
-function expectDrop(r: TestRouter, side: 'out' | 'in', p: Uint8Array, reason: string, what = ''): void {
-  const { res, delta } = send(r, side, p);
-  expect(res, `${what} ${reason}`).toBeNull();
-  expect(delta, what).toEqual({ [reason]: 1 });
-}
 
 describe.each([['release', false], ['debug', true]] as const)('wire/udp (%s build)', (_name, debug) => {
   const router = () => new TestRouter({ debug });
