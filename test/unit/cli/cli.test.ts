@@ -226,4 +226,43 @@ describe.skipIf(skipUnless({ root: true, tun: true, tools: ['ip', 'setpriv'] }))
     expect(inNs('ip', '-4', 'rule', 'show')).toBe(before.rules);
     expect(inNs('ip', '-4', 'rule', 'show')).toBe('0:\tfrom all lookup local\n32766:\tfrom all lookup main\n32767:\tfrom all lookup default\n');
   });
+
+  describe('with devices present', () => {
+    beforeAll(() => {
+      // (no dummy module on every kernel here: a veth pair gives two devices)
+      execFileSync('ip', ['-n', ns, 'link', 'add', 'vmd-lan', 'type', 'veth', 'peer', 'name', 'vmd-wan']);
+    });
+    const conf = (name: string, tunIn: string) => write(name, `config vpnmasq 'main'
+	option lan_device 'vmd-lan'
+	option wan_device 'vmd-wan'
+	option tun_inside '${tunIn}'
+	option tun_outside 'vmt-out'
+	option lan_subnet '192.168.77.0/24'
+	option control_socket '${at(`${name}.sock`)}'
+`);
+
+    it('no /dev/net/tun: one line naming it, exit non-zero, nothing left behind', () => {
+      const before = inNs('ip', '-4', 'rule', 'show');
+      const f = conf('notun', 'vmt-in');
+      // a private mount namespace where /dev/net is empty
+      const r = spawnSync('ip', ['netns', 'exec', ns, 'unshare', '-m', 'sh', '-c',
+        `mount -t tmpfs tmpfs /dev/net && exec "${process.execPath}" "${CLI}" run -c "${f}"`], { encoding: 'utf8', timeout: 30_000 });
+      expect(r.status).not.toBe(0);
+      expect(r.stderr).toBe('vpnmasq: /dev/net/tun is missing (load the tun module: modprobe tun)\n');
+      expect(inNs('ip', '-o', 'link', 'show', 'type', 'tun')).toBe('');
+      expect(inNs('ip', '-4', 'rule', 'show')).toBe(before);
+    });
+
+    it('a TUN that cannot be created (the name is taken by another device): one line, exit non-zero, nothing left behind', () => {
+      execFileSync('ip', ['-n', ns, 'link', 'add', 'vmt-taken', 'type', 'veth', 'peer', 'name', 'vmt-taken2']);
+      const before = inNs('ip', '-4', 'rule', 'show');
+      const f = conf('taken', 'vmt-taken');
+      const r = cli(['run', '-c', f], ['ip', 'netns', 'exec', ns]);
+      expect(r.status).not.toBe(0);
+      expect(r.stderr.split('\n').filter(Boolean)).toHaveLength(1);
+      expect(r.stderr).toMatch(/^vpnmasq: cannot create TUN device "vmt-taken": .*\(E[A-Z]+\)/);
+      expect(inNs('ip', '-o', 'link', 'show', 'type', 'tun')).toBe('');
+      expect(inNs('ip', '-4', 'rule', 'show')).toBe(before);
+    });
+  });
 });
