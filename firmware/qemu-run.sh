@@ -234,37 +234,8 @@ say "$(grep -m1 '^rcS: done' "$LOG" | tr -d '\r')"
 # --- checks ---------------------------------------------------------------------------
 FAILED=0
 if [ "$CHECKS" = 1 ]; then
-  cat > "$RUN/peer.mjs" <<'EOF'
-// udp-serve|tcp-serve PORT: answer each datagram / connection with "peer ADDR:PORT".
-// udp-ask|tcp-ask HOST PORT: send, print the answer, exit 0; exit 1 after 5 s.
-import dgram from 'node:dgram';
-import net from 'node:net';
-const [mode, a, b] = process.argv.slice(2);
-const fail = (m) => { console.error(m); process.exit(1); };
-if (mode === 'udp-serve') {
-  const s = dgram.createSocket('udp4');
-  s.on('message', (m, r) => s.send(`peer ${r.address}:${r.port}`, r.port, r.address));
-  s.bind(Number(a), () => console.log('listening'));
-} else if (mode === 'tcp-serve') {
-  net.createServer((c) => { c.end(`peer ${c.remoteAddress}:${c.remotePort}`); c.on('error', () => {}); })
-    .listen(Number(a), '0.0.0.0', () => console.log('listening'));
-} else if (mode === 'udp-ask') {
-  const s = dgram.createSocket('udp4');
-  const t = setInterval(() => s.send('hello', Number(b), a), 1000);
-  s.on('message', (m) => { console.log(String(m)); clearInterval(t); s.close(); });
-  s.send('hello', Number(b), a);
-  setTimeout(() => fail('no answer'), 5000).unref();
-} else if (mode === 'tcp-ask') {
-  let out = '';
-  const c = net.connect(Number(b), a);
-  c.on('data', (d) => { out += d; });
-  c.on('end', () => { console.log(out); process.exit(0); });
-  c.on('error', (e) => fail(e.message));
-  setTimeout(() => fail('no answer'), 5000).unref();
-}
-EOF
   serve() { # ns mode port
-    ip netns exec "$1" node "$RUN/peer.mjs" "$2" "$3" > "$RUN/serve-$1-$2.out" 2>&1 &
+    ip netns exec "$1" node "$ROOT/firmware/peer.mjs" "$2" "$3" > "$RUN/serve-$1-$2.out" 2>&1 &
     PEERS+=($!)
     for _ in $(seq 50); do grep -qs listening "$RUN/serve-$1-$2.out" && return 0; sleep 0.1; done
     return 1
@@ -286,11 +257,11 @@ EOF
   else
     say "check ping: skipped (no ping here: apt-get install iputils-ping)"
   fi
-  check "udp lan1 -> wan1:5000, masqueraded" "peer 203.0.113.1:" ip netns exec "$NSL1" node "$RUN/peer.mjs" udp-ask 203.0.113.2 5000
-  check "tcp lan1 -> wan1:5001, masqueraded" "peer 203.0.113.1:" ip netns exec "$NSL1" node "$RUN/peer.mjs" tcp-ask 203.0.113.2 5001
-  check "udp lan2 -> wan1:5000, masqueraded" "peer 203.0.113.1:" ip netns exec "$NSL2" node "$RUN/peer.mjs" udp-ask 203.0.113.2 5000
+  check "udp lan1 -> wan1:5000, masqueraded" "peer 203.0.113.1:" ip netns exec "$NSL1" node "$ROOT/firmware/peer.mjs" udp-ask 203.0.113.2 5000
+  check "tcp lan1 -> wan1:5001, masqueraded" "peer 203.0.113.1:" ip netns exec "$NSL1" node "$ROOT/firmware/peer.mjs" tcp-ask 203.0.113.2 5001
+  check "udp lan2 -> wan1:5000, masqueraded" "peer 203.0.113.1:" ip netns exec "$NSL2" node "$ROOT/firmware/peer.mjs" udp-ask 203.0.113.2 5000
   if [ "$CONFIG" = default ]; then
-    check "port forward wan1 -> 203.0.113.1:8080 -> lan1:80" "peer 203.0.113.2:" ip netns exec "$NSW" node "$RUN/peer.mjs" tcp-ask 203.0.113.1 8080
+    check "port forward wan1 -> 203.0.113.1:8080 -> lan1:80" "peer 203.0.113.2:" ip netns exec "$NSW" node "$ROOT/firmware/peer.mjs" tcp-ask 203.0.113.1 8080
   fi
   for p in "${PEERS[@]}"; do kill "$p" 2>/dev/null; done
   PEERS=()

@@ -17,7 +17,6 @@ import { TunDevice, writeDrops } from './tun/tun.js';
 import { BatchLoop } from './tun/loop.js';
 import { ControlServer } from './control/server.js';
 import type { Request, Response } from './control/protocol.js';
-import { formatConntrack } from './cli/conntrack.js';
 
 /** An error whose message is the one line to print before exiting non-zero. */
 export class FatalError extends Error {
@@ -247,7 +246,6 @@ export class Supervisor {
   }
 }
 
-export { formatConntrack };
 
 /** Runs until SIGTERM/SIGINT; resolves with the exit code. */
 export async function run(opts: RunOptions): Promise<number> {

@@ -5,10 +5,10 @@
 // (core.ts handles the latter before any handler runs).
 
 import { ipDst, ipSrc } from "../wire/ipv4";
-import { DEST_ROUTER, TARGET_ACCEPT, ZONE_WAN, ruleMatch } from "./filter";
+import { routerVerdict } from "./filter";
 import { protoForwardMatch } from "./forward";
 import { Drop } from "./reasons";
-import { count, eventPush, wanAddr, C_LOCAL_ACCEPT, EV_AH_REFUSED } from "./state";
+import { eventPush, wanAddr, EV_AH_REFUSED } from "./state";
 
 const SEEN_SLOTS: u32 = 256;
 const seen: usize = memory.data(SEEN_SLOTS * 8);
@@ -31,7 +31,7 @@ export function ahOut(p: usize): u32 {
 
 export function ahIn(p: usize): u32 {
   // To the router itself (its own IPsec), untranslated: rules decide.
-  if (ruleMatch(ZONE_WAN, DEST_ROUTER, 51, ipSrc(p), ipDst(p), 0) == TARGET_ACCEPT) { count(C_LOCAL_ACCEPT); return Drop.NONE; }
+  if (routerVerdict(51, ipSrc(p), ipDst(p), 0) == Drop.NONE) return Drop.NONE;
   // A protocol forward of AH would still need the destination rewritten.
   logOnce(protoForwardMatch(51) ? 1 : 0, ipSrc(p), 1);
   return Drop.AH_TRANSLATED;

@@ -4,16 +4,16 @@
 
 import { lens, slots, verdicts, SLOT_SIZE } from "../layout";
 import {
-  IP_DST, IP_SRC, ipDst, ipFragOffset, ipHeaderLen, ipId, ipMoreFragments, ipProto, ipSrc, ipTotalLen, ipv4Check,
+  ipDst, ipFragOffset, ipHeaderLen, ipId, ipMoreFragments, ipProto, ipSrc, ipTotalLen, ipv4Check,
 } from "../wire/ipv4";
 import { l4Check } from "../wire/l4";
-import { DEST_LAN, TARGET_ACCEPT, TARGET_NONE, TARGET_REJECT, ZONE_WAN, ruleMatch } from "./filter";
+import { DEST_FORWARD, DEST_ROUTER, TARGET_ACCEPT, TARGET_NONE, TARGET_REJECT, ZONE_WAN, ruleMatch } from "./filter";
 import { fragFollow, fragNoteFirst, fragSweep } from "./fragments";
 import { Drop } from "./reasons";
 import { dispatchIn, dispatchOut } from "./registry";
 import { ttlCompensate } from "./rewrite";
 import {
-  count, countAdd, dropped, isLanAddr, isMartian, wanAddr, C_PASS_INSIDE, C_PASS_OUTSIDE, C_RX_INSIDE, C_RX_OUTSIDE,
+  countAdd, dropped, isLanAddr, isMartian, wanAddr, C_PASS_INSIDE, C_PASS_OUTSIDE, C_RX_INSIDE, C_RX_OUTSIDE,
 } from "./state";
 import { espSweep } from "./esp";
 import { ikeSweep } from "./isakmp";
@@ -41,7 +41,7 @@ function outbound(p: usize, len: u32): u32 {
   if (r != Drop.NONE) return r;
   const dst = ipDst(p);
   const id = ipId(p);
-  r = dispatchOut(p, l4, l4len, proto, true);
+  r = dispatchOut(p, l4, l4len, proto);
   if (r == Drop.NONE && first) r = fragNoteFirst(SIDE_INSIDE, src, dst, id, proto, ipSrc(p), l4len);
   return r;
 }
@@ -61,7 +61,7 @@ function inbound(p: usize, len: u32): u32 {
   if (dst != wanAddr) {
     // Routed (untranslated) traffic only where a rule opens it.
     const toLan = isLanAddr(dst);
-    const target = ruleMatch(ZONE_WAN, toLan ? DEST_LAN : 0, proto, src, dst, 0);
+    const target = ruleMatch(ZONE_WAN, toLan ? DEST_FORWARD : DEST_ROUTER, proto, src, dst, 0);
     if (target == TARGET_ACCEPT) return Drop.NONE;
     if (target != TARGET_NONE) return target == TARGET_REJECT ? Drop.POLICY_REJECT : Drop.POLICY_DROP;
     return toLan ? Drop.WAN_TO_LAN : Drop.NOT_FOR_US;
@@ -71,7 +71,7 @@ function inbound(p: usize, len: u32): u32 {
   r = l4Check(proto, l4, l4len, first);
   if (r != Drop.NONE) return r;
   const id = ipId(p);
-  r = dispatchIn(p, l4, l4len, proto, true);
+  r = dispatchIn(p, l4, l4len, proto);
   if (r == Drop.NONE && first) r = fragNoteFirst(SIDE_OUTSIDE, src, dst, id, proto, ipDst(p), l4len);
   return r;
 }
@@ -81,11 +81,10 @@ export function processBatch(n: u32, side: u32): u32 {
   if (n > 256) n = 256;
   warmBatch(n, side);
   let passed: u32 = 0;
-  const rxCounter = side == SIDE_INSIDE ? C_RX_INSIDE : C_RX_OUTSIDE;
+  countAdd(side == SIDE_INSIDE ? C_RX_INSIDE : C_RX_OUTSIDE, <i64>n);
   for (let i: u32 = 0; i < n; i++) {
     const p = slots + <usize>i * SLOT_SIZE;
     const len = load<u32>(lens + (<usize>i << 2));
-    count(rxCounter);
     let r: u32;
     if (len > SLOT_SIZE) r = Drop.OVERSIZE;
     else r = side == SIDE_INSIDE ? outbound(p, len) : inbound(p, len);
@@ -101,7 +100,7 @@ export function processBatch(n: u32, side: u32): u32 {
   // Incremental expiry: a bounded slice of the table per batch.
   flowSweep((n >>> 1) + 8);
   espSweep(8); ikeSweep(8); callSweep(8); fragSweep(8);
-  countAdd(side == SIDE_INSIDE ? C_PASS_INSIDE : C_PASS_OUTSIDE, passed);
+  countAdd(side == SIDE_INSIDE ? C_PASS_INSIDE : C_PASS_OUTSIDE, <i64>passed);
   return passed;
 }
 

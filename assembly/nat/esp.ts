@@ -21,7 +21,7 @@
 
 import { espMap, espRecs, outstanding, ESP_CAP, ESP_MAP_SIZE, ESP_SIZE, OUTSTANDING_CAP } from "../layout";
 import { IP_DST, IP_SRC, ipDst, ipSrc } from "../wire/ipv4";
-import { ikeLastSeen } from "./isakmp";
+import { ikeLastSeen, ikeRecentHost } from "./isakmp";
 import { DEST_ROUTER, TARGET_ACCEPT, ZONE_WAN, ruleMatch } from "./filter";
 import { kmFind, kmInsert, kmRemove } from "./keymap";
 import { protoForwardMatch, fwdAddr } from "./forward";
@@ -48,7 +48,7 @@ let sweepHand: u32 = 0;
 export function espInit(): void { slabInit(slab, ESP_CAP, ESP_SIZE); outstandingCount = 0; sweepHand = 0; }
 
 @inline function rec(r: u32): usize { return espRecs + <usize>r * ESP_SIZE; }
-@inline function spiOf(p: usize, l4: usize): u32 { return load<u32>(l4); }
+@inline function spiOf(l4: usize): u32 { return load<u32>(l4); }
 
 // SPI (4) + sequence (4) + at least the 4-byte-aligned pad length and next
 // header (RFC 4303 §2): anything shorter is not ESP. SPI 0 is reserved for
@@ -162,7 +162,7 @@ function outstandingOther(remA: u32, lanA: u32): u32 {
 export function espOut(p: usize, l4: usize, l4len: u32): u32 {
   const r0 = espCheck(l4, l4len);
   if (r0 != Drop.NONE) return r0;
-  const spi = spiOf(p, l4);
+  const spi = spiOf(l4);
   const lanA = ipSrc(p);
   const remA = ipDst(p);
   if (lanA == wanAddr) return Drop.NONE; // the router's own IPsec: not translated
@@ -241,7 +241,7 @@ function pickOutstanding(remA: u32): u32 {
 export function espIn(p: usize, l4: usize, l4len: u32): u32 {
   const r0 = espCheck(l4, l4len);
   if (r0 != Drop.NONE) return r0;
-  const spi = spiOf(p, l4);
+  const spi = spiOf(l4);
   const remA = ipSrc(p);
   let v = kmFind(espMap, MAP_MASK, remA, spi);
   if (v != 0 && (v & OUT_BIT) != 0) v = 0;
@@ -288,7 +288,6 @@ export function espIn(p: usize, l4: usize, l4len: u32): u32 {
   return Drop.NONE;
 }
 
-import { ikeRecentHost } from "./isakmp";
 
 /** The LAN host whose outbound SPI toward `remA` this is (0 if none): for ICMP errors quoting ESP. */
 export function espLanOut(remA: u32, spi: u32): u32 {

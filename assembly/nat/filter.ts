@@ -11,11 +11,13 @@
 
 import { rules, MAX_RULES, RULE_SIZE } from "../layout";
 import { PROTO_ICMP, PROTO_TCP, PROTO_UDP } from "../wire/ipv4";
+import { Drop } from "./reasons";
+import { count, C_LOCAL_ACCEPT } from "./state";
 
 export const ZONE_WAN: u32 = 0;
 export const ZONE_LAN: u32 = 1;
 export const DEST_ROUTER: u32 = 0;
-export const DEST_LAN: u32 = 1;
+export const DEST_FORWARD: u32 = 1; // not the router: LAN → WAN, or WAN → a LAN address
 export const TARGET_NONE: u32 = 0;
 export const TARGET_ACCEPT: u32 = 1;
 export const TARGET_DROP: u32 = 2;
@@ -56,4 +58,16 @@ export function ruleMatch(srcZone: u32, destZone: u32, proto: u32, srcA: u32, ds
     return load<u8>(r, 1);
   }
   return TARGET_NONE;
+}
+
+/**
+ * The verdict for WAN traffic to the router itself that no flow or forward
+ * claimed: pass untranslated (counted as a local accept) when a rule
+ * accepts it, else the rule's drop reason, else no_flow.
+ */
+export function routerVerdict(proto: u32, srcA: u32, dstA: u32, dport: u32): u32 {
+  const target = ruleMatch(ZONE_WAN, DEST_ROUTER, proto, srcA, dstA, dport);
+  if (target == TARGET_ACCEPT) { count(C_LOCAL_ACCEPT); return Drop.NONE; }
+  if (target == TARGET_NONE) return Drop.NO_FLOW;
+  return target == TARGET_REJECT ? Drop.POLICY_REJECT : Drop.POLICY_DROP;
 }

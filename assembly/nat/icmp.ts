@@ -12,7 +12,7 @@ import { IP_CSUM, IP_DST, IP_MIN_HEADER, IP_PROTO, IP_SRC, PROTO_ESP, PROTO_GRE,
 import { espLanOut } from "./esp";
 import { IKE_PORT, ikeLanFor } from "./isakmp";
 import { callFindOut, callLanAddr } from "./pptp";
-import { DEST_ROUTER, TARGET_ACCEPT, TARGET_NONE, TARGET_REJECT, ZONE_WAN, ruleMatch } from "./filter";
+import { routerVerdict } from "./filter";
 import {
   ICMP_CSUM, ICMP_DEST_UNREACH, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_HEADER, ICMP_ID, ICMP_PARAM_PROBLEM,
   ICMP_SOURCE_QUENCH, ICMP_TIME_EXCEEDED, L4_DST_PORT, L4_SRC_PORT, TCP_CSUM, UDP_CSUM, UDP_HEADER, port,
@@ -20,7 +20,7 @@ import {
 import { natIn, natOut } from "./masq";
 import { Drop } from "./reasons";
 import { rewriteAddr } from "./rewrite";
-import { count, wanAddr, C_LOCAL_ACCEPT } from "./state";
+import { wanAddr } from "./state";
 import { F_ALIAS_PORT, F_LAN_ADDR, F_LAN_PORT, F_PKTS_IN, F_PKTS_OUT, flowFindIn, flowFindOut, rec } from "./table";
 
 @inline function isError(type: u32): bool {
@@ -92,7 +92,7 @@ function rewriteEmbedded(icmp: usize, field: u32, newAddr: u32, portOff: u32, ne
 /** ICMP from the LAN (or the router) toward the WAN. */
 export function icmpOut(p: usize, icmp: usize, icmpLen: u32): u32 {
   const type = <u32>load<u8>(icmp);
-  if (type == ICMP_ECHO_REQUEST) return natOut(p, icmp, PROTO_ICMP, 2, true);
+  if (type == ICMP_ECHO_REQUEST) return natOut(p, icmp, PROTO_ICMP, 2);
   if (ipSrc(p) == wanAddr) return Drop.NONE; // the router's own ICMP (echo replies, its errors)
   if (!isError(type)) return Drop.ICMP_UNSUPPORTED;
   const r0 = embeddedCheck(icmp, icmpLen);
@@ -116,12 +116,10 @@ export function icmpOut(p: usize, icmp: usize, icmpLen: u32): u32 {
 /** ICMP from the WAN to the WAN address. */
 export function icmpIn(p: usize, icmp: usize, icmpLen: u32): u32 {
   const type = <u32>load<u8>(icmp);
-  if (type == ICMP_ECHO_REPLY) return natIn(p, icmp, PROTO_ICMP, 2, true);
+  if (type == ICMP_ECHO_REPLY) return natIn(p, icmp, PROTO_ICMP, 2);
   if (!isError(type)) {
     // Echo requests and the rest are for the router itself: rules decide.
-    const target = ruleMatch(ZONE_WAN, DEST_ROUTER, PROTO_ICMP, ipSrc(p), ipDst(p), type);
-    if (target == TARGET_ACCEPT) { count(C_LOCAL_ACCEPT); return Drop.NONE; }
-    return target == TARGET_NONE ? Drop.NO_FLOW : target == TARGET_REJECT ? Drop.POLICY_REJECT : Drop.POLICY_DROP;
+    return routerVerdict(PROTO_ICMP, ipSrc(p), ipDst(p), type);
   }
   const r0 = embeddedCheck(icmp, icmpLen);
   if (r0 != Drop.NONE) return r0;

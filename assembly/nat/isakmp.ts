@@ -21,13 +21,13 @@
 import { ikeMap, ikeRecs, IKE_CAP, IKE_MAP_SIZE, IKE_SIZE } from "../layout";
 import { IP_DST, IP_SRC, ipDst, ipSrc } from "../wire/ipv4";
 import { L4_DST_PORT, L4_SRC_PORT, UDP_HEADER, port } from "../wire/l4";
-import { DEST_ROUTER, TARGET_ACCEPT, TARGET_NONE, TARGET_REJECT, ZONE_WAN, ruleMatch } from "./filter";
+import { routerVerdict } from "./filter";
 import { fwdAddr, fwdPort, redirectMatch } from "./forward";
 import { kmFind, kmInsert, kmRemove } from "./keymap";
 import { Drop } from "./reasons";
 import { rewriteAddrPort } from "./rewrite";
 import { slabAlloc, slabFree, slabHighWater, slabInit } from "./slab";
-import { count, countAdd, eventPush, ikeDs, nowDs, wanAddr, C_IKE_ACTIVE, C_LOCAL_ACCEPT, EV_IKE_COLLISION } from "./state";
+import { countAdd, eventPush, ikeDs, nowDs, wanAddr, C_IKE_ACTIVE, EV_IKE_COLLISION } from "./state";
 import { PROTO_UDP } from "../wire/ipv4";
 import { espActiveBetween } from "./esp";
 
@@ -122,7 +122,7 @@ export function ikeOut(p: usize, l4: usize, l4len: u32): u32 {
     if (v == 0) return Drop.IKE_TABLE_FULL;
   }
   touch(rec(v - 1), rc, true);
-  rewriteAddrPort(p, IP_SRC, wanAddr, l4, PROTO_UDP, L4_SRC_PORT, IKE_PORT, true);
+  rewriteAddrPort(p, IP_SRC, wanAddr, l4, PROTO_UDP, L4_SRC_PORT, IKE_PORT);
   return Drop.NONE;
 }
 
@@ -147,14 +147,9 @@ export function ikeIn(p: usize, l4: usize, l4len: u32): u32 {
       v = create(fwdAddr, remA, port(l4, L4_SRC_PORT), ic, IKEF_INBOUND);
       if (v == 0) return Drop.IKE_TABLE_FULL;
     } else {
-      const target = ruleMatch(ZONE_WAN, DEST_ROUTER, PROTO_UDP, remA, ipDst(p), IKE_PORT);
-      if (target == TARGET_ACCEPT) {
-        if (rc == 0 && create(wanAddr, remA, port(l4, L4_SRC_PORT), ic, IKEF_INBOUND) == 0) return Drop.IKE_TABLE_FULL;
-        count(C_LOCAL_ACCEPT);
-        return Drop.NONE;
-      }
-      if (target == TARGET_NONE) return Drop.NO_FLOW;
-      return target == TARGET_REJECT ? Drop.POLICY_REJECT : Drop.POLICY_DROP;
+      const verdict = routerVerdict(PROTO_UDP, remA, ipDst(p), IKE_PORT);
+      if (verdict == Drop.NONE && rc == 0 && create(wanAddr, remA, port(l4, L4_SRC_PORT), ic, IKEF_INBOUND) == 0) return Drop.IKE_TABLE_FULL;
+      return verdict;
     }
   }
   const e = rec(v - 1);
@@ -162,7 +157,7 @@ export function ikeIn(p: usize, l4: usize, l4len: u32): u32 {
   const lanA = load<u32>(e, 0);
   if (lanA == wanAddr) return Drop.NONE; // the router's own exchange
   const lanPort = (load<u16>(e, 34) & IKEF_INBOUND) != 0 && redirectMatch(PROTO_UDP, IKE_PORT) ? fwdPort : IKE_PORT;
-  rewriteAddrPort(p, IP_DST, lanA, l4, PROTO_UDP, L4_DST_PORT, lanPort, true);
+  rewriteAddrPort(p, IP_DST, lanA, l4, PROTO_UDP, L4_DST_PORT, lanPort);
   return Drop.NONE;
 }
 

@@ -5,11 +5,11 @@
 import { IP_DST, IP_SRC, PROTO_ICMP, PROTO_TCP, ipDst, ipSrc } from "../wire/ipv4";
 import { ICMP_ID, L4_DST_PORT, L4_SRC_PORT, TCP_ACK_FLAG, TCP_FIN, TCP_RST, TCP_SYN, port, tcpFlags } from "../wire/l4";
 import { NO_PORT, bindAcquire, bindRef, bindRelease } from "./binding";
-import { DEST_ROUTER, TARGET_ACCEPT, TARGET_DROP, TARGET_NONE, TARGET_REJECT, ZONE_LAN, ZONE_WAN, ruleMatch } from "./filter";
+import { DEST_FORWARD, TARGET_DROP, TARGET_REJECT, ZONE_LAN, routerVerdict, ruleMatch } from "./filter";
 import { fwdAddr, fwdPort, redirectMatch } from "./forward";
 import { Drop } from "./reasons";
 import { rewriteAddrPort } from "./rewrite";
-import { count, icmpDs, nattDs, tcpClosedDs, tcpEstablishedDs, tcpTransitoryDs, udpDs, wanAddr, C_LOCAL_ACCEPT } from "./state";
+import { icmpDs, nattDs, tcpClosedDs, tcpEstablishedDs, tcpTransitoryDs, udpDs, wanAddr } from "./state";
 import {
   FL_FIN_IN, FL_FIN_OUT, FL_NATT, FL_REDIRECT, FL_REPLIED, F_ALIAS_PORT, F_FLAGS, F_LAN_ADDR, F_LAN_PORT, F_PKTS_IN, F_PKTS_OUT,
   F_STATE, flowFindIn, flowFindOut, flowInsert, flowTouch, rec,
@@ -26,9 +26,6 @@ export const UDP_UNREPLIED: u32 = 0;
 export const UDP_REPLIED: u32 = 1;
 /** NAT-T (RFC 3948): plain UDP NAPT, but idle for natt_timeout, far above the 20 s keepalive. */
 export const NATT_PORT: u32 = 4500;
-
-/** Set by natIn when the packet was for the router itself and left untranslated. */
-export let deliveredLocally: bool = false;
 
 function lifetimeOf(proto: u32, state: u32, flags: u32): u32 {
   if (flags & FL_NATT) return nattDs;
@@ -67,7 +64,7 @@ function tcpTrack(r: usize, flags: u32, fromLan: bool): u32 {
 }
 
 /** Outbound (LAN or router → WAN): find or open the flow, translate the source. */
-export function natOut(p: usize, l4: usize, proto: u32, pi: u32, headerPresent: bool): u32 {
+export function natOut(p: usize, l4: usize, proto: u32, pi: u32): u32 {
   const lanA = ipSrc(p);
   const remA = ipDst(p);
   const isIcmp = proto == PROTO_ICMP;
@@ -80,7 +77,7 @@ export function natOut(p: usize, l4: usize, proto: u32, pi: u32, headerPresent: 
     const flags = proto == PROTO_TCP ? tcpFlags(l4) : 0;
     if (flags & TCP_RST) return Drop.TCP_NO_FLOW;
     if (lanA != wanAddr) {
-      const target = ruleMatch(ZONE_LAN, 1, proto, lanA, remA, isIcmp ? 8 : remP);
+      const target = ruleMatch(ZONE_LAN, DEST_FORWARD, proto, lanA, remA, isIcmp ? 8 : remP);
       if (target == TARGET_DROP || target == TARGET_REJECT) return policyReason(target);
     }
     const alias = bindAcquire(pi, lanA, lanP);
@@ -100,13 +97,12 @@ export function natOut(p: usize, l4: usize, proto: u32, pi: u32, headerPresent: 
   else if ((load<u16>(r, F_FLAGS) & FL_REDIRECT) != 0) state = UDP_REPLIED;
   flowTouch(r, lifetimeOf(proto, state, load<u16>(r, F_FLAGS)));
   store<u32>(r, load<u32>(r, F_PKTS_OUT) + 1, F_PKTS_OUT);
-  rewriteAddrPort(p, IP_SRC, wanAddr, l4, proto, isIcmp ? ICMP_ID : L4_SRC_PORT, load<u16>(r, F_ALIAS_PORT), headerPresent);
+  rewriteAddrPort(p, IP_SRC, wanAddr, l4, proto, isIcmp ? ICMP_ID : L4_SRC_PORT, load<u16>(r, F_ALIAS_PORT));
   return Drop.NONE;
 }
 
 /** Inbound (WAN → WAN address): match a flow, a redirect or a rule; translate the destination. */
-export function natIn(p: usize, l4: usize, proto: u32, pi: u32, headerPresent: bool): u32 {
-  deliveredLocally = false;
+export function natIn(p: usize, l4: usize, proto: u32, pi: u32): u32 {
   const remA = ipSrc(p);
   const isIcmp = proto == PROTO_ICMP;
   const aliasP = isIcmp ? port(l4, ICMP_ID) : port(l4, L4_DST_PORT);
@@ -126,10 +122,7 @@ export function natIn(p: usize, l4: usize, proto: u32, pi: u32, headerPresent: b
       r = rec(e - 1);
     } else {
       // Not a reply and not forwarded: only a rule lets it reach the router.
-      const target = ruleMatch(ZONE_WAN, DEST_ROUTER, proto, remA, ipDst(p), isIcmp ? <u32>load<u8>(l4) : aliasP);
-      if (target == TARGET_ACCEPT) { deliveredLocally = true; count(C_LOCAL_ACCEPT); return Drop.NONE; }
-      if (target != TARGET_NONE) return policyReason(target);
-      return Drop.NO_FLOW;
+      return routerVerdict(proto, remA, ipDst(p), isIcmp ? <u32>load<u8>(l4) : aliasP);
     }
   } else {
     r = rec(e - 1);
@@ -145,6 +138,6 @@ export function natIn(p: usize, l4: usize, proto: u32, pi: u32, headerPresent: b
   flowTouch(r, lifetimeOf(proto, state, load<u16>(r, F_FLAGS)));
   store<u32>(r, load<u32>(r, F_PKTS_IN) + 1, F_PKTS_IN);
   const lanA = load<u32>(r, F_LAN_ADDR);
-  rewriteAddrPort(p, IP_DST, lanA, l4, proto, isIcmp ? ICMP_ID : L4_DST_PORT, load<u16>(r, F_LAN_PORT), headerPresent);
+  rewriteAddrPort(p, IP_DST, lanA, l4, proto, isIcmp ? ICMP_ID : L4_DST_PORT, load<u16>(r, F_LAN_PORT));
   return Drop.NONE;
 }

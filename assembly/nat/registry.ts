@@ -19,7 +19,7 @@ import { IP_DST, IP_SRC, PROTO_AH, PROTO_ESP, PROTO_GRE, PROTO_ICMP, PROTO_TCP, 
 import { L4_DST_PORT, L4_SRC_PORT, TCP_OFF, port } from "../wire/l4";
 import { ahIn, ahOut } from "./ah";
 import { espIn, espOut } from "./esp";
-import { DEST_ROUTER, TARGET_ACCEPT, TARGET_NONE, TARGET_REJECT, ZONE_WAN, ruleMatch } from "./filter";
+import { routerVerdict } from "./filter";
 import { fwdAddr, protoForwardMatch } from "./forward";
 import { greIn, greOut } from "./gre";
 import { icmpIn, icmpOut } from "./icmp";
@@ -28,7 +28,7 @@ import { natIn, natOut } from "./masq";
 import { PPTP_PORT, pptpCheck, pptpIn, pptpOut } from "./pptp";
 import { Drop } from "./reasons";
 import { rewriteAddr } from "./rewrite";
-import { count, wanAddr, C_LOCAL_ACCEPT } from "./state";
+import { wanAddr } from "./state";
 
 @inline function isPptp(l4: usize): bool {
   return port(l4, L4_SRC_PORT) == PPTP_PORT || port(l4, L4_DST_PORT) == PPTP_PORT;
@@ -39,20 +39,20 @@ function pptpChecked(l4: usize, l4len: u32): u32 {
   return pptpCheck(payload, l4len - <u32>(payload - l4));
 }
 
-export function dispatchOut(p: usize, l4: usize, l4len: u32, proto: u32, headerPresent: bool): u32 {
+export function dispatchOut(p: usize, l4: usize, l4len: u32, proto: u32): u32 {
   switch (proto) {
     case PROTO_TCP: {
       const pptp = isPptp(l4) && !ipMoreFragments;
       if (pptp) { const r = pptpChecked(l4, l4len); if (r != Drop.NONE) return r; }
       const lanA = ipSrc(p);
       const remA = ipDst(p);
-      const r = natOut(p, l4, proto, 0, headerPresent);
+      const r = natOut(p, l4, proto, 0);
       if (r != Drop.NONE || !pptp) return r;
       return pptpOut(l4, l4len, lanA, remA);
     }
     case PROTO_UDP:
       if (port(l4, L4_SRC_PORT) == IKE_PORT) return ikeOut(p, l4, l4len);
-      return natOut(p, l4, proto, 1, headerPresent);
+      return natOut(p, l4, proto, 1);
     case PROTO_ICMP: return icmpOut(p, l4, l4len);
     case PROTO_ESP: return espOut(p, l4, l4len);
     case PROTO_AH: return ahOut(p);
@@ -66,29 +66,26 @@ export function dispatchOut(p: usize, l4: usize, l4len: u32, proto: u32, headerP
   }
 }
 
-export function dispatchIn(p: usize, l4: usize, l4len: u32, proto: u32, headerPresent: bool): u32 {
+export function dispatchIn(p: usize, l4: usize, l4len: u32, proto: u32): u32 {
   switch (proto) {
     case PROTO_TCP: {
       const pptp = isPptp(l4) && !ipMoreFragments;
       if (pptp) { const r = pptpChecked(l4, l4len); if (r != Drop.NONE) return r; }
       const remA = ipSrc(p);
-      const r = natIn(p, l4, proto, 0, headerPresent);
+      const r = natIn(p, l4, proto, 0);
       if (r != Drop.NONE || !pptp || ipDst(p) == wanAddr) return r;
       return pptpIn(l4, l4len, remA);
     }
     case PROTO_UDP:
       if (port(l4, L4_DST_PORT) == IKE_PORT) return ikeIn(p, l4, l4len);
-      return natIn(p, l4, proto, 1, headerPresent);
+      return natIn(p, l4, proto, 1);
     case PROTO_ICMP: return icmpIn(p, l4, l4len);
     case PROTO_ESP: return espIn(p, l4, l4len);
     case PROTO_AH: return ahIn(p);
     case PROTO_GRE: return greIn(p, l4, l4len);
     default: {
       if (protoForwardMatch(proto)) { rewriteAddr(p, IP_DST, fwdAddr); return Drop.NONE; }
-      const target = ruleMatch(ZONE_WAN, DEST_ROUTER, proto, ipSrc(p), ipDst(p), 0);
-      if (target == TARGET_ACCEPT) { count(C_LOCAL_ACCEPT); return Drop.NONE; }
-      if (target == TARGET_NONE) return Drop.NO_FLOW;
-      return target == TARGET_REJECT ? Drop.POLICY_REJECT : Drop.POLICY_DROP;
+      return routerVerdict(proto, ipSrc(p), ipDst(p), 0);
     }
   }
 }

@@ -10,11 +10,10 @@ import { l4CsumOffset } from "../wire/l4";
 
 /** Replaces the address at `field` (IP_SRC / IP_DST) and a 16-bit port or identifier at l4 + portOff. */
 @inline export function rewriteAddrPort(p: usize, field: u32, newAddr: u32, l4: usize, proto: u32,
-  portOff: u32, newPortHost: u32, l4HeaderPresent: bool): void {
+  portOff: u32, newPortHost: u32): void {
   const oldAddr = load<u32>(p + field);
   store<u32>(p + field, newAddr);
   store<u16>(p, <u16>adjust32(load<u16>(p, IP_CSUM), oldAddr, newAddr), IP_CSUM);
-  if (!l4HeaderPresent) return;
   const oldPort = <u32>load<u16>(l4 + portOff);
   const newPort = <u32>bswap<u16>(<u16>newPortHost);
   store<u16>(l4 + portOff, <u16>newPort);

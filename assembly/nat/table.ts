@@ -11,7 +11,7 @@
 //  20 u16 flags     22 u16 spare       24 u32 pktsOut  28 u32 pktsIn
 // Ports are host order. A free record keeps the next free record + 1 at 0.
 
-import { flows, flowOutIndex, flowInIndex, hashMask, maxFlows, FLOW_SIZE } from "../layout";
+import { counters, flows, flowOutIndex, flowInIndex, hashMask, maxFlows, FLOW_SIZE } from "../layout";
 import { count, countAdd, eventPush, hashSeed, nowDs, C_FLOWS_ACTIVE, C_FLOWS_EXPIRED, C_FLOWS_NEW, EV_FLOW_EXPIRED, EV_FLOW_NEW } from "./state";
 import { bindRelease, protoIndex } from "./binding";
 
@@ -36,7 +36,6 @@ export const FL_NATT: u32 = 32;     // UDP 4500: natt_timeout
 
 let freeHead: u32 = 0;   // record + 1 of the first free record, 0 = none
 let bumpNext: u32 = 0;   // records never used start here
-let activeFlows: u32 = 0;
 let sweepHand: u32 = 0;
 
 @inline export function rec(flow: u32): usize { return flows + (<usize>flow * FLOW_SIZE); }
@@ -147,7 +146,6 @@ export function flowInsert(proto: u32, lanA: u32, lanP: u32, remA: u32, remP: u3
   store<u32>(r, 0, F_PKTS_OUT); store<u32>(r, 0, F_PKTS_IN);
   indexInsert(flowOutIndex, hashOut(proto, lanA, lanP, remA, remP), f + 1);
   indexInsert(flowInIndex, hashIn(proto, aliasP, remA, remP), f + 1);
-  activeFlows++;
   count(C_FLOWS_NEW);
   countAdd(C_FLOWS_ACTIVE, 1);
   eventPush(EV_FLOW_NEW, 0, proto, 0, lanA, remA, lanP, remP, aliasP, flags);
@@ -168,7 +166,6 @@ export function flowRemove(f: u32, reasonEvent: bool): void {
   store<u16>(r, 0, F_FLAGS);
   store<u32>(r, freeHead, 0);
   freeHead = f + 1;
-  activeFlows--;
   countAdd(C_FLOWS_ACTIVE, -1);
 }
 
@@ -194,16 +191,16 @@ export function flowSweep(budget: u32): u32 {
   return expired;
 }
 
-export function flowActive(): u32 { return activeFlows; }
+export function flowActive(): u32 { return <u32>load<u64>(counters + (<usize>C_FLOWS_ACTIVE << 3)); }
 export function flowHighWater(): u32 { return bumpNext; }
 
 /** Drops every flow at once (WAN address change); bindings are reset by the caller. */
 export function flowFlushAll(): u32 {
-  const n = activeFlows;
+  const n = flowActive();
   memory.fill(flowOutIndex, 0, (<usize>hashMask + 1) << 2);
   memory.fill(flowInIndex, 0, (<usize>hashMask + 1) << 2);
   memory.fill(flows, 0, <usize>bumpNext * FLOW_SIZE);
-  freeHead = 0; bumpNext = 0; sweepHand = 0; activeFlows = 0;
+  freeHead = 0; bumpNext = 0; sweepHand = 0;
   countAdd(C_FLOWS_ACTIVE, -(<i64>n));
   return n;
 }

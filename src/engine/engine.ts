@@ -9,7 +9,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
 import {
-  C_DROP_BASE, COUNTERS, DROP_REASONS, EV_DROP, EV_FLOW_EXPIRED, EV_FLOW_NEW, EV_FLUSH, FL_IN_USE, FL_REDIRECT,
+  C_DROP_BASE, COUNTERS, DROP_REASONS, EV_AH_REFUSED, EV_DROP, EV_ESP_BOUND, EV_FLOW_EXPIRED, EV_FLOW_NEW, EV_FLUSH,
+  EV_IKE_COLLISION, FL_IN_USE, FL_REDIRECT,
   FL_REPLIED, F_ALIAS_PORT, F_EXPIRES, F_FLAGS, F_LAN_ADDR, F_LAN_PORT, F_PKTS_IN, F_PKTS_OUT, F_PROTO, F_REM_ADDR,
   F_REM_PORT, F_STATE, PROTO_NAMES, TCP_STATES, rawToIp,
 } from './abi.js';
@@ -68,7 +69,7 @@ const hex32 = (v: number) => '0x' + v.toString(16).padStart(8, '0');
 
 const EVENT_TYPES: Record<number, EngineEvent['type']> = {
   [EV_FLOW_NEW]: 'flow_new', [EV_FLOW_EXPIRED]: 'flow_expired', [EV_DROP]: 'drop', [EV_FLUSH]: 'flush',
-  5: 'esp_bound', 6: 'ah_refused', 7: 'ike_collision',
+  [EV_ESP_BOUND]: 'esp_bound', [EV_AH_REFUSED]: 'ah_refused', [EV_IKE_COLLISION]: 'ike_collision',
 };
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -78,7 +79,7 @@ export function wasmPath(debug = false): string {
   return join(here, '..', '..', 'dist', debug ? 'engine.debug.wasm' : 'engine.wasm');
 }
 
-let compiled: Map<string, WebAssembly.Module> = new Map();
+const compiled: Map<string, WebAssembly.Module> = new Map();
 function moduleFor(path: string): WebAssembly.Module {
   let m = compiled.get(path);
   if (!m) { m = new WebAssembly.Module(readFileSync(path)); compiled.set(path, m); }
@@ -198,7 +199,7 @@ export class Engine {
       const t = this.u8[e];
       out.push({
         type: EVENT_TYPES[t] ?? 'unknown',
-        reason: t === EV_DROP || t === 6 ? DROP_REASONS[this.u8[e + 1]] ?? String(this.u8[e + 1]) : undefined,
+        reason: t === EV_DROP || t === EV_AH_REFUSED ? DROP_REASONS[this.u8[e + 1]] ?? String(this.u8[e + 1]) : undefined,
         proto: this.u8[e + 2], side: this.u8[e + 3],
         lan: rawToIp(this.dv.getUint32(e + 4, true)), remote: rawToIp(this.dv.getUint32(e + 8, true)),
         wan: rawToIp(this.dv.getUint32(e + 12, true)),

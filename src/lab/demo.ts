@@ -254,47 +254,30 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
       });
     });
 
-    steps.push(async () => {
-      const ns = L.lan[0]!;
-      const srvArgv = ['socat', '-T', '10', `UDP4-RECVFROM:${UDP_PORT}`, `SYSTEM:read -r l; echo "${L.wan[0]} got [$l] over UDP from $SOCAT_PEERADDR:$SOCAT_PEERPORT"`];
+    // UDP, then TCP: a one-shot socat server on the WAN host says whom it heard from.
+    const exchange = (kind: 'UDP' | 'TCP', ns: string, heading: string) => async () => {
+      const port = kind === 'UDP' ? UDP_PORT : TCP_PORT;
+      const listen = kind === 'UDP' ? `UDP4-RECVFROM:${port}` : `TCP4-LISTEN:${port},reuseaddr`;
+      const srvArgv = ['socat', '-T', '10', listen, `SYSTEM:read -r l; echo "${L.wan[0]} got [$l] over ${kind} from $SOCAT_PEERADDR:$SOCAT_PEERPORT"`];
       log('');
-      log(`# UDP: a one-shot socat server on the WAN host tells whom it heard from`);
+      log(heading);
       show(srvArgv, L.wan[0]);
       log('  (in the background)');
       const srv = runIn(L, L.wan[0]!, srvArgv, 15_000);
-      if (!(await waitSocket(L, L.wan[0]!, 'u', UDP_PORT))) {
+      if (!(await waitSocket(L, L.wan[0]!, kind === 'UDP' ? 'u' : 't', port))) {
         log('  (server did not start)');
         return false;
       }
-      const cliArgv = ['socat', '-t', '1', '-T', '5', '-', `UDP4:${wanHost}:${UDP_PORT}`];
+      const cliArgv = ['socat', '-t', kind === 'UDP' ? '1' : '3', '-T', '5', '-', `${kind}4:${wanHost}:${port}`];
       log('');
       log(`$ echo 'hello from ${ns}' | ip netns exec ${ns} ${shq(cliArgv)}`);
       const r = await runIn(L, ns, cliArgv, 15_000, `hello from ${ns}\n`);
       report(r);
       await srv;
       return r.stdout.includes(`from ${L.addr.routerWan}:`);
-    });
-
-    steps.push(async () => {
-      const ns = L.lan[L.lan.length - 1]!;
-      const srvArgv = ['socat', '-T', '10', `TCP4-LISTEN:${TCP_PORT},reuseaddr`, `SYSTEM:read -r l; echo "${L.wan[0]} got [$l] over TCP from $SOCAT_PEERADDR:$SOCAT_PEERPORT"`];
-      log('');
-      log(`# TCP: the same over a TCP connection`);
-      show(srvArgv, L.wan[0]);
-      log('  (in the background)');
-      const srv = runIn(L, L.wan[0]!, srvArgv, 15_000);
-      if (!(await waitSocket(L, L.wan[0]!, 't', TCP_PORT))) {
-        log('  (server did not start)');
-        return false;
-      }
-      const cliArgv = ['socat', '-t', '3', '-T', '5', '-', `TCP4:${wanHost}:${TCP_PORT}`];
-      log('');
-      log(`$ echo 'hello from ${ns}' | ip netns exec ${ns} ${shq(cliArgv)}`);
-      const r = await runIn(L, ns, cliArgv, 15_000, `hello from ${ns}\n`);
-      report(r);
-      await srv;
-      return r.stdout.includes(`from ${L.addr.routerWan}:`);
-    });
+    };
+    steps.push(exchange('UDP', L.lan[0]!, '# UDP: a one-shot socat server on the WAN host tells whom it heard from'));
+    steps.push(exchange('TCP', L.lan[L.lan.length - 1]!, '# TCP: the same over a TCP connection'));
 
     steps.push(async () => {
       const argv = [process.execPath, cliPath, 'conntrack', '--socket', sock];

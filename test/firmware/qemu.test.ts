@@ -12,9 +12,8 @@
 // a failing assertion quotes its end.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { inCI, missing, skipUnless } from '../helpers/prereq.js';
@@ -75,34 +74,8 @@ function espPair(): { c2s: number; arg: string } {
 }
 
 // A peer in a namespace: a server answering "peer ADDR:PORT", or a client
-// printing the answer (exit 1 after 5 s without one).
-const PEER = `
-import dgram from 'node:dgram';
-import net from 'node:net';
-const [mode, a, b] = process.argv.slice(2);
-const fail = (m) => { console.error(m); process.exit(1); };
-if (mode === 'udp-serve') {
-  const s = dgram.createSocket('udp4');
-  s.on('message', (m, r) => s.send('peer ' + r.address + ':' + r.port, r.port, r.address));
-  s.bind(Number(a), () => console.log('listening'));
-} else if (mode === 'tcp-serve') {
-  net.createServer((c) => { c.on('error', () => {}); c.end('peer ' + c.remoteAddress + ':' + c.remotePort); })
-    .listen(Number(a), '0.0.0.0', () => console.log('listening'));
-} else if (mode === 'udp-ask') {
-  const s = dgram.createSocket('udp4');
-  const t = setInterval(() => s.send('hello', Number(b), a), 1000);
-  s.on('message', (m) => { console.log(String(m)); clearInterval(t); s.close(); });
-  s.send('hello', Number(b), a);
-  setTimeout(() => fail('no answer'), 5000).unref();
-} else if (mode === 'tcp-ask') {
-  let out = '';
-  const c = net.connect(Number(b), a);
-  c.on('data', (d) => { out += d; });
-  c.on('end', () => { console.log(out); process.exit(0); });
-  c.on('error', (e) => fail(e.message));
-  setTimeout(() => fail('no answer'), 5000).unref();
-}
-`;
+// printing the answer (exit 1 after 5 s without one); shared with qemu-run.sh.
+const PEER_FILE = join(ROOT, 'firmware', 'peer.mjs');
 
 function run(cmd: string, args: string[], timeoutMs: number): Promise<{ code: number | null; out: string }> {
   return new Promise((res) => {
@@ -142,21 +115,15 @@ describe.skipIf(skip)('firmware image under QEMU (x86_64, TCG)', () => {
   let qemuPid = 0;
   let stderr = '';
   let bootS = 0;
-  let dir = '';
-  let peerFile = '';
   const servers: ChildProcess[] = [];
 
   const ask = (ns: string, mode: 'udp-ask' | 'tcp-ask', host: string, port: number) =>
-    run('ip', ['netns', 'exec', ns, process.execPath, peerFile, mode, host, String(port)], 15_000);
+    run('ip', ['netns', 'exec', ns, process.execPath, PEER_FILE, mode, host, String(port)], 15_000);
 
   /** Types a line on the guest's serial console (a busybox shell). */
   const consoleLine = (line: string) => qemuRun!.stdin!.write(`${line}\n`);
 
   beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'vpnmasq-qemu-'));
-    peerFile = join(dir, 'peer.mjs');
-    writeFileSync(peerFile, PEER);
-
     // The image: fetched and built on the first run, then cached by its inputs.
     const build = await run('bash', [join(ROOT, 'firmware', 'build-image.sh'), '--arch', 'x86_64'], 15 * 60_000);
     if (build.code !== 0) throw new Error(`firmware/build-image.sh failed (${build.code}):\n${build.out.slice(-4000)}`);
@@ -180,7 +147,7 @@ describe.skipIf(skip)('firmware image under QEMU (x86_64, TCG)', () => {
     console.log(`[qemu test] vpnmasq ready after ${bootS} s; serial log ${LOG}`);
 
     for (const [ns, mode, port] of [[NS.wan1, 'udp-serve', 5000], [NS.wan1, 'tcp-serve', 5001], [NS.lan1, 'tcp-serve', 80]] as const) {
-      const p = spawn('ip', ['netns', 'exec', ns, process.execPath, peerFile, mode, String(port)], { stdio: ['ignore', 'pipe', 'inherit'] });
+      const p = spawn('ip', ['netns', 'exec', ns, process.execPath, PEER_FILE, mode, String(port)], { stdio: ['ignore', 'pipe', 'inherit'] });
       servers.push(p);
       await new Promise<void>((res, rej) => {
         const t = setTimeout(() => rej(new Error(`${mode} in ${ns} did not start`)), 10_000);
@@ -203,7 +170,6 @@ describe.skipIf(skip)('firmware image under QEMU (x86_64, TCG)', () => {
     for (const ns of Object.values(NS)) {
       if (existsSync(`/run/netns/${ns}`)) await run('ip', ['netns', 'del', ns], 10_000);
     }
-    if (dir) rmSync(dir, { recursive: true, force: true });
   }, 60_000);
 
   it('fits the budget: kernel + initramfs ≤ 64 MiB, booted to "vpnmasq ready" with 256 MiB', () => {
