@@ -12,10 +12,10 @@ import { bindResetDynamic } from "./nat/binding";
 import { processBatch } from "./nat/core";
 import { ruleAdd, rulesClear } from "./nat/filter";
 import { protoForwardAdd, redirectAdd, redirectsClear } from "./nat/forward";
-import { espFlushAll, espHighWater, espInit, espSweep } from "./nat/esp";
+import { espFlushAll, espHighWater, espInit, espSweep } from "./vpn/esp";
 import { fragFlushAll, fragSweep } from "./nat/fragments";
-import { ikeFlushAll, ikeHighWater, ikeInit, ikeSweep } from "./nat/isakmp";
-import { callFlushAll, callHighWater, callSweep, pptpInit } from "./nat/pptp";
+import { ikeFlushAll, ikeHighWater, ikeInit, ikeSweep } from "./vpn/isakmp";
+import { callFlushAll, callHighWater, callSweep, pptpInit } from "./vpn/pptp";
 import {
   countAdd, eventPush, setClock, setLanNetCount, setPool, setSeed, setTimeoutsDs, setVpn, setWan, wanAddr,
   C_FLOWS_FLUSHED, EV_FLUSH,
@@ -43,7 +43,8 @@ export function init(flowCount: u32, seed: u32): i32 {
   return 0;
 }
 
-export function process(count: u32, nowMs: f64, side: u32): u32 {
+/** The one packet entry point: `count` packets in slots 0..count-1, read from `side`, at `nowMs`. */
+export function process(count: u32, side: u32, nowMs: f64): u32 {
   if (!ready) return 0;
   setClock(nowMs);
   return processBatch(count, side);

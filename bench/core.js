@@ -60,7 +60,7 @@ function run(nFlows) {
   for (let i = 0; i < nFlows; i += S) {
     const n = Math.min(S, nFlows - i);
     for (let k = 0; k < n; k++) { const t = flowTuple(i + k); writeUdp(mem, base + k * size, t.src, t.sport, t.dst, t.dport); }
-    x.process(n, now, 0);
+    x.process(n, 0, now);
   }
   const active = x.flowActive();
   // Batches of random established flows, prepared outside the timed region.
@@ -80,7 +80,7 @@ function run(nFlows) {
       const img = images[v++ % variants];
       for (let k = 0; k < S; k++) mem.set(img.subarray(k * 64, k * 64 + 64), base + k * size);
       const t0 = process.hrtime.bigint();
-      x.process(S, now, 0);
+      x.process(S, 0, now);
       const dt = process.hrtime.bigint() - t0;
       ns += dt; packets += S; batchTimes.push(Number(dt));
     }
@@ -141,7 +141,7 @@ function runVpn(kind, n) {
   const server = (i) => [198, 51, 100 + (i >> 8), i & 255];
   const one = (side, src, dst, proto, payload) => {
     dv.setUint32(e.lenBase, writeIp(mem, base, src, dst, proto, payload), true);
-    x.process(1, now, side);
+    x.process(1, side, now);
     if (mem[e.verdictBase] !== 1) throw new Error(`${kind} set-up packet dropped: ${JSON.stringify(e.drops())}`);
     return mem.slice(base, base + 64);
   };
@@ -185,7 +185,7 @@ function runVpn(kind, n) {
         const img = images[v++ % images.length];
         for (let k = 0; k < S; k++) mem.set(img.subarray(k * 64, k * 64 + 64), base + k * size);
         const t0 = process.hrtime.bigint();
-        x.process(S, now, side);
+        x.process(S, side, now);
         ns += process.hrtime.bigint() - t0; packets += S;
       }
     }

@@ -9,15 +9,15 @@ import {
 import { l4Check } from "../wire/l4";
 import { DEST_FORWARD, DEST_ROUTER, TARGET_ACCEPT, TARGET_NONE, TARGET_REJECT, ZONE_WAN, ruleMatch } from "./filter";
 import { fragFollow, fragNoteFirst, fragSweep } from "./fragments";
-import { Drop } from "./reasons";
+import { Drop } from "../abi/reasons";
 import { dispatchIn, dispatchOut } from "./registry";
 import { ttlCompensate } from "./rewrite";
 import {
   countAdd, dropped, isLanAddr, isMartian, wanAddr, C_PASS_INSIDE, C_PASS_OUTSIDE, C_RX_INSIDE, C_RX_OUTSIDE,
 } from "./state";
-import { espSweep } from "./esp";
-import { ikeSweep } from "./isakmp";
-import { callSweep } from "./pptp";
+import { espSweep } from "../vpn/esp";
+import { ikeSweep } from "../vpn/isakmp";
+import { callSweep } from "../vpn/pptp";
 import { flowIndexPeekIn, flowIndexPeekOut, flowSweep, rec } from "./table";
 
 export const SIDE_INSIDE: u32 = 0;

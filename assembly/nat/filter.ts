@@ -11,7 +11,7 @@
 
 import { rules, MAX_RULES, RULE_SIZE } from "../layout";
 import { PROTO_ICMP, PROTO_TCP, PROTO_UDP } from "../wire/ipv4";
-import { Drop } from "./reasons";
+import { Drop } from "../abi/reasons";
 import { count, C_LOCAL_ACCEPT } from "./state";
 
 export const ZONE_WAN: u32 = 0;

@@ -13,7 +13,7 @@
 
 import { frags, FRAG_CAP, FRAG_SIZE } from "../layout";
 import { IP_DST, IP_SRC, ipId, ipDst, ipSrc } from "../wire/ipv4";
-import { Drop } from "./reasons";
+import { Drop } from "../abi/reasons";
 import { rewriteAddr } from "./rewrite";
 import { countAdd, fragDs, hashSeed, nowDs, C_FRAGS_ACTIVE } from "./state";
 

@@ -9,16 +9,16 @@
 
 import { adjust16, adjust32 } from "../wire/checksum";
 import { IP_CSUM, IP_DST, IP_MIN_HEADER, IP_PROTO, IP_SRC, PROTO_ESP, PROTO_GRE, PROTO_ICMP, PROTO_TCP, PROTO_UDP, ipDst, ipSrc } from "../wire/ipv4";
-import { espLanOut } from "./esp";
-import { IKE_PORT, ikeLanFor } from "./isakmp";
-import { callFindOut, callLanAddr } from "./pptp";
+import { espLanOut } from "../vpn/esp";
+import { IKE_PORT, ikeLanFor } from "../vpn/isakmp";
+import { callFindOut, callLanAddr } from "../vpn/pptp";
 import { routerVerdict } from "./filter";
 import {
   ICMP_CSUM, ICMP_DEST_UNREACH, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_HEADER, ICMP_ID, ICMP_PARAM_PROBLEM,
   ICMP_SOURCE_QUENCH, ICMP_TIME_EXCEEDED, L4_DST_PORT, L4_SRC_PORT, TCP_CSUM, UDP_CSUM, UDP_HEADER, port,
 } from "../wire/l4";
 import { natIn, natOut } from "./masq";
-import { Drop } from "./reasons";
+import { Drop } from "../abi/reasons";
 import { rewriteAddr } from "./rewrite";
 import { wanAddr } from "./state";
 import { F_ALIAS_PORT, F_LAN_ADDR, F_LAN_PORT, F_PKTS_IN, F_PKTS_OUT, flowFindIn, flowFindOut, rec } from "./table";

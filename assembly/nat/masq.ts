@@ -7,7 +7,7 @@ import { ICMP_ID, L4_DST_PORT, L4_SRC_PORT, TCP_ACK_FLAG, TCP_FIN, TCP_RST, TCP_
 import { NO_PORT, bindAcquire, bindRef, bindRelease } from "./binding";
 import { DEST_FORWARD, TARGET_DROP, TARGET_REJECT, ZONE_LAN, routerVerdict, ruleMatch } from "./filter";
 import { fwdAddr, fwdPort, redirectMatch } from "./forward";
-import { Drop } from "./reasons";
+import { Drop } from "../abi/reasons";
 import { rewriteAddrPort } from "./rewrite";
 import { icmpDs, nattDs, tcpClosedDs, tcpEstablishedDs, tcpTransitoryDs, udpDs, wanAddr } from "./state";
 import {

@@ -17,16 +17,16 @@
 
 import { IP_DST, IP_SRC, PROTO_AH, PROTO_ESP, PROTO_GRE, PROTO_ICMP, PROTO_TCP, PROTO_UDP, ipDst, ipMoreFragments, ipSrc } from "../wire/ipv4";
 import { L4_DST_PORT, L4_SRC_PORT, TCP_OFF, port } from "../wire/l4";
-import { ahIn, ahOut } from "./ah";
-import { espIn, espOut } from "./esp";
+import { ahIn, ahOut } from "../vpn/ah";
+import { espIn, espOut } from "../vpn/esp";
 import { routerVerdict } from "./filter";
 import { fwdAddr, protoForwardMatch } from "./forward";
-import { greIn, greOut } from "./gre";
+import { greIn, greOut } from "../vpn/gre";
 import { icmpIn, icmpOut } from "./icmp";
-import { IKE_PORT, ikeIn, ikeOut } from "./isakmp";
+import { IKE_PORT, ikeIn, ikeOut } from "../vpn/isakmp";
 import { natIn, natOut } from "./masq";
-import { PPTP_PORT, pptpCheck, pptpIn, pptpOut } from "./pptp";
-import { Drop } from "./reasons";
+import { PPTP_PORT, pptpCheck, pptpIn, pptpOut } from "../vpn/pptp";
+import { Drop } from "../abi/reasons";
 import { rewriteAddr } from "./rewrite";
 import { wanAddr } from "./state";
 

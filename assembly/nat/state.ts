@@ -2,7 +2,7 @@
 // exports in index.ts. Times are kept in deciseconds (u32 lasts 13 years).
 
 import { counters, events, EVENT_CAP, EVENT_SIZE, lanNets } from "../layout";
-import { Drop } from "./reasons";
+import { Drop } from "../abi/reasons";
 
 export let nowDs: u32 = 0;
 export let wanAddr: u32 = 0; // raw network-order u32; 0 = no address yet

@@ -17,7 +17,7 @@
 // Addresses are kept as the raw u32 `load<u32>` returns (network byte order
 // bytes read little-endian): comparing, hashing and masking need no swaps.
 
-import { Drop } from "../nat/reasons";
+import { Drop } from "../abi/reasons";
 
 export const IP_VER_IHL: u32 = 0;
 export const IP_TOS: u32 = 1;

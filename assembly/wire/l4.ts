@@ -10,7 +10,7 @@
 // | Identifier      | Sequence Number |   (echo; errors carry the
 //                                          original IP header + 8 bytes)
 
-import { Drop } from "../nat/reasons";
+import { Drop } from "../abi/reasons";
 import { PROTO_ICMP, PROTO_TCP, PROTO_UDP } from "./ipv4";
 
 export const L4_SRC_PORT: u32 = 0;

@@ -18,7 +18,7 @@ import {
 export interface EngineExports {
   memoryBytes(flows: number): number;
   init(flows: number, seed: number): number;
-  process(count: number, nowMs: number, side: number): number;
+  process(count: number, side: number, nowMs: number): number;
   tick(nowMs: number, budget: number): number;
   setWanAddress(addr: number, nowMs: number): number;
   flushAll(): number;
@@ -146,7 +146,7 @@ export class Engine {
   }
 
   process(count: number, side: number, now = nowMs()): number {
-    return this.x.process(count, now, side);
+    return this.x.process(count, side, now);
   }
 
   // ---- slots (tests and benches; the TUN addon uses the raw offsets) ----

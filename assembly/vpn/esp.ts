@@ -22,16 +22,16 @@
 import { espMap, espRecs, outstanding, ESP_CAP, ESP_MAP_SIZE, ESP_SIZE, OUTSTANDING_CAP } from "../layout";
 import { IP_DST, IP_SRC, ipDst, ipSrc } from "../wire/ipv4";
 import { ikeLastSeen, ikeRecentHost } from "./isakmp";
-import { DEST_ROUTER, TARGET_ACCEPT, ZONE_WAN, ruleMatch } from "./filter";
+import { DEST_ROUTER, TARGET_ACCEPT, ZONE_WAN, ruleMatch } from "../nat/filter";
 import { kmFind, kmInsert, kmRemove } from "./keymap";
-import { protoForwardMatch, fwdAddr } from "./forward";
-import { Drop } from "./reasons";
-import { rewriteAddr } from "./rewrite";
+import { protoForwardMatch, fwdAddr } from "../nat/forward";
+import { Drop } from "../abi/reasons";
+import { rewriteAddr } from "../nat/rewrite";
 import { slabAlloc, slabFree, slabHighWater, slabInit } from "./slab";
 import {
   count, countAdd, eventPush, espDs, espGuess, espInitDs, espInitRetries, espSquelchDs, nowDs, parallelSessions, wanAddr,
   C_ESP_ACTIVE, C_ESP_BOUND, C_LOCAL_ACCEPT, EV_ESP_BOUND,
-} from "./state";
+} from "../nat/state";
 
 export const ESP_FREE: u32 = 0;
 export const ESP_OUTSTANDING: u32 = 1;

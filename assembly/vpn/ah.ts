@@ -5,10 +5,10 @@
 // (core.ts handles the latter before any handler runs).
 
 import { ipDst, ipSrc } from "../wire/ipv4";
-import { routerVerdict } from "./filter";
-import { protoForwardMatch } from "./forward";
-import { Drop } from "./reasons";
-import { eventPush, wanAddr, EV_AH_REFUSED } from "./state";
+import { routerVerdict } from "../nat/filter";
+import { protoForwardMatch } from "../nat/forward";
+import { Drop } from "../abi/reasons";
+import { eventPush, wanAddr, EV_AH_REFUSED } from "../nat/state";
 
 const SEEN_SLOTS: u32 = 256;
 const seen: usize = memory.data(SEEN_SLOTS * 8);

@@ -23,9 +23,9 @@ import { callIdBitmap, callMap, callRecs, CALL_CAP, CALL_MAP_SIZE, CALL_SIZE } f
 import { adjust16 } from "../wire/checksum";
 import { TCP_CSUM, TCP_OFF } from "../wire/l4";
 import { kmFind, kmInsert, kmRemove } from "./keymap";
-import { Drop } from "./reasons";
+import { Drop } from "../abi/reasons";
 import { slabAlloc, slabFree, slabHighWater, slabInit } from "./slab";
-import { countAdd, greDisconnectDs, greDs, hashSeed, nowDs, C_CALLS_ACTIVE } from "./state";
+import { countAdd, greDisconnectDs, greDs, hashSeed, nowDs, C_CALLS_ACTIVE } from "../nat/state";
 
 export const PPTP_PORT: u32 = 1723;
 const MAGIC: u32 = 0x1a2b3c4d;

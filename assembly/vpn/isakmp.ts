@@ -21,13 +21,13 @@
 import { ikeMap, ikeRecs, IKE_CAP, IKE_MAP_SIZE, IKE_SIZE } from "../layout";
 import { IP_DST, IP_SRC, ipDst, ipSrc } from "../wire/ipv4";
 import { L4_DST_PORT, L4_SRC_PORT, UDP_HEADER, port } from "../wire/l4";
-import { routerVerdict } from "./filter";
-import { fwdAddr, fwdPort, redirectMatch } from "./forward";
+import { routerVerdict } from "../nat/filter";
+import { fwdAddr, fwdPort, redirectMatch } from "../nat/forward";
 import { kmFind, kmInsert, kmRemove } from "./keymap";
-import { Drop } from "./reasons";
-import { rewriteAddrPort } from "./rewrite";
+import { Drop } from "../abi/reasons";
+import { rewriteAddrPort } from "../nat/rewrite";
 import { slabAlloc, slabFree, slabHighWater, slabInit } from "./slab";
-import { countAdd, eventPush, ikeDs, nowDs, wanAddr, C_IKE_ACTIVE, EV_IKE_COLLISION } from "./state";
+import { countAdd, eventPush, ikeDs, nowDs, wanAddr, C_IKE_ACTIVE, EV_IKE_COLLISION } from "../nat/state";
 import { PROTO_UDP } from "../wire/ipv4";
 import { espActiveBetween } from "./esp";
 

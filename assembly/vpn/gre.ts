@@ -11,11 +11,11 @@
 //   8 Sequence Number (if S)   Acknowledgment Number (if A)
 
 import { IP_DST, IP_SRC, ipDst, ipSrc } from "../wire/ipv4";
-import { fwdAddr, protoForwardMatch } from "./forward";
+import { fwdAddr, protoForwardMatch } from "../nat/forward";
 import { callFindIn, callFindOut, callLanAddr, callLanId, callTouch } from "./pptp";
-import { Drop } from "./reasons";
-import { rewriteAddr } from "./rewrite";
-import { wanAddr } from "./state";
+import { Drop } from "../abi/reasons";
+import { rewriteAddr } from "../nat/rewrite";
+import { wanAddr } from "../nat/state";
 
 const GRE_HEADER: u32 = 8;
 const GRE_PPP: u32 = 0x880b;
