@@ -4,10 +4,10 @@
 // Addresses are raw u32 (network-order bytes read little-endian), ports
 // host order, times in milliseconds (process/tick) or seconds (settings).
 
-import {
-  callRecs, counters, espRecs, events, flows, ikeRecs, lens, slots, verdicts, hashMask, layoutEnd, layoutInit, lanNets, maxFlows,
-  EVENT_CAP, EVENT_SIZE, FLOW_SIZE, MAX_LAN_NETS, SLOT_COUNT, SLOT_SIZE, COUNTER_SLOTS,
-} from "./layout";
+import { COUNTER_SLOTS, C_FLOWS_FLUSHED, EVENT_CAP, EVENT_SIZE, EV_FLUSH } from "./abi/counters";
+import { FLOW_SIZE } from "./abi/records";
+import { callRecs, counters, espRecs, events, flows, ikeRecs, lens, slots, verdicts, hashMask, layoutEnd, layoutInit, lanNets, maxFlows, MAX_LAN_NETS, SLOT_COUNT, SLOT_SIZE } from "./layout";
+import { ABI_WORDS, abiDescribe as describe } from "./abi/describe.gen";
 import { bindResetDynamic } from "./nat/binding";
 import { processBatch } from "./nat/core";
 import { ruleAdd, rulesClear } from "./nat/filter";
@@ -16,10 +16,7 @@ import { espFlushAll, espHighWater, espInit, espSweep } from "./vpn/esp";
 import { fragFlushAll, fragSweep } from "./nat/fragments";
 import { ikeFlushAll, ikeHighWater, ikeInit, ikeSweep } from "./vpn/isakmp";
 import { callFlushAll, callHighWater, callSweep, pptpInit } from "./vpn/pptp";
-import {
-  countAdd, eventPush, setClock, setLanNetCount, setPool, setSeed, setTimeoutsDs, setVpn, setWan, wanAddr,
-  C_FLOWS_FLUSHED, EV_FLUSH,
-} from "./nat/state";
+import { countAdd, eventPush, setClock, setLanNetCount as setLanNetCountState, setPool, setSeed, setTimeoutsDs, setVpn, setWan, wanAddr } from "./nat/state";
 import { flowActive as tableActive, flowFlushAll, flowHighWater as tableHighWater, flowSweep } from "./nat/table";
 
 let ready: bool = false;
@@ -83,8 +80,7 @@ export function setLanNet(i: u32, net: u32, mask: u32): i32 {
   store<u32>(lanNets + (<usize>i << 3), mask, 4);
   return 0;
 }
-function setLanNetCountExport(n: u32): void { setLanNetCount(n < MAX_LAN_NETS ? n : MAX_LAN_NETS); }
-export { setLanNetCountExport as setLanNetCount };
+export function setLanNetCount(n: u32): void { setLanNetCountState(n < MAX_LAN_NETS ? n : MAX_LAN_NETS); }
 
 export function setPortPool(lo: u32, hi: u32): i32 {
   if (lo == 0 || lo > hi || hi > 65535) return -1;
@@ -112,6 +108,11 @@ export function addRule(srcZone: u32, destZone: u32, target: u32, proto: i32, ic
   srcNet: u32, srcMask: u32, dstNet: u32, dstMask: u32, portLo: u32, portHi: u32): i32 {
   return ruleAdd(srcZone, destZone, target, proto, icmpType, srcNet, srcMask, dstNet, dstMask, portLo, portHi);
 }
+
+/** Writes every ABI constant as compiled at `out` (abi/describe.gen.ts); returns how many u32s. */
+export function abiDescribe(out: usize): u32 { return describe(out); }
+/** How many u32 values abiDescribe writes. */
+export function abiWords(): u32 { return ABI_WORDS; }
 
 // Memory map for the supervisor's views.
 export function countersPtr(): usize { return counters; }

@@ -12,17 +12,13 @@
 //               frags     (FRAG_CAP × FRAG_SIZE) + fragIndex
 //               redirects, rules, lan subnets
 
+import { COUNTER_SLOTS, EVENT_CAP, EVENT_HEADER, EVENT_SIZE } from "./abi/counters";
+import { BIND_PROTOS, BIND_SIZE, CALL_SIZE, ESP_SIZE, FLOW_SIZE, FRAG_SIZE, IKE_SIZE } from "./abi/records";
+
 export const SLOT_SIZE: u32 = 2048;
 export const SLOT_COUNT: u32 = 256;
-export const COUNTER_SLOTS: u32 = 128;
-export const EVENT_CAP: u32 = 4096; // power of two
-export const EVENT_SIZE: u32 = 32;
-export const FLOW_SIZE: u32 = 32;
-export const BIND_SIZE: u32 = 12;
-export const BIND_PROTOS: u32 = 3;
 export const BIND_INDEX_SIZE: u32 = 1 << 19;
 export const FRAG_CAP: u32 = 4096;
-export const FRAG_SIZE: u32 = 32;
 export const FRAG_INDEX_SIZE: u32 = 8192;
 export const MAX_REDIRECTS: u32 = 256;
 export const REDIRECT_SIZE: u32 = 16;
@@ -31,13 +27,10 @@ export const RULE_SIZE: u32 = 32;
 export const MAX_LAN_NETS: u32 = 32;
 // VPN tables (fixed sizes; maps at load ≤ 0.25 so probes stay short)
 export const ESP_CAP: u32 = 8192;
-export const ESP_SIZE: u32 = 32;
 export const ESP_MAP_SIZE: u32 = 32768;
 export const IKE_CAP: u32 = 4096;
-export const IKE_SIZE: u32 = 48;
 export const IKE_MAP_SIZE: u32 = 16384;
 export const CALL_CAP: u32 = 4096;
-export const CALL_SIZE: u32 = 32;
 export const CALL_MAP_SIZE: u32 = 16384;
 export const KM_SLOT: u32 = 12;
 export const OUTSTANDING_CAP: u32 = 256;
@@ -82,7 +75,7 @@ export function hashSizeFor(flowsWanted: u32): u32 {
 export function layoutInit(base: usize, flowsWanted: u32, commit: bool): usize {
   let p = align64(base);
   const c = p; p = align64(p + COUNTER_SLOTS * 8);
-  const e = p; p = align64(p + 64 + EVENT_CAP * EVENT_SIZE);
+  const e = p; p = align64(p + EVENT_HEADER + EVENT_CAP * EVENT_SIZE);
   const s = p; p = align64(p + <usize>SLOT_COUNT * SLOT_SIZE);
   const l = p; p = align64(p + SLOT_COUNT * 4);
   const v = p; p = align64(p + SLOT_COUNT);

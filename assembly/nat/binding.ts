@@ -8,16 +8,12 @@
 //   0 u32 lanAddr   4 u32 refs   8 u16 lanPort   10 u16 flags
 // bindIndex: open addressing over (proto, lanAddr, lanPort) → owner slot + 1.
 
-import { bindings, bindIndex, BIND_INDEX_SIZE, BIND_PROTOS, BIND_SIZE } from "../layout";
-import { PROTO_ICMP, PROTO_TCP } from "../wire/ipv4";
-import { countAdd, hashSeed, poolHi, poolLo, C_BINDINGS_ACTIVE } from "./state";
+import { PROTO_ICMP, PROTO_TCP } from "../abi/codes";
+import { C_BINDINGS_ACTIVE } from "../abi/counters";
+import { BF_STATIC, BF_USED, BIND_PROTOS, BIND_SIZE, B_FLAGS, B_LAN_ADDR, B_LAN_PORT, B_REFS } from "../abi/records";
+import { bindings, bindIndex, BIND_INDEX_SIZE } from "../layout";
+import { countAdd, hashSeed, poolHi, poolLo } from "./state";
 
-export const B_LAN_ADDR: u32 = 0;
-export const B_REFS: u32 = 4;
-export const B_LAN_PORT: u32 = 8;
-export const B_FLAGS: u32 = 10;
-export const BF_USED: u32 = 1;
-export const BF_STATIC: u32 = 2;
 
 export const NO_PORT: u32 = 0xffffffff;
 const INDEX_MASK: u32 = BIND_INDEX_SIZE - 1;

@@ -2,28 +2,24 @@
 // policy, dispatch to the protocol handler, follow fragments, compensate
 // TTL, write a verdict. Never traps: everything malformed is a Drop reason.
 
+import { DEST_FORWARD, DEST_ROUTER, SIDE_INSIDE, SIDE_OUTSIDE, TARGET_ACCEPT, TARGET_NONE, TARGET_REJECT, VERDICT_DROP, VERDICT_PASS, ZONE_WAN } from "../abi/codes";
+import { C_PASS_INSIDE, C_PASS_OUTSIDE, C_RX_INSIDE, C_RX_OUTSIDE } from "../abi/counters";
 import { lens, slots, verdicts, SLOT_SIZE } from "../layout";
 import {
   ipDst, ipFragOffset, ipHeaderLen, ipId, ipMoreFragments, ipProto, ipSrc, ipTotalLen, ipv4Check,
 } from "../wire/ipv4";
 import { l4Check } from "../wire/l4";
-import { DEST_FORWARD, DEST_ROUTER, TARGET_ACCEPT, TARGET_NONE, TARGET_REJECT, ZONE_WAN, ruleMatch } from "./filter";
+import { ruleMatch } from "./filter";
 import { fragFollow, fragNoteFirst, fragSweep } from "./fragments";
 import { Drop } from "../abi/reasons";
 import { dispatchIn, dispatchOut } from "./registry";
 import { ttlCompensate } from "./rewrite";
-import {
-  countAdd, dropped, isLanAddr, isMartian, wanAddr, C_PASS_INSIDE, C_PASS_OUTSIDE, C_RX_INSIDE, C_RX_OUTSIDE,
-} from "./state";
+import { countAdd, dropped, isLanAddr, isMartian, wanAddr } from "./state";
 import { espSweep } from "../vpn/esp";
 import { ikeSweep } from "../vpn/isakmp";
 import { callSweep } from "../vpn/pptp";
 import { flowIndexPeekIn, flowIndexPeekOut, flowSweep, rec } from "./table";
 
-export const SIDE_INSIDE: u32 = 0;
-export const SIDE_OUTSIDE: u32 = 1;
-export const VERDICT_DROP: u8 = 0;
-export const VERDICT_PASS: u8 = 1;
 
 /** LAN (or the router itself) → WAN. */
 function outbound(p: usize, len: u32): u32 {

@@ -11,11 +11,13 @@
 //   0 u32 srcAddr   4 u32 dstAddr   8 u16 ipId  10 u8 proto  11 u8 side+1 (0 = free)
 //  12 u32 newAddr  16 u32 expiresDs 20 u32 firstEnd 24 u32 seenBytes 28 u32 totalBytes (0 = unknown)
 
-import { frags, FRAG_CAP, FRAG_SIZE } from "../layout";
+import { C_FRAGS_ACTIVE } from "../abi/counters";
+import { FRAG_SIZE } from "../abi/records";
+import { frags, FRAG_CAP } from "../layout";
 import { IP_DST, IP_SRC, ipId, ipDst, ipSrc } from "../wire/ipv4";
 import { Drop } from "../abi/reasons";
 import { rewriteAddr } from "./rewrite";
-import { countAdd, fragDs, hashSeed, nowDs, C_FRAGS_ACTIVE } from "./state";
+import { countAdd, fragDs, hashSeed, nowDs } from "./state";
 
 const WAYS: u32 = 4;
 const BUCKETS: u32 = FRAG_CAP / WAYS;

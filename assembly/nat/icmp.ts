@@ -7,8 +7,10 @@
 //   icmp + 0  type, code, checksum, unused (8 bytes)
 //   icmp + 8  original IP header (ihl bytes), then its first L4 bytes
 
+import { PROTO_ESP, PROTO_GRE, PROTO_ICMP, PROTO_TCP, PROTO_UDP } from "../abi/codes";
+import { F_ALIAS_PORT, F_LAN_ADDR, F_LAN_PORT, F_PKTS_IN, F_PKTS_OUT } from "../abi/records";
 import { adjust16, adjust32 } from "../wire/checksum";
-import { IP_CSUM, IP_DST, IP_MIN_HEADER, IP_PROTO, IP_SRC, PROTO_ESP, PROTO_GRE, PROTO_ICMP, PROTO_TCP, PROTO_UDP, ipDst, ipSrc } from "../wire/ipv4";
+import { IP_CSUM, IP_DST, IP_MIN_HEADER, IP_PROTO, IP_SRC, ipDst, ipSrc } from "../wire/ipv4";
 import { espLanOut } from "../vpn/esp";
 import { IKE_PORT, ikeLanFor } from "../vpn/isakmp";
 import { callFindOut, callLanAddr } from "../vpn/pptp";
@@ -21,7 +23,7 @@ import { natIn, natOut } from "./masq";
 import { Drop } from "../abi/reasons";
 import { rewriteAddr } from "./rewrite";
 import { wanAddr } from "./state";
-import { F_ALIAS_PORT, F_LAN_ADDR, F_LAN_PORT, F_PKTS_IN, F_PKTS_OUT, flowFindIn, flowFindOut, rec } from "./table";
+import { flowFindIn, flowFindOut, rec } from "./table";
 
 @inline function isError(type: u32): bool {
   return type == ICMP_DEST_UNREACH || type == ICMP_TIME_EXCEEDED || type == ICMP_PARAM_PROBLEM || type == ICMP_SOURCE_QUENCH;

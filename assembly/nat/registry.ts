@@ -15,7 +15,8 @@
 //   GRE (47)                   gre.greOut                gre.greIn
 //   any other protocol         protocol forward          protocol forward, rules
 
-import { IP_DST, IP_SRC, PROTO_AH, PROTO_ESP, PROTO_GRE, PROTO_ICMP, PROTO_TCP, PROTO_UDP, ipDst, ipMoreFragments, ipSrc } from "../wire/ipv4";
+import { PROTO_AH, PROTO_ESP, PROTO_GRE, PROTO_ICMP, PROTO_TCP, PROTO_UDP } from "../abi/codes";
+import { IP_DST, IP_SRC, ipDst, ipMoreFragments, ipSrc } from "../wire/ipv4";
 import { L4_DST_PORT, L4_SRC_PORT, TCP_OFF, port } from "../wire/l4";
 import { ahIn, ahOut } from "../vpn/ah";
 import { espIn, espOut } from "../vpn/esp";

@@ -1,7 +1,11 @@
 // Engine-wide settings and the clock, set by the supervisor through the
 // exports in index.ts. Times are kept in deciseconds (u32 lasts 13 years).
 
-import { counters, events, EVENT_CAP, EVENT_SIZE, lanNets } from "../layout";
+import {
+  C_DROP_BASE, C_EVENTS_LOST, EVENT_CAP, EVENT_HEADER, EVENT_SIZE, EV_DROP, EVT_ALIAS_PORT, EVT_EXTRA, EVT_LAN_ADDR,
+  EVT_LAN_PORT, EVT_PROTO, EVT_REASON, EVT_REM_ADDR, EVT_REM_PORT, EVT_SIDE, EVT_TIME, EVT_TYPE, EVT_WAN_ADDR,
+} from "../abi/counters";
+import { counters, events, lanNets } from "../layout";
 import { Drop } from "../abi/reasons";
 
 export let nowDs: u32 = 0;
@@ -61,25 +65,7 @@ export function isLanAddr(a: u32): bool {
   return first == 0 || first == 127 || first >= 224;
 }
 
-// ---- counters -------------------------------------------------------------
-export const C_RX_INSIDE: u32 = 0;
-export const C_RX_OUTSIDE: u32 = 1;
-export const C_PASS_INSIDE: u32 = 2;
-export const C_PASS_OUTSIDE: u32 = 3;
-export const C_FLOWS_NEW: u32 = 4;
-export const C_FLOWS_EXPIRED: u32 = 5;
-export const C_FLOWS_ACTIVE: u32 = 6;
-export const C_BINDINGS_ACTIVE: u32 = 7;
-export const C_FRAGS_ACTIVE: u32 = 8;
-export const C_EVENTS_LOST: u32 = 9;
-export const C_LOCAL_ACCEPT: u32 = 10;
-export const C_FLOWS_FLUSHED: u32 = 11;
-export const C_ESP_ACTIVE: u32 = 12;
-export const C_IKE_ACTIVE: u32 = 13;
-export const C_CALLS_ACTIVE: u32 = 14;
-export const C_ESP_BOUND: u32 = 15;
-export const C_DROP_BASE: u32 = 32; // + reason
-
+// ---- counters (slots: abi/counters.ts) --------------------------------------
 @inline export function count(i: u32): void {
   const p = counters + (<usize>i << 3);
   store<u64>(p, load<u64>(p) + 1);
@@ -90,29 +76,20 @@ export const C_DROP_BASE: u32 = 32; // + reason
 }
 
 // ---- events -----------------------------------------------------------------
-// Ring of EVENT_CAP records; header: u32 head (engine writes), u32 tail (supervisor).
-//  0 u8 type  1 u8 reason  2 u8 proto  3 u8 side
-//  4 u32 lanAddr  8 u32 remoteAddr  12 u32 wanAddr
-// 16 u16 lanPort 18 u16 remotePort 20 u16 aliasPort 22 u16 spare
-// 24 u32 timeDs  28 u32 extra
-export const EV_FLOW_NEW: u32 = 1;
-export const EV_FLOW_EXPIRED: u32 = 2;
-export const EV_DROP: u32 = 3;
-export const EV_FLUSH: u32 = 4;
-export const EV_ESP_BOUND: u32 = 5;      // inbound SPI (extra) associated with a LAN host
-export const EV_AH_REFUSED: u32 = 6;     // once per LAN host / server pair
-export const EV_IKE_COLLISION: u32 = 7;
+// Ring of EVENT_CAP records of EVENT_SIZE bytes after an EVENT_HEADER-byte
+// header: u32 head (engine writes), u32 tail (supervisor). Fields: abi/counters.ts.
 
 export function eventPush(type: u32, reason: u32, proto: u32, side: u32,
   lanA: u32, remA: u32, lanP: u32, remP: u32, aliasP: u32, extra: u32): void {
   const head = load<u32>(events);
   const tail = load<u32>(events, 4);
   if (head - tail >= EVENT_CAP) { count(C_EVENTS_LOST); return; }
-  const e = events + 64 + (<usize>(head & (EVENT_CAP - 1)) * EVENT_SIZE);
-  store<u8>(e, <u8>type); store<u8>(e, <u8>reason, 1); store<u8>(e, <u8>proto, 2); store<u8>(e, <u8>side, 3);
-  store<u32>(e, lanA, 4); store<u32>(e, remA, 8); store<u32>(e, wanAddr, 12);
-  store<u16>(e, <u16>lanP, 16); store<u16>(e, <u16>remP, 18); store<u16>(e, <u16>aliasP, 20);
-  store<u32>(e, nowDs, 24); store<u32>(e, extra, 28);
+  const e = events + EVENT_HEADER + (<usize>(head & (EVENT_CAP - 1)) * EVENT_SIZE);
+  store<u8>(e, <u8>type, EVT_TYPE); store<u8>(e, <u8>reason, EVT_REASON);
+  store<u8>(e, <u8>proto, EVT_PROTO); store<u8>(e, <u8>side, EVT_SIDE);
+  store<u32>(e, lanA, EVT_LAN_ADDR); store<u32>(e, remA, EVT_REM_ADDR); store<u32>(e, wanAddr, EVT_WAN_ADDR);
+  store<u16>(e, <u16>lanP, EVT_LAN_PORT); store<u16>(e, <u16>remP, EVT_REM_PORT); store<u16>(e, <u16>aliasP, EVT_ALIAS_PORT);
+  store<u32>(e, nowDs, EVT_TIME); store<u32>(e, extra, EVT_EXTRA);
   store<u32>(events, head + 1);
 }
 

@@ -11,28 +11,13 @@
 //  20 u16 flags     22 u16 spare       24 u32 pktsOut  28 u32 pktsIn
 // Ports are host order. A free record keeps the next free record + 1 at 0.
 
-import { counters, flows, flowOutIndex, flowInIndex, hashMask, maxFlows, FLOW_SIZE } from "../layout";
-import { count, countAdd, eventPush, hashSeed, nowDs, C_FLOWS_ACTIVE, C_FLOWS_EXPIRED, C_FLOWS_NEW, EV_FLOW_EXPIRED, EV_FLOW_NEW } from "./state";
+import { C_FLOWS_ACTIVE, C_FLOWS_EXPIRED, C_FLOWS_NEW, EV_FLOW_EXPIRED, EV_FLOW_NEW } from "../abi/counters";
+import { FLOW_SIZE, FL_IN_USE, F_ALIAS_PORT, F_EXPIRES, F_FLAGS, F_LAN_ADDR, F_LAN_PORT, F_PKTS_IN, F_PKTS_OUT, F_PROTO, F_REM_ADDR, F_REM_PORT, F_STATE } from "../abi/records";
+import { counters, flows, flowOutIndex, flowInIndex, hashMask, maxFlows } from "../layout";
+import { count, countAdd, eventPush, hashSeed, nowDs } from "./state";
 import { bindRelease, protoIndex } from "./binding";
 
-export const F_LAN_ADDR: u32 = 0;
-export const F_REM_ADDR: u32 = 4;
-export const F_LAN_PORT: u32 = 8;
-export const F_REM_PORT: u32 = 10;
-export const F_ALIAS_PORT: u32 = 12;
-export const F_PROTO: u32 = 14;
-export const F_STATE: u32 = 15;
-export const F_EXPIRES: u32 = 16;
-export const F_FLAGS: u32 = 20;
-export const F_PKTS_OUT: u32 = 24;
-export const F_PKTS_IN: u32 = 28;
 
-export const FL_IN_USE: u32 = 1;
-export const FL_REDIRECT: u32 = 2;   // opened by a WAN packet through a redirect
-export const FL_REPLIED: u32 = 4;    // traffic seen both ways
-export const FL_FIN_OUT: u32 = 8;
-export const FL_FIN_IN: u32 = 16;
-export const FL_NATT: u32 = 32;     // UDP 4500: natt_timeout
 
 let freeHead: u32 = 0;   // record + 1 of the first free record, 0 = none
 let bumpNext: u32 = 0;   // records never used start here

@@ -4,11 +4,12 @@
 // translation passes: the router's own, and routed traffic a rule accepts
 // (core.ts handles the latter before any handler runs).
 
+import { EV_AH_REFUSED } from "../abi/counters";
 import { ipDst, ipSrc } from "../wire/ipv4";
 import { routerVerdict } from "../nat/filter";
 import { protoForwardMatch } from "../nat/forward";
 import { Drop } from "../abi/reasons";
-import { eventPush, wanAddr, EV_AH_REFUSED } from "../nat/state";
+import { eventPush, wanAddr } from "../nat/state";
 
 const SEEN_SLOTS: u32 = 256;
 const seen: usize = memory.data(SEEN_SLOTS * 8);

@@ -19,25 +19,20 @@
 //  24 u8 state  25 u8 retries  26 u16 flags  28 u32 packets
 // Map keys: (remote, spiOut) → record+1 | OUT_BIT, (remote, spiIn) → record+1.
 
-import { espMap, espRecs, outstanding, ESP_CAP, ESP_MAP_SIZE, ESP_SIZE, OUTSTANDING_CAP } from "../layout";
+import { DEST_ROUTER, TARGET_ACCEPT, ZONE_WAN } from "../abi/codes";
+import { C_ESP_ACTIVE, C_ESP_BOUND, C_LOCAL_ACCEPT, EV_ESP_BOUND } from "../abi/counters";
+import { ESPF_FORWARD, ESP_BOUND, ESP_FREE, ESP_OUTSTANDING, ESP_SIZE, ESP_SQUELCHED } from "../abi/records";
+import { espMap, espRecs, outstanding, ESP_CAP, ESP_MAP_SIZE, OUTSTANDING_CAP } from "../layout";
 import { IP_DST, IP_SRC, ipDst, ipSrc } from "../wire/ipv4";
 import { ikeLastSeen, ikeRecentHost } from "./isakmp";
-import { DEST_ROUTER, TARGET_ACCEPT, ZONE_WAN, ruleMatch } from "../nat/filter";
+import { ruleMatch } from "../nat/filter";
 import { kmFind, kmInsert, kmRemove } from "./keymap";
 import { protoForwardMatch, fwdAddr } from "../nat/forward";
 import { Drop } from "../abi/reasons";
 import { rewriteAddr } from "../nat/rewrite";
 import { slabAlloc, slabFree, slabHighWater, slabInit } from "./slab";
-import {
-  count, countAdd, eventPush, espDs, espGuess, espInitDs, espInitRetries, espSquelchDs, nowDs, parallelSessions, wanAddr,
-  C_ESP_ACTIVE, C_ESP_BOUND, C_LOCAL_ACCEPT, EV_ESP_BOUND,
-} from "../nat/state";
+import { count, countAdd, eventPush, espDs, espGuess, espInitDs, espInitRetries, espSquelchDs, nowDs, parallelSessions, wanAddr } from "../nat/state";
 
-export const ESP_FREE: u32 = 0;
-export const ESP_OUTSTANDING: u32 = 1;
-export const ESP_BOUND: u32 = 2;
-export const ESP_SQUELCHED: u32 = 3;
-export const ESPF_FORWARD: u32 = 1; // belongs to a protocol forward (server behind the router)
 
 const OUT_BIT: u32 = 0x80000000;
 const MAP_MASK: u32 = ESP_MAP_SIZE - 1;

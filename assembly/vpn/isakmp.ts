@@ -18,7 +18,10 @@
 //  24 u32 expiresDs 28 u32 lastSeenDs  32 u16 remotePort 34 u16 flags  36 u32 pktsOut 40 u32 pktsIn 44 u8 inUse
 // Map key: (remote ^ icookie.hi, icookie.lo) → record + 1.
 
-import { ikeMap, ikeRecs, IKE_CAP, IKE_MAP_SIZE, IKE_SIZE } from "../layout";
+import { PROTO_UDP } from "../abi/codes";
+import { C_IKE_ACTIVE, EV_IKE_COLLISION } from "../abi/counters";
+import { IKEF_INBOUND, IKE_SIZE } from "../abi/records";
+import { ikeMap, ikeRecs, IKE_CAP, IKE_MAP_SIZE } from "../layout";
 import { IP_DST, IP_SRC, ipDst, ipSrc } from "../wire/ipv4";
 import { L4_DST_PORT, L4_SRC_PORT, UDP_HEADER, port } from "../wire/l4";
 import { routerVerdict } from "../nat/filter";
@@ -27,14 +30,12 @@ import { kmFind, kmInsert, kmRemove } from "./keymap";
 import { Drop } from "../abi/reasons";
 import { rewriteAddrPort } from "../nat/rewrite";
 import { slabAlloc, slabFree, slabHighWater, slabInit } from "./slab";
-import { countAdd, eventPush, ikeDs, nowDs, wanAddr, C_IKE_ACTIVE, EV_IKE_COLLISION } from "../nat/state";
-import { PROTO_UDP } from "../wire/ipv4";
+import { countAdd, eventPush, ikeDs, nowDs, wanAddr } from "../nat/state";
 import { espActiveBetween } from "./esp";
 
 export const IKE_PORT: u32 = 500;
 const ISAKMP_HEADER: u32 = 28;
 const MAP_MASK: u32 = IKE_MAP_SIZE - 1;
-const IKEF_INBOUND: u32 = 1; // opened by the server side (a responder behind the router)
 const slab: usize = memory.data(16);
 let sweepHand: u32 = 0;
 

@@ -19,13 +19,15 @@
 // Map keys: (remote, alias | IN) → call+1; (remote, callIdRemote | OUT) → call+1;
 //           (lan ^ mix(remote), callIdLan | LAN) → call+1.
 
-import { callIdBitmap, callMap, callRecs, CALL_CAP, CALL_MAP_SIZE, CALL_SIZE } from "../layout";
+import { C_CALLS_ACTIVE } from "../abi/counters";
+import { CALL_SIZE, CF_DISCONNECTED, CF_REMOTE_KNOWN } from "../abi/records";
+import { callIdBitmap, callMap, callRecs, CALL_CAP, CALL_MAP_SIZE } from "../layout";
 import { adjust16 } from "../wire/checksum";
 import { TCP_CSUM, TCP_OFF } from "../wire/l4";
 import { kmFind, kmInsert, kmRemove } from "./keymap";
 import { Drop } from "../abi/reasons";
 import { slabAlloc, slabFree, slabHighWater, slabInit } from "./slab";
-import { countAdd, greDisconnectDs, greDs, hashSeed, nowDs, C_CALLS_ACTIVE } from "../nat/state";
+import { countAdd, greDisconnectDs, greDs, hashSeed, nowDs } from "../nat/state";
 
 export const PPTP_PORT: u32 = 1723;
 const MAGIC: u32 = 0x1a2b3c4d;
@@ -33,8 +35,6 @@ const K_IN: u32 = 0x10000;
 const K_OUT: u32 = 0x20000;
 const K_LAN: u32 = 0x30000;
 const MAP_MASK: u32 = CALL_MAP_SIZE - 1;
-const CF_REMOTE_KNOWN: u32 = 1;
-const CF_DISCONNECTED: u32 = 2;
 const slab: usize = memory.data(16);
 let sweepHand: u32 = 0;
 let aliasHint: u32 = 1;

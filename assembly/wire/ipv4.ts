@@ -35,12 +35,6 @@ export const IP_FLAG_MF: u32 = 0x2000;
 export const IP_FLAG_DF: u32 = 0x4000;
 export const IP_OFFSET_MASK: u32 = 0x1fff;
 
-export const PROTO_ICMP: u32 = 1;
-export const PROTO_TCP: u32 = 6;
-export const PROTO_UDP: u32 = 17;
-export const PROTO_GRE: u32 = 47;
-export const PROTO_ESP: u32 = 50;
-export const PROTO_AH: u32 = 51;
 
 // The checked view: `ipv4Check` validates once and fills these; afterwards
 // the accessors below read fields without further checks.

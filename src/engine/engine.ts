@@ -12,35 +12,11 @@ import {
   C_DROP_BASE, COUNTERS, DROP_REASONS, EV_AH_REFUSED, EV_DROP, EV_ESP_BOUND, EV_FLOW_EXPIRED, EV_FLOW_NEW, EV_FLUSH,
   EV_IKE_COLLISION, FL_IN_USE, FL_REDIRECT,
   FL_REPLIED, F_ALIAS_PORT, F_EXPIRES, F_FLAGS, F_LAN_ADDR, F_LAN_PORT, F_PKTS_IN, F_PKTS_OUT, F_PROTO, F_REM_ADDR,
-  F_REM_PORT, F_STATE, PROTO_NAMES, TCP_STATES, rawToIp,
+  F_REM_PORT, F_STATE, PROTO_NAMES, TCP_STATES, rawToIp, type EngineExports,
 } from './abi.js';
 
-export interface EngineExports {
-  memoryBytes(flows: number): number;
-  init(flows: number, seed: number): number;
-  process(count: number, side: number, nowMs: number): number;
-  tick(nowMs: number, budget: number): number;
-  setWanAddress(addr: number, nowMs: number): number;
-  flushAll(): number;
-  setLanNet(i: number, net: number, mask: number): number;
-  setLanNetCount(n: number): void;
-  setPortPool(lo: number, hi: number): number;
-  setTimeouts(tcpEst: number, tcpTrans: number, udp: number, icmp: number, frag: number): void;
-  clearRedirects(): void;
-  addRedirect(proto: number, portLo: number, portHi: number, destAddr: number, destPortLo: number): number;
-  clearRules(): void;
-  addRule(srcZone: number, destZone: number, target: number, proto: number, icmpType: number,
-    srcNet: number, srcMask: number, dstNet: number, dstMask: number, portLo: number, portHi: number): number;
-  countersPtr(): number; counterSlots(): number;
-  eventsPtr(): number; eventCap(): number; eventSize(): number;
-  slotsPtr(): number; lensPtr(): number; verdictsPtr(): number; slotSize(): number; slotCount(): number;
-  flowsPtr(): number; flowSize(): number; flowCapacity(): number; flowHighWater(): number; flowActive(): number;
-  hashSize(): number; layoutBytesEnd(): number;
-  addProtoForward(proto: number, destAddr: number): number;
-  setVpnSettings(esp: number, espInit: number, espRetries: number, ike: number, natt: number, gre: number,
-    parallel: number, guess: number): void;
-  espPtr(): number; espCount(): number; ikePtr(): number; ikeCount(): number; callPtr(): number; callCount(): number;
-}
+// The export signatures are generated from assembly/index.ts (abi.gen.ts).
+export type { EngineExports } from './abi.js';
 
 export interface EngineEvent {
   type: 'flow_new' | 'flow_expired' | 'drop' | 'flush' | 'esp_bound' | 'ah_refused' | 'ike_collision' | 'unknown';
