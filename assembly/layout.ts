@@ -1,3 +1,5 @@
+import { COUNTER_SLOTS, EVENT_CAP, EVENT_HEADER, EVENT_SIZE } from "./abi/counters";
+import { BIND_PROTOS, BIND_SIZE, CALL_SIZE, ESP_SIZE, FLOW_SIZE, FRAG_SIZE, IKE_SIZE } from "./abi/records";
 // The engine's linear memory map. Memory is imported from the supervisor
 // with initial == maximum pages, so every region below is carved once in
 // `layoutInit` and never moves: JS views on it stay valid for the whole run.
@@ -11,9 +13,6 @@
 //               bindings  (3 protocols × 65536 × BIND_SIZE) + bindIndex
 //               frags     (FRAG_CAP × FRAG_SIZE) + fragIndex
 //               redirects, rules, lan subnets
-
-import { COUNTER_SLOTS, EVENT_CAP, EVENT_HEADER, EVENT_SIZE } from "./abi/counters";
-import { BIND_PROTOS, BIND_SIZE, CALL_SIZE, ESP_SIZE, FLOW_SIZE, FRAG_SIZE, IKE_SIZE } from "./abi/records";
 
 export const SLOT_SIZE: u32 = 2048;
 export const SLOT_COUNT: u32 = 256;

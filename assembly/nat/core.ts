@@ -2,7 +2,10 @@
 // policy, dispatch to the protocol handler, follow fragments, compensate
 // TTL, write a verdict. Never traps: everything malformed is a Drop reason.
 
-import { DEST_FORWARD, DEST_ROUTER, SIDE_INSIDE, SIDE_OUTSIDE, TARGET_ACCEPT, TARGET_NONE, TARGET_REJECT, VERDICT_DROP, VERDICT_PASS, ZONE_WAN } from "../abi/codes";
+import {
+  DEST_FORWARD, DEST_ROUTER, SIDE_INSIDE, SIDE_OUTSIDE, TARGET_ACCEPT, TARGET_NONE, TARGET_REJECT,
+  VERDICT_DROP, VERDICT_PASS, ZONE_WAN,
+} from "../abi/codes";
 import { C_PASS_INSIDE, C_PASS_OUTSIDE, C_RX_INSIDE, C_RX_OUTSIDE } from "../abi/counters";
 import { lens, slots, verdicts, SLOT_SIZE } from "../layout";
 import {
@@ -19,7 +22,6 @@ import { espSweep } from "../vpn/esp";
 import { ikeSweep } from "../vpn/isakmp";
 import { callSweep } from "../vpn/pptp";
 import { flowIndexPeekIn, flowIndexPeekOut, flowSweep, rec } from "./table";
-
 
 /** LAN (or the router itself) → WAN. */
 function outbound(p: usize, len: u32): u32 {

@@ -9,12 +9,13 @@
 //   8 u32 srcNet  12 u32 srcMask  16 u32 dstNet  20 u32 dstMask
 //  24 u16 portLo  26 u16 portHi   (host order; 0..65535 = any)
 
-import { DEST_ROUTER, PROTO_ICMP, PROTO_TCP, PROTO_UDP, TARGET_ACCEPT, TARGET_NONE, TARGET_REJECT, ZONE_WAN } from "../abi/codes";
+import {
+  DEST_ROUTER, PROTO_ICMP, PROTO_TCP, PROTO_UDP, TARGET_ACCEPT, TARGET_NONE, TARGET_REJECT, ZONE_WAN,
+} from "../abi/codes";
 import { C_LOCAL_ACCEPT } from "../abi/counters";
 import { rules, MAX_RULES, RULE_SIZE } from "../layout";
 import { Drop } from "../abi/reasons";
 import { count } from "./state";
-
 
 let ruleCount: u32 = 0;
 

@@ -8,11 +8,12 @@
 //   icmp + 8  original IP header (ihl bytes), then its first L4 bytes
 
 import { PROTO_ESP, PROTO_GRE, PROTO_ICMP, PROTO_TCP, PROTO_UDP } from "../abi/codes";
-import { F_ALIAS_PORT, F_LAN_ADDR, F_LAN_PORT, F_PKTS_IN, F_PKTS_OUT } from "../abi/records";
+import { BIND_ICMP, F_ALIAS_PORT, F_LAN_ADDR, F_LAN_PORT, F_PKTS_IN, F_PKTS_OUT } from "../abi/records";
 import { adjust16, adjust32 } from "../wire/checksum";
 import { IP_CSUM, IP_DST, IP_MIN_HEADER, IP_PROTO, IP_SRC, ipDst, ipSrc } from "../wire/ipv4";
 import { espLanOut } from "../vpn/esp";
 import { IKE_PORT, ikeLanFor } from "../vpn/isakmp";
+import { GRE_CALL_ID } from "../vpn/gre";
 import { callFindOut, callLanAddr } from "../vpn/pptp";
 import { routerVerdict } from "./filter";
 import {
@@ -94,7 +95,7 @@ function rewriteEmbedded(icmp: usize, field: u32, newAddr: u32, portOff: u32, ne
 /** ICMP from the LAN (or the router) toward the WAN. */
 export function icmpOut(p: usize, icmp: usize, icmpLen: u32): u32 {
   const type = <u32>load<u8>(icmp);
-  if (type == ICMP_ECHO_REQUEST) return natOut(p, icmp, PROTO_ICMP, 2);
+  if (type == ICMP_ECHO_REQUEST) return natOut(p, icmp, PROTO_ICMP, BIND_ICMP);
   if (ipSrc(p) == wanAddr) return Drop.NONE; // the router's own ICMP (echo replies, its errors)
   if (!isError(type)) return Drop.ICMP_UNSUPPORTED;
   const r0 = embeddedCheck(icmp, icmpLen);
@@ -118,7 +119,7 @@ export function icmpOut(p: usize, icmp: usize, icmpLen: u32): u32 {
 /** ICMP from the WAN to the WAN address. */
 export function icmpIn(p: usize, icmp: usize, icmpLen: u32): u32 {
   const type = <u32>load<u8>(icmp);
-  if (type == ICMP_ECHO_REPLY) return natIn(p, icmp, PROTO_ICMP, 2);
+  if (type == ICMP_ECHO_REPLY) return natIn(p, icmp, PROTO_ICMP, BIND_ICMP);
   if (!isError(type)) {
     // Echo requests and the rest are for the router itself: rules decide.
     return routerVerdict(PROTO_ICMP, ipSrc(p), ipDst(p), type);
@@ -135,7 +136,7 @@ export function icmpIn(p: usize, icmp: usize, icmpLen: u32): u32 {
   if (embProto == PROTO_ESP) {
     vpnHost = espLanOut(remA, load<u32>(embL4));
   } else if (embProto == PROTO_GRE) {
-    const v = callFindOut(remA, <u32>bswap<u16>(load<u16>(embL4, 6)));
+    const v = callFindOut(remA, <u32>bswap<u16>(load<u16>(embL4, GRE_CALL_ID)));
     vpnHost = v != 0 ? callLanAddr(v) : 0;
   } else if (embProto == PROTO_UDP && port(embL4, L4_SRC_PORT) == IKE_PORT) {
     if (embL4Avail < UDP_HEADER + 8) return Drop.ICMP_NO_FLOW; // the cookie was not quoted

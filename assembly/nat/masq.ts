@@ -3,7 +3,10 @@
 // address; inbound packets must match a flow, a redirect or a rule.
 
 import { DEST_FORWARD, PROTO_ICMP, PROTO_TCP, TARGET_DROP, TARGET_REJECT, ZONE_LAN } from "../abi/codes";
-import { FL_FIN_IN, FL_FIN_OUT, FL_NATT, FL_REDIRECT, FL_REPLIED, F_ALIAS_PORT, F_FLAGS, F_LAN_ADDR, F_LAN_PORT, F_PKTS_IN, F_PKTS_OUT, F_STATE } from "../abi/records";
+import {
+  FL_FIN_IN, FL_FIN_OUT, FL_NATT, FL_REDIRECT, FL_REPLIED, F_ALIAS_PORT, F_FLAGS, F_LAN_ADDR, F_LAN_PORT,
+  F_PKTS_IN, F_PKTS_OUT, F_STATE,
+} from "../abi/records";
 import { IP_DST, IP_SRC, ipDst, ipSrc } from "../wire/ipv4";
 import { ICMP_ID, L4_DST_PORT, L4_SRC_PORT, TCP_ACK_FLAG, TCP_FIN, TCP_RST, TCP_SYN, port, tcpFlags } from "../wire/l4";
 import { NO_PORT, bindAcquire, bindRef, bindRelease } from "./binding";

@@ -16,6 +16,7 @@
 //   any other protocol         protocol forward          protocol forward, rules
 
 import { PROTO_AH, PROTO_ESP, PROTO_GRE, PROTO_ICMP, PROTO_TCP, PROTO_UDP } from "../abi/codes";
+import { BIND_TCP, BIND_UDP } from "../abi/records";
 import { IP_DST, IP_SRC, ipDst, ipMoreFragments, ipSrc } from "../wire/ipv4";
 import { L4_DST_PORT, L4_SRC_PORT, TCP_OFF, port } from "../wire/l4";
 import { ahIn, ahOut } from "../vpn/ah";
@@ -47,13 +48,13 @@ export function dispatchOut(p: usize, l4: usize, l4len: u32, proto: u32): u32 {
       if (pptp) { const r = pptpChecked(l4, l4len); if (r != Drop.NONE) return r; }
       const lanA = ipSrc(p);
       const remA = ipDst(p);
-      const r = natOut(p, l4, proto, 0);
+      const r = natOut(p, l4, proto, BIND_TCP);
       if (r != Drop.NONE || !pptp) return r;
       return pptpOut(l4, l4len, lanA, remA);
     }
     case PROTO_UDP:
       if (port(l4, L4_SRC_PORT) == IKE_PORT) return ikeOut(p, l4, l4len);
-      return natOut(p, l4, proto, 1);
+      return natOut(p, l4, proto, BIND_UDP);
     case PROTO_ICMP: return icmpOut(p, l4, l4len);
     case PROTO_ESP: return espOut(p, l4, l4len);
     case PROTO_AH: return ahOut(p);
@@ -73,13 +74,13 @@ export function dispatchIn(p: usize, l4: usize, l4len: u32, proto: u32): u32 {
       const pptp = isPptp(l4) && !ipMoreFragments;
       if (pptp) { const r = pptpChecked(l4, l4len); if (r != Drop.NONE) return r; }
       const remA = ipSrc(p);
-      const r = natIn(p, l4, proto, 0);
+      const r = natIn(p, l4, proto, BIND_TCP);
       if (r != Drop.NONE || !pptp || ipDst(p) == wanAddr) return r;
       return pptpIn(l4, l4len, remA);
     }
     case PROTO_UDP:
       if (port(l4, L4_DST_PORT) == IKE_PORT) return ikeIn(p, l4, l4len);
-      return natIn(p, l4, proto, 1);
+      return natIn(p, l4, proto, BIND_UDP);
     case PROTO_ICMP: return icmpIn(p, l4, l4len);
     case PROTO_ESP: return espIn(p, l4, l4len);
     case PROTO_AH: return ahIn(p);

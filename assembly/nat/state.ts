@@ -2,8 +2,9 @@
 // exports in index.ts. Times are kept in deciseconds (u32 lasts 13 years).
 
 import {
-  C_DROP_BASE, C_EVENTS_LOST, EVENT_CAP, EVENT_HEADER, EVENT_SIZE, EV_DROP, EVT_ALIAS_PORT, EVT_EXTRA, EVT_LAN_ADDR,
+  C_DROP_BASE, C_EVENTS_LOST, EVENT_CAP, EVENT_HEADER, EVENT_SIZE, EVT_ALIAS_PORT, EVT_EXTRA, EVT_LAN_ADDR,
   EVT_LAN_PORT, EVT_PROTO, EVT_REASON, EVT_REM_ADDR, EVT_REM_PORT, EVT_SIDE, EVT_TIME, EVT_TYPE, EVT_WAN_ADDR,
+  EV_DROP,
 } from "../abi/counters";
 import { counters, events, lanNets } from "../layout";
 import { Drop } from "../abi/reasons";

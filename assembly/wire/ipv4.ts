@@ -35,7 +35,6 @@ export const IP_FLAG_MF: u32 = 0x2000;
 export const IP_FLAG_DF: u32 = 0x4000;
 export const IP_OFFSET_MASK: u32 = 0x1fff;
 
-
 // The checked view: `ipv4Check` validates once and fills these; afterwards
 // the accessors below read fields without further checks.
 export let ipHeaderLen: u32 = 0;
