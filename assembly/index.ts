@@ -15,6 +15,7 @@ import { protoForwardAdd, redirectAdd, redirectsClear } from "./nat/forward";
 import { espFlushAll, espHighWater, espInit, espSweep } from "./vpn/esp";
 import { fragFlushAll, fragSweep } from "./nat/fragments";
 import { ikeFlushAll, ikeHighWater, ikeInit, ikeSweep } from "./vpn/isakmp";
+import { peersInit } from "./vpn/peers";
 import { callFlushAll, callHighWater, callSweep, pptpInit } from "./vpn/pptp";
 import { countAdd, eventPush, setClock, setLanNetCount as setLanNetCountState, setPool, setSeed, setTimeoutsDs, setVpn, setWan, wanAddr } from "./nat/state";
 import { flowActive as tableActive, flowFlushAll, flowHighWater as tableHighWater, flowSweep } from "./nat/table";
@@ -35,7 +36,7 @@ export function init(flowCount: u32, seed: u32): i32 {
   layoutInit(base(), flowCount, true);
   memory.fill(counters, 0, end - counters);
   setSeed(seed);
-  espInit(); ikeInit(); pptpInit();
+  espInit(); ikeInit(); pptpInit(); peersInit();
   ready = true;
   return 0;
 }
@@ -68,6 +69,7 @@ export function setWanAddress(addr: u32, nowMs: f64): u32 {
 export function flushAll(): u32 {
   const n = flowFlushAll();
   bindResetDynamic();
+  peersInit(); // first: the tables' frees below then find no peer facts to update
   espFlushAll(); ikeFlushAll(); callFlushAll(); fragFlushAll();
   countAdd(C_FLOWS_FLUSHED, n);
   eventPush(EV_FLUSH, 0, 0, 0, 0, 0, 0, 0, 0, n);

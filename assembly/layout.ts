@@ -1,5 +1,5 @@
 import { COUNTER_SLOTS, EVENT_CAP, EVENT_HEADER, EVENT_SIZE } from "./abi/counters";
-import { BIND_PROTOS, BIND_SIZE, CALL_SIZE, ESP_SIZE, FLOW_SIZE, FRAG_SIZE, IKE_SIZE } from "./abi/records";
+import { BIND_PROTOS, BIND_SIZE, CALL_SIZE, ESP_SIZE, FLOW_SIZE, FRAG_SIZE, IKE_SIZE, PEER_SIZE } from "./abi/records";
 // The engine's linear memory map. Memory is imported from the supervisor
 // with initial == maximum pages, so every region below is carved once in
 // `layoutInit` and never moves: JS views on it stay valid for the whole run.
@@ -33,6 +33,10 @@ export const CALL_CAP: u32 = 4096;
 export const CALL_MAP_SIZE: u32 = 16384;
 export const KM_SLOT: u32 = 12;
 export const OUTSTANDING_CAP: u32 = 256;
+// Per-(LAN host, server) facts (vpn/peers.ts): at most one pair per IKE entry
+// or ESP association, plus one record per server.
+export const PEER_CAP: u32 = 2 * (IKE_CAP + ESP_CAP);
+export const PEER_MAP_SIZE: u32 = 65536;
 
 export let counters: usize = 0;
 export let events: usize = 0;
@@ -59,6 +63,8 @@ export let callRecs: usize = 0;
 export let callMap: usize = 0;
 export let callIdBitmap: usize = 0;
 export let outstanding: usize = 0;
+export let peerRecs: usize = 0;
+export let peerMap: usize = 0;
 export let layoutEnd: usize = 0;
 
 @inline function align64(x: usize): usize { return (x + 63) & ~<usize>63; }
@@ -97,9 +103,11 @@ export function layoutInit(base: usize, flowsWanted: u32, commit: bool): usize {
   const cm = p; p = align64(p + <usize>CALL_MAP_SIZE * KM_SLOT);
   const cb = p; p = align64(p + 65536 / 8);
   const os = p; p = align64(p + OUTSTANDING_CAP * 4);
+  const pr = p; p = align64(p + <usize>PEER_CAP * PEER_SIZE);
+  const pm = p; p = align64(p + <usize>PEER_MAP_SIZE * KM_SLOT);
   if (commit) {
     espRecs = er; espMap = em; ikeRecs = ir; ikeMap = im; callRecs = cr; callMap = cm;
-    callIdBitmap = cb; outstanding = os;
+    callIdBitmap = cb; outstanding = os; peerRecs = pr; peerMap = pm;
     counters = c; events = e; slots = s; lens = l; verdicts = v;
     flows = f; flowOutIndex = fo; flowInIndex = fi; hashMask = hs - 1; maxFlows = flowsWanted;
     bindings = b; bindIndex = bi; frags = fr; fragIndex = fx;

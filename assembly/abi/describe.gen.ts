@@ -23,6 +23,8 @@ import {
   CALL_REM_ADDR, CALL_ID_LAN, CALL_ID_ALIAS, CALL_ID_REMOTE, CALL_FLAGS, CALL_EXPIRES, CALL_PKTS_OUT,
   CALL_PKTS_IN, CALL_IN_USE, CF_REMOTE_KNOWN, CF_DISCONNECTED, FRAG_SIZE, FRAG_SRC_ADDR, FRAG_DST_ADDR,
   FRAG_IP_ID, FRAG_PROTO, FRAG_SIDE, FRAG_NEW_ADDR, FRAG_EXPIRES, FRAG_FIRST_END, FRAG_SEEN, FRAG_TOTAL,
+  PEER_SIZE, PEER_LAN_ADDR, PEER_REM_ADDR, PEER_IKE_LAST, PEER_IKE_COUNT, PEER_ESP_BOUND, PEER_ESP_EXPIRES,
+  PEER_RECENT_HOST, PEER_REFS,
 } from "./records";
 import {
   SIDE_INSIDE, SIDE_OUTSIDE, VERDICT_DROP, VERDICT_PASS, ZONE_WAN, ZONE_LAN, DEST_ROUTER, DEST_FORWARD,
@@ -30,7 +32,7 @@ import {
   PROTO_ESP, PROTO_AH,
 } from "./codes";
 
-export const ABI_WORDS: u32 = 142;
+export const ABI_WORDS: u32 = 151;
 
 /** Writes ABI_WORDS u32 values at `out`; returns how many. */
 export function abiDescribe(out: usize): u32 {
@@ -158,23 +160,32 @@ export function abiDescribe(out: usize): u32 {
   store<u32>(out, <u32>FRAG_FIRST_END, 484);
   store<u32>(out, <u32>FRAG_SEEN, 488);
   store<u32>(out, <u32>FRAG_TOTAL, 492);
-  store<u32>(out, <u32>SIDE_INSIDE, 496);
-  store<u32>(out, <u32>SIDE_OUTSIDE, 500);
-  store<u32>(out, <u32>VERDICT_DROP, 504);
-  store<u32>(out, <u32>VERDICT_PASS, 508);
-  store<u32>(out, <u32>ZONE_WAN, 512);
-  store<u32>(out, <u32>ZONE_LAN, 516);
-  store<u32>(out, <u32>DEST_ROUTER, 520);
-  store<u32>(out, <u32>DEST_FORWARD, 524);
-  store<u32>(out, <u32>TARGET_NONE, 528);
-  store<u32>(out, <u32>TARGET_ACCEPT, 532);
-  store<u32>(out, <u32>TARGET_DROP, 536);
-  store<u32>(out, <u32>TARGET_REJECT, 540);
-  store<u32>(out, <u32>PROTO_ICMP, 544);
-  store<u32>(out, <u32>PROTO_TCP, 548);
-  store<u32>(out, <u32>PROTO_UDP, 552);
-  store<u32>(out, <u32>PROTO_GRE, 556);
-  store<u32>(out, <u32>PROTO_ESP, 560);
-  store<u32>(out, <u32>PROTO_AH, 564);
-  return 142;
+  store<u32>(out, <u32>PEER_SIZE, 496);
+  store<u32>(out, <u32>PEER_LAN_ADDR, 500);
+  store<u32>(out, <u32>PEER_REM_ADDR, 504);
+  store<u32>(out, <u32>PEER_IKE_LAST, 508);
+  store<u32>(out, <u32>PEER_IKE_COUNT, 512);
+  store<u32>(out, <u32>PEER_ESP_BOUND, 516);
+  store<u32>(out, <u32>PEER_ESP_EXPIRES, 520);
+  store<u32>(out, <u32>PEER_RECENT_HOST, 524);
+  store<u32>(out, <u32>PEER_REFS, 528);
+  store<u32>(out, <u32>SIDE_INSIDE, 532);
+  store<u32>(out, <u32>SIDE_OUTSIDE, 536);
+  store<u32>(out, <u32>VERDICT_DROP, 540);
+  store<u32>(out, <u32>VERDICT_PASS, 544);
+  store<u32>(out, <u32>ZONE_WAN, 548);
+  store<u32>(out, <u32>ZONE_LAN, 552);
+  store<u32>(out, <u32>DEST_ROUTER, 556);
+  store<u32>(out, <u32>DEST_FORWARD, 560);
+  store<u32>(out, <u32>TARGET_NONE, 564);
+  store<u32>(out, <u32>TARGET_ACCEPT, 568);
+  store<u32>(out, <u32>TARGET_DROP, 572);
+  store<u32>(out, <u32>TARGET_REJECT, 576);
+  store<u32>(out, <u32>PROTO_ICMP, 580);
+  store<u32>(out, <u32>PROTO_TCP, 584);
+  store<u32>(out, <u32>PROTO_UDP, 588);
+  store<u32>(out, <u32>PROTO_GRE, 592);
+  store<u32>(out, <u32>PROTO_ESP, 596);
+  store<u32>(out, <u32>PROTO_AH, 600);
+  return 151;
 }

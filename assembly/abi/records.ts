@@ -101,3 +101,15 @@ export const FRAG_EXPIRES: u32 = 16;  // u32
 export const FRAG_FIRST_END: u32 = 20; // u32 payload bytes of the first fragment
 export const FRAG_SEEN: u32 = 24;     // u32 payload bytes seen
 export const FRAG_TOTAL: u32 = 28;    // u32 datagram payload; 0 = unknown yet
+
+// @group peer  (vpn/peers.ts: facts about one LAN host and one server that ESP and IKE share;
+// a record with lanAddr 0 holds the server's own facts)
+export const PEER_SIZE: u32 = 32;
+export const PEER_LAN_ADDR: u32 = 0;      // u32; 0 = the server record
+export const PEER_REM_ADDR: u32 = 4;      // u32
+export const PEER_IKE_LAST: u32 = 8;      // u32 pair: latest IKE exchange (0 = none live)
+export const PEER_IKE_COUNT: u32 = 12;    // u32 pair: live IKE entries
+export const PEER_ESP_BOUND: u32 = 16;    // u32 pair: bound ESP associations
+export const PEER_ESP_EXPIRES: u32 = 20;  // u32 pair: latest expiry among them
+export const PEER_RECENT_HOST: u32 = 24;  // u32 server: LAN host with the latest IKE exchange (0 = none)
+export const PEER_REFS: u32 = 28;         // u32 server: pair records of this server

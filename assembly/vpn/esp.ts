@@ -23,7 +23,7 @@ import {
 } from "../abi/records";
 import { espMap, espRecs, outstanding, ESP_CAP, ESP_MAP_SIZE, OUTSTANDING_CAP } from "../layout";
 import { IP_DST, IP_SRC, ipDst, ipSrc } from "../wire/ipv4";
-import { ikeLastSeen, ikeRecentHost } from "./isakmp";
+import { peerEspBound, peerEspClosed, peerIkeLast, peerRecentHost } from "./peers";
 import { ruleMatch } from "../nat/filter";
 import { kmFind, kmInsert, kmRemove } from "./keymap";
 import { protoForwardMatch, fwdAddr } from "../nat/forward";
@@ -76,6 +76,7 @@ function espFree(r: u32): void {
   const remA = load<u32>(e, ESP_REM_ADDR);
   const state = <u32>load<u8>(e, ESP_STATE);
   if (state == ESP_OUTSTANDING || state == ESP_SQUELCHED) outstandingDel(r);
+  else if (state == ESP_BOUND) peerEspClosed(load<u32>(e, ESP_LAN_ADDR), remA);
   if (load<u32>(e, ESP_SPI_OUT) != 0) kmRemove(espMap, MAP_MASK, remA, load<u32>(e, ESP_SPI_OUT), (r + 1) | OUT_BIT);
   if (load<u32>(e, ESP_SPI_IN) != 0) kmRemove(espMap, MAP_MASK, remA, load<u32>(e, ESP_SPI_IN), r + 1);
   slabFree(slab, espRecs, r);
@@ -116,6 +117,7 @@ function espNew(lanA: u32, remA: u32, spiOut: u32, spiIn: u32, state: u32, flags
     store<u32>(e, nowDs + espInitDs, ESP_DEADLINE);
   } else {
     store<u32>(e, nowDs + espDs, ESP_EXPIRES);
+    peerEspBound(lanA, remA, nowDs + espDs, true);
   }
   if (spiOut != 0) kmInsert(espMap, MAP_MASK, remA, spiOut, r1 | OUT_BIT);
   if (spiIn != 0) kmInsert(espMap, MAP_MASK, remA, spiIn, r1);
@@ -177,6 +179,7 @@ export function espOut(p: usize, l4: usize, l4len: u32): u32 {
       if (tries > espInitRetries) { squelch(e); return Drop.ESP_SQUELCHED; }
     } else {
       store<u32>(e, nowDs + espDs, ESP_EXPIRES);
+      peerEspBound(lanA, remA, nowDs + espDs, false);
     }
     store<u32>(e, load<u32>(e, ESP_PKTS) + 1, ESP_PKTS);
     rewriteAddr(p, IP_SRC, wanAddr);
@@ -221,7 +224,7 @@ function pickOutstanding(remA: u32): u32 {
     if (load<u32>(e, ESP_REM_ADDR) != remA || load<u8>(e, ESP_STATE) != <u8>ESP_OUTSTANDING) continue;
     // Prefer the host whose IKE exchange with this server is most recent;
     // among equals (no IKE seen) the oldest outstanding entry.
-    const ike = ikeLastSeen(load<u32>(e, ESP_LAN_ADDR), remA);
+    const ike = peerIkeLast(load<u32>(e, ESP_LAN_ADDR), remA);
     const age = nowDs - (load<u32>(e, ESP_DEADLINE) - espInitDs);
     if (best == 0 || ike > bestIke || (ike == bestIke && age > bestAge)) {
       best = r + 1; bestIke = ike; bestAge = age;
@@ -244,7 +247,7 @@ export function espIn(p: usize, l4: usize, l4len: u32): u32 {
     // The router's own IPsec (rule-accepted ESP): it wins unknown SPIs from a
     // server when its IKE exchange with that server is the most recent.
     if (ruleMatch(ZONE_WAN, DEST_ROUTER, PROTO_ESP, remA, ipDst(p), 0) == TARGET_ACCEPT &&
-        (pick == 0 || ikeLastSeen(wanAddr, remA) > ikeLastSeen(load<u32>(rec(pick - 1), ESP_LAN_ADDR), remA))) {
+        (pick == 0 || peerIkeLast(wanAddr, remA) > peerIkeLast(load<u32>(rec(pick - 1), ESP_LAN_ADDR), remA))) {
       count(C_LOCAL_ACCEPT);
       return Drop.NONE;
     }
@@ -255,6 +258,7 @@ export function espIn(p: usize, l4: usize, l4len: u32): u32 {
       store<u32>(e, spi, ESP_SPI_IN);
       store<u8>(e, <u8>ESP_BOUND, ESP_STATE);
       store<u32>(e, nowDs + espDs, ESP_EXPIRES);
+      peerEspBound(load<u32>(e, ESP_LAN_ADDR), remA, nowDs + espDs, true);
       kmInsert(espMap, MAP_MASK, remA, spi, pick);
       count(C_ESP_BOUND);
       eventPush(EV_ESP_BOUND, 0, PROTO_ESP, SIDE_OUTSIDE, load<u32>(e, ESP_LAN_ADDR), remA, 0, 0, 0, bswap<u32>(spi));
@@ -266,7 +270,7 @@ export function espIn(p: usize, l4: usize, l4len: u32): u32 {
     } else if (espGuess) {
       // Option esp_guess: hand it to the LAN host with the most recent IKE
       // exchange with this server, without binding (the HOWTO's fallback).
-      const lanA = ikeRecentHost(remA);
+      const lanA = peerRecentHost(remA);
       if (lanA == 0) return Drop.ESP_NO_SA;
       rewriteAddr(p, IP_DST, lanA);
       return Drop.NONE;
@@ -276,6 +280,7 @@ export function espIn(p: usize, l4: usize, l4len: u32): u32 {
   }
   const e = rec(v - 1);
   store<u32>(e, nowDs + espDs, ESP_EXPIRES);
+  peerEspBound(load<u32>(e, ESP_LAN_ADDR), remA, nowDs + espDs, false);
   store<u32>(e, load<u32>(e, ESP_PKTS) + 1, ESP_PKTS);
   rewriteAddr(p, IP_DST, load<u32>(e, ESP_LAN_ADDR));
   return Drop.NONE;
@@ -287,17 +292,6 @@ export function espLanOut(remA: u32, spi: u32): u32 {
   if (v == 0 || (v & OUT_BIT) == 0) return 0;
   const r = (v & ~OUT_BIT) - 1;
   return espAge(r) ? load<u32>(rec(r), ESP_LAN_ADDR) : 0;
-}
-
-/** True when a bound association between the two hosts is alive. */
-export function espActiveBetween(lanA: u32, remA: u32): bool {
-  const hw = slabHighWater(slab);
-  for (let r: u32 = 0; r < hw; r++) {
-    const e = rec(r);
-    if (load<u8>(e, ESP_STATE) == <u8>ESP_BOUND && load<u32>(e, ESP_LAN_ADDR) == lanA && load<u32>(e, ESP_REM_ADDR) == remA &&
-        <i32>(nowDs - load<u32>(e, ESP_EXPIRES)) < 0) return true;
-  }
-  return false;
 }
 
 export function espFlushAll(): void {

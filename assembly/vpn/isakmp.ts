@@ -32,7 +32,7 @@ import { Drop } from "../abi/reasons";
 import { rewriteAddrPort } from "../nat/rewrite";
 import { slabAlloc, slabFree, slabHighWater, slabInit } from "./slab";
 import { countAdd, eventPush, ikeDs, nowDs, wanAddr } from "../nat/state";
-import { espActiveBetween } from "./esp";
+import { peerEspActive, peerIkeClosed, peerIkeOpened, peerIkeSeen, peerSetRecent } from "./peers";
 
 export const IKE_PORT: u32 = 500;
 const ISAKMP_HEADER: u32 = 28;
@@ -60,7 +60,7 @@ function find(remA: u32, ic: u64): u32 {
  * losing the cookie routing then is the HOWTO's "session dies" failure.
  */
 function keepAlive(e: usize): bool {
-  if (!espActiveBetween(load<u32>(e, IKE_LAN_ADDR), load<u32>(e, IKE_REM_ADDR))) return false;
+  if (!peerEspActive(load<u32>(e, IKE_LAN_ADDR), load<u32>(e, IKE_REM_ADDR))) return false;
   store<u32>(e, nowDs + ikeDs, IKE_EXPIRES);
   return true;
 }
@@ -68,8 +68,25 @@ function keepAlive(e: usize): bool {
 function free(r: u32): void {
   const e = rec(r);
   kmRemove(ikeMap, MAP_MASK, key1(load<u32>(e, IKE_REM_ADDR), load<u64>(e, IKE_ICOOKIE)), <u32>load<u64>(e, IKE_ICOOKIE), r + 1);
+  const lanA = load<u32>(e, IKE_LAN_ADDR);
+  const remA = load<u32>(e, IKE_REM_ADDR);
   slabFree(slab, ikeRecs, r);
   countAdd(C_IKE_ACTIVE, -1);
+  if (peerIkeClosed(lanA, remA)) findRecentHost(remA);
+}
+
+/** The server's host with the latest exchange left with it (a scan, only when that host's last exchange ended). */
+function findRecentHost(remA: u32): void {
+  const hw = slabHighWater(slab);
+  let best: u32 = 0;
+  let host: u32 = 0;
+  for (let r: u32 = 0; r < hw; r++) {
+    const e = rec(r);
+    if (load<u8>(e, IKE_IN_USE) == 0 || load<u32>(e, IKE_REM_ADDR) != remA || load<u32>(e, IKE_LAN_ADDR) == wanAddr) continue;
+    const seen = load<u32>(e, IKE_LAST_SEEN);
+    if (seen >= best) { best = seen; host = load<u32>(e, IKE_LAN_ADDR); }
+  }
+  if (host != 0) peerSetRecent(remA, host, best);
 }
 
 function create(lanA: u32, remA: u32, remP: u32, ic: u64, flags: u32): u32 {
@@ -81,6 +98,8 @@ function create(lanA: u32, remA: u32, remP: u32, ic: u64, flags: u32): u32 {
   store<u16>(e, <u16>flags, IKE_FLAGS); store<u8>(e, 1, IKE_IN_USE);
   kmInsert(ikeMap, MAP_MASK, key1(remA, ic), <u32>ic, v);
   countAdd(C_IKE_ACTIVE, 1);
+  peerIkeOpened(lanA, remA);
+  peerIkeSeen(lanA, remA, lanA != wanAddr);
   return v;
 }
 
@@ -88,6 +107,8 @@ function touch(e: usize, rc: u64, outbound: bool): void {
   if (load<u64>(e, IKE_RCOOKIE) == 0 && rc != 0) store<u64>(e, rc, IKE_RCOOKIE);
   store<u32>(e, nowDs + ikeDs, IKE_EXPIRES);
   store<u32>(e, nowDs, IKE_LAST_SEEN);
+  const lanA = load<u32>(e, IKE_LAN_ADDR);
+  peerIkeSeen(lanA, load<u32>(e, IKE_REM_ADDR), lanA != wanAddr);
   if (outbound) store<u32>(e, load<u32>(e, IKE_PKTS_OUT) + 1, IKE_PKTS_OUT);
   else store<u32>(e, load<u32>(e, IKE_PKTS_IN) + 1, IKE_PKTS_IN);
 }
@@ -167,33 +188,6 @@ export function ikeIn(p: usize, l4: usize, l4len: u32): u32 {
 export function ikeLanFor(remA: u32, ic: u64): u32 {
   const v = find(remA, ic);
   return v != 0 ? load<u32>(rec(v - 1), IKE_LAN_ADDR) : 0;
-}
-
-/** When `lanA` last exchanged IKE with `remA` (deciseconds; 0 = never): ESP binding prefers the latest. */
-export function ikeLastSeen(lanA: u32, remA: u32): u32 {
-  const hw = slabHighWater(slab);
-  let best: u32 = 0;
-  for (let r: u32 = 0; r < hw; r++) {
-    const e = rec(r);
-    if (load<u8>(e, IKE_IN_USE) == 0 || load<u32>(e, IKE_REM_ADDR) != remA || load<u32>(e, IKE_LAN_ADDR) != lanA) continue;
-    const seen = load<u32>(e, IKE_LAST_SEEN);
-    if (seen > best) best = seen;
-  }
-  return best;
-}
-
-/** The LAN host with the most recent IKE exchange with `remA`, or 0. */
-export function ikeRecentHost(remA: u32): u32 {
-  const hw = slabHighWater(slab);
-  let best: u32 = 0;
-  let host: u32 = 0;
-  for (let r: u32 = 0; r < hw; r++) {
-    const e = rec(r);
-    if (load<u8>(e, IKE_IN_USE) == 0 || load<u32>(e, IKE_REM_ADDR) != remA || load<u32>(e, IKE_LAN_ADDR) == wanAddr) continue;
-    const seen = load<u32>(e, IKE_LAST_SEEN);
-    if (seen >= best) { best = seen; host = load<u32>(e, IKE_LAN_ADDR); }
-  }
-  return host;
 }
 
 export function ikeSweep(budget: u32): void {
