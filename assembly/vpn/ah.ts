@@ -8,7 +8,7 @@ import { PROTO_AH, SIDE_INSIDE, SIDE_OUTSIDE } from "../abi/codes";
 import { EV_AH_REFUSED } from "../abi/counters";
 import { ipDst, ipSrc } from "../wire/ipv4";
 import { routerVerdict } from "../nat/filter";
-import { protoForwardMatch } from "../nat/forward";
+import { protoForward } from "../nat/forward";
 import { Drop } from "../abi/reasons";
 import { eventPush, wanAddr } from "../nat/state";
 
@@ -35,6 +35,6 @@ export function ahIn(p: usize): u32 {
   // To the router itself (its own IPsec), untranslated: rules decide.
   if (routerVerdict(PROTO_AH, ipSrc(p), ipDst(p), 0) == Drop.NONE) return Drop.NONE;
   // A protocol forward of AH would still need the destination rewritten.
-  logOnce(protoForwardMatch(PROTO_AH) ? 1 : 0, ipSrc(p), SIDE_OUTSIDE);
+  logOnce(protoForward(PROTO_AH) != 0 ? 1 : 0, ipSrc(p), SIDE_OUTSIDE);
   return Drop.AH_TRANSLATED;
 }

@@ -26,7 +26,7 @@ import { IP_DST, IP_SRC, ipDst, ipSrc } from "../wire/ipv4";
 import { peerEspBound, peerEspClosed, peerIkeLast, peerRecentHost } from "./peers";
 import { ruleMatch } from "../nat/filter";
 import { kmFind, kmInsert, kmRemove } from "./keymap";
-import { protoForwardMatch, fwdAddr } from "../nat/forward";
+import { protoForward } from "../nat/forward";
 import { Drop } from "../abi/reasons";
 import { rewriteAddr } from "../nat/rewrite";
 import { slabAlloc, slabFree, slabHighWater, slabInit } from "./slab";
@@ -186,7 +186,7 @@ export function espOut(p: usize, l4: usize, l4len: u32): u32 {
     return Drop.NONE;
   }
   // A new SPI from this host toward this server.
-  const forwardHost = protoForwardMatch(PROTO_ESP) && fwdAddr == lanA;
+  const forwardHost = protoForward(PROTO_ESP) == lanA;
   if (forwardHost) {
     // The server behind the router answers with its own SPIs: nothing to wait for.
     if (espNew(lanA, remA, spi, 0, ESP_BOUND, ESPF_FORWARD) == 0) return Drop.ESP_TABLE_FULL;
@@ -263,9 +263,9 @@ export function espIn(p: usize, l4: usize, l4len: u32): u32 {
       count(C_ESP_BOUND);
       eventPush(EV_ESP_BOUND, 0, PROTO_ESP, SIDE_OUTSIDE, load<u32>(e, ESP_LAN_ADDR), remA, 0, 0, 0, bswap<u32>(spi));
       v = pick;
-    } else if (protoForwardMatch(PROTO_ESP)) {
+    } else if (protoForward(PROTO_ESP) != 0) {
       // A server behind the router (redirect proto esp): unknown SPIs are its.
-      v = espNew(fwdAddr, remA, 0, spi, ESP_BOUND, ESPF_FORWARD);
+      v = espNew(protoForward(PROTO_ESP), remA, 0, spi, ESP_BOUND, ESPF_FORWARD);
       if (v == 0) return Drop.ESP_TABLE_FULL;
     } else if (espGuess) {
       // Option esp_guess: hand it to the LAN host with the most recent IKE

@@ -26,7 +26,7 @@ import { ikeMap, ikeRecs, IKE_CAP, IKE_MAP_SIZE } from "../layout";
 import { IP_DST, IP_SRC, ipDst, ipSrc } from "../wire/ipv4";
 import { L4_DST_PORT, L4_SRC_PORT, UDP_HEADER, port } from "../wire/l4";
 import { routerVerdict } from "../nat/filter";
-import { fwdAddr, fwdPort, redirectMatch } from "../nat/forward";
+import { redirectDest, redirectDestPort, redirectFind } from "../nat/forward";
 import { kmFind, kmInsert, kmRemove } from "./keymap";
 import { Drop } from "../abi/reasons";
 import { rewriteAddrPort } from "../nat/rewrite";
@@ -165,9 +165,10 @@ export function ikeIn(p: usize, l4: usize, l4len: u32): u32 {
   } else {
     // An exchange the server side starts: a responder behind the router
     // (redirect udp 500) or the router's own IKE daemon (rule).
-    if (redirectMatch(PROTO_UDP, IKE_PORT)) {
+    const fwd = redirectFind(PROTO_UDP, IKE_PORT);
+    if (fwd != 0) {
       if (rc != 0) return Drop.NO_FLOW;
-      v = create(fwdAddr, remA, port(l4, L4_SRC_PORT), ic, IKEF_INBOUND);
+      v = create(redirectDest(fwd), remA, port(l4, L4_SRC_PORT), ic, IKEF_INBOUND);
       if (v == 0) return Drop.IKE_TABLE_FULL;
     } else {
       const verdict = routerVerdict(PROTO_UDP, remA, ipDst(p), IKE_PORT);
@@ -179,7 +180,8 @@ export function ikeIn(p: usize, l4: usize, l4len: u32): u32 {
   touch(e, rc, false);
   const lanA = load<u32>(e, IKE_LAN_ADDR);
   if (lanA == wanAddr) return Drop.NONE; // the router's own exchange
-  const lanPort = (load<u16>(e, IKE_FLAGS) & IKEF_INBOUND) != 0 && redirectMatch(PROTO_UDP, IKE_PORT) ? fwdPort : IKE_PORT;
+  const fwd = (load<u16>(e, IKE_FLAGS) & IKEF_INBOUND) != 0 ? redirectFind(PROTO_UDP, IKE_PORT) : 0;
+  const lanPort = fwd != 0 ? redirectDestPort(fwd, IKE_PORT) : IKE_PORT;
   rewriteAddrPort(p, IP_DST, lanA, l4, PROTO_UDP, L4_DST_PORT, lanPort);
   return Drop.NONE;
 }
