@@ -2,7 +2,7 @@
 // cross the boundary, never packets: the supervisor's TUN addon reads
 // packets straight into the slots and writes the passing ones back.
 // Addresses are raw u32 (network-order bytes read little-endian), ports
-// host order, times in milliseconds (process/tick) or seconds (settings).
+// host order, times in milliseconds (process/tick) or seconds (the settings record).
 
 import { COUNTER_SLOTS, C_FLOWS_FLUSHED, EVENT_CAP, EVENT_SIZE, EV_FLUSH } from "./abi/counters";
 import { FLOW_SIZE } from "./abi/records";
@@ -17,7 +17,7 @@ import { fragFlushAll, fragSweep } from "./nat/fragments";
 import { ikeFlushAll, ikeHighWater, ikeInit, ikeSweep } from "./vpn/isakmp";
 import { peersInit } from "./vpn/peers";
 import { callFlushAll, callHighWater, callSweep, pptpInit } from "./vpn/pptp";
-import { countAdd, eventPush, setClock, setLanNetCount as setLanNetCountState, setPool, setSeed, setTimeoutsDs, setVpn, setWan, wanAddr } from "./nat/state";
+import { countAdd, eventPush, setClock, setLanNetCount as setLanNetCountState, setSeed, setWan, settingsApply, settingsRec, wanAddr } from "./nat/state";
 import { flowActive as tableActive, flowFlushAll, flowHighWater as tableHighWater, flowSweep } from "./nat/table";
 
 let ready: bool = false;
@@ -84,15 +84,10 @@ export function setLanNet(i: u32, net: u32, mask: u32): i32 {
 }
 export function setLanNetCount(n: u32): void { setLanNetCountState(n < MAX_LAN_NETS ? n : MAX_LAN_NETS); }
 
-export function setPortPool(lo: u32, hi: u32): i32 {
-  if (lo == 0 || lo > hi || hi > 65535) return -1;
-  setPool(lo, hi);
-  return 0;
-}
-
-export function setTimeouts(tcpEst: u32, tcpTrans: u32, udp: u32, icmp: u32, frag: u32): void {
-  setTimeoutsDs(tcpEst * 10, tcpTrans * 10, udp * 10, icmp * 10, frag * 10);
-}
+/** Where the supervisor writes the settings record (fields SET_* in abi/settings.ts). */
+export function settingsPtr(): usize { return settingsRec; }
+/** Takes the settings record whole: 0, or the offset + 1 of the first field refused (nothing taken then). */
+export function applySettings(): i32 { return settingsApply(); }
 
 export function clearRedirects(): void { redirectsClear(); }
 export function addRedirect(proto: u32, portLo: u32, portHi: u32, destAddr: u32, destPortLo: u32): i32 {
@@ -101,11 +96,6 @@ export function addRedirect(proto: u32, portLo: u32, portHi: u32, destAddr: u32,
 export function addProtoForward(proto: u32, destAddr: u32): i32 { return protoForwardAdd(proto, destAddr); }
 export function clearRules(): void { rulesClear(); }
 
-/** VPN settings in seconds (esp, esp_init, ike, natt, gre) and counts/flags. */
-export function setVpnSettings(esp: u32, espInit: u32, espRetries: u32, ike: u32, natt: u32, gre: u32,
-  parallel: u32, guess: u32): void {
-  setVpn(esp * 10, espInit * 10, espRetries, ike * 10, natt * 10, gre * 10, parallel != 0, guess != 0);
-}
 export function addRule(srcZone: u32, destZone: u32, target: u32, proto: i32, icmpType: i32,
   srcNet: u32, srcMask: u32, dstNet: u32, dstMask: u32, portLo: u32, portHi: u32): i32 {
   return ruleAdd(srcZone, destZone, target, proto, icmpType, srcNet, srcMask, dstNet, dstMask, portLo, portHi);

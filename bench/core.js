@@ -45,11 +45,18 @@ function flowTuple(i) {
   };
 }
 
+// The config defaults, but a UDP timeout of 3600 s so no flow expires during a run.
+const SETTINGS = {
+  tcp_timeout: 7440, tcp_transitory_timeout: 240, udp_timeout: 3600, icmp_timeout: 60, frag_timeout: 30,
+  esp_timeout: 1800, esp_init_timeout: 120, esp_init_retries: 5, ike_timeout: 3600, natt_timeout: 300, gre_timeout: 7440,
+  parallel_sessions: 0, esp_guess: 0, masq_port_lo: 61000, masq_port_hi: 65535,
+};
+
 function run(nFlows) {
   const e = Engine.load({ maxFlows: Math.max(nFlows, 1024), seed: 1 });
   const x = e.x;
   x.setLanNet(0, ipToRaw('192.168.1.0'), maskRaw(24)); x.setLanNetCount(1);
-  x.setTimeouts(7440, 240, 3600, 60, 30);
+  e.applySettings({ ...SETTINGS });
   let now = 10_000;
   x.setWanAddress(ipToRaw('203.0.113.1'), now);
   const mem = new Uint8Array(e.buffer);
@@ -129,8 +136,7 @@ function runVpn(kind, n) {
   const e = Engine.load({ maxFlows: 65536, seed: 1 });
   const x = e.x;
   x.setLanNet(0, ipToRaw('192.168.1.0'), maskRaw(24)); x.setLanNetCount(1);
-  x.setTimeouts(7440, 240, 3600, 60, 30);
-  x.setVpnSettings(1800, 120, 5, 3600, 300, 7440, 1, 0);
+  e.applySettings({ ...SETTINGS, parallel_sessions: 1 });
   const now = 10_000;
   x.setWanAddress(ipToRaw('203.0.113.1'), now);
   const mem = new Uint8Array(e.buffer);

@@ -31,8 +31,13 @@ import {
   TARGET_NONE, TARGET_ACCEPT, TARGET_DROP, TARGET_REJECT, PROTO_ICMP, PROTO_TCP, PROTO_UDP, PROTO_GRE,
   PROTO_ESP, PROTO_AH,
 } from "./codes";
+import {
+  SETTINGS_SIZE, SET_TCP_TIMEOUT, SET_TCP_TRANSITORY_TIMEOUT, SET_UDP_TIMEOUT, SET_ICMP_TIMEOUT,
+  SET_FRAG_TIMEOUT, SET_ESP_TIMEOUT, SET_ESP_INIT_TIMEOUT, SET_ESP_INIT_RETRIES, SET_IKE_TIMEOUT,
+  SET_NATT_TIMEOUT, SET_GRE_TIMEOUT, SET_PARALLEL_SESSIONS, SET_ESP_GUESS, SET_MASQ_PORT_LO, SET_MASQ_PORT_HI,
+} from "./settings";
 
-export const ABI_WORDS: u32 = 151;
+export const ABI_WORDS: u32 = 167;
 
 /** Writes ABI_WORDS u32 values at `out`; returns how many. */
 export function abiDescribe(out: usize): u32 {
@@ -187,5 +192,21 @@ export function abiDescribe(out: usize): u32 {
   store<u32>(out, <u32>PROTO_GRE, 592);
   store<u32>(out, <u32>PROTO_ESP, 596);
   store<u32>(out, <u32>PROTO_AH, 600);
-  return 151;
+  store<u32>(out, <u32>SETTINGS_SIZE, 604);
+  store<u32>(out, <u32>SET_TCP_TIMEOUT, 608);
+  store<u32>(out, <u32>SET_TCP_TRANSITORY_TIMEOUT, 612);
+  store<u32>(out, <u32>SET_UDP_TIMEOUT, 616);
+  store<u32>(out, <u32>SET_ICMP_TIMEOUT, 620);
+  store<u32>(out, <u32>SET_FRAG_TIMEOUT, 624);
+  store<u32>(out, <u32>SET_ESP_TIMEOUT, 628);
+  store<u32>(out, <u32>SET_ESP_INIT_TIMEOUT, 632);
+  store<u32>(out, <u32>SET_ESP_INIT_RETRIES, 636);
+  store<u32>(out, <u32>SET_IKE_TIMEOUT, 640);
+  store<u32>(out, <u32>SET_NATT_TIMEOUT, 644);
+  store<u32>(out, <u32>SET_GRE_TIMEOUT, 648);
+  store<u32>(out, <u32>SET_PARALLEL_SESSIONS, 652);
+  store<u32>(out, <u32>SET_ESP_GUESS, 656);
+  store<u32>(out, <u32>SET_MASQ_PORT_LO, 660);
+  store<u32>(out, <u32>SET_MASQ_PORT_HI, 664);
+  return 167;
 }

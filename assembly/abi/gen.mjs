@@ -21,7 +21,7 @@ const abiDir = dirname(fileURLToPath(import.meta.url));
 export const root = join(abiDir, '..', '..');
 export const TS_OUT = join(root, 'src', 'engine', 'abi.gen.ts');
 export const AS_OUT = join(abiDir, 'describe.gen.ts');
-const SOURCES = ['reasons.ts', 'counters.ts', 'records.ts', 'codes.ts'];
+const SOURCES = ['reasons.ts', 'counters.ts', 'records.ts', 'codes.ts', 'settings.ts'];
 
 const camel = (s) => s.toLowerCase().replace(/_([a-z0-9])/g, (_, c) => c.toUpperCase());
 const fail = (file, line, msg) => { throw new Error(`${relative(root, file)}:${line}: ${msg}`); };
@@ -112,6 +112,11 @@ export function generate() {
   ts.push(`export const COUNTERS = {\n${chunk(counters.consts.map(([n, v]) => `${camel(n.slice(2))}: ${v}`))}\n} as const;`);
   const protos = groups.find((g) => g.name === 'protocols');
   ts.push(`export const PROTO_NAMES: Record<number, string> = { ${protos.consts.map(([n, v]) => `${v}: '${n.slice(6).toLowerCase()}'`).join(', ')} };`);
+  const settings = groups.find((g) => g.name === 'settings').consts.filter(([n]) => n.startsWith('SET_'));
+  ts.push('', '/** Field offsets of the settings record by UCI option name (assembly/abi/settings.ts). */');
+  ts.push(`export const SETTINGS_FIELDS = {\n${chunk(settings.map(([n, v]) => `${n.slice(4).toLowerCase()}: ${v}`))}\n} as const;`);
+  ts.push('/** Every field of the settings record, keyed by UCI option name: seconds, counts, flags 0/1. */');
+  ts.push('export type EngineSettings = { [K in keyof typeof SETTINGS_FIELDS]: number };');
   ts.push('', '/** Constant names by group, for views and tests. */');
   ts.push('export const ABI_GROUPS = {');
   for (const g of groups) ts.push(`  ${g.name}: [${g.consts.map(([n]) => `'${n}'`).join(', ')}],`);

@@ -8,6 +8,11 @@ import {
 } from "../abi/counters";
 import { counters, events, lanNets } from "../layout";
 import { Drop } from "../abi/reasons";
+import {
+  SETTINGS_SIZE, SET_ESP_GUESS, SET_ESP_INIT_RETRIES, SET_ESP_INIT_TIMEOUT, SET_ESP_TIMEOUT, SET_FRAG_TIMEOUT,
+  SET_GRE_TIMEOUT, SET_ICMP_TIMEOUT, SET_IKE_TIMEOUT, SET_MASQ_PORT_HI, SET_MASQ_PORT_LO, SET_NATT_TIMEOUT,
+  SET_PARALLEL_SESSIONS, SET_TCP_TIMEOUT, SET_TCP_TRANSITORY_TIMEOUT, SET_UDP_TIMEOUT,
+} from "../abi/settings";
 
 export let nowDs: u32 = 0;
 export let wanAddr: u32 = 0; // raw network-order u32; 0 = no address yet
@@ -36,17 +41,53 @@ export let greDisconnectDs: u32 = 300;  // a disconnected call ages out in 30 s
 export let parallelSessions: bool = false;
 export let espGuess: bool = false;
 
-export function setVpn(esp: u32, espInit: u32, retries: u32, ike: u32, natt: u32, gre: u32, parallel: bool, guess: bool): void {
-  espDs = esp; espInitDs = espInit; espInitRetries = retries; ikeDs = ike; nattDs = natt; greDs = gre;
-  parallelSessions = parallel; espGuess = guess;
-}
-
 export function setClock(nowMs: f64): void { nowDs = <u32>(nowMs / 100.0); }
 export function setWan(addr: u32): void { wanAddr = addr; }
 export function setSeed(seed: u32): void { hashSeed = seed | 1; }
-export function setPool(lo: u32, hi: u32): void { poolLo = lo; poolHi = hi; }
-export function setTimeoutsDs(tcpEst: u32, tcpTrans: u32, udp: u32, icmp: u32, frag: u32): void {
-  tcpEstablishedDs = tcpEst; tcpTransitoryDs = tcpTrans; udpDs = udp; icmpDs = icmp; fragDs = frag;
+
+// ---- settings ---------------------------------------------------------------
+// The supervisor writes the settings record (fields SET_* in abi/settings.ts)
+// and calls applySettings (index.ts); static data, so it never moves.
+export const settingsRec: usize = memory.data(SETTINGS_SIZE);
+
+const MAX_SECONDS: u32 = 0xffffffff / 10; // deciseconds must fit a u32
+const SECONDS_FIELDS: u32 = 10;
+const secondsFields: usize = memory.data<u32>([
+  SET_TCP_TIMEOUT, SET_TCP_TRANSITORY_TIMEOUT, SET_UDP_TIMEOUT, SET_ICMP_TIMEOUT, SET_FRAG_TIMEOUT,
+  SET_ESP_TIMEOUT, SET_ESP_INIT_TIMEOUT, SET_IKE_TIMEOUT, SET_NATT_TIMEOUT, SET_GRE_TIMEOUT,
+]);
+
+@inline function field(f: u32): u32 { return load<u32>(settingsRec + <usize>f); }
+
+/** The first field of the record the engine cannot take (its offset + 1), or 0 when it took them all. */
+export function settingsApply(): i32 {
+  for (let i: u32 = 0; i < SECONDS_FIELDS; i++) {
+    const f = load<u32>(secondsFields + (<usize>i << 2));
+    if (field(f) > MAX_SECONDS) return <i32>f + 1;
+  }
+  if (field(SET_ESP_INIT_RETRIES) > 255) return <i32>SET_ESP_INIT_RETRIES + 1;
+  if (field(SET_PARALLEL_SESSIONS) > 1) return <i32>SET_PARALLEL_SESSIONS + 1;
+  if (field(SET_ESP_GUESS) > 1) return <i32>SET_ESP_GUESS + 1;
+  const lo = field(SET_MASQ_PORT_LO);
+  const hi = field(SET_MASQ_PORT_HI);
+  if (lo == 0 || lo > hi) return <i32>SET_MASQ_PORT_LO + 1;
+  if (hi > 65535) return <i32>SET_MASQ_PORT_HI + 1;
+  tcpEstablishedDs = field(SET_TCP_TIMEOUT) * 10;
+  tcpTransitoryDs = field(SET_TCP_TRANSITORY_TIMEOUT) * 10;
+  udpDs = field(SET_UDP_TIMEOUT) * 10;
+  icmpDs = field(SET_ICMP_TIMEOUT) * 10;
+  fragDs = field(SET_FRAG_TIMEOUT) * 10;
+  espDs = field(SET_ESP_TIMEOUT) * 10;
+  espInitDs = field(SET_ESP_INIT_TIMEOUT) * 10;
+  espInitRetries = field(SET_ESP_INIT_RETRIES);
+  ikeDs = field(SET_IKE_TIMEOUT) * 10;
+  nattDs = field(SET_NATT_TIMEOUT) * 10;
+  greDs = field(SET_GRE_TIMEOUT) * 10;
+  parallelSessions = field(SET_PARALLEL_SESSIONS) != 0;
+  espGuess = field(SET_ESP_GUESS) != 0;
+  poolLo = lo;
+  poolHi = hi;
+  return 0;
 }
 export function setLanNetCount(n: u32): void { lanNetCount = n; }
 

@@ -204,6 +204,24 @@ export const PROTO_GRE = 47;
 export const PROTO_ESP = 50;
 export const PROTO_AH = 51;
 
+// @group settings
+export const SETTINGS_SIZE = 64;
+export const SET_TCP_TIMEOUT = 0;
+export const SET_TCP_TRANSITORY_TIMEOUT = 4;
+export const SET_UDP_TIMEOUT = 8;
+export const SET_ICMP_TIMEOUT = 12;
+export const SET_FRAG_TIMEOUT = 16;
+export const SET_ESP_TIMEOUT = 20;
+export const SET_ESP_INIT_TIMEOUT = 24;
+export const SET_ESP_INIT_RETRIES = 28;
+export const SET_IKE_TIMEOUT = 32;
+export const SET_NATT_TIMEOUT = 36;
+export const SET_GRE_TIMEOUT = 40;
+export const SET_PARALLEL_SESSIONS = 44;
+export const SET_ESP_GUESS = 48;
+export const SET_MASQ_PORT_LO = 52;
+export const SET_MASQ_PORT_HI = 56;
+
 /** Counter slots by name (camelCase of C_*). */
 export const COUNTERS = {
   rxInside: 0, rxOutside: 1, passInside: 2, passOutside: 3, flowsNew: 4, flowsExpired: 5, flowsActive: 6,
@@ -211,6 +229,15 @@ export const COUNTERS = {
   ikeActive: 13, callsActive: 14, espBound: 15,
 } as const;
 export const PROTO_NAMES: Record<number, string> = { 1: 'icmp', 6: 'tcp', 17: 'udp', 47: 'gre', 50: 'esp', 51: 'ah' };
+
+/** Field offsets of the settings record by UCI option name (assembly/abi/settings.ts). */
+export const SETTINGS_FIELDS = {
+  tcp_timeout: 0, tcp_transitory_timeout: 4, udp_timeout: 8, icmp_timeout: 12, frag_timeout: 16,
+  esp_timeout: 20, esp_init_timeout: 24, esp_init_retries: 28, ike_timeout: 32, natt_timeout: 36,
+  gre_timeout: 40, parallel_sessions: 44, esp_guess: 48, masq_port_lo: 52, masq_port_hi: 56,
+} as const;
+/** Every field of the settings record, keyed by UCI option name: seconds, counts, flags 0/1. */
+export type EngineSettings = { [K in keyof typeof SETTINGS_FIELDS]: number };
 
 /** Constant names by group, for views and tests. */
 export const ABI_GROUPS = {
@@ -230,6 +257,7 @@ export const ABI_GROUPS = {
   verdicts: ['VERDICT_DROP', 'VERDICT_PASS'],
   rules: ['ZONE_WAN', 'ZONE_LAN', 'DEST_ROUTER', 'DEST_FORWARD', 'TARGET_NONE', 'TARGET_ACCEPT', 'TARGET_DROP', 'TARGET_REJECT'],
   protocols: ['PROTO_ICMP', 'PROTO_TCP', 'PROTO_UDP', 'PROTO_GRE', 'PROTO_ESP', 'PROTO_AH'],
+  settings: ['SETTINGS_SIZE', 'SET_TCP_TIMEOUT', 'SET_TCP_TRANSITORY_TIMEOUT', 'SET_UDP_TIMEOUT', 'SET_ICMP_TIMEOUT', 'SET_FRAG_TIMEOUT', 'SET_ESP_TIMEOUT', 'SET_ESP_INIT_TIMEOUT', 'SET_ESP_INIT_RETRIES', 'SET_IKE_TIMEOUT', 'SET_NATT_TIMEOUT', 'SET_GRE_TIMEOUT', 'SET_PARALLEL_SESSIONS', 'SET_ESP_GUESS', 'SET_MASQ_PORT_LO', 'SET_MASQ_PORT_HI'],
 } as const;
 /** Every constant in the order the engine's abiDescribe() writes them (u32 each), after DROP_COUNT. */
 export const ABI_ORDER = [
@@ -255,7 +283,10 @@ export const ABI_ORDER = [
   'PEER_ESP_BOUND', 'PEER_ESP_EXPIRES', 'PEER_RECENT_HOST', 'PEER_REFS', 'SIDE_INSIDE', 'SIDE_OUTSIDE',
   'VERDICT_DROP', 'VERDICT_PASS', 'ZONE_WAN', 'ZONE_LAN', 'DEST_ROUTER', 'DEST_FORWARD', 'TARGET_NONE',
   'TARGET_ACCEPT', 'TARGET_DROP', 'TARGET_REJECT', 'PROTO_ICMP', 'PROTO_TCP', 'PROTO_UDP', 'PROTO_GRE',
-  'PROTO_ESP', 'PROTO_AH',
+  'PROTO_ESP', 'PROTO_AH', 'SETTINGS_SIZE', 'SET_TCP_TIMEOUT', 'SET_TCP_TRANSITORY_TIMEOUT',
+  'SET_UDP_TIMEOUT', 'SET_ICMP_TIMEOUT', 'SET_FRAG_TIMEOUT', 'SET_ESP_TIMEOUT', 'SET_ESP_INIT_TIMEOUT',
+  'SET_ESP_INIT_RETRIES', 'SET_IKE_TIMEOUT', 'SET_NATT_TIMEOUT', 'SET_GRE_TIMEOUT', 'SET_PARALLEL_SESSIONS',
+  'SET_ESP_GUESS', 'SET_MASQ_PORT_LO', 'SET_MASQ_PORT_HI',
 ] as const;
 
 /** The engine's exports (assembly/index.ts). Addresses are raw u32, times ms (f64) or s. */
@@ -273,14 +304,14 @@ export interface EngineExports {
   flushAll(): number;
   setLanNet(i: number, net: number, mask: number): number;
   setLanNetCount(n: number): void;
-  setPortPool(lo: number, hi: number): number;
-  setTimeouts(tcpEst: number, tcpTrans: number, udp: number, icmp: number, frag: number): void;
+  /** Where the supervisor writes the settings record (fields SET_* in abi/settings.ts). */
+  settingsPtr(): number;
+  /** Takes the settings record whole: 0, or the offset + 1 of the first field refused (nothing taken then). */
+  applySettings(): number;
   clearRedirects(): void;
   addRedirect(proto: number, portLo: number, portHi: number, destAddr: number, destPortLo: number): number;
   addProtoForward(proto: number, destAddr: number): number;
   clearRules(): void;
-  /** VPN settings in seconds (esp, esp_init, ike, natt, gre) and counts/flags. */
-  setVpnSettings(esp: number, espInit: number, espRetries: number, ike: number, natt: number, gre: number, parallel: number, guess: number): void;
   addRule(srcZone: number, destZone: number, target: number, proto: number, icmpType: number, srcNet: number, srcMask: number, dstNet: number, dstMask: number, portLo: number, portHi: number): number;
   /** Writes every ABI constant as compiled at `out` (abi/describe.gen.ts); returns how many u32s. */
   abiDescribe(out: number): number;
@@ -313,9 +344,9 @@ export interface EngineExports {
 /** Parameter count of every export, for the parity test. */
 export const ENGINE_EXPORT_ARITY = {
   memoryBytes: 1, init: 2, process: 3, tick: 2, setWanAddress: 2, flushAll: 0, setLanNet: 3,
-  setLanNetCount: 1, setPortPool: 2, setTimeouts: 5, clearRedirects: 0, addRedirect: 5, addProtoForward: 2,
-  clearRules: 0, setVpnSettings: 8, addRule: 11, abiDescribe: 1, abiWords: 0, countersPtr: 0, counterSlots: 0,
-  eventsPtr: 0, eventCap: 0, eventSize: 0, slotsPtr: 0, lensPtr: 0, verdictsPtr: 0, slotSize: 0, slotCount: 0,
-  flowsPtr: 0, flowSize: 0, flowCapacity: 0, flowHighWater: 0, flowActive: 0, hashSize: 0, layoutBytesEnd: 0,
-  espPtr: 0, espCount: 0, ikePtr: 0, ikeCount: 0, callPtr: 0, callCount: 0,
+  setLanNetCount: 1, settingsPtr: 0, applySettings: 0, clearRedirects: 0, addRedirect: 5, addProtoForward: 2,
+  clearRules: 0, addRule: 11, abiDescribe: 1, abiWords: 0, countersPtr: 0, counterSlots: 0, eventsPtr: 0,
+  eventCap: 0, eventSize: 0, slotsPtr: 0, lensPtr: 0, verdictsPtr: 0, slotSize: 0, slotCount: 0, flowsPtr: 0,
+  flowSize: 0, flowCapacity: 0, flowHighWater: 0, flowActive: 0, hashSize: 0, layoutBytesEnd: 0, espPtr: 0,
+  espCount: 0, ikePtr: 0, ikeCount: 0, callPtr: 0, callCount: 0,
 } as const;

@@ -54,10 +54,13 @@ export function applyConfig(engine: Engine, cfg: Config, lanSubnets: string[]): 
   if (nRedirects > 256) throw new Error(`${cfg.file}: ${nRedirects} redirects after expansion; the engine holds 256`);
   lanSubnets.forEach((s, i) => { const [n, mask] = cidr(s); x.setLanNet(i, n, mask); });
   x.setLanNetCount(lanSubnets.length);
-  if (x.setPortPool(m.masqPorts[0], m.masqPorts[1]) !== 0) throw new Error(`masq_ports ${m.masqPorts.join('-')} refused by the engine`);
-  x.setTimeouts(m.tcpTimeout, m.tcpTransitoryTimeout, m.udpTimeout, m.icmpTimeout, m.fragTimeout);
-  x.setVpnSettings(m.espTimeout, m.espInitTimeout, m.espInitRetries, m.ikeTimeout, m.nattTimeout, m.greTimeout,
-    m.parallelSessions ? 1 : 0, m.espGuess ? 1 : 0);
+  engine.applySettings({
+    tcp_timeout: m.tcpTimeout, tcp_transitory_timeout: m.tcpTransitoryTimeout, udp_timeout: m.udpTimeout,
+    icmp_timeout: m.icmpTimeout, frag_timeout: m.fragTimeout, esp_timeout: m.espTimeout,
+    esp_init_timeout: m.espInitTimeout, esp_init_retries: m.espInitRetries, ike_timeout: m.ikeTimeout,
+    natt_timeout: m.nattTimeout, gre_timeout: m.greTimeout, parallel_sessions: m.parallelSessions ? 1 : 0,
+    esp_guess: m.espGuess ? 1 : 0, masq_port_lo: m.masqPorts[0], masq_port_hi: m.masqPorts[1],
+  });
   x.clearRedirects();
   let redirects = 0;
   for (const r of cfg.redirects) {

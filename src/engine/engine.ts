@@ -13,7 +13,7 @@ import {
   C_DROP_BASE, COUNTERS, DROP_REASONS, EV_AH_REFUSED, EV_DROP, EV_ESP_BOUND, EV_FLOW_EXPIRED, EV_FLOW_NEW, EV_FLUSH,
   EV_IKE_COLLISION, FL_IN_USE, FL_REDIRECT,
   FL_REPLIED, F_ALIAS_PORT, F_EXPIRES, F_FLAGS, F_LAN_ADDR, F_LAN_PORT, F_PKTS_IN, F_PKTS_OUT, F_PROTO, F_REM_ADDR,
-  F_REM_PORT, F_STATE, PROTO_NAMES, TCP_STATES, rawToIp, type EngineExports,
+  F_REM_PORT, F_STATE, PROTO_NAMES, SETTINGS_FIELDS, TCP_STATES, rawToIp, type EngineExports, type EngineSettings,
 } from './abi.js';
 
 // The export signatures are generated from assembly/index.ts (abi.gen.ts).
@@ -125,6 +125,30 @@ export class Engine {
 
   process(count: number, side: number, now = nowMs()): number {
     return this.x.process(count, side, now);
+  }
+
+  /**
+   * Hands the engine every `config vpnmasq` option it uses, as one record
+   * (keys are the UCI option names; seconds, counts, flags 0/1). The engine
+   * takes all of it or none: throws on an unknown or missing key, a value
+   * that is not a non-negative integer, or a field the engine refuses.
+   */
+  applySettings(s: EngineSettings): void {
+    const fields = SETTINGS_FIELDS as Record<string, number>;
+    for (const k of Object.keys(s)) if (!(k in fields)) throw new Error(`engine settings: unknown option '${k}'`);
+    const base = this.x.settingsPtr();
+    for (const [k, off] of Object.entries(fields)) {
+      const v = (s as Record<string, number>)[k];
+      if (v === undefined) throw new Error(`engine settings: option '${k}' missing`);
+      if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) throw new Error(`engine settings: option ${k} = ${v} is not a count`);
+      this.dv.setUint32(base + off, v, true);
+    }
+    const r = this.x.applySettings();
+    if (r !== 0) {
+      const name = Object.entries(fields).find(([, off]) => off === r - 1)?.[0] ?? `field at ${r - 1}`;
+      const range = name === 'masq_port_lo' || name === 'masq_port_hi' ? ` (masq_ports ${s.masq_port_lo}-${s.masq_port_hi})` : '';
+      throw new Error(`engine settings: option ${name} = ${(s as Record<string, number>)[name]} refused by the engine${range}`);
+    }
   }
 
   // ---- slots (tests and benches; the TUN addon uses the raw offsets) ----
