@@ -1,5 +1,7 @@
 import { COUNTER_SLOTS, EVENT_CAP, EVENT_HEADER, EVENT_SIZE } from "./abi/counters";
-import { BIND_PROTOS, BIND_SIZE, CALL_SIZE, ESP_SIZE, FLOW_SIZE, FRAG_SIZE, IKE_SIZE, PEER_SIZE } from "./abi/records";
+import {
+  BIND_PROTOS, BIND_SIZE, CALL_SIZE, ESP_SIZE, FLOW_SIZE, FRAG_SIZE, IKE_SIZE, PEER_SIZE,
+} from "./abi/records";
 // The engine's linear memory map. Memory is imported from the supervisor
 // with initial == maximum pages, so every region below is carved once in
 // `layoutInit` and never moves: JS views on it stay valid for the whole run.

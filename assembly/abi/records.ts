@@ -49,6 +49,7 @@ export const ESP_SPI_OUT: u32 = 8;    // u32 raw, LAN → server
 export const ESP_SPI_IN: u32 = 12;    // u32 raw, server → LAN; 0 = unknown
 export const ESP_EXPIRES: u32 = 16;   // u32
 export const ESP_DEADLINE: u32 = 20;  // u32 outstanding: init deadline; squelched: its end
+export const ESP_PEER: u32 = 20;      // u32 bound (no deadline then): its vpn/peers.ts record + 1
 export const ESP_STATE: u32 = 24;     // u8 ESP_FREE..ESP_SQUELCHED
 export const ESP_RETRIES: u32 = 25;   // u8
 export const ESP_FLAGS: u32 = 26;     // u16 ESPF_*

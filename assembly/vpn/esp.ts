@@ -19,11 +19,11 @@ import { DEST_ROUTER, PROTO_ESP, SIDE_OUTSIDE, TARGET_ACCEPT, ZONE_WAN } from ".
 import { C_ESP_ACTIVE, C_ESP_BOUND, C_LOCAL_ACCEPT, EV_ESP_BOUND } from "../abi/counters";
 import {
   ESPF_FORWARD, ESP_BOUND, ESP_DEADLINE, ESP_EXPIRES, ESP_FLAGS, ESP_FREE, ESP_LAN_ADDR, ESP_OUTSTANDING,
-  ESP_PKTS, ESP_REM_ADDR, ESP_RETRIES, ESP_SIZE, ESP_SPI_IN, ESP_SPI_OUT, ESP_SQUELCHED, ESP_STATE,
+  ESP_PEER, ESP_PKTS, ESP_REM_ADDR, ESP_RETRIES, ESP_SIZE, ESP_SPI_IN, ESP_SPI_OUT, ESP_SQUELCHED, ESP_STATE,
 } from "../abi/records";
 import { espMap, espRecs, outstanding, ESP_CAP, ESP_MAP_SIZE, OUTSTANDING_CAP } from "../layout";
 import { IP_DST, IP_SRC, ipDst, ipSrc } from "../wire/ipv4";
-import { peerEspBound, peerEspClosed, peerIkeLast, peerRecentHost } from "./peers";
+import { peerEspBound, peerEspClosed, peerEspTouch, peerIkeLast, peerRecentHost } from "./peers";
 import { ruleMatch } from "../nat/filter";
 import { kmFind, kmInsert, kmRemove } from "./keymap";
 import { protoForward } from "../nat/forward";
@@ -117,7 +117,7 @@ function espNew(lanA: u32, remA: u32, spiOut: u32, spiIn: u32, state: u32, flags
     store<u32>(e, nowDs + espInitDs, ESP_DEADLINE);
   } else {
     store<u32>(e, nowDs + espDs, ESP_EXPIRES);
-    peerEspBound(lanA, remA, nowDs + espDs, true);
+    store<u32>(e, peerEspBound(lanA, remA, nowDs + espDs), ESP_PEER);
   }
   if (spiOut != 0) kmInsert(espMap, MAP_MASK, remA, spiOut, r1 | OUT_BIT);
   if (spiIn != 0) kmInsert(espMap, MAP_MASK, remA, spiIn, r1);
@@ -179,7 +179,7 @@ export function espOut(p: usize, l4: usize, l4len: u32): u32 {
       if (tries > espInitRetries) { squelch(e); return Drop.ESP_SQUELCHED; }
     } else {
       store<u32>(e, nowDs + espDs, ESP_EXPIRES);
-      peerEspBound(lanA, remA, nowDs + espDs, false);
+      peerEspTouch(load<u32>(e, ESP_PEER), nowDs + espDs);
     }
     store<u32>(e, load<u32>(e, ESP_PKTS) + 1, ESP_PKTS);
     rewriteAddr(p, IP_SRC, wanAddr);
@@ -258,7 +258,7 @@ export function espIn(p: usize, l4: usize, l4len: u32): u32 {
       store<u32>(e, spi, ESP_SPI_IN);
       store<u8>(e, <u8>ESP_BOUND, ESP_STATE);
       store<u32>(e, nowDs + espDs, ESP_EXPIRES);
-      peerEspBound(load<u32>(e, ESP_LAN_ADDR), remA, nowDs + espDs, true);
+      store<u32>(e, peerEspBound(load<u32>(e, ESP_LAN_ADDR), remA, nowDs + espDs), ESP_PEER);
       kmInsert(espMap, MAP_MASK, remA, spi, pick);
       count(C_ESP_BOUND);
       eventPush(EV_ESP_BOUND, 0, PROTO_ESP, SIDE_OUTSIDE, load<u32>(e, ESP_LAN_ADDR), remA, 0, 0, 0, bswap<u32>(spi));
@@ -280,7 +280,7 @@ export function espIn(p: usize, l4: usize, l4len: u32): u32 {
   }
   const e = rec(v - 1);
   store<u32>(e, nowDs + espDs, ESP_EXPIRES);
-  peerEspBound(load<u32>(e, ESP_LAN_ADDR), remA, nowDs + espDs, false);
+  peerEspTouch(load<u32>(e, ESP_PEER), nowDs + espDs);
   store<u32>(e, load<u32>(e, ESP_PKTS) + 1, ESP_PKTS);
   rewriteAddr(p, IP_DST, load<u32>(e, ESP_LAN_ADDR));
   return Drop.NONE;

@@ -13,8 +13,8 @@
 // association plus a record per server, so it never fills.
 
 import {
-  PEER_ESP_BOUND, PEER_ESP_EXPIRES, PEER_IKE_COUNT, PEER_IKE_LAST, PEER_LAN_ADDR, PEER_RECENT_HOST, PEER_REFS,
-  PEER_REM_ADDR, PEER_SIZE,
+  ESP_PEER, PEER_ESP_BOUND, PEER_ESP_EXPIRES, PEER_IKE_COUNT, PEER_IKE_LAST, PEER_LAN_ADDR, PEER_RECENT_HOST,
+  PEER_REFS, PEER_REM_ADDR, PEER_SIZE,
 } from "../abi/records";
 import { peerMap, peerRecs, PEER_CAP, PEER_MAP_SIZE } from "../layout";
 import { nowDs } from "../nat/state";
@@ -128,12 +128,23 @@ export function peerRecentHost(remA: u32): u32 {
 
 // ---- ESP (esp.ts) -------------------------------------------------------------
 
-/** An association of lanA with remA became bound, or a bound one was used: alive until `expiresDs`. */
-export function peerEspBound(lanA: u32, remA: u32, expiresDs: u32, isNew: bool): void {
-  const v = isNew ? open(lanA, remA) : find(lanA, remA);
+/**
+ * An association of lanA with remA became bound, alive until `expiresDs`.
+ * Returns the pair's record + 1 (0 if none): the association keeps it
+ * (ESP_PEER) so each packet's touch is a store, not a lookup.
+ */
+export function peerEspBound(lanA: u32, remA: u32, expiresDs: u32): u32 {
+  const v = open(lanA, remA);
+  if (v == 0) return 0;
+  store<u32>(rec(v), load<u32>(rec(v), PEER_ESP_BOUND) + 1, PEER_ESP_BOUND);
+  peerEspTouch(v, expiresDs);
+  return v;
+}
+
+/** A bound association of pair record `v` was used: alive until `expiresDs`. */
+@inline export function peerEspTouch(v: u32, expiresDs: u32): void {
   if (v == 0) return;
   const r = rec(v);
-  if (isNew) store<u32>(r, load<u32>(r, PEER_ESP_BOUND) + 1, PEER_ESP_BOUND);
   if (<i32>(expiresDs - load<u32>(r, PEER_ESP_EXPIRES)) > 0) store<u32>(r, expiresDs, PEER_ESP_EXPIRES);
 }
 
