@@ -7,6 +7,9 @@
 // 'a-b' or 'a:b', whitespace-separated values in an `option` of a list
 // type). Everything is checked up front; the first problem found is thrown
 // as a ConfigError `FILE:LINE: reason` pointing at the offending line.
+//
+// The main section (`config vpnmasq`) is read by the option table in
+// options.ts; the value parsers shared by all sections are in values.ts.
 
 import ipaddr from 'ipaddr.js';
 import { ConfigError, type UciFile } from './uci.js';
