@@ -181,11 +181,8 @@ function put(l4: usize, f: usize, value: u32): void {
  * The LAN host's own Call IDs become aliases.
  */
 export function pptpOut(l4: usize, l4len: u32, lanA: u32, remA: u32): u32 {
-  const payload = payloadOf(l4);
-  const len = l4len - <u32>(payload - l4);
-  let off: u32 = 0;
-  while (off < len) {
-    const m = payload + off;
+  // Messages follow each other; pptpCheck made sure their lengths add up to the segment.
+  for (let m = payloadOf(l4), end = l4 + l4len; m < end; m += be16(m + M_LENGTH)) {
     const ctype = be16(m + M_CTRL_TYPE);
     const own = be16(m + M_CALL_ID);
     if (ctype == OCRQ || ctype == OCRP || ctype == ICRQ || ctype == ICRP) {
@@ -200,18 +197,14 @@ export function pptpOut(l4: usize, l4len: u32, lanA: u32, remA: u32): u32 {
       put(l4, m + M_CALL_ID, load<u16>(rec(v - 1), CALL_ID_ALIAS));
     }
     // ICCN, WEN, SLI from the LAN name the remote's Call ID: unchanged.
-    off += be16(m + M_LENGTH);
   }
   return Drop.NONE;
 }
 
 /** Control messages from `remA` to a LAN host, already checked: aliases go back to the LAN's Call IDs. */
 export function pptpIn(l4: usize, l4len: u32, remA: u32): u32 {
-  const payload = payloadOf(l4);
-  const len = l4len - <u32>(payload - l4);
-  let off: u32 = 0;
-  while (off < len) {
-    const m = payload + off;
+  // Messages follow each other; pptpCheck made sure their lengths add up to the segment.
+  for (let m = payloadOf(l4), end = l4 + l4len; m < end; m += be16(m + M_LENGTH)) {
     const ctype = be16(m + M_CTRL_TYPE);
     if (ctype == OCRP || ctype == ICRP) {
       const v = callFindIn(remA, be16(m + M_PEER_CALL_ID));
@@ -226,7 +219,6 @@ export function pptpIn(l4: usize, l4len: u32, remA: u32): u32 {
       const v = callFindOut(remA, be16(m + M_CALL_ID));
       if (v != 0) disconnect(v);
     }
-    off += be16(m + M_LENGTH);
   }
   return Drop.NONE;
 }
