@@ -113,7 +113,7 @@ export function natIn(p: usize, l4: usize, proto: u32, pi: u32): u32 {
   let r: usize;
   if (e == 0) {
     const flags = proto == PROTO_TCP ? tcpFlags(l4) : 0;
-    const fwd = isIcmp ? 0 : redirectFind(proto, aliasP);
+    const fwd: usize = isIcmp ? <usize>0 : redirectFind(proto, aliasP);
     if (fwd != 0) {
       const fwdAddr = redirectDest(fwd);
       const fwdPort = redirectDestPort(fwd, aliasP);
