@@ -6,7 +6,7 @@
 
 import { COUNTER_SLOTS, C_FLOWS_FLUSHED, EVENT_CAP, EVENT_SIZE, EV_FLUSH } from "./abi/counters";
 import { FLOW_SIZE } from "./abi/records";
-import { callRecs, counters, espRecs, events, flows, ikeRecs, lens, slots, verdicts, hashMask, layoutEnd, layoutInit, lanNets, maxFlows, MAX_LAN_NETS, SLOT_COUNT, SLOT_SIZE } from "./layout";
+import { callRecs, counters, espRecs, events, flows, ikeRecs, lens, slots, verdicts, hashMask, layoutEnd, layoutInit, lanNets, maxFlows, MAX_LAN_NETS, setSlotGeometry, slotCount as curSlotCount, slotSize as curSlotSize, vnetHdrs, vnetOn, VNET_STRIDE } from "./layout";
 import { ABI_WORDS, abiDescribe as describe } from "./abi/describe.gen";
 import { bindResetDynamic } from "./nat/binding";
 import { processBatch } from "./nat/core";
@@ -115,8 +115,18 @@ export function eventSize(): u32 { return EVENT_SIZE; }
 export function slotsPtr(): usize { return slots; }
 export function lensPtr(): usize { return lens; }
 export function verdictsPtr(): usize { return verdicts; }
-export function slotSize(): u32 { return SLOT_SIZE; }
-export function slotCount(): u32 { return SLOT_COUNT; }
+export function slotSize(): u32 { return curSlotSize; }
+export function slotCount(): u32 { return curSlotCount; }
+/** Each slot's virtio_net_hdr (10 bytes at vnetPtr() + i × vnetStride()), read and written by the TUN addon. */
+export function vnetPtr(): usize { return vnetHdrs; }
+export function vnetStride(): u32 { return VNET_STRIDE; }
+export function vnetEnabled(): u32 { return vnetOn ? 1 : 0; }
+/**
+ * 1: the TUNs carry a virtio_net_hdr before each packet (IFF_VNET_HDR, offloads):
+ * GSO-sized slots, headers checked per packet. 0: plain 2 KiB slots. Call
+ * between batches; slotSize()/slotCount() change with it.
+ */
+export function setVnet(on: u32): void { setSlotGeometry(on != 0); }
 export function flowsPtr(): usize { return flows; }
 export function flowSize(): u32 { return FLOW_SIZE; }
 export function flowCapacity(): u32 { return maxFlows; }

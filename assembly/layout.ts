@@ -8,8 +8,10 @@ import {
 //
 //   heapBase ─► counters  (COUNTER_SLOTS × u64)
 //               events    (header + EVENT_CAP × EVENT_SIZE)
-//               slots     (SLOT_COUNT × SLOT_SIZE packet buffers)
+//               slots     (SLOT_REGION bytes: SLOT_COUNT × SLOT_SIZE, or with TUN
+//                          offloads GSO_SLOT_COUNT × GSO_SLOT_SIZE)
 //               lens      (SLOT_COUNT × u32)   verdicts (SLOT_COUNT × u8)
+//               vnetHdrs  (SLOT_COUNT × VNET_STRIDE: each slot's virtio_net_hdr)
 //               flows     (maxFlows × FLOW_SIZE)
 //               flowOut / flowIn hash indexes (hashSize × u32 each)
 //               bindings  (3 protocols × 65536 × BIND_SIZE) + bindIndex
@@ -18,6 +20,17 @@ import {
 
 export const SLOT_SIZE: u32 = 2048;
 export const SLOT_COUNT: u32 = 256;
+// With TUN offloads a read is a GSO super-packet of up to 64 KB, so the same
+// region is cut into fewer, bigger slots (decided by memory: 64 × 64 KiB is
+// 4 MiB, where 256 of them would be 16 MiB; a batch of 64 super-packets is
+// 4 MB of traffic, and 64 small packets per batch costs little more than 256
+// next to a syscall each). The stride is 64 bytes past 64 KiB so that the
+// headers of consecutive slots do not all fall into the same cache sets.
+export const GSO_SLOT_SIZE: u32 = 65536 + 64;
+export const GSO_SLOT_COUNT: u32 = 64;
+export const SLOT_REGION: u32 = GSO_SLOT_COUNT * GSO_SLOT_SIZE > SLOT_COUNT * SLOT_SIZE
+  ? GSO_SLOT_COUNT * GSO_SLOT_SIZE : SLOT_COUNT * SLOT_SIZE;
+export const VNET_STRIDE: u32 = 16;
 export const BIND_INDEX_SIZE: u32 = 1 << 19;
 export const FRAG_CAP: u32 = 4096;
 export const FRAG_INDEX_SIZE: u32 = 8192;
@@ -43,6 +56,11 @@ export const PEER_MAP_SIZE: u32 = 65536;
 export let counters: usize = 0;
 export let events: usize = 0;
 export let slots: usize = 0;
+/** The slot geometry in use (setSlotGeometry): plain, or GSO-sized with virtio headers. */
+export let slotSize: u32 = SLOT_SIZE;
+export let slotCount: u32 = SLOT_COUNT;
+export let vnetOn: bool = false;
+export let vnetHdrs: usize = 0;
 export let lens: usize = 0;
 export let verdicts: usize = 0;
 export let flows: usize = 0;
@@ -83,9 +101,10 @@ export function layoutInit(base: usize, flowsWanted: u32, commit: bool): usize {
   let p = align64(base);
   const c = p; p = align64(p + COUNTER_SLOTS * 8);
   const e = p; p = align64(p + EVENT_HEADER + EVENT_CAP * EVENT_SIZE);
-  const s = p; p = align64(p + <usize>SLOT_COUNT * SLOT_SIZE);
+  const s = p; p = align64(p + <usize>SLOT_REGION);
   const l = p; p = align64(p + SLOT_COUNT * 4);
   const v = p; p = align64(p + SLOT_COUNT);
+  const vh = p; p = align64(p + SLOT_COUNT * VNET_STRIDE);
   const f = p; p = align64(p + <usize>flowsWanted * FLOW_SIZE);
   const hs = hashSizeFor(flowsWanted);
   const fo = p; p = align64(p + <usize>hs * 4);
@@ -110,10 +129,21 @@ export function layoutInit(base: usize, flowsWanted: u32, commit: bool): usize {
   if (commit) {
     espRecs = er; espMap = em; ikeRecs = ir; ikeMap = im; callRecs = cr; callMap = cm;
     callIdBitmap = cb; outstanding = os; peerRecs = pr; peerMap = pm;
-    counters = c; events = e; slots = s; lens = l; verdicts = v;
+    counters = c; events = e; slots = s; lens = l; verdicts = v; vnetHdrs = vh;
     flows = f; flowOutIndex = fo; flowInIndex = fi; hashMask = hs - 1; maxFlows = flowsWanted;
     bindings = b; bindIndex = bi; frags = fr; fragIndex = fx;
     redirects = rd; rules = ru; lanNets = ln; layoutEnd = p;
   }
   return p;
+}
+
+/**
+ * Plain slots (256 × 2 KiB, bare IP) or, for TUNs with offloads, GSO slots
+ * (64 × 64 KiB) each with its virtio_net_hdr in vnetHdrs. Same region.
+ */
+export function setSlotGeometry(vnet: bool): void {
+  vnetOn = vnet;
+  slotSize = vnet ? GSO_SLOT_SIZE : SLOT_SIZE;
+  slotCount = vnet ? GSO_SLOT_COUNT : SLOT_COUNT;
+  memory.fill(vnetHdrs, 0, <usize>SLOT_COUNT * VNET_STRIDE);
 }

@@ -13,12 +13,20 @@ import { createLogger, type Logger } from './log.js';
 import { deviceExists, setTxQueueLen, subnetsOf } from './net/iface.js';
 import { setupRouting, teardownStale, type Routing, type RoutingPlan } from './net/routes.js';
 import { readWanAddress, watchWanAddress, type WanWatch } from './net/wanwatch.js';
-import { TunDevice, writeDrops } from './tun/tun.js';
+import { TunDevice, offloadNames, writeDrops } from './tun/tun.js';
 import { BatchLoop } from './datapath/loop.js';
 import { ControlServer } from './control/server.js';
 import type { Request, Response } from './control/protocol.js';
 
 /** An error whose message is the one line to print before exiting non-zero. */
+/** option offload, unless VPNMASQ_OFFLOAD=0/1 overrides it (to run test suites and benchmarks both ways). */
+function offloadWanted(option: boolean): boolean {
+  const env = process.env.VPNMASQ_OFFLOAD;
+  if (env === '0') return false;
+  if (env === '1') return true;
+  return option;
+}
+
 export class FatalError extends Error {
   constructor(message: string, readonly exitCode = 1) { super(message); }
 }
@@ -37,6 +45,7 @@ export class Supervisor {
   private routing: Routing | null = null;
   private wan: WanWatch | null = null;
   private loop: BatchLoop | null = null;
+  private offloadNote = '';
   private control: ControlServer | null = null;
   private timers: NodeJS.Timeout[] = [];
   private wanAddress: string | null = null;
@@ -81,8 +90,7 @@ export class Supervisor {
     // stop() removes only what this run installed.
     teardownStale(this.plan());
     try {
-      this.tunIn = TunDevice.open(m.tunInside);
-      this.tunOut = TunDevice.open(m.tunOutside);
+      this.openTuns(offloadWanted(m.offload));
     } catch (err) {
       this.tunIn?.close();
       this.tunIn = null;
@@ -104,7 +112,7 @@ export class Supervisor {
       throw new FatalError(`vpnmasq: routing setup failed: ${(err as Error).message}`);
     }
 
-    this.loop = new BatchLoop(this.engine, this.tunIn, this.tunOut);
+    this.loop = new BatchLoop(this.engine, this.tunIn!, this.tunOut!);
     this.loop.start();
     this.control = new ControlServer(m.controlSocket, (req) => this.handle(req));
     await this.control.listen();
@@ -114,6 +122,7 @@ export class Supervisor {
       lan: m.lanDevice, wan: m.wanDevice, wanAddress: this.wanAddress, lanSubnets: this.lanSubnets,
       maxFlows: m.maxFlows, memoryMiB: +(this.engine.memoryBytes / 1048576).toFixed(1),
       redirects: this.cfg.redirects.length, rules: this.cfg.rules.length, socket: m.controlSocket,
+      offload: this.engine.vnet ? offloadNames(this.tunIn!.offloads).join(',') || 'vnet only' : 'off',
     }, 'vpnmasq ready');
   }
 
@@ -167,9 +176,53 @@ export class Supervisor {
     }
   }
 
+  /**
+   * Opens both TUNs, with offloads when wanted: IFF_VNET_HDR, then
+   * TUNSETOFFLOAD (the addon asks for less when the kernel refuses). A
+   * kernel that refuses the virtio header on either device gets both
+   * reopened plain: the engine has one slot geometry for both.
+   */
+  private openTuns(offload: boolean): void {
+    const m = this.cfg.main;
+    if (offload) {
+      try {
+        this.tunIn = TunDevice.open(m.tunInside, { offload: true });
+        this.tunOut = TunDevice.open(m.tunOutside, { offload: true });
+        if (this.tunIn.vnet && this.tunOut.vnet) {
+          this.engine.setVnet(true);
+          this.offloadNote = this.tunIn.offloads === this.tunOut.offloads ? '' : 'the two TUNs took different offloads';
+          return;
+        }
+        this.offloadNote = 'the kernel refused IFF_VNET_HDR';
+      } catch (err) {
+        if ((err as { code?: string }).code !== 'EINVAL') throw err;
+        this.offloadNote = `offloads refused: ${(err as Error).message}`;
+      }
+      this.tunIn?.close(); this.tunOut?.close();
+      this.tunIn = null; this.tunOut = null;
+      this.log.warn({ reason: this.offloadNote }, 'TUN offloads unavailable: one packet per read');
+    } else {
+      this.offloadNote = 'off (option offload)';
+    }
+    this.engine.setVnet(false);
+    this.tunIn = TunDevice.open(m.tunInside);
+    this.tunOut = TunDevice.open(m.tunOutside);
+  }
+
+  /** What `status` says about TUN offloads. */
+  offloadStatus(): Record<string, unknown> {
+    const t = this.tunIn;
+    return {
+      enabled: this.engine.vnet, offloads: offloadNames(t?.offloads ?? 0),
+      uso: ((t?.offloads ?? 0) & 0x60) === 0x60, slots: `${this.engine.slotCount} × ${this.engine.slotSize} B`,
+      ...(this.offloadNote ? { note: this.offloadNote } : {}),
+    };
+  }
+
   status(): Record<string, unknown> {
     const e = this.engine;
     return {
+      offload: this.offloadStatus(),
       pid: process.pid, uptimeS: Math.round((Date.now() - this.startedAt) / 1000),
       config: this.cfg.file, lanDevice: this.cfg.main.lanDevice, wanDevice: this.cfg.main.wanDevice,
       wanAddress: this.wanAddress, lanSubnets: this.lanSubnets,
@@ -191,7 +244,7 @@ export class Supervisor {
     }
     const restartNeeded: string[] = [];
     const a = this.cfg.main, b = next.main;
-    for (const k of ['lanDevice', 'wanDevice', 'tunInside', 'tunOutside', 'maxFlows', 'controlSocket'] as const) {
+    for (const k of ['lanDevice', 'wanDevice', 'tunInside', 'tunOutside', 'offload', 'maxFlows', 'controlSocket'] as const) {
       if (a[k] !== b[k]) restartNeeded.push(k);
     }
     if (JSON.stringify(a.lanSubnets) !== JSON.stringify(b.lanSubnets)) restartNeeded.push('lanSubnets');

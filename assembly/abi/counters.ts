@@ -19,6 +19,9 @@ export const C_ESP_ACTIVE: u32 = 12;
 export const C_IKE_ACTIVE: u32 = 13;
 export const C_CALLS_ACTIVE: u32 = 14;
 export const C_ESP_BOUND: u32 = 15;
+export const C_GSO_RX: u32 = 16;          // GSO super-packets read (virtio_net_hdr gso_type set)
+export const C_GSO_BYTES: u32 = 17;       // their IP bytes
+export const C_CSUM_PARTIAL: u32 = 18;    // packets whose L4 checksum was a NEEDS_CSUM partial sum
 
 // @group counterLayout
 export const C_DROP_BASE: u32 = 32; // + reason (abi/reasons.ts)

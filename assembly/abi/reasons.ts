@@ -50,5 +50,8 @@ export const enum Drop {
   PPTP_TABLE_FULL = 43, // @policy
   PPTP_NO_CALL = 44,    // a message names a Call ID no call has
   ESP_SPI_RESERVED = 45, // SPI 1..255 (RFC 4303 §2.1)
-  COUNT = 46,
+  VNET_BAD_GSO = 46,    // virtio_net_hdr: GSO type unknown or not the packet's protocol, gso_size 0, hdr_len past the packet, a fragment
+  VNET_BAD_CSUM = 47,   // virtio_net_hdr: NEEDS_CSUM with csum_start/csum_offset not at the TCP/UDP checksum, or unknown flags
+  VNET_GSO_IKE = 48,    // a UDP GSO super-packet to or from port 500: IKE is routed per datagram, never as a batch
+  COUNT = 49,
 }

@@ -6,12 +6,14 @@ import {
   DEST_FORWARD, DEST_ROUTER, SIDE_INSIDE, SIDE_OUTSIDE, TARGET_ACCEPT, TARGET_NONE, TARGET_REJECT,
   VERDICT_DROP, VERDICT_PASS, ZONE_WAN,
 } from "../abi/codes";
-import { C_PASS_INSIDE, C_PASS_OUTSIDE, C_RX_INSIDE, C_RX_OUTSIDE } from "../abi/counters";
-import { lens, slots, verdicts, SLOT_SIZE } from "../layout";
+import { C_CSUM_PARTIAL, C_GSO_BYTES, C_GSO_RX, C_PASS_INSIDE, C_PASS_OUTSIDE, C_RX_INSIDE, C_RX_OUTSIDE } from "../abi/counters";
+import { lens, slotCount, slotSize, slots, verdicts, vnetHdrs, vnetOn, VNET_STRIDE } from "../layout";
 import {
   ipDst, ipId, ipSrc, ipv4Check,
 } from "../wire/ipv4";
-import { CTX_FRAG_OFFSET, CTX_HLEN, CTX_MORE_FRAGS, CTX_PROTO, CTX_TOTAL, packetContext } from "../wire/context";
+import { CTX_FRAG_OFFSET, CTX_HLEN, CTX_L4_PARTIAL, CTX_MORE_FRAGS, CTX_PROTO, CTX_TOTAL, CTX_VNET, packetContext } from "../wire/context";
+import { L4_DST_PORT, L4_SRC_PORT, port } from "../wire/l4";
+import { VNET_GSO_UDP_L4, VNET_MAX_PACKET, vnetCheck, vnetGsoType } from "../wire/vnet";
 import { l4Check } from "../wire/l4";
 import { ruleMatch } from "./filter";
 import { fragFollow, fragNoteFirst, fragSweep } from "./fragments";
@@ -24,9 +26,37 @@ import { ikeSweep } from "../vpn/isakmp";
 import { callSweep } from "../vpn/pptp";
 import { flowIndexPeekIn, flowIndexPeekOut, flowSweep, rec } from "./table";
 
+/**
+ * The virtio_net_hdr of a TUN with offloads (wire/vnet.ts): checked against
+ * the packet, counted. A super-packet is then translated like one packet:
+ * its one header is every segment's header, its TCP flags and sequence range
+ * those of the segments together, and the header goes back out unchanged
+ * (the IP header length, hence csum_start, never changes). A UDP super-packet
+ * (USO) to or from port 500 is refused: IKE is routed by each datagram's
+ * cookies, and the segments of one super-packet may carry different ones.
+ */
+function offloadCheck(p: usize, ctx: usize): u32 {
+  const r = vnetCheck(ctx);
+  if (r != Drop.NONE) return r;
+  const h = <usize>load<u32>(ctx, CTX_VNET);
+  const gso = vnetGsoType(h);
+  if (gso != 0) {
+    if (gso == VNET_GSO_UDP_L4) {
+      const l4 = p + load<u32>(ctx, CTX_HLEN);
+      if (port(l4, L4_SRC_PORT) == 500 || port(l4, L4_DST_PORT) == 500) return Drop.VNET_GSO_IKE;
+    }
+    countAdd(C_GSO_RX, 1);
+    countAdd(C_GSO_BYTES, <i64>load<u32>(ctx, CTX_TOTAL));
+  }
+  if (load<u32>(ctx, CTX_L4_PARTIAL) != 0) countAdd(C_CSUM_PARTIAL, 1);
+  return Drop.NONE;
+}
+
 /** LAN (or the router itself) → WAN. */
 function outbound(p: usize, len: u32, ctx: usize): u32 {
   let r = ipv4Check(p, len, ctx);
+  if (r != Drop.NONE) return r;
+  r = offloadCheck(p, ctx);
   if (r != Drop.NONE) return r;
   if (wanAddr == 0) return Drop.NO_WAN_ADDRESS;
   const src = ipSrc(p);
@@ -51,6 +81,8 @@ function outbound(p: usize, len: u32, ctx: usize): u32 {
 /** WAN → anything. */
 function inbound(p: usize, len: u32, ctx: usize): u32 {
   let r = ipv4Check(p, len, ctx);
+  if (r != Drop.NONE) return r;
+  r = offloadCheck(p, ctx);
   if (r != Drop.NONE) return r;
   if (wanAddr == 0) return Drop.NO_WAN_ADDRESS;
   const src = ipSrc(p);
@@ -83,15 +115,18 @@ function inbound(p: usize, len: u32, ctx: usize): u32 {
 
 /** Processes `n` packets in slots 0..n-1 read from one side; returns how many pass. */
 export function processBatch(n: u32, side: u32): u32 {
-  if (n > 256) n = 256;
+  if (n > slotCount) n = slotCount;
+  const maxLen = vnetOn ? VNET_MAX_PACKET : slotSize;
   warmBatch(n, side);
   let passed: u32 = 0;
   countAdd(side == SIDE_INSIDE ? C_RX_INSIDE : C_RX_OUTSIDE, <i64>n);
   for (let i: u32 = 0; i < n; i++) {
-    const p = slots + <usize>i * SLOT_SIZE;
+    const p = slots + <usize>i * slotSize;
     const len = load<u32>(lens + (<usize>i << 2));
+    store<u32>(packetContext, vnetOn ? <u32>(vnetHdrs + <usize>i * VNET_STRIDE) : 0, CTX_VNET);
+    store<u32>(packetContext, 0, CTX_L4_PARTIAL);
     let r: u32;
-    if (len > SLOT_SIZE) r = Drop.OVERSIZE;
+    if (len > maxLen) r = Drop.OVERSIZE;
     else r = side == SIDE_INSIDE ? outbound(p, len, packetContext) : inbound(p, len, packetContext);
     if (r == Drop.NONE) {
       ttlCompensate(p);
@@ -118,7 +153,7 @@ let sink: u32 = 0;
 function warmBatch(n: u32, side: u32): void {
   let acc: u32 = 0;
   for (let i: u32 = 0; i < n; i++) {
-    const p = slots + <usize>i * SLOT_SIZE;
+    const p = slots + <usize>i * slotSize;
     const l4 = p + ((<usize>load<u8>(p) & 0xf) << 2);
     const proto = <u32>load<u8>(p, 9);
     const sp = <u32>bswap<u16>(load<u16>(l4));

@@ -3,9 +3,16 @@
 // header with both addresses, so an address change adjusts it too; ICMP's
 // does not. A UDP checksum of 0 means "none" and stays 0; an adjusted one
 // that comes out 0 is sent as 0xffff (RFC 768).
+//
+// With TUN offloads the field may instead hold a NEEDS_CSUM partial sum
+// (wire/vnet.ts; the packet context says so): then only the pseudo header's
+// address moves it, in the opposite sense of a complete checksum (the sum
+// is not inverted), the port is left to the final sum, and 0 is an ordinary
+// value, not "no checksum".
 
 import { PROTO_ICMP, PROTO_UDP } from "../abi/codes";
-import { adjust16, adjust32 } from "../wire/checksum";
+import { adjust16, adjust32, partialAdjust32 } from "../wire/checksum";
+import { CTX_L4_PARTIAL, packetContext } from "../wire/context";
 import { IP_CSUM, IP_TTL } from "../wire/ipv4";
 import { l4CsumOffset } from "../wire/l4";
 
@@ -20,6 +27,12 @@ import { l4CsumOffset } from "../wire/l4";
   store<u16>(l4 + portOff, <u16>newPort);
   const co = l4CsumOffset(proto);
   const c = <u32>load<u16>(l4 + co);
+  // The packet in hand's context (core.ts fills it per packet; only the outer
+  // TCP/UDP header of a packet read with NEEDS_CSUM is ever partial).
+  if (load<u32>(packetContext, CTX_L4_PARTIAL) != 0) {
+    store<u16>(l4 + co, <u16>partialAdjust32(c, oldAddr, newAddr));
+    return;
+  }
   if (proto == PROTO_UDP && c == 0) return;
   let n = adjust16(c, oldPort, newPort);
   if (proto != PROTO_ICMP) n = adjust32(n, oldAddr, newAddr);

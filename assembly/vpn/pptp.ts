@@ -24,6 +24,7 @@ import {
 } from "../abi/records";
 import { callIdBitmap, callMap, callRecs, CALL_CAP, CALL_MAP_SIZE } from "../layout";
 import { adjust16 } from "../wire/checksum";
+import { CTX_L4_PARTIAL, packetContext } from "../wire/context";
 import { TCP_CSUM, TCP_OFF } from "../wire/l4";
 import { kmFind, kmInsert, kmRemove } from "./keymap";
 import { Drop } from "../abi/reasons";
@@ -165,12 +166,19 @@ function disconnect(v: u32): void {
   if (<i32>(load<u32>(e, CALL_EXPIRES) - soon) > 0) store<u32>(e, soon, CALL_EXPIRES);
 }
 
-/** Rewrites the 16-bit field at `f` to `value` (host order) and adjusts the TCP checksum. */
+/**
+ * Rewrites the 16-bit field at `f` to `value` (host order) and adjusts the TCP
+ * checksum, unless it is a NEEDS_CSUM partial sum (TUN offloads, wire/vnet.ts):
+ * the payload lies inside the region the final sum covers, so the field stays.
+ * A super-packet's payload is the segments' payloads in order, so messages
+ * are walked across it just as across one segment.
+ */
 function put(l4: usize, f: usize, value: u32): void {
   const oldW = <u32>load<u16>(f);
   const newW = <u32>bswap<u16>(<u16>value);
   if (oldW == newW) return;
   store<u16>(f, <u16>newW);
+  if (load<u32>(packetContext, CTX_L4_PARTIAL) != 0) return;
   store<u16>(l4, <u16>adjust16(load<u16>(l4, TCP_CSUM), oldW, newW), TCP_CSUM);
 }
 

@@ -25,6 +25,17 @@
   ) & 0xffff;
 }
 
+/**
+ * A NEEDS_CSUM partial sum (the folded pseudo-header sum, NOT inverted)
+ * after a 32-bit pseudo-header field (an address) changes: S' = S - old + new
+ * in one's complement arithmetic, i.e. the complement of adjust32 applied
+ * to the complement.
+ */
+@inline export function partialAdjust32(sum: u32, oldVal: u32, newVal: u32): u32 {
+  const notOld = ~oldVal;
+  return fold((sum & 0xffff) + (notOld & 0xffff) + (notOld >>> 16) + (newVal & 0xffff) + (newVal >>> 16));
+}
+
 /** One's complement sum (not inverted) of `len` bytes, added to `initial`. */
 export function sumBytes(p: usize, len: u32, initial: u32): u32 {
   let s: u64 = initial;

@@ -14,6 +14,8 @@ export const CTX_EMB_IP: usize = 20;      // ICMP error: the quoted IP header (i
 export const CTX_EMB_L4: usize = 24;      //   its first L4 bytes
 export const CTX_EMB_PROTO: usize = 28;   //   its protocol
 export const CTX_EMB_AVAIL: usize = 32;   //   how many L4 bytes were quoted
-export const CTX_SIZE: u32 = 36;
+export const CTX_VNET: usize = 36;       // the packet's virtio_net_hdr (wire/vnet.ts), 0 when the TUN has none
+export const CTX_L4_PARTIAL: usize = 40; // 1: the TCP/UDP checksum field holds a NEEDS_CSUM partial sum
+export const CTX_SIZE: u32 = 44;
 
 export const packetContext: usize = memory.data(CTX_SIZE);

@@ -125,6 +125,8 @@ function formatStatus(s: Record<string, any>): string {
     `LAN ${s.lanDevice} (${(s.lanSubnets as string[]).join(', ')}), WAN ${s.wanDevice} ${s.wanAddress ?? '(no address)'}`,
     `flows ${s.flows.active}/${s.flows.max} (${s.flows.bytesPerFlow} bytes/flow, ${(s.memoryBytes / 1048576).toFixed(1)} MiB engine memory)`,
     `redirects ${s.redirects}, rules ${s.rules}`,
+    ...(s.offload ? [`offload ${s.offload.enabled ? (s.offload.offloads as string[]).join(' ') || 'virtio header only' : 'off'}` +
+      `${s.offload.enabled && !s.offload.uso ? ' (no USO)' : ''}, slots ${s.offload.slots}${s.offload.note ? ` (${s.offload.note})` : ''}`] : []),
     'counters:',
     ...Object.entries(s.counters as Record<string, number>).map(([k, v]) => `  ${k.padEnd(16)} ${v}`),
     'drops:',

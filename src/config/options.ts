@@ -192,6 +192,7 @@ export const MAIN_TABLE = [
   required('wan_device', ifname, 'WAN-side device; its IPv4 address is the masquerade address'),
   opt('tun_inside', ifname, 'tin', 'TUN device on the LAN side'),
   opt('tun_outside', ifname, 'tout', 'TUN device on the WAN side'),
+  opt('offload', bool, true, 'TUN offloads: GSO super-packets and partial checksums pass through whole (falls back when the kernel refuses)'),
   opt('lan_subnet', lanSubnets, [] as string[], 'LAN networks; none: the subnets of lan_device at run time', { key: 'lanSubnets' }),
   opt('max_flows', uint(1024, 4194304), 65536, 'size of the flow table (fixed memory)'),
   opt('log_level', logLevel, 'info' as LogLevel, 'log level'),

@@ -30,10 +30,14 @@ export class BatchLoop {
     const e = this.engine;
     let total = 0;
     for (let b = 0; b < BATCHES_PER_WAKE; b++) {
-      const n = dev.readBatch(e.buffer, e.slotBase, e.slotSize, e.lenBase, e.slotCount);
+      // With TUN offloads (dev.vnet, engine.setVnet) each slot's virtio_net_hdr rides beside it.
+      const n = e.vnet
+        ? dev.readBatch(e.buffer, e.slotBase, e.slotSize, e.lenBase, e.slotCount, e.vnetBase, e.vnetStride)
+        : dev.readBatch(e.buffer, e.slotBase, e.slotSize, e.lenBase, e.slotCount);
       if (n === 0) break;
       e.process(n, side, nowMs());
-      dev.writeBatch(e.buffer, e.slotBase, e.slotSize, e.lenBase, e.verdictBase, n, VERDICT_PASS);
+      if (e.vnet) dev.writeBatch(e.buffer, e.slotBase, e.slotSize, e.lenBase, e.verdictBase, n, VERDICT_PASS, e.vnetBase, e.vnetStride);
+      else dev.writeBatch(e.buffer, e.slotBase, e.slotSize, e.lenBase, e.verdictBase, n, VERDICT_PASS);
       total += n;
       this.batches++;
       if (n < e.slotCount) break;

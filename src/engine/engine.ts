@@ -84,8 +84,13 @@ export class Engine {
   readonly x: EngineExports;
   readonly buffer: ArrayBuffer;
   readonly slotBase: number;
-  readonly slotSize: number;
-  readonly slotCount: number;
+  /** Change with setVnet(): 256 × 2 KiB plain, or 64 × 64 KiB with virtio headers (TUN offloads). */
+  slotSize: number;
+  slotCount: number;
+  /** Each slot's virtio_net_hdr at vnetBase + i × vnetStride (10 bytes), when vnet is on. */
+  readonly vnetBase: number;
+  readonly vnetStride: number;
+  vnet = false;
   readonly lenBase: number;
   readonly verdictBase: number;
   readonly maxFlows: number;
@@ -103,6 +108,8 @@ export class Engine {
     this.slotSize = x.slotSize();
     this.slotCount = x.slotCount();
     this.lenBase = x.lensPtr();
+    this.vnetBase = x.vnetPtr();
+    this.vnetStride = x.vnetStride();
     this.verdictBase = x.verdictsPtr();
     this.maxFlows = maxFlows;
     this.memoryBytes = bytes;
@@ -121,6 +128,33 @@ export class Engine {
     const seed = opts.seed ?? randomBytes(4).readUInt32LE(0);
     if (x.init(opts.maxFlows, seed) !== 0) throw new Error('engine memory too small for its layout');
     return new Engine(memory, x, opts.maxFlows, pages * 65536);
+  }
+
+  /**
+   * The TUNs carry a virtio_net_hdr before each packet (IFF_VNET_HDR with
+   * offloads): GSO-sized slots, and the engine checks each header. Between
+   * batches only: the slot geometry changes.
+   */
+  setVnet(on: boolean): void {
+    this.x.setVnet(on ? 1 : 0);
+    this.vnet = on;
+    this.slotSize = this.x.slotSize();
+    this.slotCount = this.x.slotCount();
+  }
+
+  /** Slot i's virtio_net_hdr fields (tests). */
+  setVnetHdr(i: number, h: { flags?: number; gsoType?: number; hdrLen?: number; gsoSize?: number; csumStart?: number; csumOffset?: number }): void {
+    const b = this.vnetBase + i * this.vnetStride;
+    this.dv.setUint8(b, h.flags ?? 0);
+    this.dv.setUint8(b + 1, h.gsoType ?? 0);
+    this.dv.setUint16(b + 2, h.hdrLen ?? 0, true);
+    this.dv.setUint16(b + 4, h.gsoSize ?? 0, true);
+    this.dv.setUint16(b + 6, h.csumStart ?? 0, true);
+    this.dv.setUint16(b + 8, h.csumOffset ?? 0, true);
+  }
+  vnetHdr(i: number): Uint8Array {
+    const b = this.vnetBase + i * this.vnetStride;
+    return this.u8.slice(b, b + 10);
   }
 
   process(count: number, side: number, now = nowMs()): number {

@@ -139,7 +139,17 @@ inline uint32_t LoadLE32(const uint8_t* p) {
   return p[0] | (p[1] << 8) | (p[2] << 16) | (uint32_t(p[3]) << 24);
 }
 
-// openTun(name) -> fd
+#ifndef TUN_F_USO4
+#define TUN_F_USO4 0x20
+#endif
+#ifndef TUN_F_USO6
+#define TUN_F_USO6 0x40
+#endif
+// The legacy virtio_net_hdr (no num_buffers): TUN's default TUNSETVNETHDRSZ.
+constexpr size_t kVnetHdrLen = 10;
+
+// openTun(name, vnet?) -> fd. vnet: IFF_VNET_HDR, every read and write
+// carries a virtio_net_hdr before the packet (needed for TUNSETOFFLOAD).
 Napi::Value OpenTun(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsString()) {
@@ -176,6 +186,7 @@ Napi::Value OpenTun(const Napi::CallbackInfo& info) {
   // IFF_NO_PI: packets are bare IP; the engine never has to skip a 4-byte
   // tun_pi header and the slot offsets line up with the IP header.
   ifr.ifr_flags = IFF_TUN | IFF_NO_PI;
+  if (info.Length() > 1 && info[1].ToBoolean().Value()) ifr.ifr_flags |= IFF_VNET_HDR;
   std::memcpy(ifr.ifr_name, name.data(), name.size());
   if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
     int e = errno;
@@ -188,6 +199,45 @@ Napi::Value OpenTun(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }
   return Napi::Number::New(env, fd);
+}
+
+// tunOffload(fd, uso) -> the TUN_F_* bits the kernel took. Asks for checksum
+// offload and TSO for IPv4 and IPv6, plus USO (Linux 6.2+) when uso is true;
+// a kernel that refuses a set (EINVAL) is asked again for less: without USO,
+// then checksum offload alone, then nothing (0: plain packets, whole
+// checksums, still behind a zero virtio_net_hdr). Only an fd opened with
+// vnet can take offloads.
+Napi::Value TunOffload(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  if (!ArgFd(info, 0, &fd)) return env.Undefined();
+  bool uso = info.Length() > 1 && info[1].ToBoolean().Value();
+  const unsigned long base = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
+  const unsigned long tries[] = {base | TUN_F_USO4 | TUN_F_USO6, base, TUN_F_CSUM, 0};
+  for (unsigned long want : tries) {
+    if (!uso && (want & TUN_F_USO4)) continue;
+    if (ioctl(fd, TUNSETOFFLOAD, want) == 0) return Napi::Number::New(env, static_cast<double>(want));
+    int e = errno;
+    if (e != EINVAL) {
+      ThrowErrno(env, e, "TUNSETOFFLOAD on fd " + std::to_string(fd), "ioctl");
+      return env.Undefined();
+    }
+  }
+  return Napi::Number::New(env, 0);
+}
+
+// tunFlags(fd) -> the IFF_* flags of the device (IFF_VNET_HDR = 0x4000).
+Napi::Value TunFlags(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  if (!ArgFd(info, 0, &fd)) return env.Undefined();
+  struct ifreq ifr;
+  std::memset(&ifr, 0, sizeof ifr);
+  if (ioctl(fd, TUNGETIFF, &ifr) < 0) {
+    ThrowErrno(env, errno, "TUNGETIFF on fd " + std::to_string(fd), "ioctl");
+    return env.Undefined();
+  }
+  return Napi::Number::New(env, static_cast<unsigned short>(ifr.ifr_flags));
 }
 
 // tunName(fd) -> the name the kernel actually gave (matters for "tun%d").
@@ -205,15 +255,34 @@ Napi::Value TunName(const Napi::CallbackInfo& info) {
   return Napi::String::New(env, ifr.ifr_name);
 }
 
-// readBatch(fd, buf, slotBase, slotSize, lenBase, max) -> count
+// Optional trailing (hdrBase, hdrStride): the fd was opened with vnet, and
+// slot i's virtio_net_hdr lives at hdrBase + i * hdrStride (apart from the
+// packet, so the packet still starts at its slot and the engine's views are
+// the same with and without offloads).
+bool ArgVnet(const Napi::CallbackInfo& info, size_t i, uint64_t len, uint64_t n,
+             bool* on, uint64_t* hdrBase, uint64_t* hdrStride) {
+  *on = false;
+  if (info.Length() <= i || info[i].IsUndefined()) return true;
+  if (!ArgU64(info, i, "hdrBase", hdrBase) || !ArgU64(info, i + 1, "hdrStride", hdrStride)) return false;
+  if (*hdrStride < kVnetHdrLen || !Fits(len, *hdrBase, n, *hdrStride)) {
+    ThrowRange(info.Env(), "virtio headers fall outside the buffer or overlap (stride < 10)");
+    return false;
+  }
+  *on = true;
+  return true;
+}
+
+// readBatch(fd, buf, slotBase, slotSize, lenBase, max[, hdrBase, hdrStride]) -> count
 Napi::Value ReadBatch(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd;
   uint8_t* data;
-  uint64_t len, slotBase, slotSize, lenBase, max;
+  uint64_t len, slotBase, slotSize, lenBase, max, hdrBase = 0, hdrStride = 0;
+  bool vnet;
   if (!ArgFd(info, 0, &fd) || !ArgBuffer(info, 1, &data, &len) ||
       !ArgU64(info, 2, "slotBase", &slotBase) || !ArgU64(info, 3, "slotSize", &slotSize) ||
-      !ArgU64(info, 4, "lenBase", &lenBase) || !ArgU64(info, 5, "max", &max))
+      !ArgU64(info, 4, "lenBase", &lenBase) || !ArgU64(info, 5, "max", &max) ||
+      !ArgVnet(info, 6, len, max, &vnet, &hdrBase, &hdrStride))
     return env.Undefined();
   if (slotSize == 0 || slotSize > UINT32_MAX) {
     ThrowRange(env, "slotSize must be between 1 and 2^32-1");
@@ -231,14 +300,19 @@ Napi::Value ReadBatch(const Napi::CallbackInfo& info) {
   // indistinguishable from a cut one. One spare byte in a second iovec
   // settles it: if anything lands there, the packet did not fit.
   uint8_t spill;
-  struct iovec iov[2];
-  iov[0].iov_len = slotSize;
-  iov[1].iov_base = &spill;
-  iov[1].iov_len = 1;
+  struct iovec iovs[3];
+  struct iovec* iov = vnet ? iovs : iovs + 1;
+  const int iovcnt = vnet ? 3 : 2;
+  const size_t hdr = vnet ? kVnetHdrLen : 0;
+  iovs[0].iov_len = kVnetHdrLen;
+  iovs[1].iov_len = slotSize;
+  iovs[2].iov_base = &spill;
+  iovs[2].iov_len = 1;
   uint64_t n = 0;
   while (n < max) {
-    iov[0].iov_base = data + slotBase + n * slotSize;
-    ssize_t r = readv(fd, iov, 2);
+    iovs[0].iov_base = data + hdrBase + n * hdrStride;
+    iovs[1].iov_base = data + slotBase + n * slotSize;
+    ssize_t r = readv(fd, iov, iovcnt);
     if (r < 0) {
       int e = errno;
       if (e == EINTR) continue;
@@ -251,12 +325,13 @@ Napi::Value ReadBatch(const Napi::CallbackInfo& info) {
     }
     if (r == 0) break;
     // A truncated IP packet is useless to the NAT (and its header lies about
-    // its length): drop it, reusing the slot, and count it.
-    if (static_cast<uint64_t>(r) > slotSize) {
+    // its length): drop it, reusing the slot, and count it. So is a read
+    // shorter than its virtio header.
+    if (static_cast<uint64_t>(r) > slotSize + hdr || static_cast<size_t>(r) <= hdr) {
       g_read_truncated.fetch_add(1, std::memory_order_relaxed);
       continue;
     }
-    StoreLE32(data + lenBase + 4 * n, static_cast<uint32_t>(r));
+    StoreLE32(data + lenBase + 4 * n, static_cast<uint32_t>(r - hdr));
     n++;
   }
   return Napi::Number::New(env, static_cast<double>(n));
@@ -271,16 +346,20 @@ bool IsPacketLevelWriteError(int e) {
          e == EINVAL || e == EIO || e == EMSGSIZE;
 }
 
-// writeBatch(fd, buf, slotBase, slotSize, lenBase, verdictBase, count, want)
+// writeBatch(fd, buf, slotBase, slotSize, lenBase, verdictBase, count, want[, hdrBase, hdrStride])
+// With virtio headers each packet goes out behind its own header, as read
+// (GSO passthrough: the kernel segments the super-packet, or not, further on).
 Napi::Value WriteBatch(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd;
   uint8_t* data;
-  uint64_t len, slotBase, slotSize, lenBase, verdictBase, count, want;
+  uint64_t len, slotBase, slotSize, lenBase, verdictBase, count, want, hdrBase = 0, hdrStride = 0;
+  bool vnet;
   if (!ArgFd(info, 0, &fd) || !ArgBuffer(info, 1, &data, &len) ||
       !ArgU64(info, 2, "slotBase", &slotBase) || !ArgU64(info, 3, "slotSize", &slotSize) ||
       !ArgU64(info, 4, "lenBase", &lenBase) || !ArgU64(info, 5, "verdictBase", &verdictBase) ||
-      !ArgU64(info, 6, "count", &count) || !ArgU64(info, 7, "want", &want))
+      !ArgU64(info, 6, "count", &count) || !ArgU64(info, 7, "want", &want) ||
+      !ArgVnet(info, 8, len, count, &vnet, &hdrBase, &hdrStride))
     return env.Undefined();
   if (slotSize == 0 || slotSize > UINT32_MAX) {
     ThrowRange(env, "slotSize must be between 1 and 2^32-1");
@@ -306,8 +385,13 @@ Napi::Value WriteBatch(const Napi::CallbackInfo& info) {
       g_write_drops.fetch_add(1, std::memory_order_relaxed);
       continue;
     }
+    struct iovec iov[2];
+    iov[0].iov_base = data + hdrBase + i * hdrStride;
+    iov[0].iov_len = kVnetHdrLen;
+    iov[1].iov_base = data + slotBase + i * slotSize;
+    iov[1].iov_len = plen;
     for (;;) {
-      ssize_t r = write(fd, data + slotBase + i * slotSize, plen);
+      ssize_t r = vnet ? writev(fd, iov, 2) : write(fd, iov[1].iov_base, plen);
       if (r >= 0) {
         written++;
         break;
@@ -503,6 +587,8 @@ class Poller : public Napi::ObjectWrap<Poller> {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("openTun", Napi::Function::New<OpenTun>(env, "openTun"));
   exports.Set("tunName", Napi::Function::New<TunName>(env, "tunName"));
+  exports.Set("tunOffload", Napi::Function::New<TunOffload>(env, "tunOffload"));
+  exports.Set("tunFlags", Napi::Function::New<TunFlags>(env, "tunFlags"));
   exports.Set("readBatch", Napi::Function::New<ReadBatch>(env, "readBatch"));
   exports.Set("writeBatch", Napi::Function::New<WriteBatch>(env, "writeBatch"));
   exports.Set("writeDrops", Napi::Function::New<WriteDrops>(env, "writeDrops"));

@@ -8,14 +8,19 @@
 //   slot i     at slotBase + i * slotSize   (the packet, starting at the IP header)
 //   length i   at lenBase + 4 * i           (u32, little-endian)
 //   verdict i  at verdictBase + i           (u8; writeBatch sends slot i iff it equals `want`)
+//   header i   at hdrBase + hdrStride * i   (a device opened with vnet: the packet's
+//                                            10-byte virtio_net_hdr, read and written with it)
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export interface PacketDevice {
   readonly name: string;
+  /** true: every packet travels behind a virtio_net_hdr (pass hdrBase/hdrStride) */
+  readonly vnet?: boolean;
   /** read up to max packets into memory; returns count */
-  readBatch(mem: ArrayBuffer, slotBase: number, slotSize: number, lenBase: number, max: number): number;
+  readBatch(mem: ArrayBuffer, slotBase: number, slotSize: number, lenBase: number, max: number,
+    hdrBase?: number, hdrStride?: number): number;
   /** write every slot i < count whose verdict byte equals want; returns how many were written */
   writeBatch(
     mem: ArrayBuffer,
@@ -25,6 +30,8 @@ export interface PacketDevice {
     verdictBase: number,
     count: number,
     want: number,
+    hdrBase?: number,
+    hdrStride?: number,
   ): number;
   /** start waking cb when readable */
   onReadable(cb: () => void): void;
@@ -45,10 +52,22 @@ interface NativePoller {
   close(): void;
 }
 
+/** TUNSETOFFLOAD bits (linux/if_tun.h). */
+export const TUN_F = { CSUM: 0x01, TSO4: 0x02, TSO6: 0x04, TSO_ECN: 0x08, UFO: 0x10, USO4: 0x20, USO6: 0x40 } as const;
+export const IFF_VNET_HDR = 0x4000;
+
+/** Names of the offload bits set in `bits`, e.g. ['csum', 'tso4', 'tso6']. */
+export function offloadNames(bits: number): string[] {
+  return Object.entries(TUN_F).filter(([, b]) => (bits & b) !== 0).map(([k]) => k.toLowerCase());
+}
+
 interface Native {
-  openTun(name: string): number;
+  openTun(name: string, vnet?: boolean): number;
   tunName(fd: number): string;
-  readBatch(fd: number, buf: ArrayBuffer, slotBase: number, slotSize: number, lenBase: number, max: number): number;
+  tunOffload(fd: number, uso: boolean): number;
+  tunFlags(fd: number): number;
+  readBatch(fd: number, buf: ArrayBuffer, slotBase: number, slotSize: number, lenBase: number, max: number,
+    hdrBase?: number, hdrStride?: number): number;
   writeBatch(
     fd: number,
     buf: ArrayBuffer,
@@ -58,6 +77,8 @@ interface Native {
     verdictBase: number,
     count: number,
     want: number,
+    hdrBase?: number,
+    hdrStride?: number,
   ): number;
   writeDrops(): number;
   readTruncated(): number;
@@ -102,8 +123,19 @@ export function readTruncated(): number {
   return loadNative().readTruncated();
 }
 
+export interface TunOpenOptions {
+  /** IFF_VNET_HDR and TUNSETOFFLOAD: GSO super-packets and partial checksums (default off) */
+  offload?: boolean;
+  /** also ask for UDP segmentation offload (USO, Linux 6.2+); default true with offload */
+  uso?: boolean;
+}
+
 export class TunDevice implements PacketDevice {
   readonly name: string;
+  /** Opened with IFF_VNET_HDR: reads and writes carry a virtio_net_hdr. */
+  vnet = false;
+  /** TUN_F_* bits the kernel accepted (0 without offloads). */
+  offloads = 0;
   #fd: number;
   #poller: NativePoller | null = null;
   #cb: (() => void) | null = null;
@@ -126,9 +158,18 @@ export class TunDevice implements PacketDevice {
    * non-blocking. Throws a TunError (code EPERM without CAP_NET_ADMIN, EBUSY
    * when the name is taken, EINVAL for a bad name).
    */
-  static open(name: string): TunDevice {
+  static open(name: string, opts: TunOpenOptions = {}): TunDevice {
     const nat = loadNative();
-    return new TunDevice(nat, nat.openTun(name));
+    if (!opts.offload) return new TunDevice(nat, nat.openTun(name));
+    const dev = new TunDevice(nat, nat.openTun(name, true));
+    try {
+      dev.vnet = (nat.tunFlags(dev.fd) & IFF_VNET_HDR) !== 0;
+      if (dev.vnet) dev.offloads = nat.tunOffload(dev.fd, opts.uso ?? true);
+    } catch (err) {
+      dev.close();
+      throw err;
+    }
+    return dev;
   }
 
   /** The raw fd, or -1 once closed. */
@@ -140,8 +181,11 @@ export class TunDevice implements PacketDevice {
     return this.#fd < 0;
   }
 
-  readBatch(mem: ArrayBuffer, slotBase: number, slotSize: number, lenBase: number, max: number): number {
-    return this.#native.readBatch(this.#open(), mem, slotBase, slotSize, lenBase, max);
+  readBatch(mem: ArrayBuffer, slotBase: number, slotSize: number, lenBase: number, max: number,
+    hdrBase?: number, hdrStride?: number): number {
+    if (this.vnet && hdrBase === undefined) throw new Error(`TUN device "${this.name}" carries virtio headers: pass hdrBase and hdrStride`);
+    return this.#native.readBatch(this.#open(), mem, slotBase, slotSize, lenBase, max,
+      this.vnet ? hdrBase : undefined, this.vnet ? hdrStride : undefined);
   }
 
   writeBatch(
@@ -152,8 +196,12 @@ export class TunDevice implements PacketDevice {
     verdictBase: number,
     count: number,
     want: number,
+    hdrBase?: number,
+    hdrStride?: number,
   ): number {
-    return this.#native.writeBatch(this.#open(), mem, slotBase, slotSize, lenBase, verdictBase, count, want);
+    if (this.vnet && hdrBase === undefined) throw new Error(`TUN device "${this.name}" carries virtio headers: pass hdrBase and hdrStride`);
+    return this.#native.writeBatch(this.#open(), mem, slotBase, slotSize, lenBase, verdictBase, count, want,
+      this.vnet ? hdrBase : undefined, this.vnet ? hdrStride : undefined);
   }
 
   /**

@@ -98,6 +98,7 @@ describe('config: the contract', () => {
         wanDevice: 'wan',
         tunInside: 'tin',
         tunOutside: 'tout',
+        offload: true,
         lanSubnets: [],
         maxFlows: 65536,
         logLevel: 'info',
