@@ -15,6 +15,8 @@ export class RunningRouter {
   proc!: ChildProcess;
   output = '';
   exitCode: number | null = null;
+  /** Extra environment for the daemon (e.g. VPNMASQ_OFFLOAD). */
+  env: Record<string, string> = {};
 
   constructor(readonly lab: Lab, extraConfig = '', main = '') {
     this.dir = mkdtempSync(join(tmpdir(), 'vpnmasq-test-'));
@@ -31,7 +33,8 @@ ${extraConfig}
   }
 
   async start(): Promise<void> {
-    this.proc = this.lab.spawn(this.lab.router, ['node', CLI, 'run', '--config', this.config]);
+    this.proc = this.lab.spawn(this.lab.router, ['node', CLI, 'run', '--config', this.config],
+      Object.keys(this.env).length ? { env: { ...process.env, ...this.env } } : undefined);
     this.proc.stdout!.on('data', (d) => { this.output += d; });
     this.proc.stderr!.on('data', (d) => { this.output += d; });
     this.proc.on('exit', (code) => { this.exitCode = code; });
