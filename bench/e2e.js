@@ -19,6 +19,10 @@
 //   sudo node bench/e2e.js [--reps 5] [--seconds 3] [--kernel-only] [--json FILE]
 //                          [--cli dist/cli/main.js] [--clients 1] [--pings 200]
 //                          [--no-mix] [--mix-reps N] [--mix-flows 8]
+//                          [--no-tcp] [--tcp-only] [--tcp-reps 3] [--tcp-seconds 3] [--offload-compare]
+//
+// Then (unless --no-tcp) bulk TCP through each mode (bench/e2e/tcp.js): iperf3
+// 1 and 4 streams, upload and download, ping idle and under load, CPU per GB.
 //
 // Needs root, iproute2, nftables, iperf3, iputils-ping, python3 (for the mix;
 // skipped with a note without it), and `npx tsc` having built dist/lab/lab.js.
@@ -27,7 +31,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { REPO, firstLine, have, log } from './e2e/common.js';
+import { REPO, firstLine, have, log, reachable } from './e2e/common.js';
 
 const USAGE = `usage: sudo node bench/e2e.js [options]
   --reps N         repetitions per mode (default 5)
@@ -41,12 +45,17 @@ const USAGE = `usage: sudo node bench/e2e.js [options]
   --no-warmup      skip the 1 s unmeasured warm-up run per mode
   --mix / --no-mix the mixed ESP + NAT-T + UDP run after the plain one (default on)
   --mix-reps N     repetitions of the mixed run per mode (default: --reps)
-  --mix-flows N    plain UDP flows in the mixed run (default 8)`;
+  --mix-flows N    plain UDP flows in the mixed run (default 8)
+  --tcp / --no-tcp the TCP run (1 and 4 streams, both directions, ping under load, CPU/GB; default on)
+  --tcp-only       only the TCP run (no 64-byte UDP, no mix)
+  --tcp-reps N     repetitions per TCP row (default 3)
+  --tcp-seconds S  seconds per TCP repetition (default 3)
+  --offload-compare  also run the TCP rows through vpnmasq with option offload '0'`;
 
 function parseArgs(argv) {
   const a = {
     reps: 5, seconds: 3, flows: 16, clients: 1, pings: 200, kernelOnly: false, cli: null, json: null, warmup: true,
-    mix: true, mixReps: null, mixFlows: 8,
+    mix: true, mixReps: null, mixFlows: 8, tcp: true, tcpOnly: false, tcpReps: 3, tcpSeconds: 3, offloadCompare: false,
   };
   const num = (name, v, min, max) => {
     const n = Number(v);
@@ -70,6 +79,12 @@ function parseArgs(argv) {
       case '--no-mix': a.mix = false; break;
       case '--mix-reps': a.mixReps = Math.round(num(key, val(), 1, 100)); break;
       case '--mix-flows': a.mixFlows = Math.round(num(key, val(), 1, 128)); break;
+      case '--tcp': a.tcp = true; break;
+      case '--no-tcp': a.tcp = false; break;
+      case '--tcp-only': a.tcpOnly = true; a.tcp = true; a.mix = false; break;
+      case '--tcp-reps': a.tcpReps = Math.round(num(key, val(), 1, 100)); break;
+      case '--tcp-seconds': a.tcpSeconds = Math.round(num(key, val(), 1, 600)); break;
+      case '--offload-compare': a.offloadCompare = true; break;
       case '--cli': a.cli = resolve(val() ?? ''); break;
       case '--json': a.json = resolve(val() ?? ''); break;
       case '-h': case '--help': a.help = true; break;
@@ -83,12 +98,26 @@ function parseArgs(argv) {
 
 // ---------------------------------------------------------------------------
 
-/** One router mode: up, the plain run, the mixed run (after a good plain run), down. */
-async function benchMode(lab, mode, a, { benchPlain, benchMix }) {
-  const res = await benchPlain(lab, mode, a);
-  if (a.mix) {
+/** One router mode: up, the plain run, the mixed run (after a good plain run), the TCP run, down. */
+async function benchMode(lab, mode, a, { benchPlain, benchMix, benchTcp }, tcpOnly = a.tcpOnly) {
+  let res;
+  if (tcpOnly) {
+    res = { mode: mode.label, ok: false, error: null, reps: [], latency: null, median: null };
+    try {
+      await mode.up(lab);
+      if (!(await reachable(lab, 5000))) throw new Error(`${lab.addr.wan[0]} not reachable through ${mode.label}`);
+      res.ok = true;
+    } catch (e) {
+      res.error = e.message;
+      log(`${mode.label}: FAILED: ${e.message}`);
+    }
+  } else {
+    res = await benchPlain(lab, mode, a);
+  }
+  if (a.mix && !tcpOnly) {
     res.mix = res.ok ? await benchMix(lab, mode, a) : { ok: false, error: 'not run: the plain run failed', reps: [], median: null, esp: null };
   }
+  if (a.tcp && res.ok) res.tcp = await benchTcp(lab, mode, a);
   try {
     await mode.down(lab);
   } catch (e) {
@@ -132,8 +161,9 @@ async function main() {
   const { benchPlain } = await import('./e2e/plain.js');
   const { ESPGEN, benchMix, mixComparison } = await import('./e2e/mix.js');
   const { kernelMode, vpnmasqMode } = await import('./e2e/modes.js');
-  const { comparison, machine, printMixTable, printTable, writeSummary } = await import('./e2e/report.js');
-  const parts = { benchPlain, benchMix };
+  const { comparison, machine, printMixTable, printTable, renderRows, writeSummary } = await import('./e2e/report.js');
+  const { benchTcp, printTcpTable } = await import('./e2e/tcp.js');
+  const parts = { benchPlain, benchMix, benchTcp };
 
   const cliPath = a.cli ?? join(REPO, 'dist', 'cli', 'main.js');
   let doVpnmasq = !a.kernelOnly;
@@ -158,7 +188,8 @@ async function main() {
 
   const modesCount = doVpnmasq ? 2 : 1;
   const budgetS = 90 + modesCount * (60 + (a.reps + 1) * (a.seconds + 35) + a.pings * 0.02 +
-    (a.mix ? a.mixReps * (a.seconds + 45) : 0));
+    (a.mix ? a.mixReps * (a.seconds + 45) : 0) + (a.tcp ? 4 * a.tcpReps * (a.tcpSeconds + 30) + 60 : 0)) +
+    (a.offloadCompare ? 60 + 4 * a.tcpReps * (a.tcpSeconds + 30) + 60 : 0);
   let lab = null;
   let tmp = null;
   const cleanup = () => {
@@ -186,6 +217,7 @@ async function main() {
     log(`lab ${lab.id}: ${lab.namespaces.join(' ')}`);
     modes.push(await benchMode(lab, kernelMode(), a, parts));
     if (doVpnmasq) modes.push(await benchMode(lab, vpnmasqMode(cliPath, tmp), a, parts));
+    if (doVpnmasq && a.tcp && a.offloadCompare) modes.push(await benchMode(lab, vpnmasqMode(cliPath, tmp, { offload: false }), a, parts, true));
   } catch (e) {
     console.error(`bench/e2e: ${firstLine(e.message)}`);
   } finally {
@@ -199,13 +231,16 @@ async function main() {
   const v = modes.find((r) => r.mode === 'vpnmasq');
   const cmp = comparison(k, v);
   const mixCmp = a.mix ? mixComparison(k?.mix, v?.mix) : null;
-  if (modes.length) printTable(a, m, modes, cmp);
+  const udpModes = modes.filter((r) => r.median || (!r.ok && !r.tcp));
+  if (udpModes.length && !a.tcpOnly) printTable(a, m, udpModes, cmp);
+  if (a.tcp) printTcpTable(a, modes, renderRows);
   if (a.mix && modes.some((r) => r.mix)) printMixTable(a, modes, mixCmp);
   if (mixSkipped) console.log(`mixed traffic: skipped (${mixSkipped})`);
   if (cliMissing) console.log(`vpnmasq: not benchmarked (no CLI at ${cliPath})`);
 
   if (a.json && !writeSummary(a, m, modes, { doVpnmasq, cliMissing, cliPath, mixSkipped, cmp, mixCmp })) return 1;
 
+  if (a.tcp && modes.some((r) => r.tcp && !r.tcp.ok)) return 1;
   if (!k?.ok) return 1;
   if (doVpnmasq && !v?.ok) return 1;
   if (a.mix && (!k.mix?.ok || (doVpnmasq && !v.mix?.ok))) return 1;

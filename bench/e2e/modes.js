@@ -53,16 +53,19 @@ export function kernelMode() {
   };
 }
 
-export function vpnmasqMode(cliPath, tmp) {
-  const sock = join(tmp, 'vpnmasq.sock');
-  const cfg = join(tmp, 'vpnmasq.conf');
+/** vpnmasq in the router; offload false writes option offload '0' (one packet per TUN read), labelled apart. */
+export function vpnmasqMode(cliPath, tmp, { offload = true } = {}) {
+  const sock = join(tmp, offload ? 'vpnmasq.sock' : 'vpnmasq-nooffload.sock');
+  const cfg = join(tmp, offload ? 'vpnmasq.conf' : 'vpnmasq-nooffload.conf');
   let child = null;
   let output = () => [];
   let exitInfo = null;
   let ready = false;
   return {
     name: 'vpnmasq',
-    label: 'vpnmasq',
+    label: offload ? 'vpnmasq' : 'vpnmasq-offload-0',
+    /** the daemon's pid (ip netns exec execs it), for its CPU time */
+    pid: () => child?.pid,
     /** throws if vpnmasq has gone away since it became ready */
     check() {
       if (ready && exitInfo) throw new Error(`vpnmasq exited during the benchmark (${exitInfo.signal ?? `code ${exitInfo.code}`})${fmtTail(output())}`);
@@ -77,6 +80,7 @@ export function vpnmasqMode(cliPath, tmp) {
         "\toption max_flows '65536'",
         "\toption log_level 'warn'",
         `\toption control_socket '${sock}'`,
+        ...(offload ? [] : ["\toption offload '0'"]),
         '',
       ].join('\n'));
       rmSync(sock, { force: true });

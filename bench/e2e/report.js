@@ -61,7 +61,7 @@ export function printTable(a, m, modes, cmp) {
 }
 
 /** Column-aligned lines: first row is the head, first column left-aligned, the rest right-aligned. */
-function renderRows(rows) {
+export function renderRows(rows) {
   const w = rows[0].map((_, c) => Math.max(...rows.map((r) => String(r[c]).length)));
   const out = [];
   for (const [i, r] of rows.entries()) {

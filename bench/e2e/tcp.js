@@ -1,0 +1,140 @@
+// The TCP run (issue 10): bulk TCP through each router mode with iperf3,
+// 1 and 4 streams, LAN→WAN (upload) and WAN→LAN (download, iperf3 -R: the
+// WAN host sends), medians of --tcp-reps runs; ping RTT through the router
+// idle and while a 4-stream upload runs; CPU seconds per GB moved.
+//
+// CPU: the kernel NAT's work runs in softirq context on whatever CPU the
+// packet is on, so it cannot be charged to the router namespace alone. Two
+// approximations, both printed: the whole machine's busy CPU time
+// (/proc/stat: everything but idle and iowait, so it includes iperf3 at both
+// ends, the same in every mode: compare the modes' difference) per GB, and
+// for vpnmasq its own process's CPU time (/proc/<pid>/stat utime + stime;
+// not the kernel's TUN and forwarding work done on its behalf in softirq).
+import { readFileSync } from 'node:fs';
+import { runIn, stopChild } from '../../dist/lab/run.js';
+import { firstLine, iperfError, log, median, sleep, waitListening } from './common.js';
+
+export const TCP_PORT = 5301;
+const TICK = 100; // USER_HZ: /proc/stat and /proc/<pid>/stat count in 1/100 s
+
+export const TCP_ROWS = [
+  { key: 'up1', what: 'TCP LAN→WAN, 1 stream', streams: 1, reverse: false },
+  { key: 'up4', what: 'TCP LAN→WAN, 4 streams', streams: 4, reverse: false },
+  { key: 'down1', what: 'TCP WAN→LAN, 1 stream', streams: 1, reverse: true },
+  { key: 'down4', what: 'TCP WAN→LAN, 4 streams', streams: 4, reverse: true },
+];
+
+/** Busy jiffies of the whole machine (all CPUs): user nice system irq softirq steal. */
+function machineBusy() {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  const [user, nice, system, , , irq, softirq, steal] = f;
+  return user + nice + system + irq + softirq + (steal ?? 0);
+}
+
+/** utime + stime of a process in jiffies, or NaN. */
+function procCpu(pid) {
+  if (!pid) return NaN;
+  try {
+    const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
+    return Number(f[11]) + Number(f[12]); // fields 14 and 15 of stat(5), after pid and comm
+  } catch {
+    return NaN;
+  }
+}
+
+async function iperfTcp(lab, { streams, reverse, seconds }) {
+  const r = await runIn(lab, lab.lan[0], [
+    'iperf3', '-c', lab.addr.wan[0], '-p', String(TCP_PORT), '-P', String(streams), '-t', String(seconds),
+    '-J', '--connect-timeout', '3000', ...(reverse ? ['-R'] : []),
+  ], (seconds + 25) * 1000);
+  let j;
+  try { j = JSON.parse(r.stdout); } catch { throw new Error(`iperf3: ${iperfError(r)}`); }
+  if (j.error) throw new Error(`iperf3: ${j.error}`);
+  const rcv = j.end?.sum_received;
+  if (!rcv) throw new Error('iperf3: JSON without receiver totals');
+  return { bytes: rcv.bytes, seconds: rcv.seconds, mbps: (rcv.bits_per_second ?? (8 * rcv.bytes) / rcv.seconds) / 1e6, retransmits: j.end?.sum_sent?.retransmits ?? 0 };
+}
+
+async function pingDuring(lab, seconds) {
+  const count = Math.max(10, Math.floor((seconds * 1000 - 500) / 10));
+  const r = await runIn(lab, lab.lan[0], ['ping', '-n', '-c', String(count), '-i', '0.01', '-W', '1', lab.addr.wan[0]], (seconds + 20) * 1000);
+  const rtts = [...r.stdout.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1]));
+  return { sent: count, received: rtts.length, medianMs: median(rtts) };
+}
+
+/**
+ * The TCP rows for one router mode (already up): { ok, error, rows: {key: {reps, medianMbps}},
+ * pingIdleMs, pingLoadMs, cpu: { machineSPerGB, procSPerGB } }. Never throws.
+ */
+export async function benchTcp(lab, mode, a) {
+  const res = { ok: false, error: null, rows: {}, pingIdleMs: NaN, pingLoadMs: NaN, cpu: null };
+  let server = null;
+  try {
+    server = lab.spawn(lab.wan[0], ['iperf3', '-s', '-p', String(TCP_PORT)], { stdio: ['ignore', 'ignore', 'pipe'] });
+    if (!(await waitListening(lab, lab.wan[0], TCP_PORT, 5000))) throw new Error(`iperf3 server on port ${TCP_PORT} did not start`);
+    res.pingIdleMs = (await pingDuring(lab, 2)).medianMs;
+    let bytes = 0, busy = 0, proc = 0;
+    for (const row of TCP_ROWS) {
+      const reps = [];
+      for (let i = 0; i < a.tcpReps; i++) {
+        const b0 = machineBusy(), p0 = procCpu(mode.pid?.());
+        try {
+          const r = await iperfTcp(lab, { ...row, seconds: a.tcpSeconds });
+          const b1 = machineBusy(), p1 = procCpu(mode.pid?.());
+          reps.push(r);
+          bytes += r.bytes; busy += b1 - b0; proc += p1 - p0;
+          log(`${mode.label} ${row.what} rep ${i + 1}/${a.tcpReps}: ${r.mbps.toFixed(0)} Mbit/s, ${r.retransmits} retransmits`);
+        } catch (e) {
+          reps.push({ error: e.message });
+          log(`${mode.label} ${row.what} rep ${i + 1}/${a.tcpReps}: FAILED: ${firstLine(e.message)}`);
+        }
+        mode.check?.();
+        await sleep(300);
+      }
+      const good = reps.filter((r) => !r.error);
+      res.rows[row.key] = { reps, medianMbps: median(good.map((r) => r.mbps)), goodReps: good.length };
+    }
+    // Latency under load: pings while a 4-stream upload runs.
+    const load = iperfTcp(lab, { streams: 4, reverse: false, seconds: a.tcpSeconds + 1 });
+    await sleep(500);
+    const ping = await pingDuring(lab, a.tcpSeconds);
+    await load.catch(() => undefined);
+    res.pingLoadMs = ping.medianMs;
+    const gb = bytes / 1e9;
+    res.cpu = { gb, machineSPerGB: busy / TICK / gb, procSPerGB: Number.isFinite(proc) ? proc / TICK / gb : NaN };
+    res.ok = Object.values(res.rows).every((r) => r.goodReps > 0);
+    if (!res.ok) res.error = 'a TCP row had no good repetition';
+  } catch (e) {
+    res.error = e.message;
+    log(`${mode.label}: TCP run FAILED: ${e.message}`);
+  } finally {
+    if (server) await stopChild(server, 2000);
+  }
+  return res;
+}
+
+const fmt = (n, d = 0) => (Number.isFinite(n) ? n.toFixed(d) : '-');
+
+/** The TCP table: one column per mode, the ratio of the first vpnmasq mode to the kernel. */
+export function printTcpTable(a, modes, renderRows) {
+  const withTcp = modes.filter((m) => m.tcp);
+  if (!withTcp.length) return;
+  const k = withTcp.find((m) => m.mode === 'kernel-nft')?.tcp;
+  const v = withTcp.find((m) => m.mode === 'vpnmasq')?.tcp;
+  const rows = [['row', ...withTcp.map((m) => m.mode), ...(k && v ? ['vpnmasq/kernel'] : [])]];
+  for (const r of TCP_ROWS) {
+    const ratio = k && v ? v.rows[r.key]?.medianMbps / k.rows[r.key]?.medianMbps : NaN;
+    rows.push([`${r.what} (Mbit/s)`, ...withTcp.map((m) => fmt(m.tcp.rows[r.key]?.medianMbps)), ...(k && v ? [fmt(ratio, 2) + '×'] : [])]);
+  }
+  const diff = (f) => (k && v ? `${v[f] - k[f] >= 0 ? '+' : ''}${fmt((v[f] - k[f]) * 1000, 0)} µs` : undefined);
+  rows.push(['ping RTT idle, median (ms)', ...withTcp.map((m) => fmt(m.tcp.pingIdleMs, 3)), ...(k && v ? [diff('pingIdleMs')] : [])]);
+  rows.push(['ping RTT under 4-stream upload (ms)', ...withTcp.map((m) => fmt(m.tcp.pingLoadMs, 3)), ...(k && v ? [diff('pingLoadMs')] : [])]);
+  rows.push(['machine CPU s per GB (all processes)', ...withTcp.map((m) => fmt(m.tcp.cpu?.machineSPerGB, 2)), ...(k && v ? [''] : [])]);
+  rows.push(['vpnmasq process CPU s per GB', ...withTcp.map((m) => fmt(m.tcp.cpu?.procSPerGB, 2)), ...(k && v ? [''] : [])]);
+  const out = ['', `TCP: iperf3 -P 1 / -P 4, ${a.tcpSeconds} s, median of ${a.tcpReps} reps per row; WAN→LAN is iperf3 -R (the WAN host sends)`, ...renderRows(rows)];
+  for (const m of withTcp) if (m.tcp.error) out.push(`${m.mode}: TCP: ${firstLine(m.tcp.error)}`);
+  out.push('CPU: machine = busy time of all CPUs (includes both iperf3 ends) per GB received; vpnmasq process = its utime+stime (not the kernel work done for it in softirq)');
+  out.push('');
+  process.stdout.write(out.join('\n') + '\n');
+}
