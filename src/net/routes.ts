@@ -284,9 +284,10 @@ export function planSysctls(
     [sysctlKey('net', 'ipv4', 'conf', p.tunInside, 'accept_local'), '1'],
     [sysctlKey('net', 'ipv4', 'conf', p.tunOutside, 'accept_local'), '1'],
   ];
-  // Strict reverse-path filtering on the WAN device would drop all WAN
-  // ingress: the reverse lookup runs with iif lo, so rule 40 answers it with
-  // 'default dev tin', which is not the WAN device. Loose mode (2) is fine.
+  // Strict reverse-path filtering on the WAN device dropped all WAN ingress
+  // while rule 40 answered every lookup from lo (the reverse lookup) with
+  // 'default dev tin'. Rule 40 now needs the mark, which a reverse lookup
+  // does not carry; loose mode (2) is kept as the safe setting anyway.
   if (current.wanRpFilter !== undefined && normalizeSysctlValue(current.wanRpFilter) === '1') {
     out.push([sysctlKey('net', 'ipv4', 'conf', p.wanDevice, 'rp_filter'), '2']);
   }
