@@ -18,6 +18,7 @@ import { inCI, skipUnless } from '../helpers/prereq.js';
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const FILES = join(ROOT, 'firmware/files');
 const INIT = join(FILES, 'etc/init.d/vpnmasq');
+const GUARD_INIT = join(FILES, 'etc/init.d/vpnmasq-guard');
 const HOTPLUG = join(FILES, 'etc/hotplug.d/iface/30-vpnmasq');
 const RESPAWN = join(FILES, 'usr/sbin/vpnmasq-respawn');
 const PKG_DIR = join(ROOT, 'firmware/openwrt/vpnmasq');
@@ -28,7 +29,7 @@ const WRAPPER = join(PKG_DIR, 'files/vpnmasq.sh');
 const DOCKERFILE = join(ROOT, 'Dockerfile');
 const VERSION: string = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).version;
 
-const SHELL_SCRIPTS = [INIT, HOTPLUG, RESPAWN, BUILD_IPK, LIB_SH, WRAPPER];
+const SHELL_SCRIPTS = [INIT, GUARD_INIT, HOTPLUG, RESPAWN, BUILD_IPK, LIB_SH, WRAPPER];
 
 /** The shells the scripts must work in: Debian's /bin/sh (dash) and busybox ash (OpenWrt, the image). */
 const SHELLS: [string, string[]][] = [['sh', ['sh']], ['busybox sh', ['busybox', 'sh']]];
@@ -264,6 +265,53 @@ describe.skipIf(skipUnless({ tools: ['busybox'] }))('/etc/init.d/vpnmasq (procd)
       const { out, calls } = call(shell, 'reload_service', { FAKE_CONFIG: 'good', FAKE_RUNNING: '0' });
       expect(calls).toEqual(['vpnmasq status --config /etc/config/vpnmasq']);
       expect(out).toEqual(['rc.common start', 'rc=0']);
+    });
+  });
+});
+
+// ---------------------------------------------------------------------------
+// /etc/init.d/vpnmasq-guard: the fail-closed guard at boot (rc.common, no procd).
+
+describe.skipIf(skipUnless({ tools: ['busybox'] }))('/etc/init.d/vpnmasq-guard', () => {
+  it('starts before the network (netifd is 20) and before vpnmasq itself', () => {
+    const text = readFileSync(GUARD_INIT, 'utf8');
+    const start = Number(/^START=(\d+)$/m.exec(text)![1]);
+    expect(start).toBeLessThan(20);
+    expect(start).toBeLessThan(Number(/^START=(\d+)$/m.exec(readFileSync(INIT, 'utf8'))![1]));
+    expect(text).not.toMatch(/^USE_PROCD=/m);
+  });
+
+  describe.each(SHELLS)('under %s', (_name, shell) => {
+    const call = (fn: string, fail: boolean) => {
+      const dir = tmp('guard-init');
+      const log = join(dir, 'log');
+      writeFileSync(log, '');
+      const fake = writeExec(join(dir, 'vpnmasq'), `echo "vpnmasq $*" >> "$FAKE_LOG"
+if [ "$FAKE_FAIL" = 1 ]; then echo "vpnmasq: guard install: nft not found (install nftables)" >&2; exit 1; fi
+echo "vpnmasq: guard installed: no forwarding between br-lan and wan outside vpnmasq"
+`);
+      writeFileSync(join(dir, 'h.sh'), `logger() { echo "logger $*"; }\n. "$INIT_SCRIPT"\nPROG=$FAKE_VPNMASQ\n"$@"\necho "rc=$?"\n`);
+      const r = run(shell[0]!, [...shell.slice(1), join(dir, 'h.sh'), fn], {
+        env: { PATH: process.env.PATH, INIT_SCRIPT: GUARD_INIT, FAKE_VPNMASQ: fake, FAKE_LOG: log, FAKE_FAIL: fail ? '1' : '0' },
+      });
+      return { out: r.stdout.trim().split('\n'), calls: readFileSync(log, 'utf8').trim().split('\n').filter(Boolean) };
+    };
+
+    it('start installs the guard from /etc/config/vpnmasq and logs what happened', () => {
+      const { out, calls } = call('start', false);
+      expect(calls).toEqual(['vpnmasq guard install --config /etc/config/vpnmasq']);
+      expect(out).toEqual(['logger -t vpnmasq -p daemon.notice guard installed: no forwarding between br-lan and wan outside vpnmasq', 'rc=0']);
+    });
+
+    it('a failure is logged as an error and start fails', () => {
+      const { out } = call('start', true);
+      expect(out).toEqual(['logger -t vpnmasq -p daemon.err guard install: nft not found (install nftables)', 'rc=1']);
+    });
+
+    it('stop keeps the guard (only `vpnmasq guard remove` takes it away)', () => {
+      const { out, calls } = call('stop', false);
+      expect(calls).toEqual([]);
+      expect(out).toEqual(['rc=0']);
     });
   });
 });
@@ -508,6 +556,7 @@ const DATA_FILES = [
   'etc/config/vpnmasq',
   'etc/hotplug.d/iface/30-vpnmasq',
   'etc/init.d/vpnmasq',
+  'etc/init.d/vpnmasq-guard',
   'usr/bin/vpnmasq',
   'usr/sbin/vpnmasq-respawn',
   'usr/lib/vpnmasq/package.json',
@@ -565,6 +614,10 @@ describe.skipIf(skipUnless({ tools: ['tar', 'gzip', 'g++'] }))('firmware/build-i
     expect(postinst).toContain('/etc/init.d/vpnmasq enable');
     expect(prerm).toMatch(/-z "\$\{IPKG_INSTROOT:-\}"/);
     expect(prerm).toContain('/etc/init.d/vpnmasq stop');
+    // removal (not an upgrade) takes the fail-closed guard away
+    expect(prerm).toContain('/usr/bin/vpnmasq guard remove');
+    expect(postinst).toContain('/etc/init.d/vpnmasq-guard enable');
+    expect(f.get('Depends')!.split(/,\s*/)).toEqual(expect.arrayContaining(['nftables', 'kmod-nft-fib']));
     for (const s of ['postinst', 'prerm']) {
       expect(statSync(join(x.ctrl, s)).mode & 0o111).toBe(0o111);
       ok(run('sh', ['-n', join(x.ctrl, s)]), `sh -n ${s}`);
@@ -707,6 +760,17 @@ describe('firmware/openwrt/vpnmasq/Makefile', () => {
     const deps = pkg.match(/^\s+DEPENDS:=(.*)$/m)![1].split(/\s+/);
     expect(deps).toEqual(expect.arrayContaining(['+node', '+kmod-tun', '+ip-full']));
     expect(makeDefine(text, 'Package/vpnmasq/conffiles').trim()).toBe('/etc/config/vpnmasq');
+  });
+
+  it('needs nftables for the fail-closed guard and takes the guard away when the package is removed', () => {
+    const deps = makeDefine(text, 'Package/vpnmasq').match(/^\s+DEPENDS:=(.*)$/m)![1].split(/\s+/);
+    expect(deps).toEqual(expect.arrayContaining(['+nftables', '+kmod-nft-core', '+kmod-nft-fib']));
+    expect(makeDefine(text, 'Package/vpnmasq/install')).toContain('/etc/init.d/vpnmasq-guard');
+    const prerm = makeDefine(text, 'Package/vpnmasq/prerm');
+    expect(prerm).toMatch(/^#!\/bin\/sh$/m);
+    expect(prerm).toContain('/usr/bin/vpnmasq guard remove');
+    expect(prerm).toMatch(/IPKG_INSTROOT/);
+    expect(makeDefine(text, 'Package/vpnmasq/postrm')).toContain('nft delete table ip vpnmasq_guard');
   });
 
   it('recipe lines start with a tab', () => {
