@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import { skipUnless } from '../helpers/prereq.js';
 import { buildNetModules, Harness } from '../helpers/netharness.js';
 import { ephemeralRangeFor, planCommands, planNft, planSysctls, type RoutingPlan } from '../../src/net/routes.js';
+import { guardScript, parseGuard } from '../../src/net/guard.js';
 
 // ---------------------------------------------------------------------------
 // Pure parts (no root needed)
@@ -58,6 +59,26 @@ describe('planCommands / planSysctls', () => {
     expect(nft.split('\n').slice(0, 2)).toEqual(['table ip vpnmasq', 'delete table ip vpnmasq']);
     expect(planCommands({ ...basePlan, fwmark: 0x100 }).map((a) => a.join(' '))).toContain('-4 rule add pref 30 iif br-lan fwmark 0x100/0x100 lookup 100');
     expect(() => planNft({ ...basePlan, fwmark: 3 })).toThrow(/single bit/);
+  });
+
+  it('the fail-closed guard: a forward drop both ways between exactly the two devices; its listing parses back', () => {
+    const g = guardScript({ lanDevice: 'br-lan', wanDevice: 'pppoe-wan' });
+    expect(g.split('\n').slice(0, 2)).toEqual(['table ip vpnmasq_guard', 'delete table ip vpnmasq_guard']);
+    expect(g).toContain('type filter hook forward priority filter - 10; policy accept;');
+    expect(g).toContain('iifname "br-lan" oifname "pppoe-wan" counter drop');
+    expect(g).toContain('iifname "pppoe-wan" oifname "br-lan" counter drop');
+    expect(g).not.toMatch(/hook (input|output|prerouting|postrouting)/); // the router's own traffic is never touched
+    expect(() => guardScript({ lanDevice: 'br-lan', wanDevice: 'br-lan' })).toThrow(/both br-lan/);
+    expect(() => guardScript({ lanDevice: 'br"lan', wanDevice: 'wan' })).toThrow(/not a usable interface name/);
+    const listing = `table ip vpnmasq_guard {
+	chain forward {
+		type filter hook forward priority filter - 10; policy accept;
+		iifname "br-lan" oifname "wan" counter packets 7 bytes 588 drop comment "lan to wan outside vpnmasq"
+		iifname "wan" oifname "br-lan" counter packets 3 bytes 252 drop comment "wan to lan outside vpnmasq"
+	}
+}`;
+    expect(parseGuard(listing)).toEqual({ lanDevice: 'br-lan', wanDevice: 'wan', droppedLanToWan: 7, droppedWanToLan: 3 });
+    expect(parseGuard('table ip vpnmasq_guard {\n}')).toBeNull();
   });
 
   it('leaves out the src route without a WAN address and honours tables', () => {
