@@ -66,8 +66,8 @@ export class Supervisor {
     for (const [opt, dev] of [['lan_device', m.lanDevice], ['wan_device', m.wanDevice]] as const) {
       if (!deviceExists(dev)) throw new FatalError(`vpnmasq: ${this.cfg.file}: option ${opt}: device "${dev}" does not exist`);
     }
-    // Fail closed before anything else is changed: from here on, whatever happens to this process, the
-    // kernel never forwards between the LAN and WAN devices by itself.
+    // Fail closed before anything else changes: from here on, whatever happens
+    // to this process, the kernel never forwards between LAN and WAN itself.
     try {
       const done = installGuard({ lanDevice: m.lanDevice, wanDevice: m.wanDevice });
       if (done !== 'present') this.log.info({ lan: m.lanDevice, wan: m.wanDevice }, `fail-closed guard ${done}`);

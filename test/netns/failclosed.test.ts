@@ -176,7 +176,7 @@ describe.skipIf(skip)('fail closed: the guard outlives vpnmasq (kill -9, respawn
     expect(received(sh(lab.lan[0]!, `ping -c 3 -i 0.2 -W 2 ${WANHOST}`).stdout)).toBe(3);
   }, 120_000);
 
-  it('03 a clean stop removes the routes but keeps the guard', async () => {
+  it('03 a clean stop removes the routes but keeps the guard (also against a WAN host spoofing a LAN source)', async () => {
     respawn.kill('SIGTERM');
     await new Promise((r) => respawn.once('exit', r));
     expect(respawnOut).toMatch(/stopped; vpnmasq exited with code 0/);
@@ -186,9 +186,18 @@ describe.skipIf(skip)('fail closed: the guard outlives vpnmasq (kill -9, respawn
     expect(guard()).toMatchObject({ code: 0, installed: true });
 
     const wanSees = await new Capture(lab, lab.wan[0]!, 'src net 192.168.1.0/24').start();
+    const lanSees = await new Capture(lab, lab.lan[0]!, 'icmp[icmptype] == icmp-echo').start();
     expect(received(sh(lab.lan[0]!, `ping -c 3 -i 0.2 -W 1 ${WANHOST}`).stdout)).toBe(0);
     expect(received(sh(lab.wan[0]!, `ping -c 3 -i 0.2 -W 1 ${LAN1}`).stdout)).toBe(0);
-    expect(await wanSees.stop()).toEqual([]);
+    // the attacker's variant: a WAN host that claims a LAN source address
+    lab.exec(lab.wan[0]!, ['ip', 'addr', 'add', '192.168.1.99/32', 'dev', 'eth0']);
+    try {
+      expect(received(sh(lab.wan[0]!, `ping -c 3 -i 0.2 -W 1 -I 192.168.1.99 ${LAN1}`).stdout)).toBe(0);
+    } finally {
+      lab.exec(lab.wan[0]!, ['ip', 'addr', 'del', '192.168.1.99/32', 'dev', 'eth0']);
+    }
+    expect((await wanSees.stop()).filter((l) => !l.includes('192.168.1.99'))).toEqual([]);
+    expect(await lanSees.stop()).toEqual([]);
     expectRouterServicesWork();
   }, 60_000);
 
