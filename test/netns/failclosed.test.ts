@@ -171,7 +171,8 @@ describe.skipIf(skip)('fail closed: the guard outlives vpnmasq (kill -9, respawn
     expect(respawnOut).toMatch(/vpnmasq was killed by signal 9/);
 
     // open again, translated
-    const again = sh(lab.lan[1]!, `echo hi | socat -t2 - UDP:${WANHOST}:9999`);
+    // (asked up to three times: UDP may be lost on a loaded machine)
+    const again = sh(lab.lan[1]!, `for i in 1 2 3; do a=$(echo hi | socat -t2 - UDP:${WANHOST}:9999); [ -n "$a" ] && break; done; echo "$a"`, 30_000);
     expect(again.stdout.trim()).toBe('203.0.113.1');
     expect(received(sh(lab.lan[0]!, `ping -c 3 -i 0.2 -W 2 ${WANHOST}`).stdout)).toBe(3);
   }, 120_000);
