@@ -6,8 +6,9 @@
 
 import {
   callRecs, counters, espRecs, events, flows, ikeRecs, lens, slots, verdicts, hashMask, layoutEnd, layoutInit, lanNets, maxFlows,
-  EVENT_CAP, EVENT_SIZE, FLOW_SIZE, MAX_LAN_NETS, SLOT_COUNT, SLOT_SIZE, COUNTER_SLOTS,
+  EVENT_CAP, EVENT_SIZE, FLOW_SIZE, MAX_LAN_NETS, SLOT_COUNT, SLOT_SIZE, COUNTER_SLOTS, ESP_SIZE,
 } from "./layout";
+import { LIM_CALLS, LIM_ESP, LIM_FLOWS, LIM_FRAGS, LIM_IKE, setLimit, srcFlushAll } from "./nat/limits";
 import { bindResetDynamic } from "./nat/binding";
 import { processBatch } from "./nat/core";
 import { ruleAdd, rulesClear } from "./nat/filter";
@@ -17,7 +18,7 @@ import { fragFlushAll, fragSweep } from "./nat/fragments";
 import { ikeFlushAll, ikeHighWater, ikeInit, ikeSweep } from "./nat/isakmp";
 import { callFlushAll, callHighWater, callSweep, pptpInit } from "./nat/pptp";
 import {
-  countAdd, eventPush, setClock, setLanNetCount, setPool, setSeed, setTimeoutsDs, setVpn, setWan, wanAddr,
+  countAdd, eventPush, setClock, setLanNetCount, setPool, setSeed, setTimeoutsDs, setUnreplied, setVpn, setWan, wanAddr,
   C_FLOWS_FLUSHED, EV_FLUSH,
 } from "./nat/state";
 import { flowActive as tableActive, flowFlushAll, flowHighWater as tableHighWater, flowSweep } from "./nat/table";
@@ -38,7 +39,10 @@ export function init(flowCount: u32, seed: u32): i32 {
   layoutInit(base(), flowCount, true);
   memory.fill(counters, 0, end - counters);
   setSeed(seed);
-  espInit(); ikeInit(); pptpInit();
+  espInit(); ikeInit(); pptpInit(); srcFlushAll();
+  // Default cap: one LAN host may hold a quarter of the flow table, and at
+  // least 1024 flows (small tables: one busy host must still be usable).
+  setLimit(LIM_FLOWS, flowCount / 4 > 1024 ? flowCount / 4 : 1024);
   ready = true;
   return 0;
 }
@@ -70,7 +74,7 @@ export function setWanAddress(addr: u32, nowMs: f64): u32 {
 export function flushAll(): u32 {
   const n = flowFlushAll();
   bindResetDynamic();
-  espFlushAll(); ikeFlushAll(); callFlushAll(); fragFlushAll();
+  espFlushAll(); ikeFlushAll(); callFlushAll(); fragFlushAll(); srcFlushAll();
   countAdd(C_FLOWS_FLUSHED, n);
   eventPush(EV_FLUSH, 0, 0, 0, 0, 0, 0, 0, 0, n);
   return n;
@@ -107,6 +111,15 @@ export function setVpnSettings(esp: u32, espInit: u32, espRetries: u32, ike: u32
   parallel: u32, guess: u32): void {
   setVpn(esp * 10, espInit * 10, espRetries, ike * 10, natt * 10, gre * 10, parallel != 0, guess != 0);
 }
+/** Per-source caps (issue 8 item 5): flows, IKE exchanges, PPTP calls, outstanding ESP, fragmented datagrams. */
+/** 0 = no cap. */
+export function setSourceLimits(flows: u32, ike: u32, calls: u32, esp: u32, frags: u32): void {
+  setLimit(LIM_FLOWS, flows == 0 ? 0xffffffff : flows); setLimit(LIM_IKE, ike == 0 ? 0xffffffff : ike);
+  setLimit(LIM_CALLS, calls == 0 ? 0xffffffff : calls); setLimit(LIM_ESP, esp == 0 ? 0xffffffff : esp);
+  setLimit(LIM_FRAGS, frags == 0 ? 0xffffffff : frags);
+}
+/** How long what a WAN packet opened lives until the LAN side answers (seconds). */
+export function setUnrepliedTimeout(seconds: u32): void { setUnreplied(seconds * 10); }
 export function addRule(srcZone: u32, destZone: u32, target: u32, proto: i32, icmpType: i32,
   srcNet: u32, srcMask: u32, dstNet: u32, dstMask: u32, portLo: u32, portHi: u32): i32 {
   return ruleAdd(srcZone, destZone, target, proto, icmpType, srcNet, srcMask, dstNet, dstMask, portLo, portHi);
@@ -132,6 +145,7 @@ export function hashSize(): u32 { return hashMask + 1; }
 export function layoutBytesEnd(): usize { return layoutEnd; }
 export function espPtr(): usize { return espRecs; }
 export function espCount(): u32 { return espHighWater(); }
+export function espRecordSize(): u32 { return ESP_SIZE; }
 export function ikePtr(): usize { return ikeRecs; }
 export function ikeCount(): u32 { return ikeHighWater(); }
 export function callPtr(): usize { return callRecs; }

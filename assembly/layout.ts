@@ -11,13 +11,14 @@
 //               bindings  (3 protocols × 65536 × BIND_SIZE) + bindIndex
 //               frags     (FRAG_CAP × FRAG_SIZE) + fragIndex
 //               redirects, rules, lan subnets
+//               VPN tables, per-source counters (SRC_SLOTS × SRC_SIZE)
 
 export const SLOT_SIZE: u32 = 2048;
 export const SLOT_COUNT: u32 = 256;
 export const COUNTER_SLOTS: u32 = 128;
 export const EVENT_CAP: u32 = 4096; // power of two
 export const EVENT_SIZE: u32 = 32;
-export const FLOW_SIZE: u32 = 32;
+export const FLOW_SIZE: u32 = 40;
 export const BIND_SIZE: u32 = 12;
 export const BIND_PROTOS: u32 = 3;
 export const BIND_INDEX_SIZE: u32 = 1 << 19;
@@ -31,7 +32,7 @@ export const RULE_SIZE: u32 = 32;
 export const MAX_LAN_NETS: u32 = 32;
 // VPN tables (fixed sizes; maps at load ≤ 0.25 so probes stay short)
 export const ESP_CAP: u32 = 8192;
-export const ESP_SIZE: u32 = 32;
+export const ESP_SIZE: u32 = 40;
 export const ESP_MAP_SIZE: u32 = 32768;
 export const IKE_CAP: u32 = 4096;
 export const IKE_SIZE: u32 = 48;
@@ -41,6 +42,9 @@ export const CALL_SIZE: u32 = 32;
 export const CALL_MAP_SIZE: u32 = 16384;
 export const KM_SLOT: u32 = 12;
 export const OUTSTANDING_CAP: u32 = 256;
+// Per-source counters (limits.ts): open addressing by LAN address, load ≤ 0.5.
+export const SRC_SLOTS: u32 = 16384;
+export const SRC_SIZE: u32 = 16;
 
 export let counters: usize = 0;
 export let events: usize = 0;
@@ -67,6 +71,7 @@ export let callRecs: usize = 0;
 export let callMap: usize = 0;
 export let callIdBitmap: usize = 0;
 export let outstanding: usize = 0;
+export let srcTable: usize = 0;
 export let layoutEnd: usize = 0;
 
 @inline function align64(x: usize): usize { return (x + 63) & ~<usize>63; }
@@ -105,7 +110,9 @@ export function layoutInit(base: usize, flowsWanted: u32, commit: bool): usize {
   const cm = p; p = align64(p + <usize>CALL_MAP_SIZE * KM_SLOT);
   const cb = p; p = align64(p + 65536 / 8);
   const os = p; p = align64(p + OUTSTANDING_CAP * 4);
+  const st = p; p = align64(p + <usize>SRC_SLOTS * SRC_SIZE);
   if (commit) {
+    srcTable = st;
     espRecs = er; espMap = em; ikeRecs = ir; ikeMap = im; callRecs = cr; callMap = cm;
     callIdBitmap = cb; outstanding = os;
     counters = c; events = e; slots = s; lens = l; verdicts = v;

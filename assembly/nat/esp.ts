@@ -12,12 +12,23 @@
 // for 30 s (its packets dropped, other hosts no longer wait), then freed.
 // Bound entries live esp_timeout (30 min) from the last packet.
 //
-// Record (ESP_SIZE = 32 bytes):
+// Limits (issue 8 item 5): an outstanding entry that times out unanswered
+// is squelched like one that ran out of retries, so one host can hold the
+// slot toward a server for esp_init_timeout at most and then has to let
+// the others go first; a LAN host holds at most src_max_esp outstanding
+// entries. An SA bound from an unknown inbound SPI is provisional for
+// esp_init_timeout: one more unknown SPI from that server is added to it,
+// so a spoofed first packet cannot capture the association for good. SAs a
+// WAN packet opened through an ESP forward live unreplied_timeout until the
+// server behind the router sends ESP to that peer, and are evicted first.
+//
+// Record (ESP_SIZE = 40 bytes):
 //   0 u32 lanAddr   4 u32 remoteAddr   8 u32 spiOut (LAN → server, raw)
 //  12 u32 spiIn (server → LAN, raw; 0 = unknown)   16 u32 expiresDs
-//  20 u32 stateDeadlineDs (outstanding: init deadline; squelched: end)
-//  24 u8 state  25 u8 retries  26 u16 flags  28 u32 packets
-// Map keys: (remote, spiOut) → record+1 | OUT_BIT, (remote, spiIn) → record+1.
+//  20 u32 stateDeadlineDs (outstanding: init deadline; squelched: end;
+//         bound: end of the provisional time; forward: last promotion scan)
+//  24 u8 state  25 u8 retries  26 u16 flags  28 u32 packets  32 u32 spiIn2 (0 = none)
+// Map keys: (remote, spiOut) → record+1 | OUT_BIT, (remote, spiIn / spiIn2) → record+1.
 
 import { espMap, espRecs, outstanding, ESP_CAP, ESP_MAP_SIZE, ESP_SIZE, OUTSTANDING_CAP } from "../layout";
 import { IP_DST, IP_SRC, ipDst, ipSrc } from "../wire/ipv4";
@@ -27,10 +38,11 @@ import { kmFind, kmInsert, kmRemove } from "./keymap";
 import { protoForwardMatch, fwdAddr } from "./forward";
 import { Drop } from "./reasons";
 import { rewriteAddr } from "./rewrite";
-import { slabAlloc, slabFree, slabHighWater, slabInit } from "./slab";
+import { LIM_ESP, srcCharge, srcRelease } from "./limits";
+import { evictSample, slabAlloc, slabFree, slabHighWater, slabInit } from "./slab";
 import {
-  count, countAdd, eventPush, espDs, espGuess, espInitDs, espInitRetries, espSquelchDs, nowDs, parallelSessions, wanAddr,
-  C_ESP_ACTIVE, C_ESP_BOUND, C_LOCAL_ACCEPT, EV_ESP_BOUND,
+  count, countAdd, eventPush, espDs, espGuess, espInitDs, espInitRetries, espSquelchDs, nowDs, parallelSessions, unrepliedDs, wanAddr,
+  C_EARLY_DROPS, C_ESP_ACTIVE, C_ESP_BOUND, C_LOCAL_ACCEPT, EV_ESP_BOUND,
 } from "./state";
 
 export const ESP_FREE: u32 = 0;
@@ -38,14 +50,20 @@ export const ESP_OUTSTANDING: u32 = 1;
 export const ESP_BOUND: u32 = 2;
 export const ESP_SQUELCHED: u32 = 3;
 export const ESPF_FORWARD: u32 = 1; // belongs to a protocol forward (server behind the router)
+const ESPF_UNREPLIED: u32 = 2;      // a forward SA a WAN packet opened; the server has not sent to that peer yet
+const ESPF_PROVISIONAL: u32 = 4;    // bound from an unknown inbound SPI; may take one more until the deadline
+const ESPF_CHARGED: u32 = 8;        // an outstanding entry counted against its host's cap
+const EVICT_SCAN: u32 = 64;
+const PROMOTE_EVERY_DS: u32 = 50;
 
 const OUT_BIT: u32 = 0x80000000;
 const MAP_MASK: u32 = ESP_MAP_SIZE - 1;
 const slab: usize = memory.data(16);
 let outstandingCount: u32 = 0;
 let sweepHand: u32 = 0;
+let evictHand: u32 = 0;
 
-export function espInit(): void { slabInit(slab, ESP_CAP, ESP_SIZE); outstandingCount = 0; sweepHand = 0; }
+export function espInit(): void { slabInit(slab, ESP_CAP, ESP_SIZE); outstandingCount = 0; sweepHand = 0; evictHand = 0; }
 
 @inline function rec(r: u32): usize { return espRecs + <usize>r * ESP_SIZE; }
 @inline function spiOf(l4: usize): u32 { return load<u32>(l4); }
@@ -82,9 +100,12 @@ function espFree(r: u32): void {
   const e = rec(r);
   const remA = load<u32>(e, 4);
   const state = <u32>load<u8>(e, 24);
-  if (state == ESP_OUTSTANDING || state == ESP_SQUELCHED) outstandingDel(r);
+  const flags = <u32>load<u16>(e, 26);
+  if (state == ESP_OUTSTANDING || state == ESP_SQUELCHED || (flags & ESPF_PROVISIONAL) != 0) outstandingDel(r);
+  if (flags & ESPF_CHARGED) srcRelease(load<u32>(e, 0), LIM_ESP);
   if (load<u32>(e, 8) != 0) kmRemove(espMap, MAP_MASK, remA, load<u32>(e, 8), (r + 1) | OUT_BIT);
   if (load<u32>(e, 12) != 0) kmRemove(espMap, MAP_MASK, remA, load<u32>(e, 12), r + 1);
+  if (load<u32>(e, 32) != 0) kmRemove(espMap, MAP_MASK, remA, load<u32>(e, 32), r + 1);
   slabFree(slab, espRecs, r);
   countAdd(C_ESP_ACTIVE, -1);
 }
@@ -94,11 +115,26 @@ function espAge(r: u32): bool {
   const e = rec(r);
   const state = <u32>load<u8>(e, 24);
   if (state == ESP_FREE) return false;
-  if (<i32>(nowDs - load<u32>(e, 16)) >= 0) { espFree(r); return false; }
-  if ((state == ESP_OUTSTANDING || state == ESP_SQUELCHED) && <i32>(nowDs - load<u32>(e, 20)) >= 0) {
-    espFree(r);
-    return false;
+  const late = <i32>(nowDs - load<u32>(e, 20)) >= 0;
+  // Unanswered for esp_init_timeout: the host loses the slot and pauses
+  // (squelch), so a host renewing its SPI every time cannot hold it forever.
+  if (state == ESP_OUTSTANDING && late) {
+    // The pause runs from the moment the slot expired, however late we look.
+    const end = load<u32>(e, 20) + espSquelchDs;
+    if (<i32>(nowDs - end) >= 0) { espFree(r); return false; }
+    squelchUntil(e, end);
+    return true;
   }
+  if (<i32>(nowDs - load<u32>(e, 16)) >= 0) { espFree(r); return false; }
+  if (state == ESP_SQUELCHED && late) { espFree(r); return false; }
+  return true;
+}
+
+/** For walks of the outstanding list: false when `r` left it (freed, or a provisional SA settled). */
+function listLive(r: u32): bool {
+  if (!espAge(r)) return false;
+  const e = rec(r);
+  if (load<u8>(e, 24) == <u8>ESP_BOUND && <i32>(nowDs - load<u32>(e, 20)) >= 0) { settle(r); return false; }
   return true;
 }
 
@@ -112,8 +148,15 @@ export function espSweep(budget: u32): void {
 }
 
 function espNew(lanA: u32, remA: u32, spiOut: u32, spiIn: u32, state: u32, flags: u32): u32 {
-  const r1 = slabAlloc(slab, espRecs);
-  if (r1 == 0) return 0;
+  let r1 = slabAlloc(slab, espRecs);
+  if (r1 == 0) {
+    const v = evictCandidate();
+    if (v == 0) return 0;
+    espFree(v - 1);
+    count(C_EARLY_DROPS);
+    r1 = slabAlloc(slab, espRecs);
+    if (r1 == 0) return 0;
+  }
   const r = r1 - 1;
   const e = rec(r);
   store<u32>(e, lanA, 0); store<u32>(e, remA, 4); store<u32>(e, spiOut, 8); store<u32>(e, spiIn, 12);
@@ -122,7 +165,7 @@ function espNew(lanA: u32, remA: u32, spiOut: u32, spiIn: u32, state: u32, flags
     store<u32>(e, nowDs + espInitDs, 16);
     store<u32>(e, nowDs + espInitDs, 20);
   } else {
-    store<u32>(e, nowDs + espDs, 16);
+    store<u32>(e, nowDs + ((flags & ESPF_UNREPLIED) ? unrepliedDs : espDs), 16);
   }
   if (spiOut != 0) kmInsert(espMap, MAP_MASK, remA, spiOut, r1 | OUT_BIT);
   if (spiIn != 0) kmInsert(espMap, MAP_MASK, remA, spiIn, r1);
@@ -131,18 +174,55 @@ function espNew(lanA: u32, remA: u32, spiOut: u32, spiIn: u32, state: u32, flags
 }
 
 /** No answer after the retries: pause the host toward that server so it stops blocking others. */
-function squelch(e: usize): void {
+function squelch(e: usize): void { squelchUntil(e, nowDs + espSquelchDs); }
+function squelchUntil(e: usize, end: u32): void {
   store<u8>(e, <u8>ESP_SQUELCHED, 24);
-  store<u32>(e, nowDs + espSquelchDs, 20);
+  store<u32>(e, end, 20);
+  store<u32>(e, end, 16);
+}
+
+/** The provisional time of a bound SA is over: it takes no further SPI. */
+function settle(r: u32): void {
+  const e = rec(r);
+  const flags = <u32>load<u16>(e, 26);
+  if (flags & ESPF_CHARGED) srcRelease(load<u32>(e, 0), LIM_ESP);
+  store<u16>(e, <u16>(flags & ~(ESPF_PROVISIONAL | ESPF_CHARGED)), 26);
+  outstandingDel(r);
+}
+
+/**
+ * The server behind the router sends ESP to `remA`: the SAs that peer
+ * opened through the forward are answered now and live esp_timeout.
+ */
+function promoteForward(remA: u32, lanA: u32): void {
+  const hw = slabHighWater(slab);
+  for (let r: u32 = 0; r < hw; r++) {
+    const e = rec(r);
+    if (load<u8>(e, 24) != <u8>ESP_BOUND || (load<u16>(e, 26) & <u16>ESPF_UNREPLIED) == 0) continue;
+    if (load<u32>(e, 4) != remA || load<u32>(e, 0) != lanA) continue;
+    store<u16>(e, load<u16>(e, 26) & ~<u16>ESPF_UNREPLIED, 26);
+    store<u32>(e, nowDs + espDs, 16);
+  }
+}
+
+/** A forward SA never answered, to drop for a new entry when the table is full (record + 1, or 0). */
+function evictCandidate(): u32 {
+  const hw = slabHighWater(slab);
+  for (let n: u32 = 0; n < EVICT_SCAN && n < hw; n++) {
+    const r = evictSample(evictHand++, hw);
+    const e = rec(r);
+    if (load<u8>(e, 24) == <u8>ESP_BOUND && (load<u16>(e, 26) & <u16>ESPF_UNREPLIED) != 0) return r + 1;
+  }
+  return 0;
 }
 
 /** The host's own outstanding or squelched entry toward `remA` (record + 1, or 0). */
 function hostPending(remA: u32, lanA: u32): u32 {
   for (let i: u32 = 0; i < outstandingCount; i++) {
     const r = load<u32>(outstanding + (<usize>i << 2));
-    if (!espAge(r)) { i--; continue; }
+    if (!listLive(r)) { i--; continue; }
     const e = rec(r);
-    if (load<u32>(e, 4) == remA && load<u32>(e, 0) == lanA) return r + 1;
+    if (load<u32>(e, 4) == remA && load<u32>(e, 0) == lanA && load<u8>(e, 24) != <u8>ESP_BOUND) return r + 1;
   }
   return 0;
 }
@@ -151,7 +231,7 @@ function hostPending(remA: u32, lanA: u32): u32 {
 function outstandingOther(remA: u32, lanA: u32): u32 {
   for (let i: u32 = 0; i < outstandingCount; i++) {
     const r = load<u32>(outstanding + (<usize>i << 2));
-    if (!espAge(r)) { i--; continue; } // freed: the list shrank under us
+    if (!listLive(r)) { i--; continue; } // gone from the list: it shrank under us
     const e = rec(r);
     if (load<u32>(e, 4) == remA && load<u32>(e, 0) != lanA && load<u8>(e, 24) == <u8>ESP_OUTSTANDING) return r + 1;
   }
@@ -184,6 +264,10 @@ export function espOut(p: usize, l4: usize, l4len: u32): u32 {
       if (tries > espInitRetries) { squelch(e); return Drop.ESP_SQUELCHED; }
     } else {
       store<u32>(e, nowDs + espDs, 16);
+      if ((load<u16>(e, 26) & <u16>ESPF_FORWARD) != 0 && nowDs - load<u32>(e, 20) >= PROMOTE_EVERY_DS) {
+        store<u32>(e, nowDs, 20);
+        promoteForward(remA, lanA);
+      }
     }
     store<u32>(e, load<u32>(e, 28) + 1, 28);
     rewriteAddr(p, IP_SRC, wanAddr);
@@ -193,7 +277,10 @@ export function espOut(p: usize, l4: usize, l4len: u32): u32 {
   const forwardHost = protoForwardMatch(50) && fwdAddr == lanA;
   if (forwardHost) {
     // The server behind the router answers with its own SPIs: nothing to wait for.
-    if (espNew(lanA, remA, spi, 0, ESP_BOUND, ESPF_FORWARD) == 0) return Drop.ESP_TABLE_FULL;
+    const f1 = espNew(lanA, remA, spi, 0, ESP_BOUND, ESPF_FORWARD);
+    if (f1 == 0) return Drop.ESP_TABLE_FULL;
+    store<u32>(rec(f1 - 1), nowDs, 20);
+    promoteForward(remA, lanA);
   } else {
     // One pending new SPI per host and server: further new SPIs count as
     // its retries, so a host spraying SPIs is squelched like one retrying.
@@ -208,8 +295,9 @@ export function espOut(p: usize, l4: usize, l4len: u32): u32 {
       return Drop.NONE;
     }
     if (!parallelSessions && outstandingOther(remA, lanA) != 0) return Drop.ESP_SERIALIZED;
-    const r1 = espNew(lanA, remA, spi, 0, ESP_OUTSTANDING, 0);
-    if (r1 == 0) return Drop.ESP_TABLE_FULL;
+    if (!srcCharge(lanA, LIM_ESP)) return Drop.SRC_ESP_LIMIT;
+    const r1 = espNew(lanA, remA, spi, 0, ESP_OUTSTANDING, ESPF_CHARGED);
+    if (r1 == 0) { srcRelease(lanA, LIM_ESP); return Drop.ESP_TABLE_FULL; }
     if (!outstandingAdd(r1 - 1)) { espFree(r1 - 1); return Drop.ESP_TABLE_FULL; }
   }
   rewriteAddr(p, IP_SRC, wanAddr);
@@ -220,18 +308,24 @@ export function espOut(p: usize, l4: usize, l4len: u32): u32 {
 function pickOutstanding(remA: u32): u32 {
   let best: u32 = 0;
   let bestIke: u32 = 0;
+  let bestCls: u32 = 0;
   let bestAge: u32 = 0;
   for (let i: u32 = 0; i < outstandingCount; i++) {
     const r = load<u32>(outstanding + (<usize>i << 2));
-    if (!espAge(r)) { i--; continue; }
+    if (!listLive(r)) { i--; continue; }
     const e = rec(r);
-    if (load<u32>(e, 4) != remA || load<u8>(e, 24) != <u8>ESP_OUTSTANDING) continue;
-    // Prefer the host whose IKE exchange with this server is most recent;
-    // among equals (no IKE seen) the oldest outstanding entry.
+    if (load<u32>(e, 4) != remA) continue;
+    const state = <u32>load<u8>(e, 24);
+    // Outstanding entries, and provisional SAs (bound from an unknown SPI,
+    // maybe a spoofed one) that have not taken their second SPI yet.
+    if (state != ESP_OUTSTANDING && !(state == ESP_BOUND && load<u32>(e, 32) == 0)) continue;
+    // An outstanding entry before any provisional SA; then the host whose
+    // IKE exchange with this server is most recent; among equals the oldest.
     const ike = ikeLastSeen(load<u32>(e, 0), remA);
+    const cls: u32 = state == ESP_OUTSTANDING ? 1 : 0;
     const age = nowDs - (load<u32>(e, 20) - espInitDs);
-    if (best == 0 || ike > bestIke || (ike == bestIke && age > bestAge)) {
-      best = r + 1; bestIke = ike; bestAge = age;
+    if (best == 0 || cls > bestCls || (cls == bestCls && (ike > bestIke || (ike == bestIke && age > bestAge)))) {
+      best = r + 1; bestIke = ike; bestCls = cls; bestAge = age;
     }
   }
   return best;
@@ -258,9 +352,17 @@ export function espIn(p: usize, l4: usize, l4len: u32): u32 {
     if (pick != 0) {
       const r = pick - 1;
       const e = rec(r);
-      outstandingDel(r);
-      store<u32>(e, spi, 12);
-      store<u8>(e, <u8>ESP_BOUND, 24);
+      if (load<u8>(e, 24) == <u8>ESP_BOUND) {
+        // A provisional SA takes a second inbound SPI and settles.
+        store<u32>(e, spi, 32);
+        settle(r);
+      } else {
+        // Bound, but provisional for esp_init_timeout (it stays on the list).
+        store<u32>(e, spi, 12);
+        store<u8>(e, <u8>ESP_BOUND, 24);
+        store<u16>(e, load<u16>(e, 26) | <u16>ESPF_PROVISIONAL, 26);
+        store<u32>(e, nowDs + espInitDs, 20);
+      }
       store<u32>(e, nowDs + espDs, 16);
       kmInsert(espMap, MAP_MASK, remA, spi, pick);
       count(C_ESP_BOUND);
@@ -268,7 +370,8 @@ export function espIn(p: usize, l4: usize, l4len: u32): u32 {
       v = pick;
     } else if (protoForwardMatch(50)) {
       // A server behind the router (redirect proto esp): unknown SPIs are its.
-      v = espNew(fwdAddr, remA, 0, spi, ESP_BOUND, ESPF_FORWARD);
+      // Unanswered until the server sends ESP to that peer: short-lived, evicted first.
+      v = espNew(fwdAddr, remA, 0, spi, ESP_BOUND, ESPF_FORWARD | ESPF_UNREPLIED);
       if (v == 0) return Drop.ESP_TABLE_FULL;
     } else if (espGuess) {
       // Option esp_guess: hand it to the LAN host with the most recent IKE
@@ -282,7 +385,7 @@ export function espIn(p: usize, l4: usize, l4len: u32): u32 {
     }
   }
   const e = rec(v - 1);
-  store<u32>(e, nowDs + espDs, 16);
+  store<u32>(e, nowDs + ((load<u16>(e, 26) & <u16>ESPF_UNREPLIED) != 0 ? unrepliedDs : espDs), 16);
   store<u32>(e, load<u32>(e, 28) + 1, 28);
   rewriteAddr(p, IP_DST, load<u32>(e, 0));
   return Drop.NONE;

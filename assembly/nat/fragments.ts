@@ -16,6 +16,7 @@ import { IP_DST, IP_SRC, ipId, ipDst, ipSrc } from "../wire/ipv4";
 import { Drop } from "./reasons";
 import { rewriteAddr } from "./rewrite";
 import { countAdd, fragDs, hashSeed, nowDs, C_FRAGS_ACTIVE } from "./state";
+import { LIM_FRAGS, srcCharge, srcRelease } from "./limits";
 
 const WAYS: u32 = 4;
 const BUCKETS: u32 = FRAG_CAP / WAYS;
@@ -31,7 +32,9 @@ const BUCKETS: u32 = FRAG_CAP / WAYS;
 }
 
 function free(e: usize): void {
-  if (load<u8>(e, 11) != 0) countAdd(C_FRAGS_ACTIVE, -1);
+  const side1 = load<u8>(e, 11);
+  if (side1 != 0) countAdd(C_FRAGS_ACTIVE, -1);
+  if (side1 == 1) srcRelease(load<u32>(e, 0), LIM_FRAGS); // outbound: its LAN host's count (limits.ts)
   store<u8>(e, 0, 11);
 }
 
@@ -72,6 +75,8 @@ export function fragNoteFirst(side: u32, src: u32, dst: u32, id: u32, proto: u32
       if (!live(c)) { free(c); e = c; break; }
     }
     if (e == 0) return Drop.FRAG_TABLE_FULL;
+    // A LAN host holds at most src_max_frags datagrams in flight.
+    if (side == 0 && !srcCharge(src, LIM_FRAGS)) return Drop.SRC_FRAG_LIMIT;
     store<u32>(e, src, 0); store<u32>(e, dst, 4); store<u16>(e, <u16>id, 8); store<u8>(e, <u8>proto, 10);
     store<u8>(e, <u8>(side + 1), 11);
     store<u32>(e, 0, 24); store<u32>(e, 0, 28);

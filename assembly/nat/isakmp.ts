@@ -13,6 +13,11 @@
 //  16 Next Payload  17 Version  18 Exchange Type  19 Flags
 //  20 Message ID (4)  24 Length (4)
 //
+// An exchange a WAN packet opened (a responder behind the router, the
+// router's own daemon) that the LAN side has not answered lives only
+// unreplied_timeout, and entries never answered are dropped first when the
+// table is full (issue 8 item 5); a LAN host holds at most src_max_ike.
+//
 // Record (IKE_SIZE = 48 bytes):
 //   0 u32 lanAddr   4 u32 remoteAddr   8 u64 icookie   16 u64 rcookie (0 = not yet)
 //  24 u32 expiresDs 28 u32 lastSeenDs  32 u16 remotePort 34 u16 flags  36 u32 pktsOut 40 u32 pktsIn 44 u8 inUse
@@ -26,19 +31,44 @@ import { fwdAddr, fwdPort, redirectMatch } from "./forward";
 import { kmFind, kmInsert, kmRemove } from "./keymap";
 import { Drop } from "./reasons";
 import { rewriteAddrPort } from "./rewrite";
-import { slabAlloc, slabFree, slabHighWater, slabInit } from "./slab";
-import { countAdd, eventPush, ikeDs, nowDs, wanAddr, C_IKE_ACTIVE, EV_IKE_COLLISION } from "./state";
+import { evictSample, slabAlloc, slabFree, slabHighWater, slabInit } from "./slab";
+import { count, countAdd, eventPush, ikeDs, nowDs, unrepliedDs, wanAddr, C_EARLY_DROPS, C_IKE_ACTIVE, EV_IKE_COLLISION } from "./state";
+import { LIM_IKE, srcCharge, srcRelease } from "./limits";
 import { PROTO_UDP } from "../wire/ipv4";
 import { espActiveBetween } from "./esp";
 
 export const IKE_PORT: u32 = 500;
 const ISAKMP_HEADER: u32 = 28;
 const MAP_MASK: u32 = IKE_MAP_SIZE - 1;
-const IKEF_INBOUND: u32 = 1; // opened by the server side (a responder behind the router)
+const IKEF_INBOUND: u32 = 1;  // opened by the server side (a responder behind the router)
+const IKEF_ANSWERED: u32 = 2; // a packet came back from the side that did not open it
+const IKEF_CHARGED: u32 = 4;  // counted against its LAN host's cap
+const EVICT_SCAN: u32 = 64;
 const slab: usize = memory.data(16);
 let sweepHand: u32 = 0;
+let evictHand: u32 = 0;
 
-export function ikeInit(): void { slabInit(slab, IKE_CAP, IKE_SIZE); sweepHand = 0; }
+export function ikeInit(): void { slabInit(slab, IKE_CAP, IKE_SIZE); sweepHand = 0; evictHand = 0; }
+
+@inline function lifetime(flags: u32): u32 {
+  return (flags & (IKEF_INBOUND | IKEF_ANSWERED)) == IKEF_INBOUND ? unrepliedDs : ikeDs;
+}
+
+/** An entry never answered, to drop for a new one (record + 1, or 0); WAN-opened ones first, and only those for a WAN packet. */
+function evictCandidate(forWan: bool): u32 {
+  const hw = slabHighWater(slab);
+  let lanCand: u32 = 0;
+  for (let n: u32 = 0; n < EVICT_SCAN && n < hw; n++) {
+    const r = evictSample(evictHand++, hw);
+    const e = rec(r);
+    if (load<u8>(e, 44) == 0) continue;
+    const f = <u32>load<u16>(e, 34);
+    if (f & IKEF_ANSWERED) continue;
+    if (f & IKEF_INBOUND) return r + 1;
+    if (lanCand == 0) lanCand = r + 1;
+  }
+  return forWan ? 0 : lanCand;
+}
 
 @inline function rec(r: u32): usize { return ikeRecs + <usize>r * IKE_SIZE; }
 @inline function key1(remA: u32, ic: u64): u32 { return remA ^ <u32>(ic >>> 32); }
@@ -65,17 +95,25 @@ function keepAlive(e: usize): bool {
 
 function free(r: u32): void {
   const e = rec(r);
+  if (load<u16>(e, 34) & <u16>IKEF_CHARGED) srcRelease(load<u32>(e, 0), LIM_IKE);
   kmRemove(ikeMap, MAP_MASK, key1(load<u32>(e, 4), load<u64>(e, 8)), <u32>load<u64>(e, 8), r + 1);
   slabFree(slab, ikeRecs, r);
   countAdd(C_IKE_ACTIVE, -1);
 }
 
 function create(lanA: u32, remA: u32, remP: u32, ic: u64, flags: u32): u32 {
-  const v = slabAlloc(slab, ikeRecs);
-  if (v == 0) return 0;
+  let v = slabAlloc(slab, ikeRecs);
+  if (v == 0) {
+    const x = evictCandidate((flags & IKEF_INBOUND) != 0);
+    if (x == 0) return 0;
+    free(x - 1);
+    count(C_EARLY_DROPS);
+    v = slabAlloc(slab, ikeRecs);
+    if (v == 0) return 0;
+  }
   const e = rec(v - 1);
   store<u32>(e, lanA, 0); store<u32>(e, remA, 4); store<u64>(e, ic, 8); store<u64>(e, 0, 16);
-  store<u32>(e, nowDs + ikeDs, 24); store<u32>(e, nowDs, 28); store<u16>(e, <u16>remP, 32);
+  store<u32>(e, nowDs + lifetime(flags), 24); store<u32>(e, nowDs, 28); store<u16>(e, <u16>remP, 32);
   store<u16>(e, <u16>flags, 34); store<u8>(e, 1, 44);
   kmInsert(ikeMap, MAP_MASK, key1(remA, ic), <u32>ic, v);
   countAdd(C_IKE_ACTIVE, 1);
@@ -84,7 +122,9 @@ function create(lanA: u32, remA: u32, remP: u32, ic: u64, flags: u32): u32 {
 
 function touch(e: usize, rc: u64, outbound: bool): void {
   if (load<u64>(e, 16) == 0 && rc != 0) store<u64>(e, rc, 16);
-  store<u32>(e, nowDs + ikeDs, 24);
+  let f = <u32>load<u16>(e, 34);
+  if (outbound == ((f & IKEF_INBOUND) != 0)) { f |= IKEF_ANSWERED; store<u16>(e, <u16>f, 34); }
+  store<u32>(e, nowDs + lifetime(f), 24);
   store<u32>(e, nowDs, 28);
   if (outbound) store<u32>(e, load<u32>(e, 36) + 1, 36);
   else store<u32>(e, load<u32>(e, 40) + 1, 40);
@@ -118,8 +158,10 @@ export function ikeOut(p: usize, l4: usize, l4len: u32): u32 {
       // answers exchanges it did not start, and its session was made inbound.
       return Drop.NO_FLOW;
     }
-    v = create(lanA, remA, port(l4, L4_DST_PORT), ic, 0);
-    if (v == 0) return Drop.IKE_TABLE_FULL;
+    const charged = lanA != wanAddr;
+    if (charged && !srcCharge(lanA, LIM_IKE)) return Drop.SRC_IKE_LIMIT;
+    v = create(lanA, remA, port(l4, L4_DST_PORT), ic, charged ? IKEF_CHARGED : 0);
+    if (v == 0) { if (charged) srcRelease(lanA, LIM_IKE); return Drop.IKE_TABLE_FULL; }
   }
   touch(rec(v - 1), rc, true);
   rewriteAddrPort(p, IP_SRC, wanAddr, l4, PROTO_UDP, L4_SRC_PORT, IKE_PORT);

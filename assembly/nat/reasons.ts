@@ -47,5 +47,11 @@ export const enum Drop {
   PPTP_TABLE_FULL = 43,
   PPTP_NO_CALL = 44,    // a message names a Call ID no call has
   ESP_SPI_RESERVED = 45, // SPI 1..255 (RFC 4303 §2.1)
-  COUNT = 46,
+  TCP_OUT_OF_WINDOW = 46, // RST or FIN outside the receiver's window (blind injection)
+  SRC_FLOW_LIMIT = 47,  // the LAN host holds its cap of flows
+  SRC_IKE_LIMIT = 48,   // ... of IKE exchanges
+  SRC_CALL_LIMIT = 49,  // ... of PPTP calls
+  SRC_ESP_LIMIT = 50,   // ... of outstanding ESP associations
+  SRC_FRAG_LIMIT = 51,  // ... of fragmented datagrams in flight
+  COUNT = 52,
 }

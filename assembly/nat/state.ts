@@ -29,6 +29,11 @@ export let nattDs: u32 = 3000;          // natt_timeout 300 s
 export let greDs: u32 = 74400;          // gre_timeout
 export let greDisconnectDs: u32 = 300;  // a disconnected call ages out in 30 s
 export let parallelSessions: bool = false;
+// What a WAN packet opened and the LAN side never answered (a flow through
+// a forward, an IKE exchange, an ESP SA of a forward) lives this long
+// (unreplied_timeout, 30 s like conntrack's unreplied UDP) and is evicted first.
+export let unrepliedDs: u32 = 300;
+export function setUnreplied(ds: u32): void { unrepliedDs = ds; }
 export let espGuess: bool = false;
 
 export function setVpn(esp: u32, espInit: u32, retries: u32, ike: u32, natt: u32, gre: u32, parallel: bool, guess: bool): void {
@@ -78,6 +83,7 @@ export const C_ESP_ACTIVE: u32 = 12;
 export const C_IKE_ACTIVE: u32 = 13;
 export const C_CALLS_ACTIVE: u32 = 14;
 export const C_ESP_BOUND: u32 = 15;
+export const C_EARLY_DROPS: u32 = 16;  // unanswered entries dropped to make room in a full table
 export const C_DROP_BASE: u32 = 32; // + reason
 
 @inline export function count(i: u32): void {

@@ -5,15 +5,22 @@
 // record number + 1; 0 is empty. Everything else talks to flows through the
 // functions below.
 //
-// Record (FLOW_SIZE = 32 bytes):
+// Record (FLOW_SIZE = 40 bytes):
 //   0 u32 lanAddr    4 u32 remoteAddr   8 u16 lanPort   10 u16 remotePort
 //  12 u16 aliasPort 14 u8 proto        15 u8 state     16 u32 expiresDs
-//  20 u16 flags     22 u16 spare       24 u32 pktsOut  28 u32 pktsIn
+//  20 u16 flags     22 u8 tcpOut       23 u8 tcpIn     24 u32 pktsOut  28 u32 pktsIn
+//  32 u32 endOut    36 u32 endIn       (TCP window tracking, masq.ts)
 // Ports are host order. A free record keeps the next free record + 1 at 0.
+// tcpOut/tcpIn: per direction (LAN → WAN, WAN → LAN) bits 0-4 log2 of the
+// largest window that side advertised, bit 5 "end known"; endOut/endIn the
+// highest sequence number + length that side sent. Flags bits 8-11 / 12-15
+// hold the window scale each side announced in its SYN (15 = none).
 
 import { counters, flows, flowOutIndex, flowInIndex, hashMask, maxFlows, FLOW_SIZE } from "../layout";
 import { count, countAdd, eventPush, hashSeed, nowDs, C_FLOWS_ACTIVE, C_FLOWS_EXPIRED, C_FLOWS_NEW, EV_FLOW_EXPIRED, EV_FLOW_NEW } from "./state";
 import { bindRelease, protoIndex } from "./binding";
+import { LIM_FLOWS, srcRelease } from "./limits";
+import { C_EARLY_DROPS } from "./state";
 
 export const F_LAN_ADDR: u32 = 0;
 export const F_REM_ADDR: u32 = 4;
@@ -26,6 +33,10 @@ export const F_EXPIRES: u32 = 16;
 export const F_FLAGS: u32 = 20;
 export const F_PKTS_OUT: u32 = 24;
 export const F_PKTS_IN: u32 = 28;
+export const F_TCP_OUT: u32 = 22;
+export const F_TCP_IN: u32 = 23;
+export const F_END_OUT: u32 = 32;
+export const F_END_IN: u32 = 36;
 
 export const FL_IN_USE: u32 = 1;
 export const FL_REDIRECT: u32 = 2;   // opened by a WAN packet through a redirect
@@ -33,10 +44,17 @@ export const FL_REPLIED: u32 = 4;    // traffic seen both ways
 export const FL_FIN_OUT: u32 = 8;
 export const FL_FIN_IN: u32 = 16;
 export const FL_NATT: u32 = 32;     // UDP 4500: natt_timeout
+export const FL_CHARGED: u32 = 64;  // counted against its LAN host's cap (limits.ts)
+export const FL_WS_SHIFT: u32 = 8;  // bits 8-15: TCP window scales (masq.ts)
+export const FL_WS_NONE: u32 = 0xff00;
+/** Opened from the WAN side and not answered from the LAN yet: short-lived, evicted first. */
+@inline export function flowUnrepliedWan(ff: u32): bool { return (ff & (FL_REDIRECT | FL_REPLIED)) == FL_REDIRECT; }
 
 let freeHead: u32 = 0;   // record + 1 of the first free record, 0 = none
 let bumpNext: u32 = 0;   // records never used start here
 let sweepHand: u32 = 0;
+let evictHand: u32 = 0;
+const EVICT_SCAN: u32 = 32;
 
 @inline export function rec(flow: u32): usize { return flows + (<usize>flow * FLOW_SIZE); }
 
@@ -135,15 +153,22 @@ export function flowInsert(proto: u32, lanA: u32, lanP: u32, remA: u32, remP: u3
   } else if (bumpNext < maxFlows) {
     f = bumpNext++;
   } else {
-    return 0;
+    // Full: drop an unanswered entry to make room (conntrack's early_drop).
+    const v = flowEvictCandidate((flags & FL_REDIRECT) != 0, lanA);
+    if (v == 0) return 0;
+    flowRemove(v - 1, true);
+    count(C_EARLY_DROPS);
+    f = freeHead - 1;
+    freeHead = load<u32>(rec(f));
   }
   const r = rec(f);
   store<u32>(r, lanA, F_LAN_ADDR); store<u32>(r, remA, F_REM_ADDR);
   store<u16>(r, <u16>lanP, F_LAN_PORT); store<u16>(r, <u16>remP, F_REM_PORT);
   store<u16>(r, <u16>aliasP, F_ALIAS_PORT); store<u8>(r, <u8>proto, F_PROTO);
   store<u8>(r, <u8>state, F_STATE); store<u32>(r, nowDs + lifetimeDs, F_EXPIRES);
-  store<u16>(r, <u16>(flags | FL_IN_USE), F_FLAGS); store<u16>(r, 0, 22);
+  store<u16>(r, <u16>(flags | FL_IN_USE), F_FLAGS); store<u16>(r, 0, F_TCP_OUT);
   store<u32>(r, 0, F_PKTS_OUT); store<u32>(r, 0, F_PKTS_IN);
+  store<u64>(r, 0, F_END_OUT);
   indexInsert(flowOutIndex, hashOut(proto, lanA, lanP, remA, remP), f + 1);
   indexInsert(flowInIndex, hashIn(proto, aliasP, remA, remP), f + 1);
   count(C_FLOWS_NEW);
@@ -159,6 +184,7 @@ export function flowRemove(f: u32, reasonEvent: bool): void {
   indexRemove(flowOutIndex, recHashOut(r), f + 1, true);
   indexRemove(flowInIndex, recHashIn(r), f + 1, false);
   bindRelease(protoIndex(proto), load<u16>(r, F_ALIAS_PORT));
+  if (load<u16>(r, F_FLAGS) & <u16>FL_CHARGED) srcRelease(load<u32>(r, F_LAN_ADDR), LIM_FLOWS);
   if (reasonEvent) {
     eventPush(EV_FLOW_EXPIRED, 0, proto, 0, load<u32>(r, F_LAN_ADDR), load<u32>(r, F_REM_ADDR),
       load<u16>(r, F_LAN_PORT), load<u16>(r, F_REM_PORT), load<u16>(r, F_ALIAS_PORT), load<u32>(r, F_PKTS_OUT));
@@ -167,6 +193,28 @@ export function flowRemove(f: u32, reasonEvent: bool): void {
   store<u32>(r, freeHead, 0);
   freeHead = f + 1;
   countAdd(C_FLOWS_ACTIVE, -1);
+}
+
+/**
+ * An entry that may be dropped for a new one when the table is full
+ * (flow + 1, or 0), looking at EVICT_SCAN records sampled over the table:
+ * entries the WAN side opened and the LAN never answered first, then (for
+ * a LAN host's new flow only) an unanswered entry of another LAN host.
+ * Answered flows are never dropped, a WAN packet never drops a LAN host's
+ * entry, and a host that filled the table cannot churn through it.
+ */
+function flowEvictCandidate(forWan: bool, lanA: u32): u32 {
+  let lanCand: u32 = 0;
+  for (let n: u32 = 0; n < EVICT_SCAN; n++) {
+    // Samples spread over the whole table (answered flows come in runs).
+    const f = mix((evictHand++) ^ hashSeed) % bumpNext;
+    const r = rec(f);
+    const ff = <u32>load<u16>(r, F_FLAGS);
+    if ((ff & FL_IN_USE) == 0 || (ff & FL_REPLIED) != 0) continue;
+    if (ff & FL_REDIRECT) return f + 1;
+    if (lanCand == 0 && load<u32>(r, F_LAN_ADDR) != lanA) lanCand = f + 1;
+  }
+  return forWan ? 0 : lanCand;
 }
 
 @inline export function flowTouch(r: usize, lifetimeDs: u32): void {
@@ -200,7 +248,7 @@ export function flowFlushAll(): u32 {
   memory.fill(flowOutIndex, 0, (<usize>hashMask + 1) << 2);
   memory.fill(flowInIndex, 0, (<usize>hashMask + 1) << 2);
   memory.fill(flows, 0, <usize>bumpNext * FLOW_SIZE);
-  freeHead = 0; bumpNext = 0; sweepHand = 0;
+  freeHead = 0; bumpNext = 0; sweepHand = 0; evictHand = 0;
   countAdd(C_FLOWS_ACTIVE, -(<i64>n));
   return n;
 }

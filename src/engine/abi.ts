@@ -15,7 +15,8 @@ export const DROP_REASONS = [
   'no_wan_address', 'bad_port', 'esp_spi_zero', 'esp_serialized', 'esp_squelched', 'esp_no_sa', 'esp_table_full',
   'isakmp_truncated', 'isakmp_zero_cookie', 'isakmp_cookie_collision', 'ike_table_full', 'ah_translated',
   'gre_bad_header', 'gre_no_call', 'pptp_bad_magic', 'pptp_bad_length', 'pptp_bad_type', 'pptp_table_full',
-  'pptp_no_call', 'esp_spi_reserved',
+  'pptp_no_call', 'esp_spi_reserved', 'tcp_out_of_window', 'src_flow_limit', 'src_ike_limit', 'src_call_limit',
+  'src_esp_limit', 'src_frag_limit',
 ] as const;
 export type DropReason = (typeof DROP_REASONS)[number];
 
@@ -24,12 +25,13 @@ export const POLICY_REASONS: ReadonlySet<string> = new Set([
   'bad_src', 'wan_to_lan', 'no_flow', 'policy_drop', 'policy_reject', 'table_full', 'pool_exhausted',
   'frag_table_full', 'proto_unsupported', 'no_wan_address', 'esp_serialized', 'esp_squelched', 'esp_no_sa',
   'esp_table_full', 'isakmp_cookie_collision', 'ike_table_full', 'ah_translated', 'gre_no_call', 'pptp_table_full',
+  'tcp_out_of_window', 'src_flow_limit', 'src_ike_limit', 'src_call_limit', 'src_esp_limit', 'src_frag_limit',
 ]);
 
 export const COUNTERS = {
   rxInside: 0, rxOutside: 1, passInside: 2, passOutside: 3, flowsNew: 4, flowsExpired: 5,
   flowsActive: 6, bindingsActive: 7, fragsActive: 8, eventsLost: 9, localAccept: 10, flowsFlushed: 11,
-  espActive: 12, ikeActive: 13, callsActive: 14, espBound: 15,
+  espActive: 12, ikeActive: 13, callsActive: 14, espBound: 15, earlyDrops: 16,
 } as const;
 export const C_DROP_BASE = 32;
 

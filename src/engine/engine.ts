@@ -40,6 +40,10 @@ export interface EngineExports {
   setVpnSettings(esp: number, espInit: number, espRetries: number, ike: number, natt: number, gre: number,
     parallel: number, guess: number): void;
   espPtr(): number; espCount(): number; ikePtr(): number; ikeCount(): number; callPtr(): number; callCount(): number;
+  espRecordSize(): number;
+  /** Per-source caps (flows, IKE exchanges, PPTP calls, outstanding ESP, fragmented datagrams) and unreplied_timeout (s). */
+  setSourceLimits(flows: number, ike: number, calls: number, esp: number, frags: number): void;
+  setUnrepliedTimeout(seconds: number): void;
 }
 
 export interface EngineEvent {
@@ -246,7 +250,7 @@ export class Engine {
     const be32 = (o: number) => this.dv.getUint32(o, false);
     const out: FlowEntry[] = [];
     const base = { wan: wanAddress, redirect: false, lanPort: 0, remotePort: 0, aliasPort: 0 };
-    for (let r = 0, p = this.x.espPtr(); r < this.x.espCount(); r++, p += 32) {
+    for (let r = 0, p = this.x.espPtr(), sz = this.x.espRecordSize(); r < this.x.espCount(); r++, p += sz) {
       const st = this.u8[p + 24];
       if (!st) continue;
       const spiIn = be32(p + 12);
