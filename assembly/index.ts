@@ -42,7 +42,7 @@ export function init(flowCount: u32, seed: u32): i32 {
   espInit(); ikeInit(); pptpInit(); srcFlushAll();
   // Default cap: one LAN host may hold a quarter of the flow table, and at
   // least 1024 flows (small tables: one busy host must still be usable).
-  setLimit(LIM_FLOWS, flowCount / 4 > 1024 ? flowCount / 4 : 1024);
+  setLimit(LIM_FLOWS, defaultFlowCap(flowCount));
   ready = true;
   return 0;
 }
@@ -112,12 +112,12 @@ export function setVpnSettings(esp: u32, espInit: u32, espRetries: u32, ike: u32
   setVpn(esp * 10, espInit * 10, espRetries, ike * 10, natt * 10, gre * 10, parallel != 0, guess != 0);
 }
 /** Per-source caps (issue 8 item 5): flows, IKE exchanges, PPTP calls, outstanding ESP, fragmented datagrams. */
-/** 0 = no cap. */
+/** flows 0: the default share (a quarter of the table, at least 1024). */
 export function setSourceLimits(flows: u32, ike: u32, calls: u32, esp: u32, frags: u32): void {
-  setLimit(LIM_FLOWS, flows == 0 ? 0xffffffff : flows); setLimit(LIM_IKE, ike == 0 ? 0xffffffff : ike);
-  setLimit(LIM_CALLS, calls == 0 ? 0xffffffff : calls); setLimit(LIM_ESP, esp == 0 ? 0xffffffff : esp);
-  setLimit(LIM_FRAGS, frags == 0 ? 0xffffffff : frags);
+  setLimit(LIM_FLOWS, flows != 0 ? flows : defaultFlowCap(maxFlows));
+  setLimit(LIM_IKE, ike); setLimit(LIM_CALLS, calls); setLimit(LIM_ESP, esp); setLimit(LIM_FRAGS, frags);
 }
+function defaultFlowCap(n: u32): u32 { return n / 4 > 1024 ? n / 4 : 1024; }
 /** How long what a WAN packet opened lives until the LAN side answers (seconds). */
 export function setUnrepliedTimeout(seconds: u32): void { setUnreplied(seconds * 10); }
 export function addRule(srcZone: u32, destZone: u32, target: u32, proto: i32, icmpType: i32,

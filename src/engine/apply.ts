@@ -63,6 +63,8 @@ export function applyEngineSettings(engine: Engine, s: EngineSettings): void {
   x.setTimeouts(s.tcp_timeout, s.tcp_transitory_timeout, s.udp_timeout, s.icmp_timeout, s.frag_timeout);
   x.setVpnSettings(s.esp_timeout, s.esp_init_timeout, s.esp_init_retries, s.ike_timeout, s.natt_timeout, s.gre_timeout,
     s.parallel_sessions, s.esp_guess);
+  x.setSourceLimits(s.src_max_flows, s.src_max_ike, s.src_max_calls, s.src_max_esp_pending, s.src_max_frags);
+  x.setUnrepliedTimeout(s.unreplied_timeout);
 }
 
 export interface ApplyResult { lanSubnets: string[]; redirects: number; rules: number }

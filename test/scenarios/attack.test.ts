@@ -3,6 +3,8 @@
 // is the attacker's packets beside the user's, whose traffic must go on.
 import { describe, expect, it } from 'vitest';
 import { TestRouter, WAN } from '../helpers/harness.js';
+import { parseConfig } from '../../src/config/index.js';
+import { applyConfig } from '../../src/engine/apply.js';
 import {
   ACK, FIN, PSH, RST, SYN, esp, fragment, ipCsumOk, isakmp, l4CsumOk, parse, pptpMsg, tcp, udp, wscaleOpt,
 } from '../helpers/packet.js';
@@ -313,5 +315,38 @@ describe('item 5: ESP serialisation cannot be held or captured', () => {
     ok(r.out(esp(H1, S1, 0x1111, 3)));
     expect(r.in(esp(S1, WAN, 0xbeef))).toBeNull();
     expect(r.drop('esp_no_sa')).toBe(1);
+  });
+});
+
+describe('item 5: the caps and unreplied_timeout come from the config', () => {
+  it('B12 src_max_flows, src_max_ike, src_max_esp_pending and unreplied_timeout from /etc/config/vpnmasq reach the engine', () => {
+    const r = new TestRouter();
+    const cfg = parseConfig(`config vpnmasq 'main'
+\toption lan_device 'br-lan'
+\toption wan_device 'wan'
+\toption src_max_flows '10'
+\toption src_max_ike '3'
+\toption src_max_esp_pending '2'
+\toption unreplied_timeout '5'
+config redirect
+\toption proto 'udp'
+\toption src_dport '7000'
+\toption dest_ip '${C}'
+\toption dest_port '7000'
+`, '/etc/config/vpnmasq');
+    applyConfig(r.engine, cfg, ['192.168.1.0/24']);
+    let flows = 0;
+    for (let i = 0; i < 20; i++) if (r.out(udp(H1, 2000 + i, S1, 9))) flows++;
+    expect(flows).toBe(10);
+    let ike = 0;
+    for (let i = 1; i <= 5; i++) if (r.out(isakmp(H2, 500, S1, 500, hex16(i)))) ike++;
+    expect(ike).toBe(3);
+    let espOut = 0;
+    for (let i = 1; i <= 4; i++) if (r.out(esp(H2, wanHost(i), 0x1000 + i))) espOut++;
+    expect(espOut).toBe(2);
+    ok(r.in(udp(S2, 4000, WAN, 7000)));
+    expect(r.engine.flows(WAN, r.now).find((f) => f.remote === S2)!.expiresInS).toBeLessThanOrEqual(5);
+    r.advance(6);
+    expect(r.engine.flows(WAN, r.now).find((f) => f.remote === S2)).toBeUndefined();
   });
 });
