@@ -81,7 +81,14 @@ const ESP_MIN: u32 = 12;
 }
 
 function outstandingAdd(r: u32): bool {
-  if (outstandingCount >= OUTSTANDING_CAP) return false;
+  if (outstandingCount >= OUTSTANDING_CAP) {
+    // Full: a provisional SA settles early to make room; outstanding entries never give way.
+    for (let i: u32 = 0; i < outstandingCount; i++) {
+      const x = load<u32>(outstanding + (<usize>i << 2));
+      if (load<u8>(rec(x), 24) == <u8>ESP_BOUND) { settle(x); break; }
+    }
+    if (outstandingCount >= OUTSTANDING_CAP) return false;
+  }
   store<u32>(outstanding + (<usize>outstandingCount << 2), r);
   outstandingCount++;
   return true;
@@ -357,10 +364,13 @@ export function espIn(p: usize, l4: usize, l4len: u32): u32 {
         store<u32>(e, spi, 32);
         settle(r);
       } else {
-        // Bound, but provisional for esp_init_timeout (it stays on the list).
+        // Bound, but provisional for esp_init_timeout (it stays on the list,
+        // no longer counted as its host's outstanding entry).
         store<u32>(e, spi, 12);
         store<u8>(e, <u8>ESP_BOUND, 24);
-        store<u16>(e, load<u16>(e, 26) | <u16>ESPF_PROVISIONAL, 26);
+        const fl = <u32>load<u16>(e, 26);
+        if (fl & ESPF_CHARGED) srcRelease(load<u32>(e, 0), LIM_ESP);
+        store<u16>(e, <u16>((fl & ~ESPF_CHARGED) | ESPF_PROVISIONAL), 26);
         store<u32>(e, nowDs + espInitDs, 20);
       }
       store<u32>(e, nowDs + espDs, 16);
