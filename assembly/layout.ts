@@ -80,6 +80,10 @@ export function hashSizeFor(flowsWanted: u32): u32 {
   // Load factor ≤ 0.5 keeps linear probes short; power of two for masking.
   let n: u32 = 1024;
   while (n < flowsWanted * 2) n <<= 1;
+  // Memory budget: records + both indexes ≤ 64 bytes per flow. Where the
+  // next power of two would cost more than 3 slots per flow (24 bytes),
+  // take the one below (load ≤ 0.67).
+  if (n > 1024 && n > flowsWanted * 3) n >>= 1;
   return n;
 }
 
