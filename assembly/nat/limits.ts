@@ -8,12 +8,13 @@
 // WAN sources are not counted: they are spoofable, and what they open is
 // short-lived and evicted first instead (unrepliedDs, early drop).
 //
-// Table: SRC_SLOTS records, open addressing on the LAN address (linear
-// probing, backward-shift deletion; a record goes when all its counts are 0):
-//   0 u32 addr (0 = empty)  4 u32 flows  8 u16 ike  10 u16 calls  12 u16 esp  14 u16 frags
+// Table: SRC_SLOTS records (abi/records.ts, group src), open addressing on
+// the LAN address (linear probing, backward-shift deletion; a record goes
+// when all its counts are 0). Caps: the src_max_* settings (nat/state.ts).
 
-import { maxFlows, srcTable, SRC_SIZE, SRC_SLOTS } from "../layout";
-import { hashSeed, wanAddr } from "./state";
+import { SRC_ADDR, SRC_FLOWS, SRC_SIZE } from "../abi/records";
+import { maxFlows, srcTable, SRC_SLOTS } from "../layout";
+import { hashSeed, srcMaxCalls, srcMaxEspPending, srcMaxFlows, srcMaxFrags, srcMaxIke, wanAddr } from "./state";
 
 export const LIM_FLOWS: u32 = 0;
 export const LIM_IKE: u32 = 1;
@@ -23,12 +24,16 @@ export const LIM_FRAGS: u32 = 4;
 
 const MASK: u32 = SRC_SLOTS - 1;
 const MAX_SOURCES: u32 = SRC_SLOTS / 2;
-// Caps by kind (settings; defaults until the supervisor sets them).
-const caps: usize = memory.data<u32>([16384, 256, 256, 16, 256]);
 let sources: u32 = 0;
 
-export function setLimit(kind: u32, cap: u32): void { if (kind <= LIM_FRAGS) store<u32>(caps + (<usize>kind << 2), cap); }
-export function limitOf(kind: u32): u32 { return load<u32>(caps + (<usize>kind << 2)); }
+/** The cap of `kind` (src_max_*; flows 0: a quarter of the table, at least 1024). */
+export function limitOf(kind: u32): u32 {
+  if (kind == LIM_FLOWS) return srcMaxFlows != 0 ? srcMaxFlows : (maxFlows / 4 > 1024 ? maxFlows / 4 : 1024);
+  if (kind == LIM_IKE) return srcMaxIke;
+  if (kind == LIM_CALLS) return srcMaxCalls;
+  if (kind == LIM_ESP) return srcMaxEspPending;
+  return srcMaxFrags;
+}
 
 @inline function home(a: u32): u32 {
   let h = (a ^ hashSeed) * 0x9e3779b1;
@@ -37,10 +42,11 @@ export function limitOf(kind: u32): u32 { return load<u32>(caps + (<usize>kind <
 }
 @inline function at(i: u32): usize { return srcTable + <usize>i * SRC_SIZE; }
 @inline function countAt(e: usize, kind: u32): u32 {
-  return kind == LIM_FLOWS ? load<u32>(e, 4) : <u32>load<u16>(e + 6 + (<usize>kind << 1));
+  // SRC_FLOWS is a u32; the u16 counts follow at SRC_IKE.. in LIM_* order
+  return kind == LIM_FLOWS ? load<u32>(e, SRC_FLOWS) : <u32>load<u16>(e + 6 + (<usize>kind << 1));
 }
 @inline function countSet(e: usize, kind: u32, n: u32): void {
-  if (kind == LIM_FLOWS) store<u32>(e, n, 4);
+  if (kind == LIM_FLOWS) store<u32>(e, n, SRC_FLOWS);
   else store<u16>(e + 6 + (<usize>kind << 1), <u16>n);
 }
 
@@ -48,7 +54,7 @@ export function limitOf(kind: u32): u32 { return load<u32>(caps + (<usize>kind <
 function slotOf(a: u32): u32 {
   let i = home(a);
   while (true) {
-    const k = load<u32>(at(i));
+    const k = load<u32>(at(i), SRC_ADDR);
     if (k == a) return i;
     if (k == 0) return i | 0x80000000;
     i = (i + 1) & MASK;
@@ -65,11 +71,11 @@ export function srcCharge(a: u32, kind: u32): bool {
   let i = slotOf(a);
   const cap = limitOf(kind);
   if (i & 0x80000000) {
-    if (cap == 0 || sources >= MAX_SOURCES) return false; // (cap 0: nothing allowed; "no cap" is 0xffffffff)
+    if (sources >= MAX_SOURCES) return false;
     i &= MASK;
     const e = at(i);
     memory.fill(e, 0, SRC_SIZE);
-    store<u32>(e, a);
+    store<u32>(e, a, SRC_ADDR);
     sources++;
   }
   const e = at(i);
@@ -88,13 +94,13 @@ export function srcRelease(a: u32, kind: u32): void {
   const e = at(i0);
   const n = countAt(e, kind);
   if (n != 0) countSet(e, kind, n - 1);
-  if (load<u32>(e, 4) != 0 || load<u32>(e, 8) != 0 || load<u32>(e, 12) != 0) return;
+  if (load<u32>(e, SRC_FLOWS) != 0 || load<u64>(e, 8) != 0) return; // every count (the u16s at 8..15)
   // All counts 0: delete with backward shift so no tombstones accumulate.
   let i = i0;
   let j = i0;
   while (true) {
     j = (j + 1) & MASK;
-    const x = load<u32>(at(j));
+    const x = load<u32>(at(j), SRC_ADDR);
     if (x == 0) break;
     const k = home(x);
     const stays = i <= j ? (i < k && k <= j) : (i < k || k <= j);
@@ -102,7 +108,7 @@ export function srcRelease(a: u32, kind: u32): void {
     memory.copy(at(i), at(j), SRC_SIZE);
     i = j;
   }
-  store<u32>(at(i), 0);
+  store<u32>(at(i), 0, SRC_ADDR);
   sources--;
 }
 

@@ -348,5 +348,8 @@ config redirect
     expect(r.engine.flows(WAN, r.now).find((f) => f.remote === S2)!.expiresInS).toBeLessThanOrEqual(5);
     r.advance(6);
     expect(r.engine.flows(WAN, r.now).find((f) => f.remote === S2)).toBeUndefined();
+    // a cap of 0 (or past its table) is refused by name, and the running caps stay
+    expect(() => r.engine.applySettings({ ...r.settings, src_max_ike: 0 })).toThrow('src_max_ike = 0 refused');
+    expect(() => r.engine.applySettings({ ...r.settings, src_max_esp_pending: 257 })).toThrow('src_max_esp_pending = 257 refused');
   });
 });

@@ -15,46 +15,37 @@
 // Limits (issue 8 item 5): an outstanding entry that times out unanswered
 // is squelched like one that ran out of retries, so one host can hold the
 // slot toward a server for esp_init_timeout at most and then has to let
-// the others go first; a LAN host holds at most src_max_esp outstanding
-// entries. An SA bound from an unknown inbound SPI is provisional for
-// esp_init_timeout: one more unknown SPI from that server is added to it,
-// so a spoofed first packet cannot capture the association for good. SAs a
-// WAN packet opened through an ESP forward live unreplied_timeout until the
-// server behind the router sends ESP to that peer, and are evicted first.
+// the others go first; a LAN host holds at most src_max_esp_pending
+// outstanding entries. An SA bound from an unknown inbound SPI is
+// provisional for esp_init_timeout: one more unknown SPI from that server is
+// added to it, so a spoofed first packet cannot capture the association for
+// good. SAs a WAN packet opened through an ESP forward live
+// unreplied_timeout until the server behind the router sends ESP to that
+// peer, and are the first dropped when the table is full.
 //
-// Record (ESP_SIZE = 40 bytes):
-//   0 u32 lanAddr   4 u32 remoteAddr   8 u32 spiOut (LAN → server, raw)
-//  12 u32 spiIn (server → LAN, raw; 0 = unknown)   16 u32 expiresDs
-//  20 u32 stateDeadlineDs (outstanding: init deadline; squelched: end;
-//         bound: end of the provisional time; forward: last promotion scan)
-//  24 u8 state  25 u8 retries  26 u16 flags  28 u32 packets  32 u32 spiIn2 (0 = none)
+// Record: ESP_SIZE bytes, fields ESP_* in abi/records.ts.
 // Map keys: (remote, spiOut) → record+1 | OUT_BIT, (remote, spiIn / spiIn2) → record+1.
 
-import { espMap, espRecs, outstanding, ESP_CAP, ESP_MAP_SIZE, ESP_SIZE, OUTSTANDING_CAP } from "../layout";
+import { DEST_ROUTER, PROTO_ESP, SIDE_OUTSIDE, TARGET_ACCEPT, ZONE_WAN } from "../abi/codes";
+import { C_EARLY_DROPS, C_ESP_ACTIVE, C_ESP_BOUND, C_LOCAL_ACCEPT, EV_ESP_BOUND } from "../abi/counters";
+import {
+  ESPF_CHARGED, ESPF_FORWARD, ESPF_PROVISIONAL, ESPF_UNREPLIED, ESP_BOUND, ESP_DEADLINE, ESP_EXPIRES, ESP_FLAGS, ESP_FREE,
+  ESP_LAN_ADDR, ESP_OUTSTANDING, ESP_PEER, ESP_PKTS, ESP_REM_ADDR, ESP_RETRIES, ESP_SIZE, ESP_SPI_IN, ESP_SPI_IN2,
+  ESP_SPI_OUT, ESP_SQUELCHED, ESP_STATE, ESP_TIMER,
+} from "../abi/records";
+import { espMap, espRecs, outstanding, ESP_CAP, ESP_MAP_SIZE, OUTSTANDING_CAP } from "../layout";
 import { IP_DST, IP_SRC, ipDst, ipSrc } from "../wire/ipv4";
-import { ikeLastSeen, ikeRecentHost } from "./isakmp";
-import { DEST_ROUTER, TARGET_ACCEPT, ZONE_WAN, ruleMatch } from "./filter";
+import { peerEspBound, peerEspClosed, peerEspTouch, peerIkeLast, peerRecentHost } from "./peers";
+import { ruleMatch } from "../nat/filter";
 import { kmFind, kmInsert, kmRemove } from "./keymap";
-import { protoForwardMatch, fwdAddr } from "./forward";
-import { Drop } from "./reasons";
-import { rewriteAddr } from "./rewrite";
-import { LIM_ESP, srcCharge, srcRelease } from "./limits";
+import { protoForward } from "../nat/forward";
+import { Drop } from "../abi/reasons";
+import { rewriteAddr } from "../nat/rewrite";
 import { evictSample, slabAlloc, slabFree, slabHighWater, slabInit } from "./slab";
+import { LIM_ESP, srcCharge, srcRelease } from "../nat/limits";
 import {
   count, countAdd, eventPush, espDs, espGuess, espInitDs, espInitRetries, espSquelchDs, nowDs, parallelSessions, unrepliedDs, wanAddr,
-  C_EARLY_DROPS, C_ESP_ACTIVE, C_ESP_BOUND, C_LOCAL_ACCEPT, EV_ESP_BOUND,
-} from "./state";
-
-export const ESP_FREE: u32 = 0;
-export const ESP_OUTSTANDING: u32 = 1;
-export const ESP_BOUND: u32 = 2;
-export const ESP_SQUELCHED: u32 = 3;
-export const ESPF_FORWARD: u32 = 1; // belongs to a protocol forward (server behind the router)
-const ESPF_UNREPLIED: u32 = 2;      // a forward SA a WAN packet opened; the server has not sent to that peer yet
-const ESPF_PROVISIONAL: u32 = 4;    // bound from an unknown inbound SPI; may take one more until the deadline
-const ESPF_CHARGED: u32 = 8;        // an outstanding entry counted against its host's cap
-const EVICT_SCAN: u32 = 64;
-const PROMOTE_EVERY_DS: u32 = 50;
+} from "../nat/state";
 
 const OUT_BIT: u32 = 0x80000000;
 const MAP_MASK: u32 = ESP_MAP_SIZE - 1;
@@ -62,6 +53,8 @@ const slab: usize = memory.data(16);
 let outstandingCount: u32 = 0;
 let sweepHand: u32 = 0;
 let evictHand: u32 = 0;
+const EVICT_SCAN: u32 = 64;
+const PROMOTE_EVERY_DS: u32 = 50;
 
 export function espInit(): void { slabInit(slab, ESP_CAP, ESP_SIZE); outstandingCount = 0; sweepHand = 0; evictHand = 0; }
 
@@ -85,7 +78,7 @@ function outstandingAdd(r: u32): bool {
     // Full: a provisional SA settles early to make room; outstanding entries never give way.
     for (let i: u32 = 0; i < outstandingCount; i++) {
       const x = load<u32>(outstanding + (<usize>i << 2));
-      if (load<u8>(rec(x), 24) == <u8>ESP_BOUND) { settle(x); break; }
+      if (load<u8>(rec(x), ESP_STATE) == <u8>ESP_BOUND) { settle(x); break; }
     }
     if (outstandingCount >= OUTSTANDING_CAP) return false;
   }
@@ -105,35 +98,37 @@ function outstandingDel(r: u32): void {
 
 function espFree(r: u32): void {
   const e = rec(r);
-  const remA = load<u32>(e, 4);
-  const state = <u32>load<u8>(e, 24);
-  const flags = <u32>load<u16>(e, 26);
+  const remA = load<u32>(e, ESP_REM_ADDR);
+  const state = <u32>load<u8>(e, ESP_STATE);
+  const flags = <u32>load<u16>(e, ESP_FLAGS);
   if (state == ESP_OUTSTANDING || state == ESP_SQUELCHED || (flags & ESPF_PROVISIONAL) != 0) outstandingDel(r);
-  if (flags & ESPF_CHARGED) srcRelease(load<u32>(e, 0), LIM_ESP);
-  if (load<u32>(e, 8) != 0) kmRemove(espMap, MAP_MASK, remA, load<u32>(e, 8), (r + 1) | OUT_BIT);
-  if (load<u32>(e, 12) != 0) kmRemove(espMap, MAP_MASK, remA, load<u32>(e, 12), r + 1);
-  if (load<u32>(e, 32) != 0) kmRemove(espMap, MAP_MASK, remA, load<u32>(e, 32), r + 1);
+  if (state == ESP_BOUND) peerEspClosed(load<u32>(e, ESP_LAN_ADDR), remA);
+  if (flags & ESPF_CHARGED) srcRelease(load<u32>(e, ESP_LAN_ADDR), LIM_ESP);
+  if (load<u32>(e, ESP_SPI_OUT) != 0) kmRemove(espMap, MAP_MASK, remA, load<u32>(e, ESP_SPI_OUT), (r + 1) | OUT_BIT);
+  if (load<u32>(e, ESP_SPI_IN) != 0) kmRemove(espMap, MAP_MASK, remA, load<u32>(e, ESP_SPI_IN), r + 1);
+  if (load<u32>(e, ESP_SPI_IN2) != 0) kmRemove(espMap, MAP_MASK, remA, load<u32>(e, ESP_SPI_IN2), r + 1);
   slabFree(slab, espRecs, r);
   countAdd(C_ESP_ACTIVE, -1);
 }
 
-/** Ages the entry's state: an outstanding entry past its deadline is freed, a squelch ends. Returns false if freed. */
+/**
+ * Ages the entry's state: an outstanding entry past its deadline is
+ * squelched (so it cannot hold the slot toward its server for longer), a
+ * squelch ends, an expired entry is freed. Returns false if freed.
+ */
 function espAge(r: u32): bool {
   const e = rec(r);
-  const state = <u32>load<u8>(e, 24);
+  const state = <u32>load<u8>(e, ESP_STATE);
   if (state == ESP_FREE) return false;
-  const late = <i32>(nowDs - load<u32>(e, 20)) >= 0;
-  // Unanswered for esp_init_timeout: the host loses the slot and pauses
-  // (squelch), so a host renewing its SPI every time cannot hold it forever.
-  if (state == ESP_OUTSTANDING && late) {
+  if (state == ESP_OUTSTANDING && <i32>(nowDs - load<u32>(e, ESP_DEADLINE)) >= 0) {
     // The pause runs from the moment the slot expired, however late we look.
-    const end = load<u32>(e, 20) + espSquelchDs;
+    const end = load<u32>(e, ESP_DEADLINE) + espSquelchDs;
     if (<i32>(nowDs - end) >= 0) { espFree(r); return false; }
     squelchUntil(e, end);
     return true;
   }
-  if (<i32>(nowDs - load<u32>(e, 16)) >= 0) { espFree(r); return false; }
-  if (state == ESP_SQUELCHED && late) { espFree(r); return false; }
+  if (<i32>(nowDs - load<u32>(e, ESP_EXPIRES)) >= 0) { espFree(r); return false; }
+  if (state == ESP_SQUELCHED && <i32>(nowDs - load<u32>(e, ESP_DEADLINE)) >= 0) { espFree(r); return false; }
   return true;
 }
 
@@ -141,8 +136,49 @@ function espAge(r: u32): bool {
 function listLive(r: u32): bool {
   if (!espAge(r)) return false;
   const e = rec(r);
-  if (load<u8>(e, 24) == <u8>ESP_BOUND && <i32>(nowDs - load<u32>(e, 20)) >= 0) { settle(r); return false; }
+  if (load<u8>(e, ESP_STATE) == <u8>ESP_BOUND && <i32>(nowDs - load<u32>(e, ESP_TIMER)) >= 0) { settle(r); return false; }
   return true;
+}
+
+/** The provisional time of a bound SA is over: it takes no further SPI. */
+function settle(r: u32): void {
+  const e = rec(r);
+  const flags = <u32>load<u16>(e, ESP_FLAGS);
+  if (flags & ESPF_CHARGED) srcRelease(load<u32>(e, ESP_LAN_ADDR), LIM_ESP);
+  store<u16>(e, <u16>(flags & ~(ESPF_PROVISIONAL | ESPF_CHARGED)), ESP_FLAGS);
+  outstandingDel(r);
+}
+
+/** Expiry of a bound SA touched now: unreplied_timeout while the server behind the router has not answered. */
+@inline function boundLife(e: usize): u32 {
+  return nowDs + ((load<u16>(e, ESP_FLAGS) & <u16>ESPF_UNREPLIED) != 0 ? unrepliedDs : espDs);
+}
+
+/**
+ * The server behind the router sends ESP to `remA`: the SAs that peer
+ * opened through the forward are answered now and live esp_timeout.
+ */
+function promoteForward(remA: u32, lanA: u32): void {
+  const hw = slabHighWater(slab);
+  for (let r: u32 = 0; r < hw; r++) {
+    const e = rec(r);
+    if (load<u8>(e, ESP_STATE) != <u8>ESP_BOUND || (load<u16>(e, ESP_FLAGS) & <u16>ESPF_UNREPLIED) == 0) continue;
+    if (load<u32>(e, ESP_REM_ADDR) != remA || load<u32>(e, ESP_LAN_ADDR) != lanA) continue;
+    store<u16>(e, load<u16>(e, ESP_FLAGS) & ~<u16>ESPF_UNREPLIED, ESP_FLAGS);
+    store<u32>(e, nowDs + espDs, ESP_EXPIRES);
+    peerEspTouch(load<u32>(e, ESP_PEER), nowDs + espDs);
+  }
+}
+
+/** A forward SA never answered, to drop for a new entry when the table is full (record + 1, or 0). */
+function evictCandidate(): u32 {
+  const hw = slabHighWater(slab);
+  for (let n: u32 = 0; n < EVICT_SCAN && n < hw; n++) {
+    const r = evictSample(evictHand++, hw);
+    const e = rec(r);
+    if (load<u8>(e, ESP_STATE) == <u8>ESP_BOUND && (load<u16>(e, ESP_FLAGS) & <u16>ESPF_UNREPLIED) != 0) return r + 1;
+  }
+  return 0;
 }
 
 export function espSweep(budget: u32): void {
@@ -166,13 +202,15 @@ function espNew(lanA: u32, remA: u32, spiOut: u32, spiIn: u32, state: u32, flags
   }
   const r = r1 - 1;
   const e = rec(r);
-  store<u32>(e, lanA, 0); store<u32>(e, remA, 4); store<u32>(e, spiOut, 8); store<u32>(e, spiIn, 12);
-  store<u8>(e, <u8>state, 24); store<u16>(e, <u16>flags, 26);
+  store<u32>(e, lanA, ESP_LAN_ADDR); store<u32>(e, remA, ESP_REM_ADDR); store<u32>(e, spiOut, ESP_SPI_OUT); store<u32>(e, spiIn, ESP_SPI_IN);
+  store<u8>(e, <u8>state, ESP_STATE); store<u16>(e, <u16>flags, ESP_FLAGS);
   if (state == ESP_OUTSTANDING) {
-    store<u32>(e, nowDs + espInitDs, 16);
-    store<u32>(e, nowDs + espInitDs, 20);
+    store<u32>(e, nowDs + espInitDs, ESP_EXPIRES);
+    store<u32>(e, nowDs + espInitDs, ESP_DEADLINE);
   } else {
-    store<u32>(e, nowDs + ((flags & ESPF_UNREPLIED) ? unrepliedDs : espDs), 16);
+    const life = boundLife(e);
+    store<u32>(e, life, ESP_EXPIRES);
+    store<u32>(e, peerEspBound(lanA, remA, life), ESP_PEER);
   }
   if (spiOut != 0) kmInsert(espMap, MAP_MASK, remA, spiOut, r1 | OUT_BIT);
   if (spiIn != 0) kmInsert(espMap, MAP_MASK, remA, spiIn, r1);
@@ -183,44 +221,9 @@ function espNew(lanA: u32, remA: u32, spiOut: u32, spiIn: u32, state: u32, flags
 /** No answer after the retries: pause the host toward that server so it stops blocking others. */
 function squelch(e: usize): void { squelchUntil(e, nowDs + espSquelchDs); }
 function squelchUntil(e: usize, end: u32): void {
-  store<u8>(e, <u8>ESP_SQUELCHED, 24);
-  store<u32>(e, end, 20);
-  store<u32>(e, end, 16);
-}
-
-/** The provisional time of a bound SA is over: it takes no further SPI. */
-function settle(r: u32): void {
-  const e = rec(r);
-  const flags = <u32>load<u16>(e, 26);
-  if (flags & ESPF_CHARGED) srcRelease(load<u32>(e, 0), LIM_ESP);
-  store<u16>(e, <u16>(flags & ~(ESPF_PROVISIONAL | ESPF_CHARGED)), 26);
-  outstandingDel(r);
-}
-
-/**
- * The server behind the router sends ESP to `remA`: the SAs that peer
- * opened through the forward are answered now and live esp_timeout.
- */
-function promoteForward(remA: u32, lanA: u32): void {
-  const hw = slabHighWater(slab);
-  for (let r: u32 = 0; r < hw; r++) {
-    const e = rec(r);
-    if (load<u8>(e, 24) != <u8>ESP_BOUND || (load<u16>(e, 26) & <u16>ESPF_UNREPLIED) == 0) continue;
-    if (load<u32>(e, 4) != remA || load<u32>(e, 0) != lanA) continue;
-    store<u16>(e, load<u16>(e, 26) & ~<u16>ESPF_UNREPLIED, 26);
-    store<u32>(e, nowDs + espDs, 16);
-  }
-}
-
-/** A forward SA never answered, to drop for a new entry when the table is full (record + 1, or 0). */
-function evictCandidate(): u32 {
-  const hw = slabHighWater(slab);
-  for (let n: u32 = 0; n < EVICT_SCAN && n < hw; n++) {
-    const r = evictSample(evictHand++, hw);
-    const e = rec(r);
-    if (load<u8>(e, 24) == <u8>ESP_BOUND && (load<u16>(e, 26) & <u16>ESPF_UNREPLIED) != 0) return r + 1;
-  }
-  return 0;
+  store<u8>(e, <u8>ESP_SQUELCHED, ESP_STATE);
+  store<u32>(e, end, ESP_DEADLINE);
+  store<u32>(e, end, ESP_EXPIRES);
 }
 
 /** The host's own outstanding or squelched entry toward `remA` (record + 1, or 0). */
@@ -229,7 +232,7 @@ function hostPending(remA: u32, lanA: u32): u32 {
     const r = load<u32>(outstanding + (<usize>i << 2));
     if (!listLive(r)) { i--; continue; }
     const e = rec(r);
-    if (load<u32>(e, 4) == remA && load<u32>(e, 0) == lanA && load<u8>(e, 24) != <u8>ESP_BOUND) return r + 1;
+    if (load<u32>(e, ESP_REM_ADDR) == remA && load<u32>(e, ESP_LAN_ADDR) == lanA && load<u8>(e, ESP_STATE) != <u8>ESP_BOUND) return r + 1;
   }
   return 0;
 }
@@ -240,7 +243,7 @@ function outstandingOther(remA: u32, lanA: u32): u32 {
     const r = load<u32>(outstanding + (<usize>i << 2));
     if (!listLive(r)) { i--; continue; } // gone from the list: it shrank under us
     const e = rec(r);
-    if (load<u32>(e, 4) == remA && load<u32>(e, 0) != lanA && load<u8>(e, 24) == <u8>ESP_OUTSTANDING) return r + 1;
+    if (load<u32>(e, ESP_REM_ADDR) == remA && load<u32>(e, ESP_LAN_ADDR) != lanA && load<u8>(e, ESP_STATE) == <u8>ESP_OUTSTANDING) return r + 1;
   }
   return 0;
 }
@@ -262,31 +265,32 @@ export function espOut(p: usize, l4: usize, l4len: u32): u32 {
   if (v != 0) {
     const r = (v & ~OUT_BIT) - 1;
     const e = rec(r);
-    if (load<u32>(e, 0) != lanA) return Drop.ESP_SERIALIZED; // the server chose this SPI for another host
-    const state = <u32>load<u8>(e, 24);
+    if (load<u32>(e, ESP_LAN_ADDR) != lanA) return Drop.ESP_SERIALIZED; // the server chose this SPI for another host
+    const state = <u32>load<u8>(e, ESP_STATE);
     if (state == ESP_SQUELCHED) return Drop.ESP_SQUELCHED;
     if (state == ESP_OUTSTANDING) {
-      const tries = <u32>load<u8>(e, 25) + 1;
-      store<u8>(e, <u8>tries, 25);
+      const tries = <u32>load<u8>(e, ESP_RETRIES) + 1;
+      store<u8>(e, <u8>tries, ESP_RETRIES);
       if (tries > espInitRetries) { squelch(e); return Drop.ESP_SQUELCHED; }
     } else {
-      store<u32>(e, nowDs + espDs, 16);
-      if ((load<u16>(e, 26) & <u16>ESPF_FORWARD) != 0 && nowDs - load<u32>(e, 20) >= PROMOTE_EVERY_DS) {
-        store<u32>(e, nowDs, 20);
+      store<u32>(e, nowDs + espDs, ESP_EXPIRES);
+      peerEspTouch(load<u32>(e, ESP_PEER), nowDs + espDs);
+      if ((load<u16>(e, ESP_FLAGS) & <u16>ESPF_FORWARD) != 0 && nowDs - load<u32>(e, ESP_TIMER) >= PROMOTE_EVERY_DS) {
+        store<u32>(e, nowDs, ESP_TIMER);
         promoteForward(remA, lanA);
       }
     }
-    store<u32>(e, load<u32>(e, 28) + 1, 28);
+    store<u32>(e, load<u32>(e, ESP_PKTS) + 1, ESP_PKTS);
     rewriteAddr(p, IP_SRC, wanAddr);
     return Drop.NONE;
   }
   // A new SPI from this host toward this server.
-  const forwardHost = protoForwardMatch(50) && fwdAddr == lanA;
+  const forwardHost = protoForward(PROTO_ESP) == lanA;
   if (forwardHost) {
     // The server behind the router answers with its own SPIs: nothing to wait for.
     const f1 = espNew(lanA, remA, spi, 0, ESP_BOUND, ESPF_FORWARD);
     if (f1 == 0) return Drop.ESP_TABLE_FULL;
-    store<u32>(rec(f1 - 1), nowDs, 20);
+    store<u32>(rec(f1 - 1), nowDs, ESP_TIMER);
     promoteForward(remA, lanA);
   } else {
     // One pending new SPI per host and server: further new SPIs count as
@@ -294,9 +298,9 @@ export function espOut(p: usize, l4: usize, l4len: u32): u32 {
     const mine = hostPending(remA, lanA);
     if (mine != 0) {
       const e = rec(mine - 1);
-      if (load<u8>(e, 24) == <u8>ESP_SQUELCHED) return Drop.ESP_SQUELCHED;
-      const tries = <u32>load<u8>(e, 25) + 1;
-      store<u8>(e, <u8>tries, 25);
+      if (load<u8>(e, ESP_STATE) == <u8>ESP_SQUELCHED) return Drop.ESP_SQUELCHED;
+      const tries = <u32>load<u8>(e, ESP_RETRIES) + 1;
+      store<u8>(e, <u8>tries, ESP_RETRIES);
       if (tries > espInitRetries) { squelch(e); return Drop.ESP_SQUELCHED; }
       rewriteAddr(p, IP_SRC, wanAddr);
       return Drop.NONE;
@@ -311,7 +315,11 @@ export function espOut(p: usize, l4: usize, l4len: u32): u32 {
   return Drop.NONE;
 }
 
-/** The outstanding entry an unknown inbound SPI from `remA` should bind to (record + 1, or 0). */
+/**
+ * The entry an unknown inbound SPI from `remA` should bind to (record + 1,
+ * or 0): an outstanding entry, else a provisional SA (bound from an unknown
+ * SPI, maybe a spoofed one) that has not taken its second SPI yet.
+ */
 function pickOutstanding(remA: u32): u32 {
   let best: u32 = 0;
   let bestIke: u32 = 0;
@@ -321,16 +329,14 @@ function pickOutstanding(remA: u32): u32 {
     const r = load<u32>(outstanding + (<usize>i << 2));
     if (!listLive(r)) { i--; continue; }
     const e = rec(r);
-    if (load<u32>(e, 4) != remA) continue;
-    const state = <u32>load<u8>(e, 24);
-    // Outstanding entries, and provisional SAs (bound from an unknown SPI,
-    // maybe a spoofed one) that have not taken their second SPI yet.
-    if (state != ESP_OUTSTANDING && !(state == ESP_BOUND && load<u32>(e, 32) == 0)) continue;
+    if (load<u32>(e, ESP_REM_ADDR) != remA) continue;
+    const state = <u32>load<u8>(e, ESP_STATE);
+    if (state != ESP_OUTSTANDING && !(state == ESP_BOUND && load<u32>(e, ESP_SPI_IN2) == 0)) continue;
     // An outstanding entry before any provisional SA; then the host whose
     // IKE exchange with this server is most recent; among equals the oldest.
-    const ike = ikeLastSeen(load<u32>(e, 0), remA);
+    const ike = peerIkeLast(load<u32>(e, ESP_LAN_ADDR), remA);
     const cls: u32 = state == ESP_OUTSTANDING ? 1 : 0;
-    const age = nowDs - (load<u32>(e, 20) - espInitDs);
+    const age = nowDs - (state == ESP_OUTSTANDING ? load<u32>(e, ESP_DEADLINE) : load<u32>(e, ESP_TIMER)) + espInitDs;
     if (best == 0 || cls > bestCls || (cls == bestCls && (ike > bestIke || (ike == bestIke && age > bestAge)))) {
       best = r + 1; bestIke = ike; bestCls = cls; bestAge = age;
     }
@@ -351,42 +357,43 @@ export function espIn(p: usize, l4: usize, l4len: u32): u32 {
     let pick = pickOutstanding(remA);
     // The router's own IPsec (rule-accepted ESP): it wins unknown SPIs from a
     // server when its IKE exchange with that server is the most recent.
-    if (ruleMatch(ZONE_WAN, DEST_ROUTER, 50, remA, ipDst(p), 0) == TARGET_ACCEPT &&
-        (pick == 0 || ikeLastSeen(wanAddr, remA) > ikeLastSeen(load<u32>(rec(pick - 1)), remA))) {
+    if (ruleMatch(ZONE_WAN, DEST_ROUTER, PROTO_ESP, remA, ipDst(p), 0) == TARGET_ACCEPT &&
+        (pick == 0 || peerIkeLast(wanAddr, remA) > peerIkeLast(load<u32>(rec(pick - 1), ESP_LAN_ADDR), remA))) {
       count(C_LOCAL_ACCEPT);
       return Drop.NONE;
     }
     if (pick != 0) {
       const r = pick - 1;
       const e = rec(r);
-      if (load<u8>(e, 24) == <u8>ESP_BOUND) {
+      if (load<u8>(e, ESP_STATE) == <u8>ESP_BOUND) {
         // A provisional SA takes a second inbound SPI and settles.
-        store<u32>(e, spi, 32);
+        store<u32>(e, spi, ESP_SPI_IN2);
         settle(r);
       } else {
-        // Bound, but provisional for esp_init_timeout (it stays on the list,
-        // no longer counted as its host's outstanding entry).
-        store<u32>(e, spi, 12);
-        store<u8>(e, <u8>ESP_BOUND, 24);
-        const fl = <u32>load<u16>(e, 26);
-        if (fl & ESPF_CHARGED) srcRelease(load<u32>(e, 0), LIM_ESP);
-        store<u16>(e, <u16>((fl & ~ESPF_CHARGED) | ESPF_PROVISIONAL), 26);
-        store<u32>(e, nowDs + espInitDs, 20);
+        // Bound, but provisional for esp_init_timeout: it stays on the list,
+        // no longer counted as its host's outstanding entry.
+        store<u32>(e, spi, ESP_SPI_IN);
+        store<u8>(e, <u8>ESP_BOUND, ESP_STATE);
+        const fl = <u32>load<u16>(e, ESP_FLAGS);
+        if (fl & ESPF_CHARGED) srcRelease(load<u32>(e, ESP_LAN_ADDR), LIM_ESP);
+        store<u16>(e, <u16>((fl & ~ESPF_CHARGED) | ESPF_PROVISIONAL), ESP_FLAGS);
+        store<u32>(e, nowDs + espInitDs, ESP_TIMER);
+        store<u32>(e, peerEspBound(load<u32>(e, ESP_LAN_ADDR), remA, nowDs + espDs), ESP_PEER);
       }
-      store<u32>(e, nowDs + espDs, 16);
+      store<u32>(e, nowDs + espDs, ESP_EXPIRES);
       kmInsert(espMap, MAP_MASK, remA, spi, pick);
       count(C_ESP_BOUND);
-      eventPush(EV_ESP_BOUND, 0, 50, 1, load<u32>(e, 0), remA, 0, 0, 0, bswap<u32>(spi));
+      eventPush(EV_ESP_BOUND, 0, PROTO_ESP, SIDE_OUTSIDE, load<u32>(e, ESP_LAN_ADDR), remA, 0, 0, 0, bswap<u32>(spi));
       v = pick;
-    } else if (protoForwardMatch(50)) {
-      // A server behind the router (redirect proto esp): unknown SPIs are its.
-      // Unanswered until the server sends ESP to that peer: short-lived, evicted first.
-      v = espNew(fwdAddr, remA, 0, spi, ESP_BOUND, ESPF_FORWARD | ESPF_UNREPLIED);
+    } else if (protoForward(PROTO_ESP) != 0) {
+      // A server behind the router (redirect proto esp): unknown SPIs are its,
+      // unanswered until it sends ESP to that peer (short-lived, evicted first).
+      v = espNew(protoForward(PROTO_ESP), remA, 0, spi, ESP_BOUND, ESPF_FORWARD | ESPF_UNREPLIED);
       if (v == 0) return Drop.ESP_TABLE_FULL;
     } else if (espGuess) {
       // Option esp_guess: hand it to the LAN host with the most recent IKE
       // exchange with this server, without binding (the HOWTO's fallback).
-      const lanA = ikeRecentHost(remA);
+      const lanA = peerRecentHost(remA);
       if (lanA == 0) return Drop.ESP_NO_SA;
       rewriteAddr(p, IP_DST, lanA);
       return Drop.NONE;
@@ -395,34 +402,24 @@ export function espIn(p: usize, l4: usize, l4len: u32): u32 {
     }
   }
   const e = rec(v - 1);
-  store<u32>(e, nowDs + ((load<u16>(e, 26) & <u16>ESPF_UNREPLIED) != 0 ? unrepliedDs : espDs), 16);
-  store<u32>(e, load<u32>(e, 28) + 1, 28);
-  rewriteAddr(p, IP_DST, load<u32>(e, 0));
+  const life = boundLife(e);
+  store<u32>(e, life, ESP_EXPIRES);
+  peerEspTouch(load<u32>(e, ESP_PEER), life);
+  store<u32>(e, load<u32>(e, ESP_PKTS) + 1, ESP_PKTS);
+  rewriteAddr(p, IP_DST, load<u32>(e, ESP_LAN_ADDR));
   return Drop.NONE;
 }
-
 
 /** The LAN host whose outbound SPI toward `remA` this is (0 if none): for ICMP errors quoting ESP. */
 export function espLanOut(remA: u32, spi: u32): u32 {
   const v = kmFind(espMap, MAP_MASK, remA, spi);
   if (v == 0 || (v & OUT_BIT) == 0) return 0;
   const r = (v & ~OUT_BIT) - 1;
-  return espAge(r) ? load<u32>(rec(r)) : 0;
-}
-
-/** True when a bound association between the two hosts is alive. */
-export function espActiveBetween(lanA: u32, remA: u32): bool {
-  const hw = slabHighWater(slab);
-  for (let r: u32 = 0; r < hw; r++) {
-    const e = rec(r);
-    if (load<u8>(e, 24) == <u8>ESP_BOUND && load<u32>(e, 0) == lanA && load<u32>(e, 4) == remA &&
-        <i32>(nowDs - load<u32>(e, 16)) < 0) return true;
-  }
-  return false;
+  return espAge(r) ? load<u32>(rec(r), ESP_LAN_ADDR) : 0;
 }
 
 export function espFlushAll(): void {
   const hw = slabHighWater(slab);
-  for (let r: u32 = 0; r < hw; r++) if (load<u8>(rec(r), 24) != 0) espFree(r);
+  for (let r: u32 = 0; r < hw; r++) if (load<u8>(rec(r), ESP_STATE) != 0) espFree(r);
 }
 export function espHighWater(): u32 { return slabHighWater(slab); }

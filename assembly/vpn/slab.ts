@@ -2,7 +2,7 @@
 // free records (next + 1 at offset 0) and a bump pointer for records never
 // used. State block (16 bytes): u32 freeHead, u32 bumpNext, u32 capacity, u32 recordSize.
 
-import { hashSeed } from "./state";
+import { hashSeed } from "../nat/state";
 
 @inline export function slabInit(state: usize, capacity: u32, recordSize: u32): void {
   store<u32>(state, 0); store<u32>(state, 0, 4); store<u32>(state, capacity, 8); store<u32>(state, recordSize, 12);
