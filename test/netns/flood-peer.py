@@ -4,6 +4,8 @@
 #   flood-peer.py client HOST PORT S   one TCP connection opened first ("connected"),
 #       then for S seconds every 100 ms: one echo over that connection and one
 #       UDP question from a fresh socket (a new flow each time); prints JSON counts.
+#   flood-peer.py hold HOST PORT S     one TCP connection, one echo ("connected LOCALPORT"),
+#       then on "go": S seconds idle, one more echo; prints JSON {"answered": bool}.
 import json, select, socket, sys, threading, time
 
 def server(port):
@@ -72,8 +74,38 @@ def client(host, port, seconds):
         time.sleep(0.1)
     print(json.dumps(res), flush=True)
 
+def hold(host, port, idle):
+    t = socket.create_connection((host, port), timeout=5)
+    t.sendall(b'<hello>')
+    got = b''
+    while b'<hello>' not in got:
+        d = t.recv(4096)
+        if not d:
+            break
+        got += d
+    print('connected %d' % t.getsockname()[1], flush=True)
+    sys.stdin.readline()
+    time.sleep(idle)
+    ok = False
+    try:
+        t.settimeout(5.0)
+        t.sendall(b'<again>')
+        got = b''
+        deadline = time.time() + 5.0
+        while b'<again>' not in got and time.time() < deadline:
+            d = t.recv(4096)
+            if not d:
+                break
+            got += d
+        ok = b'<again>' in got
+    except OSError:
+        ok = False
+    print(json.dumps({'answered': ok}), flush=True)
+
 if __name__ == '__main__':
     if sys.argv[1] == 'server':
         server(int(sys.argv[2]))
+    elif sys.argv[1] == 'hold':
+        hold(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))
     else:
         client(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))
