@@ -19,9 +19,10 @@ export const C_ESP_ACTIVE: u32 = 12;
 export const C_IKE_ACTIVE: u32 = 13;
 export const C_CALLS_ACTIVE: u32 = 14;
 export const C_ESP_BOUND: u32 = 15;
-export const C_GSO_RX: u32 = 16;          // GSO super-packets read (virtio_net_hdr gso_type set)
-export const C_GSO_BYTES: u32 = 17;       // their IP bytes
-export const C_CSUM_PARTIAL: u32 = 18;    // packets whose L4 checksum was a NEEDS_CSUM partial sum
+export const C_EARLY_DROPS: u32 = 16;   // unanswered entries dropped to make room in a full table
+export const C_GSO_RX: u32 = 17;          // GSO super-packets read (virtio_net_hdr gso_type set)
+export const C_GSO_BYTES: u32 = 18;       // their IP bytes
+export const C_CSUM_PARTIAL: u32 = 19;    // packets whose L4 checksum was a NEEDS_CSUM partial sum
 
 // @group counterLayout
 export const C_DROP_BASE: u32 = 32; // + reason (abi/reasons.ts)

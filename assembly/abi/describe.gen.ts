@@ -7,24 +7,26 @@ import { Drop } from "./reasons";
 import {
   C_RX_INSIDE, C_RX_OUTSIDE, C_PASS_INSIDE, C_PASS_OUTSIDE, C_FLOWS_NEW, C_FLOWS_EXPIRED, C_FLOWS_ACTIVE,
   C_BINDINGS_ACTIVE, C_FRAGS_ACTIVE, C_EVENTS_LOST, C_LOCAL_ACCEPT, C_FLOWS_FLUSHED, C_ESP_ACTIVE,
-  C_IKE_ACTIVE, C_CALLS_ACTIVE, C_ESP_BOUND, C_GSO_RX, C_GSO_BYTES, C_CSUM_PARTIAL, C_DROP_BASE,
-  COUNTER_SLOTS, EV_FLOW_NEW, EV_FLOW_EXPIRED, EV_DROP, EV_FLUSH, EV_ESP_BOUND, EV_AH_REFUSED,
+  C_IKE_ACTIVE, C_CALLS_ACTIVE, C_ESP_BOUND, C_EARLY_DROPS, C_GSO_RX, C_GSO_BYTES, C_CSUM_PARTIAL,
+  C_DROP_BASE, COUNTER_SLOTS, EV_FLOW_NEW, EV_FLOW_EXPIRED, EV_DROP, EV_FLUSH, EV_ESP_BOUND, EV_AH_REFUSED,
   EV_IKE_COLLISION, EVENT_CAP, EVENT_HEADER, EVENT_SIZE, EVT_TYPE, EVT_REASON, EVT_PROTO, EVT_SIDE,
   EVT_LAN_ADDR, EVT_REM_ADDR, EVT_WAN_ADDR, EVT_LAN_PORT, EVT_REM_PORT, EVT_ALIAS_PORT, EVT_TIME, EVT_EXTRA,
 } from "./counters";
 import {
   FLOW_SIZE, F_LAN_ADDR, F_REM_ADDR, F_LAN_PORT, F_REM_PORT, F_ALIAS_PORT, F_PROTO, F_STATE, F_EXPIRES,
-  F_FLAGS, F_SPARE, F_PKTS_OUT, F_PKTS_IN, FL_IN_USE, FL_REDIRECT, FL_REPLIED, FL_FIN_OUT, FL_FIN_IN, FL_NATT,
-  BIND_SIZE, B_LAN_ADDR, B_REFS, B_LAN_PORT, B_FLAGS, BF_USED, BF_STATIC, BIND_TCP, BIND_UDP, BIND_ICMP,
-  BIND_PROTOS, ESP_SIZE, ESP_LAN_ADDR, ESP_REM_ADDR, ESP_SPI_OUT, ESP_SPI_IN, ESP_EXPIRES, ESP_DEADLINE,
-  ESP_PEER, ESP_STATE, ESP_RETRIES, ESP_FLAGS, ESP_PKTS, ESP_FREE, ESP_OUTSTANDING, ESP_BOUND, ESP_SQUELCHED,
-  ESPF_FORWARD, IKE_SIZE, IKE_LAN_ADDR, IKE_REM_ADDR, IKE_ICOOKIE, IKE_RCOOKIE, IKE_EXPIRES, IKE_LAST_SEEN,
-  IKE_REM_PORT, IKE_FLAGS, IKE_PKTS_OUT, IKE_PKTS_IN, IKE_IN_USE, IKEF_INBOUND, CALL_SIZE, CALL_LAN_ADDR,
-  CALL_REM_ADDR, CALL_ID_LAN, CALL_ID_ALIAS, CALL_ID_REMOTE, CALL_FLAGS, CALL_EXPIRES, CALL_PKTS_OUT,
-  CALL_PKTS_IN, CALL_IN_USE, CF_REMOTE_KNOWN, CF_DISCONNECTED, FRAG_SIZE, FRAG_SRC_ADDR, FRAG_DST_ADDR,
-  FRAG_IP_ID, FRAG_PROTO, FRAG_SIDE, FRAG_NEW_ADDR, FRAG_EXPIRES, FRAG_FIRST_END, FRAG_SEEN, FRAG_TOTAL,
-  PEER_SIZE, PEER_LAN_ADDR, PEER_REM_ADDR, PEER_IKE_LAST, PEER_IKE_COUNT, PEER_ESP_BOUND, PEER_ESP_EXPIRES,
-  PEER_RECENT_HOST, PEER_REFS,
+  F_FLAGS, F_TCP_OUT, F_TCP_IN, F_PKTS_OUT, F_PKTS_IN, F_END_OUT, F_END_IN, FL_IN_USE, FL_REDIRECT,
+  FL_REPLIED, FL_FIN_OUT, FL_FIN_IN, FL_NATT, FL_CHARGED, FL_WS_SHIFT, FL_WS_NONE, BIND_SIZE, B_LAN_ADDR,
+  B_REFS, B_LAN_PORT, B_FLAGS, BF_USED, BF_STATIC, BIND_TCP, BIND_UDP, BIND_ICMP, BIND_PROTOS, ESP_SIZE,
+  ESP_LAN_ADDR, ESP_REM_ADDR, ESP_SPI_OUT, ESP_SPI_IN, ESP_EXPIRES, ESP_DEADLINE, ESP_PEER, ESP_STATE,
+  ESP_RETRIES, ESP_FLAGS, ESP_PKTS, ESP_SPI_IN2, ESP_TIMER, ESP_FREE, ESP_OUTSTANDING, ESP_BOUND,
+  ESP_SQUELCHED, ESPF_FORWARD, ESPF_UNREPLIED, ESPF_PROVISIONAL, ESPF_CHARGED, IKE_SIZE, IKE_LAN_ADDR,
+  IKE_REM_ADDR, IKE_ICOOKIE, IKE_RCOOKIE, IKE_EXPIRES, IKE_LAST_SEEN, IKE_REM_PORT, IKE_FLAGS, IKE_PKTS_OUT,
+  IKE_PKTS_IN, IKE_IN_USE, IKEF_INBOUND, IKEF_ANSWERED, IKEF_CHARGED, CALL_SIZE, CALL_LAN_ADDR, CALL_REM_ADDR,
+  CALL_ID_LAN, CALL_ID_ALIAS, CALL_ID_REMOTE, CALL_FLAGS, CALL_EXPIRES, CALL_PKTS_OUT, CALL_PKTS_IN,
+  CALL_IN_USE, CF_REMOTE_KNOWN, CF_DISCONNECTED, FRAG_SIZE, FRAG_SRC_ADDR, FRAG_DST_ADDR, FRAG_IP_ID,
+  FRAG_PROTO, FRAG_SIDE, FRAG_NEW_ADDR, FRAG_EXPIRES, FRAG_FIRST_END, FRAG_SEEN, FRAG_TOTAL, PEER_SIZE,
+  PEER_LAN_ADDR, PEER_REM_ADDR, PEER_IKE_LAST, PEER_IKE_COUNT, PEER_ESP_BOUND, PEER_ESP_EXPIRES,
+  PEER_RECENT_HOST, PEER_REFS, SRC_SIZE, SRC_ADDR, SRC_FLOWS, SRC_IKE, SRC_CALLS, SRC_ESP, SRC_FRAGS,
 } from "./records";
 import {
   SIDE_INSIDE, SIDE_OUTSIDE, VERDICT_DROP, VERDICT_PASS, ZONE_WAN, ZONE_LAN, DEST_ROUTER, DEST_FORWARD,
@@ -35,9 +37,11 @@ import {
   SETTINGS_SIZE, SET_TCP_TIMEOUT, SET_TCP_TRANSITORY_TIMEOUT, SET_UDP_TIMEOUT, SET_ICMP_TIMEOUT,
   SET_FRAG_TIMEOUT, SET_ESP_TIMEOUT, SET_ESP_INIT_TIMEOUT, SET_ESP_INIT_RETRIES, SET_IKE_TIMEOUT,
   SET_NATT_TIMEOUT, SET_GRE_TIMEOUT, SET_PARALLEL_SESSIONS, SET_ESP_GUESS, SET_MASQ_PORT_LO, SET_MASQ_PORT_HI,
+  SET_UNREPLIED_TIMEOUT, SET_SRC_MAX_FLOWS, SET_SRC_MAX_IKE, SET_SRC_MAX_CALLS, SET_SRC_MAX_ESP_PENDING,
+  SET_SRC_MAX_FRAGS,
 } from "./settings";
 
-export const ABI_WORDS: u32 = 171;
+export const ABI_WORDS: u32 = 198;
 
 /** Writes ABI_WORDS u32 values at `out`; returns how many. */
 export function abiDescribe(out: usize): u32 {
@@ -58,159 +62,186 @@ export function abiDescribe(out: usize): u32 {
   store<u32>(out, <u32>C_IKE_ACTIVE, 56);
   store<u32>(out, <u32>C_CALLS_ACTIVE, 60);
   store<u32>(out, <u32>C_ESP_BOUND, 64);
-  store<u32>(out, <u32>C_GSO_RX, 68);
-  store<u32>(out, <u32>C_GSO_BYTES, 72);
-  store<u32>(out, <u32>C_CSUM_PARTIAL, 76);
-  store<u32>(out, <u32>C_DROP_BASE, 80);
-  store<u32>(out, <u32>COUNTER_SLOTS, 84);
-  store<u32>(out, <u32>EV_FLOW_NEW, 88);
-  store<u32>(out, <u32>EV_FLOW_EXPIRED, 92);
-  store<u32>(out, <u32>EV_DROP, 96);
-  store<u32>(out, <u32>EV_FLUSH, 100);
-  store<u32>(out, <u32>EV_ESP_BOUND, 104);
-  store<u32>(out, <u32>EV_AH_REFUSED, 108);
-  store<u32>(out, <u32>EV_IKE_COLLISION, 112);
-  store<u32>(out, <u32>EVENT_CAP, 116);
-  store<u32>(out, <u32>EVENT_HEADER, 120);
-  store<u32>(out, <u32>EVENT_SIZE, 124);
-  store<u32>(out, <u32>EVT_TYPE, 128);
-  store<u32>(out, <u32>EVT_REASON, 132);
-  store<u32>(out, <u32>EVT_PROTO, 136);
-  store<u32>(out, <u32>EVT_SIDE, 140);
-  store<u32>(out, <u32>EVT_LAN_ADDR, 144);
-  store<u32>(out, <u32>EVT_REM_ADDR, 148);
-  store<u32>(out, <u32>EVT_WAN_ADDR, 152);
-  store<u32>(out, <u32>EVT_LAN_PORT, 156);
-  store<u32>(out, <u32>EVT_REM_PORT, 160);
-  store<u32>(out, <u32>EVT_ALIAS_PORT, 164);
-  store<u32>(out, <u32>EVT_TIME, 168);
-  store<u32>(out, <u32>EVT_EXTRA, 172);
-  store<u32>(out, <u32>FLOW_SIZE, 176);
-  store<u32>(out, <u32>F_LAN_ADDR, 180);
-  store<u32>(out, <u32>F_REM_ADDR, 184);
-  store<u32>(out, <u32>F_LAN_PORT, 188);
-  store<u32>(out, <u32>F_REM_PORT, 192);
-  store<u32>(out, <u32>F_ALIAS_PORT, 196);
-  store<u32>(out, <u32>F_PROTO, 200);
-  store<u32>(out, <u32>F_STATE, 204);
-  store<u32>(out, <u32>F_EXPIRES, 208);
-  store<u32>(out, <u32>F_FLAGS, 212);
-  store<u32>(out, <u32>F_SPARE, 216);
-  store<u32>(out, <u32>F_PKTS_OUT, 220);
-  store<u32>(out, <u32>F_PKTS_IN, 224);
-  store<u32>(out, <u32>FL_IN_USE, 228);
-  store<u32>(out, <u32>FL_REDIRECT, 232);
-  store<u32>(out, <u32>FL_REPLIED, 236);
-  store<u32>(out, <u32>FL_FIN_OUT, 240);
-  store<u32>(out, <u32>FL_FIN_IN, 244);
-  store<u32>(out, <u32>FL_NATT, 248);
-  store<u32>(out, <u32>BIND_SIZE, 252);
-  store<u32>(out, <u32>B_LAN_ADDR, 256);
-  store<u32>(out, <u32>B_REFS, 260);
-  store<u32>(out, <u32>B_LAN_PORT, 264);
-  store<u32>(out, <u32>B_FLAGS, 268);
-  store<u32>(out, <u32>BF_USED, 272);
-  store<u32>(out, <u32>BF_STATIC, 276);
-  store<u32>(out, <u32>BIND_TCP, 280);
-  store<u32>(out, <u32>BIND_UDP, 284);
-  store<u32>(out, <u32>BIND_ICMP, 288);
-  store<u32>(out, <u32>BIND_PROTOS, 292);
-  store<u32>(out, <u32>ESP_SIZE, 296);
-  store<u32>(out, <u32>ESP_LAN_ADDR, 300);
-  store<u32>(out, <u32>ESP_REM_ADDR, 304);
-  store<u32>(out, <u32>ESP_SPI_OUT, 308);
-  store<u32>(out, <u32>ESP_SPI_IN, 312);
-  store<u32>(out, <u32>ESP_EXPIRES, 316);
-  store<u32>(out, <u32>ESP_DEADLINE, 320);
-  store<u32>(out, <u32>ESP_PEER, 324);
-  store<u32>(out, <u32>ESP_STATE, 328);
-  store<u32>(out, <u32>ESP_RETRIES, 332);
-  store<u32>(out, <u32>ESP_FLAGS, 336);
-  store<u32>(out, <u32>ESP_PKTS, 340);
-  store<u32>(out, <u32>ESP_FREE, 344);
-  store<u32>(out, <u32>ESP_OUTSTANDING, 348);
-  store<u32>(out, <u32>ESP_BOUND, 352);
-  store<u32>(out, <u32>ESP_SQUELCHED, 356);
-  store<u32>(out, <u32>ESPF_FORWARD, 360);
-  store<u32>(out, <u32>IKE_SIZE, 364);
-  store<u32>(out, <u32>IKE_LAN_ADDR, 368);
-  store<u32>(out, <u32>IKE_REM_ADDR, 372);
-  store<u32>(out, <u32>IKE_ICOOKIE, 376);
-  store<u32>(out, <u32>IKE_RCOOKIE, 380);
-  store<u32>(out, <u32>IKE_EXPIRES, 384);
-  store<u32>(out, <u32>IKE_LAST_SEEN, 388);
-  store<u32>(out, <u32>IKE_REM_PORT, 392);
-  store<u32>(out, <u32>IKE_FLAGS, 396);
-  store<u32>(out, <u32>IKE_PKTS_OUT, 400);
-  store<u32>(out, <u32>IKE_PKTS_IN, 404);
-  store<u32>(out, <u32>IKE_IN_USE, 408);
-  store<u32>(out, <u32>IKEF_INBOUND, 412);
-  store<u32>(out, <u32>CALL_SIZE, 416);
-  store<u32>(out, <u32>CALL_LAN_ADDR, 420);
-  store<u32>(out, <u32>CALL_REM_ADDR, 424);
-  store<u32>(out, <u32>CALL_ID_LAN, 428);
-  store<u32>(out, <u32>CALL_ID_ALIAS, 432);
-  store<u32>(out, <u32>CALL_ID_REMOTE, 436);
-  store<u32>(out, <u32>CALL_FLAGS, 440);
-  store<u32>(out, <u32>CALL_EXPIRES, 444);
-  store<u32>(out, <u32>CALL_PKTS_OUT, 448);
-  store<u32>(out, <u32>CALL_PKTS_IN, 452);
-  store<u32>(out, <u32>CALL_IN_USE, 456);
-  store<u32>(out, <u32>CF_REMOTE_KNOWN, 460);
-  store<u32>(out, <u32>CF_DISCONNECTED, 464);
-  store<u32>(out, <u32>FRAG_SIZE, 468);
-  store<u32>(out, <u32>FRAG_SRC_ADDR, 472);
-  store<u32>(out, <u32>FRAG_DST_ADDR, 476);
-  store<u32>(out, <u32>FRAG_IP_ID, 480);
-  store<u32>(out, <u32>FRAG_PROTO, 484);
-  store<u32>(out, <u32>FRAG_SIDE, 488);
-  store<u32>(out, <u32>FRAG_NEW_ADDR, 492);
-  store<u32>(out, <u32>FRAG_EXPIRES, 496);
-  store<u32>(out, <u32>FRAG_FIRST_END, 500);
-  store<u32>(out, <u32>FRAG_SEEN, 504);
-  store<u32>(out, <u32>FRAG_TOTAL, 508);
-  store<u32>(out, <u32>PEER_SIZE, 512);
-  store<u32>(out, <u32>PEER_LAN_ADDR, 516);
-  store<u32>(out, <u32>PEER_REM_ADDR, 520);
-  store<u32>(out, <u32>PEER_IKE_LAST, 524);
-  store<u32>(out, <u32>PEER_IKE_COUNT, 528);
-  store<u32>(out, <u32>PEER_ESP_BOUND, 532);
-  store<u32>(out, <u32>PEER_ESP_EXPIRES, 536);
-  store<u32>(out, <u32>PEER_RECENT_HOST, 540);
-  store<u32>(out, <u32>PEER_REFS, 544);
-  store<u32>(out, <u32>SIDE_INSIDE, 548);
-  store<u32>(out, <u32>SIDE_OUTSIDE, 552);
-  store<u32>(out, <u32>VERDICT_DROP, 556);
-  store<u32>(out, <u32>VERDICT_PASS, 560);
-  store<u32>(out, <u32>ZONE_WAN, 564);
-  store<u32>(out, <u32>ZONE_LAN, 568);
-  store<u32>(out, <u32>DEST_ROUTER, 572);
-  store<u32>(out, <u32>DEST_FORWARD, 576);
-  store<u32>(out, <u32>TARGET_NONE, 580);
-  store<u32>(out, <u32>TARGET_ACCEPT, 584);
-  store<u32>(out, <u32>TARGET_DROP, 588);
-  store<u32>(out, <u32>TARGET_REJECT, 592);
-  store<u32>(out, <u32>PROTO_ICMP, 596);
-  store<u32>(out, <u32>PROTO_TCP, 600);
-  store<u32>(out, <u32>PROTO_UDP, 604);
-  store<u32>(out, <u32>PROTO_GRE, 608);
-  store<u32>(out, <u32>PROTO_ESP, 612);
-  store<u32>(out, <u32>PROTO_AH, 616);
-  store<u32>(out, <u32>SETTINGS_SIZE, 620);
-  store<u32>(out, <u32>SET_TCP_TIMEOUT, 624);
-  store<u32>(out, <u32>SET_TCP_TRANSITORY_TIMEOUT, 628);
-  store<u32>(out, <u32>SET_UDP_TIMEOUT, 632);
-  store<u32>(out, <u32>SET_ICMP_TIMEOUT, 636);
-  store<u32>(out, <u32>SET_FRAG_TIMEOUT, 640);
-  store<u32>(out, <u32>SET_ESP_TIMEOUT, 644);
-  store<u32>(out, <u32>SET_ESP_INIT_TIMEOUT, 648);
-  store<u32>(out, <u32>SET_ESP_INIT_RETRIES, 652);
-  store<u32>(out, <u32>SET_IKE_TIMEOUT, 656);
-  store<u32>(out, <u32>SET_NATT_TIMEOUT, 660);
-  store<u32>(out, <u32>SET_GRE_TIMEOUT, 664);
-  store<u32>(out, <u32>SET_PARALLEL_SESSIONS, 668);
-  store<u32>(out, <u32>SET_ESP_GUESS, 672);
-  store<u32>(out, <u32>SET_MASQ_PORT_LO, 676);
-  store<u32>(out, <u32>SET_MASQ_PORT_HI, 680);
-  return 171;
+  store<u32>(out, <u32>C_EARLY_DROPS, 68);
+  store<u32>(out, <u32>C_GSO_RX, 72);
+  store<u32>(out, <u32>C_GSO_BYTES, 76);
+  store<u32>(out, <u32>C_CSUM_PARTIAL, 80);
+  store<u32>(out, <u32>C_DROP_BASE, 84);
+  store<u32>(out, <u32>COUNTER_SLOTS, 88);
+  store<u32>(out, <u32>EV_FLOW_NEW, 92);
+  store<u32>(out, <u32>EV_FLOW_EXPIRED, 96);
+  store<u32>(out, <u32>EV_DROP, 100);
+  store<u32>(out, <u32>EV_FLUSH, 104);
+  store<u32>(out, <u32>EV_ESP_BOUND, 108);
+  store<u32>(out, <u32>EV_AH_REFUSED, 112);
+  store<u32>(out, <u32>EV_IKE_COLLISION, 116);
+  store<u32>(out, <u32>EVENT_CAP, 120);
+  store<u32>(out, <u32>EVENT_HEADER, 124);
+  store<u32>(out, <u32>EVENT_SIZE, 128);
+  store<u32>(out, <u32>EVT_TYPE, 132);
+  store<u32>(out, <u32>EVT_REASON, 136);
+  store<u32>(out, <u32>EVT_PROTO, 140);
+  store<u32>(out, <u32>EVT_SIDE, 144);
+  store<u32>(out, <u32>EVT_LAN_ADDR, 148);
+  store<u32>(out, <u32>EVT_REM_ADDR, 152);
+  store<u32>(out, <u32>EVT_WAN_ADDR, 156);
+  store<u32>(out, <u32>EVT_LAN_PORT, 160);
+  store<u32>(out, <u32>EVT_REM_PORT, 164);
+  store<u32>(out, <u32>EVT_ALIAS_PORT, 168);
+  store<u32>(out, <u32>EVT_TIME, 172);
+  store<u32>(out, <u32>EVT_EXTRA, 176);
+  store<u32>(out, <u32>FLOW_SIZE, 180);
+  store<u32>(out, <u32>F_LAN_ADDR, 184);
+  store<u32>(out, <u32>F_REM_ADDR, 188);
+  store<u32>(out, <u32>F_LAN_PORT, 192);
+  store<u32>(out, <u32>F_REM_PORT, 196);
+  store<u32>(out, <u32>F_ALIAS_PORT, 200);
+  store<u32>(out, <u32>F_PROTO, 204);
+  store<u32>(out, <u32>F_STATE, 208);
+  store<u32>(out, <u32>F_EXPIRES, 212);
+  store<u32>(out, <u32>F_FLAGS, 216);
+  store<u32>(out, <u32>F_TCP_OUT, 220);
+  store<u32>(out, <u32>F_TCP_IN, 224);
+  store<u32>(out, <u32>F_PKTS_OUT, 228);
+  store<u32>(out, <u32>F_PKTS_IN, 232);
+  store<u32>(out, <u32>F_END_OUT, 236);
+  store<u32>(out, <u32>F_END_IN, 240);
+  store<u32>(out, <u32>FL_IN_USE, 244);
+  store<u32>(out, <u32>FL_REDIRECT, 248);
+  store<u32>(out, <u32>FL_REPLIED, 252);
+  store<u32>(out, <u32>FL_FIN_OUT, 256);
+  store<u32>(out, <u32>FL_FIN_IN, 260);
+  store<u32>(out, <u32>FL_NATT, 264);
+  store<u32>(out, <u32>FL_CHARGED, 268);
+  store<u32>(out, <u32>FL_WS_SHIFT, 272);
+  store<u32>(out, <u32>FL_WS_NONE, 276);
+  store<u32>(out, <u32>BIND_SIZE, 280);
+  store<u32>(out, <u32>B_LAN_ADDR, 284);
+  store<u32>(out, <u32>B_REFS, 288);
+  store<u32>(out, <u32>B_LAN_PORT, 292);
+  store<u32>(out, <u32>B_FLAGS, 296);
+  store<u32>(out, <u32>BF_USED, 300);
+  store<u32>(out, <u32>BF_STATIC, 304);
+  store<u32>(out, <u32>BIND_TCP, 308);
+  store<u32>(out, <u32>BIND_UDP, 312);
+  store<u32>(out, <u32>BIND_ICMP, 316);
+  store<u32>(out, <u32>BIND_PROTOS, 320);
+  store<u32>(out, <u32>ESP_SIZE, 324);
+  store<u32>(out, <u32>ESP_LAN_ADDR, 328);
+  store<u32>(out, <u32>ESP_REM_ADDR, 332);
+  store<u32>(out, <u32>ESP_SPI_OUT, 336);
+  store<u32>(out, <u32>ESP_SPI_IN, 340);
+  store<u32>(out, <u32>ESP_EXPIRES, 344);
+  store<u32>(out, <u32>ESP_DEADLINE, 348);
+  store<u32>(out, <u32>ESP_PEER, 352);
+  store<u32>(out, <u32>ESP_STATE, 356);
+  store<u32>(out, <u32>ESP_RETRIES, 360);
+  store<u32>(out, <u32>ESP_FLAGS, 364);
+  store<u32>(out, <u32>ESP_PKTS, 368);
+  store<u32>(out, <u32>ESP_SPI_IN2, 372);
+  store<u32>(out, <u32>ESP_TIMER, 376);
+  store<u32>(out, <u32>ESP_FREE, 380);
+  store<u32>(out, <u32>ESP_OUTSTANDING, 384);
+  store<u32>(out, <u32>ESP_BOUND, 388);
+  store<u32>(out, <u32>ESP_SQUELCHED, 392);
+  store<u32>(out, <u32>ESPF_FORWARD, 396);
+  store<u32>(out, <u32>ESPF_UNREPLIED, 400);
+  store<u32>(out, <u32>ESPF_PROVISIONAL, 404);
+  store<u32>(out, <u32>ESPF_CHARGED, 408);
+  store<u32>(out, <u32>IKE_SIZE, 412);
+  store<u32>(out, <u32>IKE_LAN_ADDR, 416);
+  store<u32>(out, <u32>IKE_REM_ADDR, 420);
+  store<u32>(out, <u32>IKE_ICOOKIE, 424);
+  store<u32>(out, <u32>IKE_RCOOKIE, 428);
+  store<u32>(out, <u32>IKE_EXPIRES, 432);
+  store<u32>(out, <u32>IKE_LAST_SEEN, 436);
+  store<u32>(out, <u32>IKE_REM_PORT, 440);
+  store<u32>(out, <u32>IKE_FLAGS, 444);
+  store<u32>(out, <u32>IKE_PKTS_OUT, 448);
+  store<u32>(out, <u32>IKE_PKTS_IN, 452);
+  store<u32>(out, <u32>IKE_IN_USE, 456);
+  store<u32>(out, <u32>IKEF_INBOUND, 460);
+  store<u32>(out, <u32>IKEF_ANSWERED, 464);
+  store<u32>(out, <u32>IKEF_CHARGED, 468);
+  store<u32>(out, <u32>CALL_SIZE, 472);
+  store<u32>(out, <u32>CALL_LAN_ADDR, 476);
+  store<u32>(out, <u32>CALL_REM_ADDR, 480);
+  store<u32>(out, <u32>CALL_ID_LAN, 484);
+  store<u32>(out, <u32>CALL_ID_ALIAS, 488);
+  store<u32>(out, <u32>CALL_ID_REMOTE, 492);
+  store<u32>(out, <u32>CALL_FLAGS, 496);
+  store<u32>(out, <u32>CALL_EXPIRES, 500);
+  store<u32>(out, <u32>CALL_PKTS_OUT, 504);
+  store<u32>(out, <u32>CALL_PKTS_IN, 508);
+  store<u32>(out, <u32>CALL_IN_USE, 512);
+  store<u32>(out, <u32>CF_REMOTE_KNOWN, 516);
+  store<u32>(out, <u32>CF_DISCONNECTED, 520);
+  store<u32>(out, <u32>FRAG_SIZE, 524);
+  store<u32>(out, <u32>FRAG_SRC_ADDR, 528);
+  store<u32>(out, <u32>FRAG_DST_ADDR, 532);
+  store<u32>(out, <u32>FRAG_IP_ID, 536);
+  store<u32>(out, <u32>FRAG_PROTO, 540);
+  store<u32>(out, <u32>FRAG_SIDE, 544);
+  store<u32>(out, <u32>FRAG_NEW_ADDR, 548);
+  store<u32>(out, <u32>FRAG_EXPIRES, 552);
+  store<u32>(out, <u32>FRAG_FIRST_END, 556);
+  store<u32>(out, <u32>FRAG_SEEN, 560);
+  store<u32>(out, <u32>FRAG_TOTAL, 564);
+  store<u32>(out, <u32>PEER_SIZE, 568);
+  store<u32>(out, <u32>PEER_LAN_ADDR, 572);
+  store<u32>(out, <u32>PEER_REM_ADDR, 576);
+  store<u32>(out, <u32>PEER_IKE_LAST, 580);
+  store<u32>(out, <u32>PEER_IKE_COUNT, 584);
+  store<u32>(out, <u32>PEER_ESP_BOUND, 588);
+  store<u32>(out, <u32>PEER_ESP_EXPIRES, 592);
+  store<u32>(out, <u32>PEER_RECENT_HOST, 596);
+  store<u32>(out, <u32>PEER_REFS, 600);
+  store<u32>(out, <u32>SRC_SIZE, 604);
+  store<u32>(out, <u32>SRC_ADDR, 608);
+  store<u32>(out, <u32>SRC_FLOWS, 612);
+  store<u32>(out, <u32>SRC_IKE, 616);
+  store<u32>(out, <u32>SRC_CALLS, 620);
+  store<u32>(out, <u32>SRC_ESP, 624);
+  store<u32>(out, <u32>SRC_FRAGS, 628);
+  store<u32>(out, <u32>SIDE_INSIDE, 632);
+  store<u32>(out, <u32>SIDE_OUTSIDE, 636);
+  store<u32>(out, <u32>VERDICT_DROP, 640);
+  store<u32>(out, <u32>VERDICT_PASS, 644);
+  store<u32>(out, <u32>ZONE_WAN, 648);
+  store<u32>(out, <u32>ZONE_LAN, 652);
+  store<u32>(out, <u32>DEST_ROUTER, 656);
+  store<u32>(out, <u32>DEST_FORWARD, 660);
+  store<u32>(out, <u32>TARGET_NONE, 664);
+  store<u32>(out, <u32>TARGET_ACCEPT, 668);
+  store<u32>(out, <u32>TARGET_DROP, 672);
+  store<u32>(out, <u32>TARGET_REJECT, 676);
+  store<u32>(out, <u32>PROTO_ICMP, 680);
+  store<u32>(out, <u32>PROTO_TCP, 684);
+  store<u32>(out, <u32>PROTO_UDP, 688);
+  store<u32>(out, <u32>PROTO_GRE, 692);
+  store<u32>(out, <u32>PROTO_ESP, 696);
+  store<u32>(out, <u32>PROTO_AH, 700);
+  store<u32>(out, <u32>SETTINGS_SIZE, 704);
+  store<u32>(out, <u32>SET_TCP_TIMEOUT, 708);
+  store<u32>(out, <u32>SET_TCP_TRANSITORY_TIMEOUT, 712);
+  store<u32>(out, <u32>SET_UDP_TIMEOUT, 716);
+  store<u32>(out, <u32>SET_ICMP_TIMEOUT, 720);
+  store<u32>(out, <u32>SET_FRAG_TIMEOUT, 724);
+  store<u32>(out, <u32>SET_ESP_TIMEOUT, 728);
+  store<u32>(out, <u32>SET_ESP_INIT_TIMEOUT, 732);
+  store<u32>(out, <u32>SET_ESP_INIT_RETRIES, 736);
+  store<u32>(out, <u32>SET_IKE_TIMEOUT, 740);
+  store<u32>(out, <u32>SET_NATT_TIMEOUT, 744);
+  store<u32>(out, <u32>SET_GRE_TIMEOUT, 748);
+  store<u32>(out, <u32>SET_PARALLEL_SESSIONS, 752);
+  store<u32>(out, <u32>SET_ESP_GUESS, 756);
+  store<u32>(out, <u32>SET_MASQ_PORT_LO, 760);
+  store<u32>(out, <u32>SET_MASQ_PORT_HI, 764);
+  store<u32>(out, <u32>SET_UNREPLIED_TIMEOUT, 768);
+  store<u32>(out, <u32>SET_SRC_MAX_FLOWS, 772);
+  store<u32>(out, <u32>SET_SRC_MAX_IKE, 776);
+  store<u32>(out, <u32>SET_SRC_MAX_CALLS, 780);
+  store<u32>(out, <u32>SET_SRC_MAX_ESP_PENDING, 784);
+  store<u32>(out, <u32>SET_SRC_MAX_FRAGS, 788);
+  return 198;
 }
