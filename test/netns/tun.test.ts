@@ -158,6 +158,83 @@ try {
 }
 `;
 
+// Scenario (root, in NS): TUNs with offloads. 'to0' asks for everything, 'to1'
+// without USO (the fallback a kernel without USO gets). A UDP packet the
+// kernel sends out of to0 arrives behind a virtio_net_hdr with NEEDS_CSUM (its
+// checksum left to us: a partial sum); packets written back go out behind
+// their own header: a zero header is a plain packet, a GSO header with
+// gso_size 0 is refused by the kernel too (a counted write drop).
+const OFFLOAD_CHILD = `
+import { TunDevice, offloadNames, writeDrops } from ${JSON.stringify(TUN_TS)};
+import { execFileSync } from 'node:child_process';
+import dgram from 'node:dgram';
+
+const SLOT = 65600, MAX = 4, HDR = 16, LEN_BASE = SLOT * MAX, VERDICT_BASE = LEN_BASE + 4 * MAX, HDR_BASE = VERDICT_BASE + 64;
+const mem = new WebAssembly.Memory({ initial: 8 }).buffer;
+const bytes = new Uint8Array(mem);
+const dv = new DataView(mem);
+const out = {};
+const dev = TunDevice.open('to0', { offload: true });
+const dev1 = TunDevice.open('to1', { offload: true, uso: false });
+const plain = TunDevice.open('to2');
+out.to0 = { vnet: dev.vnet, offloads: offloadNames(dev.offloads) };
+out.to1 = { vnet: dev1.vnet, offloads: offloadNames(dev1.offloads) };
+out.to2 = { vnet: plain.vnet, offloads: plain.offloads };
+try { dev.readBatch(mem, 0, SLOT, LEN_BASE, MAX); out.noHdrArgs = null; } catch (e) { out.noHdrArgs = e.message; }
+execFileSync('ip', ['addr', 'add', '10.201.0.1/24', 'dev', 'to0']);
+execFileSync('ip', ['link', 'set', 'to0', 'up']);
+const tx = dgram.createSocket('udp4');
+out.read = await new Promise((resolve, reject) => {
+  const timer = setTimeout(() => reject(new Error('no UDP packet seen on to0 within 5 s')), 5000);
+  dev.onReadable(() => {
+    const n = dev.readBatch(mem, 0, SLOT, LEN_BASE, MAX, HDR_BASE, HDR);
+    for (let i = 0; i < n; i++) {
+      const p = bytes.subarray(i * SLOT, i * SLOT + dv.getUint32(LEN_BASE + 4 * i, true));
+      if (p[0] >> 4 !== 4 || p[9] !== 17) continue;
+      clearTimeout(timer);
+      const h = HDR_BASE + i * HDR;
+      resolve({ len: p.length, first: p[0], flags: bytes[h], gsoType: bytes[h + 1],
+        csumStart: dv.getUint16(h + 6, true), csumOffset: dv.getUint16(h + 8, true) });
+    }
+  });
+  tx.send('hello-vnet', 9999, '10.201.0.2', (err) => err && reject(err));
+});
+tx.close();
+
+function udp4(slot, sport, dport, text) {
+  const payload = Buffer.from(text);
+  const total = 28 + payload.length;
+  const p = bytes.subarray(slot * SLOT, slot * SLOT + total);
+  p.fill(0);
+  p.set([0x45, 0, total >> 8, total & 255, 0x12, 0x34, 0x40, 0, 64, 17, 0, 0, 10, 201, 0, 2, 10, 201, 0, 1]);
+  let a = 0; for (let i = 0; i < 20; i += 2) a += (p[i] << 8) | p[i + 1];
+  while (a > 0xffff) a = (a & 0xffff) + (a >>> 16);
+  p[10] = (~a >> 8) & 255; p[11] = ~a & 255;
+  p.set([sport >> 8, sport & 255, dport >> 8, dport & 255, 0, 8 + payload.length, 0, 0], 20); // UDP checksum 0: none
+  p.set(payload, 28);
+  dv.setUint32(LEN_BASE + 4 * slot, total, true);
+  bytes[VERDICT_BASE + slot] = 1;
+}
+const rx = dgram.createSocket('udp4');
+await new Promise((r) => rx.bind(0, '10.201.0.1', r));
+const port = rx.address().port;
+const received = [];
+rx.on('message', (msg) => received.push(msg.toString()));
+bytes.fill(0, HDR_BASE, HDR_BASE + HDR * MAX);
+udp4(0, 4000, port, 'plain-behind-zero-header');
+udp4(1, 4001, port, 'gso-size-zero: refused');
+bytes[HDR_BASE + HDR + 0] = 1; bytes[HDR_BASE + HDR + 1] = 1; // NEEDS_CSUM, GSO_TCPV4 on UDP, gso_size 0
+dv.setUint16(HDR_BASE + HDR + 6, 20, true); dv.setUint16(HDR_BASE + HDR + 8, 6, true);
+const drops0 = writeDrops();
+out.written = dev.writeBatch(mem, 0, SLOT, LEN_BASE, VERDICT_BASE, 2, 1, HDR_BASE, HDR);
+await new Promise((r) => setTimeout(r, 300));
+rx.close();
+out.writeDrops = writeDrops() - drops0;
+out.received = received;
+dev.close(); dev1.close(); plain.close();
+console.log(JSON.stringify(out));
+`;
+
 function run(cmd: string, args: string[]): Promise<string> {
   return new Promise((resolve, reject) => {
     execFile(cmd, args, { timeout: 30_000, encoding: 'utf8' }, (err, stdout, stderr) => {
@@ -194,6 +271,20 @@ describe.skipIf(skipUnless({ root: true, tun: true, tools: ['ip', 'setpriv'] }))
       // never created
     }
     copy?.cleanup();
+  });
+
+  it('opens TUNs with IFF_VNET_HDR and offloads: partial checksums read behind a virtio header, headers written back; USO can be left out', async () => {
+    const out = lastLine(await child(OFFLOAD_CHILD));
+    expect(out.to0.vnet).toBe(true);
+    expect(out.to0.offloads).toEqual(expect.arrayContaining(['csum', 'tso4', 'tso6']));
+    expect(out.to1).toEqual({ vnet: true, offloads: ['csum', 'tso4', 'tso6'] });
+    expect(out.to2).toEqual({ vnet: false, offloads: 0 });
+    expect(out.noHdrArgs).toMatch(/virtio headers: pass hdrBase and hdrStride/);
+    // The kernel left the UDP checksum to the device: NEEDS_CSUM at the UDP checksum.
+    expect(out.read).toMatchObject({ first: 0x45, flags: 1, gsoType: 0, csumStart: 20, csumOffset: 6 });
+    expect(out.written).toBe(1);
+    expect(out.writeDrops).toBe(1);
+    expect(out.received).toEqual(['plain-behind-zero-header']);
   });
 
   it('reads a kernel-routed UDP packet and injects a crafted one, zero-copy into wasm memory', async () => {
