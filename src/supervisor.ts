@@ -19,7 +19,6 @@ import { BatchLoop } from './datapath/loop.js';
 import { ControlServer } from './control/server.js';
 import type { Request, Response } from './control/protocol.js';
 
-/** An error whose message is the one line to print before exiting non-zero. */
 /** option offload, unless VPNMASQ_OFFLOAD=0/1 overrides it (to run test suites and benchmarks both ways). */
 function offloadWanted(option: boolean): boolean {
   const env = process.env.VPNMASQ_OFFLOAD;
@@ -28,6 +27,7 @@ function offloadWanted(option: boolean): boolean {
   return option;
 }
 
+/** An error whose message is the one line to print before exiting non-zero. */
 export class FatalError extends Error {
   constructor(message: string, readonly exitCode = 1) { super(message); }
 }
