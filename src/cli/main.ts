@@ -70,6 +70,11 @@ async function main(argv: string[]): Promise<number> {
     case 'check-config': {
       try {
         const cfg = loadConfig(configPath);
+        // Where the metrics and the dashboard would listen, when the devices are here to check against.
+        const { checkListeners, deviceAddresses } = await import('../observe/listen.js');
+        let addrs = null;
+        try { addrs = deviceAddresses(cfg); } catch { /* no iproute2 or no such device here: the start checks again */ }
+        if (addrs) checkListeners(cfg, addrs, null);
         process.stdout.write(`${cfg.file}: OK (${cfg.redirects.length} redirects, ${cfg.rules.length} rules)\n`);
         return 0;
       } catch (err) {

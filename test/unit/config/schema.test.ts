@@ -117,6 +117,9 @@ describe('config: the contract', () => {
         espGuess: false,
         controlSocket: '/var/run/vpnmasq.sock',
         wanInterface: 'wan',
+        metricsListen: null,
+        metricsFile: null,
+        webListen: null,
       },
       redirects: [
         {
