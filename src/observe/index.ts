@@ -122,6 +122,7 @@ export class Observer {
             '/app.css': () => ({ type: 'text/css; charset=utf-8', body: PAGE_CSS }),
             '/api/stats': () => ({ type: json, body: this.statsJson() }),
             '/api/flows': () => ({ type: json, body: this.flowsJson() }),
+            '/favicon.ico': () => ({ status: 204, type: 'image/x-icon', body: '' }),
           },
         });
         this.servers.push(s);

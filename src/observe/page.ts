@@ -85,7 +85,7 @@ meter { width: 10em; }
 
 export const PAGE_JS = `'use strict';
 (function () {
-  var HISTORY = 120;
+  var HISTORY = 60;
   var samples = [];
   var last = null;
 

@@ -1,0 +1,69 @@
+// Headless Chromium (Debian's `chromium`, driven by playwright-core through
+// its executablePath: no browser download) loading the vpnmasq dashboard.
+// Run inside a namespace: `ip netns exec NS node browser.mjs '<json>'`.
+//   {url, timeoutMs, screenshot?, expectEsp?: "0x...", minSamples?}
+// Prints one JSON line: {loaded, error?, samples, lastOut, lastIn, esp: [[cells]...],
+//   ike, drops, wan, cspViolations: [...], consoleErrors: [...], status}
+import { chromium } from 'playwright-core';
+
+const o = JSON.parse(process.argv[2]);
+const out = { loaded: false, cspViolations: [], consoleErrors: [] };
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+  // as root in a namespace: no user namespaces for the sandbox
+  // and nothing of its own on the network (no update checks, no prefetch): the only traffic is the page's
+  args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--no-first-run', '--disable-extensions',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-pings',
+    '--dns-prefetch-disable', '--disable-domain-reliability', '--disable-features=DnsOverHttps,MediaRouter,OptimizationHints'],
+});
+try {
+  const page = await browser.newPage({ viewport: { width: 1200, height: 1400 } });
+  page.on('console', (m) => {
+    const t = m.text();
+    if (/Content Security Policy/i.test(t)) out.cspViolations.push(t);
+    else if (m.type() === 'error') out.consoleErrors.push(t);
+  });
+  let resp;
+  try {
+    resp = await page.goto(o.url, { timeout: o.timeoutMs ?? 10_000, waitUntil: 'load' });
+  } catch (e) {
+    out.error = String(e.message ?? e).split('\n')[0];
+  }
+  if (resp) {
+    out.status = resp.status();
+    out.csp = resp.headers()['content-security-policy'] ?? null;
+    out.loaded = true;
+    const minSamples = o.minSamples ?? 3;
+    // The chart has taken minSamples samples, the last with LAN → WAN traffic.
+    await page.waitForFunction((n) => {
+      const c = document.getElementById('chart');
+      return Number(c.dataset.samples) >= n && Number(c.dataset.lastOut) > 0;
+    }, minSamples, { timeout: o.timeoutMs ?? 30_000, polling: 250 }).catch((e) => { out.error = 'chart: ' + String(e.message).split('\n')[0]; });
+    if (o.expectEsp) {
+      await page.waitForFunction((spi) => document.getElementById('esp').tBodies[0].textContent.includes(spi), o.expectEsp,
+        { timeout: o.timeoutMs ?? 30_000, polling: 250 }).catch((e) => { out.error = 'esp: ' + String(e.message).split('\n')[0]; });
+    }
+    if (o.filterProto) {
+      await page.selectOption('#fproto', o.filterProto);
+      out.filteredProtos = await page.$$eval('#flows tbody tr', (rows) => [...new Set(rows.map((r) => r.cells[0].textContent))]);
+      await page.selectOption('#fproto', '');
+    }
+    const rows = (id) => page.$$eval(`#${id} tbody tr`, (rs) => rs.map((r) => [...r.cells].map((c) => c.textContent)));
+    const c = await page.$eval('#chart', (el) => ({ ...el.dataset }));
+    out.samples = Number(c.samples);
+    out.lastOut = Number(c.lastOut);
+    out.lastIn = Number(c.lastIn);
+    out.esp = await rows('esp');
+    out.ike = await rows('ike');
+    out.drops = await rows('drops');
+    out.tables = await rows('tables');
+    out.flows = await rows('flows');
+    out.wan = await page.$eval('#wan', (el) => el.textContent);
+    // No element anywhere came from markup in the data: the tables hold text only.
+    out.injected = await page.$$eval('td *:not(meter)', (els) => els.length);
+    if (o.screenshot) await page.screenshot({ path: o.screenshot, fullPage: false });
+  }
+} finally {
+  await browser.close();
+}
+console.log(JSON.stringify(out));
