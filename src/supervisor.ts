@@ -250,6 +250,8 @@ export class Supervisor {
         this.onWanAddress(readWanAddress(this.cfg.main.wanDevice));
         return { ok: true, data: { wanAddress: this.wanAddress } };
       }
+      case 'capture-start': case 'capture-read': case 'capture-stop':
+        return this.observer ? this.observer.captureCommand(req) : { ok: false, error: 'not running' };
       default: return { ok: false, error: `unknown command ${(req as { cmd: unknown }).cmd}` };
     }
   }

@@ -24,7 +24,8 @@ import {
   CALL_PKTS_IN, CALL_IN_USE, CF_REMOTE_KNOWN, CF_DISCONNECTED, FRAG_SIZE, FRAG_SRC_ADDR, FRAG_DST_ADDR,
   FRAG_IP_ID, FRAG_PROTO, FRAG_SIDE, FRAG_NEW_ADDR, FRAG_EXPIRES, FRAG_FIRST_END, FRAG_SEEN, FRAG_TOTAL,
   PEER_SIZE, PEER_LAN_ADDR, PEER_REM_ADDR, PEER_IKE_LAST, PEER_IKE_COUNT, PEER_ESP_BOUND, PEER_ESP_EXPIRES,
-  PEER_RECENT_HOST, PEER_REFS,
+  PEER_RECENT_HOST, PEER_REFS, CAPTURE_SLOTS, CAPTURE_HEADER, CAPH_HEAD, CAPH_TAIL, CAPH_LOST,
+  CAPTURE_REC_SIZE, CAPR_LEN, CAPR_CAPLEN, CAPR_REASON, CAPR_SIDE, CAPR_TIME, CAPR_DATA,
 } from "./records";
 import {
   SIDE_INSIDE, SIDE_OUTSIDE, VERDICT_DROP, VERDICT_PASS, ZONE_WAN, ZONE_LAN, DEST_ROUTER, DEST_FORWARD,
@@ -37,7 +38,7 @@ import {
   SET_NATT_TIMEOUT, SET_GRE_TIMEOUT, SET_PARALLEL_SESSIONS, SET_ESP_GUESS, SET_MASQ_PORT_LO, SET_MASQ_PORT_HI,
 } from "./settings";
 
-export const ABI_WORDS: u32 = 168;
+export const ABI_WORDS: u32 = 180;
 
 /** Writes ABI_WORDS u32 values at `out`; returns how many. */
 export function abiDescribe(out: usize): u32 {
@@ -175,39 +176,51 @@ export function abiDescribe(out: usize): u32 {
   store<u32>(out, <u32>PEER_ESP_EXPIRES, 524);
   store<u32>(out, <u32>PEER_RECENT_HOST, 528);
   store<u32>(out, <u32>PEER_REFS, 532);
-  store<u32>(out, <u32>SIDE_INSIDE, 536);
-  store<u32>(out, <u32>SIDE_OUTSIDE, 540);
-  store<u32>(out, <u32>VERDICT_DROP, 544);
-  store<u32>(out, <u32>VERDICT_PASS, 548);
-  store<u32>(out, <u32>ZONE_WAN, 552);
-  store<u32>(out, <u32>ZONE_LAN, 556);
-  store<u32>(out, <u32>DEST_ROUTER, 560);
-  store<u32>(out, <u32>DEST_FORWARD, 564);
-  store<u32>(out, <u32>TARGET_NONE, 568);
-  store<u32>(out, <u32>TARGET_ACCEPT, 572);
-  store<u32>(out, <u32>TARGET_DROP, 576);
-  store<u32>(out, <u32>TARGET_REJECT, 580);
-  store<u32>(out, <u32>PROTO_ICMP, 584);
-  store<u32>(out, <u32>PROTO_TCP, 588);
-  store<u32>(out, <u32>PROTO_UDP, 592);
-  store<u32>(out, <u32>PROTO_GRE, 596);
-  store<u32>(out, <u32>PROTO_ESP, 600);
-  store<u32>(out, <u32>PROTO_AH, 604);
-  store<u32>(out, <u32>SETTINGS_SIZE, 608);
-  store<u32>(out, <u32>SET_TCP_TIMEOUT, 612);
-  store<u32>(out, <u32>SET_TCP_TRANSITORY_TIMEOUT, 616);
-  store<u32>(out, <u32>SET_UDP_TIMEOUT, 620);
-  store<u32>(out, <u32>SET_ICMP_TIMEOUT, 624);
-  store<u32>(out, <u32>SET_FRAG_TIMEOUT, 628);
-  store<u32>(out, <u32>SET_ESP_TIMEOUT, 632);
-  store<u32>(out, <u32>SET_ESP_INIT_TIMEOUT, 636);
-  store<u32>(out, <u32>SET_ESP_INIT_RETRIES, 640);
-  store<u32>(out, <u32>SET_IKE_TIMEOUT, 644);
-  store<u32>(out, <u32>SET_NATT_TIMEOUT, 648);
-  store<u32>(out, <u32>SET_GRE_TIMEOUT, 652);
-  store<u32>(out, <u32>SET_PARALLEL_SESSIONS, 656);
-  store<u32>(out, <u32>SET_ESP_GUESS, 660);
-  store<u32>(out, <u32>SET_MASQ_PORT_LO, 664);
-  store<u32>(out, <u32>SET_MASQ_PORT_HI, 668);
-  return 168;
+  store<u32>(out, <u32>CAPTURE_SLOTS, 536);
+  store<u32>(out, <u32>CAPTURE_HEADER, 540);
+  store<u32>(out, <u32>CAPH_HEAD, 544);
+  store<u32>(out, <u32>CAPH_TAIL, 548);
+  store<u32>(out, <u32>CAPH_LOST, 552);
+  store<u32>(out, <u32>CAPTURE_REC_SIZE, 556);
+  store<u32>(out, <u32>CAPR_LEN, 560);
+  store<u32>(out, <u32>CAPR_CAPLEN, 564);
+  store<u32>(out, <u32>CAPR_REASON, 568);
+  store<u32>(out, <u32>CAPR_SIDE, 572);
+  store<u32>(out, <u32>CAPR_TIME, 576);
+  store<u32>(out, <u32>CAPR_DATA, 580);
+  store<u32>(out, <u32>SIDE_INSIDE, 584);
+  store<u32>(out, <u32>SIDE_OUTSIDE, 588);
+  store<u32>(out, <u32>VERDICT_DROP, 592);
+  store<u32>(out, <u32>VERDICT_PASS, 596);
+  store<u32>(out, <u32>ZONE_WAN, 600);
+  store<u32>(out, <u32>ZONE_LAN, 604);
+  store<u32>(out, <u32>DEST_ROUTER, 608);
+  store<u32>(out, <u32>DEST_FORWARD, 612);
+  store<u32>(out, <u32>TARGET_NONE, 616);
+  store<u32>(out, <u32>TARGET_ACCEPT, 620);
+  store<u32>(out, <u32>TARGET_DROP, 624);
+  store<u32>(out, <u32>TARGET_REJECT, 628);
+  store<u32>(out, <u32>PROTO_ICMP, 632);
+  store<u32>(out, <u32>PROTO_TCP, 636);
+  store<u32>(out, <u32>PROTO_UDP, 640);
+  store<u32>(out, <u32>PROTO_GRE, 644);
+  store<u32>(out, <u32>PROTO_ESP, 648);
+  store<u32>(out, <u32>PROTO_AH, 652);
+  store<u32>(out, <u32>SETTINGS_SIZE, 656);
+  store<u32>(out, <u32>SET_TCP_TIMEOUT, 660);
+  store<u32>(out, <u32>SET_TCP_TRANSITORY_TIMEOUT, 664);
+  store<u32>(out, <u32>SET_UDP_TIMEOUT, 668);
+  store<u32>(out, <u32>SET_ICMP_TIMEOUT, 672);
+  store<u32>(out, <u32>SET_FRAG_TIMEOUT, 676);
+  store<u32>(out, <u32>SET_ESP_TIMEOUT, 680);
+  store<u32>(out, <u32>SET_ESP_INIT_TIMEOUT, 684);
+  store<u32>(out, <u32>SET_ESP_INIT_RETRIES, 688);
+  store<u32>(out, <u32>SET_IKE_TIMEOUT, 692);
+  store<u32>(out, <u32>SET_NATT_TIMEOUT, 696);
+  store<u32>(out, <u32>SET_GRE_TIMEOUT, 700);
+  store<u32>(out, <u32>SET_PARALLEL_SESSIONS, 704);
+  store<u32>(out, <u32>SET_ESP_GUESS, 708);
+  store<u32>(out, <u32>SET_MASQ_PORT_LO, 712);
+  store<u32>(out, <u32>SET_MASQ_PORT_HI, 716);
+  return 180;
 }

@@ -114,3 +114,18 @@ export const PEER_ESP_BOUND: u32 = 16;    // u32 pair: bound ESP associations
 export const PEER_ESP_EXPIRES: u32 = 20;  // u32 pair: latest expiry among them
 export const PEER_RECENT_HOST: u32 = 24;  // u32 server: LAN host with the latest IKE exchange (0 = none)
 export const PEER_REFS: u32 = 28;         // u32 server: pair records of this server
+
+// @group capture  (nat/capture.ts: the drop capture ring, off unless a capture runs:
+// a CAPTURE_HEADER-byte header, then CAPTURE_SLOTS records of CAPTURE_REC_SIZE bytes)
+export const CAPTURE_SLOTS: u32 = 64;      // power of two
+export const CAPTURE_HEADER: u32 = 64;
+export const CAPH_HEAD: u32 = 0;           // u32 records written (engine)
+export const CAPH_TAIL: u32 = 4;           // u32 records read (supervisor)
+export const CAPH_LOST: u32 = 8;           // u32 drops not copied: the ring was full
+export const CAPTURE_REC_SIZE: u32 = 2064; // CAPR_DATA + SLOT_SIZE
+export const CAPR_LEN: u32 = 0;            // u32 the packet's length
+export const CAPR_CAPLEN: u32 = 4;         // u16 bytes copied (≤ 2048)
+export const CAPR_REASON: u32 = 6;         // u8 drop reason
+export const CAPR_SIDE: u32 = 7;           // u8 0 LAN, 1 WAN
+export const CAPR_TIME: u32 = 8;           // u32 nowDs when dropped
+export const CAPR_DATA: u32 = 16;          // the packet from its IP header

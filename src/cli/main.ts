@@ -17,6 +17,7 @@ commands:
   conntrack      the flow table, like conntrack -L (-L accepted; --json)
   reload         re-read the configuration (a bad file is refused, the running one stays)
   wan-update     re-read the WAN device's address now (the hotplug script's call)
+  capture        write dropped packets to a pcap file (vpnmasq capture --help)
   demo           the embedded namespace lab (what \`sudo npm start\` runs)
 
 options:
@@ -40,6 +41,8 @@ function socketPath(configPath: string, explicit?: string): string {
 }
 
 async function main(argv: string[]): Promise<number> {
+  // `capture` has options of its own (src/cli/capture.ts).
+  if (argv[0] === 'capture') return (await import('./capture.js')).runCapture(argv.slice(1));
   let parsed;
   try {
     parsed = parseArgs({

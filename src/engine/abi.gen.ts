@@ -179,6 +179,20 @@ export const PEER_ESP_EXPIRES = 20;
 export const PEER_RECENT_HOST = 24;
 export const PEER_REFS = 28;
 
+// @group capture
+export const CAPTURE_SLOTS = 64;
+export const CAPTURE_HEADER = 64;
+export const CAPH_HEAD = 0;
+export const CAPH_TAIL = 4;
+export const CAPH_LOST = 8;
+export const CAPTURE_REC_SIZE = 2064;
+export const CAPR_LEN = 0;
+export const CAPR_CAPLEN = 4;
+export const CAPR_REASON = 6;
+export const CAPR_SIDE = 7;
+export const CAPR_TIME = 8;
+export const CAPR_DATA = 16;
+
 // @group sides
 export const SIDE_INSIDE = 0;
 export const SIDE_OUTSIDE = 1;
@@ -254,6 +268,7 @@ export const ABI_GROUPS = {
   call: ['CALL_SIZE', 'CALL_LAN_ADDR', 'CALL_REM_ADDR', 'CALL_ID_LAN', 'CALL_ID_ALIAS', 'CALL_ID_REMOTE', 'CALL_FLAGS', 'CALL_EXPIRES', 'CALL_PKTS_OUT', 'CALL_PKTS_IN', 'CALL_IN_USE', 'CF_REMOTE_KNOWN', 'CF_DISCONNECTED'],
   frag: ['FRAG_SIZE', 'FRAG_SRC_ADDR', 'FRAG_DST_ADDR', 'FRAG_IP_ID', 'FRAG_PROTO', 'FRAG_SIDE', 'FRAG_NEW_ADDR', 'FRAG_EXPIRES', 'FRAG_FIRST_END', 'FRAG_SEEN', 'FRAG_TOTAL'],
   peer: ['PEER_SIZE', 'PEER_LAN_ADDR', 'PEER_REM_ADDR', 'PEER_IKE_LAST', 'PEER_IKE_COUNT', 'PEER_ESP_BOUND', 'PEER_ESP_EXPIRES', 'PEER_RECENT_HOST', 'PEER_REFS'],
+  capture: ['CAPTURE_SLOTS', 'CAPTURE_HEADER', 'CAPH_HEAD', 'CAPH_TAIL', 'CAPH_LOST', 'CAPTURE_REC_SIZE', 'CAPR_LEN', 'CAPR_CAPLEN', 'CAPR_REASON', 'CAPR_SIDE', 'CAPR_TIME', 'CAPR_DATA'],
   sides: ['SIDE_INSIDE', 'SIDE_OUTSIDE'],
   verdicts: ['VERDICT_DROP', 'VERDICT_PASS'],
   rules: ['ZONE_WAN', 'ZONE_LAN', 'DEST_ROUTER', 'DEST_FORWARD', 'TARGET_NONE', 'TARGET_ACCEPT', 'TARGET_DROP', 'TARGET_REJECT'],
@@ -281,13 +296,15 @@ export const ABI_ORDER = [
   'CALL_IN_USE', 'CF_REMOTE_KNOWN', 'CF_DISCONNECTED', 'FRAG_SIZE', 'FRAG_SRC_ADDR', 'FRAG_DST_ADDR',
   'FRAG_IP_ID', 'FRAG_PROTO', 'FRAG_SIDE', 'FRAG_NEW_ADDR', 'FRAG_EXPIRES', 'FRAG_FIRST_END', 'FRAG_SEEN',
   'FRAG_TOTAL', 'PEER_SIZE', 'PEER_LAN_ADDR', 'PEER_REM_ADDR', 'PEER_IKE_LAST', 'PEER_IKE_COUNT',
-  'PEER_ESP_BOUND', 'PEER_ESP_EXPIRES', 'PEER_RECENT_HOST', 'PEER_REFS', 'SIDE_INSIDE', 'SIDE_OUTSIDE',
-  'VERDICT_DROP', 'VERDICT_PASS', 'ZONE_WAN', 'ZONE_LAN', 'DEST_ROUTER', 'DEST_FORWARD', 'TARGET_NONE',
-  'TARGET_ACCEPT', 'TARGET_DROP', 'TARGET_REJECT', 'PROTO_ICMP', 'PROTO_TCP', 'PROTO_UDP', 'PROTO_GRE',
-  'PROTO_ESP', 'PROTO_AH', 'SETTINGS_SIZE', 'SET_TCP_TIMEOUT', 'SET_TCP_TRANSITORY_TIMEOUT',
-  'SET_UDP_TIMEOUT', 'SET_ICMP_TIMEOUT', 'SET_FRAG_TIMEOUT', 'SET_ESP_TIMEOUT', 'SET_ESP_INIT_TIMEOUT',
-  'SET_ESP_INIT_RETRIES', 'SET_IKE_TIMEOUT', 'SET_NATT_TIMEOUT', 'SET_GRE_TIMEOUT', 'SET_PARALLEL_SESSIONS',
-  'SET_ESP_GUESS', 'SET_MASQ_PORT_LO', 'SET_MASQ_PORT_HI',
+  'PEER_ESP_BOUND', 'PEER_ESP_EXPIRES', 'PEER_RECENT_HOST', 'PEER_REFS', 'CAPTURE_SLOTS', 'CAPTURE_HEADER',
+  'CAPH_HEAD', 'CAPH_TAIL', 'CAPH_LOST', 'CAPTURE_REC_SIZE', 'CAPR_LEN', 'CAPR_CAPLEN', 'CAPR_REASON',
+  'CAPR_SIDE', 'CAPR_TIME', 'CAPR_DATA', 'SIDE_INSIDE', 'SIDE_OUTSIDE', 'VERDICT_DROP', 'VERDICT_PASS',
+  'ZONE_WAN', 'ZONE_LAN', 'DEST_ROUTER', 'DEST_FORWARD', 'TARGET_NONE', 'TARGET_ACCEPT', 'TARGET_DROP',
+  'TARGET_REJECT', 'PROTO_ICMP', 'PROTO_TCP', 'PROTO_UDP', 'PROTO_GRE', 'PROTO_ESP', 'PROTO_AH',
+  'SETTINGS_SIZE', 'SET_TCP_TIMEOUT', 'SET_TCP_TRANSITORY_TIMEOUT', 'SET_UDP_TIMEOUT', 'SET_ICMP_TIMEOUT',
+  'SET_FRAG_TIMEOUT', 'SET_ESP_TIMEOUT', 'SET_ESP_INIT_TIMEOUT', 'SET_ESP_INIT_RETRIES', 'SET_IKE_TIMEOUT',
+  'SET_NATT_TIMEOUT', 'SET_GRE_TIMEOUT', 'SET_PARALLEL_SESSIONS', 'SET_ESP_GUESS', 'SET_MASQ_PORT_LO',
+  'SET_MASQ_PORT_HI',
 ] as const;
 
 /** The engine's exports (assembly/index.ts). Addresses are raw u32, times ms (f64) or s. */
@@ -341,6 +358,9 @@ export interface EngineExports {
   ikeCount(): number;
   callPtr(): number;
   callCount(): number;
+  /** Drop capture (nat/capture.ts): on 1 starts it, emptying the ring; reason 0 = every reason. */
+  setCapture(on: number, reason: number): void;
+  capturePtr(): number;
 }
 /** Parameter count of every export, for the parity test. */
 export const ENGINE_EXPORT_ARITY = {
@@ -349,5 +369,5 @@ export const ENGINE_EXPORT_ARITY = {
   clearRules: 0, addRule: 11, abiDescribe: 1, abiWords: 0, countersPtr: 0, counterSlots: 0, eventsPtr: 0,
   eventCap: 0, eventSize: 0, slotsPtr: 0, lensPtr: 0, verdictsPtr: 0, slotSize: 0, slotCount: 0, flowsPtr: 0,
   flowSize: 0, flowCapacity: 0, flowHighWater: 0, flowActive: 0, hashSize: 0, layoutBytesEnd: 0, espPtr: 0,
-  espCount: 0, ikePtr: 0, ikeCount: 0, callPtr: 0, callCount: 0,
+  espCount: 0, ikePtr: 0, ikeCount: 0, callPtr: 0, callCount: 0, setCapture: 2, capturePtr: 0,
 } as const;

@@ -15,6 +15,8 @@ import { collectStats, type Stats, type WanChange } from './stats.js';
 import { CONTENT_TYPE, renderMetrics } from './metrics.js';
 import { ReadOnlyServer, type Reply } from './http.js';
 import { PAGE_CSS, PAGE_HTML, PAGE_JS } from './page.js';
+import { DropCapture } from './capture.js';
+import type { Request, Response } from '../control/protocol.js';
 
 /** Snapshots are reused for this long. */
 export const SNAPSHOT_MS = 1000;
@@ -47,7 +49,29 @@ export class Observer {
   private fileTimer: NodeJS.Timeout | null = null;
   private fileFailing = false;
 
-  constructor(private readonly o: ObserverOptions) {}
+  readonly capture: DropCapture;
+
+  constructor(private readonly o: ObserverOptions) {
+    this.capture = new DropCapture(o.engine, () => this.o.log.warn('drop capture stopped: its client has not asked for 5 s'));
+  }
+
+  /** capture-start / capture-read / capture-stop from the control socket. */
+  captureCommand(req: Request): Response {
+    try {
+      if (req.cmd === 'capture-start') {
+        this.capture.start(req.reason);
+        this.o.log.info({ reason: req.reason ?? 'all' }, 'drop capture started');
+        return { ok: true };
+      }
+      if (req.cmd === 'capture-read') return { ok: true, data: this.capture.read() };
+      const was = this.capture.running;
+      this.capture.stop();
+      if (was) this.o.log.info('drop capture stopped');
+      return { ok: true };
+    } catch (err) {
+      return { ok: false, error: (err as Error).message };
+    }
+  }
 
   /** The WAN address now (null: none). The first call sets it without counting a change. */
   noteWanAddress(addr: string | null): void {
@@ -158,6 +182,7 @@ export class Observer {
   }
 
   async stop(): Promise<void> {
+    this.capture.stop();
     if (this.fileTimer) clearInterval(this.fileTimer);
     this.fileTimer = null;
     const s = this.servers;
