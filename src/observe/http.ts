@@ -47,6 +47,8 @@ export interface ReadOnlyServerOptions {
   hostCheck: boolean;
   refuseCrossSite: boolean;
   onError?: (err: Error) => void;
+  /** The clock of the rate limit (tests). */
+  now?: () => number;
 }
 
 export class ReadOnlyServer {
@@ -69,7 +71,11 @@ export class ReadOnlyServer {
   }
 
   listen(): Promise<void> {
-    const server = createServer({ maxHeaderSize: 8192, requestTimeout: 10_000, headersTimeout: 5_000, keepAliveTimeout: 2_000 },
+    // connectionsCheckingInterval: how often Node enforces the two timeouts
+    // (30 s by default), so a slow-drip client is cut off after 5-6 s.
+    const server = createServer({
+      maxHeaderSize: 8192, requestTimeout: 10_000, headersTimeout: 5_000, keepAliveTimeout: 2_000, connectionsCheckingInterval: 1_000,
+    },
       (req, res) => this.answer(req, res));
     server.maxConnections = MAX_CONNECTIONS;
     server.maxRequestsPerSocket = 100;
@@ -96,7 +102,7 @@ export class ReadOnlyServer {
   private answer(req: IncomingMessage, res: ServerResponse): void {
     const text = 'text/plain; charset=utf-8';
     if (req.method !== 'GET') return this.send(res, 405, text, 'only GET\n', { Allow: 'GET' });
-    const now = Date.now();
+    const now = (this.o.now ?? Date.now)();
     if (now - this.windowStart >= 1000) { this.windowStart = now; this.inWindow = 0; }
     if (++this.inWindow > REQUESTS_PER_SECOND) return this.send(res, 429, text, 'too many requests\n', { 'Retry-After': '1' });
     if (this.o.hostCheck) {

@@ -28,6 +28,7 @@ interface BrowserResult {
   loaded: boolean; error?: string; status?: number; csp?: string; samples: number; lastOut: number; lastIn: number;
   esp: string[][]; ike: string[][]; drops: string[][]; tables: string[][]; flows: string[][]; filteredProtos?: string[]; wan: string;
   injected: number; cspViolations: string[]; consoleErrors: string[];
+  title?: string; images?: number; hostileShownAsText?: string; wanText?: string;
 }
 
 describe.skipIf(skip)('dashboard in a real browser', () => {
@@ -91,6 +92,18 @@ describe.skipIf(skip)('dashboard in a real browser', () => {
     expect(r.injected).toBe(0);
     expect(statSync(shot).size).toBeGreaterThan(10_000);
     if (process.env.DASHBOARD_PNG) copyFileSync(shot, resolve(process.env.DASHBOARD_PNG));
+  });
+
+  it('04 hostile text in the data (a name that is markup) is shown as text: nothing is parsed, nothing runs', () => {
+    const hostile = `<img src=x onerror="document.title='pwned'"><script>document.title='pwned'</script>`;
+    const r = browse(lab.lan[0]!, { url: URL_LAN, hostile, timeoutMs: 30_000 });
+    expect(r.error).toBeUndefined();
+    expect(r.title).toBe('vpnmasq');
+    expect(r.images).toBe(0);
+    expect(r.injected).toBe(0);
+    expect(r.hostileShownAsText).toBe(hostile);
+    expect(r.wanText).toBe(hostile);
+    expect(r.cspViolations).toEqual([]);
   });
 
   it('03 from the WAN: the same browser gets nothing, at the WAN address or the LAN address', () => {

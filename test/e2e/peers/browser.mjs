@@ -1,7 +1,10 @@
 // Headless Chromium (Debian's `chromium`, driven by playwright-core through
 // its executablePath: no browser download) loading the vpnmasq dashboard.
 // Run inside a namespace: `ip netns exec NS node browser.mjs '<json>'`.
-//   {url, timeoutMs, screenshot?, expectEsp?: "0x...", minSamples?}
+//   {url, timeoutMs, screenshot?, expectEsp?: "0x...", minSamples?, hostile?: "<markup>"}
+// hostile: the page's /api/flows and /api/stats answers are replaced by ones
+// carrying that string in every text field (an attacker's data), and the
+// result says whether any of it became markup or ran.
 // Prints one JSON line: {loaded, error?, samples, lastOut, lastIn, esp: [[cells]...],
 //   ike, drops, wan, cspViolations: [...], consoleErrors: [...], status}
 import { chromium } from 'playwright-core';
@@ -23,6 +26,20 @@ try {
     if (/Content Security Policy/i.test(t)) out.cspViolations.push(t);
     else if (m.type() === 'error') out.consoleErrors.push(t);
   });
+  if (o.hostile) {
+    const h = o.hostile;
+    const entry = { proto: 'esp', protoNum: 50, state: h, lan: h, lanPort: 0, remote: h, remotePort: 0, wan: h, aliasPort: 0,
+      expiresInS: 1, redirect: false, replied: true, packetsOut: h, packetsIn: 0, spiOut: h, spiIn: h };
+    await page.route('**/api/flows', (r) => r.fulfill({ contentType: 'application/json',
+      body: JSON.stringify({ total: 1, shown: 1, limit: 1000, flows: [{ ...entry, proto: 'udp' }], vpn: [entry] }) }));
+    await page.route('**/api/stats', async (r) => {
+      const real = await (await r.fetch()).json();
+      real.drops[h] = 7;
+      real.wan.address = h;
+      real.wan.history.push({ timeMs: real.timeMs, address: h });
+      await r.fulfill({ contentType: 'application/json', body: JSON.stringify(real) });
+    });
+  }
   let resp;
   try {
     resp = await page.goto(o.url, { timeout: o.timeoutMs ?? 10_000, waitUntil: 'load' });
@@ -35,10 +52,19 @@ try {
     out.loaded = true;
     const minSamples = o.minSamples ?? 3;
     // The chart has taken minSamples samples, the last with LAN → WAN traffic.
-    await page.waitForFunction((n) => {
+    if (!o.hostile) await page.waitForFunction((n) => {
       const c = document.getElementById('chart');
       return Number(c.dataset.samples) >= n && Number(c.dataset.lastOut) > 0;
     }, minSamples, { timeout: o.timeoutMs ?? 30_000, polling: 250 }).catch((e) => { out.error = 'chart: ' + String(e.message).split('\n')[0]; });
+    if (o.hostile) {
+      await page.waitForFunction((h) => document.getElementById('esp').tBodies[0].textContent.includes(h) &&
+        document.getElementById('drops').tBodies[0].textContent.includes(h), o.hostile, { timeout: 20_000, polling: 250 })
+        .catch((e) => { out.error = 'hostile: ' + String(e.message).split('\n')[0]; });
+      out.title = await page.title();
+      out.images = await page.$$eval('img, script:not([src]), iframe, a', (els) => els.length);
+      out.hostileShownAsText = await page.$eval('#esp tbody td', (td) => td.textContent);
+      out.wanText = await page.$eval('#wan', (el) => el.textContent);
+    }
     if (o.expectEsp) {
       await page.waitForFunction((spi) => document.getElementById('esp').tBodies[0].textContent.includes(spi), o.expectEsp,
         { timeout: o.timeoutMs ?? 30_000, polling: 250 }).catch((e) => { out.error = 'esp: ' + String(e.message).split('\n')[0]; });

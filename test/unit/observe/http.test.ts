@@ -3,16 +3,17 @@
 // (DNS rebinding), cross-site browser requests refused, unknown paths 404,
 // connections from outside the allowed networks closed unanswered.
 import { describe, it, expect, afterEach } from 'vitest';
-import { request } from 'node:http';
+import { request, Agent } from 'node:http';
+import { connect } from 'node:net';
 import { ReadOnlyServer, CSP } from '../../../src/observe/http.js';
 
 let servers: ReadOnlyServer[] = [];
 afterEach(async () => { await Promise.all(servers.map((s) => s.close())); servers = []; });
 
-async function serve(o: { hostCheck?: boolean; allow?: string[] } = {}) {
+async function serve(o: { hostCheck?: boolean; allow?: string[]; now?: () => number } = {}) {
   const port = 20000 + Math.floor(Math.random() * 20000);
   const s = new ReadOnlyServer({
-    listen: { host: '127.0.0.1', port }, allow: o.allow ?? [], hostCheck: o.hostCheck ?? false, refuseCrossSite: true,
+    listen: { host: '127.0.0.1', port }, allow: o.allow ?? [], hostCheck: o.hostCheck ?? false, refuseCrossSite: true, now: o.now,
     routes: { '/x': () => ({ type: 'text/plain', body: '<b>hi</b>' }) },
   });
   await s.listen();
@@ -20,9 +21,9 @@ async function serve(o: { hostCheck?: boolean; allow?: string[] } = {}) {
   return port;
 }
 
-function get(port: number, path: string, opts: { method?: string; headers?: Record<string, string>; localAddress?: string } = {}) {
+function get(port: number, path: string, opts: { method?: string; headers?: Record<string, string>; localAddress?: string; agent?: Agent } = {}) {
   return new Promise<{ status: number; headers: Record<string, unknown>; body: string }>((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, path, method: opts.method ?? 'GET', headers: opts.headers, localAddress: opts.localAddress }, (res) => {
+    const req = request({ host: '127.0.0.1', port, path, method: opts.method ?? 'GET', headers: opts.headers, localAddress: opts.localAddress, agent: opts.agent }, (res) => {
       let body = '';
       res.on('data', (d) => (body += d));
       res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body }));
@@ -65,6 +66,32 @@ describe('ReadOnlyServer', () => {
     expect((await get(port, '/x', { headers: { Host: `127.0.0.1:${port}`, 'Sec-Fetch-Site': 'same-site' } })).status).toBe(403);
     expect((await get(port, '/x', { headers: { Host: `127.0.0.1:${port}`, 'Sec-Fetch-Site': 'same-origin' } })).status).toBe(200);
   });
+
+  it('a flood gets 429 beyond REQUESTS_PER_SECOND in one second, and answers again the next second', async () => {
+    let t = 1_000_000;
+    const port = await serve({ now: () => t });
+    const agent = new Agent({ keepAlive: true, maxSockets: 4 });
+    const statuses: number[] = [];
+    for (let i = 0; i < 60; i++) statuses.push((await get(port, '/x', { agent })).status);
+    expect(statuses.filter((s) => s === 200)).toHaveLength(50);
+    expect(statuses.slice(50)).toEqual(Array(10).fill(429));
+    t += 1000;
+    expect((await get(port, '/x', { agent })).status).toBe(200);
+    agent.destroy();
+  });
+
+  it('cuts off a slow-drip client that never finishes its headers', async () => {
+    const port = await serve();
+    const sock = connect(port, '127.0.0.1');
+    await new Promise((r) => sock.once('connect', r));
+    sock.write('GET /x HTTP/1.1\r\nHost: 127.0.0.1\r\n');
+    const drip = setInterval(() => { if (!sock.destroyed) sock.write('X-a: b\r\n'); }, 500);
+    let reply = '';
+    sock.on('data', (d) => (reply += d));
+    await new Promise((r) => sock.once('close', r));
+    clearInterval(drip);
+    expect(reply).toMatch(/^HTTP\/1\.1 (408|400)/);
+  }, 30_000);
 
   it('closes connections from outside the allowed networks before answering', async () => {
     // loopback is always allowed; 127.0.0.2 is loopback too, so bind to an
