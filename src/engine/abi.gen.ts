@@ -39,6 +39,10 @@ export const C_ESP_ACTIVE = 12;
 export const C_IKE_ACTIVE = 13;
 export const C_CALLS_ACTIVE = 14;
 export const C_ESP_BOUND = 15;
+export const C_RX_BYTES_INSIDE = 16;
+export const C_RX_BYTES_OUTSIDE = 17;
+export const C_PASS_BYTES_INSIDE = 18;
+export const C_PASS_BYTES_OUTSIDE = 19;
 
 // @group counterLayout
 export const C_DROP_BASE = 32;
@@ -241,7 +245,8 @@ export const SET_MASQ_PORT_HI = 56;
 export const COUNTERS = {
   rxInside: 0, rxOutside: 1, passInside: 2, passOutside: 3, flowsNew: 4, flowsExpired: 5, flowsActive: 6,
   bindingsActive: 7, fragsActive: 8, eventsLost: 9, localAccept: 10, flowsFlushed: 11, espActive: 12,
-  ikeActive: 13, callsActive: 14, espBound: 15,
+  ikeActive: 13, callsActive: 14, espBound: 15, rxBytesInside: 16, rxBytesOutside: 17, passBytesInside: 18,
+  passBytesOutside: 19,
 } as const;
 export const PROTO_NAMES: Record<number, string> = { 1: 'icmp', 6: 'tcp', 17: 'udp', 47: 'gre', 50: 'esp', 51: 'ah' };
 
@@ -256,7 +261,7 @@ export type EngineSettings = { [K in keyof typeof SETTINGS_FIELDS]: number };
 
 /** Constant names by group, for views and tests. */
 export const ABI_GROUPS = {
-  counters: ['C_RX_INSIDE', 'C_RX_OUTSIDE', 'C_PASS_INSIDE', 'C_PASS_OUTSIDE', 'C_FLOWS_NEW', 'C_FLOWS_EXPIRED', 'C_FLOWS_ACTIVE', 'C_BINDINGS_ACTIVE', 'C_FRAGS_ACTIVE', 'C_EVENTS_LOST', 'C_LOCAL_ACCEPT', 'C_FLOWS_FLUSHED', 'C_ESP_ACTIVE', 'C_IKE_ACTIVE', 'C_CALLS_ACTIVE', 'C_ESP_BOUND'],
+  counters: ['C_RX_INSIDE', 'C_RX_OUTSIDE', 'C_PASS_INSIDE', 'C_PASS_OUTSIDE', 'C_FLOWS_NEW', 'C_FLOWS_EXPIRED', 'C_FLOWS_ACTIVE', 'C_BINDINGS_ACTIVE', 'C_FRAGS_ACTIVE', 'C_EVENTS_LOST', 'C_LOCAL_ACCEPT', 'C_FLOWS_FLUSHED', 'C_ESP_ACTIVE', 'C_IKE_ACTIVE', 'C_CALLS_ACTIVE', 'C_ESP_BOUND', 'C_RX_BYTES_INSIDE', 'C_RX_BYTES_OUTSIDE', 'C_PASS_BYTES_INSIDE', 'C_PASS_BYTES_OUTSIDE'],
   counterLayout: ['C_DROP_BASE', 'COUNTER_SLOTS'],
   eventTypes: ['EV_FLOW_NEW', 'EV_FLOW_EXPIRED', 'EV_DROP', 'EV_FLUSH', 'EV_ESP_BOUND', 'EV_AH_REFUSED', 'EV_IKE_COLLISION'],
   event: ['EVENT_CAP', 'EVENT_HEADER', 'EVENT_SIZE', 'EVT_TYPE', 'EVT_REASON', 'EVT_PROTO', 'EVT_SIDE', 'EVT_LAN_ADDR', 'EVT_REM_ADDR', 'EVT_WAN_ADDR', 'EVT_LAN_PORT', 'EVT_REM_PORT', 'EVT_ALIAS_PORT', 'EVT_TIME', 'EVT_EXTRA'],
@@ -279,8 +284,9 @@ export const ABI_GROUPS = {
 export const ABI_ORDER = [
   'C_RX_INSIDE', 'C_RX_OUTSIDE', 'C_PASS_INSIDE', 'C_PASS_OUTSIDE', 'C_FLOWS_NEW', 'C_FLOWS_EXPIRED',
   'C_FLOWS_ACTIVE', 'C_BINDINGS_ACTIVE', 'C_FRAGS_ACTIVE', 'C_EVENTS_LOST', 'C_LOCAL_ACCEPT',
-  'C_FLOWS_FLUSHED', 'C_ESP_ACTIVE', 'C_IKE_ACTIVE', 'C_CALLS_ACTIVE', 'C_ESP_BOUND', 'C_DROP_BASE',
-  'COUNTER_SLOTS', 'EV_FLOW_NEW', 'EV_FLOW_EXPIRED', 'EV_DROP', 'EV_FLUSH', 'EV_ESP_BOUND', 'EV_AH_REFUSED',
+  'C_FLOWS_FLUSHED', 'C_ESP_ACTIVE', 'C_IKE_ACTIVE', 'C_CALLS_ACTIVE', 'C_ESP_BOUND', 'C_RX_BYTES_INSIDE',
+  'C_RX_BYTES_OUTSIDE', 'C_PASS_BYTES_INSIDE', 'C_PASS_BYTES_OUTSIDE', 'C_DROP_BASE', 'COUNTER_SLOTS',
+  'EV_FLOW_NEW', 'EV_FLOW_EXPIRED', 'EV_DROP', 'EV_FLUSH', 'EV_ESP_BOUND', 'EV_AH_REFUSED',
   'EV_IKE_COLLISION', 'EVENT_CAP', 'EVENT_HEADER', 'EVENT_SIZE', 'EVT_TYPE', 'EVT_REASON', 'EVT_PROTO',
   'EVT_SIDE', 'EVT_LAN_ADDR', 'EVT_REM_ADDR', 'EVT_WAN_ADDR', 'EVT_LAN_PORT', 'EVT_REM_PORT',
   'EVT_ALIAS_PORT', 'EVT_TIME', 'EVT_EXTRA', 'FLOW_SIZE', 'F_LAN_ADDR', 'F_REM_ADDR', 'F_LAN_PORT',

@@ -59,11 +59,14 @@ class Writer {
 export function renderMetrics(s: Stats): string {
   const w = new Writer();
   const sides = (v: { lan: number; wan: number }): [Labels, number][] => [[{ side: 'lan' }, v.lan], [{ side: 'wan' }, v.wan]];
-  w.family('vpnmasq_packets_received_total', 'counter',
+  w.family('vpnmasq_received_packets_total', 'counter',
     'Packets read from the TUN of a side (lan: LAN hosts and the router\'s own WAN-bound traffic; wan: all WAN ingress).', sides(s.received));
-  w.family('vpnmasq_packets_forwarded_total', 'counter',
+  w.family('vpnmasq_received_bytes_total', 'counter', 'IP bytes of the packets read from the TUN of a side.', sides(s.receivedBytes));
+  w.family('vpnmasq_forwarded_packets_total', 'counter',
     'Packets the engine passed on, by the side they came from (lan: toward the WAN, wan: toward the LAN or the router).', sides(s.forwarded));
-  w.family('vpnmasq_packets_local_total', 'counter', 'WAN packets delivered to the router itself (accepted by a rule).', [[undefined, s.localAccepted]]);
+  w.family('vpnmasq_forwarded_bytes_total', 'counter', 'IP bytes of the packets the engine passed on, by the side they came from.',
+    sides(s.forwardedBytes));
+  w.family('vpnmasq_local_packets_total', 'counter', 'WAN packets delivered to the router itself (accepted by a rule).', [[undefined, s.localAccepted]]);
   w.family('vpnmasq_drops_total', 'counter', 'Packets the engine dropped, by reason (every reason, zeros included).',
     Object.entries(s.drops).map(([reason, n]) => [{ reason }, n]));
   w.family('vpnmasq_tun_write_drops_total', 'counter', 'Packets the TUN write dropped (queue full, link down).', [[undefined, s.tunWriteDrops]]);

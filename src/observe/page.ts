@@ -5,7 +5,8 @@
 // /api/flows every two, draws the packet rates on a canvas by hand, and puts
 // every value into the page with textContent, never as HTML.
 //
-// Rates are packets per second: the engine counts packets, not bytes.
+// Rates are packets and bits per second of IP packets (the engine counts
+// both per side, once per batch).
 
 export const PAGE_HTML = `<!doctype html>
 <html lang="en">
@@ -24,11 +25,15 @@ export const PAGE_HTML = `<!doctype html>
 </header>
 <main>
 <section class="wide">
-  <h2>Throughput <small>packets/s (the engine counts packets, not bytes)</small></h2>
-  <canvas id="chart" width="900" height="220" data-samples="0"></canvas>
+  <h2>Throughput <small>packets/s</small></h2>
+  <canvas id="chart" width="900" height="200" data-samples="0"></canvas>
   <div class="legend"><span class="out">■ LAN → WAN <b id="rate-out">0</b> pkt/s</span>
     <span class="in">■ WAN → LAN <b id="rate-in">0</b> pkt/s</span>
     <span class="drop">■ dropped <b id="rate-drop">0</b> pkt/s</span></div>
+  <h2>Throughput <small>bits/s (IP)</small></h2>
+  <canvas id="chartbits" width="900" height="200" data-samples="0"></canvas>
+  <div class="legend"><span class="out">■ LAN → WAN <b id="bits-out">0</b></span>
+    <span class="in">■ WAN → LAN <b id="bits-in">0</b></span></div>
 </section>
 <section>
   <h2>Tables</h2>
@@ -76,7 +81,7 @@ th, td { text-align: left; padding: 2px 8px; border-bottom: 1px solid #eef0f3; f
 td.num, th.num { text-align: right; }
 td.mono { font-family: ui-monospace, monospace; }
 tr.zero td { color: #aab; }
-canvas { width: 100%; height: 220px; }
+canvas { width: 100%; height: 200px; }
 .legend span { margin-right: 1.5em; }
 .out { color: #2563eb; } .in { color: #059669; } .drop { color: #dc2626; }
 meter { width: 10em; }
@@ -100,18 +105,23 @@ export const PAGE_JS = `'use strict';
   function secs(s) { s = Math.round(s); if (s < 120) return s + ' s'; if (s < 7200) return Math.round(s / 60) + ' min'; return Math.round(s / 3600) + ' h'; }
   function sum(o) { var n = 0; for (var k in o) n += o[k]; return n; }
 
-  function draw() {
-    var c = $('chart'), g = c.getContext('2d');
+  function bits(v) {
+    var u = ['bit/s', 'kbit/s', 'Mbit/s', 'Gbit/s'], i = 0;
+    while (v >= 1000 && i < u.length - 1) { v /= 1000; i++; }
+    return (i ? v.toFixed(1) : Math.round(v)) + ' ' + u[i];
+  }
+  function draw(id, keys, label) {
+    var c = $(id), g = c.getContext('2d');
     var w = c.width, h = c.height, pad = 40;
     g.clearRect(0, 0, w, h);
     var max = 1;
-    samples.forEach(function (s) { max = Math.max(max, s.out, s.in, s.drop); });
+    samples.forEach(function (s) { keys.forEach(function (k) { max = Math.max(max, s[k[0]]); }); });
     var step = Math.pow(10, Math.floor(Math.log10(max))); var top = Math.ceil(max / step) * step;
     g.strokeStyle = '#e5e7eb'; g.fillStyle = '#667'; g.font = '11px sans-serif'; g.lineWidth = 1;
     for (var i = 0; i <= 4; i++) {
       var y = h - 20 - (h - 30) * i / 4;
       g.beginPath(); g.moveTo(pad, y); g.lineTo(w, y); g.stroke();
-      g.fillText(String(Math.round(top * i / 4)), 2, y + 4);
+      g.fillText(label(top * i / 4), 2, y + 4);
     }
     function line(key, color) {
       g.strokeStyle = color; g.lineWidth = 2; g.beginPath();
@@ -122,7 +132,7 @@ export const PAGE_JS = `'use strict';
       });
       g.stroke();
     }
-    line('out', '#2563eb'); line('in', '#059669'); line('drop', '#dc2626');
+    keys.forEach(function (k) { line(k[0], k[1]); });
     g.fillStyle = '#667'; g.fillText('last ' + HISTORY + ' s', w - 60, h - 4);
   }
 
@@ -131,17 +141,21 @@ export const PAGE_JS = `'use strict';
     if (last) {
       var dt = (s.timeMs - last.timeMs) / 1000;
       if (dt > 0) {
-        var smp = { out: (s.forwarded.lan - last.forwarded.lan) / dt, in: (s.forwarded.wan - last.forwarded.wan) / dt, drop: (drops - last.drops) / dt };
+        var smp = { out: (s.forwarded.lan - last.forwarded.lan) / dt, in: (s.forwarded.wan - last.forwarded.wan) / dt, drop: (drops - last.drops) / dt,
+          outBits: 8 * (s.forwardedBytes.lan - last.forwardedBytes.lan) / dt, inBits: 8 * (s.forwardedBytes.wan - last.forwardedBytes.wan) / dt };
         samples.push(smp);
         if (samples.length > HISTORY) samples.shift();
         set('rate-out', Math.round(smp.out)); set('rate-in', Math.round(smp.in)); set('rate-drop', Math.round(smp.drop));
-        var c = $('chart');
-        c.dataset.samples = String(samples.length);
+        set('bits-out', bits(smp.outBits)); set('bits-in', bits(smp.inBits));
+        var c = $('chart'), cb = $('chartbits');
+        c.dataset.samples = cb.dataset.samples = String(samples.length);
         c.dataset.lastOut = String(smp.out); c.dataset.lastIn = String(smp.in);
-        draw();
+        cb.dataset.lastOut = String(smp.outBits); cb.dataset.lastIn = String(smp.inBits);
+        draw('chart', [['out', '#2563eb'], ['in', '#059669'], ['drop', '#dc2626']], function (v) { return String(Math.round(v)); });
+        draw('chartbits', [['outBits', '#2563eb'], ['inBits', '#059669']], bits);
       }
     }
-    if (!last || s.timeMs !== last.timeMs) last = { timeMs: s.timeMs, forwarded: s.forwarded, drops: drops };
+    if (!last || s.timeMs !== last.timeMs) last = { timeMs: s.timeMs, forwarded: s.forwarded, forwardedBytes: s.forwardedBytes, drops: drops };
     set('wan', s.wan.address || '(none)');
     set('uptime', secs((s.timeMs - s.startTimeMs) / 1000));
     set('updated', 'updated ' + new Date(s.timeMs).toLocaleTimeString());

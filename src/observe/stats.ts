@@ -31,6 +31,9 @@ export interface Stats {
   received: { lan: number; wan: number };
   /** Packets the engine passed on, by the side they came from. */
   forwarded: { lan: number; wan: number };
+  /** The same in IP bytes. */
+  receivedBytes: { lan: number; wan: number };
+  forwardedBytes: { lan: number; wan: number };
   /** WAN packets delivered to the router itself (rule-accepted). */
   localAccepted: number;
   /** Every drop reason, zeros included. */
@@ -91,6 +94,8 @@ export function collectStats(e: Engine, t: SupervisorTallies): Stats {
     startTimeMs: t.startTimeMs,
     received: { lan: c.rxInside!, wan: c.rxOutside! },
     forwarded: { lan: c.passInside!, wan: c.passOutside! },
+    receivedBytes: { lan: c.rxBytesInside!, wan: c.rxBytesOutside! },
+    forwardedBytes: { lan: c.passBytesInside!, wan: c.passBytesOutside! },
     localAccepted: c.localAccept!,
     drops,
     tunWriteDrops: t.tunWriteDrops(),

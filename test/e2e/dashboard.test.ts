@@ -28,6 +28,7 @@ interface BrowserResult {
   loaded: boolean; error?: string; status?: number; csp?: string; samples: number; lastOut: number; lastIn: number;
   esp: string[][]; ike: string[][]; drops: string[][]; tables: string[][]; flows: string[][]; filteredProtos?: string[]; wan: string;
   injected: number; cspViolations: string[]; consoleErrors: string[];
+  bitsSamples: number; lastOutBits: number; bitsText: string;
   title?: string; images?: number; hostileShownAsText?: string; wanText?: string;
 }
 
@@ -79,6 +80,10 @@ describe.skipIf(skip)('dashboard in a real browser', () => {
     expect(r.consoleErrors, JSON.stringify(r.consoleErrors)).toEqual([]);
     expect(r.samples).toBeGreaterThanOrEqual(12);
     expect(r.lastOut).toBeGreaterThan(0);
+    // bits/s from the engine's byte counters: every IPv4 packet has at least its 20-byte header
+    expect(r.bitsSamples).toBe(r.samples);
+    expect(r.lastOutBits).toBeGreaterThanOrEqual(8 * 20 * r.lastOut * 0.999);
+    expect(r.bitsText).toMatch(/^\d+(\.\d)? (bit|kbit)\/s$/);
     expect(r.wan).toBe('203.0.113.1');
     const row = r.esp.find((c) => c.includes('0x1234abcd'));
     expect(row).toBeDefined();

@@ -75,8 +75,10 @@ describe.skipIf(skip)('Prometheus metrics of the running router', () => {
     await new Promise((r) => setTimeout(r, 1100)); // the snapshot is reused for up to a second
     const after = scrape();
     const d = (name: string, labels: Record<string, string> = {}) => value(after, name, labels) - value(before, name, labels);
-    expect(d('vpnmasq_packets_forwarded_total', { side: 'lan' })).toBeGreaterThanOrEqual(5);
-    expect(d('vpnmasq_packets_forwarded_total', { side: 'wan' })).toBeGreaterThanOrEqual(1);
+    expect(d('vpnmasq_forwarded_packets_total', { side: 'lan' })).toBeGreaterThanOrEqual(5);
+    expect(d('vpnmasq_forwarded_packets_total', { side: 'wan' })).toBeGreaterThanOrEqual(1);
+    // each "hi\n" datagram is 20 + 8 + 3 bytes of IP
+    expect(d('vpnmasq_forwarded_bytes_total', { side: 'lan' })).toBeGreaterThanOrEqual(5 * 31);
     expect(d('vpnmasq_flows_created_total')).toBeGreaterThanOrEqual(5);
     expect(value(after, 'vpnmasq_table_entries', { table: 'flows' })).toBeGreaterThanOrEqual(5);
   });

@@ -60,10 +60,16 @@ describe('Prometheus metrics', () => {
 
     // snapshots are reused for a second; a new Observer tally forces nothing, so wait it out
     const m = scrapeFresh(obs);
-    expect(value(m.get('vpnmasq_packets_received_total'), { side: 'lan' })).toBe(7);
-    expect(value(m.get('vpnmasq_packets_forwarded_total'), { side: 'lan' })).toBe(6);
-    expect(value(m.get('vpnmasq_packets_received_total'), { side: 'wan' })).toBe(2);
-    expect(value(m.get('vpnmasq_packets_forwarded_total'), { side: 'wan' })).toBe(1);
+    expect(value(m.get('vpnmasq_received_packets_total'), { side: 'lan' })).toBe(7);
+    expect(value(m.get('vpnmasq_forwarded_packets_total'), { side: 'lan' })).toBe(6);
+    expect(value(m.get('vpnmasq_received_packets_total'), { side: 'wan' })).toBe(2);
+    expect(value(m.get('vpnmasq_forwarded_packets_total'), { side: 'wan' })).toBe(1);
+    // bytes: 5 UDP packets of 32 bytes, a 10-byte truncated one, an ESP packet; the reply and the stray 32 each
+    const espLen = esp('192.168.1.20', SERVER, 0x11112222).length;
+    expect(value(m.get('vpnmasq_received_bytes_total'), { side: 'lan' })).toBe(5 * 32 + 10 + espLen);
+    expect(value(m.get('vpnmasq_forwarded_bytes_total'), { side: 'lan' })).toBe(5 * 32 + espLen);
+    expect(value(m.get('vpnmasq_received_bytes_total'), { side: 'wan' })).toBe(2 * reply.length);
+    expect(value(m.get('vpnmasq_forwarded_bytes_total'), { side: 'wan' })).toBe(reply.length);
     expect(value(m.get('vpnmasq_drops_total'), { reason: 'truncated' })).toBe(1);
     expect(value(m.get('vpnmasq_drops_total'), { reason: 'no_flow' })).toBe(1);
     expect(value(m.get('vpnmasq_drops_total'), { reason: 'esp_spi_zero' })).toBe(0);
