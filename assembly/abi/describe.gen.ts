@@ -7,26 +7,29 @@ import { Drop } from "./reasons";
 import {
   C_RX_INSIDE, C_RX_OUTSIDE, C_PASS_INSIDE, C_PASS_OUTSIDE, C_FLOWS_NEW, C_FLOWS_EXPIRED, C_FLOWS_ACTIVE,
   C_BINDINGS_ACTIVE, C_FRAGS_ACTIVE, C_EVENTS_LOST, C_LOCAL_ACCEPT, C_FLOWS_FLUSHED, C_ESP_ACTIVE,
-  C_IKE_ACTIVE, C_CALLS_ACTIVE, C_ESP_BOUND, C_RX_BYTES_INSIDE, C_RX_BYTES_OUTSIDE, C_PASS_BYTES_INSIDE,
-  C_PASS_BYTES_OUTSIDE, C_DROP_BASE, COUNTER_SLOTS, EV_FLOW_NEW, EV_FLOW_EXPIRED, EV_DROP, EV_FLUSH,
-  EV_ESP_BOUND, EV_AH_REFUSED, EV_IKE_COLLISION, EVENT_CAP, EVENT_HEADER, EVENT_SIZE, EVT_TYPE, EVT_REASON,
-  EVT_PROTO, EVT_SIDE, EVT_LAN_ADDR, EVT_REM_ADDR, EVT_WAN_ADDR, EVT_LAN_PORT, EVT_REM_PORT, EVT_ALIAS_PORT,
-  EVT_TIME, EVT_EXTRA,
+  C_IKE_ACTIVE, C_CALLS_ACTIVE, C_ESP_BOUND, C_EARLY_DROPS, C_RX_BYTES_INSIDE, C_RX_BYTES_OUTSIDE,
+  C_PASS_BYTES_INSIDE, C_PASS_BYTES_OUTSIDE, C_DROP_BASE, COUNTER_SLOTS, EV_FLOW_NEW, EV_FLOW_EXPIRED,
+  EV_DROP, EV_FLUSH, EV_ESP_BOUND, EV_AH_REFUSED, EV_IKE_COLLISION, EVENT_CAP, EVENT_HEADER, EVENT_SIZE,
+  EVT_TYPE, EVT_REASON, EVT_PROTO, EVT_SIDE, EVT_LAN_ADDR, EVT_REM_ADDR, EVT_WAN_ADDR, EVT_LAN_PORT,
+  EVT_REM_PORT, EVT_ALIAS_PORT, EVT_TIME, EVT_EXTRA,
 } from "./counters";
 import {
   FLOW_SIZE, F_LAN_ADDR, F_REM_ADDR, F_LAN_PORT, F_REM_PORT, F_ALIAS_PORT, F_PROTO, F_STATE, F_EXPIRES,
-  F_FLAGS, F_SPARE, F_PKTS_OUT, F_PKTS_IN, FL_IN_USE, FL_REDIRECT, FL_REPLIED, FL_FIN_OUT, FL_FIN_IN, FL_NATT,
-  BIND_SIZE, B_LAN_ADDR, B_REFS, B_LAN_PORT, B_FLAGS, BF_USED, BF_STATIC, BIND_TCP, BIND_UDP, BIND_ICMP,
-  BIND_PROTOS, ESP_SIZE, ESP_LAN_ADDR, ESP_REM_ADDR, ESP_SPI_OUT, ESP_SPI_IN, ESP_EXPIRES, ESP_DEADLINE,
-  ESP_PEER, ESP_STATE, ESP_RETRIES, ESP_FLAGS, ESP_PKTS, ESP_FREE, ESP_OUTSTANDING, ESP_BOUND, ESP_SQUELCHED,
-  ESPF_FORWARD, IKE_SIZE, IKE_LAN_ADDR, IKE_REM_ADDR, IKE_ICOOKIE, IKE_RCOOKIE, IKE_EXPIRES, IKE_LAST_SEEN,
-  IKE_REM_PORT, IKE_FLAGS, IKE_PKTS_OUT, IKE_PKTS_IN, IKE_IN_USE, IKEF_INBOUND, CALL_SIZE, CALL_LAN_ADDR,
-  CALL_REM_ADDR, CALL_ID_LAN, CALL_ID_ALIAS, CALL_ID_REMOTE, CALL_FLAGS, CALL_EXPIRES, CALL_PKTS_OUT,
-  CALL_PKTS_IN, CALL_IN_USE, CF_REMOTE_KNOWN, CF_DISCONNECTED, FRAG_SIZE, FRAG_SRC_ADDR, FRAG_DST_ADDR,
-  FRAG_IP_ID, FRAG_PROTO, FRAG_SIDE, FRAG_NEW_ADDR, FRAG_EXPIRES, FRAG_FIRST_END, FRAG_SEEN, FRAG_TOTAL,
-  PEER_SIZE, PEER_LAN_ADDR, PEER_REM_ADDR, PEER_IKE_LAST, PEER_IKE_COUNT, PEER_ESP_BOUND, PEER_ESP_EXPIRES,
-  PEER_RECENT_HOST, PEER_REFS, CAPTURE_SLOTS, CAPTURE_HEADER, CAPH_HEAD, CAPH_TAIL, CAPH_LOST,
-  CAPTURE_REC_SIZE, CAPR_LEN, CAPR_CAPLEN, CAPR_REASON, CAPR_SIDE, CAPR_TIME, CAPR_DATA,
+  F_FLAGS, F_TCP_OUT, F_TCP_IN, F_PKTS_OUT, F_PKTS_IN, F_END_OUT, F_END_IN, FL_IN_USE, FL_REDIRECT,
+  FL_REPLIED, FL_FIN_OUT, FL_FIN_IN, FL_NATT, FL_CHARGED, FL_WS_SHIFT, FL_WS_NONE, BIND_SIZE, B_LAN_ADDR,
+  B_REFS, B_LAN_PORT, B_FLAGS, BF_USED, BF_STATIC, BIND_TCP, BIND_UDP, BIND_ICMP, BIND_PROTOS, ESP_SIZE,
+  ESP_LAN_ADDR, ESP_REM_ADDR, ESP_SPI_OUT, ESP_SPI_IN, ESP_EXPIRES, ESP_DEADLINE, ESP_PEER, ESP_STATE,
+  ESP_RETRIES, ESP_FLAGS, ESP_PKTS, ESP_SPI_IN2, ESP_TIMER, ESP_FREE, ESP_OUTSTANDING, ESP_BOUND,
+  ESP_SQUELCHED, ESPF_FORWARD, ESPF_UNREPLIED, ESPF_PROVISIONAL, ESPF_CHARGED, IKE_SIZE, IKE_LAN_ADDR,
+  IKE_REM_ADDR, IKE_ICOOKIE, IKE_RCOOKIE, IKE_EXPIRES, IKE_LAST_SEEN, IKE_REM_PORT, IKE_FLAGS, IKE_PKTS_OUT,
+  IKE_PKTS_IN, IKE_IN_USE, IKEF_INBOUND, IKEF_ANSWERED, IKEF_CHARGED, CALL_SIZE, CALL_LAN_ADDR, CALL_REM_ADDR,
+  CALL_ID_LAN, CALL_ID_ALIAS, CALL_ID_REMOTE, CALL_FLAGS, CALL_EXPIRES, CALL_PKTS_OUT, CALL_PKTS_IN,
+  CALL_IN_USE, CF_REMOTE_KNOWN, CF_DISCONNECTED, FRAG_SIZE, FRAG_SRC_ADDR, FRAG_DST_ADDR, FRAG_IP_ID,
+  FRAG_PROTO, FRAG_SIDE, FRAG_NEW_ADDR, FRAG_EXPIRES, FRAG_FIRST_END, FRAG_SEEN, FRAG_TOTAL, PEER_SIZE,
+  PEER_LAN_ADDR, PEER_REM_ADDR, PEER_IKE_LAST, PEER_IKE_COUNT, PEER_ESP_BOUND, PEER_ESP_EXPIRES,
+  PEER_RECENT_HOST, PEER_REFS, SRC_SIZE, SRC_ADDR, SRC_FLOWS, SRC_IKE, SRC_CALLS, SRC_ESP, SRC_FRAGS,
+  CAPTURE_SLOTS, CAPTURE_HEADER, CAPH_HEAD, CAPH_TAIL, CAPH_LOST, CAPTURE_REC_SIZE, CAPR_LEN, CAPR_CAPLEN,
+  CAPR_REASON, CAPR_SIDE, CAPR_TIME, CAPR_DATA,
 } from "./records";
 import {
   SIDE_INSIDE, SIDE_OUTSIDE, VERDICT_DROP, VERDICT_PASS, ZONE_WAN, ZONE_LAN, DEST_ROUTER, DEST_FORWARD,
@@ -37,9 +40,11 @@ import {
   SETTINGS_SIZE, SET_TCP_TIMEOUT, SET_TCP_TRANSITORY_TIMEOUT, SET_UDP_TIMEOUT, SET_ICMP_TIMEOUT,
   SET_FRAG_TIMEOUT, SET_ESP_TIMEOUT, SET_ESP_INIT_TIMEOUT, SET_ESP_INIT_RETRIES, SET_IKE_TIMEOUT,
   SET_NATT_TIMEOUT, SET_GRE_TIMEOUT, SET_PARALLEL_SESSIONS, SET_ESP_GUESS, SET_MASQ_PORT_LO, SET_MASQ_PORT_HI,
+  SET_UNREPLIED_TIMEOUT, SET_SRC_MAX_FLOWS, SET_SRC_MAX_IKE, SET_SRC_MAX_CALLS, SET_SRC_MAX_ESP_PENDING,
+  SET_SRC_MAX_FRAGS,
 } from "./settings";
 
-export const ABI_WORDS: u32 = 184;
+export const ABI_WORDS: u32 = 211;
 
 /** Writes ABI_WORDS u32 values at `out`; returns how many. */
 export function abiDescribe(out: usize): u32 {
@@ -60,172 +65,199 @@ export function abiDescribe(out: usize): u32 {
   store<u32>(out, <u32>C_IKE_ACTIVE, 56);
   store<u32>(out, <u32>C_CALLS_ACTIVE, 60);
   store<u32>(out, <u32>C_ESP_BOUND, 64);
-  store<u32>(out, <u32>C_RX_BYTES_INSIDE, 68);
-  store<u32>(out, <u32>C_RX_BYTES_OUTSIDE, 72);
-  store<u32>(out, <u32>C_PASS_BYTES_INSIDE, 76);
-  store<u32>(out, <u32>C_PASS_BYTES_OUTSIDE, 80);
-  store<u32>(out, <u32>C_DROP_BASE, 84);
-  store<u32>(out, <u32>COUNTER_SLOTS, 88);
-  store<u32>(out, <u32>EV_FLOW_NEW, 92);
-  store<u32>(out, <u32>EV_FLOW_EXPIRED, 96);
-  store<u32>(out, <u32>EV_DROP, 100);
-  store<u32>(out, <u32>EV_FLUSH, 104);
-  store<u32>(out, <u32>EV_ESP_BOUND, 108);
-  store<u32>(out, <u32>EV_AH_REFUSED, 112);
-  store<u32>(out, <u32>EV_IKE_COLLISION, 116);
-  store<u32>(out, <u32>EVENT_CAP, 120);
-  store<u32>(out, <u32>EVENT_HEADER, 124);
-  store<u32>(out, <u32>EVENT_SIZE, 128);
-  store<u32>(out, <u32>EVT_TYPE, 132);
-  store<u32>(out, <u32>EVT_REASON, 136);
-  store<u32>(out, <u32>EVT_PROTO, 140);
-  store<u32>(out, <u32>EVT_SIDE, 144);
-  store<u32>(out, <u32>EVT_LAN_ADDR, 148);
-  store<u32>(out, <u32>EVT_REM_ADDR, 152);
-  store<u32>(out, <u32>EVT_WAN_ADDR, 156);
-  store<u32>(out, <u32>EVT_LAN_PORT, 160);
-  store<u32>(out, <u32>EVT_REM_PORT, 164);
-  store<u32>(out, <u32>EVT_ALIAS_PORT, 168);
-  store<u32>(out, <u32>EVT_TIME, 172);
-  store<u32>(out, <u32>EVT_EXTRA, 176);
-  store<u32>(out, <u32>FLOW_SIZE, 180);
-  store<u32>(out, <u32>F_LAN_ADDR, 184);
-  store<u32>(out, <u32>F_REM_ADDR, 188);
-  store<u32>(out, <u32>F_LAN_PORT, 192);
-  store<u32>(out, <u32>F_REM_PORT, 196);
-  store<u32>(out, <u32>F_ALIAS_PORT, 200);
-  store<u32>(out, <u32>F_PROTO, 204);
-  store<u32>(out, <u32>F_STATE, 208);
-  store<u32>(out, <u32>F_EXPIRES, 212);
-  store<u32>(out, <u32>F_FLAGS, 216);
-  store<u32>(out, <u32>F_SPARE, 220);
-  store<u32>(out, <u32>F_PKTS_OUT, 224);
-  store<u32>(out, <u32>F_PKTS_IN, 228);
-  store<u32>(out, <u32>FL_IN_USE, 232);
-  store<u32>(out, <u32>FL_REDIRECT, 236);
-  store<u32>(out, <u32>FL_REPLIED, 240);
-  store<u32>(out, <u32>FL_FIN_OUT, 244);
-  store<u32>(out, <u32>FL_FIN_IN, 248);
-  store<u32>(out, <u32>FL_NATT, 252);
-  store<u32>(out, <u32>BIND_SIZE, 256);
-  store<u32>(out, <u32>B_LAN_ADDR, 260);
-  store<u32>(out, <u32>B_REFS, 264);
-  store<u32>(out, <u32>B_LAN_PORT, 268);
-  store<u32>(out, <u32>B_FLAGS, 272);
-  store<u32>(out, <u32>BF_USED, 276);
-  store<u32>(out, <u32>BF_STATIC, 280);
-  store<u32>(out, <u32>BIND_TCP, 284);
-  store<u32>(out, <u32>BIND_UDP, 288);
-  store<u32>(out, <u32>BIND_ICMP, 292);
-  store<u32>(out, <u32>BIND_PROTOS, 296);
-  store<u32>(out, <u32>ESP_SIZE, 300);
-  store<u32>(out, <u32>ESP_LAN_ADDR, 304);
-  store<u32>(out, <u32>ESP_REM_ADDR, 308);
-  store<u32>(out, <u32>ESP_SPI_OUT, 312);
-  store<u32>(out, <u32>ESP_SPI_IN, 316);
-  store<u32>(out, <u32>ESP_EXPIRES, 320);
-  store<u32>(out, <u32>ESP_DEADLINE, 324);
-  store<u32>(out, <u32>ESP_PEER, 328);
-  store<u32>(out, <u32>ESP_STATE, 332);
-  store<u32>(out, <u32>ESP_RETRIES, 336);
-  store<u32>(out, <u32>ESP_FLAGS, 340);
-  store<u32>(out, <u32>ESP_PKTS, 344);
-  store<u32>(out, <u32>ESP_FREE, 348);
-  store<u32>(out, <u32>ESP_OUTSTANDING, 352);
-  store<u32>(out, <u32>ESP_BOUND, 356);
-  store<u32>(out, <u32>ESP_SQUELCHED, 360);
-  store<u32>(out, <u32>ESPF_FORWARD, 364);
-  store<u32>(out, <u32>IKE_SIZE, 368);
-  store<u32>(out, <u32>IKE_LAN_ADDR, 372);
-  store<u32>(out, <u32>IKE_REM_ADDR, 376);
-  store<u32>(out, <u32>IKE_ICOOKIE, 380);
-  store<u32>(out, <u32>IKE_RCOOKIE, 384);
-  store<u32>(out, <u32>IKE_EXPIRES, 388);
-  store<u32>(out, <u32>IKE_LAST_SEEN, 392);
-  store<u32>(out, <u32>IKE_REM_PORT, 396);
-  store<u32>(out, <u32>IKE_FLAGS, 400);
-  store<u32>(out, <u32>IKE_PKTS_OUT, 404);
-  store<u32>(out, <u32>IKE_PKTS_IN, 408);
-  store<u32>(out, <u32>IKE_IN_USE, 412);
-  store<u32>(out, <u32>IKEF_INBOUND, 416);
-  store<u32>(out, <u32>CALL_SIZE, 420);
-  store<u32>(out, <u32>CALL_LAN_ADDR, 424);
-  store<u32>(out, <u32>CALL_REM_ADDR, 428);
-  store<u32>(out, <u32>CALL_ID_LAN, 432);
-  store<u32>(out, <u32>CALL_ID_ALIAS, 436);
-  store<u32>(out, <u32>CALL_ID_REMOTE, 440);
-  store<u32>(out, <u32>CALL_FLAGS, 444);
-  store<u32>(out, <u32>CALL_EXPIRES, 448);
-  store<u32>(out, <u32>CALL_PKTS_OUT, 452);
-  store<u32>(out, <u32>CALL_PKTS_IN, 456);
-  store<u32>(out, <u32>CALL_IN_USE, 460);
-  store<u32>(out, <u32>CF_REMOTE_KNOWN, 464);
-  store<u32>(out, <u32>CF_DISCONNECTED, 468);
-  store<u32>(out, <u32>FRAG_SIZE, 472);
-  store<u32>(out, <u32>FRAG_SRC_ADDR, 476);
-  store<u32>(out, <u32>FRAG_DST_ADDR, 480);
-  store<u32>(out, <u32>FRAG_IP_ID, 484);
-  store<u32>(out, <u32>FRAG_PROTO, 488);
-  store<u32>(out, <u32>FRAG_SIDE, 492);
-  store<u32>(out, <u32>FRAG_NEW_ADDR, 496);
-  store<u32>(out, <u32>FRAG_EXPIRES, 500);
-  store<u32>(out, <u32>FRAG_FIRST_END, 504);
-  store<u32>(out, <u32>FRAG_SEEN, 508);
-  store<u32>(out, <u32>FRAG_TOTAL, 512);
-  store<u32>(out, <u32>PEER_SIZE, 516);
-  store<u32>(out, <u32>PEER_LAN_ADDR, 520);
-  store<u32>(out, <u32>PEER_REM_ADDR, 524);
-  store<u32>(out, <u32>PEER_IKE_LAST, 528);
-  store<u32>(out, <u32>PEER_IKE_COUNT, 532);
-  store<u32>(out, <u32>PEER_ESP_BOUND, 536);
-  store<u32>(out, <u32>PEER_ESP_EXPIRES, 540);
-  store<u32>(out, <u32>PEER_RECENT_HOST, 544);
-  store<u32>(out, <u32>PEER_REFS, 548);
-  store<u32>(out, <u32>CAPTURE_SLOTS, 552);
-  store<u32>(out, <u32>CAPTURE_HEADER, 556);
-  store<u32>(out, <u32>CAPH_HEAD, 560);
-  store<u32>(out, <u32>CAPH_TAIL, 564);
-  store<u32>(out, <u32>CAPH_LOST, 568);
-  store<u32>(out, <u32>CAPTURE_REC_SIZE, 572);
-  store<u32>(out, <u32>CAPR_LEN, 576);
-  store<u32>(out, <u32>CAPR_CAPLEN, 580);
-  store<u32>(out, <u32>CAPR_REASON, 584);
-  store<u32>(out, <u32>CAPR_SIDE, 588);
-  store<u32>(out, <u32>CAPR_TIME, 592);
-  store<u32>(out, <u32>CAPR_DATA, 596);
-  store<u32>(out, <u32>SIDE_INSIDE, 600);
-  store<u32>(out, <u32>SIDE_OUTSIDE, 604);
-  store<u32>(out, <u32>VERDICT_DROP, 608);
-  store<u32>(out, <u32>VERDICT_PASS, 612);
-  store<u32>(out, <u32>ZONE_WAN, 616);
-  store<u32>(out, <u32>ZONE_LAN, 620);
-  store<u32>(out, <u32>DEST_ROUTER, 624);
-  store<u32>(out, <u32>DEST_FORWARD, 628);
-  store<u32>(out, <u32>TARGET_NONE, 632);
-  store<u32>(out, <u32>TARGET_ACCEPT, 636);
-  store<u32>(out, <u32>TARGET_DROP, 640);
-  store<u32>(out, <u32>TARGET_REJECT, 644);
-  store<u32>(out, <u32>PROTO_ICMP, 648);
-  store<u32>(out, <u32>PROTO_TCP, 652);
-  store<u32>(out, <u32>PROTO_UDP, 656);
-  store<u32>(out, <u32>PROTO_GRE, 660);
-  store<u32>(out, <u32>PROTO_ESP, 664);
-  store<u32>(out, <u32>PROTO_AH, 668);
-  store<u32>(out, <u32>SETTINGS_SIZE, 672);
-  store<u32>(out, <u32>SET_TCP_TIMEOUT, 676);
-  store<u32>(out, <u32>SET_TCP_TRANSITORY_TIMEOUT, 680);
-  store<u32>(out, <u32>SET_UDP_TIMEOUT, 684);
-  store<u32>(out, <u32>SET_ICMP_TIMEOUT, 688);
-  store<u32>(out, <u32>SET_FRAG_TIMEOUT, 692);
-  store<u32>(out, <u32>SET_ESP_TIMEOUT, 696);
-  store<u32>(out, <u32>SET_ESP_INIT_TIMEOUT, 700);
-  store<u32>(out, <u32>SET_ESP_INIT_RETRIES, 704);
-  store<u32>(out, <u32>SET_IKE_TIMEOUT, 708);
-  store<u32>(out, <u32>SET_NATT_TIMEOUT, 712);
-  store<u32>(out, <u32>SET_GRE_TIMEOUT, 716);
-  store<u32>(out, <u32>SET_PARALLEL_SESSIONS, 720);
-  store<u32>(out, <u32>SET_ESP_GUESS, 724);
-  store<u32>(out, <u32>SET_MASQ_PORT_LO, 728);
-  store<u32>(out, <u32>SET_MASQ_PORT_HI, 732);
-  return 184;
+  store<u32>(out, <u32>C_EARLY_DROPS, 68);
+  store<u32>(out, <u32>C_RX_BYTES_INSIDE, 72);
+  store<u32>(out, <u32>C_RX_BYTES_OUTSIDE, 76);
+  store<u32>(out, <u32>C_PASS_BYTES_INSIDE, 80);
+  store<u32>(out, <u32>C_PASS_BYTES_OUTSIDE, 84);
+  store<u32>(out, <u32>C_DROP_BASE, 88);
+  store<u32>(out, <u32>COUNTER_SLOTS, 92);
+  store<u32>(out, <u32>EV_FLOW_NEW, 96);
+  store<u32>(out, <u32>EV_FLOW_EXPIRED, 100);
+  store<u32>(out, <u32>EV_DROP, 104);
+  store<u32>(out, <u32>EV_FLUSH, 108);
+  store<u32>(out, <u32>EV_ESP_BOUND, 112);
+  store<u32>(out, <u32>EV_AH_REFUSED, 116);
+  store<u32>(out, <u32>EV_IKE_COLLISION, 120);
+  store<u32>(out, <u32>EVENT_CAP, 124);
+  store<u32>(out, <u32>EVENT_HEADER, 128);
+  store<u32>(out, <u32>EVENT_SIZE, 132);
+  store<u32>(out, <u32>EVT_TYPE, 136);
+  store<u32>(out, <u32>EVT_REASON, 140);
+  store<u32>(out, <u32>EVT_PROTO, 144);
+  store<u32>(out, <u32>EVT_SIDE, 148);
+  store<u32>(out, <u32>EVT_LAN_ADDR, 152);
+  store<u32>(out, <u32>EVT_REM_ADDR, 156);
+  store<u32>(out, <u32>EVT_WAN_ADDR, 160);
+  store<u32>(out, <u32>EVT_LAN_PORT, 164);
+  store<u32>(out, <u32>EVT_REM_PORT, 168);
+  store<u32>(out, <u32>EVT_ALIAS_PORT, 172);
+  store<u32>(out, <u32>EVT_TIME, 176);
+  store<u32>(out, <u32>EVT_EXTRA, 180);
+  store<u32>(out, <u32>FLOW_SIZE, 184);
+  store<u32>(out, <u32>F_LAN_ADDR, 188);
+  store<u32>(out, <u32>F_REM_ADDR, 192);
+  store<u32>(out, <u32>F_LAN_PORT, 196);
+  store<u32>(out, <u32>F_REM_PORT, 200);
+  store<u32>(out, <u32>F_ALIAS_PORT, 204);
+  store<u32>(out, <u32>F_PROTO, 208);
+  store<u32>(out, <u32>F_STATE, 212);
+  store<u32>(out, <u32>F_EXPIRES, 216);
+  store<u32>(out, <u32>F_FLAGS, 220);
+  store<u32>(out, <u32>F_TCP_OUT, 224);
+  store<u32>(out, <u32>F_TCP_IN, 228);
+  store<u32>(out, <u32>F_PKTS_OUT, 232);
+  store<u32>(out, <u32>F_PKTS_IN, 236);
+  store<u32>(out, <u32>F_END_OUT, 240);
+  store<u32>(out, <u32>F_END_IN, 244);
+  store<u32>(out, <u32>FL_IN_USE, 248);
+  store<u32>(out, <u32>FL_REDIRECT, 252);
+  store<u32>(out, <u32>FL_REPLIED, 256);
+  store<u32>(out, <u32>FL_FIN_OUT, 260);
+  store<u32>(out, <u32>FL_FIN_IN, 264);
+  store<u32>(out, <u32>FL_NATT, 268);
+  store<u32>(out, <u32>FL_CHARGED, 272);
+  store<u32>(out, <u32>FL_WS_SHIFT, 276);
+  store<u32>(out, <u32>FL_WS_NONE, 280);
+  store<u32>(out, <u32>BIND_SIZE, 284);
+  store<u32>(out, <u32>B_LAN_ADDR, 288);
+  store<u32>(out, <u32>B_REFS, 292);
+  store<u32>(out, <u32>B_LAN_PORT, 296);
+  store<u32>(out, <u32>B_FLAGS, 300);
+  store<u32>(out, <u32>BF_USED, 304);
+  store<u32>(out, <u32>BF_STATIC, 308);
+  store<u32>(out, <u32>BIND_TCP, 312);
+  store<u32>(out, <u32>BIND_UDP, 316);
+  store<u32>(out, <u32>BIND_ICMP, 320);
+  store<u32>(out, <u32>BIND_PROTOS, 324);
+  store<u32>(out, <u32>ESP_SIZE, 328);
+  store<u32>(out, <u32>ESP_LAN_ADDR, 332);
+  store<u32>(out, <u32>ESP_REM_ADDR, 336);
+  store<u32>(out, <u32>ESP_SPI_OUT, 340);
+  store<u32>(out, <u32>ESP_SPI_IN, 344);
+  store<u32>(out, <u32>ESP_EXPIRES, 348);
+  store<u32>(out, <u32>ESP_DEADLINE, 352);
+  store<u32>(out, <u32>ESP_PEER, 356);
+  store<u32>(out, <u32>ESP_STATE, 360);
+  store<u32>(out, <u32>ESP_RETRIES, 364);
+  store<u32>(out, <u32>ESP_FLAGS, 368);
+  store<u32>(out, <u32>ESP_PKTS, 372);
+  store<u32>(out, <u32>ESP_SPI_IN2, 376);
+  store<u32>(out, <u32>ESP_TIMER, 380);
+  store<u32>(out, <u32>ESP_FREE, 384);
+  store<u32>(out, <u32>ESP_OUTSTANDING, 388);
+  store<u32>(out, <u32>ESP_BOUND, 392);
+  store<u32>(out, <u32>ESP_SQUELCHED, 396);
+  store<u32>(out, <u32>ESPF_FORWARD, 400);
+  store<u32>(out, <u32>ESPF_UNREPLIED, 404);
+  store<u32>(out, <u32>ESPF_PROVISIONAL, 408);
+  store<u32>(out, <u32>ESPF_CHARGED, 412);
+  store<u32>(out, <u32>IKE_SIZE, 416);
+  store<u32>(out, <u32>IKE_LAN_ADDR, 420);
+  store<u32>(out, <u32>IKE_REM_ADDR, 424);
+  store<u32>(out, <u32>IKE_ICOOKIE, 428);
+  store<u32>(out, <u32>IKE_RCOOKIE, 432);
+  store<u32>(out, <u32>IKE_EXPIRES, 436);
+  store<u32>(out, <u32>IKE_LAST_SEEN, 440);
+  store<u32>(out, <u32>IKE_REM_PORT, 444);
+  store<u32>(out, <u32>IKE_FLAGS, 448);
+  store<u32>(out, <u32>IKE_PKTS_OUT, 452);
+  store<u32>(out, <u32>IKE_PKTS_IN, 456);
+  store<u32>(out, <u32>IKE_IN_USE, 460);
+  store<u32>(out, <u32>IKEF_INBOUND, 464);
+  store<u32>(out, <u32>IKEF_ANSWERED, 468);
+  store<u32>(out, <u32>IKEF_CHARGED, 472);
+  store<u32>(out, <u32>CALL_SIZE, 476);
+  store<u32>(out, <u32>CALL_LAN_ADDR, 480);
+  store<u32>(out, <u32>CALL_REM_ADDR, 484);
+  store<u32>(out, <u32>CALL_ID_LAN, 488);
+  store<u32>(out, <u32>CALL_ID_ALIAS, 492);
+  store<u32>(out, <u32>CALL_ID_REMOTE, 496);
+  store<u32>(out, <u32>CALL_FLAGS, 500);
+  store<u32>(out, <u32>CALL_EXPIRES, 504);
+  store<u32>(out, <u32>CALL_PKTS_OUT, 508);
+  store<u32>(out, <u32>CALL_PKTS_IN, 512);
+  store<u32>(out, <u32>CALL_IN_USE, 516);
+  store<u32>(out, <u32>CF_REMOTE_KNOWN, 520);
+  store<u32>(out, <u32>CF_DISCONNECTED, 524);
+  store<u32>(out, <u32>FRAG_SIZE, 528);
+  store<u32>(out, <u32>FRAG_SRC_ADDR, 532);
+  store<u32>(out, <u32>FRAG_DST_ADDR, 536);
+  store<u32>(out, <u32>FRAG_IP_ID, 540);
+  store<u32>(out, <u32>FRAG_PROTO, 544);
+  store<u32>(out, <u32>FRAG_SIDE, 548);
+  store<u32>(out, <u32>FRAG_NEW_ADDR, 552);
+  store<u32>(out, <u32>FRAG_EXPIRES, 556);
+  store<u32>(out, <u32>FRAG_FIRST_END, 560);
+  store<u32>(out, <u32>FRAG_SEEN, 564);
+  store<u32>(out, <u32>FRAG_TOTAL, 568);
+  store<u32>(out, <u32>PEER_SIZE, 572);
+  store<u32>(out, <u32>PEER_LAN_ADDR, 576);
+  store<u32>(out, <u32>PEER_REM_ADDR, 580);
+  store<u32>(out, <u32>PEER_IKE_LAST, 584);
+  store<u32>(out, <u32>PEER_IKE_COUNT, 588);
+  store<u32>(out, <u32>PEER_ESP_BOUND, 592);
+  store<u32>(out, <u32>PEER_ESP_EXPIRES, 596);
+  store<u32>(out, <u32>PEER_RECENT_HOST, 600);
+  store<u32>(out, <u32>PEER_REFS, 604);
+  store<u32>(out, <u32>SRC_SIZE, 608);
+  store<u32>(out, <u32>SRC_ADDR, 612);
+  store<u32>(out, <u32>SRC_FLOWS, 616);
+  store<u32>(out, <u32>SRC_IKE, 620);
+  store<u32>(out, <u32>SRC_CALLS, 624);
+  store<u32>(out, <u32>SRC_ESP, 628);
+  store<u32>(out, <u32>SRC_FRAGS, 632);
+  store<u32>(out, <u32>CAPTURE_SLOTS, 636);
+  store<u32>(out, <u32>CAPTURE_HEADER, 640);
+  store<u32>(out, <u32>CAPH_HEAD, 644);
+  store<u32>(out, <u32>CAPH_TAIL, 648);
+  store<u32>(out, <u32>CAPH_LOST, 652);
+  store<u32>(out, <u32>CAPTURE_REC_SIZE, 656);
+  store<u32>(out, <u32>CAPR_LEN, 660);
+  store<u32>(out, <u32>CAPR_CAPLEN, 664);
+  store<u32>(out, <u32>CAPR_REASON, 668);
+  store<u32>(out, <u32>CAPR_SIDE, 672);
+  store<u32>(out, <u32>CAPR_TIME, 676);
+  store<u32>(out, <u32>CAPR_DATA, 680);
+  store<u32>(out, <u32>SIDE_INSIDE, 684);
+  store<u32>(out, <u32>SIDE_OUTSIDE, 688);
+  store<u32>(out, <u32>VERDICT_DROP, 692);
+  store<u32>(out, <u32>VERDICT_PASS, 696);
+  store<u32>(out, <u32>ZONE_WAN, 700);
+  store<u32>(out, <u32>ZONE_LAN, 704);
+  store<u32>(out, <u32>DEST_ROUTER, 708);
+  store<u32>(out, <u32>DEST_FORWARD, 712);
+  store<u32>(out, <u32>TARGET_NONE, 716);
+  store<u32>(out, <u32>TARGET_ACCEPT, 720);
+  store<u32>(out, <u32>TARGET_DROP, 724);
+  store<u32>(out, <u32>TARGET_REJECT, 728);
+  store<u32>(out, <u32>PROTO_ICMP, 732);
+  store<u32>(out, <u32>PROTO_TCP, 736);
+  store<u32>(out, <u32>PROTO_UDP, 740);
+  store<u32>(out, <u32>PROTO_GRE, 744);
+  store<u32>(out, <u32>PROTO_ESP, 748);
+  store<u32>(out, <u32>PROTO_AH, 752);
+  store<u32>(out, <u32>SETTINGS_SIZE, 756);
+  store<u32>(out, <u32>SET_TCP_TIMEOUT, 760);
+  store<u32>(out, <u32>SET_TCP_TRANSITORY_TIMEOUT, 764);
+  store<u32>(out, <u32>SET_UDP_TIMEOUT, 768);
+  store<u32>(out, <u32>SET_ICMP_TIMEOUT, 772);
+  store<u32>(out, <u32>SET_FRAG_TIMEOUT, 776);
+  store<u32>(out, <u32>SET_ESP_TIMEOUT, 780);
+  store<u32>(out, <u32>SET_ESP_INIT_TIMEOUT, 784);
+  store<u32>(out, <u32>SET_ESP_INIT_RETRIES, 788);
+  store<u32>(out, <u32>SET_IKE_TIMEOUT, 792);
+  store<u32>(out, <u32>SET_NATT_TIMEOUT, 796);
+  store<u32>(out, <u32>SET_GRE_TIMEOUT, 800);
+  store<u32>(out, <u32>SET_PARALLEL_SESSIONS, 804);
+  store<u32>(out, <u32>SET_ESP_GUESS, 808);
+  store<u32>(out, <u32>SET_MASQ_PORT_LO, 812);
+  store<u32>(out, <u32>SET_MASQ_PORT_HI, 816);
+  store<u32>(out, <u32>SET_UNREPLIED_TIMEOUT, 820);
+  store<u32>(out, <u32>SET_SRC_MAX_FLOWS, 824);
+  store<u32>(out, <u32>SET_SRC_MAX_IKE, 828);
+  store<u32>(out, <u32>SET_SRC_MAX_CALLS, 832);
+  store<u32>(out, <u32>SET_SRC_MAX_ESP_PENDING, 836);
+  store<u32>(out, <u32>SET_SRC_MAX_FRAGS, 840);
+  return 211;
 }

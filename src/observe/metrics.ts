@@ -73,6 +73,7 @@ export function renderMetrics(s: Stats): string {
   w.family('vpnmasq_flows_created_total', 'counter', 'Flows created.', [[undefined, s.flowsCreated]]);
   w.family('vpnmasq_flows_expired_total', 'counter', 'Flows expired by their idle timeout.', [[undefined, s.flowsExpired]]);
   w.family('vpnmasq_flows_flushed_total', 'counter', 'Flows flushed by a WAN address change.', [[undefined, s.flowsFlushed]]);
+  w.family('vpnmasq_early_drops_total', 'counter', 'Unanswered entries dropped to make room in a full table.', [[undefined, s.earlyDrops]]);
   w.family('vpnmasq_events_lost_total', 'counter', 'Engine events lost because the event ring was full.', [[undefined, s.eventsLost]]);
   w.family('vpnmasq_table_entries', 'gauge', 'Entries in use per engine table.', s.tables.map((t) => [{ table: t.table }, t.used]));
   w.family('vpnmasq_table_capacity', 'gauge', 'Fixed capacity per engine table.', s.tables.map((t) => [{ table: t.table }, t.capacity]));

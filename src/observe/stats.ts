@@ -44,6 +44,8 @@ export interface Stats {
   flowsExpired: number;
   flowsFlushed: number;
   eventsLost: number;
+  /** Unanswered entries dropped to make room in a full table. */
+  earlyDrops: number;
   tables: TableUse[];
   /** VPN sessions by protocol and state. */
   vpn: { esp: Record<'outstanding' | 'established' | 'squelched', number>; ike: number; pptp: number; espBound: number };
@@ -103,6 +105,7 @@ export function collectStats(e: Engine, t: SupervisorTallies): Stats {
     flowsExpired: c.flowsExpired!,
     flowsFlushed: c.flowsFlushed!,
     eventsLost: c.eventsLost!,
+    earlyDrops: c.earlyDrops ?? 0,
     tables: [
       { table: 'flows', used: e.x.flowActive(), capacity: e.maxFlows },
       { table: 'bindings', used: c.bindingsActive!, capacity: TABLE_CAPACITY.bindings },
