@@ -123,4 +123,19 @@ describe.skipIf(skip)('Prometheus metrics of the running router', () => {
     expect(run.stderr).toContain(`${bad}:4: option metrics_listen: 203.0.113.1 is an address of the WAN device wan`);
     expect(lab.tryExec(lab.router, ['ip', 'link', 'show', 'tin9']).ok).toBe(false); // refused before anything was made
   });
+  it('07 a reload and a new WAN address are counted', async () => {
+    const before = scrape();
+    expect(vm.cli('reload').ok).toBe(true);
+    lab.setWanAddress('203.0.113.7');
+    // the WAN watch polls every second; the snapshot is reused for up to one
+    let after = before;
+    for (let i = 0; i < 30 && value(after, 'vpnmasq_wan_address_changes_total') === value(before, 'vpnmasq_wan_address_changes_total'); i++) {
+      await new Promise((r) => setTimeout(r, 500));
+      after = scrape();
+    }
+    // the lab flushes the old address before it adds the new one: the watch may see the loss as a change too
+    expect(value(after, 'vpnmasq_wan_address_changes_total') - value(before, 'vpnmasq_wan_address_changes_total')).toBeGreaterThanOrEqual(1);
+    expect(value(after, 'vpnmasq_wan_address_info', { address: '203.0.113.7' })).toBe(1);
+    expect(value(after, 'vpnmasq_reloads_total', { result: 'ok' }) - value(before, 'vpnmasq_reloads_total', { result: 'ok' })).toBe(1);
+  });
 });
