@@ -142,3 +142,18 @@ function scrapeFresh(obs: Observer): Map<string, Family> {
   (obs as unknown as { cachedStats: unknown }).cachedStats = null;
   return scrape(obs);
 }
+
+describe('table capacities', () => {
+  it('are the engine layout\'s (assembly/layout.ts, assembly/abi/records.ts)', async () => {
+    const { readFileSync } = await import('node:fs');
+    const { TABLE_CAPACITY } = await import('../../../src/engine/abi.js');
+    const src = (f: string) => readFileSync(new URL(`../../../assembly/${f}`, import.meta.url), 'utf8');
+    const constant = (text: string, name: string) => Number(new RegExp(`export const ${name}: u32 = (\\d+);`).exec(text)?.[1]);
+    const layout = src('layout.ts');
+    expect(TABLE_CAPACITY.esp).toBe(constant(layout, 'ESP_CAP'));
+    expect(TABLE_CAPACITY.ike).toBe(constant(layout, 'IKE_CAP'));
+    expect(TABLE_CAPACITY.pptp).toBe(constant(layout, 'CALL_CAP'));
+    expect(TABLE_CAPACITY.fragments).toBe(constant(layout, 'FRAG_CAP'));
+    expect(TABLE_CAPACITY.bindings).toBe(constant(src('abi/records.ts'), 'BIND_PROTOS') * 65536);
+  });
+});
