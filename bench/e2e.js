@@ -42,6 +42,7 @@ const USAGE = `usage: sudo node bench/e2e.js [options]
   --kernel-only    bench the kernel's nftables masquerade only
   --cli PATH       vpnmasq CLI (default <repo>/dist/cli/main.js)
   --json FILE      also write a JSON summary to FILE
+  --svg FILE       the tables as an SVG chart (default bench-e2e.svg; --no-svg: none)
   --no-warmup      skip the 1 s unmeasured warm-up run per mode
   --mix / --no-mix the mixed ESP + NAT-T + UDP run after the plain one (default on)
   --mix-reps N     repetitions of the mixed run per mode (default: --reps)
@@ -54,7 +55,7 @@ const USAGE = `usage: sudo node bench/e2e.js [options]
 
 function parseArgs(argv) {
   const a = {
-    reps: 5, seconds: 3, flows: 16, clients: 1, pings: 200, kernelOnly: false, cli: null, json: null, warmup: true,
+    reps: 5, seconds: 3, flows: 16, clients: 1, pings: 200, kernelOnly: false, cli: null, json: null, svg: resolve('bench-e2e.svg'), warmup: true,
     mix: true, mixReps: null, mixFlows: 8, tcp: true, tcpOnly: false, tcpReps: 3, tcpSeconds: 3, offloadCompare: false,
   };
   const num = (name, v, min, max) => {
@@ -87,6 +88,8 @@ function parseArgs(argv) {
       case '--offload-compare': a.offloadCompare = true; break;
       case '--cli': a.cli = resolve(val() ?? ''); break;
       case '--json': a.json = resolve(val() ?? ''); break;
+      case '--svg': a.svg = resolve(val() ?? ''); break;
+      case '--no-svg': a.svg = null; break;
       case '-h': case '--help': a.help = true; break;
       default: throw new Error(`unknown option ${k}`);
     }
@@ -161,7 +164,7 @@ async function main() {
   const { benchPlain } = await import('./e2e/plain.js');
   const { ESPGEN, benchMix, mixComparison } = await import('./e2e/mix.js');
   const { kernelMode, vpnmasqMode } = await import('./e2e/modes.js');
-  const { comparison, machine, printMixTable, printTable, renderRows, writeSummary } = await import('./e2e/report.js');
+  const { comparison, machine, printMixTable, printTable, renderRows, writeChart, writeSummary } = await import('./e2e/report.js');
   const { benchTcp, printTcpTable } = await import('./e2e/tcp.js');
   const parts = { benchPlain, benchMix, benchTcp };
 
@@ -239,6 +242,7 @@ async function main() {
   if (cliMissing) console.log(`vpnmasq: not benchmarked (no CLI at ${cliPath})`);
 
   if (a.json && !writeSummary(a, m, modes, { doVpnmasq, cliMissing, cliPath, mixSkipped, cmp, mixCmp })) return 1;
+  if (a.svg && !a.tcpOnly && udpModes.length && !writeChart(a, m, udpModes, { doVpnmasq, cliMissing, cliPath, mixSkipped, cmp, mixCmp })) return 1;
 
   if (a.tcp && modes.some((r) => r.tcp && !r.tcp.ok)) return 1;
   if (!k?.ok) return 1;

@@ -6,7 +6,10 @@ import {
   DEST_FORWARD, DEST_ROUTER, SIDE_INSIDE, SIDE_OUTSIDE, TARGET_ACCEPT, TARGET_NONE, TARGET_REJECT,
   VERDICT_DROP, VERDICT_PASS, ZONE_WAN,
 } from "../abi/codes";
-import { C_CSUM_PARTIAL, C_GSO_BYTES, C_GSO_RX, C_PASS_INSIDE, C_PASS_OUTSIDE, C_RX_INSIDE, C_RX_OUTSIDE } from "../abi/counters";
+import {
+  C_CSUM_PARTIAL, C_GSO_BYTES, C_GSO_RX, C_PASS_BYTES_INSIDE, C_PASS_BYTES_OUTSIDE, C_PASS_INSIDE, C_PASS_OUTSIDE,
+  C_RX_BYTES_INSIDE, C_RX_BYTES_OUTSIDE, C_RX_INSIDE, C_RX_OUTSIDE,
+} from "../abi/counters";
 import { lens, slotCount, slotSize, slots, verdicts, vnetHdrs, vnetOn, VNET_STRIDE } from "../layout";
 import {
   ipDst, ipId, ipSrc, ipv4Check,
@@ -119,12 +122,16 @@ export function processBatch(n: u32, side: u32): u32 {
   const maxLen = vnetOn ? VNET_MAX_PACKET : slotSize;
   warmBatch(n, side);
   let passed: u32 = 0;
+  // Bytes for the metrics: summed in registers, added to the counters once per batch.
+  let bytesRead: i64 = 0;
+  let bytesPassed: i64 = 0;
   countAdd(side == SIDE_INSIDE ? C_RX_INSIDE : C_RX_OUTSIDE, <i64>n);
   for (let i: u32 = 0; i < n; i++) {
     const p = slots + <usize>i * slotSize;
     const len = load<u32>(lens + (<usize>i << 2));
     store<u32>(packetContext, vnetOn ? <u32>(vnetHdrs + <usize>i * VNET_STRIDE) : 0, CTX_VNET);
     store<u32>(packetContext, 0, CTX_L4_PARTIAL);
+    bytesRead += len;
     let r: u32;
     if (len > maxLen) r = Drop.OVERSIZE;
     else r = side == SIDE_INSIDE ? outbound(p, len, packetContext) : inbound(p, len, packetContext);
@@ -132,6 +139,7 @@ export function processBatch(n: u32, side: u32): u32 {
       ttlCompensate(p);
       store<u8>(verdicts + i, VERDICT_PASS);
       passed++;
+      bytesPassed += len;
     } else {
       dropped(r, side, p);
       store<u8>(verdicts + i, VERDICT_DROP);
@@ -141,6 +149,8 @@ export function processBatch(n: u32, side: u32): u32 {
   flowSweep((n >>> 1) + 8);
   espSweep(8); ikeSweep(8); callSweep(8); fragSweep(8);
   countAdd(side == SIDE_INSIDE ? C_PASS_INSIDE : C_PASS_OUTSIDE, <i64>passed);
+  countAdd(side == SIDE_INSIDE ? C_RX_BYTES_INSIDE : C_RX_BYTES_OUTSIDE, bytesRead);
+  countAdd(side == SIDE_INSIDE ? C_PASS_BYTES_INSIDE : C_PASS_BYTES_OUTSIDE, bytesPassed);
   return passed;
 }
 
