@@ -30,6 +30,7 @@ export const COUNTERS = {
   rxInside: 0, rxOutside: 1, passInside: 2, passOutside: 3, flowsNew: 4, flowsExpired: 5,
   flowsActive: 6, bindingsActive: 7, fragsActive: 8, eventsLost: 9, localAccept: 10, flowsFlushed: 11,
   espActive: 12, ikeActive: 13, callsActive: 14, espBound: 15,
+  fragsHeld: 16, fragsReleased: 17, fragsHoldExpired: 18, fragIdsRewritten: 19,
 } as const;
 export const C_DROP_BASE = 32;
 

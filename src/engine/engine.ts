@@ -12,7 +12,7 @@ import {
   C_DROP_BASE, COUNTERS, DROP_REASONS, EV_AH_REFUSED, EV_DROP, EV_ESP_BOUND, EV_FLOW_EXPIRED, EV_FLOW_NEW, EV_FLUSH,
   EV_IKE_COLLISION, FL_IN_USE, FL_REDIRECT,
   FL_REPLIED, F_ALIAS_PORT, F_EXPIRES, F_FLAGS, F_LAN_ADDR, F_LAN_PORT, F_PKTS_IN, F_PKTS_OUT, F_PROTO, F_REM_ADDR,
-  F_REM_PORT, F_STATE, PROTO_NAMES, TCP_STATES, rawToIp,
+  F_REM_PORT, F_STATE, PROTO_NAMES, TCP_STATES, VERDICT_PASS, rawToIp,
 } from './abi.js';
 
 export interface EngineExports {
@@ -40,6 +40,8 @@ export interface EngineExports {
   setVpnSettings(esp: number, espInit: number, espRetries: number, ike: number, natt: number, gre: number,
     parallel: number, guess: number): void;
   espPtr(): number; espCount(): number; ikePtr(): number; ikeCount(): number; callPtr(): number; callCount(): number;
+  /** Held fragments: slots, lengths, verdicts (VERDICT_PASS = released by the last process call). */
+  holdSlotsPtr(): number; holdLensPtr(): number; holdVerdictsPtr(): number; holdCap(): number; releasedCount(): number;
 }
 
 export interface EngineEvent {
@@ -162,6 +164,19 @@ export class Engine {
     return this.u8.slice(this.slotBase + i * this.slotSize, this.slotBase + i * this.slotSize + len);
   }
   verdict(i: number): number { return this.u8[this.verdictBase + i]; }
+
+  /** Copies of the held fragments the last process() call released, in hold-slot order. */
+  released(): Uint8Array[] {
+    if (typeof this.x.releasedCount !== 'function' || this.x.releasedCount() === 0) return [];
+    const out: Uint8Array[] = [];
+    const slots = this.x.holdSlotsPtr(), lens = this.x.holdLensPtr(), verdicts = this.x.holdVerdictsPtr();
+    for (let i = 0; i < this.x.holdCap(); i++) {
+      if (this.u8[verdicts + i] !== VERDICT_PASS) continue;
+      const start = slots + i * this.slotSize;
+      out.push(this.u8.slice(start, start + this.dv.getUint32(lens + 4 * i, true)));
+    }
+    return out;
+  }
 
   // ---- counters --------------------------------------------------------
   counter(i: number): number {

@@ -27,9 +27,13 @@ export class TestRouter {
   /** One packet from the LAN side; returns the packet as emitted or null when dropped. */
   out(pkt: Uint8Array): Uint8Array | null { return this.batch([pkt], SIDE_INSIDE)[0]; }
   in(pkt: Uint8Array): Uint8Array | null { return this.batch([pkt], SIDE_OUTSIDE)[0]; }
+  /** Held fragments the last batch released (written to the same TUN after the batch). */
+  lastReleased: Uint8Array[] = [];
+  released(): Uint8Array[] { return this.lastReleased; }
   batch(pkts: Uint8Array[], side: number): (Uint8Array | null)[] {
     pkts.forEach((p, i) => this.engine.setPacket(i, p));
     this.engine.process(pkts.length, side, this.now);
+    this.lastReleased = this.engine.released();
     return pkts.map((_, i) => (this.engine.verdict(i) === VERDICT_PASS ? this.engine.packet(i) : null));
   }
   advance(seconds: number): void {
