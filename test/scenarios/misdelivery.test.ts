@@ -318,3 +318,113 @@ describe('destinations that must never be emitted on the WAN', () => {
     ok(r.out(udp(H1, 5000, S1, 53)));
   });
 });
+
+// White-box: the engine's keyed fold (vpn/isakmp.ts key1, vpn/pptp.ts lanKey)
+// with the harness seed, inverted, to build keys that DO share a folded key
+// now, so the walk past a same-key slot of another record is exercised.
+const SEED = 12345 | 1; // TestRouter's seed, as setSeed() keeps it
+function inv32(a: number): number { let x = a; for (let i = 0; i < 5; i++) x = Math.imul(x, 2 - Math.imul(a, x)); return x >>> 0; }
+function mixK(x: number): number {
+  let h = Math.imul((x + SEED) >>> 0, 0x85ebca6b) >>> 0;
+  h = (h ^ (h >>> 13)) >>> 0; h = Math.imul(h, 0xc2b2ae35) >>> 0; h = (h ^ (h >>> 16)) >>> 0;
+  return h;
+}
+function unmixK(y: number): number {
+  let h = (y ^ (y >>> 16)) >>> 0;
+  h = Math.imul(h, inv32(0xc2b2ae35)) >>> 0;
+  h = (h ^ (h >>> 13) ^ (h >>> 26)) >>> 0;
+  h = Math.imul(h, inv32(0x85ebca6b)) >>> 0;
+  return (h - SEED) >>> 0;
+}
+const raw = (a: string) => Buffer.from(a.split('.').map(Number)).readUInt32LE(0);
+const dotted = (r: number) => { const b = Buffer.alloc(4); b.writeUInt32LE(r >>> 0); return Array.from(b).join('.'); };
+
+describe('same folded key under the keyed fold: lookups walk on to the full key', () => {
+  it('M17 IKE: two exchanges sharing a folded key each get their own replies', () => {
+    const S2 = '198.51.100.8';
+    const ck1 = Buffer.from('0a0a0a0a0a0a0a0a', 'hex');
+    const hi2 = unmixK((mixK(ck1.readUInt32LE(4)) ^ raw(S1) ^ raw(S2)) >>> 0);
+    expect(mixK(hi2)).toBe((mixK(ck1.readUInt32LE(4)) ^ raw(S1) ^ raw(S2)) >>> 0);
+    const ck2 = Buffer.from(ck1); ck2.writeUInt32LE(hi2, 4);
+    const CK1 = ck1.toString('hex'), CK2 = ck2.toString('hex');
+    expect((raw(S1) ^ mixK(ck1.readUInt32LE(4))) >>> 0).toBe((raw(S2) ^ mixK(ck2.readUInt32LE(4))) >>> 0);
+    const r = router();
+    ok(r.out(isakmp(H1, 500, S1, 500, CK1)));
+    ok(r.out(isakmp(H2, 500, S2, 500, CK2)));
+    expect(parse(ok(r.in(isakmp(S2, 500, WAN, 500, CK2, 'dddddddddddddddd')))).dst).toBe(H2);
+    expect(parse(ok(r.in(isakmp(S1, 500, WAN, 500, CK1, 'eeeeeeeeeeeeeeee')))).dst).toBe(H1);
+    // and the other way round after the first one ends: the second is still found
+    ok(r.out(isakmp(H2, 500, S2, 500, CK2, 'dddddddddddddddd')));
+  });
+
+  it('M18 PPTP: two hosts\' calls sharing a folded LAN-side key each find their own call', () => {
+    let H2b = '', S2 = '';
+    for (let x = 11; x < 250 && !S2; x++) {
+      const h = `192.168.1.${x}`;
+      const s = dotted(unmixK((mixK(raw(S1)) ^ raw(H1) ^ raw(h)) >>> 0));
+      const o = s.split('.').map(Number);
+      if (o[0] >= 1 && o[0] < 224 && o[0] !== 127 && o[0] !== 10 && !(o[0] === 192 && o[1] === 168) && !(o[0] === 203 && o[1] === 0 && o[2] === 113)) { H2b = h; S2 = s; }
+    }
+    expect(S2).not.toBe('');
+    expect((raw(H1) ^ mixK(raw(S1))) >>> 0).toBe((raw(H2b) ^ mixK(raw(S2))) >>> 0);
+    const r = router();
+    const call = (host: string, srv: string, sport: number, callId: number) => {
+      const syn = parse(ok(r.out(tcp(host, sport, srv, 1723, SYN))));
+      ok(r.in(tcp(srv, 1723, WAN, syn.sport, SYN | ACK)));
+      ok(r.out(tcp(host, sport, srv, 1723, ACK)));
+      return pptpField(ok(r.out(tcp(host, sport, srv, 1723, PSH | ACK, pptpMsg(7, callId)))), 12);
+    };
+    const a = call(H1, S1, 40000, 100);
+    const b = call(H2b, S2, 40000, 100);
+    expect(a).not.toBe(b);
+    expect(pptpField(ok(r.out(tcp(H2b, 40000, S2, 1723, PSH | ACK, pptpMsg(7, 100)))), 12)).toBe(b);
+    expect(pptpField(ok(r.out(tcp(H2b, 40000, S2, 1723, PSH | ACK, pptpMsg(12, 100)))), 12)).toBe(b);
+    expect(pptpField(ok(r.out(tcp(H1, 40000, S1, 1723, PSH | ACK, pptpMsg(12, 100)))), 12)).toBe(a);
+    expect(r.drop('pptp_no_call')).toBe(0);
+  });
+});
+
+describe('more on IDs and the router\'s own errors', () => {
+  it('M19 a retransmitted outbound first fragment leaves with the same new ID; unfragmented DF packets keep theirs, others get fresh ones', () => {
+    const r = new TestRouter();
+    const f = fragment(udp(H1, 7000, S1, 9999, new Array(3000).fill(0x11), { id: 0x0303 }), 1480);
+    const a = parse(ok(r.out(f[0]))).id;
+    expect(parse(ok(r.out(f[0]))).id).toBe(a);
+    expect(parse(ok(r.out(f[1]))).id).toBe(a);
+    expect(r.drop('frag_id_collision')).toBe(0);
+    const df = parse(ok(r.out(udp(H1, 7001, S1, 53, [1, 2, 3], { id: 0x7777, flags: 2 })))); // DF
+    expect(df.id).toBe(0x7777);
+    const n1 = parse(ok(r.out(udp(H1, 7002, S1, 53, [1, 2, 3], { id: 0x7777 })))).id;
+    const n2 = parse(ok(r.out(udp(H2, 7002, S1, 53, [1, 2, 3], { id: 0x7777 })))).id;
+    expect(n1).not.toBe(n2);
+  });
+
+  it('M20 the router\'s own errors quoting inbound ESP, GRE or IKE to a LAN host quote the WAN side', () => {
+    const r = router();
+    // ESP: H1's association with S1
+    ok(r.out(esp(H1, S1, 0x1111)));
+    const espIn = ok(r.in(esp(S1, WAN, 0xaaaa, 1, 1400)));
+    const e1 = ok(r.out(icmpError(WAN, S1, 3, 4, espIn, 8)));
+    expect(quotedIpCsumOk(e1)).toBe(true);
+    expect(parse(parse(e1).l4.slice(8, 36)).dst).toBe(WAN);
+    // GRE: H2's call, server Call ID 5000, alias b
+    const syn = parse(ok(r.out(tcp(H2, 40000, S1, 1723, SYN))));
+    ok(r.in(tcp(S1, 1723, WAN, syn.sport, SYN | ACK)));
+    ok(r.out(tcp(H2, 40000, S1, 1723, ACK)));
+    const alias = pptpField(ok(r.out(tcp(H2, 40000, S1, 1723, PSH | ACK, pptpMsg(7, 300)))), 12);
+    ok(r.in(tcp(S1, 1723, WAN, syn.sport, PSH | ACK, pptpMsg(8, 5000, alias))));
+    const greIn = ok(r.in(gre(S1, WAN, alias, 1400)));
+    expect(parse(greIn).dst).toBe(H2);
+    const e2 = ok(r.out(icmpError(WAN, S1, 3, 4, greIn, 8)));
+    const q2 = parse(e2).l4.slice(8);
+    expect(parse(q2.slice(0, 28)).dst).toBe(WAN);
+    expect((q2[20 + 6] << 8) | q2[20 + 7]).toBe(alias); // the key's Call ID is the alias again
+    // IKE: H1's exchange, the whole quoted datagram
+    ok(r.out(isakmp(H1, 500, S1, 500, '0a0a0a0a0a0a0a0a')));
+    const ikeIn = ok(r.in(isakmp(S1, 500, WAN, 500, '0a0a0a0a0a0a0a0a', 'dddddddddddddddd')));
+    const e3 = ok(r.out(icmpError(WAN, S1, 3, 4, ikeIn, 68)));
+    const q3 = parse(parse(e3).l4.slice(8, 8 + 28));
+    expect([q3.dst, q3.dport]).toEqual([WAN, 500]);
+    for (const e of [e1, e2, e3]) expect(Array.from(e).join(',')).not.toMatch(/(^|,)192,168,1,/);
+  });
+});
