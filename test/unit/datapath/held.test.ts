@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { Engine, nowMs } from '../../../src/engine/engine.js';
 import { SIDE_INSIDE, SIDE_OUTSIDE, ipToRaw, maskRaw } from '../../../src/engine/abi.js';
 import { FakeTun } from '../../../src/tun/fake.js';
-import { BatchLoop } from '../../../src/tun/loop.js';
+import { BatchLoop } from '../../../src/datapath/loop.js';
 import { fragment, ipCsumOk, parse, udp } from '../../helpers/packet.js';
 
 const WAN = '203.0.113.1';
