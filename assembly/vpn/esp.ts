@@ -25,7 +25,7 @@ import { espMap, espRecs, outstanding, ESP_CAP, ESP_MAP_SIZE, OUTSTANDING_CAP } 
 import { IP_DST, IP_SRC, ipDst, ipSrc } from "../wire/ipv4";
 import { peerEspBound, peerEspClosed, peerEspTouch, peerIkeLast, peerRecentHost } from "./peers";
 import { ruleMatch } from "../nat/filter";
-import { kmFind, kmInsert, kmRemove } from "./keymap";
+import { kmFirst, kmInsert, kmNext, kmRemove, kmValueAt } from "./keymap";
 import { protoForward } from "../nat/forward";
 import { Drop } from "../abi/reasons";
 import { rewriteAddr } from "../nat/rewrite";
@@ -153,6 +153,23 @@ function outstandingOther(remA: u32, lanA: u32): u32 {
   return 0;
 }
 
+/**
+ * The entry (map value: record + 1, with OUT_BIT for `outbound`) whose SPI
+ * toward or from `remA` is `spi` in that direction, or 0. Outbound and
+ * inbound SPIs share the map (one host's inbound SPI may equal another
+ * host's outbound SPI toward the same server): the walk skips the other
+ * direction instead of stopping at it, and compares the record.
+ */
+function espFind(remA: u32, spi: u32, outbound: bool): u32 {
+  for (let i = kmFirst(espMap, MAP_MASK, remA, spi); i >= 0; i = kmNext(espMap, MAP_MASK, remA, spi, i)) {
+    const v = kmValueAt(espMap, i);
+    if (((v & OUT_BIT) != 0) != outbound) continue;
+    const e = rec((v & ~OUT_BIT) - 1);
+    if (load<u32>(e, ESP_REM_ADDR) == remA && (outbound ? load<u32>(e, ESP_SPI_OUT) : load<u32>(e, ESP_SPI_IN)) == spi) return v;
+  }
+  return 0;
+}
+
 /** LAN → WAN. */
 export function espOut(p: usize, l4: usize, l4len: u32): u32 {
   const r0 = espCheck(l4, l4len);
@@ -161,8 +178,7 @@ export function espOut(p: usize, l4: usize, l4len: u32): u32 {
   const lanA = ipSrc(p);
   const remA = ipDst(p);
   if (lanA == wanAddr) return Drop.NONE; // the router's own IPsec: not translated
-  let v = kmFind(espMap, MAP_MASK, remA, spi);
-  if (v != 0 && (v & OUT_BIT) == 0) v = 0; // that value is another entry's inbound SPI
+  let v = espFind(remA, spi, true);
   if (v != 0) {
     const r = (v & ~OUT_BIT) - 1;
     if (!espAge(r)) v = 0;
@@ -239,8 +255,7 @@ export function espIn(p: usize, l4: usize, l4len: u32): u32 {
   if (r0 != Drop.NONE) return r0;
   const spi = spiOf(l4);
   const remA = ipSrc(p);
-  let v = kmFind(espMap, MAP_MASK, remA, spi);
-  if (v != 0 && (v & OUT_BIT) != 0) v = 0;
+  let v = espFind(remA, spi, false);
   if (v != 0 && !espAge(v - 1)) v = 0;
   if (v == 0) {
     let pick = pickOutstanding(remA);
@@ -288,8 +303,8 @@ export function espIn(p: usize, l4: usize, l4len: u32): u32 {
 
 /** The LAN host whose outbound SPI toward `remA` this is (0 if none): for ICMP errors quoting ESP. */
 export function espLanOut(remA: u32, spi: u32): u32 {
-  const v = kmFind(espMap, MAP_MASK, remA, spi);
-  if (v == 0 || (v & OUT_BIT) == 0) return 0;
+  const v = espFind(remA, spi, true);
+  if (v == 0) return 0;
   const r = (v & ~OUT_BIT) - 1;
   return espAge(r) ? load<u32>(rec(r), ESP_LAN_ADDR) : 0;
 }

@@ -27,11 +27,11 @@ import { IP_DST, IP_SRC, ipDst, ipSrc } from "../wire/ipv4";
 import { L4_DST_PORT, L4_SRC_PORT, UDP_HEADER, port } from "../wire/l4";
 import { routerVerdict } from "../nat/filter";
 import { redirectDest, redirectDestPort, redirectFind } from "../nat/forward";
-import { kmFind, kmInsert, kmRemove } from "./keymap";
+import { kmFirst, kmInsert, kmNext, kmRemove, kmValueAt } from "./keymap";
 import { Drop } from "../abi/reasons";
 import { rewriteAddrPort } from "../nat/rewrite";
 import { slabAlloc, slabFree, slabHighWater, slabInit } from "./slab";
-import { countAdd, eventPush, ikeDs, nowDs, wanAddr } from "../nat/state";
+import { countAdd, eventPush, hashSeed, ikeDs, nowDs, wanAddr } from "../nat/state";
 import { peerEspActive, peerIkeClosed, peerIkeOpened, peerIkeSeen, peerSetRecent } from "./peers";
 
 export const IKE_PORT: u32 = 500;
@@ -43,15 +43,27 @@ let sweepHand: u32 = 0;
 export function ikeInit(): void { slabInit(slab, IKE_CAP, IKE_SIZE); sweepHand = 0; }
 
 @inline function rec(r: u32): usize { return ikeRecs + <usize>r * IKE_SIZE; }
-@inline function key1(remA: u32, ic: u64): u32 { return remA ^ <u32>(ic >>> 32); }
+// The 96-bit key (remote, cookie) is folded to the keymap's 64 bits with a
+// keyed mix, so which exchanges share a folded key depends on the per-run
+// seed; and they may share one: find() compares the full key and probes on.
+@inline function key1(remA: u32, ic: u64): u32 {
+  let h = (<u32>(ic >>> 32) + hashSeed) * 0x85ebca6b;
+  h ^= h >>> 13; h *= 0xc2b2ae35; h ^= h >>> 16;
+  return remA ^ h;
+}
 
 function find(remA: u32, ic: u64): u32 {
-  const v = kmFind(ikeMap, MAP_MASK, key1(remA, ic), <u32>ic);
-  if (v == 0) return 0;
-  const e = rec(v - 1);
-  if (load<u32>(e, IKE_REM_ADDR) != remA || load<u64>(e, IKE_ICOOKIE) != ic) return 0; // key-fold collision
-  if (<i32>(nowDs - load<u32>(e, IKE_EXPIRES)) >= 0 && !keepAlive(e)) { free(v - 1); return 0; }
-  return v;
+  const k1 = key1(remA, ic);
+  const k2 = <u32>ic;
+  for (let i = kmFirst(ikeMap, MAP_MASK, k1, k2); i >= 0; i = kmNext(ikeMap, MAP_MASK, k1, k2, i)) {
+    const v = kmValueAt(ikeMap, i);
+    const e = rec(v - 1);
+    if (load<u32>(e, IKE_REM_ADDR) != remA || load<u64>(e, IKE_ICOOKIE) != ic) continue; // same folded key, another exchange
+    // The full key is unique in the table: freeing it ends the walk.
+    if (<i32>(nowDs - load<u32>(e, IKE_EXPIRES)) >= 0 && !keepAlive(e)) { free(v - 1); return 0; }
+    return v;
+  }
+  return 0;
 }
 
 /**

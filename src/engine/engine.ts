@@ -165,6 +165,20 @@ export class Engine {
   }
   verdict(i: number): number { return this.u8[this.verdictBase + i]; }
 
+  /** Copies of the held fragments the last process() call released, in hold-slot order. */
+  released(): Uint8Array[] {
+    const x = this.x as unknown as Partial<Record<string, () => number>>;
+    if (typeof x.releasedCount !== 'function' || x.releasedCount() === 0) return [];
+    const out: Uint8Array[] = [];
+    const slots = x.holdSlotsPtr!(), lens = x.holdLensPtr!(), verdicts = x.holdVerdictsPtr!();
+    for (let i = 0; i < x.holdCap!(); i++) {
+      if (this.u8[verdicts + i] !== 1) continue;
+      const start = slots + i * this.slotSize;
+      out.push(this.u8.slice(start, start + this.dv.getUint32(lens + 4 * i, true)));
+    }
+    return out;
+  }
+
   // ---- counters --------------------------------------------------------
   counter(i: number): number {
     return Number(this.dv.getBigUint64(this.x.countersPtr() + i * 8, true));
