@@ -6,14 +6,14 @@
 
 import { COUNTER_SLOTS, C_FLOWS_FLUSHED, EVENT_CAP, EVENT_SIZE, EV_FLUSH } from "./abi/counters";
 import { FLOW_SIZE } from "./abi/records";
-import { callRecs, counters, espRecs, events, flows, ikeRecs, lens, slots, verdicts, hashMask, layoutEnd, layoutInit, lanNets, maxFlows, MAX_LAN_NETS, SLOT_COUNT, SLOT_SIZE } from "./layout";
+import { callRecs, counters, espRecs, events, flows, holdLens, holdSlots, holdVerdicts, ikeRecs, lens, slots, verdicts, hashMask, layoutEnd, layoutInit, lanNets, maxFlows, HOLD_CAP, MAX_LAN_NETS, SLOT_COUNT, SLOT_SIZE } from "./layout";
 import { ABI_WORDS, abiDescribe as describe } from "./abi/describe.gen";
 import { bindResetDynamic } from "./nat/binding";
 import { processBatch } from "./nat/core";
 import { ruleAdd, rulesClear } from "./nat/filter";
 import { protoForwardAdd, redirectAdd, redirectsClear } from "./nat/forward";
 import { espFlushAll, espHighWater, espInit, espSweep } from "./vpn/esp";
-import { fragFlushAll, fragSweep } from "./nat/fragments";
+import { fragFlushAll, fragReleasedCount, fragSweep } from "./nat/fragments";
 import { ikeFlushAll, ikeHighWater, ikeInit, ikeSweep } from "./vpn/isakmp";
 import { peersInit } from "./vpn/peers";
 import { callFlushAll, callHighWater, callSweep, pptpInit } from "./vpn/pptp";
@@ -130,3 +130,11 @@ export function ikePtr(): usize { return ikeRecs; }
 export function ikeCount(): u32 { return ikeHighWater(); }
 export function callPtr(): usize { return callRecs; }
 export function callCount(): u32 { return callHighWater(); }
+// Held fragments (nat/fragments.ts): after each process() call with
+// releasedCount() > 0, the supervisor writes the hold slots whose verdict is
+// VERDICT_PASS to the TUN the batch came from (same slot size as the batch).
+export function holdSlotsPtr(): usize { return holdSlots; }
+export function holdLensPtr(): usize { return holdLens; }
+export function holdVerdictsPtr(): usize { return holdVerdicts; }
+export function holdCap(): u32 { return HOLD_CAP; }
+export function releasedCount(): u32 { return fragReleasedCount(); }

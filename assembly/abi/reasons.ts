@@ -18,7 +18,7 @@ export const enum Drop {
   NO_FLOW = 11,         // @policy unsolicited inbound: no flow, no redirect, no rule
   TABLE_FULL = 12,      // @policy
   POOL_EXHAUSTED = 13,  // @policy
-  FRAG_NO_HEAD = 14,    // later fragment whose first fragment was not seen
+  FRAG_NO_HEAD = 14,    // later fragment whose first fragment was not seen (yet: held briefly when there is room, see C_FRAGS_HELD)
   FRAG_TINY = 15,       // first fragment too short for the L4 header
   FRAG_OVERLAP = 16,    // fragment overlapping the header-bearing first fragment
   FRAG_TABLE_FULL = 17, // @policy
@@ -50,5 +50,6 @@ export const enum Drop {
   PPTP_TABLE_FULL = 43, // @policy
   PPTP_NO_CALL = 44,    // a message names a Call ID no call has
   ESP_SPI_RESERVED = 45, // SPI 1..255 (RFC 4303 §2.1)
-  COUNT = 46,
+  FRAG_ID_COLLISION = 46, // @policy a first fragment (or a later one) of another datagram with a tracked (src, dst, IP ID, proto)
+  COUNT = 47,
 }

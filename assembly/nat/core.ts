@@ -14,7 +14,7 @@ import {
 import { CTX_FRAG_OFFSET, CTX_HLEN, CTX_MORE_FRAGS, CTX_PROTO, CTX_TOTAL, packetContext } from "../wire/context";
 import { l4Check } from "../wire/l4";
 import { ruleMatch } from "./filter";
-import { fragFollow, fragNoteFirst, fragSweep } from "./fragments";
+import { fragFollow, fragHoldReap, fragL4Key, fragNoteFirst, fragSweep } from "./fragments";
 import { Drop } from "../abi/reasons";
 import { dispatchIn, dispatchOut } from "./registry";
 import { ttlCompensate } from "./rewrite";
@@ -31,6 +31,7 @@ function outbound(p: usize, len: u32, ctx: usize): u32 {
   if (wanAddr == 0) return Drop.NO_WAN_ADDRESS;
   const src = ipSrc(p);
   if (src != wanAddr && !isLanAddr(src)) return Drop.BAD_SRC;
+  const dst = ipDst(p);
   const proto = load<u32>(ctx, CTX_PROTO);
   const hlen = load<u32>(ctx, CTX_HLEN);
   const l4 = p + hlen;
@@ -41,11 +42,12 @@ function outbound(p: usize, len: u32, ctx: usize): u32 {
   const first = more; // MF at offset 0: a first fragment
   r = l4Check(proto, l4, l4len, first);
   if (r != Drop.NONE) return r;
-  const dst = ipDst(p);
   const id = ipId(p);
+  const key = first ? fragL4Key(proto, l4, l4len) : 0;
   r = dispatchOut(p, l4, l4len, proto, ctx);
-  if (r == Drop.NONE && first) r = fragNoteFirst(SIDE_INSIDE, src, dst, id, proto, ipSrc(p), l4len);
-  return r;
+  if (r != Drop.NONE) return r;
+  if (first) return fragNoteFirst(p, SIDE_INSIDE, src, dst, id, proto, ipSrc(p), l4len, key);
+  return Drop.NONE;
 }
 
 /** WAN → anything. */
@@ -76,14 +78,16 @@ function inbound(p: usize, len: u32, ctx: usize): u32 {
   r = l4Check(proto, l4, l4len, first);
   if (r != Drop.NONE) return r;
   const id = ipId(p);
+  const key = first ? fragL4Key(proto, l4, l4len) : 0;
   r = dispatchIn(p, l4, l4len, proto, ctx);
-  if (r == Drop.NONE && first) r = fragNoteFirst(SIDE_OUTSIDE, src, dst, id, proto, ipDst(p), l4len);
+  if (r == Drop.NONE && first) r = fragNoteFirst(p, SIDE_OUTSIDE, src, dst, id, proto, ipDst(p), l4len, key);
   return r;
 }
 
 /** Processes `n` packets in slots 0..n-1 read from one side; returns how many pass. */
 export function processBatch(n: u32, side: u32): u32 {
   if (n > 256) n = 256;
+  fragHoldReap(); // the fragments the last batch released were written after it
   warmBatch(n, side);
   let passed: u32 = 0;
   countAdd(side == SIDE_INSIDE ? C_RX_INSIDE : C_RX_OUTSIDE, <i64>n);

@@ -10,16 +10,16 @@ export const DROP_REASONS = [
   'no_wan_address', 'bad_port', 'esp_spi_zero', 'esp_serialized', 'esp_squelched', 'esp_no_sa',
   'esp_table_full', 'isakmp_truncated', 'isakmp_zero_cookie', 'isakmp_cookie_collision', 'ike_table_full',
   'ah_translated', 'gre_bad_header', 'gre_no_call', 'pptp_bad_magic', 'pptp_bad_length', 'pptp_bad_type',
-  'pptp_table_full', 'pptp_no_call', 'esp_spi_reserved',
+  'pptp_table_full', 'pptp_no_call', 'esp_spi_reserved', 'frag_id_collision',
 ] as const;
 export type DropReason = (typeof DROP_REASONS)[number];
-export const DROP_COUNT = 46;
+export const DROP_COUNT = 47;
 /** Reasons marked `@policy`: worth a log line (the rest is malformed input, counted silently). */
 export const POLICY_REASON_NAMES: readonly DropReason[] = [
   'bad_src', 'wan_to_lan', 'no_flow', 'table_full', 'pool_exhausted', 'frag_table_full', 'policy_drop',
   'policy_reject', 'proto_unsupported', 'no_wan_address', 'esp_serialized', 'esp_squelched', 'esp_no_sa',
   'esp_table_full', 'isakmp_cookie_collision', 'ike_table_full', 'ah_translated', 'gre_no_call',
-  'pptp_table_full',
+  'pptp_table_full', 'frag_id_collision',
 ];
 
 // @group counters
@@ -39,6 +39,11 @@ export const C_ESP_ACTIVE = 12;
 export const C_IKE_ACTIVE = 13;
 export const C_CALLS_ACTIVE = 14;
 export const C_ESP_BOUND = 15;
+export const C_FRAGS_HELD = 16;
+export const C_FRAGS_RELEASED = 17;
+export const C_FRAGS_HOLD_EXPIRED = 18;
+export const C_FRAGS_HOLD_DISCARDED = 19;
+export const C_IP_IDS_REWRITTEN = 20;
 
 // @group counterLayout
 export const C_DROP_BASE = 32;
@@ -156,7 +161,7 @@ export const CF_REMOTE_KNOWN = 1;
 export const CF_DISCONNECTED = 2;
 
 // @group frag
-export const FRAG_SIZE = 32;
+export const FRAG_SIZE = 48;
 export const FRAG_SRC_ADDR = 0;
 export const FRAG_DST_ADDR = 4;
 export const FRAG_IP_ID = 8;
@@ -167,6 +172,19 @@ export const FRAG_EXPIRES = 16;
 export const FRAG_FIRST_END = 20;
 export const FRAG_SEEN = 24;
 export const FRAG_TOTAL = 28;
+export const FRAG_NEW_ID = 32;
+export const FRAG_FLAGS = 34;
+export const FRAG_L4_KEY = 36;
+export const FRF_CONTESTED = 1;
+
+// @group hold
+export const HOLD_SIZE = 16;
+export const HOLD_SRC_ADDR = 0;
+export const HOLD_DST_ADDR = 4;
+export const HOLD_IP_ID = 8;
+export const HOLD_PROTO = 10;
+export const HOLD_SIDE = 11;
+export const HOLD_EXPIRES = 12;
 
 // @group peer
 export const PEER_SIZE = 32;
@@ -227,7 +245,8 @@ export const SET_MASQ_PORT_HI = 56;
 export const COUNTERS = {
   rxInside: 0, rxOutside: 1, passInside: 2, passOutside: 3, flowsNew: 4, flowsExpired: 5, flowsActive: 6,
   bindingsActive: 7, fragsActive: 8, eventsLost: 9, localAccept: 10, flowsFlushed: 11, espActive: 12,
-  ikeActive: 13, callsActive: 14, espBound: 15,
+  ikeActive: 13, callsActive: 14, espBound: 15, fragsHeld: 16, fragsReleased: 17, fragsHoldExpired: 18,
+  fragsHoldDiscarded: 19, ipIdsRewritten: 20,
 } as const;
 export const PROTO_NAMES: Record<number, string> = { 1: 'icmp', 6: 'tcp', 17: 'udp', 47: 'gre', 50: 'esp', 51: 'ah' };
 
@@ -242,7 +261,7 @@ export type EngineSettings = { [K in keyof typeof SETTINGS_FIELDS]: number };
 
 /** Constant names by group, for views and tests. */
 export const ABI_GROUPS = {
-  counters: ['C_RX_INSIDE', 'C_RX_OUTSIDE', 'C_PASS_INSIDE', 'C_PASS_OUTSIDE', 'C_FLOWS_NEW', 'C_FLOWS_EXPIRED', 'C_FLOWS_ACTIVE', 'C_BINDINGS_ACTIVE', 'C_FRAGS_ACTIVE', 'C_EVENTS_LOST', 'C_LOCAL_ACCEPT', 'C_FLOWS_FLUSHED', 'C_ESP_ACTIVE', 'C_IKE_ACTIVE', 'C_CALLS_ACTIVE', 'C_ESP_BOUND'],
+  counters: ['C_RX_INSIDE', 'C_RX_OUTSIDE', 'C_PASS_INSIDE', 'C_PASS_OUTSIDE', 'C_FLOWS_NEW', 'C_FLOWS_EXPIRED', 'C_FLOWS_ACTIVE', 'C_BINDINGS_ACTIVE', 'C_FRAGS_ACTIVE', 'C_EVENTS_LOST', 'C_LOCAL_ACCEPT', 'C_FLOWS_FLUSHED', 'C_ESP_ACTIVE', 'C_IKE_ACTIVE', 'C_CALLS_ACTIVE', 'C_ESP_BOUND', 'C_FRAGS_HELD', 'C_FRAGS_RELEASED', 'C_FRAGS_HOLD_EXPIRED', 'C_FRAGS_HOLD_DISCARDED', 'C_IP_IDS_REWRITTEN'],
   counterLayout: ['C_DROP_BASE', 'COUNTER_SLOTS'],
   eventTypes: ['EV_FLOW_NEW', 'EV_FLOW_EXPIRED', 'EV_DROP', 'EV_FLUSH', 'EV_ESP_BOUND', 'EV_AH_REFUSED', 'EV_IKE_COLLISION'],
   event: ['EVENT_CAP', 'EVENT_HEADER', 'EVENT_SIZE', 'EVT_TYPE', 'EVT_REASON', 'EVT_PROTO', 'EVT_SIDE', 'EVT_LAN_ADDR', 'EVT_REM_ADDR', 'EVT_WAN_ADDR', 'EVT_LAN_PORT', 'EVT_REM_PORT', 'EVT_ALIAS_PORT', 'EVT_TIME', 'EVT_EXTRA'],
@@ -252,7 +271,8 @@ export const ABI_GROUPS = {
   esp: ['ESP_SIZE', 'ESP_LAN_ADDR', 'ESP_REM_ADDR', 'ESP_SPI_OUT', 'ESP_SPI_IN', 'ESP_EXPIRES', 'ESP_DEADLINE', 'ESP_PEER', 'ESP_STATE', 'ESP_RETRIES', 'ESP_FLAGS', 'ESP_PKTS', 'ESP_FREE', 'ESP_OUTSTANDING', 'ESP_BOUND', 'ESP_SQUELCHED', 'ESPF_FORWARD'],
   ike: ['IKE_SIZE', 'IKE_LAN_ADDR', 'IKE_REM_ADDR', 'IKE_ICOOKIE', 'IKE_RCOOKIE', 'IKE_EXPIRES', 'IKE_LAST_SEEN', 'IKE_REM_PORT', 'IKE_FLAGS', 'IKE_PKTS_OUT', 'IKE_PKTS_IN', 'IKE_IN_USE', 'IKEF_INBOUND'],
   call: ['CALL_SIZE', 'CALL_LAN_ADDR', 'CALL_REM_ADDR', 'CALL_ID_LAN', 'CALL_ID_ALIAS', 'CALL_ID_REMOTE', 'CALL_FLAGS', 'CALL_EXPIRES', 'CALL_PKTS_OUT', 'CALL_PKTS_IN', 'CALL_IN_USE', 'CF_REMOTE_KNOWN', 'CF_DISCONNECTED'],
-  frag: ['FRAG_SIZE', 'FRAG_SRC_ADDR', 'FRAG_DST_ADDR', 'FRAG_IP_ID', 'FRAG_PROTO', 'FRAG_SIDE', 'FRAG_NEW_ADDR', 'FRAG_EXPIRES', 'FRAG_FIRST_END', 'FRAG_SEEN', 'FRAG_TOTAL'],
+  frag: ['FRAG_SIZE', 'FRAG_SRC_ADDR', 'FRAG_DST_ADDR', 'FRAG_IP_ID', 'FRAG_PROTO', 'FRAG_SIDE', 'FRAG_NEW_ADDR', 'FRAG_EXPIRES', 'FRAG_FIRST_END', 'FRAG_SEEN', 'FRAG_TOTAL', 'FRAG_NEW_ID', 'FRAG_FLAGS', 'FRAG_L4_KEY', 'FRF_CONTESTED'],
+  hold: ['HOLD_SIZE', 'HOLD_SRC_ADDR', 'HOLD_DST_ADDR', 'HOLD_IP_ID', 'HOLD_PROTO', 'HOLD_SIDE', 'HOLD_EXPIRES'],
   peer: ['PEER_SIZE', 'PEER_LAN_ADDR', 'PEER_REM_ADDR', 'PEER_IKE_LAST', 'PEER_IKE_COUNT', 'PEER_ESP_BOUND', 'PEER_ESP_EXPIRES', 'PEER_RECENT_HOST', 'PEER_REFS'],
   sides: ['SIDE_INSIDE', 'SIDE_OUTSIDE'],
   verdicts: ['VERDICT_DROP', 'VERDICT_PASS'],
@@ -264,7 +284,8 @@ export const ABI_GROUPS = {
 export const ABI_ORDER = [
   'C_RX_INSIDE', 'C_RX_OUTSIDE', 'C_PASS_INSIDE', 'C_PASS_OUTSIDE', 'C_FLOWS_NEW', 'C_FLOWS_EXPIRED',
   'C_FLOWS_ACTIVE', 'C_BINDINGS_ACTIVE', 'C_FRAGS_ACTIVE', 'C_EVENTS_LOST', 'C_LOCAL_ACCEPT',
-  'C_FLOWS_FLUSHED', 'C_ESP_ACTIVE', 'C_IKE_ACTIVE', 'C_CALLS_ACTIVE', 'C_ESP_BOUND', 'C_DROP_BASE',
+  'C_FLOWS_FLUSHED', 'C_ESP_ACTIVE', 'C_IKE_ACTIVE', 'C_CALLS_ACTIVE', 'C_ESP_BOUND', 'C_FRAGS_HELD',
+  'C_FRAGS_RELEASED', 'C_FRAGS_HOLD_EXPIRED', 'C_FRAGS_HOLD_DISCARDED', 'C_IP_IDS_REWRITTEN', 'C_DROP_BASE',
   'COUNTER_SLOTS', 'EV_FLOW_NEW', 'EV_FLOW_EXPIRED', 'EV_DROP', 'EV_FLUSH', 'EV_ESP_BOUND', 'EV_AH_REFUSED',
   'EV_IKE_COLLISION', 'EVENT_CAP', 'EVENT_HEADER', 'EVENT_SIZE', 'EVT_TYPE', 'EVT_REASON', 'EVT_PROTO',
   'EVT_SIDE', 'EVT_LAN_ADDR', 'EVT_REM_ADDR', 'EVT_WAN_ADDR', 'EVT_LAN_PORT', 'EVT_REM_PORT',
@@ -280,14 +301,15 @@ export const ABI_ORDER = [
   'CALL_ID_ALIAS', 'CALL_ID_REMOTE', 'CALL_FLAGS', 'CALL_EXPIRES', 'CALL_PKTS_OUT', 'CALL_PKTS_IN',
   'CALL_IN_USE', 'CF_REMOTE_KNOWN', 'CF_DISCONNECTED', 'FRAG_SIZE', 'FRAG_SRC_ADDR', 'FRAG_DST_ADDR',
   'FRAG_IP_ID', 'FRAG_PROTO', 'FRAG_SIDE', 'FRAG_NEW_ADDR', 'FRAG_EXPIRES', 'FRAG_FIRST_END', 'FRAG_SEEN',
-  'FRAG_TOTAL', 'PEER_SIZE', 'PEER_LAN_ADDR', 'PEER_REM_ADDR', 'PEER_IKE_LAST', 'PEER_IKE_COUNT',
-  'PEER_ESP_BOUND', 'PEER_ESP_EXPIRES', 'PEER_RECENT_HOST', 'PEER_REFS', 'SIDE_INSIDE', 'SIDE_OUTSIDE',
-  'VERDICT_DROP', 'VERDICT_PASS', 'ZONE_WAN', 'ZONE_LAN', 'DEST_ROUTER', 'DEST_FORWARD', 'TARGET_NONE',
-  'TARGET_ACCEPT', 'TARGET_DROP', 'TARGET_REJECT', 'PROTO_ICMP', 'PROTO_TCP', 'PROTO_UDP', 'PROTO_GRE',
-  'PROTO_ESP', 'PROTO_AH', 'SETTINGS_SIZE', 'SET_TCP_TIMEOUT', 'SET_TCP_TRANSITORY_TIMEOUT',
-  'SET_UDP_TIMEOUT', 'SET_ICMP_TIMEOUT', 'SET_FRAG_TIMEOUT', 'SET_ESP_TIMEOUT', 'SET_ESP_INIT_TIMEOUT',
-  'SET_ESP_INIT_RETRIES', 'SET_IKE_TIMEOUT', 'SET_NATT_TIMEOUT', 'SET_GRE_TIMEOUT', 'SET_PARALLEL_SESSIONS',
-  'SET_ESP_GUESS', 'SET_MASQ_PORT_LO', 'SET_MASQ_PORT_HI',
+  'FRAG_TOTAL', 'FRAG_NEW_ID', 'FRAG_FLAGS', 'FRAG_L4_KEY', 'FRF_CONTESTED', 'HOLD_SIZE', 'HOLD_SRC_ADDR',
+  'HOLD_DST_ADDR', 'HOLD_IP_ID', 'HOLD_PROTO', 'HOLD_SIDE', 'HOLD_EXPIRES', 'PEER_SIZE', 'PEER_LAN_ADDR',
+  'PEER_REM_ADDR', 'PEER_IKE_LAST', 'PEER_IKE_COUNT', 'PEER_ESP_BOUND', 'PEER_ESP_EXPIRES',
+  'PEER_RECENT_HOST', 'PEER_REFS', 'SIDE_INSIDE', 'SIDE_OUTSIDE', 'VERDICT_DROP', 'VERDICT_PASS', 'ZONE_WAN',
+  'ZONE_LAN', 'DEST_ROUTER', 'DEST_FORWARD', 'TARGET_NONE', 'TARGET_ACCEPT', 'TARGET_DROP', 'TARGET_REJECT',
+  'PROTO_ICMP', 'PROTO_TCP', 'PROTO_UDP', 'PROTO_GRE', 'PROTO_ESP', 'PROTO_AH', 'SETTINGS_SIZE',
+  'SET_TCP_TIMEOUT', 'SET_TCP_TRANSITORY_TIMEOUT', 'SET_UDP_TIMEOUT', 'SET_ICMP_TIMEOUT', 'SET_FRAG_TIMEOUT',
+  'SET_ESP_TIMEOUT', 'SET_ESP_INIT_TIMEOUT', 'SET_ESP_INIT_RETRIES', 'SET_IKE_TIMEOUT', 'SET_NATT_TIMEOUT',
+  'SET_GRE_TIMEOUT', 'SET_PARALLEL_SESSIONS', 'SET_ESP_GUESS', 'SET_MASQ_PORT_LO', 'SET_MASQ_PORT_HI',
 ] as const;
 
 /** The engine's exports (assembly/index.ts). Addresses are raw u32, times ms (f64) or s. */
@@ -341,6 +363,11 @@ export interface EngineExports {
   ikeCount(): number;
   callPtr(): number;
   callCount(): number;
+  holdSlotsPtr(): number;
+  holdLensPtr(): number;
+  holdVerdictsPtr(): number;
+  holdCap(): number;
+  releasedCount(): number;
 }
 /** Parameter count of every export, for the parity test. */
 export const ENGINE_EXPORT_ARITY = {
@@ -349,5 +376,6 @@ export const ENGINE_EXPORT_ARITY = {
   clearRules: 0, addRule: 11, abiDescribe: 1, abiWords: 0, countersPtr: 0, counterSlots: 0, eventsPtr: 0,
   eventCap: 0, eventSize: 0, slotsPtr: 0, lensPtr: 0, verdictsPtr: 0, slotSize: 0, slotCount: 0, flowsPtr: 0,
   flowSize: 0, flowCapacity: 0, flowHighWater: 0, flowActive: 0, hashSize: 0, layoutBytesEnd: 0, espPtr: 0,
-  espCount: 0, ikePtr: 0, ikeCount: 0, callPtr: 0, callCount: 0,
+  espCount: 0, ikePtr: 0, ikeCount: 0, callPtr: 0, callCount: 0, holdSlotsPtr: 0, holdLensPtr: 0,
+  holdVerdictsPtr: 0, holdCap: 0, releasedCount: 0,
 } as const;

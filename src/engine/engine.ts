@@ -88,6 +88,11 @@ export class Engine {
   readonly slotCount: number;
   readonly lenBase: number;
   readonly verdictBase: number;
+  /** Held fragments the engine releases: slots (slotSize each), lengths, verdicts, how many. */
+  readonly holdBase: number;
+  readonly holdLenBase: number;
+  readonly holdVerdictBase: number;
+  readonly holdCap: number;
   readonly maxFlows: number;
   readonly memoryBytes: number;
   private readonly u8: Uint8Array;
@@ -104,6 +109,10 @@ export class Engine {
     this.slotCount = x.slotCount();
     this.lenBase = x.lensPtr();
     this.verdictBase = x.verdictsPtr();
+    this.holdBase = x.holdSlotsPtr();
+    this.holdLenBase = x.holdLensPtr();
+    this.holdVerdictBase = x.holdVerdictsPtr();
+    this.holdCap = x.holdCap();
     this.maxFlows = maxFlows;
     this.memoryBytes = bytes;
   }
@@ -167,14 +176,12 @@ export class Engine {
 
   /** Copies of the held fragments the last process() call released, in hold-slot order. */
   released(): Uint8Array[] {
-    const x = this.x as unknown as Partial<Record<string, () => number>>;
-    if (typeof x.releasedCount !== 'function' || x.releasedCount() === 0) return [];
+    if (this.x.releasedCount() === 0) return [];
     const out: Uint8Array[] = [];
-    const slots = x.holdSlotsPtr!(), lens = x.holdLensPtr!(), verdicts = x.holdVerdictsPtr!();
-    for (let i = 0; i < x.holdCap!(); i++) {
-      if (this.u8[verdicts + i] !== 1) continue;
-      const start = slots + i * this.slotSize;
-      out.push(this.u8.slice(start, start + this.dv.getUint32(lens + 4 * i, true)));
+    for (let i = 0; i < this.holdCap; i++) {
+      if (this.u8[this.holdVerdictBase + i] !== A.VERDICT_PASS) continue;
+      const start = this.holdBase + i * this.slotSize;
+      out.push(this.u8.slice(start, start + this.dv.getUint32(this.holdLenBase + 4 * i, true)));
     }
     return out;
   }
