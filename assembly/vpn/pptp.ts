@@ -157,6 +157,12 @@ function findLan(lanA: u32, remA: u32, callLan: u32, connectedOnly: bool = false
   return pick(lanKey(lanA, remA), callLan | K_LAN, BY_LAN, lanA, remA, callLan, connectedOnly);
 }
 
+/** The WAN-side alias of `lanA`'s call with its own Call ID `callLan` toward `remA` (0 if none): for ICMP quotes. */
+export function callAliasOf(lanA: u32, remA: u32, callLan: u32): u32 {
+  const v = findLan(lanA, remA, callLan);
+  return v != 0 ? <u32>load<u16>(rec(v - 1), CALL_ID_ALIAS) : 0;
+}
+
 export function callFindIn(remA: u32, alias: u32): u32 {
   return pick(remA, alias | K_IN, BY_ALIAS, 0, remA, alias);
 }
