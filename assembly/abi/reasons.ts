@@ -51,5 +51,7 @@ export const enum Drop {
   PPTP_NO_CALL = 44,    // a message names a Call ID no call has
   ESP_SPI_RESERVED = 45, // SPI 1..255 (RFC 4303 §2.1)
   FRAG_ID_COLLISION = 46, // @policy a first fragment (or a later one) of another datagram with a tracked (src, dst, IP ID, proto)
-  COUNT = 47,
+  HAIRPIN = 47,         // @policy LAN packet to the WAN address: never translated out of the WAN
+  BAD_DST = 48,         // @policy LAN or router packet to a multicast, broadcast, loopback or 0/8 destination
+  COUNT = 49,
 }

@@ -31,7 +31,11 @@ function outbound(p: usize, len: u32, ctx: usize): u32 {
   if (wanAddr == 0) return Drop.NO_WAN_ADDRESS;
   const src = ipSrc(p);
   if (src != wanAddr && !isLanAddr(src)) return Drop.BAD_SRC;
+  // Never out of the WAN: our own address (hairpin: not translated back in
+  // yet), multicast, broadcast, loopback, 0/8. Fragments too.
   const dst = ipDst(p);
+  if (dst == wanAddr) return Drop.HAIRPIN;
+  if (isMartian(dst)) return Drop.BAD_DST;
   const proto = load<u32>(ctx, CTX_PROTO);
   const hlen = load<u32>(ctx, CTX_HLEN);
   const l4 = p + hlen;

@@ -10,16 +10,16 @@ export const DROP_REASONS = [
   'no_wan_address', 'bad_port', 'esp_spi_zero', 'esp_serialized', 'esp_squelched', 'esp_no_sa',
   'esp_table_full', 'isakmp_truncated', 'isakmp_zero_cookie', 'isakmp_cookie_collision', 'ike_table_full',
   'ah_translated', 'gre_bad_header', 'gre_no_call', 'pptp_bad_magic', 'pptp_bad_length', 'pptp_bad_type',
-  'pptp_table_full', 'pptp_no_call', 'esp_spi_reserved', 'frag_id_collision',
+  'pptp_table_full', 'pptp_no_call', 'esp_spi_reserved', 'frag_id_collision', 'hairpin', 'bad_dst',
 ] as const;
 export type DropReason = (typeof DROP_REASONS)[number];
-export const DROP_COUNT = 47;
+export const DROP_COUNT = 49;
 /** Reasons marked `@policy`: worth a log line (the rest is malformed input, counted silently). */
 export const POLICY_REASON_NAMES: readonly DropReason[] = [
   'bad_src', 'wan_to_lan', 'no_flow', 'table_full', 'pool_exhausted', 'frag_table_full', 'policy_drop',
   'policy_reject', 'proto_unsupported', 'no_wan_address', 'esp_serialized', 'esp_squelched', 'esp_no_sa',
   'esp_table_full', 'isakmp_cookie_collision', 'ike_table_full', 'ah_translated', 'gre_no_call',
-  'pptp_table_full', 'frag_id_collision',
+  'pptp_table_full', 'frag_id_collision', 'hairpin', 'bad_dst',
 ];
 
 // @group counters
