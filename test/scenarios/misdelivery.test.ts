@@ -190,6 +190,25 @@ describe('later fragments before their first are held briefly and released', () 
   });
 });
 
+describe('held fragments under a spray from many sources', () => {
+  it('M22 when every hold slot is taken the oldest gives way: a fresh later fragment is still held and released', () => {
+    const r = new TestRouter();
+    const { aliasA } = twoMappings(r);
+    // 10 spoofed sources × 8 orphans each: more than the 64 hold slots
+    for (let s = 0; s < 10; s++) {
+      for (let i = 0; i < 8; i++) {
+        const f = fragment(udp(`198.51.100.${100 + s}`, 53, WAN, 4000, new Array(1600).fill(1), { id: 0x1000 + s * 16 + i }), 1480);
+        expect(r.in(f[1])).toBeNull();
+      }
+    }
+    expect(r.engine.counters().fragsHoldDiscarded).toBeGreaterThanOrEqual(16);
+    const A = fragment(udp(S1, 53, WAN, aliasA, new Array(3000).fill(0xaa), { id: 0x6a6a }), 1480);
+    expect(r.in(A[1])).toBeNull();
+    ok(r.in(A[0]));
+    expect(r.released().map((o) => parse(o).dst)).toEqual([H1]);
+  });
+});
+
 describe('PPTP call lookups: keyed hashing, full keys, live calls first', () => {
   function call(r: TestRouter, host: string, srv: string, sport: number, callId: number) {
     const syn = parse(ok(r.out(tcp(host, sport, srv, 1723, SYN))));
