@@ -3,7 +3,7 @@
 // the router's own ICMP errors, destinations that must never leave on the
 // WAN). Every emitted packet's checksums are recomputed in full.
 import { describe, expect, it } from 'vitest';
-import { TestRouter, WAN } from '../helpers/harness.js';
+import { TestRouter, WAN, ok, pptpCall, router } from '../helpers/harness.js';
 import {
   ACK, PSH, SYN, esp, fragment, gre, icmpError, ipCsumOk, isakmp, l4CsumOk, parse, pptpField, pptpMsg,
   quotedIpCsumOk, tcp, udp,
@@ -16,18 +16,6 @@ const S1 = '198.51.100.7';
 // PPTP's old LAN-side key (lan ^ rotl13(remote)) is the same for (H1, S1) and (H2, S1B).
 const S1B = '198.59.100.7';
 
-function ok(p: Uint8Array | null): Uint8Array {
-  expect(p).not.toBeNull();
-  expect(ipCsumOk(p!)).toBe(true);
-  expect(l4CsumOk(p!)).toBe(true);
-  return p!;
-}
-
-function router(): TestRouter {
-  const r = new TestRouter();
-  r.vpn();
-  return r;
-}
 
 /** Reassembles fragments (of one datagram) into its L4 bytes. */
 function reassemble(frags: Uint8Array[]): Uint8Array {
@@ -210,13 +198,7 @@ describe('held fragments under a spray from many sources', () => {
 });
 
 describe('PPTP call lookups: keyed hashing, full keys, live calls first', () => {
-  function call(r: TestRouter, host: string, srv: string, sport: number, callId: number) {
-    const syn = parse(ok(r.out(tcp(host, sport, srv, 1723, SYN))));
-    ok(r.in(tcp(srv, 1723, WAN, syn.sport, SYN | ACK)));
-    ok(r.out(tcp(host, sport, srv, 1723, ACK)));
-    const ocrq = ok(r.out(tcp(host, sport, srv, 1723, PSH | ACK, pptpMsg(7, callId))));
-    return { wanPort: syn.sport, alias: pptpField(ocrq, 12) };
-  }
+  const call = pptpCall;
 
   it('M10 two hosts\' calls whose old LAN-side keys collide: each host finds its own call', () => {
     const r = router();
@@ -387,12 +369,7 @@ describe('same folded key under the keyed fold: lookups walk on to the full key'
     expect(S2).not.toBe('');
     expect((raw(H1) ^ mixK(raw(S1))) >>> 0).toBe((raw(H2b) ^ mixK(raw(S2))) >>> 0);
     const r = router();
-    const call = (host: string, srv: string, sport: number, callId: number) => {
-      const syn = parse(ok(r.out(tcp(host, sport, srv, 1723, SYN))));
-      ok(r.in(tcp(srv, 1723, WAN, syn.sport, SYN | ACK)));
-      ok(r.out(tcp(host, sport, srv, 1723, ACK)));
-      return pptpField(ok(r.out(tcp(host, sport, srv, 1723, PSH | ACK, pptpMsg(7, callId)))), 12);
-    };
+    const call = (host: string, srv: string, sport: number, callId: number) => pptpCall(r, host, srv, sport, callId).alias;
     const a = call(H1, S1, 40000, 100);
     const b = call(H2b, S2, 40000, 100);
     expect(a).not.toBe(b);
