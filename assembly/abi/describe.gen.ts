@@ -24,9 +24,9 @@ import {
   CALL_REM_ADDR, CALL_ID_LAN, CALL_ID_ALIAS, CALL_ID_REMOTE, CALL_FLAGS, CALL_EXPIRES, CALL_PKTS_OUT,
   CALL_PKTS_IN, CALL_IN_USE, CF_REMOTE_KNOWN, CF_DISCONNECTED, FRAG_SIZE, FRAG_SRC_ADDR, FRAG_DST_ADDR,
   FRAG_IP_ID, FRAG_PROTO, FRAG_SIDE, FRAG_NEW_ADDR, FRAG_EXPIRES, FRAG_FIRST_END, FRAG_SEEN, FRAG_TOTAL,
-  FRAG_NEW_ID, FRAG_FLAGS, FRAG_L4_KEY, FRF_CONTESTED, HOLD_SIZE, HOLD_SRC_ADDR, HOLD_DST_ADDR, HOLD_IP_ID,
-  HOLD_PROTO, HOLD_SIDE, HOLD_EXPIRES, PEER_SIZE, PEER_LAN_ADDR, PEER_REM_ADDR, PEER_IKE_LAST, PEER_IKE_COUNT,
-  PEER_ESP_BOUND, PEER_ESP_EXPIRES, PEER_RECENT_HOST, PEER_REFS,
+  FRAG_NEW_ID, FRAG_FLAGS, FRAG_L4_KEY, FRF_CONTESTED, FRF_DONE, HOLD_SIZE, HOLD_SRC_ADDR, HOLD_DST_ADDR,
+  HOLD_IP_ID, HOLD_PROTO, HOLD_SIDE, HOLD_EXPIRES, PEER_SIZE, PEER_LAN_ADDR, PEER_REM_ADDR, PEER_IKE_LAST,
+  PEER_IKE_COUNT, PEER_ESP_BOUND, PEER_ESP_EXPIRES, PEER_RECENT_HOST, PEER_REFS,
 } from "./records";
 import {
   SIDE_INSIDE, SIDE_OUTSIDE, VERDICT_DROP, VERDICT_PASS, ZONE_WAN, ZONE_LAN, DEST_ROUTER, DEST_FORWARD,
@@ -39,7 +39,7 @@ import {
   SET_NATT_TIMEOUT, SET_GRE_TIMEOUT, SET_PARALLEL_SESSIONS, SET_ESP_GUESS, SET_MASQ_PORT_LO, SET_MASQ_PORT_HI,
 } from "./settings";
 
-export const ABI_WORDS: u32 = 184;
+export const ABI_WORDS: u32 = 185;
 
 /** Writes ABI_WORDS u32 values at `out`; returns how many. */
 export function abiDescribe(out: usize): u32 {
@@ -177,55 +177,56 @@ export function abiDescribe(out: usize): u32 {
   store<u32>(out, <u32>FRAG_FLAGS, 524);
   store<u32>(out, <u32>FRAG_L4_KEY, 528);
   store<u32>(out, <u32>FRF_CONTESTED, 532);
-  store<u32>(out, <u32>HOLD_SIZE, 536);
-  store<u32>(out, <u32>HOLD_SRC_ADDR, 540);
-  store<u32>(out, <u32>HOLD_DST_ADDR, 544);
-  store<u32>(out, <u32>HOLD_IP_ID, 548);
-  store<u32>(out, <u32>HOLD_PROTO, 552);
-  store<u32>(out, <u32>HOLD_SIDE, 556);
-  store<u32>(out, <u32>HOLD_EXPIRES, 560);
-  store<u32>(out, <u32>PEER_SIZE, 564);
-  store<u32>(out, <u32>PEER_LAN_ADDR, 568);
-  store<u32>(out, <u32>PEER_REM_ADDR, 572);
-  store<u32>(out, <u32>PEER_IKE_LAST, 576);
-  store<u32>(out, <u32>PEER_IKE_COUNT, 580);
-  store<u32>(out, <u32>PEER_ESP_BOUND, 584);
-  store<u32>(out, <u32>PEER_ESP_EXPIRES, 588);
-  store<u32>(out, <u32>PEER_RECENT_HOST, 592);
-  store<u32>(out, <u32>PEER_REFS, 596);
-  store<u32>(out, <u32>SIDE_INSIDE, 600);
-  store<u32>(out, <u32>SIDE_OUTSIDE, 604);
-  store<u32>(out, <u32>VERDICT_DROP, 608);
-  store<u32>(out, <u32>VERDICT_PASS, 612);
-  store<u32>(out, <u32>ZONE_WAN, 616);
-  store<u32>(out, <u32>ZONE_LAN, 620);
-  store<u32>(out, <u32>DEST_ROUTER, 624);
-  store<u32>(out, <u32>DEST_FORWARD, 628);
-  store<u32>(out, <u32>TARGET_NONE, 632);
-  store<u32>(out, <u32>TARGET_ACCEPT, 636);
-  store<u32>(out, <u32>TARGET_DROP, 640);
-  store<u32>(out, <u32>TARGET_REJECT, 644);
-  store<u32>(out, <u32>PROTO_ICMP, 648);
-  store<u32>(out, <u32>PROTO_TCP, 652);
-  store<u32>(out, <u32>PROTO_UDP, 656);
-  store<u32>(out, <u32>PROTO_GRE, 660);
-  store<u32>(out, <u32>PROTO_ESP, 664);
-  store<u32>(out, <u32>PROTO_AH, 668);
-  store<u32>(out, <u32>SETTINGS_SIZE, 672);
-  store<u32>(out, <u32>SET_TCP_TIMEOUT, 676);
-  store<u32>(out, <u32>SET_TCP_TRANSITORY_TIMEOUT, 680);
-  store<u32>(out, <u32>SET_UDP_TIMEOUT, 684);
-  store<u32>(out, <u32>SET_ICMP_TIMEOUT, 688);
-  store<u32>(out, <u32>SET_FRAG_TIMEOUT, 692);
-  store<u32>(out, <u32>SET_ESP_TIMEOUT, 696);
-  store<u32>(out, <u32>SET_ESP_INIT_TIMEOUT, 700);
-  store<u32>(out, <u32>SET_ESP_INIT_RETRIES, 704);
-  store<u32>(out, <u32>SET_IKE_TIMEOUT, 708);
-  store<u32>(out, <u32>SET_NATT_TIMEOUT, 712);
-  store<u32>(out, <u32>SET_GRE_TIMEOUT, 716);
-  store<u32>(out, <u32>SET_PARALLEL_SESSIONS, 720);
-  store<u32>(out, <u32>SET_ESP_GUESS, 724);
-  store<u32>(out, <u32>SET_MASQ_PORT_LO, 728);
-  store<u32>(out, <u32>SET_MASQ_PORT_HI, 732);
-  return 184;
+  store<u32>(out, <u32>FRF_DONE, 536);
+  store<u32>(out, <u32>HOLD_SIZE, 540);
+  store<u32>(out, <u32>HOLD_SRC_ADDR, 544);
+  store<u32>(out, <u32>HOLD_DST_ADDR, 548);
+  store<u32>(out, <u32>HOLD_IP_ID, 552);
+  store<u32>(out, <u32>HOLD_PROTO, 556);
+  store<u32>(out, <u32>HOLD_SIDE, 560);
+  store<u32>(out, <u32>HOLD_EXPIRES, 564);
+  store<u32>(out, <u32>PEER_SIZE, 568);
+  store<u32>(out, <u32>PEER_LAN_ADDR, 572);
+  store<u32>(out, <u32>PEER_REM_ADDR, 576);
+  store<u32>(out, <u32>PEER_IKE_LAST, 580);
+  store<u32>(out, <u32>PEER_IKE_COUNT, 584);
+  store<u32>(out, <u32>PEER_ESP_BOUND, 588);
+  store<u32>(out, <u32>PEER_ESP_EXPIRES, 592);
+  store<u32>(out, <u32>PEER_RECENT_HOST, 596);
+  store<u32>(out, <u32>PEER_REFS, 600);
+  store<u32>(out, <u32>SIDE_INSIDE, 604);
+  store<u32>(out, <u32>SIDE_OUTSIDE, 608);
+  store<u32>(out, <u32>VERDICT_DROP, 612);
+  store<u32>(out, <u32>VERDICT_PASS, 616);
+  store<u32>(out, <u32>ZONE_WAN, 620);
+  store<u32>(out, <u32>ZONE_LAN, 624);
+  store<u32>(out, <u32>DEST_ROUTER, 628);
+  store<u32>(out, <u32>DEST_FORWARD, 632);
+  store<u32>(out, <u32>TARGET_NONE, 636);
+  store<u32>(out, <u32>TARGET_ACCEPT, 640);
+  store<u32>(out, <u32>TARGET_DROP, 644);
+  store<u32>(out, <u32>TARGET_REJECT, 648);
+  store<u32>(out, <u32>PROTO_ICMP, 652);
+  store<u32>(out, <u32>PROTO_TCP, 656);
+  store<u32>(out, <u32>PROTO_UDP, 660);
+  store<u32>(out, <u32>PROTO_GRE, 664);
+  store<u32>(out, <u32>PROTO_ESP, 668);
+  store<u32>(out, <u32>PROTO_AH, 672);
+  store<u32>(out, <u32>SETTINGS_SIZE, 676);
+  store<u32>(out, <u32>SET_TCP_TIMEOUT, 680);
+  store<u32>(out, <u32>SET_TCP_TRANSITORY_TIMEOUT, 684);
+  store<u32>(out, <u32>SET_UDP_TIMEOUT, 688);
+  store<u32>(out, <u32>SET_ICMP_TIMEOUT, 692);
+  store<u32>(out, <u32>SET_FRAG_TIMEOUT, 696);
+  store<u32>(out, <u32>SET_ESP_TIMEOUT, 700);
+  store<u32>(out, <u32>SET_ESP_INIT_TIMEOUT, 704);
+  store<u32>(out, <u32>SET_ESP_INIT_RETRIES, 708);
+  store<u32>(out, <u32>SET_IKE_TIMEOUT, 712);
+  store<u32>(out, <u32>SET_NATT_TIMEOUT, 716);
+  store<u32>(out, <u32>SET_GRE_TIMEOUT, 720);
+  store<u32>(out, <u32>SET_PARALLEL_SESSIONS, 724);
+  store<u32>(out, <u32>SET_ESP_GUESS, 728);
+  store<u32>(out, <u32>SET_MASQ_PORT_LO, 732);
+  store<u32>(out, <u32>SET_MASQ_PORT_HI, 736);
+  return 185;
 }

@@ -106,6 +106,7 @@ export const FRAG_NEW_ID: u32 = 32;   // u16 outbound: the IP ID every fragment 
 export const FRAG_FLAGS: u32 = 34;    // u16 FRF_*
 export const FRAG_L4_KEY: u32 = 36;   // u32 the first fragment's L4 identity as received (ports, SPI, Call ID, echo id)
 export const FRF_CONTESTED: u32 = 1;  // another datagram's first fragment came with this (src, dst, id, proto)
+export const FRF_DONE: u32 = 2;       // complete: lingers briefly so a late duplicate is not taken for another datagram's
 
 // @group hold  (nat/fragments.ts: a later fragment held until its first fragment comes)
 export const HOLD_SIZE: u32 = 16;

@@ -2,7 +2,8 @@
 // 0) carries the L4 header and is translated like any packet; the engine
 // remembers (src, dst, id, proto) → new address, and later fragments follow
 // it. Memory is a fixed set-associative table (FRAG_CAP entries, 4 ways);
-// entries die when the datagram is complete or after frag_timeout.
+// entries die 3 s after the datagram is complete (FRF_DONE: a late
+// duplicate still goes its way) or after frag_timeout.
 // Dropped: first fragments too short for the L4 header (tiny-fragment
 // attack, RFC 1858), fragments that overlap the first (RFC 1858 §3.2 /
 // RFC 3128 overlapping attack).
@@ -15,6 +16,10 @@
 //   fragment and every later fragment of the key are dropped
 //   (frag_id_collision) until the entry times out. A duplicate of the first
 //   fragment (same destination, same L4 identity: a retransmission) passes.
+//   Limit: a later fragment that comes before its own first fragment while
+//   another datagram under the same key is tracked cannot be told from that
+//   datagram's (no field says which datagram it belongs to without
+//   reassembly); it follows the tracked one.
 // - Fragmented outbound datagrams leave with a fresh IP ID, all fragments of
 //   one datagram alike, so two LAN hosts' datagrams to one server never
 //   share (WAN address, server, proto, ID). Unfragmented packets keep their
@@ -36,7 +41,7 @@ import {
 } from "../abi/counters";
 import {
   FRAG_DST_ADDR, FRAG_EXPIRES, FRAG_FIRST_END, FRAG_FLAGS, FRAG_IP_ID, FRAG_L4_KEY, FRAG_NEW_ADDR, FRAG_NEW_ID,
-  FRAG_PROTO, FRAG_SEEN, FRAG_SIDE, FRAG_SIZE, FRAG_SRC_ADDR, FRAG_TOTAL, FRF_CONTESTED, HOLD_DST_ADDR, HOLD_EXPIRES,
+  FRAG_PROTO, FRAG_SEEN, FRAG_SIDE, FRAG_SIZE, FRAG_SRC_ADDR, FRAG_TOTAL, FRF_CONTESTED, FRF_DONE, HOLD_DST_ADDR, HOLD_EXPIRES,
   HOLD_IP_ID, HOLD_PROTO, HOLD_SIDE, HOLD_SIZE, HOLD_SRC_ADDR,
 } from "../abi/records";
 import {
@@ -82,13 +87,27 @@ function find(src: u32, dst: u32, id: u32, proto: u32, side: u32): usize {
   return 0;
 }
 
-/** Accounts the bytes of one fragment; frees the entry when the datagram is complete. */
+/** How long a complete datagram's entry lingers (and a fragment is held): never past frag_timeout. */
+@inline function lingerDs(): u32 { return fragDs < HOLD_DS ? fragDs : HOLD_DS; }
+
+/**
+ * Accounts the bytes of one fragment. A complete datagram's entry is not
+ * freed at once: it lingers (FRF_DONE) so that a late duplicate of one of
+ * its fragments still goes its way, and another datagram's first fragment
+ * under the same key meanwhile is a collision, not a fresh datagram that
+ * the duplicate would then join.
+ */
 function account(e: usize, offset: u32, payload: u32, more: bool): void {
+  const fl = <u32>load<u16>(e, FRAG_FLAGS);
+  if ((fl & FRF_DONE) != 0) return;
   const seen = load<u32>(e, FRAG_SEEN) + payload;
   store<u32>(e, seen, FRAG_SEEN);
   if (!more) store<u32>(e, offset + payload, FRAG_TOTAL);
   const total = load<u32>(e, FRAG_TOTAL);
-  if (total != 0 && seen >= total) free(e);
+  if (total != 0 && seen >= total) {
+    store<u16>(e, <u16>(fl | FRF_DONE), FRAG_FLAGS);
+    store<u32>(e, nowDs + lingerDs(), FRAG_EXPIRES);
+  }
 }
 
 // ---- outbound IP IDs ----------------------------------------------------
@@ -142,14 +161,15 @@ export function fragNoteFirst(p: usize, side: u32, src: u32, dst: u32, id: u32, 
     const fl = <u32>load<u16>(e, FRAG_FLAGS);
     if ((fl & FRF_CONTESTED) == 0 && load<u32>(e, FRAG_NEW_ADDR) == newAddr && load<u32>(e, FRAG_L4_KEY) == l4key) {
       // The same first fragment again (a retransmission): same way, same ID; its bytes were counted.
-      store<u32>(e, nowDs + fragDs, FRAG_EXPIRES);
+      if ((fl & FRF_DONE) == 0) store<u32>(e, nowDs + fragDs, FRAG_EXPIRES);
       if (side == SIDE_INSIDE) rewriteIpId(p, load<u16>(e, FRAG_NEW_ID));
       return Drop.NONE;
     }
     // Another datagram under a tracked key: the later fragments of the two
     // cannot be told apart, so the key is contested and nobody gets them.
+    // (A complete datagram's key stays contested only while it lingers.)
     store<u16>(e, <u16>(fl | FRF_CONTESTED), FRAG_FLAGS);
-    store<u32>(e, nowDs + fragDs, FRAG_EXPIRES);
+    if ((fl & FRF_DONE) == 0) store<u32>(e, nowDs + fragDs, FRAG_EXPIRES);
     return Drop.FRAG_ID_COLLISION;
   }
   const b = bucketOf(src, dst, id, proto);
@@ -245,8 +265,7 @@ function hold(p: usize, side: u32, src: u32, dst: u32, id: u32, proto: u32): voi
   const h = holdRec(i);
   store<u32>(h, src, HOLD_SRC_ADDR); store<u32>(h, dst, HOLD_DST_ADDR); store<u16>(h, <u16>id, HOLD_IP_ID);
   store<u8>(h, <u8>proto, HOLD_PROTO); store<u8>(h, <u8>(side + 1), HOLD_SIDE);
-  const limit = fragDs < HOLD_DS ? fragDs : HOLD_DS;
-  store<u32>(h, nowDs + limit, HOLD_EXPIRES);
+  store<u32>(h, nowDs + lingerDs(), HOLD_EXPIRES);
   count(C_FRAGS_HELD);
 }
 
@@ -257,7 +276,6 @@ function release(e: usize, side: u32, src: u32, dst: u32, id: u32, proto: u32): 
     if (load<u8>(h, HOLD_SIDE) != <u8>(side + 1) || load<u32>(h, HOLD_SRC_ADDR) != src ||
         load<u32>(h, HOLD_DST_ADDR) != dst || load<u16>(h, HOLD_IP_ID) != <u16>id || load<u8>(h, HOLD_PROTO) != <u8>proto) continue;
     if (<i32>(nowDs - load<u32>(h, HOLD_EXPIRES)) >= 0) { holdFree(i, C_FRAGS_HOLD_EXPIRED); continue; }
-    if (load<u8>(e, FRAG_SIDE) == 0) { holdFree(i, C_FRAGS_HOLD_DISCARDED); continue; } // the datagram completed without it
     // The held copy passed ipv4Check when it came; read its fragment fields again.
     const hp = holdSlot(i);
     const frag = <u32>bswap<u16>(load<u16>(hp, IP_FRAG));

@@ -66,12 +66,17 @@ describe('inbound fragments: a tracked datagram keeps its destination', () => {
     expect(r.drop('frag_id_collision')).toBe(0);
   });
 
-  it('M03 once a datagram is complete, the same IP ID may carry another host\'s datagram', () => {
+  it('M03 a complete datagram\'s key lingers 3 s: another host\'s datagram under it is refused meanwhile, tracked after', () => {
     const r = new TestRouter();
     const { aliasA, aliasB } = twoMappings(r);
     const A = fragment(udp(S1, 53, WAN, aliasA, new Array(3000).fill(0xaa), { id: 0x5555 }), 1480);
     const B = fragment(udp(S1, 53, WAN, aliasB, new Array(3000).fill(0xbb), { id: 0x5555 }), 1480);
     for (const o of r.batch(A, 1)) expect(parse(o!).dst).toBe(H1);
+    // a late duplicate of A's last fragment still goes to A, not to a datagram that took the key
+    expect(parse(ok(r.in(A[2]))).dst).toBe(H1);
+    expect(r.batch(B, 1)).toEqual([null, null, null]);
+    expect(r.drop('frag_id_collision')).toBe(3);
+    r.advance(4);
     for (const o of r.batch(B, 1)) expect(parse(o!).dst).toBe(H2);
   });
 });
