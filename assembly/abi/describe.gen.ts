@@ -7,26 +7,29 @@ import { Drop } from "./reasons";
 import {
   C_RX_INSIDE, C_RX_OUTSIDE, C_PASS_INSIDE, C_PASS_OUTSIDE, C_FLOWS_NEW, C_FLOWS_EXPIRED, C_FLOWS_ACTIVE,
   C_BINDINGS_ACTIVE, C_FRAGS_ACTIVE, C_EVENTS_LOST, C_LOCAL_ACCEPT, C_FLOWS_FLUSHED, C_ESP_ACTIVE,
-  C_IKE_ACTIVE, C_CALLS_ACTIVE, C_ESP_BOUND, C_FRAGS_HELD, C_FRAGS_RELEASED, C_FRAGS_HOLD_EXPIRED,
-  C_FRAGS_HOLD_DISCARDED, C_IP_IDS_REWRITTEN, C_DROP_BASE, COUNTER_SLOTS, EV_FLOW_NEW, EV_FLOW_EXPIRED,
-  EV_DROP, EV_FLUSH, EV_ESP_BOUND, EV_AH_REFUSED, EV_IKE_COLLISION, EVENT_CAP, EVENT_HEADER, EVENT_SIZE,
-  EVT_TYPE, EVT_REASON, EVT_PROTO, EVT_SIDE, EVT_LAN_ADDR, EVT_REM_ADDR, EVT_WAN_ADDR, EVT_LAN_PORT,
-  EVT_REM_PORT, EVT_ALIAS_PORT, EVT_TIME, EVT_EXTRA,
+  C_IKE_ACTIVE, C_CALLS_ACTIVE, C_ESP_BOUND, C_EARLY_DROPS, C_FRAGS_HELD, C_FRAGS_RELEASED,
+  C_FRAGS_HOLD_EXPIRED, C_FRAGS_HOLD_DISCARDED, C_IP_IDS_REWRITTEN, C_DROP_BASE, COUNTER_SLOTS, EV_FLOW_NEW,
+  EV_FLOW_EXPIRED, EV_DROP, EV_FLUSH, EV_ESP_BOUND, EV_AH_REFUSED, EV_IKE_COLLISION, EVENT_CAP, EVENT_HEADER,
+  EVENT_SIZE, EVT_TYPE, EVT_REASON, EVT_PROTO, EVT_SIDE, EVT_LAN_ADDR, EVT_REM_ADDR, EVT_WAN_ADDR,
+  EVT_LAN_PORT, EVT_REM_PORT, EVT_ALIAS_PORT, EVT_TIME, EVT_EXTRA,
 } from "./counters";
 import {
   FLOW_SIZE, F_LAN_ADDR, F_REM_ADDR, F_LAN_PORT, F_REM_PORT, F_ALIAS_PORT, F_PROTO, F_STATE, F_EXPIRES,
-  F_FLAGS, F_SPARE, F_PKTS_OUT, F_PKTS_IN, FL_IN_USE, FL_REDIRECT, FL_REPLIED, FL_FIN_OUT, FL_FIN_IN, FL_NATT,
-  BIND_SIZE, B_LAN_ADDR, B_REFS, B_LAN_PORT, B_FLAGS, BF_USED, BF_STATIC, BIND_TCP, BIND_UDP, BIND_ICMP,
-  BIND_PROTOS, ESP_SIZE, ESP_LAN_ADDR, ESP_REM_ADDR, ESP_SPI_OUT, ESP_SPI_IN, ESP_EXPIRES, ESP_DEADLINE,
-  ESP_PEER, ESP_STATE, ESP_RETRIES, ESP_FLAGS, ESP_PKTS, ESP_FREE, ESP_OUTSTANDING, ESP_BOUND, ESP_SQUELCHED,
-  ESPF_FORWARD, IKE_SIZE, IKE_LAN_ADDR, IKE_REM_ADDR, IKE_ICOOKIE, IKE_RCOOKIE, IKE_EXPIRES, IKE_LAST_SEEN,
-  IKE_REM_PORT, IKE_FLAGS, IKE_PKTS_OUT, IKE_PKTS_IN, IKE_IN_USE, IKEF_INBOUND, CALL_SIZE, CALL_LAN_ADDR,
-  CALL_REM_ADDR, CALL_ID_LAN, CALL_ID_ALIAS, CALL_ID_REMOTE, CALL_FLAGS, CALL_EXPIRES, CALL_PKTS_OUT,
-  CALL_PKTS_IN, CALL_IN_USE, CF_REMOTE_KNOWN, CF_DISCONNECTED, FRAG_SIZE, FRAG_SRC_ADDR, FRAG_DST_ADDR,
-  FRAG_IP_ID, FRAG_PROTO, FRAG_SIDE, FRAG_NEW_ADDR, FRAG_EXPIRES, FRAG_FIRST_END, FRAG_SEEN, FRAG_TOTAL,
-  FRAG_NEW_ID, FRAG_FLAGS, FRAG_L4_KEY, FRF_CONTESTED, FRF_DONE, HOLD_SIZE, HOLD_SRC_ADDR, HOLD_DST_ADDR,
-  HOLD_IP_ID, HOLD_PROTO, HOLD_SIDE, HOLD_EXPIRES, PEER_SIZE, PEER_LAN_ADDR, PEER_REM_ADDR, PEER_IKE_LAST,
-  PEER_IKE_COUNT, PEER_ESP_BOUND, PEER_ESP_EXPIRES, PEER_RECENT_HOST, PEER_REFS,
+  F_FLAGS, F_TCP_OUT, F_TCP_IN, F_PKTS_OUT, F_PKTS_IN, F_END_OUT, F_END_IN, FL_IN_USE, FL_REDIRECT,
+  FL_REPLIED, FL_FIN_OUT, FL_FIN_IN, FL_NATT, FL_CHARGED, FL_WS_SHIFT, FL_WS_NONE, BIND_SIZE, B_LAN_ADDR,
+  B_REFS, B_LAN_PORT, B_FLAGS, BF_USED, BF_STATIC, BIND_TCP, BIND_UDP, BIND_ICMP, BIND_PROTOS, ESP_SIZE,
+  ESP_LAN_ADDR, ESP_REM_ADDR, ESP_SPI_OUT, ESP_SPI_IN, ESP_EXPIRES, ESP_DEADLINE, ESP_PEER, ESP_STATE,
+  ESP_RETRIES, ESP_FLAGS, ESP_PKTS, ESP_SPI_IN2, ESP_TIMER, ESP_FREE, ESP_OUTSTANDING, ESP_BOUND,
+  ESP_SQUELCHED, ESPF_FORWARD, ESPF_UNREPLIED, ESPF_PROVISIONAL, ESPF_CHARGED, IKE_SIZE, IKE_LAN_ADDR,
+  IKE_REM_ADDR, IKE_ICOOKIE, IKE_RCOOKIE, IKE_EXPIRES, IKE_LAST_SEEN, IKE_REM_PORT, IKE_FLAGS, IKE_PKTS_OUT,
+  IKE_PKTS_IN, IKE_IN_USE, IKEF_INBOUND, IKEF_ANSWERED, IKEF_CHARGED, CALL_SIZE, CALL_LAN_ADDR, CALL_REM_ADDR,
+  CALL_ID_LAN, CALL_ID_ALIAS, CALL_ID_REMOTE, CALL_FLAGS, CALL_EXPIRES, CALL_PKTS_OUT, CALL_PKTS_IN,
+  CALL_IN_USE, CF_REMOTE_KNOWN, CF_DISCONNECTED, FRAG_SIZE, FRAG_SRC_ADDR, FRAG_DST_ADDR, FRAG_IP_ID,
+  FRAG_PROTO, FRAG_SIDE, FRAG_NEW_ADDR, FRAG_EXPIRES, FRAG_FIRST_END, FRAG_SEEN, FRAG_TOTAL, FRAG_NEW_ID,
+  FRAG_FLAGS, FRAG_L4_KEY, FRF_CONTESTED, FRF_DONE, HOLD_SIZE, HOLD_SRC_ADDR, HOLD_DST_ADDR, HOLD_IP_ID,
+  HOLD_PROTO, HOLD_SIDE, HOLD_EXPIRES, PEER_SIZE, PEER_LAN_ADDR, PEER_REM_ADDR, PEER_IKE_LAST, PEER_IKE_COUNT,
+  PEER_ESP_BOUND, PEER_ESP_EXPIRES, PEER_RECENT_HOST, PEER_REFS, SRC_SIZE, SRC_ADDR, SRC_FLOWS, SRC_IKE,
+  SRC_CALLS, SRC_ESP, SRC_FRAGS,
 } from "./records";
 import {
   SIDE_INSIDE, SIDE_OUTSIDE, VERDICT_DROP, VERDICT_PASS, ZONE_WAN, ZONE_LAN, DEST_ROUTER, DEST_FORWARD,
@@ -37,9 +40,11 @@ import {
   SETTINGS_SIZE, SET_TCP_TIMEOUT, SET_TCP_TRANSITORY_TIMEOUT, SET_UDP_TIMEOUT, SET_ICMP_TIMEOUT,
   SET_FRAG_TIMEOUT, SET_ESP_TIMEOUT, SET_ESP_INIT_TIMEOUT, SET_ESP_INIT_RETRIES, SET_IKE_TIMEOUT,
   SET_NATT_TIMEOUT, SET_GRE_TIMEOUT, SET_PARALLEL_SESSIONS, SET_ESP_GUESS, SET_MASQ_PORT_LO, SET_MASQ_PORT_HI,
+  SET_UNREPLIED_TIMEOUT, SET_SRC_MAX_FLOWS, SET_SRC_MAX_IKE, SET_SRC_MAX_CALLS, SET_SRC_MAX_ESP_PENDING,
+  SET_SRC_MAX_FRAGS,
 } from "./settings";
 
-export const ABI_WORDS: u32 = 185;
+export const ABI_WORDS: u32 = 212;
 
 /** Writes ABI_WORDS u32 values at `out`; returns how many. */
 export function abiDescribe(out: usize): u32 {
@@ -60,173 +65,200 @@ export function abiDescribe(out: usize): u32 {
   store<u32>(out, <u32>C_IKE_ACTIVE, 56);
   store<u32>(out, <u32>C_CALLS_ACTIVE, 60);
   store<u32>(out, <u32>C_ESP_BOUND, 64);
-  store<u32>(out, <u32>C_FRAGS_HELD, 68);
-  store<u32>(out, <u32>C_FRAGS_RELEASED, 72);
-  store<u32>(out, <u32>C_FRAGS_HOLD_EXPIRED, 76);
-  store<u32>(out, <u32>C_FRAGS_HOLD_DISCARDED, 80);
-  store<u32>(out, <u32>C_IP_IDS_REWRITTEN, 84);
-  store<u32>(out, <u32>C_DROP_BASE, 88);
-  store<u32>(out, <u32>COUNTER_SLOTS, 92);
-  store<u32>(out, <u32>EV_FLOW_NEW, 96);
-  store<u32>(out, <u32>EV_FLOW_EXPIRED, 100);
-  store<u32>(out, <u32>EV_DROP, 104);
-  store<u32>(out, <u32>EV_FLUSH, 108);
-  store<u32>(out, <u32>EV_ESP_BOUND, 112);
-  store<u32>(out, <u32>EV_AH_REFUSED, 116);
-  store<u32>(out, <u32>EV_IKE_COLLISION, 120);
-  store<u32>(out, <u32>EVENT_CAP, 124);
-  store<u32>(out, <u32>EVENT_HEADER, 128);
-  store<u32>(out, <u32>EVENT_SIZE, 132);
-  store<u32>(out, <u32>EVT_TYPE, 136);
-  store<u32>(out, <u32>EVT_REASON, 140);
-  store<u32>(out, <u32>EVT_PROTO, 144);
-  store<u32>(out, <u32>EVT_SIDE, 148);
-  store<u32>(out, <u32>EVT_LAN_ADDR, 152);
-  store<u32>(out, <u32>EVT_REM_ADDR, 156);
-  store<u32>(out, <u32>EVT_WAN_ADDR, 160);
-  store<u32>(out, <u32>EVT_LAN_PORT, 164);
-  store<u32>(out, <u32>EVT_REM_PORT, 168);
-  store<u32>(out, <u32>EVT_ALIAS_PORT, 172);
-  store<u32>(out, <u32>EVT_TIME, 176);
-  store<u32>(out, <u32>EVT_EXTRA, 180);
-  store<u32>(out, <u32>FLOW_SIZE, 184);
-  store<u32>(out, <u32>F_LAN_ADDR, 188);
-  store<u32>(out, <u32>F_REM_ADDR, 192);
-  store<u32>(out, <u32>F_LAN_PORT, 196);
-  store<u32>(out, <u32>F_REM_PORT, 200);
-  store<u32>(out, <u32>F_ALIAS_PORT, 204);
-  store<u32>(out, <u32>F_PROTO, 208);
-  store<u32>(out, <u32>F_STATE, 212);
-  store<u32>(out, <u32>F_EXPIRES, 216);
-  store<u32>(out, <u32>F_FLAGS, 220);
-  store<u32>(out, <u32>F_SPARE, 224);
-  store<u32>(out, <u32>F_PKTS_OUT, 228);
-  store<u32>(out, <u32>F_PKTS_IN, 232);
-  store<u32>(out, <u32>FL_IN_USE, 236);
-  store<u32>(out, <u32>FL_REDIRECT, 240);
-  store<u32>(out, <u32>FL_REPLIED, 244);
-  store<u32>(out, <u32>FL_FIN_OUT, 248);
-  store<u32>(out, <u32>FL_FIN_IN, 252);
-  store<u32>(out, <u32>FL_NATT, 256);
-  store<u32>(out, <u32>BIND_SIZE, 260);
-  store<u32>(out, <u32>B_LAN_ADDR, 264);
-  store<u32>(out, <u32>B_REFS, 268);
-  store<u32>(out, <u32>B_LAN_PORT, 272);
-  store<u32>(out, <u32>B_FLAGS, 276);
-  store<u32>(out, <u32>BF_USED, 280);
-  store<u32>(out, <u32>BF_STATIC, 284);
-  store<u32>(out, <u32>BIND_TCP, 288);
-  store<u32>(out, <u32>BIND_UDP, 292);
-  store<u32>(out, <u32>BIND_ICMP, 296);
-  store<u32>(out, <u32>BIND_PROTOS, 300);
-  store<u32>(out, <u32>ESP_SIZE, 304);
-  store<u32>(out, <u32>ESP_LAN_ADDR, 308);
-  store<u32>(out, <u32>ESP_REM_ADDR, 312);
-  store<u32>(out, <u32>ESP_SPI_OUT, 316);
-  store<u32>(out, <u32>ESP_SPI_IN, 320);
-  store<u32>(out, <u32>ESP_EXPIRES, 324);
-  store<u32>(out, <u32>ESP_DEADLINE, 328);
-  store<u32>(out, <u32>ESP_PEER, 332);
-  store<u32>(out, <u32>ESP_STATE, 336);
-  store<u32>(out, <u32>ESP_RETRIES, 340);
-  store<u32>(out, <u32>ESP_FLAGS, 344);
-  store<u32>(out, <u32>ESP_PKTS, 348);
-  store<u32>(out, <u32>ESP_FREE, 352);
-  store<u32>(out, <u32>ESP_OUTSTANDING, 356);
-  store<u32>(out, <u32>ESP_BOUND, 360);
-  store<u32>(out, <u32>ESP_SQUELCHED, 364);
-  store<u32>(out, <u32>ESPF_FORWARD, 368);
-  store<u32>(out, <u32>IKE_SIZE, 372);
-  store<u32>(out, <u32>IKE_LAN_ADDR, 376);
-  store<u32>(out, <u32>IKE_REM_ADDR, 380);
-  store<u32>(out, <u32>IKE_ICOOKIE, 384);
-  store<u32>(out, <u32>IKE_RCOOKIE, 388);
-  store<u32>(out, <u32>IKE_EXPIRES, 392);
-  store<u32>(out, <u32>IKE_LAST_SEEN, 396);
-  store<u32>(out, <u32>IKE_REM_PORT, 400);
-  store<u32>(out, <u32>IKE_FLAGS, 404);
-  store<u32>(out, <u32>IKE_PKTS_OUT, 408);
-  store<u32>(out, <u32>IKE_PKTS_IN, 412);
-  store<u32>(out, <u32>IKE_IN_USE, 416);
-  store<u32>(out, <u32>IKEF_INBOUND, 420);
-  store<u32>(out, <u32>CALL_SIZE, 424);
-  store<u32>(out, <u32>CALL_LAN_ADDR, 428);
-  store<u32>(out, <u32>CALL_REM_ADDR, 432);
-  store<u32>(out, <u32>CALL_ID_LAN, 436);
-  store<u32>(out, <u32>CALL_ID_ALIAS, 440);
-  store<u32>(out, <u32>CALL_ID_REMOTE, 444);
-  store<u32>(out, <u32>CALL_FLAGS, 448);
-  store<u32>(out, <u32>CALL_EXPIRES, 452);
-  store<u32>(out, <u32>CALL_PKTS_OUT, 456);
-  store<u32>(out, <u32>CALL_PKTS_IN, 460);
-  store<u32>(out, <u32>CALL_IN_USE, 464);
-  store<u32>(out, <u32>CF_REMOTE_KNOWN, 468);
-  store<u32>(out, <u32>CF_DISCONNECTED, 472);
-  store<u32>(out, <u32>FRAG_SIZE, 476);
-  store<u32>(out, <u32>FRAG_SRC_ADDR, 480);
-  store<u32>(out, <u32>FRAG_DST_ADDR, 484);
-  store<u32>(out, <u32>FRAG_IP_ID, 488);
-  store<u32>(out, <u32>FRAG_PROTO, 492);
-  store<u32>(out, <u32>FRAG_SIDE, 496);
-  store<u32>(out, <u32>FRAG_NEW_ADDR, 500);
-  store<u32>(out, <u32>FRAG_EXPIRES, 504);
-  store<u32>(out, <u32>FRAG_FIRST_END, 508);
-  store<u32>(out, <u32>FRAG_SEEN, 512);
-  store<u32>(out, <u32>FRAG_TOTAL, 516);
-  store<u32>(out, <u32>FRAG_NEW_ID, 520);
-  store<u32>(out, <u32>FRAG_FLAGS, 524);
-  store<u32>(out, <u32>FRAG_L4_KEY, 528);
-  store<u32>(out, <u32>FRF_CONTESTED, 532);
-  store<u32>(out, <u32>FRF_DONE, 536);
-  store<u32>(out, <u32>HOLD_SIZE, 540);
-  store<u32>(out, <u32>HOLD_SRC_ADDR, 544);
-  store<u32>(out, <u32>HOLD_DST_ADDR, 548);
-  store<u32>(out, <u32>HOLD_IP_ID, 552);
-  store<u32>(out, <u32>HOLD_PROTO, 556);
-  store<u32>(out, <u32>HOLD_SIDE, 560);
-  store<u32>(out, <u32>HOLD_EXPIRES, 564);
-  store<u32>(out, <u32>PEER_SIZE, 568);
-  store<u32>(out, <u32>PEER_LAN_ADDR, 572);
-  store<u32>(out, <u32>PEER_REM_ADDR, 576);
-  store<u32>(out, <u32>PEER_IKE_LAST, 580);
-  store<u32>(out, <u32>PEER_IKE_COUNT, 584);
-  store<u32>(out, <u32>PEER_ESP_BOUND, 588);
-  store<u32>(out, <u32>PEER_ESP_EXPIRES, 592);
-  store<u32>(out, <u32>PEER_RECENT_HOST, 596);
-  store<u32>(out, <u32>PEER_REFS, 600);
-  store<u32>(out, <u32>SIDE_INSIDE, 604);
-  store<u32>(out, <u32>SIDE_OUTSIDE, 608);
-  store<u32>(out, <u32>VERDICT_DROP, 612);
-  store<u32>(out, <u32>VERDICT_PASS, 616);
-  store<u32>(out, <u32>ZONE_WAN, 620);
-  store<u32>(out, <u32>ZONE_LAN, 624);
-  store<u32>(out, <u32>DEST_ROUTER, 628);
-  store<u32>(out, <u32>DEST_FORWARD, 632);
-  store<u32>(out, <u32>TARGET_NONE, 636);
-  store<u32>(out, <u32>TARGET_ACCEPT, 640);
-  store<u32>(out, <u32>TARGET_DROP, 644);
-  store<u32>(out, <u32>TARGET_REJECT, 648);
-  store<u32>(out, <u32>PROTO_ICMP, 652);
-  store<u32>(out, <u32>PROTO_TCP, 656);
-  store<u32>(out, <u32>PROTO_UDP, 660);
-  store<u32>(out, <u32>PROTO_GRE, 664);
-  store<u32>(out, <u32>PROTO_ESP, 668);
-  store<u32>(out, <u32>PROTO_AH, 672);
-  store<u32>(out, <u32>SETTINGS_SIZE, 676);
-  store<u32>(out, <u32>SET_TCP_TIMEOUT, 680);
-  store<u32>(out, <u32>SET_TCP_TRANSITORY_TIMEOUT, 684);
-  store<u32>(out, <u32>SET_UDP_TIMEOUT, 688);
-  store<u32>(out, <u32>SET_ICMP_TIMEOUT, 692);
-  store<u32>(out, <u32>SET_FRAG_TIMEOUT, 696);
-  store<u32>(out, <u32>SET_ESP_TIMEOUT, 700);
-  store<u32>(out, <u32>SET_ESP_INIT_TIMEOUT, 704);
-  store<u32>(out, <u32>SET_ESP_INIT_RETRIES, 708);
-  store<u32>(out, <u32>SET_IKE_TIMEOUT, 712);
-  store<u32>(out, <u32>SET_NATT_TIMEOUT, 716);
-  store<u32>(out, <u32>SET_GRE_TIMEOUT, 720);
-  store<u32>(out, <u32>SET_PARALLEL_SESSIONS, 724);
-  store<u32>(out, <u32>SET_ESP_GUESS, 728);
-  store<u32>(out, <u32>SET_MASQ_PORT_LO, 732);
-  store<u32>(out, <u32>SET_MASQ_PORT_HI, 736);
-  return 185;
+  store<u32>(out, <u32>C_EARLY_DROPS, 68);
+  store<u32>(out, <u32>C_FRAGS_HELD, 72);
+  store<u32>(out, <u32>C_FRAGS_RELEASED, 76);
+  store<u32>(out, <u32>C_FRAGS_HOLD_EXPIRED, 80);
+  store<u32>(out, <u32>C_FRAGS_HOLD_DISCARDED, 84);
+  store<u32>(out, <u32>C_IP_IDS_REWRITTEN, 88);
+  store<u32>(out, <u32>C_DROP_BASE, 92);
+  store<u32>(out, <u32>COUNTER_SLOTS, 96);
+  store<u32>(out, <u32>EV_FLOW_NEW, 100);
+  store<u32>(out, <u32>EV_FLOW_EXPIRED, 104);
+  store<u32>(out, <u32>EV_DROP, 108);
+  store<u32>(out, <u32>EV_FLUSH, 112);
+  store<u32>(out, <u32>EV_ESP_BOUND, 116);
+  store<u32>(out, <u32>EV_AH_REFUSED, 120);
+  store<u32>(out, <u32>EV_IKE_COLLISION, 124);
+  store<u32>(out, <u32>EVENT_CAP, 128);
+  store<u32>(out, <u32>EVENT_HEADER, 132);
+  store<u32>(out, <u32>EVENT_SIZE, 136);
+  store<u32>(out, <u32>EVT_TYPE, 140);
+  store<u32>(out, <u32>EVT_REASON, 144);
+  store<u32>(out, <u32>EVT_PROTO, 148);
+  store<u32>(out, <u32>EVT_SIDE, 152);
+  store<u32>(out, <u32>EVT_LAN_ADDR, 156);
+  store<u32>(out, <u32>EVT_REM_ADDR, 160);
+  store<u32>(out, <u32>EVT_WAN_ADDR, 164);
+  store<u32>(out, <u32>EVT_LAN_PORT, 168);
+  store<u32>(out, <u32>EVT_REM_PORT, 172);
+  store<u32>(out, <u32>EVT_ALIAS_PORT, 176);
+  store<u32>(out, <u32>EVT_TIME, 180);
+  store<u32>(out, <u32>EVT_EXTRA, 184);
+  store<u32>(out, <u32>FLOW_SIZE, 188);
+  store<u32>(out, <u32>F_LAN_ADDR, 192);
+  store<u32>(out, <u32>F_REM_ADDR, 196);
+  store<u32>(out, <u32>F_LAN_PORT, 200);
+  store<u32>(out, <u32>F_REM_PORT, 204);
+  store<u32>(out, <u32>F_ALIAS_PORT, 208);
+  store<u32>(out, <u32>F_PROTO, 212);
+  store<u32>(out, <u32>F_STATE, 216);
+  store<u32>(out, <u32>F_EXPIRES, 220);
+  store<u32>(out, <u32>F_FLAGS, 224);
+  store<u32>(out, <u32>F_TCP_OUT, 228);
+  store<u32>(out, <u32>F_TCP_IN, 232);
+  store<u32>(out, <u32>F_PKTS_OUT, 236);
+  store<u32>(out, <u32>F_PKTS_IN, 240);
+  store<u32>(out, <u32>F_END_OUT, 244);
+  store<u32>(out, <u32>F_END_IN, 248);
+  store<u32>(out, <u32>FL_IN_USE, 252);
+  store<u32>(out, <u32>FL_REDIRECT, 256);
+  store<u32>(out, <u32>FL_REPLIED, 260);
+  store<u32>(out, <u32>FL_FIN_OUT, 264);
+  store<u32>(out, <u32>FL_FIN_IN, 268);
+  store<u32>(out, <u32>FL_NATT, 272);
+  store<u32>(out, <u32>FL_CHARGED, 276);
+  store<u32>(out, <u32>FL_WS_SHIFT, 280);
+  store<u32>(out, <u32>FL_WS_NONE, 284);
+  store<u32>(out, <u32>BIND_SIZE, 288);
+  store<u32>(out, <u32>B_LAN_ADDR, 292);
+  store<u32>(out, <u32>B_REFS, 296);
+  store<u32>(out, <u32>B_LAN_PORT, 300);
+  store<u32>(out, <u32>B_FLAGS, 304);
+  store<u32>(out, <u32>BF_USED, 308);
+  store<u32>(out, <u32>BF_STATIC, 312);
+  store<u32>(out, <u32>BIND_TCP, 316);
+  store<u32>(out, <u32>BIND_UDP, 320);
+  store<u32>(out, <u32>BIND_ICMP, 324);
+  store<u32>(out, <u32>BIND_PROTOS, 328);
+  store<u32>(out, <u32>ESP_SIZE, 332);
+  store<u32>(out, <u32>ESP_LAN_ADDR, 336);
+  store<u32>(out, <u32>ESP_REM_ADDR, 340);
+  store<u32>(out, <u32>ESP_SPI_OUT, 344);
+  store<u32>(out, <u32>ESP_SPI_IN, 348);
+  store<u32>(out, <u32>ESP_EXPIRES, 352);
+  store<u32>(out, <u32>ESP_DEADLINE, 356);
+  store<u32>(out, <u32>ESP_PEER, 360);
+  store<u32>(out, <u32>ESP_STATE, 364);
+  store<u32>(out, <u32>ESP_RETRIES, 368);
+  store<u32>(out, <u32>ESP_FLAGS, 372);
+  store<u32>(out, <u32>ESP_PKTS, 376);
+  store<u32>(out, <u32>ESP_SPI_IN2, 380);
+  store<u32>(out, <u32>ESP_TIMER, 384);
+  store<u32>(out, <u32>ESP_FREE, 388);
+  store<u32>(out, <u32>ESP_OUTSTANDING, 392);
+  store<u32>(out, <u32>ESP_BOUND, 396);
+  store<u32>(out, <u32>ESP_SQUELCHED, 400);
+  store<u32>(out, <u32>ESPF_FORWARD, 404);
+  store<u32>(out, <u32>ESPF_UNREPLIED, 408);
+  store<u32>(out, <u32>ESPF_PROVISIONAL, 412);
+  store<u32>(out, <u32>ESPF_CHARGED, 416);
+  store<u32>(out, <u32>IKE_SIZE, 420);
+  store<u32>(out, <u32>IKE_LAN_ADDR, 424);
+  store<u32>(out, <u32>IKE_REM_ADDR, 428);
+  store<u32>(out, <u32>IKE_ICOOKIE, 432);
+  store<u32>(out, <u32>IKE_RCOOKIE, 436);
+  store<u32>(out, <u32>IKE_EXPIRES, 440);
+  store<u32>(out, <u32>IKE_LAST_SEEN, 444);
+  store<u32>(out, <u32>IKE_REM_PORT, 448);
+  store<u32>(out, <u32>IKE_FLAGS, 452);
+  store<u32>(out, <u32>IKE_PKTS_OUT, 456);
+  store<u32>(out, <u32>IKE_PKTS_IN, 460);
+  store<u32>(out, <u32>IKE_IN_USE, 464);
+  store<u32>(out, <u32>IKEF_INBOUND, 468);
+  store<u32>(out, <u32>IKEF_ANSWERED, 472);
+  store<u32>(out, <u32>IKEF_CHARGED, 476);
+  store<u32>(out, <u32>CALL_SIZE, 480);
+  store<u32>(out, <u32>CALL_LAN_ADDR, 484);
+  store<u32>(out, <u32>CALL_REM_ADDR, 488);
+  store<u32>(out, <u32>CALL_ID_LAN, 492);
+  store<u32>(out, <u32>CALL_ID_ALIAS, 496);
+  store<u32>(out, <u32>CALL_ID_REMOTE, 500);
+  store<u32>(out, <u32>CALL_FLAGS, 504);
+  store<u32>(out, <u32>CALL_EXPIRES, 508);
+  store<u32>(out, <u32>CALL_PKTS_OUT, 512);
+  store<u32>(out, <u32>CALL_PKTS_IN, 516);
+  store<u32>(out, <u32>CALL_IN_USE, 520);
+  store<u32>(out, <u32>CF_REMOTE_KNOWN, 524);
+  store<u32>(out, <u32>CF_DISCONNECTED, 528);
+  store<u32>(out, <u32>FRAG_SIZE, 532);
+  store<u32>(out, <u32>FRAG_SRC_ADDR, 536);
+  store<u32>(out, <u32>FRAG_DST_ADDR, 540);
+  store<u32>(out, <u32>FRAG_IP_ID, 544);
+  store<u32>(out, <u32>FRAG_PROTO, 548);
+  store<u32>(out, <u32>FRAG_SIDE, 552);
+  store<u32>(out, <u32>FRAG_NEW_ADDR, 556);
+  store<u32>(out, <u32>FRAG_EXPIRES, 560);
+  store<u32>(out, <u32>FRAG_FIRST_END, 564);
+  store<u32>(out, <u32>FRAG_SEEN, 568);
+  store<u32>(out, <u32>FRAG_TOTAL, 572);
+  store<u32>(out, <u32>FRAG_NEW_ID, 576);
+  store<u32>(out, <u32>FRAG_FLAGS, 580);
+  store<u32>(out, <u32>FRAG_L4_KEY, 584);
+  store<u32>(out, <u32>FRF_CONTESTED, 588);
+  store<u32>(out, <u32>FRF_DONE, 592);
+  store<u32>(out, <u32>HOLD_SIZE, 596);
+  store<u32>(out, <u32>HOLD_SRC_ADDR, 600);
+  store<u32>(out, <u32>HOLD_DST_ADDR, 604);
+  store<u32>(out, <u32>HOLD_IP_ID, 608);
+  store<u32>(out, <u32>HOLD_PROTO, 612);
+  store<u32>(out, <u32>HOLD_SIDE, 616);
+  store<u32>(out, <u32>HOLD_EXPIRES, 620);
+  store<u32>(out, <u32>PEER_SIZE, 624);
+  store<u32>(out, <u32>PEER_LAN_ADDR, 628);
+  store<u32>(out, <u32>PEER_REM_ADDR, 632);
+  store<u32>(out, <u32>PEER_IKE_LAST, 636);
+  store<u32>(out, <u32>PEER_IKE_COUNT, 640);
+  store<u32>(out, <u32>PEER_ESP_BOUND, 644);
+  store<u32>(out, <u32>PEER_ESP_EXPIRES, 648);
+  store<u32>(out, <u32>PEER_RECENT_HOST, 652);
+  store<u32>(out, <u32>PEER_REFS, 656);
+  store<u32>(out, <u32>SRC_SIZE, 660);
+  store<u32>(out, <u32>SRC_ADDR, 664);
+  store<u32>(out, <u32>SRC_FLOWS, 668);
+  store<u32>(out, <u32>SRC_IKE, 672);
+  store<u32>(out, <u32>SRC_CALLS, 676);
+  store<u32>(out, <u32>SRC_ESP, 680);
+  store<u32>(out, <u32>SRC_FRAGS, 684);
+  store<u32>(out, <u32>SIDE_INSIDE, 688);
+  store<u32>(out, <u32>SIDE_OUTSIDE, 692);
+  store<u32>(out, <u32>VERDICT_DROP, 696);
+  store<u32>(out, <u32>VERDICT_PASS, 700);
+  store<u32>(out, <u32>ZONE_WAN, 704);
+  store<u32>(out, <u32>ZONE_LAN, 708);
+  store<u32>(out, <u32>DEST_ROUTER, 712);
+  store<u32>(out, <u32>DEST_FORWARD, 716);
+  store<u32>(out, <u32>TARGET_NONE, 720);
+  store<u32>(out, <u32>TARGET_ACCEPT, 724);
+  store<u32>(out, <u32>TARGET_DROP, 728);
+  store<u32>(out, <u32>TARGET_REJECT, 732);
+  store<u32>(out, <u32>PROTO_ICMP, 736);
+  store<u32>(out, <u32>PROTO_TCP, 740);
+  store<u32>(out, <u32>PROTO_UDP, 744);
+  store<u32>(out, <u32>PROTO_GRE, 748);
+  store<u32>(out, <u32>PROTO_ESP, 752);
+  store<u32>(out, <u32>PROTO_AH, 756);
+  store<u32>(out, <u32>SETTINGS_SIZE, 760);
+  store<u32>(out, <u32>SET_TCP_TIMEOUT, 764);
+  store<u32>(out, <u32>SET_TCP_TRANSITORY_TIMEOUT, 768);
+  store<u32>(out, <u32>SET_UDP_TIMEOUT, 772);
+  store<u32>(out, <u32>SET_ICMP_TIMEOUT, 776);
+  store<u32>(out, <u32>SET_FRAG_TIMEOUT, 780);
+  store<u32>(out, <u32>SET_ESP_TIMEOUT, 784);
+  store<u32>(out, <u32>SET_ESP_INIT_TIMEOUT, 788);
+  store<u32>(out, <u32>SET_ESP_INIT_RETRIES, 792);
+  store<u32>(out, <u32>SET_IKE_TIMEOUT, 796);
+  store<u32>(out, <u32>SET_NATT_TIMEOUT, 800);
+  store<u32>(out, <u32>SET_GRE_TIMEOUT, 804);
+  store<u32>(out, <u32>SET_PARALLEL_SESSIONS, 808);
+  store<u32>(out, <u32>SET_ESP_GUESS, 812);
+  store<u32>(out, <u32>SET_MASQ_PORT_LO, 816);
+  store<u32>(out, <u32>SET_MASQ_PORT_HI, 820);
+  store<u32>(out, <u32>SET_UNREPLIED_TIMEOUT, 824);
+  store<u32>(out, <u32>SET_SRC_MAX_FLOWS, 828);
+  store<u32>(out, <u32>SET_SRC_MAX_IKE, 832);
+  store<u32>(out, <u32>SET_SRC_MAX_CALLS, 836);
+  store<u32>(out, <u32>SET_SRC_MAX_ESP_PENDING, 840);
+  store<u32>(out, <u32>SET_SRC_MAX_FRAGS, 844);
+  return 212;
 }

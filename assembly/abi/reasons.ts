@@ -50,8 +50,14 @@ export const enum Drop {
   PPTP_TABLE_FULL = 43, // @policy
   PPTP_NO_CALL = 44,    // a message names a Call ID no call has
   ESP_SPI_RESERVED = 45, // SPI 1..255 (RFC 4303 §2.1)
-  FRAG_ID_COLLISION = 46, // @policy a first fragment (or a later one) of another datagram with a tracked (src, dst, IP ID, proto)
-  HAIRPIN = 47,         // @policy LAN packet to the WAN address: never translated out of the WAN
-  BAD_DST = 48,         // @policy LAN or router packet to a multicast, broadcast, loopback or 0/8 destination
-  COUNT = 49,
+  TCP_OUT_OF_WINDOW = 46, // @policy RST or FIN outside the receiver's window (blind injection)
+  SRC_FLOW_LIMIT = 47,  // @policy the LAN host holds its cap of flows (src_max_flows)
+  SRC_IKE_LIMIT = 48,   // @policy ... of IKE exchanges (src_max_ike)
+  SRC_CALL_LIMIT = 49,  // @policy ... of PPTP calls (src_max_calls)
+  SRC_ESP_LIMIT = 50,   // @policy ... of outstanding ESP associations (src_max_esp_pending)
+  SRC_FRAG_LIMIT = 51,  // @policy ... of fragmented datagrams in flight (src_max_frags)
+  FRAG_ID_COLLISION = 52, // @policy a first fragment (or a later one) of another datagram with a tracked (src, dst, IP ID, proto)
+  HAIRPIN = 53,         // @policy LAN packet to the WAN address: never translated out of the WAN
+  BAD_DST = 54,         // @policy LAN or router packet to a multicast, broadcast, loopback or 0/8 destination
+  COUNT = 55,
 }

@@ -2,8 +2,9 @@
 // 0) carries the L4 header and is translated like any packet; the engine
 // remembers (src, dst, id, proto) → new address, and later fragments follow
 // it. Memory is a fixed set-associative table (FRAG_CAP entries, 4 ways);
-// entries die 3 s after the datagram is complete (FRF_DONE: a late
-// duplicate still goes its way) or after frag_timeout.
+// inbound entries die 3 s after the datagram is complete (FRF_DONE: a late
+// duplicate still goes its way; a full bucket takes them back first),
+// outbound ones when it is complete, any after frag_timeout.
 // Dropped: first fragments too short for the L4 header (tiny-fragment
 // attack, RFC 1858), fragments that overlap the first (RFC 1858 §3.2 /
 // RFC 3128 overlapping attack).
@@ -54,6 +55,7 @@ import {
 import { Drop } from "../abi/reasons";
 import { rewriteAddr, ttlCompensate } from "./rewrite";
 import { count, countAdd, fragDs, hashSeed, nowDs } from "./state";
+import { LIM_FRAGS, srcCharge, srcRelease } from "./limits";
 
 const WAYS: u32 = 4;
 const BUCKETS: u32 = FRAG_CAP / WAYS;
@@ -69,7 +71,9 @@ const BUCKETS: u32 = FRAG_CAP / WAYS;
 }
 
 function free(e: usize): void {
-  if (load<u8>(e, FRAG_SIDE) != 0) countAdd(C_FRAGS_ACTIVE, -1);
+  const side1 = load<u8>(e, FRAG_SIDE);
+  if (side1 != 0) countAdd(C_FRAGS_ACTIVE, -1);
+  if (side1 == 1) srcRelease(load<u32>(e, FRAG_SRC_ADDR), LIM_FRAGS); // outbound: its LAN host's count (limits.ts)
   store<u8>(e, 0, FRAG_SIDE);
 }
 
@@ -105,6 +109,8 @@ function account(e: usize, offset: u32, payload: u32, more: bool): void {
   if (!more) store<u32>(e, offset + payload, FRAG_TOTAL);
   const total = load<u32>(e, FRAG_TOTAL);
   if (total != 0 && seen >= total) {
+    // Outbound keys hold the LAN host's own address: nothing to confuse, free at once.
+    if (load<u8>(e, FRAG_SIDE) == <u8>(SIDE_INSIDE + 1)) { free(e); return; }
     store<u16>(e, <u16>(fl | FRF_DONE), FRAG_FLAGS);
     store<u32>(e, nowDs + lingerDs(), FRAG_EXPIRES);
   }
@@ -177,7 +183,16 @@ export function fragNoteFirst(p: usize, side: u32, src: u32, dst: u32, id: u32, 
     const c = b + <usize>w * FRAG_SIZE;
     if (!live(c)) { free(c); e = c; break; }
   }
+  if (e == 0) {
+    // No free way: a complete datagram's lingering entry gives way first.
+    for (let w: u32 = 0; w < WAYS; w++) {
+      const c = b + <usize>w * FRAG_SIZE;
+      if ((load<u16>(c, FRAG_FLAGS) & <u16>FRF_DONE) != 0) { free(c); e = c; break; }
+    }
+  }
   if (e == 0) return Drop.FRAG_TABLE_FULL;
+  // A LAN host holds at most src_max_frags datagrams in flight.
+  if (side == SIDE_INSIDE && !srcCharge(src, LIM_FRAGS)) return Drop.SRC_FRAG_LIMIT;
   store<u32>(e, src, FRAG_SRC_ADDR); store<u32>(e, dst, FRAG_DST_ADDR); store<u16>(e, <u16>id, FRAG_IP_ID); store<u8>(e, <u8>proto, FRAG_PROTO);
   store<u8>(e, <u8>(side + 1), FRAG_SIDE);
   store<u32>(e, 0, FRAG_SEEN); store<u32>(e, 0, FRAG_TOTAL);
