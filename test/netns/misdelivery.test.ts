@@ -1,9 +1,9 @@
 // Issue 8 item 3 through the real router (`vpnmasq run`, real TUNs, the
 // kernel around them): the router's own ICMP errors about translated
 // inbound packets quote the public address and port; fragments that arrive
-// before their first are held and released through the TUN; destinations
-// that must never leave on the WAN (hairpin, multicast, broadcast,
-// loopback) do not. Raw packets come from small python3 scripts (socket
+// before their first are held and released through the TUN; LAN packets to
+// destinations that must never leave on the WAN (hairpin, multicast,
+// broadcast, loopback) do not. Raw packets come from small python3 scripts (socket
 // module only) inside the namespaces.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -204,24 +204,24 @@ describe.skipIf(skip)('misdelivery through the real router (issue 8 item 3)', ()
     expect((after.fragsReleased ?? 0) - (before.fragsReleased ?? 0)).toBe(2);
   });
 
-  it('N3 hairpin, multicast, broadcast and loopback destinations never leave on the WAN', async () => {
+  it('N3 LAN packets to the WAN address, multicast, broadcast or loopback never leave on the WAN', async () => {
+    // The kernel in front of the engine already refuses to forward these (local
+    // delivery, martian destination, no multicast routing), and since the
+    // fwmark diversion (issue 8 item 7) only WAN-bound traffic reaches the
+    // engine at all: this guards the whole router; the engine's own refusal
+    // (hairpin, bad_dst) is scenario M16.
     const macOf = (ns: string, dev: string) => /link\/ether ([0-9a-f:]+)/.exec(sh(ns, `ip link show dev ${dev}`).stdout)![1]!;
-    const dump = lab.spawn(lab.wan[0]!, ['timeout', '8', 'tcpdump', '-i', 'eth0', '-n', '-l', 'udp and (port 1900 or port 8080 or port 5353)']);
+    const dump = lab.spawn(lab.wan[0]!, ['timeout', '6', 'tcpdump', '-i', 'eth0', '-n', '-l', '(udp and src host 192.168.1.10) or (udp and src host 203.0.113.1 and (port 1900 or port 8080 or port 5353))']);
     let seen = '';
     dump.stdout!.on('data', (d) => (seen += d));
     const dumpDone = new Promise((r) => dump.on('exit', r));
     await new Promise((r) => setTimeout(r, 1500));
-    const dropsBefore = vm.status().drops ?? {};
     // from a LAN host, straight at the router's MAC
     const bad = [['203.0.113.1', 8080], ['239.1.2.3', 1900], ['224.0.0.251', 5353], ['255.255.255.255', 1900], ['127.0.0.1', 1900]];
     const r = runPy(lab.lan[0]!, 'lan_bad.py', ['192.168.1.10', macOf(lab.router, 'br-lan'), macOf(lab.lan[0]!, 'eth0'), JSON.stringify(bad)]);
     expect(r.sent).toBe(bad.length);
-    // the router's own traffic to multicast (it goes to the engine through the router-egress rule)
-    sh(lab.router, 'echo x | socat -u - UDP-DATAGRAM:239.1.2.3:1900; echo x | socat -u - UDP-DATAGRAM:224.0.0.251:5353');
     await dumpDone;
     expect(seen.trim()).toBe('');
-    const dropsAfter = vm.status().drops ?? {};
-    expect((dropsAfter.bad_dst ?? 0) - (dropsBefore.bad_dst ?? 0)).toBeGreaterThanOrEqual(1);
     // ordinary traffic still passes
     const ok = sh(lab.lan[0]!, `ping -c 1 -W 2 ${WANHOST}`);
     expect(ok.stdout).toContain('1 received');
