@@ -34,6 +34,8 @@ config vpnmasq 'main'
 	option esp_guess '0'
 	option control_socket '/var/run/vpnmasq.sock'	# Unix socket for control commands
 	option wan_interface 'wan'	# netifd interface of the WAN (hotplug and procd triggers)
+	option snapshot_dir '/run/vpnmasq'	# state kept across restarts (tmpfs); delete the file or run --fresh to discard
+	option snapshot_interval '1'	# seconds between state snapshots; 0 = only at a clean stop
 
 # Example port forward: tcp 8080 on the WAN address to 192.168.1.10:80.
 # Delete the 'enabled' line to use it.

@@ -171,6 +171,8 @@ export function formatConfig(cfg: Config): string {
   s += opt('esp_guess', m.espGuess);
   s += opt('control_socket', m.controlSocket);
   s += opt('wan_interface', m.wanInterface);
+  s += opt('snapshot_dir', m.snapshotDir);
+  s += opt('snapshot_interval', m.snapshotInterval);
   for (const r of cfg.redirects) s += redirectText(r);
   for (const r of cfg.rules) s += ruleText(r);
   return s;

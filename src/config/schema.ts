@@ -121,6 +121,10 @@ export interface MainConfig {
   controlSocket: string;
   /** OpenWrt logical interface of the WAN (netifd name), for the hotplug script and procd triggers; the daemon itself only uses wan_device. */
   wanInterface: string;
+  /** Directory of the state snapshot (tmpfs: no flash wear); the file is snapshot-<tun_inside>.bin. */
+  snapshotDir: string;
+  /** Seconds between snapshots while running; 0 = only at a clean stop. */
+  snapshotInterval: number;
 }
 
 /** The whole configuration. Deeply frozen. */
@@ -156,6 +160,8 @@ export const MAIN_DEFAULTS: Readonly<Omit<MainConfig, 'lanDevice' | 'wanDevice'>
   espGuess: false,
   controlSocket: '/var/run/vpnmasq.sock',
   wanInterface: 'wan',
+  snapshotDir: '/run/vpnmasq',
+  snapshotInterval: 1,
 });
 
 // ---------------------------------------------------------------------------
@@ -166,7 +172,7 @@ export const MAIN_OPTIONS = [
   'lan_device', 'wan_device', 'tun_inside', 'tun_outside', 'lan_subnet', 'max_flows', 'log_level',
   'masq_ports', 'tcp_timeout', 'tcp_transitory_timeout', 'udp_timeout', 'icmp_timeout', 'frag_timeout',
   'esp_timeout', 'esp_init_timeout', 'esp_init_retries', 'ike_timeout', 'natt_timeout', 'gre_timeout',
-  'parallel_sessions', 'esp_guess', 'control_socket', 'wan_interface',
+  'parallel_sessions', 'esp_guess', 'control_socket', 'wan_interface', 'snapshot_dir', 'snapshot_interval',
 ] as const;
 
 export const REDIRECT_OPTIONS = [
@@ -612,6 +618,16 @@ function parseMain(sec: Sec): MainConfig {
     wanInterface = wiV.value;
   }
 
+  let snapshotDir = D.snapshotDir;
+  const sdV = sec.get('snapshot_dir');
+  if (sdV) {
+    const s = sdV.value;
+    if (!s.startsWith('/')) bad(sec, sdV, 'is not an absolute path');
+    if (/[\r\n]/.test(s)) bad(sec, sdV, 'contains a line break');
+    snapshotDir = s.length > 1 ? s.replace(/\/+$/, '') : s;
+  }
+  const snapshotInterval = intOpt(sec, 'snapshot_interval', D.snapshotInterval, 0, 3600, ' seconds');
+
   return {
     lanDevice,
     wanDevice,
@@ -636,6 +652,8 @@ function parseMain(sec: Sec): MainConfig {
     espGuess,
     controlSocket,
     wanInterface,
+    snapshotDir,
+    snapshotInterval,
   };
 }
 
