@@ -139,6 +139,8 @@ export function writeCaptureSync(path: string, c: Capture): number {
 
 export interface Restored {
   savedAt: string;
+  /** the engine clock the restore continued at (ms) */
+  clockMs: number;
   ageMs: number;
   buildIdChanged: boolean;
   /** live entries per table after the restore (expired ones were dropped) */
@@ -212,7 +214,7 @@ export function restoreInto(engine: Engine, snap: Snapshot, wanAddr: number | nu
   if (rc !== 0) fail(`${RESTORE_ERRORS[rc] ?? `error ${rc}`}`);
   const c = engine.counters();
   return {
-    savedAt: new Date(snap.wallMs).toISOString(), ageMs: Math.max(0, Date.now() - snap.wallMs),
+    savedAt: new Date(snap.wallMs).toISOString(), clockMs: clock, ageMs: Math.max(0, Date.now() - snap.wallMs),
     buildIdChanged: snap.buildId !== engine.buildId,
     entries: { flows: c.flowsActive ?? 0, bindings: c.bindingsActive ?? 0, esp: c.espActive ?? 0, ike: c.ikeActive ?? 0, calls: c.callsActive ?? 0 },
     fileRecords: Object.fromEntries(snap.sections.map((s) => [regionName(s.id), s.records])),
