@@ -4,6 +4,7 @@
 // SIGHUP or `vpnmasq reload`, and put everything back on SIGTERM/SIGINT.
 // No packet logic lives here.
 
+import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { ConfigError, loadConfig, type Config } from './config/index.js';
 import { Engine, nowMs } from './engine/engine.js';
@@ -107,7 +108,11 @@ export class Supervisor {
 
     // A deeper queue toward the supervisor absorbs bursts while a batch is
     // being processed (the default 500 packets overflow at line rate).
-    for (const dev of [m.tunInside, m.tunOutside]) runIp(['link', 'set', 'dev', dev, 'txqueuelen', '4096']);
+    // (One `ip` process for both: each spawn costs tens of ms of the respawn time.)
+    execFileSync('ip', ['-batch', '-'], {
+      input: [m.tunInside, m.tunOutside].map((dev) => `link set dev ${dev} txqueuelen 4096\n`).join(''),
+      stdio: ['pipe', 'ignore', 'pipe'],
+    });
     const t2 = performance.now();
 
     // The first WAN address is read synchronously so routes start complete.
@@ -277,7 +282,7 @@ export class Supervisor {
     }
     const restartNeeded: string[] = [];
     const a = this.cfg.main, b = next.main;
-    for (const k of ['lanDevice', 'wanDevice', 'tunInside', 'tunOutside', 'maxFlows', 'controlSocket'] as const) {
+    for (const k of ['lanDevice', 'wanDevice', 'tunInside', 'tunOutside', 'maxFlows', 'controlSocket', 'snapshotDir', 'snapshotInterval'] as const) {
       if (a[k] !== b[k]) restartNeeded.push(k);
     }
     if (JSON.stringify(a.lanSubnets) !== JSON.stringify(b.lanSubnets)) restartNeeded.push('lanSubnets');
