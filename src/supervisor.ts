@@ -4,7 +4,6 @@
 // SIGHUP or `vpnmasq reload`, and put everything back on SIGTERM/SIGINT.
 // No packet logic lives here.
 
-import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { ConfigError, loadConfig, type Config } from './config/index.js';
 import { Engine, nowMs } from './engine/engine.js';
@@ -12,11 +11,11 @@ import { capture, discard, restoreFile, SnapshotRefused, writeCapture, writeCapt
 import { applyConfig } from './engine/apply.js';
 import { ipToRaw, POLICY_REASONS, PROTO_NAMES } from './engine/abi.js';
 import { createLogger, type Logger } from './log.js';
-import { deviceExists, primaryIpv4, runIp, subnetsOf } from './net/iface.js';
+import { deviceExists, setTxQueueLen, subnetsOf } from './net/iface.js';
 import { setupRouting, teardownStale, type Routing, type RoutingPlan } from './net/routes.js';
-import { watchWanAddress, type WanWatch } from './net/wanwatch.js';
+import { readWanAddress, watchWanAddress, type WanWatch } from './net/wanwatch.js';
 import { TunDevice, writeDrops } from './tun/tun.js';
-import { BatchLoop } from './tun/loop.js';
+import { BatchLoop } from './datapath/loop.js';
 import { ControlServer } from './control/server.js';
 import type { Request, Response } from './control/protocol.js';
 
@@ -42,6 +41,9 @@ interface SnapshotStatus {
   lastWrite: { at: string; bytes: number; copyMs: number; writeMs: number } | null;
   writeError: string | null;
 }
+
+/** Transmit queue of each TUN, in packets (see start()). */
+const TUN_TXQUEUELEN = 4096;
 
 export class Supervisor {
   private cfg: Config;
@@ -95,7 +97,10 @@ export class Supervisor {
     applyConfig(this.engine, this.cfg, this.lanSubnets);
     const t1 = performance.now();
 
-    // Crash safety: whatever a killed earlier run left is removed first.
+    // Crash safety: whatever a killed earlier run left (rules, routes,
+    // sysctls, proxy-ARP entries) is removed here, once, before anything of
+    // this run exists; setupRouting below is told not to do it again, and
+    // stop() removes only what this run installed.
     teardownStale(this.plan());
     try {
       this.tunIn = TunDevice.open(m.tunInside);
@@ -108,11 +113,7 @@ export class Supervisor {
 
     // A deeper queue toward the supervisor absorbs bursts while a batch is
     // being processed (the default 500 packets overflow at line rate).
-    // (One `ip` process for both: each spawn costs tens of ms of the respawn time.)
-    execFileSync('ip', ['-batch', '-'], {
-      input: [m.tunInside, m.tunOutside].map((dev) => `link set dev ${dev} txqueuelen 4096\n`).join(''),
-      stdio: ['pipe', 'ignore', 'pipe'],
-    });
+    for (const dev of [m.tunInside, m.tunOutside]) setTxQueueLen(dev, TUN_TXQUEUELEN);
     const t2 = performance.now();
 
     // The first WAN address is read synchronously so routes start complete.
@@ -123,7 +124,7 @@ export class Supervisor {
     this.restoreState();
     const t4 = performance.now();
     try {
-      this.routing = setupRouting(this.plan());
+      this.routing = setupRouting(this.plan(), { staleCleaned: true });
     } catch (err) {
       await this.stop();
       throw new FatalError(`vpnmasq: routing setup failed: ${(err as Error).message}`);
@@ -312,11 +313,8 @@ export class Supervisor {
       case 'reload': { const r = this.reload(); return { ok: r.ok, error: r.error, data: r }; }
       case 'wan-update': {
         // From the hotplug script: re-read the WAN address now instead of at the next poll.
-        let addr: string | null = null;
-        try {
-          addr = primaryIpv4(runIp(['-4', '-j', 'addr', 'show', 'dev', this.cfg.main.wanDevice]));
-        } catch { /* the device is gone: no address */ }
-        this.onWanAddress(addr);
+        // A device that is gone reads as no address.
+        this.onWanAddress(readWanAddress(this.cfg.main.wanDevice));
         return { ok: true, data: { wanAddress: this.wanAddress } };
       }
       default: return { ok: false, error: `unknown command ${(req as { cmd: unknown }).cmd}` };
@@ -340,8 +338,9 @@ export class Supervisor {
         this.log.info({ file: this.snapshotFile(), bytes }, 'state snapshot written');
       } catch (err) { errors.push(`snapshot: ${(err as Error).message}`); }
     }
+    // Only what this run installed: a setupRouting that failed has already
+    // undone its partial work, and a crash's leftovers are the next start's.
     try { this.routing?.teardown(); } catch (err) { errors.push((err as Error).message); }
-    try { if (!this.routing) teardownStale(this.plan()); } catch (err) { errors.push((err as Error).message); }
     this.tunIn?.close();
     this.tunOut?.close();
     await this.control?.close();
