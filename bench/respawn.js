@@ -65,8 +65,11 @@ function flowTuple(i) {
 function configure(e, now) {
   const x = e.x;
   x.setLanNet(0, ipToRaw('192.168.1.0'), maskRaw(24)); x.setLanNetCount(1);
-  x.setTimeouts(7440, 240, 3600, 60, 30);
-  x.setVpnSettings(1800, 120, 5, 3600, 300, 7440, 0, 0);
+  e.applySettings({
+    tcp_timeout: 7440, tcp_transitory_timeout: 240, udp_timeout: 3600, icmp_timeout: 60, frag_timeout: 30,
+    esp_timeout: 1800, esp_init_timeout: 120, esp_init_retries: 5, ike_timeout: 3600, natt_timeout: 300, gre_timeout: 7440,
+    parallel_sessions: 0, esp_guess: 0, masq_port_lo: 61000, masq_port_hi: 65535,
+  });
   x.setWanAddress(ipToRaw('203.0.113.1'), now);
 }
 
@@ -82,7 +85,7 @@ function filled(n, maxFlows = n) {
   for (let i = 0; i < n; i += S) {
     const k0 = Math.min(S, n - i);
     for (let k = 0; k < k0; k++) { const t = flowTuple(i + k); writeUdp(mem, e.slotBase + k * e.slotSize, t.src, t.sport, t.dst, t.dport); }
-    e.x.process(k0, now, 0);
+    e.x.process(k0, 0, now); // (count, side, nowMs)
   }
   return { e, now };
 }

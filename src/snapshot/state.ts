@@ -17,7 +17,10 @@ import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, un
 import { open, rename, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { continueClock, type Engine } from '../engine/engine.js';
-import { rawToIp } from '../engine/abi.js';
+import {
+  RESTORE_BAD_BINDING, RESTORE_BAD_COUNT, RESTORE_BAD_FIELD, RESTORE_BAD_REGION, RESTORE_DUPLICATE, RESTORE_FULL,
+  RESTORE_INCONSISTENT, RESTORE_ORDER, SNAP_CALLS, SNAP_COUNTERS, SNAP_ESP, SNAP_FLOWS, SNAP_IKE, rawToIp,
+} from '../engine/abi.js';
 import {
   FORMAT_VERSION, SnapshotRefused, crc32, decode, encodeHeader, encodeSectionHeader, type Section, type Snapshot,
   type SnapshotHeader,
@@ -25,15 +28,18 @@ import {
 
 export { SnapshotRefused };
 
-/** Region ids of the engine (assembly/snapshot.ts) → names for logs and status. */
-export const REGION_NAMES: Record<number, string> = { 1: 'counters', 2: 'flows', 3: 'esp', 4: 'ike', 5: 'calls' };
+/** Region ids of the engine (SNAP_* in assembly/abi/codes.ts) → names for logs and status. */
+export const REGION_NAMES: Record<number, string> = {
+  [SNAP_COUNTERS]: 'counters', [SNAP_FLOWS]: 'flows', [SNAP_ESP]: 'esp', [SNAP_IKE]: 'ike', [SNAP_CALLS]: 'calls',
+};
 const regionName = (id: number) => REGION_NAMES[id] ?? `region${id}`;
 
 /** Engine restore error codes (assembly/snapshot.ts) → reasons. */
 const RESTORE_ERRORS: Record<number, string> = {
-  1: 'unknown table', 2: 'record count or size out of range', 3: 'a record with an impossible field value',
-  4: 'two records with the same key', 5: 'a record inconsistent with the port bindings', 6: 'a table overflowed',
-  7: 'a record pointing outside its table', 8: 'tables inconsistent with each other', 9: 'restore out of order',
+  [RESTORE_BAD_REGION]: 'unknown table', [RESTORE_BAD_COUNT]: 'record count out of range',
+  [RESTORE_BAD_FIELD]: 'a record with an impossible field value', [RESTORE_DUPLICATE]: 'two records with the same key',
+  [RESTORE_BAD_BINDING]: 'a record inconsistent with the port bindings', [RESTORE_FULL]: 'a table overflowed',
+  [RESTORE_INCONSISTENT]: 'tables inconsistent with their indexes', [RESTORE_ORDER]: 'restore out of order',
 };
 
 export interface Capture {

@@ -25,8 +25,7 @@ function configure(r: TestRouter): void {
   const x = r.engine.x;
   x.setLanNet(0, ipToRaw('192.168.1.0'), maskRaw(24));
   x.setLanNetCount(1);
-  x.setTimeouts(7440, 240, 300, 60, 30);
-  r.vpn();
+  r.engine.applySettings(r.settings);
   x.setWanAddress(ipToRaw(WAN), r.now);
 }
 

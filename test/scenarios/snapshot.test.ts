@@ -259,8 +259,7 @@ describe('restore: what is refused, whole', () => {
     const n = router(3);
     refused(n, forged(file, (b) => { b[sectionAt(b, 3).off + 24] = 9; }), /impossible/);
     // the supervisor applies the config again after reset()
-    n.engine.x.setTimeouts(7440, 240, 300, 60, 30);
-    n.vpn();
+    n.engine.applySettings(n.settings);
     n.engine.x.setWanAddress(ipToRaw(WAN), n.now);
     n.engine.x.setLanNet(0, ipToRaw('192.168.1.0'), maskRaw(24));
     n.engine.x.setLanNetCount(1);

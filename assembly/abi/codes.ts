@@ -1,0 +1,46 @@
+// Small codes that cross the boundary: packet sides, verdicts, the rule
+// encoding of addRule. src/engine/abi.gen.ts is generated from this file.
+
+// @group sides
+export const SIDE_INSIDE: u32 = 0;
+export const SIDE_OUTSIDE: u32 = 1;
+
+// @group verdicts
+export const VERDICT_DROP: u8 = 0;
+export const VERDICT_PASS: u8 = 1;
+
+// @group rules  (addRule's srcZone, destZone, target)
+export const ZONE_WAN: u32 = 0;
+export const ZONE_LAN: u32 = 1;
+export const DEST_ROUTER: u32 = 0;
+export const DEST_FORWARD: u32 = 1; // not the router: LAN → WAN, or WAN → a LAN address
+export const TARGET_NONE: u32 = 0;
+export const TARGET_ACCEPT: u32 = 1;
+export const TARGET_DROP: u32 = 2;
+export const TARGET_REJECT: u32 = 3;
+
+// @group protocols  (IP protocol numbers the engine handles)
+export const PROTO_ICMP: u32 = 1;
+export const PROTO_TCP: u32 = 6;
+export const PROTO_UDP: u32 = 17;
+export const PROTO_GRE: u32 = 47;
+export const PROTO_ESP: u32 = 50;
+export const PROTO_AH: u32 = 51;
+
+// @group snapshot  (assembly/snapshot.ts: the regions a state snapshot saves, and restore's answers)
+export const SNAP_LAYOUT_VERSION: u32 = 1; // bump when a saved record's meaning changes without its size
+export const SNAP_COUNTERS: u32 = 1;
+export const SNAP_FLOWS: u32 = 2;
+export const SNAP_ESP: u32 = 3;
+export const SNAP_IKE: u32 = 4;
+export const SNAP_CALLS: u32 = 5;
+export const SNAP_MAX_LIFETIME_DS: u32 = 21474830; // no saved entry has longer left: the largest timeout (2147483 s)
+export const RESTORE_OK: u32 = 0;
+export const RESTORE_BAD_REGION: u32 = 1;   // a region id this engine does not have
+export const RESTORE_BAD_COUNT: u32 = 2;    // more records than the table holds, or outside the staging area
+export const RESTORE_BAD_FIELD: u32 = 3;    // a field out of range
+export const RESTORE_DUPLICATE: u32 = 4;    // a key twice
+export const RESTORE_BAD_BINDING: u32 = 5;  // a flow on another LAN endpoint's port
+export const RESTORE_FULL: u32 = 6;         // a table or list overflowed
+export const RESTORE_INCONSISTENT: u32 = 7; // restoreVerify: a record its indexes do not find
+export const RESTORE_ORDER: u32 = 8;        // not into an empty engine, or regions out of order
