@@ -87,6 +87,10 @@ describe.skipIf(skip)('restart keeps state (real TUN path, kill -9)', () => {
   async function ask(ns: string, port: number): Promise<string> {
     const r = lab.tryExec(ns, ['sh', '-c',
       `for i in 1 2 3; do a=$(echo hi | socat -t2 - UDP:${WANHOST}:9999,sourceport=${port}); [ -n "$a" ] && break; done; echo "$a"`], { timeoutMs: 30_000 });
+    if (!r.stdout.trim()) {
+      const diag = ['ip rule', 'ip route show table all', 'ip link'].map((c) => `$ ${c}\n${lab.tryExec(lab.router, ['sh', '-c', c]).stdout}`).join('\n');
+      console.log(`ask ${ns}:${port} got nothing\n${diag}\n${JSON.stringify(status().counters)}`);
+    }
     return r.stdout.trim();
   }
 
