@@ -12,7 +12,7 @@
 //    previous one was killed with -9 (as vpnmasq-respawn does now), and the
 //    time from the new process's start to forwarding with the restored
 //    state, split into node start-up (+ module loading, config), load Wasm,
-//    open TUNs, WAN address, restore, routes; median and worst.
+//    stale clean-up, open TUNs, WAN address, restore, routes; median and worst.
 import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
@@ -167,7 +167,7 @@ async function respawn() {
   }
   console.log(`respawn with ${LAB_FLOWS} restored flows (ms from the new process's start; ${RUNS} runs):`);
   console.table(rows);
-  const keys = ['nodeMs', 'loadWasmMs', 'tunsMs', 'wanMs', 'restoreMs', 'routesMs', 'forwardingAtMs', 'killToForwardingMs'];
+  const keys = ['nodeAndImportsMs', 'configMs', 'checksMs', 'loadWasmMs', 'staleMs', 'tunsMs', 'wanMs', 'restoreMs', 'routesMs', 'forwardingAtMs', 'killToForwardingMs'];
   const summary = Object.fromEntries(keys.map((k) => [k, { median: fmt(median(rows.map((r) => r[k]))), worst: fmt(Math.max(...rows.map((r) => r[k]))) }]));
   console.table(summary);
   return { rows, summary };

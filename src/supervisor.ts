@@ -19,6 +19,9 @@ import { BatchLoop } from './datapath/loop.js';
 import { ControlServer } from './control/server.js';
 import type { Request, Response } from './control/protocol.js';
 
+/** When this module (and everything it imports) had loaded: ms since the process started. */
+const loadedAtMs = performance.now();
+
 /** An error whose message is the one line to print before exiting non-zero. */
 export class FatalError extends Error {
   constructor(message: string, readonly exitCode = 1) { super(message); }
@@ -80,6 +83,7 @@ export class Supervisor {
   }
 
   async start(): Promise<void> {
+    const tStart = performance.now();
     const m = this.cfg.main;
     if (process.getuid && process.getuid() !== 0) {
       throw new FatalError('vpnmasq: must run as root (it creates TUN devices and policy routes)');
@@ -102,6 +106,7 @@ export class Supervisor {
     // this run exists; setupRouting below is told not to do it again, and
     // stop() removes only what this run installed.
     teardownStale(this.plan());
+    const t1b = performance.now();
     try {
       this.tunIn = TunDevice.open(m.tunInside);
       this.tunOut = TunDevice.open(m.tunOutside);
@@ -138,7 +143,8 @@ export class Supervisor {
     const t6 = performance.now();
     const r = (ms: number) => +ms.toFixed(1);
     this.startup = {
-      nodeMs: r(t0), loadWasmMs: r(t1 - t0), tunsMs: r(t2 - t1), wanMs: r(t3 - t2), restoreMs: r(t4 - t3),
+      nodeMs: r(t0), nodeAndImportsMs: r(loadedAtMs), configMs: r(tStart - loadedAtMs), checksMs: r(t0 - tStart),
+      loadWasmMs: r(t1 - t0), staleMs: r(t1b - t1), tunsMs: r(t2 - t1b), wanMs: r(t3 - t2), restoreMs: r(t4 - t3),
       routesMs: r(t5 - t4), forwardingAtMs: r(t6),
     };
     this.control = new ControlServer(m.controlSocket, (req) => this.handle(req));
