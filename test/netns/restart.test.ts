@@ -84,12 +84,15 @@ describe.skipIf(skip)('restart keeps state (real TUN path, kill -9)', () => {
     throw new Error(`no snapshot written after ${new Date(since).toISOString()}: ${JSON.stringify(status().snapshot)}`);
   }
 
+  /** One UDP question to the WAN echo server, asked up to five times (a datagram may be lost on a loaded machine). */
   async function ask(ns: string, port: number): Promise<string> {
     const r = lab.tryExec(ns, ['sh', '-c',
-      `for i in 1 2 3; do a=$(echo hi | socat -t2 - UDP:${WANHOST}:9999,sourceport=${port}); [ -n "$a" ] && break; done; echo "$a"`], { timeoutMs: 30_000 });
+      `for i in 1 2 3 4 5; do a=$(echo hi | socat -t2 - UDP:${WANHOST}:9999,sourceport=${port}); [ -n "$a" ] && break; done; echo "$a"`], { timeoutMs: 40_000 });
     if (!r.stdout.trim()) {
       const diag = ['ip rule', 'ip route show table all', 'ip link'].map((c) => `$ ${c}\n${lab.tryExec(lab.router, ['sh', '-c', c]).stdout}`).join('\n');
-      console.log(`ask ${ns}:${port} got nothing\n${diag}\n${JSON.stringify(status().counters)}`);
+      const st = status();
+      console.log(`ask ${ns}:${port} got nothing\n${diag}\n${JSON.stringify(st.counters)}\n${JSON.stringify(st.drops)}\n` +
+        `${vm.output.split('\n').slice(-40).join('\n')}`);
     }
     return r.stdout.trim();
   }
@@ -139,6 +142,9 @@ describe.skipIf(skip)('restart keeps state (real TUN path, kill -9)', () => {
     expect(Object.keys(st.snapshot.restored.entries).sort()).toEqual(['bindings', 'calls', 'esp', 'flows', 'ike']);
     const text = vm.cli('status').stdout;
     expect(text).toMatch(/state restored at \S+ from .*snapshot-tin\.bin .*flows [1-9]/);
+    // the tables say who talks to whom: root only
+    expect(statSync(vm.snapshotFile).mode & 0o777).toBe(0o600);
+    expect(statSync(vm.stateDir).mode & 0o777).toBe(0o700);
   });
 
   it('03 a reload with changed rules, redirects and timeouts keeps the tables', async () => {
