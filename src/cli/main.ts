@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// vpnmasq command line: run | check-config | status | conntrack | reload | demo
+// vpnmasq command line: run | check-config | status | conntrack | reload | guard | demo
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig } from '../config/index.js';
@@ -17,6 +17,10 @@ commands:
   conntrack      the flow table, like conntrack -L (-L accepted; --json)
   reload         re-read the configuration (a bad file is refused, the running one stays)
   wan-update     re-read the WAN device's address now (the hotplug script's call)
+  guard install|remove|status
+                 the fail-closed guard: no forwarding between lan_device and
+                 wan_device outside vpnmasq, also while it is not running
+                 (run installs it; stop keeps it; remove takes it away)
   demo           the embedded namespace lab (what \`sudo npm start\` runs)
 
 options:
@@ -108,6 +112,10 @@ async function main(argv: string[]): Promise<number> {
           (d?.restartNeeded?.length ? `; restart needed for: ${d.restartNeeded.join(', ')}` : '') + '\n');
       }
       return 0;
+    }
+    case 'guard': {
+      const { guardCommand } = await import('./guard.js');
+      return guardCommand(positionals[1], configPath, values.json);
     }
     case 'demo': {
       const { runDemo } = await import('../lab/demo.js');
