@@ -54,11 +54,11 @@ print(json.dumps({'got': got, 'after_ms': int((time.monotonic() - t0) * 1000)}),
 interface Client { proc: ChildProcess; lines: () => any[]; done: Promise<void> }
 
 // The server's line must leave after the new process forwards: while no
-// vpnmasq runs, the router's own TCP stack answers a segment to the WAN
-// address with a RST (until a kernel guard that outlives the process drops
-// it instead, DESIGN.md "fail closed"), which would end the connection. A
-// restart takes 0.6-3.2 s on this shared machine, so the line comes 8 s
-// after the request (the example says 4 s).
+// vpnmasq runs, a segment to the WAN address is delivered to the router
+// itself (the fail-closed guard drops forwarding between LAN and WAN, not
+// traffic to the router), whose TCP stack answers with a RST that ends the
+// connection. A restart takes 0.6-4.4 s on this shared machine, so the line
+// comes 8 s after the request (the example says 4 s).
 const LINE_DELAY_S = 8;
 
 describe.skipIf(skip)('restart keeps state (real TUN path, kill -9)', () => {
