@@ -21,6 +21,7 @@ commands:
                  the fail-closed guard: no forwarding between lan_device and
                  wan_device outside vpnmasq, also while it is not running
                  (run installs it; stop keeps it; remove takes it away)
+  capture        write dropped packets to a pcap file (vpnmasq capture --help)
   demo           the embedded namespace lab (what \`sudo npm start\` runs)
 
 options:
@@ -45,6 +46,8 @@ function socketPath(configPath: string, explicit?: string): string {
 }
 
 async function main(argv: string[]): Promise<number> {
+  // `capture` has options of its own (src/cli/capture.ts).
+  if (argv[0] === 'capture') return (await import('./capture.js')).runCapture(argv.slice(1));
   let parsed;
   try {
     parsed = parseArgs({
@@ -75,6 +78,11 @@ async function main(argv: string[]): Promise<number> {
     case 'check-config': {
       try {
         const cfg = loadConfig(configPath);
+        // Where the metrics and the dashboard would listen, when the devices are here to check against.
+        const { checkListeners, deviceAddresses } = await import('../observe/listen.js');
+        let addrs = null;
+        try { addrs = deviceAddresses(cfg); } catch { /* no iproute2 or no such device here: the start checks again */ }
+        if (addrs) checkListeners(cfg, addrs, null);
         process.stdout.write(`${cfg.file}: OK (${cfg.redirects.length} redirects, ${cfg.rules.length} rules)\n`);
         return 0;
       } catch (err) {
