@@ -36,7 +36,9 @@ import {
 import {
   SIDE_INSIDE, SIDE_OUTSIDE, VERDICT_DROP, VERDICT_PASS, ZONE_WAN, ZONE_LAN, DEST_ROUTER, DEST_FORWARD,
   TARGET_NONE, TARGET_ACCEPT, TARGET_DROP, TARGET_REJECT, PROTO_ICMP, PROTO_TCP, PROTO_UDP, PROTO_GRE,
-  PROTO_ESP, PROTO_AH,
+  PROTO_ESP, PROTO_AH, SNAP_LAYOUT_VERSION, SNAP_COUNTERS, SNAP_FLOWS, SNAP_ESP, SNAP_IKE, SNAP_CALLS,
+  SNAP_MAX_LIFETIME_DS, RESTORE_OK, RESTORE_BAD_REGION, RESTORE_BAD_COUNT, RESTORE_BAD_FIELD,
+  RESTORE_DUPLICATE, RESTORE_BAD_BINDING, RESTORE_FULL, RESTORE_INCONSISTENT, RESTORE_ORDER,
 } from "./codes";
 import {
   SETTINGS_SIZE, SET_TCP_TIMEOUT, SET_TCP_TRANSITORY_TIMEOUT, SET_UDP_TIMEOUT, SET_ICMP_TIMEOUT,
@@ -46,7 +48,7 @@ import {
   SET_SRC_MAX_FRAGS,
 } from "./settings";
 
-export const ABI_WORDS: u32 = 228;
+export const ABI_WORDS: u32 = 244;
 
 /** Writes ABI_WORDS u32 values at `out`; returns how many. */
 export function abiDescribe(out: usize): u32 {
@@ -256,27 +258,43 @@ export function abiDescribe(out: usize): u32 {
   store<u32>(out, <u32>PROTO_GRE, 812);
   store<u32>(out, <u32>PROTO_ESP, 816);
   store<u32>(out, <u32>PROTO_AH, 820);
-  store<u32>(out, <u32>SETTINGS_SIZE, 824);
-  store<u32>(out, <u32>SET_TCP_TIMEOUT, 828);
-  store<u32>(out, <u32>SET_TCP_TRANSITORY_TIMEOUT, 832);
-  store<u32>(out, <u32>SET_UDP_TIMEOUT, 836);
-  store<u32>(out, <u32>SET_ICMP_TIMEOUT, 840);
-  store<u32>(out, <u32>SET_FRAG_TIMEOUT, 844);
-  store<u32>(out, <u32>SET_ESP_TIMEOUT, 848);
-  store<u32>(out, <u32>SET_ESP_INIT_TIMEOUT, 852);
-  store<u32>(out, <u32>SET_ESP_INIT_RETRIES, 856);
-  store<u32>(out, <u32>SET_IKE_TIMEOUT, 860);
-  store<u32>(out, <u32>SET_NATT_TIMEOUT, 864);
-  store<u32>(out, <u32>SET_GRE_TIMEOUT, 868);
-  store<u32>(out, <u32>SET_PARALLEL_SESSIONS, 872);
-  store<u32>(out, <u32>SET_ESP_GUESS, 876);
-  store<u32>(out, <u32>SET_MASQ_PORT_LO, 880);
-  store<u32>(out, <u32>SET_MASQ_PORT_HI, 884);
-  store<u32>(out, <u32>SET_UNREPLIED_TIMEOUT, 888);
-  store<u32>(out, <u32>SET_SRC_MAX_FLOWS, 892);
-  store<u32>(out, <u32>SET_SRC_MAX_IKE, 896);
-  store<u32>(out, <u32>SET_SRC_MAX_CALLS, 900);
-  store<u32>(out, <u32>SET_SRC_MAX_ESP_PENDING, 904);
-  store<u32>(out, <u32>SET_SRC_MAX_FRAGS, 908);
-  return 228;
+  store<u32>(out, <u32>SNAP_LAYOUT_VERSION, 824);
+  store<u32>(out, <u32>SNAP_COUNTERS, 828);
+  store<u32>(out, <u32>SNAP_FLOWS, 832);
+  store<u32>(out, <u32>SNAP_ESP, 836);
+  store<u32>(out, <u32>SNAP_IKE, 840);
+  store<u32>(out, <u32>SNAP_CALLS, 844);
+  store<u32>(out, <u32>SNAP_MAX_LIFETIME_DS, 848);
+  store<u32>(out, <u32>RESTORE_OK, 852);
+  store<u32>(out, <u32>RESTORE_BAD_REGION, 856);
+  store<u32>(out, <u32>RESTORE_BAD_COUNT, 860);
+  store<u32>(out, <u32>RESTORE_BAD_FIELD, 864);
+  store<u32>(out, <u32>RESTORE_DUPLICATE, 868);
+  store<u32>(out, <u32>RESTORE_BAD_BINDING, 872);
+  store<u32>(out, <u32>RESTORE_FULL, 876);
+  store<u32>(out, <u32>RESTORE_INCONSISTENT, 880);
+  store<u32>(out, <u32>RESTORE_ORDER, 884);
+  store<u32>(out, <u32>SETTINGS_SIZE, 888);
+  store<u32>(out, <u32>SET_TCP_TIMEOUT, 892);
+  store<u32>(out, <u32>SET_TCP_TRANSITORY_TIMEOUT, 896);
+  store<u32>(out, <u32>SET_UDP_TIMEOUT, 900);
+  store<u32>(out, <u32>SET_ICMP_TIMEOUT, 904);
+  store<u32>(out, <u32>SET_FRAG_TIMEOUT, 908);
+  store<u32>(out, <u32>SET_ESP_TIMEOUT, 912);
+  store<u32>(out, <u32>SET_ESP_INIT_TIMEOUT, 916);
+  store<u32>(out, <u32>SET_ESP_INIT_RETRIES, 920);
+  store<u32>(out, <u32>SET_IKE_TIMEOUT, 924);
+  store<u32>(out, <u32>SET_NATT_TIMEOUT, 928);
+  store<u32>(out, <u32>SET_GRE_TIMEOUT, 932);
+  store<u32>(out, <u32>SET_PARALLEL_SESSIONS, 936);
+  store<u32>(out, <u32>SET_ESP_GUESS, 940);
+  store<u32>(out, <u32>SET_MASQ_PORT_LO, 944);
+  store<u32>(out, <u32>SET_MASQ_PORT_HI, 948);
+  store<u32>(out, <u32>SET_UNREPLIED_TIMEOUT, 952);
+  store<u32>(out, <u32>SET_SRC_MAX_FLOWS, 956);
+  store<u32>(out, <u32>SET_SRC_MAX_IKE, 960);
+  store<u32>(out, <u32>SET_SRC_MAX_CALLS, 964);
+  store<u32>(out, <u32>SET_SRC_MAX_ESP_PENDING, 968);
+  store<u32>(out, <u32>SET_SRC_MAX_FRAGS, 972);
+  return 244;
 }

@@ -33,6 +33,12 @@ const SLOT: u32 = 12;
 /** The value (record + 1 and flags) in slot `i`. */
 @inline export function kmValueAt(base: usize, i: i32): u32 { return load<u32>(at(base, <u32>i), 8); }
 
+/** Whether a slot holds key (k1, k2) with value `v` exactly (table checks; several values may share a key). */
+export function kmHas(base: usize, mask: u32, k1: u32, k2: u32, v: u32): bool {
+  for (let i = kmFirst(base, mask, k1, k2); i >= 0; i = kmNext(base, mask, k1, k2, i)) if (kmValueAt(base, i) == v) return true;
+  return false;
+}
+
 function kmScan(base: usize, mask: u32, k1: u32, k2: u32, i: u32): i32 {
   while (true) {
     const s = at(base, i);
