@@ -7,20 +7,26 @@
 import { COUNTER_SLOTS, C_FLOWS_FLUSHED, EVENT_CAP, EVENT_SIZE, EV_FLUSH } from "./abi/counters";
 import { FLOW_SIZE } from "./abi/records";
 import { captureSet } from "./nat/capture";
-import { callRecs, capture, counters, espRecs, events, flows, ikeRecs, lens, slots, verdicts, hashMask, layoutEnd, layoutInit, lanNets, maxFlows, MAX_LAN_NETS, setSlotGeometry, slotCount as curSlotCount, slotSize as curSlotSize, vnetHdrs, vnetOn, VNET_STRIDE } from "./layout";
+import { callRecs, capture, counters, espRecs, events, flows, holdLens, holdSlots, holdVerdicts, ikeRecs, lens, slots, verdicts, hashMask, layoutEnd, layoutInit, lanNets, maxFlows, HOLD_CAP, MAX_LAN_NETS, SLOT_SIZE, setSlotGeometry, slotCount as curSlotCount, slotSize as curSlotSize, vnetHdrs, vnetOn, VNET_STRIDE } from "./layout";
 import { ABI_WORDS, abiDescribe as describe } from "./abi/describe.gen";
 import { bindResetDynamic } from "./nat/binding";
 import { processBatch } from "./nat/core";
 import { ruleAdd, rulesClear } from "./nat/filter";
 import { protoForwardAdd, redirectAdd, redirectsClear } from "./nat/forward";
 import { espFlushAll, espHighWater, espInit, espSweep } from "./vpn/esp";
-import { fragFlushAll, fragSweep } from "./nat/fragments";
+import { fragFlushAll, fragReleasedCount, fragSweep } from "./nat/fragments";
 import { ikeFlushAll, ikeHighWater, ikeInit, ikeSweep } from "./vpn/isakmp";
 import { peersInit } from "./vpn/peers";
 import { callFlushAll, callHighWater, callSweep, pptpInit } from "./vpn/pptp";
 import { srcFlushAll } from "./nat/limits";
 import { countAdd, eventPush, setClock, setLanNetCount as setLanNetCountState, setSeed, setWan, settingsApply, settingsRec, wanAddr } from "./nat/state";
-import { flowActive as tableActive, flowFlushAll, flowHighWater as tableHighWater, flowSweep } from "./nat/table";
+import { flowActive as tableActive, flowFlushAll, flowHighWater as tableHighWater, flowReset, flowSweep } from "./nat/table";
+import { RESTORE_ORDER as RESTORE_ORDER_CODE, SNAP_LAYOUT_VERSION } from "./abi/codes";
+import {
+  regionCapacity, regionCount, regionId, regionPtr, regionRecordSize, regionRecords, restoreIdle,
+  restoreBegin as snapRestoreBegin, restoreEnd as snapRestoreEnd, restoreRecords as snapRestoreRecords,
+  restoreVerify as snapRestoreVerify,
+} from "./snapshot";
 
 let ready: bool = false;
 
@@ -143,7 +149,42 @@ export function ikePtr(): usize { return ikeRecs; }
 export function ikeCount(): u32 { return ikeHighWater(); }
 export function callPtr(): usize { return callRecs; }
 export function callCount(): u32 { return callHighWater(); }
+// Held fragments (nat/fragments.ts): after each process() call with
+// releasedCount() > 0, the supervisor writes the hold slots whose verdict is
+// VERDICT_PASS to the TUN the batch came from (same slot size as the batch).
+export function holdSlotsPtr(): usize { return holdSlots; }
+export function holdLensPtr(): usize { return holdLens; }
+export function holdVerdictsPtr(): usize { return holdVerdicts; }
+export function holdCap(): u32 { return HOLD_CAP; }
+/** Hold slots are plain slots (SLOT_SIZE bytes apart) whatever the batch slots' geometry. */
+export function holdSlotSize(): u32 { return SLOT_SIZE; }
+export function releasedCount(): u32 { return fragReleasedCount(); }
 
 /** Drop capture (nat/capture.ts): on 1 starts it, emptying the ring; reason 0 = every reason. */
 export function setCapture(on: u32, reason: u32): void { captureSet(on != 0, reason); }
 export function capturePtr(): usize { return capture; }
+
+// ---- state snapshot (assembly/snapshot.ts) ---------------------------------
+export function snapLayoutVersion(): u32 { return SNAP_LAYOUT_VERSION; }
+export function snapRegionCount(): u32 { return regionCount(); }
+export function snapRegionId(i: u32): u32 { return regionId(i); }
+export function snapRegionPtr(i: u32): usize { return regionPtr(i); }
+export function snapRegionRecordSize(i: u32): u32 { return regionRecordSize(i); }
+export function snapRegionRecords(i: u32): u32 { return regionRecords(i); }
+export function snapRegionCapacity(i: u32): u32 { return regionCapacity(i); }
+/** Starts a restore into this freshly configured, empty engine; its clock at `nowMs`. RESTORE_* code. */
+export function restoreBegin(nowMs: f64): u32 { return ready ? snapRestoreBegin(nowMs) : RESTORE_ORDER_CODE; }
+/** `count` saved records of region `id` staged in the packet slots at `src`. RESTORE_* code. */
+export function restoreRecords(id: u32, src: usize, count: u32): u32 { return ready ? snapRestoreRecords(id, src, count) : RESTORE_ORDER_CODE; }
+export function restoreEnd(): u32 { return ready ? snapRestoreEnd() : RESTORE_ORDER_CODE; }
+/** Walks every table (tests): RESTORE_OK or RESTORE_INCONSISTENT. */
+export function restoreVerify(): u32 { return snapRestoreVerify(); }
+
+/** Back to the state right after init: empty tables, zero counters, no WAN address, a new hash seed (settings stay). */
+export function reset(seed: u32): void {
+  if (!ready) return;
+  init(maxFlows, seed);
+  flowReset();
+  setWan(0);
+  restoreIdle();
+}

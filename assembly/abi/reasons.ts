@@ -18,7 +18,7 @@ export const enum Drop {
   NO_FLOW = 11,         // @policy unsolicited inbound: no flow, no redirect, no rule
   TABLE_FULL = 12,      // @policy
   POOL_EXHAUSTED = 13,  // @policy
-  FRAG_NO_HEAD = 14,    // later fragment whose first fragment was not seen
+  FRAG_NO_HEAD = 14,    // later fragment whose first fragment was not seen (yet: held briefly when there is room, see C_FRAGS_HELD)
   FRAG_TINY = 15,       // first fragment too short for the L4 header
   FRAG_OVERLAP = 16,    // fragment overlapping the header-bearing first fragment
   FRAG_TABLE_FULL = 17, // @policy
@@ -56,8 +56,11 @@ export const enum Drop {
   SRC_CALL_LIMIT = 49,  // @policy ... of PPTP calls (src_max_calls)
   SRC_ESP_LIMIT = 50,   // @policy ... of outstanding ESP associations (src_max_esp_pending)
   SRC_FRAG_LIMIT = 51,  // @policy ... of fragmented datagrams in flight (src_max_frags)
-  VNET_BAD_GSO = 52,    // virtio_net_hdr: GSO type unknown or not the packet's protocol, gso_size 0, hdr_len past the packet, a fragment
-  VNET_BAD_CSUM = 53,   // virtio_net_hdr: NEEDS_CSUM with csum_start/csum_offset not at the TCP/UDP checksum, or unknown flags
-  VNET_GSO_IKE = 54,    // a UDP GSO super-packet to or from port 500: IKE is routed per datagram, never as a batch
-  COUNT = 55,
+  FRAG_ID_COLLISION = 52, // @policy a first fragment (or a later one) of another datagram with a tracked (src, dst, IP ID, proto)
+  HAIRPIN = 53,         // @policy LAN packet to the WAN address: never translated out of the WAN
+  BAD_DST = 54,         // @policy LAN or router packet to a multicast, broadcast, loopback or 0/8 destination
+  VNET_BAD_GSO = 55,    // virtio_net_hdr: GSO type unknown or not the packet's protocol, gso_size 0, hdr_len past the packet, a fragment
+  VNET_BAD_CSUM = 56,   // virtio_net_hdr: NEEDS_CSUM with csum_start/csum_offset not at the TCP/UDP checksum, or unknown flags
+  VNET_GSO_IKE = 57,    // a UDP GSO super-packet to or from port 500: IKE is routed per datagram, never as a batch
+  COUNT = 58,
 }

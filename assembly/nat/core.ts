@@ -19,7 +19,7 @@ import { L4_DST_PORT, L4_SRC_PORT, port } from "../wire/l4";
 import { VNET_GSO_UDP_L4, VNET_MAX_PACKET, vnetCheck, vnetGsoType } from "../wire/vnet";
 import { l4Check } from "../wire/l4";
 import { ruleMatch } from "./filter";
-import { fragFollow, fragNoteFirst, fragSweep } from "./fragments";
+import { fragFollow, fragHoldReap, fragL4Key, fragNoteFirst, fragSweep } from "./fragments";
 import { Drop } from "../abi/reasons";
 import { dispatchIn, dispatchOut } from "./registry";
 import { ttlCompensate } from "./rewrite";
@@ -64,6 +64,11 @@ function outbound(p: usize, len: u32, ctx: usize): u32 {
   if (wanAddr == 0) return Drop.NO_WAN_ADDRESS;
   const src = ipSrc(p);
   if (src != wanAddr && !isLanAddr(src)) return Drop.BAD_SRC;
+  // Never out of the WAN: our own address (hairpin: not translated back in
+  // yet), multicast, broadcast, loopback, 0/8. Fragments too.
+  const dst = ipDst(p);
+  if (dst == wanAddr) return Drop.HAIRPIN;
+  if (isMartian(dst)) return Drop.BAD_DST;
   const proto = load<u32>(ctx, CTX_PROTO);
   const hlen = load<u32>(ctx, CTX_HLEN);
   const l4 = p + hlen;
@@ -74,11 +79,12 @@ function outbound(p: usize, len: u32, ctx: usize): u32 {
   const first = more; // MF at offset 0: a first fragment
   r = l4Check(proto, l4, l4len, first);
   if (r != Drop.NONE) return r;
-  const dst = ipDst(p);
   const id = ipId(p);
+  const key = first ? fragL4Key(proto, l4, l4len) : 0;
   r = dispatchOut(p, l4, l4len, proto, ctx);
-  if (r == Drop.NONE && first) r = fragNoteFirst(SIDE_INSIDE, src, dst, id, proto, ipSrc(p), l4len);
-  return r;
+  if (r != Drop.NONE) return r;
+  if (first) return fragNoteFirst(p, SIDE_INSIDE, src, dst, id, proto, ipSrc(p), l4len, key);
+  return Drop.NONE;
 }
 
 /** WAN → anything. */
@@ -111,8 +117,9 @@ function inbound(p: usize, len: u32, ctx: usize): u32 {
   r = l4Check(proto, l4, l4len, first);
   if (r != Drop.NONE) return r;
   const id = ipId(p);
+  const key = first ? fragL4Key(proto, l4, l4len) : 0;
   r = dispatchIn(p, l4, l4len, proto, ctx);
-  if (r == Drop.NONE && first) r = fragNoteFirst(SIDE_OUTSIDE, src, dst, id, proto, ipDst(p), l4len);
+  if (r == Drop.NONE && first) r = fragNoteFirst(p, SIDE_OUTSIDE, src, dst, id, proto, ipDst(p), l4len, key);
   return r;
 }
 
@@ -120,6 +127,7 @@ function inbound(p: usize, len: u32, ctx: usize): u32 {
 export function processBatch(n: u32, side: u32): u32 {
   if (n > slotCount) n = slotCount;
   const maxLen = vnetOn ? VNET_MAX_PACKET : slotSize;
+  fragHoldReap(); // the fragments the last batch released were written after it
   warmBatch(n, side);
   let passed: u32 = 0;
   // Bytes for the metrics: summed in registers, added to the counters once per batch.

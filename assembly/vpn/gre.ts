@@ -38,8 +38,9 @@ export function greOut(p: usize, l4: usize, l4len: u32): u32 {
     if (protoForward(PROTO_GRE) == lanA) { rewriteAddr(p, IP_SRC, wanAddr); return Drop.NONE; }
     return Drop.GRE_BAD_HEADER;
   }
-  const v = callFindOut(ipDst(p), <u32>bswap<u16>(load<u16>(l4, GRE_CALL_ID)));
-  if (v == 0 || callLanAddr(v) != lanA) return Drop.GRE_NO_CALL;
+  // This host's call with that remote Call ID (another host's lingering call may share it).
+  const v = callFindOut(ipDst(p), <u32>bswap<u16>(load<u16>(l4, GRE_CALL_ID)), lanA);
+  if (v == 0) return Drop.GRE_NO_CALL;
   callTouch(v, true);
   rewriteAddr(p, IP_SRC, wanAddr);
   return Drop.NONE;

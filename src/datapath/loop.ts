@@ -3,7 +3,10 @@
 // into the engine's slots, let the engine decide, write the passing ones
 // back into the same TUN (the kernel routes them on with the main table).
 // Per batch there is one read loop in C++, one Wasm call and one write loop
-// in C++; no per-packet JavaScript.
+// in C++; no per-packet JavaScript. Later fragments the engine held until
+// their first fragment came are released by that batch: they sit in the
+// engine's hold slots with a VERDICT_PASS of their own and are written to
+// the same TUN right after the batch (one more write loop, only then).
 
 import type { Engine } from '../engine/engine.js';
 import { nowMs } from '../engine/engine.js';
@@ -47,6 +50,11 @@ export class BatchLoop {
       e.process(n, side, nowMs());
       if (e.vnet) dev.writeBatch(e.buffer, e.slotBase, e.slotSize, e.lenBase, e.verdictBase, n, VERDICT_PASS, e.vnetBase, e.vnetStride);
       else dev.writeBatch(e.buffer, e.slotBase, e.slotSize, e.lenBase, e.verdictBase, n, VERDICT_PASS);
+      if (e.x.releasedCount() !== 0) {
+        // Held fragments sit in hold slots of their own size; on a TUN with offloads each goes out behind a zero virtio header.
+        if (e.vnet) dev.writeBatch(e.buffer, e.holdBase, e.holdSlotSize, e.holdLenBase, e.holdVerdictBase, e.holdCap, VERDICT_PASS, e.holdVnetBase, e.vnetStride);
+        else dev.writeBatch(e.buffer, e.holdBase, e.holdSlotSize, e.holdLenBase, e.holdVerdictBase, e.holdCap, VERDICT_PASS);
+      }
       total += n;
       this.batches++;
       const h = side * (BATCH_BUCKETS + 1);

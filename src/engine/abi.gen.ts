@@ -11,18 +11,18 @@ export const DROP_REASONS = [
   'esp_table_full', 'isakmp_truncated', 'isakmp_zero_cookie', 'isakmp_cookie_collision', 'ike_table_full',
   'ah_translated', 'gre_bad_header', 'gre_no_call', 'pptp_bad_magic', 'pptp_bad_length', 'pptp_bad_type',
   'pptp_table_full', 'pptp_no_call', 'esp_spi_reserved', 'tcp_out_of_window', 'src_flow_limit',
-  'src_ike_limit', 'src_call_limit', 'src_esp_limit', 'src_frag_limit', 'vnet_bad_gso', 'vnet_bad_csum',
-  'vnet_gso_ike',
+  'src_ike_limit', 'src_call_limit', 'src_esp_limit', 'src_frag_limit', 'frag_id_collision', 'hairpin',
+  'bad_dst', 'vnet_bad_gso', 'vnet_bad_csum', 'vnet_gso_ike',
 ] as const;
 export type DropReason = (typeof DROP_REASONS)[number];
-export const DROP_COUNT = 55;
+export const DROP_COUNT = 58;
 /** Reasons marked `@policy`: worth a log line (the rest is malformed input, counted silently). */
 export const POLICY_REASON_NAMES: readonly DropReason[] = [
   'bad_src', 'wan_to_lan', 'no_flow', 'table_full', 'pool_exhausted', 'frag_table_full', 'policy_drop',
   'policy_reject', 'proto_unsupported', 'no_wan_address', 'esp_serialized', 'esp_squelched', 'esp_no_sa',
   'esp_table_full', 'isakmp_cookie_collision', 'ike_table_full', 'ah_translated', 'gre_no_call',
   'pptp_table_full', 'tcp_out_of_window', 'src_flow_limit', 'src_ike_limit', 'src_call_limit',
-  'src_esp_limit', 'src_frag_limit',
+  'src_esp_limit', 'src_frag_limit', 'frag_id_collision', 'hairpin', 'bad_dst',
 ];
 
 // @group counters
@@ -47,9 +47,14 @@ export const C_RX_BYTES_INSIDE = 17;
 export const C_RX_BYTES_OUTSIDE = 18;
 export const C_PASS_BYTES_INSIDE = 19;
 export const C_PASS_BYTES_OUTSIDE = 20;
-export const C_GSO_RX = 21;
-export const C_GSO_BYTES = 22;
-export const C_CSUM_PARTIAL = 23;
+export const C_FRAGS_HELD = 21;
+export const C_FRAGS_RELEASED = 22;
+export const C_FRAGS_HOLD_EXPIRED = 23;
+export const C_FRAGS_HOLD_DISCARDED = 24;
+export const C_IP_IDS_REWRITTEN = 25;
+export const C_GSO_RX = 26;
+export const C_GSO_BYTES = 27;
+export const C_CSUM_PARTIAL = 28;
 
 // @group counterLayout
 export const C_DROP_BASE = 32;
@@ -180,7 +185,7 @@ export const CF_REMOTE_KNOWN = 1;
 export const CF_DISCONNECTED = 2;
 
 // @group frag
-export const FRAG_SIZE = 32;
+export const FRAG_SIZE = 48;
 export const FRAG_SRC_ADDR = 0;
 export const FRAG_DST_ADDR = 4;
 export const FRAG_IP_ID = 8;
@@ -191,6 +196,20 @@ export const FRAG_EXPIRES = 16;
 export const FRAG_FIRST_END = 20;
 export const FRAG_SEEN = 24;
 export const FRAG_TOTAL = 28;
+export const FRAG_NEW_ID = 32;
+export const FRAG_FLAGS = 34;
+export const FRAG_L4_KEY = 36;
+export const FRF_CONTESTED = 1;
+export const FRF_DONE = 2;
+
+// @group hold
+export const HOLD_SIZE = 16;
+export const HOLD_SRC_ADDR = 0;
+export const HOLD_DST_ADDR = 4;
+export const HOLD_IP_ID = 8;
+export const HOLD_PROTO = 10;
+export const HOLD_SIDE = 11;
+export const HOLD_EXPIRES = 12;
 
 // @group peer
 export const PEER_SIZE = 32;
@@ -252,6 +271,24 @@ export const PROTO_GRE = 47;
 export const PROTO_ESP = 50;
 export const PROTO_AH = 51;
 
+// @group snapshot
+export const SNAP_LAYOUT_VERSION = 1;
+export const SNAP_COUNTERS = 1;
+export const SNAP_FLOWS = 2;
+export const SNAP_ESP = 3;
+export const SNAP_IKE = 4;
+export const SNAP_CALLS = 5;
+export const SNAP_MAX_LIFETIME_DS = 21474830;
+export const RESTORE_OK = 0;
+export const RESTORE_BAD_REGION = 1;
+export const RESTORE_BAD_COUNT = 2;
+export const RESTORE_BAD_FIELD = 3;
+export const RESTORE_DUPLICATE = 4;
+export const RESTORE_BAD_BINDING = 5;
+export const RESTORE_FULL = 6;
+export const RESTORE_INCONSISTENT = 7;
+export const RESTORE_ORDER = 8;
+
 // @group settings
 export const SETTINGS_SIZE = 96;
 export const SET_TCP_TIMEOUT = 0;
@@ -281,7 +318,8 @@ export const COUNTERS = {
   rxInside: 0, rxOutside: 1, passInside: 2, passOutside: 3, flowsNew: 4, flowsExpired: 5, flowsActive: 6,
   bindingsActive: 7, fragsActive: 8, eventsLost: 9, localAccept: 10, flowsFlushed: 11, espActive: 12,
   ikeActive: 13, callsActive: 14, espBound: 15, earlyDrops: 16, rxBytesInside: 17, rxBytesOutside: 18,
-  passBytesInside: 19, passBytesOutside: 20, gsoRx: 21, gsoBytes: 22, csumPartial: 23,
+  passBytesInside: 19, passBytesOutside: 20, fragsHeld: 21, fragsReleased: 22, fragsHoldExpired: 23,
+  fragsHoldDiscarded: 24, ipIdsRewritten: 25, gsoRx: 26, gsoBytes: 27, csumPartial: 28,
 } as const;
 export const PROTO_NAMES: Record<number, string> = { 1: 'icmp', 6: 'tcp', 17: 'udp', 47: 'gre', 50: 'esp', 51: 'ah' };
 
@@ -298,7 +336,7 @@ export type EngineSettings = { [K in keyof typeof SETTINGS_FIELDS]: number };
 
 /** Constant names by group, for views and tests. */
 export const ABI_GROUPS = {
-  counters: ['C_RX_INSIDE', 'C_RX_OUTSIDE', 'C_PASS_INSIDE', 'C_PASS_OUTSIDE', 'C_FLOWS_NEW', 'C_FLOWS_EXPIRED', 'C_FLOWS_ACTIVE', 'C_BINDINGS_ACTIVE', 'C_FRAGS_ACTIVE', 'C_EVENTS_LOST', 'C_LOCAL_ACCEPT', 'C_FLOWS_FLUSHED', 'C_ESP_ACTIVE', 'C_IKE_ACTIVE', 'C_CALLS_ACTIVE', 'C_ESP_BOUND', 'C_EARLY_DROPS', 'C_RX_BYTES_INSIDE', 'C_RX_BYTES_OUTSIDE', 'C_PASS_BYTES_INSIDE', 'C_PASS_BYTES_OUTSIDE', 'C_GSO_RX', 'C_GSO_BYTES', 'C_CSUM_PARTIAL'],
+  counters: ['C_RX_INSIDE', 'C_RX_OUTSIDE', 'C_PASS_INSIDE', 'C_PASS_OUTSIDE', 'C_FLOWS_NEW', 'C_FLOWS_EXPIRED', 'C_FLOWS_ACTIVE', 'C_BINDINGS_ACTIVE', 'C_FRAGS_ACTIVE', 'C_EVENTS_LOST', 'C_LOCAL_ACCEPT', 'C_FLOWS_FLUSHED', 'C_ESP_ACTIVE', 'C_IKE_ACTIVE', 'C_CALLS_ACTIVE', 'C_ESP_BOUND', 'C_EARLY_DROPS', 'C_RX_BYTES_INSIDE', 'C_RX_BYTES_OUTSIDE', 'C_PASS_BYTES_INSIDE', 'C_PASS_BYTES_OUTSIDE', 'C_FRAGS_HELD', 'C_FRAGS_RELEASED', 'C_FRAGS_HOLD_EXPIRED', 'C_FRAGS_HOLD_DISCARDED', 'C_IP_IDS_REWRITTEN', 'C_GSO_RX', 'C_GSO_BYTES', 'C_CSUM_PARTIAL'],
   counterLayout: ['C_DROP_BASE', 'COUNTER_SLOTS'],
   eventTypes: ['EV_FLOW_NEW', 'EV_FLOW_EXPIRED', 'EV_DROP', 'EV_FLUSH', 'EV_ESP_BOUND', 'EV_AH_REFUSED', 'EV_IKE_COLLISION'],
   event: ['EVENT_CAP', 'EVENT_HEADER', 'EVENT_SIZE', 'EVT_TYPE', 'EVT_REASON', 'EVT_PROTO', 'EVT_SIDE', 'EVT_LAN_ADDR', 'EVT_REM_ADDR', 'EVT_WAN_ADDR', 'EVT_LAN_PORT', 'EVT_REM_PORT', 'EVT_ALIAS_PORT', 'EVT_TIME', 'EVT_EXTRA'],
@@ -308,7 +346,8 @@ export const ABI_GROUPS = {
   esp: ['ESP_SIZE', 'ESP_LAN_ADDR', 'ESP_REM_ADDR', 'ESP_SPI_OUT', 'ESP_SPI_IN', 'ESP_EXPIRES', 'ESP_DEADLINE', 'ESP_PEER', 'ESP_STATE', 'ESP_RETRIES', 'ESP_FLAGS', 'ESP_PKTS', 'ESP_SPI_IN2', 'ESP_TIMER', 'ESP_FREE', 'ESP_OUTSTANDING', 'ESP_BOUND', 'ESP_SQUELCHED', 'ESPF_FORWARD', 'ESPF_UNREPLIED', 'ESPF_PROVISIONAL', 'ESPF_CHARGED'],
   ike: ['IKE_SIZE', 'IKE_LAN_ADDR', 'IKE_REM_ADDR', 'IKE_ICOOKIE', 'IKE_RCOOKIE', 'IKE_EXPIRES', 'IKE_LAST_SEEN', 'IKE_REM_PORT', 'IKE_FLAGS', 'IKE_PKTS_OUT', 'IKE_PKTS_IN', 'IKE_IN_USE', 'IKEF_INBOUND', 'IKEF_ANSWERED', 'IKEF_CHARGED'],
   call: ['CALL_SIZE', 'CALL_LAN_ADDR', 'CALL_REM_ADDR', 'CALL_ID_LAN', 'CALL_ID_ALIAS', 'CALL_ID_REMOTE', 'CALL_FLAGS', 'CALL_EXPIRES', 'CALL_PKTS_OUT', 'CALL_PKTS_IN', 'CALL_IN_USE', 'CF_REMOTE_KNOWN', 'CF_DISCONNECTED'],
-  frag: ['FRAG_SIZE', 'FRAG_SRC_ADDR', 'FRAG_DST_ADDR', 'FRAG_IP_ID', 'FRAG_PROTO', 'FRAG_SIDE', 'FRAG_NEW_ADDR', 'FRAG_EXPIRES', 'FRAG_FIRST_END', 'FRAG_SEEN', 'FRAG_TOTAL'],
+  frag: ['FRAG_SIZE', 'FRAG_SRC_ADDR', 'FRAG_DST_ADDR', 'FRAG_IP_ID', 'FRAG_PROTO', 'FRAG_SIDE', 'FRAG_NEW_ADDR', 'FRAG_EXPIRES', 'FRAG_FIRST_END', 'FRAG_SEEN', 'FRAG_TOTAL', 'FRAG_NEW_ID', 'FRAG_FLAGS', 'FRAG_L4_KEY', 'FRF_CONTESTED', 'FRF_DONE'],
+  hold: ['HOLD_SIZE', 'HOLD_SRC_ADDR', 'HOLD_DST_ADDR', 'HOLD_IP_ID', 'HOLD_PROTO', 'HOLD_SIDE', 'HOLD_EXPIRES'],
   peer: ['PEER_SIZE', 'PEER_LAN_ADDR', 'PEER_REM_ADDR', 'PEER_IKE_LAST', 'PEER_IKE_COUNT', 'PEER_ESP_BOUND', 'PEER_ESP_EXPIRES', 'PEER_RECENT_HOST', 'PEER_REFS'],
   src: ['SRC_SIZE', 'SRC_ADDR', 'SRC_FLOWS', 'SRC_IKE', 'SRC_CALLS', 'SRC_ESP', 'SRC_FRAGS'],
   capture: ['CAPTURE_SLOTS', 'CAPTURE_HEADER', 'CAPH_HEAD', 'CAPH_TAIL', 'CAPH_LOST', 'CAPTURE_REC_SIZE', 'CAPR_LEN', 'CAPR_CAPLEN', 'CAPR_REASON', 'CAPR_SIDE', 'CAPR_TIME', 'CAPR_DATA'],
@@ -316,6 +355,7 @@ export const ABI_GROUPS = {
   verdicts: ['VERDICT_DROP', 'VERDICT_PASS'],
   rules: ['ZONE_WAN', 'ZONE_LAN', 'DEST_ROUTER', 'DEST_FORWARD', 'TARGET_NONE', 'TARGET_ACCEPT', 'TARGET_DROP', 'TARGET_REJECT'],
   protocols: ['PROTO_ICMP', 'PROTO_TCP', 'PROTO_UDP', 'PROTO_GRE', 'PROTO_ESP', 'PROTO_AH'],
+  snapshot: ['SNAP_LAYOUT_VERSION', 'SNAP_COUNTERS', 'SNAP_FLOWS', 'SNAP_ESP', 'SNAP_IKE', 'SNAP_CALLS', 'SNAP_MAX_LIFETIME_DS', 'RESTORE_OK', 'RESTORE_BAD_REGION', 'RESTORE_BAD_COUNT', 'RESTORE_BAD_FIELD', 'RESTORE_DUPLICATE', 'RESTORE_BAD_BINDING', 'RESTORE_FULL', 'RESTORE_INCONSISTENT', 'RESTORE_ORDER'],
   settings: ['SETTINGS_SIZE', 'SET_TCP_TIMEOUT', 'SET_TCP_TRANSITORY_TIMEOUT', 'SET_UDP_TIMEOUT', 'SET_ICMP_TIMEOUT', 'SET_FRAG_TIMEOUT', 'SET_ESP_TIMEOUT', 'SET_ESP_INIT_TIMEOUT', 'SET_ESP_INIT_RETRIES', 'SET_IKE_TIMEOUT', 'SET_NATT_TIMEOUT', 'SET_GRE_TIMEOUT', 'SET_PARALLEL_SESSIONS', 'SET_ESP_GUESS', 'SET_MASQ_PORT_LO', 'SET_MASQ_PORT_HI', 'SET_UNREPLIED_TIMEOUT', 'SET_SRC_MAX_FLOWS', 'SET_SRC_MAX_IKE', 'SET_SRC_MAX_CALLS', 'SET_SRC_MAX_ESP_PENDING', 'SET_SRC_MAX_FRAGS'],
 } as const;
 /** Every constant in the order the engine's abiDescribe() writes them (u32 each), after DROP_COUNT. */
@@ -323,7 +363,8 @@ export const ABI_ORDER = [
   'C_RX_INSIDE', 'C_RX_OUTSIDE', 'C_PASS_INSIDE', 'C_PASS_OUTSIDE', 'C_FLOWS_NEW', 'C_FLOWS_EXPIRED',
   'C_FLOWS_ACTIVE', 'C_BINDINGS_ACTIVE', 'C_FRAGS_ACTIVE', 'C_EVENTS_LOST', 'C_LOCAL_ACCEPT',
   'C_FLOWS_FLUSHED', 'C_ESP_ACTIVE', 'C_IKE_ACTIVE', 'C_CALLS_ACTIVE', 'C_ESP_BOUND', 'C_EARLY_DROPS',
-  'C_RX_BYTES_INSIDE', 'C_RX_BYTES_OUTSIDE', 'C_PASS_BYTES_INSIDE', 'C_PASS_BYTES_OUTSIDE', 'C_GSO_RX',
+  'C_RX_BYTES_INSIDE', 'C_RX_BYTES_OUTSIDE', 'C_PASS_BYTES_INSIDE', 'C_PASS_BYTES_OUTSIDE', 'C_FRAGS_HELD',
+  'C_FRAGS_RELEASED', 'C_FRAGS_HOLD_EXPIRED', 'C_FRAGS_HOLD_DISCARDED', 'C_IP_IDS_REWRITTEN', 'C_GSO_RX',
   'C_GSO_BYTES', 'C_CSUM_PARTIAL', 'C_DROP_BASE', 'COUNTER_SLOTS', 'EV_FLOW_NEW', 'EV_FLOW_EXPIRED',
   'EV_DROP', 'EV_FLUSH', 'EV_ESP_BOUND', 'EV_AH_REFUSED', 'EV_IKE_COLLISION', 'EVENT_CAP', 'EVENT_HEADER',
   'EVENT_SIZE', 'EVT_TYPE', 'EVT_REASON', 'EVT_PROTO', 'EVT_SIDE', 'EVT_LAN_ADDR', 'EVT_REM_ADDR',
@@ -342,17 +383,22 @@ export const ABI_ORDER = [
   'CALL_ID_REMOTE', 'CALL_FLAGS', 'CALL_EXPIRES', 'CALL_PKTS_OUT', 'CALL_PKTS_IN', 'CALL_IN_USE',
   'CF_REMOTE_KNOWN', 'CF_DISCONNECTED', 'FRAG_SIZE', 'FRAG_SRC_ADDR', 'FRAG_DST_ADDR', 'FRAG_IP_ID',
   'FRAG_PROTO', 'FRAG_SIDE', 'FRAG_NEW_ADDR', 'FRAG_EXPIRES', 'FRAG_FIRST_END', 'FRAG_SEEN', 'FRAG_TOTAL',
-  'PEER_SIZE', 'PEER_LAN_ADDR', 'PEER_REM_ADDR', 'PEER_IKE_LAST', 'PEER_IKE_COUNT', 'PEER_ESP_BOUND',
-  'PEER_ESP_EXPIRES', 'PEER_RECENT_HOST', 'PEER_REFS', 'SRC_SIZE', 'SRC_ADDR', 'SRC_FLOWS', 'SRC_IKE',
-  'SRC_CALLS', 'SRC_ESP', 'SRC_FRAGS', 'CAPTURE_SLOTS', 'CAPTURE_HEADER', 'CAPH_HEAD', 'CAPH_TAIL',
-  'CAPH_LOST', 'CAPTURE_REC_SIZE', 'CAPR_LEN', 'CAPR_CAPLEN', 'CAPR_REASON', 'CAPR_SIDE', 'CAPR_TIME',
-  'CAPR_DATA', 'SIDE_INSIDE', 'SIDE_OUTSIDE', 'VERDICT_DROP', 'VERDICT_PASS', 'ZONE_WAN', 'ZONE_LAN',
-  'DEST_ROUTER', 'DEST_FORWARD', 'TARGET_NONE', 'TARGET_ACCEPT', 'TARGET_DROP', 'TARGET_REJECT', 'PROTO_ICMP',
-  'PROTO_TCP', 'PROTO_UDP', 'PROTO_GRE', 'PROTO_ESP', 'PROTO_AH', 'SETTINGS_SIZE', 'SET_TCP_TIMEOUT',
-  'SET_TCP_TRANSITORY_TIMEOUT', 'SET_UDP_TIMEOUT', 'SET_ICMP_TIMEOUT', 'SET_FRAG_TIMEOUT', 'SET_ESP_TIMEOUT',
-  'SET_ESP_INIT_TIMEOUT', 'SET_ESP_INIT_RETRIES', 'SET_IKE_TIMEOUT', 'SET_NATT_TIMEOUT', 'SET_GRE_TIMEOUT',
-  'SET_PARALLEL_SESSIONS', 'SET_ESP_GUESS', 'SET_MASQ_PORT_LO', 'SET_MASQ_PORT_HI', 'SET_UNREPLIED_TIMEOUT',
-  'SET_SRC_MAX_FLOWS', 'SET_SRC_MAX_IKE', 'SET_SRC_MAX_CALLS', 'SET_SRC_MAX_ESP_PENDING', 'SET_SRC_MAX_FRAGS',
+  'FRAG_NEW_ID', 'FRAG_FLAGS', 'FRAG_L4_KEY', 'FRF_CONTESTED', 'FRF_DONE', 'HOLD_SIZE', 'HOLD_SRC_ADDR',
+  'HOLD_DST_ADDR', 'HOLD_IP_ID', 'HOLD_PROTO', 'HOLD_SIDE', 'HOLD_EXPIRES', 'PEER_SIZE', 'PEER_LAN_ADDR',
+  'PEER_REM_ADDR', 'PEER_IKE_LAST', 'PEER_IKE_COUNT', 'PEER_ESP_BOUND', 'PEER_ESP_EXPIRES',
+  'PEER_RECENT_HOST', 'PEER_REFS', 'SRC_SIZE', 'SRC_ADDR', 'SRC_FLOWS', 'SRC_IKE', 'SRC_CALLS', 'SRC_ESP',
+  'SRC_FRAGS', 'CAPTURE_SLOTS', 'CAPTURE_HEADER', 'CAPH_HEAD', 'CAPH_TAIL', 'CAPH_LOST', 'CAPTURE_REC_SIZE',
+  'CAPR_LEN', 'CAPR_CAPLEN', 'CAPR_REASON', 'CAPR_SIDE', 'CAPR_TIME', 'CAPR_DATA', 'SIDE_INSIDE',
+  'SIDE_OUTSIDE', 'VERDICT_DROP', 'VERDICT_PASS', 'ZONE_WAN', 'ZONE_LAN', 'DEST_ROUTER', 'DEST_FORWARD',
+  'TARGET_NONE', 'TARGET_ACCEPT', 'TARGET_DROP', 'TARGET_REJECT', 'PROTO_ICMP', 'PROTO_TCP', 'PROTO_UDP',
+  'PROTO_GRE', 'PROTO_ESP', 'PROTO_AH', 'SNAP_LAYOUT_VERSION', 'SNAP_COUNTERS', 'SNAP_FLOWS', 'SNAP_ESP',
+  'SNAP_IKE', 'SNAP_CALLS', 'SNAP_MAX_LIFETIME_DS', 'RESTORE_OK', 'RESTORE_BAD_REGION', 'RESTORE_BAD_COUNT',
+  'RESTORE_BAD_FIELD', 'RESTORE_DUPLICATE', 'RESTORE_BAD_BINDING', 'RESTORE_FULL', 'RESTORE_INCONSISTENT',
+  'RESTORE_ORDER', 'SETTINGS_SIZE', 'SET_TCP_TIMEOUT', 'SET_TCP_TRANSITORY_TIMEOUT', 'SET_UDP_TIMEOUT',
+  'SET_ICMP_TIMEOUT', 'SET_FRAG_TIMEOUT', 'SET_ESP_TIMEOUT', 'SET_ESP_INIT_TIMEOUT', 'SET_ESP_INIT_RETRIES',
+  'SET_IKE_TIMEOUT', 'SET_NATT_TIMEOUT', 'SET_GRE_TIMEOUT', 'SET_PARALLEL_SESSIONS', 'SET_ESP_GUESS',
+  'SET_MASQ_PORT_LO', 'SET_MASQ_PORT_HI', 'SET_UNREPLIED_TIMEOUT', 'SET_SRC_MAX_FLOWS', 'SET_SRC_MAX_IKE',
+  'SET_SRC_MAX_CALLS', 'SET_SRC_MAX_ESP_PENDING', 'SET_SRC_MAX_FRAGS',
 ] as const;
 
 /** The engine's exports (assembly/index.ts). Addresses are raw u32, times ms (f64) or s. */
@@ -416,9 +462,32 @@ export interface EngineExports {
   ikeCount(): number;
   callPtr(): number;
   callCount(): number;
+  holdSlotsPtr(): number;
+  holdLensPtr(): number;
+  holdVerdictsPtr(): number;
+  holdCap(): number;
+  /** Hold slots are plain slots (SLOT_SIZE bytes apart) whatever the batch slots' geometry. */
+  holdSlotSize(): number;
+  releasedCount(): number;
   /** Drop capture (nat/capture.ts): on 1 starts it, emptying the ring; reason 0 = every reason. */
   setCapture(on: number, reason: number): void;
   capturePtr(): number;
+  snapLayoutVersion(): number;
+  snapRegionCount(): number;
+  snapRegionId(i: number): number;
+  snapRegionPtr(i: number): number;
+  snapRegionRecordSize(i: number): number;
+  snapRegionRecords(i: number): number;
+  snapRegionCapacity(i: number): number;
+  /** Starts a restore into this freshly configured, empty engine; its clock at `nowMs`. RESTORE_* code. */
+  restoreBegin(nowMs: number): number;
+  /** `count` saved records of region `id` staged in the packet slots at `src`. RESTORE_* code. */
+  restoreRecords(id: number, src: number, count: number): number;
+  restoreEnd(): number;
+  /** Walks every table (tests): RESTORE_OK or RESTORE_INCONSISTENT. */
+  restoreVerify(): number;
+  /** Back to the state right after init: empty tables, zero counters, no WAN address, a new hash seed (settings stay). */
+  reset(seed: number): void;
 }
 /** Parameter count of every export, for the parity test. */
 export const ENGINE_EXPORT_ARITY = {
@@ -428,5 +497,8 @@ export const ENGINE_EXPORT_ARITY = {
   eventCap: 0, eventSize: 0, slotsPtr: 0, lensPtr: 0, verdictsPtr: 0, slotSize: 0, slotCount: 0, vnetPtr: 0,
   vnetStride: 0, vnetEnabled: 0, setVnet: 1, flowsPtr: 0, flowSize: 0, flowCapacity: 0, flowHighWater: 0,
   flowActive: 0, hashSize: 0, layoutBytesEnd: 0, espPtr: 0, espCount: 0, ikePtr: 0, ikeCount: 0, callPtr: 0,
-  callCount: 0, setCapture: 2, capturePtr: 0,
+  callCount: 0, holdSlotsPtr: 0, holdLensPtr: 0, holdVerdictsPtr: 0, holdCap: 0, holdSlotSize: 0,
+  releasedCount: 0, setCapture: 2, capturePtr: 0, snapLayoutVersion: 0, snapRegionCount: 0, snapRegionId: 1,
+  snapRegionPtr: 1, snapRegionRecordSize: 1, snapRegionRecords: 1, snapRegionCapacity: 1, restoreBegin: 1,
+  restoreRecords: 3, restoreEnd: 0, restoreVerify: 0, reset: 1,
 } as const;
