@@ -219,6 +219,25 @@ describe('TUN offloads: virtio_net_hdr and GSO super-packets', () => {
     expect(r.engine.flows(WAN, r.now)[0].state).toBe('FIN_WAIT');
   });
 
+  it('11 with GSO slots, later fragments are still held in plain hold slots and released whole; one longer than a hold slot is not held', () => {
+    const r = new GsoRouter();
+    r.send(udp(H1, 7000, S1, 9999), {}, SIDE_INSIDE);
+    const f = fragment(udp(H1, 7000, S1, 9999, bytes(3000, 5), { id: 0x0303 }), 1480);
+    r.send(f[2], {}, SIDE_INSIDE);
+    r.send(f[1], {}, SIDE_INSIDE);
+    const first = r.send(f[0], {}, SIDE_INSIDE)!;
+    expect(first).not.toBeNull();
+    const rel = r.engine.released();
+    expect(rel.length).toBe(2);
+    for (const o of rel) { expect(parse(o).src).toBe(WAN); expect(ipCsumOk(o)).toBe(true); expect(parse(o).id).toBe(parse(first.pkt).id); }
+    expect(rel.map((o) => o.length).sort()).toEqual([f[1].length, f[2].length].sort());
+    // A 9000-byte later fragment (a jumbo link) fits a GSO slot but not a hold slot: dropped, not held, nothing overwritten.
+    const big = fragment(udp(H1, 7001, S1, 9999, bytes(20000, 9), { id: 0x0404 }), 8976);
+    expect(big[1].length).toBeGreaterThan(2048);
+    expect(r.send(big[1], {}, SIDE_INSIDE)).toBeNull();
+    expect(r.engine.counters().fragsHeld).toBe(2);
+  });
+
   describe('10 bad virtio headers are dropped with a reason and leave no state (a forged header is never trusted)', () => {
     const cases: [string, Vnet, () => Uint8Array, string][] = [
       ['gso_size 0 with a GSO type', { ...TSO(0) }, () => partial(tcp(H1, 40000, S1, 443, ACK, bytes(3000))), 'vnet_bad_gso'],
