@@ -10,11 +10,11 @@ import { Engine, nowMs } from './engine/engine.js';
 import { applyConfig } from './engine/apply.js';
 import { ipToRaw, POLICY_REASONS, PROTO_NAMES } from './engine/abi.js';
 import { createLogger, type Logger } from './log.js';
-import { deviceExists, primaryIpv4, runIp, subnetsOf } from './net/iface.js';
+import { deviceExists, setTxQueueLen, subnetsOf } from './net/iface.js';
 import { setupRouting, teardownStale, type Routing, type RoutingPlan } from './net/routes.js';
-import { watchWanAddress, type WanWatch } from './net/wanwatch.js';
+import { readWanAddress, watchWanAddress, type WanWatch } from './net/wanwatch.js';
 import { TunDevice, writeDrops } from './tun/tun.js';
-import { BatchLoop } from './tun/loop.js';
+import { BatchLoop } from './datapath/loop.js';
 import { ControlServer } from './control/server.js';
 import type { Request, Response } from './control/protocol.js';
 
@@ -24,6 +24,9 @@ export class FatalError extends Error {
 }
 
 export interface RunOptions { configPath: string; log?: Logger }
+
+/** Transmit queue of each TUN, in packets (see start()). */
+const TUN_TXQUEUELEN = 4096;
 
 export class Supervisor {
   private cfg: Config;
@@ -72,7 +75,10 @@ export class Supervisor {
     this.engine = Engine.load({ maxFlows: m.maxFlows });
     applyConfig(this.engine, this.cfg, this.lanSubnets);
 
-    // Crash safety: whatever a killed earlier run left is removed first.
+    // Crash safety: whatever a killed earlier run left (rules, routes,
+    // sysctls, proxy-ARP entries) is removed here, once, before anything of
+    // this run exists; setupRouting below is told not to do it again, and
+    // stop() removes only what this run installed.
     teardownStale(this.plan());
     try {
       this.tunIn = TunDevice.open(m.tunInside);
@@ -85,14 +91,14 @@ export class Supervisor {
 
     // A deeper queue toward the supervisor absorbs bursts while a batch is
     // being processed (the default 500 packets overflow at line rate).
-    for (const dev of [m.tunInside, m.tunOutside]) runIp(['link', 'set', 'dev', dev, 'txqueuelen', '4096']);
+    for (const dev of [m.tunInside, m.tunOutside]) setTxQueueLen(dev, TUN_TXQUEUELEN);
 
     // The first WAN address is read synchronously so routes start complete.
     this.wan = watchWanAddress(m.wanDevice, (addr) => this.onWanAddress(addr));
     this.wanAddress = this.wan.current();
     if (this.wanAddress) this.engine.x.setWanAddress(ipToRaw(this.wanAddress), nowMs());
     try {
-      this.routing = setupRouting(this.plan());
+      this.routing = setupRouting(this.plan(), { staleCleaned: true });
     } catch (err) {
       await this.stop();
       throw new FatalError(`vpnmasq: routing setup failed: ${(err as Error).message}`);
@@ -215,11 +221,8 @@ export class Supervisor {
       case 'reload': { const r = this.reload(); return { ok: r.ok, error: r.error, data: r }; }
       case 'wan-update': {
         // From the hotplug script: re-read the WAN address now instead of at the next poll.
-        let addr: string | null = null;
-        try {
-          addr = primaryIpv4(runIp(['-4', '-j', 'addr', 'show', 'dev', this.cfg.main.wanDevice]));
-        } catch { /* the device is gone: no address */ }
-        this.onWanAddress(addr);
+        // A device that is gone reads as no address.
+        this.onWanAddress(readWanAddress(this.cfg.main.wanDevice));
         return { ok: true, data: { wanAddress: this.wanAddress } };
       }
       default: return { ok: false, error: `unknown command ${(req as { cmd: unknown }).cmd}` };
@@ -235,8 +238,9 @@ export class Supervisor {
     this.loop?.stop();
     this.wan?.stop();
     const errors: string[] = [];
+    // Only what this run installed: a setupRouting that failed has already
+    // undone its partial work, and a crash's leftovers are the next start's.
     try { this.routing?.teardown(); } catch (err) { errors.push((err as Error).message); }
-    try { if (!this.routing) teardownStale(this.plan()); } catch (err) { errors.push((err as Error).message); }
     this.tunIn?.close();
     this.tunOut?.close();
     await this.control?.close();

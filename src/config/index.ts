@@ -18,6 +18,7 @@ import {
   type Redirect,
   type Rule,
 } from './schema.js';
+import { formatMain } from './options.js';
 import { ConfigError, parseUci, uciQuote } from './uci.js';
 
 export { ConfigError, parseUci, uciQuote };
@@ -25,6 +26,8 @@ export type { UciFile, UciOption, UciSection } from './uci.js';
 export {
   LOG_LEVELS,
   MAIN_DEFAULTS,
+  MAIN_OPTIONS,
+  MAIN_TABLE,
   PROTOCOL_NAMES,
   PROTO_AH,
   PROTO_ALL,
@@ -35,7 +38,8 @@ export {
   PROTO_UDP,
   validateConfig,
 } from './schema.js';
-export type { Config, IcmpType, LogLevel, MainConfig, PortRange, Redirect, Rule } from './schema.js';
+export type { Config, EngineSettings, IcmpType, LogLevel, MainConfig, PortRange, Redirect, Rule } from './schema.js';
+export { optionsMarkdown } from './options.js';
 export { DEFAULT_CONFIG } from './default.js';
 
 /** Where the image keeps the configuration. */
@@ -146,31 +150,8 @@ function ruleText(r: Rule): string {
  * is in force; parseConfig(formatConfig(c)) equals c up to `file` and lines.
  */
 export function formatConfig(cfg: Config): string {
-  const m = cfg.main;
   let s = `# effective configuration from ${cfg.file.replace(/[\r\n]/g, ' ')}\n\nconfig vpnmasq 'main'\n`;
-  s += opt('lan_device', m.lanDevice);
-  s += opt('wan_device', m.wanDevice);
-  s += opt('tun_inside', m.tunInside);
-  s += opt('tun_outside', m.tunOutside);
-  s += list('lan_subnet', m.lanSubnets);
-  s += opt('max_flows', m.maxFlows);
-  s += opt('log_level', m.logLevel);
-  s += opt('masq_ports', port(m.masqPorts));
-  s += opt('tcp_timeout', m.tcpTimeout);
-  s += opt('tcp_transitory_timeout', m.tcpTransitoryTimeout);
-  s += opt('udp_timeout', m.udpTimeout);
-  s += opt('icmp_timeout', m.icmpTimeout);
-  s += opt('frag_timeout', m.fragTimeout);
-  s += opt('esp_timeout', m.espTimeout);
-  s += opt('esp_init_timeout', m.espInitTimeout);
-  s += opt('esp_init_retries', m.espInitRetries);
-  s += opt('ike_timeout', m.ikeTimeout);
-  s += opt('natt_timeout', m.nattTimeout);
-  s += opt('gre_timeout', m.greTimeout);
-  s += opt('parallel_sessions', m.parallelSessions);
-  s += opt('esp_guess', m.espGuess);
-  s += opt('control_socket', m.controlSocket);
-  s += opt('wan_interface', m.wanInterface);
+  s += formatMain(cfg.main, (kind, name, value) => (kind === 'list' ? list(name, [value]) : opt(name, value)));
   for (const r of cfg.redirects) s += redirectText(r);
   for (const r of cfg.rules) s += ruleText(r);
   return s;

@@ -7,14 +7,22 @@
 // 'a-b' or 'a:b', whitespace-separated values in an `option` of a list
 // type). Everything is checked up front; the first problem found is thrown
 // as a ConfigError `FILE:LINE: reason` pointing at the offending line.
+//
+// The main section (`config vpnmasq`) is read by the option table in
+// options.ts; the value parsers shared by all sections are in values.ts.
 
 import ipaddr from 'ipaddr.js';
-import { ConfigError, type UciFile, type UciOption, type UciSection } from './uci.js';
+import { ConfigError, type UciFile } from './uci.js';
+import { parseMain, type MainConfig } from './options.js';
+import {
+  Sec, bad, closeNames, parseBool, parseCidr, parseIPv4, parsePortRange, portText, quoteList, refuseFamily6, show,
+  unusableRange, cidrText, type PortRange, type Val,
+} from './values.js';
 
 export { ConfigError };
-
-export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
-export const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'];
+export type { PortRange };
+export { LOG_LEVELS, MAIN_DEFAULTS, MAIN_OPTIONS, MAIN_TABLE } from './options.js';
+export type { EngineSettings, LogLevel, MainConfig } from './options.js';
 
 // Protocols are IANA IP protocol numbers (0..255), the numbers in
 // /etc/protocols and in the IPv4 header's protocol field. fw4's proto
@@ -41,9 +49,6 @@ export const PROTOCOL_NAMES: Readonly<Record<string, number>> = Object.freeze({
   isis: 124, sctp: 132, fc: 133, 'mobility-header': 135, udplite: 136, 'mpls-in-ip': 137,
   manet: 138, hip: 139, shim6: 140, wesp: 141, rohc: 142, ethernet: 143,
 });
-
-/** An inclusive port range; a single port is [p, p]. */
-export type PortRange = [number, number];
 
 /** An ICMP type match; code null matches every code of the type. */
 export interface IcmpType {
@@ -95,34 +100,6 @@ export interface Rule {
   family: 'ipv4';
 }
 
-export interface MainConfig {
-  lanDevice: string;
-  wanDevice: string;
-  tunInside: string;
-  tunOutside: string;
-  /** Normalised CIDR strings; empty = derive from lan_device at run time. */
-  lanSubnets: string[];
-  maxFlows: number;
-  logLevel: LogLevel;
-  masqPorts: PortRange;
-  tcpTimeout: number;
-  tcpTransitoryTimeout: number;
-  udpTimeout: number;
-  icmpTimeout: number;
-  fragTimeout: number;
-  espTimeout: number;
-  espInitTimeout: number;
-  espInitRetries: number;
-  ikeTimeout: number;
-  nattTimeout: number;
-  greTimeout: number;
-  parallelSessions: boolean;
-  espGuess: boolean;
-  controlSocket: string;
-  /** OpenWrt logical interface of the WAN (netifd name), for the hotplug script and procd triggers; the daemon itself only uses wan_device. */
-  wanInterface: string;
-}
-
 /** The whole configuration. Deeply frozen. */
 export interface Config {
   file: string;
@@ -133,41 +110,9 @@ export interface Config {
   rules: Rule[];
 }
 
-/** Defaults of every main option that has one (lan_device and wan_device are required). */
-export const MAIN_DEFAULTS: Readonly<Omit<MainConfig, 'lanDevice' | 'wanDevice'>> = Object.freeze({
-  tunInside: 'tin',
-  tunOutside: 'tout',
-  lanSubnets: Object.freeze([]) as unknown as string[],
-  maxFlows: 65536,
-  logLevel: 'info',
-  masqPorts: Object.freeze([61000, 65535]) as unknown as PortRange,
-  tcpTimeout: 7440, // RFC 5382 REQ-5: established idle timeout >= 2 h 4 min
-  tcpTransitoryTimeout: 240, // RFC 5382 REQ-5: transitory 4 min
-  udpTimeout: 300, // RFC 4787 REQ-5: >= 2 min, 5 min recommended
-  icmpTimeout: 60, // RFC 5508 REQ-1: query timeout >= 60 s
-  fragTimeout: 30, // Linux ipfrag_time
-  espTimeout: 1800,
-  espInitTimeout: 120,
-  espInitRetries: 5,
-  ikeTimeout: 3600,
-  nattTimeout: 300,
-  greTimeout: 7440,
-  parallelSessions: false,
-  espGuess: false,
-  controlSocket: '/var/run/vpnmasq.sock',
-  wanInterface: 'wan',
-});
-
 // ---------------------------------------------------------------------------
-// Option tables
-
-/** Main section option names, in the order used by formatConfig. */
-export const MAIN_OPTIONS = [
-  'lan_device', 'wan_device', 'tun_inside', 'tun_outside', 'lan_subnet', 'max_flows', 'log_level',
-  'masq_ports', 'tcp_timeout', 'tcp_transitory_timeout', 'udp_timeout', 'icmp_timeout', 'frag_timeout',
-  'esp_timeout', 'esp_init_timeout', 'esp_init_retries', 'ike_timeout', 'natt_timeout', 'gre_timeout',
-  'parallel_sessions', 'esp_guess', 'control_socket', 'wan_interface',
-] as const;
+// Option tables of the redirect and rule sections (the main section's is
+// MAIN_TABLE in options.ts)
 
 export const REDIRECT_OPTIONS = [
   'name', 'enabled', 'family', 'src', 'proto', 'src_dport', 'dest', 'dest_ip', 'dest_port', 'target',
@@ -211,61 +156,6 @@ const ICMP_TYPES: Readonly<Record<string, [number, number | null]>> = {
   'address-mask-request': [17, null], 'address-mask-reply': [18, null],
 };
 
-const BOOL_TRUE = ['1', 'yes', 'on', 'true', 'enabled'];
-const BOOL_FALSE = ['0', 'no', 'off', 'false', 'disabled'];
-
-/** Longest timeout: milliseconds must fit a signed 32-bit timer (Node's setTimeout). */
-const MAX_TIMEOUT = 2147483;
-
-// ---------------------------------------------------------------------------
-// Helpers
-
-/** One value of an option, with where it came from. */
-interface Val {
-  value: string;
-  line: number;
-  /** 'option NAME' or 'list NAME', for messages. */
-  label: string;
-}
-
-function show(s: string): string {
-  return JSON.stringify(s.length > 60 ? `${s.slice(0, 60)}...` : s).slice(1, -1);
-}
-
-function editDistance(a: string, b: string): number {
-  const d: number[] = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    let prev = d[0]!;
-    d[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const tmp = d[j]!;
-      d[j] = Math.min(d[j]! + 1, d[j - 1]! + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
-      prev = tmp;
-    }
-  }
-  return d[b.length]!;
-}
-
-/** Known names close to `name` (typos, swapped words), best first. */
-function closeNames(name: string, known: readonly string[]): string[] {
-  const limit = Math.max(1, Math.min(3, Math.floor(name.length / 3)));
-  const near = known
-    .map((k) => ({ k, d: editDistance(name, k) }))
-    .filter(({ d }) => d <= limit)
-    .sort((x, y) => x.d - y.d)
-    .map(({ k }) => k);
-  if (near.length > 0) return near;
-  return known.filter((k) => k.length >= 4 && name.length >= 4 && (k.includes(name) || name.includes(k)));
-}
-
-function quoteList(names: readonly string[]): string {
-  return names.map((n) => `'${n}'`).join(', ');
-}
-
-function portText(r: PortRange): string {
-  return r[0] === r[1] ? `${r[0]}` : `${r[0]}-${r[1]}`;
-}
-
 function protoText(p: number): string {
   if (p === PROTO_ALL) return 'all';
   for (const [name, num] of Object.entries(PROTOCOL_NAMES)) if (num === p) return name;
@@ -284,174 +174,8 @@ function deepFreeze<T>(o: T): T {
   return o;
 }
 
-/** Reads one section's options, remembering which lines they came from. */
-class Sec {
-  readonly opts = new Map<string, UciOption>();
-
-  constructor(
-    readonly file: string,
-    readonly s: UciSection,
-  ) {
-    for (const o of s.options) this.opts.set(o.name, o);
-  }
-
-  fail(line: number, reason: string): never {
-    throw new ConfigError(this.file, line, reason);
-  }
-
-  /** Refuses options not in `known`, explaining fw4 options vpnmasq does not implement. */
-  checkKnown(known: readonly string[], unsupported: readonly string[] = []): void {
-    for (const o of this.s.options) {
-      if (known.includes(o.name)) continue;
-      const kw = o.list ? 'list' : 'option';
-      if (unsupported.includes(o.name)) {
-        this.fail(o.line, `${kw} ${o.name}: this fw4 option is not supported by vpnmasq in a '${this.s.type}' section`);
-      }
-      const close = closeNames(o.name, known);
-      const hint = close.length > 0 ? `did you mean ${quoteList(close.slice(0, 3))}?` : `known options: ${known.join(', ')}`;
-      this.fail(o.line, `${kw} ${o.name}: unknown option in a '${this.s.type}' section (${hint})`);
-    }
-  }
-
-  has(name: string): boolean {
-    return this.opts.has(name);
-  }
-
-  /** A single-valued option; a `list` is refused. */
-  get(name: string): Val | null {
-    const o = this.opts.get(name);
-    if (!o) return null;
-    if (o.list) this.fail(o.line, `list ${name}: must be a single value; use 'option ${name}'`);
-    return { value: o.values[0]!, line: o.line, label: `option ${name}` };
-  }
-
-  /** A list-valued option: `list` entries, or an `option` holding whitespace-separated values (as fw4 reads it). */
-  list(name: string): Val[] {
-    const o = this.opts.get(name);
-    if (!o) return [];
-    if (o.list) return o.values.map((value, i) => ({ value, line: o.lines[i]!, label: `list ${name}` }));
-    const words = o.values[0]!.split(/[ \t\r\n]+/).filter((w) => w !== '');
-    if (words.length === 0) this.fail(o.line, `option ${name}: empty value`);
-    return words.map((value) => ({ value, line: o.line, label: `option ${name}` }));
-  }
-
-  /** The option's line, or the section's line when it is absent. */
-  lineOf(name: string): number {
-    return this.opts.get(name)?.line ?? this.s.line;
-  }
-
-  required(name: string): Val {
-    const v = this.get(name);
-    if (!v) this.fail(this.s.line, `${this.s.type}: option ${name} is required`);
-    return v;
-  }
-}
-
-function bad(sec: Sec, v: Val, what: string): never {
-  sec.fail(v.line, `${v.label}: '${show(v.value)}' ${what}`);
-}
-
-function parseBool(sec: Sec, v: Val | null, dflt: boolean): boolean {
-  if (!v) return dflt;
-  if (BOOL_TRUE.includes(v.value)) return true;
-  if (BOOL_FALSE.includes(v.value)) return false;
-  bad(sec, v, `is not a boolean (use one of ${[...BOOL_TRUE, ...BOOL_FALSE].join(', ')})`);
-}
-
-function parseUint(sec: Sec, v: Val, min: number, max: number, unit = ''): number {
-  if (!/^[0-9]+$/.test(v.value)) bad(sec, v, 'is not a whole number');
-  const n = Number(v.value);
-  if (n < min || n > max) bad(sec, v, `is out of range (${min}..${max}${unit})`);
-  return n;
-}
-
-function intOpt(sec: Sec, name: string, dflt: number, min: number, max: number, unit = ''): number {
-  const v = sec.get(name);
-  return v ? parseUint(sec, v, min, max, unit) : dflt;
-}
-
-/** A port or range as fw4 writes it: 'p', 'a-b' or 'a:b'. */
-function parsePortRange(sec: Sec, v: Val, min = 1, max = 65535): PortRange {
-  if (v.value.startsWith('!')) bad(sec, v, "uses negation ('!'), which vpnmasq does not support");
-  const m = /^([0-9]{1,5})(?:[-:]([0-9]{1,5}))?$/.exec(v.value);
-  if (!m) bad(sec, v, "is not a port or port range ('80' or '8000-8080')");
-  const lo = Number(m[1]);
-  const hi = m[2] === undefined ? lo : Number(m[2]);
-  if (lo < min || hi < min || lo > max || hi > max) {
-    bad(sec, v, `is out of range (ports ${min}..${max})`);
-  }
-  if (lo > hi) bad(sec, v, 'is an empty range (first port is above the last)');
-  return [lo, hi];
-}
-
-/** Linux network interface name rules (net/core/dev.c dev_valid_name). */
-function parseIfname(sec: Sec, v: Val): string {
-  const s = v.value;
-  const bytes = Buffer.byteLength(s, 'utf8');
-  if (bytes > 15) bad(sec, v, `is too long for a Linux interface name (${bytes} bytes, at most 15)`);
-  if (s === '.' || s === '..') bad(sec, v, 'is not a valid Linux interface name');
-  if (/[/:\s]/.test(s)) bad(sec, v, "is not a valid Linux interface name (no '/', ':' or whitespace)");
-  if (s.includes('%')) bad(sec, v, "is not usable as an interface name ('%' makes the kernel treat it as a name template)");
-  return s;
-}
-
-function parseIPv4(sec: Sec, v: Val, s = v.value): ipaddr.IPv4 {
-  if (!ipaddr.IPv4.isValidFourPartDecimal(s)) bad(sec, v, 'is not an IPv4 address');
-  return ipaddr.IPv4.parse(s);
-}
-
-function refuseFamily6(sec: Sec, v: Val, s: string): void {
-  if (s.includes(':') && ipaddr.IPv6.isValid(s.split('/')[0]!)) {
-    bad(sec, v, 'is an IPv6 address; vpnmasq is IPv4-only');
-  }
-}
-
-/**
- * An IPv4 network: 'a.b.c.d/n', 'a.b.c.d/m.m.m.m' (contiguous mask) or, when
- * `plainIsHost`, a bare address meaning /32. Host bits are cleared, as fw4
- * does. Returns [network, prefix length].
- */
-function parseCidr(sec: Sec, v: Val, plainIsHost: boolean): [ipaddr.IPv4, number] {
-  if (v.value.startsWith('!')) bad(sec, v, "uses negation ('!'), which vpnmasq does not support");
-  refuseFamily6(sec, v, v.value);
-  const slash = v.value.indexOf('/');
-  if (slash < 0) {
-    if (!plainIsHost) bad(sec, v, "needs a prefix length (e.g. '192.168.1.0/24')");
-    return [parseIPv4(sec, v), 32];
-  }
-  const addrText = v.value.slice(0, slash);
-  const maskText = v.value.slice(slash + 1);
-  if (!ipaddr.IPv4.isValidFourPartDecimal(addrText)) bad(sec, v, 'is not an IPv4 address or network');
-  let prefix: number;
-  if (/^(0|[1-9][0-9]?)$/.test(maskText)) {
-    prefix = Number(maskText);
-    if (prefix > 32) bad(sec, v, 'has a prefix length above 32');
-  } else if (ipaddr.IPv4.isValidFourPartDecimal(maskText)) {
-    const p = ipaddr.IPv4.parse(maskText).prefixLengthFromSubnetMask();
-    if (p === null) bad(sec, v, 'has a non-contiguous netmask');
-    prefix = p;
-  } else {
-    bad(sec, v, 'has an invalid prefix length or netmask');
-  }
-  const net = ipaddr.IPv4.networkAddressFromCIDR(`${addrText}/${prefix}`);
-  return [net, prefix];
-}
-
-/**
- * Addresses no LAN host can have: 0.0.0.0/8, loopback, multicast, 240.0.0.0/4
- * and the limited broadcast. (Documentation and benchmarking ranges stay
- * usable: labs use them.)
- */
-function unusableRange(ip: ipaddr.IPv4): string | null {
-  const r = ip.range();
-  if (r === 'unspecified' || r === 'loopback' || r === 'multicast' || r === 'broadcast') return r;
-  if (ip.octets[0]! >= 240) return 'reserved, 240.0.0.0/4';
-  return null;
-}
-
-function cidrText(c: [ipaddr.IPv4, number]): string {
-  return `${c[0].toString()}/${c[1]}`;
-}
+// ---------------------------------------------------------------------------
+// Redirect and rule helpers
 
 function familyOpt(sec: Sec): 'ipv4' {
   const v = sec.get('family');
@@ -514,130 +238,6 @@ function nameOpt(sec: Sec): string | null {
 
 // ---------------------------------------------------------------------------
 // Sections
-
-function parseMain(sec: Sec): MainConfig {
-  sec.checkKnown(MAIN_OPTIONS);
-  const D = MAIN_DEFAULTS;
-
-  const lanDevice = parseIfname(sec, sec.required('lan_device'));
-  const wanDevice = parseIfname(sec, sec.required('wan_device'));
-  const tinV = sec.get('tun_inside');
-  const toutV = sec.get('tun_outside');
-  const tunInside = tinV ? parseIfname(sec, tinV) : D.tunInside;
-  const tunOutside = toutV ? parseIfname(sec, toutV) : D.tunOutside;
-
-  const devs: [string, string][] = [
-    ['lan_device', lanDevice],
-    ['wan_device', wanDevice],
-    ['tun_inside', tunInside],
-    ['tun_outside', tunOutside],
-  ];
-  for (let i = 1; i < devs.length; i++) {
-    for (let j = 0; j < i; j++) {
-      if (devs[i]![1] === devs[j]![1]) {
-        const [n, d] = devs[i]!;
-        sec.fail(sec.lineOf(n), `option ${n}: '${show(d)}' is also the ${devs[j]![0]}; each device must be different`);
-      }
-    }
-  }
-
-  const subnets: { c: [ipaddr.IPv4, number]; v: Val }[] = [];
-  for (const v of sec.list('lan_subnet')) {
-    const c = parseCidr(sec, v, false);
-    if (c[1] === 0) bad(sec, v, 'covers every address; a LAN subnet must be narrower');
-    const kind = unusableRange(c[0]);
-    if (kind) bad(sec, v, `is not a LAN subnet (${kind})`);
-    for (const o of subnets) {
-      if (c[0].match(o.c) || o.c[0].match(c)) {
-        bad(sec, v, `overlaps lan_subnet '${cidrText(o.c)}' (line ${o.v.line})`);
-      }
-    }
-    subnets.push({ c, v });
-  }
-
-  const maxFlows = intOpt(sec, 'max_flows', D.maxFlows, 1024, 4194304);
-
-  let logLevel: LogLevel = D.logLevel;
-  const llV = sec.get('log_level');
-  if (llV) {
-    if (!(LOG_LEVELS as readonly string[]).includes(llV.value)) bad(sec, llV, `is not a log level (${LOG_LEVELS.join(', ')})`);
-    logLevel = llV.value as LogLevel;
-  }
-
-  const mpV = sec.get('masq_ports');
-  const masqPorts: PortRange = mpV ? parsePortRange(sec, mpV, 1024, 65535) : [D.masqPorts[0], D.masqPorts[1]];
-
-  const t = (name: string, dflt: number, max = MAX_TIMEOUT) => intOpt(sec, name, dflt, 1, max, ' seconds');
-  const tcpTimeout = t('tcp_timeout', D.tcpTimeout);
-  const tcpTransitoryTimeout = t('tcp_transitory_timeout', D.tcpTransitoryTimeout);
-  const udpTimeout = t('udp_timeout', D.udpTimeout);
-  const icmpTimeout = t('icmp_timeout', D.icmpTimeout);
-  // An IPv4 datagram's fragments cannot outlive its 8-bit TTL (RFC 791).
-  const fragTimeout = t('frag_timeout', D.fragTimeout, 255);
-  const espTimeout = t('esp_timeout', D.espTimeout);
-  const espInitTimeout = t('esp_init_timeout', D.espInitTimeout);
-  const espInitRetries = intOpt(sec, 'esp_init_retries', D.espInitRetries, 0, 100);
-  const ikeTimeout = t('ike_timeout', D.ikeTimeout);
-  const nattTimeout = t('natt_timeout', D.nattTimeout);
-  const greTimeout = t('gre_timeout', D.greTimeout);
-
-  if (ikeTimeout < espTimeout) {
-    const name = sec.has('ike_timeout') ? 'ike_timeout' : 'esp_timeout';
-    sec.fail(
-      sec.lineOf(name),
-      `option ${name}: ike_timeout (${ikeTimeout}) must be at least esp_timeout (${espTimeout}): ` +
-        'the IKE mapping must outlive the ESP mappings it negotiated, or rekeying breaks',
-    );
-  }
-
-  const parallelSessions = parseBool(sec, sec.get('parallel_sessions'), D.parallelSessions);
-  const espGuess = parseBool(sec, sec.get('esp_guess'), D.espGuess);
-
-  let controlSocket = D.controlSocket;
-  const csV = sec.get('control_socket');
-  if (csV) {
-    const s = csV.value;
-    if (!s.startsWith('/')) bad(sec, csV, 'is not an absolute path');
-    if (s.endsWith('/')) bad(sec, csV, 'names a directory, not a socket file');
-    if (/[\r\n]/.test(s)) bad(sec, csV, 'contains a line break');
-    const bytes = Buffer.byteLength(s, 'utf8');
-    if (bytes > 107) bad(sec, csV, `is too long for a Unix socket path (${bytes} bytes, at most 107)`);
-    controlSocket = s;
-  }
-
-  let wanInterface = D.wanInterface;
-  const wiV = sec.get('wan_interface');
-  if (wiV) {
-    if (!/^[A-Za-z0-9_]{1,15}$/.test(wiV.value)) bad(sec, wiV, 'is not a netifd interface name (letters, digits, _; at most 15)');
-    wanInterface = wiV.value;
-  }
-
-  return {
-    lanDevice,
-    wanDevice,
-    tunInside,
-    tunOutside,
-    lanSubnets: subnets.map((s) => cidrText(s.c)),
-    maxFlows,
-    logLevel,
-    masqPorts,
-    tcpTimeout,
-    tcpTransitoryTimeout,
-    udpTimeout,
-    icmpTimeout,
-    fragTimeout,
-    espTimeout,
-    espInitTimeout,
-    espInitRetries,
-    ikeTimeout,
-    nattTimeout,
-    greTimeout,
-    parallelSessions,
-    espGuess,
-    controlSocket,
-    wanInterface,
-  };
-}
 
 interface Parsed<T> {
   value: T;

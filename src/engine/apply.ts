@@ -1,8 +1,11 @@
-// Turns the typed Config into engine settings: LAN subnets, the port pool,
-// timeouts, redirects (port forwards) and rules, expanded to the engine's
-// one-protocol, one-network, one-range records. Used at start and on reload.
+// Turns the typed Config into engine settings: LAN subnets, the settings
+// record (port pool, timeouts, VPN options: every engine-bound row of the
+// option table, config/options.ts), redirects (port forwards) and rules,
+// expanded to the engine's one-protocol, one-network, one-range records.
+// Used at start and on reload.
 
-import type { Config, Rule } from '../config/index.js';
+import { MAIN_TABLE, type Config, type EngineSettings, type MainConfig, type Rule } from '../config/index.js';
+import type { Row } from '../config/options.js';
 import { PROTO_ALL } from '../config/schema.js';
 import type { Engine } from './engine.js';
 import {
@@ -39,12 +42,34 @@ export function expandRule(r: Rule): number[][] {
   return out;
 }
 
+/** The engine-bound options of the table as one record, keyed by UCI option name, numbers only. */
+export function engineSettings(m: MainConfig): EngineSettings {
+  const s: Record<string, number> = {};
+  for (const r of MAIN_TABLE as readonly Row[]) {
+    if (r.engine.length === 0) continue;
+    const nums = r.type.numbers!(m[r.key as keyof MainConfig]);
+    r.engine.forEach((name, i) => { s[name] = nums[i]!; });
+  }
+  return s as EngineSettings;
+}
+
+/**
+ * Hands the settings record to the engine: the one place that knows how the
+ * engine takes its settings (today three positional exports).
+ */
+export function applyEngineSettings(engine: Engine, s: EngineSettings): void {
+  const x = engine.x;
+  if (x.setPortPool(s.masq_port_lo, s.masq_port_hi) !== 0) throw new Error(`masq_ports ${s.masq_port_lo}-${s.masq_port_hi} refused by the engine`);
+  x.setTimeouts(s.tcp_timeout, s.tcp_transitory_timeout, s.udp_timeout, s.icmp_timeout, s.frag_timeout);
+  x.setVpnSettings(s.esp_timeout, s.esp_init_timeout, s.esp_init_retries, s.ike_timeout, s.natt_timeout, s.gre_timeout,
+    s.parallel_sessions, s.esp_guess);
+}
+
 export interface ApplyResult { lanSubnets: string[]; redirects: number; rules: number }
 
 /** Applies everything but the WAN address. `lanSubnets` overrides the config's (derived from the device). */
 export function applyConfig(engine: Engine, cfg: Config, lanSubnets: string[]): ApplyResult {
   const x = engine.x;
-  const m = cfg.main;
   // Check the limits before touching anything, so a refused reload leaves
   // the running settings whole.
   const ruleRows = cfg.rules.map((r) => ({ r, rows: expandRule(r) }));
@@ -54,10 +79,7 @@ export function applyConfig(engine: Engine, cfg: Config, lanSubnets: string[]): 
   if (nRedirects > 256) throw new Error(`${cfg.file}: ${nRedirects} redirects after expansion; the engine holds 256`);
   lanSubnets.forEach((s, i) => { const [n, mask] = cidr(s); x.setLanNet(i, n, mask); });
   x.setLanNetCount(lanSubnets.length);
-  if (x.setPortPool(m.masqPorts[0], m.masqPorts[1]) !== 0) throw new Error(`masq_ports ${m.masqPorts.join('-')} refused by the engine`);
-  x.setTimeouts(m.tcpTimeout, m.tcpTransitoryTimeout, m.udpTimeout, m.icmpTimeout, m.fragTimeout);
-  x.setVpnSettings(m.espTimeout, m.espInitTimeout, m.espInitRetries, m.ikeTimeout, m.nattTimeout, m.greTimeout,
-    m.parallelSessions ? 1 : 0, m.espGuess ? 1 : 0);
+  applyEngineSettings(engine, engineSettings(cfg.main));
   x.clearRedirects();
   let redirects = 0;
   for (const r of cfg.redirects) {

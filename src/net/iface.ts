@@ -159,3 +159,10 @@ export function setLinkUp(dev: string, mtu?: number): void {
   args.push('up');
   runIp(args);
 }
+
+/** `ip link set dev X txqueuelen N`: the device's transmit queue (for a TUN: packets waiting for its reader). */
+export function setTxQueueLen(dev: string, len: number): void {
+  checkIfName(dev);
+  if (!Number.isInteger(len) || len < 0 || len > 0xffffffff) throw new Error(`invalid txqueuelen ${len} for ${dev}`);
+  runIp(['link', 'set', 'dev', dev, 'txqueuelen', String(len)]);
+}

@@ -522,13 +522,15 @@ class RoutingImpl implements Routing {
 }
 
 /**
- * Applies the plan: removes stale state of an earlier run, sets the sysctls
+ * Applies the plan: removes stale state of an earlier run (unless the caller
+ * already did, `staleCleaned`: the supervisor cleans once, before it creates
+ * the TUNs), sets the sysctls
  * (remembering the originals), then runs planCommands(p). On any failure
  * everything done so far is undone (local delivery at pref 0 first) and the
  * error is rethrown. The TUN devices and the LAN device must exist; the WAN
  * device need not (yet), unless wanAddress is given.
  */
-export function setupRouting(p: RoutingPlan): Routing {
+export function setupRouting(p: RoutingPlan, opts: { staleCleaned?: boolean } = {}): Routing {
   const { tables } = validate(p);
   const cmds = planCommands(p);
   for (const [what, dev] of [
@@ -539,7 +541,7 @@ export function setupRouting(p: RoutingPlan): Routing {
     if (!deviceExists(dev)) throw new Error(`setupRouting: ${what} ${dev} does not exist`);
   }
 
-  teardownStale(p);
+  if (!opts.staleCleaned) teardownStale(p);
 
   const hadLocalPref0 = listRules('local').some((r) => r.priority === 0 && isPlain(r));
   const state: StateFileContent = { version: 1, tables, hadLocalPref0, sysctls: {}, proxy: null };

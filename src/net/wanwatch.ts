@@ -31,8 +31,8 @@ function addrArgs(dev: string): string[] {
   return ['-4', '-j', 'addr', 'show', 'dev', dev];
 }
 
-/** Reads synchronously; null if the device does not exist or has no IPv4 address. */
-function readNow(dev: string): string | null {
+/** `dev`'s primary IPv4 address, read synchronously; null if the device does not exist or has no IPv4 address. */
+export function readWanAddress(dev: string): string | null {
   try {
     return primaryIpv4(execFileSync('ip', addrArgs(dev), { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }));
   } catch {
@@ -58,7 +58,7 @@ export function watchWanAddress(dev: string, cb: (addr: string | null) => void, 
   const restartMs = opts.monitorRestartMs ?? 5000;
 
   let stopped = false;
-  let cur = readNow(dev);
+  let cur = readWanAddress(dev);
   let inflight: ChildProcess | null = null;
   let again = false;
   let monitor: ChildProcess | null = null;

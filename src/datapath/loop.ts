@@ -1,4 +1,5 @@
-// The batch loop: when a TUN is readable, read a batch of packets straight
+// The batch loop: the data path between the TUNs (src/tun/, a leaf that knows
+// nothing of the engine) and the engine. When a TUN is readable, read a batch of packets straight
 // into the engine's slots, let the engine decide, write the passing ones
 // back into the same TUN (the kernel routes them on with the main table).
 // Per batch there is one read loop in C++, one Wasm call and one write loop
@@ -7,7 +8,7 @@
 import type { Engine } from '../engine/engine.js';
 import { nowMs } from '../engine/engine.js';
 import { SIDE_INSIDE, SIDE_OUTSIDE, VERDICT_PASS } from '../engine/abi.js';
-import type { PacketDevice } from './tun.js';
+import type { PacketDevice } from '../tun/tun.js';
 
 /** Batches per wake-up before yielding to the other TUN, timers and the control socket. */
 const BATCHES_PER_WAKE = 64;

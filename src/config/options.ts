@@ -1,0 +1,325 @@
+// The options of `config vpnmasq` in one table, MAIN_TABLE: one row per UCI
+// option with its value type (which carries the parser and the range), its
+// default, a one-line description, and, for the options the engine uses,
+// the names it has in the engine's settings record. Everything else about
+// the main section comes from the rows:
+//
+//   MainConfig      the typed section (field = the option name in camelCase)
+//   MAIN_DEFAULTS   the default of every option that has one
+//   MAIN_OPTIONS    the known option names, in file order
+//   parseMain       reading and checking the section, row by row
+//   formatMain      the section as canonical UCI text (formatConfig)
+//   EngineSettings  the engine-bound options as one record of numbers
+//                   (built by src/engine/apply.ts, handed to the engine whole)
+//   optionsMarkdown the option list in README.md
+//
+// Adding an option is one row here, plus its line in the default
+// /etc/config/vpnmasq (firmware/files/etc/config/vpnmasq and its copy in
+// default.ts) and the README's option list; test/unit/config/options.test.ts
+// fails until those two say what the row says.
+
+import ipaddr from 'ipaddr.js';
+import {
+  bad, cidrText, parseBool, parseCidr, parseIfname, parsePortRange, parseUint, portText, show, unusableRange,
+  type PortRange, type Sec, type Val,
+} from './values.js';
+
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
+export const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'];
+
+/** Longest timeout: milliseconds must fit a signed 32-bit timer (Node's setTimeout). */
+const MAX_TIMEOUT = 2147483;
+
+// ---------------------------------------------------------------------------
+// Value types
+
+/** How one option's value is read, written back and, if the engine uses it, turned into numbers. */
+export interface ValueType<T> {
+  /** A `list` option (many values); else one value and `list NAME` is refused. */
+  list: boolean;
+  /** Reads the value(s) given (at least one); throws ConfigError at the offending line. */
+  read(sec: Sec, vals: Val[]): T;
+  /** The value as UCI writes it: one string per value. */
+  text(v: T): string[];
+  /** The accepted values, for the README. */
+  range: string;
+  /** The value as engine numbers (one per engine name of the row). */
+  numbers?(v: T): number[];
+}
+
+function uint(min: number, max: number, unit = ''): ValueType<number> {
+  return {
+    list: false,
+    read: (sec, [v]) => parseUint(sec, v!, min, max, unit),
+    text: (n) => [`${n}`],
+    range: `${min}..${max}${unit}`,
+    numbers: (n) => [n],
+  };
+}
+
+/** An idle timeout in seconds. */
+function seconds(max = MAX_TIMEOUT): ValueType<number> {
+  return uint(1, max, ' seconds');
+}
+
+const bool: ValueType<boolean> = {
+  list: false,
+  read: (sec, [v]) => parseBool(sec, v!, false),
+  text: (b) => [b ? '1' : '0'],
+  range: '0 or 1 (also no/yes, off/on, false/true, disabled/enabled)',
+  numbers: (b) => [b ? 1 : 0],
+};
+
+function ports(min: number, max: number): ValueType<PortRange> {
+  return {
+    list: false,
+    read: (sec, [v]) => parsePortRange(sec, v!, min, max),
+    text: (r) => [portText(r)],
+    range: `ports ${min}..${max}, 'a-b' or 'a:b'`,
+    numbers: (r) => [r[0], r[1]],
+  };
+}
+
+const ifname: ValueType<string> = {
+  list: false,
+  read: (sec, [v]) => parseIfname(sec, v!),
+  text: (s) => [s],
+  range: 'Linux interface name',
+};
+
+const logLevel: ValueType<LogLevel> = {
+  list: false,
+  read: (sec, [v]) => {
+    if (!(LOG_LEVELS as readonly string[]).includes(v!.value)) bad(sec, v!, `is not a log level (${LOG_LEVELS.join(', ')})`);
+    return v!.value as LogLevel;
+  },
+  text: (s) => [s],
+  range: LOG_LEVELS.join(', '),
+};
+
+/** LAN networks: each a real LAN range, none overlapping another. Normalised CIDR strings. */
+const lanSubnets: ValueType<string[]> = {
+  list: true,
+  read: (sec, vals) => {
+    const subnets: { c: [ipaddr.IPv4, number]; v: Val }[] = [];
+    for (const v of vals) {
+      const c = parseCidr(sec, v, false);
+      if (c[1] === 0) bad(sec, v, 'covers every address; a LAN subnet must be narrower');
+      const kind = unusableRange(c[0]);
+      if (kind) bad(sec, v, `is not a LAN subnet (${kind})`);
+      for (const o of subnets) {
+        if (c[0].match(o.c) || o.c[0].match(c)) {
+          bad(sec, v, `overlaps lan_subnet '${cidrText(o.c)}' (line ${o.v.line})`);
+        }
+      }
+      subnets.push({ c, v });
+    }
+    return subnets.map((s) => cidrText(s.c));
+  },
+  text: (l) => [...l],
+  range: 'IPv4 networks (a.b.c.d/n)',
+};
+
+const socketPath: ValueType<string> = {
+  list: false,
+  read: (sec, [v]) => {
+    const s = v!.value;
+    if (!s.startsWith('/')) bad(sec, v!, 'is not an absolute path');
+    if (s.endsWith('/')) bad(sec, v!, 'names a directory, not a socket file');
+    if (/[\r\n]/.test(s)) bad(sec, v!, 'contains a line break');
+    const bytes = Buffer.byteLength(s, 'utf8');
+    if (bytes > 107) bad(sec, v!, `is too long for a Unix socket path (${bytes} bytes, at most 107)`);
+    return s;
+  },
+  text: (s) => [s],
+  range: 'absolute path, at most 107 bytes',
+};
+
+const netifdName: ValueType<string> = {
+  list: false,
+  read: (sec, [v]) => {
+    if (!/^[A-Za-z0-9_]{1,15}$/.test(v!.value)) bad(sec, v!, 'is not a netifd interface name (letters, digits, _; at most 15)');
+    return v!.value;
+  },
+  text: (s) => [s],
+  range: 'netifd interface name',
+};
+
+// ---------------------------------------------------------------------------
+// Rows
+
+/** `tcp_transitory_timeout` -> `tcpTransitoryTimeout`. */
+type Camel<S extends string> = S extends `${infer H}_${infer T}` ? `${H}${Capitalize<Camel<T>>}` : S;
+
+export interface Row<N extends string = string, T = unknown, K extends string = string, E extends readonly string[] = readonly string[]> {
+  /** The UCI option name. */
+  name: N;
+  /** The MainConfig field. */
+  key: K;
+  type: ValueType<T>;
+  /** Required options have no default. */
+  required: boolean;
+  default: T | undefined;
+  /** One line for the README. */
+  doc: string;
+  /** Its names in the engine's settings record; empty: the engine does not use it. */
+  engine: E;
+}
+
+function camel<N extends string>(name: N): Camel<N> {
+  return name.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase()) as Camel<N>;
+}
+
+/**
+ * An option with a default. `engine: true` hands it to the engine under its
+ * own name; a list of names hands the value's numbers (a port range: two)
+ * under those. `key` overrides the camelCase field name.
+ */
+function opt<const N extends string, T, const E extends true | readonly string[] = [], const K extends string = Camel<N>>(
+  name: N, type: ValueType<T>, dflt: T, doc: string, o: { engine?: E; key?: K } = {},
+): Row<N, T, K, E extends true ? [N] : Exclude<E, true>> & { required: false } {
+  const engine = (o.engine === true ? [name] : o.engine ?? []) as E extends true ? [N] : Exclude<E, true>;
+  return { name, key: (o.key ?? camel(name)) as K, type, required: false, default: dflt, doc, engine };
+}
+
+function required<const N extends string, T>(name: N, type: ValueType<T>, doc: string): Row<N, T, Camel<N>, []> & { required: true } {
+  return { name, key: camel(name), type, required: true, default: undefined, doc, engine: [] };
+}
+
+/** Every `config vpnmasq` option, in the order of the default file (and of parsing and formatConfig). */
+export const MAIN_TABLE = [
+  required('lan_device', ifname, 'LAN-side device'),
+  required('wan_device', ifname, 'WAN-side device; its IPv4 address is the masquerade address'),
+  opt('tun_inside', ifname, 'tin', 'TUN device on the LAN side'),
+  opt('tun_outside', ifname, 'tout', 'TUN device on the WAN side'),
+  opt('lan_subnet', lanSubnets, [] as string[], 'LAN networks; none: the subnets of lan_device at run time', { key: 'lanSubnets' }),
+  opt('max_flows', uint(1024, 4194304), 65536, 'size of the flow table (fixed memory)'),
+  opt('log_level', logLevel, 'info' as LogLevel, 'log level'),
+  opt('masq_ports', ports(1024, 65535), [61000, 65535] as PortRange, 'source ports for masquerading; redirects must stay outside',
+    { engine: ['masq_port_lo', 'masq_port_hi'] }),
+  opt('tcp_timeout', seconds(), 7440, 'established TCP (RFC 5382: at least 2 h 4 min)', { engine: true }),
+  opt('tcp_transitory_timeout', seconds(), 240, 'TCP being opened or closed', { engine: true }),
+  opt('udp_timeout', seconds(), 300, 'UDP (RFC 4787: at least 2 min, 5 min recommended)', { engine: true }),
+  opt('icmp_timeout', seconds(), 60, 'ICMP queries (RFC 5508: at least 60 s)', { engine: true }),
+  // Linux's ipfrag_time; a datagram's fragments cannot outlive its 8-bit TTL (RFC 791), hence at most 255.
+  opt('frag_timeout', seconds(255), 30, 'reassembly of a fragmented datagram', { engine: true }),
+  opt('esp_timeout', seconds(), 1800, 'an established ESP association (at least the rekey interval)', { engine: true }),
+  opt('esp_init_timeout', seconds(), 120, 'an outstanding ESP association waiting for the inbound SPI', { engine: true }),
+  opt('esp_init_retries', uint(0, 100), 5, 'outstanding-association attempts before a 30 s squelch', { engine: true }),
+  opt('ike_timeout', seconds(), 3600, 'an IKE (UDP 500) mapping; at least esp_timeout', { engine: true }),
+  opt('natt_timeout', seconds(), 300, 'a NAT-T (UDP 4500) mapping', { engine: true }),
+  opt('gre_timeout', seconds(), 7440, 'a PPTP call and its GRE mapping', { engine: true }),
+  opt('parallel_sessions', bool, false, 'new ESP of other LAN hosts to a server need not wait for an outstanding one', { engine: true }),
+  opt('esp_guess', bool, false, 'an unknown inbound SPI goes to the host with the latest IKE exchange', { engine: true }),
+  opt('control_socket', socketPath, '/var/run/vpnmasq.sock', 'Unix socket for control commands'),
+  opt('wan_interface', netifdName, 'wan', 'netifd interface of the WAN (hotplug and procd triggers; the daemon uses wan_device)'),
+] as const;
+
+type MainRow = (typeof MAIN_TABLE)[number];
+type ValueOf<R> = R extends Row<string, infer T, string, readonly string[]> ? T : never;
+
+/** The `config vpnmasq` section, typed: one field per row of MAIN_TABLE. */
+export type MainConfig = { [R in MainRow as R['key']]: ValueOf<R> };
+export type MainOptionName = MainRow['name'];
+
+/** Options without a default: the file must give them. */
+type RequiredKey = Extract<MainRow, { required: true }>['key'];
+
+/** Defaults of every main option that has one (deeply frozen). */
+export const MAIN_DEFAULTS: Readonly<Omit<MainConfig, RequiredKey>> = Object.freeze(
+  Object.fromEntries(
+    MAIN_TABLE.filter((r) => !r.required).map((r) => [r.key, typeof r.default === 'object' ? Object.freeze(r.default) : r.default]),
+  ),
+) as Readonly<Omit<MainConfig, RequiredKey>>;
+
+/** Main section option names, in the order used by formatConfig. */
+export const MAIN_OPTIONS: readonly MainOptionName[] = Object.freeze(MAIN_TABLE.map((r) => r.name));
+
+/** The names of the engine's settings record: every engine-bound option's numbers. */
+export type EngineSettingName = MainRow['engine'][number];
+/** The engine-bound options as one record, keyed by UCI option name, numbers only (booleans 0/1). */
+export type EngineSettings = Readonly<Record<EngineSettingName, number>>;
+
+// ---------------------------------------------------------------------------
+// Cross-checks, each run right after the option named `after` is read (where
+// they always ran), so the first problem reported in a file stays the same.
+
+const CHECKS: { after: MainOptionName; check(m: MainConfig, sec: Sec): void }[] = [
+  { after: 'tun_outside', check: distinctDevices },
+  { after: 'gre_timeout', check: ikeOutlivesEsp },
+];
+
+function distinctDevices(m: MainConfig, sec: Sec): void {
+  const devs: [string, string][] = [
+    ['lan_device', m.lanDevice],
+    ['wan_device', m.wanDevice],
+    ['tun_inside', m.tunInside],
+    ['tun_outside', m.tunOutside],
+  ];
+  for (let i = 1; i < devs.length; i++) {
+    for (let j = 0; j < i; j++) {
+      if (devs[i]![1] === devs[j]![1]) {
+        const [n, d] = devs[i]!;
+        sec.fail(sec.lineOf(n), `option ${n}: '${show(d)}' is also the ${devs[j]![0]}; each device must be different`);
+      }
+    }
+  }
+}
+
+function ikeOutlivesEsp(m: MainConfig, sec: Sec): void {
+  if (m.ikeTimeout >= m.espTimeout) return;
+  const name = sec.has('ike_timeout') ? 'ike_timeout' : 'esp_timeout';
+  sec.fail(
+    sec.lineOf(name),
+    `option ${name}: ike_timeout (${m.ikeTimeout}) must be at least esp_timeout (${m.espTimeout}): ` +
+      'the IKE mapping must outlive the ESP mappings it negotiated, or rekeying breaks',
+  );
+}
+
+// ---------------------------------------------------------------------------
+// Consumers
+
+/** Reads the main section: unknown options refused, then every row in table order. */
+export function parseMain(sec: Sec): MainConfig {
+  sec.checkKnown(MAIN_OPTIONS);
+  const m: Record<string, unknown> = {};
+  for (const r of MAIN_TABLE as readonly Row[]) {
+    let vals: Val[];
+    if (r.type.list) {
+      vals = sec.list(r.name);
+    } else {
+      const v = sec.get(r.name);
+      vals = v ? [v] : [];
+    }
+    if (vals.length > 0) m[r.key] = r.type.read(sec, vals);
+    else if (r.required) sec.fail(sec.s.line, `${sec.s.type}: option ${r.name} is required`);
+    else m[r.key] = Array.isArray(r.default) ? [...r.default] : r.default;
+    for (const c of CHECKS) if (c.after === r.name) c.check(m as MainConfig, sec);
+  }
+  return m as MainConfig;
+}
+
+/** The main section's options as UCI lines, every effective value spelled out. */
+export function formatMain(m: MainConfig, line: (kind: 'option' | 'list', name: string, value: string) => string): string {
+  let s = '';
+  for (const r of MAIN_TABLE as readonly Row[]) {
+    const vals = r.type.text(m[r.key as keyof MainConfig]);
+    for (const v of vals) s += line(r.type.list ? 'list' : 'option', r.name, v);
+  }
+  return s;
+}
+
+/** The default as the README shows it. */
+function defaultText(r: Row): string {
+  if (r.required) return 'required';
+  const t = r.type.text(r.default);
+  return t.length === 0 ? 'none' : t.map((v) => `\`${v}\``).join(' ');
+}
+
+/** README.md's option list (between its `options:begin` and `options:end` markers). */
+export function optionsMarkdown(): string {
+  const rows = (MAIN_TABLE as readonly Row[]).map(
+    (r) => `| \`${r.name}\` | ${defaultText(r)} | ${r.type.range} | ${r.doc} |`,
+  );
+  return ['| option | default | values | what |', '|---|---|---|---|', ...rows].join('\n');
+}

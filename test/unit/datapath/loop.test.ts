@@ -1,0 +1,67 @@
+// The batch loop (src/datapath/loop.ts) between two TUNs and the engine, on
+// in-memory TUNs (src/tun/fake.ts) and the real engine configured through
+// applyConfig: packets read in a batch, decided by the engine, the passing
+// ones written back into the TUN they came from, the rest not.
+import { describe, it, expect } from 'vitest';
+import { BatchLoop } from '../../../src/datapath/loop.js';
+import { FakeTun } from '../../../src/tun/fake.js';
+import { Engine, nowMs } from '../../../src/engine/engine.js';
+import { applyConfig } from '../../../src/engine/apply.js';
+import { SIDE_INSIDE, SIDE_OUTSIDE, ipToRaw } from '../../../src/engine/abi.js';
+import { parseConfig } from '../../../src/config/index.js';
+import { parse, udp } from '../../helpers/packet.js';
+
+const WAN = '203.0.113.1';
+const SERVER = '198.51.100.7';
+
+function setup() {
+  const cfg = parseConfig(
+    "config vpnmasq\n\toption lan_device 'br-lan'\n\toption wan_device 'wan'\n" +
+      "\tlist lan_subnet '192.168.1.0/24'\n\toption masq_ports '40000-40009'\n",
+    'loop-test',
+  );
+  const engine = Engine.load({ maxFlows: 1024 });
+  applyConfig(engine, cfg, [...cfg.main.lanSubnets]);
+  engine.x.setWanAddress(ipToRaw(WAN), nowMs());
+  const inside = new FakeTun('tin');
+  const outside = new FakeTun('tout');
+  return { engine, inside, outside, loop: new BatchLoop(engine, inside, outside) };
+}
+
+describe('BatchLoop', () => {
+  it('translates a batch from the LAN TUN, writes back only what passes, and routes the reply', () => {
+    const { inside, outside, loop } = setup();
+    inside.inject(udp('192.168.1.10', 5000, SERVER, 53));
+    inside.inject(udp('192.168.1.11', 5000, SERVER, 53)); // same port to the same server: needs a pool port
+    inside.inject(udp('192.168.1.12', 5000, SERVER, 53).subarray(0, 10)); // truncated: dropped
+    expect(loop.pump(inside, SIDE_INSIDE)).toBe(3);
+    expect(inside.written.map(parse).map((p) => [p.src, p.sport < 40000 ? p.sport : 'pool', p.dst])).toEqual([
+      [WAN, 5000, SERVER],
+      [WAN, 'pool', SERVER],
+    ]);
+    const poolPort = parse(inside.written[1]!).sport;
+    expect(poolPort).toBeGreaterThanOrEqual(40000); // masq_ports reached the engine
+    expect(poolPort).toBeLessThanOrEqual(40009);
+
+    outside.inject(udp(SERVER, 53, WAN, poolPort));
+    expect(loop.pump(outside, SIDE_OUTSIDE)).toBe(1);
+    expect(outside.written.map(parse).map((p) => [p.src, p.dst, p.dport])).toEqual([[SERVER, '192.168.1.11', 5000]]);
+    expect(inside.pending + outside.pending).toBe(0);
+  });
+
+  it('start() pumps each TUN when it becomes readable; after stop() nothing is read', async () => {
+    const { inside, outside, loop } = setup();
+    loop.start();
+    inside.inject(udp('192.168.1.10', 6000, SERVER, 53));
+    await new Promise<void>((r) => setImmediate(r));
+    expect(inside.written.map(parse).map((p) => [p.src, p.sport])).toEqual([[WAN, 6000]]);
+    expect(loop.batches).toBe(1);
+
+    loop.stop();
+    outside.inject(udp(SERVER, 53, WAN, 6000));
+    await new Promise<void>((r) => setImmediate(r));
+    expect(loop.pump(outside, SIDE_OUTSIDE)).toBe(0);
+    expect(outside.pending).toBe(1);
+    expect(outside.written).toEqual([]);
+  });
+});
