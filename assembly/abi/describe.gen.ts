@@ -24,7 +24,9 @@ import {
   CALL_PKTS_IN, CALL_IN_USE, CF_REMOTE_KNOWN, CF_DISCONNECTED, FRAG_SIZE, FRAG_SRC_ADDR, FRAG_DST_ADDR,
   FRAG_IP_ID, FRAG_PROTO, FRAG_SIDE, FRAG_NEW_ADDR, FRAG_EXPIRES, FRAG_FIRST_END, FRAG_SEEN, FRAG_TOTAL,
   PEER_SIZE, PEER_LAN_ADDR, PEER_REM_ADDR, PEER_IKE_LAST, PEER_IKE_COUNT, PEER_ESP_BOUND, PEER_ESP_EXPIRES,
-  PEER_RECENT_HOST, PEER_REFS,
+  PEER_RECENT_HOST, PEER_REFS, RULE_SIZE, RULE_SRC_ZONE, RULE_TARGET, RULE_DEST_ZONE, RULE_ANY_PROTO,
+  RULE_PROTO, RULE_ICMP_TYPE, RULE_ICMP_CODE, RULE_SRC_NET, RULE_SRC_MASK, RULE_DST_NET, RULE_DST_MASK,
+  RULE_SPORT_LO, RULE_SPORT_HI, RULE_DPORT_LO, RULE_DPORT_HI,
 } from "./records";
 import {
   SIDE_INSIDE, SIDE_OUTSIDE, VERDICT_DROP, VERDICT_PASS, ZONE_WAN, ZONE_LAN, DEST_ROUTER, DEST_FORWARD,
@@ -37,7 +39,7 @@ import {
   SET_NATT_TIMEOUT, SET_GRE_TIMEOUT, SET_PARALLEL_SESSIONS, SET_ESP_GUESS, SET_MASQ_PORT_LO, SET_MASQ_PORT_HI,
 } from "./settings";
 
-export const ABI_WORDS: u32 = 168;
+export const ABI_WORDS: u32 = 184;
 
 /** Writes ABI_WORDS u32 values at `out`; returns how many. */
 export function abiDescribe(out: usize): u32 {
@@ -175,39 +177,55 @@ export function abiDescribe(out: usize): u32 {
   store<u32>(out, <u32>PEER_ESP_EXPIRES, 524);
   store<u32>(out, <u32>PEER_RECENT_HOST, 528);
   store<u32>(out, <u32>PEER_REFS, 532);
-  store<u32>(out, <u32>SIDE_INSIDE, 536);
-  store<u32>(out, <u32>SIDE_OUTSIDE, 540);
-  store<u32>(out, <u32>VERDICT_DROP, 544);
-  store<u32>(out, <u32>VERDICT_PASS, 548);
-  store<u32>(out, <u32>ZONE_WAN, 552);
-  store<u32>(out, <u32>ZONE_LAN, 556);
-  store<u32>(out, <u32>DEST_ROUTER, 560);
-  store<u32>(out, <u32>DEST_FORWARD, 564);
-  store<u32>(out, <u32>TARGET_NONE, 568);
-  store<u32>(out, <u32>TARGET_ACCEPT, 572);
-  store<u32>(out, <u32>TARGET_DROP, 576);
-  store<u32>(out, <u32>TARGET_REJECT, 580);
-  store<u32>(out, <u32>PROTO_ICMP, 584);
-  store<u32>(out, <u32>PROTO_TCP, 588);
-  store<u32>(out, <u32>PROTO_UDP, 592);
-  store<u32>(out, <u32>PROTO_GRE, 596);
-  store<u32>(out, <u32>PROTO_ESP, 600);
-  store<u32>(out, <u32>PROTO_AH, 604);
-  store<u32>(out, <u32>SETTINGS_SIZE, 608);
-  store<u32>(out, <u32>SET_TCP_TIMEOUT, 612);
-  store<u32>(out, <u32>SET_TCP_TRANSITORY_TIMEOUT, 616);
-  store<u32>(out, <u32>SET_UDP_TIMEOUT, 620);
-  store<u32>(out, <u32>SET_ICMP_TIMEOUT, 624);
-  store<u32>(out, <u32>SET_FRAG_TIMEOUT, 628);
-  store<u32>(out, <u32>SET_ESP_TIMEOUT, 632);
-  store<u32>(out, <u32>SET_ESP_INIT_TIMEOUT, 636);
-  store<u32>(out, <u32>SET_ESP_INIT_RETRIES, 640);
-  store<u32>(out, <u32>SET_IKE_TIMEOUT, 644);
-  store<u32>(out, <u32>SET_NATT_TIMEOUT, 648);
-  store<u32>(out, <u32>SET_GRE_TIMEOUT, 652);
-  store<u32>(out, <u32>SET_PARALLEL_SESSIONS, 656);
-  store<u32>(out, <u32>SET_ESP_GUESS, 660);
-  store<u32>(out, <u32>SET_MASQ_PORT_LO, 664);
-  store<u32>(out, <u32>SET_MASQ_PORT_HI, 668);
-  return 168;
+  store<u32>(out, <u32>RULE_SIZE, 536);
+  store<u32>(out, <u32>RULE_SRC_ZONE, 540);
+  store<u32>(out, <u32>RULE_TARGET, 544);
+  store<u32>(out, <u32>RULE_DEST_ZONE, 548);
+  store<u32>(out, <u32>RULE_ANY_PROTO, 552);
+  store<u32>(out, <u32>RULE_PROTO, 556);
+  store<u32>(out, <u32>RULE_ICMP_TYPE, 560);
+  store<u32>(out, <u32>RULE_ICMP_CODE, 564);
+  store<u32>(out, <u32>RULE_SRC_NET, 568);
+  store<u32>(out, <u32>RULE_SRC_MASK, 572);
+  store<u32>(out, <u32>RULE_DST_NET, 576);
+  store<u32>(out, <u32>RULE_DST_MASK, 580);
+  store<u32>(out, <u32>RULE_SPORT_LO, 584);
+  store<u32>(out, <u32>RULE_SPORT_HI, 588);
+  store<u32>(out, <u32>RULE_DPORT_LO, 592);
+  store<u32>(out, <u32>RULE_DPORT_HI, 596);
+  store<u32>(out, <u32>SIDE_INSIDE, 600);
+  store<u32>(out, <u32>SIDE_OUTSIDE, 604);
+  store<u32>(out, <u32>VERDICT_DROP, 608);
+  store<u32>(out, <u32>VERDICT_PASS, 612);
+  store<u32>(out, <u32>ZONE_WAN, 616);
+  store<u32>(out, <u32>ZONE_LAN, 620);
+  store<u32>(out, <u32>DEST_ROUTER, 624);
+  store<u32>(out, <u32>DEST_FORWARD, 628);
+  store<u32>(out, <u32>TARGET_NONE, 632);
+  store<u32>(out, <u32>TARGET_ACCEPT, 636);
+  store<u32>(out, <u32>TARGET_DROP, 640);
+  store<u32>(out, <u32>TARGET_REJECT, 644);
+  store<u32>(out, <u32>PROTO_ICMP, 648);
+  store<u32>(out, <u32>PROTO_TCP, 652);
+  store<u32>(out, <u32>PROTO_UDP, 656);
+  store<u32>(out, <u32>PROTO_GRE, 660);
+  store<u32>(out, <u32>PROTO_ESP, 664);
+  store<u32>(out, <u32>PROTO_AH, 668);
+  store<u32>(out, <u32>SETTINGS_SIZE, 672);
+  store<u32>(out, <u32>SET_TCP_TIMEOUT, 676);
+  store<u32>(out, <u32>SET_TCP_TRANSITORY_TIMEOUT, 680);
+  store<u32>(out, <u32>SET_UDP_TIMEOUT, 684);
+  store<u32>(out, <u32>SET_ICMP_TIMEOUT, 688);
+  store<u32>(out, <u32>SET_FRAG_TIMEOUT, 692);
+  store<u32>(out, <u32>SET_ESP_TIMEOUT, 696);
+  store<u32>(out, <u32>SET_ESP_INIT_TIMEOUT, 700);
+  store<u32>(out, <u32>SET_ESP_INIT_RETRIES, 704);
+  store<u32>(out, <u32>SET_IKE_TIMEOUT, 708);
+  store<u32>(out, <u32>SET_NATT_TIMEOUT, 712);
+  store<u32>(out, <u32>SET_GRE_TIMEOUT, 716);
+  store<u32>(out, <u32>SET_PARALLEL_SESSIONS, 720);
+  store<u32>(out, <u32>SET_ESP_GUESS, 724);
+  store<u32>(out, <u32>SET_MASQ_PORT_LO, 728);
+  store<u32>(out, <u32>SET_MASQ_PORT_HI, 732);
+  return 184;
 }

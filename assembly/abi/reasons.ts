@@ -50,5 +50,6 @@ export const enum Drop {
   PPTP_TABLE_FULL = 43, // @policy
   PPTP_NO_CALL = 44,    // a message names a Call ID no call has
   ESP_SPI_RESERVED = 45, // SPI 1..255 (RFC 4303 §2.1)
-  COUNT = 46,
+  LAN_DST = 46,         // @policy a LAN packet addressed to a LAN address: never sent out of the WAN
+  COUNT = 47,
 }

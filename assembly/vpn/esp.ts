@@ -24,7 +24,7 @@ import {
 import { espMap, espRecs, outstanding, ESP_CAP, ESP_MAP_SIZE, OUTSTANDING_CAP } from "../layout";
 import { IP_DST, IP_SRC, ipDst, ipSrc } from "../wire/ipv4";
 import { peerEspBound, peerEspClosed, peerEspTouch, peerIkeLast, peerRecentHost } from "./peers";
-import { ruleMatch } from "../nat/filter";
+import { dnatVerdict, lanForwardVerdict, ruleMatch } from "../nat/filter";
 import { kmFind, kmInsert, kmRemove } from "./keymap";
 import { protoForward } from "../nat/forward";
 import { Drop } from "../abi/reasons";
@@ -185,7 +185,9 @@ export function espOut(p: usize, l4: usize, l4len: u32): u32 {
     rewriteAddr(p, IP_SRC, wanAddr);
     return Drop.NONE;
   }
-  // A new SPI from this host toward this server.
+  // A new SPI from this host toward this server: forward rules (src lan, dest wan) first.
+  const verdict = lanForwardVerdict(PROTO_ESP, lanA, remA, 0);
+  if (verdict != Drop.NONE) return verdict;
   const forwardHost = protoForward(PROTO_ESP) == lanA;
   if (forwardHost) {
     // The server behind the router answers with its own SPIs: nothing to wait for.
@@ -264,7 +266,10 @@ export function espIn(p: usize, l4: usize, l4len: u32): u32 {
       eventPush(EV_ESP_BOUND, 0, PROTO_ESP, SIDE_OUTSIDE, load<u32>(e, ESP_LAN_ADDR), remA, 0, 0, 0, bswap<u32>(spi));
       v = pick;
     } else if (protoForward(PROTO_ESP) != 0) {
-      // A server behind the router (redirect proto esp): unknown SPIs are its.
+      // A server behind the router (redirect proto esp): unknown SPIs are its,
+      // unless a forward rule (src wan, dest lan) drops this server's.
+      const verdict = dnatVerdict(PROTO_ESP, remA, protoForward(PROTO_ESP), 0);
+      if (verdict != Drop.NONE) return verdict;
       v = espNew(protoForward(PROTO_ESP), remA, 0, spi, ESP_BOUND, ESPF_FORWARD);
       if (v == 0) return Drop.ESP_TABLE_FULL;
     } else if (espGuess) {

@@ -22,7 +22,7 @@ import { applyConfig } from '../engine/apply.js';
 import { SIDE_INSIDE, SIDE_OUTSIDE, ipToRaw } from '../engine/abi.js';
 import { parseConfig, type Config } from '../config/index.js';
 import {
-  ACK, FIN, PSH, RST, SYN, ah, esp, fragment, gre, icmpEcho, icmpError, isakmp, parse, pptpMsg, tcp, udp,
+  ACK, FIN, PSH, RST, SYN, ah, esp, fragment, gre, icmpEcho, icmpError, isakmp, isIcmpError, parse, pptpMsg, tcp, udp,
 } from './packet.js';
 import { EDGE_VALUES, FIELDS, fixIp, mutate, putAddr, type Mutation } from './mutate.js';
 import {
@@ -92,7 +92,10 @@ const MAIN_COMMON = `
 	option natt_timeout '90'
 	option gre_timeout '600'`;
 
-export const LANE_CONFIGS: { name: string; uci: string }[] = [
+/** A LAN host a forward rule cuts off from the WAN (lane 'clients'). */
+export const BLOCKED_HOST = HOSTS[5]!;
+
+export const LANE_CONFIGS: { name: string; uci: string; mustDrop?: (side: Side, input: Uint8Array) => string | null }[] = [
   {
     name: 'clients',
     uci: `config vpnmasq 'main'${MAIN_COMMON}
@@ -142,7 +145,26 @@ config rule
 	option dest_ip '192.168.1.30'
 	option proto 'all'
 	option target 'ACCEPT'
+
+config rule
+	option src 'lan'
+	option dest 'wan'
+	option src_ip '${BLOCKED_HOST}'
+	option proto 'all'
+	option target 'DROP'
+
+config rule
+	option src 'lan'
+	option dest 'wan'
+	option proto 'tcp udp'
+	option src_port '1024-65535'
+	option dest_port '25'
+	option target 'REJECT'
 `,
+    // Nothing of the blocked host may ever leave: no rule lets anything reach it, so it never has
+    // established traffic. (ICMP errors are related traffic: fw4 accepts them before any rule.)
+    mustDrop: (side, p) => (side === 'out' && p.length >= 20 && parse(p).src === BLOCKED_HOST && !isIcmpError(p)
+      ? `passed from ${BLOCKED_HOST}, whose traffic a rule drops` : null),
   },
   {
     name: 'servers',
@@ -192,6 +214,22 @@ config rule
 	option dest 'lan'
 	option proto 'icmp'
 	option target 'ACCEPT'
+
+config rule
+	option src 'wan'
+	option dest 'lan'
+	option src_ip '100.64.1.1'
+	option proto 'all'
+	option target 'DROP'
+
+config rule
+	option src 'wan'
+	option dest 'lan'
+	option dest_ip '192.168.1.50'
+	option proto 'tcp'
+	option src_port '1-1023'
+	option dest_port '22'
+	option target 'DROP'
 `,
   },
 ];
@@ -211,6 +249,7 @@ class Ring<T> {
 interface Lane {
   index: number;
   name: string;
+  mustDrop?: (side: Side, input: Uint8Array) => string | null;
   cfg: Config;
   engine: Engine;
   twin: Engine | null;
@@ -238,8 +277,8 @@ export interface FuzzOptions {
   invariantEvery?: number;
   /** Findings kept with their details (all are counted). */
   keep?: number;
-  /** Called with every emitted packet before it is checked (tests corrupt one to see the oracle fail). */
-  tamper?: (index: number, output: Uint8Array) => void;
+  /** Called with every emitted packet (and its input) before it is checked (tests corrupt one to see the oracle fail). */
+  tamper?: (index: number, output: Uint8Array, input: Uint8Array) => void;
   /** Progress lines (to stderr by the CLI). */
   progress?: (line: string) => void;
 }
@@ -437,6 +476,7 @@ export const GENERATORS: Gen[] = [
   {
     name: 'routed-in', side: 'in', weight: 4, make: (r) => {
       const dst = r.pick(['192.168.1.30', '192.168.1.30', '192.168.1.10', '10.20.3.4', '192.168.1.255']);
+      if (r.chance(0.15)) return fragments(r, bigDatagram(r, server(r), r.pick(PORTS), dst, r.chance(0.5) ? 22 : r.pick(PORTS)));
       if (r.chance(0.2)) return [r.chance(0.5) ? esp(server(r), dst, r.pick(SPIS)) : gre(server(r), dst, r.pick(CALLS))];
       return [flowPacket(r, server(r), dst, r.pick(PORTS), r.chance(0.5) ? 22 : r.pick(PORTS))];
     },
@@ -527,7 +567,7 @@ export function runFuzz(opts: FuzzOptions): FuzzResult {
     const cfg = parseConfig(lc.uci, `fuzz:${lc.name}`);
     const now = 10_000;
     return {
-      index: i, name: lc.name, cfg, now, wan: WANS[0]!, limits: limitsOf(cfg),
+      index: i, name: lc.name, mustDrop: lc.mustDrop, cfg, now, wan: WANS[0]!, limits: limitsOf(cfg),
       engine: loadEngine(cfg, debug, laneSeed(seed, i), WANS[0]!, now),
       twin: opts.lockstep ? loadEngine(cfg, !debug, laneSeed(seed, i), WANS[0]!, now) : null,
       outs: new Ring(512), ins: new Ring(256), aliases: new Ring(128), peerCalls: new Ring(128),
@@ -597,11 +637,13 @@ export function runFuzz(opts: FuzzOptions): FuzzResult {
       if (v === 0) { outputs.push(null); continue; }
       passed++;
       const out = e.packet(i);
-      opts.tamper?.(index + i, out);
+      opts.tamper?.(index + i, out, pkts[i]!);
       outputs.push(out);
       const input = pkts[i]!;
       const problems = input.length > e.slotSize ? [`a ${input.length}-byte packet (longer than a slot) passed`]
         : [...passedProblems(input, out), ...addressProblems(side, out, lane.wan, isLan)];
+      const blocked = lane.mustDrop?.(side, input);
+      if (blocked) problems.push(blocked);
       if (problems.length) {
         report({ kind: 'packet', index: index + i, lane: lane.name, side, generator: kinds[i], problems, input: hex(input), output: hex(out) });
       }

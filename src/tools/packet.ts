@@ -118,15 +118,19 @@ export function ipCsumOk(p: Uint8Array): boolean {
 
 /** Full recomputation of the L4 checksum (unfragmented packets); UDP 0 = none counts as OK. */
 export function l4CsumOk(p: Uint8Array): boolean {
-  const x = parse(p);
-  if (x.mf || x.fragOffset) return true;
-  const src = ip(x.src), dst = ip(x.dst);
-  if (x.proto === 17) {
-    if (x.l4[6] === 0 && x.l4[7] === 0) return true;
-    return csum(x.l4, pseudo(src, dst, 17, x.l4.length)) === 0xffff;
+  const hlen = (p[0] & 0xf) * 4;
+  const total = (p[2] << 8) | p[3];
+  if (((p[6] << 8) | p[7]) & 0x3fff) return true; // MF or an offset: a fragment
+  const proto = p[9];
+  const l4 = p.subarray(hlen, total);
+  // the pseudo header straight from the address bytes (RFC 768 / 793)
+  const ph = (proto: number) => ((p[12] << 8) | p[13]) + ((p[14] << 8) | p[15]) + ((p[16] << 8) | p[17]) + ((p[18] << 8) | p[19]) + proto + l4.length;
+  if (proto === 17) {
+    if (l4[6] === 0 && l4[7] === 0) return true;
+    return csum(l4, ph(17)) === 0xffff;
   }
-  if (x.proto === 6) return csum(x.l4, pseudo(src, dst, 6, x.l4.length)) === 0xffff;
-  if (x.proto === 1) return csum(x.l4) === 0xffff;
+  if (proto === 6) return csum(l4, ph(6)) === 0xffff;
+  if (proto === 1) return csum(l4) === 0xffff;
   return true;
 }
 
