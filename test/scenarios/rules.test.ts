@@ -253,6 +253,42 @@ config redirect
   });
 });
 
+describe('attacks on rules', () => {
+  const hostRules = rule("src 'wan'", "dest 'lan'", `dest_ip '${H30}'`, "proto 'tcp'", "dest_port '22'", "target 'DROP'") +
+    rule("src 'wan'", "dest 'lan'", `dest_ip '${H30}'`, "proto 'all'", "target 'ACCEPT'");
+  /** A TCP segment to H30:dport cut into fragments at `cuts` (payload offsets, multiples of 8). */
+  function frags(dport: number, id: number, cuts: number[]): Uint8Array[] {
+    const pay = tcp(S1, 40000, H30, dport, SYN, new Array(64).fill(9)).subarray(20);
+    const edges = [0, ...cuts, pay.length];
+    return edges.slice(0, -1).map((off, i) => ipv4({ src: S1, dst: H30, proto: 6, id, flags: i < edges.length - 2 ? 1 : 0, fragOffset: off }, pay.subarray(off, edges[i + 1])));
+  }
+
+  it('R20 fragments cannot slip past a port rule: tiny first fragments, later fragments without their first, a second first fragment', () => {
+    const r = router(hostRules);
+    // a first fragment too short to show the whole TCP header (RFC 1858), then the rest
+    const tiny = frags(22, 0x3001, [8, 16]);
+    for (const f of tiny) expect(r.in(f)).toBeNull();
+    expect(r.drop('frag_tiny')).toBe(1);
+    expect(r.drop('frag_no_head')).toBe(2);
+    // the datagram to port 22 is dropped with its first fragment; its later fragments find no head
+    const closed = frags(22, 0x3002, [24, 48]);
+    for (const f of closed) expect(r.in(f)).toBeNull();
+    expect(r.drop('policy_drop')).toBe(1);
+    // a first fragment to port 80 opens its datagram; a second "first fragment" with the same ID to port 22 is judged on its own
+    const open = frags(80, 0x3003, [24, 48]);
+    passed(r.in(open[0]!));
+    expect(r.in(frags(22, 0x3003, [24])[0]!)).toBeNull();
+    expect(r.drop('policy_drop')).toBe(2);
+  });
+
+  it('R21 a WAN packet claiming a LAN source is never judged by LAN rules: it is spoofed (bad_src)', () => {
+    const r = router(rule("src 'lan'", "dest 'wan'", "proto 'all'", "target 'ACCEPT'"));
+    expect(r.in(udp(H1, 53, WAN, 7000))).toBeNull();
+    expect(r.in(udp(H1, 53, H30, 7000))).toBeNull();
+    expect(r.drop('bad_src')).toBe(2);
+  });
+});
+
 describe('found by npm run fuzz', () => {
   it('R19 a LAN packet addressed to a LAN address (a host, the subnet broadcast) never leaves on the WAN side', () => {
     const r = router('');
