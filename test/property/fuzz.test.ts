@@ -6,7 +6,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { formatFinding, runFuzz, type Finding, type FuzzResult } from '../../src/tools/fuzz.js';
-import { csum, l4CsumOk, parse } from '../helpers/packet.js';
+import { csum, l4CsumOk, parse, quotedIpCsumOk } from '../helpers/packet.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const SEED = 20261202;
@@ -33,7 +33,8 @@ describe('npm run fuzz', () => {
     expect(r.passed / r.packets).toBeGreaterThan(0.25);
     for (const [name, [generated, passed]] of Object.entries(r.generators)) {
       expect(generated, `${name} generated`).toBeGreaterThan(100);
-      expect(passed, `${name} passed`).toBeGreaterThan(0);
+      // (odd-dst-out aims at destinations nothing should reach: the oracle judges what passes)
+      if (name !== 'odd-dst-out') expect(passed, `${name} passed`).toBeGreaterThan(0);
     }
     expect(r.packets).toBe(r.passed + r.dropped);
   }, 300_000);
@@ -104,9 +105,9 @@ describe('the fuzzer\'s oracle fails when an emitted packet is wrong', () => {
   });
 
   it('a wrong quoted header checksum in an ICMP error', () => {
-    const { f } = corrupted(1_000, (p) => {
+    const { f } = corrupted(1_000, (p, input) => {
       const x = parse(p);
-      if (x.proto !== 1 || ![3, 11].includes(x.icmpType) || x.l4.length < 28) return false;
+      if (x.proto !== 1 || ![3, 11].includes(x.icmpType) || x.l4.length < 28 || !quotedIpCsumOk(input)) return false;
       p[x.hlen + 8 + 10] ^= 0x10; // quoted IP checksum; keep the outer ICMP sum right
       fixIcmpSum(p);
       return true;
