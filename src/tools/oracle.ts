@@ -68,6 +68,9 @@ export function addressProblems(side: Side, output: Uint8Array, wan: string, isL
   if (side === 'out') {
     if (x.src !== wan) out.push(`left the WAN side with source ${x.src}, not the WAN address ${wan}`);
     if (isLan(x.dst)) out.push(`left the WAN side addressed to the LAN address ${x.dst}`);
+    if (x.dst === wan) out.push(`left the WAN side addressed to the WAN address itself (hairpin)`);
+    const bad = notUnicast(x.dst);
+    if (bad) out.push(`left the WAN side addressed to ${bad} ${x.dst}`);
     if (isIcmpError(output)) {
       const q = x.l4.subarray(8);
       const qs = Array.from(q.subarray(12, 16)).join('.'), qd = Array.from(q.subarray(16, 20)).join('.');
@@ -77,6 +80,17 @@ export function addressProblems(side: Side, output: Uint8Array, wan: string, isL
     if (isLan(x.src) || x.src === wan) out.push(`delivered from the WAN side with source ${x.src}`);
   }
   return out;
+}
+
+/** What kind of address no packet may be sent to out of the WAN, or null for a unicast one. */
+export function notUnicast(a: string): string | null {
+  const first = Number(a.split('.')[0]);
+  if (a === '255.255.255.255') return 'the limited broadcast';
+  if (first >= 224 && first < 240) return 'multicast';
+  if (first >= 240) return 'reserved 240/4';
+  if (first === 127) return 'loopback';
+  if (first === 0) return '0/8';
+  return null;
 }
 
 /** A predicate for "inside one of these CIDR subnets". */

@@ -46,6 +46,9 @@ describe('oracle', () => {
       .toEqual(['left the WAN side with source 192.168.1.10, not the WAN address 203.0.113.1']);
     expect(addressProblems('out', udp(WAN, 1000, '10.20.3.4', 53), WAN, isLan))
       .toEqual(['left the WAN side addressed to the LAN address 10.20.3.4']);
+    expect(addressProblems('out', udp(WAN, 1000, WAN, 53), WAN, isLan)).toEqual(['left the WAN side addressed to the WAN address itself (hairpin)']);
+    expect(addressProblems('out', udp(WAN, 1000, '224.0.0.251', 5353), WAN, isLan)).toEqual(['left the WAN side addressed to multicast 224.0.0.251']);
+    expect(addressProblems('out', udp(WAN, 1000, '255.255.255.255', 67), WAN, isLan)).toEqual(['left the WAN side addressed to the limited broadcast 255.255.255.255']);
     const inbound = udp('198.51.100.7', 53, '192.168.1.10', 1000);
     expect(addressProblems('out', icmpError(WAN, '198.51.100.7', 3, 3, inbound), WAN, isLan))
       .toEqual(['left the WAN side quoting the LAN address 192.168.1.10']);
