@@ -95,7 +95,16 @@ const MAIN_COMMON = `
 /** A LAN host a forward rule cuts off from the WAN (lane 'clients'). */
 export const BLOCKED_HOST = HOSTS[5]!;
 
-export const LANE_CONFIGS: { name: string; uci: string; mustDrop?: (side: Side, input: Uint8Array) => string | null }[] = [
+export interface LaneConfig {
+  name: string;
+  uci: string;
+  /** A reason when this input must not pass (a rule drops it and nothing established can carry it). */
+  mustDrop?: (side: Side, input: Uint8Array) => string | null;
+  /** Is this quoted packet routed WAN → LAN traffic the lane's rules open (so the WAN side knows its LAN address)? */
+  routed?: (quoted: Uint8Array) => boolean;
+}
+
+export const LANE_CONFIGS: LaneConfig[] = [
   {
     name: 'clients',
     uci: `config vpnmasq 'main'${MAIN_COMMON}
@@ -165,6 +174,7 @@ config rule
     // established traffic. (ICMP errors are related traffic: fw4 accepts them before any rule.)
     mustDrop: (side, p) => (side === 'out' && p.length >= 20 && parse(p).src === BLOCKED_HOST && !isIcmpError(p)
       ? `passed from ${BLOCKED_HOST}, whose traffic a rule drops` : null),
+    routed: (q) => { const x = parse(q); return x.dst === '192.168.1.30' && !(x.proto === 6 && x.dport === 22); },
   },
   {
     name: 'servers',
@@ -231,6 +241,8 @@ config rule
 	option dest_port '22'
 	option target 'DROP'
 `,
+    // routed ICMP to any LAN host is opened by the first forward rule (before the source drop)
+    routed: (q) => parse(q).proto === 1,
   },
 ];
 
@@ -249,7 +261,8 @@ class Ring<T> {
 interface Lane {
   index: number;
   name: string;
-  mustDrop?: (side: Side, input: Uint8Array) => string | null;
+  mustDrop?: LaneConfig['mustDrop'];
+  routed?: LaneConfig['routed'];
   cfg: Config;
   engine: Engine;
   twin: Engine | null;
@@ -567,7 +580,7 @@ export function runFuzz(opts: FuzzOptions): FuzzResult {
     const cfg = parseConfig(lc.uci, `fuzz:${lc.name}`);
     const now = 10_000;
     return {
-      index: i, name: lc.name, mustDrop: lc.mustDrop, cfg, now, wan: WANS[0]!, limits: limitsOf(cfg),
+      index: i, name: lc.name, mustDrop: lc.mustDrop, routed: lc.routed, cfg, now, wan: WANS[0]!, limits: limitsOf(cfg),
       engine: loadEngine(cfg, debug, laneSeed(seed, i), WANS[0]!, now),
       twin: opts.lockstep ? loadEngine(cfg, !debug, laneSeed(seed, i), WANS[0]!, now) : null,
       outs: new Ring(512), ins: new Ring(256), aliases: new Ring(128), peerCalls: new Ring(128),
@@ -641,7 +654,7 @@ export function runFuzz(opts: FuzzOptions): FuzzResult {
       outputs.push(out);
       const input = pkts[i]!;
       const problems = input.length > e.slotSize ? [`a ${input.length}-byte packet (longer than a slot) passed`]
-        : [...passedProblems(input, out), ...addressProblems(side, out, lane.wan, isLan)];
+        : [...passedProblems(input, out), ...addressProblems(side, out, lane.wan, isLan, lane.routed)];
       const blocked = lane.mustDrop?.(side, input);
       if (blocked) problems.push(blocked);
       if (problems.length) {

@@ -59,10 +59,13 @@ export type Side = 'out' | 'in';
 /**
  * Addresses on the wire: nothing the engine sends to the WAN side carries a
  * LAN address (outer source or destination, or inside an ICMP error's
- * quote), and its source is the WAN address; nothing it delivers from the
- * WAN side claims a LAN or the router's own source.
+ * quote, unless `routed` says the quoted packet is routed WAN → LAN traffic
+ * that a rule opens), nor goes to the WAN address itself, multicast,
+ * broadcast, loopback or 0/8, and its source is the WAN address; nothing it
+ * delivers from the WAN side claims a LAN or the router's own source.
  */
-export function addressProblems(side: Side, output: Uint8Array, wan: string, isLan: (a: string) => boolean): string[] {
+export function addressProblems(side: Side, output: Uint8Array, wan: string, isLan: (a: string) => boolean,
+  routed: (quoted: Uint8Array) => boolean = () => false): string[] {
   const out: string[] = [];
   const x = parse(output);
   if (side === 'out') {
@@ -71,10 +74,12 @@ export function addressProblems(side: Side, output: Uint8Array, wan: string, isL
     if (x.dst === wan) out.push(`left the WAN side addressed to the WAN address itself (hairpin)`);
     const bad = notUnicast(x.dst);
     if (bad) out.push(`left the WAN side addressed to ${bad} ${x.dst}`);
-    if (isIcmpError(output)) {
-      const q = x.l4.subarray(8);
-      const qs = Array.from(q.subarray(12, 16)).join('.'), qd = Array.from(q.subarray(16, 20)).join('.');
-      if (isLan(qs) || isLan(qd)) out.push(`left the WAN side quoting the LAN address ${isLan(qs) ? qs : qd}`);
+    const q = x.l4.subarray(8);
+    if (isIcmpError(output) && q[0] >> 4 === 4 && (q[0] & 0xf) >= 5) { // a quote that is an IPv4 header
+      const qs = `${q[12]}.${q[13]}.${q[14]}.${q[15]}`, qd = `${q[16]}.${q[17]}.${q[18]}.${q[19]}`;
+      // (a WAN host that routes to a LAN address a rule opens knows that address: errors about such traffic quote it)
+      const leak = isLan(qs) ? qs : isLan(qd) && !routed(q) ? qd : null;
+      if (leak) out.push(`left the WAN side quoting the LAN address ${leak}`);
     }
   } else {
     if (isLan(x.src) || x.src === wan) out.push(`delivered from the WAN side with source ${x.src}`);

@@ -301,6 +301,16 @@ describe('found by npm run fuzz', () => {
     expect(r.drop('lan_dst')).toBe(3);
     expect(r.engine.flows(WAN)).toEqual([]);
   });
+
+  it('R22 an echo reply that translates to an all-zero ICMP message (identifier 0, sequence 0, no data) carries checksum 0xffff, not 0', () => {
+    // 10M-packet run, seed 20261202, packet 8589573: the reply to a ping with
+    // identifier 0 came out with checksum 0x0000, which every receiver rejects
+    // (RFC 1624 §3: the incremental update can give -0 where recomputation gives 0xffff).
+    const r = router('');
+    const sent = parse(passed(r.out(icmpEcho(H1, S1, 8, 0, 0, []))));
+    const back = passed(r.in(icmpEcho(S1, WAN, 0, sent.icmpId, 0, [])));
+    expect(Array.from(parse(back).l4)).toEqual([0, 0, 0xff, 0xff, 0, 0, 0, 0]);
+  });
 });
 
 function icmpBody(type: number, code: number, len: number): Uint8Array {
