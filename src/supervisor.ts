@@ -12,11 +12,14 @@ import { ipToRaw, POLICY_REASONS, PROTO_NAMES } from './engine/abi.js';
 import { createLogger, type Logger } from './log.js';
 import { deviceExists, setTxQueueLen, subnetsOf } from './net/iface.js';
 import { setupRouting, teardownStale, type Routing, type RoutingPlan } from './net/routes.js';
+import { installGuard } from './net/guard.js';
 import { readWanAddress, watchWanAddress, type WanWatch } from './net/wanwatch.js';
 import { TunDevice, writeDrops } from './tun/tun.js';
 import { BatchLoop } from './datapath/loop.js';
 import { ControlServer } from './control/server.js';
 import type { Request, Response } from './control/protocol.js';
+import { Observer } from './observe/index.js';
+import { checkListeners, deviceAddresses } from './observe/listen.js';
 
 /** An error whose message is the one line to print before exiting non-zero. */
 export class FatalError extends Error {
@@ -38,6 +41,7 @@ export class Supervisor {
   private wan: WanWatch | null = null;
   private loop: BatchLoop | null = null;
   private control: ControlServer | null = null;
+  private observer: Observer | null = null;
   private timers: NodeJS.Timeout[] = [];
   private wanAddress: string | null = null;
   private lanSubnets: string[] = [];
@@ -68,9 +72,24 @@ export class Supervisor {
     for (const [opt, dev] of [['lan_device', m.lanDevice], ['wan_device', m.wanDevice]] as const) {
       if (!deviceExists(dev)) throw new FatalError(`vpnmasq: ${this.cfg.file}: option ${opt}: device "${dev}" does not exist`);
     }
+    // Fail closed before anything else changes: from here on, whatever happens
+    // to this process, the kernel never forwards between LAN and WAN itself.
+    try {
+      const done = installGuard({ lanDevice: m.lanDevice, wanDevice: m.wanDevice });
+      if (done !== 'present') this.log.info({ lan: m.lanDevice, wan: m.wanDevice }, `fail-closed guard ${done}`);
+    } catch (err) {
+      throw new FatalError(`vpnmasq: cannot install the fail-closed guard: ${(err as Error).message}`);
+    }
     this.lanSubnets = m.lanSubnets.length ? [...m.lanSubnets] : subnetsOf(m.lanDevice);
     if (this.lanSubnets.length === 0) {
       throw new FatalError(`vpnmasq: ${m.lanDevice} has no IPv4 subnet and no lan_subnet is configured`);
+    }
+    // Metrics and dashboard addresses: a LAN (or loopback) address, never the WAN's.
+    const addrs = deviceAddresses(this.cfg);
+    try {
+      if (addrs) checkListeners(this.cfg, addrs, readWanAddress(m.wanDevice));
+    } catch (err) {
+      throw new FatalError(`vpnmasq: ${(err as Error).message}`);
     }
     this.engine = Engine.load({ maxFlows: m.maxFlows });
     applyConfig(this.engine, this.cfg, this.lanSubnets);
@@ -108,6 +127,14 @@ export class Supervisor {
     this.loop.start();
     this.control = new ControlServer(m.controlSocket, (req) => this.handle(req));
     await this.control.listen();
+    this.observer = new Observer({ cfg: this.cfg, engine: this.engine, log: this.log, lanSubnets: this.lanSubnets, loop: () => this.loop });
+    this.observer.noteWanAddress(this.wanAddress);
+    try {
+      await this.observer.start();
+    } catch (err) {
+      await this.stop();
+      throw new FatalError(`vpnmasq: metrics/dashboard server: ${(err as Error).message}`);
+    }
     this.timers.push(setInterval(() => this.engine.x.tick(nowMs(), 65536), 250));
     this.timers.push(setInterval(() => this.drainEvents(), 200));
     this.log.info({
@@ -121,6 +148,7 @@ export class Supervisor {
     if (this.stopping || addr === this.wanAddress) return;
     const old = this.wanAddress;
     this.wanAddress = addr;
+    this.observer?.noteWanAddress(addr);
     // No address: keep the old flows until one arrives (a DHCP renew may
     // bring the same address back); a different address flushes them.
     if (addr) {
@@ -187,6 +215,7 @@ export class Supervisor {
     } catch (err) {
       const msg = err instanceof ConfigError ? err.message : (err as Error).message;
       this.log.error({ error: msg }, 'reload refused; keeping the running config');
+      this.observer?.noteReload(false);
       return { ok: false, error: msg };
     }
     const restartNeeded: string[] = [];
@@ -196,14 +225,19 @@ export class Supervisor {
     }
     if (JSON.stringify(a.lanSubnets) !== JSON.stringify(b.lanSubnets)) restartNeeded.push('lanSubnets');
     if (a.masqPorts[0] !== b.masqPorts[0] || a.masqPorts[1] !== b.masqPorts[1]) restartNeeded.push('masqPorts');
+    for (const k of ['metricsListen', 'metricsFile', 'webListen'] as const) {
+      if (JSON.stringify(a[k]) !== JSON.stringify(b[k])) restartNeeded.push(k);
+    }
     try {
       applyConfig(this.engine, next, this.lanSubnets);
     } catch (err) {
       const msg = (err as Error).message;
       this.log.error({ error: msg }, 'reload refused; keeping the running config');
       applyConfig(this.engine, this.cfg, this.lanSubnets);
+      this.observer?.noteReload(false);
       return { ok: false, error: msg };
     }
+    this.observer?.noteReload(true);
     this.cfg = next;
     this.log.level = b.logLevel;
     if (restartNeeded.length) this.log.warn({ options: restartNeeded }, 'these options take effect after a restart');
@@ -225,6 +259,8 @@ export class Supervisor {
         this.onWanAddress(readWanAddress(this.cfg.main.wanDevice));
         return { ok: true, data: { wanAddress: this.wanAddress } };
       }
+      case 'capture-start': case 'capture-read': case 'capture-stop':
+        return this.observer ? this.observer.captureCommand(req) : { ok: false, error: 'not running' };
       default: return { ok: false, error: `unknown command ${(req as { cmd: unknown }).cmd}` };
     }
   }
@@ -244,9 +280,10 @@ export class Supervisor {
     this.tunIn?.close();
     this.tunOut?.close();
     await this.control?.close();
+    await this.observer?.stop();
     if (this.engine) this.drainEvents();
     if (errors.length) this.log.error({ errors }, 'teardown incomplete');
-    else this.log.info('vpnmasq stopped; routes and TUN devices removed');
+    else this.log.info('vpnmasq stopped; routes and TUN devices removed (the fail-closed guard stays: vpnmasq guard remove)');
   }
 }
 

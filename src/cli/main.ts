@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// vpnmasq command line: run | check-config | status | conntrack | reload | demo
+// vpnmasq command line: run | check-config | status | conntrack | reload | guard | demo
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { ConfigError, DEFAULT_CONFIG_PATH, loadConfig } from '../config/index.js';
@@ -17,6 +17,11 @@ commands:
   conntrack      the flow table, like conntrack -L (-L accepted; --json)
   reload         re-read the configuration (a bad file is refused, the running one stays)
   wan-update     re-read the WAN device's address now (the hotplug script's call)
+  guard install|remove|status
+                 the fail-closed guard: no forwarding between lan_device and
+                 wan_device outside vpnmasq, also while it is not running
+                 (run installs it; stop keeps it; remove takes it away)
+  capture        write dropped packets to a pcap file (vpnmasq capture --help)
   demo           the embedded namespace lab (what \`sudo npm start\` runs)
 
 options:
@@ -40,6 +45,8 @@ function socketPath(configPath: string, explicit?: string): string {
 }
 
 async function main(argv: string[]): Promise<number> {
+  // `capture` has options of its own (src/cli/capture.ts).
+  if (argv[0] === 'capture') return (await import('./capture.js')).runCapture(argv.slice(1));
   let parsed;
   try {
     parsed = parseArgs({
@@ -70,6 +77,11 @@ async function main(argv: string[]): Promise<number> {
     case 'check-config': {
       try {
         const cfg = loadConfig(configPath);
+        // Where the metrics and the dashboard would listen, when the devices are here to check against.
+        const { checkListeners, deviceAddresses } = await import('../observe/listen.js');
+        let addrs = null;
+        try { addrs = deviceAddresses(cfg); } catch { /* no iproute2 or no such device here: the start checks again */ }
+        if (addrs) checkListeners(cfg, addrs, null);
         process.stdout.write(`${cfg.file}: OK (${cfg.redirects.length} redirects, ${cfg.rules.length} rules)\n`);
         return 0;
       } catch (err) {
@@ -107,6 +119,10 @@ async function main(argv: string[]): Promise<number> {
           (d?.restartNeeded?.length ? `; restart needed for: ${d.restartNeeded.join(', ')}` : '') + '\n');
       }
       return 0;
+    }
+    case 'guard': {
+      const { guardCommand } = await import('./guard.js');
+      return guardCommand(positionals[1], configPath, values.json);
     }
     case 'demo': {
       const { runDemo } = await import('../lab/demo.js');
