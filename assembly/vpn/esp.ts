@@ -8,8 +8,14 @@
 // inbound SPI from the server binds to an outstanding entry: the one whose
 // LAN host had the most recent IKE exchange with that server, else the
 // oldest. An outstanding entry lives esp_init_timeout (2 min); after
-// esp_init_retries (5) further packets without an answer it is SQUELCHED
-// for 30 s (its packets dropped, other hosts no longer wait), then freed.
+// esp_init_retries (5) retries without an answer it is SQUELCHED for 30 s
+// (its packets dropped, other hosts no longer wait), then freed. A retry is
+// a packet on the outstanding SPI at least RETRY_INTERVAL_DS after the
+// entry opened or after the last counted retry: a client sends a burst
+// before the server's first reply can arrive (bulk data right after an SA
+// comes up or a rekey: 50 packets at 1,000 pps and 50 ms round trip), and
+// the HOWTO's retries are retransmissions of an unanswered exchange, not
+// the packets of one burst. A new SPI while one is pending counts at once.
 // Bound entries live esp_timeout (30 min) from the last packet.
 //
 // Limits (issue 8 item 5): an outstanding entry that times out unanswered
@@ -55,6 +61,10 @@ let sweepHand: u32 = 0;
 let evictHand: u32 = 0;
 const EVICT_SCAN: u32 = 64;
 const PROMOTE_EVERY_DS: u32 = 50;
+// Packets on an outstanding SPI closer together than this are one try.
+// 1 s: above any round trip a server answers in, well below esp_init_timeout,
+// so retries × 1 s still squelches a host nobody answers.
+const RETRY_INTERVAL_DS: u32 = 10;
 
 export function espInit(): void { slabInit(slab, ESP_CAP, ESP_SIZE); outstandingCount = 0; sweepHand = 0; evictHand = 0; }
 
@@ -207,6 +217,7 @@ function espNew(lanA: u32, remA: u32, spiOut: u32, spiIn: u32, state: u32, flags
   if (state == ESP_OUTSTANDING) {
     store<u32>(e, nowDs + espInitDs, ESP_EXPIRES);
     store<u32>(e, nowDs + espInitDs, ESP_DEADLINE);
+    store<u32>(e, nowDs, ESP_TIMER); // the first try
   } else {
     const life = boundLife(e);
     store<u32>(e, life, ESP_EXPIRES);
@@ -269,9 +280,14 @@ export function espOut(p: usize, l4: usize, l4len: u32): u32 {
     const state = <u32>load<u8>(e, ESP_STATE);
     if (state == ESP_SQUELCHED) return Drop.ESP_SQUELCHED;
     if (state == ESP_OUTSTANDING) {
-      const tries = <u32>load<u8>(e, ESP_RETRIES) + 1;
-      store<u8>(e, <u8>tries, ESP_RETRIES);
-      if (tries > espInitRetries) { squelch(e); return Drop.ESP_SQUELCHED; }
+      // Still unanswered: a retry only once a retry interval has passed
+      // since the last try, so a burst before the first reply is one try.
+      if (nowDs - load<u32>(e, ESP_TIMER) >= RETRY_INTERVAL_DS) {
+        store<u32>(e, nowDs, ESP_TIMER);
+        const tries = <u32>load<u8>(e, ESP_RETRIES) + 1;
+        store<u8>(e, <u8>tries, ESP_RETRIES);
+        if (tries > espInitRetries) { squelch(e); return Drop.ESP_SQUELCHED; }
+      }
     } else {
       store<u32>(e, nowDs + espDs, ESP_EXPIRES);
       peerEspTouch(load<u32>(e, ESP_PEER), nowDs + espDs);
