@@ -28,6 +28,7 @@ options:
   -c, --config FILE   configuration (default ${DEFAULT_CONFIG_PATH})
   -s, --socket PATH   control socket (default: the config's control_socket)
       --json          machine-readable output (status, conntrack)
+      --fresh         run: discard the saved state (snapshot_dir) instead of restoring it
   -h, --help`;
 
 function fail(msg: string, code = 1): never {
@@ -53,7 +54,7 @@ async function main(argv: string[]): Promise<number> {
       args: argv, allowPositionals: true,
       options: {
         config: { type: 'string', short: 'c' }, socket: { type: 'string', short: 's' },
-        json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' }, L: { type: 'boolean', short: 'L' },
+        json: { type: 'boolean' }, fresh: { type: 'boolean' }, help: { type: 'boolean', short: 'h' }, L: { type: 'boolean', short: 'L' },
       },
     });
   } catch (err) {
@@ -68,7 +69,7 @@ async function main(argv: string[]): Promise<number> {
     case 'run': {
       const { run, FatalError } = await import('../supervisor.js');
       try {
-        return await run({ configPath });
+        return await run({ configPath, fresh: !!values.fresh });
       } catch (err) {
         if (err instanceof FatalError) fail(err.message, err.exitCode);
         throw err;
@@ -141,6 +142,7 @@ function formatStatus(s: Record<string, any>): string {
     `LAN ${s.lanDevice} (${(s.lanSubnets as string[]).join(', ')}), WAN ${s.wanDevice} ${s.wanAddress ?? '(no address)'}`,
     `flows ${s.flows.active}/${s.flows.max} (${s.flows.bytesPerFlow} bytes/flow, ${(s.memoryBytes / 1048576).toFixed(1)} MiB engine memory)`,
     `redirects ${s.redirects}, rules ${s.rules}`,
+    ...snapshotLines(s.snapshot),
     'counters:',
     ...Object.entries(s.counters as Record<string, number>).map(([k, v]) => `  ${k.padEnd(16)} ${v}`),
     'drops:',
@@ -148,6 +150,24 @@ function formatStatus(s: Record<string, any>): string {
   ];
   if (s.tunWriteDrops) lines.push(`  ${'tun_write'.padEnd(16)} ${s.tunWriteDrops}`);
   return lines.join('\n') + '\n';
+}
+
+function snapshotLines(sn: Record<string, any> | undefined): string[] {
+  if (!sn) return [];
+  const lines: string[] = [];
+  if (sn.restored) {
+    const e = sn.restored.entries as Record<string, number>;
+    lines.push(`state restored at ${sn.restored.at} from ${sn.file} (saved ${sn.restored.savedAt}): ` +
+      Object.entries(e).map(([k, v]) => `${k} ${v}`).join(', '));
+  } else if (sn.refused) {
+    lines.push(`state not restored (started empty): ${sn.refused}`);
+  } else {
+    lines.push(sn.fresh ? 'state discarded at start (--fresh)' : `no saved state at start (${sn.file})`);
+  }
+  lines.push(sn.lastWrite
+    ? `state snapshot every ${sn.intervalS || '(stop only)'} s, last ${sn.lastWrite.at}, ${sn.lastWrite.bytes} bytes`
+    : `state snapshot every ${sn.intervalS || '(stop only)'} s, none written yet${sn.writeError ? `: ${sn.writeError}` : ''}`);
+  return lines;
 }
 
 main(process.argv.slice(2)).then(
