@@ -105,9 +105,10 @@ export function addRedirect(proto: u32, portLo: u32, portHi: u32, destAddr: u32,
 export function addProtoForward(proto: u32, destAddr: u32): i32 { return protoForwardAdd(proto, destAddr); }
 export function clearRules(): void { rulesClear(); }
 
-export function addRule(srcZone: u32, destZone: u32, target: u32, proto: i32, icmpType: i32,
-  srcNet: u32, srcMask: u32, dstNet: u32, dstMask: u32, portLo: u32, portHi: u32): i32 {
-  return ruleAdd(srcZone, destZone, target, proto, icmpType, srcNet, srcMask, dstNet, dstMask, portLo, portHi);
+export function addRule(srcZone: u32, destZone: u32, target: u32, proto: i32, icmpType: i32, icmpCode: i32,
+  srcNet: u32, srcMask: u32, dstNet: u32, dstMask: u32, sportLo: u32, sportHi: u32, dportLo: u32, dportHi: u32): i32 {
+  return ruleAdd(srcZone, destZone, target, proto, icmpType, icmpCode, srcNet, srcMask, dstNet, dstMask,
+    sportLo, sportHi, dportLo, dportHi);
 }
 
 /** Writes every ABI constant as compiled at `out` (abi/describe.gen.ts); returns how many u32s. */

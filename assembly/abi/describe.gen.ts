@@ -31,7 +31,10 @@ import {
   HOLD_PROTO, HOLD_SIDE, HOLD_EXPIRES, PEER_SIZE, PEER_LAN_ADDR, PEER_REM_ADDR, PEER_IKE_LAST, PEER_IKE_COUNT,
   PEER_ESP_BOUND, PEER_ESP_EXPIRES, PEER_RECENT_HOST, PEER_REFS, SRC_SIZE, SRC_ADDR, SRC_FLOWS, SRC_IKE,
   SRC_CALLS, SRC_ESP, SRC_FRAGS, CAPTURE_SLOTS, CAPTURE_HEADER, CAPH_HEAD, CAPH_TAIL, CAPH_LOST,
-  CAPTURE_REC_SIZE, CAPR_LEN, CAPR_CAPLEN, CAPR_REASON, CAPR_SIDE, CAPR_TIME, CAPR_DATA,
+  CAPTURE_REC_SIZE, CAPR_LEN, CAPR_CAPLEN, CAPR_REASON, CAPR_SIDE, CAPR_TIME, CAPR_DATA, RULE_SIZE,
+  RULE_SRC_ZONE, RULE_TARGET, RULE_DEST_ZONE, RULE_ANY_PROTO, RULE_PROTO, RULE_ICMP_TYPE, RULE_ICMP_CODE,
+  RULE_SRC_NET, RULE_SRC_MASK, RULE_DST_NET, RULE_DST_MASK, RULE_SPORT_LO, RULE_SPORT_HI, RULE_DPORT_LO,
+  RULE_DPORT_HI,
 } from "./records";
 import {
   SIDE_INSIDE, SIDE_OUTSIDE, VERDICT_DROP, VERDICT_PASS, ZONE_WAN, ZONE_LAN, DEST_ROUTER, DEST_FORWARD,
@@ -48,7 +51,7 @@ import {
   SET_SRC_MAX_FRAGS,
 } from "./settings";
 
-export const ABI_WORDS: u32 = 244;
+export const ABI_WORDS: u32 = 260;
 
 /** Writes ABI_WORDS u32 values at `out`; returns how many. */
 export function abiDescribe(out: usize): u32 {
@@ -240,61 +243,77 @@ export function abiDescribe(out: usize): u32 {
   store<u32>(out, <u32>CAPR_SIDE, 740);
   store<u32>(out, <u32>CAPR_TIME, 744);
   store<u32>(out, <u32>CAPR_DATA, 748);
-  store<u32>(out, <u32>SIDE_INSIDE, 752);
-  store<u32>(out, <u32>SIDE_OUTSIDE, 756);
-  store<u32>(out, <u32>VERDICT_DROP, 760);
-  store<u32>(out, <u32>VERDICT_PASS, 764);
-  store<u32>(out, <u32>ZONE_WAN, 768);
-  store<u32>(out, <u32>ZONE_LAN, 772);
-  store<u32>(out, <u32>DEST_ROUTER, 776);
-  store<u32>(out, <u32>DEST_FORWARD, 780);
-  store<u32>(out, <u32>TARGET_NONE, 784);
-  store<u32>(out, <u32>TARGET_ACCEPT, 788);
-  store<u32>(out, <u32>TARGET_DROP, 792);
-  store<u32>(out, <u32>TARGET_REJECT, 796);
-  store<u32>(out, <u32>PROTO_ICMP, 800);
-  store<u32>(out, <u32>PROTO_TCP, 804);
-  store<u32>(out, <u32>PROTO_UDP, 808);
-  store<u32>(out, <u32>PROTO_GRE, 812);
-  store<u32>(out, <u32>PROTO_ESP, 816);
-  store<u32>(out, <u32>PROTO_AH, 820);
-  store<u32>(out, <u32>SNAP_LAYOUT_VERSION, 824);
-  store<u32>(out, <u32>SNAP_COUNTERS, 828);
-  store<u32>(out, <u32>SNAP_FLOWS, 832);
-  store<u32>(out, <u32>SNAP_ESP, 836);
-  store<u32>(out, <u32>SNAP_IKE, 840);
-  store<u32>(out, <u32>SNAP_CALLS, 844);
-  store<u32>(out, <u32>SNAP_MAX_LIFETIME_DS, 848);
-  store<u32>(out, <u32>RESTORE_OK, 852);
-  store<u32>(out, <u32>RESTORE_BAD_REGION, 856);
-  store<u32>(out, <u32>RESTORE_BAD_COUNT, 860);
-  store<u32>(out, <u32>RESTORE_BAD_FIELD, 864);
-  store<u32>(out, <u32>RESTORE_DUPLICATE, 868);
-  store<u32>(out, <u32>RESTORE_BAD_BINDING, 872);
-  store<u32>(out, <u32>RESTORE_FULL, 876);
-  store<u32>(out, <u32>RESTORE_INCONSISTENT, 880);
-  store<u32>(out, <u32>RESTORE_ORDER, 884);
-  store<u32>(out, <u32>SETTINGS_SIZE, 888);
-  store<u32>(out, <u32>SET_TCP_TIMEOUT, 892);
-  store<u32>(out, <u32>SET_TCP_TRANSITORY_TIMEOUT, 896);
-  store<u32>(out, <u32>SET_UDP_TIMEOUT, 900);
-  store<u32>(out, <u32>SET_ICMP_TIMEOUT, 904);
-  store<u32>(out, <u32>SET_FRAG_TIMEOUT, 908);
-  store<u32>(out, <u32>SET_ESP_TIMEOUT, 912);
-  store<u32>(out, <u32>SET_ESP_INIT_TIMEOUT, 916);
-  store<u32>(out, <u32>SET_ESP_INIT_RETRIES, 920);
-  store<u32>(out, <u32>SET_IKE_TIMEOUT, 924);
-  store<u32>(out, <u32>SET_NATT_TIMEOUT, 928);
-  store<u32>(out, <u32>SET_GRE_TIMEOUT, 932);
-  store<u32>(out, <u32>SET_PARALLEL_SESSIONS, 936);
-  store<u32>(out, <u32>SET_ESP_GUESS, 940);
-  store<u32>(out, <u32>SET_MASQ_PORT_LO, 944);
-  store<u32>(out, <u32>SET_MASQ_PORT_HI, 948);
-  store<u32>(out, <u32>SET_UNREPLIED_TIMEOUT, 952);
-  store<u32>(out, <u32>SET_SRC_MAX_FLOWS, 956);
-  store<u32>(out, <u32>SET_SRC_MAX_IKE, 960);
-  store<u32>(out, <u32>SET_SRC_MAX_CALLS, 964);
-  store<u32>(out, <u32>SET_SRC_MAX_ESP_PENDING, 968);
-  store<u32>(out, <u32>SET_SRC_MAX_FRAGS, 972);
-  return 244;
+  store<u32>(out, <u32>RULE_SIZE, 752);
+  store<u32>(out, <u32>RULE_SRC_ZONE, 756);
+  store<u32>(out, <u32>RULE_TARGET, 760);
+  store<u32>(out, <u32>RULE_DEST_ZONE, 764);
+  store<u32>(out, <u32>RULE_ANY_PROTO, 768);
+  store<u32>(out, <u32>RULE_PROTO, 772);
+  store<u32>(out, <u32>RULE_ICMP_TYPE, 776);
+  store<u32>(out, <u32>RULE_ICMP_CODE, 780);
+  store<u32>(out, <u32>RULE_SRC_NET, 784);
+  store<u32>(out, <u32>RULE_SRC_MASK, 788);
+  store<u32>(out, <u32>RULE_DST_NET, 792);
+  store<u32>(out, <u32>RULE_DST_MASK, 796);
+  store<u32>(out, <u32>RULE_SPORT_LO, 800);
+  store<u32>(out, <u32>RULE_SPORT_HI, 804);
+  store<u32>(out, <u32>RULE_DPORT_LO, 808);
+  store<u32>(out, <u32>RULE_DPORT_HI, 812);
+  store<u32>(out, <u32>SIDE_INSIDE, 816);
+  store<u32>(out, <u32>SIDE_OUTSIDE, 820);
+  store<u32>(out, <u32>VERDICT_DROP, 824);
+  store<u32>(out, <u32>VERDICT_PASS, 828);
+  store<u32>(out, <u32>ZONE_WAN, 832);
+  store<u32>(out, <u32>ZONE_LAN, 836);
+  store<u32>(out, <u32>DEST_ROUTER, 840);
+  store<u32>(out, <u32>DEST_FORWARD, 844);
+  store<u32>(out, <u32>TARGET_NONE, 848);
+  store<u32>(out, <u32>TARGET_ACCEPT, 852);
+  store<u32>(out, <u32>TARGET_DROP, 856);
+  store<u32>(out, <u32>TARGET_REJECT, 860);
+  store<u32>(out, <u32>PROTO_ICMP, 864);
+  store<u32>(out, <u32>PROTO_TCP, 868);
+  store<u32>(out, <u32>PROTO_UDP, 872);
+  store<u32>(out, <u32>PROTO_GRE, 876);
+  store<u32>(out, <u32>PROTO_ESP, 880);
+  store<u32>(out, <u32>PROTO_AH, 884);
+  store<u32>(out, <u32>SNAP_LAYOUT_VERSION, 888);
+  store<u32>(out, <u32>SNAP_COUNTERS, 892);
+  store<u32>(out, <u32>SNAP_FLOWS, 896);
+  store<u32>(out, <u32>SNAP_ESP, 900);
+  store<u32>(out, <u32>SNAP_IKE, 904);
+  store<u32>(out, <u32>SNAP_CALLS, 908);
+  store<u32>(out, <u32>SNAP_MAX_LIFETIME_DS, 912);
+  store<u32>(out, <u32>RESTORE_OK, 916);
+  store<u32>(out, <u32>RESTORE_BAD_REGION, 920);
+  store<u32>(out, <u32>RESTORE_BAD_COUNT, 924);
+  store<u32>(out, <u32>RESTORE_BAD_FIELD, 928);
+  store<u32>(out, <u32>RESTORE_DUPLICATE, 932);
+  store<u32>(out, <u32>RESTORE_BAD_BINDING, 936);
+  store<u32>(out, <u32>RESTORE_FULL, 940);
+  store<u32>(out, <u32>RESTORE_INCONSISTENT, 944);
+  store<u32>(out, <u32>RESTORE_ORDER, 948);
+  store<u32>(out, <u32>SETTINGS_SIZE, 952);
+  store<u32>(out, <u32>SET_TCP_TIMEOUT, 956);
+  store<u32>(out, <u32>SET_TCP_TRANSITORY_TIMEOUT, 960);
+  store<u32>(out, <u32>SET_UDP_TIMEOUT, 964);
+  store<u32>(out, <u32>SET_ICMP_TIMEOUT, 968);
+  store<u32>(out, <u32>SET_FRAG_TIMEOUT, 972);
+  store<u32>(out, <u32>SET_ESP_TIMEOUT, 976);
+  store<u32>(out, <u32>SET_ESP_INIT_TIMEOUT, 980);
+  store<u32>(out, <u32>SET_ESP_INIT_RETRIES, 984);
+  store<u32>(out, <u32>SET_IKE_TIMEOUT, 988);
+  store<u32>(out, <u32>SET_NATT_TIMEOUT, 992);
+  store<u32>(out, <u32>SET_GRE_TIMEOUT, 996);
+  store<u32>(out, <u32>SET_PARALLEL_SESSIONS, 1000);
+  store<u32>(out, <u32>SET_ESP_GUESS, 1004);
+  store<u32>(out, <u32>SET_MASQ_PORT_LO, 1008);
+  store<u32>(out, <u32>SET_MASQ_PORT_HI, 1012);
+  store<u32>(out, <u32>SET_UNREPLIED_TIMEOUT, 1016);
+  store<u32>(out, <u32>SET_SRC_MAX_FLOWS, 1020);
+  store<u32>(out, <u32>SET_SRC_MAX_IKE, 1024);
+  store<u32>(out, <u32>SET_SRC_MAX_CALLS, 1028);
+  store<u32>(out, <u32>SET_SRC_MAX_ESP_PENDING, 1032);
+  store<u32>(out, <u32>SET_SRC_MAX_FRAGS, 1036);
+  return 260;
 }

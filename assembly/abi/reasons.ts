@@ -59,5 +59,6 @@ export const enum Drop {
   FRAG_ID_COLLISION = 52, // @policy a first fragment (or a later one) of another datagram with a tracked (src, dst, IP ID, proto)
   HAIRPIN = 53,         // @policy LAN packet to the WAN address: never translated out of the WAN
   BAD_DST = 54,         // @policy LAN or router packet to a multicast, broadcast, loopback or 0/8 destination
-  COUNT = 55,
+  LAN_DST = 55,         // @policy a LAN packet addressed to a LAN address: never sent out of the WAN
+  COUNT = 56,
 }

@@ -26,7 +26,7 @@ import { counters, ikeMap, ikeRecs, IKE_CAP, IKE_MAP_SIZE } from "../layout";
 import { RESTORE_BAD_FIELD, RESTORE_DUPLICATE, RESTORE_FULL, RESTORE_OK, SNAP_MAX_LIFETIME_DS } from "../abi/codes";
 import { IP_DST, IP_SRC, ipDst, ipSrc } from "../wire/ipv4";
 import { L4_DST_PORT, L4_SRC_PORT, UDP_HEADER, port } from "../wire/l4";
-import { routerVerdict } from "../nat/filter";
+import { dnatVerdict, keysToPort, lanForwardVerdict, routerVerdict, ruleKeys } from "../nat/filter";
 import { redirectDest, redirectDestPort, redirectFind } from "../nat/forward";
 import { kmFirst, kmHas, kmInsert, kmNext, kmRemove, kmValueAt } from "./keymap";
 import { Drop } from "../abi/reasons";
@@ -191,6 +191,9 @@ export function ikeOut(p: usize, l4: usize, l4len: u32): u32 {
       // answers exchanges it did not start, and its session was made inbound.
       return Drop.NO_FLOW;
     }
+    // A new exchange from a LAN host: forward rules (src lan, dest wan) first.
+    const verdict = lanForwardVerdict(PROTO_UDP, lanA, remA, ruleKeys(PROTO_UDP, l4));
+    if (verdict != Drop.NONE) return verdict;
     const charged = lanA != wanAddr;
     if (charged && !srcCharge(lanA, LIM_IKE)) return Drop.SRC_IKE_LIMIT;
     v = create(lanA, remA, port(l4, L4_DST_PORT), ic, charged ? IKEF_CHARGED : 0);
@@ -220,10 +223,13 @@ export function ikeIn(p: usize, l4: usize, l4len: u32): u32 {
     const fwd = redirectFind(PROTO_UDP, IKE_PORT);
     if (fwd != 0) {
       if (rc != 0) return Drop.NO_FLOW;
+      // A new exchange toward the server behind: forward rules, after DNAT.
+      const verdict = dnatVerdict(PROTO_UDP, remA, redirectDest(fwd), keysToPort(ruleKeys(PROTO_UDP, l4), redirectDestPort(fwd, IKE_PORT)));
+      if (verdict != Drop.NONE) return verdict;
       v = create(redirectDest(fwd), remA, port(l4, L4_SRC_PORT), ic, IKEF_INBOUND);
       if (v == 0) return Drop.IKE_TABLE_FULL;
     } else {
-      const verdict = routerVerdict(PROTO_UDP, remA, ipDst(p), IKE_PORT);
+      const verdict = routerVerdict(PROTO_UDP, remA, ipDst(p), ruleKeys(PROTO_UDP, l4));
       if (verdict == Drop.NONE && rc == 0 && create(wanAddr, remA, port(l4, L4_SRC_PORT), ic, IKEF_INBOUND) == 0) return Drop.IKE_TABLE_FULL;
       return verdict;
     }
