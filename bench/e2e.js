@@ -684,6 +684,7 @@ function vpnmasqMode(cliPath, tmp) {
         "config vpnmasq 'main'",
         "\toption lan_device 'br-lan'",
         "\toption wan_device 'wan'",
+        "\toption enabled '1'",
         "\toption max_flows '65536'",
         "\toption log_level 'warn'",
         `\toption control_socket '${sock}'`,

@@ -45,9 +45,16 @@ export class Supervisor {
   private startedAt = Date.now();
   private lastDrops: Record<string, number> = {};
 
+  /** Called when a reload switches vpnmasq off (option enabled '0'): run() stops. */
+  onDisabled: (() => void) | null = null;
+
   constructor(private readonly opts: RunOptions) {
     this.cfg = loadConfig(opts.configPath);
     this.log = opts.log ?? createLogger(this.cfg.main.logLevel);
+  }
+
+  get config(): Config {
+    return this.cfg;
   }
 
   private plan(): RoutingPlan {
@@ -185,9 +192,16 @@ export class Supervisor {
     try {
       next = loadConfig(this.opts.configPath);
     } catch (err) {
-      const msg = err instanceof ConfigError ? err.message : (err as Error).message;
-      this.log.error({ error: msg }, 'reload refused; keeping the running config');
-      return { ok: false, error: msg };
+      if (!(err instanceof ConfigError)) throw err;
+      for (const e of err.all) this.log.error({ file: e.file, line: e.line }, `reload refused, keeping the running config: ${e.message}`);
+      return { ok: false, error: err.lines() };
+    }
+    if (!next.main.enabled) {
+      // `uci set vpnmasq.main.enabled=0; uci commit; reload_config` (or a
+      // SIGHUP): the same as stopping it.
+      this.log.warn({ file: next.file }, "option enabled is '0' now: stopping");
+      setImmediate(() => this.onDisabled?.());
+      return { ok: true, restartNeeded: [] };
     }
     const restartNeeded: string[] = [];
     const a = this.cfg.main, b = next.main;
@@ -257,8 +271,14 @@ export async function run(opts: RunOptions): Promise<number> {
   try {
     sup = new Supervisor(opts);
   } catch (err) {
-    if (err instanceof ConfigError) throw new FatalError(`vpnmasq: ${err.message}`);
+    if (err instanceof ConfigError) throw new FatalError(err.lines('vpnmasq: '));
     throw err;
+  }
+  if (!sup.config.main.enabled) {
+    // Off until switched on: nothing is created, and exit 0 (procd's init
+    // script does not even start it; this covers a hand-run or inittab).
+    process.stdout.write(`vpnmasq: ${sup.config.file}: disabled (option enabled '0'); not starting\n`);
+    return 0;
   }
   await sup.start();
   return new Promise<number>((resolve) => {
@@ -266,6 +286,7 @@ export async function run(opts: RunOptions): Promise<number> {
       await sup.stop();
       resolve(code);
     };
+    sup.onDisabled = () => void finish(0);
     process.once('SIGTERM', () => void finish(0));
     process.once('SIGINT', () => void finish(0));
     process.on('SIGHUP', () => sup.reload());

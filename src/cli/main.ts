@@ -73,7 +73,7 @@ async function main(argv: string[]): Promise<number> {
         process.stdout.write(`${cfg.file}: OK (${cfg.redirects.length} redirects, ${cfg.rules.length} rules)\n`);
         return 0;
       } catch (err) {
-        if (err instanceof ConfigError) fail(`vpnmasq: ${err.message}`);
+        if (err instanceof ConfigError) fail(err.lines('vpnmasq: '));
         throw err;
       }
     }

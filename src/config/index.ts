@@ -126,6 +126,11 @@ function redirectText(r: Redirect): string {
   s += opt('dest', r.dest);
   s += opt('dest_ip', r.destIp);
   if (r.destPort) s += opt('dest_port', port(r.destPort));
+  if (r.srcIp !== undefined) s += opt('src_ip', r.srcIp);
+  if (r.srcPort) s += opt('src_port', port(r.srcPort));
+  if (r.srcDip !== undefined) s += opt('src_dip', r.srcDip);
+  if (r.reflection !== undefined) s += opt('reflection', r.reflection);
+  if (r.reflectionSrc !== undefined) s += opt('reflection_src', r.reflectionSrc);
   s += opt('target', r.target);
   return s;
 }

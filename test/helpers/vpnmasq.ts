@@ -23,6 +23,7 @@ export class RunningRouter {
     writeFileSync(this.config, `config vpnmasq 'main'
 	option lan_device 'br-lan'
 	option wan_device 'wan'
+	option enabled '1'
 	option log_level 'debug'
 	option control_socket '${this.sock}'
 ${main}
