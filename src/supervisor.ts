@@ -6,10 +6,11 @@
 
 import { existsSync } from 'node:fs';
 import { ConfigError, loadConfig, type Config } from './config/index.js';
-import { Engine, nowMs } from './engine/engine.js';
+import { Engine, nowMs, type FlowEntry } from './engine/engine.js';
+import { filterEmpty, matches, type ConntrackFilter } from './cli/filter.js';
 import { applyConfig } from './engine/apply.js';
 import { ipToRaw, POLICY_REASONS, PROTO_NAMES } from './engine/abi.js';
-import { createLogger, type Logger } from './log.js';
+import { createLogger, type LogFormat, type Logger } from './log.js';
 import { deviceExists, setTxQueueLen, subnetsOf } from './net/iface.js';
 import { setupRouting, teardownStale, type Routing, type RoutingPlan } from './net/routes.js';
 import { readWanAddress, watchWanAddress, type WanWatch } from './net/wanwatch.js';
@@ -23,7 +24,7 @@ export class FatalError extends Error {
   constructor(message: string, readonly exitCode = 1) { super(message); }
 }
 
-export interface RunOptions { configPath: string; log?: Logger }
+export interface RunOptions { configPath: string; log?: Logger; logFormat?: LogFormat }
 
 /** Transmit queue of each TUN, in packets (see start()). */
 const TUN_TXQUEUELEN = 4096;
@@ -50,7 +51,7 @@ export class Supervisor {
 
   constructor(private readonly opts: RunOptions) {
     this.cfg = loadConfig(opts.configPath);
-    this.log = opts.log ?? createLogger(this.cfg.main.logLevel);
+    this.log = opts.log ?? createLogger(this.cfg.main.logLevel, { format: opts.logFormat });
   }
 
   get config(): Config {
@@ -228,9 +229,20 @@ export class Supervisor {
   private handle(req: Request): Response {
     switch (req.cmd) {
       case 'status': return { ok: true, data: this.status() };
-      case 'conntrack': {
-        const wan = this.wanAddress ?? '0.0.0.0';
-        return { ok: true, data: [...this.engine.flows(wan), ...this.engine.vpnEntries(wan)] };
+      case 'conntrack':
+        return { ok: true, data: this.entries() };
+      case 'conntrack-flush': {
+        const flushed = this.engine.x.flushAll();
+        this.log.info({ flows: flushed }, 'conntrack -F: every table emptied');
+        return { ok: true, data: { flushed } };
+      }
+      case 'conntrack-delete': {
+        const filter = (req.args as { filter?: ConntrackFilter } | undefined)?.filter;
+        if (!filter || typeof filter !== 'object' || filterEmpty(filter)) return { ok: false, error: 'conntrack-delete needs a filter' };
+        const victims = this.entries().filter((e) => matches(e, filter));
+        const deleted = victims.filter((e) => this.engine.deleteEntry(e));
+        this.log.info({ filter, deleted: deleted.length }, 'conntrack -D: entries deleted');
+        return { ok: true, data: deleted };
       }
       case 'reload': { const r = this.reload(); return { ok: r.ok, error: r.error, data: r }; }
       case 'wan-update': {
@@ -241,6 +253,12 @@ export class Supervisor {
       }
       default: return { ok: false, error: `unknown command ${(req as { cmd: unknown }).cmd}` };
     }
+  }
+
+  /** Every entry of the flow, ESP, IKE and call tables, as `conntrack` lists them. */
+  private entries(): FlowEntry[] {
+    const wan = this.wanAddress ?? '0.0.0.0';
+    return [...this.engine.flows(wan), ...this.engine.vpnEntries(wan)];
   }
 
   /** Idempotent: stops traffic, removes routes, TUNs, the socket, timers. */

@@ -40,7 +40,12 @@ export interface EngineExports {
   setVpnSettings(esp: number, espInit: number, espRetries: number, ike: number, natt: number, gre: number,
     parallel: number, guess: number): void;
   espPtr(): number; espCount(): number; ikePtr(): number; ikeCount(): number; callPtr(): number; callCount(): number;
+  /** Frees one record of a table (ENTRY_TABLES); false when it is not in use. */
+  deleteEntry(table: number, index: number): number;
 }
+
+/** The tables deleteEntry knows, by the number it takes. */
+export const ENTRY_TABLES = { flow: 0, esp: 1, ike: 2, call: 3 } as const;
 
 export interface EngineEvent {
   type: 'flow_new' | 'flow_expired' | 'drop' | 'flush' | 'esp_bound' | 'ah_refused' | 'ike_collision' | 'unknown';
@@ -62,6 +67,8 @@ export interface FlowEntry {
   icookie?: string; rcookie?: string | null;
   /** PPTP/GRE: the LAN host's Call ID, its alias on the WAN side, the remote's Call ID. */
   callIdLan?: number; callIdAlias?: number; callIdRemote?: number | null;
+  /** Which record: table and index ('flow:12', 'esp:0', 'ike:3', 'call:1'), for deleteEntry. */
+  id?: string;
 }
 
 const ESP_STATES = ['FREE', 'OUTSTANDING', 'ESTABLISHED', 'SQUELCHED'];
@@ -226,6 +233,7 @@ export class Engine {
       const protoNum = this.u8[r + F_PROTO];
       const st = this.u8[r + F_STATE];
       out.push({
+        id: `flow:${f}`,
         proto: PROTO_NAMES[protoNum] ?? String(protoNum), protoNum,
         state: protoNum === 6 ? (TCP_STATES[st] ?? String(st)) : st ? 'REPLIED' : 'UNREPLIED',
         lan: rawToIp(this.dv.getUint32(r + F_LAN_ADDR, true)), lanPort: this.dv.getUint16(r + F_LAN_PORT, true),
@@ -251,6 +259,7 @@ export class Engine {
       if (!st) continue;
       const spiIn = be32(p + 12);
       out.push({
+        id: `esp:${r}`,
         ...base, proto: 'esp', protoNum: 50, state: ESP_STATES[st] ?? String(st),
         lan: rawToIp(this.dv.getUint32(p, true)), remote: rawToIp(this.dv.getUint32(p + 4, true)),
         expiresInS: left(st === 1 || st === 3 ? Math.min(this.dv.getUint32(p + 16, true), this.dv.getUint32(p + 20, true)) : this.dv.getUint32(p + 16, true)),
@@ -263,6 +272,7 @@ export class Engine {
       const cookie = (o: number) => Buffer.from(this.u8.subarray(o, o + 8)).toString('hex');
       const rc = cookie(p + 16);
       out.push({
+        id: `ike:${r}`,
         ...base, proto: 'udp', protoNum: 17, state: 'IKE', lanPort: 500, aliasPort: 500,
         remotePort: this.dv.getUint16(p + 32, true),
         lan: rawToIp(this.dv.getUint32(p, true)), remote: rawToIp(this.dv.getUint32(p + 4, true)),
@@ -275,6 +285,7 @@ export class Engine {
       if (!this.u8[p + 28]) continue;
       const flags = this.dv.getUint16(p + 14, true);
       out.push({
+        id: `call:${r}`,
         ...base, proto: 'gre', protoNum: 47, state: flags & 2 ? 'DISCONNECTED' : 'CALL',
         lan: rawToIp(this.dv.getUint32(p, true)), remote: rawToIp(this.dv.getUint32(p + 4, true)),
         expiresInS: left(this.dv.getUint32(p + 16, true)), replied: !!(flags & 1),
@@ -284,6 +295,13 @@ export class Engine {
       });
     }
     return out;
+  }
+
+  /** Frees the record an entry of flows()/vpnEntries() names (conntrack -D); false when it is gone. */
+  deleteEntry(e: FlowEntry): boolean {
+    const m = /^(flow|esp|ike|call):(\d+)$/.exec(e.id ?? '');
+    if (!m) return false;
+    return this.x.deleteEntry(ENTRY_TABLES[m[1] as keyof typeof ENTRY_TABLES], Number(m[2])) !== 0;
   }
 
   /** Table bytes per flow: records plus both hash indexes. */
