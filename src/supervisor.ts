@@ -5,7 +5,7 @@
 // No packet logic lives here.
 
 import { existsSync } from 'node:fs';
-import { ConfigError, loadConfig, type Config } from './config/index.js';
+import { ConfigError, loadConfig, redirectLabel, ruleLabel, type Config } from './config/index.js';
 import { Engine, nowMs, type FlowEntry } from './engine/engine.js';
 import { filterEmpty, matches, type ConntrackFilter } from './cli/filter.js';
 import { applyConfig } from './engine/apply.js';
@@ -121,7 +121,7 @@ export class Supervisor {
     this.log.info({
       lan: m.lanDevice, wan: m.wanDevice, wanAddress: this.wanAddress, lanSubnets: this.lanSubnets,
       maxFlows: m.maxFlows, memoryMiB: +(this.engine.memoryBytes / 1048576).toFixed(1),
-      redirects: this.cfg.redirects.length, rules: this.cfg.rules.length, socket: m.controlSocket,
+      redirects: this.cfg.redirects.map(redirectLabel), rules: this.cfg.rules.map(ruleLabel), socket: m.controlSocket,
     }, 'vpnmasq ready');
   }
 
@@ -184,6 +184,8 @@ export class Supervisor {
       flows: { active: e.x.flowActive(), max: e.maxFlows, bytesPerFlow: +e.bytesPerFlow().toFixed(1) },
       memoryBytes: e.memoryBytes, counters: e.counters(), drops: e.drops(), tunWriteDrops: writeDrops(),
       redirects: this.cfg.redirects.length, rules: this.cfg.rules.length,
+      // by fw4 name (else the uci section name, else the line)
+      redirectList: this.cfg.redirects.map(redirectLabel), ruleList: this.cfg.rules.map(ruleLabel),
     };
   }
 
@@ -222,7 +224,7 @@ export class Supervisor {
     this.cfg = next;
     this.log.level = b.logLevel;
     if (restartNeeded.length) this.log.warn({ options: restartNeeded }, 'these options take effect after a restart');
-    this.log.info({ redirects: next.redirects.length, rules: next.rules.length }, 'config reloaded');
+    this.log.info({ redirects: next.redirects.map(redirectLabel), rules: next.rules.map(ruleLabel) }, 'config reloaded');
     return { ok: true, restartNeeded };
   }
 

@@ -328,6 +328,8 @@ function formatStatus(s: Record<string, any>): string {
     `LAN ${s.lanDevice} (${(s.lanSubnets as string[]).join(', ')}), WAN ${s.wanDevice} ${s.wanAddress ?? '(no address)'}`,
     `flows ${s.flows.active}/${s.flows.max} (${s.flows.bytesPerFlow} bytes/flow, ${(s.memoryBytes / 1048576).toFixed(1)} MiB engine memory)`,
     `redirects ${s.redirects}, rules ${s.rules}`,
+    ...((s.redirectList ?? []) as string[]).map((l) => `  redirect ${l}`),
+    ...((s.ruleList ?? []) as string[]).map((l) => `  rule ${l}`),
     'counters:',
     ...Object.entries(s.counters as Record<string, number>).map(([k, v]) => `  ${k.padEnd(16)} ${v}`),
     'drops:',

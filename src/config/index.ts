@@ -161,3 +161,20 @@ export function formatConfig(cfg: Config): string {
   for (const r of cfg.rules) s += ruleText(r);
   return s;
 }
+
+// ---------------------------------------------------------------------------
+// One line per redirect and rule, under its fw4 `name` (else the uci section
+// name, else its line): what `vpnmasq status` and the log show.
+
+export function redirectLabel(r: Redirect): string {
+  const what = r.srcDport
+    ? `${r.proto.map(protoName).join('/')} ${port(r.srcDport)} -> ${r.destIp}:${port(r.destPort!)}`
+    : `${r.proto.map(protoName).join('/')} -> ${r.destIp}`;
+  const from = [r.srcIp && `from ${r.srcIp}`, r.srcPort && `sport ${port(r.srcPort)}`, r.srcDip && `to ${r.srcDip}`].filter(Boolean);
+  return `${r.name ?? `redirect@${r.line}`}: ${what}${from.length ? ` (${from.join(', ')})` : ''}`;
+}
+
+export function ruleLabel(r: Rule): string {
+  const ports = r.destPort.length ? ` ${r.destPort.map(port).join(',')}` : '';
+  return `${r.name ?? `rule@${r.line}`}: ${r.src} -> ${r.dest ?? 'router'} ${r.proto.map(protoName).join('/')}${ports} ${r.target}`;
+}
