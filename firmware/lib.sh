@@ -44,6 +44,8 @@ vpnmasq_build_addon() {
 		-DNAPI_VERSION=8 -DNODE_ADDON_API_DISABLE_CPP_EXCEPTIONS -DNODE_GYP_MODULE_NAME=vpnmasq_tun \
 		-D_FILE_OFFSET_BITS=64 -D_LARGEFILE_SOURCE \
 		-I"$_vba_inc" -I"$_vba_napi" \
-		-o "$_vba_out/vpnmasq_tun.node.tmp" "$_vba_src" || return 1
-	mv -f "$_vba_out/vpnmasq_tun.node.tmp" "$_vba_out/vpnmasq_tun.node"
+		-o "$_vba_out/vpnmasq_tun.node.tmp.$$" "$_vba_src" || { rm -f "$_vba_out/vpnmasq_tun.node.tmp.$$"; return 1; }
+	# a name of its own per build: two builds at once (the .ipk and the package
+	# Makefile tests run in parallel) each rename a whole file into place
+	mv -f "$_vba_out/vpnmasq_tun.node.tmp.$$" "$_vba_out/vpnmasq_tun.node"
 }

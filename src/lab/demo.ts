@@ -3,12 +3,12 @@
 // in which the WAN host reports the router's address as the source, and the
 // conntrack table. Then waits for Ctrl-C (unless stdin is not a TTY or
 // VPNMASQ_DEMO_ONESHOT=1) and tears everything down.
-import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, type ChildProcess } from 'node:child_process';
 import { Lab, cleanupStaleLabs } from './lab.js';
+import { runIn, waitExit, type RunResult } from './run.js';
 
 export interface DemoOptions {
   /** path of the vpnmasq CLI (dist/cli/main.js), run with this Node binary */
@@ -39,64 +39,6 @@ function have(tool: string): boolean {
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-interface RunResult {
-  ok: boolean;
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-  timedOut: boolean;
-}
-
-/** Runs argv in a lab namespace (tracked by the lab), with a hard timeout. */
-function runIn(lab: Lab, ns: string, argv: string[], timeoutMs: number, input?: string): Promise<RunResult> {
-  return new Promise((resolveP) => {
-    const child = lab.spawn(ns, argv, { stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
-    collect(child, timeoutMs, input, resolveP);
-  });
-}
-
-function collect(child: ChildProcess, timeoutMs: number, input: string | undefined, done: (r: RunResult) => void): void {
-  let stdout = '';
-  let stderr = '';
-  let timedOut = false;
-  child.stdout?.setEncoding('utf8');
-  child.stderr?.setEncoding('utf8');
-  child.stdout?.on('data', (d: string) => {
-    if (stdout.length < 1 << 20) stdout += d;
-  });
-  child.stderr?.on('data', (d: string) => {
-    if (stderr.length < 1 << 20) stderr += d;
-  });
-  if (input !== undefined && child.stdin) {
-    child.stdin.on('error', () => undefined);
-    child.stdin.end(input);
-  }
-  const timer = setTimeout(() => {
-    timedOut = true;
-    child.kill('SIGKILL');
-  }, timeoutMs);
-  child.once('error', (e) => {
-    clearTimeout(timer);
-    done({ ok: false, code: null, signal: null, stdout, stderr: stderr + String(e), timedOut });
-  });
-  child.once('close', (code, signal) => {
-    clearTimeout(timer);
-    done({ ok: code === 0 && !timedOut, code, signal, stdout, stderr, timedOut });
-  });
-}
-
-function waitExit(child: ChildProcess, ms: number): Promise<boolean> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(true);
-  return new Promise((resolveP) => {
-    const t = setTimeout(() => resolveP(false), ms);
-    child.once('exit', () => {
-      clearTimeout(t);
-      resolveP(true);
-    });
-  });
-}
 
 /** Formats one line of vpnmasq output (pino JSON becomes `level msg {extra}`). */
 function formatVpnmasqLine(line: string): string {
@@ -272,7 +214,7 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
       const cliArgv = ['socat', '-t', kind === 'UDP' ? '1' : '3', '-T', '5', '-', `${kind}4:${wanHost}:${port}`];
       log('');
       log(`$ echo 'hello from ${ns}' | ip netns exec ${ns} ${shq(cliArgv)}`);
-      const r = await runIn(L, ns, cliArgv, 15_000, `hello from ${ns}\n`);
+      const r = await runIn(L, ns, cliArgv, 15_000, { input: `hello from ${ns}\n` });
       report(r);
       await srv;
       return r.stdout.includes(`from ${L.addr.routerWan}:`);
@@ -284,11 +226,8 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
       const argv = [process.execPath, cliPath, 'conntrack', '--socket', sock];
       log('');
       log(`$ vpnmasq conntrack --socket ${sock}`);
-      const r = await new Promise<RunResult>((res) => {
-        // the control socket is a filesystem path: reachable from any network namespace
-        const c = L.spawn(L.router, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
-        collect(c, 10_000, undefined, res);
-      });
+      // the control socket is a filesystem path: reachable from any network namespace
+      const r = await runIn(L, L.router, argv, 10_000);
       report(r);
       return r.ok;
     });

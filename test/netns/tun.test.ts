@@ -5,25 +5,33 @@
 // src/tun/tun.ts (TunDevice over the built addon) through a tiny loader hook
 // that transpiles .ts with the project's own `typescript`, so the wrapper, the
 // addon and the libuv poller are all exercised, not a copy of them.
+// The children load it from a world-readable copy of the checkout's
+// package.json, src/, addon, node-gyp-build and typescript
+// (test/helpers/unprivileged.ts): one of them runs as nobody, who may not be
+// able to enter the directory the checkout sits in.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { execFile, execFileSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { skipUnless } from '../helpers/prereq.js';
+import { readableCopy, type ReadableCopy } from '../helpers/unprivileged.js';
 import { TunDevice } from '../../src/tun/tun.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const ADDON = path.join(ROOT, 'build', 'Release', 'vpnmasq_tun.node');
-const TUN_TS = pathToFileURL(path.join(ROOT, 'src', 'tun', 'tun.ts')).href;
 const NS = `vmtun-${process.pid}`;
 
+// The copy the children run from; child() writes each script into it, so
+// this names the copy's src/tun/tun.ts.
+let copy: ReadableCopy | undefined;
+const TUN_TS = './src/tun/tun.ts';
+
 // Loader hook: .ts -> ESM JavaScript via typescript.transpileModule.
-const HOOKS = `
+const hooks = (root: string) => `
 import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
-const ts = createRequire(${JSON.stringify(path.join(ROOT, 'package.json'))})('typescript');
+const ts = createRequire(${JSON.stringify(path.join(root, 'package.json'))})('typescript');
 export async function load(url, context, next) {
   if (!url.startsWith('file:') || !url.endsWith('.ts')) return next(url, context);
   const source = ts.transpileModule(await readFile(new URL(url), 'utf8'), {
@@ -150,8 +158,6 @@ try {
 }
 `;
 
-let dir = '';
-
 function run(cmd: string, args: string[]): Promise<string> {
   return new Promise((resolve, reject) => {
     execFile(cmd, args, { timeout: 30_000, encoding: 'utf8' }, (err, stdout, stderr) => {
@@ -162,6 +168,7 @@ function run(cmd: string, args: string[]): Promise<string> {
 }
 
 function child(script: string, prefix: string[] = []): Promise<string> {
+  const dir = copy!.root;
   const file = path.join(dir, `child-${Math.random().toString(36).slice(2)}.mjs`);
   writeFileSync(file, script, { mode: 0o644 });
   const register = `data:text/javascript,import{register}from"node:module";register(${JSON.stringify(
@@ -175,9 +182,8 @@ const lastLine = (s: string) => JSON.parse(s.trim().split('\n').at(-1)!);
 describe.skipIf(skipUnless({ root: true, tun: true, tools: ['ip', 'setpriv'] }))('TunDevice on a real TUN (netns)', () => {
   beforeAll(() => {
     if (!existsSync(ADDON)) throw new Error(`${ADDON} is missing: run \`npm run build:addon\` first`);
-    dir = mkdtempSync(path.join(tmpdir(), 'vmtun-'));
-    chmodSync(dir, 0o755); // the EPERM child runs as nobody
-    writeFileSync(path.join(dir, 'hooks.mjs'), HOOKS, { mode: 0o644 });
+    copy = readableCopy(['src', 'build/Release/vpnmasq_tun.node'], ['typescript']);
+    writeFileSync(path.join(copy.root, 'hooks.mjs'), hooks(copy.root), { mode: 0o644 });
     execFileSync('ip', ['netns', 'add', NS]);
   });
 
@@ -187,7 +193,7 @@ describe.skipIf(skipUnless({ root: true, tun: true, tools: ['ip', 'setpriv'] }))
     } catch {
       // never created
     }
-    if (dir) rmSync(dir, { recursive: true, force: true });
+    copy?.cleanup();
   });
 
   it('reads a kernel-routed UDP packet and injects a crafted one, zero-copy into wasm memory', async () => {

@@ -8,6 +8,7 @@ import { chmodSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } 
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { skipUnless } from '../../helpers/prereq.js';
+import { readableCopy, type ReadableCopy } from '../../helpers/unprivileged.js';
 
 const ROOT = resolve(__dirname, '../../..');
 const CLI = join(ROOT, 'dist/cli/main.js');
@@ -33,8 +34,8 @@ function ensureBuilt(): void {
 }
 
 interface Run { status: number | null; stdout: string; stderr: string }
-function cli(args: string[], prefix: string[] = []): Run {
-  const argv = [...prefix, process.execPath, CLI, ...args];
+function cli(args: string[], prefix: string[] = [], cliPath = CLI): Run {
+  const argv = [...prefix, process.execPath, cliPath, ...args];
   const r = spawnSync(argv[0], argv.slice(1), { encoding: 'utf8', timeout: 30_000, env: { ...process.env, NO_COLOR: '1' } });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
@@ -187,16 +188,23 @@ describe('vpnmasq usage', () => {
 describe.skipIf(skipUnless({ root: true, tun: true, tools: ['ip', 'setpriv'] }))('vpnmasq run (root)', () => {
   const ns = `vmcli-${process.pid}`;
   const inNs = (...cmd: string[]) => execFileSync('ip', ['netns', 'exec', ns, ...cmd], { encoding: 'utf8' });
+  // what the unprivileged `run` loads, where it may read it whatever the
+  // checkout's directory allows (test/helpers/unprivileged.ts)
+  let copy: ReadableCopy | undefined;
 
   beforeAll(() => {
     spawnSync('ip', ['netns', 'del', ns]); // a leftover of a killed run
     execFileSync('ip', ['netns', 'add', ns]);
+    copy = readableCopy(['dist', 'build/Release/vpnmasq_tun.node']);
   });
-  afterAll(() => { spawnSync('ip', ['netns', 'del', ns]); });
+  afterAll(() => {
+    spawnSync('ip', ['netns', 'del', ns]);
+    copy?.cleanup();
+  });
 
   it('as an unprivileged user: exactly one line about root, exit non-zero', () => {
     const f = write('unpriv', MAIN(at('unpriv.sock')));
-    const r = cli(['run', '-c', f], ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups']);
+    const r = cli(['run', '-c', f], ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'], join(copy!.root, 'dist/cli/main.js'));
     expect(r.status).not.toBe(0);
     expect(r.status).not.toBeNull();
     expect(r.stdout).toBe('');

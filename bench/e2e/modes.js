@@ -1,0 +1,122 @@
+// The router modes the bench compares, each with up/down and the router's
+// drop counters: the kernel's nftables masquerade and vpnmasq run in the
+// router namespace.
+import { execFile } from 'node:child_process';
+import { existsSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { stopChild } from '../../dist/lab/run.js';
+import { log, sleep, tail } from './common.js';
+
+export const NFT_TABLE = 'vpnmasq_bench';
+
+/** rx/tx drops of every device in the router namespace (the TUNs' tx queue, veth backlogs), as `dev:rx_dropped`. */
+function deviceDrops(lab) {
+  const r = lab.tryExec(lab.router, ['ip', '-s', '-j', 'link', 'show'], { timeoutMs: 5000 });
+  const out = {};
+  if (!r.ok) return out;
+  try {
+    for (const d of JSON.parse(r.stdout)) {
+      const st = d.stats64 ?? d.stats;
+      if (!st || d.ifname === 'lo') continue;
+      out[`${d.ifname}:rx_dropped`] = st.rx?.dropped ?? 0;
+      out[`${d.ifname}:tx_dropped`] = st.tx?.dropped ?? 0;
+    }
+  } catch { /* no JSON: no device drops */ }
+  return out;
+}
+
+export function kernelMode() {
+  return {
+    name: 'kernel',
+    label: 'kernel-nft',
+    async up(lab) {
+      lab.exec(lab.router, ['nft', '-f', '-'], {
+        timeoutMs: 10000,
+        input: `table ip ${NFT_TABLE} {\n\tchain postrouting {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\t\toifname "wan" masquerade\n\t}\n}\n`,
+      });
+    },
+    async down(lab) {
+      lab.tryExec(lab.router, ['nft', 'delete', 'table', 'ip', NFT_TABLE], { timeoutMs: 10000 });
+    },
+    /** conntrack's failed inserts and drops in the router (summed over CPUs) and its devices' drops, or null */
+    async routerDrops(lab) {
+      const r = lab.tryExec(lab.router, ['cat', '/proc/net/stat/nf_conntrack'], { timeoutMs: 5000 });
+      if (!r.ok) return null;
+      const [head, ...rows] = r.stdout.trim().split('\n').map((l) => l.trim().split(/\s+/));
+      const out = deviceDrops(lab);
+      for (const name of ['insert_failed', 'drop', 'early_drop', 'invalid']) {
+        const i = head.indexOf(name);
+        if (i >= 0) out[`conntrack_${name}`] = rows.reduce((acc, row) => acc + (parseInt(row[i], 16) || 0), 0);
+      }
+      return out;
+    },
+  };
+}
+
+export function vpnmasqMode(cliPath, tmp) {
+  const sock = join(tmp, 'vpnmasq.sock');
+  const cfg = join(tmp, 'vpnmasq.conf');
+  let child = null;
+  let output = () => [];
+  let exitInfo = null;
+  let ready = false;
+  return {
+    name: 'vpnmasq',
+    label: 'vpnmasq',
+    /** throws if vpnmasq has gone away since it became ready */
+    check() {
+      if (ready && exitInfo) throw new Error(`vpnmasq exited during the benchmark (${exitInfo.signal ?? `code ${exitInfo.code}`})${fmtTail(output())}`);
+    },
+    async up(lab) {
+      const leftover = lab.tryExec(lab.router, ['nft', 'list', 'table', 'ip', NFT_TABLE], { timeoutMs: 5000 });
+      if (leftover.ok) throw new Error(`kernel masquerade table ${NFT_TABLE} still present in the router`);
+      writeFileSync(cfg, [
+        "config vpnmasq 'main'",
+        "\toption lan_device 'br-lan'",
+        "\toption wan_device 'wan'",
+        "\toption enabled '1'",
+        "\toption max_flows '65536'",
+        "\toption log_level 'warn'",
+        `\toption control_socket '${sock}'`,
+        '',
+      ].join('\n'));
+      rmSync(sock, { force: true });
+      child = lab.spawn(lab.router, [process.execPath, cliPath, 'run', '--config', cfg], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const out = tail(child.stdout, 100);
+      const err = tail(child.stderr, 100);
+      output = () => [...out(), ...err()].slice(-20);
+      child.once('exit', (code, signal) => { exitInfo = { code, signal }; });
+      const deadline = Date.now() + 15000;
+      while (!existsSync(sock)) {
+        if (exitInfo) throw new Error(`vpnmasq exited (${exitInfo.signal ?? `code ${exitInfo.code}`}) before it was ready${fmtTail(output())}`);
+        if (Date.now() > deadline) throw new Error(`vpnmasq not ready: control socket ${sock} did not appear within 15 s${fmtTail(output())}`);
+        await sleep(100);
+      }
+      ready = true;
+    },
+    /** the engine's drops by reason plus TUN write drops, from `vpnmasq status --json`, or null */
+    async routerDrops(lab) {
+      const r = await new Promise((resolveP) => {
+        execFile(process.execPath, [cliPath, 'status', '--json', '--socket', sock], { timeout: 5000, encoding: 'utf8' },
+          (err, stdout) => resolveP(err ? null : stdout));
+      });
+      try {
+        const st = JSON.parse(r);
+        return { ...st.drops, ...(st.tunWriteDrops ? { tun_write: st.tunWriteDrops } : {}), ...deviceDrops(lab) };
+      } catch {
+        return null;
+      }
+    },
+    async down() {
+      if (!child) return;
+      const early = ready ? exitInfo : null;
+      await stopChild(child, 10000);
+      if (!exitInfo || (exitInfo.code === null && exitInfo.signal === 'SIGKILL')) log('vpnmasq: did not exit within 10 s of SIGTERM; killed');
+      if (early) throw new Error(`vpnmasq exited during the benchmark (${early.signal ?? `code ${early.code}`})${fmtTail(output())}`);
+    },
+  };
+}
+
+function fmtTail(lines) {
+  return lines.length ? `; last output:\n    ${lines.join('\n    ')}` : '';
+}
