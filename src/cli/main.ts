@@ -28,6 +28,7 @@ commands:
   conntrack      the flow table, with conntrack-tools' options (-L, -D, -F, -C, filters)
   reload         re-read the configuration (a bad file is refused, the running one stays)
   wan-update     re-read the WAN device's address now (the hotplug script's call)
+  rpcd           rpcd's exec plugin (ubus call vpnmasq status|conntrack|reload)
   demo           the embedded namespace lab (what \`sudo npm start\` runs)
 
 options (every command):
@@ -128,6 +129,17 @@ The control socket is --socket here: -s is the source filter.`,
     summary: 'wan-update [--json]',
     help: "Makes the running vpnmasq re-read the WAN device's address now (hotplug and udhcpc call it).",
     options: SOCKET_S,
+    json: true,
+  },
+  rpcd: {
+    summary: 'rpcd list | rpcd call METHOD',
+    help: `The body of rpcd's exec plugin /usr/libexec/rpcd/vpnmasq (ubus object "vpnmasq"):
+  list          the methods and their arguments, as JSON
+  call METHOD   status, conntrack (filters: proto, src, dst, sport, dport, spi,
+                call_id), conntrack_delete (the same filters, at least one) or
+                reload; the arguments as a JSON object on stdin, the answer as JSON.
+It always prints JSON (--json is accepted).`,
+    options: {},
     json: true,
   },
   demo: {
@@ -257,7 +269,8 @@ async function main(argv: string[]): Promise<number> {
   if (v.version) { out(`vpnmasq ${version()}`); return 0; }
   if (v.help) { out(cmd ? commandHelp(cmd) : USAGE); return 0; }
   if (!cmd) { out(USAGE); return 2; }
-  if (parsed.positionals.length > 1) throw new UsageError(`${cmd}: unexpected argument "${parsed.positionals[1]}"`);
+  const maxArgs = cmd === 'rpcd' ? 3 : 1;
+  if (parsed.positionals.length > maxArgs) throw new UsageError(`${cmd}: unexpected argument "${parsed.positionals[maxArgs]}"`);
   if (v.json && !spec.json) {
     throw new UsageError(`${cmd}: --json is not accepted (${cmd === 'run' ? 'use --log-format json for JSON log lines' : 'it prints no data'})`);
   }
@@ -310,6 +323,22 @@ async function main(argv: string[]): Promise<number> {
       const d = (await ask(sock(), 'reload')) as { restartNeeded?: string[] };
       out(v.json ? JSON.stringify(d) : 'vpnmasq: configuration reloaded' +
         (d?.restartNeeded?.length ? `; restart needed for: ${d.restartNeeded.join(', ')}` : ''));
+      return 0;
+    }
+    case 'rpcd': {
+      const [, what, method] = parsed.positionals;
+      const { RPCD_METHODS, rpcdCall } = await import('./rpcd.js');
+      if (what === 'list' && method === undefined) { out(JSON.stringify(RPCD_METHODS)); return 0; }
+      if (what !== 'call' || method === undefined) throw new UsageError('rpcd: use "rpcd list" or "rpcd call METHOD"');
+      const input = await new Promise<string>((resolve) => {
+        let buf = '';
+        process.stdin.setEncoding('utf8');
+        process.stdin.on('data', (d: string) => { buf += d; if (buf.length > 65536) process.stdin.destroy(); });
+        process.stdin.on('end', () => resolve(buf));
+        process.stdin.on('close', () => resolve(buf));
+      });
+      const path = sock();
+      out(JSON.stringify(await rpcdCall(method, input, (c, a) => request(path, c, 5000, a))));
       return 0;
     }
     case 'demo': {
