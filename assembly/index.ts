@@ -2,25 +2,23 @@
 // cross the boundary, never packets: the supervisor's TUN addon reads
 // packets straight into the slots and writes the passing ones back.
 // Addresses are raw u32 (network-order bytes read little-endian), ports
-// host order, times in milliseconds (process/tick) or seconds (settings).
+// host order, times in milliseconds (process/tick) or seconds (the settings record).
 
-import {
-  callRecs, counters, espRecs, events, flows, ikeRecs, lens, slots, verdicts, hashMask, layoutEnd, layoutInit, lanNets, maxFlows,
-  EVENT_CAP, EVENT_SIZE, FLOW_SIZE, MAX_LAN_NETS, SLOT_COUNT, SLOT_SIZE, COUNTER_SLOTS,
-} from "./layout";
+import { COUNTER_SLOTS, C_FLOWS_FLUSHED, EVENT_CAP, EVENT_SIZE, EV_FLUSH } from "./abi/counters";
+import { FLOW_SIZE } from "./abi/records";
+import { callRecs, counters, espRecs, events, flows, ikeRecs, lens, slots, verdicts, hashMask, layoutEnd, layoutInit, lanNets, maxFlows, MAX_LAN_NETS, SLOT_COUNT, SLOT_SIZE } from "./layout";
+import { ABI_WORDS, abiDescribe as describe } from "./abi/describe.gen";
 import { bindResetDynamic } from "./nat/binding";
 import { processBatch } from "./nat/core";
 import { ruleAdd, rulesClear } from "./nat/filter";
 import { protoForwardAdd, redirectAdd, redirectsClear } from "./nat/forward";
-import { espFlushAll, espHighWater, espInit, espSweep } from "./nat/esp";
+import { espDelete, espFlushAll, espHighWater, espInit, espSweep } from "./vpn/esp";
 import { fragFlushAll, fragSweep } from "./nat/fragments";
-import { ikeFlushAll, ikeHighWater, ikeInit, ikeSweep } from "./nat/isakmp";
-import { callFlushAll, callHighWater, callSweep, pptpInit } from "./nat/pptp";
-import {
-  countAdd, eventPush, setClock, setLanNetCount, setPool, setSeed, setTimeoutsDs, setVpn, setWan, wanAddr,
-  C_FLOWS_FLUSHED, EV_FLUSH,
-} from "./nat/state";
-import { flowActive as tableActive, flowFlushAll, flowHighWater as tableHighWater, flowSweep } from "./nat/table";
+import { ikeDelete, ikeFlushAll, ikeHighWater, ikeInit, ikeSweep } from "./vpn/isakmp";
+import { peersInit } from "./vpn/peers";
+import { callDelete, callFlushAll, callHighWater, callSweep, pptpInit } from "./vpn/pptp";
+import { countAdd, eventPush, setClock, setLanNetCount as setLanNetCountState, setSeed, setWan, settingsApply, settingsRec, wanAddr } from "./nat/state";
+import { flowActive as tableActive, flowDelete, flowFlushAll, flowHighWater as tableHighWater, flowSweep } from "./nat/table";
 
 let ready: bool = false;
 
@@ -38,12 +36,13 @@ export function init(flowCount: u32, seed: u32): i32 {
   layoutInit(base(), flowCount, true);
   memory.fill(counters, 0, end - counters);
   setSeed(seed);
-  espInit(); ikeInit(); pptpInit();
+  espInit(); ikeInit(); pptpInit(); peersInit();
   ready = true;
   return 0;
 }
 
-export function process(count: u32, nowMs: f64, side: u32): u32 {
+/** The one packet entry point: `count` packets in slots 0..count-1, read from `side`, at `nowMs`. */
+export function process(count: u32, side: u32, nowMs: f64): u32 {
   if (!ready) return 0;
   setClock(nowMs);
   return processBatch(count, side);
@@ -70,10 +69,24 @@ export function setWanAddress(addr: u32, nowMs: f64): u32 {
 export function flushAll(): u32 {
   const n = flowFlushAll();
   bindResetDynamic();
+  peersInit(); // first: the tables' frees below then find no peer facts to update
   espFlushAll(); ikeFlushAll(); callFlushAll(); fragFlushAll();
   countAdd(C_FLOWS_FLUSHED, n);
   eventPush(EV_FLUSH, 0, 0, 0, 0, 0, 0, 0, 0, n);
   return n;
+}
+
+/**
+ * `conntrack -D`: frees one record, named by table (0 flow, 1 ESP, 2 IKE,
+ * 3 PPTP call; ENTRY_TABLES in src/engine/engine.ts) and index. Returns 1
+ * when it was in use, else 0 (already gone, or a bad table/index).
+ */
+export function deleteEntry(table: u32, index: u32): u32 {
+  if (table == 0) return flowDelete(index) ? 1 : 0;
+  if (table == 1) return espDelete(index) ? 1 : 0;
+  if (table == 2) return ikeDelete(index) ? 1 : 0;
+  if (table == 3) return callDelete(index) ? 1 : 0;
+  return 0;
 }
 
 export function setLanNet(i: u32, net: u32, mask: u32): i32 {
@@ -82,18 +95,12 @@ export function setLanNet(i: u32, net: u32, mask: u32): i32 {
   store<u32>(lanNets + (<usize>i << 3), mask, 4);
   return 0;
 }
-function setLanNetCountExport(n: u32): void { setLanNetCount(n < MAX_LAN_NETS ? n : MAX_LAN_NETS); }
-export { setLanNetCountExport as setLanNetCount };
+export function setLanNetCount(n: u32): void { setLanNetCountState(n < MAX_LAN_NETS ? n : MAX_LAN_NETS); }
 
-export function setPortPool(lo: u32, hi: u32): i32 {
-  if (lo == 0 || lo > hi || hi > 65535) return -1;
-  setPool(lo, hi);
-  return 0;
-}
-
-export function setTimeouts(tcpEst: u32, tcpTrans: u32, udp: u32, icmp: u32, frag: u32): void {
-  setTimeoutsDs(tcpEst * 10, tcpTrans * 10, udp * 10, icmp * 10, frag * 10);
-}
+/** Where the supervisor writes the settings record (fields SET_* in abi/settings.ts). */
+export function settingsPtr(): usize { return settingsRec; }
+/** Takes the settings record whole: 0, or the offset + 1 of the first field refused (nothing taken then). */
+export function applySettings(): i32 { return settingsApply(); }
 
 export function clearRedirects(): void { redirectsClear(); }
 export function addRedirect(proto: u32, portLo: u32, portHi: u32, destAddr: u32, destPortLo: u32): i32 {
@@ -102,15 +109,15 @@ export function addRedirect(proto: u32, portLo: u32, portHi: u32, destAddr: u32,
 export function addProtoForward(proto: u32, destAddr: u32): i32 { return protoForwardAdd(proto, destAddr); }
 export function clearRules(): void { rulesClear(); }
 
-/** VPN settings in seconds (esp, esp_init, ike, natt, gre) and counts/flags. */
-export function setVpnSettings(esp: u32, espInit: u32, espRetries: u32, ike: u32, natt: u32, gre: u32,
-  parallel: u32, guess: u32): void {
-  setVpn(esp * 10, espInit * 10, espRetries, ike * 10, natt * 10, gre * 10, parallel != 0, guess != 0);
-}
 export function addRule(srcZone: u32, destZone: u32, target: u32, proto: i32, icmpType: i32,
   srcNet: u32, srcMask: u32, dstNet: u32, dstMask: u32, portLo: u32, portHi: u32): i32 {
   return ruleAdd(srcZone, destZone, target, proto, icmpType, srcNet, srcMask, dstNet, dstMask, portLo, portHi);
 }
+
+/** Writes every ABI constant as compiled at `out` (abi/describe.gen.ts); returns how many u32s. */
+export function abiDescribe(out: usize): u32 { return describe(out); }
+/** How many u32 values abiDescribe writes. */
+export function abiWords(): u32 { return ABI_WORDS; }
 
 // Memory map for the supervisor's views.
 export function countersPtr(): usize { return counters; }

@@ -1,3 +1,7 @@
+import { COUNTER_SLOTS, EVENT_CAP, EVENT_HEADER, EVENT_SIZE } from "./abi/counters";
+import {
+  BIND_PROTOS, BIND_SIZE, CALL_SIZE, ESP_SIZE, FLOW_SIZE, FRAG_SIZE, IKE_SIZE, PEER_SIZE,
+} from "./abi/records";
 // The engine's linear memory map. Memory is imported from the supervisor
 // with initial == maximum pages, so every region below is carved once in
 // `layoutInit` and never moves: JS views on it stay valid for the whole run.
@@ -14,15 +18,8 @@
 
 export const SLOT_SIZE: u32 = 2048;
 export const SLOT_COUNT: u32 = 256;
-export const COUNTER_SLOTS: u32 = 128;
-export const EVENT_CAP: u32 = 4096; // power of two
-export const EVENT_SIZE: u32 = 32;
-export const FLOW_SIZE: u32 = 32;
-export const BIND_SIZE: u32 = 12;
-export const BIND_PROTOS: u32 = 3;
 export const BIND_INDEX_SIZE: u32 = 1 << 19;
 export const FRAG_CAP: u32 = 4096;
-export const FRAG_SIZE: u32 = 32;
 export const FRAG_INDEX_SIZE: u32 = 8192;
 export const MAX_REDIRECTS: u32 = 256;
 export const REDIRECT_SIZE: u32 = 16;
@@ -31,16 +28,17 @@ export const RULE_SIZE: u32 = 32;
 export const MAX_LAN_NETS: u32 = 32;
 // VPN tables (fixed sizes; maps at load ≤ 0.25 so probes stay short)
 export const ESP_CAP: u32 = 8192;
-export const ESP_SIZE: u32 = 32;
 export const ESP_MAP_SIZE: u32 = 32768;
 export const IKE_CAP: u32 = 4096;
-export const IKE_SIZE: u32 = 48;
 export const IKE_MAP_SIZE: u32 = 16384;
 export const CALL_CAP: u32 = 4096;
-export const CALL_SIZE: u32 = 32;
 export const CALL_MAP_SIZE: u32 = 16384;
 export const KM_SLOT: u32 = 12;
 export const OUTSTANDING_CAP: u32 = 256;
+// Per-(LAN host, server) facts (vpn/peers.ts): at most one pair per IKE entry
+// or ESP association, plus one record per server.
+export const PEER_CAP: u32 = 2 * (IKE_CAP + ESP_CAP);
+export const PEER_MAP_SIZE: u32 = 65536;
 
 export let counters: usize = 0;
 export let events: usize = 0;
@@ -67,6 +65,8 @@ export let callRecs: usize = 0;
 export let callMap: usize = 0;
 export let callIdBitmap: usize = 0;
 export let outstanding: usize = 0;
+export let peerRecs: usize = 0;
+export let peerMap: usize = 0;
 export let layoutEnd: usize = 0;
 
 @inline function align64(x: usize): usize { return (x + 63) & ~<usize>63; }
@@ -82,7 +82,7 @@ export function hashSizeFor(flowsWanted: u32): u32 {
 export function layoutInit(base: usize, flowsWanted: u32, commit: bool): usize {
   let p = align64(base);
   const c = p; p = align64(p + COUNTER_SLOTS * 8);
-  const e = p; p = align64(p + 64 + EVENT_CAP * EVENT_SIZE);
+  const e = p; p = align64(p + EVENT_HEADER + EVENT_CAP * EVENT_SIZE);
   const s = p; p = align64(p + <usize>SLOT_COUNT * SLOT_SIZE);
   const l = p; p = align64(p + SLOT_COUNT * 4);
   const v = p; p = align64(p + SLOT_COUNT);
@@ -105,9 +105,11 @@ export function layoutInit(base: usize, flowsWanted: u32, commit: bool): usize {
   const cm = p; p = align64(p + <usize>CALL_MAP_SIZE * KM_SLOT);
   const cb = p; p = align64(p + 65536 / 8);
   const os = p; p = align64(p + OUTSTANDING_CAP * 4);
+  const pr = p; p = align64(p + <usize>PEER_CAP * PEER_SIZE);
+  const pm = p; p = align64(p + <usize>PEER_MAP_SIZE * KM_SLOT);
   if (commit) {
     espRecs = er; espMap = em; ikeRecs = ir; ikeMap = im; callRecs = cr; callMap = cm;
-    callIdBitmap = cb; outstanding = os;
+    callIdBitmap = cb; outstanding = os; peerRecs = pr; peerMap = pm;
     counters = c; events = e; slots = s; lens = l; verdicts = v;
     flows = f; flowOutIndex = fo; flowInIndex = fi; hashMask = hs - 1; maxFlows = flowsWanted;
     bindings = b; bindIndex = bi; frags = fr; fragIndex = fx;

@@ -45,11 +45,18 @@ function flowTuple(i) {
   };
 }
 
+// The config defaults, but a UDP timeout of 3600 s so no flow expires during a run.
+const SETTINGS = {
+  tcp_timeout: 7440, tcp_transitory_timeout: 240, udp_timeout: 3600, icmp_timeout: 60, frag_timeout: 30,
+  esp_timeout: 1800, esp_init_timeout: 120, esp_init_retries: 5, ike_timeout: 3600, natt_timeout: 300, gre_timeout: 7440,
+  parallel_sessions: 0, esp_guess: 0, masq_port_lo: 61000, masq_port_hi: 65535,
+};
+
 function run(nFlows) {
   const e = Engine.load({ maxFlows: Math.max(nFlows, 1024), seed: 1 });
   const x = e.x;
   x.setLanNet(0, ipToRaw('192.168.1.0'), maskRaw(24)); x.setLanNetCount(1);
-  x.setTimeouts(7440, 240, 3600, 60, 30);
+  e.applySettings({ ...SETTINGS });
   let now = 10_000;
   x.setWanAddress(ipToRaw('203.0.113.1'), now);
   const mem = new Uint8Array(e.buffer);
@@ -60,7 +67,7 @@ function run(nFlows) {
   for (let i = 0; i < nFlows; i += S) {
     const n = Math.min(S, nFlows - i);
     for (let k = 0; k < n; k++) { const t = flowTuple(i + k); writeUdp(mem, base + k * size, t.src, t.sport, t.dst, t.dport); }
-    x.process(n, now, 0);
+    x.process(n, 0, now);
   }
   const active = x.flowActive();
   // Batches of random established flows, prepared outside the timed region.
@@ -80,7 +87,7 @@ function run(nFlows) {
       const img = images[v++ % variants];
       for (let k = 0; k < S; k++) mem.set(img.subarray(k * 64, k * 64 + 64), base + k * size);
       const t0 = process.hrtime.bigint();
-      x.process(S, now, 0);
+      x.process(S, 0, now);
       const dt = process.hrtime.bigint() - t0;
       ns += dt; packets += S; batchTimes.push(Number(dt));
     }
@@ -129,8 +136,7 @@ function runVpn(kind, n) {
   const e = Engine.load({ maxFlows: 65536, seed: 1 });
   const x = e.x;
   x.setLanNet(0, ipToRaw('192.168.1.0'), maskRaw(24)); x.setLanNetCount(1);
-  x.setTimeouts(7440, 240, 3600, 60, 30);
-  x.setVpnSettings(1800, 120, 5, 3600, 300, 7440, 1, 0);
+  e.applySettings({ ...SETTINGS, parallel_sessions: 1 });
   const now = 10_000;
   x.setWanAddress(ipToRaw('203.0.113.1'), now);
   const mem = new Uint8Array(e.buffer);
@@ -141,7 +147,7 @@ function runVpn(kind, n) {
   const server = (i) => [198, 51, 100 + (i >> 8), i & 255];
   const one = (side, src, dst, proto, payload) => {
     dv.setUint32(e.lenBase, writeIp(mem, base, src, dst, proto, payload), true);
-    x.process(1, now, side);
+    x.process(1, side, now);
     if (mem[e.verdictBase] !== 1) throw new Error(`${kind} set-up packet dropped: ${JSON.stringify(e.drops())}`);
     return mem.slice(base, base + 64);
   };
@@ -185,7 +191,7 @@ function runVpn(kind, n) {
         const img = images[v++ % images.length];
         for (let k = 0; k < S; k++) mem.set(img.subarray(k * 64, k * 64 + 64), base + k * size);
         const t0 = process.hrtime.bigint();
-        x.process(S, now, side);
+        x.process(S, side, now);
         ns += process.hrtime.bigint() - t0; packets += S;
       }
     }

@@ -4,26 +4,23 @@
 // socket keeps one public port toward every server. Flows hold references;
 // a binding dies with its last flow unless a redirect made it static.
 //
-// Owner table: BIND_PROTOS × 65536 entries of BIND_SIZE = 12 bytes:
-//   0 u32 lanAddr   4 u32 refs   8 u16 lanPort   10 u16 flags
+// Owner table: BIND_PROTOS × 65536 entries of BIND_SIZE bytes (B_* in abi/records.ts).
 // bindIndex: open addressing over (proto, lanAddr, lanPort) → owner slot + 1.
 
-import { bindings, bindIndex, BIND_INDEX_SIZE, BIND_PROTOS, BIND_SIZE } from "../layout";
-import { PROTO_ICMP, PROTO_TCP } from "../wire/ipv4";
-import { countAdd, hashSeed, poolHi, poolLo, C_BINDINGS_ACTIVE } from "./state";
-
-export const B_LAN_ADDR: u32 = 0;
-export const B_REFS: u32 = 4;
-export const B_LAN_PORT: u32 = 8;
-export const B_FLAGS: u32 = 10;
-export const BF_USED: u32 = 1;
-export const BF_STATIC: u32 = 2;
+import { PROTO_ICMP, PROTO_TCP } from "../abi/codes";
+import { C_BINDINGS_ACTIVE } from "../abi/counters";
+import {
+  BF_STATIC, BF_USED, BIND_ICMP, BIND_PROTOS, BIND_SIZE, BIND_TCP, BIND_UDP, B_FLAGS, B_LAN_ADDR, B_LAN_PORT,
+  B_REFS,
+} from "../abi/records";
+import { bindings, bindIndex, BIND_INDEX_SIZE } from "../layout";
+import { countAdd, hashSeed, poolHi, poolLo } from "./state";
 
 export const NO_PORT: u32 = 0xffffffff;
 const INDEX_MASK: u32 = BIND_INDEX_SIZE - 1;
 
 @inline export function protoIndex(proto: u32): u32 {
-  return proto == PROTO_TCP ? 0 : proto == PROTO_ICMP ? 2 : 1;
+  return proto == PROTO_TCP ? BIND_TCP : proto == PROTO_ICMP ? BIND_ICMP : BIND_UDP;
 }
 @inline function slotOf(pi: u32, alias: u32): u32 { return (pi << 16) | alias; }
 @inline export function owner(pi: u32, alias: u32): usize {

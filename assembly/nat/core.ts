@@ -2,62 +2,65 @@
 // policy, dispatch to the protocol handler, follow fragments, compensate
 // TTL, write a verdict. Never traps: everything malformed is a Drop reason.
 
+import {
+  DEST_FORWARD, DEST_ROUTER, SIDE_INSIDE, SIDE_OUTSIDE, TARGET_ACCEPT, TARGET_NONE, TARGET_REJECT,
+  VERDICT_DROP, VERDICT_PASS, ZONE_WAN,
+} from "../abi/codes";
+import { C_PASS_INSIDE, C_PASS_OUTSIDE, C_RX_INSIDE, C_RX_OUTSIDE } from "../abi/counters";
 import { lens, slots, verdicts, SLOT_SIZE } from "../layout";
 import {
-  ipDst, ipFragOffset, ipHeaderLen, ipId, ipMoreFragments, ipProto, ipSrc, ipTotalLen, ipv4Check,
+  ipDst, ipId, ipSrc, ipv4Check,
 } from "../wire/ipv4";
+import { CTX_FRAG_OFFSET, CTX_HLEN, CTX_MORE_FRAGS, CTX_PROTO, CTX_TOTAL, packetContext } from "../wire/context";
 import { l4Check } from "../wire/l4";
-import { DEST_FORWARD, DEST_ROUTER, TARGET_ACCEPT, TARGET_NONE, TARGET_REJECT, ZONE_WAN, ruleMatch } from "./filter";
+import { ruleMatch } from "./filter";
 import { fragFollow, fragNoteFirst, fragSweep } from "./fragments";
-import { Drop } from "./reasons";
+import { Drop } from "../abi/reasons";
 import { dispatchIn, dispatchOut } from "./registry";
 import { ttlCompensate } from "./rewrite";
-import {
-  countAdd, dropped, isLanAddr, isMartian, wanAddr, C_PASS_INSIDE, C_PASS_OUTSIDE, C_RX_INSIDE, C_RX_OUTSIDE,
-} from "./state";
-import { espSweep } from "./esp";
-import { ikeSweep } from "./isakmp";
-import { callSweep } from "./pptp";
+import { countAdd, dropped, isLanAddr, isMartian, wanAddr } from "./state";
+import { espSweep } from "../vpn/esp";
+import { ikeSweep } from "../vpn/isakmp";
+import { callSweep } from "../vpn/pptp";
 import { flowIndexPeekIn, flowIndexPeekOut, flowSweep, rec } from "./table";
 
-export const SIDE_INSIDE: u32 = 0;
-export const SIDE_OUTSIDE: u32 = 1;
-export const VERDICT_DROP: u8 = 0;
-export const VERDICT_PASS: u8 = 1;
-
 /** LAN (or the router itself) → WAN. */
-function outbound(p: usize, len: u32): u32 {
-  let r = ipv4Check(p, len);
+function outbound(p: usize, len: u32, ctx: usize): u32 {
+  let r = ipv4Check(p, len, ctx);
   if (r != Drop.NONE) return r;
   if (wanAddr == 0) return Drop.NO_WAN_ADDRESS;
   const src = ipSrc(p);
   if (src != wanAddr && !isLanAddr(src)) return Drop.BAD_SRC;
-  const proto = ipProto;
-  const l4 = p + ipHeaderLen;
-  const l4len = ipTotalLen - ipHeaderLen;
-  if (ipFragOffset != 0) return fragFollow(p, SIDE_INSIDE, proto, ipFragOffset, l4len, ipMoreFragments);
-  const first = ipMoreFragments;
+  const proto = load<u32>(ctx, CTX_PROTO);
+  const hlen = load<u32>(ctx, CTX_HLEN);
+  const l4 = p + hlen;
+  const l4len = load<u32>(ctx, CTX_TOTAL) - hlen;
+  const fragOffset = load<u32>(ctx, CTX_FRAG_OFFSET);
+  const more = load<u32>(ctx, CTX_MORE_FRAGS) != 0;
+  if (fragOffset != 0) return fragFollow(p, SIDE_INSIDE, proto, fragOffset, l4len, more);
+  const first = more; // MF at offset 0: a first fragment
   r = l4Check(proto, l4, l4len, first);
   if (r != Drop.NONE) return r;
   const dst = ipDst(p);
   const id = ipId(p);
-  r = dispatchOut(p, l4, l4len, proto);
+  r = dispatchOut(p, l4, l4len, proto, ctx);
   if (r == Drop.NONE && first) r = fragNoteFirst(SIDE_INSIDE, src, dst, id, proto, ipSrc(p), l4len);
   return r;
 }
 
 /** WAN → anything. */
-function inbound(p: usize, len: u32): u32 {
-  let r = ipv4Check(p, len);
+function inbound(p: usize, len: u32, ctx: usize): u32 {
+  let r = ipv4Check(p, len, ctx);
   if (r != Drop.NONE) return r;
   if (wanAddr == 0) return Drop.NO_WAN_ADDRESS;
   const src = ipSrc(p);
   const dst = ipDst(p);
   // A WAN packet claiming a LAN or our own source is spoofed, never outbound.
   if (src == wanAddr || isLanAddr(src) || isMartian(src)) return Drop.BAD_SRC;
-  const proto = ipProto;
-  const l4 = p + ipHeaderLen;
-  const l4len = ipTotalLen - ipHeaderLen;
+  const proto = load<u32>(ctx, CTX_PROTO);
+  const hlen = load<u32>(ctx, CTX_HLEN);
+  const l4 = p + hlen;
+  const l4len = load<u32>(ctx, CTX_TOTAL) - hlen;
   if (dst != wanAddr) {
     // Routed (untranslated) traffic only where a rule opens it.
     const toLan = isLanAddr(dst);
@@ -66,12 +69,14 @@ function inbound(p: usize, len: u32): u32 {
     if (target != TARGET_NONE) return target == TARGET_REJECT ? Drop.POLICY_REJECT : Drop.POLICY_DROP;
     return toLan ? Drop.WAN_TO_LAN : Drop.NOT_FOR_US;
   }
-  if (ipFragOffset != 0) return fragFollow(p, SIDE_OUTSIDE, proto, ipFragOffset, l4len, ipMoreFragments);
-  const first = ipMoreFragments;
+  const fragOffset = load<u32>(ctx, CTX_FRAG_OFFSET);
+  const more = load<u32>(ctx, CTX_MORE_FRAGS) != 0;
+  if (fragOffset != 0) return fragFollow(p, SIDE_OUTSIDE, proto, fragOffset, l4len, more);
+  const first = more;
   r = l4Check(proto, l4, l4len, first);
   if (r != Drop.NONE) return r;
   const id = ipId(p);
-  r = dispatchIn(p, l4, l4len, proto);
+  r = dispatchIn(p, l4, l4len, proto, ctx);
   if (r == Drop.NONE && first) r = fragNoteFirst(SIDE_OUTSIDE, src, dst, id, proto, ipDst(p), l4len);
   return r;
 }
@@ -87,7 +92,7 @@ export function processBatch(n: u32, side: u32): u32 {
     const len = load<u32>(lens + (<usize>i << 2));
     let r: u32;
     if (len > SLOT_SIZE) r = Drop.OVERSIZE;
-    else r = side == SIDE_INSIDE ? outbound(p, len) : inbound(p, len);
+    else r = side == SIDE_INSIDE ? outbound(p, len, packetContext) : inbound(p, len, packetContext);
     if (r == Drop.NONE) {
       ttlCompensate(p);
       store<u8>(verdicts + i, VERDICT_PASS);

@@ -9,19 +9,13 @@
 //   8 u32 srcNet  12 u32 srcMask  16 u32 dstNet  20 u32 dstMask
 //  24 u16 portLo  26 u16 portHi   (host order; 0..65535 = any)
 
+import {
+  DEST_ROUTER, PROTO_ICMP, PROTO_TCP, PROTO_UDP, TARGET_ACCEPT, TARGET_NONE, TARGET_REJECT, ZONE_WAN,
+} from "../abi/codes";
+import { C_LOCAL_ACCEPT } from "../abi/counters";
 import { rules, MAX_RULES, RULE_SIZE } from "../layout";
-import { PROTO_ICMP, PROTO_TCP, PROTO_UDP } from "../wire/ipv4";
-import { Drop } from "./reasons";
-import { count, C_LOCAL_ACCEPT } from "./state";
-
-export const ZONE_WAN: u32 = 0;
-export const ZONE_LAN: u32 = 1;
-export const DEST_ROUTER: u32 = 0;
-export const DEST_FORWARD: u32 = 1; // not the router: LAN → WAN, or WAN → a LAN address
-export const TARGET_NONE: u32 = 0;
-export const TARGET_ACCEPT: u32 = 1;
-export const TARGET_DROP: u32 = 2;
-export const TARGET_REJECT: u32 = 3;
+import { Drop } from "../abi/reasons";
+import { count } from "./state";
 
 let ruleCount: u32 = 0;
 

@@ -16,8 +16,6 @@ import { redirects, MAX_REDIRECTS, REDIRECT_SIZE } from "../layout";
 import { bindReserve, bindUnreserveAll, protoIndex } from "./binding";
 
 let redirectCount: u32 = 0;
-export let fwdAddr: u32 = 0;
-export let fwdPort: u32 = 0;
 
 export function redirectsClear(): void {
   redirectCount = 0;
@@ -46,28 +44,29 @@ export function protoForwardAdd(proto: u32, destAddr: u32): i32 {
   return <i32>(redirectCount - 1);
 }
 
-/** True when a protocol forward exists for `proto`; fills fwdAddr. */
-export function protoForwardMatch(proto: u32): bool {
+/** The LAN host of the protocol forward for `proto`, or 0 when there is none. */
+export function protoForward(proto: u32): u32 {
   for (let i: u32 = 0; i < redirectCount; i++) {
     const r = redirects + <usize>i * REDIRECT_SIZE;
     if (load<u16>(r, 0) != proto || load<u8>(r, 12) == 0) continue;
-    fwdAddr = load<u32>(r, 8);
-    fwdPort = 0;
-    return true;
+    return load<u32>(r, 8);
   }
-  return false;
+  return 0;
 }
 
-/** True when a redirect covers (proto, dport); fills fwdAddr/fwdPort. */
-export function redirectMatch(proto: u32, dport: u32): bool {
+/** The redirect record covering (proto, dport), or 0; read it with redirectDest/redirectDestPort. */
+export function redirectFind(proto: u32, dport: u32): usize {
   for (let i: u32 = 0; i < redirectCount; i++) {
     const r = redirects + <usize>i * REDIRECT_SIZE;
     if (load<u16>(r, 0) != proto || load<u8>(r, 12) != 0) continue;
     const lo = <u32>load<u16>(r, 2);
     if (dport < lo || dport > <u32>load<u16>(r, 4)) continue;
-    fwdAddr = load<u32>(r, 8);
-    fwdPort = <u32>load<u16>(r, 6) + (dport - lo);
-    return true;
+    return r;
   }
-  return false;
+  return 0;
+}
+@inline export function redirectDest(r: usize): u32 { return load<u32>(r, 8); }
+/** The LAN port `dport` maps to: ranges map one to one from destPortLo. */
+@inline export function redirectDestPort(r: usize, dport: u32): u32 {
+  return <u32>load<u16>(r, 6) + (dport - <u32>load<u16>(r, 2));
 }

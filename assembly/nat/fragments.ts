@@ -7,15 +7,18 @@
 // short for the L4 header (tiny-fragment attack, RFC 1858), fragments that
 // overlap the first (RFC 1858 §3.2 / RFC 3128 overlapping attack).
 //
-// Entry (FRAG_SIZE = 32 bytes):
-//   0 u32 srcAddr   4 u32 dstAddr   8 u16 ipId  10 u8 proto  11 u8 side+1 (0 = free)
-//  12 u32 newAddr  16 u32 expiresDs 20 u32 firstEnd 24 u32 seenBytes 28 u32 totalBytes (0 = unknown)
+// Entry: FRAG_SIZE bytes, fields FRAG_* in abi/records.ts.
 
-import { frags, FRAG_CAP, FRAG_SIZE } from "../layout";
+import { C_FRAGS_ACTIVE } from "../abi/counters";
+import {
+  FRAG_DST_ADDR, FRAG_EXPIRES, FRAG_FIRST_END, FRAG_IP_ID, FRAG_NEW_ADDR, FRAG_PROTO, FRAG_SEEN, FRAG_SIDE,
+  FRAG_SIZE, FRAG_SRC_ADDR, FRAG_TOTAL,
+} from "../abi/records";
+import { frags, FRAG_CAP } from "../layout";
 import { IP_DST, IP_SRC, ipId, ipDst, ipSrc } from "../wire/ipv4";
-import { Drop } from "./reasons";
+import { Drop } from "../abi/reasons";
 import { rewriteAddr } from "./rewrite";
-import { countAdd, fragDs, hashSeed, nowDs, C_FRAGS_ACTIVE } from "./state";
+import { countAdd, fragDs, hashSeed, nowDs } from "./state";
 
 const WAYS: u32 = 4;
 const BUCKETS: u32 = FRAG_CAP / WAYS;
@@ -27,20 +30,20 @@ const BUCKETS: u32 = FRAG_CAP / WAYS;
 }
 
 @inline function live(e: usize): bool {
-  return load<u8>(e, 11) != 0 && <i32>(nowDs - load<u32>(e, 16)) < 0;
+  return load<u8>(e, FRAG_SIDE) != 0 && <i32>(nowDs - load<u32>(e, FRAG_EXPIRES)) < 0;
 }
 
 function free(e: usize): void {
-  if (load<u8>(e, 11) != 0) countAdd(C_FRAGS_ACTIVE, -1);
-  store<u8>(e, 0, 11);
+  if (load<u8>(e, FRAG_SIDE) != 0) countAdd(C_FRAGS_ACTIVE, -1);
+  store<u8>(e, 0, FRAG_SIDE);
 }
 
 function find(src: u32, dst: u32, id: u32, proto: u32, side: u32): usize {
   const b = bucketOf(src, dst, id, proto);
   for (let w: u32 = 0; w < WAYS; w++) {
     const e = b + <usize>w * FRAG_SIZE;
-    if (load<u8>(e, 11) == <u8>(side + 1) && load<u32>(e, 0) == src && load<u32>(e, 4) == dst &&
-        load<u16>(e, 8) == <u16>id && load<u8>(e, 10) == <u8>proto) {
+    if (load<u8>(e, FRAG_SIDE) == <u8>(side + 1) && load<u32>(e, FRAG_SRC_ADDR) == src && load<u32>(e, FRAG_DST_ADDR) == dst &&
+        load<u16>(e, FRAG_IP_ID) == <u16>id && load<u8>(e, FRAG_PROTO) == <u8>proto) {
       if (live(e)) return e;
       free(e);
       return 0;
@@ -51,10 +54,10 @@ function find(src: u32, dst: u32, id: u32, proto: u32, side: u32): usize {
 
 /** Accounts the bytes of one fragment; frees the entry when the datagram is complete. */
 function account(e: usize, offset: u32, payload: u32, more: bool): void {
-  const seen = load<u32>(e, 24) + payload;
-  store<u32>(e, seen, 24);
-  if (!more) store<u32>(e, offset + payload, 28);
-  const total = load<u32>(e, 28);
+  const seen = load<u32>(e, FRAG_SEEN) + payload;
+  store<u32>(e, seen, FRAG_SEEN);
+  if (!more) store<u32>(e, offset + payload, FRAG_TOTAL);
+  const total = load<u32>(e, FRAG_TOTAL);
   if (total != 0 && seen >= total) free(e);
 }
 
@@ -72,14 +75,14 @@ export function fragNoteFirst(side: u32, src: u32, dst: u32, id: u32, proto: u32
       if (!live(c)) { free(c); e = c; break; }
     }
     if (e == 0) return Drop.FRAG_TABLE_FULL;
-    store<u32>(e, src, 0); store<u32>(e, dst, 4); store<u16>(e, <u16>id, 8); store<u8>(e, <u8>proto, 10);
-    store<u8>(e, <u8>(side + 1), 11);
-    store<u32>(e, 0, 24); store<u32>(e, 0, 28);
+    store<u32>(e, src, FRAG_SRC_ADDR); store<u32>(e, dst, FRAG_DST_ADDR); store<u16>(e, <u16>id, FRAG_IP_ID); store<u8>(e, <u8>proto, FRAG_PROTO);
+    store<u8>(e, <u8>(side + 1), FRAG_SIDE);
+    store<u32>(e, 0, FRAG_SEEN); store<u32>(e, 0, FRAG_TOTAL);
     countAdd(C_FRAGS_ACTIVE, 1);
   }
-  store<u32>(e, newAddr, 12);
-  store<u32>(e, nowDs + fragDs, 16);
-  store<u32>(e, payload, 20);
+  store<u32>(e, newAddr, FRAG_NEW_ADDR);
+  store<u32>(e, nowDs + fragDs, FRAG_EXPIRES);
+  store<u32>(e, payload, FRAG_FIRST_END);
   account(e, 0, payload, true);
   return Drop.NONE;
 }
@@ -90,8 +93,8 @@ export function fragFollow(p: usize, side: u32, proto: u32, offset: u32, payload
   const dst = ipDst(p);
   const e = find(src, dst, ipId(p), proto, side);
   if (e == 0) return Drop.FRAG_NO_HEAD;
-  if (offset < load<u32>(e, 20)) return Drop.FRAG_OVERLAP;
-  rewriteAddr(p, side == 0 ? IP_SRC : IP_DST, load<u32>(e, 12));
+  if (offset < load<u32>(e, FRAG_FIRST_END)) return Drop.FRAG_OVERLAP;
+  rewriteAddr(p, side == 0 ? IP_SRC : IP_DST, load<u32>(e, FRAG_NEW_ADDR));
   account(e, offset, payload, more);
   return Drop.NONE;
 }
@@ -104,7 +107,7 @@ export function fragSweep(budget: u32): void {
   for (let n: u32 = 0; n < budget; n++) {
     if (sweepHand >= FRAG_CAP) sweepHand = 0;
     const e = frags + <usize>(sweepHand++) * FRAG_SIZE;
-    if (load<u8>(e, 11) != 0 && !live(e)) free(e);
+    if (load<u8>(e, FRAG_SIDE) != 0 && !live(e)) free(e);
   }
 }
 

@@ -7,42 +7,43 @@
 //   icmp + 0  type, code, checksum, unused (8 bytes)
 //   icmp + 8  original IP header (ihl bytes), then its first L4 bytes
 
+import { PROTO_ESP, PROTO_GRE, PROTO_ICMP, PROTO_TCP, PROTO_UDP } from "../abi/codes";
+import { BIND_ICMP, F_ALIAS_PORT, F_LAN_ADDR, F_LAN_PORT, F_PKTS_IN, F_PKTS_OUT } from "../abi/records";
 import { adjust16, adjust32 } from "../wire/checksum";
-import { IP_CSUM, IP_DST, IP_MIN_HEADER, IP_PROTO, IP_SRC, PROTO_ESP, PROTO_GRE, PROTO_ICMP, PROTO_TCP, PROTO_UDP, ipDst, ipSrc } from "../wire/ipv4";
-import { espLanOut } from "./esp";
-import { IKE_PORT, ikeLanFor } from "./isakmp";
-import { callFindOut, callLanAddr } from "./pptp";
+import { CTX_EMB_AVAIL, CTX_EMB_IP, CTX_EMB_L4, CTX_EMB_PROTO } from "../wire/context";
+import { IP_CSUM, IP_DST, IP_MIN_HEADER, IP_PROTO, IP_SRC, ipDst, ipSrc } from "../wire/ipv4";
+import { espLanOut } from "../vpn/esp";
+import { IKE_PORT, ikeLanFor } from "../vpn/isakmp";
+import { GRE_CALL_ID } from "../vpn/gre";
+import { callFindOut, callLanAddr } from "../vpn/pptp";
 import { routerVerdict } from "./filter";
 import {
   ICMP_CSUM, ICMP_DEST_UNREACH, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_HEADER, ICMP_ID, ICMP_PARAM_PROBLEM,
   ICMP_SOURCE_QUENCH, ICMP_TIME_EXCEEDED, L4_DST_PORT, L4_SRC_PORT, TCP_CSUM, UDP_CSUM, UDP_HEADER, port,
 } from "../wire/l4";
 import { natIn, natOut } from "./masq";
-import { Drop } from "./reasons";
+import { Drop } from "../abi/reasons";
 import { rewriteAddr } from "./rewrite";
 import { wanAddr } from "./state";
-import { F_ALIAS_PORT, F_LAN_ADDR, F_LAN_PORT, F_PKTS_IN, F_PKTS_OUT, flowFindIn, flowFindOut, rec } from "./table";
+import { flowFindIn, flowFindOut, rec } from "./table";
 
 @inline function isError(type: u32): bool {
   return type == ICMP_DEST_UNREACH || type == ICMP_TIME_EXCEEDED || type == ICMP_PARAM_PROBLEM || type == ICMP_SOURCE_QUENCH;
 }
 
-// Parsed embedded datagram, valid after embeddedCheck returned NONE.
-let embIp: usize = 0;
-let embL4: usize = 0;
-let embProto: u32 = 0;
-let embL4Avail: u32 = 0; // quoted L4 bytes
-
-function embeddedCheck(icmp: usize, icmpLen: u32): u32 {
+/** Checks the embedded datagram of an error and records it in `ctx` (CTX_EMB_*). */
+function embeddedCheck(icmp: usize, icmpLen: u32, ctx: usize): u32 {
   if (icmpLen < ICMP_HEADER + IP_MIN_HEADER + 8) return Drop.ICMP_BAD_EMBEDDED;
   const e = icmp + ICMP_HEADER;
   const vihl = <u32>load<u8>(e);
   const ihl = (vihl & 0xf) << 2;
   if ((vihl >>> 4) != 4 || ihl < IP_MIN_HEADER || ICMP_HEADER + ihl + 8 > icmpLen) return Drop.ICMP_BAD_EMBEDDED;
-  embIp = e;
-  embL4 = e + ihl;
-  embProto = load<u8>(e, IP_PROTO);
-  embL4Avail = icmpLen - ICMP_HEADER - ihl;
+  const embL4 = e + ihl;
+  const embProto = <u32>load<u8>(e, IP_PROTO);
+  store<u32>(ctx, <u32>e, CTX_EMB_IP);
+  store<u32>(ctx, <u32>embL4, CTX_EMB_L4);
+  store<u32>(ctx, embProto, CTX_EMB_PROTO);
+  store<u32>(ctx, icmpLen - ICMP_HEADER - ihl, CTX_EMB_AVAIL);
   if (embProto == PROTO_ICMP && <u32>load<u8>(embL4) != ICMP_ECHO_REQUEST && <u32>load<u8>(embL4) != ICMP_ECHO_REPLY) {
     return Drop.ICMP_BAD_EMBEDDED; // errors about errors are never sent (RFC 1122 3.2.2)
   }
@@ -58,7 +59,10 @@ function embeddedCheck(icmp: usize, icmpLen: u32): u32 {
  */
 const NO_PORT_FIELD: u32 = 0xffffffff; // ESP, GRE: no port, no quoted checksum to keep
 
-function rewriteEmbedded(icmp: usize, field: u32, newAddr: u32, portOff: u32, newPortHost: u32): void {
+function rewriteEmbedded(icmp: usize, ctx: usize, field: u32, newAddr: u32, portOff: u32, newPortHost: u32): void {
+  const embIp = <usize>load<u32>(ctx, CTX_EMB_IP);
+  const embL4 = <usize>load<u32>(ctx, CTX_EMB_L4);
+  const embProto = load<u32>(ctx, CTX_EMB_PROTO);
   let icmpSum = <u32>load<u16>(icmp, ICMP_CSUM);
   const oldAddr = load<u32>(embIp + field);
   store<u32>(embIp + field, newAddr);
@@ -76,7 +80,7 @@ function rewriteEmbedded(icmp: usize, field: u32, newAddr: u32, portOff: u32, ne
 
   // The quoted L4 checksum, when the quote reaches it.
   const co = embProto == PROTO_TCP ? TCP_CSUM : embProto == PROTO_UDP ? UDP_CSUM : ICMP_CSUM;
-  if (co + 2 <= embL4Avail) {
+  if (co + 2 <= load<u32>(ctx, CTX_EMB_AVAIL)) {
     const oldC = <u32>load<u16>(embL4 + co);
     if (!(embProto == PROTO_UDP && oldC == 0)) {
       let newC = adjust16(oldC, oldPort, newPort);
@@ -90,13 +94,16 @@ function rewriteEmbedded(icmp: usize, field: u32, newAddr: u32, portOff: u32, ne
 }
 
 /** ICMP from the LAN (or the router) toward the WAN. */
-export function icmpOut(p: usize, icmp: usize, icmpLen: u32): u32 {
+export function icmpOut(p: usize, icmp: usize, icmpLen: u32, ctx: usize): u32 {
   const type = <u32>load<u8>(icmp);
-  if (type == ICMP_ECHO_REQUEST) return natOut(p, icmp, PROTO_ICMP, 2);
+  if (type == ICMP_ECHO_REQUEST) return natOut(p, icmp, PROTO_ICMP, BIND_ICMP);
   if (ipSrc(p) == wanAddr) return Drop.NONE; // the router's own ICMP (echo replies, its errors)
   if (!isError(type)) return Drop.ICMP_UNSUPPORTED;
-  const r0 = embeddedCheck(icmp, icmpLen);
+  const r0 = embeddedCheck(icmp, icmpLen, ctx);
   if (r0 != Drop.NONE) return r0;
+  const embIp = <usize>load<u32>(ctx, CTX_EMB_IP);
+  const embL4 = <usize>load<u32>(ctx, CTX_EMB_L4);
+  const embProto = load<u32>(ctx, CTX_EMB_PROTO);
   if (embProto == PROTO_ESP || embProto == PROTO_GRE) return Drop.ICMP_UNSUPPORTED;
   // The quoted packet went WAN → LAN: its destination is the LAN endpoint.
   const remA = load<u32>(embIp, IP_SRC);
@@ -108,21 +115,24 @@ export function icmpOut(p: usize, icmp: usize, icmpLen: u32): u32 {
   if (e == 0) return Drop.ICMP_NO_FLOW;
   const r = rec(e - 1);
   store<u32>(r, load<u32>(r, F_PKTS_OUT) + 1, F_PKTS_OUT);
-  rewriteEmbedded(icmp, IP_DST, wanAddr, isEcho ? ICMP_ID : L4_DST_PORT, load<u16>(r, F_ALIAS_PORT));
+  rewriteEmbedded(icmp, ctx, IP_DST, wanAddr, isEcho ? ICMP_ID : L4_DST_PORT, load<u16>(r, F_ALIAS_PORT));
   rewriteAddr(p, IP_SRC, wanAddr);
   return Drop.NONE;
 }
 
 /** ICMP from the WAN to the WAN address. */
-export function icmpIn(p: usize, icmp: usize, icmpLen: u32): u32 {
+export function icmpIn(p: usize, icmp: usize, icmpLen: u32, ctx: usize): u32 {
   const type = <u32>load<u8>(icmp);
-  if (type == ICMP_ECHO_REPLY) return natIn(p, icmp, PROTO_ICMP, 2);
+  if (type == ICMP_ECHO_REPLY) return natIn(p, icmp, PROTO_ICMP, BIND_ICMP);
   if (!isError(type)) {
     // Echo requests and the rest are for the router itself: rules decide.
     return routerVerdict(PROTO_ICMP, ipSrc(p), ipDst(p), type);
   }
-  const r0 = embeddedCheck(icmp, icmpLen);
+  const r0 = embeddedCheck(icmp, icmpLen, ctx);
   if (r0 != Drop.NONE) return r0;
+  const embIp = <usize>load<u32>(ctx, CTX_EMB_IP);
+  const embL4 = <usize>load<u32>(ctx, CTX_EMB_L4);
+  const embProto = load<u32>(ctx, CTX_EMB_PROTO);
   // The quoted packet is one we sent: its source is the WAN address.
   if (load<u32>(embIp, IP_SRC) != wanAddr) return Drop.ICMP_NO_FLOW;
   const remA = load<u32>(embIp, IP_DST);
@@ -133,17 +143,17 @@ export function icmpIn(p: usize, icmp: usize, icmpLen: u32): u32 {
   if (embProto == PROTO_ESP) {
     vpnHost = espLanOut(remA, load<u32>(embL4));
   } else if (embProto == PROTO_GRE) {
-    const v = callFindOut(remA, <u32>bswap<u16>(load<u16>(embL4, 6)));
+    const v = callFindOut(remA, <u32>bswap<u16>(load<u16>(embL4, GRE_CALL_ID)));
     vpnHost = v != 0 ? callLanAddr(v) : 0;
   } else if (embProto == PROTO_UDP && port(embL4, L4_SRC_PORT) == IKE_PORT) {
-    if (embL4Avail < UDP_HEADER + 8) return Drop.ICMP_NO_FLOW; // the cookie was not quoted
+    if (load<u32>(ctx, CTX_EMB_AVAIL) < UDP_HEADER + 8) return Drop.ICMP_NO_FLOW; // the cookie was not quoted
     vpnHost = ikeLanFor(remA, load<u64>(embL4 + UDP_HEADER));
     vpnPortOff = L4_SRC_PORT;
   }
   if (embProto == PROTO_ESP || embProto == PROTO_GRE || vpnPortOff != NO_PORT_FIELD) {
     if (vpnHost == 0) return Drop.ICMP_NO_FLOW;
     if (vpnHost == wanAddr) return Drop.NONE; // about the router's own IPsec/PPTP
-    rewriteEmbedded(icmp, IP_SRC, vpnHost, vpnPortOff, IKE_PORT);
+    rewriteEmbedded(icmp, ctx, IP_SRC, vpnHost, vpnPortOff, IKE_PORT);
     rewriteAddr(p, IP_DST, vpnHost);
     return Drop.NONE;
   }
@@ -155,7 +165,7 @@ export function icmpIn(p: usize, icmp: usize, icmpLen: u32): u32 {
   const r = rec(e - 1);
   store<u32>(r, load<u32>(r, F_PKTS_IN) + 1, F_PKTS_IN);
   const lanA = load<u32>(r, F_LAN_ADDR);
-  rewriteEmbedded(icmp, IP_SRC, lanA, isEcho ? ICMP_ID : L4_SRC_PORT, load<u16>(r, F_LAN_PORT));
+  rewriteEmbedded(icmp, ctx, IP_SRC, lanA, isEcho ? ICMP_ID : L4_SRC_PORT, load<u16>(r, F_LAN_PORT));
   rewriteAddr(p, IP_DST, lanA);
   return Drop.NONE;
 }

@@ -2,18 +2,20 @@
 // of masquerading: outbound packets open flows and leave from the WAN
 // address; inbound packets must match a flow, a redirect or a rule.
 
-import { IP_DST, IP_SRC, PROTO_ICMP, PROTO_TCP, ipDst, ipSrc } from "../wire/ipv4";
+import { DEST_FORWARD, PROTO_ICMP, PROTO_TCP, TARGET_DROP, TARGET_REJECT, ZONE_LAN } from "../abi/codes";
+import {
+  FL_FIN_IN, FL_FIN_OUT, FL_NATT, FL_REDIRECT, FL_REPLIED, F_ALIAS_PORT, F_FLAGS, F_LAN_ADDR, F_LAN_PORT,
+  F_PKTS_IN, F_PKTS_OUT, F_STATE,
+} from "../abi/records";
+import { IP_DST, IP_SRC, ipDst, ipSrc } from "../wire/ipv4";
 import { ICMP_ID, L4_DST_PORT, L4_SRC_PORT, TCP_ACK_FLAG, TCP_FIN, TCP_RST, TCP_SYN, port, tcpFlags } from "../wire/l4";
 import { NO_PORT, bindAcquire, bindRef, bindRelease } from "./binding";
-import { DEST_FORWARD, TARGET_DROP, TARGET_REJECT, ZONE_LAN, routerVerdict, ruleMatch } from "./filter";
-import { fwdAddr, fwdPort, redirectMatch } from "./forward";
-import { Drop } from "./reasons";
+import { routerVerdict, ruleMatch } from "./filter";
+import { redirectDest, redirectDestPort, redirectFind } from "./forward";
+import { Drop } from "../abi/reasons";
 import { rewriteAddrPort } from "./rewrite";
 import { icmpDs, nattDs, tcpClosedDs, tcpEstablishedDs, tcpTransitoryDs, udpDs, wanAddr } from "./state";
-import {
-  FL_FIN_IN, FL_FIN_OUT, FL_NATT, FL_REDIRECT, FL_REPLIED, F_ALIAS_PORT, F_FLAGS, F_LAN_ADDR, F_LAN_PORT, F_PKTS_IN, F_PKTS_OUT,
-  F_STATE, flowFindIn, flowFindOut, flowInsert, flowTouch, rec,
-} from "./table";
+import { flowFindIn, flowFindOut, flowInsert, flowTouch, rec } from "./table";
 
 // TCP states, named as conntrack names them.
 export const TCP_SYN_SENT: u32 = 1;
@@ -111,7 +113,10 @@ export function natIn(p: usize, l4: usize, proto: u32, pi: u32): u32 {
   let r: usize;
   if (e == 0) {
     const flags = proto == PROTO_TCP ? tcpFlags(l4) : 0;
-    if (!isIcmp && redirectMatch(proto, aliasP)) {
+    const fwd: usize = isIcmp ? <usize>0 : redirectFind(proto, aliasP);
+    if (fwd != 0) {
+      const fwdAddr = redirectDest(fwd);
+      const fwdPort = redirectDestPort(fwd, aliasP);
       if (remP == 0) return Drop.BAD_PORT;
       if (flags & TCP_RST) return Drop.TCP_NO_FLOW;
       const state = proto == PROTO_TCP ? ((flags & TCP_SYN) ? TCP_SYN_SENT : TCP_ESTABLISHED) : UDP_UNREPLIED;

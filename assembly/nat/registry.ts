@@ -15,18 +15,21 @@
 //   GRE (47)                   gre.greOut                gre.greIn
 //   any other protocol         protocol forward          protocol forward, rules
 
-import { IP_DST, IP_SRC, PROTO_AH, PROTO_ESP, PROTO_GRE, PROTO_ICMP, PROTO_TCP, PROTO_UDP, ipDst, ipMoreFragments, ipSrc } from "../wire/ipv4";
+import { PROTO_AH, PROTO_ESP, PROTO_GRE, PROTO_ICMP, PROTO_TCP, PROTO_UDP } from "../abi/codes";
+import { BIND_TCP, BIND_UDP } from "../abi/records";
+import { CTX_MORE_FRAGS } from "../wire/context";
+import { IP_DST, IP_SRC, ipDst, ipSrc } from "../wire/ipv4";
 import { L4_DST_PORT, L4_SRC_PORT, TCP_OFF, port } from "../wire/l4";
-import { ahIn, ahOut } from "./ah";
-import { espIn, espOut } from "./esp";
+import { ahIn, ahOut } from "../vpn/ah";
+import { espIn, espOut } from "../vpn/esp";
 import { routerVerdict } from "./filter";
-import { fwdAddr, protoForwardMatch } from "./forward";
-import { greIn, greOut } from "./gre";
+import { protoForward } from "./forward";
+import { greIn, greOut } from "../vpn/gre";
 import { icmpIn, icmpOut } from "./icmp";
-import { IKE_PORT, ikeIn, ikeOut } from "./isakmp";
+import { IKE_PORT, ikeIn, ikeOut } from "../vpn/isakmp";
 import { natIn, natOut } from "./masq";
-import { PPTP_PORT, pptpCheck, pptpIn, pptpOut } from "./pptp";
-import { Drop } from "./reasons";
+import { PPTP_PORT, pptpCheck, pptpIn, pptpOut } from "../vpn/pptp";
+import { Drop } from "../abi/reasons";
 import { rewriteAddr } from "./rewrite";
 import { wanAddr } from "./state";
 
@@ -39,52 +42,53 @@ function pptpChecked(l4: usize, l4len: u32): u32 {
   return pptpCheck(payload, l4len - <u32>(payload - l4));
 }
 
-export function dispatchOut(p: usize, l4: usize, l4len: u32, proto: u32): u32 {
+export function dispatchOut(p: usize, l4: usize, l4len: u32, proto: u32, ctx: usize): u32 {
   switch (proto) {
     case PROTO_TCP: {
-      const pptp = isPptp(l4) && !ipMoreFragments;
+      const pptp = isPptp(l4) && load<u32>(ctx, CTX_MORE_FRAGS) == 0;
       if (pptp) { const r = pptpChecked(l4, l4len); if (r != Drop.NONE) return r; }
       const lanA = ipSrc(p);
       const remA = ipDst(p);
-      const r = natOut(p, l4, proto, 0);
+      const r = natOut(p, l4, proto, BIND_TCP);
       if (r != Drop.NONE || !pptp) return r;
       return pptpOut(l4, l4len, lanA, remA);
     }
     case PROTO_UDP:
       if (port(l4, L4_SRC_PORT) == IKE_PORT) return ikeOut(p, l4, l4len);
-      return natOut(p, l4, proto, 1);
-    case PROTO_ICMP: return icmpOut(p, l4, l4len);
+      return natOut(p, l4, proto, BIND_UDP);
+    case PROTO_ICMP: return icmpOut(p, l4, l4len, ctx);
     case PROTO_ESP: return espOut(p, l4, l4len);
     case PROTO_AH: return ahOut(p);
     case PROTO_GRE: return greOut(p, l4, l4len);
     default: {
       const src = ipSrc(p);
       if (src == wanAddr) return Drop.NONE; // the router's own, untranslated
-      if (protoForwardMatch(proto) && fwdAddr == src) { rewriteAddr(p, IP_SRC, wanAddr); return Drop.NONE; }
+      if (protoForward(proto) == src) { rewriteAddr(p, IP_SRC, wanAddr); return Drop.NONE; }
       return Drop.PROTO_UNSUPPORTED;
     }
   }
 }
 
-export function dispatchIn(p: usize, l4: usize, l4len: u32, proto: u32): u32 {
+export function dispatchIn(p: usize, l4: usize, l4len: u32, proto: u32, ctx: usize): u32 {
   switch (proto) {
     case PROTO_TCP: {
-      const pptp = isPptp(l4) && !ipMoreFragments;
+      const pptp = isPptp(l4) && load<u32>(ctx, CTX_MORE_FRAGS) == 0;
       if (pptp) { const r = pptpChecked(l4, l4len); if (r != Drop.NONE) return r; }
       const remA = ipSrc(p);
-      const r = natIn(p, l4, proto, 0);
+      const r = natIn(p, l4, proto, BIND_TCP);
       if (r != Drop.NONE || !pptp || ipDst(p) == wanAddr) return r;
       return pptpIn(l4, l4len, remA);
     }
     case PROTO_UDP:
       if (port(l4, L4_DST_PORT) == IKE_PORT) return ikeIn(p, l4, l4len);
-      return natIn(p, l4, proto, 1);
-    case PROTO_ICMP: return icmpIn(p, l4, l4len);
+      return natIn(p, l4, proto, BIND_UDP);
+    case PROTO_ICMP: return icmpIn(p, l4, l4len, ctx);
     case PROTO_ESP: return espIn(p, l4, l4len);
     case PROTO_AH: return ahIn(p);
     case PROTO_GRE: return greIn(p, l4, l4len);
     default: {
-      if (protoForwardMatch(proto)) { rewriteAddr(p, IP_DST, fwdAddr); return Drop.NONE; }
+      const fwd = protoForward(proto);
+      if (fwd != 0) { rewriteAddr(p, IP_DST, fwd); return Drop.NONE; }
       return routerVerdict(proto, ipSrc(p), ipDst(p), 0);
     }
   }

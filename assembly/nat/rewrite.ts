@@ -4,8 +4,9 @@
 // does not. A UDP checksum of 0 means "none" and stays 0; an adjusted one
 // that comes out 0 is sent as 0xffff (RFC 768).
 
+import { PROTO_ICMP, PROTO_UDP } from "../abi/codes";
 import { adjust16, adjust32 } from "../wire/checksum";
-import { IP_CSUM, IP_TTL, PROTO_ICMP, PROTO_UDP } from "../wire/ipv4";
+import { IP_CSUM, IP_TTL } from "../wire/ipv4";
 import { l4CsumOffset } from "../wire/l4";
 
 /** Replaces the address at `field` (IP_SRC / IP_DST) and a 16-bit port or identifier at l4 + portOff. */

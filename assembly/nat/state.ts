@@ -1,8 +1,18 @@
 // Engine-wide settings and the clock, set by the supervisor through the
 // exports in index.ts. Times are kept in deciseconds (u32 lasts 13 years).
 
-import { counters, events, EVENT_CAP, EVENT_SIZE, lanNets } from "../layout";
-import { Drop } from "./reasons";
+import {
+  C_DROP_BASE, C_EVENTS_LOST, EVENT_CAP, EVENT_HEADER, EVENT_SIZE, EVT_ALIAS_PORT, EVT_EXTRA, EVT_LAN_ADDR,
+  EVT_LAN_PORT, EVT_PROTO, EVT_REASON, EVT_REM_ADDR, EVT_REM_PORT, EVT_SIDE, EVT_TIME, EVT_TYPE, EVT_WAN_ADDR,
+  EV_DROP,
+} from "../abi/counters";
+import { counters, events, lanNets } from "../layout";
+import { Drop } from "../abi/reasons";
+import {
+  SETTINGS_SIZE, SET_ESP_GUESS, SET_ESP_INIT_RETRIES, SET_ESP_INIT_TIMEOUT, SET_ESP_TIMEOUT, SET_FRAG_TIMEOUT,
+  SET_GRE_TIMEOUT, SET_ICMP_TIMEOUT, SET_IKE_TIMEOUT, SET_MASQ_PORT_HI, SET_MASQ_PORT_LO, SET_NATT_TIMEOUT,
+  SET_PARALLEL_SESSIONS, SET_TCP_TIMEOUT, SET_TCP_TRANSITORY_TIMEOUT, SET_UDP_TIMEOUT,
+} from "../abi/settings";
 
 export let nowDs: u32 = 0;
 export let wanAddr: u32 = 0; // raw network-order u32; 0 = no address yet
@@ -31,17 +41,53 @@ export let greDisconnectDs: u32 = 300;  // a disconnected call ages out in 30 s
 export let parallelSessions: bool = false;
 export let espGuess: bool = false;
 
-export function setVpn(esp: u32, espInit: u32, retries: u32, ike: u32, natt: u32, gre: u32, parallel: bool, guess: bool): void {
-  espDs = esp; espInitDs = espInit; espInitRetries = retries; ikeDs = ike; nattDs = natt; greDs = gre;
-  parallelSessions = parallel; espGuess = guess;
-}
-
 export function setClock(nowMs: f64): void { nowDs = <u32>(nowMs / 100.0); }
 export function setWan(addr: u32): void { wanAddr = addr; }
 export function setSeed(seed: u32): void { hashSeed = seed | 1; }
-export function setPool(lo: u32, hi: u32): void { poolLo = lo; poolHi = hi; }
-export function setTimeoutsDs(tcpEst: u32, tcpTrans: u32, udp: u32, icmp: u32, frag: u32): void {
-  tcpEstablishedDs = tcpEst; tcpTransitoryDs = tcpTrans; udpDs = udp; icmpDs = icmp; fragDs = frag;
+
+// ---- settings ---------------------------------------------------------------
+// The supervisor writes the settings record (fields SET_* in abi/settings.ts)
+// and calls applySettings (index.ts); static data, so it never moves.
+export const settingsRec: usize = memory.data(SETTINGS_SIZE);
+
+const MAX_SECONDS: u32 = 0xffffffff / 10; // deciseconds must fit a u32
+const SECONDS_FIELDS: u32 = 10;
+const secondsFields: usize = memory.data<u32>([
+  SET_TCP_TIMEOUT, SET_TCP_TRANSITORY_TIMEOUT, SET_UDP_TIMEOUT, SET_ICMP_TIMEOUT, SET_FRAG_TIMEOUT,
+  SET_ESP_TIMEOUT, SET_ESP_INIT_TIMEOUT, SET_IKE_TIMEOUT, SET_NATT_TIMEOUT, SET_GRE_TIMEOUT,
+]);
+
+@inline function field(f: u32): u32 { return load<u32>(settingsRec + <usize>f); }
+
+/** The first field of the record the engine cannot take (its offset + 1), or 0 when it took them all. */
+export function settingsApply(): i32 {
+  for (let i: u32 = 0; i < SECONDS_FIELDS; i++) {
+    const f = load<u32>(secondsFields + (<usize>i << 2));
+    if (field(f) > MAX_SECONDS) return <i32>f + 1;
+  }
+  if (field(SET_ESP_INIT_RETRIES) > 255) return <i32>SET_ESP_INIT_RETRIES + 1;
+  if (field(SET_PARALLEL_SESSIONS) > 1) return <i32>SET_PARALLEL_SESSIONS + 1;
+  if (field(SET_ESP_GUESS) > 1) return <i32>SET_ESP_GUESS + 1;
+  const lo = field(SET_MASQ_PORT_LO);
+  const hi = field(SET_MASQ_PORT_HI);
+  if (lo == 0 || lo > hi) return <i32>SET_MASQ_PORT_LO + 1;
+  if (hi > 65535) return <i32>SET_MASQ_PORT_HI + 1;
+  tcpEstablishedDs = field(SET_TCP_TIMEOUT) * 10;
+  tcpTransitoryDs = field(SET_TCP_TRANSITORY_TIMEOUT) * 10;
+  udpDs = field(SET_UDP_TIMEOUT) * 10;
+  icmpDs = field(SET_ICMP_TIMEOUT) * 10;
+  fragDs = field(SET_FRAG_TIMEOUT) * 10;
+  espDs = field(SET_ESP_TIMEOUT) * 10;
+  espInitDs = field(SET_ESP_INIT_TIMEOUT) * 10;
+  espInitRetries = field(SET_ESP_INIT_RETRIES);
+  ikeDs = field(SET_IKE_TIMEOUT) * 10;
+  nattDs = field(SET_NATT_TIMEOUT) * 10;
+  greDs = field(SET_GRE_TIMEOUT) * 10;
+  parallelSessions = field(SET_PARALLEL_SESSIONS) != 0;
+  espGuess = field(SET_ESP_GUESS) != 0;
+  poolLo = lo;
+  poolHi = hi;
+  return 0;
 }
 export function setLanNetCount(n: u32): void { lanNetCount = n; }
 
@@ -61,25 +107,7 @@ export function isLanAddr(a: u32): bool {
   return first == 0 || first == 127 || first >= 224;
 }
 
-// ---- counters -------------------------------------------------------------
-export const C_RX_INSIDE: u32 = 0;
-export const C_RX_OUTSIDE: u32 = 1;
-export const C_PASS_INSIDE: u32 = 2;
-export const C_PASS_OUTSIDE: u32 = 3;
-export const C_FLOWS_NEW: u32 = 4;
-export const C_FLOWS_EXPIRED: u32 = 5;
-export const C_FLOWS_ACTIVE: u32 = 6;
-export const C_BINDINGS_ACTIVE: u32 = 7;
-export const C_FRAGS_ACTIVE: u32 = 8;
-export const C_EVENTS_LOST: u32 = 9;
-export const C_LOCAL_ACCEPT: u32 = 10;
-export const C_FLOWS_FLUSHED: u32 = 11;
-export const C_ESP_ACTIVE: u32 = 12;
-export const C_IKE_ACTIVE: u32 = 13;
-export const C_CALLS_ACTIVE: u32 = 14;
-export const C_ESP_BOUND: u32 = 15;
-export const C_DROP_BASE: u32 = 32; // + reason
-
+// ---- counters (slots: abi/counters.ts) --------------------------------------
 @inline export function count(i: u32): void {
   const p = counters + (<usize>i << 3);
   store<u64>(p, load<u64>(p) + 1);
@@ -90,29 +118,20 @@ export const C_DROP_BASE: u32 = 32; // + reason
 }
 
 // ---- events -----------------------------------------------------------------
-// Ring of EVENT_CAP records; header: u32 head (engine writes), u32 tail (supervisor).
-//  0 u8 type  1 u8 reason  2 u8 proto  3 u8 side
-//  4 u32 lanAddr  8 u32 remoteAddr  12 u32 wanAddr
-// 16 u16 lanPort 18 u16 remotePort 20 u16 aliasPort 22 u16 spare
-// 24 u32 timeDs  28 u32 extra
-export const EV_FLOW_NEW: u32 = 1;
-export const EV_FLOW_EXPIRED: u32 = 2;
-export const EV_DROP: u32 = 3;
-export const EV_FLUSH: u32 = 4;
-export const EV_ESP_BOUND: u32 = 5;      // inbound SPI (extra) associated with a LAN host
-export const EV_AH_REFUSED: u32 = 6;     // once per LAN host / server pair
-export const EV_IKE_COLLISION: u32 = 7;
+// Ring of EVENT_CAP records of EVENT_SIZE bytes after an EVENT_HEADER-byte
+// header: u32 head (engine writes), u32 tail (supervisor). Fields: abi/counters.ts.
 
 export function eventPush(type: u32, reason: u32, proto: u32, side: u32,
   lanA: u32, remA: u32, lanP: u32, remP: u32, aliasP: u32, extra: u32): void {
   const head = load<u32>(events);
   const tail = load<u32>(events, 4);
   if (head - tail >= EVENT_CAP) { count(C_EVENTS_LOST); return; }
-  const e = events + 64 + (<usize>(head & (EVENT_CAP - 1)) * EVENT_SIZE);
-  store<u8>(e, <u8>type); store<u8>(e, <u8>reason, 1); store<u8>(e, <u8>proto, 2); store<u8>(e, <u8>side, 3);
-  store<u32>(e, lanA, 4); store<u32>(e, remA, 8); store<u32>(e, wanAddr, 12);
-  store<u16>(e, <u16>lanP, 16); store<u16>(e, <u16>remP, 18); store<u16>(e, <u16>aliasP, 20);
-  store<u32>(e, nowDs, 24); store<u32>(e, extra, 28);
+  const e = events + EVENT_HEADER + (<usize>(head & (EVENT_CAP - 1)) * EVENT_SIZE);
+  store<u8>(e, <u8>type, EVT_TYPE); store<u8>(e, <u8>reason, EVT_REASON);
+  store<u8>(e, <u8>proto, EVT_PROTO); store<u8>(e, <u8>side, EVT_SIDE);
+  store<u32>(e, lanA, EVT_LAN_ADDR); store<u32>(e, remA, EVT_REM_ADDR); store<u32>(e, wanAddr, EVT_WAN_ADDR);
+  store<u16>(e, <u16>lanP, EVT_LAN_PORT); store<u16>(e, <u16>remP, EVT_REM_PORT); store<u16>(e, <u16>aliasP, EVT_ALIAS_PORT);
+  store<u32>(e, nowDs, EVT_TIME); store<u32>(e, extra, EVT_EXTRA);
   store<u32>(events, head + 1);
 }
 

@@ -5,34 +5,17 @@
 // record number + 1; 0 is empty. Everything else talks to flows through the
 // functions below.
 //
-// Record (FLOW_SIZE = 32 bytes):
-//   0 u32 lanAddr    4 u32 remoteAddr   8 u16 lanPort   10 u16 remotePort
-//  12 u16 aliasPort 14 u8 proto        15 u8 state     16 u32 expiresDs
-//  20 u16 flags     22 u16 spare       24 u32 pktsOut  28 u32 pktsIn
+// Record: FLOW_SIZE bytes, fields F_* and flags FL_* in abi/records.ts.
 // Ports are host order. A free record keeps the next free record + 1 at 0.
 
-import { counters, flows, flowOutIndex, flowInIndex, hashMask, maxFlows, FLOW_SIZE } from "../layout";
-import { count, countAdd, eventPush, hashSeed, nowDs, C_FLOWS_ACTIVE, C_FLOWS_EXPIRED, C_FLOWS_NEW, EV_FLOW_EXPIRED, EV_FLOW_NEW } from "./state";
+import { C_FLOWS_ACTIVE, C_FLOWS_EXPIRED, C_FLOWS_NEW, EV_FLOW_EXPIRED, EV_FLOW_NEW } from "../abi/counters";
+import {
+  FLOW_SIZE, FL_IN_USE, F_ALIAS_PORT, F_EXPIRES, F_FLAGS, F_LAN_ADDR, F_LAN_PORT, F_PKTS_IN, F_PKTS_OUT,
+  F_PROTO, F_REM_ADDR, F_REM_PORT, F_SPARE, F_STATE,
+} from "../abi/records";
+import { counters, flows, flowOutIndex, flowInIndex, hashMask, maxFlows } from "../layout";
+import { count, countAdd, eventPush, hashSeed, nowDs } from "./state";
 import { bindRelease, protoIndex } from "./binding";
-
-export const F_LAN_ADDR: u32 = 0;
-export const F_REM_ADDR: u32 = 4;
-export const F_LAN_PORT: u32 = 8;
-export const F_REM_PORT: u32 = 10;
-export const F_ALIAS_PORT: u32 = 12;
-export const F_PROTO: u32 = 14;
-export const F_STATE: u32 = 15;
-export const F_EXPIRES: u32 = 16;
-export const F_FLAGS: u32 = 20;
-export const F_PKTS_OUT: u32 = 24;
-export const F_PKTS_IN: u32 = 28;
-
-export const FL_IN_USE: u32 = 1;
-export const FL_REDIRECT: u32 = 2;   // opened by a WAN packet through a redirect
-export const FL_REPLIED: u32 = 4;    // traffic seen both ways
-export const FL_FIN_OUT: u32 = 8;
-export const FL_FIN_IN: u32 = 16;
-export const FL_NATT: u32 = 32;     // UDP 4500: natt_timeout
 
 let freeHead: u32 = 0;   // record + 1 of the first free record, 0 = none
 let bumpNext: u32 = 0;   // records never used start here
@@ -142,7 +125,7 @@ export function flowInsert(proto: u32, lanA: u32, lanP: u32, remA: u32, remP: u3
   store<u16>(r, <u16>lanP, F_LAN_PORT); store<u16>(r, <u16>remP, F_REM_PORT);
   store<u16>(r, <u16>aliasP, F_ALIAS_PORT); store<u8>(r, <u8>proto, F_PROTO);
   store<u8>(r, <u8>state, F_STATE); store<u32>(r, nowDs + lifetimeDs, F_EXPIRES);
-  store<u16>(r, <u16>(flags | FL_IN_USE), F_FLAGS); store<u16>(r, 0, 22);
+  store<u16>(r, <u16>(flags | FL_IN_USE), F_FLAGS); store<u16>(r, 0, F_SPARE);
   store<u32>(r, 0, F_PKTS_OUT); store<u32>(r, 0, F_PKTS_IN);
   indexInsert(flowOutIndex, hashOut(proto, lanA, lanP, remA, remP), f + 1);
   indexInsert(flowInIndex, hashIn(proto, aliasP, remA, remP), f + 1);
@@ -195,6 +178,13 @@ export function flowActive(): u32 { return <u32>load<u64>(counters + (<usize>C_F
 export function flowHighWater(): u32 { return bumpNext; }
 
 /** Drops every flow at once (WAN address change); bindings are reset by the caller. */
+/** `conntrack -D`: removes flow f (and frees its port binding) if it is in use. */
+export function flowDelete(f: u32): bool {
+  if (f >= bumpNext || (load<u16>(rec(f), F_FLAGS) & FL_IN_USE) == 0) return false;
+  flowRemove(f, false);
+  return true;
+}
+
 export function flowFlushAll(): u32 {
   const n = flowActive();
   memory.fill(flowOutIndex, 0, (<usize>hashMask + 1) << 2);

@@ -17,7 +17,8 @@
 // Addresses are kept as the raw u32 `load<u32>` returns (network byte order
 // bytes read little-endian): comparing, hashing and masking need no swaps.
 
-import { Drop } from "../nat/reasons";
+import { Drop } from "../abi/reasons";
+import { CTX_FRAG_OFFSET, CTX_HLEN, CTX_MORE_FRAGS, CTX_PROTO, CTX_TOTAL } from "./context";
 
 export const IP_VER_IHL: u32 = 0;
 export const IP_TOS: u32 = 1;
@@ -35,27 +36,14 @@ export const IP_FLAG_MF: u32 = 0x2000;
 export const IP_FLAG_DF: u32 = 0x4000;
 export const IP_OFFSET_MASK: u32 = 0x1fff;
 
-export const PROTO_ICMP: u32 = 1;
-export const PROTO_TCP: u32 = 6;
-export const PROTO_UDP: u32 = 17;
-export const PROTO_GRE: u32 = 47;
-export const PROTO_ESP: u32 = 50;
-export const PROTO_AH: u32 = 51;
-
-// The checked view: `ipv4Check` validates once and fills these; afterwards
-// the accessors below read fields without further checks.
-export let ipHeaderLen: u32 = 0;
-export let ipTotalLen: u32 = 0;
-export let ipProto: u32 = 0;
-/** Byte offset of this fragment in the original datagram. */
-export let ipFragOffset: u32 = 0;
-export let ipMoreFragments: bool = false;
+// The checked view: `ipv4Check` validates once and writes what it found
+// into the packet context (context.ts) it is given; afterwards the
+// accessors below read fields without further checks.
 
 @inline export function ipSrc(p: usize): u32 { return load<u32>(p, IP_SRC); }
 @inline export function ipDst(p: usize): u32 { return load<u32>(p, IP_DST); }
 @inline export function ipTtl(p: usize): u32 { return load<u8>(p, IP_TTL); }
 @inline export function ipId(p: usize): u32 { return load<u16>(p, IP_ID); }
-@inline export function ipIsFragment(): bool { return ipMoreFragments || ipFragOffset != 0; }
 
 /** One's complement sum of the header: 32-bit words into a u64, folded once (IHL is a word count). */
 @inline function headerSum(p: usize, hlen: u32): u32 {
@@ -67,8 +55,8 @@ export let ipMoreFragments: bool = false;
   return <u32>((s & 0xffff) + (s >>> 16));
 }
 
-/** Validates an IPv4 header of a packet of `len` bytes. Returns Drop.NONE or a reason. */
-@inline export function ipv4Check(p: usize, len: u32): u32 {
+/** Validates an IPv4 header of a packet of `len` bytes into `ctx`. Returns Drop.NONE or a reason. */
+@inline export function ipv4Check(p: usize, len: u32, ctx: usize): u32 {
   if (len < IP_MIN_HEADER) return Drop.TRUNCATED;
   const vihl = <u32>load<u8>(p, IP_VER_IHL);
   if ((vihl >>> 4) != 4) return Drop.BAD_VERSION;
@@ -82,10 +70,10 @@ export let ipMoreFragments: bool = false;
   const frag = <u32>bswap<u16>(load<u16>(p, IP_FRAG));
   const offset = (frag & IP_OFFSET_MASK) << 3;
   if (offset + total - hlen > 65535) return Drop.BAD_FRAGMENT;
-  ipHeaderLen = hlen;
-  ipTotalLen = total;
-  ipProto = load<u8>(p, IP_PROTO);
-  ipFragOffset = offset;
-  ipMoreFragments = (frag & IP_FLAG_MF) != 0;
+  store<u32>(ctx, hlen, CTX_HLEN);
+  store<u32>(ctx, total, CTX_TOTAL);
+  store<u32>(ctx, load<u8>(p, IP_PROTO), CTX_PROTO);
+  store<u32>(ctx, offset, CTX_FRAG_OFFSET);
+  store<u32>(ctx, (frag & IP_FLAG_MF) != 0 ? 1 : 0, CTX_MORE_FRAGS);
   return Drop.NONE;
 }

@@ -10,8 +10,8 @@
 // | Identifier      | Sequence Number |   (echo; errors carry the
 //                                          original IP header + 8 bytes)
 
-import { Drop } from "../nat/reasons";
-import { PROTO_ICMP, PROTO_TCP, PROTO_UDP } from "./ipv4";
+import { PROTO_ICMP, PROTO_TCP, PROTO_UDP } from "../abi/codes";
+import { Drop } from "../abi/reasons";
 
 export const L4_SRC_PORT: u32 = 0;
 export const L4_DST_PORT: u32 = 2;

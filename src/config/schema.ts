@@ -15,6 +15,7 @@
 
 import ipaddr from 'ipaddr.js';
 import { ConfigError, type UciFile } from './uci.js';
+import { PROTO_AH, PROTO_ESP, PROTO_GRE, PROTO_ICMP, PROTO_TCP, PROTO_UDP } from '../engine/abi.gen.js';
 import { parseMain, type MainConfig } from './options.js';
 import {
   Sec, bad, closeNames, parseBool, parseCidr, parseIPv4, parsePortRange, portText, quoteList, refuseFamily6, show,
@@ -31,13 +32,9 @@ export type { EngineSettings, LogLevel, MainConfig } from './options.js';
 // 'all' (also 'any', '*') is the pseudo number PROTO_ALL = -1; it only
 // ever appears alone, as `proto: [PROTO_ALL]`. Protocol lists in Config are
 // sorted ascending and free of duplicates.
+// The numbers the engine handles come from its ABI (assembly/abi/codes.ts).
 export const PROTO_ALL = -1;
-export const PROTO_ICMP = 1;
-export const PROTO_TCP = 6;
-export const PROTO_UDP = 17;
-export const PROTO_GRE = 47;
-export const PROTO_ESP = 50;
-export const PROTO_AH = 51;
+export { PROTO_AH, PROTO_ESP, PROTO_GRE, PROTO_ICMP, PROTO_TCP, PROTO_UDP };
 const PROTO_ICMPV6 = 58;
 
 /** Protocol names accepted in `proto`, as in /etc/protocols (lower case; matching ignores case). */

@@ -32,7 +32,7 @@ export class BatchLoop {
     for (let b = 0; b < BATCHES_PER_WAKE; b++) {
       const n = dev.readBatch(e.buffer, e.slotBase, e.slotSize, e.lenBase, e.slotCount);
       if (n === 0) break;
-      e.x.process(n, nowMs(), side);
+      e.process(n, side, nowMs());
       dev.writeBatch(e.buffer, e.slotBase, e.slotSize, e.lenBase, e.verdictBase, n, VERDICT_PASS);
       total += n;
       this.batches++;

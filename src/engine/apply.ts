@@ -53,16 +53,9 @@ export function engineSettings(m: MainConfig): EngineSettings {
   return s as EngineSettings;
 }
 
-/**
- * Hands the settings record to the engine: the one place that knows how the
- * engine takes its settings (today three positional exports).
- */
+/** Hands the settings record to the engine, which takes all of it or throws (nothing taken). */
 export function applyEngineSettings(engine: Engine, s: EngineSettings): void {
-  const x = engine.x;
-  if (x.setPortPool(s.masq_port_lo, s.masq_port_hi) !== 0) throw new Error(`masq_ports ${s.masq_port_lo}-${s.masq_port_hi} refused by the engine`);
-  x.setTimeouts(s.tcp_timeout, s.tcp_transitory_timeout, s.udp_timeout, s.icmp_timeout, s.frag_timeout);
-  x.setVpnSettings(s.esp_timeout, s.esp_init_timeout, s.esp_init_retries, s.ike_timeout, s.natt_timeout, s.gre_timeout,
-    s.parallel_sessions, s.esp_guess);
+  engine.applySettings(s);
 }
 
 export interface ApplyResult { lanSubnets: string[]; redirects: number; rules: number }

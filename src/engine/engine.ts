@@ -8,44 +8,16 @@ import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
+import * as A from './abi.js';
 import {
   C_DROP_BASE, COUNTERS, DROP_REASONS, EV_AH_REFUSED, EV_DROP, EV_ESP_BOUND, EV_FLOW_EXPIRED, EV_FLOW_NEW, EV_FLUSH,
   EV_IKE_COLLISION, FL_IN_USE, FL_REDIRECT,
   FL_REPLIED, F_ALIAS_PORT, F_EXPIRES, F_FLAGS, F_LAN_ADDR, F_LAN_PORT, F_PKTS_IN, F_PKTS_OUT, F_PROTO, F_REM_ADDR,
-  F_REM_PORT, F_STATE, PROTO_NAMES, TCP_STATES, rawToIp,
+  F_REM_PORT, F_STATE, PROTO_NAMES, SETTINGS_FIELDS, TCP_STATES, rawToIp, type EngineExports, type EngineSettings,
 } from './abi.js';
 
-export interface EngineExports {
-  memoryBytes(flows: number): number;
-  init(flows: number, seed: number): number;
-  process(count: number, nowMs: number, side: number): number;
-  tick(nowMs: number, budget: number): number;
-  setWanAddress(addr: number, nowMs: number): number;
-  flushAll(): number;
-  setLanNet(i: number, net: number, mask: number): number;
-  setLanNetCount(n: number): void;
-  setPortPool(lo: number, hi: number): number;
-  setTimeouts(tcpEst: number, tcpTrans: number, udp: number, icmp: number, frag: number): void;
-  clearRedirects(): void;
-  addRedirect(proto: number, portLo: number, portHi: number, destAddr: number, destPortLo: number): number;
-  clearRules(): void;
-  addRule(srcZone: number, destZone: number, target: number, proto: number, icmpType: number,
-    srcNet: number, srcMask: number, dstNet: number, dstMask: number, portLo: number, portHi: number): number;
-  countersPtr(): number; counterSlots(): number;
-  eventsPtr(): number; eventCap(): number; eventSize(): number;
-  slotsPtr(): number; lensPtr(): number; verdictsPtr(): number; slotSize(): number; slotCount(): number;
-  flowsPtr(): number; flowSize(): number; flowCapacity(): number; flowHighWater(): number; flowActive(): number;
-  hashSize(): number; layoutBytesEnd(): number;
-  addProtoForward(proto: number, destAddr: number): number;
-  setVpnSettings(esp: number, espInit: number, espRetries: number, ike: number, natt: number, gre: number,
-    parallel: number, guess: number): void;
-  espPtr(): number; espCount(): number; ikePtr(): number; ikeCount(): number; callPtr(): number; callCount(): number;
-  /** Frees one record of a table (ENTRY_TABLES); false when it is not in use. */
-  deleteEntry(table: number, index: number): number;
-}
-
-/** The tables deleteEntry knows, by the number it takes. */
-export const ENTRY_TABLES = { flow: 0, esp: 1, ike: 2, call: 3 } as const;
+// The export signatures are generated from assembly/index.ts (abi.gen.ts).
+export type { EngineExports } from './abi.js';
 
 export interface EngineEvent {
   type: 'flow_new' | 'flow_expired' | 'drop' | 'flush' | 'esp_bound' | 'ah_refused' | 'ike_collision' | 'unknown';
@@ -71,6 +43,10 @@ export interface FlowEntry {
   id?: string;
 }
 
+/** The tables the engine's deleteEntry knows, by the number it takes (assembly/nat/delete.ts). */
+export const ENTRY_TABLES = { flow: 0, esp: 1, ike: 2, call: 3 } as const;
+
+// Indexed by ESP_FREE, ESP_OUTSTANDING, ESP_BOUND, ESP_SQUELCHED (conntrack calls a bound SA established).
 const ESP_STATES = ['FREE', 'OUTSTANDING', 'ESTABLISHED', 'SQUELCHED'];
 const hex32 = (v: number) => '0x' + v.toString(16).padStart(8, '0');
 
@@ -153,7 +129,31 @@ export class Engine {
   }
 
   process(count: number, side: number, now = nowMs()): number {
-    return this.x.process(count, now, side);
+    return this.x.process(count, side, now);
+  }
+
+  /**
+   * Hands the engine every `config vpnmasq` option it uses, as one record
+   * (keys are the UCI option names; seconds, counts, flags 0/1). The engine
+   * takes all of it or none: throws on an unknown or missing key, a value
+   * that is not a non-negative integer, or a field the engine refuses.
+   */
+  applySettings(s: EngineSettings): void {
+    const fields = SETTINGS_FIELDS as Record<string, number>;
+    for (const k of Object.keys(s)) if (!(k in fields)) throw new Error(`engine settings: unknown option '${k}'`);
+    const base = this.x.settingsPtr();
+    for (const [k, off] of Object.entries(fields)) {
+      const v = (s as Record<string, number>)[k];
+      if (v === undefined) throw new Error(`engine settings: option '${k}' missing`);
+      if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) throw new Error(`engine settings: option ${k} = ${v} is not a count`);
+      this.dv.setUint32(base + off, v, true);
+    }
+    const r = this.x.applySettings();
+    if (r !== 0) {
+      const name = Object.entries(fields).find(([, off]) => off === r - 1)?.[0] ?? `field at ${r - 1}`;
+      const range = name === 'masq_port_lo' || name === 'masq_port_hi' ? ` (masq_ports ${s.masq_port_lo}-${s.masq_port_hi})` : '';
+      throw new Error(`engine settings: option ${name} = ${(s as Record<string, number>)[name]} refused by the engine${range}`);
+    }
   }
 
   // ---- slots (tests and benches; the TUN addon uses the raw offsets) ----
@@ -202,16 +202,18 @@ export class Engine {
     let tail = this.dv.getUint32(base + 4, true);
     const out: EngineEvent[] = [];
     while (tail !== head && out.length < max) {
-      const e = base + 64 + (tail & (cap - 1)) * size;
-      const t = this.u8[e];
+      const e = base + A.EVENT_HEADER + (tail & (cap - 1)) * size;
+      const t = this.u8[e + A.EVT_TYPE];
+      const reason = this.u8[e + A.EVT_REASON];
       out.push({
         type: EVENT_TYPES[t] ?? 'unknown',
-        reason: t === EV_DROP || t === EV_AH_REFUSED ? DROP_REASONS[this.u8[e + 1]] ?? String(this.u8[e + 1]) : undefined,
-        proto: this.u8[e + 2], side: this.u8[e + 3],
-        lan: rawToIp(this.dv.getUint32(e + 4, true)), remote: rawToIp(this.dv.getUint32(e + 8, true)),
-        wan: rawToIp(this.dv.getUint32(e + 12, true)),
-        lanPort: this.dv.getUint16(e + 16, true), remotePort: this.dv.getUint16(e + 18, true),
-        aliasPort: this.dv.getUint16(e + 20, true), timeDs: this.dv.getUint32(e + 24, true), extra: this.dv.getUint32(e + 28, true),
+        reason: t === EV_DROP || t === EV_AH_REFUSED ? DROP_REASONS[reason] ?? String(reason) : undefined,
+        proto: this.u8[e + A.EVT_PROTO], side: this.u8[e + A.EVT_SIDE],
+        lan: rawToIp(this.dv.getUint32(e + A.EVT_LAN_ADDR, true)), remote: rawToIp(this.dv.getUint32(e + A.EVT_REM_ADDR, true)),
+        wan: rawToIp(this.dv.getUint32(e + A.EVT_WAN_ADDR, true)),
+        lanPort: this.dv.getUint16(e + A.EVT_LAN_PORT, true), remotePort: this.dv.getUint16(e + A.EVT_REM_PORT, true),
+        aliasPort: this.dv.getUint16(e + A.EVT_ALIAS_PORT, true), timeDs: this.dv.getUint32(e + A.EVT_TIME, true),
+        extra: this.dv.getUint32(e + A.EVT_EXTRA, true),
       });
       tail = (tail + 1) >>> 0;
     }
@@ -235,7 +237,7 @@ export class Engine {
       out.push({
         id: `flow:${f}`,
         proto: PROTO_NAMES[protoNum] ?? String(protoNum), protoNum,
-        state: protoNum === 6 ? (TCP_STATES[st] ?? String(st)) : st ? 'REPLIED' : 'UNREPLIED',
+        state: protoNum === A.PROTO_TCP ? (TCP_STATES[st] ?? String(st)) : st ? 'REPLIED' : 'UNREPLIED',
         lan: rawToIp(this.dv.getUint32(r + F_LAN_ADDR, true)), lanPort: this.dv.getUint16(r + F_LAN_PORT, true),
         remote: rawToIp(this.dv.getUint32(r + F_REM_ADDR, true)), remotePort: this.dv.getUint16(r + F_REM_PORT, true),
         wan: wanAddress, aliasPort: this.dv.getUint16(r + F_ALIAS_PORT, true),
@@ -254,44 +256,47 @@ export class Engine {
     const be32 = (o: number) => this.dv.getUint32(o, false);
     const out: FlowEntry[] = [];
     const base = { wan: wanAddress, redirect: false, lanPort: 0, remotePort: 0, aliasPort: 0 };
-    for (let r = 0, p = this.x.espPtr(); r < this.x.espCount(); r++, p += 32) {
-      const st = this.u8[p + 24];
-      if (!st) continue;
-      const spiIn = be32(p + 12);
+    const u32 = (o: number) => this.dv.getUint32(o, true);
+    const u16 = (o: number) => this.dv.getUint16(o, true);
+    for (let r = 0, p = this.x.espPtr(); r < this.x.espCount(); r++, p += A.ESP_SIZE) {
+      const st = this.u8[p + A.ESP_STATE];
+      if (st === A.ESP_FREE) continue;
+      const spiIn = be32(p + A.ESP_SPI_IN);
+      const pending = st === A.ESP_OUTSTANDING || st === A.ESP_SQUELCHED;
       out.push({
         id: `esp:${r}`,
-        ...base, proto: 'esp', protoNum: 50, state: ESP_STATES[st] ?? String(st),
-        lan: rawToIp(this.dv.getUint32(p, true)), remote: rawToIp(this.dv.getUint32(p + 4, true)),
-        expiresInS: left(st === 1 || st === 3 ? Math.min(this.dv.getUint32(p + 16, true), this.dv.getUint32(p + 20, true)) : this.dv.getUint32(p + 16, true)),
-        replied: spiIn !== 0, packetsOut: this.dv.getUint32(p + 28, true), packetsIn: 0,
-        spiOut: hex32(be32(p + 8)), spiIn: spiIn ? hex32(spiIn) : null,
+        ...base, proto: 'esp', protoNum: A.PROTO_ESP, state: ESP_STATES[st] ?? String(st),
+        lan: rawToIp(u32(p + A.ESP_LAN_ADDR)), remote: rawToIp(u32(p + A.ESP_REM_ADDR)),
+        expiresInS: left(pending ? Math.min(u32(p + A.ESP_EXPIRES), u32(p + A.ESP_DEADLINE)) : u32(p + A.ESP_EXPIRES)),
+        replied: spiIn !== 0, packetsOut: u32(p + A.ESP_PKTS), packetsIn: 0,
+        spiOut: hex32(be32(p + A.ESP_SPI_OUT)), spiIn: spiIn ? hex32(spiIn) : null,
       });
     }
-    for (let r = 0, p = this.x.ikePtr(); r < this.x.ikeCount(); r++, p += 48) {
-      if (!this.u8[p + 44]) continue;
+    for (let r = 0, p = this.x.ikePtr(); r < this.x.ikeCount(); r++, p += A.IKE_SIZE) {
+      if (!this.u8[p + A.IKE_IN_USE]) continue;
       const cookie = (o: number) => Buffer.from(this.u8.subarray(o, o + 8)).toString('hex');
-      const rc = cookie(p + 16);
+      const rc = cookie(p + A.IKE_RCOOKIE);
       out.push({
         id: `ike:${r}`,
-        ...base, proto: 'udp', protoNum: 17, state: 'IKE', lanPort: 500, aliasPort: 500,
-        remotePort: this.dv.getUint16(p + 32, true),
-        lan: rawToIp(this.dv.getUint32(p, true)), remote: rawToIp(this.dv.getUint32(p + 4, true)),
-        expiresInS: left(this.dv.getUint32(p + 24, true)), replied: rc !== '0000000000000000',
-        packetsOut: this.dv.getUint32(p + 36, true), packetsIn: this.dv.getUint32(p + 40, true),
-        icookie: cookie(p + 8), rcookie: rc === '0000000000000000' ? null : rc,
+        ...base, proto: 'udp', protoNum: A.PROTO_UDP, state: 'IKE', lanPort: 500, aliasPort: 500,
+        remotePort: u16(p + A.IKE_REM_PORT),
+        lan: rawToIp(u32(p + A.IKE_LAN_ADDR)), remote: rawToIp(u32(p + A.IKE_REM_ADDR)),
+        expiresInS: left(u32(p + A.IKE_EXPIRES)), replied: rc !== '0000000000000000',
+        packetsOut: u32(p + A.IKE_PKTS_OUT), packetsIn: u32(p + A.IKE_PKTS_IN),
+        icookie: cookie(p + A.IKE_ICOOKIE), rcookie: rc === '0000000000000000' ? null : rc,
       });
     }
-    for (let r = 0, p = this.x.callPtr(); r < this.x.callCount(); r++, p += 32) {
-      if (!this.u8[p + 28]) continue;
-      const flags = this.dv.getUint16(p + 14, true);
+    for (let r = 0, p = this.x.callPtr(); r < this.x.callCount(); r++, p += A.CALL_SIZE) {
+      if (!this.u8[p + A.CALL_IN_USE]) continue;
+      const flags = u16(p + A.CALL_FLAGS);
       out.push({
         id: `call:${r}`,
-        ...base, proto: 'gre', protoNum: 47, state: flags & 2 ? 'DISCONNECTED' : 'CALL',
-        lan: rawToIp(this.dv.getUint32(p, true)), remote: rawToIp(this.dv.getUint32(p + 4, true)),
-        expiresInS: left(this.dv.getUint32(p + 16, true)), replied: !!(flags & 1),
-        packetsOut: this.dv.getUint32(p + 20, true), packetsIn: this.dv.getUint32(p + 24, true),
-        callIdLan: this.dv.getUint16(p + 8, true), callIdAlias: this.dv.getUint16(p + 10, true),
-        callIdRemote: flags & 1 ? this.dv.getUint16(p + 12, true) : null,
+        ...base, proto: 'gre', protoNum: A.PROTO_GRE, state: flags & A.CF_DISCONNECTED ? 'DISCONNECTED' : 'CALL',
+        lan: rawToIp(u32(p + A.CALL_LAN_ADDR)), remote: rawToIp(u32(p + A.CALL_REM_ADDR)),
+        expiresInS: left(u32(p + A.CALL_EXPIRES)), replied: !!(flags & A.CF_REMOTE_KNOWN),
+        packetsOut: u32(p + A.CALL_PKTS_OUT), packetsIn: u32(p + A.CALL_PKTS_IN),
+        callIdLan: u16(p + A.CALL_ID_LAN), callIdAlias: u16(p + A.CALL_ID_ALIAS),
+        callIdRemote: flags & A.CF_REMOTE_KNOWN ? u16(p + A.CALL_ID_REMOTE) : null,
       });
     }
     return out;

@@ -1,7 +1,7 @@
 // An engine on a test bench: LAN 192.168.1.0/24, WAN address 203.0.113.1,
 // packets pushed through `process` one batch at a time, no TUN involved.
 import { Engine } from '../../src/engine/engine.js';
-import { SIDE_INSIDE, SIDE_OUTSIDE, VERDICT_PASS, ipToRaw, maskRaw } from '../../src/engine/abi.js';
+import { SIDE_INSIDE, SIDE_OUTSIDE, VERDICT_PASS, ipToRaw, maskRaw, type EngineSettings } from '../../src/engine/abi.js';
 
 export const WAN = '203.0.113.1';
 export const LAN_NET = '192.168.1.0';
@@ -11,17 +11,29 @@ export interface BenchOpts {
   timeouts?: { tcpEst?: number; tcpTrans?: number; udp?: number; icmp?: number; frag?: number };
 }
 
+/** VPN settings as the config schema defaults them. */
+const VPN_DEFAULTS = {
+  esp_timeout: 1800, esp_init_timeout: 120, esp_init_retries: 5, ike_timeout: 3600, natt_timeout: 300, gre_timeout: 7440,
+  parallel_sessions: 0, esp_guess: 0,
+};
+
 export class TestRouter {
   readonly engine: Engine;
+  /** The settings record last handed to the engine. */
+  settings: EngineSettings;
   now = 10_000;
   constructor(opts: BenchOpts = {}) {
     this.engine = Engine.load({ maxFlows: opts.maxFlows ?? 4096, debug: opts.debug ?? false, seed: 12345 });
     const x = this.engine.x;
     x.setLanNet(0, ipToRaw(LAN_NET), maskRaw(24));
     x.setLanNetCount(1);
-    if (opts.pool) x.setPortPool(opts.pool[0], opts.pool[1]);
     const t = opts.timeouts ?? {};
-    x.setTimeouts(t.tcpEst ?? 7440, t.tcpTrans ?? 240, t.udp ?? 300, t.icmp ?? 60, t.frag ?? 30);
+    this.settings = {
+      tcp_timeout: t.tcpEst ?? 7440, tcp_transitory_timeout: t.tcpTrans ?? 240, udp_timeout: t.udp ?? 300,
+      icmp_timeout: t.icmp ?? 60, frag_timeout: t.frag ?? 30, ...VPN_DEFAULTS,
+      masq_port_lo: opts.pool?.[0] ?? 61000, masq_port_hi: opts.pool?.[1] ?? 65535,
+    };
+    this.engine.applySettings(this.settings);
     x.setWanAddress(ipToRaw(opts.wan ?? WAN), this.now);
   }
   /** One packet from the LAN side; returns the packet as emitted or null when dropped. */
@@ -42,8 +54,13 @@ export class TestRouter {
   }
   /** VPN settings in seconds; defaults as in the config schema. */
   vpn(o: { esp?: number; espInit?: number; retries?: number; ike?: number; natt?: number; gre?: number; parallel?: boolean; guess?: boolean } = {}): void {
-    this.engine.x.setVpnSettings(o.esp ?? 1800, o.espInit ?? 120, o.retries ?? 5, o.ike ?? 3600, o.natt ?? 300, o.gre ?? 7440,
-      o.parallel ? 1 : 0, o.guess ? 1 : 0);
+    this.settings = {
+      ...this.settings, ...VPN_DEFAULTS,
+      esp_timeout: o.esp ?? 1800, esp_init_timeout: o.espInit ?? 120, esp_init_retries: o.retries ?? 5,
+      ike_timeout: o.ike ?? 3600, natt_timeout: o.natt ?? 300, gre_timeout: o.gre ?? 7440,
+      parallel_sessions: o.parallel ? 1 : 0, esp_guess: o.guess ? 1 : 0,
+    };
+    this.engine.applySettings(this.settings);
   }
   protoForward(proto: number, dest: string): void {
     if (this.engine.x.addProtoForward(proto, ipToRaw(dest)) < 0) throw new Error('forward refused');

@@ -13,28 +13,30 @@
 //  16 Next Payload  17 Version  18 Exchange Type  19 Flags
 //  20 Message ID (4)  24 Length (4)
 //
-// Record (IKE_SIZE = 48 bytes):
-//   0 u32 lanAddr   4 u32 remoteAddr   8 u64 icookie   16 u64 rcookie (0 = not yet)
-//  24 u32 expiresDs 28 u32 lastSeenDs  32 u16 remotePort 34 u16 flags  36 u32 pktsOut 40 u32 pktsIn 44 u8 inUse
+// Record: IKE_SIZE bytes, fields IKE_* in abi/records.ts.
 // Map key: (remote ^ icookie.hi, icookie.lo) → record + 1.
 
-import { ikeMap, ikeRecs, IKE_CAP, IKE_MAP_SIZE, IKE_SIZE } from "../layout";
+import { PROTO_UDP } from "../abi/codes";
+import { C_IKE_ACTIVE, EV_IKE_COLLISION } from "../abi/counters";
+import {
+  IKEF_INBOUND, IKE_EXPIRES, IKE_FLAGS, IKE_ICOOKIE, IKE_IN_USE, IKE_LAN_ADDR, IKE_LAST_SEEN, IKE_PKTS_IN,
+  IKE_PKTS_OUT, IKE_RCOOKIE, IKE_REM_ADDR, IKE_REM_PORT, IKE_SIZE,
+} from "../abi/records";
+import { ikeMap, ikeRecs, IKE_CAP, IKE_MAP_SIZE } from "../layout";
 import { IP_DST, IP_SRC, ipDst, ipSrc } from "../wire/ipv4";
 import { L4_DST_PORT, L4_SRC_PORT, UDP_HEADER, port } from "../wire/l4";
-import { routerVerdict } from "./filter";
-import { fwdAddr, fwdPort, redirectMatch } from "./forward";
+import { routerVerdict } from "../nat/filter";
+import { redirectDest, redirectDestPort, redirectFind } from "../nat/forward";
 import { kmFind, kmInsert, kmRemove } from "./keymap";
-import { Drop } from "./reasons";
-import { rewriteAddrPort } from "./rewrite";
+import { Drop } from "../abi/reasons";
+import { rewriteAddrPort } from "../nat/rewrite";
 import { slabAlloc, slabFree, slabHighWater, slabInit } from "./slab";
-import { countAdd, eventPush, ikeDs, nowDs, wanAddr, C_IKE_ACTIVE, EV_IKE_COLLISION } from "./state";
-import { PROTO_UDP } from "../wire/ipv4";
-import { espActiveBetween } from "./esp";
+import { countAdd, eventPush, ikeDs, nowDs, wanAddr } from "../nat/state";
+import { peerEspActive, peerIkeClosed, peerIkeOpened, peerIkeSeen, peerSetRecent } from "./peers";
 
 export const IKE_PORT: u32 = 500;
 const ISAKMP_HEADER: u32 = 28;
 const MAP_MASK: u32 = IKE_MAP_SIZE - 1;
-const IKEF_INBOUND: u32 = 1; // opened by the server side (a responder behind the router)
 const slab: usize = memory.data(16);
 let sweepHand: u32 = 0;
 
@@ -47,8 +49,8 @@ function find(remA: u32, ic: u64): u32 {
   const v = kmFind(ikeMap, MAP_MASK, key1(remA, ic), <u32>ic);
   if (v == 0) return 0;
   const e = rec(v - 1);
-  if (load<u32>(e, 4) != remA || load<u64>(e, 8) != ic) return 0; // key-fold collision
-  if (<i32>(nowDs - load<u32>(e, 24)) >= 0 && !keepAlive(e)) { free(v - 1); return 0; }
+  if (load<u32>(e, IKE_REM_ADDR) != remA || load<u64>(e, IKE_ICOOKIE) != ic) return 0; // key-fold collision
+  if (<i32>(nowDs - load<u32>(e, IKE_EXPIRES)) >= 0 && !keepAlive(e)) { free(v - 1); return 0; }
   return v;
 }
 
@@ -58,36 +60,57 @@ function find(remA: u32, ic: u64): u32 {
  * losing the cookie routing then is the HOWTO's "session dies" failure.
  */
 function keepAlive(e: usize): bool {
-  if (!espActiveBetween(load<u32>(e, 0), load<u32>(e, 4))) return false;
-  store<u32>(e, nowDs + ikeDs, 24);
+  if (!peerEspActive(load<u32>(e, IKE_LAN_ADDR), load<u32>(e, IKE_REM_ADDR))) return false;
+  store<u32>(e, nowDs + ikeDs, IKE_EXPIRES);
   return true;
 }
 
 function free(r: u32): void {
   const e = rec(r);
-  kmRemove(ikeMap, MAP_MASK, key1(load<u32>(e, 4), load<u64>(e, 8)), <u32>load<u64>(e, 8), r + 1);
+  kmRemove(ikeMap, MAP_MASK, key1(load<u32>(e, IKE_REM_ADDR), load<u64>(e, IKE_ICOOKIE)), <u32>load<u64>(e, IKE_ICOOKIE), r + 1);
+  const lanA = load<u32>(e, IKE_LAN_ADDR);
+  const remA = load<u32>(e, IKE_REM_ADDR);
   slabFree(slab, ikeRecs, r);
   countAdd(C_IKE_ACTIVE, -1);
+  if (peerIkeClosed(lanA, remA)) findRecentHost(remA);
+}
+
+/** The server's host with the latest exchange left with it (a scan, only when that host's last exchange ended). */
+function findRecentHost(remA: u32): void {
+  const hw = slabHighWater(slab);
+  let best: u32 = 0;
+  let host: u32 = 0;
+  for (let r: u32 = 0; r < hw; r++) {
+    const e = rec(r);
+    if (load<u8>(e, IKE_IN_USE) == 0 || load<u32>(e, IKE_REM_ADDR) != remA || load<u32>(e, IKE_LAN_ADDR) == wanAddr) continue;
+    const seen = load<u32>(e, IKE_LAST_SEEN);
+    if (seen >= best) { best = seen; host = load<u32>(e, IKE_LAN_ADDR); }
+  }
+  if (host != 0) peerSetRecent(remA, host, best);
 }
 
 function create(lanA: u32, remA: u32, remP: u32, ic: u64, flags: u32): u32 {
   const v = slabAlloc(slab, ikeRecs);
   if (v == 0) return 0;
   const e = rec(v - 1);
-  store<u32>(e, lanA, 0); store<u32>(e, remA, 4); store<u64>(e, ic, 8); store<u64>(e, 0, 16);
-  store<u32>(e, nowDs + ikeDs, 24); store<u32>(e, nowDs, 28); store<u16>(e, <u16>remP, 32);
-  store<u16>(e, <u16>flags, 34); store<u8>(e, 1, 44);
+  store<u32>(e, lanA, IKE_LAN_ADDR); store<u32>(e, remA, IKE_REM_ADDR); store<u64>(e, ic, IKE_ICOOKIE); store<u64>(e, 0, IKE_RCOOKIE);
+  store<u32>(e, nowDs + ikeDs, IKE_EXPIRES); store<u32>(e, nowDs, IKE_LAST_SEEN); store<u16>(e, <u16>remP, IKE_REM_PORT);
+  store<u16>(e, <u16>flags, IKE_FLAGS); store<u8>(e, 1, IKE_IN_USE);
   kmInsert(ikeMap, MAP_MASK, key1(remA, ic), <u32>ic, v);
   countAdd(C_IKE_ACTIVE, 1);
+  peerIkeOpened(lanA, remA);
+  peerIkeSeen(lanA, remA, lanA != wanAddr);
   return v;
 }
 
 function touch(e: usize, rc: u64, outbound: bool): void {
-  if (load<u64>(e, 16) == 0 && rc != 0) store<u64>(e, rc, 16);
-  store<u32>(e, nowDs + ikeDs, 24);
-  store<u32>(e, nowDs, 28);
-  if (outbound) store<u32>(e, load<u32>(e, 36) + 1, 36);
-  else store<u32>(e, load<u32>(e, 40) + 1, 40);
+  if (load<u64>(e, IKE_RCOOKIE) == 0 && rc != 0) store<u64>(e, rc, IKE_RCOOKIE);
+  store<u32>(e, nowDs + ikeDs, IKE_EXPIRES);
+  store<u32>(e, nowDs, IKE_LAST_SEEN);
+  const lanA = load<u32>(e, IKE_LAN_ADDR);
+  peerIkeSeen(lanA, load<u32>(e, IKE_REM_ADDR), lanA != wanAddr);
+  if (outbound) store<u32>(e, load<u32>(e, IKE_PKTS_OUT) + 1, IKE_PKTS_OUT);
+  else store<u32>(e, load<u32>(e, IKE_PKTS_IN) + 1, IKE_PKTS_IN);
 }
 
 @inline function checkHeader(l4: usize, l4len: u32): u32 {
@@ -107,7 +130,7 @@ export function ikeOut(p: usize, l4: usize, l4len: u32): u32 {
   let v = find(remA, ic);
   if (v != 0) {
     const e = rec(v - 1);
-    if (load<u32>(e, 0) != lanA) {
+    if (load<u32>(e, IKE_LAN_ADDR) != lanA) {
       // Another LAN host owns this initiator cookie toward this server.
       eventPush(EV_IKE_COLLISION, 0, PROTO_UDP, 0, lanA, remA, IKE_PORT, port(l4, L4_DST_PORT), IKE_PORT, <u32>ic);
       return Drop.ISAKMP_COOKIE_COLLISION;
@@ -137,14 +160,15 @@ export function ikeIn(p: usize, l4: usize, l4len: u32): u32 {
   if (v != 0) {
     const e = rec(v - 1);
     // Once both cookies are known, both must match (RFC 2408 §2.5.3 pairs them).
-    const known = load<u64>(e, 16);
+    const known = load<u64>(e, IKE_RCOOKIE);
     if (known != 0 && rc != 0 && known != rc) return Drop.ISAKMP_COOKIE_COLLISION;
   } else {
     // An exchange the server side starts: a responder behind the router
     // (redirect udp 500) or the router's own IKE daemon (rule).
-    if (redirectMatch(PROTO_UDP, IKE_PORT)) {
+    const fwd = redirectFind(PROTO_UDP, IKE_PORT);
+    if (fwd != 0) {
       if (rc != 0) return Drop.NO_FLOW;
-      v = create(fwdAddr, remA, port(l4, L4_SRC_PORT), ic, IKEF_INBOUND);
+      v = create(redirectDest(fwd), remA, port(l4, L4_SRC_PORT), ic, IKEF_INBOUND);
       if (v == 0) return Drop.IKE_TABLE_FULL;
     } else {
       const verdict = routerVerdict(PROTO_UDP, remA, ipDst(p), IKE_PORT);
@@ -154,9 +178,10 @@ export function ikeIn(p: usize, l4: usize, l4len: u32): u32 {
   }
   const e = rec(v - 1);
   touch(e, rc, false);
-  const lanA = load<u32>(e, 0);
+  const lanA = load<u32>(e, IKE_LAN_ADDR);
   if (lanA == wanAddr) return Drop.NONE; // the router's own exchange
-  const lanPort = (load<u16>(e, 34) & IKEF_INBOUND) != 0 && redirectMatch(PROTO_UDP, IKE_PORT) ? fwdPort : IKE_PORT;
+  const fwd = (load<u16>(e, IKE_FLAGS) & IKEF_INBOUND) != 0 ? redirectFind(PROTO_UDP, IKE_PORT) : 0;
+  const lanPort = fwd != 0 ? redirectDestPort(fwd, IKE_PORT) : IKE_PORT;
   rewriteAddrPort(p, IP_DST, lanA, l4, PROTO_UDP, L4_DST_PORT, lanPort);
   return Drop.NONE;
 }
@@ -164,34 +189,7 @@ export function ikeIn(p: usize, l4: usize, l4len: u32): u32 {
 /** The LAN host of the exchange with initiator cookie `ic` toward `remA` (0 if none). */
 export function ikeLanFor(remA: u32, ic: u64): u32 {
   const v = find(remA, ic);
-  return v != 0 ? load<u32>(rec(v - 1)) : 0;
-}
-
-/** When `lanA` last exchanged IKE with `remA` (deciseconds; 0 = never): ESP binding prefers the latest. */
-export function ikeLastSeen(lanA: u32, remA: u32): u32 {
-  const hw = slabHighWater(slab);
-  let best: u32 = 0;
-  for (let r: u32 = 0; r < hw; r++) {
-    const e = rec(r);
-    if (load<u8>(e, 44) == 0 || load<u32>(e, 4) != remA || load<u32>(e, 0) != lanA) continue;
-    const seen = load<u32>(e, 28);
-    if (seen > best) best = seen;
-  }
-  return best;
-}
-
-/** The LAN host with the most recent IKE exchange with `remA`, or 0. */
-export function ikeRecentHost(remA: u32): u32 {
-  const hw = slabHighWater(slab);
-  let best: u32 = 0;
-  let host: u32 = 0;
-  for (let r: u32 = 0; r < hw; r++) {
-    const e = rec(r);
-    if (load<u8>(e, 44) == 0 || load<u32>(e, 4) != remA || load<u32>(e, 0) == wanAddr) continue;
-    const seen = load<u32>(e, 28);
-    if (seen >= best) { best = seen; host = load<u32>(e, 0); }
-  }
-  return host;
+  return v != 0 ? load<u32>(rec(v - 1), IKE_LAN_ADDR) : 0;
 }
 
 export function ikeSweep(budget: u32): void {
@@ -200,12 +198,18 @@ export function ikeSweep(budget: u32): void {
     if (sweepHand >= hw) sweepHand = 0;
     const r = sweepHand++;
     const e = rec(r);
-    if (load<u8>(e, 44) != 0 && <i32>(nowDs - load<u32>(e, 24)) >= 0 && !keepAlive(e)) free(r);
+    if (load<u8>(e, IKE_IN_USE) != 0 && <i32>(nowDs - load<u32>(e, IKE_EXPIRES)) >= 0 && !keepAlive(e)) free(r);
   }
 }
 
 export function ikeFlushAll(): void {
   const hw = slabHighWater(slab);
-  for (let r: u32 = 0; r < hw; r++) if (load<u8>(rec(r), 44) != 0) free(r);
+  for (let r: u32 = 0; r < hw; r++) if (load<u8>(rec(r), IKE_IN_USE) != 0) free(r);
+}
+/** `conntrack -D`: frees IKE entry r if it is in use. */
+export function ikeDelete(r: u32): bool {
+  if (r >= slabHighWater(slab) || load<u8>(rec(r), IKE_IN_USE) == 0) return false;
+  free(r);
+  return true;
 }
 export function ikeHighWater(): u32 { return slabHighWater(slab); }

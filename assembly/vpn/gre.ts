@@ -10,16 +10,17 @@
 //   4 Key: Payload Length (16)           6 Key: Call ID (16)
 //   8 Sequence Number (if S)   Acknowledgment Number (if A)
 
+import { PROTO_GRE } from "../abi/codes";
 import { IP_DST, IP_SRC, ipDst, ipSrc } from "../wire/ipv4";
-import { fwdAddr, protoForwardMatch } from "./forward";
+import { protoForward } from "../nat/forward";
 import { callFindIn, callFindOut, callLanAddr, callLanId, callTouch } from "./pptp";
-import { Drop } from "./reasons";
-import { rewriteAddr } from "./rewrite";
-import { wanAddr } from "./state";
+import { Drop } from "../abi/reasons";
+import { rewriteAddr } from "../nat/rewrite";
+import { wanAddr } from "../nat/state";
 
 const GRE_HEADER: u32 = 8;
 const GRE_PPP: u32 = 0x880b;
-const GRE_CALL_ID: u32 = 6;
+export const GRE_CALL_ID: u32 = 6; // the key's Call ID (u16)
 
 function enhanced(l4: usize, l4len: u32): bool {
   if (l4len < GRE_HEADER) return false;
@@ -34,7 +35,7 @@ export function greOut(p: usize, l4: usize, l4len: u32): u32 {
   const lanA = ipSrc(p);
   if (lanA == wanAddr) return Drop.NONE; // the router's own GRE
   if (!enhanced(l4, l4len)) {
-    if (protoForwardMatch(47) && fwdAddr == lanA) { rewriteAddr(p, IP_SRC, wanAddr); return Drop.NONE; }
+    if (protoForward(PROTO_GRE) == lanA) { rewriteAddr(p, IP_SRC, wanAddr); return Drop.NONE; }
     return Drop.GRE_BAD_HEADER;
   }
   const v = callFindOut(ipDst(p), <u32>bswap<u16>(load<u16>(l4, GRE_CALL_ID)));
@@ -46,12 +47,14 @@ export function greOut(p: usize, l4: usize, l4len: u32): u32 {
 
 export function greIn(p: usize, l4: usize, l4len: u32): u32 {
   if (!enhanced(l4, l4len)) {
-    if (protoForwardMatch(47)) { rewriteAddr(p, IP_DST, fwdAddr); return Drop.NONE; }
+    const fwd = protoForward(PROTO_GRE);
+    if (fwd != 0) { rewriteAddr(p, IP_DST, fwd); return Drop.NONE; }
     return Drop.GRE_BAD_HEADER;
   }
   const v = callFindIn(ipSrc(p), <u32>bswap<u16>(load<u16>(l4, GRE_CALL_ID)));
   if (v == 0) {
-    if (protoForwardMatch(47)) { rewriteAddr(p, IP_DST, fwdAddr); return Drop.NONE; }
+    const fwd = protoForward(PROTO_GRE);
+    if (fwd != 0) { rewriteAddr(p, IP_DST, fwd); return Drop.NONE; }
     return Drop.GRE_NO_CALL;
   }
   callTouch(v, false);

@@ -13,28 +13,37 @@
 //   4 u32 Magic Cookie 0x1A2B3C4D  8 u16 Control Message Type  10 u16 Reserved0
 //   12 u16 Call ID or Peer's Call ID   14 u16 Peer's Call ID (replies)
 //
-// Call record (CALL_SIZE = 32 bytes):
-//   0 u32 lanAddr  4 u32 remoteAddr  8 u16 callIdLan  10 u16 callIdAlias
-//  12 u16 callIdRemote  14 u16 flags  16 u32 expiresDs  20 u32 pktsOut  24 u32 pktsIn  28 u8 inUse
+// Call record: CALL_SIZE bytes, fields CALL_* in abi/records.ts.
 // Map keys: (remote, alias | IN) → call+1; (remote, callIdRemote | OUT) → call+1;
 //           (lan ^ mix(remote), callIdLan | LAN) → call+1.
 
-import { callIdBitmap, callMap, callRecs, CALL_CAP, CALL_MAP_SIZE, CALL_SIZE } from "../layout";
+import { C_CALLS_ACTIVE } from "../abi/counters";
+import {
+  CALL_EXPIRES, CALL_FLAGS, CALL_ID_ALIAS, CALL_ID_LAN, CALL_ID_REMOTE, CALL_IN_USE, CALL_LAN_ADDR,
+  CALL_PKTS_IN, CALL_PKTS_OUT, CALL_REM_ADDR, CALL_SIZE, CF_DISCONNECTED, CF_REMOTE_KNOWN,
+} from "../abi/records";
+import { callIdBitmap, callMap, callRecs, CALL_CAP, CALL_MAP_SIZE } from "../layout";
 import { adjust16 } from "../wire/checksum";
 import { TCP_CSUM, TCP_OFF } from "../wire/l4";
 import { kmFind, kmInsert, kmRemove } from "./keymap";
-import { Drop } from "./reasons";
+import { Drop } from "../abi/reasons";
 import { slabAlloc, slabFree, slabHighWater, slabInit } from "./slab";
-import { countAdd, greDisconnectDs, greDs, hashSeed, nowDs, C_CALLS_ACTIVE } from "./state";
+import { countAdd, greDisconnectDs, greDs, hashSeed, nowDs } from "../nat/state";
 
 export const PPTP_PORT: u32 = 1723;
 const MAGIC: u32 = 0x1a2b3c4d;
+// Control message header fields (offsets from the message start).
+const M_LENGTH: usize = 0;
+const M_PPTP_TYPE: usize = 2;
+const M_MAGIC: usize = 4;
+const M_CTRL_TYPE: usize = 8;
+const M_CALL_ID: usize = 12;      // Call ID, or the Peer's Call ID in CCRQ/CDN/ICCN/WEN/SLI
+const M_PEER_CALL_ID: usize = 14; // Peer's Call ID in replies
+const M_HEADER: u32 = 12;
 const K_IN: u32 = 0x10000;
 const K_OUT: u32 = 0x20000;
 const K_LAN: u32 = 0x30000;
 const MAP_MASK: u32 = CALL_MAP_SIZE - 1;
-const CF_REMOTE_KNOWN: u32 = 1;
-const CF_DISCONNECTED: u32 = 2;
 const slab: usize = memory.data(16);
 let sweepHand: u32 = 0;
 let aliasHint: u32 = 1;
@@ -65,12 +74,12 @@ export function pptpInit(): void {
 export function pptpCheck(payload: usize, len: u32): u32 {
   let off: u32 = 0;
   while (off < len) {
-    if (len - off < 12) return Drop.PPTP_BAD_LENGTH;
+    if (len - off < M_HEADER) return Drop.PPTP_BAD_LENGTH;
     const m = payload + off;
-    const mlen = be16(m);
-    if (bswap<u32>(load<u32>(m, 4)) != MAGIC) return Drop.PPTP_BAD_MAGIC;
-    if (be16(m + 2) != 1) return Drop.PPTP_BAD_TYPE;
-    const ctype = be16(m + 8);
+    const mlen = be16(m + M_LENGTH);
+    if (bswap<u32>(load<u32>(m, M_MAGIC)) != MAGIC) return Drop.PPTP_BAD_MAGIC;
+    if (be16(m + M_PPTP_TYPE) != 1) return Drop.PPTP_BAD_TYPE;
+    const ctype = be16(m + M_CTRL_TYPE);
     if (ctype < 1 || ctype > 15) return Drop.PPTP_BAD_TYPE;
     if (mlen != <u32>load<u16>(LENGTHS + (<usize>ctype << 1)) || mlen > len - off) return Drop.PPTP_BAD_LENGTH;
     off += mlen;
@@ -80,19 +89,19 @@ export function pptpCheck(payload: usize, len: u32): u32 {
 
 function callFree(r: u32): void {
   const e = rec(r);
-  const remA = load<u32>(e, 4);
-  kmRemove(callMap, MAP_MASK, remA, load<u16>(e, 10) | K_IN, r + 1);
-  kmRemove(callMap, MAP_MASK, lanKey(load<u32>(e, 0), remA), load<u16>(e, 8) | K_LAN, r + 1);
-  if (load<u16>(e, 14) & <u16>CF_REMOTE_KNOWN) kmRemove(callMap, MAP_MASK, remA, load<u16>(e, 12) | K_OUT, r + 1);
-  aliasMark(load<u16>(e, 10), false);
+  const remA = load<u32>(e, CALL_REM_ADDR);
+  kmRemove(callMap, MAP_MASK, remA, load<u16>(e, CALL_ID_ALIAS) | K_IN, r + 1);
+  kmRemove(callMap, MAP_MASK, lanKey(load<u32>(e, CALL_LAN_ADDR), remA), load<u16>(e, CALL_ID_LAN) | K_LAN, r + 1);
+  if (load<u16>(e, CALL_FLAGS) & <u16>CF_REMOTE_KNOWN) kmRemove(callMap, MAP_MASK, remA, load<u16>(e, CALL_ID_REMOTE) | K_OUT, r + 1);
+  aliasMark(load<u16>(e, CALL_ID_ALIAS), false);
   slabFree(slab, callRecs, r);
   countAdd(C_CALLS_ACTIVE, -1);
 }
 
 @inline function live(r: u32): bool {
   const e = rec(r);
-  if (load<u8>(e, 28) == 0) return false;
-  if (<i32>(nowDs - load<u32>(e, 16)) >= 0) { callFree(r); return false; }
+  if (load<u8>(e, CALL_IN_USE) == 0) return false;
+  if (<i32>(nowDs - load<u32>(e, CALL_EXPIRES)) >= 0) { callFree(r); return false; }
   return true;
 }
 
@@ -100,7 +109,7 @@ function findLan(lanA: u32, remA: u32, callLan: u32): u32 {
   const v = kmFind(callMap, MAP_MASK, lanKey(lanA, remA), callLan | K_LAN);
   if (v == 0 || !live(v - 1)) return 0;
   const e = rec(v - 1);
-  return load<u32>(e, 0) == lanA && load<u32>(e, 4) == remA ? v : 0;
+  return load<u32>(e, CALL_LAN_ADDR) == lanA && load<u32>(e, CALL_REM_ADDR) == remA ? v : 0;
 }
 
 export function callFindIn(remA: u32, alias: u32): u32 {
@@ -128,8 +137,8 @@ function callOpen(lanA: u32, remA: u32, callLan: u32): u32 {
   v = slabAlloc(slab, callRecs);
   if (v == 0) return 0;
   const e = rec(v - 1);
-  store<u32>(e, lanA, 0); store<u32>(e, remA, 4); store<u16>(e, <u16>callLan, 8); store<u16>(e, <u16>alias, 10);
-  store<u32>(e, nowDs + greDs, 16); store<u8>(e, 1, 28);
+  store<u32>(e, lanA, CALL_LAN_ADDR); store<u32>(e, remA, CALL_REM_ADDR); store<u16>(e, <u16>callLan, CALL_ID_LAN); store<u16>(e, <u16>alias, CALL_ID_ALIAS);
+  store<u32>(e, nowDs + greDs, CALL_EXPIRES); store<u8>(e, 1, CALL_IN_USE);
   aliasMark(alias, true);
   kmInsert(callMap, MAP_MASK, remA, alias | K_IN, v);
   kmInsert(callMap, MAP_MASK, lanKey(lanA, remA), callLan | K_LAN, v);
@@ -139,21 +148,21 @@ function callOpen(lanA: u32, remA: u32, callLan: u32): u32 {
 
 function setRemote(v: u32, callRemote: u32): void {
   const e = rec(v - 1);
-  const flags = <u32>load<u16>(e, 14);
+  const flags = <u32>load<u16>(e, CALL_FLAGS);
   if (flags & CF_REMOTE_KNOWN) {
-    if (<u32>load<u16>(e, 12) == callRemote) return;
-    kmRemove(callMap, MAP_MASK, load<u32>(e, 4), load<u16>(e, 12) | K_OUT, v);
+    if (<u32>load<u16>(e, CALL_ID_REMOTE) == callRemote) return;
+    kmRemove(callMap, MAP_MASK, load<u32>(e, CALL_REM_ADDR), load<u16>(e, CALL_ID_REMOTE) | K_OUT, v);
   }
-  store<u16>(e, <u16>callRemote, 12);
-  store<u16>(e, <u16>(flags | CF_REMOTE_KNOWN), 14);
-  kmInsert(callMap, MAP_MASK, load<u32>(e, 4), callRemote | K_OUT, v);
+  store<u16>(e, <u16>callRemote, CALL_ID_REMOTE);
+  store<u16>(e, <u16>(flags | CF_REMOTE_KNOWN), CALL_FLAGS);
+  kmInsert(callMap, MAP_MASK, load<u32>(e, CALL_REM_ADDR), callRemote | K_OUT, v);
 }
 
 function disconnect(v: u32): void {
   const e = rec(v - 1);
-  store<u16>(e, load<u16>(e, 14) | <u16>CF_DISCONNECTED, 14);
+  store<u16>(e, load<u16>(e, CALL_FLAGS) | <u16>CF_DISCONNECTED, CALL_FLAGS);
   const soon = nowDs + greDisconnectDs;
-  if (<i32>(load<u32>(e, 16) - soon) > 0) store<u32>(e, soon, 16);
+  if (<i32>(load<u32>(e, CALL_EXPIRES) - soon) > 0) store<u32>(e, soon, CALL_EXPIRES);
 }
 
 /** Rewrites the 16-bit field at `f` to `value` (host order) and adjusts the TCP checksum. */
@@ -172,64 +181,56 @@ function put(l4: usize, f: usize, value: u32): void {
  * The LAN host's own Call IDs become aliases.
  */
 export function pptpOut(l4: usize, l4len: u32, lanA: u32, remA: u32): u32 {
-  const payload = payloadOf(l4);
-  const len = l4len - <u32>(payload - l4);
-  let off: u32 = 0;
-  while (off < len) {
-    const m = payload + off;
-    const ctype = be16(m + 8);
-    const own = be16(m + 12);
+  // Messages follow each other; pptpCheck made sure their lengths add up to the segment.
+  for (let m = payloadOf(l4), end = l4 + l4len; m < end; m += be16(m + M_LENGTH)) {
+    const ctype = be16(m + M_CTRL_TYPE);
+    const own = be16(m + M_CALL_ID);
     if (ctype == OCRQ || ctype == OCRP || ctype == ICRQ || ctype == ICRP) {
       const v = callOpen(lanA, remA, own);
       if (v == 0) return Drop.PPTP_TABLE_FULL;
-      if (ctype == OCRP || ctype == ICRP) setRemote(v, be16(m + 14));
-      put(l4, m + 12, load<u16>(rec(v - 1), 10));
+      if (ctype == OCRP || ctype == ICRP) setRemote(v, be16(m + M_PEER_CALL_ID));
+      put(l4, m + M_CALL_ID, load<u16>(rec(v - 1), CALL_ID_ALIAS));
     } else if (ctype == CCRQ || ctype == CDN) {
       const v = findLan(lanA, remA, own);
       if (v == 0) return Drop.PPTP_NO_CALL;
       disconnect(v);
-      put(l4, m + 12, load<u16>(rec(v - 1), 10));
+      put(l4, m + M_CALL_ID, load<u16>(rec(v - 1), CALL_ID_ALIAS));
     }
     // ICCN, WEN, SLI from the LAN name the remote's Call ID: unchanged.
-    off += be16(m);
   }
   return Drop.NONE;
 }
 
 /** Control messages from `remA` to a LAN host, already checked: aliases go back to the LAN's Call IDs. */
 export function pptpIn(l4: usize, l4len: u32, remA: u32): u32 {
-  const payload = payloadOf(l4);
-  const len = l4len - <u32>(payload - l4);
-  let off: u32 = 0;
-  while (off < len) {
-    const m = payload + off;
-    const ctype = be16(m + 8);
+  // Messages follow each other; pptpCheck made sure their lengths add up to the segment.
+  for (let m = payloadOf(l4), end = l4 + l4len; m < end; m += be16(m + M_LENGTH)) {
+    const ctype = be16(m + M_CTRL_TYPE);
     if (ctype == OCRP || ctype == ICRP) {
-      const v = callFindIn(remA, be16(m + 14));
+      const v = callFindIn(remA, be16(m + M_PEER_CALL_ID));
       if (v == 0) return Drop.PPTP_NO_CALL;
-      setRemote(v, be16(m + 12));
-      put(l4, m + 14, load<u16>(rec(v - 1), 8));
+      setRemote(v, be16(m + M_CALL_ID));
+      put(l4, m + M_PEER_CALL_ID, load<u16>(rec(v - 1), CALL_ID_LAN));
     } else if (ctype == ICCN || ctype == WEN || ctype == SLI) {
-      const v = callFindIn(remA, be16(m + 12));
+      const v = callFindIn(remA, be16(m + M_CALL_ID));
       if (v == 0) return Drop.PPTP_NO_CALL;
-      put(l4, m + 12, load<u16>(rec(v - 1), 8));
+      put(l4, m + M_CALL_ID, load<u16>(rec(v - 1), CALL_ID_LAN));
     } else if (ctype == CCRQ || ctype == CDN) {
-      const v = callFindOut(remA, be16(m + 12));
+      const v = callFindOut(remA, be16(m + M_CALL_ID));
       if (v != 0) disconnect(v);
     }
-    off += be16(m);
   }
   return Drop.NONE;
 }
 
 export function callTouch(v: u32, outbound: bool): void {
   const e = rec(v - 1);
-  if ((load<u16>(e, 14) & <u16>CF_DISCONNECTED) == 0) store<u32>(e, nowDs + greDs, 16);
-  if (outbound) store<u32>(e, load<u32>(e, 20) + 1, 20);
-  else store<u32>(e, load<u32>(e, 24) + 1, 24);
+  if ((load<u16>(e, CALL_FLAGS) & <u16>CF_DISCONNECTED) == 0) store<u32>(e, nowDs + greDs, CALL_EXPIRES);
+  if (outbound) store<u32>(e, load<u32>(e, CALL_PKTS_OUT) + 1, CALL_PKTS_OUT);
+  else store<u32>(e, load<u32>(e, CALL_PKTS_IN) + 1, CALL_PKTS_IN);
 }
-export function callLanAddr(v: u32): u32 { return load<u32>(rec(v - 1), 0); }
-export function callLanId(v: u32): u32 { return load<u16>(rec(v - 1), 8); }
+export function callLanAddr(v: u32): u32 { return load<u32>(rec(v - 1), CALL_LAN_ADDR); }
+export function callLanId(v: u32): u32 { return load<u16>(rec(v - 1), CALL_ID_LAN); }
 
 export function callSweep(budget: u32): void {
   const hw = slabHighWater(slab);
@@ -240,6 +241,12 @@ export function callSweep(budget: u32): void {
 }
 export function callFlushAll(): void {
   const hw = slabHighWater(slab);
-  for (let r: u32 = 0; r < hw; r++) if (load<u8>(rec(r), 28) != 0) callFree(r);
+  for (let r: u32 = 0; r < hw; r++) if (load<u8>(rec(r), CALL_IN_USE) != 0) callFree(r);
+}
+/** `conntrack -D`: frees call r (and its GRE mapping) if it is in use. */
+export function callDelete(r: u32): bool {
+  if (r >= slabHighWater(slab) || load<u8>(rec(r), CALL_IN_USE) == 0) return false;
+  callFree(r);
+  return true;
 }
 export function callHighWater(): u32 { return slabHighWater(slab); }

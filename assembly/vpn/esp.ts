@@ -12,32 +12,25 @@
 // for 30 s (its packets dropped, other hosts no longer wait), then freed.
 // Bound entries live esp_timeout (30 min) from the last packet.
 //
-// Record (ESP_SIZE = 32 bytes):
-//   0 u32 lanAddr   4 u32 remoteAddr   8 u32 spiOut (LAN → server, raw)
-//  12 u32 spiIn (server → LAN, raw; 0 = unknown)   16 u32 expiresDs
-//  20 u32 stateDeadlineDs (outstanding: init deadline; squelched: end)
-//  24 u8 state  25 u8 retries  26 u16 flags  28 u32 packets
+// Record: ESP_SIZE bytes, fields ESP_* in abi/records.ts.
 // Map keys: (remote, spiOut) → record+1 | OUT_BIT, (remote, spiIn) → record+1.
 
-import { espMap, espRecs, outstanding, ESP_CAP, ESP_MAP_SIZE, ESP_SIZE, OUTSTANDING_CAP } from "../layout";
-import { IP_DST, IP_SRC, ipDst, ipSrc } from "../wire/ipv4";
-import { ikeLastSeen, ikeRecentHost } from "./isakmp";
-import { DEST_ROUTER, TARGET_ACCEPT, ZONE_WAN, ruleMatch } from "./filter";
-import { kmFind, kmInsert, kmRemove } from "./keymap";
-import { protoForwardMatch, fwdAddr } from "./forward";
-import { Drop } from "./reasons";
-import { rewriteAddr } from "./rewrite";
-import { slabAlloc, slabFree, slabHighWater, slabInit } from "./slab";
+import { DEST_ROUTER, PROTO_ESP, SIDE_OUTSIDE, TARGET_ACCEPT, ZONE_WAN } from "../abi/codes";
+import { C_ESP_ACTIVE, C_ESP_BOUND, C_LOCAL_ACCEPT, EV_ESP_BOUND } from "../abi/counters";
 import {
-  count, countAdd, eventPush, espDs, espGuess, espInitDs, espInitRetries, espSquelchDs, nowDs, parallelSessions, wanAddr,
-  C_ESP_ACTIVE, C_ESP_BOUND, C_LOCAL_ACCEPT, EV_ESP_BOUND,
-} from "./state";
-
-export const ESP_FREE: u32 = 0;
-export const ESP_OUTSTANDING: u32 = 1;
-export const ESP_BOUND: u32 = 2;
-export const ESP_SQUELCHED: u32 = 3;
-export const ESPF_FORWARD: u32 = 1; // belongs to a protocol forward (server behind the router)
+  ESPF_FORWARD, ESP_BOUND, ESP_DEADLINE, ESP_EXPIRES, ESP_FLAGS, ESP_FREE, ESP_LAN_ADDR, ESP_OUTSTANDING,
+  ESP_PEER, ESP_PKTS, ESP_REM_ADDR, ESP_RETRIES, ESP_SIZE, ESP_SPI_IN, ESP_SPI_OUT, ESP_SQUELCHED, ESP_STATE,
+} from "../abi/records";
+import { espMap, espRecs, outstanding, ESP_CAP, ESP_MAP_SIZE, OUTSTANDING_CAP } from "../layout";
+import { IP_DST, IP_SRC, ipDst, ipSrc } from "../wire/ipv4";
+import { peerEspBound, peerEspClosed, peerEspTouch, peerIkeLast, peerRecentHost } from "./peers";
+import { ruleMatch } from "../nat/filter";
+import { kmFind, kmInsert, kmRemove } from "./keymap";
+import { protoForward } from "../nat/forward";
+import { Drop } from "../abi/reasons";
+import { rewriteAddr } from "../nat/rewrite";
+import { slabAlloc, slabFree, slabHighWater, slabInit } from "./slab";
+import { count, countAdd, eventPush, espDs, espGuess, espInitDs, espInitRetries, espSquelchDs, nowDs, parallelSessions, wanAddr } from "../nat/state";
 
 const OUT_BIT: u32 = 0x80000000;
 const MAP_MASK: u32 = ESP_MAP_SIZE - 1;
@@ -80,11 +73,12 @@ function outstandingDel(r: u32): void {
 
 function espFree(r: u32): void {
   const e = rec(r);
-  const remA = load<u32>(e, 4);
-  const state = <u32>load<u8>(e, 24);
+  const remA = load<u32>(e, ESP_REM_ADDR);
+  const state = <u32>load<u8>(e, ESP_STATE);
   if (state == ESP_OUTSTANDING || state == ESP_SQUELCHED) outstandingDel(r);
-  if (load<u32>(e, 8) != 0) kmRemove(espMap, MAP_MASK, remA, load<u32>(e, 8), (r + 1) | OUT_BIT);
-  if (load<u32>(e, 12) != 0) kmRemove(espMap, MAP_MASK, remA, load<u32>(e, 12), r + 1);
+  else if (state == ESP_BOUND) peerEspClosed(load<u32>(e, ESP_LAN_ADDR), remA);
+  if (load<u32>(e, ESP_SPI_OUT) != 0) kmRemove(espMap, MAP_MASK, remA, load<u32>(e, ESP_SPI_OUT), (r + 1) | OUT_BIT);
+  if (load<u32>(e, ESP_SPI_IN) != 0) kmRemove(espMap, MAP_MASK, remA, load<u32>(e, ESP_SPI_IN), r + 1);
   slabFree(slab, espRecs, r);
   countAdd(C_ESP_ACTIVE, -1);
 }
@@ -92,10 +86,10 @@ function espFree(r: u32): void {
 /** Ages the entry's state: an outstanding entry past its deadline is freed, a squelch ends. Returns false if freed. */
 function espAge(r: u32): bool {
   const e = rec(r);
-  const state = <u32>load<u8>(e, 24);
+  const state = <u32>load<u8>(e, ESP_STATE);
   if (state == ESP_FREE) return false;
-  if (<i32>(nowDs - load<u32>(e, 16)) >= 0) { espFree(r); return false; }
-  if ((state == ESP_OUTSTANDING || state == ESP_SQUELCHED) && <i32>(nowDs - load<u32>(e, 20)) >= 0) {
+  if (<i32>(nowDs - load<u32>(e, ESP_EXPIRES)) >= 0) { espFree(r); return false; }
+  if ((state == ESP_OUTSTANDING || state == ESP_SQUELCHED) && <i32>(nowDs - load<u32>(e, ESP_DEADLINE)) >= 0) {
     espFree(r);
     return false;
   }
@@ -116,13 +110,14 @@ function espNew(lanA: u32, remA: u32, spiOut: u32, spiIn: u32, state: u32, flags
   if (r1 == 0) return 0;
   const r = r1 - 1;
   const e = rec(r);
-  store<u32>(e, lanA, 0); store<u32>(e, remA, 4); store<u32>(e, spiOut, 8); store<u32>(e, spiIn, 12);
-  store<u8>(e, <u8>state, 24); store<u16>(e, <u16>flags, 26);
+  store<u32>(e, lanA, ESP_LAN_ADDR); store<u32>(e, remA, ESP_REM_ADDR); store<u32>(e, spiOut, ESP_SPI_OUT); store<u32>(e, spiIn, ESP_SPI_IN);
+  store<u8>(e, <u8>state, ESP_STATE); store<u16>(e, <u16>flags, ESP_FLAGS);
   if (state == ESP_OUTSTANDING) {
-    store<u32>(e, nowDs + espInitDs, 16);
-    store<u32>(e, nowDs + espInitDs, 20);
+    store<u32>(e, nowDs + espInitDs, ESP_EXPIRES);
+    store<u32>(e, nowDs + espInitDs, ESP_DEADLINE);
   } else {
-    store<u32>(e, nowDs + espDs, 16);
+    store<u32>(e, nowDs + espDs, ESP_EXPIRES);
+    store<u32>(e, peerEspBound(lanA, remA, nowDs + espDs), ESP_PEER);
   }
   if (spiOut != 0) kmInsert(espMap, MAP_MASK, remA, spiOut, r1 | OUT_BIT);
   if (spiIn != 0) kmInsert(espMap, MAP_MASK, remA, spiIn, r1);
@@ -132,8 +127,8 @@ function espNew(lanA: u32, remA: u32, spiOut: u32, spiIn: u32, state: u32, flags
 
 /** No answer after the retries: pause the host toward that server so it stops blocking others. */
 function squelch(e: usize): void {
-  store<u8>(e, <u8>ESP_SQUELCHED, 24);
-  store<u32>(e, nowDs + espSquelchDs, 20);
+  store<u8>(e, <u8>ESP_SQUELCHED, ESP_STATE);
+  store<u32>(e, nowDs + espSquelchDs, ESP_DEADLINE);
 }
 
 /** The host's own outstanding or squelched entry toward `remA` (record + 1, or 0). */
@@ -142,7 +137,7 @@ function hostPending(remA: u32, lanA: u32): u32 {
     const r = load<u32>(outstanding + (<usize>i << 2));
     if (!espAge(r)) { i--; continue; }
     const e = rec(r);
-    if (load<u32>(e, 4) == remA && load<u32>(e, 0) == lanA) return r + 1;
+    if (load<u32>(e, ESP_REM_ADDR) == remA && load<u32>(e, ESP_LAN_ADDR) == lanA) return r + 1;
   }
   return 0;
 }
@@ -153,7 +148,7 @@ function outstandingOther(remA: u32, lanA: u32): u32 {
     const r = load<u32>(outstanding + (<usize>i << 2));
     if (!espAge(r)) { i--; continue; } // freed: the list shrank under us
     const e = rec(r);
-    if (load<u32>(e, 4) == remA && load<u32>(e, 0) != lanA && load<u8>(e, 24) == <u8>ESP_OUTSTANDING) return r + 1;
+    if (load<u32>(e, ESP_REM_ADDR) == remA && load<u32>(e, ESP_LAN_ADDR) != lanA && load<u8>(e, ESP_STATE) == <u8>ESP_OUTSTANDING) return r + 1;
   }
   return 0;
 }
@@ -175,22 +170,23 @@ export function espOut(p: usize, l4: usize, l4len: u32): u32 {
   if (v != 0) {
     const r = (v & ~OUT_BIT) - 1;
     const e = rec(r);
-    if (load<u32>(e, 0) != lanA) return Drop.ESP_SERIALIZED; // the server chose this SPI for another host
-    const state = <u32>load<u8>(e, 24);
+    if (load<u32>(e, ESP_LAN_ADDR) != lanA) return Drop.ESP_SERIALIZED; // the server chose this SPI for another host
+    const state = <u32>load<u8>(e, ESP_STATE);
     if (state == ESP_SQUELCHED) return Drop.ESP_SQUELCHED;
     if (state == ESP_OUTSTANDING) {
-      const tries = <u32>load<u8>(e, 25) + 1;
-      store<u8>(e, <u8>tries, 25);
+      const tries = <u32>load<u8>(e, ESP_RETRIES) + 1;
+      store<u8>(e, <u8>tries, ESP_RETRIES);
       if (tries > espInitRetries) { squelch(e); return Drop.ESP_SQUELCHED; }
     } else {
-      store<u32>(e, nowDs + espDs, 16);
+      store<u32>(e, nowDs + espDs, ESP_EXPIRES);
+      peerEspTouch(load<u32>(e, ESP_PEER), nowDs + espDs);
     }
-    store<u32>(e, load<u32>(e, 28) + 1, 28);
+    store<u32>(e, load<u32>(e, ESP_PKTS) + 1, ESP_PKTS);
     rewriteAddr(p, IP_SRC, wanAddr);
     return Drop.NONE;
   }
   // A new SPI from this host toward this server.
-  const forwardHost = protoForwardMatch(50) && fwdAddr == lanA;
+  const forwardHost = protoForward(PROTO_ESP) == lanA;
   if (forwardHost) {
     // The server behind the router answers with its own SPIs: nothing to wait for.
     if (espNew(lanA, remA, spi, 0, ESP_BOUND, ESPF_FORWARD) == 0) return Drop.ESP_TABLE_FULL;
@@ -200,9 +196,9 @@ export function espOut(p: usize, l4: usize, l4len: u32): u32 {
     const mine = hostPending(remA, lanA);
     if (mine != 0) {
       const e = rec(mine - 1);
-      if (load<u8>(e, 24) == <u8>ESP_SQUELCHED) return Drop.ESP_SQUELCHED;
-      const tries = <u32>load<u8>(e, 25) + 1;
-      store<u8>(e, <u8>tries, 25);
+      if (load<u8>(e, ESP_STATE) == <u8>ESP_SQUELCHED) return Drop.ESP_SQUELCHED;
+      const tries = <u32>load<u8>(e, ESP_RETRIES) + 1;
+      store<u8>(e, <u8>tries, ESP_RETRIES);
       if (tries > espInitRetries) { squelch(e); return Drop.ESP_SQUELCHED; }
       rewriteAddr(p, IP_SRC, wanAddr);
       return Drop.NONE;
@@ -225,11 +221,11 @@ function pickOutstanding(remA: u32): u32 {
     const r = load<u32>(outstanding + (<usize>i << 2));
     if (!espAge(r)) { i--; continue; }
     const e = rec(r);
-    if (load<u32>(e, 4) != remA || load<u8>(e, 24) != <u8>ESP_OUTSTANDING) continue;
+    if (load<u32>(e, ESP_REM_ADDR) != remA || load<u8>(e, ESP_STATE) != <u8>ESP_OUTSTANDING) continue;
     // Prefer the host whose IKE exchange with this server is most recent;
     // among equals (no IKE seen) the oldest outstanding entry.
-    const ike = ikeLastSeen(load<u32>(e, 0), remA);
-    const age = nowDs - (load<u32>(e, 20) - espInitDs);
+    const ike = peerIkeLast(load<u32>(e, ESP_LAN_ADDR), remA);
+    const age = nowDs - (load<u32>(e, ESP_DEADLINE) - espInitDs);
     if (best == 0 || ike > bestIke || (ike == bestIke && age > bestAge)) {
       best = r + 1; bestIke = ike; bestAge = age;
     }
@@ -250,8 +246,8 @@ export function espIn(p: usize, l4: usize, l4len: u32): u32 {
     let pick = pickOutstanding(remA);
     // The router's own IPsec (rule-accepted ESP): it wins unknown SPIs from a
     // server when its IKE exchange with that server is the most recent.
-    if (ruleMatch(ZONE_WAN, DEST_ROUTER, 50, remA, ipDst(p), 0) == TARGET_ACCEPT &&
-        (pick == 0 || ikeLastSeen(wanAddr, remA) > ikeLastSeen(load<u32>(rec(pick - 1)), remA))) {
+    if (ruleMatch(ZONE_WAN, DEST_ROUTER, PROTO_ESP, remA, ipDst(p), 0) == TARGET_ACCEPT &&
+        (pick == 0 || peerIkeLast(wanAddr, remA) > peerIkeLast(load<u32>(rec(pick - 1), ESP_LAN_ADDR), remA))) {
       count(C_LOCAL_ACCEPT);
       return Drop.NONE;
     }
@@ -259,21 +255,22 @@ export function espIn(p: usize, l4: usize, l4len: u32): u32 {
       const r = pick - 1;
       const e = rec(r);
       outstandingDel(r);
-      store<u32>(e, spi, 12);
-      store<u8>(e, <u8>ESP_BOUND, 24);
-      store<u32>(e, nowDs + espDs, 16);
+      store<u32>(e, spi, ESP_SPI_IN);
+      store<u8>(e, <u8>ESP_BOUND, ESP_STATE);
+      store<u32>(e, nowDs + espDs, ESP_EXPIRES);
+      store<u32>(e, peerEspBound(load<u32>(e, ESP_LAN_ADDR), remA, nowDs + espDs), ESP_PEER);
       kmInsert(espMap, MAP_MASK, remA, spi, pick);
       count(C_ESP_BOUND);
-      eventPush(EV_ESP_BOUND, 0, 50, 1, load<u32>(e, 0), remA, 0, 0, 0, bswap<u32>(spi));
+      eventPush(EV_ESP_BOUND, 0, PROTO_ESP, SIDE_OUTSIDE, load<u32>(e, ESP_LAN_ADDR), remA, 0, 0, 0, bswap<u32>(spi));
       v = pick;
-    } else if (protoForwardMatch(50)) {
+    } else if (protoForward(PROTO_ESP) != 0) {
       // A server behind the router (redirect proto esp): unknown SPIs are its.
-      v = espNew(fwdAddr, remA, 0, spi, ESP_BOUND, ESPF_FORWARD);
+      v = espNew(protoForward(PROTO_ESP), remA, 0, spi, ESP_BOUND, ESPF_FORWARD);
       if (v == 0) return Drop.ESP_TABLE_FULL;
     } else if (espGuess) {
       // Option esp_guess: hand it to the LAN host with the most recent IKE
       // exchange with this server, without binding (the HOWTO's fallback).
-      const lanA = ikeRecentHost(remA);
+      const lanA = peerRecentHost(remA);
       if (lanA == 0) return Drop.ESP_NO_SA;
       rewriteAddr(p, IP_DST, lanA);
       return Drop.NONE;
@@ -282,34 +279,29 @@ export function espIn(p: usize, l4: usize, l4len: u32): u32 {
     }
   }
   const e = rec(v - 1);
-  store<u32>(e, nowDs + espDs, 16);
-  store<u32>(e, load<u32>(e, 28) + 1, 28);
-  rewriteAddr(p, IP_DST, load<u32>(e, 0));
+  store<u32>(e, nowDs + espDs, ESP_EXPIRES);
+  peerEspTouch(load<u32>(e, ESP_PEER), nowDs + espDs);
+  store<u32>(e, load<u32>(e, ESP_PKTS) + 1, ESP_PKTS);
+  rewriteAddr(p, IP_DST, load<u32>(e, ESP_LAN_ADDR));
   return Drop.NONE;
 }
-
 
 /** The LAN host whose outbound SPI toward `remA` this is (0 if none): for ICMP errors quoting ESP. */
 export function espLanOut(remA: u32, spi: u32): u32 {
   const v = kmFind(espMap, MAP_MASK, remA, spi);
   if (v == 0 || (v & OUT_BIT) == 0) return 0;
   const r = (v & ~OUT_BIT) - 1;
-  return espAge(r) ? load<u32>(rec(r)) : 0;
-}
-
-/** True when a bound association between the two hosts is alive. */
-export function espActiveBetween(lanA: u32, remA: u32): bool {
-  const hw = slabHighWater(slab);
-  for (let r: u32 = 0; r < hw; r++) {
-    const e = rec(r);
-    if (load<u8>(e, 24) == <u8>ESP_BOUND && load<u32>(e, 0) == lanA && load<u32>(e, 4) == remA &&
-        <i32>(nowDs - load<u32>(e, 16)) < 0) return true;
-  }
-  return false;
+  return espAge(r) ? load<u32>(rec(r), ESP_LAN_ADDR) : 0;
 }
 
 export function espFlushAll(): void {
   const hw = slabHighWater(slab);
-  for (let r: u32 = 0; r < hw; r++) if (load<u8>(rec(r), 24) != 0) espFree(r);
+  for (let r: u32 = 0; r < hw; r++) if (load<u8>(rec(r), ESP_STATE) != 0) espFree(r);
+}
+/** `conntrack -D`: frees association r if it is in use. */
+export function espDelete(r: u32): bool {
+  if (r >= slabHighWater(slab) || load<u8>(rec(r), ESP_STATE) == 0) return false;
+  espFree(r);
+  return true;
 }
 export function espHighWater(): u32 { return slabHighWater(slab); }

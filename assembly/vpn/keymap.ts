@@ -3,7 +3,7 @@
 // to look at the records. Slot: u32 k1, u32 k2, u32 value (0 = empty).
 // The VPN tables (ESP SPIs, IKE cookies, PPTP Call IDs) index through it.
 
-import { hashSeed } from "./state";
+import { hashSeed } from "../nat/state";
 
 const SLOT: u32 = 12;
 

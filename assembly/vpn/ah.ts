@@ -4,11 +4,13 @@
 // translation passes: the router's own, and routed traffic a rule accepts
 // (core.ts handles the latter before any handler runs).
 
+import { PROTO_AH, SIDE_INSIDE, SIDE_OUTSIDE } from "../abi/codes";
+import { EV_AH_REFUSED } from "../abi/counters";
 import { ipDst, ipSrc } from "../wire/ipv4";
-import { routerVerdict } from "./filter";
-import { protoForwardMatch } from "./forward";
-import { Drop } from "./reasons";
-import { eventPush, wanAddr, EV_AH_REFUSED } from "./state";
+import { routerVerdict } from "../nat/filter";
+import { protoForward } from "../nat/forward";
+import { Drop } from "../abi/reasons";
+import { eventPush, wanAddr } from "../nat/state";
 
 const SEEN_SLOTS: u32 = 256;
 const seen: usize = memory.data(SEEN_SLOTS * 8);
@@ -19,20 +21,20 @@ function logOnce(lanA: u32, remA: u32, side: u32): void {
   const s = seen + (<usize>h << 3);
   if (load<u32>(s) == lanA && load<u32>(s, 4) == remA) return;
   store<u32>(s, lanA); store<u32>(s, remA, 4);
-  eventPush(EV_AH_REFUSED, Drop.AH_TRANSLATED, 51, side, lanA, remA, 0, 0, 0, 0);
+  eventPush(EV_AH_REFUSED, Drop.AH_TRANSLATED, PROTO_AH, side, lanA, remA, 0, 0, 0, 0);
 }
 
 export function ahOut(p: usize): u32 {
   const lanA = ipSrc(p);
   if (lanA == wanAddr) return Drop.NONE; // the router's own AH: untouched
-  logOnce(lanA, ipDst(p), 0);
+  logOnce(lanA, ipDst(p), SIDE_INSIDE);
   return Drop.AH_TRANSLATED;
 }
 
 export function ahIn(p: usize): u32 {
   // To the router itself (its own IPsec), untranslated: rules decide.
-  if (routerVerdict(51, ipSrc(p), ipDst(p), 0) == Drop.NONE) return Drop.NONE;
+  if (routerVerdict(PROTO_AH, ipSrc(p), ipDst(p), 0) == Drop.NONE) return Drop.NONE;
   // A protocol forward of AH would still need the destination rewritten.
-  logOnce(protoForwardMatch(51) ? 1 : 0, ipSrc(p), 1);
+  logOnce(protoForward(PROTO_AH) != 0 ? 1 : 0, ipSrc(p), SIDE_OUTSIDE);
   return Drop.AH_TRANSLATED;
 }

@@ -1,0 +1,52 @@
+// Counter slots and the event ring: numbers the supervisor reads out of the
+// engine's memory. The one source: src/engine/abi.gen.ts is generated from
+// this file (scripts/gen-abi.mjs; `@group` lines name the groups there).
+
+// @group counters  (u64 slots at countersPtr(); the supervisor's names are camelCase of C_*)
+export const C_RX_INSIDE: u32 = 0;
+export const C_RX_OUTSIDE: u32 = 1;
+export const C_PASS_INSIDE: u32 = 2;
+export const C_PASS_OUTSIDE: u32 = 3;
+export const C_FLOWS_NEW: u32 = 4;
+export const C_FLOWS_EXPIRED: u32 = 5;
+export const C_FLOWS_ACTIVE: u32 = 6;
+export const C_BINDINGS_ACTIVE: u32 = 7;
+export const C_FRAGS_ACTIVE: u32 = 8;
+export const C_EVENTS_LOST: u32 = 9;
+export const C_LOCAL_ACCEPT: u32 = 10;
+export const C_FLOWS_FLUSHED: u32 = 11;
+export const C_ESP_ACTIVE: u32 = 12;
+export const C_IKE_ACTIVE: u32 = 13;
+export const C_CALLS_ACTIVE: u32 = 14;
+export const C_ESP_BOUND: u32 = 15;
+
+// @group counterLayout
+export const C_DROP_BASE: u32 = 32; // + reason (abi/reasons.ts)
+export const COUNTER_SLOTS: u32 = 128;
+
+// @group eventTypes
+export const EV_FLOW_NEW: u32 = 1;
+export const EV_FLOW_EXPIRED: u32 = 2;
+export const EV_DROP: u32 = 3;
+export const EV_FLUSH: u32 = 4;
+export const EV_ESP_BOUND: u32 = 5;      // inbound SPI (extra) associated with a LAN host
+export const EV_AH_REFUSED: u32 = 6;     // once per LAN host / server pair
+export const EV_IKE_COLLISION: u32 = 7;
+
+// @group event  (ring of EVENT_CAP records after an EVENT_HEADER-byte header:
+// u32 head (engine writes) at 0, u32 tail (supervisor writes) at 4)
+export const EVENT_CAP: u32 = 4096; // power of two
+export const EVENT_HEADER: u32 = 64;
+export const EVENT_SIZE: u32 = 32;
+export const EVT_TYPE: u32 = 0;       // u8 EV_*
+export const EVT_REASON: u32 = 1;     // u8 Drop
+export const EVT_PROTO: u32 = 2;      // u8
+export const EVT_SIDE: u32 = 3;       // u8
+export const EVT_LAN_ADDR: u32 = 4;   // u32 raw
+export const EVT_REM_ADDR: u32 = 8;   // u32 raw
+export const EVT_WAN_ADDR: u32 = 12;  // u32 raw
+export const EVT_LAN_PORT: u32 = 16;  // u16
+export const EVT_REM_PORT: u32 = 18;  // u16
+export const EVT_ALIAS_PORT: u32 = 20; // u16 (22: u16 spare)
+export const EVT_TIME: u32 = 24;      // u32 deciseconds
+export const EVT_EXTRA: u32 = 28;     // u32

@@ -1,0 +1,178 @@
+// Generates the supervisor's side of the engine ABI from the engine's own
+// source, so the numbers both languages share are written once:
+//
+//   assembly/abi/reasons.ts   enum Drop            → DROP_REASONS, POLICY_REASONS (`@policy`)
+//   assembly/abi/*.ts         `export const` lines → the same constants, grouped by `// @group`
+//                                                    (COUNTERS, record field offsets, codes)
+//   assembly/index.ts         `export function`s   → the EngineExports interface
+//
+// Output: src/engine/abi.gen.ts (TypeScript) and assembly/abi/describe.gen.ts
+// (abiDescribe(): the engine writes every constant's compiled value into
+// memory, so a test can compare the built Wasm with the generated TypeScript).
+//
+//   node assembly/abi/gen.mjs           write both files (npm run build:wasm runs this first)
+//   node assembly/abi/gen.mjs --check   exit 1 when either file differs from what it would write
+
+import { readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const abiDir = dirname(fileURLToPath(import.meta.url));
+export const root = join(abiDir, '..', '..');
+export const TS_OUT = join(root, 'src', 'engine', 'abi.gen.ts');
+export const AS_OUT = join(abiDir, 'describe.gen.ts');
+const SOURCES = ['reasons.ts', 'counters.ts', 'records.ts', 'codes.ts', 'settings.ts'];
+
+const camel = (s) => s.toLowerCase().replace(/_([a-z0-9])/g, (_, c) => c.toUpperCase());
+const fail = (file, line, msg) => { throw new Error(`${relative(root, file)}:${line}: ${msg}`); };
+
+function parseReasons(file) {
+  const text = readFileSync(file, 'utf8');
+  const body = /export const enum Drop \{([\s\S]*?)\n\}/.exec(text);
+  if (!body) fail(file, 1, 'no `export const enum Drop { … }`');
+  const names = [];
+  const policy = [];
+  let count = -1;
+  const startLine = text.slice(0, body.index).split('\n').length;
+  body[1].split('\n').forEach((raw, i) => {
+    const line = raw.trim();
+    if (!line || line.startsWith('//')) return;
+    const m = /^([A-Z][A-Z0-9_]*)\s*=\s*(\d+),\s*(?:\/\/\s*(.*))?$/.exec(line);
+    if (!m) fail(file, startLine + i, `cannot read enum member '${line}'`);
+    const [, name, num, comment = ''] = m;
+    if (name === 'COUNT') { count = Number(num); return; }
+    if (Number(num) !== names.length) fail(file, startLine + i, `${name} = ${num}: codes must run 0, 1, 2 … without gaps`);
+    names.push(name.toLowerCase());
+    if (/@policy\b/.test(comment)) policy.push(name.toLowerCase());
+  });
+  if (count !== names.length) fail(file, 1, `COUNT = ${count}, but ${names.length} reasons precede it`);
+  return { names, policy };
+}
+
+/** `export const NAME: type = <integer>;` lines, grouped by the last `// @group name` above them. */
+function parseConstants(file) {
+  const groups = [];
+  let group = null;
+  readFileSync(file, 'utf8').split('\n').forEach((raw, i) => {
+    const g = /^\/\/ @group (\w+)/.exec(raw);
+    if (g) { group = { name: g[1], consts: [] }; groups.push(group); return; }
+    if (!raw.startsWith('export const ') || raw.startsWith('export const enum')) return;
+    const m = /^export const ([A-Z][A-Z0-9_]*): (u8|u16|u32|i32) = (0x[0-9a-fA-F]+|\d+);/.exec(raw);
+    if (!m) fail(file, i + 1, 'ABI constants are `export const NAME: u8|u16|u32|i32 = <integer>;`');
+    if (!group) fail(file, i + 1, `${m[1]} comes before any '// @group name' line`);
+    group.consts.push([m[1], Number(m[3])]);
+  });
+  return groups;
+}
+
+/** The engine's exported functions, from assembly/index.ts. */
+function parseExports(file) {
+  const text = readFileSync(file, 'utf8');
+  const out = [];
+  const re = /(\/\*\*[^]*?\*\/\s*)?export function (\w+)\(([^)]*)\):\s*(\w+)/g;
+  for (let m; (m = re.exec(text));) {
+    const [, doc, name, params, ret] = m;
+    const args = params.split(',').map((p) => p.trim()).filter(Boolean).map((p) => {
+      const a = /^(\w+):\s*(\w+)$/.exec(p);
+      if (!a) fail(file, text.slice(0, m.index).split('\n').length, `cannot read parameter '${p}' of ${name}`);
+      return a[1];
+    });
+    if (ret === 'u64' || ret === 'i64') fail(file, 1, `${name} returns ${ret}: a BigInt across the boundary is not supported here`);
+    out.push({ name, args, ret: ret === 'void' ? 'void' : 'number', doc: doc ? doc.trim().replace(/\n\s*/g, '\n  ') : '' });
+  }
+  return out;
+}
+
+export function generate() {
+  const reasons = parseReasons(join(abiDir, 'reasons.ts'));
+  const groups = SOURCES.slice(1).flatMap((f) => parseConstants(join(abiDir, f)));
+  const seen = new Map();
+  for (const g of groups) for (const [n] of g.consts) {
+    if (seen.has(n)) throw new Error(`assembly/abi: ${n} is defined twice (groups ${seen.get(n)} and ${g.name})`);
+    seen.set(n, g.name);
+  }
+  const exports = parseExports(join(root, 'assembly', 'index.ts'));
+  const all = groups.flatMap((g) => g.consts);
+  const head = 'GENERATED by assembly/abi/gen.mjs from assembly/abi/*.ts and assembly/index.ts: do not edit;\n' +
+    '// edit those and run `npm run build:wasm`. test/unit/engine/abi.test.ts checks this file against them and the built Wasm.';
+
+  const ts = [`// ${head}`, ''];
+  ts.push('/** Drop reasons, indexed by code (assembly/abi/reasons.ts, enum Drop). */');
+  ts.push(`export const DROP_REASONS = [\n${chunk(reasons.names.map((n) => `'${n}'`))}\n] as const;`);
+  ts.push('export type DropReason = (typeof DROP_REASONS)[number];');
+  ts.push(`export const DROP_COUNT = ${reasons.names.length};`);
+  ts.push('/** Reasons marked `@policy`: worth a log line (the rest is malformed input, counted silently). */');
+  ts.push(`export const POLICY_REASON_NAMES: readonly DropReason[] = [\n${chunk(reasons.policy.map((n) => `'${n}'`))}\n];`);
+  for (const g of groups) {
+    ts.push('', `// @group ${g.name}`);
+    for (const [n, v] of g.consts) ts.push(`export const ${n} = ${v};`);
+  }
+  const counters = groups.find((g) => g.name === 'counters');
+  ts.push('', '/** Counter slots by name (camelCase of C_*). */');
+  ts.push(`export const COUNTERS = {\n${chunk(counters.consts.map(([n, v]) => `${camel(n.slice(2))}: ${v}`))}\n} as const;`);
+  const protos = groups.find((g) => g.name === 'protocols');
+  ts.push(`export const PROTO_NAMES: Record<number, string> = { ${protos.consts.map(([n, v]) => `${v}: '${n.slice(6).toLowerCase()}'`).join(', ')} };`);
+  const settings = groups.find((g) => g.name === 'settings').consts.filter(([n]) => n.startsWith('SET_'));
+  ts.push('', '/** Field offsets of the settings record by UCI option name (assembly/abi/settings.ts). */');
+  ts.push(`export const SETTINGS_FIELDS = {\n${chunk(settings.map(([n, v]) => `${n.slice(4).toLowerCase()}: ${v}`))}\n} as const;`);
+  ts.push('/** Every field of the settings record, keyed by UCI option name: seconds, counts, flags 0/1. */');
+  ts.push('export type EngineSettings = { [K in keyof typeof SETTINGS_FIELDS]: number };');
+  ts.push('', '/** Constant names by group, for views and tests. */');
+  ts.push('export const ABI_GROUPS = {');
+  for (const g of groups) ts.push(`  ${g.name}: [${g.consts.map(([n]) => `'${n}'`).join(', ')}],`);
+  ts.push('} as const;');
+  ts.push('/** Every constant in the order the engine\'s abiDescribe() writes them (u32 each), after DROP_COUNT. */');
+  ts.push(`export const ABI_ORDER = [\n${chunk(all.map(([n]) => `'${n}'`))}\n] as const;`);
+  ts.push('', '/** The engine\'s exports (assembly/index.ts). Addresses are raw u32, times ms (f64) or s. */');
+  ts.push('export interface EngineExports {');
+  for (const e of exports) {
+    if (e.doc) ts.push(`  ${e.doc}`);
+    ts.push(`  ${e.name}(${e.args.map((a) => `${a}: number`).join(', ')}): ${e.ret};`);
+  }
+  ts.push('}');
+  ts.push('/** Parameter count of every export, for the parity test. */');
+  ts.push(`export const ENGINE_EXPORT_ARITY = {\n${chunk(exports.map((e) => `${e.name}: ${e.args.length}`))}\n} as const;`);
+  ts.push('');
+
+  const as = [`// ${head}`, '//', '// Writes DROP_COUNT, then every ABI constant as compiled (u32 each, in ABI_ORDER).', ''];
+  as.push('import { Drop } from "./reasons";');
+  for (const f of SOURCES.slice(1)) {
+    const names = parseConstants(join(abiDir, f)).flatMap((g) => g.consts.map(([n]) => n));
+    if (names.length) as.push(`import {\n${chunk(names)}\n} from "./${f.replace(/\.ts$/, '')}";`);
+  }
+  as.push('', `export const ABI_WORDS: u32 = ${all.length + 1};`, '');
+  as.push('/** Writes ABI_WORDS u32 values at `out`; returns how many. */');
+  as.push('export function abiDescribe(out: usize): u32 {');
+  as.push('  store<u32>(out, <u32>Drop.COUNT, 0);');
+  all.forEach(([n], i) => as.push(`  store<u32>(out, <u32>${n}, ${4 * (i + 1)});`));
+  as.push(`  return ${all.length + 1};`, '}', '');
+  return { ts: ts.join('\n'), as: as.join('\n') };
+}
+
+function chunk(items, width = 110) {
+  const lines = [];
+  let cur = ' ';
+  for (const it of items) {
+    if (cur.length + it.length + 2 > width) { lines.push(cur.replace(/ $/, '')); cur = ' '; }
+    cur += ` ${it},`;
+  }
+  if (cur.trim()) lines.push(cur);
+  return lines.join('\n');
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  const { ts, as } = generate();
+  if (process.argv.includes('--check')) {
+    const stale = [[TS_OUT, ts], [AS_OUT, as]].filter(([f, s]) => {
+      try { return readFileSync(f, 'utf8') !== s; } catch { return true; }
+    });
+    for (const [f] of stale) console.error(`${relative(root, f)} is out of step with assembly/abi: run npm run build:wasm`);
+    process.exit(stale.length ? 1 : 0);
+  }
+  for (const [f, s] of [[TS_OUT, ts], [AS_OUT, as]]) {
+    let old = null;
+    try { old = readFileSync(f, 'utf8'); } catch { /* new */ }
+    if (old !== s) writeFileSync(f, s);
+  }
+}
+
