@@ -11,7 +11,7 @@ import { ABI_WORDS, abiDescribe as describe } from "./abi/describe.gen";
 import { bindResetDynamic } from "./nat/binding";
 import { processBatch } from "./nat/core";
 import { ruleAdd, rulesClear } from "./nat/filter";
-import { protoForwardAdd, redirectAdd, redirectsClear } from "./nat/forward";
+import { protoForwardAdd, redirectAdd, redirectSetSource, redirectsClear } from "./nat/forward";
 import { espDelete, espFlushAll, espHighWater, espInit, espSweep } from "./vpn/esp";
 import { fragFlushAll, fragSweep } from "./nat/fragments";
 import { ikeDelete, ikeFlushAll, ikeHighWater, ikeInit, ikeSweep } from "./vpn/isakmp";
@@ -107,6 +107,10 @@ export function addRedirect(proto: u32, portLo: u32, portHi: u32, destAddr: u32,
   return redirectAdd(proto, portLo, portHi, destAddr, destPortLo);
 }
 export function addProtoForward(proto: u32, destAddr: u32): i32 { return protoForwardAdd(proto, destAddr); }
+/** fw4 src_ip / src_port / src_dip of port forward `i` (the index addRedirect returned). */
+export function setRedirectSource(i: u32, net: u32, mask: u32, portLo: u32, portHi: u32, dip: u32): i32 {
+  return redirectSetSource(i, net, mask, portLo, portHi, dip);
+}
 export function clearRules(): void { rulesClear(); }
 
 export function addRule(srcZone: u32, destZone: u32, target: u32, proto: i32, icmpType: i32,

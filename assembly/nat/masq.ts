@@ -11,7 +11,7 @@ import { IP_DST, IP_SRC, ipDst, ipSrc } from "../wire/ipv4";
 import { ICMP_ID, L4_DST_PORT, L4_SRC_PORT, TCP_ACK_FLAG, TCP_FIN, TCP_RST, TCP_SYN, port, tcpFlags } from "../wire/l4";
 import { NO_PORT, bindAcquire, bindRef, bindRelease } from "./binding";
 import { routerVerdict, ruleMatch } from "./filter";
-import { redirectDest, redirectDestPort, redirectFind } from "./forward";
+import { redirectDest, redirectDestPort, redirectFindFrom } from "./forward";
 import { Drop } from "../abi/reasons";
 import { rewriteAddrPort } from "./rewrite";
 import { icmpDs, nattDs, tcpClosedDs, tcpEstablishedDs, tcpTransitoryDs, udpDs, wanAddr } from "./state";
@@ -113,7 +113,7 @@ export function natIn(p: usize, l4: usize, proto: u32, pi: u32): u32 {
   let r: usize;
   if (e == 0) {
     const flags = proto == PROTO_TCP ? tcpFlags(l4) : 0;
-    const fwd: usize = isIcmp ? <usize>0 : redirectFind(proto, aliasP);
+    const fwd: usize = isIcmp ? <usize>0 : redirectFindFrom(proto, aliasP, remA, remP, ipDst(p));
     if (fwd != 0) {
       const fwdAddr = redirectDest(fwd);
       const fwdPort = redirectDestPort(fwd, aliasP);

@@ -26,7 +26,7 @@ import { ikeMap, ikeRecs, IKE_CAP, IKE_MAP_SIZE } from "../layout";
 import { IP_DST, IP_SRC, ipDst, ipSrc } from "../wire/ipv4";
 import { L4_DST_PORT, L4_SRC_PORT, UDP_HEADER, port } from "../wire/l4";
 import { routerVerdict } from "../nat/filter";
-import { redirectDest, redirectDestPort, redirectFind } from "../nat/forward";
+import { redirectDest, redirectDestPort, redirectFind, redirectFindFrom } from "../nat/forward";
 import { kmFind, kmInsert, kmRemove } from "./keymap";
 import { Drop } from "../abi/reasons";
 import { rewriteAddrPort } from "../nat/rewrite";
@@ -165,7 +165,7 @@ export function ikeIn(p: usize, l4: usize, l4len: u32): u32 {
   } else {
     // An exchange the server side starts: a responder behind the router
     // (redirect udp 500) or the router's own IKE daemon (rule).
-    const fwd = redirectFind(PROTO_UDP, IKE_PORT);
+    const fwd = redirectFindFrom(PROTO_UDP, IKE_PORT, remA, port(l4, L4_SRC_PORT), ipDst(p));
     if (fwd != 0) {
       if (rc != 0) return Drop.NO_FLOW;
       v = create(redirectDest(fwd), remA, port(l4, L4_SRC_PORT), ic, IKEF_INBOUND);

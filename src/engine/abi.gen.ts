@@ -318,6 +318,8 @@ export interface EngineExports {
   clearRedirects(): void;
   addRedirect(proto: number, portLo: number, portHi: number, destAddr: number, destPortLo: number): number;
   addProtoForward(proto: number, destAddr: number): number;
+  /** fw4 src_ip / src_port / src_dip of port forward `i` (the index addRedirect returned). */
+  setRedirectSource(i: number, net: number, mask: number, portLo: number, portHi: number, dip: number): number;
   clearRules(): void;
   addRule(srcZone: number, destZone: number, target: number, proto: number, icmpType: number, srcNet: number, srcMask: number, dstNet: number, dstMask: number, portLo: number, portHi: number): number;
   /** Writes every ABI constant as compiled at `out` (abi/describe.gen.ts); returns how many u32s. */
@@ -352,8 +354,8 @@ export interface EngineExports {
 export const ENGINE_EXPORT_ARITY = {
   memoryBytes: 1, init: 2, process: 3, tick: 2, setWanAddress: 2, flushAll: 0, deleteEntry: 2, setLanNet: 3,
   setLanNetCount: 1, settingsPtr: 0, applySettings: 0, clearRedirects: 0, addRedirect: 5, addProtoForward: 2,
-  clearRules: 0, addRule: 11, abiDescribe: 1, abiWords: 0, countersPtr: 0, counterSlots: 0, eventsPtr: 0,
-  eventCap: 0, eventSize: 0, slotsPtr: 0, lensPtr: 0, verdictsPtr: 0, slotSize: 0, slotCount: 0, flowsPtr: 0,
-  flowSize: 0, flowCapacity: 0, flowHighWater: 0, flowActive: 0, hashSize: 0, layoutBytesEnd: 0, espPtr: 0,
-  espCount: 0, ikePtr: 0, ikeCount: 0, callPtr: 0, callCount: 0,
+  setRedirectSource: 6, clearRules: 0, addRule: 11, abiDescribe: 1, abiWords: 0, countersPtr: 0,
+  counterSlots: 0, eventsPtr: 0, eventCap: 0, eventSize: 0, slotsPtr: 0, lensPtr: 0, verdictsPtr: 0,
+  slotSize: 0, slotCount: 0, flowsPtr: 0, flowSize: 0, flowCapacity: 0, flowHighWater: 0, flowActive: 0,
+  hashSize: 0, layoutBytesEnd: 0, espPtr: 0, espCount: 0, ikePtr: 0, ikeCount: 0, callPtr: 0, callCount: 0,
 } as const;
