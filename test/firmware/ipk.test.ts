@@ -132,6 +132,16 @@ describe.skipIf(skipUnless({ tools: ['tar', 'gzip', 'g++'] }))('firmware/build-i
     expect(load.stdout.trim()).toBe('function');
   });
 
+  it('without pino-pretty (a dev dependency) a terminal\'s pretty logs fall back to text lines', () => {
+    const lib = join(x.data, 'usr/lib/vpnmasq');
+    const r = run('node', ['--input-type=module', '-e',
+      `const { logFormat, createLogger } = await import(${JSON.stringify(join(lib, 'dist/log.js'))});
+console.log(logFormat('pretty')); createLogger('info', { format: 'pretty' }).warn({ a: 1 }, 'still readable');`]);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toBe('text\n');
+    expect(r.stderr).toBe('still readable level=warn a=1\n');
+  });
+
   it('is reproducible: the same tree gives the same bytes', async () => {
     const again = tmp('ipk2');
     const r = await okAsync(runAsync('sh', [BUILD_IPK, '--no-build', '--out', again]), 'build-ipk.sh again');
