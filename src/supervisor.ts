@@ -121,7 +121,8 @@ export class Supervisor {
     this.log.info({
       lan: m.lanDevice, wan: m.wanDevice, wanAddress: this.wanAddress, lanSubnets: this.lanSubnets,
       maxFlows: m.maxFlows, memoryMiB: +(this.engine.memoryBytes / 1048576).toFixed(1),
-      redirects: this.cfg.redirects.map(redirectLabel), rules: this.cfg.rules.map(ruleLabel), socket: m.controlSocket,
+      redirects: this.cfg.redirects.length, rules: this.cfg.rules.length,
+      redirectList: this.cfg.redirects.map(redirectLabel), ruleList: this.cfg.rules.map(ruleLabel), socket: m.controlSocket,
     }, 'vpnmasq ready');
   }
 
@@ -224,7 +225,10 @@ export class Supervisor {
     this.cfg = next;
     this.log.level = b.logLevel;
     if (restartNeeded.length) this.log.warn({ options: restartNeeded }, 'these options take effect after a restart');
-    this.log.info({ redirects: next.redirects.map(redirectLabel), rules: next.rules.map(ruleLabel) }, 'config reloaded');
+    this.log.info({
+      redirects: next.redirects.length, rules: next.rules.length,
+      redirectList: next.redirects.map(redirectLabel), ruleList: next.rules.map(ruleLabel),
+    }, 'config reloaded');
     return { ok: true, restartNeeded };
   }
 
