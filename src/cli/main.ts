@@ -199,7 +199,8 @@ async function ask(sock: string, cmd: Command, args?: unknown): Promise<unknown>
   } catch (err) {
     fail(`vpnmasq: ${(err as Error).message}`);
   }
-  if (!res.ok) fail(`vpnmasq: ${cmd}: ${res.error}`);
+  // (a refused reload names every problem of the file, one per line)
+  if (!res.ok) fail(String(res.error).split('\n').map((l) => `vpnmasq: ${cmd}: ${l}`).join('\n'));
   return res.data;
 }
 
@@ -306,7 +307,6 @@ async function main(argv: string[]): Promise<number> {
         fail(err.lines('vpnmasq: '));
       }
     }
-    // eslint-disable-next-line no-fallthrough
     case 'conntrack':
       return conntrack(v, sock());
     case 'status': {

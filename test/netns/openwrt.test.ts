@@ -134,6 +134,19 @@ config rule
     expect(ct('-C').stdout).toBe('0\n');
   });
 
+  it('a refused reload names every problem of the file, one line each; the running config stays', () => {
+    const good = readFileSync(vm.config, 'utf8');
+    writeFileSync(vm.config, good.replace("option log_level 'debug'", "option log_level 'loud'\n\toption max_flows '12'"));
+    const r = vm.cli('reload');
+    writeFileSync(vm.config, good);
+    expect(r.status).toBe(1);
+    const lines = r.stderr.trim().split('\n');
+    expect(lines).toHaveLength(2);
+    expect(lines[0]).toMatch(new RegExp(`^vpnmasq: reload: ${vm.config}:\\d+: option log_level: 'loud' is not a log level`));
+    expect(lines[1]).toMatch(new RegExp(`^vpnmasq: reload: ${vm.config}:\\d+: option max_flows: '12' is out of range`));
+    expect(vm.status().redirectList).toEqual(['web: tcp 8080 -> 192.168.1.10:80']);
+  });
+
   it("a reload that finds option enabled '0' stops vpnmasq cleanly (exit 0, routes and TUNs removed)", async () => {
     writeFileSync(vm.config, readFileSync(vm.config, 'utf8').replace("option enabled '1'", "option enabled '0'"));
     expect(vm.cli('reload').ok).toBe(true);
