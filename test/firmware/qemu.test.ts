@@ -12,7 +12,7 @@
 // a failing assertion quotes its end.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -340,6 +340,7 @@ describe.skipIf(skip)('firmware image under QEMU (x86_64, TCG)', () => {
       expect(b.out, b.out + tail()).toContain('peer 203.0.113.61:');
     } finally {
       await stop();
+      rmSync(dir, { recursive: true, force: true });
     }
   }, 240_000);
 });
