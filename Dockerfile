@@ -38,9 +38,10 @@ RUN npm prune --omit=dev
 
 FROM node:20-bookworm-slim
 # iproute2: vpnmasq drives `ip` (routes, rules, TUN addresses, the WAN
-# address watch); procps: ps and sysctl for looking around.
+# address watch); nftables: `nft` for the fail-closed guard and the marks of
+# WAN-bound traffic; procps: ps and sysctl for looking around.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends iproute2 procps \
+    && apt-get install -y --no-install-recommends iproute2 nftables procps \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/vpnmasq
 COPY --from=build /src/package.json ./

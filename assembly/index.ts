@@ -17,6 +17,7 @@ import { fragFlushAll, fragSweep } from "./nat/fragments";
 import { ikeDelete, ikeFlushAll, ikeHighWater, ikeInit, ikeSweep } from "./vpn/isakmp";
 import { peersInit } from "./vpn/peers";
 import { callDelete, callFlushAll, callHighWater, callSweep, pptpInit } from "./vpn/pptp";
+import { srcFlushAll } from "./nat/limits";
 import { countAdd, eventPush, setClock, setLanNetCount as setLanNetCountState, setSeed, setWan, settingsApply, settingsRec, wanAddr } from "./nat/state";
 import { flowActive as tableActive, flowDelete, flowFlushAll, flowHighWater as tableHighWater, flowSweep } from "./nat/table";
 
@@ -36,7 +37,7 @@ export function init(flowCount: u32, seed: u32): i32 {
   layoutInit(base(), flowCount, true);
   memory.fill(counters, 0, end - counters);
   setSeed(seed);
-  espInit(); ikeInit(); pptpInit(); peersInit();
+  espInit(); ikeInit(); pptpInit(); peersInit(); srcFlushAll();
   ready = true;
   return 0;
 }
@@ -71,6 +72,7 @@ export function flushAll(): u32 {
   bindResetDynamic();
   peersInit(); // first: the tables' frees below then find no peer facts to update
   espFlushAll(); ikeFlushAll(); callFlushAll(); fragFlushAll();
+  srcFlushAll(); // every per-source count goes with the tables
   countAdd(C_FLOWS_FLUSHED, n);
   eventPush(EV_FLUSH, 0, 0, 0, 0, 0, 0, 0, 0, n);
   return n;

@@ -1,6 +1,6 @@
 import { COUNTER_SLOTS, EVENT_CAP, EVENT_HEADER, EVENT_SIZE } from "./abi/counters";
 import {
-  BIND_PROTOS, BIND_SIZE, CALL_SIZE, ESP_SIZE, FLOW_SIZE, FRAG_SIZE, IKE_SIZE, PEER_SIZE,
+  BIND_PROTOS, BIND_SIZE, CALL_SIZE, ESP_SIZE, FLOW_SIZE, FRAG_SIZE, IKE_SIZE, PEER_SIZE, SRC_SIZE,
 } from "./abi/records";
 // The engine's linear memory map. Memory is imported from the supervisor
 // with initial == maximum pages, so every region below is carved once in
@@ -39,6 +39,8 @@ export const OUTSTANDING_CAP: u32 = 256;
 // or ESP association, plus one record per server.
 export const PEER_CAP: u32 = 2 * (IKE_CAP + ESP_CAP);
 export const PEER_MAP_SIZE: u32 = 65536;
+// Per-source counters (nat/limits.ts): open addressing by LAN address, load ≤ 0.5.
+export const SRC_SLOTS: u32 = 16384;
 
 export let counters: usize = 0;
 export let events: usize = 0;
@@ -67,6 +69,7 @@ export let callIdBitmap: usize = 0;
 export let outstanding: usize = 0;
 export let peerRecs: usize = 0;
 export let peerMap: usize = 0;
+export let srcTable: usize = 0;
 export let layoutEnd: usize = 0;
 
 @inline function align64(x: usize): usize { return (x + 63) & ~<usize>63; }
@@ -75,6 +78,10 @@ export function hashSizeFor(flowsWanted: u32): u32 {
   // Load factor ≤ 0.5 keeps linear probes short; power of two for masking.
   let n: u32 = 1024;
   while (n < flowsWanted * 2) n <<= 1;
+  // Memory budget: records + both indexes ≤ 64 bytes per flow. Where the
+  // next power of two would cost more than 3 slots per flow (24 bytes),
+  // take the one below (load ≤ 0.67).
+  if (n > 1024 && n > flowsWanted * 3) n >>= 1;
   return n;
 }
 
@@ -107,7 +114,9 @@ export function layoutInit(base: usize, flowsWanted: u32, commit: bool): usize {
   const os = p; p = align64(p + OUTSTANDING_CAP * 4);
   const pr = p; p = align64(p + <usize>PEER_CAP * PEER_SIZE);
   const pm = p; p = align64(p + <usize>PEER_MAP_SIZE * KM_SLOT);
+  const st = p; p = align64(p + <usize>SRC_SLOTS * SRC_SIZE);
   if (commit) {
+    srcTable = st;
     espRecs = er; espMap = em; ikeRecs = ir; ikeMap = im; callRecs = cr; callMap = cm;
     callIdBitmap = cb; outstanding = os; peerRecs = pr; peerMap = pm;
     counters = c; events = e; slots = s; lens = l; verdicts = v;

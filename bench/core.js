@@ -50,6 +50,7 @@ const SETTINGS = {
   tcp_timeout: 7440, tcp_transitory_timeout: 240, udp_timeout: 3600, icmp_timeout: 60, frag_timeout: 30,
   esp_timeout: 1800, esp_init_timeout: 120, esp_init_retries: 5, ike_timeout: 3600, natt_timeout: 300, gre_timeout: 7440,
   parallel_sessions: 0, esp_guess: 0, masq_port_lo: 61000, masq_port_hi: 65535,
+  unreplied_timeout: 30, src_max_flows: 0, src_max_ike: 256, src_max_calls: 256, src_max_esp_pending: 16, src_max_frags: 256,
 };
 
 function run(nFlows) {

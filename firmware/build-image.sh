@@ -113,6 +113,7 @@ PACKAGES=(
   node-cjs-module-lexer node-acorn node-undici
   libstdc++6 libgcc-s1 libc6
   iproute2 libbpf1 libelf1 libmnl0 libbsd0 libmd0 libcap2
+  nftables libnftables1 libnftnl11 libjansson4 libgmp10 libxtables12 libedit2 libtinfo6
 )
 KERNEL_META=linux-image-$DEBARCH
 
@@ -277,6 +278,8 @@ ln -s bin/busybox "$RFS/init"
 # iproute2's ip (the supervisor uses ip rule and ip -j, which busybox lacks)
 put /bin/ip
 ln -s ../bin/ip "$RFS/sbin/ip"
+# nft: the fail-closed guard and the marks of WAN-bound traffic
+put /usr/sbin/nft
 
 # Node.js. Debian's build loads a few of its internals ("externalized
 # builtins": cjs-module-lexer, undici's fetch, acorn) from /usr/share/nodejs;

@@ -123,6 +123,7 @@ if (n === 0) { console.error('build-ipk: no production packages in package-lock.
 EOF
 install -m 0755 "$ROOT/firmware/openwrt/vpnmasq/files/vpnmasq.sh" "$data/usr/bin/vpnmasq"
 install -m 0755 "$files/etc/init.d/vpnmasq" "$data/etc/init.d/"
+install -m 0755 "$files/etc/init.d/vpnmasq-guard" "$data/etc/init.d/"
 install -m 0644 "$files/etc/hotplug.d/iface/30-vpnmasq" "$data/etc/hotplug.d/iface/"
 install -m 0600 "$files/etc/config/vpnmasq" "$data/etc/config/"
 install -m 0755 "$files/etc/uci-defaults/90-vpnmasq-firewall" "$data/etc/uci-defaults/"
@@ -138,7 +139,7 @@ installed_size=$(gzip -dc "$work/data.tar.gz" | wc -c | tr -d ' ')
 cat >"$ctrl/control" <<EOF
 Package: vpnmasq
 Version: $pkg_version
-Depends: libc, libstdcpp, node, kmod-tun, ip-full
+Depends: libc, libstdcpp, node, kmod-tun, ip-full, nftables, kmod-nft-core, kmod-nft-fib
 Source: firmware/openwrt/vpnmasq
 SourceName: vpnmasq
 License: MIT
@@ -158,6 +159,8 @@ cat >"$ctrl/postinst" <<'EOF'
 # (IPKG_INSTROOT set) the build enables the init scripts itself.
 [ "${IPKG_NO_SCRIPT:-}" = 1 ] && exit 0
 if [ -z "${IPKG_INSTROOT:-}" ] && [ -x /etc/init.d/vpnmasq ]; then
+	/etc/init.d/vpnmasq-guard enable
+	/etc/init.d/vpnmasq-guard start
 	/etc/init.d/vpnmasq enable
 	/etc/init.d/vpnmasq restart
 fi
@@ -165,10 +168,16 @@ exit 0
 EOF
 cat >"$ctrl/prerm" <<'EOF'
 #!/bin/sh
-# On a running system: stop the service (and disable it when removed).
+# On a running system: stop the service (and disable it when removed). On
+# removal the fail-closed guard goes too (an upgrade keeps it: the new
+# vpnmasq starts behind it).
 if [ -z "${IPKG_INSTROOT:-}" ] && [ -x /etc/init.d/vpnmasq ]; then
 	/etc/init.d/vpnmasq stop
-	[ "${1:-remove}" = upgrade ] || /etc/init.d/vpnmasq disable
+	if [ "${1:-remove}" != upgrade ]; then
+		/etc/init.d/vpnmasq disable
+		/etc/init.d/vpnmasq-guard disable
+		/usr/bin/vpnmasq guard remove
+	fi
 fi
 exit 0
 EOF

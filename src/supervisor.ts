@@ -13,6 +13,7 @@ import { ipToRaw, POLICY_REASONS, PROTO_NAMES } from './engine/abi.js';
 import { createLogger, type LogFormat, type Logger } from './log.js';
 import { deviceExists, setTxQueueLen, subnetsOf } from './net/iface.js';
 import { setupRouting, teardownStale, type Routing, type RoutingPlan } from './net/routes.js';
+import { installGuard } from './net/guard.js';
 import { readWanAddress, watchWanAddress, type WanWatch } from './net/wanwatch.js';
 import { TunDevice, writeDrops } from './tun/tun.js';
 import { BatchLoop } from './datapath/loop.js';
@@ -75,6 +76,14 @@ export class Supervisor {
     if (!existsSync('/dev/net/tun')) throw new FatalError('vpnmasq: /dev/net/tun is missing (load the tun module: modprobe tun)');
     for (const [opt, dev] of [['lan_device', m.lanDevice], ['wan_device', m.wanDevice]] as const) {
       if (!deviceExists(dev)) throw new FatalError(`vpnmasq: ${this.cfg.file}: option ${opt}: device "${dev}" does not exist`);
+    }
+    // Fail closed before anything else changes: from here on, whatever happens
+    // to this process, the kernel never forwards between LAN and WAN itself.
+    try {
+      const done = installGuard({ lanDevice: m.lanDevice, wanDevice: m.wanDevice });
+      if (done !== 'present') this.log.info({ lan: m.lanDevice, wan: m.wanDevice }, `fail-closed guard ${done}`);
+    } catch (err) {
+      throw new FatalError(`vpnmasq: cannot install the fail-closed guard: ${(err as Error).message}`);
     }
     this.lanSubnets = m.lanSubnets.length ? [...m.lanSubnets] : subnetsOf(m.lanDevice);
     if (this.lanSubnets.length === 0) {
@@ -284,7 +293,7 @@ export class Supervisor {
     await this.control?.close();
     if (this.engine) this.drainEvents();
     if (errors.length) this.log.error({ errors }, 'teardown incomplete');
-    else this.log.info('vpnmasq stopped; routes and TUN devices removed');
+    else this.log.info('vpnmasq stopped; routes and TUN devices removed (the fail-closed guard stays: vpnmasq guard remove)');
   }
 }
 

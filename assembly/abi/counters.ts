@@ -19,6 +19,7 @@ export const C_ESP_ACTIVE: u32 = 12;
 export const C_IKE_ACTIVE: u32 = 13;
 export const C_CALLS_ACTIVE: u32 = 14;
 export const C_ESP_BOUND: u32 = 15;
+export const C_EARLY_DROPS: u32 = 16;   // unanswered entries dropped to make room in a full table
 
 // @group counterLayout
 export const C_DROP_BASE: u32 = 32; // + reason (abi/reasons.ts)

@@ -7,24 +7,26 @@ import { Drop } from "./reasons";
 import {
   C_RX_INSIDE, C_RX_OUTSIDE, C_PASS_INSIDE, C_PASS_OUTSIDE, C_FLOWS_NEW, C_FLOWS_EXPIRED, C_FLOWS_ACTIVE,
   C_BINDINGS_ACTIVE, C_FRAGS_ACTIVE, C_EVENTS_LOST, C_LOCAL_ACCEPT, C_FLOWS_FLUSHED, C_ESP_ACTIVE,
-  C_IKE_ACTIVE, C_CALLS_ACTIVE, C_ESP_BOUND, C_DROP_BASE, COUNTER_SLOTS, EV_FLOW_NEW, EV_FLOW_EXPIRED,
-  EV_DROP, EV_FLUSH, EV_ESP_BOUND, EV_AH_REFUSED, EV_IKE_COLLISION, EVENT_CAP, EVENT_HEADER, EVENT_SIZE,
-  EVT_TYPE, EVT_REASON, EVT_PROTO, EVT_SIDE, EVT_LAN_ADDR, EVT_REM_ADDR, EVT_WAN_ADDR, EVT_LAN_PORT,
-  EVT_REM_PORT, EVT_ALIAS_PORT, EVT_TIME, EVT_EXTRA,
+  C_IKE_ACTIVE, C_CALLS_ACTIVE, C_ESP_BOUND, C_EARLY_DROPS, C_DROP_BASE, COUNTER_SLOTS, EV_FLOW_NEW,
+  EV_FLOW_EXPIRED, EV_DROP, EV_FLUSH, EV_ESP_BOUND, EV_AH_REFUSED, EV_IKE_COLLISION, EVENT_CAP, EVENT_HEADER,
+  EVENT_SIZE, EVT_TYPE, EVT_REASON, EVT_PROTO, EVT_SIDE, EVT_LAN_ADDR, EVT_REM_ADDR, EVT_WAN_ADDR,
+  EVT_LAN_PORT, EVT_REM_PORT, EVT_ALIAS_PORT, EVT_TIME, EVT_EXTRA,
 } from "./counters";
 import {
   FLOW_SIZE, F_LAN_ADDR, F_REM_ADDR, F_LAN_PORT, F_REM_PORT, F_ALIAS_PORT, F_PROTO, F_STATE, F_EXPIRES,
-  F_FLAGS, F_SPARE, F_PKTS_OUT, F_PKTS_IN, FL_IN_USE, FL_REDIRECT, FL_REPLIED, FL_FIN_OUT, FL_FIN_IN, FL_NATT,
-  BIND_SIZE, B_LAN_ADDR, B_REFS, B_LAN_PORT, B_FLAGS, BF_USED, BF_STATIC, BIND_TCP, BIND_UDP, BIND_ICMP,
-  BIND_PROTOS, ESP_SIZE, ESP_LAN_ADDR, ESP_REM_ADDR, ESP_SPI_OUT, ESP_SPI_IN, ESP_EXPIRES, ESP_DEADLINE,
-  ESP_PEER, ESP_STATE, ESP_RETRIES, ESP_FLAGS, ESP_PKTS, ESP_FREE, ESP_OUTSTANDING, ESP_BOUND, ESP_SQUELCHED,
-  ESPF_FORWARD, IKE_SIZE, IKE_LAN_ADDR, IKE_REM_ADDR, IKE_ICOOKIE, IKE_RCOOKIE, IKE_EXPIRES, IKE_LAST_SEEN,
-  IKE_REM_PORT, IKE_FLAGS, IKE_PKTS_OUT, IKE_PKTS_IN, IKE_IN_USE, IKEF_INBOUND, CALL_SIZE, CALL_LAN_ADDR,
-  CALL_REM_ADDR, CALL_ID_LAN, CALL_ID_ALIAS, CALL_ID_REMOTE, CALL_FLAGS, CALL_EXPIRES, CALL_PKTS_OUT,
-  CALL_PKTS_IN, CALL_IN_USE, CF_REMOTE_KNOWN, CF_DISCONNECTED, FRAG_SIZE, FRAG_SRC_ADDR, FRAG_DST_ADDR,
-  FRAG_IP_ID, FRAG_PROTO, FRAG_SIDE, FRAG_NEW_ADDR, FRAG_EXPIRES, FRAG_FIRST_END, FRAG_SEEN, FRAG_TOTAL,
-  PEER_SIZE, PEER_LAN_ADDR, PEER_REM_ADDR, PEER_IKE_LAST, PEER_IKE_COUNT, PEER_ESP_BOUND, PEER_ESP_EXPIRES,
-  PEER_RECENT_HOST, PEER_REFS,
+  F_FLAGS, F_TCP_OUT, F_TCP_IN, F_PKTS_OUT, F_PKTS_IN, F_END_OUT, F_END_IN, FL_IN_USE, FL_REDIRECT,
+  FL_REPLIED, FL_FIN_OUT, FL_FIN_IN, FL_NATT, FL_CHARGED, FL_WS_SHIFT, FL_WS_NONE, BIND_SIZE, B_LAN_ADDR,
+  B_REFS, B_LAN_PORT, B_FLAGS, BF_USED, BF_STATIC, BIND_TCP, BIND_UDP, BIND_ICMP, BIND_PROTOS, ESP_SIZE,
+  ESP_LAN_ADDR, ESP_REM_ADDR, ESP_SPI_OUT, ESP_SPI_IN, ESP_EXPIRES, ESP_DEADLINE, ESP_PEER, ESP_STATE,
+  ESP_RETRIES, ESP_FLAGS, ESP_PKTS, ESP_SPI_IN2, ESP_TIMER, ESP_FREE, ESP_OUTSTANDING, ESP_BOUND,
+  ESP_SQUELCHED, ESPF_FORWARD, ESPF_UNREPLIED, ESPF_PROVISIONAL, ESPF_CHARGED, IKE_SIZE, IKE_LAN_ADDR,
+  IKE_REM_ADDR, IKE_ICOOKIE, IKE_RCOOKIE, IKE_EXPIRES, IKE_LAST_SEEN, IKE_REM_PORT, IKE_FLAGS, IKE_PKTS_OUT,
+  IKE_PKTS_IN, IKE_IN_USE, IKEF_INBOUND, IKEF_ANSWERED, IKEF_CHARGED, CALL_SIZE, CALL_LAN_ADDR, CALL_REM_ADDR,
+  CALL_ID_LAN, CALL_ID_ALIAS, CALL_ID_REMOTE, CALL_FLAGS, CALL_EXPIRES, CALL_PKTS_OUT, CALL_PKTS_IN,
+  CALL_IN_USE, CF_REMOTE_KNOWN, CF_DISCONNECTED, FRAG_SIZE, FRAG_SRC_ADDR, FRAG_DST_ADDR, FRAG_IP_ID,
+  FRAG_PROTO, FRAG_SIDE, FRAG_NEW_ADDR, FRAG_EXPIRES, FRAG_FIRST_END, FRAG_SEEN, FRAG_TOTAL, PEER_SIZE,
+  PEER_LAN_ADDR, PEER_REM_ADDR, PEER_IKE_LAST, PEER_IKE_COUNT, PEER_ESP_BOUND, PEER_ESP_EXPIRES,
+  PEER_RECENT_HOST, PEER_REFS, SRC_SIZE, SRC_ADDR, SRC_FLOWS, SRC_IKE, SRC_CALLS, SRC_ESP, SRC_FRAGS,
 } from "./records";
 import {
   SIDE_INSIDE, SIDE_OUTSIDE, VERDICT_DROP, VERDICT_PASS, ZONE_WAN, ZONE_LAN, DEST_ROUTER, DEST_FORWARD,
@@ -35,9 +37,11 @@ import {
   SETTINGS_SIZE, SET_TCP_TIMEOUT, SET_TCP_TRANSITORY_TIMEOUT, SET_UDP_TIMEOUT, SET_ICMP_TIMEOUT,
   SET_FRAG_TIMEOUT, SET_ESP_TIMEOUT, SET_ESP_INIT_TIMEOUT, SET_ESP_INIT_RETRIES, SET_IKE_TIMEOUT,
   SET_NATT_TIMEOUT, SET_GRE_TIMEOUT, SET_PARALLEL_SESSIONS, SET_ESP_GUESS, SET_MASQ_PORT_LO, SET_MASQ_PORT_HI,
+  SET_UNREPLIED_TIMEOUT, SET_SRC_MAX_FLOWS, SET_SRC_MAX_IKE, SET_SRC_MAX_CALLS, SET_SRC_MAX_ESP_PENDING,
+  SET_SRC_MAX_FRAGS,
 } from "./settings";
 
-export const ABI_WORDS: u32 = 168;
+export const ABI_WORDS: u32 = 195;
 
 /** Writes ABI_WORDS u32 values at `out`; returns how many. */
 export function abiDescribe(out: usize): u32 {
@@ -58,156 +62,183 @@ export function abiDescribe(out: usize): u32 {
   store<u32>(out, <u32>C_IKE_ACTIVE, 56);
   store<u32>(out, <u32>C_CALLS_ACTIVE, 60);
   store<u32>(out, <u32>C_ESP_BOUND, 64);
-  store<u32>(out, <u32>C_DROP_BASE, 68);
-  store<u32>(out, <u32>COUNTER_SLOTS, 72);
-  store<u32>(out, <u32>EV_FLOW_NEW, 76);
-  store<u32>(out, <u32>EV_FLOW_EXPIRED, 80);
-  store<u32>(out, <u32>EV_DROP, 84);
-  store<u32>(out, <u32>EV_FLUSH, 88);
-  store<u32>(out, <u32>EV_ESP_BOUND, 92);
-  store<u32>(out, <u32>EV_AH_REFUSED, 96);
-  store<u32>(out, <u32>EV_IKE_COLLISION, 100);
-  store<u32>(out, <u32>EVENT_CAP, 104);
-  store<u32>(out, <u32>EVENT_HEADER, 108);
-  store<u32>(out, <u32>EVENT_SIZE, 112);
-  store<u32>(out, <u32>EVT_TYPE, 116);
-  store<u32>(out, <u32>EVT_REASON, 120);
-  store<u32>(out, <u32>EVT_PROTO, 124);
-  store<u32>(out, <u32>EVT_SIDE, 128);
-  store<u32>(out, <u32>EVT_LAN_ADDR, 132);
-  store<u32>(out, <u32>EVT_REM_ADDR, 136);
-  store<u32>(out, <u32>EVT_WAN_ADDR, 140);
-  store<u32>(out, <u32>EVT_LAN_PORT, 144);
-  store<u32>(out, <u32>EVT_REM_PORT, 148);
-  store<u32>(out, <u32>EVT_ALIAS_PORT, 152);
-  store<u32>(out, <u32>EVT_TIME, 156);
-  store<u32>(out, <u32>EVT_EXTRA, 160);
-  store<u32>(out, <u32>FLOW_SIZE, 164);
-  store<u32>(out, <u32>F_LAN_ADDR, 168);
-  store<u32>(out, <u32>F_REM_ADDR, 172);
-  store<u32>(out, <u32>F_LAN_PORT, 176);
-  store<u32>(out, <u32>F_REM_PORT, 180);
-  store<u32>(out, <u32>F_ALIAS_PORT, 184);
-  store<u32>(out, <u32>F_PROTO, 188);
-  store<u32>(out, <u32>F_STATE, 192);
-  store<u32>(out, <u32>F_EXPIRES, 196);
-  store<u32>(out, <u32>F_FLAGS, 200);
-  store<u32>(out, <u32>F_SPARE, 204);
-  store<u32>(out, <u32>F_PKTS_OUT, 208);
-  store<u32>(out, <u32>F_PKTS_IN, 212);
-  store<u32>(out, <u32>FL_IN_USE, 216);
-  store<u32>(out, <u32>FL_REDIRECT, 220);
-  store<u32>(out, <u32>FL_REPLIED, 224);
-  store<u32>(out, <u32>FL_FIN_OUT, 228);
-  store<u32>(out, <u32>FL_FIN_IN, 232);
-  store<u32>(out, <u32>FL_NATT, 236);
-  store<u32>(out, <u32>BIND_SIZE, 240);
-  store<u32>(out, <u32>B_LAN_ADDR, 244);
-  store<u32>(out, <u32>B_REFS, 248);
-  store<u32>(out, <u32>B_LAN_PORT, 252);
-  store<u32>(out, <u32>B_FLAGS, 256);
-  store<u32>(out, <u32>BF_USED, 260);
-  store<u32>(out, <u32>BF_STATIC, 264);
-  store<u32>(out, <u32>BIND_TCP, 268);
-  store<u32>(out, <u32>BIND_UDP, 272);
-  store<u32>(out, <u32>BIND_ICMP, 276);
-  store<u32>(out, <u32>BIND_PROTOS, 280);
-  store<u32>(out, <u32>ESP_SIZE, 284);
-  store<u32>(out, <u32>ESP_LAN_ADDR, 288);
-  store<u32>(out, <u32>ESP_REM_ADDR, 292);
-  store<u32>(out, <u32>ESP_SPI_OUT, 296);
-  store<u32>(out, <u32>ESP_SPI_IN, 300);
-  store<u32>(out, <u32>ESP_EXPIRES, 304);
-  store<u32>(out, <u32>ESP_DEADLINE, 308);
-  store<u32>(out, <u32>ESP_PEER, 312);
-  store<u32>(out, <u32>ESP_STATE, 316);
-  store<u32>(out, <u32>ESP_RETRIES, 320);
-  store<u32>(out, <u32>ESP_FLAGS, 324);
-  store<u32>(out, <u32>ESP_PKTS, 328);
-  store<u32>(out, <u32>ESP_FREE, 332);
-  store<u32>(out, <u32>ESP_OUTSTANDING, 336);
-  store<u32>(out, <u32>ESP_BOUND, 340);
-  store<u32>(out, <u32>ESP_SQUELCHED, 344);
-  store<u32>(out, <u32>ESPF_FORWARD, 348);
-  store<u32>(out, <u32>IKE_SIZE, 352);
-  store<u32>(out, <u32>IKE_LAN_ADDR, 356);
-  store<u32>(out, <u32>IKE_REM_ADDR, 360);
-  store<u32>(out, <u32>IKE_ICOOKIE, 364);
-  store<u32>(out, <u32>IKE_RCOOKIE, 368);
-  store<u32>(out, <u32>IKE_EXPIRES, 372);
-  store<u32>(out, <u32>IKE_LAST_SEEN, 376);
-  store<u32>(out, <u32>IKE_REM_PORT, 380);
-  store<u32>(out, <u32>IKE_FLAGS, 384);
-  store<u32>(out, <u32>IKE_PKTS_OUT, 388);
-  store<u32>(out, <u32>IKE_PKTS_IN, 392);
-  store<u32>(out, <u32>IKE_IN_USE, 396);
-  store<u32>(out, <u32>IKEF_INBOUND, 400);
-  store<u32>(out, <u32>CALL_SIZE, 404);
-  store<u32>(out, <u32>CALL_LAN_ADDR, 408);
-  store<u32>(out, <u32>CALL_REM_ADDR, 412);
-  store<u32>(out, <u32>CALL_ID_LAN, 416);
-  store<u32>(out, <u32>CALL_ID_ALIAS, 420);
-  store<u32>(out, <u32>CALL_ID_REMOTE, 424);
-  store<u32>(out, <u32>CALL_FLAGS, 428);
-  store<u32>(out, <u32>CALL_EXPIRES, 432);
-  store<u32>(out, <u32>CALL_PKTS_OUT, 436);
-  store<u32>(out, <u32>CALL_PKTS_IN, 440);
-  store<u32>(out, <u32>CALL_IN_USE, 444);
-  store<u32>(out, <u32>CF_REMOTE_KNOWN, 448);
-  store<u32>(out, <u32>CF_DISCONNECTED, 452);
-  store<u32>(out, <u32>FRAG_SIZE, 456);
-  store<u32>(out, <u32>FRAG_SRC_ADDR, 460);
-  store<u32>(out, <u32>FRAG_DST_ADDR, 464);
-  store<u32>(out, <u32>FRAG_IP_ID, 468);
-  store<u32>(out, <u32>FRAG_PROTO, 472);
-  store<u32>(out, <u32>FRAG_SIDE, 476);
-  store<u32>(out, <u32>FRAG_NEW_ADDR, 480);
-  store<u32>(out, <u32>FRAG_EXPIRES, 484);
-  store<u32>(out, <u32>FRAG_FIRST_END, 488);
-  store<u32>(out, <u32>FRAG_SEEN, 492);
-  store<u32>(out, <u32>FRAG_TOTAL, 496);
-  store<u32>(out, <u32>PEER_SIZE, 500);
-  store<u32>(out, <u32>PEER_LAN_ADDR, 504);
-  store<u32>(out, <u32>PEER_REM_ADDR, 508);
-  store<u32>(out, <u32>PEER_IKE_LAST, 512);
-  store<u32>(out, <u32>PEER_IKE_COUNT, 516);
-  store<u32>(out, <u32>PEER_ESP_BOUND, 520);
-  store<u32>(out, <u32>PEER_ESP_EXPIRES, 524);
-  store<u32>(out, <u32>PEER_RECENT_HOST, 528);
-  store<u32>(out, <u32>PEER_REFS, 532);
-  store<u32>(out, <u32>SIDE_INSIDE, 536);
-  store<u32>(out, <u32>SIDE_OUTSIDE, 540);
-  store<u32>(out, <u32>VERDICT_DROP, 544);
-  store<u32>(out, <u32>VERDICT_PASS, 548);
-  store<u32>(out, <u32>ZONE_WAN, 552);
-  store<u32>(out, <u32>ZONE_LAN, 556);
-  store<u32>(out, <u32>DEST_ROUTER, 560);
-  store<u32>(out, <u32>DEST_FORWARD, 564);
-  store<u32>(out, <u32>TARGET_NONE, 568);
-  store<u32>(out, <u32>TARGET_ACCEPT, 572);
-  store<u32>(out, <u32>TARGET_DROP, 576);
-  store<u32>(out, <u32>TARGET_REJECT, 580);
-  store<u32>(out, <u32>PROTO_ICMP, 584);
-  store<u32>(out, <u32>PROTO_TCP, 588);
-  store<u32>(out, <u32>PROTO_UDP, 592);
-  store<u32>(out, <u32>PROTO_GRE, 596);
-  store<u32>(out, <u32>PROTO_ESP, 600);
-  store<u32>(out, <u32>PROTO_AH, 604);
-  store<u32>(out, <u32>SETTINGS_SIZE, 608);
-  store<u32>(out, <u32>SET_TCP_TIMEOUT, 612);
-  store<u32>(out, <u32>SET_TCP_TRANSITORY_TIMEOUT, 616);
-  store<u32>(out, <u32>SET_UDP_TIMEOUT, 620);
-  store<u32>(out, <u32>SET_ICMP_TIMEOUT, 624);
-  store<u32>(out, <u32>SET_FRAG_TIMEOUT, 628);
-  store<u32>(out, <u32>SET_ESP_TIMEOUT, 632);
-  store<u32>(out, <u32>SET_ESP_INIT_TIMEOUT, 636);
-  store<u32>(out, <u32>SET_ESP_INIT_RETRIES, 640);
-  store<u32>(out, <u32>SET_IKE_TIMEOUT, 644);
-  store<u32>(out, <u32>SET_NATT_TIMEOUT, 648);
-  store<u32>(out, <u32>SET_GRE_TIMEOUT, 652);
-  store<u32>(out, <u32>SET_PARALLEL_SESSIONS, 656);
-  store<u32>(out, <u32>SET_ESP_GUESS, 660);
-  store<u32>(out, <u32>SET_MASQ_PORT_LO, 664);
-  store<u32>(out, <u32>SET_MASQ_PORT_HI, 668);
-  return 168;
+  store<u32>(out, <u32>C_EARLY_DROPS, 68);
+  store<u32>(out, <u32>C_DROP_BASE, 72);
+  store<u32>(out, <u32>COUNTER_SLOTS, 76);
+  store<u32>(out, <u32>EV_FLOW_NEW, 80);
+  store<u32>(out, <u32>EV_FLOW_EXPIRED, 84);
+  store<u32>(out, <u32>EV_DROP, 88);
+  store<u32>(out, <u32>EV_FLUSH, 92);
+  store<u32>(out, <u32>EV_ESP_BOUND, 96);
+  store<u32>(out, <u32>EV_AH_REFUSED, 100);
+  store<u32>(out, <u32>EV_IKE_COLLISION, 104);
+  store<u32>(out, <u32>EVENT_CAP, 108);
+  store<u32>(out, <u32>EVENT_HEADER, 112);
+  store<u32>(out, <u32>EVENT_SIZE, 116);
+  store<u32>(out, <u32>EVT_TYPE, 120);
+  store<u32>(out, <u32>EVT_REASON, 124);
+  store<u32>(out, <u32>EVT_PROTO, 128);
+  store<u32>(out, <u32>EVT_SIDE, 132);
+  store<u32>(out, <u32>EVT_LAN_ADDR, 136);
+  store<u32>(out, <u32>EVT_REM_ADDR, 140);
+  store<u32>(out, <u32>EVT_WAN_ADDR, 144);
+  store<u32>(out, <u32>EVT_LAN_PORT, 148);
+  store<u32>(out, <u32>EVT_REM_PORT, 152);
+  store<u32>(out, <u32>EVT_ALIAS_PORT, 156);
+  store<u32>(out, <u32>EVT_TIME, 160);
+  store<u32>(out, <u32>EVT_EXTRA, 164);
+  store<u32>(out, <u32>FLOW_SIZE, 168);
+  store<u32>(out, <u32>F_LAN_ADDR, 172);
+  store<u32>(out, <u32>F_REM_ADDR, 176);
+  store<u32>(out, <u32>F_LAN_PORT, 180);
+  store<u32>(out, <u32>F_REM_PORT, 184);
+  store<u32>(out, <u32>F_ALIAS_PORT, 188);
+  store<u32>(out, <u32>F_PROTO, 192);
+  store<u32>(out, <u32>F_STATE, 196);
+  store<u32>(out, <u32>F_EXPIRES, 200);
+  store<u32>(out, <u32>F_FLAGS, 204);
+  store<u32>(out, <u32>F_TCP_OUT, 208);
+  store<u32>(out, <u32>F_TCP_IN, 212);
+  store<u32>(out, <u32>F_PKTS_OUT, 216);
+  store<u32>(out, <u32>F_PKTS_IN, 220);
+  store<u32>(out, <u32>F_END_OUT, 224);
+  store<u32>(out, <u32>F_END_IN, 228);
+  store<u32>(out, <u32>FL_IN_USE, 232);
+  store<u32>(out, <u32>FL_REDIRECT, 236);
+  store<u32>(out, <u32>FL_REPLIED, 240);
+  store<u32>(out, <u32>FL_FIN_OUT, 244);
+  store<u32>(out, <u32>FL_FIN_IN, 248);
+  store<u32>(out, <u32>FL_NATT, 252);
+  store<u32>(out, <u32>FL_CHARGED, 256);
+  store<u32>(out, <u32>FL_WS_SHIFT, 260);
+  store<u32>(out, <u32>FL_WS_NONE, 264);
+  store<u32>(out, <u32>BIND_SIZE, 268);
+  store<u32>(out, <u32>B_LAN_ADDR, 272);
+  store<u32>(out, <u32>B_REFS, 276);
+  store<u32>(out, <u32>B_LAN_PORT, 280);
+  store<u32>(out, <u32>B_FLAGS, 284);
+  store<u32>(out, <u32>BF_USED, 288);
+  store<u32>(out, <u32>BF_STATIC, 292);
+  store<u32>(out, <u32>BIND_TCP, 296);
+  store<u32>(out, <u32>BIND_UDP, 300);
+  store<u32>(out, <u32>BIND_ICMP, 304);
+  store<u32>(out, <u32>BIND_PROTOS, 308);
+  store<u32>(out, <u32>ESP_SIZE, 312);
+  store<u32>(out, <u32>ESP_LAN_ADDR, 316);
+  store<u32>(out, <u32>ESP_REM_ADDR, 320);
+  store<u32>(out, <u32>ESP_SPI_OUT, 324);
+  store<u32>(out, <u32>ESP_SPI_IN, 328);
+  store<u32>(out, <u32>ESP_EXPIRES, 332);
+  store<u32>(out, <u32>ESP_DEADLINE, 336);
+  store<u32>(out, <u32>ESP_PEER, 340);
+  store<u32>(out, <u32>ESP_STATE, 344);
+  store<u32>(out, <u32>ESP_RETRIES, 348);
+  store<u32>(out, <u32>ESP_FLAGS, 352);
+  store<u32>(out, <u32>ESP_PKTS, 356);
+  store<u32>(out, <u32>ESP_SPI_IN2, 360);
+  store<u32>(out, <u32>ESP_TIMER, 364);
+  store<u32>(out, <u32>ESP_FREE, 368);
+  store<u32>(out, <u32>ESP_OUTSTANDING, 372);
+  store<u32>(out, <u32>ESP_BOUND, 376);
+  store<u32>(out, <u32>ESP_SQUELCHED, 380);
+  store<u32>(out, <u32>ESPF_FORWARD, 384);
+  store<u32>(out, <u32>ESPF_UNREPLIED, 388);
+  store<u32>(out, <u32>ESPF_PROVISIONAL, 392);
+  store<u32>(out, <u32>ESPF_CHARGED, 396);
+  store<u32>(out, <u32>IKE_SIZE, 400);
+  store<u32>(out, <u32>IKE_LAN_ADDR, 404);
+  store<u32>(out, <u32>IKE_REM_ADDR, 408);
+  store<u32>(out, <u32>IKE_ICOOKIE, 412);
+  store<u32>(out, <u32>IKE_RCOOKIE, 416);
+  store<u32>(out, <u32>IKE_EXPIRES, 420);
+  store<u32>(out, <u32>IKE_LAST_SEEN, 424);
+  store<u32>(out, <u32>IKE_REM_PORT, 428);
+  store<u32>(out, <u32>IKE_FLAGS, 432);
+  store<u32>(out, <u32>IKE_PKTS_OUT, 436);
+  store<u32>(out, <u32>IKE_PKTS_IN, 440);
+  store<u32>(out, <u32>IKE_IN_USE, 444);
+  store<u32>(out, <u32>IKEF_INBOUND, 448);
+  store<u32>(out, <u32>IKEF_ANSWERED, 452);
+  store<u32>(out, <u32>IKEF_CHARGED, 456);
+  store<u32>(out, <u32>CALL_SIZE, 460);
+  store<u32>(out, <u32>CALL_LAN_ADDR, 464);
+  store<u32>(out, <u32>CALL_REM_ADDR, 468);
+  store<u32>(out, <u32>CALL_ID_LAN, 472);
+  store<u32>(out, <u32>CALL_ID_ALIAS, 476);
+  store<u32>(out, <u32>CALL_ID_REMOTE, 480);
+  store<u32>(out, <u32>CALL_FLAGS, 484);
+  store<u32>(out, <u32>CALL_EXPIRES, 488);
+  store<u32>(out, <u32>CALL_PKTS_OUT, 492);
+  store<u32>(out, <u32>CALL_PKTS_IN, 496);
+  store<u32>(out, <u32>CALL_IN_USE, 500);
+  store<u32>(out, <u32>CF_REMOTE_KNOWN, 504);
+  store<u32>(out, <u32>CF_DISCONNECTED, 508);
+  store<u32>(out, <u32>FRAG_SIZE, 512);
+  store<u32>(out, <u32>FRAG_SRC_ADDR, 516);
+  store<u32>(out, <u32>FRAG_DST_ADDR, 520);
+  store<u32>(out, <u32>FRAG_IP_ID, 524);
+  store<u32>(out, <u32>FRAG_PROTO, 528);
+  store<u32>(out, <u32>FRAG_SIDE, 532);
+  store<u32>(out, <u32>FRAG_NEW_ADDR, 536);
+  store<u32>(out, <u32>FRAG_EXPIRES, 540);
+  store<u32>(out, <u32>FRAG_FIRST_END, 544);
+  store<u32>(out, <u32>FRAG_SEEN, 548);
+  store<u32>(out, <u32>FRAG_TOTAL, 552);
+  store<u32>(out, <u32>PEER_SIZE, 556);
+  store<u32>(out, <u32>PEER_LAN_ADDR, 560);
+  store<u32>(out, <u32>PEER_REM_ADDR, 564);
+  store<u32>(out, <u32>PEER_IKE_LAST, 568);
+  store<u32>(out, <u32>PEER_IKE_COUNT, 572);
+  store<u32>(out, <u32>PEER_ESP_BOUND, 576);
+  store<u32>(out, <u32>PEER_ESP_EXPIRES, 580);
+  store<u32>(out, <u32>PEER_RECENT_HOST, 584);
+  store<u32>(out, <u32>PEER_REFS, 588);
+  store<u32>(out, <u32>SRC_SIZE, 592);
+  store<u32>(out, <u32>SRC_ADDR, 596);
+  store<u32>(out, <u32>SRC_FLOWS, 600);
+  store<u32>(out, <u32>SRC_IKE, 604);
+  store<u32>(out, <u32>SRC_CALLS, 608);
+  store<u32>(out, <u32>SRC_ESP, 612);
+  store<u32>(out, <u32>SRC_FRAGS, 616);
+  store<u32>(out, <u32>SIDE_INSIDE, 620);
+  store<u32>(out, <u32>SIDE_OUTSIDE, 624);
+  store<u32>(out, <u32>VERDICT_DROP, 628);
+  store<u32>(out, <u32>VERDICT_PASS, 632);
+  store<u32>(out, <u32>ZONE_WAN, 636);
+  store<u32>(out, <u32>ZONE_LAN, 640);
+  store<u32>(out, <u32>DEST_ROUTER, 644);
+  store<u32>(out, <u32>DEST_FORWARD, 648);
+  store<u32>(out, <u32>TARGET_NONE, 652);
+  store<u32>(out, <u32>TARGET_ACCEPT, 656);
+  store<u32>(out, <u32>TARGET_DROP, 660);
+  store<u32>(out, <u32>TARGET_REJECT, 664);
+  store<u32>(out, <u32>PROTO_ICMP, 668);
+  store<u32>(out, <u32>PROTO_TCP, 672);
+  store<u32>(out, <u32>PROTO_UDP, 676);
+  store<u32>(out, <u32>PROTO_GRE, 680);
+  store<u32>(out, <u32>PROTO_ESP, 684);
+  store<u32>(out, <u32>PROTO_AH, 688);
+  store<u32>(out, <u32>SETTINGS_SIZE, 692);
+  store<u32>(out, <u32>SET_TCP_TIMEOUT, 696);
+  store<u32>(out, <u32>SET_TCP_TRANSITORY_TIMEOUT, 700);
+  store<u32>(out, <u32>SET_UDP_TIMEOUT, 704);
+  store<u32>(out, <u32>SET_ICMP_TIMEOUT, 708);
+  store<u32>(out, <u32>SET_FRAG_TIMEOUT, 712);
+  store<u32>(out, <u32>SET_ESP_TIMEOUT, 716);
+  store<u32>(out, <u32>SET_ESP_INIT_TIMEOUT, 720);
+  store<u32>(out, <u32>SET_ESP_INIT_RETRIES, 724);
+  store<u32>(out, <u32>SET_IKE_TIMEOUT, 728);
+  store<u32>(out, <u32>SET_NATT_TIMEOUT, 732);
+  store<u32>(out, <u32>SET_GRE_TIMEOUT, 736);
+  store<u32>(out, <u32>SET_PARALLEL_SESSIONS, 740);
+  store<u32>(out, <u32>SET_ESP_GUESS, 744);
+  store<u32>(out, <u32>SET_MASQ_PORT_LO, 748);
+  store<u32>(out, <u32>SET_MASQ_PORT_HI, 752);
+  store<u32>(out, <u32>SET_UNREPLIED_TIMEOUT, 756);
+  store<u32>(out, <u32>SET_SRC_MAX_FLOWS, 760);
+  store<u32>(out, <u32>SET_SRC_MAX_IKE, 764);
+  store<u32>(out, <u32>SET_SRC_MAX_CALLS, 768);
+  store<u32>(out, <u32>SET_SRC_MAX_ESP_PENDING, 772);
+  store<u32>(out, <u32>SET_SRC_MAX_FRAGS, 776);
+  return 195;
 }

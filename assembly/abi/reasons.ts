@@ -50,5 +50,11 @@ export const enum Drop {
   PPTP_TABLE_FULL = 43, // @policy
   PPTP_NO_CALL = 44,    // a message names a Call ID no call has
   ESP_SPI_RESERVED = 45, // SPI 1..255 (RFC 4303 §2.1)
-  COUNT = 46,
+  TCP_OUT_OF_WINDOW = 46, // @policy RST or FIN outside the receiver's window (blind injection)
+  SRC_FLOW_LIMIT = 47,  // @policy the LAN host holds its cap of flows (src_max_flows)
+  SRC_IKE_LIMIT = 48,   // @policy ... of IKE exchanges (src_max_ike)
+  SRC_CALL_LIMIT = 49,  // @policy ... of PPTP calls (src_max_calls)
+  SRC_ESP_LIMIT = 50,   // @policy ... of outstanding ESP associations (src_max_esp_pending)
+  SRC_FRAG_LIMIT = 51,  // @policy ... of fragmented datagrams in flight (src_max_frags)
+  COUNT = 52,
 }

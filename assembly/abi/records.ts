@@ -5,7 +5,7 @@
 // Times are deciseconds (nowDs), addresses raw u32, ports host order.
 
 // @group flow  (nat/table.ts; a free record keeps the next free record + 1 at 0)
-export const FLOW_SIZE: u32 = 32;
+export const FLOW_SIZE: u32 = 40;
 export const F_LAN_ADDR: u32 = 0;     // u32
 export const F_REM_ADDR: u32 = 4;     // u32
 export const F_LAN_PORT: u32 = 8;     // u16
@@ -15,9 +15,12 @@ export const F_PROTO: u32 = 14;       // u8
 export const F_STATE: u32 = 15;       // u8 TCP_* or UDP_(UN)REPLIED
 export const F_EXPIRES: u32 = 16;     // u32
 export const F_FLAGS: u32 = 20;       // u16 FL_*
-export const F_SPARE: u32 = 22;       // u16
+export const F_TCP_OUT: u32 = 22;     // u8 TCP, LAN side: bits 0-4 log2 of its largest window, bit 5 end known
+export const F_TCP_IN: u32 = 23;      // u8 TCP, WAN side: the same
 export const F_PKTS_OUT: u32 = 24;    // u32
 export const F_PKTS_IN: u32 = 28;     // u32
+export const F_END_OUT: u32 = 32;     // u32 TCP: highest sequence number + length the LAN side sent
+export const F_END_IN: u32 = 36;      // u32 TCP: the same for the WAN side
 
 // @group flowFlags
 export const FL_IN_USE: u32 = 1;
@@ -26,6 +29,9 @@ export const FL_REPLIED: u32 = 4;    // traffic seen both ways
 export const FL_FIN_OUT: u32 = 8;
 export const FL_FIN_IN: u32 = 16;
 export const FL_NATT: u32 = 32;      // UDP 4500: natt_timeout
+export const FL_CHARGED: u32 = 64;   // counted against its LAN host's cap (nat/limits.ts)
+export const FL_WS_SHIFT: u32 = 8;   // bits 8-11 / 12-15: window scale of the LAN / WAN side's SYN (15 = none)
+export const FL_WS_NONE: u32 = 0xff00;
 
 // @group binding  (nat/binding.ts: BIND_PROTOS × 65536 owner entries)
 export const BIND_SIZE: u32 = 12;
@@ -42,7 +48,7 @@ export const BIND_ICMP: u32 = 2;      // ICMP echo identifiers
 export const BIND_PROTOS: u32 = 3;
 
 // @group esp  (vpn/esp.ts: one association, HOWTO §6.2)
-export const ESP_SIZE: u32 = 32;
+export const ESP_SIZE: u32 = 40;
 export const ESP_LAN_ADDR: u32 = 0;   // u32
 export const ESP_REM_ADDR: u32 = 4;   // u32
 export const ESP_SPI_OUT: u32 = 8;    // u32 raw, LAN → server
@@ -54,11 +60,16 @@ export const ESP_STATE: u32 = 24;     // u8 ESP_FREE..ESP_SQUELCHED
 export const ESP_RETRIES: u32 = 25;   // u8
 export const ESP_FLAGS: u32 = 26;     // u16 ESPF_*
 export const ESP_PKTS: u32 = 28;      // u32
+export const ESP_SPI_IN2: u32 = 32;   // u32 raw: a second inbound SPI a provisional SA took; 0 = none
+export const ESP_TIMER: u32 = 36;     // u32 provisional: its end; forward: the last promotion scan
 export const ESP_FREE: u32 = 0;
 export const ESP_OUTSTANDING: u32 = 1;
 export const ESP_BOUND: u32 = 2;
 export const ESP_SQUELCHED: u32 = 3;
 export const ESPF_FORWARD: u32 = 1;   // belongs to a protocol forward (server behind the router)
+export const ESPF_UNREPLIED: u32 = 2; // a forward SA a WAN packet opened; the server has not sent to that peer yet
+export const ESPF_PROVISIONAL: u32 = 4; // bound from an unknown inbound SPI; may take one more until ESP_TIMER
+export const ESPF_CHARGED: u32 = 8;   // outstanding, counted against its host's cap
 
 // @group ike  (vpn/isakmp.ts: one exchange, keyed by its initiator cookie)
 export const IKE_SIZE: u32 = 48;
@@ -74,6 +85,8 @@ export const IKE_PKTS_OUT: u32 = 36;  // u32
 export const IKE_PKTS_IN: u32 = 40;   // u32
 export const IKE_IN_USE: u32 = 44;    // u8
 export const IKEF_INBOUND: u32 = 1;   // opened by the server side (a responder behind the router)
+export const IKEF_ANSWERED: u32 = 2;  // a packet came back from the side that did not open it
+export const IKEF_CHARGED: u32 = 4;   // counted against its LAN host's cap
 
 // @group call  (vpn/pptp.ts: one PPTP call)
 export const CALL_SIZE: u32 = 32;
@@ -114,3 +127,12 @@ export const PEER_ESP_BOUND: u32 = 16;    // u32 pair: bound ESP associations
 export const PEER_ESP_EXPIRES: u32 = 20;  // u32 pair: latest expiry among them
 export const PEER_RECENT_HOST: u32 = 24;  // u32 server: LAN host with the latest IKE exchange (0 = none)
 export const PEER_REFS: u32 = 28;         // u32 server: pair records of this server
+
+// @group src  (nat/limits.ts: one LAN host's entries, open addressing on its address)
+export const SRC_SIZE: u32 = 16;
+export const SRC_ADDR: u32 = 0;       // u32; 0 = empty slot
+export const SRC_FLOWS: u32 = 4;      // u32
+export const SRC_IKE: u32 = 8;        // u16
+export const SRC_CALLS: u32 = 10;     // u16
+export const SRC_ESP: u32 = 12;       // u16 outstanding ESP associations
+export const SRC_FRAGS: u32 = 14;     // u16 fragmented datagrams in flight

@@ -6,7 +6,7 @@
 // src/engine/abi.gen.ts gets SETTINGS_FIELDS and the EngineSettings type from here.
 
 // @group settings
-export const SETTINGS_SIZE: u32 = 64;
+export const SETTINGS_SIZE: u32 = 96;
 export const SET_TCP_TIMEOUT: u32 = 0;
 export const SET_TCP_TRANSITORY_TIMEOUT: u32 = 4;
 export const SET_UDP_TIMEOUT: u32 = 8;
@@ -22,3 +22,9 @@ export const SET_PARALLEL_SESSIONS: u32 = 44;
 export const SET_ESP_GUESS: u32 = 48;
 export const SET_MASQ_PORT_LO: u32 = 52;
 export const SET_MASQ_PORT_HI: u32 = 56;
+export const SET_UNREPLIED_TIMEOUT: u32 = 60;
+export const SET_SRC_MAX_FLOWS: u32 = 64;      // 0: a quarter of the table, at least 1024
+export const SET_SRC_MAX_IKE: u32 = 68;
+export const SET_SRC_MAX_CALLS: u32 = 72;
+export const SET_SRC_MAX_ESP_PENDING: u32 = 76;
+export const SET_SRC_MAX_FRAGS: u32 = 80;

@@ -19,6 +19,7 @@ import { IP_DST, IP_SRC, ipId, ipDst, ipSrc } from "../wire/ipv4";
 import { Drop } from "../abi/reasons";
 import { rewriteAddr } from "./rewrite";
 import { countAdd, fragDs, hashSeed, nowDs } from "./state";
+import { LIM_FRAGS, srcCharge, srcRelease } from "./limits";
 
 const WAYS: u32 = 4;
 const BUCKETS: u32 = FRAG_CAP / WAYS;
@@ -34,7 +35,9 @@ const BUCKETS: u32 = FRAG_CAP / WAYS;
 }
 
 function free(e: usize): void {
-  if (load<u8>(e, FRAG_SIDE) != 0) countAdd(C_FRAGS_ACTIVE, -1);
+  const side1 = load<u8>(e, FRAG_SIDE);
+  if (side1 != 0) countAdd(C_FRAGS_ACTIVE, -1);
+  if (side1 == 1) srcRelease(load<u32>(e, FRAG_SRC_ADDR), LIM_FRAGS); // outbound: its LAN host's count (limits.ts)
   store<u8>(e, 0, FRAG_SIDE);
 }
 
@@ -75,6 +78,8 @@ export function fragNoteFirst(side: u32, src: u32, dst: u32, id: u32, proto: u32
       if (!live(c)) { free(c); e = c; break; }
     }
     if (e == 0) return Drop.FRAG_TABLE_FULL;
+    // A LAN host holds at most src_max_frags datagrams in flight.
+    if (side == 0 && !srcCharge(src, LIM_FRAGS)) return Drop.SRC_FRAG_LIMIT;
     store<u32>(e, src, FRAG_SRC_ADDR); store<u32>(e, dst, FRAG_DST_ADDR); store<u16>(e, <u16>id, FRAG_IP_ID); store<u8>(e, <u8>proto, FRAG_PROTO);
     store<u8>(e, <u8>(side + 1), FRAG_SIDE);
     store<u32>(e, 0, FRAG_SEEN); store<u32>(e, 0, FRAG_TOTAL);

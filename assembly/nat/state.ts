@@ -11,7 +11,8 @@ import { Drop } from "../abi/reasons";
 import {
   SETTINGS_SIZE, SET_ESP_GUESS, SET_ESP_INIT_RETRIES, SET_ESP_INIT_TIMEOUT, SET_ESP_TIMEOUT, SET_FRAG_TIMEOUT,
   SET_GRE_TIMEOUT, SET_ICMP_TIMEOUT, SET_IKE_TIMEOUT, SET_MASQ_PORT_HI, SET_MASQ_PORT_LO, SET_NATT_TIMEOUT,
-  SET_PARALLEL_SESSIONS, SET_TCP_TIMEOUT, SET_TCP_TRANSITORY_TIMEOUT, SET_UDP_TIMEOUT,
+  SET_PARALLEL_SESSIONS, SET_SRC_MAX_CALLS, SET_SRC_MAX_ESP_PENDING, SET_SRC_MAX_FLOWS, SET_SRC_MAX_FRAGS, SET_SRC_MAX_IKE,
+  SET_TCP_TIMEOUT, SET_TCP_TRANSITORY_TIMEOUT, SET_UDP_TIMEOUT, SET_UNREPLIED_TIMEOUT,
 } from "../abi/settings";
 
 export let nowDs: u32 = 0;
@@ -41,6 +42,18 @@ export let greDisconnectDs: u32 = 300;  // a disconnected call ages out in 30 s
 export let parallelSessions: bool = false;
 export let espGuess: bool = false;
 
+// No table one source can fill (issue 8 item 5). What a WAN packet opened
+// and the LAN side never answered (a flow through a forward, an IKE
+// exchange, an ESP SA of a forward) lives unreplied_timeout (30 s, like
+// conntrack's unreplied UDP) and is evicted first; per-LAN-host caps
+// (nat/limits.ts) on every table. srcMaxFlows 0: a quarter of the table.
+export let unrepliedDs: u32 = 300;
+export let srcMaxFlows: u32 = 0;
+export let srcMaxIke: u32 = 256;
+export let srcMaxCalls: u32 = 256;
+export let srcMaxEspPending: u32 = 16;
+export let srcMaxFrags: u32 = 256;
+
 export function setClock(nowMs: f64): void { nowDs = <u32>(nowMs / 100.0); }
 export function setWan(addr: u32): void { wanAddr = addr; }
 export function setSeed(seed: u32): void { hashSeed = seed | 1; }
@@ -51,11 +64,15 @@ export function setSeed(seed: u32): void { hashSeed = seed | 1; }
 export const settingsRec: usize = memory.data(SETTINGS_SIZE);
 
 const MAX_SECONDS: u32 = 0xffffffff / 10; // deciseconds must fit a u32
-const SECONDS_FIELDS: u32 = 10;
+const SECONDS_FIELDS: u32 = 11;
 const secondsFields: usize = memory.data<u32>([
   SET_TCP_TIMEOUT, SET_TCP_TRANSITORY_TIMEOUT, SET_UDP_TIMEOUT, SET_ICMP_TIMEOUT, SET_FRAG_TIMEOUT,
-  SET_ESP_TIMEOUT, SET_ESP_INIT_TIMEOUT, SET_IKE_TIMEOUT, SET_NATT_TIMEOUT, SET_GRE_TIMEOUT,
+  SET_ESP_TIMEOUT, SET_ESP_INIT_TIMEOUT, SET_IKE_TIMEOUT, SET_NATT_TIMEOUT, SET_GRE_TIMEOUT, SET_UNREPLIED_TIMEOUT,
 ]);
+// Per-source caps: at least 1 (src_max_flows: 0 = the default share), at most a table's size.
+const CAP_FIELDS: u32 = 4;
+const capFields: usize = memory.data<u32>([SET_SRC_MAX_IKE, SET_SRC_MAX_CALLS, SET_SRC_MAX_ESP_PENDING, SET_SRC_MAX_FRAGS]);
+const capMax: usize = memory.data<u32>([4096, 4096, 256, 4096]);
 
 @inline function field(f: u32): u32 { return load<u32>(settingsRec + <usize>f); }
 
@@ -64,6 +81,10 @@ export function settingsApply(): i32 {
   for (let i: u32 = 0; i < SECONDS_FIELDS; i++) {
     const f = load<u32>(secondsFields + (<usize>i << 2));
     if (field(f) > MAX_SECONDS) return <i32>f + 1;
+  }
+  for (let i: u32 = 0; i < CAP_FIELDS; i++) {
+    const f = load<u32>(capFields + (<usize>i << 2));
+    if (field(f) == 0 || field(f) > load<u32>(capMax + (<usize>i << 2))) return <i32>f + 1;
   }
   if (field(SET_ESP_INIT_RETRIES) > 255) return <i32>SET_ESP_INIT_RETRIES + 1;
   if (field(SET_PARALLEL_SESSIONS) > 1) return <i32>SET_PARALLEL_SESSIONS + 1;
@@ -87,6 +108,12 @@ export function settingsApply(): i32 {
   espGuess = field(SET_ESP_GUESS) != 0;
   poolLo = lo;
   poolHi = hi;
+  unrepliedDs = field(SET_UNREPLIED_TIMEOUT) * 10;
+  srcMaxFlows = field(SET_SRC_MAX_FLOWS);
+  srcMaxIke = field(SET_SRC_MAX_IKE);
+  srcMaxCalls = field(SET_SRC_MAX_CALLS);
+  srcMaxEspPending = field(SET_SRC_MAX_ESP_PENDING);
+  srcMaxFrags = field(SET_SRC_MAX_FRAGS);
   return 0;
 }
 export function setLanNetCount(n: u32): void { lanNetCount = n; }

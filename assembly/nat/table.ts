@@ -8,18 +8,24 @@
 // Record: FLOW_SIZE bytes, fields F_* and flags FL_* in abi/records.ts.
 // Ports are host order. A free record keeps the next free record + 1 at 0.
 
-import { C_FLOWS_ACTIVE, C_FLOWS_EXPIRED, C_FLOWS_NEW, EV_FLOW_EXPIRED, EV_FLOW_NEW } from "../abi/counters";
+import { C_EARLY_DROPS, C_FLOWS_ACTIVE, C_FLOWS_EXPIRED, C_FLOWS_NEW, EV_FLOW_EXPIRED, EV_FLOW_NEW } from "../abi/counters";
 import {
-  FLOW_SIZE, FL_IN_USE, F_ALIAS_PORT, F_EXPIRES, F_FLAGS, F_LAN_ADDR, F_LAN_PORT, F_PKTS_IN, F_PKTS_OUT,
-  F_PROTO, F_REM_ADDR, F_REM_PORT, F_SPARE, F_STATE,
+  FLOW_SIZE, FL_CHARGED, FL_IN_USE, FL_REDIRECT, FL_REPLIED, F_ALIAS_PORT, F_END_OUT, F_EXPIRES, F_FLAGS, F_LAN_ADDR,
+  F_LAN_PORT, F_PKTS_IN, F_PKTS_OUT, F_PROTO, F_REM_ADDR, F_REM_PORT, F_STATE, F_TCP_OUT,
 } from "../abi/records";
 import { counters, flows, flowOutIndex, flowInIndex, hashMask, maxFlows } from "../layout";
 import { count, countAdd, eventPush, hashSeed, nowDs } from "./state";
 import { bindRelease, protoIndex } from "./binding";
+import { LIM_FLOWS, srcRelease } from "./limits";
 
 let freeHead: u32 = 0;   // record + 1 of the first free record, 0 = none
 let bumpNext: u32 = 0;   // records never used start here
 let sweepHand: u32 = 0;
+let evictHand: u32 = 0;
+const EVICT_SCAN: u32 = 32;
+
+/** Opened from the WAN side and not answered from the LAN yet: short-lived, evicted first. */
+@inline export function flowUnrepliedWan(ff: u32): bool { return (ff & (FL_REDIRECT | FL_REPLIED)) == FL_REDIRECT; }
 
 @inline export function rec(flow: u32): usize { return flows + (<usize>flow * FLOW_SIZE); }
 
@@ -118,15 +124,22 @@ export function flowInsert(proto: u32, lanA: u32, lanP: u32, remA: u32, remP: u3
   } else if (bumpNext < maxFlows) {
     f = bumpNext++;
   } else {
-    return 0;
+    // Full: drop an unanswered entry to make room (conntrack's early_drop).
+    const v = flowEvictCandidate((flags & FL_REDIRECT) != 0, lanA);
+    if (v == 0) return 0;
+    flowRemove(v - 1, true);
+    count(C_EARLY_DROPS);
+    f = freeHead - 1;
+    freeHead = load<u32>(rec(f));
   }
   const r = rec(f);
   store<u32>(r, lanA, F_LAN_ADDR); store<u32>(r, remA, F_REM_ADDR);
   store<u16>(r, <u16>lanP, F_LAN_PORT); store<u16>(r, <u16>remP, F_REM_PORT);
   store<u16>(r, <u16>aliasP, F_ALIAS_PORT); store<u8>(r, <u8>proto, F_PROTO);
   store<u8>(r, <u8>state, F_STATE); store<u32>(r, nowDs + lifetimeDs, F_EXPIRES);
-  store<u16>(r, <u16>(flags | FL_IN_USE), F_FLAGS); store<u16>(r, 0, F_SPARE);
+  store<u16>(r, <u16>(flags | FL_IN_USE), F_FLAGS); store<u16>(r, 0, F_TCP_OUT); // and F_TCP_IN
   store<u32>(r, 0, F_PKTS_OUT); store<u32>(r, 0, F_PKTS_IN);
+  store<u64>(r, 0, F_END_OUT); // and F_END_IN
   indexInsert(flowOutIndex, hashOut(proto, lanA, lanP, remA, remP), f + 1);
   indexInsert(flowInIndex, hashIn(proto, aliasP, remA, remP), f + 1);
   count(C_FLOWS_NEW);
@@ -142,6 +155,7 @@ export function flowRemove(f: u32, reasonEvent: bool): void {
   indexRemove(flowOutIndex, recHashOut(r), f + 1, true);
   indexRemove(flowInIndex, recHashIn(r), f + 1, false);
   bindRelease(protoIndex(proto), load<u16>(r, F_ALIAS_PORT));
+  if (load<u16>(r, F_FLAGS) & <u16>FL_CHARGED) srcRelease(load<u32>(r, F_LAN_ADDR), LIM_FLOWS);
   if (reasonEvent) {
     eventPush(EV_FLOW_EXPIRED, 0, proto, 0, load<u32>(r, F_LAN_ADDR), load<u32>(r, F_REM_ADDR),
       load<u16>(r, F_LAN_PORT), load<u16>(r, F_REM_PORT), load<u16>(r, F_ALIAS_PORT), load<u32>(r, F_PKTS_OUT));
@@ -150,6 +164,28 @@ export function flowRemove(f: u32, reasonEvent: bool): void {
   store<u32>(r, freeHead, 0);
   freeHead = f + 1;
   countAdd(C_FLOWS_ACTIVE, -1);
+}
+
+/**
+ * An entry that may be dropped for a new one when the table is full
+ * (flow + 1, or 0), looking at EVICT_SCAN records sampled over the table:
+ * entries the WAN side opened and the LAN never answered first, then (for
+ * a LAN host's new flow only) an unanswered entry of another LAN host.
+ * Answered flows are never dropped, a WAN packet never drops a LAN host's
+ * entry, and a host that filled the table cannot churn through it.
+ */
+function flowEvictCandidate(forWan: bool, lanA: u32): u32 {
+  let lanCand: u32 = 0;
+  for (let n: u32 = 0; n < EVICT_SCAN; n++) {
+    // Samples spread over the whole table (answered flows come in runs).
+    const f = mix((evictHand++) ^ hashSeed) % bumpNext;
+    const r = rec(f);
+    const ff = <u32>load<u16>(r, F_FLAGS);
+    if ((ff & FL_IN_USE) == 0 || (ff & FL_REPLIED) != 0) continue;
+    if (ff & FL_REDIRECT) return f + 1;
+    if (lanCand == 0 && load<u32>(r, F_LAN_ADDR) != lanA) lanCand = f + 1;
+  }
+  return forWan ? 0 : lanCand;
 }
 
 @inline export function flowTouch(r: usize, lifetimeDs: u32): void {
@@ -190,7 +226,7 @@ export function flowFlushAll(): u32 {
   memory.fill(flowOutIndex, 0, (<usize>hashMask + 1) << 2);
   memory.fill(flowInIndex, 0, (<usize>hashMask + 1) << 2);
   memory.fill(flows, 0, <usize>bumpNext * FLOW_SIZE);
-  freeHead = 0; bumpNext = 0; sweepHand = 0;
+  freeHead = 0; bumpNext = 0; sweepHand = 0; evictHand = 0;
   countAdd(C_FLOWS_ACTIVE, -(<i64>n));
   return n;
 }

@@ -12,14 +12,26 @@
 // for 30 s (its packets dropped, other hosts no longer wait), then freed.
 // Bound entries live esp_timeout (30 min) from the last packet.
 //
+// Limits (issue 8 item 5): an outstanding entry that times out unanswered
+// is squelched like one that ran out of retries, so one host can hold the
+// slot toward a server for esp_init_timeout at most and then has to let
+// the others go first; a LAN host holds at most src_max_esp_pending
+// outstanding entries. An SA bound from an unknown inbound SPI is
+// provisional for esp_init_timeout: one more unknown SPI from that server is
+// added to it, so a spoofed first packet cannot capture the association for
+// good. SAs a WAN packet opened through an ESP forward live
+// unreplied_timeout until the server behind the router sends ESP to that
+// peer, and are the first dropped when the table is full.
+//
 // Record: ESP_SIZE bytes, fields ESP_* in abi/records.ts.
-// Map keys: (remote, spiOut) → record+1 | OUT_BIT, (remote, spiIn) → record+1.
+// Map keys: (remote, spiOut) → record+1 | OUT_BIT, (remote, spiIn / spiIn2) → record+1.
 
 import { DEST_ROUTER, PROTO_ESP, SIDE_OUTSIDE, TARGET_ACCEPT, ZONE_WAN } from "../abi/codes";
-import { C_ESP_ACTIVE, C_ESP_BOUND, C_LOCAL_ACCEPT, EV_ESP_BOUND } from "../abi/counters";
+import { C_EARLY_DROPS, C_ESP_ACTIVE, C_ESP_BOUND, C_LOCAL_ACCEPT, EV_ESP_BOUND } from "../abi/counters";
 import {
-  ESPF_FORWARD, ESP_BOUND, ESP_DEADLINE, ESP_EXPIRES, ESP_FLAGS, ESP_FREE, ESP_LAN_ADDR, ESP_OUTSTANDING,
-  ESP_PEER, ESP_PKTS, ESP_REM_ADDR, ESP_RETRIES, ESP_SIZE, ESP_SPI_IN, ESP_SPI_OUT, ESP_SQUELCHED, ESP_STATE,
+  ESPF_CHARGED, ESPF_FORWARD, ESPF_PROVISIONAL, ESPF_UNREPLIED, ESP_BOUND, ESP_DEADLINE, ESP_EXPIRES, ESP_FLAGS, ESP_FREE,
+  ESP_LAN_ADDR, ESP_OUTSTANDING, ESP_PEER, ESP_PKTS, ESP_REM_ADDR, ESP_RETRIES, ESP_SIZE, ESP_SPI_IN, ESP_SPI_IN2,
+  ESP_SPI_OUT, ESP_SQUELCHED, ESP_STATE, ESP_TIMER,
 } from "../abi/records";
 import { espMap, espRecs, outstanding, ESP_CAP, ESP_MAP_SIZE, OUTSTANDING_CAP } from "../layout";
 import { IP_DST, IP_SRC, ipDst, ipSrc } from "../wire/ipv4";
@@ -29,16 +41,22 @@ import { kmFind, kmInsert, kmRemove } from "./keymap";
 import { protoForward } from "../nat/forward";
 import { Drop } from "../abi/reasons";
 import { rewriteAddr } from "../nat/rewrite";
-import { slabAlloc, slabFree, slabHighWater, slabInit } from "./slab";
-import { count, countAdd, eventPush, espDs, espGuess, espInitDs, espInitRetries, espSquelchDs, nowDs, parallelSessions, wanAddr } from "../nat/state";
+import { evictSample, slabAlloc, slabFree, slabHighWater, slabInit } from "./slab";
+import { LIM_ESP, srcCharge, srcRelease } from "../nat/limits";
+import {
+  count, countAdd, eventPush, espDs, espGuess, espInitDs, espInitRetries, espSquelchDs, nowDs, parallelSessions, unrepliedDs, wanAddr,
+} from "../nat/state";
 
 const OUT_BIT: u32 = 0x80000000;
 const MAP_MASK: u32 = ESP_MAP_SIZE - 1;
 const slab: usize = memory.data(16);
 let outstandingCount: u32 = 0;
 let sweepHand: u32 = 0;
+let evictHand: u32 = 0;
+const EVICT_SCAN: u32 = 64;
+const PROMOTE_EVERY_DS: u32 = 50;
 
-export function espInit(): void { slabInit(slab, ESP_CAP, ESP_SIZE); outstandingCount = 0; sweepHand = 0; }
+export function espInit(): void { slabInit(slab, ESP_CAP, ESP_SIZE); outstandingCount = 0; sweepHand = 0; evictHand = 0; }
 
 @inline function rec(r: u32): usize { return espRecs + <usize>r * ESP_SIZE; }
 @inline function spiOf(l4: usize): u32 { return load<u32>(l4); }
@@ -56,7 +74,14 @@ const ESP_MIN: u32 = 12;
 }
 
 function outstandingAdd(r: u32): bool {
-  if (outstandingCount >= OUTSTANDING_CAP) return false;
+  if (outstandingCount >= OUTSTANDING_CAP) {
+    // Full: a provisional SA settles early to make room; outstanding entries never give way.
+    for (let i: u32 = 0; i < outstandingCount; i++) {
+      const x = load<u32>(outstanding + (<usize>i << 2));
+      if (load<u8>(rec(x), ESP_STATE) == <u8>ESP_BOUND) { settle(x); break; }
+    }
+    if (outstandingCount >= OUTSTANDING_CAP) return false;
+  }
   store<u32>(outstanding + (<usize>outstandingCount << 2), r);
   outstandingCount++;
   return true;
@@ -75,25 +100,85 @@ function espFree(r: u32): void {
   const e = rec(r);
   const remA = load<u32>(e, ESP_REM_ADDR);
   const state = <u32>load<u8>(e, ESP_STATE);
-  if (state == ESP_OUTSTANDING || state == ESP_SQUELCHED) outstandingDel(r);
-  else if (state == ESP_BOUND) peerEspClosed(load<u32>(e, ESP_LAN_ADDR), remA);
+  const flags = <u32>load<u16>(e, ESP_FLAGS);
+  if (state == ESP_OUTSTANDING || state == ESP_SQUELCHED || (flags & ESPF_PROVISIONAL) != 0) outstandingDel(r);
+  if (state == ESP_BOUND) peerEspClosed(load<u32>(e, ESP_LAN_ADDR), remA);
+  if (flags & ESPF_CHARGED) srcRelease(load<u32>(e, ESP_LAN_ADDR), LIM_ESP);
   if (load<u32>(e, ESP_SPI_OUT) != 0) kmRemove(espMap, MAP_MASK, remA, load<u32>(e, ESP_SPI_OUT), (r + 1) | OUT_BIT);
   if (load<u32>(e, ESP_SPI_IN) != 0) kmRemove(espMap, MAP_MASK, remA, load<u32>(e, ESP_SPI_IN), r + 1);
+  if (load<u32>(e, ESP_SPI_IN2) != 0) kmRemove(espMap, MAP_MASK, remA, load<u32>(e, ESP_SPI_IN2), r + 1);
   slabFree(slab, espRecs, r);
   countAdd(C_ESP_ACTIVE, -1);
 }
 
-/** Ages the entry's state: an outstanding entry past its deadline is freed, a squelch ends. Returns false if freed. */
+/**
+ * Ages the entry's state: an outstanding entry past its deadline is
+ * squelched (so it cannot hold the slot toward its server for longer), a
+ * squelch ends, an expired entry is freed. Returns false if freed.
+ */
 function espAge(r: u32): bool {
   const e = rec(r);
   const state = <u32>load<u8>(e, ESP_STATE);
   if (state == ESP_FREE) return false;
-  if (<i32>(nowDs - load<u32>(e, ESP_EXPIRES)) >= 0) { espFree(r); return false; }
-  if ((state == ESP_OUTSTANDING || state == ESP_SQUELCHED) && <i32>(nowDs - load<u32>(e, ESP_DEADLINE)) >= 0) {
-    espFree(r);
-    return false;
+  if (state == ESP_OUTSTANDING && <i32>(nowDs - load<u32>(e, ESP_DEADLINE)) >= 0) {
+    // The pause runs from the moment the slot expired, however late we look.
+    const end = load<u32>(e, ESP_DEADLINE) + espSquelchDs;
+    if (<i32>(nowDs - end) >= 0) { espFree(r); return false; }
+    squelchUntil(e, end);
+    return true;
   }
+  if (<i32>(nowDs - load<u32>(e, ESP_EXPIRES)) >= 0) { espFree(r); return false; }
+  if (state == ESP_SQUELCHED && <i32>(nowDs - load<u32>(e, ESP_DEADLINE)) >= 0) { espFree(r); return false; }
   return true;
+}
+
+/** For walks of the outstanding list: false when `r` left it (freed, or a provisional SA settled). */
+function listLive(r: u32): bool {
+  if (!espAge(r)) return false;
+  const e = rec(r);
+  if (load<u8>(e, ESP_STATE) == <u8>ESP_BOUND && <i32>(nowDs - load<u32>(e, ESP_TIMER)) >= 0) { settle(r); return false; }
+  return true;
+}
+
+/** The provisional time of a bound SA is over: it takes no further SPI. */
+function settle(r: u32): void {
+  const e = rec(r);
+  const flags = <u32>load<u16>(e, ESP_FLAGS);
+  if (flags & ESPF_CHARGED) srcRelease(load<u32>(e, ESP_LAN_ADDR), LIM_ESP);
+  store<u16>(e, <u16>(flags & ~(ESPF_PROVISIONAL | ESPF_CHARGED)), ESP_FLAGS);
+  outstandingDel(r);
+}
+
+/** Expiry of a bound SA touched now: unreplied_timeout while the server behind the router has not answered. */
+@inline function boundLife(e: usize): u32 {
+  return nowDs + ((load<u16>(e, ESP_FLAGS) & <u16>ESPF_UNREPLIED) != 0 ? unrepliedDs : espDs);
+}
+
+/**
+ * The server behind the router sends ESP to `remA`: the SAs that peer
+ * opened through the forward are answered now and live esp_timeout.
+ */
+function promoteForward(remA: u32, lanA: u32): void {
+  const hw = slabHighWater(slab);
+  for (let r: u32 = 0; r < hw; r++) {
+    const e = rec(r);
+    if (load<u8>(e, ESP_STATE) != <u8>ESP_BOUND || (load<u16>(e, ESP_FLAGS) & <u16>ESPF_UNREPLIED) == 0) continue;
+    if (load<u32>(e, ESP_REM_ADDR) != remA || load<u32>(e, ESP_LAN_ADDR) != lanA) continue;
+    store<u16>(e, load<u16>(e, ESP_FLAGS) & ~<u16>ESPF_UNREPLIED, ESP_FLAGS);
+    store<u32>(e, nowDs + espDs, ESP_EXPIRES);
+    peerEspTouch(load<u32>(e, ESP_PEER), nowDs + espDs);
+  }
+}
+
+/** A forward SA never answered, to drop for a new entry when the table is full (record + 1, or 0). */
+function evictCandidate(): u32 {
+  const hw = slabHighWater(slab);
+  for (let n: u32 = 0; n < EVICT_SCAN && n < hw; n++) {
+    const r = evictSample(evictHand++, hw);
+    const e = rec(r);
+    if (load<u8>(e, ESP_STATE) == <u8>ESP_BOUND && (load<u16>(e, ESP_FLAGS) & <u16>ESPF_UNREPLIED) != 0) return r + 1;
+  }
+  return 0;
 }
 
 export function espSweep(budget: u32): void {
@@ -106,8 +191,15 @@ export function espSweep(budget: u32): void {
 }
 
 function espNew(lanA: u32, remA: u32, spiOut: u32, spiIn: u32, state: u32, flags: u32): u32 {
-  const r1 = slabAlloc(slab, espRecs);
-  if (r1 == 0) return 0;
+  let r1 = slabAlloc(slab, espRecs);
+  if (r1 == 0) {
+    const v = evictCandidate();
+    if (v == 0) return 0;
+    espFree(v - 1);
+    count(C_EARLY_DROPS);
+    r1 = slabAlloc(slab, espRecs);
+    if (r1 == 0) return 0;
+  }
   const r = r1 - 1;
   const e = rec(r);
   store<u32>(e, lanA, ESP_LAN_ADDR); store<u32>(e, remA, ESP_REM_ADDR); store<u32>(e, spiOut, ESP_SPI_OUT); store<u32>(e, spiIn, ESP_SPI_IN);
@@ -116,8 +208,9 @@ function espNew(lanA: u32, remA: u32, spiOut: u32, spiIn: u32, state: u32, flags
     store<u32>(e, nowDs + espInitDs, ESP_EXPIRES);
     store<u32>(e, nowDs + espInitDs, ESP_DEADLINE);
   } else {
-    store<u32>(e, nowDs + espDs, ESP_EXPIRES);
-    store<u32>(e, peerEspBound(lanA, remA, nowDs + espDs), ESP_PEER);
+    const life = boundLife(e);
+    store<u32>(e, life, ESP_EXPIRES);
+    store<u32>(e, peerEspBound(lanA, remA, life), ESP_PEER);
   }
   if (spiOut != 0) kmInsert(espMap, MAP_MASK, remA, spiOut, r1 | OUT_BIT);
   if (spiIn != 0) kmInsert(espMap, MAP_MASK, remA, spiIn, r1);
@@ -126,18 +219,20 @@ function espNew(lanA: u32, remA: u32, spiOut: u32, spiIn: u32, state: u32, flags
 }
 
 /** No answer after the retries: pause the host toward that server so it stops blocking others. */
-function squelch(e: usize): void {
+function squelch(e: usize): void { squelchUntil(e, nowDs + espSquelchDs); }
+function squelchUntil(e: usize, end: u32): void {
   store<u8>(e, <u8>ESP_SQUELCHED, ESP_STATE);
-  store<u32>(e, nowDs + espSquelchDs, ESP_DEADLINE);
+  store<u32>(e, end, ESP_DEADLINE);
+  store<u32>(e, end, ESP_EXPIRES);
 }
 
 /** The host's own outstanding or squelched entry toward `remA` (record + 1, or 0). */
 function hostPending(remA: u32, lanA: u32): u32 {
   for (let i: u32 = 0; i < outstandingCount; i++) {
     const r = load<u32>(outstanding + (<usize>i << 2));
-    if (!espAge(r)) { i--; continue; }
+    if (!listLive(r)) { i--; continue; }
     const e = rec(r);
-    if (load<u32>(e, ESP_REM_ADDR) == remA && load<u32>(e, ESP_LAN_ADDR) == lanA) return r + 1;
+    if (load<u32>(e, ESP_REM_ADDR) == remA && load<u32>(e, ESP_LAN_ADDR) == lanA && load<u8>(e, ESP_STATE) != <u8>ESP_BOUND) return r + 1;
   }
   return 0;
 }
@@ -146,7 +241,7 @@ function hostPending(remA: u32, lanA: u32): u32 {
 function outstandingOther(remA: u32, lanA: u32): u32 {
   for (let i: u32 = 0; i < outstandingCount; i++) {
     const r = load<u32>(outstanding + (<usize>i << 2));
-    if (!espAge(r)) { i--; continue; } // freed: the list shrank under us
+    if (!listLive(r)) { i--; continue; } // gone from the list: it shrank under us
     const e = rec(r);
     if (load<u32>(e, ESP_REM_ADDR) == remA && load<u32>(e, ESP_LAN_ADDR) != lanA && load<u8>(e, ESP_STATE) == <u8>ESP_OUTSTANDING) return r + 1;
   }
@@ -180,6 +275,10 @@ export function espOut(p: usize, l4: usize, l4len: u32): u32 {
     } else {
       store<u32>(e, nowDs + espDs, ESP_EXPIRES);
       peerEspTouch(load<u32>(e, ESP_PEER), nowDs + espDs);
+      if ((load<u16>(e, ESP_FLAGS) & <u16>ESPF_FORWARD) != 0 && nowDs - load<u32>(e, ESP_TIMER) >= PROMOTE_EVERY_DS) {
+        store<u32>(e, nowDs, ESP_TIMER);
+        promoteForward(remA, lanA);
+      }
     }
     store<u32>(e, load<u32>(e, ESP_PKTS) + 1, ESP_PKTS);
     rewriteAddr(p, IP_SRC, wanAddr);
@@ -189,7 +288,10 @@ export function espOut(p: usize, l4: usize, l4len: u32): u32 {
   const forwardHost = protoForward(PROTO_ESP) == lanA;
   if (forwardHost) {
     // The server behind the router answers with its own SPIs: nothing to wait for.
-    if (espNew(lanA, remA, spi, 0, ESP_BOUND, ESPF_FORWARD) == 0) return Drop.ESP_TABLE_FULL;
+    const f1 = espNew(lanA, remA, spi, 0, ESP_BOUND, ESPF_FORWARD);
+    if (f1 == 0) return Drop.ESP_TABLE_FULL;
+    store<u32>(rec(f1 - 1), nowDs, ESP_TIMER);
+    promoteForward(remA, lanA);
   } else {
     // One pending new SPI per host and server: further new SPIs count as
     // its retries, so a host spraying SPIs is squelched like one retrying.
@@ -204,30 +306,39 @@ export function espOut(p: usize, l4: usize, l4len: u32): u32 {
       return Drop.NONE;
     }
     if (!parallelSessions && outstandingOther(remA, lanA) != 0) return Drop.ESP_SERIALIZED;
-    const r1 = espNew(lanA, remA, spi, 0, ESP_OUTSTANDING, 0);
-    if (r1 == 0) return Drop.ESP_TABLE_FULL;
+    if (!srcCharge(lanA, LIM_ESP)) return Drop.SRC_ESP_LIMIT;
+    const r1 = espNew(lanA, remA, spi, 0, ESP_OUTSTANDING, ESPF_CHARGED);
+    if (r1 == 0) { srcRelease(lanA, LIM_ESP); return Drop.ESP_TABLE_FULL; }
     if (!outstandingAdd(r1 - 1)) { espFree(r1 - 1); return Drop.ESP_TABLE_FULL; }
   }
   rewriteAddr(p, IP_SRC, wanAddr);
   return Drop.NONE;
 }
 
-/** The outstanding entry an unknown inbound SPI from `remA` should bind to (record + 1, or 0). */
+/**
+ * The entry an unknown inbound SPI from `remA` should bind to (record + 1,
+ * or 0): an outstanding entry, else a provisional SA (bound from an unknown
+ * SPI, maybe a spoofed one) that has not taken its second SPI yet.
+ */
 function pickOutstanding(remA: u32): u32 {
   let best: u32 = 0;
   let bestIke: u32 = 0;
+  let bestCls: u32 = 0;
   let bestAge: u32 = 0;
   for (let i: u32 = 0; i < outstandingCount; i++) {
     const r = load<u32>(outstanding + (<usize>i << 2));
-    if (!espAge(r)) { i--; continue; }
+    if (!listLive(r)) { i--; continue; }
     const e = rec(r);
-    if (load<u32>(e, ESP_REM_ADDR) != remA || load<u8>(e, ESP_STATE) != <u8>ESP_OUTSTANDING) continue;
-    // Prefer the host whose IKE exchange with this server is most recent;
-    // among equals (no IKE seen) the oldest outstanding entry.
+    if (load<u32>(e, ESP_REM_ADDR) != remA) continue;
+    const state = <u32>load<u8>(e, ESP_STATE);
+    if (state != ESP_OUTSTANDING && !(state == ESP_BOUND && load<u32>(e, ESP_SPI_IN2) == 0)) continue;
+    // An outstanding entry before any provisional SA; then the host whose
+    // IKE exchange with this server is most recent; among equals the oldest.
     const ike = peerIkeLast(load<u32>(e, ESP_LAN_ADDR), remA);
-    const age = nowDs - (load<u32>(e, ESP_DEADLINE) - espInitDs);
-    if (best == 0 || ike > bestIke || (ike == bestIke && age > bestAge)) {
-      best = r + 1; bestIke = ike; bestAge = age;
+    const cls: u32 = state == ESP_OUTSTANDING ? 1 : 0;
+    const age = nowDs - (state == ESP_OUTSTANDING ? load<u32>(e, ESP_DEADLINE) : load<u32>(e, ESP_TIMER)) + espInitDs;
+    if (best == 0 || cls > bestCls || (cls == bestCls && (ike > bestIke || (ike == bestIke && age > bestAge)))) {
+      best = r + 1; bestIke = ike; bestCls = cls; bestAge = age;
     }
   }
   return best;
@@ -254,18 +365,30 @@ export function espIn(p: usize, l4: usize, l4len: u32): u32 {
     if (pick != 0) {
       const r = pick - 1;
       const e = rec(r);
-      outstandingDel(r);
-      store<u32>(e, spi, ESP_SPI_IN);
-      store<u8>(e, <u8>ESP_BOUND, ESP_STATE);
+      if (load<u8>(e, ESP_STATE) == <u8>ESP_BOUND) {
+        // A provisional SA takes a second inbound SPI and settles.
+        store<u32>(e, spi, ESP_SPI_IN2);
+        settle(r);
+      } else {
+        // Bound, but provisional for esp_init_timeout: it stays on the list,
+        // no longer counted as its host's outstanding entry.
+        store<u32>(e, spi, ESP_SPI_IN);
+        store<u8>(e, <u8>ESP_BOUND, ESP_STATE);
+        const fl = <u32>load<u16>(e, ESP_FLAGS);
+        if (fl & ESPF_CHARGED) srcRelease(load<u32>(e, ESP_LAN_ADDR), LIM_ESP);
+        store<u16>(e, <u16>((fl & ~ESPF_CHARGED) | ESPF_PROVISIONAL), ESP_FLAGS);
+        store<u32>(e, nowDs + espInitDs, ESP_TIMER);
+        store<u32>(e, peerEspBound(load<u32>(e, ESP_LAN_ADDR), remA, nowDs + espDs), ESP_PEER);
+      }
       store<u32>(e, nowDs + espDs, ESP_EXPIRES);
-      store<u32>(e, peerEspBound(load<u32>(e, ESP_LAN_ADDR), remA, nowDs + espDs), ESP_PEER);
       kmInsert(espMap, MAP_MASK, remA, spi, pick);
       count(C_ESP_BOUND);
       eventPush(EV_ESP_BOUND, 0, PROTO_ESP, SIDE_OUTSIDE, load<u32>(e, ESP_LAN_ADDR), remA, 0, 0, 0, bswap<u32>(spi));
       v = pick;
     } else if (protoForward(PROTO_ESP) != 0) {
-      // A server behind the router (redirect proto esp): unknown SPIs are its.
-      v = espNew(protoForward(PROTO_ESP), remA, 0, spi, ESP_BOUND, ESPF_FORWARD);
+      // A server behind the router (redirect proto esp): unknown SPIs are its,
+      // unanswered until it sends ESP to that peer (short-lived, evicted first).
+      v = espNew(protoForward(PROTO_ESP), remA, 0, spi, ESP_BOUND, ESPF_FORWARD | ESPF_UNREPLIED);
       if (v == 0) return Drop.ESP_TABLE_FULL;
     } else if (espGuess) {
       // Option esp_guess: hand it to the LAN host with the most recent IKE
@@ -279,8 +402,9 @@ export function espIn(p: usize, l4: usize, l4len: u32): u32 {
     }
   }
   const e = rec(v - 1);
-  store<u32>(e, nowDs + espDs, ESP_EXPIRES);
-  peerEspTouch(load<u32>(e, ESP_PEER), nowDs + espDs);
+  const life = boundLife(e);
+  store<u32>(e, life, ESP_EXPIRES);
+  peerEspTouch(load<u32>(e, ESP_PEER), life);
   store<u32>(e, load<u32>(e, ESP_PKTS) + 1, ESP_PKTS);
   rewriteAddr(p, IP_DST, load<u32>(e, ESP_LAN_ADDR));
   return Drop.NONE;

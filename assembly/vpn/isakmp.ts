@@ -17,9 +17,9 @@
 // Map key: (remote ^ icookie.hi, icookie.lo) → record + 1.
 
 import { PROTO_UDP } from "../abi/codes";
-import { C_IKE_ACTIVE, EV_IKE_COLLISION } from "../abi/counters";
+import { C_EARLY_DROPS, C_IKE_ACTIVE, EV_IKE_COLLISION } from "../abi/counters";
 import {
-  IKEF_INBOUND, IKE_EXPIRES, IKE_FLAGS, IKE_ICOOKIE, IKE_IN_USE, IKE_LAN_ADDR, IKE_LAST_SEEN, IKE_PKTS_IN,
+  IKEF_ANSWERED, IKEF_CHARGED, IKEF_INBOUND, IKE_EXPIRES, IKE_FLAGS, IKE_ICOOKIE, IKE_IN_USE, IKE_LAN_ADDR, IKE_LAST_SEEN, IKE_PKTS_IN,
   IKE_PKTS_OUT, IKE_RCOOKIE, IKE_REM_ADDR, IKE_REM_PORT, IKE_SIZE,
 } from "../abi/records";
 import { ikeMap, ikeRecs, IKE_CAP, IKE_MAP_SIZE } from "../layout";
@@ -30,8 +30,9 @@ import { redirectDest, redirectDestPort, redirectFind, redirectFindFrom } from "
 import { kmFind, kmInsert, kmRemove } from "./keymap";
 import { Drop } from "../abi/reasons";
 import { rewriteAddrPort } from "../nat/rewrite";
-import { slabAlloc, slabFree, slabHighWater, slabInit } from "./slab";
-import { countAdd, eventPush, ikeDs, nowDs, wanAddr } from "../nat/state";
+import { evictSample, slabAlloc, slabFree, slabHighWater, slabInit } from "./slab";
+import { count, countAdd, eventPush, ikeDs, nowDs, unrepliedDs, wanAddr } from "../nat/state";
+import { LIM_IKE, srcCharge, srcRelease } from "../nat/limits";
 import { peerEspActive, peerIkeClosed, peerIkeOpened, peerIkeSeen, peerSetRecent } from "./peers";
 
 export const IKE_PORT: u32 = 500;
@@ -39,8 +40,34 @@ const ISAKMP_HEADER: u32 = 28;
 const MAP_MASK: u32 = IKE_MAP_SIZE - 1;
 const slab: usize = memory.data(16);
 let sweepHand: u32 = 0;
+let evictHand: u32 = 0;
+const EVICT_SCAN: u32 = 64;
 
-export function ikeInit(): void { slabInit(slab, IKE_CAP, IKE_SIZE); sweepHand = 0; }
+export function ikeInit(): void { slabInit(slab, IKE_CAP, IKE_SIZE); sweepHand = 0; evictHand = 0; }
+
+// An exchange a WAN packet opened (a responder behind the router, the
+// router's own daemon) that the LAN side has not answered lives only
+// unreplied_timeout, and entries never answered are dropped first when the
+// table is full (issue 8 item 5); a LAN host holds at most src_max_ike.
+@inline function lifetime(flags: u32): u32 {
+  return (flags & (IKEF_INBOUND | IKEF_ANSWERED)) == IKEF_INBOUND ? unrepliedDs : ikeDs;
+}
+
+/** An entry never answered, to drop for a new one (record + 1, or 0); WAN-opened ones first, and only those for a WAN packet. */
+function evictCandidate(forWan: bool): u32 {
+  const hw = slabHighWater(slab);
+  let lanCand: u32 = 0;
+  for (let n: u32 = 0; n < EVICT_SCAN && n < hw; n++) {
+    const r = evictSample(evictHand++, hw);
+    const e = rec(r);
+    if (load<u8>(e, IKE_IN_USE) == 0) continue;
+    const f = <u32>load<u16>(e, IKE_FLAGS);
+    if (f & IKEF_ANSWERED) continue;
+    if (f & IKEF_INBOUND) return r + 1;
+    if (lanCand == 0) lanCand = r + 1;
+  }
+  return forWan ? 0 : lanCand;
+}
 
 @inline function rec(r: u32): usize { return ikeRecs + <usize>r * IKE_SIZE; }
 @inline function key1(remA: u32, ic: u64): u32 { return remA ^ <u32>(ic >>> 32); }
@@ -67,6 +94,7 @@ function keepAlive(e: usize): bool {
 
 function free(r: u32): void {
   const e = rec(r);
+  if (load<u16>(e, IKE_FLAGS) & <u16>IKEF_CHARGED) srcRelease(load<u32>(e, IKE_LAN_ADDR), LIM_IKE);
   kmRemove(ikeMap, MAP_MASK, key1(load<u32>(e, IKE_REM_ADDR), load<u64>(e, IKE_ICOOKIE)), <u32>load<u64>(e, IKE_ICOOKIE), r + 1);
   const lanA = load<u32>(e, IKE_LAN_ADDR);
   const remA = load<u32>(e, IKE_REM_ADDR);
@@ -90,11 +118,18 @@ function findRecentHost(remA: u32): void {
 }
 
 function create(lanA: u32, remA: u32, remP: u32, ic: u64, flags: u32): u32 {
-  const v = slabAlloc(slab, ikeRecs);
-  if (v == 0) return 0;
+  let v = slabAlloc(slab, ikeRecs);
+  if (v == 0) {
+    const x = evictCandidate((flags & IKEF_INBOUND) != 0);
+    if (x == 0) return 0;
+    free(x - 1);
+    count(C_EARLY_DROPS);
+    v = slabAlloc(slab, ikeRecs);
+    if (v == 0) return 0;
+  }
   const e = rec(v - 1);
   store<u32>(e, lanA, IKE_LAN_ADDR); store<u32>(e, remA, IKE_REM_ADDR); store<u64>(e, ic, IKE_ICOOKIE); store<u64>(e, 0, IKE_RCOOKIE);
-  store<u32>(e, nowDs + ikeDs, IKE_EXPIRES); store<u32>(e, nowDs, IKE_LAST_SEEN); store<u16>(e, <u16>remP, IKE_REM_PORT);
+  store<u32>(e, nowDs + lifetime(flags), IKE_EXPIRES); store<u32>(e, nowDs, IKE_LAST_SEEN); store<u16>(e, <u16>remP, IKE_REM_PORT);
   store<u16>(e, <u16>flags, IKE_FLAGS); store<u8>(e, 1, IKE_IN_USE);
   kmInsert(ikeMap, MAP_MASK, key1(remA, ic), <u32>ic, v);
   countAdd(C_IKE_ACTIVE, 1);
@@ -105,7 +140,9 @@ function create(lanA: u32, remA: u32, remP: u32, ic: u64, flags: u32): u32 {
 
 function touch(e: usize, rc: u64, outbound: bool): void {
   if (load<u64>(e, IKE_RCOOKIE) == 0 && rc != 0) store<u64>(e, rc, IKE_RCOOKIE);
-  store<u32>(e, nowDs + ikeDs, IKE_EXPIRES);
+  let f = <u32>load<u16>(e, IKE_FLAGS);
+  if (outbound == ((f & IKEF_INBOUND) != 0)) { f |= IKEF_ANSWERED; store<u16>(e, <u16>f, IKE_FLAGS); }
+  store<u32>(e, nowDs + lifetime(f), IKE_EXPIRES);
   store<u32>(e, nowDs, IKE_LAST_SEEN);
   const lanA = load<u32>(e, IKE_LAN_ADDR);
   peerIkeSeen(lanA, load<u32>(e, IKE_REM_ADDR), lanA != wanAddr);
@@ -141,8 +178,10 @@ export function ikeOut(p: usize, l4: usize, l4len: u32): u32 {
       // answers exchanges it did not start, and its session was made inbound.
       return Drop.NO_FLOW;
     }
-    v = create(lanA, remA, port(l4, L4_DST_PORT), ic, 0);
-    if (v == 0) return Drop.IKE_TABLE_FULL;
+    const charged = lanA != wanAddr;
+    if (charged && !srcCharge(lanA, LIM_IKE)) return Drop.SRC_IKE_LIMIT;
+    v = create(lanA, remA, port(l4, L4_DST_PORT), ic, charged ? IKEF_CHARGED : 0);
+    if (v == 0) { if (charged) srcRelease(lanA, LIM_IKE); return Drop.IKE_TABLE_FULL; }
   }
   touch(rec(v - 1), rc, true);
   rewriteAddrPort(p, IP_SRC, wanAddr, l4, PROTO_UDP, L4_SRC_PORT, IKE_PORT);

@@ -29,6 +29,7 @@ import { kmFind, kmInsert, kmRemove } from "./keymap";
 import { Drop } from "../abi/reasons";
 import { slabAlloc, slabFree, slabHighWater, slabInit } from "./slab";
 import { countAdd, greDisconnectDs, greDs, hashSeed, nowDs } from "../nat/state";
+import { LIM_CALLS, srcCharge, srcRelease } from "../nat/limits";
 
 export const PPTP_PORT: u32 = 1723;
 const MAGIC: u32 = 0x1a2b3c4d;
@@ -94,6 +95,7 @@ function callFree(r: u32): void {
   kmRemove(callMap, MAP_MASK, lanKey(load<u32>(e, CALL_LAN_ADDR), remA), load<u16>(e, CALL_ID_LAN) | K_LAN, r + 1);
   if (load<u16>(e, CALL_FLAGS) & <u16>CF_REMOTE_KNOWN) kmRemove(callMap, MAP_MASK, remA, load<u16>(e, CALL_ID_REMOTE) | K_OUT, r + 1);
   aliasMark(load<u16>(e, CALL_ID_ALIAS), false);
+  srcRelease(load<u32>(e, CALL_LAN_ADDR), LIM_CALLS);
   slabFree(slab, callRecs, r);
   countAdd(C_CALLS_ACTIVE, -1);
 }
@@ -121,9 +123,13 @@ export function callFindOut(remA: u32, callRemote: u32): u32 {
   return v != 0 && live(v - 1) ? v : 0;
 }
 
+const SRC_LIMIT: u32 = 0xffffffff;
+
+/** The LAN host's call `callLan` with `remA`, opened if new; 0 when the table is full, SRC_LIMIT at the host's cap (src_max_calls). */
 function callOpen(lanA: u32, remA: u32, callLan: u32): u32 {
   let v = findLan(lanA, remA, callLan);
   if (v != 0) return v;
+  if (!srcCharge(lanA, LIM_CALLS)) return SRC_LIMIT;
   let alias: u32 = 0;
   if (callLan != 0 && !aliasUsed(callLan)) alias = callLan;
   else {
@@ -132,10 +138,10 @@ function callOpen(lanA: u32, remA: u32, callLan: u32): u32 {
       aliasHint = aliasHint >= 65535 ? 1 : aliasHint + 1;
       if (!aliasUsed(a)) { alias = a; break; }
     }
-    if (alias == 0) return 0;
+    if (alias == 0) { srcRelease(lanA, LIM_CALLS); return 0; }
   }
   v = slabAlloc(slab, callRecs);
-  if (v == 0) return 0;
+  if (v == 0) { srcRelease(lanA, LIM_CALLS); return 0; }
   const e = rec(v - 1);
   store<u32>(e, lanA, CALL_LAN_ADDR); store<u32>(e, remA, CALL_REM_ADDR); store<u16>(e, <u16>callLan, CALL_ID_LAN); store<u16>(e, <u16>alias, CALL_ID_ALIAS);
   store<u32>(e, nowDs + greDs, CALL_EXPIRES); store<u8>(e, 1, CALL_IN_USE);
@@ -188,6 +194,7 @@ export function pptpOut(l4: usize, l4len: u32, lanA: u32, remA: u32): u32 {
     if (ctype == OCRQ || ctype == OCRP || ctype == ICRQ || ctype == ICRP) {
       const v = callOpen(lanA, remA, own);
       if (v == 0) return Drop.PPTP_TABLE_FULL;
+      if (v == SRC_LIMIT) return Drop.SRC_CALL_LIMIT;
       if (ctype == OCRP || ctype == ICRP) setRemote(v, be16(m + M_PEER_CALL_ID));
       put(l4, m + M_CALL_ID, load<u16>(rec(v - 1), CALL_ID_ALIAS));
     } else if (ctype == CCRQ || ctype == CDN) {

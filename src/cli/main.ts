@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// vpnmasq command line: run | check-config | status | conntrack | reload | wan-update | demo
+// vpnmasq command line: run | check-config | status | conntrack | reload | wan-update | guard | rpcd | demo
 //
 // Conventions of the tools it sits beside: `conntrack` takes conntrack-tools'
 // options (-L/-D/-F/-C, -p, -s/--src, -d/--dst, --sport, --dport); the
@@ -28,6 +28,10 @@ commands:
   conntrack      the flow table, with conntrack-tools' options (-L, -D, -F, -C, filters)
   reload         re-read the configuration (a bad file is refused, the running one stays)
   wan-update     re-read the WAN device's address now (the hotplug script's call)
+  guard install|remove|status
+                 the fail-closed guard: no forwarding between lan_device and
+                 wan_device outside vpnmasq, also while it is not running
+                 (run installs it; stop keeps it; remove takes it away)
   rpcd           rpcd's exec plugin (ubus call vpnmasq status|conntrack|reload)
   demo           the embedded namespace lab (what \`sudo npm start\` runs)
 
@@ -129,6 +133,14 @@ The control socket is --socket here: -s is the source filter.`,
     summary: 'wan-update [--json]',
     help: "Makes the running vpnmasq re-read the WAN device's address now (hotplug and udhcpc call it).",
     options: SOCKET_S,
+    json: true,
+  },
+  guard: {
+    summary: 'guard install|remove|status [--json]',
+    help: `The fail-closed guard: no forwarding between lan_device and wan_device
+outside vpnmasq, also while it is not running (run installs it; stop keeps
+it; remove takes it away). status exits 0 when installed, 3 when not.`,
+    options: {},
     json: true,
   },
   rpcd: {
@@ -270,7 +282,7 @@ async function main(argv: string[]): Promise<number> {
   if (v.version) { out(`vpnmasq ${version()}`); return 0; }
   if (v.help) { out(cmd ? commandHelp(cmd) : USAGE); return 0; }
   if (!cmd) { out(USAGE); return 2; }
-  const maxArgs = cmd === 'rpcd' ? 3 : 1;
+  const maxArgs = cmd === 'rpcd' ? 3 : cmd === 'guard' ? 2 : 1;
   if (parsed.positionals.length > maxArgs) throw new UsageError(`${cmd}: unexpected argument "${parsed.positionals[maxArgs]}"`);
   if (v.json && !spec.json) {
     throw new UsageError(`${cmd}: --json is not accepted (${cmd === 'run' ? 'use --log-format json for JSON log lines' : 'it prints no data'})`);
@@ -324,6 +336,10 @@ async function main(argv: string[]): Promise<number> {
       out(v.json ? JSON.stringify(d) : 'vpnmasq: configuration reloaded' +
         (d?.restartNeeded?.length ? `; restart needed for: ${d.restartNeeded.join(', ')}` : ''));
       return 0;
+    }
+    case 'guard': {
+      const { guardCommand } = await import('./guard.js');
+      return guardCommand(parsed.positionals[1], configPath, v.json === true);
     }
     case 'rpcd': {
       const [, what, method] = parsed.positionals;

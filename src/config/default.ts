@@ -33,6 +33,14 @@ config vpnmasq 'main'
 	option gre_timeout '7440'
 	option parallel_sessions '0'
 	option esp_guess '0'
+	# No table one source can fill: caps per LAN host, and a short life for
+	# what WAN packets opened until the LAN side answers.
+	option unreplied_timeout '30'
+	option src_max_flows '0'	# 0: a quarter of max_flows, at least 1024
+	option src_max_ike '256'
+	option src_max_calls '256'
+	option src_max_esp_pending '16'
+	option src_max_frags '256'
 	option control_socket '/var/run/vpnmasq.sock'	# Unix socket for control commands
 	option wan_interface 'wan'	# netifd interface of the WAN (hotplug and procd triggers)
 

@@ -215,6 +215,13 @@ export const MAIN_TABLE = [
   opt('gre_timeout', seconds(), 7440, 'a PPTP call and its GRE mapping', { engine: true }),
   opt('parallel_sessions', bool, false, 'new ESP of other LAN hosts to a server need not wait for an outstanding one', { engine: true }),
   opt('esp_guess', bool, false, 'an unknown inbound SPI goes to the host with the latest IKE exchange', { engine: true }),
+  // Issue 8 item 5: no table one source can fill.
+  opt('unreplied_timeout', seconds(), 30, 'what a WAN packet opened (a forward\'s flow, an IKE exchange, an ESP SA) until the LAN side answers; dropped first when a table is full', { engine: true }),
+  opt('src_max_flows', uint(0, 4194304), 0, 'flows one LAN host may hold; 0: a quarter of max_flows, at least 1024', { engine: true }),
+  opt('src_max_ike', uint(1, 4096), 256, 'IKE exchanges one LAN host may hold (the table holds 4096)', { engine: true }),
+  opt('src_max_calls', uint(1, 4096), 256, 'PPTP calls one LAN host may hold (the table holds 4096)', { engine: true }),
+  opt('src_max_esp_pending', uint(1, 256), 16, 'outstanding ESP associations one LAN host may hold (256 in all)', { engine: true }),
+  opt('src_max_frags', uint(1, 4096), 256, 'fragmented datagrams one LAN host may have in flight (the table holds 4096)', { engine: true }),
   opt('control_socket', socketPath, '/var/run/vpnmasq.sock', 'Unix socket for control commands'),
   opt('wan_interface', netifdName, 'wan', 'netifd interface of the WAN (hotplug and procd triggers; the daemon uses wan_device)'),
 ] as const;

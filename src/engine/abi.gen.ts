@@ -10,16 +10,18 @@ export const DROP_REASONS = [
   'no_wan_address', 'bad_port', 'esp_spi_zero', 'esp_serialized', 'esp_squelched', 'esp_no_sa',
   'esp_table_full', 'isakmp_truncated', 'isakmp_zero_cookie', 'isakmp_cookie_collision', 'ike_table_full',
   'ah_translated', 'gre_bad_header', 'gre_no_call', 'pptp_bad_magic', 'pptp_bad_length', 'pptp_bad_type',
-  'pptp_table_full', 'pptp_no_call', 'esp_spi_reserved',
+  'pptp_table_full', 'pptp_no_call', 'esp_spi_reserved', 'tcp_out_of_window', 'src_flow_limit',
+  'src_ike_limit', 'src_call_limit', 'src_esp_limit', 'src_frag_limit',
 ] as const;
 export type DropReason = (typeof DROP_REASONS)[number];
-export const DROP_COUNT = 46;
+export const DROP_COUNT = 52;
 /** Reasons marked `@policy`: worth a log line (the rest is malformed input, counted silently). */
 export const POLICY_REASON_NAMES: readonly DropReason[] = [
   'bad_src', 'wan_to_lan', 'no_flow', 'table_full', 'pool_exhausted', 'frag_table_full', 'policy_drop',
   'policy_reject', 'proto_unsupported', 'no_wan_address', 'esp_serialized', 'esp_squelched', 'esp_no_sa',
   'esp_table_full', 'isakmp_cookie_collision', 'ike_table_full', 'ah_translated', 'gre_no_call',
-  'pptp_table_full',
+  'pptp_table_full', 'tcp_out_of_window', 'src_flow_limit', 'src_ike_limit', 'src_call_limit',
+  'src_esp_limit', 'src_frag_limit',
 ];
 
 // @group counters
@@ -39,6 +41,7 @@ export const C_ESP_ACTIVE = 12;
 export const C_IKE_ACTIVE = 13;
 export const C_CALLS_ACTIVE = 14;
 export const C_ESP_BOUND = 15;
+export const C_EARLY_DROPS = 16;
 
 // @group counterLayout
 export const C_DROP_BASE = 32;
@@ -71,7 +74,7 @@ export const EVT_TIME = 24;
 export const EVT_EXTRA = 28;
 
 // @group flow
-export const FLOW_SIZE = 32;
+export const FLOW_SIZE = 40;
 export const F_LAN_ADDR = 0;
 export const F_REM_ADDR = 4;
 export const F_LAN_PORT = 8;
@@ -81,9 +84,12 @@ export const F_PROTO = 14;
 export const F_STATE = 15;
 export const F_EXPIRES = 16;
 export const F_FLAGS = 20;
-export const F_SPARE = 22;
+export const F_TCP_OUT = 22;
+export const F_TCP_IN = 23;
 export const F_PKTS_OUT = 24;
 export const F_PKTS_IN = 28;
+export const F_END_OUT = 32;
+export const F_END_IN = 36;
 
 // @group flowFlags
 export const FL_IN_USE = 1;
@@ -92,6 +98,9 @@ export const FL_REPLIED = 4;
 export const FL_FIN_OUT = 8;
 export const FL_FIN_IN = 16;
 export const FL_NATT = 32;
+export const FL_CHARGED = 64;
+export const FL_WS_SHIFT = 8;
+export const FL_WS_NONE = 65280;
 
 // @group binding
 export const BIND_SIZE = 12;
@@ -107,7 +116,7 @@ export const BIND_ICMP = 2;
 export const BIND_PROTOS = 3;
 
 // @group esp
-export const ESP_SIZE = 32;
+export const ESP_SIZE = 40;
 export const ESP_LAN_ADDR = 0;
 export const ESP_REM_ADDR = 4;
 export const ESP_SPI_OUT = 8;
@@ -119,11 +128,16 @@ export const ESP_STATE = 24;
 export const ESP_RETRIES = 25;
 export const ESP_FLAGS = 26;
 export const ESP_PKTS = 28;
+export const ESP_SPI_IN2 = 32;
+export const ESP_TIMER = 36;
 export const ESP_FREE = 0;
 export const ESP_OUTSTANDING = 1;
 export const ESP_BOUND = 2;
 export const ESP_SQUELCHED = 3;
 export const ESPF_FORWARD = 1;
+export const ESPF_UNREPLIED = 2;
+export const ESPF_PROVISIONAL = 4;
+export const ESPF_CHARGED = 8;
 
 // @group ike
 export const IKE_SIZE = 48;
@@ -139,6 +153,8 @@ export const IKE_PKTS_OUT = 36;
 export const IKE_PKTS_IN = 40;
 export const IKE_IN_USE = 44;
 export const IKEF_INBOUND = 1;
+export const IKEF_ANSWERED = 2;
+export const IKEF_CHARGED = 4;
 
 // @group call
 export const CALL_SIZE = 32;
@@ -179,6 +195,15 @@ export const PEER_ESP_EXPIRES = 20;
 export const PEER_RECENT_HOST = 24;
 export const PEER_REFS = 28;
 
+// @group src
+export const SRC_SIZE = 16;
+export const SRC_ADDR = 0;
+export const SRC_FLOWS = 4;
+export const SRC_IKE = 8;
+export const SRC_CALLS = 10;
+export const SRC_ESP = 12;
+export const SRC_FRAGS = 14;
+
 // @group sides
 export const SIDE_INSIDE = 0;
 export const SIDE_OUTSIDE = 1;
@@ -206,7 +231,7 @@ export const PROTO_ESP = 50;
 export const PROTO_AH = 51;
 
 // @group settings
-export const SETTINGS_SIZE = 64;
+export const SETTINGS_SIZE = 96;
 export const SET_TCP_TIMEOUT = 0;
 export const SET_TCP_TRANSITORY_TIMEOUT = 4;
 export const SET_UDP_TIMEOUT = 8;
@@ -222,12 +247,18 @@ export const SET_PARALLEL_SESSIONS = 44;
 export const SET_ESP_GUESS = 48;
 export const SET_MASQ_PORT_LO = 52;
 export const SET_MASQ_PORT_HI = 56;
+export const SET_UNREPLIED_TIMEOUT = 60;
+export const SET_SRC_MAX_FLOWS = 64;
+export const SET_SRC_MAX_IKE = 68;
+export const SET_SRC_MAX_CALLS = 72;
+export const SET_SRC_MAX_ESP_PENDING = 76;
+export const SET_SRC_MAX_FRAGS = 80;
 
 /** Counter slots by name (camelCase of C_*). */
 export const COUNTERS = {
   rxInside: 0, rxOutside: 1, passInside: 2, passOutside: 3, flowsNew: 4, flowsExpired: 5, flowsActive: 6,
   bindingsActive: 7, fragsActive: 8, eventsLost: 9, localAccept: 10, flowsFlushed: 11, espActive: 12,
-  ikeActive: 13, callsActive: 14, espBound: 15,
+  ikeActive: 13, callsActive: 14, espBound: 15, earlyDrops: 16,
 } as const;
 export const PROTO_NAMES: Record<number, string> = { 1: 'icmp', 6: 'tcp', 17: 'udp', 47: 'gre', 50: 'esp', 51: 'ah' };
 
@@ -236,58 +267,65 @@ export const SETTINGS_FIELDS = {
   tcp_timeout: 0, tcp_transitory_timeout: 4, udp_timeout: 8, icmp_timeout: 12, frag_timeout: 16,
   esp_timeout: 20, esp_init_timeout: 24, esp_init_retries: 28, ike_timeout: 32, natt_timeout: 36,
   gre_timeout: 40, parallel_sessions: 44, esp_guess: 48, masq_port_lo: 52, masq_port_hi: 56,
+  unreplied_timeout: 60, src_max_flows: 64, src_max_ike: 68, src_max_calls: 72, src_max_esp_pending: 76,
+  src_max_frags: 80,
 } as const;
 /** Every field of the settings record, keyed by UCI option name: seconds, counts, flags 0/1. */
 export type EngineSettings = { [K in keyof typeof SETTINGS_FIELDS]: number };
 
 /** Constant names by group, for views and tests. */
 export const ABI_GROUPS = {
-  counters: ['C_RX_INSIDE', 'C_RX_OUTSIDE', 'C_PASS_INSIDE', 'C_PASS_OUTSIDE', 'C_FLOWS_NEW', 'C_FLOWS_EXPIRED', 'C_FLOWS_ACTIVE', 'C_BINDINGS_ACTIVE', 'C_FRAGS_ACTIVE', 'C_EVENTS_LOST', 'C_LOCAL_ACCEPT', 'C_FLOWS_FLUSHED', 'C_ESP_ACTIVE', 'C_IKE_ACTIVE', 'C_CALLS_ACTIVE', 'C_ESP_BOUND'],
+  counters: ['C_RX_INSIDE', 'C_RX_OUTSIDE', 'C_PASS_INSIDE', 'C_PASS_OUTSIDE', 'C_FLOWS_NEW', 'C_FLOWS_EXPIRED', 'C_FLOWS_ACTIVE', 'C_BINDINGS_ACTIVE', 'C_FRAGS_ACTIVE', 'C_EVENTS_LOST', 'C_LOCAL_ACCEPT', 'C_FLOWS_FLUSHED', 'C_ESP_ACTIVE', 'C_IKE_ACTIVE', 'C_CALLS_ACTIVE', 'C_ESP_BOUND', 'C_EARLY_DROPS'],
   counterLayout: ['C_DROP_BASE', 'COUNTER_SLOTS'],
   eventTypes: ['EV_FLOW_NEW', 'EV_FLOW_EXPIRED', 'EV_DROP', 'EV_FLUSH', 'EV_ESP_BOUND', 'EV_AH_REFUSED', 'EV_IKE_COLLISION'],
   event: ['EVENT_CAP', 'EVENT_HEADER', 'EVENT_SIZE', 'EVT_TYPE', 'EVT_REASON', 'EVT_PROTO', 'EVT_SIDE', 'EVT_LAN_ADDR', 'EVT_REM_ADDR', 'EVT_WAN_ADDR', 'EVT_LAN_PORT', 'EVT_REM_PORT', 'EVT_ALIAS_PORT', 'EVT_TIME', 'EVT_EXTRA'],
-  flow: ['FLOW_SIZE', 'F_LAN_ADDR', 'F_REM_ADDR', 'F_LAN_PORT', 'F_REM_PORT', 'F_ALIAS_PORT', 'F_PROTO', 'F_STATE', 'F_EXPIRES', 'F_FLAGS', 'F_SPARE', 'F_PKTS_OUT', 'F_PKTS_IN'],
-  flowFlags: ['FL_IN_USE', 'FL_REDIRECT', 'FL_REPLIED', 'FL_FIN_OUT', 'FL_FIN_IN', 'FL_NATT'],
+  flow: ['FLOW_SIZE', 'F_LAN_ADDR', 'F_REM_ADDR', 'F_LAN_PORT', 'F_REM_PORT', 'F_ALIAS_PORT', 'F_PROTO', 'F_STATE', 'F_EXPIRES', 'F_FLAGS', 'F_TCP_OUT', 'F_TCP_IN', 'F_PKTS_OUT', 'F_PKTS_IN', 'F_END_OUT', 'F_END_IN'],
+  flowFlags: ['FL_IN_USE', 'FL_REDIRECT', 'FL_REPLIED', 'FL_FIN_OUT', 'FL_FIN_IN', 'FL_NATT', 'FL_CHARGED', 'FL_WS_SHIFT', 'FL_WS_NONE'],
   binding: ['BIND_SIZE', 'B_LAN_ADDR', 'B_REFS', 'B_LAN_PORT', 'B_FLAGS', 'BF_USED', 'BF_STATIC', 'BIND_TCP', 'BIND_UDP', 'BIND_ICMP', 'BIND_PROTOS'],
-  esp: ['ESP_SIZE', 'ESP_LAN_ADDR', 'ESP_REM_ADDR', 'ESP_SPI_OUT', 'ESP_SPI_IN', 'ESP_EXPIRES', 'ESP_DEADLINE', 'ESP_PEER', 'ESP_STATE', 'ESP_RETRIES', 'ESP_FLAGS', 'ESP_PKTS', 'ESP_FREE', 'ESP_OUTSTANDING', 'ESP_BOUND', 'ESP_SQUELCHED', 'ESPF_FORWARD'],
-  ike: ['IKE_SIZE', 'IKE_LAN_ADDR', 'IKE_REM_ADDR', 'IKE_ICOOKIE', 'IKE_RCOOKIE', 'IKE_EXPIRES', 'IKE_LAST_SEEN', 'IKE_REM_PORT', 'IKE_FLAGS', 'IKE_PKTS_OUT', 'IKE_PKTS_IN', 'IKE_IN_USE', 'IKEF_INBOUND'],
+  esp: ['ESP_SIZE', 'ESP_LAN_ADDR', 'ESP_REM_ADDR', 'ESP_SPI_OUT', 'ESP_SPI_IN', 'ESP_EXPIRES', 'ESP_DEADLINE', 'ESP_PEER', 'ESP_STATE', 'ESP_RETRIES', 'ESP_FLAGS', 'ESP_PKTS', 'ESP_SPI_IN2', 'ESP_TIMER', 'ESP_FREE', 'ESP_OUTSTANDING', 'ESP_BOUND', 'ESP_SQUELCHED', 'ESPF_FORWARD', 'ESPF_UNREPLIED', 'ESPF_PROVISIONAL', 'ESPF_CHARGED'],
+  ike: ['IKE_SIZE', 'IKE_LAN_ADDR', 'IKE_REM_ADDR', 'IKE_ICOOKIE', 'IKE_RCOOKIE', 'IKE_EXPIRES', 'IKE_LAST_SEEN', 'IKE_REM_PORT', 'IKE_FLAGS', 'IKE_PKTS_OUT', 'IKE_PKTS_IN', 'IKE_IN_USE', 'IKEF_INBOUND', 'IKEF_ANSWERED', 'IKEF_CHARGED'],
   call: ['CALL_SIZE', 'CALL_LAN_ADDR', 'CALL_REM_ADDR', 'CALL_ID_LAN', 'CALL_ID_ALIAS', 'CALL_ID_REMOTE', 'CALL_FLAGS', 'CALL_EXPIRES', 'CALL_PKTS_OUT', 'CALL_PKTS_IN', 'CALL_IN_USE', 'CF_REMOTE_KNOWN', 'CF_DISCONNECTED'],
   frag: ['FRAG_SIZE', 'FRAG_SRC_ADDR', 'FRAG_DST_ADDR', 'FRAG_IP_ID', 'FRAG_PROTO', 'FRAG_SIDE', 'FRAG_NEW_ADDR', 'FRAG_EXPIRES', 'FRAG_FIRST_END', 'FRAG_SEEN', 'FRAG_TOTAL'],
   peer: ['PEER_SIZE', 'PEER_LAN_ADDR', 'PEER_REM_ADDR', 'PEER_IKE_LAST', 'PEER_IKE_COUNT', 'PEER_ESP_BOUND', 'PEER_ESP_EXPIRES', 'PEER_RECENT_HOST', 'PEER_REFS'],
+  src: ['SRC_SIZE', 'SRC_ADDR', 'SRC_FLOWS', 'SRC_IKE', 'SRC_CALLS', 'SRC_ESP', 'SRC_FRAGS'],
   sides: ['SIDE_INSIDE', 'SIDE_OUTSIDE'],
   verdicts: ['VERDICT_DROP', 'VERDICT_PASS'],
   rules: ['ZONE_WAN', 'ZONE_LAN', 'DEST_ROUTER', 'DEST_FORWARD', 'TARGET_NONE', 'TARGET_ACCEPT', 'TARGET_DROP', 'TARGET_REJECT'],
   protocols: ['PROTO_ICMP', 'PROTO_TCP', 'PROTO_UDP', 'PROTO_GRE', 'PROTO_ESP', 'PROTO_AH'],
-  settings: ['SETTINGS_SIZE', 'SET_TCP_TIMEOUT', 'SET_TCP_TRANSITORY_TIMEOUT', 'SET_UDP_TIMEOUT', 'SET_ICMP_TIMEOUT', 'SET_FRAG_TIMEOUT', 'SET_ESP_TIMEOUT', 'SET_ESP_INIT_TIMEOUT', 'SET_ESP_INIT_RETRIES', 'SET_IKE_TIMEOUT', 'SET_NATT_TIMEOUT', 'SET_GRE_TIMEOUT', 'SET_PARALLEL_SESSIONS', 'SET_ESP_GUESS', 'SET_MASQ_PORT_LO', 'SET_MASQ_PORT_HI'],
+  settings: ['SETTINGS_SIZE', 'SET_TCP_TIMEOUT', 'SET_TCP_TRANSITORY_TIMEOUT', 'SET_UDP_TIMEOUT', 'SET_ICMP_TIMEOUT', 'SET_FRAG_TIMEOUT', 'SET_ESP_TIMEOUT', 'SET_ESP_INIT_TIMEOUT', 'SET_ESP_INIT_RETRIES', 'SET_IKE_TIMEOUT', 'SET_NATT_TIMEOUT', 'SET_GRE_TIMEOUT', 'SET_PARALLEL_SESSIONS', 'SET_ESP_GUESS', 'SET_MASQ_PORT_LO', 'SET_MASQ_PORT_HI', 'SET_UNREPLIED_TIMEOUT', 'SET_SRC_MAX_FLOWS', 'SET_SRC_MAX_IKE', 'SET_SRC_MAX_CALLS', 'SET_SRC_MAX_ESP_PENDING', 'SET_SRC_MAX_FRAGS'],
 } as const;
 /** Every constant in the order the engine's abiDescribe() writes them (u32 each), after DROP_COUNT. */
 export const ABI_ORDER = [
   'C_RX_INSIDE', 'C_RX_OUTSIDE', 'C_PASS_INSIDE', 'C_PASS_OUTSIDE', 'C_FLOWS_NEW', 'C_FLOWS_EXPIRED',
   'C_FLOWS_ACTIVE', 'C_BINDINGS_ACTIVE', 'C_FRAGS_ACTIVE', 'C_EVENTS_LOST', 'C_LOCAL_ACCEPT',
-  'C_FLOWS_FLUSHED', 'C_ESP_ACTIVE', 'C_IKE_ACTIVE', 'C_CALLS_ACTIVE', 'C_ESP_BOUND', 'C_DROP_BASE',
-  'COUNTER_SLOTS', 'EV_FLOW_NEW', 'EV_FLOW_EXPIRED', 'EV_DROP', 'EV_FLUSH', 'EV_ESP_BOUND', 'EV_AH_REFUSED',
-  'EV_IKE_COLLISION', 'EVENT_CAP', 'EVENT_HEADER', 'EVENT_SIZE', 'EVT_TYPE', 'EVT_REASON', 'EVT_PROTO',
-  'EVT_SIDE', 'EVT_LAN_ADDR', 'EVT_REM_ADDR', 'EVT_WAN_ADDR', 'EVT_LAN_PORT', 'EVT_REM_PORT',
+  'C_FLOWS_FLUSHED', 'C_ESP_ACTIVE', 'C_IKE_ACTIVE', 'C_CALLS_ACTIVE', 'C_ESP_BOUND', 'C_EARLY_DROPS',
+  'C_DROP_BASE', 'COUNTER_SLOTS', 'EV_FLOW_NEW', 'EV_FLOW_EXPIRED', 'EV_DROP', 'EV_FLUSH', 'EV_ESP_BOUND',
+  'EV_AH_REFUSED', 'EV_IKE_COLLISION', 'EVENT_CAP', 'EVENT_HEADER', 'EVENT_SIZE', 'EVT_TYPE', 'EVT_REASON',
+  'EVT_PROTO', 'EVT_SIDE', 'EVT_LAN_ADDR', 'EVT_REM_ADDR', 'EVT_WAN_ADDR', 'EVT_LAN_PORT', 'EVT_REM_PORT',
   'EVT_ALIAS_PORT', 'EVT_TIME', 'EVT_EXTRA', 'FLOW_SIZE', 'F_LAN_ADDR', 'F_REM_ADDR', 'F_LAN_PORT',
-  'F_REM_PORT', 'F_ALIAS_PORT', 'F_PROTO', 'F_STATE', 'F_EXPIRES', 'F_FLAGS', 'F_SPARE', 'F_PKTS_OUT',
-  'F_PKTS_IN', 'FL_IN_USE', 'FL_REDIRECT', 'FL_REPLIED', 'FL_FIN_OUT', 'FL_FIN_IN', 'FL_NATT', 'BIND_SIZE',
-  'B_LAN_ADDR', 'B_REFS', 'B_LAN_PORT', 'B_FLAGS', 'BF_USED', 'BF_STATIC', 'BIND_TCP', 'BIND_UDP',
-  'BIND_ICMP', 'BIND_PROTOS', 'ESP_SIZE', 'ESP_LAN_ADDR', 'ESP_REM_ADDR', 'ESP_SPI_OUT', 'ESP_SPI_IN',
-  'ESP_EXPIRES', 'ESP_DEADLINE', 'ESP_PEER', 'ESP_STATE', 'ESP_RETRIES', 'ESP_FLAGS', 'ESP_PKTS', 'ESP_FREE',
-  'ESP_OUTSTANDING', 'ESP_BOUND', 'ESP_SQUELCHED', 'ESPF_FORWARD', 'IKE_SIZE', 'IKE_LAN_ADDR', 'IKE_REM_ADDR',
-  'IKE_ICOOKIE', 'IKE_RCOOKIE', 'IKE_EXPIRES', 'IKE_LAST_SEEN', 'IKE_REM_PORT', 'IKE_FLAGS', 'IKE_PKTS_OUT',
-  'IKE_PKTS_IN', 'IKE_IN_USE', 'IKEF_INBOUND', 'CALL_SIZE', 'CALL_LAN_ADDR', 'CALL_REM_ADDR', 'CALL_ID_LAN',
+  'F_REM_PORT', 'F_ALIAS_PORT', 'F_PROTO', 'F_STATE', 'F_EXPIRES', 'F_FLAGS', 'F_TCP_OUT', 'F_TCP_IN',
+  'F_PKTS_OUT', 'F_PKTS_IN', 'F_END_OUT', 'F_END_IN', 'FL_IN_USE', 'FL_REDIRECT', 'FL_REPLIED', 'FL_FIN_OUT',
+  'FL_FIN_IN', 'FL_NATT', 'FL_CHARGED', 'FL_WS_SHIFT', 'FL_WS_NONE', 'BIND_SIZE', 'B_LAN_ADDR', 'B_REFS',
+  'B_LAN_PORT', 'B_FLAGS', 'BF_USED', 'BF_STATIC', 'BIND_TCP', 'BIND_UDP', 'BIND_ICMP', 'BIND_PROTOS',
+  'ESP_SIZE', 'ESP_LAN_ADDR', 'ESP_REM_ADDR', 'ESP_SPI_OUT', 'ESP_SPI_IN', 'ESP_EXPIRES', 'ESP_DEADLINE',
+  'ESP_PEER', 'ESP_STATE', 'ESP_RETRIES', 'ESP_FLAGS', 'ESP_PKTS', 'ESP_SPI_IN2', 'ESP_TIMER', 'ESP_FREE',
+  'ESP_OUTSTANDING', 'ESP_BOUND', 'ESP_SQUELCHED', 'ESPF_FORWARD', 'ESPF_UNREPLIED', 'ESPF_PROVISIONAL',
+  'ESPF_CHARGED', 'IKE_SIZE', 'IKE_LAN_ADDR', 'IKE_REM_ADDR', 'IKE_ICOOKIE', 'IKE_RCOOKIE', 'IKE_EXPIRES',
+  'IKE_LAST_SEEN', 'IKE_REM_PORT', 'IKE_FLAGS', 'IKE_PKTS_OUT', 'IKE_PKTS_IN', 'IKE_IN_USE', 'IKEF_INBOUND',
+  'IKEF_ANSWERED', 'IKEF_CHARGED', 'CALL_SIZE', 'CALL_LAN_ADDR', 'CALL_REM_ADDR', 'CALL_ID_LAN',
   'CALL_ID_ALIAS', 'CALL_ID_REMOTE', 'CALL_FLAGS', 'CALL_EXPIRES', 'CALL_PKTS_OUT', 'CALL_PKTS_IN',
   'CALL_IN_USE', 'CF_REMOTE_KNOWN', 'CF_DISCONNECTED', 'FRAG_SIZE', 'FRAG_SRC_ADDR', 'FRAG_DST_ADDR',
   'FRAG_IP_ID', 'FRAG_PROTO', 'FRAG_SIDE', 'FRAG_NEW_ADDR', 'FRAG_EXPIRES', 'FRAG_FIRST_END', 'FRAG_SEEN',
   'FRAG_TOTAL', 'PEER_SIZE', 'PEER_LAN_ADDR', 'PEER_REM_ADDR', 'PEER_IKE_LAST', 'PEER_IKE_COUNT',
-  'PEER_ESP_BOUND', 'PEER_ESP_EXPIRES', 'PEER_RECENT_HOST', 'PEER_REFS', 'SIDE_INSIDE', 'SIDE_OUTSIDE',
-  'VERDICT_DROP', 'VERDICT_PASS', 'ZONE_WAN', 'ZONE_LAN', 'DEST_ROUTER', 'DEST_FORWARD', 'TARGET_NONE',
-  'TARGET_ACCEPT', 'TARGET_DROP', 'TARGET_REJECT', 'PROTO_ICMP', 'PROTO_TCP', 'PROTO_UDP', 'PROTO_GRE',
-  'PROTO_ESP', 'PROTO_AH', 'SETTINGS_SIZE', 'SET_TCP_TIMEOUT', 'SET_TCP_TRANSITORY_TIMEOUT',
-  'SET_UDP_TIMEOUT', 'SET_ICMP_TIMEOUT', 'SET_FRAG_TIMEOUT', 'SET_ESP_TIMEOUT', 'SET_ESP_INIT_TIMEOUT',
-  'SET_ESP_INIT_RETRIES', 'SET_IKE_TIMEOUT', 'SET_NATT_TIMEOUT', 'SET_GRE_TIMEOUT', 'SET_PARALLEL_SESSIONS',
-  'SET_ESP_GUESS', 'SET_MASQ_PORT_LO', 'SET_MASQ_PORT_HI',
+  'PEER_ESP_BOUND', 'PEER_ESP_EXPIRES', 'PEER_RECENT_HOST', 'PEER_REFS', 'SRC_SIZE', 'SRC_ADDR', 'SRC_FLOWS',
+  'SRC_IKE', 'SRC_CALLS', 'SRC_ESP', 'SRC_FRAGS', 'SIDE_INSIDE', 'SIDE_OUTSIDE', 'VERDICT_DROP',
+  'VERDICT_PASS', 'ZONE_WAN', 'ZONE_LAN', 'DEST_ROUTER', 'DEST_FORWARD', 'TARGET_NONE', 'TARGET_ACCEPT',
+  'TARGET_DROP', 'TARGET_REJECT', 'PROTO_ICMP', 'PROTO_TCP', 'PROTO_UDP', 'PROTO_GRE', 'PROTO_ESP',
+  'PROTO_AH', 'SETTINGS_SIZE', 'SET_TCP_TIMEOUT', 'SET_TCP_TRANSITORY_TIMEOUT', 'SET_UDP_TIMEOUT',
+  'SET_ICMP_TIMEOUT', 'SET_FRAG_TIMEOUT', 'SET_ESP_TIMEOUT', 'SET_ESP_INIT_TIMEOUT', 'SET_ESP_INIT_RETRIES',
+  'SET_IKE_TIMEOUT', 'SET_NATT_TIMEOUT', 'SET_GRE_TIMEOUT', 'SET_PARALLEL_SESSIONS', 'SET_ESP_GUESS',
+  'SET_MASQ_PORT_LO', 'SET_MASQ_PORT_HI', 'SET_UNREPLIED_TIMEOUT', 'SET_SRC_MAX_FLOWS', 'SET_SRC_MAX_IKE',
+  'SET_SRC_MAX_CALLS', 'SET_SRC_MAX_ESP_PENDING', 'SET_SRC_MAX_FRAGS',
 ] as const;
 
 /** The engine's exports (assembly/index.ts). Addresses are raw u32, times ms (f64) or s. */

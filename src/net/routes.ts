@@ -4,13 +4,31 @@
 //   table <outside> : default dev <tunOutside>
 //   table <local>   : <LAN subnets> dev <lanDevice>
 //                     default dev <tunInside> src <WAN address>   (only while there is one)
-//   pref 10 iif <wan> lookup <outside>   all WAN ingress, also to the router's own address
-//   pref 20 lookup local                 local delivery, moved here from pref 0
-//   pref 30 iif <lan> lookup <inside>    LAN traffic not for the router
-//   pref 40 iif lo lookup <local>        router-originated traffic (not local)
+//   pref 10 iif <wan> lookup <outside>             all WAN ingress, also to the router's own address
+//   pref 20 lookup local                           local delivery, moved here from pref 0
+//   pref 30 iif <lan> fwmark M/M lookup <inside>   LAN traffic the kernel would send out of <wan>
+//   pref 40 iif lo fwmark M/M lookup <local>       router-originated traffic leaving by <wan>
 //
-// Packets the supervisor writes back into a TUN have iif tin/tout, match none
-// of 10/30/40 and are routed by the main table. IPv6 is not touched.
+//   table ip vpnmasq (nftables) sets the mark bit M (default 0x01000000):
+//     prerouting (mangle + 10): iifname <lan> fib daddr . mark oifname <wan>
+//     output (type route, mangle + 10): oifname <wan>   (the kernel reroutes on the new mark)
+//
+// Only traffic the kernel itself would send out of the WAN device is diverted:
+// a route of another policy table (strongSwan's 220, wg-quick's, pbr, mwan3)
+// to another device is left alone, whatever its rule's preference, because the
+// mark is computed from the routing decision made without vpnmasq's rules
+// (the fib lookup and the output route do not carry the mark bit; rules 30/40
+// need it). For router-originated traffic the output hook sees the kernel's
+// actual choice (exact). For LAN traffic the prerouting fib expression does a
+// real lookup through all the rules with the packet's source, daddr, TOS and
+// mark, but as if it came from lo (nft_fib4_eval sets iif = lo; `. iif` only
+// restricts the result): a rule keyed on `iif <lan>` is not seen. Whatever
+// that approximation gets wrong is never sent in clear: the fail-closed guard
+// (guard.ts) drops every direct lan <-> wan forward.
+//
+// Packets the supervisor writes back into a TUN have iif tin/tout and no
+// mark, match none of 10/30/40 and are routed like any other packet (main,
+// table 220 ...). IPv6 is not touched.
 //
 // ARP: the kernel answers an ARP request only if an input route lookup for the
 // target (iif = the receiving device) says RTN_LOCAL. Rule 10 sends that
@@ -25,6 +43,7 @@ import { mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from '
 import { dirname } from 'node:path';
 import { IpError, deviceExists, ipv4Addresses, isValidIfName, normalizeCidr, parseIpJson, parseIpv4, runIp } from './iface.js';
 import { SysctlSaver, normalizeSysctlValue, readSysctl, sysctlKey } from './sysctl.js';
+import { applyNftScript, deleteTable, nftString } from './nft.js';
 
 export interface RoutingTables {
   inside: number;
@@ -45,6 +64,8 @@ export interface RoutingPlan {
   masqPorts: [number, number];
   /** Routing table ids; default 100, 101, 102. They belong to vpnmasq: stale content is flushed. */
   tables?: RoutingTables;
+  /** The packet mark bit that selects diverted traffic (one bit; default 0x01000000). */
+  fwmark?: number;
   /**
    * Optional file (e.g. /run/vpnmasq/routing.json) where the original sysctl
    * values are recorded before they are changed, so that the cleanup after a
@@ -83,6 +104,13 @@ export interface StaleSpec {
 
 export const DEFAULT_TABLES: Readonly<RoutingTables> = Object.freeze({ inside: 100, outside: 101, local: 102 });
 export const RULE_PREF = Object.freeze({ wanIngress: 10, local: 20, lanEgress: 30, routerEgress: 40 });
+/**
+ * The mark bit of WAN-bound traffic. Bit 24: clear of mwan3 (0x3f00), pbr
+ * (0x00ff0000), wg-quick (0xca6c), Kubernetes (0xc000) and Tailscale (0xff0000).
+ */
+export const DEFAULT_FWMARK = 0x01000000;
+/** The nftables table (family ip) that marks WAN-bound traffic. */
+export const MARK_TABLE = 'vpnmasq';
 
 const RESERVED_TABLES = new Set([0, 253, 254, 255]); // unspec, default, main, local
 const PORT_RANGE_KEY = 'net/ipv4/ip_local_port_range';
@@ -98,7 +126,7 @@ function tablesOf(p: StaleSpec): RoutingTables {
 }
 
 /** Validates a plan and returns its normalized LAN subnets. */
-function validate(p: RoutingPlan): { tables: RoutingTables; lanSubnets: string[] } {
+function validate(p: RoutingPlan): { tables: RoutingTables; lanSubnets: string[]; fwmark: number } {
   for (const [what, name] of [
     ['lanDevice', p.lanDevice],
     ['wanDevice', p.wanDevice],
@@ -126,7 +154,15 @@ function validate(p: RoutingPlan): { tables: RoutingTables; lanSubnets: string[]
     if (!Number.isInteger(t) || t < 1 || t > 0xffffffff || RESERVED_TABLES.has(t)) fail(`table ${t} is not usable (1..2^32-1, not 253/254/255)`);
   }
   if (new Set(ids).size !== 3) fail(`tables must be distinct, got ${ids.join(', ')}`);
-  return { tables, lanSubnets };
+  const fwmark = p.fwmark ?? DEFAULT_FWMARK;
+  if (!Number.isInteger(fwmark) || fwmark <= 0 || fwmark > 0xffffffff || (fwmark & (fwmark - 1)) !== 0) {
+    fail(`fwmark ${fwmark} must be a single bit`);
+  }
+  return { tables, lanSubnets, fwmark };
+}
+
+function hex(n: number): string {
+  return '0x' + (n >>> 0).toString(16);
 }
 
 /**
@@ -134,7 +170,8 @@ function validate(p: RoutingPlan): { tables: RoutingTables; lanSubnets: string[]
  * in order, after removing stale state and setting the sysctls. Pure.
  */
 export function planCommands(p: RoutingPlan): string[][] {
-  const { tables, lanSubnets } = validate(p);
+  const { tables, lanSubnets, fwmark } = validate(p);
+  const mark = `${hex(fwmark)}/${hex(fwmark)}`;
   const T = { inside: String(tables.inside), outside: String(tables.outside), local: String(tables.local) };
   const cmds: string[][] = [
     // Routes via a device that is not IFF_UP are refused ("Nexthop device is not up").
@@ -155,10 +192,39 @@ export function planCommands(p: RoutingPlan): string[][] {
     ['-4', 'rule', 'add', 'pref', String(RULE_PREF.local), 'lookup', 'local'],
     ['-4', 'rule', 'del', 'pref', '0', 'lookup', 'local'],
     ['-4', 'rule', 'add', 'pref', String(RULE_PREF.wanIngress), 'iif', p.wanDevice, 'lookup', T.outside],
-    ['-4', 'rule', 'add', 'pref', String(RULE_PREF.lanEgress), 'iif', p.lanDevice, 'lookup', T.inside],
-    ['-4', 'rule', 'add', 'pref', String(RULE_PREF.routerEgress), 'iif', 'lo', 'lookup', T.local],
+    ['-4', 'rule', 'add', 'pref', String(RULE_PREF.lanEgress), 'iif', p.lanDevice, 'fwmark', mark, 'lookup', T.inside],
+    ['-4', 'rule', 'add', 'pref', String(RULE_PREF.routerEgress), 'iif', 'lo', 'fwmark', mark, 'lookup', T.local],
   );
   return cmds;
+}
+
+/**
+ * The nft script (applied after planCommands) that marks WAN-bound traffic:
+ * it (re)creates table ip vpnmasq in one transaction. Pure.
+ *
+ * Prerouting runs at mangle + 10, after the mangle chains of mwan3/pbr/fw4
+ * have set their marks, and `. mark` hands those to the lookup. Only packets
+ * that arrive on the LAN device are looked at: what the engine writes back
+ * into tin/tout is never marked again.
+ */
+export function planNft(p: RoutingPlan): string {
+  const { fwmark } = validate(p);
+  const lan = nftString(p.lanDevice);
+  const wan = nftString(p.wanDevice);
+  const m = hex(fwmark);
+  return `table ip ${MARK_TABLE}
+delete table ip ${MARK_TABLE}
+table ip ${MARK_TABLE} {
+	chain prerouting {
+		type filter hook prerouting priority mangle + 10; policy accept;
+		iifname ${lan} fib daddr . mark oifname ${wan} meta mark set meta mark | ${m}
+	}
+	chain output {
+		type route hook output priority mangle + 10; policy accept;
+		oifname ${wan} meta mark set meta mark | ${m}
+	}
+}
+`;
 }
 
 function proxyArgs(dev: string, addr: string, verb: 'replace' | 'del'): string[] {
@@ -218,9 +284,10 @@ export function planSysctls(
     [sysctlKey('net', 'ipv4', 'conf', p.tunInside, 'accept_local'), '1'],
     [sysctlKey('net', 'ipv4', 'conf', p.tunOutside, 'accept_local'), '1'],
   ];
-  // Strict reverse-path filtering on the WAN device would drop all WAN
-  // ingress: the reverse lookup runs with iif lo, so rule 40 answers it with
-  // 'default dev tin', which is not the WAN device. Loose mode (2) is fine.
+  // Strict reverse-path filtering on the WAN device dropped all WAN ingress
+  // while rule 40 answered every lookup from lo (the reverse lookup) with
+  // 'default dev tin'. Rule 40 now needs the mark, which a reverse lookup
+  // does not carry; loose mode (2) is kept as the safe setting anyway.
   if (current.wanRpFilter !== undefined && normalizeSysctlValue(current.wanRpFilter) === '1') {
     out.push([sysctlKey('net', 'ipv4', 'conf', p.wanDevice, 'rp_filter'), '2']);
   }
@@ -319,6 +386,11 @@ function removeRoutingState(tableSets: RoutingTables[], hadLocalPref0: boolean, 
       errors.push(e as Error);
     }
   };
+
+  // The marks first: without them rules 30/40 match nothing.
+  attempt(() => {
+    deleteTable(MARK_TABLE);
+  });
 
   let localRules: RuleJson[] = [];
   let localSafe = false; // local delivery exists without our pref 20 rule
@@ -560,6 +632,7 @@ export function setupRouting(p: RoutingPlan, opts: { staleCleaned?: boolean } = 
     };
     for (const [key, value] of planSysctls(p, current)) saver.set(key, value);
     for (const args of cmds) runIp(args);
+    applyNftScript(planNft(p));
   } catch (e) {
     try {
       routing.teardown();

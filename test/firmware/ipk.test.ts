@@ -16,6 +16,7 @@ const DATA_FILES = [
   'etc/config/vpnmasq',
   'etc/hotplug.d/iface/30-vpnmasq',
   'etc/init.d/vpnmasq',
+  'etc/init.d/vpnmasq-guard',
   'usr/bin/vpnmasq',
   'etc/uci-defaults/90-vpnmasq-firewall',
   'usr/libexec/rpcd/vpnmasq',
@@ -77,6 +78,10 @@ describe.skipIf(skipUnless({ tools: ['tar', 'gzip', 'g++'] }))('firmware/build-i
     expect(postinst).toContain('/etc/init.d/vpnmasq enable');
     expect(prerm).toMatch(/-z "\$\{IPKG_INSTROOT:-\}"/);
     expect(prerm).toContain('/etc/init.d/vpnmasq stop');
+    // removal (not an upgrade) takes the fail-closed guard away
+    expect(prerm).toContain('/usr/bin/vpnmasq guard remove');
+    expect(postinst).toContain('/etc/init.d/vpnmasq-guard enable');
+    expect(f.get('Depends')!.split(/,\s*/)).toEqual(expect.arrayContaining(['nftables', 'kmod-nft-fib']));
     for (const s of ['postinst', 'prerm']) {
       expect(statSync(join(x.ctrl, s)).mode & 0o111).toBe(0o111);
       ok(run('sh', ['-n', join(x.ctrl, s)]), `sh -n ${s}`);

@@ -77,6 +77,17 @@ describe('firmware/openwrt/vpnmasq/Makefile', () => {
     expect(makeDefine(text, 'Package/vpnmasq/conffiles').trim()).toBe('/etc/config/vpnmasq');
   });
 
+  it('needs nftables for the fail-closed guard and takes the guard away when the package is removed', () => {
+    const deps = makeDefine(text, 'Package/vpnmasq').match(/^\s+DEPENDS:=(.*)$/m)![1].split(/\s+/);
+    expect(deps).toEqual(expect.arrayContaining(['+nftables', '+kmod-nft-core', '+kmod-nft-fib']));
+    expect(makeDefine(text, 'Package/vpnmasq/install')).toContain('/etc/init.d/vpnmasq-guard');
+    const prerm = makeDefine(text, 'Package/vpnmasq/prerm');
+    expect(prerm).toMatch(/^#!\/bin\/sh$/m);
+    expect(prerm).toContain('/usr/bin/vpnmasq guard remove');
+    expect(prerm).toMatch(/IPKG_INSTROOT/);
+    expect(makeDefine(text, 'Package/vpnmasq/postrm')).toContain('nft delete table ip vpnmasq_guard');
+  });
+
   it('recipe lines start with a tab', () => {
     for (const name of ['Build/Prepare', 'Build/Compile', 'Package/vpnmasq/install']) {
       for (const line of makeDefine(text, name).split('\n').filter((l) => l.trim())) expect(line, `${name}: ${line}`).toMatch(/^\t/);

@@ -187,6 +187,16 @@ describe.skipIf(skip)('firmware image under QEMU (x86_64, TCG)', () => {
     expect(j).toMatchObject({ lan: 'br-lan', wan: 'wan', wanAddress: WAN_ADDR, lanSubnets: ['192.168.1.0/24'], redirects: 1 });
   });
 
+  it('rcS installs the fail-closed guard before init starts vpnmasq; it is in place in the guest', async () => {
+    const s = serial();
+    const guardAt = s.search(/rcS: vpnmasq: guard (installed|already installed): no forwarding between br-lan and wan/);
+    expect(guardAt, tail()).toBeGreaterThan(0);
+    expect(guardAt, tail()).toBeLessThan(s.indexOf('"msg":"vpnmasq ready"'));
+    consoleLine('');
+    consoleLine('vpnmasq guard status');
+    await waitFor('vpnmasq guard status in the guest', () => /guard installed: br-lan <-> wan closed outside vpnmasq/.test(serial()), 60_000);
+  }, 90_000);
+
   it('ping from both LAN hosts reaches the WAN host through the guest', async () => {
     for (const ns of [NS.lan1, NS.lan2]) {
       const r = await run('ip', ['netns', 'exec', ns, 'ping', '-c', '3', '-i', '0.3', '-W', '3', WAN_HOST], 20_000);

@@ -7,6 +7,7 @@ import { skipUnless } from '../helpers/prereq.js';
 import { ROOT, ok, run } from '../helpers/shell.js';
 
 const INIT = join(ROOT, 'firmware/files/etc/init.d/vpnmasq');
+const GUARD_INIT = join(ROOT, 'firmware/files/etc/init.d/vpnmasq-guard');
 const HOTPLUG = join(ROOT, 'firmware/files/etc/hotplug.d/iface/30-vpnmasq');
 const RESPAWN = join(ROOT, 'firmware/files/usr/sbin/vpnmasq-respawn');
 const BUILD_IPK = join(ROOT, 'firmware/build-ipk.sh');
@@ -18,7 +19,7 @@ const UCI_DEFAULTS = join(ROOT, 'firmware/files/etc/uci-defaults/90-vpnmasq-fire
 
 const UDHCPC = join(ROOT, 'firmware/image/rootfs/usr/share/udhcpc/default.script');
 
-const SHELL_SCRIPTS = [INIT, HOTPLUG, RESPAWN, BUILD_IPK, LIB_SH, WRAPPER, RPCD, UCI_DEFAULTS, UDHCPC];
+const SHELL_SCRIPTS = [INIT, GUARD_INIT, HOTPLUG, RESPAWN, BUILD_IPK, LIB_SH, WRAPPER, RPCD, UCI_DEFAULTS, UDHCPC];
 
 describe.skipIf(skipUnless({ tools: ['shellcheck', 'busybox'] }))('shell scripts: syntax and shellcheck', () => {
   it.each(SHELL_SCRIPTS.map((f) => [relative(ROOT, f), f]))('%s', (_name, file) => {

@@ -11,6 +11,11 @@ export interface BenchOpts {
   timeouts?: { tcpEst?: number; tcpTrans?: number; udp?: number; icmp?: number; frag?: number };
 }
 
+/** Per-source caps and unreplied_timeout as the config schema defaults them. */
+const LIMIT_DEFAULTS = {
+  unreplied_timeout: 30, src_max_flows: 0, src_max_ike: 256, src_max_calls: 256, src_max_esp_pending: 16, src_max_frags: 256,
+};
+
 /** VPN settings as the config schema defaults them. */
 const VPN_DEFAULTS = {
   esp_timeout: 1800, esp_init_timeout: 120, esp_init_retries: 5, ike_timeout: 3600, natt_timeout: 300, gre_timeout: 7440,
@@ -31,7 +36,7 @@ export class TestRouter {
     this.settings = {
       tcp_timeout: t.tcpEst ?? 7440, tcp_transitory_timeout: t.tcpTrans ?? 240, udp_timeout: t.udp ?? 300,
       icmp_timeout: t.icmp ?? 60, frag_timeout: t.frag ?? 30, ...VPN_DEFAULTS,
-      masq_port_lo: opts.pool?.[0] ?? 61000, masq_port_hi: opts.pool?.[1] ?? 65535,
+      masq_port_lo: opts.pool?.[0] ?? 61000, masq_port_hi: opts.pool?.[1] ?? 65535, ...LIMIT_DEFAULTS,
     };
     this.engine.applySettings(this.settings);
     x.setWanAddress(ipToRaw(opts.wan ?? WAN), this.now);

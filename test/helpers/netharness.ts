@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import ts from 'typescript';
 
-export const NET_MODULES = ['iface', 'sysctl', 'routes', 'wanwatch'];
+export const NET_MODULES = ['iface', 'sysctl', 'nft', 'routes', 'guard', 'wanwatch'];
 
 /** Transpiles src/net/*.ts to outDir/net/*.js (no type check: other people's files don't matter). */
 export function buildNetModules(outDir: string): void {

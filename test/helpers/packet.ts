@@ -57,17 +57,25 @@ export function udp(src: string, sport: number, dst: string, dport: number, data
   return ipv4({ src, dst, proto: 17, ...opts }, u);
 }
 
-export function tcp(src: string, sport: number, dst: string, dport: number, flags: number, data: number[] = [], opts: Partial<IpOpts> & { seq?: number; ack?: number } = {}): Uint8Array {
-  const t = new Uint8Array(20 + data.length);
+export function tcp(src: string, sport: number, dst: string, dport: number, flags: number, data: number[] = [], opts: Partial<IpOpts> & { seq?: number; ack?: number; win?: number; tcpOptions?: number[] } = {}): Uint8Array {
+  const o = opts.tcpOptions ?? [];
+  const hl = 20 + ((o.length + 3) & ~3);
+  const t = new Uint8Array(hl + data.length);
   t[0] = sport >> 8; t[1] = sport & 0xff; t[2] = dport >> 8; t[3] = dport & 0xff;
   const seq = opts.seq ?? 1000; const ack = opts.ack ?? 0;
-  new DataView(t.buffer).setUint32(4, seq); new DataView(t.buffer).setUint32(8, ack);
-  t[12] = 5 << 4; t[13] = flags; t[14] = 0xff; t[15] = 0xff;
-  t.set(data, 20);
+  new DataView(t.buffer).setUint32(4, seq >>> 0); new DataView(t.buffer).setUint32(8, ack >>> 0);
+  const win = opts.win ?? 0xffff;
+  t[12] = (hl / 4) << 4; t[13] = flags; t[14] = win >> 8; t[15] = win & 0xff;
+  t.set(o, 20); // padding stays 0 (end of options)
+  t.set(data, hl);
   const c = (~csum(t, pseudo(ip(src), ip(dst), 6, t.length))) & 0xffff;
   t[16] = c >> 8; t[17] = c & 0xff;
-  return ipv4({ src, dst, proto: 6, ...opts }, t);
+  const { seq: _s, ack: _a, win: _w, tcpOptions: _o, ...ipOpts } = opts;
+  return ipv4({ src, dst, proto: 6, ...ipOpts }, t);
 }
+
+/** TCP window scale option (RFC 7323 §2.2), padded with a NOP. */
+export function wscaleOpt(shift: number): number[] { return [1, 3, 3, shift]; }
 
 export const SYN = 0x02, ACK = 0x10, FIN = 0x01, RST = 0x04, PSH = 0x08;
 

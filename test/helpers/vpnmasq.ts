@@ -55,7 +55,7 @@ ${extraConfig}
   }
 
   async stop(): Promise<number | null> {
-    if (this.exitCode === null && this.proc) {
+    if (this.proc && this.proc.exitCode === null && this.proc.signalCode === null) {
       this.proc.kill('SIGTERM');
       await new Promise((r) => this.proc.once('exit', r));
     }

@@ -14,7 +14,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { skipUnless } from '../helpers/prereq.js';
 import { buildNetModules, Harness } from '../helpers/netharness.js';
-import { ephemeralRangeFor, planCommands, planSysctls, type RoutingPlan } from '../../src/net/routes.js';
+import { ephemeralRangeFor, planCommands, planNft, planSysctls, type RoutingPlan } from '../../src/net/routes.js';
+import { guardScript, parseGuard } from '../../src/net/guard.js';
 
 // ---------------------------------------------------------------------------
 // Pure parts (no root needed)
@@ -43,16 +44,48 @@ describe('planCommands / planSysctls', () => {
       '-4 rule add pref 20 lookup local',
       '-4 rule del pref 0 lookup local',
       '-4 rule add pref 10 iif wan lookup 101',
-      '-4 rule add pref 30 iif br-lan lookup 100',
-      '-4 rule add pref 40 iif lo lookup 102',
+      '-4 rule add pref 30 iif br-lan fwmark 0x1000000/0x1000000 lookup 100',
+      '-4 rule add pref 40 iif lo fwmark 0x1000000/0x1000000 lookup 102',
     ]);
+  });
+
+  it('marks only what would leave by the WAN device; written-back packets are never marked', () => {
+    const nft = planNft({ ...basePlan, fwmark: 0x100 });
+    expect(nft).toContain('iifname "br-lan" fib daddr . mark oifname "wan" meta mark set meta mark | 0x100');
+    expect(nft).toContain('type route hook output priority mangle + 10');
+    expect(nft).toContain('oifname "wan" meta mark set meta mark | 0x100');
+    expect(nft).not.toMatch(/"(tin|tout)"/);
+    // it replaces a table of an earlier run in the same transaction
+    expect(nft.split('\n').slice(0, 2)).toEqual(['table ip vpnmasq', 'delete table ip vpnmasq']);
+    expect(planCommands({ ...basePlan, fwmark: 0x100 }).map((a) => a.join(' '))).toContain('-4 rule add pref 30 iif br-lan fwmark 0x100/0x100 lookup 100');
+    expect(() => planNft({ ...basePlan, fwmark: 3 })).toThrow(/single bit/);
+  });
+
+  it('the fail-closed guard: a forward drop both ways between exactly the two devices; its listing parses back', () => {
+    const g = guardScript({ lanDevice: 'br-lan', wanDevice: 'pppoe-wan' });
+    expect(g.split('\n').slice(0, 2)).toEqual(['table ip vpnmasq_guard', 'delete table ip vpnmasq_guard']);
+    expect(g).toContain('type filter hook forward priority filter - 10; policy accept;');
+    expect(g).toContain('iifname "br-lan" oifname "pppoe-wan" counter drop');
+    expect(g).toContain('iifname "pppoe-wan" oifname "br-lan" counter drop');
+    expect(g).not.toMatch(/hook (input|output|prerouting|postrouting)/); // the router's own traffic is never touched
+    expect(() => guardScript({ lanDevice: 'br-lan', wanDevice: 'br-lan' })).toThrow(/both br-lan/);
+    expect(() => guardScript({ lanDevice: 'br"lan', wanDevice: 'wan' })).toThrow(/not a usable interface name/);
+    const listing = `table ip vpnmasq_guard {
+	chain forward {
+		type filter hook forward priority filter - 10; policy accept;
+		iifname "br-lan" oifname "wan" counter packets 7 bytes 588 drop comment "lan to wan outside vpnmasq"
+		iifname "wan" oifname "br-lan" counter packets 3 bytes 252 drop comment "wan to lan outside vpnmasq"
+	}
+}`;
+    expect(parseGuard(listing)).toEqual({ lanDevice: 'br-lan', wanDevice: 'wan', droppedLanToWan: 7, droppedWanToLan: 3 });
+    expect(parseGuard('table ip vpnmasq_guard {\n}')).toBeNull();
   });
 
   it('leaves out the src route without a WAN address and honours tables', () => {
     const cmds = planCommands({ ...basePlan, wanAddress: null, tables: { inside: 200, outside: 201, local: 202 } }).map((a) => a.join(' '));
     expect(cmds.some((c) => c.includes(' src ') || c.includes('proxy'))).toBe(false);
     expect(cmds).toContain('-4 route add default dev tin table 200');
-    expect(cmds).toContain('-4 rule add pref 40 iif lo lookup 202');
+    expect(cmds).toContain('-4 rule add pref 40 iif lo fwmark 0x1000000/0x1000000 lookup 202');
   });
 
   it('rejects bad plans with a clear message', () => {
@@ -264,8 +297,8 @@ function expectRecipe(wanAddress: string | null): void {
   expect(rules(R)).toEqual([
     '10: src all iif wan table 101',
     '20: src all table local',
-    '30: src all iif br-lan table 100',
-    '40: src all iif lo table 102',
+    '30: src all fwmark 0x1000000 fwmask 0x1000000 iif br-lan table 100',
+    '40: src all fwmark 0x1000000 fwmask 0x1000000 iif lo table 102',
     '32766: src all table main',
     '32767: src all table default',
   ]);
@@ -277,6 +310,11 @@ function expectRecipe(wanAddress: string | null): void {
   ]);
   expect(proxies(R)).toEqual(wanAddress ? [`${wanAddress} dev wan`] : []);
   expect(sysctls(R)).toEqual(CONFIGURED);
+  expect(nftTables(R)).toEqual(['table ip vpnmasq']);
+}
+
+function nftTables(ns: string): string[] {
+  return execFileSync('ip', ['netns', 'exec', ns, 'nft', 'list', 'tables'], { encoding: 'utf8' }).split('\n').filter(Boolean);
 }
 
 function expectPristine(): void {
@@ -284,9 +322,10 @@ function expectPristine(): void {
   for (const t of [100, 101, 102]) expect(table(R, t)).toEqual([]);
   expect(proxies(R)).toEqual([]);
   expect(sysctls(R)).toEqual(INITIAL);
+  expect(nftTables(R)).toEqual([]);
 }
 
-describe.skipIf(skipUnless({ root: true, tun: true, tools: ['ip', 'ping', 'socat'] }))('routing in network namespaces', () => {
+describe.skipIf(skipUnless({ root: true, tun: true, tools: ['ip', 'ping', 'socat', 'nft'] }))('routing in network namespaces', () => {
   let dir = '';
   let stateFile = '';
   let plan: RoutingPlan;
@@ -406,6 +445,57 @@ describe.skipIf(skipUnless({ root: true, tun: true, tools: ['ip', 'ping', 'socat
     }
   });
 
+  it('traffic the kernel routes to another device stays there (WireGuard-style route, a policy table like strongSwan\'s 220, wg-quick\'s fwmark rule)', async () => {
+    for (const d of ['wg0', 'ipsec0']) {
+      ipn(R, 'tuntap', 'add', 'dev', d, 'mode', 'tun');
+      ipn(R, 'link', 'set', d, 'up');
+    }
+    const wg = new TunTap(R, 'wg0');
+    const ipsec = new TunTap(R, 'ipsec0');
+    try {
+      await sleep(200);
+      ipn(R, 'route', 'add', '10.200.0.0/24', 'dev', 'wg0');
+      ipn(R, 'route', 'add', '192.168.100.0/24', 'dev', 'ipsec0', 'table', '220');
+      ipn(R, 'rule', 'add', 'pref', '220', 'lookup', '220');
+      tin.clear();
+      tout.clear();
+      await Promise.all([ping(L, '10.200.0.5'), ping(R, '10.200.0.5'), ping(L, '192.168.100.5'), ping(R, '192.168.100.5')]);
+      expect(await wg.waitFor((p) => p.src === '192.168.77.2' && p.dst === '10.200.0.5')).toBeTruthy();
+      expect(await wg.waitFor((p) => p.src !== '192.168.77.2' && p.dst === '10.200.0.5')).toBeTruthy(); // the router's own
+      expect(await ipsec.waitFor((p) => p.src === '192.168.77.2' && p.dst === '192.168.100.5')).toBeTruthy();
+      expect(await ipsec.waitFor((p) => p.src !== '192.168.77.2' && p.dst === '192.168.100.5')).toBeTruthy();
+      expect(tin.ipv4()).toEqual([]);
+      // WAN-bound traffic still goes to the NAT.
+      await ping(L, '203.0.113.1');
+      expect(await tin.waitFor((p) => p.src === '192.168.77.2' && p.dst === '203.0.113.1')).toBeTruthy();
+
+      // wg-quick's full tunnel: everything without the tunnel's own mark goes to
+      // wg0; the tunnel's own (marked) packets leave by the WAN, through the NAT.
+      ipn(R, 'route', 'add', 'default', 'dev', 'wg0', 'table', '51820');
+      ipn(R, 'rule', 'add', 'pref', '32000', 'not', 'fwmark', '0xca6c', 'lookup', '51820');
+      tin.clear();
+      wg.clear();
+      await Promise.all([ping(L, '203.0.113.1'), ping(R, '203.0.113.1')]);
+      expect(await wg.waitFor((p) => p.src === '192.168.77.2' && p.dst === '203.0.113.1')).toBeTruthy();
+      expect(await wg.waitFor((p) => p.src !== '192.168.77.2' && p.dst === '203.0.113.1')).toBeTruthy();
+      expect(tin.ipv4()).toEqual([]);
+      wg.clear();
+      await new Promise<void>((resolve) => execFile('ip', ['netns', 'exec', R, 'ping', '-n', '-c', '1', '-W', '1', '-m', '51820', '203.0.113.1'], () => resolve()));
+      // (ping picks its source with an unmarked probe, so it may be any of the router's addresses)
+      expect(await tin.waitFor((p) => p.src !== '192.168.77.2' && p.dst === '203.0.113.1' && p.proto === 1)).toBeTruthy();
+      expect(wg.ipv4()).toEqual([]);
+    } finally {
+      ipnText(R, 'rule', 'del', 'pref', '32000');
+      ipnText(R, 'rule', 'del', 'pref', '220');
+      ipnText(R, 'route', 'flush', 'table', '220');
+      ipnText(R, 'route', 'flush', 'table', '51820');
+      wg.close();
+      ipsec.close();
+      await sleep(100);
+      for (const d of ['wg0', 'ipsec0']) ipnText(R, 'link', 'del', d);
+    }
+  });
+
   it('follows the WAN address', async () => {
     expect(await h.call('update', null)).toBeNull();
     expect(table(R, 102)).toEqual(['192.168.77.0/24 dev br-lan scope link']);
@@ -474,7 +564,7 @@ describe.skipIf(skipUnless({ root: true, tun: true, tools: ['ip', 'ping', 'socat
     const hf = harness({ ...process.env, PATH: `${bin}:${process.env.PATH}` });
     const err = await hf.call('setup', plan).catch((e: Error) => e);
     expect(err).toBeInstanceOf(Error);
-    expect(err.message).toBe('ip -4 rule add pref 30 iif br-lan lookup 100 failed: Error: injected failure.');
+    expect(err.message).toBe('ip -4 rule add pref 30 iif br-lan fwmark 0x1000000/0x1000000 lookup 100 failed: Error: injected failure.');
     expectPristine();
     expect(existsSync(stateFile)).toBe(false);
     expect((await ping(L, '192.168.77.1')).ok).toBe(true);

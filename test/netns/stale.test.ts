@@ -70,7 +70,7 @@ describe.skipIf(skipUnless({ root: true, tun: true, tools: ['ip'] }))('vpnmasq r
 
     const first = await runDaemon(good, join(dir, 'good.sock'));
     const installed = inNs('ip', '-4', 'rule', 'show');
-    expect(installed).toMatch(/^30:\tfrom all iif vms-lan lookup 100$/m);
+    expect(installed).toMatch(/^30:\tfrom all fwmark 0x1000000\/0x1000000 iif vms-lan lookup 100$/m);
     first.kill('SIGKILL');
     await exited(first);
     expect(inNs('ip', '-4', 'rule', 'show')).toBe(installed); // a crash leaves its rules behind

@@ -167,6 +167,14 @@ describe('vpnmasq usage', () => {
     expect(r.stderr).toMatch(/^\s+check-config\s/m);
   });
 
+  it('guard: an unknown subcommand is exit 2 with the guard usage; the command is in the usage', () => {
+    const r = cli(['guard', 'frobnicate']);
+    expect(r.status).toBe(2);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toBe('vpnmasq: guard: unknown subcommand "frobnicate"\nusage: vpnmasq guard install|remove|status [--config FILE] [--json]\n');
+    expect(cli(['--help']).stdout).toMatch(/^\s+guard install\|remove\|status$/m);
+  });
+
   it('an unknown option: exit 2 with the usage', () => {
     const r = cli(['status', '--frobnicate']);
     expect(r.status).toBe(2);

@@ -29,7 +29,8 @@ describe('the option table', () => {
       'lan_device', 'wan_device', 'enabled', 'tun_inside', 'tun_outside', 'lan_subnet', 'max_flows', 'log_level',
       'masq_ports', 'tcp_timeout', 'tcp_transitory_timeout', 'udp_timeout', 'icmp_timeout', 'frag_timeout',
       'esp_timeout', 'esp_init_timeout', 'esp_init_retries', 'ike_timeout', 'natt_timeout', 'gre_timeout',
-      'parallel_sessions', 'esp_guess', 'control_socket', 'wan_interface',
+      'parallel_sessions', 'esp_guess', 'unreplied_timeout', 'src_max_flows', 'src_max_ike', 'src_max_calls',
+      'src_max_esp_pending', 'src_max_frags', 'control_socket', 'wan_interface',
     ]);
   });
 
@@ -63,6 +64,12 @@ describe('the option table', () => {
       gre_timeout: 7440,
       parallel_sessions: 1,
       esp_guess: 0,
+      unreplied_timeout: 30,
+      src_max_flows: 0,
+      src_max_ike: 256,
+      src_max_calls: 256,
+      src_max_esp_pending: 16,
+      src_max_frags: 256,
     });
   });
 });

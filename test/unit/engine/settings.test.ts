@@ -10,8 +10,9 @@ describe('engine settings record', () => {
   it('names every option the engine takes, each at its own offset', () => {
     expect(Object.keys(SETTINGS_FIELDS).sort()).toEqual([
       'esp_guess', 'esp_init_retries', 'esp_init_timeout', 'esp_timeout', 'frag_timeout', 'gre_timeout', 'icmp_timeout',
-      'ike_timeout', 'masq_port_hi', 'masq_port_lo', 'natt_timeout', 'parallel_sessions', 'tcp_timeout',
-      'tcp_transitory_timeout', 'udp_timeout',
+      'ike_timeout', 'masq_port_hi', 'masq_port_lo', 'natt_timeout', 'parallel_sessions', 'src_max_calls',
+      'src_max_esp_pending', 'src_max_flows', 'src_max_frags', 'src_max_ike', 'tcp_timeout',
+      'tcp_transitory_timeout', 'udp_timeout', 'unreplied_timeout',
     ]);
     expect(new Set(Object.values(SETTINGS_FIELDS)).size).toBe(Object.keys(SETTINGS_FIELDS).length);
   });

@@ -1,0 +1,85 @@
+// Issue 8 item 4 through the real router: a blind attacker who knows a
+// connection's addresses and ports but not its sequence numbers sends RSTs
+// and FINs "from the server". Before, any RST closed the mapping (CLOSE,
+// 10 s) and the connection died at its next idle spell; now they are
+// dropped as tcp_out_of_window and the connection lives on.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { resolve } from 'node:path';
+import type { ChildProcess } from 'node:child_process';
+import { skipUnless } from '../helpers/prereq.js';
+import { RunningRouter } from '../helpers/vpnmasq.js';
+import type { Lab as LabT } from '../../src/lab/lab.js';
+
+const skip = skipUnless({ root: true, tun: true, tools: ['ip', 'hping3', 'python3'] });
+const PEER = resolve(__dirname, 'flood-peer.py');
+
+function lineReader(p: ChildProcess) {
+  let buf = '';
+  const seen: string[] = [];
+  const waiters: { pred: (l: string) => boolean; res: (l: string) => void }[] = [];
+  let err = '';
+  p.stderr!.on('data', (d) => { err += d; });
+  p.stdout!.on('data', (d) => {
+    buf += d;
+    let i;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      const l = buf.slice(0, i); buf = buf.slice(i + 1);
+      seen.push(l);
+      for (const w of [...waiters]) if (w.pred(l)) { waiters.splice(waiters.indexOf(w), 1); w.res(l); }
+    }
+  });
+  return (pred: (l: string) => boolean, ms: number) => new Promise<string>((res, rej) => {
+    const hit = seen.find(pred);
+    if (hit !== undefined) { res(hit); return; }
+    const t = setTimeout(() => rej(new Error(`peer: no line in ${ms} ms; stderr: ${err}`)), ms);
+    waiters.push({ pred, res: (l) => { clearTimeout(t); res(l); } });
+  });
+}
+
+describe.skipIf(skip)('blind TCP injection through the real router (item 4)', () => {
+  let lab: LabT;
+  let vm: RunningRouter;
+  const WANHOST = '203.0.113.2';
+
+  beforeAll(async () => {
+    const { Lab } = await import('../../src/lab/lab.js');
+    lab = Lab.create({ id: `tb${process.pid % 10000}` });
+    vm = new RunningRouter(lab);
+    await vm.start();
+    const srv = lab.spawn(lab.wan[0]!, ['python3', PEER, 'server', '7007']);
+    await lineReader(srv)((l) => l === 'ready', 20_000);
+  }, 60_000);
+
+  afterAll(async () => {
+    await vm?.stop();
+    lab?.destroy();
+  });
+
+  it('T01 spoofed RSTs and FINs with wrong sequence numbers neither close nor shorten a LAN host\'s connection', async () => {
+    const client = lab.spawn(lab.lan[1]!, ['python3', PEER, 'hold', WANHOST, '7007', '12'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const next = lineReader(client);
+    const lport = Number((await next((l) => l.startsWith('connected '), 20_000)).split(' ')[1]);
+    type Ct = { proto: string; lanPort: number; aliasPort: number; state: string; expiresInS: number };
+    const entry = () => (JSON.parse(vm.cli('conntrack', '--json').stdout) as Ct[]).find((f) => f.proto === 'tcp' && f.lanPort === lport)!;
+    const flow = entry();
+    expect(flow.state).toBe('ESTABLISHED');
+    const before = vm.status().drops.tcp_out_of_window ?? 0;
+    // The attacker knows both endpoints and ports, not the sequence numbers:
+    // RSTs and FIN|ACKs "from the server" at sequence numbers far from it.
+    for (const [flag, seq] of [['-R', 0x40000000], ['-R', 0xc0000000], ['-F', 0x20000000]] as const) {
+      // hping3 exits 0 when something answered, 1 when nothing did (the point here)
+      const r = lab.tryExec(lab.wan[0]!, ['hping3', '-q', '-c', '3', '-i', 'u10000', flag, ...(flag === '-F' ? ['-A'] : []),
+        '-s', '7007', '-k', '-p', String(flow.aliasPort), '-M', String(seq), '203.0.113.1'], { timeoutMs: 15_000 });
+      expect([0, 1], r.stderr).toContain(r.status);
+    }
+    const after = vm.status();
+    expect((after.drops.tcp_out_of_window ?? 0) - before).toBe(9);
+    const still = entry();
+    expect(still.state).toBe('ESTABLISHED');
+    expect(still.expiresInS).toBeGreaterThan(7000);
+    // idle past the 10 s a closed mapping lives, then the connection still answers
+    client.stdin!.write('go\n');
+    const res = JSON.parse(await next((l) => l.startsWith('{'), 40_000));
+    expect(res.answered).toBe(true);
+  }, 90_000);
+});
