@@ -6,7 +6,8 @@
 
 import { COUNTER_SLOTS, C_FLOWS_FLUSHED, EVENT_CAP, EVENT_SIZE, EV_FLUSH } from "./abi/counters";
 import { FLOW_SIZE } from "./abi/records";
-import { callRecs, counters, espRecs, events, flows, ikeRecs, lens, slots, verdicts, hashMask, layoutEnd, layoutInit, lanNets, maxFlows, MAX_LAN_NETS, SLOT_COUNT, SLOT_SIZE } from "./layout";
+import { captureSet } from "./nat/capture";
+import { callRecs, capture, counters, espRecs, events, flows, ikeRecs, lens, slots, verdicts, hashMask, layoutEnd, layoutInit, lanNets, maxFlows, MAX_LAN_NETS, SLOT_COUNT, SLOT_SIZE } from "./layout";
 import { ABI_WORDS, abiDescribe as describe } from "./abi/describe.gen";
 import { bindResetDynamic } from "./nat/binding";
 import { processBatch } from "./nat/core";
@@ -149,3 +150,7 @@ export function ikePtr(): usize { return ikeRecs; }
 export function ikeCount(): u32 { return ikeHighWater(); }
 export function callPtr(): usize { return callRecs; }
 export function callCount(): u32 { return callHighWater(); }
+
+/** Drop capture (nat/capture.ts): on 1 starts it, emptying the ring; reason 0 = every reason. */
+export function setCapture(on: u32, reason: u32): void { captureSet(on != 0, reason); }
+export function capturePtr(): usize { return capture; }

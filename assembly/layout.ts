@@ -1,6 +1,7 @@
 import { COUNTER_SLOTS, EVENT_CAP, EVENT_HEADER, EVENT_SIZE } from "./abi/counters";
 import {
-  BIND_PROTOS, BIND_SIZE, CALL_SIZE, ESP_SIZE, FLOW_SIZE, FRAG_SIZE, IKE_SIZE, PEER_SIZE, SRC_SIZE,
+  BIND_PROTOS, BIND_SIZE, CALL_SIZE, CAPTURE_HEADER, CAPTURE_REC_SIZE, CAPTURE_SLOTS, ESP_SIZE, FLOW_SIZE, FRAG_SIZE,
+  IKE_SIZE, PEER_SIZE, SRC_SIZE,
 } from "./abi/records";
 // The engine's linear memory map. Memory is imported from the supervisor
 // with initial == maximum pages, so every region below is carved once in
@@ -14,7 +15,8 @@ import {
 //               flowOut / flowIn hash indexes (hashSize × u32 each)
 //               bindings  (3 protocols × 65536 × BIND_SIZE) + bindIndex
 //               frags     (FRAG_CAP × FRAG_SIZE) + fragIndex
-//               redirects, rules, lan subnets
+//               redirects, rules, lan subnets, VPN tables
+//               capture   (header + CAPTURE_SLOTS × CAPTURE_REC_SIZE: dropped packets, nat/capture.ts)
 
 export const SLOT_SIZE: u32 = 2048;
 export const SLOT_COUNT: u32 = 256;
@@ -70,6 +72,7 @@ export let outstanding: usize = 0;
 export let peerRecs: usize = 0;
 export let peerMap: usize = 0;
 export let srcTable: usize = 0;
+export let capture: usize = 0;
 export let layoutEnd: usize = 0;
 
 @inline function align64(x: usize): usize { return (x + 63) & ~<usize>63; }
@@ -115,10 +118,11 @@ export function layoutInit(base: usize, flowsWanted: u32, commit: bool): usize {
   const pr = p; p = align64(p + <usize>PEER_CAP * PEER_SIZE);
   const pm = p; p = align64(p + <usize>PEER_MAP_SIZE * KM_SLOT);
   const st = p; p = align64(p + <usize>SRC_SLOTS * SRC_SIZE);
+  const cp = p; p = align64(p + CAPTURE_HEADER + <usize>CAPTURE_SLOTS * CAPTURE_REC_SIZE);
   if (commit) {
     srcTable = st;
     espRecs = er; espMap = em; ikeRecs = ir; ikeMap = im; callRecs = cr; callMap = cm;
-    callIdBitmap = cb; outstanding = os; peerRecs = pr; peerMap = pm;
+    callIdBitmap = cb; outstanding = os; peerRecs = pr; peerMap = pm; capture = cp;
     counters = c; events = e; slots = s; lens = l; verdicts = v;
     flows = f; flowOutIndex = fo; flowInIndex = fi; hashMask = hs - 1; maxFlows = flowsWanted;
     bindings = b; bindIndex = bi; frags = fr; fragIndex = fx;

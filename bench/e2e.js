@@ -38,6 +38,7 @@ const USAGE = `usage: sudo node bench/e2e.js [options]
   --kernel-only    bench the kernel's nftables masquerade only
   --cli PATH       vpnmasq CLI (default <repo>/dist/cli/main.js)
   --json FILE      also write a JSON summary to FILE
+  --svg FILE       the tables as an SVG chart (default bench-e2e.svg; --no-svg: none)
   --no-warmup      skip the 1 s unmeasured warm-up run per mode
   --mix / --no-mix the mixed ESP + NAT-T + UDP run after the plain one (default on)
   --mix-reps N     repetitions of the mixed run per mode (default: --reps)
@@ -45,7 +46,7 @@ const USAGE = `usage: sudo node bench/e2e.js [options]
 
 function parseArgs(argv) {
   const a = {
-    reps: 5, seconds: 3, flows: 16, clients: 1, pings: 200, kernelOnly: false, cli: null, json: null, warmup: true,
+    reps: 5, seconds: 3, flows: 16, clients: 1, pings: 200, kernelOnly: false, cli: null, json: null, svg: resolve('bench-e2e.svg'), warmup: true,
     mix: true, mixReps: null, mixFlows: 8,
   };
   const num = (name, v, min, max) => {
@@ -72,6 +73,8 @@ function parseArgs(argv) {
       case '--mix-flows': a.mixFlows = Math.round(num(key, val(), 1, 128)); break;
       case '--cli': a.cli = resolve(val() ?? ''); break;
       case '--json': a.json = resolve(val() ?? ''); break;
+      case '--svg': a.svg = resolve(val() ?? ''); break;
+      case '--no-svg': a.svg = null; break;
       case '-h': case '--help': a.help = true; break;
       default: throw new Error(`unknown option ${k}`);
     }
@@ -132,7 +135,7 @@ async function main() {
   const { benchPlain } = await import('./e2e/plain.js');
   const { ESPGEN, benchMix, mixComparison } = await import('./e2e/mix.js');
   const { kernelMode, vpnmasqMode } = await import('./e2e/modes.js');
-  const { comparison, machine, printMixTable, printTable, writeSummary } = await import('./e2e/report.js');
+  const { comparison, machine, printMixTable, printTable, writeChart, writeSummary } = await import('./e2e/report.js');
   const parts = { benchPlain, benchMix };
 
   const cliPath = a.cli ?? join(REPO, 'dist', 'cli', 'main.js');
@@ -205,6 +208,7 @@ async function main() {
   if (cliMissing) console.log(`vpnmasq: not benchmarked (no CLI at ${cliPath})`);
 
   if (a.json && !writeSummary(a, m, modes, { doVpnmasq, cliMissing, cliPath, mixSkipped, cmp, mixCmp })) return 1;
+  if (a.svg && modes.length && !writeChart(a, m, modes, { doVpnmasq, cliMissing, cliPath, mixSkipped, cmp, mixCmp })) return 1;
 
   if (!k?.ok) return 1;
   if (doVpnmasq && !v?.ok) return 1;

@@ -19,6 +19,8 @@ import { TunDevice, writeDrops } from './tun/tun.js';
 import { BatchLoop } from './datapath/loop.js';
 import { ControlServer } from './control/server.js';
 import type { Request, Response } from './control/protocol.js';
+import { Observer } from './observe/index.js';
+import { checkListeners, deviceAddresses } from './observe/listen.js';
 
 /** An error whose message is the one line to print before exiting non-zero. */
 export class FatalError extends Error {
@@ -40,6 +42,7 @@ export class Supervisor {
   private wan: WanWatch | null = null;
   private loop: BatchLoop | null = null;
   private control: ControlServer | null = null;
+  private observer: Observer | null = null;
   private timers: NodeJS.Timeout[] = [];
   private wanAddress: string | null = null;
   private lanSubnets: string[] = [];
@@ -89,6 +92,13 @@ export class Supervisor {
     if (this.lanSubnets.length === 0) {
       throw new FatalError(`vpnmasq: ${m.lanDevice} has no IPv4 subnet and no lan_subnet is configured`);
     }
+    // Metrics and dashboard addresses: a LAN (or loopback) address, never the WAN's.
+    const addrs = deviceAddresses(this.cfg);
+    try {
+      if (addrs) checkListeners(this.cfg, addrs, readWanAddress(m.wanDevice));
+    } catch (err) {
+      throw new FatalError(`vpnmasq: ${(err as Error).message}`);
+    }
     this.engine = Engine.load({ maxFlows: m.maxFlows });
     applyConfig(this.engine, this.cfg, this.lanSubnets);
 
@@ -125,6 +135,14 @@ export class Supervisor {
     this.loop.start();
     this.control = new ControlServer(m.controlSocket, (req) => this.handle(req));
     await this.control.listen();
+    this.observer = new Observer({ cfg: this.cfg, engine: this.engine, log: this.log, lanSubnets: this.lanSubnets, loop: () => this.loop });
+    this.observer.noteWanAddress(this.wanAddress);
+    try {
+      await this.observer.start();
+    } catch (err) {
+      await this.stop();
+      throw new FatalError(`vpnmasq: metrics/dashboard server: ${(err as Error).message}`);
+    }
     this.timers.push(setInterval(() => this.engine.x.tick(nowMs(), 65536), 250));
     this.timers.push(setInterval(() => this.drainEvents(), 200));
     this.log.info({
@@ -139,6 +157,7 @@ export class Supervisor {
     if (this.stopping || addr === this.wanAddress) return;
     const old = this.wanAddress;
     this.wanAddress = addr;
+    this.observer?.noteWanAddress(addr);
     // No address: keep the old flows until one arrives (a DHCP renew may
     // bring the same address back); a different address flushes them.
     if (addr) {
@@ -207,6 +226,7 @@ export class Supervisor {
     } catch (err) {
       if (!(err instanceof ConfigError)) throw err;
       for (const e of err.all) this.log.error({ file: e.file, line: e.line }, `reload refused, keeping the running config: ${e.message}`);
+      this.observer?.noteReload(false);
       return { ok: false, error: err.lines() };
     }
     if (!next.main.enabled) {
@@ -223,14 +243,19 @@ export class Supervisor {
     }
     if (JSON.stringify(a.lanSubnets) !== JSON.stringify(b.lanSubnets)) restartNeeded.push('lanSubnets');
     if (a.masqPorts[0] !== b.masqPorts[0] || a.masqPorts[1] !== b.masqPorts[1]) restartNeeded.push('masqPorts');
+    for (const k of ['metricsListen', 'metricsFile', 'webListen'] as const) {
+      if (JSON.stringify(a[k]) !== JSON.stringify(b[k])) restartNeeded.push(k);
+    }
     try {
       applyConfig(this.engine, next, this.lanSubnets);
     } catch (err) {
       const msg = (err as Error).message;
       this.log.error({ error: msg }, 'reload refused; keeping the running config');
       applyConfig(this.engine, this.cfg, this.lanSubnets);
+      this.observer?.noteReload(false);
       return { ok: false, error: msg };
     }
+    this.observer?.noteReload(true);
     this.cfg = next;
     this.log.level = b.logLevel;
     if (restartNeeded.length) this.log.warn({ options: restartNeeded }, 'these options take effect after a restart');
@@ -252,7 +277,7 @@ export class Supervisor {
         return { ok: true, data: { flushed } };
       }
       case 'conntrack-delete': {
-        const filter = (req.args as { filter?: ConntrackFilter } | undefined)?.filter;
+        const filter: ConntrackFilter | undefined = req.filter;
         if (!filter || typeof filter !== 'object' || filterEmpty(filter)) return { ok: false, error: 'conntrack-delete needs a filter' };
         const victims = this.entries().filter((e) => matches(e, filter));
         const deleted = victims.filter((e) => this.engine.deleteEntry(e));
@@ -266,6 +291,8 @@ export class Supervisor {
         this.onWanAddress(readWanAddress(this.cfg.main.wanDevice));
         return { ok: true, data: { wanAddress: this.wanAddress } };
       }
+      case 'capture-start': case 'capture-read': case 'capture-stop':
+        return this.observer ? this.observer.captureCommand(req) : { ok: false, error: 'not running' };
       default: return { ok: false, error: `unknown command ${(req as { cmd: unknown }).cmd}` };
     }
   }
@@ -291,6 +318,7 @@ export class Supervisor {
     this.tunIn?.close();
     this.tunOut?.close();
     await this.control?.close();
+    await this.observer?.stop();
     if (this.engine) this.drainEvents();
     if (errors.length) this.log.error({ errors }, 'teardown incomplete');
     else this.log.info('vpnmasq stopped; routes and TUN devices removed (the fail-closed guard stays: vpnmasq guard remove)');

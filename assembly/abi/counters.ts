@@ -20,6 +20,10 @@ export const C_IKE_ACTIVE: u32 = 13;
 export const C_CALLS_ACTIVE: u32 = 14;
 export const C_ESP_BOUND: u32 = 15;
 export const C_EARLY_DROPS: u32 = 16;   // unanswered entries dropped to make room in a full table
+export const C_RX_BYTES_INSIDE: u32 = 17;   // IP bytes read from each TUN (the metrics' bytes per side)
+export const C_RX_BYTES_OUTSIDE: u32 = 18;
+export const C_PASS_BYTES_INSIDE: u32 = 19; // IP bytes of the packets passed on, by the side they came from
+export const C_PASS_BYTES_OUTSIDE: u32 = 20;
 
 // @group counterLayout
 export const C_DROP_BASE: u32 = 32; // + reason (abi/reasons.ts)

@@ -136,3 +136,18 @@ export const SRC_IKE: u32 = 8;        // u16
 export const SRC_CALLS: u32 = 10;     // u16
 export const SRC_ESP: u32 = 12;       // u16 outstanding ESP associations
 export const SRC_FRAGS: u32 = 14;     // u16 fragmented datagrams in flight
+
+// @group capture  (nat/capture.ts: the drop capture ring, off unless a capture runs:
+// a CAPTURE_HEADER-byte header, then CAPTURE_SLOTS records of CAPTURE_REC_SIZE bytes)
+export const CAPTURE_SLOTS: u32 = 64;      // power of two
+export const CAPTURE_HEADER: u32 = 64;
+export const CAPH_HEAD: u32 = 0;           // u32 records written (engine)
+export const CAPH_TAIL: u32 = 4;           // u32 records read (supervisor)
+export const CAPH_LOST: u32 = 8;           // u32 drops not copied: the ring was full
+export const CAPTURE_REC_SIZE: u32 = 2064; // CAPR_DATA + SLOT_SIZE
+export const CAPR_LEN: u32 = 0;            // u32 the packet's length
+export const CAPR_CAPLEN: u32 = 4;         // u16 bytes copied (≤ 2048)
+export const CAPR_REASON: u32 = 6;         // u8 drop reason
+export const CAPR_SIDE: u32 = 7;           // u8 0 LAN, 1 WAN
+export const CAPR_TIME: u32 = 8;           // u32 nowDs when dropped
+export const CAPR_DATA: u32 = 16;          // the packet from its IP header

@@ -6,7 +6,10 @@ import {
   DEST_FORWARD, DEST_ROUTER, SIDE_INSIDE, SIDE_OUTSIDE, TARGET_ACCEPT, TARGET_NONE, TARGET_REJECT,
   VERDICT_DROP, VERDICT_PASS, ZONE_WAN,
 } from "../abi/codes";
-import { C_PASS_INSIDE, C_PASS_OUTSIDE, C_RX_INSIDE, C_RX_OUTSIDE } from "../abi/counters";
+import {
+  C_PASS_BYTES_INSIDE, C_PASS_BYTES_OUTSIDE, C_PASS_INSIDE, C_PASS_OUTSIDE, C_RX_BYTES_INSIDE, C_RX_BYTES_OUTSIDE,
+  C_RX_INSIDE, C_RX_OUTSIDE,
+} from "../abi/counters";
 import { lens, slots, verdicts, SLOT_SIZE } from "../layout";
 import {
   ipDst, ipId, ipSrc, ipv4Check,
@@ -86,10 +89,14 @@ export function processBatch(n: u32, side: u32): u32 {
   if (n > 256) n = 256;
   warmBatch(n, side);
   let passed: u32 = 0;
+  // Bytes for the metrics: summed in registers, added to the counters once per batch.
+  let bytesRead: i64 = 0;
+  let bytesPassed: i64 = 0;
   countAdd(side == SIDE_INSIDE ? C_RX_INSIDE : C_RX_OUTSIDE, <i64>n);
   for (let i: u32 = 0; i < n; i++) {
     const p = slots + <usize>i * SLOT_SIZE;
     const len = load<u32>(lens + (<usize>i << 2));
+    bytesRead += len;
     let r: u32;
     if (len > SLOT_SIZE) r = Drop.OVERSIZE;
     else r = side == SIDE_INSIDE ? outbound(p, len, packetContext) : inbound(p, len, packetContext);
@@ -97,6 +104,7 @@ export function processBatch(n: u32, side: u32): u32 {
       ttlCompensate(p);
       store<u8>(verdicts + i, VERDICT_PASS);
       passed++;
+      bytesPassed += len;
     } else {
       dropped(r, side, p);
       store<u8>(verdicts + i, VERDICT_DROP);
@@ -106,6 +114,8 @@ export function processBatch(n: u32, side: u32): u32 {
   flowSweep((n >>> 1) + 8);
   espSweep(8); ikeSweep(8); callSweep(8); fragSweep(8);
   countAdd(side == SIDE_INSIDE ? C_PASS_INSIDE : C_PASS_OUTSIDE, <i64>passed);
+  countAdd(side == SIDE_INSIDE ? C_RX_BYTES_INSIDE : C_RX_BYTES_OUTSIDE, bytesRead);
+  countAdd(side == SIDE_INSIDE ? C_PASS_BYTES_INSIDE : C_PASS_BYTES_OUTSIDE, bytesPassed);
   return passed;
 }
 

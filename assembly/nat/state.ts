@@ -8,6 +8,7 @@ import {
 } from "../abi/counters";
 import { counters, events, lanNets } from "../layout";
 import { Drop } from "../abi/reasons";
+import { captureDrop, captureOn } from "./capture";
 import {
   SETTINGS_SIZE, SET_ESP_GUESS, SET_ESP_INIT_RETRIES, SET_ESP_INIT_TIMEOUT, SET_ESP_TIMEOUT, SET_FRAG_TIMEOUT,
   SET_GRE_TIMEOUT, SET_ICMP_TIMEOUT, SET_IKE_TIMEOUT, SET_MASQ_PORT_HI, SET_MASQ_PORT_LO, SET_NATT_TIMEOUT,
@@ -168,6 +169,7 @@ const lastDropEvent: usize = memory.data(4 * 64);
 
 export function dropped(reason: u32, side: u32, p: usize): u32 {
   count(C_DROP_BASE + reason);
+  if (captureOn) captureDrop(reason, side, p, nowDs);
   if (reason < <u32>Drop.COUNT) {
     const slot = lastDropEvent + (<usize>reason << 2);
     const last = load<u32>(slot);

@@ -5,6 +5,7 @@ import { writeFileSync } from 'node:fs';
 import { cpus, release } from 'node:os';
 import { FIRST_PORT, NATT_PORT, PAYLOAD, firstLine, fmtInt, fmtMs, log } from './common.js';
 import { HANDSHAKE_MS, MIX_CLASSES, REPLY_XOR, hex32 } from './mix.js';
+import { renderChart } from './chart.js';
 
 export function machine() {
   let nproc = cpus().length;
@@ -140,8 +141,33 @@ export function comparison(k, v) {
  * Writes the JSON summary of a run to a.json (numbers that are not finite
  * become null); false, after saying why, when the file cannot be written.
  */
-export function writeSummary(a, m, modes, { doVpnmasq, cliMissing, cliPath, mixSkipped, cmp, mixCmp }) {
-  const summary = {
+export function writeSummary(a, m, modes, extras) {
+  const summary = buildSummary(a, m, modes, extras);
+  try {
+    writeFileSync(a.json, JSON.stringify(summary, (_, val) => (typeof val === 'number' && !Number.isFinite(val) ? null : val), 2) + '\n');
+    log(`JSON summary written to ${a.json}`);
+    return true;
+  } catch (e) {
+    console.error(`bench/e2e: cannot write ${a.json}: ${e.message}`);
+    return false;
+  }
+}
+
+/** Writes the report as an SVG chart (chart.js) to a.svg; false, after saying why, when it cannot. */
+export function writeChart(a, m, modes, extras) {
+  try {
+    writeFileSync(a.svg, renderChart(buildSummary(a, m, modes, extras)));
+    log(`SVG chart written to ${a.svg}`);
+    return true;
+  } catch (e) {
+    console.error(`bench/e2e: cannot write ${a.svg}: ${e.message}`);
+    return false;
+  }
+}
+
+/** The summary of a run, as --json writes it and chart.js draws it. */
+export function buildSummary(a, m, modes, { doVpnmasq, cliMissing, cliPath, mixSkipped, cmp, mixCmp }) {
+  return {
     date: new Date().toISOString(),
     machine: m,
     params: {
@@ -154,12 +180,4 @@ export function writeSummary(a, m, modes, { doVpnmasq, cliMissing, cliPath, mixS
     mix: a.mix ? 'benchmarked' : mixSkipped ? `skipped: ${mixSkipped}` : 'not run: --no-mix',
     mixComparison: mixCmp,
   };
-  try {
-    writeFileSync(a.json, JSON.stringify(summary, (_, val) => (typeof val === 'number' && !Number.isFinite(val) ? null : val), 2) + '\n');
-    log(`JSON summary written to ${a.json}`);
-    return true;
-  } catch (e) {
-    console.error(`bench/e2e: cannot write ${a.json}: ${e.message}`);
-    return false;
-  }
 }

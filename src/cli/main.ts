@@ -32,6 +32,7 @@ commands:
                  the fail-closed guard: no forwarding between lan_device and
                  wan_device outside vpnmasq, also while it is not running
                  (run installs it; stop keeps it; remove takes it away)
+  capture        write dropped packets to a pcap file (vpnmasq capture --help)
   rpcd           rpcd's exec plugin (ubus call vpnmasq status|conntrack|reload)
   demo           the embedded namespace lab (what \`sudo npm start\` runs)
 
@@ -204,7 +205,7 @@ function findCommand(argv: string[]): string | undefined {
 
 type Values = Record<string, string | boolean | undefined>;
 
-async function ask(sock: string, cmd: Command, args?: unknown): Promise<unknown> {
+async function ask(sock: string, cmd: Command, args?: Record<string, unknown>): Promise<unknown> {
   let res;
   try {
     res = await request(sock, cmd, 5000, args);
@@ -262,6 +263,11 @@ async function conntrack(v: Values, sock: string): Promise<number> {
 }
 
 async function main(argv: string[]): Promise<number> {
+  // `capture` has options of its own (src/cli/capture.ts); --version as everywhere.
+  if (argv[0] === 'capture') {
+    if (argv.includes('--version') || argv.includes('-V')) { out(`vpnmasq ${version()}`); return 0; }
+    return (await import('./capture.js')).runCapture(argv.slice(1));
+  }
   let cmd: string | undefined;
   try {
     cmd = findCommand(argv);
@@ -307,6 +313,11 @@ async function main(argv: string[]): Promise<number> {
     case 'check-config': {
       try {
         const cfg = loadConfig(configPath);
+        // Where the metrics and the dashboard would listen, when the devices are here to check against.
+        const { checkListeners, deviceAddresses } = await import('../observe/listen.js');
+        let addrs = null;
+        try { addrs = deviceAddresses(cfg); } catch { /* no iproute2 or no such device here: the start checks again */ }
+        if (addrs) checkListeners(cfg, addrs, null);
         if (v.json) out(JSON.stringify({ file: cfg.file, ok: true, enabled: cfg.main.enabled, redirects: cfg.redirects.length, rules: cfg.rules.length }));
         else out(`${cfg.file}: OK (${cfg.redirects.length} redirects, ${cfg.rules.length} rules)`);
         return 0;
@@ -354,7 +365,7 @@ async function main(argv: string[]): Promise<number> {
         process.stdin.on('close', () => resolve(buf));
       });
       const path = sock();
-      out(JSON.stringify(await rpcdCall(method, input, (c, a) => request(path, c, 5000, a))));
+      out(JSON.stringify(await rpcdCall(method, input, (c, a) => request(path, c, 5000, a as Record<string, unknown> | undefined))));
       return 0;
     }
     case 'demo': {

@@ -43,6 +43,10 @@ config vpnmasq 'main'
 	option src_max_frags '256'
 	option control_socket '/var/run/vpnmasq.sock'	# Unix socket for control commands
 	option wan_interface 'wan'	# netifd interface of the WAN (hotplug and procd triggers)
+	# Observability (off unless set): Prometheus metrics, a read-only dashboard.
+	# option metrics_listen '127.0.0.1:9753'	# HTTP GET /metrics; loopback or a LAN address, never the WAN
+	# option metrics_file '/var/prometheus/vpnmasq.prom'	# for prometheus-node-exporter-lua's textfile collector
+	# option web_listen '192.168.1.1:8080'	# dashboard; a LAN address of lan_device
 
 # Example port forward: tcp 8080 on the WAN address to 192.168.1.10:80.
 # Delete the 'enabled' line to use it.

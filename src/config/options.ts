@@ -146,6 +146,51 @@ const netifdName: ValueType<string> = {
   range: 'netifd interface name',
 };
 
+/** An address and port to listen on (observability servers); null: off. */
+export interface Listen { host: string; port: number }
+
+/**
+ * 'A.B.C.D:PORT' for a listening socket. Only a single address of this
+ * router can be named: the unspecified address (every interface, hence the
+ * WAN too), multicast, broadcast and reserved ranges are refused here; that
+ * the address belongs to lan_device (or loopback) and is not the WAN
+ * address is checked at start and by check-config, when the devices are
+ * known (src/observe/listen.ts).
+ */
+function listen(what: string): ValueType<Listen | null> {
+  return {
+    list: false,
+    read: (sec, [v]) => {
+      const m = /^(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})$/.exec(v!.value);
+      if (!m) bad(sec, v!, `is not ADDRESS:PORT (an IPv4 address of the router's ${what} and a port, e.g. 192.168.1.1:9100)`);
+      if (!ipaddr.IPv4.isValidFourPartDecimal(m[1]!)) bad(sec, v!, `'${m[1]}' is not an IPv4 address`);
+      const ip = ipaddr.IPv4.parse(m[1]!);
+      const r = ip.range();
+      if (r === 'unspecified') bad(sec, v!, `listens on every interface, the WAN too; name the router's ${what} address`);
+      if (r === 'multicast' || r === 'broadcast' || ip.octets[0]! >= 240) bad(sec, v!, `'${m[1]}' (${r === 'unicast' ? 'reserved' : r}) is not an address of the router`);
+      const port = Number(m[2]);
+      if (port < 1 || port > 65535) bad(sec, v!, `port ${m[2]} is not 1..65535`);
+      return { host: ip.toString(), port };
+    },
+    text: (l) => (l ? [`${l.host}:${l.port}`] : []),
+    range: `IPv4 address:port of the ${what}; none: off`,
+  };
+}
+
+/** An absolute file path; null: off. */
+const filePath: ValueType<string | null> = {
+  list: false,
+  read: (sec, [v]) => {
+    const s = v!.value;
+    if (!s.startsWith('/')) bad(sec, v!, 'is not an absolute path');
+    if (s.endsWith('/')) bad(sec, v!, 'names a directory, not a file');
+    if (/[\r\n\0]/.test(s)) bad(sec, v!, 'contains a control character');
+    return s;
+  },
+  text: (s) => (s ? [s] : []),
+  range: 'absolute path; none: off',
+};
+
 // ---------------------------------------------------------------------------
 // Rows
 
@@ -224,6 +269,9 @@ export const MAIN_TABLE = [
   opt('src_max_frags', uint(1, 4096), 256, 'fragmented datagrams one LAN host may have in flight (the table holds 4096)', { engine: true }),
   opt('control_socket', socketPath, '/var/run/vpnmasq.sock', 'Unix socket for control commands'),
   opt('wan_interface', netifdName, 'wan', 'netifd interface of the WAN (hotplug and procd triggers; the daemon uses wan_device)'),
+  opt('metrics_listen', listen('LAN or loopback'), null as Listen | null, 'Prometheus metrics over HTTP (GET /metrics); never the WAN address'),
+  opt('metrics_file', filePath, null as string | null, 'Prometheus text file, rewritten atomically every 5 s (node exporter textfile collector)'),
+  opt('web_listen', listen('LAN'), null as Listen | null, 'read-only dashboard over HTTP; a LAN address only'),
 ] as const;
 
 type MainRow = (typeof MAIN_TABLE)[number];
@@ -258,7 +306,22 @@ export type EngineSettings = Readonly<Record<EngineSettingName, number>>;
 const CHECKS: { after: MainOptionName; check(m: MainConfig, sec: Sec): void }[] = [
   { after: 'tun_outside', check: distinctDevices },
   { after: 'gre_timeout', check: ikeOutlivesEsp },
+  { after: 'web_listen', check: listenersApart },
 ];
+
+/** The metrics and the dashboard servers cannot share a socket; the dashboard is for the LAN only. */
+function listenersApart(m: MainConfig, sec: Sec): void {
+  const w = m.webListen, x = m.metricsListen;
+  if (w && x && w.host === x.host && w.port === x.port) {
+    sec.fail(sec.lineOf('web_listen'), `option web_listen: '${w.host}:${w.port}' is also the metrics_listen (line ${sec.lineOf('metrics_listen')})`);
+  }
+  if (w && ipaddr.IPv4.parse(w.host).range() === 'loopback') {
+    sec.fail(sec.lineOf('web_listen'), `option web_listen: '${w.host}' is a loopback address; the dashboard is served on a LAN address`);
+  }
+  if (w && m.lanSubnets.length > 0 && !m.lanSubnets.some((c) => ipaddr.IPv4.parse(w.host).match(ipaddr.IPv4.parseCIDR(c)))) {
+    sec.fail(sec.lineOf('web_listen'), `option web_listen: ${w.host} is not inside any lan_subnet (${m.lanSubnets.join(', ')})`);
+  }
+}
 
 function distinctDevices(m: MainConfig, sec: Sec): void {
   const devs: [string, string][] = [

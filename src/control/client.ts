@@ -2,13 +2,13 @@ import { connect } from 'node:net';
 import type { Command, Response } from './protocol.js';
 
 /** One request over the control socket; rejects with a clear message when nothing listens. */
-export function request(path: string, cmd: Command, timeoutMs = 5000, args?: unknown): Promise<Response> {
+export function request(path: string, cmd: Command, timeoutMs = 5000, fields: Record<string, unknown> = {}): Promise<Response> {
   return new Promise((resolve, reject) => {
     const sock = connect(path);
     let buf = '';
     const timer = setTimeout(() => { sock.destroy(); reject(new Error(`no answer from ${path} within ${timeoutMs} ms`)); }, timeoutMs);
     sock.setEncoding('utf8');
-    sock.on('connect', () => sock.write(JSON.stringify(args === undefined ? { cmd } : { cmd, args }) + '\n'));
+    sock.on('connect', () => sock.write(JSON.stringify({ ...fields, cmd }) + '\n'));
     sock.on('data', (d: string) => {
       buf += d;
       const nl = buf.indexOf('\n');

@@ -13,8 +13,17 @@ import type { PacketDevice } from '../tun/tun.js';
 /** Batches per wake-up before yielding to the other TUN, timers and the control socket. */
 const BATCHES_PER_WAKE = 64;
 
+/** Batch-size histogram buckets per side: upper bounds 1, 2, 4 … 256 (the slot count). */
+export const BATCH_BUCKETS = 9;
+
 export class BatchLoop {
   batches = 0;
+  /**
+   * Batch sizes for the metrics (src/observe): per side, BATCH_BUCKETS
+   * counts of batches with n ≤ 2^i packets (not cumulative), then the
+   * packets summed. One increment per batch, never per packet.
+   */
+  readonly batchSizes = new Float64Array(2 * (BATCH_BUCKETS + 1));
   private stopped = false;
 
   constructor(private readonly engine: Engine, private readonly inside: PacketDevice, private readonly outside: PacketDevice) {}
@@ -36,6 +45,9 @@ export class BatchLoop {
       dev.writeBatch(e.buffer, e.slotBase, e.slotSize, e.lenBase, e.verdictBase, n, VERDICT_PASS);
       total += n;
       this.batches++;
+      const h = side * (BATCH_BUCKETS + 1);
+      this.batchSizes[h + Math.min(BATCH_BUCKETS - 1, 32 - Math.clz32(n - 1))]++;
+      this.batchSizes[h + BATCH_BUCKETS] += n;
       if (n < e.slotCount) break;
     }
     return total;

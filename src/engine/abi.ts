@@ -31,3 +31,12 @@ export function maskRaw(prefix: number): number {
   // host-order mask to network-order bytes read little-endian
   return (((hostOrder >>> 24) & 0xff) | (((hostOrder >>> 16) & 0xff) << 8) | (((hostOrder >>> 8) & 0xff) << 16) | ((hostOrder & 0xff) << 24)) >>> 0;
 }
+
+/** Fixed capacities of the engine's tables other than flows (assembly/layout.ts; flows: max_flows). */
+export const TABLE_CAPACITY = {
+  bindings: 3 * 65536, // BIND_PROTOS × 65536 alias ports
+  fragments: 4096,     // FRAG_CAP
+  esp: 8192,           // ESP_CAP
+  ike: 4096,           // IKE_CAP
+  pptp: 4096,          // CALL_CAP
+} as const;

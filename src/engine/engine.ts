@@ -222,13 +222,14 @@ export class Engine {
   }
 
   // ---- flow table --------------------------------------------------------
-  flows(wanAddress: string, now = nowMs()): FlowEntry[] {
+  /** The flow table (at most `limit` entries, in table order). */
+  flows(wanAddress: string, now = nowMs(), limit = Infinity): FlowEntry[] {
     const base = this.x.flowsPtr();
     const size = this.x.flowSize();
     const n = this.x.flowHighWater();
     const nowDs = Math.floor(now / 100);
     const out: FlowEntry[] = [];
-    for (let f = 0; f < n; f++) {
+    for (let f = 0; f < n && out.length < limit; f++) {
       const r = base + f * size;
       const flags = this.dv.getUint16(r + F_FLAGS, true);
       if (!(flags & FL_IN_USE)) continue;

@@ -62,7 +62,7 @@ describe.skipIf(skip)(`raw ESP through the NAT (${NAT_KIND})`, () => {
     nat = await startNat(lab);
     // server 1 answers after 400 ms, like a peer busy with its IKE state:
     // a new outbound SPI stays "outstanding" in the NAT that long
-    s1 = await startEspServer(lab, lab.wan[0]!, [sa.solo, sa.twoServers1, sa.same1, sa.same2, sa.late1, sa.late2, sa.rekey1], { replyDelayMs: 400 });
+    s1 = await startEspServer(lab, lab.wan[0]!, [sa.solo, sa.twoServers1, sa.same1, sa.same2, sa.late1, sa.late2, sa.rekey1], { replyDelayMs: 400, holdMs: new Map([[sa.late1.c2s, 900]]) });
     s2 = await startEspServer(lab, lab.wan[1]!, [sa.twoServers2]);
   });
 
@@ -114,7 +114,9 @@ describe.skipIf(skip)(`raw ESP through the NAT (${NAT_KIND})`, () => {
     const at = Date.now() + 1500;
     const [ra, rb] = await Promise.all([
       espClient(lab, lab.lan[0]!, S1, sa.late1, { tag: 'h1-late', startAt: at, ...SLOW }),
-      // 100 ms later: host 1's SPI is outstanding until the server's first reply (400 ms)
+      // 100 ms later: host 1's SPI is outstanding until the server's first reply (held 900 ms for this SA,
+      // so a loaded machine starting host 2 late still finds it outstanding; longer would
+      // exceed esp_init_retries at the client's 200 ms interval and squelch host 1)
       espClient(lab, lab.lan[1]!, S1, sa.late2, { tag: 'h2-late', startAt: at + 100, ...SLOW }),
     ]);
     report.push(line(ra), line(rb));

@@ -84,10 +84,12 @@ config rule
   });
 
   it('06 fragmented datagrams pass both ways (ping 4000 bytes)', () => {
-    const r = sh(lab.lan[1]!, `ping -c 2 -i 0.3 -W 2 -s 4000 ${WANHOST}`);
-    expect(r.stdout).toContain('2 received');
-    const big = sh(lab.lan[0]!, `head -c 6000 /dev/zero | tr '\\0' a | socat -t2 -b 8000 - UDP:${WANHOST}:9999,sourceport=7000`);
-    expect(big.stdout.trim()).toBe('203.0.113.1 port 7000');
+    // Up to five echoes, two must come back: a loaded machine may lose one, a broken path loses all.
+    const r = sh(lab.lan[1]!, `ping -c 5 -i 0.3 -W 3 -s 4000 ${WANHOST}`, 30_000);
+    expect(Number(/(\d+) received/.exec(r.stdout)?.[1] ?? 0)).toBeGreaterThanOrEqual(2);
+    // One 6000-byte datagram (five fragments), asked up to three times like ask().
+    const big = sh(lab.lan[0]!, `for i in 1 2 3; do a=$(head -c 6000 /dev/zero | tr '\\0' a | socat -t2 -b 8000 - UDP:${WANHOST}:9999,sourceport=7000); [ -n "$a" ] && break; done; echo "$a"`, 30_000);
+    expect(big.stdout.trim().split('\n')[0]).toBe('203.0.113.1 port 7000');
   });
 
   it('07 port forward: WAN tcp/8080 reaches 192.168.1.10:80', () => {

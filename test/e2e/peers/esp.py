@@ -9,7 +9,7 @@ protocol-unreachable either).
 An SA pair is 'C2S,S2C,ENCKEY,AUTHKEY' (SPIs decimal or 0x hex, keys hex):
 C2S is the SPI of client->server packets, S2C of server->client packets.
 
-  esp.py server --sa PAIR [--sa PAIR ...] [--duration S] [--reply-delay-ms MS]
+  esp.py server --sa PAIR [--sa PAIR ...] [--duration S] [--reply-delay-ms MS] [--hold C2S:MS ...]
       Prints {"ready": true}, then answers every packet it can decrypt with
       an encrypted reply on the S2C SA of the same pair, sent to the outer
       source address the request came from; the inner reply swaps the inner
@@ -105,8 +105,10 @@ def _stop(*_):
 
 
 def server(args):
-    o = parse_opts(args, {'--duration': '0', '--reply-delay-ms': '0'}, multi=('--sa',))
+    o = parse_opts(args, {'--duration': '0', '--reply-delay-ms': '0'}, multi=('--sa', '--hold'))
     delay = int(o['--reply-delay-ms']) / 1000.0
+    # per-SA hold-back (client-to-server SPI -> seconds), overriding --reply-delay-ms
+    holds = {int(h.split(':')[0]): int(h.split(':')[1]) / 1000.0 for h in o['--hold']}
     pending = []  # (due, bytes, dst): replies held back to mimic a slow peer
     pairs = [parse_pair(s) for s in o['--sa']]
     by_c2s = {}
@@ -153,8 +155,10 @@ def server(args):
             reply = IP(src=inner.dst, dst=inner.src) / UDP(sport=u.dport, dport=u.sport) / Raw(b'reply:' + bytes(u.payload))
             st['tx'].tunnel_header = IP(dst=src)
             b = esp_bytes(st['tx'].encrypt(reply))
-            if delay > 0:
-                pending.append((time.monotonic() + delay, b, src))
+            d = holds.get(spi, delay)
+            if d > 0:
+                pending.append((time.monotonic() + d, b, src))
+                pending.sort(key=lambda x: x[0])
             else:
                 sock.sendto(b, (src, 0))
             st['replies'] += 1

@@ -96,10 +96,13 @@ export interface EspServer {
 /**
  * Starts esp.py server in `ns` answering every SA pair given; resolves once
  * its socket is open. replyDelayMs holds every reply back that long (a slow
- * peer: keeps a new SPI outstanding in the NAT for that time).
+ * peer: keeps a new SPI outstanding in the NAT for that time); holdMs
+ * overrides it per SA (by the client-to-server SPI).
  */
-export async function startEspServer(lab: Lab, ns: string, sas: EspSa[], opts: { replyDelayMs?: number } = {}): Promise<EspServer> {
-  const argv = [PYTHON, ESP_PY, 'server', ...sas.flatMap((s) => ['--sa', pairArg(s)]), '--reply-delay-ms', String(opts.replyDelayMs ?? 0)];
+export async function startEspServer(lab: Lab, ns: string, sas: EspSa[],
+  opts: { replyDelayMs?: number; holdMs?: Map<number, number> } = {}): Promise<EspServer> {
+  const holds = [...(opts.holdMs ?? new Map<number, number>())].flatMap(([spi, ms]) => ['--hold', `${spi}:${ms}`]);
+  const argv = [PYTHON, ESP_PY, 'server', ...sas.flatMap((s) => ['--sa', pairArg(s)]), '--reply-delay-ms', String(opts.replyDelayMs ?? 0), ...holds];
   const proc = lab.spawn(ns, argv);
   let out = '';
   let err = '';

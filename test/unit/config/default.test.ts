@@ -111,7 +111,9 @@ describe('default configuration', () => {
     for (const name of Object.keys(MAIN_DEFAULTS)) {
       if (name === 'lanSubnets') continue;
       const uciName = name.replace(/[A-Z]/g, (m) => `_${m.toLowerCase()}`);
-      expect(DEFAULT_CONFIG).toMatch(new RegExp(`\\toption ${uciName} '`));
+      // An option that is off unless set (default null) is shown commented out, as an example.
+      const off = MAIN_DEFAULTS[name as keyof typeof MAIN_DEFAULTS] === null ? '# ' : '';
+      expect(DEFAULT_CONFIG).toMatch(new RegExp(`\\t${off}option ${uciName} '`));
     }
   });
 

@@ -30,7 +30,7 @@ describe('the option table', () => {
       'masq_ports', 'tcp_timeout', 'tcp_transitory_timeout', 'udp_timeout', 'icmp_timeout', 'frag_timeout',
       'esp_timeout', 'esp_init_timeout', 'esp_init_retries', 'ike_timeout', 'natt_timeout', 'gre_timeout',
       'parallel_sessions', 'esp_guess', 'unreplied_timeout', 'src_max_flows', 'src_max_ike', 'src_max_calls',
-      'src_max_esp_pending', 'src_max_frags', 'control_socket', 'wan_interface',
+      'src_max_esp_pending', 'src_max_frags', 'control_socket', 'wan_interface', 'metrics_listen', 'metrics_file', 'web_listen',
     ]);
   });
 
@@ -88,7 +88,7 @@ describe('the default /etc/config/vpnmasq lists every option with its real defau
         const vals = r.type.text(r.default as never);
         // A list without a default is shown commented out, as an example.
         want = vals.length === 0
-          ? new RegExp(`^\\t# list ${r.name} '[^']+'`)
+          ? new RegExp(`^\\t# ${r.type.list ? 'list' : 'option'} ${r.name} '[^']+'`)
           : new RegExp(`^\\toption ${r.name} '${quote(vals.join(' '))}'(\\t#|$)`);
       }
       expect(main.filter((l) => want.test(l)), `${want}`).toHaveLength(1);

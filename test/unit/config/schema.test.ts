@@ -124,6 +124,9 @@ describe('config: the contract', () => {
         srcMaxFrags: 256,
         controlSocket: '/var/run/vpnmasq.sock',
         wanInterface: 'wan',
+        metricsListen: null,
+        metricsFile: null,
+        webListen: null,
       },
       redirects: [
         {
