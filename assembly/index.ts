@@ -20,7 +20,13 @@ import { peersInit } from "./vpn/peers";
 import { callDelete, callFlushAll, callHighWater, callSweep, pptpInit } from "./vpn/pptp";
 import { srcFlushAll } from "./nat/limits";
 import { countAdd, eventPush, setClock, setLanNetCount as setLanNetCountState, setSeed, setWan, settingsApply, settingsRec, wanAddr } from "./nat/state";
-import { flowActive as tableActive, flowDelete, flowFlushAll, flowHighWater as tableHighWater, flowSweep } from "./nat/table";
+import { flowActive as tableActive, flowDelete, flowFlushAll, flowHighWater as tableHighWater, flowReset, flowSweep } from "./nat/table";
+import { RESTORE_ORDER as RESTORE_ORDER_CODE, SNAP_LAYOUT_VERSION } from "./abi/codes";
+import {
+  regionCapacity, regionCount, regionId, regionPtr, regionRecordSize, regionRecords, restoreIdle,
+  restoreBegin as snapRestoreBegin, restoreEnd as snapRestoreEnd, restoreRecords as snapRestoreRecords,
+  restoreVerify as snapRestoreVerify,
+} from "./snapshot";
 
 let ready: bool = false;
 
@@ -154,3 +160,28 @@ export function callCount(): u32 { return callHighWater(); }
 /** Drop capture (nat/capture.ts): on 1 starts it, emptying the ring; reason 0 = every reason. */
 export function setCapture(on: u32, reason: u32): void { captureSet(on != 0, reason); }
 export function capturePtr(): usize { return capture; }
+
+// ---- state snapshot (assembly/snapshot.ts) ---------------------------------
+export function snapLayoutVersion(): u32 { return SNAP_LAYOUT_VERSION; }
+export function snapRegionCount(): u32 { return regionCount(); }
+export function snapRegionId(i: u32): u32 { return regionId(i); }
+export function snapRegionPtr(i: u32): usize { return regionPtr(i); }
+export function snapRegionRecordSize(i: u32): u32 { return regionRecordSize(i); }
+export function snapRegionRecords(i: u32): u32 { return regionRecords(i); }
+export function snapRegionCapacity(i: u32): u32 { return regionCapacity(i); }
+/** Starts a restore into this freshly configured, empty engine; its clock at `nowMs`. RESTORE_* code. */
+export function restoreBegin(nowMs: f64): u32 { return ready ? snapRestoreBegin(nowMs) : RESTORE_ORDER_CODE; }
+/** `count` saved records of region `id` staged in the packet slots at `src`. RESTORE_* code. */
+export function restoreRecords(id: u32, src: usize, count: u32): u32 { return ready ? snapRestoreRecords(id, src, count) : RESTORE_ORDER_CODE; }
+export function restoreEnd(): u32 { return ready ? snapRestoreEnd() : RESTORE_ORDER_CODE; }
+/** Walks every table (tests): RESTORE_OK or RESTORE_INCONSISTENT. */
+export function restoreVerify(): u32 { return snapRestoreVerify(); }
+
+/** Back to the state right after init: empty tables, zero counters, no WAN address, a new hash seed (settings stay). */
+export function reset(seed: u32): void {
+  if (!ready) return;
+  init(maxFlows, seed);
+  flowReset();
+  setWan(0);
+  restoreIdle();
+}

@@ -8,6 +8,7 @@ import { existsSync } from 'node:fs';
 import { ConfigError, loadConfig, redirectLabel, ruleLabel, type Config } from './config/index.js';
 import { Engine, nowMs, type FlowEntry } from './engine/engine.js';
 import { filterEmpty, matches, type ConntrackFilter } from './cli/filter.js';
+import { capture, discard, restoreFile, SnapshotRefused, writeCapture, writeCaptureSync, type Restored } from './snapshot/state.js';
 import { applyConfig } from './engine/apply.js';
 import { ipToRaw, POLICY_REASONS, PROTO_NAMES } from './engine/abi.js';
 import { createLogger, type LogFormat, type Logger } from './log.js';
@@ -22,12 +23,32 @@ import type { Request, Response } from './control/protocol.js';
 import { Observer } from './observe/index.js';
 import { checkListeners, deviceAddresses } from './observe/listen.js';
 
+/** When this module (and everything it imports) had loaded: ms since the process started. */
+const loadedAtMs = performance.now();
+
 /** An error whose message is the one line to print before exiting non-zero. */
 export class FatalError extends Error {
   constructor(message: string, readonly exitCode = 1) { super(message); }
 }
 
-export interface RunOptions { configPath: string; log?: Logger; logFormat?: LogFormat }
+export interface RunOptions {
+  configPath: string;
+  log?: Logger;
+  logFormat?: LogFormat;
+  /** `vpnmasq run --fresh`: discard the state snapshot instead of restoring it */
+  fresh?: boolean;
+}
+
+/** What `status` says about the state snapshot. */
+interface SnapshotStatus {
+  file: string;
+  intervalS: number;
+  restored: (Restored & { at: string; ms: number }) | null;
+  refused: string | null;
+  fresh: boolean;
+  lastWrite: { at: string; bytes: number; copyMs: number; writeMs: number } | null;
+  writeError: string | null;
+}
 
 /** Transmit queue of each TUN, in packets (see start()). */
 const TUN_TXQUEUELEN = 4096;
@@ -49,6 +70,9 @@ export class Supervisor {
   private stopping = false;
   private startedAt = Date.now();
   private lastDrops: Record<string, number> = {};
+  private snap!: SnapshotStatus;
+  private snapWriting = false;
+  private startup: Record<string, number> = {};
 
   /** Called when a reload switches vpnmasq off (option enabled '0'): run() stops. */
   onDisabled: (() => void) | null = null;
@@ -72,6 +96,7 @@ export class Supervisor {
   }
 
   async start(): Promise<void> {
+    const tStart = performance.now();
     const m = this.cfg.main;
     if (process.getuid && process.getuid() !== 0) {
       throw new FatalError('vpnmasq: must run as root (it creates TUN devices and policy routes)');
@@ -99,14 +124,17 @@ export class Supervisor {
     } catch (err) {
       throw new FatalError(`vpnmasq: ${(err as Error).message}`);
     }
+    const t0 = performance.now();
     this.engine = Engine.load({ maxFlows: m.maxFlows });
     applyConfig(this.engine, this.cfg, this.lanSubnets);
+    const t1 = performance.now();
 
     // Crash safety: whatever a killed earlier run left (rules, routes,
     // sysctls, proxy-ARP entries) is removed here, once, before anything of
     // this run exists; setupRouting below is told not to do it again, and
     // stop() removes only what this run installed.
     teardownStale(this.plan());
+    const t1b = performance.now();
     try {
       this.tunIn = TunDevice.open(m.tunInside);
       this.tunOut = TunDevice.open(m.tunOutside);
@@ -119,20 +147,34 @@ export class Supervisor {
     // A deeper queue toward the supervisor absorbs bursts while a batch is
     // being processed (the default 500 packets overflow at line rate).
     for (const dev of [m.tunInside, m.tunOutside]) setTxQueueLen(dev, TUN_TXQUEUELEN);
+    const t2 = performance.now();
 
     // The first WAN address is read synchronously so routes start complete.
     this.wan = watchWanAddress(m.wanDevice, (addr) => this.onWanAddress(addr));
     this.wanAddress = this.wan.current();
     if (this.wanAddress) this.engine.x.setWanAddress(ipToRaw(this.wanAddress), nowMs());
+    const t3 = performance.now();
+    this.restoreState();
+    const t4 = performance.now();
     try {
       this.routing = setupRouting(this.plan(), { staleCleaned: true });
     } catch (err) {
       await this.stop();
       throw new FatalError(`vpnmasq: routing setup failed: ${(err as Error).message}`);
     }
+    const t5 = performance.now();
 
     this.loop = new BatchLoop(this.engine, this.tunIn, this.tunOut);
     this.loop.start();
+    // performance.now() counts from the process's start: this is the
+    // respawn time (node start-up, module loading included) up to forwarding.
+    const t6 = performance.now();
+    const r = (ms: number) => +ms.toFixed(1);
+    this.startup = {
+      nodeMs: r(t0), nodeAndImportsMs: r(loadedAtMs), configMs: r(tStart - loadedAtMs), checksMs: r(t0 - tStart),
+      loadWasmMs: r(t1 - t0), staleMs: r(t1b - t1), tunsMs: r(t2 - t1b), wanMs: r(t3 - t2), restoreMs: r(t4 - t3),
+      routesMs: r(t5 - t4), forwardingAtMs: r(t6),
+    };
     this.control = new ControlServer(m.controlSocket, (req) => this.handle(req));
     await this.control.listen();
     this.observer = new Observer({ cfg: this.cfg, engine: this.engine, log: this.log, lanSubnets: this.lanSubnets, loop: () => this.loop });
@@ -145,12 +187,67 @@ export class Supervisor {
     }
     this.timers.push(setInterval(() => this.engine.x.tick(nowMs(), 65536), 250));
     this.timers.push(setInterval(() => this.drainEvents(), 200));
+    if (m.snapshotInterval > 0) this.timers.push(setInterval(() => void this.saveState(), m.snapshotInterval * 1000));
+    this.log.info({ startup: this.startup }, 'forwarding');
     this.log.info({
       lan: m.lanDevice, wan: m.wanDevice, wanAddress: this.wanAddress, lanSubnets: this.lanSubnets,
       maxFlows: m.maxFlows, memoryMiB: +(this.engine.memoryBytes / 1048576).toFixed(1),
       redirects: this.cfg.redirects.length, rules: this.cfg.rules.length,
       redirectList: this.cfg.redirects.map(redirectLabel), ruleList: this.cfg.rules.map(ruleLabel), socket: m.controlSocket,
     }, 'vpnmasq ready');
+  }
+
+  private snapshotFile(): string {
+    return `${this.cfg.main.snapshotDir}/snapshot-${this.cfg.main.tunInside}.bin`;
+  }
+
+  /** Restores the snapshot if there is one that fits; else one log line and an empty engine. */
+  private restoreState(): void {
+    const file = this.snapshotFile();
+    this.snap = {
+      file, intervalS: this.cfg.main.snapshotInterval, restored: null, refused: null, fresh: !!this.opts.fresh,
+      lastWrite: null, writeError: null,
+    };
+    if (this.opts.fresh) {
+      if (discard(file)) this.log.info({ file }, 'state snapshot discarded (--fresh)');
+      return;
+    }
+    const t0 = performance.now();
+    try {
+      const res = restoreFile(this.engine, file, this.wanAddress ? ipToRaw(this.wanAddress) : null);
+      if (!res) return;
+      this.snap.restored = { ...res, at: new Date().toISOString(), ms: +(performance.now() - t0).toFixed(1) };
+      this.log.info({ file, savedAt: res.savedAt, ageS: +(res.ageMs / 1000).toFixed(1), entries: res.entries,
+        bytes: res.bytes, ms: this.snap.restored.ms, ...(res.buildIdChanged ? { engineChanged: true } : {}) }, 'state restored');
+    } catch (err) {
+      const why = err instanceof SnapshotRefused ? err.message : `unexpected: ${(err as Error).message}`;
+      this.snap.refused = why;
+      // All or nothing: back to an empty engine with the configuration.
+      this.engine.reset();
+      applyConfig(this.engine, this.cfg, this.lanSubnets);
+      if (this.wanAddress) this.engine.x.setWanAddress(ipToRaw(this.wanAddress), nowMs());
+      this.log.warn({ file }, `state snapshot refused, starting empty: ${why}`);
+    }
+  }
+
+  /** Copies the state between batches, writes it in the background (one write at a time). */
+  private async saveState(): Promise<void> {
+    if (this.snapWriting || this.stopping) return;
+    this.snapWriting = true;
+    try {
+      const c = capture(this.engine, this.wanAddress ? ipToRaw(this.wanAddress) : 0, nowMs());
+      const t0 = performance.now();
+      const bytes = await writeCapture(this.snapshotFile(), c);
+      this.snap.lastWrite = { at: new Date(c.header.wallMs).toISOString(), bytes, copyMs: +c.copyMs.toFixed(2), writeMs: +(performance.now() - t0).toFixed(1) };
+      if (this.snap.writeError) this.log.info('state snapshot written again');
+      this.snap.writeError = null;
+    } catch (err) {
+      const msg = (err as Error).message;
+      if (this.snap.writeError !== msg) this.log.error({ file: this.snapshotFile(), error: msg }, 'state snapshot not written');
+      this.snap.writeError = msg;
+    } finally {
+      this.snapWriting = false;
+    }
   }
 
   private onWanAddress(addr: string | null): void {
@@ -215,6 +312,8 @@ export class Supervisor {
       redirects: this.cfg.redirects.length, rules: this.cfg.rules.length,
       // by fw4 name (else the uci section name, else the line)
       redirectList: this.cfg.redirects.map(redirectLabel), ruleList: this.cfg.rules.map(ruleLabel),
+      startup: this.startup,
+      snapshot: this.snap,
     };
   }
 
@@ -238,7 +337,7 @@ export class Supervisor {
     }
     const restartNeeded: string[] = [];
     const a = this.cfg.main, b = next.main;
-    for (const k of ['lanDevice', 'wanDevice', 'tunInside', 'tunOutside', 'maxFlows', 'controlSocket'] as const) {
+    for (const k of ['lanDevice', 'wanDevice', 'tunInside', 'tunOutside', 'maxFlows', 'controlSocket', 'snapshotDir', 'snapshotInterval'] as const) {
       if (a[k] !== b[k]) restartNeeded.push(k);
     }
     if (JSON.stringify(a.lanSubnets) !== JSON.stringify(b.lanSubnets)) restartNeeded.push('lanSubnets');
@@ -312,6 +411,14 @@ export class Supervisor {
     this.loop?.stop();
     this.wan?.stop();
     const errors: string[] = [];
+    // Clean stop: the last state, taken after the last batch.
+    if (this.loop && this.snap) {
+      try {
+        const c = capture(this.engine, this.wanAddress ? ipToRaw(this.wanAddress) : 0, nowMs());
+        const bytes = writeCaptureSync(this.snapshotFile(), c);
+        this.log.info({ file: this.snapshotFile(), bytes }, 'state snapshot written');
+      } catch (err) { errors.push(`snapshot: ${(err as Error).message}`); }
+    }
     // Only what this run installed: a setupRouting that failed has already
     // undone its partial work, and a crash's leftovers are the next start's.
     try { this.routing?.teardown(); } catch (err) { errors.push((err as Error).message); }

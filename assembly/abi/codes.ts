@@ -26,3 +26,21 @@ export const PROTO_UDP: u32 = 17;
 export const PROTO_GRE: u32 = 47;
 export const PROTO_ESP: u32 = 50;
 export const PROTO_AH: u32 = 51;
+
+// @group snapshot  (assembly/snapshot.ts: the regions a state snapshot saves, and restore's answers)
+export const SNAP_LAYOUT_VERSION: u32 = 1; // bump when a saved record's meaning changes without its size
+export const SNAP_COUNTERS: u32 = 1;
+export const SNAP_FLOWS: u32 = 2;
+export const SNAP_ESP: u32 = 3;
+export const SNAP_IKE: u32 = 4;
+export const SNAP_CALLS: u32 = 5;
+export const SNAP_MAX_LIFETIME_DS: u32 = 21474830; // no saved entry has longer left: the largest timeout (2147483 s)
+export const RESTORE_OK: u32 = 0;
+export const RESTORE_BAD_REGION: u32 = 1;   // a region id this engine does not have
+export const RESTORE_BAD_COUNT: u32 = 2;    // more records than the table holds, or outside the staging area
+export const RESTORE_BAD_FIELD: u32 = 3;    // a field out of range
+export const RESTORE_DUPLICATE: u32 = 4;    // a key twice
+export const RESTORE_BAD_BINDING: u32 = 5;  // a flow on another LAN endpoint's port
+export const RESTORE_FULL: u32 = 6;         // a table or list overflowed
+export const RESTORE_INCONSISTENT: u32 = 7; // restoreVerify: a record its indexes do not find
+export const RESTORE_ORDER: u32 = 8;        // not into an empty engine, or regions out of order

@@ -34,7 +34,9 @@ import {
 import {
   SIDE_INSIDE, SIDE_OUTSIDE, VERDICT_DROP, VERDICT_PASS, ZONE_WAN, ZONE_LAN, DEST_ROUTER, DEST_FORWARD,
   TARGET_NONE, TARGET_ACCEPT, TARGET_DROP, TARGET_REJECT, PROTO_ICMP, PROTO_TCP, PROTO_UDP, PROTO_GRE,
-  PROTO_ESP, PROTO_AH,
+  PROTO_ESP, PROTO_AH, SNAP_LAYOUT_VERSION, SNAP_COUNTERS, SNAP_FLOWS, SNAP_ESP, SNAP_IKE, SNAP_CALLS,
+  SNAP_MAX_LIFETIME_DS, RESTORE_OK, RESTORE_BAD_REGION, RESTORE_BAD_COUNT, RESTORE_BAD_FIELD,
+  RESTORE_DUPLICATE, RESTORE_BAD_BINDING, RESTORE_FULL, RESTORE_INCONSISTENT, RESTORE_ORDER,
 } from "./codes";
 import {
   SETTINGS_SIZE, SET_TCP_TIMEOUT, SET_TCP_TRANSITORY_TIMEOUT, SET_UDP_TIMEOUT, SET_ICMP_TIMEOUT,
@@ -44,7 +46,7 @@ import {
   SET_SRC_MAX_FRAGS,
 } from "./settings";
 
-export const ABI_WORDS: u32 = 211;
+export const ABI_WORDS: u32 = 227;
 
 /** Writes ABI_WORDS u32 values at `out`; returns how many. */
 export function abiDescribe(out: usize): u32 {
@@ -237,27 +239,43 @@ export function abiDescribe(out: usize): u32 {
   store<u32>(out, <u32>PROTO_GRE, 744);
   store<u32>(out, <u32>PROTO_ESP, 748);
   store<u32>(out, <u32>PROTO_AH, 752);
-  store<u32>(out, <u32>SETTINGS_SIZE, 756);
-  store<u32>(out, <u32>SET_TCP_TIMEOUT, 760);
-  store<u32>(out, <u32>SET_TCP_TRANSITORY_TIMEOUT, 764);
-  store<u32>(out, <u32>SET_UDP_TIMEOUT, 768);
-  store<u32>(out, <u32>SET_ICMP_TIMEOUT, 772);
-  store<u32>(out, <u32>SET_FRAG_TIMEOUT, 776);
-  store<u32>(out, <u32>SET_ESP_TIMEOUT, 780);
-  store<u32>(out, <u32>SET_ESP_INIT_TIMEOUT, 784);
-  store<u32>(out, <u32>SET_ESP_INIT_RETRIES, 788);
-  store<u32>(out, <u32>SET_IKE_TIMEOUT, 792);
-  store<u32>(out, <u32>SET_NATT_TIMEOUT, 796);
-  store<u32>(out, <u32>SET_GRE_TIMEOUT, 800);
-  store<u32>(out, <u32>SET_PARALLEL_SESSIONS, 804);
-  store<u32>(out, <u32>SET_ESP_GUESS, 808);
-  store<u32>(out, <u32>SET_MASQ_PORT_LO, 812);
-  store<u32>(out, <u32>SET_MASQ_PORT_HI, 816);
-  store<u32>(out, <u32>SET_UNREPLIED_TIMEOUT, 820);
-  store<u32>(out, <u32>SET_SRC_MAX_FLOWS, 824);
-  store<u32>(out, <u32>SET_SRC_MAX_IKE, 828);
-  store<u32>(out, <u32>SET_SRC_MAX_CALLS, 832);
-  store<u32>(out, <u32>SET_SRC_MAX_ESP_PENDING, 836);
-  store<u32>(out, <u32>SET_SRC_MAX_FRAGS, 840);
-  return 211;
+  store<u32>(out, <u32>SNAP_LAYOUT_VERSION, 756);
+  store<u32>(out, <u32>SNAP_COUNTERS, 760);
+  store<u32>(out, <u32>SNAP_FLOWS, 764);
+  store<u32>(out, <u32>SNAP_ESP, 768);
+  store<u32>(out, <u32>SNAP_IKE, 772);
+  store<u32>(out, <u32>SNAP_CALLS, 776);
+  store<u32>(out, <u32>SNAP_MAX_LIFETIME_DS, 780);
+  store<u32>(out, <u32>RESTORE_OK, 784);
+  store<u32>(out, <u32>RESTORE_BAD_REGION, 788);
+  store<u32>(out, <u32>RESTORE_BAD_COUNT, 792);
+  store<u32>(out, <u32>RESTORE_BAD_FIELD, 796);
+  store<u32>(out, <u32>RESTORE_DUPLICATE, 800);
+  store<u32>(out, <u32>RESTORE_BAD_BINDING, 804);
+  store<u32>(out, <u32>RESTORE_FULL, 808);
+  store<u32>(out, <u32>RESTORE_INCONSISTENT, 812);
+  store<u32>(out, <u32>RESTORE_ORDER, 816);
+  store<u32>(out, <u32>SETTINGS_SIZE, 820);
+  store<u32>(out, <u32>SET_TCP_TIMEOUT, 824);
+  store<u32>(out, <u32>SET_TCP_TRANSITORY_TIMEOUT, 828);
+  store<u32>(out, <u32>SET_UDP_TIMEOUT, 832);
+  store<u32>(out, <u32>SET_ICMP_TIMEOUT, 836);
+  store<u32>(out, <u32>SET_FRAG_TIMEOUT, 840);
+  store<u32>(out, <u32>SET_ESP_TIMEOUT, 844);
+  store<u32>(out, <u32>SET_ESP_INIT_TIMEOUT, 848);
+  store<u32>(out, <u32>SET_ESP_INIT_RETRIES, 852);
+  store<u32>(out, <u32>SET_IKE_TIMEOUT, 856);
+  store<u32>(out, <u32>SET_NATT_TIMEOUT, 860);
+  store<u32>(out, <u32>SET_GRE_TIMEOUT, 864);
+  store<u32>(out, <u32>SET_PARALLEL_SESSIONS, 868);
+  store<u32>(out, <u32>SET_ESP_GUESS, 872);
+  store<u32>(out, <u32>SET_MASQ_PORT_LO, 876);
+  store<u32>(out, <u32>SET_MASQ_PORT_HI, 880);
+  store<u32>(out, <u32>SET_UNREPLIED_TIMEOUT, 884);
+  store<u32>(out, <u32>SET_SRC_MAX_FLOWS, 888);
+  store<u32>(out, <u32>SET_SRC_MAX_IKE, 892);
+  store<u32>(out, <u32>SET_SRC_MAX_CALLS, 896);
+  store<u32>(out, <u32>SET_SRC_MAX_ESP_PENDING, 900);
+  store<u32>(out, <u32>SET_SRC_MAX_FRAGS, 904);
+  return 227;
 }

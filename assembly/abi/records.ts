@@ -61,7 +61,7 @@ export const ESP_RETRIES: u32 = 25;   // u8
 export const ESP_FLAGS: u32 = 26;     // u16 ESPF_*
 export const ESP_PKTS: u32 = 28;      // u32
 export const ESP_SPI_IN2: u32 = 32;   // u32 raw: a second inbound SPI a provisional SA took; 0 = none
-export const ESP_TIMER: u32 = 36;     // u32 provisional: its end; forward: the last promotion scan
+export const ESP_TIMER: u32 = 36;     // u32 provisional: its end; forward: the last promotion scan; outstanding: the last counted try
 export const ESP_FREE: u32 = 0;
 export const ESP_OUTSTANDING: u32 = 1;
 export const ESP_BOUND: u32 = 2;

@@ -188,3 +188,31 @@ export function bindResetDynamic(): void {
     }
   }
 }
+
+// ---- state snapshot restore -------------------------------------------------
+
+/**
+ * A restored flow's reference on port `alias` for (lanA, lanP): takes the
+ * binding when free, adds a reference when it is that endpoint's. 0 ok;
+ * 1 a redirect reserves the port for another endpoint now (the config
+ * changed: the flow is dropped); 2 another endpoint's dynamic binding (an
+ * inconsistent snapshot).
+ */
+export function bindRestore(pi: u32, alias: u32, lanA: u32, lanP: u32): u32 {
+  const o = owner(pi, alias);
+  const flags = <u32>load<u16>(o, B_FLAGS);
+  if ((flags & BF_USED) == 0) {
+    claim(pi, alias, lanA, lanP, 0);
+  } else if (load<u32>(o, B_LAN_ADDR) != lanA || <u32>load<u16>(o, B_LAN_PORT) != lanP) {
+    return (flags & BF_STATIC) != 0 ? 1 : 2;
+  }
+  store<u32>(o, load<u32>(o, B_REFS) + 1, B_REFS);
+  return 0;
+}
+
+/** The binding of `alias` belongs to (lanA, lanP) and has a reference. */
+export function bindOwns(pi: u32, alias: u32, lanA: u32, lanP: u32): bool {
+  const o = owner(pi, alias);
+  return (load<u16>(o, B_FLAGS) & <u16>BF_USED) != 0 && load<u32>(o, B_LAN_ADDR) == lanA &&
+    <u32>load<u16>(o, B_LAN_PORT) == lanP && load<u32>(o, B_REFS) > 0;
+}

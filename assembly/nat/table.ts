@@ -10,13 +10,18 @@
 
 import { C_EARLY_DROPS, C_FLOWS_ACTIVE, C_FLOWS_EXPIRED, C_FLOWS_NEW, EV_FLOW_EXPIRED, EV_FLOW_NEW } from "../abi/counters";
 import {
-  FLOW_SIZE, FL_CHARGED, FL_IN_USE, FL_REDIRECT, FL_REPLIED, F_ALIAS_PORT, F_END_OUT, F_EXPIRES, F_FLAGS, F_LAN_ADDR,
-  F_LAN_PORT, F_PKTS_IN, F_PKTS_OUT, F_PROTO, F_REM_ADDR, F_REM_PORT, F_STATE, F_TCP_OUT,
+  FLOW_SIZE, FL_CHARGED, FL_FIN_IN, FL_FIN_OUT, FL_IN_USE, FL_NATT, FL_REDIRECT, FL_REPLIED, FL_WS_NONE, F_ALIAS_PORT,
+  F_END_OUT, F_EXPIRES, F_FLAGS, F_LAN_ADDR, F_LAN_PORT, F_PKTS_IN, F_PKTS_OUT, F_PROTO, F_REM_ADDR, F_REM_PORT, F_STATE,
+  F_TCP_OUT,
 } from "../abi/records";
 import { counters, flows, flowOutIndex, flowInIndex, hashMask, maxFlows } from "../layout";
 import { count, countAdd, eventPush, hashSeed, nowDs } from "./state";
-import { bindRelease, protoIndex } from "./binding";
-import { LIM_FLOWS, srcRelease } from "./limits";
+import { bindOwns, bindRelease, bindRestore, protoIndex } from "./binding";
+import {
+  PROTO_ICMP, PROTO_TCP, PROTO_UDP, RESTORE_BAD_BINDING, RESTORE_BAD_FIELD, RESTORE_DUPLICATE, RESTORE_FULL, RESTORE_OK,
+  SNAP_MAX_LIFETIME_DS,
+} from "../abi/codes";
+import { LIM_FLOWS, srcCharge, srcRelease } from "./limits";
 
 let freeHead: u32 = 0;   // record + 1 of the first free record, 0 = none
 let bumpNext: u32 = 0;   // records never used start here
@@ -229,4 +234,91 @@ export function flowFlushAll(): u32 {
   freeHead = 0; bumpNext = 0; sweepHand = 0; evictHand = 0;
   countAdd(C_FLOWS_ACTIVE, -(<i64>n));
   return n;
+}
+
+// ---- state snapshot restore (assembly/snapshot.ts) -------------------------
+
+const FLOW_STATE_MAX: u32 = 6; // TCP_CLOSE (masq.ts), the highest state a flow has
+const FL_ALL: u32 = FL_IN_USE | FL_REDIRECT | FL_REPLIED | FL_FIN_OUT | FL_FIN_IN | FL_NATT | FL_CHARGED | FL_WS_NONE;
+
+/** Back to an empty table (init has zeroed the memory). */
+export function flowReset(): void { freeHead = 0; bumpNext = 0; sweepHand = 0; }
+
+/**
+ * One saved record (FLOW_SIZE bytes at `src`): skipped when free or
+ * expired, else checked and inserted with its binding. RESTORE_OK or an
+ * error; after an error the engine is reset, so a half-inserted record
+ * never lives on.
+ */
+export function flowRestore(src: usize): u32 {
+  const flags = <u32>load<u16>(src, F_FLAGS);
+  if ((flags & FL_IN_USE) == 0) return RESTORE_OK;
+  const left = load<u32>(src, F_EXPIRES) - nowDs;
+  if (<i32>left <= 0) return RESTORE_OK;                 // expired while vpnmasq was down
+  if (left > SNAP_MAX_LIFETIME_DS) return RESTORE_BAD_FIELD; // longer than any timeout
+  const proto = <u32>load<u8>(src, F_PROTO);
+  if (proto != PROTO_TCP && proto != PROTO_UDP && proto != PROTO_ICMP) return RESTORE_BAD_FIELD;
+  if (<u32>load<u8>(src, F_STATE) > FLOW_STATE_MAX || (flags & ~FL_ALL) != 0) return RESTORE_BAD_FIELD;
+  const alias = <u32>load<u16>(src, F_ALIAS_PORT);
+  if (alias == 0) return RESTORE_BAD_FIELD;
+  if (bumpNext >= maxFlows) return RESTORE_FULL;
+  const f = bumpNext;
+  // Copied first (the index walks compare records), then into both indexes,
+  // each walk also looking for the same key.
+  memory.copy(rec(f), src, FLOW_SIZE);
+  const r = rec(f);
+  if (!indexInsertNew(flowOutIndex, recHashOut(r), f, true)) return RESTORE_DUPLICATE;
+  if (!indexInsertNew(flowInIndex, recHashIn(r), f, false)) return RESTORE_DUPLICATE;
+  const b = bindRestore(protoIndex(proto), alias, load<u32>(r, F_LAN_ADDR), load<u16>(r, F_LAN_PORT));
+  if (b == 1) {
+    // A redirect added since has this port: the flow goes, the rest stays.
+    indexRemove(flowOutIndex, recHashOut(r), f + 1, true);
+    indexRemove(flowInIndex, recHashIn(r), f + 1, false);
+    memory.fill(r, 0, FLOW_SIZE);
+    return RESTORE_OK;
+  }
+  if (b != 0) return RESTORE_BAD_BINDING;
+  // Counted against its LAN host's cap again; over a cap lowered since, it
+  // stays, uncounted (its release then finds nothing to release).
+  if ((flags & FL_CHARGED) != 0 && !srcCharge(load<u32>(r, F_LAN_ADDR), LIM_FLOWS)) store<u16>(r, <u16>(flags & ~FL_CHARGED), F_FLAGS);
+  bumpNext++;
+  countAdd(C_FLOWS_ACTIVE, 1);
+  return RESTORE_OK;
+}
+
+/** Inserts record f + 1 unless a record with the same key is indexed already (false then). */
+function indexInsertNew(index: usize, h: u32, f: u32, outbound: bool): bool {
+  const r = rec(f);
+  let i = h & hashMask;
+  while (true) {
+    const x = load<u32>(index + (<usize>i << 2));
+    if (x == 0) break;
+    const o = rec(x - 1);
+    const same = load<u32>(o, F_REM_ADDR) == load<u32>(r, F_REM_ADDR) && load<u16>(o, F_REM_PORT) == load<u16>(r, F_REM_PORT) &&
+      load<u8>(o, F_PROTO) == load<u8>(r, F_PROTO) && (outbound
+        ? load<u32>(o, F_LAN_ADDR) == load<u32>(r, F_LAN_ADDR) && load<u16>(o, F_LAN_PORT) == load<u16>(r, F_LAN_PORT)
+        : load<u16>(o, F_ALIAS_PORT) == load<u16>(r, F_ALIAS_PORT));
+    if (same) return false;
+    i = (i + 1) & hashMask;
+  }
+  store<u32>(index + (<usize>i << 2), f + 1);
+  return true;
+}
+
+/** Every live flow is found by both indexes and holds its binding; the gauge matches. */
+export function flowVerify(): bool {
+  let live: u32 = 0;
+  for (let f: u32 = 0; f < bumpNext; f++) {
+    const r = rec(f);
+    if ((load<u16>(r, F_FLAGS) & <u16>FL_IN_USE) == 0) continue;
+    live++;
+    const proto = <u32>load<u8>(r, F_PROTO);
+    const lanA = load<u32>(r, F_LAN_ADDR), remA = load<u32>(r, F_REM_ADDR);
+    const lanP = <u32>load<u16>(r, F_LAN_PORT), remP = <u32>load<u16>(r, F_REM_PORT);
+    const alias = <u32>load<u16>(r, F_ALIAS_PORT);
+    if (flowFindOut(proto, lanA, lanP, remA, remP) != f + 1) return false;
+    if (flowFindIn(proto, alias, remA, remP) != f + 1) return false;
+    if (!bindOwns(protoIndex(proto), alias, lanA, lanP)) return false;
+  }
+  return live == flowActive();
 }

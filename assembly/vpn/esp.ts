@@ -8,8 +8,14 @@
 // inbound SPI from the server binds to an outstanding entry: the one whose
 // LAN host had the most recent IKE exchange with that server, else the
 // oldest. An outstanding entry lives esp_init_timeout (2 min); after
-// esp_init_retries (5) further packets without an answer it is SQUELCHED
-// for 30 s (its packets dropped, other hosts no longer wait), then freed.
+// esp_init_retries (5) retries without an answer it is SQUELCHED for 30 s
+// (its packets dropped, other hosts no longer wait), then freed. A retry is
+// a packet on the outstanding SPI at least RETRY_INTERVAL_DS after the
+// entry opened or after the last counted retry: a client sends a burst
+// before the server's first reply can arrive (bulk data right after an SA
+// comes up or a rekey: 50 packets at 1,000 pps and 50 ms round trip), and
+// the HOWTO's retries are retransmissions of an unanswered exchange, not
+// the packets of one burst. A new SPI while one is pending counts at once.
 // Bound entries live esp_timeout (30 min) from the last packet.
 //
 // Limits (issue 8 item 5): an outstanding entry that times out unanswered
@@ -33,7 +39,8 @@ import {
   ESP_LAN_ADDR, ESP_OUTSTANDING, ESP_PEER, ESP_PKTS, ESP_REM_ADDR, ESP_RETRIES, ESP_SIZE, ESP_SPI_IN, ESP_SPI_IN2,
   ESP_SPI_OUT, ESP_SQUELCHED, ESP_STATE, ESP_TIMER,
 } from "../abi/records";
-import { espMap, espRecs, outstanding, ESP_CAP, ESP_MAP_SIZE, OUTSTANDING_CAP } from "../layout";
+import { counters, espMap, espRecs, outstanding, ESP_CAP, ESP_MAP_SIZE, OUTSTANDING_CAP } from "../layout";
+import { RESTORE_BAD_FIELD, RESTORE_DUPLICATE, RESTORE_FULL, RESTORE_OK, SNAP_MAX_LIFETIME_DS } from "../abi/codes";
 import { IP_DST, IP_SRC, ipDst, ipSrc } from "../wire/ipv4";
 import { peerEspBound, peerEspClosed, peerEspTouch, peerIkeLast, peerRecentHost } from "./peers";
 import { ruleMatch } from "../nat/filter";
@@ -55,6 +62,10 @@ let sweepHand: u32 = 0;
 let evictHand: u32 = 0;
 const EVICT_SCAN: u32 = 64;
 const PROMOTE_EVERY_DS: u32 = 50;
+// Packets on an outstanding SPI closer together than this are one try.
+// 1 s: above any round trip a server answers in, well below esp_init_timeout,
+// so retries × 1 s still squelches a host nobody answers.
+const RETRY_INTERVAL_DS: u32 = 10;
 
 export function espInit(): void { slabInit(slab, ESP_CAP, ESP_SIZE); outstandingCount = 0; sweepHand = 0; evictHand = 0; }
 
@@ -207,6 +218,7 @@ function espNew(lanA: u32, remA: u32, spiOut: u32, spiIn: u32, state: u32, flags
   if (state == ESP_OUTSTANDING) {
     store<u32>(e, nowDs + espInitDs, ESP_EXPIRES);
     store<u32>(e, nowDs + espInitDs, ESP_DEADLINE);
+    store<u32>(e, nowDs, ESP_TIMER); // the first try
   } else {
     const life = boundLife(e);
     store<u32>(e, life, ESP_EXPIRES);
@@ -269,9 +281,14 @@ export function espOut(p: usize, l4: usize, l4len: u32): u32 {
     const state = <u32>load<u8>(e, ESP_STATE);
     if (state == ESP_SQUELCHED) return Drop.ESP_SQUELCHED;
     if (state == ESP_OUTSTANDING) {
-      const tries = <u32>load<u8>(e, ESP_RETRIES) + 1;
-      store<u8>(e, <u8>tries, ESP_RETRIES);
-      if (tries > espInitRetries) { squelch(e); return Drop.ESP_SQUELCHED; }
+      // Still unanswered: a retry only once a retry interval has passed
+      // since the last try, so a burst before the first reply is one try.
+      if (nowDs - load<u32>(e, ESP_TIMER) >= RETRY_INTERVAL_DS) {
+        store<u32>(e, nowDs, ESP_TIMER);
+        const tries = <u32>load<u8>(e, ESP_RETRIES) + 1;
+        store<u8>(e, <u8>tries, ESP_RETRIES);
+        if (tries > espInitRetries) { squelch(e); return Drop.ESP_SQUELCHED; }
+      }
     } else {
       store<u32>(e, nowDs + espDs, ESP_EXPIRES);
       peerEspTouch(load<u32>(e, ESP_PEER), nowDs + espDs);
@@ -429,3 +446,72 @@ export function espDelete(r: u32): bool {
   return true;
 }
 export function espHighWater(): u32 { return slabHighWater(slab); }
+
+// ---- state snapshot restore (assembly/snapshot.ts) -------------------------
+
+/** One saved association (ESP_SIZE bytes at `src`): skipped when free or expired, else checked and inserted. */
+export function espRestore(src: usize): u32 {
+  const state = <u32>load<u8>(src, ESP_STATE);
+  if (state == ESP_FREE) return RESTORE_OK;
+  let flags = <u32>load<u16>(src, ESP_FLAGS);
+  if (state > ESP_SQUELCHED || (flags & ~(ESPF_FORWARD | ESPF_UNREPLIED | ESPF_PROVISIONAL | ESPF_CHARGED)) != 0) return RESTORE_BAD_FIELD;
+  const pending = state == ESP_OUTSTANDING || state == ESP_SQUELCHED;
+  if (!pending && (flags & ESPF_CHARGED) != 0 && (flags & ESPF_PROVISIONAL) == 0) return RESTORE_BAD_FIELD;
+  const left = load<u32>(src, ESP_EXPIRES) - nowDs;
+  if (<i32>left <= 0) return RESTORE_OK;
+  // An outstanding entry past its deadline would be squelched now, a squelch past its end freed: both go.
+  if (pending && <i32>(load<u32>(src, ESP_DEADLINE) - nowDs) <= 0) return RESTORE_OK;
+  if (left > SNAP_MAX_LIFETIME_DS || (pending && load<u32>(src, ESP_DEADLINE) - nowDs > SNAP_MAX_LIFETIME_DS)) return RESTORE_BAD_FIELD;
+  const lanA = load<u32>(src, ESP_LAN_ADDR), remA = load<u32>(src, ESP_REM_ADDR);
+  const spiOut = load<u32>(src, ESP_SPI_OUT), spiIn = load<u32>(src, ESP_SPI_IN), spiIn2 = load<u32>(src, ESP_SPI_IN2);
+  if (spiOut == 0 && spiIn == 0) return RESTORE_BAD_FIELD;
+  if (pending && (spiOut == 0 || spiIn != 0 || spiIn2 != 0)) return RESTORE_BAD_FIELD;
+  if (spiIn2 != 0 && (spiIn == 0 || spiIn2 == spiIn)) return RESTORE_BAD_FIELD;
+  // One (server, SPI) may be one entry's outbound and another's inbound
+  // SPI (espOut allows that); twice in one direction it may not.
+  if (spiOut != 0) { const v = kmFind(espMap, MAP_MASK, remA, spiOut); if (v != 0 && (v & OUT_BIT) != 0) return RESTORE_DUPLICATE; }
+  if (spiIn != 0) { const v = kmFind(espMap, MAP_MASK, remA, spiIn); if (v != 0 && (v & OUT_BIT) == 0) return RESTORE_DUPLICATE; }
+  if (spiIn2 != 0) { const v = kmFind(espMap, MAP_MASK, remA, spiIn2); if (v != 0 && (v & OUT_BIT) == 0) return RESTORE_DUPLICATE; }
+  const r1 = slabAlloc(slab, espRecs);
+  if (r1 == 0) return RESTORE_FULL;
+  const e = rec(r1 - 1);
+  memory.copy(e, src, ESP_SIZE);
+  // A provisional SA whose time ran out while vpnmasq was down has settled.
+  if ((flags & ESPF_PROVISIONAL) != 0 && <i32>(load<u32>(e, ESP_TIMER) - nowDs) <= 0) flags &= ~(ESPF_PROVISIONAL | ESPF_CHARGED);
+  if ((flags & ESPF_PROVISIONAL) != 0 && load<u32>(e, ESP_TIMER) - nowDs > SNAP_MAX_LIFETIME_DS) return RESTORE_BAD_FIELD;
+  if ((flags & ESPF_CHARGED) != 0 && !srcCharge(lanA, LIM_ESP)) flags &= ~ESPF_CHARGED;
+  store<u16>(e, <u16>flags, ESP_FLAGS);
+  if ((pending || (flags & ESPF_PROVISIONAL) != 0) && !outstandingAdd(r1 - 1)) return RESTORE_FULL;
+  // The saved peer record number is this run's business: made anew.
+  if (state == ESP_BOUND) store<u32>(e, peerEspBound(lanA, remA, load<u32>(e, ESP_EXPIRES)), ESP_PEER);
+  if (spiOut != 0) kmInsert(espMap, MAP_MASK, remA, spiOut, r1 | OUT_BIT);
+  if (spiIn != 0) kmInsert(espMap, MAP_MASK, remA, spiIn, r1);
+  if (spiIn2 != 0) kmInsert(espMap, MAP_MASK, remA, spiIn2, r1);
+  countAdd(C_ESP_ACTIVE, 1);
+  return RESTORE_OK;
+}
+
+/** Every live association is found by its SPIs; pending ones are on the outstanding list; the gauge matches. */
+export function espVerify(): bool {
+  const hw = slabHighWater(slab);
+  let live: u32 = 0, pending: u32 = 0;
+  for (let r: u32 = 0; r < hw; r++) {
+    const e = rec(r);
+    const state = <u32>load<u8>(e, ESP_STATE);
+    if (state == ESP_FREE) continue;
+    live++;
+    const remA = load<u32>(e, ESP_REM_ADDR), spiOut = load<u32>(e, ESP_SPI_OUT), spiIn = load<u32>(e, ESP_SPI_IN);
+    // found, or behind the other direction's entry with the same key (checked at insert)
+    if (spiOut != 0) { const v = kmFind(espMap, MAP_MASK, remA, spiOut); if (v != ((r + 1) | OUT_BIT) && (v == 0 || (v & OUT_BIT) != 0)) return false; }
+    if (spiIn != 0) { const v = kmFind(espMap, MAP_MASK, remA, spiIn); if (v != r + 1 && (v == 0 || (v & OUT_BIT) == 0)) return false; }
+    const spiIn2 = load<u32>(e, ESP_SPI_IN2);
+    if (spiIn2 != 0) { const v = kmFind(espMap, MAP_MASK, remA, spiIn2); if (v != r + 1 && (v == 0 || (v & OUT_BIT) == 0)) return false; }
+    if (state == ESP_OUTSTANDING || state == ESP_SQUELCHED || (load<u16>(e, ESP_FLAGS) & <u16>ESPF_PROVISIONAL) != 0) {
+      pending++;
+      let found = false;
+      for (let i: u32 = 0; i < outstandingCount; i++) if (load<u32>(outstanding + (<usize>i << 2)) == r) found = true;
+      if (!found) return false;
+    }
+  }
+  return pending == outstandingCount && <u64>live == load<u64>(counters + (<usize>C_ESP_ACTIVE << 3));
+}

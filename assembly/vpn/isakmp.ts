@@ -22,7 +22,8 @@ import {
   IKEF_ANSWERED, IKEF_CHARGED, IKEF_INBOUND, IKE_EXPIRES, IKE_FLAGS, IKE_ICOOKIE, IKE_IN_USE, IKE_LAN_ADDR, IKE_LAST_SEEN, IKE_PKTS_IN,
   IKE_PKTS_OUT, IKE_RCOOKIE, IKE_REM_ADDR, IKE_REM_PORT, IKE_SIZE,
 } from "../abi/records";
-import { ikeMap, ikeRecs, IKE_CAP, IKE_MAP_SIZE } from "../layout";
+import { counters, ikeMap, ikeRecs, IKE_CAP, IKE_MAP_SIZE } from "../layout";
+import { RESTORE_BAD_FIELD, RESTORE_DUPLICATE, RESTORE_FULL, RESTORE_OK, SNAP_MAX_LIFETIME_DS } from "../abi/codes";
 import { IP_DST, IP_SRC, ipDst, ipSrc } from "../wire/ipv4";
 import { L4_DST_PORT, L4_SRC_PORT, UDP_HEADER, port } from "../wire/l4";
 import { routerVerdict } from "../nat/filter";
@@ -33,7 +34,7 @@ import { rewriteAddrPort } from "../nat/rewrite";
 import { evictSample, slabAlloc, slabFree, slabHighWater, slabInit } from "./slab";
 import { count, countAdd, eventPush, ikeDs, nowDs, unrepliedDs, wanAddr } from "../nat/state";
 import { LIM_IKE, srcCharge, srcRelease } from "../nat/limits";
-import { peerEspActive, peerIkeClosed, peerIkeOpened, peerIkeSeen, peerSetRecent } from "./peers";
+import { peerEspActive, peerIkeClosed, peerIkeOpened, peerIkeRestored, peerIkeSeen, peerSetRecent } from "./peers";
 
 export const IKE_PORT: u32 = 500;
 const ISAKMP_HEADER: u32 = 28;
@@ -252,3 +253,54 @@ export function ikeDelete(r: u32): bool {
   return true;
 }
 export function ikeHighWater(): u32 { return slabHighWater(slab); }
+
+// ---- state snapshot restore (assembly/snapshot.ts) -------------------------
+
+/**
+ * One saved exchange (IKE_SIZE bytes at `src`): skipped when free, or
+ * expired with no bound ESP left to keep it alive; else checked, inserted,
+ * and its host's peer facts (latest exchange) made anew.
+ */
+export function ikeRestore(src: usize): u32 {
+  if (load<u8>(src, IKE_IN_USE) == 0) return RESTORE_OK;
+  const lanA = load<u32>(src, IKE_LAN_ADDR), remA = load<u32>(src, IKE_REM_ADDR);
+  const ic = load<u64>(src, IKE_ICOOKIE);
+  let flags = <u32>load<u16>(src, IKE_FLAGS);
+  if (ic == 0 || (flags & ~(IKEF_INBOUND | IKEF_ANSWERED | IKEF_CHARGED)) != 0) return RESTORE_BAD_FIELD;
+  const left = load<u32>(src, IKE_EXPIRES) - nowDs;
+  if (<i32>left > 0 && left > SNAP_MAX_LIFETIME_DS) return RESTORE_BAD_FIELD;
+  const expired = <i32>left <= 0;
+  if (expired && !peerEspActive(lanA, remA)) return RESTORE_OK; // ESP is restored first
+  const v = kmFind(ikeMap, MAP_MASK, key1(remA, ic), <u32>ic);
+  if (v != 0 && load<u32>(rec(v - 1), IKE_REM_ADDR) == remA && load<u64>(rec(v - 1), IKE_ICOOKIE) == ic) return RESTORE_DUPLICATE;
+  const r1 = slabAlloc(slab, ikeRecs);
+  if (r1 == 0) return RESTORE_FULL;
+  const e = rec(r1 - 1);
+  memory.copy(e, src, IKE_SIZE);
+  store<u8>(e, 1, IKE_IN_USE);
+  if (expired) store<u32>(e, nowDs + ikeDs, IKE_EXPIRES); // kept alive by its ESP, as the sweep would
+  if ((flags & IKEF_CHARGED) != 0 && !srcCharge(lanA, LIM_IKE)) { flags &= ~IKEF_CHARGED; store<u16>(e, <u16>flags, IKE_FLAGS); }
+  kmInsert(ikeMap, MAP_MASK, key1(remA, ic), <u32>ic, r1);
+  countAdd(C_IKE_ACTIVE, 1);
+  peerIkeOpened(lanA, remA);
+  peerIkeRestored(lanA, remA, load<u32>(e, IKE_LAST_SEEN), lanA != wanAddr);
+  return RESTORE_OK;
+}
+
+/** Every live exchange is found by its cookie; the gauge matches. */
+export function ikeVerify(): bool {
+  const hw = slabHighWater(slab);
+  let live: u32 = 0;
+  for (let r: u32 = 0; r < hw; r++) {
+    const e = rec(r);
+    if (load<u8>(e, IKE_IN_USE) == 0) continue;
+    live++;
+    const remA = load<u32>(e, IKE_REM_ADDR);
+    const ic = load<u64>(e, IKE_ICOOKIE);
+    const v = kmFind(ikeMap, MAP_MASK, key1(remA, ic), <u32>ic);
+    if (v == 0) return false;
+    // a key-fold twin may come first; then it must be another exchange
+    if (v != r + 1 && load<u32>(rec(v - 1), IKE_REM_ADDR) == remA && load<u64>(rec(v - 1), IKE_ICOOKIE) == ic) return false;
+  }
+  return <u64>live == load<u64>(counters + (<usize>C_IKE_ACTIVE << 3));
+}

@@ -165,3 +165,11 @@ export function peerEspActive(lanA: u32, remA: u32): bool {
   const r = rec(v);
   return load<u32>(r, PEER_ESP_BOUND) != 0 && <i32>(nowDs - load<u32>(r, PEER_ESP_EXPIRES)) < 0;
 }
+
+/** A restored IKE entry (assembly/snapshot.ts) of lanA with remA, last seen at `seenDs`. */
+export function peerIkeRestored(lanA: u32, remA: u32, seenDs: u32, counts: bool): void {
+  const v = find(lanA, remA);
+  if (v == 0) return;
+  if (seenDs > load<u32>(rec(v), PEER_IKE_LAST)) store<u32>(rec(v), seenDs, PEER_IKE_LAST);
+  if (counts) peerSetRecent(remA, lanA, seenDs);
+}

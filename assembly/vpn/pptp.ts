@@ -22,7 +22,8 @@ import {
   CALL_EXPIRES, CALL_FLAGS, CALL_ID_ALIAS, CALL_ID_LAN, CALL_ID_REMOTE, CALL_IN_USE, CALL_LAN_ADDR,
   CALL_PKTS_IN, CALL_PKTS_OUT, CALL_REM_ADDR, CALL_SIZE, CF_DISCONNECTED, CF_REMOTE_KNOWN,
 } from "../abi/records";
-import { callIdBitmap, callMap, callRecs, CALL_CAP, CALL_MAP_SIZE } from "../layout";
+import { callIdBitmap, callMap, callRecs, counters, CALL_CAP, CALL_MAP_SIZE } from "../layout";
+import { RESTORE_BAD_FIELD, RESTORE_DUPLICATE, RESTORE_FULL, RESTORE_OK, SNAP_MAX_LIFETIME_DS } from "../abi/codes";
 import { adjust16 } from "../wire/checksum";
 import { TCP_CSUM, TCP_OFF } from "../wire/l4";
 import { kmFind, kmInsert, kmRemove } from "./keymap";
@@ -257,3 +258,51 @@ export function callDelete(r: u32): bool {
   return true;
 }
 export function callHighWater(): u32 { return slabHighWater(slab); }
+
+// ---- state snapshot restore (assembly/snapshot.ts) -------------------------
+
+/** One saved call (CALL_SIZE bytes at `src`): skipped when free or expired, else checked and inserted with its alias. */
+export function callRestore(src: usize): u32 {
+  if (load<u8>(src, CALL_IN_USE) == 0) return RESTORE_OK;
+  const flags = <u32>load<u16>(src, CALL_FLAGS);
+  if ((flags & ~(CF_REMOTE_KNOWN | CF_DISCONNECTED)) != 0) return RESTORE_BAD_FIELD;
+  const left = load<u32>(src, CALL_EXPIRES) - nowDs;
+  if (<i32>left <= 0) return RESTORE_OK;
+  if (left > SNAP_MAX_LIFETIME_DS) return RESTORE_BAD_FIELD;
+  const lanA = load<u32>(src, CALL_LAN_ADDR), remA = load<u32>(src, CALL_REM_ADDR);
+  const callLan = <u32>load<u16>(src, CALL_ID_LAN), alias = <u32>load<u16>(src, CALL_ID_ALIAS);
+  const callRemote = <u32>load<u16>(src, CALL_ID_REMOTE);
+  if (alias == 0) return RESTORE_BAD_FIELD;
+  if (aliasUsed(alias)) return RESTORE_DUPLICATE;
+  const vl = kmFind(callMap, MAP_MASK, lanKey(lanA, remA), callLan | K_LAN);
+  if (vl != 0 && load<u32>(rec(vl - 1), CALL_LAN_ADDR) == lanA && load<u32>(rec(vl - 1), CALL_REM_ADDR) == remA) return RESTORE_DUPLICATE;
+  if ((flags & CF_REMOTE_KNOWN) != 0 && kmFind(callMap, MAP_MASK, remA, callRemote | K_OUT) != 0) return RESTORE_DUPLICATE;
+  const v = slabAlloc(slab, callRecs);
+  if (v == 0) return RESTORE_FULL;
+  memory.copy(rec(v - 1), src, CALL_SIZE);
+  store<u8>(rec(v - 1), 1, CALL_IN_USE);
+  aliasMark(alias, true);
+  srcCharge(lanA, LIM_CALLS); // over a cap lowered since, the call stays (its release finds the count at the cap)
+  kmInsert(callMap, MAP_MASK, remA, alias | K_IN, v);
+  kmInsert(callMap, MAP_MASK, lanKey(lanA, remA), callLan | K_LAN, v);
+  if ((flags & CF_REMOTE_KNOWN) != 0) kmInsert(callMap, MAP_MASK, remA, callRemote | K_OUT, v);
+  countAdd(C_CALLS_ACTIVE, 1);
+  return RESTORE_OK;
+}
+
+/** Every live call is found by its alias (and the remote's Call ID) and owns the alias; the gauge matches. */
+export function callVerify(): bool {
+  const hw = slabHighWater(slab);
+  let live: u32 = 0;
+  for (let r: u32 = 0; r < hw; r++) {
+    const e = rec(r);
+    if (load<u8>(e, CALL_IN_USE) == 0) continue;
+    live++;
+    const remA = load<u32>(e, CALL_REM_ADDR);
+    const alias = <u32>load<u16>(e, CALL_ID_ALIAS);
+    if (!aliasUsed(alias) || kmFind(callMap, MAP_MASK, remA, alias | K_IN) != r + 1) return false;
+    if ((load<u16>(e, CALL_FLAGS) & <u16>CF_REMOTE_KNOWN) != 0 &&
+        kmFind(callMap, MAP_MASK, remA, <u32>load<u16>(e, CALL_ID_REMOTE) | K_OUT) != r + 1) return false;
+  }
+  return <u64>live == load<u64>(counters + (<usize>C_CALLS_ACTIVE << 3));
+}

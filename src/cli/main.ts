@@ -82,15 +82,16 @@ interface CommandSpec {
 
 const COMMANDS: Record<string, CommandSpec> = {
   run: {
-    summary: 'run [-c FILE] [--log-format text|json|pretty]',
+    summary: 'run [-c FILE] [--log-format text|json|pretty] [--fresh]',
     help: `Runs the router in the foreground until SIGTERM/SIGINT; SIGHUP reloads.
 Exits 0 at once, with one line, when the configuration says option enabled '0'.
+  --fresh               discard the saved state (snapshot_dir) instead of restoring it
   --log-format text     one line per message: the message, then key=value
                         (warnings and errors on stderr, the rest on stdout)
   --log-format json     pino's JSON lines on stdout
   --log-format pretty   pino-pretty, for a terminal (needs the dev dependency)
 The default is pretty on a terminal when pino-pretty is installed, else text.`,
-    options: { ...SOCKET_S, 'log-format': { type: 'string' } },
+    options: { ...SOCKET_S, 'log-format': { type: 'string' }, fresh: { type: 'boolean' } },
     json: false,
   },
   'check-config': {
@@ -198,7 +199,7 @@ function socketPath(configPath: string, explicit?: string): string {
 function findCommand(argv: string[]): string | undefined {
   const { tokens } = parseArgs({
     args: argv, strict: false, allowPositionals: true, tokens: true,
-    options: { ...COMMON, ...CONNTRACK, 'log-format': { type: 'string' } },
+    options: { ...COMMON, ...CONNTRACK, 'log-format': { type: 'string' }, fresh: { type: 'boolean' } },
   });
   return tokens.find((t) => t.kind === 'positional')?.value as string | undefined;
 }
@@ -304,7 +305,7 @@ async function main(argv: string[]): Promise<number> {
       }
       const { run, FatalError } = await import('../supervisor.js');
       try {
-        return await run({ configPath, logFormat: fmt as 'text' | 'json' | 'pretty' | undefined });
+        return await run({ configPath, logFormat: fmt as 'text' | 'json' | 'pretty' | undefined, fresh: v.fresh === true });
       } catch (err) {
         if (err instanceof FatalError) fail(err.message, err.exitCode);
         throw err;
@@ -386,6 +387,7 @@ function formatStatus(s: Record<string, any>): string {
     `redirects ${s.redirects}, rules ${s.rules}`,
     ...((s.redirectList ?? []) as string[]).map((l) => `  redirect ${l}`),
     ...((s.ruleList ?? []) as string[]).map((l) => `  rule ${l}`),
+    ...snapshotLines(s.snapshot),
     'counters:',
     ...Object.entries(s.counters as Record<string, number>).map(([k, v]) => `  ${k.padEnd(16)} ${v}`),
     'drops:',
@@ -393,6 +395,24 @@ function formatStatus(s: Record<string, any>): string {
   ];
   if (s.tunWriteDrops) lines.push(`  ${'tun_write'.padEnd(16)} ${s.tunWriteDrops}`);
   return lines.join('\n') + '\n';
+}
+
+function snapshotLines(sn: Record<string, any> | undefined): string[] {
+  if (!sn) return [];
+  const lines: string[] = [];
+  if (sn.restored) {
+    const e = sn.restored.entries as Record<string, number>;
+    lines.push(`state restored at ${sn.restored.at} from ${sn.file} (saved ${sn.restored.savedAt}): ` +
+      Object.entries(e).map(([k, v]) => `${k} ${v}`).join(', '));
+  } else if (sn.refused) {
+    lines.push(`state not restored (started empty): ${sn.refused}`);
+  } else {
+    lines.push(sn.fresh ? 'state discarded at start (--fresh)' : `no saved state at start (${sn.file})`);
+  }
+  lines.push(sn.lastWrite
+    ? `state snapshot every ${sn.intervalS || '(stop only)'} s, last ${sn.lastWrite.at}, ${sn.lastWrite.bytes} bytes`
+    : `state snapshot every ${sn.intervalS || '(stop only)'} s, none written yet${sn.writeError ? `: ${sn.writeError}` : ''}`);
+  return lines;
 }
 
 main(process.argv.slice(2)).then(

@@ -47,6 +47,9 @@ config vpnmasq 'main'
 	# option metrics_listen '127.0.0.1:9753'	# HTTP GET /metrics; loopback or a LAN address, never the WAN
 	# option metrics_file '/var/prometheus/vpnmasq.prom'	# for prometheus-node-exporter-lua's textfile collector
 	# option web_listen '192.168.1.1:8080'	# dashboard; a LAN address of lan_device
+	# The engine's tables, kept across a crash or restart (vpnmasq run --fresh discards them).
+	option snapshot_dir '/run/vpnmasq'	# state kept across restarts (tmpfs); delete the file or run --fresh to discard
+	option snapshot_interval '1'	# seconds between state snapshots; 0 = only at a clean stop
 
 # Example port forward: tcp 8080 on the WAN address to 192.168.1.10:80.
 # Delete the 'enabled' line to use it.

@@ -136,6 +136,19 @@ const socketPath: ValueType<string> = {
   range: 'absolute path, at most 107 bytes',
 };
 
+/** A directory: absolute, no line break; a trailing slash is dropped. */
+const dirPath: ValueType<string> = {
+  list: false,
+  read: (sec, [v]) => {
+    const s = v!.value;
+    if (!s.startsWith('/')) bad(sec, v!, 'is not an absolute path');
+    if (/[\r\n]/.test(s)) bad(sec, v!, 'contains a line break');
+    return s.length > 1 ? s.replace(/\/+$/, '') : s;
+  },
+  text: (s) => [s],
+  range: 'absolute path',
+};
+
 const netifdName: ValueType<string> = {
   list: false,
   read: (sec, [v]) => {
@@ -272,6 +285,8 @@ export const MAIN_TABLE = [
   opt('metrics_listen', listen('LAN or loopback'), null as Listen | null, 'Prometheus metrics over HTTP (GET /metrics); never the WAN address'),
   opt('metrics_file', filePath, null as string | null, 'Prometheus text file, rewritten atomically every 5 s (node exporter textfile collector)'),
   opt('web_listen', listen('LAN'), null as Listen | null, 'read-only dashboard over HTTP; a LAN address only'),
+  opt('snapshot_dir', dirPath, '/run/vpnmasq', 'state kept across restarts, snapshot-<tun_inside>.bin (tmpfs); delete it or run --fresh to discard'),
+  opt('snapshot_interval', uint(0, 3600, ' seconds'), 1, 'seconds between state snapshots; 0 = only at a clean stop'),
 ] as const;
 
 type MainRow = (typeof MAIN_TABLE)[number];

@@ -248,6 +248,24 @@ export const PROTO_GRE = 47;
 export const PROTO_ESP = 50;
 export const PROTO_AH = 51;
 
+// @group snapshot
+export const SNAP_LAYOUT_VERSION = 1;
+export const SNAP_COUNTERS = 1;
+export const SNAP_FLOWS = 2;
+export const SNAP_ESP = 3;
+export const SNAP_IKE = 4;
+export const SNAP_CALLS = 5;
+export const SNAP_MAX_LIFETIME_DS = 21474830;
+export const RESTORE_OK = 0;
+export const RESTORE_BAD_REGION = 1;
+export const RESTORE_BAD_COUNT = 2;
+export const RESTORE_BAD_FIELD = 3;
+export const RESTORE_DUPLICATE = 4;
+export const RESTORE_BAD_BINDING = 5;
+export const RESTORE_FULL = 6;
+export const RESTORE_INCONSISTENT = 7;
+export const RESTORE_ORDER = 8;
+
 // @group settings
 export const SETTINGS_SIZE = 96;
 export const SET_TCP_TIMEOUT = 0;
@@ -312,6 +330,7 @@ export const ABI_GROUPS = {
   verdicts: ['VERDICT_DROP', 'VERDICT_PASS'],
   rules: ['ZONE_WAN', 'ZONE_LAN', 'DEST_ROUTER', 'DEST_FORWARD', 'TARGET_NONE', 'TARGET_ACCEPT', 'TARGET_DROP', 'TARGET_REJECT'],
   protocols: ['PROTO_ICMP', 'PROTO_TCP', 'PROTO_UDP', 'PROTO_GRE', 'PROTO_ESP', 'PROTO_AH'],
+  snapshot: ['SNAP_LAYOUT_VERSION', 'SNAP_COUNTERS', 'SNAP_FLOWS', 'SNAP_ESP', 'SNAP_IKE', 'SNAP_CALLS', 'SNAP_MAX_LIFETIME_DS', 'RESTORE_OK', 'RESTORE_BAD_REGION', 'RESTORE_BAD_COUNT', 'RESTORE_BAD_FIELD', 'RESTORE_DUPLICATE', 'RESTORE_BAD_BINDING', 'RESTORE_FULL', 'RESTORE_INCONSISTENT', 'RESTORE_ORDER'],
   settings: ['SETTINGS_SIZE', 'SET_TCP_TIMEOUT', 'SET_TCP_TRANSITORY_TIMEOUT', 'SET_UDP_TIMEOUT', 'SET_ICMP_TIMEOUT', 'SET_FRAG_TIMEOUT', 'SET_ESP_TIMEOUT', 'SET_ESP_INIT_TIMEOUT', 'SET_ESP_INIT_RETRIES', 'SET_IKE_TIMEOUT', 'SET_NATT_TIMEOUT', 'SET_GRE_TIMEOUT', 'SET_PARALLEL_SESSIONS', 'SET_ESP_GUESS', 'SET_MASQ_PORT_LO', 'SET_MASQ_PORT_HI', 'SET_UNREPLIED_TIMEOUT', 'SET_SRC_MAX_FLOWS', 'SET_SRC_MAX_IKE', 'SET_SRC_MAX_CALLS', 'SET_SRC_MAX_ESP_PENDING', 'SET_SRC_MAX_FRAGS'],
 } as const;
 /** Every constant in the order the engine's abiDescribe() writes them (u32 each), after DROP_COUNT. */
@@ -343,7 +362,10 @@ export const ABI_ORDER = [
   'CAPH_LOST', 'CAPTURE_REC_SIZE', 'CAPR_LEN', 'CAPR_CAPLEN', 'CAPR_REASON', 'CAPR_SIDE', 'CAPR_TIME',
   'CAPR_DATA', 'SIDE_INSIDE', 'SIDE_OUTSIDE', 'VERDICT_DROP', 'VERDICT_PASS', 'ZONE_WAN', 'ZONE_LAN',
   'DEST_ROUTER', 'DEST_FORWARD', 'TARGET_NONE', 'TARGET_ACCEPT', 'TARGET_DROP', 'TARGET_REJECT', 'PROTO_ICMP',
-  'PROTO_TCP', 'PROTO_UDP', 'PROTO_GRE', 'PROTO_ESP', 'PROTO_AH', 'SETTINGS_SIZE', 'SET_TCP_TIMEOUT',
+  'PROTO_TCP', 'PROTO_UDP', 'PROTO_GRE', 'PROTO_ESP', 'PROTO_AH', 'SNAP_LAYOUT_VERSION', 'SNAP_COUNTERS',
+  'SNAP_FLOWS', 'SNAP_ESP', 'SNAP_IKE', 'SNAP_CALLS', 'SNAP_MAX_LIFETIME_DS', 'RESTORE_OK',
+  'RESTORE_BAD_REGION', 'RESTORE_BAD_COUNT', 'RESTORE_BAD_FIELD', 'RESTORE_DUPLICATE', 'RESTORE_BAD_BINDING',
+  'RESTORE_FULL', 'RESTORE_INCONSISTENT', 'RESTORE_ORDER', 'SETTINGS_SIZE', 'SET_TCP_TIMEOUT',
   'SET_TCP_TRANSITORY_TIMEOUT', 'SET_UDP_TIMEOUT', 'SET_ICMP_TIMEOUT', 'SET_FRAG_TIMEOUT', 'SET_ESP_TIMEOUT',
   'SET_ESP_INIT_TIMEOUT', 'SET_ESP_INIT_RETRIES', 'SET_IKE_TIMEOUT', 'SET_NATT_TIMEOUT', 'SET_GRE_TIMEOUT',
   'SET_PARALLEL_SESSIONS', 'SET_ESP_GUESS', 'SET_MASQ_PORT_LO', 'SET_MASQ_PORT_HI', 'SET_UNREPLIED_TIMEOUT',
@@ -412,6 +434,22 @@ export interface EngineExports {
   /** Drop capture (nat/capture.ts): on 1 starts it, emptying the ring; reason 0 = every reason. */
   setCapture(on: number, reason: number): void;
   capturePtr(): number;
+  snapLayoutVersion(): number;
+  snapRegionCount(): number;
+  snapRegionId(i: number): number;
+  snapRegionPtr(i: number): number;
+  snapRegionRecordSize(i: number): number;
+  snapRegionRecords(i: number): number;
+  snapRegionCapacity(i: number): number;
+  /** Starts a restore into this freshly configured, empty engine; its clock at `nowMs`. RESTORE_* code. */
+  restoreBegin(nowMs: number): number;
+  /** `count` saved records of region `id` staged in the packet slots at `src`. RESTORE_* code. */
+  restoreRecords(id: number, src: number, count: number): number;
+  restoreEnd(): number;
+  /** Walks every table (tests): RESTORE_OK or RESTORE_INCONSISTENT. */
+  restoreVerify(): number;
+  /** Back to the state right after init: empty tables, zero counters, no WAN address, a new hash seed (settings stay). */
+  reset(seed: number): void;
 }
 /** Parameter count of every export, for the parity test. */
 export const ENGINE_EXPORT_ARITY = {
@@ -421,5 +459,7 @@ export const ENGINE_EXPORT_ARITY = {
   counterSlots: 0, eventsPtr: 0, eventCap: 0, eventSize: 0, slotsPtr: 0, lensPtr: 0, verdictsPtr: 0,
   slotSize: 0, slotCount: 0, flowsPtr: 0, flowSize: 0, flowCapacity: 0, flowHighWater: 0, flowActive: 0,
   hashSize: 0, layoutBytesEnd: 0, espPtr: 0, espCount: 0, ikePtr: 0, ikeCount: 0, callPtr: 0, callCount: 0,
-  setCapture: 2, capturePtr: 0,
+  setCapture: 2, capturePtr: 0, snapLayoutVersion: 0, snapRegionCount: 0, snapRegionId: 1, snapRegionPtr: 1,
+  snapRegionRecordSize: 1, snapRegionRecords: 1, snapRegionCapacity: 1, restoreBegin: 1, restoreRecords: 3,
+  restoreEnd: 0, restoreVerify: 0, reset: 1,
 } as const;

@@ -7,7 +7,7 @@ import * as loader from '@assemblyscript/loader';
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import * as A from './abi.js';
 import {
   C_DROP_BASE, COUNTERS, DROP_REASONS, EV_AH_REFUSED, EV_DROP, EV_ESP_BOUND, EV_FLOW_EXPIRED, EV_FLOW_NEW, EV_FLUSH,
@@ -62,10 +62,14 @@ export function wasmPath(debug = false): string {
   return join(here, '..', '..', 'dist', debug ? 'engine.debug.wasm' : 'engine.wasm');
 }
 
-const compiled: Map<string, WebAssembly.Module> = new Map();
-function moduleFor(path: string): WebAssembly.Module {
+const compiled: Map<string, { mod: WebAssembly.Module; buildId: string }> = new Map();
+function moduleFor(path: string): { mod: WebAssembly.Module; buildId: string } {
   let m = compiled.get(path);
-  if (!m) { m = new WebAssembly.Module(readFileSync(path)); compiled.set(path, m); }
+  if (!m) {
+    const bytes = readFileSync(path);
+    m = { mod: new WebAssembly.Module(bytes), buildId: createHash('sha256').update(bytes).digest('hex') };
+    compiled.set(path, m);
+  }
   return m;
 }
 
@@ -81,8 +85,17 @@ function instantiate(mod: WebAssembly.Module, memory: WebAssembly.Memory): Engin
   return loader.instantiateSync(mod, imports).exports as unknown as EngineExports;
 }
 
+// The engine's clock: monotonic milliseconds (never 0). A restored snapshot
+// moves it on to where the saved engine's clock would be now, so every time
+// kept in the tables (expiry deadlines, last-seen stamps) stays valid as is.
+let clockOffsetMs = 1000;
 /** Monotonic milliseconds for the engine's clock (never 0). */
-export function nowMs(): number { return performance.now() + 1000; }
+export function nowMs(): number { return performance.now() + clockOffsetMs; }
+/** Continues the clock at `ms` now (never moves it back). */
+export function continueClock(ms: number): void {
+  const off = ms - performance.now();
+  if (off > clockOffsetMs) clockOffsetMs = off;
+}
 
 export class Engine {
   readonly memory: WebAssembly.Memory;
@@ -95,10 +108,12 @@ export class Engine {
   readonly verdictBase: number;
   readonly maxFlows: number;
   readonly memoryBytes: number;
+  /** SHA-256 of the Wasm bytes (hex). */
+  readonly buildId: string;
   private readonly u8: Uint8Array;
   private readonly dv: DataView;
 
-  private constructor(memory: WebAssembly.Memory, x: EngineExports, maxFlows: number, bytes: number) {
+  private constructor(memory: WebAssembly.Memory, x: EngineExports, maxFlows: number, bytes: number, buildId: string) {
     this.memory = memory;
     this.x = x;
     this.buffer = memory.buffer;
@@ -111,10 +126,11 @@ export class Engine {
     this.verdictBase = x.verdictsPtr();
     this.maxFlows = maxFlows;
     this.memoryBytes = bytes;
+    this.buildId = buildId;
   }
 
   static load(opts: { maxFlows: number; debug?: boolean; seed?: number }): Engine {
-    const mod = moduleFor(wasmPath(opts.debug));
+    const { mod, buildId } = moduleFor(wasmPath(opts.debug));
     // Ask a throwaway instance how much memory the layout needs, then make
     // exactly that, fixed: initial == maximum, so it can never grow or move.
     const probe = instantiate(mod, new WebAssembly.Memory({ initial: 1, maximum: 1 }));
@@ -125,7 +141,12 @@ export class Engine {
     const x = instantiate(mod, memory);
     const seed = opts.seed ?? randomBytes(4).readUInt32LE(0);
     if (x.init(opts.maxFlows, seed) !== 0) throw new Error('engine memory too small for its layout');
-    return new Engine(memory, x, opts.maxFlows, pages * 65536);
+    return new Engine(memory, x, opts.maxFlows, pages * 65536, buildId);
+  }
+
+  /** Back to an empty engine (new hash seed): tables, counters, settings all cleared; apply the config again. */
+  reset(seed = randomBytes(4).readUInt32LE(0)): void {
+    this.x.reset(seed);
   }
 
   process(count: number, side: number, now = nowMs()): number {

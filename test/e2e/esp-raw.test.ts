@@ -115,8 +115,8 @@ describe.skipIf(skip)(`raw ESP through the NAT (${NAT_KIND})`, () => {
     const [ra, rb] = await Promise.all([
       espClient(lab, lab.lan[0]!, S1, sa.late1, { tag: 'h1-late', startAt: at, ...SLOW }),
       // 100 ms later: host 1's SPI is outstanding until the server's first reply (held 900 ms for this SA,
-      // so a loaded machine starting host 2 late still finds it outstanding; longer would
-      // exceed esp_init_retries at the client's 200 ms interval and squelch host 1)
+      // so a loaded machine starting host 2 late still finds it outstanding; unanswered for
+      // longer than esp_init_retries × 1 s would squelch host 1)
       espClient(lab, lab.lan[1]!, S1, sa.late2, { tag: 'h2-late', startAt: at + 100, ...SLOW }),
     ]);
     report.push(line(ra), line(rb));

@@ -87,7 +87,7 @@ describe.skipIf(skipUnless({ tools: ['busybox'] }))('/etc/init.d/vpnmasq (procd)
       expect(out).toEqual([
         'procd_open_instance',
         `procd_set_param command ${fake} run --config /etc/config/vpnmasq`,
-        'procd_set_param respawn',
+        'procd_set_param respawn 3600 0 5',
         'procd_set_param reload_signal HUP',
         'procd_set_param stdout 1',
         'procd_set_param stderr 1',

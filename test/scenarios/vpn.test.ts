@@ -139,7 +139,9 @@ describe('ESP without NAT-T (HOWTO §6.2, improved)', () => {
   it('V08 a host spraying new SPIs is squelched after the retries and blocks others no longer', () => {
     const r = router();
     ok(r.out(esp(A, SRV, 0x1111)));
-    for (let n = 0; n < 5; n++) ok(r.out(esp(A, SRV, 0x1111, n + 2)));
+    // retries a second apart: packets of one burst count as one try (V08c)
+    for (let n = 0; n < 5; n++) { r.advance(1); ok(r.out(esp(A, SRV, 0x1111, n + 2))); }
+    r.advance(1);
     expect(r.out(esp(A, SRV, 0x1111, 7))).toBeNull(); // sixth retry
     expect(r.drop('esp_squelched')).toBe(1);
     // B is free to go now
@@ -157,6 +159,68 @@ describe('ESP without NAT-T (HOWTO §6.2, improved)', () => {
     for (let n = 0; n < 20; n++) if (r.out(esp(A, SRV, 0x10000 + n))) passed++;
     expect(passed).toBe(6); // the first and its 5 retries
     expect(r.drop('esp_squelched')).toBe(14);
+    ok(r.out(esp(B, SRV, 0x2222)));
+    expect(parse(ok(r.in(esp(SRV, WAN, 0xbbbb)))).dst).toBe(B);
+  });
+
+  it('V08c a burst on a new SPI before the server\'s first reply is one try, not a retry each: bound, no squelch (SA up, then a rekey)', () => {
+    const r = router();
+    // 1,000 pps for 50 ms of round trip: 50 packets on the new SPI within 100 ms
+    for (let n = 0; n < 50; n++) { expect(parse(ok(r.out(esp(A, SRV, 0x1111, n + 1)))).src).toBe(WAN); r.advance(0.002); }
+    expect(r.vpnEntries()).toMatchObject([{ proto: 'esp', state: 'OUTSTANDING', lan: A, spiOut: '0x00001111' }]);
+    expect(parse(ok(r.in(esp(SRV, WAN, 0xaaaa)))).dst).toBe(A);
+    for (let n = 0; n < 20; n++) {
+      ok(r.out(esp(A, SRV, 0x1111, n + 51)));
+      expect(parse(ok(r.in(esp(SRV, WAN, 0xaaaa, n + 2)))).dst).toBe(A);
+    }
+    // rekey a minute later: a new SPI pair, the new outbound one again in a burst
+    r.advance(60);
+    for (let n = 0; n < 50; n++) { ok(r.out(esp(A, SRV, 0x1112, n + 1))); r.advance(0.002); }
+    expect(parse(ok(r.in(esp(SRV, WAN, 0xaaab)))).dst).toBe(A);
+    ok(r.out(esp(A, SRV, 0x1112, 51)));
+    expect(parse(ok(r.in(esp(SRV, WAN, 0xaaab, 2)))).dst).toBe(A);
+    expect(r.drop('esp_squelched')).toBe(0);
+    expect(r.vpnEntries().filter((e) => e.proto === 'esp')).toMatchObject([
+      { state: 'ESTABLISHED', lan: A, spiOut: '0x00001111', spiIn: '0x0000aaaa' },
+      { state: 'ESTABLISHED', lan: A, spiOut: '0x00001112', spiIn: '0x0000aaab' },
+    ]);
+  });
+
+  it('V08d a host sending every 300 ms with no answer for longer than retries × 1 s is squelched; another host then gets its turn', () => {
+    const r = router();
+    let sent = 0;
+    let squelchedAt = -1; // simulated ms since the first packet
+    let bWaited = 0;
+    for (let t = 0; t <= 20_000 && squelchedAt < 0; t += 300) {
+      if (r.out(esp(A, SRV, 0x1111, ++sent))) {
+        if (t > 0 && r.out(esp(B, SRV, 0x2222)) === null) bWaited++; // A's SPI is outstanding: B waits
+      } else squelchedAt = t;
+      r.advance(0.3);
+    }
+    expect(r.drop('esp_squelched')).toBe(1);
+    expect(r.drop('esp_serialized')).toBe(bWaited);
+    expect(bWaited).toBeGreaterThan(5);
+    // five retries at least a second apart, and not later than the sixth 300 ms step after the fifth second
+    expect(squelchedAt).toBeGreaterThanOrEqual(5 * 1000);
+    expect(squelchedAt).toBeLessThanOrEqual(6 * 1200);
+    expect(r.out(esp(A, SRV, 0x1111, ++sent))).toBeNull();
+    // B's turn now
+    ok(r.out(esp(B, SRV, 0x2222)));
+    expect(parse(ok(r.in(esp(SRV, WAN, 0xbbbb)))).dst).toBe(B);
+    ok(r.out(esp(B, SRV, 0x2222, 2)));
+    expect(parse(ok(r.in(esp(SRV, WAN, 0xbbbb, 2)))).dst).toBe(B);
+  });
+
+  it('V08e a host flooding its unanswered SPI (100 packets a second) is squelched after retries × 1 s all the same', () => {
+    const r = router();
+    let squelchedAt = -1;
+    for (let t = 0; t <= 20_000 && squelchedAt < 0; t += 10) {
+      if (!r.out(esp(A, SRV, 0x1111, t / 10 + 1))) squelchedAt = t;
+      r.advance(0.01);
+    }
+    expect(squelchedAt).toBeGreaterThanOrEqual(6 * 1000);
+    expect(squelchedAt).toBeLessThan(7 * 1000);
+    expect(r.drop('esp_squelched')).toBe(1);
     ok(r.out(esp(B, SRV, 0x2222)));
     expect(parse(ok(r.in(esp(SRV, WAN, 0xbbbb)))).dst).toBe(B);
   });

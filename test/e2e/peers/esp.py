@@ -19,10 +19,13 @@ C2S is the SPI of client->server packets, S2C of server->client packets.
       keeps a new SPI "outstanding" in the NAT that long):
       {"sas": {"<c2s>": {"requests", "replies", "peers": [outer src...]}},
        "unknown_spi": {"<spi>": n}, "bad": n}
+      SIGUSR1: the server speaks first: 3 packets (inner payload b'push:<c2s>:k')
+      on the S2C SA of every pair that has a peer, to that peer; counted as
+      "pushed" per SA in the stats.
 
   esp.py client --server IP --sa PAIR --tag T [--want N] [--interval-ms MS]
                 [--timeout S] [--inner-src A] [--inner-dst A] [--start-at MS]
-                [--linger-ms MS]
+                [--linger-ms MS] [--pushes N]
       Every MS ms (default 200) sends a new request (inner UDP, payload
       'T:i', i = 0, 1, ...) until N distinct replies (default 5) have come
       back or S seconds (default 10) have passed, like an IKE daemon that
@@ -33,6 +36,9 @@ C2S is the SPI of client->server packets, S2C of server->client packets.
       land in the next client on this host (they count as "late"). Prints:
       {"tag", "sent", "replies": [i...], "first_reply_ms", "elapsed_ms",
        "foreign_spi": {"<spi>": n}, "bad": n, "not_ours": n, "late": n}
+      With --pushes N the client stops lingering once N packets pushed by the
+      server (payload 'push:<our c2s>:k', decrypted under our SA) arrived;
+      they are counted in "pushes" (also when N is 0).
       foreign_spi counts ESP from the server with an SPI that is not ours
       (another host's SA delivered here); not_ours counts replies that
       decrypted under our SA but carried another tag.
@@ -100,6 +106,13 @@ class Stop(Exception):
     pass
 
 
+push_requested = []
+
+
+def _push(*_):
+    push_requested.append(True)
+
+
 def _stop(*_):
     raise Stop()
 
@@ -119,10 +132,22 @@ def server(args):
     sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, 50)
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGUSR1, _push)
+    for st in by_c2s.values():
+        st['pushed'] = 0
     print(json.dumps({'ready': True}), flush=True)
     end = time.monotonic() + float(o['--duration']) if float(o['--duration']) > 0 else None
     try:
         while end is None or time.monotonic() < end:
+            while push_requested:
+                push_requested.pop()
+                for c2s, st in by_c2s.items():
+                    for peer in st['peers']:
+                        for k in range(3):
+                            msg = IP(src='10.99.255.1', dst='10.99.0.2') / UDP(sport=7, dport=5000) / Raw(('push:%d:%d' % (c2s, k)).encode())
+                            st['tx'].tunnel_header = IP(dst=peer)
+                            sock.sendto(esp_bytes(st['tx'].encrypt(msg)), (peer, 0))
+                            st['pushed'] += 1
             now = time.monotonic()
             while pending and pending[0][0] <= now:
                 _, b, dst = pending.pop(0)
@@ -164,7 +189,7 @@ def server(args):
             st['replies'] += 1
     except Stop:
         pass
-    print(json.dumps({'sas': {str(k): {'requests': v['requests'], 'replies': v['replies'], 'peers': v['peers']}
+    print(json.dumps({'sas': {str(k): {'requests': v['requests'], 'replies': v['replies'], 'peers': v['peers'], 'pushed': v['pushed']}
                               for k, v in by_c2s.items()},
                       'unknown_spi': unknown, 'bad': bad}), flush=True)
 
@@ -172,7 +197,7 @@ def server(args):
 def client(args):
     o = parse_opts(args, {'--server': None, '--sa': None, '--tag': 'c', '--want': '5', '--interval-ms': '200',
                           '--timeout': '10', '--inner-src': '10.99.0.2', '--inner-dst': '10.99.255.1',
-                          '--start-at': '0', '--linger-ms': '0'})
+                          '--start-at': '0', '--linger-ms': '0', '--pushes': '0'})
     srv = o['--server']
     c2s, s2c, ek, ak = parse_pair(o['--sa'])
     tx, rx = sa(c2s, ek, ak, dst=srv), sa(s2c, ek, ak)
@@ -186,7 +211,9 @@ def client(args):
     t0 = time.monotonic()
     deadline = t0 + float(o['--timeout'])
     res = {'tag': tag, 'sent': 0, 'replies': [], 'first_reply_ms': None, 'elapsed_ms': 0, 'foreign_spi': {},
-           'bad': 0, 'not_ours': 0, 'send_errors': 0, 'late': 0}
+           'bad': 0, 'not_ours': 0, 'send_errors': 0, 'late': 0, 'pushes': 0}
+    want_pushes = int(o['--pushes'])
+    push_prefix = ('push:%d:' % c2s).encode()
     next_send = t0
     seq = 0
     prefix = ('reply:%s:' % tag).encode()
@@ -197,7 +224,7 @@ def client(args):
         if stop_at is None and len(res['replies']) >= want:
             res['elapsed_ms'] = int((now - t0) * 1000)
             stop_at = now + linger
-        if stop_at is not None and now >= stop_at:
+        if stop_at is not None and (now >= stop_at or (want_pushes > 0 and res['pushes'] >= want_pushes)):
             break
         if stop_at is None and now >= next_send:
             req = IP(src=o['--inner-src'], dst=o['--inner-dst']) / UDP(sport=5000, dport=7) / Raw(('%s:%d' % (tag, seq)).encode())
@@ -227,6 +254,9 @@ def client(args):
             load = bytes(inner[UDP].payload)
         except Exception:
             res['bad'] += 1
+            continue
+        if load.startswith(push_prefix):
+            res['pushes'] += 1
             continue
         if not load.startswith(prefix):
             res['not_ours'] += 1

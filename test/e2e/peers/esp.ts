@@ -81,7 +81,7 @@ function pairArg(sa: EspSa): string {
 
 export interface EspServerStats {
   /** keyed by the decimal C2S SPI */
-  sas: Record<string, { requests: number; replies: number; peers: string[] }>;
+  sas: Record<string, { requests: number; replies: number; peers: string[]; pushed: number }>;
   unknown_spi: Record<string, number>;
   bad: number;
 }
@@ -89,6 +89,8 @@ export interface EspServerStats {
 export interface EspServer {
   ns: string;
   proc: ChildProcess;
+  /** SIGUSR1: the server sends first, 3 packets on each SA that has a peer */
+  push(): void;
   /** stops the server (SIGTERM) and returns what it saw */
   stop(): Promise<EspServerStats>;
 }
@@ -117,6 +119,7 @@ export async function startEspServer(lab: Lab, ns: string, sas: EspSa[],
   return {
     ns,
     proc,
+    push() { proc.kill('SIGUSR1'); },
     async stop() {
       if (!exited) {
         proc.kill('SIGTERM');
@@ -145,6 +148,8 @@ export interface EspClientOptions {
   startAt?: number;
   /** once served, keep receiving (not sending) this long so in-flight replies do not reach the next client (default 0) */
   lingerMs?: number;
+  /** while lingering, stop once this many server-pushed packets (the server's SIGUSR1) arrived */
+  pushes?: number;
 }
 
 export interface EspClientResult {
@@ -164,6 +169,8 @@ export interface EspClientResult {
   send_errors: number;
   /** own replies that arrived while lingering */
   late: number;
+  /** packets the server sent first (its SIGUSR1 push) that reached us under our own SA */
+  pushes: number;
 }
 
 /** Runs one ESP client in `ns` against `server` until `want` replies or the timeout. */
@@ -175,6 +182,7 @@ export function espClient(lab: Lab, ns: string, server: string, sa: EspSa, opts:
     ...(opts.innerSrc ? ['--inner-src', opts.innerSrc] : []), ...(opts.innerDst ? ['--inner-dst', opts.innerDst] : []),
     ...(opts.startAt ? ['--start-at', String(opts.startAt)] : []),
     ...(opts.lingerMs ? ['--linger-ms', String(opts.lingerMs)] : []),
+    ...(opts.pushes ? ['--pushes', String(opts.pushes)] : []),
   ];
   return new Promise((resolvePromise, reject) => {
     const child = lab.spawn(ns, argv);

@@ -10,7 +10,9 @@ a pty and enhanced GRE; on the pty the frames are async HDLC (RFC 1662):
       Started by pptpctrl in place of pppd, the pty on stdin/stdout. Writes
       one LCP Configure-Request (pptpctrl only starts reading GRE once the
       PPP side has spoken), then echoes every frame it receives. Env
-      FAKEPPP_LOG=path appends one line per event.
+      FAKEPPP_LOG=path appends one line per event. SIGUSR1: the server
+      speaks first: 3 PPP IP frames 'push:<payload of the last IP frame it
+      echoed>:k' (so a client can tell its own call's pushes from others').
 
   fakeppp.py client --server IP --tag T [--frames N] [--timeout S]
       Runs `pptp IP --nolaunchpppd --nohostroute` on a pty, sends N frames
@@ -132,6 +134,14 @@ def server():
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     signal.signal(signal.SIGHUP, lambda *_: sys.exit(0))
+    last = [b'']
+
+    def push(*_):
+        for k in range(3):
+            write_all(1, encode(b'\xff\x03\x00\x21' + b'push:' + last[0] + (':%d' % k).encode()))
+        log('pushed last=%r' % (last[0],))
+
+    signal.signal(signal.SIGUSR1, push)
     if os.isatty(0):
         tty.setraw(0)
     log('start args=%r' % (sys.argv[2:],))
@@ -152,6 +162,8 @@ def server():
             write_all(1, encode(frame))
             echoed += 1
             proto, info = strip_header(frame)
+            if proto == 0x0021:
+                last[0] = info[:40]
             log('echo proto=%s info=%r' % (hex(proto) if proto is not None else None, info[:40]))
     log('exit echoed=%d' % echoed)
 

@@ -173,6 +173,10 @@ export interface PnsCallOptions extends PptpCallOptions {
   callId?: number;
   /** skip Call-Clear-Request / Stop-Control-Connection, just close the TCP connection */
   noClear?: boolean;
+  /** once every frame came back, keep receiving this long (server pushes) */
+  lingerMs?: number;
+  /** stop lingering after this many server-pushed frames of our call */
+  pushes?: number;
 }
 
 export interface PnsCallResult {
@@ -196,6 +200,8 @@ export interface PnsCallResult {
   /** socket errors on the GRE socket: ICMP errors (e.g. protocol 47 unreachable from a NAT that lost the call) */
   icmp_errors: number;
   last_icmp: string | null;
+  /** frames the server sent first (fakeppp's SIGUSR1 push) on our call */
+  pushes: string[];
   expected: string[];
 }
 
@@ -208,8 +214,10 @@ export async function pnsCall(lab: Lab, ns: string, server: string, opts: PnsCal
     PYTHON, PPTPC, 'call', '--server', server, '--call-id', String(opts.callId ?? 0x1234), '--tag', tag,
     '--frames', String(frames), '--timeout', String(timeoutMs / 1000), '--resend-ms', String(opts.resendMs ?? 300),
     ...(opts.noClear ? ['--no-clear'] : []),
+    ...(opts.lingerMs ? ['--linger-ms', String(opts.lingerMs)] : []),
+    ...(opts.pushes ? ['--pushes', String(opts.pushes)] : []),
   ];
-  const r = await runJson<PnsCallResult>(lab, ns, argv, timeoutMs + 10_000, 'pptpc call');
+  const r = await runJson<PnsCallResult>(lab, ns, argv, timeoutMs + (opts.lingerMs ?? 0) + 10_000, 'pptpc call');
   r.expected = Array.from({ length: frames }, (_, i) => `${tag}:${i}`);
   return r;
 }

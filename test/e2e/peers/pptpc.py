@@ -5,7 +5,7 @@ so tests can make several LAN hosts use the *same* Call ID (which pptp-linux,
 choosing its own, cannot be told to do). RFC 2637.
 
   pptpc.py call --server IP --call-id N --tag T [--frames N] [--timeout S]
-                [--resend-ms MS] [--no-clear]
+                [--resend-ms MS] [--no-clear] [--linger-ms MS] [--pushes N]
       Start-Control-Connection, Outgoing-Call (our Call ID N), PPP frames
       ff 03 00 21 "T:i" in GRE keyed with the server's Call ID, resends the
       unanswered ones with fresh sequence numbers, then Call-Clear-Request /
@@ -13,7 +13,11 @@ choosing its own, cannot be told to do). RFC 2637.
       Prints one JSON line:
       {"tag", "call_id", "peer_call_id", "sent", "echoed", "foreign",
        "wrong_key": [keys], "lcp", "bad_gre", "first_echo_ms", "elapsed_ms",
-       "cdn": bool, "error", "icmp_errors", "last_icmp"}
+       "cdn": bool, "error", "icmp_errors", "last_icmp", "pushes": [payload...]}
+      With --linger-ms it keeps receiving GRE that long once every frame came
+      back (until N frames pushed by the server, payload 'push:T:...', arrived,
+      with --pushes N); pushes of another call ('push:...' without our tag)
+      count as foreign.
 
   pptpc.py raw --server IP [--handshake] [--wait-ms MS] HEX...
       Opens a control connection, optionally does the Start-Control-
@@ -150,7 +154,7 @@ class Ctrl:
 
 def call(args):
     o = {'--server': None, '--call-id': '4660', '--tag': 'p', '--frames': '5', '--timeout': '15',
-         '--resend-ms': '300'}
+         '--resend-ms': '300', '--linger-ms': '0', '--pushes': '0'}
     no_clear = False
     i = 0
     while i < len(args):
@@ -168,7 +172,10 @@ def call(args):
     deadline = t0 + float(o['--timeout'])
     res = {'tag': tag, 'call_id': cid, 'peer_call_id': None, 'sent': 0, 'echoed': [], 'foreign': [],
            'wrong_key': [], 'lcp': 0, 'bad_gre': 0, 'first_echo_ms': None, 'elapsed_ms': 0,
-           'cdn': False, 'error': None, 'icmp_errors': 0, 'last_icmp': None}
+           'cdn': False, 'error': None, 'icmp_errors': 0, 'last_icmp': None, 'pushes': []}
+    linger = int(o['--linger-ms']) / 1000.0
+    want_pushes = int(o['--pushes'])
+    linger_end = None
 
     def done():
         res['elapsed_ms'] = int((time.monotonic() - t0) * 1000)
@@ -203,8 +210,15 @@ def call(args):
     last_sent = {}
     seq = 0
     rx_seq = None
-    while time.monotonic() < deadline and want - set(got):
+    while True:
         now = time.monotonic()
+        if not (want - set(got)):
+            if linger_end is None:
+                linger_end = now + linger
+            if now >= linger_end or (want_pushes > 0 and len(res['pushes']) >= want_pushes):
+                break
+        elif now >= deadline:
+            break
         for pl in payloads:
             if pl in got or now - last_sent.get(pl, -1e9) < resend:
                 continue
@@ -250,6 +264,12 @@ def call(args):
             res['lcp'] += 1
         elif proto == 0x0021:
             s = payload[2:].decode('latin-1')
+            if s.startswith('push:'):
+                if s.startswith('push:%s:' % tag):
+                    res['pushes'].append(s)
+                else:
+                    res['foreign'].append(s)
+                continue
             if s in want:
                 if s not in got:
                     got.append(s)

@@ -30,7 +30,7 @@ describe('the option table', () => {
       'masq_ports', 'tcp_timeout', 'tcp_transitory_timeout', 'udp_timeout', 'icmp_timeout', 'frag_timeout',
       'esp_timeout', 'esp_init_timeout', 'esp_init_retries', 'ike_timeout', 'natt_timeout', 'gre_timeout',
       'parallel_sessions', 'esp_guess', 'unreplied_timeout', 'src_max_flows', 'src_max_ike', 'src_max_calls',
-      'src_max_esp_pending', 'src_max_frags', 'control_socket', 'wan_interface', 'metrics_listen', 'metrics_file', 'web_listen',
+      'src_max_esp_pending', 'src_max_frags', 'control_socket', 'wan_interface', 'metrics_listen', 'metrics_file', 'web_listen', 'snapshot_dir', 'snapshot_interval',
     ]);
   });
 

@@ -127,6 +127,8 @@ describe('config: the contract', () => {
         metricsListen: null,
         metricsFile: null,
         webListen: null,
+        snapshotDir: '/run/vpnmasq',
+        snapshotInterval: 1,
       },
       redirects: [
         {
@@ -583,5 +585,16 @@ describe('config: wan_interface', () => {
     const base = "config vpnmasq 'main'\n\toption lan_device 'br-lan'\n\toption wan_device 'wan'\n";
     expect(parseConfig(base + "\toption wan_interface 'wan6x'\n", 'f').main.wanInterface).toBe('wan6x');
     expect(() => parseConfig(base + "\toption wan_interface 'bad name'\n", 'f')).toThrow(/f:4: .*wan_interface.*netifd/);
+  });
+});
+
+describe('config: snapshot_dir and snapshot_interval (issue 9)', () => {
+  it('are read with their defaults, and refused when wrong', () => {
+    expect(main().snapshotDir).toBe('/run/vpnmasq');
+    expect(main().snapshotInterval).toBe(1);
+    expect(main("option snapshot_dir '/tmp/x/'", "option snapshot_interval '0'")).toMatchObject({ snapshotDir: '/tmp/x', snapshotInterval: 0 });
+    mainError("option snapshot_dir 'run/vpnmasq'", 'option snapshot_dir: \'run/vpnmasq\' is not an absolute path');
+    mainError("option snapshot_interval '3601'", 'is out of range');
+    mainError("option snapshot_interval 'often'", 'option snapshot_interval');
   });
 });
