@@ -99,6 +99,7 @@ describe.skipIf(skip)('fail closed: the guard outlives vpnmasq (kill -9, respawn
     writeFileSync(cfg, `config vpnmasq 'main'
 	option lan_device 'br-lan'
 	option wan_device 'wan'
+	option enabled '1'
 	option log_level 'info'
 	option control_socket '${join(dir, 'vpnmasq.sock')}'
 `);
