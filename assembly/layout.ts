@@ -1,7 +1,7 @@
 import { COUNTER_SLOTS, EVENT_CAP, EVENT_HEADER, EVENT_SIZE } from "./abi/counters";
 import {
   BIND_PROTOS, BIND_SIZE, CALL_SIZE, CAPTURE_HEADER, CAPTURE_REC_SIZE, CAPTURE_SLOTS, ESP_SIZE, FLOW_SIZE, FRAG_SIZE,
-  HOLD_SIZE, IKE_SIZE, PEER_SIZE, SRC_SIZE,
+  HOLD_SIZE, IKE_SIZE, PEER_SIZE, RULE_SIZE, SRC_SIZE,
 } from "./abi/records";
 // The engine's linear memory map. Memory is imported from the supervisor
 // with initial == maximum pages, so every region below is carved once in
@@ -44,9 +44,8 @@ export const HOLD_CAP: u32 = 64;
 export const HOLD_PER_SOURCE: u32 = 8;
 export const HOLD_DS: u32 = 30;
 export const MAX_REDIRECTS: u32 = 256;
-export const REDIRECT_SIZE: u32 = 16;
+export const REDIRECT_SIZE: u32 = 32;
 export const MAX_RULES: u32 = 256;
-export const RULE_SIZE: u32 = 32;
 export const MAX_LAN_NETS: u32 = 32;
 // VPN tables (fixed sizes; maps at load ≤ 0.25 so probes stay short)
 export const ESP_CAP: u32 = 8192;

@@ -31,7 +31,10 @@ import {
   HOLD_PROTO, HOLD_SIDE, HOLD_EXPIRES, PEER_SIZE, PEER_LAN_ADDR, PEER_REM_ADDR, PEER_IKE_LAST, PEER_IKE_COUNT,
   PEER_ESP_BOUND, PEER_ESP_EXPIRES, PEER_RECENT_HOST, PEER_REFS, SRC_SIZE, SRC_ADDR, SRC_FLOWS, SRC_IKE,
   SRC_CALLS, SRC_ESP, SRC_FRAGS, CAPTURE_SLOTS, CAPTURE_HEADER, CAPH_HEAD, CAPH_TAIL, CAPH_LOST,
-  CAPTURE_REC_SIZE, CAPR_LEN, CAPR_CAPLEN, CAPR_REASON, CAPR_SIDE, CAPR_TIME, CAPR_DATA,
+  CAPTURE_REC_SIZE, CAPR_LEN, CAPR_CAPLEN, CAPR_REASON, CAPR_SIDE, CAPR_TIME, CAPR_DATA, RULE_SIZE,
+  RULE_SRC_ZONE, RULE_TARGET, RULE_DEST_ZONE, RULE_ANY_PROTO, RULE_PROTO, RULE_ICMP_TYPE, RULE_ICMP_CODE,
+  RULE_SRC_NET, RULE_SRC_MASK, RULE_DST_NET, RULE_DST_MASK, RULE_SPORT_LO, RULE_SPORT_HI, RULE_DPORT_LO,
+  RULE_DPORT_HI,
 } from "./records";
 import {
   SIDE_INSIDE, SIDE_OUTSIDE, VERDICT_DROP, VERDICT_PASS, ZONE_WAN, ZONE_LAN, DEST_ROUTER, DEST_FORWARD,
@@ -48,7 +51,7 @@ import {
   SET_SRC_MAX_FRAGS,
 } from "./settings";
 
-export const ABI_WORDS: u32 = 247;
+export const ABI_WORDS: u32 = 263;
 
 /** Writes ABI_WORDS u32 values at `out`; returns how many. */
 export function abiDescribe(out: usize): u32 {
@@ -243,61 +246,77 @@ export function abiDescribe(out: usize): u32 {
   store<u32>(out, <u32>CAPR_SIDE, 752);
   store<u32>(out, <u32>CAPR_TIME, 756);
   store<u32>(out, <u32>CAPR_DATA, 760);
-  store<u32>(out, <u32>SIDE_INSIDE, 764);
-  store<u32>(out, <u32>SIDE_OUTSIDE, 768);
-  store<u32>(out, <u32>VERDICT_DROP, 772);
-  store<u32>(out, <u32>VERDICT_PASS, 776);
-  store<u32>(out, <u32>ZONE_WAN, 780);
-  store<u32>(out, <u32>ZONE_LAN, 784);
-  store<u32>(out, <u32>DEST_ROUTER, 788);
-  store<u32>(out, <u32>DEST_FORWARD, 792);
-  store<u32>(out, <u32>TARGET_NONE, 796);
-  store<u32>(out, <u32>TARGET_ACCEPT, 800);
-  store<u32>(out, <u32>TARGET_DROP, 804);
-  store<u32>(out, <u32>TARGET_REJECT, 808);
-  store<u32>(out, <u32>PROTO_ICMP, 812);
-  store<u32>(out, <u32>PROTO_TCP, 816);
-  store<u32>(out, <u32>PROTO_UDP, 820);
-  store<u32>(out, <u32>PROTO_GRE, 824);
-  store<u32>(out, <u32>PROTO_ESP, 828);
-  store<u32>(out, <u32>PROTO_AH, 832);
-  store<u32>(out, <u32>SNAP_LAYOUT_VERSION, 836);
-  store<u32>(out, <u32>SNAP_COUNTERS, 840);
-  store<u32>(out, <u32>SNAP_FLOWS, 844);
-  store<u32>(out, <u32>SNAP_ESP, 848);
-  store<u32>(out, <u32>SNAP_IKE, 852);
-  store<u32>(out, <u32>SNAP_CALLS, 856);
-  store<u32>(out, <u32>SNAP_MAX_LIFETIME_DS, 860);
-  store<u32>(out, <u32>RESTORE_OK, 864);
-  store<u32>(out, <u32>RESTORE_BAD_REGION, 868);
-  store<u32>(out, <u32>RESTORE_BAD_COUNT, 872);
-  store<u32>(out, <u32>RESTORE_BAD_FIELD, 876);
-  store<u32>(out, <u32>RESTORE_DUPLICATE, 880);
-  store<u32>(out, <u32>RESTORE_BAD_BINDING, 884);
-  store<u32>(out, <u32>RESTORE_FULL, 888);
-  store<u32>(out, <u32>RESTORE_INCONSISTENT, 892);
-  store<u32>(out, <u32>RESTORE_ORDER, 896);
-  store<u32>(out, <u32>SETTINGS_SIZE, 900);
-  store<u32>(out, <u32>SET_TCP_TIMEOUT, 904);
-  store<u32>(out, <u32>SET_TCP_TRANSITORY_TIMEOUT, 908);
-  store<u32>(out, <u32>SET_UDP_TIMEOUT, 912);
-  store<u32>(out, <u32>SET_ICMP_TIMEOUT, 916);
-  store<u32>(out, <u32>SET_FRAG_TIMEOUT, 920);
-  store<u32>(out, <u32>SET_ESP_TIMEOUT, 924);
-  store<u32>(out, <u32>SET_ESP_INIT_TIMEOUT, 928);
-  store<u32>(out, <u32>SET_ESP_INIT_RETRIES, 932);
-  store<u32>(out, <u32>SET_IKE_TIMEOUT, 936);
-  store<u32>(out, <u32>SET_NATT_TIMEOUT, 940);
-  store<u32>(out, <u32>SET_GRE_TIMEOUT, 944);
-  store<u32>(out, <u32>SET_PARALLEL_SESSIONS, 948);
-  store<u32>(out, <u32>SET_ESP_GUESS, 952);
-  store<u32>(out, <u32>SET_MASQ_PORT_LO, 956);
-  store<u32>(out, <u32>SET_MASQ_PORT_HI, 960);
-  store<u32>(out, <u32>SET_UNREPLIED_TIMEOUT, 964);
-  store<u32>(out, <u32>SET_SRC_MAX_FLOWS, 968);
-  store<u32>(out, <u32>SET_SRC_MAX_IKE, 972);
-  store<u32>(out, <u32>SET_SRC_MAX_CALLS, 976);
-  store<u32>(out, <u32>SET_SRC_MAX_ESP_PENDING, 980);
-  store<u32>(out, <u32>SET_SRC_MAX_FRAGS, 984);
-  return 247;
+  store<u32>(out, <u32>RULE_SIZE, 764);
+  store<u32>(out, <u32>RULE_SRC_ZONE, 768);
+  store<u32>(out, <u32>RULE_TARGET, 772);
+  store<u32>(out, <u32>RULE_DEST_ZONE, 776);
+  store<u32>(out, <u32>RULE_ANY_PROTO, 780);
+  store<u32>(out, <u32>RULE_PROTO, 784);
+  store<u32>(out, <u32>RULE_ICMP_TYPE, 788);
+  store<u32>(out, <u32>RULE_ICMP_CODE, 792);
+  store<u32>(out, <u32>RULE_SRC_NET, 796);
+  store<u32>(out, <u32>RULE_SRC_MASK, 800);
+  store<u32>(out, <u32>RULE_DST_NET, 804);
+  store<u32>(out, <u32>RULE_DST_MASK, 808);
+  store<u32>(out, <u32>RULE_SPORT_LO, 812);
+  store<u32>(out, <u32>RULE_SPORT_HI, 816);
+  store<u32>(out, <u32>RULE_DPORT_LO, 820);
+  store<u32>(out, <u32>RULE_DPORT_HI, 824);
+  store<u32>(out, <u32>SIDE_INSIDE, 828);
+  store<u32>(out, <u32>SIDE_OUTSIDE, 832);
+  store<u32>(out, <u32>VERDICT_DROP, 836);
+  store<u32>(out, <u32>VERDICT_PASS, 840);
+  store<u32>(out, <u32>ZONE_WAN, 844);
+  store<u32>(out, <u32>ZONE_LAN, 848);
+  store<u32>(out, <u32>DEST_ROUTER, 852);
+  store<u32>(out, <u32>DEST_FORWARD, 856);
+  store<u32>(out, <u32>TARGET_NONE, 860);
+  store<u32>(out, <u32>TARGET_ACCEPT, 864);
+  store<u32>(out, <u32>TARGET_DROP, 868);
+  store<u32>(out, <u32>TARGET_REJECT, 872);
+  store<u32>(out, <u32>PROTO_ICMP, 876);
+  store<u32>(out, <u32>PROTO_TCP, 880);
+  store<u32>(out, <u32>PROTO_UDP, 884);
+  store<u32>(out, <u32>PROTO_GRE, 888);
+  store<u32>(out, <u32>PROTO_ESP, 892);
+  store<u32>(out, <u32>PROTO_AH, 896);
+  store<u32>(out, <u32>SNAP_LAYOUT_VERSION, 900);
+  store<u32>(out, <u32>SNAP_COUNTERS, 904);
+  store<u32>(out, <u32>SNAP_FLOWS, 908);
+  store<u32>(out, <u32>SNAP_ESP, 912);
+  store<u32>(out, <u32>SNAP_IKE, 916);
+  store<u32>(out, <u32>SNAP_CALLS, 920);
+  store<u32>(out, <u32>SNAP_MAX_LIFETIME_DS, 924);
+  store<u32>(out, <u32>RESTORE_OK, 928);
+  store<u32>(out, <u32>RESTORE_BAD_REGION, 932);
+  store<u32>(out, <u32>RESTORE_BAD_COUNT, 936);
+  store<u32>(out, <u32>RESTORE_BAD_FIELD, 940);
+  store<u32>(out, <u32>RESTORE_DUPLICATE, 944);
+  store<u32>(out, <u32>RESTORE_BAD_BINDING, 948);
+  store<u32>(out, <u32>RESTORE_FULL, 952);
+  store<u32>(out, <u32>RESTORE_INCONSISTENT, 956);
+  store<u32>(out, <u32>RESTORE_ORDER, 960);
+  store<u32>(out, <u32>SETTINGS_SIZE, 964);
+  store<u32>(out, <u32>SET_TCP_TIMEOUT, 968);
+  store<u32>(out, <u32>SET_TCP_TRANSITORY_TIMEOUT, 972);
+  store<u32>(out, <u32>SET_UDP_TIMEOUT, 976);
+  store<u32>(out, <u32>SET_ICMP_TIMEOUT, 980);
+  store<u32>(out, <u32>SET_FRAG_TIMEOUT, 984);
+  store<u32>(out, <u32>SET_ESP_TIMEOUT, 988);
+  store<u32>(out, <u32>SET_ESP_INIT_TIMEOUT, 992);
+  store<u32>(out, <u32>SET_ESP_INIT_RETRIES, 996);
+  store<u32>(out, <u32>SET_IKE_TIMEOUT, 1000);
+  store<u32>(out, <u32>SET_NATT_TIMEOUT, 1004);
+  store<u32>(out, <u32>SET_GRE_TIMEOUT, 1008);
+  store<u32>(out, <u32>SET_PARALLEL_SESSIONS, 1012);
+  store<u32>(out, <u32>SET_ESP_GUESS, 1016);
+  store<u32>(out, <u32>SET_MASQ_PORT_LO, 1020);
+  store<u32>(out, <u32>SET_MASQ_PORT_HI, 1024);
+  store<u32>(out, <u32>SET_UNREPLIED_TIMEOUT, 1028);
+  store<u32>(out, <u32>SET_SRC_MAX_FLOWS, 1032);
+  store<u32>(out, <u32>SET_SRC_MAX_IKE, 1036);
+  store<u32>(out, <u32>SET_SRC_MAX_CALLS, 1040);
+  store<u32>(out, <u32>SET_SRC_MAX_ESP_PENDING, 1044);
+  store<u32>(out, <u32>SET_SRC_MAX_FRAGS, 1048);
+  return 263;
 }

@@ -165,3 +165,21 @@ export const CAPR_REASON: u32 = 6;         // u8 drop reason
 export const CAPR_SIDE: u32 = 7;           // u8 0 LAN, 1 WAN
 export const CAPR_TIME: u32 = 8;           // u32 nowDs when dropped
 export const CAPR_DATA: u32 = 16;          // the packet from its IP header
+
+// @group rule  (nat/filter.ts: one fw4 rule, expanded to one protocol, one network pair, one range each)
+export const RULE_SIZE: u32 = 40;
+export const RULE_SRC_ZONE: u32 = 0;    // u8 ZONE_WAN / ZONE_LAN
+export const RULE_TARGET: u32 = 1;      // u8 TARGET_*
+export const RULE_DEST_ZONE: u32 = 2;   // u8 DEST_ROUTER / DEST_FORWARD
+export const RULE_ANY_PROTO: u32 = 3;   // u8 1 = every protocol
+export const RULE_PROTO: u32 = 4;       // u16
+export const RULE_ICMP_TYPE: u32 = 6;   // i16; -1 = any
+export const RULE_ICMP_CODE: u32 = 8;   // i16; -1 = any
+export const RULE_SRC_NET: u32 = 12;    // u32 raw, masked
+export const RULE_SRC_MASK: u32 = 16;   // u32 raw
+export const RULE_DST_NET: u32 = 20;    // u32 raw, masked
+export const RULE_DST_MASK: u32 = 24;   // u32 raw
+export const RULE_SPORT_LO: u32 = 28;   // u16 (TCP/UDP; 0..65535 = any)
+export const RULE_SPORT_HI: u32 = 30;   // u16
+export const RULE_DPORT_LO: u32 = 32;   // u16
+export const RULE_DPORT_HI: u32 = 34;   // u16

@@ -2,10 +2,7 @@
 // policy, dispatch to the protocol handler, follow fragments, compensate
 // TTL, write a verdict. Never traps: everything malformed is a Drop reason.
 
-import {
-  DEST_FORWARD, DEST_ROUTER, SIDE_INSIDE, SIDE_OUTSIDE, TARGET_ACCEPT, TARGET_NONE, TARGET_REJECT,
-  VERDICT_DROP, VERDICT_PASS, ZONE_WAN,
-} from "../abi/codes";
+import { SIDE_INSIDE, SIDE_OUTSIDE, VERDICT_DROP, VERDICT_PASS } from "../abi/codes";
 import {
   C_CSUM_PARTIAL, C_GSO_BYTES, C_GSO_RX, C_PASS_BYTES_INSIDE, C_PASS_BYTES_OUTSIDE, C_PASS_INSIDE, C_PASS_OUTSIDE,
   C_RX_BYTES_INSIDE, C_RX_BYTES_OUTSIDE, C_RX_INSIDE, C_RX_OUTSIDE,
@@ -18,7 +15,7 @@ import { CTX_FRAG_OFFSET, CTX_HLEN, CTX_L4_PARTIAL, CTX_MORE_FRAGS, CTX_PROTO, C
 import { L4_DST_PORT, L4_SRC_PORT, port } from "../wire/l4";
 import { VNET_GSO_UDP_L4, VNET_MAX_PACKET, vnetCheck, vnetGsoType } from "../wire/vnet";
 import { l4Check } from "../wire/l4";
-import { ruleMatch } from "./filter";
+import { routedVerdict, ruleKeys } from "./filter";
 import { fragFollow, fragHoldReap, fragL4Key, fragNoteFirst, fragSweep } from "./fragments";
 import { Drop } from "../abi/reasons";
 import { dispatchIn, dispatchOut } from "./registry";
@@ -65,10 +62,12 @@ function outbound(p: usize, len: u32, ctx: usize): u32 {
   const src = ipSrc(p);
   if (src != wanAddr && !isLanAddr(src)) return Drop.BAD_SRC;
   // Never out of the WAN: our own address (hairpin: not translated back in
-  // yet), multicast, broadcast, loopback, 0/8. Fragments too.
+  // yet), multicast, broadcast, loopback, 0/8, and nothing addressed to the
+  // LAN (it would carry a LAN address out, translated or not). Fragments too.
   const dst = ipDst(p);
   if (dst == wanAddr) return Drop.HAIRPIN;
   if (isMartian(dst)) return Drop.BAD_DST;
+  if (isLanAddr(dst)) return Drop.LAN_DST;
   const proto = load<u32>(ctx, CTX_PROTO);
   const hlen = load<u32>(ctx, CTX_HLEN);
   const l4 = p + hlen;
@@ -102,22 +101,22 @@ function inbound(p: usize, len: u32, ctx: usize): u32 {
   const hlen = load<u32>(ctx, CTX_HLEN);
   const l4 = p + hlen;
   const l4len = load<u32>(ctx, CTX_TOTAL) - hlen;
-  if (dst != wanAddr) {
-    // Routed (untranslated) traffic only where a rule opens it.
-    const toLan = isLanAddr(dst);
-    const target = ruleMatch(ZONE_WAN, toLan ? DEST_FORWARD : DEST_ROUTER, proto, src, dst, 0);
-    if (target == TARGET_ACCEPT) return Drop.NONE;
-    if (target != TARGET_NONE) return target == TARGET_REJECT ? Drop.POLICY_REJECT : Drop.POLICY_DROP;
-    return toLan ? Drop.WAN_TO_LAN : Drop.NOT_FOR_US;
-  }
   const fragOffset = load<u32>(ctx, CTX_FRAG_OFFSET);
   const more = load<u32>(ctx, CTX_MORE_FRAGS) != 0;
+  // Later fragments follow their first (routed ones too: untranslated).
   if (fragOffset != 0) return fragFollow(p, SIDE_OUTSIDE, proto, fragOffset, l4len, more);
   const first = more;
   r = l4Check(proto, l4, l4len, first);
   if (r != Drop.NONE) return r;
   const id = ipId(p);
   const key = first ? fragL4Key(proto, l4, l4len) : 0;
+  if (dst != wanAddr) {
+    // Routed (untranslated) traffic only where a rule opens it, matched on
+    // its ports or ICMP type and code like any rule.
+    r = routedVerdict(proto, src, dst, ruleKeys(proto, l4), isLanAddr(dst));
+    if (r == Drop.NONE && first) r = fragNoteFirst(p, SIDE_OUTSIDE, src, dst, id, proto, dst, l4len, key);
+    return r;
+  }
   r = dispatchIn(p, l4, l4len, proto, ctx);
   if (r == Drop.NONE && first) r = fragNoteFirst(p, SIDE_OUTSIDE, src, dst, id, proto, ipDst(p), l4len, key);
   return r;

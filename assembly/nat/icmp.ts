@@ -16,7 +16,7 @@ import { espLanOut } from "../vpn/esp";
 import { IKE_PORT, ikeLanFor } from "../vpn/isakmp";
 import { GRE_CALL_ID } from "../vpn/gre";
 import { callAliasOf, callFindOut, callLanAddr } from "../vpn/pptp";
-import { routerVerdict, ruleMatch } from "./filter";
+import { routerVerdict, ruleKeys, ruleMatch } from "./filter";
 import {
   ICMP_CSUM, ICMP_DEST_UNREACH, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_HEADER, ICMP_ID, ICMP_PARAM_PROBLEM,
   ICMP_SOURCE_QUENCH, ICMP_TIME_EXCEEDED, L4_DST_PORT, L4_SRC_PORT, TCP_CSUM, UDP_CSUM, UDP_HEADER, port,
@@ -151,7 +151,7 @@ export function icmpOut(p: usize, icmp: usize, icmpLen: u32, ctx: usize): u32 {
       return Drop.NONE;
     }
     // Routed, not translated (a rule forwards WAN → that LAN address): the WAN side knows the address.
-    if (own && ruleMatch(ZONE_WAN, DEST_FORWARD, embProto, remA, lanA, lanP) == TARGET_ACCEPT) return Drop.NONE;
+    if (own && ruleMatch(ZONE_WAN, DEST_FORWARD, embProto, remA, lanA, isEcho ? ruleKeys(PROTO_ICMP, embL4) : (remP << 16) | lanP) == TARGET_ACCEPT) return Drop.NONE;
     return Drop.ICMP_NO_FLOW;
   }
   const r = rec(e - 1);
@@ -167,7 +167,7 @@ export function icmpIn(p: usize, icmp: usize, icmpLen: u32, ctx: usize): u32 {
   if (type == ICMP_ECHO_REPLY) return natIn(p, icmp, PROTO_ICMP, BIND_ICMP);
   if (!isError(type)) {
     // Echo requests and the rest are for the router itself: rules decide.
-    return routerVerdict(PROTO_ICMP, ipSrc(p), ipDst(p), type);
+    return routerVerdict(PROTO_ICMP, ipSrc(p), ipDst(p), ruleKeys(PROTO_ICMP, icmp));
   }
   const r0 = embeddedCheck(icmp, icmpLen, ctx);
   if (r0 != Drop.NONE) return r0;

@@ -43,7 +43,7 @@ import { counters, espMap, espRecs, outstanding, ESP_CAP, ESP_MAP_SIZE, OUTSTAND
 import { RESTORE_BAD_FIELD, RESTORE_DUPLICATE, RESTORE_FULL, RESTORE_OK, SNAP_MAX_LIFETIME_DS } from "../abi/codes";
 import { IP_DST, IP_SRC, ipDst, ipSrc } from "../wire/ipv4";
 import { peerEspBound, peerEspClosed, peerEspTouch, peerIkeLast, peerRecentHost } from "./peers";
-import { ruleMatch } from "../nat/filter";
+import { dnatVerdict, lanForwardVerdict, ruleMatch } from "../nat/filter";
 import { kmFirst, kmHas, kmInsert, kmNext, kmRemove, kmValueAt } from "./keymap";
 import { protoForward } from "../nat/forward";
 import { Drop } from "../abi/reasons";
@@ -318,7 +318,9 @@ export function espOut(p: usize, l4: usize, l4len: u32): u32 {
     rewriteAddr(p, IP_SRC, wanAddr);
     return Drop.NONE;
   }
-  // A new SPI from this host toward this server.
+  // A new SPI from this host toward this server: forward rules (src lan, dest wan) first.
+  const verdict = lanForwardVerdict(PROTO_ESP, lanA, remA, 0);
+  if (verdict != Drop.NONE) return verdict;
   const forwardHost = protoForward(PROTO_ESP) == lanA;
   if (forwardHost) {
     // The server behind the router answers with its own SPIs: nothing to wait for.
@@ -420,7 +422,10 @@ export function espIn(p: usize, l4: usize, l4len: u32): u32 {
       v = pick;
     } else if (protoForward(PROTO_ESP) != 0) {
       // A server behind the router (redirect proto esp): unknown SPIs are its,
+      // unless a forward rule (src wan, dest lan) drops this server's; it stays
       // unanswered until it sends ESP to that peer (short-lived, evicted first).
+      const verdict = dnatVerdict(PROTO_ESP, remA, protoForward(PROTO_ESP), 0);
+      if (verdict != Drop.NONE) return verdict;
       v = espNew(protoForward(PROTO_ESP), remA, 0, spi, ESP_BOUND, ESPF_FORWARD | ESPF_UNREPLIED);
       if (v == 0) return Drop.ESP_TABLE_FULL;
     } else if (espGuess) {
@@ -454,6 +459,12 @@ export function espLanOut(remA: u32, spi: u32): u32 {
 export function espFlushAll(): void {
   const hw = slabHighWater(slab);
   for (let r: u32 = 0; r < hw; r++) if (load<u8>(rec(r), ESP_STATE) != 0) espFree(r);
+}
+/** `conntrack -D`: frees association r if it is in use. */
+export function espDelete(r: u32): bool {
+  if (r >= slabHighWater(slab) || load<u8>(rec(r), ESP_STATE) == 0) return false;
+  espFree(r);
+  return true;
 }
 export function espHighWater(): u32 { return slabHighWater(slab); }
 

@@ -26,8 +26,8 @@ import { counters, ikeMap, ikeRecs, IKE_CAP, IKE_MAP_SIZE } from "../layout";
 import { RESTORE_BAD_FIELD, RESTORE_DUPLICATE, RESTORE_FULL, RESTORE_OK, SNAP_MAX_LIFETIME_DS } from "../abi/codes";
 import { IP_DST, IP_SRC, ipDst, ipSrc } from "../wire/ipv4";
 import { L4_DST_PORT, L4_SRC_PORT, UDP_HEADER, port } from "../wire/l4";
-import { routerVerdict } from "../nat/filter";
-import { redirectDest, redirectDestPort, redirectFind } from "../nat/forward";
+import { dnatVerdict, keysToPort, lanForwardVerdict, routerVerdict, ruleKeys } from "../nat/filter";
+import { redirectDest, redirectDestPort, redirectFind, redirectFindFrom } from "../nat/forward";
 import { kmFirst, kmHas, kmInsert, kmNext, kmRemove, kmValueAt } from "./keymap";
 import { Drop } from "../abi/reasons";
 import { rewriteAddrPort } from "../nat/rewrite";
@@ -191,6 +191,9 @@ export function ikeOut(p: usize, l4: usize, l4len: u32): u32 {
       // answers exchanges it did not start, and its session was made inbound.
       return Drop.NO_FLOW;
     }
+    // A new exchange from a LAN host: forward rules (src lan, dest wan) first.
+    const verdict = lanForwardVerdict(PROTO_UDP, lanA, remA, ruleKeys(PROTO_UDP, l4));
+    if (verdict != Drop.NONE) return verdict;
     const charged = lanA != wanAddr;
     if (charged && !srcCharge(lanA, LIM_IKE)) return Drop.SRC_IKE_LIMIT;
     v = create(lanA, remA, port(l4, L4_DST_PORT), ic, charged ? IKEF_CHARGED : 0);
@@ -217,13 +220,16 @@ export function ikeIn(p: usize, l4: usize, l4len: u32): u32 {
   } else {
     // An exchange the server side starts: a responder behind the router
     // (redirect udp 500) or the router's own IKE daemon (rule).
-    const fwd = redirectFind(PROTO_UDP, IKE_PORT);
+    const fwd = redirectFindFrom(PROTO_UDP, IKE_PORT, remA, port(l4, L4_SRC_PORT), ipDst(p));
     if (fwd != 0) {
       if (rc != 0) return Drop.NO_FLOW;
+      // A new exchange toward the server behind: forward rules, after DNAT.
+      const verdict = dnatVerdict(PROTO_UDP, remA, redirectDest(fwd), keysToPort(ruleKeys(PROTO_UDP, l4), redirectDestPort(fwd, IKE_PORT)));
+      if (verdict != Drop.NONE) return verdict;
       v = create(redirectDest(fwd), remA, port(l4, L4_SRC_PORT), ic, IKEF_INBOUND);
       if (v == 0) return Drop.IKE_TABLE_FULL;
     } else {
-      const verdict = routerVerdict(PROTO_UDP, remA, ipDst(p), IKE_PORT);
+      const verdict = routerVerdict(PROTO_UDP, remA, ipDst(p), ruleKeys(PROTO_UDP, l4));
       if (verdict == Drop.NONE && rc == 0 && create(wanAddr, remA, port(l4, L4_SRC_PORT), ic, IKEF_INBOUND) == 0) return Drop.IKE_TABLE_FULL;
       return verdict;
     }
@@ -257,6 +263,12 @@ export function ikeSweep(budget: u32): void {
 export function ikeFlushAll(): void {
   const hw = slabHighWater(slab);
   for (let r: u32 = 0; r < hw; r++) if (load<u8>(rec(r), IKE_IN_USE) != 0) free(r);
+}
+/** `conntrack -D`: frees IKE entry r if it is in use. */
+export function ikeDelete(r: u32): bool {
+  if (r >= slabHighWater(slab) || load<u8>(rec(r), IKE_IN_USE) == 0) return false;
+  free(r);
+  return true;
 }
 export function ikeHighWater(): u32 { return slabHighWater(slab); }
 

@@ -12,17 +12,17 @@ export const DROP_REASONS = [
   'ah_translated', 'gre_bad_header', 'gre_no_call', 'pptp_bad_magic', 'pptp_bad_length', 'pptp_bad_type',
   'pptp_table_full', 'pptp_no_call', 'esp_spi_reserved', 'tcp_out_of_window', 'src_flow_limit',
   'src_ike_limit', 'src_call_limit', 'src_esp_limit', 'src_frag_limit', 'frag_id_collision', 'hairpin',
-  'bad_dst', 'vnet_bad_gso', 'vnet_bad_csum', 'vnet_gso_ike',
+  'bad_dst', 'lan_dst', 'vnet_bad_gso', 'vnet_bad_csum', 'vnet_gso_ike',
 ] as const;
 export type DropReason = (typeof DROP_REASONS)[number];
-export const DROP_COUNT = 58;
+export const DROP_COUNT = 59;
 /** Reasons marked `@policy`: worth a log line (the rest is malformed input, counted silently). */
 export const POLICY_REASON_NAMES: readonly DropReason[] = [
   'bad_src', 'wan_to_lan', 'no_flow', 'table_full', 'pool_exhausted', 'frag_table_full', 'policy_drop',
   'policy_reject', 'proto_unsupported', 'no_wan_address', 'esp_serialized', 'esp_squelched', 'esp_no_sa',
   'esp_table_full', 'isakmp_cookie_collision', 'ike_table_full', 'ah_translated', 'gre_no_call',
   'pptp_table_full', 'tcp_out_of_window', 'src_flow_limit', 'src_ike_limit', 'src_call_limit',
-  'src_esp_limit', 'src_frag_limit', 'frag_id_collision', 'hairpin', 'bad_dst',
+  'src_esp_limit', 'src_frag_limit', 'frag_id_collision', 'hairpin', 'bad_dst', 'lan_dst',
 ];
 
 // @group counters
@@ -245,6 +245,24 @@ export const CAPR_SIDE = 7;
 export const CAPR_TIME = 8;
 export const CAPR_DATA = 16;
 
+// @group rule
+export const RULE_SIZE = 40;
+export const RULE_SRC_ZONE = 0;
+export const RULE_TARGET = 1;
+export const RULE_DEST_ZONE = 2;
+export const RULE_ANY_PROTO = 3;
+export const RULE_PROTO = 4;
+export const RULE_ICMP_TYPE = 6;
+export const RULE_ICMP_CODE = 8;
+export const RULE_SRC_NET = 12;
+export const RULE_SRC_MASK = 16;
+export const RULE_DST_NET = 20;
+export const RULE_DST_MASK = 24;
+export const RULE_SPORT_LO = 28;
+export const RULE_SPORT_HI = 30;
+export const RULE_DPORT_LO = 32;
+export const RULE_DPORT_HI = 34;
+
 // @group sides
 export const SIDE_INSIDE = 0;
 export const SIDE_OUTSIDE = 1;
@@ -351,6 +369,7 @@ export const ABI_GROUPS = {
   peer: ['PEER_SIZE', 'PEER_LAN_ADDR', 'PEER_REM_ADDR', 'PEER_IKE_LAST', 'PEER_IKE_COUNT', 'PEER_ESP_BOUND', 'PEER_ESP_EXPIRES', 'PEER_RECENT_HOST', 'PEER_REFS'],
   src: ['SRC_SIZE', 'SRC_ADDR', 'SRC_FLOWS', 'SRC_IKE', 'SRC_CALLS', 'SRC_ESP', 'SRC_FRAGS'],
   capture: ['CAPTURE_SLOTS', 'CAPTURE_HEADER', 'CAPH_HEAD', 'CAPH_TAIL', 'CAPH_LOST', 'CAPTURE_REC_SIZE', 'CAPR_LEN', 'CAPR_CAPLEN', 'CAPR_REASON', 'CAPR_SIDE', 'CAPR_TIME', 'CAPR_DATA'],
+  rule: ['RULE_SIZE', 'RULE_SRC_ZONE', 'RULE_TARGET', 'RULE_DEST_ZONE', 'RULE_ANY_PROTO', 'RULE_PROTO', 'RULE_ICMP_TYPE', 'RULE_ICMP_CODE', 'RULE_SRC_NET', 'RULE_SRC_MASK', 'RULE_DST_NET', 'RULE_DST_MASK', 'RULE_SPORT_LO', 'RULE_SPORT_HI', 'RULE_DPORT_LO', 'RULE_DPORT_HI'],
   sides: ['SIDE_INSIDE', 'SIDE_OUTSIDE'],
   verdicts: ['VERDICT_DROP', 'VERDICT_PASS'],
   rules: ['ZONE_WAN', 'ZONE_LAN', 'DEST_ROUTER', 'DEST_FORWARD', 'TARGET_NONE', 'TARGET_ACCEPT', 'TARGET_DROP', 'TARGET_REJECT'],
@@ -388,17 +407,20 @@ export const ABI_ORDER = [
   'PEER_REM_ADDR', 'PEER_IKE_LAST', 'PEER_IKE_COUNT', 'PEER_ESP_BOUND', 'PEER_ESP_EXPIRES',
   'PEER_RECENT_HOST', 'PEER_REFS', 'SRC_SIZE', 'SRC_ADDR', 'SRC_FLOWS', 'SRC_IKE', 'SRC_CALLS', 'SRC_ESP',
   'SRC_FRAGS', 'CAPTURE_SLOTS', 'CAPTURE_HEADER', 'CAPH_HEAD', 'CAPH_TAIL', 'CAPH_LOST', 'CAPTURE_REC_SIZE',
-  'CAPR_LEN', 'CAPR_CAPLEN', 'CAPR_REASON', 'CAPR_SIDE', 'CAPR_TIME', 'CAPR_DATA', 'SIDE_INSIDE',
-  'SIDE_OUTSIDE', 'VERDICT_DROP', 'VERDICT_PASS', 'ZONE_WAN', 'ZONE_LAN', 'DEST_ROUTER', 'DEST_FORWARD',
-  'TARGET_NONE', 'TARGET_ACCEPT', 'TARGET_DROP', 'TARGET_REJECT', 'PROTO_ICMP', 'PROTO_TCP', 'PROTO_UDP',
-  'PROTO_GRE', 'PROTO_ESP', 'PROTO_AH', 'SNAP_LAYOUT_VERSION', 'SNAP_COUNTERS', 'SNAP_FLOWS', 'SNAP_ESP',
-  'SNAP_IKE', 'SNAP_CALLS', 'SNAP_MAX_LIFETIME_DS', 'RESTORE_OK', 'RESTORE_BAD_REGION', 'RESTORE_BAD_COUNT',
-  'RESTORE_BAD_FIELD', 'RESTORE_DUPLICATE', 'RESTORE_BAD_BINDING', 'RESTORE_FULL', 'RESTORE_INCONSISTENT',
-  'RESTORE_ORDER', 'SETTINGS_SIZE', 'SET_TCP_TIMEOUT', 'SET_TCP_TRANSITORY_TIMEOUT', 'SET_UDP_TIMEOUT',
-  'SET_ICMP_TIMEOUT', 'SET_FRAG_TIMEOUT', 'SET_ESP_TIMEOUT', 'SET_ESP_INIT_TIMEOUT', 'SET_ESP_INIT_RETRIES',
-  'SET_IKE_TIMEOUT', 'SET_NATT_TIMEOUT', 'SET_GRE_TIMEOUT', 'SET_PARALLEL_SESSIONS', 'SET_ESP_GUESS',
-  'SET_MASQ_PORT_LO', 'SET_MASQ_PORT_HI', 'SET_UNREPLIED_TIMEOUT', 'SET_SRC_MAX_FLOWS', 'SET_SRC_MAX_IKE',
-  'SET_SRC_MAX_CALLS', 'SET_SRC_MAX_ESP_PENDING', 'SET_SRC_MAX_FRAGS',
+  'CAPR_LEN', 'CAPR_CAPLEN', 'CAPR_REASON', 'CAPR_SIDE', 'CAPR_TIME', 'CAPR_DATA', 'RULE_SIZE',
+  'RULE_SRC_ZONE', 'RULE_TARGET', 'RULE_DEST_ZONE', 'RULE_ANY_PROTO', 'RULE_PROTO', 'RULE_ICMP_TYPE',
+  'RULE_ICMP_CODE', 'RULE_SRC_NET', 'RULE_SRC_MASK', 'RULE_DST_NET', 'RULE_DST_MASK', 'RULE_SPORT_LO',
+  'RULE_SPORT_HI', 'RULE_DPORT_LO', 'RULE_DPORT_HI', 'SIDE_INSIDE', 'SIDE_OUTSIDE', 'VERDICT_DROP',
+  'VERDICT_PASS', 'ZONE_WAN', 'ZONE_LAN', 'DEST_ROUTER', 'DEST_FORWARD', 'TARGET_NONE', 'TARGET_ACCEPT',
+  'TARGET_DROP', 'TARGET_REJECT', 'PROTO_ICMP', 'PROTO_TCP', 'PROTO_UDP', 'PROTO_GRE', 'PROTO_ESP',
+  'PROTO_AH', 'SNAP_LAYOUT_VERSION', 'SNAP_COUNTERS', 'SNAP_FLOWS', 'SNAP_ESP', 'SNAP_IKE', 'SNAP_CALLS',
+  'SNAP_MAX_LIFETIME_DS', 'RESTORE_OK', 'RESTORE_BAD_REGION', 'RESTORE_BAD_COUNT', 'RESTORE_BAD_FIELD',
+  'RESTORE_DUPLICATE', 'RESTORE_BAD_BINDING', 'RESTORE_FULL', 'RESTORE_INCONSISTENT', 'RESTORE_ORDER',
+  'SETTINGS_SIZE', 'SET_TCP_TIMEOUT', 'SET_TCP_TRANSITORY_TIMEOUT', 'SET_UDP_TIMEOUT', 'SET_ICMP_TIMEOUT',
+  'SET_FRAG_TIMEOUT', 'SET_ESP_TIMEOUT', 'SET_ESP_INIT_TIMEOUT', 'SET_ESP_INIT_RETRIES', 'SET_IKE_TIMEOUT',
+  'SET_NATT_TIMEOUT', 'SET_GRE_TIMEOUT', 'SET_PARALLEL_SESSIONS', 'SET_ESP_GUESS', 'SET_MASQ_PORT_LO',
+  'SET_MASQ_PORT_HI', 'SET_UNREPLIED_TIMEOUT', 'SET_SRC_MAX_FLOWS', 'SET_SRC_MAX_IKE', 'SET_SRC_MAX_CALLS',
+  'SET_SRC_MAX_ESP_PENDING', 'SET_SRC_MAX_FRAGS',
 ] as const;
 
 /** The engine's exports (assembly/index.ts). Addresses are raw u32, times ms (f64) or s. */
@@ -414,6 +436,12 @@ export interface EngineExports {
   /** New WAN address: flows of the old one are flushed. Returns how many. */
   setWanAddress(addr: number, nowMs: number): number;
   flushAll(): number;
+  /**
+  * `conntrack -D`: frees one record, named by table (0 flow, 1 ESP, 2 IKE,
+  * 3 PPTP call; ENTRY_TABLES in src/engine/engine.ts) and index. Returns 1
+  * when it was in use, else 0 (already gone, or a bad table/index).
+  */
+  deleteEntry(table: number, index: number): number;
   setLanNet(i: number, net: number, mask: number): number;
   setLanNetCount(n: number): void;
   /** Where the supervisor writes the settings record (fields SET_* in abi/settings.ts). */
@@ -423,8 +451,10 @@ export interface EngineExports {
   clearRedirects(): void;
   addRedirect(proto: number, portLo: number, portHi: number, destAddr: number, destPortLo: number): number;
   addProtoForward(proto: number, destAddr: number): number;
+  /** fw4 src_ip / src_port / src_dip of port forward `i` (the index addRedirect returned). */
+  setRedirectSource(i: number, net: number, mask: number, portLo: number, portHi: number, dip: number): number;
   clearRules(): void;
-  addRule(srcZone: number, destZone: number, target: number, proto: number, icmpType: number, srcNet: number, srcMask: number, dstNet: number, dstMask: number, portLo: number, portHi: number): number;
+  addRule(srcZone: number, destZone: number, target: number, proto: number, icmpType: number, icmpCode: number, srcNet: number, srcMask: number, dstNet: number, dstMask: number, sportLo: number, sportHi: number, dportLo: number, dportHi: number): number;
   /** Writes every ABI constant as compiled at `out` (abi/describe.gen.ts); returns how many u32s. */
   abiDescribe(out: number): number;
   /** How many u32 values abiDescribe writes. */
@@ -491,14 +521,14 @@ export interface EngineExports {
 }
 /** Parameter count of every export, for the parity test. */
 export const ENGINE_EXPORT_ARITY = {
-  memoryBytes: 1, init: 2, process: 3, tick: 2, setWanAddress: 2, flushAll: 0, setLanNet: 3,
+  memoryBytes: 1, init: 2, process: 3, tick: 2, setWanAddress: 2, flushAll: 0, deleteEntry: 2, setLanNet: 3,
   setLanNetCount: 1, settingsPtr: 0, applySettings: 0, clearRedirects: 0, addRedirect: 5, addProtoForward: 2,
-  clearRules: 0, addRule: 11, abiDescribe: 1, abiWords: 0, countersPtr: 0, counterSlots: 0, eventsPtr: 0,
-  eventCap: 0, eventSize: 0, slotsPtr: 0, lensPtr: 0, verdictsPtr: 0, slotSize: 0, slotCount: 0, vnetPtr: 0,
-  vnetStride: 0, vnetEnabled: 0, setVnet: 1, flowsPtr: 0, flowSize: 0, flowCapacity: 0, flowHighWater: 0,
-  flowActive: 0, hashSize: 0, layoutBytesEnd: 0, espPtr: 0, espCount: 0, ikePtr: 0, ikeCount: 0, callPtr: 0,
-  callCount: 0, holdSlotsPtr: 0, holdLensPtr: 0, holdVerdictsPtr: 0, holdCap: 0, holdSlotSize: 0,
-  releasedCount: 0, setCapture: 2, capturePtr: 0, snapLayoutVersion: 0, snapRegionCount: 0, snapRegionId: 1,
-  snapRegionPtr: 1, snapRegionRecordSize: 1, snapRegionRecords: 1, snapRegionCapacity: 1, restoreBegin: 1,
-  restoreRecords: 3, restoreEnd: 0, restoreVerify: 0, reset: 1,
+  setRedirectSource: 6, clearRules: 0, addRule: 14, abiDescribe: 1, abiWords: 0, countersPtr: 0,
+  counterSlots: 0, eventsPtr: 0, eventCap: 0, eventSize: 0, slotsPtr: 0, lensPtr: 0, verdictsPtr: 0,
+  slotSize: 0, slotCount: 0, vnetPtr: 0, vnetStride: 0, vnetEnabled: 0, setVnet: 1, flowsPtr: 0, flowSize: 0,
+  flowCapacity: 0, flowHighWater: 0, flowActive: 0, hashSize: 0, layoutBytesEnd: 0, espPtr: 0, espCount: 0,
+  ikePtr: 0, ikeCount: 0, callPtr: 0, callCount: 0, holdSlotsPtr: 0, holdLensPtr: 0, holdVerdictsPtr: 0,
+  holdCap: 0, holdSlotSize: 0, releasedCount: 0, setCapture: 2, capturePtr: 0, snapLayoutVersion: 0,
+  snapRegionCount: 0, snapRegionId: 1, snapRegionPtr: 1, snapRegionRecordSize: 1, snapRegionRecords: 1,
+  snapRegionCapacity: 1, restoreBegin: 1, restoreRecords: 3, restoreEnd: 0, restoreVerify: 0, reset: 1,
 } as const;

@@ -78,7 +78,7 @@ export class TestRouter {
   }
   vpnEntries() { return this.engine.vpnEntries(WAN, this.now); }
   acceptToRouter(proto: number, portLo = 0, portHi = 65535, icmpType = -1): void {
-    if (this.engine.x.addRule(0, 0, 1, proto, icmpType, 0, 0, 0, 0, portLo, portHi) < 0) throw new Error('rule refused');
+    if (this.engine.x.addRule(0, 0, 1, proto, icmpType, -1, 0, 0, 0, 0, 0, 65535, portLo, portHi) < 0) throw new Error('rule refused');
   }
 }
 

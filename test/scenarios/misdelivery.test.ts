@@ -430,7 +430,7 @@ describe('more on IDs and the router\'s own errors', () => {
     const r = new TestRouter();
     const x = r.engine.x;
     const raw4 = (a: string) => Buffer.from(a.split('.').map(Number)).readUInt32LE(0);
-    expect(x.addRule(0, 1, 1, 17, -1, 0, 0, raw4(H1), 0xffffffff, 0, 65535)).toBe(0); // WAN → H1 udp: ACCEPT
+    expect(x.addRule(0, 1, 1, 17, -1, -1, 0, 0, raw4(H1), 0xffffffff, 0, 65535, 0, 65535)).toBe(0); // WAN → H1 udp: ACCEPT
     const routed = ok(r.in(udp(S1, 53, H1, 5000, new Array(1400).fill(1))));
     expect(parse(routed).dst).toBe(H1);
     const err = ok(r.out(icmpError(WAN, S1, 3, 4, routed, 8)));

@@ -95,6 +95,7 @@ describe('config: the contract', () => {
       file: F,
       main: {
         lanDevice: 'br-lan',
+        enabled: false,
         wanDevice: 'wan',
         tunInside: 'tin',
         tunOutside: 'tout',
@@ -150,6 +151,7 @@ describe('config: the contract', () => {
           name: null,
           src: 'wan',
           srcIp: [],
+          srcPort: [],
           dest: null,
           destIp: [],
           destPort: [[500, 500]],
@@ -217,7 +219,7 @@ describe('config: main options', () => {
   }
 
   it('reads lan_device and wan_device', () => {
-    const m = parse("config vpnmasq\n\toption lan_device 'eth0.1'\n\toption wan_device 'pppoe-wan'\n").main;
+    const m = parse("config vpnmasq 'main'\n\toption lan_device 'eth0.1'\n\toption wan_device 'pppoe-wan'\n").main;
     expect([m.lanDevice, m.wanDevice]).toEqual(['eth0.1', 'pppoe-wan']);
   });
 
@@ -265,13 +267,13 @@ describe('config: main options', () => {
     mainError("option tun_outside '..'", 'is not a valid Linux interface name');
     mainError("option tun_inside 'tun%d'", 'name template');
     expect(main("option tun_inside 'abcdefghijklmno'").tunInside).toBe('abcdefghijklmno');
-    expectError("config vpnmasq\n\toption lan_device 'br/lan'\n\toption wan_device 'wan'\n", 2, "option lan_device: 'br/lan'");
+    expectError("config vpnmasq 'main'\n\toption lan_device 'br/lan'\n\toption wan_device 'wan'\n", 2, "option lan_device: 'br/lan'");
   });
 
   it('refuses a device used twice', () => {
     mainError("option tun_inside 'br-lan'", "option tun_inside: 'br-lan' is also the lan_device");
     mainError("option tun_outside 'tin'", 'is also the tun_inside');
-    expectError("config vpnmasq\n\toption lan_device 'eth0'\n\toption wan_device 'eth0'\n", 3, 'is also the lan_device');
+    expectError("config vpnmasq 'main'\n\toption lan_device 'eth0'\n\toption wan_device 'eth0'\n", 3, 'is also the lan_device');
   });
 
   it('requires lan_device and wan_device', () => {
@@ -406,8 +408,8 @@ describe('config: redirect', () => {
     redirectError("option proto '256'", 'is not a protocol number (0..255)');
     redirectError("option proto 'ip'", 'ambiguous');
     redirectError("option proto 'icmpv6'", 'IPv6 protocol');
-    redirectError("option src_ip '1.2.3.4'", 'option src_ip: this fw4 option is not supported by vpnmasq');
-    redirectError("option reflection '0'", 'fw4 option is not supported');
+    redirectError("option src_mac '02:00:00:00:00:01'", 'option src_mac: this fw4 option is not supported by vpnmasq');
+    redirectError("option reflection_zone 'lan'", 'fw4 option is not supported');
     redirectError("option dest_prot '80'", "option dest_prot: unknown option in a 'redirect' section (did you mean 'dest_port'?)");
   });
 
@@ -486,6 +488,7 @@ describe('config: rule', () => {
       name: null,
       src: 'wan',
       srcIp: [],
+      srcPort: [],
       dest: null,
       destIp: [],
       destPort: [],
@@ -505,6 +508,7 @@ describe('config: rule', () => {
         "\toption family 'ipv4'",
         "\toption src 'wan'",
         "\toption src_ip '203.0.113.7 198.51.100.0/24'",
+        "\toption src_port '1024-65535 500'",
         "\toption dest 'lan'",
         "\tlist dest_ip '192.168.1.10'",
         "\tlist dest_ip '192.168.1.128/255.255.255.128'",
@@ -518,6 +522,10 @@ describe('config: rule', () => {
       name: 'Allow-VPN',
       src: 'wan',
       srcIp: ['203.0.113.7/32', '198.51.100.0/24'],
+      srcPort: [
+        [1024, 65535],
+        [500, 500],
+      ],
       dest: 'lan',
       destIp: ['192.168.1.10/32', '192.168.1.128/25'],
       destPort: [
@@ -548,7 +556,8 @@ describe('config: rule', () => {
     expect(rule("option proto 'all'").proto).toEqual([PROTO_ALL]);
     expect(rule("option proto 'any'").proto).toEqual([PROTO_ALL]);
     expect(rule("option proto 'esp ah gre'").proto).toEqual([47, 50, 51]);
-    expect(parse(withMain(['config rule', "\toption src 'lan'", "\toption target 'REJECT'"])).rules[0]).toMatchObject({ src: 'lan', dest: null, target: 'REJECT' });
+    // issue 8 item 2: a LAN source needs dest 'wan' (forward); without dest it is refused below
+    expect(parse(withMain(['config rule', "\toption src 'lan'", "\toption dest 'wan'", "\toption target 'REJECT'"])).rules[0]).toMatchObject({ src: 'lan', dest: 'wan', target: 'REJECT' });
     expect(parse(withMain(['config rule', "\toption src 'wan'", "\toption target 'drop'"])).rules[0]!.target).toBe('DROP');
   });
 
@@ -574,7 +583,12 @@ describe('config: rule', () => {
     ruleError("option src_ip '!10.0.0.0/8'", "negation ('!')");
     ruleError("option dest_ip '2001:db8::1'", 'IPv6');
     ruleError("option dest_port '0'", 'is out of range');
-    ruleError("option src_port '1234'", 'option src_port: this fw4 option is not supported by vpnmasq');
+    // issue 8 item 2: every rule shape is enforced or refused (src_port is now enforced)
+    expectError(withMain(['config rule', "\toption src 'lan'", "\toption target 'REJECT'"]), 5,
+      "option src: 'lan' without dest is an input rule (LAN → the router itself); that traffic never passes through vpnmasq");
+    expectError(withMain(['config rule', "\toption src 'lan'", "\toption dest 'wan'", "\toption src_port '53'", "\toption proto 'icmp'", "\toption target 'DROP'"]), 7,
+      "option src_port: only valid with proto tcp and/or udp (proto is 'icmp')");
+    ruleError("option src_port '0'", 'is out of range');
     ruleError("option srcip '1.2.3.4'", "did you mean 'src_ip'?");
   });
 });
