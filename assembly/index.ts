@@ -11,6 +11,7 @@ import { callRecs, capture, counters, espRecs, events, flows, ikeRecs, lens, slo
 import { ABI_WORDS, abiDescribe as describe } from "./abi/describe.gen";
 import { bindResetDynamic } from "./nat/binding";
 import { processBatch } from "./nat/core";
+import { probeStat } from "./nat/probe";
 import { ruleAdd, rulesClear } from "./nat/filter";
 import { protoForwardAdd, redirectAdd, redirectsClear } from "./nat/forward";
 import { espFlushAll, espHighWater, espInit, espSweep } from "./vpn/esp";
@@ -109,6 +110,9 @@ export function addRule(srcZone: u32, destZone: u32, target: u32, proto: i32, ic
   srcNet: u32, srcMask: u32, dstNet: u32, dstMask: u32, portLo: u32, portHi: u32): i32 {
   return ruleAdd(srcZone, destZone, target, proto, icmpType, srcNet, srcMask, dstNet, dstMask, portLo, portHi);
 }
+
+/** Probe-length figure `stat` (PROBE_*) over hash index `index` (INDEX_*), walking the whole index (tests, benches); -1 when unknown. */
+export function hashProbe(index: u32, stat: u32): f64 { return probeStat(index, stat); }
 
 /** Writes every ABI constant as compiled at `out` (abi/describe.gen.ts); returns how many u32s. */
 export function abiDescribe(out: usize): u32 { return describe(out); }

@@ -36,7 +36,9 @@ import {
   TARGET_NONE, TARGET_ACCEPT, TARGET_DROP, TARGET_REJECT, PROTO_ICMP, PROTO_TCP, PROTO_UDP, PROTO_GRE,
   PROTO_ESP, PROTO_AH, SNAP_LAYOUT_VERSION, SNAP_COUNTERS, SNAP_FLOWS, SNAP_ESP, SNAP_IKE, SNAP_CALLS,
   SNAP_MAX_LIFETIME_DS, RESTORE_OK, RESTORE_BAD_REGION, RESTORE_BAD_COUNT, RESTORE_BAD_FIELD,
-  RESTORE_DUPLICATE, RESTORE_BAD_BINDING, RESTORE_FULL, RESTORE_INCONSISTENT, RESTORE_ORDER,
+  RESTORE_DUPLICATE, RESTORE_BAD_BINDING, RESTORE_FULL, RESTORE_INCONSISTENT, RESTORE_ORDER, INDEX_FLOW_OUT,
+  INDEX_FLOW_IN, INDEX_BIND, INDEX_SRC, INDEX_ESP, INDEX_IKE, INDEX_CALL, INDEX_PEER, PROBE_SLOTS,
+  PROBE_ENTRIES, PROBE_MEAN, PROBE_MAX, PROBE_RUN_MEAN, PROBE_RUN_MAX,
 } from "./codes";
 import {
   SETTINGS_SIZE, SET_TCP_TIMEOUT, SET_TCP_TRANSITORY_TIMEOUT, SET_UDP_TIMEOUT, SET_ICMP_TIMEOUT,
@@ -46,7 +48,7 @@ import {
   SET_SRC_MAX_FRAGS,
 } from "./settings";
 
-export const ABI_WORDS: u32 = 227;
+export const ABI_WORDS: u32 = 241;
 
 /** Writes ABI_WORDS u32 values at `out`; returns how many. */
 export function abiDescribe(out: usize): u32 {
@@ -255,27 +257,41 @@ export function abiDescribe(out: usize): u32 {
   store<u32>(out, <u32>RESTORE_FULL, 808);
   store<u32>(out, <u32>RESTORE_INCONSISTENT, 812);
   store<u32>(out, <u32>RESTORE_ORDER, 816);
-  store<u32>(out, <u32>SETTINGS_SIZE, 820);
-  store<u32>(out, <u32>SET_TCP_TIMEOUT, 824);
-  store<u32>(out, <u32>SET_TCP_TRANSITORY_TIMEOUT, 828);
-  store<u32>(out, <u32>SET_UDP_TIMEOUT, 832);
-  store<u32>(out, <u32>SET_ICMP_TIMEOUT, 836);
-  store<u32>(out, <u32>SET_FRAG_TIMEOUT, 840);
-  store<u32>(out, <u32>SET_ESP_TIMEOUT, 844);
-  store<u32>(out, <u32>SET_ESP_INIT_TIMEOUT, 848);
-  store<u32>(out, <u32>SET_ESP_INIT_RETRIES, 852);
-  store<u32>(out, <u32>SET_IKE_TIMEOUT, 856);
-  store<u32>(out, <u32>SET_NATT_TIMEOUT, 860);
-  store<u32>(out, <u32>SET_GRE_TIMEOUT, 864);
-  store<u32>(out, <u32>SET_PARALLEL_SESSIONS, 868);
-  store<u32>(out, <u32>SET_ESP_GUESS, 872);
-  store<u32>(out, <u32>SET_MASQ_PORT_LO, 876);
-  store<u32>(out, <u32>SET_MASQ_PORT_HI, 880);
-  store<u32>(out, <u32>SET_UNREPLIED_TIMEOUT, 884);
-  store<u32>(out, <u32>SET_SRC_MAX_FLOWS, 888);
-  store<u32>(out, <u32>SET_SRC_MAX_IKE, 892);
-  store<u32>(out, <u32>SET_SRC_MAX_CALLS, 896);
-  store<u32>(out, <u32>SET_SRC_MAX_ESP_PENDING, 900);
-  store<u32>(out, <u32>SET_SRC_MAX_FRAGS, 904);
-  return 227;
+  store<u32>(out, <u32>INDEX_FLOW_OUT, 820);
+  store<u32>(out, <u32>INDEX_FLOW_IN, 824);
+  store<u32>(out, <u32>INDEX_BIND, 828);
+  store<u32>(out, <u32>INDEX_SRC, 832);
+  store<u32>(out, <u32>INDEX_ESP, 836);
+  store<u32>(out, <u32>INDEX_IKE, 840);
+  store<u32>(out, <u32>INDEX_CALL, 844);
+  store<u32>(out, <u32>INDEX_PEER, 848);
+  store<u32>(out, <u32>PROBE_SLOTS, 852);
+  store<u32>(out, <u32>PROBE_ENTRIES, 856);
+  store<u32>(out, <u32>PROBE_MEAN, 860);
+  store<u32>(out, <u32>PROBE_MAX, 864);
+  store<u32>(out, <u32>PROBE_RUN_MEAN, 868);
+  store<u32>(out, <u32>PROBE_RUN_MAX, 872);
+  store<u32>(out, <u32>SETTINGS_SIZE, 876);
+  store<u32>(out, <u32>SET_TCP_TIMEOUT, 880);
+  store<u32>(out, <u32>SET_TCP_TRANSITORY_TIMEOUT, 884);
+  store<u32>(out, <u32>SET_UDP_TIMEOUT, 888);
+  store<u32>(out, <u32>SET_ICMP_TIMEOUT, 892);
+  store<u32>(out, <u32>SET_FRAG_TIMEOUT, 896);
+  store<u32>(out, <u32>SET_ESP_TIMEOUT, 900);
+  store<u32>(out, <u32>SET_ESP_INIT_TIMEOUT, 904);
+  store<u32>(out, <u32>SET_ESP_INIT_RETRIES, 908);
+  store<u32>(out, <u32>SET_IKE_TIMEOUT, 912);
+  store<u32>(out, <u32>SET_NATT_TIMEOUT, 916);
+  store<u32>(out, <u32>SET_GRE_TIMEOUT, 920);
+  store<u32>(out, <u32>SET_PARALLEL_SESSIONS, 924);
+  store<u32>(out, <u32>SET_ESP_GUESS, 928);
+  store<u32>(out, <u32>SET_MASQ_PORT_LO, 932);
+  store<u32>(out, <u32>SET_MASQ_PORT_HI, 936);
+  store<u32>(out, <u32>SET_UNREPLIED_TIMEOUT, 940);
+  store<u32>(out, <u32>SET_SRC_MAX_FLOWS, 944);
+  store<u32>(out, <u32>SET_SRC_MAX_IKE, 948);
+  store<u32>(out, <u32>SET_SRC_MAX_CALLS, 952);
+  store<u32>(out, <u32>SET_SRC_MAX_ESP_PENDING, 956);
+  store<u32>(out, <u32>SET_SRC_MAX_FRAGS, 960);
+  return 241;
 }

@@ -32,6 +32,15 @@ const INDEX_MASK: u32 = BIND_INDEX_SIZE - 1;
   return h;
 }
 
+/** Home slot of the entry in index slot i, or 0xffffffff when empty (nat/probe.ts). */
+export function bindHomeAt(i: u32): u32 {
+  const x = load<u32>(bindIndex + (<usize>i << 2));
+  if (x == 0) return 0xffffffff;
+  const s = x - 1;
+  const o = bindings + <usize>s * BIND_SIZE;
+  return keyHash(s >>> 16, load<u32>(o, B_LAN_ADDR), load<u16>(o, B_LAN_PORT)) & INDEX_MASK;
+}
+
 /** Alias port of an existing binding, or NO_PORT. */
 export function bindFind(pi: u32, lanA: u32, lanP: u32): u32 {
   let i = keyHash(pi, lanA, lanP) & INDEX_MASK;

@@ -41,6 +41,11 @@ export function limitOf(kind: u32): u32 {
   return h & MASK;
 }
 @inline function at(i: u32): usize { return srcTable + <usize>i * SRC_SIZE; }
+/** Home slot of the record in slot i, or 0xffffffff when empty (nat/probe.ts). */
+export function srcHomeAt(i: u32): u32 {
+  const a = load<u32>(at(i), SRC_ADDR);
+  return a == 0 ? 0xffffffff : home(a);
+}
 @inline function countAt(e: usize, kind: u32): u32 {
   // SRC_FLOWS is a u32; the u16 counts follow at SRC_IKE.. in LIM_* order
   return kind == LIM_FLOWS ? load<u32>(e, SRC_FLOWS) : <u32>load<u16>(e + 6 + (<usize>kind << 1));

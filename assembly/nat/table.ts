@@ -56,6 +56,13 @@ const EVICT_SCAN: u32 = 32;
   return hashIn(load<u8>(r, F_PROTO), load<u16>(r, F_ALIAS_PORT), load<u32>(r, F_REM_ADDR), load<u16>(r, F_REM_PORT));
 }
 
+/** Home slot of the entry in slot i of the outbound or inbound index, or 0xffffffff when empty (nat/probe.ts). */
+export function flowHomeAt(outbound: bool, i: u32): u32 {
+  const e = load<u32>((outbound ? flowOutIndex : flowInIndex) + (<usize>i << 2));
+  if (e == 0) return 0xffffffff;
+  return (outbound ? recHashOut(rec(e - 1)) : recHashIn(rec(e - 1))) & hashMask;
+}
+
 /** The index entry at the home slot of a key (a cache warm-up, not a lookup). */
 @inline export function flowIndexPeekOut(proto: u32, lanA: u32, lanP: u32, remA: u32, remP: u32): u32 {
   return load<u32>(flowOutIndex + (<usize>(hashOut(proto, lanA, lanP, remA, remP) & hashMask) << 2));
