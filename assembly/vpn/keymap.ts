@@ -3,14 +3,12 @@
 // to look at the records. Slot: u32 k1, u32 k2, u32 value (0 = empty).
 // The VPN tables (ESP SPIs, IKE cookies, PPTP Call IDs) index through it.
 
-import { hashSeed } from "../nat/state";
+import { hash1 } from "../nat/hash";
 
 const SLOT: u32 = 12;
 
 @inline function home(k1: u32, k2: u32, mask: u32): u32 {
-  let h = (k1 ^ hashSeed) * 0x9e3779b1 ^ k2 * 0x85ebca77;
-  h ^= h >>> 15; h *= 0x2c1b3c6d; h ^= h >>> 12;
-  return h & mask;
+  return hash1(<u64>k1 | (<u64>k2 << 32)) & mask; // nat/hash.ts
 }
 
 @inline function at(base: usize, i: u32): usize { return base + <usize>i * SLOT; }
