@@ -13,12 +13,6 @@ const SLOT: u32 = 12;
 
 @inline function at(base: usize, i: u32): usize { return base + <usize>i * SLOT; }
 
-/** Home slot of the key in slot i, or 0xffffffff when empty (nat/probe.ts). */
-export function kmHomeAt(base: usize, mask: u32, i: u32): u32 {
-  const s = at(base, i);
-  return load<u32>(s, 8) == 0 ? 0xffffffff : home(load<u32>(s), load<u32>(s, 4), mask);
-}
-
 export function kmFind(base: usize, mask: u32, k1: u32, k2: u32): u32 {
   let i = home(k1, k2, mask);
   while (true) {
@@ -63,4 +57,10 @@ export function kmRemove(base: usize, mask: u32, k1: u32, k2: u32, v: u32): void
 
 export function kmClear(base: usize, mask: u32): void {
   memory.fill(base, 0, (<usize>mask + 1) * SLOT);
+}
+
+/** Home slot of the key in slot i, or 0xffffffff when empty (nat/probe.ts). */
+export function kmHomeAt(base: usize, mask: u32, i: u32): u32 {
+  const s = at(base, i);
+  return load<u32>(s, 8) == 0 ? 0xffffffff : home(load<u32>(s), load<u32>(s, 4), mask);
 }
