@@ -2,10 +2,12 @@
 // look like: a LAN's tuples are regular (consecutive hosts and ports toward
 // few servers), and a hash that only mixes after folding the key words
 // linearly maps such tuples onto few home slots, so lookups walk long
-// clusters (a million bench flows: mean cluster 56 slots, restore 4× slower).
+// clusters (a million bench/core.js flows: 15.1 slots per lookup, worst 473,
+// clusters of 29.6; their snapshot restore about 3× slower than random ones).
 // Linear probing at load 0.5 reads 1.5 slots per successful lookup on
 // average with a good hash; the bounds below leave room for that and for
-// bad luck, and catch clustering by a wide margin. The figures come from
+// bad luck (the tuples and seeds are fixed, so the figures are too), and
+// catch clustering by a wide margin. The figures come from
 // the engine's own walk over each index (hashProbe, assembly/nat/probe.ts).
 import { describe, expect, it } from 'vitest';
 import { Engine } from '../../../src/engine/engine.js';
@@ -109,9 +111,9 @@ describe('hash indexes: probe lengths near linear probing\'s own', () => {
         // load ≤ 0.5: 1.5 slots per lookup on average, clusters of a few slots
         for (const ix of [f.out, f.in, f.bind, f.src]) {
           expect(ix.mean, ctx).toBeLessThan(2);
-          expect(ix.max, ctx).toBeLessThan(64);
+          expect(ix.max, ctx).toBeLessThan(96); // seen: 35–42 (the old hash: 145–174)
           expect(ix.runMean, ctx).toBeLessThan(4);
-          expect(ix.runMax, ctx).toBeLessThan(128);
+          expect(ix.runMax, ctx).toBeLessThan(128); // seen: 40–45 (old: 160–210); ln n / (α − 1 − ln α) ≈ 65 expected at 262144
         }
       }
     }, 120_000);
