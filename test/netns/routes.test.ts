@@ -67,7 +67,18 @@ describe('planCommands / planSysctls', () => {
     expect(g).toContain('type filter hook forward priority filter - 10; policy accept;');
     expect(g).toContain('iifname "br-lan" oifname "pppoe-wan" counter drop');
     expect(g).toContain('iifname "pppoe-wan" oifname "br-lan" counter drop');
-    expect(g).not.toMatch(/hook (input|output|prerouting|postrouting)/); // the router's own traffic is never touched
+    expect(g).not.toMatch(/hook (output|prerouting|postrouting)/); // the router's own outgoing traffic is never touched
+    // to the router: only TCP/UDP from the WAN device that no socket of its own takes (never iif tout: vpnmasq's hand-over)
+    expect(g).toContain('type filter hook input priority filter - 10; policy accept;');
+    expect(g.split('\n').filter((l) => /^\t\tiifname/.test(l) && !/oifname/.test(l))).toEqual([
+      '\t\tiifname "pppoe-wan" meta l4proto { tcp, udp } socket transparent { 0, 1 } return comment "a socket of the router\'s own"',
+      '\t\tiifname "pppoe-wan" meta l4proto { tcp, udp } counter drop comment "translated traffic while vpnmasq is down: no answer"',
+    ]);
+    // without nft_socket: the masquerade pool (masq_ports)
+    const p = guardScript({ lanDevice: 'br-lan', wanDevice: 'wan', masqPorts: [40000, 49999] }, 'ports');
+    expect(p).toContain('iifname "wan" meta l4proto { tcp, udp } th dport 40000-49999 counter drop');
+    expect(p).not.toContain('socket');
+    expect(() => guardScript({ lanDevice: 'br-lan', wanDevice: 'wan', masqPorts: [5, 4] })).toThrow(/not a port range/);
     expect(() => guardScript({ lanDevice: 'br-lan', wanDevice: 'br-lan' })).toThrow(/both br-lan/);
     expect(() => guardScript({ lanDevice: 'br"lan', wanDevice: 'wan' })).toThrow(/not a usable interface name/);
     const listing = `table ip vpnmasq_guard {
@@ -79,6 +90,21 @@ describe('planCommands / planSysctls', () => {
 }`;
     expect(parseGuard(listing)).toEqual({ lanDevice: 'br-lan', wanDevice: 'wan', droppedLanToWan: 7, droppedWanToLan: 3 });
     expect(parseGuard('table ip vpnmasq_guard {\n}')).toBeNull();
+    const withInput = (rules: string) => listing.replace(/\n}$/, `
+	chain input {
+		type filter hook input priority filter - 10; policy accept;
+${rules}
+	}
+}`);
+    expect(parseGuard(withInput(`		iifname "wan" meta l4proto { tcp, udp } socket transparent { 0, 1 } return comment "a socket of the router's own"
+		iifname "wan" meta l4proto { tcp, udp } counter packets 5 bytes 300 drop comment "translated traffic while vpnmasq is down: no answer"`)))
+      .toEqual({ lanDevice: 'br-lan', wanDevice: 'wan', droppedLanToWan: 7, droppedWanToLan: 3, wanInput: 'socket', droppedWanToRouter: 5 });
+    expect(parseGuard(withInput('		iifname "wan" meta l4proto { tcp, udp } th dport 61000-65535 counter packets 2 bytes 80 drop')))
+      .toEqual({ lanDevice: 'br-lan', wanDevice: 'wan', droppedLanToWan: 7, droppedWanToLan: 3, wanInput: 'ports', wanInputPorts: [61000, 65535], droppedWanToRouter: 2 });
+    // a drop without the socket rule before it is not the socket mode (it would drop the router's own connections)
+    expect(parseGuard(withInput('		iifname "wan" meta l4proto { tcp, udp } counter packets 2 bytes 80 drop'))!.wanInput).toBeUndefined();
+    // another device's input rule is not ours
+    expect(parseGuard(withInput('		iifname "eth9" meta l4proto { tcp, udp } th dport 61000-65535 counter packets 2 bytes 80 drop'))!.wanInput).toBeUndefined();
   });
 
   it('leaves out the src route without a WAN address and honours tables', () => {
