@@ -7,14 +7,14 @@
 import { COUNTER_SLOTS, C_FLOWS_FLUSHED, EVENT_CAP, EVENT_SIZE, EV_FLUSH } from "./abi/counters";
 import { FLOW_SIZE } from "./abi/records";
 import { captureSet } from "./nat/capture";
-import { callRecs, capture, counters, espRecs, events, flows, ikeRecs, lens, slots, verdicts, hashMask, layoutEnd, layoutInit, lanNets, maxFlows, MAX_LAN_NETS, SLOT_COUNT, SLOT_SIZE } from "./layout";
+import { callRecs, capture, counters, espRecs, events, flows, holdLens, holdSlots, holdVerdicts, ikeRecs, lens, slots, verdicts, hashMask, layoutEnd, layoutInit, lanNets, maxFlows, HOLD_CAP, MAX_LAN_NETS, SLOT_COUNT, SLOT_SIZE } from "./layout";
 import { ABI_WORDS, abiDescribe as describe } from "./abi/describe.gen";
 import { bindResetDynamic } from "./nat/binding";
 import { processBatch } from "./nat/core";
 import { ruleAdd, rulesClear } from "./nat/filter";
 import { protoForwardAdd, redirectAdd, redirectsClear } from "./nat/forward";
 import { espFlushAll, espHighWater, espInit, espSweep } from "./vpn/esp";
-import { fragFlushAll, fragSweep } from "./nat/fragments";
+import { fragFlushAll, fragReleasedCount, fragSweep } from "./nat/fragments";
 import { ikeFlushAll, ikeHighWater, ikeInit, ikeSweep } from "./vpn/isakmp";
 import { peersInit } from "./vpn/peers";
 import { callFlushAll, callHighWater, callSweep, pptpInit } from "./vpn/pptp";
@@ -105,9 +105,10 @@ export function addRedirect(proto: u32, portLo: u32, portHi: u32, destAddr: u32,
 export function addProtoForward(proto: u32, destAddr: u32): i32 { return protoForwardAdd(proto, destAddr); }
 export function clearRules(): void { rulesClear(); }
 
-export function addRule(srcZone: u32, destZone: u32, target: u32, proto: i32, icmpType: i32,
-  srcNet: u32, srcMask: u32, dstNet: u32, dstMask: u32, portLo: u32, portHi: u32): i32 {
-  return ruleAdd(srcZone, destZone, target, proto, icmpType, srcNet, srcMask, dstNet, dstMask, portLo, portHi);
+export function addRule(srcZone: u32, destZone: u32, target: u32, proto: i32, icmpType: i32, icmpCode: i32,
+  srcNet: u32, srcMask: u32, dstNet: u32, dstMask: u32, sportLo: u32, sportHi: u32, dportLo: u32, dportHi: u32): i32 {
+  return ruleAdd(srcZone, destZone, target, proto, icmpType, icmpCode, srcNet, srcMask, dstNet, dstMask,
+    sportLo, sportHi, dportLo, dportHi);
 }
 
 /** Writes every ABI constant as compiled at `out` (abi/describe.gen.ts); returns how many u32s. */
@@ -139,6 +140,14 @@ export function ikePtr(): usize { return ikeRecs; }
 export function ikeCount(): u32 { return ikeHighWater(); }
 export function callPtr(): usize { return callRecs; }
 export function callCount(): u32 { return callHighWater(); }
+// Held fragments (nat/fragments.ts): after each process() call with
+// releasedCount() > 0, the supervisor writes the hold slots whose verdict is
+// VERDICT_PASS to the TUN the batch came from (same slot size as the batch).
+export function holdSlotsPtr(): usize { return holdSlots; }
+export function holdLensPtr(): usize { return holdLens; }
+export function holdVerdictsPtr(): usize { return holdVerdicts; }
+export function holdCap(): u32 { return HOLD_CAP; }
+export function releasedCount(): u32 { return fragReleasedCount(); }
 
 /** Drop capture (nat/capture.ts): on 1 starts it, emptying the ring; reason 0 = every reason. */
 export function setCapture(on: u32, reason: u32): void { captureSet(on != 0, reason); }

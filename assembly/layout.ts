@@ -1,7 +1,7 @@
 import { COUNTER_SLOTS, EVENT_CAP, EVENT_HEADER, EVENT_SIZE } from "./abi/counters";
 import {
   BIND_PROTOS, BIND_SIZE, CALL_SIZE, CAPTURE_HEADER, CAPTURE_REC_SIZE, CAPTURE_SLOTS, ESP_SIZE, FLOW_SIZE, FRAG_SIZE,
-  IKE_SIZE, PEER_SIZE, SRC_SIZE,
+  HOLD_SIZE, IKE_SIZE, PEER_SIZE, RULE_SIZE, SRC_SIZE,
 } from "./abi/records";
 // The engine's linear memory map. Memory is imported from the supervisor
 // with initial == maximum pages, so every region below is carved once in
@@ -15,6 +15,7 @@ import {
 //               flowOut / flowIn hash indexes (hashSize × u32 each)
 //               bindings  (3 protocols × 65536 × BIND_SIZE) + bindIndex
 //               frags     (FRAG_CAP × FRAG_SIZE) + fragIndex
+//               held fragments: holdSlots (HOLD_CAP × SLOT_SIZE), holdLens, holdVerdicts, holdRecs
 //               redirects, rules, lan subnets, VPN tables
 //               capture   (header + CAPTURE_SLOTS × CAPTURE_REC_SIZE: dropped packets, nat/capture.ts)
 
@@ -23,10 +24,15 @@ export const SLOT_COUNT: u32 = 256;
 export const BIND_INDEX_SIZE: u32 = 1 << 19;
 export const FRAG_CAP: u32 = 4096;
 export const FRAG_INDEX_SIZE: u32 = 8192;
+// Later fragments held until their first fragment comes (nat/fragments.ts):
+// HOLD_CAP packet slots beside the batch slots, at most HOLD_PER_SOURCE per
+// sender, for at most HOLD_DS deciseconds.
+export const HOLD_CAP: u32 = 64;
+export const HOLD_PER_SOURCE: u32 = 8;
+export const HOLD_DS: u32 = 30;
 export const MAX_REDIRECTS: u32 = 256;
 export const REDIRECT_SIZE: u32 = 16;
 export const MAX_RULES: u32 = 256;
-export const RULE_SIZE: u32 = 32;
 export const MAX_LAN_NETS: u32 = 32;
 // VPN tables (fixed sizes; maps at load ≤ 0.25 so probes stay short)
 export const ESP_CAP: u32 = 8192;
@@ -71,6 +77,10 @@ export let callIdBitmap: usize = 0;
 export let outstanding: usize = 0;
 export let peerRecs: usize = 0;
 export let peerMap: usize = 0;
+export let holdSlots: usize = 0;
+export let holdLens: usize = 0;
+export let holdVerdicts: usize = 0;
+export let holdRecs: usize = 0;
 export let srcTable: usize = 0;
 export let capture: usize = 0;
 export let layoutEnd: usize = 0;
@@ -103,6 +113,10 @@ export function layoutInit(base: usize, flowsWanted: u32, commit: bool): usize {
   const b = p; p = align64(p + <usize>BIND_PROTOS * 65536 * BIND_SIZE);
   const bi = p; p = align64(p + <usize>BIND_INDEX_SIZE * 4);
   const fr = p; p = align64(p + <usize>FRAG_CAP * FRAG_SIZE);
+  const hs_ = p; p = align64(p + <usize>HOLD_CAP * SLOT_SIZE);
+  const hl = p; p = align64(p + <usize>HOLD_CAP * 4);
+  const hv = p; p = align64(p + <usize>HOLD_CAP);
+  const hr = p; p = align64(p + <usize>HOLD_CAP * HOLD_SIZE);
   const fx = p; p = align64(p + <usize>FRAG_INDEX_SIZE * 4);
   const rd = p; p = align64(p + MAX_REDIRECTS * REDIRECT_SIZE);
   const ru = p; p = align64(p + MAX_RULES * RULE_SIZE);
@@ -126,6 +140,7 @@ export function layoutInit(base: usize, flowsWanted: u32, commit: bool): usize {
     counters = c; events = e; slots = s; lens = l; verdicts = v;
     flows = f; flowOutIndex = fo; flowInIndex = fi; hashMask = hs - 1; maxFlows = flowsWanted;
     bindings = b; bindIndex = bi; frags = fr; fragIndex = fx;
+    holdSlots = hs_; holdLens = hl; holdVerdicts = hv; holdRecs = hr;
     redirects = rd; rules = ru; lanNets = ln; layoutEnd = p;
   }
   return p;

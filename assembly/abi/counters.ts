@@ -24,6 +24,11 @@ export const C_RX_BYTES_INSIDE: u32 = 17;   // IP bytes read from each TUN (the 
 export const C_RX_BYTES_OUTSIDE: u32 = 18;
 export const C_PASS_BYTES_INSIDE: u32 = 19; // IP bytes of the packets passed on, by the side they came from
 export const C_PASS_BYTES_OUTSIDE: u32 = 20;
+export const C_FRAGS_HELD: u32 = 21;          // later fragments held for their first (also counted frag_no_head)
+export const C_FRAGS_RELEASED: u32 = 22;      // held fragments sent on when their first came
+export const C_FRAGS_HOLD_EXPIRED: u32 = 23;  // held fragments whose first never came in time
+export const C_FRAGS_HOLD_DISCARDED: u32 = 24; // held fragments their first could not take (overlap, contested ID)
+export const C_IP_IDS_REWRITTEN: u32 = 25;    // outbound datagrams given a fresh IP ID
 
 // @group counterLayout
 export const C_DROP_BASE: u32 = 32; // + reason (abi/reasons.ts)

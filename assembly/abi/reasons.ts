@@ -18,7 +18,7 @@ export const enum Drop {
   NO_FLOW = 11,         // @policy unsolicited inbound: no flow, no redirect, no rule
   TABLE_FULL = 12,      // @policy
   POOL_EXHAUSTED = 13,  // @policy
-  FRAG_NO_HEAD = 14,    // later fragment whose first fragment was not seen
+  FRAG_NO_HEAD = 14,    // later fragment whose first fragment was not seen (yet: held briefly when there is room, see C_FRAGS_HELD)
   FRAG_TINY = 15,       // first fragment too short for the L4 header
   FRAG_OVERLAP = 16,    // fragment overlapping the header-bearing first fragment
   FRAG_TABLE_FULL = 17, // @policy
@@ -56,5 +56,9 @@ export const enum Drop {
   SRC_CALL_LIMIT = 49,  // @policy ... of PPTP calls (src_max_calls)
   SRC_ESP_LIMIT = 50,   // @policy ... of outstanding ESP associations (src_max_esp_pending)
   SRC_FRAG_LIMIT = 51,  // @policy ... of fragmented datagrams in flight (src_max_frags)
-  COUNT = 52,
+  FRAG_ID_COLLISION = 52, // @policy a first fragment (or a later one) of another datagram with a tracked (src, dst, IP ID, proto)
+  HAIRPIN = 53,         // @policy LAN packet to the WAN address: never translated out of the WAN
+  BAD_DST = 54,         // @policy LAN or router packet to a multicast, broadcast, loopback or 0/8 destination
+  LAN_DST = 55,         // @policy a LAN packet addressed to a LAN address: never sent out of the WAN
+  COUNT = 56,
 }

@@ -104,7 +104,7 @@ export const CF_REMOTE_KNOWN: u32 = 1;
 export const CF_DISCONNECTED: u32 = 2;
 
 // @group frag  (nat/fragments.ts: one datagram followed by IP ID)
-export const FRAG_SIZE: u32 = 32;
+export const FRAG_SIZE: u32 = 48;
 export const FRAG_SRC_ADDR: u32 = 0;  // u32 as received
 export const FRAG_DST_ADDR: u32 = 4;  // u32 as received
 export const FRAG_IP_ID: u32 = 8;     // u16
@@ -115,6 +115,20 @@ export const FRAG_EXPIRES: u32 = 16;  // u32
 export const FRAG_FIRST_END: u32 = 20; // u32 payload bytes of the first fragment
 export const FRAG_SEEN: u32 = 24;     // u32 payload bytes seen
 export const FRAG_TOTAL: u32 = 28;    // u32 datagram payload; 0 = unknown yet
+export const FRAG_NEW_ID: u32 = 32;   // u16 outbound: the IP ID every fragment leaves with
+export const FRAG_FLAGS: u32 = 34;    // u16 FRF_*
+export const FRAG_L4_KEY: u32 = 36;   // u32 the first fragment's L4 identity as received (ports, SPI, Call ID, echo id)
+export const FRF_CONTESTED: u32 = 1;  // another datagram's first fragment came with this (src, dst, id, proto)
+export const FRF_DONE: u32 = 2;       // complete: lingers briefly so a late duplicate is not taken for another datagram's
+
+// @group hold  (nat/fragments.ts: a later fragment held until its first fragment comes)
+export const HOLD_SIZE: u32 = 16;
+export const HOLD_SRC_ADDR: u32 = 0;  // u32 as received
+export const HOLD_DST_ADDR: u32 = 4;  // u32 as received
+export const HOLD_IP_ID: u32 = 8;     // u16
+export const HOLD_PROTO: u32 = 10;    // u8
+export const HOLD_SIDE: u32 = 11;     // u8 side + 1; 0 = free
+export const HOLD_EXPIRES: u32 = 12;  // u32
 
 // @group peer  (vpn/peers.ts: facts about one LAN host and one server that ESP and IKE share;
 // a record with lanAddr 0 holds the server's own facts)
@@ -151,3 +165,21 @@ export const CAPR_REASON: u32 = 6;         // u8 drop reason
 export const CAPR_SIDE: u32 = 7;           // u8 0 LAN, 1 WAN
 export const CAPR_TIME: u32 = 8;           // u32 nowDs when dropped
 export const CAPR_DATA: u32 = 16;          // the packet from its IP header
+
+// @group rule  (nat/filter.ts: one fw4 rule, expanded to one protocol, one network pair, one range each)
+export const RULE_SIZE: u32 = 40;
+export const RULE_SRC_ZONE: u32 = 0;    // u8 ZONE_WAN / ZONE_LAN
+export const RULE_TARGET: u32 = 1;      // u8 TARGET_*
+export const RULE_DEST_ZONE: u32 = 2;   // u8 DEST_ROUTER / DEST_FORWARD
+export const RULE_ANY_PROTO: u32 = 3;   // u8 1 = every protocol
+export const RULE_PROTO: u32 = 4;       // u16
+export const RULE_ICMP_TYPE: u32 = 6;   // i16; -1 = any
+export const RULE_ICMP_CODE: u32 = 8;   // i16; -1 = any
+export const RULE_SRC_NET: u32 = 12;    // u32 raw, masked
+export const RULE_SRC_MASK: u32 = 16;   // u32 raw
+export const RULE_DST_NET: u32 = 20;    // u32 raw, masked
+export const RULE_DST_MASK: u32 = 24;   // u32 raw
+export const RULE_SPORT_LO: u32 = 28;   // u16 (TCP/UDP; 0..65535 = any)
+export const RULE_SPORT_HI: u32 = 30;   // u16
+export const RULE_DPORT_LO: u32 = 32;   // u16
+export const RULE_DPORT_HI: u32 = 34;   // u16

@@ -2,10 +2,7 @@
 // policy, dispatch to the protocol handler, follow fragments, compensate
 // TTL, write a verdict. Never traps: everything malformed is a Drop reason.
 
-import {
-  DEST_FORWARD, DEST_ROUTER, SIDE_INSIDE, SIDE_OUTSIDE, TARGET_ACCEPT, TARGET_NONE, TARGET_REJECT,
-  VERDICT_DROP, VERDICT_PASS, ZONE_WAN,
-} from "../abi/codes";
+import { SIDE_INSIDE, SIDE_OUTSIDE, VERDICT_DROP, VERDICT_PASS } from "../abi/codes";
 import {
   C_PASS_BYTES_INSIDE, C_PASS_BYTES_OUTSIDE, C_PASS_INSIDE, C_PASS_OUTSIDE, C_RX_BYTES_INSIDE, C_RX_BYTES_OUTSIDE,
   C_RX_INSIDE, C_RX_OUTSIDE,
@@ -16,8 +13,8 @@ import {
 } from "../wire/ipv4";
 import { CTX_FRAG_OFFSET, CTX_HLEN, CTX_MORE_FRAGS, CTX_PROTO, CTX_TOTAL, packetContext } from "../wire/context";
 import { l4Check } from "../wire/l4";
-import { ruleMatch } from "./filter";
-import { fragFollow, fragNoteFirst, fragSweep } from "./fragments";
+import { routedVerdict, ruleKeys } from "./filter";
+import { fragFollow, fragHoldReap, fragL4Key, fragNoteFirst, fragSweep } from "./fragments";
 import { Drop } from "../abi/reasons";
 import { dispatchIn, dispatchOut } from "./registry";
 import { ttlCompensate } from "./rewrite";
@@ -34,6 +31,13 @@ function outbound(p: usize, len: u32, ctx: usize): u32 {
   if (wanAddr == 0) return Drop.NO_WAN_ADDRESS;
   const src = ipSrc(p);
   if (src != wanAddr && !isLanAddr(src)) return Drop.BAD_SRC;
+  // Never out of the WAN: our own address (hairpin: not translated back in
+  // yet), multicast, broadcast, loopback, 0/8, and nothing addressed to the
+  // LAN (it would carry a LAN address out, translated or not). Fragments too.
+  const dst = ipDst(p);
+  if (dst == wanAddr) return Drop.HAIRPIN;
+  if (isMartian(dst)) return Drop.BAD_DST;
+  if (isLanAddr(dst)) return Drop.LAN_DST;
   const proto = load<u32>(ctx, CTX_PROTO);
   const hlen = load<u32>(ctx, CTX_HLEN);
   const l4 = p + hlen;
@@ -44,11 +48,12 @@ function outbound(p: usize, len: u32, ctx: usize): u32 {
   const first = more; // MF at offset 0: a first fragment
   r = l4Check(proto, l4, l4len, first);
   if (r != Drop.NONE) return r;
-  const dst = ipDst(p);
   const id = ipId(p);
+  const key = first ? fragL4Key(proto, l4, l4len) : 0;
   r = dispatchOut(p, l4, l4len, proto, ctx);
-  if (r == Drop.NONE && first) r = fragNoteFirst(SIDE_INSIDE, src, dst, id, proto, ipSrc(p), l4len);
-  return r;
+  if (r != Drop.NONE) return r;
+  if (first) return fragNoteFirst(p, SIDE_INSIDE, src, dst, id, proto, ipSrc(p), l4len, key);
+  return Drop.NONE;
 }
 
 /** WAN → anything. */
@@ -64,29 +69,31 @@ function inbound(p: usize, len: u32, ctx: usize): u32 {
   const hlen = load<u32>(ctx, CTX_HLEN);
   const l4 = p + hlen;
   const l4len = load<u32>(ctx, CTX_TOTAL) - hlen;
-  if (dst != wanAddr) {
-    // Routed (untranslated) traffic only where a rule opens it.
-    const toLan = isLanAddr(dst);
-    const target = ruleMatch(ZONE_WAN, toLan ? DEST_FORWARD : DEST_ROUTER, proto, src, dst, 0);
-    if (target == TARGET_ACCEPT) return Drop.NONE;
-    if (target != TARGET_NONE) return target == TARGET_REJECT ? Drop.POLICY_REJECT : Drop.POLICY_DROP;
-    return toLan ? Drop.WAN_TO_LAN : Drop.NOT_FOR_US;
-  }
   const fragOffset = load<u32>(ctx, CTX_FRAG_OFFSET);
   const more = load<u32>(ctx, CTX_MORE_FRAGS) != 0;
+  // Later fragments follow their first (routed ones too: untranslated).
   if (fragOffset != 0) return fragFollow(p, SIDE_OUTSIDE, proto, fragOffset, l4len, more);
   const first = more;
   r = l4Check(proto, l4, l4len, first);
   if (r != Drop.NONE) return r;
   const id = ipId(p);
+  const key = first ? fragL4Key(proto, l4, l4len) : 0;
+  if (dst != wanAddr) {
+    // Routed (untranslated) traffic only where a rule opens it, matched on
+    // its ports or ICMP type and code like any rule.
+    r = routedVerdict(proto, src, dst, ruleKeys(proto, l4), isLanAddr(dst));
+    if (r == Drop.NONE && first) r = fragNoteFirst(p, SIDE_OUTSIDE, src, dst, id, proto, dst, l4len, key);
+    return r;
+  }
   r = dispatchIn(p, l4, l4len, proto, ctx);
-  if (r == Drop.NONE && first) r = fragNoteFirst(SIDE_OUTSIDE, src, dst, id, proto, ipDst(p), l4len);
+  if (r == Drop.NONE && first) r = fragNoteFirst(p, SIDE_OUTSIDE, src, dst, id, proto, ipDst(p), l4len, key);
   return r;
 }
 
 /** Processes `n` packets in slots 0..n-1 read from one side; returns how many pass. */
 export function processBatch(n: u32, side: u32): u32 {
   if (n > 256) n = 256;
+  fragHoldReap(); // the fragments the last batch released were written after it
   warmBatch(n, side);
   let passed: u32 = 0;
   // Bytes for the metrics: summed in registers, added to the counters once per batch.

@@ -7,7 +7,7 @@
 //   icmp + 0  type, code, checksum, unused (8 bytes)
 //   icmp + 8  original IP header (ihl bytes), then its first L4 bytes
 
-import { PROTO_ESP, PROTO_GRE, PROTO_ICMP, PROTO_TCP, PROTO_UDP } from "../abi/codes";
+import { DEST_FORWARD, PROTO_ESP, PROTO_GRE, PROTO_ICMP, PROTO_TCP, PROTO_UDP, TARGET_ACCEPT, ZONE_WAN } from "../abi/codes";
 import { BIND_ICMP, F_ALIAS_PORT, F_LAN_ADDR, F_LAN_PORT, F_PKTS_IN, F_PKTS_OUT } from "../abi/records";
 import { adjust16, adjust32 } from "../wire/checksum";
 import { CTX_EMB_AVAIL, CTX_EMB_IP, CTX_EMB_L4, CTX_EMB_PROTO } from "../wire/context";
@@ -15,8 +15,8 @@ import { IP_CSUM, IP_DST, IP_MIN_HEADER, IP_PROTO, IP_SRC, ipDst, ipSrc } from "
 import { espLanOut } from "../vpn/esp";
 import { IKE_PORT, ikeLanFor } from "../vpn/isakmp";
 import { GRE_CALL_ID } from "../vpn/gre";
-import { callFindOut, callLanAddr } from "../vpn/pptp";
-import { routerVerdict } from "./filter";
+import { callAliasOf, callFindOut, callLanAddr } from "../vpn/pptp";
+import { routerVerdict, ruleKeys, ruleMatch } from "./filter";
 import {
   ICMP_CSUM, ICMP_DEST_UNREACH, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_HEADER, ICMP_ID, ICMP_PARAM_PROBLEM,
   ICMP_SOURCE_QUENCH, ICMP_TIME_EXCEEDED, L4_DST_PORT, L4_SRC_PORT, TCP_CSUM, UDP_CSUM, UDP_HEADER, port,
@@ -24,7 +24,7 @@ import {
 import { natIn, natOut } from "./masq";
 import { Drop } from "../abi/reasons";
 import { rewriteAddr } from "./rewrite";
-import { wanAddr } from "./state";
+import { isLanAddr, wanAddr } from "./state";
 import { flowFindIn, flowFindOut, rec } from "./table";
 
 @inline function isError(type: u32): bool {
@@ -93,18 +93,49 @@ function rewriteEmbedded(icmp: usize, ctx: usize, field: u32, newAddr: u32, port
   store<u16>(icmp, <u16>icmpSum, ICMP_CSUM);
 }
 
+/** Does a (malformed) error's quote still show a LAN address as its destination? */
+function quotesLan(icmp: usize, icmpLen: u32): bool {
+  return icmpLen >= ICMP_HEADER + IP_MIN_HEADER && isLanAddr(load<u32>(icmp + ICMP_HEADER, IP_DST));
+}
+
 /** ICMP from the LAN (or the router) toward the WAN. */
 export function icmpOut(p: usize, icmp: usize, icmpLen: u32, ctx: usize): u32 {
   const type = <u32>load<u8>(icmp);
   if (type == ICMP_ECHO_REQUEST) return natOut(p, icmp, PROTO_ICMP, BIND_ICMP);
-  if (ipSrc(p) == wanAddr) return Drop.NONE; // the router's own ICMP (echo replies, its errors)
-  if (!isError(type)) return Drop.ICMP_UNSUPPORTED;
+  const own = ipSrc(p) == wanAddr;
+  if (!isError(type)) return own ? Drop.NONE : Drop.ICMP_UNSUPPORTED; // the router's echo replies and the like
   const r0 = embeddedCheck(icmp, icmpLen, ctx);
-  if (r0 != Drop.NONE) return r0;
+  if (own) {
+    // The router's own error. About its own traffic it leaves as it is. About
+    // a translated inbound packet (the kernel forwarding it onto the LAN
+    // answers from the `src <WAN>` route: fragmentation needed, host
+    // unreachable) it quotes the LAN host's address and port: it must quote
+    // what the server sent, the WAN address and the alias, or not go out.
+    if (r0 != Drop.NONE) return quotesLan(icmp, icmpLen) ? r0 : Drop.NONE;
+    if (!isLanAddr(load<u32>(<usize>load<u32>(ctx, CTX_EMB_IP), IP_DST))) return Drop.NONE;
+  } else if (r0 != Drop.NONE) {
+    return r0;
+  }
   const embIp = <usize>load<u32>(ctx, CTX_EMB_IP);
   const embL4 = <usize>load<u32>(ctx, CTX_EMB_L4);
   const embProto = load<u32>(ctx, CTX_EMB_PROTO);
-  if (embProto == PROTO_ESP || embProto == PROTO_GRE) return Drop.ICMP_UNSUPPORTED;
+  const embAvail = load<u32>(ctx, CTX_EMB_AVAIL);
+  if (embProto == PROTO_ESP || embProto == PROTO_GRE) {
+    if (!own) return Drop.ICMP_UNSUPPORTED;
+    if (embProto == PROTO_GRE) {
+      // Inbound GRE had its key's Call ID turned from the alias into the LAN
+      // host's own: turn it back (GRE carries no checksum here; the ICMP one is adjusted).
+      if (embAvail < GRE_CALL_ID + 2) return Drop.ICMP_NO_FLOW;
+      const alias = callAliasOf(load<u32>(embIp, IP_DST), load<u32>(embIp, IP_SRC), port(embL4, GRE_CALL_ID));
+      if (alias == 0) return Drop.ICMP_NO_FLOW;
+      const oldW = <u32>load<u16>(embL4, GRE_CALL_ID);
+      const newW = <u32>bswap<u16>(<u16>alias);
+      store<u16>(embL4, <u16>newW, GRE_CALL_ID);
+      store<u16>(icmp, <u16>adjust16(load<u16>(icmp, ICMP_CSUM), oldW, newW), ICMP_CSUM);
+    }
+    rewriteEmbedded(icmp, ctx, IP_DST, wanAddr, NO_PORT_FIELD, 0); // the SPI was never translated
+    return Drop.NONE;
+  }
   // The quoted packet went WAN → LAN: its destination is the LAN endpoint.
   const remA = load<u32>(embIp, IP_SRC);
   const lanA = load<u32>(embIp, IP_DST);
@@ -112,11 +143,21 @@ export function icmpOut(p: usize, icmp: usize, icmpLen: u32, ctx: usize): u32 {
   const lanP = isEcho ? port(embL4, ICMP_ID) : port(embL4, L4_DST_PORT);
   const remP = isEcho ? 0 : port(embL4, L4_SRC_PORT);
   const e = flowFindOut(embProto, lanA, lanP, remA, remP);
-  if (e == 0) return Drop.ICMP_NO_FLOW;
+  if (e == 0) {
+    // IKE is not in the flow table: its public port is 500 as well.
+    if (own && embProto == PROTO_UDP && lanP == IKE_PORT && embAvail >= UDP_HEADER + 8 &&
+        ikeLanFor(remA, load<u64>(embL4 + UDP_HEADER)) == lanA) {
+      rewriteEmbedded(icmp, ctx, IP_DST, wanAddr, L4_DST_PORT, IKE_PORT);
+      return Drop.NONE;
+    }
+    // Routed, not translated (a rule forwards WAN → that LAN address): the WAN side knows the address.
+    if (own && ruleMatch(ZONE_WAN, DEST_FORWARD, embProto, remA, lanA, isEcho ? ruleKeys(PROTO_ICMP, embL4) : (remP << 16) | lanP) == TARGET_ACCEPT) return Drop.NONE;
+    return Drop.ICMP_NO_FLOW;
+  }
   const r = rec(e - 1);
   store<u32>(r, load<u32>(r, F_PKTS_OUT) + 1, F_PKTS_OUT);
   rewriteEmbedded(icmp, ctx, IP_DST, wanAddr, isEcho ? ICMP_ID : L4_DST_PORT, load<u16>(r, F_ALIAS_PORT));
-  rewriteAddr(p, IP_SRC, wanAddr);
+  if (!own) rewriteAddr(p, IP_SRC, wanAddr);
   return Drop.NONE;
 }
 
@@ -126,7 +167,7 @@ export function icmpIn(p: usize, icmp: usize, icmpLen: u32, ctx: usize): u32 {
   if (type == ICMP_ECHO_REPLY) return natIn(p, icmp, PROTO_ICMP, BIND_ICMP);
   if (!isError(type)) {
     // Echo requests and the rest are for the router itself: rules decide.
-    return routerVerdict(PROTO_ICMP, ipSrc(p), ipDst(p), type);
+    return routerVerdict(PROTO_ICMP, ipSrc(p), ipDst(p), ruleKeys(PROTO_ICMP, icmp));
   }
   const r0 = embeddedCheck(icmp, icmpLen, ctx);
   if (r0 != Drop.NONE) return r0;

@@ -2,7 +2,7 @@
 // of masquerading: outbound packets open flows and leave from the WAN
 // address; inbound packets must match a flow, a redirect or a rule.
 
-import { DEST_FORWARD, PROTO_ICMP, PROTO_TCP, TARGET_DROP, TARGET_REJECT, ZONE_LAN } from "../abi/codes";
+import { PROTO_ICMP, PROTO_TCP } from "../abi/codes";
 import {
   FL_CHARGED, FL_FIN_IN, FL_FIN_OUT, FL_NATT, FL_REDIRECT, FL_REPLIED, FL_WS_NONE, FL_WS_SHIFT, F_ALIAS_PORT, F_END_IN,
   F_END_OUT, F_FLAGS, F_LAN_ADDR, F_LAN_PORT, F_PKTS_IN, F_PKTS_OUT, F_STATE, F_TCP_IN, F_TCP_OUT,
@@ -12,7 +12,7 @@ import {
   ICMP_ID, L4_DST_PORT, L4_SRC_PORT, TCP_ACK_FLAG, TCP_FIN, TCP_HEADER, TCP_OFF, TCP_RST, TCP_SEQ, TCP_SYN, port, tcpFlags,
 } from "../wire/l4";
 import { NO_PORT, bindAcquire, bindRef, bindRelease } from "./binding";
-import { routerVerdict, ruleMatch } from "./filter";
+import { dnatVerdict, keysToPort, lanForwardVerdict, routerVerdict, ruleKeys } from "./filter";
 import { redirectDest, redirectDestPort, redirectFind } from "./forward";
 import { Drop } from "../abi/reasons";
 import { rewriteAddrPort } from "./rewrite";
@@ -152,10 +152,6 @@ function tcpTrack(p: usize, l4: usize, r: usize, fromLan: bool): u32 {
   return state;
 }
 
-@inline function policyReason(target: u32): u32 {
-  return target == TARGET_REJECT ? Drop.POLICY_REJECT : Drop.POLICY_DROP;
-}
-
 /** Outbound (LAN or router → WAN): find or open the flow, translate the source. */
 export function natOut(p: usize, l4: usize, proto: u32, pi: u32): u32 {
   const lanA = ipSrc(p);
@@ -169,10 +165,8 @@ export function natOut(p: usize, l4: usize, proto: u32, pi: u32): u32 {
     if ((!isIcmp && (lanP == 0 || remP == 0))) return Drop.BAD_PORT;
     const flags = proto == PROTO_TCP ? tcpFlags(l4) : 0;
     if (flags & TCP_RST) return Drop.TCP_NO_FLOW;
-    if (lanA != wanAddr) {
-      const target = ruleMatch(ZONE_LAN, DEST_FORWARD, proto, lanA, remA, isIcmp ? 8 : remP);
-      if (target == TARGET_DROP || target == TARGET_REJECT) return policyReason(target);
-    }
+    const verdict = lanForwardVerdict(proto, lanA, remA, ruleKeys(proto, l4));
+    if (verdict != Drop.NONE) return verdict;
     // One LAN host may hold only its share of the table (src_max_flows).
     const charged = lanA != wanAddr;
     if (charged && !srcCharge(lanA, LIM_FLOWS)) return Drop.SRC_FLOW_LIMIT;
@@ -221,6 +215,8 @@ export function natIn(p: usize, l4: usize, proto: u32, pi: u32): u32 {
       const fwdPort = redirectDestPort(fwd, aliasP);
       if (remP == 0) return Drop.BAD_PORT;
       if (flags & TCP_RST) return Drop.TCP_NO_FLOW;
+      const verdict = dnatVerdict(proto, remA, fwdAddr, keysToPort(ruleKeys(proto, l4), fwdPort));
+      if (verdict != Drop.NONE) return verdict;
       const state = proto == PROTO_TCP ? ((flags & TCP_SYN) ? TCP_SYN_SENT : TCP_ESTABLISHED) : UDP_UNREPLIED;
       bindRef(pi, aliasP);
       const fl = FL_REDIRECT | (fwdPort == NATT_PORT || remP == NATT_PORT ? FL_NATT : 0) |
@@ -230,7 +226,7 @@ export function natIn(p: usize, l4: usize, proto: u32, pi: u32): u32 {
       r = rec(e - 1);
     } else {
       // Not a reply and not forwarded: only a rule lets it reach the router.
-      return routerVerdict(proto, remA, ipDst(p), isIcmp ? <u32>load<u8>(l4) : aliasP);
+      return routerVerdict(proto, remA, ipDst(p), ruleKeys(proto, l4));
     }
   } else {
     r = rec(e - 1);

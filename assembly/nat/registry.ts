@@ -22,7 +22,7 @@ import { IP_DST, IP_SRC, ipDst, ipSrc } from "../wire/ipv4";
 import { L4_DST_PORT, L4_SRC_PORT, TCP_OFF, port } from "../wire/l4";
 import { ahIn, ahOut } from "../vpn/ah";
 import { espIn, espOut } from "../vpn/esp";
-import { routerVerdict } from "./filter";
+import { dnatVerdict, lanForwardVerdict, routerVerdict } from "./filter";
 import { protoForward } from "./forward";
 import { greIn, greOut } from "../vpn/gre";
 import { icmpIn, icmpOut } from "./icmp";
@@ -63,7 +63,13 @@ export function dispatchOut(p: usize, l4: usize, l4len: u32, proto: u32, ctx: us
     default: {
       const src = ipSrc(p);
       if (src == wanAddr) return Drop.NONE; // the router's own, untranslated
-      if (protoForward(proto) == src) { rewriteAddr(p, IP_SRC, wanAddr); return Drop.NONE; }
+      if (protoForward(proto) == src) {
+        // The server behind a protocol forward sends its protocol out: forward rules first.
+        const verdict = lanForwardVerdict(proto, src, ipDst(p), 0);
+        if (verdict != Drop.NONE) return verdict;
+        rewriteAddr(p, IP_SRC, wanAddr);
+        return Drop.NONE;
+      }
       return Drop.PROTO_UNSUPPORTED;
     }
   }
@@ -88,7 +94,12 @@ export function dispatchIn(p: usize, l4: usize, l4len: u32, proto: u32, ctx: usi
     case PROTO_GRE: return greIn(p, l4, l4len);
     default: {
       const fwd = protoForward(proto);
-      if (fwd != 0) { rewriteAddr(p, IP_DST, fwd); return Drop.NONE; }
+      if (fwd != 0) {
+        const verdict = dnatVerdict(proto, ipSrc(p), fwd, 0);
+        if (verdict != Drop.NONE) return verdict;
+        rewriteAddr(p, IP_DST, fwd);
+        return Drop.NONE;
+      }
       return routerVerdict(proto, ipSrc(p), ipDst(p), 0);
     }
   }

@@ -6,7 +6,7 @@
 
 import { PROTO_ICMP, PROTO_UDP } from "../abi/codes";
 import { adjust16, adjust32 } from "../wire/checksum";
-import { IP_CSUM, IP_TTL } from "../wire/ipv4";
+import { IP_CSUM, IP_TOTAL_LEN, IP_TTL, IP_VER_IHL } from "../wire/ipv4";
 import { l4CsumOffset } from "../wire/l4";
 
 /** Replaces the address at `field` (IP_SRC / IP_DST) and a 16-bit port or identifier at l4 + portOff. */
@@ -24,7 +24,20 @@ import { l4CsumOffset } from "../wire/l4";
   let n = adjust16(c, oldPort, newPort);
   if (proto != PROTO_ICMP) n = adjust32(n, oldAddr, newAddr);
   if (proto == PROTO_UDP && n == 0) n = 0xffff;
+  // RFC 1624 §3: the incremental update gives -0 (0x0000) where recomputing
+  // gives 0xffff only when every other word summed is +0, i.e. is zero. With
+  // TCP and UDP the pseudo header never is; an ICMP message can be: an echo
+  // reply with identifier 0, sequence 0 and no data (found by npm run fuzz).
+  if (proto == PROTO_ICMP && n == 0 && icmpAllZero(p, l4)) n = 0xffff;
   store<u16>(l4 + co, <u16>n);
+}
+
+/** Is the ICMP message, its checksum aside, all zero bytes? (Checked only when an update gave 0.) */
+function icmpAllZero(p: usize, l4: usize): bool {
+  const len = <u32>bswap<u16>(load<u16>(p, IP_TOTAL_LEN)) - ((<u32>load<u8>(p, IP_VER_IHL) & 0xf) << 2);
+  if (load<u16>(l4) != 0) return false; // type and code
+  for (let i: u32 = 4; i < len; i++) if (load<u8>(l4 + i) != 0) return false;
+  return true;
 }
 
 /** Replaces only the IP address (later fragments, protocols without ports). */

@@ -7,7 +7,7 @@
 import { PROTO_AH, SIDE_INSIDE, SIDE_OUTSIDE } from "../abi/codes";
 import { EV_AH_REFUSED } from "../abi/counters";
 import { ipDst, ipSrc } from "../wire/ipv4";
-import { routerVerdict } from "../nat/filter";
+import { lanForwardVerdict, routerVerdict } from "../nat/filter";
 import { protoForward } from "../nat/forward";
 import { Drop } from "../abi/reasons";
 import { eventPush, wanAddr } from "../nat/state";
@@ -27,6 +27,9 @@ function logOnce(lanA: u32, remA: u32, side: u32): void {
 export function ahOut(p: usize): u32 {
   const lanA = ipSrc(p);
   if (lanA == wanAddr) return Drop.NONE; // the router's own AH: untouched
+  // A rule that drops this host's traffic says so first (then it is policy, not AH).
+  const verdict = lanForwardVerdict(PROTO_AH, lanA, ipDst(p), 0);
+  if (verdict != Drop.NONE) return verdict;
   logOnce(lanA, ipDst(p), SIDE_INSIDE);
   return Drop.AH_TRANSLATED;
 }

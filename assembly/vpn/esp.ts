@@ -43,8 +43,8 @@ import { counters, espMap, espRecs, outstanding, ESP_CAP, ESP_MAP_SIZE, OUTSTAND
 import { RESTORE_BAD_FIELD, RESTORE_DUPLICATE, RESTORE_FULL, RESTORE_OK, SNAP_MAX_LIFETIME_DS } from "../abi/codes";
 import { IP_DST, IP_SRC, ipDst, ipSrc } from "../wire/ipv4";
 import { peerEspBound, peerEspClosed, peerEspTouch, peerIkeLast, peerRecentHost } from "./peers";
-import { ruleMatch } from "../nat/filter";
-import { kmFind, kmInsert, kmRemove } from "./keymap";
+import { dnatVerdict, lanForwardVerdict, ruleMatch } from "../nat/filter";
+import { kmFirst, kmHas, kmInsert, kmNext, kmRemove, kmValueAt } from "./keymap";
 import { protoForward } from "../nat/forward";
 import { Drop } from "../abi/reasons";
 import { rewriteAddr } from "../nat/rewrite";
@@ -260,6 +260,24 @@ function outstandingOther(remA: u32, lanA: u32): u32 {
   return 0;
 }
 
+/**
+ * The entry (map value: record + 1, with OUT_BIT for `outbound`) whose SPI
+ * toward or from `remA` is `spi` in that direction, or 0. Outbound and
+ * inbound SPIs share the map (one host's inbound SPI may equal another
+ * host's outbound SPI toward the same server): the walk skips the other
+ * direction instead of stopping at it, and compares the record.
+ */
+function espFind(remA: u32, spi: u32, outbound: bool): u32 {
+  for (let i = kmFirst(espMap, MAP_MASK, remA, spi); i >= 0; i = kmNext(espMap, MAP_MASK, remA, spi, i)) {
+    const v = kmValueAt(espMap, i);
+    if (((v & OUT_BIT) != 0) != outbound) continue;
+    const e = rec((v & ~OUT_BIT) - 1);
+    if (load<u32>(e, ESP_REM_ADDR) != remA) continue;
+    if (outbound ? load<u32>(e, ESP_SPI_OUT) == spi : (load<u32>(e, ESP_SPI_IN) == spi || load<u32>(e, ESP_SPI_IN2) == spi)) return v;
+  }
+  return 0;
+}
+
 /** LAN → WAN. */
 export function espOut(p: usize, l4: usize, l4len: u32): u32 {
   const r0 = espCheck(l4, l4len);
@@ -268,8 +286,7 @@ export function espOut(p: usize, l4: usize, l4len: u32): u32 {
   const lanA = ipSrc(p);
   const remA = ipDst(p);
   if (lanA == wanAddr) return Drop.NONE; // the router's own IPsec: not translated
-  let v = kmFind(espMap, MAP_MASK, remA, spi);
-  if (v != 0 && (v & OUT_BIT) == 0) v = 0; // that value is another entry's inbound SPI
+  let v = espFind(remA, spi, true);
   if (v != 0) {
     const r = (v & ~OUT_BIT) - 1;
     if (!espAge(r)) v = 0;
@@ -301,7 +318,9 @@ export function espOut(p: usize, l4: usize, l4len: u32): u32 {
     rewriteAddr(p, IP_SRC, wanAddr);
     return Drop.NONE;
   }
-  // A new SPI from this host toward this server.
+  // A new SPI from this host toward this server: forward rules (src lan, dest wan) first.
+  const verdict = lanForwardVerdict(PROTO_ESP, lanA, remA, 0);
+  if (verdict != Drop.NONE) return verdict;
   const forwardHost = protoForward(PROTO_ESP) == lanA;
   if (forwardHost) {
     // The server behind the router answers with its own SPIs: nothing to wait for.
@@ -367,8 +386,7 @@ export function espIn(p: usize, l4: usize, l4len: u32): u32 {
   if (r0 != Drop.NONE) return r0;
   const spi = spiOf(l4);
   const remA = ipSrc(p);
-  let v = kmFind(espMap, MAP_MASK, remA, spi);
-  if (v != 0 && (v & OUT_BIT) != 0) v = 0;
+  let v = espFind(remA, spi, false);
   if (v != 0 && !espAge(v - 1)) v = 0;
   if (v == 0) {
     let pick = pickOutstanding(remA);
@@ -404,7 +422,10 @@ export function espIn(p: usize, l4: usize, l4len: u32): u32 {
       v = pick;
     } else if (protoForward(PROTO_ESP) != 0) {
       // A server behind the router (redirect proto esp): unknown SPIs are its,
+      // unless a forward rule (src wan, dest lan) drops this server's; it stays
       // unanswered until it sends ESP to that peer (short-lived, evicted first).
+      const verdict = dnatVerdict(PROTO_ESP, remA, protoForward(PROTO_ESP), 0);
+      if (verdict != Drop.NONE) return verdict;
       v = espNew(protoForward(PROTO_ESP), remA, 0, spi, ESP_BOUND, ESPF_FORWARD | ESPF_UNREPLIED);
       if (v == 0) return Drop.ESP_TABLE_FULL;
     } else if (espGuess) {
@@ -429,8 +450,8 @@ export function espIn(p: usize, l4: usize, l4len: u32): u32 {
 
 /** The LAN host whose outbound SPI toward `remA` this is (0 if none): for ICMP errors quoting ESP. */
 export function espLanOut(remA: u32, spi: u32): u32 {
-  const v = kmFind(espMap, MAP_MASK, remA, spi);
-  if (v == 0 || (v & OUT_BIT) == 0) return 0;
+  const v = espFind(remA, spi, true);
+  if (v == 0) return 0;
   const r = (v & ~OUT_BIT) - 1;
   return espAge(r) ? load<u32>(rec(r), ESP_LAN_ADDR) : 0;
 }
@@ -463,9 +484,9 @@ export function espRestore(src: usize): u32 {
   if (spiIn2 != 0 && (spiIn == 0 || spiIn2 == spiIn)) return RESTORE_BAD_FIELD;
   // One (server, SPI) may be one entry's outbound and another's inbound
   // SPI (espOut allows that); twice in one direction it may not.
-  if (spiOut != 0) { const v = kmFind(espMap, MAP_MASK, remA, spiOut); if (v != 0 && (v & OUT_BIT) != 0) return RESTORE_DUPLICATE; }
-  if (spiIn != 0) { const v = kmFind(espMap, MAP_MASK, remA, spiIn); if (v != 0 && (v & OUT_BIT) == 0) return RESTORE_DUPLICATE; }
-  if (spiIn2 != 0) { const v = kmFind(espMap, MAP_MASK, remA, spiIn2); if (v != 0 && (v & OUT_BIT) == 0) return RESTORE_DUPLICATE; }
+  if (spiOut != 0 && espFind(remA, spiOut, true) != 0) return RESTORE_DUPLICATE;
+  if (spiIn != 0 && espFind(remA, spiIn, false) != 0) return RESTORE_DUPLICATE;
+  if (spiIn2 != 0 && espFind(remA, spiIn2, false) != 0) return RESTORE_DUPLICATE;
   const r1 = slabAlloc(slab, espRecs);
   if (r1 == 0) return RESTORE_FULL;
   const e = rec(r1 - 1);
@@ -495,11 +516,11 @@ export function espVerify(): bool {
     if (state == ESP_FREE) continue;
     live++;
     const remA = load<u32>(e, ESP_REM_ADDR), spiOut = load<u32>(e, ESP_SPI_OUT), spiIn = load<u32>(e, ESP_SPI_IN);
-    // found, or behind the other direction's entry with the same key (checked at insert)
-    if (spiOut != 0) { const v = kmFind(espMap, MAP_MASK, remA, spiOut); if (v != ((r + 1) | OUT_BIT) && (v == 0 || (v & OUT_BIT) != 0)) return false; }
-    if (spiIn != 0) { const v = kmFind(espMap, MAP_MASK, remA, spiIn); if (v != r + 1 && (v == 0 || (v & OUT_BIT) == 0)) return false; }
+    // each SPI's slot points at this record (other slots may share the key)
+    if (spiOut != 0 && !kmHas(espMap, MAP_MASK, remA, spiOut, (r + 1) | OUT_BIT)) return false;
+    if (spiIn != 0 && !kmHas(espMap, MAP_MASK, remA, spiIn, r + 1)) return false;
     const spiIn2 = load<u32>(e, ESP_SPI_IN2);
-    if (spiIn2 != 0) { const v = kmFind(espMap, MAP_MASK, remA, spiIn2); if (v != r + 1 && (v == 0 || (v & OUT_BIT) == 0)) return false; }
+    if (spiIn2 != 0 && !kmHas(espMap, MAP_MASK, remA, spiIn2, r + 1)) return false;
     if (state == ESP_OUTSTANDING || state == ESP_SQUELCHED || (load<u16>(e, ESP_FLAGS) & <u16>ESPF_PROVISIONAL) != 0) {
       pending++;
       let found = false;

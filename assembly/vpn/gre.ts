@@ -14,6 +14,7 @@ import { PROTO_GRE } from "../abi/codes";
 import { IP_DST, IP_SRC, ipDst, ipSrc } from "../wire/ipv4";
 import { protoForward } from "../nat/forward";
 import { callFindIn, callFindOut, callLanAddr, callLanId, callTouch } from "./pptp";
+import { dnatVerdict, lanForwardVerdict } from "../nat/filter";
 import { Drop } from "../abi/reasons";
 import { rewriteAddr } from "../nat/rewrite";
 import { wanAddr } from "../nat/state";
@@ -34,27 +35,41 @@ function enhanced(l4: usize, l4len: u32): bool {
 export function greOut(p: usize, l4: usize, l4len: u32): u32 {
   const lanA = ipSrc(p);
   if (lanA == wanAddr) return Drop.NONE; // the router's own GRE
+  // Forward rules (src lan, dest wan). GRE has no ports: a rule's answer is
+  // the same for every packet between two hosts, so asking it per packet
+  // equals asking it for the first.
+  const verdict = lanForwardVerdict(PROTO_GRE, lanA, ipDst(p), 0);
+  if (verdict != Drop.NONE) return verdict;
   if (!enhanced(l4, l4len)) {
     if (protoForward(PROTO_GRE) == lanA) { rewriteAddr(p, IP_SRC, wanAddr); return Drop.NONE; }
     return Drop.GRE_BAD_HEADER;
   }
-  const v = callFindOut(ipDst(p), <u32>bswap<u16>(load<u16>(l4, GRE_CALL_ID)));
-  if (v == 0 || callLanAddr(v) != lanA) return Drop.GRE_NO_CALL;
+  // This host's call with that remote Call ID (another host's lingering call may share it).
+  const v = callFindOut(ipDst(p), <u32>bswap<u16>(load<u16>(l4, GRE_CALL_ID)), lanA);
+  if (v == 0) return Drop.GRE_NO_CALL;
   callTouch(v, true);
   rewriteAddr(p, IP_SRC, wanAddr);
+  return Drop.NONE;
+}
+
+/** GRE for the server behind the router (redirect proto gre), unless a forward rule (src wan, dest lan) drops it. */
+function toForward(p: usize, fwd: u32): u32 {
+  const verdict = dnatVerdict(PROTO_GRE, ipSrc(p), fwd, 0);
+  if (verdict != Drop.NONE) return verdict;
+  rewriteAddr(p, IP_DST, fwd);
   return Drop.NONE;
 }
 
 export function greIn(p: usize, l4: usize, l4len: u32): u32 {
   if (!enhanced(l4, l4len)) {
     const fwd = protoForward(PROTO_GRE);
-    if (fwd != 0) { rewriteAddr(p, IP_DST, fwd); return Drop.NONE; }
+    if (fwd != 0) return toForward(p, fwd);
     return Drop.GRE_BAD_HEADER;
   }
   const v = callFindIn(ipSrc(p), <u32>bswap<u16>(load<u16>(l4, GRE_CALL_ID)));
   if (v == 0) {
     const fwd = protoForward(PROTO_GRE);
-    if (fwd != 0) { rewriteAddr(p, IP_DST, fwd); return Drop.NONE; }
+    if (fwd != 0) return toForward(p, fwd);
     return Drop.GRE_NO_CALL;
   }
   callTouch(v, false);

@@ -26,13 +26,13 @@ import { counters, ikeMap, ikeRecs, IKE_CAP, IKE_MAP_SIZE } from "../layout";
 import { RESTORE_BAD_FIELD, RESTORE_DUPLICATE, RESTORE_FULL, RESTORE_OK, SNAP_MAX_LIFETIME_DS } from "../abi/codes";
 import { IP_DST, IP_SRC, ipDst, ipSrc } from "../wire/ipv4";
 import { L4_DST_PORT, L4_SRC_PORT, UDP_HEADER, port } from "../wire/l4";
-import { routerVerdict } from "../nat/filter";
+import { dnatVerdict, keysToPort, lanForwardVerdict, routerVerdict, ruleKeys } from "../nat/filter";
 import { redirectDest, redirectDestPort, redirectFind } from "../nat/forward";
-import { kmFind, kmInsert, kmRemove } from "./keymap";
+import { kmFirst, kmHas, kmInsert, kmNext, kmRemove, kmValueAt } from "./keymap";
 import { Drop } from "../abi/reasons";
 import { rewriteAddrPort } from "../nat/rewrite";
 import { evictSample, slabAlloc, slabFree, slabHighWater, slabInit } from "./slab";
-import { count, countAdd, eventPush, ikeDs, nowDs, unrepliedDs, wanAddr } from "../nat/state";
+import { count, countAdd, eventPush, hashSeed, ikeDs, nowDs, unrepliedDs, wanAddr } from "../nat/state";
 import { LIM_IKE, srcCharge, srcRelease } from "../nat/limits";
 import { peerEspActive, peerIkeClosed, peerIkeOpened, peerIkeRestored, peerIkeSeen, peerSetRecent } from "./peers";
 
@@ -71,15 +71,27 @@ function evictCandidate(forWan: bool): u32 {
 }
 
 @inline function rec(r: u32): usize { return ikeRecs + <usize>r * IKE_SIZE; }
-@inline function key1(remA: u32, ic: u64): u32 { return remA ^ <u32>(ic >>> 32); }
+// The 96-bit key (remote, cookie) is folded to the keymap's 64 bits with a
+// keyed mix, so which exchanges share a folded key depends on the per-run
+// seed; and they may share one: find() compares the full key and probes on.
+@inline function key1(remA: u32, ic: u64): u32 {
+  let h = (<u32>(ic >>> 32) + hashSeed) * 0x85ebca6b;
+  h ^= h >>> 13; h *= 0xc2b2ae35; h ^= h >>> 16;
+  return remA ^ h;
+}
 
 function find(remA: u32, ic: u64): u32 {
-  const v = kmFind(ikeMap, MAP_MASK, key1(remA, ic), <u32>ic);
-  if (v == 0) return 0;
-  const e = rec(v - 1);
-  if (load<u32>(e, IKE_REM_ADDR) != remA || load<u64>(e, IKE_ICOOKIE) != ic) return 0; // key-fold collision
-  if (<i32>(nowDs - load<u32>(e, IKE_EXPIRES)) >= 0 && !keepAlive(e)) { free(v - 1); return 0; }
-  return v;
+  const k1 = key1(remA, ic);
+  const k2 = <u32>ic;
+  for (let i = kmFirst(ikeMap, MAP_MASK, k1, k2); i >= 0; i = kmNext(ikeMap, MAP_MASK, k1, k2, i)) {
+    const v = kmValueAt(ikeMap, i);
+    const e = rec(v - 1);
+    if (load<u32>(e, IKE_REM_ADDR) != remA || load<u64>(e, IKE_ICOOKIE) != ic) continue; // same folded key, another exchange
+    // The full key is unique in the table: freeing it ends the walk.
+    if (<i32>(nowDs - load<u32>(e, IKE_EXPIRES)) >= 0 && !keepAlive(e)) { free(v - 1); return 0; }
+    return v;
+  }
+  return 0;
 }
 
 /**
@@ -179,6 +191,9 @@ export function ikeOut(p: usize, l4: usize, l4len: u32): u32 {
       // answers exchanges it did not start, and its session was made inbound.
       return Drop.NO_FLOW;
     }
+    // A new exchange from a LAN host: forward rules (src lan, dest wan) first.
+    const verdict = lanForwardVerdict(PROTO_UDP, lanA, remA, ruleKeys(PROTO_UDP, l4));
+    if (verdict != Drop.NONE) return verdict;
     const charged = lanA != wanAddr;
     if (charged && !srcCharge(lanA, LIM_IKE)) return Drop.SRC_IKE_LIMIT;
     v = create(lanA, remA, port(l4, L4_DST_PORT), ic, charged ? IKEF_CHARGED : 0);
@@ -208,10 +223,13 @@ export function ikeIn(p: usize, l4: usize, l4len: u32): u32 {
     const fwd = redirectFind(PROTO_UDP, IKE_PORT);
     if (fwd != 0) {
       if (rc != 0) return Drop.NO_FLOW;
+      // A new exchange toward the server behind: forward rules, after DNAT.
+      const verdict = dnatVerdict(PROTO_UDP, remA, redirectDest(fwd), keysToPort(ruleKeys(PROTO_UDP, l4), redirectDestPort(fwd, IKE_PORT)));
+      if (verdict != Drop.NONE) return verdict;
       v = create(redirectDest(fwd), remA, port(l4, L4_SRC_PORT), ic, IKEF_INBOUND);
       if (v == 0) return Drop.IKE_TABLE_FULL;
     } else {
-      const verdict = routerVerdict(PROTO_UDP, remA, ipDst(p), IKE_PORT);
+      const verdict = routerVerdict(PROTO_UDP, remA, ipDst(p), ruleKeys(PROTO_UDP, l4));
       if (verdict == Drop.NONE && rc == 0 && create(wanAddr, remA, port(l4, L4_SRC_PORT), ic, IKEF_INBOUND) == 0) return Drop.IKE_TABLE_FULL;
       return verdict;
     }
@@ -265,8 +283,11 @@ export function ikeRestore(src: usize): u32 {
   if (<i32>left > 0 && left > SNAP_MAX_LIFETIME_DS) return RESTORE_BAD_FIELD;
   const expired = <i32>left <= 0;
   if (expired && !peerEspActive(lanA, remA)) return RESTORE_OK; // ESP is restored first
-  const v = kmFind(ikeMap, MAP_MASK, key1(remA, ic), <u32>ic);
-  if (v != 0 && load<u32>(rec(v - 1), IKE_REM_ADDR) == remA && load<u64>(rec(v - 1), IKE_ICOOKIE) == ic) return RESTORE_DUPLICATE;
+  const k1 = key1(remA, ic);
+  for (let i = kmFirst(ikeMap, MAP_MASK, k1, <u32>ic); i >= 0; i = kmNext(ikeMap, MAP_MASK, k1, <u32>ic, i)) {
+    const x = rec(kmValueAt(ikeMap, i) - 1);
+    if (load<u32>(x, IKE_REM_ADDR) == remA && load<u64>(x, IKE_ICOOKIE) == ic) return RESTORE_DUPLICATE;
+  }
   const r1 = slabAlloc(slab, ikeRecs);
   if (r1 == 0) return RESTORE_FULL;
   const e = rec(r1 - 1);
@@ -291,10 +312,7 @@ export function ikeVerify(): bool {
     live++;
     const remA = load<u32>(e, IKE_REM_ADDR);
     const ic = load<u64>(e, IKE_ICOOKIE);
-    const v = kmFind(ikeMap, MAP_MASK, key1(remA, ic), <u32>ic);
-    if (v == 0) return false;
-    // a key-fold twin may come first; then it must be another exchange
-    if (v != r + 1 && load<u32>(rec(v - 1), IKE_REM_ADDR) == remA && load<u64>(rec(v - 1), IKE_ICOOKIE) == ic) return false;
+    if (!kmHas(ikeMap, MAP_MASK, key1(remA, ic), <u32>ic, r + 1)) return false;
   }
   return <u64>live == load<u64>(counters + (<usize>C_IKE_ACTIVE << 3));
 }

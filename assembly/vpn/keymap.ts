@@ -15,16 +15,38 @@ const SLOT: u32 = 12;
 
 @inline function at(base: usize, i: u32): usize { return base + <usize>i * SLOT; }
 
-export function kmFind(base: usize, mask: u32, k1: u32, k2: u32): u32 {
-  let i = home(k1, k2, mask);
+// Several entries may share a key (a folded key, or a PPTP Call ID a server
+// reuses while the old call lingers): lookups never stop at the first key
+// match. Callers walk every slot holding the key with kmFirst/kmNext and
+// compare the full key (and liveness) against the record themselves.
+
+/** Slot index of the first slot holding (k1, k2), or -1 when none does. */
+@inline export function kmFirst(base: usize, mask: u32, k1: u32, k2: u32): i32 {
+  return kmScan(base, mask, k1, k2, home(k1, k2, mask));
+}
+
+/** The next slot after `i` holding (k1, k2), or -1 at the end of the probe run. */
+@inline export function kmNext(base: usize, mask: u32, k1: u32, k2: u32, i: i32): i32 {
+  return kmScan(base, mask, k1, k2, (<u32>i + 1) & mask);
+}
+
+/** The value (record + 1 and flags) in slot `i`. */
+@inline export function kmValueAt(base: usize, i: i32): u32 { return load<u32>(at(base, <u32>i), 8); }
+
+/** Whether a slot holds key (k1, k2) with value `v` exactly (table checks; several values may share a key). */
+export function kmHas(base: usize, mask: u32, k1: u32, k2: u32, v: u32): bool {
+  for (let i = kmFirst(base, mask, k1, k2); i >= 0; i = kmNext(base, mask, k1, k2, i)) if (kmValueAt(base, i) == v) return true;
+  return false;
+}
+
+function kmScan(base: usize, mask: u32, k1: u32, k2: u32, i: u32): i32 {
   while (true) {
     const s = at(base, i);
-    const v = load<u32>(s, 8);
-    if (v == 0) return 0;
-    if (load<u32>(s) == k1 && load<u32>(s, 4) == k2) return v;
+    if (load<u32>(s, 8) == 0) return -1;
+    if (load<u32>(s) == k1 && load<u32>(s, 4) == k2) return <i32>i;
     i = (i + 1) & mask;
   }
-  return 0;
+  return -1;
 }
 
 export function kmInsert(base: usize, mask: u32, k1: u32, k2: u32, v: u32): void {

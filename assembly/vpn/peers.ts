@@ -18,7 +18,7 @@ import {
 } from "../abi/records";
 import { peerMap, peerRecs, PEER_CAP, PEER_MAP_SIZE } from "../layout";
 import { nowDs } from "../nat/state";
-import { kmClear, kmFind, kmInsert, kmRemove } from "./keymap";
+import { kmClear, kmFirst, kmInsert, kmNext, kmRemove, kmValueAt } from "./keymap";
 import { slabAlloc, slabFree, slabInit } from "./slab";
 
 const MAP_MASK: u32 = PEER_MAP_SIZE - 1;
@@ -28,8 +28,15 @@ export function peersInit(): void { slabInit(slab, PEER_CAP, PEER_SIZE); kmClear
 
 @inline function rec(v: u32): usize { return peerRecs + <usize>(v - 1) * PEER_SIZE; }
 
-/** Record + 1 of (remA, lanA), or 0. lanA 0 = the server record. */
-@inline function find(lanA: u32, remA: u32): u32 { return kmFind(peerMap, MAP_MASK, remA, lanA); }
+/** Record + 1 of (remA, lanA), or 0. lanA 0 = the server record. The map key is the full key; the record is compared all the same. */
+function find(lanA: u32, remA: u32): u32 {
+  for (let i = kmFirst(peerMap, MAP_MASK, remA, lanA); i >= 0; i = kmNext(peerMap, MAP_MASK, remA, lanA, i)) {
+    const v = kmValueAt(peerMap, i);
+    const r = rec(v);
+    if (load<u32>(r, PEER_LAN_ADDR) == lanA && load<u32>(r, PEER_REM_ADDR) == remA) return v;
+  }
+  return 0;
+}
 
 function open(lanA: u32, remA: u32): u32 {
   let v = find(lanA, remA);

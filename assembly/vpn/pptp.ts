@@ -15,7 +15,11 @@
 //
 // Call record: CALL_SIZE bytes, fields CALL_* in abi/records.ts.
 // Map keys: (remote, alias | IN) → call+1; (remote, callIdRemote | OUT) → call+1;
-//           (lan ^ mix(remote), callIdLan | LAN) → call+1.
+//           (lan ^ keyed mix(remote), callIdLan | LAN) → call+1.
+// Keys may repeat (a server reuses a Call ID while the old call lingers
+// disconnected; two LAN-side folded keys may coincide): every lookup walks
+// all slots with its key, compares the full key with the record, and
+// prefers a live call over a disconnected one.
 
 import { C_CALLS_ACTIVE } from "../abi/counters";
 import {
@@ -26,7 +30,7 @@ import { callIdBitmap, callMap, callRecs, counters, CALL_CAP, CALL_MAP_SIZE } fr
 import { RESTORE_BAD_FIELD, RESTORE_DUPLICATE, RESTORE_FULL, RESTORE_OK, SNAP_MAX_LIFETIME_DS } from "../abi/codes";
 import { adjust16 } from "../wire/checksum";
 import { TCP_CSUM, TCP_OFF } from "../wire/l4";
-import { kmFind, kmInsert, kmRemove } from "./keymap";
+import { kmFirst, kmHas, kmInsert, kmNext, kmRemove, kmValueAt } from "./keymap";
 import { Drop } from "../abi/reasons";
 import { slabAlloc, slabFree, slabHighWater, slabInit } from "./slab";
 import { countAdd, greDisconnectDs, greDs, hashSeed, nowDs } from "../nat/state";
@@ -64,7 +68,14 @@ export function pptpInit(): void {
 
 @inline function rec(r: u32): usize { return callRecs + <usize>r * CALL_SIZE; }
 @inline function be16(p: usize): u32 { return <u32>bswap<u16>(load<u16>(p)); }
-@inline function lanKey(lanA: u32, remA: u32): u32 { return lanA ^ ((remA << 13) | (remA >>> 19)) ^ hashSeed; }
+// The remote address goes through a keyed mix before it is folded with the
+// LAN address: an XOR of the seed would cancel in the keymap's own hash, and
+// two (host, server) pairs would fold to one key whatever the seed.
+@inline function lanKey(lanA: u32, remA: u32): u32 {
+  let h = (remA + hashSeed) * 0x85ebca6b;
+  h ^= h >>> 13; h *= 0xc2b2ae35; h ^= h >>> 16;
+  return lanA ^ h;
+}
 @inline function aliasUsed(a: u32): bool { return (load<u8>(callIdBitmap + (a >>> 3)) & (1 << (a & 7))) != 0; }
 @inline function aliasMark(a: u32, used: bool): void {
   const b = callIdBitmap + (a >>> 3);
@@ -108,27 +119,66 @@ function callFree(r: u32): void {
   return true;
 }
 
-function findLan(lanA: u32, remA: u32, callLan: u32): u32 {
-  const v = kmFind(callMap, MAP_MASK, lanKey(lanA, remA), callLan | K_LAN);
-  if (v == 0 || !live(v - 1)) return 0;
-  const e = rec(v - 1);
-  return load<u32>(e, CALL_LAN_ADDR) == lanA && load<u32>(e, CALL_REM_ADDR) == remA ? v : 0;
+/** In use and not expired; never frees (safe while walking a key's slots). */
+@inline function alive(e: usize): bool {
+  return load<u8>(e, CALL_IN_USE) != 0 && <i32>(nowDs - load<u32>(e, CALL_EXPIRES)) < 0;
+}
+@inline function connected(e: usize): bool { return (load<u16>(e, CALL_FLAGS) & <u16>CF_DISCONNECTED) == 0; }
+
+// Lookup kinds for pick(): which record fields must equal the key.
+const BY_LAN: u32 = 0;    // lanAddr, remoteAddr, callIdLan
+const BY_ALIAS: u32 = 1;  // remoteAddr, callIdAlias
+const BY_REMOTE: u32 = 2; // remoteAddr, callIdRemote (known)
+
+/**
+ * Walks every slot with key (k1, k2) and returns the call (record + 1)
+ * whose fields match in full: a live connected call first, else a live
+ * disconnected one, else 0. `lanA` (0 = any) narrows BY_REMOTE to one host.
+ */
+function pick(k1: u32, k2: u32, kind: u32, lanA: u32, remA: u32, id: u32, connectedOnly: bool = false): u32 {
+  let lingering: u32 = 0;
+  for (let i = kmFirst(callMap, MAP_MASK, k1, k2); i >= 0; i = kmNext(callMap, MAP_MASK, k1, k2, i)) {
+    const v = kmValueAt(callMap, i);
+    const e = rec(v - 1);
+    if (!alive(e) || load<u32>(e, CALL_REM_ADDR) != remA) continue;
+    if (kind == BY_LAN) {
+      if (load<u32>(e, CALL_LAN_ADDR) != lanA || <u32>load<u16>(e, CALL_ID_LAN) != id) continue;
+    } else if (kind == BY_ALIAS) {
+      if (<u32>load<u16>(e, CALL_ID_ALIAS) != id) continue;
+    } else {
+      if ((load<u16>(e, CALL_FLAGS) & <u16>CF_REMOTE_KNOWN) == 0 || <u32>load<u16>(e, CALL_ID_REMOTE) != id) continue;
+      if (lanA != 0 && load<u32>(e, CALL_LAN_ADDR) != lanA) continue;
+    }
+    if (connected(e)) return v;
+    if (lingering == 0) lingering = v;
+  }
+  return connectedOnly ? 0 : lingering;
+}
+
+/** The LAN host's call with its own Call ID; `connectedOnly`: a hung-up call does not count (a new call may reuse the ID). */
+function findLan(lanA: u32, remA: u32, callLan: u32, connectedOnly: bool = false): u32 {
+  return pick(lanKey(lanA, remA), callLan | K_LAN, BY_LAN, lanA, remA, callLan, connectedOnly);
+}
+
+/** The WAN-side alias of `lanA`'s call with its own Call ID `callLan` toward `remA` (0 if none): for ICMP quotes. */
+export function callAliasOf(lanA: u32, remA: u32, callLan: u32): u32 {
+  const v = findLan(lanA, remA, callLan);
+  return v != 0 ? <u32>load<u16>(rec(v - 1), CALL_ID_ALIAS) : 0;
 }
 
 export function callFindIn(remA: u32, alias: u32): u32 {
-  const v = kmFind(callMap, MAP_MASK, remA, alias | K_IN);
-  return v != 0 && live(v - 1) ? v : 0;
+  return pick(remA, alias | K_IN, BY_ALIAS, 0, remA, alias);
 }
-export function callFindOut(remA: u32, callRemote: u32): u32 {
-  const v = kmFind(callMap, MAP_MASK, remA, callRemote | K_OUT);
-  return v != 0 && live(v - 1) ? v : 0;
+/** The call the remote knows as `callRemote`; `lanA` != 0: only that LAN host's. */
+export function callFindOut(remA: u32, callRemote: u32, lanA: u32 = 0): u32 {
+  return pick(remA, callRemote | K_OUT, BY_REMOTE, lanA, remA, callRemote);
 }
 
 const SRC_LIMIT: u32 = 0xffffffff;
 
 /** The LAN host's call `callLan` with `remA`, opened if new; 0 when the table is full, SRC_LIMIT at the host's cap (src_max_calls). */
 function callOpen(lanA: u32, remA: u32, callLan: u32): u32 {
-  let v = findLan(lanA, remA, callLan);
+  let v = findLan(lanA, remA, callLan, true);
   if (v != 0) return v;
   if (!srcCharge(lanA, LIM_CALLS)) return SRC_LIMIT;
   let alias: u32 = 0;
@@ -268,9 +318,11 @@ export function callRestore(src: usize): u32 {
   const callRemote = <u32>load<u16>(src, CALL_ID_REMOTE);
   if (alias == 0) return RESTORE_BAD_FIELD;
   if (aliasUsed(alias)) return RESTORE_DUPLICATE;
-  const vl = kmFind(callMap, MAP_MASK, lanKey(lanA, remA), callLan | K_LAN);
-  if (vl != 0 && load<u32>(rec(vl - 1), CALL_LAN_ADDR) == lanA && load<u32>(rec(vl - 1), CALL_REM_ADDR) == remA) return RESTORE_DUPLICATE;
-  if ((flags & CF_REMOTE_KNOWN) != 0 && kmFind(callMap, MAP_MASK, remA, callRemote | K_OUT) != 0) return RESTORE_DUPLICATE;
+  // The same host's call with its own Call ID twice is a duplicate unless one
+  // of them was hung up (a new call may reuse the ID, as a server may reuse
+  // its own Call ID while an old call lingers: that is no duplicate either).
+  const vl = findLan(lanA, remA, callLan, true);
+  if (vl != 0 && (flags & CF_DISCONNECTED) == 0) return RESTORE_DUPLICATE;
   const v = slabAlloc(slab, callRecs);
   if (v == 0) return RESTORE_FULL;
   memory.copy(rec(v - 1), src, CALL_SIZE);
@@ -294,9 +346,9 @@ export function callVerify(): bool {
     live++;
     const remA = load<u32>(e, CALL_REM_ADDR);
     const alias = <u32>load<u16>(e, CALL_ID_ALIAS);
-    if (!aliasUsed(alias) || kmFind(callMap, MAP_MASK, remA, alias | K_IN) != r + 1) return false;
+    if (!aliasUsed(alias) || !kmHas(callMap, MAP_MASK, remA, alias | K_IN, r + 1)) return false;
     if ((load<u16>(e, CALL_FLAGS) & <u16>CF_REMOTE_KNOWN) != 0 &&
-        kmFind(callMap, MAP_MASK, remA, <u32>load<u16>(e, CALL_ID_REMOTE) | K_OUT) != r + 1) return false;
+        !kmHas(callMap, MAP_MASK, remA, <u32>load<u16>(e, CALL_ID_REMOTE) | K_OUT, r + 1)) return false;
   }
   return <u64>live == load<u64>(counters + (<usize>C_CALLS_ACTIVE << 3));
 }

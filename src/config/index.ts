@@ -135,6 +135,7 @@ function ruleText(r: Rule): string {
   if (r.name !== null) s += opt('name', r.name);
   s += opt('src', r.src);
   s += list('src_ip', r.srcIp);
+  s += list('src_port', r.srcPort.map(port));
   if (r.dest !== null) s += opt('dest', r.dest);
   s += list('dest_ip', r.destIp);
   s += opt('proto', r.proto.map(protoName).join(' '));

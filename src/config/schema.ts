@@ -74,9 +74,19 @@ export interface Redirect {
 }
 
 /**
- * `config rule`: a filter rule. fw4 reads src_ip, dest_ip, dest_port and
- * icmp_type as lists (`option dest_port '500 4500'` is valid fw4), so they
- * are arrays here; an empty array matches everything.
+ * `config rule`: a filter rule. fw4 reads src_ip, src_port, dest_ip,
+ * dest_port and icmp_type as lists (`option dest_port '500 4500'` is valid
+ * fw4), so they are arrays here; an empty array matches everything.
+ *
+ * The shapes vpnmasq enforces, with fw4's meaning (rules decide only what
+ * opens a new connection; established traffic passes, as fw4's
+ * `ct state established,related accept` comes first):
+ *   src wan, no dest   input: WAN → the router itself
+ *   src wan, dest lan  forward: WAN → a LAN host, routed or through a redirect
+ *                      (matched after DNAT: dest_ip/dest_port are the LAN host's)
+ *   src lan, dest wan  forward: a LAN host → the WAN, before masquerading
+ * Refused at load: src lan without dest (input from the LAN: LAN → router
+ * traffic never reaches vpnmasq) and src = dest (never crosses it).
  */
 export interface Rule {
   line: number;
@@ -84,8 +94,10 @@ export interface Rule {
   src: 'wan' | 'lan';
   /** Source networks as normalised CIDR strings ('a.b.c.d/n', host bits cleared). */
   srcIp: string[];
-  /** null: traffic to the router itself (fw4: rule without dest, chain input). */
-  dest: 'lan' | null;
+  /** Only with proto tcp and/or udp. */
+  srcPort: PortRange[];
+  /** null: traffic to the router itself (fw4: rule without dest, chain input); else the zone it is forwarded to. */
+  dest: 'lan' | 'wan' | null;
   destIp: string[];
   /** Only with proto tcp and/or udp. */
   destPort: PortRange[];
@@ -116,7 +128,7 @@ export const REDIRECT_OPTIONS = [
 ] as const;
 
 export const RULE_OPTIONS = [
-  'name', 'enabled', 'family', 'src', 'src_ip', 'dest', 'dest_ip', 'dest_port', 'proto', 'icmp_type', 'target',
+  'name', 'enabled', 'family', 'src', 'src_ip', 'src_port', 'dest', 'dest_ip', 'dest_port', 'proto', 'icmp_type', 'target',
 ] as const;
 
 // fw4 options vpnmasq knows of but does not implement: refused with a clear reason.
@@ -126,7 +138,7 @@ const FW4_REDIRECT_UNSUPPORTED = [
   'reflection_zone', 'limit', 'limit_burst', 'mark', 'log', 'counter', 'extra', ...FW4_TIME,
 ];
 const FW4_RULE_UNSUPPORTED = [
-  '_name', 'src_mac', 'src_port', 'device', 'direction', 'ipset', 'helper', 'set_helper', 'limit',
+  '_name', 'src_mac', 'device', 'direction', 'ipset', 'helper', 'set_helper', 'limit',
   'limit_burst', 'mark', 'set_mark', 'set_xmark', 'dscp', 'set_dscp', 'log', 'counter', 'extra', ...FW4_TIME,
 ];
 const FW4_SECTIONS = ['defaults', 'zone', 'forwarding', 'nat', 'include', 'ipset', 'helper'];
@@ -330,9 +342,18 @@ function parseRule(sec: Sec): Parsed<Rule> {
   const srcV = sec.get('src');
   if (!srcV) sec.fail(sec.s.line, "rule: option src is required ('wan' or 'lan')");
   const src = zoneOpt(sec, 'src', ['wan', 'lan'] as const, "use 'wan' or 'lan'")!;
-  const dest = zoneOpt(sec, 'dest', ['lan'] as const, "use 'lan', or leave dest out for traffic to the router itself");
-  if (src === 'lan' && dest === 'lan') {
-    sec.fail(sec.lineOf('dest'), "option dest: 'lan' to 'lan' traffic never passes through the router");
+  const dest = zoneOpt(sec, 'dest', ['lan', 'wan'] as const, "use 'lan' or 'wan', or leave dest out for traffic to the router itself");
+  if (src === dest) {
+    sec.fail(sec.lineOf('dest'), `option dest: '${src}' to '${dest}' traffic never passes through the router; ` +
+      (src === 'wan' ? "use dest 'lan', or leave dest out for traffic to the router itself" : "use dest 'wan' for traffic to the internet"));
+  }
+  if (src === 'lan' && dest === null) {
+    // fw4's input chain for the LAN zone: LAN → router traffic is delivered
+    // by the kernel and never reaches the engine, so such a rule would be
+    // accepted and silently not enforced.
+    sec.fail(sec.lineOf('src'), "option src: 'lan' without dest is an input rule (LAN → the router itself); that traffic " +
+      "never passes through vpnmasq, so the rule cannot be enforced: add dest 'wan' for LAN → internet traffic, or " +
+      'filter traffic to the router with the system firewall');
   }
 
   const srcIp = sec.list('src_ip').map((v) => cidrText(parseCidr(sec, v, true)));
@@ -341,11 +362,15 @@ function parseRule(sec: Sec): Parsed<Rule> {
   const { proto } = protoOpt(sec);
   const what = proto.map(protoText).join(' ');
 
-  const dpVals = sec.list('dest_port');
-  if (dpVals.length > 0 && !proto.every(isPortProto)) {
-    sec.fail(sec.lineOf('dest_port'), `option dest_port: only valid with proto tcp and/or udp (proto is '${what}')`);
-  }
-  const destPort = dpVals.map((v) => parsePortRange(sec, v));
+  const ports = (name: 'src_port' | 'dest_port'): PortRange[] => {
+    const vals = sec.list(name);
+    if (vals.length > 0 && !proto.every(isPortProto)) {
+      sec.fail(sec.lineOf(name), `option ${name}: only valid with proto tcp and/or udp (proto is '${what}')`);
+    }
+    return vals.map((v) => parsePortRange(sec, v));
+  };
+  const srcPort = ports('src_port');
+  const destPort = ports('dest_port');
 
   const itVals = sec.list('icmp_type');
   if (itVals.length > 0 && !(proto.length === 1 && proto[0] === PROTO_ICMP)) {
@@ -365,7 +390,7 @@ function parseRule(sec: Sec): Parsed<Rule> {
   }
 
   return {
-    value: { line: sec.s.line, name, src, srcIp, dest, destIp, destPort, proto, icmpType, target: t, family },
+    value: { line: sec.s.line, name, src, srcIp, srcPort, dest, destIp, destPort, proto, icmpType, target: t, family },
     enabled,
     sec,
   };

@@ -3,7 +3,10 @@
 // into the engine's slots, let the engine decide, write the passing ones
 // back into the same TUN (the kernel routes them on with the main table).
 // Per batch there is one read loop in C++, one Wasm call and one write loop
-// in C++; no per-packet JavaScript.
+// in C++; no per-packet JavaScript. Later fragments the engine held until
+// their first fragment came are released by that batch: they sit in the
+// engine's hold slots with a VERDICT_PASS of their own and are written to
+// the same TUN right after the batch (one more write loop, only then).
 
 import type { Engine } from '../engine/engine.js';
 import { nowMs } from '../engine/engine.js';
@@ -43,6 +46,9 @@ export class BatchLoop {
       if (n === 0) break;
       e.process(n, side, nowMs());
       dev.writeBatch(e.buffer, e.slotBase, e.slotSize, e.lenBase, e.verdictBase, n, VERDICT_PASS);
+      if (e.x.releasedCount() !== 0) {
+        dev.writeBatch(e.buffer, e.holdBase, e.slotSize, e.holdLenBase, e.holdVerdictBase, e.holdCap, VERDICT_PASS);
+      }
       total += n;
       this.batches++;
       const h = side * (BATCH_BUCKETS + 1);

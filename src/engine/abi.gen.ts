@@ -11,17 +11,18 @@ export const DROP_REASONS = [
   'esp_table_full', 'isakmp_truncated', 'isakmp_zero_cookie', 'isakmp_cookie_collision', 'ike_table_full',
   'ah_translated', 'gre_bad_header', 'gre_no_call', 'pptp_bad_magic', 'pptp_bad_length', 'pptp_bad_type',
   'pptp_table_full', 'pptp_no_call', 'esp_spi_reserved', 'tcp_out_of_window', 'src_flow_limit',
-  'src_ike_limit', 'src_call_limit', 'src_esp_limit', 'src_frag_limit',
+  'src_ike_limit', 'src_call_limit', 'src_esp_limit', 'src_frag_limit', 'frag_id_collision', 'hairpin',
+  'bad_dst', 'lan_dst',
 ] as const;
 export type DropReason = (typeof DROP_REASONS)[number];
-export const DROP_COUNT = 52;
+export const DROP_COUNT = 56;
 /** Reasons marked `@policy`: worth a log line (the rest is malformed input, counted silently). */
 export const POLICY_REASON_NAMES: readonly DropReason[] = [
   'bad_src', 'wan_to_lan', 'no_flow', 'table_full', 'pool_exhausted', 'frag_table_full', 'policy_drop',
   'policy_reject', 'proto_unsupported', 'no_wan_address', 'esp_serialized', 'esp_squelched', 'esp_no_sa',
   'esp_table_full', 'isakmp_cookie_collision', 'ike_table_full', 'ah_translated', 'gre_no_call',
   'pptp_table_full', 'tcp_out_of_window', 'src_flow_limit', 'src_ike_limit', 'src_call_limit',
-  'src_esp_limit', 'src_frag_limit',
+  'src_esp_limit', 'src_frag_limit', 'frag_id_collision', 'hairpin', 'bad_dst', 'lan_dst',
 ];
 
 // @group counters
@@ -46,6 +47,11 @@ export const C_RX_BYTES_INSIDE = 17;
 export const C_RX_BYTES_OUTSIDE = 18;
 export const C_PASS_BYTES_INSIDE = 19;
 export const C_PASS_BYTES_OUTSIDE = 20;
+export const C_FRAGS_HELD = 21;
+export const C_FRAGS_RELEASED = 22;
+export const C_FRAGS_HOLD_EXPIRED = 23;
+export const C_FRAGS_HOLD_DISCARDED = 24;
+export const C_IP_IDS_REWRITTEN = 25;
 
 // @group counterLayout
 export const C_DROP_BASE = 32;
@@ -176,7 +182,7 @@ export const CF_REMOTE_KNOWN = 1;
 export const CF_DISCONNECTED = 2;
 
 // @group frag
-export const FRAG_SIZE = 32;
+export const FRAG_SIZE = 48;
 export const FRAG_SRC_ADDR = 0;
 export const FRAG_DST_ADDR = 4;
 export const FRAG_IP_ID = 8;
@@ -187,6 +193,20 @@ export const FRAG_EXPIRES = 16;
 export const FRAG_FIRST_END = 20;
 export const FRAG_SEEN = 24;
 export const FRAG_TOTAL = 28;
+export const FRAG_NEW_ID = 32;
+export const FRAG_FLAGS = 34;
+export const FRAG_L4_KEY = 36;
+export const FRF_CONTESTED = 1;
+export const FRF_DONE = 2;
+
+// @group hold
+export const HOLD_SIZE = 16;
+export const HOLD_SRC_ADDR = 0;
+export const HOLD_DST_ADDR = 4;
+export const HOLD_IP_ID = 8;
+export const HOLD_PROTO = 10;
+export const HOLD_SIDE = 11;
+export const HOLD_EXPIRES = 12;
 
 // @group peer
 export const PEER_SIZE = 32;
@@ -221,6 +241,24 @@ export const CAPR_REASON = 6;
 export const CAPR_SIDE = 7;
 export const CAPR_TIME = 8;
 export const CAPR_DATA = 16;
+
+// @group rule
+export const RULE_SIZE = 40;
+export const RULE_SRC_ZONE = 0;
+export const RULE_TARGET = 1;
+export const RULE_DEST_ZONE = 2;
+export const RULE_ANY_PROTO = 3;
+export const RULE_PROTO = 4;
+export const RULE_ICMP_TYPE = 6;
+export const RULE_ICMP_CODE = 8;
+export const RULE_SRC_NET = 12;
+export const RULE_SRC_MASK = 16;
+export const RULE_DST_NET = 20;
+export const RULE_DST_MASK = 24;
+export const RULE_SPORT_LO = 28;
+export const RULE_SPORT_HI = 30;
+export const RULE_DPORT_LO = 32;
+export const RULE_DPORT_HI = 34;
 
 // @group sides
 export const SIDE_INSIDE = 0;
@@ -295,7 +333,8 @@ export const COUNTERS = {
   rxInside: 0, rxOutside: 1, passInside: 2, passOutside: 3, flowsNew: 4, flowsExpired: 5, flowsActive: 6,
   bindingsActive: 7, fragsActive: 8, eventsLost: 9, localAccept: 10, flowsFlushed: 11, espActive: 12,
   ikeActive: 13, callsActive: 14, espBound: 15, earlyDrops: 16, rxBytesInside: 17, rxBytesOutside: 18,
-  passBytesInside: 19, passBytesOutside: 20,
+  passBytesInside: 19, passBytesOutside: 20, fragsHeld: 21, fragsReleased: 22, fragsHoldExpired: 23,
+  fragsHoldDiscarded: 24, ipIdsRewritten: 25,
 } as const;
 export const PROTO_NAMES: Record<number, string> = { 1: 'icmp', 6: 'tcp', 17: 'udp', 47: 'gre', 50: 'esp', 51: 'ah' };
 
@@ -312,7 +351,7 @@ export type EngineSettings = { [K in keyof typeof SETTINGS_FIELDS]: number };
 
 /** Constant names by group, for views and tests. */
 export const ABI_GROUPS = {
-  counters: ['C_RX_INSIDE', 'C_RX_OUTSIDE', 'C_PASS_INSIDE', 'C_PASS_OUTSIDE', 'C_FLOWS_NEW', 'C_FLOWS_EXPIRED', 'C_FLOWS_ACTIVE', 'C_BINDINGS_ACTIVE', 'C_FRAGS_ACTIVE', 'C_EVENTS_LOST', 'C_LOCAL_ACCEPT', 'C_FLOWS_FLUSHED', 'C_ESP_ACTIVE', 'C_IKE_ACTIVE', 'C_CALLS_ACTIVE', 'C_ESP_BOUND', 'C_EARLY_DROPS', 'C_RX_BYTES_INSIDE', 'C_RX_BYTES_OUTSIDE', 'C_PASS_BYTES_INSIDE', 'C_PASS_BYTES_OUTSIDE'],
+  counters: ['C_RX_INSIDE', 'C_RX_OUTSIDE', 'C_PASS_INSIDE', 'C_PASS_OUTSIDE', 'C_FLOWS_NEW', 'C_FLOWS_EXPIRED', 'C_FLOWS_ACTIVE', 'C_BINDINGS_ACTIVE', 'C_FRAGS_ACTIVE', 'C_EVENTS_LOST', 'C_LOCAL_ACCEPT', 'C_FLOWS_FLUSHED', 'C_ESP_ACTIVE', 'C_IKE_ACTIVE', 'C_CALLS_ACTIVE', 'C_ESP_BOUND', 'C_EARLY_DROPS', 'C_RX_BYTES_INSIDE', 'C_RX_BYTES_OUTSIDE', 'C_PASS_BYTES_INSIDE', 'C_PASS_BYTES_OUTSIDE', 'C_FRAGS_HELD', 'C_FRAGS_RELEASED', 'C_FRAGS_HOLD_EXPIRED', 'C_FRAGS_HOLD_DISCARDED', 'C_IP_IDS_REWRITTEN'],
   counterLayout: ['C_DROP_BASE', 'COUNTER_SLOTS'],
   eventTypes: ['EV_FLOW_NEW', 'EV_FLOW_EXPIRED', 'EV_DROP', 'EV_FLUSH', 'EV_ESP_BOUND', 'EV_AH_REFUSED', 'EV_IKE_COLLISION'],
   event: ['EVENT_CAP', 'EVENT_HEADER', 'EVENT_SIZE', 'EVT_TYPE', 'EVT_REASON', 'EVT_PROTO', 'EVT_SIDE', 'EVT_LAN_ADDR', 'EVT_REM_ADDR', 'EVT_WAN_ADDR', 'EVT_LAN_PORT', 'EVT_REM_PORT', 'EVT_ALIAS_PORT', 'EVT_TIME', 'EVT_EXTRA'],
@@ -322,10 +361,12 @@ export const ABI_GROUPS = {
   esp: ['ESP_SIZE', 'ESP_LAN_ADDR', 'ESP_REM_ADDR', 'ESP_SPI_OUT', 'ESP_SPI_IN', 'ESP_EXPIRES', 'ESP_DEADLINE', 'ESP_PEER', 'ESP_STATE', 'ESP_RETRIES', 'ESP_FLAGS', 'ESP_PKTS', 'ESP_SPI_IN2', 'ESP_TIMER', 'ESP_FREE', 'ESP_OUTSTANDING', 'ESP_BOUND', 'ESP_SQUELCHED', 'ESPF_FORWARD', 'ESPF_UNREPLIED', 'ESPF_PROVISIONAL', 'ESPF_CHARGED'],
   ike: ['IKE_SIZE', 'IKE_LAN_ADDR', 'IKE_REM_ADDR', 'IKE_ICOOKIE', 'IKE_RCOOKIE', 'IKE_EXPIRES', 'IKE_LAST_SEEN', 'IKE_REM_PORT', 'IKE_FLAGS', 'IKE_PKTS_OUT', 'IKE_PKTS_IN', 'IKE_IN_USE', 'IKEF_INBOUND', 'IKEF_ANSWERED', 'IKEF_CHARGED'],
   call: ['CALL_SIZE', 'CALL_LAN_ADDR', 'CALL_REM_ADDR', 'CALL_ID_LAN', 'CALL_ID_ALIAS', 'CALL_ID_REMOTE', 'CALL_FLAGS', 'CALL_EXPIRES', 'CALL_PKTS_OUT', 'CALL_PKTS_IN', 'CALL_IN_USE', 'CF_REMOTE_KNOWN', 'CF_DISCONNECTED'],
-  frag: ['FRAG_SIZE', 'FRAG_SRC_ADDR', 'FRAG_DST_ADDR', 'FRAG_IP_ID', 'FRAG_PROTO', 'FRAG_SIDE', 'FRAG_NEW_ADDR', 'FRAG_EXPIRES', 'FRAG_FIRST_END', 'FRAG_SEEN', 'FRAG_TOTAL'],
+  frag: ['FRAG_SIZE', 'FRAG_SRC_ADDR', 'FRAG_DST_ADDR', 'FRAG_IP_ID', 'FRAG_PROTO', 'FRAG_SIDE', 'FRAG_NEW_ADDR', 'FRAG_EXPIRES', 'FRAG_FIRST_END', 'FRAG_SEEN', 'FRAG_TOTAL', 'FRAG_NEW_ID', 'FRAG_FLAGS', 'FRAG_L4_KEY', 'FRF_CONTESTED', 'FRF_DONE'],
+  hold: ['HOLD_SIZE', 'HOLD_SRC_ADDR', 'HOLD_DST_ADDR', 'HOLD_IP_ID', 'HOLD_PROTO', 'HOLD_SIDE', 'HOLD_EXPIRES'],
   peer: ['PEER_SIZE', 'PEER_LAN_ADDR', 'PEER_REM_ADDR', 'PEER_IKE_LAST', 'PEER_IKE_COUNT', 'PEER_ESP_BOUND', 'PEER_ESP_EXPIRES', 'PEER_RECENT_HOST', 'PEER_REFS'],
   src: ['SRC_SIZE', 'SRC_ADDR', 'SRC_FLOWS', 'SRC_IKE', 'SRC_CALLS', 'SRC_ESP', 'SRC_FRAGS'],
   capture: ['CAPTURE_SLOTS', 'CAPTURE_HEADER', 'CAPH_HEAD', 'CAPH_TAIL', 'CAPH_LOST', 'CAPTURE_REC_SIZE', 'CAPR_LEN', 'CAPR_CAPLEN', 'CAPR_REASON', 'CAPR_SIDE', 'CAPR_TIME', 'CAPR_DATA'],
+  rule: ['RULE_SIZE', 'RULE_SRC_ZONE', 'RULE_TARGET', 'RULE_DEST_ZONE', 'RULE_ANY_PROTO', 'RULE_PROTO', 'RULE_ICMP_TYPE', 'RULE_ICMP_CODE', 'RULE_SRC_NET', 'RULE_SRC_MASK', 'RULE_DST_NET', 'RULE_DST_MASK', 'RULE_SPORT_LO', 'RULE_SPORT_HI', 'RULE_DPORT_LO', 'RULE_DPORT_HI'],
   sides: ['SIDE_INSIDE', 'SIDE_OUTSIDE'],
   verdicts: ['VERDICT_DROP', 'VERDICT_PASS'],
   rules: ['ZONE_WAN', 'ZONE_LAN', 'DEST_ROUTER', 'DEST_FORWARD', 'TARGET_NONE', 'TARGET_ACCEPT', 'TARGET_DROP', 'TARGET_REJECT'],
@@ -338,7 +379,8 @@ export const ABI_ORDER = [
   'C_RX_INSIDE', 'C_RX_OUTSIDE', 'C_PASS_INSIDE', 'C_PASS_OUTSIDE', 'C_FLOWS_NEW', 'C_FLOWS_EXPIRED',
   'C_FLOWS_ACTIVE', 'C_BINDINGS_ACTIVE', 'C_FRAGS_ACTIVE', 'C_EVENTS_LOST', 'C_LOCAL_ACCEPT',
   'C_FLOWS_FLUSHED', 'C_ESP_ACTIVE', 'C_IKE_ACTIVE', 'C_CALLS_ACTIVE', 'C_ESP_BOUND', 'C_EARLY_DROPS',
-  'C_RX_BYTES_INSIDE', 'C_RX_BYTES_OUTSIDE', 'C_PASS_BYTES_INSIDE', 'C_PASS_BYTES_OUTSIDE', 'C_DROP_BASE',
+  'C_RX_BYTES_INSIDE', 'C_RX_BYTES_OUTSIDE', 'C_PASS_BYTES_INSIDE', 'C_PASS_BYTES_OUTSIDE', 'C_FRAGS_HELD',
+  'C_FRAGS_RELEASED', 'C_FRAGS_HOLD_EXPIRED', 'C_FRAGS_HOLD_DISCARDED', 'C_IP_IDS_REWRITTEN', 'C_DROP_BASE',
   'COUNTER_SLOTS', 'EV_FLOW_NEW', 'EV_FLOW_EXPIRED', 'EV_DROP', 'EV_FLUSH', 'EV_ESP_BOUND', 'EV_AH_REFUSED',
   'EV_IKE_COLLISION', 'EVENT_CAP', 'EVENT_HEADER', 'EVENT_SIZE', 'EVT_TYPE', 'EVT_REASON', 'EVT_PROTO',
   'EVT_SIDE', 'EVT_LAN_ADDR', 'EVT_REM_ADDR', 'EVT_WAN_ADDR', 'EVT_LAN_PORT', 'EVT_REM_PORT',
@@ -356,20 +398,25 @@ export const ABI_ORDER = [
   'CALL_ID_ALIAS', 'CALL_ID_REMOTE', 'CALL_FLAGS', 'CALL_EXPIRES', 'CALL_PKTS_OUT', 'CALL_PKTS_IN',
   'CALL_IN_USE', 'CF_REMOTE_KNOWN', 'CF_DISCONNECTED', 'FRAG_SIZE', 'FRAG_SRC_ADDR', 'FRAG_DST_ADDR',
   'FRAG_IP_ID', 'FRAG_PROTO', 'FRAG_SIDE', 'FRAG_NEW_ADDR', 'FRAG_EXPIRES', 'FRAG_FIRST_END', 'FRAG_SEEN',
-  'FRAG_TOTAL', 'PEER_SIZE', 'PEER_LAN_ADDR', 'PEER_REM_ADDR', 'PEER_IKE_LAST', 'PEER_IKE_COUNT',
-  'PEER_ESP_BOUND', 'PEER_ESP_EXPIRES', 'PEER_RECENT_HOST', 'PEER_REFS', 'SRC_SIZE', 'SRC_ADDR', 'SRC_FLOWS',
-  'SRC_IKE', 'SRC_CALLS', 'SRC_ESP', 'SRC_FRAGS', 'CAPTURE_SLOTS', 'CAPTURE_HEADER', 'CAPH_HEAD', 'CAPH_TAIL',
-  'CAPH_LOST', 'CAPTURE_REC_SIZE', 'CAPR_LEN', 'CAPR_CAPLEN', 'CAPR_REASON', 'CAPR_SIDE', 'CAPR_TIME',
-  'CAPR_DATA', 'SIDE_INSIDE', 'SIDE_OUTSIDE', 'VERDICT_DROP', 'VERDICT_PASS', 'ZONE_WAN', 'ZONE_LAN',
-  'DEST_ROUTER', 'DEST_FORWARD', 'TARGET_NONE', 'TARGET_ACCEPT', 'TARGET_DROP', 'TARGET_REJECT', 'PROTO_ICMP',
-  'PROTO_TCP', 'PROTO_UDP', 'PROTO_GRE', 'PROTO_ESP', 'PROTO_AH', 'SNAP_LAYOUT_VERSION', 'SNAP_COUNTERS',
-  'SNAP_FLOWS', 'SNAP_ESP', 'SNAP_IKE', 'SNAP_CALLS', 'SNAP_MAX_LIFETIME_DS', 'RESTORE_OK',
-  'RESTORE_BAD_REGION', 'RESTORE_BAD_COUNT', 'RESTORE_BAD_FIELD', 'RESTORE_DUPLICATE', 'RESTORE_BAD_BINDING',
-  'RESTORE_FULL', 'RESTORE_INCONSISTENT', 'RESTORE_ORDER', 'SETTINGS_SIZE', 'SET_TCP_TIMEOUT',
-  'SET_TCP_TRANSITORY_TIMEOUT', 'SET_UDP_TIMEOUT', 'SET_ICMP_TIMEOUT', 'SET_FRAG_TIMEOUT', 'SET_ESP_TIMEOUT',
-  'SET_ESP_INIT_TIMEOUT', 'SET_ESP_INIT_RETRIES', 'SET_IKE_TIMEOUT', 'SET_NATT_TIMEOUT', 'SET_GRE_TIMEOUT',
-  'SET_PARALLEL_SESSIONS', 'SET_ESP_GUESS', 'SET_MASQ_PORT_LO', 'SET_MASQ_PORT_HI', 'SET_UNREPLIED_TIMEOUT',
-  'SET_SRC_MAX_FLOWS', 'SET_SRC_MAX_IKE', 'SET_SRC_MAX_CALLS', 'SET_SRC_MAX_ESP_PENDING', 'SET_SRC_MAX_FRAGS',
+  'FRAG_TOTAL', 'FRAG_NEW_ID', 'FRAG_FLAGS', 'FRAG_L4_KEY', 'FRF_CONTESTED', 'FRF_DONE', 'HOLD_SIZE',
+  'HOLD_SRC_ADDR', 'HOLD_DST_ADDR', 'HOLD_IP_ID', 'HOLD_PROTO', 'HOLD_SIDE', 'HOLD_EXPIRES', 'PEER_SIZE',
+  'PEER_LAN_ADDR', 'PEER_REM_ADDR', 'PEER_IKE_LAST', 'PEER_IKE_COUNT', 'PEER_ESP_BOUND', 'PEER_ESP_EXPIRES',
+  'PEER_RECENT_HOST', 'PEER_REFS', 'SRC_SIZE', 'SRC_ADDR', 'SRC_FLOWS', 'SRC_IKE', 'SRC_CALLS', 'SRC_ESP',
+  'SRC_FRAGS', 'CAPTURE_SLOTS', 'CAPTURE_HEADER', 'CAPH_HEAD', 'CAPH_TAIL', 'CAPH_LOST', 'CAPTURE_REC_SIZE',
+  'CAPR_LEN', 'CAPR_CAPLEN', 'CAPR_REASON', 'CAPR_SIDE', 'CAPR_TIME', 'CAPR_DATA', 'RULE_SIZE',
+  'RULE_SRC_ZONE', 'RULE_TARGET', 'RULE_DEST_ZONE', 'RULE_ANY_PROTO', 'RULE_PROTO', 'RULE_ICMP_TYPE',
+  'RULE_ICMP_CODE', 'RULE_SRC_NET', 'RULE_SRC_MASK', 'RULE_DST_NET', 'RULE_DST_MASK', 'RULE_SPORT_LO',
+  'RULE_SPORT_HI', 'RULE_DPORT_LO', 'RULE_DPORT_HI', 'SIDE_INSIDE', 'SIDE_OUTSIDE', 'VERDICT_DROP',
+  'VERDICT_PASS', 'ZONE_WAN', 'ZONE_LAN', 'DEST_ROUTER', 'DEST_FORWARD', 'TARGET_NONE', 'TARGET_ACCEPT',
+  'TARGET_DROP', 'TARGET_REJECT', 'PROTO_ICMP', 'PROTO_TCP', 'PROTO_UDP', 'PROTO_GRE', 'PROTO_ESP',
+  'PROTO_AH', 'SNAP_LAYOUT_VERSION', 'SNAP_COUNTERS', 'SNAP_FLOWS', 'SNAP_ESP', 'SNAP_IKE', 'SNAP_CALLS',
+  'SNAP_MAX_LIFETIME_DS', 'RESTORE_OK', 'RESTORE_BAD_REGION', 'RESTORE_BAD_COUNT', 'RESTORE_BAD_FIELD',
+  'RESTORE_DUPLICATE', 'RESTORE_BAD_BINDING', 'RESTORE_FULL', 'RESTORE_INCONSISTENT', 'RESTORE_ORDER',
+  'SETTINGS_SIZE', 'SET_TCP_TIMEOUT', 'SET_TCP_TRANSITORY_TIMEOUT', 'SET_UDP_TIMEOUT', 'SET_ICMP_TIMEOUT',
+  'SET_FRAG_TIMEOUT', 'SET_ESP_TIMEOUT', 'SET_ESP_INIT_TIMEOUT', 'SET_ESP_INIT_RETRIES', 'SET_IKE_TIMEOUT',
+  'SET_NATT_TIMEOUT', 'SET_GRE_TIMEOUT', 'SET_PARALLEL_SESSIONS', 'SET_ESP_GUESS', 'SET_MASQ_PORT_LO',
+  'SET_MASQ_PORT_HI', 'SET_UNREPLIED_TIMEOUT', 'SET_SRC_MAX_FLOWS', 'SET_SRC_MAX_IKE', 'SET_SRC_MAX_CALLS',
+  'SET_SRC_MAX_ESP_PENDING', 'SET_SRC_MAX_FRAGS',
 ] as const;
 
 /** The engine's exports (assembly/index.ts). Addresses are raw u32, times ms (f64) or s. */
@@ -395,7 +442,7 @@ export interface EngineExports {
   addRedirect(proto: number, portLo: number, portHi: number, destAddr: number, destPortLo: number): number;
   addProtoForward(proto: number, destAddr: number): number;
   clearRules(): void;
-  addRule(srcZone: number, destZone: number, target: number, proto: number, icmpType: number, srcNet: number, srcMask: number, dstNet: number, dstMask: number, portLo: number, portHi: number): number;
+  addRule(srcZone: number, destZone: number, target: number, proto: number, icmpType: number, icmpCode: number, srcNet: number, srcMask: number, dstNet: number, dstMask: number, sportLo: number, sportHi: number, dportLo: number, dportHi: number): number;
   /** Writes every ABI constant as compiled at `out` (abi/describe.gen.ts); returns how many u32s. */
   abiDescribe(out: number): number;
   /** How many u32 values abiDescribe writes. */
@@ -423,6 +470,11 @@ export interface EngineExports {
   ikeCount(): number;
   callPtr(): number;
   callCount(): number;
+  holdSlotsPtr(): number;
+  holdLensPtr(): number;
+  holdVerdictsPtr(): number;
+  holdCap(): number;
+  releasedCount(): number;
   /** Drop capture (nat/capture.ts): on 1 starts it, emptying the ring; reason 0 = every reason. */
   setCapture(on: number, reason: number): void;
   capturePtr(): number;
@@ -447,11 +499,11 @@ export interface EngineExports {
 export const ENGINE_EXPORT_ARITY = {
   memoryBytes: 1, init: 2, process: 3, tick: 2, setWanAddress: 2, flushAll: 0, setLanNet: 3,
   setLanNetCount: 1, settingsPtr: 0, applySettings: 0, clearRedirects: 0, addRedirect: 5, addProtoForward: 2,
-  clearRules: 0, addRule: 11, abiDescribe: 1, abiWords: 0, countersPtr: 0, counterSlots: 0, eventsPtr: 0,
+  clearRules: 0, addRule: 14, abiDescribe: 1, abiWords: 0, countersPtr: 0, counterSlots: 0, eventsPtr: 0,
   eventCap: 0, eventSize: 0, slotsPtr: 0, lensPtr: 0, verdictsPtr: 0, slotSize: 0, slotCount: 0, flowsPtr: 0,
   flowSize: 0, flowCapacity: 0, flowHighWater: 0, flowActive: 0, hashSize: 0, layoutBytesEnd: 0, espPtr: 0,
-  espCount: 0, ikePtr: 0, ikeCount: 0, callPtr: 0, callCount: 0, setCapture: 2, capturePtr: 0,
-  snapLayoutVersion: 0, snapRegionCount: 0, snapRegionId: 1, snapRegionPtr: 1, snapRegionRecordSize: 1,
-  snapRegionRecords: 1, snapRegionCapacity: 1, restoreBegin: 1, restoreRecords: 3, restoreEnd: 0,
-  restoreVerify: 0, reset: 1,
+  espCount: 0, ikePtr: 0, ikeCount: 0, callPtr: 0, callCount: 0, holdSlotsPtr: 0, holdLensPtr: 0,
+  holdVerdictsPtr: 0, holdCap: 0, releasedCount: 0, setCapture: 2, capturePtr: 0, snapLayoutVersion: 0,
+  snapRegionCount: 0, snapRegionId: 1, snapRegionPtr: 1, snapRegionRecordSize: 1, snapRegionRecords: 1,
+  snapRegionCapacity: 1, restoreBegin: 1, restoreRecords: 3, restoreEnd: 0, restoreVerify: 0, reset: 1,
 } as const;

@@ -19,23 +19,34 @@ function cidr(s: string): [number, number] {
 
 const TARGETS = { ACCEPT: TARGET_ACCEPT, DROP: TARGET_DROP, REJECT: TARGET_REJECT } as const;
 
-/** One engine rule per (protocol, source net, destination net, port range, ICMP type). */
+/**
+ * One engine rule per (protocol, source net, destination net, source port
+ * range, destination port range, ICMP type and code): the engine matches one
+ * of each. A row is addRule's arguments: [srcZone, destZone, target, proto,
+ * icmpType, icmpCode, srcNet, srcMask, dstNet, dstMask, sportLo, sportHi,
+ * dportLo, dportHi]; -1 and 0..65535 mean any.
+ */
 export function expandRule(r: Rule): number[][] {
   const out: number[][] = [];
+  const any: [number, number][] = [[0, 65535]];
   const srcs = r.srcIp.length ? r.srcIp.map(cidr) : [[0, 0] as [number, number]];
   const dsts = r.destIp.length ? r.destIp.map(cidr) : [[0, 0] as [number, number]];
-  const ports = r.destPort.length ? r.destPort : [[0, 65535] as [number, number]];
-  const icmps = r.icmpType.length ? r.icmpType.map((t) => t.type) : [-1];
+  const sports = r.srcPort.length ? r.srcPort : any;
+  const dports = r.destPort.length ? r.destPort : any;
+  const icmps = r.icmpType.length ? r.icmpType.map((t) => [t.type, t.code ?? -1]) : [[-1, -1]];
   const srcZone = r.src === 'wan' ? ZONE_WAN : ZONE_LAN;
   const destZone = r.dest === null ? DEST_ROUTER : DEST_FORWARD;
+  const target = TARGETS[r.target];
   for (const proto of r.proto) {
     for (const [sn, sm] of srcs) for (const [dn, dm] of dsts) {
+      const head = [srcZone, destZone, target];
+      const nets = [sn, sm, dn, dm];
       if (proto === 6 || proto === 17) {
-        for (const [lo, hi] of ports) out.push([srcZone, destZone, TARGETS[r.target], proto, -1, sn, sm, dn, dm, lo, hi]);
+        for (const [sl, sh] of sports) for (const [dl, dh] of dports) out.push([...head, proto, -1, -1, ...nets, sl, sh, dl, dh]);
       } else if (proto === 1) {
-        for (const t of icmps) out.push([srcZone, destZone, TARGETS[r.target], 1, t, sn, sm, dn, dm, 0, 65535]);
+        for (const [t, c] of icmps) out.push([...head, 1, t!, c!, ...nets, 0, 65535, 0, 65535]);
       } else {
-        out.push([srcZone, destZone, TARGETS[r.target], proto === PROTO_ALL ? -1 : proto, -1, sn, sm, dn, dm, 0, 65535]);
+        out.push([...head, proto === PROTO_ALL ? -1 : proto, -1, -1, ...nets, 0, 65535, 0, 65535]);
       }
     }
   }
@@ -93,7 +104,7 @@ export function applyConfig(engine: Engine, cfg: Config, lanSubnets: string[]): 
   let rules = 0;
   for (const { r, rows } of ruleRows) {
     for (const a of rows) {
-      if (x.addRule(a[0]!, a[1]!, a[2]!, a[3]!, a[4]!, a[5]!, a[6]!, a[7]!, a[8]!, a[9]!, a[10]!) < 0) {
+      if (x.addRule(a[0]!, a[1]!, a[2]!, a[3]!, a[4]!, a[5]!, a[6]!, a[7]!, a[8]!, a[9]!, a[10]!, a[11]!, a[12]!, a[13]!) < 0) {
         throw new Error(`${cfg.file}:${r.line}: too many rules after expansion (the engine holds 256)`);
       }
       rules++;

@@ -101,6 +101,11 @@ export class Engine {
   readonly slotCount: number;
   readonly lenBase: number;
   readonly verdictBase: number;
+  /** Held fragments the engine releases: slots (slotSize each), lengths, verdicts, how many. */
+  readonly holdBase: number;
+  readonly holdLenBase: number;
+  readonly holdVerdictBase: number;
+  readonly holdCap: number;
   readonly maxFlows: number;
   readonly memoryBytes: number;
   /** SHA-256 of the Wasm bytes (hex). */
@@ -119,6 +124,10 @@ export class Engine {
     this.slotCount = x.slotCount();
     this.lenBase = x.lensPtr();
     this.verdictBase = x.verdictsPtr();
+    this.holdBase = x.holdSlotsPtr();
+    this.holdLenBase = x.holdLensPtr();
+    this.holdVerdictBase = x.holdVerdictsPtr();
+    this.holdCap = x.holdCap();
     this.maxFlows = maxFlows;
     this.memoryBytes = bytes;
     this.buildId = buildId;
@@ -185,6 +194,18 @@ export class Engine {
     return this.u8.slice(this.slotBase + i * this.slotSize, this.slotBase + i * this.slotSize + len);
   }
   verdict(i: number): number { return this.u8[this.verdictBase + i]; }
+
+  /** Copies of the held fragments the last process() call released, in hold-slot order. */
+  released(): Uint8Array[] {
+    if (this.x.releasedCount() === 0) return [];
+    const out: Uint8Array[] = [];
+    for (let i = 0; i < this.holdCap; i++) {
+      if (this.u8[this.holdVerdictBase + i] !== A.VERDICT_PASS) continue;
+      const start = this.holdBase + i * this.slotSize;
+      out.push(this.u8.slice(start, start + this.dv.getUint32(this.holdLenBase + 4 * i, true)));
+    }
+    return out;
+  }
 
   // ---- counters --------------------------------------------------------
   counter(i: number): number {

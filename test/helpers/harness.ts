@@ -1,7 +1,9 @@
 // An engine on a test bench: LAN 192.168.1.0/24, WAN address 203.0.113.1,
 // packets pushed through `process` one batch at a time, no TUN involved.
+import { expect } from 'vitest';
 import { Engine } from '../../src/engine/engine.js';
 import { SIDE_INSIDE, SIDE_OUTSIDE, VERDICT_PASS, ipToRaw, maskRaw, type EngineSettings } from '../../src/engine/abi.js';
+import { ACK, PSH, SYN, ipCsumOk, l4CsumOk, parse, pptpField, pptpMsg, tcp } from './packet.js';
 
 export const WAN = '203.0.113.1';
 export const LAN_NET = '192.168.1.0';
@@ -44,9 +46,13 @@ export class TestRouter {
   /** One packet from the LAN side; returns the packet as emitted or null when dropped. */
   out(pkt: Uint8Array): Uint8Array | null { return this.batch([pkt], SIDE_INSIDE)[0]; }
   in(pkt: Uint8Array): Uint8Array | null { return this.batch([pkt], SIDE_OUTSIDE)[0]; }
+  /** Held fragments the last batch released (written to the same TUN after the batch). */
+  lastReleased: Uint8Array[] = [];
+  released(): Uint8Array[] { return this.lastReleased; }
   batch(pkts: Uint8Array[], side: number): (Uint8Array | null)[] {
     pkts.forEach((p, i) => this.engine.setPacket(i, p));
     this.engine.process(pkts.length, side, this.now);
+    this.lastReleased = this.engine.released();
     return pkts.map((_, i) => (this.engine.verdict(i) === VERDICT_PASS ? this.engine.packet(i) : null));
   }
   advance(seconds: number): void {
@@ -72,6 +78,30 @@ export class TestRouter {
   }
   vpnEntries() { return this.engine.vpnEntries(WAN, this.now); }
   acceptToRouter(proto: number, portLo = 0, portHi = 65535, icmpType = -1): void {
-    if (this.engine.x.addRule(0, 0, 1, proto, icmpType, 0, 0, 0, 0, portLo, portHi) < 0) throw new Error('rule refused');
+    if (this.engine.x.addRule(0, 0, 1, proto, icmpType, -1, 0, 0, 0, 0, 0, 65535, portLo, portHi) < 0) throw new Error('rule refused');
   }
+}
+
+/** A packet the engine let through, its IP and L4 checksums right by full recomputation. */
+export function ok(p: Uint8Array | null): Uint8Array {
+  expect(p).not.toBeNull();
+  expect(ipCsumOk(p!)).toBe(true);
+  expect(l4CsumOk(p!)).toBe(true);
+  return p!;
+}
+
+/** A TestRouter with the VPN settings at their defaults. */
+export function router(): TestRouter {
+  const r = new TestRouter();
+  r.vpn();
+  return r;
+}
+
+/** A PPTP call from `host` (PNS) to `srv`: control connection + Outgoing-Call-Request; the WAN port and the Call ID alias. */
+export function pptpCall(r: TestRouter, host: string, srv: string, sport: number, callId: number): { wanPort: number; alias: number } {
+  const syn = parse(ok(r.out(tcp(host, sport, srv, 1723, SYN))));
+  ok(r.in(tcp(srv, 1723, WAN, syn.sport, SYN | ACK)));
+  ok(r.out(tcp(host, sport, srv, 1723, ACK)));
+  const ocrq = ok(r.out(tcp(host, sport, srv, 1723, PSH | ACK, pptpMsg(7, callId))));
+  return { wanPort: syn.sport, alias: pptpField(ocrq, 12) };
 }

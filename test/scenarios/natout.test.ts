@@ -262,7 +262,7 @@ describe('natout scenarios', () => {
 
   it('21 a LAN rule with target DROP blocks new outbound flows', () => {
     const r = new TestRouter();
-    r.engine.x.addRule(1, 1, 2, 6, -1, 0, 0, 0, 0, 25, 25);
+    r.engine.x.addRule(1, 1, 2, 6, -1, -1, 0, 0, 0, 0, 0, 65535, 25, 25);
     expect(r.out(tcp(H1, 40000, S1, 25, SYN))).toBeNull();
     expect(r.drop('policy_drop')).toBe(1);
     expect(r.out(tcp(H1, 40000, S1, 80, SYN))).not.toBeNull();

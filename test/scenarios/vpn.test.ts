@@ -2,7 +2,7 @@
 // describes, and the limits it lists, removed. Every emitted packet's
 // checksums are recomputed in full.
 import { describe, expect, it } from 'vitest';
-import { TestRouter, WAN } from '../helpers/harness.js';
+import { TestRouter, WAN, ok, pptpCall, router } from '../helpers/harness.js';
 import {
   ACK, PSH, SYN, ah, esp, fragment, gre, greCallId, icmpError, ipCsumOk, isakmp, l4CsumOk, parse, pptpField, pptpMsg,
   quotedIpCsumOk, spiOf, tcp, udp,
@@ -17,18 +17,6 @@ const CK_A = '0a0a0a0a0a0a0a0a';
 const CK_B = '0b0b0b0b0b0b0b0b';
 const CK_R = 'dddddddddddddddd';
 
-function ok(p: Uint8Array | null): Uint8Array {
-  expect(p).not.toBeNull();
-  expect(ipCsumOk(p!)).toBe(true);
-  expect(l4CsumOk(p!)).toBe(true);
-  return p!;
-}
-
-function router(): TestRouter {
-  const r = new TestRouter();
-  r.vpn();
-  return r;
-}
 
 describe('IKE on UDP 500', () => {
   it('V01 two LAN hosts talk IKE to one server from port 500 at once; both keep port 500; replies routed by cookie', () => {
@@ -295,13 +283,7 @@ describe('NAT-T, AH', () => {
 
 describe('PPTP and enhanced GRE', () => {
   // A PPTP call from `host` (PNS) to SRV: control connection + Outgoing-Call-Request.
-  function call(r: TestRouter, host: string, sport: number, callId: number) {
-    const syn = parse(ok(r.out(tcp(host, sport, SRV, 1723, SYN))));
-    ok(r.in(tcp(SRV, 1723, WAN, syn.sport, SYN | ACK)));
-    ok(r.out(tcp(host, sport, SRV, 1723, ACK)));
-    const ocrq = ok(r.out(tcp(host, sport, SRV, 1723, PSH | ACK, pptpMsg(7, callId))));
-    return { wanPort: syn.sport, alias: pptpField(ocrq, 12) };
-  }
+  const call = (r: TestRouter, host: string, sport: number, callId: number) => pptpCall(r, host, SRV, sport, callId);
 
   it('V15 two LAN clients call one server with the same Call ID; each gets its own GRE', () => {
     const r = router();

@@ -79,6 +79,7 @@ config rule
 
 config rule
 	option src lan
+	option dest wan
 	option src_ip '192.168.7.0/25 192.168.7.200'
 	option proto all
 	option target reject
@@ -88,6 +89,7 @@ config rule
 	option dest lan
 	option dest_ip '10.8.3.4'
 	option dest_port '22 2200-2299'
+	option src_port '1024-65535'
 	option proto tcp
 	option target DROP
 `;

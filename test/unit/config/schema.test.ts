@@ -149,6 +149,7 @@ describe('config: the contract', () => {
           name: null,
           src: 'wan',
           srcIp: [],
+          srcPort: [],
           dest: null,
           destIp: [],
           destPort: [[500, 500]],
@@ -485,6 +486,7 @@ describe('config: rule', () => {
       name: null,
       src: 'wan',
       srcIp: [],
+      srcPort: [],
       dest: null,
       destIp: [],
       destPort: [],
@@ -504,6 +506,7 @@ describe('config: rule', () => {
         "\toption family 'ipv4'",
         "\toption src 'wan'",
         "\toption src_ip '203.0.113.7 198.51.100.0/24'",
+        "\toption src_port '1024-65535 500'",
         "\toption dest 'lan'",
         "\tlist dest_ip '192.168.1.10'",
         "\tlist dest_ip '192.168.1.128/255.255.255.128'",
@@ -517,6 +520,10 @@ describe('config: rule', () => {
       name: 'Allow-VPN',
       src: 'wan',
       srcIp: ['203.0.113.7/32', '198.51.100.0/24'],
+      srcPort: [
+        [1024, 65535],
+        [500, 500],
+      ],
       dest: 'lan',
       destIp: ['192.168.1.10/32', '192.168.1.128/25'],
       destPort: [
@@ -547,7 +554,8 @@ describe('config: rule', () => {
     expect(rule("option proto 'all'").proto).toEqual([PROTO_ALL]);
     expect(rule("option proto 'any'").proto).toEqual([PROTO_ALL]);
     expect(rule("option proto 'esp ah gre'").proto).toEqual([47, 50, 51]);
-    expect(parse(withMain(['config rule', "\toption src 'lan'", "\toption target 'REJECT'"])).rules[0]).toMatchObject({ src: 'lan', dest: null, target: 'REJECT' });
+    // issue 8 item 2: a LAN source needs dest 'wan' (forward); without dest it is refused below
+    expect(parse(withMain(['config rule', "\toption src 'lan'", "\toption dest 'wan'", "\toption target 'REJECT'"])).rules[0]).toMatchObject({ src: 'lan', dest: 'wan', target: 'REJECT' });
     expect(parse(withMain(['config rule', "\toption src 'wan'", "\toption target 'drop'"])).rules[0]!.target).toBe('DROP');
   });
 
@@ -573,7 +581,12 @@ describe('config: rule', () => {
     ruleError("option src_ip '!10.0.0.0/8'", "negation ('!')");
     ruleError("option dest_ip '2001:db8::1'", 'IPv6');
     ruleError("option dest_port '0'", 'is out of range');
-    ruleError("option src_port '1234'", 'option src_port: this fw4 option is not supported by vpnmasq');
+    // issue 8 item 2: every rule shape is enforced or refused (src_port is now enforced)
+    expectError(withMain(['config rule', "\toption src 'lan'", "\toption target 'REJECT'"]), 5,
+      "option src: 'lan' without dest is an input rule (LAN → the router itself); that traffic never passes through vpnmasq");
+    expectError(withMain(['config rule', "\toption src 'lan'", "\toption dest 'wan'", "\toption src_port '53'", "\toption proto 'icmp'", "\toption target 'DROP'"]), 7,
+      "option src_port: only valid with proto tcp and/or udp (proto is 'icmp')");
+    ruleError("option src_port '0'", 'is out of range');
     ruleError("option srcip '1.2.3.4'", "did you mean 'src_ip'?");
   });
 });
