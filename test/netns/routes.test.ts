@@ -351,6 +351,25 @@ function expectPristine(): void {
   expect(nftTables(R)).toEqual([]);
 }
 
+describe.skipIf(skipUnless({ root: true, tools: ['ip', 'nft'] }))('the guard as nft prints it back', () => {
+  it('both input modes (socket lookup, and the masquerade-pool fallback) parse back from the kernel\'s listing', () => {
+    const ns = `vmgd${process.pid % 100000}`;
+    execFileSync('ip', ['netns', 'add', ns]);
+    try {
+      const apply = (script: string) => execFileSync('ip', ['netns', 'exec', ns, 'nft', '-f', '-'], { input: script });
+      const list = () => execFileSync('ip', ['netns', 'exec', ns, 'nft', 'list', 'table', 'ip', 'vpnmasq_guard'], { encoding: 'utf8' });
+      apply(guardScript({ lanDevice: 'br-lan', wanDevice: 'eth0.2' }));
+      expect(parseGuard(list())).toEqual({ lanDevice: 'br-lan', wanDevice: 'eth0.2', droppedLanToWan: 0, droppedWanToLan: 0, wanInput: 'socket', droppedWanToRouter: 0 });
+      apply(guardScript({ lanDevice: 'br-lan', wanDevice: 'eth0.2', masqPorts: [50000, 50000] }, 'ports'));
+      expect(parseGuard(list())).toEqual({ lanDevice: 'br-lan', wanDevice: 'eth0.2', droppedLanToWan: 0, droppedWanToLan: 0, wanInput: 'ports', wanInputPorts: [50000, 50000], droppedWanToRouter: 0 });
+      apply(guardScript({ lanDevice: 'br-lan', wanDevice: 'eth0.2', masqPorts: [61000, 65535] }, 'ports'));
+      expect(parseGuard(list())).toMatchObject({ wanInput: 'ports', wanInputPorts: [61000, 65535] });
+    } finally {
+      execFileSync('ip', ['netns', 'del', ns]);
+    }
+  });
+});
+
 describe.skipIf(skipUnless({ root: true, tun: true, tools: ['ip', 'ping', 'socat', 'nft'] }))('routing in network namespaces', () => {
   let dir = '';
   let stateFile = '';
