@@ -379,10 +379,13 @@ config rule
   }, 30_000);
 
   it('06 kill -9: no RST, no port unreachable from the router; the router and its services keep working; after the restart the connection carries on', async () => {
-    // A LAN host's TCP connection through vpnmasq, and a LAN host's UDP flow on a kept port.
+    // A LAN host's TCP connection through vpnmasq, the router's own, and a LAN host's UDP flow on a kept port.
     const lanClient = client(lab.lan[0]!, 40);
-    await until('the connection', () => lanClient.lines().length > 0).catch((e) => { throw new Error(`${e.message}: ${lanClient.raw()}`); });
+    const routerClient = client(lab.router, 40);
+    await until('both connections', () => lanClient.lines().length > 0 && routerClient.lines().length > 0)
+      .catch((e) => { throw new Error(`${e.message}: ${lanClient.raw()} | ${routerClient.raw()}`); });
     expect(lanClient.lines()[0], lanClient.raw()).toMatchObject({ connected: true });
+    expect(routerClient.lines()[0], routerClient.raw()).toMatchObject({ connected: true });
     expect(ask(lab.lan[1]!, `${WANHOST}:9999`, `,sourceport=${KEPT}`)).toBe(`${WANADDR} port ${KEPT}`);
     await snapshotAfter(Date.now());
 
@@ -391,9 +394,12 @@ config rule
     await vm.kill9();
     expect(sh(lab.router, 'ip -o link show type tun').stdout).toBe(''); // the TUNs went with the process
     try {
-      // The server speaks on the connection while nothing translates.
-      expect(sh(lab.wan[0]!, 'echo "push push:one" | socat -t5 - TCP:127.0.0.1:7001').stdout.trim()).toBe('pushed 1');
-      // A connection of the router's own, and its IKE service seen from the WAN.
+      // The server speaks on both connections while nothing translates.
+      expect(sh(lab.wan[0]!, 'echo "push push:one" | socat -t5 - TCP:127.0.0.1:7001').stdout.trim()).toBe('pushed 2');
+      // The router's own connection, opened while vpnmasq ran, carries on.
+      await until('the push on the router\'s own connection', () => routerClient.lines().length >= 3, 10_000);
+      expect(routerClient.lines().slice(1)).toEqual([{ got: 'push:one\n' }, { echo: 'echo:after\n' }]);
+      // A new connection of the router's own, and its services seen from the WAN.
       expect(sh(lab.router, `echo new | socat -t3 - TCP:${WANHOST}:7000,connect-timeout=5`).stdout).toBe('echo:new\n');
       expect(ask(lab.wan[0]!, `${WANADDR}:500`)).toBe('router ike');
       expect(ask(lab.wan[0]!, `${WANADDR}:5001`)).toBe('router service');
@@ -421,6 +427,7 @@ config rule
     expect(before).toMatchObject({ code: 0, installed: true, wanInput: 'socket' });
     // (not the plain-text "IKE" service: vpnmasq drops a UDP 500 datagram that is no ISAKMP message)
     expect(ask(lab.wan[0]!, `${WANADDR}:5001`)).toBe('router service');
+    expect(sh(lab.router, `echo new | socat -t3 - TCP:${WANHOST}:7000,connect-timeout=5`).stdout, 'the router\'s own TCP through vpnmasq').toBe('echo:new\n');
     expect(ask(lab.lan[1]!, `${WANHOST}:9999`, `,sourceport=${KEPT + 1}`)).toBe(`${WANADDR} port ${KEPT + 1}`);
     expect(guard().droppedWanToRouter).toBe(before.droppedWanToRouter);
   }, 60_000);

@@ -147,6 +147,11 @@ ${rules}
       ['net/ipv4/neigh/wan/proxy_delay', '0'],
       ['net/ipv4/ip_local_port_range', '32768 60999'],
     ]);
+    // early demux off (ip_forward drops a packet with the router's own socket attached)
+    expect(planSysctls(basePlan, { tcpEarlyDemux: '1', udpEarlyDemux: '1' })).toEqual(expect.arrayContaining([
+      ['net/ipv4/tcp_early_demux', '0'], ['net/ipv4/udp_early_demux', '0'],
+    ]));
+    expect(planSysctls(basePlan, { tcpEarlyDemux: '0', udpEarlyDemux: '0' }).some(([k]) => k.includes('early_demux'))).toBe(false);
     expect(planSysctls(basePlan, { portRange: '32768 60999', wanRpFilter: '2', wanProxyDelay: '0' })).toHaveLength(6);
   });
 });
@@ -284,6 +289,8 @@ const SYSCTLS = [
   'net/ipv4/conf/wan/rp_filter',
   'net/ipv4/neigh/wan/proxy_delay',
   'net/ipv4/ip_local_port_range',
+  'net/ipv4/tcp_early_demux',
+  'net/ipv4/udp_early_demux',
 ];
 // What the test sets before setup (chosen so that setup changes every one of them).
 const INITIAL: Record<string, string> = {
@@ -296,6 +303,8 @@ const INITIAL: Record<string, string> = {
   'net/ipv4/conf/wan/rp_filter': '1',
   'net/ipv4/neigh/wan/proxy_delay': '50',
   'net/ipv4/ip_local_port_range': '1024 65535',
+  'net/ipv4/tcp_early_demux': '1',
+  'net/ipv4/udp_early_demux': '1',
 };
 const CONFIGURED: Record<string, string> = {
   'net/ipv4/ip_forward': '1',
@@ -307,6 +316,8 @@ const CONFIGURED: Record<string, string> = {
   'net/ipv4/conf/wan/rp_filter': '2',
   'net/ipv4/neigh/wan/proxy_delay': '0',
   'net/ipv4/ip_local_port_range': '1024 60999',
+  'net/ipv4/tcp_early_demux': '0',
+  'net/ipv4/udp_early_demux': '0',
 };
 
 function sysctls(ns: string): Record<string, string> {
