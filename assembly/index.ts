@@ -12,15 +12,15 @@ import { ABI_WORDS, abiDescribe as describe } from "./abi/describe.gen";
 import { bindResetDynamic } from "./nat/binding";
 import { processBatch } from "./nat/core";
 import { ruleAdd, rulesClear } from "./nat/filter";
-import { protoForwardAdd, redirectAdd, redirectsClear } from "./nat/forward";
-import { espFlushAll, espHighWater, espInit, espSweep } from "./vpn/esp";
+import { protoForwardAdd, redirectAdd, redirectSetSource, redirectsClear } from "./nat/forward";
+import { espDelete, espFlushAll, espHighWater, espInit, espSweep } from "./vpn/esp";
 import { fragFlushAll, fragReleasedCount, fragSweep } from "./nat/fragments";
-import { ikeFlushAll, ikeHighWater, ikeInit, ikeSweep } from "./vpn/isakmp";
+import { ikeDelete, ikeFlushAll, ikeHighWater, ikeInit, ikeSweep } from "./vpn/isakmp";
 import { peersInit } from "./vpn/peers";
-import { callFlushAll, callHighWater, callSweep, pptpInit } from "./vpn/pptp";
+import { callDelete, callFlushAll, callHighWater, callSweep, pptpInit } from "./vpn/pptp";
 import { srcFlushAll } from "./nat/limits";
 import { countAdd, eventPush, setClock, setLanNetCount as setLanNetCountState, setSeed, setWan, settingsApply, settingsRec, wanAddr } from "./nat/state";
-import { flowActive as tableActive, flowFlushAll, flowHighWater as tableHighWater, flowReset, flowSweep } from "./nat/table";
+import { flowActive as tableActive, flowDelete, flowFlushAll, flowHighWater as tableHighWater, flowReset, flowSweep } from "./nat/table";
 import { RESTORE_ORDER as RESTORE_ORDER_CODE, SNAP_LAYOUT_VERSION } from "./abi/codes";
 import {
   regionCapacity, regionCount, regionId, regionPtr, regionRecordSize, regionRecords, restoreIdle,
@@ -85,6 +85,19 @@ export function flushAll(): u32 {
   return n;
 }
 
+/**
+ * `conntrack -D`: frees one record, named by table (0 flow, 1 ESP, 2 IKE,
+ * 3 PPTP call; ENTRY_TABLES in src/engine/engine.ts) and index. Returns 1
+ * when it was in use, else 0 (already gone, or a bad table/index).
+ */
+export function deleteEntry(table: u32, index: u32): u32 {
+  if (table == 0) return flowDelete(index) ? 1 : 0;
+  if (table == 1) return espDelete(index) ? 1 : 0;
+  if (table == 2) return ikeDelete(index) ? 1 : 0;
+  if (table == 3) return callDelete(index) ? 1 : 0;
+  return 0;
+}
+
 export function setLanNet(i: u32, net: u32, mask: u32): i32 {
   if (i >= MAX_LAN_NETS) return -1;
   store<u32>(lanNets + (<usize>i << 3), net & mask);
@@ -103,6 +116,10 @@ export function addRedirect(proto: u32, portLo: u32, portHi: u32, destAddr: u32,
   return redirectAdd(proto, portLo, portHi, destAddr, destPortLo);
 }
 export function addProtoForward(proto: u32, destAddr: u32): i32 { return protoForwardAdd(proto, destAddr); }
+/** fw4 src_ip / src_port / src_dip of port forward `i` (the index addRedirect returned). */
+export function setRedirectSource(i: u32, net: u32, mask: u32, portLo: u32, portHi: u32, dip: u32): i32 {
+  return redirectSetSource(i, net, mask, portLo, portHi, dip);
+}
 export function clearRules(): void { rulesClear(); }
 
 export function addRule(srcZone: u32, destZone: u32, target: u32, proto: i32, icmpType: i32, icmpCode: i32,

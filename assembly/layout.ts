@@ -31,7 +31,7 @@ export const HOLD_CAP: u32 = 64;
 export const HOLD_PER_SOURCE: u32 = 8;
 export const HOLD_DS: u32 = 30;
 export const MAX_REDIRECTS: u32 = 256;
-export const REDIRECT_SIZE: u32 = 16;
+export const REDIRECT_SIZE: u32 = 32;
 export const MAX_RULES: u32 = 256;
 export const MAX_LAN_NETS: u32 = 32;
 // VPN tables (fixed sizes; maps at load ≤ 0.25 so probes stay short)

@@ -409,6 +409,10 @@ depmod -b "$RFS" "$KVER" || die "depmod for the image's modules failed"   # modu
 cp -a "$FW/files/." "$RFS/"
 mkdir -p "$RFS/usr/share/vpnmasq"
 mv "$RFS/etc/config/vpnmasq" "$RFS/usr/share/vpnmasq/vpnmasq.default"
+# The package ships vpnmasq off (option enabled '0'); the image exists to run
+# it, so its own configuration is on. Only the main section's line changes.
+sed -i "s/^\toption enabled '0'\t# '1' to run.*\$/\toption enabled '1'\t# the image's own configuration: on/" "$RFS/usr/share/vpnmasq/vpnmasq.default"
+grep -q "^	option enabled '1'" "$RFS/usr/share/vpnmasq/vpnmasq.default" || die "could not switch on the image's /etc/config/vpnmasq (option enabled)"
 cp -a "$FW/image/rootfs/." "$RFS/"
 [ -x "$RFS/usr/sbin/vpnmasq-respawn" ] || die "firmware/files/usr/sbin/vpnmasq-respawn is missing or not executable: init has nothing to start vpnmasq with"
 cat > "$RFS/etc/vpnmasq-image" <<EOF

@@ -6,9 +6,12 @@
 #
 # The package holds what firmware/openwrt/vpnmasq/Makefile installs, in the
 # same places: /usr/lib/vpnmasq/{package.json, dist, build/Release/
-# vpnmasq_tun.node, node_modules (production only)}, /usr/bin/vpnmasq,
-# /usr/sbin/vpnmasq-respawn, /etc/init.d/vpnmasq,
-# /etc/hotplug.d/iface/30-vpnmasq and /etc/config/vpnmasq (a conffile).
+# vpnmasq_tun.node, node_modules (production only: no pino-pretty)},
+# /usr/bin/vpnmasq, /etc/init.d/vpnmasq, /etc/hotplug.d/iface/30-vpnmasq,
+# /etc/config/vpnmasq (a conffile, shipped disabled), the first-boot fw4
+# set-up /etc/uci-defaults/90-vpnmasq-firewall, rpcd's exec plugin
+# /usr/libexec/rpcd/vpnmasq and its ACL /usr/share/rpcd/acl.d/vpnmasq.json.
+# Not vpnmasq-respawn: that is for images without procd.
 # The format is the one OpenWrt's scripts/ipkg-build writes for opkg: a
 # gzipped GNU tar of ./debian-binary ("2.0"), ./data.tar.gz and
 # ./control.tar.gz, each inner tar with ./-relative names, owned by root.
@@ -84,8 +87,9 @@ mkdir -p "$data" "$ctrl"
 # --- data: the Makefile's Package/vpnmasq/install, step for step --------
 lib=$data/usr/lib/vpnmasq
 files=$ROOT/firmware/files
-install -d "$lib" "$lib/build/Release" "$data/usr/bin" "$data/usr/sbin" \
-	"$data/etc/init.d" "$data/etc/hotplug.d/iface" "$data/etc/config"
+install -d "$lib" "$lib/build/Release" "$data/usr/bin" \
+	"$data/etc/init.d" "$data/etc/hotplug.d/iface" "$data/etc/config" "$data/etc/uci-defaults" \
+	"$data/usr/libexec/rpcd" "$data/usr/share/rpcd/acl.d"
 install -m 0644 "$ROOT/package.json" "$lib/"
 cp -R "$ROOT/dist" "$lib/"
 find "$lib/dist" \( -name '*.map' -o -name '*.wat' \) -exec rm -f {} +
@@ -118,11 +122,13 @@ for (const [p, meta] of Object.entries(lock.packages ?? {})) {
 if (n === 0) { console.error('build-ipk: no production packages in package-lock.json'); process.exit(1); }
 EOF
 install -m 0755 "$ROOT/firmware/openwrt/vpnmasq/files/vpnmasq.sh" "$data/usr/bin/vpnmasq"
-install -m 0755 "$files/usr/sbin/vpnmasq-respawn" "$data/usr/sbin/"
 install -m 0755 "$files/etc/init.d/vpnmasq" "$data/etc/init.d/"
 install -m 0755 "$files/etc/init.d/vpnmasq-guard" "$data/etc/init.d/"
 install -m 0644 "$files/etc/hotplug.d/iface/30-vpnmasq" "$data/etc/hotplug.d/iface/"
 install -m 0600 "$files/etc/config/vpnmasq" "$data/etc/config/"
+install -m 0755 "$files/etc/uci-defaults/90-vpnmasq-firewall" "$data/etc/uci-defaults/"
+install -m 0755 "$files/usr/libexec/rpcd/vpnmasq" "$data/usr/libexec/rpcd/"
+install -m 0644 "$files/usr/share/rpcd/acl.d/vpnmasq.json" "$data/usr/share/rpcd/acl.d/"
 
 # --- control ---------------------------------------------------------------
 tar_opts="--format=gnu --numeric-owner --owner=0 --group=0 --sort=name --mtime=@$epoch"
@@ -133,7 +139,7 @@ installed_size=$(gzip -dc "$work/data.tar.gz" | wc -c | tr -d ' ')
 cat >"$ctrl/control" <<EOF
 Package: vpnmasq
 Version: $pkg_version
-Depends: libc, node, kmod-tun, ip-full, nftables, kmod-nft-core, kmod-nft-fib, kmod-nft-socket
+Depends: libc, libstdcpp, node, kmod-tun, ip-full, nftables, kmod-nft-core, kmod-nft-fib, kmod-nft-socket
 Source: firmware/openwrt/vpnmasq
 SourceName: vpnmasq
 License: MIT

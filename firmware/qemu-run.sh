@@ -175,9 +175,11 @@ case "$CONFIG" in
   *)
     mkdir -p "$OVL/etc/config"
     if [ "$CONFIG" = default ]; then
-      # The shipped default, its examples enabled: their comments say to
-      # delete the 'enabled' line to use them.
-      grep -v "^[[:space:]]*option enabled '0'" "$FW/files/etc/config/vpnmasq" > "$OVL/etc/config/vpnmasq"
+      # The shipped default, its examples enabled (their comments say to
+      # delete the 'enabled' line to use them) and vpnmasq itself switched
+      # on (the package ships it off: the main section's enabled '0').
+      grep -v "^[[:space:]]*option enabled '0'[[:space:]]*$" "$FW/files/etc/config/vpnmasq" |
+        sed "s/^\([[:space:]]*option enabled \)'0'/\1'1'/" > "$OVL/etc/config/vpnmasq"
     else
       [ -f "$CONFIG" ] || die "--config $CONFIG: no such file"
       cp "$CONFIG" "$OVL/etc/config/vpnmasq"

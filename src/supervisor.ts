@@ -5,12 +5,13 @@
 // No packet logic lives here.
 
 import { existsSync } from 'node:fs';
-import { ConfigError, loadConfig, type Config } from './config/index.js';
-import { Engine, nowMs } from './engine/engine.js';
+import { ConfigError, loadConfig, redirectLabel, ruleLabel, type Config } from './config/index.js';
+import { Engine, nowMs, type FlowEntry } from './engine/engine.js';
+import { filterEmpty, matches, type ConntrackFilter } from './cli/filter.js';
 import { capture, discard, restoreFile, SnapshotRefused, writeCapture, writeCaptureSync, type Restored } from './snapshot/state.js';
 import { applyConfig } from './engine/apply.js';
 import { ipToRaw, POLICY_REASONS, PROTO_NAMES } from './engine/abi.js';
-import { createLogger, type Logger } from './log.js';
+import { createLogger, type LogFormat, type Logger } from './log.js';
 import { deviceExists, setTxQueueLen, subnetsOf } from './net/iface.js';
 import { setupRouting, teardownStale, type Routing, type RoutingPlan } from './net/routes.js';
 import { installGuard } from './net/guard.js';
@@ -33,6 +34,7 @@ export class FatalError extends Error {
 export interface RunOptions {
   configPath: string;
   log?: Logger;
+  logFormat?: LogFormat;
   /** `vpnmasq run --fresh`: discard the state snapshot instead of restoring it */
   fresh?: boolean;
 }
@@ -72,9 +74,16 @@ export class Supervisor {
   private snapWriting = false;
   private startup: Record<string, number> = {};
 
+  /** Called when a reload switches vpnmasq off (option enabled '0'): run() stops. */
+  onDisabled: (() => void) | null = null;
+
   constructor(private readonly opts: RunOptions) {
     this.cfg = loadConfig(opts.configPath);
-    this.log = opts.log ?? createLogger(this.cfg.main.logLevel);
+    this.log = opts.log ?? createLogger(this.cfg.main.logLevel, { format: opts.logFormat });
+  }
+
+  get config(): Config {
+    return this.cfg;
   }
 
   private plan(): RoutingPlan {
@@ -186,7 +195,8 @@ export class Supervisor {
     this.log.info({
       lan: m.lanDevice, wan: m.wanDevice, wanAddress: this.wanAddress, lanSubnets: this.lanSubnets,
       maxFlows: m.maxFlows, memoryMiB: +(this.engine.memoryBytes / 1048576).toFixed(1),
-      redirects: this.cfg.redirects.length, rules: this.cfg.rules.length, socket: m.controlSocket,
+      redirects: this.cfg.redirects.length, rules: this.cfg.rules.length,
+      redirectList: this.cfg.redirects.map(redirectLabel), ruleList: this.cfg.rules.map(ruleLabel), socket: m.controlSocket,
     }, 'vpnmasq ready');
   }
 
@@ -303,6 +313,8 @@ export class Supervisor {
       flows: { active: e.x.flowActive(), max: e.maxFlows, bytesPerFlow: +e.bytesPerFlow().toFixed(1) },
       memoryBytes: e.memoryBytes, counters: e.counters(), drops: e.drops(), tunWriteDrops: writeDrops(),
       redirects: this.cfg.redirects.length, rules: this.cfg.rules.length,
+      // by fw4 name (else the uci section name, else the line)
+      redirectList: this.cfg.redirects.map(redirectLabel), ruleList: this.cfg.rules.map(ruleLabel),
       startup: this.startup,
       snapshot: this.snap,
     };
@@ -314,10 +326,17 @@ export class Supervisor {
     try {
       next = loadConfig(this.opts.configPath);
     } catch (err) {
-      const msg = err instanceof ConfigError ? err.message : (err as Error).message;
-      this.log.error({ error: msg }, 'reload refused; keeping the running config');
+      if (!(err instanceof ConfigError)) throw err;
+      for (const e of err.all) this.log.error({ file: e.file, line: e.line }, `reload refused, keeping the running config: ${e.message}`);
       this.observer?.noteReload(false);
-      return { ok: false, error: msg };
+      return { ok: false, error: err.lines() };
+    }
+    if (!next.main.enabled) {
+      // `uci set vpnmasq.main.enabled=0; uci commit; reload_config` (or a
+      // SIGHUP): the same as stopping it.
+      this.log.warn({ file: next.file }, "option enabled is '0' now: stopping");
+      setImmediate(() => this.onDisabled?.());
+      return { ok: true, restartNeeded: [] };
     }
     const restartNeeded: string[] = [];
     const a = this.cfg.main, b = next.main;
@@ -342,16 +361,30 @@ export class Supervisor {
     this.cfg = next;
     this.log.level = b.logLevel;
     if (restartNeeded.length) this.log.warn({ options: restartNeeded }, 'these options take effect after a restart');
-    this.log.info({ redirects: next.redirects.length, rules: next.rules.length }, 'config reloaded');
+    this.log.info({
+      redirects: next.redirects.length, rules: next.rules.length,
+      redirectList: next.redirects.map(redirectLabel), ruleList: next.rules.map(ruleLabel),
+    }, 'config reloaded');
     return { ok: true, restartNeeded };
   }
 
   private handle(req: Request): Response {
     switch (req.cmd) {
       case 'status': return { ok: true, data: this.status() };
-      case 'conntrack': {
-        const wan = this.wanAddress ?? '0.0.0.0';
-        return { ok: true, data: [...this.engine.flows(wan), ...this.engine.vpnEntries(wan)] };
+      case 'conntrack':
+        return { ok: true, data: this.entries() };
+      case 'conntrack-flush': {
+        const flushed = this.engine.x.flushAll();
+        this.log.info({ flows: flushed }, 'conntrack -F: every table emptied');
+        return { ok: true, data: { flushed } };
+      }
+      case 'conntrack-delete': {
+        const filter: ConntrackFilter | undefined = req.filter;
+        if (!filter || typeof filter !== 'object' || filterEmpty(filter)) return { ok: false, error: 'conntrack-delete needs a filter' };
+        const victims = this.entries().filter((e) => matches(e, filter));
+        const deleted = victims.filter((e) => this.engine.deleteEntry(e));
+        this.log.info({ filter, deleted: deleted.length }, 'conntrack -D: entries deleted');
+        return { ok: true, data: deleted };
       }
       case 'reload': { const r = this.reload(); return { ok: r.ok, error: r.error, data: r }; }
       case 'wan-update': {
@@ -364,6 +397,12 @@ export class Supervisor {
         return this.observer ? this.observer.captureCommand(req) : { ok: false, error: 'not running' };
       default: return { ok: false, error: `unknown command ${(req as { cmd: unknown }).cmd}` };
     }
+  }
+
+  /** Every entry of the flow, ESP, IKE and call tables, as `conntrack` lists them. */
+  private entries(): FlowEntry[] {
+    const wan = this.wanAddress ?? '0.0.0.0';
+    return [...this.engine.flows(wan), ...this.engine.vpnEntries(wan)];
   }
 
   /** Idempotent: stops traffic, removes routes, TUNs, the socket, timers. */
@@ -403,8 +442,14 @@ export async function run(opts: RunOptions): Promise<number> {
   try {
     sup = new Supervisor(opts);
   } catch (err) {
-    if (err instanceof ConfigError) throw new FatalError(`vpnmasq: ${err.message}`);
+    if (err instanceof ConfigError) throw new FatalError(err.lines('vpnmasq: '));
     throw err;
+  }
+  if (!sup.config.main.enabled) {
+    // Off until switched on: nothing is created, and exit 0 (procd's init
+    // script does not even start it; this covers a hand-run or inittab).
+    process.stdout.write(`vpnmasq: ${sup.config.file}: disabled (option enabled '0'); not starting\n`);
+    return 0;
   }
   await sup.start();
   return new Promise<number>((resolve) => {
@@ -412,6 +457,7 @@ export async function run(opts: RunOptions): Promise<number> {
       await sup.stop();
       resolve(code);
     };
+    sup.onDisabled = () => void finish(0);
     process.once('SIGTERM', () => void finish(0));
     process.once('SIGINT', () => void finish(0));
     process.on('SIGHUP', () => sup.reload());

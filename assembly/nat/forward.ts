@@ -3,8 +3,12 @@
 // dest_ip:dest_port; the alias ports are reserved in the binding table so
 // the masquerade pool never hands them out.
 //
-// Redirect record (REDIRECT_SIZE = 16 bytes):
+// Redirect record (REDIRECT_SIZE = 32 bytes):
 //   0 u16 proto  2 u16 portLo  4 u16 portHi  6 u16 destPortLo  8 u32 destAddr  12 u8 portless
+//   16 u32 srcNet  20 u32 srcMask  24 u16 srcPortLo  26 u16 srcPortHi  28 u32 srcDip
+// The source part is fw4's src_ip / src_port / src_dip: who may open a
+// forward (mask 0, ports 0..65535, dip 0: anyone). Only a forward's first
+// packet is checked; its flow carries the rest.
 //
 // A portless record is a protocol forward (natd's redirect_proto, the
 // HOWTO's ipfwd): ESP, GRE or any IP protocol to one LAN host. The VPN
@@ -28,6 +32,7 @@ export function redirectAdd(proto: u32, portLo: u32, portHi: u32, destAddr: u32,
   const r = redirects + <usize>redirectCount * REDIRECT_SIZE;
   store<u16>(r, <u16>proto, 0); store<u16>(r, <u16>portLo, 2); store<u16>(r, <u16>portHi, 4);
   store<u16>(r, <u16>destPortLo, 6); store<u32>(r, destAddr, 8); store<u8>(r, 0, 12);
+  anySource(r);
   for (let port = portLo; port <= portHi; port++) {
     bindReserve(protoIndex(proto), port, destAddr, destPortLo + (port - portLo));
   }
@@ -40,8 +45,27 @@ export function protoForwardAdd(proto: u32, destAddr: u32): i32 {
   const r = redirects + <usize>redirectCount * REDIRECT_SIZE;
   store<u16>(r, <u16>proto, 0); store<u16>(r, 0, 2); store<u16>(r, 0, 4);
   store<u16>(r, 0, 6); store<u32>(r, destAddr, 8); store<u8>(r, 1, 12);
+  anySource(r);
   redirectCount++;
   return <i32>(redirectCount - 1);
+}
+
+@inline function anySource(r: usize): void {
+  store<u32>(r, 0, 16); store<u32>(r, 0, 20); store<u16>(r, 0, 24); store<u16>(r, 0xffff, 26); store<u32>(r, 0, 28);
+}
+
+/**
+ * Limits port forward `i` (as addRedirect returned it) to sources in
+ * net/mask, source ports lo..hi and packets to address dip (0: any), all in
+ * the byte order of the packet fields. -1 for a bad index or range.
+ */
+export function redirectSetSource(i: u32, net: u32, mask: u32, portLo: u32, portHi: u32, dip: u32): i32 {
+  if (i >= redirectCount || portLo > portHi || portHi > 65535) return -1;
+  const r = redirects + <usize>i * REDIRECT_SIZE;
+  if (load<u8>(r, 12) != 0) return -1; // protocol forwards take no source limit
+  store<u32>(r, net & mask, 16); store<u32>(r, mask, 20);
+  store<u16>(r, <u16>portLo, 24); store<u16>(r, <u16>portHi, 26); store<u32>(r, dip, 28);
+  return 0;
 }
 
 /** The LAN host of the protocol forward for `proto`, or 0 when there is none. */
@@ -65,6 +89,22 @@ export function redirectFind(proto: u32, dport: u32): usize {
   }
   return 0;
 }
+/**
+ * The redirect covering (proto, dport) that a new packet from remA:remP to
+ * dstA may open, or 0: a redirect whose fw4 src_ip / src_port / src_dip
+ * does not match is not applied (the packet is then what it would be
+ * without it: unsolicited, unless a rule accepts it).
+ */
+export function redirectFindFrom(proto: u32, dport: u32, remA: u32, remP: u32, dstA: u32): usize {
+  const r = redirectFind(proto, dport);
+  if (r == 0) return 0;
+  if ((remA & load<u32>(r, 20)) != load<u32>(r, 16)) return 0;
+  if (remP < <u32>load<u16>(r, 24) || remP > <u32>load<u16>(r, 26)) return 0;
+  const dip = load<u32>(r, 28);
+  if (dip != 0 && dip != dstA) return 0;
+  return r;
+}
+
 @inline export function redirectDest(r: usize): u32 { return load<u32>(r, 8); }
 /** The LAN port `dport` maps to: ranges map one to one from destPortLo. */
 @inline export function redirectDestPort(r: usize, dport: u32): u32 {

@@ -13,7 +13,7 @@ import {
 } from "../wire/l4";
 import { NO_PORT, bindAcquire, bindRef, bindRelease } from "./binding";
 import { dnatVerdict, keysToPort, lanForwardVerdict, routerVerdict, ruleKeys } from "./filter";
-import { redirectDest, redirectDestPort, redirectFind } from "./forward";
+import { redirectDest, redirectDestPort, redirectFindFrom } from "./forward";
 import { Drop } from "../abi/reasons";
 import { rewriteAddrPort } from "./rewrite";
 import { LIM_FLOWS, srcCharge, srcRelease } from "./limits";
@@ -209,7 +209,7 @@ export function natIn(p: usize, l4: usize, proto: u32, pi: u32): u32 {
   let r: usize;
   if (e == 0) {
     const flags = proto == PROTO_TCP ? tcpFlags(l4) : 0;
-    const fwd: usize = isIcmp ? <usize>0 : redirectFind(proto, aliasP);
+    const fwd: usize = isIcmp ? <usize>0 : redirectFindFrom(proto, aliasP, remA, remP, ipDst(p));
     if (fwd != 0) {
       const fwdAddr = redirectDest(fwd);
       const fwdPort = redirectDestPort(fwd, aliasP);

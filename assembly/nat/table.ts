@@ -219,6 +219,13 @@ export function flowActive(): u32 { return <u32>load<u64>(counters + (<usize>C_F
 export function flowHighWater(): u32 { return bumpNext; }
 
 /** Drops every flow at once (WAN address change); bindings are reset by the caller. */
+/** `conntrack -D`: removes flow f (and frees its port binding) if it is in use. */
+export function flowDelete(f: u32): bool {
+  if (f >= bumpNext || (load<u16>(rec(f), F_FLAGS) & FL_IN_USE) == 0) return false;
+  flowRemove(f, false);
+  return true;
+}
+
 export function flowFlushAll(): u32 {
   const n = flowActive();
   memory.fill(flowOutIndex, 0, (<usize>hashMask + 1) << 2);

@@ -460,6 +460,12 @@ export function espFlushAll(): void {
   const hw = slabHighWater(slab);
   for (let r: u32 = 0; r < hw; r++) if (load<u8>(rec(r), ESP_STATE) != 0) espFree(r);
 }
+/** `conntrack -D`: frees association r if it is in use. */
+export function espDelete(r: u32): bool {
+  if (r >= slabHighWater(slab) || load<u8>(rec(r), ESP_STATE) == 0) return false;
+  espFree(r);
+  return true;
+}
 export function espHighWater(): u32 { return slabHighWater(slab); }
 
 // ---- state snapshot restore (assembly/snapshot.ts) -------------------------

@@ -27,7 +27,7 @@ import { RESTORE_BAD_FIELD, RESTORE_DUPLICATE, RESTORE_FULL, RESTORE_OK, SNAP_MA
 import { IP_DST, IP_SRC, ipDst, ipSrc } from "../wire/ipv4";
 import { L4_DST_PORT, L4_SRC_PORT, UDP_HEADER, port } from "../wire/l4";
 import { dnatVerdict, keysToPort, lanForwardVerdict, routerVerdict, ruleKeys } from "../nat/filter";
-import { redirectDest, redirectDestPort, redirectFind } from "../nat/forward";
+import { redirectDest, redirectDestPort, redirectFind, redirectFindFrom } from "../nat/forward";
 import { kmFirst, kmHas, kmInsert, kmNext, kmRemove, kmValueAt } from "./keymap";
 import { Drop } from "../abi/reasons";
 import { rewriteAddrPort } from "../nat/rewrite";
@@ -220,7 +220,7 @@ export function ikeIn(p: usize, l4: usize, l4len: u32): u32 {
   } else {
     // An exchange the server side starts: a responder behind the router
     // (redirect udp 500) or the router's own IKE daemon (rule).
-    const fwd = redirectFind(PROTO_UDP, IKE_PORT);
+    const fwd = redirectFindFrom(PROTO_UDP, IKE_PORT, remA, port(l4, L4_SRC_PORT), ipDst(p));
     if (fwd != 0) {
       if (rc != 0) return Drop.NO_FLOW;
       // A new exchange toward the server behind: forward rules, after DNAT.
@@ -263,6 +263,12 @@ export function ikeSweep(budget: u32): void {
 export function ikeFlushAll(): void {
   const hw = slabHighWater(slab);
   for (let r: u32 = 0; r < hw; r++) if (load<u8>(rec(r), IKE_IN_USE) != 0) free(r);
+}
+/** `conntrack -D`: frees IKE entry r if it is in use. */
+export function ikeDelete(r: u32): bool {
+  if (r >= slabHighWater(slab) || load<u8>(rec(r), IKE_IN_USE) == 0) return false;
+  free(r);
+  return true;
 }
 export function ikeHighWater(): u32 { return slabHighWater(slab); }
 

@@ -301,6 +301,12 @@ export function callFlushAll(): void {
   const hw = slabHighWater(slab);
   for (let r: u32 = 0; r < hw; r++) if (load<u8>(rec(r), CALL_IN_USE) != 0) callFree(r);
 }
+/** `conntrack -D`: frees call r (and its GRE mapping) if it is in use. */
+export function callDelete(r: u32): bool {
+  if (r >= slabHighWater(slab) || load<u8>(rec(r), CALL_IN_USE) == 0) return false;
+  callFree(r);
+  return true;
+}
 export function callHighWater(): u32 { return slabHighWater(slab); }
 
 // ---- state snapshot restore (assembly/snapshot.ts) -------------------------

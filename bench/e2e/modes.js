@@ -74,6 +74,7 @@ export function vpnmasqMode(cliPath, tmp) {
         "config vpnmasq 'main'",
         "\toption lan_device 'br-lan'",
         "\toption wan_device 'wan'",
+        "\toption enabled '1'",
         "\toption max_flows '65536'",
         "\toption log_level 'warn'",
         `\toption control_socket '${sock}'`,

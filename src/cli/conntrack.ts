@@ -14,9 +14,13 @@ export function formatConntrack(flows: FlowEntry[]): string {
         ` sport=${f.remotePort} dport=500 packets=${f.packetsIn} use=1`;
     }
     if (f.proto === 'gre') {
-      return `gre      47 ${Math.round(f.expiresInS)} ${f.state} src=${f.lan} dst=${f.remote} callid=${f.callIdLan}` +
-        ` alias=${f.callIdAlias} peer_callid=${f.callIdRemote ?? '?'} packets=${f.packetsOut}` +
-        ` src=${f.remote} dst=${f.wan} key=${f.callIdAlias} packets=${f.packetsIn} use=1`;
+      // conntrack-tools prints GRE keys as srckey=/dstkey= (a PPTP call's
+      // key is the receiver's Call ID); vpnmasq adds the three Call IDs.
+      const key = (n: number | null | undefined) => `0x${(n ?? 0).toString(16)}`;
+      return `gre      47 ${Math.round(f.expiresInS)} ${f.state} src=${f.lan} dst=${f.remote}` +
+        ` srckey=${key(f.callIdLan)} dstkey=${key(f.callIdRemote)} packets=${f.packetsOut}${f.callIdRemote == null ? ' [UNREPLIED]' : ''}` +
+        ` src=${f.remote} dst=${f.wan} srckey=${key(f.callIdRemote)} dstkey=${key(f.callIdAlias)} packets=${f.packetsIn}` +
+        ` callid=${f.callIdLan} alias=${f.callIdAlias} peer_callid=${f.callIdRemote ?? '?'} use=1`;
     }
     const portful = f.protoNum === 6 || f.protoNum === 17;
     const ports = (sp: number, dp: number, type = 8) => (portful ? ` sport=${sp} dport=${dp}` : ` type=${type} code=0 id=${sp || dp}`);

@@ -11,6 +11,7 @@ export const DEFAULT_CONFIG = `# /etc/config/vpnmasq: vpnmasq, a NAT router with
 config vpnmasq 'main'
 	option lan_device 'br-lan'	# LAN-side device
 	option wan_device 'wan'	# WAN-side device; its IPv4 address is the masquerade address
+	option enabled '0'	# '1' to run: until then the package leaves routing alone
 	option tun_inside 'tin'	# TUN device on the LAN side
 	option tun_outside 'tout'	# TUN device on the WAN side
 	# list lan_subnet '192.168.1.0/24'	# none: taken from lan_device at run time

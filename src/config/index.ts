@@ -126,6 +126,11 @@ function redirectText(r: Redirect): string {
   s += opt('dest', r.dest);
   s += opt('dest_ip', r.destIp);
   if (r.destPort) s += opt('dest_port', port(r.destPort));
+  if (r.srcIp !== undefined) s += opt('src_ip', r.srcIp);
+  if (r.srcPort) s += opt('src_port', port(r.srcPort));
+  if (r.srcDip !== undefined) s += opt('src_dip', r.srcDip);
+  if (r.reflection !== undefined) s += opt('reflection', r.reflection);
+  if (r.reflectionSrc !== undefined) s += opt('reflection_src', r.reflectionSrc);
   s += opt('target', r.target);
   return s;
 }
@@ -156,4 +161,21 @@ export function formatConfig(cfg: Config): string {
   for (const r of cfg.redirects) s += redirectText(r);
   for (const r of cfg.rules) s += ruleText(r);
   return s;
+}
+
+// ---------------------------------------------------------------------------
+// One line per redirect and rule, under its fw4 `name` (else the uci section
+// name, else its line): what `vpnmasq status` and the log show.
+
+export function redirectLabel(r: Redirect): string {
+  const what = r.srcDport
+    ? `${r.proto.map(protoName).join('/')} ${port(r.srcDport)} -> ${r.destIp}:${port(r.destPort!)}`
+    : `${r.proto.map(protoName).join('/')} -> ${r.destIp}`;
+  const from = [r.srcIp && `from ${r.srcIp}`, r.srcPort && `sport ${port(r.srcPort)}`, r.srcDip && `to ${r.srcDip}`].filter(Boolean);
+  return `${r.name ?? `redirect@${r.line}`}: ${what}${from.length ? ` (${from.join(', ')})` : ''}`;
+}
+
+export function ruleLabel(r: Rule): string {
+  const ports = r.destPort.length ? ` ${r.destPort.map(port).join(',')}` : '';
+  return `${r.name ?? `rule@${r.line}`}: ${r.src} -> ${r.dest ?? 'router'} ${r.proto.map(protoName).join('/')}${ports} ${r.target}`;
 }

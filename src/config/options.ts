@@ -19,6 +19,7 @@
 // fails until those two say what the row says.
 
 import ipaddr from 'ipaddr.js';
+import { ConfigError } from './uci.js';
 import {
   bad, cidrText, parseBool, parseCidr, parseIfname, parsePortRange, parseUint, portText, show, unusableRange,
   type PortRange, type Sec, type Val,
@@ -248,6 +249,9 @@ function required<const N extends string, T>(name: N, type: ValueType<T>, doc: s
 export const MAIN_TABLE = [
   required('lan_device', ifname, 'LAN-side device'),
   required('wan_device', ifname, 'WAN-side device; its IPv4 address is the masquerade address'),
+  // Off unless switched on (OpenWrt's convention for a package that changes
+  // routing): installing the package never takes over the router.
+  opt('enabled', bool, false, "vpnmasq runs only when '1' (the init script, hotplug and `vpnmasq run` check it)"),
   opt('tun_inside', ifname, 'tin', 'TUN device on the LAN side'),
   opt('tun_outside', ifname, 'tout', 'TUN device on the WAN side'),
   opt('lan_subnet', lanSubnets, [] as string[], 'LAN networks; none: the subnets of lan_device at run time', { key: 'lanSubnets' }),
@@ -366,21 +370,30 @@ function ikeOutlivesEsp(m: MainConfig, sec: Sec): void {
 
 /** Reads the main section: unknown options refused, then every row in table order. */
 export function parseMain(sec: Sec): MainConfig {
+  const before = sec.errors.length;
   sec.checkKnown(MAIN_OPTIONS);
   const m: Record<string, unknown> = {};
+  // Each row is read on its own, so every bad value of the section is
+  // reported; a cross-check runs only while every row so far was good.
+  let failed = false;
   for (const r of MAIN_TABLE as readonly Row[]) {
-    let vals: Val[];
-    if (r.type.list) {
-      vals = sec.list(r.name);
-    } else {
-      const v = sec.get(r.name);
-      vals = v ? [v] : [];
-    }
-    if (vals.length > 0) m[r.key] = r.type.read(sec, vals);
-    else if (r.required) sec.fail(sec.s.line, `${sec.s.type}: option ${r.name} is required`);
-    else m[r.key] = Array.isArray(r.default) ? [...r.default] : r.default;
-    for (const c of CHECKS) if (c.after === r.name) c.check(m as MainConfig, sec);
+    const ok = sec.attempt(() => {
+      let vals: Val[];
+      if (r.type.list) {
+        vals = sec.list(r.name);
+      } else {
+        const v = sec.get(r.name);
+        vals = v ? [v] : [];
+      }
+      if (vals.length > 0) m[r.key] = r.type.read(sec, vals);
+      else if (r.required) sec.fail(sec.s.line, `${sec.s.type}: option ${r.name} is required`);
+      else m[r.key] = Array.isArray(r.default) ? [...r.default] : r.default;
+      return true;
+    });
+    if (!ok) failed = true;
+    for (const c of CHECKS) if (c.after === r.name && !failed) sec.attempt(() => c.check(m as MainConfig, sec));
   }
+  if (sec.errors.length > before) throw ConfigError.of(sec.errors.slice(before));
   return m as MainConfig;
 }
 

@@ -5,8 +5,10 @@
 // src_dport, dest, dest_ip, dest_port, target, family, enabled, name), and
 // values are read the way fw4 reads them (e.g. proto 'tcpudp', a port range
 // 'a-b' or 'a:b', whitespace-separated values in an `option` of a list
-// type). Everything is checked up front; the first problem found is thrown
-// as a ConfigError `FILE:LINE: reason` pointing at the offending line.
+// type). Everything is checked up front, the whole file: the ConfigError
+// thrown is the first problem (`FILE:LINE: reason` at the offending line)
+// and carries every problem found in `all` (each section is read to its
+// end, or to a problem that makes the rest of it meaningless).
 //
 // The main section (`config vpnmasq`) is read by the option table in
 // options.ts; the value parsers shared by all sections are in values.ts.
@@ -69,6 +71,22 @@ export interface Redirect {
   destIp: string;
   /** Port(s) on the LAN host, same length as srcDport; null exactly when srcDport is null. */
   destPort: PortRange | null;
+  // The options below are present only when the file gives them (absent:
+  // fw4's default), so a plain forward reads the same as it always did.
+  /** fw4 src_ip: only WAN sources in this network (normalised CIDR) are forwarded. Absent: any. */
+  srcIp?: string;
+  /** fw4 src_port: only from these source ports. Absent: any. tcp/udp only. */
+  srcPort?: PortRange;
+  /** fw4 src_dip: only packets to this address (the WAN address it must have). Absent: any. */
+  srcDip?: string;
+  /**
+   * fw4 reflection (NAT loopback; absent: on) and reflection_src (absent:
+   * 'internal'). Read and kept; vpnmasq does not do NAT loopback yet, so a
+   * LAN host that reaches the forward through the WAN address is not
+   * forwarded (README).
+   */
+  reflection?: boolean;
+  reflectionSrc?: 'internal' | 'external';
   target: 'DNAT';
   family: 'ipv4';
 }
@@ -124,7 +142,8 @@ export interface Config {
 // MAIN_TABLE in options.ts)
 
 export const REDIRECT_OPTIONS = [
-  'name', 'enabled', 'family', 'src', 'proto', 'src_dport', 'dest', 'dest_ip', 'dest_port', 'target',
+  'name', 'enabled', 'family', 'src', 'src_ip', 'src_port', 'src_dip', 'proto', 'src_dport', 'dest', 'dest_ip',
+  'dest_port', 'reflection', 'reflection_src', 'target',
 ] as const;
 
 export const RULE_OPTIONS = [
@@ -134,8 +153,7 @@ export const RULE_OPTIONS = [
 // fw4 options vpnmasq knows of but does not implement: refused with a clear reason.
 const FW4_TIME = ['utc_time', 'start_date', 'stop_date', 'start_time', 'stop_time', 'weekdays', 'monthdays'];
 const FW4_REDIRECT_UNSUPPORTED = [
-  '_name', 'src_ip', 'src_mac', 'src_port', 'src_dip', 'ipset', 'helper', 'reflection', 'reflection_src',
-  'reflection_zone', 'limit', 'limit_burst', 'mark', 'log', 'counter', 'extra', ...FW4_TIME,
+  '_name', 'src_mac', 'ipset', 'helper', 'reflection_zone', 'limit', 'limit_burst', 'mark', 'log', 'counter', 'extra', ...FW4_TIME,
 ];
 const FW4_RULE_UNSUPPORTED = [
   '_name', 'src_mac', 'device', 'direction', 'ipset', 'helper', 'set_helper', 'limit',
@@ -314,8 +332,42 @@ function parseRedirect(sec: Sec): Parsed<Redirect> {
   const kind = unusableRange(ip);
   if (kind) bad(sec, diV, `is not a LAN host address (${kind})`);
 
+  // Who may use the forward (fw4's src_ip, src_port, src_dip). The engine
+  // matches them for port forwards (tcp/udp) on a forward's first packet.
+  const siVals = sec.list('src_ip');
+  const spV = sec.get('src_port');
+  const sdipV = sec.get('src_dip');
+  if (ported.length === 0) {
+    const what = proto.map(protoText).join(' ');
+    for (const v of [siVals[0], spV, sdipV]) {
+      if (v) bad(sec, v, `is not supported by vpnmasq for a protocol forward (proto ${what}); only tcp/udp port forwards can be limited`);
+    }
+  }
+  if (siVals.length > 1) {
+    bad(sec, siVals[1]!, 'is a second source network; vpnmasq supports one src_ip per redirect (use one redirect for each)');
+  }
+  const extra: Partial<Redirect> = {};
+  if (siVals[0]) extra.srcIp = cidrText(parseCidr(sec, siVals[0], true));
+  if (spV) extra.srcPort = parsePortRange(sec, spV);
+  if (sdipV) {
+    refuseFamily6(sec, sdipV, sdipV.value);
+    const d = parseIPv4(sec, sdipV);
+    const k = unusableRange(d);
+    if (k) bad(sec, sdipV, `is not an address the WAN device can have (${k})`);
+    extra.srcDip = d.toString();
+  }
+  const rV = sec.get('reflection');
+  if (rV) extra.reflection = parseBool(sec, rV, true);
+  const rsV = sec.get('reflection_src');
+  if (rsV) {
+    if (rsV.value !== 'internal' && rsV.value !== 'external') bad(sec, rsV, "is not 'internal' or 'external'");
+    extra.reflectionSrc = rsV.value;
+  }
+
   return {
-    value: { line: sec.s.line, name, src, dest, proto, srcDport, destIp: ip.toString(), destPort, target: 'DNAT', family },
+    value: {
+      line: sec.s.line, name, src, dest, proto, srcDport, destIp: ip.toString(), destPort, ...extra, target: 'DNAT', family,
+    },
     enabled,
     sec,
   };
@@ -400,8 +452,12 @@ function parseRule(sec: Sec): Parsed<Rule> {
 // Whole file
 
 function checkRedirects(main: MainConfig, mainSec: Sec, redirects: Parsed<Redirect>[]): void {
+  for (let i = 0; i < redirects.length; i++) redirects[i]!.sec.attempt(() => checkRedirect(main, mainSec, redirects, i));
+}
+
+function checkRedirect(main: MainConfig, mainSec: Sec, redirects: Parsed<Redirect>[], i: number): void {
   const lan = main.lanSubnets.map((s) => ipaddr.IPv4.parseCIDR(s));
-  for (let i = 0; i < redirects.length; i++) {
+  {
     const { value: r, sec } = redirects[i]!;
 
     if (lan.length > 0) {
@@ -457,51 +513,83 @@ function checkRedirects(main: MainConfig, mainSec: Sec, redirects: Parsed<Redire
   }
 }
 
-/** Validates a parsed UCI file into a deeply frozen Config. Throws ConfigError. */
+/** The main section's name: the init, hotplug and rpcd scripts read `vpnmasq.main.*`. */
+export const MAIN_SECTION = 'main';
+
+/**
+ * Validates a parsed UCI file into a deeply frozen Config. Throws a
+ * ConfigError whose `all` lists every problem of the file (each section is
+ * read to its end or to the first problem that stops it).
+ */
 export function validateConfig(uci: UciFile): Config {
   const file = uci.file;
+  const errors: ConfigError[] = [];
   let main: MainConfig | null = null;
   let mainSec: Sec | null = null;
+  let mainFailed = false;
   const redirects: Parsed<Redirect>[] = [];
   const rules: Parsed<Rule>[] = [];
 
   for (const s of uci.sections) {
-    const sec = new Sec(file, s);
+    const sec = new Sec(file, s, errors);
     switch (s.type) {
-      case 'vpnmasq':
+      case 'vpnmasq': {
         if (mainSec) {
-          sec.fail(s.line, `config vpnmasq: a second main section (the first is at line ${mainSec.s.line}); exactly one is allowed`);
+          sec.report(s.line, `config vpnmasq: a second main section (the first is at line ${mainSec.s.line}); exactly one is allowed`);
+          break;
         }
         mainSec = sec;
-        main = parseMain(sec);
+        if (s.name !== MAIN_SECTION) {
+          // uci addresses an anonymous section as @vpnmasq[0]; every script
+          // of the package says vpnmasq.main, so one name is allowed.
+          sec.report(
+            s.line,
+            s.name === null
+              ? `config vpnmasq: the main section must be named: write "config vpnmasq '${MAIN_SECTION}'" (the init, hotplug and rpcd scripts read vpnmasq.${MAIN_SECTION})`
+              : `config vpnmasq '${show(s.name)}': the main section must be named '${MAIN_SECTION}' (the init, hotplug and rpcd scripts read vpnmasq.${MAIN_SECTION})`,
+          );
+        }
+        const m = sec.attempt(() => parseMain(sec));
+        if (m) main = m;
+        else mainFailed = true;
         break;
-      case 'redirect':
-        redirects.push(parseRedirect(sec));
+      }
+      case 'redirect': {
+        const r = sec.attempt(() => parseRedirect(sec));
+        if (r) redirects.push(r);
         break;
-      case 'rule':
-        rules.push(parseRule(sec));
+      }
+      case 'rule': {
+        const r = sec.attempt(() => parseRule(sec));
+        if (r) rules.push(r);
         break;
+      }
       default: {
         if (FW4_SECTIONS.includes(s.type)) {
-          sec.fail(s.line, `config ${s.type}: this fw4 section type is not supported by vpnmasq (known: ${SECTION_TYPES.join(', ')})`);
+          sec.report(s.line, `config ${s.type}: this fw4 section type is not supported by vpnmasq (known: ${SECTION_TYPES.join(', ')})`);
+          break;
         }
         const close = closeNames(s.type, SECTION_TYPES);
         const hint = close.length > 0 ? `did you mean ${quoteList(close)}?` : `known: ${SECTION_TYPES.join(', ')}`;
-        sec.fail(s.line, `config ${show(s.type)}: unknown section type (${hint})`);
+        sec.report(s.line, `config ${show(s.type)}: unknown section type (${hint})`);
       }
     }
   }
 
-  if (!main || !mainSec) {
-    throw new ConfigError(file, 0, "missing the main section: add \"config vpnmasq 'main'\" with at least lan_device and wan_device");
+  // A file without a main section is usually not a vpnmasq file at all (or
+  // an empty one): said on its own, once the sections it has are right.
+  if (!mainSec && errors.length === 0) {
+    errors.push(new ConfigError(file, 0, `missing the main section: add "config vpnmasq '${MAIN_SECTION}'" with at least lan_device and wan_device`));
   }
 
   const enabledRedirects = redirects.filter((r) => r.enabled);
-  checkRedirects(main, mainSec, enabledRedirects);
+  // Redirects are checked against the main section only when it was read.
+  if (main && mainSec && !mainFailed) checkRedirects(main, mainSec, enabledRedirects);
 
+  if (errors.length > 0) throw ConfigError.of(errors);
   return deepFreeze({
     file,
-    main,
+    main: main!,
     redirects: enabledRedirects.map((r) => r.value),
     rules: rules.filter((r) => r.enabled).map((r) => r.value),
   });

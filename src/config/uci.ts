@@ -44,12 +44,36 @@ export class ConfigError extends Error {
   readonly line: number;
   readonly reason: string;
 
+  /**
+   * Every problem found in the file, in the order found; this error (the
+   * first) is `all[0]`. A file is checked to the end, so one run of
+   * `check-config` shows all its mistakes.
+   */
+  all: readonly ConfigError[];
+
   constructor(file: string, line: number, reason: string) {
     super(`${file}:${line}: ${reason}`);
     this.name = 'ConfigError';
     this.file = file;
     this.line = line;
     this.reason = reason;
+    this.all = [this];
+  }
+
+  /** The first of `errors` in file order, carrying them all in file order (duplicates removed). */
+  static of(errors: readonly ConfigError[]): ConfigError {
+    const seen = new Set<string>();
+    const all = errors
+      .filter((e) => (seen.has(e.message) ? false : (seen.add(e.message), true)))
+      .sort((a, b) => a.line - b.line);
+    const first = all[0]!;
+    first.all = all;
+    return first;
+  }
+
+  /** Every problem, one `FILE:LINE: reason` per line, each after `prefix`. */
+  lines(prefix = ''): string {
+    return this.all.map((e) => prefix + e.message).join('\n');
   }
 }
 

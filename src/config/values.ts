@@ -63,9 +63,15 @@ export function portText(r: PortRange): string {
 export class Sec {
   readonly opts = new Map<string, UciOption>();
 
+  /**
+   * @param errors where problems that do not stop the section's reading
+   *   (an unknown option, a bad value of an independent option) are
+   *   collected; the file's reader reports them all at the end.
+   */
   constructor(
     readonly file: string,
     readonly s: UciSection,
+    readonly errors: ConfigError[] = [],
   ) {
     for (const o of s.options) this.opts.set(o.name, o);
   }
@@ -74,17 +80,37 @@ export class Sec {
     throw new ConfigError(this.file, line, reason);
   }
 
-  /** Refuses options not in `known`, explaining fw4 options vpnmasq does not implement. */
+  /** Records a problem and lets reading go on. */
+  report(line: number, reason: string): void {
+    this.errors.push(new ConfigError(this.file, line, reason));
+  }
+
+  /** Runs `f`; a ConfigError it throws is recorded (and undefined returned), anything else propagates. */
+  attempt<T>(f: () => T): T | undefined {
+    try {
+      return f();
+    } catch (e) {
+      if (!(e instanceof ConfigError)) throw e;
+      this.errors.push(e);
+      return undefined;
+    }
+  }
+
+  /**
+   * Reports every option not in `known` (each at its line), explaining fw4
+   * options vpnmasq does not implement; the known ones are read on.
+   */
   checkKnown(known: readonly string[], unsupported: readonly string[] = []): void {
     for (const o of this.s.options) {
       if (known.includes(o.name)) continue;
       const kw = o.list ? 'list' : 'option';
       if (unsupported.includes(o.name)) {
-        this.fail(o.line, `${kw} ${o.name}: this fw4 option is not supported by vpnmasq in a '${this.s.type}' section`);
+        this.report(o.line, `${kw} ${o.name}: this fw4 option is not supported by vpnmasq in a '${this.s.type}' section`);
+        continue;
       }
       const close = closeNames(o.name, known);
       const hint = close.length > 0 ? `did you mean ${quoteList(close.slice(0, 3))}?` : `known options: ${known.join(', ')}`;
-      this.fail(o.line, `${kw} ${o.name}: unknown option in a '${this.s.type}' section (${hint})`);
+      this.report(o.line, `${kw} ${o.name}: unknown option in a '${this.s.type}' section (${hint})`);
     }
   }
 

@@ -432,6 +432,12 @@ export interface EngineExports {
   /** New WAN address: flows of the old one are flushed. Returns how many. */
   setWanAddress(addr: number, nowMs: number): number;
   flushAll(): number;
+  /**
+  * `conntrack -D`: frees one record, named by table (0 flow, 1 ESP, 2 IKE,
+  * 3 PPTP call; ENTRY_TABLES in src/engine/engine.ts) and index. Returns 1
+  * when it was in use, else 0 (already gone, or a bad table/index).
+  */
+  deleteEntry(table: number, index: number): number;
   setLanNet(i: number, net: number, mask: number): number;
   setLanNetCount(n: number): void;
   /** Where the supervisor writes the settings record (fields SET_* in abi/settings.ts). */
@@ -441,6 +447,8 @@ export interface EngineExports {
   clearRedirects(): void;
   addRedirect(proto: number, portLo: number, portHi: number, destAddr: number, destPortLo: number): number;
   addProtoForward(proto: number, destAddr: number): number;
+  /** fw4 src_ip / src_port / src_dip of port forward `i` (the index addRedirect returned). */
+  setRedirectSource(i: number, net: number, mask: number, portLo: number, portHi: number, dip: number): number;
   clearRules(): void;
   addRule(srcZone: number, destZone: number, target: number, proto: number, icmpType: number, icmpCode: number, srcNet: number, srcMask: number, dstNet: number, dstMask: number, sportLo: number, sportHi: number, dportLo: number, dportHi: number): number;
   /** Writes every ABI constant as compiled at `out` (abi/describe.gen.ts); returns how many u32s. */
@@ -497,13 +505,14 @@ export interface EngineExports {
 }
 /** Parameter count of every export, for the parity test. */
 export const ENGINE_EXPORT_ARITY = {
-  memoryBytes: 1, init: 2, process: 3, tick: 2, setWanAddress: 2, flushAll: 0, setLanNet: 3,
+  memoryBytes: 1, init: 2, process: 3, tick: 2, setWanAddress: 2, flushAll: 0, deleteEntry: 2, setLanNet: 3,
   setLanNetCount: 1, settingsPtr: 0, applySettings: 0, clearRedirects: 0, addRedirect: 5, addProtoForward: 2,
-  clearRules: 0, addRule: 14, abiDescribe: 1, abiWords: 0, countersPtr: 0, counterSlots: 0, eventsPtr: 0,
-  eventCap: 0, eventSize: 0, slotsPtr: 0, lensPtr: 0, verdictsPtr: 0, slotSize: 0, slotCount: 0, flowsPtr: 0,
-  flowSize: 0, flowCapacity: 0, flowHighWater: 0, flowActive: 0, hashSize: 0, layoutBytesEnd: 0, espPtr: 0,
-  espCount: 0, ikePtr: 0, ikeCount: 0, callPtr: 0, callCount: 0, holdSlotsPtr: 0, holdLensPtr: 0,
-  holdVerdictsPtr: 0, holdCap: 0, releasedCount: 0, setCapture: 2, capturePtr: 0, snapLayoutVersion: 0,
-  snapRegionCount: 0, snapRegionId: 1, snapRegionPtr: 1, snapRegionRecordSize: 1, snapRegionRecords: 1,
-  snapRegionCapacity: 1, restoreBegin: 1, restoreRecords: 3, restoreEnd: 0, restoreVerify: 0, reset: 1,
+  setRedirectSource: 6, clearRules: 0, addRule: 14, abiDescribe: 1, abiWords: 0, countersPtr: 0,
+  counterSlots: 0, eventsPtr: 0, eventCap: 0, eventSize: 0, slotsPtr: 0, lensPtr: 0, verdictsPtr: 0,
+  slotSize: 0, slotCount: 0, flowsPtr: 0, flowSize: 0, flowCapacity: 0, flowHighWater: 0, flowActive: 0,
+  hashSize: 0, layoutBytesEnd: 0, espPtr: 0, espCount: 0, ikePtr: 0, ikeCount: 0, callPtr: 0, callCount: 0,
+  holdSlotsPtr: 0, holdLensPtr: 0, holdVerdictsPtr: 0, holdCap: 0, releasedCount: 0, setCapture: 2,
+  capturePtr: 0, snapLayoutVersion: 0, snapRegionCount: 0, snapRegionId: 1, snapRegionPtr: 1,
+  snapRegionRecordSize: 1, snapRegionRecords: 1, snapRegionCapacity: 1, restoreBegin: 1, restoreRecords: 3,
+  restoreEnd: 0, restoreVerify: 0, reset: 1,
 } as const;

@@ -94,8 +94,17 @@ export function applyConfig(engine: Engine, cfg: Config, lanSubnets: string[]): 
         redirects++;
         continue;
       }
-      if (x.addRedirect(proto, r.srcDport[0], r.srcDport[1], ipToRaw(r.destIp), r.destPort[0]) < 0) {
-        throw new Error(`${cfg.file}:${r.line}: redirect refused by the engine (too many redirects?)`);
+      const i = x.addRedirect(proto, r.srcDport[0], r.srcDport[1], ipToRaw(r.destIp), r.destPort[0]);
+      if (i < 0) {
+        throw new Error(`${cfg.file}:${r.line}: redirect${r.name ? ` '${r.name}'` : ''} refused by the engine (too many redirects?)`);
+      }
+      // fw4's src_ip / src_port / src_dip: who may open this forward.
+      if (r.srcIp !== undefined || r.srcPort !== undefined || r.srcDip !== undefined) {
+        const [net, mask] = r.srcIp !== undefined ? cidr(r.srcIp) : [0, 0];
+        const [lo, hi] = r.srcPort ?? [0, 65535];
+        if (x.setRedirectSource(i, net, mask, lo, hi, r.srcDip !== undefined ? ipToRaw(r.srcDip) : 0) < 0) {
+          throw new Error(`${cfg.file}:${r.line}: redirect${r.name ? ` '${r.name}'` : ''}: source limits refused by the engine`);
+        }
       }
       redirects++;
     }

@@ -39,7 +39,12 @@ export interface FlowEntry {
   icookie?: string; rcookie?: string | null;
   /** PPTP/GRE: the LAN host's Call ID, its alias on the WAN side, the remote's Call ID. */
   callIdLan?: number; callIdAlias?: number; callIdRemote?: number | null;
+  /** Which record: table and index ('flow:12', 'esp:0', 'ike:3', 'call:1'), for deleteEntry. */
+  id?: string;
 }
+
+/** The tables the engine's deleteEntry knows, by the number it takes (assembly/nat/delete.ts). */
+export const ENTRY_TABLES = { flow: 0, esp: 1, ike: 2, call: 3 } as const;
 
 // Indexed by ESP_FREE, ESP_OUTSTANDING, ESP_BOUND, ESP_SQUELCHED (conntrack calls a bound SA established).
 const ESP_STATES = ['FREE', 'OUTSTANDING', 'ESTABLISHED', 'SQUELCHED'];
@@ -273,6 +278,7 @@ export class Engine {
       const protoNum = this.u8[r + F_PROTO];
       const st = this.u8[r + F_STATE];
       out.push({
+        id: `flow:${f}`,
         proto: PROTO_NAMES[protoNum] ?? String(protoNum), protoNum,
         state: protoNum === A.PROTO_TCP ? (TCP_STATES[st] ?? String(st)) : st ? 'REPLIED' : 'UNREPLIED',
         lan: rawToIp(this.dv.getUint32(r + F_LAN_ADDR, true)), lanPort: this.dv.getUint16(r + F_LAN_PORT, true),
@@ -301,6 +307,7 @@ export class Engine {
       const spiIn = be32(p + A.ESP_SPI_IN);
       const pending = st === A.ESP_OUTSTANDING || st === A.ESP_SQUELCHED;
       out.push({
+        id: `esp:${r}`,
         ...base, proto: 'esp', protoNum: A.PROTO_ESP, state: ESP_STATES[st] ?? String(st),
         lan: rawToIp(u32(p + A.ESP_LAN_ADDR)), remote: rawToIp(u32(p + A.ESP_REM_ADDR)),
         expiresInS: left(pending ? Math.min(u32(p + A.ESP_EXPIRES), u32(p + A.ESP_DEADLINE)) : u32(p + A.ESP_EXPIRES)),
@@ -313,6 +320,7 @@ export class Engine {
       const cookie = (o: number) => Buffer.from(this.u8.subarray(o, o + 8)).toString('hex');
       const rc = cookie(p + A.IKE_RCOOKIE);
       out.push({
+        id: `ike:${r}`,
         ...base, proto: 'udp', protoNum: A.PROTO_UDP, state: 'IKE', lanPort: 500, aliasPort: 500,
         remotePort: u16(p + A.IKE_REM_PORT),
         lan: rawToIp(u32(p + A.IKE_LAN_ADDR)), remote: rawToIp(u32(p + A.IKE_REM_ADDR)),
@@ -325,6 +333,7 @@ export class Engine {
       if (!this.u8[p + A.CALL_IN_USE]) continue;
       const flags = u16(p + A.CALL_FLAGS);
       out.push({
+        id: `call:${r}`,
         ...base, proto: 'gre', protoNum: A.PROTO_GRE, state: flags & A.CF_DISCONNECTED ? 'DISCONNECTED' : 'CALL',
         lan: rawToIp(u32(p + A.CALL_LAN_ADDR)), remote: rawToIp(u32(p + A.CALL_REM_ADDR)),
         expiresInS: left(u32(p + A.CALL_EXPIRES)), replied: !!(flags & A.CF_REMOTE_KNOWN),
@@ -334,6 +343,13 @@ export class Engine {
       });
     }
     return out;
+  }
+
+  /** Frees the record an entry of flows()/vpnEntries() names (conntrack -D); false when it is gone. */
+  deleteEntry(e: FlowEntry): boolean {
+    const m = /^(flow|esp|ike|call):(\d+)$/.exec(e.id ?? '');
+    if (!m) return false;
+    return this.x.deleteEntry(ENTRY_TABLES[m[1] as keyof typeof ENTRY_TABLES], Number(m[2])) !== 0;
   }
 
   /** Table bytes per flow: records plus both hash indexes. */

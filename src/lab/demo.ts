@@ -171,6 +171,7 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
       "config vpnmasq 'main'",
       "\toption lan_device 'br-lan'",
       "\toption wan_device 'wan'",
+      "\toption enabled '1'",
       "\toption max_flows '65536'",
       "\toption log_level 'info'",
       `\toption control_socket '${sock}'`,

@@ -54,3 +54,35 @@ echo "vpnmasq: guard installed: no forwarding between br-lan and wan outside vpn
     });
   });
 });
+
+// With uci present (OpenWrt), the guard follows vpnmasq.main.enabled: the
+// package ships vpnmasq off, and installing it must not cut the LAN off.
+describe.skipIf(skipUnless({ tools: ['busybox'] }))('/etc/init.d/vpnmasq-guard and option enabled (stand-in uci)', () => {
+  describe.each(SHELLS)('under %s', (_name, shell) => {
+    const start = (enabled: string) => {
+      const dir = tmp('guard-uci');
+      const log = join(dir, 'log');
+      writeFileSync(log, '');
+      writeFileSync(join(dir, 'vpnmasq.conf'), `config vpnmasq 'main'\n\toption lan_device 'br-lan'\n\toption wan_device 'wan'\n\toption enabled '${enabled}'\n`);
+      const cfgDir = join(dir, 'config');
+      run('mkdir', ['-p', cfgDir]);
+      writeFileSync(join(cfgDir, 'vpnmasq'), readFileSync(join(dir, 'vpnmasq.conf'), 'utf8'));
+      const fake = writeExec(join(dir, 'vpnmasq'), 'echo "vpnmasq $*" >> "$FAKE_LOG"\necho "vpnmasq: guard installed: no forwarding between br-lan and wan outside vpnmasq"\n');
+      writeFileSync(join(dir, 'h.sh'), 'logger() { echo "logger $*"; }\n. "$INIT_SCRIPT"\nPROG=$FAKE_VPNMASQ\n"$@"\necho "rc=$?"\n');
+      const r = run(shell[0]!, [...shell.slice(1), join(dir, 'h.sh'), 'start'], {
+        env: { PATH: `${join(ROOT, 'test/helpers/bin')}:${process.env.PATH}`, UCI_CONFIG_DIR: cfgDir, INIT_SCRIPT: GUARD_INIT, FAKE_VPNMASQ: fake, FAKE_LOG: log },
+      });
+      return { out: r.stdout.trim().split('\n'), calls: readFileSync(log, 'utf8').trim().split('\n').filter(Boolean) };
+    };
+
+    it("disabled ('0', the package's default): no guard, one notice, start succeeds", () => {
+      const { out, calls } = start('0');
+      expect(calls).toEqual([]);
+      expect(out).toEqual(['logger -t vpnmasq -p daemon.notice guard not installed: vpnmasq is disabled (vpnmasq.main.enabled)', 'rc=0']);
+    });
+
+    it("enabled ('1'): the guard is installed", () => {
+      expect(start('1').calls).toEqual(['vpnmasq guard install --config /etc/config/vpnmasq']);
+    });
+  });
+});

@@ -17,9 +17,12 @@ procd_set_param() { echo "procd_set_param $*"; }
 procd_close_instance() { echo "procd_close_instance"; }
 procd_add_reload_trigger() { echo "procd_add_reload_trigger $*"; }
 procd_add_interface_trigger() { echo "procd_add_interface_trigger $*"; }
-config_load() { echo "config_load $*"; }
+procd_add_validation() { echo "procd_add_validation $*"; "$@"; }
+uci_validate_section() { echo "uci_validate_section $*"; }
+config_load() { :; }
 # config_get VAR SECTION OPTION DEFAULT, from UCI_<section>_<option>
 config_get() { eval "_v=\\\${UCI_$2_$3:-}"; [ -n "$_v" ] || _v=$4; eval "$1=\\$_v"; }
+config_get_bool() { config_get "$@"; eval "_v=\\$$1"; case $_v in 1|yes|on|true|enabled) eval "$1=1" ;; *) eval "$1=0" ;; esac; }
 logger() { echo "logger $*"; }
 start() { echo "rc.common start"; }
 . "$INIT_SCRIPT"
@@ -32,8 +35,10 @@ const FAKE_VPNMASQ_INIT = `
 echo "vpnmasq $*" >> "$FAKE_LOG"
 case $1 in
 check-config)
-  if [ "$FAKE_CONFIG" = bad ]; then
-    echo "vpnmasq: /etc/config/vpnmasq:7: option dest_ip: '192.168.1.300' is not an IPv4 address" >&2; exit 1
+  if [ "$FAKE_CONFIG" = bad ] || [ "$FAKE_CONFIG" = bad2 ]; then
+    echo "vpnmasq: /etc/config/vpnmasq:7: option dest_ip: '192.168.1.300' is not an IPv4 address" >&2
+    [ "$FAKE_CONFIG" = bad2 ] && echo "vpnmasq: /etc/config/vpnmasq:9: option src_dport: 0 is out of range" >&2
+    exit 1
   fi
   echo "/etc/config/vpnmasq: OK (0 redirects, 0 rules)" ;;
 status) [ "$FAKE_RUNNING" = 1 ] || { echo "vpnmasq: connect ENOENT /var/run/vpnmasq.sock" >&2; exit 1; } ;;
@@ -60,7 +65,8 @@ describe.skipIf(skipUnless({ tools: ['busybox'] }))('/etc/init.d/vpnmasq (procd)
     const log = join(dir, `calls-${Math.random().toString(36).slice(2)}`);
     writeFileSync(log, '');
     const r = run(shell[0], [...shell.slice(1), harness, fn], {
-      env: { PATH: process.env.PATH, INIT_SCRIPT: INIT, FAKE_VPNMASQ: fake, FAKE_LOG: log, ...env },
+      // (switched on unless a test says otherwise: the init script reads vpnmasq.main.enabled)
+      env: { PATH: process.env.PATH, INIT_SCRIPT: INIT, FAKE_VPNMASQ: fake, FAKE_LOG: log, UCI_main_enabled: '1', ...env },
     });
     expect(r.stderr.replace(/^vpnmasq: .*\n/gm, ''), `${fn} stderr`).toBe('');
     return { out: r.stdout.trim().split('\n'), calls: readFileSync(log, 'utf8').trim().split('\n').filter(Boolean) };
@@ -82,6 +88,7 @@ describe.skipIf(skipUnless({ tools: ['busybox'] }))('/etc/init.d/vpnmasq (procd)
         'procd_open_instance',
         `procd_set_param command ${fake} run --config /etc/config/vpnmasq`,
         'procd_set_param respawn 3600 0 5',
+        'procd_set_param reload_signal HUP',
         'procd_set_param stdout 1',
         'procd_set_param stderr 1',
         'procd_close_instance',
@@ -109,36 +116,36 @@ describe.skipIf(skipUnless({ tools: ['busybox'] }))('/etc/init.d/vpnmasq (procd)
       expect(out.at(-1)).toBe('rc=1');
     });
 
-    it('service_triggers: config reload trigger and the WAN interface trigger (wan_interface, default wan)', () => {
-      expect(call(shell, 'service_triggers').out).toEqual([
-        'procd_add_reload_trigger vpnmasq',
-        'config_load vpnmasq',
-        'procd_add_interface_trigger interface.* wan /etc/init.d/vpnmasq reload',
-        'rc=0',
+    it('service_triggers: the config reload trigger and the validation of the main section; no interface trigger (hotplug does WAN events)', () => {
+      const { out } = call(shell, 'service_triggers');
+      expect(out[0]).toBe('procd_add_reload_trigger vpnmasq');
+      expect(out[1]).toBe('procd_add_validation vpnmasq_validate');
+      expect(out[2]).toMatch(/^uci_validate_section vpnmasq vpnmasq main enabled:bool:0 lan_device:string wan_device:string /);
+      expect(out[2]).toContain('max_flows:range(1024,4194304):65536');
+      expect(out.at(-1)).toBe('rc=0');
+      expect(out.join('\n')).not.toContain('procd_add_interface_trigger');
+    });
+
+    it("disabled (option enabled '0' or left out): no instance, one notice, nothing run", () => {
+      for (const env of [{ UCI_main_enabled: '0' }, { UCI_main_enabled: '' }]) {
+        const { out, calls } = call(shell, 'start_service', { FAKE_CONFIG: 'good', ...env });
+        expect(calls).toEqual([]);
+        expect(out).toEqual(['logger -t vpnmasq -p daemon.notice disabled (uci set vpnmasq.main.enabled=1 to run)', 'rc=0']);
+      }
+    });
+
+    it('reload is procd\'s: SIGHUP to the instance (reload_signal), no reload_service starting Node again', () => {
+      expect(readFileSync(INIT, 'utf8')).not.toMatch(/^reload_service\(\)/m);
+      expect(call(shell, 'start_service', { FAKE_CONFIG: 'good' }).out).toContain('procd_set_param reload_signal HUP');
+    });
+
+    it('every line of a broken config is logged, the first also on stderr', () => {
+      const { out } = call(shell, 'start_service', { FAKE_CONFIG: 'bad2', FAKE_RUNNING: '0' });
+      expect(out).toEqual([
+        "logger -t vpnmasq -p daemon.err not started: /etc/config/vpnmasq:7: option dest_ip: '192.168.1.300' is not an IPv4 address",
+        'logger -t vpnmasq -p daemon.err /etc/config/vpnmasq:9: option src_dport: 0 is out of range',
+        'rc=1',
       ]);
-      expect(call(shell, 'service_triggers', { UCI_main_wan_interface: 'wan6' }).out)
-        .toContain('procd_add_interface_trigger interface.* wan6 /etc/init.d/vpnmasq reload');
-    });
-
-    it('reload_service: a running vpnmasq re-reads its config and the WAN address', () => {
-      const { out, calls } = call(shell, 'reload_service', { FAKE_CONFIG: 'good', FAKE_RUNNING: '1' });
-      expect(calls).toEqual([
-        'vpnmasq status --config /etc/config/vpnmasq',
-        'vpnmasq reload --config /etc/config/vpnmasq',
-        'vpnmasq wan-update --config /etc/config/vpnmasq',
-      ]);
-      expect(out).toEqual(['logger -t vpnmasq -p daemon.info configuration reloaded', 'rc=0']);
-    });
-
-    it('reload_service: a refused reload is logged as an error and fails', () => {
-      const { out } = call(shell, 'reload_service', { FAKE_CONFIG: 'bad', FAKE_RUNNING: '1' });
-      expect(out).toEqual(['logger -t vpnmasq -p daemon.err reload: /etc/config/vpnmasq:7: bad (refused)', 'rc=1']);
-    });
-
-    it('reload_service: when vpnmasq is not running it is started', () => {
-      const { out, calls } = call(shell, 'reload_service', { FAKE_CONFIG: 'good', FAKE_RUNNING: '0' });
-      expect(calls).toEqual(['vpnmasq status --config /etc/config/vpnmasq']);
-      expect(out).toEqual(['rc.common start', 'rc=0']);
     });
   });
 });

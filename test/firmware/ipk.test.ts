@@ -18,7 +18,9 @@ const DATA_FILES = [
   'etc/init.d/vpnmasq',
   'etc/init.d/vpnmasq-guard',
   'usr/bin/vpnmasq',
-  'usr/sbin/vpnmasq-respawn',
+  'etc/uci-defaults/90-vpnmasq-firewall',
+  'usr/libexec/rpcd/vpnmasq',
+  'usr/share/rpcd/acl.d/vpnmasq.json',
   'usr/lib/vpnmasq/package.json',
   'usr/lib/vpnmasq/dist/cli/main.js',
   'usr/lib/vpnmasq/dist/supervisor.js',
@@ -63,6 +65,8 @@ describe.skipIf(skipUnless({ tools: ['tar', 'gzip', 'g++'] }))('firmware/build-i
     expect(f.get('Version')).toBe(`${VERSION}-1`);
     expect(f.get('Architecture')).toBe('x86_64');
     expect(f.get('Depends')!.split(/,\s*/)).toEqual(expect.arrayContaining(['node', 'kmod-tun', 'ip-full']));
+    // the TUN addon is C++: libstdc++ is OpenWrt's libstdcpp
+    expect(f.get('Depends')!.split(/,\s*/)).toContain('libstdcpp');
     expect(f.get('License')).toBe('MIT');
     expect(f.get('Section')).toBe('net');
     expect(Number(f.get('Installed-Size'))).toBeGreaterThan(100_000);
@@ -98,14 +102,18 @@ describe.skipIf(skipUnless({ tools: ['tar', 'gzip', 'g++'] }))('firmware/build-i
   it('data: the program, the addon, production node_modules only, the OpenWrt files', () => {
     const files = tree(x.data);
     for (const f of DATA_FILES) expect(files, f).toContain(f);
-    for (const dev of ['typescript', 'vitest', 'assemblyscript', '@types', 'fast-check', '.bin']) {
+    // pino-pretty is a dev dependency (logs fall back to text lines without it)
+    for (const dev of ['typescript', 'vitest', 'assemblyscript', '@types', 'fast-check', '.bin', 'pino-pretty']) {
       expect(files, dev).not.toContain(`usr/lib/vpnmasq/node_modules/${dev}/`);
     }
     expect(files.filter((f) => /^usr\/lib\/vpnmasq\/dist\/.*\.(map|wat)$/.test(f))).toEqual([]);
     const mode = (f: string) => statSync(join(x.data, f)).mode & 0o777;
     expect(mode('etc/init.d/vpnmasq')).toBe(0o755);
     expect(mode('usr/bin/vpnmasq')).toBe(0o755);
-    expect(mode('usr/sbin/vpnmasq-respawn')).toBe(0o755);
+    // vpnmasq-respawn is for images without procd: the package does not carry it
+    expect(files.filter((f) => f.startsWith('usr/sbin/'))).toEqual([]);
+    expect(mode('usr/libexec/rpcd/vpnmasq')).toBe(0o755);
+    expect(mode('etc/uci-defaults/90-vpnmasq-firewall')).toBe(0o755);
     expect(mode('etc/config/vpnmasq')).toBe(0o600);
     expect(readFileSync(join(x.data, 'etc/config/vpnmasq'), 'utf8')).toBe(readFileSync(join(FILES, 'etc/config/vpnmasq'), 'utf8'));
     expect(readFileSync(join(x.data, 'usr/bin/vpnmasq'), 'utf8')).toContain('/usr/lib/vpnmasq/dist/cli/main.js');
@@ -127,6 +135,16 @@ describe.skipIf(skipUnless({ tools: ['tar', 'gzip', 'g++'] }))('firmware/build-i
       `const m = await import(${JSON.stringify(join(lib, 'dist/tun/tun.js'))}); console.log(typeof m.loadNative().openTun)`]);
     expect(load.stderr).toBe('');
     expect(load.stdout.trim()).toBe('function');
+  });
+
+  it('without pino-pretty (a dev dependency) a terminal\'s pretty logs fall back to text lines', () => {
+    const lib = join(x.data, 'usr/lib/vpnmasq');
+    const r = run('node', ['--input-type=module', '-e',
+      `const { logFormat, createLogger } = await import(${JSON.stringify(join(lib, 'dist/log.js'))});
+console.log(logFormat('pretty')); createLogger('info', { format: 'pretty' }).warn({ a: 1 }, 'still readable');`]);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toBe('text\n');
+    expect(r.stderr).toBe('still readable level=warn a=1\n');
   });
 
   it('is reproducible: the same tree gives the same bytes', async () => {

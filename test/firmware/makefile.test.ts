@@ -72,6 +72,8 @@ describe('firmware/openwrt/vpnmasq/Makefile', () => {
     expect(pkg).toMatch(/^\s+TITLE:=\S/m);
     const deps = pkg.match(/^\s+DEPENDS:=(.*)$/m)![1].split(/\s+/);
     expect(deps).toEqual(expect.arrayContaining(['+node', '+kmod-tun', '+ip-full']));
+    expect(deps).toContain('+libstdcpp');
+    expect(makeDefine(text, 'Package/vpnmasq/install')).not.toContain('vpnmasq-respawn');
     expect(makeDefine(text, 'Package/vpnmasq/conffiles').trim()).toBe('/etc/config/vpnmasq');
   });
 

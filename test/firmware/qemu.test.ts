@@ -12,7 +12,7 @@
 // a failing assertion quotes its end.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -313,4 +313,44 @@ describe.skipIf(skip)('firmware image under QEMU (x86_64, TCG)', () => {
     const r = await ask(NS.lan2, 'tcp-ask', WAN_HOST, 5001);
     expect(r.out, r.out + tail()).toContain(`peer ${WAN_ADDR}:`);
   }, 320_000);
+
+  it('the WAN by DHCP (busybox udhcpc with the image script, what WAN_PROTO=dhcp starts): a lease and a renewal with a new address are followed', async () => {
+    // Debian's busybox udhcpd in the WAN namespace, one address at a time.
+    const dir = join(OUT, `dhcp-${ID}`);
+    execFileSync('mkdir', ['-p', dir]);
+    let server: ChildProcess | null = null;
+    const serve = (addr: string) => {
+      writeFileSync(join(dir, 'leases'), '');
+      writeFileSync(join(dir, 'udhcpd.conf'), [`start ${addr}`, `end ${addr}`, 'interface eth0', `lease_file ${join(dir, 'leases')}`,
+        `pidfile ${join(dir, 'udhcpd.pid')}`, 'option subnet 255.255.255.0', `option router ${WAN_HOST}`, 'option lease 600', ''].join('\n'));
+      server = spawn('ip', ['netns', 'exec', NS.wan1, 'busybox', 'udhcpd', '-f', join(dir, 'udhcpd.conf')], { stdio: 'ignore' });
+    };
+    const stop = async () => {
+      const p = server as ChildProcess | null;
+      if (!p || p.exitCode !== null) return;
+      p.kill('SIGTERM');
+      await new Promise((r) => p.once('exit', r));
+    };
+    try {
+      serve('203.0.113.60');
+      consoleLine('');
+      consoleLine('udhcpc -i wan -b -t 10 -T 2 -A 2 -s /usr/share/udhcpc/default.script -p /run/udhcpc-wan.pid');
+      await waitFor('the lease 203.0.113.60', () => /udhcpc: bound wan 203\.0\.113\.60\/24/.test(serial()), 60_000);
+      await waitFor('vpnmasq to follow', () => /"new":"203\.0\.113\.60"/.test(serial()), 30_000);
+      const a = await ask(NS.lan1, 'udp-ask', WAN_HOST, 5000);
+      expect(a.out, a.out + tail()).toContain('peer 203.0.113.60:');
+      // the renewal brings a new address: release, then renew against a server that only has .61
+      await stop();
+      serve('203.0.113.61');
+      await new Promise((r) => setTimeout(r, 500));
+      consoleLine('kill -USR2 $(cat /run/udhcpc-wan.pid); sleep 1; kill -USR1 $(cat /run/udhcpc-wan.pid)');
+      // (udhcpc is a daemon by now: its script's output no longer reaches the console)
+      await waitFor('vpnmasq to follow the renewal to 203.0.113.61', () => /"new":"203\.0\.113\.61"/.test(serial()), 60_000);
+      const b = await ask(NS.lan2, 'udp-ask', WAN_HOST, 5000);
+      expect(b.out, b.out + tail()).toContain('peer 203.0.113.61:');
+    } finally {
+      await stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 240_000);
 });

@@ -14,7 +14,12 @@ const BUILD_IPK = join(ROOT, 'firmware/build-ipk.sh');
 const LIB_SH = join(ROOT, 'firmware/lib.sh');
 const WRAPPER = join(ROOT, 'firmware/openwrt/vpnmasq/files/vpnmasq.sh');
 
-const SHELL_SCRIPTS = [INIT, GUARD_INIT, HOTPLUG, RESPAWN, BUILD_IPK, LIB_SH, WRAPPER];
+const RPCD = join(ROOT, 'firmware/files/usr/libexec/rpcd/vpnmasq');
+const UCI_DEFAULTS = join(ROOT, 'firmware/files/etc/uci-defaults/90-vpnmasq-firewall');
+
+const UDHCPC = join(ROOT, 'firmware/image/rootfs/usr/share/udhcpc/default.script');
+
+const SHELL_SCRIPTS = [INIT, GUARD_INIT, HOTPLUG, RESPAWN, BUILD_IPK, LIB_SH, WRAPPER, RPCD, UCI_DEFAULTS, UDHCPC];
 
 describe.skipIf(skipUnless({ tools: ['shellcheck', 'busybox'] }))('shell scripts: syntax and shellcheck', () => {
   it.each(SHELL_SCRIPTS.map((f) => [relative(ROOT, f), f]))('%s', (_name, file) => {

@@ -32,6 +32,7 @@ export class RunningRouter {
     writeFileSync(this.config, `config vpnmasq 'main'
 	option lan_device 'br-lan'
 	option wan_device 'wan'
+	option enabled '1'
 	option log_level 'debug'
 	option control_socket '${this.sock}'
 ${main.includes('snapshot_dir') ? '' : `\toption snapshot_dir '${this.stateDir}'\n`}${main}

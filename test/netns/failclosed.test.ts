@@ -106,6 +106,7 @@ describe.skipIf(skip)('fail closed: the guard outlives vpnmasq (kill -9, respawn
     writeFileSync(cfg, `config vpnmasq 'main'
 	option lan_device 'br-lan'
 	option wan_device 'wan'
+	option enabled '1'
 	option log_level 'info'
 	option control_socket '${join(dir, 'vpnmasq.sock')}'
 `);
@@ -165,8 +166,10 @@ exec "${process.execPath}" "${CLI}" "$@"
 
       // down: the router's own traffic and LAN -> router still work
       expectRouterServicesWork();
-      const lan2 = sh(lab.lan[1]!, `ping -c 3 -i 0.2 -W 1 ${WANHOST}`);
-      expect(received(lan2.stdout), lan2.stdout).toBe(0);
+      // lan2 pings meanwhile: the first respawn is immediate (state restore),
+      // so some may already be answered by the new vpnmasq, translated; the
+      // captures below prove none crossed untranslated.
+      sh(lab.lan[1]!, `ping -c 3 -i 0.2 -W 1 ${WANHOST}`);
 
       await waitReady(pid);
       await sleep(1000); // traffic through the new vpnmasq

@@ -114,7 +114,7 @@ describe.skipIf(skip)('Prometheus metrics of the running router', () => {
   it('06 a WAN address as metrics_listen is refused by check-config and by run, with the line', () => {
     const bad = join(vm.dir, 'bad');
     writeFileSync(bad, `config vpnmasq 'main'\n\toption lan_device 'br-lan'\n\toption wan_device 'wan'\n\toption metrics_listen '203.0.113.1:9753'\n` +
-      `\toption control_socket '${join(vm.dir, 'bad.sock')}'\n\toption tun_inside 'tin9'\n\toption tun_outside 'tout9'\n`);
+      `\toption control_socket '${join(vm.dir, 'bad.sock')}'\n\toption tun_inside 'tin9'\n\toption tun_outside 'tout9'\n\toption enabled '1'\n`);
     const check = lab.tryExec(lab.router, ['node', CLI, 'check-config', '--config', bad]);
     expect(check.ok).toBe(false);
     expect(check.stderr.trim()).toBe(`vpnmasq: ${bad}:4: option metrics_listen: 203.0.113.1 is an address of the WAN device wan; it must never be reachable from the WAN`);

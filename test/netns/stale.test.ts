@@ -24,6 +24,7 @@ describe.skipIf(skipUnless({ root: true, tun: true, tools: ['ip'] }))('vpnmasq r
     writeFileSync(f, `config vpnmasq 'main'
 	option lan_device 'vms-lan'
 	option wan_device 'vms-wan'
+	option enabled '1'
 	option tun_inside '${tunInside}'
 	option tun_outside 'vms${id}o'
 	option lan_subnet '192.168.78.0/24'

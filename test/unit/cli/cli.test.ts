@@ -51,6 +51,7 @@ function write(name: string, text: string | Buffer): string {
 const MAIN = (sock: string) => `config vpnmasq 'main'
 	option lan_device 'br-lan'
 	option wan_device 'wan'
+	option enabled '1'
 	option control_socket '${sock}'
 `;
 
@@ -226,6 +227,7 @@ describe.skipIf(skipUnless({ root: true, tun: true, tools: ['ip', 'setpriv'] }))
     const f = write(`nodev-${opt}`, `config vpnmasq 'main'
 	option lan_device '${lan}'
 	option wan_device '${wan}'
+	option enabled '1'
 	option tun_inside 'vmt-in'
 	option tun_outside 'vmt-out'
 	option lan_subnet '192.168.77.0/24'
@@ -251,6 +253,7 @@ describe.skipIf(skipUnless({ root: true, tun: true, tools: ['ip', 'setpriv'] }))
     const conf = (name: string, tunIn: string) => write(name, `config vpnmasq 'main'
 	option lan_device 'vmd-lan'
 	option wan_device 'vmd-wan'
+	option enabled '1'
 	option tun_inside '${tunIn}'
 	option tun_outside 'vmt-out'
 	option lan_subnet '192.168.77.0/24'

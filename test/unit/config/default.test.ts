@@ -183,7 +183,7 @@ describe('loadConfig', () => {
 
   it('refuses text that is not UTF-8, at its line', () => {
     const path = join(dir, 'latin1');
-    writeFileSync(path, Buffer.concat([Buffer.from("config vpnmasq\n\toption lan_device 'br-lan'\n# caf"), Buffer.from([0xe9]), Buffer.from('\n')]));
+    writeFileSync(path, Buffer.concat([Buffer.from("config vpnmasq 'main'\n\toption lan_device 'br-lan'\n# caf"), Buffer.from([0xe9]), Buffer.from('\n')]));
     expect(() => loadConfig(path)).toThrow(`${path}:3: invalid UTF-8 text`);
   });
 

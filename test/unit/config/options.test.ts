@@ -26,7 +26,7 @@ const quote = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 describe('the option table', () => {
   it('knows exactly the options of config vpnmasq, in file order', () => {
     expect(MAIN_OPTIONS).toEqual([
-      'lan_device', 'wan_device', 'tun_inside', 'tun_outside', 'lan_subnet', 'max_flows', 'log_level',
+      'lan_device', 'wan_device', 'enabled', 'tun_inside', 'tun_outside', 'lan_subnet', 'max_flows', 'log_level',
       'masq_ports', 'tcp_timeout', 'tcp_transitory_timeout', 'udp_timeout', 'icmp_timeout', 'frag_timeout',
       'esp_timeout', 'esp_init_timeout', 'esp_init_retries', 'ike_timeout', 'natt_timeout', 'gre_timeout',
       'parallel_sessions', 'esp_guess', 'unreplied_timeout', 'src_max_flows', 'src_max_ike', 'src_max_calls',
@@ -35,7 +35,7 @@ describe('the option table', () => {
   });
 
   it('gives a default to every option but lan_device and wan_device, and a field to each', () => {
-    const m = parseConfig("config vpnmasq\n\toption lan_device 'br-lan'\n\toption wan_device 'wan'\n", 'f').main;
+    const m = parseConfig("config vpnmasq 'main'\n\toption lan_device 'br-lan'\n\toption wan_device 'wan'\n", 'f').main;
     expect(Object.keys(m)).toEqual(MAIN_TABLE.map((r) => r.key));
     expect(Object.keys(MAIN_DEFAULTS)).toEqual(MAIN_TABLE.filter((r) => !r.required).map((r) => r.key));
     expect(MAIN_TABLE.filter((r) => r.required).map((r) => r.name)).toEqual(['lan_device', 'wan_device']);
@@ -44,7 +44,7 @@ describe('the option table', () => {
 
   it('builds the engine settings record: the engine-bound options by UCI name, numbers only', () => {
     const m = parseConfig(
-      "config vpnmasq\n\toption lan_device 'br-lan'\n\toption wan_device 'wan'\n\toption masq_ports '40000-40999'\n" +
+      "config vpnmasq 'main'\n\toption lan_device 'br-lan'\n\toption wan_device 'wan'\n\toption masq_ports '40000-40999'\n" +
         "\toption udp_timeout '77'\n\toption parallel_sessions 'yes'\n\toption frag_timeout '9'\n",
       'f',
     ).main;

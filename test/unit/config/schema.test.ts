@@ -95,6 +95,7 @@ describe('config: the contract', () => {
       file: F,
       main: {
         lanDevice: 'br-lan',
+        enabled: false,
         wanDevice: 'wan',
         tunInside: 'tin',
         tunOutside: 'tout',
@@ -217,7 +218,7 @@ describe('config: main options', () => {
   }
 
   it('reads lan_device and wan_device', () => {
-    const m = parse("config vpnmasq\n\toption lan_device 'eth0.1'\n\toption wan_device 'pppoe-wan'\n").main;
+    const m = parse("config vpnmasq 'main'\n\toption lan_device 'eth0.1'\n\toption wan_device 'pppoe-wan'\n").main;
     expect([m.lanDevice, m.wanDevice]).toEqual(['eth0.1', 'pppoe-wan']);
   });
 
@@ -265,13 +266,13 @@ describe('config: main options', () => {
     mainError("option tun_outside '..'", 'is not a valid Linux interface name');
     mainError("option tun_inside 'tun%d'", 'name template');
     expect(main("option tun_inside 'abcdefghijklmno'").tunInside).toBe('abcdefghijklmno');
-    expectError("config vpnmasq\n\toption lan_device 'br/lan'\n\toption wan_device 'wan'\n", 2, "option lan_device: 'br/lan'");
+    expectError("config vpnmasq 'main'\n\toption lan_device 'br/lan'\n\toption wan_device 'wan'\n", 2, "option lan_device: 'br/lan'");
   });
 
   it('refuses a device used twice', () => {
     mainError("option tun_inside 'br-lan'", "option tun_inside: 'br-lan' is also the lan_device");
     mainError("option tun_outside 'tin'", 'is also the tun_inside');
-    expectError("config vpnmasq\n\toption lan_device 'eth0'\n\toption wan_device 'eth0'\n", 3, 'is also the lan_device');
+    expectError("config vpnmasq 'main'\n\toption lan_device 'eth0'\n\toption wan_device 'eth0'\n", 3, 'is also the lan_device');
   });
 
   it('requires lan_device and wan_device', () => {
@@ -406,8 +407,8 @@ describe('config: redirect', () => {
     redirectError("option proto '256'", 'is not a protocol number (0..255)');
     redirectError("option proto 'ip'", 'ambiguous');
     redirectError("option proto 'icmpv6'", 'IPv6 protocol');
-    redirectError("option src_ip '1.2.3.4'", 'option src_ip: this fw4 option is not supported by vpnmasq');
-    redirectError("option reflection '0'", 'fw4 option is not supported');
+    redirectError("option src_mac '02:00:00:00:00:01'", 'option src_mac: this fw4 option is not supported by vpnmasq');
+    redirectError("option reflection_zone 'lan'", 'fw4 option is not supported');
     redirectError("option dest_prot '80'", "option dest_prot: unknown option in a 'redirect' section (did you mean 'dest_port'?)");
   });
 

@@ -16,7 +16,7 @@ const SERVER = '198.51.100.7';
 
 function setup() {
   const cfg = parseConfig(
-    "config vpnmasq\n\toption lan_device 'br-lan'\n\toption wan_device 'wan'\n" +
+    "config vpnmasq 'main'\n\toption lan_device 'br-lan'\n\toption wan_device 'wan'\n" +
       "\tlist lan_subnet '192.168.1.0/24'\n\toption masq_ports '40000-40009'\n",
     'loop-test',
   );

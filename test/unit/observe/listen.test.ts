@@ -5,7 +5,7 @@ import { describe, it, expect } from 'vitest';
 import { ConfigError, parseConfig } from '../../../src/config/index.js';
 import { checkListeners } from '../../../src/observe/listen.js';
 
-const HEAD = "config vpnmasq\n\toption lan_device 'br-lan'\n\toption wan_device 'wan'\n";
+const HEAD = "config vpnmasq 'main'\n\toption lan_device 'br-lan'\n\toption wan_device 'wan'\n";
 const parse = (extra: string) => parseConfig(HEAD + extra, 'F');
 const refused = (extra: string) => {
   try { parse(extra); } catch (e) { if (e instanceof ConfigError) return e.message; throw e; }

@@ -20,7 +20,7 @@ const SERVER = '198.51.100.7';
 interface Family { name: string; help: string; type: string; metrics: { value?: string; labels?: Record<string, string>; buckets?: Record<string, string>; count?: string; sum?: string }[] }
 
 function setup() {
-  const cfg = parseConfig("config vpnmasq\n\toption lan_device 'br-lan'\n\toption wan_device 'wan'\n\tlist lan_subnet '192.168.1.0/24'\n", 'm');
+  const cfg = parseConfig("config vpnmasq 'main'\n\toption lan_device 'br-lan'\n\toption wan_device 'wan'\n\tlist lan_subnet '192.168.1.0/24'\n", 'm');
   const engine = Engine.load({ maxFlows: 2048 });
   applyConfig(engine, cfg, [...cfg.main.lanSubnets]);
   engine.x.setWanAddress(ipToRaw(WAN), nowMs());
