@@ -108,8 +108,11 @@ export class Supervisor {
     // Fail closed before anything else changes: from here on, whatever happens
     // to this process, the kernel never forwards between LAN and WAN itself.
     try {
-      const done = installGuard({ lanDevice: m.lanDevice, wanDevice: m.wanDevice });
-      if (done !== 'present') this.log.info({ lan: m.lanDevice, wan: m.wanDevice }, `fail-closed guard ${done}`);
+      const g = installGuard({ lanDevice: m.lanDevice, wanDevice: m.wanDevice, masqPorts: m.masqPorts });
+      if (g.done !== 'present') this.log.info({ lan: m.lanDevice, wan: m.wanDevice, wanInput: g.wanInput }, `fail-closed guard ${g.done}`);
+      if (g.fallback) {
+        this.log.warn({ reason: g.fallback }, 'fail-closed guard: no nft socket lookup (kmod nft_socket); while vpnmasq is down only the masquerade pool is kept from being answered, kept source ports are not');
+      }
     } catch (err) {
       throw new FatalError(`vpnmasq: cannot install the fail-closed guard: ${(err as Error).message}`);
     }
