@@ -180,7 +180,14 @@ export class Supervisor {
     };
     this.control = new ControlServer(m.controlSocket, (req) => this.handle(req));
     await this.control.listen();
-    this.observer = new Observer({ cfg: this.cfg, engine: this.engine, log: this.log, lanSubnets: this.lanSubnets, loop: () => this.loop });
+    this.observer = new Observer({
+      cfg: this.cfg, engine: this.engine, log: this.log, lanSubnets: this.lanSubnets, loop: () => this.loop,
+      snapshot: () => ({
+        lastWriteMs: this.snap.lastWrite ? Date.parse(this.snap.lastWrite.at) : null,
+        bytes: this.snap.lastWrite?.bytes ?? 0,
+        restored: this.snap.restored !== null,
+      }),
+    });
     this.observer.noteWanAddress(this.wanAddress);
     try {
       await this.observer.start();
