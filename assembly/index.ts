@@ -11,6 +11,7 @@ import { callRecs, capture, counters, espRecs, events, flows, holdLens, holdSlot
 import { ABI_WORDS, abiDescribe as describe } from "./abi/describe.gen";
 import { bindResetDynamic } from "./nat/binding";
 import { processBatch } from "./nat/core";
+import { probeStat } from "./nat/probe";
 import { ruleAdd, rulesClear } from "./nat/filter";
 import { protoForwardAdd, redirectAdd, redirectSetSource, redirectsClear } from "./nat/forward";
 import { espDelete, espFlushAll, espHighWater, espInit, espSweep } from "./vpn/esp";
@@ -127,6 +128,9 @@ export function addRule(srcZone: u32, destZone: u32, target: u32, proto: i32, ic
   return ruleAdd(srcZone, destZone, target, proto, icmpType, icmpCode, srcNet, srcMask, dstNet, dstMask,
     sportLo, sportHi, dportLo, dportHi);
 }
+
+/** Probe-length figure `stat` (PROBE_*) over hash index `index` (INDEX_*), walking the whole index (tests, benches); -1 when unknown. */
+export function hashProbe(index: u32, stat: u32): f64 { return probeStat(index, stat); }
 
 /** Writes every ABI constant as compiled at `out` (abi/describe.gen.ts); returns how many u32s. */
 export function abiDescribe(out: usize): u32 { return describe(out); }

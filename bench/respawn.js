@@ -1,7 +1,7 @@
 // Restart keeps state (issue 9): snapshot sizes and costs, and the respawn
 // time of the real `vpnmasq run` with a restored table.
 //
-//   node bench/respawn.js [--flows 65536,1000000] [--runs 5] [--lab-flows 65536] [--no-lab]
+//   node bench/respawn.js [--flows 65536,1000000] [--runs 5] [--lab-flows 65536] [--no-lab] [--regular]
 //
 // 1. In process, per flow count: an engine filled with that many UDP flows
 //    is captured (the synchronous copy the data path waits for), written
@@ -52,12 +52,17 @@ function writeUdp(b, off, src, sport, dst, dport) {
 }
 /**
  * Flow i: 4096 LAN sockets (16 hosts × 256 ports: endpoint-independent
- * mapping gives each socket one WAN port) toward pseudo-random servers.
- * (bench/core.js's more regular servers — 198.51.100-103.x, ports 53+ —
- * cluster in the flow indexes under the engine's hash and make a restore
- * of a million of them about 4× slower; real traffic looks like this.)
+ * mapping gives each socket one WAN port) toward pseudo-random servers;
+ * with --regular, bench/core.js's consecutive servers (198.51.100-103.x,
+ * ports 53+), which the engine's hash once clustered (a restore of a
+ * million of them took 4× as long; nat/hash.ts).
  */
+const REGULAR = args.regular === 'true';
 function flowTuple(i) {
+  if (REGULAR) {
+    const sock = i % 4096, rem = Math.floor(i / 4096);
+    return { src: [192, 168, 1, 10 + (sock >> 8)], sport: 10000 + (sock & 255), dst: [198, 51, 100 + ((rem >> 8) & 3), rem & 255], dport: 53 + (rem >> 10) };
+  }
   let h = Math.imul(i + 1, 0x9e3779b1) >>> 0; h ^= h >>> 15; h = Math.imul(h, 0x85ebca77) >>> 0; h ^= h >>> 13;
   return { src: [192, 168, 1, 10 + (i % 16)], sport: 10000 + ((i >> 4) % 256), dst: [100 + (h & 63), (h >>> 8) & 255, (h >>> 16) & 255, 1 + ((h >>> 24) % 250)], dport: 443 };
 }

@@ -139,7 +139,7 @@ installed_size=$(gzip -dc "$work/data.tar.gz" | wc -c | tr -d ' ')
 cat >"$ctrl/control" <<EOF
 Package: vpnmasq
 Version: $pkg_version
-Depends: libc, libstdcpp, node, kmod-tun, ip-full, nftables, kmod-nft-core, kmod-nft-fib
+Depends: libc, libstdcpp, node, kmod-tun, ip-full, nftables, kmod-nft-core, kmod-nft-fib, kmod-nft-socket
 Source: firmware/openwrt/vpnmasq
 SourceName: vpnmasq
 License: MIT

@@ -117,8 +117,11 @@ export class Supervisor {
     // Fail closed before anything else changes: from here on, whatever happens
     // to this process, the kernel never forwards between LAN and WAN itself.
     try {
-      const done = installGuard({ lanDevice: m.lanDevice, wanDevice: m.wanDevice });
-      if (done !== 'present') this.log.info({ lan: m.lanDevice, wan: m.wanDevice }, `fail-closed guard ${done}`);
+      const g = installGuard({ lanDevice: m.lanDevice, wanDevice: m.wanDevice, masqPorts: m.masqPorts });
+      if (g.done !== 'present') this.log.info({ lan: m.lanDevice, wan: m.wanDevice, wanInput: g.wanInput }, `fail-closed guard ${g.done}`);
+      if (g.fallback) {
+        this.log.warn({ reason: g.fallback }, 'fail-closed guard: no nft socket lookup (kmod nft_socket); while vpnmasq is down only the masquerade pool is kept from being answered, kept source ports are not');
+      }
     } catch (err) {
       throw new FatalError(`vpnmasq: cannot install the fail-closed guard: ${(err as Error).message}`);
     }
@@ -185,7 +188,14 @@ export class Supervisor {
     };
     this.control = new ControlServer(m.controlSocket, (req) => this.handle(req));
     await this.control.listen();
-    this.observer = new Observer({ cfg: this.cfg, engine: this.engine, log: this.log, lanSubnets: this.lanSubnets, loop: () => this.loop });
+    this.observer = new Observer({
+      cfg: this.cfg, engine: this.engine, log: this.log, lanSubnets: this.lanSubnets, loop: () => this.loop,
+      snapshot: () => ({
+        lastWriteMs: this.snap.lastWrite ? Date.parse(this.snap.lastWrite.at) : null,
+        bytes: this.snap.lastWrite?.bytes ?? 0,
+        restored: this.snap.restored !== null,
+      }),
+    });
     this.observer.noteWanAddress(this.wanAddress);
     try {
       await this.observer.start();

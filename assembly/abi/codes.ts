@@ -44,3 +44,19 @@ export const RESTORE_BAD_BINDING: u32 = 5;  // a flow on another LAN endpoint's 
 export const RESTORE_FULL: u32 = 6;         // a table or list overflowed
 export const RESTORE_INCONSISTENT: u32 = 7; // restoreVerify: a record its indexes do not find
 export const RESTORE_ORDER: u32 = 8;        // not into an empty engine, or regions out of order
+
+// @group probe  (hashProbe(index, stat): probe lengths over one open-addressing index, for tests and benches)
+export const INDEX_FLOW_OUT: u32 = 0; // flow table, outbound key (nat/table.ts)
+export const INDEX_FLOW_IN: u32 = 1;  // flow table, inbound key
+export const INDEX_BIND: u32 = 2;     // port bindings by LAN endpoint (nat/binding.ts)
+export const INDEX_SRC: u32 = 3;      // per-source counters (nat/limits.ts)
+export const INDEX_ESP: u32 = 4;      // ESP SPIs (vpn/keymap.ts users from here on)
+export const INDEX_IKE: u32 = 5;      // IKE cookies
+export const INDEX_CALL: u32 = 6;     // PPTP Call IDs
+export const INDEX_PEER: u32 = 7;     // (LAN host, server) pairs
+export const PROBE_SLOTS: u32 = 0;    // slots in the index
+export const PROBE_ENTRIES: u32 = 1;  // occupied slots
+export const PROBE_MEAN: u32 = 2;     // mean slots a successful lookup reads (distance from home + 1)
+export const PROBE_MAX: u32 = 3;      // the most slots a successful lookup reads
+export const PROBE_RUN_MEAN: u32 = 4; // mean length of a run of occupied slots (a cluster)
+export const PROBE_RUN_MAX: u32 = 5;  // the longest run

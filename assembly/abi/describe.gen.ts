@@ -41,7 +41,9 @@ import {
   TARGET_NONE, TARGET_ACCEPT, TARGET_DROP, TARGET_REJECT, PROTO_ICMP, PROTO_TCP, PROTO_UDP, PROTO_GRE,
   PROTO_ESP, PROTO_AH, SNAP_LAYOUT_VERSION, SNAP_COUNTERS, SNAP_FLOWS, SNAP_ESP, SNAP_IKE, SNAP_CALLS,
   SNAP_MAX_LIFETIME_DS, RESTORE_OK, RESTORE_BAD_REGION, RESTORE_BAD_COUNT, RESTORE_BAD_FIELD,
-  RESTORE_DUPLICATE, RESTORE_BAD_BINDING, RESTORE_FULL, RESTORE_INCONSISTENT, RESTORE_ORDER,
+  RESTORE_DUPLICATE, RESTORE_BAD_BINDING, RESTORE_FULL, RESTORE_INCONSISTENT, RESTORE_ORDER, INDEX_FLOW_OUT,
+  INDEX_FLOW_IN, INDEX_BIND, INDEX_SRC, INDEX_ESP, INDEX_IKE, INDEX_CALL, INDEX_PEER, PROBE_SLOTS,
+  PROBE_ENTRIES, PROBE_MEAN, PROBE_MAX, PROBE_RUN_MEAN, PROBE_RUN_MAX,
 } from "./codes";
 import {
   SETTINGS_SIZE, SET_TCP_TIMEOUT, SET_TCP_TRANSITORY_TIMEOUT, SET_UDP_TIMEOUT, SET_ICMP_TIMEOUT,
@@ -51,7 +53,7 @@ import {
   SET_SRC_MAX_FRAGS,
 } from "./settings";
 
-export const ABI_WORDS: u32 = 263;
+export const ABI_WORDS: u32 = 277;
 
 /** Writes ABI_WORDS u32 values at `out`; returns how many. */
 export function abiDescribe(out: usize): u32 {
@@ -296,27 +298,41 @@ export function abiDescribe(out: usize): u32 {
   store<u32>(out, <u32>RESTORE_FULL, 952);
   store<u32>(out, <u32>RESTORE_INCONSISTENT, 956);
   store<u32>(out, <u32>RESTORE_ORDER, 960);
-  store<u32>(out, <u32>SETTINGS_SIZE, 964);
-  store<u32>(out, <u32>SET_TCP_TIMEOUT, 968);
-  store<u32>(out, <u32>SET_TCP_TRANSITORY_TIMEOUT, 972);
-  store<u32>(out, <u32>SET_UDP_TIMEOUT, 976);
-  store<u32>(out, <u32>SET_ICMP_TIMEOUT, 980);
-  store<u32>(out, <u32>SET_FRAG_TIMEOUT, 984);
-  store<u32>(out, <u32>SET_ESP_TIMEOUT, 988);
-  store<u32>(out, <u32>SET_ESP_INIT_TIMEOUT, 992);
-  store<u32>(out, <u32>SET_ESP_INIT_RETRIES, 996);
-  store<u32>(out, <u32>SET_IKE_TIMEOUT, 1000);
-  store<u32>(out, <u32>SET_NATT_TIMEOUT, 1004);
-  store<u32>(out, <u32>SET_GRE_TIMEOUT, 1008);
-  store<u32>(out, <u32>SET_PARALLEL_SESSIONS, 1012);
-  store<u32>(out, <u32>SET_ESP_GUESS, 1016);
-  store<u32>(out, <u32>SET_MASQ_PORT_LO, 1020);
-  store<u32>(out, <u32>SET_MASQ_PORT_HI, 1024);
-  store<u32>(out, <u32>SET_UNREPLIED_TIMEOUT, 1028);
-  store<u32>(out, <u32>SET_SRC_MAX_FLOWS, 1032);
-  store<u32>(out, <u32>SET_SRC_MAX_IKE, 1036);
-  store<u32>(out, <u32>SET_SRC_MAX_CALLS, 1040);
-  store<u32>(out, <u32>SET_SRC_MAX_ESP_PENDING, 1044);
-  store<u32>(out, <u32>SET_SRC_MAX_FRAGS, 1048);
-  return 263;
+  store<u32>(out, <u32>INDEX_FLOW_OUT, 964);
+  store<u32>(out, <u32>INDEX_FLOW_IN, 968);
+  store<u32>(out, <u32>INDEX_BIND, 972);
+  store<u32>(out, <u32>INDEX_SRC, 976);
+  store<u32>(out, <u32>INDEX_ESP, 980);
+  store<u32>(out, <u32>INDEX_IKE, 984);
+  store<u32>(out, <u32>INDEX_CALL, 988);
+  store<u32>(out, <u32>INDEX_PEER, 992);
+  store<u32>(out, <u32>PROBE_SLOTS, 996);
+  store<u32>(out, <u32>PROBE_ENTRIES, 1000);
+  store<u32>(out, <u32>PROBE_MEAN, 1004);
+  store<u32>(out, <u32>PROBE_MAX, 1008);
+  store<u32>(out, <u32>PROBE_RUN_MEAN, 1012);
+  store<u32>(out, <u32>PROBE_RUN_MAX, 1016);
+  store<u32>(out, <u32>SETTINGS_SIZE, 1020);
+  store<u32>(out, <u32>SET_TCP_TIMEOUT, 1024);
+  store<u32>(out, <u32>SET_TCP_TRANSITORY_TIMEOUT, 1028);
+  store<u32>(out, <u32>SET_UDP_TIMEOUT, 1032);
+  store<u32>(out, <u32>SET_ICMP_TIMEOUT, 1036);
+  store<u32>(out, <u32>SET_FRAG_TIMEOUT, 1040);
+  store<u32>(out, <u32>SET_ESP_TIMEOUT, 1044);
+  store<u32>(out, <u32>SET_ESP_INIT_TIMEOUT, 1048);
+  store<u32>(out, <u32>SET_ESP_INIT_RETRIES, 1052);
+  store<u32>(out, <u32>SET_IKE_TIMEOUT, 1056);
+  store<u32>(out, <u32>SET_NATT_TIMEOUT, 1060);
+  store<u32>(out, <u32>SET_GRE_TIMEOUT, 1064);
+  store<u32>(out, <u32>SET_PARALLEL_SESSIONS, 1068);
+  store<u32>(out, <u32>SET_ESP_GUESS, 1072);
+  store<u32>(out, <u32>SET_MASQ_PORT_LO, 1076);
+  store<u32>(out, <u32>SET_MASQ_PORT_HI, 1080);
+  store<u32>(out, <u32>SET_UNREPLIED_TIMEOUT, 1084);
+  store<u32>(out, <u32>SET_SRC_MAX_FLOWS, 1088);
+  store<u32>(out, <u32>SET_SRC_MAX_IKE, 1092);
+  store<u32>(out, <u32>SET_SRC_MAX_CALLS, 1096);
+  store<u32>(out, <u32>SET_SRC_MAX_ESP_PENDING, 1100);
+  store<u32>(out, <u32>SET_SRC_MAX_FRAGS, 1104);
+  return 277;
 }

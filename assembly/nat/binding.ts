@@ -14,7 +14,8 @@ import {
   B_REFS,
 } from "../abi/records";
 import { bindings, bindIndex, BIND_INDEX_SIZE } from "../layout";
-import { countAdd, hashSeed, poolHi, poolLo } from "./state";
+import { countAdd, poolHi, poolLo } from "./state";
+import { hash1 } from "./hash";
 
 export const NO_PORT: u32 = 0xffffffff;
 const INDEX_MASK: u32 = BIND_INDEX_SIZE - 1;
@@ -27,9 +28,16 @@ const INDEX_MASK: u32 = BIND_INDEX_SIZE - 1;
   return bindings + <usize>slotOf(pi, alias) * BIND_SIZE;
 }
 @inline function keyHash(pi: u32, lanA: u32, lanP: u32): u32 {
-  let h = (lanA ^ hashSeed) * 0x9e3779b1 ^ ((pi << 16) | lanP) * 0x85ebca77;
-  h ^= h >>> 15; h *= 0x2c1b3c6d; h ^= h >>> 12;
-  return h;
+  return hash1(<u64>lanA | (<u64>lanP << 32) | (<u64>pi << 48)); // nat/hash.ts
+}
+
+/** Home slot of the entry in index slot i, or 0xffffffff when empty (nat/probe.ts). */
+export function bindHomeAt(i: u32): u32 {
+  const x = load<u32>(bindIndex + (<usize>i << 2));
+  if (x == 0) return 0xffffffff;
+  const s = x - 1;
+  const o = bindings + <usize>s * BIND_SIZE;
+  return keyHash(s >>> 16, load<u32>(o, B_LAN_ADDR), load<u16>(o, B_LAN_PORT)) & INDEX_MASK;
 }
 
 /** Alias port of an existing binding, or NO_PORT. */

@@ -56,13 +56,13 @@ import { Drop } from "../abi/reasons";
 import { rewriteAddr, ttlCompensate } from "./rewrite";
 import { count, countAdd, fragDs, hashSeed, nowDs } from "./state";
 import { LIM_FRAGS, srcCharge, srcRelease } from "./limits";
+import { hash2 } from "./hash";
 
 const WAYS: u32 = 4;
 const BUCKETS: u32 = FRAG_CAP / WAYS;
 
 @inline function bucketOf(src: u32, dst: u32, id: u32, proto: u32): usize {
-  let h = (src ^ hashSeed) * 0x9e3779b1 ^ dst * 0x85ebca77 ^ ((id << 8) | proto) * 0xc2b2ae3d;
-  h ^= h >>> 16;
+  const h = hash2(<u64>src | (<u64>dst << 32), <u64>id | (<u64>proto << 16)); // nat/hash.ts
   return frags + <usize>((h & (BUCKETS - 1)) * WAYS) * FRAG_SIZE;
 }
 

@@ -14,7 +14,8 @@
 
 import { SRC_ADDR, SRC_FLOWS, SRC_SIZE } from "../abi/records";
 import { maxFlows, srcTable, SRC_SLOTS } from "../layout";
-import { hashSeed, srcMaxCalls, srcMaxEspPending, srcMaxFlows, srcMaxFrags, srcMaxIke, wanAddr } from "./state";
+import { hash1 } from "./hash";
+import { srcMaxCalls, srcMaxEspPending, srcMaxFlows, srcMaxFrags, srcMaxIke, wanAddr } from "./state";
 
 export const LIM_FLOWS: u32 = 0;
 export const LIM_IKE: u32 = 1;
@@ -36,11 +37,14 @@ export function limitOf(kind: u32): u32 {
 }
 
 @inline function home(a: u32): u32 {
-  let h = (a ^ hashSeed) * 0x9e3779b1;
-  h ^= h >>> 15; h *= 0x2c1b3c6d; h ^= h >>> 12;
-  return h & MASK;
+  return hash1(<u64>a) & MASK; // nat/hash.ts
 }
 @inline function at(i: u32): usize { return srcTable + <usize>i * SRC_SIZE; }
+/** Home slot of the record in slot i, or 0xffffffff when empty (nat/probe.ts). */
+export function srcHomeAt(i: u32): u32 {
+  const a = load<u32>(at(i), SRC_ADDR);
+  return a == 0 ? 0xffffffff : home(a);
+}
 @inline function countAt(e: usize, kind: u32): u32 {
   // SRC_FLOWS is a u32; the u16 counts follow at SRC_IKE.. in LIM_* order
   return kind == LIM_FLOWS ? load<u32>(e, SRC_FLOWS) : <u32>load<u16>(e + 6 + (<usize>kind << 1));

@@ -16,6 +16,7 @@ import {
   SET_TCP_TIMEOUT, SET_TCP_TRANSITORY_TIMEOUT, SET_UDP_TIMEOUT, SET_UNREPLIED_TIMEOUT,
 } from "../abi/settings";
 
+import { hashKeySet } from "./hash";
 export let nowDs: u32 = 0;
 export let wanAddr: u32 = 0; // raw network-order u32; 0 = no address yet
 export let hashSeed: u32 = 0x9e3779b9;
@@ -57,7 +58,7 @@ export let srcMaxFrags: u32 = 256;
 
 export function setClock(nowMs: f64): void { nowDs = <u32>(nowMs / 100.0); }
 export function setWan(addr: u32): void { wanAddr = addr; }
-export function setSeed(seed: u32): void { hashSeed = seed | 1; }
+export function setSeed(seed: u32): void { hashSeed = seed | 1; hashKeySet(seed); }
 
 // ---- settings ---------------------------------------------------------------
 // The supervisor writes the settings record (fields SET_* in abi/settings.ts)

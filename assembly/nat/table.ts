@@ -15,7 +15,8 @@ import {
   F_TCP_OUT,
 } from "../abi/records";
 import { counters, flows, flowOutIndex, flowInIndex, hashMask, maxFlows } from "../layout";
-import { count, countAdd, eventPush, hashSeed, nowDs } from "./state";
+import { count, countAdd, eventPush, nowDs } from "./state";
+import { hash1, hash2 } from "./hash";
 import { bindOwns, bindRelease, bindRestore, protoIndex } from "./binding";
 import {
   PROTO_ICMP, PROTO_TCP, PROTO_UDP, RESTORE_BAD_BINDING, RESTORE_BAD_FIELD, RESTORE_DUPLICATE, RESTORE_FULL, RESTORE_OK,
@@ -34,18 +35,14 @@ const EVICT_SCAN: u32 = 32;
 
 @inline export function rec(flow: u32): usize { return flows + (<usize>flow * FLOW_SIZE); }
 
-@inline function mix(h: u32): u32 {
-  // murmur3 finaliser: cheap and good avalanche; the seed is random per run
-  // so WAN hosts cannot aim collisions at the inbound index.
-  h ^= h >>> 16; h *= 0x85ebca6b; h ^= h >>> 13; h *= 0xc2b2ae35; h ^= h >>> 16;
-  return h;
-}
-
+// Keys through the engine's one keyed hash (nat/hash.ts): seeded per run, so
+// WAN hosts cannot aim collisions at the inbound index, and every key word
+// mixed on its own, so a LAN's regular tuples spread like random ones.
 @inline export function hashOut(proto: u32, lanA: u32, lanP: u32, remA: u32, remP: u32): u32 {
-  return mix(lanA * 0x9e3779b1 ^ (remA + hashSeed) * 0x85ebca77 ^ ((lanP << 16) | remP) * 0xc2b2ae3d ^ proto);
+  return hash2(<u64>lanA | (<u64>remA << 32), <u64>lanP | (<u64>remP << 16) | (<u64>proto << 32));
 }
 @inline export function hashIn(proto: u32, aliasP: u32, remA: u32, remP: u32): u32 {
-  return mix((remA ^ hashSeed) * 0x9e3779b1 ^ ((aliasP << 16) | remP) * 0x85ebca77 ^ proto * 0x27d4eb2f);
+  return hash2(<u64>remA | (<u64>aliasP << 32) | (<u64>remP << 48), <u64>proto);
 }
 
 @inline function recHashOut(r: usize): u32 {
@@ -54,6 +51,13 @@ const EVICT_SCAN: u32 = 32;
 }
 @inline function recHashIn(r: usize): u32 {
   return hashIn(load<u8>(r, F_PROTO), load<u16>(r, F_ALIAS_PORT), load<u32>(r, F_REM_ADDR), load<u16>(r, F_REM_PORT));
+}
+
+/** Home slot of the entry in slot i of the outbound or inbound index, or 0xffffffff when empty (nat/probe.ts). */
+export function flowHomeAt(outbound: bool, i: u32): u32 {
+  const e = load<u32>((outbound ? flowOutIndex : flowInIndex) + (<usize>i << 2));
+  if (e == 0) return 0xffffffff;
+  return (outbound ? recHashOut(rec(e - 1)) : recHashIn(rec(e - 1))) & hashMask;
 }
 
 /** The index entry at the home slot of a key (a cache warm-up, not a lookup). */
@@ -183,7 +187,7 @@ function flowEvictCandidate(forWan: bool, lanA: u32): u32 {
   let lanCand: u32 = 0;
   for (let n: u32 = 0; n < EVICT_SCAN; n++) {
     // Samples spread over the whole table (answered flows come in runs).
-    const f = mix((evictHand++) ^ hashSeed) % bumpNext;
+    const f = hash1(<u64>(evictHand++)) % bumpNext;
     const r = rec(f);
     const ff = <u32>load<u16>(r, F_FLAGS);
     if ((ff & FL_IN_USE) == 0 || (ff & FL_REPLIED) != 0) continue;

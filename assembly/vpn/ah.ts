@@ -11,13 +11,14 @@ import { lanForwardVerdict, routerVerdict } from "../nat/filter";
 import { protoForward } from "../nat/forward";
 import { Drop } from "../abi/reasons";
 import { eventPush, wanAddr } from "../nat/state";
+import { hash1 } from "../nat/hash";
 
 const SEEN_SLOTS: u32 = 256;
 const seen: usize = memory.data(SEEN_SLOTS * 8);
 
 function logOnce(lanA: u32, remA: u32, side: u32): void {
-  let h = (lanA * 0x9e3779b1) ^ (remA * 0x85ebca77);
-  h = (h ^ (h >>> 16)) & (SEEN_SLOTS - 1);
+  // keyed (nat/hash.ts): nobody aims pairs at one slot to have them logged over and over
+  const h = hash1(<u64>lanA | (<u64>remA << 32)) & (SEEN_SLOTS - 1);
   const s = seen + (<usize>h << 3);
   if (load<u32>(s) == lanA && load<u32>(s, 4) == remA) return;
   store<u32>(s, lanA); store<u32>(s, remA, 4);

@@ -32,7 +32,8 @@ import { kmFirst, kmHas, kmInsert, kmNext, kmRemove, kmValueAt } from "./keymap"
 import { Drop } from "../abi/reasons";
 import { rewriteAddrPort } from "../nat/rewrite";
 import { evictSample, slabAlloc, slabFree, slabHighWater, slabInit } from "./slab";
-import { count, countAdd, eventPush, hashSeed, ikeDs, nowDs, unrepliedDs, wanAddr } from "../nat/state";
+import { count, countAdd, eventPush, ikeDs, nowDs, unrepliedDs, wanAddr } from "../nat/state";
+import { hash1 } from "../nat/hash";
 import { LIM_IKE, srcCharge, srcRelease } from "../nat/limits";
 import { peerEspActive, peerIkeClosed, peerIkeOpened, peerIkeRestored, peerIkeSeen, peerSetRecent } from "./peers";
 
@@ -74,11 +75,7 @@ function evictCandidate(forWan: bool): u32 {
 // The 96-bit key (remote, cookie) is folded to the keymap's 64 bits with a
 // keyed mix, so which exchanges share a folded key depends on the per-run
 // seed; and they may share one: find() compares the full key and probes on.
-@inline function key1(remA: u32, ic: u64): u32 {
-  let h = (<u32>(ic >>> 32) + hashSeed) * 0x85ebca6b;
-  h ^= h >>> 13; h *= 0xc2b2ae35; h ^= h >>> 16;
-  return remA ^ h;
-}
+@inline function key1(remA: u32, ic: u64): u32 { return remA ^ hash1(ic >>> 32); } // nat/hash.ts
 
 function find(remA: u32, ic: u64): u32 {
   const k1 = key1(remA, ic);

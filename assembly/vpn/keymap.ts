@@ -3,14 +3,12 @@
 // to look at the records. Slot: u32 k1, u32 k2, u32 value (0 = empty).
 // The VPN tables (ESP SPIs, IKE cookies, PPTP Call IDs) index through it.
 
-import { hashSeed } from "../nat/state";
+import { hash1 } from "../nat/hash";
 
 const SLOT: u32 = 12;
 
 @inline function home(k1: u32, k2: u32, mask: u32): u32 {
-  let h = (k1 ^ hashSeed) * 0x9e3779b1 ^ k2 * 0x85ebca77;
-  h ^= h >>> 15; h *= 0x2c1b3c6d; h ^= h >>> 12;
-  return h & mask;
+  return hash1(<u64>k1 | (<u64>k2 << 32)) & mask; // nat/hash.ts
 }
 
 @inline function at(base: usize, i: u32): usize { return base + <usize>i * SLOT; }
@@ -81,4 +79,10 @@ export function kmRemove(base: usize, mask: u32, k1: u32, k2: u32, v: u32): void
 
 export function kmClear(base: usize, mask: u32): void {
   memory.fill(base, 0, (<usize>mask + 1) * SLOT);
+}
+
+/** Home slot of the key in slot i, or 0xffffffff when empty (nat/probe.ts). */
+export function kmHomeAt(base: usize, mask: u32, i: u32): u32 {
+  const s = at(base, i);
+  return load<u32>(s, 8) == 0 ? 0xffffffff : home(load<u32>(s), load<u32>(s, 4), mask);
 }

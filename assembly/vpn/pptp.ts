@@ -34,7 +34,8 @@ import { TCP_CSUM, TCP_OFF } from "../wire/l4";
 import { kmFirst, kmHas, kmInsert, kmNext, kmRemove, kmValueAt } from "./keymap";
 import { Drop } from "../abi/reasons";
 import { slabAlloc, slabFree, slabHighWater, slabInit } from "./slab";
-import { countAdd, greDisconnectDs, greDs, hashSeed, nowDs } from "../nat/state";
+import { countAdd, greDisconnectDs, greDs, nowDs } from "../nat/state";
+import { hash1 } from "../nat/hash";
 import { LIM_CALLS, srcCharge, srcRelease } from "../nat/limits";
 
 export const PPTP_PORT: u32 = 1723;
@@ -72,11 +73,7 @@ export function pptpInit(): void {
 // The remote address goes through a keyed mix before it is folded with the
 // LAN address: an XOR of the seed would cancel in the keymap's own hash, and
 // two (host, server) pairs would fold to one key whatever the seed.
-@inline function lanKey(lanA: u32, remA: u32): u32 {
-  let h = (remA + hashSeed) * 0x85ebca6b;
-  h ^= h >>> 13; h *= 0xc2b2ae35; h ^= h >>> 16;
-  return lanA ^ h;
-}
+@inline function lanKey(lanA: u32, remA: u32): u32 { return lanA ^ hash1(<u64>remA); } // nat/hash.ts
 @inline function aliasUsed(a: u32): bool { return (load<u8>(callIdBitmap + (a >>> 3)) & (1 << (a & 7))) != 0; }
 @inline function aliasMark(a: u32, used: bool): void {
   const b = callIdBitmap + (a >>> 3);

@@ -2,7 +2,7 @@
 // free records (next + 1 at offset 0) and a bump pointer for records never
 // used. State block (16 bytes): u32 freeHead, u32 bumpNext, u32 capacity, u32 recordSize.
 
-import { hashSeed } from "../nat/state";
+import { hash1 } from "../nat/hash";
 
 @inline export function slabInit(state: usize, capacity: u32, recordSize: u32): void {
   store<u32>(state, 0); store<u32>(state, 0, 4); store<u32>(state, capacity, 8); store<u32>(state, recordSize, 12);
@@ -36,7 +36,5 @@ export function slabFree(state: usize, records: usize, r: u32): void {
 
 /** The n-th eviction sample among `hw` records: spread over the pool, not predictable from outside (seeded). */
 export function evictSample(n: u32, hw: u32): u32 {
-  let h = (n ^ hashSeed) * 0x9e3779b1;
-  h ^= h >>> 16; h *= 0x85ebca6b; h ^= h >>> 13;
-  return h % hw;
+  return hash1(<u64>n) % hw; // nat/hash.ts
 }

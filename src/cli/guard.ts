@@ -8,13 +8,13 @@
 // that finds nothing does install fail.
 import { readFileSync } from 'node:fs';
 import { ConfigError, loadConfig } from '../config/index.js';
-import { guardStatus, installGuard, removeGuard, type GuardSpec } from '../net/guard.js';
+import { DEFAULT_GUARD_POOL, guardStatus, installGuard, removeGuard, type GuardSpec, type GuardStatus } from '../net/guard.js';
 
-/** lan_device / wan_device of the config; `lenient` says the file did not validate. */
+/** lan_device / wan_device / masq_ports of the config; `lenient` says the file did not validate. */
 export function guardDevices(configPath: string): GuardSpec & { lenient?: string } {
   try {
     const m = loadConfig(configPath).main;
-    return { lanDevice: m.lanDevice, wanDevice: m.wanDevice };
+    return { lanDevice: m.lanDevice, wanDevice: m.wanDevice, masqPorts: [m.masqPorts[0], m.masqPorts[1]] };
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     let text: string;
@@ -32,8 +32,20 @@ export function guardDevices(configPath: string): GuardSpec & { lenient?: string
     const lanDevice = opt('lan_device');
     const wanDevice = opt('wan_device');
     if (!lanDevice || !wanDevice) throw err;
-    return { lanDevice, wanDevice, lenient: err.message };
+    // The pool only matters for the fallback without nft_socket; one that does not parse: the default.
+    const pm = /^(\d+)\s*[-:]\s*(\d+)$/.exec(opt('masq_ports') ?? '');
+    const lo = Number(pm?.[1]);
+    const hi = Number(pm?.[2]);
+    const masqPorts: [number, number] = pm && lo >= 1 && hi <= 65535 && lo <= hi ? [lo, hi] : [...DEFAULT_GUARD_POOL];
+    return { lanDevice, wanDevice, masqPorts, lenient: err.message };
   }
+}
+
+/** What the guard's input chain does, in one phrase. */
+function wanInputText(mode: NonNullable<GuardStatus['wanInput']>, wan: string, pool?: readonly [number, number]): string {
+  return mode === 'socket'
+    ? `TCP/UDP from ${wan} that no socket of the router's own takes is dropped unanswered while vpnmasq is down`
+    : `TCP/UDP from ${wan} to ports ${(pool ?? DEFAULT_GUARD_POOL).join('-')} is dropped unanswered while vpnmasq is down`;
 }
 
 export const GUARD_USAGE = 'usage: vpnmasq guard install|remove|status [--config FILE] [--json]';
@@ -53,8 +65,9 @@ export function guardCommand(sub: string | undefined, configPath: string, json =
       }
       if (spec.lenient) err(`vpnmasq: ${spec.lenient} (guard installed from lan_device/wan_device as written)`);
       try {
-        const what = installGuard(spec);
-        out(`vpnmasq: guard ${what === 'present' ? 'already installed' : what}: no forwarding between ${spec.lanDevice} and ${spec.wanDevice} outside vpnmasq`);
+        const g = installGuard(spec);
+        out(`vpnmasq: guard ${g.done === 'present' ? 'already installed' : g.done}: no forwarding between ${spec.lanDevice} and ${spec.wanDevice} outside vpnmasq; ${wanInputText(g.wanInput, spec.wanDevice, spec.masqPorts)}`);
+        if (g.fallback) err(`vpnmasq: guard: no socket lookup in this kernel (nft_socket), so source ports vpnmasq kept are answered while it is down: ${g.fallback}`);
         return 0;
       } catch (e) {
         err(`vpnmasq: guard install: ${(e as Error).message}`);
@@ -80,7 +93,10 @@ export function guardCommand(sub: string | undefined, configPath: string, json =
         return 1;
       }
       if (json) out(JSON.stringify({ installed: s !== null, ...(s ?? {}) }));
-      else if (s) out(`guard installed: ${s.lanDevice} <-> ${s.wanDevice} closed outside vpnmasq (dropped ${s.droppedLanToWan} lan->wan, ${s.droppedWanToLan} wan->lan)`);
+      else if (s) {
+        out(`guard installed: ${s.lanDevice} <-> ${s.wanDevice} closed outside vpnmasq (dropped ${s.droppedLanToWan} lan->wan, ${s.droppedWanToLan} wan->lan); ` +
+          (s.wanInput ? `${wanInputText(s.wanInput, s.wanDevice, s.wanInputPorts)} (dropped ${s.droppedWanToRouter ?? 0})` : `no input chain (an older guard: run vpnmasq guard install)`));
+      }
       else out('guard not installed: the kernel forwards between the LAN and WAN devices while vpnmasq is not running');
       return s ? 0 : 3;
     }

@@ -307,6 +307,22 @@ export const RESTORE_FULL = 6;
 export const RESTORE_INCONSISTENT = 7;
 export const RESTORE_ORDER = 8;
 
+// @group probe
+export const INDEX_FLOW_OUT = 0;
+export const INDEX_FLOW_IN = 1;
+export const INDEX_BIND = 2;
+export const INDEX_SRC = 3;
+export const INDEX_ESP = 4;
+export const INDEX_IKE = 5;
+export const INDEX_CALL = 6;
+export const INDEX_PEER = 7;
+export const PROBE_SLOTS = 0;
+export const PROBE_ENTRIES = 1;
+export const PROBE_MEAN = 2;
+export const PROBE_MAX = 3;
+export const PROBE_RUN_MEAN = 4;
+export const PROBE_RUN_MAX = 5;
+
 // @group settings
 export const SETTINGS_SIZE = 96;
 export const SET_TCP_TIMEOUT = 0;
@@ -375,6 +391,7 @@ export const ABI_GROUPS = {
   rules: ['ZONE_WAN', 'ZONE_LAN', 'DEST_ROUTER', 'DEST_FORWARD', 'TARGET_NONE', 'TARGET_ACCEPT', 'TARGET_DROP', 'TARGET_REJECT'],
   protocols: ['PROTO_ICMP', 'PROTO_TCP', 'PROTO_UDP', 'PROTO_GRE', 'PROTO_ESP', 'PROTO_AH'],
   snapshot: ['SNAP_LAYOUT_VERSION', 'SNAP_COUNTERS', 'SNAP_FLOWS', 'SNAP_ESP', 'SNAP_IKE', 'SNAP_CALLS', 'SNAP_MAX_LIFETIME_DS', 'RESTORE_OK', 'RESTORE_BAD_REGION', 'RESTORE_BAD_COUNT', 'RESTORE_BAD_FIELD', 'RESTORE_DUPLICATE', 'RESTORE_BAD_BINDING', 'RESTORE_FULL', 'RESTORE_INCONSISTENT', 'RESTORE_ORDER'],
+  probe: ['INDEX_FLOW_OUT', 'INDEX_FLOW_IN', 'INDEX_BIND', 'INDEX_SRC', 'INDEX_ESP', 'INDEX_IKE', 'INDEX_CALL', 'INDEX_PEER', 'PROBE_SLOTS', 'PROBE_ENTRIES', 'PROBE_MEAN', 'PROBE_MAX', 'PROBE_RUN_MEAN', 'PROBE_RUN_MAX'],
   settings: ['SETTINGS_SIZE', 'SET_TCP_TIMEOUT', 'SET_TCP_TRANSITORY_TIMEOUT', 'SET_UDP_TIMEOUT', 'SET_ICMP_TIMEOUT', 'SET_FRAG_TIMEOUT', 'SET_ESP_TIMEOUT', 'SET_ESP_INIT_TIMEOUT', 'SET_ESP_INIT_RETRIES', 'SET_IKE_TIMEOUT', 'SET_NATT_TIMEOUT', 'SET_GRE_TIMEOUT', 'SET_PARALLEL_SESSIONS', 'SET_ESP_GUESS', 'SET_MASQ_PORT_LO', 'SET_MASQ_PORT_HI', 'SET_UNREPLIED_TIMEOUT', 'SET_SRC_MAX_FLOWS', 'SET_SRC_MAX_IKE', 'SET_SRC_MAX_CALLS', 'SET_SRC_MAX_ESP_PENDING', 'SET_SRC_MAX_FRAGS'],
 } as const;
 /** Every constant in the order the engine's abiDescribe() writes them (u32 each), after DROP_COUNT. */
@@ -416,6 +433,8 @@ export const ABI_ORDER = [
   'PROTO_AH', 'SNAP_LAYOUT_VERSION', 'SNAP_COUNTERS', 'SNAP_FLOWS', 'SNAP_ESP', 'SNAP_IKE', 'SNAP_CALLS',
   'SNAP_MAX_LIFETIME_DS', 'RESTORE_OK', 'RESTORE_BAD_REGION', 'RESTORE_BAD_COUNT', 'RESTORE_BAD_FIELD',
   'RESTORE_DUPLICATE', 'RESTORE_BAD_BINDING', 'RESTORE_FULL', 'RESTORE_INCONSISTENT', 'RESTORE_ORDER',
+  'INDEX_FLOW_OUT', 'INDEX_FLOW_IN', 'INDEX_BIND', 'INDEX_SRC', 'INDEX_ESP', 'INDEX_IKE', 'INDEX_CALL',
+  'INDEX_PEER', 'PROBE_SLOTS', 'PROBE_ENTRIES', 'PROBE_MEAN', 'PROBE_MAX', 'PROBE_RUN_MEAN', 'PROBE_RUN_MAX',
   'SETTINGS_SIZE', 'SET_TCP_TIMEOUT', 'SET_TCP_TRANSITORY_TIMEOUT', 'SET_UDP_TIMEOUT', 'SET_ICMP_TIMEOUT',
   'SET_FRAG_TIMEOUT', 'SET_ESP_TIMEOUT', 'SET_ESP_INIT_TIMEOUT', 'SET_ESP_INIT_RETRIES', 'SET_IKE_TIMEOUT',
   'SET_NATT_TIMEOUT', 'SET_GRE_TIMEOUT', 'SET_PARALLEL_SESSIONS', 'SET_ESP_GUESS', 'SET_MASQ_PORT_LO',
@@ -455,6 +474,8 @@ export interface EngineExports {
   setRedirectSource(i: number, net: number, mask: number, portLo: number, portHi: number, dip: number): number;
   clearRules(): void;
   addRule(srcZone: number, destZone: number, target: number, proto: number, icmpType: number, icmpCode: number, srcNet: number, srcMask: number, dstNet: number, dstMask: number, sportLo: number, sportHi: number, dportLo: number, dportHi: number): number;
+  /** Probe-length figure `stat` (PROBE_*) over hash index `index` (INDEX_*), walking the whole index (tests, benches); -1 when unknown. */
+  hashProbe(index: number, stat: number): number;
   /** Writes every ABI constant as compiled at `out` (abi/describe.gen.ts); returns how many u32s. */
   abiDescribe(out: number): number;
   /** How many u32 values abiDescribe writes. */
@@ -523,7 +544,7 @@ export interface EngineExports {
 export const ENGINE_EXPORT_ARITY = {
   memoryBytes: 1, init: 2, process: 3, tick: 2, setWanAddress: 2, flushAll: 0, deleteEntry: 2, setLanNet: 3,
   setLanNetCount: 1, settingsPtr: 0, applySettings: 0, clearRedirects: 0, addRedirect: 5, addProtoForward: 2,
-  setRedirectSource: 6, clearRules: 0, addRule: 14, abiDescribe: 1, abiWords: 0, countersPtr: 0,
+  setRedirectSource: 6, clearRules: 0, addRule: 14, hashProbe: 2, abiDescribe: 1, abiWords: 0, countersPtr: 0,
   counterSlots: 0, eventsPtr: 0, eventCap: 0, eventSize: 0, slotsPtr: 0, lensPtr: 0, verdictsPtr: 0,
   slotSize: 0, slotCount: 0, vnetPtr: 0, vnetStride: 0, vnetEnabled: 0, setVnet: 1, flowsPtr: 0, flowSize: 0,
   flowCapacity: 0, flowHighWater: 0, flowActive: 0, hashSize: 0, layoutBytesEnd: 0, espPtr: 0, espCount: 0,

@@ -273,7 +273,7 @@ function parsePortRange(v: string): [number, number] {
  */
 export function planSysctls(
   p: RoutingPlan,
-  current: { portRange?: string; wanRpFilter?: string; wanProxyDelay?: string } = {},
+  current: { portRange?: string; wanRpFilter?: string; wanProxyDelay?: string; tcpEarlyDemux?: string; udpEarlyDemux?: string } = {},
 ): [string, string][] {
   validate(p);
   const out: [string, string][] = [
@@ -294,6 +294,15 @@ export function planSysctls(
   // Proxy-ARP replies to broadcast requests are otherwise delayed (0.8 s).
   if (current.wanProxyDelay !== undefined && normalizeSysctlValue(current.wanProxyDelay) !== '0') {
     out.push([proxyDelayKey(p.wanDevice), '0']);
+  }
+  // Early demux attaches the router's own socket to an arriving segment of
+  // its connection before routing; rule 10 then routes it into tout, and
+  // ip_forward() drops every packet that has a socket attached: the router's
+  // own TCP connections (and connected UDP sockets) through vpnmasq never
+  // got their replies. Off: the lookup happens at local delivery, after the
+  // engine has handed the packet back.
+  for (const [proto, cur] of [['tcp', current.tcpEarlyDemux], ['udp', current.udpEarlyDemux]] as const) {
+    if (cur !== undefined && normalizeSysctlValue(cur) !== '0') out.push([`net/ipv4/${proto}_early_demux`, '0']);
   }
   if (current.portRange !== undefined) {
     const next = ephemeralRangeFor(parsePortRange(current.portRange), p.masqPorts);
@@ -629,6 +638,8 @@ export function setupRouting(p: RoutingPlan, opts: { staleCleaned?: boolean } = 
       portRange: readSysctl(PORT_RANGE_KEY),
       wanRpFilter: wanExists ? readSysctl(sysctlKey('net', 'ipv4', 'conf', p.wanDevice, 'rp_filter')) : undefined,
       wanProxyDelay: wanExists ? readSysctl(proxyDelayKey(p.wanDevice)) : undefined,
+      tcpEarlyDemux: readSysctl('net/ipv4/tcp_early_demux'),
+      udpEarlyDemux: readSysctl('net/ipv4/udp_early_demux'),
     };
     for (const [key, value] of planSysctls(p, current)) saver.set(key, value);
     for (const args of cmds) runIp(args);

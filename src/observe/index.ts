@@ -11,7 +11,7 @@ import type { Engine, FlowEntry } from '../engine/engine.js';
 import type { BatchLoop } from '../datapath/loop.js';
 import type { Logger } from '../log.js';
 import { writeDrops } from '../tun/tun.js';
-import { collectStats, type Stats, type WanChange } from './stats.js';
+import { collectStats, type SnapshotTally, type Stats, type WanChange } from './stats.js';
 import { CONTENT_TYPE, renderMetrics } from './metrics.js';
 import { ReadOnlyServer, type Reply } from './http.js';
 import { PAGE_CSS, PAGE_HTML, PAGE_JS } from './page.js';
@@ -34,6 +34,8 @@ export interface ObserverOptions {
   log: Logger;
   lanSubnets: string[];
   loop: () => BatchLoop | null;
+  /** The state snapshot's tallies (absent: no snapshot kept). */
+  snapshot?: () => SnapshotTally;
 }
 
 export class Observer {
@@ -93,6 +95,7 @@ export class Observer {
       const stats = collectStats(this.o.engine, {
         startTimeMs: this.startTimeMs, wanAddress: this.wanAddress, wanChanges: this.wanChanges, wanHistory: this.wanHistory,
         reloadsOk: this.reloadsOk, reloadsFailed: this.reloadsFailed, batchSizes: this.o.loop()?.batchSizes ?? null, tunWriteDrops,
+        snapshot: this.o.snapshot?.() ?? null,
       });
       this.cachedStats = { at: now, stats };
     }

@@ -96,5 +96,15 @@ export function renderMetrics(s: Stats): string {
   ]);
   w.family('vpnmasq_engine_memory_bytes', 'gauge', 'Fixed linear memory of the engine.', [[undefined, s.memoryBytes]]);
   w.family('vpnmasq_start_time_seconds', 'gauge', 'Start time of the daemon since the Unix epoch.', [[undefined, s.startTimeMs / 1000]]);
+  if (s.snapshot) {
+    // The age is time() - this, as node_exporter's textfile timestamps are read.
+    if (s.snapshot.lastWriteMs !== null) {
+      w.family('vpnmasq_snapshot_last_write_timestamp_seconds', 'gauge', 'When the last state snapshot was written, since the Unix epoch.',
+        [[undefined, s.snapshot.lastWriteMs / 1000]]);
+    }
+    w.family('vpnmasq_snapshot_bytes', 'gauge', 'Size of the last state snapshot written.', [[undefined, s.snapshot.bytes]]);
+    w.family('vpnmasq_snapshot_restored', 'gauge', '1 when this run started from a restored state snapshot, else 0.',
+      [[undefined, s.snapshot.restored ? 1 : 0]]);
+  }
   return w.text();
 }

@@ -53,6 +53,18 @@ export interface Stats {
   reloads: { ok: number; failed: number };
   batches: { lan: BatchHistogram; wan: BatchHistogram };
   memoryBytes: number;
+  /** The state snapshot (null: the supervisor keeps none, e.g. an engine on a test bench). */
+  snapshot: SnapshotTally | null;
+}
+
+/** What the metrics say about the state snapshot (issue 9). */
+export interface SnapshotTally {
+  /** Wall-clock time of the last snapshot written (ms since the epoch), null before the first. */
+  lastWriteMs: number | null;
+  /** Size of the last snapshot written. */
+  bytes: number;
+  /** Whether this run started from a restored snapshot. */
+  restored: boolean;
 }
 
 /** What the supervisor keeps that the engine does not. */
@@ -66,6 +78,7 @@ export interface SupervisorTallies {
   /** BatchLoop.batchSizes (null before the loop starts). */
   batchSizes: Float64Array | null;
   tunWriteDrops(): number;
+  snapshot?: SnapshotTally | null;
 }
 
 const BUCKET_LE = Array.from({ length: BATCH_BUCKETS }, (_, i) => 2 ** i);
@@ -119,5 +132,6 @@ export function collectStats(e: Engine, t: SupervisorTallies): Stats {
     reloads: { ok: t.reloadsOk, failed: t.reloadsFailed },
     batches: { lan: histogram(t.batchSizes, 0), wan: histogram(t.batchSizes, 1) },
     memoryBytes: e.memoryBytes,
+    snapshot: t.snapshot ?? null,
   };
 }

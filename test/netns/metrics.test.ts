@@ -123,6 +123,19 @@ describe.skipIf(skip)('Prometheus metrics of the running router', () => {
     expect(run.stderr).toContain(`${bad}:4: option metrics_listen: 203.0.113.1 is an address of the WAN device wan`);
     expect(lab.tryExec(lab.router, ['ip', 'link', 'show', 'tin9']).ok).toBe(false); // refused before anything was made
   });
+  it('08 the state snapshot: written since start (its time and size), not restored on a fresh start', async () => {
+    // the snapshot is written every second (snapshot_interval 1), the scrape reused for up to one
+    let fams = scrape();
+    for (let i = 0; i < 30 && !fams.some((f) => f.name === 'vpnmasq_snapshot_last_write_timestamp_seconds'); i++) {
+      await new Promise((r) => setTimeout(r, 500));
+      fams = scrape();
+    }
+    const last = value(fams, 'vpnmasq_snapshot_last_write_timestamp_seconds');
+    expect(last).toBeGreaterThanOrEqual(value(fams, 'vpnmasq_start_time_seconds'));
+    expect(value(fams, 'vpnmasq_snapshot_bytes')).toBeGreaterThan(128); // a header and the tables
+    expect(value(fams, 'vpnmasq_snapshot_restored')).toBe(0);
+  });
+
   it('07 a reload and a new WAN address are counted', async () => {
     const before = scrape();
     expect(vm.cli('reload').ok).toBe(true);

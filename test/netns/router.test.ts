@@ -6,7 +6,7 @@ import { skipUnless } from '../helpers/prereq.js';
 import { RunningRouter } from '../helpers/vpnmasq.js';
 import type { Lab as LabT } from '../../src/lab/lab.js';
 
-const skip = skipUnless({ root: true, tun: true, tools: ['ip', 'socat', 'tcpdump', 'traceroute', 'ping'] });
+const skip = skipUnless({ root: true, tun: true, tools: ['ip', 'ss', 'socat', 'tcpdump', 'traceroute', 'ping'] });
 
 describe.skipIf(skip)('router in namespaces (real TUN path)', () => {
   let lab: LabT;
@@ -40,7 +40,13 @@ config rule
     lab.spawn(lab.wan[0]!, ['socat', 'UDP-RECVFROM:9999,fork', 'SYSTEM:echo $SOCAT_PEERADDR port $SOCAT_PEERPORT']);
     lab.spawn(lab.wan[0]!, ['socat', 'TCP-LISTEN:9998,fork,reuseaddr', 'SYSTEM:echo $SOCAT_PEERADDR']);
     lab.spawn(lab.lan[0]!, ['socat', 'TCP-LISTEN:80,fork,reuseaddr', 'SYSTEM:echo lan1 saw $SOCAT_PEERADDR']);
-    await new Promise((r) => setTimeout(r, 500));
+    // Wait until the three servers listen: on a loaded machine a server that
+    // is not up yet answers the first question with a port unreachable.
+    const listening = (ns: string, flag: string, port: number) =>
+      sh(ns, `ss -Hln${flag} 'sport = :${port}'`).stdout.trim() !== '';
+    for (let i = 0; i < 100 && !(listening(lab.wan[0]!, 'u', 9999) && listening(lab.wan[0]!, 't', 9998) && listening(lab.lan[0]!, 't', 80)); i++) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
   });
 
   afterAll(async () => {

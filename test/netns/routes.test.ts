@@ -67,7 +67,18 @@ describe('planCommands / planSysctls', () => {
     expect(g).toContain('type filter hook forward priority filter - 10; policy accept;');
     expect(g).toContain('iifname "br-lan" oifname "pppoe-wan" counter drop');
     expect(g).toContain('iifname "pppoe-wan" oifname "br-lan" counter drop');
-    expect(g).not.toMatch(/hook (input|output|prerouting|postrouting)/); // the router's own traffic is never touched
+    expect(g).not.toMatch(/hook (output|prerouting|postrouting)/); // the router's own outgoing traffic is never touched
+    // to the router: only TCP/UDP from the WAN device that no socket of its own takes (never iif tout: vpnmasq's hand-over)
+    expect(g).toContain('type filter hook input priority filter - 10; policy accept;');
+    expect(g.split('\n').filter((l) => /^\t\tiifname/.test(l) && !/oifname/.test(l))).toEqual([
+      '\t\tiifname "pppoe-wan" meta l4proto { tcp, udp } socket transparent { 0, 1 } return comment "a socket of the router\'s own"',
+      '\t\tiifname "pppoe-wan" meta l4proto { tcp, udp } counter drop comment "translated traffic while vpnmasq is down: no answer"',
+    ]);
+    // without nft_socket: the masquerade pool (masq_ports)
+    const p = guardScript({ lanDevice: 'br-lan', wanDevice: 'wan', masqPorts: [40000, 49999] }, 'ports');
+    expect(p).toContain('iifname "wan" meta l4proto { tcp, udp } th dport 40000-49999 counter drop');
+    expect(p).not.toContain('socket');
+    expect(() => guardScript({ lanDevice: 'br-lan', wanDevice: 'wan', masqPorts: [5, 4] })).toThrow(/not a port range/);
     expect(() => guardScript({ lanDevice: 'br-lan', wanDevice: 'br-lan' })).toThrow(/both br-lan/);
     expect(() => guardScript({ lanDevice: 'br"lan', wanDevice: 'wan' })).toThrow(/not a usable interface name/);
     const listing = `table ip vpnmasq_guard {
@@ -79,6 +90,21 @@ describe('planCommands / planSysctls', () => {
 }`;
     expect(parseGuard(listing)).toEqual({ lanDevice: 'br-lan', wanDevice: 'wan', droppedLanToWan: 7, droppedWanToLan: 3 });
     expect(parseGuard('table ip vpnmasq_guard {\n}')).toBeNull();
+    const withInput = (rules: string) => listing.replace(/\n}$/, `
+	chain input {
+		type filter hook input priority filter - 10; policy accept;
+${rules}
+	}
+}`);
+    expect(parseGuard(withInput(`		iifname "wan" meta l4proto { tcp, udp } socket transparent { 0, 1 } return comment "a socket of the router's own"
+		iifname "wan" meta l4proto { tcp, udp } counter packets 5 bytes 300 drop comment "translated traffic while vpnmasq is down: no answer"`)))
+      .toEqual({ lanDevice: 'br-lan', wanDevice: 'wan', droppedLanToWan: 7, droppedWanToLan: 3, wanInput: 'socket', droppedWanToRouter: 5 });
+    expect(parseGuard(withInput('		iifname "wan" meta l4proto { tcp, udp } th dport 61000-65535 counter packets 2 bytes 80 drop')))
+      .toEqual({ lanDevice: 'br-lan', wanDevice: 'wan', droppedLanToWan: 7, droppedWanToLan: 3, wanInput: 'ports', wanInputPorts: [61000, 65535], droppedWanToRouter: 2 });
+    // a drop without the socket rule before it is not the socket mode (it would drop the router's own connections)
+    expect(parseGuard(withInput('		iifname "wan" meta l4proto { tcp, udp } counter packets 2 bytes 80 drop'))!.wanInput).toBeUndefined();
+    // another device's input rule is not ours
+    expect(parseGuard(withInput('		iifname "eth9" meta l4proto { tcp, udp } th dport 61000-65535 counter packets 2 bytes 80 drop'))!.wanInput).toBeUndefined();
   });
 
   it('leaves out the src route without a WAN address and honours tables', () => {
@@ -121,6 +147,11 @@ describe('planCommands / planSysctls', () => {
       ['net/ipv4/neigh/wan/proxy_delay', '0'],
       ['net/ipv4/ip_local_port_range', '32768 60999'],
     ]);
+    // early demux off (ip_forward drops a packet with the router's own socket attached)
+    expect(planSysctls(basePlan, { tcpEarlyDemux: '1', udpEarlyDemux: '1' })).toEqual(expect.arrayContaining([
+      ['net/ipv4/tcp_early_demux', '0'], ['net/ipv4/udp_early_demux', '0'],
+    ]));
+    expect(planSysctls(basePlan, { tcpEarlyDemux: '0', udpEarlyDemux: '0' }).some(([k]) => k.includes('early_demux'))).toBe(false);
     expect(planSysctls(basePlan, { portRange: '32768 60999', wanRpFilter: '2', wanProxyDelay: '0' })).toHaveLength(6);
   });
 });
@@ -258,6 +289,8 @@ const SYSCTLS = [
   'net/ipv4/conf/wan/rp_filter',
   'net/ipv4/neigh/wan/proxy_delay',
   'net/ipv4/ip_local_port_range',
+  'net/ipv4/tcp_early_demux',
+  'net/ipv4/udp_early_demux',
 ];
 // What the test sets before setup (chosen so that setup changes every one of them).
 const INITIAL: Record<string, string> = {
@@ -270,6 +303,8 @@ const INITIAL: Record<string, string> = {
   'net/ipv4/conf/wan/rp_filter': '1',
   'net/ipv4/neigh/wan/proxy_delay': '50',
   'net/ipv4/ip_local_port_range': '1024 65535',
+  'net/ipv4/tcp_early_demux': '1',
+  'net/ipv4/udp_early_demux': '1',
 };
 const CONFIGURED: Record<string, string> = {
   'net/ipv4/ip_forward': '1',
@@ -281,6 +316,8 @@ const CONFIGURED: Record<string, string> = {
   'net/ipv4/conf/wan/rp_filter': '2',
   'net/ipv4/neigh/wan/proxy_delay': '0',
   'net/ipv4/ip_local_port_range': '1024 60999',
+  'net/ipv4/tcp_early_demux': '0',
+  'net/ipv4/udp_early_demux': '0',
 };
 
 function sysctls(ns: string): Record<string, string> {
@@ -324,6 +361,25 @@ function expectPristine(): void {
   expect(sysctls(R)).toEqual(INITIAL);
   expect(nftTables(R)).toEqual([]);
 }
+
+describe.skipIf(skipUnless({ root: true, tools: ['ip', 'nft'] }))('the guard as nft prints it back', () => {
+  it('both input modes (socket lookup, and the masquerade-pool fallback) parse back from the kernel\'s listing', () => {
+    const ns = `vmgd${process.pid % 100000}`;
+    execFileSync('ip', ['netns', 'add', ns]);
+    try {
+      const apply = (script: string) => execFileSync('ip', ['netns', 'exec', ns, 'nft', '-f', '-'], { input: script });
+      const list = () => execFileSync('ip', ['netns', 'exec', ns, 'nft', 'list', 'table', 'ip', 'vpnmasq_guard'], { encoding: 'utf8' });
+      apply(guardScript({ lanDevice: 'br-lan', wanDevice: 'eth0.2' }));
+      expect(parseGuard(list())).toEqual({ lanDevice: 'br-lan', wanDevice: 'eth0.2', droppedLanToWan: 0, droppedWanToLan: 0, wanInput: 'socket', droppedWanToRouter: 0 });
+      apply(guardScript({ lanDevice: 'br-lan', wanDevice: 'eth0.2', masqPorts: [50000, 50000] }, 'ports'));
+      expect(parseGuard(list())).toEqual({ lanDevice: 'br-lan', wanDevice: 'eth0.2', droppedLanToWan: 0, droppedWanToLan: 0, wanInput: 'ports', wanInputPorts: [50000, 50000], droppedWanToRouter: 0 });
+      apply(guardScript({ lanDevice: 'br-lan', wanDevice: 'eth0.2', masqPorts: [61000, 65535] }, 'ports'));
+      expect(parseGuard(list())).toMatchObject({ wanInput: 'ports', wanInputPorts: [61000, 65535] });
+    } finally {
+      execFileSync('ip', ['netns', 'del', ns]);
+    }
+  });
+});
 
 describe.skipIf(skipUnless({ root: true, tun: true, tools: ['ip', 'ping', 'socat', 'nft'] }))('routing in network namespaces', () => {
   let dir = '';

@@ -109,6 +109,25 @@ describe('Prometheus metrics', () => {
     expect(Number(wan.buckets!['2'])).toBe(1);
   });
 
+  it('expose the state snapshot: last write time, size, restored or not; nothing of it without a snapshot', () => {
+    const { engine, loop } = setup();
+    const cfg = parseConfig("config vpnmasq 'main'\n\toption lan_device 'br-lan'\n\toption wan_device 'wan'\n", 'm');
+    const bare = new Observer({ cfg, engine, log: createLogger('fatal'), lanSubnets: ['192.168.1.0/24'], loop: () => loop });
+    const none = scrape(bare);
+    expect([...none.keys()].filter((n) => n.startsWith('vpnmasq_snapshot_'))).toEqual([]);
+    let tally = { lastWriteMs: null as number | null, bytes: 0, restored: true };
+    const obs = new Observer({ cfg, engine, log: createLogger('fatal'), lanSubnets: ['192.168.1.0/24'], loop: () => loop, snapshot: () => tally });
+    const before = scrape(obs);
+    expect(before.has('vpnmasq_snapshot_last_write_timestamp_seconds')).toBe(false); // none written yet
+    expect(value(before.get('vpnmasq_snapshot_restored'))).toBe(1);
+    expect(before.get('vpnmasq_snapshot_bytes')?.type).toBe('GAUGE');
+    tally = { lastWriteMs: 1_764_650_000_500, bytes: 2_621_440, restored: false };
+    const after = scrapeFresh(obs);
+    expect(value(after.get('vpnmasq_snapshot_last_write_timestamp_seconds'))).toBe(1_764_650_000.5);
+    expect(value(after.get('vpnmasq_snapshot_bytes'))).toBe(2_621_440);
+    expect(value(after.get('vpnmasq_snapshot_restored'))).toBe(0);
+  });
+
   it('counts WAN address changes and reloads', () => {
     const { obs } = setup();
     obs.noteWanAddress('203.0.113.9');
