@@ -8,6 +8,7 @@
 import { writeFileSync } from 'node:fs';
 import { Engine } from '../dist/engine/engine.js';
 import { ipToRaw, maskRaw } from '../dist/engine/abi.js';
+import { csum, writeUdp } from './udp.js';
 
 const args = Object.fromEntries(process.argv.slice(2).reduce((a, x, i, arr) => {
   if (x.startsWith('--')) a.push([x.slice(2), arr[i + 1] && !arr[i + 1].startsWith('--') ? arr[i + 1] : 'true']);
@@ -15,27 +16,6 @@ const args = Object.fromEntries(process.argv.slice(2).reduce((a, x, i, arr) => {
 }, []));
 const flowCounts = (args.flows ?? '1000,100000,1000000').split(',').map(Number);
 const seconds = Number(args.seconds ?? 2);
-
-function csum(b, off, len, init = 0) {
-  let s = init;
-  for (let i = 0; i < len; i += 2) s += (b[off + i] << 8) | (b[off + i + 1] ?? 0);
-  while (s >> 16) s = (s & 0xffff) + (s >>> 16);
-  return s;
-}
-
-/** A 64-byte IPv4/UDP packet with valid checksums, written at `off`. */
-function writeUdp(b, off, src, sport, dst, dport) {
-  b.fill(0, off, off + 64);
-  b[off] = 0x45; b[off + 3] = 64; b[off + 5] = 1; b[off + 8] = 64; b[off + 9] = 17;
-  b.set(src, off + 12); b.set(dst, off + 16);
-  const h = ~csum(b, off, 20) & 0xffff; b[off + 10] = h >> 8; b[off + 11] = h & 0xff;
-  const u = off + 20;
-  b[u] = sport >> 8; b[u + 1] = sport & 0xff; b[u + 2] = dport >> 8; b[u + 3] = dport & 0xff; b[u + 5] = 44;
-  for (let i = 8; i < 44; i++) b[u + i] = i;
-  const ps = csum(new Uint8Array([...src, ...dst, 0, 17, 0, 44]), 0, 12);
-  let c = ~csum(b, u, 44, ps) & 0xffff; if (c === 0) c = 0xffff;
-  b[u + 6] = c >> 8; b[u + 7] = c & 0xff;
-}
 
 function flowTuple(i) {
   const sock = i % 4096, rem = Math.floor(i / 4096);
@@ -67,7 +47,7 @@ function run(nFlows) {
   // Open every flow once.
   for (let i = 0; i < nFlows; i += S) {
     const n = Math.min(S, nFlows - i);
-    for (let k = 0; k < n; k++) { const t = flowTuple(i + k); writeUdp(mem, base + k * size, t.src, t.sport, t.dst, t.dport); }
+    for (let k = 0; k < n; k++) { const t = flowTuple(i + k); writeUdp(mem, base + k * size, t.src, t.sport, t.dst, t.dport, true); }
     x.process(n, 0, now);
   }
   const active = x.flowActive();
@@ -76,7 +56,7 @@ function run(nFlows) {
   const images = [];
   for (let v = 0; v < variants; v++) {
     const img = new Uint8Array(S * 64);
-    for (let k = 0; k < S; k++) { const t = flowTuple(Math.floor(Math.random() * nFlows)); writeUdp(img, k * 64, t.src, t.sport, t.dst, t.dport); }
+    for (let k = 0; k < S; k++) { const t = flowTuple(Math.floor(Math.random() * nFlows)); writeUdp(img, k * 64, t.src, t.sport, t.dst, t.dport, true); }
     images.push(img);
   }
   const rx0 = e.counter(2);

@@ -22,6 +22,7 @@ import { Engine } from '../dist/engine/engine.js';
 import { ipToRaw, maskRaw } from '../dist/engine/abi.js';
 import { capture, restoreInto, writeCapture } from '../dist/snapshot/state.js';
 import { decode } from '../dist/snapshot/format.js';
+import { fillFlows } from './udp.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const CLI = join(here, '..', 'dist', 'cli', 'main.js');
@@ -33,23 +34,6 @@ const flowCounts = (args.flows ?? '65536,1000000').split(',').map(Number);
 const RUNS = Number(args.runs ?? 5);
 const LAB_FLOWS = Number(args['lab-flows'] ?? 65536);
 
-function csum(b, off, len, init = 0) {
-  let s = init;
-  for (let i = 0; i < len; i += 2) s += (b[off + i] << 8) | (b[off + i + 1] ?? 0);
-  while (s >> 16) s = (s & 0xffff) + (s >>> 16);
-  return s;
-}
-function writeUdp(b, off, src, sport, dst, dport) {
-  b.fill(0, off, off + 64);
-  b[off] = 0x45; b[off + 3] = 64; b[off + 5] = 1; b[off + 8] = 64; b[off + 9] = 17;
-  b.set(src, off + 12); b.set(dst, off + 16);
-  const h = ~csum(b, off, 20) & 0xffff; b[off + 10] = h >> 8; b[off + 11] = h & 0xff;
-  const u = off + 20;
-  b[u] = sport >> 8; b[u + 1] = sport & 0xff; b[u + 2] = dport >> 8; b[u + 3] = dport & 0xff; b[u + 5] = 44;
-  const ps = csum(new Uint8Array([...src, ...dst, 0, 17, 0, 44]), 0, 12);
-  let c = ~csum(b, u, 44, ps) & 0xffff; if (c === 0) c = 0xffff;
-  b[u + 6] = c >> 8; b[u + 7] = c & 0xff;
-}
 /**
  * Flow i: 4096 LAN sockets (16 hosts × 256 ports: endpoint-independent
  * mapping gives each socket one WAN port) toward pseudo-random servers;
@@ -84,15 +68,7 @@ function filled(n, maxFlows = n) {
   const e = Engine.load({ maxFlows, seed: 1 });
   const now = 10_000;
   configure(e, now);
-  const mem = new Uint8Array(e.buffer);
-  const lens = new DataView(e.buffer);
-  const S = e.slotCount;
-  for (let i = 0; i < S; i++) lens.setUint32(e.lenBase + 4 * i, 64, true);
-  for (let i = 0; i < n; i += S) {
-    const k0 = Math.min(S, n - i);
-    for (let k = 0; k < k0; k++) { const t = flowTuple(i + k); writeUdp(mem, e.slotBase + k * e.slotSize, t.src, t.sport, t.dst, t.dport); }
-    e.x.process(k0, 0, now); // (count, side, nowMs)
-  }
+  fillFlows(e, n, flowTuple, now);
   return { e, now };
 }
 
