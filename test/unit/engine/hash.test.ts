@@ -15,6 +15,8 @@ import {
   INDEX_BIND, INDEX_FLOW_IN, INDEX_FLOW_OUT, INDEX_SRC, PROBE_ENTRIES, PROBE_MAX, PROBE_MEAN, PROBE_RUN_MAX, PROBE_RUN_MEAN,
   PROBE_SLOTS, ipToRaw, maskRaw,
 } from '../../../src/engine/abi.js';
+// The benches' packets and table filling (plain JS, no imports).
+import { fillFlows } from '../../../bench/udp.js';
 
 const SETTINGS = {
   tcp_timeout: 7440, tcp_transitory_timeout: 240, udp_timeout: 3600, icmp_timeout: 60, frag_timeout: 30,
@@ -26,26 +28,6 @@ const MAX_FLOWS = 262144;
 
 type Tuple = { src: number[]; sport: number; dst: number[]; dport: number };
 
-function csum(b: Uint8Array, off: number, len: number, init = 0): number {
-  let s = init;
-  for (let i = 0; i < len; i += 2) s += (b[off + i] << 8) | (b[off + i + 1] ?? 0);
-  while (s >> 16) s = (s & 0xffff) + (s >>> 16);
-  return s;
-}
-
-/** A 64-byte IPv4/UDP packet with valid checksums at `off`. */
-function writeUdp(b: Uint8Array, off: number, t: Tuple): void {
-  b.fill(0, off, off + 64);
-  b[off] = 0x45; b[off + 3] = 64; b[off + 5] = 1; b[off + 8] = 64; b[off + 9] = 17;
-  b.set(t.src, off + 12); b.set(t.dst, off + 16);
-  const h = ~csum(b, off, 20) & 0xffff; b[off + 10] = h >> 8; b[off + 11] = h & 0xff;
-  const u = off + 20;
-  b[u] = t.sport >> 8; b[u + 1] = t.sport & 0xff; b[u + 2] = t.dport >> 8; b[u + 3] = t.dport & 0xff; b[u + 5] = 44;
-  const ps = csum(new Uint8Array([...t.src, ...t.dst, 0, 17, 0, 44]), 0, 12);
-  let c = ~csum(b, u, 44, ps) & 0xffff; if (c === 0) c = 0xffff;
-  b[u + 6] = c >> 8; b[u + 7] = c & 0xff;
-}
-
 /** An engine for MAX_FLOWS flows, the tuples opened LAN→WAN; the probe figures of its indexes. */
 function fill(n: number, tuple: (i: number) => Tuple, seed: number) {
   const e = Engine.load({ maxFlows: MAX_FLOWS, seed });
@@ -54,15 +36,7 @@ function fill(n: number, tuple: (i: number) => Tuple, seed: number) {
   e.applySettings({ ...SETTINGS });
   const now = 10_000;
   x.setWanAddress(ipToRaw('203.0.113.1'), now);
-  const mem = new Uint8Array(e.buffer);
-  const lens = new DataView(e.buffer);
-  const S = e.slotCount;
-  for (let i = 0; i < S; i++) lens.setUint32(e.lenBase + 4 * i, 64, true);
-  for (let i = 0; i < n; i += S) {
-    const k0 = Math.min(S, n - i);
-    for (let k = 0; k < k0; k++) writeUdp(mem, e.slotBase + k * e.slotSize, tuple(i + k));
-    x.process(k0, 0, now);
-  }
+  fillFlows(e, n, tuple, now);
   expect(x.flowActive()).toBe(n);
   const fig = (index: number) => ({
     slots: x.hashProbe(index, PROBE_SLOTS), entries: x.hashProbe(index, PROBE_ENTRIES),
