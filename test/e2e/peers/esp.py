@@ -55,6 +55,8 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.ipsec import ESP, SecurityAssociation
 from scapy.packet import Raw
 
+import peerutil
+
 CRYPT = 'AES-CBC'
 AUTH = 'SHA2-256-128'
 
@@ -274,9 +276,4 @@ def client(args):
 
 
 if __name__ == '__main__':
-    if len(sys.argv) >= 2 and sys.argv[1] == 'server':
-        server(sys.argv[2:])
-    elif len(sys.argv) >= 2 and sys.argv[1] == 'client':
-        client(sys.argv[2:])
-    else:
-        sys.exit('usage: esp.py server|client ...')
+    peerutil.main('esp.py', {'server': server, 'client': client})

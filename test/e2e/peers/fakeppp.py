@@ -31,6 +31,8 @@ import sys
 import time
 import tty
 
+import peerutil
+
 # ---------------------------------------------------------------------------
 # RFC 1662 async HDLC
 
@@ -172,13 +174,8 @@ def server():
 # client: drives pptp --nolaunchpppd
 
 def client(args):
-    opts = {'--frames': '5', '--timeout': '15', '--tag': 'c', '--server': None, '--resend-ms': '300'}
-    i = 0
-    while i < len(args):
-        if args[i] not in opts:
-            sys.exit('fakeppp client: unknown option %s' % args[i])
-        opts[args[i]] = args[i + 1]
-        i += 2
+    opts = peerutil.opts(args, {'--frames': '5', '--timeout': '15', '--tag': 'c', '--server': None, '--resend-ms': '300'},
+                         'fakeppp client')
     srv = opts['--server']
     if not srv:
         sys.exit('fakeppp client: --server needed')

@@ -28,8 +28,9 @@ import select
 import signal
 import socket
 import struct
-import sys
 import time
+
+import peerutil
 
 
 def header(ic, rc, exch, length=28):
@@ -43,14 +44,7 @@ def parse(data):
 
 
 def opts(args, defaults):
-    o = dict(defaults)
-    i = 0
-    while i < len(args):
-        if args[i] not in o:
-            sys.exit('ikepush.py: unknown option %s' % args[i])
-        o[args[i]] = args[i + 1]
-        i += 2
-    return o
+    return peerutil.opts(args, defaults, 'ikepush.py')
 
 
 class Stop(Exception):
@@ -141,9 +135,4 @@ def client(args):
 
 
 if __name__ == '__main__':
-    if len(sys.argv) >= 2 and sys.argv[1] == 'server':
-        server(sys.argv[2:])
-    elif len(sys.argv) >= 2 and sys.argv[1] == 'client':
-        client(sys.argv[2:])
-    else:
-        sys.exit('usage: ikepush.py server|client ...')
+    peerutil.main('ikepush.py', {'server': server, 'client': client})
