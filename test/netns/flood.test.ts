@@ -10,6 +10,7 @@ import { join, resolve } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { skipUnless } from '../helpers/prereq.js';
 import { RunningRouter } from '../helpers/vpnmasq.js';
+import { lineReader } from '../helpers/peerlines.js';
 import type { Lab as LabT } from '../../src/lab/lab.js';
 
 const skip = skipUnless({ root: true, tun: true, tools: ['ip', 'hping3', 'python3', 'timeout'] });
@@ -24,40 +25,15 @@ describe.skipIf(skip)('flood acceptance (item 5): one source cannot deny service
   const WANHOST = '203.0.113.2';
   const WANADDR = '203.0.113.1';
 
-  function lines(p: ChildProcess): { next: (pred: (l: string) => boolean, ms: number) => Promise<string> } {
-    let buf = '';
-    const waiters: { pred: (l: string) => boolean; res: (l: string) => void }[] = [];
-    const seen: string[] = [];
-    p.stdout!.on('data', (d) => {
-      buf += d;
-      let i;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const l = buf.slice(0, i); buf = buf.slice(i + 1);
-        seen.push(l);
-        for (const w of [...waiters]) if (w.pred(l)) { waiters.splice(waiters.indexOf(w), 1); w.res(l); }
-      }
-    });
-    let err = '';
-    p.stderr!.on('data', (d) => { err += d; });
-    return {
-      next: (pred, ms) => new Promise((res, rej) => {
-        const hit = seen.find(pred);
-        if (hit !== undefined) { res(hit); return; }
-        const t = setTimeout(() => rej(new Error(`peer: no line in ${ms} ms; stderr: ${err}`)), ms);
-        waiters.push({ pred, res: (l) => { clearTimeout(t); res(l); } });
-      }),
-    };
-  }
-
   /** lan2 measures while `flood` runs; returns its counts. */
   async function measureDuring(flood: () => ChildProcess[]) {
     const client = lab.spawn(lab.lan[1]!, ['python3', PEER, 'client', WANHOST, '7007', String(SECONDS)], { stdio: ['pipe', 'pipe', 'pipe'] });
-    const out = lines(client);
-    await out.next((l) => l === 'connected', 20_000);
+    const next = lineReader(client);
+    await next((l) => l === 'connected', 20_000);
     const floods = flood();
     await new Promise((r) => setTimeout(r, 500)); // the flood is under way
     client.stdin!.write('go\n');
-    const res = JSON.parse(await out.next((l) => l.startsWith('{'), (SECONDS + 20) * 1000));
+    const res = JSON.parse(await next((l) => l.startsWith('{'), (SECONDS + 20) * 1000));
     for (const f of floods) if (f.exitCode === null) f.kill('SIGINT');
     await Promise.all(floods.map((f) => (f.exitCode !== null ? null : new Promise((r) => f.once('exit', r)))));
     return res as { tcpAsked: number; tcpAnswered: number; udpAsked: number; udpAnswered: number };
@@ -96,7 +72,7 @@ config rule
 `, `	option max_flows '16384'`);
     await vm.start();
     const srv = lab.spawn(lab.wan[0]!, ['python3', PEER, 'server', '7007']);
-    await lines(srv).next((l) => l === 'ready', 20_000);
+    await lineReader(srv)((l) => l === 'ready', 20_000);
   }, 60_000);
 
   afterAll(async () => {

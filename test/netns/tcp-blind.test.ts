@@ -5,36 +5,13 @@
 // dropped as tcp_out_of_window and the connection lives on.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { resolve } from 'node:path';
-import type { ChildProcess } from 'node:child_process';
 import { skipUnless } from '../helpers/prereq.js';
 import { RunningRouter } from '../helpers/vpnmasq.js';
+import { lineReader } from '../helpers/peerlines.js';
 import type { Lab as LabT } from '../../src/lab/lab.js';
 
 const skip = skipUnless({ root: true, tun: true, tools: ['ip', 'hping3', 'python3'] });
 const PEER = resolve(__dirname, 'flood-peer.py');
-
-function lineReader(p: ChildProcess) {
-  let buf = '';
-  const seen: string[] = [];
-  const waiters: { pred: (l: string) => boolean; res: (l: string) => void }[] = [];
-  let err = '';
-  p.stderr!.on('data', (d) => { err += d; });
-  p.stdout!.on('data', (d) => {
-    buf += d;
-    let i;
-    while ((i = buf.indexOf('\n')) >= 0) {
-      const l = buf.slice(0, i); buf = buf.slice(i + 1);
-      seen.push(l);
-      for (const w of [...waiters]) if (w.pred(l)) { waiters.splice(waiters.indexOf(w), 1); w.res(l); }
-    }
-  });
-  return (pred: (l: string) => boolean, ms: number) => new Promise<string>((res, rej) => {
-    const hit = seen.find(pred);
-    if (hit !== undefined) { res(hit); return; }
-    const t = setTimeout(() => rej(new Error(`peer: no line in ${ms} ms; stderr: ${err}`)), ms);
-    waiters.push({ pred, res: (l) => { clearTimeout(t); res(l); } });
-  });
-}
 
 describe.skipIf(skip)('blind TCP injection through the real router (item 4)', () => {
   let lab: LabT;
