@@ -226,17 +226,24 @@ Napi::Value TunOffload(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, 0);
 }
 
+// TUNGETIFF on `fd` into *ifr (tunFlags, tunName); false with the JS
+// exception thrown when the ioctl fails.
+bool GetIff(Napi::Env env, int fd, struct ifreq* ifr) {
+  std::memset(ifr, 0, sizeof *ifr);
+  if (ioctl(fd, TUNGETIFF, ifr) < 0) {
+    ThrowErrno(env, errno, "TUNGETIFF on fd " + std::to_string(fd), "ioctl");
+    return false;
+  }
+  return true;
+}
+
 // tunFlags(fd) -> the IFF_* flags of the device (IFF_VNET_HDR = 0x4000).
 Napi::Value TunFlags(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd;
   if (!ArgFd(info, 0, &fd)) return env.Undefined();
   struct ifreq ifr;
-  std::memset(&ifr, 0, sizeof ifr);
-  if (ioctl(fd, TUNGETIFF, &ifr) < 0) {
-    ThrowErrno(env, errno, "TUNGETIFF on fd " + std::to_string(fd), "ioctl");
-    return env.Undefined();
-  }
+  if (!GetIff(env, fd, &ifr)) return env.Undefined();
   return Napi::Number::New(env, static_cast<unsigned short>(ifr.ifr_flags));
 }
 
@@ -246,11 +253,7 @@ Napi::Value TunName(const Napi::CallbackInfo& info) {
   int fd;
   if (!ArgFd(info, 0, &fd)) return env.Undefined();
   struct ifreq ifr;
-  std::memset(&ifr, 0, sizeof ifr);
-  if (ioctl(fd, TUNGETIFF, &ifr) < 0) {
-    ThrowErrno(env, errno, "TUNGETIFF on fd " + std::to_string(fd), "ioctl");
-    return env.Undefined();
-  }
+  if (!GetIff(env, fd, &ifr)) return env.Undefined();
   ifr.ifr_name[IFNAMSIZ - 1] = '\0';
   return Napi::String::New(env, ifr.ifr_name);
 }
