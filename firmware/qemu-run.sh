@@ -190,7 +190,11 @@ case "$CONFIG" in
 esac
 
 # --- boot -------------------------------------------------------------------------
-CMDLINE="console=$CONSOLE panic=-1 rootfstype=ramfs loglevel=4 mitigations=off vpnmasq.lan_if=$LAN_MAC vpnmasq.wan_if=$WAN_MAC"
+# cma=0: Debian's arm64 kernel reserves 64 MiB for CMA, which only movable
+# pages may use; the ramfs root (about 100 MiB unpacked) is not movable, so
+# with 256 MiB the unpack could run out of memory ("System is deadlocked on
+# memory"). No device of these guests needs contiguous DMA memory.
+CMDLINE="console=$CONSOLE panic=-1 rootfstype=ramfs loglevel=4 mitigations=off cma=0 vpnmasq.lan_if=$LAN_MAC vpnmasq.wan_if=$WAN_MAC"
 CMDLINE+=" vpnmasq.lan=192.168.1.1/24 vpnmasq.wan=203.0.113.1/24 vpnmasq.gw=203.0.113.2${APPEND:+ $APPEND}"
 mkdir -p "$(dirname "$LOG")"
 : > "$LOG"
