@@ -4,7 +4,7 @@
 // METHOD` with JSON on stdin); redirects and rules by fw4 name in status;
 // and a reload to `option enabled '0'` stopping the daemon cleanly.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { skipUnless } from '../helpers/prereq.js';
@@ -19,6 +19,7 @@ describe.skipIf(skip)('OpenWrt integration against a running vpnmasq (namespaces
   let lab: LabT;
   let vm: RunningRouter;
   let bin: string;
+  let binDir = '';
 
   const sh = (ns: string, cmd: string, timeoutMs = 20_000) => lab.tryExec(ns, ['sh', '-c', cmd], { timeoutMs });
   /** One UDP exchange with the WAN echo server from a fixed source port (asked up to three times: UDP may be lost). */
@@ -47,7 +48,8 @@ config rule
 	option target 'ACCEPT'
 `);
     await vm.start();
-    const dir = mkdtempSync(join(tmpdir(), 'vpnmasq-rpcd-'));
+    binDir = mkdtempSync(join(tmpdir(), 'vpnmasq-rpcd-'));
+    const dir = binDir;
     chmodSync(dir, 0o755);
     bin = join(dir, 'vpnmasq');
     writeFileSync(bin, `#!/bin/sh\nexec "${process.execPath}" "${CLI}" "$@"\n`);
@@ -61,6 +63,7 @@ config rule
   afterAll(async () => {
     await vm?.stop();
     lab?.destroy();
+    if (binDir) rmSync(binDir, { recursive: true, force: true });
   });
 
   it('conntrack -C counts, with filters', () => {

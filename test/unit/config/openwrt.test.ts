@@ -5,7 +5,7 @@
 // src_dip / reflection / reflection_src on redirects are read.
 import { describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { ConfigError, DEFAULT_CONFIG, MAIN_DEFAULTS, formatConfig, parseConfig } from '../../../src/config/index.js';
@@ -102,7 +102,12 @@ describe('every problem of a file is reported', () => {
     const dir = mkdtempSync(join(tmpdir(), 'vpnmasq-all-'));
     const f = join(dir, 'bad');
     writeFileSync(f, BAD);
-    const r = spawnSync(process.execPath, [CLI, 'check-config', '-c', f], { encoding: 'utf8' });
+    let r;
+    try {
+      r = spawnSync(process.execPath, [CLI, 'check-config', '-c', f], { encoding: 'utf8' });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
     expect(r.status).toBe(1);
     expect(r.stdout).toBe('');
     const lines = r.stderr.trimEnd().split('\n');
