@@ -18,8 +18,10 @@ const RPCD = join(ROOT, 'firmware/files/usr/libexec/rpcd/vpnmasq');
 const UCI_DEFAULTS = join(ROOT, 'firmware/files/etc/uci-defaults/90-vpnmasq-firewall');
 
 const UDHCPC = join(ROOT, 'firmware/image/rootfs/usr/share/udhcpc/default.script');
+const IMAGE_NET = join(ROOT, 'firmware/image/rootfs/usr/sbin/vpnmasq-net');
+const RCS = join(ROOT, 'firmware/image/rootfs/etc/init.d/rcS');
 
-const SHELL_SCRIPTS = [INIT, GUARD_INIT, HOTPLUG, RESPAWN, BUILD_IPK, LIB_SH, WRAPPER, RPCD, UCI_DEFAULTS, UDHCPC];
+const SHELL_SCRIPTS = [INIT, GUARD_INIT, HOTPLUG, RESPAWN, BUILD_IPK, LIB_SH, WRAPPER, RPCD, UCI_DEFAULTS, UDHCPC, IMAGE_NET, RCS];
 
 describe.skipIf(skipUnless({ tools: ['shellcheck', 'busybox'] }))('shell scripts: syntax and shellcheck', () => {
   it.each(SHELL_SCRIPTS.map((f) => [relative(ROOT, f), f]))('%s', (_name, file) => {
@@ -30,7 +32,7 @@ describe.skipIf(skipUnless({ tools: ['shellcheck', 'busybox'] }))('shell scripts
   });
 
   it('executables are executable, the sourced hotplug script need not be', () => {
-    for (const f of [INIT, RESPAWN, BUILD_IPK, WRAPPER]) expect(statSync(f).mode & 0o111, f).toBe(0o111);
+    for (const f of [INIT, RESPAWN, BUILD_IPK, WRAPPER, IMAGE_NET, RCS]) expect(statSync(f).mode & 0o111, f).toBe(0o111);
     expect(readFileSync(INIT, 'utf8').split('\n')[0]).toBe('#!/bin/sh /etc/rc.common');
     expect(readFileSync(HOTPLUG, 'utf8').split('\n')[0]).toBe('#!/bin/sh');
   });
