@@ -115,8 +115,9 @@ describe.skipIf(skipUnless({ tools: ['busybox'] }))('/usr/sbin/vpnmasq-net (the 
         "\toption wan_if `id`",
         "\toption wan_proto 'dhcp\\'",
         '',
-      ].join('\n'), "vpnmasq.gw=1.2.3.4';reboot;' vpnmasq.lan_if=$(id)");
-      expect(r.err).toHaveLength(6);
+      ].join('\n'), "vpnmasq.gw=1.2.3.4';reboot;' vpnmasq.lan_if=$(id) vpnmasq.wan_if=/*");
+      expect(r.err).toHaveLength(7);
+      expect(r.err.at(-1)).toBe("vpnmasq-net: kernel command line: vpnmasq.wan_if=/*: option wan_if: '/*' is not an interface name or a MAC address");
       expect(r.out).toEqual(STATIC_DEFAULTS);
     });
 
