@@ -7,7 +7,7 @@
 import { COUNTER_SLOTS, C_FLOWS_FLUSHED, EVENT_CAP, EVENT_SIZE, EV_FLUSH } from "./abi/counters";
 import { FLOW_SIZE } from "./abi/records";
 import { captureSet } from "./nat/capture";
-import { callRecs, capture, counters, espRecs, events, flows, holdLens, holdSlots, holdVerdicts, ikeRecs, lens, slots, verdicts, hashMask, layoutEnd, layoutInit, lanNets, maxFlows, HOLD_CAP, MAX_LAN_NETS, SLOT_SIZE, setSlotGeometry, slotCount as curSlotCount, slotSize as curSlotSize, vnetHdrs, vnetOn, VNET_STRIDE } from "./layout";
+import { acctOn, callRecs, capture, flowAcct, counters, espRecs, events, flows, holdLens, holdSlots, holdVerdicts, ikeRecs, lens, slots, verdicts, hashMask, layoutEnd, layoutInit, lanNets, maxFlows, HOLD_CAP, MAX_LAN_NETS, SLOT_SIZE, setSlotGeometry, slotCount as curSlotCount, slotSize as curSlotSize, vnetHdrs, vnetOn, VNET_STRIDE } from "./layout";
 import { ABI_WORDS, abiDescribe as describe } from "./abi/describe.gen";
 import { bindResetDynamic } from "./nat/binding";
 import { processBatch } from "./nat/core";
@@ -33,16 +33,16 @@ let ready: bool = false;
 
 @inline function base(): usize { return __heap_base; }
 
-/** Bytes of linear memory the engine needs for `flows` flows (including static data). */
-export function memoryBytes(flowCount: u32): usize {
-  return layoutInit(base(), flowCount, false);
+/** Bytes of linear memory the engine needs for `flows` flows, with per-flow byte counters when `acct` is 1 (including static data). */
+export function memoryBytes(flowCount: u32, acct: u32): usize {
+  return layoutInit(base(), flowCount, acct != 0, false);
 }
 
-/** Carves the layout. Returns 0, or -1 when the imported memory is too small. */
-export function init(flowCount: u32, seed: u32): i32 {
-  const end = layoutInit(base(), flowCount, false);
+/** Carves the layout (`acct` 1: with the flows' byte counters, option acct). Returns 0, or -1 when the imported memory is too small. */
+export function init(flowCount: u32, seed: u32, acct: u32): i32 {
+  const end = layoutInit(base(), flowCount, acct != 0, false);
   if (end > (<usize>memory.size() << 16)) return -1;
-  layoutInit(base(), flowCount, true);
+  layoutInit(base(), flowCount, acct != 0, true);
   memory.fill(counters, 0, end - counters);
   setSeed(seed);
   espInit(); ikeInit(); pptpInit(); peersInit(); srcFlushAll();
@@ -160,6 +160,9 @@ export function vnetEnabled(): u32 { return vnetOn ? 1 : 0; }
 export function setVnet(on: u32): void { setSlotGeometry(on != 0); }
 export function flowsPtr(): usize { return flows; }
 export function flowSize(): u32 { return FLOW_SIZE; }
+/** Option acct: 1 when the flows have byte counters, at flowAcctPtr() + flow × FLOW_ACCT_SIZE (fields FA_*). */
+export function acctEnabled(): u32 { return acctOn ? 1 : 0; }
+export function flowAcctPtr(): usize { return flowAcct; }
 export function flowCapacity(): u32 { return maxFlows; }
 export function flowHighWater(): u32 { return tableHighWater(); }
 export function flowActive(): u32 { return tableActive(); }
@@ -205,7 +208,7 @@ export function restoreVerify(): u32 { return snapRestoreVerify(); }
 /** Back to the state right after init: empty tables, zero counters, no WAN address, a new hash seed (settings stay). */
 export function reset(seed: u32): void {
   if (!ready) return;
-  init(maxFlows, seed);
+  init(maxFlows, seed, acctOn ? 1 : 0);
   flowReset();
   setWan(0);
   restoreIdle();

@@ -1,6 +1,6 @@
 import { COUNTER_SLOTS, EVENT_CAP, EVENT_HEADER, EVENT_SIZE } from "./abi/counters";
 import {
-  BIND_PROTOS, BIND_SIZE, CALL_SIZE, CAPTURE_HEADER, CAPTURE_REC_SIZE, CAPTURE_SLOTS, ESP_SIZE, FLOW_SIZE, FRAG_SIZE,
+  BIND_PROTOS, BIND_SIZE, CALL_SIZE, CAPTURE_HEADER, CAPTURE_REC_SIZE, CAPTURE_SLOTS, ESP_SIZE, FLOW_ACCT_SIZE, FLOW_SIZE, FRAG_SIZE,
   HOLD_SIZE, IKE_SIZE, PEER_SIZE, RULE_SIZE, SRC_SIZE,
 } from "./abi/records";
 // The engine's linear memory map. Memory is imported from the supervisor
@@ -15,6 +15,7 @@ import {
 //               vnetHdrs  (SLOT_COUNT × VNET_STRIDE: each slot's virtio_net_hdr)
 //               flows     (maxFlows × FLOW_SIZE)
 //               flowOut / flowIn hash indexes (hashSize × u32 each)
+//               flowAcct  (maxFlows × FLOW_ACCT_SIZE, only with option acct; else empty)
 //               bindings  (3 protocols × 65536 × BIND_SIZE) + bindIndex
 //               frags     (FRAG_CAP × FRAG_SIZE) + fragIndex
 //               held fragments: holdSlots (HOLD_CAP × SLOT_SIZE), holdLens, holdVerdicts, holdRecs
@@ -78,6 +79,9 @@ export let flowOutIndex: usize = 0;
 export let flowInIndex: usize = 0;
 export let hashMask: u32 = 0;
 export let maxFlows: u32 = 0;
+/** Option acct: the flows' byte counters (nat/acct.ts) have their region; fixed at init, like maxFlows. */
+export let acctOn: bool = false;
+export let flowAcct: usize = 0;
 export let bindings: usize = 0;
 export let bindIndex: usize = 0;
 export let frags: usize = 0;
@@ -116,8 +120,8 @@ export function hashSizeFor(flowsWanted: u32): u32 {
   return n;
 }
 
-/** Bytes the layout needs for `flowsWanted` flows, starting at `base`. */
-export function layoutInit(base: usize, flowsWanted: u32, commit: bool): usize {
+/** Bytes the layout needs for `flowsWanted` flows (with byte counters when `acct`), starting at `base`. */
+export function layoutInit(base: usize, flowsWanted: u32, acct: bool, commit: bool): usize {
   let p = align64(base);
   const c = p; p = align64(p + COUNTER_SLOTS * 8);
   const e = p; p = align64(p + EVENT_HEADER + EVENT_CAP * EVENT_SIZE);
@@ -129,6 +133,7 @@ export function layoutInit(base: usize, flowsWanted: u32, commit: bool): usize {
   const hs = hashSizeFor(flowsWanted);
   const fo = p; p = align64(p + <usize>hs * 4);
   const fi = p; p = align64(p + <usize>hs * 4);
+  const fa = p; p = align64(p + (acct ? <usize>flowsWanted * FLOW_ACCT_SIZE : 0));
   const b = p; p = align64(p + <usize>BIND_PROTOS * 65536 * BIND_SIZE);
   const bi = p; p = align64(p + <usize>BIND_INDEX_SIZE * 4);
   const fr = p; p = align64(p + <usize>FRAG_CAP * FRAG_SIZE);
@@ -158,6 +163,7 @@ export function layoutInit(base: usize, flowsWanted: u32, commit: bool): usize {
     callIdBitmap = cb; outstanding = os; peerRecs = pr; peerMap = pm; capture = cp;
     counters = c; events = e; slots = s; lens = l; verdicts = v; vnetHdrs = vh;
     flows = f; flowOutIndex = fo; flowInIndex = fi; hashMask = hs - 1; maxFlows = flowsWanted;
+    acctOn = acct; flowAcct = acct ? fa : 0;
     bindings = b; bindIndex = bi; frags = fr; fragIndex = fx;
     holdSlots = hs_; holdLens = hl; holdVerdicts = hv; holdRecs = hr;
     redirects = rd; rules = ru; lanNets = ln; layoutEnd = p;

@@ -137,7 +137,7 @@ export class Supervisor {
       throw new FatalError(`vpnmasq: ${(err as Error).message}`);
     }
     const t0 = performance.now();
-    this.engine = Engine.load({ maxFlows: m.maxFlows });
+    this.engine = Engine.load({ maxFlows: m.maxFlows, acct: m.acct });
     applyConfig(this.engine, this.cfg, this.lanSubnets);
     const t1 = performance.now();
 
@@ -209,7 +209,7 @@ export class Supervisor {
     this.log.info({ startup: this.startup }, 'forwarding');
     this.log.info({
       lan: m.lanDevice, wan: m.wanDevice, wanAddress: this.wanAddress, lanSubnets: this.lanSubnets,
-      maxFlows: m.maxFlows, memoryMiB: +(this.engine.memoryBytes / 1048576).toFixed(1),
+      maxFlows: m.maxFlows, acct: m.acct, memoryMiB: +(this.engine.memoryBytes / 1048576).toFixed(1),
       redirects: this.cfg.redirects.length, rules: this.cfg.rules.length,
       redirectList: this.cfg.redirects.map(redirectLabel), ruleList: this.cfg.rules.map(ruleLabel), socket: m.controlSocket,
       offload: this.engine.vnet ? offloadNames(this.tunIn!.offloads).join(',') || 'vnet only' : 'off',
@@ -238,6 +238,7 @@ export class Supervisor {
       this.snap.restored = { ...res, at: new Date().toISOString(), ms: +(performance.now() - t0).toFixed(1) };
       this.log.info({ file, savedAt: res.savedAt, ageS: +(res.ageMs / 1000).toFixed(1), entries: res.entries,
         bytes: res.bytes, ms: this.snap.restored.ms, ...(res.buildIdChanged ? { engineChanged: true } : {}) }, 'state restored');
+      if (res.acctNote) this.log.warn({ file }, `state restored, but ${res.acctNote}`);
     } catch (err) {
       const why = err instanceof SnapshotRefused ? err.message : `unexpected: ${(err as Error).message}`;
       this.snap.refused = why;
@@ -376,7 +377,7 @@ export class Supervisor {
       pid: process.pid, uptimeS: Math.round((Date.now() - this.startedAt) / 1000),
       config: this.cfg.file, lanDevice: this.cfg.main.lanDevice, wanDevice: this.cfg.main.wanDevice,
       wanAddress: this.wanAddress, lanSubnets: this.lanSubnets,
-      flows: { active: e.x.flowActive(), max: e.maxFlows, bytesPerFlow: +e.bytesPerFlow().toFixed(1) },
+      flows: { active: e.x.flowActive(), max: e.maxFlows, acct: e.acct, bytesPerFlow: +e.bytesPerFlow().toFixed(1) },
       memoryBytes: e.memoryBytes, counters: e.counters(), drops: e.drops(), tunWriteDrops: writeDrops(),
       redirects: this.cfg.redirects.length, rules: this.cfg.rules.length,
       // by fw4 name (else the uci section name, else the line)
@@ -406,7 +407,7 @@ export class Supervisor {
     }
     const restartNeeded: string[] = [];
     const a = this.cfg.main, b = next.main;
-    for (const k of ['lanDevice', 'wanDevice', 'tunInside', 'tunOutside', 'offload', 'maxFlows', 'controlSocket', 'snapshotDir', 'snapshotInterval'] as const) {
+    for (const k of ['lanDevice', 'wanDevice', 'tunInside', 'tunOutside', 'offload', 'maxFlows', 'acct', 'controlSocket', 'snapshotDir', 'snapshotInterval'] as const) {
       if (a[k] !== b[k]) restartNeeded.push(k);
     }
     if (JSON.stringify(a.lanSubnets) !== JSON.stringify(b.lanSubnets)) restartNeeded.push('lanSubnets');

@@ -34,6 +34,7 @@ export const SNAP_FLOWS: u32 = 2;
 export const SNAP_ESP: u32 = 3;
 export const SNAP_IKE: u32 = 4;
 export const SNAP_CALLS: u32 = 5;
+export const SNAP_FLOW_ACCT: u32 = 6;  // with option acct: the flows' byte counters, record for record beside SNAP_FLOWS
 export const SNAP_MAX_LIFETIME_DS: u32 = 21474830; // no saved entry has longer left: the largest timeout (2147483 s)
 export const RESTORE_OK: u32 = 0;
 export const RESTORE_BAD_REGION: u32 = 1;   // a region id this engine does not have

@@ -22,6 +22,12 @@ export const F_PKTS_IN: u32 = 28;     // u32
 export const F_END_OUT: u32 = 32;     // u32 TCP: highest sequence number + length the LAN side sent
 export const F_END_IN: u32 = 36;      // u32 TCP: the same for the WAN side
 
+// @group flowAcct  (nat/acct.ts: flow f's byte counters at flowAcct + f × FLOW_ACCT_SIZE, a region
+// beside the records that exists only with option acct '1', as conntrack's acct extension)
+export const FLOW_ACCT_SIZE: u32 = 16;
+export const FA_BYTES_OUT: u32 = 0;   // u64 IP bytes LAN → WAN (F_PKTS_OUT's packets; a super-packet's whole length)
+export const FA_BYTES_IN: u32 = 8;    // u64 IP bytes WAN → LAN (F_PKTS_IN's packets)
+
 // @group flowFlags
 export const FL_IN_USE: u32 = 1;
 export const FL_REDIRECT: u32 = 2;   // opened by a WAN packet through a redirect

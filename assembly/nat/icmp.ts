@@ -26,6 +26,7 @@ import { Drop } from "../abi/reasons";
 import { rewriteAddr } from "./rewrite";
 import { isLanAddr, wanAddr } from "./state";
 import { flowFindIn, flowFindOut, rec } from "./table";
+import { ACCT_IN, ACCT_OUT, flowAcctAdd } from "./acct";
 
 @inline function isError(type: u32): bool {
   return type == ICMP_DEST_UNREACH || type == ICMP_TIME_EXCEEDED || type == ICMP_PARAM_PROBLEM || type == ICMP_SOURCE_QUENCH;
@@ -156,6 +157,7 @@ export function icmpOut(p: usize, icmp: usize, icmpLen: u32, ctx: usize): u32 {
   }
   const r = rec(e - 1);
   store<u32>(r, load<u32>(r, F_PKTS_OUT) + 1, F_PKTS_OUT);
+  flowAcctAdd(e - 1, ACCT_OUT, p);
   rewriteEmbedded(icmp, ctx, IP_DST, wanAddr, isEcho ? ICMP_ID : L4_DST_PORT, load<u16>(r, F_ALIAS_PORT));
   if (!own) rewriteAddr(p, IP_SRC, wanAddr);
   return Drop.NONE;
@@ -205,6 +207,7 @@ export function icmpIn(p: usize, icmp: usize, icmpLen: u32, ctx: usize): u32 {
   if (e == 0) return Drop.ICMP_NO_FLOW;
   const r = rec(e - 1);
   store<u32>(r, load<u32>(r, F_PKTS_IN) + 1, F_PKTS_IN);
+  flowAcctAdd(e - 1, ACCT_IN, p);
   const lanA = load<u32>(r, F_LAN_ADDR);
   rewriteEmbedded(icmp, ctx, IP_SRC, lanA, isEcho ? ICMP_ID : L4_SRC_PORT, load<u16>(r, F_LAN_PORT));
   rewriteAddr(p, IP_DST, lanA);

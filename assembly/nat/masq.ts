@@ -19,6 +19,7 @@ import { rewriteAddrPort } from "./rewrite";
 import { LIM_FLOWS, srcCharge, srcRelease } from "./limits";
 import { icmpDs, nattDs, tcpClosedDs, tcpEstablishedDs, tcpTransitoryDs, udpDs, unrepliedDs, wanAddr } from "./state";
 import { flowFindIn, flowFindOut, flowInsert, flowTouch, flowUnrepliedWan, rec } from "./table";
+import { ACCT_IN, ACCT_OUT, flowAcctAdd } from "./acct";
 
 // TCP states, named as conntrack names them.
 export const TCP_SYN_SENT: u32 = 1;
@@ -195,6 +196,7 @@ export function natOut(p: usize, l4: usize, proto: u32, pi: u32): u32 {
   }
   flowTouch(r, lifetimeOf(proto, state, load<u16>(r, F_FLAGS)));
   store<u32>(r, load<u32>(r, F_PKTS_OUT) + 1, F_PKTS_OUT);
+  flowAcctAdd(e - 1, ACCT_OUT, p);
   rewriteAddrPort(p, IP_SRC, wanAddr, l4, proto, isIcmp ? ICMP_ID : L4_SRC_PORT, load<u16>(r, F_ALIAS_PORT));
   return Drop.NONE;
 }
@@ -244,6 +246,7 @@ export function natIn(p: usize, l4: usize, proto: u32, pi: u32): u32 {
   if (!redirected) store<u16>(r, load<u16>(r, F_FLAGS) | <u16>FL_REPLIED, F_FLAGS);
   flowTouch(r, lifetimeOf(proto, state, load<u16>(r, F_FLAGS)));
   store<u32>(r, load<u32>(r, F_PKTS_IN) + 1, F_PKTS_IN);
+  flowAcctAdd(e - 1, ACCT_IN, p);
   const lanA = load<u32>(r, F_LAN_ADDR);
   rewriteAddrPort(p, IP_DST, lanA, l4, proto, isIcmp ? ICMP_ID : L4_DST_PORT, load<u16>(r, F_LAN_PORT));
   return Drop.NONE;

@@ -23,6 +23,7 @@ import {
   SNAP_MAX_LIFETIME_DS,
 } from "../abi/codes";
 import { LIM_FLOWS, srcCharge, srcRelease } from "./limits";
+import { flowAcctClear } from "./acct";
 
 let freeHead: u32 = 0;   // record + 1 of the first free record, 0 = none
 let bumpNext: u32 = 0;   // records never used start here
@@ -148,6 +149,7 @@ export function flowInsert(proto: u32, lanA: u32, lanP: u32, remA: u32, remP: u3
   store<u8>(r, <u8>state, F_STATE); store<u32>(r, nowDs + lifetimeDs, F_EXPIRES);
   store<u16>(r, <u16>(flags | FL_IN_USE), F_FLAGS); store<u16>(r, 0, F_TCP_OUT); // and F_TCP_IN
   store<u32>(r, 0, F_PKTS_OUT); store<u32>(r, 0, F_PKTS_IN);
+  flowAcctClear(f);
   store<u64>(r, 0, F_END_OUT); // and F_END_IN
   indexInsert(flowOutIndex, hashOut(proto, lanA, lanP, remA, remP), f + 1);
   indexInsert(flowInIndex, hashIn(proto, aliasP, remA, remP), f + 1);

@@ -1,6 +1,17 @@
 // `vpnmasq conntrack`: the flow table the way `conntrack -L` prints it,
 // original direction first, reply direction second.
+//
+// Counters as conntrack-tools print them (libnetfilter_conntrack's
+// snprintf_default.c): `packets=N bytes=N` after each direction's tuple,
+// before [UNREPLIED] (original) or [ASSURED] (reply). Linux prints them only
+// with nf_conntrack_acct=1; vpnmasq always counts packets and prints bytes=
+// with option acct '1' (the flows then carry bytesOut/bytesIn).
 import type { FlowEntry } from '../engine/engine.js';
+
+/** ` packets=N`, and ` bytes=N` beside it when the entry has byte counters. */
+function counters(packets: number, bytes: number | undefined): string {
+  return ` packets=${packets}${bytes === undefined ? '' : ` bytes=${bytes}`}`;
+}
 
 export function formatConntrack(flows: FlowEntry[]): string {
   const lines = flows.map((f) => {
@@ -33,9 +44,12 @@ export function formatConntrack(flows: FlowEntry[]): string {
       ? `src=${f.lan} dst=${f.remote}${ports(f.lanPort, f.remotePort, 0)}`
       : `src=${f.remote} dst=${f.wan}${ports(f.remotePort, f.aliasPort, 0)}`;
     const unreplied = f.replied ? '' : ' [UNREPLIED]';
+    // Counters go with their direction: a redirect's original direction is WAN → LAN.
+    const origCount = f.redirect ? counters(f.packetsIn, f.bytesIn) : counters(f.packetsOut, f.bytesOut);
+    const replyCount = f.redirect ? counters(f.packetsOut, f.bytesOut) : counters(f.packetsIn, f.bytesIn);
     const flags = f.replied && f.protoNum === 6 && f.state === 'ESTABLISHED' ? ' [ASSURED]' : '';
     return `${f.proto.padEnd(8)} ${f.protoNum} ${Math.round(f.expiresInS)} ${state}${orig}` +
-      ` packets=${f.packetsOut}${unreplied} ${reply} packets=${f.packetsIn}${flags} use=1`;
+      `${origCount}${unreplied} ${reply}${replyCount}${flags} use=1`;
   });
   return lines.join('\n') + (lines.length ? '\n' : '');
 }

@@ -17,6 +17,7 @@ config vpnmasq 'main'
 	option offload '1'	# TUN offloads (GSO super-packets, partial checksums); '0': one packet per read
 	# list lan_subnet '192.168.1.0/24'	# none: taken from lan_device at run time
 	option max_flows '65536'	# size of the flow table (1024..4194304)
+	option acct '0'	# '1': bytes per flow in conntrack -L (16 bytes more per flow; a restart applies it)
 	option log_level 'info'	# fatal, error, warn, info, debug or trace
 	option masq_ports '61000-65535'	# source ports for masquerading; redirects must stay outside
 	# Idle timeouts, in seconds.

@@ -257,6 +257,9 @@ export const MAIN_TABLE = [
   opt('offload', bool, true, 'TUN offloads: GSO super-packets and partial checksums pass through whole (falls back when the kernel refuses)'),
   opt('lan_subnet', lanSubnets, [] as string[], 'LAN networks; none: the subnets of lan_device at run time', { key: 'lanSubnets' }),
   opt('max_flows', uint(1024, 4194304), 65536, 'size of the flow table (fixed memory)'),
+  // Linux's nf_conntrack_acct (off by default there too): 16 bytes per flow
+  // more, past the table's 64-byte budget, so only when asked for.
+  opt('acct', bool, false, "byte counters per flow and direction (conntrack's bytes=); 16 bytes more per flow, fixed at start like max_flows"),
   opt('log_level', logLevel, 'info' as LogLevel, 'log level'),
   opt('masq_ports', ports(1024, 65535), [61000, 65535] as PortRange, 'source ports for masquerading; redirects must stay outside',
     { engine: ['masq_port_lo', 'masq_port_hi'] }),

@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { createHash, randomBytes } from 'node:crypto';
 import * as A from './abi.js';
 import {
-  C_DROP_BASE, COUNTERS, DROP_REASONS, EV_AH_REFUSED, EV_DROP, EV_ESP_BOUND, EV_FLOW_EXPIRED, EV_FLOW_NEW, EV_FLUSH,
+  C_DROP_BASE, COUNTERS, DROP_REASONS, FA_BYTES_IN, FA_BYTES_OUT, FLOW_ACCT_SIZE, EV_AH_REFUSED, EV_DROP, EV_ESP_BOUND, EV_FLOW_EXPIRED, EV_FLOW_NEW, EV_FLUSH,
   EV_IKE_COLLISION, FL_IN_USE, FL_REDIRECT,
   FL_REPLIED, F_ALIAS_PORT, F_EXPIRES, F_FLAGS, F_LAN_ADDR, F_LAN_PORT, F_PKTS_IN, F_PKTS_OUT, F_PROTO, F_REM_ADDR,
   F_REM_PORT, F_STATE, PROTO_NAMES, SETTINGS_FIELDS, TCP_STATES, rawToIp, type EngineExports, type EngineSettings,
@@ -33,6 +33,8 @@ export interface FlowEntry {
   proto: string; protoNum: number; state: string;
   lan: string; lanPort: number; remote: string; remotePort: number; wan: string; aliasPort: number;
   expiresInS: number; redirect: boolean; replied: boolean; packetsOut: number; packetsIn: number;
+  /** With option acct only (flows, not VPN entries): IP bytes of packetsOut / packetsIn. */
+  bytesOut?: number; bytesIn?: number;
   /** ESP: SPIs as 0x-hex, outbound (LAN → server) and inbound (server → LAN; null while outstanding). */
   spiOut?: string; spiIn?: string | null;
   /** IKE: initiator and responder cookies as hex (responder null until seen). */
@@ -121,6 +123,8 @@ export class Engine {
   /** With vnet: the (zero) virtio headers the held fragments are written behind, after the batch slots' headers. */
   holdVnetBase = 0;
   readonly maxFlows: number;
+  /** Option acct: the flows have byte counters (fixed at load, like maxFlows). */
+  readonly acct: boolean;
   readonly memoryBytes: number;
   /** SHA-256 of the Wasm bytes (hex). */
   readonly buildId: string;
@@ -128,6 +132,7 @@ export class Engine {
   private readonly dv: DataView;
 
   private constructor(memory: WebAssembly.Memory, x: EngineExports, maxFlows: number, bytes: number, buildId: string) {
+    this.acct = x.acctEnabled() !== 0;
     this.memory = memory;
     this.x = x;
     this.buffer = memory.buffer;
@@ -150,18 +155,19 @@ export class Engine {
     this.buildId = buildId;
   }
 
-  static load(opts: { maxFlows: number; debug?: boolean; seed?: number }): Engine {
+  static load(opts: { maxFlows: number; acct?: boolean; debug?: boolean; seed?: number }): Engine {
     const { mod, buildId } = moduleFor(wasmPath(opts.debug));
     // Ask a throwaway instance how much memory the layout needs, then make
     // exactly that, fixed: initial == maximum, so it can never grow or move.
     const probe = instantiate(mod, new WebAssembly.Memory({ initial: 1, maximum: 1 }));
-    const bytes = probe.memoryBytes(opts.maxFlows);
+    const acct = opts.acct ? 1 : 0;
+    const bytes = probe.memoryBytes(opts.maxFlows, acct);
     const pages = Math.ceil(bytes / 65536);
     if (pages > 65536) throw new Error(`max_flows ${opts.maxFlows} needs ${bytes} bytes, beyond 4 GiB of Wasm memory`);
     const memory = new WebAssembly.Memory({ initial: pages, maximum: pages });
     const x = instantiate(mod, memory);
     const seed = opts.seed ?? randomBytes(4).readUInt32LE(0);
-    if (x.init(opts.maxFlows, seed) !== 0) throw new Error('engine memory too small for its layout');
+    if (x.init(opts.maxFlows, seed, acct) !== 0) throw new Error('engine memory too small for its layout');
     return new Engine(memory, x, opts.maxFlows, pages * 65536, buildId);
   }
 
@@ -313,6 +319,7 @@ export class Engine {
     const size = this.x.flowSize();
     const n = this.x.flowHighWater();
     const nowDs = Math.floor(now / 100);
+    const acct = this.acct ? this.x.flowAcctPtr() : 0;
     const out: FlowEntry[] = [];
     for (let f = 0; f < n && out.length < limit; f++) {
       const r = base + f * size;
@@ -330,6 +337,10 @@ export class Engine {
         expiresInS: Math.max(0, ((this.dv.getUint32(r + F_EXPIRES, true) - nowDs) | 0) / 10),
         redirect: !!(flags & FL_REDIRECT), replied: !!(flags & FL_REPLIED),
         packetsOut: this.dv.getUint32(r + F_PKTS_OUT, true), packetsIn: this.dv.getUint32(r + F_PKTS_IN, true),
+        ...(acct ? {
+          bytesOut: Number(this.dv.getBigUint64(acct + f * FLOW_ACCT_SIZE + FA_BYTES_OUT, true)),
+          bytesIn: Number(this.dv.getBigUint64(acct + f * FLOW_ACCT_SIZE + FA_BYTES_IN, true)),
+        } : {}),
       });
     }
     return out;
@@ -395,8 +406,8 @@ export class Engine {
     return this.x.deleteEntry(ENTRY_TABLES[m[1] as keyof typeof ENTRY_TABLES], Number(m[2])) !== 0;
   }
 
-  /** Table bytes per flow: records plus both hash indexes. */
+  /** Table bytes per flow: records plus both hash indexes, plus the byte counters with option acct. */
   bytesPerFlow(): number {
-    return this.x.flowSize() + (2 * 4 * this.x.hashSize()) / this.maxFlows;
+    return this.x.flowSize() + (this.acct ? FLOW_ACCT_SIZE : 0) + (2 * 4 * this.x.hashSize()) / this.maxFlows;
   }
 }

@@ -26,7 +26,8 @@ export const METRICS_FILE_MS = 5000;
 export const FLOW_LIMIT = 1000;
 const WAN_HISTORY = 20;
 
-export interface FlowsView { total: number; shown: number; limit: number; flows: FlowEntry[]; vpn: FlowEntry[] }
+/** acct: option acct is on, the flows carry bytesOut/bytesIn. */
+export interface FlowsView { total: number; shown: number; limit: number; acct: boolean; flows: FlowEntry[]; vpn: FlowEntry[] }
 
 export interface ObserverOptions {
   cfg: Config;
@@ -119,7 +120,7 @@ export class Observer {
       const wan = this.wanAddress ?? '0.0.0.0';
       const flows = this.o.engine.flows(wan, undefined, FLOW_LIMIT);
       const view: FlowsView = {
-        total: this.o.engine.x.flowActive(), shown: flows.length, limit: FLOW_LIMIT, flows, vpn: this.o.engine.vpnEntries(wan),
+        total: this.o.engine.x.flowActive(), shown: flows.length, limit: FLOW_LIMIT, acct: this.o.engine.acct, flows, vpn: this.o.engine.vpnEntries(wan),
       };
       this.cachedFlows = { at: now, json: JSON.stringify(view) };
     }

@@ -61,7 +61,7 @@ export const PAGE_HTML = `<!doctype html>
     <select id="fproto"><option value="">all protocols</option><option>tcp</option><option>udp</option><option>icmp</option><option>gre</option><option>esp</option></select>
     <input id="ftext" type="search" placeholder="address, port or state" autocomplete="off">
   </div>
-  <table id="flows"><thead><tr><th>proto</th><th>state</th><th>LAN</th><th>remote</th><th>WAN port</th><th>expires</th><th>pkts out/in</th></tr></thead><tbody></tbody></table>
+  <table id="flows"><thead><tr><th>proto</th><th>state</th><th>LAN</th><th>remote</th><th>WAN port</th><th>expires</th><th>pkts out/in</th><th id="fbytes" hidden>bytes out/in</th></tr></thead><tbody></tbody></table>
 </section>
 </main>
 </body>
@@ -207,9 +207,12 @@ export const PAGE_JS = `'use strict';
       return [f.lan + ':' + f.lanPort, f.remote + ':' + f.remotePort, String(f.aliasPort), f.state.toLowerCase()].some(function (t) { return t.indexOf(q) >= 0; });
     });
     set('flowcount', rows.length + ' shown of ' + d.total + (d.total > d.shown ? ' (the first ' + d.limit + ' are listed)' : ''));
+    // Bytes only with option acct (the flows then carry bytesOut/bytesIn).
+    $('fbytes').hidden = !d.acct;
     fill($('flows').tBodies[0], rows, function (tr, f) {
       cell(tr, f.proto); cell(tr, f.state); cell(tr, f.lan + ':' + f.lanPort, 'mono'); cell(tr, f.remote + ':' + f.remotePort, 'mono');
       cell(tr, f.aliasPort, 'num'); cell(tr, secs(f.expiresInS), 'num'); cell(tr, f.packetsOut + ' / ' + f.packetsIn, 'num');
+      if (d.acct) cell(tr, f.bytesOut + ' / ' + f.bytesIn, 'num');
     });
   }
 

@@ -19,7 +19,7 @@ import { dirname } from 'node:path';
 import { continueClock, type Engine } from '../engine/engine.js';
 import {
   RESTORE_BAD_BINDING, RESTORE_BAD_COUNT, RESTORE_BAD_FIELD, RESTORE_BAD_REGION, RESTORE_DUPLICATE, RESTORE_FULL,
-  RESTORE_INCONSISTENT, RESTORE_ORDER, SNAP_CALLS, SNAP_COUNTERS, SNAP_ESP, SNAP_FLOWS, SNAP_IKE, rawToIp,
+  RESTORE_INCONSISTENT, RESTORE_ORDER, SNAP_CALLS, SNAP_COUNTERS, SNAP_ESP, SNAP_FLOW_ACCT, SNAP_FLOWS, SNAP_IKE, rawToIp,
 } from '../engine/abi.js';
 import {
   FORMAT_VERSION, SnapshotRefused, crc32, decode, encodeHeader, encodeSectionHeader, type Section, type Snapshot,
@@ -31,6 +31,7 @@ export { SnapshotRefused };
 /** Region ids of the engine (SNAP_* in assembly/abi/codes.ts) → names for logs and status. */
 export const REGION_NAMES: Record<number, string> = {
   [SNAP_COUNTERS]: 'counters', [SNAP_FLOWS]: 'flows', [SNAP_ESP]: 'esp', [SNAP_IKE]: 'ike', [SNAP_CALLS]: 'calls',
+  [SNAP_FLOW_ACCT]: 'flow bytes',
 };
 const regionName = (id: number) => REGION_NAMES[id] ?? `region${id}`;
 
@@ -154,6 +155,21 @@ export interface Restored {
   /** records the file held per table (live, expired or free) */
   fileRecords: Record<string, number>;
   bytes: number;
+  /** Option acct changed since the snapshot: what became of the flows' byte counters. */
+  acctNote?: string;
+}
+
+/**
+ * The flows' byte counters (option acct) are the one table that may be
+ * missing or extra: a restart that switches acct keeps the flows, and says
+ * what became of the counters (null when acct did not change).
+ */
+export function acctChange(engine: Engine, snap: Snapshot): string | null {
+  const saved = snap.sections.some((s) => s.id === SNAP_FLOW_ACCT);
+  if (saved === engine.acct) return null;
+  return engine.acct
+    ? "acct is '1' now, the snapshot has no byte counters: restored flows count bytes from 0"
+    : "acct is '0' now: the snapshot's byte counters are dropped";
 }
 
 /**
@@ -167,9 +183,13 @@ export function checkHeader(engine: Engine, snap: Snapshot, wanAddr: number | nu
   }
   if (snap.maxFlows !== engine.maxFlows) throw new SnapshotRefused(`max_flows ${snap.maxFlows}, configured ${engine.maxFlows}`);
   const mine = regions(engine);
-  if (snap.sections.length !== mine.length) throw new SnapshotRefused(`${snap.sections.length} tables, this engine has ${mine.length}`);
+  // An acct switch adds or removes the byte counters' table (acctChange); any other difference is refused.
+  const acctSwitched = acctChange(engine, snap) !== null;
+  const expected = mine.length + (acctSwitched ? (engine.acct ? -1 : 1) : 0);
+  if (snap.sections.length !== expected) throw new SnapshotRefused(`${snap.sections.length} tables, this engine has ${mine.length}`);
   for (const r of mine) {
     const s = snap.sections.find((t) => t.id === r.id);
+    if (!s && r.id === SNAP_FLOW_ACCT) continue;
     if (!s) throw new SnapshotRefused(`no ${regionName(r.id)} table`);
     if (s.recordBytes !== r.recordBytes || s.capacity !== r.capacity) {
       throw new SnapshotRefused(`${regionName(r.id)}: ${s.capacity} records of ${s.recordBytes} bytes, this engine has ${r.capacity} of ${r.recordBytes}`);
@@ -207,7 +227,8 @@ export function restoreInto(engine: Engine, snap: Snapshot, wanAddr: number | nu
   if (rc !== 0) fail(`engine refused to start a restore (${RESTORE_ERRORS[rc] ?? rc})`);
   // Tables in the engine's own order: it restores in dependency order.
   for (const r of regions(engine)) {
-    const s = snap.sections.find((t) => t.id === r.id)!;
+    const s = snap.sections.find((t) => t.id === r.id);
+    if (!s) continue; // the byte counters of a snapshot taken with acct off (checkHeader)
     const per = Math.max(1, Math.floor(stageBytes / s.recordBytes));
     for (let done = 0; done < s.records; done += per) {
       const n = Math.min(per, s.records - done);
@@ -225,6 +246,7 @@ export function restoreInto(engine: Engine, snap: Snapshot, wanAddr: number | nu
     entries: { flows: c.flowsActive ?? 0, bindings: c.bindingsActive ?? 0, esp: c.espActive ?? 0, ike: c.ikeActive ?? 0, calls: c.callsActive ?? 0 },
     fileRecords: Object.fromEntries(snap.sections.map((s) => [regionName(s.id), s.records])),
     bytes: snap.bytes,
+    ...(acctChange(engine, snap) ? { acctNote: acctChange(engine, snap)! } : {}),
   };
 }
 

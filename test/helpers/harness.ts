@@ -10,6 +10,8 @@ export const LAN_NET = '192.168.1.0';
 
 export interface BenchOpts {
   maxFlows?: number; wan?: string; pool?: [number, number]; debug?: boolean; seed?: number;
+  /** option acct: per-flow byte counters */
+  acct?: boolean;
   timeouts?: { tcpEst?: number; tcpTrans?: number; udp?: number; icmp?: number; frag?: number };
 }
 
@@ -30,7 +32,7 @@ export class TestRouter {
   settings: EngineSettings;
   now = 10_000;
   constructor(opts: BenchOpts = {}) {
-    this.engine = Engine.load({ maxFlows: opts.maxFlows ?? 4096, debug: opts.debug ?? false, seed: opts.seed ?? 12345 });
+    this.engine = Engine.load({ maxFlows: opts.maxFlows ?? 4096, acct: opts.acct ?? false, debug: opts.debug ?? false, seed: opts.seed ?? 12345 });
     const x = this.engine.x;
     x.setLanNet(0, ipToRaw(LAN_NET), maskRaw(24));
     x.setLanNetCount(1);

@@ -132,6 +132,21 @@ describe('conntrack filters (original direction, as conntrack-tools reads them)'
     expect(() => parseFilter({ proto: '256' })).toThrow(FilterError);
   });
 
+  it('option acct: bytes= right after packets= in each direction (libnetfilter_conntrack\'s order); off: packets= only', () => {
+    const acct = { bytesOut: 1500, bytesIn: 61234567890 };
+    expect(formatConntrack([{ ...UDP, ...acct }])).toBe(
+      'udp      17 100 src=192.168.1.10 dst=198.51.100.7 sport=5353 dport=53 packets=3 bytes=1500' +
+        ' src=198.51.100.7 dst=203.0.113.1 sport=53 dport=5353 packets=2 bytes=61234567890 use=1\n',
+    );
+    expect(formatConntrack([{ ...UDP, ...acct, replied: false }])).toContain('packets=3 bytes=1500 [UNREPLIED] src=');
+    // A redirect's original direction is the WAN side's: its counters are the inbound ones.
+    expect(formatConntrack([{ ...FWD, ...acct }])).toBe(
+      'tcp      6 100 ESTABLISHED src=198.51.100.9 dst=203.0.113.1 sport=40000 dport=8080 packets=2 bytes=61234567890' +
+        ' src=192.168.1.20 dst=198.51.100.9 sport=80 dport=40000 packets=3 bytes=1500 [ASSURED] use=1\n',
+    );
+    expect(formatConntrack([UDP, FWD])).not.toContain('bytes=');
+  });
+
   it('GRE is shown with conntrack\'s srckey=/dstkey= and the Call IDs', () => {
     expect(formatConntrack([GRE])).toBe(
       'gre      47 100 CALL src=192.168.1.12 dst=198.51.100.60 srckey=0x100 dstkey=0x77 packets=3' +

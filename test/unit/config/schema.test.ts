@@ -102,6 +102,7 @@ describe('config: the contract', () => {
         offload: true,
         lanSubnets: [],
         maxFlows: 65536,
+        acct: false,
         logLevel: 'info',
         masqPorts: [61000, 65535],
         tcpTimeout: 7440,
@@ -191,6 +192,8 @@ describe('config: main options', () => {
     ["option tun_outside 'vout0'", 'tunOutside', 'vout0'],
     ["option max_flows '1024'", 'maxFlows', 1024],
     ["option max_flows '4194304'", 'maxFlows', 4194304],
+    ["option acct '1'", 'acct', true],
+    ["option acct '0'", 'acct', false],
     ["option log_level 'trace'", 'logLevel', 'trace'],
     ["option log_level 'fatal'", 'logLevel', 'fatal'],
     ["option masq_ports '20000-29999'", 'masqPorts', [20000, 29999]],
@@ -242,6 +245,9 @@ describe('config: main options', () => {
     mainError("option max_flows '0x400'", 'is not a whole number');
     mainError("option max_flows '1023'", "option max_flows: '1023' is out of range (1024..4194304)");
     mainError("option max_flows '4194305'", 'is out of range');
+    mainError("option acct '2'", "option acct: '2' is not a boolean");
+    mainError("option acct 'bytes'", "option acct: 'bytes' is not a boolean");
+    mainError("list acct '1'", "list acct: must be a single value; use 'option acct'");
     mainError("option log_level 'verbose'", "option log_level: 'verbose' is not a log level");
     mainError("option log_level 'INFO'", 'is not a log level');
     mainError("option masq_ports '1000-2000'", 'is out of range (ports 1024..65535)');
