@@ -1,9 +1,11 @@
 // Core microbenchmark: packets per second through the engine's `process`
 // on one core, with 1k, 100k and 1M established flows, and table bytes per
 // flow. Only the process() calls are timed; refilling the slots with fresh
-// untranslated packets between batches is not.
+// untranslated packets between batches is not. Each flow count runs with
+// option acct off (the default) and on (per-flow byte counters: 16 bytes
+// more per flow, one more store per packet).
 //
-//   node bench/core.js [--flows 1000,100000,1000000] [--seconds 2] [--json FILE]
+//   node bench/core.js [--flows 1000,100000,1000000] [--acct off,on] [--seconds 2] [--json FILE]
 
 import { writeFileSync } from 'node:fs';
 import { Engine } from '../dist/engine/engine.js';
@@ -16,6 +18,10 @@ const args = Object.fromEntries(process.argv.slice(2).reduce((a, x, i, arr) => {
 }, []));
 const flowCounts = (args.flows ?? '1000,100000,1000000').split(',').map(Number);
 const seconds = Number(args.seconds ?? 2);
+const acctModes = (args.acct ?? 'off,on').split(',').map((a) => {
+  if (a !== 'off' && a !== 'on') throw new Error(`--acct: '${a}' is not off or on`);
+  return a === 'on';
+});
 
 function flowTuple(i) {
   const sock = i % 4096, rem = Math.floor(i / 4096);
@@ -33,8 +39,8 @@ const SETTINGS = {
   unreplied_timeout: 30, src_max_flows: 0, src_max_ike: 256, src_max_calls: 256, src_max_esp_pending: 16, src_max_frags: 256,
 };
 
-function run(nFlows) {
-  const e = Engine.load({ maxFlows: Math.max(nFlows, 1024), seed: 1 });
+function run(nFlows, acct) {
+  const e = Engine.load({ maxFlows: Math.max(nFlows, 1024), acct, seed: 1 });
   const x = e.x;
   x.setLanNet(0, ipToRaw('192.168.1.0'), maskRaw(24)); x.setLanNetCount(1);
   e.applySettings({ ...SETTINGS });
@@ -77,7 +83,7 @@ function run(nFlows) {
   batchTimes.sort((a, b) => a - b);
   const medianBatchNs = batchTimes[batchTimes.length >> 1];
   return {
-    flows: nFlows, active, packets, passed,
+    flows: nFlows, acct, active, packets, passed,
     mpps: packets / (Number(ns) / 1e9) / 1e6,
     medianMpps: S / (medianBatchNs / 1e9) / 1e6,
     nsPerPacket: Number(ns) / packets,
@@ -182,12 +188,12 @@ function runVpn(kind, n) {
   return results;
 }
 
-const results = flowCounts.map(run);
+const results = flowCounts.flatMap((n) => acctModes.map((acct) => run(n, acct)));
 console.log('\ncore: engine process() on one core, 64-byte UDP, LAN→WAN, established flows');
-console.log('| flows | Mpps (mean) | Mpps (median batch) | ns/packet | table bytes/flow | Wasm memory MiB | passed |');
-console.log('|---:|---:|---:|---:|---:|---:|---:|');
+console.log('| flows | acct | Mpps (mean) | Mpps (median batch) | ns/packet | table bytes/flow | Wasm memory MiB | passed |');
+console.log('|---:|---|---:|---:|---:|---:|---:|---:|');
 for (const r of results) {
-  console.log(`| ${r.flows} | ${r.mpps.toFixed(2)} | ${r.medianMpps.toFixed(2)} | ${r.nsPerPacket.toFixed(1)} | ${r.bytesPerFlow.toFixed(1)} | ${r.memoryMiB.toFixed(1)} | ${r.passed === r.packets ? 'all' : `${r.passed}/${r.packets}`} |`);
+  console.log(`| ${r.flows} | ${r.acct ? 'on' : 'off'} | ${r.mpps.toFixed(2)} | ${r.medianMpps.toFixed(2)} | ${r.nsPerPacket.toFixed(1)} | ${r.bytesPerFlow.toFixed(1)} | ${r.memoryMiB.toFixed(1)} | ${r.passed === r.packets ? 'all' : `${r.passed}/${r.packets}`} |`);
 }
 const vpn = [...runVpn('esp', 1000), ...runVpn('gre', 1000)];
 console.log('\ncore: VPN flows, 64-byte packets, 1000 ESP associations / 1000 PPTP calls (GRE), random per packet');

@@ -7,7 +7,8 @@ import {
   C_CSUM_PARTIAL, C_GSO_BYTES, C_GSO_RX, C_PASS_BYTES_INSIDE, C_PASS_BYTES_OUTSIDE, C_PASS_INSIDE, C_PASS_OUTSIDE,
   C_RX_BYTES_INSIDE, C_RX_BYTES_OUTSIDE, C_RX_INSIDE, C_RX_OUTSIDE,
 } from "../abi/counters";
-import { lens, slotCount, slotSize, slots, verdicts, vnetHdrs, vnetOn, VNET_STRIDE } from "../layout";
+import { acctOn, flowAcct, lens, slotCount, slotSize, slots, verdicts, vnetHdrs, vnetOn, VNET_STRIDE } from "../layout";
+import { FLOW_ACCT_SIZE } from "../abi/records";
 import {
   ipDst, ipId, ipSrc, ipv4Check,
 } from "../wire/ipv4";
@@ -183,7 +184,10 @@ function warmBatch(n: u32, side: u32): void {
   }
   for (let i: u32 = 0; i < n; i++) {
     const e = load<u32>(warmIdx + (<usize>i << 2));
-    if (e != 0) acc += load<u32>(rec(e - 1));
+    if (e != 0) {
+      acc += load<u32>(rec(e - 1));
+      if (acctOn) acc += load<u32>(flowAcct + <usize>(e - 1) * FLOW_ACCT_SIZE); // its byte counters: another line
+    }
   }
   sink = acc;
 }

@@ -157,6 +157,26 @@ describe('option acct: bytes per flow, as conntrack counts them', () => {
   });
 });
 
+describe('option acct: the attacker', () => {
+  it('A09 spoofed and off-path packets aimed at a flow\'s public port count nothing against it', () => {
+    const r = new TestRouter({ acct: true });
+    const u = pass(r.out(udp(H1, 5353, S1, 53, [1, 2, 3, 4])));
+    const alias = parse(u).sport;
+    pass(r.in(udp(S1, 53, WAN, alias, [5, 6, 7, 8])));
+    const before = flowOf(r, H1, 5353);
+    // another remote host, another remote port, a LAN source from the WAN side, a bad IP checksum
+    expect(r.in(udp('198.51.100.99', 53, WAN, alias, Array(1000).fill(0)))).toBeNull();
+    expect(r.in(udp(S1, 54, WAN, alias, Array(1000).fill(0)))).toBeNull();
+    expect(r.in(udp(H2, 53, WAN, alias, Array(1000).fill(0)))).toBeNull();
+    const bad = udp(S1, 53, WAN, alias, Array(1000).fill(0));
+    bad[10] ^= 0xff;
+    expect(r.in(bad)).toBeNull();
+    const after = flowOf(r, H1, 5353);
+    expect([after.packetsIn, after.bytesIn, after.packetsOut, after.bytesOut]).toEqual([before.packetsIn, before.bytesIn, before.packetsOut, before.bytesOut]);
+    expect([after.bytesOut, after.bytesIn]).toEqual([32, 32]);
+  });
+});
+
 describe('option acct: what the engine is handed', () => {
   it('A10 the setting is the engine\'s, fixed at load: reset keeps it, the WAN address is unrelated', () => {
     const r = new TestRouter({ acct: true });
