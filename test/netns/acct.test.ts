@@ -7,7 +7,7 @@
 // max_flows), and the restart says what became of the counters.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { skipUnless } from '../helpers/prereq.js';
-import { RunningRouter } from '../helpers/vpnmasq.js';
+import { CLI, RunningRouter } from '../helpers/vpnmasq.js';
 import type { Lab as LabT } from '../../src/lab/lab.js';
 
 const skip = skipUnless({ root: true, tun: true, tools: ['ip', 'socat'] });
@@ -90,6 +90,12 @@ describe.skipIf(skip)('option acct: bytes= through the real router (namespaces)'
     const [f] = JSON.parse(vm.cli('conntrack', '-L', '-p', 'udp', '--sport', '5001', '--json').stdout) as any[];
     expect(typeof f.bytesOut).toBe('number');
     expect(typeof f.bytesIn).toBe('number');
+    // rpcd's conntrack method (the path LuCI uses), as rpcd runs the plugin: arguments on stdin
+    const rp = lab.tryExec(lab.router, ['node', CLI, 'rpcd', 'call', 'conntrack', '--socket', vm.sock], { input: '{"proto":"udp","sport":5001}' });
+    expect(rp.ok, rp.stderr).toBe(true);
+    const answer = JSON.parse(rp.stdout);
+    expect(answer.count).toBe(1);
+    expect(answer.entries[0]).toMatchObject({ packetsOut: f.packetsOut, bytesOut: f.bytesOut, bytesIn: f.bytesIn });
     const s = vm.status();
     expect(s.flows).toMatchObject({ acct: true, max: 65536, bytesPerFlow: 72 });
   });
