@@ -203,7 +203,8 @@ export function checkHeader(engine: Engine, snap: Snapshot, wanAddr: number | nu
   // the continued clock well inside that.
   const LIMIT_MS = 2 ** 31 * 100 / 2;
   if (!Number.isFinite(snap.clockMs) || snap.clockMs < 0 || snap.clockMs > LIMIT_MS) throw new SnapshotRefused(`time base ${snap.clockMs} out of range`);
-  if (!Number.isFinite(snap.wallMs) || snap.wallMs <= 0) throw new SnapshotRefused(`wall clock ${snap.wallMs} out of range`);
+  // (8.64e15 ms is the last instant a Date can hold: beyond it savedAt cannot be written.)
+  if (!Number.isFinite(snap.wallMs) || snap.wallMs <= 0 || snap.wallMs > 8.64e15) throw new SnapshotRefused(`wall clock ${snap.wallMs} out of range`);
   const elapsed = Math.max(0, wallNow - snap.wallMs); // a clock stepped back counts as no time
   const clock = snap.clockMs + elapsed;
   if (clock > LIMIT_MS) throw new SnapshotRefused(`snapshot too old (${Math.round(elapsed / 1000)} s)`);

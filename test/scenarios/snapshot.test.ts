@@ -266,4 +266,9 @@ describe('restore: what is refused, whole', () => {
     const o = parse(ok(n.out(udp(A, 5000, SRV, 53))));
     expect(parse(ok(n.in(udp(SRV, 53, WAN, o.sport)))).dst).toBe(A);
   });
+  it('R16 a saved wall clock past the last instant a Date holds (forged, checksum right) is refused like any bad field', () => {
+    const c = snap(populated().r);
+    c.header.wallMs = 1e300;
+    refused(router(999), bytes(c), /wall clock 1e\+300 out of range/);
+  });
 });
