@@ -117,6 +117,7 @@ describe.skipIf(skip)('option acct: bytes= through the real router (namespaces)'
     expect(vm.status().flows.acct).toBe(true);
     await vm.term();
     await vm.start();
+    expect(vm.cli('conntrack', '-L').stdout, `the flow did not come back; the router said:\n${vm.output.slice(-4000)}`).toContain('sport=5001');
     const c = counted();
     expect(c.line).not.toContain('bytes=');
     expect(c.orig.packets).toBeGreaterThanOrEqual(2); // the flow itself came back
