@@ -13,14 +13,14 @@ import { bindResetDynamic } from "./nat/binding";
 import { processBatch } from "./nat/core";
 import { probeStat } from "./nat/probe";
 import { ruleAdd, rulesClear } from "./nat/filter";
-import { protoForwardAdd, redirectAdd, redirectSetSource, redirectsClear } from "./nat/forward";
+import { protoForwardAdd, redirectAdd, redirectSetReflection, redirectSetSource, redirectsClear } from "./nat/forward";
 import { espDelete, espFlushAll, espHighWater, espInit, espSweep } from "./vpn/esp";
 import { fragFlushAll, fragReleasedCount, fragSweep } from "./nat/fragments";
 import { ikeDelete, ikeFlushAll, ikeHighWater, ikeInit, ikeSweep } from "./vpn/isakmp";
 import { peersInit } from "./vpn/peers";
 import { callDelete, callFlushAll, callHighWater, callSweep, pptpInit } from "./vpn/pptp";
 import { srcFlushAll } from "./nat/limits";
-import { countAdd, eventPush, setClock, setLanNetCount as setLanNetCountState, setSeed, setWan, settingsApply, settingsRec, wanAddr } from "./nat/state";
+import { countAdd, eventPush, setClock, setLanNetCount as setLanNetCountState, setRouterLanAddr as setRouterLanAddrState, setRouterLanCount as setRouterLanCountState, setSeed, setWan, settingsApply, settingsRec, wanAddr } from "./nat/state";
 import { flowActive as tableActive, flowDelete, flowFlushAll, flowHighWater as tableHighWater, flowReset, flowSweep } from "./nat/table";
 import { RESTORE_ORDER as RESTORE_ORDER_CODE, SNAP_LAYOUT_VERSION } from "./abi/codes";
 import {
@@ -106,6 +106,9 @@ export function setLanNet(i: u32, net: u32, mask: u32): i32 {
   return 0;
 }
 export function setLanNetCount(n: u32): void { setLanNetCountState(n < MAX_LAN_NETS ? n : MAX_LAN_NETS); }
+/** The router's own address i on the LAN device, with its network's mask (NAT loopback's internal source). */
+export function setRouterLanAddr(i: u32, addr: u32, mask: u32): i32 { return setRouterLanAddrState(i, addr, mask); }
+export function setRouterLanCount(n: u32): void { setRouterLanCountState(n); }
 
 /** Where the supervisor writes the settings record (fields SET_* in abi/settings.ts). */
 export function settingsPtr(): usize { return settingsRec; }
@@ -121,6 +124,8 @@ export function addProtoForward(proto: u32, destAddr: u32): i32 { return protoFo
 export function setRedirectSource(i: u32, net: u32, mask: u32, portLo: u32, portHi: u32, dip: u32): i32 {
   return redirectSetSource(i, net, mask, portLo, portHi, dip);
 }
+/** fw4 reflection / reflection_src of port forward `i`: REFLECT_OFF, REFLECT_INTERNAL (the default) or REFLECT_EXTERNAL. */
+export function setRedirectReflection(i: u32, mode: u32): i32 { return redirectSetReflection(i, mode); }
 export function clearRules(): void { rulesClear(); }
 
 export function addRule(srcZone: u32, destZone: u32, target: u32, proto: i32, icmpType: i32, icmpCode: i32,

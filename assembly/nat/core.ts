@@ -20,7 +20,8 @@ import { fragFollow, fragHoldReap, fragL4Key, fragNoteFirst, fragSweep } from ".
 import { Drop } from "../abi/reasons";
 import { dispatchIn, dispatchOut } from "./registry";
 import { ttlCompensate } from "./rewrite";
-import { countAdd, dropped, isLanAddr, isMartian, wanAddr } from "./state";
+import { countAdd, dropped, isLanAddr, isMartian, isRouterLan, wanAddr } from "./state";
+import { hairpin } from "./hairpin";
 import { espSweep } from "../vpn/esp";
 import { ikeSweep } from "../vpn/isakmp";
 import { callSweep } from "../vpn/pptp";
@@ -61,13 +62,14 @@ function outbound(p: usize, len: u32, ctx: usize): u32 {
   if (wanAddr == 0) return Drop.NO_WAN_ADDRESS;
   const src = ipSrc(p);
   if (src != wanAddr && !isLanAddr(src)) return Drop.BAD_SRC;
-  // Never out of the WAN: our own address (hairpin: not translated back in
-  // yet), multicast, broadcast, loopback, 0/8, and nothing addressed to the
-  // LAN (it would carry a LAN address out, translated or not). Fragments too.
+  // Never out of the WAN: our own address, multicast, broadcast, loopback,
+  // 0/8, and nothing addressed to the LAN (it would carry a LAN address out,
+  // translated or not). Fragments too. What comes for the WAN address or a
+  // router address is NAT loopback's (nat/hairpin.ts) or dropped there.
   const dst = ipDst(p);
-  if (dst == wanAddr) return Drop.HAIRPIN;
+  if (dst == wanAddr) return hairpin(p, ctx, src, dst);
   if (isMartian(dst)) return Drop.BAD_DST;
-  if (isLanAddr(dst)) return Drop.LAN_DST;
+  if (isLanAddr(dst) || isRouterLan(dst)) return hairpin(p, ctx, src, dst);
   const proto = load<u32>(ctx, CTX_PROTO);
   const hlen = load<u32>(ctx, CTX_HLEN);
   const l4 = p + hlen;

@@ -10,8 +10,8 @@
 
 import { C_EARLY_DROPS, C_FLOWS_ACTIVE, C_FLOWS_EXPIRED, C_FLOWS_NEW, EV_FLOW_EXPIRED, EV_FLOW_NEW } from "../abi/counters";
 import {
-  FLOW_SIZE, FL_CHARGED, FL_FIN_IN, FL_FIN_OUT, FL_IN_USE, FL_NATT, FL_REDIRECT, FL_REPLIED, FL_WS_NONE, F_ALIAS_PORT,
-  F_END_OUT, F_EXPIRES, F_FLAGS, F_LAN_ADDR, F_LAN_PORT, F_PKTS_IN, F_PKTS_OUT, F_PROTO, F_REM_ADDR, F_REM_PORT, F_STATE,
+  FLOW_SIZE, FL_CHARGED, FL_FIN_IN, FL_FIN_OUT, FL_HAIRPIN, FL_IN_USE, FL_NATT, FL_REDIRECT, FL_REPLIED, FL_WS_NONE, F_ALIAS_PORT,
+  F_END_OUT, F_EXPIRES, F_FLAGS, F_HAIRPIN_PORT, F_HAIRPIN_SRC, F_LAN_ADDR, F_LAN_PORT, F_PKTS_IN, F_PKTS_OUT, F_PROTO, F_REM_ADDR, F_REM_PORT, F_STATE,
   F_TCP_OUT,
 } from "../abi/records";
 import { counters, flows, flowOutIndex, flowInIndex, hashMask, maxFlows } from "../layout";
@@ -19,7 +19,7 @@ import { count, countAdd, eventPush, nowDs } from "./state";
 import { hash1, hash2 } from "./hash";
 import { bindOwns, bindRelease, bindRestore, protoIndex } from "./binding";
 import {
-  PROTO_ICMP, PROTO_TCP, PROTO_UDP, RESTORE_BAD_BINDING, RESTORE_BAD_FIELD, RESTORE_DUPLICATE, RESTORE_FULL, RESTORE_OK,
+  PROTO_ICMP, PROTO_TCP, PROTO_UDP, REFLECT_EXTERNAL, REFLECT_INTERNAL, RESTORE_BAD_BINDING, RESTORE_BAD_FIELD, RESTORE_DUPLICATE, RESTORE_FULL, RESTORE_OK,
   SNAP_MAX_LIFETIME_DS,
 } from "../abi/codes";
 import { LIM_FLOWS, srcCharge, srcRelease } from "./limits";
@@ -163,7 +163,8 @@ export function flowRemove(f: u32, reasonEvent: bool): void {
   const proto = <u32>load<u8>(r, F_PROTO);
   indexRemove(flowOutIndex, recHashOut(r), f + 1, true);
   indexRemove(flowInIndex, recHashIn(r), f + 1, false);
-  bindRelease(protoIndex(proto), load<u16>(r, F_ALIAS_PORT));
+  // A hairpin flow's alias port is unique per server endpoint, not a binding (nat/hairpin.ts).
+  if ((load<u16>(r, F_FLAGS) & <u16>FL_HAIRPIN) == 0) bindRelease(protoIndex(proto), load<u16>(r, F_ALIAS_PORT));
   if (load<u16>(r, F_FLAGS) & <u16>FL_CHARGED) srcRelease(load<u32>(r, F_LAN_ADDR), LIM_FLOWS);
   if (reasonEvent) {
     eventPush(EV_FLOW_EXPIRED, 0, proto, 0, load<u32>(r, F_LAN_ADDR), load<u32>(r, F_REM_ADDR),
@@ -243,7 +244,7 @@ export function flowFlushAll(): u32 {
 // ---- state snapshot restore (assembly/snapshot.ts) -------------------------
 
 const FLOW_STATE_MAX: u32 = 6; // TCP_CLOSE (masq.ts), the highest state a flow has
-const FL_ALL: u32 = FL_IN_USE | FL_REDIRECT | FL_REPLIED | FL_FIN_OUT | FL_FIN_IN | FL_NATT | FL_CHARGED | FL_WS_NONE;
+const FL_ALL: u32 = FL_IN_USE | FL_REDIRECT | FL_REPLIED | FL_FIN_OUT | FL_FIN_IN | FL_NATT | FL_CHARGED | FL_HAIRPIN | FL_WS_NONE;
 
 /** Back to an empty table (init has zeroed the memory). */
 export function flowReset(): void { freeHead = 0; bumpNext = 0; sweepHand = 0; }
@@ -265,6 +266,14 @@ export function flowRestore(src: usize): u32 {
   if (<u32>load<u8>(src, F_STATE) > FLOW_STATE_MAX || (flags & ~FL_ALL) != 0) return RESTORE_BAD_FIELD;
   const alias = <u32>load<u16>(src, F_ALIAS_PORT);
   if (alias == 0) return RESTORE_BAD_FIELD;
+  const hairpin = (flags & FL_HAIRPIN) != 0;
+  if (hairpin) {
+    // Opened by a LAN host, never through a forward from the WAN; a TCP or UDP
+    // forwarded port; the source the server sees is one of the two kinds.
+    if (proto == PROTO_ICMP || (flags & FL_REDIRECT) != 0 || load<u16>(src, F_HAIRPIN_PORT) == 0) return RESTORE_BAD_FIELD;
+    const via = <u32>load<u8>(src, F_HAIRPIN_SRC);
+    if (via != REFLECT_INTERNAL && via != REFLECT_EXTERNAL) return RESTORE_BAD_FIELD;
+  }
   if (bumpNext >= maxFlows) return RESTORE_FULL;
   const f = bumpNext;
   // Copied first (the index walks compare records), then into both indexes,
@@ -273,7 +282,7 @@ export function flowRestore(src: usize): u32 {
   const r = rec(f);
   if (!indexInsertNew(flowOutIndex, recHashOut(r), f, true)) return RESTORE_DUPLICATE;
   if (!indexInsertNew(flowInIndex, recHashIn(r), f, false)) return RESTORE_DUPLICATE;
-  const b = bindRestore(protoIndex(proto), alias, load<u32>(r, F_LAN_ADDR), load<u16>(r, F_LAN_PORT));
+  const b = hairpin ? 0 : bindRestore(protoIndex(proto), alias, load<u32>(r, F_LAN_ADDR), load<u16>(r, F_LAN_PORT));
   if (b == 1) {
     // A redirect added since has this port: the flow goes, the rest stays.
     indexRemove(flowOutIndex, recHashOut(r), f + 1, true);
@@ -322,7 +331,7 @@ export function flowVerify(): bool {
     const alias = <u32>load<u16>(r, F_ALIAS_PORT);
     if (flowFindOut(proto, lanA, lanP, remA, remP) != f + 1) return false;
     if (flowFindIn(proto, alias, remA, remP) != f + 1) return false;
-    if (!bindOwns(protoIndex(proto), alias, lanA, lanP)) return false;
+    if ((load<u16>(r, F_FLAGS) & <u16>FL_HAIRPIN) == 0 && !bindOwns(protoIndex(proto), alias, lanA, lanP)) return false;
   }
   return live == flowActive();
 }

@@ -33,6 +33,13 @@ export interface FlowEntry {
   proto: string; protoNum: number; state: string;
   lan: string; lanPort: number; remote: string; remotePort: number; wan: string; aliasPort: number;
   expiresInS: number; redirect: boolean; replied: boolean; packetsOut: number; packetsIn: number;
+  /**
+   * NAT loopback (a LAN host to a forward through the WAN address): the
+   * forwarded port it called on `wan`, and the address the server (`remote`)
+   * sees it from (`via`, with `aliasPort`): the router's LAN address
+   * (reflection_src internal) or the WAN address (external).
+   */
+  hairpin?: { wanPort: number; via: string; source: 'internal' | 'external' };
   /** ESP: SPIs as 0x-hex, outbound (LAN → server) and inbound (server → LAN; null while outstanding). */
   spiOut?: string; spiIn?: string | null;
   /** IKE: initiator and responder cookies as hex (responder null until seen). */
@@ -122,6 +129,8 @@ export class Engine {
   holdVnetBase = 0;
   readonly maxFlows: number;
   readonly memoryBytes: number;
+  /** The router's LAN addresses ('a.b.c.d/len') applyConfig gave the engine (NAT loopback's internal source). */
+  routerLan: string[] = [];
   /** SHA-256 of the Wasm bytes (hex). */
   readonly buildId: string;
   private readonly u8: Uint8Array;
@@ -330,9 +339,23 @@ export class Engine {
         expiresInS: Math.max(0, ((this.dv.getUint32(r + F_EXPIRES, true) - nowDs) | 0) / 10),
         redirect: !!(flags & FL_REDIRECT), replied: !!(flags & FL_REPLIED),
         packetsOut: this.dv.getUint32(r + F_PKTS_OUT, true), packetsIn: this.dv.getUint32(r + F_PKTS_IN, true),
+        ...(flags & A.FL_HAIRPIN ? { hairpin: this.hairpinOf(r, wanAddress) } : {}),
       });
     }
     return out;
+  }
+
+  /** A hairpin flow's forwarded port and the source its server sees (as assembly/nat/hairpin.ts picks it). */
+  private hairpinOf(r: number, wanAddress: string): NonNullable<FlowEntry['hairpin']> {
+    const wanPort = this.dv.getUint16(r + A.F_HAIRPIN_PORT, true);
+    if (this.u8[r + A.F_HAIRPIN_SRC] === A.REFLECT_EXTERNAL) return { wanPort, via: wanAddress, source: 'external' };
+    const server = this.dv.getUint32(r + F_REM_ADDR, true);
+    const own = this.routerLan.map((c) => {
+      const [a, len] = c.split('/');
+      return { raw: A.ipToRaw(a!), mask: A.maskRaw(Number(len ?? 32)) };
+    });
+    const v = own.find((o) => ((o.raw & o.mask) >>> 0) === ((server & o.mask) >>> 0)) ?? own[0];
+    return { wanPort, via: v ? A.rawToIp(v.raw) : '0.0.0.0', source: 'internal' };
   }
 
   /** ESP associations, IKE sessions and PPTP calls, as conntrack entries. */
