@@ -15,7 +15,7 @@ import {
   F_TCP_OUT,
 } from "../abi/records";
 import { counters, flows, flowOutIndex, flowInIndex, hashMask, maxFlows } from "../layout";
-import { count, countAdd, eventPush, nowDs } from "./state";
+import { count, countAdd, eventPush, isLanAddr, nowDs } from "./state";
 import { hash1, hash2 } from "./hash";
 import { bindOwns, bindRelease, bindRestore, protoIndex } from "./binding";
 import {
@@ -271,6 +271,7 @@ export function flowRestore(src: usize): u32 {
     // Opened by a LAN host, never through a forward from the WAN; a TCP or UDP
     // forwarded port; the source the server sees is one of the two kinds.
     if (proto == PROTO_ICMP || (flags & FL_REDIRECT) != 0 || load<u16>(src, F_HAIRPIN_PORT) == 0) return RESTORE_BAD_FIELD;
+    if (!isLanAddr(load<u32>(src, F_LAN_ADDR)) || !isLanAddr(load<u32>(src, F_REM_ADDR))) return RESTORE_BAD_FIELD;
     const via = <u32>load<u8>(src, F_HAIRPIN_SRC);
     if (via != REFLECT_INTERNAL && via != REFLECT_EXTERNAL) return RESTORE_BAD_FIELD;
   }

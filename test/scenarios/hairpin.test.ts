@@ -12,8 +12,10 @@ import { parseConfig } from '../../src/config/index.js';
 import { applyConfig } from '../../src/engine/apply.js';
 import { SIDE_INSIDE, ipToRaw } from '../../src/engine/abi.js';
 import { formatConntrack } from '../../src/cli/conntrack.js';
+import { matches, original, parseFilter } from '../../src/cli/filter.js';
 import { capture, restoreInto } from '../../src/snapshot/state.js';
-import { decode, encode } from '../../src/snapshot/format.js';
+import { crc32, decode, encode } from '../../src/snapshot/format.js';
+import { SnapshotRefused } from '../../src/snapshot/state.js';
 
 const ROUTER_LAN = '192.168.1.1';
 const SRV = '192.168.1.10';
@@ -77,6 +79,10 @@ describe('NAT loopback (reflection)', () => {
     const flows = r.engine.flows(WAN, r.now);
     expect(flows).toHaveLength(1);
     expect(flows[0]).toMatchObject({ lan: HOST, lanPort: 40000, remote: SRV, remotePort: 80, aliasPort: syn.sport, state: 'ESTABLISHED', hairpin: { wanPort: 8080, via: ROUTER_LAN, source: 'internal' } });
+    // conntrack's filters read the original direction: the host calling WAN:8080
+    expect(original(flows[0]!)).toEqual({ src: HOST, dst: WAN, sport: 40000, dport: 8080 });
+    expect(matches(flows[0]!, parseFilter({ dst: WAN, dport: '8080' }))).toBe(true);
+    expect(matches(flows[0]!, parseFilter({ dport: '80' }))).toBe(false);
     expect(formatConntrack(flows)).toContain(`src=${HOST} dst=${WAN} sport=40000 dport=8080 packets=2 src=${SRV} dst=${ROUTER_LAN} sport=80 dport=${syn.sport} packets=2 [ASSURED] hairpin=internal`);
   });
 
@@ -166,6 +172,34 @@ describe('NAT loopback (reflection)', () => {
     expect(parse(ok(r2.out(tcp(SRV, 80, ROUTER_LAN, alias, ACK, [], { seq: 3000 }))))).toMatchObject({ src: WAN, sport: 8080, dst: HOST, dport: 40000 });
     expect(parse(ok(r2.out(udp(SRV, 53, WAN, q.sport))))).toMatchObject({ src: WAN, sport: 5353, dst: HOST, dport: 33333 });
     expect(parse(ok(r2.out(tcp(HOST, 40000, WAN, 8080, ACK, [], { seq: 1001 }))))).toMatchObject({ src: ROUTER_LAN, sport: alias, dst: SRV });
+  });
+
+  it('H13 a snapshot whose hairpin record lies is refused whole (forwarded port 0, an unknown source kind, opened from the WAN, ICMP, a server outside the LAN)', () => {
+    const r = router();
+    tcpHairpin(r);
+    const c = capture(r.engine, ipToRaw(WAN), r.now);
+    const file = Buffer.from(encode(c.header, c.sections));
+    // the flow section (id 2) follows the 128-byte header: 16 bytes of section header, then the one record
+    expect(file.readUInt32LE(128)).toBe(2);
+    const rec = 128 + 16;
+    const forged = (edit: (b: Buffer) => void) => {
+      const b = Buffer.from(file);
+      edit(b);
+      b.writeUInt32LE(crc32(b.subarray(0, b.length - 4)), b.length - 4);
+      return b;
+    };
+    for (const edit of [
+      (b: Buffer) => b.writeUInt16LE(0, rec + 36),                                   // F_HAIRPIN_PORT
+      (b: Buffer) => { b[rec + 38] = 7; },                                           // F_HAIRPIN_SRC
+      (b: Buffer) => b.writeUInt16LE(b.readUInt16LE(rec + 20) | 2, rec + 20),        // + FL_REDIRECT
+      (b: Buffer) => { b[rec + 14] = 1; },                                           // ICMP
+      (b: Buffer) => b.writeUInt32LE(0x076433c6, rec + 4),                           // a server outside the LAN (198.51.100.7)
+    ]) {
+      const into = router({ seed: 7 });
+      expect(() => restoreInto(into.engine, decode(forged(edit)), ipToRaw(WAN))).toThrow(SnapshotRefused);
+    }
+    // the file as written is taken
+    expect(restoreInto(router({ seed: 7 }).engine, decode(file), ipToRaw(WAN)).entries.flows).toBe(1);
   });
 
   it('H10 a hairpin flow expires like any UDP flow; its answer is then dropped, and the host\'s share comes back', () => {
