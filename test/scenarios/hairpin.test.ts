@@ -8,7 +8,7 @@
 import { describe, expect, it } from 'vitest';
 import { TestRouter, WAN, ok } from '../helpers/harness.js';
 import { ACK, FIN, RST, SYN, fragment, parse, tcp, udp } from '../helpers/packet.js';
-import { parseConfig } from '../../src/config/index.js';
+import { parseConfig, redirectLabel } from '../../src/config/index.js';
 import { applyConfig } from '../../src/engine/apply.js';
 import { SIDE_INSIDE, ipToRaw } from '../../src/engine/abi.js';
 import { formatConntrack } from '../../src/cli/conntrack.js';
@@ -200,6 +200,14 @@ describe('NAT loopback (reflection)', () => {
     }
     // the file as written is taken
     expect(restoreInto(router({ seed: 7 }).engine, decode(file), ipToRaw(WAN)).entries.flows).toBe(1);
+  });
+
+  it('H14 status names a forward\'s NAT loopback where it is not fw4\'s default', () => {
+    expect(parseConfig(CONFIG(), 'test').redirects.map(redirectLabel)).toEqual([
+      'web: tcp 8080 -> 192.168.1.10:80',
+      'dns: udp 5353 -> 192.168.1.10:53 (reflection_src external)',
+      'ssh: tcp 2222 -> 192.168.1.10:22 (reflection 0)',
+    ]);
   });
 
   it('H10 a hairpin flow expires like any UDP flow; its answer is then dropped, and the host\'s share comes back', () => {
