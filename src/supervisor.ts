@@ -65,7 +65,10 @@ export function forwardsOf(cfg: Config): ForwardPlan[] {
     if (!r.srcDport || !r.destPort) continue;
     for (const proto of r.proto) {
       if (proto !== 6 && proto !== 17) continue;
-      out.push({ proto: proto === 6 ? 'tcp' : 'udp', ports: [r.srcDport[0], r.srcDport[1]], server: r.destIp, serverPorts: [r.destPort[0], r.destPort[1]] });
+      out.push({
+        proto: proto === 6 ? 'tcp' : 'udp', ports: [r.srcDport[0], r.srcDport[1]], server: r.destIp,
+        serverPorts: [r.destPort[0], r.destPort[1]], reflect: r.reflection !== false,
+      });
     }
   }
   return out;

@@ -18,8 +18,9 @@
 //   a chain `reflect` the prerouting chain jumps to for LAN ingress:
 //     ip daddr @wan_addr tcp|udp dport <forwarded ports>     a LAN host calling a forward
 //     fib daddr type local th dport <pool>, ip saddr <server> tcp|udp sport <server ports>
-//                                                            a forward's server answering
-//                                                            the router (its hairpin flow)
+//                                                            a reflected forward's server
+//                                                            answering the router (its
+//                                                            hairpin flow)
 //   Rule 15 sends both into the inside TUN instead of local delivery; the
 //   engine (assembly/nat/hairpin.ts) translates them and writes them back,
 //   with a router address as source (accept_local on tin). The set wan_addr
@@ -103,6 +104,8 @@ export interface ForwardPlan {
   /** The LAN server and its port range. */
   server: string;
   serverPorts: [number, number];
+  /** fw4 reflection (absent: on). Off: the forwarded port is still diverted (the engine drops it, counted), its server's answers are not. */
+  reflect?: boolean;
 }
 
 export interface Routing {
@@ -305,7 +308,7 @@ function reflectRules(forwards: ForwardPlan[], pool: [number, number], mark: str
     if (ports.length) lines.push(`ip daddr @${WAN_ADDR_SET} ${proto} dport { ${ports.join(', ')} } ${set}`);
   }
   // A server's answer to the router at a pool port: what follows only runs for those.
-  const servers = [...new Set(forwards.map((f) => `${f.server} ${f.proto} sport ${portText(f.serverPorts)}`))];
+  const servers = [...new Set(forwards.filter((f) => f.reflect !== false).map((f) => `${f.server} ${f.proto} sport ${portText(f.serverPorts)}`))];
   if (servers.length) {
     lines.push(`th dport != ${portText(pool)} return`, 'fib daddr type != local return');
     for (const s of servers) lines.push(`ip saddr ${s} ${set}`);

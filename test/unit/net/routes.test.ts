@@ -49,6 +49,16 @@ describe('NAT loopback in the routing plan', () => {
     expect(nft).not.toMatch(/"(tin|tout)"/);
   });
 
+  it("reflection '0': the forwarded port is still diverted (the engine drops it, counted), its server's answers are not", () => {
+    const chain = reflectChain(planNft({ ...plan, forwards: [web, { ...games, reflect: false }] }));
+    expect(chain).toContain('ip daddr @wan_addr udp dport { 27000-27010 } meta mark set meta mark | 0x2000000');
+    expect(chain.filter((l) => l.startsWith('ip saddr'))).toEqual(['ip saddr 192.168.77.10 tcp sport 80 meta mark set meta mark | 0x2000000']);
+    // nothing reflected at all: no answer rules, not even their guards
+    expect(reflectChain(planNft({ ...plan, forwards: [{ ...web, reflect: false }] }))).toEqual([
+      'ip daddr @wan_addr tcp dport { 8080 } meta mark set meta mark | 0x2000000',
+    ]);
+  });
+
   it('no forwards: an empty chain; no WAN address yet: an empty set', () => {
     const nft = planNft({ ...plan, wanAddress: null });
     expect(reflectChain(nft.replace('\tchain reflect {\n', '\tchain reflect {\n\t\tX\n'))).toEqual(['X']);
@@ -91,9 +101,9 @@ config redirect
 	option dest_ip '192.168.77.12'
 `, 'test');
     expect(forwardsOf(cfg)).toEqual([
-      { proto: 'tcp', ports: [5000, 5001], server: '192.168.77.10', serverPorts: [6000, 6001] },
-      { proto: 'udp', ports: [5000, 5001], server: '192.168.77.10', serverPorts: [6000, 6001] },
-      { proto: 'tcp', ports: [2222, 2222], server: '192.168.77.11', serverPorts: [22, 22] },
+      { proto: 'tcp', ports: [5000, 5001], server: '192.168.77.10', serverPorts: [6000, 6001], reflect: true },
+      { proto: 'udp', ports: [5000, 5001], server: '192.168.77.10', serverPorts: [6000, 6001], reflect: true },
+      { proto: 'tcp', ports: [2222, 2222], server: '192.168.77.11', serverPorts: [22, 22], reflect: false },
     ]);
   });
 });
