@@ -7,7 +7,7 @@ import {
   C_CSUM_PARTIAL, C_GSO_BYTES, C_GSO_RX, C_PASS_BYTES_INSIDE, C_PASS_BYTES_OUTSIDE, C_PASS_INSIDE, C_PASS_OUTSIDE,
   C_RX_BYTES_INSIDE, C_RX_BYTES_OUTSIDE, C_RX_INSIDE, C_RX_OUTSIDE,
 } from "../abi/counters";
-import { lens, slotCount, slotSize, slots, verdicts, vnetHdrs, vnetOn, VNET_STRIDE } from "../layout";
+import { extraVerdicts, lens, slotCount, slotSize, slots, verdicts, vnetHdrs, vnetOn, VNET_STRIDE } from "../layout";
 import {
   ipDst, ipId, ipSrc, ipv4Check,
 } from "../wire/ipv4";
@@ -17,12 +17,13 @@ import { VNET_GSO_UDP_L4, VNET_MAX_PACKET, vnetCheck, vnetGsoType } from "../wir
 import { l4Check } from "../wire/l4";
 import { routedVerdict, ruleKeys } from "./filter";
 import { fragFollow, fragHoldReap, fragL4Key, fragNoteFirst, fragSweep } from "./fragments";
+import { extraLen, extraPending, extraReap, extraSlot, usoSplit } from "./segment";
 import { Drop } from "../abi/reasons";
 import { dispatchIn, dispatchOut } from "./registry";
 import { ttlCompensate } from "./rewrite";
 import { countAdd, dropped, isLanAddr, isMartian, wanAddr } from "./state";
 import { espSweep } from "../vpn/esp";
-import { ikeSweep } from "../vpn/isakmp";
+import { IKE_PORT, ikeSweep } from "../vpn/isakmp";
 import { callSweep } from "../vpn/pptp";
 import { flowIndexPeekIn, flowIndexPeekOut, flowSweep, rec } from "./table";
 
@@ -32,23 +33,24 @@ import { flowIndexPeekIn, flowIndexPeekOut, flowSweep, rec } from "./table";
  * its one header is every segment's header, its TCP flags and sequence range
  * those of the segments together, and the header goes back out unchanged
  * (the IP header length, hence csum_start, never changes). A UDP super-packet
- * (USO) to or from port 500 is refused: IKE is routed by each datagram's
- * cookies, and the segments of one super-packet may carry different ones.
+ * (USO) to or from port 500 is cut into its datagrams (nat/segment.ts): IKE
+ * is routed by each datagram's cookies, and the segments of one super-packet
+ * may carry different ones; the first goes on here as a plain packet.
  */
 function offloadCheck(p: usize, ctx: usize): u32 {
   const r = vnetCheck(ctx);
   if (r != Drop.NONE) return r;
   const h = <usize>load<u32>(ctx, CTX_VNET);
   const gso = vnetGsoType(h);
+  if (load<u32>(ctx, CTX_L4_PARTIAL) != 0) countAdd(C_CSUM_PARTIAL, 1);
   if (gso != 0) {
-    if (gso == VNET_GSO_UDP_L4) {
-      const l4 = p + load<u32>(ctx, CTX_HLEN);
-      if (port(l4, L4_SRC_PORT) == 500 || port(l4, L4_DST_PORT) == 500) return Drop.VNET_GSO_IKE;
-    }
     countAdd(C_GSO_RX, 1);
     countAdd(C_GSO_BYTES, <i64>load<u32>(ctx, CTX_TOTAL));
+    if (gso == VNET_GSO_UDP_L4) {
+      const l4 = p + load<u32>(ctx, CTX_HLEN);
+      if (port(l4, L4_SRC_PORT) == IKE_PORT || port(l4, L4_DST_PORT) == IKE_PORT) return usoSplit(p, ctx);
+    }
   }
-  if (load<u32>(ctx, CTX_L4_PARTIAL) != 0) countAdd(C_CSUM_PARTIAL, 1);
   return Drop.NONE;
 }
 
@@ -127,6 +129,7 @@ export function processBatch(n: u32, side: u32): u32 {
   if (n > slotCount) n = slotCount;
   const maxLen = vnetOn ? VNET_MAX_PACKET : slotSize;
   fragHoldReap(); // the fragments the last batch released were written after it
+  extraReap();    // and so were its extra packets
   warmBatch(n, side);
   let passed: u32 = 0;
   // Bytes for the metrics: summed in registers, added to the counters once per batch.
@@ -146,12 +149,13 @@ export function processBatch(n: u32, side: u32): u32 {
       ttlCompensate(p);
       store<u8>(verdicts + i, VERDICT_PASS);
       passed++;
-      bytesPassed += len;
+      bytesPassed += load<u32>(lens + (<usize>i << 2)); // len, unless a super-packet was cut (segment.ts)
     } else {
       dropped(r, side, p);
       store<u8>(verdicts + i, VERDICT_DROP);
     }
   }
+  if (extraPending() != 0) extrasRun(side);
   // Incremental expiry: a bounded slice of the table per batch.
   flowSweep((n >>> 1) + 8);
   espSweep(8); ikeSweep(8); callSweep(8); fragSweep(8);
@@ -159,6 +163,35 @@ export function processBatch(n: u32, side: u32): u32 {
   countAdd(side == SIDE_INSIDE ? C_RX_BYTES_INSIDE : C_RX_BYTES_OUTSIDE, bytesRead);
   countAdd(side == SIDE_INSIDE ? C_PASS_BYTES_INSIDE : C_PASS_BYTES_OUTSIDE, bytesPassed);
   return passed;
+}
+
+/**
+ * The datagrams cut from this batch's super-packets beyond their first
+ * (nat/segment.ts): each handled like a packet read after the batch, with
+ * its own verdict in the extra ring and its own counts (rx = pass + drops).
+ */
+function extrasRun(side: u32): void {
+  const n = extraPending();
+  let passed: u32 = 0;
+  let bytesPassed: i64 = 0;
+  for (let j: u32 = 0; j < n; j++) {
+    const q = extraSlot(j);
+    const len = extraLen(j);
+    store<u32>(packetContext, 0, CTX_VNET);
+    store<u32>(packetContext, 0, CTX_L4_PARTIAL);
+    const r = side == SIDE_INSIDE ? outbound(q, len, packetContext) : inbound(q, len, packetContext);
+    if (r == Drop.NONE) {
+      ttlCompensate(q);
+      store<u8>(extraVerdicts + j, VERDICT_PASS);
+      passed++;
+      bytesPassed += len;
+    } else {
+      dropped(r, side, q);
+    }
+  }
+  countAdd(side == SIDE_INSIDE ? C_RX_INSIDE : C_RX_OUTSIDE, <i64>n);
+  countAdd(side == SIDE_INSIDE ? C_PASS_INSIDE : C_PASS_OUTSIDE, <i64>passed);
+  countAdd(side == SIDE_INSIDE ? C_PASS_BYTES_INSIDE : C_PASS_BYTES_OUTSIDE, bytesPassed);
 }
 
 // Wasm has no prefetch instruction, but loads whose results are only summed
