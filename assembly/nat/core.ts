@@ -25,7 +25,7 @@ import { countAdd, dropped, isLanAddr, isMartian, wanAddr } from "./state";
 import { espSweep } from "../vpn/esp";
 import { IKE_PORT, ikeSweep } from "../vpn/isakmp";
 import { callSweep } from "../vpn/pptp";
-import { flowIndexPeekIn, flowIndexPeekOut, flowSweep, rec } from "./table";
+import { flowIndexPeekIn, flowSweep, flowWarmOut, flowWarmSelect, rec } from "./table";
 
 /**
  * The virtio_net_hdr of a TUN with offloads (wire/vnet.ts): checked against
@@ -141,6 +141,7 @@ export function processBatch(n: u32, side: u32): u32 {
     const len = load<u32>(lens + (<usize>i << 2));
     store<u32>(packetContext, vnetOn ? <u32>(vnetHdrs + <usize>i * VNET_STRIDE) : 0, CTX_VNET);
     store<u32>(packetContext, 0, CTX_L4_PARTIAL);
+    if (side == SIDE_INSIDE) flowWarmSelect(<i32>i); // its key and hash, as warmBatch found them this batch
     bytesRead += len;
     let r: u32;
     if (len > maxLen) r = Drop.OVERSIZE;
@@ -155,6 +156,7 @@ export function processBatch(n: u32, side: u32): u32 {
       store<u8>(verdicts + i, VERDICT_DROP);
     }
   }
+  flowWarmSelect(-1);
   if (extraPending() != 0) extrasRun(side);
   // Incremental expiry: a bounded slice of the table per batch.
   flowSweep((n >>> 1) + 8);
@@ -209,7 +211,7 @@ function warmBatch(n: u32, side: u32): void {
     const sp = <u32>bswap<u16>(load<u16>(l4));
     const dp = <u32>bswap<u16>(load<u16>(l4, 2));
     const e = side == SIDE_INSIDE
-      ? flowIndexPeekOut(proto, load<u32>(p, 12), sp, load<u32>(p, 16), dp)
+      ? flowWarmOut(i, proto, load<u32>(p, 12), sp, load<u32>(p, 16), dp) // the lookup takes this hash again (table.ts)
       : flowIndexPeekIn(proto, dp, load<u32>(p, 12), sp);
     store<u32>(warmIdx + (<usize>i << 2), e);
     acc += e;
