@@ -17,7 +17,7 @@ import { VNET_GSO_UDP_L4, VNET_MAX_PACKET, vnetCheck, vnetGsoType } from "../wir
 import { l4Check } from "../wire/l4";
 import { routedVerdict, ruleKeys } from "./filter";
 import { fragFollow, fragHoldReap, fragL4Key, fragNoteFirst, fragSweep } from "./fragments";
-import { extraLen, extraPending, extraReap, extraSlot, usoSplit } from "./segment";
+import { extraLen, extraPending, extraReap, extraSlot, splitMoved, splitSlot, splitsCount, usoSplit } from "./segment";
 import { Drop } from "../abi/reasons";
 import { dispatchIn, dispatchOut } from "./registry";
 import { ttlCompensate } from "./rewrite";
@@ -150,7 +150,7 @@ export function processBatch(n: u32, side: u32): u32 {
       ttlCompensate(p);
       store<u8>(verdicts + i, VERDICT_PASS);
       passed++;
-      bytesPassed += load<u32>(lens + (<usize>i << 2)); // len, unless a super-packet was cut (segment.ts)
+      bytesPassed += len; // a super-packet cut in software (segment.ts): extrasRun takes the difference back
     } else {
       dropped(r, side, p);
       store<u8>(verdicts + i, VERDICT_DROP);
@@ -190,6 +190,10 @@ function extrasRun(side: u32): void {
     } else {
       dropped(r, side, q);
     }
+  }
+  // A cut slot whose first datagram passed was counted with the super-packet's length.
+  for (let j: u32 = 0, k = splitsCount(); j < k; j++) {
+    if (load<u8>(verdicts + splitSlot(j)) == VERDICT_PASS) bytesPassed -= <i64>splitMoved(j);
   }
   countAdd(side == SIDE_INSIDE ? C_RX_INSIDE : C_RX_OUTSIDE, <i64>n);
   countAdd(side == SIDE_INSIDE ? C_PASS_INSIDE : C_PASS_OUTSIDE, <i64>passed);

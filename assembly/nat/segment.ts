@@ -43,6 +43,11 @@ import { VNET_GSO_SIZE, VNET_HDR_SIZE } from "../wire/vnet";
 import { countAdd } from "./state";
 
 let extraCount: u32 = 0;
+// Slots whose super-packet was cut this batch, with the bytes that went to
+// the ring: the batch counts a slot's read length as passed bytes when its
+// first datagram passes, and extrasRun takes these back (GSO_SLOT_COUNT at most).
+const splits: usize = memory.data(64 * 8); // u32 slot index, u32 bytes moved
+let splitCount: u32 = 0;
 
 @inline export function extraSlot(j: u32): usize { return extraSlots + <usize>j * SLOT_SIZE; }
 @inline export function extraLen(j: u32): u32 { return load<u32>(extraLens + (<usize>j << 2)); }
@@ -51,7 +56,12 @@ let extraCount: u32 = 0;
 export function extraPending(): u32 { return extraCount; }
 
 /** Start of a batch: the last batch's extra packets have been written; the ring is empty again. */
-export function extraReap(): void { extraCount = 0; }
+export function extraReap(): void { extraCount = 0; splitCount = 0; }
+
+/** How many slots were cut this batch; the j-th one's slot index and the bytes it lost to the ring. */
+export function splitsCount(): u32 { return splitCount; }
+@inline export function splitSlot(j: u32): u32 { return load<u32>(splits + (<usize>j << 3)); }
+@inline export function splitMoved(j: u32): u32 { return load<u32>(splits + (<usize>j << 3), 4); }
 
 /**
  * Finishes datagram `k` of a super-packet, its headers and `n` payload bytes
@@ -116,9 +126,16 @@ export function usoSplit(p: usize, ctx: usize): u32 {
     store<u8>(extraVerdicts + extraCount, VERDICT_DROP);
     extraCount++;
   }
+  const total = load<u32>(ctx, CTX_TOTAL);
   const len = datagramFinish(p, hlen, payload < gsoSize ? payload : gsoSize, 0);
   // The slot's own header (slot i's at vnetHdrs + i × VNET_STRIDE) and read length: a plain packet.
-  store<u32>(lens + (((h - vnetHdrs) / VNET_STRIDE) << 2), len);
+  const slot = <u32>((h - vnetHdrs) / VNET_STRIDE);
+  store<u32>(lens + (<usize>slot << 2), len);
+  if (segs > 1 && splitCount < 64) {
+    store<u32>(splits + (<usize>splitCount << 3), slot);
+    store<u32>(splits + (<usize>splitCount << 3), total - len, 4);
+    splitCount++;
+  }
   memory.fill(h, 0, VNET_HDR_SIZE);
   store<u32>(ctx, 0, CTX_VNET);
   store<u32>(ctx, 0, CTX_L4_PARTIAL);

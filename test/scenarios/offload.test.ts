@@ -120,12 +120,17 @@ class GsoRouter extends TestRouter {
     pkts.forEach(([p, h], i) => { this.engine.setPacket(i, p); this.engine.setVnetHdr(i, h); });
     this.engine.process(pkts.length, side, this.now);
     this.lastExtras = this.engine.extras();
-    return pkts.map((_, i) => (this.engine.verdict(i) === VERDICT_PASS ? { pkt: this.engine.packet(i), hdr: this.engine.vnetHdr(i) } : null));
+    const res = pkts.map((_, i) => (this.engine.verdict(i) === VERDICT_PASS ? { pkt: this.engine.packet(i), hdr: this.engine.vnetHdr(i) } : null));
+    for (const p of [...res.map((o) => o?.pkt), ...this.lastExtras]) if (p) this.passedBytes += p.length;
+    return res;
   }
-  /** Every packet read so far was passed or dropped with a reason, extras included. */
+  /** IP bytes of everything passed so far (slots and extra packets). */
+  passedBytes = 0;
+  /** Every packet read so far was passed or dropped with a reason, extras included; passed bytes are what left. */
   balanced(): boolean {
     const c = this.engine.counters();
     const drops = Object.values(this.engine.drops()).reduce((a, b) => a + b, 0);
+    expect(c.passBytesInside + c.passBytesOutside).toBe(this.passedBytes);
     return c.rxInside + c.rxOutside === c.passInside + c.passOutside + drops;
   }
 }
