@@ -150,7 +150,7 @@ export function processBatch(n: u32, side: u32): u32 {
       ttlCompensate(p);
       store<u8>(verdicts + i, VERDICT_PASS);
       passed++;
-      bytesPassed += len; // a super-packet cut in software (segment.ts): extrasRun takes the difference back
+      bytesPassed += len;
     } else {
       dropped(r, side, p);
       store<u8>(verdicts + i, VERDICT_DROP);
@@ -191,7 +191,7 @@ function extrasRun(side: u32): void {
       dropped(r, side, q);
     }
   }
-  // A cut slot whose first datagram passed was counted with the super-packet's length.
+  // A cut slot whose first datagram passed was counted above with the super-packet's read length.
   for (let j: u32 = 0, k = splitsCount(); j < k; j++) {
     if (load<u8>(verdicts + splitSlot(j)) == VERDICT_PASS) bytesPassed -= <i64>splitMoved(j);
   }
