@@ -7,7 +7,7 @@
 import { COUNTER_SLOTS, C_FLOWS_FLUSHED, EVENT_CAP, EVENT_SIZE, EV_FLUSH } from "./abi/counters";
 import { FLOW_SIZE } from "./abi/records";
 import { captureSet } from "./nat/capture";
-import { callRecs, capture, counters, espRecs, events, flows, holdLens, holdSlots, holdVerdicts, ikeRecs, lens, slots, verdicts, hashMask, layoutEnd, layoutInit, lanNets, maxFlows, HOLD_CAP, MAX_LAN_NETS, SLOT_SIZE, setSlotGeometry, slotCount as curSlotCount, slotSize as curSlotSize, vnetHdrs, vnetOn, VNET_STRIDE } from "./layout";
+import { callRecs, capture, counters, espRecs, events, extraLens, extraSlots, extraVerdicts, flows, holdLens, holdSlots, holdVerdicts, ikeRecs, lens, slots, verdicts, hashMask, layoutEnd, layoutInit, lanNets, maxFlows, EXTRA_CAP, HOLD_CAP, MAX_LAN_NETS, SLOT_SIZE, setSlotGeometry, slotCount as curSlotCount, slotSize as curSlotSize, vnetHdrs, vnetOn, VNET_STRIDE } from "./layout";
 import { ABI_WORDS, abiDescribe as describe } from "./abi/describe.gen";
 import { bindResetDynamic } from "./nat/binding";
 import { processBatch } from "./nat/core";
@@ -16,6 +16,7 @@ import { ruleAdd, rulesClear } from "./nat/filter";
 import { protoForwardAdd, redirectAdd, redirectSetReflection, redirectSetSource, redirectsClear } from "./nat/forward";
 import { espDelete, espFlushAll, espHighWater, espInit, espSweep } from "./vpn/esp";
 import { fragFlushAll, fragReleasedCount, fragSweep } from "./nat/fragments";
+import { extraPending } from "./nat/segment";
 import { ikeDelete, ikeFlushAll, ikeHighWater, ikeInit, ikeSweep } from "./vpn/isakmp";
 import { peersInit } from "./vpn/peers";
 import { callDelete, callFlushAll, callHighWater, callSweep, pptpInit } from "./vpn/pptp";
@@ -186,6 +187,16 @@ export function holdCap(): u32 { return HOLD_CAP; }
 /** Hold slots are plain slots (SLOT_SIZE bytes apart) whatever the batch slots' geometry. */
 export function holdSlotSize(): u32 { return SLOT_SIZE; }
 export function releasedCount(): u32 { return fragReleasedCount(); }
+// Extra output (nat/segment.ts: the datagrams of USO super-packets to or from
+// UDP 500, cut in software): after each process() call with extraCount() > 0,
+// the supervisor writes extra slots 0..extraCount()-1 whose verdict is
+// VERDICT_PASS to the TUN the batch came from, after the hold slots; plain
+// packets (SLOT_SIZE apart), behind zero virtio headers on a TUN with offloads.
+export function extraSlotsPtr(): usize { return extraSlots; }
+export function extraLensPtr(): usize { return extraLens; }
+export function extraVerdictsPtr(): usize { return extraVerdicts; }
+export function extraCap(): u32 { return EXTRA_CAP; }
+export function extraCount(): u32 { return extraPending(); }
 
 /** Drop capture (nat/capture.ts): on 1 starts it, emptying the ring; reason 0 = every reason. */
 export function setCapture(on: u32, reason: u32): void { captureSet(on != 0, reason); }

@@ -62,6 +62,6 @@ export const enum Drop {
   LAN_DST = 55,         // @policy a LAN packet addressed to a LAN address: never sent out of the WAN
   VNET_BAD_GSO = 56,    // virtio_net_hdr: GSO type unknown or not the packet's protocol, gso_size 0, hdr_len past the packet, a fragment
   VNET_BAD_CSUM = 57,   // virtio_net_hdr: NEEDS_CSUM with csum_start/csum_offset not at the TCP/UDP checksum, or unknown flags
-  VNET_GSO_IKE = 58,    // a UDP GSO super-packet to or from port 500: IKE is routed per datagram, never as a batch
+  VNET_GSO_IKE = 58,    // a UDP GSO super-packet to or from port 500 that could not be cut into datagrams (over 2 KiB each, or the batch's extra ring full)
   COUNT = 59,
 }

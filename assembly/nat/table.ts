@@ -60,17 +60,40 @@ export function flowHomeAt(outbound: bool, i: u32): u32 {
   return (outbound ? recHashOut(rec(e - 1)) : recHashIn(rec(e - 1))) & hashMask;
 }
 
-/** The index entry at the home slot of a key (a cache warm-up, not a lookup). */
-@inline export function flowIndexPeekOut(proto: u32, lanA: u32, lanP: u32, remA: u32, remP: u32): u32 {
-  return load<u32>(flowOutIndex + (<usize>(hashOut(proto, lanA, lanP, remA, remP) & hashMask) << 2));
-}
+/** The index entry at the home slot of an inbound key (a cache warm-up, not a lookup). */
 @inline export function flowIndexPeekIn(proto: u32, aliasP: u32, remA: u32, remP: u32): u32 {
   return load<u32>(flowInIndex + (<usize>(hashIn(proto, aliasP, remA, remP) & hashMask) << 2));
 }
 
+// The batch's outbound hashes: core.ts warmBatch hashes every slot's key for
+// its cache warm-up and keeps key and hash here (WARM_SIZE bytes a slot);
+// the lookup of the packet in hand takes the hash from there instead of
+// computing it again, when the key it looks up is exactly the one hashed (a
+// rewrite before the lookup, an ICMP echo's identifier in a port's place, a
+// header the warm-up read unchecked: the comparison fails, the hash is
+// computed). A hash depends on nothing but the key and the run's hash key.
+const WARM_SIZE: usize = 24; // u64 (lanA, remA), u64 (lanP, remP, proto), u32 hash
+const warmKeys: usize = memory.data(256 * 24); // one entry per batch slot (SLOT_COUNT at most)
+let warmSlot: usize = 0;                       // the entry of the packet in hand, 0 = none
+
+/** Hashes slot i's outbound key for the batch, keeps it, and returns the index entry at its home slot (a warm-up). */
+@inline export function flowWarmOut(i: u32, proto: u32, lanA: u32, lanP: u32, remA: u32, remP: u32): u32 {
+  const k1 = <u64>lanA | (<u64>remA << 32);
+  const k2 = <u64>lanP | (<u64>remP << 16) | (<u64>proto << 32);
+  const h = hash2(k1, k2); // hashOut
+  const w = warmKeys + <usize>i * WARM_SIZE;
+  store<u64>(w, k1); store<u64>(w, k2, 8); store<u32>(w, h, 16);
+  return load<u32>(flowOutIndex + (<usize>(h & hashMask) << 2));
+}
+/** Slot i's packet is in hand (i < 0: none, between batches). */
+@inline export function flowWarmSelect(i: i32): void { warmSlot = i < 0 ? 0 : warmKeys + <usize>i * WARM_SIZE; }
+
 /** Outbound lookup; returns flow + 1 or 0. */
 @inline export function flowFindOut(proto: u32, lanA: u32, lanP: u32, remA: u32, remP: u32): u32 {
-  let i = hashOut(proto, lanA, lanP, remA, remP) & hashMask;
+  const k1 = <u64>lanA | (<u64>remA << 32);
+  const k2 = <u64>lanP | (<u64>remP << 16) | (<u64>proto << 32);
+  const w = warmSlot;
+  let i = (w != 0 && load<u64>(w) == k1 && load<u64>(w, 8) == k2 ? load<u32>(w, 16) : hash2(k1, k2)) & hashMask;
   while (true) {
     const e = load<u32>(flowOutIndex + (<usize>i << 2));
     if (e == 0) return 0;

@@ -55,6 +55,8 @@ export const C_IP_IDS_REWRITTEN = 25;
 export const C_GSO_RX = 26;
 export const C_GSO_BYTES = 27;
 export const C_CSUM_PARTIAL = 28;
+export const C_USO_SPLIT = 29;
+export const C_USO_DATAGRAMS = 30;
 
 // @group counterLayout
 export const C_DROP_BASE = 32;
@@ -361,7 +363,8 @@ export const COUNTERS = {
   bindingsActive: 7, fragsActive: 8, eventsLost: 9, localAccept: 10, flowsFlushed: 11, espActive: 12,
   ikeActive: 13, callsActive: 14, espBound: 15, earlyDrops: 16, rxBytesInside: 17, rxBytesOutside: 18,
   passBytesInside: 19, passBytesOutside: 20, fragsHeld: 21, fragsReleased: 22, fragsHoldExpired: 23,
-  fragsHoldDiscarded: 24, ipIdsRewritten: 25, gsoRx: 26, gsoBytes: 27, csumPartial: 28,
+  fragsHoldDiscarded: 24, ipIdsRewritten: 25, gsoRx: 26, gsoBytes: 27, csumPartial: 28, usoSplit: 29,
+  usoDatagrams: 30,
 } as const;
 export const PROTO_NAMES: Record<number, string> = { 1: 'icmp', 6: 'tcp', 17: 'udp', 47: 'gre', 50: 'esp', 51: 'ah' };
 
@@ -378,7 +381,7 @@ export type EngineSettings = { [K in keyof typeof SETTINGS_FIELDS]: number };
 
 /** Constant names by group, for views and tests. */
 export const ABI_GROUPS = {
-  counters: ['C_RX_INSIDE', 'C_RX_OUTSIDE', 'C_PASS_INSIDE', 'C_PASS_OUTSIDE', 'C_FLOWS_NEW', 'C_FLOWS_EXPIRED', 'C_FLOWS_ACTIVE', 'C_BINDINGS_ACTIVE', 'C_FRAGS_ACTIVE', 'C_EVENTS_LOST', 'C_LOCAL_ACCEPT', 'C_FLOWS_FLUSHED', 'C_ESP_ACTIVE', 'C_IKE_ACTIVE', 'C_CALLS_ACTIVE', 'C_ESP_BOUND', 'C_EARLY_DROPS', 'C_RX_BYTES_INSIDE', 'C_RX_BYTES_OUTSIDE', 'C_PASS_BYTES_INSIDE', 'C_PASS_BYTES_OUTSIDE', 'C_FRAGS_HELD', 'C_FRAGS_RELEASED', 'C_FRAGS_HOLD_EXPIRED', 'C_FRAGS_HOLD_DISCARDED', 'C_IP_IDS_REWRITTEN', 'C_GSO_RX', 'C_GSO_BYTES', 'C_CSUM_PARTIAL'],
+  counters: ['C_RX_INSIDE', 'C_RX_OUTSIDE', 'C_PASS_INSIDE', 'C_PASS_OUTSIDE', 'C_FLOWS_NEW', 'C_FLOWS_EXPIRED', 'C_FLOWS_ACTIVE', 'C_BINDINGS_ACTIVE', 'C_FRAGS_ACTIVE', 'C_EVENTS_LOST', 'C_LOCAL_ACCEPT', 'C_FLOWS_FLUSHED', 'C_ESP_ACTIVE', 'C_IKE_ACTIVE', 'C_CALLS_ACTIVE', 'C_ESP_BOUND', 'C_EARLY_DROPS', 'C_RX_BYTES_INSIDE', 'C_RX_BYTES_OUTSIDE', 'C_PASS_BYTES_INSIDE', 'C_PASS_BYTES_OUTSIDE', 'C_FRAGS_HELD', 'C_FRAGS_RELEASED', 'C_FRAGS_HOLD_EXPIRED', 'C_FRAGS_HOLD_DISCARDED', 'C_IP_IDS_REWRITTEN', 'C_GSO_RX', 'C_GSO_BYTES', 'C_CSUM_PARTIAL', 'C_USO_SPLIT', 'C_USO_DATAGRAMS'],
   counterLayout: ['C_DROP_BASE', 'COUNTER_SLOTS'],
   eventTypes: ['EV_FLOW_NEW', 'EV_FLOW_EXPIRED', 'EV_DROP', 'EV_FLUSH', 'EV_ESP_BOUND', 'EV_AH_REFUSED', 'EV_IKE_COLLISION'],
   event: ['EVENT_CAP', 'EVENT_HEADER', 'EVENT_SIZE', 'EVT_TYPE', 'EVT_REASON', 'EVT_PROTO', 'EVT_SIDE', 'EVT_LAN_ADDR', 'EVT_REM_ADDR', 'EVT_WAN_ADDR', 'EVT_LAN_PORT', 'EVT_REM_PORT', 'EVT_ALIAS_PORT', 'EVT_TIME', 'EVT_EXTRA'],
@@ -410,27 +413,28 @@ export const ABI_ORDER = [
   'C_FLOWS_FLUSHED', 'C_ESP_ACTIVE', 'C_IKE_ACTIVE', 'C_CALLS_ACTIVE', 'C_ESP_BOUND', 'C_EARLY_DROPS',
   'C_RX_BYTES_INSIDE', 'C_RX_BYTES_OUTSIDE', 'C_PASS_BYTES_INSIDE', 'C_PASS_BYTES_OUTSIDE', 'C_FRAGS_HELD',
   'C_FRAGS_RELEASED', 'C_FRAGS_HOLD_EXPIRED', 'C_FRAGS_HOLD_DISCARDED', 'C_IP_IDS_REWRITTEN', 'C_GSO_RX',
-  'C_GSO_BYTES', 'C_CSUM_PARTIAL', 'C_DROP_BASE', 'COUNTER_SLOTS', 'EV_FLOW_NEW', 'EV_FLOW_EXPIRED',
-  'EV_DROP', 'EV_FLUSH', 'EV_ESP_BOUND', 'EV_AH_REFUSED', 'EV_IKE_COLLISION', 'EVENT_CAP', 'EVENT_HEADER',
-  'EVENT_SIZE', 'EVT_TYPE', 'EVT_REASON', 'EVT_PROTO', 'EVT_SIDE', 'EVT_LAN_ADDR', 'EVT_REM_ADDR',
-  'EVT_WAN_ADDR', 'EVT_LAN_PORT', 'EVT_REM_PORT', 'EVT_ALIAS_PORT', 'EVT_TIME', 'EVT_EXTRA', 'FLOW_SIZE',
-  'F_LAN_ADDR', 'F_REM_ADDR', 'F_LAN_PORT', 'F_REM_PORT', 'F_ALIAS_PORT', 'F_PROTO', 'F_STATE', 'F_EXPIRES',
-  'F_FLAGS', 'F_TCP_OUT', 'F_TCP_IN', 'F_PKTS_OUT', 'F_PKTS_IN', 'F_END_OUT', 'F_END_IN', 'F_HAIRPIN_PORT',
-  'F_HAIRPIN_SRC', 'FL_IN_USE', 'FL_REDIRECT', 'FL_REPLIED', 'FL_FIN_OUT', 'FL_FIN_IN', 'FL_NATT',
-  'FL_CHARGED', 'FL_HAIRPIN', 'FL_WS_SHIFT', 'FL_WS_NONE', 'BIND_SIZE', 'B_LAN_ADDR', 'B_REFS', 'B_LAN_PORT',
-  'B_FLAGS', 'BF_USED', 'BF_STATIC', 'BIND_TCP', 'BIND_UDP', 'BIND_ICMP', 'BIND_PROTOS', 'ESP_SIZE',
-  'ESP_LAN_ADDR', 'ESP_REM_ADDR', 'ESP_SPI_OUT', 'ESP_SPI_IN', 'ESP_EXPIRES', 'ESP_DEADLINE', 'ESP_PEER',
-  'ESP_STATE', 'ESP_RETRIES', 'ESP_FLAGS', 'ESP_PKTS', 'ESP_SPI_IN2', 'ESP_TIMER', 'ESP_FREE',
-  'ESP_OUTSTANDING', 'ESP_BOUND', 'ESP_SQUELCHED', 'ESPF_FORWARD', 'ESPF_UNREPLIED', 'ESPF_PROVISIONAL',
-  'ESPF_CHARGED', 'IKE_SIZE', 'IKE_LAN_ADDR', 'IKE_REM_ADDR', 'IKE_ICOOKIE', 'IKE_RCOOKIE', 'IKE_EXPIRES',
-  'IKE_LAST_SEEN', 'IKE_REM_PORT', 'IKE_FLAGS', 'IKE_PKTS_OUT', 'IKE_PKTS_IN', 'IKE_IN_USE', 'IKEF_INBOUND',
-  'IKEF_ANSWERED', 'IKEF_CHARGED', 'CALL_SIZE', 'CALL_LAN_ADDR', 'CALL_REM_ADDR', 'CALL_ID_LAN',
-  'CALL_ID_ALIAS', 'CALL_ID_REMOTE', 'CALL_FLAGS', 'CALL_EXPIRES', 'CALL_PKTS_OUT', 'CALL_PKTS_IN',
-  'CALL_IN_USE', 'CF_REMOTE_KNOWN', 'CF_DISCONNECTED', 'FRAG_SIZE', 'FRAG_SRC_ADDR', 'FRAG_DST_ADDR',
-  'FRAG_IP_ID', 'FRAG_PROTO', 'FRAG_SIDE', 'FRAG_NEW_ADDR', 'FRAG_EXPIRES', 'FRAG_FIRST_END', 'FRAG_SEEN',
-  'FRAG_TOTAL', 'FRAG_NEW_ID', 'FRAG_FLAGS', 'FRAG_L4_KEY', 'FRF_CONTESTED', 'FRF_DONE', 'HOLD_SIZE',
-  'HOLD_SRC_ADDR', 'HOLD_DST_ADDR', 'HOLD_IP_ID', 'HOLD_PROTO', 'HOLD_SIDE', 'HOLD_EXPIRES', 'PEER_SIZE',
-  'PEER_LAN_ADDR', 'PEER_REM_ADDR', 'PEER_IKE_LAST', 'PEER_IKE_COUNT', 'PEER_ESP_BOUND', 'PEER_ESP_EXPIRES',
+  'C_GSO_BYTES', 'C_CSUM_PARTIAL', 'C_USO_SPLIT', 'C_USO_DATAGRAMS', 'C_DROP_BASE', 'COUNTER_SLOTS',
+  'EV_FLOW_NEW', 'EV_FLOW_EXPIRED', 'EV_DROP', 'EV_FLUSH', 'EV_ESP_BOUND', 'EV_AH_REFUSED',
+  'EV_IKE_COLLISION', 'EVENT_CAP', 'EVENT_HEADER', 'EVENT_SIZE', 'EVT_TYPE', 'EVT_REASON', 'EVT_PROTO',
+  'EVT_SIDE', 'EVT_LAN_ADDR', 'EVT_REM_ADDR', 'EVT_WAN_ADDR', 'EVT_LAN_PORT', 'EVT_REM_PORT',
+  'EVT_ALIAS_PORT', 'EVT_TIME', 'EVT_EXTRA', 'FLOW_SIZE', 'F_LAN_ADDR', 'F_REM_ADDR', 'F_LAN_PORT',
+  'F_REM_PORT', 'F_ALIAS_PORT', 'F_PROTO', 'F_STATE', 'F_EXPIRES', 'F_FLAGS', 'F_TCP_OUT', 'F_TCP_IN',
+  'F_PKTS_OUT', 'F_PKTS_IN', 'F_END_OUT', 'F_END_IN', 'F_HAIRPIN_PORT', 'F_HAIRPIN_SRC', 'FL_IN_USE',
+  'FL_REDIRECT', 'FL_REPLIED', 'FL_FIN_OUT', 'FL_FIN_IN', 'FL_NATT', 'FL_CHARGED', 'FL_HAIRPIN',
+  'FL_WS_SHIFT', 'FL_WS_NONE', 'BIND_SIZE', 'B_LAN_ADDR', 'B_REFS', 'B_LAN_PORT', 'B_FLAGS', 'BF_USED',
+  'BF_STATIC', 'BIND_TCP', 'BIND_UDP', 'BIND_ICMP', 'BIND_PROTOS', 'ESP_SIZE', 'ESP_LAN_ADDR', 'ESP_REM_ADDR',
+  'ESP_SPI_OUT', 'ESP_SPI_IN', 'ESP_EXPIRES', 'ESP_DEADLINE', 'ESP_PEER', 'ESP_STATE', 'ESP_RETRIES',
+  'ESP_FLAGS', 'ESP_PKTS', 'ESP_SPI_IN2', 'ESP_TIMER', 'ESP_FREE', 'ESP_OUTSTANDING', 'ESP_BOUND',
+  'ESP_SQUELCHED', 'ESPF_FORWARD', 'ESPF_UNREPLIED', 'ESPF_PROVISIONAL', 'ESPF_CHARGED', 'IKE_SIZE',
+  'IKE_LAN_ADDR', 'IKE_REM_ADDR', 'IKE_ICOOKIE', 'IKE_RCOOKIE', 'IKE_EXPIRES', 'IKE_LAST_SEEN',
+  'IKE_REM_PORT', 'IKE_FLAGS', 'IKE_PKTS_OUT', 'IKE_PKTS_IN', 'IKE_IN_USE', 'IKEF_INBOUND', 'IKEF_ANSWERED',
+  'IKEF_CHARGED', 'CALL_SIZE', 'CALL_LAN_ADDR', 'CALL_REM_ADDR', 'CALL_ID_LAN', 'CALL_ID_ALIAS',
+  'CALL_ID_REMOTE', 'CALL_FLAGS', 'CALL_EXPIRES', 'CALL_PKTS_OUT', 'CALL_PKTS_IN', 'CALL_IN_USE',
+  'CF_REMOTE_KNOWN', 'CF_DISCONNECTED', 'FRAG_SIZE', 'FRAG_SRC_ADDR', 'FRAG_DST_ADDR', 'FRAG_IP_ID',
+  'FRAG_PROTO', 'FRAG_SIDE', 'FRAG_NEW_ADDR', 'FRAG_EXPIRES', 'FRAG_FIRST_END', 'FRAG_SEEN', 'FRAG_TOTAL',
+  'FRAG_NEW_ID', 'FRAG_FLAGS', 'FRAG_L4_KEY', 'FRF_CONTESTED', 'FRF_DONE', 'HOLD_SIZE', 'HOLD_SRC_ADDR',
+  'HOLD_DST_ADDR', 'HOLD_IP_ID', 'HOLD_PROTO', 'HOLD_SIDE', 'HOLD_EXPIRES', 'PEER_SIZE', 'PEER_LAN_ADDR',
+  'PEER_REM_ADDR', 'PEER_IKE_LAST', 'PEER_IKE_COUNT', 'PEER_ESP_BOUND', 'PEER_ESP_EXPIRES',
   'PEER_RECENT_HOST', 'PEER_REFS', 'SRC_SIZE', 'SRC_ADDR', 'SRC_FLOWS', 'SRC_IKE', 'SRC_CALLS', 'SRC_ESP',
   'SRC_FRAGS', 'CAPTURE_SLOTS', 'CAPTURE_HEADER', 'CAPH_HEAD', 'CAPH_TAIL', 'CAPH_LOST', 'CAPTURE_REC_SIZE',
   'CAPR_LEN', 'CAPR_CAPLEN', 'CAPR_REASON', 'CAPR_SIDE', 'CAPR_TIME', 'CAPR_DATA', 'RULE_SIZE',
@@ -534,6 +538,11 @@ export interface EngineExports {
   /** Hold slots are plain slots (SLOT_SIZE bytes apart) whatever the batch slots' geometry. */
   holdSlotSize(): number;
   releasedCount(): number;
+  extraSlotsPtr(): number;
+  extraLensPtr(): number;
+  extraVerdictsPtr(): number;
+  extraCap(): number;
+  extraCount(): number;
   /** Drop capture (nat/capture.ts): on 1 starts it, emptying the ring; reason 0 = every reason. */
   setCapture(on: number, reason: number): void;
   capturePtr(): number;
@@ -564,7 +573,8 @@ export const ENGINE_EXPORT_ARITY = {
   vnetPtr: 0, vnetStride: 0, vnetEnabled: 0, setVnet: 1, flowsPtr: 0, flowSize: 0, flowCapacity: 0,
   flowHighWater: 0, flowActive: 0, hashSize: 0, layoutBytesEnd: 0, espPtr: 0, espCount: 0, ikePtr: 0,
   ikeCount: 0, callPtr: 0, callCount: 0, holdSlotsPtr: 0, holdLensPtr: 0, holdVerdictsPtr: 0, holdCap: 0,
-  holdSlotSize: 0, releasedCount: 0, setCapture: 2, capturePtr: 0, snapLayoutVersion: 0, snapRegionCount: 0,
-  snapRegionId: 1, snapRegionPtr: 1, snapRegionRecordSize: 1, snapRegionRecords: 1, snapRegionCapacity: 1,
-  restoreBegin: 1, restoreRecords: 3, restoreEnd: 0, restoreVerify: 0, reset: 1,
+  holdSlotSize: 0, releasedCount: 0, extraSlotsPtr: 0, extraLensPtr: 0, extraVerdictsPtr: 0, extraCap: 0,
+  extraCount: 0, setCapture: 2, capturePtr: 0, snapLayoutVersion: 0, snapRegionCount: 0, snapRegionId: 1,
+  snapRegionPtr: 1, snapRegionRecordSize: 1, snapRegionRecords: 1, snapRegionCapacity: 1, restoreBegin: 1,
+  restoreRecords: 3, restoreEnd: 0, restoreVerify: 0, reset: 1,
 } as const;

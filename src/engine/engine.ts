@@ -127,6 +127,13 @@ export class Engine {
   readonly holdSlotSize: number;
   /** With vnet: the (zero) virtio headers the held fragments are written behind, after the batch slots' headers. */
   holdVnetBase = 0;
+  /** Extra output (USO super-packets to/from UDP 500 cut into datagrams): plain slots, lengths, verdicts; extraCount() used. */
+  readonly extraBase: number;
+  readonly extraLenBase: number;
+  readonly extraVerdictBase: number;
+  readonly extraCap: number;
+  /** With vnet: their (zero) virtio headers, after the hold slots'. */
+  extraVnetBase = 0;
   readonly maxFlows: number;
   readonly memoryBytes: number;
   /** The router's LAN addresses ('a.b.c.d/len') applyConfig gave the engine (NAT loopback's internal source). */
@@ -154,6 +161,10 @@ export class Engine {
     this.holdVerdictBase = x.holdVerdictsPtr();
     this.holdCap = x.holdCap();
     this.holdSlotSize = x.holdSlotSize();
+    this.extraBase = x.extraSlotsPtr();
+    this.extraLenBase = x.extraLensPtr();
+    this.extraVerdictBase = x.extraVerdictsPtr();
+    this.extraCap = x.extraCap();
     this.maxFlows = maxFlows;
     this.memoryBytes = bytes;
     this.buildId = buildId;
@@ -190,9 +201,10 @@ export class Engine {
     this.slotSize = this.x.slotSize();
     this.slotCount = this.x.slotCount();
     // The header region has room for 256 slots; the batch uses slotCount (64) of them and
-    // never writes the rest, which setVnet zeroed: the hold slots' headers live there.
+    // never writes the rest, which setVnet zeroed: the hold and extra slots' headers live there.
     this.holdVnetBase = this.vnetBase + this.slotCount * this.vnetStride;
-    if (on && this.slotCount + this.holdCap > 256) throw new Error('engine: no room for the hold slots\' virtio headers');
+    this.extraVnetBase = this.holdVnetBase + this.holdCap * this.vnetStride;
+    if (on && this.slotCount + this.holdCap + this.extraCap > 256) throw new Error('engine: no room for the hold and extra slots\' virtio headers');
   }
 
   /** Slot i's virtio_net_hdr fields (tests). */
@@ -260,6 +272,17 @@ export class Engine {
       if (this.u8[this.holdVerdictBase + i] !== A.VERDICT_PASS) continue;
       const start = this.holdBase + i * this.holdSlotSize;
       out.push(this.u8.slice(start, start + this.dv.getUint32(this.holdLenBase + 4 * i, true)));
+    }
+    return out;
+  }
+
+  /** Copies of the extra packets the last process() call passed (USO datagrams cut in software), in order. */
+  extras(): Uint8Array[] {
+    const out: Uint8Array[] = [];
+    for (let i = 0, n = this.x.extraCount(); i < n; i++) {
+      if (this.u8[this.extraVerdictBase + i] !== A.VERDICT_PASS) continue;
+      const start = this.extraBase + i * this.holdSlotSize;
+      out.push(this.u8.slice(start, start + this.dv.getUint32(this.extraLenBase + 4 * i, true)));
     }
     return out;
   }
