@@ -12,8 +12,8 @@
 // flow that moves terabytes does not wrap.
 
 import { RESTORE_BAD_COUNT, RESTORE_OK } from "../abi/codes";
-import { FA_BYTES_IN, FA_BYTES_OUT, FLOW_ACCT_SIZE } from "../abi/records";
-import { acctOn, flowAcct } from "../layout";
+import { FA_BYTES_IN, FA_BYTES_OUT, FLOW_ACCT_SIZE, FLOW_SIZE } from "../abi/records";
+import { acctOn, flowAcct, flows } from "../layout";
 
 export const ACCT_OUT: usize = FA_BYTES_OUT;
 export const ACCT_IN: usize = FA_BYTES_IN;
@@ -26,6 +26,11 @@ export const ACCT_IN: usize = FA_BYTES_IN;
     const a = at(flow) + dir;
     store<u64>(a, load<u64>(a) + <u64>bswap<u16>(load<u16>(p, 2)));
   }
+}
+
+/** The same for the flow whose record is at `r` (where the handler holds the record, not its number). */
+@inline export function flowAcctAddRec(r: usize, dir: usize, p: usize): void {
+  if (acctOn) flowAcctAdd(<u32>((r - flows) / FLOW_SIZE), dir, p);
 }
 
 /** A new flow starts at zero bytes. */

@@ -10,6 +10,8 @@ import { FA_BYTES_OUT, FLOW_ACCT_SIZE, SIDE_INSIDE, SNAP_FLOW_ACCT, VERDICT_PASS
 import { capture, restoreInto } from '../../src/snapshot/state.js';
 import { decode, encode } from '../../src/snapshot/format.js';
 import { formatConntrack } from '../../src/cli/conntrack.js';
+import { parseConfig } from '../../src/config/index.js';
+import { applyConfig } from '../../src/engine/apply.js';
 import type { FlowEntry } from '../../src/engine/engine.js';
 
 const H1 = '192.168.1.10';
@@ -154,6 +156,29 @@ describe('option acct: bytes per flow, as conntrack counts them', () => {
     expect([f.bytesIn, f.bytesOut]).toEqual([i.length, o.length]);
     // The original direction (src=S1) carries packets=1 bytes=43, the reply direction packets=1 bytes=40.
     expect(formatConntrack([f])).toContain(`src=${S1} dst=${WAN} sport=50000 dport=8080 packets=1 bytes=43 src=${H1} dst=${S1} sport=80 dport=50000 packets=1 bytes=40`);
+  });
+});
+
+describe('option acct: NAT loopback', () => {
+  it('A11 a hairpin flow (a LAN host through the WAN address to a forward) counts both ways, printed after each direction\'s packets=', () => {
+    const r = new TestRouter({ acct: true });
+    applyConfig(r.engine, parseConfig(`config vpnmasq 'main'
+	option lan_device 'br-lan'
+	option wan_device 'wan'
+config redirect 'web'
+	option proto 'tcp'
+	option src_dport '8080'
+	option dest_ip '192.168.1.10'
+	option dest_port '80'
+`, 'test'), ['192.168.1.0/24'], ['192.168.1.1/24']);
+    const o1 = pass(r.out(tcp(H2, 40000, WAN, 8080, SYN)));
+    const alias = parse(o1).sport;
+    const i1 = pass(r.out(tcp('192.168.1.10', 80, '192.168.1.1', alias, SYN | ACK, Array(10).fill(0))));
+    const f = flowOf(r, H2, 40000);
+    expect(f.hairpin).toBeDefined();
+    expect([f.packetsOut, f.bytesOut, f.packetsIn, f.bytesIn]).toEqual([1, o1.length, 1, i1.length]);
+    expect(formatConntrack([f])).toContain(`dport=8080 packets=1 bytes=40 src=192.168.1.10`);
+    expect(formatConntrack([f])).toContain(`dport=${alias} packets=1 bytes=50 hairpin=internal`);
   });
 });
 
