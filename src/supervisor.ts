@@ -108,6 +108,8 @@ export class Supervisor {
   private lastDrops: Record<string, number> = {};
   private snap!: SnapshotStatus;
   private snapWriting = false;
+  /** The background snapshot write in flight, if any (stop waits for it, so the final snapshot is written last). */
+  private snapWrite: Promise<void> | null = null;
   private startup: Record<string, number> = {};
 
   /** Called when a reload switches vpnmasq off (option enabled '0'): run() stops. */
@@ -286,6 +288,8 @@ export class Supervisor {
   private async saveState(): Promise<void> {
     if (this.snapWriting || this.stopping) return;
     this.snapWriting = true;
+    let done!: () => void;
+    this.snapWrite = new Promise<void>((r) => { done = r; });
     try {
       const c = capture(this.engine, this.wanAddress ? ipToRaw(this.wanAddress) : 0, nowMs());
       const t0 = performance.now();
@@ -299,6 +303,7 @@ export class Supervisor {
       this.snap.writeError = msg;
     } finally {
       this.snapWriting = false;
+      done();
     }
   }
 
@@ -521,7 +526,9 @@ export class Supervisor {
     this.loop?.stop();
     this.wan?.stop();
     const errors: string[] = [];
-    // Clean stop: the last state, taken after the last batch.
+    // Clean stop: the last state, taken after the last batch, written after
+    // any background write still in flight (else that older one could land last).
+    if (this.snapWriting) await this.snapWrite;
     if (this.loop && this.snap) {
       try {
         const c = capture(this.engine, this.wanAddress ? ipToRaw(this.wanAddress) : 0, nowMs());

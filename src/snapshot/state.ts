@@ -85,6 +85,12 @@ function chunksOf(c: Capture): Uint8Array[] {
 }
 
 const CRC_SLICE = 1 << 20;
+// Each write has its own temporary file: a background write still in flight
+// when the clean stop writes the final snapshot must not share (and truncate,
+// then keep writing into) the same inode, or the file renamed into place is
+// corrupt and the next start refuses it.
+let tmpSeq = 0;
+const tmpOf = (path: string) => `${path}.tmp-${process.pid}-${++tmpSeq}`;
 const yieldToLoop = () => new Promise<void>((r) => setImmediate(r));
 
 /**
@@ -95,7 +101,7 @@ const yieldToLoop = () => new Promise<void>((r) => setImmediate(r));
  */
 export async function writeCapture(path: string, c: Capture): Promise<number> {
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-  const tmp = `${path}.tmp-${process.pid}`;
+  const tmp = tmpOf(path);
   const fh = await open(tmp, 'w', 0o600);
   let crc = 0;
   let bytes = 0;
@@ -126,7 +132,7 @@ export async function writeCapture(path: string, c: Capture): Promise<number> {
 /** The same, synchronously (a clean stop: the loop is already stopped). */
 export function writeCaptureSync(path: string, c: Capture): number {
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-  const tmp = `${path}.tmp-${process.pid}`;
+  const tmp = tmpOf(path);
   const fd = openSync(tmp, 'w', 0o600);
   let crc = 0;
   let bytes = 0;
