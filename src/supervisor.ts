@@ -16,7 +16,9 @@ import { deviceExists, setTxQueueLen, subnetsOf } from './net/iface.js';
 import { setupRouting, teardownStale, type Routing, type RoutingPlan } from './net/routes.js';
 import { installGuard } from './net/guard.js';
 import { readWanAddress, watchWanAddress, type WanWatch } from './net/wanwatch.js';
-import { TunDevice, offloadNames, writeDrops } from './tun/tun.js';
+import { TunDevice, offloadNames, queueDrops, writeDrops } from './tun/tun.js';
+import { applyDataPathPriority, type PriorityApplied } from './datapath/priority.js';
+import { PRIORITIES, type Priority } from './config/options.js';
 import { BatchLoop } from './datapath/loop.js';
 import { ControlServer } from './control/server.js';
 import type { Request, Response } from './control/protocol.js';
@@ -58,6 +60,12 @@ interface SnapshotStatus {
   writeError: string | null;
 }
 
+/** option priority, unless VPNMASQ_PRIORITY overrides it (benchmarks and tests on a shared machine). */
+function priorityWanted(option: Priority): Priority {
+  const env = process.env.VPNMASQ_PRIORITY;
+  return env && (PRIORITIES as readonly string[]).includes(env) ? (env as Priority) : option;
+}
+
 /** Transmit queue of each TUN, in packets (see start()). */
 const TUN_TXQUEUELEN = 4096;
 
@@ -71,6 +79,7 @@ export class Supervisor {
   private wan: WanWatch | null = null;
   private loop: BatchLoop | null = null;
   private offloadNote = '';
+  private priority: PriorityApplied | null = null;
   private control: ControlServer | null = null;
   private observer: Observer | null = null;
   private timers: NodeJS.Timeout[] = [];
@@ -175,6 +184,9 @@ export class Supervisor {
     }
     const t5 = performance.now();
 
+    // The batch loop runs on this thread: its scheduling is set here (per thread on Linux).
+    this.priority = applyDataPathPriority(priorityWanted(m.priority));
+    if (this.priority.note) this.log.warn({ priority: this.priority.applied }, `data path priority: ${this.priority.note}`);
     this.loop = new BatchLoop(this.engine, this.tunIn!, this.tunOut!);
     this.loop.start();
     // performance.now() counts from the process's start: this is the
@@ -190,6 +202,7 @@ export class Supervisor {
     await this.control.listen();
     this.observer = new Observer({
       cfg: this.cfg, engine: this.engine, log: this.log, lanSubnets: this.lanSubnets, loop: () => this.loop,
+      offloadBits: () => (this.engine.vnet ? this.tunIn?.offloads ?? 0 : 0),
       snapshot: () => ({
         lastWriteMs: this.snap.lastWrite ? Date.parse(this.snap.lastWrite.at) : null,
         bytes: this.snap.lastWrite?.bytes ?? 0,
@@ -213,6 +226,7 @@ export class Supervisor {
       redirects: this.cfg.redirects.length, rules: this.cfg.rules.length,
       redirectList: this.cfg.redirects.map(redirectLabel), ruleList: this.cfg.rules.map(ruleLabel), socket: m.controlSocket,
       offload: this.engine.vnet ? offloadNames(this.tunIn!.offloads).join(',') || 'vnet only' : 'off',
+      priority: this.priority?.applied,
     }, 'vpnmasq ready');
   }
 
@@ -373,11 +387,12 @@ export class Supervisor {
     const e = this.engine;
     return {
       offload: this.offloadStatus(),
+      priority: this.priority,
       pid: process.pid, uptimeS: Math.round((Date.now() - this.startedAt) / 1000),
       config: this.cfg.file, lanDevice: this.cfg.main.lanDevice, wanDevice: this.cfg.main.wanDevice,
       wanAddress: this.wanAddress, lanSubnets: this.lanSubnets,
       flows: { active: e.x.flowActive(), max: e.maxFlows, bytesPerFlow: +e.bytesPerFlow().toFixed(1) },
-      memoryBytes: e.memoryBytes, counters: e.counters(), drops: e.drops(), tunWriteDrops: writeDrops(),
+      memoryBytes: e.memoryBytes, counters: e.counters(), drops: e.drops(), tunWriteDrops: writeDrops(), tunQueueDrops: queueDrops(),
       redirects: this.cfg.redirects.length, rules: this.cfg.rules.length,
       // by fw4 name (else the uci section name, else the line)
       redirectList: this.cfg.redirects.map(redirectLabel), ruleList: this.cfg.rules.map(ruleLabel),

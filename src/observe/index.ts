@@ -10,7 +10,7 @@ import type { Config } from '../config/index.js';
 import type { Engine, FlowEntry } from '../engine/engine.js';
 import type { BatchLoop } from '../datapath/loop.js';
 import type { Logger } from '../log.js';
-import { writeDrops } from '../tun/tun.js';
+import { queueDrops, writeDrops } from '../tun/tun.js';
 import { collectStats, type SnapshotTally, type Stats, type WanChange } from './stats.js';
 import { CONTENT_TYPE, renderMetrics } from './metrics.js';
 import { ReadOnlyServer, type Reply } from './http.js';
@@ -36,6 +36,8 @@ export interface ObserverOptions {
   loop: () => BatchLoop | null;
   /** The state snapshot's tallies (absent: no snapshot kept). */
   snapshot?: () => SnapshotTally;
+  /** The TUN_F_* offload bits the TUNs took (absent: 0, off). */
+  offloadBits?: () => number;
 }
 
 export class Observer {
@@ -92,9 +94,11 @@ export class Observer {
   private snapshot(now = Date.now()) {
     if (!this.cachedStats || now - this.cachedStats.at >= SNAPSHOT_MS) {
       const tunWriteDrops = () => { try { return writeDrops(); } catch { return 0; } }; // no addon: engine-only tests
+      const tunQueueDrops = () => { try { return queueDrops(); } catch { return 0; } };
       const stats = collectStats(this.o.engine, {
         startTimeMs: this.startTimeMs, wanAddress: this.wanAddress, wanChanges: this.wanChanges, wanHistory: this.wanHistory,
         reloadsOk: this.reloadsOk, reloadsFailed: this.reloadsFailed, batchSizes: this.o.loop()?.batchSizes ?? null, tunWriteDrops,
+        tunQueueDrops, offloadBits: this.o.offloadBits,
         snapshot: this.o.snapshot?.() ?? null,
       });
       this.cachedStats = { at: now, stats };

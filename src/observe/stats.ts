@@ -40,6 +40,10 @@ export interface Stats {
   drops: Record<string, number>;
   /** Packets the TUN write dropped (full queue, link down). */
   tunWriteDrops: number;
+  /** TCP packets the TUN readers' queue discipline dropped (src/tun/tun.ts ReaderQueue). */
+  tunQueueDrops: number;
+  /** TUN offloads: the TUN_F_* bits the kernel took (0: off), and what came through them. */
+  offload: { bits: number; gsoPackets: number; gsoBytes: number; csumPartial: number };
   flowsCreated: number;
   flowsExpired: number;
   flowsFlushed: number;
@@ -78,6 +82,10 @@ export interface SupervisorTallies {
   /** BatchLoop.batchSizes (null before the loop starts). */
   batchSizes: Float64Array | null;
   tunWriteDrops(): number;
+  /** the readers' queue-discipline drops (default: none counted) */
+  tunQueueDrops?(): number;
+  /** the TUN_F_* offload bits the TUNs took (default: 0, off) */
+  offloadBits?(): number;
   snapshot?: SnapshotTally | null;
 }
 
@@ -114,6 +122,8 @@ export function collectStats(e: Engine, t: SupervisorTallies): Stats {
     localAccepted: c.localAccept!,
     drops,
     tunWriteDrops: t.tunWriteDrops(),
+    tunQueueDrops: t.tunQueueDrops?.() ?? 0,
+    offload: { bits: t.offloadBits?.() ?? 0, gsoPackets: c.gsoRx!, gsoBytes: c.gsoBytes!, csumPartial: c.csumPartial! },
     flowsCreated: c.flowsNew!,
     flowsExpired: c.flowsExpired!,
     flowsFlushed: c.flowsFlushed!,
