@@ -9,7 +9,7 @@
 // Linux schedules threads, not processes: both setpriority(2) with pid 0 and
 // sched_setscheduler(2) with pid 0 change the calling thread only, so this
 // must run on the thread that runs the batch loop.
-import { setPriority } from 'node:os';
+import { getPriority, setPriority } from 'node:os';
 import { loadNative } from '../tun/tun.js';
 import type { Priority } from '../config/options.js';
 
@@ -36,6 +36,12 @@ export function applyDataPathPriority(want: Priority): PriorityApplied {
       note = `SCHED_FIFO refused: ${(err as Error).message}`;
     }
   }
+  // Ordinary scheduling, whatever the thread inherited (a parent running realtime).
+  try {
+    loadNative().setRealtime(0);
+  } catch {
+    // already SCHED_OTHER, or not ours to change: nice below still says what it runs at
+  }
   if (want !== 'normal') {
     try {
       setPriority(0, HIGH_NICE);
@@ -44,5 +50,10 @@ export function applyDataPathPriority(want: Priority): PriorityApplied {
       note = `${note ? `${note}; ` : ''}nice ${HIGH_NICE} refused: ${(err as Error).message}`;
     }
   }
-  return { applied: 'nice 0', note };
+  try {
+    setPriority(0, 0);
+  } catch {
+    // raising one's own nice back to 0 needs CAP_SYS_NICE; it was 0 unless inherited
+  }
+  return { applied: `nice ${getPriority(0)}`, note };
 }

@@ -6,11 +6,13 @@
 // leaves the control socket answering.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { resolve } from 'node:path';
 import { skipUnless } from '../helpers/prereq.js';
 import { RunningRouter } from '../helpers/vpnmasq.js';
 import type { Lab as LabT } from '../../src/lab/lab.js';
 
-const skip = skipUnless({ root: true, tun: true, tools: ['ip', 'iperf3'] });
+const skip = skipUnless({ root: true, tun: true, tools: ['ip', 'iperf3', 'setpriv'] });
 const WANHOST = '203.0.113.2';
 
 /** Scheduling of the daemon's main thread (the batch loop's): stat(5) fields 19 (nice), 40 (rt_priority), 41 (policy). */
@@ -70,6 +72,15 @@ describe.skipIf(skip)('latency under load: data path priority and the reader que
       expect(during.counters.rxInside).toBeGreaterThan(0);
       expect(vm.status().priority.applied).toBe('SCHED_FIFO 10');
     });
+  });
+
+  it('05 without CAP_SYS_NICE (a container): realtime falls back to high, then to normal, and says why', () => {
+    const mod = resolve(__dirname, '../../dist/datapath/priority.js');
+    const script = `import(${JSON.stringify(mod)}).then((m) => console.log(JSON.stringify(m.applyDataPathPriority('realtime'))))`;
+    const out = JSON.parse(execFileSync('setpriv', ['--bounding-set=-sys_nice', '--inh-caps=-sys_nice', process.execPath, '-e', script],
+      { encoding: 'utf8' }));
+    expect(out.applied).toBe('nice 0');
+    expect(out.note).toMatch(/SCHED_FIFO refused: .*EPERM.*; nice -10 refused/);
   });
 
   for (const [want, applied, expected] of [
