@@ -343,7 +343,10 @@ bool CodelDrop(double* q, double now) {
     }
     if (now < q[kRqDropNextNs]) return false;
     q[kRqCount] += 1;
-    q[kRqDropNextNs] = CodelNext(q, q[kRqDropNextNs]);
+    // After a stall (the reader away for more than an interval) the schedule
+    // goes on from now instead of catching up with a burst of drops.
+    double from = q[kRqDropNextNs] < now - q[kRqIntervalNs] ? now : q[kRqDropNextNs];
+    q[kRqDropNextNs] = CodelNext(q, from);
     return true;
   }
   if (!ok) return false;
