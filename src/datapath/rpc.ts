@@ -110,6 +110,13 @@ export function serve(port: MessagePort, ctl: Int32Array, ops: Ops): void {
     Atomics.notify(ctl, CTL_REPLY_SEQ);
   });
   process.on('uncaughtException', (err) => dieWith(port, ctl, err));
+  // Any other end of the thread (process.exit somewhere) also wakes a waiting caller at once.
+  process.on('exit', (code) => {
+    if (Atomics.load(ctl, CTL_DEAD) !== 0) return;
+    port.postMessage({ seq: 0, ok: false, dead: `exited with code ${code}` } satisfies RpcReply);
+    Atomics.store(ctl, CTL_DEAD, 1);
+    Atomics.notify(ctl, CTL_REPLY_SEQ);
+  });
 }
 
 /** Worker side, an error it cannot go on after: say why on the port, flag it, wake a waiting caller, end the thread. */
