@@ -60,6 +60,7 @@ config rule
     expect(s.dataPath.forwarding).toBe(true);
     expect(s.dataPath.batches).toBeGreaterThan(0);
     expect(s.counters.rxInside).toBeGreaterThan(0);
+    expect(vm.cli('status').stdout).toMatch(new RegExp(`data path on its own thread \\(worker ${s.dataPath.threadId}\\), \\d+ batches`));
   });
 
   it('02 traffic crosses the router both ways while the main thread is held in a busy loop', async () => {
