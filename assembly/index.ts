@@ -7,20 +7,21 @@
 import { COUNTER_SLOTS, C_FLOWS_FLUSHED, EVENT_CAP, EVENT_SIZE, EV_FLUSH } from "./abi/counters";
 import { FLOW_SIZE } from "./abi/records";
 import { captureSet } from "./nat/capture";
-import { callRecs, capture, counters, espRecs, events, flows, holdLens, holdSlots, holdVerdicts, ikeRecs, lens, slots, verdicts, hashMask, layoutEnd, layoutInit, lanNets, maxFlows, HOLD_CAP, MAX_LAN_NETS, SLOT_SIZE, setSlotGeometry, slotCount as curSlotCount, slotSize as curSlotSize, vnetHdrs, vnetOn, VNET_STRIDE } from "./layout";
+import { callRecs, capture, counters, espRecs, events, extraLens, extraSlots, extraVerdicts, flows, holdLens, holdSlots, holdVerdicts, ikeRecs, lens, slots, verdicts, hashMask, layoutEnd, layoutInit, lanNets, maxFlows, EXTRA_CAP, HOLD_CAP, MAX_LAN_NETS, SLOT_SIZE, setSlotGeometry, slotCount as curSlotCount, slotSize as curSlotSize, vnetHdrs, vnetOn, VNET_STRIDE } from "./layout";
 import { ABI_WORDS, abiDescribe as describe } from "./abi/describe.gen";
 import { bindResetDynamic } from "./nat/binding";
 import { processBatch } from "./nat/core";
 import { probeStat } from "./nat/probe";
 import { ruleAdd, rulesClear } from "./nat/filter";
-import { protoForwardAdd, redirectAdd, redirectSetSource, redirectsClear } from "./nat/forward";
+import { protoForwardAdd, redirectAdd, redirectSetReflection, redirectSetSource, redirectsClear } from "./nat/forward";
 import { espDelete, espFlushAll, espHighWater, espInit, espSweep } from "./vpn/esp";
 import { fragFlushAll, fragReleasedCount, fragSweep } from "./nat/fragments";
+import { extraPending } from "./nat/segment";
 import { ikeDelete, ikeFlushAll, ikeHighWater, ikeInit, ikeSweep } from "./vpn/isakmp";
 import { peersInit } from "./vpn/peers";
 import { callDelete, callFlushAll, callHighWater, callSweep, pptpInit } from "./vpn/pptp";
 import { srcFlushAll } from "./nat/limits";
-import { countAdd, eventPush, setClock, setLanNetCount as setLanNetCountState, setSeed, setWan, settingsApply, settingsRec, wanAddr } from "./nat/state";
+import { countAdd, eventPush, setClock, setLanNetCount as setLanNetCountState, setRouterLanAddr as setRouterLanAddrState, setRouterLanCount as setRouterLanCountState, setSeed, setWan, settingsApply, settingsRec, wanAddr } from "./nat/state";
 import { flowActive as tableActive, flowDelete, flowFlushAll, flowHighWater as tableHighWater, flowReset, flowSweep } from "./nat/table";
 import { RESTORE_ORDER as RESTORE_ORDER_CODE, SNAP_LAYOUT_VERSION } from "./abi/codes";
 import {
@@ -106,6 +107,9 @@ export function setLanNet(i: u32, net: u32, mask: u32): i32 {
   return 0;
 }
 export function setLanNetCount(n: u32): void { setLanNetCountState(n < MAX_LAN_NETS ? n : MAX_LAN_NETS); }
+/** The router's own address i on the LAN device, with its network's mask (NAT loopback's internal source). */
+export function setRouterLanAddr(i: u32, addr: u32, mask: u32): i32 { return setRouterLanAddrState(i, addr, mask); }
+export function setRouterLanCount(n: u32): void { setRouterLanCountState(n); }
 
 /** Where the supervisor writes the settings record (fields SET_* in abi/settings.ts). */
 export function settingsPtr(): usize { return settingsRec; }
@@ -121,6 +125,8 @@ export function addProtoForward(proto: u32, destAddr: u32): i32 { return protoFo
 export function setRedirectSource(i: u32, net: u32, mask: u32, portLo: u32, portHi: u32, dip: u32): i32 {
   return redirectSetSource(i, net, mask, portLo, portHi, dip);
 }
+/** fw4 reflection / reflection_src of port forward `i`: REFLECT_OFF, REFLECT_INTERNAL (the default) or REFLECT_EXTERNAL. */
+export function setRedirectReflection(i: u32, mode: u32): i32 { return redirectSetReflection(i, mode); }
 export function clearRules(): void { rulesClear(); }
 
 export function addRule(srcZone: u32, destZone: u32, target: u32, proto: i32, icmpType: i32, icmpCode: i32,
@@ -181,6 +187,16 @@ export function holdCap(): u32 { return HOLD_CAP; }
 /** Hold slots are plain slots (SLOT_SIZE bytes apart) whatever the batch slots' geometry. */
 export function holdSlotSize(): u32 { return SLOT_SIZE; }
 export function releasedCount(): u32 { return fragReleasedCount(); }
+// Extra output (nat/segment.ts: the datagrams of USO super-packets to or from
+// UDP 500, cut in software): after each process() call with extraCount() > 0,
+// the supervisor writes extra slots 0..extraCount()-1 whose verdict is
+// VERDICT_PASS to the TUN the batch came from, after the hold slots; plain
+// packets (SLOT_SIZE apart), behind zero virtio headers on a TUN with offloads.
+export function extraSlotsPtr(): usize { return extraSlots; }
+export function extraLensPtr(): usize { return extraLens; }
+export function extraVerdictsPtr(): usize { return extraVerdicts; }
+export function extraCap(): u32 { return EXTRA_CAP; }
+export function extraCount(): u32 { return extraPending(); }
 
 /** Drop capture (nat/capture.ts): on 1 starts it, emptying the ring; reason 0 = every reason. */
 export function setCapture(on: u32, reason: u32): void { captureSet(on != 0, reason); }

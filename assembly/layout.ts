@@ -18,6 +18,7 @@ import {
 //               bindings  (3 protocols × 65536 × BIND_SIZE) + bindIndex
 //               frags     (FRAG_CAP × FRAG_SIZE) + fragIndex
 //               held fragments: holdSlots (HOLD_CAP × SLOT_SIZE), holdLens, holdVerdicts, holdRecs
+//               extra output: extraSlots (EXTRA_CAP × SLOT_SIZE), extraLens, extraVerdicts
 //               redirects, rules, lan subnets, VPN tables
 //               capture   (header + CAPTURE_SLOTS × CAPTURE_REC_SIZE: dropped packets, nat/capture.ts)
 
@@ -43,6 +44,12 @@ export const FRAG_INDEX_SIZE: u32 = 8192;
 export const HOLD_CAP: u32 = 64;
 export const HOLD_PER_SOURCE: u32 = 8;
 export const HOLD_DS: u32 = 30;
+// Extra output (nat/segment.ts): packets a batch emits beyond its own slots,
+// today the datagrams of USO super-packets cut in software. 128 plain slots:
+// Linux sends at most 128 segments in one UDP GSO packet (UDP_MAX_SEGMENTS),
+// and with the 64 batch and 64 hold slots' virtio headers they fill the
+// header region's 256 entries exactly.
+export const EXTRA_CAP: u32 = 128;
 export const MAX_REDIRECTS: u32 = 256;
 export const REDIRECT_SIZE: u32 = 32;
 export const MAX_RULES: u32 = 256;
@@ -99,6 +106,9 @@ export let holdSlots: usize = 0;
 export let holdLens: usize = 0;
 export let holdVerdicts: usize = 0;
 export let holdRecs: usize = 0;
+export let extraSlots: usize = 0;
+export let extraLens: usize = 0;
+export let extraVerdicts: usize = 0;
 export let srcTable: usize = 0;
 export let capture: usize = 0;
 export let layoutEnd: usize = 0;
@@ -136,6 +146,9 @@ export function layoutInit(base: usize, flowsWanted: u32, commit: bool): usize {
   const hl = p; p = align64(p + <usize>HOLD_CAP * 4);
   const hv = p; p = align64(p + <usize>HOLD_CAP);
   const hr = p; p = align64(p + <usize>HOLD_CAP * HOLD_SIZE);
+  const xs = p; p = align64(p + <usize>EXTRA_CAP * SLOT_SIZE);
+  const xl = p; p = align64(p + <usize>EXTRA_CAP * 4);
+  const xv = p; p = align64(p + <usize>EXTRA_CAP);
   const fx = p; p = align64(p + <usize>FRAG_INDEX_SIZE * 4);
   const rd = p; p = align64(p + MAX_REDIRECTS * REDIRECT_SIZE);
   const ru = p; p = align64(p + MAX_RULES * RULE_SIZE);
@@ -160,6 +173,7 @@ export function layoutInit(base: usize, flowsWanted: u32, commit: bool): usize {
     flows = f; flowOutIndex = fo; flowInIndex = fi; hashMask = hs - 1; maxFlows = flowsWanted;
     bindings = b; bindIndex = bi; frags = fr; fragIndex = fx;
     holdSlots = hs_; holdLens = hl; holdVerdicts = hv; holdRecs = hr;
+    extraSlots = xs; extraLens = xl; extraVerdicts = xv;
     redirects = rd; rules = ru; lanNets = ln; layoutEnd = p;
   }
   return p;

@@ -12,8 +12,8 @@ import { discard, writeCapture, writeCaptureSync, type Restored } from './snapsh
 import { POLICY_REASONS, PROTO_NAMES } from './engine/abi.js';
 import type { FlowEntry } from './engine/engine.js';
 import { createLogger, type LogFormat, type Logger } from './log.js';
-import { deviceExists, setTxQueueLen, subnetsOf } from './net/iface.js';
-import { setupRouting, teardownStale, type Routing, type RoutingPlan } from './net/routes.js';
+import { deviceExists, ipv4Addresses, setTxQueueLen, subnetsOf } from './net/iface.js';
+import { setupRouting, teardownStale, type ForwardPlan, type Routing, type RoutingPlan } from './net/routes.js';
 import { installGuard } from './net/guard.js';
 import { readWanAddress, watchWanAddress, type WanWatch } from './net/wanwatch.js';
 import { offloadNames, writeDrops } from './tun/tun.js';
@@ -60,6 +60,31 @@ interface SnapshotStatus {
   writeError: string | null;
 }
 
+/** The TCP/UDP port forwards of a config, as the kernel side of NAT loopback diverts them (src/net/routes.ts). */
+export function forwardsOf(cfg: Config): ForwardPlan[] {
+  const out: ForwardPlan[] = [];
+  for (const r of cfg.redirects) {
+    if (!r.srcDport || !r.destPort) continue;
+    for (const proto of r.proto) {
+      if (proto !== 6 && proto !== 17) continue;
+      out.push({
+        proto: proto === 6 ? 'tcp' : 'udp', ports: [r.srcDport[0], r.srcDport[1]], server: r.destIp,
+        serverPorts: [r.destPort[0], r.destPort[1]], reflect: r.reflection !== false,
+      });
+    }
+  }
+  return out;
+}
+
+/** The router's own addresses on the LAN device as 'a.b.c.d/len' (NAT loopback's internal source); [] when it has none. */
+function routerLanOf(dev: string): string[] {
+  try {
+    return ipv4Addresses(dev).map((a) => `${a.address}/${a.prefixLen}`);
+  } catch {
+    return [];
+  }
+}
+
 /** Transmit queue of each TUN, in packets (see start()). */
 const TUN_TXQUEUELEN = 4096;
 
@@ -77,6 +102,8 @@ export class Supervisor {
   private timers: NodeJS.Timeout[] = [];
   private wanAddress: string | null = null;
   private lanSubnets: string[] = [];
+  /** The router's addresses on the LAN device, read at start and on reload. */
+  private routerLan: string[] = [];
   private stopping = false;
   private startedAt = Date.now();
   private lastDrops: Record<string, number> = {};
@@ -102,6 +129,7 @@ export class Supervisor {
       lanDevice: m.lanDevice, wanDevice: m.wanDevice, tunInside: m.tunInside, tunOutside: m.tunOutside,
       wanAddress: this.wanAddress, lanSubnets: this.lanSubnets, masqPorts: [m.masqPorts[0], m.masqPorts[1]],
       stateFile: `/run/vpnmasq/routing-${m.tunInside}.json`,
+      forwards: forwardsOf(this.cfg),
     };
   }
 
@@ -137,10 +165,14 @@ export class Supervisor {
     } catch (err) {
       throw new FatalError(`vpnmasq: ${(err as Error).message}`);
     }
+    this.routerLan = routerLanOf(m.lanDevice);
+    if (this.routerLan.length === 0 && this.cfg.redirects.some((r) => r.reflection !== false && r.reflectionSrc !== 'external' && r.srcDport)) {
+      this.log.warn({ lan: m.lanDevice }, 'the LAN device has no IPv4 address: NAT loopback with reflection_src internal cannot work until a restart with one');
+    }
     const t0 = performance.now();
     this.dp = new DataPathThread({ maxFlows: m.maxFlows, onDeath: (reason) => this.dataPathDied(reason) });
     try {
-      this.dp.applyConfig(this.cfg, this.lanSubnets);
+      this.dp.applyConfig(this.cfg, this.lanSubnets, this.routerLan);
     } catch (err) {
       await this.dp.terminate();
       throw new FatalError(`vpnmasq: ${(err as Error).message}`);
@@ -237,7 +269,7 @@ export class Supervisor {
       if (discard(file)) this.log.info({ file }, 'state snapshot discarded (--fresh)');
       return;
     }
-    const r = this.dp.restore(file, this.wanAddress, this.cfg, this.lanSubnets);
+    const r = this.dp.restore(file, this.wanAddress, this.cfg, this.lanSubnets, this.routerLan);
     if (r.restored) {
       const res = r.restored;
       this.snap.restored = { ...res, at: new Date().toISOString() };
@@ -379,15 +411,23 @@ export class Supervisor {
     for (const k of ['metricsListen', 'metricsFile', 'webListen'] as const) {
       if (JSON.stringify(a[k]) !== JSON.stringify(b[k])) restartNeeded.push(k);
     }
+    const routerLan = routerLanOf(a.lanDevice); // lan_device itself changes only with a restart
     try {
       // Applied on the data-path thread in one step (or, refused, the running config again): no batch sees half of it.
-      this.dp.reload(next, this.cfg, this.lanSubnets);
+      this.dp.reload(next, this.cfg, this.lanSubnets, routerLan, this.routerLan);
     } catch (err) {
       if (!(err instanceof RemoteError)) throw err;
       const msg = err.message;
       this.log.error({ error: msg }, 'reload refused; keeping the running config');
       this.observer?.noteReload(false);
       return { ok: false, error: msg };
+    }
+    this.routerLan = routerLan;
+    // NAT loopback's kernel side follows the forwards.
+    try {
+      this.routing?.updateForwards(forwardsOf(next));
+    } catch (err) {
+      this.log.error({ err: (err as Error).message }, 'could not update the NAT loopback marks');
     }
     this.observer?.noteReload(true);
     this.cfg = next;

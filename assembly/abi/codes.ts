@@ -27,6 +27,11 @@ export const PROTO_GRE: u32 = 47;
 export const PROTO_ESP: u32 = 50;
 export const PROTO_AH: u32 = 51;
 
+// @group reflection  (setRedirectReflection: fw4 reflection / reflection_src of a port forward, nat/hairpin.ts)
+export const REFLECT_OFF: u32 = 0;      // reflection '0': a LAN host reaching the forward through the WAN address gets nothing
+export const REFLECT_INTERNAL: u32 = 1; // the server sees the router's LAN address (fw4's default)
+export const REFLECT_EXTERNAL: u32 = 2; // the server sees the WAN address
+
 // @group snapshot  (assembly/snapshot.ts: the regions a state snapshot saves, and restore's answers)
 export const SNAP_LAYOUT_VERSION: u32 = 1; // bump when a saved record's meaning changes without its size
 export const SNAP_COUNTERS: u32 = 1;

@@ -32,6 +32,8 @@ export const C_IP_IDS_REWRITTEN: u32 = 25;    // outbound datagrams given a fres
 export const C_GSO_RX: u32 = 26;          // GSO super-packets read (virtio_net_hdr gso_type set)
 export const C_GSO_BYTES: u32 = 27;       // their IP bytes
 export const C_CSUM_PARTIAL: u32 = 28;    // packets whose L4 checksum was a NEEDS_CSUM partial sum
+export const C_USO_SPLIT: u32 = 29;       // UDP GSO super-packets to/from port 500 cut into datagrams in software (nat/segment.ts)
+export const C_USO_DATAGRAMS: u32 = 30;   // the datagrams they were cut into
 
 // @group counterLayout
 export const C_DROP_BASE: u32 = 32; // + reason (abi/reasons.ts)

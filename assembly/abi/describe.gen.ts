@@ -9,41 +9,43 @@ import {
   C_BINDINGS_ACTIVE, C_FRAGS_ACTIVE, C_EVENTS_LOST, C_LOCAL_ACCEPT, C_FLOWS_FLUSHED, C_ESP_ACTIVE,
   C_IKE_ACTIVE, C_CALLS_ACTIVE, C_ESP_BOUND, C_EARLY_DROPS, C_RX_BYTES_INSIDE, C_RX_BYTES_OUTSIDE,
   C_PASS_BYTES_INSIDE, C_PASS_BYTES_OUTSIDE, C_FRAGS_HELD, C_FRAGS_RELEASED, C_FRAGS_HOLD_EXPIRED,
-  C_FRAGS_HOLD_DISCARDED, C_IP_IDS_REWRITTEN, C_GSO_RX, C_GSO_BYTES, C_CSUM_PARTIAL, C_DROP_BASE,
-  COUNTER_SLOTS, EV_FLOW_NEW, EV_FLOW_EXPIRED, EV_DROP, EV_FLUSH, EV_ESP_BOUND, EV_AH_REFUSED,
-  EV_IKE_COLLISION, EVENT_CAP, EVENT_HEADER, EVENT_SIZE, EVT_TYPE, EVT_REASON, EVT_PROTO, EVT_SIDE,
-  EVT_LAN_ADDR, EVT_REM_ADDR, EVT_WAN_ADDR, EVT_LAN_PORT, EVT_REM_PORT, EVT_ALIAS_PORT, EVT_TIME, EVT_EXTRA,
+  C_FRAGS_HOLD_DISCARDED, C_IP_IDS_REWRITTEN, C_GSO_RX, C_GSO_BYTES, C_CSUM_PARTIAL, C_USO_SPLIT,
+  C_USO_DATAGRAMS, C_DROP_BASE, COUNTER_SLOTS, EV_FLOW_NEW, EV_FLOW_EXPIRED, EV_DROP, EV_FLUSH, EV_ESP_BOUND,
+  EV_AH_REFUSED, EV_IKE_COLLISION, EVENT_CAP, EVENT_HEADER, EVENT_SIZE, EVT_TYPE, EVT_REASON, EVT_PROTO,
+  EVT_SIDE, EVT_LAN_ADDR, EVT_REM_ADDR, EVT_WAN_ADDR, EVT_LAN_PORT, EVT_REM_PORT, EVT_ALIAS_PORT, EVT_TIME,
+  EVT_EXTRA,
 } from "./counters";
 import {
   FLOW_SIZE, F_LAN_ADDR, F_REM_ADDR, F_LAN_PORT, F_REM_PORT, F_ALIAS_PORT, F_PROTO, F_STATE, F_EXPIRES,
-  F_FLAGS, F_TCP_OUT, F_TCP_IN, F_PKTS_OUT, F_PKTS_IN, F_END_OUT, F_END_IN, FL_IN_USE, FL_REDIRECT,
-  FL_REPLIED, FL_FIN_OUT, FL_FIN_IN, FL_NATT, FL_CHARGED, FL_WS_SHIFT, FL_WS_NONE, BIND_SIZE, B_LAN_ADDR,
-  B_REFS, B_LAN_PORT, B_FLAGS, BF_USED, BF_STATIC, BIND_TCP, BIND_UDP, BIND_ICMP, BIND_PROTOS, ESP_SIZE,
-  ESP_LAN_ADDR, ESP_REM_ADDR, ESP_SPI_OUT, ESP_SPI_IN, ESP_EXPIRES, ESP_DEADLINE, ESP_PEER, ESP_STATE,
-  ESP_RETRIES, ESP_FLAGS, ESP_PKTS, ESP_SPI_IN2, ESP_TIMER, ESP_FREE, ESP_OUTSTANDING, ESP_BOUND,
-  ESP_SQUELCHED, ESPF_FORWARD, ESPF_UNREPLIED, ESPF_PROVISIONAL, ESPF_CHARGED, IKE_SIZE, IKE_LAN_ADDR,
-  IKE_REM_ADDR, IKE_ICOOKIE, IKE_RCOOKIE, IKE_EXPIRES, IKE_LAST_SEEN, IKE_REM_PORT, IKE_FLAGS, IKE_PKTS_OUT,
-  IKE_PKTS_IN, IKE_IN_USE, IKEF_INBOUND, IKEF_ANSWERED, IKEF_CHARGED, CALL_SIZE, CALL_LAN_ADDR, CALL_REM_ADDR,
-  CALL_ID_LAN, CALL_ID_ALIAS, CALL_ID_REMOTE, CALL_FLAGS, CALL_EXPIRES, CALL_PKTS_OUT, CALL_PKTS_IN,
-  CALL_IN_USE, CF_REMOTE_KNOWN, CF_DISCONNECTED, FRAG_SIZE, FRAG_SRC_ADDR, FRAG_DST_ADDR, FRAG_IP_ID,
-  FRAG_PROTO, FRAG_SIDE, FRAG_NEW_ADDR, FRAG_EXPIRES, FRAG_FIRST_END, FRAG_SEEN, FRAG_TOTAL, FRAG_NEW_ID,
-  FRAG_FLAGS, FRAG_L4_KEY, FRF_CONTESTED, FRF_DONE, HOLD_SIZE, HOLD_SRC_ADDR, HOLD_DST_ADDR, HOLD_IP_ID,
-  HOLD_PROTO, HOLD_SIDE, HOLD_EXPIRES, PEER_SIZE, PEER_LAN_ADDR, PEER_REM_ADDR, PEER_IKE_LAST, PEER_IKE_COUNT,
-  PEER_ESP_BOUND, PEER_ESP_EXPIRES, PEER_RECENT_HOST, PEER_REFS, SRC_SIZE, SRC_ADDR, SRC_FLOWS, SRC_IKE,
-  SRC_CALLS, SRC_ESP, SRC_FRAGS, CAPTURE_SLOTS, CAPTURE_HEADER, CAPH_HEAD, CAPH_TAIL, CAPH_LOST,
-  CAPTURE_REC_SIZE, CAPR_LEN, CAPR_CAPLEN, CAPR_REASON, CAPR_SIDE, CAPR_TIME, CAPR_DATA, RULE_SIZE,
-  RULE_SRC_ZONE, RULE_TARGET, RULE_DEST_ZONE, RULE_ANY_PROTO, RULE_PROTO, RULE_ICMP_TYPE, RULE_ICMP_CODE,
-  RULE_SRC_NET, RULE_SRC_MASK, RULE_DST_NET, RULE_DST_MASK, RULE_SPORT_LO, RULE_SPORT_HI, RULE_DPORT_LO,
-  RULE_DPORT_HI,
+  F_FLAGS, F_TCP_OUT, F_TCP_IN, F_PKTS_OUT, F_PKTS_IN, F_END_OUT, F_END_IN, F_HAIRPIN_PORT, F_HAIRPIN_SRC,
+  FL_IN_USE, FL_REDIRECT, FL_REPLIED, FL_FIN_OUT, FL_FIN_IN, FL_NATT, FL_CHARGED, FL_HAIRPIN, FL_WS_SHIFT,
+  FL_WS_NONE, BIND_SIZE, B_LAN_ADDR, B_REFS, B_LAN_PORT, B_FLAGS, BF_USED, BF_STATIC, BIND_TCP, BIND_UDP,
+  BIND_ICMP, BIND_PROTOS, ESP_SIZE, ESP_LAN_ADDR, ESP_REM_ADDR, ESP_SPI_OUT, ESP_SPI_IN, ESP_EXPIRES,
+  ESP_DEADLINE, ESP_PEER, ESP_STATE, ESP_RETRIES, ESP_FLAGS, ESP_PKTS, ESP_SPI_IN2, ESP_TIMER, ESP_FREE,
+  ESP_OUTSTANDING, ESP_BOUND, ESP_SQUELCHED, ESPF_FORWARD, ESPF_UNREPLIED, ESPF_PROVISIONAL, ESPF_CHARGED,
+  IKE_SIZE, IKE_LAN_ADDR, IKE_REM_ADDR, IKE_ICOOKIE, IKE_RCOOKIE, IKE_EXPIRES, IKE_LAST_SEEN, IKE_REM_PORT,
+  IKE_FLAGS, IKE_PKTS_OUT, IKE_PKTS_IN, IKE_IN_USE, IKEF_INBOUND, IKEF_ANSWERED, IKEF_CHARGED, CALL_SIZE,
+  CALL_LAN_ADDR, CALL_REM_ADDR, CALL_ID_LAN, CALL_ID_ALIAS, CALL_ID_REMOTE, CALL_FLAGS, CALL_EXPIRES,
+  CALL_PKTS_OUT, CALL_PKTS_IN, CALL_IN_USE, CF_REMOTE_KNOWN, CF_DISCONNECTED, FRAG_SIZE, FRAG_SRC_ADDR,
+  FRAG_DST_ADDR, FRAG_IP_ID, FRAG_PROTO, FRAG_SIDE, FRAG_NEW_ADDR, FRAG_EXPIRES, FRAG_FIRST_END, FRAG_SEEN,
+  FRAG_TOTAL, FRAG_NEW_ID, FRAG_FLAGS, FRAG_L4_KEY, FRF_CONTESTED, FRF_DONE, HOLD_SIZE, HOLD_SRC_ADDR,
+  HOLD_DST_ADDR, HOLD_IP_ID, HOLD_PROTO, HOLD_SIDE, HOLD_EXPIRES, PEER_SIZE, PEER_LAN_ADDR, PEER_REM_ADDR,
+  PEER_IKE_LAST, PEER_IKE_COUNT, PEER_ESP_BOUND, PEER_ESP_EXPIRES, PEER_RECENT_HOST, PEER_REFS, SRC_SIZE,
+  SRC_ADDR, SRC_FLOWS, SRC_IKE, SRC_CALLS, SRC_ESP, SRC_FRAGS, CAPTURE_SLOTS, CAPTURE_HEADER, CAPH_HEAD,
+  CAPH_TAIL, CAPH_LOST, CAPTURE_REC_SIZE, CAPR_LEN, CAPR_CAPLEN, CAPR_REASON, CAPR_SIDE, CAPR_TIME, CAPR_DATA,
+  RULE_SIZE, RULE_SRC_ZONE, RULE_TARGET, RULE_DEST_ZONE, RULE_ANY_PROTO, RULE_PROTO, RULE_ICMP_TYPE,
+  RULE_ICMP_CODE, RULE_SRC_NET, RULE_SRC_MASK, RULE_DST_NET, RULE_DST_MASK, RULE_SPORT_LO, RULE_SPORT_HI,
+  RULE_DPORT_LO, RULE_DPORT_HI,
 } from "./records";
 import {
   SIDE_INSIDE, SIDE_OUTSIDE, VERDICT_DROP, VERDICT_PASS, ZONE_WAN, ZONE_LAN, DEST_ROUTER, DEST_FORWARD,
   TARGET_NONE, TARGET_ACCEPT, TARGET_DROP, TARGET_REJECT, PROTO_ICMP, PROTO_TCP, PROTO_UDP, PROTO_GRE,
-  PROTO_ESP, PROTO_AH, SNAP_LAYOUT_VERSION, SNAP_COUNTERS, SNAP_FLOWS, SNAP_ESP, SNAP_IKE, SNAP_CALLS,
-  SNAP_MAX_LIFETIME_DS, RESTORE_OK, RESTORE_BAD_REGION, RESTORE_BAD_COUNT, RESTORE_BAD_FIELD,
-  RESTORE_DUPLICATE, RESTORE_BAD_BINDING, RESTORE_FULL, RESTORE_INCONSISTENT, RESTORE_ORDER, INDEX_FLOW_OUT,
-  INDEX_FLOW_IN, INDEX_BIND, INDEX_SRC, INDEX_ESP, INDEX_IKE, INDEX_CALL, INDEX_PEER, PROBE_SLOTS,
-  PROBE_ENTRIES, PROBE_MEAN, PROBE_MAX, PROBE_RUN_MEAN, PROBE_RUN_MAX,
+  PROTO_ESP, PROTO_AH, REFLECT_OFF, REFLECT_INTERNAL, REFLECT_EXTERNAL, SNAP_LAYOUT_VERSION, SNAP_COUNTERS,
+  SNAP_FLOWS, SNAP_ESP, SNAP_IKE, SNAP_CALLS, SNAP_MAX_LIFETIME_DS, RESTORE_OK, RESTORE_BAD_REGION,
+  RESTORE_BAD_COUNT, RESTORE_BAD_FIELD, RESTORE_DUPLICATE, RESTORE_BAD_BINDING, RESTORE_FULL,
+  RESTORE_INCONSISTENT, RESTORE_ORDER, INDEX_FLOW_OUT, INDEX_FLOW_IN, INDEX_BIND, INDEX_SRC, INDEX_ESP,
+  INDEX_IKE, INDEX_CALL, INDEX_PEER, PROBE_SLOTS, PROBE_ENTRIES, PROBE_MEAN, PROBE_MAX, PROBE_RUN_MEAN,
+  PROBE_RUN_MAX,
 } from "./codes";
 import {
   SETTINGS_SIZE, SET_TCP_TIMEOUT, SET_TCP_TRANSITORY_TIMEOUT, SET_UDP_TIMEOUT, SET_ICMP_TIMEOUT,
@@ -53,7 +55,7 @@ import {
   SET_SRC_MAX_FRAGS,
 } from "./settings";
 
-export const ABI_WORDS: u32 = 277;
+export const ABI_WORDS: u32 = 285;
 
 /** Writes ABI_WORDS u32 values at `out`; returns how many. */
 export function abiDescribe(out: usize): u32 {
@@ -87,252 +89,260 @@ export function abiDescribe(out: usize): u32 {
   store<u32>(out, <u32>C_GSO_RX, 108);
   store<u32>(out, <u32>C_GSO_BYTES, 112);
   store<u32>(out, <u32>C_CSUM_PARTIAL, 116);
-  store<u32>(out, <u32>C_DROP_BASE, 120);
-  store<u32>(out, <u32>COUNTER_SLOTS, 124);
-  store<u32>(out, <u32>EV_FLOW_NEW, 128);
-  store<u32>(out, <u32>EV_FLOW_EXPIRED, 132);
-  store<u32>(out, <u32>EV_DROP, 136);
-  store<u32>(out, <u32>EV_FLUSH, 140);
-  store<u32>(out, <u32>EV_ESP_BOUND, 144);
-  store<u32>(out, <u32>EV_AH_REFUSED, 148);
-  store<u32>(out, <u32>EV_IKE_COLLISION, 152);
-  store<u32>(out, <u32>EVENT_CAP, 156);
-  store<u32>(out, <u32>EVENT_HEADER, 160);
-  store<u32>(out, <u32>EVENT_SIZE, 164);
-  store<u32>(out, <u32>EVT_TYPE, 168);
-  store<u32>(out, <u32>EVT_REASON, 172);
-  store<u32>(out, <u32>EVT_PROTO, 176);
-  store<u32>(out, <u32>EVT_SIDE, 180);
-  store<u32>(out, <u32>EVT_LAN_ADDR, 184);
-  store<u32>(out, <u32>EVT_REM_ADDR, 188);
-  store<u32>(out, <u32>EVT_WAN_ADDR, 192);
-  store<u32>(out, <u32>EVT_LAN_PORT, 196);
-  store<u32>(out, <u32>EVT_REM_PORT, 200);
-  store<u32>(out, <u32>EVT_ALIAS_PORT, 204);
-  store<u32>(out, <u32>EVT_TIME, 208);
-  store<u32>(out, <u32>EVT_EXTRA, 212);
-  store<u32>(out, <u32>FLOW_SIZE, 216);
-  store<u32>(out, <u32>F_LAN_ADDR, 220);
-  store<u32>(out, <u32>F_REM_ADDR, 224);
-  store<u32>(out, <u32>F_LAN_PORT, 228);
-  store<u32>(out, <u32>F_REM_PORT, 232);
-  store<u32>(out, <u32>F_ALIAS_PORT, 236);
-  store<u32>(out, <u32>F_PROTO, 240);
-  store<u32>(out, <u32>F_STATE, 244);
-  store<u32>(out, <u32>F_EXPIRES, 248);
-  store<u32>(out, <u32>F_FLAGS, 252);
-  store<u32>(out, <u32>F_TCP_OUT, 256);
-  store<u32>(out, <u32>F_TCP_IN, 260);
-  store<u32>(out, <u32>F_PKTS_OUT, 264);
-  store<u32>(out, <u32>F_PKTS_IN, 268);
-  store<u32>(out, <u32>F_END_OUT, 272);
-  store<u32>(out, <u32>F_END_IN, 276);
-  store<u32>(out, <u32>FL_IN_USE, 280);
-  store<u32>(out, <u32>FL_REDIRECT, 284);
-  store<u32>(out, <u32>FL_REPLIED, 288);
-  store<u32>(out, <u32>FL_FIN_OUT, 292);
-  store<u32>(out, <u32>FL_FIN_IN, 296);
-  store<u32>(out, <u32>FL_NATT, 300);
-  store<u32>(out, <u32>FL_CHARGED, 304);
-  store<u32>(out, <u32>FL_WS_SHIFT, 308);
-  store<u32>(out, <u32>FL_WS_NONE, 312);
-  store<u32>(out, <u32>BIND_SIZE, 316);
-  store<u32>(out, <u32>B_LAN_ADDR, 320);
-  store<u32>(out, <u32>B_REFS, 324);
-  store<u32>(out, <u32>B_LAN_PORT, 328);
-  store<u32>(out, <u32>B_FLAGS, 332);
-  store<u32>(out, <u32>BF_USED, 336);
-  store<u32>(out, <u32>BF_STATIC, 340);
-  store<u32>(out, <u32>BIND_TCP, 344);
-  store<u32>(out, <u32>BIND_UDP, 348);
-  store<u32>(out, <u32>BIND_ICMP, 352);
-  store<u32>(out, <u32>BIND_PROTOS, 356);
-  store<u32>(out, <u32>ESP_SIZE, 360);
-  store<u32>(out, <u32>ESP_LAN_ADDR, 364);
-  store<u32>(out, <u32>ESP_REM_ADDR, 368);
-  store<u32>(out, <u32>ESP_SPI_OUT, 372);
-  store<u32>(out, <u32>ESP_SPI_IN, 376);
-  store<u32>(out, <u32>ESP_EXPIRES, 380);
-  store<u32>(out, <u32>ESP_DEADLINE, 384);
-  store<u32>(out, <u32>ESP_PEER, 388);
-  store<u32>(out, <u32>ESP_STATE, 392);
-  store<u32>(out, <u32>ESP_RETRIES, 396);
-  store<u32>(out, <u32>ESP_FLAGS, 400);
-  store<u32>(out, <u32>ESP_PKTS, 404);
-  store<u32>(out, <u32>ESP_SPI_IN2, 408);
-  store<u32>(out, <u32>ESP_TIMER, 412);
-  store<u32>(out, <u32>ESP_FREE, 416);
-  store<u32>(out, <u32>ESP_OUTSTANDING, 420);
-  store<u32>(out, <u32>ESP_BOUND, 424);
-  store<u32>(out, <u32>ESP_SQUELCHED, 428);
-  store<u32>(out, <u32>ESPF_FORWARD, 432);
-  store<u32>(out, <u32>ESPF_UNREPLIED, 436);
-  store<u32>(out, <u32>ESPF_PROVISIONAL, 440);
-  store<u32>(out, <u32>ESPF_CHARGED, 444);
-  store<u32>(out, <u32>IKE_SIZE, 448);
-  store<u32>(out, <u32>IKE_LAN_ADDR, 452);
-  store<u32>(out, <u32>IKE_REM_ADDR, 456);
-  store<u32>(out, <u32>IKE_ICOOKIE, 460);
-  store<u32>(out, <u32>IKE_RCOOKIE, 464);
-  store<u32>(out, <u32>IKE_EXPIRES, 468);
-  store<u32>(out, <u32>IKE_LAST_SEEN, 472);
-  store<u32>(out, <u32>IKE_REM_PORT, 476);
-  store<u32>(out, <u32>IKE_FLAGS, 480);
-  store<u32>(out, <u32>IKE_PKTS_OUT, 484);
-  store<u32>(out, <u32>IKE_PKTS_IN, 488);
-  store<u32>(out, <u32>IKE_IN_USE, 492);
-  store<u32>(out, <u32>IKEF_INBOUND, 496);
-  store<u32>(out, <u32>IKEF_ANSWERED, 500);
-  store<u32>(out, <u32>IKEF_CHARGED, 504);
-  store<u32>(out, <u32>CALL_SIZE, 508);
-  store<u32>(out, <u32>CALL_LAN_ADDR, 512);
-  store<u32>(out, <u32>CALL_REM_ADDR, 516);
-  store<u32>(out, <u32>CALL_ID_LAN, 520);
-  store<u32>(out, <u32>CALL_ID_ALIAS, 524);
-  store<u32>(out, <u32>CALL_ID_REMOTE, 528);
-  store<u32>(out, <u32>CALL_FLAGS, 532);
-  store<u32>(out, <u32>CALL_EXPIRES, 536);
-  store<u32>(out, <u32>CALL_PKTS_OUT, 540);
-  store<u32>(out, <u32>CALL_PKTS_IN, 544);
-  store<u32>(out, <u32>CALL_IN_USE, 548);
-  store<u32>(out, <u32>CF_REMOTE_KNOWN, 552);
-  store<u32>(out, <u32>CF_DISCONNECTED, 556);
-  store<u32>(out, <u32>FRAG_SIZE, 560);
-  store<u32>(out, <u32>FRAG_SRC_ADDR, 564);
-  store<u32>(out, <u32>FRAG_DST_ADDR, 568);
-  store<u32>(out, <u32>FRAG_IP_ID, 572);
-  store<u32>(out, <u32>FRAG_PROTO, 576);
-  store<u32>(out, <u32>FRAG_SIDE, 580);
-  store<u32>(out, <u32>FRAG_NEW_ADDR, 584);
-  store<u32>(out, <u32>FRAG_EXPIRES, 588);
-  store<u32>(out, <u32>FRAG_FIRST_END, 592);
-  store<u32>(out, <u32>FRAG_SEEN, 596);
-  store<u32>(out, <u32>FRAG_TOTAL, 600);
-  store<u32>(out, <u32>FRAG_NEW_ID, 604);
-  store<u32>(out, <u32>FRAG_FLAGS, 608);
-  store<u32>(out, <u32>FRAG_L4_KEY, 612);
-  store<u32>(out, <u32>FRF_CONTESTED, 616);
-  store<u32>(out, <u32>FRF_DONE, 620);
-  store<u32>(out, <u32>HOLD_SIZE, 624);
-  store<u32>(out, <u32>HOLD_SRC_ADDR, 628);
-  store<u32>(out, <u32>HOLD_DST_ADDR, 632);
-  store<u32>(out, <u32>HOLD_IP_ID, 636);
-  store<u32>(out, <u32>HOLD_PROTO, 640);
-  store<u32>(out, <u32>HOLD_SIDE, 644);
-  store<u32>(out, <u32>HOLD_EXPIRES, 648);
-  store<u32>(out, <u32>PEER_SIZE, 652);
-  store<u32>(out, <u32>PEER_LAN_ADDR, 656);
-  store<u32>(out, <u32>PEER_REM_ADDR, 660);
-  store<u32>(out, <u32>PEER_IKE_LAST, 664);
-  store<u32>(out, <u32>PEER_IKE_COUNT, 668);
-  store<u32>(out, <u32>PEER_ESP_BOUND, 672);
-  store<u32>(out, <u32>PEER_ESP_EXPIRES, 676);
-  store<u32>(out, <u32>PEER_RECENT_HOST, 680);
-  store<u32>(out, <u32>PEER_REFS, 684);
-  store<u32>(out, <u32>SRC_SIZE, 688);
-  store<u32>(out, <u32>SRC_ADDR, 692);
-  store<u32>(out, <u32>SRC_FLOWS, 696);
-  store<u32>(out, <u32>SRC_IKE, 700);
-  store<u32>(out, <u32>SRC_CALLS, 704);
-  store<u32>(out, <u32>SRC_ESP, 708);
-  store<u32>(out, <u32>SRC_FRAGS, 712);
-  store<u32>(out, <u32>CAPTURE_SLOTS, 716);
-  store<u32>(out, <u32>CAPTURE_HEADER, 720);
-  store<u32>(out, <u32>CAPH_HEAD, 724);
-  store<u32>(out, <u32>CAPH_TAIL, 728);
-  store<u32>(out, <u32>CAPH_LOST, 732);
-  store<u32>(out, <u32>CAPTURE_REC_SIZE, 736);
-  store<u32>(out, <u32>CAPR_LEN, 740);
-  store<u32>(out, <u32>CAPR_CAPLEN, 744);
-  store<u32>(out, <u32>CAPR_REASON, 748);
-  store<u32>(out, <u32>CAPR_SIDE, 752);
-  store<u32>(out, <u32>CAPR_TIME, 756);
-  store<u32>(out, <u32>CAPR_DATA, 760);
-  store<u32>(out, <u32>RULE_SIZE, 764);
-  store<u32>(out, <u32>RULE_SRC_ZONE, 768);
-  store<u32>(out, <u32>RULE_TARGET, 772);
-  store<u32>(out, <u32>RULE_DEST_ZONE, 776);
-  store<u32>(out, <u32>RULE_ANY_PROTO, 780);
-  store<u32>(out, <u32>RULE_PROTO, 784);
-  store<u32>(out, <u32>RULE_ICMP_TYPE, 788);
-  store<u32>(out, <u32>RULE_ICMP_CODE, 792);
-  store<u32>(out, <u32>RULE_SRC_NET, 796);
-  store<u32>(out, <u32>RULE_SRC_MASK, 800);
-  store<u32>(out, <u32>RULE_DST_NET, 804);
-  store<u32>(out, <u32>RULE_DST_MASK, 808);
-  store<u32>(out, <u32>RULE_SPORT_LO, 812);
-  store<u32>(out, <u32>RULE_SPORT_HI, 816);
-  store<u32>(out, <u32>RULE_DPORT_LO, 820);
-  store<u32>(out, <u32>RULE_DPORT_HI, 824);
-  store<u32>(out, <u32>SIDE_INSIDE, 828);
-  store<u32>(out, <u32>SIDE_OUTSIDE, 832);
-  store<u32>(out, <u32>VERDICT_DROP, 836);
-  store<u32>(out, <u32>VERDICT_PASS, 840);
-  store<u32>(out, <u32>ZONE_WAN, 844);
-  store<u32>(out, <u32>ZONE_LAN, 848);
-  store<u32>(out, <u32>DEST_ROUTER, 852);
-  store<u32>(out, <u32>DEST_FORWARD, 856);
-  store<u32>(out, <u32>TARGET_NONE, 860);
-  store<u32>(out, <u32>TARGET_ACCEPT, 864);
-  store<u32>(out, <u32>TARGET_DROP, 868);
-  store<u32>(out, <u32>TARGET_REJECT, 872);
-  store<u32>(out, <u32>PROTO_ICMP, 876);
-  store<u32>(out, <u32>PROTO_TCP, 880);
-  store<u32>(out, <u32>PROTO_UDP, 884);
-  store<u32>(out, <u32>PROTO_GRE, 888);
-  store<u32>(out, <u32>PROTO_ESP, 892);
-  store<u32>(out, <u32>PROTO_AH, 896);
-  store<u32>(out, <u32>SNAP_LAYOUT_VERSION, 900);
-  store<u32>(out, <u32>SNAP_COUNTERS, 904);
-  store<u32>(out, <u32>SNAP_FLOWS, 908);
-  store<u32>(out, <u32>SNAP_ESP, 912);
-  store<u32>(out, <u32>SNAP_IKE, 916);
-  store<u32>(out, <u32>SNAP_CALLS, 920);
-  store<u32>(out, <u32>SNAP_MAX_LIFETIME_DS, 924);
-  store<u32>(out, <u32>RESTORE_OK, 928);
-  store<u32>(out, <u32>RESTORE_BAD_REGION, 932);
-  store<u32>(out, <u32>RESTORE_BAD_COUNT, 936);
-  store<u32>(out, <u32>RESTORE_BAD_FIELD, 940);
-  store<u32>(out, <u32>RESTORE_DUPLICATE, 944);
-  store<u32>(out, <u32>RESTORE_BAD_BINDING, 948);
-  store<u32>(out, <u32>RESTORE_FULL, 952);
-  store<u32>(out, <u32>RESTORE_INCONSISTENT, 956);
-  store<u32>(out, <u32>RESTORE_ORDER, 960);
-  store<u32>(out, <u32>INDEX_FLOW_OUT, 964);
-  store<u32>(out, <u32>INDEX_FLOW_IN, 968);
-  store<u32>(out, <u32>INDEX_BIND, 972);
-  store<u32>(out, <u32>INDEX_SRC, 976);
-  store<u32>(out, <u32>INDEX_ESP, 980);
-  store<u32>(out, <u32>INDEX_IKE, 984);
-  store<u32>(out, <u32>INDEX_CALL, 988);
-  store<u32>(out, <u32>INDEX_PEER, 992);
-  store<u32>(out, <u32>PROBE_SLOTS, 996);
-  store<u32>(out, <u32>PROBE_ENTRIES, 1000);
-  store<u32>(out, <u32>PROBE_MEAN, 1004);
-  store<u32>(out, <u32>PROBE_MAX, 1008);
-  store<u32>(out, <u32>PROBE_RUN_MEAN, 1012);
-  store<u32>(out, <u32>PROBE_RUN_MAX, 1016);
-  store<u32>(out, <u32>SETTINGS_SIZE, 1020);
-  store<u32>(out, <u32>SET_TCP_TIMEOUT, 1024);
-  store<u32>(out, <u32>SET_TCP_TRANSITORY_TIMEOUT, 1028);
-  store<u32>(out, <u32>SET_UDP_TIMEOUT, 1032);
-  store<u32>(out, <u32>SET_ICMP_TIMEOUT, 1036);
-  store<u32>(out, <u32>SET_FRAG_TIMEOUT, 1040);
-  store<u32>(out, <u32>SET_ESP_TIMEOUT, 1044);
-  store<u32>(out, <u32>SET_ESP_INIT_TIMEOUT, 1048);
-  store<u32>(out, <u32>SET_ESP_INIT_RETRIES, 1052);
-  store<u32>(out, <u32>SET_IKE_TIMEOUT, 1056);
-  store<u32>(out, <u32>SET_NATT_TIMEOUT, 1060);
-  store<u32>(out, <u32>SET_GRE_TIMEOUT, 1064);
-  store<u32>(out, <u32>SET_PARALLEL_SESSIONS, 1068);
-  store<u32>(out, <u32>SET_ESP_GUESS, 1072);
-  store<u32>(out, <u32>SET_MASQ_PORT_LO, 1076);
-  store<u32>(out, <u32>SET_MASQ_PORT_HI, 1080);
-  store<u32>(out, <u32>SET_UNREPLIED_TIMEOUT, 1084);
-  store<u32>(out, <u32>SET_SRC_MAX_FLOWS, 1088);
-  store<u32>(out, <u32>SET_SRC_MAX_IKE, 1092);
-  store<u32>(out, <u32>SET_SRC_MAX_CALLS, 1096);
-  store<u32>(out, <u32>SET_SRC_MAX_ESP_PENDING, 1100);
-  store<u32>(out, <u32>SET_SRC_MAX_FRAGS, 1104);
-  return 277;
+  store<u32>(out, <u32>C_USO_SPLIT, 120);
+  store<u32>(out, <u32>C_USO_DATAGRAMS, 124);
+  store<u32>(out, <u32>C_DROP_BASE, 128);
+  store<u32>(out, <u32>COUNTER_SLOTS, 132);
+  store<u32>(out, <u32>EV_FLOW_NEW, 136);
+  store<u32>(out, <u32>EV_FLOW_EXPIRED, 140);
+  store<u32>(out, <u32>EV_DROP, 144);
+  store<u32>(out, <u32>EV_FLUSH, 148);
+  store<u32>(out, <u32>EV_ESP_BOUND, 152);
+  store<u32>(out, <u32>EV_AH_REFUSED, 156);
+  store<u32>(out, <u32>EV_IKE_COLLISION, 160);
+  store<u32>(out, <u32>EVENT_CAP, 164);
+  store<u32>(out, <u32>EVENT_HEADER, 168);
+  store<u32>(out, <u32>EVENT_SIZE, 172);
+  store<u32>(out, <u32>EVT_TYPE, 176);
+  store<u32>(out, <u32>EVT_REASON, 180);
+  store<u32>(out, <u32>EVT_PROTO, 184);
+  store<u32>(out, <u32>EVT_SIDE, 188);
+  store<u32>(out, <u32>EVT_LAN_ADDR, 192);
+  store<u32>(out, <u32>EVT_REM_ADDR, 196);
+  store<u32>(out, <u32>EVT_WAN_ADDR, 200);
+  store<u32>(out, <u32>EVT_LAN_PORT, 204);
+  store<u32>(out, <u32>EVT_REM_PORT, 208);
+  store<u32>(out, <u32>EVT_ALIAS_PORT, 212);
+  store<u32>(out, <u32>EVT_TIME, 216);
+  store<u32>(out, <u32>EVT_EXTRA, 220);
+  store<u32>(out, <u32>FLOW_SIZE, 224);
+  store<u32>(out, <u32>F_LAN_ADDR, 228);
+  store<u32>(out, <u32>F_REM_ADDR, 232);
+  store<u32>(out, <u32>F_LAN_PORT, 236);
+  store<u32>(out, <u32>F_REM_PORT, 240);
+  store<u32>(out, <u32>F_ALIAS_PORT, 244);
+  store<u32>(out, <u32>F_PROTO, 248);
+  store<u32>(out, <u32>F_STATE, 252);
+  store<u32>(out, <u32>F_EXPIRES, 256);
+  store<u32>(out, <u32>F_FLAGS, 260);
+  store<u32>(out, <u32>F_TCP_OUT, 264);
+  store<u32>(out, <u32>F_TCP_IN, 268);
+  store<u32>(out, <u32>F_PKTS_OUT, 272);
+  store<u32>(out, <u32>F_PKTS_IN, 276);
+  store<u32>(out, <u32>F_END_OUT, 280);
+  store<u32>(out, <u32>F_END_IN, 284);
+  store<u32>(out, <u32>F_HAIRPIN_PORT, 288);
+  store<u32>(out, <u32>F_HAIRPIN_SRC, 292);
+  store<u32>(out, <u32>FL_IN_USE, 296);
+  store<u32>(out, <u32>FL_REDIRECT, 300);
+  store<u32>(out, <u32>FL_REPLIED, 304);
+  store<u32>(out, <u32>FL_FIN_OUT, 308);
+  store<u32>(out, <u32>FL_FIN_IN, 312);
+  store<u32>(out, <u32>FL_NATT, 316);
+  store<u32>(out, <u32>FL_CHARGED, 320);
+  store<u32>(out, <u32>FL_HAIRPIN, 324);
+  store<u32>(out, <u32>FL_WS_SHIFT, 328);
+  store<u32>(out, <u32>FL_WS_NONE, 332);
+  store<u32>(out, <u32>BIND_SIZE, 336);
+  store<u32>(out, <u32>B_LAN_ADDR, 340);
+  store<u32>(out, <u32>B_REFS, 344);
+  store<u32>(out, <u32>B_LAN_PORT, 348);
+  store<u32>(out, <u32>B_FLAGS, 352);
+  store<u32>(out, <u32>BF_USED, 356);
+  store<u32>(out, <u32>BF_STATIC, 360);
+  store<u32>(out, <u32>BIND_TCP, 364);
+  store<u32>(out, <u32>BIND_UDP, 368);
+  store<u32>(out, <u32>BIND_ICMP, 372);
+  store<u32>(out, <u32>BIND_PROTOS, 376);
+  store<u32>(out, <u32>ESP_SIZE, 380);
+  store<u32>(out, <u32>ESP_LAN_ADDR, 384);
+  store<u32>(out, <u32>ESP_REM_ADDR, 388);
+  store<u32>(out, <u32>ESP_SPI_OUT, 392);
+  store<u32>(out, <u32>ESP_SPI_IN, 396);
+  store<u32>(out, <u32>ESP_EXPIRES, 400);
+  store<u32>(out, <u32>ESP_DEADLINE, 404);
+  store<u32>(out, <u32>ESP_PEER, 408);
+  store<u32>(out, <u32>ESP_STATE, 412);
+  store<u32>(out, <u32>ESP_RETRIES, 416);
+  store<u32>(out, <u32>ESP_FLAGS, 420);
+  store<u32>(out, <u32>ESP_PKTS, 424);
+  store<u32>(out, <u32>ESP_SPI_IN2, 428);
+  store<u32>(out, <u32>ESP_TIMER, 432);
+  store<u32>(out, <u32>ESP_FREE, 436);
+  store<u32>(out, <u32>ESP_OUTSTANDING, 440);
+  store<u32>(out, <u32>ESP_BOUND, 444);
+  store<u32>(out, <u32>ESP_SQUELCHED, 448);
+  store<u32>(out, <u32>ESPF_FORWARD, 452);
+  store<u32>(out, <u32>ESPF_UNREPLIED, 456);
+  store<u32>(out, <u32>ESPF_PROVISIONAL, 460);
+  store<u32>(out, <u32>ESPF_CHARGED, 464);
+  store<u32>(out, <u32>IKE_SIZE, 468);
+  store<u32>(out, <u32>IKE_LAN_ADDR, 472);
+  store<u32>(out, <u32>IKE_REM_ADDR, 476);
+  store<u32>(out, <u32>IKE_ICOOKIE, 480);
+  store<u32>(out, <u32>IKE_RCOOKIE, 484);
+  store<u32>(out, <u32>IKE_EXPIRES, 488);
+  store<u32>(out, <u32>IKE_LAST_SEEN, 492);
+  store<u32>(out, <u32>IKE_REM_PORT, 496);
+  store<u32>(out, <u32>IKE_FLAGS, 500);
+  store<u32>(out, <u32>IKE_PKTS_OUT, 504);
+  store<u32>(out, <u32>IKE_PKTS_IN, 508);
+  store<u32>(out, <u32>IKE_IN_USE, 512);
+  store<u32>(out, <u32>IKEF_INBOUND, 516);
+  store<u32>(out, <u32>IKEF_ANSWERED, 520);
+  store<u32>(out, <u32>IKEF_CHARGED, 524);
+  store<u32>(out, <u32>CALL_SIZE, 528);
+  store<u32>(out, <u32>CALL_LAN_ADDR, 532);
+  store<u32>(out, <u32>CALL_REM_ADDR, 536);
+  store<u32>(out, <u32>CALL_ID_LAN, 540);
+  store<u32>(out, <u32>CALL_ID_ALIAS, 544);
+  store<u32>(out, <u32>CALL_ID_REMOTE, 548);
+  store<u32>(out, <u32>CALL_FLAGS, 552);
+  store<u32>(out, <u32>CALL_EXPIRES, 556);
+  store<u32>(out, <u32>CALL_PKTS_OUT, 560);
+  store<u32>(out, <u32>CALL_PKTS_IN, 564);
+  store<u32>(out, <u32>CALL_IN_USE, 568);
+  store<u32>(out, <u32>CF_REMOTE_KNOWN, 572);
+  store<u32>(out, <u32>CF_DISCONNECTED, 576);
+  store<u32>(out, <u32>FRAG_SIZE, 580);
+  store<u32>(out, <u32>FRAG_SRC_ADDR, 584);
+  store<u32>(out, <u32>FRAG_DST_ADDR, 588);
+  store<u32>(out, <u32>FRAG_IP_ID, 592);
+  store<u32>(out, <u32>FRAG_PROTO, 596);
+  store<u32>(out, <u32>FRAG_SIDE, 600);
+  store<u32>(out, <u32>FRAG_NEW_ADDR, 604);
+  store<u32>(out, <u32>FRAG_EXPIRES, 608);
+  store<u32>(out, <u32>FRAG_FIRST_END, 612);
+  store<u32>(out, <u32>FRAG_SEEN, 616);
+  store<u32>(out, <u32>FRAG_TOTAL, 620);
+  store<u32>(out, <u32>FRAG_NEW_ID, 624);
+  store<u32>(out, <u32>FRAG_FLAGS, 628);
+  store<u32>(out, <u32>FRAG_L4_KEY, 632);
+  store<u32>(out, <u32>FRF_CONTESTED, 636);
+  store<u32>(out, <u32>FRF_DONE, 640);
+  store<u32>(out, <u32>HOLD_SIZE, 644);
+  store<u32>(out, <u32>HOLD_SRC_ADDR, 648);
+  store<u32>(out, <u32>HOLD_DST_ADDR, 652);
+  store<u32>(out, <u32>HOLD_IP_ID, 656);
+  store<u32>(out, <u32>HOLD_PROTO, 660);
+  store<u32>(out, <u32>HOLD_SIDE, 664);
+  store<u32>(out, <u32>HOLD_EXPIRES, 668);
+  store<u32>(out, <u32>PEER_SIZE, 672);
+  store<u32>(out, <u32>PEER_LAN_ADDR, 676);
+  store<u32>(out, <u32>PEER_REM_ADDR, 680);
+  store<u32>(out, <u32>PEER_IKE_LAST, 684);
+  store<u32>(out, <u32>PEER_IKE_COUNT, 688);
+  store<u32>(out, <u32>PEER_ESP_BOUND, 692);
+  store<u32>(out, <u32>PEER_ESP_EXPIRES, 696);
+  store<u32>(out, <u32>PEER_RECENT_HOST, 700);
+  store<u32>(out, <u32>PEER_REFS, 704);
+  store<u32>(out, <u32>SRC_SIZE, 708);
+  store<u32>(out, <u32>SRC_ADDR, 712);
+  store<u32>(out, <u32>SRC_FLOWS, 716);
+  store<u32>(out, <u32>SRC_IKE, 720);
+  store<u32>(out, <u32>SRC_CALLS, 724);
+  store<u32>(out, <u32>SRC_ESP, 728);
+  store<u32>(out, <u32>SRC_FRAGS, 732);
+  store<u32>(out, <u32>CAPTURE_SLOTS, 736);
+  store<u32>(out, <u32>CAPTURE_HEADER, 740);
+  store<u32>(out, <u32>CAPH_HEAD, 744);
+  store<u32>(out, <u32>CAPH_TAIL, 748);
+  store<u32>(out, <u32>CAPH_LOST, 752);
+  store<u32>(out, <u32>CAPTURE_REC_SIZE, 756);
+  store<u32>(out, <u32>CAPR_LEN, 760);
+  store<u32>(out, <u32>CAPR_CAPLEN, 764);
+  store<u32>(out, <u32>CAPR_REASON, 768);
+  store<u32>(out, <u32>CAPR_SIDE, 772);
+  store<u32>(out, <u32>CAPR_TIME, 776);
+  store<u32>(out, <u32>CAPR_DATA, 780);
+  store<u32>(out, <u32>RULE_SIZE, 784);
+  store<u32>(out, <u32>RULE_SRC_ZONE, 788);
+  store<u32>(out, <u32>RULE_TARGET, 792);
+  store<u32>(out, <u32>RULE_DEST_ZONE, 796);
+  store<u32>(out, <u32>RULE_ANY_PROTO, 800);
+  store<u32>(out, <u32>RULE_PROTO, 804);
+  store<u32>(out, <u32>RULE_ICMP_TYPE, 808);
+  store<u32>(out, <u32>RULE_ICMP_CODE, 812);
+  store<u32>(out, <u32>RULE_SRC_NET, 816);
+  store<u32>(out, <u32>RULE_SRC_MASK, 820);
+  store<u32>(out, <u32>RULE_DST_NET, 824);
+  store<u32>(out, <u32>RULE_DST_MASK, 828);
+  store<u32>(out, <u32>RULE_SPORT_LO, 832);
+  store<u32>(out, <u32>RULE_SPORT_HI, 836);
+  store<u32>(out, <u32>RULE_DPORT_LO, 840);
+  store<u32>(out, <u32>RULE_DPORT_HI, 844);
+  store<u32>(out, <u32>SIDE_INSIDE, 848);
+  store<u32>(out, <u32>SIDE_OUTSIDE, 852);
+  store<u32>(out, <u32>VERDICT_DROP, 856);
+  store<u32>(out, <u32>VERDICT_PASS, 860);
+  store<u32>(out, <u32>ZONE_WAN, 864);
+  store<u32>(out, <u32>ZONE_LAN, 868);
+  store<u32>(out, <u32>DEST_ROUTER, 872);
+  store<u32>(out, <u32>DEST_FORWARD, 876);
+  store<u32>(out, <u32>TARGET_NONE, 880);
+  store<u32>(out, <u32>TARGET_ACCEPT, 884);
+  store<u32>(out, <u32>TARGET_DROP, 888);
+  store<u32>(out, <u32>TARGET_REJECT, 892);
+  store<u32>(out, <u32>PROTO_ICMP, 896);
+  store<u32>(out, <u32>PROTO_TCP, 900);
+  store<u32>(out, <u32>PROTO_UDP, 904);
+  store<u32>(out, <u32>PROTO_GRE, 908);
+  store<u32>(out, <u32>PROTO_ESP, 912);
+  store<u32>(out, <u32>PROTO_AH, 916);
+  store<u32>(out, <u32>REFLECT_OFF, 920);
+  store<u32>(out, <u32>REFLECT_INTERNAL, 924);
+  store<u32>(out, <u32>REFLECT_EXTERNAL, 928);
+  store<u32>(out, <u32>SNAP_LAYOUT_VERSION, 932);
+  store<u32>(out, <u32>SNAP_COUNTERS, 936);
+  store<u32>(out, <u32>SNAP_FLOWS, 940);
+  store<u32>(out, <u32>SNAP_ESP, 944);
+  store<u32>(out, <u32>SNAP_IKE, 948);
+  store<u32>(out, <u32>SNAP_CALLS, 952);
+  store<u32>(out, <u32>SNAP_MAX_LIFETIME_DS, 956);
+  store<u32>(out, <u32>RESTORE_OK, 960);
+  store<u32>(out, <u32>RESTORE_BAD_REGION, 964);
+  store<u32>(out, <u32>RESTORE_BAD_COUNT, 968);
+  store<u32>(out, <u32>RESTORE_BAD_FIELD, 972);
+  store<u32>(out, <u32>RESTORE_DUPLICATE, 976);
+  store<u32>(out, <u32>RESTORE_BAD_BINDING, 980);
+  store<u32>(out, <u32>RESTORE_FULL, 984);
+  store<u32>(out, <u32>RESTORE_INCONSISTENT, 988);
+  store<u32>(out, <u32>RESTORE_ORDER, 992);
+  store<u32>(out, <u32>INDEX_FLOW_OUT, 996);
+  store<u32>(out, <u32>INDEX_FLOW_IN, 1000);
+  store<u32>(out, <u32>INDEX_BIND, 1004);
+  store<u32>(out, <u32>INDEX_SRC, 1008);
+  store<u32>(out, <u32>INDEX_ESP, 1012);
+  store<u32>(out, <u32>INDEX_IKE, 1016);
+  store<u32>(out, <u32>INDEX_CALL, 1020);
+  store<u32>(out, <u32>INDEX_PEER, 1024);
+  store<u32>(out, <u32>PROBE_SLOTS, 1028);
+  store<u32>(out, <u32>PROBE_ENTRIES, 1032);
+  store<u32>(out, <u32>PROBE_MEAN, 1036);
+  store<u32>(out, <u32>PROBE_MAX, 1040);
+  store<u32>(out, <u32>PROBE_RUN_MEAN, 1044);
+  store<u32>(out, <u32>PROBE_RUN_MAX, 1048);
+  store<u32>(out, <u32>SETTINGS_SIZE, 1052);
+  store<u32>(out, <u32>SET_TCP_TIMEOUT, 1056);
+  store<u32>(out, <u32>SET_TCP_TRANSITORY_TIMEOUT, 1060);
+  store<u32>(out, <u32>SET_UDP_TIMEOUT, 1064);
+  store<u32>(out, <u32>SET_ICMP_TIMEOUT, 1068);
+  store<u32>(out, <u32>SET_FRAG_TIMEOUT, 1072);
+  store<u32>(out, <u32>SET_ESP_TIMEOUT, 1076);
+  store<u32>(out, <u32>SET_ESP_INIT_TIMEOUT, 1080);
+  store<u32>(out, <u32>SET_ESP_INIT_RETRIES, 1084);
+  store<u32>(out, <u32>SET_IKE_TIMEOUT, 1088);
+  store<u32>(out, <u32>SET_NATT_TIMEOUT, 1092);
+  store<u32>(out, <u32>SET_GRE_TIMEOUT, 1096);
+  store<u32>(out, <u32>SET_PARALLEL_SESSIONS, 1100);
+  store<u32>(out, <u32>SET_ESP_GUESS, 1104);
+  store<u32>(out, <u32>SET_MASQ_PORT_LO, 1108);
+  store<u32>(out, <u32>SET_MASQ_PORT_HI, 1112);
+  store<u32>(out, <u32>SET_UNREPLIED_TIMEOUT, 1116);
+  store<u32>(out, <u32>SET_SRC_MAX_FLOWS, 1120);
+  store<u32>(out, <u32>SET_SRC_MAX_IKE, 1124);
+  store<u32>(out, <u32>SET_SRC_MAX_CALLS, 1128);
+  store<u32>(out, <u32>SET_SRC_MAX_ESP_PENDING, 1132);
+  store<u32>(out, <u32>SET_SRC_MAX_FRAGS, 1136);
+  return 285;
 }

@@ -57,11 +57,11 @@ export const enum Drop {
   SRC_ESP_LIMIT = 50,   // @policy ... of outstanding ESP associations (src_max_esp_pending)
   SRC_FRAG_LIMIT = 51,  // @policy ... of fragmented datagrams in flight (src_max_frags)
   FRAG_ID_COLLISION = 52, // @policy a first fragment (or a later one) of another datagram with a tracked (src, dst, IP ID, proto)
-  HAIRPIN = 53,         // @policy LAN packet to the WAN address: never translated out of the WAN
+  HAIRPIN = 53,         // @policy LAN packet to the WAN address or a router address that no reflected forward (NAT loopback) or hairpin flow takes
   BAD_DST = 54,         // @policy LAN or router packet to a multicast, broadcast, loopback or 0/8 destination
   LAN_DST = 55,         // @policy a LAN packet addressed to a LAN address: never sent out of the WAN
   VNET_BAD_GSO = 56,    // virtio_net_hdr: GSO type unknown or not the packet's protocol, gso_size 0, hdr_len past the packet, a fragment
   VNET_BAD_CSUM = 57,   // virtio_net_hdr: NEEDS_CSUM with csum_start/csum_offset not at the TCP/UDP checksum, or unknown flags
-  VNET_GSO_IKE = 58,    // a UDP GSO super-packet to or from port 500: IKE is routed per datagram, never as a batch
+  VNET_GSO_IKE = 58,    // a UDP GSO super-packet to or from port 500 that could not be cut into datagrams (over 2 KiB each, or the batch's extra ring full)
   COUNT = 59,
 }

@@ -21,6 +21,10 @@ export const F_PKTS_OUT: u32 = 24;    // u32
 export const F_PKTS_IN: u32 = 28;     // u32
 export const F_END_OUT: u32 = 32;     // u32 TCP: highest sequence number + length the LAN side sent
 export const F_END_IN: u32 = 36;      // u32 TCP: the same for the WAN side
+// A hairpin flow (FL_HAIRPIN, nat/hairpin.ts) keeps no sequence end for its
+// server side; that word holds what its replies need instead.
+export const F_HAIRPIN_PORT: u32 = 36; // u16 hairpin: the forwarded port the LAN host addressed on the WAN address
+export const F_HAIRPIN_SRC: u32 = 38;  // u8 hairpin: REFLECT_INTERNAL or REFLECT_EXTERNAL (the source the server sees)
 
 // @group flowFlags
 export const FL_IN_USE: u32 = 1;
@@ -30,6 +34,7 @@ export const FL_FIN_OUT: u32 = 8;
 export const FL_FIN_IN: u32 = 16;
 export const FL_NATT: u32 = 32;      // UDP 4500: natt_timeout
 export const FL_CHARGED: u32 = 64;   // counted against its LAN host's cap (nat/limits.ts)
+export const FL_HAIRPIN: u32 = 128;  // NAT loopback: a LAN host to a forward through the WAN address; remote = the server, no binding
 export const FL_WS_SHIFT: u32 = 8;   // bits 8-11 / 12-15: window scale of the LAN / WAN side's SYN (15 = none)
 export const FL_WS_NONE: u32 = 0xff00;
 

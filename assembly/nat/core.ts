@@ -7,7 +7,7 @@ import {
   C_CSUM_PARTIAL, C_GSO_BYTES, C_GSO_RX, C_PASS_BYTES_INSIDE, C_PASS_BYTES_OUTSIDE, C_PASS_INSIDE, C_PASS_OUTSIDE,
   C_RX_BYTES_INSIDE, C_RX_BYTES_OUTSIDE, C_RX_INSIDE, C_RX_OUTSIDE,
 } from "../abi/counters";
-import { lens, slotCount, slotSize, slots, verdicts, vnetHdrs, vnetOn, VNET_STRIDE } from "../layout";
+import { extraVerdicts, lens, slotCount, slotSize, slots, verdicts, vnetHdrs, vnetOn, VNET_STRIDE } from "../layout";
 import {
   ipDst, ipId, ipSrc, ipv4Check,
 } from "../wire/ipv4";
@@ -17,14 +17,16 @@ import { VNET_GSO_UDP_L4, VNET_MAX_PACKET, vnetCheck, vnetGsoType } from "../wir
 import { l4Check } from "../wire/l4";
 import { routedVerdict, ruleKeys } from "./filter";
 import { fragFollow, fragHoldReap, fragL4Key, fragNoteFirst, fragSweep } from "./fragments";
+import { extraLen, extraPending, extraReap, extraSlot, splitMoved, splitSlot, splitsCount, usoSplit } from "./segment";
 import { Drop } from "../abi/reasons";
 import { dispatchIn, dispatchOut } from "./registry";
 import { ttlCompensate } from "./rewrite";
-import { countAdd, dropped, isLanAddr, isMartian, wanAddr } from "./state";
+import { countAdd, dropped, isLanAddr, isMartian, isRouterLan, wanAddr } from "./state";
+import { hairpin } from "./hairpin";
 import { espSweep } from "../vpn/esp";
-import { ikeSweep } from "../vpn/isakmp";
+import { IKE_PORT, ikeSweep } from "../vpn/isakmp";
 import { callSweep } from "../vpn/pptp";
-import { flowIndexPeekIn, flowIndexPeekOut, flowSweep, rec } from "./table";
+import { flowIndexPeekIn, flowSweep, flowWarmOut, flowWarmSelect, rec } from "./table";
 
 /**
  * The virtio_net_hdr of a TUN with offloads (wire/vnet.ts): checked against
@@ -32,23 +34,24 @@ import { flowIndexPeekIn, flowIndexPeekOut, flowSweep, rec } from "./table";
  * its one header is every segment's header, its TCP flags and sequence range
  * those of the segments together, and the header goes back out unchanged
  * (the IP header length, hence csum_start, never changes). A UDP super-packet
- * (USO) to or from port 500 is refused: IKE is routed by each datagram's
- * cookies, and the segments of one super-packet may carry different ones.
+ * (USO) to or from port 500 is cut into its datagrams (nat/segment.ts): IKE
+ * is routed by each datagram's cookies, and the segments of one super-packet
+ * may carry different ones; the first goes on here as a plain packet.
  */
 function offloadCheck(p: usize, ctx: usize): u32 {
   const r = vnetCheck(ctx);
   if (r != Drop.NONE) return r;
   const h = <usize>load<u32>(ctx, CTX_VNET);
   const gso = vnetGsoType(h);
+  if (load<u32>(ctx, CTX_L4_PARTIAL) != 0) countAdd(C_CSUM_PARTIAL, 1);
   if (gso != 0) {
-    if (gso == VNET_GSO_UDP_L4) {
-      const l4 = p + load<u32>(ctx, CTX_HLEN);
-      if (port(l4, L4_SRC_PORT) == 500 || port(l4, L4_DST_PORT) == 500) return Drop.VNET_GSO_IKE;
-    }
     countAdd(C_GSO_RX, 1);
     countAdd(C_GSO_BYTES, <i64>load<u32>(ctx, CTX_TOTAL));
+    if (gso == VNET_GSO_UDP_L4) {
+      const l4 = p + load<u32>(ctx, CTX_HLEN);
+      if (port(l4, L4_SRC_PORT) == IKE_PORT || port(l4, L4_DST_PORT) == IKE_PORT) return usoSplit(p, ctx);
+    }
   }
-  if (load<u32>(ctx, CTX_L4_PARTIAL) != 0) countAdd(C_CSUM_PARTIAL, 1);
   return Drop.NONE;
 }
 
@@ -61,13 +64,14 @@ function outbound(p: usize, len: u32, ctx: usize): u32 {
   if (wanAddr == 0) return Drop.NO_WAN_ADDRESS;
   const src = ipSrc(p);
   if (src != wanAddr && !isLanAddr(src)) return Drop.BAD_SRC;
-  // Never out of the WAN: our own address (hairpin: not translated back in
-  // yet), multicast, broadcast, loopback, 0/8, and nothing addressed to the
-  // LAN (it would carry a LAN address out, translated or not). Fragments too.
+  // Never out of the WAN: our own address, multicast, broadcast, loopback,
+  // 0/8, and nothing addressed to the LAN (it would carry a LAN address out,
+  // translated or not). Fragments too. What comes for the WAN address or a
+  // router address is NAT loopback's (nat/hairpin.ts) or dropped there.
   const dst = ipDst(p);
-  if (dst == wanAddr) return Drop.HAIRPIN;
+  if (dst == wanAddr) return hairpin(p, ctx, src, dst);
   if (isMartian(dst)) return Drop.BAD_DST;
-  if (isLanAddr(dst)) return Drop.LAN_DST;
+  if (isLanAddr(dst) || isRouterLan(dst)) return hairpin(p, ctx, src, dst);
   const proto = load<u32>(ctx, CTX_PROTO);
   const hlen = load<u32>(ctx, CTX_HLEN);
   const l4 = p + hlen;
@@ -127,6 +131,7 @@ export function processBatch(n: u32, side: u32): u32 {
   if (n > slotCount) n = slotCount;
   const maxLen = vnetOn ? VNET_MAX_PACKET : slotSize;
   fragHoldReap(); // the fragments the last batch released were written after it
+  extraReap();    // and so were its extra packets
   warmBatch(n, side);
   let passed: u32 = 0;
   // Bytes for the metrics: summed in registers, added to the counters once per batch.
@@ -138,6 +143,7 @@ export function processBatch(n: u32, side: u32): u32 {
     const len = load<u32>(lens + (<usize>i << 2));
     store<u32>(packetContext, vnetOn ? <u32>(vnetHdrs + <usize>i * VNET_STRIDE) : 0, CTX_VNET);
     store<u32>(packetContext, 0, CTX_L4_PARTIAL);
+    if (side == SIDE_INSIDE) flowWarmSelect(<i32>i); // its key and hash, as warmBatch found them this batch
     bytesRead += len;
     let r: u32;
     if (len > maxLen) r = Drop.OVERSIZE;
@@ -152,6 +158,8 @@ export function processBatch(n: u32, side: u32): u32 {
       store<u8>(verdicts + i, VERDICT_DROP);
     }
   }
+  flowWarmSelect(-1);
+  if (extraPending() != 0) extrasRun(side);
   // Incremental expiry: a bounded slice of the table per batch.
   flowSweep((n >>> 1) + 8);
   espSweep(8); ikeSweep(8); callSweep(8); fragSweep(8);
@@ -159,6 +167,39 @@ export function processBatch(n: u32, side: u32): u32 {
   countAdd(side == SIDE_INSIDE ? C_RX_BYTES_INSIDE : C_RX_BYTES_OUTSIDE, bytesRead);
   countAdd(side == SIDE_INSIDE ? C_PASS_BYTES_INSIDE : C_PASS_BYTES_OUTSIDE, bytesPassed);
   return passed;
+}
+
+/**
+ * The datagrams cut from this batch's super-packets beyond their first
+ * (nat/segment.ts): each handled like a packet read after the batch, with
+ * its own verdict in the extra ring and its own counts (rx = pass + drops).
+ */
+function extrasRun(side: u32): void {
+  const n = extraPending();
+  let passed: u32 = 0;
+  let bytesPassed: i64 = 0;
+  for (let j: u32 = 0; j < n; j++) {
+    const q = extraSlot(j);
+    const len = extraLen(j);
+    store<u32>(packetContext, 0, CTX_VNET);
+    store<u32>(packetContext, 0, CTX_L4_PARTIAL);
+    const r = side == SIDE_INSIDE ? outbound(q, len, packetContext) : inbound(q, len, packetContext);
+    if (r == Drop.NONE) {
+      ttlCompensate(q);
+      store<u8>(extraVerdicts + j, VERDICT_PASS);
+      passed++;
+      bytesPassed += len;
+    } else {
+      dropped(r, side, q);
+    }
+  }
+  // A cut slot whose first datagram passed was counted above with the super-packet's read length.
+  for (let j: u32 = 0, k = splitsCount(); j < k; j++) {
+    if (load<u8>(verdicts + splitSlot(j)) == VERDICT_PASS) bytesPassed -= <i64>splitMoved(j);
+  }
+  countAdd(side == SIDE_INSIDE ? C_RX_INSIDE : C_RX_OUTSIDE, <i64>n);
+  countAdd(side == SIDE_INSIDE ? C_PASS_INSIDE : C_PASS_OUTSIDE, <i64>passed);
+  countAdd(side == SIDE_INSIDE ? C_PASS_BYTES_INSIDE : C_PASS_BYTES_OUTSIDE, bytesPassed);
 }
 
 // Wasm has no prefetch instruction, but loads whose results are only summed
@@ -176,7 +217,7 @@ function warmBatch(n: u32, side: u32): void {
     const sp = <u32>bswap<u16>(load<u16>(l4));
     const dp = <u32>bswap<u16>(load<u16>(l4, 2));
     const e = side == SIDE_INSIDE
-      ? flowIndexPeekOut(proto, load<u32>(p, 12), sp, load<u32>(p, 16), dp)
+      ? flowWarmOut(i, proto, load<u32>(p, 12), sp, load<u32>(p, 16), dp) // the lookup takes this hash again (table.ts)
       : flowIndexPeekIn(proto, dp, load<u32>(p, 12), sp);
     store<u32>(warmIdx + (<usize>i << 2), e);
     acc += e;

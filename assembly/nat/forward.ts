@@ -5,6 +5,7 @@
 //
 // Redirect record (REDIRECT_SIZE = 32 bytes):
 //   0 u16 proto  2 u16 portLo  4 u16 portHi  6 u16 destPortLo  8 u32 destAddr  12 u8 portless
+//   13 u8 reflect (REFLECT_*: NAT loopback for LAN hosts, nat/hairpin.ts)
 //   16 u32 srcNet  20 u32 srcMask  24 u16 srcPortLo  26 u16 srcPortHi  28 u32 srcDip
 // The source part is fw4's src_ip / src_port / src_dip: who may open a
 // forward (mask 0, ports 0..65535, dip 0: anyone). Only a forward's first
@@ -16,6 +17,7 @@
 // found nothing, so masqueraded clients and a server behind the router
 // coexist.
 
+import { REFLECT_EXTERNAL, REFLECT_INTERNAL } from "../abi/codes";
 import { redirects, MAX_REDIRECTS, REDIRECT_SIZE } from "../layout";
 import { bindReserve, bindUnreserveAll, protoIndex } from "./binding";
 
@@ -32,6 +34,7 @@ export function redirectAdd(proto: u32, portLo: u32, portHi: u32, destAddr: u32,
   const r = redirects + <usize>redirectCount * REDIRECT_SIZE;
   store<u16>(r, <u16>proto, 0); store<u16>(r, <u16>portLo, 2); store<u16>(r, <u16>portHi, 4);
   store<u16>(r, <u16>destPortLo, 6); store<u32>(r, destAddr, 8); store<u8>(r, 0, 12);
+  store<u8>(r, <u8>REFLECT_INTERNAL, 13); // fw4's default: reflection on, reflection_src internal
   anySource(r);
   for (let port = portLo; port <= portHi; port++) {
     bindReserve(protoIndex(proto), port, destAddr, destPortLo + (port - portLo));
@@ -45,6 +48,7 @@ export function protoForwardAdd(proto: u32, destAddr: u32): i32 {
   const r = redirects + <usize>redirectCount * REDIRECT_SIZE;
   store<u16>(r, <u16>proto, 0); store<u16>(r, 0, 2); store<u16>(r, 0, 4);
   store<u16>(r, 0, 6); store<u32>(r, destAddr, 8); store<u8>(r, 1, 12);
+  store<u8>(r, 0, 13); // protocol forwards are not reflected
   anySource(r);
   redirectCount++;
   return <i32>(redirectCount - 1);
@@ -67,6 +71,18 @@ export function redirectSetSource(i: u32, net: u32, mask: u32, portLo: u32, port
   store<u16>(r, <u16>portLo, 24); store<u16>(r, <u16>portHi, 26); store<u32>(r, dip, 28);
   return 0;
 }
+
+/** Sets port forward `i`'s NAT loopback (REFLECT_*). -1 for a bad index or mode, or a protocol forward. */
+export function redirectSetReflection(i: u32, mode: u32): i32 {
+  if (i >= redirectCount || mode > REFLECT_EXTERNAL) return -1;
+  const r = redirects + <usize>i * REDIRECT_SIZE;
+  if (load<u8>(r, 12) != 0) return -1;
+  store<u8>(r, <u8>mode, 13);
+  return 0;
+}
+
+/** The NAT loopback mode (REFLECT_*) of a redirect record redirectFind returned. */
+@inline export function redirectReflection(r: usize): u32 { return <u32>load<u8>(r, 13); }
 
 /** The LAN host of the protocol forward for `proto`, or 0 when there is none. */
 export function protoForward(proto: u32): u32 {

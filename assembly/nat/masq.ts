@@ -4,7 +4,7 @@
 
 import { PROTO_ICMP, PROTO_TCP } from "../abi/codes";
 import {
-  FL_CHARGED, FL_FIN_IN, FL_FIN_OUT, FL_NATT, FL_REDIRECT, FL_REPLIED, FL_WS_NONE, FL_WS_SHIFT, F_ALIAS_PORT, F_END_IN,
+  FL_CHARGED, FL_FIN_IN, FL_FIN_OUT, FL_HAIRPIN, FL_NATT, FL_REDIRECT, FL_REPLIED, FL_WS_NONE, FL_WS_SHIFT, F_ALIAS_PORT, F_END_IN,
   F_END_OUT, F_FLAGS, F_LAN_ADDR, F_LAN_PORT, F_PKTS_IN, F_PKTS_OUT, F_STATE, F_TCP_IN, F_TCP_OUT,
 } from "../abi/records";
 import { IP_DST, IP_SRC, ipDst, ipSrc } from "../wire/ipv4";
@@ -32,7 +32,7 @@ export const UDP_REPLIED: u32 = 1;
 /** NAT-T (RFC 3948): plain UDP NAPT, but idle for natt_timeout, far above the 20 s keepalive. */
 export const NATT_PORT: u32 = 4500;
 
-function lifetimeOf(proto: u32, state: u32, flags: u32): u32 {
+export function lifetimeOf(proto: u32, state: u32, flags: u32): u32 {
   let t: u32;
   if (flags & FL_NATT) t = nattDs;
   else if (proto == PROTO_TCP) t = state == TCP_ESTABLISHED ? tcpEstablishedDs : state == TCP_CLOSE ? tcpClosedDs : tcpTransitoryDs;
@@ -53,7 +53,7 @@ function lifetimeOf(proto: u32, state: u32, flags: u32): u32 {
 // nf_conntrack_tcp_be_liberal), so a confused view never stalls a
 // connection. A side whose end is not known yet (first packet, pick-up
 // after a restart) is accepted as it comes.
-const TRACK_DROP: u32 = 0xffffffff;
+export const TRACK_DROP: u32 = 0xffffffff;
 const END_KNOWN: u32 = 0x20;
 const WIN_LOG_MASK: u32 = 0x1f;
 const WIN_LOG_FLOOR: u32 = 16;   // never judge against less than 64 KiB (the unscaled maximum)
@@ -78,14 +78,14 @@ function synWindowScale(l4: usize): u32 {
 }
 
 /** Window-scale nibbles of a new TCP flow: none yet when it opens with a SYN, unknown when picked up mid-stream. */
-@inline function tcpInitFlags(flags: u32): u32 {
+@inline export function tcpInitFlags(flags: u32): u32 {
   return (flags & TCP_SYN) ? FL_WS_NONE : (WS_UNKNOWN | (WS_UNKNOWN << 4)) << FL_WS_SHIFT;
 }
 
 @inline function wsOf(ff: u32, lanSide: bool): u32 { return (ff >>> (FL_WS_SHIFT + (lanSide ? 0 : 4))) & 0xf; }
 
 /** conntrack-like TCP tracking; `fromLan` is the direction of this packet. Returns the state or TRACK_DROP. */
-function tcpTrack(p: usize, l4: usize, r: usize, fromLan: bool): u32 {
+export function tcpTrack(p: usize, l4: usize, r: usize, fromLan: bool): u32 {
   const flags = tcpFlags(l4);
   let state = <u32>load<u8>(r, F_STATE);
   let ff = <u32>load<u16>(r, F_FLAGS);
@@ -103,6 +103,9 @@ function tcpTrack(p: usize, l4: usize, r: usize, fromLan: bool): u32 {
   const rInfoOff: usize = fromLan ? F_TCP_IN : F_TCP_OUT;
   const sEndOff: usize = fromLan ? F_END_OUT : F_END_IN;
   let sInfo = <u32>load<u8>(r + sInfoOff);
+  // A hairpin flow's server side keeps no end: that word holds the
+  // forwarded port (F_HAIRPIN_PORT), so the side never becomes known.
+  const endless = !fromLan && (ff & FL_HAIRPIN) != 0;
   const seq = bswap<u32>(load<u32>(l4, TCP_SEQ));
   if (sInfo & END_KNOWN) {
     let wlog = <u32>load<u8>(r + rInfoOff) & WIN_LOG_MASK;
@@ -124,7 +127,7 @@ function tcpTrack(p: usize, l4: usize, r: usize, fromLan: bool): u32 {
   const total = <u32>bswap<u16>(load<u16>(p, 2));
   const plen = total > ihl + doff ? total - ihl - doff : 0;
   const end = seq + plen + ((flags & TCP_SYN) ? 1 : 0) + ((flags & TCP_FIN) ? 1 : 0);
-  if ((sInfo & END_KNOWN) == 0 || <i32>(end - load<u32>(r + sEndOff)) > 0) store<u32>(r + sEndOff, end);
+  if (!endless && ((sInfo & END_KNOWN) == 0 || <i32>(end - load<u32>(r + sEndOff)) > 0)) store<u32>(r + sEndOff, end);
   // Window: SYN windows are never scaled; later ones by the sender's scale
   // when both sides announced one (RFC 7323 §2.2).
   const wsS = wsOf(ff, fromLan);
@@ -133,7 +136,7 @@ function tcpTrack(p: usize, l4: usize, r: usize, fromLan: bool): u32 {
   const win = <u32>bswap<u16>(load<u16>(l4, 14)) << shift;
   const wl: u32 = win == 0 ? 0 : 32 - <u32>clz<u32>(win);
   if (wl > (sInfo & WIN_LOG_MASK)) sInfo = (sInfo & ~WIN_LOG_MASK) | wl;
-  store<u8>(r + sInfoOff, <u8>(sInfo | END_KNOWN));
+  store<u8>(r + sInfoOff, <u8>(endless ? sInfo : sInfo | END_KNOWN));
 
   if (flags & TCP_RST) {
     state = TCP_CLOSE;

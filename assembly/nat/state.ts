@@ -130,6 +130,41 @@ export function isLanAddr(a: u32): bool {
   return false;
 }
 
+// The router's own addresses on the LAN device (with their masks): the
+// source a LAN server sees on a hairpin flow with reflection_src internal
+// (nat/hairpin.ts). Static data: a handful, set with the LAN subnets.
+export const MAX_ROUTER_LAN: u32 = 8;
+const routerLan: usize = memory.data(MAX_ROUTER_LAN * 8);
+export let routerLanCount: u32 = 0;
+
+export function setRouterLanAddr(i: u32, addr: u32, mask: u32): i32 {
+  if (i >= MAX_ROUTER_LAN) return -1;
+  store<u32>(routerLan + (<usize>i << 3), addr);
+  store<u32>(routerLan + (<usize>i << 3), mask, 4);
+  return 0;
+}
+export function setRouterLanCount(n: u32): void { routerLanCount = n < MAX_ROUTER_LAN ? n : MAX_ROUTER_LAN; }
+
+/** Is `a` one of the router's LAN addresses? */
+export function isRouterLan(a: u32): bool {
+  for (let i: u32 = 0; i < routerLanCount; i++) if (load<u32>(routerLan + (<usize>i << 3)) == a) return true;
+  return false;
+}
+
+/**
+ * The router's LAN address a LAN host `host` reaches it by: the first one
+ * whose network holds it (as the kernel's masquerade picks the address of
+ * the way out), else the first one; 0 when the router has none.
+ */
+export function routerLanFor(host: u32): u32 {
+  for (let i: u32 = 0; i < routerLanCount; i++) {
+    const a = load<u32>(routerLan + (<usize>i << 3));
+    const mask = load<u32>(routerLan + (<usize>i << 3), 4);
+    if ((a & mask) == (host & mask)) return a;
+  }
+  return routerLanCount > 0 ? load<u32>(routerLan) : 0;
+}
+
 /** 0.0.0.0/8, 127/8, multicast, 255.255.255.255 (raw byte order: first octet is the low byte). */
 @inline export function isMartian(a: u32): bool {
   const first = a & 0xff;

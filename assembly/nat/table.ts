@@ -10,16 +10,16 @@
 
 import { C_EARLY_DROPS, C_FLOWS_ACTIVE, C_FLOWS_EXPIRED, C_FLOWS_NEW, EV_FLOW_EXPIRED, EV_FLOW_NEW } from "../abi/counters";
 import {
-  FLOW_SIZE, FL_CHARGED, FL_FIN_IN, FL_FIN_OUT, FL_IN_USE, FL_NATT, FL_REDIRECT, FL_REPLIED, FL_WS_NONE, F_ALIAS_PORT,
-  F_END_OUT, F_EXPIRES, F_FLAGS, F_LAN_ADDR, F_LAN_PORT, F_PKTS_IN, F_PKTS_OUT, F_PROTO, F_REM_ADDR, F_REM_PORT, F_STATE,
+  FLOW_SIZE, FL_CHARGED, FL_FIN_IN, FL_FIN_OUT, FL_HAIRPIN, FL_IN_USE, FL_NATT, FL_REDIRECT, FL_REPLIED, FL_WS_NONE, F_ALIAS_PORT,
+  F_END_OUT, F_EXPIRES, F_FLAGS, F_HAIRPIN_PORT, F_HAIRPIN_SRC, F_LAN_ADDR, F_LAN_PORT, F_PKTS_IN, F_PKTS_OUT, F_PROTO, F_REM_ADDR, F_REM_PORT, F_STATE,
   F_TCP_OUT,
 } from "../abi/records";
 import { counters, flows, flowOutIndex, flowInIndex, hashMask, maxFlows } from "../layout";
-import { count, countAdd, eventPush, nowDs } from "./state";
+import { count, countAdd, eventPush, isLanAddr, nowDs } from "./state";
 import { hash1, hash2 } from "./hash";
 import { bindOwns, bindRelease, bindRestore, protoIndex } from "./binding";
 import {
-  PROTO_ICMP, PROTO_TCP, PROTO_UDP, RESTORE_BAD_BINDING, RESTORE_BAD_FIELD, RESTORE_DUPLICATE, RESTORE_FULL, RESTORE_OK,
+  PROTO_ICMP, PROTO_TCP, PROTO_UDP, REFLECT_EXTERNAL, REFLECT_INTERNAL, RESTORE_BAD_BINDING, RESTORE_BAD_FIELD, RESTORE_DUPLICATE, RESTORE_FULL, RESTORE_OK,
   SNAP_MAX_LIFETIME_DS,
 } from "../abi/codes";
 import { LIM_FLOWS, srcCharge, srcRelease } from "./limits";
@@ -60,17 +60,40 @@ export function flowHomeAt(outbound: bool, i: u32): u32 {
   return (outbound ? recHashOut(rec(e - 1)) : recHashIn(rec(e - 1))) & hashMask;
 }
 
-/** The index entry at the home slot of a key (a cache warm-up, not a lookup). */
-@inline export function flowIndexPeekOut(proto: u32, lanA: u32, lanP: u32, remA: u32, remP: u32): u32 {
-  return load<u32>(flowOutIndex + (<usize>(hashOut(proto, lanA, lanP, remA, remP) & hashMask) << 2));
-}
+/** The index entry at the home slot of an inbound key (a cache warm-up, not a lookup). */
 @inline export function flowIndexPeekIn(proto: u32, aliasP: u32, remA: u32, remP: u32): u32 {
   return load<u32>(flowInIndex + (<usize>(hashIn(proto, aliasP, remA, remP) & hashMask) << 2));
 }
 
+// The batch's outbound hashes: core.ts warmBatch hashes every slot's key for
+// its cache warm-up and keeps key and hash here (WARM_SIZE bytes a slot);
+// the lookup of the packet in hand takes the hash from there instead of
+// computing it again, when the key it looks up is exactly the one hashed (a
+// rewrite before the lookup, an ICMP echo's identifier in a port's place, a
+// header the warm-up read unchecked: the comparison fails, the hash is
+// computed). A hash depends on nothing but the key and the run's hash key.
+const WARM_SIZE: usize = 24; // u64 (lanA, remA), u64 (lanP, remP, proto), u32 hash
+const warmKeys: usize = memory.data(256 * 24); // one entry per batch slot (SLOT_COUNT at most)
+let warmSlot: usize = 0;                       // the entry of the packet in hand, 0 = none
+
+/** Hashes slot i's outbound key for the batch, keeps it, and returns the index entry at its home slot (a warm-up). */
+@inline export function flowWarmOut(i: u32, proto: u32, lanA: u32, lanP: u32, remA: u32, remP: u32): u32 {
+  const k1 = <u64>lanA | (<u64>remA << 32);
+  const k2 = <u64>lanP | (<u64>remP << 16) | (<u64>proto << 32);
+  const h = hash2(k1, k2); // hashOut
+  const w = warmKeys + <usize>i * WARM_SIZE;
+  store<u64>(w, k1); store<u64>(w, k2, 8); store<u32>(w, h, 16);
+  return load<u32>(flowOutIndex + (<usize>(h & hashMask) << 2));
+}
+/** Slot i's packet is in hand (i < 0: none, between batches). */
+@inline export function flowWarmSelect(i: i32): void { warmSlot = i < 0 ? 0 : warmKeys + <usize>i * WARM_SIZE; }
+
 /** Outbound lookup; returns flow + 1 or 0. */
 @inline export function flowFindOut(proto: u32, lanA: u32, lanP: u32, remA: u32, remP: u32): u32 {
-  let i = hashOut(proto, lanA, lanP, remA, remP) & hashMask;
+  const k1 = <u64>lanA | (<u64>remA << 32);
+  const k2 = <u64>lanP | (<u64>remP << 16) | (<u64>proto << 32);
+  const w = warmSlot;
+  let i = (w != 0 && load<u64>(w) == k1 && load<u64>(w, 8) == k2 ? load<u32>(w, 16) : hash2(k1, k2)) & hashMask;
   while (true) {
     const e = load<u32>(flowOutIndex + (<usize>i << 2));
     if (e == 0) return 0;
@@ -163,7 +186,8 @@ export function flowRemove(f: u32, reasonEvent: bool): void {
   const proto = <u32>load<u8>(r, F_PROTO);
   indexRemove(flowOutIndex, recHashOut(r), f + 1, true);
   indexRemove(flowInIndex, recHashIn(r), f + 1, false);
-  bindRelease(protoIndex(proto), load<u16>(r, F_ALIAS_PORT));
+  // A hairpin flow's alias port is unique per server endpoint, not a binding (nat/hairpin.ts).
+  if ((load<u16>(r, F_FLAGS) & <u16>FL_HAIRPIN) == 0) bindRelease(protoIndex(proto), load<u16>(r, F_ALIAS_PORT));
   if (load<u16>(r, F_FLAGS) & <u16>FL_CHARGED) srcRelease(load<u32>(r, F_LAN_ADDR), LIM_FLOWS);
   if (reasonEvent) {
     eventPush(EV_FLOW_EXPIRED, 0, proto, 0, load<u32>(r, F_LAN_ADDR), load<u32>(r, F_REM_ADDR),
@@ -243,7 +267,7 @@ export function flowFlushAll(): u32 {
 // ---- state snapshot restore (assembly/snapshot.ts) -------------------------
 
 const FLOW_STATE_MAX: u32 = 6; // TCP_CLOSE (masq.ts), the highest state a flow has
-const FL_ALL: u32 = FL_IN_USE | FL_REDIRECT | FL_REPLIED | FL_FIN_OUT | FL_FIN_IN | FL_NATT | FL_CHARGED | FL_WS_NONE;
+const FL_ALL: u32 = FL_IN_USE | FL_REDIRECT | FL_REPLIED | FL_FIN_OUT | FL_FIN_IN | FL_NATT | FL_CHARGED | FL_HAIRPIN | FL_WS_NONE;
 
 /** Back to an empty table (init has zeroed the memory). */
 export function flowReset(): void { freeHead = 0; bumpNext = 0; sweepHand = 0; }
@@ -265,6 +289,15 @@ export function flowRestore(src: usize): u32 {
   if (<u32>load<u8>(src, F_STATE) > FLOW_STATE_MAX || (flags & ~FL_ALL) != 0) return RESTORE_BAD_FIELD;
   const alias = <u32>load<u16>(src, F_ALIAS_PORT);
   if (alias == 0) return RESTORE_BAD_FIELD;
+  const hairpin = (flags & FL_HAIRPIN) != 0;
+  if (hairpin) {
+    // Opened by a LAN host, never through a forward from the WAN; a TCP or UDP
+    // forwarded port; the source the server sees is one of the two kinds.
+    if (proto == PROTO_ICMP || (flags & FL_REDIRECT) != 0 || load<u16>(src, F_HAIRPIN_PORT) == 0) return RESTORE_BAD_FIELD;
+    if (!isLanAddr(load<u32>(src, F_LAN_ADDR)) || !isLanAddr(load<u32>(src, F_REM_ADDR))) return RESTORE_BAD_FIELD;
+    const via = <u32>load<u8>(src, F_HAIRPIN_SRC);
+    if (via != REFLECT_INTERNAL && via != REFLECT_EXTERNAL) return RESTORE_BAD_FIELD;
+  }
   if (bumpNext >= maxFlows) return RESTORE_FULL;
   const f = bumpNext;
   // Copied first (the index walks compare records), then into both indexes,
@@ -273,7 +306,7 @@ export function flowRestore(src: usize): u32 {
   const r = rec(f);
   if (!indexInsertNew(flowOutIndex, recHashOut(r), f, true)) return RESTORE_DUPLICATE;
   if (!indexInsertNew(flowInIndex, recHashIn(r), f, false)) return RESTORE_DUPLICATE;
-  const b = bindRestore(protoIndex(proto), alias, load<u32>(r, F_LAN_ADDR), load<u16>(r, F_LAN_PORT));
+  const b = hairpin ? 0 : bindRestore(protoIndex(proto), alias, load<u32>(r, F_LAN_ADDR), load<u16>(r, F_LAN_PORT));
   if (b == 1) {
     // A redirect added since has this port: the flow goes, the rest stays.
     indexRemove(flowOutIndex, recHashOut(r), f + 1, true);
@@ -322,7 +355,7 @@ export function flowVerify(): bool {
     const alias = <u32>load<u16>(r, F_ALIAS_PORT);
     if (flowFindOut(proto, lanA, lanP, remA, remP) != f + 1) return false;
     if (flowFindIn(proto, alias, remA, remP) != f + 1) return false;
-    if (!bindOwns(protoIndex(proto), alias, lanA, lanP)) return false;
+    if ((load<u16>(r, F_FLAGS) & <u16>FL_HAIRPIN) == 0 && !bindOwns(protoIndex(proto), alias, lanA, lanP)) return false;
   }
   return live == flowActive();
 }

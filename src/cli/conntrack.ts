@@ -25,6 +25,14 @@ export function formatConntrack(flows: FlowEntry[]): string {
     const portful = f.protoNum === 6 || f.protoNum === 17;
     const ports = (sp: number, dp: number, type = 8) => (portful ? ` sport=${sp} dport=${dp}` : ` type=${type} code=0 id=${sp || dp}`);
     const state = f.protoNum === 6 ? `${f.state} ` : '';
+    // NAT loopback: the LAN host called the WAN address; the server answers
+    // the router (conntrack shows a DNAT+SNAT flow the same way).
+    if (f.hairpin) {
+      const h = f.hairpin;
+      return `${f.proto.padEnd(8)} ${f.protoNum} ${Math.round(f.expiresInS)} ${state}src=${f.lan} dst=${f.wan}${ports(f.lanPort, h.wanPort)}` +
+        ` packets=${f.packetsOut}${f.replied ? '' : ' [UNREPLIED]'} src=${f.remote} dst=${h.via}${ports(f.remotePort, f.aliasPort)}` +
+        ` packets=${f.packetsIn}${f.replied && f.protoNum === 6 && f.state === 'ESTABLISHED' ? ' [ASSURED]' : ''} hairpin=${h.source} use=1`;
+    }
     // Original direction: who opened the flow. A redirect was opened from the WAN.
     const orig = f.redirect
       ? `src=${f.remote} dst=${f.wan}${ports(f.remotePort, f.aliasPort)}`

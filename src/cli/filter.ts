@@ -77,6 +77,8 @@ export function original(e: FlowEntry): { src: string; dst: string; sport: numbe
   if (e.proto === 'esp' || e.proto === 'gre') return { src: e.lan, dst: e.remote, sport: null, dport: null };
   const ported = e.protoNum === 6 || e.protoNum === 17;
   if (e.redirect) return { src: e.remote, dst: e.wan, sport: ported ? e.remotePort : null, dport: ported ? e.aliasPort : null };
+  // NAT loopback: the LAN host called the forward on the WAN address.
+  if (e.hairpin) return { src: e.lan, dst: e.wan, sport: e.lanPort, dport: e.hairpin.wanPort };
   return { src: e.lan, dst: e.remote, sport: ported ? e.lanPort : null, dport: ported ? e.remotePort : null };
 }
 

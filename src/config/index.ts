@@ -171,7 +171,9 @@ export function redirectLabel(r: Redirect): string {
   const what = r.srcDport
     ? `${r.proto.map(protoName).join('/')} ${port(r.srcDport)} -> ${r.destIp}:${port(r.destPort!)}`
     : `${r.proto.map(protoName).join('/')} -> ${r.destIp}`;
-  const from = [r.srcIp && `from ${r.srcIp}`, r.srcPort && `sport ${port(r.srcPort)}`, r.srcDip && `to ${r.srcDip}`].filter(Boolean);
+  // NAT loopback is named only where it is not fw4's default (on, internal).
+  const loop = !r.srcDport ? null : r.reflection === false ? 'reflection 0' : r.reflectionSrc === 'external' ? 'reflection_src external' : null;
+  const from = [r.srcIp && `from ${r.srcIp}`, r.srcPort && `sport ${port(r.srcPort)}`, r.srcDip && `to ${r.srcDip}`, loop].filter(Boolean);
   return `${r.name ?? `redirect@${r.line}`}: ${what}${from.length ? ` (${from.join(', ')})` : ''}`;
 }
 

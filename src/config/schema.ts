@@ -81,9 +81,9 @@ export interface Redirect {
   srcDip?: string;
   /**
    * fw4 reflection (NAT loopback; absent: on) and reflection_src (absent:
-   * 'internal'). Read and kept; vpnmasq does not do NAT loopback yet, so a
-   * LAN host that reaches the forward through the WAN address is not
-   * forwarded (README).
+   * 'internal'): a LAN host that reaches the forward through the WAN address
+   * gets the server, which sees the router's LAN address (internal) or the
+   * WAN address (external); assembly/nat/hairpin.ts, README.
    */
   reflection?: boolean;
   reflectionSrc?: 'internal' | 'external';

@@ -6,7 +6,9 @@
 // in C++; no per-packet JavaScript. Later fragments the engine held until
 // their first fragment came are released by that batch: they sit in the
 // engine's hold slots with a VERDICT_PASS of their own and are written to
-// the same TUN right after the batch (one more write loop, only then).
+// the same TUN right after the batch (one more write loop, only then), and
+// so are the extra packets of a batch (the later datagrams of a USO
+// super-packet the engine cut in software, assembly/nat/segment.ts).
 
 import type { Engine } from '../engine/engine.js';
 import { nowMs } from '../engine/engine.js';
@@ -54,6 +56,12 @@ export class BatchLoop {
         // Held fragments sit in hold slots of their own size; on a TUN with offloads each goes out behind a zero virtio header.
         if (e.vnet) dev.writeBatch(e.buffer, e.holdBase, e.holdSlotSize, e.holdLenBase, e.holdVerdictBase, e.holdCap, VERDICT_PASS, e.holdVnetBase, e.vnetStride);
         else dev.writeBatch(e.buffer, e.holdBase, e.holdSlotSize, e.holdLenBase, e.holdVerdictBase, e.holdCap, VERDICT_PASS);
+      }
+      const extra = e.x.extraCount();
+      if (extra !== 0) {
+        // The later datagrams of USO super-packets to or from UDP 500 (cut in software), plain slots like the hold slots.
+        if (e.vnet) dev.writeBatch(e.buffer, e.extraBase, e.holdSlotSize, e.extraLenBase, e.extraVerdictBase, extra, VERDICT_PASS, e.extraVnetBase, e.vnetStride);
+        else dev.writeBatch(e.buffer, e.extraBase, e.holdSlotSize, e.extraLenBase, e.extraVerdictBase, extra, VERDICT_PASS);
       }
       total += n;
       this.batches++;

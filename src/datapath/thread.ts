@@ -95,13 +95,16 @@ export class DataPathThread implements EngineView {
   get batchSizes(): Float64Array { return this.call<Float64Array | null>('batchSizes') ?? new Float64Array(0); }
 
   // ---- the supervisor's steps ------------------------------------------------
-  applyConfig(cfg: Config, lanSubnets: string[]): void { this.call('applyConfig', cfg, lanSubnets); }
+  /** routerLan: the router's own LAN addresses (NAT loopback), as applyConfig takes them. */
+  applyConfig(cfg: Config, lanSubnets: string[], routerLan: string[] = []): void { this.call('applyConfig', cfg, lanSubnets, routerLan); }
   /** Throws RemoteError (with `prev` applied again) when the engine refuses `next`. */
-  reload(next: Config, prev: Config, lanSubnets: string[]): void { this.call('reload', next, prev, lanSubnets); }
+  reload(next: Config, prev: Config, lanSubnets: string[], routerLan: string[] = [], prevRouterLan: string[] = routerLan): void {
+    this.call('reload', next, prev, lanSubnets, routerLan, prevRouterLan);
+  }
   setWanAddress(addr: string | null): number { return this.call('setWanAddress', addr); }
   openTuns(inside: string, outside: string, offload: boolean): TunsOpened { return this.call('openTuns', inside, outside, offload); }
-  restore(file: string, wan: string | null, cfg: Config, lanSubnets: string[]): RestoreResult {
-    return this.call('restore', file, wan, cfg, lanSubnets);
+  restore(file: string, wan: string | null, cfg: Config, lanSubnets: string[], routerLan: string[] = []): RestoreResult {
+    return this.call('restore', file, wan, cfg, lanSubnets, routerLan);
   }
   startLoop(): void { this.call('startLoop'); }
   stopLoop(): void { this.call('stopLoop'); }

@@ -127,20 +127,20 @@ function entries(wan: string): FlowEntry[] {
 
 const ops = {
   hello: () => ({ threadId, maxFlows: engine.maxFlows, memoryBytes: engine.memoryBytes, buildId: engine.buildId }),
-  applyConfig: (cfg: Config, lanSubnets: string[]) => { applyConfig(engine, cfg, lanSubnets); },
+  applyConfig: (cfg: Config, lanSubnets: string[], routerLan: string[]) => { applyConfig(engine, cfg, lanSubnets, routerLan); },
   /** A reload: `next` whole, or (refused) `prev` again, in one step no batch sees half of. */
-  reload: (next: Config, prev: Config, lanSubnets: string[]) => {
+  reload: (next: Config, prev: Config, lanSubnets: string[], routerLan: string[], prevRouterLan: string[]) => {
     try {
-      applyConfig(engine, next, lanSubnets);
+      applyConfig(engine, next, lanSubnets, routerLan);
     } catch (err) {
-      applyConfig(engine, prev, lanSubnets);
+      applyConfig(engine, prev, lanSubnets, prevRouterLan);
       throw err;
     }
   },
   setWanAddress: (addr: string | null) => setWan(addr),
   openTuns,
   /** The snapshot at `file`, if it fits; else an empty engine with `cfg` and the WAN address again. */
-  restore: (file: string, wan: string | null, cfg: Config, lanSubnets: string[]): RestoreResult => {
+  restore: (file: string, wan: string | null, cfg: Config, lanSubnets: string[], routerLan: string[]): RestoreResult => {
     const t0 = performance.now();
     try {
       const res = restoreFile(engine, file, wan ? ipToRaw(wan) : null);
@@ -149,7 +149,7 @@ const ops = {
       const why = err instanceof SnapshotRefused ? err.message : `unexpected: ${(err as Error).message}`;
       // All or nothing: back to an empty engine with the configuration.
       engine.reset();
-      applyConfig(engine, cfg, lanSubnets);
+      applyConfig(engine, cfg, lanSubnets, routerLan);
       setWan(wan);
       return { restored: null, refused: why };
     }

@@ -55,6 +55,8 @@ export const C_IP_IDS_REWRITTEN = 25;
 export const C_GSO_RX = 26;
 export const C_GSO_BYTES = 27;
 export const C_CSUM_PARTIAL = 28;
+export const C_USO_SPLIT = 29;
+export const C_USO_DATAGRAMS = 30;
 
 // @group counterLayout
 export const C_DROP_BASE = 32;
@@ -103,6 +105,8 @@ export const F_PKTS_OUT = 24;
 export const F_PKTS_IN = 28;
 export const F_END_OUT = 32;
 export const F_END_IN = 36;
+export const F_HAIRPIN_PORT = 36;
+export const F_HAIRPIN_SRC = 38;
 
 // @group flowFlags
 export const FL_IN_USE = 1;
@@ -112,6 +116,7 @@ export const FL_FIN_OUT = 8;
 export const FL_FIN_IN = 16;
 export const FL_NATT = 32;
 export const FL_CHARGED = 64;
+export const FL_HAIRPIN = 128;
 export const FL_WS_SHIFT = 8;
 export const FL_WS_NONE = 65280;
 
@@ -289,6 +294,11 @@ export const PROTO_GRE = 47;
 export const PROTO_ESP = 50;
 export const PROTO_AH = 51;
 
+// @group reflection
+export const REFLECT_OFF = 0;
+export const REFLECT_INTERNAL = 1;
+export const REFLECT_EXTERNAL = 2;
+
 // @group snapshot
 export const SNAP_LAYOUT_VERSION = 1;
 export const SNAP_COUNTERS = 1;
@@ -353,7 +363,8 @@ export const COUNTERS = {
   bindingsActive: 7, fragsActive: 8, eventsLost: 9, localAccept: 10, flowsFlushed: 11, espActive: 12,
   ikeActive: 13, callsActive: 14, espBound: 15, earlyDrops: 16, rxBytesInside: 17, rxBytesOutside: 18,
   passBytesInside: 19, passBytesOutside: 20, fragsHeld: 21, fragsReleased: 22, fragsHoldExpired: 23,
-  fragsHoldDiscarded: 24, ipIdsRewritten: 25, gsoRx: 26, gsoBytes: 27, csumPartial: 28,
+  fragsHoldDiscarded: 24, ipIdsRewritten: 25, gsoRx: 26, gsoBytes: 27, csumPartial: 28, usoSplit: 29,
+  usoDatagrams: 30,
 } as const;
 export const PROTO_NAMES: Record<number, string> = { 1: 'icmp', 6: 'tcp', 17: 'udp', 47: 'gre', 50: 'esp', 51: 'ah' };
 
@@ -370,12 +381,12 @@ export type EngineSettings = { [K in keyof typeof SETTINGS_FIELDS]: number };
 
 /** Constant names by group, for views and tests. */
 export const ABI_GROUPS = {
-  counters: ['C_RX_INSIDE', 'C_RX_OUTSIDE', 'C_PASS_INSIDE', 'C_PASS_OUTSIDE', 'C_FLOWS_NEW', 'C_FLOWS_EXPIRED', 'C_FLOWS_ACTIVE', 'C_BINDINGS_ACTIVE', 'C_FRAGS_ACTIVE', 'C_EVENTS_LOST', 'C_LOCAL_ACCEPT', 'C_FLOWS_FLUSHED', 'C_ESP_ACTIVE', 'C_IKE_ACTIVE', 'C_CALLS_ACTIVE', 'C_ESP_BOUND', 'C_EARLY_DROPS', 'C_RX_BYTES_INSIDE', 'C_RX_BYTES_OUTSIDE', 'C_PASS_BYTES_INSIDE', 'C_PASS_BYTES_OUTSIDE', 'C_FRAGS_HELD', 'C_FRAGS_RELEASED', 'C_FRAGS_HOLD_EXPIRED', 'C_FRAGS_HOLD_DISCARDED', 'C_IP_IDS_REWRITTEN', 'C_GSO_RX', 'C_GSO_BYTES', 'C_CSUM_PARTIAL'],
+  counters: ['C_RX_INSIDE', 'C_RX_OUTSIDE', 'C_PASS_INSIDE', 'C_PASS_OUTSIDE', 'C_FLOWS_NEW', 'C_FLOWS_EXPIRED', 'C_FLOWS_ACTIVE', 'C_BINDINGS_ACTIVE', 'C_FRAGS_ACTIVE', 'C_EVENTS_LOST', 'C_LOCAL_ACCEPT', 'C_FLOWS_FLUSHED', 'C_ESP_ACTIVE', 'C_IKE_ACTIVE', 'C_CALLS_ACTIVE', 'C_ESP_BOUND', 'C_EARLY_DROPS', 'C_RX_BYTES_INSIDE', 'C_RX_BYTES_OUTSIDE', 'C_PASS_BYTES_INSIDE', 'C_PASS_BYTES_OUTSIDE', 'C_FRAGS_HELD', 'C_FRAGS_RELEASED', 'C_FRAGS_HOLD_EXPIRED', 'C_FRAGS_HOLD_DISCARDED', 'C_IP_IDS_REWRITTEN', 'C_GSO_RX', 'C_GSO_BYTES', 'C_CSUM_PARTIAL', 'C_USO_SPLIT', 'C_USO_DATAGRAMS'],
   counterLayout: ['C_DROP_BASE', 'COUNTER_SLOTS'],
   eventTypes: ['EV_FLOW_NEW', 'EV_FLOW_EXPIRED', 'EV_DROP', 'EV_FLUSH', 'EV_ESP_BOUND', 'EV_AH_REFUSED', 'EV_IKE_COLLISION'],
   event: ['EVENT_CAP', 'EVENT_HEADER', 'EVENT_SIZE', 'EVT_TYPE', 'EVT_REASON', 'EVT_PROTO', 'EVT_SIDE', 'EVT_LAN_ADDR', 'EVT_REM_ADDR', 'EVT_WAN_ADDR', 'EVT_LAN_PORT', 'EVT_REM_PORT', 'EVT_ALIAS_PORT', 'EVT_TIME', 'EVT_EXTRA'],
-  flow: ['FLOW_SIZE', 'F_LAN_ADDR', 'F_REM_ADDR', 'F_LAN_PORT', 'F_REM_PORT', 'F_ALIAS_PORT', 'F_PROTO', 'F_STATE', 'F_EXPIRES', 'F_FLAGS', 'F_TCP_OUT', 'F_TCP_IN', 'F_PKTS_OUT', 'F_PKTS_IN', 'F_END_OUT', 'F_END_IN'],
-  flowFlags: ['FL_IN_USE', 'FL_REDIRECT', 'FL_REPLIED', 'FL_FIN_OUT', 'FL_FIN_IN', 'FL_NATT', 'FL_CHARGED', 'FL_WS_SHIFT', 'FL_WS_NONE'],
+  flow: ['FLOW_SIZE', 'F_LAN_ADDR', 'F_REM_ADDR', 'F_LAN_PORT', 'F_REM_PORT', 'F_ALIAS_PORT', 'F_PROTO', 'F_STATE', 'F_EXPIRES', 'F_FLAGS', 'F_TCP_OUT', 'F_TCP_IN', 'F_PKTS_OUT', 'F_PKTS_IN', 'F_END_OUT', 'F_END_IN', 'F_HAIRPIN_PORT', 'F_HAIRPIN_SRC'],
+  flowFlags: ['FL_IN_USE', 'FL_REDIRECT', 'FL_REPLIED', 'FL_FIN_OUT', 'FL_FIN_IN', 'FL_NATT', 'FL_CHARGED', 'FL_HAIRPIN', 'FL_WS_SHIFT', 'FL_WS_NONE'],
   binding: ['BIND_SIZE', 'B_LAN_ADDR', 'B_REFS', 'B_LAN_PORT', 'B_FLAGS', 'BF_USED', 'BF_STATIC', 'BIND_TCP', 'BIND_UDP', 'BIND_ICMP', 'BIND_PROTOS'],
   esp: ['ESP_SIZE', 'ESP_LAN_ADDR', 'ESP_REM_ADDR', 'ESP_SPI_OUT', 'ESP_SPI_IN', 'ESP_EXPIRES', 'ESP_DEADLINE', 'ESP_PEER', 'ESP_STATE', 'ESP_RETRIES', 'ESP_FLAGS', 'ESP_PKTS', 'ESP_SPI_IN2', 'ESP_TIMER', 'ESP_FREE', 'ESP_OUTSTANDING', 'ESP_BOUND', 'ESP_SQUELCHED', 'ESPF_FORWARD', 'ESPF_UNREPLIED', 'ESPF_PROVISIONAL', 'ESPF_CHARGED'],
   ike: ['IKE_SIZE', 'IKE_LAN_ADDR', 'IKE_REM_ADDR', 'IKE_ICOOKIE', 'IKE_RCOOKIE', 'IKE_EXPIRES', 'IKE_LAST_SEEN', 'IKE_REM_PORT', 'IKE_FLAGS', 'IKE_PKTS_OUT', 'IKE_PKTS_IN', 'IKE_IN_USE', 'IKEF_INBOUND', 'IKEF_ANSWERED', 'IKEF_CHARGED'],
@@ -390,6 +401,7 @@ export const ABI_GROUPS = {
   verdicts: ['VERDICT_DROP', 'VERDICT_PASS'],
   rules: ['ZONE_WAN', 'ZONE_LAN', 'DEST_ROUTER', 'DEST_FORWARD', 'TARGET_NONE', 'TARGET_ACCEPT', 'TARGET_DROP', 'TARGET_REJECT'],
   protocols: ['PROTO_ICMP', 'PROTO_TCP', 'PROTO_UDP', 'PROTO_GRE', 'PROTO_ESP', 'PROTO_AH'],
+  reflection: ['REFLECT_OFF', 'REFLECT_INTERNAL', 'REFLECT_EXTERNAL'],
   snapshot: ['SNAP_LAYOUT_VERSION', 'SNAP_COUNTERS', 'SNAP_FLOWS', 'SNAP_ESP', 'SNAP_IKE', 'SNAP_CALLS', 'SNAP_MAX_LIFETIME_DS', 'RESTORE_OK', 'RESTORE_BAD_REGION', 'RESTORE_BAD_COUNT', 'RESTORE_BAD_FIELD', 'RESTORE_DUPLICATE', 'RESTORE_BAD_BINDING', 'RESTORE_FULL', 'RESTORE_INCONSISTENT', 'RESTORE_ORDER'],
   probe: ['INDEX_FLOW_OUT', 'INDEX_FLOW_IN', 'INDEX_BIND', 'INDEX_SRC', 'INDEX_ESP', 'INDEX_IKE', 'INDEX_CALL', 'INDEX_PEER', 'PROBE_SLOTS', 'PROBE_ENTRIES', 'PROBE_MEAN', 'PROBE_MAX', 'PROBE_RUN_MEAN', 'PROBE_RUN_MAX'],
   settings: ['SETTINGS_SIZE', 'SET_TCP_TIMEOUT', 'SET_TCP_TRANSITORY_TIMEOUT', 'SET_UDP_TIMEOUT', 'SET_ICMP_TIMEOUT', 'SET_FRAG_TIMEOUT', 'SET_ESP_TIMEOUT', 'SET_ESP_INIT_TIMEOUT', 'SET_ESP_INIT_RETRIES', 'SET_IKE_TIMEOUT', 'SET_NATT_TIMEOUT', 'SET_GRE_TIMEOUT', 'SET_PARALLEL_SESSIONS', 'SET_ESP_GUESS', 'SET_MASQ_PORT_LO', 'SET_MASQ_PORT_HI', 'SET_UNREPLIED_TIMEOUT', 'SET_SRC_MAX_FLOWS', 'SET_SRC_MAX_IKE', 'SET_SRC_MAX_CALLS', 'SET_SRC_MAX_ESP_PENDING', 'SET_SRC_MAX_FRAGS'],
@@ -401,15 +413,16 @@ export const ABI_ORDER = [
   'C_FLOWS_FLUSHED', 'C_ESP_ACTIVE', 'C_IKE_ACTIVE', 'C_CALLS_ACTIVE', 'C_ESP_BOUND', 'C_EARLY_DROPS',
   'C_RX_BYTES_INSIDE', 'C_RX_BYTES_OUTSIDE', 'C_PASS_BYTES_INSIDE', 'C_PASS_BYTES_OUTSIDE', 'C_FRAGS_HELD',
   'C_FRAGS_RELEASED', 'C_FRAGS_HOLD_EXPIRED', 'C_FRAGS_HOLD_DISCARDED', 'C_IP_IDS_REWRITTEN', 'C_GSO_RX',
-  'C_GSO_BYTES', 'C_CSUM_PARTIAL', 'C_DROP_BASE', 'COUNTER_SLOTS', 'EV_FLOW_NEW', 'EV_FLOW_EXPIRED',
-  'EV_DROP', 'EV_FLUSH', 'EV_ESP_BOUND', 'EV_AH_REFUSED', 'EV_IKE_COLLISION', 'EVENT_CAP', 'EVENT_HEADER',
-  'EVENT_SIZE', 'EVT_TYPE', 'EVT_REASON', 'EVT_PROTO', 'EVT_SIDE', 'EVT_LAN_ADDR', 'EVT_REM_ADDR',
-  'EVT_WAN_ADDR', 'EVT_LAN_PORT', 'EVT_REM_PORT', 'EVT_ALIAS_PORT', 'EVT_TIME', 'EVT_EXTRA', 'FLOW_SIZE',
-  'F_LAN_ADDR', 'F_REM_ADDR', 'F_LAN_PORT', 'F_REM_PORT', 'F_ALIAS_PORT', 'F_PROTO', 'F_STATE', 'F_EXPIRES',
-  'F_FLAGS', 'F_TCP_OUT', 'F_TCP_IN', 'F_PKTS_OUT', 'F_PKTS_IN', 'F_END_OUT', 'F_END_IN', 'FL_IN_USE',
-  'FL_REDIRECT', 'FL_REPLIED', 'FL_FIN_OUT', 'FL_FIN_IN', 'FL_NATT', 'FL_CHARGED', 'FL_WS_SHIFT',
-  'FL_WS_NONE', 'BIND_SIZE', 'B_LAN_ADDR', 'B_REFS', 'B_LAN_PORT', 'B_FLAGS', 'BF_USED', 'BF_STATIC',
-  'BIND_TCP', 'BIND_UDP', 'BIND_ICMP', 'BIND_PROTOS', 'ESP_SIZE', 'ESP_LAN_ADDR', 'ESP_REM_ADDR',
+  'C_GSO_BYTES', 'C_CSUM_PARTIAL', 'C_USO_SPLIT', 'C_USO_DATAGRAMS', 'C_DROP_BASE', 'COUNTER_SLOTS',
+  'EV_FLOW_NEW', 'EV_FLOW_EXPIRED', 'EV_DROP', 'EV_FLUSH', 'EV_ESP_BOUND', 'EV_AH_REFUSED',
+  'EV_IKE_COLLISION', 'EVENT_CAP', 'EVENT_HEADER', 'EVENT_SIZE', 'EVT_TYPE', 'EVT_REASON', 'EVT_PROTO',
+  'EVT_SIDE', 'EVT_LAN_ADDR', 'EVT_REM_ADDR', 'EVT_WAN_ADDR', 'EVT_LAN_PORT', 'EVT_REM_PORT',
+  'EVT_ALIAS_PORT', 'EVT_TIME', 'EVT_EXTRA', 'FLOW_SIZE', 'F_LAN_ADDR', 'F_REM_ADDR', 'F_LAN_PORT',
+  'F_REM_PORT', 'F_ALIAS_PORT', 'F_PROTO', 'F_STATE', 'F_EXPIRES', 'F_FLAGS', 'F_TCP_OUT', 'F_TCP_IN',
+  'F_PKTS_OUT', 'F_PKTS_IN', 'F_END_OUT', 'F_END_IN', 'F_HAIRPIN_PORT', 'F_HAIRPIN_SRC', 'FL_IN_USE',
+  'FL_REDIRECT', 'FL_REPLIED', 'FL_FIN_OUT', 'FL_FIN_IN', 'FL_NATT', 'FL_CHARGED', 'FL_HAIRPIN',
+  'FL_WS_SHIFT', 'FL_WS_NONE', 'BIND_SIZE', 'B_LAN_ADDR', 'B_REFS', 'B_LAN_PORT', 'B_FLAGS', 'BF_USED',
+  'BF_STATIC', 'BIND_TCP', 'BIND_UDP', 'BIND_ICMP', 'BIND_PROTOS', 'ESP_SIZE', 'ESP_LAN_ADDR', 'ESP_REM_ADDR',
   'ESP_SPI_OUT', 'ESP_SPI_IN', 'ESP_EXPIRES', 'ESP_DEADLINE', 'ESP_PEER', 'ESP_STATE', 'ESP_RETRIES',
   'ESP_FLAGS', 'ESP_PKTS', 'ESP_SPI_IN2', 'ESP_TIMER', 'ESP_FREE', 'ESP_OUTSTANDING', 'ESP_BOUND',
   'ESP_SQUELCHED', 'ESPF_FORWARD', 'ESPF_UNREPLIED', 'ESPF_PROVISIONAL', 'ESPF_CHARGED', 'IKE_SIZE',
@@ -430,16 +443,16 @@ export const ABI_ORDER = [
   'RULE_SPORT_HI', 'RULE_DPORT_LO', 'RULE_DPORT_HI', 'SIDE_INSIDE', 'SIDE_OUTSIDE', 'VERDICT_DROP',
   'VERDICT_PASS', 'ZONE_WAN', 'ZONE_LAN', 'DEST_ROUTER', 'DEST_FORWARD', 'TARGET_NONE', 'TARGET_ACCEPT',
   'TARGET_DROP', 'TARGET_REJECT', 'PROTO_ICMP', 'PROTO_TCP', 'PROTO_UDP', 'PROTO_GRE', 'PROTO_ESP',
-  'PROTO_AH', 'SNAP_LAYOUT_VERSION', 'SNAP_COUNTERS', 'SNAP_FLOWS', 'SNAP_ESP', 'SNAP_IKE', 'SNAP_CALLS',
-  'SNAP_MAX_LIFETIME_DS', 'RESTORE_OK', 'RESTORE_BAD_REGION', 'RESTORE_BAD_COUNT', 'RESTORE_BAD_FIELD',
-  'RESTORE_DUPLICATE', 'RESTORE_BAD_BINDING', 'RESTORE_FULL', 'RESTORE_INCONSISTENT', 'RESTORE_ORDER',
-  'INDEX_FLOW_OUT', 'INDEX_FLOW_IN', 'INDEX_BIND', 'INDEX_SRC', 'INDEX_ESP', 'INDEX_IKE', 'INDEX_CALL',
-  'INDEX_PEER', 'PROBE_SLOTS', 'PROBE_ENTRIES', 'PROBE_MEAN', 'PROBE_MAX', 'PROBE_RUN_MEAN', 'PROBE_RUN_MAX',
-  'SETTINGS_SIZE', 'SET_TCP_TIMEOUT', 'SET_TCP_TRANSITORY_TIMEOUT', 'SET_UDP_TIMEOUT', 'SET_ICMP_TIMEOUT',
-  'SET_FRAG_TIMEOUT', 'SET_ESP_TIMEOUT', 'SET_ESP_INIT_TIMEOUT', 'SET_ESP_INIT_RETRIES', 'SET_IKE_TIMEOUT',
-  'SET_NATT_TIMEOUT', 'SET_GRE_TIMEOUT', 'SET_PARALLEL_SESSIONS', 'SET_ESP_GUESS', 'SET_MASQ_PORT_LO',
-  'SET_MASQ_PORT_HI', 'SET_UNREPLIED_TIMEOUT', 'SET_SRC_MAX_FLOWS', 'SET_SRC_MAX_IKE', 'SET_SRC_MAX_CALLS',
-  'SET_SRC_MAX_ESP_PENDING', 'SET_SRC_MAX_FRAGS',
+  'PROTO_AH', 'REFLECT_OFF', 'REFLECT_INTERNAL', 'REFLECT_EXTERNAL', 'SNAP_LAYOUT_VERSION', 'SNAP_COUNTERS',
+  'SNAP_FLOWS', 'SNAP_ESP', 'SNAP_IKE', 'SNAP_CALLS', 'SNAP_MAX_LIFETIME_DS', 'RESTORE_OK',
+  'RESTORE_BAD_REGION', 'RESTORE_BAD_COUNT', 'RESTORE_BAD_FIELD', 'RESTORE_DUPLICATE', 'RESTORE_BAD_BINDING',
+  'RESTORE_FULL', 'RESTORE_INCONSISTENT', 'RESTORE_ORDER', 'INDEX_FLOW_OUT', 'INDEX_FLOW_IN', 'INDEX_BIND',
+  'INDEX_SRC', 'INDEX_ESP', 'INDEX_IKE', 'INDEX_CALL', 'INDEX_PEER', 'PROBE_SLOTS', 'PROBE_ENTRIES',
+  'PROBE_MEAN', 'PROBE_MAX', 'PROBE_RUN_MEAN', 'PROBE_RUN_MAX', 'SETTINGS_SIZE', 'SET_TCP_TIMEOUT',
+  'SET_TCP_TRANSITORY_TIMEOUT', 'SET_UDP_TIMEOUT', 'SET_ICMP_TIMEOUT', 'SET_FRAG_TIMEOUT', 'SET_ESP_TIMEOUT',
+  'SET_ESP_INIT_TIMEOUT', 'SET_ESP_INIT_RETRIES', 'SET_IKE_TIMEOUT', 'SET_NATT_TIMEOUT', 'SET_GRE_TIMEOUT',
+  'SET_PARALLEL_SESSIONS', 'SET_ESP_GUESS', 'SET_MASQ_PORT_LO', 'SET_MASQ_PORT_HI', 'SET_UNREPLIED_TIMEOUT',
+  'SET_SRC_MAX_FLOWS', 'SET_SRC_MAX_IKE', 'SET_SRC_MAX_CALLS', 'SET_SRC_MAX_ESP_PENDING', 'SET_SRC_MAX_FRAGS',
 ] as const;
 
 /** The engine's exports (assembly/index.ts). Addresses are raw u32, times ms (f64) or s. */
@@ -463,6 +476,9 @@ export interface EngineExports {
   deleteEntry(table: number, index: number): number;
   setLanNet(i: number, net: number, mask: number): number;
   setLanNetCount(n: number): void;
+  /** The router's own address i on the LAN device, with its network's mask (NAT loopback's internal source). */
+  setRouterLanAddr(i: number, addr: number, mask: number): number;
+  setRouterLanCount(n: number): void;
   /** Where the supervisor writes the settings record (fields SET_* in abi/settings.ts). */
   settingsPtr(): number;
   /** Takes the settings record whole: 0, or the offset + 1 of the first field refused (nothing taken then). */
@@ -472,6 +488,8 @@ export interface EngineExports {
   addProtoForward(proto: number, destAddr: number): number;
   /** fw4 src_ip / src_port / src_dip of port forward `i` (the index addRedirect returned). */
   setRedirectSource(i: number, net: number, mask: number, portLo: number, portHi: number, dip: number): number;
+  /** fw4 reflection / reflection_src of port forward `i`: REFLECT_OFF, REFLECT_INTERNAL (the default) or REFLECT_EXTERNAL. */
+  setRedirectReflection(i: number, mode: number): number;
   clearRules(): void;
   addRule(srcZone: number, destZone: number, target: number, proto: number, icmpType: number, icmpCode: number, srcNet: number, srcMask: number, dstNet: number, dstMask: number, sportLo: number, sportHi: number, dportLo: number, dportHi: number): number;
   /** Probe-length figure `stat` (PROBE_*) over hash index `index` (INDEX_*), walking the whole index (tests, benches); -1 when unknown. */
@@ -520,6 +538,11 @@ export interface EngineExports {
   /** Hold slots are plain slots (SLOT_SIZE bytes apart) whatever the batch slots' geometry. */
   holdSlotSize(): number;
   releasedCount(): number;
+  extraSlotsPtr(): number;
+  extraLensPtr(): number;
+  extraVerdictsPtr(): number;
+  extraCap(): number;
+  extraCount(): number;
   /** Drop capture (nat/capture.ts): on 1 starts it, emptying the ring; reason 0 = every reason. */
   setCapture(on: number, reason: number): void;
   capturePtr(): number;
@@ -543,13 +566,15 @@ export interface EngineExports {
 /** Parameter count of every export, for the parity test. */
 export const ENGINE_EXPORT_ARITY = {
   memoryBytes: 1, init: 2, process: 3, tick: 2, setWanAddress: 2, flushAll: 0, deleteEntry: 2, setLanNet: 3,
-  setLanNetCount: 1, settingsPtr: 0, applySettings: 0, clearRedirects: 0, addRedirect: 5, addProtoForward: 2,
-  setRedirectSource: 6, clearRules: 0, addRule: 14, hashProbe: 2, abiDescribe: 1, abiWords: 0, countersPtr: 0,
-  counterSlots: 0, eventsPtr: 0, eventCap: 0, eventSize: 0, slotsPtr: 0, lensPtr: 0, verdictsPtr: 0,
-  slotSize: 0, slotCount: 0, vnetPtr: 0, vnetStride: 0, vnetEnabled: 0, setVnet: 1, flowsPtr: 0, flowSize: 0,
-  flowCapacity: 0, flowHighWater: 0, flowActive: 0, hashSize: 0, layoutBytesEnd: 0, espPtr: 0, espCount: 0,
-  ikePtr: 0, ikeCount: 0, callPtr: 0, callCount: 0, holdSlotsPtr: 0, holdLensPtr: 0, holdVerdictsPtr: 0,
-  holdCap: 0, holdSlotSize: 0, releasedCount: 0, setCapture: 2, capturePtr: 0, snapLayoutVersion: 0,
-  snapRegionCount: 0, snapRegionId: 1, snapRegionPtr: 1, snapRegionRecordSize: 1, snapRegionRecords: 1,
-  snapRegionCapacity: 1, restoreBegin: 1, restoreRecords: 3, restoreEnd: 0, restoreVerify: 0, reset: 1,
+  setLanNetCount: 1, setRouterLanAddr: 3, setRouterLanCount: 1, settingsPtr: 0, applySettings: 0,
+  clearRedirects: 0, addRedirect: 5, addProtoForward: 2, setRedirectSource: 6, setRedirectReflection: 2,
+  clearRules: 0, addRule: 14, hashProbe: 2, abiDescribe: 1, abiWords: 0, countersPtr: 0, counterSlots: 0,
+  eventsPtr: 0, eventCap: 0, eventSize: 0, slotsPtr: 0, lensPtr: 0, verdictsPtr: 0, slotSize: 0, slotCount: 0,
+  vnetPtr: 0, vnetStride: 0, vnetEnabled: 0, setVnet: 1, flowsPtr: 0, flowSize: 0, flowCapacity: 0,
+  flowHighWater: 0, flowActive: 0, hashSize: 0, layoutBytesEnd: 0, espPtr: 0, espCount: 0, ikePtr: 0,
+  ikeCount: 0, callPtr: 0, callCount: 0, holdSlotsPtr: 0, holdLensPtr: 0, holdVerdictsPtr: 0, holdCap: 0,
+  holdSlotSize: 0, releasedCount: 0, extraSlotsPtr: 0, extraLensPtr: 0, extraVerdictsPtr: 0, extraCap: 0,
+  extraCount: 0, setCapture: 2, capturePtr: 0, snapLayoutVersion: 0, snapRegionCount: 0, snapRegionId: 1,
+  snapRegionPtr: 1, snapRegionRecordSize: 1, snapRegionRecords: 1, snapRegionCapacity: 1, restoreBegin: 1,
+  restoreRecords: 3, restoreEnd: 0, restoreVerify: 0, reset: 1,
 } as const;

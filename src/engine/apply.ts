@@ -4,12 +4,12 @@
 // expanded to the engine's one-protocol, one-network, one-range records.
 // Used at start and on reload.
 
-import { MAIN_TABLE, type Config, type EngineSettings, type MainConfig, type Rule } from '../config/index.js';
+import { MAIN_TABLE, type Config, type EngineSettings, type MainConfig, type Redirect, type Rule } from '../config/index.js';
 import type { Row } from '../config/options.js';
 import { PROTO_ALL } from '../config/schema.js';
 import type { Engine } from './engine.js';
 import {
-  DEST_FORWARD, DEST_ROUTER, TARGET_ACCEPT, TARGET_DROP, TARGET_REJECT, ZONE_LAN, ZONE_WAN, ipToRaw, maskRaw,
+  DEST_FORWARD, DEST_ROUTER, REFLECT_EXTERNAL, REFLECT_INTERNAL, REFLECT_OFF, TARGET_ACCEPT, TARGET_DROP, TARGET_REJECT, ZONE_LAN, ZONE_WAN, ipToRaw, maskRaw,
 } from './abi.js';
 
 function cidr(s: string): [number, number] {
@@ -71,8 +71,23 @@ export function applyEngineSettings(engine: Engine, s: EngineSettings): void {
 
 export interface ApplyResult { lanSubnets: string[]; redirects: number; rules: number }
 
-/** Applies everything but the WAN address. `lanSubnets` overrides the config's (derived from the device). */
-export function applyConfig(engine: Engine, cfg: Config, lanSubnets: string[]): ApplyResult {
+/** The engine's NAT loopback mode of a redirect (fw4: reflection default 1, reflection_src default internal). */
+export function reflectionMode(r: Redirect): number {
+  if (r.reflection === false) return REFLECT_OFF;
+  return r.reflectionSrc === 'external' ? REFLECT_EXTERNAL : REFLECT_INTERNAL;
+}
+
+/** How many router LAN addresses the engine keeps (assembly/nat/state.ts MAX_ROUTER_LAN). */
+export const MAX_ROUTER_LAN = 8;
+
+/**
+ * Applies everything but the WAN address. `lanSubnets` overrides the
+ * config's (derived from the device); `routerLan` are the router's own
+ * addresses on the LAN device as 'a.b.c.d/len' (the source a server sees
+ * through NAT loopback with reflection_src internal; the first
+ * MAX_ROUTER_LAN are kept).
+ */
+export function applyConfig(engine: Engine, cfg: Config, lanSubnets: string[], routerLan: string[] = []): ApplyResult {
   const x = engine.x;
   // Check the limits before touching anything, so a refused reload leaves
   // the running settings whole.
@@ -83,6 +98,10 @@ export function applyConfig(engine: Engine, cfg: Config, lanSubnets: string[]): 
   if (nRedirects > 256) throw new Error(`${cfg.file}: ${nRedirects} redirects after expansion; the engine holds 256`);
   lanSubnets.forEach((s, i) => { const [n, mask] = cidr(s); x.setLanNet(i, n, mask); });
   x.setLanNetCount(lanSubnets.length);
+  const own = routerLan.slice(0, MAX_ROUTER_LAN);
+  own.forEach((s, i) => { const [, mask] = cidr(s); x.setRouterLanAddr(i, ipToRaw(s.split('/')[0]!), mask); });
+  x.setRouterLanCount(own.length);
+  engine.routerLan = own;
   applyEngineSettings(engine, engineSettings(cfg.main));
   x.clearRedirects();
   let redirects = 0;
@@ -97,6 +116,9 @@ export function applyConfig(engine: Engine, cfg: Config, lanSubnets: string[]): 
       const i = x.addRedirect(proto, r.srcDport[0], r.srcDport[1], ipToRaw(r.destIp), r.destPort[0]);
       if (i < 0) {
         throw new Error(`${cfg.file}:${r.line}: redirect${r.name ? ` '${r.name}'` : ''} refused by the engine (too many redirects?)`);
+      }
+      if (x.setRedirectReflection(i, reflectionMode(r)) < 0) {
+        throw new Error(`${cfg.file}:${r.line}: redirect${r.name ? ` '${r.name}'` : ''}: reflection refused by the engine`);
       }
       // fw4's src_ip / src_port / src_dip: who may open this forward.
       if (r.srcIp !== undefined || r.srcPort !== undefined || r.srcDip !== undefined) {

@@ -35,6 +35,13 @@ export interface FlowEntry {
   proto: string; protoNum: number; state: string;
   lan: string; lanPort: number; remote: string; remotePort: number; wan: string; aliasPort: number;
   expiresInS: number; redirect: boolean; replied: boolean; packetsOut: number; packetsIn: number;
+  /**
+   * NAT loopback (a LAN host to a forward through the WAN address): the
+   * forwarded port it called on `wan`, and the address the server (`remote`)
+   * sees it from (`via`, with `aliasPort`): the router's LAN address
+   * (reflection_src internal) or the WAN address (external).
+   */
+  hairpin?: { wanPort: number; via: string; source: 'internal' | 'external' };
   /** ESP: SPIs as 0x-hex, outbound (LAN → server) and inbound (server → LAN; null while outstanding). */
   spiOut?: string; spiIn?: string | null;
   /** IKE: initiator and responder cookies as hex (responder null until seen). */
@@ -160,8 +167,17 @@ export class Engine implements EngineView {
   readonly holdSlotSize: number;
   /** With vnet: the (zero) virtio headers the held fragments are written behind, after the batch slots' headers. */
   holdVnetBase = 0;
+  /** Extra output (USO super-packets to/from UDP 500 cut into datagrams): plain slots, lengths, verdicts; extraCount() used. */
+  readonly extraBase: number;
+  readonly extraLenBase: number;
+  readonly extraVerdictBase: number;
+  readonly extraCap: number;
+  /** With vnet: their (zero) virtio headers, after the hold slots'. */
+  extraVnetBase = 0;
   readonly maxFlows: number;
   readonly memoryBytes: number;
+  /** The router's LAN addresses ('a.b.c.d/len') applyConfig gave the engine (NAT loopback's internal source). */
+  routerLan: string[] = [];
   /** SHA-256 of the Wasm bytes (hex). */
   readonly buildId: string;
   private readonly u8: Uint8Array;
@@ -185,6 +201,10 @@ export class Engine implements EngineView {
     this.holdVerdictBase = x.holdVerdictsPtr();
     this.holdCap = x.holdCap();
     this.holdSlotSize = x.holdSlotSize();
+    this.extraBase = x.extraSlotsPtr();
+    this.extraLenBase = x.extraLensPtr();
+    this.extraVerdictBase = x.extraVerdictsPtr();
+    this.extraCap = x.extraCap();
     this.maxFlows = maxFlows;
     this.memoryBytes = bytes;
     this.buildId = buildId;
@@ -221,9 +241,10 @@ export class Engine implements EngineView {
     this.slotSize = this.x.slotSize();
     this.slotCount = this.x.slotCount();
     // The header region has room for 256 slots; the batch uses slotCount (64) of them and
-    // never writes the rest, which setVnet zeroed: the hold slots' headers live there.
+    // never writes the rest, which setVnet zeroed: the hold and extra slots' headers live there.
     this.holdVnetBase = this.vnetBase + this.slotCount * this.vnetStride;
-    if (on && this.slotCount + this.holdCap > 256) throw new Error('engine: no room for the hold slots\' virtio headers');
+    this.extraVnetBase = this.holdVnetBase + this.holdCap * this.vnetStride;
+    if (on && this.slotCount + this.holdCap + this.extraCap > 256) throw new Error('engine: no room for the hold and extra slots\' virtio headers');
   }
 
   /** Slot i's virtio_net_hdr fields (tests). */
@@ -291,6 +312,17 @@ export class Engine implements EngineView {
       if (this.u8[this.holdVerdictBase + i] !== A.VERDICT_PASS) continue;
       const start = this.holdBase + i * this.holdSlotSize;
       out.push(this.u8.slice(start, start + this.dv.getUint32(this.holdLenBase + 4 * i, true)));
+    }
+    return out;
+  }
+
+  /** Copies of the extra packets the last process() call passed (USO datagrams cut in software), in order. */
+  extras(): Uint8Array[] {
+    const out: Uint8Array[] = [];
+    for (let i = 0, n = this.x.extraCount(); i < n; i++) {
+      if (this.u8[this.extraVerdictBase + i] !== A.VERDICT_PASS) continue;
+      const start = this.extraBase + i * this.holdSlotSize;
+      out.push(this.u8.slice(start, start + this.dv.getUint32(this.extraLenBase + 4 * i, true)));
     }
     return out;
   }
@@ -406,9 +438,23 @@ export class Engine implements EngineView {
         expiresInS: Math.max(0, ((this.dv.getUint32(r + F_EXPIRES, true) - nowDs) | 0) / 10),
         redirect: !!(flags & FL_REDIRECT), replied: !!(flags & FL_REPLIED),
         packetsOut: this.dv.getUint32(r + F_PKTS_OUT, true), packetsIn: this.dv.getUint32(r + F_PKTS_IN, true),
+        ...(flags & A.FL_HAIRPIN ? { hairpin: this.hairpinOf(r, wanAddress) } : {}),
       });
     }
     return out;
+  }
+
+  /** A hairpin flow's forwarded port and the source its server sees (as assembly/nat/hairpin.ts picks it). */
+  private hairpinOf(r: number, wanAddress: string): NonNullable<FlowEntry['hairpin']> {
+    const wanPort = this.dv.getUint16(r + A.F_HAIRPIN_PORT, true);
+    if (this.u8[r + A.F_HAIRPIN_SRC] === A.REFLECT_EXTERNAL) return { wanPort, via: wanAddress, source: 'external' };
+    const server = this.dv.getUint32(r + F_REM_ADDR, true);
+    const own = this.routerLan.map((c) => {
+      const [a, len] = c.split('/');
+      return { raw: A.ipToRaw(a!), mask: A.maskRaw(Number(len ?? 32)) };
+    });
+    const v = own.find((o) => ((o.raw & o.mask) >>> 0) === ((server & o.mask) >>> 0)) ?? own[0];
+    return { wanPort, via: v ? A.rawToIp(v.raw) : '0.0.0.0', source: 'internal' };
   }
 
   /** ESP associations, IKE sessions and PPTP calls, as conntrack entries. */

@@ -5,6 +5,8 @@
 //   table <local>   : <LAN subnets> dev <lanDevice>
 //                     default dev <tunInside> src <WAN address>   (only while there is one)
 //   pref 10 iif <wan> lookup <outside>             all WAN ingress, also to the router's own address
+//   pref 15 iif <lan> fwmark R/R lookup <inside>   NAT loopback: LAN traffic to a router address
+//                                                  that belongs to a port forward (below)
 //   pref 20 lookup local                           local delivery, moved here from pref 0
 //   pref 30 iif <lan> fwmark M/M lookup <inside>   LAN traffic the kernel would send out of <wan>
 //   pref 40 iif lo fwmark M/M lookup <local>       router-originated traffic leaving by <wan>
@@ -12,6 +14,21 @@
 //   table ip vpnmasq (nftables) sets the mark bit M (default 0x01000000):
 //     prerouting (mangle + 10): iifname <lan> fib daddr . mark oifname <wan>
 //     output (type route, mangle + 10): oifname <wan>   (the kernel reroutes on the new mark)
+//   and the bit R (default 0x02000000) for NAT loopback (fw4 reflection), in
+//   a chain `reflect` the prerouting chain jumps to for LAN ingress:
+//     ip daddr @wan_addr tcp|udp dport <forwarded ports>     a LAN host calling a forward
+//     fib daddr type local th dport <pool>, ip saddr <server> tcp|udp sport <server ports>
+//                                                            a reflected forward's server
+//                                                            answering the router (its
+//                                                            hairpin flow)
+//   Rule 15 sends both into the inside TUN instead of local delivery; the
+//   engine (assembly/nat/hairpin.ts) translates them and writes them back,
+//   with a router address as source (accept_local on tin). The set wan_addr
+//   holds the WAN address and follows it. Every TCP/UDP forward is diverted,
+//   reflection on or off: a forwarded port of the WAN address is the
+//   forward's (with reflection '0' the engine drops it, counted `hairpin`);
+//   the router's other ports on the WAN address, and everything on its LAN
+//   address but a server's answers to a pool port, stay the router's.
 //
 // Only traffic the kernel itself would send out of the WAN device is diverted:
 // a route of another policy table (strongSwan's 220, wg-quick's, pbr, mwan3)
@@ -73,6 +90,22 @@ export interface RoutingPlan {
    * Must be unique per network namespace.
    */
   stateFile?: string;
+  /** TCP/UDP port forwards (NAT loopback diverts LAN traffic to them and their servers' answers). */
+  forwards?: ForwardPlan[];
+  /** The mark bit of NAT loopback traffic (one bit, not fwmark's; default 0x02000000). */
+  reflectMark?: number;
+}
+
+/** One TCP or UDP port forward, as the kernel side of NAT loopback needs it. */
+export interface ForwardPlan {
+  proto: 'tcp' | 'udp';
+  /** Port range on the WAN address. */
+  ports: [number, number];
+  /** The LAN server and its port range. */
+  server: string;
+  serverPorts: [number, number];
+  /** fw4 reflection (absent: on). Off: the forwarded port is still diverted (the engine drops it, counted), its server's answers are not. */
+  reflect?: boolean;
 }
 
 export interface Routing {
@@ -85,6 +118,8 @@ export interface Routing {
   updateWanAddress(addr: string | null): void;
   /** The WAN address currently installed (null: none). */
   wanAddress(): string | null;
+  /** Replaces the port forwards NAT loopback diverts (a reload changed the redirects). */
+  updateForwards(forwards: ForwardPlan[]): void;
   /**
    * Idempotent. Restores rule 'pref 0 lookup local' first, then removes the
    * rules and routes of the tables and restores the saved sysctls. Every step
@@ -103,12 +138,14 @@ export interface StaleSpec {
 }
 
 export const DEFAULT_TABLES: Readonly<RoutingTables> = Object.freeze({ inside: 100, outside: 101, local: 102 });
-export const RULE_PREF = Object.freeze({ wanIngress: 10, local: 20, lanEgress: 30, routerEgress: 40 });
+export const RULE_PREF = Object.freeze({ wanIngress: 10, lanReflect: 15, local: 20, lanEgress: 30, routerEgress: 40 });
 /**
  * The mark bit of WAN-bound traffic. Bit 24: clear of mwan3 (0x3f00), pbr
  * (0x00ff0000), wg-quick (0xca6c), Kubernetes (0xc000) and Tailscale (0xff0000).
  */
 export const DEFAULT_FWMARK = 0x01000000;
+/** The mark bit of NAT loopback traffic (bit 25: clear of the same neighbours as bit 24). */
+export const DEFAULT_REFLECT_MARK = 0x02000000;
 /** The nftables table (family ip) that marks WAN-bound traffic. */
 export const MARK_TABLE = 'vpnmasq';
 
@@ -126,7 +163,7 @@ function tablesOf(p: StaleSpec): RoutingTables {
 }
 
 /** Validates a plan and returns its normalized LAN subnets. */
-function validate(p: RoutingPlan): { tables: RoutingTables; lanSubnets: string[]; fwmark: number } {
+function validate(p: RoutingPlan): { tables: RoutingTables; lanSubnets: string[]; fwmark: number; reflectMark: number } {
   for (const [what, name] of [
     ['lanDevice', p.lanDevice],
     ['wanDevice', p.wanDevice],
@@ -158,7 +195,18 @@ function validate(p: RoutingPlan): { tables: RoutingTables; lanSubnets: string[]
   if (!Number.isInteger(fwmark) || fwmark <= 0 || fwmark > 0xffffffff || (fwmark & (fwmark - 1)) !== 0) {
     fail(`fwmark ${fwmark} must be a single bit`);
   }
-  return { tables, lanSubnets, fwmark };
+  const reflectMark = p.reflectMark ?? DEFAULT_REFLECT_MARK;
+  if (!Number.isInteger(reflectMark) || reflectMark <= 0 || reflectMark > 0xffffffff || (reflectMark & (reflectMark - 1)) !== 0) {
+    fail(`reflectMark ${reflectMark} must be a single bit`);
+  }
+  if (reflectMark === fwmark) fail(`reflectMark and fwmark must be different bits, both are ${hex(fwmark)}`);
+  for (const f of p.forwards ?? []) {
+    const range = (r: [number, number]) => Number.isInteger(r[0]) && Number.isInteger(r[1]) && r[0] >= 1 && r[1] <= 65535 && r[0] <= r[1];
+    if ((f.proto !== 'tcp' && f.proto !== 'udp') || !range(f.ports) || !range(f.serverPorts) || parseIpv4(f.server) === null) {
+      fail(`forward ${JSON.stringify(f)} is not a TCP/UDP port forward`);
+    }
+  }
+  return { tables, lanSubnets, fwmark, reflectMark };
 }
 
 function hex(n: number): string {
@@ -170,8 +218,9 @@ function hex(n: number): string {
  * in order, after removing stale state and setting the sysctls. Pure.
  */
 export function planCommands(p: RoutingPlan): string[][] {
-  const { tables, lanSubnets, fwmark } = validate(p);
+  const { tables, lanSubnets, fwmark, reflectMark } = validate(p);
   const mark = `${hex(fwmark)}/${hex(fwmark)}`;
+  const rmark = `${hex(reflectMark)}/${hex(reflectMark)}`;
   const T = { inside: String(tables.inside), outside: String(tables.outside), local: String(tables.local) };
   const cmds: string[][] = [
     // Routes via a device that is not IFF_UP are refused ("Nexthop device is not up").
@@ -192,6 +241,7 @@ export function planCommands(p: RoutingPlan): string[][] {
     ['-4', 'rule', 'add', 'pref', String(RULE_PREF.local), 'lookup', 'local'],
     ['-4', 'rule', 'del', 'pref', '0', 'lookup', 'local'],
     ['-4', 'rule', 'add', 'pref', String(RULE_PREF.wanIngress), 'iif', p.wanDevice, 'lookup', T.outside],
+    ['-4', 'rule', 'add', 'pref', String(RULE_PREF.lanReflect), 'iif', p.lanDevice, 'fwmark', rmark, 'lookup', T.inside],
     ['-4', 'rule', 'add', 'pref', String(RULE_PREF.lanEgress), 'iif', p.lanDevice, 'fwmark', mark, 'lookup', T.inside],
     ['-4', 'rule', 'add', 'pref', String(RULE_PREF.routerEgress), 'iif', 'lo', 'fwmark', mark, 'lookup', T.local],
   );
@@ -208,23 +258,70 @@ export function planCommands(p: RoutingPlan): string[][] {
  * into tin/tout is never marked again.
  */
 export function planNft(p: RoutingPlan): string {
-  const { fwmark } = validate(p);
+  const { fwmark, reflectMark } = validate(p);
   const lan = nftString(p.lanDevice);
   const wan = nftString(p.wanDevice);
   const m = hex(fwmark);
   return `table ip ${MARK_TABLE}
 delete table ip ${MARK_TABLE}
 table ip ${MARK_TABLE} {
+	set ${WAN_ADDR_SET} {
+		type ipv4_addr;${p.wanAddress !== null ? ` elements = { ${p.wanAddress} };` : ''}
+	}
 	chain prerouting {
 		type filter hook prerouting priority mangle + 10; policy accept;
 		iifname ${lan} fib daddr . mark oifname ${wan} meta mark set meta mark | ${m}
+		iifname ${lan} jump reflect
 	}
+	chain reflect {
+${reflectRules(p.forwards ?? [], p.masqPorts, hex(reflectMark))}	}
 	chain output {
 		type route hook output priority mangle + 10; policy accept;
 		oifname ${wan} meta mark set meta mark | ${m}
 	}
 }
 `;
+}
+
+/** The nft set of table ip vpnmasq that holds the WAN address (NAT loopback's destination). */
+export const WAN_ADDR_SET = 'wan_addr';
+
+const portText = (r: [number, number]) => (r[0] === r[1] ? String(r[0]) : `${r[0]}-${r[1]}`);
+
+/** Sorted, overlapping or adjacent ranges joined (nft refuses overlapping intervals in one set). */
+function mergeRanges(ranges: [number, number][]): [number, number][] {
+  const out: [number, number][] = [];
+  for (const [lo, hi] of [...ranges].sort((a, b) => a[0] - b[0])) {
+    const last = out[out.length - 1];
+    if (last && lo <= last[1] + 1) last[1] = Math.max(last[1], hi);
+    else out.push([lo, hi]);
+  }
+  return out;
+}
+
+/** The rules of chain reflect (NAT loopback; see the head of this file), each line tab-indented twice. */
+function reflectRules(forwards: ForwardPlan[], pool: [number, number], mark: string): string {
+  const set = `meta mark set meta mark | ${mark}`;
+  const lines: string[] = [];
+  for (const proto of ['tcp', 'udp'] as const) {
+    const ports = mergeRanges(forwards.filter((f) => f.proto === proto).map((f) => f.ports)).map(portText);
+    if (ports.length) lines.push(`ip daddr @${WAN_ADDR_SET} ${proto} dport { ${ports.join(', ')} } ${set}`);
+  }
+  // A server's answer to the router at a pool port: what follows only runs for those.
+  const servers = [...new Set(forwards.filter((f) => f.reflect !== false).map((f) => `${f.server} ${f.proto} sport ${portText(f.serverPorts)}`))];
+  if (servers.length) {
+    lines.push(`th dport != ${portText(pool)} return`, 'fib daddr type != local return');
+    for (const s of servers) lines.push(`ip saddr ${s} ${set}`);
+  }
+  return lines.map((l) => `		${l}
+`).join('');
+}
+
+/** The nft transaction that makes the set hold `addr` (or nothing). */
+export function planWanAddrSet(addr: string | null): string {
+  return `flush set ip ${MARK_TABLE} ${WAN_ADDR_SET}
+` + (addr !== null ? `add element ip ${MARK_TABLE} ${WAN_ADDR_SET} { ${addr} }
+` : '');
 }
 
 function proxyArgs(dev: string, addr: string, verb: 'replace' | 'del'): string[] {
@@ -508,6 +605,7 @@ class RoutingImpl implements Routing {
   private wan: string | null = null;
   private proxied: string | null = null;
   private done = false;
+  private forwards: ForwardPlan[];
 
   constructor(
     private readonly plan: RoutingPlan,
@@ -516,6 +614,12 @@ class RoutingImpl implements Routing {
     private readonly state: StateFileContent,
   ) {
     saver.onSave = () => this.persist();
+    this.forwards = plan.forwards ?? [];
+  }
+
+  /** The port forwards NAT loopback diverts now. */
+  currentForwards(): ForwardPlan[] {
+    return this.forwards;
   }
 
   persist(): void {
@@ -545,6 +649,7 @@ class RoutingImpl implements Routing {
       // went away depends on the kernel (6.18 keeps it in non-main tables).
       runIp(wanRouteArgs(this.plan.tunInside, addr, this.tables.local, 'replace'));
       this.wan = addr;
+      applyNftScript(planWanAddrSet(addr));
       try {
         // The WAN device may have appeared only now (PPP, DHCP on a new VLAN).
         this.saver.set(proxyDelayKey(wanDev), '0');
@@ -562,8 +667,16 @@ class RoutingImpl implements Routing {
         tolerate(e, /No such process|FIB table does not exist/);
       }
       this.wan = null;
+      applyNftScript(planWanAddrSet(null));
       this.dropProxy();
     }
+  }
+
+  updateForwards(forwards: ForwardPlan[]): void {
+    if (this.done) return;
+    const next = { ...this.plan, forwards, wanAddress: this.wan };
+    applyNftScript(planNft(next)); // validates first; one transaction
+    this.forwards = forwards;
   }
 
   private dropProxy(): void {

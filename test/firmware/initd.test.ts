@@ -80,6 +80,11 @@ describe.skipIf(skipUnless({ tools: ['busybox'] }))('/etc/init.d/vpnmasq (procd)
     expect(text).toMatch(/^CONFIG=\/etc\/config\/vpnmasq$/m);
   });
 
+  it("leaves the respawn values to procd (no threshold, delay or retry count written in the script)", () => {
+    const respawnLines = readFileSync(INIT, 'utf8').split('\n').filter((l) => /^\s*procd_(set|append)_param\s+respawn\b/.test(l));
+    expect(respawnLines.map((l) => l.trim())).toEqual(['procd_set_param respawn']);
+  });
+
   describe.each(SHELLS)('under %s', (_name, shell) => {
     it('start_service checks the config, then declares one respawning instance with its output logged', () => {
       const { out, calls } = call(shell, 'start_service', { FAKE_CONFIG: 'good' });
@@ -87,7 +92,7 @@ describe.skipIf(skipUnless({ tools: ['busybox'] }))('/etc/init.d/vpnmasq (procd)
       expect(out).toEqual([
         'procd_open_instance',
         `procd_set_param command ${fake} run --config /etc/config/vpnmasq`,
-        'procd_set_param respawn 3600 0 5',
+        'procd_set_param respawn',
         'procd_set_param reload_signal HUP',
         'procd_set_param stdout 1',
         'procd_set_param stderr 1',
@@ -96,9 +101,9 @@ describe.skipIf(skipUnless({ tools: ['busybox'] }))('/etc/init.d/vpnmasq (procd)
       ]);
     });
 
-    it('respawn_* variables override the respawn parameters', () => {
+    it("respawn carries no values of its own (procd.sh then uses the system-wide ones), also with respawn_* set", () => {
       const { out } = call(shell, 'start_service', { FAKE_CONFIG: 'good', respawn_threshold: '600', respawn_timeout: '2', respawn_retry: '9' });
-      expect(out).toContain('procd_set_param respawn 600 2 9');
+      expect(out.filter((l) => l.startsWith('procd_set_param respawn'))).toEqual(['procd_set_param respawn']);
     });
 
     it('a broken config is logged with its line and nothing is started', () => {

@@ -8,7 +8,7 @@
 // namespace (ping, UDP, TCP, the port forward, raw ESP from two LAN hosts to
 // one server, PPTP calls of two LAN hosts to one server); then vpnmasq is
 // killed, and given a broken config, from the guest's console, and the WAN
-// is taken by DHCP.
+// is switched to DHCP through the image's UCI file (option wan_proto 'dhcp').
 //
 // The serial console is captured to firmware/out/<arch>/serial-test.log;
 // a failing assertion quotes its end.
@@ -189,6 +189,8 @@ export function describeQemuImage(o: QemuImageOpts): void {
       expect(bootS).toBeLessThan(BOOT_TIMEOUT_S);
       const s = serial();
       expect(s, tail()).toMatch(/rcS: network: br-lan \(eth0\) 192\.168\.1\.1\/24, wan \(eth1\) 203\.0\.113\.1\/24/);
+      // /etc/config/vpnmasq-net as shipped: every line applied, none refused
+      expect(s, tail()).not.toMatch(/rcS: \/etc\/config\/vpnmasq-net:/);
       const ready = s.split('\n').find((l) => l.includes('"msg":"vpnmasq ready"'))!;
       const j = JSON.parse(ready.slice(ready.indexOf('{')));
       expect(j).toMatchObject({ lan: 'br-lan', wan: 'wan', wanAddress: WAN_ADDR, lanSubnets: ['192.168.1.0/24'], redirects: 1 });
@@ -321,7 +323,7 @@ export function describeQemuImage(o: QemuImageOpts): void {
       expect(r.out, r.out + tail()).toContain(`peer ${WAN_ADDR}:`);
     }, 320_000);
 
-    it('the WAN by DHCP (busybox udhcpc with the image script, what WAN_PROTO=dhcp starts): a lease and a renewal with a new address are followed', async () => {
+    it("the WAN by DHCP, chosen by option wan_proto 'dhcp' in /etc/config/vpnmasq-net: a lease and a renewal with a new address are followed", async () => {
       // Debian's busybox udhcpd in the WAN namespace, one address at a time.
       const dir = join(OUT, `dhcp-${ID}`);
       execFileSync('mkdir', ['-p', dir]);
@@ -340,9 +342,14 @@ export function describeQemuImage(o: QemuImageOpts): void {
       };
       try {
         serve('203.0.113.60');
+        // As an OpenWrt user would (uci set …wan_proto=dhcp; uci commit; ifup
+        // wan): the option written into the image's UCI file, then the WAN
+        // applied again by the image's own network script, which reads it.
         consoleLine('');
-        consoleLine('udhcpc -i wan -b -t 10 -T 2 -A 2 -s /usr/share/udhcpc/default.script -p /run/udhcpc-wan.pid');
+        consoleLine(`sed -i "s/option wan_proto 'static'/option wan_proto 'dhcp'/" /etc/config/vpnmasq-net && ` +
+          `grep "option wan_proto 'dhcp'" /etc/config/vpnmasq-net && vpnmasq-net wan`);
         await waitFor('the lease 203.0.113.60', () => /udhcpc: bound wan 203\.0\.113\.60\/24/.test(serial()), 60_000);
+        await waitFor('vpnmasq-net to report the WAN by DHCP', () => /vpnmasq-net: wan: wan \(wan\) dhcp/.test(serial()), 30_000);
         await waitFor('vpnmasq to follow', () => /"new":"203\.0\.113\.60"/.test(serial()), 30_000);
         const a = await ask(NS.lan1, 'udp-ask', WAN_HOST, 5000);
         expect(a.out, a.out + tail()).toContain('peer 203.0.113.60:');

@@ -6,20 +6,24 @@ import { join, relative } from 'node:path';
 import { skipUnless } from '../helpers/prereq.js';
 import { ROOT, ok, run } from '../helpers/shell.js';
 
+/** The scripts, relative to the repo; the executables among them marked. */
+const SCRIPTS: { path: string; executable?: true }[] = [
+  { path: 'firmware/files/etc/init.d/vpnmasq', executable: true },
+  { path: 'firmware/files/etc/init.d/vpnmasq-guard', executable: true },
+  { path: 'firmware/files/etc/hotplug.d/iface/30-vpnmasq' }, // sourced by hotplug-call
+  { path: 'firmware/files/usr/sbin/vpnmasq-respawn', executable: true },
+  { path: 'firmware/build-ipk.sh', executable: true },
+  { path: 'firmware/lib.sh' },
+  { path: 'firmware/openwrt/vpnmasq/files/vpnmasq.sh', executable: true },
+  { path: 'firmware/files/usr/libexec/rpcd/vpnmasq', executable: true },
+  { path: 'firmware/files/etc/uci-defaults/90-vpnmasq-firewall' },
+  { path: 'firmware/image/rootfs/usr/share/udhcpc/default.script', executable: true },
+  { path: 'firmware/image/rootfs/usr/sbin/vpnmasq-net', executable: true },
+  { path: 'firmware/image/rootfs/etc/init.d/rcS', executable: true },
+];
+const SHELL_SCRIPTS = SCRIPTS.map((s) => join(ROOT, s.path));
 const INIT = join(ROOT, 'firmware/files/etc/init.d/vpnmasq');
-const GUARD_INIT = join(ROOT, 'firmware/files/etc/init.d/vpnmasq-guard');
 const HOTPLUG = join(ROOT, 'firmware/files/etc/hotplug.d/iface/30-vpnmasq');
-const RESPAWN = join(ROOT, 'firmware/files/usr/sbin/vpnmasq-respawn');
-const BUILD_IPK = join(ROOT, 'firmware/build-ipk.sh');
-const LIB_SH = join(ROOT, 'firmware/lib.sh');
-const WRAPPER = join(ROOT, 'firmware/openwrt/vpnmasq/files/vpnmasq.sh');
-
-const RPCD = join(ROOT, 'firmware/files/usr/libexec/rpcd/vpnmasq');
-const UCI_DEFAULTS = join(ROOT, 'firmware/files/etc/uci-defaults/90-vpnmasq-firewall');
-
-const UDHCPC = join(ROOT, 'firmware/image/rootfs/usr/share/udhcpc/default.script');
-
-const SHELL_SCRIPTS = [INIT, GUARD_INIT, HOTPLUG, RESPAWN, BUILD_IPK, LIB_SH, WRAPPER, RPCD, UCI_DEFAULTS, UDHCPC];
 
 describe.skipIf(skipUnless({ tools: ['shellcheck', 'busybox'] }))('shell scripts: syntax and shellcheck', () => {
   it.each(SHELL_SCRIPTS.map((f) => [relative(ROOT, f), f]))('%s', (_name, file) => {
@@ -29,8 +33,8 @@ describe.skipIf(skipUnless({ tools: ['shellcheck', 'busybox'] }))('shell scripts
     ok(run('shellcheck', ['-x', '-s', 'sh', file], { cwd: ROOT }), `shellcheck ${file}`);
   });
 
-  it('executables are executable, the sourced hotplug script need not be', () => {
-    for (const f of [INIT, RESPAWN, BUILD_IPK, WRAPPER]) expect(statSync(f).mode & 0o111, f).toBe(0o111);
+  it('executables are executable (init scripts, the rpcd plugin, the udhcpc script …), the sourced hotplug script need not be', () => {
+    for (const f of SCRIPTS.filter((x) => x.executable)) expect(statSync(join(ROOT, f.path)).mode & 0o111, f.path).toBe(0o111);
     expect(readFileSync(INIT, 'utf8').split('\n')[0]).toBe('#!/bin/sh /etc/rc.common');
     expect(readFileSync(HOTPLUG, 'utf8').split('\n')[0]).toBe('#!/bin/sh');
   });

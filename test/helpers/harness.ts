@@ -49,10 +49,13 @@ export class TestRouter {
   /** Held fragments the last batch released (written to the same TUN after the batch). */
   lastReleased: Uint8Array[] = [];
   released(): Uint8Array[] { return this.lastReleased; }
+  /** Extra packets the last batch passed (the later datagrams of USO super-packets cut in software). */
+  lastExtras: Uint8Array[] = [];
   batch(pkts: Uint8Array[], side: number): (Uint8Array | null)[] {
     pkts.forEach((p, i) => this.engine.setPacket(i, p));
     this.engine.process(pkts.length, side, this.now);
     this.lastReleased = this.engine.released();
+    this.lastExtras = this.engine.extras();
     return pkts.map((_, i) => (this.engine.verdict(i) === VERDICT_PASS ? this.engine.packet(i) : null));
   }
   advance(seconds: number): void {

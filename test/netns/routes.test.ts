@@ -44,6 +44,7 @@ describe('planCommands / planSysctls', () => {
       '-4 rule add pref 20 lookup local',
       '-4 rule del pref 0 lookup local',
       '-4 rule add pref 10 iif wan lookup 101',
+      '-4 rule add pref 15 iif br-lan fwmark 0x2000000/0x2000000 lookup 100',
       '-4 rule add pref 30 iif br-lan fwmark 0x1000000/0x1000000 lookup 100',
       '-4 rule add pref 40 iif lo fwmark 0x1000000/0x1000000 lookup 102',
     ]);
@@ -333,6 +334,7 @@ function proxies(ns: string): string[] {
 function expectRecipe(wanAddress: string | null): void {
   expect(rules(R)).toEqual([
     '10: src all iif wan table 101',
+    '15: src all fwmark 0x2000000 fwmask 0x2000000 iif br-lan table 100',
     '20: src all table local',
     '30: src all fwmark 0x1000000 fwmask 0x1000000 iif br-lan table 100',
     '40: src all fwmark 0x1000000 fwmask 0x1000000 iif lo table 102',

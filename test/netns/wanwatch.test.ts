@@ -47,29 +47,45 @@ function ipn(...args: string[]): void {
   execFileSync('ip', ['-n', NS, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
 }
 
-/** Waits for an event after index `from` matching pred; returns it and its delay after t0. */
-async function nextEvent(h: Harness, from: number, pred: (a: string | null) => boolean, ms: number) {
+/** A bound on how long a test waits for something, not a measurement: generous, for a loaded machine. */
+const DEADLINE_MS = 20_000;
+
+/** Waits until `done()` holds (polling every 10 ms); false when the deadline passed first. */
+async function eventually(done: () => boolean | Promise<boolean>, ms = DEADLINE_MS): Promise<boolean> {
   const end = Date.now() + ms;
   for (;;) {
-    const e = h.events.slice(from).find((x) => pred(x.addr));
-    if (e || Date.now() > end) return e;
+    if (await done()) return true;
+    if (Date.now() > end) return false;
     await sleep(10);
   }
 }
 
-/** Runs `change`, then expects exactly one new event with `want` within 1.5 s. */
+/**
+ * Runs `change`, then expects the next callback to report `want` and to be
+ * the only one. Returns its delay after `change` (logged, not asserted: the
+ * machine is shared).
+ */
 async function expectChange(h: Harness, change: () => void, want: string | null): Promise<number> {
   const from = h.events.length;
   const t0 = Date.now();
   change();
-  const e = await nextEvent(h, from, (a) => a === want, 1500);
-  expect(e, `no callback with ${want} within 1.5 s (events: ${JSON.stringify(h.events.slice(from))})`).toBeTruthy();
-  expect(e!.t - t0).toBeLessThan(1500);
-  return e!.t - t0;
+  const seen = () => JSON.stringify(h.events.slice(from).map((e) => e.addr));
+  expect(await eventually(() => h.events.length > from), `no callback after the change (want ${want})`).toBe(true);
+  expect(h.events[from]!.addr, `the first callback after the change (all: ${seen()})`).toBe(want);
+  // a duplicate or a stale value would follow at once, from the monitor's burst or the next poll
+  await sleep(50);
+  expect(h.events.slice(from).map((e) => e.addr), 'one callback per change').toEqual([want]);
+  return h.events[from]!.t - t0;
 }
 
 async function children(h: Harness): Promise<{ pid: number; comm: string; state: string }[]> {
   return h.call('children');
+}
+
+/** stop(): its children (ip monitor, a poll in flight) end and none comes back. */
+async function stopLeavesNothing(h: Harness): Promise<void> {
+  await h.call('stopWatch');
+  expect(await eventually(async () => (await children(h)).length === 0), `children after stop(): ${JSON.stringify(await children(h))}`).toBe(true);
 }
 
 describe.skipIf(skipUnless({ root: true, tools: ['ip'] }))('watchWanAddress in a network namespace', () => {
@@ -102,9 +118,10 @@ describe.skipIf(skipUnless({ root: true, tools: ['ip'] }))('watchWanAddress in a
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  it('reports the address at once and every change within 1.5 s, without duplicates; stop() leaves nothing', async () => {
+  it('reports the address at once and every change through ip monitor (no poll in the test\'s time), without duplicates; stop() leaves nothing', async () => {
     const h = harness();
-    expect(await h.call('watch', 'wan')).toBeNull();
+    // The poll every 10 minutes: within the test's deadline only the monitor can report.
+    expect(await h.call('watch', 'wan', { pollMs: 600_000 })).toBeNull();
     await sleep(50);
     expect(h.events.map((e) => e.addr)).toEqual([null]); // the immediate report
 
@@ -127,9 +144,7 @@ describe.skipIf(skipUnless({ root: true, tools: ['ip'] }))('watchWanAddress in a
     expect(h.events.map((e) => e.addr)).toEqual([null, '198.51.100.7', '10.0.0.1', null]);
     console.log(`wanwatch (monitor) delays: ${d1} ms, ${d2} ms, ${d3} ms`);
 
-    await h.call('stopWatch');
-    await sleep(300);
-    expect(await children(h)).toEqual([]);
+    await stopLeavesNothing(h);
     const m = h.events.length;
     ipn('addr', 'add', '198.51.100.9/24', 'dev', 'wan');
     await sleep(1300);
@@ -139,15 +154,13 @@ describe.skipIf(skipUnless({ root: true, tools: ['ip'] }))('watchWanAddress in a
     await h.close();
   });
 
-  it('polling alone (no ip monitor) still reports within 1.5 s', async () => {
+  it('polling alone (no ip monitor) still reports every change', async () => {
     const h = harness();
     expect(await h.call('watch', 'wan', { monitor: false })).toBeNull();
     const d = await expectChange(h, () => ipn('addr', 'add', '203.0.113.5/24', 'dev', 'wan'), '203.0.113.5');
     await expectChange(h, () => ipn('addr', 'del', '203.0.113.5/24', 'dev', 'wan'), null);
     console.log(`wanwatch (poll only) delay: ${d} ms`);
-    await h.call('stopWatch');
-    await sleep(300);
-    expect(await children(h)).toEqual([]);
+    await stopLeavesNothing(h);
     await h.close();
   });
 
@@ -159,14 +172,13 @@ describe.skipIf(skipUnless({ root: true, tools: ['ip'] }))('watchWanAddress in a
     process.kill(mon!.pid, 'SIGKILL');
     await sleep(50);
     await expectChange(h, () => ipn('addr', 'add', '192.0.2.44/24', 'dev', 'wan'), '192.0.2.44');
-    await sleep(400);
+    const monitors = async () => (await children(h)).filter((k) => k.comm === 'ip' && k.state !== 'Z' && k.pid !== mon!.pid);
+    expect(await eventually(async () => (await monitors()).length > 0), 'a new ip monitor').toBe(true);
     const again = (await children(h)).filter((k) => k.comm === 'ip' && k.state !== 'Z');
     expect(again.length).toBe(1);
     expect(again[0]!.pid).not.toBe(mon!.pid);
     await expectChange(h, () => ipn('addr', 'flush', 'dev', 'wan'), null);
-    await h.call('stopWatch');
-    await sleep(300);
-    expect(await children(h)).toEqual([]);
+    await stopLeavesNothing(h);
     await h.close();
   });
 
@@ -184,9 +196,7 @@ describe.skipIf(skipUnless({ root: true, tools: ['ip'] }))('watchWanAddress in a
       '100.64.0.9',
     );
     await expectChange(h, () => ipn('link', 'del', 'wan2'), null);
-    await h.call('stopWatch');
-    await sleep(300);
-    expect(await children(h)).toEqual([]);
+    await stopLeavesNothing(h);
     await h.close();
   });
 });
