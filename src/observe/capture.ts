@@ -1,6 +1,7 @@
 // The supervisor's side of the drop capture (assembly/nat/capture.ts): the
 // engine copies dropped packets into a fixed ring while a capture runs; this
-// drains the ring on a 100 ms timer (off the batch loop), keeps a bounded
+// drains the ring on a 100 ms timer (Engine.takeCaptured, run on the
+// data-path thread between batches, returns copies), keeps a bounded
 // backlog for the CLI, which fetches it over the control socket
 // (capture-read) and writes pcap (src/cli/capture.ts). One capture at a
 // time; a capture whose client stopped asking for 5 s is switched off, so a

@@ -6,7 +6,7 @@
 // with the supervisor's onDeath (one line, exit 1): an engine that cannot
 // load, a worker that throws outside a call, a worker stuck in a call.
 import { afterAll, describe, expect, it } from 'vitest';
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -85,30 +85,33 @@ describe('the data-path thread (real worker, real engine)', () => {
 });
 
 describe('a data-path thread that dies takes the process down with one line', () => {
-  const run = (...args: string[]) => {
-    const r = spawnSync(process.execPath, [join(FIXTURES, 'die-main.mjs'), ...args], { encoding: 'utf8', timeout: 60_000 });
-    const lines = r.stderr.split('\n').filter((l) => l.includes('data path thread died'));
-    return { status: r.status, lines, stdout: r.stdout, stderr: r.stderr };
-  };
+  // Not spawnSync: the test runner's own worker must stay responsive meanwhile.
+  const run = (...args: string[]) => new Promise<{ status: number | null; lines: string[]; stdout: string }>((resolve) => {
+    const p = spawn(process.execPath, [join(FIXTURES, 'die-main.mjs'), ...args], { timeout: 60_000 });
+    let stdout = '', stderr = '';
+    p.stdout.on('data', (d) => { stdout += d; });
+    p.stderr.on('data', (d) => { stderr += d; });
+    p.on('close', (status) => resolve({ status, stdout, lines: stderr.split('\n').filter((l) => l.includes('data path thread died')) }));
+  });
 
-  it('an engine that cannot load', () => {
+  it('an engine that cannot load', async () => {
     // More memory than Wasm can address: Engine.load throws in the worker, before its first answer.
-    const r = run('5000000000', 'real');
+    const r = await run('5000000000', 'real');
     expect(r.status).toBe(1);
     expect(r.lines).toHaveLength(1);
     expect(r.lines[0]).toMatch(/^data path thread died: WebAssembly\.Memory\(\): .* \(at Engine\.load /);
     expect(r.stdout).not.toContain('survived');
   });
 
-  it('a worker that throws while no call waits', () => {
-    const r = run('1024', join(FIXTURES, 'rpc-worker.mjs'), 'crashLater');
+  it('a worker that throws while no call waits', async () => {
+    const r = await run('1024', join(FIXTURES, 'rpc-worker.mjs'), 'crashLater');
     expect(r.status).toBe(1);
     expect(r.lines).toHaveLength(1);
     expect(r.lines[0]).toMatch(/^data path thread died: engine trap in the worker/);
   });
 
-  it('a worker stuck in a call (timeout)', () => {
-    const r = run('1024', join(FIXTURES, 'rpc-worker.mjs'), 'hang');
+  it('a worker stuck in a call (timeout)', async () => {
+    const r = await run('1024', join(FIXTURES, 'rpc-worker.mjs'), 'hang');
     expect(r.status).toBe(1);
     expect(r.lines).toEqual(["data path thread died: no answer to 'hang' within 3000 ms (stuck)"]);
   });
