@@ -7,8 +7,7 @@
 import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Config } from '../config/index.js';
-import type { Engine, FlowEntry } from '../engine/engine.js';
-import type { BatchLoop } from '../datapath/loop.js';
+import type { EngineView, FlowEntry } from '../engine/engine.js';
 import type { Logger } from '../log.js';
 import { queueDrops, writeDrops } from '../tun/tun.js';
 import { collectStats, type SnapshotTally, type Stats, type WanChange } from './stats.js';
@@ -30,10 +29,11 @@ export interface FlowsView { total: number; shown: number; limit: number; flows:
 
 export interface ObserverOptions {
   cfg: Config;
-  engine: Engine;
+  engine: EngineView;
   log: Logger;
   lanSubnets: string[];
-  loop: () => BatchLoop | null;
+  /** The batch loop's batch-size histogram (BatchLoop, or the data-path thread's copy of it). */
+  loop: () => { readonly batchSizes: Float64Array } | null;
   /** The state snapshot's tallies (absent: no snapshot kept). */
   snapshot?: () => SnapshotTally;
   /** The TUN_F_* offload bits the TUNs took (absent: 0, off). */
@@ -123,7 +123,7 @@ export class Observer {
       const wan = this.wanAddress ?? '0.0.0.0';
       const flows = this.o.engine.flows(wan, undefined, FLOW_LIMIT);
       const view: FlowsView = {
-        total: this.o.engine.x.flowActive(), shown: flows.length, limit: FLOW_LIMIT, flows, vpn: this.o.engine.vpnEntries(wan),
+        total: this.o.engine.flowActive(), shown: flows.length, limit: FLOW_LIMIT, flows, vpn: this.o.engine.vpnEntries(wan),
       };
       this.cachedFlows = { at: now, json: JSON.stringify(view) };
     }

@@ -4,9 +4,9 @@
 // (metrics.ts) and the dashboard's JSON (server.ts) are made from it, and it
 // is rebuilt at most once a second whatever the number of requests
 // (Observer.stats in index.ts), so a scraper or a browser can never make the
-// main thread, which also runs the batch loop, do more than that.
+// main thread, or the data-path thread it asks for the engine's copies, do more than that.
 
-import type { Engine } from '../engine/engine.js';
+import type { EngineView } from '../engine/engine.js';
 import { DROP_REASONS, TABLE_CAPACITY } from '../engine/abi.js';
 import { BATCH_BUCKETS } from '../datapath/loop.js';
 
@@ -101,10 +101,11 @@ function histogram(raw: Float64Array | null, side: number): BatchHistogram {
   return { le: BUCKET_LE, cumulative, count: acc, sum: raw ? raw[side * (BATCH_BUCKETS + 1) + BATCH_BUCKETS]! : 0 };
 }
 
-export function collectStats(e: Engine, t: SupervisorTallies): Stats {
+export function collectStats(e: EngineView, t: SupervisorTallies): Stats {
   const c = e.counters();
+  const nonZero = e.drops();
   const drops: Record<string, number> = {};
-  for (let r = 1; r < DROP_REASONS.length; r++) drops[DROP_REASONS[r]!] = e.dropCount(DROP_REASONS[r]!);
+  for (let r = 1; r < DROP_REASONS.length; r++) drops[DROP_REASONS[r]!] = nonZero[DROP_REASONS[r]!] ?? 0;
   // ESP states need the table (at most ESP capacity records, once a second).
   const esp = { outstanding: 0, established: 0, squelched: 0 };
   for (const v of e.vpnEntries(t.wanAddress ?? '0.0.0.0')) {
@@ -130,7 +131,7 @@ export function collectStats(e: Engine, t: SupervisorTallies): Stats {
     eventsLost: c.eventsLost!,
     earlyDrops: c.earlyDrops ?? 0,
     tables: [
-      { table: 'flows', used: e.x.flowActive(), capacity: e.maxFlows },
+      { table: 'flows', used: e.flowActive(), capacity: e.maxFlows },
       { table: 'bindings', used: c.bindingsActive!, capacity: TABLE_CAPACITY.bindings },
       { table: 'esp', used: c.espActive!, capacity: TABLE_CAPACITY.esp },
       { table: 'ike', used: c.ikeActive!, capacity: TABLE_CAPACITY.ike },

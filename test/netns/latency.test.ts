@@ -15,9 +15,9 @@ import type { Lab as LabT } from '../../src/lab/lab.js';
 const skip = skipUnless({ root: true, tun: true, tools: ['ip', 'iperf3', 'setpriv'] });
 const WANHOST = '203.0.113.2';
 
-/** Scheduling of the daemon's main thread (the batch loop's): stat(5) fields 19 (nice), 40 (rt_priority), 41 (policy). */
-function sched(pid: number): { nice: number; rtPriority: number; policy: number } {
-  const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
+/** Scheduling of one thread of the daemon (the main thread: tid = pid): stat(5) fields 19 (nice), 40 (rt_priority), 41 (policy). */
+function sched(pid: number, tid = pid): { nice: number; rtPriority: number; policy: number } {
+  const s = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
   const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
   return { nice: Number(f[16]), rtPriority: Number(f[37]), policy: Number(f[38]) };
 }
@@ -52,7 +52,11 @@ describe.skipIf(skip)('latency under load: data path priority and the reader que
     it('01 the batch loop\'s thread runs SCHED_FIFO 10, and status says so', () => {
       const s = vm.status();
       expect(s.priority).toEqual({ applied: 'SCHED_FIFO 10', note: null });
-      expect(sched(s.pid)).toMatchObject({ policy: 1, rtPriority: 10 });
+      // the data-path thread, and only it: the main thread (control, logs) stays an ordinary thread
+      expect(s.dataPath.tid).toBeGreaterThan(0);
+      expect(s.dataPath.tid).not.toBe(s.pid);
+      expect(sched(s.pid, s.dataPath.tid)).toMatchObject({ policy: 1, rtPriority: 10 });
+      expect(sched(s.pid)).toMatchObject({ policy: 0, rtPriority: 0 });
       expect(vm.cli('status').stdout).toMatch(/^data path SCHED_FIFO 10$/m);
     });
 
@@ -99,7 +103,7 @@ describe.skipIf(skip)('latency under load: data path priority and the reader que
       it(`04 runs at ${applied}`, () => {
         const s = vm.status();
         expect(s.priority).toEqual({ applied, note: null });
-        expect(sched(s.pid)).toMatchObject(expected);
+        expect(sched(s.pid, s.dataPath.tid)).toMatchObject(expected);
       });
     });
   }
