@@ -100,6 +100,7 @@ describe('config: the contract', () => {
         tunInside: 'tin',
         tunOutside: 'tout',
         offload: true,
+        priority: 'realtime',
         lanSubnets: [],
         maxFlows: 65536,
         acct: false,
@@ -250,6 +251,8 @@ describe('config: main options', () => {
     mainError("list acct '1'", "list acct: must be a single value; use 'option acct'");
     mainError("option log_level 'verbose'", "option log_level: 'verbose' is not a log level");
     mainError("option log_level 'INFO'", 'is not a log level');
+    mainError("option priority 'rt'", "option priority: 'rt' is not a priority (normal, high, realtime)");
+    mainError("option priority '10'", 'is not a priority');
     mainError("option masq_ports '1000-2000'", 'is out of range (ports 1024..65535)');
     mainError("option masq_ports '65535-61000'", 'is an empty range');
     mainError("option masq_ports '61000-70000'", 'is out of range');
