@@ -383,7 +383,7 @@ function formatStatus(s: Record<string, any>): string {
   const lines = [
     `vpnmasq pid ${s.pid}, up ${s.uptimeS} s, config ${s.config}`,
     `LAN ${s.lanDevice} (${(s.lanSubnets as string[]).join(', ')}), WAN ${s.wanDevice} ${s.wanAddress ?? '(no address)'}`,
-    `flows ${s.flows.active}/${s.flows.max} (${s.flows.bytesPerFlow} bytes/flow, ${(s.memoryBytes / 1048576).toFixed(1)} MiB engine memory)`,
+    `flows ${s.flows.active}/${s.flows.max} (${s.flows.bytesPerFlow} bytes/flow${s.flows.acct ? ' with byte counters (acct)' : ''}, ${(s.memoryBytes / 1048576).toFixed(1)} MiB engine memory)`,
     `redirects ${s.redirects}, rules ${s.rules}`,
     ...(s.offload ? [`offload ${s.offload.enabled ? (s.offload.offloads as string[]).join(' ') || 'virtio header only' : 'off'}` +
       `${s.offload.enabled && !s.offload.uso ? ' (no USO)' : ''}, slots ${s.offload.slots}${s.offload.note ? ` (${s.offload.note})` : ''}`] : []),

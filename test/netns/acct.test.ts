@@ -98,6 +98,7 @@ describe.skipIf(skip)('option acct: bytes= through the real router (namespaces)'
     expect(answer.entries[0]).toMatchObject({ packetsOut: f.packetsOut, bytesOut: f.bytesOut, bytesIn: f.bytesIn });
     const s = vm.status();
     expect(s.flows).toMatchObject({ acct: true, max: 65536, bytesPerFlow: 72 });
+    expect(vm.cli('status').stdout).toMatch(/^flows \d+\/65536 \(72 bytes\/flow with byte counters \(acct\),/m);
   });
 
   it('04 a restart with acct on keeps every byte count (state snapshot)', async () => {
