@@ -1,23 +1,27 @@
-// `vpnmasq run`: the thin supervisor. Load the config, create the TUNs, set
-// up policy routing, feed the engine in batches, follow the WAN address,
-// drain engine events into the log, answer the control socket, reload on
-// SIGHUP or `vpnmasq reload`, and put everything back on SIGTERM/SIGINT.
-// No packet logic lives here.
+// `vpnmasq run`: the thin supervisor. Load the config, start the data-path
+// thread (src/datapath/worker.ts: the engine, both TUNs and the batch loop
+// live there), set up policy routing, follow the WAN address, drain engine
+// events into the log, answer the control socket, reload on SIGHUP or
+// `vpnmasq reload`, and put everything back on SIGTERM/SIGINT. No packet
+// logic lives here, and no packet waits for this thread.
 
-import { existsSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { ConfigError, loadConfig, redirectLabel, ruleLabel, type Config } from './config/index.js';
-import { Engine, nowMs, type FlowEntry } from './engine/engine.js';
-import { filterEmpty, matches, type ConntrackFilter } from './cli/filter.js';
-import { capture, discard, restoreFile, SnapshotRefused, writeCapture, writeCaptureSync, type Restored } from './snapshot/state.js';
-import { applyConfig } from './engine/apply.js';
-import { ipToRaw, POLICY_REASONS, PROTO_NAMES } from './engine/abi.js';
+import { filterEmpty, type ConntrackFilter } from './cli/filter.js';
+import { discard, writeCapture, writeCaptureSync, type Restored } from './snapshot/state.js';
+import { POLICY_REASONS, PROTO_NAMES } from './engine/abi.js';
+import type { FlowEntry } from './engine/engine.js';
 import { createLogger, type LogFormat, type Logger } from './log.js';
 import { deviceExists, ipv4Addresses, setTxQueueLen, subnetsOf } from './net/iface.js';
 import { setupRouting, teardownStale, type ForwardPlan, type Routing, type RoutingPlan } from './net/routes.js';
 import { installGuard } from './net/guard.js';
 import { readWanAddress, watchWanAddress, type WanWatch } from './net/wanwatch.js';
-import { TunDevice, offloadNames, writeDrops } from './tun/tun.js';
-import { BatchLoop } from './datapath/loop.js';
+import { offloadNames, queueDrops, writeDrops } from './tun/tun.js';
+import type { PriorityApplied } from './datapath/priority.js';
+import { PRIORITIES, type Priority } from './config/options.js';
+import { DataPathThread } from './datapath/thread.js';
+import type { TunsOpened } from './datapath/worker.js';
+import { RemoteError } from './datapath/rpc.js';
 import { ControlServer } from './control/server.js';
 import type { Request, Response } from './control/protocol.js';
 import { Observer } from './observe/index.js';
@@ -58,6 +62,12 @@ interface SnapshotStatus {
   writeError: string | null;
 }
 
+/** option priority, unless VPNMASQ_PRIORITY overrides it (benchmarks and tests on a shared machine). */
+function priorityWanted(option: Priority): Priority {
+  const env = process.env.VPNMASQ_PRIORITY;
+  return env && (PRIORITIES as readonly string[]).includes(env) ? (env as Priority) : option;
+}
+
 /** The TCP/UDP port forwards of a config, as the kernel side of NAT loopback diverts them (src/net/routes.ts). */
 export function forwardsOf(cfg: Config): ForwardPlan[] {
   const out: ForwardPlan[] = [];
@@ -89,13 +99,13 @@ const TUN_TXQUEUELEN = 4096;
 export class Supervisor {
   private cfg: Config;
   private log: Logger;
-  private engine!: Engine;
-  private tunIn: TunDevice | null = null;
-  private tunOut: TunDevice | null = null;
+  /** The data-path thread: the engine, both TUNs and the batch loop. */
+  private dp!: DataPathThread;
+  private tuns: TunsOpened | null = null;
+  private forwarding = false;
   private routing: Routing | null = null;
   private wan: WanWatch | null = null;
-  private loop: BatchLoop | null = null;
-  private offloadNote = '';
+  private priority: PriorityApplied | null = null;
   private control: ControlServer | null = null;
   private observer: Observer | null = null;
   private timers: NodeJS.Timeout[] = [];
@@ -169,8 +179,13 @@ export class Supervisor {
       this.log.warn({ lan: m.lanDevice }, 'the LAN device has no IPv4 address: NAT loopback with reflection_src internal cannot work until a restart with one');
     }
     const t0 = performance.now();
-    this.engine = Engine.load({ maxFlows: m.maxFlows });
-    applyConfig(this.engine, this.cfg, this.lanSubnets, this.routerLan);
+    this.dp = new DataPathThread({ maxFlows: m.maxFlows, onDeath: (reason) => this.dataPathDied(reason) });
+    try {
+      this.dp.applyConfig(this.cfg, this.lanSubnets, this.routerLan);
+    } catch (err) {
+      await this.dp.terminate();
+      throw new FatalError(`vpnmasq: ${(err as Error).message}`);
+    }
     const t1 = performance.now();
 
     // Crash safety: whatever a killed earlier run left (rules, routes,
@@ -180,12 +195,12 @@ export class Supervisor {
     teardownStale(this.plan());
     const t1b = performance.now();
     try {
-      this.openTuns(offloadWanted(m.offload));
+      this.tuns = this.dp.openTuns(m.tunInside, m.tunOutside, offloadWanted(m.offload));
     } catch (err) {
-      this.tunIn?.close();
-      this.tunIn = null;
+      await this.dp.terminate();
       throw new FatalError(`vpnmasq: ${(err as Error).message}`);
     }
+    if (this.tuns.refused) this.log.warn({ reason: this.tuns.note }, 'TUN offloads unavailable: one packet per read');
 
     // A deeper queue toward the supervisor absorbs bursts while a batch is
     // being processed (the default 500 packets overflow at line rate).
@@ -195,7 +210,7 @@ export class Supervisor {
     // The first WAN address is read synchronously so routes start complete.
     this.wan = watchWanAddress(m.wanDevice, (addr) => this.onWanAddress(addr));
     this.wanAddress = this.wan.current();
-    if (this.wanAddress) this.engine.x.setWanAddress(ipToRaw(this.wanAddress), nowMs());
+    if (this.wanAddress) this.dp.setWanAddress(this.wanAddress);
     const t3 = performance.now();
     this.restoreState();
     const t4 = performance.now();
@@ -207,8 +222,10 @@ export class Supervisor {
     }
     const t5 = performance.now();
 
-    this.loop = new BatchLoop(this.engine, this.tunIn!, this.tunOut!);
-    this.loop.start();
+    // The data-path thread sets its own scheduling (per thread on Linux) before its first batch.
+    this.priority = this.dp.startLoop(priorityWanted(m.priority));
+    if (this.priority.note) this.log.warn({ priority: this.priority.applied }, `data path priority: ${this.priority.note}`);
+    this.forwarding = true;
     // performance.now() counts from the process's start: this is the
     // respawn time (node start-up, module loading included) up to forwarding.
     const t6 = performance.now();
@@ -221,7 +238,8 @@ export class Supervisor {
     this.control = new ControlServer(m.controlSocket, (req) => this.handle(req));
     await this.control.listen();
     this.observer = new Observer({
-      cfg: this.cfg, engine: this.engine, log: this.log, lanSubnets: this.lanSubnets, loop: () => this.loop,
+      cfg: this.cfg, engine: this.dp, log: this.log, lanSubnets: this.lanSubnets, loop: () => (this.forwarding ? this.dp : null),
+      offloadBits: () => (this.tuns?.vnet ? this.tuns.offloadsIn : 0),
       snapshot: () => ({
         lastWriteMs: this.snap.lastWrite ? Date.parse(this.snap.lastWrite.at) : null,
         bytes: this.snap.lastWrite?.bytes ?? 0,
@@ -235,16 +253,17 @@ export class Supervisor {
       await this.stop();
       throw new FatalError(`vpnmasq: metrics/dashboard server: ${(err as Error).message}`);
     }
-    this.timers.push(setInterval(() => this.engine.x.tick(nowMs(), 65536), 250));
+    // The engine's tick (expiry) runs on the data-path thread's own timer.
     this.timers.push(setInterval(() => this.drainEvents(), 200));
     if (m.snapshotInterval > 0) this.timers.push(setInterval(() => void this.saveState(), m.snapshotInterval * 1000));
     this.log.info({ startup: this.startup }, 'forwarding');
     this.log.info({
       lan: m.lanDevice, wan: m.wanDevice, wanAddress: this.wanAddress, lanSubnets: this.lanSubnets,
-      maxFlows: m.maxFlows, memoryMiB: +(this.engine.memoryBytes / 1048576).toFixed(1),
+      maxFlows: m.maxFlows, memoryMiB: +(this.dp.memoryBytes / 1048576).toFixed(1), dataPathThread: this.dp.threadId,
       redirects: this.cfg.redirects.length, rules: this.cfg.rules.length,
       redirectList: this.cfg.redirects.map(redirectLabel), ruleList: this.cfg.rules.map(ruleLabel), socket: m.controlSocket,
-      offload: this.engine.vnet ? offloadNames(this.tunIn!.offloads).join(',') || 'vnet only' : 'off',
+      offload: this.tuns.vnet ? offloadNames(this.tuns.offloadsIn).join(',') || 'vnet only' : 'off',
+      priority: this.priority?.applied,
     }, 'vpnmasq ready');
   }
 
@@ -263,21 +282,16 @@ export class Supervisor {
       if (discard(file)) this.log.info({ file }, 'state snapshot discarded (--fresh)');
       return;
     }
-    const t0 = performance.now();
-    try {
-      const res = restoreFile(this.engine, file, this.wanAddress ? ipToRaw(this.wanAddress) : null);
-      if (!res) return;
-      this.snap.restored = { ...res, at: new Date().toISOString(), ms: +(performance.now() - t0).toFixed(1) };
+    const r = this.dp.restore(file, this.wanAddress, this.cfg, this.lanSubnets, this.routerLan);
+    if (r.restored) {
+      const res = r.restored;
+      this.snap.restored = { ...res, at: new Date().toISOString() };
       this.log.info({ file, savedAt: res.savedAt, ageS: +(res.ageMs / 1000).toFixed(1), entries: res.entries,
-        bytes: res.bytes, ms: this.snap.restored.ms, ...(res.buildIdChanged ? { engineChanged: true } : {}) }, 'state restored');
-    } catch (err) {
-      const why = err instanceof SnapshotRefused ? err.message : `unexpected: ${(err as Error).message}`;
-      this.snap.refused = why;
-      // All or nothing: back to an empty engine with the configuration.
-      this.engine.reset();
-      applyConfig(this.engine, this.cfg, this.lanSubnets, this.routerLan);
-      if (this.wanAddress) this.engine.x.setWanAddress(ipToRaw(this.wanAddress), nowMs());
-      this.log.warn({ file }, `state snapshot refused, starting empty: ${why}`);
+        bytes: res.bytes, ms: res.ms, ...(res.buildIdChanged ? { engineChanged: true } : {}) }, 'state restored');
+    } else if (r.refused) {
+      // The data-path thread went back to an empty engine with the configuration: all or nothing.
+      this.snap.refused = r.refused;
+      this.log.warn({ file }, `state snapshot refused, starting empty: ${r.refused}`);
     }
   }
 
@@ -286,7 +300,7 @@ export class Supervisor {
     if (this.snapWriting || this.stopping) return;
     this.snapWriting = true;
     try {
-      const c = capture(this.engine, this.wanAddress ? ipToRaw(this.wanAddress) : 0, nowMs());
+      const c = this.dp.capture(this.wanAddress);
       const t0 = performance.now();
       const bytes = await writeCapture(this.snapshotFile(), c);
       this.snap.lastWrite = { at: new Date(c.header.wallMs).toISOString(), bytes, copyMs: +c.copyMs.toFixed(2), writeMs: +(performance.now() - t0).toFixed(1) };
@@ -309,7 +323,7 @@ export class Supervisor {
     // No address: keep the old flows until one arrives (a DHCP renew may
     // bring the same address back); a different address flushes them.
     if (addr) {
-      const flushed = this.engine.x.setWanAddress(ipToRaw(addr), nowMs());
+      const flushed = this.dp.setWanAddress(addr);
       this.log.info({ old, new: addr, flushed }, 'WAN address changed');
     } else {
       this.log.warn({ old }, 'WAN address lost');
@@ -322,10 +336,10 @@ export class Supervisor {
   }
 
   private drainEvents(): void {
-    const events = this.engine.drainEvents(4096);
+    const { events, drops } = this.dp.drainEvents(4096);
     for (const ev of events) {
       if (ev.type === 'drop' && ev.reason) {
-        const total = this.engine.dropCount(ev.reason);
+        const total = drops[ev.reason] ?? 0;
         const since = total - (this.lastDrops[ev.reason] ?? 0);
         this.lastDrops[ev.reason] = total;
         // Policy drops are worth a line (at most one a second per reason);
@@ -352,64 +366,29 @@ export class Supervisor {
     }
   }
 
-  /**
-   * Opens both TUNs, with offloads when wanted: IFF_VNET_HDR, then
-   * TUNSETOFFLOAD (the addon asks for less when the kernel refuses). A
-   * kernel that refuses the virtio header on either device gets both
-   * reopened plain: the engine has one slot geometry for both.
-   */
-  private openTuns(offload: boolean): void {
-    const m = this.cfg.main;
-    if (offload) {
-      try {
-        this.tunIn = TunDevice.open(m.tunInside, { offload: true });
-        this.tunOut = TunDevice.open(m.tunOutside, { offload: true });
-        if (this.tunIn.vnet && this.tunOut.vnet) {
-          this.engine.setVnet(true);
-          this.offloadNote = this.tunIn.offloads === this.tunOut.offloads ? '' : 'the two TUNs took different offloads';
-          return;
-        }
-        this.offloadNote = 'the kernel refused IFF_VNET_HDR';
-      } catch (err) {
-        if ((err as { code?: string }).code !== 'EINVAL') throw err;
-        this.offloadNote = `offloads refused: ${(err as Error).message}`;
-      }
-      this.tunIn?.close(); this.tunOut?.close();
-      this.tunIn = null; this.tunOut = null;
-      // EINVAL is also what a name taken by a non-TUN device gives: the plain
-      // open below then fails with the one line that matters, and only if it
-      // succeeds were the offloads what the kernel refused.
-      this.engine.setVnet(false);
-      this.tunIn = TunDevice.open(m.tunInside);
-      this.tunOut = TunDevice.open(m.tunOutside);
-      this.log.warn({ reason: this.offloadNote }, 'TUN offloads unavailable: one packet per read');
-      return;
-    }
-    this.offloadNote = 'off (option offload)';
-    this.engine.setVnet(false);
-    this.tunIn = TunDevice.open(m.tunInside);
-    this.tunOut = TunDevice.open(m.tunOutside);
-  }
-
   /** What `status` says about TUN offloads. */
   offloadStatus(): Record<string, unknown> {
-    const t = this.tunIn;
+    const t = this.tuns;
+    const bits = t?.offloadsIn ?? 0;
     return {
-      enabled: this.engine.vnet, offloads: offloadNames(t?.offloads ?? 0),
-      uso: ((t?.offloads ?? 0) & 0x60) === 0x60, slots: `${this.engine.slotCount} × ${this.engine.slotSize} B`,
-      ...(this.offloadNote ? { note: this.offloadNote } : {}),
+      enabled: t?.vnet ?? false, offloads: offloadNames(bits),
+      uso: (bits & 0x60) === 0x60, slots: t ? `${t.slotCount} × ${t.slotSize} B` : null,
+      ...(t?.note ? { note: t.note } : {}),
     };
   }
 
   status(): Record<string, unknown> {
-    const e = this.engine;
+    // One call: every engine figure below is from the same moment between two batches.
+    const e = this.dp.status();
     return {
       offload: this.offloadStatus(),
+      priority: this.priority,
+      dataPath: { thread: 'worker', threadId: this.dp.threadId, tid: this.dp.tid, mainThreadId: 0, forwarding: this.forwarding, batches: e.batches },
       pid: process.pid, uptimeS: Math.round((Date.now() - this.startedAt) / 1000),
       config: this.cfg.file, lanDevice: this.cfg.main.lanDevice, wanDevice: this.cfg.main.wanDevice,
       wanAddress: this.wanAddress, lanSubnets: this.lanSubnets,
-      flows: { active: e.x.flowActive(), max: e.maxFlows, bytesPerFlow: +e.bytesPerFlow().toFixed(1) },
-      memoryBytes: e.memoryBytes, counters: e.counters(), drops: e.drops(), tunWriteDrops: writeDrops(),
+      flows: { active: e.flowActive, max: this.dp.maxFlows, bytesPerFlow: +e.bytesPerFlow.toFixed(1) },
+      memoryBytes: this.dp.memoryBytes, counters: e.counters, drops: e.drops, tunWriteDrops: writeDrops(), tunQueueDrops: queueDrops(),
       redirects: this.cfg.redirects.length, rules: this.cfg.rules.length,
       // by fw4 name (else the uci section name, else the line)
       redirectList: this.cfg.redirects.map(redirectLabel), ruleList: this.cfg.rules.map(ruleLabel),
@@ -438,7 +417,7 @@ export class Supervisor {
     }
     const restartNeeded: string[] = [];
     const a = this.cfg.main, b = next.main;
-    for (const k of ['lanDevice', 'wanDevice', 'tunInside', 'tunOutside', 'offload', 'maxFlows', 'controlSocket', 'snapshotDir', 'snapshotInterval'] as const) {
+    for (const k of ['lanDevice', 'wanDevice', 'tunInside', 'tunOutside', 'offload', 'priority', 'maxFlows', 'controlSocket', 'snapshotDir', 'snapshotInterval'] as const) {
       if (a[k] !== b[k]) restartNeeded.push(k);
     }
     if (JSON.stringify(a.lanSubnets) !== JSON.stringify(b.lanSubnets)) restartNeeded.push('lanSubnets');
@@ -448,11 +427,12 @@ export class Supervisor {
     }
     const routerLan = routerLanOf(a.lanDevice); // lan_device itself changes only with a restart
     try {
-      applyConfig(this.engine, next, this.lanSubnets, routerLan);
+      // Applied on the data-path thread in one step (or, refused, the running config again): no batch sees half of it.
+      this.dp.reload(next, this.cfg, this.lanSubnets, routerLan, this.routerLan);
     } catch (err) {
-      const msg = (err as Error).message;
+      if (!(err instanceof RemoteError)) throw err;
+      const msg = err.message;
       this.log.error({ error: msg }, 'reload refused; keeping the running config');
-      applyConfig(this.engine, this.cfg, this.lanSubnets, this.routerLan);
       this.observer?.noteReload(false);
       return { ok: false, error: msg };
     }
@@ -480,15 +460,15 @@ export class Supervisor {
       case 'conntrack':
         return { ok: true, data: this.entries() };
       case 'conntrack-flush': {
-        const flushed = this.engine.x.flushAll();
+        const flushed = this.dp.flushAll();
         this.log.info({ flows: flushed }, 'conntrack -F: every table emptied');
         return { ok: true, data: { flushed } };
       }
       case 'conntrack-delete': {
         const filter: ConntrackFilter | undefined = req.filter;
         if (!filter || typeof filter !== 'object' || filterEmpty(filter)) return { ok: false, error: 'conntrack-delete needs a filter' };
-        const victims = this.entries().filter((e) => matches(e, filter));
-        const deleted = victims.filter((e) => this.engine.deleteEntry(e));
+        // Chosen and deleted in one step on the data-path thread.
+        const deleted = this.dp.deleteMatching(filter, this.wanAddress ?? '0.0.0.0');
         this.log.info({ filter, deleted: deleted.length }, 'conntrack -D: entries deleted');
         return { ok: true, data: deleted };
       }
@@ -501,14 +481,40 @@ export class Supervisor {
       }
       case 'capture-start': case 'capture-read': case 'capture-stop':
         return this.observer ? this.observer.captureCommand(req) : { ok: false, error: 'not running' };
+      case 'debug-block-main': case 'debug-crash-datapath':
+        if (process.env.VPNMASQ_TEST_HOOKS === '1') return this.testHook(req);
+        return { ok: false, error: `unknown command ${req.cmd}` };
       default: return { ok: false, error: `unknown command ${(req as { cmd: unknown }).cmd}` };
     }
   }
 
+  /**
+   * Test hooks (VPNMASQ_TEST_HOOKS=1 only). debug-block-main: the main thread
+   * spins (no timer, no socket, no log runs) after writing `marker`, until
+   * the file `until` exists or `ms` passed; traffic must flow meanwhile.
+   * debug-crash-datapath: the data-path thread throws outside any call.
+   */
+  private testHook(req: Request): Response {
+    if (req.cmd === 'debug-crash-datapath') { this.dp.call('crash'); return { ok: true }; }
+    const limit = Math.min(Number(req.ms) || 1000, 120000);
+    if (req.marker) writeFileSync(req.marker, String(process.pid));
+    const t0 = performance.now();
+    let released = false;
+    while (performance.now() - t0 < limit) {
+      if (req.until && existsSync(req.until)) { released = true; break; }
+    }
+    return { ok: true, data: { blockedMs: Math.round(performance.now() - t0), released } };
+  }
+
+  /** The data-path thread is gone or stuck: one line, then exit non-zero (the respawn and the fail-closed guard take over). */
+  private dataPathDied(reason: string): never {
+    this.log.fatal(`data path thread died: ${reason}`);
+    process.exit(1);
+  }
+
   /** Every entry of the flow, ESP, IKE and call tables, as `conntrack` lists them. */
   private entries(): FlowEntry[] {
-    const wan = this.wanAddress ?? '0.0.0.0';
-    return [...this.engine.flows(wan), ...this.engine.vpnEntries(wan)];
+    return this.dp.entries(this.wanAddress ?? '0.0.0.0');
   }
 
   /** Idempotent: stops traffic, removes routes, TUNs, the socket, timers. */
@@ -517,13 +523,13 @@ export class Supervisor {
     this.stopping = true;
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
-    this.loop?.stop();
+    if (this.forwarding) this.dp.stopLoop();
     this.wan?.stop();
     const errors: string[] = [];
     // Clean stop: the last state, taken after the last batch.
-    if (this.loop && this.snap) {
+    if (this.forwarding && this.snap) {
       try {
-        const c = capture(this.engine, this.wanAddress ? ipToRaw(this.wanAddress) : 0, nowMs());
+        const c = this.dp.capture(this.wanAddress);
         const bytes = writeCaptureSync(this.snapshotFile(), c);
         this.log.info({ file: this.snapshotFile(), bytes }, 'state snapshot written');
       } catch (err) { errors.push(`snapshot: ${(err as Error).message}`); }
@@ -531,11 +537,13 @@ export class Supervisor {
     // Only what this run installed: a setupRouting that failed has already
     // undone its partial work, and a crash's leftovers are the next start's.
     try { this.routing?.teardown(); } catch (err) { errors.push((err as Error).message); }
-    this.tunIn?.close();
-    this.tunOut?.close();
+    if (this.dp) this.dp.closeTuns();
     await this.control?.close();
     await this.observer?.stop();
-    if (this.engine) this.drainEvents();
+    if (this.dp) {
+      this.drainEvents();
+      await this.dp.terminate();
+    }
     if (errors.length) this.log.error({ errors }, 'teardown incomplete');
     else this.log.info('vpnmasq stopped; routes and TUN devices removed (the fail-closed guard stays: vpnmasq guard remove)');
   }

@@ -1,7 +1,10 @@
 // The TCP run (issue 10): bulk TCP through each router mode with iperf3,
 // 1 and 4 streams, LAN→WAN (upload) and WAN→LAN (download, iperf3 -R: the
 // WAN host sends), medians of --tcp-reps runs; ping RTT through the router
-// idle and while a 4-stream upload runs; CPU seconds per GB moved.
+// idle and during every repetition of every row (latency under load: pings
+// from the LAN host every 10 ms, from 0.5 s after the transfer starts to its
+// end; the row's figure is the median over its repetitions' medians, and the
+// 99th percentile likewise); CPU seconds per GB moved.
 //
 // CPU: the kernel NAT's work runs in softirq context on whatever CPU the
 // packet is on, so it cannot be charged to the router namespace alone. Two
@@ -12,7 +15,7 @@
 // not the kernel's TUN and forwarding work done on its behalf in softirq).
 import { readFileSync } from 'node:fs';
 import { runIn, stopChild } from '../../dist/lab/run.js';
-import { firstLine, iperfError, log, median, sleep, waitListening } from './common.js';
+import { firstLine, iperfError, log, median, quantile, sleep, waitListening } from './common.js';
 
 export const TCP_PORT = 5301;
 const TICK = 100; // USER_HZ: /proc/stat and /proc/<pid>/stat count in 1/100 s
@@ -60,12 +63,22 @@ async function pingDuring(lab, seconds) {
   const count = Math.max(10, Math.floor((seconds * 1000 - 500) / 10));
   const r = await runIn(lab, lab.lan[0], ['ping', '-n', '-c', String(count), '-i', '0.01', '-W', '1', lab.addr.wan[0]], (seconds + 20) * 1000);
   const rtts = [...r.stdout.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1]));
-  return { sent: count, received: rtts.length, medianMs: median(rtts) };
+  return { sent: count, received: rtts.length, medianMs: median(rtts), p99Ms: quantile(rtts, 0.99) };
+}
+
+/** One iperf3 run with pings beside it, from 0.5 s in to its end. */
+async function iperfWithPing(lab, row, seconds) {
+  const run = iperfTcp(lab, { ...row, seconds });
+  const ping = sleep(500).then(() => pingDuring(lab, seconds - 0.5));
+  const [r, p] = await Promise.allSettled([run, ping]);
+  if (r.status === 'rejected') throw r.reason;
+  return { ...r.value, ping: p.status === 'fulfilled' ? p.value : null };
 }
 
 /**
- * The TCP rows for one router mode (already up): { ok, error, rows: {key: {reps, medianMbps}},
- * pingIdleMs, pingLoadMs, cpu: { machineSPerGB, procSPerGB } }. Never throws.
+ * The TCP rows for one router mode (already up): { ok, error, rows: {key: {reps, medianMbps,
+ * pingMs, pingP99Ms}}, pingIdleMs, pingLoadMs (the 4-stream upload's), cpu: { machineSPerGB, procSPerGB } }.
+ * Never throws.
  */
 export async function benchTcp(lab, mode, a) {
   const res = { ok: false, error: null, rows: {}, pingIdleMs: NaN, pingLoadMs: NaN, cpu: null };
@@ -80,11 +93,12 @@ export async function benchTcp(lab, mode, a) {
       for (let i = 0; i < a.tcpReps; i++) {
         const b0 = machineBusy(), p0 = procCpu(mode.pid?.());
         try {
-          const r = await iperfTcp(lab, { ...row, seconds: a.tcpSeconds });
+          const r = await iperfWithPing(lab, row, a.tcpSeconds);
           const b1 = machineBusy(), p1 = procCpu(mode.pid?.());
           reps.push(r);
           bytes += r.bytes; busy += b1 - b0; proc += p1 - p0;
-          log(`${mode.label} ${row.what} rep ${i + 1}/${a.tcpReps}: ${r.mbps.toFixed(0)} Mbit/s, ${r.retransmits} retransmits`);
+          log(`${mode.label} ${row.what} rep ${i + 1}/${a.tcpReps}: ${r.mbps.toFixed(0)} Mbit/s, ${r.retransmits} retransmits, ` +
+            `ping median ${fmt(r.ping?.medianMs, 3)} ms, p99 ${fmt(r.ping?.p99Ms, 3)} ms`);
         } catch (e) {
           reps.push({ error: e.message });
           log(`${mode.label} ${row.what} rep ${i + 1}/${a.tcpReps}: FAILED: ${firstLine(e.message)}`);
@@ -93,14 +107,12 @@ export async function benchTcp(lab, mode, a) {
         await sleep(300);
       }
       const good = reps.filter((r) => !r.error);
-      res.rows[row.key] = { reps, medianMbps: median(good.map((r) => r.mbps)), goodReps: good.length };
+      res.rows[row.key] = {
+        reps, medianMbps: median(good.map((r) => r.mbps)), goodReps: good.length,
+        pingMs: median(good.map((r) => r.ping?.medianMs)), pingP99Ms: median(good.map((r) => r.ping?.p99Ms)),
+      };
     }
-    // Latency under load: pings while a 4-stream upload runs.
-    const load = iperfTcp(lab, { streams: 4, reverse: false, seconds: a.tcpSeconds + 1 });
-    await sleep(500);
-    const ping = await pingDuring(lab, a.tcpSeconds);
-    await load.catch(() => undefined);
-    res.pingLoadMs = ping.medianMs;
+    res.pingLoadMs = res.rows.up4.pingMs;
     const gb = bytes / 1e9;
     res.cpu = { gb, machineSPerGB: busy / TICK / gb, procSPerGB: Number.isFinite(proc) ? proc / TICK / gb : NaN };
     res.ok = Object.values(res.rows).every((r) => r.goodReps > 0);
@@ -129,7 +141,13 @@ export function printTcpTable(a, modes, renderRows) {
   }
   const diff = (f) => (k && v ? `${v[f] - k[f] >= 0 ? '+' : ''}${fmt((v[f] - k[f]) * 1000, 0)} µs` : undefined);
   rows.push(['ping RTT idle, median (ms)', ...withTcp.map((m) => fmt(m.tcp.pingIdleMs, 3)), ...(k && v ? [diff('pingIdleMs')] : [])]);
-  rows.push(['ping RTT under 4-stream upload (ms)', ...withTcp.map((m) => fmt(m.tcp.pingLoadMs, 3)), ...(k && v ? [diff('pingLoadMs')] : [])]);
+  for (const r of TCP_ROWS) {
+    for (const [f, what] of [['pingMs', 'median'], ['pingP99Ms', 'p99']]) {
+      const d = k && v ? v.rows[r.key]?.[f] - k.rows[r.key]?.[f] : NaN;
+      rows.push([`ping RTT ${what} during ${r.what.replace('TCP ', '')} (ms)`, ...withTcp.map((m) => fmt(m.tcp.rows[r.key]?.[f], 3)),
+        ...(k && v ? [`${d >= 0 ? '+' : ''}${fmt(d * 1000, 0)} µs`] : [])]);
+    }
+  }
   rows.push(['machine CPU s per GB (all processes)', ...withTcp.map((m) => fmt(m.tcp.cpu?.machineSPerGB, 2)), ...(k && v ? [''] : [])]);
   rows.push(['vpnmasq process CPU s per GB', ...withTcp.map((m) => fmt(m.tcp.cpu?.procSPerGB, 2)), ...(k && v ? [''] : [])]);
   const out = ['', `TCP: iperf3 -P 1 / -P 4, ${a.tcpSeconds} s, median of ${a.tcpReps} reps per row; WAN→LAN is iperf3 -R (the WAN host sends)`, ...renderRows(rows)];

@@ -387,6 +387,8 @@ function formatStatus(s: Record<string, any>): string {
     `redirects ${s.redirects}, rules ${s.rules}`,
     ...(s.offload ? [`offload ${s.offload.enabled ? (s.offload.offloads as string[]).join(' ') || 'virtio header only' : 'off'}` +
       `${s.offload.enabled && !s.offload.uso ? ' (no USO)' : ''}, slots ${s.offload.slots}${s.offload.note ? ` (${s.offload.note})` : ''}`] : []),
+    ...(s.dataPath ? [`data path on its own thread (worker ${s.dataPath.threadId}), ${s.dataPath.batches} batches`] : []),
+    ...(s.priority ? [`data path ${s.priority.applied}${s.priority.note ? ` (${s.priority.note})` : ''}`] : []),
     ...((s.redirectList ?? []) as string[]).map((l) => `  redirect ${l}`),
     ...((s.ruleList ?? []) as string[]).map((l) => `  rule ${l}`),
     ...snapshotLines(s.snapshot),
@@ -396,6 +398,7 @@ function formatStatus(s: Record<string, any>): string {
     ...Object.entries(s.drops as Record<string, number>).map(([k, v]) => `  ${k.padEnd(16)} ${v}`),
   ];
   if (s.tunWriteDrops) lines.push(`  ${'tun_write'.padEnd(16)} ${s.tunWriteDrops}`);
+  if (s.tunQueueDrops) lines.push(`  ${'tun_queue'.padEnd(16)} ${s.tunQueueDrops}`);
   return lines.join('\n') + '\n';
 }
 

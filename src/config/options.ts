@@ -98,6 +98,20 @@ const logLevel: ValueType<LogLevel> = {
   range: LOG_LEVELS.join(', '),
 };
 
+/** `option priority`: the data path's scheduling (src/datapath/priority.ts). */
+export const PRIORITIES = ['normal', 'high', 'realtime'] as const;
+export type Priority = (typeof PRIORITIES)[number];
+
+const priority: ValueType<Priority> = {
+  list: false,
+  read: (sec, [v]) => {
+    if (!(PRIORITIES as readonly string[]).includes(v!.value)) bad(sec, v!, `is not a priority (${PRIORITIES.join(', ')})`);
+    return v!.value as Priority;
+  },
+  text: (s) => [s],
+  range: PRIORITIES.join(', '),
+};
+
 /** LAN networks: each a real LAN range, none overlapping another. Normalised CIDR strings. */
 const lanSubnets: ValueType<string[]> = {
   list: true,
@@ -255,6 +269,8 @@ export const MAIN_TABLE = [
   opt('tun_inside', ifname, 'tin', 'TUN device on the LAN side'),
   opt('tun_outside', ifname, 'tout', 'TUN device on the WAN side'),
   opt('offload', bool, true, 'TUN offloads: GSO super-packets and partial checksums pass through whole (falls back when the kernel refuses)'),
+  opt('priority', priority, 'realtime' as Priority,
+    'scheduling of the data path: realtime (SCHED_FIFO 10, as the kernel forwards ahead of processes), high (nice -10) or normal'),
   opt('lan_subnet', lanSubnets, [] as string[], 'LAN networks; none: the subnets of lan_device at run time', { key: 'lanSubnets' }),
   opt('max_flows', uint(1024, 4194304), 65536, 'size of the flow table (fixed memory)'),
   opt('log_level', logLevel, 'info' as LogLevel, 'log level'),

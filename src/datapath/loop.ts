@@ -1,5 +1,6 @@
 // The batch loop: the data path between the TUNs (src/tun/, a leaf that knows
-// nothing of the engine) and the engine. When a TUN is readable, read a batch of packets straight
+// nothing of the engine) and the engine, run on the data-path thread
+// (worker.ts) in the daemon. When a TUN is readable, read a batch of packets straight
 // into the engine's slots, let the engine decide, write the passing ones
 // back into the same TUN (the kernel routes them on with the main table).
 // Per batch there is one read loop in C++, one Wasm call and one write loop

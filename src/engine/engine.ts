@@ -10,6 +10,8 @@ import { fileURLToPath } from 'node:url';
 import { createHash, randomBytes } from 'node:crypto';
 import * as A from './abi.js';
 import {
+  CAPH_HEAD, CAPH_LOST, CAPH_TAIL, CAPR_CAPLEN, CAPR_DATA, CAPR_LEN, CAPR_REASON, CAPR_SIDE, CAPR_TIME,
+  CAPTURE_HEADER, CAPTURE_REC_SIZE, CAPTURE_SLOTS,
   C_DROP_BASE, COUNTERS, DROP_REASONS, EV_AH_REFUSED, EV_DROP, EV_ESP_BOUND, EV_FLOW_EXPIRED, EV_FLOW_NEW, EV_FLUSH,
   EV_IKE_COLLISION, FL_IN_USE, FL_REDIRECT,
   FL_REPLIED, F_ALIAS_PORT, F_EXPIRES, F_FLAGS, F_LAN_ADDR, F_LAN_PORT, F_PKTS_IN, F_PKTS_OUT, F_PROTO, F_REM_ADDR,
@@ -48,6 +50,44 @@ export interface FlowEntry {
   callIdLan?: number; callIdAlias?: number; callIdRemote?: number | null;
   /** Which record: table and index ('flow:12', 'esp:0', 'ike:3', 'call:1'), for deleteEntry. */
   id?: string;
+}
+
+/** A dropped packet the capture ring held (src/observe/capture.ts). */
+export interface CapturedDrop {
+  /** Wall-clock time, ms since the epoch (the engine's clock has 100 ms steps). */
+  timeMs: number;
+  reason: string;
+  side: 'lan' | 'wan';
+  /** The packet's length; `data` holds at most 2048 bytes of it. */
+  length: number;
+  /** The packet from its IP header, base64. */
+  data: string;
+}
+
+/** What takeCaptured() moved out of the ring. */
+export interface CaptureTake {
+  drops: CapturedDrop[];
+  /** records emptied from the ring without a copy (no room) */
+  skipped: number;
+  /** the engine's own count of records it had no ring room for, since it started */
+  engineLost: number;
+}
+
+/**
+ * What the main thread reads of an engine: the engine itself in tests and
+ * benches, the data-path thread's client (src/datapath/thread.ts) in the
+ * daemon. Every method returns a copy taken between two batches.
+ */
+export interface EngineView {
+  readonly maxFlows: number;
+  readonly memoryBytes: number;
+  counters(): Record<string, number>;
+  drops(): Record<string, number>;
+  flowActive(): number;
+  flows(wanAddress: string, now?: number, limit?: number): FlowEntry[];
+  vpnEntries(wanAddress: string): FlowEntry[];
+  setCapture(on: boolean, reason: number): void;
+  takeCaptured(room: number): CaptureTake;
 }
 
 /** The tables the engine's deleteEntry knows, by the number it takes (assembly/nat/delete.ts). */
@@ -104,7 +144,7 @@ export function continueClock(ms: number): void {
   if (off > clockOffsetMs) clockOffsetMs = off;
 }
 
-export class Engine {
+export class Engine implements EngineView {
   readonly memory: WebAssembly.Memory;
   readonly x: EngineExports;
   readonly buffer: ArrayBuffer;
@@ -308,6 +348,42 @@ export class Engine {
     const i = DROP_REASONS.indexOf(reason as (typeof DROP_REASONS)[number]);
     if (i < 0) throw new Error(`unknown drop reason ${reason}`);
     return this.counter(C_DROP_BASE + i);
+  }
+
+  flowActive(): number { return this.x.flowActive(); }
+
+  // ---- drop capture ring (assembly/nat/capture.ts) ------------------------
+  /** reason 0: every drop reason. */
+  setCapture(on: boolean, reason: number): void { this.x.setCapture(on ? 1 : 0, reason); }
+
+  /** Empties the capture ring: copies of at most `room` records, the rest only counted. */
+  takeCaptured(room: number): CaptureTake {
+    const base = this.x.capturePtr();
+    const dv = this.dv, u8 = this.u8;
+    const head = dv.getUint32(base + CAPH_HEAD, true);
+    let tail = dv.getUint32(base + CAPH_TAIL, true);
+    // engine clock (ms) → wall clock
+    const offset = Date.now() - nowMs();
+    const drops: CapturedDrop[] = [];
+    let skipped = 0;
+    while (tail !== head) {
+      const r = base + CAPTURE_HEADER + (tail & (CAPTURE_SLOTS - 1)) * CAPTURE_REC_SIZE;
+      if (drops.length < room) {
+        const caplen = dv.getUint16(r + CAPR_CAPLEN, true);
+        drops.push({
+          timeMs: Math.round(dv.getUint32(r + CAPR_TIME, true) * 100 + offset),
+          reason: DROP_REASONS[u8[r + CAPR_REASON]!] ?? String(u8[r + CAPR_REASON]),
+          side: u8[r + CAPR_SIDE] ? 'wan' : 'lan',
+          length: dv.getUint32(r + CAPR_LEN, true),
+          data: Buffer.from(u8.subarray(r + CAPR_DATA, r + CAPR_DATA + caplen)).toString('base64'),
+        });
+      } else {
+        skipped++;
+      }
+      tail = (tail + 1) >>> 0;
+    }
+    dv.setUint32(base + CAPH_TAIL, tail, true);
+    return { drops, skipped, engineLost: dv.getUint32(base + CAPH_LOST, true) };
   }
 
   // ---- events ----------------------------------------------------------

@@ -1,33 +1,21 @@
 // The supervisor's side of the drop capture (assembly/nat/capture.ts): the
 // engine copies dropped packets into a fixed ring while a capture runs; this
-// drains the ring on a 100 ms timer (off the batch loop), keeps a bounded
+// drains the ring on a 100 ms timer (Engine.takeCaptured, run on the
+// data-path thread between batches, returns copies), keeps a bounded
 // backlog for the CLI, which fetches it over the control socket
 // (capture-read) and writes pcap (src/cli/capture.ts). One capture at a
 // time; a capture whose client stopped asking for 5 s is switched off, so a
 // killed CLI never leaves the engine copying drops.
 
-import type { Engine } from '../engine/engine.js';
-import { nowMs } from '../engine/engine.js';
-import {
-  CAPH_HEAD, CAPH_LOST, CAPH_TAIL, CAPR_CAPLEN, CAPR_DATA, CAPR_LEN, CAPR_REASON, CAPR_SIDE, CAPR_TIME,
-  CAPTURE_HEADER, CAPTURE_REC_SIZE, CAPTURE_SLOTS, DROP_REASONS,
-} from '../engine/abi.js';
+import type { CapturedDrop, EngineView } from '../engine/engine.js';
+import { DROP_REASONS } from '../engine/abi.js';
+
+export type { CapturedDrop } from '../engine/engine.js';
 
 export const DRAIN_MS = 100;
 export const LEASE_MS = 5000;
 /** Records kept for the CLI between two reads; beyond this they count as lost. */
 export const BACKLOG = 2048;
-
-export interface CapturedDrop {
-  /** Wall-clock time, ms since the epoch (the engine's clock has 100 ms steps). */
-  timeMs: number;
-  reason: string;
-  side: 'lan' | 'wan';
-  /** The packet's length; `data` holds at most 2048 bytes of it. */
-  length: number;
-  /** The packet from its IP header, base64. */
-  data: string;
-}
 
 export interface CaptureRead { drops: CapturedDrop[]; lost: number; active: boolean }
 
@@ -40,7 +28,7 @@ export class DropCapture {
   private lostSeen = 0;
 
   /** onExpire: called when the lease ran out and the capture was switched off. */
-  constructor(private readonly engine: Engine, private readonly onExpire: () => void = () => {}) {}
+  constructor(private readonly engine: Pick<EngineView, 'setCapture' | 'takeCaptured'>, private readonly onExpire: () => void = () => {}) {}
 
   get running(): boolean { return this.active; }
 
@@ -56,7 +44,7 @@ export class DropCapture {
     this.lost = 0;
     this.lostSeen = 0;
     this.lastRead = Date.now();
-    this.engine.x.setCapture(1, code);
+    this.engine.setCapture(true, code);
     this.active = true;
     this.timer = setInterval(() => this.tick(), DRAIN_MS);
     this.timer.unref();
@@ -69,34 +57,10 @@ export class DropCapture {
 
   /** Moves the engine's ring into the backlog. */
   drain(): void {
-    const e = this.engine;
-    const base = e.x.capturePtr();
-    const dv = new DataView(e.buffer);
-    const u8 = new Uint8Array(e.buffer);
-    const head = dv.getUint32(base + CAPH_HEAD, true);
-    let tail = dv.getUint32(base + CAPH_TAIL, true);
-    // engine clock (ms) → wall clock
-    const offset = Date.now() - nowMs();
-    while (tail !== head) {
-      const r = base + CAPTURE_HEADER + (tail & (CAPTURE_SLOTS - 1)) * CAPTURE_REC_SIZE;
-      if (this.backlog.length < BACKLOG) {
-        const caplen = dv.getUint16(r + CAPR_CAPLEN, true);
-        this.backlog.push({
-          timeMs: Math.round(dv.getUint32(r + CAPR_TIME, true) * 100 + offset),
-          reason: DROP_REASONS[u8[r + CAPR_REASON]!] ?? String(u8[r + CAPR_REASON]),
-          side: u8[r + CAPR_SIDE] ? 'wan' : 'lan',
-          length: dv.getUint32(r + CAPR_LEN, true),
-          data: Buffer.from(u8.subarray(r + CAPR_DATA, r + CAPR_DATA + caplen)).toString('base64'),
-        });
-      } else {
-        this.lost++;
-      }
-      tail = (tail + 1) >>> 0;
-    }
-    dv.setUint32(base + CAPH_TAIL, tail, true);
-    const engineLost = dv.getUint32(base + CAPH_LOST, true);
-    this.lost += engineLost - this.lostSeen;
-    this.lostSeen = engineLost;
+    const t = this.engine.takeCaptured(BACKLOG - this.backlog.length);
+    for (const d of t.drops) this.backlog.push(d);
+    this.lost += t.skipped + t.engineLost - this.lostSeen;
+    this.lostSeen = t.engineLost;
   }
 
   /** What was captured since the last read (and renews the lease). */
@@ -111,7 +75,7 @@ export class DropCapture {
 
   stop(): void {
     if (!this.active) return;
-    this.engine.x.setCapture(0, 0);
+    this.engine.setCapture(false, 0);
     this.drain();
     this.active = false;
     if (this.timer) clearInterval(this.timer);

@@ -7,10 +7,9 @@
 import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Config } from '../config/index.js';
-import type { Engine, FlowEntry } from '../engine/engine.js';
-import type { BatchLoop } from '../datapath/loop.js';
+import type { EngineView, FlowEntry } from '../engine/engine.js';
 import type { Logger } from '../log.js';
-import { writeDrops } from '../tun/tun.js';
+import { queueDrops, writeDrops } from '../tun/tun.js';
 import { collectStats, type SnapshotTally, type Stats, type WanChange } from './stats.js';
 import { CONTENT_TYPE, renderMetrics } from './metrics.js';
 import { ReadOnlyServer, type Reply } from './http.js';
@@ -30,12 +29,15 @@ export interface FlowsView { total: number; shown: number; limit: number; flows:
 
 export interface ObserverOptions {
   cfg: Config;
-  engine: Engine;
+  engine: EngineView;
   log: Logger;
   lanSubnets: string[];
-  loop: () => BatchLoop | null;
+  /** The batch loop's batch-size histogram (BatchLoop, or the data-path thread's copy of it). */
+  loop: () => { readonly batchSizes: Float64Array } | null;
   /** The state snapshot's tallies (absent: no snapshot kept). */
   snapshot?: () => SnapshotTally;
+  /** The TUN_F_* offload bits the TUNs took (absent: 0, off). */
+  offloadBits?: () => number;
 }
 
 export class Observer {
@@ -92,9 +94,11 @@ export class Observer {
   private snapshot(now = Date.now()) {
     if (!this.cachedStats || now - this.cachedStats.at >= SNAPSHOT_MS) {
       const tunWriteDrops = () => { try { return writeDrops(); } catch { return 0; } }; // no addon: engine-only tests
+      const tunQueueDrops = () => { try { return queueDrops(); } catch { return 0; } };
       const stats = collectStats(this.o.engine, {
         startTimeMs: this.startTimeMs, wanAddress: this.wanAddress, wanChanges: this.wanChanges, wanHistory: this.wanHistory,
         reloadsOk: this.reloadsOk, reloadsFailed: this.reloadsFailed, batchSizes: this.o.loop()?.batchSizes ?? null, tunWriteDrops,
+        tunQueueDrops, offloadBits: this.o.offloadBits,
         snapshot: this.o.snapshot?.() ?? null,
       });
       this.cachedStats = { at: now, stats };
@@ -119,7 +123,7 @@ export class Observer {
       const wan = this.wanAddress ?? '0.0.0.0';
       const flows = this.o.engine.flows(wan, undefined, FLOW_LIMIT);
       const view: FlowsView = {
-        total: this.o.engine.x.flowActive(), shown: flows.length, limit: FLOW_LIMIT, flows, vpn: this.o.engine.vpnEntries(wan),
+        total: this.o.engine.flowActive(), shown: flows.length, limit: FLOW_LIMIT, flows, vpn: this.o.engine.vpnEntries(wan),
       };
       this.cachedFlows = { at: now, json: JSON.stringify(view) };
     }

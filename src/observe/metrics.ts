@@ -13,6 +13,7 @@
 // that sums up (side, reason, table, protocol/state).
 
 import type { Stats } from './stats.js';
+import { TUN_F } from '../tun/tun.js';
 
 export const CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
 
@@ -70,6 +71,16 @@ export function renderMetrics(s: Stats): string {
   w.family('vpnmasq_drops_total', 'counter', 'Packets the engine dropped, by reason (every reason, zeros included).',
     Object.entries(s.drops).map(([reason, n]) => [{ reason }, n]));
   w.family('vpnmasq_tun_write_drops_total', 'counter', 'Packets the TUN write dropped (queue full, link down).', [[undefined, s.tunWriteDrops]]);
+  w.family('vpnmasq_tun_queue_drops_total', 'counter',
+    'TCP packets the TUN readers dropped at the head of a standing queue (CoDel on the TUN ring).', [[undefined, s.tunQueueDrops]]);
+  w.family('vpnmasq_tun_offload', 'gauge', 'TUN offloads the kernel accepted (1) or not (0), by offload.',
+    Object.entries(TUN_F).filter(([k]) => k !== 'TSO_ECN' && k !== 'UFO')
+      .map(([k, bit]) => [{ offload: k.toLowerCase() }, (s.offload.bits & bit) !== 0 ? 1 : 0]));
+  w.family('vpnmasq_gso_packets_total', 'counter', 'GSO super-packets read (translated whole, segmented further on by the kernel).',
+    [[undefined, s.offload.gsoPackets]]);
+  w.family('vpnmasq_gso_bytes_total', 'counter', 'IP bytes of the GSO super-packets read.', [[undefined, s.offload.gsoBytes]]);
+  w.family('vpnmasq_csum_partial_packets_total', 'counter',
+    'Packets read with a partial L4 checksum (NEEDS_CSUM: the kernel finishes it further on).', [[undefined, s.offload.csumPartial]]);
   w.family('vpnmasq_flows_created_total', 'counter', 'Flows created.', [[undefined, s.flowsCreated]]);
   w.family('vpnmasq_flows_expired_total', 'counter', 'Flows expired by their idle timeout.', [[undefined, s.flowsExpired]]);
   w.family('vpnmasq_flows_flushed_total', 'counter', 'Flows flushed by a WAN address change.', [[undefined, s.flowsFlushed]]);

@@ -4,9 +4,9 @@
 // (metrics.ts) and the dashboard's JSON (server.ts) are made from it, and it
 // is rebuilt at most once a second whatever the number of requests
 // (Observer.stats in index.ts), so a scraper or a browser can never make the
-// main thread, which also runs the batch loop, do more than that.
+// main thread, or the data-path thread it asks for the engine's copies, do more than that.
 
-import type { Engine } from '../engine/engine.js';
+import type { EngineView } from '../engine/engine.js';
 import { DROP_REASONS, TABLE_CAPACITY } from '../engine/abi.js';
 import { BATCH_BUCKETS } from '../datapath/loop.js';
 
@@ -40,6 +40,10 @@ export interface Stats {
   drops: Record<string, number>;
   /** Packets the TUN write dropped (full queue, link down). */
   tunWriteDrops: number;
+  /** TCP packets the TUN readers' queue discipline dropped (src/tun/tun.ts ReaderQueue). */
+  tunQueueDrops: number;
+  /** TUN offloads: the TUN_F_* bits the kernel took (0: off), and what came through them. */
+  offload: { bits: number; gsoPackets: number; gsoBytes: number; csumPartial: number };
   flowsCreated: number;
   flowsExpired: number;
   flowsFlushed: number;
@@ -78,6 +82,10 @@ export interface SupervisorTallies {
   /** BatchLoop.batchSizes (null before the loop starts). */
   batchSizes: Float64Array | null;
   tunWriteDrops(): number;
+  /** the readers' queue-discipline drops (default: none counted) */
+  tunQueueDrops?(): number;
+  /** the TUN_F_* offload bits the TUNs took (default: 0, off) */
+  offloadBits?(): number;
   snapshot?: SnapshotTally | null;
 }
 
@@ -93,10 +101,11 @@ function histogram(raw: Float64Array | null, side: number): BatchHistogram {
   return { le: BUCKET_LE, cumulative, count: acc, sum: raw ? raw[side * (BATCH_BUCKETS + 1) + BATCH_BUCKETS]! : 0 };
 }
 
-export function collectStats(e: Engine, t: SupervisorTallies): Stats {
+export function collectStats(e: EngineView, t: SupervisorTallies): Stats {
   const c = e.counters();
+  const nonZero = e.drops();
   const drops: Record<string, number> = {};
-  for (let r = 1; r < DROP_REASONS.length; r++) drops[DROP_REASONS[r]!] = e.dropCount(DROP_REASONS[r]!);
+  for (let r = 1; r < DROP_REASONS.length; r++) drops[DROP_REASONS[r]!] = nonZero[DROP_REASONS[r]!] ?? 0;
   // ESP states need the table (at most ESP capacity records, once a second).
   const esp = { outstanding: 0, established: 0, squelched: 0 };
   for (const v of e.vpnEntries(t.wanAddress ?? '0.0.0.0')) {
@@ -114,13 +123,15 @@ export function collectStats(e: Engine, t: SupervisorTallies): Stats {
     localAccepted: c.localAccept!,
     drops,
     tunWriteDrops: t.tunWriteDrops(),
+    tunQueueDrops: t.tunQueueDrops?.() ?? 0,
+    offload: { bits: t.offloadBits?.() ?? 0, gsoPackets: c.gsoRx!, gsoBytes: c.gsoBytes!, csumPartial: c.csumPartial! },
     flowsCreated: c.flowsNew!,
     flowsExpired: c.flowsExpired!,
     flowsFlushed: c.flowsFlushed!,
     eventsLost: c.eventsLost!,
     earlyDrops: c.earlyDrops ?? 0,
     tables: [
-      { table: 'flows', used: e.x.flowActive(), capacity: e.maxFlows },
+      { table: 'flows', used: e.flowActive(), capacity: e.maxFlows },
       { table: 'bindings', used: c.bindingsActive!, capacity: TABLE_CAPACITY.bindings },
       { table: 'esp', used: c.espActive!, capacity: TABLE_CAPACITY.esp },
       { table: 'ike', used: c.ikeActive!, capacity: TABLE_CAPACITY.ike },

@@ -1,10 +1,10 @@
 // Taking and restoring the engine's state.
 //
-// Take: between two batches (the batch loop and the timers share one
-// thread), copy every region the engine lists into JS buffers in one short
-// synchronous step; checksum and write the copy later, off that step, to a
-// temporary file renamed over the old one (a crash mid-write leaves the
-// previous snapshot, never half a file).
+// Take: between two batches (on the data-path thread, src/datapath/worker.ts,
+// which hands the buffers to the main thread), copy every region the engine
+// lists into JS buffers in one short synchronous step; checksum and write
+// the copy later, off that step, to a temporary file renamed over the old
+// one (a crash mid-write leaves the previous snapshot, never half a file).
 //
 // Restore: the framing is checked here (magic, version, CRC, sizes), the
 // header against this engine and configuration (layout version, max_flows,

@@ -19,8 +19,10 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <ctime>
 
 #include <fcntl.h>
+#include <sched.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
 #include <sys/ioctl.h>
@@ -34,6 +36,7 @@ namespace {
 // supervisor can turn them into metrics without per-packet callbacks.
 std::atomic<uint64_t> g_write_drops{0};
 std::atomic<uint64_t> g_read_truncated{0};
+std::atomic<uint64_t> g_queue_drops{0};
 
 const char* ErrnoName(int e) {
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
@@ -275,17 +278,111 @@ bool ArgVnet(const Napi::CallbackInfo& info, size_t i, uint64_t len, uint64_t n,
   return true;
 }
 
-// readBatch(fd, buf, slotBase, slotSize, lenBase, max[, hdrBase, hdrStride]) -> count
+// The reader's queue discipline (src/tun/tun.ts ReaderQueue): a TUN gives
+// no backpressure (tun_net_xmit drops when its ring of txqueuelen entries is
+// full and never stops the qdisc), so the ring in front of our reads is the
+// router's only queue, and with offloads each entry can be a 64 KB
+// super-packet: TCP fills it up to its send buffer (milliseconds). The
+// reader cannot see when a packet entered the ring, but it does see the
+// ring empty (EAGAIN); "time since the ring was last empty" bounds every
+// queued packet's sojourn from above and is what CoDel (RFC 8289) runs on
+// here: while it stays above target for a whole interval, TCP packets are
+// dropped at the head, at CoDel's rising rate, until the ring empties. Only
+// TCP is dropped (it answers with a smaller window; dropping a UDP or ESP
+// flood's packets only loses them, the ring stays full). A batch also
+// stops after batchBytes, so one side's 64 super-packets (4 MB, several
+// milliseconds of writes) never hold up the other side's packets.
+// Layout: Float64Array fields, shared with tun.ts (RQ_*).
+enum : int {
+  kRqBatchBytes = 0,   // policy: stop a batch at this many IP bytes (0: no limit)
+  kRqTargetNs,         // policy: CoDel target; 0 = no dropping
+  kRqIntervalNs,       // policy: CoDel interval
+  kRqLastEmptyNs,      // state: when a read last found the ring empty
+  kRqWasEmpty,         // state: the last call ended on EAGAIN
+  kRqFirstAboveNs,     // state: CoDel first_above_time
+  kRqDropNextNs,       // state: CoDel drop_next
+  kRqCount,            // state: CoDel count
+  kRqLastCount,        // state: CoDel lastcount
+  kRqDropping,         // state: CoDel dropping
+  kRqDrops,            // counter: packets dropped here
+  kRqFields
+};
+
+inline double MonoNs() {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<double>(ts.tv_sec) * 1e9 + static_cast<double>(ts.tv_nsec);
+}
+
+// CoDel's "ok to drop" for a packet read at `now` (its dodequeue, with the
+// time since the ring was last empty as the sojourn).
+bool CodelAbove(double* q, double now) {
+  if (now - q[kRqLastEmptyNs] < q[kRqTargetNs]) {
+    q[kRqFirstAboveNs] = 0;
+    return false;
+  }
+  if (q[kRqFirstAboveNs] == 0) {
+    q[kRqFirstAboveNs] = now + q[kRqIntervalNs];
+    return false;
+  }
+  return now >= q[kRqFirstAboveNs];
+}
+
+double CodelNext(const double* q, double t) {
+  return t + q[kRqIntervalNs] / std::sqrt(q[kRqCount]);
+}
+
+// True when this TCP packet is to be dropped (RFC 8289's dequeue, one
+// packet at a time: the caller reads the next one when this returns true).
+bool CodelDrop(double* q, double now) {
+  bool ok = CodelAbove(q, now);
+  if (q[kRqDropping] != 0) {
+    if (!ok) {
+      q[kRqDropping] = 0;
+      return false;
+    }
+    if (now < q[kRqDropNextNs]) return false;
+    q[kRqCount] += 1;
+    // After a stall (the reader away for more than an interval) the schedule
+    // goes on from now instead of catching up with a burst of drops.
+    double from = q[kRqDropNextNs] < now - q[kRqIntervalNs] ? now : q[kRqDropNextNs];
+    q[kRqDropNextNs] = CodelNext(q, from);
+    return true;
+  }
+  if (!ok) return false;
+  q[kRqDropping] = 1;
+  double delta = q[kRqCount] - q[kRqLastCount];
+  q[kRqCount] = (delta > 1 && now - q[kRqDropNextNs] < 16 * q[kRqIntervalNs]) ? delta : 1;
+  q[kRqDropNextNs] = CodelNext(q, now);
+  q[kRqLastCount] = q[kRqCount];
+  return true;
+}
+
+// Optional Float64Array-sized ArrayBuffer of kRqFields at info[i]; null when absent.
+bool ArgQueue(const Napi::CallbackInfo& info, size_t i, double** q) {
+  *q = nullptr;
+  if (info.Length() <= i || info[i].IsUndefined()) return true;
+  if (!info[i].IsArrayBuffer() || info[i].As<Napi::ArrayBuffer>().ByteLength() < kRqFields * sizeof(double)) {
+    Napi::TypeError::New(info.Env(), "queue must be an ArrayBuffer of " + std::to_string(kRqFields * sizeof(double)) + " bytes")
+        .ThrowAsJavaScriptException();
+    return false;
+  }
+  *q = static_cast<double*>(info[i].As<Napi::ArrayBuffer>().Data());
+  return true;
+}
+
+// readBatch(fd, buf, slotBase, slotSize, lenBase, max[, hdrBase, hdrStride[, queue]]) -> count
 Napi::Value ReadBatch(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd;
   uint8_t* data;
   uint64_t len, slotBase, slotSize, lenBase, max, hdrBase = 0, hdrStride = 0;
   bool vnet;
+  double* q;
   if (!ArgFd(info, 0, &fd) || !ArgBuffer(info, 1, &data, &len) ||
       !ArgU64(info, 2, "slotBase", &slotBase) || !ArgU64(info, 3, "slotSize", &slotSize) ||
       !ArgU64(info, 4, "lenBase", &lenBase) || !ArgU64(info, 5, "max", &max) ||
-      !ArgVnet(info, 6, len, max, &vnet, &hdrBase, &hdrStride))
+      !ArgVnet(info, 6, len, max, &vnet, &hdrBase, &hdrStride) || !ArgQueue(info, 8, &q))
     return env.Undefined();
   if (slotSize == 0 || slotSize > UINT32_MAX) {
     ThrowRange(env, "slotSize must be between 1 and 2^32-1");
@@ -312,6 +409,18 @@ Napi::Value ReadBatch(const Napi::CallbackInfo& info) {
   iovs[2].iov_base = &spill;
   iovs[2].iov_len = 1;
   uint64_t n = 0;
+  // Queue discipline (above): one clock read per batch; a ring found empty
+  // at the end of the last call is taken as empty until now (we were
+  // woken because it no longer is).
+  double now = 0, budget = 0, bytes = 0;
+  bool codel = false;
+  if (q) {
+    now = MonoNs();
+    if (q[kRqWasEmpty] != 0) q[kRqLastEmptyNs] = now;
+    q[kRqWasEmpty] = 0;
+    budget = q[kRqBatchBytes];
+    codel = q[kRqTargetNs] > 0;
+  }
   while (n < max) {
     iovs[0].iov_base = data + hdrBase + n * hdrStride;
     iovs[1].iov_base = data + slotBase + n * slotSize;
@@ -319,7 +428,13 @@ Napi::Value ReadBatch(const Napi::CallbackInfo& info) {
     if (r < 0) {
       int e = errno;
       if (e == EINTR) continue;
-      if (e == EAGAIN || e == EWOULDBLOCK) break;
+      if (e == EAGAIN || e == EWOULDBLOCK) {
+        if (q) {
+          q[kRqWasEmpty] = 1;
+          q[kRqLastEmptyNs] = MonoNs();
+        }
+        break;
+      }
       // Hand back what we already have; a persistent error (EBADFD after
       // the device was deleted) will be thrown by the next call.
       if (n > 0) break;
@@ -334,8 +449,16 @@ Napi::Value ReadBatch(const Napi::CallbackInfo& info) {
       g_read_truncated.fetch_add(1, std::memory_order_relaxed);
       continue;
     }
+    const uint8_t* ip = data + slotBase + n * slotSize;
+    if (codel && static_cast<size_t>(r) >= hdr + 20 && (ip[0] >> 4) == 4 && ip[9] == 6 && CodelDrop(q, now)) {
+      q[kRqDrops] += 1;
+      g_queue_drops.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
     StoreLE32(data + lenBase + 4 * n, static_cast<uint32_t>(r - hdr));
     n++;
+    bytes += static_cast<double>(r - hdr);
+    if (budget > 0 && bytes >= budget) break;
   }
   return Napi::Number::New(env, static_cast<double>(n));
 }
@@ -416,6 +539,10 @@ Napi::Value WriteDrops(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(g_write_drops.load()));
 }
 
+Napi::Value QueueDrops(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(g_queue_drops.load()));
+}
+
 Napi::Value ReadTruncated(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(g_read_truncated.load()));
 }
@@ -428,6 +555,28 @@ Napi::Value SetNonBlocking(const Napi::CallbackInfo& info) {
   int fl = fcntl(fd, F_GETFL);
   if (fl < 0 || fcntl(fd, F_SETFL, on ? (fl | O_NONBLOCK) : (fl & ~O_NONBLOCK)) < 0) {
     ThrowErrno(env, errno, "fcntl on fd " + std::to_string(fd), "fcntl");
+  }
+  return env.Undefined();
+}
+
+// setRealtime(prio): the calling thread (Linux: scheduling is per thread)
+// runs SCHED_FIFO at prio (1..99), or back to SCHED_OTHER with 0. For the
+// data path's thread: woken by a packet, it runs at once, ahead of every
+// ordinary process, as the kernel's own forwarding (softirq) does.
+Napi::Value SetRealtime(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint64_t prio;
+  if (!ArgU64(info, 0, "prio", &prio)) return env.Undefined();
+  if (prio > 99) {
+    ThrowRange(env, "prio must be between 0 and 99");
+    return env.Undefined();
+  }
+  struct sched_param sp;
+  std::memset(&sp, 0, sizeof sp);
+  sp.sched_priority = static_cast<int>(prio);
+  if (sched_setscheduler(0, prio ? SCHED_FIFO : SCHED_OTHER, &sp) < 0) {
+    ThrowErrno(env, errno, "sched_setscheduler", "sched_setscheduler",
+               errno == EPERM ? "needs CAP_SYS_NICE (root) and an RT runtime budget (cgroup cpu.rt_runtime_us)" : "");
   }
   return env.Undefined();
 }
@@ -595,8 +744,10 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("readBatch", Napi::Function::New<ReadBatch>(env, "readBatch"));
   exports.Set("writeBatch", Napi::Function::New<WriteBatch>(env, "writeBatch"));
   exports.Set("writeDrops", Napi::Function::New<WriteDrops>(env, "writeDrops"));
+  exports.Set("queueDrops", Napi::Function::New<QueueDrops>(env, "queueDrops"));
   exports.Set("readTruncated", Napi::Function::New<ReadTruncated>(env, "readTruncated"));
   exports.Set("setNonBlocking", Napi::Function::New<SetNonBlocking>(env, "setNonBlocking"));
+  exports.Set("setRealtime", Napi::Function::New<SetRealtime>(env, "setRealtime"));
   exports.Set("closeFd", Napi::Function::New<CloseFd>(env, "closeFd"));
   exports.Set("Poller", Poller::Init(env));
   return exports;

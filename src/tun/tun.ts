@@ -67,7 +67,7 @@ interface Native {
   tunOffload(fd: number, uso: boolean): number;
   tunFlags(fd: number): number;
   readBatch(fd: number, buf: ArrayBuffer, slotBase: number, slotSize: number, lenBase: number, max: number,
-    hdrBase?: number, hdrStride?: number): number;
+    hdrBase?: number, hdrStride?: number, queue?: ArrayBuffer): number;
   writeBatch(
     fd: number,
     buf: ArrayBuffer,
@@ -81,8 +81,10 @@ interface Native {
     hdrStride?: number,
   ): number;
   writeDrops(): number;
+  queueDrops(): number;
   readTruncated(): number;
   setNonBlocking(fd: number, on?: boolean): void;
+  setRealtime(prio: number): void;
   closeFd(fd: number): void;
   Poller: new (fd: number, cb: () => void) => NativePoller;
 }
@@ -118,16 +120,59 @@ export function writeDrops(): number {
   return loadNative().writeDrops();
 }
 
+/** TCP packets the readers' queue discipline dropped in this process (see ReaderQueue). */
+export function queueDrops(): number {
+  return loadNative().queueDrops();
+}
+
 /** Packets dropped by readBatch because they were larger than slotSize. */
 export function readTruncated(): number {
   return loadNative().readTruncated();
 }
+
+/**
+ * The reader's queue discipline (src/tun/addon.cc explains it): a TUN has
+ * no qdisc that holds packets (it drops at its ring instead of stopping the
+ * queue), so the ring toward our reads is the queue, and TCP fills it.
+ * Each device's reads run CoDel on "time since the ring was last found
+ * empty" and drop TCP at the head; batches stop after batchBytes.
+ */
+export interface ReaderQueue {
+  /** a batch stops after this many IP bytes (one 64 KB super-packet more at most); 0: only the slot count */
+  batchBytes: number;
+  /** CoDel target in µs (0: never drop) */
+  targetUs: number;
+  /** CoDel interval in µs */
+  intervalUs: number;
+}
+
+/**
+ * 256 KB a batch: with offloads 4 super-packets, well under a millisecond of
+ * writes, then the other TUN's turn; small packets still come 64 (the slot
+ * count) a batch. Target 500 µs and interval 5 ms: a ring that has not been
+ * empty for 0.5 ms for 5 ms running is a standing queue (measured in
+ * README "Latency under load").
+ */
+export const READER_QUEUE: ReaderQueue = { batchBytes: 256 * 1024, targetUs: 500, intervalUs: 5000 };
+
+/** Float64Array fields of the queue's state (the RQ enum in addon.cc). */
+const RQ_FIELDS = 11;
+const RQ_DROPS = 10;
 
 export interface TunOpenOptions {
   /** IFF_VNET_HDR and TUNSETOFFLOAD: GSO super-packets and partial checksums (default off) */
   offload?: boolean;
   /** also ask for UDP segmentation offload (USO, Linux 6.2+); default true with offload */
   uso?: boolean;
+  /** the reader's queue discipline (default READER_QUEUE; null: none, plain reads of up to the slot count) */
+  queue?: ReaderQueue | null;
+}
+
+function queueFromEnv(): ReaderQueue | undefined {
+  const v = process.env.VPNMASQ_READER_QUEUE;
+  if (!v) return undefined;
+  const [batchBytes, targetUs, intervalUs] = v.split(',').map(Number);
+  return { batchBytes: batchBytes!, targetUs: targetUs!, intervalUs: intervalUs! };
 }
 
 export class TunDevice implements PacketDevice {
@@ -136,6 +181,8 @@ export class TunDevice implements PacketDevice {
   vnet = false;
   /** TUN_F_* bits the kernel accepted (0 without offloads). */
   offloads = 0;
+  /** The queue discipline's policy and state (RQ_FIELDS doubles), or null. */
+  #queue: Float64Array | null = null;
   #fd: number;
   #poller: NativePoller | null = null;
   #cb: (() => void) | null = null;
@@ -160,8 +207,10 @@ export class TunDevice implements PacketDevice {
    */
   static open(name: string, opts: TunOpenOptions = {}): TunDevice {
     const nat = loadNative();
-    if (!opts.offload) return new TunDevice(nat, nat.openTun(name));
-    const dev = new TunDevice(nat, nat.openTun(name, true));
+    const queue = opts.queue === undefined ? (queueFromEnv() ?? READER_QUEUE) : opts.queue;
+    const dev = new TunDevice(nat, nat.openTun(name, !!opts.offload));
+    if (queue) dev.setQueue(queue);
+    if (!opts.offload) return dev;
     try {
       dev.vnet = (nat.tunFlags(dev.fd) & IFF_VNET_HDR) !== 0;
       if (dev.vnet) dev.offloads = nat.tunOffload(dev.fd, opts.uso ?? true);
@@ -170,6 +219,29 @@ export class TunDevice implements PacketDevice {
       throw err;
     }
     return dev;
+  }
+
+  /** Sets the reader's queue discipline (the state starts afresh); null: none. */
+  setQueue(q: ReaderQueue | null): void {
+    if (!q) {
+      this.#queue = null;
+      return;
+    }
+    for (const [k, v] of Object.entries(q)) {
+      if (!Number.isFinite(v) || v < 0) throw new RangeError(`reader queue: ${k} must be a non-negative number`);
+    }
+    if (q.targetUs > 0 && !(q.intervalUs > 0)) throw new RangeError('reader queue: intervalUs must be positive with a target');
+    const a = new Float64Array(RQ_FIELDS);
+    a[0] = q.batchBytes;
+    a[1] = q.targetUs * 1000;
+    a[2] = q.intervalUs * 1000;
+    a[4] = 1; // found empty: the first read starts the clock
+    this.#queue = a;
+  }
+
+  /** TCP packets this device's queue discipline dropped. */
+  get queueDrops(): number {
+    return this.#queue ? this.#queue[RQ_DROPS]! : 0;
   }
 
   /** The raw fd, or -1 once closed. */
@@ -185,7 +257,7 @@ export class TunDevice implements PacketDevice {
     hdrBase?: number, hdrStride?: number): number {
     if (this.vnet && hdrBase === undefined) throw new Error(`TUN device "${this.name}" carries virtio headers: pass hdrBase and hdrStride`);
     return this.#native.readBatch(this.#open(), mem, slotBase, slotSize, lenBase, max,
-      this.vnet ? hdrBase : undefined, this.vnet ? hdrStride : undefined);
+      this.vnet ? hdrBase : undefined, this.vnet ? hdrStride : undefined, this.#queue?.buffer as ArrayBuffer | undefined);
   }
 
   writeBatch(

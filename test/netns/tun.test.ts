@@ -235,6 +235,70 @@ dev.close(); dev1.close(); plain.close();
 console.log(JSON.stringify(out));
 `;
 
+// Scenario 4 (root, in NS): the reader's queue discipline (ReaderQueue).
+// tq0 stops a batch at 3000 bytes; tq1 runs CoDel with a 1 µs target and a
+// 1 ms interval over a ring holding 20 TCP SYNs and 20 UDP datagrams that
+// nobody reads for longer than that: TCP is dropped at the head, UDP never.
+const QUEUE_CHILD = `
+import { TunDevice, queueDrops } from ${JSON.stringify(TUN_TS)};
+import { execFileSync } from 'node:child_process';
+import dgram from 'node:dgram';
+import net from 'node:net';
+
+const SLOT = 2048, MAX = 64, LEN_BASE = SLOT * MAX;
+const mem = new WebAssembly.Memory({ initial: 4 }).buffer;
+const bytes = new Uint8Array(mem);
+const dv = new DataView(mem);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const out = {};
+function up(name, net24) {
+  execFileSync('sysctl', ['-qw', 'net.ipv6.conf.' + name + '.disable_ipv6=1']);
+  execFileSync('ip', ['addr', 'add', net24 + '.1/24', 'dev', name]);
+  execFileSync('ip', ['link', 'set', name, 'up']);
+}
+const tx = dgram.createSocket('udp4');
+const send = (addr) => new Promise((r, j) => tx.send(Buffer.alloc(1000, 7), 9, addr, (e) => (e ? j(e) : r())));
+
+const tq0 = TunDevice.open('tq0', { queue: { batchBytes: 3000, targetUs: 0, intervalUs: 0 } });
+up('tq0', '10.202.0');
+for (let i = 0; i < 10; i++) await send('10.202.0.2');
+await sleep(100);
+out.batches = [];
+for (let n; (n = tq0.readBatch(mem, 0, SLOT, LEN_BASE, MAX)) > 0;) out.batches.push(n);
+
+const tq1 = TunDevice.open('tq1', { queue: { batchBytes: 0, targetUs: 1, intervalUs: 1000 } });
+up('tq1', '10.203.0');
+tq1.readBatch(mem, 0, SLOT, LEN_BASE, MAX); // finds the ring empty
+const sockets = [];
+for (let i = 0; i < 20; i++) {
+  const s = net.connect({ host: '10.203.0.2', port: 1000 + i });
+  s.on('error', () => {});
+  sockets.push(s);
+  await send('10.203.0.2');
+}
+await sleep(100);
+const drops0 = queueDrops();
+const seen = { tcp: 0, udp: 0 };
+const count = (n) => {
+  for (let i = 0; i < n; i++) {
+    const p = bytes.subarray(i * SLOT, i * SLOT + dv.getUint32(LEN_BASE + 4 * i, true));
+    if (p[0] >> 4 === 4 && p[9] === 6) seen.tcp++;
+    if (p[0] >> 4 === 4 && p[9] === 17) seen.udp++;
+  }
+};
+// One packet a batch, 5 ms apart (the clock is read once a batch): CoDel
+// drops once the ring has stayed above target for a whole interval.
+for (let n; (n = tq1.readBatch(mem, 0, SLOT, LEN_BASE, 1)) > 0; await sleep(5)) count(n);
+out.seen = seen;
+out.drops = tq1.queueDrops;
+out.processDrops = queueDrops() - drops0;
+out.tq0Drops = tq0.queueDrops;
+for (const s of sockets) s.destroy();
+tx.close();
+tq0.close(); tq1.close();
+console.log(JSON.stringify(out));
+`;
+
 function run(cmd: string, args: string[]): Promise<string> {
   return new Promise((resolve, reject) => {
     execFile(cmd, args, { timeout: 30_000, encoding: 'utf8' }, (err, stdout, stderr) => {
@@ -285,6 +349,18 @@ describe.skipIf(skipUnless({ root: true, tun: true, tools: ['ip', 'setpriv'] }))
     expect(out.written).toBe(1);
     expect(out.writeDrops).toBe(1);
     expect(out.received).toEqual(['plain-behind-zero-header']);
+  });
+
+  it('reader queue: batches stop at their byte budget; a ring not emptied for a CoDel interval loses TCP at the head, never UDP', async () => {
+    const out = lastLine(await child(QUEUE_CHILD));
+    // 10 datagrams of 1028 bytes, 3000 bytes a batch: 3 (3084 ≥ 3000), 3, 3, 1
+    expect(out.batches).toEqual([3, 3, 3, 1]);
+    expect(out.tq0Drops).toBe(0);
+    // every UDP datagram read; TCP SYNs read or dropped, at least one dropped
+    expect(out.seen.udp).toBe(20);
+    expect(out.drops).toBeGreaterThanOrEqual(1);
+    expect(out.seen.tcp + out.drops).toBe(20);
+    expect(out.processDrops).toBe(out.drops);
   });
 
   it('reads a kernel-routed UDP packet and injects a crafted one, zero-copy into wasm memory', async () => {

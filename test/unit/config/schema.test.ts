@@ -100,6 +100,7 @@ describe('config: the contract', () => {
         tunInside: 'tin',
         tunOutside: 'tout',
         offload: true,
+        priority: 'realtime',
         lanSubnets: [],
         maxFlows: 65536,
         logLevel: 'info',
@@ -244,6 +245,8 @@ describe('config: main options', () => {
     mainError("option max_flows '4194305'", 'is out of range');
     mainError("option log_level 'verbose'", "option log_level: 'verbose' is not a log level");
     mainError("option log_level 'INFO'", 'is not a log level');
+    mainError("option priority 'rt'", "option priority: 'rt' is not a priority (normal, high, realtime)");
+    mainError("option priority '10'", 'is not a priority');
     mainError("option masq_ports '1000-2000'", 'is out of range (ports 1024..65535)');
     mainError("option masq_ports '65535-61000'", 'is an empty range');
     mainError("option masq_ports '61000-70000'", 'is out of range');

@@ -12,7 +12,8 @@ import { DROP_REASONS, SIDE_INSIDE, SIDE_OUTSIDE, ipToRaw } from '../../../src/e
 import { parseConfig } from '../../../src/config/index.js';
 import { Observer } from '../../../src/observe/index.js';
 import { createLogger } from '../../../src/log.js';
-import { esp, parse, udp } from '../../helpers/packet.js';
+import { ACK, SYN, esp, parse, tcp, udp } from '../../helpers/packet.js';
+import { TUN_F } from '../../../src/tun/tun.js';
 
 const WAN = '203.0.113.1';
 const SERVER = '198.51.100.7';
@@ -126,6 +127,40 @@ describe('Prometheus metrics', () => {
     expect(value(after.get('vpnmasq_snapshot_last_write_timestamp_seconds'))).toBe(1_764_650_000.5);
     expect(value(after.get('vpnmasq_snapshot_bytes'))).toBe(2_621_440);
     expect(value(after.get('vpnmasq_snapshot_restored'))).toBe(0);
+  });
+
+  it('expose TUN offloads: which the kernel took, GSO super-packets and their bytes, partial checksums, queue drops', () => {
+    const { engine, loop } = setup();
+    const cfg = parseConfig("config vpnmasq 'main'\n\toption lan_device 'br-lan'\n\toption wan_device 'wan'\n", 'm');
+    const bits = TUN_F.CSUM | TUN_F.TSO4 | TUN_F.TSO6;
+    const obs = new Observer({ cfg, engine, log: createLogger('fatal'), lanSubnets: ['192.168.1.0/24'], loop: () => loop, offloadBits: () => bits });
+    const before = scrape(obs);
+    for (const name of ['vpnmasq_gso_packets_total', 'vpnmasq_gso_bytes_total', 'vpnmasq_csum_partial_packets_total', 'vpnmasq_tun_queue_drops_total']) {
+      expect(before.get(name)?.type, name).toBe('COUNTER');
+      expect(value(before.get(name)), name).toBe(0);
+    }
+    const taken = before.get('vpnmasq_tun_offload')!;
+    expect(taken.type).toBe('GAUGE');
+    expect(Object.fromEntries(taken.metrics.map((m) => [m.labels!.offload, Number(m.value)])))
+      .toEqual({ csum: 1, tso4: 1, tso6: 1, uso4: 0, uso6: 0 });
+
+    // One TCP flow, then a 3-segment super-packet with a partial checksum (what a TSO sender hands the TUN).
+    engine.setVnet(true);
+    const send = (pkt: Uint8Array, h: Record<string, number>) => {
+      engine.setPacket(0, pkt);
+      engine.setVnetHdr(0, h);
+      engine.process(1, SIDE_INSIDE, nowMs());
+    };
+    send(tcp('192.168.1.10', 40000, SERVER, 443, SYN), {});
+    const sp = tcp('192.168.1.10', 40000, SERVER, 443, ACK, Array.from({ length: 3 * 1448 }, (_, i) => i & 0xff));
+    send(sp, { flags: 1, gsoType: 1, hdrLen: 40, gsoSize: 1448, csumStart: 20, csumOffset: 16 });
+    const m = scrapeFresh(obs);
+    expect(value(m.get('vpnmasq_gso_packets_total'))).toBe(1);
+    expect(value(m.get('vpnmasq_gso_bytes_total'))).toBe(sp.length);
+    expect(value(m.get('vpnmasq_csum_partial_packets_total'))).toBe(1);
+    // without an offloadBits source (engine-only benches) every offload reads 0
+    const bare = scrape(new Observer({ cfg, engine, log: createLogger('fatal'), lanSubnets: ['192.168.1.0/24'], loop: () => loop }));
+    expect(bare.get('vpnmasq_tun_offload')!.metrics.every((x) => Number(x.value) === 0)).toBe(true);
   });
 
   it('counts WAN address changes and reloads', () => {

@@ -1,0 +1,133 @@
+// The main thread's handle on the data-path thread (worker.ts): starts the
+// worker, and offers the engine's readings (EngineView, for the observer
+// and the capture) and the supervisor's engine steps as synchronous calls
+// (rpc.ts). Each returns a copy the worker took between two batches.
+//
+// A worker that dies, or stops answering for DATA_PATH_TIMEOUT_MS, runs
+// onDeath once (the supervisor: one log line, exit non-zero), whether a
+// call was waiting or not.
+
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { MessageChannel, Worker } from 'node:worker_threads';
+import type { CaptureTake, EngineEvent, EngineView, FlowEntry } from '../engine/engine.js';
+import type { Config } from '../config/index.js';
+import type { ConntrackFilter } from '../cli/filter.js';
+import type { Capture } from '../snapshot/state.js';
+import { CTL_WORDS, oneLine, SyncClient } from './rpc.js';
+import type { RestoreResult, TunsOpened, WorkerData } from './worker.js';
+import type { PriorityApplied } from './priority.js';
+import type { Priority } from '../config/options.js';
+
+/** How long a call may wait for the worker: far above a batch or a snapshot copy of a full table. */
+export const DATA_PATH_TIMEOUT_MS = 15000;
+
+const here = dirname(fileURLToPath(import.meta.url));
+
+/** dist/datapath/worker.js, also when this module runs from src/ (tests): workers load JavaScript. */
+export function workerPath(): string {
+  const beside = join(here, 'worker.js');
+  return existsSync(beside) ? beside : join(here, '..', '..', 'dist', 'datapath', 'worker.js');
+}
+
+export interface DataPathOptions {
+  maxFlows: number;
+  /** The worker is dead or stuck: log and exit; must not return. */
+  onDeath: (reason: string) => void;
+  timeoutMs?: number;
+  /** Another worker script (tests). */
+  script?: string | URL;
+}
+
+export class DataPathThread implements EngineView {
+  readonly maxFlows: number;
+  readonly memoryBytes: number;
+  readonly buildId: string;
+  /** The worker's threadId (status). */
+  readonly threadId: number;
+  /** The worker's kernel thread id (its scheduling is set per thread: `option priority`), 0 if unknown. */
+  readonly tid: number;
+  private readonly worker: Worker;
+  private readonly rpc: SyncClient;
+  private closing = false;
+
+  constructor(o: DataPathOptions) {
+    const ctl = new SharedArrayBuffer(CTL_WORDS * 4);
+    const { port1, port2 } = new MessageChannel();
+    const data: WorkerData = { maxFlows: o.maxFlows, port: port2, ctl };
+    this.worker = new Worker(o.script ?? workerPath(), { workerData: data, transferList: [port2] });
+    let fired = false;
+    const death = (reason: string) => {
+      if (fired) return;
+      fired = true;
+      o.onDeath(reason);
+    };
+    this.rpc = new SyncClient(port1, new Int32Array(ctl), { timeoutMs: o.timeoutMs ?? DATA_PATH_TIMEOUT_MS, onDeath: death });
+    // Death while no call waits: the worker's reason (left on the port), else how it ended.
+    this.worker.on('error', (err) => {
+      if (this.closing) return;
+      try { this.rpc.die(oneLine(err)); } catch { /* die() throws to stop a caller */ }
+    });
+    this.worker.on('exit', (code) => {
+      if (this.closing) return;
+      try { this.rpc.die(this.rpc.deathReason() ?? `exited with code ${code}`); } catch { /* die() throws to stop a caller */ }
+    });
+    // The first call also waits for the worker to load the engine.
+    const hello = this.call<{ threadId: number; tid: number; maxFlows: number; memoryBytes: number; buildId: string }>('hello');
+    this.threadId = hello.threadId;
+    this.tid = hello.tid;
+    this.maxFlows = hello.maxFlows;
+    this.memoryBytes = hello.memoryBytes;
+    this.buildId = hello.buildId;
+  }
+
+  call<T>(op: string, ...args: unknown[]): T {
+    return this.rpc.call<T>(op, ...args);
+  }
+
+  // ---- EngineView ----------------------------------------------------------
+  counters(): Record<string, number> { return this.call('counters'); }
+  drops(): Record<string, number> { return this.call('drops'); }
+  flowActive(): number { return this.call('flowActive'); }
+  /** `now` is the worker's: the engine's clock lives there. */
+  flows(wan: string, _now?: number, limit?: number): FlowEntry[] { return this.call('flows', wan, limit); }
+  vpnEntries(wan: string): FlowEntry[] { return this.call('vpnEntries', wan); }
+  setCapture(on: boolean, reason: number): void { this.call('setCapture', on, reason); }
+  takeCaptured(room: number): CaptureTake { return this.call('takeCaptured', room); }
+
+  /** The batch loop's histogram, for the observer's loop(). */
+  get batchSizes(): Float64Array { return this.call<Float64Array | null>('batchSizes') ?? new Float64Array(0); }
+
+  // ---- the supervisor's steps ------------------------------------------------
+  /** routerLan: the router's own LAN addresses (NAT loopback), as applyConfig takes them. */
+  applyConfig(cfg: Config, lanSubnets: string[], routerLan: string[] = []): void { this.call('applyConfig', cfg, lanSubnets, routerLan); }
+  /** Throws RemoteError (with `prev` applied again) when the engine refuses `next`. */
+  reload(next: Config, prev: Config, lanSubnets: string[], routerLan: string[] = [], prevRouterLan: string[] = routerLan): void {
+    this.call('reload', next, prev, lanSubnets, routerLan, prevRouterLan);
+  }
+  setWanAddress(addr: string | null): number { return this.call('setWanAddress', addr); }
+  openTuns(inside: string, outside: string, offload: boolean): TunsOpened { return this.call('openTuns', inside, outside, offload); }
+  restore(file: string, wan: string | null, cfg: Config, lanSubnets: string[], routerLan: string[] = []): RestoreResult {
+    return this.call('restore', file, wan, cfg, lanSubnets, routerLan);
+  }
+  /** Starts the batch loop at `priority` (set on the data-path thread itself); returns what the kernel granted. */
+  startLoop(priority: Priority = 'normal'): PriorityApplied { return this.call('startLoop', priority); }
+  stopLoop(): void { this.call('stopLoop'); }
+  closeTuns(): void { this.call('closeTuns'); }
+  capture(wan: string | null): Capture { return this.call('capture', wan); }
+  drainEvents(max: number): { events: EngineEvent[]; drops: Record<string, number> } { return this.call('drainEvents', max); }
+  entries(wan: string): FlowEntry[] { return this.call('entries', wan); }
+  flushAll(): number { return this.call('flushAll'); }
+  deleteMatching(filter: ConntrackFilter, wan: string): FlowEntry[] { return this.call('deleteMatching', filter, wan); }
+  status(): { flowActive: number; bytesPerFlow: number; counters: Record<string, number>; drops: Record<string, number>;
+    vnet: boolean; slotCount: number; slotSize: number; batches: number } {
+    return this.call('status');
+  }
+
+  /** Ends the worker (after stopLoop and closeTuns); its exit is no death. */
+  async terminate(): Promise<void> {
+    this.closing = true;
+    await this.worker.terminate();
+  }
+}
