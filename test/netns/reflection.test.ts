@@ -15,9 +15,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { skipUnless } from '../helpers/prereq.js';
 import { RunningRouter } from '../helpers/vpnmasq.js';
+import { udpAnswerer, waitListening } from '../helpers/udpecho.js';
 import type { Lab as LabT } from '../../src/lab/lab.js';
 
-const skip = skipUnless({ root: true, tun: true, tools: ['ip', 'socat', 'nft'] });
+const skip = skipUnless({ root: true, tun: true, tools: ['ip', 'socat', 'nft', 'ss'] });
 const SRV = '192.168.1.10';
 const ROUTER_LAN = '192.168.1.1';
 
@@ -59,9 +60,13 @@ describe.skipIf(skip)('NAT loopback through the real router (namespaces)', () =>
   /** One TCP connection; what the server wrote back (its view of our address), '' when none. */
   const tcp = (ns: string, addr: string, port: number) =>
     sh(ns, `socat -T3 - TCP:${addr}:${port},connect-timeout=3 </dev/null`).stdout.trim();
-  /** One UDP exchange from a connected socket (answers from another address are not taken), asked up to three times. */
+  /**
+   * One UDP exchange from a connected socket (answers from another address
+   * are not taken), asked up to three times (UDP may be lost); each ask
+   * waits 3 s for the answer, a deadline only.
+   */
   const udp = (ns: string, addr: string, port: number) =>
-    sh(ns, `for i in 1 2 3; do a=$(echo hi | socat -t2 - UDP:${addr}:${port}); [ -n "$a" ] && break; done; echo "$a"`, 30_000).stdout.trim();
+    sh(ns, `for i in 1 2 3; do a=$(echo hi | socat -t3 - UDP:${addr}:${port}); [ -n "$a" ] && break; done; echo "$a"`, 30_000).stdout.trim();
   const drops = (reason: string): number => vm.status().drops?.[reason] ?? 0;
 
   beforeAll(async () => {
@@ -69,10 +74,15 @@ describe.skipIf(skip)('NAT loopback through the real router (namespaces)', () =>
     lab = Lab.create({ id: `rf${process.pid % 10000}`, lanHosts: 3 });
     const server = lab.lan[0]!;
     for (const port of [80, 81, 82]) lab.spawn(server, ['socat', `TCP-LISTEN:${port},fork,reuseaddr`, 'SYSTEM:echo $SOCAT_PEERADDR']);
-    for (const port of [9000, 9001, 8082]) lab.spawn(server, ['socat', `UDP-RECVFROM:${port},fork`, 'SYSTEM:echo $SOCAT_PEERADDR']);
+    for (const port of [9000, 9001, 8082]) lab.spawn(server, udpAnswerer(port, '$SOCAT_PEERADDR'));
     // the router's own services: one on the WAN address (not forwarded), one on its LAN address at a pool port
     lab.spawn(lab.router, ['socat', `TCP-LISTEN:7777,bind=${wanAddr},fork,reuseaddr`, 'SYSTEM:echo router-wan']);
     lab.spawn(lab.router, ['socat', `TCP-LISTEN:62000,bind=${ROUTER_LAN},fork,reuseaddr`, 'SYSTEM:echo router-lan']);
+    // every server up before the first question (a datagram to a port nobody listens on yet is simply gone)
+    await waitListening(lab, [
+      ...[80, 81, 82].map((p) => [server, 't', p] as const), ...[9000, 9001, 8082].map((p) => [server, 'u', p] as const),
+      [lab.router, 't', 7777], [lab.router, 't', 62000],
+    ]);
     vm = new RunningRouter(lab, REDIRECTS);
     await vm.start();
     await new Promise((r) => setTimeout(r, 300));

@@ -4,6 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { skipUnless } from '../helpers/prereq.js';
 import { RunningRouter } from '../helpers/vpnmasq.js';
+import { udpAnswerer } from '../helpers/udpecho.js';
 import type { Lab as LabT } from '../../src/lab/lab.js';
 
 const skip = skipUnless({ root: true, tun: true, tools: ['ip', 'ss', 'socat', 'tcpdump', 'traceroute', 'ping'] });
@@ -37,7 +38,7 @@ config rule
 `);
     await vm.start();
     // Echo servers on the WAN host that answer with the peer address they saw.
-    lab.spawn(lab.wan[0]!, ['socat', 'UDP-RECVFROM:9999,fork', 'SYSTEM:echo $SOCAT_PEERADDR port $SOCAT_PEERPORT']);
+    lab.spawn(lab.wan[0]!, udpAnswerer(9999, '$SOCAT_PEERADDR port $SOCAT_PEERPORT'));
     lab.spawn(lab.wan[0]!, ['socat', 'TCP-LISTEN:9998,fork,reuseaddr', 'SYSTEM:echo $SOCAT_PEERADDR']);
     lab.spawn(lab.lan[0]!, ['socat', 'TCP-LISTEN:80,fork,reuseaddr', 'SYSTEM:echo lan1 saw $SOCAT_PEERADDR']);
     // Wait until the three servers listen: on a loaded machine a server that
