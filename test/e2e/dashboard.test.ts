@@ -14,6 +14,7 @@ import { RunningRouter } from '../helpers/vpnmasq.js';
 import { sendEsp, sendIp } from './peers/crafted.js';
 import { skipUnlessScapy } from './peers/esp.js';
 import type { Lab as LabT } from '../../src/lab/lab.js';
+import { udpAnswerer } from '../helpers/udpecho.js';
 
 const skip = skipUnless({ root: true, tun: true, tools: ['ip', 'socat', 'chromium'] }) || skipUnlessScapy();
 const BROWSER = resolve(__dirname, 'peers/browser.mjs');
@@ -47,7 +48,7 @@ describe.skipIf(skip)('dashboard in a real browser', () => {
     vm = new RunningRouter(lab, '', `\toption web_listen '192.168.1.1:8080'\n`);
     await vm.start();
     // WAN echo server and a steady UDP stream from the second LAN host (50 packets/s).
-    lab.spawn(lab.wan[0]!, ['socat', 'UDP-RECVFROM:9999,fork', 'SYSTEM:echo pong']);
+    lab.spawn(lab.wan[0]!, udpAnswerer(9999, 'pong'));
     lab.spawn(lab.lan[1]!, ['node', '-e',
       "const s=require('dgram').createSocket('udp4');s.bind(7777,()=>setInterval(()=>s.send('x',9999,'203.0.113.2'),20))"]);
     // Raw ESP from the first LAN host, then the server's own SPI back: an associated pair.

@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { skipUnless } from '../helpers/prereq.js';
 import { CLI, RunningRouter } from '../helpers/vpnmasq.js';
 import type { Lab as LabT } from '../../src/lab/lab.js';
+import { udpAnswerer } from '../helpers/udpecho.js';
 
 const skip = skipUnless({ root: true, tun: true, tools: ['ip', 'socat'] });
 const WANHOST = '203.0.113.2';
@@ -45,7 +46,7 @@ describe.skipIf(skip)('option acct: bytes= through the real router (namespaces)'
     lab = Lab.create({ id: `ac${process.pid % 10000}` });
     vm = new RunningRouter(lab, '', ACCT_ON);
     await vm.start();
-    lab.spawn(lab.wan[0]!, ['socat', 'UDP-RECVFROM:9999,fork', 'SYSTEM:echo $SOCAT_PEERADDR port $SOCAT_PEERPORT']);
+    lab.spawn(lab.wan[0]!, udpAnswerer(9999, '$SOCAT_PEERADDR port $SOCAT_PEERPORT'));
     lab.spawn(lab.wan[0]!, ['socat', '-u', 'TCP-LISTEN:9000,fork,reuseaddr', 'OPEN:/dev/null']);
     await new Promise((r) => setTimeout(r, 300));
   });

@@ -14,6 +14,7 @@ import { skipUnless } from '../helpers/prereq.js';
 import { RunningRouter } from '../helpers/vpnmasq.js';
 import { request } from '../../src/control/client.js';
 import type { Lab as LabT } from '../../src/lab/lab.js';
+import { udpAnswerer } from '../helpers/udpecho.js';
 
 const skip = skipUnless({ root: true, tun: true, tools: ['ip', 'ss', 'socat', 'ping'] });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -42,7 +43,7 @@ config rule
 `);
     vm.env = { VPNMASQ_TEST_HOOKS: '1' };
     await vm.start();
-    lab.spawn(lab.wan[0]!, ['socat', 'UDP-RECVFROM:9999,fork', 'SYSTEM:echo $SOCAT_PEERADDR']);
+    lab.spawn(lab.wan[0]!, udpAnswerer(9999, '$SOCAT_PEERADDR'));
     for (let i = 0; i < 100 && sh(lab.wan[0]!, "ss -Hlnu 'sport = :9999'").stdout.trim() === ''; i++) await sleep(100);
   });
 

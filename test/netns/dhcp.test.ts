@@ -14,6 +14,7 @@ import type { ChildProcess } from 'node:child_process';
 import { skipUnless } from '../helpers/prereq.js';
 import { CLI, RunningRouter } from '../helpers/vpnmasq.js';
 import type { Lab as LabT } from '../../src/lab/lab.js';
+import { udpAnswerer } from '../helpers/udpecho.js';
 
 const skip = skipUnless({ root: true, tun: true, tools: ['ip', 'socat', 'busybox'] });
 const SCRIPT = resolve(__dirname, '../../firmware/image/rootfs/usr/share/udhcpc/default.script');
@@ -71,7 +72,7 @@ describe.skipIf(skip)('WAN by DHCP: udhcpc + the image script + the hotplug path
     writeFileSync(join(dir, 'logger'), `#!/bin/sh\necho "logger $*" >> "${join(dir, 'syslog')}"\n`);
     chmodSync(join(dir, 'vpnmasq'), 0o755);
     chmodSync(join(dir, 'logger'), 0o755);
-    lab.spawn(lab.wan[0]!, ['socat', 'UDP-RECVFROM:9999,fork', 'SYSTEM:echo $SOCAT_PEERADDR']);
+    lab.spawn(lab.wan[0]!, udpAnswerer(9999, '$SOCAT_PEERADDR'));
     serve('203.0.113.1');
     udhcpc = lab.spawn(lab.router, ['busybox', 'udhcpc', '-f', '-i', 'wan', '-t', '20', '-T', '1', '-A', '1', '-s', SCRIPT], {
       env: { PATH: `${dir}:/usr/sbin:/usr/bin:/sbin:/bin`, VPNMASQ_HOTPLUG: HOTPLUG },

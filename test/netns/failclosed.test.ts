@@ -23,6 +23,7 @@ import { join, resolve } from 'node:path';
 import { skipUnless } from '../helpers/prereq.js';
 import { CLI, RunningRouter } from '../helpers/vpnmasq.js';
 import type { Lab as LabT } from '../../src/lab/lab.js';
+import { udpAnswerer } from '../helpers/udpecho.js';
 
 const RESPAWN = resolve(__dirname, '../../firmware/files/usr/sbin/vpnmasq-respawn');
 const skip = skipUnless({ root: true, tun: true, tools: ['ip', 'nft', 'tcpdump', 'socat', 'ping'] });
@@ -125,7 +126,7 @@ exec "${process.execPath}" "${CLI}" "$@"
     respawn.stdout!.on('data', (d) => { respawnOut += d; });
     respawn.stderr!.on('data', (d) => { respawnOut += d; });
     await waitReady(null);
-    lab.spawn(lab.wan[0]!, ['socat', 'UDP-RECVFROM:9999,fork', 'SYSTEM:echo $SOCAT_PEERADDR']);
+    lab.spawn(lab.wan[0]!, udpAnswerer(9999, '$SOCAT_PEERADDR'));
     lab.spawn(lab.router, ['socat', 'TCP-LISTEN:2222,bind=192.168.1.1,fork,reuseaddr', 'SYSTEM:echo router here']);
     // The WAN host knows a route to the LAN: only the router can keep it out.
     lab.exec(lab.wan[0]!, ['ip', 'route', 'add', '192.168.1.0/24', 'via', '203.0.113.1']);
@@ -370,9 +371,9 @@ config rule
     let out = '';
     srv.stdout!.on('data', (d) => { out += d; });
     srv.stderr!.on('data', (d) => { out += d; });
-    lab.spawn(lab.wan[0]!, ['socat', 'UDP-RECVFROM:9999,fork', 'SYSTEM:echo $SOCAT_PEERADDR port $SOCAT_PEERPORT']);
-    lab.spawn(lab.router, ['socat', 'UDP-RECVFROM:500,fork', 'SYSTEM:echo router ike']);
-    lab.spawn(lab.router, ['socat', 'UDP-RECVFROM:5001,fork', 'SYSTEM:echo router service']);
+    lab.spawn(lab.wan[0]!, udpAnswerer(9999, '$SOCAT_PEERADDR port $SOCAT_PEERPORT'));
+    lab.spawn(lab.router, udpAnswerer(500, 'router ike'));
+    lab.spawn(lab.router, udpAnswerer(5001, 'router service'));
     await until('the WAN server', () => out.includes('ready'));
   }, 60_000);
 

@@ -10,6 +10,7 @@ import parsePrometheus from 'parse-prometheus-text-format';
 import { skipUnless } from '../helpers/prereq.js';
 import { CLI, RunningRouter } from '../helpers/vpnmasq.js';
 import type { Lab as LabT } from '../../src/lab/lab.js';
+import { udpAnswerer } from '../helpers/udpecho.js';
 
 const skip = skipUnless({ root: true, tun: true, tools: ['ip', 'socat'] });
 
@@ -48,7 +49,7 @@ describe.skipIf(skip)('Prometheus metrics of the running router', () => {
     promFile = join(vm.dir, 'prom', 'vpnmasq.prom');
     writeFileSync(vm.config, readFileSync(vm.config, 'utf8').replace('/PROM', promFile));
     await vm.start();
-    lab.spawn(lab.wan[0]!, ['socat', 'UDP-RECVFROM:9999,fork', 'SYSTEM:echo pong']);
+    lab.spawn(lab.wan[0]!, udpAnswerer(9999, 'pong'));
     await new Promise((r) => setTimeout(r, 300));
   });
 

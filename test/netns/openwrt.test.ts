@@ -10,6 +10,7 @@ import { join, resolve } from 'node:path';
 import { skipUnless } from '../helpers/prereq.js';
 import { CLI, RunningRouter } from '../helpers/vpnmasq.js';
 import type { Lab as LabT } from '../../src/lab/lab.js';
+import { udpAnswerer } from '../helpers/udpecho.js';
 
 const skip = skipUnless({ root: true, tun: true, tools: ['ip', 'socat'] });
 const PLUGIN = resolve(__dirname, '../../firmware/files/usr/libexec/rpcd/vpnmasq');
@@ -54,7 +55,7 @@ config rule
     bin = join(dir, 'vpnmasq');
     writeFileSync(bin, `#!/bin/sh\nexec "${process.execPath}" "${CLI}" "$@"\n`);
     chmodSync(bin, 0o755);
-    lab.spawn(lab.wan[0]!, ['socat', 'UDP-RECVFROM:9999,fork', 'SYSTEM:echo $SOCAT_PEERADDR port $SOCAT_PEERPORT']);
+    lab.spawn(lab.wan[0]!, udpAnswerer(9999, '$SOCAT_PEERADDR port $SOCAT_PEERPORT'));
     await new Promise((r) => setTimeout(r, 300));
     expect(udp(lab.lan[0]!, 5001).stdout.trim()).toBe('203.0.113.1 port 5001');
     expect(udp(lab.lan[1]!, 5002).stdout.trim()).toBe('203.0.113.1 port 5002');

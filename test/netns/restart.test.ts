@@ -38,6 +38,7 @@ while True:
 // A LAN client: one request, then only reads. Prints what came back (JSON).
 const CLIENT_PY = `
 import socket, sys, json, time
+import { udpAnswerer } from '../helpers/udpecho.js';
 srv, delay, tag, wait = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
 c = socket.create_connection((srv, 7000), timeout=5)
 c.sendall(('later %s %s\\n' % (delay, tag)).encode())
@@ -113,7 +114,7 @@ describe.skipIf(skip)('restart keeps state (real TUN path, kill -9)', () => {
     const srv = lab.spawn(lab.wan[0]!, ['/usr/bin/python3', '-c', SERVER_PY]);
     let out = '';
     srv.stdout!.on('data', (d) => { out += d; });
-    lab.spawn(lab.wan[0]!, ['socat', 'UDP-RECVFROM:9999,fork', 'SYSTEM:echo $SOCAT_PEERADDR port $SOCAT_PEERPORT']);
+    lab.spawn(lab.wan[0]!, udpAnswerer(9999, '$SOCAT_PEERADDR port $SOCAT_PEERPORT'));
     for (let i = 0; i < 50 && !out.includes('ready'); i++) await sleep(100);
   });
 

@@ -3,7 +3,7 @@
 // node harness.mjs`, importing the compiled src/net modules), the test changes
 // addresses with `ip -n NS addr ...` and checks the callbacks and the
 // watcher's child processes.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -78,6 +78,18 @@ async function expectChange(h: Harness, change: () => void, want: string | null)
   return h.events[from]!.t - t0;
 }
 
+/**
+ * watch(dev) and its immediate report: the report is a callback of its own
+ * (queued after the call returns), so it can reach us after the reply; a
+ * change made before it arrived would be judged against it.
+ */
+async function startWatch(h: Harness, dev: string, opts: Record<string, unknown> = {}): Promise<void> {
+  expect(await h.call('watch', dev, opts)).toBeNull();
+  expect(await eventually(() => h.events.length > 0), 'the immediate report').toBe(true);
+  await sleep(50);
+  expect(h.events.map((e) => e.addr)).toEqual([null]);
+}
+
 async function children(h: Harness): Promise<{ pid: number; comm: string; state: string }[]> {
   return h.call('children');
 }
@@ -108,6 +120,9 @@ describe.skipIf(skipUnless({ root: true, tools: ['ip'] }))('watchWanAddress in a
     execFileSync('ip', ['netns', 'exec', NS, 'sh', '-c', 'echo 0 > /proc/sys/net/ipv4/conf/wan/promote_secondaries']);
   });
 
+  // Each test starts from a WAN device without addresses, whatever a failed one left behind.
+  beforeEach(() => ipn('addr', 'flush', 'dev', 'wan'));
+
   afterAll(async () => {
     for (const h of harnesses) await h.close().catch(() => {});
     try {
@@ -121,9 +136,7 @@ describe.skipIf(skipUnless({ root: true, tools: ['ip'] }))('watchWanAddress in a
   it('reports the address at once and every change through ip monitor (no poll in the test\'s time), without duplicates; stop() leaves nothing', async () => {
     const h = harness();
     // The poll every 10 minutes: within the test's deadline only the monitor can report.
-    expect(await h.call('watch', 'wan', { pollMs: 600_000 })).toBeNull();
-    await sleep(50);
-    expect(h.events.map((e) => e.addr)).toEqual([null]); // the immediate report
+    await startWatch(h, 'wan', { pollMs: 600_000 });
 
     const kids = await children(h);
     expect(kids.map((k) => k.comm)).toContain('ip'); // ip monitor
@@ -156,7 +169,7 @@ describe.skipIf(skipUnless({ root: true, tools: ['ip'] }))('watchWanAddress in a
 
   it('polling alone (no ip monitor) still reports every change', async () => {
     const h = harness();
-    expect(await h.call('watch', 'wan', { monitor: false })).toBeNull();
+    await startWatch(h, 'wan', { monitor: false });
     const d = await expectChange(h, () => ipn('addr', 'add', '203.0.113.5/24', 'dev', 'wan'), '203.0.113.5');
     await expectChange(h, () => ipn('addr', 'del', '203.0.113.5/24', 'dev', 'wan'), null);
     console.log(`wanwatch (poll only) delay: ${d} ms`);
@@ -166,7 +179,7 @@ describe.skipIf(skipUnless({ root: true, tools: ['ip'] }))('watchWanAddress in a
 
   it('restarts a dead ip monitor; meanwhile polling covers', async () => {
     const h = harness();
-    await h.call('watch', 'wan', { monitorRestartMs: 300 });
+    await startWatch(h, 'wan', { monitorRestartMs: 300 });
     const [mon] = (await children(h)).filter((k) => k.comm === 'ip');
     expect(mon).toBeTruthy();
     process.kill(mon!.pid, 'SIGKILL');
@@ -184,9 +197,7 @@ describe.skipIf(skipUnless({ root: true, tools: ['ip'] }))('watchWanAddress in a
 
   it('handles a device that does not exist yet (PPP) and one that goes away', async () => {
     const h = harness();
-    expect(await h.call('watch', 'wan2')).toBeNull();
-    await sleep(50);
-    expect(h.events.map((e) => e.addr)).toEqual([null]);
+    await startWatch(h, 'wan2');
     await expectChange(
       h,
       () => {
