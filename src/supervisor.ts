@@ -5,6 +5,7 @@
 // `vpnmasq reload`, and put everything back on SIGTERM/SIGINT. No packet
 // logic lives here, and no packet waits for this thread.
 
+import { totalmem } from 'node:os';
 import { existsSync, writeFileSync } from 'node:fs';
 import { ConfigError, loadConfig, redirectLabel, ruleLabel, type Config } from './config/index.js';
 import { filterEmpty, type ConntrackFilter } from './cli/filter.js';
@@ -60,6 +61,22 @@ interface SnapshotStatus {
   fresh: boolean;
   lastWrite: { at: string; bytes: number; copyMs: number; writeMs: number } | null;
   writeError: string | null;
+}
+
+/**
+ * Below this much RAM the data path runs on the main thread: a thread of its
+ * own is a second V8 isolate with its own copy of the modules, about 20 MiB,
+ * which left a 256 MiB router (the image's budget) too little for a CLI
+ * command beside the daemon (the OOM killer took vpnmasq).
+ */
+export const DATA_PATH_THREAD_MIN_RAM = 384 * 1048576;
+
+/** Inline (main thread) or a thread of its own; VPNMASQ_DATAPATH=thread|inline overrides (tests). */
+function dataPathInline(): boolean {
+  const env = process.env.VPNMASQ_DATAPATH;
+  if (env === 'thread') return false;
+  if (env === 'inline') return true;
+  return totalmem() < DATA_PATH_THREAD_MIN_RAM;
 }
 
 /** option priority, unless VPNMASQ_PRIORITY overrides it (benchmarks and tests on a shared machine). */
@@ -181,7 +198,11 @@ export class Supervisor {
       this.log.warn({ lan: m.lanDevice }, 'the LAN device has no IPv4 address: NAT loopback with reflection_src internal cannot work until a restart with one');
     }
     const t0 = performance.now();
-    this.dp = new DataPathThread({ maxFlows: m.maxFlows, acct: m.acct, onDeath: (reason) => this.dataPathDied(reason) });
+    const inline = dataPathInline();
+    if (inline) {
+      this.log.info({ ramMiB: Math.round(totalmem() / 1048576) }, `data path on the main thread: a thread of its own needs ${DATA_PATH_THREAD_MIN_RAM / 1048576} MiB of RAM or more`);
+    }
+    this.dp = new DataPathThread({ maxFlows: m.maxFlows, acct: m.acct, inline, onDeath: (reason) => this.dataPathDied(reason) });
     try {
       this.dp.applyConfig(this.cfg, this.lanSubnets, this.routerLan);
     } catch (err) {
@@ -389,7 +410,7 @@ export class Supervisor {
     return {
       offload: this.offloadStatus(),
       priority: this.priority,
-      dataPath: { thread: 'worker', threadId: this.dp.threadId, tid: this.dp.tid, mainThreadId: 0, forwarding: this.forwarding, batches: e.batches },
+      dataPath: { thread: this.dp.thread, threadId: this.dp.threadId, tid: this.dp.tid, mainThreadId: 0, forwarding: this.forwarding, batches: e.batches },
       pid: process.pid, uptimeS: Math.round((Date.now() - this.startedAt) / 1000),
       config: this.cfg.file, lanDevice: this.cfg.main.lanDevice, wanDevice: this.cfg.main.wanDevice,
       wanAddress: this.wanAddress, lanSubnets: this.lanSubnets,

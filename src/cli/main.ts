@@ -387,7 +387,7 @@ function formatStatus(s: Record<string, any>): string {
     `redirects ${s.redirects}, rules ${s.rules}`,
     ...(s.offload ? [`offload ${s.offload.enabled ? (s.offload.offloads as string[]).join(' ') || 'virtio header only' : 'off'}` +
       `${s.offload.enabled && !s.offload.uso ? ' (no USO)' : ''}, slots ${s.offload.slots}${s.offload.note ? ` (${s.offload.note})` : ''}`] : []),
-    ...(s.dataPath ? [`data path on its own thread (worker ${s.dataPath.threadId}), ${s.dataPath.batches} batches`] : []),
+    ...(s.dataPath ? [`data path ${s.dataPath.thread === 'main' ? 'on the main thread (too little RAM for a thread of its own)' : `on its own thread (worker ${s.dataPath.threadId})`}, ${s.dataPath.batches} batches`] : []),
     ...(s.priority ? [`data path ${s.priority.applied}${s.priority.note ? ` (${s.priority.note})` : ''}`] : []),
     ...((s.redirectList ?? []) as string[]).map((l) => `  redirect ${l}`),
     ...((s.ruleList ?? []) as string[]).map((l) => `  rule ${l}`),

@@ -15,7 +15,9 @@ import type { CaptureTake, EngineEvent, EngineView, FlowEntry } from '../engine/
 import type { Config } from '../config/index.js';
 import type { ConntrackFilter } from '../cli/filter.js';
 import type { Capture } from '../snapshot/state.js';
-import { CTL_WORDS, oneLine, SyncClient } from './rpc.js';
+import { CTL_WORDS, oneLine, RemoteError, SyncClient, Transfer, type Ops } from './rpc.js';
+import { Engine } from '../engine/engine.js';
+import { dataPathOps } from './ops.js';
 import type { RestoreResult, TunsOpened, WorkerData } from './worker.js';
 import type { PriorityApplied } from './priority.js';
 import type { Priority } from '../config/options.js';
@@ -33,6 +35,12 @@ export function workerPath(): string {
 
 export interface DataPathOptions {
   maxFlows: number;
+  /**
+   * Run the data path on the caller's thread instead of a worker: a second
+   * V8 isolate with its own copy of the modules costs about 20 MiB, which a
+   * router with 256 MiB does not have to spare (the supervisor decides).
+   */
+  inline?: boolean;
   /** option acct: per-flow byte counters (default off) */
   acct?: boolean;
   /** The worker is dead or stuck: log and exit; must not return. */
@@ -52,31 +60,42 @@ export class DataPathThread implements EngineView {
   readonly threadId: number;
   /** The worker's kernel thread id (its scheduling is set per thread: `option priority`), 0 if unknown. */
   readonly tid: number;
-  private readonly worker: Worker;
-  private readonly rpc: SyncClient;
+  /** Where the data path runs: its own thread, or (DataPathOptions.inline) the caller's. */
+  readonly thread: 'worker' | 'main';
+  private readonly worker: Worker | null = null;
+  private readonly rpc: SyncClient | null = null;
+  private readonly inlineOps: Ops | null = null;
   private closing = false;
 
   constructor(o: DataPathOptions) {
-    const ctl = new SharedArrayBuffer(CTL_WORDS * 4);
-    const { port1, port2 } = new MessageChannel();
-    const data: WorkerData = { maxFlows: o.maxFlows, acct: o.acct ?? false, port: port2, ctl };
-    this.worker = new Worker(o.script ?? workerPath(), { workerData: data, transferList: [port2] });
-    let fired = false;
-    const death = (reason: string) => {
-      if (fired) return;
-      fired = true;
-      o.onDeath(reason);
-    };
-    this.rpc = new SyncClient(port1, new Int32Array(ctl), { timeoutMs: o.timeoutMs ?? DATA_PATH_TIMEOUT_MS, onDeath: death });
-    // Death while no call waits: the worker's reason (left on the port), else how it ended.
-    this.worker.on('error', (err) => {
-      if (this.closing) return;
-      try { this.rpc.die(oneLine(err)); } catch { /* die() throws to stop a caller */ }
-    });
-    this.worker.on('exit', (code) => {
-      if (this.closing) return;
-      try { this.rpc.die(this.rpc.deathReason() ?? `exited with code ${code}`); } catch { /* die() throws to stop a caller */ }
-    });
+    this.thread = o.inline ? 'main' : 'worker';
+    if (o.inline) {
+      // No second thread: the same calls, run here (an engine that cannot load throws to the caller).
+      this.inlineOps = dataPathOps(Engine.load({ maxFlows: o.maxFlows, acct: o.acct ?? false }));
+    } else {
+      const ctl = new SharedArrayBuffer(CTL_WORDS * 4);
+      const { port1, port2 } = new MessageChannel();
+      const data: WorkerData = { maxFlows: o.maxFlows, acct: o.acct ?? false, port: port2, ctl };
+      const worker = new Worker(o.script ?? workerPath(), { workerData: data, transferList: [port2] });
+      this.worker = worker;
+      let fired = false;
+      const death = (reason: string) => {
+        if (fired) return;
+        fired = true;
+        o.onDeath(reason);
+      };
+      const rpc = new SyncClient(port1, new Int32Array(ctl), { timeoutMs: o.timeoutMs ?? DATA_PATH_TIMEOUT_MS, onDeath: death });
+      // Death while no call waits: the worker's reason (left on the port), else how it ended.
+      this.rpc = rpc;
+      worker.on('error', (err) => {
+        if (this.closing) return;
+        try { rpc.die(oneLine(err)); } catch { /* die() throws to stop a caller */ }
+      });
+      worker.on('exit', (code) => {
+        if (this.closing) return;
+        try { rpc.die(rpc.deathReason() ?? `exited with code ${code}`); } catch { /* die() throws to stop a caller */ }
+      });
+    }
     // The first call also waits for the worker to load the engine.
     const hello = this.call<{ threadId: number; tid: number; maxFlows: number; acct: boolean; memoryBytes: number; buildId: string }>('hello');
     this.threadId = hello.threadId;
@@ -88,7 +107,8 @@ export class DataPathThread implements EngineView {
   }
 
   call<T>(op: string, ...args: unknown[]): T {
-    return this.rpc.call<T>(op, ...args);
+    if (this.inlineOps) return callInline<T>(this.inlineOps, op, args);
+    return this.rpc!.call<T>(op, ...args);
   }
 
   // ---- EngineView ----------------------------------------------------------
@@ -133,6 +153,23 @@ export class DataPathThread implements EngineView {
   /** Ends the worker (after stopLoop and closeTuns); its exit is no death. */
   async terminate(): Promise<void> {
     this.closing = true;
-    await this.worker.terminate();
+    await this.worker?.terminate();
   }
+}
+
+/**
+ * An op called in place, answering as the worker would: Transfer unwrapped,
+ * a refusal (an exception from the op) as RemoteError, so callers handle
+ * both modes alike.
+ */
+function callInline<T>(ops: Ops, op: string, args: unknown[]): T {
+  const fn = ops[op];
+  if (!fn) throw new RemoteError(`no such data path call: ${op}`);
+  let r: unknown;
+  try {
+    r = fn(...args);
+  } catch (err) {
+    throw new RemoteError(err instanceof Error ? err.message : String(err));
+  }
+  return (r instanceof Transfer ? r.value : r) as T;
 }

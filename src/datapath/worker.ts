@@ -10,19 +10,12 @@
 // The engine's clock (nowMs, continueClock) lives here too: every time the
 // engine is given is taken on this thread.
 
-import { readlinkSync } from 'node:fs';
-import { threadId, workerData, type MessagePort } from 'node:worker_threads';
-import { Engine, nowMs, type FlowEntry } from '../engine/engine.js';
-import { applyConfig } from '../engine/apply.js';
-import { ipToRaw } from '../engine/abi.js';
-import type { Config } from '../config/index.js';
-import { matches, type ConntrackFilter } from '../cli/filter.js';
-import { capture, restoreFile, SnapshotRefused, type Restored } from '../snapshot/state.js';
-import { TunDevice } from '../tun/tun.js';
-import { BatchLoop } from './loop.js';
-import { dieWith, serve, Transfer, type Ops } from './rpc.js';
-import { applyDataPathPriority, type PriorityApplied } from './priority.js';
-import type { Priority } from '../config/options.js';
+import { workerData, type MessagePort } from 'node:worker_threads';
+import { Engine } from '../engine/engine.js';
+import { dieWith, serve, type Ops } from './rpc.js';
+import { dataPathOps } from './ops.js';
+
+export type { RestoreResult, TunsOpened } from './ops.js';
 
 export interface WorkerData {
   maxFlows: number;
@@ -32,27 +25,6 @@ export interface WorkerData {
   ctl: SharedArrayBuffer;
 }
 
-/** What openTuns reports; the main thread logs it and shows it in `status`. */
-export interface TunsOpened {
-  vnet: boolean;
-  /** TUN_F_* bits each device took */
-  offloadsIn: number;
-  offloadsOut: number;
-  /** why offloads are off or partial ('' when all is as asked) */
-  note: string;
-  /** offloads were wanted and the kernel refused them (worth a warning) */
-  refused: boolean;
-  slotCount: number;
-  slotSize: number;
-}
-
-export interface RestoreResult {
-  restored: (Restored & { ms: number }) | null;
-  refused: string | null;
-}
-
-const TICK_MS = 250;
-
 const data = workerData as WorkerData;
 const ctl = new Int32Array(data.ctl);
 let engine!: Engine;
@@ -61,155 +33,8 @@ try {
 } catch (err) {
   dieWith(data.port, ctl, err);
 }
-let tunIn: TunDevice | null = null;
-let tunOut: TunDevice | null = null;
-let loop: BatchLoop | null = null;
-let ticker: NodeJS.Timeout | null = null;
 
-/** This thread's kernel thread id (what /proc/PID/task/TID, ps -L and chrt -p show), or 0 where /proc does not say. */
-function kernelTid(): number {
-  try {
-    return Number(readlinkSync('/proc/thread-self').split('/').pop()) || 0;
-  } catch {
-    return 0;
-  }
-}
-
-function setWan(addr: string | null): number {
-  return addr ? engine.x.setWanAddress(ipToRaw(addr), nowMs()) : 0;
-}
-
-function closeTuns(): void {
-  tunIn?.close();
-  tunOut?.close();
-  tunIn = tunOut = null;
-}
-
-/**
- * Opens both TUNs, with offloads when wanted: IFF_VNET_HDR, then
- * TUNSETOFFLOAD (the addon asks for less when the kernel refuses). A kernel
- * that refuses the virtio header on either device gets both reopened plain:
- * the engine has one slot geometry for both.
- */
-function openTuns(inside: string, outside: string, offload: boolean): TunsOpened {
-  closeTuns();
-  let note = '';
-  let refused = false;
-  try {
-    if (offload) {
-      try {
-        tunIn = TunDevice.open(inside, { offload: true });
-        tunOut = TunDevice.open(outside, { offload: true });
-        if (tunIn.vnet && tunOut.vnet) {
-          engine.setVnet(true);
-          if (tunIn.offloads !== tunOut.offloads) note = 'the two TUNs took different offloads';
-          return opened(note, false);
-        }
-        note = 'the kernel refused IFF_VNET_HDR';
-      } catch (err) {
-        if ((err as { code?: string }).code !== 'EINVAL') throw err;
-        note = `offloads refused: ${(err as Error).message}`;
-      }
-      closeTuns();
-      refused = true;
-      // EINVAL is also what a name taken by a non-TUN device gives: the plain
-      // open below then fails with the one line that matters, and only if it
-      // succeeds were the offloads what the kernel refused.
-    } else {
-      note = 'off (option offload)';
-    }
-    engine.setVnet(false);
-    tunIn = TunDevice.open(inside);
-    tunOut = TunDevice.open(outside);
-    return opened(note, refused);
-  } catch (err) {
-    closeTuns();
-    throw err;
-  }
-}
-
-function opened(note: string, refused: boolean): TunsOpened {
-  return {
-    vnet: engine.vnet, offloadsIn: tunIn!.offloads, offloadsOut: tunOut!.offloads, note, refused,
-    slotCount: engine.slotCount, slotSize: engine.slotSize,
-  };
-}
-
-function entries(wan: string): FlowEntry[] {
-  return [...engine.flows(wan), ...engine.vpnEntries(wan)];
-}
-
-const ops = {
-  hello: () => ({ threadId, tid: kernelTid(), maxFlows: engine.maxFlows, acct: engine.acct, memoryBytes: engine.memoryBytes, buildId: engine.buildId }),
-  applyConfig: (cfg: Config, lanSubnets: string[], routerLan: string[]) => { applyConfig(engine, cfg, lanSubnets, routerLan); },
-  /** A reload: `next` whole, or (refused) `prev` again, in one step no batch sees half of. */
-  reload: (next: Config, prev: Config, lanSubnets: string[], routerLan: string[], prevRouterLan: string[]) => {
-    try {
-      applyConfig(engine, next, lanSubnets, routerLan);
-    } catch (err) {
-      applyConfig(engine, prev, lanSubnets, prevRouterLan);
-      throw err;
-    }
-  },
-  setWanAddress: (addr: string | null) => setWan(addr),
-  openTuns,
-  /** The snapshot at `file`, if it fits; else an empty engine with `cfg` and the WAN address again. */
-  restore: (file: string, wan: string | null, cfg: Config, lanSubnets: string[], routerLan: string[]): RestoreResult => {
-    const t0 = performance.now();
-    try {
-      const res = restoreFile(engine, file, wan ? ipToRaw(wan) : null);
-      return { restored: res && { ...res, ms: +(performance.now() - t0).toFixed(1) }, refused: null };
-    } catch (err) {
-      const why = err instanceof SnapshotRefused ? err.message : `unexpected: ${(err as Error).message}`;
-      // All or nothing: back to an empty engine with the configuration.
-      engine.reset();
-      applyConfig(engine, cfg, lanSubnets, routerLan);
-      setWan(wan);
-      return { restored: null, refused: why };
-    }
-  },
-  /** Sets this thread's scheduling (`option priority`: Linux schedules threads, so it is set here), then starts the loop. */
-  startLoop: (priority: Priority): PriorityApplied => {
-    if (!tunIn || !tunOut) throw new Error('the TUNs are not open');
-    const applied = applyDataPathPriority(priority);
-    loop = new BatchLoop(engine, tunIn, tunOut);
-    loop.start();
-    ticker = setInterval(() => engine.x.tick(nowMs(), 65536), TICK_MS);
-    return applied;
-  },
-  /** No more batches (the TUNs stay open until closeTuns): the state is final for the last snapshot. */
-  stopLoop: () => {
-    loop?.stop();
-    tunIn?.pauseReading();
-    tunOut?.pauseReading();
-    if (ticker) clearInterval(ticker);
-    ticker = null;
-  },
-  closeTuns,
-  /** A copy of the state for the snapshot file; its buffers move to the caller. */
-  capture: (wan: string | null) => {
-    const c = capture(engine, wan ? ipToRaw(wan) : 0, nowMs());
-    return new Transfer(c, c.sections.map((s) => s.data.buffer as ArrayBuffer));
-  },
-  /** Engine events, with the drop counters of the same moment (the log's "total"). */
-  drainEvents: (max: number) => ({ events: engine.drainEvents(max), drops: engine.drops() }),
-  counters: () => engine.counters(),
-  drops: () => engine.drops(),
-  flowActive: () => engine.flowActive(),
-  flows: (wan: string, limit?: number) => engine.flows(wan, nowMs(), limit ?? Infinity),
-  vpnEntries: (wan: string) => engine.vpnEntries(wan),
-  entries,
-  flushAll: () => engine.x.flushAll(),
-  /** conntrack -D: the matching entries, chosen and freed in one step (an index freed and reused in between would be another flow). */
-  deleteMatching: (filter: ConntrackFilter, wan: string) => entries(wan).filter((e) => matches(e, filter) && engine.deleteEntry(e)),
-  setCapture: (on: boolean, reason: number) => engine.setCapture(on, reason),
-  takeCaptured: (room: number) => engine.takeCaptured(room),
-  batchSizes: () => (loop ? loop.batchSizes.slice() : null),
-  status: () => ({
-    flowActive: engine.flowActive(), bytesPerFlow: engine.bytesPerFlow(), counters: engine.counters(), drops: engine.drops(),
-    vnet: engine.vnet, slotCount: engine.slotCount, slotSize: engine.slotSize, batches: loop?.batches ?? 0,
-  }),
-};
+const ops = dataPathOps(engine);
 
 // Test hook (VPNMASQ_TEST_HOOKS=1): the thread dies as an engine trap would, outside any call.
 const testOps: Ops = process.env.VPNMASQ_TEST_HOOKS === '1'

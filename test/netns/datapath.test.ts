@@ -104,4 +104,24 @@ config rule
     await vm.start();
     expect(ask(41002)).toBe('203.0.113.1');
   });
+
+  it('04 where a thread of its own does not fit (a 256 MiB router: VPNMASQ_DATAPATH=inline stands in for the RAM check) the same data path runs on the main thread', async () => {
+    expect(await vm.term()).toBe(0);
+    vm.env = { VPNMASQ_TEST_HOOKS: '1', VPNMASQ_DATAPATH: 'inline' };
+    await vm.start();
+    const s = vm.status();
+    expect(s.dataPath.thread).toBe('main');
+    expect(s.dataPath.tid).toBe(s.pid); // the process's main thread
+    expect(vm.output).toMatch(/data path on the main thread: a thread of its own needs 384 MiB of RAM or more/);
+    // Both ways, a new flow and an answer, the router's own address from the WAN.
+    expect(ask(41003)).toBe('203.0.113.1');
+    expect(received(sh(lab.lan[0]!, `ping -c 3 -i 0.2 -W 2 ${WANHOST}`).stdout)).toBeGreaterThanOrEqual(1);
+    expect(received(sh(lab.wan[0]!, 'ping -c 3 -i 0.2 -W 2 203.0.113.1').stdout)).toBeGreaterThanOrEqual(1);
+    const after = vm.status();
+    expect(after.dataPath.batches).toBeGreaterThan(0);
+    expect(after.flows.active).toBeGreaterThan(0);
+    expect(vm.cli('status').stdout).toMatch(/data path on the main thread \(too little RAM for a thread of its own\), \d+ batches/);
+    // Listings come from the same calls as on a thread of its own.
+    expect(vm.cli('conntrack', '-L').stdout).toMatch(/dport=9999/);
+  });
 });
