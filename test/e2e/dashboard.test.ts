@@ -14,7 +14,7 @@ import { RunningRouter } from '../helpers/vpnmasq.js';
 import { sendEsp, sendIp } from './peers/crafted.js';
 import { skipUnlessScapy } from './peers/esp.js';
 import type { Lab as LabT } from '../../src/lab/lab.js';
-import { udpAnswerer } from '../helpers/udpecho.js';
+import { udpAnswerer } from '../helpers/servers.js';
 
 const skip = skipUnless({ root: true, tun: true, tools: ['ip', 'socat', 'chromium'] }) || skipUnlessScapy();
 const BROWSER = resolve(__dirname, 'peers/browser.mjs');

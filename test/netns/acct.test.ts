@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { skipUnless } from '../helpers/prereq.js';
 import { CLI, RunningRouter } from '../helpers/vpnmasq.js';
 import type { Lab as LabT } from '../../src/lab/lab.js';
-import { udpAnswerer } from '../helpers/udpecho.js';
+import { udpAnswerer } from '../helpers/servers.js';
 
 const skip = skipUnless({ root: true, tun: true, tools: ['ip', 'socat'] });
 const WANHOST = '203.0.113.2';

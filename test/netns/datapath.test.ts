@@ -14,7 +14,7 @@ import { skipUnless } from '../helpers/prereq.js';
 import { RunningRouter } from '../helpers/vpnmasq.js';
 import { request } from '../../src/control/client.js';
 import type { Lab as LabT } from '../../src/lab/lab.js';
-import { udpAnswerer } from '../helpers/udpecho.js';
+import { udpAnswerer, waitListening } from '../helpers/servers.js';
 
 const skip = skipUnless({ root: true, tun: true, tools: ['ip', 'ss', 'socat', 'ping'] });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -44,7 +44,7 @@ config rule
     vm.env = { VPNMASQ_TEST_HOOKS: '1' };
     await vm.start();
     lab.spawn(lab.wan[0]!, udpAnswerer(9999, '$SOCAT_PEERADDR'));
-    for (let i = 0; i < 100 && sh(lab.wan[0]!, "ss -Hlnu 'sport = :9999'").stdout.trim() === ''; i++) await sleep(100);
+    await waitListening(lab, [[lab.wan[0]!, 'u', 9999]]);
   });
 
   afterAll(async () => {

@@ -14,7 +14,7 @@ import type { ChildProcess } from 'node:child_process';
 import { skipUnless } from '../helpers/prereq.js';
 import { CLI, RunningRouter } from '../helpers/vpnmasq.js';
 import type { Lab as LabT } from '../../src/lab/lab.js';
-import { udpAnswerer } from '../helpers/udpecho.js';
+import { udpAnswerer } from '../helpers/servers.js';
 
 const skip = skipUnless({ root: true, tun: true, tools: ['ip', 'socat', 'busybox'] });
 const SCRIPT = resolve(__dirname, '../../firmware/image/rootfs/usr/share/udhcpc/default.script');

@@ -23,7 +23,7 @@ import { join, resolve } from 'node:path';
 import { skipUnless } from '../helpers/prereq.js';
 import { CLI, RunningRouter } from '../helpers/vpnmasq.js';
 import type { Lab as LabT } from '../../src/lab/lab.js';
-import { udpAnswerer } from '../helpers/udpecho.js';
+import { udpAnswerer } from '../helpers/servers.js';
 
 const RESPAWN = resolve(__dirname, '../../firmware/files/usr/sbin/vpnmasq-respawn');
 const skip = skipUnless({ root: true, tun: true, tools: ['ip', 'nft', 'tcpdump', 'socat', 'ping'] });

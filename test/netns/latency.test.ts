@@ -11,6 +11,7 @@ import { resolve } from 'node:path';
 import { skipUnless } from '../helpers/prereq.js';
 import { RunningRouter } from '../helpers/vpnmasq.js';
 import type { Lab as LabT } from '../../src/lab/lab.js';
+import { iperfServer } from '../helpers/servers.js';
 
 const skip = skipUnless({ root: true, tun: true, tools: ['ip', 'iperf3', 'setpriv'] });
 const WANHOST = '203.0.113.2';
@@ -22,21 +23,12 @@ function sched(pid: number, tid = pid): { nice: number; rtPriority: number; poli
   return { nice: Number(f[16]), rtPriority: Number(f[37]), policy: Number(f[38]) };
 }
 
-async function serve(lab: LabT, ns: string, port: number): Promise<void> {
-  lab.spawn(ns, ['iperf3', '-s', '-p', String(port)]);
-  for (let i = 0; i < 50; i++) {
-    if (lab.tryExec(ns, ['sh', '-c', `ss -ltn | grep -q ':${port} '`]).ok) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`iperf3 server on ${port} did not start`);
-}
-
 describe.skipIf(skip)('latency under load: data path priority and the reader queue (real TUN path)', () => {
   let lab: LabT;
   beforeAll(async () => {
     const { Lab } = await import('../../src/lab/lab.js');
     lab = Lab.create({ id: `lt${process.pid % 10000}` });
-    await serve(lab, lab.wan[0]!, 5201);
+    await iperfServer(lab, lab.wan[0]!, 5201);
   });
   afterAll(() => lab?.destroy());
 

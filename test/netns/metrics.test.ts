@@ -10,7 +10,7 @@ import parsePrometheus from 'parse-prometheus-text-format';
 import { skipUnless } from '../helpers/prereq.js';
 import { CLI, RunningRouter } from '../helpers/vpnmasq.js';
 import type { Lab as LabT } from '../../src/lab/lab.js';
-import { udpAnswerer } from '../helpers/udpecho.js';
+import { udpAnswerer } from '../helpers/servers.js';
 
 const skip = skipUnless({ root: true, tun: true, tools: ['ip', 'socat'] });
 

@@ -13,6 +13,7 @@ import { skipUnless } from '../helpers/prereq.js';
 import { RunningRouter } from '../helpers/vpnmasq.js';
 import type { Lab as LabT } from '../../src/lab/lab.js';
 import { lineReader } from '../helpers/peerlines.js';
+import { iperfServer } from '../helpers/servers.js';
 
 const PEER = resolve(__dirname, 'uso-peer.py');
 
@@ -57,23 +58,14 @@ function usoSend(lab: LabT, ns: string, host: string, size: number, cookies: str
   lab.exec(ns, ['python3', PEER, 'send', host, '500', String(size), ...cookies]);
 }
 
-async function serve(lab: LabT, ns: string, port: number): Promise<void> {
-  lab.spawn(ns, ['iperf3', '-s', '-p', String(port)]);
-  for (let i = 0; i < 50; i++) {
-    if (lab.tryExec(ns, ['sh', '-c', `ss -ltn | grep -q ':${port} '`]).ok) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`iperf3 server on ${port} did not start`);
-}
-
 describe.skipIf(skip)('TUN offloads through the router (real TUN path)', () => {
   let lab: LabT;
 
   beforeAll(async () => {
     const { Lab } = await import('../../src/lab/lab.js');
     lab = Lab.create({ id: `of${process.pid % 10000}` });
-    await serve(lab, lab.wan[0]!, 5201);
-    await serve(lab, lab.lan[0]!, 5202);
+    await iperfServer(lab, lab.wan[0]!, 5201);
+    await iperfServer(lab, lab.lan[0]!, 5202);
   });
   afterAll(() => lab?.destroy());
 

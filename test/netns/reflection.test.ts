@@ -15,7 +15,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { skipUnless } from '../helpers/prereq.js';
 import { RunningRouter } from '../helpers/vpnmasq.js';
-import { udpAnswerer, waitListening } from '../helpers/udpecho.js';
+import { udpAnswerer, waitListening } from '../helpers/servers.js';
 import type { Lab as LabT } from '../../src/lab/lab.js';
 
 const skip = skipUnless({ root: true, tun: true, tools: ['ip', 'socat', 'nft', 'ss'] });

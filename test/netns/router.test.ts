@@ -4,7 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { skipUnless } from '../helpers/prereq.js';
 import { RunningRouter } from '../helpers/vpnmasq.js';
-import { udpAnswerer } from '../helpers/udpecho.js';
+import { udpAnswerer } from '../helpers/servers.js';
 import type { Lab as LabT } from '../../src/lab/lab.js';
 
 const skip = skipUnless({ root: true, tun: true, tools: ['ip', 'ss', 'socat', 'tcpdump', 'traceroute', 'ping'] });

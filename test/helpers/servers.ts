@@ -1,6 +1,6 @@
-// A UDP server for namespace tests that answers every datagram with one
-// line (e.g. the address it saw the sender from), and a wait until servers
-// listen.
+// Servers for namespace tests: a UDP server that answers every datagram
+// with one line (e.g. the address it saw the sender from), an iperf3
+// server, and a wait until servers listen.
 //
 // `socat UDP-RECVFROM:P,fork SYSTEM:'echo …'` loses answers on a loaded
 // machine, and the lost answer looks like a router that dropped a datagram:
@@ -38,4 +38,10 @@ export async function waitListening(lab: Lab, sockets: readonly Listener[], ms =
     if (Date.now() > end) break;
   }
   throw new Error(`not listening: ${missing.map(([ns, proto, port]) => `${ns} ${proto === 't' ? 'tcp' : 'udp'}/${port}`).join(', ')}`);
+}
+
+/** An iperf3 server on `port` in `ns`, listening when this resolves. */
+export async function iperfServer(lab: Lab, ns: string, port: number): Promise<void> {
+  lab.spawn(ns, ['iperf3', '-s', '-p', String(port)]);
+  await waitListening(lab, [[ns, 't', port]]);
 }
