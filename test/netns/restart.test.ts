@@ -12,6 +12,7 @@ import type { ChildProcess } from 'node:child_process';
 import { skipUnless } from '../helpers/prereq.js';
 import { RunningRouter } from '../helpers/vpnmasq.js';
 import type { Lab as LabT } from '../../src/lab/lab.js';
+import { udpAnswerer } from '../helpers/servers.js';
 
 const skip = skipUnless({ root: true, tun: true, tools: ['ip', 'socat', '/usr/bin/python3'] });
 
@@ -38,7 +39,6 @@ while True:
 // A LAN client: one request, then only reads. Prints what came back (JSON).
 const CLIENT_PY = `
 import socket, sys, json, time
-import { udpAnswerer } from '../helpers/servers.js';
 srv, delay, tag, wait = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
 c = socket.create_connection((srv, 7000), timeout=5)
 c.sendall(('later %s %s\\n' % (delay, tag)).encode())
