@@ -146,17 +146,11 @@ export function processBatch(n: u32, side: u32): u32 {
     store<u32>(packetContext, 0, CTX_L4_PARTIAL);
     if (side == SIDE_INSIDE) flowWarmSelect(<i32>i); // its key and hash, as warmBatch found them this batch
     bytesRead += len;
-    let r: u32;
-    if (len > maxLen) r = Drop.OVERSIZE;
-    else r = side == SIDE_INSIDE ? outbound(p, len, packetContext) : inbound(p, len, packetContext);
-    if (r == Drop.NONE) {
-      ttlCompensate(p);
-      store<u8>(verdicts + i, VERDICT_PASS);
+    const pass = len <= maxLen ? judge(p, len, side) : refuse(Drop.OVERSIZE, side, p);
+    store<u8>(verdicts + i, pass ? VERDICT_PASS : VERDICT_DROP);
+    if (pass) {
       passed++;
       bytesPassed += len;
-    } else {
-      dropped(r, side, p);
-      store<u8>(verdicts + i, VERDICT_DROP);
     }
   }
   flowWarmSelect(-1);
@@ -168,6 +162,19 @@ export function processBatch(n: u32, side: u32): u32 {
   countAdd(side == SIDE_INSIDE ? C_RX_BYTES_INSIDE : C_RX_BYTES_OUTSIDE, bytesRead);
   countAdd(side == SIDE_INSIDE ? C_PASS_BYTES_INSIDE : C_PASS_BYTES_OUTSIDE, bytesPassed);
   return passed;
+}
+
+/** One packet through its side's path: TTL compensated when it passes, the drop counted when not. */
+@inline function judge(p: usize, len: u32, side: u32): bool {
+  const r = side == SIDE_INSIDE ? outbound(p, len, packetContext) : inbound(p, len, packetContext);
+  if (r != Drop.NONE) return refuse(r, side, p);
+  ttlCompensate(p);
+  return true;
+}
+
+@inline function refuse(r: u32, side: u32, p: usize): bool {
+  dropped(r, side, p);
+  return false;
 }
 
 /**
@@ -184,14 +191,10 @@ function extrasRun(side: u32): void {
     const len = extraLen(j);
     store<u32>(packetContext, 0, CTX_VNET);
     store<u32>(packetContext, 0, CTX_L4_PARTIAL);
-    const r = side == SIDE_INSIDE ? outbound(q, len, packetContext) : inbound(q, len, packetContext);
-    if (r == Drop.NONE) {
-      ttlCompensate(q);
+    if (judge(q, len, side)) {
       store<u8>(extraVerdicts + j, VERDICT_PASS);
       passed++;
       bytesPassed += len;
-    } else {
-      dropped(r, side, q);
     }
   }
   // A cut slot whose first datagram passed was counted above with the super-packet's read length.
