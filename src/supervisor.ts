@@ -13,11 +13,11 @@ import { discard, writeCapture, writeCaptureSync, type Restored } from './snapsh
 import { POLICY_REASONS, PROTO_NAMES } from './engine/abi.js';
 import type { FlowEntry } from './engine/engine.js';
 import { createLogger, type LogFormat, type Logger } from './log.js';
-import { deviceExists, ipv4Addresses, setTxQueueLen, subnetsOf } from './net/iface.js';
+import { deviceExists, ipv4Addresses, setTxQueueLen, subnetsOf, txQueueLen } from './net/iface.js';
 import { setupRouting, teardownStale, type ForwardPlan, type Routing, type RoutingPlan } from './net/routes.js';
 import { installGuard } from './net/guard.js';
 import { readWanAddress, watchWanAddress, type WanWatch } from './net/wanwatch.js';
-import { offloadNames, queueDrops, writeDrops } from './tun/tun.js';
+import { offloadNames, queueDrops, queueDropsByClass, readerQueueWanted, txQueueLenWanted, writeDrops } from './tun/tun.js';
 import type { PriorityApplied } from './datapath/priority.js';
 import { PRIORITIES, type Priority } from './config/options.js';
 import { DataPathThread } from './datapath/thread.js';
@@ -110,8 +110,6 @@ function routerLanOf(dev: string): string[] {
   }
 }
 
-/** Transmit queue of each TUN, in packets (see start()). */
-const TUN_TXQUEUELEN = 4096;
 
 export class Supervisor {
   private cfg: Config;
@@ -119,6 +117,8 @@ export class Supervisor {
   /** The data-path thread: the engine, both TUNs and the batch loop. */
   private dp!: DataPathThread;
   private tuns: TunsOpened | null = null;
+  /** Each TUN's txqueuelen before start set it: a persistent TUN (created beforehand) outlives the run and gets it back at stop. */
+  private txqlenBefore: [string, number][] = [];
   private forwarding = false;
   private routing: Routing | null = null;
   private wan: WanWatch | null = null;
@@ -225,9 +225,20 @@ export class Supervisor {
     }
     if (this.tuns.refused) this.log.warn({ reason: this.tuns.note }, 'TUN offloads unavailable: one packet per read');
 
-    // A deeper queue toward the supervisor absorbs bursts while a batch is
-    // being processed (the default 500 packets overflow at line rate).
-    for (const dev of [m.tunInside, m.tunOutside]) setTxQueueLen(dev, TUN_TXQUEUELEN);
+    // The ring toward the reader (README "Latency under load"): long enough
+    // for the bursts TCP sends while the data path waits for its CPU, short
+    // enough that a flood it cannot keep up with adds little delay.
+    try {
+      const len = txQueueLenWanted();
+      for (const dev of [m.tunInside, m.tunOutside]) {
+        const before = txQueueLen(dev);
+        if (before !== null) this.txqlenBefore.push([dev, before]);
+        setTxQueueLen(dev, len);
+      }
+    } catch (err) {
+      await this.stop();
+      throw new FatalError(`vpnmasq: ${(err as Error).message}`);
+    }
     const t2 = performance.now();
 
     // The first WAN address is read synchronously so routes start complete.
@@ -404,6 +415,14 @@ export class Supervisor {
     };
   }
 
+  /** The TUN rings and the readers' queue discipline as they run (txqueuelen read back from the devices). */
+  tunQueueStatus(): Record<string, unknown> {
+    const m = this.cfg.main;
+    const len = (dev: string) => { try { return txQueueLen(dev); } catch { return null; } };
+    const q = readerQueueWanted();
+    return { txqueuelen: { lan: len(m.tunInside), wan: len(m.tunOutside) }, batchBytes: q.batchBytes, targetUs: q.targetUs, intervalUs: q.intervalUs };
+  }
+
   status(): Record<string, unknown> {
     // One call: every engine figure below is from the same moment between two batches.
     const e = this.dp.status();
@@ -416,6 +435,7 @@ export class Supervisor {
       wanAddress: this.wanAddress, lanSubnets: this.lanSubnets,
       flows: { active: e.flowActive, max: this.dp.maxFlows, acct: this.dp.acct, bytesPerFlow: +e.bytesPerFlow.toFixed(1) },
       memoryBytes: this.dp.memoryBytes, counters: e.counters, drops: e.drops, tunWriteDrops: writeDrops(), tunQueueDrops: queueDrops(),
+      tunQueueDropsByClass: queueDropsByClass(), tunQueue: this.tunQueueStatus(),
       redirects: this.cfg.redirects.length, rules: this.cfg.rules.length,
       // by fw4 name (else the uci section name, else the line)
       redirectList: this.cfg.redirects.map(redirectLabel), ruleList: this.cfg.rules.map(ruleLabel),
@@ -567,6 +587,11 @@ export class Supervisor {
     // undone its partial work, and a crash's leftovers are the next start's.
     try { this.routing?.teardown(); } catch (err) { errors.push((err as Error).message); }
     if (this.dp) this.dp.closeTuns();
+    // A TUN vpnmasq created went with its fd; one that was there before (persistent) gets its txqueuelen back.
+    for (const [dev, len] of this.txqlenBefore) {
+      try { if (txQueueLen(dev) !== null) setTxQueueLen(dev, len); } catch (err) { errors.push(`txqueuelen ${dev}: ${(err as Error).message}`); }
+    }
+    this.txqlenBefore = [];
     await this.control?.close();
     await this.observer?.stop();
     if (this.dp) {

@@ -389,6 +389,7 @@ function formatStatus(s: Record<string, any>): string {
       `${s.offload.enabled && !s.offload.uso ? ' (no USO)' : ''}, slots ${s.offload.slots}${s.offload.note ? ` (${s.offload.note})` : ''}`] : []),
     ...(s.dataPath ? [`data path ${s.dataPath.thread === 'main' ? 'on the main thread (too little RAM for a thread of its own)' : `on its own thread (worker ${s.dataPath.threadId})`}, ${s.dataPath.batches} batches`] : []),
     ...(s.priority ? [`data path ${s.priority.applied}${s.priority.note ? ` (${s.priority.note})` : ''}`] : []),
+    ...(s.tunQueue ? [tunQueueLine(s.tunQueue)] : []),
     ...((s.redirectList ?? []) as string[]).map((l) => `  redirect ${l}`),
     ...((s.ruleList ?? []) as string[]).map((l) => `  rule ${l}`),
     ...snapshotLines(s.snapshot),
@@ -398,8 +399,17 @@ function formatStatus(s: Record<string, any>): string {
     ...Object.entries(s.drops as Record<string, number>).map(([k, v]) => `  ${k.padEnd(16)} ${v}`),
   ];
   if (s.tunWriteDrops) lines.push(`  ${'tun_write'.padEnd(16)} ${s.tunWriteDrops}`);
-  if (s.tunQueueDrops) lines.push(`  ${'tun_queue'.padEnd(16)} ${s.tunQueueDrops}`);
+  if (s.tunQueueDrops) {
+    const by = Object.entries((s.tunQueueDropsByClass ?? {}) as Record<string, number>).filter(([, n]) => n > 0).map(([c, n]) => `${c} ${n}`);
+    lines.push(`  ${'tun_queue'.padEnd(16)} ${s.tunQueueDrops}${by.length ? ` (${by.join(', ')})` : ''}`);
+  }
   return lines.join('\n') + '\n';
+}
+
+/** `tun queue txqueuelen 1000/1000, CoDel 500 µs/5000 µs, batch 262144 B` (LAN/WAN TUN rings, then the readers' discipline). */
+function tunQueueLine(q: Record<string, any>): string {
+  const codel = q.targetUs > 0 ? `CoDel target ${q.targetUs} µs interval ${q.intervalUs} µs` : 'no head drops';
+  return `tun queue txqueuelen ${q.txqueuelen?.lan ?? '?'}/${q.txqueuelen?.wan ?? '?'}, ${codel}, batch ${q.batchBytes ? `${q.batchBytes} B` : 'slots only'}`;
 }
 
 function snapshotLines(sn: Record<string, any> | undefined): string[] {

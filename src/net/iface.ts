@@ -160,6 +160,18 @@ export function setLinkUp(dev: string, mtu?: number): void {
   runIp(args);
 }
 
+/** The device's `txqueuelen` (`ip -j link show`), or null when it does not exist. */
+export function txQueueLen(dev: string): number | null {
+  checkIfName(dev);
+  try {
+    const j = JSON.parse(runIp(['-j', 'link', 'show', 'dev', dev])) as { txqlen?: number }[];
+    return typeof j[0]?.txqlen === 'number' ? j[0].txqlen : null;
+  } catch (e) {
+    if (isNoDevice(e)) return null;
+    throw e;
+  }
+}
+
 /** `ip link set dev X txqueuelen N`: the device's transmit queue (for a TUN: packets waiting for its reader). */
 export function setTxQueueLen(dev: string, len: number): void {
   checkIfName(dev);

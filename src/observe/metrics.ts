@@ -72,7 +72,10 @@ export function renderMetrics(s: Stats): string {
     Object.entries(s.drops).map(([reason, n]) => [{ reason }, n]));
   w.family('vpnmasq_tun_write_drops_total', 'counter', 'Packets the TUN write dropped (queue full, link down).', [[undefined, s.tunWriteDrops]]);
   w.family('vpnmasq_tun_queue_drops_total', 'counter',
-    'TCP packets the TUN readers dropped at the head of a standing queue (CoDel on the TUN ring).', [[undefined, s.tunQueueDrops]]);
+    'Packets the TUN readers dropped at the head of a standing queue (CoDel on the TUN ring).', [[undefined, s.tunQueueDrops]]);
+  w.family('vpnmasq_tun_queue_class_drops_total', 'counter',
+    'The TUN readers\' head drops by packet class (tcp, udp, icmp, frag: an IPv4 fragment, other: ESP, GRE, the rest).',
+    Object.entries(s.tunQueueDropsByClass).map(([c, n]) => [{ class: c }, n]));
   w.family('vpnmasq_tun_offload', 'gauge', 'TUN offloads the kernel accepted (1) or not (0), by offload.',
     Object.entries(TUN_F).filter(([k]) => k !== 'TSO_ECN' && k !== 'UFO')
       .map(([k, bit]) => [{ offload: k.toLowerCase() }, (s.offload.bits & bit) !== 0 ? 1 : 0]));

@@ -40,8 +40,10 @@ export interface Stats {
   drops: Record<string, number>;
   /** Packets the TUN write dropped (full queue, link down). */
   tunWriteDrops: number;
-  /** TCP packets the TUN readers' queue discipline dropped (src/tun/tun.ts ReaderQueue). */
+  /** Packets the TUN readers' queue discipline dropped at the head (src/tun/tun.ts ReaderQueue). */
   tunQueueDrops: number;
+  /** The same by packet class (tcp, udp, icmp, frag, other; src/tun/tun.ts QUEUE_CLASSES). */
+  tunQueueDropsByClass: Record<string, number>;
   /** TUN offloads: the TUN_F_* bits the kernel took (0: off), and what came through them. */
   offload: { bits: number; gsoPackets: number; gsoBytes: number; csumPartial: number };
   flowsCreated: number;
@@ -84,6 +86,8 @@ export interface SupervisorTallies {
   tunWriteDrops(): number;
   /** the readers' queue-discipline drops (default: none counted) */
   tunQueueDrops?(): number;
+  /** the same by packet class (default: zeros) */
+  tunQueueDropsByClass?(): Record<string, number>;
   /** the TUN_F_* offload bits the TUNs took (default: 0, off) */
   offloadBits?(): number;
   snapshot?: SnapshotTally | null;
@@ -124,6 +128,7 @@ export function collectStats(e: EngineView, t: SupervisorTallies): Stats {
     drops,
     tunWriteDrops: t.tunWriteDrops(),
     tunQueueDrops: t.tunQueueDrops?.() ?? 0,
+    tunQueueDropsByClass: t.tunQueueDropsByClass?.() ?? { tcp: 0, udp: 0, icmp: 0, frag: 0, other: 0 },
     offload: { bits: t.offloadBits?.() ?? 0, gsoPackets: c.gsoRx!, gsoBytes: c.gsoBytes!, csumPartial: c.csumPartial! },
     flowsCreated: c.flowsNew!,
     flowsExpired: c.flowsExpired!,

@@ -37,6 +37,9 @@ namespace {
 std::atomic<uint64_t> g_write_drops{0};
 std::atomic<uint64_t> g_read_truncated{0};
 std::atomic<uint64_t> g_queue_drops{0};
+// Head drops by packet class (QueueClass below): tcp, udp, icmp, frag, other.
+constexpr int kQueueClasses = 5;
+std::atomic<uint64_t> g_queue_class_drops[kQueueClasses];
 
 const char* ErrnoName(int e) {
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
@@ -282,16 +285,22 @@ bool ArgVnet(const Napi::CallbackInfo& info, size_t i, uint64_t len, uint64_t n,
 // no backpressure (tun_net_xmit drops when its ring of txqueuelen entries is
 // full and never stops the qdisc), so the ring in front of our reads is the
 // router's only queue, and with offloads each entry can be a 64 KB
-// super-packet: TCP fills it up to its send buffer (milliseconds). The
+// super-packet: TCP fills it up to its send buffer (milliseconds), a flood
+// of small packets from one host fills it with thousands of entries. The
 // reader cannot see when a packet entered the ring, but it does see the
 // ring empty (EAGAIN); "time since the ring was last empty" bounds every
 // queued packet's sojourn from above and is what CoDel (RFC 8289) runs on
-// here: while it stays above target for a whole interval, TCP packets are
-// dropped at the head, at CoDel's rising rate, until the ring empties. Only
-// TCP is dropped (it answers with a smaller window; dropping a UDP or ESP
-// flood's packets only loses them, the ring stays full). A batch also
-// stops after batchBytes, so one side's 64 super-packets (4 MB, several
-// milliseconds of writes) never hold up the other side's packets.
+// here: while it stays above target for a whole interval, packets are
+// dropped at the head, at CoDel's rising rate, until the ring empties.
+// Every packet class is dropped, as fq_codel does: TCP (and QUIC over UDP)
+// answers with a smaller window; an unresponsive flood (UDP, ESP, GRE,
+// ICMP, fragments) is thinned at the head until the reader, which drops a
+// packet for the cost of one read, empties the ring again, instead of
+// every flow behind it waiting out a full ring. No class is exempt: a LAN
+// host chooses its packets freely, so an exempt class is what a flood
+// would use. A batch also stops after batchBytes, so one side's 64
+// super-packets (4 MB, several milliseconds of writes) never hold up the
+// other side's packets.
 // Layout: Float64Array fields, shared with tun.ts (RQ_*).
 enum : int {
   kRqBatchBytes = 0,   // policy: stop a batch at this many IP bytes (0: no limit)
@@ -305,7 +314,8 @@ enum : int {
   kRqLastCount,        // state: CoDel lastcount
   kRqDropping,         // state: CoDel dropping
   kRqDrops,            // counter: packets dropped here
-  kRqFields
+  kRqDropsClass,       // counters: by QueueClass (kQueueClasses fields)
+  kRqFields = kRqDropsClass + kQueueClasses
 };
 
 inline double MonoNs() {
@@ -356,6 +366,20 @@ bool CodelDrop(double* q, double now) {
   q[kRqDropNextNs] = CodelNext(q, now);
   q[kRqLastCount] = q[kRqCount];
   return true;
+}
+
+// The class a head drop is counted under: 0 tcp, 1 udp, 2 icmp, 3 frag (an
+// IPv4 fragment of any protocol), 4 other (ESP, GRE, IPv6, anything not a
+// whole IPv4 header). Reads only the bytes the read returned.
+inline int QueueClass(const uint8_t* ip, size_t len) {
+  if (len < 20 || (ip[0] >> 4) != 4) return 4;
+  if (((ip[6] << 8 | ip[7]) & 0x3fff) != 0) return 3;
+  switch (ip[9]) {
+    case 6: return 0;
+    case 17: return 1;
+    case 1: return 2;
+    default: return 4;
+  }
 }
 
 // Optional Float64Array-sized ArrayBuffer of kRqFields at info[i]; null when absent.
@@ -450,9 +474,12 @@ Napi::Value ReadBatch(const Napi::CallbackInfo& info) {
       continue;
     }
     const uint8_t* ip = data + slotBase + n * slotSize;
-    if (codel && static_cast<size_t>(r) >= hdr + 20 && (ip[0] >> 4) == 4 && ip[9] == 6 && CodelDrop(q, now)) {
+    if (codel && CodelDrop(q, now)) {
+      int c = QueueClass(ip, static_cast<size_t>(r) - hdr);
       q[kRqDrops] += 1;
+      q[kRqDropsClass + c] += 1;
       g_queue_drops.fetch_add(1, std::memory_order_relaxed);
+      g_queue_class_drops[c].fetch_add(1, std::memory_order_relaxed);
       continue;
     }
     StoreLE32(data + lenBase + 4 * n, static_cast<uint32_t>(r - hdr));
@@ -541,6 +568,13 @@ Napi::Value WriteDrops(const Napi::CallbackInfo& info) {
 
 Napi::Value QueueDrops(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(g_queue_drops.load()));
+}
+
+// [tcp, udp, icmp, frag, other] head drops in this process.
+Napi::Value QueueDropsByClass(const Napi::CallbackInfo& info) {
+  Napi::Array a = Napi::Array::New(info.Env(), kQueueClasses);
+  for (int i = 0; i < kQueueClasses; i++) a.Set(i, static_cast<double>(g_queue_class_drops[i].load()));
+  return a;
 }
 
 Napi::Value ReadTruncated(const Napi::CallbackInfo& info) {
@@ -745,6 +779,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("writeBatch", Napi::Function::New<WriteBatch>(env, "writeBatch"));
   exports.Set("writeDrops", Napi::Function::New<WriteDrops>(env, "writeDrops"));
   exports.Set("queueDrops", Napi::Function::New<QueueDrops>(env, "queueDrops"));
+  exports.Set("queueDropsByClass", Napi::Function::New<QueueDropsByClass>(env, "queueDropsByClass"));
   exports.Set("readTruncated", Napi::Function::New<ReadTruncated>(env, "readTruncated"));
   exports.Set("setNonBlocking", Napi::Function::New<SetNonBlocking>(env, "setNonBlocking"));
   exports.Set("setRealtime", Napi::Function::New<SetRealtime>(env, "setRealtime"));

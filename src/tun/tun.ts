@@ -82,6 +82,7 @@ interface Native {
   ): number;
   writeDrops(): number;
   queueDrops(): number;
+  queueDropsByClass(): number[];
   readTruncated(): number;
   setNonBlocking(fd: number, on?: boolean): void;
   setRealtime(prio: number): void;
@@ -120,9 +121,19 @@ export function writeDrops(): number {
   return loadNative().writeDrops();
 }
 
-/** TCP packets the readers' queue discipline dropped in this process (see ReaderQueue). */
+/** Packets the readers' queue discipline dropped at the head in this process (see ReaderQueue). */
 export function queueDrops(): number {
   return loadNative().queueDrops();
+}
+
+/** The classes head drops are counted under (addon.cc QueueClass): frag is an IPv4 fragment of any protocol; other: ESP, GRE, IPv6, short reads. */
+export const QUEUE_CLASSES = ['tcp', 'udp', 'icmp', 'frag', 'other'] as const;
+export type QueueClass = (typeof QUEUE_CLASSES)[number];
+
+/** The head drops of queueDrops() by packet class. */
+export function queueDropsByClass(): Record<QueueClass, number> {
+  const a = loadNative().queueDropsByClass();
+  return Object.fromEntries(QUEUE_CLASSES.map((c, i) => [c, a[i] ?? 0])) as Record<QueueClass, number>;
 }
 
 /** Packets dropped by readBatch because they were larger than slotSize. */
@@ -133,9 +144,10 @@ export function readTruncated(): number {
 /**
  * The reader's queue discipline (src/tun/addon.cc explains it): a TUN has
  * no qdisc that holds packets (it drops at its ring instead of stopping the
- * queue), so the ring toward our reads is the queue, and TCP fills it.
- * Each device's reads run CoDel on "time since the ring was last found
- * empty" and drop TCP at the head; batches stop after batchBytes.
+ * queue), so the ring toward our reads is the queue: TCP fills it, and so
+ * does a flood of small packets. Each device's reads run CoDel on "time
+ * since the ring was last found empty" and drop packets of every class at
+ * the head; batches stop after batchBytes.
  */
 export interface ReaderQueue {
   /** a batch stops after this many IP bytes (one 64 KB super-packet more at most); 0: only the slot count */
@@ -156,8 +168,9 @@ export interface ReaderQueue {
 export const READER_QUEUE: ReaderQueue = { batchBytes: 256 * 1024, targetUs: 500, intervalUs: 5000 };
 
 /** Float64Array fields of the queue's state (the RQ enum in addon.cc). */
-const RQ_FIELDS = 11;
 const RQ_DROPS = 10;
+const RQ_DROPS_CLASS = 11;
+const RQ_FIELDS = RQ_DROPS_CLASS + QUEUE_CLASSES.length;
 
 export interface TunOpenOptions {
   /** IFF_VNET_HDR and TUNSETOFFLOAD: GSO super-packets and partial checksums (default off) */
@@ -166,6 +179,29 @@ export interface TunOpenOptions {
   uso?: boolean;
   /** the reader's queue discipline (default READER_QUEUE; null: none, plain reads of up to the slot count) */
   queue?: ReaderQueue | null;
+}
+
+/** The reader queue a TunDevice.open without `queue` gets: VPNMASQ_READER_QUEUE, else READER_QUEUE. */
+export function readerQueueWanted(): ReaderQueue {
+  return queueFromEnv() ?? READER_QUEUE;
+}
+
+/**
+ * The length of each TUN's ring (`txqueuelen`, packets; README "Latency
+ * under load" measures the choice): it bounds the delay a flood the reader
+ * cannot keep up with adds for everyone (ring length / packets read per
+ * second), and it must hold the bursts TCP sends while the reader waits for
+ * its CPU (with offloads each entry may be a 64 KB super-packet).
+ */
+export const TUN_TXQUEUELEN = 4096;
+
+/** TUN_TXQUEUELEN, or VPNMASQ_TXQUEUELEN for comparisons (an integer 1..65536). */
+export function txQueueLenWanted(): number {
+  const v = process.env.VPNMASQ_TXQUEUELEN;
+  if (!v) return TUN_TXQUEUELEN;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > 65536) throw new RangeError(`VPNMASQ_TXQUEUELEN must be an integer 1..65536, not ${JSON.stringify(v)}`);
+  return n;
 }
 
 function queueFromEnv(): ReaderQueue | undefined {
@@ -239,9 +275,15 @@ export class TunDevice implements PacketDevice {
     this.#queue = a;
   }
 
-  /** TCP packets this device's queue discipline dropped. */
+  /** Packets this device's queue discipline dropped at the head. */
   get queueDrops(): number {
     return this.#queue ? this.#queue[RQ_DROPS]! : 0;
+  }
+
+  /** The same by packet class. */
+  get queueDropsByClass(): Record<QueueClass, number> {
+    const q = this.#queue;
+    return Object.fromEntries(QUEUE_CLASSES.map((c, i) => [c, q ? q[RQ_DROPS_CLASS + i]! : 0])) as Record<QueueClass, number>;
   }
 
   /** The raw fd, or -1 once closed. */

@@ -237,10 +237,39 @@ console.log(JSON.stringify(out));
 
 // Scenario 4 (root, in NS): the reader's queue discipline (ReaderQueue).
 // tq0 stops a batch at 3000 bytes; tq1 runs CoDel with a 1 µs target and a
-// 1 ms interval over a ring holding 20 TCP SYNs and 20 UDP datagrams that
-// nobody reads for longer than that: TCP is dropped at the head, UDP never.
+// 1 ms interval over a ring holding 20 TCP SYNs and 40 UDP datagrams that
+// nobody reads for longer than that: both are dropped at the head, each
+// counted under its class. Then tq2 (same discipline, MTU 4000) is handed
+// what the kernel's IP stack would never route to it, through a packet
+// socket (python3): ICMP, ESP, GRE, a fragment, IPv6, a 1-byte and a 19-byte
+// read, an IPv4 header claiming more than it has, and a 3000-byte packet
+// larger than the 2048-byte slot, in rotation, 10 rounds; read one packet a
+// batch, every one is either read whole (its own length) or dropped and
+// counted under its class, the oversize ones as truncated reads.
+const INJECT_PY = `
+import socket, struct, sys
+dev = sys.argv[1]
+s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM)
+def ip4(proto, n, frag=0):
+    return struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + n, 1, frag, 64, proto, 0, bytes([10,204,0,1]), bytes([10,204,0,2])) + bytes(n)
+kinds = [
+    ('icmp', 0x0800, ip4(1, 16)),
+    ('other', 0x0800, ip4(50, 16)),          # ESP
+    ('other', 0x0800, ip4(47, 16)),          # GRE
+    ('frag', 0x0800, ip4(17, 16, 0x2000 | 3)),
+    ('other', 0x86dd, bytes([0x60]) + bytes(47)),   # IPv6
+    ('other', 0x0800, bytes([0x45])),        # 1 byte
+    ('other', 0x0800, ip4(17, 0)[:19]),      # 19 bytes: no whole header
+    ('udp', 0x0800, struct.pack('!BBHHHBBH4s4s', 0x45, 0, 1000, 1, 0, 64, 17, 0, bytes(4), bytes(4)) + bytes(8)),  # claims 1000
+    ('big', 0x0800, ip4(17, 2980)),          # 3000 bytes: larger than the slot
+]
+for r in range(10):
+    for k, proto, p in kinds[r % 9:] + kinds[:r % 9]:   # rotated a round: the drops fall on every kind
+        s.sendto(p, (dev, proto))
+`;
+
 const QUEUE_CHILD = `
-import { TunDevice, queueDrops } from ${JSON.stringify(TUN_TS)};
+import { TunDevice, queueDrops, queueDropsByClass, readTruncated } from ${JSON.stringify(TUN_TS)};
 import { execFileSync } from 'node:child_process';
 import dgram from 'node:dgram';
 import net from 'node:net';
@@ -275,9 +304,11 @@ for (let i = 0; i < 20; i++) {
   s.on('error', () => {});
   sockets.push(s);
   await send('10.203.0.2');
+  await send('10.203.0.2'); // two datagrams a SYN: drops (every other read here) fall on both classes
 }
 await sleep(100);
 const drops0 = queueDrops();
+const class0 = queueDropsByClass();
 const seen = { tcp: 0, udp: 0 };
 const count = (n) => {
   for (let i = 0; i < n; i++) {
@@ -291,11 +322,28 @@ const count = (n) => {
 for (let n; (n = tq1.readBatch(mem, 0, SLOT, LEN_BASE, 1)) > 0; await sleep(5)) count(n);
 out.seen = seen;
 out.drops = tq1.queueDrops;
+out.byClass = tq1.queueDropsByClass;
 out.processDrops = queueDrops() - drops0;
+const class1 = queueDropsByClass();
+out.processByClass = Object.fromEntries(Object.keys(class1).map((k) => [k, class1[k] - class0[k]]));
 out.tq0Drops = tq0.queueDrops;
 for (const s of sockets) s.destroy();
 tx.close();
-tq0.close(); tq1.close();
+
+const tq2 = TunDevice.open('tq2', { queue: { batchBytes: 0, targetUs: 1, intervalUs: 1000 } });
+execFileSync('ip', ['link', 'set', 'tq2', 'mtu', '4000']);
+up('tq2', '10.204.0');
+tq2.readBatch(mem, 0, SLOT, LEN_BASE, MAX); // finds the ring empty
+const trunc0 = readTruncated();
+execFileSync('python3', ['-c', ${JSON.stringify(INJECT_PY)}, 'tq2']);
+await sleep(100);
+out.lens = {};
+for (let n; (n = tq2.readBatch(mem, 0, SLOT, LEN_BASE, 1)) > 0; await sleep(5)) {
+  const len = dv.getUint32(LEN_BASE, true);
+  out.lens[len] = (out.lens[len] ?? 0) + 1;
+}
+out.inject = { drops: tq2.queueDrops, byClass: tq2.queueDropsByClass, truncated: readTruncated() - trunc0 };
+tq0.close(); tq1.close(); tq2.close();
 console.log(JSON.stringify(out));
 `;
 
@@ -351,16 +399,41 @@ describe.skipIf(skipUnless({ root: true, tun: true, tools: ['ip', 'setpriv'] }))
     expect(out.received).toEqual(['plain-behind-zero-header']);
   });
 
-  it('reader queue: batches stop at their byte budget; a ring not emptied for a CoDel interval loses TCP at the head, never UDP', async () => {
+  it('reader queue: batches stop at their byte budget; a ring not emptied for a CoDel interval loses packets of every class at the head', async () => {
     const out = lastLine(await child(QUEUE_CHILD));
     // 10 datagrams of 1028 bytes, 3000 bytes a batch: 3 (3084 ≥ 3000), 3, 3, 1
     expect(out.batches).toEqual([3, 3, 3, 1]);
     expect(out.tq0Drops).toBe(0);
-    // every UDP datagram read; TCP SYNs read or dropped, at least one dropped
-    expect(out.seen.udp).toBe(20);
-    expect(out.drops).toBeGreaterThanOrEqual(1);
-    expect(out.seen.tcp + out.drops).toBe(20);
+    // 20 SYNs and 40 datagrams, interleaved: each read or dropped, both classes dropped, each drop counted once under its class
+    expect(out.seen.tcp + out.byClass.tcp).toBe(20);
+    expect(out.seen.udp + out.byClass.udp).toBe(40);
+    expect(out.byClass.tcp).toBeGreaterThanOrEqual(1);
+    expect(out.byClass.udp).toBeGreaterThanOrEqual(1);
+    expect(out.byClass).toMatchObject({ icmp: 0, frag: 0, other: 0 });
+    expect(out.drops).toBe(out.byClass.tcp + out.byClass.udp);
     expect(out.processDrops).toBe(out.drops);
+    expect(out.processByClass).toEqual(out.byClass);
+  });
+
+  it('reader queue, attacker: what the IP stack never routes (IPv6, 1 and 19 bytes, a lying header, ESP, GRE, a fragment, oversize) is read whole or dropped under its class', async () => {
+    const out = lastLine(await child(QUEUE_CHILD));
+    const { inject, lens } = out;
+    // 10 rounds of 9: the 10 oversize reads are dropped as truncated before the queue discipline sees them
+    expect(inject.truncated).toBe(10);
+    // every other packet read with its own length (36 ICMP/ESP/GRE/fragment, 48 IPv6, 1, 19, 28 the lying header) or dropped
+    const expected: Record<string, number> = { 36: 40, 48: 10, 1: 10, 19: 10, 28: 10 };
+    const dropped = Object.values(inject.byClass as Record<string, number>).reduce((a, b) => a + b, 0);
+    expect(dropped).toBe(inject.drops);
+    expect(dropped).toBeGreaterThanOrEqual(5);
+    expect(Object.values(lens as Record<string, number>).reduce((a, b) => a + b, 0) + dropped).toBe(80);
+    for (const [len, n] of Object.entries(lens as Record<string, number>)) {
+      expect(expected[len], `a read of ${len} bytes`).toBeDefined();
+      expect(n).toBeLessThanOrEqual(expected[len]!);
+    }
+    // the rotation lines drops up with every class: icmp 1, other 5 (ESP, GRE, IPv6, 1 B, 19 B), frag 1, udp 1 (the lying header) a round
+    expect(inject.byClass.tcp).toBe(0);
+    expect(inject.byClass.other).toBeGreaterThanOrEqual(1);
+    expect(inject.byClass.icmp + inject.byClass.frag + inject.byClass.udp + inject.byClass.other).toBe(dropped);
   });
 
   it('reads a kernel-routed UDP packet and injects a crafted one, zero-copy into wasm memory', async () => {
