@@ -215,7 +215,8 @@ async function main() {
   const modes = [];
   try {
     cleanupStaleLabs();
-    lab = Lab.create({ lanHosts: a.mix ? 2 : 1, wanHosts: 1 });
+    // lan2: the mix's second sender, and the plain run's pinger during the flood
+    lab = Lab.create({ lanHosts: 2, wanHosts: 1 });
     tmp = mkdtempSync(join(tmpdir(), 'vpnmasq-e2e-'));
     log(`lab ${lab.id}: ${lab.namespaces.join(' ')}`);
     modes.push(await benchMode(lab, kernelMode(), a, parts));

@@ -1,6 +1,8 @@
 // The plain run: 64-byte UDP from one LAN host to the WAN host (iperf3,
 // --flows flows over --clients clients), the same generator for every router
-// mode, plus the ping RTT through it.
+// mode, plus the ping RTT through it: idle, and from a second LAN host
+// (lan2) during each flood, 10 ms apart (what one host's flood costs the
+// others' latency: the router's queue, README "Latency under load").
 import { runIn, stopChild } from '../../dist/lab/run.js';
 import {
   FIRST_PORT, PAYLOAD, fmtInt, fmtMs, firstLine, iperfTotals, log, median, quantile, reachable, tail, waitListening,
@@ -33,6 +35,11 @@ export async function udpGenerator(lab, { seconds, flows, clients }) {
       if (!(await waitListening(lab, dst, port, 5000))) throw new Error(`iperf3 server on port ${port} did not start`);
     }
     const before = udpCounters(lab, dst);
+    // pings from the other LAN host, from 0.5 s in to 0.5 s before the end
+    const pinger = lab.lan[1] ?? src;
+    const ping = seconds >= 2
+      ? new Promise((r) => setTimeout(r, 500)).then(() => pingFrom(lab, pinger, Math.floor((seconds - 1) * 100))).catch(() => null)
+      : Promise.resolve(null);
     const results = await Promise.all(
       per.map((p, i) =>
         runIn(lab, src, [
@@ -43,6 +50,7 @@ export async function udpGenerator(lab, { seconds, flows, clients }) {
       ),
     );
     const after = udpCounters(lab, dst);
+    const pingDuring = await ping;
     let sent = 0, delivered = 0, sentPps = 0, deliveredPps = 0;
     for (const [i, r] of results.entries()) {
       const t = iperfTotals(r, `iperf3 client ${i + 1}`);
@@ -60,14 +68,20 @@ export async function udpGenerator(lab, { seconds, flows, clients }) {
       lossPct: sent > 0 ? Math.max(0, 100 * (1 - delivered / sent)) : NaN,
       rcvbufErrors: (after.RcvbufErrors ?? 0) - (before.RcvbufErrors ?? 0),
       udpInDatagrams: (after.InDatagrams ?? 0) - (before.InDatagrams ?? 0),
+      ping: pingDuring,
     };
   } finally {
     for (const s of servers) await stopChild(s.child, 2000);
   }
 }
 
-export async function pingLatency(lab, count) {
-  const r = await runIn(lab, lab.lan[0], [
+export function pingLatency(lab, count) {
+  return pingFrom(lab, lab.lan[0], count);
+}
+
+/** `count` pings 10 ms apart from `ns` to the WAN host: median, p90, p99, min, max (ms) and how many were answered. */
+export async function pingFrom(lab, ns, count) {
+  const r = await runIn(lab, ns, [
     'ping', '-n', '-c', String(count), '-i', '0.01', '-W', '1', '-w', String(Math.ceil(count * 0.01) + 10), lab.addr.wan[0],
   ], (Math.ceil(count * 0.01) + 20) * 1000);
   const rtts = [...r.stdout.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1]));
@@ -76,6 +90,7 @@ export async function pingLatency(lab, count) {
     received: rtts.length,
     medianMs: median(rtts),
     p90Ms: quantile(rtts, 0.9),
+    p99Ms: quantile(rtts, 0.99),
     minMs: rtts.length ? Math.min(...rtts) : NaN,
     maxMs: rtts.length ? Math.max(...rtts) : NaN,
   };
@@ -105,7 +120,8 @@ export async function benchPlain(lab, mode, a) {
       try {
         const r = await udpGenerator(lab, gen);
         res.reps.push(r);
-        log(`${mode.label} rep ${i + 1}/${a.reps}: delivered ${fmtInt(r.deliveredPps)} pps, sent ${fmtInt(r.sentPps)} pps, loss ${r.lossPct.toFixed(2)} %, rcvbuf drops ${r.rcvbufErrors}`);
+        log(`${mode.label} rep ${i + 1}/${a.reps}: delivered ${fmtInt(r.deliveredPps)} pps, sent ${fmtInt(r.sentPps)} pps, loss ${r.lossPct.toFixed(2)} %, rcvbuf drops ${r.rcvbufErrors}` +
+          (r.ping ? `; lan2 ping during it: median ${fmtMs(r.ping.medianMs)}, p99 ${fmtMs(r.ping.p99Ms)}, ${r.ping.received}/${r.ping.sent} answered` : ''));
       } catch (e) {
         res.reps.push({ error: e.message });
         log(`${mode.label} rep ${i + 1}/${a.reps}: FAILED: ${e.message}`);
@@ -121,6 +137,10 @@ export async function benchPlain(lab, mode, a) {
       lossPct: median(good.map((r) => r.lossPct)),
       rcvbufErrors: median(good.map((r) => r.rcvbufErrors)),
       goodReps: good.length,
+      // lan2's pings during the floods: medians over the reps of each rep's median, p99 and answered share
+      floodPingMs: median(good.filter((r) => r.ping?.received).map((r) => r.ping.medianMs)),
+      floodPingP99Ms: median(good.filter((r) => r.ping?.received).map((r) => r.ping.p99Ms)),
+      floodPingAnswered: median(good.filter((r) => r.ping).map((r) => r.ping.received / r.ping.sent)),
     };
     res.ok = true;
   } catch (e) {

@@ -25,13 +25,13 @@ export function printTable(a, m, modes, cmp) {
   out.push('vpnmasq end-to-end benchmark');
   out.push(`machine: nproc ${m.nproc}, kernel ${m.kernel}, cpu ${m.cpu}, node ${m.node}, ${m.iperf3}`);
   out.push(`traffic: 64-byte UDP (IPv4 20 + UDP 8 + ${PAYLOAD} payload), ${a.flows} flows, iperf3 -u -l ${PAYLOAD} -P ${a.flows / a.clients | 0}${a.clients > 1 ? ` x ${a.clients} clients` : ''} -b 0, lan1 -> router -> wan1`);
-  out.push(`runs:    ${a.reps} reps x ${a.seconds} s per mode${a.warmup ? ' (+1 s warm-up)' : ''}, medians; latency: median RTT of ${a.pings} pings at 10 ms LAN->WAN`);
+  out.push(`runs:    ${a.reps} reps x ${a.seconds} s per mode${a.warmup ? ' (+1 s warm-up)' : ''}, medians; latency: median RTT of ${a.pings} pings at 10 ms LAN->WAN idle, and from lan2 during each flood (10 ms apart)`);
   out.push('');
-  const head = ['mode', 'delivered pps', 'sent pps', 'loss %', 'rcvbuf drops', 'ping median', 'reps ok'];
+  const head = ['mode', 'delivered pps', 'sent pps', 'loss %', 'rcvbuf drops', 'ping median', 'lan2 ping in flood, median / p99', 'answered', 'reps ok'];
   const rows = [head];
   for (const r of modes) {
     if (!r.ok && !r.median) {
-      rows.push([r.mode, 'FAILED', '', '', '', r.latency ? fmtMs(r.latency.medianMs) : '-', `${r.reps.filter((x) => !x.error).length}/${a.reps}`]);
+      rows.push([r.mode, 'FAILED', '', '', '', r.latency ? fmtMs(r.latency.medianMs) : '-', '', '', `${r.reps.filter((x) => !x.error).length}/${a.reps}`]);
       continue;
     }
     rows.push([
@@ -41,6 +41,8 @@ export function printTable(a, m, modes, cmp) {
       r.median.lossPct.toFixed(2),
       fmtInt(r.median.rcvbufErrors),
       fmtMs(r.latency?.medianMs),
+      `${fmtMs(r.median.floodPingMs)} / ${fmtMs(r.median.floodPingP99Ms)}`,
+      Number.isFinite(r.median.floodPingAnswered) ? `${(100 * r.median.floodPingAnswered).toFixed(0)} %` : '-',
       `${r.median.goodReps}/${a.reps}`,
     ]);
   }
@@ -52,6 +54,8 @@ export function printTable(a, m, modes, cmp) {
       '',
       '',
       Number.isFinite(cmp.addedLatencyMs) ? `${cmp.addedLatencyMs >= 0 ? '+' : ''}${cmp.addedLatencyMs.toFixed(3)} ms` : '-',
+      Number.isFinite(cmp.addedFloodLatencyMs) ? `${cmp.addedFloodLatencyMs >= 0 ? '+' : ''}${cmp.addedFloodLatencyMs.toFixed(3)} ms` : '-',
+      '',
       '',
     ]);
   }
@@ -134,6 +138,7 @@ export function comparison(k, v) {
     ratio: v.median.deliveredPps / k.median.deliveredPps,
     sentRatio: v.median.sentPps / k.median.sentPps,
     addedLatencyMs: (v.latency?.medianMs ?? NaN) - (k.latency?.medianMs ?? NaN),
+    addedFloodLatencyMs: (v.median.floodPingMs ?? NaN) - (k.median.floodPingMs ?? NaN),
   };
 }
 
