@@ -51,7 +51,8 @@ const USAGE = `usage: sudo node bench/e2e.js [options]
   --tcp-only       only the TCP run (no 64-byte UDP, no mix)
   --tcp-reps N     repetitions per TCP row (default 3)
   --tcp-seconds S  seconds per TCP repetition (default 3)
-  --offload-compare  also run the TCP rows through vpnmasq with option offload '0'`;
+  --offload-compare  also run the TCP rows through vpnmasq with option offload '0'
+  --router-cpu PCT   vpnmasq gets PCT % of one CPU (cgroup v1 cpu group: a router slower than its LAN hosts; the kernel NAT is not limited)`;
 
 function parseArgs(argv) {
   const a = {
@@ -87,6 +88,7 @@ function parseArgs(argv) {
       case '--tcp-seconds': a.tcpSeconds = Math.round(num(key, val(), 1, 600)); break;
       case '--offload-compare': a.offloadCompare = true; break;
       case '--cli': a.cli = resolve(val() ?? ''); break;
+      case '--router-cpu': a.routerCpu = num(key, val(), 1, 100); break;
       case '--json': a.json = resolve(val() ?? ''); break;
       case '--svg': a.svg = resolve(val() ?? ''); break;
       case '--no-svg': a.svg = null; break;
@@ -220,7 +222,7 @@ async function main() {
     tmp = mkdtempSync(join(tmpdir(), 'vpnmasq-e2e-'));
     log(`lab ${lab.id}: ${lab.namespaces.join(' ')}`);
     modes.push(await benchMode(lab, kernelMode(), a, parts));
-    if (doVpnmasq) modes.push(await benchMode(lab, vpnmasqMode(cliPath, tmp), a, parts));
+    if (doVpnmasq) modes.push(await benchMode(lab, vpnmasqMode(cliPath, tmp, { cpuPct: a.routerCpu ?? 0 }), a, parts));
     if (doVpnmasq && a.tcp && a.offloadCompare) modes.push(await benchMode(lab, vpnmasqMode(cliPath, tmp, { offload: false }), a, parts, true));
   } catch (e) {
     console.error(`bench/e2e: ${firstLine(e.message)}`);

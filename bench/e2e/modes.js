@@ -2,7 +2,7 @@
 // drop counters: the kernel's nftables masquerade and vpnmasq run in the
 // router namespace.
 import { execFile } from 'node:child_process';
-import { existsSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stopChild } from '../../dist/lab/run.js';
 import { log, sleep, tail } from './common.js';
@@ -53,8 +53,34 @@ export function kernelMode() {
   };
 }
 
-/** vpnmasq in the router; offload false writes option offload '0' (one packet per TUN read), labelled apart. */
-export function vpnmasqMode(cliPath, tmp, { offload = true } = {}) {
+/**
+ * --router-cpu PCT: the daemon (every thread, real-time or not) in a cgroup
+ * v1 `cpu` group of its own with PCT % of one CPU (CFS quota for ordinary
+ * threads, RT runtime for the SCHED_FIFO data path), to stand for a router
+ * slower than the LAN hosts that flood it (a small ARM box against a PC).
+ * Returns a function that removes the group (after the daemon exited), or
+ * throws when the machine has no such controller.
+ */
+function limitCpu(pid, pct) {
+  const root = '/sys/fs/cgroup/cpu';
+  if (!existsSync(join(root, 'cpu.cfs_quota_us'))) throw new Error('--router-cpu needs the cgroup v1 cpu controller at /sys/fs/cgroup/cpu');
+  const dir = join(root, `vpnmasq-bench-${process.pid}`);
+  mkdirSync(dir, { recursive: true });
+  const period = 10000; // 10 ms: the pauses a quota makes stay short (a slow CPU has none)
+  const quota = Math.max(1000, Math.round((period * pct) / 100));
+  writeFileSync(join(dir, 'cpu.cfs_period_us'), String(period));
+  writeFileSync(join(dir, 'cpu.cfs_quota_us'), String(quota));
+  if (existsSync(join(dir, 'cpu.rt_runtime_us'))) {
+    writeFileSync(join(dir, 'cpu.rt_period_us'), String(period));
+    writeFileSync(join(dir, 'cpu.rt_runtime_us'), String(quota));
+  }
+  for (const tid of readdirSync(`/proc/${pid}/task`)) writeFileSync(join(dir, 'tasks'), tid);
+  return () => { try { rmdirSync(dir); } catch { /* still busy: left for the next run's mkdir */ } };
+}
+
+/** vpnmasq in the router; offload false writes option offload '0' (one packet per TUN read), labelled apart; cpuPct: see limitCpu. */
+export function vpnmasqMode(cliPath, tmp, { offload = true, cpuPct = 0 } = {}) {
+  let unlimit = null;
   const sock = join(tmp, offload ? 'vpnmasq.sock' : 'vpnmasq-nooffload.sock');
   const cfg = join(tmp, offload ? 'vpnmasq.conf' : 'vpnmasq-nooffload.conf');
   let child = null;
@@ -97,6 +123,10 @@ export function vpnmasqMode(cliPath, tmp, { offload = true } = {}) {
         await sleep(100);
       }
       ready = true;
+      if (cpuPct > 0) {
+        unlimit = limitCpu(child.pid, cpuPct);
+        log(`vpnmasq: limited to ${cpuPct} % of one CPU (cgroup v1 cpu: CFS quota and RT runtime)`);
+      }
     },
     /** the engine's drops by reason plus TUN write drops, from `vpnmasq status --json`, or null */
     async routerDrops(lab) {
@@ -106,7 +136,10 @@ export function vpnmasqMode(cliPath, tmp, { offload = true } = {}) {
       });
       try {
         const st = JSON.parse(r);
-        return { ...st.drops, ...(st.tunWriteDrops ? { tun_write: st.tunWriteDrops } : {}), ...deviceDrops(lab) };
+        return {
+          ...st.drops, ...(st.tunWriteDrops ? { tun_write: st.tunWriteDrops } : {}),
+          ...(st.tunQueueDrops ? { tun_queue: st.tunQueueDrops } : {}), ...deviceDrops(lab),
+        };
       } catch {
         return null;
       }
@@ -115,6 +148,8 @@ export function vpnmasqMode(cliPath, tmp, { offload = true } = {}) {
       if (!child) return;
       const early = ready ? exitInfo : null;
       await stopChild(child, 10000);
+      unlimit?.();
+      unlimit = null;
       if (!exitInfo || (exitInfo.code === null && exitInfo.signal === 'SIGKILL')) log('vpnmasq: did not exit within 10 s of SIGTERM; killed');
       if (early) throw new Error(`vpnmasq exited during the benchmark (${early.signal ?? `code ${early.code}`})${fmtTail(output())}`);
     },

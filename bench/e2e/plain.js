@@ -118,10 +118,16 @@ export async function benchPlain(lab, mode, a) {
     }
     for (let i = 0; i < a.reps; i++) {
       try {
+        const drops0 = await mode.routerDrops?.(lab);
         const r = await udpGenerator(lab, gen);
+        const drops1 = await mode.routerDrops?.(lab);
+        if (drops0 && drops1) {
+          r.routerDrops = Object.fromEntries(Object.keys(drops1).map((k) => [k, drops1[k] - (drops0[k] ?? 0)]).filter(([k, n]) => n > 0 && /tun_queue|tin:tx|tout:tx|tun_write/.test(k)));
+        }
         res.reps.push(r);
         log(`${mode.label} rep ${i + 1}/${a.reps}: delivered ${fmtInt(r.deliveredPps)} pps, sent ${fmtInt(r.sentPps)} pps, loss ${r.lossPct.toFixed(2)} %, rcvbuf drops ${r.rcvbufErrors}` +
-          (r.ping ? `; lan2 ping during it: median ${fmtMs(r.ping.medianMs)}, p99 ${fmtMs(r.ping.p99Ms)}, ${r.ping.received}/${r.ping.sent} answered` : ''));
+          (r.ping ? `; lan2 ping during it: median ${fmtMs(r.ping.medianMs)}, p90 ${fmtMs(r.ping.p90Ms)}, p99 ${fmtMs(r.ping.p99Ms)}, ${r.ping.received}/${r.ping.sent} answered` : '') +
+          (r.routerDrops ? `; router drops ${JSON.stringify(r.routerDrops)}` : ''));
       } catch (e) {
         res.reps.push({ error: e.message });
         log(`${mode.label} rep ${i + 1}/${a.reps}: FAILED: ${e.message}`);
