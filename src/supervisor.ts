@@ -225,7 +225,7 @@ export class Supervisor {
     }
     if (this.tuns.refused) this.log.warn({ reason: this.tuns.note }, 'TUN offloads unavailable: one packet per read');
 
-    // The ring toward the reader (README "Latency under load"): long enough
+    // The ring toward the reader (README "Floods that are not TCP"): long enough
     // for the bursts TCP sends while the data path waits for its CPU, short
     // enough that a flood it cannot keep up with adds little delay.
     try {

@@ -122,4 +122,36 @@ describe.skipIf(skip)('queue discipline: floods that are not TCP (real TUN path)
     await vm.stop();
     for (const dev of ['tin', 'tout']) expect(lab.tryExec(lab.router, ['ip', 'link', 'show', 'dev', dev]).ok).toBe(false);
   });
+
+  it('05 TUNs made persistent beforehand (ip tuntap) run with VPNMASQ_TXQUEUELEN and get their own txqueuelen back at stop', async () => {
+    const txqlen = (dev: string) => JSON.parse(lab.exec(lab.router, ['ip', '-j', 'link', 'show', 'dev', dev]))[0].txqlen;
+    for (const [dev, len] of [['tin', 321], ['tout', 654]] as const) {
+      lab.exec(lab.router, ['ip', 'tuntap', 'add', 'dev', dev, 'mode', 'tun']);
+      lab.exec(lab.router, ['ip', 'link', 'set', 'dev', dev, 'txqueuelen', String(len)]);
+    }
+    const p = new RunningRouter(lab);
+    p.env = { VPNMASQ_TXQUEUELEN: '2222', VPNMASQ_READER_QUEUE: '' };
+    try {
+      await p.start();
+      expect(p.status().tunQueue.txqueuelen).toEqual({ lan: 2222, wan: 2222 });
+      expect(txqlen('tin')).toBe(2222);
+      expect(ask(2)).toEqual({ asked: 2, answered: 2 });
+    } finally {
+      await p.stop();
+    }
+    expect(txqlen('tin')).toBe(321);
+    expect(txqlen('tout')).toBe(654);
+    for (const dev of ['tin', 'tout']) lab.exec(lab.router, ['ip', 'tuntap', 'del', 'dev', dev, 'mode', 'tun']);
+  }, 60_000);
+
+  it('06 attacker: a VPNMASQ_TXQUEUELEN that is not a length stops the start with one line, leaving no TUN behind', async () => {
+    const p = new RunningRouter(lab);
+    p.env = { VPNMASQ_TXQUEUELEN: '1e9', VPNMASQ_READER_QUEUE: '' };
+    try {
+      await expect(p.start()).rejects.toThrow(/VPNMASQ_TXQUEUELEN must be an integer 1\.\.65536/);
+    } finally {
+      await p.stop();
+    }
+    for (const dev of ['tin', 'tout']) expect(lab.tryExec(lab.router, ['ip', 'link', 'show', 'dev', dev]).ok).toBe(false);
+  }, 60_000);
 });
