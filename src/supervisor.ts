@@ -36,6 +36,14 @@ function offloadWanted(option: boolean): boolean {
   return option;
 }
 
+/** option gro, unless VPNMASQ_GRO=0/1 overrides it (benchmarks and test suites both ways, like VPNMASQ_OFFLOAD). */
+function groWanted(option: boolean): boolean {
+  const env = process.env.VPNMASQ_GRO;
+  if (env === '0') return false;
+  if (env === '1') return true;
+  return option;
+}
+
 /** When this module (and everything it imports) had loaded: ms since the process started. */
 const loadedAtMs = performance.now();
 
@@ -218,7 +226,7 @@ export class Supervisor {
     teardownStale(this.plan());
     const t1b = performance.now();
     try {
-      this.tuns = this.dp.openTuns(m.tunInside, m.tunOutside, offloadWanted(m.offload));
+      this.tuns = this.dp.openTuns(m.tunInside, m.tunOutside, offloadWanted(m.offload), groWanted(m.gro));
     } catch (err) {
       await this.dp.terminate();
       throw new FatalError(`vpnmasq: ${(err as Error).message}`);
@@ -399,7 +407,7 @@ export class Supervisor {
     const bits = t?.offloadsIn ?? 0;
     return {
       enabled: t?.vnet ?? false, offloads: offloadNames(bits),
-      uso: (bits & 0x60) === 0x60, slots: t ? `${t.slotCount} × ${t.slotSize} B` : null,
+      uso: (bits & 0x60) === 0x60, gro: t?.gro ?? false, slots: t ? `${t.slotCount} × ${t.slotSize} B` : null,
       ...(t?.note ? { note: t.note } : {}),
     };
   }
@@ -444,7 +452,7 @@ export class Supervisor {
     }
     const restartNeeded: string[] = [];
     const a = this.cfg.main, b = next.main;
-    for (const k of ['lanDevice', 'wanDevice', 'tunInside', 'tunOutside', 'offload', 'priority', 'maxFlows', 'acct', 'controlSocket', 'snapshotDir', 'snapshotInterval'] as const) {
+    for (const k of ['lanDevice', 'wanDevice', 'tunInside', 'tunOutside', 'offload', 'gro', 'priority', 'maxFlows', 'acct', 'controlSocket', 'snapshotDir', 'snapshotInterval'] as const) {
       if (a[k] !== b[k]) restartNeeded.push(k);
     }
     if (JSON.stringify(a.lanSubnets) !== JSON.stringify(b.lanSubnets)) restartNeeded.push('lanSubnets');

@@ -269,6 +269,7 @@ export const MAIN_TABLE = [
   opt('tun_inside', ifname, 'tin', 'TUN device on the LAN side'),
   opt('tun_outside', ifname, 'tout', 'TUN device on the WAN side'),
   opt('offload', bool, true, 'TUN offloads: GSO super-packets and partial checksums pass through whole (falls back when the kernel refuses)'),
+  opt('gro', bool, true, 'with offloads and USO: same-flow UDP datagrams of a batch leave as one UDP GSO write (the kernel cuts it back into the same datagrams)'),
   opt('priority', priority, 'realtime' as Priority,
     'scheduling of the data path: realtime (SCHED_FIFO 10, as the kernel forwards ahead of processes), high (nice -10) or normal'),
   opt('lan_subnet', lanSubnets, [] as string[], 'LAN networks; none: the subnets of lan_device at run time', { key: 'lanSubnets' }),

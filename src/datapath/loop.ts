@@ -9,7 +9,9 @@
 // engine's hold slots with a VERDICT_PASS of their own and are written to
 // the same TUN right after the batch (one more write loop, only then), and
 // so are the extra packets of a batch (the later datagrams of a USO
-// super-packet the engine cut in software, assembly/nat/segment.ts).
+// super-packet the engine cut in software, assembly/nat/segment.ts). With
+// option gro the engine links same-flow datagrams of a batch behind a leader
+// slot, and the addon writes each such group as one UDP GSO write.
 
 import type { Engine } from '../engine/engine.js';
 import { nowMs } from '../engine/engine.js';
@@ -51,7 +53,8 @@ export class BatchLoop {
         : dev.readBatch(e.buffer, e.slotBase, e.slotSize, e.lenBase, e.slotCount);
       if (n === 0) break;
       e.process(n, side, nowMs());
-      if (e.vnet) dev.writeBatch(e.buffer, e.slotBase, e.slotSize, e.lenBase, e.verdictBase, n, VERDICT_PASS, e.vnetBase, e.vnetStride);
+      // Option gro (engine.gro): a slot may lead a UDP GSO write of later slots linked from it (assembly/nat/gro.ts).
+      if (e.vnet) dev.writeBatch(e.buffer, e.slotBase, e.slotSize, e.lenBase, e.verdictBase, n, VERDICT_PASS, e.vnetBase, e.vnetStride, e.gro ? e.groLinkBase : undefined);
       else dev.writeBatch(e.buffer, e.slotBase, e.slotSize, e.lenBase, e.verdictBase, n, VERDICT_PASS);
       if (e.x.releasedCount() !== 0) {
         // Held fragments sit in hold slots of their own size; on a TUN with offloads each goes out behind a zero virtio header.

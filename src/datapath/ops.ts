@@ -15,7 +15,7 @@ import { ipToRaw } from '../engine/abi.js';
 import type { Config } from '../config/index.js';
 import { matches, type ConntrackFilter } from '../cli/filter.js';
 import { capture, restoreFile, SnapshotRefused, type Restored } from '../snapshot/state.js';
-import { TunDevice } from '../tun/tun.js';
+import { TUN_F, TunDevice } from '../tun/tun.js';
 import { BatchLoop } from './loop.js';
 import { Transfer } from './rpc.js';
 import { applyDataPathPriority, type PriorityApplied } from './priority.js';
@@ -26,6 +26,8 @@ export interface TunsOpened {
   vnet: boolean;
   /** TUN_F_* bits each device took */
   offloadsIn: number;
+  /** option gro took effect: offloads on and USO4 on both TUNs */
+  gro: boolean;
   offloadsOut: number;
   /** why offloads are off or partial ('' when all is as asked) */
   note: string;
@@ -74,8 +76,9 @@ export function dataPathOps(engine: Engine) {
    * that refuses the virtio header on either device gets both reopened plain:
    * the engine has one slot geometry for both.
    */
-  function openTuns(inside: string, outside: string, offload: boolean): TunsOpened {
+  function openTuns(inside: string, outside: string, offload: boolean, gro = false): TunsOpened {
     closeTuns();
+    engine.setGro(false);
     let note = '';
     let refused = false;
     try {
@@ -85,6 +88,8 @@ export function dataPathOps(engine: Engine) {
           tunOut = TunDevice.open(outside, { offload: true });
           if (tunIn.vnet && tunOut.vnet) {
             engine.setVnet(true);
+            // GRO on write sends UDP GSO (USO) into the TUNs: only where both took USO4.
+            engine.setGro(gro && (tunIn.offloads & TUN_F.USO4) !== 0 && (tunOut.offloads & TUN_F.USO4) !== 0);
             if (tunIn.offloads !== tunOut.offloads) note = 'the two TUNs took different offloads';
             return opened(note, false);
           }
@@ -113,7 +118,7 @@ export function dataPathOps(engine: Engine) {
 
   function opened(note: string, refused: boolean): TunsOpened {
     return {
-      vnet: engine.vnet, offloadsIn: tunIn!.offloads, offloadsOut: tunOut!.offloads, note, refused,
+      vnet: engine.vnet, gro: engine.gro, offloadsIn: tunIn!.offloads, offloadsOut: tunOut!.offloads, note, refused,
       slotCount: engine.slotCount, slotSize: engine.slotSize,
     };
   }

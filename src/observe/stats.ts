@@ -43,7 +43,7 @@ export interface Stats {
   /** TCP packets the TUN readers' queue discipline dropped (src/tun/tun.ts ReaderQueue). */
   tunQueueDrops: number;
   /** TUN offloads: the TUN_F_* bits the kernel took (0: off), and what came through them. */
-  offload: { bits: number; gsoPackets: number; gsoBytes: number; csumPartial: number };
+  offload: { bits: number; gsoPackets: number; gsoBytes: number; csumPartial: number; groWrites: number; groDatagrams: number };
   flowsCreated: number;
   flowsExpired: number;
   flowsFlushed: number;
@@ -124,7 +124,8 @@ export function collectStats(e: EngineView, t: SupervisorTallies): Stats {
     drops,
     tunWriteDrops: t.tunWriteDrops(),
     tunQueueDrops: t.tunQueueDrops?.() ?? 0,
-    offload: { bits: t.offloadBits?.() ?? 0, gsoPackets: c.gsoRx!, gsoBytes: c.gsoBytes!, csumPartial: c.csumPartial! },
+    offload: { bits: t.offloadBits?.() ?? 0, gsoPackets: c.gsoRx!, gsoBytes: c.gsoBytes!, csumPartial: c.csumPartial!,
+      groWrites: c.groGroups!, groDatagrams: c.groDatagrams! },
     flowsCreated: c.flowsNew!,
     flowsExpired: c.flowsExpired!,
     flowsFlushed: c.flowsFlushed!,

@@ -100,6 +100,7 @@ describe('config: the contract', () => {
         tunInside: 'tin',
         tunOutside: 'tout',
         offload: true,
+        gro: true,
         priority: 'realtime',
         lanSubnets: [],
         maxFlows: 65536,
