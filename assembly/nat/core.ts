@@ -156,7 +156,8 @@ export function processBatch(n: u32, side: u32): u32 {
   }
   flowWarmSelect(-1);
   // Option gro: same-flow datagrams of the batch leave as one UDP GSO write each (nat/gro.ts).
-  if (groOn && vnetOn && passed > 1) groBatch(n);
+  // Every batch: its links are cleared even when nothing can merge (the addon reads the last batch's otherwise).
+  if (groOn && vnetOn) groBatch(n, passed);
   if (extraPending() != 0) extrasRun(side);
   // Incremental expiry: a bounded slice of the table per batch.
   flowSweep((n >>> 1) + 8);

@@ -114,9 +114,10 @@ function kind(i: u32): u32 {
 }
 
 /** Slots 0..n-1 with their verdicts: forms the groups and rewrites their leaders. */
-export function groBatch(n: u32): void {
+export function groBatch(n: u32, passed: u32): void {
   memory.fill(groLinks, 0, <usize>n << 1);
   groups = 0;
+  if (passed < 2) return;
   for (let i: u32 = 0; i < n; i++) {
     if (load<u8>(verdicts + i) != VERDICT_PASS) continue;
     const k = kind(i);

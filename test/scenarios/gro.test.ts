@@ -320,6 +320,18 @@ describe('GRO on write (option gro)', () => {
     expect(nov.engine.counters().groGroups).toBe(0);
   });
 
+  it('13 a batch after a merged one carries no link of it (a batch of one, and one that cannot merge)', () => {
+    const r = new GroRouter(true);
+    r.run(burst(4), SIDE_INSIDE);
+    expect(r.links(4)).toEqual([1, 2, 3, 0]);
+    const w = r.run([[dg(H1, 40000, S1, 9000, 104), CSUM]], SIDE_INSIDE);
+    expect(r.links(4)[0]).toBe(0);
+    expect(w[0]!.bytes.length).toBe(64);
+    r.run(burst(4), SIDE_INSIDE);
+    r.run([[dg(H1, 40000, S1, 9000, 1), CSUM], [dg(H2, 40000, S1, 9000, 1), CSUM]], SIDE_INSIDE);
+    expect(r.links(2)).toEqual([0, 0]);
+  });
+
   it('12 counts stay balanced: rx = passed + dropped, passed bytes are each datagram\'s own', () => {
     const { on } = both(burst(6));
     const c = on.engine.counters();
