@@ -39,7 +39,8 @@ const SETTINGS = {
   unreplied_timeout: 30, src_max_flows: 0, src_max_ike: 256, src_max_calls: 256, src_max_esp_pending: 16, src_max_frags: 256,
 };
 
-function run(nFlows, acct) {
+/** side 0: LAN→WAN packets of random established flows; side 1: their replies, WAN→LAN to the flows' alias ports. */
+function run(nFlows, acct, side = 0) {
   const e = Engine.load({ maxFlows: Math.max(nFlows, 1024), acct, seed: 1 });
   const x = e.x;
   x.setLanNet(0, ipToRaw('192.168.1.0'), maskRaw(24)); x.setLanNetCount(1);
@@ -50,22 +51,31 @@ function run(nFlows, acct) {
   const lens = new DataView(e.buffer);
   const S = e.slotCount, base = e.slotBase, size = e.slotSize;
   for (let i = 0; i < S; i++) lens.setUint32(e.lenBase + 4 * i, 64, true);
-  // Open every flow once.
+  // Open every flow once, noting the alias port each got (the translated source port left in its slot).
+  const alias = new Uint16Array(nFlows);
   for (let i = 0; i < nFlows; i += S) {
     const n = Math.min(S, nFlows - i);
     for (let k = 0; k < n; k++) { const t = flowTuple(i + k); writeUdp(mem, base + k * size, t.src, t.sport, t.dst, t.dport, true); }
     x.process(n, 0, now);
+    for (let k = 0; k < n; k++) alias[i + k] = (mem[base + k * size + 20] << 8) | mem[base + k * size + 21];
   }
+  const wan = [203, 0, 113, 1];
   const active = x.flowActive();
   // Batches of random established flows, prepared outside the timed region.
   const variants = 64;
   const images = [];
   for (let v = 0; v < variants; v++) {
     const img = new Uint8Array(S * 64);
-    for (let k = 0; k < S; k++) { const t = flowTuple(Math.floor(Math.random() * nFlows)); writeUdp(img, k * 64, t.src, t.sport, t.dst, t.dport, true); }
+    for (let k = 0; k < S; k++) {
+      const j = Math.floor(Math.random() * nFlows);
+      const t = flowTuple(j);
+      if (side === 0) writeUdp(img, k * 64, t.src, t.sport, t.dst, t.dport, true);
+      else writeUdp(img, k * 64, t.dst, t.dport, wan, alias[j], true);
+    }
     images.push(img);
   }
-  const rx0 = e.counter(2);
+  const passCounter = side === 0 ? 2 : 3;
+  const rx0 = e.counter(passCounter);
   let packets = 0, ns = 0n, v = 0;
   const batchTimes = [];
   const deadline = Date.now() + seconds * 1000;
@@ -74,16 +84,16 @@ function run(nFlows, acct) {
       const img = images[v++ % variants];
       for (let k = 0; k < S; k++) mem.set(img.subarray(k * 64, k * 64 + 64), base + k * size);
       const t0 = process.hrtime.bigint();
-      x.process(S, 0, now);
+      x.process(S, side, now);
       const dt = process.hrtime.bigint() - t0;
       ns += dt; packets += S; batchTimes.push(Number(dt));
     }
   }
-  const passed = e.counter(2) - rx0;
+  const passed = e.counter(passCounter) - rx0;
   batchTimes.sort((a, b) => a - b);
   const medianBatchNs = batchTimes[batchTimes.length >> 1];
   return {
-    flows: nFlows, acct, active, packets, passed,
+    flows: nFlows, acct, side: side === 0 ? 'LAN→WAN' : 'WAN→LAN', active, packets, passed,
     mpps: packets / (Number(ns) / 1e9) / 1e6,
     medianMpps: S / (medianBatchNs / 1e9) / 1e6,
     nsPerPacket: Number(ns) / packets,
@@ -188,12 +198,12 @@ function runVpn(kind, n) {
   return results;
 }
 
-const results = flowCounts.flatMap((n) => acctModes.map((acct) => run(n, acct)));
-console.log('\ncore: engine process() on one core, 64-byte UDP, LAN→WAN, established flows');
-console.log('| flows | acct | Mpps (mean) | Mpps (median batch) | ns/packet | table bytes/flow | Wasm memory MiB | passed |');
-console.log('|---:|---|---:|---:|---:|---:|---:|---:|');
+const results = flowCounts.flatMap((n) => acctModes.flatMap((acct) => [run(n, acct, 0), run(n, acct, 1)]));
+console.log('\ncore: engine process() on one core, 64-byte UDP, established flows (WAN→LAN: their replies)');
+console.log('| flows | acct | direction | Mpps (mean) | Mpps (median batch) | ns/packet | table bytes/flow | Wasm memory MiB | passed |');
+console.log('|---:|---|---|---:|---:|---:|---:|---:|---:|');
 for (const r of results) {
-  console.log(`| ${r.flows} | ${r.acct ? 'on' : 'off'} | ${r.mpps.toFixed(2)} | ${r.medianMpps.toFixed(2)} | ${r.nsPerPacket.toFixed(1)} | ${r.bytesPerFlow.toFixed(1)} | ${r.memoryMiB.toFixed(1)} | ${r.passed === r.packets ? 'all' : `${r.passed}/${r.packets}`} |`);
+  console.log(`| ${r.flows} | ${r.acct ? 'on' : 'off'} | ${r.side} | ${r.mpps.toFixed(2)} | ${r.medianMpps.toFixed(2)} | ${r.nsPerPacket.toFixed(1)} | ${r.bytesPerFlow.toFixed(1)} | ${r.memoryMiB.toFixed(1)} | ${r.passed === r.packets ? 'all' : `${r.passed}/${r.packets}`} |`);
 }
 const vpn = [...runVpn('esp', 1000), ...runVpn('gre', 1000)];
 console.log('\ncore: VPN flows, 64-byte packets, 1000 ESP associations / 1000 PPTP calls (GRE), random per packet');

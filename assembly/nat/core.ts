@@ -28,7 +28,7 @@ import { hairpin } from "./hairpin";
 import { espSweep } from "../vpn/esp";
 import { IKE_PORT, ikeSweep } from "../vpn/isakmp";
 import { callSweep } from "../vpn/pptp";
-import { flowIndexPeekIn, flowSweep, flowWarmOut, flowWarmSelect, rec } from "./table";
+import { flowWarmIn, flowSweep, flowWarmOut, flowWarmSelect, rec } from "./table";
 
 /**
  * The virtio_net_hdr of a TUN with offloads (wire/vnet.ts): checked against
@@ -145,7 +145,7 @@ export function processBatch(n: u32, side: u32): u32 {
     const len = load<u32>(lens + (<usize>i << 2));
     store<u32>(packetContext, vnetOn ? <u32>(vnetHdrs + <usize>i * VNET_STRIDE) : 0, CTX_VNET);
     store<u32>(packetContext, 0, CTX_L4_PARTIAL);
-    if (side == SIDE_INSIDE) flowWarmSelect(<i32>i); // its key and hash, as warmBatch found them this batch
+    flowWarmSelect(<i32>i); // its key and hash, as warmBatch found them this batch
     bytesRead += len;
     const pass = len <= maxLen ? judge(p, len, side) : refuse(Drop.OVERSIZE, side, p);
     store<u8>(verdicts + i, pass ? VERDICT_PASS : VERDICT_DROP);
@@ -226,7 +226,7 @@ function warmBatch(n: u32, side: u32): void {
     const dp = <u32>bswap<u16>(load<u16>(l4, 2));
     const e = side == SIDE_INSIDE
       ? flowWarmOut(i, proto, load<u32>(p, 12), sp, load<u32>(p, 16), dp) // the lookup takes this hash again (table.ts)
-      : flowIndexPeekIn(proto, dp, load<u32>(p, 12), sp);
+      : flowWarmIn(i, proto, dp, load<u32>(p, 12), sp);
     store<u32>(warmIdx + (<usize>i << 2), e);
     acc += e;
   }

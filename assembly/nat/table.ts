@@ -61,18 +61,16 @@ export function flowHomeAt(outbound: bool, i: u32): u32 {
   return (outbound ? recHashOut(rec(e - 1)) : recHashIn(rec(e - 1))) & hashMask;
 }
 
-/** The index entry at the home slot of an inbound key (a cache warm-up, not a lookup). */
-@inline export function flowIndexPeekIn(proto: u32, aliasP: u32, remA: u32, remP: u32): u32 {
-  return load<u32>(flowInIndex + (<usize>(hashIn(proto, aliasP, remA, remP) & hashMask) << 2));
-}
-
-// The batch's outbound hashes: core.ts warmBatch hashes every slot's key for
-// its cache warm-up and keeps key and hash here (WARM_SIZE bytes a slot);
-// the lookup of the packet in hand takes the hash from there instead of
-// computing it again, when the key it looks up is exactly the one hashed (a
-// rewrite before the lookup, an ICMP echo's identifier in a port's place, a
-// header the warm-up read unchecked: the comparison fails, the hash is
-// computed). A hash depends on nothing but the key and the run's hash key.
+// The batch's hashes: core.ts warmBatch hashes every slot's key (outbound on
+// the inside, inbound on the outside) for its cache warm-up and keeps key and
+// hash here (WARM_SIZE bytes a slot); the lookup of the packet in hand takes
+// the hash from there instead of computing it again, when the key it looks up
+// is exactly the one hashed (a rewrite before the lookup, an ICMP echo's
+// identifier in a port's place, a header the warm-up read unchecked: the
+// comparison fails, the hash is computed). Both directions hash their packed
+// key words with the same hash2, so equal words mean an equal hash whichever
+// lookup kept them: an outbound lookup that happens to meet an inbound key's
+// words still gets the right hash.
 const WARM_SIZE: usize = 24; // u64 (lanA, remA), u64 (lanP, remP, proto), u32 hash
 const warmKeys: usize = memory.data(256 * 24); // one entry per batch slot (SLOT_COUNT at most)
 let warmSlot: usize = 0;                       // the entry of the packet in hand, 0 = none
@@ -85,6 +83,15 @@ let warmSlot: usize = 0;                       // the entry of the packet in han
   const w = warmKeys + <usize>i * WARM_SIZE;
   store<u64>(w, k1); store<u64>(w, k2, 8); store<u32>(w, h, 16);
   return load<u32>(flowOutIndex + (<usize>(h & hashMask) << 2));
+}
+/** Hashes slot i's inbound key for the batch, keeps it, and returns the index entry at its home slot (a warm-up). */
+@inline export function flowWarmIn(i: u32, proto: u32, aliasP: u32, remA: u32, remP: u32): u32 {
+  const k1 = <u64>remA | (<u64>aliasP << 32) | (<u64>remP << 48);
+  const k2 = <u64>proto;
+  const h = hash2(k1, k2); // hashIn
+  const w = warmKeys + <usize>i * WARM_SIZE;
+  store<u64>(w, k1); store<u64>(w, k2, 8); store<u32>(w, h, 16);
+  return load<u32>(flowInIndex + (<usize>(h & hashMask) << 2));
 }
 /** Slot i's packet is in hand (i < 0: none, between batches). */
 @inline export function flowWarmSelect(i: i32): void { warmSlot = i < 0 ? 0 : warmKeys + <usize>i * WARM_SIZE; }
@@ -109,7 +116,10 @@ let warmSlot: usize = 0;                       // the entry of the packet in han
 
 /** Inbound lookup; returns flow + 1 or 0. */
 @inline export function flowFindIn(proto: u32, aliasP: u32, remA: u32, remP: u32): u32 {
-  let i = hashIn(proto, aliasP, remA, remP) & hashMask;
+  const k1 = <u64>remA | (<u64>aliasP << 32) | (<u64>remP << 48);
+  const k2 = <u64>proto;
+  const w = warmSlot;
+  let i = (w != 0 && load<u64>(w) == k1 && load<u64>(w, 8) == k2 ? load<u32>(w, 16) : hash2(k1, k2)) & hashMask;
   while (true) {
     const e = load<u32>(flowInIndex + (<usize>i << 2));
     if (e == 0) return 0;
