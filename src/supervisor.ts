@@ -254,7 +254,7 @@ export class Supervisor {
     const t5 = performance.now();
 
     // The data-path thread sets its own scheduling (per thread on Linux) before its first batch.
-    this.priority = this.dp.startLoop(priorityWanted(m.priority));
+    this.priority = this.dp.startLoop(priorityWanted(m.priority), m.busyPoll);
     if (this.priority.note) this.log.warn({ priority: this.priority.applied }, `data path priority: ${this.priority.note}`);
     this.forwarding = true;
     // performance.now() counts from the process's start: this is the
@@ -418,7 +418,8 @@ export class Supervisor {
     return {
       offload: this.offloadStatus(),
       priority: this.priority,
-      dataPath: { thread: this.dp.thread, threadId: this.dp.threadId, tid: this.dp.tid, mainThreadId: 0, forwarding: this.forwarding, batches: e.batches },
+      dataPath: { thread: this.dp.thread, threadId: this.dp.threadId, tid: this.dp.tid, mainThreadId: 0, forwarding: this.forwarding, batches: e.batches,
+        busyPollUs: e.busyPollUs, wakes: e.wakes, polls: e.polls },
       pid: process.pid, uptimeS: Math.round((Date.now() - this.startedAt) / 1000),
       config: this.cfg.file, lanDevice: this.cfg.main.lanDevice, wanDevice: this.cfg.main.wanDevice,
       wanAddress: this.wanAddress, lanSubnets: this.lanSubnets,
@@ -472,6 +473,7 @@ export class Supervisor {
       return { ok: false, error: msg };
     }
     this.routerLan = routerLan;
+    if (a.busyPoll !== b.busyPoll) this.dp.setBusyPoll(b.busyPoll);
     // NAT loopback's kernel side follows the forwards.
     try {
       this.routing?.updateForwards(forwardsOf(next));

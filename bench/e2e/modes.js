@@ -53,8 +53,11 @@ export function kernelMode() {
   };
 }
 
-/** vpnmasq in the router; offload false writes option offload '0' (one packet per TUN read), labelled apart. */
-export function vpnmasqMode(cliPath, tmp, { offload = true } = {}) {
+/**
+ * vpnmasq in the router; offload false writes option offload '0' (one packet per TUN read), labelled apart;
+ * busyPollUs > 0 writes option busy_poll (--busy-poll; the report's header says so).
+ */
+export function vpnmasqMode(cliPath, tmp, { offload = true, busyPollUs = 0 } = {}) {
   const sock = join(tmp, offload ? 'vpnmasq.sock' : 'vpnmasq-nooffload.sock');
   const cfg = join(tmp, offload ? 'vpnmasq.conf' : 'vpnmasq-nooffload.conf');
   let child = null;
@@ -82,6 +85,7 @@ export function vpnmasqMode(cliPath, tmp, { offload = true } = {}) {
         "\toption log_level 'warn'",
         `\toption control_socket '${sock}'`,
         ...(offload ? [] : ["\toption offload '0'"]),
+        ...(busyPollUs > 0 ? [`\toption busy_poll '${busyPollUs}'`] : []),
         '',
       ].join('\n'));
       rmSync(sock, { force: true });

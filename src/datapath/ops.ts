@@ -45,7 +45,12 @@ export interface RestoreResult {
 const TICK_MS = 250;
 
 /** The calls on `engine` (loaded by the caller, on the thread that will run them). */
-export function dataPathOps(engine: Engine) {
+/**
+ * callWaiting: true while the main thread waits for a call (worker.ts reads
+ * the shared word): a busy-polling loop then returns to the event loop,
+ * which answers it. Called in place (inline), nothing ever waits.
+ */
+export function dataPathOps(engine: Engine, callWaiting: () => boolean = () => false) {
   let tunIn: TunDevice | null = null;
   let tunOut: TunDevice | null = null;
   let loop: BatchLoop | null = null;
@@ -157,15 +162,17 @@ export function dataPathOps(engine: Engine) {
       }
     },
     /** Sets this thread's scheduling (`option priority`: Linux schedules threads, so it is set here), then starts the loop. */
-    startLoop: (priority: Priority): PriorityApplied => {
+    startLoop: (priority: Priority, busyPollUs = 0): PriorityApplied => {
       if (!tunIn || !tunOut) throw new Error('the TUNs are not open');
       const applied = applyDataPathPriority(priority);
-      loop = new BatchLoop(engine, tunIn, tunOut);
+      loop = new BatchLoop(engine, tunIn, tunOut, { busyPollUs, callWaiting });
       loop.start();
       ticker = setInterval(() => engine.x.tick(nowMs(), 65536), TICK_MS);
       return applied;
     },
     /** No more batches (the TUNs stay open until closeTuns): the state is final for the last snapshot. */
+    /** option busy_poll changed by a reload: taken from the next wake-up on. */
+    setBusyPoll: (us: number) => { if (loop) loop.busyPollUs = us; },
     stopLoop: () => {
       loop?.stop();
       tunIn?.pauseReading();
@@ -196,6 +203,7 @@ export function dataPathOps(engine: Engine) {
     status: () => ({
       flowActive: engine.flowActive(), bytesPerFlow: engine.bytesPerFlow(), counters: engine.counters(), drops: engine.drops(),
       vnet: engine.vnet, slotCount: engine.slotCount, slotSize: engine.slotSize, batches: loop?.batches ?? 0,
+      busyPollUs: loop?.busyPollUs ?? 0, polls: loop?.polls ?? 0, wakes: loop?.wakes ?? 0,
     }),
   };
   return ops;

@@ -137,7 +137,8 @@ export class DataPathThread implements EngineView {
     return this.call('restore', file, wan, cfg, lanSubnets, routerLan);
   }
   /** Starts the batch loop at `priority` (set on the data-path thread itself); returns what the kernel granted. */
-  startLoop(priority: Priority = 'normal'): PriorityApplied { return this.call('startLoop', priority); }
+  startLoop(priority: Priority = 'normal', busyPollUs = 0): PriorityApplied { return this.call('startLoop', priority, busyPollUs); }
+  setBusyPoll(us: number): void { this.call('setBusyPoll', us); }
   stopLoop(): void { this.call('stopLoop'); }
   closeTuns(): void { this.call('closeTuns'); }
   capture(wan: string | null): Capture { return this.call('capture', wan); }
@@ -146,7 +147,7 @@ export class DataPathThread implements EngineView {
   flushAll(): number { return this.call('flushAll'); }
   deleteMatching(filter: ConntrackFilter, wan: string): FlowEntry[] { return this.call('deleteMatching', filter, wan); }
   status(): { flowActive: number; bytesPerFlow: number; counters: Record<string, number>; drops: Record<string, number>;
-    vnet: boolean; slotCount: number; slotSize: number; batches: number } {
+    vnet: boolean; slotCount: number; slotSize: number; batches: number; busyPollUs: number; polls: number; wakes: number } {
     return this.call('status');
   }
 
