@@ -9,7 +9,7 @@ import { totalmem } from 'node:os';
 import { existsSync, writeFileSync } from 'node:fs';
 import { ConfigError, loadConfig, redirectLabel, ruleLabel, type Config } from './config/index.js';
 import { filterEmpty, type ConntrackFilter } from './cli/filter.js';
-import { discard, writeCapture, writeCaptureSync, type Restored } from './snapshot/state.js';
+import { discard, discardStaleTemporaries, writeCapture, writeCaptureSync, type Restored } from './snapshot/state.js';
 import { POLICY_REASONS, PROTO_NAMES } from './engine/abi.js';
 import type { FlowEntry } from './engine/engine.js';
 import { createLogger, type LogFormat, type Logger } from './log.js';
@@ -309,6 +309,8 @@ export class Supervisor {
       file, intervalS: this.cfg.main.snapshotInterval, restored: null, refused: null, fresh: !!this.opts.fresh,
       lastWrite: null, writeError: null,
     };
+    const stale = discardStaleTemporaries(file);
+    if (stale.length) this.log.info({ file, removed: stale }, 'half-written snapshot files of a killed run removed');
     if (this.opts.fresh) {
       if (discard(file)) this.log.info({ file }, 'state snapshot discarded (--fresh)');
       return;

@@ -84,6 +84,8 @@ export function vpnmasqMode(cliPath, tmp, { offload = true, busyPollUs = 0 } = {
         "\toption max_flows '65536'",
         "\toption log_level 'warn'",
         `\toption control_socket '${sock}'`,
+        // A state directory of the bench's own: never restore another run's (or the router's) flows and counters.
+        `\toption snapshot_dir '${join(tmp, offload ? 'state' : 'state-nooffload')}'`,
         ...(offload ? [] : ["\toption offload '0'"]),
         ...(busyPollUs > 0 ? [`\toption busy_poll '${busyPollUs}'`] : []),
         '',
