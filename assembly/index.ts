@@ -7,7 +7,7 @@
 import { COUNTER_SLOTS, C_FLOWS_FLUSHED, EVENT_CAP, EVENT_SIZE, EV_FLUSH } from "./abi/counters";
 import { FLOW_SIZE } from "./abi/records";
 import { captureSet } from "./nat/capture";
-import { acctOn, callRecs, capture, counters, espRecs, events, extraLens, extraSlots, extraVerdicts, flowAcct, flows, holdLens, holdSlots, holdVerdicts, ikeRecs, lens, slots, verdicts, hashMask, layoutEnd, layoutInit, lanNets, maxFlows, EXTRA_CAP, HOLD_CAP, MAX_LAN_NETS, SLOT_SIZE, setSlotGeometry, slotCount as curSlotCount, slotSize as curSlotSize, vnetHdrs, vnetOn, VNET_STRIDE } from "./layout";
+import { acctOn, callRecs, capture, counters, espRecs, events, extraLens, extraSlots, extraVerdicts, flowAcct, flows, holdLens, holdSlots, holdVerdicts, ikeRecs, lens, slots, verdicts, hashMask, layoutEnd, layoutInit, lanNets, maxFlows, groLinks, groOn, setGroOn, EXTRA_CAP, HOLD_CAP, MAX_LAN_NETS, SLOT_SIZE, setSlotGeometry, slotCount as curSlotCount, slotSize as curSlotSize, vnetHdrs, vnetOn, VNET_STRIDE } from "./layout";
 import { ABI_WORDS, abiDescribe as describe } from "./abi/describe.gen";
 import { bindResetDynamic } from "./nat/binding";
 import { processBatch } from "./nat/core";
@@ -164,6 +164,15 @@ export function vnetEnabled(): u32 { return vnetOn ? 1 : 0; }
  * between batches; slotSize()/slotCount() change with it.
  */
 export function setVnet(on: u32): void { setSlotGeometry(on != 0); }
+/**
+ * Option gro (nat/gro.ts): 1 coalesces same-flow UDP datagrams of a batch
+ * into one UDP GSO write (members get VERDICT_FOLLOW, the slot before each
+ * links to it at groLinksPtr() + 2 × slot, u16, 0 = end). Only takes effect
+ * with setVnet(1); the supervisor asks for it only where both TUNs took USO4.
+ */
+export function setGro(on: u32): void { setGroOn(on != 0); }
+export function groEnabled(): u32 { return groOn ? 1 : 0; }
+export function groLinksPtr(): usize { return groLinks; }
 export function flowsPtr(): usize { return flows; }
 export function flowSize(): u32 { return FLOW_SIZE; }
 /** Option acct: 1 when the flows have byte counters, at flowAcctPtr() + flow × FLOW_ACCT_SIZE (fields FA_*). */

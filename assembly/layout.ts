@@ -13,6 +13,7 @@ import {
 //                          offloads GSO_SLOT_COUNT × GSO_SLOT_SIZE)
 //               lens      (SLOT_COUNT × u32)   verdicts (SLOT_COUNT × u8)
 //               vnetHdrs  (SLOT_COUNT × VNET_STRIDE: each slot's virtio_net_hdr)
+//               groLinks  (SLOT_COUNT × u16: the next datagram of a slot's UDP GSO write, nat/gro.ts)
 //               flows     (maxFlows × FLOW_SIZE)
 //               flowOut / flowIn hash indexes (hashSize × u32 each)
 //               flowAcct  (maxFlows × FLOW_ACCT_SIZE, only with option acct; else empty)
@@ -79,6 +80,9 @@ export let slotSize: u32 = SLOT_SIZE;
 export let slotCount: u32 = SLOT_COUNT;
 export let vnetOn: bool = false;
 export let vnetHdrs: usize = 0;
+/** Option gro (nat/gro.ts): same-flow UDP datagrams of a batch leave as one UDP GSO write; only with vnetOn. */
+export let groOn: bool = false;
+export let groLinks: usize = 0;
 export let lens: usize = 0;
 export let verdicts: usize = 0;
 export let flows: usize = 0;
@@ -139,6 +143,7 @@ export function layoutInit(base: usize, flowsWanted: u32, acct: bool, commit: bo
   const l = p; p = align64(p + SLOT_COUNT * 4);
   const v = p; p = align64(p + SLOT_COUNT);
   const vh = p; p = align64(p + SLOT_COUNT * VNET_STRIDE);
+  const gl = p; p = align64(p + SLOT_COUNT * 2);
   const f = p; p = align64(p + <usize>flowsWanted * FLOW_SIZE);
   const hs = hashSizeFor(flowsWanted);
   const fo = p; p = align64(p + <usize>hs * 4);
@@ -174,7 +179,7 @@ export function layoutInit(base: usize, flowsWanted: u32, acct: bool, commit: bo
     srcTable = st;
     espRecs = er; espMap = em; ikeRecs = ir; ikeMap = im; callRecs = cr; callMap = cm;
     callIdBitmap = cb; outstanding = os; peerRecs = pr; peerMap = pm; capture = cp;
-    counters = c; events = e; slots = s; lens = l; verdicts = v; vnetHdrs = vh;
+    counters = c; events = e; slots = s; lens = l; verdicts = v; vnetHdrs = vh; groLinks = gl;
     flows = f; flowOutIndex = fo; flowInIndex = fi; hashMask = hs - 1; maxFlows = flowsWanted;
     acctOn = acct; flowAcct = acct ? fa : 0;
     bindings = b; bindIndex = bi; frags = fr; fragIndex = fx;
@@ -194,4 +199,11 @@ export function setSlotGeometry(vnet: bool): void {
   slotSize = vnet ? GSO_SLOT_SIZE : SLOT_SIZE;
   slotCount = vnet ? GSO_SLOT_COUNT : SLOT_COUNT;
   memory.fill(vnetHdrs, 0, <usize>SLOT_COUNT * VNET_STRIDE);
+  memory.fill(groLinks, 0, <usize>SLOT_COUNT * 2);
+}
+
+/** Option gro: coalesce on write (nat/gro.ts), where the TUNs take UDP GSO (vnet and USO4). */
+export function setGroOn(on: bool): void {
+  groOn = on;
+  memory.fill(groLinks, 0, <usize>SLOT_COUNT * 2);
 }

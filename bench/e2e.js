@@ -52,12 +52,13 @@ const USAGE = `usage: sudo node bench/e2e.js [options]
   --tcp-reps N     repetitions per TCP row (default 3)
   --tcp-seconds S  seconds per TCP repetition (default 3)
   --offload-compare  also run the TCP rows through vpnmasq with option offload '0'
-  --router-cpu PCT   vpnmasq gets PCT % of one CPU (cgroup v1 cpu group: a router slower than its LAN hosts; the kernel NAT is not limited)`;
+  --router-cpu PCT   vpnmasq gets PCT % of one CPU (cgroup v1 cpu group: a router slower than its LAN hosts; the kernel NAT is not limited)
+  --busy-poll US   vpnmasq with option busy_poll US (microseconds; default 0)`;
 
 function parseArgs(argv) {
   const a = {
     reps: 5, seconds: 3, flows: 16, clients: 1, pings: 200, kernelOnly: false, cli: null, json: null, svg: resolve('bench-e2e.svg'), warmup: true,
-    mix: true, mixReps: null, mixFlows: 8, tcp: true, tcpOnly: false, tcpReps: 3, tcpSeconds: 3, offloadCompare: false,
+    mix: true, mixReps: null, mixFlows: 8, tcp: true, tcpOnly: false, tcpReps: 3, tcpSeconds: 3, offloadCompare: false, busyPoll: 0,
   };
   const num = (name, v, min, max) => {
     const n = Number(v);
@@ -87,6 +88,7 @@ function parseArgs(argv) {
       case '--tcp-reps': a.tcpReps = Math.round(num(key, val(), 1, 100)); break;
       case '--tcp-seconds': a.tcpSeconds = Math.round(num(key, val(), 1, 600)); break;
       case '--offload-compare': a.offloadCompare = true; break;
+      case '--busy-poll': a.busyPoll = Math.round(num(key, val(), 0, 100000)); break;
       case '--cli': a.cli = resolve(val() ?? ''); break;
       case '--router-cpu': a.routerCpu = num(key, val(), 1, 100); break;
       case '--json': a.json = resolve(val() ?? ''); break;
@@ -222,7 +224,7 @@ async function main() {
     tmp = mkdtempSync(join(tmpdir(), 'vpnmasq-e2e-'));
     log(`lab ${lab.id}: ${lab.namespaces.join(' ')}`);
     modes.push(await benchMode(lab, kernelMode(), a, parts));
-    if (doVpnmasq) modes.push(await benchMode(lab, vpnmasqMode(cliPath, tmp, { cpuPct: a.routerCpu ?? 0 }), a, parts));
+    if (doVpnmasq) modes.push(await benchMode(lab, vpnmasqMode(cliPath, tmp, { busyPollUs: a.busyPoll, cpuPct: a.routerCpu ?? 0 }), a, parts));
     if (doVpnmasq && a.tcp && a.offloadCompare) modes.push(await benchMode(lab, vpnmasqMode(cliPath, tmp, { offload: false }), a, parts, true));
   } catch (e) {
     console.error(`bench/e2e: ${firstLine(e.message)}`);

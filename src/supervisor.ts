@@ -9,7 +9,7 @@ import { totalmem } from 'node:os';
 import { existsSync, writeFileSync } from 'node:fs';
 import { ConfigError, loadConfig, redirectLabel, ruleLabel, type Config } from './config/index.js';
 import { filterEmpty, type ConntrackFilter } from './cli/filter.js';
-import { discard, writeCapture, writeCaptureSync, type Restored } from './snapshot/state.js';
+import { discard, discardStaleTemporaries, writeCapture, writeCaptureSync, type Restored } from './snapshot/state.js';
 import { POLICY_REASONS, PROTO_NAMES } from './engine/abi.js';
 import type { FlowEntry } from './engine/engine.js';
 import { createLogger, type LogFormat, type Logger } from './log.js';
@@ -31,6 +31,14 @@ import { checkListeners, deviceAddresses } from './observe/listen.js';
 /** option offload, unless VPNMASQ_OFFLOAD=0/1 overrides it (to run test suites and benchmarks both ways). */
 function offloadWanted(option: boolean): boolean {
   const env = process.env.VPNMASQ_OFFLOAD;
+  if (env === '0') return false;
+  if (env === '1') return true;
+  return option;
+}
+
+/** option gro, unless VPNMASQ_GRO=0/1 overrides it (benchmarks and test suites both ways, like VPNMASQ_OFFLOAD). */
+function groWanted(option: boolean): boolean {
+  const env = process.env.VPNMASQ_GRO;
   if (env === '0') return false;
   if (env === '1') return true;
   return option;
@@ -218,7 +226,7 @@ export class Supervisor {
     teardownStale(this.plan());
     const t1b = performance.now();
     try {
-      this.tuns = this.dp.openTuns(m.tunInside, m.tunOutside, offloadWanted(m.offload));
+      this.tuns = this.dp.openTuns(m.tunInside, m.tunOutside, offloadWanted(m.offload), groWanted(m.gro));
     } catch (err) {
       await this.dp.terminate();
       throw new FatalError(`vpnmasq: ${(err as Error).message}`);
@@ -257,7 +265,7 @@ export class Supervisor {
     const t5 = performance.now();
 
     // The data-path thread sets its own scheduling (per thread on Linux) before its first batch.
-    this.priority = this.dp.startLoop(priorityWanted(m.priority));
+    this.priority = this.dp.startLoop(priorityWanted(m.priority), m.busyPoll);
     if (this.priority.note) this.log.warn({ priority: this.priority.applied }, `data path priority: ${this.priority.note}`);
     this.forwarding = true;
     // performance.now() counts from the process's start: this is the
@@ -312,6 +320,8 @@ export class Supervisor {
       file, intervalS: this.cfg.main.snapshotInterval, restored: null, refused: null, fresh: !!this.opts.fresh,
       lastWrite: null, writeError: null,
     };
+    const stale = discardStaleTemporaries(file);
+    if (stale.length) this.log.info({ file, removed: stale }, 'half-written snapshot files of a killed run removed');
     if (this.opts.fresh) {
       if (discard(file)) this.log.info({ file }, 'state snapshot discarded (--fresh)');
       return;
@@ -410,7 +420,7 @@ export class Supervisor {
     const bits = t?.offloadsIn ?? 0;
     return {
       enabled: t?.vnet ?? false, offloads: offloadNames(bits),
-      uso: (bits & 0x60) === 0x60, slots: t ? `${t.slotCount} × ${t.slotSize} B` : null,
+      uso: (bits & 0x60) === 0x60, gro: t?.gro ?? false, slots: t ? `${t.slotCount} × ${t.slotSize} B` : null,
       ...(t?.note ? { note: t.note } : {}),
     };
   }
@@ -429,7 +439,8 @@ export class Supervisor {
     return {
       offload: this.offloadStatus(),
       priority: this.priority,
-      dataPath: { thread: this.dp.thread, threadId: this.dp.threadId, tid: this.dp.tid, mainThreadId: 0, forwarding: this.forwarding, batches: e.batches },
+      dataPath: { thread: this.dp.thread, threadId: this.dp.threadId, tid: this.dp.tid, mainThreadId: 0, forwarding: this.forwarding, batches: e.batches,
+        busyPollUs: e.busyPollUs, wakes: e.wakes, polls: e.polls },
       pid: process.pid, uptimeS: Math.round((Date.now() - this.startedAt) / 1000),
       config: this.cfg.file, lanDevice: this.cfg.main.lanDevice, wanDevice: this.cfg.main.wanDevice,
       wanAddress: this.wanAddress, lanSubnets: this.lanSubnets,
@@ -464,7 +475,7 @@ export class Supervisor {
     }
     const restartNeeded: string[] = [];
     const a = this.cfg.main, b = next.main;
-    for (const k of ['lanDevice', 'wanDevice', 'tunInside', 'tunOutside', 'offload', 'priority', 'maxFlows', 'acct', 'controlSocket', 'snapshotDir', 'snapshotInterval'] as const) {
+    for (const k of ['lanDevice', 'wanDevice', 'tunInside', 'tunOutside', 'offload', 'gro', 'priority', 'maxFlows', 'acct', 'controlSocket', 'snapshotDir', 'snapshotInterval'] as const) {
       if (a[k] !== b[k]) restartNeeded.push(k);
     }
     if (JSON.stringify(a.lanSubnets) !== JSON.stringify(b.lanSubnets)) restartNeeded.push('lanSubnets');
@@ -484,6 +495,7 @@ export class Supervisor {
       return { ok: false, error: msg };
     }
     this.routerLan = routerLan;
+    if (a.busyPoll !== b.busyPoll) this.dp.setBusyPoll(b.busyPoll);
     // NAT loopback's kernel side follows the forwards.
     try {
       this.routing?.updateForwards(forwardsOf(next));

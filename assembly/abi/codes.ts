@@ -8,6 +8,9 @@ export const SIDE_OUTSIDE: u32 = 1;
 // @group verdicts
 export const VERDICT_DROP: u8 = 0;
 export const VERDICT_PASS: u8 = 1;
+// A datagram written inside an earlier slot's UDP GSO write (nat/gro.ts): never written on its own;
+// the slot before it in its group links to it (groLinksPtr()).
+export const VERDICT_FOLLOW: u8 = 2;
 
 // @group rules  (addRule's srcZone, destZone, target)
 export const ZONE_WAN: u32 = 0;

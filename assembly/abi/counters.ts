@@ -34,6 +34,9 @@ export const C_GSO_BYTES: u32 = 27;       // their IP bytes
 export const C_CSUM_PARTIAL: u32 = 28;    // packets whose L4 checksum was a NEEDS_CSUM partial sum
 export const C_USO_SPLIT: u32 = 29;       // UDP GSO super-packets to/from port 500 cut into datagrams in software (nat/segment.ts)
 export const C_USO_DATAGRAMS: u32 = 30;   // the datagrams they were cut into
+export const C_GRO_GROUPS: u32 = 31;      // UDP GSO writes made of several datagrams of one batch (nat/gro.ts)
+// Past the drop reasons (C_DROP_BASE + Drop.COUNT ≤ 127): counters added after the drop block was laid out.
+export const C_GRO_DATAGRAMS: u32 = 127;  // the datagrams those writes carried (leaders included)
 
 // @group counterLayout
 export const C_DROP_BASE: u32 = 32; // + reason (abi/reasons.ts)

@@ -7,7 +7,8 @@ import {
   C_CSUM_PARTIAL, C_GSO_BYTES, C_GSO_RX, C_PASS_BYTES_INSIDE, C_PASS_BYTES_OUTSIDE, C_PASS_INSIDE, C_PASS_OUTSIDE,
   C_RX_BYTES_INSIDE, C_RX_BYTES_OUTSIDE, C_RX_INSIDE, C_RX_OUTSIDE,
 } from "../abi/counters";
-import { acctOn, extraVerdicts, flowAcct, lens, slotCount, slotSize, slots, verdicts, vnetHdrs, vnetOn, VNET_STRIDE } from "../layout";
+import { acctOn, extraVerdicts, flowAcct, groOn, lens, slotCount, slotSize, slots, verdicts, vnetHdrs, vnetOn, VNET_STRIDE } from "../layout";
+import { groBatch } from "./gro";
 import { FLOW_ACCT_SIZE } from "../abi/records";
 import {
   ipDst, ipId, ipSrc, ipv4Check,
@@ -154,6 +155,9 @@ export function processBatch(n: u32, side: u32): u32 {
     }
   }
   flowWarmSelect(-1);
+  // Option gro: same-flow datagrams of the batch leave as one UDP GSO write each (nat/gro.ts).
+  // Every batch: its links are cleared even when nothing can merge (the addon reads the last batch's otherwise).
+  if (groOn && vnetOn) groBatch(n, passed);
   if (extraPending() != 0) extrasRun(side);
   // Incremental expiry: a bounded slice of the table per batch.
   flowSweep((n >>> 1) + 8);

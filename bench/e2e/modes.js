@@ -78,8 +78,11 @@ function limitCpu(pid, pct) {
   return () => { try { rmdirSync(dir); } catch { /* still busy: left for the next run's mkdir */ } };
 }
 
-/** vpnmasq in the router; offload false writes option offload '0' (one packet per TUN read), labelled apart; cpuPct: see limitCpu. */
-export function vpnmasqMode(cliPath, tmp, { offload = true, cpuPct = 0 } = {}) {
+/**
+ * vpnmasq in the router; offload false writes option offload '0' (one packet per TUN read), labelled apart;
+ * busyPollUs > 0 writes option busy_poll (--busy-poll; the report's header says so); cpuPct: see limitCpu.
+ */
+export function vpnmasqMode(cliPath, tmp, { offload = true, busyPollUs = 0, cpuPct = 0 } = {}) {
   let unlimit = null;
   const sock = join(tmp, offload ? 'vpnmasq.sock' : 'vpnmasq-nooffload.sock');
   const cfg = join(tmp, offload ? 'vpnmasq.conf' : 'vpnmasq-nooffload.conf');
@@ -107,7 +110,10 @@ export function vpnmasqMode(cliPath, tmp, { offload = true, cpuPct = 0 } = {}) {
         "\toption max_flows '65536'",
         "\toption log_level 'warn'",
         `\toption control_socket '${sock}'`,
+        // A state directory of the bench's own: never restore another run's (or the router's) flows and counters.
+        `\toption snapshot_dir '${join(tmp, offload ? 'state' : 'state-nooffload')}'`,
         ...(offload ? [] : ["\toption offload '0'"]),
+        ...(busyPollUs > 0 ? [`\toption busy_poll '${busyPollUs}'`] : []),
         '',
       ].join('\n'));
       rmSync(sock, { force: true });

@@ -386,7 +386,7 @@ function formatStatus(s: Record<string, any>): string {
     `flows ${s.flows.active}/${s.flows.max} (${s.flows.bytesPerFlow} bytes/flow${s.flows.acct ? ' with byte counters (acct)' : ''}, ${(s.memoryBytes / 1048576).toFixed(1)} MiB engine memory)`,
     `redirects ${s.redirects}, rules ${s.rules}`,
     ...(s.offload ? [`offload ${s.offload.enabled ? (s.offload.offloads as string[]).join(' ') || 'virtio header only' : 'off'}` +
-      `${s.offload.enabled && !s.offload.uso ? ' (no USO)' : ''}, slots ${s.offload.slots}${s.offload.note ? ` (${s.offload.note})` : ''}`] : []),
+      `${s.offload.enabled && !s.offload.uso ? ' (no USO)' : ''}${s.offload.gro ? ', gro' : ''}, slots ${s.offload.slots}${s.offload.note ? ` (${s.offload.note})` : ''}`] : []),
     ...(s.dataPath ? [`data path ${s.dataPath.thread === 'main' ? 'on the main thread (too little RAM for a thread of its own)' : `on its own thread (worker ${s.dataPath.threadId})`}, ${s.dataPath.batches} batches`] : []),
     ...(s.priority ? [`data path ${s.priority.applied}${s.priority.note ? ` (${s.priority.note})` : ''}`] : []),
     ...(s.tunQueue ? [tunQueueLine(s.tunQueue)] : []),

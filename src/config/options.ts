@@ -269,8 +269,11 @@ export const MAIN_TABLE = [
   opt('tun_inside', ifname, 'tin', 'TUN device on the LAN side'),
   opt('tun_outside', ifname, 'tout', 'TUN device on the WAN side'),
   opt('offload', bool, true, 'TUN offloads: GSO super-packets and partial checksums pass through whole (falls back when the kernel refuses)'),
+  opt('gro', bool, true, 'with offloads and USO: same-flow UDP datagrams of a batch leave as one UDP GSO write (the kernel cuts it back into the same datagrams)'),
   opt('priority', priority, 'realtime' as Priority,
     'scheduling of the data path: realtime (SCHED_FIFO 10, as the kernel forwards ahead of processes), high (nice -10) or normal'),
+  opt('busy_poll', uint(0, 100000, ' microseconds'), 0,
+    'microseconds the data path keeps reading its TUNs after the last packet before it sleeps (like net.core.busy_poll): less latency for CPU time; 0: sleep at once'),
   opt('lan_subnet', lanSubnets, [] as string[], 'LAN networks; none: the subnets of lan_device at run time', { key: 'lanSubnets' }),
   opt('max_flows', uint(1024, 4194304), 65536, 'size of the flow table (fixed memory)'),
   // Linux's nf_conntrack_acct (off by default there too): 16 bytes per flow

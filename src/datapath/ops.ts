@@ -15,7 +15,7 @@ import { ipToRaw } from '../engine/abi.js';
 import type { Config } from '../config/index.js';
 import { matches, type ConntrackFilter } from '../cli/filter.js';
 import { capture, restoreFile, SnapshotRefused, type Restored } from '../snapshot/state.js';
-import { TunDevice } from '../tun/tun.js';
+import { TUN_F, TunDevice } from '../tun/tun.js';
 import { BatchLoop } from './loop.js';
 import { Transfer } from './rpc.js';
 import { applyDataPathPriority, type PriorityApplied } from './priority.js';
@@ -26,6 +26,8 @@ export interface TunsOpened {
   vnet: boolean;
   /** TUN_F_* bits each device took */
   offloadsIn: number;
+  /** option gro took effect: offloads on and USO4 on both TUNs */
+  gro: boolean;
   offloadsOut: number;
   /** why offloads are off or partial ('' when all is as asked) */
   note: string;
@@ -43,7 +45,12 @@ export interface RestoreResult {
 const TICK_MS = 250;
 
 /** The calls on `engine` (loaded by the caller, on the thread that will run them). */
-export function dataPathOps(engine: Engine) {
+/**
+ * callWaiting: true while the main thread waits for a call (worker.ts reads
+ * the shared word): a busy-polling loop then returns to the event loop,
+ * which answers it. Called in place (inline), nothing ever waits.
+ */
+export function dataPathOps(engine: Engine, callWaiting: () => boolean = () => false) {
   let tunIn: TunDevice | null = null;
   let tunOut: TunDevice | null = null;
   let loop: BatchLoop | null = null;
@@ -74,8 +81,9 @@ export function dataPathOps(engine: Engine) {
    * that refuses the virtio header on either device gets both reopened plain:
    * the engine has one slot geometry for both.
    */
-  function openTuns(inside: string, outside: string, offload: boolean): TunsOpened {
+  function openTuns(inside: string, outside: string, offload: boolean, gro = false): TunsOpened {
     closeTuns();
+    engine.setGro(false);
     let note = '';
     let refused = false;
     try {
@@ -85,6 +93,8 @@ export function dataPathOps(engine: Engine) {
           tunOut = TunDevice.open(outside, { offload: true });
           if (tunIn.vnet && tunOut.vnet) {
             engine.setVnet(true);
+            // GRO on write sends UDP GSO (USO) into the TUNs: only where both took USO4.
+            engine.setGro(gro && (tunIn.offloads & TUN_F.USO4) !== 0 && (tunOut.offloads & TUN_F.USO4) !== 0);
             if (tunIn.offloads !== tunOut.offloads) note = 'the two TUNs took different offloads';
             return opened(note, false);
           }
@@ -113,7 +123,7 @@ export function dataPathOps(engine: Engine) {
 
   function opened(note: string, refused: boolean): TunsOpened {
     return {
-      vnet: engine.vnet, offloadsIn: tunIn!.offloads, offloadsOut: tunOut!.offloads, note, refused,
+      vnet: engine.vnet, gro: engine.gro, offloadsIn: tunIn!.offloads, offloadsOut: tunOut!.offloads, note, refused,
       slotCount: engine.slotCount, slotSize: engine.slotSize,
     };
   }
@@ -152,15 +162,17 @@ export function dataPathOps(engine: Engine) {
       }
     },
     /** Sets this thread's scheduling (`option priority`: Linux schedules threads, so it is set here), then starts the loop. */
-    startLoop: (priority: Priority): PriorityApplied => {
+    startLoop: (priority: Priority, busyPollUs = 0): PriorityApplied => {
       if (!tunIn || !tunOut) throw new Error('the TUNs are not open');
       const applied = applyDataPathPriority(priority);
-      loop = new BatchLoop(engine, tunIn, tunOut);
+      loop = new BatchLoop(engine, tunIn, tunOut, { busyPollUs, callWaiting });
       loop.start();
       ticker = setInterval(() => engine.x.tick(nowMs(), 65536), TICK_MS);
       return applied;
     },
     /** No more batches (the TUNs stay open until closeTuns): the state is final for the last snapshot. */
+    /** option busy_poll changed by a reload: taken from the next wake-up on. */
+    setBusyPoll: (us: number) => { if (loop) loop.busyPollUs = us; },
     stopLoop: () => {
       loop?.stop();
       tunIn?.pauseReading();
@@ -191,6 +203,7 @@ export function dataPathOps(engine: Engine) {
     status: () => ({
       flowActive: engine.flowActive(), bytesPerFlow: engine.bytesPerFlow(), counters: engine.counters(), drops: engine.drops(),
       vnet: engine.vnet, slotCount: engine.slotCount, slotSize: engine.slotSize, batches: loop?.batches ?? 0,
+      busyPollUs: loop?.busyPollUs ?? 0, polls: loop?.polls ?? 0, wakes: loop?.wakes ?? 0,
     }),
   };
   return ops;

@@ -17,6 +17,8 @@ import { receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 /** Int32 words of the shared control buffer. */
 export const CTL_REPLY_SEQ = 0;
 export const CTL_DEAD = 1;
+/** Calls posted and not yet taken up: a busy-polling loop (loop.ts) hands the thread back to its event loop when non-zero. */
+export const CTL_PENDING = 2;
 export const CTL_WORDS = 4;
 
 export interface RpcRequest { seq: number; op: string; args: unknown[] }
@@ -50,6 +52,7 @@ export class SyncClient {
     if (this.dead !== null) return this.die(this.dead);
     const seq = (this.seq = (this.seq + 1) | 0 || 1);
     const before = Atomics.load(this.ctl, CTL_REPLY_SEQ);
+    Atomics.add(this.ctl, CTL_PENDING, 1);
     this.port.postMessage({ seq, op, args } satisfies RpcRequest);
     const deadline = performance.now() + this.o.timeoutMs;
     for (;;) {
@@ -94,6 +97,7 @@ export class SyncClient {
 /** Worker side: answers each request with ops[op](...args), between whatever else its event loop runs. */
 export function serve(port: MessagePort, ctl: Int32Array, ops: Ops): void {
   port.on('message', (req: RpcRequest) => {
+    Atomics.sub(ctl, CTL_PENDING, 1);
     let reply: RpcReply;
     let transfer: ArrayBuffer[] = [];
     try {

@@ -132,12 +132,13 @@ export class DataPathThread implements EngineView {
     this.call('reload', next, prev, lanSubnets, routerLan, prevRouterLan);
   }
   setWanAddress(addr: string | null): number { return this.call('setWanAddress', addr); }
-  openTuns(inside: string, outside: string, offload: boolean): TunsOpened { return this.call('openTuns', inside, outside, offload); }
+  openTuns(inside: string, outside: string, offload: boolean, gro = false): TunsOpened { return this.call('openTuns', inside, outside, offload, gro); }
   restore(file: string, wan: string | null, cfg: Config, lanSubnets: string[], routerLan: string[] = []): RestoreResult {
     return this.call('restore', file, wan, cfg, lanSubnets, routerLan);
   }
   /** Starts the batch loop at `priority` (set on the data-path thread itself); returns what the kernel granted. */
-  startLoop(priority: Priority = 'normal'): PriorityApplied { return this.call('startLoop', priority); }
+  startLoop(priority: Priority = 'normal', busyPollUs = 0): PriorityApplied { return this.call('startLoop', priority, busyPollUs); }
+  setBusyPoll(us: number): void { this.call('setBusyPoll', us); }
   stopLoop(): void { this.call('stopLoop'); }
   closeTuns(): void { this.call('closeTuns'); }
   capture(wan: string | null): Capture { return this.call('capture', wan); }
@@ -146,7 +147,7 @@ export class DataPathThread implements EngineView {
   flushAll(): number { return this.call('flushAll'); }
   deleteMatching(filter: ConntrackFilter, wan: string): FlowEntry[] { return this.call('deleteMatching', filter, wan); }
   status(): { flowActive: number; bytesPerFlow: number; counters: Record<string, number>; drops: Record<string, number>;
-    vnet: boolean; slotCount: number; slotSize: number; batches: number } {
+    vnet: boolean; slotCount: number; slotSize: number; batches: number; busyPollUs: number; polls: number; wakes: number } {
     return this.call('status');
   }
 

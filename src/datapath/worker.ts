@@ -12,7 +12,7 @@
 
 import { workerData, type MessagePort } from 'node:worker_threads';
 import { Engine } from '../engine/engine.js';
-import { dieWith, serve, type Ops } from './rpc.js';
+import { CTL_PENDING, dieWith, serve, type Ops } from './rpc.js';
 import { dataPathOps } from './ops.js';
 
 export type { RestoreResult, TunsOpened } from './ops.js';
@@ -34,7 +34,8 @@ try {
   dieWith(data.port, ctl, err);
 }
 
-const ops = dataPathOps(engine);
+// A busy-polling loop gives the thread back to its event loop as soon as the main thread waits for a call.
+const ops = dataPathOps(engine, () => Atomics.load(ctl, CTL_PENDING) !== 0);
 
 // Test hook (VPNMASQ_TEST_HOOKS=1): the thread dies as an engine trap would, outside any call.
 const testOps: Ops = process.env.VPNMASQ_TEST_HOOKS === '1'

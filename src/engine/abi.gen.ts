@@ -57,6 +57,8 @@ export const C_GSO_BYTES = 27;
 export const C_CSUM_PARTIAL = 28;
 export const C_USO_SPLIT = 29;
 export const C_USO_DATAGRAMS = 30;
+export const C_GRO_GROUPS = 31;
+export const C_GRO_DATAGRAMS = 127;
 
 // @group counterLayout
 export const C_DROP_BASE = 32;
@@ -280,6 +282,7 @@ export const SIDE_OUTSIDE = 1;
 // @group verdicts
 export const VERDICT_DROP = 0;
 export const VERDICT_PASS = 1;
+export const VERDICT_FOLLOW = 2;
 
 // @group rules
 export const ZONE_WAN = 0;
@@ -370,7 +373,7 @@ export const COUNTERS = {
   ikeActive: 13, callsActive: 14, espBound: 15, earlyDrops: 16, rxBytesInside: 17, rxBytesOutside: 18,
   passBytesInside: 19, passBytesOutside: 20, fragsHeld: 21, fragsReleased: 22, fragsHoldExpired: 23,
   fragsHoldDiscarded: 24, ipIdsRewritten: 25, gsoRx: 26, gsoBytes: 27, csumPartial: 28, usoSplit: 29,
-  usoDatagrams: 30,
+  usoDatagrams: 30, groGroups: 31, groDatagrams: 127,
 } as const;
 export const PROTO_NAMES: Record<number, string> = { 1: 'icmp', 6: 'tcp', 17: 'udp', 47: 'gre', 50: 'esp', 51: 'ah' };
 
@@ -387,7 +390,7 @@ export type EngineSettings = { [K in keyof typeof SETTINGS_FIELDS]: number };
 
 /** Constant names by group, for views and tests. */
 export const ABI_GROUPS = {
-  counters: ['C_RX_INSIDE', 'C_RX_OUTSIDE', 'C_PASS_INSIDE', 'C_PASS_OUTSIDE', 'C_FLOWS_NEW', 'C_FLOWS_EXPIRED', 'C_FLOWS_ACTIVE', 'C_BINDINGS_ACTIVE', 'C_FRAGS_ACTIVE', 'C_EVENTS_LOST', 'C_LOCAL_ACCEPT', 'C_FLOWS_FLUSHED', 'C_ESP_ACTIVE', 'C_IKE_ACTIVE', 'C_CALLS_ACTIVE', 'C_ESP_BOUND', 'C_EARLY_DROPS', 'C_RX_BYTES_INSIDE', 'C_RX_BYTES_OUTSIDE', 'C_PASS_BYTES_INSIDE', 'C_PASS_BYTES_OUTSIDE', 'C_FRAGS_HELD', 'C_FRAGS_RELEASED', 'C_FRAGS_HOLD_EXPIRED', 'C_FRAGS_HOLD_DISCARDED', 'C_IP_IDS_REWRITTEN', 'C_GSO_RX', 'C_GSO_BYTES', 'C_CSUM_PARTIAL', 'C_USO_SPLIT', 'C_USO_DATAGRAMS'],
+  counters: ['C_RX_INSIDE', 'C_RX_OUTSIDE', 'C_PASS_INSIDE', 'C_PASS_OUTSIDE', 'C_FLOWS_NEW', 'C_FLOWS_EXPIRED', 'C_FLOWS_ACTIVE', 'C_BINDINGS_ACTIVE', 'C_FRAGS_ACTIVE', 'C_EVENTS_LOST', 'C_LOCAL_ACCEPT', 'C_FLOWS_FLUSHED', 'C_ESP_ACTIVE', 'C_IKE_ACTIVE', 'C_CALLS_ACTIVE', 'C_ESP_BOUND', 'C_EARLY_DROPS', 'C_RX_BYTES_INSIDE', 'C_RX_BYTES_OUTSIDE', 'C_PASS_BYTES_INSIDE', 'C_PASS_BYTES_OUTSIDE', 'C_FRAGS_HELD', 'C_FRAGS_RELEASED', 'C_FRAGS_HOLD_EXPIRED', 'C_FRAGS_HOLD_DISCARDED', 'C_IP_IDS_REWRITTEN', 'C_GSO_RX', 'C_GSO_BYTES', 'C_CSUM_PARTIAL', 'C_USO_SPLIT', 'C_USO_DATAGRAMS', 'C_GRO_GROUPS', 'C_GRO_DATAGRAMS'],
   counterLayout: ['C_DROP_BASE', 'COUNTER_SLOTS'],
   eventTypes: ['EV_FLOW_NEW', 'EV_FLOW_EXPIRED', 'EV_DROP', 'EV_FLUSH', 'EV_ESP_BOUND', 'EV_AH_REFUSED', 'EV_IKE_COLLISION'],
   event: ['EVENT_CAP', 'EVENT_HEADER', 'EVENT_SIZE', 'EVT_TYPE', 'EVT_REASON', 'EVT_PROTO', 'EVT_SIDE', 'EVT_LAN_ADDR', 'EVT_REM_ADDR', 'EVT_WAN_ADDR', 'EVT_LAN_PORT', 'EVT_REM_PORT', 'EVT_ALIAS_PORT', 'EVT_TIME', 'EVT_EXTRA'],
@@ -405,7 +408,7 @@ export const ABI_GROUPS = {
   capture: ['CAPTURE_SLOTS', 'CAPTURE_HEADER', 'CAPH_HEAD', 'CAPH_TAIL', 'CAPH_LOST', 'CAPTURE_REC_SIZE', 'CAPR_LEN', 'CAPR_CAPLEN', 'CAPR_REASON', 'CAPR_SIDE', 'CAPR_TIME', 'CAPR_DATA'],
   rule: ['RULE_SIZE', 'RULE_SRC_ZONE', 'RULE_TARGET', 'RULE_DEST_ZONE', 'RULE_ANY_PROTO', 'RULE_PROTO', 'RULE_ICMP_TYPE', 'RULE_ICMP_CODE', 'RULE_SRC_NET', 'RULE_SRC_MASK', 'RULE_DST_NET', 'RULE_DST_MASK', 'RULE_SPORT_LO', 'RULE_SPORT_HI', 'RULE_DPORT_LO', 'RULE_DPORT_HI'],
   sides: ['SIDE_INSIDE', 'SIDE_OUTSIDE'],
-  verdicts: ['VERDICT_DROP', 'VERDICT_PASS'],
+  verdicts: ['VERDICT_DROP', 'VERDICT_PASS', 'VERDICT_FOLLOW'],
   rules: ['ZONE_WAN', 'ZONE_LAN', 'DEST_ROUTER', 'DEST_FORWARD', 'TARGET_NONE', 'TARGET_ACCEPT', 'TARGET_DROP', 'TARGET_REJECT'],
   protocols: ['PROTO_ICMP', 'PROTO_TCP', 'PROTO_UDP', 'PROTO_GRE', 'PROTO_ESP', 'PROTO_AH'],
   reflection: ['REFLECT_OFF', 'REFLECT_INTERNAL', 'REFLECT_EXTERNAL'],
@@ -420,10 +423,10 @@ export const ABI_ORDER = [
   'C_FLOWS_FLUSHED', 'C_ESP_ACTIVE', 'C_IKE_ACTIVE', 'C_CALLS_ACTIVE', 'C_ESP_BOUND', 'C_EARLY_DROPS',
   'C_RX_BYTES_INSIDE', 'C_RX_BYTES_OUTSIDE', 'C_PASS_BYTES_INSIDE', 'C_PASS_BYTES_OUTSIDE', 'C_FRAGS_HELD',
   'C_FRAGS_RELEASED', 'C_FRAGS_HOLD_EXPIRED', 'C_FRAGS_HOLD_DISCARDED', 'C_IP_IDS_REWRITTEN', 'C_GSO_RX',
-  'C_GSO_BYTES', 'C_CSUM_PARTIAL', 'C_USO_SPLIT', 'C_USO_DATAGRAMS', 'C_DROP_BASE', 'COUNTER_SLOTS',
-  'EV_FLOW_NEW', 'EV_FLOW_EXPIRED', 'EV_DROP', 'EV_FLUSH', 'EV_ESP_BOUND', 'EV_AH_REFUSED',
-  'EV_IKE_COLLISION', 'EVENT_CAP', 'EVENT_HEADER', 'EVENT_SIZE', 'EVT_TYPE', 'EVT_REASON', 'EVT_PROTO',
-  'EVT_SIDE', 'EVT_LAN_ADDR', 'EVT_REM_ADDR', 'EVT_WAN_ADDR', 'EVT_LAN_PORT', 'EVT_REM_PORT',
+  'C_GSO_BYTES', 'C_CSUM_PARTIAL', 'C_USO_SPLIT', 'C_USO_DATAGRAMS', 'C_GRO_GROUPS', 'C_GRO_DATAGRAMS',
+  'C_DROP_BASE', 'COUNTER_SLOTS', 'EV_FLOW_NEW', 'EV_FLOW_EXPIRED', 'EV_DROP', 'EV_FLUSH', 'EV_ESP_BOUND',
+  'EV_AH_REFUSED', 'EV_IKE_COLLISION', 'EVENT_CAP', 'EVENT_HEADER', 'EVENT_SIZE', 'EVT_TYPE', 'EVT_REASON',
+  'EVT_PROTO', 'EVT_SIDE', 'EVT_LAN_ADDR', 'EVT_REM_ADDR', 'EVT_WAN_ADDR', 'EVT_LAN_PORT', 'EVT_REM_PORT',
   'EVT_ALIAS_PORT', 'EVT_TIME', 'EVT_EXTRA', 'FLOW_SIZE', 'F_LAN_ADDR', 'F_REM_ADDR', 'F_LAN_PORT',
   'F_REM_PORT', 'F_ALIAS_PORT', 'F_PROTO', 'F_STATE', 'F_EXPIRES', 'F_FLAGS', 'F_TCP_OUT', 'F_TCP_IN',
   'F_PKTS_OUT', 'F_PKTS_IN', 'F_END_OUT', 'F_END_IN', 'F_HAIRPIN_PORT', 'F_HAIRPIN_SRC', 'FLOW_ACCT_SIZE',
@@ -448,18 +451,19 @@ export const ABI_ORDER = [
   'RULE_SRC_ZONE', 'RULE_TARGET', 'RULE_DEST_ZONE', 'RULE_ANY_PROTO', 'RULE_PROTO', 'RULE_ICMP_TYPE',
   'RULE_ICMP_CODE', 'RULE_SRC_NET', 'RULE_SRC_MASK', 'RULE_DST_NET', 'RULE_DST_MASK', 'RULE_SPORT_LO',
   'RULE_SPORT_HI', 'RULE_DPORT_LO', 'RULE_DPORT_HI', 'SIDE_INSIDE', 'SIDE_OUTSIDE', 'VERDICT_DROP',
-  'VERDICT_PASS', 'ZONE_WAN', 'ZONE_LAN', 'DEST_ROUTER', 'DEST_FORWARD', 'TARGET_NONE', 'TARGET_ACCEPT',
-  'TARGET_DROP', 'TARGET_REJECT', 'PROTO_ICMP', 'PROTO_TCP', 'PROTO_UDP', 'PROTO_GRE', 'PROTO_ESP',
-  'PROTO_AH', 'REFLECT_OFF', 'REFLECT_INTERNAL', 'REFLECT_EXTERNAL', 'SNAP_LAYOUT_VERSION', 'SNAP_COUNTERS',
-  'SNAP_FLOWS', 'SNAP_ESP', 'SNAP_IKE', 'SNAP_CALLS', 'SNAP_FLOW_ACCT', 'SNAP_MAX_LIFETIME_DS', 'RESTORE_OK',
-  'RESTORE_BAD_REGION', 'RESTORE_BAD_COUNT', 'RESTORE_BAD_FIELD', 'RESTORE_DUPLICATE', 'RESTORE_BAD_BINDING',
-  'RESTORE_FULL', 'RESTORE_INCONSISTENT', 'RESTORE_ORDER', 'INDEX_FLOW_OUT', 'INDEX_FLOW_IN', 'INDEX_BIND',
-  'INDEX_SRC', 'INDEX_ESP', 'INDEX_IKE', 'INDEX_CALL', 'INDEX_PEER', 'PROBE_SLOTS', 'PROBE_ENTRIES',
-  'PROBE_MEAN', 'PROBE_MAX', 'PROBE_RUN_MEAN', 'PROBE_RUN_MAX', 'SETTINGS_SIZE', 'SET_TCP_TIMEOUT',
-  'SET_TCP_TRANSITORY_TIMEOUT', 'SET_UDP_TIMEOUT', 'SET_ICMP_TIMEOUT', 'SET_FRAG_TIMEOUT', 'SET_ESP_TIMEOUT',
-  'SET_ESP_INIT_TIMEOUT', 'SET_ESP_INIT_RETRIES', 'SET_IKE_TIMEOUT', 'SET_NATT_TIMEOUT', 'SET_GRE_TIMEOUT',
-  'SET_PARALLEL_SESSIONS', 'SET_ESP_GUESS', 'SET_MASQ_PORT_LO', 'SET_MASQ_PORT_HI', 'SET_UNREPLIED_TIMEOUT',
-  'SET_SRC_MAX_FLOWS', 'SET_SRC_MAX_IKE', 'SET_SRC_MAX_CALLS', 'SET_SRC_MAX_ESP_PENDING', 'SET_SRC_MAX_FRAGS',
+  'VERDICT_PASS', 'VERDICT_FOLLOW', 'ZONE_WAN', 'ZONE_LAN', 'DEST_ROUTER', 'DEST_FORWARD', 'TARGET_NONE',
+  'TARGET_ACCEPT', 'TARGET_DROP', 'TARGET_REJECT', 'PROTO_ICMP', 'PROTO_TCP', 'PROTO_UDP', 'PROTO_GRE',
+  'PROTO_ESP', 'PROTO_AH', 'REFLECT_OFF', 'REFLECT_INTERNAL', 'REFLECT_EXTERNAL', 'SNAP_LAYOUT_VERSION',
+  'SNAP_COUNTERS', 'SNAP_FLOWS', 'SNAP_ESP', 'SNAP_IKE', 'SNAP_CALLS', 'SNAP_FLOW_ACCT',
+  'SNAP_MAX_LIFETIME_DS', 'RESTORE_OK', 'RESTORE_BAD_REGION', 'RESTORE_BAD_COUNT', 'RESTORE_BAD_FIELD',
+  'RESTORE_DUPLICATE', 'RESTORE_BAD_BINDING', 'RESTORE_FULL', 'RESTORE_INCONSISTENT', 'RESTORE_ORDER',
+  'INDEX_FLOW_OUT', 'INDEX_FLOW_IN', 'INDEX_BIND', 'INDEX_SRC', 'INDEX_ESP', 'INDEX_IKE', 'INDEX_CALL',
+  'INDEX_PEER', 'PROBE_SLOTS', 'PROBE_ENTRIES', 'PROBE_MEAN', 'PROBE_MAX', 'PROBE_RUN_MEAN', 'PROBE_RUN_MAX',
+  'SETTINGS_SIZE', 'SET_TCP_TIMEOUT', 'SET_TCP_TRANSITORY_TIMEOUT', 'SET_UDP_TIMEOUT', 'SET_ICMP_TIMEOUT',
+  'SET_FRAG_TIMEOUT', 'SET_ESP_TIMEOUT', 'SET_ESP_INIT_TIMEOUT', 'SET_ESP_INIT_RETRIES', 'SET_IKE_TIMEOUT',
+  'SET_NATT_TIMEOUT', 'SET_GRE_TIMEOUT', 'SET_PARALLEL_SESSIONS', 'SET_ESP_GUESS', 'SET_MASQ_PORT_LO',
+  'SET_MASQ_PORT_HI', 'SET_UNREPLIED_TIMEOUT', 'SET_SRC_MAX_FLOWS', 'SET_SRC_MAX_IKE', 'SET_SRC_MAX_CALLS',
+  'SET_SRC_MAX_ESP_PENDING', 'SET_SRC_MAX_FRAGS',
 ] as const;
 
 /** The engine's exports (assembly/index.ts). Addresses are raw u32, times ms (f64) or s. */
@@ -525,6 +529,15 @@ export interface EngineExports {
   * between batches; slotSize()/slotCount() change with it.
   */
   setVnet(on: number): void;
+  /**
+  * Option gro (nat/gro.ts): 1 coalesces same-flow UDP datagrams of a batch
+  * into one UDP GSO write (members get VERDICT_FOLLOW, the slot before each
+  * links to it at groLinksPtr() + 2 × slot, u16, 0 = end). Only takes effect
+  * with setVnet(1); the supervisor asks for it only where both TUNs took USO4.
+  */
+  setGro(on: number): void;
+  groEnabled(): number;
+  groLinksPtr(): number;
   flowsPtr(): number;
   flowSize(): number;
   /** Option acct: 1 when the flows have byte counters, at flowAcctPtr() + flow × FLOW_ACCT_SIZE (fields FA_*). */
@@ -580,11 +593,12 @@ export const ENGINE_EXPORT_ARITY = {
   clearRedirects: 0, addRedirect: 5, addProtoForward: 2, setRedirectSource: 6, setRedirectReflection: 2,
   clearRules: 0, addRule: 14, hashProbe: 2, abiDescribe: 1, abiWords: 0, countersPtr: 0, counterSlots: 0,
   eventsPtr: 0, eventCap: 0, eventSize: 0, slotsPtr: 0, lensPtr: 0, verdictsPtr: 0, slotSize: 0, slotCount: 0,
-  vnetPtr: 0, vnetStride: 0, vnetEnabled: 0, setVnet: 1, flowsPtr: 0, flowSize: 0, acctEnabled: 0,
-  flowAcctPtr: 0, flowCapacity: 0, flowHighWater: 0, flowActive: 0, hashSize: 0, layoutBytesEnd: 0, espPtr: 0,
-  espCount: 0, ikePtr: 0, ikeCount: 0, callPtr: 0, callCount: 0, holdSlotsPtr: 0, holdLensPtr: 0,
-  holdVerdictsPtr: 0, holdCap: 0, holdSlotSize: 0, releasedCount: 0, extraSlotsPtr: 0, extraLensPtr: 0,
-  extraVerdictsPtr: 0, extraCap: 0, extraCount: 0, setCapture: 2, capturePtr: 0, snapLayoutVersion: 0,
-  snapRegionCount: 0, snapRegionId: 1, snapRegionPtr: 1, snapRegionRecordSize: 1, snapRegionRecords: 1,
-  snapRegionCapacity: 1, restoreBegin: 1, restoreRecords: 3, restoreEnd: 0, restoreVerify: 0, reset: 1,
+  vnetPtr: 0, vnetStride: 0, vnetEnabled: 0, setVnet: 1, setGro: 1, groEnabled: 0, groLinksPtr: 0,
+  flowsPtr: 0, flowSize: 0, acctEnabled: 0, flowAcctPtr: 0, flowCapacity: 0, flowHighWater: 0, flowActive: 0,
+  hashSize: 0, layoutBytesEnd: 0, espPtr: 0, espCount: 0, ikePtr: 0, ikeCount: 0, callPtr: 0, callCount: 0,
+  holdSlotsPtr: 0, holdLensPtr: 0, holdVerdictsPtr: 0, holdCap: 0, holdSlotSize: 0, releasedCount: 0,
+  extraSlotsPtr: 0, extraLensPtr: 0, extraVerdictsPtr: 0, extraCap: 0, extraCount: 0, setCapture: 2,
+  capturePtr: 0, snapLayoutVersion: 0, snapRegionCount: 0, snapRegionId: 1, snapRegionPtr: 1,
+  snapRegionRecordSize: 1, snapRegionRecords: 1, snapRegionCapacity: 1, restoreBegin: 1, restoreRecords: 3,
+  restoreEnd: 0, restoreVerify: 0, reset: 1,
 } as const;

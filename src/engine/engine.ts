@@ -160,6 +160,9 @@ export class Engine implements EngineView {
   readonly vnetBase: number;
   readonly vnetStride: number;
   vnet = false;
+  /** Option gro (assembly/nat/gro.ts): groups' links at groLinkBase (u16 per slot, 0 = end); with setGro(). */
+  gro = false;
+  readonly groLinkBase: number;
   readonly lenBase: number;
   readonly verdictBase: number;
   /** Held fragments the engine releases: slots (slotSize each), lengths, verdicts, how many. */
@@ -202,6 +205,7 @@ export class Engine implements EngineView {
     this.lenBase = x.lensPtr();
     this.vnetBase = x.vnetPtr();
     this.vnetStride = x.vnetStride();
+    this.groLinkBase = x.groLinksPtr();
     this.verdictBase = x.verdictsPtr();
     this.holdBase = x.holdSlotsPtr();
     this.holdLenBase = x.holdLensPtr();
@@ -253,6 +257,20 @@ export class Engine implements EngineView {
     this.holdVnetBase = this.vnetBase + this.slotCount * this.vnetStride;
     this.extraVnetBase = this.holdVnetBase + this.holdCap * this.vnetStride;
     if (on && this.slotCount + this.holdCap + this.extraCap > 256) throw new Error('engine: no room for the hold and extra slots\' virtio headers');
+  }
+
+  /**
+   * Option gro: same-flow UDP datagrams of a batch leave as one UDP GSO write
+   * (members VERDICT_FOLLOW, linked from the slot before them). Only with
+   * vnet on, and only for TUNs that took USO4 (the caller's choice).
+   */
+  setGro(on: boolean): void {
+    this.x.setGro(on ? 1 : 0);
+    this.gro = on;
+  }
+  /** Slot i's link to the next datagram of its UDP GSO write (0: none). */
+  groLink(i: number): number {
+    return this.dv.getUint16(this.groLinkBase + 2 * i, true);
   }
 
   /** Slot i's virtio_net_hdr fields (tests). */
@@ -311,6 +329,15 @@ export class Engine implements EngineView {
     return this.u8.slice(this.slotBase + i * this.slotSize, this.slotBase + i * this.slotSize + len);
   }
   verdict(i: number): number { return this.u8[this.verdictBase + i]; }
+  /**
+   * What the TUN addon writes for slot i (tests): its packet, then with
+   * option gro the UDP payload (from byte 28) of each datagram it links to.
+   */
+  gathered(i: number): Uint8Array {
+    const parts = [this.packet(i)];
+    for (let j = this.gro ? this.groLink(i) : 0; j !== 0; j = this.groLink(j)) parts.push(this.packet(j).subarray(28));
+    return parts.length === 1 ? parts[0]! : Uint8Array.from(Buffer.concat(parts));
+  }
 
   /** Copies of the held fragments the last process() call released, in hold-slot order. */
   released(): Uint8Array[] {

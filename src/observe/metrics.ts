@@ -82,6 +82,11 @@ export function renderMetrics(s: Stats): string {
   w.family('vpnmasq_gso_packets_total', 'counter', 'GSO super-packets read (translated whole, segmented further on by the kernel).',
     [[undefined, s.offload.gsoPackets]]);
   w.family('vpnmasq_gso_bytes_total', 'counter', 'IP bytes of the GSO super-packets read.', [[undefined, s.offload.gsoBytes]]);
+  w.family('vpnmasq_gro_writes_total', 'counter',
+    'UDP GSO writes made of several same-flow datagrams of one batch (option gro; the kernel cuts each back into its datagrams).',
+    [[undefined, s.offload.groWrites]]);
+  w.family('vpnmasq_gro_datagrams_total', 'counter', 'Datagrams those writes carried (one write each without gro).',
+    [[undefined, s.offload.groDatagrams]]);
   w.family('vpnmasq_csum_partial_packets_total', 'counter',
     'Packets read with a partial L4 checksum (NEEDS_CSUM: the kernel finishes it further on).', [[undefined, s.offload.csumPartial]]);
   w.family('vpnmasq_flows_created_total', 'counter', 'Flows created.', [[undefined, s.flowsCreated]]);

@@ -45,7 +45,7 @@ export interface Stats {
   /** The same by packet class (tcp, udp, icmp, frag, other; src/tun/tun.ts QUEUE_CLASSES). */
   tunQueueDropsByClass: Record<string, number>;
   /** TUN offloads: the TUN_F_* bits the kernel took (0: off), and what came through them. */
-  offload: { bits: number; gsoPackets: number; gsoBytes: number; csumPartial: number };
+  offload: { bits: number; gsoPackets: number; gsoBytes: number; csumPartial: number; groWrites: number; groDatagrams: number };
   flowsCreated: number;
   flowsExpired: number;
   flowsFlushed: number;
@@ -129,7 +129,8 @@ export function collectStats(e: EngineView, t: SupervisorTallies): Stats {
     tunWriteDrops: t.tunWriteDrops(),
     tunQueueDrops: t.tunQueueDrops?.() ?? 0,
     tunQueueDropsByClass: t.tunQueueDropsByClass?.() ?? { tcp: 0, udp: 0, icmp: 0, frag: 0, other: 0 },
-    offload: { bits: t.offloadBits?.() ?? 0, gsoPackets: c.gsoRx!, gsoBytes: c.gsoBytes!, csumPartial: c.csumPartial! },
+    offload: { bits: t.offloadBits?.() ?? 0, gsoPackets: c.gsoRx!, gsoBytes: c.gsoBytes!, csumPartial: c.csumPartial!,
+      groWrites: c.groGroups!, groDatagrams: c.groDatagrams! },
     flowsCreated: c.flowsNew!,
     flowsExpired: c.flowsExpired!,
     flowsFlushed: c.flowsFlushed!,

@@ -13,9 +13,9 @@
 // and the engine checks each record and rebuilds its indexes and free
 // lists itself. Any refusal resets the engine to empty: all or nothing.
 
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { open, rename, unlink } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { continueClock, type Engine } from '../engine/engine.js';
 import {
   RESTORE_BAD_BINDING, RESTORE_BAD_COUNT, RESTORE_BAD_FIELD, RESTORE_BAD_REGION, RESTORE_DUPLICATE, RESTORE_FULL,
@@ -278,4 +278,19 @@ export function restoreFile(engine: Engine, path: string, wanAddr: number | null
 
 export function discard(path: string): boolean {
   try { unlinkSync(path); return true; } catch { return false; }
+}
+
+/**
+ * Removes the temporary files of earlier writes to `path` (`path.tmp-PID-N`)
+ * that a killed process left half written: a SIGKILL, the OOM killer or a
+ * power cut in the middle of a write. Only one vpnmasq can hold a TUN name,
+ * so at start every such file of its snapshot is a leftover. Returns the
+ * names removed.
+ */
+export function discardStaleTemporaries(path: string): string[] {
+  const dir = dirname(path);
+  const prefix = `${basename(path)}.tmp-`;
+  let names: string[];
+  try { names = readdirSync(dir); } catch { return []; }
+  return names.filter((n) => n.startsWith(prefix) && /^\d+-\d+$/.test(n.slice(prefix.length)) && discard(join(dir, n)));
 }

@@ -499,14 +499,23 @@ bool IsPacketLevelWriteError(int e) {
          e == EINVAL || e == EIO || e == EMSGSIZE;
 }
 
-// writeBatch(fd, buf, slotBase, slotSize, lenBase, verdictBase, count, want[, hdrBase, hdrStride])
+// writeBatch(fd, buf, slotBase, slotSize, lenBase, verdictBase, count, want[, hdrBase, hdrStride[, linkBase]])
 // With virtio headers each packet goes out behind its own header, as read
 // (GSO passthrough: the kernel segments the super-packet, or not, further on).
+// linkBase (option gro, assembly/nat/gro.ts): u16 per slot, the next
+// datagram of a UDP GSO write the slot leads (0 = none). The leader goes out
+// with the UDP payload of each linked slot (slot + hdr_len of the leader's
+// virtio header) gathered behind it in one writev; linked slots carry
+// another verdict and are never written on their own. A chain is checked
+// before it is trusted: strictly increasing indices below count, each
+// member's length inside its slot and past hdr_len, the whole ≤ 65535 bytes
+// and at most kMaxGroSegs datagrams; a bad chain drops the group (counted).
+constexpr uint64_t kMaxGroSegs = 64;
 Napi::Value WriteBatch(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd;
   uint8_t* data;
-  uint64_t len, slotBase, slotSize, lenBase, verdictBase, count, want, hdrBase = 0, hdrStride = 0;
+  uint64_t len, slotBase, slotSize, lenBase, verdictBase, count, want, hdrBase = 0, hdrStride = 0, linkBase = 0;
   bool vnet;
   if (!ArgFd(info, 0, &fd) || !ArgBuffer(info, 1, &data, &len) ||
       !ArgU64(info, 2, "slotBase", &slotBase) || !ArgU64(info, 3, "slotSize", &slotSize) ||
@@ -514,6 +523,12 @@ Napi::Value WriteBatch(const Napi::CallbackInfo& info) {
       !ArgU64(info, 6, "count", &count) || !ArgU64(info, 7, "want", &want) ||
       !ArgVnet(info, 8, len, count, &vnet, &hdrBase, &hdrStride))
     return env.Undefined();
+  const bool links = vnet && info.Length() > 10 && !info[10].IsUndefined();
+  if (links && !ArgU64(info, 10, "linkBase", &linkBase)) return env.Undefined();
+  if (links && !Fits(len, linkBase, count, 2)) {
+    ThrowRange(env, "writeBatch: links fall outside the buffer (byteLength " + std::to_string(len) + ")");
+    return env.Undefined();
+  }
   if (slotSize == 0 || slotSize > UINT32_MAX) {
     ThrowRange(env, "slotSize must be between 1 and 2^32-1");
     return env.Undefined();
@@ -538,13 +553,38 @@ Napi::Value WriteBatch(const Napi::CallbackInfo& info) {
       g_write_drops.fetch_add(1, std::memory_order_relaxed);
       continue;
     }
-    struct iovec iov[2];
+    struct iovec iov[2 + kMaxGroSegs];
+    int iovcnt = 2;
     iov[0].iov_base = data + hdrBase + i * hdrStride;
     iov[0].iov_len = kVnetHdrLen;
     iov[1].iov_base = data + slotBase + i * slotSize;
     iov[1].iov_len = plen;
+    uint64_t next = links ? (data[linkBase + 2 * i] | (data[linkBase + 2 * i + 1] << 8)) : 0;
+    if (next != 0) {
+      const uint8_t* h = data + hdrBase + i * hdrStride;
+      const uint64_t hdrLen = h[2] | (h[3] << 8);
+      uint64_t total = plen;
+      uint64_t prev = i;
+      bool ok = hdrLen >= 20 && hdrLen <= plen;
+      while (ok && next != 0) {
+        uint32_t mlen = LoadLE32(data + lenBase + 4 * next);
+        ok = next > prev && next < count && iovcnt < static_cast<int>(1 + kMaxGroSegs) &&
+             mlen > hdrLen && mlen <= slotSize && total + (mlen - hdrLen) <= 65535;
+        if (!ok) break;
+        iov[iovcnt].iov_base = data + slotBase + next * slotSize + hdrLen;
+        iov[iovcnt].iov_len = mlen - hdrLen;
+        iovcnt++;
+        total += mlen - hdrLen;
+        prev = next;
+        next = data[linkBase + 2 * next] | (data[linkBase + 2 * next + 1] << 8);
+      }
+      if (!ok) {
+        g_write_drops.fetch_add(1, std::memory_order_relaxed);
+        continue;
+      }
+    }
     for (;;) {
-      ssize_t r = vnet ? writev(fd, iov, 2) : write(fd, iov[1].iov_base, plen);
+      ssize_t r = vnet ? writev(fd, iov, iovcnt) : write(fd, iov[1].iov_base, plen);
       if (r >= 0) {
         written++;
         break;

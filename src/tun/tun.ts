@@ -10,6 +10,9 @@
 //   verdict i  at verdictBase + i           (u8; writeBatch sends slot i iff it equals `want`)
 //   header i   at hdrBase + hdrStride * i   (a device opened with vnet: the packet's
 //                                            10-byte virtio_net_hdr, read and written with it)
+//   link i     at linkBase + 2 * i          (u16, option gro, vnet only: the next datagram of
+//                                            the UDP GSO write slot i leads, 0 = none; the
+//                                            addon appends its bytes from hdr_len on)
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -32,6 +35,7 @@ export interface PacketDevice {
     want: number,
     hdrBase?: number,
     hdrStride?: number,
+    linkBase?: number,
   ): number;
   /** start waking cb when readable */
   onReadable(cb: () => void): void;
@@ -79,6 +83,7 @@ interface Native {
     want: number,
     hdrBase?: number,
     hdrStride?: number,
+    linkBase?: number,
   ): number;
   writeDrops(): number;
   queueDrops(): number;
@@ -314,10 +319,11 @@ export class TunDevice implements PacketDevice {
     want: number,
     hdrBase?: number,
     hdrStride?: number,
+    linkBase?: number,
   ): number {
     if (this.vnet && hdrBase === undefined) throw new Error(`TUN device "${this.name}" carries virtio headers: pass hdrBase and hdrStride`);
     return this.#native.writeBatch(this.#open(), mem, slotBase, slotSize, lenBase, verdictBase, count, want,
-      this.vnet ? hdrBase : undefined, this.vnet ? hdrStride : undefined);
+      this.vnet ? hdrBase : undefined, this.vnet ? hdrStride : undefined, this.vnet ? linkBase : undefined);
   }
 
   /**

@@ -58,6 +58,9 @@ describe.skipIf(skip)('latency under load: data path priority and the reader que
       const s = vm.status();
       expect(typeof s.tunQueueDrops).toBe('number');
       expect(s.drops.vnet_bad_gso ?? 0).toBe(0);
+      // busy_poll is off by default: every packet came by a wake-up
+      expect(s.dataPath.busyPollUs).toBe(0);
+      expect(s.dataPath.polls).toBe(0);
     });
 
     it('03 a UDP flood through the realtime data path leaves the control socket answering', async () => {
@@ -77,6 +80,60 @@ describe.skipIf(skip)('latency under load: data path priority and the reader que
       { encoding: 'utf8' }));
     expect(out.applied).toBe('nice 0');
     expect(out.note).toMatch(/SCHED_FIFO refused: .*EPERM.*; nice -10 refused/);
+  });
+
+  describe("option busy_poll '100000' (100 ms)", () => {
+    let vm: RunningRouter;
+    beforeAll(async () => {
+      vm = new RunningRouter(lab, '', "\toption busy_poll '100000'");
+      vm.env = { VPNMASQ_PRIORITY: '' };
+      await vm.start();
+    });
+    afterAll(async () => { await vm?.stop(); });
+
+    /** The data-path thread's state letter (stat(5) field 3: R running, S sleeping). */
+    const threadState = (s: any) => readFileSync(`/proc/${s.pid}/task/${s.dataPath.tid}/stat`, 'utf8').split(') ')[1]!.slice(0, 1);
+
+    it('06 pings 10 ms apart are taken by the poll, not by wake-ups, and calls are answered meanwhile', async () => {
+      const s0 = vm.status();
+      expect(s0.dataPath.busyPollUs).toBe(100000);
+      const ping = lab.spawn(lab.lan[0]!, ['ping', '-n', '-c', '100', '-i', '0.01', '-W', '2', WANHOST], { stdio: ['ignore', 'pipe', 'ignore'] });
+      let out = '';
+      ping.stdout!.on('data', (d) => { out += d; });
+      await new Promise((r) => setTimeout(r, 300));
+      const during = vm.status(); // the main thread's call, answered while the data path polls
+      await new Promise((r) => ping.once('exit', r));
+      const after = vm.status();
+      expect(Number(/(\d+) received/.exec(out)?.[1])).toBeGreaterThan(90);
+      expect(during.dataPath.busyPollUs).toBe(100000);
+      // Without the poll every echo would be a wake-up (its reply is back on tout before the write
+      // of the request returns, so one round takes both).
+      const polls = after.dataPath.polls - s0.dataPath.polls;
+      const wakes = after.dataPath.wakes - s0.dataPath.wakes;
+      expect(polls).toBeGreaterThan(50);
+      expect(polls).toBeGreaterThan(wakes);
+    });
+
+    it('07 once traffic stops the thread sleeps again (no endless spin)', async () => {
+      const s = vm.status();
+      let state = threadState(s);
+      for (let i = 0; i < 200 && state !== 'S'; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        state = threadState(s);
+      }
+      expect(state).toBe('S');
+    });
+
+    it('08 a reload to busy_poll 0 applies at once: the next pings are wake-ups', async () => {
+      vm.writeConfig('', "\toption busy_poll '0'");
+      expect(vm.cli('reload').ok).toBe(true);
+      const s0 = vm.status();
+      expect(s0.dataPath.busyPollUs).toBe(0);
+      lab.tryExec(lab.lan[0]!, ['ping', '-n', '-c', '20', '-i', '0.01', '-W', '2', WANHOST], { timeoutMs: 30_000 });
+      const s1 = vm.status();
+      expect(s1.dataPath.polls).toBe(s0.dataPath.polls);
+      expect(s1.dataPath.wakes - s0.dataPath.wakes).toBeGreaterThanOrEqual(20);
+    });
   });
 
   for (const [want, applied, expected] of [

@@ -131,7 +131,12 @@ describe.skipIf(skip)('restart keeps state (real TUN path, kill -9)', () => {
     const opened = Date.now();
     await snapshotAfter(opened);
     await vm.kill9();
+    // what a kill -9 in the middle of a background write leaves: its temporary file, half written
+    const halfWritten = `${vm.snapshotFile}.tmp-99999-3`;
+    writeFileSync(halfWritten, 'VPNM');
     await vm.start();
+    expect(existsSync(halfWritten)).toBe(false);
+    expect(vm.output).toMatch(/half-written snapshot files of a killed run removed/);
     const st = status();
     timings.push(st.startup);
     expect(st.snapshot.restored, JSON.stringify(st.snapshot)).not.toBeNull();

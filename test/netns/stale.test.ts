@@ -29,6 +29,7 @@ describe.skipIf(skipUnless({ root: true, tun: true, tools: ['ip'] }))('vpnmasq r
 	option tun_outside 'vms${id}o'
 	option lan_subnet '192.168.78.0/24'
 	option control_socket '${join(dir, `${name}.sock`)}'
+	option snapshot_dir '${join(dir, 'state')}'
 `);
     return f;
   };

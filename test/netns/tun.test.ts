@@ -169,7 +169,7 @@ import { TunDevice, offloadNames, writeDrops } from ${JSON.stringify(TUN_TS)};
 import { execFileSync } from 'node:child_process';
 import dgram from 'node:dgram';
 
-const SLOT = 65600, MAX = 4, HDR = 16, LEN_BASE = SLOT * MAX, VERDICT_BASE = LEN_BASE + 4 * MAX, HDR_BASE = VERDICT_BASE + 64;
+const SLOT = 65600, MAX = 6, HDR = 16, LEN_BASE = SLOT * MAX, VERDICT_BASE = LEN_BASE + 4 * MAX, HDR_BASE = VERDICT_BASE + 64, LINK_BASE = HDR_BASE + HDR * MAX;
 const mem = new WebAssembly.Memory({ initial: 8 }).buffer;
 const bytes = new Uint8Array(mem);
 const dv = new DataView(mem);
@@ -228,9 +228,43 @@ dv.setUint16(HDR_BASE + HDR + 6, 20, true); dv.setUint16(HDR_BASE + HDR + 8, 6, 
 const drops0 = writeDrops();
 out.written = dev.writeBatch(mem, 0, SLOT, LEN_BASE, VERDICT_BASE, 2, 1, HDR_BASE, HDR);
 await new Promise((r) => setTimeout(r, 300));
-rx.close();
 out.writeDrops = writeDrops() - drops0;
-out.received = received;
+out.received = received.splice(0);
+
+// GRO on write (linkBase): slot 0 leads a UDP GSO write with slots 1 and 2
+// linked (their payloads from hdr_len on, gathered by writev); the kernel
+// cuts it back into three datagrams. Slot 3 leads a chain that goes back to
+// slot 1: refused before anything is written (a counted drop).
+function ipSum(p) {
+  p[10] = 0; p[11] = 0;
+  let a = 0; for (let i = 0; i < 20; i += 2) a += (p[i] << 8) | p[i + 1];
+  while (a > 0xffff) a = (a & 0xffff) + (a >>> 16);
+  p[10] = (~a >> 8) & 255; p[11] = ~a & 255;
+}
+bytes.fill(0, HDR_BASE, HDR_BASE + HDR * MAX);
+bytes.fill(0, LINK_BASE, LINK_BASE + 2 * MAX);
+['seg-A1', 'seg-B2', 'seg-C3', 'bad-ch'].forEach((t, i) => udp4(i, 4002, port, t));
+for (const lead of [0, 3]) {
+  const p = bytes.subarray(lead * SLOT, lead * SLOT + 28);
+  const total = 28 + 3 * 6, ulen = total - 20;
+  p[2] = total >> 8; p[3] = total & 255; ipSum(p);
+  p[24] = ulen >> 8; p[25] = ulen & 255;
+  let s = 0x0ac9 + 0x0002 + 0x0ac9 + 0x0001 + 17 + ulen; // pseudo header, not inverted (NEEDS_CSUM)
+  while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
+  p[26] = s >> 8; p[27] = s & 255;
+  const h = HDR_BASE + lead * HDR;
+  bytes[h] = 1; bytes[h + 1] = 5; dv.setUint16(h + 2, 28, true); dv.setUint16(h + 4, 6, true);
+  dv.setUint16(h + 6, 20, true); dv.setUint16(h + 8, 6, true);
+}
+bytes[VERDICT_BASE + 1] = 2; bytes[VERDICT_BASE + 2] = 2;
+dv.setUint16(LINK_BASE + 0, 1, true); dv.setUint16(LINK_BASE + 2, 2, true);
+dv.setUint16(LINK_BASE + 6, 1, true); // slot 3 → slot 1: backwards
+const drops1 = writeDrops();
+out.gro = { written: dev.writeBatch(mem, 0, SLOT, LEN_BASE, VERDICT_BASE, 4, 1, HDR_BASE, HDR, LINK_BASE) };
+await new Promise((r) => setTimeout(r, 300));
+rx.close();
+out.gro.drops = writeDrops() - drops1;
+out.gro.received = received;
 dev.close(); dev1.close(); plain.close();
 console.log(JSON.stringify(out));
 `;
@@ -397,6 +431,8 @@ describe.skipIf(skipUnless({ root: true, tun: true, tools: ['ip', 'setpriv'] }))
     expect(out.written).toBe(1);
     expect(out.writeDrops).toBe(1);
     expect(out.received).toEqual(['plain-behind-zero-header']);
+    // GRO on write: one write carried three datagrams; a backward chain was refused whole.
+    expect(out.gro).toEqual({ written: 1, drops: 1, received: ['seg-A1', 'seg-B2', 'seg-C3'] });
   });
 
   it('reader queue: batches stop at their byte budget; a ring not emptied for a CoDel interval loses packets of every class at the head', async () => {

@@ -100,7 +100,9 @@ describe('config: the contract', () => {
         tunInside: 'tin',
         tunOutside: 'tout',
         offload: true,
+        gro: true,
         priority: 'realtime',
+        busyPoll: 0,
         lanSubnets: [],
         maxFlows: 65536,
         acct: false,
@@ -253,6 +255,9 @@ describe('config: main options', () => {
     mainError("option log_level 'INFO'", 'is not a log level');
     mainError("option priority 'rt'", "option priority: 'rt' is not a priority (normal, high, realtime)");
     mainError("option priority '10'", 'is not a priority');
+    mainError("option busy_poll '100001'", "option busy_poll: '100001' is out of range (0..100000 microseconds)");
+    mainError("option busy_poll '-1'", 'is not a whole number');
+    mainError("option busy_poll '50us'", 'is not a whole number');
     mainError("option masq_ports '1000-2000'", 'is out of range (ports 1024..65535)');
     mainError("option masq_ports '65535-61000'", 'is an empty range');
     mainError("option masq_ports '61000-70000'", 'is out of range');

@@ -64,4 +64,74 @@ describe('BatchLoop', () => {
     expect(outside.pending).toBe(1);
     expect(outside.written).toEqual([]);
   });
+
+  describe('option busy_poll', () => {
+    const turn = () => new Promise<void>((r) => setImmediate(r));
+    // A clock that moves 1 ms each time it is read: the poll's slices and its end come after a
+    // fixed number of rounds, whatever the machine's load.
+    function polled(busyPollUs: number, callWaiting?: () => boolean) {
+      const t = setup();
+      let ms = 0;
+      const loop = new BatchLoop(t.engine, t.inside, t.outside, { busyPollUs, callWaiting, clock: () => ++ms });
+      return { ...t, loop };
+    }
+
+    it('a reply that comes while the loop polls is taken by the poll, not by a wake-up', async () => {
+      const { inside, outside, loop } = polled(100_000);
+      loop.start();
+      inside.inject(udp('192.168.1.10', 7000, SERVER, 53));
+      await turn(); // the wake-up: the request goes out and the poll starts
+      expect(loop.wakes).toBe(1);
+      expect(loop.polling).toBe(true);
+      outside.inject(udp(SERVER, 53, WAN, 7000));
+      for (let i = 0; i < 1000 && outside.written.length === 0; i++) await turn();
+      expect(outside.written.map(parse).map((p) => [p.dst, p.dport])).toEqual([['192.168.1.10', 7000]]);
+      expect(loop.polls).toBe(1);
+      expect(loop.wakes).toBe(1); // the TUN's own readable callback found the ring already drained
+      loop.stop();
+      for (let i = 0; i < 1000 && loop.polling; i++) await turn();
+      expect(loop.polling).toBe(false);
+    });
+
+    it('ends once busy_poll passes without a packet, and the next packet is a wake-up again', async () => {
+      const { inside, loop } = polled(1000); // 1 ms
+      loop.start();
+      inside.inject(udp('192.168.1.10', 7001, SERVER, 53));
+      await turn();
+      for (let i = 0; i < 100_000 && loop.polling; i++) await turn();
+      expect(loop.polling).toBe(false);
+      inside.inject(udp('192.168.1.10', 7002, SERVER, 53));
+      await turn();
+      expect(loop.wakes).toBe(2);
+      expect(inside.written.length).toBe(2);
+      loop.stop();
+    });
+
+    it('hands the thread back to its event loop at once while the main thread waits for a call', async () => {
+      let asked = 0;
+      const { inside, loop } = polled(100_000, () => { asked++; return true; });
+      loop.start();
+      inside.inject(udp('192.168.1.10', 7003, SERVER, 53));
+      await turn();
+      // Every round yielded: one round per turn of the event loop, so a call posted meanwhile is answered next turn.
+      const before = asked;
+      await turn();
+      expect(asked - before).toBe(1);
+      loop.stop();
+      await turn();
+      await turn();
+      expect(loop.polling).toBe(false);
+    });
+
+    it('0 (the default) never polls', async () => {
+      const { inside, loop } = polled(0);
+      loop.start();
+      inside.inject(udp('192.168.1.10', 7004, SERVER, 53));
+      await turn();
+      expect(loop.wakes).toBe(1);
+      expect(loop.polling).toBe(false);
+      expect(loop.polls).toBe(0);
+      loop.stop();
+    });
+  });
 });

@@ -135,7 +135,8 @@ describe('Prometheus metrics', () => {
     const bits = TUN_F.CSUM | TUN_F.TSO4 | TUN_F.TSO6;
     const obs = new Observer({ cfg, engine, log: createLogger('fatal'), lanSubnets: ['192.168.1.0/24'], loop: () => loop, offloadBits: () => bits });
     const before = scrape(obs);
-    for (const name of ['vpnmasq_gso_packets_total', 'vpnmasq_gso_bytes_total', 'vpnmasq_csum_partial_packets_total', 'vpnmasq_tun_queue_drops_total']) {
+    for (const name of ['vpnmasq_gso_packets_total', 'vpnmasq_gso_bytes_total', 'vpnmasq_csum_partial_packets_total', 'vpnmasq_tun_queue_drops_total',
+      'vpnmasq_gro_writes_total', 'vpnmasq_gro_datagrams_total']) {
       expect(before.get(name)?.type, name).toBe('COUNTER');
       expect(value(before.get(name)), name).toBe(0);
     }
@@ -158,6 +159,19 @@ describe('Prometheus metrics', () => {
     expect(value(m.get('vpnmasq_gso_packets_total'))).toBe(1);
     expect(value(m.get('vpnmasq_gso_bytes_total'))).toBe(sp.length);
     expect(value(m.get('vpnmasq_csum_partial_packets_total'))).toBe(1);
+    // Option gro: three datagrams of one UDP flow (partial checksums, consecutive IDs) in one batch leave as one write.
+    engine.setGro(true);
+    for (let k = 0; k < 3; k++) {
+      const d = udp('192.168.1.10', 40001, SERVER, 9000, Array(36).fill(k), { id: 10 + k, flags: 2 });
+      d[26] = 0; d[27] = 0; // any partial sum will do here
+      engine.setPacket(k, d);
+      engine.setVnetHdr(k, { flags: 1, csumStart: 20, csumOffset: 6 });
+    }
+    engine.process(3, SIDE_INSIDE, nowMs());
+    engine.setGro(false);
+    const g = scrapeFresh(obs);
+    expect(value(g.get('vpnmasq_gro_writes_total'))).toBe(1);
+    expect(value(g.get('vpnmasq_gro_datagrams_total'))).toBe(3);
     // without an offloadBits source (engine-only benches) every offload reads 0
     const bare = scrape(new Observer({ cfg, engine, log: createLogger('fatal'), lanSubnets: ['192.168.1.0/24'], loop: () => loop }));
     expect(bare.get('vpnmasq_tun_offload')!.metrics.every((x) => Number(x.value) === 0)).toBe(true);

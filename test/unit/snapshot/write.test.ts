@@ -3,13 +3,13 @@
 // (writeCaptureSync) must never leave a corrupt file in place: each write
 // has its own temporary file, so neither truncates the other's.
 import { describe, expect, it } from 'vitest';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TestRouter, WAN } from '../../helpers/harness.js';
 import { udp } from '../../helpers/packet.js';
 import { ipToRaw } from '../../../src/engine/abi.js';
-import { capture, writeCapture, writeCaptureSync } from '../../../src/snapshot/state.js';
+import { capture, discardStaleTemporaries, writeCapture, writeCaptureSync } from '../../../src/snapshot/state.js';
 import { decode } from '../../../src/snapshot/format.js';
 
 describe('snapshot files', () => {
@@ -27,6 +27,20 @@ describe('snapshot files', () => {
         expect(() => decode(readFileSync(path)), `overtaken after ${k} steps`).not.toThrow();
       }
       expect(readdirSync(dir)).toEqual(['snapshot-tin.bin']); // no temporary file left behind
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('W02 a killed write\'s temporary file is removed at the next start; nothing else is', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'vpnmasq-snapstale-'));
+    const path = join(dir, 'snapshot-tin.bin');
+    try {
+      const keep = ['snapshot-tin.bin', 'snapshot-tin2.bin', 'snapshot-tin2.bin.tmp-7-1', 'snapshot-tin.bin.tmp-notes', 'routing-tin.json'];
+      for (const n of [...keep, 'snapshot-tin.bin.tmp-17524-10', 'snapshot-tin.bin.tmp-1-2']) writeFileSync(join(dir, n), 'x');
+      expect(discardStaleTemporaries(path).sort()).toEqual(['snapshot-tin.bin.tmp-1-2', 'snapshot-tin.bin.tmp-17524-10']);
+      expect(readdirSync(dir).sort()).toEqual([...keep].sort());
+      expect(discardStaleTemporaries(join(dir, 'none', 'snapshot-tin.bin'))).toEqual([]); // no directory yet: nothing to do
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
