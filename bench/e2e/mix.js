@@ -88,10 +88,21 @@ function mixCountersUp(lab, spis) {
   });
 }
 
+/**
+ * Datagrams per counter. Not the counter's packets: with vpnmasq's GRO on
+ * write (option gro) a run of one flow's datagrams reaches the WAN host as
+ * one UDP GSO packet, cut into datagrams only at the socket, after the
+ * input hook; nft counts it once, with its one 28-byte IPv4 + UDP header
+ * and every datagram's 36-byte payload. Every datagram of the mix is 64
+ * bytes (28 + 36, ESP's SPI and sequence number in the UDP header's place),
+ * so (bytes − 28 × packets) / 36 counts datagrams either way.
+ */
 function mixCounters(lab) {
   const j = JSON.parse(lab.exec(lab.wan[0], ['nft', '-j', 'list', 'counters', 'table', 'ip', MIX_TABLE], { timeoutMs: 10000 }));
   const out = {};
-  for (const o of j.nftables ?? []) if (o.counter) out[o.counter.name.replace(/^c_/, '')] = o.counter.packets;
+  for (const o of j.nftables ?? []) {
+    if (o.counter) out[o.counter.name.replace(/^c_/, '')] = Math.round((o.counter.bytes - 28 * o.counter.packets) / PAYLOAD);
+  }
   return out;
 }
 
