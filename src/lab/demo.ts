@@ -175,6 +175,8 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
       "\toption max_flows '65536'",
       "\toption log_level 'info'",
       `\toption control_socket '${sock}'`,
+      // its state beside its config, removed with it: never the router's /run/vpnmasq
+      `\toption snapshot_dir '${join(tmp, 'state')}'`,
       '',
     ].join('\n');
     writeFileSync(cfg, cfgText);
