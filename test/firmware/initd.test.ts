@@ -127,6 +127,10 @@ describe.skipIf(skipUnless({ tools: ['busybox'] }))('/etc/init.d/vpnmasq (procd)
       expect(out[1]).toBe('procd_add_validation vpnmasq_validate');
       expect(out[2]).toMatch(/^uci_validate_section vpnmasq vpnmasq main enabled:bool:0 lan_device:string wan_device:string /);
       expect(out[2]).toContain('max_flows:range(1024,4194304):65536');
+      // the data path's options, with the defaults and ranges of the option table (src/config/options.ts)
+      for (const v of ['offload:bool:1', 'gro:bool:1', "priority:or('normal','high','realtime'):realtime", 'busy_poll:range(0,100000):0']) {
+        expect(out[2]).toContain(v);
+      }
       expect(out.at(-1)).toBe('rc=0');
       expect(out.join('\n')).not.toContain('procd_add_interface_trigger');
     });
