@@ -12,6 +12,7 @@ import { describe, expect, it } from 'vitest';
 import { TestRouter, WAN } from '../helpers/harness.js';
 import { SIDE_INSIDE, SIDE_OUTSIDE, VERDICT_PASS, VERDICT_FOLLOW } from '../../src/engine/abi.js';
 import { ACK, SYN, csum, icmpEcho, ip, ipCsumOk, l4CsumOk, parse, tcp, udp } from '../helpers/packet.js';
+import { be16, complete, l4Off, partial, pseudoSum, put16, segmentUdp } from '../helpers/gso.js';
 
 const H1 = '192.168.1.10';
 const H2 = '192.168.1.11';
@@ -24,54 +25,21 @@ interface Vnet { flags?: number; gsoType?: number; hdrLen?: number; gsoSize?: nu
 const CSUM: Vnet = { flags: F_NEEDS_CSUM, csumStart: 20, csumOffset: 6 };
 const PLAIN: Vnet = {};
 
-function be16(b: Uint8Array, o: number): number { return (b[o] << 8) | b[o + 1]; }
-function put16(b: Uint8Array, o: number, v: number): void { b[o] = (v >> 8) & 0xff; b[o + 1] = v & 0xff; }
 function hdrOf(b: Uint8Array): Required<Vnet> {
   const dv = new DataView(b.buffer, b.byteOffset);
   return { flags: b[0], gsoType: b[1], hdrLen: dv.getUint16(2, true), gsoSize: dv.getUint16(4, true), csumStart: dv.getUint16(6, true), csumOffset: dv.getUint16(8, true) };
 }
 
-/** The pseudo-header sum (not inverted) of a UDP packet, with the UDP length its IP header says (or `len`). */
-function pseudoSum(p: Uint8Array, len = be16(p, 2) - 20): number {
-  const x = parse(p);
-  return csum(new Uint8Array([...ip(x.src), ...ip(x.dst), 0, 17, len >> 8, len & 0xff]));
-}
-/** A datagram as a sender with checksum offload hands it over (NEEDS_CSUM: the field holds the pseudo-header sum). */
-function partial(p: Uint8Array): Uint8Array {
-  const q = Uint8Array.from(p);
-  put16(q, 26, pseudoSum(q));
-  return q;
-}
 /** A datagram of flow (src:sport → dst:dport) with `n` payload bytes and IP ID `id`, partial checksum. */
 function dg(src: string, sport: number, dst: string, dport: number, id: number, n = 36, opts: { ttl?: number; tos?: number; flags?: number; seed?: number } = {}): Uint8Array {
   const data = Array.from({ length: n }, (_, i) => (i * 7 + id + (opts.seed ?? 0)) & 0xff);
   return partial(udp(src, sport, dst, dport, data, { id, ttl: opts.ttl ?? 64, tos: opts.tos, flags: opts.flags ?? 2 }));
 }
 
-/** The kernel finishing a NEEDS_CSUM checksum: sum csum_start..end, field included, store the complement. */
-function complete(p: Uint8Array, start: number, off: number): Uint8Array {
-  const q = Uint8Array.from(p);
-  put16(q, start + off, ~csum(q.subarray(start, be16(q, 2))) & 0xffff);
-  return q;
-}
-/** __udp_gso_segment on a USO write, then each segment's checksum finished. */
-function segmentUdp(p: Uint8Array, h: Required<Vnet>): Uint8Array[] {
-  const hl = (p[0] & 0xf) * 4, hdr = hl + 8, total = be16(p, 2);
-  expect(h.hdrLen).toBe(hdr);
-  const segs: Uint8Array[] = [];
-  for (let off = hdr, k = 0; off < total; off += h.gsoSize, k++) {
-    const n = Math.min(h.gsoSize, total - off);
-    const s = new Uint8Array(hdr + n);
-    s.set(p.subarray(0, hdr)); s.set(p.subarray(off, off + n), hdr);
-    put16(s, 2, hdr + n); put16(s, 4, (be16(p, 4) + k) & 0xffff);
-    put16(s, 10, 0); put16(s, 10, ~csum(s.subarray(0, hl)) & 0xffff);
-    put16(s, hl + 4, 8 + n);
-    let ps = be16(p, hl + 6) + (~(total - hl) & 0xffff) + (8 + n);
-    while (ps >> 16) ps = (ps & 0xffff) + (ps >>> 16);
-    put16(s, hl + 6, ps);
-    segs.push(complete(s, h.csumStart, h.csumOffset));
-  }
-  return segs;
+/** The kernel cutting a USO write (test/helpers/gso.ts), its header length checked first. */
+function segmentUdpAs(p: Uint8Array, h: Required<Vnet>): Uint8Array[] {
+  expect(h.hdrLen).toBe(l4Off(p) + 8);
+  return segmentUdp(p, h.gsoSize);
 }
 
 interface Write { slot: number; hdr: Required<Vnet>; bytes: Uint8Array }
@@ -99,7 +67,7 @@ class GroRouter extends TestRouter {
 
 /** What leaves the router's kernel for these writes, in write order. */
 function wire(ws: Write[]): Uint8Array[] {
-  return ws.flatMap((w) => w.hdr.gsoType === GSO_UDP_L4 ? segmentUdp(w.bytes, w.hdr)
+  return ws.flatMap((w) => w.hdr.gsoType === GSO_UDP_L4 ? segmentUdpAs(w.bytes, w.hdr)
     : w.hdr.flags & F_NEEDS_CSUM ? [complete(w.bytes, w.hdr.csumStart, w.hdr.csumOffset)] : [w.bytes]);
 }
 const flowOf = (p: Uint8Array) => { const x = parse(p); return `${x.proto} ${x.src}:${x.sport} ${x.dst}:${x.dport}`; };

@@ -8,6 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { TestRouter, WAN } from '../helpers/harness.js';
 import { SIDE_INSIDE, SIDE_OUTSIDE, VERDICT_PASS } from '../../src/engine/abi.js';
 import { ACK, FIN, PSH, SYN, csum, icmpEcho, ip, ipCsumOk, isakmp, l4CsumOk, parse, pptpField, pptpMsg, tcp, udp, fragment } from '../helpers/packet.js';
+import { be16, complete, l4Off, partial, pseudoSum, put16, segmentUdp } from '../helpers/gso.js';
 
 const H1 = '192.168.1.10';
 const H2 = '192.168.1.11';
@@ -17,32 +18,8 @@ const GSO_TCPV4 = 1, GSO_TCPV6 = 4, GSO_UDP_L4 = 5;
 
 interface Vnet { flags?: number; gsoType?: number; hdrLen?: number; gsoSize?: number; csumStart?: number; csumOffset?: number }
 
-function be16(b: Uint8Array, o: number): number { return (b[o] << 8) | b[o + 1]; }
-function put16(b: Uint8Array, o: number, v: number): void { b[o] = (v >> 8) & 0xff; b[o + 1] = v & 0xff; }
-const l4Off = (p: Uint8Array) => (p[0] & 0xf) * 4;
-const csumField = (p: Uint8Array) => l4Off(p) + (p[9] === 6 ? 16 : 6);
-
-/** The pseudo-header sum (not inverted), as the kernel leaves it in a NEEDS_CSUM packet. */
-function pseudoSum(p: Uint8Array): number {
-  const x = parse(p);
-  return csum(new Uint8Array([...ip(x.src), ...ip(x.dst), 0, p[9], x.l4.length >> 8, x.l4.length & 0xff]));
-}
-
-/** A packet with a complete checksum turned into what a sender with checksum offload hands over. */
-function partial(p: Uint8Array): Uint8Array {
-  const q = Uint8Array.from(p);
-  put16(q, csumField(q), pseudoSum(q));
-  return q;
-}
-
-/** What the kernel does with NEEDS_CSUM on the way out: sum csum_start..end (field included), store the complement. */
-function complete(p: Uint8Array, h: Vnet): Uint8Array {
-  const q = Uint8Array.from(p);
-  const start = h.csumStart!, at = start + h.csumOffset!;
-  const total = be16(q, 2);
-  put16(q, at, ~csum(q.subarray(start, total)) & 0xffff);
-  return q;
-}
+/** The kernel finishing a NEEDS_CSUM checksum as this packet's virtio header asks. */
+const completeAs = (p: Uint8Array, h: Vnet) => complete(p, h.csumStart!, h.csumOffset!);
 
 /**
  * The kernel's TCP segmentation of a partial-checksum super-packet: headers
@@ -65,33 +42,11 @@ function segmentTcp(p: Uint8Array, h: Vnet): Uint8Array[] {
     let ps = be16(p, hl + 16) + (~(total - hl) & 0xffff) + (hdr + n - hl);
     while (ps >> 16) ps = (ps & 0xffff) + (ps >>> 16);
     put16(s, hl + 16, ps);
-    segs.push(complete(s, { csumStart: hl, csumOffset: 16 }));
+    segs.push(complete(s, hl, 16));
   }
   return segs;
 }
 
-/**
- * The kernel's UDP segmentation (__udp_gso_segment) of a partial-checksum
- * USO super-packet: headers copied, IP length/ID + k/checksum, UDP length,
- * the partial sum moved by the length difference, then completed.
- */
-function segmentUdp(p: Uint8Array, h: Vnet): Uint8Array[] {
-  const hl = l4Off(p), hdr = hl + 8, total = be16(p, 2);
-  const segs: Uint8Array[] = [];
-  for (let off = hdr, k = 0; off < total; off += h.gsoSize!, k++) {
-    const n = Math.min(h.gsoSize!, total - off);
-    const s = new Uint8Array(hdr + n);
-    s.set(p.subarray(0, hdr)); s.set(p.subarray(off, off + n), hdr);
-    put16(s, 2, hdr + n); put16(s, 4, (be16(p, 4) + k) & 0xffff);
-    put16(s, 10, 0); put16(s, 10, ~csum(s.subarray(0, hl)) & 0xffff);
-    put16(s, hl + 4, 8 + n);
-    let ps = be16(p, hl + 6) + (~(total - hl) & 0xffff) + (8 + n);
-    while (ps >> 16) ps = (ps & 0xffff) + (ps >>> 16);
-    put16(s, hl + 6, ps);
-    segs.push(complete(s, { csumStart: hl, csumOffset: 6 }));
-  }
-  return segs;
-}
 
 /** The UDP payloads of datagrams, as one USO super-packet (partial checksum, as a sender with UDP_SEGMENT hands it over). */
 function uso(src: string, sport: number, dst: string, dport: number, payloads: Uint8Array[], opts: { id?: number; ttl?: number } = {}): Uint8Array {
@@ -167,7 +122,7 @@ describe('TUN offloads: virtio_net_hdr and GSO super-packets', () => {
     expect(ipCsumOk(o.pkt)).toBe(true);
     // The field is still a partial sum: the new pseudo header's.
     expect(be16(o.pkt, 36)).toBe(pseudoSum(o.pkt));
-    expect(l4CsumOk(complete(o.pkt, h))).toBe(true);
+    expect(l4CsumOk(completeAs(o.pkt, h))).toBe(true);
     const segs = segmentTcp(o.pkt, h);
     expect(segs.length).toBe(4);
     for (const s of segs) { expect(ipCsumOk(s)).toBe(true); expect(l4CsumOk(s)).toBe(true); }
@@ -198,13 +153,13 @@ describe('TUN offloads: virtio_net_hdr and GSO super-packets', () => {
     const sp = partial(udp(H2, 5000, S1, 53, bytes(300)));
     const o = r.send(sp, h, SIDE_INSIDE)!;
     expect(parse(o.pkt).sport).not.toBe(5000);
-    expect(l4CsumOk(complete(o.pkt, h))).toBe(true);
+    expect(l4CsumOk(completeAs(o.pkt, h))).toBe(true);
     // Without the header the same bytes are a complete checksum: the engine adjusts the port too, and the
     // completion the kernel would apply to that result is wrong.
     const plain = new TestRouter();
     plain.out(udp(H1, 5000, S1, 53));
     const wrong = plain.out(sp)!;
-    expect(l4CsumOk(complete(wrong, h))).toBe(false);
+    expect(l4CsumOk(completeAs(wrong, h))).toBe(false);
   });
 
   it('05 a packet with a zero header is a plain packet, complete checksums adjusted as before', () => {
@@ -222,7 +177,7 @@ describe('TUN offloads: virtio_net_hdr and GSO super-packets', () => {
     expect(sp.length).toBe(65535);
     const o = r.send(sp, h, SIDE_INSIDE)!;
     expect(o).not.toBeNull();
-    expect(l4CsumOk(complete(o.pkt, h))).toBe(true);
+    expect(l4CsumOk(completeAs(o.pkt, h))).toBe(true);
   });
 
   it('07 UDP segmentation offload (USO) passes like TCP, translated whole, header unchanged', () => {
@@ -231,8 +186,8 @@ describe('TUN offloads: virtio_net_hdr and GSO super-packets', () => {
     const o = r.send(partial(udp(H1, 4500, S1, 4500, bytes(3000))), h, SIDE_INSIDE)!;
     expect(o).not.toBeNull();
     expect(o.hdr).toEqual(hdrBytes(h));
-    expect(l4CsumOk(complete(o.pkt, h))).toBe(true);
-    for (const s of segmentUdp(o.pkt, h)) { expect(ipCsumOk(s)).toBe(true); expect(l4CsumOk(s)).toBe(true); }
+    expect(l4CsumOk(completeAs(o.pkt, h))).toBe(true);
+    for (const s of segmentUdp(o.pkt, h.gsoSize!)) { expect(ipCsumOk(s)).toBe(true); expect(l4CsumOk(s)).toBe(true); }
     expect(r.lastExtras).toEqual([]);
     expect(r.engine.counters()).toMatchObject({ gsoRx: 1, usoSplit: 0 });
   });
@@ -355,7 +310,7 @@ describe('TUN offloads: virtio_net_hdr and GSO super-packets', () => {
       expect(ike.every((e) => e.lan === H1)).toBe(true);
       expect(r.engine.counters()).toMatchObject({ gsoRx: 1, usoSplit: 1, usoDatagrams: 4, rxInside: 4, passInside: 4 });
       // The kernel's own segmentation of the same super-packet gives the same datagrams as went in.
-      expect(segmentUdp(sp, h).map((d) => Array.from(parse(d).l4.subarray(8)))).toEqual(msgs.map((m) => Array.from(m)));
+      expect(segmentUdp(sp, h.gsoSize!).map((d) => Array.from(parse(d).l4.subarray(8)))).toEqual(msgs.map((m) => Array.from(m)));
     });
 
     it('13 a server\'s super-packet answering two LAN hosts\' exchanges: each datagram goes to the host that owns its cookie', () => {
@@ -500,8 +455,8 @@ describe('TUN offloads: virtio_net_hdr and GSO super-packets', () => {
       const o = gso.send(sp, h, SIDE_INSIDE)!;
       expect(o.hdr).toEqual(hdrBytes(h));
       expect(gso.lastExtras).toEqual([]);
-      const viaGso = segmentUdp(o.pkt, h);
-      const alone = segmentUdp(sp, h).map((d) => plain.send(d, {}, SIDE_INSIDE)!.pkt);
+      const viaGso = segmentUdp(o.pkt, h.gsoSize!);
+      const alone = segmentUdp(sp, h.gsoSize!).map((d) => plain.send(d, {}, SIDE_INSIDE)!.pkt);
       expect(viaGso.length).toBe(4);
       expect(viaGso.map((d) => Array.from(d))).toEqual(alone.map((d) => Array.from(d)));
       const pool = parse(o.pkt).sport;
@@ -510,8 +465,8 @@ describe('TUN offloads: virtio_net_hdr and GSO super-packets', () => {
       const back = uso(S1, 4500, WAN, pool, msgs);
       const b = gso.send(back, h, SIDE_OUTSIDE)!;
       expect([parse(b.pkt).dst, parse(b.pkt).dport]).toEqual([H2, 4500]);
-      const backAlone = segmentUdp(back, h).map((d) => plain.send(d, {}, SIDE_OUTSIDE)!.pkt);
-      expect(segmentUdp(b.pkt, h).map((d) => Array.from(d))).toEqual(backAlone.map((d) => Array.from(d)));
+      const backAlone = segmentUdp(back, h.gsoSize!).map((d) => plain.send(d, {}, SIDE_OUTSIDE)!.pkt);
+      expect(segmentUdp(b.pkt, h.gsoSize!).map((d) => Array.from(d))).toEqual(backAlone.map((d) => Array.from(d)));
       expect(gso.engine.counters().usoSplit).toBe(0);
     });
   });
