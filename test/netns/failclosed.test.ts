@@ -110,6 +110,7 @@ describe.skipIf(skip)('fail closed: the guard outlives vpnmasq (kill -9, respawn
 	option enabled '1'
 	option log_level 'info'
 	option control_socket '${join(dir, 'vpnmasq.sock')}'
+	option snapshot_dir '${join(dir, 'state')}'
 `);
     const bin = join(dir, 'vpnmasq-bin');
     // The wrapper restarts vpnmasq at once after a crash (issue 9); every
