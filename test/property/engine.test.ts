@@ -379,7 +379,10 @@ describe('engine properties', () => {
 
   it('round trip: the reply to whatever left comes back to exactly the LAN host and port', () => {
     const routers = [new TestRouter({ debug: false }), new TestRouter({ debug: true })];
-    const flow = fc.record({ proto, host: lanHost, hp: port, srv: server, sp: port });
+    // Not TCP to or from port 1723: that is PPTP control, which the PPTP handler parses and drops
+    // when it is not PPTP (pptp_bad_length and the like; test/scenarios and the PPTP tests cover it).
+    const flow = fc.record({ proto, host: lanHost, hp: port, srv: server, sp: port })
+      .filter((f) => !(f.proto === 'tcp' && (f.hp === 1723 || f.sp === 1723)));
     fc.assert(fc.property(
       flow, fc.array(flow, { maxLength: 8 }), payload(1200), payload(1200), ipOpts, fc.boolean(),
       (f, background, data, replyData, o, sameHostPort) => {
