@@ -42,7 +42,7 @@
 import { PROTO_UDP, VERDICT_FOLLOW, VERDICT_PASS } from "../abi/codes";
 import { C_GRO_DATAGRAMS, C_GRO_GROUPS } from "../abi/counters";
 import { groLinks, lens, slotSize, slots, verdicts, vnetHdrs, VNET_STRIDE } from "../layout";
-import { adjust16, fold } from "../wire/checksum";
+import { adjust16, partialAdjust16 } from "../wire/checksum";
 import { IP_CSUM, IP_DST, IP_FRAG, IP_ID, IP_SRC, IP_TOS, IP_TOTAL_LEN, IP_TTL } from "../wire/ipv4";
 import { UDP_CSUM, UDP_LEN } from "../wire/l4";
 import {
@@ -73,11 +73,6 @@ let groups: u32 = 0;
 @inline function slotAt(i: u32): usize { return slots + <usize>i * slotSize; }
 @inline function vnetAt(i: u32): usize { return vnetHdrs + <usize>i * VNET_STRIDE; }
 @inline function be16(p: usize, off: usize): u32 { return <u32>bswap<u16>(load<u16>(p + off)); }
-
-/** A NEEDS_CSUM partial sum (not inverted) after a 16-bit pseudo-header field (the length) changes. */
-@inline function partialAdjust16(sum: u32, oldWord: u32, newWord: u32): u32 {
-  return fold((sum & 0xffff) + (~oldWord & 0xffff) + (newWord & 0xffff));
-}
 
 /**
  * 0 when slot i (verdict PASS) is not IPv4 UDP; 1 when it is UDP but may not

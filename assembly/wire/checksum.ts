@@ -36,6 +36,11 @@
   return fold((sum & 0xffff) + (notOld & 0xffff) + (notOld >>> 16) + (newVal & 0xffff) + (newVal >>> 16));
 }
 
+/** The same for a 16-bit pseudo-header field (the L4 length): S' = S - old + new. */
+@inline export function partialAdjust16(sum: u32, oldWord: u32, newWord: u32): u32 {
+  return fold((sum & 0xffff) + (~oldWord & 0xffff) + (newWord & 0xffff));
+}
+
 /** One's complement sum (not inverted) of `len` bytes, added to `initial`. */
 export function sumBytes(p: usize, len: u32, initial: u32): u32 {
   let s: u64 = initial;

@@ -36,8 +36,7 @@ namespace {
 // supervisor can turn them into metrics without per-packet callbacks.
 std::atomic<uint64_t> g_write_drops{0};
 std::atomic<uint64_t> g_read_truncated{0};
-std::atomic<uint64_t> g_queue_drops{0};
-// Head drops by packet class (QueueClass below): tcp, udp, icmp, frag, other.
+// Head drops by packet class (QueueClass below): tcp, udp, icmp, frag, other; queueDrops() is their sum.
 constexpr int kQueueClasses = 5;
 std::atomic<uint64_t> g_queue_class_drops[kQueueClasses];
 
@@ -313,8 +312,7 @@ enum : int {
   kRqCount,            // state: CoDel count
   kRqLastCount,        // state: CoDel lastcount
   kRqDropping,         // state: CoDel dropping
-  kRqDrops,            // counter: packets dropped here
-  kRqDropsClass,       // counters: by QueueClass (kQueueClasses fields)
+  kRqDropsClass,       // counters: packets dropped here, by QueueClass (kQueueClasses fields)
   kRqFields = kRqDropsClass + kQueueClasses
 };
 
@@ -476,9 +474,7 @@ Napi::Value ReadBatch(const Napi::CallbackInfo& info) {
     const uint8_t* ip = data + slotBase + n * slotSize;
     if (codel && CodelDrop(q, now)) {
       int c = QueueClass(ip, static_cast<size_t>(r) - hdr);
-      q[kRqDrops] += 1;
       q[kRqDropsClass + c] += 1;
-      g_queue_drops.fetch_add(1, std::memory_order_relaxed);
       g_queue_class_drops[c].fetch_add(1, std::memory_order_relaxed);
       continue;
     }
@@ -607,7 +603,9 @@ Napi::Value WriteDrops(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value QueueDrops(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), static_cast<double>(g_queue_drops.load()));
+  uint64_t sum = 0;
+  for (int i = 0; i < kQueueClasses; i++) sum += g_queue_class_drops[i].load();
+  return Napi::Number::New(info.Env(), static_cast<double>(sum));
 }
 
 // [tcp, udp, icmp, frag, other] head drops in this process.

@@ -173,8 +173,7 @@ export interface ReaderQueue {
 export const READER_QUEUE: ReaderQueue = { batchBytes: 256 * 1024, targetUs: 500, intervalUs: 5000 };
 
 /** Float64Array fields of the queue's state (the RQ enum in addon.cc). */
-const RQ_DROPS = 10;
-const RQ_DROPS_CLASS = 11;
+const RQ_DROPS_CLASS = 10;
 const RQ_FIELDS = RQ_DROPS_CLASS + QUEUE_CLASSES.length;
 
 export interface TunOpenOptions {
@@ -284,7 +283,8 @@ export class TunDevice implements PacketDevice {
 
   /** Packets this device's queue discipline dropped at the head. */
   get queueDrops(): number {
-    return this.#queue ? this.#queue[RQ_DROPS]! : 0;
+    const q = this.#queue;
+    return q ? QUEUE_CLASSES.reduce((sum, _c, i) => sum + q[RQ_DROPS_CLASS + i]!, 0) : 0;
   }
 
   /** The same by packet class. */
