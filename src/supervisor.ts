@@ -28,17 +28,13 @@ import type { Request, Response } from './control/protocol.js';
 import { Observer } from './observe/index.js';
 import { checkListeners, deviceAddresses } from './observe/listen.js';
 
-/** option offload, unless VPNMASQ_OFFLOAD=0/1 overrides it (to run test suites and benchmarks both ways). */
-function offloadWanted(option: boolean): boolean {
-  const env = process.env.VPNMASQ_OFFLOAD;
-  if (env === '0') return false;
-  if (env === '1') return true;
-  return option;
-}
-
-/** option gro, unless VPNMASQ_GRO=0/1 overrides it (benchmarks and test suites both ways, like VPNMASQ_OFFLOAD). */
-function groWanted(option: boolean): boolean {
-  const env = process.env.VPNMASQ_GRO;
+/**
+ * A boolean option, unless the environment variable says 0 or 1 (to run
+ * test suites and benchmarks both ways): VPNMASQ_OFFLOAD for option
+ * offload, VPNMASQ_GRO for option gro.
+ */
+function switchWanted(option: boolean, envName: string): boolean {
+  const env = process.env[envName];
   if (env === '0') return false;
   if (env === '1') return true;
   return option;
@@ -226,7 +222,7 @@ export class Supervisor {
     teardownStale(this.plan());
     const t1b = performance.now();
     try {
-      this.tuns = this.dp.openTuns(m.tunInside, m.tunOutside, offloadWanted(m.offload), groWanted(m.gro));
+      this.tuns = this.dp.openTuns(m.tunInside, m.tunOutside, switchWanted(m.offload, 'VPNMASQ_OFFLOAD'), switchWanted(m.gro, 'VPNMASQ_GRO'));
     } catch (err) {
       await this.dp.terminate();
       throw new FatalError(`vpnmasq: ${(err as Error).message}`);
