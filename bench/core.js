@@ -3,13 +3,19 @@
 // flow. Only the process() calls are timed; refilling the slots with fresh
 // untranslated packets between batches is not. Each flow count runs with
 // option acct off (the default) and on (per-flow byte counters: 16 bytes
-// more per flow, one more store per packet).
+// more per flow, one more store per packet). The engine's memory is on
+// transparent huge pages where the kernel has them, as in the daemon
+// (src/datapath/hugepages.ts); --huge-pages off,on runs each size both ways,
+// --huge-pages ab compares the two in one process instead (both engines
+// loaded, batches interleaved: 20 of one, then 20 of the other, 300 rounds;
+// the machine's drift then hits both alike) and prints only that table.
 //
-//   node bench/core.js [--flows 1000,100000,1000000] [--acct off,on] [--seconds 2] [--json FILE]
+//   node bench/core.js [--flows 1000,100000,1000000] [--acct off,on] [--huge-pages on|off|off,on|ab] [--seconds 2] [--json FILE]
 
 import { writeFileSync } from 'node:fs';
 import { Engine } from '../dist/engine/engine.js';
 import { ipToRaw, maskRaw } from '../dist/engine/abi.js';
+import { adviseHugePages } from '../dist/datapath/hugepages.js';
 import { csum, writeUdp } from './udp.js';
 
 const args = Object.fromEntries(process.argv.slice(2).reduce((a, x, i, arr) => {
@@ -20,6 +26,11 @@ const flowCounts = (args.flows ?? '1000,100000,1000000').split(',').map(Number);
 const seconds = Number(args.seconds ?? 2);
 const acctModes = (args.acct ?? 'off,on').split(',').map((a) => {
   if (a !== 'off' && a !== 'on') throw new Error(`--acct: '${a}' is not off or on`);
+  return a === 'on';
+});
+const hugeAb = args['huge-pages'] === 'ab';
+const hugeModes = (hugeAb ? 'on' : args['huge-pages'] ?? 'on').split(',').map((a) => {
+  if (a !== 'off' && a !== 'on') throw new Error(`--huge-pages: '${a}' is not off or on`);
   return a === 'on';
 });
 
@@ -40,8 +51,9 @@ const SETTINGS = {
 };
 
 /** side 0: LAN→WAN packets of random established flows; side 1: their replies, WAN→LAN to the flows' alias ports. */
-function run(nFlows, acct, side = 0) {
-  const e = Engine.load({ maxFlows: Math.max(nFlows, 1024), acct, seed: 1 });
+/** An engine with nFlows established flows; alias[i]: flow i's translated source port. */
+function loaded(nFlows, acct, huge) {
+  const e = Engine.load({ maxFlows: Math.max(nFlows, 1024), acct, seed: 1, ...(huge ? { adviseMemory: (b) => adviseHugePages(b) } : {}) });
   const x = e.x;
   x.setLanNet(0, ipToRaw('192.168.1.0'), maskRaw(24)); x.setLanNetCount(1);
   e.applySettings({ ...SETTINGS });
@@ -59,10 +71,12 @@ function run(nFlows, acct, side = 0) {
     x.process(n, 0, now);
     for (let k = 0; k < n; k++) alias[i + k] = (mem[base + k * size + 20] << 8) | mem[base + k * size + 21];
   }
+  return { e, x, mem, S, base, size, now, alias };
+}
+
+/** Batches of random established flows (side 1: their replies), prepared outside the timed region. */
+function batchImages(nFlows, S, side, alias, variants = 64) {
   const wan = [203, 0, 113, 1];
-  const active = x.flowActive();
-  // Batches of random established flows, prepared outside the timed region.
-  const variants = 64;
   const images = [];
   for (let v = 0; v < variants; v++) {
     const img = new Uint8Array(S * 64);
@@ -74,6 +88,14 @@ function run(nFlows, acct, side = 0) {
     }
     images.push(img);
   }
+  return images;
+}
+
+function run(nFlows, acct, side = 0, huge = true) {
+  const { e, x, mem, S, base, size, now, alias } = loaded(nFlows, acct, huge);
+  const active = x.flowActive();
+  const variants = 64;
+  const images = batchImages(nFlows, S, side, alias, variants);
   const passCounter = side === 0 ? 2 : 3;
   const rx0 = e.counter(passCounter);
   let packets = 0, ns = 0n, v = 0;
@@ -94,6 +116,7 @@ function run(nFlows, acct, side = 0) {
   const medianBatchNs = batchTimes[batchTimes.length >> 1];
   return {
     flows: nFlows, acct, side: side === 0 ? 'LAN→WAN' : 'WAN→LAN', active, packets, passed,
+    pages: e.hugePages?.advisedBytes ? `${e.hugePages.pageBytes >> 20} MiB` : '4 KiB',
     mpps: packets / (Number(ns) / 1e9) / 1e6,
     medianMpps: S / (medianBatchNs / 1e9) / 1e6,
     nsPerPacket: Number(ns) / packets,
@@ -198,12 +221,48 @@ function runVpn(kind, n) {
   return results;
 }
 
-const results = flowCounts.flatMap((n) => acctModes.flatMap((acct) => [run(n, acct, 0), run(n, acct, 1)]));
+/** --huge-pages ab: the median batch of the engine on 4 KiB pages and on huge pages, batches interleaved in one process. */
+function abHuge(nFlows, acct) {
+  const engines = [loaded(nFlows, acct, false), loaded(nFlows, acct, true)];
+  const images = batchImages(nFlows, engines[0].S, 0, engines[0].alias);
+  const times = [[], []];
+  let v = 0;
+  for (let round = 0; round < 300; round++) {
+    for (const which of (round & 1) ? [0, 1] : [1, 0]) {
+      const { x, mem, S, base, size, now } = engines[which];
+      for (let r = 0; r < 20; r++) {
+        const img = images[v++ % images.length];
+        for (let k = 0; k < S; k++) mem.set(img.subarray(k * 64, k * 64 + 64), base + k * size);
+        const t0 = process.hrtime.bigint();
+        x.process(S, 0, now);
+        const dt = Number(process.hrtime.bigint() - t0);
+        if (round >= 20) times[which].push(dt); // the first rounds warm both up
+      }
+    }
+  }
+  const mpps = times.map((t, i) => { t.sort((a, b) => a - b); return engines[i].S / (t[t.length >> 1] / 1e9) / 1e6; });
+  const h = engines[1].e.hugePages;
+  return { flows: nFlows, acct, small: mpps[0], huge: mpps[1], ratio: mpps[1] / mpps[0], advised: h?.advisedBytes ?? 0, off: h?.off };
+}
+
+if (hugeAb) {
+  const ab = flowCounts.flatMap((n) => acctModes.map((acct) => abHuge(n, acct)));
+  console.log('\ncore: 4 KiB pages against huge pages, one process, batches interleaved (LAN→WAN, median batch)');
+  console.log('| flows | acct | 4 KiB pages Mpps | huge pages Mpps | huge / 4 KiB | advised |');
+  console.log('|---:|---|---:|---:|---:|---|');
+  for (const r of ab) {
+    console.log(`| ${r.flows} | ${r.acct ? 'on' : 'off'} | ${r.small.toFixed(2)} | ${r.huge.toFixed(2)} | ${r.ratio.toFixed(3)} | ${r.off ?? `${(r.advised / 1048576).toFixed(0)} MiB`} |`);
+  }
+  if (args.json) writeFileSync(args.json, JSON.stringify({ hugePagesAb: ab }, null, 2));
+  process.exit(0);
+}
+
+const results = flowCounts.flatMap((n) => acctModes.flatMap((acct) => hugeModes.flatMap((huge) => [run(n, acct, 0, huge), run(n, acct, 1, huge)])));
 console.log('\ncore: engine process() on one core, 64-byte UDP, established flows (WAN→LAN: their replies)');
-console.log('| flows | acct | direction | Mpps (mean) | Mpps (median batch) | ns/packet | table bytes/flow | Wasm memory MiB | passed |');
-console.log('|---:|---|---|---:|---:|---:|---:|---:|---:|');
+console.log('| flows | acct | pages | direction | Mpps (mean) | Mpps (median batch) | ns/packet | table bytes/flow | Wasm memory MiB | passed |');
+console.log('|---:|---|---|---|---:|---:|---:|---:|---:|---:|');
 for (const r of results) {
-  console.log(`| ${r.flows} | ${r.acct ? 'on' : 'off'} | ${r.side} | ${r.mpps.toFixed(2)} | ${r.medianMpps.toFixed(2)} | ${r.nsPerPacket.toFixed(1)} | ${r.bytesPerFlow.toFixed(1)} | ${r.memoryMiB.toFixed(1)} | ${r.passed === r.packets ? 'all' : `${r.passed}/${r.packets}`} |`);
+  console.log(`| ${r.flows} | ${r.acct ? 'on' : 'off'} | ${r.pages} | ${r.side} | ${r.mpps.toFixed(2)} | ${r.medianMpps.toFixed(2)} | ${r.nsPerPacket.toFixed(1)} | ${r.bytesPerFlow.toFixed(1)} | ${r.memoryMiB.toFixed(1)} | ${r.passed === r.packets ? 'all' : `${r.passed}/${r.packets}`} |`);
 }
 const vpn = [...runVpn('esp', 1000), ...runVpn('gre', 1000)];
 console.log('\ncore: VPN flows, 64-byte packets, 1000 ESP associations / 1000 PPTP calls (GRE), random per packet');

@@ -21,6 +21,7 @@ import { offloadNames, queueDrops, queueDropsByClass, readerQueueWanted, txQueue
 import type { PriorityApplied } from './datapath/priority.js';
 import { PRIORITIES, type Priority } from './config/options.js';
 import { DataPathThread } from './datapath/thread.js';
+import { hugePagesWanted, hugeResidentBytes } from './datapath/hugepages.js';
 import type { TunsOpened } from './datapath/worker.js';
 import { RemoteError } from './datapath/rpc.js';
 import { ControlServer } from './control/server.js';
@@ -127,6 +128,8 @@ export class Supervisor {
   private routing: Routing | null = null;
   private wan: WanWatch | null = null;
   private priority: PriorityApplied | null = null;
+  /** Why the engine's memory was not put on huge pages by choice (VPNMASQ_HUGE_PAGES=0), null when it was asked for. */
+  private hugePagesOff: string | null = null;
   private control: ControlServer | null = null;
   private observer: Observer | null = null;
   private timers: NodeJS.Timeout[] = [];
@@ -206,7 +209,9 @@ export class Supervisor {
     if (inline) {
       this.log.info({ ramMiB: Math.round(totalmem() / 1048576) }, `data path on the main thread: a thread of its own needs ${DATA_PATH_THREAD_MIN_RAM / 1048576} MiB of RAM or more`);
     }
-    this.dp = new DataPathThread({ maxFlows: m.maxFlows, acct: m.acct, inline, onDeath: (reason) => this.dataPathDied(reason) });
+    const huge = hugePagesWanted();
+    this.hugePagesOff = huge.off ?? null;
+    this.dp = new DataPathThread({ maxFlows: m.maxFlows, acct: m.acct, hugePages: huge.on, inline, onDeath: (reason) => this.dataPathDied(reason) });
     try {
       this.dp.applyConfig(this.cfg, this.lanSubnets, this.routerLan);
     } catch (err) {
@@ -297,7 +302,7 @@ export class Supervisor {
     this.log.info({ startup: this.startup }, 'forwarding');
     this.log.info({
       lan: m.lanDevice, wan: m.wanDevice, wanAddress: this.wanAddress, lanSubnets: this.lanSubnets,
-      maxFlows: m.maxFlows, acct: this.dp.acct, memoryMiB: +(this.dp.memoryBytes / 1048576).toFixed(1), dataPathThread: this.dp.threadId,
+      maxFlows: m.maxFlows, acct: this.dp.acct, memoryMiB: +(this.dp.memoryBytes / 1048576).toFixed(1), hugePages: this.hugePagesStatus(), dataPathThread: this.dp.threadId,
       redirects: this.cfg.redirects.length, rules: this.cfg.rules.length,
       redirectList: this.cfg.redirects.map(redirectLabel), ruleList: this.cfg.rules.map(ruleLabel), socket: m.controlSocket,
       offload: this.tuns.vnet ? offloadNames(this.tuns.offloadsIn).join(',') || 'vnet only' : 'off',
@@ -429,6 +434,18 @@ export class Supervisor {
     return { txqueuelen: { lan: len(m.tunInside), wan: len(m.tunOutside) }, batchBytes: q.batchBytes, targetUs: q.targetUs, intervalUs: q.intervalUs };
   }
 
+  /**
+   * The engine's memory on transparent huge pages (src/datapath/hugepages.ts):
+   * how much was advised and how much of it is on huge pages now (the
+   * kernel may not have found free 2 MiB blocks), or why none.
+   */
+  private hugePagesStatus(): { advisedBytes: number; residentBytes: number; pageBytes: number; off?: string } {
+    const h = this.dp.hugePages;
+    if (!h) return { advisedBytes: 0, residentBytes: 0, pageBytes: 0, off: this.hugePagesOff ?? 'not asked' };
+    const residentBytes = h.advisedBytes ? hugeResidentBytes(h.address, h.advisedBytes) : 0;
+    return { advisedBytes: h.advisedBytes, residentBytes, pageBytes: h.pageBytes, ...(h.off ? { off: h.off } : {}) };
+  }
+
   status(): Record<string, unknown> {
     // One call: every engine figure below is from the same moment between two batches.
     const e = this.dp.status();
@@ -441,7 +458,7 @@ export class Supervisor {
       config: this.cfg.file, lanDevice: this.cfg.main.lanDevice, wanDevice: this.cfg.main.wanDevice,
       wanAddress: this.wanAddress, lanSubnets: this.lanSubnets,
       flows: { active: e.flowActive, max: this.dp.maxFlows, acct: this.dp.acct, bytesPerFlow: +e.bytesPerFlow.toFixed(1) },
-      memoryBytes: this.dp.memoryBytes, counters: e.counters, drops: e.drops, tunWriteDrops: writeDrops(), tunQueueDrops: queueDrops(),
+      memoryBytes: this.dp.memoryBytes, hugePages: this.hugePagesStatus(), counters: e.counters, drops: e.drops, tunWriteDrops: writeDrops(), tunQueueDrops: queueDrops(),
       tunQueueDropsByClass: queueDropsByClass(), tunQueue: this.tunQueueStatus(),
       redirects: this.cfg.redirects.length, rules: this.cfg.rules.length,
       // by fw4 name (else the uci section name, else the line)

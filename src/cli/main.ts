@@ -379,11 +379,18 @@ async function main(argv: string[]): Promise<number> {
   throw new UsageError(`unknown command "${cmd}"`);
 }
 
+/** ', 18.0 MiB on 2 MiB pages' or ', 4 KiB pages: <why>' (status.hugePages, src/supervisor.ts). */
+function hugePagesText(h: { advisedBytes: number; residentBytes: number; pageBytes: number; off?: string } | undefined): string {
+  if (!h) return '';
+  if (h.off || !h.advisedBytes) return `, 4 KiB pages: ${h.off ?? 'none advised'}`;
+  return `, ${(h.residentBytes / 1048576).toFixed(1)} MiB on ${h.pageBytes / 1048576} MiB pages`;
+}
+
 function formatStatus(s: Record<string, any>): string {
   const lines = [
     `vpnmasq pid ${s.pid}, up ${s.uptimeS} s, config ${s.config}`,
     `LAN ${s.lanDevice} (${(s.lanSubnets as string[]).join(', ')}), WAN ${s.wanDevice} ${s.wanAddress ?? '(no address)'}`,
-    `flows ${s.flows.active}/${s.flows.max} (${s.flows.bytesPerFlow} bytes/flow${s.flows.acct ? ' with byte counters (acct)' : ''}, ${(s.memoryBytes / 1048576).toFixed(1)} MiB engine memory)`,
+    `flows ${s.flows.active}/${s.flows.max} (${s.flows.bytesPerFlow} bytes/flow${s.flows.acct ? ' with byte counters (acct)' : ''}, ${(s.memoryBytes / 1048576).toFixed(1)} MiB engine memory${hugePagesText(s.hugePages)})`,
     `redirects ${s.redirects}, rules ${s.rules}`,
     ...(s.offload ? [`offload ${s.offload.enabled ? (s.offload.offloads as string[]).join(' ') || 'virtio header only' : 'off'}` +
       `${s.offload.enabled && !s.offload.uso ? ' (no USO)' : ''}${s.offload.gro ? ', gro' : ''}, slots ${s.offload.slots}${s.offload.note ? ` (${s.offload.note})` : ''}`] : []),

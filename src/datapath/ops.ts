@@ -133,7 +133,7 @@ export function dataPathOps(engine: Engine, callWaiting: () => boolean = () => f
   }
 
   const ops = {
-    hello: () => ({ threadId, tid: kernelTid(), maxFlows: engine.maxFlows, acct: engine.acct, memoryBytes: engine.memoryBytes, buildId: engine.buildId }),
+    hello: () => ({ threadId, tid: kernelTid(), maxFlows: engine.maxFlows, acct: engine.acct, memoryBytes: engine.memoryBytes, hugePages: engine.hugePages, buildId: engine.buildId }),
     applyConfig: (cfg: Config, lanSubnets: string[], routerLan: string[]) => { applyConfig(engine, cfg, lanSubnets, routerLan); },
     /** A reload: `next` whole, or (refused) `prev` again, in one step no batch sees half of. */
     reload: (next: Config, prev: Config, lanSubnets: string[], routerLan: string[], prevRouterLan: string[]) => {

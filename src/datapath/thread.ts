@@ -11,13 +11,14 @@ import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { MessageChannel, Worker } from 'node:worker_threads';
-import type { CaptureTake, EngineEvent, EngineView, FlowEntry } from '../engine/engine.js';
+import type { CaptureTake, EngineEvent, EngineView, FlowEntry, HugePages } from '../engine/engine.js';
 import type { Config } from '../config/index.js';
 import type { ConntrackFilter } from '../cli/filter.js';
 import type { Capture } from '../snapshot/state.js';
 import { CTL_WORDS, oneLine, RemoteError, SyncClient, Transfer, type Ops } from './rpc.js';
 import { Engine } from '../engine/engine.js';
 import { dataPathOps } from './ops.js';
+import { adviseHugePages } from './hugepages.js';
 import type { RestoreResult, TunsOpened, WorkerData } from './worker.js';
 import type { PriorityApplied } from './priority.js';
 import type { Priority } from '../config/options.js';
@@ -43,6 +44,8 @@ export interface DataPathOptions {
   inline?: boolean;
   /** option acct: per-flow byte counters (default off) */
   acct?: boolean;
+  /** Ask for transparent huge pages under the engine's memory (hugepages.ts; default off: benches and tests). */
+  hugePages?: boolean;
   /** The worker is dead or stuck: log and exit; must not return. */
   onDeath: (reason: string) => void;
   timeoutMs?: number;
@@ -55,6 +58,8 @@ export class DataPathThread implements EngineView {
   /** option acct, as the engine took it at load */
   readonly acct: boolean;
   readonly memoryBytes: number;
+  /** What the huge-page advice did (hugepages.ts), null when not asked. */
+  readonly hugePages: HugePages | null;
   readonly buildId: string;
   /** The worker's threadId (status). */
   readonly threadId: number;
@@ -71,11 +76,11 @@ export class DataPathThread implements EngineView {
     this.thread = o.inline ? 'main' : 'worker';
     if (o.inline) {
       // No second thread: the same calls, run here (an engine that cannot load throws to the caller).
-      this.inlineOps = dataPathOps(Engine.load({ maxFlows: o.maxFlows, acct: o.acct ?? false }));
+      this.inlineOps = dataPathOps(Engine.load({ maxFlows: o.maxFlows, acct: o.acct ?? false, ...(o.hugePages ? { adviseMemory: adviseHugePages } : {}) }));
     } else {
       const ctl = new SharedArrayBuffer(CTL_WORDS * 4);
       const { port1, port2 } = new MessageChannel();
-      const data: WorkerData = { maxFlows: o.maxFlows, acct: o.acct ?? false, port: port2, ctl };
+      const data: WorkerData = { maxFlows: o.maxFlows, acct: o.acct ?? false, hugePages: o.hugePages ?? false, port: port2, ctl };
       const worker = new Worker(o.script ?? workerPath(), { workerData: data, transferList: [port2] });
       this.worker = worker;
       let fired = false;
@@ -97,12 +102,13 @@ export class DataPathThread implements EngineView {
       });
     }
     // The first call also waits for the worker to load the engine.
-    const hello = this.call<{ threadId: number; tid: number; maxFlows: number; acct: boolean; memoryBytes: number; buildId: string }>('hello');
+    const hello = this.call<{ threadId: number; tid: number; maxFlows: number; acct: boolean; memoryBytes: number; hugePages: HugePages | null; buildId: string }>('hello');
     this.threadId = hello.threadId;
     this.tid = hello.tid;
     this.maxFlows = hello.maxFlows;
     this.acct = hello.acct;
     this.memoryBytes = hello.memoryBytes;
+    this.hugePages = hello.hugePages;
     this.buildId = hello.buildId;
   }
 

@@ -14,6 +14,7 @@ import { workerData, type MessagePort } from 'node:worker_threads';
 import { Engine } from '../engine/engine.js';
 import { CTL_PENDING, dieWith, serve, type Ops } from './rpc.js';
 import { dataPathOps } from './ops.js';
+import { adviseHugePages } from './hugepages.js';
 
 export type { RestoreResult, TunsOpened } from './ops.js';
 
@@ -21,6 +22,8 @@ export interface WorkerData {
   maxFlows: number;
   /** option acct: the flows' byte counters (fixed at load, like maxFlows) */
   acct: boolean;
+  /** Transparent huge pages under the engine's memory (hugepages.ts). */
+  hugePages: boolean;
   port: MessagePort;
   ctl: SharedArrayBuffer;
 }
@@ -29,7 +32,7 @@ const data = workerData as WorkerData;
 const ctl = new Int32Array(data.ctl);
 let engine!: Engine;
 try {
-  engine = Engine.load({ maxFlows: data.maxFlows, acct: data.acct });
+  engine = Engine.load({ maxFlows: data.maxFlows, acct: data.acct, ...(data.hugePages ? { adviseMemory: adviseHugePages } : {}) });
 } catch (err) {
   dieWith(data.port, ctl, err);
 }

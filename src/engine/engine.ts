@@ -148,6 +148,19 @@ export function continueClock(ms: number): void {
   if (off > clockOffsetMs) clockOffsetMs = off;
 }
 
+/**
+ * Transparent huge pages under the engine's memory: bytes asked for (the
+ * 2 MiB-aligned middle of it) and the page size, or 0 and why not.
+ */
+export interface HugePages {
+  advisedBytes: number;
+  pageBytes: number;
+  /** Where the advised range starts (to find it in /proc/self/smaps), 0 when nothing was advised. */
+  address: number;
+  /** Why nothing was advised ('transparent_hugepage [never]', 'madvise: EINVAL', ...), absent when it was. */
+  off?: string;
+}
+
 export class Engine implements EngineView {
   readonly memory: WebAssembly.Memory;
   readonly x: EngineExports;
@@ -221,7 +234,19 @@ export class Engine implements EngineView {
     this.buildId = buildId;
   }
 
-  static load(opts: { maxFlows: number; acct?: boolean; debug?: boolean; seed?: number }): Engine {
+  /**
+   * What adviseMemory (Engine.load) reported for this engine's memory:
+   * huge pages asked for (src/tun/tun.ts adviseHugePages), or why not; null
+   * when nobody asked (benches, tests, the fuzzer).
+   */
+  hugePages: HugePages | null = null;
+
+  /**
+   * opts.adviseMemory is called with the new memory before anything touches
+   * it (the instance's data, init's tables), so a huge-page advice covers
+   * every first touch; its answer is kept as `hugePages`.
+   */
+  static load(opts: { maxFlows: number; acct?: boolean; debug?: boolean; seed?: number; adviseMemory?: (buf: ArrayBuffer) => HugePages }): Engine {
     const { mod, buildId } = moduleFor(wasmPath(opts.debug));
     // Ask a throwaway instance how much memory the layout needs, then make
     // exactly that, fixed: initial == maximum, so it can never grow or move.
@@ -231,10 +256,13 @@ export class Engine implements EngineView {
     const pages = Math.ceil(bytes / 65536);
     if (pages > 65536) throw new Error(`max_flows ${opts.maxFlows} needs ${bytes} bytes, beyond 4 GiB of Wasm memory`);
     const memory = new WebAssembly.Memory({ initial: pages, maximum: pages });
+    const hugePages = opts.adviseMemory?.(memory.buffer) ?? null;
     const x = instantiate(mod, memory);
     const seed = opts.seed ?? randomBytes(4).readUInt32LE(0);
     if (x.init(opts.maxFlows, seed, acct) !== 0) throw new Error('engine memory too small for its layout');
-    return new Engine(memory, x, opts.maxFlows, pages * 65536, buildId);
+    const e = new Engine(memory, x, opts.maxFlows, pages * 65536, buildId);
+    e.hugePages = hugePages;
+    return e;
   }
 
   /** Back to an empty engine (new hash seed): tables, counters, settings all cleared; apply the config again. */

@@ -92,6 +92,7 @@ interface Native {
   setNonBlocking(fd: number, on?: boolean): void;
   setRealtime(prio: number): void;
   closeFd(fd: number): void;
+  adviseHugePages(buf: ArrayBuffer, hugeBytes: number): [advised: number, errno: number, address: number];
   Poller: new (fd: number, cb: () => void) => NativePoller;
 }
 

@@ -8,16 +8,20 @@
 // exit, nothing crosses while it is down (the fail-closed guard), and the
 // next start forwards again.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { skipUnless } from '../helpers/prereq.js';
 import { RunningRouter } from '../helpers/vpnmasq.js';
 import { request } from '../../src/control/client.js';
 import type { Lab as LabT } from '../../src/lab/lab.js';
 import { udpAnswerer, waitListening } from '../helpers/servers.js';
+import { thpMode } from '../../src/datapath/hugepages.js';
 
 const skip = skipUnless({ root: true, tun: true, tools: ['ip', 'ss', 'socat', 'ping'] });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** AnonHugePages of the whole process in bytes, read apart from the daemon's own reckoning. */
+const processHugeBytes = (pid: number) => Number(/AnonHugePages:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'))?.[1] ?? -1) * 1024;
+const thp = thpMode();
 
 describe.skipIf(skip)('the data path runs on its own thread', () => {
   let lab: LabT;
@@ -62,6 +66,20 @@ config rule
     expect(s.dataPath.batches).toBeGreaterThan(0);
     expect(s.counters.rxInside).toBeGreaterThan(0);
     expect(vm.cli('status').stdout).toMatch(new RegExp(`data path on its own thread \\(worker ${s.dataPath.threadId}\\), \\d+ batches`));
+  });
+
+  it('01b the engine memory is on huge pages (THP, asked for before the tables were written), as status and the kernel both say', () => {
+    const s = vm.status();
+    if (thp === null || thp === 'never') {
+      expect(s.hugePages.advisedBytes).toBe(0);
+      expect(s.hugePages.off).toMatch(/transparent/);
+      return;
+    }
+    expect(s.hugePages.off).toBeUndefined();
+    expect(s.hugePages.advisedBytes).toBeGreaterThan(s.memoryBytes / 2);
+    expect(s.hugePages.residentBytes).toBeGreaterThan(0);
+    expect(processHugeBytes(s.pid)).toBeGreaterThanOrEqual(s.hugePages.residentBytes);
+    expect(vm.cli('status').stdout).toMatch(/MiB engine memory, \d+\.\d MiB on 2 MiB pages\)/);
   });
 
   it('02 traffic crosses the router both ways while the main thread is held in a busy loop', async () => {
@@ -123,5 +141,19 @@ config rule
     expect(vm.cli('status').stdout).toMatch(/data path on the main thread \(too little RAM for a thread of its own\), \d+ batches/);
     // Listings come from the same calls as on a thread of its own.
     expect(vm.cli('conntrack', '-L').stdout).toMatch(/dport=9999/);
+    // The engine loaded on the main thread is on huge pages too.
+    if (thp === 'madvise' || thp === 'always') expect(after.hugePages.residentBytes).toBeGreaterThan(0);
+  });
+
+  it('05 VPNMASQ_HUGE_PAGES=0: the engine memory stays on 4 KiB pages, and status says why', async () => {
+    expect(await vm.term()).toBe(0);
+    vm.env = { VPNMASQ_TEST_HOOKS: '1', VPNMASQ_HUGE_PAGES: '0' };
+    await vm.start();
+    const s = vm.status();
+    expect(s.hugePages).toEqual({ advisedBytes: 0, residentBytes: 0, pageBytes: 0, off: 'VPNMASQ_HUGE_PAGES=0' });
+    expect(vm.cli('status').stdout).toMatch(/MiB engine memory, 4 KiB pages: VPNMASQ_HUGE_PAGES=0\)/);
+    // With THP in madvise mode nothing else in the process asks for huge pages: none at all.
+    if (thp === 'madvise') expect(processHugeBytes(s.pid)).toBe(0);
+    expect(ask(41005)).toBe('203.0.113.1');
   });
 });
