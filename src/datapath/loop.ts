@@ -126,12 +126,12 @@ export class BatchLoop {
       // Option gro (engine.gro): a slot may lead a UDP GSO write of later slots linked from it (assembly/nat/gro.ts).
       if (e.vnet) dev.writeBatch(e.buffer, e.slotBase, e.slotSize, e.lenBase, e.verdictBase, n, VERDICT_PASS, e.vnetBase, e.vnetStride, e.gro ? e.groLinkBase : undefined);
       else dev.writeBatch(e.buffer, e.slotBase, e.slotSize, e.lenBase, e.verdictBase, n, VERDICT_PASS);
-      if (e.x.releasedCount() !== 0) {
+      if (e.hot.releasedCount() !== 0) {
         // Held fragments sit in hold slots of their own size; on a TUN with offloads each goes out behind a zero virtio header.
         if (e.vnet) dev.writeBatch(e.buffer, e.holdBase, e.holdSlotSize, e.holdLenBase, e.holdVerdictBase, e.holdCap, VERDICT_PASS, e.holdVnetBase, e.vnetStride);
         else dev.writeBatch(e.buffer, e.holdBase, e.holdSlotSize, e.holdLenBase, e.holdVerdictBase, e.holdCap, VERDICT_PASS);
       }
-      const extra = e.x.extraCount();
+      const extra = e.hot.extraCount();
       if (extra !== 0) {
         // The later datagrams of USO super-packets to or from UDP 500 (cut in software), plain slots like the hold slots.
         if (e.vnet) dev.writeBatch(e.buffer, e.extraBase, e.holdSlotSize, e.extraLenBase, e.extraVerdictBase, extra, VERDICT_PASS, e.extraVnetBase, e.vnetStride);

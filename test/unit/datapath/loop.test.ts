@@ -29,6 +29,18 @@ function setup() {
 }
 
 describe('BatchLoop', () => {
+  it('calls the engine per batch through the instance\'s own exports, not the loader\'s rest-argument wrappers (nothing allocated per batch)', () => {
+    const { engine } = setup();
+    for (const name of ['process', 'releasedCount', 'extraCount'] as const) {
+      // A Wasm export is a native function; the loader's wrapper is JavaScript that builds an array per call.
+      expect(Function.prototype.toString.call(engine.hot[name]), name).toMatch(/\[native code\]/);
+      expect(Function.prototype.toString.call(engine.x[name]), name).toMatch(/\.\.\.args/);
+    }
+    // The same function behind both: a batch of nothing, counted alike.
+    expect(engine.hot.process(0, SIDE_INSIDE, nowMs())).toBe(engine.x.process(0, SIDE_INSIDE, nowMs()));
+    expect(engine.hot.releasedCount()).toBe(engine.x.releasedCount());
+  });
+
   it('translates a batch from the LAN TUN, writes back only what passes, and routes the reply', () => {
     const { inside, outside, loop } = setup();
     inside.inject(udp('192.168.1.10', 5000, SERVER, 53));
