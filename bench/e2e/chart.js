@@ -33,7 +33,7 @@ export function chartRows(s) {
   ];
   // summaries written before the lan2 pings during the flood have no such row
   if (Number.isFinite(k?.median?.floodPingMs) || Number.isFinite(v?.median?.floodPingMs)) {
-    rows.push(['plain: lan2 ping RTT during the flood, median', k?.median?.floodPingMs, v?.median?.floodPingMs, 'ms', false]);
+    rows.push(['plain: lan2 ping RTT during the flood (real-time pinger), median', k?.median?.floodPingMs, v?.median?.floodPingMs, 'ms', false]);
   }
   if (k?.mix?.median || v?.mix?.median) {
     for (const [c, name] of MIX) rows.push([`mixed: ${name}`, k?.mix?.median?.[c]?.deliveredPps, v?.mix?.median?.[c]?.deliveredPps, 'pps', true]);

@@ -2,7 +2,11 @@
 // --flows flows over --clients clients), the same generator for every router
 // mode, plus the ping RTT through it: idle, and from a second LAN host
 // (lan2) during each flood, 10 ms apart (what one host's flood costs the
-// others' latency: the router's queue, README "Latency under load").
+// others' latency: the router's queue, README "Latency under load"). The
+// flood's pinger runs at SCHED_FIFO 20, as bench/e2e/tcp.js's second one
+// does: it stands for another machine, and an ordinary pinger's own wait
+// for a CPU beside the generator, the receiver and the router would land
+// in its RTT.
 import { runIn, stopChild } from '../../dist/lab/run.js';
 import {
   FIRST_PORT, PAYLOAD, fmtInt, fmtMs, firstLine, iperfTotals, log, median, quantile, reachable, tail, waitListening,
@@ -38,7 +42,7 @@ export async function udpGenerator(lab, { seconds, flows, clients }) {
     // pings from the other LAN host, from 0.5 s in to 0.5 s before the end
     const pinger = lab.lan[1] ?? src;
     const ping = seconds >= 2
-      ? new Promise((r) => setTimeout(r, 500)).then(() => pingFrom(lab, pinger, Math.floor((seconds - 1) * 100))).catch(() => null)
+      ? new Promise((r) => setTimeout(r, 500)).then(() => pingFrom(lab, pinger, Math.floor((seconds - 1) * 100), { rt: true })).catch(() => null)
       : Promise.resolve(null);
     const results = await Promise.all(
       per.map((p, i) =>
@@ -79,11 +83,13 @@ export function pingLatency(lab, count) {
   return pingFrom(lab, lab.lan[0], count);
 }
 
-/** `count` pings 10 ms apart from `ns` to the WAN host: median, p90, p99, min, max (ms) and how many were answered. */
-export async function pingFrom(lab, ns, count) {
-  const r = await runIn(lab, ns, [
-    'ping', '-n', '-c', String(count), '-i', '0.01', '-W', '1', '-w', String(Math.ceil(count * 0.01) + 10), lab.addr.wan[0],
-  ], (Math.ceil(count * 0.01) + 20) * 1000);
+/**
+ * `count` pings 10 ms apart from `ns` to the WAN host: median, p90, p99, min, max (ms) and how many were answered;
+ * rt: the pinger at SCHED_FIFO 20 (see the header).
+ */
+export async function pingFrom(lab, ns, count, { rt = false } = {}) {
+  const argv = ['ping', '-n', '-c', String(count), '-i', '0.01', '-W', '1', '-w', String(Math.ceil(count * 0.01) + 10), lab.addr.wan[0]];
+  const r = await runIn(lab, ns, rt ? ['chrt', '-f', '20', ...argv] : argv, (Math.ceil(count * 0.01) + 20) * 1000);
   const rtts = [...r.stdout.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1]));
   return {
     sent: count,
@@ -126,7 +132,7 @@ export async function benchPlain(lab, mode, a) {
         }
         res.reps.push(r);
         log(`${mode.label} rep ${i + 1}/${a.reps}: delivered ${fmtInt(r.deliveredPps)} pps, sent ${fmtInt(r.sentPps)} pps, loss ${r.lossPct.toFixed(2)} %, rcvbuf drops ${r.rcvbufErrors}` +
-          (r.ping ? `; lan2 ping during it: median ${fmtMs(r.ping.medianMs)}, p90 ${fmtMs(r.ping.p90Ms)}, p99 ${fmtMs(r.ping.p99Ms)}, ${r.ping.received}/${r.ping.sent} answered` : '') +
+          (r.ping ? `; lan2 ping (real-time) during it: median ${fmtMs(r.ping.medianMs)}, p90 ${fmtMs(r.ping.p90Ms)}, p99 ${fmtMs(r.ping.p99Ms)}, ${r.ping.received}/${r.ping.sent} answered` : '') +
           (r.routerDrops ? `; router drops ${JSON.stringify(r.routerDrops)}` : ''));
       } catch (e) {
         res.reps.push({ error: e.message });
