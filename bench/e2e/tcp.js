@@ -125,6 +125,7 @@ export async function benchTcp(lab, mode, a) {
         reps, medianMbps: median(good.map((r) => r.mbps)), goodReps: good.length,
         pingMs: median(good.map((r) => r.ping?.medianMs)), pingP99Ms: median(good.map((r) => r.ping?.p99Ms)),
         pingRtMs: median(good.map((r) => r.pingRt?.medianMs)), pingRtP99Ms: median(good.map((r) => r.pingRt?.p99Ms)),
+        retransmits: median(good.map((r) => r.retransmits)),
       };
     }
     res.pingLoadMs = res.rows.up4.pingMs;
@@ -163,6 +164,9 @@ export function printTcpTable(a, modes, renderRows) {
         ...(k && v ? [`${d >= 0 ? '+' : ''}${fmt(d * 1000, 0)} µs`] : [])]);
     }
   }
+  // What the router's drops cost the senders (README "Latency under load": the reader queue's head drops of super-packets).
+  rows.push(['TCP retransmits, median per rep: up 1 / up 4 / down 1 / down 4',
+    ...withTcp.map((m) => TCP_ROWS.map((r) => fmt(m.tcp.rows[r.key]?.retransmits)).join(' / ')), ...(k && v ? [''] : [])]);
   rows.push(['machine CPU s per GB (all processes)', ...withTcp.map((m) => fmt(m.tcp.cpu?.machineSPerGB, 2)), ...(k && v ? [''] : [])]);
   rows.push(['vpnmasq process CPU s per GB', ...withTcp.map((m) => fmt(m.tcp.cpu?.procSPerGB, 2)), ...(k && v ? [''] : [])]);
   const out = ['', `TCP: iperf3 -P 1 / -P 4, ${a.tcpSeconds} s, median of ${a.tcpReps} reps per row; WAN→LAN is iperf3 -R (the WAN host sends)`, ...renderRows(rows)];
