@@ -20,9 +20,10 @@ run)
   n=$(( $(cat "$FAKE_DIR/count" 2>/dev/null || echo 0) + 1 )); echo $n > "$FAKE_DIR/count"
   read -r up _ < /proc/uptime
   echo "run $n $up $*" >> "$FAKE_DIR/calls"
+  # The trap before the pid file: the tests send TERM as soon as they see it.
+  [ "$FAKE_MODE" = serve ] && trap 'echo "got TERM" >> "$FAKE_DIR/calls"; exit 0' TERM
   echo $$ > "$FAKE_DIR/pid"
   if [ "$FAKE_MODE" = serve ]; then
-    trap 'echo "got TERM" >> "$FAKE_DIR/calls"; exit 0' TERM
     while :; do sleep 0.05; done
   fi
   # run number FAKE_LONG_RUN lasts longer than the (scaled) 60 s
