@@ -50,10 +50,9 @@ const SETTINGS = {
   unreplied_timeout: 30, src_max_flows: 0, src_max_ike: 256, src_max_calls: 256, src_max_esp_pending: 16, src_max_frags: 256,
 };
 
-/** side 0: LAN→WAN packets of random established flows; side 1: their replies, WAN→LAN to the flows' alias ports. */
 /** An engine with nFlows established flows; alias[i]: flow i's translated source port. */
 function loaded(nFlows, acct, huge) {
-  const e = Engine.load({ maxFlows: Math.max(nFlows, 1024), acct, seed: 1, ...(huge ? { adviseMemory: (b) => adviseHugePages(b) } : {}) });
+  const e = Engine.load({ maxFlows: Math.max(nFlows, 1024), acct, seed: 1, ...(huge ? { adviseMemory: adviseHugePages } : {}) });
   const x = e.x;
   x.setLanNet(0, ipToRaw('192.168.1.0'), maskRaw(24)); x.setLanNetCount(1);
   e.applySettings({ ...SETTINGS });
@@ -91,24 +90,30 @@ function batchImages(nFlows, S, side, alias, variants = 64) {
   return images;
 }
 
+/** Copies a batch image (64 bytes a slot) into the slots and times one process() call over them, in ns. */
+function timedBatch({ x, mem, S, base, size, now }, img, side) {
+  for (let k = 0; k < S; k++) mem.set(img.subarray(k * 64, k * 64 + 64), base + k * size);
+  const t0 = process.hrtime.bigint();
+  x.process(S, side, now);
+  return Number(process.hrtime.bigint() - t0);
+}
+
+/** side 0: LAN→WAN packets of random established flows; side 1: their replies, WAN→LAN to the flows' alias ports. */
 function run(nFlows, acct, side = 0, huge = true) {
-  const { e, x, mem, S, base, size, now, alias } = loaded(nFlows, acct, huge);
+  const eng = loaded(nFlows, acct, huge);
+  const { e, x, S, alias } = eng;
   const active = x.flowActive();
   const variants = 64;
   const images = batchImages(nFlows, S, side, alias, variants);
   const passCounter = side === 0 ? 2 : 3;
   const rx0 = e.counter(passCounter);
-  let packets = 0, ns = 0n, v = 0;
+  let packets = 0, ns = 0, v = 0;
   const batchTimes = [];
   const deadline = Date.now() + seconds * 1000;
   while (Date.now() < deadline) {
     for (let r = 0; r < 50; r++) {
-      const img = images[v++ % variants];
-      for (let k = 0; k < S; k++) mem.set(img.subarray(k * 64, k * 64 + 64), base + k * size);
-      const t0 = process.hrtime.bigint();
-      x.process(S, side, now);
-      const dt = process.hrtime.bigint() - t0;
-      ns += dt; packets += S; batchTimes.push(Number(dt));
+      const dt = timedBatch(eng, images[v++ % variants], side);
+      ns += dt; packets += S; batchTimes.push(dt);
     }
   }
   const passed = e.counter(passCounter) - rx0;
@@ -204,15 +209,11 @@ function runVpn(kind, n) {
     }
     for (let k = 0; k < S; k++) dv.setUint32(e.lenBase + 4 * k, 64, true);
     const pass0 = e.counter(side === 0 ? 2 : 3);
-    let ns = 0n, packets = 0, v = 0;
+    let ns = 0, packets = 0, v = 0;
     const deadline = Date.now() + seconds * 500;
     while (Date.now() < deadline) {
       for (let r = 0; r < 50; r++) {
-        const img = images[v++ % images.length];
-        for (let k = 0; k < S; k++) mem.set(img.subarray(k * 64, k * 64 + 64), base + k * size);
-        const t0 = process.hrtime.bigint();
-        x.process(S, side, now);
-        ns += process.hrtime.bigint() - t0; packets += S;
+        ns += timedBatch({ x, mem, S, base, size, now }, images[v++ % images.length], side); packets += S;
       }
     }
     const passed = e.counter(side === 0 ? 2 : 3) - pass0;
@@ -229,13 +230,8 @@ function abHuge(nFlows, acct) {
   let v = 0;
   for (let round = 0; round < 300; round++) {
     for (const which of (round & 1) ? [0, 1] : [1, 0]) {
-      const { x, mem, S, base, size, now } = engines[which];
       for (let r = 0; r < 20; r++) {
-        const img = images[v++ % images.length];
-        for (let k = 0; k < S; k++) mem.set(img.subarray(k * 64, k * 64 + 64), base + k * size);
-        const t0 = process.hrtime.bigint();
-        x.process(S, 0, now);
-        const dt = Number(process.hrtime.bigint() - t0);
+        const dt = timedBatch(engines[which], images[v++ % images.length], 0);
         if (round >= 20) times[which].push(dt); // the first rounds warm both up
       }
     }

@@ -128,8 +128,6 @@ export class Supervisor {
   private routing: Routing | null = null;
   private wan: WanWatch | null = null;
   private priority: PriorityApplied | null = null;
-  /** Why the engine's memory was not put on huge pages by choice (VPNMASQ_HUGE_PAGES=0), null when it was asked for. */
-  private hugePagesOff: string | null = null;
   private control: ControlServer | null = null;
   private observer: Observer | null = null;
   private timers: NodeJS.Timeout[] = [];
@@ -209,9 +207,7 @@ export class Supervisor {
     if (inline) {
       this.log.info({ ramMiB: Math.round(totalmem() / 1048576) }, `data path on the main thread: a thread of its own needs ${DATA_PATH_THREAD_MIN_RAM / 1048576} MiB of RAM or more`);
     }
-    const huge = hugePagesWanted();
-    this.hugePagesOff = huge.off ?? null;
-    this.dp = new DataPathThread({ maxFlows: m.maxFlows, acct: m.acct, hugePages: huge.on, inline, onDeath: (reason) => this.dataPathDied(reason) });
+    this.dp = new DataPathThread({ maxFlows: m.maxFlows, acct: m.acct, hugePages: hugePagesWanted().on, inline, onDeath: (reason) => this.dataPathDied(reason) });
     try {
       this.dp.applyConfig(this.cfg, this.lanSubnets, this.routerLan);
     } catch (err) {
@@ -441,7 +437,7 @@ export class Supervisor {
    */
   private hugePagesStatus(): { advisedBytes: number; residentBytes: number; pageBytes: number; off?: string } {
     const h = this.dp.hugePages;
-    if (!h) return { advisedBytes: 0, residentBytes: 0, pageBytes: 0, off: this.hugePagesOff ?? 'not asked' };
+    if (!h) return { advisedBytes: 0, residentBytes: 0, pageBytes: 0, off: hugePagesWanted().off ?? 'not asked' };
     const residentBytes = h.advisedBytes ? hugeResidentBytes(h.address, h.advisedBytes) : 0;
     return { advisedBytes: h.advisedBytes, residentBytes, pageBytes: h.pageBytes, ...(h.off ? { off: h.off } : {}) };
   }

@@ -25,7 +25,8 @@
 // not the kernel's TUN and forwarding work done on its behalf in softirq).
 import { readFileSync } from 'node:fs';
 import { runIn, stopChild } from '../../dist/lab/run.js';
-import { firstLine, iperfError, log, median, quantile, sleep, waitListening } from './common.js';
+import { firstLine, iperfError, log, median, sleep, waitListening } from './common.js';
+import { pingFrom } from './plain.js';
 
 export const TCP_PORT = 5301;
 const TICK = 100; // USER_HZ: /proc/stat and /proc/<pid>/stat count in 1/100 s
@@ -70,12 +71,8 @@ async function iperfTcp(lab, { streams, reverse, seconds }) {
 }
 
 /** Pings every 10 ms for `seconds` from `ns` (default lan1); rt: at SCHED_FIFO 20 (see the header). */
-async function pingDuring(lab, seconds, { ns = lab.lan[0], rt = false } = {}) {
-  const count = Math.max(10, Math.floor((seconds * 1000 - 500) / 10));
-  const argv = ['ping', '-n', '-c', String(count), '-i', '0.01', '-W', '1', lab.addr.wan[0]];
-  const r = await runIn(lab, ns, rt ? ['chrt', '-f', '20', ...argv] : argv, (seconds + 20) * 1000);
-  const rtts = [...r.stdout.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1]));
-  return { sent: count, received: rtts.length, medianMs: median(rtts), p99Ms: quantile(rtts, 0.99) };
+function pingDuring(lab, seconds, { ns = lab.lan[0], rt = false } = {}) {
+  return pingFrom(lab, ns, Math.max(10, Math.floor((seconds * 1000 - 500) / 10)), { rt });
 }
 
 /** One iperf3 run with pings beside it, from 0.5 s in to its end: lan1's ordinary pinger and lan2's real-time one. */

@@ -178,6 +178,12 @@ export class Engine implements EngineView {
   readonly x: EngineExports;
   /** process, releasedCount and extraCount unwrapped (HotExports): for the batch loop. */
   readonly hot: HotExports;
+  /**
+   * What adviseMemory (Engine.load) reported for this engine's memory:
+   * huge pages asked for (src/datapath/hugepages.ts), or why not; null when
+   * nobody asked (benches, tests, the fuzzer).
+   */
+  readonly hugePages: HugePages | null;
   readonly buffer: ArrayBuffer;
   readonly slotBase: number;
   /** Change with setVnet(): 256 × 2 KiB plain, or 64 × 64 KiB with virtio headers (TUN offloads). */
@@ -219,8 +225,9 @@ export class Engine implements EngineView {
   private readonly u8: Uint8Array;
   private readonly dv: DataView;
 
-  private constructor(memory: WebAssembly.Memory, x: EngineExports, hot: HotExports, maxFlows: number, bytes: number, buildId: string) {
+  private constructor(memory: WebAssembly.Memory, x: EngineExports, hot: HotExports, hugePages: HugePages | null, maxFlows: number, bytes: number, buildId: string) {
     this.hot = hot;
+    this.hugePages = hugePages;
     this.acct = x.acctEnabled() !== 0;
     this.memory = memory;
     this.x = x;
@@ -250,13 +257,6 @@ export class Engine implements EngineView {
   }
 
   /**
-   * What adviseMemory (Engine.load) reported for this engine's memory:
-   * huge pages asked for (src/tun/tun.ts adviseHugePages), or why not; null
-   * when nobody asked (benches, tests, the fuzzer).
-   */
-  hugePages: HugePages | null = null;
-
-  /**
    * opts.adviseMemory is called with the new memory before anything touches
    * it (the instance's data, init's tables), so a huge-page advice covers
    * every first touch; its answer is kept as `hugePages`.
@@ -275,9 +275,7 @@ export class Engine implements EngineView {
     const { x, hot } = instantiate(mod, memory);
     const seed = opts.seed ?? randomBytes(4).readUInt32LE(0);
     if (x.init(opts.maxFlows, seed, acct) !== 0) throw new Error('engine memory too small for its layout');
-    const e = new Engine(memory, x, hot, opts.maxFlows, pages * 65536, buildId);
-    e.hugePages = hugePages;
-    return e;
+    return new Engine(memory, x, hot, hugePages, opts.maxFlows, pages * 65536, buildId);
   }
 
   /** Back to an empty engine (new hash seed): tables, counters, settings all cleared; apply the config again. */
