@@ -17,7 +17,7 @@ import { deviceExists, ipv4Addresses, setTxQueueLen, subnetsOf, txQueueLen } fro
 import { setupRouting, teardownStale, type ForwardPlan, type Routing, type RoutingPlan } from './net/routes.js';
 import { installGuard } from './net/guard.js';
 import { readWanAddress, watchWanAddress, type WanWatch } from './net/wanwatch.js';
-import { offloadNames, queueDrops, queueDropsByClass, readerQueueWanted, txQueueLenWanted, writeDrops } from './tun/tun.js';
+import { offloadNames, queueClockWanted, queueDrops, queueDropsByClass, queueTrims, readerQueueWanted, txQueueLenWanted, writeDrops } from './tun/tun.js';
 import type { PriorityApplied } from './datapath/priority.js';
 import { PRIORITIES, type Priority } from './config/options.js';
 import { DataPathThread } from './datapath/thread.js';
@@ -229,6 +229,10 @@ export class Supervisor {
       throw new FatalError(`vpnmasq: ${(err as Error).message}`);
     }
     if (this.tuns.refused) this.log.warn({ reason: this.tuns.note }, 'TUN offloads unavailable: one packet per read');
+    const clock = this.tuns.queueClock.lan ?? this.tuns.queueClock.wan;
+    if (clock?.kind === 'empty' && queueClockWanted()) {
+      this.log.warn({ reason: clock.reason }, 'TUN ring clock unavailable: the reader queue times packets by the ring-empty bound');
+    }
 
     // The ring toward the reader (README "Floods that are not TCP"): long enough
     // for the bursts TCP sends while the data path waits for its CPU, short
@@ -427,7 +431,10 @@ export class Supervisor {
     const m = this.cfg.main;
     const len = (dev: string) => { try { return txQueueLen(dev); } catch { return null; } };
     const q = readerQueueWanted();
-    return { txqueuelen: { lan: len(m.tunInside), wan: len(m.tunOutside) }, batchBytes: q.batchBytes, targetUs: q.targetUs, intervalUs: q.intervalUs };
+    return {
+      txqueuelen: { lan: len(m.tunInside), wan: len(m.tunOutside) }, batchBytes: q.batchBytes, targetUs: q.targetUs, intervalUs: q.intervalUs,
+      clock: this.tuns?.queueClock ?? null,
+    };
   }
 
   /**
@@ -455,7 +462,7 @@ export class Supervisor {
       wanAddress: this.wanAddress, lanSubnets: this.lanSubnets,
       flows: { active: e.flowActive, max: this.dp.maxFlows, acct: this.dp.acct, bytesPerFlow: +e.bytesPerFlow.toFixed(1) },
       memoryBytes: this.dp.memoryBytes, hugePages: this.hugePagesStatus(), counters: e.counters, drops: e.drops, tunWriteDrops: writeDrops(), tunQueueDrops: queueDrops(),
-      tunQueueDropsByClass: queueDropsByClass(), tunQueue: this.tunQueueStatus(),
+      tunQueueDropsByClass: queueDropsByClass(), tunQueueTrims: queueTrims(), tunQueue: this.tunQueueStatus(),
       redirects: this.cfg.redirects.length, rules: this.cfg.rules.length,
       // by fw4 name (else the uci section name, else the line)
       redirectList: this.cfg.redirects.map(redirectLabel), ruleList: this.cfg.rules.map(ruleLabel),

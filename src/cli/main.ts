@@ -408,14 +408,21 @@ function formatStatus(s: Record<string, any>): string {
   if (s.tunWriteDrops) lines.push(`  ${'tun_write'.padEnd(16)} ${s.tunWriteDrops}`);
   if (s.tunQueueDrops) {
     const by = Object.entries((s.tunQueueDropsByClass ?? {}) as Record<string, number>).filter(([, n]) => n > 0).map(([c, n]) => `${c} ${n}`);
-    lines.push(`  ${'tun_queue'.padEnd(16)} ${s.tunQueueDrops}${by.length ? ` (${by.join(', ')})` : ''}`);
+    const trims = s.tunQueueTrims ? `; ${s.tunQueueTrims} of them a super-packet's last segment` : '';
+    lines.push(`  ${'tun_queue'.padEnd(16)} ${s.tunQueueDrops}${by.length ? ` (${by.join(', ')}${trims})` : ''}`);
   }
   return lines.join('\n') + '\n';
 }
 
-/** `tun queue txqueuelen 1000/1000, CoDel 500 µs/5000 µs, batch 262144 B` (LAN/WAN TUN rings, then the readers' discipline). */
+/**
+ * `tun queue txqueuelen 1000/1000, CoDel target 500 µs interval 5000 µs on
+ * ring stamps, batch 262144 B` (LAN/WAN TUN rings, then the readers'
+ * discipline and how it times packets).
+ */
 function tunQueueLine(q: Record<string, any>): string {
-  const codel = q.targetUs > 0 ? `CoDel target ${q.targetUs} µs interval ${q.intervalUs} µs` : 'no head drops';
+  const clock = q.clock?.lan ?? q.clock?.wan;
+  const timed = !clock ? '' : clock.kind === 'stamps' ? ' on ring stamps' : ` on the ring-empty bound (${clock.reason})`;
+  const codel = q.targetUs > 0 ? `CoDel target ${q.targetUs} µs interval ${q.intervalUs} µs${timed}` : 'no head drops';
   return `tun queue txqueuelen ${q.txqueuelen?.lan ?? '?'}/${q.txqueuelen?.wan ?? '?'}, ${codel}, batch ${q.batchBytes ? `${q.batchBytes} B` : 'slots only'}`;
 }
 

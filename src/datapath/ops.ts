@@ -15,7 +15,7 @@ import { ipToRaw } from '../engine/abi.js';
 import type { Config } from '../config/index.js';
 import { matches, type ConntrackFilter } from '../cli/filter.js';
 import { capture, restoreFile, SnapshotRefused, type Restored } from '../snapshot/state.js';
-import { TUN_F, TunDevice } from '../tun/tun.js';
+import { TUN_F, TunDevice, type QueueClock } from '../tun/tun.js';
 import { BatchLoop } from './loop.js';
 import { Transfer } from './rpc.js';
 import { applyDataPathPriority, type PriorityApplied } from './priority.js';
@@ -35,6 +35,8 @@ export interface TunsOpened {
   refused: boolean;
   slotCount: number;
   slotSize: number;
+  /** how each reader queue times packets (src/tun/tun.ts QueueClock; null: no CoDel) */
+  queueClock: { lan: QueueClock | null; wan: QueueClock | null };
 }
 
 export interface RestoreResult {
@@ -125,6 +127,7 @@ export function dataPathOps(engine: Engine, callWaiting: () => boolean = () => f
     return {
       vnet: engine.vnet, gro: engine.gro, offloadsIn: tunIn!.offloads, offloadsOut: tunOut!.offloads, note, refused,
       slotCount: engine.slotCount, slotSize: engine.slotSize,
+      queueClock: { lan: tunIn!.queueClock, wan: tunOut!.queueClock },
     };
   }
 

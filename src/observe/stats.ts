@@ -44,6 +44,8 @@ export interface Stats {
   tunQueueDrops: number;
   /** The same by packet class (tcp, udp, icmp, frag, other; src/tun/tun.ts QUEUE_CLASSES). */
   tunQueueDropsByClass: Record<string, number>;
+  /** Of the tcp ones, those that took only a TCP super-packet's last segment (src/tun/addon.cc TrimLastSegment). */
+  tunQueueTrims: number;
   /** TUN offloads: the TUN_F_* bits the kernel took (0: off), and what came through them. */
   offload: { bits: number; gsoPackets: number; gsoBytes: number; csumPartial: number; groWrites: number; groDatagrams: number };
   flowsCreated: number;
@@ -88,6 +90,8 @@ export interface SupervisorTallies {
   tunQueueDrops?(): number;
   /** the same by packet class (default: zeros) */
   tunQueueDropsByClass?(): Record<string, number>;
+  /** the tcp drops that took only a last segment (default: 0) */
+  tunQueueTrims?(): number;
   /** the TUN_F_* offload bits the TUNs took (default: 0, off) */
   offloadBits?(): number;
   snapshot?: SnapshotTally | null;
@@ -129,6 +133,7 @@ export function collectStats(e: EngineView, t: SupervisorTallies): Stats {
     tunWriteDrops: t.tunWriteDrops(),
     tunQueueDrops: t.tunQueueDrops?.() ?? 0,
     tunQueueDropsByClass: t.tunQueueDropsByClass?.() ?? { tcp: 0, udp: 0, icmp: 0, frag: 0, other: 0 },
+    tunQueueTrims: t.tunQueueTrims?.() ?? 0,
     offload: { bits: t.offloadBits?.() ?? 0, gsoPackets: c.gsoRx!, gsoBytes: c.gsoBytes!, csumPartial: c.csumPartial!,
       groWrites: c.groGroups!, groDatagrams: c.groDatagrams! },
     flowsCreated: c.flowsNew!,

@@ -13,6 +13,8 @@
 #include <napi.h>
 #include <uv.h>
 
+#include "ringclock.h"
+
 #include <atomic>
 #include <cerrno>
 #include <cmath>
@@ -40,6 +42,8 @@ std::atomic<uint64_t> g_read_truncated{0};
 // Head drops by packet class (QueueClass below): tcp, udp, icmp, frag, other; queueDrops() is their sum.
 constexpr int kQueueClasses = 5;
 std::atomic<uint64_t> g_queue_class_drops[kQueueClasses];
+// Of the tcp head drops, those that took only a super-packet's last segment (TrimLastSegment).
+std::atomic<uint64_t> g_queue_trims{0};
 
 const char* ErrnoName(int e) {
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
@@ -286,12 +290,16 @@ bool ArgVnet(const Napi::CallbackInfo& info, size_t i, uint64_t len, uint64_t n,
 // full and never stops the qdisc), so the ring in front of our reads is the
 // router's only queue, and with offloads each entry can be a 64 KB
 // super-packet: TCP fills it up to its send buffer (milliseconds), a flood
-// of small packets from one host fills it with thousands of entries. The
-// reader cannot see when a packet entered the ring, but it does see the
-// ring empty (EAGAIN); "time since the ring was last empty" bounds every
-// queued packet's sojourn from above and is what CoDel (RFC 8289) runs on
-// here: while it stays above target for a whole interval, packets are
-// dropped at the head, at CoDel's rising rate, until the ring empties.
+// of small packets from one host fills it with thousands of entries.
+// Each packet's sojourn comes from the ring clock (ringclock.h: an eBPF
+// stamp taken as the packet is handed to the device), and CoDel (RFC 8289)
+// runs on it: while it stays above target for a whole interval, packets are
+// dropped at the head, at CoDel's rising rate. Where the clock cannot be
+// attached (no CAP_BPF, no clsact), the reader still sees the ring empty
+// (EAGAIN), and "time since the ring was last empty" bounds every queued
+// packet's sojourn from above; that bound is what runs then, and it is
+// loose: several TCP senders keep a ring from emptying for longer than an
+// interval while each packet waits well under the target.
 // Every packet class is dropped, as fq_codel does: TCP (and QUIC over UDP)
 // answers with a smaller window; an unresponsive flood (UDP, ESP, GRE,
 // ICMP, fragments) is thinned at the head until the reader, which drops a
@@ -314,7 +322,12 @@ enum : int {
   kRqLastCount,        // state: CoDel lastcount
   kRqDropping,         // state: CoDel dropping
   kRqDropsClass,       // counters: packets dropped here, by QueueClass (kQueueClasses fields)
-  kRqFields = kRqDropsClass + kQueueClasses
+  kRqClock = kRqDropsClass + kQueueClasses,  // policy: ring clock id (ringclock::Attach), -1: none
+  kRqReadSeq,          // state: the stamp number of the next packet read; -1: not aligned yet
+  kRqLastSojournNs,    // observed: the sojourn CoDel saw for the last packet read
+  kRqMaxSojournNs,     // observed: the largest since the state was made
+  kRqTrims,            // counters: of the tcp drops, those that took only a last segment
+  kRqFields
 };
 
 inline double MonoNs() {
@@ -323,10 +336,12 @@ inline double MonoNs() {
   return static_cast<double>(ts.tv_sec) * 1e9 + static_cast<double>(ts.tv_nsec);
 }
 
-// CoDel's "ok to drop" for a packet read at `now` (its dodequeue, with the
-// time since the ring was last empty as the sojourn).
-bool CodelAbove(double* q, double now) {
-  if (now - q[kRqLastEmptyNs] < q[kRqTargetNs]) {
+// CoDel's "ok to drop" for a packet read at `now` that waited `sojourn` (its
+// dodequeue). A packet with nothing queued behind it is never above: one
+// packet is not a standing queue, however late the reader woke for it
+// (RFC 8289's "backlog ≤ one MTU" rule, here in packets).
+bool CodelAbove(double* q, double now, double sojourn, bool alone) {
+  if (alone || sojourn < q[kRqTargetNs]) {
     q[kRqFirstAboveNs] = 0;
     return false;
   }
@@ -343,8 +358,8 @@ double CodelNext(const double* q, double t) {
 
 // True when this TCP packet is to be dropped (RFC 8289's dequeue, one
 // packet at a time: the caller reads the next one when this returns true).
-bool CodelDrop(double* q, double now) {
-  bool ok = CodelAbove(q, now);
+bool CodelDrop(double* q, double now, double sojourn, bool alone) {
+  bool ok = CodelAbove(q, now, sojourn, alone);
   if (q[kRqDropping] != 0) {
     if (!ok) {
       q[kRqDropping] = 0;
@@ -365,6 +380,81 @@ bool CodelDrop(double* q, double now) {
   q[kRqDropNextNs] = CodelNext(q, now);
   q[kRqLastCount] = q[kRqCount];
   return true;
+}
+
+// The sojourn of the packet just read at `now` (batch start): its ring
+// clock stamp when the numbering is aligned and the stamp still there, else
+// the ring-empty bound. Advances the numbering by one ring entry. *alone:
+// nothing was stamped after it, so nothing waits behind it (CodelAbove).
+inline double Sojourn(double* q, const ringclock::Clock* clk, double now, bool* alone) {
+  double sojourn = now - q[kRqLastEmptyNs];
+  *alone = false;
+  if (clk && q[kRqReadSeq] >= 0) {
+    const uint64_t seq = static_cast<uint64_t>(q[kRqReadSeq]);
+    q[kRqReadSeq] = static_cast<double>(seq + 1);
+    const uint64_t stamped = __atomic_load_n(&clk->mem[0], __ATOMIC_ACQUIRE);
+    if (seq < stamped && stamped - seq <= ringclock::kSlots) {
+      *alone = seq + 1 == stamped;
+      const double at = static_cast<double>(clk->mem[1 + (seq & (ringclock::kSlots - 1))]);
+      // Stamped after the batch's clock read: it waited (nearly) nothing.
+      sojourn = now > at ? now - at : 0;
+    }
+  }
+  q[kRqLastSojournNs] = sojourn;
+  if (sojourn > q[kRqMaxSojournNs]) q[kRqMaxSojournNs] = sojourn;
+  return sojourn;
+}
+
+inline uint32_t Be16(const uint8_t* p) { return static_cast<uint32_t>(p[0]) << 8 | p[1]; }
+inline void PutBe16(uint8_t* p, uint32_t v) { p[0] = static_cast<uint8_t>(v >> 8); p[1] = static_cast<uint8_t>(v); }
+// One's complement a + b, folded to 16 bits.
+inline uint32_t OnesAdd(uint32_t a, uint32_t b) {
+  uint32_t s = a + b;
+  return (s & 0xffff) + (s >> 16);
+}
+
+// A head drop of a TCP/IPv4 GSO super-packet would take up to 44 segments,
+// and TCP retransmits every one of them; it needs only one loss to slow
+// down. So CoDel's drop takes the super-packet's last segment only: the
+// packet is shortened by that segment's bytes, its IPv4 total length and
+// header checksum follow, and so does the TCP checksum field, which behind
+// VIRTIO_NET_HDR_F_NEEDS_CSUM holds the pseudo-header sum including the TCP
+// length. Returns the bytes taken, 0 when the packet is not such a
+// super-packet of at least 3 segments (2 stay, so it stays a super-packet)
+// or carries FIN, SYN, RST or URG, whose place in the sequence the last
+// segment holds: then the whole packet is dropped. The header's hdr_len
+// (the kernel puts the skb's linear length there, which can be the whole
+// packet) is lowered to the new length where it was more.
+size_t TrimLastSegment(uint8_t* vh, uint8_t* ip, size_t len) {
+  if ((vh[0] & 1) == 0 || (vh[1] & 0x7f) != 1) return 0;  // NEEDS_CSUM, GSO_TCPV4
+  const uint32_t gso = vh[4] | static_cast<uint32_t>(vh[5]) << 8;
+  if (gso == 0 || len < 40 || ip[0] >> 4 != 4 || ip[9] != 6 || (Be16(ip + 6) & 0x3fff) != 0) return 0;
+  const size_t ihl = (ip[0] & 15) * 4u;
+  const size_t total = Be16(ip + 2);
+  if (ihl < 20 || total > len || total < ihl + 20) return 0;
+  const uint32_t csumStart = vh[6] | static_cast<uint32_t>(vh[7]) << 8;
+  const uint32_t csumOffset = vh[8] | static_cast<uint32_t>(vh[9]) << 8;
+  if (csumStart != ihl || csumOffset != 16) return 0;
+  uint8_t* tcp = ip + ihl;
+  const size_t headers = ihl + (tcp[12] >> 4) * 4u;
+  if (headers < ihl + 20 || headers > total || (tcp[13] & 0x27) != 0) return 0;  // FIN SYN RST URG
+  const size_t payload = total - headers;
+  const size_t segments = (payload + gso - 1) / gso;
+  if (segments < 3) return 0;
+  const size_t last = payload - (segments - 1) * gso;
+  const uint32_t newTotal = static_cast<uint32_t>(total - last);
+  // RFC 1624: HC' = ~(~HC + ~m + m').
+  const uint32_t ipsum = OnesAdd(OnesAdd(~Be16(ip + 10) & 0xffff, ~static_cast<uint32_t>(total) & 0xffff), newTotal);
+  PutBe16(ip + 2, newTotal);
+  PutBe16(ip + 10, ~ipsum & 0xffff);
+  // The partial sum is not inverted: add the new TCP length, take the old one away.
+  const uint32_t partial = OnesAdd(OnesAdd(Be16(tcp + 16), ~static_cast<uint32_t>(total - ihl) & 0xffff), newTotal - ihl);
+  PutBe16(tcp + 16, partial);
+  if ((vh[2] | static_cast<uint32_t>(vh[3]) << 8) > newTotal) {
+    vh[2] = static_cast<uint8_t>(newTotal);
+    vh[3] = static_cast<uint8_t>(newTotal >> 8);
+  }
+  return last;
 }
 
 // The class a head drop is counted under: 0 tcp, 1 udp, 2 icmp, 3 frag (an
@@ -437,12 +527,14 @@ Napi::Value ReadBatch(const Napi::CallbackInfo& info) {
   // woken because it no longer is).
   double now = 0, budget = 0, bytes = 0;
   bool codel = false;
+  const ringclock::Clock* clk = nullptr;
   if (q) {
     now = MonoNs();
     if (q[kRqWasEmpty] != 0) q[kRqLastEmptyNs] = now;
     q[kRqWasEmpty] = 0;
     budget = q[kRqBatchBytes];
     codel = q[kRqTargetNs] > 0;
+    if (codel && q[kRqClock] >= 0) clk = ringclock::Get(static_cast<int>(q[kRqClock]));
   }
   while (n < max) {
     iovs[0].iov_base = data + hdrBase + n * hdrStride;
@@ -455,6 +547,8 @@ Napi::Value ReadBatch(const Napi::CallbackInfo& info) {
         if (q) {
           q[kRqWasEmpty] = 1;
           q[kRqLastEmptyNs] = MonoNs();
+          // Empty: every packet stamped so far has been read (or dropped at the tail).
+          if (clk) q[kRqReadSeq] = static_cast<double>(__atomic_load_n(&clk->mem[0], __ATOMIC_ACQUIRE));
         }
         break;
       }
@@ -465,6 +559,8 @@ Napi::Value ReadBatch(const Napi::CallbackInfo& info) {
       return env.Undefined();
     }
     if (r == 0) break;
+    bool alone = false;
+    const double sojourn = codel ? Sojourn(q, clk, now, &alone) : 0;
     // A truncated IP packet is useless to the NAT (and its header lies about
     // its length): drop it, reusing the slot, and count it. So is a read
     // shorter than its virtio header.
@@ -472,12 +568,16 @@ Napi::Value ReadBatch(const Napi::CallbackInfo& info) {
       g_read_truncated.fetch_add(1, std::memory_order_relaxed);
       continue;
     }
-    const uint8_t* ip = data + slotBase + n * slotSize;
-    if (codel && CodelDrop(q, now)) {
+    uint8_t* ip = data + slotBase + n * slotSize;
+    if (codel && CodelDrop(q, now, sojourn, alone)) {
       int c = QueueClass(ip, static_cast<size_t>(r) - hdr);
       q[kRqDropsClass + c] += 1;
       g_queue_class_drops[c].fetch_add(1, std::memory_order_relaxed);
-      continue;
+      const size_t trimmed = vnet ? TrimLastSegment(static_cast<uint8_t*>(iovs[0].iov_base), ip, static_cast<size_t>(r) - hdr) : 0;
+      if (trimmed == 0) continue;
+      q[kRqTrims] += 1;
+      g_queue_trims.fetch_add(1, std::memory_order_relaxed);
+      r -= static_cast<ssize_t>(trimmed);
     }
     StoreLE32(data + lenBase + 4 * n, static_cast<uint32_t>(r - hdr));
     n++;
@@ -610,6 +710,10 @@ Napi::Value QueueDrops(const Napi::CallbackInfo& info) {
 }
 
 // [tcp, udp, icmp, frag, other] head drops in this process.
+Napi::Value QueueTrims(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(g_queue_trims.load()));
+}
+
 Napi::Value QueueDropsByClass(const Napi::CallbackInfo& info) {
   Napi::Array a = Napi::Array::New(info.Env(), kQueueClasses);
   for (int i = 0; i < kQueueClasses; i++) a.Set(i, static_cast<double>(g_queue_class_drops[i].load()));
@@ -690,6 +794,36 @@ Napi::Value AdviseHugePages(const Napi::CallbackInfo& info) {
   r.Set(1u, err);
   r.Set(2u, static_cast<double>(first));  // user addresses fit in 53 bits (47/48-bit VAs)
   return r;
+}
+
+// ringClockAttach(ifname) -> id: the ring clock (ringclock.h) on that
+// device's egress. Throws with err.code = the errno name when the kernel or
+// our privileges do not allow it; the caller falls back to the empty bound.
+Napi::Value RingClockAttach(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) {
+    Napi::TypeError::New(env, "ifname must be a string").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  std::string err;
+  int e = 0;
+  int id = ringclock::Attach(info[0].As<Napi::String>().Utf8Value(), &err, &e);
+  if (id < 0) {
+    Napi::Error x = Napi::Error::New(env, "ring clock: " + err);
+    x.Value().Set("code", ErrnoName(e));
+    x.Value().Set("errno", e);
+    x.ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  return Napi::Number::New(env, id);
+}
+
+// ringClockDetach(id): removes the filter and unmaps the stamps; a second call is a no-op.
+Napi::Value RingClockDetach(const Napi::CallbackInfo& info) {
+  uint64_t id;
+  if (!ArgU64(info, 0, "id", &id)) return info.Env().Undefined();
+  if (id <= INT32_MAX) ringclock::Detach(static_cast<int>(id));
+  return info.Env().Undefined();
 }
 
 Napi::Value CloseFd(const Napi::CallbackInfo& info) {
@@ -856,11 +990,14 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("writeBatch", Napi::Function::New<WriteBatch>(env, "writeBatch"));
   exports.Set("writeDrops", Napi::Function::New<WriteDrops>(env, "writeDrops"));
   exports.Set("queueDrops", Napi::Function::New<QueueDrops>(env, "queueDrops"));
+  exports.Set("queueTrims", Napi::Function::New<QueueTrims>(env, "queueTrims"));
   exports.Set("queueDropsByClass", Napi::Function::New<QueueDropsByClass>(env, "queueDropsByClass"));
   exports.Set("readTruncated", Napi::Function::New<ReadTruncated>(env, "readTruncated"));
   exports.Set("setNonBlocking", Napi::Function::New<SetNonBlocking>(env, "setNonBlocking"));
   exports.Set("setRealtime", Napi::Function::New<SetRealtime>(env, "setRealtime"));
   exports.Set("adviseHugePages", Napi::Function::New<AdviseHugePages>(env, "adviseHugePages"));
+  exports.Set("ringClockAttach", Napi::Function::New<RingClockAttach>(env, "ringClockAttach"));
+  exports.Set("ringClockDetach", Napi::Function::New<RingClockDetach>(env, "ringClockDetach"));
   exports.Set("closeFd", Napi::Function::New<CloseFd>(env, "closeFd"));
   exports.Set("Poller", Poller::Init(env));
   return exports;

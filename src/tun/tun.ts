@@ -88,10 +88,13 @@ interface Native {
   writeDrops(): number;
   queueDrops(): number;
   queueDropsByClass(): number[];
+  queueTrims(): number;
   readTruncated(): number;
   setNonBlocking(fd: number, on?: boolean): void;
   setRealtime(prio: number): void;
   closeFd(fd: number): void;
+  ringClockAttach(ifname: string): number;
+  ringClockDetach(id: number): void;
   adviseHugePages(buf: ArrayBuffer, hugeBytes: number): [advised: number, errno: number, address: number];
   Poller: new (fd: number, cb: () => void) => NativePoller;
 }
@@ -142,6 +145,11 @@ export function queueDropsByClass(): Record<QueueClass, number> {
   return Object.fromEntries(QUEUE_CLASSES.map((c, i) => [c, a[i] ?? 0])) as Record<QueueClass, number>;
 }
 
+/** Of the head drops, those that took only a TCP super-packet's last segment (addon.cc TrimLastSegment). */
+export function queueTrims(): number {
+  return loadNative().queueTrims();
+}
+
 /** Packets dropped by readBatch because they were larger than slotSize. */
 export function readTruncated(): number {
   return loadNative().readTruncated();
@@ -151,9 +159,10 @@ export function readTruncated(): number {
  * The reader's queue discipline (src/tun/addon.cc explains it): a TUN has
  * no qdisc that holds packets (it drops at its ring instead of stopping the
  * queue), so the ring toward our reads is the queue: TCP fills it, and so
- * does a flood of small packets. Each device's reads run CoDel on "time
- * since the ring was last found empty" and drop packets of every class at
- * the head; batches stop after batchBytes.
+ * does a flood of small packets. Each device's reads run CoDel on each
+ * packet's time in the ring (the ring clock, src/tun/ringclock.h; where it
+ * cannot be attached, on "time since the ring was last found empty") and
+ * drop packets of every class at the head; batches stop after batchBytes.
  */
 export interface ReaderQueue {
   /** a batch stops after this many IP bytes (one 64 KB super-packet more at most); 0: only the slot count */
@@ -175,7 +184,27 @@ export const READER_QUEUE: ReaderQueue = { batchBytes: 256 * 1024, targetUs: 500
 
 /** Float64Array fields of the queue's state (the RQ enum in addon.cc). */
 const RQ_DROPS_CLASS = 10;
-const RQ_FIELDS = RQ_DROPS_CLASS + QUEUE_CLASSES.length;
+const RQ_CLOCK = RQ_DROPS_CLASS + QUEUE_CLASSES.length;
+const RQ_READ_SEQ = RQ_CLOCK + 1;
+const RQ_LAST_SOJOURN = RQ_CLOCK + 2;
+const RQ_MAX_SOJOURN = RQ_CLOCK + 3;
+const RQ_TRIMS = RQ_CLOCK + 4;
+const RQ_FIELDS = RQ_CLOCK + 5;
+
+/**
+ * How a reader queue learns each packet's time in the ring: 'stamps' (the
+ * ring clock's eBPF stamps), or 'empty' ("time since the ring was last
+ * empty", an upper bound) with the reason the clock is not there.
+ */
+export interface QueueClock {
+  kind: 'stamps' | 'empty';
+  reason?: string;
+}
+
+/** VPNMASQ_QUEUE_CLOCK=empty: run the reader queue on the ring-empty bound (for A/B comparisons); anything else: the ring clock where it attaches. */
+export function queueClockWanted(): boolean {
+  return process.env.VPNMASQ_QUEUE_CLOCK !== 'empty';
+}
 
 export interface TunOpenOptions {
   /** IFF_VNET_HDR and TUNSETOFFLOAD: GSO super-packets and partial checksums (default off) */
@@ -226,6 +255,10 @@ export class TunDevice implements PacketDevice {
   offloads = 0;
   /** The queue discipline's policy and state (RQ_FIELDS doubles), or null. */
   #queue: Float64Array | null = null;
+  /** The ring clock's id in the addon, or -1. */
+  #clock = -1;
+  /** How the queue discipline times packets (null: no CoDel). */
+  queueClock: QueueClock | null = null;
   #fd: number;
   #poller: NativePoller | null = null;
   #cb: (() => void) | null = null;
@@ -264,10 +297,16 @@ export class TunDevice implements PacketDevice {
     return dev;
   }
 
-  /** Sets the reader's queue discipline (the state starts afresh); null: none. */
+  /**
+   * Sets the reader's queue discipline (the state starts afresh); null:
+   * none. With a CoDel target the ring clock is attached to the device's
+   * egress the first time (and stays until close); where the kernel or our
+   * privileges refuse it, queueClock says why and the ring-empty bound runs.
+   */
   setQueue(q: ReaderQueue | null): void {
     if (!q) {
       this.#queue = null;
+      this.queueClock = null;
       return;
     }
     for (const [k, v] of Object.entries(q)) {
@@ -279,13 +318,38 @@ export class TunDevice implements PacketDevice {
     a[1] = q.targetUs * 1000;
     a[2] = q.intervalUs * 1000;
     a[4] = 1; // found empty: the first read starts the clock
+    this.queueClock = q.targetUs > 0 ? this.#attachClock() : null;
+    a[RQ_CLOCK] = this.queueClock?.kind === 'stamps' ? this.#clock : -1;
+    a[RQ_READ_SEQ] = -1; // the stamps' numbering aligns when a read first finds the ring empty
     this.#queue = a;
+  }
+
+  #attachClock(): QueueClock {
+    if (this.#clock >= 0) return { kind: 'stamps' };
+    if (!queueClockWanted()) return { kind: 'empty', reason: 'VPNMASQ_QUEUE_CLOCK=empty' };
+    try {
+      this.#clock = this.#native.ringClockAttach(this.name);
+      return { kind: 'stamps' };
+    } catch (err) {
+      return { kind: 'empty', reason: (err as Error).message.replace(/^ring clock: /, '') };
+    }
+  }
+
+  /** The sojourn (µs) the queue discipline saw for the last packet read, and the largest since setQueue; null without CoDel. */
+  get sojournUs(): { last: number; max: number } | null {
+    const q = this.#queue;
+    return q && q[1]! > 0 ? { last: q[RQ_LAST_SOJOURN]! / 1000, max: q[RQ_MAX_SOJOURN]! / 1000 } : null;
   }
 
   /** Packets this device's queue discipline dropped at the head. */
   get queueDrops(): number {
     const q = this.#queue;
     return q ? QUEUE_CLASSES.reduce((sum, _c, i) => sum + q[RQ_DROPS_CLASS + i]!, 0) : 0;
+  }
+
+  /** Of this device's head drops, those that took only a TCP super-packet's last segment. */
+  get queueTrims(): number {
+    return this.#queue?.[RQ_TRIMS] ?? 0;
   }
 
   /** The same by packet class. */
@@ -358,6 +422,8 @@ export class TunDevice implements PacketDevice {
     this.#cb = null;
     const fd = this.#fd;
     this.#fd = -1;
+    if (this.#clock >= 0) this.#native.ringClockDetach(this.#clock);
+    this.#clock = -1;
     this.#native.closeFd(fd);
   }
 

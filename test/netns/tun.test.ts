@@ -381,6 +381,198 @@ tq0.close(); tq1.close(); tq2.close();
 console.log(JSON.stringify(out));
 `;
 
+// Scenario 5 (root, in NS): the ring clock (src/tun/ringclock.h). tc0: a
+// packet's sojourn is its own time in the ring, not the time since the
+// ring was last empty (A waits about 60 ms, B behind it about 30). tc1 and
+// tc2: a ring kept busy but shallow (two packets, each waiting ~10 ms,
+// never empty) for 100 steps under a 20 ms target: with stamps CoDel drops
+// only packets that did wait the target; tc2 runs on the ring-empty bound
+// (VPNMASQ_QUEUE_CLOCK=empty), which sees a 0.5 s standing queue and drops.
+// tr0 (offloads) is handed TCP/IPv4 super-packets through a packet socket
+// with a virtio header (python3), read one a batch under a 1 µs target;
+// what comes out is written back into tr0 and the kernel forwards it to the
+// plain tr1, where it must arrive cut into segments with valid checksums.
+const GSO_PY = `
+import socket, struct, sys
+dev, rounds = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)  # a TUN has no link header: raw is the IP packet
+s.setsockopt(263, 15, 1)  # SOL_PACKET, PACKET_VNET_HDR (raw sockets only)
+def fold(a):
+    while a > 0xffff: a = (a & 0xffff) + (a >> 16)
+    return a
+def words(b):
+    return sum(struct.unpack('!%dH' % (len(b) // 2), b))
+src, dst = bytes([10, 99, 0, 1]), bytes([10, 206, 0, 2])
+seq = 1000
+for r in range(rounds):
+    for kind, payload, flags in (('trim', 3500, 0x18), ('fin', 3500, 0x19), ('two', 1800, 0x18)):
+        data = bytes((seq + i) & 255 for i in range(payload))
+        tcplen = 20 + payload
+        ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + tcplen, r, 0x4000, 64, 6, 0, src, dst)
+        ip = ip[:10] + struct.pack('!H', 0xffff - fold(words(ip))) + ip[12:]
+        partial = fold(words(src + dst) + 6 + tcplen)  # NEEDS_CSUM: the pseudo-header sum, not inverted
+        tcp = struct.pack('!HHIIBBHHH', 40000, 80, seq, 1, 0x50, flags, 65535, partial, 0)
+        vnet = struct.pack('<BBHHHH', 1, 1, 40, 1000, 20, 16)
+        s.sendto(vnet + ip + tcp + data, (dev, 0x0800))
+        seq += payload
+`;
+
+const CLOCK_CHILD = `
+import { TunDevice, queueTrims } from ${JSON.stringify(TUN_TS)};
+import { execFileSync } from 'node:child_process';
+import dgram from 'node:dgram';
+
+const SLOT = 65600, MAX = 8, HDR = 16, LEN_BASE = SLOT * MAX, VERDICT_BASE = LEN_BASE + 4 * MAX, HDR_BASE = VERDICT_BASE + 64;
+const mem = new WebAssembly.Memory({ initial: 10 }).buffer;
+const bytes = new Uint8Array(mem);
+const dv = new DataView(mem);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const now = () => performance.now();
+const out = {};
+function up(name, net24) {
+  execFileSync('sysctl', ['-qw', 'net.ipv6.conf.' + name + '.disable_ipv6=1']);
+  execFileSync('ip', ['addr', 'add', net24 + '.1/24', 'dev', name]);
+  execFileSync('ip', ['link', 'set', name, 'up']);
+}
+const filters = (dev) => (execFileSync('tc', ['filter', 'show', 'dev', dev, 'egress']).toString().match(/vpnmasq_ringclock/g) ?? []).length;
+const tx = dgram.createSocket('udp4');
+const send = (addr, seq) => new Promise((r, j) => tx.send(Buffer.from(String(seq).padStart(8, '0')), 9, addr, (e) => (e ? j(e) : r())));
+const seqOf = (i) => Number(Buffer.from(bytes.subarray(i * SLOT + 28, i * SLOT + 36)).toString());
+const never = { batchBytes: 0, targetUs: 1e9, intervalUs: 1e9 };
+
+// --- tc0: each packet's own sojourn --------------------------------------
+const tc0 = TunDevice.open('tc0', { queue: never });
+up('tc0', '10.207.0');
+out.clock0 = tc0.queueClock;
+out.filters0 = filters('tc0');
+tc0.readBatch(mem, 0, SLOT, LEN_BASE, MAX); // finds the ring empty: the stamps' numbering aligns
+const sent = [];
+for (const seq of [1, 2]) {
+  const t0 = now(); await send('10.207.0.2', seq); sent.push([t0, now()]);
+  await sleep(30);
+}
+out.sojourn = [];
+for (let k = 0; k < 2; k++) {
+  const t0 = now(); const n = tc0.readBatch(mem, 0, SLOT, LEN_BASE, 1); const t1 = now();
+  const [s0, s1] = sent[k];
+  out.sojourn.push({ n, seq: seqOf(0), us: tc0.sojournUs.last, atLeast: (t0 - s1) * 1000, atMost: (t1 - s0) * 1000 });
+}
+
+// --- tc1 (stamps) and tc2 (ring-empty bound): busy but shallow --------------
+async function shallow(dev, addr) {
+  dev.readBatch(mem, 0, SLOT, LEN_BASE, MAX);
+  const sentAt = new Map();
+  let next = 0;
+  const push = async () => { sentAt.set(next, now()); await send(addr, next++); };
+  await push(); await push();
+  const dropped = [];
+  let expect = 0;
+  for (let step = 0; step < 100; step++) {
+    await push();
+    await sleep(5);
+    const n = dev.readBatch(mem, 0, SLOT, LEN_BASE, 1);
+    const t1 = now();
+    const got = n ? seqOf(0) : next;
+    for (; expect < got; expect++) dropped.push({ seq: expect, waitedAtMostMs: t1 - sentAt.get(expect) });
+    if (n) expect = got + 1;
+  }
+  return { dropped, drops: dev.queueDrops };
+}
+const shallowQueue = { batchBytes: 0, targetUs: 20000, intervalUs: 40000 };
+const tc1 = TunDevice.open('tc1', { queue: shallowQueue });
+up('tc1', '10.208.0');
+out.stamps = await shallow(tc1, '10.208.0.2');
+process.env.VPNMASQ_QUEUE_CLOCK = 'empty';
+const tc2 = TunDevice.open('tc2', { queue: shallowQueue });
+delete process.env.VPNMASQ_QUEUE_CLOCK;
+up('tc2', '10.209.0');
+out.clock2 = tc2.queueClock;
+out.filters2 = execFileSync('tc', ['qdisc', 'show', 'dev', 'tc2']).toString().includes('clsact');
+out.bound = await shallow(tc2, '10.209.0.2');
+
+// --- tr0 -> tr1: CoDel takes a super-packet's last segment ------------------
+execFileSync('sysctl', ['-qw', 'net.ipv4.ip_forward=1']);
+execFileSync('sysctl', ['-qw', 'net.ipv4.conf.all.rp_filter=0']);
+const tr0 = TunDevice.open('tr0', { offload: true, queue: { batchBytes: 0, targetUs: 1, intervalUs: 1000 } });
+const tr1 = TunDevice.open('tr1', { queue: null });
+up('tr0', '10.205.0'); up('tr1', '10.206.0');
+execFileSync('sysctl', ['-qw', 'net.ipv4.conf.tr0.rp_filter=0']);
+execFileSync('ip', ['route', 'add', '10.99.0.0/24', 'dev', 'tr0']);
+tr0.readBatch(mem, 0, SLOT, LEN_BASE, MAX, HDR_BASE, HDR);
+tr1.readBatch(mem, 0, 2048, LEN_BASE, MAX);
+const trims0 = queueTrims();
+execFileSync('python3', ['-c', ${JSON.stringify(GSO_PY)}, 'tr0', '8']);
+await sleep(50);
+const full = { trim: 3540, fin: 3540, two: 1840 };
+out.gso = { read: [], written: 0 };
+for (let n; (n = tr0.readBatch(mem, 0, SLOT, LEN_BASE, 1, HDR_BASE, HDR)) > 0; await sleep(5)) {
+  const len = dv.getUint32(LEN_BASE, true);
+  const p = bytes.subarray(0, len);
+  const off = (dv.getUint32(24) - 1000) % 8800; // each round: trim at 0, fin at 3500, two at 7000
+  const kind = off === 0 ? 'trim' : off === 3500 ? 'fin' : 'two';
+  let a = 0; for (let i = 0; i < 20; i += 2) a += (p[i] << 8) | p[i + 1];
+  while (a > 0xffff) a = (a & 0xffff) + (a >>> 16);
+  let ps = 0x0a63 + 0x0001 + 0x0ace + 0x0002 + 6 + (len - 20);
+  while (ps > 0xffff) ps = (ps & 0xffff) + (ps >>> 16);
+  out.gso.read.push({ kind, len, cut: full[kind] - len, totalLength: (p[2] << 8) | p[3], ipSumOk: a === 0xffff,
+    partialOk: ((p[36] << 8) | p[37]) === ps, hdr: Array.from(bytes.subarray(HDR_BASE, HDR_BASE + 10)) });
+  bytes[VERDICT_BASE] = 1;
+  out.gso.written += tr0.writeBatch(mem, 0, SLOT, LEN_BASE, VERDICT_BASE, 1, 1, HDR_BASE, HDR);
+}
+out.gso.trims = tr0.queueTrims;
+out.gso.processTrims = queueTrims() - trims0;
+out.gso.byClass = tr0.queueDropsByClass;
+await sleep(100);
+// tr1 (plain, no offloads): the kernel cut what was written into segments and finished their checksums
+out.segments = [];
+for (let n; (n = tr1.readBatch(mem, 0, 2048, LEN_BASE, MAX)) > 0;) {
+  for (let i = 0; i < n; i++) {
+    const len = dv.getUint32(LEN_BASE + 4 * i, true);
+    const p = bytes.subarray(i * 2048, i * 2048 + len);
+    if (p[9] !== 6) continue;
+    let s = 0x0a63 + 0x0001 + 0x0ace + 0x0002 + 6 + (len - 20);
+    for (let k = 20; k < len; k += 2) s += (p[k] << 8) | (k + 1 < len ? p[k + 1] : 0);
+    while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
+    const seq = ((p[24] << 24) | (p[25] << 16) | (p[26] << 8) | p[27]) >>> 0;
+    let dataOk = true;
+    for (let k = 40; k < len; k++) if (p[k] !== ((seq + k - 40) & 255)) dataOk = false;
+    out.segments.push({ len, seq, csumOk: s === 0xffff, dataOk, fin: (p[33] & 1) === 1 });
+  }
+}
+for (const d of [tc0, tc1, tc2, tr0, tr1]) d.close();
+tx.close();
+console.log(JSON.stringify(out));
+`;
+
+// Scenario 6: the ring clock where it cannot be: root without CAP_BPF and
+// CAP_SYS_ADMIN opens a TUN with CoDel; the queue runs on the ring-empty
+// bound and says why, and nothing is left on the device.
+const NOBPF_CHILD = `
+import { TunDevice } from ${JSON.stringify(TUN_TS)};
+import { execFileSync } from 'node:child_process';
+const d = TunDevice.open('tb0', { queue: { batchBytes: 0, targetUs: 500, intervalUs: 5000 } });
+const out = { clock: d.queueClock, clsact: execFileSync('tc', ['qdisc', 'show', 'dev', 'tb0']).toString().includes('clsact') };
+d.close();
+console.log(JSON.stringify(out));
+`;
+
+// Scenario 7: a persistent TUN (ip tuntap) whose reader was killed keeps its
+// filter; the next reader replaces it (one filter, not two) and removes it
+// on close.
+const PERSIST_CHILD = (exitWithoutClose: boolean) => `
+import { TunDevice } from ${JSON.stringify(TUN_TS)};
+import { execFileSync } from 'node:child_process';
+const filters = () => (execFileSync('tc', ['filter', 'show', 'dev', 'tp0', 'egress']).toString().match(/vpnmasq_ringclock/g) ?? []).length;
+const out = { before: filters() };
+const d = TunDevice.open('tp0', { queue: { batchBytes: 0, targetUs: 500, intervalUs: 5000 } });
+out.clock = d.queueClock;
+out.running = filters();
+if (${exitWithoutClose}) { console.log(JSON.stringify(out)); process.exit(0); }
+d.close();
+out.after = filters();
+console.log(JSON.stringify(out));
+`;
+
 function run(cmd: string, args: string[]): Promise<string> {
   return new Promise((resolve, reject) => {
     execFile(cmd, args, { timeout: 30_000, encoding: 'utf8' }, (err, stdout, stderr) => {
@@ -402,7 +594,7 @@ function child(script: string, prefix: string[] = []): Promise<string> {
 
 const lastLine = (s: string) => JSON.parse(s.trim().split('\n').at(-1)!);
 
-describe.skipIf(skipUnless({ root: true, tun: true, tools: ['ip', 'setpriv'] }))('TunDevice on a real TUN (netns)', () => {
+describe.skipIf(skipUnless({ root: true, tun: true, tools: ['ip', 'tc', 'setpriv', 'python3'] }))('TunDevice on a real TUN (netns)', () => {
   beforeAll(() => {
     if (!existsSync(ADDON)) throw new Error(`${ADDON} is missing: run \`npm run build:addon\` first`);
     copy = readableCopy(['src', 'build/Release/vpnmasq_tun.node'], ['typescript']);
@@ -470,6 +662,74 @@ describe.skipIf(skipUnless({ root: true, tun: true, tools: ['ip', 'setpriv'] }))
     expect(inject.byClass.tcp).toBe(0);
     expect(inject.byClass.other).toBeGreaterThanOrEqual(1);
     expect(inject.byClass.icmp + inject.byClass.frag + inject.byClass.udp + inject.byClass.other).toBe(dropped);
+  });
+
+  it('ring clock: a packet\'s sojourn is its own time in the ring; a busy but shallow ring loses nothing under the target (the ring-empty bound drops there)', async () => {
+    const out = lastLine(await child(CLOCK_CHILD));
+    expect(out.clock0).toEqual({ kind: 'stamps' });
+    expect(out.filters0).toBe(1);
+    // A, then B sent 30 ms later, both read now: each sojourn within what the child measured around it
+    expect(out.sojourn.map((s: { n: number; seq: number }) => [s.n, s.seq])).toEqual([[1, 1], [1, 2]]);
+    for (const s of out.sojourn) {
+      expect(s.us).toBeGreaterThanOrEqual(s.atLeast);
+      expect(s.us).toBeLessThanOrEqual(s.atMost);
+    }
+    // B's own wait, not "since the ring was last empty" (which is A's)
+    expect(out.sojourn[1].us).toBeLessThan(out.sojourn[0].atLeast);
+    // stamps: whatever CoDel dropped had waited the 20 ms target
+    for (const d of out.stamps.dropped) expect(d.waitedAtMostMs).toBeGreaterThanOrEqual(20);
+    expect(out.stamps.drops).toBe(out.stamps.dropped.length);
+    // the ring-empty bound, same traffic: a 0.5 s "standing queue", drops
+    expect(out.clock2).toEqual({ kind: 'empty', reason: 'VPNMASQ_QUEUE_CLOCK=empty' });
+    expect(out.filters2).toBe(false);
+    expect(out.bound.drops).toBeGreaterThanOrEqual(1);
+  });
+
+  it('ring clock: CoDel takes only a TCP super-packet\'s last segment, with lengths and checksums that the kernel\'s own segmentation turns into valid segments; FIN and 2-segment packets are dropped whole', async () => {
+    const out = lastLine(await child(CLOCK_CHILD));
+    const { read, written, trims, processTrims, byClass } = out.gso;
+    const cut = read.filter((r: { cut: number }) => r.cut > 0);
+    expect(cut.length).toBeGreaterThanOrEqual(1);
+    expect(trims).toBe(cut.length);
+    expect(processTrims).toBe(cut.length);
+    for (const r of read) {
+      // only the 4-segment super-packets without FIN are cut, by their last segment (500 bytes)
+      expect(r.cut).toBe(r.kind === 'trim' && r.cut ? 500 : 0);
+      expect(r.totalLength).toBe(r.len);
+      expect(r.ipSumOk).toBe(true);
+      expect(r.partialOk).toBe(true);
+      // the virtio header as sent (NEEDS_CSUM, TCPV4, gso_size 1000, csum at 20+16); hdr_len (the kernel's
+      // linear length, here the whole packet) never past the packet
+      expect([...r.hdr.slice(0, 2), ...r.hdr.slice(4)]).toEqual([1, 1, 232, 3, 20, 0, 16, 0]);
+      expect(r.hdr[2] | (r.hdr[3] << 8)).toBeLessThanOrEqual(r.len);
+    }
+    // 8 rounds of 3: each read (cut or not) or dropped whole, every drop a tcp drop
+    expect(read.length + byClass.tcp - trims).toBe(24);
+    expect(written).toBe(read.length);
+    // what was written came out of the plain tr1 as segments, checksums valid, data where its sequence says
+    const segs = read.reduce((a: number, r: { len: number }) => a + Math.ceil((r.len - 40) / 1000), 0);
+    expect(out.segments.length).toBe(segs);
+    for (const s of out.segments) expect(s).toMatchObject({ csumOk: true, dataOk: true });
+    expect(out.segments.filter((s: { fin: boolean }) => s.fin).length).toBe(read.filter((r: { kind: string }) => r.kind === 'fin').length);
+  });
+
+  it('ring clock, fallback: without CAP_BPF the queue runs on the ring-empty bound and says why; nothing is left on the device', async () => {
+    const out = lastLine(await child(NOBPF_CHILD, ['setpriv', '--bounding-set=-bpf,-sys_admin', '--inh-caps=-bpf,-sys_admin']));
+    expect(out.clock.kind).toBe('empty');
+    expect(out.clock.reason).toMatch(/^bpf (map|program load).*: Operation not permitted$/);
+    expect(out.clsact).toBe(false);
+  });
+
+  it('ring clock on a persistent TUN: a killed reader\'s filter is replaced, not doubled, and removed on close', async () => {
+    execFileSync('ip', ['netns', 'exec', NS, 'ip', 'tuntap', 'add', 'dev', 'tp0', 'mode', 'tun']);
+    try {
+      const killed = lastLine(await child(PERSIST_CHILD(true)));
+      expect(killed).toMatchObject({ before: 0, clock: { kind: 'stamps' }, running: 1 });
+      const next = lastLine(await child(PERSIST_CHILD(false)));
+      expect(next).toEqual({ before: 1, clock: { kind: 'stamps' }, running: 1, after: 0 });
+    } finally {
+      execFileSync('ip', ['netns', 'exec', NS, 'ip', 'tuntap', 'del', 'dev', 'tp0', 'mode', 'tun']);
+    }
   });
 
   it('reads a kernel-routed UDP packet and injects a crafted one, zero-copy into wasm memory', async () => {

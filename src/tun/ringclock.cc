@@ -1,0 +1,254 @@
+// The ring clock (ringclock.h says what and why). Plain C++ over the bpf(2)
+// system call and rtnetlink: no libbpf, no compiler for BPF; the program is
+// twelve instructions written out below.
+#include "ringclock.h"
+
+#include <cerrno>
+#include <cstring>
+#include <mutex>
+#include <vector>
+
+#include <arpa/inet.h>
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/netlink.h>
+#include <linux/pkt_cls.h>
+#include <linux/pkt_sched.h>
+#include <linux/rtnetlink.h>
+#include <net/if.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+namespace ringclock {
+namespace {
+
+constexpr size_t kValueBytes = 8 * (1 + static_cast<size_t>(kSlots));
+
+long Bpf(int cmd, union bpf_attr* attr) {
+  return syscall(__NR_bpf, cmd, attr, sizeof(*attr));
+}
+
+bpf_insn Insn(uint8_t code, uint8_t dst, uint8_t src, int16_t off, int32_t imm) {
+  bpf_insn i{};
+  i.code = code;
+  i.dst_reg = dst & 0xf;
+  i.src_reg = src & 0xf;
+  i.off = off;
+  i.imm = imm;
+  return i;
+}
+
+// The egress program. r2 = &stamps (the map's one value); r3 = its counter,
+// fetched and incremented atomically (two CPUs may send at once); slot =
+// seq mod kSlots; stamps[1 + slot] = bpf_ktime_get_ns() (CLOCK_MONOTONIC,
+// the clock the reader reads). Returns TC_ACT_UNSPEC: the packet goes on as
+// if no filter had looked at it. The verifier checks the slot's bounds from
+// the AND.
+std::vector<bpf_insn> Program(int mapFd) {
+  static_assert((kSlots & (kSlots - 1)) == 0, "kSlots must be a power of two");
+  return {
+      Insn(BPF_LD | BPF_DW | BPF_IMM, 2, BPF_PSEUDO_MAP_VALUE, 0, mapFd),
+      Insn(0, 0, 0, 0, 0),  // second half of the 64-bit load: offset 0 in the value
+      Insn(BPF_ALU64 | BPF_MOV | BPF_K, 3, 0, 0, 1),
+      Insn(BPF_STX | BPF_DW | BPF_ATOMIC, 2, 3, 0, BPF_ADD | BPF_FETCH),
+      Insn(BPF_ALU64 | BPF_AND | BPF_K, 3, 0, 0, static_cast<int32_t>(kSlots - 1)),
+      Insn(BPF_ALU64 | BPF_LSH | BPF_K, 3, 0, 0, 3),
+      Insn(BPF_ALU64 | BPF_ADD | BPF_X, 2, 3, 0, 0),
+      Insn(BPF_ALU64 | BPF_MOV | BPF_X, 6, 2, 0, 0),  // r6 survives the call
+      Insn(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_ktime_get_ns),
+      Insn(BPF_STX | BPF_DW | BPF_MEM, 6, 0, 8, 0),
+      Insn(BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, TC_ACT_UNSPEC),
+      Insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0),
+  };
+}
+
+// --- rtnetlink: one request, one acknowledgement ---------------------------
+
+struct Msg {
+  alignas(NLMSG_ALIGNTO) uint8_t buf[512];
+  nlmsghdr* hdr() { return reinterpret_cast<nlmsghdr*>(buf); }
+  tcmsg* tc() { return static_cast<tcmsg*>(NLMSG_DATA(hdr())); }
+
+  Msg(uint16_t type, uint16_t flags) {
+    std::memset(buf, 0, sizeof buf);
+    hdr()->nlmsg_len = NLMSG_LENGTH(sizeof(tcmsg));
+    hdr()->nlmsg_type = type;
+    hdr()->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK | flags;
+    tc()->tcm_family = AF_UNSPEC;
+  }
+  rtattr* put(uint16_t type, const void* data, size_t len) {
+    rtattr* a = reinterpret_cast<rtattr*>(buf + NLMSG_ALIGN(hdr()->nlmsg_len));
+    a->rta_type = type;
+    a->rta_len = RTA_LENGTH(len);
+    if (len) std::memcpy(RTA_DATA(a), data, len);
+    hdr()->nlmsg_len = NLMSG_ALIGN(hdr()->nlmsg_len) + RTA_ALIGN(a->rta_len);
+    return a;
+  }
+  void putStr(uint16_t type, const char* s) { put(type, s, std::strlen(s) + 1); }
+  void putU32(uint16_t type, uint32_t v) { put(type, &v, sizeof v); }
+  void end(rtattr* nest) { nest->rta_len = static_cast<unsigned short>(buf + hdr()->nlmsg_len - reinterpret_cast<uint8_t*>(nest)); }
+};
+
+// 0, or the errno the kernel answered with.
+int Talk(Msg& m) {
+  int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+  if (fd < 0) return errno;
+  sockaddr_nl kernel{};
+  kernel.nl_family = AF_NETLINK;
+  int rc = 0;
+  if (sendto(fd, m.buf, m.hdr()->nlmsg_len, 0, reinterpret_cast<sockaddr*>(&kernel), sizeof kernel) < 0) {
+    rc = errno;
+  } else {
+    alignas(NLMSG_ALIGNTO) uint8_t reply[4096];
+    ssize_t n;
+    do n = recv(fd, reply, sizeof reply, 0); while (n < 0 && errno == EINTR);
+    if (n < 0) {
+      rc = errno;
+    } else {
+      nlmsghdr* h = reinterpret_cast<nlmsghdr*>(reply);
+      rc = EPROTO;
+      if (NLMSG_OK(h, static_cast<unsigned>(n)) && h->nlmsg_type == NLMSG_ERROR)
+        rc = -static_cast<nlmsgerr*>(NLMSG_DATA(h))->error;
+    }
+  }
+  close(fd);
+  return rc;
+}
+
+int Clsact(int ifindex, uint16_t type, uint16_t flags) {
+  Msg m(type, flags);
+  m.tc()->tcm_ifindex = ifindex;
+  m.tc()->tcm_parent = TC_H_CLSACT;
+  m.tc()->tcm_handle = TC_H_MAKE(TC_H_CLSACT, 0);
+  m.putStr(TCA_KIND, "clsact");
+  return Talk(m);
+}
+
+Msg EgressFilter(int ifindex, uint16_t type, uint16_t flags) {
+  Msg m(type, flags);
+  m.tc()->tcm_ifindex = ifindex;
+  m.tc()->tcm_parent = TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_EGRESS);
+  m.tc()->tcm_info = TC_H_MAKE(static_cast<uint32_t>(kFilterPrio) << 16, htons(ETH_P_ALL));
+  return m;
+}
+
+// Every filter at our priority: a predecessor's, left on a persistent TUN
+// by a process that was killed, or ours.
+void DeleteFilters(int ifindex) {
+  Msg m = EgressFilter(ifindex, RTM_DELTFILTER, 0);
+  Talk(m);
+}
+
+int AddFilter(int ifindex, int progFd) {
+  Msg m = EgressFilter(ifindex, RTM_NEWTFILTER, NLM_F_CREATE | NLM_F_EXCL);
+  m.putStr(TCA_KIND, "bpf");
+  rtattr* opts = m.put(TCA_OPTIONS | NLA_F_NESTED, nullptr, 0);
+  m.putU32(TCA_BPF_FD, static_cast<uint32_t>(progFd));
+  m.putStr(TCA_BPF_NAME, kFilterName);
+  m.putU32(TCA_BPF_FLAGS, TCA_BPF_FLAG_ACT_DIRECT);
+  m.end(opts);
+  return Talk(m);
+}
+
+std::mutex g_mu;
+std::vector<Clock*> g_clocks;  // by id; nullptr once detached
+
+void Release(Clock* c) {
+  if (c->mem) munmap(const_cast<uint64_t*>(c->mem), c->mapBytes);
+  if (c->progFd >= 0) close(c->progFd);
+  if (c->mapFd >= 0) close(c->mapFd);
+  delete c;
+}
+
+int Fail(Clock* c, std::string* err, int* errnum, const std::string& what, int e) {
+  *errnum = e;
+  *err = what + ": " + std::strerror(e);
+  Release(c);
+  return -1;
+}
+
+}  // namespace
+
+int Attach(const std::string& ifname, std::string* err, int* errnum) {
+  Clock* c = new Clock();
+  c->ifindex = static_cast<int>(if_nametoindex(ifname.c_str()));
+  if (c->ifindex == 0) return Fail(c, err, errnum, "no device " + ifname, errno);
+
+  union bpf_attr a;
+  std::memset(&a, 0, sizeof a);
+  a.map_type = BPF_MAP_TYPE_ARRAY;
+  a.key_size = 4;
+  a.value_size = static_cast<uint32_t>(kValueBytes);
+  a.max_entries = 1;
+  a.map_flags = BPF_F_MMAPABLE;
+  c->mapFd = static_cast<int>(Bpf(BPF_MAP_CREATE, &a));
+  if (c->mapFd < 0) return Fail(c, err, errnum, "bpf map", errno);
+
+  const long page = sysconf(_SC_PAGESIZE);
+  c->mapBytes = (kValueBytes + page - 1) / page * page;
+  void* mem = mmap(nullptr, c->mapBytes, PROT_READ, MAP_SHARED, c->mapFd, 0);
+  if (mem == MAP_FAILED) return Fail(c, err, errnum, "mmap of the bpf map", errno);
+  c->mem = static_cast<const volatile uint64_t*>(mem);
+
+  std::vector<bpf_insn> prog = Program(c->mapFd);
+  static const char license[] = "Dual MIT/GPL";
+  char log[4096] = "";
+  std::memset(&a, 0, sizeof a);
+  a.prog_type = BPF_PROG_TYPE_SCHED_CLS;
+  a.insns = reinterpret_cast<uintptr_t>(prog.data());
+  a.insn_cnt = static_cast<uint32_t>(prog.size());
+  a.license = reinterpret_cast<uintptr_t>(license);
+  a.log_buf = reinterpret_cast<uintptr_t>(log);
+  a.log_size = sizeof log;
+  a.log_level = 1;
+  c->progFd = static_cast<int>(Bpf(BPF_PROG_LOAD, &a));
+  if (c->progFd < 0) {
+    int e = errno;
+    std::string what = "bpf program load";
+    // The verifier's last line says why (a kernel older than 5.12 lacks the atomic fetch).
+    std::string v(log);
+    while (!v.empty() && v.back() == '\n') v.pop_back();
+    if (size_t nl = v.rfind('\n'); nl != std::string::npos) v = v.substr(nl + 1);
+    if (!v.empty()) what += " (" + v + ")";
+    return Fail(c, err, errnum, what, e);
+  }
+
+  DeleteFilters(c->ifindex);
+  int rc = Clsact(c->ifindex, RTM_NEWQDISC, NLM_F_CREATE | NLM_F_EXCL);
+  if (rc == 0) c->madeClsact = true;
+  else if (rc != EEXIST) return Fail(c, err, errnum, "tc qdisc clsact on " + ifname, rc);
+  rc = AddFilter(c->ifindex, c->progFd);
+  if (rc != 0) {
+    if (c->madeClsact) Clsact(c->ifindex, RTM_DELQDISC, 0);
+    return Fail(c, err, errnum, "tc filter bpf on " + ifname + " egress", rc);
+  }
+
+  std::lock_guard<std::mutex> lock(g_mu);
+  g_clocks.push_back(c);
+  return static_cast<int>(g_clocks.size() - 1);
+}
+
+void Detach(int id) {
+  Clock* c;
+  {
+    std::lock_guard<std::mutex> lock(g_mu);
+    if (id < 0 || static_cast<size_t>(id) >= g_clocks.size() || !g_clocks[id]) return;
+    c = g_clocks[id];
+    g_clocks[id] = nullptr;
+  }
+  // The device may be gone already (a TUN dies with its last fd): then so
+  // are its qdiscs and filters, and these fail harmlessly.
+  if (c->madeClsact) Clsact(c->ifindex, RTM_DELQDISC, 0);
+  else DeleteFilters(c->ifindex);
+  Release(c);
+}
+
+const Clock* Get(int id) {
+  std::lock_guard<std::mutex> lock(g_mu);
+  if (id < 0 || static_cast<size_t>(id) >= g_clocks.size()) return nullptr;
+  return g_clocks[id];
+}
+
+}  // namespace ringclock

@@ -1,0 +1,56 @@
+// The ring clock: when did the packet a TUN read returns enter the ring?
+//
+// A TUN ring says nothing about time, so the reader queue (addon.cc) could
+// only bound a packet's sojourn by "time since the ring was last empty",
+// which under several TCP senders stays above any target while each packet
+// waits far less, and CoDel then drops for nothing. Here a tiny eBPF program
+// on the device's egress hook (tc clsact, before the qdisc and the ring)
+// numbers every packet handed to the device and writes its arrival time
+// (CLOCK_MONOTONIC) into an array map that this process has mmap'ed: the
+// n-th packet read since the ring was last empty is the n-th stamped, so its
+// sojourn is one subtraction, with no system call on the packet path.
+//
+// Numbering drifts only when the kernel drops at the full ring's tail (a
+// stamped packet that never reaches a read): the reader then takes an older
+// stamp, overestimating the wait while the ring is full (the right side to
+// err on there), and realigns whenever a read finds the ring empty.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace ringclock {
+
+// Stamp slots, a power of two: 16 times the default txqueuelen. A reader
+// more than this many packets behind the stamps (a deeper ring, or drift
+// from tail drops) finds its stamp overwritten and falls back to the
+// ring-empty bound until the ring next empties.
+constexpr uint32_t kSlots = 16384;
+
+struct Clock {
+  // [0] packets stamped so far; [1 + (seq & (kSlots - 1))] that packet's time.
+  const volatile uint64_t* mem = nullptr;
+  size_t mapBytes = 0;
+  int mapFd = -1;
+  int progFd = -1;
+  int ifindex = 0;
+  bool madeClsact = false;
+};
+
+// Loads the program, attaches it to `ifname`'s egress, maps its stamps.
+// Returns an id >= 0, or -1 with *err set (errno in *errnum: EPERM without
+// CAP_BPF, ENOENT/EOPNOTSUPP for a kernel without clsact or cls_bpf, ...).
+int Attach(const std::string& ifname, std::string* err, int* errnum);
+
+// Removes the filter (and the clsact qdisc if Attach added it), unmaps.
+void Detach(int id);
+
+// The clock of id, or nullptr. Valid until Detach(id).
+const Clock* Get(int id);
+
+// What the qdisc filter is called in `tc filter show dev X egress`.
+constexpr const char* kFilterName = "vpnmasq_ringclock";
+// Its priority: high enough to run after an operator's own filters.
+constexpr uint16_t kFilterPrio = 0xfff0;
+
+}  // namespace ringclock
