@@ -17,7 +17,7 @@ import { deviceExists, ipv4Addresses, setTxQueueLen, subnetsOf, txQueueLen } fro
 import { setupRouting, teardownStale, type ForwardPlan, type Routing, type RoutingPlan } from './net/routes.js';
 import { installGuard } from './net/guard.js';
 import { readWanAddress, watchWanAddress, type WanWatch } from './net/wanwatch.js';
-import { offloadNames, queueClockWanted, queueDrops, queueDropsByClass, queueTrims, readerQueueWanted, txQueueLenWanted, writeDrops } from './tun/tun.js';
+import { offloadNames, queueClockWanted, queueDrops, queueDropsByClass, queueMarks, queueTrims, readerQueueWanted, txQueueLenWanted, writeDrops } from './tun/tun.js';
 import type { PriorityApplied } from './datapath/priority.js';
 import { PRIORITIES, type Priority } from './config/options.js';
 import { DataPathThread } from './datapath/thread.js';
@@ -307,6 +307,7 @@ export class Supervisor {
       redirectList: this.cfg.redirects.map(redirectLabel), ruleList: this.cfg.rules.map(ruleLabel), socket: m.controlSocket,
       offload: this.tuns.vnet ? offloadNames(this.tuns.offloadsIn).join(',') || 'vnet only' : 'off',
       priority: this.priority?.applied,
+      queueClock: (this.tuns.queueClock.lan ?? this.tuns.queueClock.wan)?.kind ?? 'off',
     }, 'vpnmasq ready');
   }
 
@@ -462,7 +463,7 @@ export class Supervisor {
       wanAddress: this.wanAddress, lanSubnets: this.lanSubnets,
       flows: { active: e.flowActive, max: this.dp.maxFlows, acct: this.dp.acct, bytesPerFlow: +e.bytesPerFlow.toFixed(1) },
       memoryBytes: this.dp.memoryBytes, hugePages: this.hugePagesStatus(), counters: e.counters, drops: e.drops, tunWriteDrops: writeDrops(), tunQueueDrops: queueDrops(),
-      tunQueueDropsByClass: queueDropsByClass(), tunQueueTrims: queueTrims(), tunQueue: this.tunQueueStatus(),
+      tunQueueDropsByClass: queueDropsByClass(), tunQueueTrims: queueTrims(), tunQueueMarks: queueMarks(), tunQueue: this.tunQueueStatus(),
       redirects: this.cfg.redirects.length, rules: this.cfg.rules.length,
       // by fw4 name (else the uci section name, else the line)
       redirectList: this.cfg.redirects.map(redirectLabel), ruleList: this.cfg.rules.map(ruleLabel),

@@ -411,6 +411,7 @@ function formatStatus(s: Record<string, any>): string {
     const trims = s.tunQueueTrims ? `; ${s.tunQueueTrims} of them a super-packet's last segment` : '';
     lines.push(`  ${'tun_queue'.padEnd(16)} ${s.tunQueueDrops}${by.length ? ` (${by.join(', ')}${trims})` : ''}`);
   }
+  if (s.tunQueueMarks) lines.push(`ecn: ${s.tunQueueMarks} packets marked CE by the tun queue instead of dropped`);
   return lines.join('\n') + '\n';
 }
 

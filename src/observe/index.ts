@@ -9,7 +9,7 @@ import { dirname } from 'node:path';
 import type { Config } from '../config/index.js';
 import type { EngineView, FlowEntry } from '../engine/engine.js';
 import type { Logger } from '../log.js';
-import { queueDrops, queueDropsByClass, queueTrims, writeDrops } from '../tun/tun.js';
+import { queueDrops, queueDropsByClass, queueMarks, queueTrims, writeDrops } from '../tun/tun.js';
 import { collectStats, type SnapshotTally, type Stats, type WanChange } from './stats.js';
 import { CONTENT_TYPE, renderMetrics } from './metrics.js';
 import { ReadOnlyServer, type Reply } from './http.js';
@@ -97,11 +97,12 @@ export class Observer {
       const tunWriteDrops = () => { try { return writeDrops(); } catch { return 0; } }; // no addon: engine-only tests
       const tunQueueDrops = () => { try { return queueDrops(); } catch { return 0; } };
       const tunQueueTrims = () => { try { return queueTrims(); } catch { return 0; } };
+      const tunQueueMarks = () => { try { return queueMarks(); } catch { return 0; } };
       const tunQueueDropsByClass = () => { try { return queueDropsByClass(); } catch { return { tcp: 0, udp: 0, icmp: 0, frag: 0, other: 0 }; } };
       const stats = collectStats(this.o.engine, {
         startTimeMs: this.startTimeMs, wanAddress: this.wanAddress, wanChanges: this.wanChanges, wanHistory: this.wanHistory,
         reloadsOk: this.reloadsOk, reloadsFailed: this.reloadsFailed, batchSizes: this.o.loop()?.batchSizes ?? null, tunWriteDrops,
-        tunQueueDrops, tunQueueDropsByClass, tunQueueTrims, offloadBits: this.o.offloadBits,
+        tunQueueDrops, tunQueueDropsByClass, tunQueueTrims, tunQueueMarks, offloadBits: this.o.offloadBits,
         snapshot: this.o.snapshot?.() ?? null,
       });
       this.cachedStats = { at: now, stats };

@@ -46,6 +46,8 @@ export interface Stats {
   tunQueueDropsByClass: Record<string, number>;
   /** Of the tcp ones, those that took only a TCP super-packet's last segment (src/tun/addon.cc TrimLastSegment). */
   tunQueueTrims: number;
+  /** CoDel's drops that became an ECN CE mark on an ECN-capable TCP packet instead (src/tun/addon.cc MarkCe). */
+  tunQueueMarks: number;
   /** TUN offloads: the TUN_F_* bits the kernel took (0: off), and what came through them. */
   offload: { bits: number; gsoPackets: number; gsoBytes: number; csumPartial: number; groWrites: number; groDatagrams: number };
   flowsCreated: number;
@@ -92,6 +94,8 @@ export interface SupervisorTallies {
   tunQueueDropsByClass?(): Record<string, number>;
   /** the tcp drops that took only a last segment (default: 0) */
   tunQueueTrims?(): number;
+  /** the drops that became CE marks (default: 0) */
+  tunQueueMarks?(): number;
   /** the TUN_F_* offload bits the TUNs took (default: 0, off) */
   offloadBits?(): number;
   snapshot?: SnapshotTally | null;
@@ -134,6 +138,7 @@ export function collectStats(e: EngineView, t: SupervisorTallies): Stats {
     tunQueueDrops: t.tunQueueDrops?.() ?? 0,
     tunQueueDropsByClass: t.tunQueueDropsByClass?.() ?? { tcp: 0, udp: 0, icmp: 0, frag: 0, other: 0 },
     tunQueueTrims: t.tunQueueTrims?.() ?? 0,
+    tunQueueMarks: t.tunQueueMarks?.() ?? 0,
     offload: { bits: t.offloadBits?.() ?? 0, gsoPackets: c.gsoRx!, gsoBytes: c.gsoBytes!, csumPartial: c.csumPartial!,
       groWrites: c.groGroups!, groDatagrams: c.groDatagrams! },
     flowsCreated: c.flowsNew!,

@@ -44,6 +44,8 @@ constexpr int kQueueClasses = 5;
 std::atomic<uint64_t> g_queue_class_drops[kQueueClasses];
 // Of the tcp head drops, those that took only a super-packet's last segment (TrimLastSegment).
 std::atomic<uint64_t> g_queue_trims{0};
+// CoDel's drops that became an ECN CE mark instead (MarkCe).
+std::atomic<uint64_t> g_queue_marks{0};
 
 const char* ErrnoName(int e) {
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
@@ -327,6 +329,7 @@ enum : int {
   kRqLastSojournNs,    // observed: the sojourn CoDel saw for the last packet read
   kRqMaxSojournNs,     // observed: the largest since the state was made
   kRqTrims,            // counters: of the tcp drops, those that took only a last segment
+  kRqMarks,            // counters: drops that became a CE mark
   kRqFields
 };
 
@@ -457,6 +460,27 @@ size_t TrimLastSegment(uint8_t* vh, uint8_t* ip, size_t len) {
   return last;
 }
 
+// RFC 8289 (and fq_codel) mark ECN-capable packets instead of dropping
+// them: TCP then slows down without losing anything. Only TCP/IPv4 is
+// marked (ECT(0), ECT(1) become CE; CE stays CE; the header checksum
+// follows), and only while CoDel's drop count in this episode is at most
+// kMarkMaxCount: a flow that claims ECN but does not slow down (anything a
+// LAN host can forge) keeps the count rising, and from then on it is
+// dropped like any other (RFC 7567 section 4.2.1: drop, not mark, under
+// overload). At the 5 ms interval that is about 35 ms of marking.
+constexpr double kMarkMaxCount = 16;
+bool MarkCe(uint8_t* ip, size_t len) {
+  if (len < 20 || ip[0] >> 4 != 4 || (ip[0] & 15) < 5 || ip[9] != 6) return false;
+  const uint32_t ecn = ip[1] & 3;
+  if (ecn == 0) return false;  // Not-ECT
+  if (ecn == 3) return true;   // already CE
+  const uint32_t before = Be16(ip);
+  ip[1] |= 3;
+  const uint32_t sum = OnesAdd(OnesAdd(~Be16(ip + 10) & 0xffff, ~before & 0xffff), Be16(ip));
+  PutBe16(ip + 10, ~sum & 0xffff);
+  return true;
+}
+
 // The class a head drop is counted under: 0 tcp, 1 udp, 2 icmp, 3 frag (an
 // IPv4 fragment of any protocol), 4 other (ESP, GRE, IPv6, anything not a
 // whole IPv4 header). Reads only the bytes the read returned.
@@ -570,14 +594,20 @@ Napi::Value ReadBatch(const Napi::CallbackInfo& info) {
     }
     uint8_t* ip = data + slotBase + n * slotSize;
     if (codel && CodelDrop(q, now, sojourn, alone)) {
-      int c = QueueClass(ip, static_cast<size_t>(r) - hdr);
-      q[kRqDropsClass + c] += 1;
-      g_queue_class_drops[c].fetch_add(1, std::memory_order_relaxed);
-      const size_t trimmed = vnet ? TrimLastSegment(static_cast<uint8_t*>(iovs[0].iov_base), ip, static_cast<size_t>(r) - hdr) : 0;
-      if (trimmed == 0) continue;
-      q[kRqTrims] += 1;
-      g_queue_trims.fetch_add(1, std::memory_order_relaxed);
-      r -= static_cast<ssize_t>(trimmed);
+      const size_t ipLen = static_cast<size_t>(r) - hdr;
+      if (q[kRqCount] <= kMarkMaxCount && MarkCe(ip, ipLen)) {
+        q[kRqMarks] += 1;
+        g_queue_marks.fetch_add(1, std::memory_order_relaxed);
+      } else {
+        int c = QueueClass(ip, ipLen);
+        q[kRqDropsClass + c] += 1;
+        g_queue_class_drops[c].fetch_add(1, std::memory_order_relaxed);
+        const size_t trimmed = vnet ? TrimLastSegment(static_cast<uint8_t*>(iovs[0].iov_base), ip, ipLen) : 0;
+        if (trimmed == 0) continue;
+        q[kRqTrims] += 1;
+        g_queue_trims.fetch_add(1, std::memory_order_relaxed);
+        r -= static_cast<ssize_t>(trimmed);
+      }
     }
     StoreLE32(data + lenBase + 4 * n, static_cast<uint32_t>(r - hdr));
     n++;
@@ -710,6 +740,10 @@ Napi::Value QueueDrops(const Napi::CallbackInfo& info) {
 }
 
 // [tcp, udp, icmp, frag, other] head drops in this process.
+Napi::Value QueueMarks(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(g_queue_marks.load()));
+}
+
 Napi::Value QueueTrims(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(g_queue_trims.load()));
 }
@@ -990,6 +1024,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("writeBatch", Napi::Function::New<WriteBatch>(env, "writeBatch"));
   exports.Set("writeDrops", Napi::Function::New<WriteDrops>(env, "writeDrops"));
   exports.Set("queueDrops", Napi::Function::New<QueueDrops>(env, "queueDrops"));
+  exports.Set("queueMarks", Napi::Function::New<QueueMarks>(env, "queueMarks"));
   exports.Set("queueTrims", Napi::Function::New<QueueTrims>(env, "queueTrims"));
   exports.Set("queueDropsByClass", Napi::Function::New<QueueDropsByClass>(env, "queueDropsByClass"));
   exports.Set("readTruncated", Napi::Function::New<ReadTruncated>(env, "readTruncated"));

@@ -89,6 +89,7 @@ interface Native {
   queueDrops(): number;
   queueDropsByClass(): number[];
   queueTrims(): number;
+  queueMarks(): number;
   readTruncated(): number;
   setNonBlocking(fd: number, on?: boolean): void;
   setRealtime(prio: number): void;
@@ -150,6 +151,11 @@ export function queueTrims(): number {
   return loadNative().queueTrims();
 }
 
+/** CoDel's drops that became an ECN CE mark on an ECN-capable TCP packet instead (addon.cc MarkCe). */
+export function queueMarks(): number {
+  return loadNative().queueMarks();
+}
+
 /** Packets dropped by readBatch because they were larger than slotSize. */
 export function readTruncated(): number {
   return loadNative().readTruncated();
@@ -189,7 +195,8 @@ const RQ_READ_SEQ = RQ_CLOCK + 1;
 const RQ_LAST_SOJOURN = RQ_CLOCK + 2;
 const RQ_MAX_SOJOURN = RQ_CLOCK + 3;
 const RQ_TRIMS = RQ_CLOCK + 4;
-const RQ_FIELDS = RQ_CLOCK + 5;
+const RQ_MARKS = RQ_CLOCK + 5;
+const RQ_FIELDS = RQ_CLOCK + 6;
 
 /**
  * How a reader queue learns each packet's time in the ring: 'stamps' (the
@@ -350,6 +357,11 @@ export class TunDevice implements PacketDevice {
   /** Of this device's head drops, those that took only a TCP super-packet's last segment. */
   get queueTrims(): number {
     return this.#queue?.[RQ_TRIMS] ?? 0;
+  }
+
+  /** This device's CoDel drops that became a CE mark instead. */
+  get queueMarks(): number {
+    return this.#queue?.[RQ_MARKS] ?? 0;
   }
 
   /** The same by packet class. */

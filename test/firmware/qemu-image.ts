@@ -194,6 +194,8 @@ export function describeQemuImage(o: QemuImageOpts): void {
       const ready = s.split('\n').find((l) => l.includes('"msg":"vpnmasq ready"'))!;
       const j = JSON.parse(ready.slice(ready.indexOf('{')));
       expect(j).toMatchObject({ lan: 'br-lan', wan: 'wan', wanAddress: WAN_ADDR, lanSubnets: ['192.168.1.0/24'], redirects: 1 });
+      // the reader queue's ring clock loads on the image's kernel (its eBPF program, clsact and cls_bpf from the image's modules)
+      expect(j.queueClock, tail()).toBe('stamps');
     });
 
     it('rcS installs the fail-closed guard before init starts vpnmasq; it is in place in the guest', async () => {

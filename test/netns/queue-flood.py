@@ -1,17 +1,18 @@
 #!/usr/bin/env python3
 # Peer for the queue discipline test (test/netns/queue.test.ts), stdlib only.
-#   queue-flood.py raw DST SECONDS   floods DST for SECONDS with what is not TCP
-#       and not one UDP flow: ESP (SPI 0x1001), GRE, ICMP echo requests and
-#       IPv4 fragments (UDP, MF set, first and later pieces), in rotation, from
-#       a raw socket as fast as it can; prints JSON counts sent per kind.
+#   queue-flood.py raw DST SECONDS   floods DST for SECONDS with what is not one
+#       flow: ESP (SPI 0x1001), GRE, ICMP echo requests, IPv4 fragments (UDP, MF
+#       set, first and later pieces) and blind TCP ACKs claiming ECT(1), in
+#       rotation, from a raw socket as fast as it can; prints JSON counts sent
+#       per kind.
 #   queue-flood.py ask DST PORT N     N UDP questions to DST:PORT, one at a time,
 #       each retried up to 5 times (1 s apart: the path may lose a datagram);
 #       prints JSON {"asked": N, "answered": k}.
 import json, socket, struct, sys, time
 
-def ip_header(proto, dst, payload_len, frag=0, ident=0):
+def ip_header(proto, dst, payload_len, frag=0, ident=0, tos=0):
     # The kernel fills in the source, total length and checksum for IP_HDRINCL.
-    return struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + payload_len, ident, frag, 64, proto, 0,
+    return struct.pack('!BBHHHBBH4s4s', 0x45, tos, 20 + payload_len, ident, frag, 64, proto, 0,
                        b'\0\0\0\0', socket.inet_aton(dst))
 
 def raw(dst, seconds):
@@ -26,12 +27,14 @@ def raw(dst, seconds):
     icmp = icmp_body[:2] + struct.pack('!H', ~c & 0xffff) + icmp_body[4:]
     frag_first = struct.pack('!HHHH', 40000, 9, 40, 0) + b'f' * 24   # UDP header + 24 bytes, MF
     frag_later = b'g' * 32                                           # offset 4 (32 bytes), MF
+    tcp_ack = struct.pack('!HHIIBBHHH', 40001, 5201, 1, 1, 0x50, 0x10, 512, 0, 0) + b't' * 12  # checksum 0: never answered
     pkts = [
         ('esp', ip_header(50, dst, len(esp)) + esp),
         ('gre', ip_header(47, dst, len(gre)) + gre),
         ('icmp', ip_header(1, dst, len(icmp)) + icmp),
         ('frag', ip_header(17, dst, len(frag_first), 0x2000, 0x4242) + frag_first),
         ('frag', ip_header(17, dst, len(frag_later), 0x2000 | 4, 0x4343) + frag_later),
+        ('tcp', ip_header(6, dst, len(tcp_ack), tos=1) + tcp_ack),
     ]
     sent = {k: 0 for k, _ in pkts}
     errors = 0

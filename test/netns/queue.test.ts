@@ -110,7 +110,9 @@ describe.skipIf(skip)('queue discipline: floods that are not TCP (real TUN path)
   it('02 a 64-byte UDP flood from one LAN host is dropped at the head (counted as udp); a second host is answered', async () => {
     const pid = vm.status().pid as number;
     const before = vm.status().tunQueueDropsByClass;
-    const flood = lab.spawn(lab.lan[0]!, ['iperf3', '-u', '-l', '36', '-b', '0', '-P', '16', '-t', '4', '-c', WANHOST, '-p', '5201']);
+    const marks0 = vm.status().tunQueueMarks;
+    // -S 2: every datagram claims ECT(0); UDP is never marked, so that buys the flood nothing
+    const flood = lab.spawn(lab.lan[0]!, ['iperf3', '-u', '-l', '36', '-b', '0', '-P', '16', '-t', '4', '-S', '2', '-c', WANHOST, '-p', '5201']);
     const exited = new Promise((r) => flood.once('exit', r));
     await stall(pid, 300);
     const during = { answers: ask(5), pings: ping(20) };
@@ -118,6 +120,7 @@ describe.skipIf(skip)('queue discipline: floods that are not TCP (real TUN path)
     const s = vm.status();
     const by = s.tunQueueDropsByClass;
     expect(by.udp - before.udp).toBeGreaterThan(0);
+    expect(s.tunQueueMarks).toBe(marks0);
     expect(s.tunQueueDrops).toBe(Object.values(by as Record<string, number>).reduce((a, b) => a + b, 0));
     expect(during.answers).toEqual({ asked: 5, answered: 5 });
     expect(during.pings).toBeGreaterThan(0);
@@ -149,6 +152,35 @@ describe.skipIf(skip)('queue discipline: floods that are not TCP (real TUN path)
     expect(b.passedAndDropped).toBe(b.rx);
   }, 150_000);
 
+  it('02c ECN: an ECN-capable TCP stream through the same CoDel is marked CE, and arrives whole', async () => {
+    const netstat = (ns: string) => {
+      const lines = lab.exec(ns, ['cat', '/proc/net/netstat']).split('\n').filter((l) => l.startsWith('IpExt:'));
+      const [names, values] = lines.map((l) => l.trim().split(/\s+/));
+      return Number(values![names!.indexOf('InCEPkts')]);
+    };
+    lab.exec(lab.lan[0]!, ['sysctl', '-qw', 'net.ipv4.tcp_ecn=1']);
+    try {
+      const before = vm.status();
+      const ce0 = netstat(lab.wan[0]!);
+      let got = '';
+      const sink = lab.spawn(lab.wan[0]!, ['python3', '-c', SINK, '7101']);
+      sink.stdout!.on('data', (d) => { got += d; });
+      const done = new Promise((r) => sink.once('exit', r));
+      await waitListening(lab, [[lab.wan[0]!, 't', 7101]]);
+      const sent = JSON.parse(lab.exec(lab.lan[0]!, ['python3', '-c', SOURCE, WANHOST, '7101', '96'], { timeoutMs: 120_000 }));
+      await done;
+      expect(JSON.parse(got)).toEqual(sent);
+      const s = vm.status();
+      const marks = s.tunQueueMarks - before.tunQueueMarks;
+      expect(marks).toBeGreaterThan(0);
+      // each mark reached the WAN host as CE (a marked super-packet arrives as many CE segments)
+      expect(netstat(lab.wan[0]!) - ce0).toBeGreaterThanOrEqual(marks);
+      expect(vm.cli('status').stdout).toMatch(new RegExp(`^ecn: \\d+ packets marked CE by the tun queue instead of dropped$`, 'm'));
+    } finally {
+      lab.exec(lab.lan[0]!, ['sysctl', '-qw', 'net.ipv4.tcp_ecn=2']);
+    }
+  }, 150_000);
+
   it('03 attacker: an ESP, GRE, ICMP and fragment flood from one host is dropped at the head under its classes; the other host still talks', async () => {
     const pid = vm.status().pid as number;
     const before = vm.status().tunQueueDropsByClass;
@@ -163,7 +195,10 @@ describe.skipIf(skip)('queue discipline: floods that are not TCP (real TUN path)
     expect(sent.esp).toBeGreaterThan(1000);
     const s = vm.status();
     const by = s.tunQueueDropsByClass;
-    // ESP and GRE are "other"; ICMP echo requests "icmp"
+    // ESP and GRE are "other"; ICMP echo requests "icmp"; blind TCP claiming ECT(1) is "tcp": marked at most
+    // while CoDel's count is low, then dropped like the rest
+    expect(sent.tcp).toBeGreaterThan(1000);
+    expect(by.tcp - before.tcp).toBeGreaterThan(0);
     expect(by.other - before.other).toBeGreaterThan(0);
     expect(by.icmp - before.icmp).toBeGreaterThan(0);
     // The router's kernel forwards fragments without reassembling them (no conntrack here): they reach the TUN as fragments.

@@ -544,6 +544,52 @@ tx.close();
 console.log(JSON.stringify(out));
 `;
 
+// Scenario 5b (root, in NS): ECN. te0 (plain, 1 µs target) is handed TCP
+// segments claiming ECT(0), ECT(1), CE and Not-ECT, and UDP claiming ECT(0),
+// in rotation, 12 rounds, read one a batch: CoDel marks the ECN-capable TCP
+// ones CE (checksum valid) while its drop count is low, then drops them like
+// the rest; UDP and Not-ECT are never marked.
+const ECN_PY = `
+import socket, struct, sys
+s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM)
+def fold(a):
+    while a > 0xffff: a = (a & 0xffff) + (a >> 16)
+    return a
+def ip4(proto, tos, n, ident):
+    h = struct.pack('!BBHHHBBH4s4s', 0x45, tos, 20 + n, ident, 0x4000, 64, proto, 0, bytes([10, 99, 0, 1]), bytes([10, 210, 0, 2]))
+    return h[:10] + struct.pack('!H', 0xffff - fold(sum(struct.unpack('!10H', h)))) + h[12:]
+kinds = [(6, 1), (6, 2), (6, 3), (6, 0), (17, 2)]  # (protocol, ECN field)
+for r in range(12):
+    for i, (proto, ecn) in enumerate(kinds):
+        s.sendto(ip4(proto, 0x20 | ecn, 20, r * 8 + i) + bytes(20), (sys.argv[1], 0x0800))
+`;
+
+const ECN_CHILD = `
+import { TunDevice } from ${JSON.stringify(TUN_TS)};
+import { execFileSync } from 'node:child_process';
+const SLOT = 2048, LEN_BASE = SLOT * 64;
+const mem = new WebAssembly.Memory({ initial: 4 }).buffer;
+const bytes = new Uint8Array(mem);
+const dv = new DataView(mem);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+execFileSync('sysctl', ['-qw', 'net.ipv6.conf.all.disable_ipv6=1']);
+const te0 = TunDevice.open('te0', { queue: { batchBytes: 0, targetUs: 1, intervalUs: 1000 } });
+execFileSync('ip', ['link', 'set', 'te0', 'up']);
+te0.readBatch(mem, 0, SLOT, LEN_BASE, 64);
+execFileSync('python3', ['-c', ${JSON.stringify(ECN_PY)}, 'te0']);
+await sleep(50);
+const read = [];
+for (let n; (n = te0.readBatch(mem, 0, SLOT, LEN_BASE, 1)) > 0; await sleep(5)) {
+  const p = bytes.subarray(0, dv.getUint32(LEN_BASE, true));
+  let a = 0; for (let i = 0; i < 20; i += 2) a += (p[i] << 8) | p[i + 1];
+  while (a > 0xffff) a = (a & 0xffff) + (a >>> 16);
+  const id = (p[4] << 8) | p[5];
+  read.push({ kind: id % 8, proto: p[9], dscp: p[1] >> 2, ecn: p[1] & 3, ipSumOk: a === 0xffff });
+}
+console.log(JSON.stringify({ read, marks: te0.queueMarks, byClass: te0.queueDropsByClass }));
+te0.close();
+`;
+
 // Scenario 6: the ring clock where it cannot be: root without CAP_BPF and
 // CAP_SYS_ADMIN opens a TUN with CoDel; the queue runs on the ring-empty
 // bound and says why, and nothing is left on the device.
@@ -711,6 +757,30 @@ describe.skipIf(skipUnless({ root: true, tun: true, tools: ['ip', 'tc', 'setpriv
     expect(out.segments.length).toBe(segs);
     for (const s of out.segments) expect(s).toMatchObject({ csumOk: true, dataOk: true });
     expect(out.segments.filter((s: { fin: boolean }) => s.fin).length).toBe(read.filter((r: { kind: string }) => r.kind === 'fin').length);
+  });
+
+  it('ECN: CoDel marks ECN-capable TCP CE instead of dropping it, only while its drop count is low; UDP and Not-ECT are never marked', async () => {
+    const out = lastLine(await child(ECN_CHILD));
+    const sentEcn = [1, 2, 3, 0, 2];
+    expect(out.marks).toBeGreaterThanOrEqual(1);
+    // 16 marks at most, then the count is past the limit and ECN-capable TCP is dropped too (5 a round, 12 rounds)
+    expect(out.marks).toBeLessThanOrEqual(16);
+    expect(out.byClass.tcp).toBeGreaterThanOrEqual(1);
+    expect(out.read.length + out.byClass.tcp + out.byClass.udp).toBe(60);
+    let ce = 0;
+    for (const r of out.read) {
+      expect(r.ipSumOk).toBe(true);
+      expect(r.dscp).toBe(8); // the DSCP bits untouched
+      if (r.ecn !== sentEcn[r.kind]) {
+        // only ECT(0)/ECT(1) TCP ever changes, and only to CE
+        expect([r.kind, r.proto, r.ecn]).toEqual([r.kind, 6, 3]);
+        expect([0, 1]).toContain(r.kind);
+        ce++;
+      }
+    }
+    // a mark on a packet that already was CE changes nothing, so ce ≤ marks
+    expect(ce).toBeGreaterThanOrEqual(1);
+    expect(ce).toBeLessThanOrEqual(out.marks);
   });
 
   it('ring clock, fallback: without CAP_BPF the queue runs on the ring-empty bound and says why; nothing is left on the device', async () => {

@@ -136,6 +136,7 @@ describe('Prometheus metrics', () => {
     const obs = new Observer({ cfg, engine, log: createLogger('fatal'), lanSubnets: ['192.168.1.0/24'], loop: () => loop, offloadBits: () => bits });
     const before = scrape(obs);
     for (const name of ['vpnmasq_gso_packets_total', 'vpnmasq_gso_bytes_total', 'vpnmasq_csum_partial_packets_total', 'vpnmasq_tun_queue_drops_total',
+      'vpnmasq_tun_queue_trims_total', 'vpnmasq_tun_queue_marks_total',
       'vpnmasq_gro_writes_total', 'vpnmasq_gro_datagrams_total']) {
       expect(before.get(name)?.type, name).toBe('COUNTER');
       expect(value(before.get(name)), name).toBe(0);
