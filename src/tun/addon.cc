@@ -330,6 +330,7 @@ enum : int {
   kRqMaxSojournNs,     // observed: the largest since the state was made
   kRqTrims,            // counters: of the tcp drops, those that took only a last segment
   kRqMarks,            // counters: drops that became a CE mark
+  kRqEmptyKnown,       // counters: batches ended without the read that would have found the ring empty
   kRqFields
 };
 
@@ -613,6 +614,15 @@ Napi::Value ReadBatch(const Napi::CallbackInfo& info) {
     n++;
     bytes += static_cast<double>(r - hdr);
     if (budget > 0 && bytes >= budget) break;
+    // Nothing was stamped after this packet: the ring is empty, and the
+    // read that would say so (EAGAIN) is saved. A packet that arrives from
+    // now on makes the fd readable again (the poll is level-triggered).
+    if (alone) {
+      q[kRqWasEmpty] = 1;
+      q[kRqLastEmptyNs] = MonoNs();
+      q[kRqEmptyKnown] += 1;
+      break;
+    }
   }
   return Napi::Number::New(env, static_cast<double>(n));
 }

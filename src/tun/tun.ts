@@ -196,7 +196,8 @@ const RQ_LAST_SOJOURN = RQ_CLOCK + 2;
 const RQ_MAX_SOJOURN = RQ_CLOCK + 3;
 const RQ_TRIMS = RQ_CLOCK + 4;
 const RQ_MARKS = RQ_CLOCK + 5;
-const RQ_FIELDS = RQ_CLOCK + 6;
+const RQ_EMPTY_KNOWN = RQ_CLOCK + 6;
+const RQ_FIELDS = RQ_CLOCK + 7;
 
 /**
  * How a reader queue learns each packet's time in the ring: 'stamps' (the
@@ -357,6 +358,11 @@ export class TunDevice implements PacketDevice {
   /** Of this device's head drops, those that took only a TCP super-packet's last segment. */
   get queueTrims(): number {
     return this.#queue?.[RQ_TRIMS] ?? 0;
+  }
+
+  /** Batches that ended knowing from the ring clock that the ring was empty, without the read that would have said EAGAIN. */
+  get emptyReadsSaved(): number {
+    return this.#queue?.[RQ_EMPTY_KNOWN] ?? 0;
   }
 
   /** This device's CoDel drops that became a CE mark instead. */

@@ -457,6 +457,17 @@ for (let k = 0; k < 2; k++) {
   const [s0, s1] = sent[k];
   out.sojourn.push({ n, seq: seqOf(0), us: tc0.sojournUs.last, atLeast: (t0 - s1) * 1000, atMost: (t1 - s0) * 1000 });
 }
+// B was the last stamped: that batch ended without the EAGAIN read. Then one
+// packet, one batch of up to MAX: read, and again no EAGAIN read; the next
+// packet is read by the next batch (nothing was lost by not asking).
+const saved0 = tc0.emptyReadsSaved;
+out.saved = [];
+for (const seq of [3, 4]) {
+  await send('10.207.0.2', seq);
+  const n = tc0.readBatch(mem, 0, SLOT, LEN_BASE, MAX);
+  out.saved.push({ n, seq: seqOf(0), saved: tc0.emptyReadsSaved - saved0 });
+}
+out.savedBefore = saved0;
 
 // --- tc1 (stamps) and tc2 (ring-empty bound): busy but shallow --------------
 async function shallow(dev, addr) {
@@ -487,6 +498,7 @@ const tc2 = TunDevice.open('tc2', { queue: shallowQueue });
 delete process.env.VPNMASQ_QUEUE_CLOCK;
 up('tc2', '10.209.0');
 out.clock2 = tc2.queueClock;
+out.saved2 = tc2.emptyReadsSaved;
 out.filters2 = execFileSync('tc', ['qdisc', 'show', 'dev', 'tc2']).toString().includes('clsact');
 out.bound = await shallow(tc2, '10.209.0.2');
 
@@ -722,12 +734,16 @@ describe.skipIf(skipUnless({ root: true, tun: true, tools: ['ip', 'tc', 'setpriv
     }
     // B's own wait, not "since the ring was last empty" (which is A's)
     expect(out.sojourn[1].us).toBeLessThan(out.sojourn[0].atLeast);
+    // the stamps say when the ring is empty: no read to learn it
+    expect(out.savedBefore).toBeGreaterThanOrEqual(1);
+    expect(out.saved).toEqual([{ n: 1, seq: 3, saved: 1 }, { n: 1, seq: 4, saved: 2 }]);
     // stamps: whatever CoDel dropped had waited the 20 ms target
     for (const d of out.stamps.dropped) expect(d.waitedAtMostMs).toBeGreaterThanOrEqual(20);
     expect(out.stamps.drops).toBe(out.stamps.dropped.length);
     // the ring-empty bound, same traffic: a 0.5 s "standing queue", drops
     expect(out.clock2).toEqual({ kind: 'empty', reason: 'VPNMASQ_QUEUE_CLOCK=empty' });
     expect(out.filters2).toBe(false);
+    expect(out.saved2).toBe(0);
     expect(out.bound.drops).toBeGreaterThanOrEqual(1);
   });
 
