@@ -265,8 +265,7 @@ export class TunDevice implements PacketDevice {
   #queue: Float64Array | null = null;
   /** The ring clock's id in the addon, or -1. */
   #clock = -1;
-  /** How the queue discipline times packets (null: no CoDel). */
-  queueClock: QueueClock | null = null;
+  #queueClock: QueueClock | null = null;
   #fd: number;
   #poller: NativePoller | null = null;
   #cb: (() => void) | null = null;
@@ -314,7 +313,7 @@ export class TunDevice implements PacketDevice {
   setQueue(q: ReaderQueue | null): void {
     if (!q) {
       this.#queue = null;
-      this.queueClock = null;
+      this.#queueClock = null;
       return;
     }
     for (const [k, v] of Object.entries(q)) {
@@ -326,8 +325,8 @@ export class TunDevice implements PacketDevice {
     a[1] = q.targetUs * 1000;
     a[2] = q.intervalUs * 1000;
     a[4] = 1; // found empty: the first read starts the clock
-    this.queueClock = q.targetUs > 0 ? this.#attachClock() : null;
-    a[RQ_CLOCK] = this.queueClock?.kind === 'stamps' ? this.#clock : -1;
+    this.#queueClock = q.targetUs > 0 ? this.#attachClock() : null;
+    a[RQ_CLOCK] = this.#queueClock?.kind === 'stamps' ? this.#clock : -1;
     a[RQ_READ_SEQ] = -1; // the stamps' numbering aligns when a read first finds the ring empty
     this.#queue = a;
   }
@@ -341,6 +340,11 @@ export class TunDevice implements PacketDevice {
     } catch (err) {
       return { kind: 'empty', reason: (err as Error).message.replace(/^ring clock: /, '') };
     }
+  }
+
+  /** How the queue discipline times packets (null: no CoDel). */
+  get queueClock(): QueueClock | null {
+    return this.#queueClock;
   }
 
   /** The sojourn (µs) the queue discipline saw for the last packet read, and the largest since setQueue; null without CoDel. */

@@ -86,6 +86,17 @@ describe.skipIf(skip)('queue discipline: floods that are not TCP (real TUN path)
     if (!/qdisc clsact/.test(qdiscs)) return -1;
     return (lab.exec(lab.router, ['tc', 'filter', 'show', 'dev', dev, 'egress']).match(/vpnmasq_ringclock/g) ?? []).length;
   };
+  /** `mb` MB from lan1 to the WAN host over TCP `port`: what the sender sent and what the receiver got ({bytes, sha256} each). */
+  const transfer = async (port: number, mb: number) => {
+    let got = '';
+    const sink = lab.spawn(lab.wan[0]!, ['python3', '-c', SINK, String(port)]);
+    sink.stdout!.on('data', (d) => { got += d; });
+    const done = new Promise((r) => sink.once('exit', r));
+    await waitListening(lab, [[lab.wan[0]!, 't', port]]);
+    const sent = JSON.parse(lab.exec(lab.lan[0]!, ['python3', '-c', SOURCE, WANHOST, String(port), String(mb)], { timeoutMs: 120_000 }));
+    await done;
+    return { sent, got: JSON.parse(got) };
+  };
   const books = (s: any) => {
     const c = s.counters;
     const dropped = Object.values(s.drops as Record<string, number>).reduce((a, b) => a + b, 0);
@@ -131,15 +142,9 @@ describe.skipIf(skip)('queue discipline: floods that are not TCP (real TUN path)
 
   it('02b TCP through a CoDel that drops at every chance: super-packets lose only their last segment, and the stream arrives whole', async () => {
     const before = vm.status();
-    let got = '';
-    const sink = lab.spawn(lab.wan[0]!, ['python3', '-c', SINK, '7100']);
-    sink.stdout!.on('data', (d) => { got += d; });
-    const done = new Promise((r) => sink.once('exit', r));
-    await waitListening(lab, [[lab.wan[0]!, 't', 7100]]);
-    const sent = JSON.parse(lab.exec(lab.lan[0]!, ['python3', '-c', SOURCE, WANHOST, '7100', '96'], { timeoutMs: 120_000 }));
-    await done;
+    const { sent, got } = await transfer(7100, 96);
     expect(sent.bytes).toBe(96 << 20);
-    expect(JSON.parse(got)).toEqual(sent);
+    expect(got).toEqual(sent);
     const s = vm.status();
     // the 1 µs target dropped at the head, and mostly a last segment rather than a whole super-packet
     expect(s.tunQueueTrims - before.tunQueueTrims).toBeGreaterThan(0);
@@ -162,14 +167,8 @@ describe.skipIf(skip)('queue discipline: floods that are not TCP (real TUN path)
     try {
       const before = vm.status();
       const ce0 = netstat(lab.wan[0]!);
-      let got = '';
-      const sink = lab.spawn(lab.wan[0]!, ['python3', '-c', SINK, '7101']);
-      sink.stdout!.on('data', (d) => { got += d; });
-      const done = new Promise((r) => sink.once('exit', r));
-      await waitListening(lab, [[lab.wan[0]!, 't', 7101]]);
-      const sent = JSON.parse(lab.exec(lab.lan[0]!, ['python3', '-c', SOURCE, WANHOST, '7101', '96'], { timeoutMs: 120_000 }));
-      await done;
-      expect(JSON.parse(got)).toEqual(sent);
+      const { sent, got } = await transfer(7101, 96);
+      expect(got).toEqual(sent);
       const s = vm.status();
       const marks = s.tunQueueMarks - before.tunQueueMarks;
       expect(marks).toBeGreaterThan(0);
