@@ -135,10 +135,49 @@ Msg EgressFilter(int ifindex, uint16_t type, uint16_t flags) {
 }
 
 // Every filter at our priority: a predecessor's, left on a persistent TUN
-// by a process that was killed, or ours.
-void DeleteFilters(int ifindex) {
+// by a process that was killed, or ours. True when there was one.
+bool DeleteFilters(int ifindex) {
   Msg m = EgressFilter(ifindex, RTM_DELTFILTER, 0);
-  Talk(m);
+  return Talk(m) == 0;
+}
+
+// How many filters sit on the device's clsact, ingress and egress together
+// (a dump of each), or -1 when the kernel did not answer a dump.
+int CountFilters(int ifindex) {
+  int total = 0;
+  for (uint32_t side : {TC_H_MIN_INGRESS, TC_H_MIN_EGRESS}) {
+    Msg m(RTM_GETTFILTER, 0);
+    m.hdr()->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+    m.tc()->tcm_ifindex = ifindex;
+    m.tc()->tcm_parent = TC_H_MAKE(TC_H_CLSACT, side);
+    int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+    if (fd < 0) return -1;
+    sockaddr_nl kernel{};
+    kernel.nl_family = AF_NETLINK;
+    bool done = sendto(fd, m.buf, m.hdr()->nlmsg_len, 0, reinterpret_cast<sockaddr*>(&kernel), sizeof kernel) < 0;
+    bool failed = done;
+    while (!done) {
+      alignas(NLMSG_ALIGNTO) uint8_t reply[16384];
+      ssize_t n = recv(fd, reply, sizeof reply, 0);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        failed = true;
+        break;
+      }
+      int len = static_cast<int>(n);
+      for (nlmsghdr* h = reinterpret_cast<nlmsghdr*>(reply); NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
+        if (h->nlmsg_type == NLMSG_DONE || h->nlmsg_type == NLMSG_ERROR) {
+          failed = h->nlmsg_type == NLMSG_ERROR && static_cast<nlmsgerr*>(NLMSG_DATA(h))->error != 0;
+          done = true;
+          break;
+        }
+        if (h->nlmsg_type == RTM_NEWTFILTER) total++;
+      }
+    }
+    close(fd);
+    if (failed) return -1;
+  }
+  return total;
 }
 
 int AddFilter(int ifindex, int progFd) {
@@ -215,7 +254,9 @@ int Attach(const std::string& ifname, std::string* err, int* errnum) {
     return Fail(c, err, errnum, what, e);
   }
 
-  DeleteFilters(c->ifindex);
+  // A predecessor's filter means a predecessor's clsact too, most likely:
+  // it is removed on close if nothing else is left on it.
+  c->adoptedClsact = DeleteFilters(c->ifindex);
   int rc = Clsact(c->ifindex, RTM_NEWQDISC, NLM_F_CREATE | NLM_F_EXCL);
   if (rc == 0) c->madeClsact = true;
   else if (rc != EEXIST) return Fail(c, err, errnum, "tc qdisc clsact on " + ifname, rc);
@@ -240,8 +281,14 @@ void Detach(int id) {
   }
   // The device may be gone already (a TUN dies with its last fd): then so
   // are its qdiscs and filters, and these fail harmlessly.
-  if (c->madeClsact) Clsact(c->ifindex, RTM_DELQDISC, 0);
-  else DeleteFilters(c->ifindex);
+  if (c->madeClsact) {
+    Clsact(c->ifindex, RTM_DELQDISC, 0);
+  } else {
+    DeleteFilters(c->ifindex);
+    // Taken over from a killed predecessor: an operator's filters (any,
+    // ingress or egress) keep the clsact; an empty one is ours to remove.
+    if (c->adoptedClsact && CountFilters(c->ifindex) == 0) Clsact(c->ifindex, RTM_DELQDISC, 0);
+  }
   Release(c);
 }
 

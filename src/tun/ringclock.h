@@ -35,6 +35,8 @@ struct Clock {
   int progFd = -1;
   int ifindex = 0;
   bool madeClsact = false;
+  // Attach found a killed predecessor's filter on an existing clsact.
+  bool adoptedClsact = false;
 };
 
 // Loads the program, attaches it to `ifname`'s egress, maps its stamps.
@@ -42,7 +44,9 @@ struct Clock {
 // CAP_BPF, ENOENT/EOPNOTSUPP for a kernel without clsact or cls_bpf, ...).
 int Attach(const std::string& ifname, std::string* err, int* errnum);
 
-// Removes the filter (and the clsact qdisc if Attach added it), unmaps.
+// Removes the filter (and the clsact qdisc if Attach added it, or if it
+// took over a killed predecessor's filter and no other filter is left on
+// it), unmaps.
 void Detach(int id);
 
 // The clock of id, or nullptr. Valid until Detach(id).

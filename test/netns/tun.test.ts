@@ -615,12 +615,13 @@ console.log(JSON.stringify(out));
 `;
 
 // Scenario 7: a persistent TUN (ip tuntap) whose reader was killed keeps its
-// filter; the next reader replaces it (one filter, not two) and removes it
-// on close.
+// filter and clsact; the next reader replaces the filter (one, not two) and
+// on close removes it, and the clsact unless someone else's filter is on it.
 const PERSIST_CHILD = (exitWithoutClose: boolean) => `
 import { TunDevice } from ${JSON.stringify(TUN_TS)};
 import { execFileSync } from 'node:child_process';
 const filters = () => (execFileSync('tc', ['filter', 'show', 'dev', 'tp0', 'egress']).toString().match(/vpnmasq_ringclock/g) ?? []).length;
+const clsact = () => execFileSync('tc', ['qdisc', 'show', 'dev', 'tp0']).toString().includes('clsact');
 const out = { before: filters() };
 const d = TunDevice.open('tp0', { queue: { batchBytes: 0, targetUs: 500, intervalUs: 5000 } });
 out.clock = d.queueClock;
@@ -628,6 +629,7 @@ out.running = filters();
 if (${exitWithoutClose}) { console.log(JSON.stringify(out)); process.exit(0); }
 d.close();
 out.after = filters();
+out.clsactAfter = clsact();
 console.log(JSON.stringify(out));
 `;
 
@@ -806,13 +808,23 @@ describe.skipIf(skipUnless({ root: true, tun: true, tools: ['ip', 'tc', 'setpriv
     expect(out.clsact).toBe(false);
   });
 
-  it('ring clock on a persistent TUN: a killed reader\'s filter is replaced, not doubled, and removed on close', async () => {
+  it('ring clock on a persistent TUN: a killed reader\'s filter is replaced, not doubled, and removed on close with its clsact, which an operator\'s filter keeps', async () => {
     execFileSync('ip', ['netns', 'exec', NS, 'ip', 'tuntap', 'add', 'dev', 'tp0', 'mode', 'tun']);
     try {
       const killed = lastLine(await child(PERSIST_CHILD(true)));
       expect(killed).toMatchObject({ before: 0, clock: { kind: 'stamps' }, running: 1 });
+      const tc = (...a: string[]) => execFileSync('ip', ['netns', 'exec', NS, 'tc', ...a]).toString();
+      expect(tc('qdisc', 'show', 'dev', 'tp0')).toContain('clsact'); // what the killed reader left
       const next = lastLine(await child(PERSIST_CHILD(false)));
-      expect(next).toEqual({ before: 1, clock: { kind: 'stamps' }, running: 1, after: 0 });
+      expect(next).toEqual({ before: 1, clock: { kind: 'stamps' }, running: 1, after: 0, clsactAfter: false });
+
+      // An operator's filter on the same clsact (ingress, a classic BPF program that matches nothing) keeps it, and is kept.
+      const killedAgain = lastLine(await child(PERSIST_CHILD(true)));
+      expect(killedAgain).toMatchObject({ before: 0, running: 1 });
+      tc('filter', 'add', 'dev', 'tp0', 'ingress', 'prio', '7', 'bpf', 'bytecode', '1,6 0 0 0,');
+      const withTheirs = lastLine(await child(PERSIST_CHILD(false)));
+      expect(withTheirs).toEqual({ before: 1, clock: { kind: 'stamps' }, running: 1, after: 0, clsactAfter: true });
+      expect(tc('filter', 'show', 'dev', 'tp0', 'ingress')).toMatch(/pref 7 bpf/);
     } finally {
       execFileSync('ip', ['netns', 'exec', NS, 'ip', 'tuntap', 'del', 'dev', 'tp0', 'mode', 'tun']);
     }
