@@ -77,7 +77,7 @@ export function renderMetrics(s: Stats): string {
     'The TUN readers\' head drops by packet class (tcp, udp, icmp, frag: an IPv4 fragment, other: ESP, GRE, the rest).',
     Object.entries(s.tunQueueDropsByClass).map(([c, n]) => [{ class: c }, n]));
   w.family('vpnmasq_tun_queue_trims_total', 'counter',
-    'Of the tcp head drops, those that took only a TCP super-packet\'s last segment (one segment to retransmit instead of up to 44).', [[undefined, s.tunQueueTrims]]);
+    'Of the tcp and udp head drops, those that took only a GSO super-packet\'s last segment (one TCP segment to retransmit instead of up to 44, one datagram lost instead of up to 64).', [[undefined, s.tunQueueTrims]]);
   w.family('vpnmasq_tun_queue_marks_total', 'counter',
     'CoDel\'s drops that became an ECN CE mark on an ECN-capable TCP packet instead (not counted as drops).', [[undefined, s.tunQueueMarks]]);
   w.family('vpnmasq_tun_offload', 'gauge', 'TUN offloads the kernel accepted (1) or not (0), by offload.',

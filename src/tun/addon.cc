@@ -42,7 +42,7 @@ std::atomic<uint64_t> g_read_truncated{0};
 // Head drops by packet class (QueueClass below): tcp, udp, icmp, frag, other; queueDrops() is their sum.
 constexpr int kQueueClasses = 5;
 std::atomic<uint64_t> g_queue_class_drops[kQueueClasses];
-// Of the tcp head drops, those that took only a super-packet's last segment (TrimLastSegment).
+// Of the tcp and udp head drops, those that took only a super-packet's last segment (TrimLastSegment).
 std::atomic<uint64_t> g_queue_trims{0};
 // CoDel's drops that became an ECN CE mark instead (MarkCe).
 std::atomic<uint64_t> g_queue_marks{0};
@@ -328,7 +328,7 @@ enum : int {
   kRqReadSeq,          // state: the stamp number of the next packet read; -1: not aligned yet
   kRqLastSojournNs,    // observed: the sojourn CoDel saw for the last packet read
   kRqMaxSojournNs,     // observed: the largest since the state was made
-  kRqTrims,            // counters: of the tcp drops, those that took only a last segment
+  kRqTrims,            // counters: of the tcp and udp drops, those that took only a last segment
   kRqMarks,            // counters: drops that became a CE mark
   kRqEmptyKnown,       // counters: batches ended without the read that would have found the ring empty
   kRqFields
@@ -423,25 +423,36 @@ inline uint32_t OnesAdd(uint32_t a, uint32_t b) {
 // packet is shortened by that segment's bytes, its IPv4 total length and
 // header checksum follow, and so does the TCP checksum field, which behind
 // VIRTIO_NET_HDR_F_NEEDS_CSUM holds the pseudo-header sum including the TCP
-// length. Returns the bytes taken, 0 when the packet is not such a
-// super-packet of at least 3 segments (2 stay, so it stays a super-packet)
-// or carries FIN, SYN, RST or URG, whose place in the sequence the last
-// segment holds: then the whole packet is dropped. The header's hdr_len
-// (the kernel puts the skb's linear length there, which can be the whole
-// packet) is lowered to the new length where it was more.
+// length. A UDP/IPv4 GSO super-packet (USO: QUIC senders batch up to 64
+// datagrams so) loses its last datagram the same way; its UDP length field
+// follows too (the kernel's segmentation derives each datagram's from it).
+// Returns the bytes taken, 0 when the packet is not such a super-packet of
+// at least 3 segments (2 stay, so it stays a super-packet) or carries FIN,
+// SYN, RST or URG, whose place in the sequence the last segment holds: then
+// the whole packet is dropped. The header's hdr_len (the kernel puts the
+// skb's linear length there, which can be the whole packet) is lowered to
+// the new length where it was more.
 size_t TrimLastSegment(uint8_t* vh, uint8_t* ip, size_t len) {
-  if ((vh[0] & 1) == 0 || (vh[1] & 0x7f) != 1) return 0;  // NEEDS_CSUM, GSO_TCPV4
+  const uint32_t gsoType = vh[1] & 0x7f;
+  const bool udp = gsoType == 5;  // GSO_UDP_L4; else GSO_TCPV4 (1)
+  if ((vh[0] & 1) == 0 || (gsoType != 1 && !udp)) return 0;  // NEEDS_CSUM
   const uint32_t gso = vh[4] | static_cast<uint32_t>(vh[5]) << 8;
-  if (gso == 0 || len < 40 || ip[0] >> 4 != 4 || ip[9] != 6 || (Be16(ip + 6) & 0x3fff) != 0) return 0;
+  if (gso == 0 || len < 40 || ip[0] >> 4 != 4 || ip[9] != (udp ? 17 : 6) || (Be16(ip + 6) & 0x3fff) != 0) return 0;
   const size_t ihl = (ip[0] & 15) * 4u;
   const size_t total = Be16(ip + 2);
-  if (ihl < 20 || total > len || total < ihl + 20) return 0;
+  if (ihl < 20 || total > len || total < ihl + (udp ? 8 : 20)) return 0;
   const uint32_t csumStart = vh[6] | static_cast<uint32_t>(vh[7]) << 8;
   const uint32_t csumOffset = vh[8] | static_cast<uint32_t>(vh[9]) << 8;
-  if (csumStart != ihl || csumOffset != 16) return 0;
-  uint8_t* tcp = ip + ihl;
-  const size_t headers = ihl + (tcp[12] >> 4) * 4u;
-  if (headers < ihl + 20 || headers > total || (tcp[13] & 0x27) != 0) return 0;  // FIN SYN RST URG
+  if (csumStart != ihl || csumOffset != (udp ? 6u : 16u)) return 0;
+  uint8_t* l4 = ip + ihl;
+  size_t headers;
+  if (udp) {
+    if (Be16(l4 + 4) != total - ihl) return 0;  // a UDP length that is not the super-packet's
+    headers = ihl + 8;
+  } else {
+    headers = ihl + (l4[12] >> 4) * 4u;
+    if (headers < ihl + 20 || headers > total || (l4[13] & 0x27) != 0) return 0;  // FIN SYN RST URG
+  }
   const size_t payload = total - headers;
   const size_t segments = (payload + gso - 1) / gso;
   if (segments < 3) return 0;
@@ -451,9 +462,11 @@ size_t TrimLastSegment(uint8_t* vh, uint8_t* ip, size_t len) {
   const uint32_t ipsum = OnesAdd(OnesAdd(~Be16(ip + 10) & 0xffff, ~static_cast<uint32_t>(total) & 0xffff), newTotal);
   PutBe16(ip + 2, newTotal);
   PutBe16(ip + 10, ~ipsum & 0xffff);
-  // The partial sum is not inverted: add the new TCP length, take the old one away.
-  const uint32_t partial = OnesAdd(OnesAdd(Be16(tcp + 16), ~static_cast<uint32_t>(total - ihl) & 0xffff), newTotal - ihl);
-  PutBe16(tcp + 16, partial);
+  // The partial sum is not inverted: add the new L4 length, take the old one away.
+  uint8_t* check = l4 + csumOffset;
+  const uint32_t partial = OnesAdd(OnesAdd(Be16(check), ~static_cast<uint32_t>(total - ihl) & 0xffff), newTotal - ihl);
+  PutBe16(check, partial);
+  if (udp) PutBe16(l4 + 4, newTotal - ihl);
   if ((vh[2] | static_cast<uint32_t>(vh[3]) << 8) > newTotal) {
     vh[2] = static_cast<uint8_t>(newTotal);
     vh[3] = static_cast<uint8_t>(newTotal >> 8);

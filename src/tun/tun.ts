@@ -146,7 +146,7 @@ export function queueDropsByClass(): Record<QueueClass, number> {
   return Object.fromEntries(QUEUE_CLASSES.map((c, i) => [c, a[i] ?? 0])) as Record<QueueClass, number>;
 }
 
-/** Of the head drops, those that took only a TCP super-packet's last segment (addon.cc TrimLastSegment). */
+/** Of the head drops, those that took only a TCP or UDP super-packet's last segment (addon.cc TrimLastSegment). */
 export function queueTrims(): number {
   return loadNative().queueTrims();
 }
@@ -359,7 +359,7 @@ export class TunDevice implements PacketDevice {
     return q ? QUEUE_CLASSES.reduce((sum, _c, i) => sum + q[RQ_DROPS_CLASS + i]!, 0) : 0;
   }
 
-  /** Of this device's head drops, those that took only a TCP super-packet's last segment. */
+  /** Of this device's head drops, those that took only a TCP or UDP super-packet's last segment. */
   get queueTrims(): number {
     return this.#queue?.[RQ_TRIMS] ?? 0;
   }

@@ -388,8 +388,9 @@ console.log(JSON.stringify(out));
 // never empty) for 100 steps under a 20 ms target: with stamps CoDel drops
 // only packets that did wait the target; tc2 runs on the ring-empty bound
 // (VPNMASQ_QUEUE_CLOCK=empty), which sees a 0.5 s standing queue and drops.
-// tr0 (offloads) is handed TCP/IPv4 super-packets through a packet socket
-// with a virtio header (python3), read one a batch under a 1 µs target;
+// tr0 (offloads) is handed TCP/IPv4 and UDP/IPv4 (USO) super-packets
+// through a packet socket with a virtio header (python3), read one a batch
+// under a 1 µs target;
 // what comes out is written back into tr0 and the kernel forwards it to the
 // plain tr1, where it must arrive cut into segments with valid checksums.
 const GSO_PY = `
@@ -404,11 +405,27 @@ def words(b):
     return sum(struct.unpack('!%dH' % (len(b) // 2), b))
 src, dst = bytes([10, 99, 0, 1]), bytes([10, 206, 0, 2])
 seq = 1000
+KINDS = (('trim', 3500, 0x18), ('fin', 3500, 0x19), ('two', 1800, 0x18), ('utrim', 3500, 0), ('utwo', 1800, 0))
 for r in range(rounds):
-    for kind, payload, flags in (('trim', 3500, 0x18), ('fin', 3500, 0x19), ('two', 1800, 0x18)):
+    # each round one place further, so that CoDel's drops (every other read) fall on every kind; the IP ID names it
+    for j in range(len(KINDS)):
+        k = (j + r) % len(KINDS)
+        kind, payload, flags = KINDS[k]
+        ipid = 0x200 + len(KINDS) * r + k
+        if kind.startswith('u'):
+            # USO: 4 datagrams (1000, 1000, 1000, 500) or 2 (1000, 800); each datagram starts with its offset
+            data = b''.join(struct.pack('!I', off) + bytes((off + i) & 255 for i in range(4, min(1000, payload - off)))
+                            for off in range(0, payload, 1000))
+            udplen = 8 + payload
+            ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + udplen, ipid, 0x4000, 64, 17, 0, src, dst)
+            ip = ip[:10] + struct.pack('!H', 0xffff - fold(words(ip))) + ip[12:]
+            udp = struct.pack('!HHHH', 40000, 443, udplen, fold(words(src + dst) + 17 + udplen))
+            vnet = struct.pack('<BBHHHH', 1, 5, 28, 1000, 20, 6)  # NEEDS_CSUM, GSO_UDP_L4
+            s.sendto(vnet + ip + udp + data, (dev, 0x0800))
+            continue
         data = bytes((seq + i) & 255 for i in range(payload))
         tcplen = 20 + payload
-        ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + tcplen, r, 0x4000, 64, 6, 0, src, dst)
+        ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + tcplen, ipid, 0x4000, 64, 6, 0, src, dst)
         ip = ip[:10] + struct.pack('!H', 0xffff - fold(words(ip))) + ip[12:]
         partial = fold(words(src + dst) + 6 + tcplen)  # NEEDS_CSUM: the pseudo-header sum, not inverted
         tcp = struct.pack('!HHIIBBHHH', 40000, 80, seq, 1, 0x50, flags, 65535, partial, 0)
@@ -513,21 +530,23 @@ execFileSync('ip', ['route', 'add', '10.99.0.0/24', 'dev', 'tr0']);
 tr0.readBatch(mem, 0, SLOT, LEN_BASE, MAX, HDR_BASE, HDR);
 tr1.readBatch(mem, 0, 2048, LEN_BASE, MAX);
 const trims0 = queueTrims();
-execFileSync('python3', ['-c', ${JSON.stringify(GSO_PY)}, 'tr0', '8']);
+execFileSync('python3', ['-c', ${JSON.stringify(GSO_PY)}, 'tr0', '20']);
 await sleep(50);
-const full = { trim: 3540, fin: 3540, two: 1840 };
+const full = { trim: 3540, fin: 3540, two: 1840, utrim: 3528, utwo: 1828 };
 out.gso = { read: [], written: 0 };
 for (let n; (n = tr0.readBatch(mem, 0, SLOT, LEN_BASE, 1, HDR_BASE, HDR)) > 0; await sleep(5)) {
   const len = dv.getUint32(LEN_BASE, true);
   const p = bytes.subarray(0, len);
-  const off = (dv.getUint32(24) - 1000) % 8800; // each round: trim at 0, fin at 3500, two at 7000
-  const kind = off === 0 ? 'trim' : off === 3500 ? 'fin' : 'two';
+  const udp = p[9] === 17;
+  const kind = ['trim', 'fin', 'two', 'utrim', 'utwo'][(((p[4] << 8) | p[5]) - 0x200) % 5]; // the IP ID names it
   let a = 0; for (let i = 0; i < 20; i += 2) a += (p[i] << 8) | p[i + 1];
   while (a > 0xffff) a = (a & 0xffff) + (a >>> 16);
-  let ps = 0x0a63 + 0x0001 + 0x0ace + 0x0002 + 6 + (len - 20);
+  let ps = 0x0a63 + 0x0001 + 0x0ace + 0x0002 + p[9] + (len - 20);
   while (ps > 0xffff) ps = (ps & 0xffff) + (ps >>> 16);
+  const check = udp ? 26 : 36;
   out.gso.read.push({ kind, len, cut: full[kind] - len, totalLength: (p[2] << 8) | p[3], ipSumOk: a === 0xffff,
-    partialOk: ((p[36] << 8) | p[37]) === ps, hdr: Array.from(bytes.subarray(HDR_BASE, HDR_BASE + 10)) });
+    partialOk: ((p[check] << 8) | p[check + 1]) === ps, udpLength: udp ? (p[24] << 8) | p[25] : undefined,
+    hdr: Array.from(bytes.subarray(HDR_BASE, HDR_BASE + 10)) });
   bytes[VERDICT_BASE] = 1;
   out.gso.written += tr0.writeBatch(mem, 0, SLOT, LEN_BASE, VERDICT_BASE, 1, 1, HDR_BASE, HDR);
 }
@@ -537,10 +556,21 @@ out.gso.byClass = tr0.queueDropsByClass;
 await sleep(100);
 // tr1 (plain, no offloads): the kernel cut what was written into segments and finished their checksums
 out.segments = [];
+out.datagrams = [];
 for (let n; (n = tr1.readBatch(mem, 0, 2048, LEN_BASE, MAX)) > 0;) {
   for (let i = 0; i < n; i++) {
     const len = dv.getUint32(LEN_BASE + 4 * i, true);
     const p = bytes.subarray(i * 2048, i * 2048 + len);
+    if (p[9] === 17) {
+      let s = 0x0a63 + 0x0001 + 0x0ace + 0x0002 + 17 + (len - 20);
+      for (let k = 20; k < len; k += 2) s += (p[k] << 8) | (k + 1 < len ? p[k + 1] : 0);
+      while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
+      const at = ((p[28] << 24) | (p[29] << 16) | (p[30] << 8) | p[31]) >>> 0;
+      let dataOk = (p[24] << 8 | p[25]) === len - 20;
+      for (let k = 32; k < len; k++) if (p[k] !== ((at + k - 28) & 255)) dataOk = false;
+      out.datagrams.push({ len, at, csumOk: s === 0xffff, dataOk });
+      continue;
+    }
     if (p[9] !== 6) continue;
     let s = 0x0a63 + 0x0001 + 0x0ace + 0x0002 + 6 + (len - 20);
     for (let k = 20; k < len; k += 2) s += (p[k] << 8) | (k + 1 < len ? p[k + 1] : 0);
@@ -749,32 +779,42 @@ describe.skipIf(skipUnless({ root: true, tun: true, tools: ['ip', 'tc', 'setpriv
     expect(out.bound.drops).toBeGreaterThanOrEqual(1);
   });
 
-  it('ring clock: CoDel takes only a TCP super-packet\'s last segment, with lengths and checksums that the kernel\'s own segmentation turns into valid segments; FIN and 2-segment packets are dropped whole', async () => {
+  it('ring clock: CoDel takes only a TCP or UDP super-packet\'s last segment, with lengths and checksums that the kernel\'s own segmentation turns into valid segments and datagrams; FIN and 2-segment packets are dropped whole', async () => {
     const out = lastLine(await child(CLOCK_CHILD));
     const { read, written, trims, processTrims, byClass } = out.gso;
     const cut = read.filter((r: { cut: number }) => r.cut > 0);
-    expect(cut.length).toBeGreaterThanOrEqual(1);
+    expect(cut.filter((r: { kind: string }) => r.kind === 'trim').length).toBeGreaterThanOrEqual(1);
+    expect(cut.filter((r: { kind: string }) => r.kind === 'utrim').length).toBeGreaterThanOrEqual(1);
     expect(trims).toBe(cut.length);
     expect(processTrims).toBe(cut.length);
     for (const r of read) {
       // only the 4-segment super-packets without FIN are cut, by their last segment (500 bytes)
-      expect(r.cut).toBe(r.kind === 'trim' && r.cut ? 500 : 0);
+      expect(r.cut).toBe((r.kind === 'trim' || r.kind === 'utrim') && r.cut ? 500 : 0);
       expect(r.totalLength).toBe(r.len);
       expect(r.ipSumOk).toBe(true);
       expect(r.partialOk).toBe(true);
-      // the virtio header as sent (NEEDS_CSUM, TCPV4, gso_size 1000, csum at 20+16); hdr_len (the kernel's
-      // linear length, here the whole packet) never past the packet
-      expect([...r.hdr.slice(0, 2), ...r.hdr.slice(4)]).toEqual([1, 1, 232, 3, 20, 0, 16, 0]);
+      // the virtio header as sent (NEEDS_CSUM, TCPV4 or UDP_L4, gso_size 1000, csum at 20+16 or 20+6); hdr_len
+      // (the kernel's linear length, here the whole packet) never past the packet
+      const udp = r.kind.startsWith('u');
+      if (udp) expect(r.udpLength).toBe(r.len - 20);
+      expect([...r.hdr.slice(0, 2), ...r.hdr.slice(4)]).toEqual(udp ? [1, 5, 232, 3, 20, 0, 6, 0] : [1, 1, 232, 3, 20, 0, 16, 0]);
       expect(r.hdr[2] | (r.hdr[3] << 8)).toBeLessThanOrEqual(r.len);
     }
-    // 8 rounds of 3: each read (cut or not) or dropped whole, every drop a tcp drop
-    expect(read.length + byClass.tcp - trims).toBe(24);
+    // 20 rounds of 5: each read (cut or not) or dropped whole; TCP drops under tcp, USO drops under udp
+    expect(read.length + byClass.tcp + byClass.udp - trims).toBe(100);
     expect(written).toBe(read.length);
     // what was written came out of the plain tr1 as segments, checksums valid, data where its sequence says
-    const segs = read.reduce((a: number, r: { len: number }) => a + Math.ceil((r.len - 40) / 1000), 0);
+    const tcpReads = read.filter((r: { kind: string }) => !r.kind.startsWith('u'));
+    const segs = tcpReads.reduce((a: number, r: { len: number }) => a + Math.ceil((r.len - 40) / 1000), 0);
     expect(out.segments.length).toBe(segs);
     for (const s of out.segments) expect(s).toMatchObject({ csumOk: true, dataOk: true });
     expect(out.segments.filter((s: { fin: boolean }) => s.fin).length).toBe(read.filter((r: { kind: string }) => r.kind === 'fin').length);
+    // and datagrams: as many as the USO reads held, each with a valid checksum, its own UDP length and its own bytes;
+    // a cut 4-datagram packet arrives as its first three
+    const udpReads = read.filter((r: { kind: string }) => r.kind.startsWith('u'));
+    expect(out.datagrams.length).toBe(udpReads.reduce((a: number, r: { len: number }) => a + Math.ceil((r.len - 28) / 1000), 0));
+    for (const d of out.datagrams) expect(d).toMatchObject({ csumOk: true, dataOk: true });
+    expect(out.datagrams.filter((d: { at: number }) => d.at === 3000).length).toBe(udpReads.filter((r: { kind: string; cut: number }) => r.kind === 'utrim' && r.cut === 0).length);
   });
 
   it('ECN: CoDel marks ECN-capable TCP CE instead of dropping it, only while its drop count is low; UDP and Not-ECT are never marked', async () => {
