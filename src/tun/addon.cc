@@ -331,6 +331,8 @@ enum : int {
   kRqTrims,            // counters: of the tcp and udp drops, those that took only a last segment
   kRqMarks,            // counters: drops that became a CE mark
   kRqEmptyKnown,       // counters: batches ended without the read that would have found the ring empty
+  kRqStampEnd,         // state: the first ring entry past the stamp in use (a GSO packet's segments share one)
+  kRqStampAt,          // state: the time of the stamp in use
   kRqFields
 };
 
@@ -388,8 +390,10 @@ bool CodelDrop(double* q, double now, double sojourn, bool alone) {
 
 // The sojourn of the packet just read at `now` (batch start): its ring
 // clock stamp when the numbering is aligned and the stamp still there, else
-// the ring-empty bound. Advances the numbering by one ring entry. *alone:
-// nothing was stamped after it, so nothing waits behind it (CodelAbove).
+// the ring-empty bound. Advances the numbering by one ring entry; the
+// segments of a GSO packet the kernel cut after the stamp (ringclock.h) share
+// its stamp. *alone: nothing was stamped after it, so nothing waits behind it
+// (CodelAbove).
 inline double Sojourn(double* q, const ringclock::Clock* clk, double now, bool* alone) {
   double sojourn = now - q[kRqLastEmptyNs];
   *alone = false;
@@ -399,7 +403,13 @@ inline double Sojourn(double* q, const ringclock::Clock* clk, double now, bool* 
     const uint64_t stamped = __atomic_load_n(&clk->mem[0], __ATOMIC_ACQUIRE);
     if (seq < stamped && stamped - seq <= ringclock::kSlots) {
       *alone = seq + 1 == stamped;
-      const double at = static_cast<double>(clk->mem[1 + (seq & (ringclock::kSlots - 1))]);
+      if (static_cast<double>(seq) >= q[kRqStampEnd]) {
+        const uint64_t slot = seq & (ringclock::kSlots - 1);
+        const uint64_t entries = clk->mem[2 + 2 * slot];
+        q[kRqStampAt] = static_cast<double>(clk->mem[1 + 2 * slot]);
+        q[kRqStampEnd] = static_cast<double>(seq + (entries ? entries : 1));
+      }
+      const double at = q[kRqStampAt];
       // Stamped after the batch's clock read: it waited (nearly) nothing.
       sojourn = now > at ? now - at : 0;
     }
@@ -586,7 +596,7 @@ Napi::Value ReadBatch(const Napi::CallbackInfo& info) {
           q[kRqWasEmpty] = 1;
           q[kRqLastEmptyNs] = MonoNs();
           // Empty: every packet stamped so far has been read (or dropped at the tail).
-          if (clk) q[kRqReadSeq] = static_cast<double>(__atomic_load_n(&clk->mem[0], __ATOMIC_ACQUIRE));
+          if (clk) q[kRqReadSeq] = q[kRqStampEnd] = static_cast<double>(__atomic_load_n(&clk->mem[0], __ATOMIC_ACQUIRE));
         }
         break;
       }
@@ -853,7 +863,7 @@ Napi::Value AdviseHugePages(const Napi::CallbackInfo& info) {
   return r;
 }
 
-// ringClockAttach(ifname) -> id: the ring clock (ringclock.h) on that
+// ringClockAttach(ifname, segs) -> id: the ring clock (ringclock.h) on that
 // device's egress. Throws with err.code = the errno name when the kernel or
 // our privileges do not allow it; the caller falls back to the empty bound.
 Napi::Value RingClockAttach(const Napi::CallbackInfo& info) {
@@ -864,7 +874,13 @@ Napi::Value RingClockAttach(const Napi::CallbackInfo& info) {
   }
   std::string err;
   int e = 0;
-  int id = ringclock::Attach(info[0].As<Napi::String>().Utf8Value(), &err, &e);
+  uint64_t segs = 0;
+  if (!ArgU64(info, 1, "segs", &segs)) return env.Undefined();
+  if (segs > 2) {
+    ThrowRange(env, "segs must be 0 (one entry a packet), 1 (every GSO packet cut) or 2 (UDP ones cut)");
+    return env.Undefined();
+  }
+  int id = ringclock::Attach(info[0].As<Napi::String>().Utf8Value(), static_cast<ringclock::Segs>(segs), &err, &e);
   if (id < 0) {
     Napi::Error x = Napi::Error::New(env, "ring clock: " + err);
     x.Value().Set("code", ErrnoName(e));

@@ -1,9 +1,10 @@
 // The ring clock (ringclock.h says what and why). Plain C++ over the bpf(2)
 // system call and rtnetlink: no libbpf, no compiler for BPF; the program is
-// twelve instructions written out below.
+// a few dozen instructions written out below.
 #include "ringclock.h"
 
 #include <cerrno>
+#include <cstddef>
 #include <cstring>
 #include <mutex>
 #include <vector>
@@ -16,6 +17,7 @@
 #include <linux/pkt_sched.h>
 #include <linux/rtnetlink.h>
 #include <net/if.h>
+#include <netinet/in.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -24,7 +26,7 @@
 namespace ringclock {
 namespace {
 
-constexpr size_t kValueBytes = 8 * (1 + static_cast<size_t>(kSlots));
+constexpr size_t kValueBytes = 8 * (1 + 2 * static_cast<size_t>(kSlots));
 
 long Bpf(int cmd, union bpf_attr* attr) {
   return syscall(__NR_bpf, cmd, attr, sizeof(*attr));
@@ -40,28 +42,61 @@ bpf_insn Insn(uint8_t code, uint8_t dst, uint8_t src, int16_t off, int32_t imm) 
   return i;
 }
 
-// The egress program. r2 = &stamps (the map's one value); r3 = its counter,
-// fetched and incremented atomically (two CPUs may send at once); slot =
-// seq mod kSlots; stamps[1 + slot] = bpf_ktime_get_ns() (CLOCK_MONOTONIC,
-// the clock the reader reads). Returns TC_ACT_UNSPEC: the packet goes on as
-// if no filter had looked at it. The verifier checks the slot's bounds from
-// the AND.
-std::vector<bpf_insn> Program(int mapFd) {
+// The egress program. r7 = the ring entries this packet makes: 1, or (Segs)
+// its gso_segs when the device will cut it (for kUdp only when the IP
+// header, IPv4 protocol or IPv6 next header, says UDP; a header outside the
+// linear data counts 1). r2 = &stamps (the map's one value); r3 = its
+// counter, fetched and advanced by r7 atomically (two CPUs may send at
+// once); slot = seq mod kSlots; stamps[1 + 2 slot] = bpf_ktime_get_ns()
+// (CLOCK_MONOTONIC, the clock the reader reads), stamps[2 + 2 slot] = r7.
+// Returns TC_ACT_UNSPEC: the packet goes on as if no filter had looked at
+// it. The verifier checks the slot's bounds from the AND.
+std::vector<bpf_insn> Program(int mapFd, Segs segs) {
   static_assert((kSlots & (kSlots - 1)) == 0, "kSlots must be a power of two");
-  return {
+  std::vector<bpf_insn> p;
+  std::vector<size_t> toDone;  // forward jumps to `done`, patched below
+  auto jumpDone = [&](uint8_t code, uint8_t dst, uint8_t src, int32_t imm) {
+    toDone.push_back(p.size());
+    p.push_back(Insn(code, dst, src, 0, imm));
+  };
+  p.push_back(Insn(BPF_ALU64 | BPF_MOV | BPF_K, 7, 0, 0, 1));
+  if (segs != Segs::kOne) {
+    p.push_back(Insn(BPF_LDX | BPF_W | BPF_MEM, 8, 1, offsetof(__sk_buff, gso_segs), 0));
+    jumpDone(BPF_JMP | BPF_JEQ | BPF_K, 8, 0, 0);  // not GSO
+    if (segs == Segs::kUdp) {
+      p.push_back(Insn(BPF_LDX | BPF_W | BPF_MEM, 2, 1, offsetof(__sk_buff, data), 0));
+      p.push_back(Insn(BPF_LDX | BPF_W | BPF_MEM, 3, 1, offsetof(__sk_buff, data_end), 0));
+      p.push_back(Insn(BPF_ALU64 | BPF_MOV | BPF_X, 4, 2, 0, 0));
+      p.push_back(Insn(BPF_ALU64 | BPF_ADD | BPF_K, 4, 0, 0, 10));
+      jumpDone(BPF_JMP | BPF_JGT | BPF_X, 4, 3, 0);  // fewer than 10 bytes of header in the linear data
+      p.push_back(Insn(BPF_LDX | BPF_B | BPF_MEM, 5, 2, 0, 0));
+      p.push_back(Insn(BPF_ALU64 | BPF_RSH | BPF_K, 5, 0, 0, 4));
+      p.push_back(Insn(BPF_LDX | BPF_B | BPF_MEM, 4, 2, 9, 0));   // IPv4 protocol
+      p.push_back(Insn(BPF_JMP | BPF_JEQ | BPF_K, 5, 0, 1, 4));  // version 4: skip the next
+      p.push_back(Insn(BPF_LDX | BPF_B | BPF_MEM, 4, 2, 6, 0));   // IPv6 next header
+      jumpDone(BPF_JMP | BPF_JNE | BPF_K, 4, 0, IPPROTO_UDP);
+    }
+    p.push_back(Insn(BPF_ALU64 | BPF_MOV | BPF_X, 7, 8, 0, 0));
+  }
+  const size_t done = p.size();
+  for (size_t j : toDone) p[j].off = static_cast<int16_t>(done - (j + 1));
+  const bpf_insn stamp[] = {
       Insn(BPF_LD | BPF_DW | BPF_IMM, 2, BPF_PSEUDO_MAP_VALUE, 0, mapFd),
       Insn(0, 0, 0, 0, 0),  // second half of the 64-bit load: offset 0 in the value
-      Insn(BPF_ALU64 | BPF_MOV | BPF_K, 3, 0, 0, 1),
+      Insn(BPF_ALU64 | BPF_MOV | BPF_X, 3, 7, 0, 0),
       Insn(BPF_STX | BPF_DW | BPF_ATOMIC, 2, 3, 0, BPF_ADD | BPF_FETCH),
       Insn(BPF_ALU64 | BPF_AND | BPF_K, 3, 0, 0, static_cast<int32_t>(kSlots - 1)),
-      Insn(BPF_ALU64 | BPF_LSH | BPF_K, 3, 0, 0, 3),
+      Insn(BPF_ALU64 | BPF_LSH | BPF_K, 3, 0, 0, 4),
       Insn(BPF_ALU64 | BPF_ADD | BPF_X, 2, 3, 0, 0),
       Insn(BPF_ALU64 | BPF_MOV | BPF_X, 6, 2, 0, 0),  // r6 survives the call
+      Insn(BPF_STX | BPF_DW | BPF_MEM, 6, 7, 16, 0),
       Insn(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_ktime_get_ns),
       Insn(BPF_STX | BPF_DW | BPF_MEM, 6, 0, 8, 0),
       Insn(BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, TC_ACT_UNSPEC),
       Insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0),
   };
+  p.insert(p.end(), std::begin(stamp), std::end(stamp));
+  return p;
 }
 
 // --- rtnetlink: one request, one acknowledgement ---------------------------
@@ -210,7 +245,7 @@ int Fail(Clock* c, std::string* err, int* errnum, const std::string& what, int e
 
 }  // namespace
 
-int Attach(const std::string& ifname, std::string* err, int* errnum) {
+int Attach(const std::string& ifname, Segs segs, std::string* err, int* errnum) {
   Clock* c = new Clock();
   c->ifindex = static_cast<int>(if_nametoindex(ifname.c_str()));
   if (c->ifindex == 0) return Fail(c, err, errnum, "no device " + ifname, errno);
@@ -231,7 +266,7 @@ int Attach(const std::string& ifname, std::string* err, int* errnum) {
   if (mem == MAP_FAILED) return Fail(c, err, errnum, "mmap of the bpf map", errno);
   c->mem = static_cast<const volatile uint64_t*>(mem);
 
-  std::vector<bpf_insn> prog = Program(c->mapFd);
+  std::vector<bpf_insn> prog = Program(c->mapFd, segs);
   static const char license[] = "Dual MIT/GPL";
   char log[4096] = "";
   std::memset(&a, 0, sizeof a);

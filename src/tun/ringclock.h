@@ -10,6 +10,12 @@
 // n-th packet read since the ring was last empty is the n-th stamped, so its
 // sojourn is one subtraction, with no system call on the packet path.
 //
+// A GSO packet the device cannot take whole is cut into segments after the
+// hook, so one stamp stands for several ring entries: the program adds the
+// packet's gso_segs to the numbering and keeps it beside the stamp, and the
+// reader gives that many entries the one stamp. Which GSO packets the kernel
+// cuts follows from the TUN's offloads (Segs below).
+//
 // Numbering drifts only when the kernel drops at the full ring's tail (a
 // stamped packet that never reaches a read): the reader then takes an older
 // stamp, overestimating the wait while the ring is full (the right side to
@@ -27,8 +33,15 @@ namespace ringclock {
 // ring-empty bound until the ring next empties.
 constexpr uint32_t kSlots = 16384;
 
+// Which GSO packets reach the ring as segments, by the TUN's offloads:
+// kOne none (TSO and USO taken whole), kAll every one (no TSO: a plain TUN),
+// kUdp UDP ones (TSO but no USO, kernels before 6.2).
+enum class Segs : int { kOne = 0, kAll = 1, kUdp = 2 };
+
 struct Clock {
-  // [0] packets stamped so far; [1 + (seq & (kSlots - 1))] that packet's time.
+  // [0] ring entries numbered so far; for a packet numbered seq, at slot =
+  // seq & (kSlots - 1): [1 + 2 slot] its time, [2 + 2 slot] the ring
+  // entries it makes (1, or its segments).
   const volatile uint64_t* mem = nullptr;
   size_t mapBytes = 0;
   int mapFd = -1;
@@ -42,7 +55,7 @@ struct Clock {
 // Loads the program, attaches it to `ifname`'s egress, maps its stamps.
 // Returns an id >= 0, or -1 with *err set (errno in *errnum: EPERM without
 // CAP_BPF, ENOENT/EOPNOTSUPP for a kernel without clsact or cls_bpf, ...).
-int Attach(const std::string& ifname, std::string* err, int* errnum);
+int Attach(const std::string& ifname, Segs segs, std::string* err, int* errnum);
 
 // Removes the filter (and the clsact qdisc if Attach added it, or if it
 // took over a killed predecessor's filter and no other filter is left on

@@ -94,7 +94,7 @@ interface Native {
   setNonBlocking(fd: number, on?: boolean): void;
   setRealtime(prio: number): void;
   closeFd(fd: number): void;
-  ringClockAttach(ifname: string): number;
+  ringClockAttach(ifname: string, segs: number): number;
   ringClockDetach(id: number): void;
   adviseHugePages(buf: ArrayBuffer, hugeBytes: number): [advised: number, errno: number, address: number];
   Poller: new (fd: number, cb: () => void) => NativePoller;
@@ -197,7 +197,7 @@ const RQ_MAX_SOJOURN = RQ_CLOCK + 3;
 const RQ_TRIMS = RQ_CLOCK + 4;
 const RQ_MARKS = RQ_CLOCK + 5;
 const RQ_EMPTY_KNOWN = RQ_CLOCK + 6;
-const RQ_FIELDS = RQ_CLOCK + 7;
+const RQ_FIELDS = RQ_CLOCK + 9; // then the stamp in use: its end and its time (addon.cc)
 
 /**
  * How a reader queue learns each packet's time in the ring: 'stamps' (the
@@ -292,15 +292,17 @@ export class TunDevice implements PacketDevice {
     const nat = loadNative();
     const queue = opts.queue === undefined ? (queueFromEnv() ?? READER_QUEUE) : opts.queue;
     const dev = new TunDevice(nat, nat.openTun(name, !!opts.offload));
-    if (queue) dev.setQueue(queue);
-    if (!opts.offload) return dev;
     try {
-      dev.vnet = (nat.tunFlags(dev.fd) & IFF_VNET_HDR) !== 0;
-      if (dev.vnet) dev.offloads = nat.tunOffload(dev.fd, opts.uso ?? true);
+      if (opts.offload) {
+        dev.vnet = (nat.tunFlags(dev.fd) & IFF_VNET_HDR) !== 0;
+        if (dev.vnet) dev.offloads = nat.tunOffload(dev.fd, opts.uso ?? true);
+      }
     } catch (err) {
       dev.close();
       throw err;
     }
+    // After the offloads: they decide which GSO packets reach the ring as segments (the ring clock counts those).
+    if (queue) dev.setQueue(queue);
     return dev;
   }
 
@@ -331,11 +333,21 @@ export class TunDevice implements PacketDevice {
     this.#queue = a;
   }
 
+  /**
+   * Which GSO packets the kernel cuts into segments after the ring clock's
+   * hook, before the ring (ringclock.h Segs): without TSO every one; with
+   * TSO but no USO the UDP ones; with both none.
+   */
+  #cutBySegs(): number {
+    if (!(this.offloads & TUN_F.TSO4)) return 1;
+    return this.offloads & TUN_F.USO4 ? 0 : 2;
+  }
+
   #attachClock(): QueueClock {
     if (this.#clock >= 0) return { kind: 'stamps' };
     if (!queueClockWanted()) return { kind: 'empty', reason: 'VPNMASQ_QUEUE_CLOCK=empty' };
     try {
-      this.#clock = this.#native.ringClockAttach(this.name);
+      this.#clock = this.#native.ringClockAttach(this.name, this.#cutBySegs());
       return { kind: 'stamps' };
     } catch (err) {
       return { kind: 'empty', reason: (err as Error).message.replace(/^ring clock: /, '') };

@@ -632,6 +632,124 @@ console.log(JSON.stringify({ read, marks: te0.queueMarks, byClass: te0.queueDrop
 te0.close();
 `;
 
+// Scenario 5c (root, in NS): a GSO packet that the kernel cuts after the
+// ring clock's hook is one stamp for several ring entries. ts0 is a plain TUN
+// (no TSO: every GSO packet is cut), ts1 has TSO but no USO (UDP ones are
+// cut, TCP ones stay whole). Each is handed, 40 ms apart, plain datagrams and
+// GSO packets of 4 segments (python3, one process a packet: UDP from a socket
+// with UDP_SEGMENT, routed to the TUN; TCP with a virtio header through a
+// packet socket); then everything is read one a batch. Every entry's sojourn
+// must lie between the bounds measured around its own packet's send and its
+// read: segments share their packet's stamp, and what follows keeps its own.
+const SEG_PY = `
+import socket, struct, sys
+dev, kind, dst = sys.argv[1], sys.argv[2], sys.argv[3]
+if kind in ('plain', 'udp'):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    if kind == 'udp': s.setsockopt(17, 103, 1000)  # SOL_UDP, UDP_SEGMENT: 4 datagrams in one GSO packet
+    s.sendto(bytes(32 if kind == 'plain' else 4000), (dst, 9))
+    sys.exit(0)
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.setsockopt(263, 15, 1)  # SOL_PACKET, PACKET_VNET_HDR
+def fold(a):
+    while a > 0xffff: a = (a & 0xffff) + (a >> 16)
+    return a
+def words(b):
+    return sum(struct.unpack('!%dH' % (len(b) // 2), b))
+src, dst = bytes([10, 99, 0, 1]), socket.inet_aton(dst)
+data = bytes(4000)
+h = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 40 + len(data), 1, 0x4000, 64, 6, 0, src, dst)
+h = h[:10] + struct.pack('!H', 0xffff - fold(words(h))) + h[12:]
+tcp = struct.pack('!HHIIBBHHH', 40000, 80, 1, 1, 0x50, 0x18, 65535, fold(words(src + dst) + 6 + 20 + len(data)), 0)
+s.sendto(struct.pack('<BBHHHH', 1, 1, 40, 1000, 20, 16) + h + tcp + data, (dev, 0x0800))
+`;
+
+const SEG_CHILD = `
+import { TunDevice } from ${JSON.stringify(TUN_TS)};
+import { execFileSync } from 'node:child_process';
+import dgram from 'node:dgram';
+import net from 'node:net';
+const SLOT = 65600, HDR = 16, LEN_BASE = SLOT * 8, VERDICT_BASE = LEN_BASE + 64, HDR_BASE = VERDICT_BASE + 64;
+const mem = new WebAssembly.Memory({ initial: 10 }).buffer;
+const bytes = new Uint8Array(mem);
+const dv = new DataView(mem);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const never = { batchBytes: 0, targetUs: 1e9, intervalUs: 1e9 };
+execFileSync('sysctl', ['-qw', 'net.ipv6.conf.all.disable_ipv6=1']);
+const py = (name, kind, dst) => execFileSync('python3', ['-c', ${JSON.stringify(SEG_PY)}, name, kind, dst]);
+const udp = dgram.createSocket('udp4');
+const out = {};
+
+function sum16(b, from, to, acc = 0) {
+  for (let k = from; k < to; k += 2) acc += (b[k] << 8) | (k + 1 < to ? b[k + 1] : 0);
+  while (acc > 0xffff) acc = (acc & 0xffff) + (acc >>> 16);
+  return acc;
+}
+/** Answers the SYN in slot 0 with a SYN-ACK (MSS 1000) written into the TUN: the kernel's socket is then established. */
+function synAck(d) {
+  const syn = bytes.slice(0, 40);
+  const p = bytes.subarray(0, 44);
+  p.fill(0);
+  p.set([0x45, 0, 0, 44, 0, 0, 0x40, 0, 64, 6], 0);
+  p.set(syn.subarray(16, 20), 12); p.set(syn.subarray(12, 16), 16);          // addresses swapped
+  p.set(syn.subarray(22, 24), 20); p.set(syn.subarray(20, 22), 22);          // ports swapped
+  dv.setUint32(24, 1000); dv.setUint32(28, dv.getUint32.call(new DataView(syn.buffer), 24) + 1);
+  p[32] = 0x60; p[33] = 0x12; dv.setUint16(34, 65535);                        // 24-byte header, SYN ACK
+  p.set([2, 4, 0x03, 0xe8], 40);                                              // MSS 1000
+  dv.setUint16(10, 0xffff - sum16(p, 0, 20));
+  dv.setUint16(36, 0xffff - sum16(p, 20, 44, sum16(p, 12, 20) + 6 + 24));
+  dv.setUint32(LEN_BASE, 44, true); bytes[VERDICT_BASE] = 1; bytes.fill(0, HDR_BASE, HDR_BASE + HDR);
+  return d.writeBatch(mem, 0, SLOT, LEN_BASE, VERDICT_BASE, 1, 1, HDR_BASE, HDR);
+}
+
+// [device, open options, net, what each step sends, ring entries each makes]
+for (const [name, opts, ipnet, kinds, entries] of [
+  ['ts0', { queue: never }, '10.211.0', ['plain', 'udp', 'plain', 'udp', 'plain'], [1, 4, 1, 4, 1]],
+  ['ts1', { queue: never, offload: true, uso: false }, '10.212.0', ['plain', 'udp', 'tcp', 'dgram'], [1, 4, 1, 1]],
+]) {
+  const d = TunDevice.open(name, opts);
+  execFileSync('ip', ['addr', 'add', ipnet + '.1/24', 'dev', name]);
+  execFileSync('ip', ['link', 'set', name, 'up']);
+  const read = () => (d.vnet ? d.readBatch(mem, 0, SLOT, LEN_BASE, 1, HDR_BASE, HDR) : d.readBatch(mem, 0, SLOT, LEN_BASE, 1));
+  let sock = null;
+  if (kinds.includes('tcp')) {
+    // a local TCP connection through the TUN, its handshake answered here: its data leaves as the TCP stack's own
+    // super-packets (gso_segs set), which a TUN with TSO takes whole
+    sock = net.connect({ host: ipnet + '.2', port: 80, localAddress: ipnet + '.1', noDelay: true });
+    sock.on('error', () => {});
+    for (let k = 0; k < 200 && !(read() > 0 && bytes[9] === 6 && bytes[33] === 2); k++) await sleep(10);
+    synAck(d);
+    await new Promise((r) => sock.once('connect', r));
+    await sleep(20);
+  }
+  while (read() > 0); // the ring is empty: the numbering aligns
+  const sent = [];
+  for (const kind of kinds) {
+    const t0 = performance.now();
+    if (kind === 'tcp') sock.write(Buffer.alloc(2000)); // the stack's smallest super-packet: 2 segments of 1000
+    else if (kind === 'dgram') await new Promise((r) => udp.send(Buffer.alloc(32), 9, ipnet + '.2', r));
+    else py(name, kind, ipnet + '.2');
+    sent.push([t0, performance.now()]);
+    await sleep(40);
+  }
+  // exactly the entries expected (a retransmission of the unanswered TCP data may follow them)
+  const owners = entries.flatMap((n, i) => Array(n).fill(i));
+  const got = [];
+  while (got.length < owners.length) {
+    const t0 = performance.now(); const n = read(); const t1 = performance.now();
+    if (n === 0) break;
+    const own = owners[got.length];
+    const [s0, s1] = sent[own];
+    got.push({ kind: kinds[own], len: dv.getUint32(LEN_BASE, true), gsoType: d.vnet ? bytes[HDR_BASE + 1] : 0, us: d.sojournUs.last, atLeast: (t0 - s1) * 1000, atMost: (t1 - s0) * 1000 });
+  }
+  out[name] = { offloads: d.offloads, entries: got };
+  sock?.destroy();
+  d.close();
+}
+udp.close();
+console.log(JSON.stringify(out));
+`;
+
 // Scenario 6: the ring clock where it cannot be: root without CAP_BPF and
 // CAP_SYS_ADMIN opens a TUN with CoDel; the queue runs on the ring-empty
 // bound and says why, and nothing is left on the device.
@@ -815,6 +933,24 @@ describe.skipIf(skipUnless({ root: true, tun: true, tools: ['ip', 'tc', 'setpriv
     expect(out.datagrams.length).toBe(udpReads.reduce((a: number, r: { len: number }) => a + Math.ceil((r.len - 28) / 1000), 0));
     for (const d of out.datagrams) expect(d).toMatchObject({ csumOk: true, dataOk: true });
     expect(out.datagrams.filter((d: { at: number }) => d.at === 3000).length).toBe(udpReads.filter((r: { kind: string; cut: number }) => r.kind === 'utrim' && r.cut === 0).length);
+  });
+
+  it('ring clock: the segments of a GSO packet the kernel cuts after the stamp share its stamp, and what follows keeps its own (a plain TUN; TSO without USO)', async () => {
+    const out = lastLine(await child(SEG_CHILD));
+    // what was read, by length: a plain datagram 60 bytes, a UDP segment 1028, the whole TCP packet 4040
+    const lens = (e: { len: number }[]) => e.map((x) => x.len);
+    // plain TUN: each UDP GSO packet arrives as its 4 datagrams
+    expect(lens(out.ts0.entries)).toEqual([60, 1028, 1028, 1028, 1028, 60, 1028, 1028, 1028, 1028, 60]);
+    // TSO without USO: the UDP one is cut, the TCP one stays whole
+    expect(out.ts1.offloads & 0x02).toBe(0x02);
+    expect(out.ts1.offloads & 0x20).toBe(0);
+    // the local connection's 2000 bytes: one TCP super-packet (GSO TCPV4) of 2 segments, taken whole
+    expect(lens(out.ts1.entries)).toEqual([60, 1028, 1028, 1028, 1028, 2040, 60]);
+    expect(out.ts1.entries[5].gsoType).toBe(1);
+    for (const e of [...out.ts0.entries, ...out.ts1.entries]) {
+      expect(e.us).toBeGreaterThanOrEqual(e.atLeast);
+      expect(e.us).toBeLessThanOrEqual(e.atMost);
+    }
   });
 
   it('ECN: CoDel marks ECN-capable TCP CE instead of dropping it, only while its drop count is low; UDP and Not-ECT are never marked', async () => {
