@@ -79,7 +79,7 @@ export function renderMetrics(s: Stats): string {
   w.family('vpnmasq_tun_queue_trims_total', 'counter',
     'Of the tcp and udp head drops, those that took only a GSO super-packet\'s last segment (one TCP segment to retransmit instead of up to 44, one datagram lost instead of up to 64).', [[undefined, s.tunQueueTrims]]);
   w.family('vpnmasq_tun_queue_marks_total', 'counter',
-    'CoDel\'s drops that became an ECN CE mark on an ECN-capable TCP packet instead (not counted as drops).', [[undefined, s.tunQueueMarks]]);
+    'CoDel\'s drops that became an ECN CE mark on an ECN-capable packet instead (not counted as drops).', [[undefined, s.tunQueueMarks]]);
   w.family('vpnmasq_tun_offload', 'gauge', 'TUN offloads the kernel accepted (1) or not (0), by offload.',
     Object.entries(TUN_F).filter(([k]) => k !== 'TSO_ECN' && k !== 'UFO')
       .map(([k, bit]) => [{ offload: k.toLowerCase() }, (s.offload.bits & bit) !== 0 ? 1 : 0]));

@@ -485,16 +485,18 @@ size_t TrimLastSegment(uint8_t* vh, uint8_t* ip, size_t len) {
 }
 
 // RFC 8289 (and fq_codel) mark ECN-capable packets instead of dropping
-// them: TCP then slows down without losing anything. Only TCP/IPv4 is
-// marked (ECT(0), ECT(1) become CE; CE stays CE; the header checksum
-// follows), and only while CoDel's drop count in this episode is at most
+// them: TCP, and QUIC over UDP (RFC 9000), then slow down without losing
+// anything, and a tunnel's decapsulator hands the mark on (RFC 6040). Any
+// IPv4 packet is marked, as fq_codel does (ECT(0), ECT(1) become CE; CE
+// stays CE; the header checksum follows), and only while CoDel's drop
+// count in this episode is at most
 // kMarkMaxCount: a flow that claims ECN but does not slow down (anything a
 // LAN host can forge) keeps the count rising, and from then on it is
 // dropped like any other (RFC 7567 section 4.2.1: drop, not mark, under
 // overload). At the 5 ms interval that is about 35 ms of marking.
 constexpr double kMarkMaxCount = 16;
 bool MarkCe(uint8_t* ip, size_t len) {
-  if (len < 20 || ip[0] >> 4 != 4 || (ip[0] & 15) < 5 || ip[9] != 6) return false;
+  if (len < 20 || ip[0] >> 4 != 4 || (ip[0] & 15) < 5) return false;
   const uint32_t ecn = ip[1] & 3;
   if (ecn == 0) return false;  // Not-ECT
   if (ecn == 3) return true;   // already CE

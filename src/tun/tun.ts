@@ -151,7 +151,7 @@ export function queueTrims(): number {
   return loadNative().queueTrims();
 }
 
-/** CoDel's drops that became an ECN CE mark on an ECN-capable TCP packet instead (addon.cc MarkCe). */
+/** CoDel's drops that became an ECN CE mark on an ECN-capable packet instead (addon.cc MarkCe). */
 export function queueMarks(): number {
   return loadNative().queueMarks();
 }

@@ -159,7 +159,7 @@ describe.skipIf(skip)('queue discipline: floods that are not TCP (real TUN path)
     const pid = vm.status().pid as number;
     const before = vm.status().tunQueueDropsByClass;
     const marks0 = vm.status().tunQueueMarks;
-    // -S 2: every datagram claims ECT(0); UDP is never marked, so that buys the flood nothing
+    // -S 2: every datagram claims ECT(0); that buys the flood at most 16 marks an episode, then its head drops
     const flood = lab.spawn(lab.lan[0]!, ['iperf3', '-u', '-l', '36', '-b', '0', '-P', '16', '-t', '4', '-S', '2', '-c', WANHOST, '-p', '5201']);
     const exited = new Promise((r) => flood.once('exit', r));
     await stall(pid, 300);
@@ -168,7 +168,7 @@ describe.skipIf(skip)('queue discipline: floods that are not TCP (real TUN path)
     const s = vm.status();
     const by = s.tunQueueDropsByClass;
     expect(by.udp - before.udp).toBeGreaterThan(0);
-    expect(s.tunQueueMarks).toBe(marks0);
+    expect(s.tunQueueMarks - marks0).toBeGreaterThan(0);
     expect(s.tunQueueDrops).toBe(Object.values(by as Record<string, number>).reduce((a, b) => a + b, 0));
     expect(during.answers).toEqual({ asked: 5, answered: 5 });
     expect(during.pings).toBeGreaterThan(0);
