@@ -1,7 +1,7 @@
 // The readers' queue discipline under floods that are not TCP (issue 10
 // item 5): `vpnmasq run` between namespaces, one LAN host flooding, a second
 // one talking. The daemon is stopped (SIGSTOP) for a moment during each
-// flood, so the ring certainly fills behind a reader that cannot keep up
+// flood and each TCP transfer, so the ring certainly fills behind a reader that cannot keep up
 // (what a slower CPU does all the time), and CoDel runs with a 1 µs target
 // and 100 µs interval (VPNMASQ_READER_QUEUE) so that a ring not emptied for
 // 100 µs counts as a standing queue however fast this machine is. Asserted:
@@ -100,10 +100,13 @@ describe.skipIf(skip)('queue discipline: floods that are not TCP (real TUN path)
     lab?.destroy();
   });
 
-  /** Stops the whole daemon for `ms` twice while a flood runs: the ring fills; after each SIGCONT the reader finds a standing queue. */
-  async function stall(pid: number, ms: number): Promise<void> {
+  /**
+   * Stops the whole daemon for `ms` twice while a flood runs, `gapMs` after its start and after the first
+   * SIGCONT: the ring fills; after each SIGCONT the reader finds a standing queue.
+   */
+  async function stall(pid: number, ms: number, gapMs = 300): Promise<void> {
     for (let i = 0; i < 2; i++) {
-      await sleep(300);
+      await sleep(gapMs);
       process.kill(pid, 'SIGSTOP');
       await sleep(ms);
       process.kill(pid, 'SIGCONT');
@@ -121,16 +124,24 @@ describe.skipIf(skip)('queue discipline: floods that are not TCP (real TUN path)
     if (!/qdisc clsact/.test(qdiscs)) return -1;
     return (lab.exec(lab.router, ['tc', 'filter', 'show', 'dev', dev, 'egress']).match(/vpnmasq_ringclock/g) ?? []).length;
   };
-  /** `mb` MB from lan1 to the WAN host over TCP `port`: what the sender sent and what the receiver got ({bytes, sha256} each). */
+  /**
+   * `mb` MB from lan1 to the WAN host over TCP `port`, the daemon stalled twice meanwhile (a standing queue
+   * whatever this machine's speed): what the sender sent and what the receiver got ({bytes, sha256} each).
+   */
   const transfer = async (port: number, mb: number) => {
     let got = '';
+    let sent = '';
     const sink = lab.spawn(lab.wan[0]!, ['python3', '-c', SINK, String(port)]);
     sink.stdout!.on('data', (d) => { got += d; });
     const done = new Promise((r) => sink.once('exit', r));
     await waitListening(lab, [[lab.wan[0]!, 't', port]]);
-    const sent = JSON.parse(lab.exec(lab.lan[0]!, ['python3', '-c', SOURCE, WANHOST, String(port), String(mb)], { timeoutMs: 120_000 }));
+    const source = lab.spawn(lab.lan[0]!, ['python3', '-c', SOURCE, WANHOST, String(port), String(mb)]);
+    source.stdout!.on('data', (d) => { sent += d; });
+    const sourceDone = new Promise((r) => source.once('exit', r));
+    await stall(vm.status().pid as number, 300, 100);
+    await sourceDone;
     await done;
-    return { sent, got: JSON.parse(got) };
+    return { sent: JSON.parse(sent), got: JSON.parse(got) };
   };
   /** The engine's refusals of virtio headers and partial checksums: a cut super-packet must never add to them. */
   const vnetRefused = (x: any) => [x.drops.vnet_bad_gso ?? 0, x.drops.vnet_bad_csum ?? 0];
