@@ -99,7 +99,7 @@ std::vector<bpf_insn> Program(int mapFd, Segs segs) {
   return p;
 }
 
-// --- rtnetlink: one request, one acknowledgement ---------------------------
+// --- rtnetlink: a request, and the kernel's answers -------------------------
 
 struct Msg {
   alignas(NLMSG_ALIGNTO) uint8_t buf[512];
@@ -126,30 +126,39 @@ struct Msg {
   void end(rtattr* nest) { nest->rta_len = static_cast<unsigned short>(buf + hdr()->nlmsg_len - reinterpret_cast<uint8_t*>(nest)); }
 };
 
-// 0, or the errno the kernel answered with.
-int Talk(Msg& m) {
+// Sends m and hands each answer to `each` (false: not what was asked for)
+// until the kernel's acknowledgement, error or end of dump. 0, or the errno
+// of the system or the kernel's answer; EPROTO when `each` refused one.
+template <class Each>
+int Exchange(Msg& m, Each each) {
   int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
   if (fd < 0) return errno;
   sockaddr_nl kernel{};
   kernel.nl_family = AF_NETLINK;
-  int rc = 0;
-  if (sendto(fd, m.buf, m.hdr()->nlmsg_len, 0, reinterpret_cast<sockaddr*>(&kernel), sizeof kernel) < 0) {
-    rc = errno;
-  } else {
-    alignas(NLMSG_ALIGNTO) uint8_t reply[4096];
-    ssize_t n;
-    do n = recv(fd, reply, sizeof reply, 0); while (n < 0 && errno == EINTR);
-    if (n < 0) {
-      rc = errno;
-    } else {
-      nlmsghdr* h = reinterpret_cast<nlmsghdr*>(reply);
-      rc = EPROTO;
-      if (NLMSG_OK(h, static_cast<unsigned>(n)) && h->nlmsg_type == NLMSG_ERROR)
-        rc = -static_cast<nlmsgerr*>(NLMSG_DATA(h))->error;
+  int rc = -1;
+  if (sendto(fd, m.buf, m.hdr()->nlmsg_len, 0, reinterpret_cast<sockaddr*>(&kernel), sizeof kernel) < 0) rc = errno;
+  while (rc < 0) {
+    alignas(NLMSG_ALIGNTO) uint8_t reply[16384];
+    ssize_t n = recv(fd, reply, sizeof reply, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      rc = n < 0 ? errno : EPROTO;
+      break;
+    }
+    int len = static_cast<int>(n);
+    for (nlmsghdr* h = reinterpret_cast<nlmsghdr*>(reply); rc < 0 && NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
+      if (h->nlmsg_type == NLMSG_ERROR) rc = -static_cast<nlmsgerr*>(NLMSG_DATA(h))->error;
+      else if (h->nlmsg_type == NLMSG_DONE) rc = 0;
+      else if (!each(h)) rc = EPROTO;
     }
   }
   close(fd);
   return rc;
+}
+
+// One request, its acknowledgement: 0, or the errno the kernel answered with.
+int Talk(Msg& m) {
+  return Exchange(m, [](const nlmsghdr*) { return false; });
 }
 
 int Clsact(int ifindex, uint16_t type, uint16_t flags) {
@@ -185,32 +194,11 @@ int CountFilters(int ifindex) {
     m.hdr()->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
     m.tc()->tcm_ifindex = ifindex;
     m.tc()->tcm_parent = TC_H_MAKE(TC_H_CLSACT, side);
-    int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
-    if (fd < 0) return -1;
-    sockaddr_nl kernel{};
-    kernel.nl_family = AF_NETLINK;
-    bool done = sendto(fd, m.buf, m.hdr()->nlmsg_len, 0, reinterpret_cast<sockaddr*>(&kernel), sizeof kernel) < 0;
-    bool failed = done;
-    while (!done) {
-      alignas(NLMSG_ALIGNTO) uint8_t reply[16384];
-      ssize_t n = recv(fd, reply, sizeof reply, 0);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) {
-        failed = true;
-        break;
-      }
-      int len = static_cast<int>(n);
-      for (nlmsghdr* h = reinterpret_cast<nlmsghdr*>(reply); NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
-        if (h->nlmsg_type == NLMSG_DONE || h->nlmsg_type == NLMSG_ERROR) {
-          failed = h->nlmsg_type == NLMSG_ERROR && static_cast<nlmsgerr*>(NLMSG_DATA(h))->error != 0;
-          done = true;
-          break;
-        }
-        if (h->nlmsg_type == RTM_NEWTFILTER) total++;
-      }
-    }
-    close(fd);
-    if (failed) return -1;
+    int rc = Exchange(m, [&](const nlmsghdr* h) {
+      if (h->nlmsg_type == RTM_NEWTFILTER) total++;
+      return true;
+    });
+    if (rc != 0) return -1;
   }
   return total;
 }

@@ -199,6 +199,9 @@ const RQ_MARKS = RQ_CLOCK + 5;
 const RQ_EMPTY_KNOWN = RQ_CLOCK + 6;
 const RQ_FIELDS = RQ_CLOCK + 9; // then the stamp in use: its end and its time (addon.cc)
 
+/** ringClockAttach's segs (ringclock.h Segs): which GSO packets reach the ring as their segments. */
+const RING_SEGS = { ONE: 0, ALL: 1, UDP: 2 } as const;
+
 /**
  * How a reader queue learns each packet's time in the ring: 'stamps' (the
  * ring clock's eBPF stamps), or 'empty' ("time since the ring was last
@@ -339,8 +342,8 @@ export class TunDevice implements PacketDevice {
    * TSO but no USO the UDP ones; with both none.
    */
   #cutBySegs(): number {
-    if (!(this.offloads & TUN_F.TSO4)) return 1;
-    return this.offloads & TUN_F.USO4 ? 0 : 2;
+    if (!(this.offloads & TUN_F.TSO4)) return RING_SEGS.ALL;
+    return this.offloads & TUN_F.USO4 ? RING_SEGS.ONE : RING_SEGS.UDP;
   }
 
   #attachClock(): QueueClock {
