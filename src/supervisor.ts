@@ -41,6 +41,15 @@ function switchWanted(option: boolean, envName: string): boolean {
   return option;
 }
 
+/** option host_queues, or VPNMASQ_HOST_QUEUES (1, 2, 4, 8 or 16) for A/B runs; anything else there is refused. */
+export function hostQueuesWanted(option: number): number {
+  const env = process.env.VPNMASQ_HOST_QUEUES;
+  if (env === undefined || env === '') return option;
+  const n = Number(env);
+  if (![1, 2, 4, 8, 16].includes(n)) throw new RangeError(`VPNMASQ_HOST_QUEUES must be 1, 2, 4, 8 or 16, not ${JSON.stringify(env)}`);
+  return n;
+}
+
 /** When this module (and everything it imports) had loaded: ms since the process started. */
 const loadedAtMs = performance.now();
 
@@ -223,7 +232,7 @@ export class Supervisor {
     teardownStale(this.plan());
     const t1b = performance.now();
     try {
-      this.tuns = this.dp.openTuns(m.tunInside, m.tunOutside, switchWanted(m.offload, 'VPNMASQ_OFFLOAD'), switchWanted(m.gro, 'VPNMASQ_GRO'));
+      this.tuns = this.dp.openTuns(m.tunInside, m.tunOutside, switchWanted(m.offload, 'VPNMASQ_OFFLOAD'), switchWanted(m.gro, 'VPNMASQ_GRO'), hostQueuesWanted(m.hostQueues));
     } catch (err) {
       await this.dp.terminate();
       throw new FatalError(`vpnmasq: ${(err as Error).message}`);
@@ -232,6 +241,9 @@ export class Supervisor {
     const clock = this.tuns.queueClock.lan ?? this.tuns.queueClock.wan;
     if (clock?.kind === 'empty' && queueClockWanted()) {
       this.log.warn({ reason: clock.reason }, 'TUN ring clock unavailable: the reader queue times packets by the ring-empty bound');
+    }
+    if (this.tuns.hostQueues.note) {
+      this.log.warn({ device: m.tunInside, reason: this.tuns.hostQueues.note }, 'host queues unavailable: one ring for all LAN hosts');
     }
 
     // The ring toward the reader (README "Floods that are not TCP"): long enough
@@ -308,6 +320,7 @@ export class Supervisor {
       offload: this.tuns.vnet ? offloadNames(this.tuns.offloadsIn).join(',') || 'vnet only' : 'off',
       priority: this.priority?.applied,
       queueClock: (this.tuns.queueClock.lan ?? this.tuns.queueClock.wan)?.kind ?? 'off',
+      hostQueues: this.tuns.hostQueues.lan,
     }, 'vpnmasq ready');
   }
 
@@ -435,6 +448,8 @@ export class Supervisor {
     return {
       txqueuelen: { lan: len(m.tunInside), wan: len(m.tunOutside) }, batchBytes: q.batchBytes, targetUs: q.targetUs, intervalUs: q.intervalUs,
       clock: this.tuns?.queueClock ?? null,
+      hostQueues: this.tuns?.hostQueues.lan ?? null,
+      ...(this.tuns?.hostQueues.note ? { hostQueuesNote: this.tuns.hostQueues.note } : {}),
     };
   }
 

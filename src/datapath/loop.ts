@@ -111,40 +111,59 @@ export class BatchLoop {
     this.polling = false;
   }
 
-  /** Drains up to BATCHES_PER_WAKE batches; level-triggered polling brings us back for the rest. */
+  /**
+   * Drains up to BATCHES_PER_WAKE batches; level-triggered polling brings us
+   * back for the rest. After each batch the other TUN gets one batch of its
+   * own when it has packets waiting (PacketDevice.waiting: the ring clock
+   * says so without a read): a backlog on one side (a LAN host's flood the
+   * router cannot keep up with) then never holds the other side's packets
+   * (the replies every other host waits for) for more than a batch, where
+   * it used to hold them for BATCHES_PER_WAKE batches.
+   */
   pump(dev: PacketDevice, side: number): number {
     if (this.stopped) return 0;
-    const e = this.engine;
+    const other = dev === this.inside ? this.outside : this.inside;
+    const otherSide = side === SIDE_INSIDE ? SIDE_OUTSIDE : SIDE_INSIDE;
+    const slotCount = this.engine.slotCount;
     let total = 0;
     for (let b = 0; b < BATCHES_PER_WAKE; b++) {
-      // With TUN offloads (dev.vnet, engine.setVnet) each slot's virtio_net_hdr rides beside it.
-      const n = e.vnet
-        ? dev.readBatch(e.buffer, e.slotBase, e.slotSize, e.lenBase, e.slotCount, e.vnetBase, e.vnetStride)
-        : dev.readBatch(e.buffer, e.slotBase, e.slotSize, e.lenBase, e.slotCount);
-      if (n === 0) break;
-      e.process(n, side, nowMs());
-      // Option gro (engine.gro): a slot may lead a UDP GSO write of later slots linked from it (assembly/nat/gro.ts).
-      if (e.vnet) dev.writeBatch(e.buffer, e.slotBase, e.slotSize, e.lenBase, e.verdictBase, n, VERDICT_PASS, e.vnetBase, e.vnetStride, e.gro ? e.groLinkBase : undefined);
-      else dev.writeBatch(e.buffer, e.slotBase, e.slotSize, e.lenBase, e.verdictBase, n, VERDICT_PASS);
-      if (e.hot.releasedCount() !== 0) {
-        // Held fragments sit in hold slots of their own size; on a TUN with offloads each goes out behind a zero virtio header.
-        if (e.vnet) dev.writeBatch(e.buffer, e.holdBase, e.holdSlotSize, e.holdLenBase, e.holdVerdictBase, e.holdCap, VERDICT_PASS, e.holdVnetBase, e.vnetStride);
-        else dev.writeBatch(e.buffer, e.holdBase, e.holdSlotSize, e.holdLenBase, e.holdVerdictBase, e.holdCap, VERDICT_PASS);
-      }
-      const extra = e.hot.extraCount();
-      if (extra !== 0) {
-        // The later datagrams of USO super-packets to or from UDP 500 (cut in software), plain slots like the hold slots.
-        if (e.vnet) dev.writeBatch(e.buffer, e.extraBase, e.holdSlotSize, e.extraLenBase, e.extraVerdictBase, extra, VERDICT_PASS, e.extraVnetBase, e.vnetStride);
-        else dev.writeBatch(e.buffer, e.extraBase, e.holdSlotSize, e.extraLenBase, e.extraVerdictBase, extra, VERDICT_PASS);
-      }
+      const n = this.batch(dev, side);
       total += n;
-      this.batches++;
-      const h = side * (BATCH_BUCKETS + 1);
-      this.batchSizes[h + Math.min(BATCH_BUCKETS - 1, 32 - Math.clz32(n - 1))]++;
-      this.batchSizes[h + BATCH_BUCKETS] += n;
-      if (n < e.slotCount) break;
+      if (n === 0) break;
+      if (other.waiting?.()) total += this.batch(other, otherSide);
+      if (n < slotCount) break;
     }
     return total;
+  }
+
+  /** One batch: read, the engine's verdicts, the writes. The packets read. */
+  private batch(dev: PacketDevice, side: number): number {
+    const e = this.engine;
+    // With TUN offloads (dev.vnet, engine.setVnet) each slot's virtio_net_hdr rides beside it.
+    const n = e.vnet
+      ? dev.readBatch(e.buffer, e.slotBase, e.slotSize, e.lenBase, e.slotCount, e.vnetBase, e.vnetStride)
+      : dev.readBatch(e.buffer, e.slotBase, e.slotSize, e.lenBase, e.slotCount);
+    if (n === 0) return 0;
+    e.process(n, side, nowMs());
+    // Option gro (engine.gro): a slot may lead a UDP GSO write of later slots linked from it (assembly/nat/gro.ts).
+    if (e.vnet) dev.writeBatch(e.buffer, e.slotBase, e.slotSize, e.lenBase, e.verdictBase, n, VERDICT_PASS, e.vnetBase, e.vnetStride, e.gro ? e.groLinkBase : undefined);
+    else dev.writeBatch(e.buffer, e.slotBase, e.slotSize, e.lenBase, e.verdictBase, n, VERDICT_PASS);
+    if (e.hot.releasedCount() !== 0) {
+      // Held fragments sit in hold slots of their own size; on a TUN with offloads each goes out behind a zero virtio header.
+      if (e.vnet) dev.writeBatch(e.buffer, e.holdBase, e.holdSlotSize, e.holdLenBase, e.holdVerdictBase, e.holdCap, VERDICT_PASS, e.holdVnetBase, e.vnetStride);
+      else dev.writeBatch(e.buffer, e.holdBase, e.holdSlotSize, e.holdLenBase, e.holdVerdictBase, e.holdCap, VERDICT_PASS);
+    }
+    const extra = e.hot.extraCount();
+    if (extra !== 0) {
+      // The later datagrams of USO super-packets to or from UDP 500 (cut in software), plain slots like the hold slots.
+      if (e.vnet) dev.writeBatch(e.buffer, e.extraBase, e.holdSlotSize, e.extraLenBase, e.extraVerdictBase, extra, VERDICT_PASS, e.extraVnetBase, e.vnetStride);
+      else dev.writeBatch(e.buffer, e.extraBase, e.holdSlotSize, e.extraLenBase, e.extraVerdictBase, extra, VERDICT_PASS);
+    }
+    this.batches++;
+    const h = side * (BATCH_BUCKETS + 1);
+    this.batchSizes[h + Math.min(BATCH_BUCKETS - 1, 32 - Math.clz32(n - 1))]++;
+    this.batchSizes[h + BATCH_BUCKETS] += n;
+    return n;
   }
 
   stop(): void {

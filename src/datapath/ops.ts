@@ -37,6 +37,8 @@ export interface TunsOpened {
   slotSize: number;
   /** how each reader queue times packets (src/tun/tun.ts QueueClock; null: no CoDel) */
   queueClock: { lan: QueueClock | null; wan: QueueClock | null };
+  /** the LAN TUN's host queues (rings), and why fewer than asked ('' when as asked) */
+  hostQueues: { lan: number; note: string };
 }
 
 export interface RestoreResult {
@@ -83,7 +85,7 @@ export function dataPathOps(engine: Engine, callWaiting: () => boolean = () => f
    * that refuses the virtio header on either device gets both reopened plain:
    * the engine has one slot geometry for both.
    */
-  function openTuns(inside: string, outside: string, offload: boolean, gro = false): TunsOpened {
+  function openTuns(inside: string, outside: string, offload: boolean, gro = false, hostQueues = 1): TunsOpened {
     closeTuns();
     engine.setGro(false);
     let note = '';
@@ -91,7 +93,7 @@ export function dataPathOps(engine: Engine, callWaiting: () => boolean = () => f
     try {
       if (offload) {
         try {
-          tunIn = TunDevice.open(inside, { offload: true });
+          tunIn = TunDevice.open(inside, { offload: true, hostQueues });
           tunOut = TunDevice.open(outside, { offload: true });
           if (tunIn.vnet && tunOut.vnet) {
             engine.setVnet(true);
@@ -114,7 +116,7 @@ export function dataPathOps(engine: Engine, callWaiting: () => boolean = () => f
         note = 'off (option offload)';
       }
       engine.setVnet(false);
-      tunIn = TunDevice.open(inside);
+      tunIn = TunDevice.open(inside, { hostQueues });
       tunOut = TunDevice.open(outside);
       return opened(note, refused);
     } catch (err) {
@@ -128,6 +130,7 @@ export function dataPathOps(engine: Engine, callWaiting: () => boolean = () => f
       vnet: engine.vnet, gro: engine.gro, offloadsIn: tunIn!.offloads, offloadsOut: tunOut!.offloads, note, refused,
       slotCount: engine.slotCount, slotSize: engine.slotSize,
       queueClock: { lan: tunIn!.queueClock, wan: tunOut!.queueClock },
+      hostQueues: { lan: tunIn!.hostQueues, note: tunIn!.hostQueuesNote },
     };
   }
 

@@ -138,7 +138,7 @@ export class DataPathThread implements EngineView {
     this.call('reload', next, prev, lanSubnets, routerLan, prevRouterLan);
   }
   setWanAddress(addr: string | null): number { return this.call('setWanAddress', addr); }
-  openTuns(inside: string, outside: string, offload: boolean, gro = false): TunsOpened { return this.call('openTuns', inside, outside, offload, gro); }
+  openTuns(inside: string, outside: string, offload: boolean, gro = false, hostQueues = 1): TunsOpened { return this.call('openTuns', inside, outside, offload, gro, hostQueues); }
   restore(file: string, wan: string | null, cfg: Config, lanSubnets: string[], routerLan: string[] = []): RestoreResult {
     return this.call('restore', file, wan, cfg, lanSubnets, routerLan);
   }

@@ -27,6 +27,7 @@
 #include <sched.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
+#include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/uio.h>
@@ -160,8 +161,10 @@ inline uint32_t LoadLE32(const uint8_t* p) {
 // The legacy virtio_net_hdr (no num_buffers): TUN's default TUNSETVNETHDRSZ.
 constexpr size_t kVnetHdrLen = 10;
 
-// openTun(name, vnet?) -> fd. vnet: IFF_VNET_HDR, every read and write
-// carries a virtio_net_hdr before the packet (needed for TUNSETOFFLOAD).
+// openTun(name, vnet?, multiQueue?) -> fd. vnet: IFF_VNET_HDR, every read
+// and write carries a virtio_net_hdr before the packet (needed for
+// TUNSETOFFLOAD). multiQueue: IFF_MULTI_QUEUE, each open of the name adds a
+// queue (host queues, ringclock.h); EINVAL for a device made without it.
 Napi::Value OpenTun(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsString()) {
@@ -199,6 +202,7 @@ Napi::Value OpenTun(const Napi::CallbackInfo& info) {
   // tun_pi header and the slot offsets line up with the IP header.
   ifr.ifr_flags = IFF_TUN | IFF_NO_PI;
   if (info.Length() > 1 && info[1].ToBoolean().Value()) ifr.ifr_flags |= IFF_VNET_HDR;
+  if (info.Length() > 2 && info[2].ToBoolean().Value()) ifr.ifr_flags |= IFF_MULTI_QUEUE;
   std::memcpy(ifr.ifr_name, name.data(), name.size());
   if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
     int e = errno;
@@ -333,6 +337,7 @@ enum : int {
   kRqEmptyKnown,       // counters: batches ended without the read that would have found the ring empty
   kRqStampEnd,         // state: the first ring entry past the stamp in use (a GSO packet's segments share one)
   kRqStampAt,          // state: the time of the stamp in use
+  kRqHostQueue,        // policy: which host queue of the device (and of its ring clock) this state reads
   kRqFields
 };
 
@@ -398,15 +403,16 @@ inline double Sojourn(double* q, const ringclock::Clock* clk, double now, bool* 
   double sojourn = now - q[kRqLastEmptyNs];
   *alone = false;
   if (clk && q[kRqReadSeq] >= 0) {
+    const uint32_t qi = static_cast<uint32_t>(q[kRqHostQueue]);
     const uint64_t seq = static_cast<uint64_t>(q[kRqReadSeq]);
     q[kRqReadSeq] = static_cast<double>(seq + 1);
-    const uint64_t stamped = __atomic_load_n(&clk->mem[0], __ATOMIC_ACQUIRE);
-    if (seq < stamped && stamped - seq <= ringclock::kSlots) {
+    const uint64_t stamped = clk->Stamped(qi);
+    if (seq < stamped && stamped - seq <= clk->slotsPerQueue) {
       *alone = seq + 1 == stamped;
       if (static_cast<double>(seq) >= q[kRqStampEnd]) {
-        const uint64_t slot = seq & (ringclock::kSlots - 1);
-        const uint64_t entries = clk->mem[2 + 2 * slot];
-        q[kRqStampAt] = static_cast<double>(clk->mem[1 + 2 * slot]);
+        const volatile uint64_t* slot = clk->Slot(qi, seq);
+        const uint64_t entries = slot[1];
+        q[kRqStampAt] = static_cast<double>(slot[0]);
         q[kRqStampEnd] = static_cast<double>(seq + (entries ? entries : 1));
       }
       const double at = q[kRqStampAt];
@@ -534,122 +540,274 @@ bool ArgQueue(const Napi::CallbackInfo& info, size_t i, double** q) {
   return true;
 }
 
-// readBatch(fd, buf, slotBase, slotSize, lenBase, max[, hdrBase, hdrStride[, queue]]) -> count
-Napi::Value ReadBatch(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  int fd;
+// Where a batch's packets go: readBatch's arguments, checked once.
+struct Slots {
   uint8_t* data;
-  uint64_t len, slotBase, slotSize, lenBase, max, hdrBase = 0, hdrStride = 0;
+  uint64_t slotBase, slotSize, lenBase, hdrBase, hdrStride;
   bool vnet;
-  double* q;
-  if (!ArgFd(info, 0, &fd) || !ArgBuffer(info, 1, &data, &len) ||
-      !ArgU64(info, 2, "slotBase", &slotBase) || !ArgU64(info, 3, "slotSize", &slotSize) ||
-      !ArgU64(info, 4, "lenBase", &lenBase) || !ArgU64(info, 5, "max", &max) ||
-      !ArgVnet(info, 6, len, max, &vnet, &hdrBase, &hdrStride) || !ArgQueue(info, 8, &q))
-    return env.Undefined();
-  if (slotSize == 0 || slotSize > UINT32_MAX) {
-    ThrowRange(env, "slotSize must be between 1 and 2^32-1");
-    return env.Undefined();
-  }
-  // One check for the whole batch keeps the per-packet loop branch-free.
-  if (!Fits(len, slotBase, max, slotSize) || !Fits(len, lenBase, max, 4)) {
-    ThrowRange(env, "readBatch: slots or lengths fall outside the buffer (byteLength " +
-                        std::to_string(len) + ")");
-    return env.Undefined();
-  }
+};
 
+// One ring's part in a batch: its fd and its queue discipline (q null: none).
+struct Ring {
+  int fd = -1;
+  double* q = nullptr;
+  const ringclock::Clock* clk = nullptr;
+  bool codel = false;
+  bool done = false;  // found empty, or known to be, in this batch
+};
+
+// Starts a batch on ring r at now: one clock read per batch; a ring found
+// empty at the end of the last call is taken as empty until now (we were
+// woken because it no longer is).
+void BeginBatch(Ring* r, double now) {
+  double* q = r->q;
+  if (!q) return;
+  if (q[kRqWasEmpty] != 0) q[kRqLastEmptyNs] = now;
+  q[kRqWasEmpty] = 0;
+  r->codel = q[kRqTargetNs] > 0;
+  if (r->codel && q[kRqClock] >= 0) r->clk = ringclock::Get(static_cast<int>(q[kRqClock]));
+}
+
+// The ring is empty from now on: every packet stamped so far has been read
+// (or dropped at the tail), which aligns the stamps' numbering.
+void MarkEmpty(Ring* r, bool aligned) {
+  r->done = true;
+  double* q = r->q;
+  if (!q) return;
+  q[kRqWasEmpty] = 1;
+  q[kRqLastEmptyNs] = MonoNs();
+  if (aligned && r->clk) q[kRqReadSeq] = q[kRqStampEnd] = static_cast<double>(r->clk->Stamped(static_cast<uint32_t>(q[kRqHostQueue])));
+}
+
+enum class Got { kPacket, kDropped, kEmpty, kError };
+
+// Reads ring r's next packet into slot n and runs the queue discipline on
+// it. kPacket: kept, its IP length in *ipLen (the ring may be done: nothing
+// was stamped after it); kDropped: read and dropped (truncated, or CoDel's
+// head drop), the slot is free again; kEmpty: r->done; kError: *err.
+Got ReadOne(const Slots& s, Ring* r, uint64_t n, double now, uint32_t* ipLen, int* err) {
   // A TUN read into a too-small buffer silently truncates and returns the
   // truncated length, so a packet that fills its slot exactly would be
   // indistinguishable from a cut one. One spare byte in a second iovec
   // settles it: if anything lands there, the packet did not fit.
   uint8_t spill;
   struct iovec iovs[3];
-  struct iovec* iov = vnet ? iovs : iovs + 1;
-  const int iovcnt = vnet ? 3 : 2;
-  const size_t hdr = vnet ? kVnetHdrLen : 0;
+  iovs[0].iov_base = s.data + s.hdrBase + n * s.hdrStride;
   iovs[0].iov_len = kVnetHdrLen;
-  iovs[1].iov_len = slotSize;
+  iovs[1].iov_base = s.data + s.slotBase + n * s.slotSize;
+  iovs[1].iov_len = s.slotSize;
   iovs[2].iov_base = &spill;
   iovs[2].iov_len = 1;
-  uint64_t n = 0;
-  // Queue discipline (above): one clock read per batch; a ring found empty
-  // at the end of the last call is taken as empty until now (we were
-  // woken because it no longer is).
-  double now = 0, budget = 0, bytes = 0;
-  bool codel = false;
-  const ringclock::Clock* clk = nullptr;
-  if (q) {
-    now = MonoNs();
-    if (q[kRqWasEmpty] != 0) q[kRqLastEmptyNs] = now;
-    q[kRqWasEmpty] = 0;
-    budget = q[kRqBatchBytes];
-    codel = q[kRqTargetNs] > 0;
-    if (codel && q[kRqClock] >= 0) clk = ringclock::Get(static_cast<int>(q[kRqClock]));
+  const size_t hdr = s.vnet ? kVnetHdrLen : 0;
+  ssize_t got;
+  do got = s.vnet ? readv(r->fd, iovs, 3) : readv(r->fd, iovs + 1, 2);
+  while (got < 0 && errno == EINTR);
+  if (got < 0) {
+    *err = errno;
+    if (*err != EAGAIN && *err != EWOULDBLOCK) return Got::kError;
+    MarkEmpty(r, true);
+    return Got::kEmpty;
   }
-  while (n < max) {
-    iovs[0].iov_base = data + hdrBase + n * hdrStride;
-    iovs[1].iov_base = data + slotBase + n * slotSize;
-    ssize_t r = readv(fd, iov, iovcnt);
-    if (r < 0) {
-      int e = errno;
-      if (e == EINTR) continue;
-      if (e == EAGAIN || e == EWOULDBLOCK) {
-        if (q) {
-          q[kRqWasEmpty] = 1;
-          q[kRqLastEmptyNs] = MonoNs();
-          // Empty: every packet stamped so far has been read (or dropped at the tail).
-          if (clk) q[kRqReadSeq] = q[kRqStampEnd] = static_cast<double>(__atomic_load_n(&clk->mem[0], __ATOMIC_ACQUIRE));
-        }
-        break;
-      }
+  if (got == 0) {
+    r->done = true;
+    return Got::kEmpty;
+  }
+  double* q = r->q;
+  bool alone = false;
+  const double sojourn = r->codel ? Sojourn(q, r->clk, now, &alone) : 0;
+  // A truncated IP packet is useless to the NAT (and its header lies about
+  // its length): drop it, reusing the slot, and count it. So is a read
+  // shorter than its virtio header.
+  if (static_cast<uint64_t>(got) > s.slotSize + hdr || static_cast<size_t>(got) <= hdr) {
+    g_read_truncated.fetch_add(1, std::memory_order_relaxed);
+    return Got::kDropped;
+  }
+  uint8_t* ip = static_cast<uint8_t*>(iovs[1].iov_base);
+  if (r->codel && CodelDrop(q, now, sojourn, alone)) {
+    const size_t len = static_cast<size_t>(got) - hdr;
+    if (q[kRqCount] <= kMarkMaxCount && MarkCe(ip, len)) {
+      q[kRqMarks] += 1;
+      g_queue_marks.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      int c = QueueClass(ip, len);
+      q[kRqDropsClass + c] += 1;
+      g_queue_class_drops[c].fetch_add(1, std::memory_order_relaxed);
+      const size_t trimmed = s.vnet ? TrimLastSegment(static_cast<uint8_t*>(iovs[0].iov_base), ip, len) : 0;
+      if (trimmed == 0) return Got::kDropped;
+      q[kRqTrims] += 1;
+      g_queue_trims.fetch_add(1, std::memory_order_relaxed);
+      got -= static_cast<ssize_t>(trimmed);
+    }
+  }
+  *ipLen = static_cast<uint32_t>(got - hdr);
+  StoreLE32(s.data + s.lenBase + 4 * n, *ipLen);
+  // Nothing was stamped after this packet: the ring is empty, and the
+  // read that would say so (EAGAIN) is saved. A packet that arrives from
+  // now on makes the fd readable again (the poll is level-triggered).
+  if (alone) {
+    MarkEmpty(r, false);
+    q[kRqEmptyKnown] += 1;
+  }
+  return Got::kPacket;
+}
+
+// The arguments readBatch and readQueues share: (buf, slotBase, slotSize,
+// lenBase, max) from info[first], then (hdrBase, hdrStride) if given.
+bool ArgSlots(const Napi::CallbackInfo& info, size_t first, Slots* s, uint64_t* max) {
+  uint64_t len;
+  s->hdrBase = s->hdrStride = 0;
+  if (!ArgBuffer(info, first, &s->data, &len) ||
+      !ArgU64(info, first + 1, "slotBase", &s->slotBase) || !ArgU64(info, first + 2, "slotSize", &s->slotSize) ||
+      !ArgU64(info, first + 3, "lenBase", &s->lenBase) || !ArgU64(info, first + 4, "max", max) ||
+      !ArgVnet(info, first + 5, len, *max, &s->vnet, &s->hdrBase, &s->hdrStride))
+    return false;
+  if (s->slotSize == 0 || s->slotSize > UINT32_MAX) {
+    ThrowRange(info.Env(), "slotSize must be between 1 and 2^32-1");
+    return false;
+  }
+  // One check for the whole batch keeps the per-packet loop branch-free.
+  if (!Fits(len, s->slotBase, *max, s->slotSize) || !Fits(len, s->lenBase, *max, 4)) {
+    ThrowRange(info.Env(), "readBatch: slots or lengths fall outside the buffer (byteLength " +
+                               std::to_string(len) + ")");
+    return false;
+  }
+  return true;
+}
+
+// readBatch(fd, buf, slotBase, slotSize, lenBase, max[, hdrBase, hdrStride[, queue]]) -> count
+Napi::Value ReadBatch(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Slots s;
+  Ring r;
+  uint64_t max;
+  if (!ArgFd(info, 0, &r.fd) || !ArgSlots(info, 1, &s, &max) || !ArgQueue(info, 8, &r.q)) return env.Undefined();
+  const double now = r.q ? MonoNs() : 0;
+  const double budget = r.q ? r.q[kRqBatchBytes] : 0;
+  BeginBatch(&r, now);
+  uint64_t n = 0;
+  double bytes = 0;
+  while (n < max && !r.done) {
+    uint32_t len = 0;
+    int e = 0;
+    Got got = ReadOne(s, &r, n, now, &len, &e);
+    if (got == Got::kError) {
       // Hand back what we already have; a persistent error (EBADFD after
       // the device was deleted) will be thrown by the next call.
       if (n > 0) break;
-      ThrowErrno(env, e, "read from TUN fd " + std::to_string(fd), "read");
+      ThrowErrno(env, e, "read from TUN fd " + std::to_string(r.fd), "read");
       return env.Undefined();
     }
-    if (r == 0) break;
-    bool alone = false;
-    const double sojourn = codel ? Sojourn(q, clk, now, &alone) : 0;
-    // A truncated IP packet is useless to the NAT (and its header lies about
-    // its length): drop it, reusing the slot, and count it. So is a read
-    // shorter than its virtio header.
-    if (static_cast<uint64_t>(r) > slotSize + hdr || static_cast<size_t>(r) <= hdr) {
-      g_read_truncated.fetch_add(1, std::memory_order_relaxed);
-      continue;
-    }
-    uint8_t* ip = data + slotBase + n * slotSize;
-    if (codel && CodelDrop(q, now, sojourn, alone)) {
-      const size_t ipLen = static_cast<size_t>(r) - hdr;
-      if (q[kRqCount] <= kMarkMaxCount && MarkCe(ip, ipLen)) {
-        q[kRqMarks] += 1;
-        g_queue_marks.fetch_add(1, std::memory_order_relaxed);
-      } else {
-        int c = QueueClass(ip, ipLen);
-        q[kRqDropsClass + c] += 1;
-        g_queue_class_drops[c].fetch_add(1, std::memory_order_relaxed);
-        const size_t trimmed = vnet ? TrimLastSegment(static_cast<uint8_t*>(iovs[0].iov_base), ip, ipLen) : 0;
-        if (trimmed == 0) continue;
-        q[kRqTrims] += 1;
-        g_queue_trims.fetch_add(1, std::memory_order_relaxed);
-        r -= static_cast<ssize_t>(trimmed);
-      }
-    }
-    StoreLE32(data + lenBase + 4 * n, static_cast<uint32_t>(r - hdr));
+    if (got != Got::kPacket) continue;
     n++;
-    bytes += static_cast<double>(r - hdr);
+    bytes += len;
     if (budget > 0 && bytes >= budget) break;
-    // Nothing was stamped after this packet: the ring is empty, and the
-    // read that would say so (EAGAIN) is saved. A packet that arrives from
-    // now on makes the fd readable again (the poll is level-triggered).
-    if (alone) {
-      q[kRqWasEmpty] = 1;
-      q[kRqLastEmptyNs] = MonoNs();
-      q[kRqEmptyKnown] += 1;
-      break;
-    }
   }
   return Napi::Number::New(env, static_cast<double>(n));
+}
+
+// readQueues(fds, buf, slotBase, slotSize, lenBase, max, hdrBase|undefined,
+// hdrStride|undefined, states, start, hints) -> count: one batch from the host
+// queues of a multi-queue TUN (ringclock.h hostqueue). fds: an Int32Array's
+// buffer, one fd a queue; states: a Float64Array's buffer of kRqFields per
+// queue (each its own CoDel, reading its own queue's stamps). The queues
+// are taken round-robin from `start`, one packet each in turn, so a host
+// with a full ring gets one slot a round like a host with one packet. With
+// hints, a queue whose stamps show nothing unread is passed over without a
+// read; when that leaves the batch empty, every such queue is read after
+// all. A packet that reached a ring without a stamp (a packet socket that
+// bypasses the qdisc layer, and with it the clock's hook) is so read when
+// the batch finds nothing else, or by a call without hints (the loop makes
+// every 16th such a call), so steady traffic on other rings cannot hold it.
+Napi::Value ReadQueues(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Slots s;
+  uint64_t max, start;
+  if (info.Length() < 11 || !info[0].IsArrayBuffer() || !info[8].IsArrayBuffer()) {
+    Napi::TypeError::New(env, "readQueues(fds, buf, slotBase, slotSize, lenBase, max, hdrBase, hdrStride, states, start, hints)")
+        .ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  if (!ArgSlots(info, 1, &s, &max) || !ArgU64(info, 9, "start", &start)) return env.Undefined();
+  const bool hints = info[10].ToBoolean().Value();
+  Napi::ArrayBuffer fdBuf = info[0].As<Napi::ArrayBuffer>();
+  Napi::ArrayBuffer stateBuf = info[8].As<Napi::ArrayBuffer>();
+  const size_t queues = fdBuf.ByteLength() / sizeof(int32_t);
+  constexpr size_t kMaxQueues = 1u << ringclock::kMaxQueueBits;
+  if (queues == 0 || queues > kMaxQueues || stateBuf.ByteLength() < queues * kRqFields * sizeof(double)) {
+    ThrowRange(env, "readQueues: 1 to 16 fds, and kRqFields doubles of state for each");
+    return env.Undefined();
+  }
+  const int32_t* fds = static_cast<const int32_t*>(fdBuf.Data());
+  double* states = static_cast<double*>(stateBuf.Data());
+  Ring rings[kMaxQueues];
+  bool hinted[kMaxQueues] = {};
+  const double now = MonoNs();
+  const double budget = states[kRqBatchBytes];
+  for (size_t i = 0; i < queues; i++) {
+    rings[i].fd = fds[i];
+    rings[i].q = states + i * kRqFields;
+    BeginBatch(&rings[i], now);
+  }
+  uint64_t n = 0;
+  double bytes = 0;
+  for (int pass = 0; pass < 2; pass++) {
+    bool full = false;
+    for (bool more = true; more && !full;) {
+      more = false;
+      for (size_t k = 0; k < queues && !full; k++) {
+        Ring* r = &rings[(start + k) % queues];
+        if (r->done) continue;
+        double* q = r->q;
+        if (pass == 0 && hints && r->clk && q[kRqReadSeq] >= 0 && r->clk->Stamped(static_cast<uint32_t>(q[kRqHostQueue])) <= q[kRqReadSeq]) {
+          r->done = hinted[r - rings] = true;
+          q[kRqWasEmpty] = 1;
+          q[kRqLastEmptyNs] = now;
+          continue;
+        }
+        uint32_t len = 0;
+        int e = 0;
+        Got got = ReadOne(s, r, n, now, &len, &e);
+        if (got == Got::kError) {
+          if (n > 0) return Napi::Number::New(env, static_cast<double>(n));
+          ThrowErrno(env, e, "read from TUN fd " + std::to_string(r->fd), "read");
+          return env.Undefined();
+        }
+        if (got == Got::kEmpty) continue;
+        more = true;
+        if (got != Got::kPacket) continue;
+        n++;
+        bytes += len;
+        full = n == max || (budget > 0 && bytes >= budget);
+      }
+    }
+    if (n > 0 || full || !hints) break;
+    for (size_t i = 0; i < queues; i++) rings[i].done = !hinted[i];
+  }
+  return Napi::Number::New(env, static_cast<double>(n));
+}
+
+// queueWaiting(states) -> whether a read may find a packet: true when a
+// ring's stamps show a packet not yet read, or when its numbering is not
+// aligned (no clock, or not yet found empty: only a read can tell); false
+// when every ring's stamps say it is empty. states: readBatch's queue, or
+// readQueues' (kRqFields per host queue). No system call: the batch loop
+// asks between two batches of the other TUN.
+Napi::Value QueueWaiting(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsArrayBuffer()) {
+    Napi::TypeError::New(env, "states must be an ArrayBuffer").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Napi::ArrayBuffer b = info[0].As<Napi::ArrayBuffer>();
+  const double* states = static_cast<const double*>(b.Data());
+  const size_t rings = b.ByteLength() / (kRqFields * sizeof(double));
+  for (size_t i = 0; i < rings; i++) {
+    const double* q = states + i * kRqFields;
+    const ringclock::Clock* clk = q[kRqTargetNs] > 0 && q[kRqClock] >= 0 ? ringclock::Get(static_cast<int>(q[kRqClock])) : nullptr;
+    if (!clk || q[kRqReadSeq] < 0) return Napi::Boolean::New(env, true);
+    if (static_cast<double>(clk->Stamped(static_cast<uint32_t>(q[kRqHostQueue]))) > q[kRqReadSeq]) return Napi::Boolean::New(env, true);
+  }
+  return Napi::Boolean::New(env, rings == 0);
 }
 
 // Per-packet write failures: the packet is dropped and counted, the batch goes
@@ -865,7 +1023,7 @@ Napi::Value AdviseHugePages(const Napi::CallbackInfo& info) {
   return r;
 }
 
-// ringClockAttach(ifname, segs) -> id: the ring clock (ringclock.h) on that
+// ringClockAttach(ifname, segs[, queueBits]) -> id: the ring clock (ringclock.h) on that
 // device's egress. Throws with err.code = the errno name when the kernel or
 // our privileges do not allow it; the caller falls back to the empty bound.
 Napi::Value RingClockAttach(const Napi::CallbackInfo& info) {
@@ -882,7 +1040,14 @@ Napi::Value RingClockAttach(const Napi::CallbackInfo& info) {
     ThrowRange(env, "segs must be 0 (one entry a packet), 1 (every GSO packet cut) or 2 (UDP ones cut)");
     return env.Undefined();
   }
-  int id = ringclock::Attach(info[0].As<Napi::String>().Utf8Value(), static_cast<ringclock::Segs>(segs), &err, &e);
+  uint64_t queueBits = 0;
+  if (info.Length() > 2 && !ArgU64(info, 2, "queueBits", &queueBits)) return env.Undefined();
+  if (queueBits > ringclock::kMaxQueueBits) {
+    ThrowRange(env, "queueBits must be 0 to 4 (1 to 16 host queues)");
+    return env.Undefined();
+  }
+  int id = ringclock::Attach(info[0].As<Napi::String>().Utf8Value(), static_cast<ringclock::Segs>(segs),
+                             static_cast<uint32_t>(queueBits), &err, &e);
   if (id < 0) {
     Napi::Error x = Napi::Error::New(env, "ring clock: " + err);
     x.Value().Set("code", ErrnoName(e));
@@ -899,6 +1064,55 @@ Napi::Value RingClockDetach(const Napi::CallbackInfo& info) {
   if (!ArgU64(info, 0, "id", &id)) return info.Env().Undefined();
   if (id <= INT32_MAX) ringclock::Detach(static_cast<int>(id));
   return info.Env().Undefined();
+}
+
+// tunSteer(fd, queueBits): the host queues' steering program on the
+// multi-queue TUN of fd (ringclock.h hostqueue); throws with the errno.
+Napi::Value TunSteer(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  uint64_t bits;
+  if (!ArgFd(info, 0, &fd) || !ArgU64(info, 1, "queueBits", &bits)) return env.Undefined();
+  std::string err;
+  int e = hostqueue::Steer(fd, static_cast<uint32_t>(bits > 31 ? 0 : bits), &err);
+  if (e != 0) ThrowErrno(env, e, "host queues on TUN fd " + std::to_string(fd) + ": " + err, "bpf");
+  return env.Undefined();
+}
+
+// tunUnsteer(fd): the device's steering program off again (a persistent TUN would keep it).
+Napi::Value TunUnsteer(const Napi::CallbackInfo& info) {
+  int fd;
+  if (ArgFd(info, 0, &fd)) hostqueue::Unsteer(fd);
+  return info.Env().Undefined();
+}
+
+// epollOf(fds: Int32Array buffer) -> an epoll fd, level-triggered, readable
+// while any of fds is: one Poller for all the queues of a multi-queue TUN.
+Napi::Value EpollOf(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsArrayBuffer()) {
+    Napi::TypeError::New(env, "fds must be an Int32Array's buffer").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Napi::ArrayBuffer b = info[0].As<Napi::ArrayBuffer>();
+  const int32_t* fds = static_cast<const int32_t*>(b.Data());
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  if (ep < 0) {
+    ThrowErrno(env, errno, "epoll_create1", "epoll_create1");
+    return env.Undefined();
+  }
+  for (size_t i = 0; i < b.ByteLength() / sizeof(int32_t); i++) {
+    struct epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = fds[i];
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, fds[i], &ev) < 0) {
+      int e = errno;
+      close(ep);
+      ThrowErrno(env, e, "epoll_ctl add fd " + std::to_string(fds[i]), "epoll_ctl");
+      return env.Undefined();
+    }
+  }
+  return Napi::Number::New(env, ep);
 }
 
 Napi::Value CloseFd(const Napi::CallbackInfo& info) {
@@ -1062,6 +1276,11 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("tunOffload", Napi::Function::New<TunOffload>(env, "tunOffload"));
   exports.Set("tunFlags", Napi::Function::New<TunFlags>(env, "tunFlags"));
   exports.Set("readBatch", Napi::Function::New<ReadBatch>(env, "readBatch"));
+  exports.Set("readQueues", Napi::Function::New<ReadQueues>(env, "readQueues"));
+  exports.Set("queueWaiting", Napi::Function::New<QueueWaiting>(env, "queueWaiting"));
+  exports.Set("tunSteer", Napi::Function::New<TunSteer>(env, "tunSteer"));
+  exports.Set("tunUnsteer", Napi::Function::New<TunUnsteer>(env, "tunUnsteer"));
+  exports.Set("epollOf", Napi::Function::New<EpollOf>(env, "epollOf"));
   exports.Set("writeBatch", Napi::Function::New<WriteBatch>(env, "writeBatch"));
   exports.Set("writeDrops", Napi::Function::New<WriteDrops>(env, "writeDrops"));
   exports.Set("queueDrops", Napi::Function::New<QueueDrops>(env, "queueDrops"));

@@ -125,6 +125,11 @@ export class FakeTun implements PacketDevice {
     return written;
   }
 
+  /** The ring clock's answer, known here without asking: packets are queued. */
+  waiting(): boolean {
+    return this.#queue.length > 0;
+  }
+
   onReadable(cb: () => void): void {
     this.#checkOpen();
     this.#cb = cb;

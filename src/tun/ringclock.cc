@@ -12,12 +12,14 @@
 #include <arpa/inet.h>
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
+#include <linux/if_tun.h>
 #include <linux/netlink.h>
 #include <linux/pkt_cls.h>
 #include <linux/pkt_sched.h>
 #include <linux/rtnetlink.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -26,7 +28,8 @@
 namespace ringclock {
 namespace {
 
-constexpr size_t kValueBytes = 8 * (1 + 2 * static_cast<size_t>(kSlots));
+// Room for the largest layout: kMaxQueueBits queues' counts, then the slots.
+constexpr size_t kValueBytes = 8 * ((1u << kMaxQueueBits) + 2 * static_cast<size_t>(kSlots));
 
 long Bpf(int cmd, union bpf_attr* attr) {
   return syscall(__NR_bpf, cmd, attr, sizeof(*attr));
@@ -42,18 +45,56 @@ bpf_insn Insn(uint8_t code, uint8_t dst, uint8_t src, int16_t off, int32_t imm) 
   return i;
 }
 
-// The egress program. r7 = the ring entries this packet makes: 1, or (Segs)
+// Loads a program; the fd, or -1 with errno kept and *why set to the
+// verifier's last line (a kernel older than 5.12 lacks the atomic fetch).
+int LoadProgram(bpf_prog_type type, const std::vector<bpf_insn>& prog, std::string* why) {
+  static const char license[] = "Dual MIT/GPL";
+  char log[4096] = "";
+  union bpf_attr a;
+  std::memset(&a, 0, sizeof a);
+  a.prog_type = type;
+  a.insns = reinterpret_cast<uintptr_t>(prog.data());
+  a.insn_cnt = static_cast<uint32_t>(prog.size());
+  a.license = reinterpret_cast<uintptr_t>(license);
+  a.log_buf = reinterpret_cast<uintptr_t>(log);
+  a.log_size = sizeof log;
+  a.log_level = 1;
+  int fd = static_cast<int>(Bpf(BPF_PROG_LOAD, &a));
+  if (fd < 0) {
+    int e = errno;
+    std::string v(log);
+    while (!v.empty() && v.back() == '\n') v.pop_back();
+    if (size_t nl = v.rfind('\n'); nl != std::string::npos) v = v.substr(nl + 1);
+    *why = v;
+    errno = e;
+  }
+  return fd;
+}
+
+// The egress program. With host queues (queueBits > 0) r9 = the packet's
+// queue first (hostqueue::EmitQueue, the steering program's own
+// instructions). r7 = the ring entries this packet makes: 1, or (Segs)
 // its gso_segs when the device will cut it (for kUdp only when the IP
 // header, IPv4 protocol or IPv6 next header, says UDP; a header outside the
-// linear data counts 1). r2 = &stamps (the map's one value); r3 = its
-// counter, fetched and advanced by r7 atomically (two CPUs may send at
-// once); slot = seq mod kSlots; stamps[1 + 2 slot] = bpf_ktime_get_ns()
-// (CLOCK_MONOTONIC, the clock the reader reads), stamps[2 + 2 slot] = r7.
-// Returns TC_ACT_UNSPEC: the packet goes on as if no filter had looked at
-// it. The verifier checks the slot's bounds from the AND.
-std::vector<bpf_insn> Program(int mapFd, Segs segs) {
+// linear data counts 1). r2 = &count[q] in the map's one value (Clock
+// says the layout); r3 = that count, fetched and advanced by r7 atomically
+// (two CPUs may send at once); idx = q * slotsPerQueue + seq mod
+// slotsPerQueue; its time = bpf_ktime_get_ns() (CLOCK_MONOTONIC, the clock
+// the reader reads), its entries = r7. Returns TC_ACT_UNSPEC: the packet
+// goes on as if no filter had looked at it. The verifier checks the
+// slot's bounds from the AND, the OR and the shifts.
+std::vector<bpf_insn> Program(int mapFd, Segs segs, uint32_t queueBits) {
   static_assert((kSlots & (kSlots - 1)) == 0, "kSlots must be a power of two");
+  const uint32_t queues = 1u << queueBits;
+  const uint32_t slotBits = 14 - queueBits;
+  static_assert(kSlots == 1u << 14, "slotBits assumes 2^14 slots");
   std::vector<bpf_insn> p;
+  if (queueBits > 0) {
+    p.push_back(Insn(BPF_ALU64 | BPF_MOV | BPF_X, 6, 1, 0, 0));
+    hostqueue::EmitQueue(&p, queueBits);
+    p.push_back(Insn(BPF_ALU64 | BPF_MOV | BPF_X, 9, 0, 0, 0));
+    p.push_back(Insn(BPF_ALU64 | BPF_MOV | BPF_X, 1, 6, 0, 0));
+  }
   std::vector<size_t> toDone;  // forward jumps to `done`, patched below
   auto jumpDone = [&](uint8_t code, uint8_t dst, uint8_t src, int32_t imm) {
     toDone.push_back(p.size());
@@ -80,13 +121,28 @@ std::vector<bpf_insn> Program(int mapFd, Segs segs) {
   }
   const size_t done = p.size();
   for (size_t j : toDone) p[j].off = static_cast<int16_t>(done - (j + 1));
+  // The 64-bit load of a pointer into the map's value: its second half's imm is the byte offset.
+  auto valueAt = [&](uint8_t reg, int32_t offset) {
+    p.push_back(Insn(BPF_LD | BPF_DW | BPF_IMM, reg, BPF_PSEUDO_MAP_VALUE, 0, mapFd));
+    p.push_back(Insn(0, 0, 0, 0, offset));
+  };
+  valueAt(2, 0);
+  if (queueBits > 0) {  // &count[q]
+    p.push_back(Insn(BPF_ALU64 | BPF_MOV | BPF_X, 4, 9, 0, 0));
+    p.push_back(Insn(BPF_ALU64 | BPF_LSH | BPF_K, 4, 0, 0, 3));
+    p.push_back(Insn(BPF_ALU64 | BPF_ADD | BPF_X, 2, 4, 0, 0));
+  }
+  p.push_back(Insn(BPF_ALU64 | BPF_MOV | BPF_X, 3, 7, 0, 0));
+  p.push_back(Insn(BPF_STX | BPF_DW | BPF_ATOMIC, 2, 3, 0, BPF_ADD | BPF_FETCH));
+  p.push_back(Insn(BPF_ALU64 | BPF_AND | BPF_K, 3, 0, 0, static_cast<int32_t>((1u << slotBits) - 1)));
+  if (queueBits > 0) {  // idx = q << slotBits | seq mod slotsPerQueue
+    p.push_back(Insn(BPF_ALU64 | BPF_LSH | BPF_K, 9, 0, 0, static_cast<int32_t>(slotBits)));
+    p.push_back(Insn(BPF_ALU64 | BPF_OR | BPF_X, 3, 9, 0, 0));
+  }
+  p.push_back(Insn(BPF_ALU64 | BPF_LSH | BPF_K, 3, 0, 0, 4));
+  // Slot idx's time is at byte 8 (queues + 2 idx) = 8 (queues - 1) + 16 idx + 8.
+  valueAt(2, static_cast<int32_t>(8 * (queues - 1)));
   const bpf_insn stamp[] = {
-      Insn(BPF_LD | BPF_DW | BPF_IMM, 2, BPF_PSEUDO_MAP_VALUE, 0, mapFd),
-      Insn(0, 0, 0, 0, 0),  // second half of the 64-bit load: offset 0 in the value
-      Insn(BPF_ALU64 | BPF_MOV | BPF_X, 3, 7, 0, 0),
-      Insn(BPF_STX | BPF_DW | BPF_ATOMIC, 2, 3, 0, BPF_ADD | BPF_FETCH),
-      Insn(BPF_ALU64 | BPF_AND | BPF_K, 3, 0, 0, static_cast<int32_t>(kSlots - 1)),
-      Insn(BPF_ALU64 | BPF_LSH | BPF_K, 3, 0, 0, 4),
       Insn(BPF_ALU64 | BPF_ADD | BPF_X, 2, 3, 0, 0),
       Insn(BPF_ALU64 | BPF_MOV | BPF_X, 6, 2, 0, 0),  // r6 survives the call
       Insn(BPF_STX | BPF_DW | BPF_MEM, 6, 7, 16, 0),
@@ -233,8 +289,11 @@ int Fail(Clock* c, std::string* err, int* errnum, const std::string& what, int e
 
 }  // namespace
 
-int Attach(const std::string& ifname, Segs segs, std::string* err, int* errnum) {
+int Attach(const std::string& ifname, Segs segs, uint32_t queueBits, std::string* err, int* errnum) {
   Clock* c = new Clock();
+  if (queueBits > kMaxQueueBits) return Fail(c, err, errnum, "more than 16 host queues", EINVAL);
+  c->queues = 1u << queueBits;
+  c->slotsPerQueue = kSlots >> queueBits;
   c->ifindex = static_cast<int>(if_nametoindex(ifname.c_str()));
   if (c->ifindex == 0) return Fail(c, err, errnum, "no device " + ifname, errno);
 
@@ -254,28 +313,9 @@ int Attach(const std::string& ifname, Segs segs, std::string* err, int* errnum) 
   if (mem == MAP_FAILED) return Fail(c, err, errnum, "mmap of the bpf map", errno);
   c->mem = static_cast<const volatile uint64_t*>(mem);
 
-  std::vector<bpf_insn> prog = Program(c->mapFd, segs);
-  static const char license[] = "Dual MIT/GPL";
-  char log[4096] = "";
-  std::memset(&a, 0, sizeof a);
-  a.prog_type = BPF_PROG_TYPE_SCHED_CLS;
-  a.insns = reinterpret_cast<uintptr_t>(prog.data());
-  a.insn_cnt = static_cast<uint32_t>(prog.size());
-  a.license = reinterpret_cast<uintptr_t>(license);
-  a.log_buf = reinterpret_cast<uintptr_t>(log);
-  a.log_size = sizeof log;
-  a.log_level = 1;
-  c->progFd = static_cast<int>(Bpf(BPF_PROG_LOAD, &a));
-  if (c->progFd < 0) {
-    int e = errno;
-    std::string what = "bpf program load";
-    // The verifier's last line says why (a kernel older than 5.12 lacks the atomic fetch).
-    std::string v(log);
-    while (!v.empty() && v.back() == '\n') v.pop_back();
-    if (size_t nl = v.rfind('\n'); nl != std::string::npos) v = v.substr(nl + 1);
-    if (!v.empty()) what += " (" + v + ")";
-    return Fail(c, err, errnum, what, e);
-  }
+  std::string why;
+  c->progFd = LoadProgram(BPF_PROG_TYPE_SCHED_CLS, Program(c->mapFd, segs, queueBits), &why);
+  if (c->progFd < 0) return Fail(c, err, errnum, "bpf program load" + (why.empty() ? "" : " (" + why + ")"), errno);
 
   // A predecessor's filter means a predecessor's clsact too, most likely:
   // it is removed on close if nothing else is left on it.
@@ -322,3 +362,50 @@ const Clock* Get(int id) {
 }
 
 }  // namespace ringclock
+
+namespace hostqueue {
+
+void EmitQueue(std::vector<bpf_insn>* p, uint32_t bits) {
+  using ringclock::Insn;
+  p->push_back(Insn(BPF_LD | BPF_B | BPF_ABS, 0, 0, 0, 0));             // r0 = version and IHL
+  p->push_back(Insn(BPF_ALU | BPF_RSH | BPF_K, 0, 0, 0, 4));
+  p->push_back(Insn(BPF_JMP | BPF_JNE | BPF_K, 0, 0, 4, 4));            // not IPv4: queue 0
+  p->push_back(Insn(BPF_LD | BPF_W | BPF_ABS, 0, 0, 0, 12));            // r0 = saddr, host order
+  p->push_back(Insn(BPF_ALU | BPF_MUL | BPF_K, 0, 0, 0, static_cast<int32_t>(kHashMul)));
+  p->push_back(Insn(BPF_ALU | BPF_RSH | BPF_K, 0, 0, 0, static_cast<int32_t>(32 - bits)));
+  p->push_back(Insn(BPF_JMP | BPF_JA, 0, 0, 1, 0));
+  p->push_back(Insn(BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, 0));
+}
+
+int Steer(int tunFd, uint32_t bits, std::string* err) {
+  if (bits == 0 || bits > ringclock::kMaxQueueBits) {
+    *err = "host queues: 2 to 16";
+    return EINVAL;
+  }
+  // A socket filter: BPF_LD_ABS reads the packet from skb->data, the IP
+  // header on a TUN (no link header); a packet shorter than the load ends
+  // the program with 0, queue 0. The TUN takes the result modulo its queues.
+  std::vector<bpf_insn> p;
+  p.push_back(ringclock::Insn(BPF_ALU64 | BPF_MOV | BPF_X, 6, 1, 0, 0));
+  EmitQueue(&p, bits);
+  p.push_back(ringclock::Insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0));
+  std::string why;
+  int prog = ringclock::LoadProgram(BPF_PROG_TYPE_SOCKET_FILTER, p, &why);
+  if (prog < 0) {
+    int e = errno;
+    *err = "steering program load" + (why.empty() ? "" : " (" + why + ")") + ": " + std::strerror(e);
+    return e;
+  }
+  // The device holds its own reference from here on.
+  int rc = ioctl(tunFd, TUNSETSTEERINGEBPF, &prog) < 0 ? errno : 0;
+  if (rc) *err = std::string("TUNSETSTEERINGEBPF: ") + std::strerror(rc);
+  close(prog);
+  return rc;
+}
+
+void Unsteer(int tunFd) {
+  int none = -1;
+  ioctl(tunFd, TUNSETSTEERINGEBPF, &none);
+}
+
+}  // namespace hostqueue

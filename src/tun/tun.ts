@@ -37,6 +37,12 @@ export interface PacketDevice {
     hdrStride?: number,
     linkBase?: number,
   ): number;
+  /**
+   * false when a read would find nothing, known without one (the ring
+   * clock's stamps); true when there may be packets. The batch loop asks
+   * between two batches of the other device. Absent: not known.
+   */
+  waiting?(): boolean;
   /** start waking cb when readable */
   onReadable(cb: () => void): void;
   /** idempotent; stops polling, closes fd (kernel removes a non-persistent TUN) */
@@ -66,7 +72,7 @@ export function offloadNames(bits: number): string[] {
 }
 
 interface Native {
-  openTun(name: string, vnet?: boolean): number;
+  openTun(name: string, vnet?: boolean, multiQueue?: boolean): number;
   tunName(fd: number): string;
   tunOffload(fd: number, uso: boolean): number;
   tunFlags(fd: number): number;
@@ -85,6 +91,12 @@ interface Native {
     hdrStride?: number,
     linkBase?: number,
   ): number;
+  readQueues(fds: ArrayBuffer, buf: ArrayBuffer, slotBase: number, slotSize: number, lenBase: number, max: number,
+    hdrBase: number | undefined, hdrStride: number | undefined, states: ArrayBuffer, start: number, hints: boolean): number;
+  queueWaiting(states: ArrayBuffer): boolean;
+  tunSteer(fd: number, queueBits: number): void;
+  tunUnsteer(fd: number): void;
+  epollOf(fds: ArrayBuffer): number;
   writeDrops(): number;
   queueDrops(): number;
   queueDropsByClass(): number[];
@@ -94,7 +106,7 @@ interface Native {
   setNonBlocking(fd: number, on?: boolean): void;
   setRealtime(prio: number): void;
   closeFd(fd: number): void;
-  ringClockAttach(ifname: string, segs: number): number;
+  ringClockAttach(ifname: string, segs: number, queueBits?: number): number;
   ringClockDetach(id: number): void;
   adviseHugePages(buf: ArrayBuffer, hugeBytes: number): [advised: number, errno: number, address: number];
   Poller: new (fd: number, cb: () => void) => NativePoller;
@@ -197,7 +209,8 @@ const RQ_MAX_SOJOURN = RQ_CLOCK + 3;
 const RQ_TRIMS = RQ_CLOCK + 4;
 const RQ_MARKS = RQ_CLOCK + 5;
 const RQ_EMPTY_KNOWN = RQ_CLOCK + 6;
-const RQ_FIELDS = RQ_CLOCK + 9; // then the stamp in use: its end and its time (addon.cc)
+const RQ_HOST_QUEUE = RQ_CLOCK + 9; // after the stamp in use: its end and its time (addon.cc)
+const RQ_FIELDS = RQ_CLOCK + 10;
 
 /** ringClockAttach's segs (ringclock.h Segs): which GSO packets reach the ring as their segments. */
 const RING_SEGS = { ONE: 0, ALL: 1, UDP: 2 } as const;
@@ -224,6 +237,20 @@ export interface TunOpenOptions {
   uso?: boolean;
   /** the reader's queue discipline (default READER_QUEUE; null: none, plain reads of up to the slot count) */
   queue?: ReaderQueue | null;
+  /**
+   * Host queues (ringclock.h hostqueue): a multi-queue TUN of this many
+   * rings (1, 2, 4, 8 or 16), each IPv4 source address steered to one of
+   * them, read round-robin, each with its own CoDel. Needs the queue
+   * discipline's ring clock; where the device, the kernel or our privileges
+   * refuse a part, the device runs with one ring and hostQueuesNote says
+   * why. Default 1.
+   */
+  hostQueues?: number;
+}
+
+/** The host queue (ringclock.h hostqueue::HostQueue) of an IPv4 source address (a 32-bit number) among 2^bits. */
+export function hostQueueOf(saddr: number, bits: number): number {
+  return bits === 0 ? 0 : Math.imul(saddr >>> 0, 0x9e3779b1) >>> (32 - bits);
 }
 
 /** The reader queue a TunDevice.open without `queue` gets: VPNMASQ_READER_QUEUE, else READER_QUEUE. */
@@ -258,14 +285,27 @@ function queueFromEnv(): ReaderQueue | undefined {
   return { batchBytes: batchBytes!, targetUs: targetUs!, intervalUs: intervalUs! };
 }
 
+/** Why a device with this reader queue cannot have host queues, known before it is opened ('' when it can). */
+function hostQueuesRefused(queue: ReaderQueue | null): string {
+  if (!queue || !(queue.targetUs > 0)) return 'no reader queue (CoDel) to run them';
+  if (!queueClockWanted()) return 'VPNMASQ_QUEUE_CLOCK=empty (host queues are read by their ring clock stamps)';
+  return '';
+}
+
 export class TunDevice implements PacketDevice {
   readonly name: string;
   /** Opened with IFF_VNET_HDR: reads and writes carry a virtio_net_hdr. */
   vnet = false;
   /** TUN_F_* bits the kernel accepted (0 without offloads). */
   offloads = 0;
-  /** The queue discipline's policy and state (RQ_FIELDS doubles), or null. */
+  /** The queue discipline's policy and state (RQ_FIELDS doubles per host queue), or null. */
   #queue: Float64Array | null = null;
+  /** Host queues: the rings' fds (the first is #fd), the epoll set the poller watches, the batches read. */
+  #fds: Int32Array;
+  #epfd = -1;
+  #calls = 0;
+  /** Why the device has fewer host queues than asked for ('' when it has them all). */
+  hostQueuesNote = '';
   /** The ring clock's id in the addon, or -1. */
   #clock = -1;
   #queueClock: QueueClock | null = null;
@@ -277,6 +317,7 @@ export class TunDevice implements PacketDevice {
   private constructor(nat: Native, fd: number) {
     this.#native = nat;
     this.#fd = fd;
+    this.#fds = Int32Array.of(fd);
     try {
       // The kernel's name, which differs from the request for patterns like "tun%d".
       this.name = nat.tunName(fd);
@@ -294,19 +335,61 @@ export class TunDevice implements PacketDevice {
   static open(name: string, opts: TunOpenOptions = {}): TunDevice {
     const nat = loadNative();
     const queue = opts.queue === undefined ? (queueFromEnv() ?? READER_QUEUE) : opts.queue;
-    const dev = new TunDevice(nat, nat.openTun(name, !!opts.offload));
+    const want = opts.hostQueues ?? 1;
+    if (![1, 2, 4, 8, 16].includes(want)) throw new RangeError(`host queues must be 1, 2, 4, 8 or 16, not ${want}`);
+    // What host queues need and can be known before the device exists (a device made multi-queue stays so).
+    let note = want > 1 ? hostQueuesRefused(queue) : '';
+    let dev: TunDevice;
+    if (want > 1 && !note) {
+      try {
+        dev = new TunDevice(nat, nat.openTun(name, !!opts.offload, true));
+      } catch (err) {
+        // A device made without IFF_MULTI_QUEUE (ip tuntap add without multi_queue) refuses it: one ring then.
+        if ((err as TunError).code !== 'EINVAL') throw err;
+        dev = new TunDevice(nat, nat.openTun(name, !!opts.offload));
+        note = `${name} is a single-queue device`;
+      }
+    } else {
+      dev = new TunDevice(nat, nat.openTun(name, !!opts.offload));
+    }
     try {
       if (opts.offload) {
         dev.vnet = (nat.tunFlags(dev.fd) & IFF_VNET_HDR) !== 0;
         if (dev.vnet) dev.offloads = nat.tunOffload(dev.fd, opts.uso ?? true);
       }
+      if (want > 1 && !note) note = dev.#addQueues(want);
     } catch (err) {
       dev.close();
       throw err;
     }
+    dev.hostQueuesNote = note;
     // After the offloads: they decide which GSO packets reach the ring as segments (the ring clock counts those).
     if (queue) dev.setQueue(queue);
     return dev;
+  }
+
+  /**
+   * The other rings of a multi-queue device, and the steering program that
+   * spreads the LAN hosts over them; '' when all is in place, else why the
+   * device stays at one ring (the extra rings closed again).
+   */
+  #addQueues(want: number): string {
+    const nat = this.#native;
+    const fds = [this.#fd];
+    try {
+      while (fds.length < want) fds.push(nat.openTun(this.name, this.vnet, true));
+      nat.tunSteer(this.#fd, Math.log2(want));
+    } catch (err) {
+      for (const fd of fds.slice(1)) nat.closeFd(fd);
+      return (err as Error).message;
+    }
+    this.#fds = Int32Array.from(fds);
+    return '';
+  }
+
+  /** The device's host queues (rings, 1 without them). */
+  get hostQueues(): number {
+    return this.#fds.length;
   }
 
   /**
@@ -317,6 +400,7 @@ export class TunDevice implements PacketDevice {
    */
   setQueue(q: ReaderQueue | null): void {
     if (!q) {
+      if (this.#fds.length > 1) this.#dropQueues('no reader queue (CoDel) to run them');
       this.#queue = null;
       this.#queueClock = null;
       return;
@@ -325,15 +409,31 @@ export class TunDevice implements PacketDevice {
       if (!Number.isFinite(v) || v < 0) throw new RangeError(`reader queue: ${k} must be a non-negative number`);
     }
     if (q.targetUs > 0 && !(q.intervalUs > 0)) throw new RangeError('reader queue: intervalUs must be positive with a target');
-    const a = new Float64Array(RQ_FIELDS);
-    a[0] = q.batchBytes;
-    a[1] = q.targetUs * 1000;
-    a[2] = q.intervalUs * 1000;
-    a[4] = 1; // found empty: the first read starts the clock
     this.#queueClock = q.targetUs > 0 ? this.#attachClock() : null;
-    a[RQ_CLOCK] = this.#queueClock?.kind === 'stamps' ? this.#clock : -1;
-    a[RQ_READ_SEQ] = -1; // the stamps' numbering aligns when a read first finds the ring empty
+    if (this.#fds.length > 1 && this.#queueClock?.kind !== 'stamps') this.#dropQueues(`no ring clock (${this.#queueClock?.reason ?? 'no CoDel'})`);
+    const a = new Float64Array(RQ_FIELDS * this.#fds.length);
+    for (let i = 0; i < this.#fds.length; i++) {
+      const o = i * RQ_FIELDS;
+      a[o] = q.batchBytes;
+      a[o + 1] = q.targetUs * 1000;
+      a[o + 2] = q.intervalUs * 1000;
+      a[o + 4] = 1; // found empty: the first read starts the clock
+      a[o + RQ_CLOCK] = this.#queueClock?.kind === 'stamps' ? this.#clock : -1;
+      a[o + RQ_READ_SEQ] = -1; // the stamps' numbering aligns when a read first finds the ring empty
+      a[o + RQ_HOST_QUEUE] = i;
+    }
     this.#queue = a;
+  }
+
+  /** Back to one ring: the others closed (their packets lost, as at a device's close), the steering taken off. */
+  #dropQueues(why: string): void {
+    for (const fd of this.#fds.subarray(1)) this.#native.closeFd(fd);
+    this.#fds = Int32Array.of(this.#fd);
+    this.#native.tunUnsteer(this.#fd);
+    this.hostQueuesNote = why;
+    // A clock that numbers by host queue would no longer match the one ring.
+    if (this.#clock >= 0) this.#native.ringClockDetach(this.#clock);
+    this.#clock = -1;
   }
 
   /**
@@ -350,7 +450,7 @@ export class TunDevice implements PacketDevice {
     if (this.#clock >= 0) return { kind: 'stamps' };
     if (!queueClockWanted()) return { kind: 'empty', reason: 'VPNMASQ_QUEUE_CLOCK=empty' };
     try {
-      this.#clock = this.#native.ringClockAttach(this.name, this.#cutBySegs());
+      this.#clock = this.#native.ringClockAttach(this.name, this.#cutBySegs(), Math.log2(this.#fds.length));
       return { kind: 'stamps' };
     } catch (err) {
       return { kind: 'empty', reason: (err as Error).message.replace(/^ring clock: /, '') };
@@ -362,37 +462,64 @@ export class TunDevice implements PacketDevice {
     return this.#queueClock;
   }
 
-  /** The sojourn (µs) the queue discipline saw for the last packet read, and the largest since setQueue; null without CoDel. */
+  /** The sojourn (µs) the queue discipline saw for the last packet read, and the largest since setQueue (over the host queues: the largest of each); null without CoDel. */
   get sojournUs(): { last: number; max: number } | null {
     const q = this.#queue;
-    return q && q[1]! > 0 ? { last: q[RQ_LAST_SOJOURN]! / 1000, max: q[RQ_MAX_SOJOURN]! / 1000 } : null;
+    if (!q || !(q[1]! > 0)) return null;
+    return { last: this.#most(RQ_LAST_SOJOURN) / 1000, max: this.#most(RQ_MAX_SOJOURN) / 1000 };
+  }
+
+  /** Field i of the queue state summed over the host queues. */
+  #sum(i: number): number {
+    const q = this.#queue;
+    let sum = 0;
+    for (let o = 0; q && o < q.length; o += RQ_FIELDS) sum += q[o + i]!;
+    return sum;
+  }
+
+  #most(i: number): number {
+    const q = this.#queue;
+    let most = 0;
+    for (let o = 0; q && o < q.length; o += RQ_FIELDS) most = Math.max(most, q[o + i]!);
+    return most;
   }
 
   /** Packets this device's queue discipline dropped at the head. */
   get queueDrops(): number {
-    const q = this.#queue;
-    return q ? QUEUE_CLASSES.reduce((sum, _c, i) => sum + q[RQ_DROPS_CLASS + i]!, 0) : 0;
+    return QUEUE_CLASSES.reduce((sum, _c, i) => sum + this.#sum(RQ_DROPS_CLASS + i), 0);
   }
 
   /** Of this device's head drops, those that took only a TCP or UDP super-packet's last segment. */
   get queueTrims(): number {
-    return this.#queue?.[RQ_TRIMS] ?? 0;
+    return this.#sum(RQ_TRIMS);
   }
 
   /** Batches that ended knowing from the ring clock that the ring was empty, without the read that would have said EAGAIN. */
   get emptyReadsSaved(): number {
-    return this.#queue?.[RQ_EMPTY_KNOWN] ?? 0;
+    return this.#sum(RQ_EMPTY_KNOWN);
   }
 
   /** This device's CoDel drops that became a CE mark instead. */
   get queueMarks(): number {
-    return this.#queue?.[RQ_MARKS] ?? 0;
+    return this.#sum(RQ_MARKS);
   }
 
   /** The same by packet class. */
   get queueDropsByClass(): Record<QueueClass, number> {
+    return Object.fromEntries(QUEUE_CLASSES.map((c, i) => [c, this.#sum(RQ_DROPS_CLASS + i)])) as Record<QueueClass, number>;
+  }
+
+  /** The sojourn figures per host queue (µs; one entry without host queues), null without CoDel. */
+  get hostQueueSojournUs(): { last: number; max: number }[] | null {
     const q = this.#queue;
-    return Object.fromEntries(QUEUE_CLASSES.map((c, i) => [c, q ? q[RQ_DROPS_CLASS + i]! : 0])) as Record<QueueClass, number>;
+    if (!q || !(q[1]! > 0)) return null;
+    return Array.from(this.#fds, (_fd, k) => ({ last: q[k * RQ_FIELDS + RQ_LAST_SOJOURN]! / 1000, max: q[k * RQ_FIELDS + RQ_MAX_SOJOURN]! / 1000 }));
+  }
+
+  /** Head drops per host queue (with host queues; one entry without). */
+  get hostQueueDrops(): number[] {
+    const q = this.#queue;
+    return Array.from(this.#fds, (_fd, k) => (q ? QUEUE_CLASSES.reduce((sum, _c, i) => sum + q[k * RQ_FIELDS + RQ_DROPS_CLASS + i]!, 0) : 0));
   }
 
   /** The raw fd, or -1 once closed. */
@@ -407,8 +534,21 @@ export class TunDevice implements PacketDevice {
   readBatch(mem: ArrayBuffer, slotBase: number, slotSize: number, lenBase: number, max: number,
     hdrBase?: number, hdrStride?: number): number {
     if (this.vnet && hdrBase === undefined) throw new Error(`TUN device "${this.name}" carries virtio headers: pass hdrBase and hdrStride`);
+    if (this.#fds.length > 1) {
+      this.#open();
+      // The first queue turns with each batch; every 16th batch reads every queue, whatever its stamps say.
+      const calls = this.#calls++;
+      return this.#native.readQueues(this.#fds.buffer as ArrayBuffer, mem, slotBase, slotSize, lenBase, max,
+        this.vnet ? hdrBase : undefined, this.vnet ? hdrStride : undefined, this.#queue!.buffer as ArrayBuffer,
+        calls % this.#fds.length, (calls & 15) !== 0);
+    }
     return this.#native.readBatch(this.#open(), mem, slotBase, slotSize, lenBase, max,
       this.vnet ? hdrBase : undefined, this.vnet ? hdrStride : undefined, this.#queue?.buffer as ArrayBuffer | undefined);
+  }
+
+  waiting(): boolean {
+    const q = this.#queue;
+    return q ? this.#native.queueWaiting(q.buffer as ArrayBuffer) : true;
   }
 
   writeBatch(
@@ -437,7 +577,9 @@ export class TunDevice implements PacketDevice {
     const fd = this.#open();
     this.#cb = cb;
     if (!this.#poller) {
-      this.#poller = new this.#native.Poller(fd, () => this.#cb?.());
+      // Host queues: one poll on an epoll set of all the rings.
+      if (this.#fds.length > 1 && this.#epfd < 0) this.#epfd = this.#native.epollOf(this.#fds.buffer as ArrayBuffer);
+      this.#poller = new this.#native.Poller(this.#epfd >= 0 ? this.#epfd : fd, () => this.#cb?.());
     }
     this.#poller.start();
   }
@@ -461,6 +603,12 @@ export class TunDevice implements PacketDevice {
     this.#fd = -1;
     if (this.#clock >= 0) this.#native.ringClockDetach(this.#clock);
     this.#clock = -1;
+    if (this.#epfd >= 0) this.#native.closeFd(this.#epfd);
+    this.#epfd = -1;
+    // A persistent device outlives us: it keeps no steering program of ours.
+    if (this.#fds.length > 1) this.#native.tunUnsteer(fd);
+    for (const other of this.#fds.subarray(1)) this.#native.closeFd(other);
+    this.#fds = new Int32Array(0);
     this.#native.closeFd(fd);
   }
 

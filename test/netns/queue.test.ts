@@ -155,7 +155,7 @@ describe.skipIf(skip)('queue discipline: floods that are not TCP (real TUN path)
     const s = vm.status();
     expect(s.tunQueue).toEqual({
       txqueuelen: { lan: TUN_TXQUEUELEN, wan: TUN_TXQUEUELEN }, batchBytes: READER_QUEUE.batchBytes, targetUs: 1, intervalUs: 100,
-      clock: { lan: { kind: 'stamps' }, wan: { kind: 'stamps' } },
+      clock: { lan: { kind: 'stamps' }, wan: { kind: 'stamps' } }, hostQueues: 8,
     });
     expect(s.tunQueueDropsByClass).toEqual({ tcp: 0, udp: 0, icmp: 0, frag: 0, other: 0 });
     for (const dev of ['tin', 'tout']) {
@@ -163,7 +163,7 @@ describe.skipIf(skip)('queue discipline: floods that are not TCP (real TUN path)
       // the ring clock's stamping program sits on each TUN's egress
       expect(ringClockFilters(dev)).toBe(1);
     }
-    expect(vm.cli('status').stdout).toMatch(new RegExp(`^tun queue txqueuelen ${TUN_TXQUEUELEN}/${TUN_TXQUEUELEN}, CoDel target 1 µs interval 100 µs on ring stamps, batch ${READER_QUEUE.batchBytes} B$`, 'm'));
+    expect(vm.cli('status').stdout).toMatch(new RegExp(`^tun queue txqueuelen ${TUN_TXQUEUELEN}/${TUN_TXQUEUELEN}, 8 LAN host queues, CoDel target 1 µs interval 100 µs on ring stamps, batch ${READER_QUEUE.batchBytes} B$`, 'm'));
   });
 
   it('02 a 64-byte UDP flood from one LAN host is dropped at the head (counted as udp); a second host is answered', async () => {
@@ -297,7 +297,7 @@ describe.skipIf(skip)('queue discipline: floods that are not TCP (real TUN path)
     for (const dev of ['tin', 'tout']) expect(lab.tryExec(lab.router, ['ip', 'link', 'show', 'dev', dev]).ok).toBe(false);
   });
 
-  it('05 TUNs made persistent beforehand (ip tuntap) run with VPNMASQ_TXQUEUELEN and get their own txqueuelen back at stop', async () => {
+  it('05 TUNs made persistent beforehand (ip tuntap) run with VPNMASQ_TXQUEUELEN (and one LAN ring: no multi_queue) and get their own txqueuelen back at stop', async () => {
     const txqlen = (dev: string) => JSON.parse(lab.exec(lab.router, ['ip', '-j', 'link', 'show', 'dev', dev]))[0].txqlen;
     for (const [dev, len] of [['tin', 321], ['tout', 654]] as const) {
       lab.exec(lab.router, ['ip', 'tuntap', 'add', 'dev', dev, 'mode', 'tun']);
@@ -311,6 +311,9 @@ describe.skipIf(skip)('queue discipline: floods that are not TCP (real TUN path)
       expect(txqlen('tin')).toBe(2222);
       expect(ask(2)).toEqual({ asked: 2, answered: 2 });
       expect([ringClockFilters('tin'), ringClockFilters('tout')]).toEqual([1, 1]);
+      // a device made without multi_queue takes one queue only: one ring, and status says why
+      expect(p.status().tunQueue).toMatchObject({ hostQueues: 1, hostQueuesNote: 'tin is a single-queue device' });
+      expect(p.cli('status').stdout).toMatch(/, one LAN ring \(host queues: tin is a single-queue device\), CoDel/);
     } finally {
       await p.stop();
     }

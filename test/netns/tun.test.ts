@@ -792,6 +792,74 @@ function run(cmd: string, args: string[]): Promise<string> {
   });
 }
 
+// Host queues (ringclock.h hostqueue): th0 with 8 rings, three source
+// addresses on three rings; A sends 20, then 30 ms later B 5 and C 3; one
+// batch reads them. Prints the order read, each queue's sojourn figures and
+// the times around the sends and the read.
+const HOSTQ_CHILD = `
+import { TunDevice, hostQueueOf } from ${JSON.stringify(TUN_TS)};
+import { execFileSync } from 'node:child_process';
+import dgram from 'node:dgram';
+
+const SLOT = 2048, MAX = 64, LEN_BASE = SLOT * MAX, HDR_BASE = LEN_BASE + 4 * MAX;
+const mem = new WebAssembly.Memory({ initial: 4 }).buffer;
+const bytes = new Uint8Array(mem);
+const dv = new DataView(mem);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const now = () => performance.now();
+const never = { batchBytes: 0, targetUs: 1e9, intervalUs: 1e9 };
+const ipNumber = (a) => a.split('.').reduce((n, b) => n * 256 + Number(b), 0);
+const out = {};
+execFileSync('ip', ['link', 'set', 'lo', 'up']);
+const th0 = TunDevice.open('th0', { offload: true, hostQueues: 8, queue: never });
+execFileSync('sysctl', ['-qw', 'net.ipv6.conf.th0.disable_ipv6=1']);
+execFileSync('ip', ['addr', 'add', '10.210.0.1/24', 'dev', 'th0']);
+execFileSync('ip', ['link', 'set', 'th0', 'up']);
+out.hostQueues = th0.hostQueues;
+out.note = th0.hostQueuesNote;
+out.link = /multi_queue numqueues \\d+/.exec(execFileSync('ip', ['-d', 'link', 'show', 'th0']).toString())?.[0];
+// three sources on three different rings, by the steering's hash
+const hosts = [];
+for (let x = 1; hosts.length < 3; x++) {
+  const a = '10.211.0.' + x;
+  const q = hostQueueOf(ipNumber(a), 3);
+  if (hosts.some((h) => h.q === q)) continue;
+  execFileSync('ip', ['addr', 'add', a + '/32', 'dev', 'lo']);
+  hosts.push({ a, q });
+}
+out.queues = hosts.map((h) => h.q);
+const read = () => th0.readBatch(mem, 0, SLOT, LEN_BASE, MAX, HDR_BASE, 16);
+out.first = read(); // every ring found empty: the stamps' numbering aligns
+const send = async (host, tag, n) => {
+  const s = dgram.createSocket('udp4');
+  await new Promise((r) => s.bind(0, host.a, r));
+  for (let i = 0; i < n; i++) await new Promise((r, j) => s.send(Buffer.from(tag + i), 9, '10.210.0.2', (e) => (e ? j(e) : r())));
+  s.close();
+};
+const t = {};
+t.a0 = now(); await send(hosts[0], 'A', 20); t.a1 = now();
+await sleep(30);
+t.b0 = now(); await send(hosts[1], 'B', 5); await send(hosts[2], 'C', 3); t.b1 = now();
+t.r0 = now(); const n = read(); t.r1 = now();
+out.n = n;
+out.order = [];
+for (let i = 0; i < n; i++) {
+  const len = dv.getUint32(LEN_BASE + 4 * i, true);
+  out.order.push(Buffer.from(bytes.subarray(i * SLOT + 28, i * SLOT + len)).toString());
+}
+out.sojourn = th0.hostQueueSojournUs;
+out.t = t;
+out.after = read();
+th0.close();
+// without the ring clock there are no host queues: one ring, and why
+process.env.VPNMASQ_QUEUE_CLOCK = 'empty';
+const th1 = TunDevice.open('th1', { hostQueues: 8, queue: never });
+delete process.env.VPNMASQ_QUEUE_CLOCK;
+out.fallback = { hostQueues: th1.hostQueues, note: th1.hostQueuesNote, link: /multi_queue numqueues \\d+/.exec(execFileSync('ip', ['-d', 'link', 'show', 'th1']).toString())?.[0] ?? null };
+th1.close();
+console.log(JSON.stringify(out));
+`;
+
 function child(script: string, prefix: string[] = []): Promise<string> {
   const dir = copy!.root;
   const file = path.join(dir, `child-${Math.random().toString(36).slice(2)}.mjs`);
@@ -982,6 +1050,34 @@ describe.skipIf(skipUnless({ root: true, tun: true, tools: ['ip', 'tc', 'setpriv
     // a mark on a packet that already was CE changes nothing, so ce ≤ marks
     expect(ce).toBeGreaterThanOrEqual(1);
     expect(ce).toBeLessThanOrEqual(out.marks);
+  });
+
+  it('host queues: each source address waits in its own ring (the steering\'s hash), read round-robin one packet each, each ring numbered by the ring clock on its own; without the clock, one ring', async () => {
+    const out = lastLine(await child(HOSTQ_CHILD));
+    expect(out.hostQueues).toBe(8);
+    expect(out.note).toBe('');
+    expect(out.link).toBe('multi_queue numqueues 8');
+    expect(out.first).toBe(0);
+    expect(out.n).toBe(28);
+    const host = (p: string) => p[0];
+    // the first three rounds take one packet of each host; then B's and C's run out, and A's rest follows
+    for (let round = 0; round < 3; round++) expect(out.order.slice(3 * round, 3 * round + 3).map(host).sort()).toEqual(['A', 'B', 'C']);
+    expect(out.order.slice(13)).toEqual(Array.from({ length: 15 }, (_v, i) => `A${i + 5}`));
+    for (const tag of ['A', 'B', 'C']) {
+      const mine = out.order.filter((p: string) => host(p) === tag);
+      expect(mine).toEqual(mine.map((_p: string, i: number) => `${tag}${i}`)); // each host keeps its order
+    }
+    // each ring's stamps are its own: A's waited the 30 ms, B's and C's only since their own send
+    const [qa, qb, qc] = out.queues;
+    const { t } = out;
+    expect(out.sojourn[qa].max).toBeGreaterThanOrEqual((t.r0 - t.a1) * 1000);
+    expect(out.sojourn[qa].max).toBeLessThanOrEqual((t.r1 - t.a0) * 1000);
+    for (const q of [qb, qc]) {
+      expect(out.sojourn[q].max).toBeLessThanOrEqual((t.r1 - t.b0) * 1000);
+      expect(out.sojourn[q].max).toBeLessThan((t.r0 - t.a1) * 1000);
+    }
+    expect(out.after).toBe(0);
+    expect(out.fallback).toEqual({ hostQueues: 1, note: 'VPNMASQ_QUEUE_CLOCK=empty (host queues are read by their ring clock stamps)', link: null });
   });
 
   it('ring clock, fallback: without CAP_BPF the queue runs on the ring-empty bound and says why; nothing is left on the device', async () => {

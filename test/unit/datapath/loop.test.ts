@@ -77,6 +77,21 @@ describe('BatchLoop', () => {
     expect(outside.written).toEqual([]);
   });
 
+  it('a backlog on one TUN holds the other TUN\'s packets for one batch at most: after each batch the other side\'s waiting packets get a batch', () => {
+    const { engine, inside, outside, loop } = setup();
+    const sides: [number, number][] = [];
+    const process = engine.process.bind(engine);
+    engine.process = (n: number, side: number, now: number) => { sides.push([side, n]); return process(n, side, now); };
+    const full = engine.slotCount;
+    for (let i = 0; i < 2 * full + 5; i++) inside.inject(udp('192.168.1.10', 7000, SERVER, 53));
+    outside.inject(udp(SERVER, 53, WAN, 7000));
+    outside.inject(udp(SERVER, 53, WAN, 7000));
+    expect(loop.pump(inside, SIDE_INSIDE)).toBe(2 * full + 5 + 2);
+    expect(sides).toEqual([[SIDE_INSIDE, full], [SIDE_OUTSIDE, 2], [SIDE_INSIDE, full], [SIDE_INSIDE, 5]]);
+    expect(outside.written).toHaveLength(2); // the replies, translated and written
+    expect(inside.pending + outside.pending).toBe(0);
+  });
+
   describe('option busy_poll', () => {
     const turn = () => new Promise<void>((r) => setImmediate(r));
     // A clock that moves 1 ms each time it is read: the poll's slices and its end come after a

@@ -1,0 +1,139 @@
+// Host queues (option host_queues): the LAN TUN as one ring per LAN host,
+// read in turn (src/tun/ringclock.h, hostqueue). `vpnmasq run` between
+// namespaces, two LAN hosts. A burst from one host while the daemon is
+// stopped (SIGSTOP: a router that cannot keep up, which a slower CPU is all
+// the time) fills that host's ring; the other host's datagrams, sent after
+// it, must all get through. The same burst with option host_queues '1'
+// loses them at the one full ring's tail: the control that shows the test
+// can fail. CoDel runs with a 1 s target here (VPNMASQ_READER_QUEUE), so
+// every loss counted is the ring's, not a head drop. No timing is asserted.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { skipUnless } from '../helpers/prereq.js';
+import { RunningRouter } from '../helpers/vpnmasq.js';
+import { waitListening } from '../helpers/servers.js';
+import type { Lab as LabT } from '../../src/lab/lab.js';
+import { hostQueueOf, TUN_TXQUEUELEN } from '../../src/tun/tun.js';
+
+const skip = skipUnless({ root: true, tun: true, tools: ['ip', 'tc', 'python3'] });
+const WANHOST = '203.0.113.2';
+const PORT = 7300;
+
+// SINK port: counts the datagrams by their first byte until 2 s pass without one; prints {"A": n, "B": m}.
+const SINK = `
+import json, socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, 33, 64 << 20)  # SO_RCVBUFFORCE: the sink is never what loses one
+s.bind(('0.0.0.0', int(sys.argv[1])))
+print('ready', flush=True)
+got = {}
+s.settimeout(60)
+while True:
+    try: d = s.recv(2048)
+    except socket.timeout: break
+    s.settimeout(2)
+    k = d[:1].decode()
+    got[k] = got.get(k, 0) + 1
+print(json.dumps(got), flush=True)
+`;
+// SEND host port tag n: n datagrams of 64 bytes, each tag + its number, as fast as the socket takes them.
+const SEND = `
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.connect((sys.argv[1], int(sys.argv[2])))
+for i in range(int(sys.argv[4])):
+    s.send((sys.argv[3] + str(i)).encode().ljust(64, b'.'))
+`;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const ipNumber = (a: string) => a.split('.').reduce((n, b) => n * 256 + Number(b), 0);
+
+describe.skipIf(skip)('host queues: one LAN host\'s burst fills only its own ring (real TUN path)', () => {
+  let lab: LabT;
+  let vm: RunningRouter;
+  beforeAll(async () => {
+    const { Lab } = await import('../../src/lab/lab.js');
+    lab = Lab.create({ id: `hq${process.pid % 10000}`, lanHosts: 2 });
+    vm = new RunningRouter(lab);
+    vm.env = { VPNMASQ_READER_QUEUE: '262144,1000000,2000000', VPNMASQ_TXQUEUELEN: '', VPNMASQ_HOST_QUEUES: '' };
+    await vm.start();
+  }, 60_000);
+  afterAll(async () => {
+    await vm?.stop();
+    lab?.destroy();
+  });
+
+  /**
+   * With the daemon stopped, lan1 sends `burst` datagrams (A) and then lan2 sends 50 (B); the daemon goes on.
+   * What the WAN host received of each.
+   */
+  async function burstThenOther(burst: number): Promise<{ A?: number; B?: number }> {
+    let out = '';
+    const sink = lab.spawn(lab.wan[0]!, ['python3', '-c', SINK, String(PORT)]);
+    sink.stdout!.on('data', (d) => { out += d; });
+    const done = new Promise((r) => sink.once('exit', r));
+    await waitListening(lab, [[lab.wan[0]!, 'u', PORT]]);
+    // Both hosts' flows exist before the stop, so nothing below waits for a new mapping.
+    lab.exec(lab.lan[0]!, ['python3', '-c', SEND, WANHOST, String(PORT), 'a', '1']);
+    lab.exec(lab.lan[1]!, ['python3', '-c', SEND, WANHOST, String(PORT), 'b', '1']);
+    await sleep(200);
+    const pid = vm.status().pid as number;
+    process.kill(pid, 'SIGSTOP');
+    try {
+      lab.exec(lab.lan[0]!, ['python3', '-c', SEND, WANHOST, String(PORT), 'A', String(burst)]);
+      lab.exec(lab.lan[1]!, ['python3', '-c', SEND, WANHOST, String(PORT), 'B', '50']);
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
+    await done;
+    return JSON.parse(out.split('\n').filter((l) => l.startsWith('{')).pop()!);
+  }
+
+  it('01 status and the device: the LAN TUN has 8 rings (multi_queue), the WAN TUN one; the two lab hosts sit on different rings', () => {
+    const s = vm.status();
+    expect(s.tunQueue.hostQueues).toBe(8);
+    expect(s.tunQueue.hostQueuesNote).toBeUndefined();
+    expect(lab.exec(lab.router, ['ip', '-d', 'link', 'show', 'tin'])).toMatch(/multi_queue numqueues 8 /);
+    expect(lab.exec(lab.router, ['ip', '-d', 'link', 'show', 'tout'])).not.toMatch(/multi_queue/);
+    expect(lab.exec(lab.router, ['tc', 'filter', 'show', 'dev', 'tin', 'egress']).match(/vpnmasq_ringclock/g)).toHaveLength(1);
+    expect(vm.cli('status').stdout).toMatch(new RegExp(`^tun queue txqueuelen ${TUN_TXQUEUELEN}/${TUN_TXQUEUELEN}, 8 LAN host queues, CoDel`, 'm'));
+    // The scenarios below need the two hosts on different rings (the steering hash, src/tun/ringclock.h).
+    expect(hostQueueOf(ipNumber(lab.addr.lan[0]!), 3)).not.toBe(hostQueueOf(ipNumber(lab.addr.lan[1]!), 3));
+  });
+
+  it('02 attacker: a burst three rings long from lan1, sent while the router stalls, fills only lan1\'s ring; all 50 of lan2\'s datagrams sent after it get through', async () => {
+    const tx0 = Number(lab.exec(lab.router, ['cat', '/sys/class/net/tin/statistics/tx_dropped']));
+    const got = await burstThenOther(3 * TUN_TXQUEUELEN);
+    expect(got.B).toBe(50);
+    // lan1 got at most its ring's worth through; the rest was lost at its full ring's tail
+    expect(got.A).toBeGreaterThan(0);
+    expect(got.A).toBeLessThanOrEqual(TUN_TXQUEUELEN);
+    const tx1 = Number(lab.exec(lab.router, ['cat', '/sys/class/net/tin/statistics/tx_dropped']));
+    expect(tx1 - tx0).toBeGreaterThanOrEqual(3 * TUN_TXQUEUELEN - got.A!);
+  }, 60_000);
+
+  it('03 control, option host_queues \'1\': the same burst fills the one ring, and lan2\'s datagrams are lost at its tail', async () => {
+    const env = vm.env;
+    await vm.stop();
+    vm = new RunningRouter(lab, '', "\toption host_queues '1'\n");
+    vm.env = env;
+    await vm.start();
+    expect(vm.status().tunQueue.hostQueues).toBe(1);
+    expect(lab.exec(lab.router, ['ip', '-d', 'link', 'show', 'tin'])).not.toMatch(/multi_queue/);
+    expect(vm.cli('status').stdout).toMatch(/, one LAN ring, CoDel/);
+    const got = await burstThenOther(3 * TUN_TXQUEUELEN);
+    // the ring was full of lan1's burst when lan2's came: none of them got in
+    expect(got.B ?? 0).toBe(0);
+    expect(got.A).toBeGreaterThan(0);
+  }, 60_000);
+
+  it('04 attacker: a VPNMASQ_HOST_QUEUES that is not 1, 2, 4, 8 or 16 stops the start with one line, leaving no TUN behind', async () => {
+    await vm.stop();
+    const p = new RunningRouter(lab);
+    p.env = { VPNMASQ_HOST_QUEUES: '3' };
+    try {
+      await expect(p.start()).rejects.toThrow(/vpnmasq: VPNMASQ_HOST_QUEUES must be 1, 2, 4, 8 or 16, not "3"/);
+    } finally {
+      await p.stop();
+    }
+    for (const dev of ['tin', 'tout']) expect(lab.tryExec(lab.router, ['ip', 'link', 'show', 'dev', dev]).ok).toBe(false);
+  }, 60_000);
+});
