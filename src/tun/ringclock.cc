@@ -46,29 +46,49 @@ bpf_insn Insn(uint8_t code, uint8_t dst, uint8_t src, int16_t off, int32_t imm) 
 }
 
 // Loads a program; the fd, or -1 with errno kept and *why set to the
-// verifier's last line (a kernel older than 5.12 lacks the atomic fetch).
+// verifier's reason (a kernel older than 5.12 lacks the atomic fetch). The
+// first try asks for no log: a verbose log of a longer program can overflow
+// any buffer (ENOSPC), failing a program that is fine. Only a refused
+// program is loaded again with the log on, for the reason.
 int LoadProgram(bpf_prog_type type, const std::vector<bpf_insn>& prog, std::string* why) {
   static const char license[] = "Dual MIT/GPL";
-  char log[4096] = "";
-  union bpf_attr a;
-  std::memset(&a, 0, sizeof a);
-  a.prog_type = type;
-  a.insns = reinterpret_cast<uintptr_t>(prog.data());
-  a.insn_cnt = static_cast<uint32_t>(prog.size());
-  a.license = reinterpret_cast<uintptr_t>(license);
-  a.log_buf = reinterpret_cast<uintptr_t>(log);
-  a.log_size = sizeof log;
-  a.log_level = 1;
-  int fd = static_cast<int>(Bpf(BPF_PROG_LOAD, &a));
-  if (fd < 0) {
-    int e = errno;
-    std::string v(log);
-    while (!v.empty() && v.back() == '\n') v.pop_back();
-    if (size_t nl = v.rfind('\n'); nl != std::string::npos) v = v.substr(nl + 1);
-    *why = v;
-    errno = e;
+  std::vector<char> log;
+  for (int attempt = 0; attempt < 2; attempt++) {
+    union bpf_attr a;
+    std::memset(&a, 0, sizeof a);
+    a.prog_type = type;
+    a.insns = reinterpret_cast<uintptr_t>(prog.data());
+    a.insn_cnt = static_cast<uint32_t>(prog.size());
+    a.license = reinterpret_cast<uintptr_t>(license);
+    if (attempt == 1) {
+      log.assign(1 << 20, '\0');
+      a.log_buf = reinterpret_cast<uintptr_t>(log.data());
+      a.log_size = static_cast<uint32_t>(log.size());
+      a.log_level = 1;
+    }
+    int fd = static_cast<int>(Bpf(BPF_PROG_LOAD, &a));
+    if (fd >= 0) return fd;
+    if (attempt == 1 || (errno != EACCES && errno != EINVAL)) break;  // EPERM, ENOMEM...: no log will say more
   }
-  return fd;
+  int e = errno;
+  // The verifier's last lines are its statistics ("processed N insns ..."); the reason is the line before.
+  std::string v(log.empty() ? "" : log.data());
+  for (;;) {
+    while (!v.empty() && v.back() == '\n') v.pop_back();
+    size_t nl = v.rfind('\n');
+    std::string last = nl == std::string::npos ? v : v.substr(nl + 1);
+    if (nl == std::string::npos || (last.rfind("processed ", 0) != 0 && last.rfind("verification time", 0) != 0 &&
+                                    last.rfind("stack depth", 0) != 0)) {
+      // and the instruction it refused, the line before ("12: (0f) r2 += r4")
+      size_t before = nl == std::string::npos ? std::string::npos : v.rfind('\n', nl - 1);
+      std::string insn = nl == std::string::npos ? "" : v.substr(before == std::string::npos ? 0 : before + 1, nl - (before == std::string::npos ? 0 : before + 1));
+      *why = insn.empty() ? last : last + " at " + insn;
+      break;
+    }
+    v.resize(nl);
+  }
+  errno = e;
+  return -1;
 }
 
 // The egress program. With host queues (queueBits > 0) r9 = the packet's
@@ -93,6 +113,8 @@ std::vector<bpf_insn> Program(int mapFd, Segs segs, uint32_t queueBits) {
     p.push_back(Insn(BPF_ALU64 | BPF_MOV | BPF_X, 6, 1, 0, 0));
     hostqueue::EmitQueue(&p, queueBits);
     p.push_back(Insn(BPF_ALU64 | BPF_MOV | BPF_X, 9, 0, 0, 0));
+    // Already below queues; the AND tells older verifiers (6.1 lost the bounds in the 32-bit hash) so.
+    p.push_back(Insn(BPF_ALU64 | BPF_AND | BPF_K, 9, 0, 0, static_cast<int32_t>(queues - 1)));
     p.push_back(Insn(BPF_ALU64 | BPF_MOV | BPF_X, 1, 6, 0, 0));
   }
   std::vector<size_t> toDone;  // forward jumps to `done`, patched below
@@ -138,6 +160,8 @@ std::vector<bpf_insn> Program(int mapFd, Segs segs, uint32_t queueBits) {
   if (queueBits > 0) {  // idx = q << slotBits | seq mod slotsPerQueue
     p.push_back(Insn(BPF_ALU64 | BPF_LSH | BPF_K, 9, 0, 0, static_cast<int32_t>(slotBits)));
     p.push_back(Insn(BPF_ALU64 | BPF_OR | BPF_X, 3, 9, 0, 0));
+    // Already below kSlots; 6.1's verifier loses the bounds in the OR, and the AND gives them back.
+    p.push_back(Insn(BPF_ALU64 | BPF_AND | BPF_K, 3, 0, 0, static_cast<int32_t>(kSlots - 1)));
   }
   p.push_back(Insn(BPF_ALU64 | BPF_LSH | BPF_K, 3, 0, 0, 4));
   // Slot idx's time is at byte 8 (queues + 2 idx) = 8 (queues - 1) + 16 idx + 8.

@@ -196,6 +196,8 @@ export function describeQemuImage(o: QemuImageOpts): void {
       expect(j).toMatchObject({ lan: 'br-lan', wan: 'wan', wanAddress: WAN_ADDR, lanSubnets: ['192.168.1.0/24'], redirects: 1 });
       // the reader queue's ring clock loads on the image's kernel (its eBPF program, clsact and cls_bpf from the image's modules)
       expect(j.queueClock, tail()).toBe('stamps');
+      // and so do the host queues (a multi-queue LAN TUN, its steering program, a clock numbering each ring)
+      expect(j.hostQueues, tail()).toBe(8);
     });
 
     it('rcS installs the fail-closed guard before init starts vpnmasq; it is in place in the guest', async () => {

@@ -851,6 +851,13 @@ out.sojourn = th0.hostQueueSojournUs;
 out.t = t;
 out.after = read();
 th0.close();
+// the longer clock programs load too: TSO without USO (UDP GSO cut after the hook, as on kernels before 6.2), no offloads
+out.programs = [];
+for (const [name, o] of [['th2', { offload: true, uso: false }], ['th3', {}]]) {
+  const d = TunDevice.open(name, { ...o, hostQueues: 8, queue: never });
+  out.programs.push({ hostQueues: d.hostQueues, clock: d.queueClock.kind, note: d.hostQueuesNote });
+  d.close();
+}
 // without the ring clock there are no host queues: one ring, and why
 process.env.VPNMASQ_QUEUE_CLOCK = 'empty';
 const th1 = TunDevice.open('th1', { hostQueues: 8, queue: never });
@@ -1077,6 +1084,7 @@ describe.skipIf(skipUnless({ root: true, tun: true, tools: ['ip', 'tc', 'setpriv
       expect(out.sojourn[q].max).toBeLessThan((t.r0 - t.a1) * 1000);
     }
     expect(out.after).toBe(0);
+    expect(out.programs).toEqual([{ hostQueues: 8, clock: 'stamps', note: '' }, { hostQueues: 8, clock: 'stamps', note: '' }]);
     expect(out.fallback).toEqual({ hostQueues: 1, note: 'VPNMASQ_QUEUE_CLOCK=empty (host queues are read by their ring clock stamps)', link: null });
   });
 
