@@ -516,12 +516,6 @@ export class TunDevice implements PacketDevice {
     return Array.from(this.#fds, (_fd, k) => ({ last: q[k * RQ_FIELDS + RQ_LAST_SOJOURN]! / 1000, max: q[k * RQ_FIELDS + RQ_MAX_SOJOURN]! / 1000 }));
   }
 
-  /** Head drops per host queue (with host queues; one entry without). */
-  get hostQueueDrops(): number[] {
-    const q = this.#queue;
-    return Array.from(this.#fds, (_fd, k) => (q ? QUEUE_CLASSES.reduce((sum, _c, i) => sum + q[k * RQ_FIELDS + RQ_DROPS_CLASS + i]!, 0) : 0));
-  }
-
   /** The raw fd, or -1 once closed. */
   get fd(): number {
     return this.#fd;
