@@ -41,13 +41,30 @@ function switchWanted(option: boolean, envName: string): boolean {
   return option;
 }
 
-/** option host_queues, or VPNMASQ_HOST_QUEUES (1, 2, 4, 8 or 16) for A/B runs; anything else there is refused. */
-export function hostQueuesWanted(option: number): number {
+/**
+ * option host_queues 'auto': 8 rings with this much RAM or more, else one.
+ * A multi-queue TUN is made with the kernel's 256 possible queues and their
+ * sysfs objects, about 7 MB of kernel memory, which a 256 MiB router does
+ * not have to spare (the x86_64 image's OOM killer took vpnmasq with them).
+ */
+export const HOST_QUEUES_MIN_RAM = 384 * 1048576;
+export const HOST_QUEUES_AUTO = 8;
+
+/**
+ * The LAN TUN's rings: option host_queues, or VPNMASQ_HOST_QUEUES (1, 2, 4,
+ * 8 or 16) for A/B runs, anything else there refused; with why 'auto' chose
+ * one ring ('' otherwise).
+ */
+export function hostQueuesWanted(option: number | 'auto', ram = totalmem()): { queues: number; note: string } {
   const env = process.env.VPNMASQ_HOST_QUEUES;
-  if (env === undefined || env === '') return option;
-  const n = Number(env);
-  if (![1, 2, 4, 8, 16].includes(n)) throw new RangeError(`VPNMASQ_HOST_QUEUES must be 1, 2, 4, 8 or 16, not ${JSON.stringify(env)}`);
-  return n;
+  if (env !== undefined && env !== '') {
+    const n = Number(env);
+    if (![1, 2, 4, 8, 16].includes(n)) throw new RangeError(`VPNMASQ_HOST_QUEUES must be 1, 2, 4, 8 or 16, not ${JSON.stringify(env)}`);
+    return { queues: n, note: '' };
+  }
+  if (option !== 'auto') return { queues: option, note: '' };
+  if (ram >= HOST_QUEUES_MIN_RAM) return { queues: HOST_QUEUES_AUTO, note: '' };
+  return { queues: 1, note: `auto: ${Math.round(ram / 1048576)} MiB of RAM, ${HOST_QUEUES_MIN_RAM / 1048576} MiB or more for ${HOST_QUEUES_AUTO}` };
 }
 
 /** When this module (and everything it imports) had loaded: ms since the process started. */
@@ -232,7 +249,11 @@ export class Supervisor {
     teardownStale(this.plan());
     const t1b = performance.now();
     try {
-      this.tuns = this.dp.openTuns(m.tunInside, m.tunOutside, switchWanted(m.offload, 'VPNMASQ_OFFLOAD'), switchWanted(m.gro, 'VPNMASQ_GRO'), hostQueuesWanted(m.hostQueues));
+      const hostQueues = hostQueuesWanted(m.hostQueues);
+      this.tuns = this.dp.openTuns(m.tunInside, m.tunOutside, switchWanted(m.offload, 'VPNMASQ_OFFLOAD'), switchWanted(m.gro, 'VPNMASQ_GRO'), hostQueues.queues);
+      // One ring by choice ('auto' on a small router) is said in status, not warned of.
+      if (!this.tuns.hostQueues.note && hostQueues.note) this.tuns.hostQueues.note = hostQueues.note;
+      else if (this.tuns.hostQueues.note) this.log.warn({ device: m.tunInside, reason: this.tuns.hostQueues.note }, 'host queues unavailable: one ring for all LAN hosts');
     } catch (err) {
       await this.dp.terminate();
       throw new FatalError(`vpnmasq: ${(err as Error).message}`);
@@ -241,9 +262,6 @@ export class Supervisor {
     const clock = this.tuns.queueClock.lan ?? this.tuns.queueClock.wan;
     if (clock?.kind === 'empty' && queueClockWanted()) {
       this.log.warn({ reason: clock.reason }, 'TUN ring clock unavailable: the reader queue times packets by the ring-empty bound');
-    }
-    if (this.tuns.hostQueues.note) {
-      this.log.warn({ device: m.tunInside, reason: this.tuns.hostQueues.note }, 'host queues unavailable: one ring for all LAN hosts');
     }
 
     // The ring toward the reader (README "Floods that are not TCP"): long enough

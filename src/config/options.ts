@@ -112,18 +112,19 @@ const priority: ValueType<Priority> = {
   range: PRIORITIES.join(', '),
 };
 
-/** A count that must be a power of two from 1 to max (host queues). */
-function powerOfTwo(max: number): ValueType<number> {
+/** 'auto', or a count that must be a power of two from 1 to max (host queues). */
+function autoOrPowerOfTwo(max: number): ValueType<number | 'auto'> {
   const allowed = Array.from({ length: Math.log2(max) + 1 }, (_v, i) => 2 ** i);
   return {
     list: false,
     read: (sec, [v]) => {
+      if (v!.value === 'auto') return 'auto';
       const n = parseUint(sec, v!, 1, max);
-      if (!allowed.includes(n)) bad(sec, v!, `is not one of ${allowed.join(', ')}`);
+      if (!allowed.includes(n)) bad(sec, v!, `is not auto or one of ${allowed.join(', ')}`);
       return n;
     },
     text: (n) => [`${n}`],
-    range: allowed.join(', '),
+    range: `auto, ${allowed.join(', ')}`,
   };
 }
 
@@ -285,8 +286,8 @@ export const MAIN_TABLE = [
   opt('tun_outside', ifname, 'tout', 'TUN device on the WAN side'),
   opt('offload', bool, true, 'TUN offloads: GSO super-packets and partial checksums pass through whole (falls back when the kernel refuses)'),
   opt('gro', bool, true, 'with offloads and USO: same-flow UDP datagrams of a batch leave as one UDP GSO write (the kernel cuts it back into the same datagrams)'),
-  opt('host_queues', powerOfTwo(16), 8,
-    "rings of the LAN TUN, each LAN host (IPv4 source address) on one, read in turn with a CoDel each: one host's flood or bulk TCP fills only its own ring; 1: one ring for all (a restart applies it)"),
+  opt('host_queues', autoOrPowerOfTwo(16), 'auto' as number | 'auto',
+    "rings of the LAN TUN, each LAN host (IPv4 source address) on one, read in turn with a CoDel each: one host's flood or bulk TCP fills only its own ring; 1: one ring for all; auto: 8 with 384 MiB of RAM or more, else 1 (a restart applies it)"),
   opt('priority', priority, 'realtime' as Priority,
     'scheduling of the data path: realtime (SCHED_FIFO 10, as the kernel forwards ahead of processes), high (nice -10) or normal'),
   opt('busy_poll', uint(0, 100000, ' microseconds'), 0,

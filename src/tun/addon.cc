@@ -717,7 +717,7 @@ Napi::Value ReadBatch(const Napi::CallbackInfo& info) {
 // all. A packet that reached a ring without a stamp (a packet socket that
 // bypasses the qdisc layer, and with it the clock's hook) is so read when
 // the batch finds nothing else, or by a call without hints (the loop makes
-// every 16th such a call), so steady traffic on other rings cannot hold it.
+// every 64th such a call), so steady traffic on other rings cannot hold it.
 Napi::Value ReadQueues(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Slots s;

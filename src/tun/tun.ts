@@ -530,11 +530,11 @@ export class TunDevice implements PacketDevice {
     if (this.vnet && hdrBase === undefined) throw new Error(`TUN device "${this.name}" carries virtio headers: pass hdrBase and hdrStride`);
     if (this.#fds.length > 1) {
       this.#open();
-      // The first queue turns with each batch; every 16th batch reads every queue, whatever its stamps say.
+      // The first queue turns with each batch; every 64th batch reads every queue, whatever its stamps say.
       const calls = this.#calls++;
       return this.#native.readQueues(this.#fds.buffer as ArrayBuffer, mem, slotBase, slotSize, lenBase, max,
         this.vnet ? hdrBase : undefined, this.vnet ? hdrStride : undefined, this.#queue!.buffer as ArrayBuffer,
-        calls % this.#fds.length, (calls & 15) !== 0);
+        calls % this.#fds.length, (calls & 63) !== 0);
     }
     return this.#native.readBatch(this.#open(), mem, slotBase, slotSize, lenBase, max,
       this.vnet ? hdrBase : undefined, this.vnet ? hdrStride : undefined, this.#queue?.buffer as ArrayBuffer | undefined);

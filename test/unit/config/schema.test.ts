@@ -101,7 +101,7 @@ describe('config: the contract', () => {
         tunOutside: 'tout',
         offload: true,
         gro: true,
-        hostQueues: 8,
+        hostQueues: 'auto',
         priority: 'realtime',
         busyPoll: 0,
         lanSubnets: [],
@@ -259,10 +259,11 @@ describe('config: main options', () => {
     mainError("option busy_poll '100001'", "option busy_poll: '100001' is out of range (0..100000 microseconds)");
     mainError("option busy_poll '-1'", 'is not a whole number');
     mainError("option busy_poll '50us'", 'is not a whole number');
-    mainError("option host_queues '3'", "option host_queues: '3' is not one of 1, 2, 4, 8, 16");
+    mainError("option host_queues '3'", "option host_queues: '3' is not auto or one of 1, 2, 4, 8, 16");
     mainError("option host_queues '0'", "option host_queues: '0' is out of range (1..16)");
     mainError("option host_queues '32'", 'is out of range (1..16)');
-    mainError("option host_queues 'auto'", 'is not a whole number');
+    mainError("option host_queues 'many'", 'is not a whole number');
+    mainError("option host_queues 'AUTO'", 'is not a whole number');
     mainError("option masq_ports '1000-2000'", 'is out of range (ports 1024..65535)');
     mainError("option masq_ports '65535-61000'", 'is an empty range');
     mainError("option masq_ports '61000-70000'", 'is out of range');
