@@ -525,7 +525,7 @@ export class Supervisor {
     }
     const restartNeeded: string[] = [];
     const a = this.cfg.main, b = next.main;
-    for (const k of ['lanDevice', 'wanDevice', 'tunInside', 'tunOutside', 'offload', 'gro', 'priority', 'maxFlows', 'acct', 'controlSocket', 'snapshotDir', 'snapshotInterval'] as const) {
+    for (const k of ['lanDevice', 'wanDevice', 'tunInside', 'tunOutside', 'offload', 'gro', 'hostQueues', 'priority', 'maxFlows', 'acct', 'controlSocket', 'snapshotDir', 'snapshotInterval'] as const) {
       if (a[k] !== b[k]) restartNeeded.push(k);
     }
     if (JSON.stringify(a.lanSubnets) !== JSON.stringify(b.lanSubnets)) restartNeeded.push('lanSubnets');

@@ -87,7 +87,7 @@ describe.skipIf(skip)('host queues: one LAN host\'s burst fills only its own rin
     return JSON.parse(out.split('\n').filter((l) => l.startsWith('{')).pop()!);
   }
 
-  it('01 status and the device: the LAN TUN has 8 rings (multi_queue), the WAN TUN one; the two lab hosts sit on different rings', () => {
+  it('01 status and the device: the LAN TUN has 8 rings (multi_queue), the WAN TUN one; a reload to another count waits for a restart; the two lab hosts sit on different rings', () => {
     const s = vm.status();
     expect(s.tunQueue.hostQueues).toBe(8);
     expect(s.tunQueue.hostQueuesNote).toBeUndefined();
@@ -95,6 +95,14 @@ describe.skipIf(skip)('host queues: one LAN host\'s burst fills only its own rin
     expect(lab.exec(lab.router, ['ip', '-d', 'link', 'show', 'tout'])).not.toMatch(/multi_queue/);
     expect(lab.exec(lab.router, ['tc', 'filter', 'show', 'dev', 'tin', 'egress']).match(/vpnmasq_ringclock/g)).toHaveLength(1);
     expect(vm.cli('status').stdout).toMatch(new RegExp(`^tun queue txqueuelen ${TUN_TXQUEUELEN}/${TUN_TXQUEUELEN}, 8 LAN host queues, CoDel`, 'm'));
+    // A reload to another count is asked to wait for a restart; the rings stay as they are meanwhile.
+    vm.writeConfig('', "\toption host_queues '2'\n");
+    const r = vm.cli('reload', '--json');
+    expect(r.ok).toBe(true);
+    expect(JSON.parse(r.stdout).restartNeeded).toEqual(['hostQueues']);
+    expect(lab.exec(lab.router, ['ip', '-d', 'link', 'show', 'tin'])).toMatch(/multi_queue numqueues 8 /);
+    vm.writeConfig();
+    expect(vm.cli('reload').ok).toBe(true);
     // The scenarios below need the two hosts on different rings (the steering hash, src/tun/ringclock.h).
     expect(hostQueueOf(ipNumber(lab.addr.lan[0]!), 3)).not.toBe(hostQueueOf(ipNumber(lab.addr.lan[1]!), 3));
   });
