@@ -122,11 +122,11 @@ bool ArgFd(const Napi::CallbackInfo& info, size_t i, int* fd) {
 }
 
 bool ArgBuffer(const Napi::CallbackInfo& info, size_t i, uint8_t** data,
-               uint64_t* len) {
+               uint64_t* len, const char* name = "buf") {
   // SharedArrayBuffer (shared wasm memory) is not an ArrayBuffer to Node-API
   // on Node 20, so it is rejected here rather than misread.
   if (i >= info.Length() || !info[i].IsArrayBuffer()) {
-    Napi::TypeError::New(info.Env(), "buf must be an ArrayBuffer")
+    Napi::TypeError::New(info.Env(), std::string(name) + " must be an ArrayBuffer")
         .ThrowAsJavaScriptException();
     return false;
   }
@@ -556,16 +556,29 @@ struct Ring {
   bool done = false;  // found empty, or known to be, in this batch
 };
 
-// Starts a batch on ring r at now: one clock read per batch; a ring found
-// empty at the end of the last call is taken as empty until now (we were
-// woken because it no longer is).
-void BeginBatch(Ring* r, double now) {
+// The ring clock a queue state reads: with CoDel on and a clock attached,
+// else nullptr. One lookup (a mutex) per call: the host queues of a device
+// share its clock, so a batch looks it up once for all of them.
+const ringclock::Clock* ClockOf(const double* q) {
+  return q && q[kRqTargetNs] > 0 && q[kRqClock] >= 0 ? ringclock::Get(static_cast<int>(q[kRqClock])) : nullptr;
+}
+
+// The stamps say ring q is empty: its numbering is aligned and nothing was
+// stamped past what was read. False when only a read can tell.
+inline bool StampsSayEmpty(const double* q, const ringclock::Clock* clk) {
+  return clk && q[kRqReadSeq] >= 0 && static_cast<double>(clk->Stamped(static_cast<uint32_t>(q[kRqHostQueue]))) <= q[kRqReadSeq];
+}
+
+// Starts a batch on ring r at now with the device's clock: one clock read
+// per batch; a ring found empty at the end of the last call is taken as
+// empty until now (we were woken because it no longer is).
+void BeginBatch(Ring* r, double now, const ringclock::Clock* clk) {
   double* q = r->q;
   if (!q) return;
   if (q[kRqWasEmpty] != 0) q[kRqLastEmptyNs] = now;
   q[kRqWasEmpty] = 0;
   r->codel = q[kRqTargetNs] > 0;
-  if (r->codel && q[kRqClock] >= 0) r->clk = ringclock::Get(static_cast<int>(q[kRqClock]));
+  r->clk = clk;
 }
 
 // The ring is empty from now on: every packet stamped so far has been read
@@ -683,7 +696,7 @@ Napi::Value ReadBatch(const Napi::CallbackInfo& info) {
   if (!ArgFd(info, 0, &r.fd) || !ArgSlots(info, 1, &s, &max) || !ArgQueue(info, 8, &r.q)) return env.Undefined();
   const double now = r.q ? MonoNs() : 0;
   const double budget = r.q ? r.q[kRqBatchBytes] : 0;
-  BeginBatch(&r, now);
+  BeginBatch(&r, now, ClockOf(r.q));
   uint64_t n = 0;
   double bytes = 0;
   while (n < max && !r.done) {
@@ -721,32 +734,29 @@ Napi::Value ReadBatch(const Napi::CallbackInfo& info) {
 Napi::Value ReadQueues(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Slots s;
-  uint64_t max, start;
-  if (info.Length() < 11 || !info[0].IsArrayBuffer() || !info[8].IsArrayBuffer()) {
-    Napi::TypeError::New(env, "readQueues(fds, buf, slotBase, slotSize, lenBase, max, hdrBase, hdrStride, states, start, hints)")
-        .ThrowAsJavaScriptException();
+  uint64_t max, start, fdBytes, stateBytes;
+  uint8_t *fdData, *stateData;
+  if (!ArgBuffer(info, 0, &fdData, &fdBytes, "fds") || !ArgSlots(info, 1, &s, &max) ||
+      !ArgBuffer(info, 8, &stateData, &stateBytes, "states") || !ArgU64(info, 9, "start", &start))
     return env.Undefined();
-  }
-  if (!ArgSlots(info, 1, &s, &max) || !ArgU64(info, 9, "start", &start)) return env.Undefined();
-  const bool hints = info[10].ToBoolean().Value();
-  Napi::ArrayBuffer fdBuf = info[0].As<Napi::ArrayBuffer>();
-  Napi::ArrayBuffer stateBuf = info[8].As<Napi::ArrayBuffer>();
-  const size_t queues = fdBuf.ByteLength() / sizeof(int32_t);
+  const bool hints = info.Length() > 10 && info[10].ToBoolean().Value();
+  const size_t queues = fdBytes / sizeof(int32_t);
   constexpr size_t kMaxQueues = 1u << ringclock::kMaxQueueBits;
-  if (queues == 0 || queues > kMaxQueues || stateBuf.ByteLength() < queues * kRqFields * sizeof(double)) {
+  if (queues == 0 || queues > kMaxQueues || stateBytes < queues * kRqFields * sizeof(double)) {
     ThrowRange(env, "readQueues: 1 to 16 fds, and kRqFields doubles of state for each");
     return env.Undefined();
   }
-  const int32_t* fds = static_cast<const int32_t*>(fdBuf.Data());
-  double* states = static_cast<double*>(stateBuf.Data());
+  const int32_t* fds = reinterpret_cast<const int32_t*>(fdData);
+  double* states = reinterpret_cast<double*>(stateData);
   Ring rings[kMaxQueues];
   bool hinted[kMaxQueues] = {};
   const double now = MonoNs();
   const double budget = states[kRqBatchBytes];
+  const ringclock::Clock* clk = ClockOf(states);
   for (size_t i = 0; i < queues; i++) {
     rings[i].fd = fds[i];
     rings[i].q = states + i * kRqFields;
-    BeginBatch(&rings[i], now);
+    BeginBatch(&rings[i], now, clk);
   }
   uint64_t n = 0;
   double bytes = 0;
@@ -757,11 +767,9 @@ Napi::Value ReadQueues(const Napi::CallbackInfo& info) {
       for (size_t k = 0; k < queues && !full; k++) {
         Ring* r = &rings[(start + k) % queues];
         if (r->done) continue;
-        double* q = r->q;
-        if (pass == 0 && hints && r->clk && q[kRqReadSeq] >= 0 && r->clk->Stamped(static_cast<uint32_t>(q[kRqHostQueue])) <= q[kRqReadSeq]) {
-          r->done = hinted[r - rings] = true;
-          q[kRqWasEmpty] = 1;
-          q[kRqLastEmptyNs] = now;
+        if (pass == 0 && hints && StampsSayEmpty(r->q, r->clk)) {
+          hinted[r - rings] = true;
+          MarkEmpty(r, false);
           continue;
         }
         uint32_t len = 0;
@@ -794,18 +802,14 @@ Napi::Value ReadQueues(const Napi::CallbackInfo& info) {
 // asks between two batches of the other TUN.
 Napi::Value QueueWaiting(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsArrayBuffer()) {
-    Napi::TypeError::New(env, "states must be an ArrayBuffer").ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
-  Napi::ArrayBuffer b = info[0].As<Napi::ArrayBuffer>();
-  const double* states = static_cast<const double*>(b.Data());
-  const size_t rings = b.ByteLength() / (kRqFields * sizeof(double));
+  uint8_t* data;
+  uint64_t bytes;
+  if (!ArgBuffer(info, 0, &data, &bytes, "states")) return env.Undefined();
+  const double* states = reinterpret_cast<const double*>(data);
+  const size_t rings = bytes / (kRqFields * sizeof(double));
+  const ringclock::Clock* clk = rings ? ClockOf(states) : nullptr;
   for (size_t i = 0; i < rings; i++) {
-    const double* q = states + i * kRqFields;
-    const ringclock::Clock* clk = q[kRqTargetNs] > 0 && q[kRqClock] >= 0 ? ringclock::Get(static_cast<int>(q[kRqClock])) : nullptr;
-    if (!clk || q[kRqReadSeq] < 0) return Napi::Boolean::New(env, true);
-    if (static_cast<double>(clk->Stamped(static_cast<uint32_t>(q[kRqHostQueue]))) > q[kRqReadSeq]) return Napi::Boolean::New(env, true);
+    if (!StampsSayEmpty(states + i * kRqFields, clk)) return Napi::Boolean::New(env, true);
   }
   return Napi::Boolean::New(env, rings == 0);
 }
@@ -1090,18 +1094,16 @@ Napi::Value TunUnsteer(const Napi::CallbackInfo& info) {
 // while any of fds is: one Poller for all the queues of a multi-queue TUN.
 Napi::Value EpollOf(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsArrayBuffer()) {
-    Napi::TypeError::New(env, "fds must be an Int32Array's buffer").ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
-  Napi::ArrayBuffer b = info[0].As<Napi::ArrayBuffer>();
-  const int32_t* fds = static_cast<const int32_t*>(b.Data());
+  uint8_t* data;
+  uint64_t bytes;
+  if (!ArgBuffer(info, 0, &data, &bytes, "fds")) return env.Undefined();
+  const int32_t* fds = reinterpret_cast<const int32_t*>(data);
   int ep = epoll_create1(EPOLL_CLOEXEC);
   if (ep < 0) {
     ThrowErrno(env, errno, "epoll_create1", "epoll_create1");
     return env.Undefined();
   }
-  for (size_t i = 0; i < b.ByteLength() / sizeof(int32_t); i++) {
+  for (size_t i = 0; i < bytes / sizeof(int32_t); i++) {
     struct epoll_event ev{};
     ev.events = EPOLLIN;
     ev.data.fd = fds[i];

@@ -248,6 +248,9 @@ export interface TunOpenOptions {
   hostQueues?: number;
 }
 
+/** The ring counts host queues come in (powers of two: the steering hash takes the top bits; ringclock.h kMaxQueueBits). */
+export const HOST_QUEUE_COUNTS: readonly number[] = [1, 2, 4, 8, 16];
+
 /** The host queue (ringclock.h hostqueue::HostQueue) of an IPv4 source address (a 32-bit number) among 2^bits. */
 export function hostQueueOf(saddr: number, bits: number): number {
   return bits === 0 ? 0 : Math.imul(saddr >>> 0, 0x9e3779b1) >>> (32 - bits);
@@ -336,7 +339,7 @@ export class TunDevice implements PacketDevice {
     const nat = loadNative();
     const queue = opts.queue === undefined ? (queueFromEnv() ?? READER_QUEUE) : opts.queue;
     const want = opts.hostQueues ?? 1;
-    if (![1, 2, 4, 8, 16].includes(want)) throw new RangeError(`host queues must be 1, 2, 4, 8 or 16, not ${want}`);
+    if (!HOST_QUEUE_COUNTS.includes(want)) throw new RangeError(`host queues must be 1, 2, 4, 8 or 16, not ${want}`);
     // What host queues need and can be known before the device exists (a device made multi-queue stays so).
     let note = want > 1 ? hostQueuesRefused(queue) : '';
     let dev: TunDevice;
@@ -466,47 +469,40 @@ export class TunDevice implements PacketDevice {
   get sojournUs(): { last: number; max: number } | null {
     const q = this.#queue;
     if (!q || !(q[1]! > 0)) return null;
-    return { last: this.#most(RQ_LAST_SOJOURN) / 1000, max: this.#most(RQ_MAX_SOJOURN) / 1000 };
+    return { last: this.#fold(RQ_LAST_SOJOURN, Math.max) / 1000, max: this.#fold(RQ_MAX_SOJOURN, Math.max) / 1000 };
   }
 
-  /** Field i of the queue state summed over the host queues. */
-  #sum(i: number): number {
+  /** Field i of the queue state over the host queues, combined by op (the sum by default); 0 without a queue. */
+  #fold(i: number, op: (a: number, b: number) => number = (a, b) => a + b): number {
     const q = this.#queue;
-    let sum = 0;
-    for (let o = 0; q && o < q.length; o += RQ_FIELDS) sum += q[o + i]!;
-    return sum;
-  }
-
-  #most(i: number): number {
-    const q = this.#queue;
-    let most = 0;
-    for (let o = 0; q && o < q.length; o += RQ_FIELDS) most = Math.max(most, q[o + i]!);
-    return most;
+    let acc = 0;
+    for (let o = 0; q && o < q.length; o += RQ_FIELDS) acc = op(acc, q[o + i]!);
+    return acc;
   }
 
   /** Packets this device's queue discipline dropped at the head. */
   get queueDrops(): number {
-    return QUEUE_CLASSES.reduce((sum, _c, i) => sum + this.#sum(RQ_DROPS_CLASS + i), 0);
+    return QUEUE_CLASSES.reduce((sum, _c, i) => sum + this.#fold(RQ_DROPS_CLASS + i), 0);
   }
 
   /** Of this device's head drops, those that took only a TCP or UDP super-packet's last segment. */
   get queueTrims(): number {
-    return this.#sum(RQ_TRIMS);
+    return this.#fold(RQ_TRIMS);
   }
 
   /** Batches that ended knowing from the ring clock that the ring was empty, without the read that would have said EAGAIN. */
   get emptyReadsSaved(): number {
-    return this.#sum(RQ_EMPTY_KNOWN);
+    return this.#fold(RQ_EMPTY_KNOWN);
   }
 
   /** This device's CoDel drops that became a CE mark instead. */
   get queueMarks(): number {
-    return this.#sum(RQ_MARKS);
+    return this.#fold(RQ_MARKS);
   }
 
   /** The same by packet class. */
   get queueDropsByClass(): Record<QueueClass, number> {
-    return Object.fromEntries(QUEUE_CLASSES.map((c, i) => [c, this.#sum(RQ_DROPS_CLASS + i)])) as Record<QueueClass, number>;
+    return Object.fromEntries(QUEUE_CLASSES.map((c, i) => [c, this.#fold(RQ_DROPS_CLASS + i)])) as Record<QueueClass, number>;
   }
 
   /** The sojourn figures per host queue (µs; one entry without host queues), null without CoDel. */
