@@ -35,6 +35,31 @@ while True:
     got[k] = got.get(k, 0) + 1
 print(json.dumps(got), flush=True)
 `;
+// BY_SOURCE port: counts the datagrams by their source address until 2 s pass without one; prints {"addr": n}.
+const BY_SOURCE = `
+import json, socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(('0.0.0.0', int(sys.argv[1])))
+print('ready', flush=True)
+got = {}
+s.settimeout(60)
+while True:
+    try: d, a = s.recvfrom(2048)
+    except socket.timeout: break
+    s.settimeout(2)
+    got[a[0]] = got.get(a[0], 0) + 1
+print(json.dumps(got), flush=True)
+`;
+// TRICKLE host port seconds: a 64-byte datagram every millisecond for that long.
+const TRICKLE = `
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.connect((sys.argv[1], int(sys.argv[2])))
+end = time.time() + float(sys.argv[3])
+while time.time() < end:
+    s.send(b'x' * 64)
+    time.sleep(0.001)
+`;
 // SEND host port tag n: n datagrams of 64 bytes, each tag + its number, as fast as the socket takes them.
 const SEND = `
 import socket, sys
@@ -143,5 +168,33 @@ describe.skipIf(skip)('host queues: one LAN host\'s burst fills only its own rin
       await p.stop();
     }
     for (const dev of ['tin', 'tout']) expect(lab.tryExec(lab.router, ['ip', 'link', 'show', 'dev', dev]).ok).toBe(false);
+  }, 60_000);
+
+  it('05 attacker\'s timing: kill -9 under traffic with 8 rings: the multi-queue TUN goes with the daemon, and nothing reaches the WAN untranslated', async () => {
+    const p = new RunningRouter(lab);
+    p.env = { VPNMASQ_HOST_QUEUES: '' };
+    let out = '';
+    const sink = lab.spawn(lab.wan[0]!, ['python3', '-c', BY_SOURCE, String(PORT + 1)]);
+    sink.stdout!.on('data', (d) => { out += d; });
+    const done = new Promise((r) => sink.once('exit', r));
+    try {
+      await p.start();
+      expect(p.status().tunQueue.hostQueues).toBe(8);
+      await waitListening(lab, [[lab.wan[0]!, 'u', PORT + 1]]);
+      const trickle = lab.spawn(lab.lan[0]!, ['python3', '-c', TRICKLE, WANHOST, String(PORT + 1), '3']);
+      const trickled = new Promise((r) => trickle.once('exit', r));
+      await sleep(1000);
+      await p.kill9();
+      // every ring's fd closed with the process: the device is gone, and the guard holds the kernel path shut
+      expect(lab.tryExec(lab.router, ['ip', 'link', 'show', 'dev', 'tin']).ok).toBe(false);
+      await trickled;
+      await done;
+    } finally {
+      await p.stop();
+    }
+    const got: Record<string, number> = JSON.parse(out.split('\n').filter((l) => l.startsWith('{')).pop()!);
+    // translated while vpnmasq ran; nothing with a LAN source after it died
+    expect(got[lab.addr.routerWan]).toBeGreaterThan(0);
+    expect(Object.keys(got)).toEqual([lab.addr.routerWan]);
   }, 60_000);
 });
