@@ -867,6 +867,74 @@ th1.close();
 console.log(JSON.stringify(out));
 `;
 
+// Sparse flows (ringclock.h hostqueue): th4 with 8 host queues (16 rings).
+// Host A sends 20 datagrams of flow 1, then one of flow 2 while flow 1's
+// wait unread; then 30 datagrams on 30 new flows (new source ports) beside
+// host B's 5 of one flow. Prints the order each batch read.
+const SPARSE_CHILD = `
+import { TunDevice, hostQueueOf } from ${JSON.stringify(TUN_TS)};
+import { execFileSync } from 'node:child_process';
+import dgram from 'node:dgram';
+
+const SLOT = 2048, MAX = 64, LEN_BASE = SLOT * MAX, HDR_BASE = LEN_BASE + 4 * MAX;
+const mem = new WebAssembly.Memory({ initial: 4 }).buffer;
+const bytes = new Uint8Array(mem);
+const dv = new DataView(mem);
+const never = { batchBytes: 0, targetUs: 1e9, intervalUs: 1e9 };
+const ipNumber = (a) => a.split('.').reduce((n, b) => n * 256 + Number(b), 0);
+const out = {};
+execFileSync('ip', ['link', 'set', 'lo', 'up']);
+const th = TunDevice.open('th4', { offload: true, hostQueues: 8, queue: never });
+execFileSync('sysctl', ['-qw', 'net.ipv6.conf.th4.disable_ipv6=1']);
+execFileSync('ip', ['addr', 'add', '10.212.0.1/24', 'dev', 'th4']);
+execFileSync('ip', ['link', 'set', 'th4', 'up']);
+out.rings = th.rings;
+const hosts = [];
+for (let x = 1; hosts.length < 2; x++) {
+  const a = '10.213.0.' + x;
+  const q = hostQueueOf(ipNumber(a), 3);
+  if (hosts.some((h) => h.q === q)) continue;
+  execFileSync('ip', ['addr', 'add', a + '/32', 'dev', 'lo']);
+  hosts.push({ a, q });
+}
+const read = () => {
+  const n = th.readBatch(mem, 0, SLOT, LEN_BASE, MAX, HDR_BASE, 16);
+  const got = [];
+  for (let i = 0; i < n; i++) got.push(Buffer.from(bytes.subarray(i * SLOT + 28, i * SLOT + dv.getUint32(LEN_BASE + 4 * i, true))).toString());
+  return got;
+};
+const socket = async (host) => {
+  const s = dgram.createSocket('udp4');
+  await new Promise((r) => s.bind(0, host.a, r));
+  return s;
+};
+const send = (s, text, port = 9) => new Promise((r, j) => s.send(Buffer.from(text), port, '10.212.0.2', (e) => (e ? j(e) : r())));
+out.first = read().length; // every ring found empty: the numbering aligns, the read positions are known
+const f1 = await socket(hosts[0]);
+const f2 = await socket(hosts[0]);
+for (let i = 0; i < 20; i++) await send(f1, 'F' + i);
+await send(f2, 'G0');
+out.one = read();
+// every packet read: flow 1 has nothing unread, so its next packet is sparse again, ahead of flow 2's backlog
+for (let i = 0; i < 5; i++) await send(f2, 'G' + (i + 1));
+await send(f1, 'F20');
+out.two = read();
+// an attacker's new flows, each sparse, against B's one flow
+const b = await socket(hosts[1]);
+for (let i = 0; i < 30; i++) {
+  const s = await socket(hosts[0]);
+  await send(s, 'N' + i);
+  s.close();
+}
+for (let i = 0; i < 5; i++) await send(b, 'B' + i);
+out.three = read();
+out.after = read().length;
+out.sojourn = th.hostQueueSojournUs.length;
+for (const s of [f1, f2, b]) s.close();
+th.close();
+console.log(JSON.stringify(out));
+`;
+
 function child(script: string, prefix: string[] = []): Promise<string> {
   const dir = copy!.root;
   const file = path.join(dir, `child-${Math.random().toString(36).slice(2)}.mjs`);
@@ -1063,7 +1131,7 @@ describe.skipIf(skipUnless({ root: true, tun: true, tools: ['ip', 'tc', 'setpriv
     const out = lastLine(await child(HOSTQ_CHILD));
     expect(out.hostQueues).toBe(8);
     expect(out.note).toBe('');
-    expect(out.link).toBe('multi_queue numqueues 8');
+    expect(out.link).toBe('multi_queue numqueues 16'); // two rings a host queue: bulk and sparse
     expect(out.first).toBe(0);
     expect(out.n).toBe(28);
     const host = (p: string) => p[0];
@@ -1086,6 +1154,25 @@ describe.skipIf(skipUnless({ root: true, tun: true, tools: ['ip', 'tc', 'setpriv
     expect(out.after).toBe(0);
     expect(out.programs).toEqual([{ hostQueues: 8, clock: 'stamps', note: '' }, { hostQueues: 8, clock: 'stamps', note: '' }]);
     expect(out.fallback).toEqual({ hostQueues: 1, note: 'VPNMASQ_QUEUE_CLOCK=empty (host queues are read by their ring clock stamps)', link: null });
+  });
+
+  it('host queues, sparse flows: a flow with nothing unread goes ahead of its own host\'s backlog, every flow keeps its order, and new flows give a host no more than its turn', async () => {
+    const out = lastLine(await child(SPARSE_CHILD));
+    expect(out.rings).toBe(16);
+    expect(out.first).toBe(0);
+    // G0, sent after all 20 of flow 1, is read second: F0 found the rings empty (sparse), G0 too; F1..F19 wait in the bulk ring
+    expect(out.one).toEqual(['F0', 'G0', ...Array.from({ length: 19 }, (_v, i) => `F${i + 1}`)]);
+    // now flow 2 has the backlog (G1 sparse, G2..G5 bulk) and F20 is the sparse one: read before G2, after G1
+    expect(out.two).toEqual(['G1', 'F20', 'G2', 'G3', 'G4', 'G5']);
+    // 30 new flows from A, each sparse, and B's 5: A and B alternate while B has packets
+    const three: string[] = out.three;
+    expect(three).toHaveLength(35);
+    const firstTen = three.slice(0, 10);
+    expect(firstTen.filter((p) => p[0] === 'B')).toEqual(['B0', 'B1', 'B2', 'B3', 'B4']);
+    // (30 flows share 64 buckets: one that found its bucket's packet unread waited in the bulk ring, so only the set is fixed)
+    expect(three.filter((p) => p[0] === 'N').sort()).toEqual(Array.from({ length: 30 }, (_v, i) => `N${i}`).sort());
+    expect(out.after).toBe(0);
+    expect(out.sojourn).toBe(16);
   });
 
   it('ring clock, fallback: without CAP_BPF the queue runs on the ring-empty bound and says why; nothing is left on the device', async () => {
