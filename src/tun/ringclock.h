@@ -42,7 +42,7 @@ constexpr uint32_t kMaxHostBits = 4;
 constexpr uint32_t kMaxQueueBits = kMaxHostBits + 1;
 // Flow buckets per host queue: where the clock program keeps, per flow
 // hash, which ring the flow's last packet went to and its number there.
-constexpr uint32_t kFlowBits = 6;
+constexpr uint32_t kFlowBits = 8;
 
 // Which GSO packets reach the ring as segments, by the TUN's offloads:
 // kOne none (TSO and USO taken whole), kAll every one (no TSO: a plain TUN),

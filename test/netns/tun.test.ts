@@ -1169,7 +1169,7 @@ describe.skipIf(skipUnless({ root: true, tun: true, tools: ['ip', 'tc', 'setpriv
     expect(three).toHaveLength(35);
     const firstTen = three.slice(0, 10);
     expect(firstTen.filter((p) => p[0] === 'B')).toEqual(['B0', 'B1', 'B2', 'B3', 'B4']);
-    // (30 flows share 64 buckets: one that found its bucket's packet unread waited in the bulk ring, so only the set is fixed)
+    // (30 flows share 256 buckets: one that found its bucket's packet unread waited in the bulk ring, so only the set is fixed)
     expect(three.filter((p) => p[0] === 'N').sort()).toEqual(Array.from({ length: 30 }, (_v, i) => `N${i}`).sort());
     expect(out.after).toBe(0);
     expect(out.sojourn).toBe(16);
