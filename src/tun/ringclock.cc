@@ -125,7 +125,7 @@ void ValueAt(std::vector<bpf_insn>* p, int mapFd, uint8_t reg, int32_t offset) {
 // ring's read position, or the position is not known yet.
 void EmitRing(std::vector<bpf_insn>* p, int mapFd, uint32_t hostBits) {
   const int32_t hosts = 1 << hostBits;
-  enum { kNotIp, kHash, kPorts, kBucket, kBulk, kChosen, kCount };
+  enum { kNotIp, kHash, kBucket, kBulk, kChosen, kCount };
   Labels l(p, kCount);
   p->push_back(Insn(BPF_LD | BPF_B | BPF_ABS, 0, 0, 0, 0));
   p->push_back(Insn(BPF_ALU | BPF_RSH | BPF_K, 0, 0, 0, 4));
@@ -139,9 +139,7 @@ void EmitRing(std::vector<bpf_insn>* p, int mapFd, uint32_t hostBits) {
   p->push_back(Insn(BPF_LD | BPF_H | BPF_ABS, 0, 0, 0, 6));   // fragment offset and MF
   p->push_back(Insn(BPF_ALU | BPF_AND | BPF_K, 0, 0, 0, 0x3fff));
   l.Jump(BPF_JMP | BPF_JNE | BPF_K, 0, 0, 0, kHash);
-  l.Jump(BPF_JMP | BPF_JEQ | BPF_K, 7, 0, IPPROTO_TCP, kPorts);
-  l.Jump(BPF_JMP | BPF_JNE | BPF_K, 7, 0, IPPROTO_UDP, kHash);
-  l.Place(kPorts);
+  l.Jump(BPF_JMP | BPF_JNE | BPF_K, 7, 0, IPPROTO_TCP, kHash);
   p->push_back(Insn(BPF_LD | BPF_B | BPF_ABS, 0, 0, 0, 0));
   p->push_back(Insn(BPF_ALU | BPF_AND | BPF_K, 0, 0, 0, 15));
   p->push_back(Insn(BPF_ALU | BPF_LSH | BPF_K, 0, 0, 0, 2));

@@ -132,8 +132,11 @@ constexpr uint16_t kFilterPrio = 0xfff0;
 // so keep their order: a packet goes to the sparse ring only when every
 // earlier packet of its flow has been read, and one in the bulk ring only
 // leaves after every sparse packet read before it. A flow is its IPv4
-// destination, protocol and, for TCP and UDP that is not a fragment, ports
-// (fragments of any datagram share one flow, in order); it is hashed into
+// destination and protocol, and for TCP that is not a fragment its ports.
+// Not UDP's: a host's ESP-in-UDP (NAT-T) to a server mixes fragments,
+// which carry no ports, with whole datagrams, and all of them must keep
+// their order (the receiver's replay window drops an ESP packet overtaken
+// by more than its width). It is hashed into
 // one of 1 << kFlowBits buckets of its host queue, and flows sharing a
 // bucket are one flow for this purpose (bulk sooner, never reordered). Not
 // IPv4: the bulk ring of host queue 0.

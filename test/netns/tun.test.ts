@@ -868,9 +868,11 @@ console.log(JSON.stringify(out));
 `;
 
 // Sparse flows (ringclock.h hostqueue): th4 with 8 host queues (16 rings).
-// Host A sends 20 datagrams of flow 1, then one of flow 2 while flow 1's
-// wait unread; then 30 datagrams on 30 new flows (new source ports) beside
-// host B's 5 of one flow. Prints the order each batch read.
+// Host A sends 20 datagrams of flow 1, then one of flow 2 (another
+// destination) while flow 1's wait unread; then 30 datagrams to 30 new
+// destinations beside host B's 5 of one flow; then 10 small datagrams, one
+// that the kernel cuts into fragments and one more, to one destination.
+// Prints the order each batch read.
 const SPARSE_CHILD = `
 import { TunDevice, hostQueueOf } from ${JSON.stringify(TUN_TS)};
 import { execFileSync } from 'node:child_process';
@@ -900,7 +902,7 @@ for (let x = 1; hosts.length < 2; x++) {
 const read = () => {
   const n = th.readBatch(mem, 0, SLOT, LEN_BASE, MAX, HDR_BASE, 16);
   const got = [];
-  for (let i = 0; i < n; i++) got.push(Buffer.from(bytes.subarray(i * SLOT + 28, i * SLOT + dv.getUint32(LEN_BASE + 4 * i, true))).toString());
+  for (let i = 0; i < n; i++) got.push(label(i));
   return got;
 };
 const socket = async (host) => {
@@ -908,26 +910,37 @@ const socket = async (host) => {
   await new Promise((r) => s.bind(0, host.a, r));
   return s;
 };
-const send = (s, text, port = 9) => new Promise((r, j) => s.send(Buffer.from(text), port, '10.212.0.2', (e) => (e ? j(e) : r())));
+const send = (s, text, to = 2) => new Promise((r, j) => s.send(Buffer.from(text), 9, '10.212.0.' + to, (e) => (e ? j(e) : r())));
+// a fragment by its offset (L0 the first, L1480 …), anything else by its payload
+const label = (i) => {
+  const ip = i * SLOT, frag = dv.getUint16(ip + 6) & 0x3fff;
+  if (frag !== 0) return 'L' + (frag & 0x1fff) * 8;
+  return Buffer.from(bytes.subarray(ip + 28, ip + dv.getUint32(LEN_BASE + 4 * i, true))).toString();
+};
 out.first = read().length; // every ring found empty: the numbering aligns, the read positions are known
 const f1 = await socket(hosts[0]);
 const f2 = await socket(hosts[0]);
 for (let i = 0; i < 20; i++) await send(f1, 'F' + i);
-await send(f2, 'G0');
+await send(f2, 'G0', 3);
 out.one = read();
 // every packet read: flow 1 has nothing unread, so its next packet is sparse again, ahead of flow 2's backlog
-for (let i = 0; i < 5; i++) await send(f2, 'G' + (i + 1));
+for (let i = 0; i < 5; i++) await send(f2, 'G' + (i + 1), 3);
 await send(f1, 'F20');
 out.two = read();
 // an attacker's new flows, each sparse, against B's one flow
 const b = await socket(hosts[1]);
 for (let i = 0; i < 30; i++) {
   const s = await socket(hosts[0]);
-  await send(s, 'N' + i);
+  await send(s, 'N' + i, 10 + i);
   s.close();
 }
 for (let i = 0; i < 5; i++) await send(b, 'B' + i);
 out.three = read();
+// one host's UDP to one destination is one flow, fragments or not (NAT-T's ESP must not be overtaken)
+for (let i = 0; i < 10; i++) await send(f1, 'S' + i, 4);
+await send(f1, 'L'.repeat(3000), 4);
+await send(f1, 'S10', 4);
+out.four = read();
 out.after = read().length;
 out.sojourn = th.hostQueueSojournUs.length;
 for (const s of [f1, f2, b]) s.close();
@@ -1171,6 +1184,8 @@ describe.skipIf(skipUnless({ root: true, tun: true, tools: ['ip', 'tc', 'setpriv
     expect(firstTen.filter((p) => p[0] === 'B')).toEqual(['B0', 'B1', 'B2', 'B3', 'B4']);
     // (30 flows share 256 buckets: one that found its bucket's packet unread waited in the bulk ring, so only the set is fixed)
     expect(three.filter((p) => p[0] === 'N').sort()).toEqual(Array.from({ length: 30 }, (_v, i) => `N${i}`).sort());
+    // small datagrams and the fragments of a big one, one flow: read in the order sent
+    expect(out.four).toEqual([...Array.from({ length: 10 }, (_v, i) => `S${i}`), 'L0', 'L1480', 'L2960', 'S10']);
     expect(out.after).toBe(0);
     expect(out.sojourn).toBe(16);
   });
