@@ -144,6 +144,12 @@ void EmitRing(std::vector<bpf_insn>* p, int mapFd, uint32_t hostBits) {
   p->push_back(Insn(BPF_ALU | BPF_AND | BPF_K, 0, 0, 0, 15));
   p->push_back(Insn(BPF_ALU | BPF_LSH | BPF_K, 0, 0, 0, 2));
   p->push_back(Insn(BPF_ALU64 | BPF_MOV | BPF_X, 7, 0, 0, 0));
+  // A load past the packet would end the program there (no stamp, no ring):
+  // a TCP header too short for its ports is hashed without them.
+  p->push_back(Insn(BPF_LDX | BPF_W | BPF_MEM, 1, 6, offsetof(__sk_buff, len), 0));
+  p->push_back(Insn(BPF_ALU64 | BPF_MOV | BPF_X, 2, 7, 0, 0));
+  p->push_back(Insn(BPF_ALU64 | BPF_ADD | BPF_K, 2, 0, 0, 4));
+  l.Jump(BPF_JMP | BPF_JGT | BPF_X, 2, 1, 0, kHash);
   p->push_back(Insn(BPF_LD | BPF_W | BPF_IND, 0, 7, 0, 0));   // both ports
   p->push_back(Insn(BPF_ALU | BPF_MUL | BPF_K, 0, 0, 0, static_cast<int32_t>(0x85EBCA6Bu)));
   p->push_back(Insn(BPF_ALU | BPF_XOR | BPF_X, 8, 0, 0, 0));
