@@ -338,6 +338,7 @@ enum : int {
   kRqStampEnd,         // state: the first ring entry past the stamp in use (a GSO packet's segments share one)
   kRqStampAt,          // state: the time of the stamp in use
   kRqHostQueue,        // policy: which host queue of the device (and of its ring clock) this state reads
+  kRqSparseLast,       // state (a host queue's bulk ring): the host's last turn took its sparse ring's packet while this one had packets
   kRqFields
 };
 
@@ -733,7 +734,11 @@ Napi::Value ReadBatch(const Napi::CallbackInfo& info) {
 // as hosts, host h's rings are h (bulk) and hosts + h (sparse). The hosts
 // are taken round-robin from `start`, one packet each in turn, so a host
 // with a full ring gets one slot a round like a host with one packet; a
-// host's turn takes its sparse ring's packet first. With hints, a ring
+// host's turn takes its sparse ring's packet first, unless its last turn
+// did: with both rings full they alternate, so that a stream of new flows
+// (a scan, or DHT lookups, from this host or one hashed to the same host
+// queue) cannot starve the bulk ring (ringclock.h says what that costs in
+// order, and the program's bound on it). With hints, a ring
 // whose stamps show nothing unread is passed over without a read; when
 // that leaves the batch empty, every such ring is read after all. A packet
 // that reached a ring without a stamp (a packet socket that bypasses the
@@ -780,8 +785,10 @@ Napi::Value ReadQueues(const Napi::CallbackInfo& info) {
       more = false;
       for (size_t k = 0; k < hosts && !full; k++) {
         const size_t h = (start + k) % hosts;
-        for (size_t j = perHost; j-- > 0;) {
-          Ring* r = &rings[h + j * hosts];
+        // perHost 2: j 0 the sparse ring first, 1 the bulk ring; after a sparse turn the other way round
+        const bool bulkFirst = perHost == 1 || rings[h].q[kRqSparseLast] != 0;
+        for (size_t j = 0; j < perHost; j++) {
+          Ring* r = &rings[h + ((j == 0) == bulkFirst ? 0 : hosts)];
           if (r->done) continue;
           if (pass == 0 && hints && StampsSayEmpty(r->q, r->clk)) {
             hinted[r - rings] = true;
@@ -803,6 +810,8 @@ Napi::Value ReadQueues(const Napi::CallbackInfo& info) {
             bytes += len;
             full = n == max || (budget > 0 && bytes >= budget);
           }
+          // A sparse turn counts only while the bulk ring has packets waiting: the next turn is then the bulk ring's.
+          if (perHost == 2) rings[h].q[kRqSparseLast] = r != &rings[h] && !StampsSayEmpty(rings[h].q, rings[h].clk);
           break;  // the host's turn is taken
         }
       }

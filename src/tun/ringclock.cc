@@ -125,7 +125,7 @@ void ValueAt(std::vector<bpf_insn>* p, int mapFd, uint8_t reg, int32_t offset) {
 // ring's read position, or the position is not known yet.
 void EmitRing(std::vector<bpf_insn>* p, int mapFd, uint32_t hostBits) {
   const int32_t hosts = 1 << hostBits;
-  enum { kNotIp, kHash, kBucket, kBulk, kChosen, kCount };
+  enum { kNotIp, kHash, kBucket, kBulk, kSparse, kChosen, kCount };
   Labels l(p, kCount);
   p->push_back(Insn(BPF_LD | BPF_B | BPF_ABS, 0, 0, 0, 0));
   p->push_back(Insn(BPF_ALU | BPF_RSH | BPF_K, 0, 0, 0, 4));
@@ -174,7 +174,7 @@ void EmitRing(std::vector<bpf_insn>* p, int mapFd, uint32_t hostBits) {
   p->push_back(Insn(BPF_LDX | BPF_DW | BPF_MEM, 3, 2, 0, 0));
   p->push_back(Insn(BPF_ALU64 | BPF_MOV | BPF_X, 0, 9, 0, 0));
   p->push_back(Insn(BPF_ALU64 | BPF_ADD | BPF_K, 0, 0, 0, hosts));  // the sparse ring, unless:
-  l.Jump(BPF_JMP | BPF_JEQ | BPF_K, 3, 0, 0, kChosen);
+  l.Jump(BPF_JMP | BPF_JEQ | BPF_K, 3, 0, 0, kSparse);
   p->push_back(Insn(BPF_ALU64 | BPF_MOV | BPF_X, 4, 3, 0, 0));
   p->push_back(Insn(BPF_ALU64 | BPF_RSH | BPF_K, 4, 0, 0, 32));
   p->push_back(Insn(BPF_ALU64 | BPF_SUB | BPF_K, 4, 0, 0, 1));
@@ -187,9 +187,27 @@ void EmitRing(std::vector<bpf_insn>* p, int mapFd, uint32_t hostBits) {
   p->push_back(Insn(BPF_ALU64 | BPF_RSH | BPF_K, 1, 0, 0, 63));
   l.Jump(BPF_JMP | BPF_JNE | BPF_K, 1, 0, 0, kBulk);             // not known yet
   p->push_back(Insn(BPF_ALU | BPF_SUB | BPF_X, 3, 4, 0, 0));
-  l.Jump(BPF_JMP32 | BPF_JSLE | BPF_K, 3, 0, 0, kChosen);        // read up to the last packet
+  l.Jump(BPF_JMP32 | BPF_JSLE | BPF_K, 3, 0, 0, kSparse);        // read up to the last packet
   l.Place(kBulk);
   p->push_back(Insn(BPF_ALU64 | BPF_MOV | BPF_X, 0, 9, 0, 0));
+  l.Jump(BPF_JMP | BPF_JA, 0, 0, 0, kChosen);
+  // The flow has nothing unread; the sparse ring takes it while it holds
+  // fewer than kSparseMax unread entries (its read position known).
+  l.Place(kSparse);
+  p->push_back(Insn(BPF_ALU64 | BPF_MOV | BPF_X, 1, 0, 0, 0));
+  p->push_back(Insn(BPF_ALU64 | BPF_AND | BPF_K, 1, 0, 0, (1 << kMaxQueueBits) - 1));
+  p->push_back(Insn(BPF_ALU64 | BPF_LSH | BPF_K, 1, 0, 0, 3));
+  ValueAt(p, mapFd, 2, 0);
+  p->push_back(Insn(BPF_ALU64 | BPF_ADD | BPF_X, 2, 1, 0, 0));
+  p->push_back(Insn(BPF_LDX | BPF_DW | BPF_MEM, 2, 2, 0, 0));    // its entries numbered
+  ValueAt(p, mapFd, 4, static_cast<int32_t>(8 * Clock::kPosWord));
+  p->push_back(Insn(BPF_ALU64 | BPF_ADD | BPF_X, 4, 1, 0, 0));
+  p->push_back(Insn(BPF_LDX | BPF_DW | BPF_MEM, 4, 4, 0, 0));    // and read
+  p->push_back(Insn(BPF_ALU64 | BPF_MOV | BPF_X, 5, 4, 0, 0));
+  p->push_back(Insn(BPF_ALU64 | BPF_RSH | BPF_K, 5, 0, 0, 63));
+  l.Jump(BPF_JMP | BPF_JNE | BPF_K, 5, 0, 0, kBulk);
+  p->push_back(Insn(BPF_ALU64 | BPF_SUB | BPF_X, 2, 4, 0, 0));
+  l.Jump(BPF_JMP | BPF_JSGE | BPF_K, 2, 0, static_cast<int32_t>(kSparseMax), kBulk);
   l.Place(kChosen);
   p->push_back(Insn(BPF_ALU64 | BPF_MOV | BPF_X, 9, 0, 0, 0));
   p->push_back(Insn(BPF_ALU | BPF_OR | BPF_K, 0, 0, 0, static_cast<int32_t>(hostqueue::kSteerMark)));

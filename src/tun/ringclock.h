@@ -43,6 +43,11 @@ constexpr uint32_t kMaxQueueBits = kMaxHostBits + 1;
 // Flow buckets per host queue: where the clock program keeps, per flow
 // hash, which ring the flow's last packet went to and its number there.
 constexpr uint32_t kFlowBits = 8;
+// Unread entries a sparse ring may hold; a packet that would be the next
+// goes to the bulk ring. It bounds how far a flow's bulk packets can
+// overtake its sparse one (hostqueue below) to this many, within
+// strongSwan's default ESP replay window (32 packets).
+constexpr uint32_t kSparseMax = 16;
 
 // Which GSO packets reach the ring as segments, by the TUN's offloads:
 // kOne none (TSO and USO taken whole), kAll every one (no TSO: a plain TUN),
@@ -127,11 +132,16 @@ constexpr uint16_t kFilterPrio = 0xfff0;
 // Each host queue has two rings, so that a host's own sparse flows do not
 // wait behind its own bulk ones either (fq_codel's new-flow queue, with the
 // flows of one host): a packet whose flow has nothing unread in either ring
-// goes to the sparse ring, every other packet to the bulk ring, and the
-// reader takes the host's turn from the sparse ring first. A flow's packets
-// so keep their order: a packet goes to the sparse ring only when every
-// earlier packet of its flow has been read, and one in the bulk ring only
-// leaves after every sparse packet read before it. A flow is its IPv4
+// goes to the sparse ring (while it holds fewer than kSparseMax), every
+// other packet to the bulk ring, and the reader takes the host's turn from
+// the sparse ring first, unless its last turn did so and the bulk ring has
+// packets: then the two alternate, and a stream of new flows (a scan, DHT
+// lookups, from this host or another hashed to the same host queue)
+// cannot starve the bulk ring. A flow's packets keep their order but for
+// that alternation: a packet goes to the sparse ring only when every
+// earlier packet of its flow has been read, so only the flow's later
+// packets, in the bulk ring, can overtake it, and only while it waits
+// behind the other sparse packets: by at most kSparseMax. A flow is its IPv4
 // destination and protocol, and for TCP that is not a fragment its ports.
 // Not UDP's: a host's ESP-in-UDP (NAT-T) to a server mixes fragments,
 // which carry no ports, with whole datagrams, and all of them must keep

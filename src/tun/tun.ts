@@ -210,7 +210,7 @@ const RQ_TRIMS = RQ_CLOCK + 4;
 const RQ_MARKS = RQ_CLOCK + 5;
 const RQ_EMPTY_KNOWN = RQ_CLOCK + 6;
 const RQ_HOST_QUEUE = RQ_CLOCK + 9; // after the stamp in use: its end and its time (addon.cc)
-const RQ_FIELDS = RQ_CLOCK + 10;
+const RQ_FIELDS = RQ_CLOCK + 11; // the last: a host queue's last turn took its sparse ring
 
 /** ringClockAttach's segs (ringclock.h Segs): which GSO packets reach the ring as their segments. */
 const RING_SEGS = { ONE: 0, ALL: 1, UDP: 2 } as const;

@@ -954,6 +954,9 @@ out.four = read();
 for (let i = 0; i < 5; i++) await send(f1, 'U' + i, 5);
 execFileSync('python3', ['-c', ${JSON.stringify(SHORT_TCP_PY)}, hosts[0].a, '10.212.0.6']);
 out.five = read();
+for (let i = 0; i < 20; i++) await send(f1, 'F' + i, 2);
+for (let i = 0; i < 30; i++) await send(f2, 'N' + i, 40 + i);
+out.six = read();
 out.after = read().length;
 out.sojourn = th.hostQueueSojournUs.length;
 for (const s of [f1, f2, b]) s.close();
@@ -1186,11 +1189,13 @@ describe.skipIf(skipUnless({ root: true, tun: true, tools: ['ip', 'tc', 'setpriv
     const out = lastLine(await child(SPARSE_CHILD));
     expect(out.rings).toBe(16);
     expect(out.first).toBe(0);
-    // G0, sent after all 20 of flow 1, is read second: F0 found the rings empty (sparse), G0 too; F1..F19 wait in the bulk ring
-    expect(out.one).toEqual(['F0', 'G0', ...Array.from({ length: 19 }, (_v, i) => `F${i + 1}`)]);
-    // now flow 2 has the backlog (G1 sparse, G2..G5 bulk) and F20 is the sparse one: read before G2, after G1
-    expect(out.two).toEqual(['G1', 'F20', 'G2', 'G3', 'G4', 'G5']);
-    // 30 new flows from A, each sparse, and B's 5: A and B alternate while B has packets
+    // G0, sent after all 20 of flow 1, is read third: F0 found the rings empty (sparse), G0 too; F1..F19 wait in the
+    // bulk ring, and with both rings holding packets the host's turns alternate between them
+    expect(out.one).toEqual(['F0', 'F1', 'G0', ...Array.from({ length: 18 }, (_v, i) => `F${i + 2}`)]);
+    // now flow 2 has the backlog (G1 sparse, G2..G5 bulk) and F20 is the sparse one: read after G1 and G2, before G3
+    expect(out.two).toEqual(['G1', 'G2', 'F20', 'G3', 'G4', 'G5']);
+    // 30 new flows from A (the first 16 sparse, then the sparse ring is full and the rest wait in the bulk ring), and
+    // B's 5: A and B alternate while B has packets
     const three: string[] = out.three;
     expect(three).toHaveLength(35);
     const firstTen = three.slice(0, 10);
@@ -1199,8 +1204,18 @@ describe.skipIf(skipUnless({ root: true, tun: true, tools: ['ip', 'tc', 'setpriv
     expect(three.filter((p) => p[0] === 'N').sort()).toEqual(Array.from({ length: 30 }, (_v, i) => `N${i}`).sort());
     // small datagrams and the fragments of a big one, one flow: read in the order sent
     expect(out.four).toEqual([...Array.from({ length: 10 }, (_v, i) => `S${i}`), 'L0', 'L1480', 'L2960', 'S10']);
-    // a 22-byte TCP packet (2 bytes of header) found its flow empty and went to the sparse ring: the program ran to the end
-    expect(out.five).toEqual(['U0', 'T22', 'U1', 'U2', 'U3', 'U4']);
+    // a 22-byte TCP packet (2 bytes of header) found its flow empty and went to the sparse ring (read at the first sparse
+    // turn after U0's): the program ran to the end
+    expect(out.five).toEqual(['U0', 'U1', 'T22', 'U2', 'U3', 'U4']);
+    // attacker: a stream of new flows (30 destinations) behind a bulk flow of the same host queue fills the sparse ring to
+    // its 16 and no further, and cannot starve the bulk ring: the turns alternate, half of the first ten are the bulk flow's
+    const six: string[] = out.six;
+    expect(six).toHaveLength(50);
+    expect(six.slice(0, 10).filter((p) => p[0] === 'F')).toEqual(['F0', 'F1', 'F2', 'F3', 'F4', 'F5']);
+    expect(six.filter((p) => p[0] === 'F')).toEqual(Array.from({ length: 20 }, (_v, i) => `F${i}`));
+    // F0 and N0..N14 filled the sparse ring; N15..N29 waited in the bulk ring, behind F19
+    expect(six.indexOf('N14')).toBeLessThan(six.indexOf('F19'));
+    expect(six.slice(six.indexOf('F19') + 1)).toEqual(Array.from({ length: 15 }, (_v, i) => `N${i + 15}`));
     expect(out.after).toBe(0);
     expect(out.sojourn).toBe(16);
   });
