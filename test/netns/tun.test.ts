@@ -792,11 +792,10 @@ function run(cmd: string, args: string[]): Promise<string> {
   });
 }
 
-// Host queues (ringclock.h hostqueue): th0 with 8 rings, three source
-// addresses on three rings; A sends 20, then 30 ms later B 5 and C 3; one
-// batch reads them. Prints the order read, each queue's sojourn figures and
-// the times around the sends and the read.
-const HOSTQ_CHILD = `
+// What the host-queue children share: a TUN called name, with 8 host queues (CoDel
+// off) and 10.<net>.0.1/24 on it, slots for one batch, and hostsOn(prefix,
+// n): n source addresses on lo, each hashed to a host queue of its own.
+const hostQueuePrelude = (name: string, net: number) => `
 import { TunDevice, hostQueueOf } from ${JSON.stringify(TUN_TS)};
 import { execFileSync } from 'node:child_process';
 import dgram from 'node:dgram';
@@ -811,24 +810,34 @@ const never = { batchBytes: 0, targetUs: 1e9, intervalUs: 1e9 };
 const ipNumber = (a) => a.split('.').reduce((n, b) => n * 256 + Number(b), 0);
 const out = {};
 execFileSync('ip', ['link', 'set', 'lo', 'up']);
-const th0 = TunDevice.open('th0', { offload: true, hostQueues: 8, queue: never });
-execFileSync('sysctl', ['-qw', 'net.ipv6.conf.th0.disable_ipv6=1']);
-execFileSync('ip', ['addr', 'add', '10.210.0.1/24', 'dev', 'th0']);
-execFileSync('ip', ['link', 'set', 'th0', 'up']);
-out.hostQueues = th0.hostQueues;
-out.note = th0.hostQueuesNote;
+const th = TunDevice.open('${name}', { offload: true, hostQueues: 8, queue: never });
+execFileSync('sysctl', ['-qw', 'net.ipv6.conf.${name}.disable_ipv6=1']);
+execFileSync('ip', ['addr', 'add', '10.${net}.0.1/24', 'dev', '${name}']);
+execFileSync('ip', ['link', 'set', '${name}', 'up']);
+const hostsOn = (prefix, n) => {
+  const hosts = [];
+  for (let x = 1; hosts.length < n; x++) {
+    const a = prefix + x;
+    const q = hostQueueOf(ipNumber(a), 3);
+    if (hosts.some((h) => h.q === q)) continue;
+    execFileSync('ip', ['addr', 'add', a + '/32', 'dev', 'lo']);
+    hosts.push({ a, q });
+  }
+  return hosts;
+};
+`;
+
+// Host queues (ringclock.h hostqueue): th0 with 8 rings, three source
+// addresses on three rings; A sends 20, then 30 ms later B 5 and C 3; one
+// batch reads them. Prints the order read, each queue's sojourn figures and
+// the times around the sends and the read.
+const HOSTQ_CHILD = `${hostQueuePrelude('th0', 210)}out.hostQueues = th.hostQueues;
+out.note = th.hostQueuesNote;
 out.link = /multi_queue numqueues \\d+/.exec(execFileSync('ip', ['-d', 'link', 'show', 'th0']).toString())?.[0];
 // three sources on three different rings, by the steering's hash
-const hosts = [];
-for (let x = 1; hosts.length < 3; x++) {
-  const a = '10.211.0.' + x;
-  const q = hostQueueOf(ipNumber(a), 3);
-  if (hosts.some((h) => h.q === q)) continue;
-  execFileSync('ip', ['addr', 'add', a + '/32', 'dev', 'lo']);
-  hosts.push({ a, q });
-}
+const hosts = hostsOn('10.211.0.', 3);
 out.queues = hosts.map((h) => h.q);
-const read = () => th0.readBatch(mem, 0, SLOT, LEN_BASE, MAX, HDR_BASE, 16);
+const read = () => th.readBatch(mem, 0, SLOT, LEN_BASE, MAX, HDR_BASE, 16);
 out.first = read(); // every ring found empty: the stamps' numbering aligns
 const send = async (host, tag, n) => {
   const s = dgram.createSocket('udp4');
@@ -847,10 +856,10 @@ for (let i = 0; i < n; i++) {
   const len = dv.getUint32(LEN_BASE + 4 * i, true);
   out.order.push(Buffer.from(bytes.subarray(i * SLOT + 28, i * SLOT + len)).toString());
 }
-out.sojourn = th0.hostQueueSojournUs;
+out.sojourn = th.hostQueueSojournUs;
 out.t = t;
 out.after = read();
-th0.close();
+th.close();
 // the longer clock programs load too: TSO without USO (UDP GSO cut after the hook, as on kernels before 6.2), no offloads
 out.programs = [];
 for (const [name, o] of [['th2', { offload: true, uso: false }], ['th3', {}]]) {
@@ -881,32 +890,8 @@ s.sendto(ip + bytes([1, 2]), (sys.argv[2], 0))
 // destinations beside host B's 5 of one flow; then 10 small datagrams, one
 // that the kernel cuts into fragments and one more, to one destination.
 // Prints the order each batch read.
-const SPARSE_CHILD = `
-import { TunDevice, hostQueueOf } from ${JSON.stringify(TUN_TS)};
-import { execFileSync } from 'node:child_process';
-import dgram from 'node:dgram';
-
-const SLOT = 2048, MAX = 64, LEN_BASE = SLOT * MAX, HDR_BASE = LEN_BASE + 4 * MAX;
-const mem = new WebAssembly.Memory({ initial: 4 }).buffer;
-const bytes = new Uint8Array(mem);
-const dv = new DataView(mem);
-const never = { batchBytes: 0, targetUs: 1e9, intervalUs: 1e9 };
-const ipNumber = (a) => a.split('.').reduce((n, b) => n * 256 + Number(b), 0);
-const out = {};
-execFileSync('ip', ['link', 'set', 'lo', 'up']);
-const th = TunDevice.open('th4', { offload: true, hostQueues: 8, queue: never });
-execFileSync('sysctl', ['-qw', 'net.ipv6.conf.th4.disable_ipv6=1']);
-execFileSync('ip', ['addr', 'add', '10.212.0.1/24', 'dev', 'th4']);
-execFileSync('ip', ['link', 'set', 'th4', 'up']);
-out.rings = th.rings;
-const hosts = [];
-for (let x = 1; hosts.length < 2; x++) {
-  const a = '10.213.0.' + x;
-  const q = hostQueueOf(ipNumber(a), 3);
-  if (hosts.some((h) => h.q === q)) continue;
-  execFileSync('ip', ['addr', 'add', a + '/32', 'dev', 'lo']);
-  hosts.push({ a, q });
-}
+const SPARSE_CHILD = `${hostQueuePrelude('th4', 212)}out.rings = th.rings;
+const hosts = hostsOn('10.213.0.', 2);
 const read = () => {
   const n = th.readBatch(mem, 0, SLOT, LEN_BASE, MAX, HDR_BASE, 16);
   const got = [];
