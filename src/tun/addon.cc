@@ -338,7 +338,7 @@ enum : int {
   kRqStampEnd,         // state: the first ring entry past the stamp in use (a GSO packet's segments share one)
   kRqStampAt,          // state: the time of the stamp in use
   kRqHostQueue,        // policy: which host queue of the device (and of its ring clock) this state reads
-  kRqSparseLast,       // state (a host queue's bulk ring): the host's last turn took its sparse ring's packet while this one had packets
+  kRqSparseRun,        // state (a host queue's bulk ring): the host's turns in a row that took its sparse ring's packet while this one had packets
   kRqFields
 };
 
@@ -406,10 +406,21 @@ inline double Sojourn(double* q, const ringclock::Clock* clk, double now, bool* 
   if (clk && q[kRqReadSeq] >= 0) {
     const uint32_t qi = static_cast<uint32_t>(q[kRqHostQueue]);
     const uint64_t seq = static_cast<uint64_t>(q[kRqReadSeq]);
+    const uint64_t stamped = clk->Stamped(qi);
+    // Numbered past every stamp: a packet the numbering has counted already
+    // (stamped before a read found the ring empty and realigned it, but not
+    // yet in the ring then) or one that bypassed the hook. Counting it again
+    // would put the numbering, and the read position the clock's program
+    // decides flows by, one ahead of the ring: a flow's last packet would
+    // count as read while it waits, and its next could overtake it.
+    if (seq >= stamped) {
+      q[kRqLastSojournNs] = sojourn;
+      if (sojourn > q[kRqMaxSojournNs]) q[kRqMaxSojournNs] = sojourn;
+      return sojourn;
+    }
     q[kRqReadSeq] = static_cast<double>(seq + 1);
     clk->Consumed(qi, seq + 1);
-    const uint64_t stamped = clk->Stamped(qi);
-    if (seq < stamped && stamped - seq <= clk->slotsPerQueue) {
+    if (stamped - seq <= clk->slotsPerQueue) {
       *alone = seq + 1 == stamped;
       if (static_cast<double>(seq) >= q[kRqStampEnd]) {
         const volatile uint64_t* slot = clk->Slot(qi, seq);
@@ -734,11 +745,11 @@ Napi::Value ReadBatch(const Napi::CallbackInfo& info) {
 // as hosts, host h's rings are h (bulk) and hosts + h (sparse). The hosts
 // are taken round-robin from `start`, one packet each in turn, so a host
 // with a full ring gets one slot a round like a host with one packet; a
-// host's turn takes its sparse ring's packet first, unless its last turn
-// did: with both rings full they alternate, so that a stream of new flows
-// (a scan, or DHT lookups, from this host or one hashed to the same host
-// queue) cannot starve the bulk ring (ringclock.h says what that costs in
-// order, and the program's bound on it). With hints, a ring
+// host's turn takes its sparse ring's packet first, but after
+// kSparseTurns such turns in a row while the bulk ring had packets the
+// bulk ring's, so that a stream of new flows (a scan, or DHT lookups, from
+// this host or one hashed to the same host queue) cannot starve the bulk
+// ring (ringclock.h says what that costs in order). With hints, a ring
 // whose stamps show nothing unread is passed over without a read; when
 // that leaves the batch empty, every such ring is read after all. A packet
 // that reached a ring without a stamp (a packet socket that bypasses the
@@ -785,8 +796,14 @@ Napi::Value ReadQueues(const Napi::CallbackInfo& info) {
       more = false;
       for (size_t k = 0; k < hosts && !full; k++) {
         const size_t h = (start + k) % hosts;
-        // perHost 2: j 0 the sparse ring first, 1 the bulk ring; after a sparse turn the other way round
-        const bool bulkFirst = perHost == 1 || rings[h].q[kRqSparseLast] != 0;
+        // perHost 2: j 0 the sparse ring first, 1 the bulk ring; after kSparseTurns sparse turns the other way round
+        const bool bulkFirst = perHost == 1 || rings[h].q[kRqSparseRun] >= ringclock::kSparseTurns;
+        // A sparse packet stamped since its ring was found empty in this batch goes first, as its flow's next
+        // packets wait in the bulk ring behind it: the ring is looked at again (the stamps: no system call).
+        if (perHost == 2) {
+          Ring* sparse = &rings[h + hosts];
+          if (sparse->done && !StampsSayEmpty(sparse->q, sparse->clk)) sparse->done = false;
+        }
         for (size_t j = 0; j < perHost; j++) {
           Ring* r = &rings[h + ((j == 0) == bulkFirst ? 0 : hosts)];
           if (r->done) continue;
@@ -810,8 +827,11 @@ Napi::Value ReadQueues(const Napi::CallbackInfo& info) {
             bytes += len;
             full = n == max || (budget > 0 && bytes >= budget);
           }
-          // A sparse turn counts only while the bulk ring has packets waiting: the next turn is then the bulk ring's.
-          if (perHost == 2) rings[h].q[kRqSparseLast] = r != &rings[h] && !StampsSayEmpty(rings[h].q, rings[h].clk);
+          // A sparse turn counts only while the bulk ring has packets waiting.
+          if (perHost == 2) {
+            double& run = rings[h].q[kRqSparseRun];
+            run = r != &rings[h] && !StampsSayEmpty(rings[h].q, rings[h].clk) ? run + 1 : 0;
+          }
           break;  // the host's turn is taken
         }
       }

@@ -32,7 +32,7 @@ namespace {
 // the read positions and the flow buckets, and one more bucket that packets
 // that are not IPv4 write to (they are not in any flow's).
 constexpr uint32_t kBuckets = 1u << (kMaxHostBits + kFlowBits);
-constexpr size_t kValueBytes = 8 * (Clock::kBucketWord + kBuckets + 1);
+constexpr size_t kValueBytes = 8 * (Clock::kBucketWord + 2 * (kBuckets + 1));  // two words a bucket
 
 long Bpf(int cmd, union bpf_attr* attr) {
   return syscall(__NR_bpf, cmd, attr, sizeof(*attr));
@@ -118,15 +118,18 @@ void ValueAt(std::vector<bpf_insn>* p, int mapFd, uint8_t reg, int32_t offset) {
 
 // The ring of the packet in r6's context, with host queues (hostqueue in
 // ringclock.h), r9 holding its host queue h on entry and its ring on exit;
-// the address of its flow's bucket is left at r10 - 8 for EmitRecord. r7, r8
-// and r0-r5 are clobbered. A flow's bucket holds (its last packet's ring +
-// 1) << 32 | the 32 low bits of that ring's entry number after it (0: no
-// packet yet); the flow has a packet unread when that number is past the
-// ring's read position, or the position is not known yet.
+// the address of its flow's bucket is left at r10 - 8 for EmitRecord, and
+// the time at r10 - 16. r7, r8 and r0-r5 are clobbered. A flow's bucket
+// holds (its last packet's ring + 1) << 32 | the 32 low bits of that ring's
+// entry number after it (0: no packet yet), then that packet's time; the
+// flow has a packet unread when that number is past the ring's read
+// position, or the position is not known yet.
 void EmitRing(std::vector<bpf_insn>* p, int mapFd, uint32_t hostBits) {
   const int32_t hosts = 1 << hostBits;
   enum { kNotIp, kHash, kBucket, kBulk, kSparse, kChosen, kCount };
   Labels l(p, kCount);
+  p->push_back(Insn(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_ktime_get_ns));
+  p->push_back(Insn(BPF_STX | BPF_DW | BPF_MEM, 10, 0, -16, 0));  // now, for the flow's idle time and EmitRecord
   p->push_back(Insn(BPF_LD | BPF_B | BPF_ABS, 0, 0, 0, 0));
   p->push_back(Insn(BPF_ALU | BPF_RSH | BPF_K, 0, 0, 0, 4));
   l.Jump(BPF_JMP | BPF_JNE | BPF_K, 0, 0, 4, kNotIp);
@@ -167,7 +170,7 @@ void EmitRing(std::vector<bpf_insn>* p, int mapFd, uint32_t hostBits) {
   p->push_back(Insn(BPF_ALU64 | BPF_MOV | BPF_K, 8, 0, 0, 1));  // r8 = 1: bulk, no flow
   l.Place(kBucket);
   ValueAt(p, mapFd, 2, static_cast<int32_t>(8 * Clock::kBucketWord));
-  p->push_back(Insn(BPF_ALU64 | BPF_LSH | BPF_K, 7, 0, 0, 3));
+  p->push_back(Insn(BPF_ALU64 | BPF_LSH | BPF_K, 7, 0, 0, 4));
   p->push_back(Insn(BPF_ALU64 | BPF_ADD | BPF_X, 2, 7, 0, 0));
   p->push_back(Insn(BPF_STX | BPF_DW | BPF_MEM, 10, 2, -8, 0));
   l.Jump(BPF_JMP | BPF_JNE | BPF_K, 8, 0, 0, kBulk);
@@ -191,9 +194,15 @@ void EmitRing(std::vector<bpf_insn>* p, int mapFd, uint32_t hostBits) {
   l.Place(kBulk);
   p->push_back(Insn(BPF_ALU64 | BPF_MOV | BPF_X, 0, 9, 0, 0));
   l.Jump(BPF_JMP | BPF_JA, 0, 0, 0, kChosen);
-  // The flow has nothing unread; the sparse ring takes it while it holds
+  // The flow has nothing unread; it is sparse when its last packet came
+  // kSparseIdleNs or more ago, and the sparse ring takes it while it holds
   // fewer than kSparseMax unread entries (its read position known).
   l.Place(kSparse);
+  p->push_back(Insn(BPF_LDX | BPF_DW | BPF_MEM, 4, 10, -8, 0));
+  p->push_back(Insn(BPF_LDX | BPF_DW | BPF_MEM, 5, 4, 8, 0));
+  p->push_back(Insn(BPF_LDX | BPF_DW | BPF_MEM, 1, 10, -16, 0));
+  p->push_back(Insn(BPF_ALU64 | BPF_SUB | BPF_X, 1, 5, 0, 0));
+  l.Jump(BPF_JMP | BPF_JLT | BPF_K, 1, 0, static_cast<int32_t>(kSparseIdleNs), kBulk);
   p->push_back(Insn(BPF_ALU64 | BPF_MOV | BPF_X, 1, 0, 0, 0));
   p->push_back(Insn(BPF_ALU64 | BPF_AND | BPF_K, 1, 0, 0, (1 << kMaxQueueBits) - 1));
   p->push_back(Insn(BPF_ALU64 | BPF_LSH | BPF_K, 1, 0, 0, 3));
@@ -216,7 +225,7 @@ void EmitRing(std::vector<bpf_insn>* p, int mapFd, uint32_t hostBits) {
 }
 
 // The flow's bucket (r10 - 8, EmitRing) gets ring r9's number r3 + r7
-// entries (r2, r4, r5 clobbered; r3 kept).
+// entries, and the time (r10 - 16) (r2, r4, r5 clobbered; r3 kept).
 void EmitRecord(std::vector<bpf_insn>* p) {
   p->push_back(Insn(BPF_LDX | BPF_DW | BPF_MEM, 4, 10, -8, 0));
   p->push_back(Insn(BPF_ALU64 | BPF_MOV | BPF_X, 5, 9, 0, 0));
@@ -227,6 +236,8 @@ void EmitRecord(std::vector<bpf_insn>* p) {
   p->push_back(Insn(BPF_ALU | BPF_MOV | BPF_X, 2, 2, 0, 0));  // the low 32 bits
   p->push_back(Insn(BPF_ALU64 | BPF_OR | BPF_X, 5, 2, 0, 0));
   p->push_back(Insn(BPF_STX | BPF_DW | BPF_MEM, 4, 5, 0, 0));
+  p->push_back(Insn(BPF_LDX | BPF_DW | BPF_MEM, 5, 10, -16, 0));
+  p->push_back(Insn(BPF_STX | BPF_DW | BPF_MEM, 4, 5, 8, 0));
 }
 
 // The egress program. With host queues (hostBits > 0) r9 = the packet's

@@ -44,10 +44,15 @@ constexpr uint32_t kMaxQueueBits = kMaxHostBits + 1;
 // hash, which ring the flow's last packet went to and its number there.
 constexpr uint32_t kFlowBits = 8;
 // Unread entries a sparse ring may hold; a packet that would be the next
-// goes to the bulk ring. It bounds how far a flow's bulk packets can
-// overtake its sparse one (hostqueue below) to this many, within
-// strongSwan's default ESP replay window (32 packets).
+// goes to the bulk ring.
 constexpr uint32_t kSparseMax = 16;
+// How long a flow must have sent nothing to be sparse: its packets of the
+// last millisecond (a bulk flow the reader just caught up with) go to the
+// bulk ring, where any of them still on its way into the ring waits.
+constexpr uint32_t kSparseIdleNs = 1000000;
+// Turns in a row a host queue gives its sparse ring while its bulk ring
+// has packets; then one turn goes to the bulk ring (hostqueue below).
+constexpr uint32_t kSparseTurns = 8;
 
 // Which GSO packets reach the ring as segments, by the TUN's offloads:
 // kOne none (TSO and USO taken whole), kAll every one (no TSO: a plain TUN),
@@ -132,16 +137,20 @@ constexpr uint16_t kFilterPrio = 0xfff0;
 // Each host queue has two rings, so that a host's own sparse flows do not
 // wait behind its own bulk ones either (fq_codel's new-flow queue, with the
 // flows of one host): a packet whose flow has nothing unread in either ring
-// goes to the sparse ring (while it holds fewer than kSparseMax), every
+// goes to the sparse ring (if it sent nothing for kSparseIdleNs, and while
+// the ring holds fewer than kSparseMax), every
 // other packet to the bulk ring, and the reader takes the host's turn from
-// the sparse ring first, unless its last turn did so and the bulk ring has
-// packets: then the two alternate, and a stream of new flows (a scan, DHT
-// lookups, from this host or another hashed to the same host queue)
-// cannot starve the bulk ring. A flow's packets keep their order but for
-// that alternation: a packet goes to the sparse ring only when every
-// earlier packet of its flow has been read, so only the flow's later
-// packets, in the bulk ring, can overtake it, and only while it waits
-// behind the other sparse packets: by at most kSparseMax. A flow is its IPv4
+// the sparse ring first, but after kSparseTurns such turns in a row while
+// the bulk ring has packets gives one to the bulk ring: a stream of new
+// flows (a scan, DHT lookups, from this host or another hashed to the same
+// host queue) cannot starve the bulk ring. A flow's packets keep their
+// order but for those turns: a packet goes to the sparse ring only when
+// every earlier packet of its flow has been read, so only the flow's later
+// packets, in the bulk ring, can overtake it, and only at such a turn,
+// which needs kSparseTurns sparse packets read in a row while the bulk
+// ring waited (a ping, a DNS query, the first segment after a pause do not
+// make that: a stream of new flows does); and as a sparse ring holds at
+// most kSparseMax = 2 kSparseTurns, by at most 2 packets. A flow is its IPv4
 // destination and protocol, and for TCP that is not a fragment its ports.
 // Not UDP's: a host's ESP-in-UDP (NAT-T) to a server mixes fragments,
 // which carry no ports, with whole datagrams, and all of them must keep
