@@ -17,7 +17,7 @@ import { deviceExists, ipv4Addresses, setTxQueueLen, subnetsOf, txQueueLen } fro
 import { setupRouting, teardownStale, type ForwardPlan, type Routing, type RoutingPlan } from './net/routes.js';
 import { installGuard } from './net/guard.js';
 import { readWanAddress, watchWanAddress, type WanWatch } from './net/wanwatch.js';
-import { HOST_QUEUE_COUNTS, offloadNames, queueClockWanted, queueDrops, queueDropsByClass, queueMarks, queueTrims, readerQueueWanted, txQueueLenWanted, writeDrops } from './tun/tun.js';
+import { HOST_QUEUE_COUNTS, HOST_QUEUE_COUNTS_TEXT, offloadNames, queueClockWanted, queueDrops, queueDropsByClass, queueMarks, queueTrims, readerQueueWanted, txQueueLenWanted, writeDrops } from './tun/tun.js';
 import type { PriorityApplied } from './datapath/priority.js';
 import { PRIORITIES, type Priority } from './config/options.js';
 import { DataPathThread } from './datapath/thread.js';
@@ -59,7 +59,7 @@ export function hostQueuesWanted(option: number | 'auto', ram = totalmem()): { q
   const env = process.env.VPNMASQ_HOST_QUEUES;
   if (env !== undefined && env !== '') {
     const n = Number(env);
-    if (!HOST_QUEUE_COUNTS.includes(n)) throw new RangeError(`VPNMASQ_HOST_QUEUES must be 1, 2, 4, 8 or 16, not ${JSON.stringify(env)}`);
+    if (!HOST_QUEUE_COUNTS.includes(n)) throw new RangeError(`VPNMASQ_HOST_QUEUES must be ${HOST_QUEUE_COUNTS_TEXT}, not ${JSON.stringify(env)}`);
     return { queues: n, note: '' };
   }
   if (option !== 'auto') return { queues: option, note: '' };

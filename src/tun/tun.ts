@@ -250,6 +250,11 @@ export interface TunOpenOptions {
 
 /** The ring counts host queues come in (powers of two: the steering hash takes the top bits; ringclock.h kMaxQueueBits). */
 export const HOST_QUEUE_COUNTS: readonly number[] = [1, 2, 4, 8, 16];
+/** The same for messages: "1, 2, 4, 8 or 16". */
+export const HOST_QUEUE_COUNTS_TEXT = `${HOST_QUEUE_COUNTS.slice(0, -1).join(', ')} or ${HOST_QUEUE_COUNTS.at(-1)}`;
+
+/** readQueues without its hints every this many batches: a packet that reached a ring unstamped is read all the same. */
+const FULL_PASS_EVERY = 64;
 
 /** The host queue (ringclock.h hostqueue::HostQueue) of an IPv4 source address (a 32-bit number) among 2^bits. */
 export function hostQueueOf(saddr: number, bits: number): number {
@@ -339,7 +344,7 @@ export class TunDevice implements PacketDevice {
     const nat = loadNative();
     const queue = opts.queue === undefined ? (queueFromEnv() ?? READER_QUEUE) : opts.queue;
     const want = opts.hostQueues ?? 1;
-    if (!HOST_QUEUE_COUNTS.includes(want)) throw new RangeError(`host queues must be 1, 2, 4, 8 or 16, not ${want}`);
+    if (!HOST_QUEUE_COUNTS.includes(want)) throw new RangeError(`host queues must be ${HOST_QUEUE_COUNTS_TEXT}, not ${want}`);
     // What host queues need and can be known before the device exists (a device made multi-queue stays so).
     let note = want > 1 ? hostQueuesRefused(queue) : '';
     let dev: TunDevice;
@@ -526,11 +531,11 @@ export class TunDevice implements PacketDevice {
     if (this.vnet && hdrBase === undefined) throw new Error(`TUN device "${this.name}" carries virtio headers: pass hdrBase and hdrStride`);
     if (this.#fds.length > 1) {
       this.#open();
-      // The first queue turns with each batch; every 64th batch reads every queue, whatever its stamps say.
+      // The first queue turns with each batch; every FULL_PASS_EVERY-th batch reads every queue, whatever its stamps say.
       const calls = this.#calls++;
       return this.#native.readQueues(this.#fds.buffer as ArrayBuffer, mem, slotBase, slotSize, lenBase, max,
         this.vnet ? hdrBase : undefined, this.vnet ? hdrStride : undefined, this.#queue!.buffer as ArrayBuffer,
-        calls % this.#fds.length, (calls & 63) !== 0);
+        calls % this.#fds.length, calls % FULL_PASS_EVERY !== 0);
     }
     return this.#native.readBatch(this.#open(), mem, slotBase, slotSize, lenBase, max,
       this.vnet ? hdrBase : undefined, this.vnet ? hdrStride : undefined, this.#queue?.buffer as ArrayBuffer | undefined);

@@ -18,28 +18,14 @@ const skip = skipUnless({ root: true, tun: true, tools: ['ip', 'tc', 'python3'] 
 const WANHOST = '203.0.113.2';
 const PORT = 7300;
 
-// SINK port: counts the datagrams by their first byte until 2 s pass without one; prints {"A": n, "B": m}.
+// SINK port [source]: counts the datagrams by their first byte (or, with `source`, by their source address) until
+// 2 s pass without one; prints {"A": n, "B": m} (or {"addr": n}).
 const SINK = `
 import json, socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.setsockopt(socket.SOL_SOCKET, 33, 64 << 20)  # SO_RCVBUFFORCE: the sink is never what loses one
 s.bind(('0.0.0.0', int(sys.argv[1])))
-print('ready', flush=True)
-got = {}
-s.settimeout(60)
-while True:
-    try: d = s.recv(2048)
-    except socket.timeout: break
-    s.settimeout(2)
-    k = d[:1].decode()
-    got[k] = got.get(k, 0) + 1
-print(json.dumps(got), flush=True)
-`;
-// BY_SOURCE port: counts the datagrams by their source address until 2 s pass without one; prints {"addr": n}.
-const BY_SOURCE = `
-import json, socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(('0.0.0.0', int(sys.argv[1])))
+by_source = sys.argv[2:] == ['source']
 print('ready', flush=True)
 got = {}
 s.settimeout(60)
@@ -47,7 +33,8 @@ while True:
     try: d, a = s.recvfrom(2048)
     except socket.timeout: break
     s.settimeout(2)
-    got[a[0]] = got.get(a[0], 0) + 1
+    k = a[0] if by_source else d[:1].decode()
+    got[k] = got.get(k, 0) + 1
 print(json.dumps(got), flush=True)
 `;
 // TRICKLE host port seconds: a 64-byte datagram every millisecond for that long.
@@ -174,7 +161,7 @@ describe.skipIf(skip)('host queues: one LAN host\'s burst fills only its own rin
     const p = new RunningRouter(lab);
     p.env = { VPNMASQ_HOST_QUEUES: '' };
     let out = '';
-    const sink = lab.spawn(lab.wan[0]!, ['python3', '-c', BY_SOURCE, String(PORT + 1)]);
+    const sink = lab.spawn(lab.wan[0]!, ['python3', '-c', SINK, String(PORT + 1), 'source']);
     sink.stdout!.on('data', (d) => { out += d; });
     const done = new Promise((r) => sink.once('exit', r));
     try {
