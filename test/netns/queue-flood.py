@@ -2,8 +2,8 @@
 # Peer for the queue discipline test (test/netns/queue.test.ts), stdlib only.
 #   queue-flood.py raw DST SECONDS   floods DST for SECONDS with what is not one
 #       flow: ESP (SPI 0x1001), GRE, ICMP echo requests, IPv4 fragments (UDP, MF
-#       set, first and later pieces) and blind TCP ACKs claiming ECT(1), in
-#       rotation, from a raw socket as fast as it can; prints JSON counts sent
+#       set, first and later pieces) and blind TCP ACKs, one claiming ECT(1)
+#       and one claiming nothing, in rotation, from a raw socket as fast as it can; prints JSON counts sent
 #       per kind.
 #   queue-flood.py ask DST PORT N     N UDP questions to DST:PORT, one at a time,
 #       each retried up to 5 times (1 s apart: the path may lose a datagram);
@@ -35,6 +35,7 @@ def raw(dst, seconds):
         ('frag', ip_header(17, dst, len(frag_first), 0x2000, 0x4242) + frag_first),
         ('frag', ip_header(17, dst, len(frag_later), 0x2000 | 4, 0x4343) + frag_later),
         ('tcp', ip_header(6, dst, len(tcp_ack), tos=1) + tcp_ack),
+        ('tcp', ip_header(6, dst, len(tcp_ack)) + tcp_ack),
     ]
     sent = {k: 0 for k, _ in pkts}
     errors = 0
