@@ -459,7 +459,7 @@ export class Supervisor {
   }
 
   /** The TUN rings and the readers' queue discipline as they run (txqueuelen read back from the devices). */
-  tunQueueStatus(): Record<string, unknown> {
+  tunQueueStatus(sojournUs?: unknown): Record<string, unknown> {
     const m = this.cfg.main;
     const len = (dev: string) => { try { return txQueueLen(dev); } catch { return null; } };
     const q = readerQueueWanted();
@@ -468,6 +468,7 @@ export class Supervisor {
       clock: this.tuns?.queueClock ?? null,
       hostQueues: this.tuns?.hostQueues.lan ?? null,
       ...(this.tuns?.hostQueues.note ? { hostQueuesNote: this.tuns.hostQueues.note } : {}),
+      ...(sojournUs ? { sojournUs } : {}),
     };
   }
 
@@ -496,7 +497,7 @@ export class Supervisor {
       wanAddress: this.wanAddress, lanSubnets: this.lanSubnets,
       flows: { active: e.flowActive, max: this.dp.maxFlows, acct: this.dp.acct, bytesPerFlow: +e.bytesPerFlow.toFixed(1) },
       memoryBytes: this.dp.memoryBytes, hugePages: this.hugePagesStatus(), counters: e.counters, drops: e.drops, tunWriteDrops: writeDrops(), tunQueueDrops: queueDrops(),
-      tunQueueDropsByClass: queueDropsByClass(), tunQueueTrims: queueTrims(), tunQueueMarks: queueMarks(), tunQueue: this.tunQueueStatus(),
+      tunQueueDropsByClass: queueDropsByClass(), tunQueueTrims: queueTrims(), tunQueueMarks: queueMarks(), tunQueue: this.tunQueueStatus(e.sojournUs),
       redirects: this.cfg.redirects.length, rules: this.cfg.rules.length,
       // by fw4 name (else the uci section name, else the line)
       redirectList: this.cfg.redirects.map(redirectLabel), ruleList: this.cfg.rules.map(ruleLabel),

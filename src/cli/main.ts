@@ -416,7 +416,7 @@ function formatStatus(s: Record<string, any>): string {
 }
 
 /**
- * `tun queue txqueuelen 1000/1000, 8 LAN host queues, CoDel target 500 µs
+ * `tun queue txqueuelen 1000/1000, 8 LAN host queues (a bulk and a sparse ring each), CoDel target 500 µs
  * interval 5000 µs on ring stamps, batch 262144 B` (LAN/WAN TUN rings, the
  * LAN TUN's host queues, then the readers' discipline and how it times
  * packets).
@@ -425,7 +425,7 @@ function tunQueueLine(q: Record<string, any>): string {
   const clock = q.clock?.lan ?? q.clock?.wan;
   const timed = !clock ? '' : clock.kind === 'stamps' ? ' on ring stamps' : ` on the ring-empty bound (${clock.reason})`;
   const codel = q.targetUs > 0 ? `CoDel target ${q.targetUs} µs interval ${q.intervalUs} µs${timed}` : 'no head drops';
-  const hosts = q.hostQueues > 1 ? `${q.hostQueues} LAN host queues` : `one LAN ring${q.hostQueuesNote ? ` (host queues: ${q.hostQueuesNote})` : ''}`;
+  const hosts = q.hostQueues > 1 ? `${q.hostQueues} LAN host queues (a bulk and a sparse ring each)` : `one LAN ring${q.hostQueuesNote ? ` (host queues: ${q.hostQueuesNote})` : ''}`;
   return `tun queue txqueuelen ${q.txqueuelen?.lan ?? '?'}/${q.txqueuelen?.wan ?? '?'}, ${hosts}, ${codel}, batch ${q.batchBytes ? `${q.batchBytes} B` : 'slots only'}`;
 }
 

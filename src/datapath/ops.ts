@@ -210,6 +210,7 @@ export function dataPathOps(engine: Engine, callWaiting: () => boolean = () => f
       flowActive: engine.flowActive(), bytesPerFlow: engine.bytesPerFlow(), counters: engine.counters(), drops: engine.drops(),
       vnet: engine.vnet, slotCount: engine.slotCount, slotSize: engine.slotSize, batches: loop?.batches ?? 0,
       busyPollUs: loop?.busyPollUs ?? 0, polls: loop?.polls ?? 0, wakes: loop?.wakes ?? 0,
+      sojournUs: { lan: tunIn?.hostQueueSojournUs ?? null, wan: tunOut?.hostQueueSojournUs ?? null },
     }),
   };
   return ops;

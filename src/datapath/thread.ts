@@ -21,6 +21,9 @@ import { dataPathOps } from './ops.js';
 import { adviseHugePages } from './hugepages.js';
 import type { RestoreResult, TunsOpened, WorkerData } from './worker.js';
 import type { PriorityApplied } from './priority.js';
+
+/** The sojourn (µs) CoDel saw on one ring for the last packet it read, and the most since the state was made. */
+export interface RingSojourn { last: number; max: number }
 import type { Priority } from '../config/options.js';
 
 /** How long a call may wait for the worker: far above a batch or a snapshot copy of a full table. */
@@ -153,7 +156,8 @@ export class DataPathThread implements EngineView {
   flushAll(): number { return this.call('flushAll'); }
   deleteMatching(filter: ConntrackFilter, wan: string): FlowEntry[] { return this.call('deleteMatching', filter, wan); }
   status(): { flowActive: number; bytesPerFlow: number; counters: Record<string, number>; drops: Record<string, number>;
-    vnet: boolean; slotCount: number; slotSize: number; batches: number; busyPollUs: number; polls: number; wakes: number } {
+    vnet: boolean; slotCount: number; slotSize: number; batches: number; busyPollUs: number; polls: number; wakes: number;
+    sojournUs: { lan: RingSojourn[] | null; wan: RingSojourn[] | null } } {
     return this.call('status');
   }
 

@@ -338,6 +338,7 @@ enum : int {
   kRqStampEnd,         // state: the first ring entry past the stamp in use (a GSO packet's segments share one)
   kRqStampAt,          // state: the time of the stamp in use
   kRqHostQueue,        // policy: which host queue of the device (and of its ring clock) this state reads
+  kRqSparseRun,        // state (a host queue's bulk ring): the host's turns in a row that took its sparse ring's packet while this one had packets
   kRqFields
 };
 
@@ -405,9 +406,21 @@ inline double Sojourn(double* q, const ringclock::Clock* clk, double now, bool* 
   if (clk && q[kRqReadSeq] >= 0) {
     const uint32_t qi = static_cast<uint32_t>(q[kRqHostQueue]);
     const uint64_t seq = static_cast<uint64_t>(q[kRqReadSeq]);
-    q[kRqReadSeq] = static_cast<double>(seq + 1);
     const uint64_t stamped = clk->Stamped(qi);
-    if (seq < stamped && stamped - seq <= clk->slotsPerQueue) {
+    // Numbered past every stamp: a packet the numbering has counted already
+    // (stamped before a read found the ring empty and realigned it, but not
+    // yet in the ring then) or one that bypassed the hook. Counting it again
+    // would put the numbering, and the read position the clock's program
+    // decides flows by, one ahead of the ring: a flow's last packet would
+    // count as read while it waits, and its next could overtake it.
+    if (seq >= stamped) {
+      q[kRqLastSojournNs] = sojourn;
+      if (sojourn > q[kRqMaxSojournNs]) q[kRqMaxSojournNs] = sojourn;
+      return sojourn;
+    }
+    q[kRqReadSeq] = static_cast<double>(seq + 1);
+    clk->Consumed(qi, seq + 1);
+    if (stamped - seq <= clk->slotsPerQueue) {
       *alone = seq + 1 == stamped;
       if (static_cast<double>(seq) >= q[kRqStampEnd]) {
         const volatile uint64_t* slot = clk->Slot(qi, seq);
@@ -589,7 +602,12 @@ void MarkEmpty(Ring* r, bool aligned) {
   if (!q) return;
   q[kRqWasEmpty] = 1;
   q[kRqLastEmptyNs] = MonoNs();
-  if (aligned && r->clk) q[kRqReadSeq] = q[kRqStampEnd] = static_cast<double>(r->clk->Stamped(static_cast<uint32_t>(q[kRqHostQueue])));
+  if (aligned && r->clk) {
+    const uint32_t qi = static_cast<uint32_t>(q[kRqHostQueue]);
+    const uint64_t stamped = r->clk->Stamped(qi);
+    q[kRqReadSeq] = q[kRqStampEnd] = static_cast<double>(stamped);
+    r->clk->Consumed(qi, stamped);
+  }
 }
 
 enum class Got { kPacket, kDropped, kEmpty, kError };
@@ -719,31 +737,41 @@ Napi::Value ReadBatch(const Napi::CallbackInfo& info) {
 }
 
 // readQueues(fds, buf, slotBase, slotSize, lenBase, max, hdrBase|undefined,
-// hdrStride|undefined, states, start, hints) -> count: one batch from the host
-// queues of a multi-queue TUN (ringclock.h hostqueue). fds: an Int32Array's
-// buffer, one fd a queue; states: a Float64Array's buffer of kRqFields per
-// queue (each its own CoDel, reading its own queue's stamps). The queues
+// hdrStride|undefined, states, start, hints[, hosts]) -> count: one batch
+// from the host queues of a multi-queue TUN (ringclock.h hostqueue). fds:
+// an Int32Array's buffer, one fd a ring; states: a Float64Array's buffer of
+// kRqFields per ring (each its own CoDel, reading its own ring's stamps).
+// hosts: the host queues (default: one per ring); with twice as many rings
+// as hosts, host h's rings are h (bulk) and hosts + h (sparse). The hosts
 // are taken round-robin from `start`, one packet each in turn, so a host
-// with a full ring gets one slot a round like a host with one packet. With
-// hints, a queue whose stamps show nothing unread is passed over without a
-// read; when that leaves the batch empty, every such queue is read after
-// all. A packet that reached a ring without a stamp (a packet socket that
-// bypasses the qdisc layer, and with it the clock's hook) is so read when
-// the batch finds nothing else, or by a call without hints (the loop makes
-// every 64th such a call), so steady traffic on other rings cannot hold it.
+// with a full ring gets one slot a round like a host with one packet; a
+// host's turn takes its sparse ring's packet first, but after
+// kSparseTurns such turns in a row while the bulk ring had packets the
+// bulk ring's, so that a stream of new flows (a scan, or DHT lookups, from
+// this host or one hashed to the same host queue) cannot starve the bulk
+// ring (ringclock.h says what that costs in order). With hints, a ring
+// whose stamps show nothing unread is passed over without a read; when
+// that leaves the batch empty, every such ring is read after all. A packet
+// that reached a ring without a stamp (a packet socket that bypasses the
+// qdisc layer, and with it the clock's hook) is so read when the batch
+// finds nothing else, or by a call without hints (the loop makes every
+// 64th such a call), so steady traffic on other rings cannot hold it.
 Napi::Value ReadQueues(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Slots s;
-  uint64_t max, start, fdBytes, stateBytes;
+  uint64_t max, start, fdBytes, stateBytes, hosts = 0;
   uint8_t *fdData, *stateData;
   if (!ArgBuffer(info, 0, &fdData, &fdBytes, "fds") || !ArgSlots(info, 1, &s, &max) ||
       !ArgBuffer(info, 8, &stateData, &stateBytes, "states") || !ArgU64(info, 9, "start", &start))
     return env.Undefined();
   const bool hints = info.Length() > 10 && info[10].ToBoolean().Value();
+  if (info.Length() > 11 && !info[11].IsUndefined() && !ArgU64(info, 11, "hosts", &hosts)) return env.Undefined();
   const size_t queues = fdBytes / sizeof(int32_t);
+  if (hosts == 0) hosts = queues;
   constexpr size_t kMaxQueues = 1u << ringclock::kMaxQueueBits;
-  if (queues == 0 || queues > kMaxQueues || stateBytes < queues * kRqFields * sizeof(double)) {
-    ThrowRange(env, "readQueues: 1 to 16 fds, and kRqFields doubles of state for each");
+  if (queues == 0 || queues > kMaxQueues || stateBytes < queues * kRqFields * sizeof(double) ||
+      (queues != hosts && queues != 2 * hosts)) {
+    ThrowRange(env, "readQueues: 1 to 32 fds, one or two per host, and kRqFields doubles of state for each");
     return env.Undefined();
   }
   const int32_t* fds = reinterpret_cast<const int32_t*>(fdData);
@@ -758,34 +786,54 @@ Napi::Value ReadQueues(const Napi::CallbackInfo& info) {
     rings[i].q = states + i * kRqFields;
     BeginBatch(&rings[i], now, clk);
   }
+  // A host's rings in the order its turn tries them: sparse, then bulk.
+  const size_t perHost = queues / hosts;
   uint64_t n = 0;
   double bytes = 0;
   for (int pass = 0; pass < 2; pass++) {
     bool full = false;
     for (bool more = true; more && !full;) {
       more = false;
-      for (size_t k = 0; k < queues && !full; k++) {
-        Ring* r = &rings[(start + k) % queues];
-        if (r->done) continue;
-        if (pass == 0 && hints && StampsSayEmpty(r->q, r->clk)) {
-          hinted[r - rings] = true;
-          MarkEmpty(r, false);
-          continue;
+      for (size_t k = 0; k < hosts && !full; k++) {
+        const size_t h = (start + k) % hosts;
+        // perHost 2: j 0 the sparse ring first, 1 the bulk ring; after kSparseTurns sparse turns the other way round
+        const bool bulkFirst = perHost == 1 || rings[h].q[kRqSparseRun] >= ringclock::kSparseTurns;
+        // A sparse packet stamped since its ring was found empty in this batch goes first, as its flow's next
+        // packets wait in the bulk ring behind it: the ring is looked at again (the stamps: no system call).
+        if (perHost == 2) {
+          Ring* sparse = &rings[h + hosts];
+          if (sparse->done && !StampsSayEmpty(sparse->q, sparse->clk)) sparse->done = false;
         }
-        uint32_t len = 0;
-        int e = 0;
-        Got got = ReadOne(s, r, n, now, &len, &e);
-        if (got == Got::kError) {
-          if (n > 0) return Napi::Number::New(env, static_cast<double>(n));
-          ThrowErrno(env, e, "read from TUN fd " + std::to_string(r->fd), "read");
-          return env.Undefined();
+        for (size_t j = 0; j < perHost; j++) {
+          Ring* r = &rings[h + ((j == 0) == bulkFirst ? 0 : hosts)];
+          if (r->done) continue;
+          if (pass == 0 && hints && StampsSayEmpty(r->q, r->clk)) {
+            hinted[r - rings] = true;
+            MarkEmpty(r, false);
+            continue;
+          }
+          uint32_t len = 0;
+          int e = 0;
+          Got got = ReadOne(s, r, n, now, &len, &e);
+          if (got == Got::kError) {
+            if (n > 0) return Napi::Number::New(env, static_cast<double>(n));
+            ThrowErrno(env, e, "read from TUN fd " + std::to_string(r->fd), "read");
+            return env.Undefined();
+          }
+          if (got == Got::kEmpty) continue;
+          more = true;
+          if (got == Got::kPacket) {
+            n++;
+            bytes += len;
+            full = n == max || (budget > 0 && bytes >= budget);
+          }
+          // A sparse turn counts only while the bulk ring has packets waiting.
+          if (perHost == 2) {
+            double& run = rings[h].q[kRqSparseRun];
+            run = r != &rings[h] && !StampsSayEmpty(rings[h].q, rings[h].clk) ? run + 1 : 0;
+          }
+          break;  // the host's turn is taken
         }
-        if (got == Got::kEmpty) continue;
-        more = true;
-        if (got != Got::kPacket) continue;
-        n++;
-        bytes += len;
-        full = n == max || (budget > 0 && bytes >= budget);
       }
     }
     if (n > 0 || full || !hints) break;
@@ -1027,7 +1075,7 @@ Napi::Value AdviseHugePages(const Napi::CallbackInfo& info) {
   return r;
 }
 
-// ringClockAttach(ifname, segs[, queueBits]) -> id: the ring clock (ringclock.h) on that
+// ringClockAttach(ifname, segs[, hostBits]) -> id: the ring clock (ringclock.h) on that
 // device's egress. Throws with err.code = the errno name when the kernel or
 // our privileges do not allow it; the caller falls back to the empty bound.
 Napi::Value RingClockAttach(const Napi::CallbackInfo& info) {
@@ -1044,14 +1092,14 @@ Napi::Value RingClockAttach(const Napi::CallbackInfo& info) {
     ThrowRange(env, "segs must be 0 (one entry a packet), 1 (every GSO packet cut) or 2 (UDP ones cut)");
     return env.Undefined();
   }
-  uint64_t queueBits = 0;
-  if (info.Length() > 2 && !ArgU64(info, 2, "queueBits", &queueBits)) return env.Undefined();
-  if (queueBits > ringclock::kMaxQueueBits) {
-    ThrowRange(env, "queueBits must be 0 to 4 (1 to 16 host queues)");
+  uint64_t hostBits = 0;
+  if (info.Length() > 2 && !ArgU64(info, 2, "hostBits", &hostBits)) return env.Undefined();
+  if (hostBits > ringclock::kMaxHostBits) {
+    ThrowRange(env, "hostBits must be 0 to 4 (1 to 16 host queues)");
     return env.Undefined();
   }
   int id = ringclock::Attach(info[0].As<Napi::String>().Utf8Value(), static_cast<ringclock::Segs>(segs),
-                             static_cast<uint32_t>(queueBits), &err, &e);
+                             static_cast<uint32_t>(hostBits), &err, &e);
   if (id < 0) {
     Napi::Error x = Napi::Error::New(env, "ring clock: " + err);
     x.Value().Set("code", ErrnoName(e));
@@ -1070,13 +1118,13 @@ Napi::Value RingClockDetach(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// tunSteer(fd, queueBits): the host queues' steering program on the
+// tunSteer(fd, hostBits): the host queues' steering program on the
 // multi-queue TUN of fd (ringclock.h hostqueue); throws with the errno.
 Napi::Value TunSteer(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd;
   uint64_t bits;
-  if (!ArgFd(info, 0, &fd) || !ArgU64(info, 1, "queueBits", &bits)) return env.Undefined();
+  if (!ArgFd(info, 0, &fd) || !ArgU64(info, 1, "hostBits", &bits)) return env.Undefined();
   std::string err;
   int e = hostqueue::Steer(fd, static_cast<uint32_t>(bits > 31 ? 0 : bits), &err);
   if (e != 0) ThrowErrno(env, e, "host queues on TUN fd " + std::to_string(fd) + ": " + err, "bpf");

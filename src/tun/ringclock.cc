@@ -28,8 +28,11 @@
 namespace ringclock {
 namespace {
 
-// Room for the largest layout: kMaxQueueBits queues' counts, then the slots.
-constexpr size_t kValueBytes = 8 * ((1u << kMaxQueueBits) + 2 * static_cast<size_t>(kSlots));
+// Room for the largest layout: kMaxQueueBits queues' counts, then the slots,
+// the read positions and the flow buckets, and one more bucket that packets
+// that are not IPv4 write to (they are not in any flow's).
+constexpr uint32_t kBuckets = 1u << (kMaxHostBits + kFlowBits);
+constexpr size_t kValueBytes = 8 * (Clock::kBucketWord + 2 * (kBuckets + 1));  // two words a bucket
 
 long Bpf(int cmd, union bpf_attr* attr) {
   return syscall(__NR_bpf, cmd, attr, sizeof(*attr));
@@ -91,29 +94,181 @@ int LoadProgram(bpf_prog_type type, const std::vector<bpf_insn>& prog, std::stri
   return -1;
 }
 
-// The egress program. With host queues (queueBits > 0) r9 = the packet's
-// queue first (hostqueue::EmitQueue, the steering program's own
-// instructions). r7 = the ring entries this packet makes: 1, or (Segs)
+// Forward jumps to labels, patched once the labels are placed.
+struct Labels {
+  std::vector<bpf_insn>* p;
+  std::vector<std::pair<size_t, int>> jumps;
+  std::vector<size_t> at;
+  explicit Labels(std::vector<bpf_insn>* prog, int count) : p(prog), at(count, 0) {}
+  void Jump(uint8_t code, uint8_t dst, uint8_t src, int32_t imm, int label) {
+    jumps.emplace_back(p->size(), label);
+    p->push_back(Insn(code, dst, src, 0, imm));
+  }
+  void Place(int label) { at[label] = p->size(); }
+  void Patch() {
+    for (auto [j, label] : jumps) (*p)[j].off = static_cast<int16_t>(at[label] - (j + 1));
+  }
+};
+
+// The 64-bit load of a pointer into the map's value: its second half's imm is the byte offset.
+void ValueAt(std::vector<bpf_insn>* p, int mapFd, uint8_t reg, int32_t offset) {
+  p->push_back(Insn(BPF_LD | BPF_DW | BPF_IMM, reg, BPF_PSEUDO_MAP_VALUE, 0, mapFd));
+  p->push_back(Insn(0, 0, 0, 0, offset));
+}
+
+// The ring of the packet in r6's context, with host queues (hostqueue in
+// ringclock.h), r9 holding its host queue h on entry and its ring on exit;
+// the address of its flow's bucket is left at r10 - 8 for EmitRecord, and
+// the time at r10 - 16. r7, r8 and r0-r5 are clobbered. A flow's bucket
+// holds (its last packet's ring + 1) << 32 | the 32 low bits of that ring's
+// entry number after it (0: no packet yet), then that packet's time; the
+// flow has a packet unread when that number is past the ring's read
+// position, or the position is not known yet.
+void EmitRing(std::vector<bpf_insn>* p, int mapFd, uint32_t hostBits) {
+  const int32_t hosts = 1 << hostBits;
+  enum { kNotIp, kHash, kBucket, kBulk, kSparse, kChosen, kCount };
+  Labels l(p, kCount);
+  p->push_back(Insn(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_ktime_get_ns));
+  p->push_back(Insn(BPF_STX | BPF_DW | BPF_MEM, 10, 0, -16, 0));  // now, for the flow's idle time and EmitRecord
+  p->push_back(Insn(BPF_LD | BPF_B | BPF_ABS, 0, 0, 0, 0));
+  p->push_back(Insn(BPF_ALU | BPF_RSH | BPF_K, 0, 0, 0, 4));
+  l.Jump(BPF_JMP | BPF_JNE | BPF_K, 0, 0, 4, kNotIp);
+  p->push_back(Insn(BPF_LD | BPF_W | BPF_ABS, 0, 0, 0, 16));  // daddr
+  p->push_back(Insn(BPF_ALU64 | BPF_MOV | BPF_X, 8, 0, 0, 0));
+  p->push_back(Insn(BPF_LD | BPF_B | BPF_ABS, 0, 0, 0, 9));   // protocol
+  p->push_back(Insn(BPF_ALU64 | BPF_MOV | BPF_X, 7, 0, 0, 0));
+  p->push_back(Insn(BPF_ALU | BPF_LSH | BPF_K, 0, 0, 0, 24));
+  p->push_back(Insn(BPF_ALU | BPF_XOR | BPF_X, 8, 0, 0, 0));
+  p->push_back(Insn(BPF_LD | BPF_H | BPF_ABS, 0, 0, 0, 6));   // fragment offset and MF
+  p->push_back(Insn(BPF_ALU | BPF_AND | BPF_K, 0, 0, 0, 0x3fff));
+  l.Jump(BPF_JMP | BPF_JNE | BPF_K, 0, 0, 0, kHash);
+  l.Jump(BPF_JMP | BPF_JNE | BPF_K, 7, 0, IPPROTO_TCP, kHash);
+  p->push_back(Insn(BPF_LD | BPF_B | BPF_ABS, 0, 0, 0, 0));
+  p->push_back(Insn(BPF_ALU | BPF_AND | BPF_K, 0, 0, 0, 15));
+  p->push_back(Insn(BPF_ALU | BPF_LSH | BPF_K, 0, 0, 0, 2));
+  p->push_back(Insn(BPF_ALU64 | BPF_MOV | BPF_X, 7, 0, 0, 0));
+  // A load past the packet would end the program there (no stamp, no ring):
+  // a TCP header too short for its ports is hashed without them.
+  p->push_back(Insn(BPF_LDX | BPF_W | BPF_MEM, 1, 6, offsetof(__sk_buff, len), 0));
+  p->push_back(Insn(BPF_ALU64 | BPF_MOV | BPF_X, 2, 7, 0, 0));
+  p->push_back(Insn(BPF_ALU64 | BPF_ADD | BPF_K, 2, 0, 0, 4));
+  l.Jump(BPF_JMP | BPF_JGT | BPF_X, 2, 1, 0, kHash);
+  p->push_back(Insn(BPF_LD | BPF_W | BPF_IND, 0, 7, 0, 0));   // both ports
+  p->push_back(Insn(BPF_ALU | BPF_MUL | BPF_K, 0, 0, 0, static_cast<int32_t>(0x85EBCA6Bu)));
+  p->push_back(Insn(BPF_ALU | BPF_XOR | BPF_X, 8, 0, 0, 0));
+  l.Place(kHash);
+  p->push_back(Insn(BPF_ALU | BPF_MUL | BPF_K, 8, 0, 0, static_cast<int32_t>(hostqueue::kHashMul)));
+  p->push_back(Insn(BPF_ALU | BPF_RSH | BPF_K, 8, 0, 0, 32 - static_cast<int32_t>(kFlowBits)));
+  p->push_back(Insn(BPF_ALU64 | BPF_MOV | BPF_X, 7, 9, 0, 0));
+  p->push_back(Insn(BPF_ALU64 | BPF_LSH | BPF_K, 7, 0, 0, kFlowBits));
+  p->push_back(Insn(BPF_ALU64 | BPF_OR | BPF_X, 7, 8, 0, 0));
+  p->push_back(Insn(BPF_ALU64 | BPF_AND | BPF_K, 7, 0, 0, static_cast<int32_t>(kBuckets - 1)));
+  p->push_back(Insn(BPF_ALU64 | BPF_MOV | BPF_K, 8, 0, 0, 0));  // r8 = 0: look the flow up
+  l.Jump(BPF_JMP | BPF_JA, 0, 0, 0, kBucket);
+  l.Place(kNotIp);
+  p->push_back(Insn(BPF_ALU64 | BPF_MOV | BPF_K, 7, 0, 0, static_cast<int32_t>(kBuckets)));
+  p->push_back(Insn(BPF_ALU64 | BPF_MOV | BPF_K, 8, 0, 0, 1));  // r8 = 1: bulk, no flow
+  l.Place(kBucket);
+  ValueAt(p, mapFd, 2, static_cast<int32_t>(8 * Clock::kBucketWord));
+  p->push_back(Insn(BPF_ALU64 | BPF_LSH | BPF_K, 7, 0, 0, 4));
+  p->push_back(Insn(BPF_ALU64 | BPF_ADD | BPF_X, 2, 7, 0, 0));
+  p->push_back(Insn(BPF_STX | BPF_DW | BPF_MEM, 10, 2, -8, 0));
+  l.Jump(BPF_JMP | BPF_JNE | BPF_K, 8, 0, 0, kBulk);
+  p->push_back(Insn(BPF_LDX | BPF_DW | BPF_MEM, 3, 2, 0, 0));
+  p->push_back(Insn(BPF_ALU64 | BPF_MOV | BPF_X, 0, 9, 0, 0));
+  p->push_back(Insn(BPF_ALU64 | BPF_ADD | BPF_K, 0, 0, 0, hosts));  // the sparse ring, unless:
+  l.Jump(BPF_JMP | BPF_JEQ | BPF_K, 3, 0, 0, kSparse);
+  p->push_back(Insn(BPF_ALU64 | BPF_MOV | BPF_X, 4, 3, 0, 0));
+  p->push_back(Insn(BPF_ALU64 | BPF_RSH | BPF_K, 4, 0, 0, 32));
+  p->push_back(Insn(BPF_ALU64 | BPF_SUB | BPF_K, 4, 0, 0, 1));
+  p->push_back(Insn(BPF_ALU64 | BPF_AND | BPF_K, 4, 0, 0, (1 << kMaxQueueBits) - 1));
+  p->push_back(Insn(BPF_ALU64 | BPF_LSH | BPF_K, 4, 0, 0, 3));
+  ValueAt(p, mapFd, 5, static_cast<int32_t>(8 * Clock::kPosWord));
+  p->push_back(Insn(BPF_ALU64 | BPF_ADD | BPF_X, 5, 4, 0, 0));
+  p->push_back(Insn(BPF_LDX | BPF_DW | BPF_MEM, 4, 5, 0, 0));   // that ring's read position
+  p->push_back(Insn(BPF_ALU64 | BPF_MOV | BPF_X, 1, 4, 0, 0));
+  p->push_back(Insn(BPF_ALU64 | BPF_RSH | BPF_K, 1, 0, 0, 63));
+  l.Jump(BPF_JMP | BPF_JNE | BPF_K, 1, 0, 0, kBulk);             // not known yet
+  p->push_back(Insn(BPF_ALU | BPF_SUB | BPF_X, 3, 4, 0, 0));
+  l.Jump(BPF_JMP32 | BPF_JSLE | BPF_K, 3, 0, 0, kSparse);        // read up to the last packet
+  l.Place(kBulk);
+  p->push_back(Insn(BPF_ALU64 | BPF_MOV | BPF_X, 0, 9, 0, 0));
+  l.Jump(BPF_JMP | BPF_JA, 0, 0, 0, kChosen);
+  // The flow has nothing unread; it is sparse when its last packet came
+  // kSparseIdleNs or more ago, and the sparse ring takes it while it holds
+  // fewer than kSparseMax unread entries (its read position known).
+  l.Place(kSparse);
+  p->push_back(Insn(BPF_LDX | BPF_DW | BPF_MEM, 4, 10, -8, 0));
+  p->push_back(Insn(BPF_LDX | BPF_DW | BPF_MEM, 5, 4, 8, 0));
+  p->push_back(Insn(BPF_LDX | BPF_DW | BPF_MEM, 1, 10, -16, 0));
+  p->push_back(Insn(BPF_ALU64 | BPF_SUB | BPF_X, 1, 5, 0, 0));
+  l.Jump(BPF_JMP | BPF_JLT | BPF_K, 1, 0, static_cast<int32_t>(kSparseIdleNs), kBulk);
+  p->push_back(Insn(BPF_ALU64 | BPF_MOV | BPF_X, 1, 0, 0, 0));
+  p->push_back(Insn(BPF_ALU64 | BPF_AND | BPF_K, 1, 0, 0, (1 << kMaxQueueBits) - 1));
+  p->push_back(Insn(BPF_ALU64 | BPF_LSH | BPF_K, 1, 0, 0, 3));
+  ValueAt(p, mapFd, 2, 0);
+  p->push_back(Insn(BPF_ALU64 | BPF_ADD | BPF_X, 2, 1, 0, 0));
+  p->push_back(Insn(BPF_LDX | BPF_DW | BPF_MEM, 2, 2, 0, 0));    // its entries numbered
+  ValueAt(p, mapFd, 4, static_cast<int32_t>(8 * Clock::kPosWord));
+  p->push_back(Insn(BPF_ALU64 | BPF_ADD | BPF_X, 4, 1, 0, 0));
+  p->push_back(Insn(BPF_LDX | BPF_DW | BPF_MEM, 4, 4, 0, 0));    // and read
+  p->push_back(Insn(BPF_ALU64 | BPF_MOV | BPF_X, 5, 4, 0, 0));
+  p->push_back(Insn(BPF_ALU64 | BPF_RSH | BPF_K, 5, 0, 0, 63));
+  l.Jump(BPF_JMP | BPF_JNE | BPF_K, 5, 0, 0, kBulk);
+  p->push_back(Insn(BPF_ALU64 | BPF_SUB | BPF_X, 2, 4, 0, 0));
+  l.Jump(BPF_JMP | BPF_JSGE | BPF_K, 2, 0, static_cast<int32_t>(kSparseMax), kBulk);
+  l.Place(kChosen);
+  p->push_back(Insn(BPF_ALU64 | BPF_MOV | BPF_X, 9, 0, 0, 0));
+  p->push_back(Insn(BPF_ALU | BPF_OR | BPF_K, 0, 0, 0, static_cast<int32_t>(hostqueue::kSteerMark)));
+  p->push_back(Insn(BPF_STX | BPF_W | BPF_MEM, 6, 0, offsetof(__sk_buff, queue_mapping), 0));
+  l.Patch();
+}
+
+// The flow's bucket (r10 - 8, EmitRing) gets ring r9's number r3 + r7
+// entries, and the time (r10 - 16) (r2, r4, r5 clobbered; r3 kept).
+void EmitRecord(std::vector<bpf_insn>* p) {
+  p->push_back(Insn(BPF_LDX | BPF_DW | BPF_MEM, 4, 10, -8, 0));
+  p->push_back(Insn(BPF_ALU64 | BPF_MOV | BPF_X, 5, 9, 0, 0));
+  p->push_back(Insn(BPF_ALU64 | BPF_ADD | BPF_K, 5, 0, 0, 1));
+  p->push_back(Insn(BPF_ALU64 | BPF_LSH | BPF_K, 5, 0, 0, 32));
+  p->push_back(Insn(BPF_ALU64 | BPF_MOV | BPF_X, 2, 3, 0, 0));
+  p->push_back(Insn(BPF_ALU64 | BPF_ADD | BPF_X, 2, 7, 0, 0));
+  p->push_back(Insn(BPF_ALU | BPF_MOV | BPF_X, 2, 2, 0, 0));  // the low 32 bits
+  p->push_back(Insn(BPF_ALU64 | BPF_OR | BPF_X, 5, 2, 0, 0));
+  p->push_back(Insn(BPF_STX | BPF_DW | BPF_MEM, 4, 5, 0, 0));
+  p->push_back(Insn(BPF_LDX | BPF_DW | BPF_MEM, 5, 10, -16, 0));
+  p->push_back(Insn(BPF_STX | BPF_DW | BPF_MEM, 4, 5, 8, 0));
+}
+
+// The egress program. With host queues (hostBits > 0) r9 = the packet's
+// ring: its host queue (hostqueue::EmitQueue, the steering program's own
+// instructions), then the ring of that host queue (EmitRing), which the
+// steering program is told in skb->queue_mapping. r7 = the ring entries
+// this packet makes: 1, or (Segs)
 // its gso_segs when the device will cut it (for kUdp only when the IP
 // header, IPv4 protocol or IPv6 next header, says UDP; a header outside the
 // linear data counts 1). r2 = &count[q] in the map's one value (Clock
 // says the layout); r3 = that count, fetched and advanced by r7 atomically
-// (two CPUs may send at once); idx = q * slotsPerQueue + seq mod
+// (two CPUs may send at once), recorded in the flow's bucket (EmitRecord);
+// idx = q * slotsPerQueue + seq mod
 // slotsPerQueue; its time = bpf_ktime_get_ns() (CLOCK_MONOTONIC, the clock
 // the reader reads), its entries = r7. Returns TC_ACT_UNSPEC: the packet
 // goes on as if no filter had looked at it. The verifier checks the
 // slot's bounds from the AND, the OR and the shifts.
-std::vector<bpf_insn> Program(int mapFd, Segs segs, uint32_t queueBits) {
+std::vector<bpf_insn> Program(int mapFd, Segs segs, uint32_t hostBits) {
   static_assert((kSlots & (kSlots - 1)) == 0, "kSlots must be a power of two");
+  const uint32_t queueBits = hostBits ? hostBits + 1 : 0;
   const uint32_t queues = 1u << queueBits;
-  const uint32_t slotBits = 14 - queueBits;
-  static_assert(kSlots == 1u << 14, "slotBits assumes 2^14 slots");
+  const uint32_t slotBits = 15 - queueBits;
+  static_assert(kSlots == 1u << 15, "slotBits assumes 2^15 slots");
   std::vector<bpf_insn> p;
-  if (queueBits > 0) {
+  if (hostBits > 0) {
     p.push_back(Insn(BPF_ALU64 | BPF_MOV | BPF_X, 6, 1, 0, 0));
-    hostqueue::EmitQueue(&p, queueBits);
+    hostqueue::EmitQueue(&p, hostBits);
     p.push_back(Insn(BPF_ALU64 | BPF_MOV | BPF_X, 9, 0, 0, 0));
-    // Already below queues; the AND tells older verifiers (6.1 lost the bounds in the 32-bit hash) so.
+    // Already below the host queues; the AND tells older verifiers (6.1 lost the bounds in the 32-bit hash) so.
+    p.push_back(Insn(BPF_ALU64 | BPF_AND | BPF_K, 9, 0, 0, static_cast<int32_t>((1u << hostBits) - 1)));
+    EmitRing(&p, mapFd, hostBits);
     p.push_back(Insn(BPF_ALU64 | BPF_AND | BPF_K, 9, 0, 0, static_cast<int32_t>(queues - 1)));
     p.push_back(Insn(BPF_ALU64 | BPF_MOV | BPF_X, 1, 6, 0, 0));
   }
@@ -143,12 +298,7 @@ std::vector<bpf_insn> Program(int mapFd, Segs segs, uint32_t queueBits) {
   }
   const size_t done = p.size();
   for (size_t j : toDone) p[j].off = static_cast<int16_t>(done - (j + 1));
-  // The 64-bit load of a pointer into the map's value: its second half's imm is the byte offset.
-  auto valueAt = [&](uint8_t reg, int32_t offset) {
-    p.push_back(Insn(BPF_LD | BPF_DW | BPF_IMM, reg, BPF_PSEUDO_MAP_VALUE, 0, mapFd));
-    p.push_back(Insn(0, 0, 0, 0, offset));
-  };
-  valueAt(2, 0);
+  ValueAt(&p, mapFd, 2, 0);
   if (queueBits > 0) {  // &count[q]
     p.push_back(Insn(BPF_ALU64 | BPF_MOV | BPF_X, 4, 9, 0, 0));
     p.push_back(Insn(BPF_ALU64 | BPF_LSH | BPF_K, 4, 0, 0, 3));
@@ -156,6 +306,7 @@ std::vector<bpf_insn> Program(int mapFd, Segs segs, uint32_t queueBits) {
   }
   p.push_back(Insn(BPF_ALU64 | BPF_MOV | BPF_X, 3, 7, 0, 0));
   p.push_back(Insn(BPF_STX | BPF_DW | BPF_ATOMIC, 2, 3, 0, BPF_ADD | BPF_FETCH));
+  if (hostBits > 0) EmitRecord(&p);
   p.push_back(Insn(BPF_ALU64 | BPF_AND | BPF_K, 3, 0, 0, static_cast<int32_t>((1u << slotBits) - 1)));
   if (queueBits > 0) {  // idx = q << slotBits | seq mod slotsPerQueue
     p.push_back(Insn(BPF_ALU64 | BPF_LSH | BPF_K, 9, 0, 0, static_cast<int32_t>(slotBits)));
@@ -165,7 +316,7 @@ std::vector<bpf_insn> Program(int mapFd, Segs segs, uint32_t queueBits) {
   }
   p.push_back(Insn(BPF_ALU64 | BPF_LSH | BPF_K, 3, 0, 0, 4));
   // Slot idx's time is at byte 8 (queues + 2 idx) = 8 (queues - 1) + 16 idx + 8.
-  valueAt(2, static_cast<int32_t>(8 * (queues - 1)));
+  ValueAt(&p, mapFd, 2, static_cast<int32_t>(8 * (queues - 1)));
   const bpf_insn stamp[] = {
       Insn(BPF_ALU64 | BPF_ADD | BPF_X, 2, 3, 0, 0),
       Insn(BPF_ALU64 | BPF_MOV | BPF_X, 6, 2, 0, 0),  // r6 survives the call
@@ -313,10 +464,12 @@ int Fail(Clock* c, std::string* err, int* errnum, const std::string& what, int e
 
 }  // namespace
 
-int Attach(const std::string& ifname, Segs segs, uint32_t queueBits, std::string* err, int* errnum) {
+int Attach(const std::string& ifname, Segs segs, uint32_t hostBits, std::string* err, int* errnum) {
   Clock* c = new Clock();
-  if (queueBits > kMaxQueueBits) return Fail(c, err, errnum, "more than 16 host queues", EINVAL);
+  if (hostBits > kMaxHostBits) return Fail(c, err, errnum, "more than 16 host queues", EINVAL);
+  const uint32_t queueBits = hostBits ? hostBits + 1 : 0;
   c->queues = 1u << queueBits;
+  c->hosts = hostBits ? 1u << hostBits : 1;
   c->slotsPerQueue = kSlots >> queueBits;
   c->ifindex = static_cast<int>(if_nametoindex(ifname.c_str()));
   if (c->ifindex == 0) return Fail(c, err, errnum, "no device " + ifname, errno);
@@ -333,12 +486,14 @@ int Attach(const std::string& ifname, Segs segs, uint32_t queueBits, std::string
 
   const long page = sysconf(_SC_PAGESIZE);
   c->mapBytes = (kValueBytes + page - 1) / page * page;
-  void* mem = mmap(nullptr, c->mapBytes, PROT_READ, MAP_SHARED, c->mapFd, 0);
+  // Writable: the reader publishes its read positions here (Consumed).
+  void* mem = mmap(nullptr, c->mapBytes, PROT_READ | PROT_WRITE, MAP_SHARED, c->mapFd, 0);
   if (mem == MAP_FAILED) return Fail(c, err, errnum, "mmap of the bpf map", errno);
-  c->mem = static_cast<const volatile uint64_t*>(mem);
+  c->mem = static_cast<volatile uint64_t*>(mem);
+  for (uint32_t q = 0; q < c->queues; q++) c->Consumed(q, Clock::kPosUnknown);
 
   std::string why;
-  c->progFd = LoadProgram(BPF_PROG_TYPE_SCHED_CLS, Program(c->mapFd, segs, queueBits), &why);
+  c->progFd = LoadProgram(BPF_PROG_TYPE_SCHED_CLS, Program(c->mapFd, segs, hostBits), &why);
   if (c->progFd < 0) return Fail(c, err, errnum, "bpf program load" + (why.empty() ? "" : " (" + why + ")"), errno);
 
   // A predecessor's filter means a predecessor's clsact too, most likely:
@@ -402,17 +557,26 @@ void EmitQueue(std::vector<bpf_insn>* p, uint32_t bits) {
 }
 
 int Steer(int tunFd, uint32_t bits, std::string* err) {
-  if (bits == 0 || bits > ringclock::kMaxQueueBits) {
+  using ringclock::Insn;
+  if (bits == 0 || bits > ringclock::kMaxHostBits) {
     *err = "host queues: 2 to 16";
     return EINVAL;
   }
-  // A socket filter: BPF_LD_ABS reads the packet from skb->data, the IP
-  // header on a TUN (no link header); a packet shorter than the load ends
-  // the program with 0, queue 0. The TUN takes the result modulo its queues.
+  // A socket filter: the ring the clock's program chose (kSteerMark in
+  // skb->queue_mapping), else the host queue's bulk ring: BPF_LD_ABS reads
+  // the packet from skb->data, the IP header on a TUN (no link header); a
+  // packet shorter than the load ends the program with 0, ring 0. The TUN
+  // takes the result modulo its queues.
   std::vector<bpf_insn> p;
-  p.push_back(ringclock::Insn(BPF_ALU64 | BPF_MOV | BPF_X, 6, 1, 0, 0));
+  p.push_back(Insn(BPF_ALU64 | BPF_MOV | BPF_X, 6, 1, 0, 0));
+  p.push_back(Insn(BPF_LDX | BPF_W | BPF_MEM, 0, 1, offsetof(__sk_buff, queue_mapping), 0));
+  p.push_back(Insn(BPF_ALU64 | BPF_MOV | BPF_X, 2, 0, 0, 0));
+  p.push_back(Insn(BPF_ALU | BPF_AND | BPF_K, 2, 0, 0, 0xC000));
+  p.push_back(Insn(BPF_JMP | BPF_JNE | BPF_K, 2, 0, 2, static_cast<int32_t>(kSteerMark)));
+  p.push_back(Insn(BPF_ALU | BPF_AND | BPF_K, 0, 0, 0, (1 << ringclock::kMaxQueueBits) - 1));
+  p.push_back(Insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0));
   EmitQueue(&p, bits);
-  p.push_back(ringclock::Insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0));
+  p.push_back(Insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0));
   std::string why;
   int prog = ringclock::LoadProgram(BPF_PROG_TYPE_SOCKET_FILTER, p, &why);
   if (prog < 0) {

@@ -30,36 +30,67 @@
 
 namespace ringclock {
 
-// Stamp slots, a power of two: 16 times the default txqueuelen. A reader
-// more than this many packets behind the stamps (a deeper ring, or drift
+// Stamp slots, a power of two: 32 times the default txqueuelen, so that
+// each of the most rings (kMaxQueueBits) has room for a full ring. A reader
+// more than slotsPerQueue packets behind the stamps (a deeper ring, or drift
 // from tail drops) finds its stamp overwritten and falls back to the
 // ring-empty bound until the ring next empties.
-constexpr uint32_t kSlots = 16384;
-// Up to 16 host queues (each then has 1024 stamp slots: its ring's 1000 entries fit).
-constexpr uint32_t kMaxQueueBits = 4;
+constexpr uint32_t kSlots = 32768;
+// Up to 16 host queues, each of two rings (below: sparse flows): 32 rings,
+// each with 1024 stamp slots (its ring's 1000 entries fit).
+constexpr uint32_t kMaxHostBits = 4;
+constexpr uint32_t kMaxQueueBits = kMaxHostBits + 1;
+// Flow buckets per host queue: where the clock program keeps, per flow
+// hash, which ring the flow's last packet went to and its number there.
+constexpr uint32_t kFlowBits = 8;
+// Unread entries a sparse ring may hold; a packet that would be the next
+// goes to the bulk ring.
+constexpr uint32_t kSparseMax = 16;
+// How long a flow must have sent nothing to be sparse: its packets of the
+// last millisecond (a bulk flow the reader just caught up with) go to the
+// bulk ring, where any of them still on its way into the ring waits.
+constexpr uint32_t kSparseIdleNs = 1000000;
+// Turns in a row a host queue gives its sparse ring while its bulk ring
+// has packets; then one turn goes to the bulk ring (hostqueue below).
+constexpr uint32_t kSparseTurns = 8;
 
 // Which GSO packets reach the ring as segments, by the TUN's offloads:
 // kOne none (TSO and USO taken whole), kAll every one (no TSO: a plain TUN),
 // kUdp UDP ones (TSO but no USO, kernels before 6.2).
 enum class Segs : int { kOne = 0, kAll = 1, kUdp = 2 };
 
-// With host queues (a multi-queue TUN whose steering program puts each IPv4
-// source address on queue hostqueue::HostQueue, below) the program computes
-// the same queue and numbers each queue's packets on their own.
+// With host queues (hostqueue below) the program also picks the packet's
+// ring: it computes the source's host queue h, and a flow with nothing
+// unread in the rings goes to h's sparse ring, any other packet to h's bulk
+// ring; it tells the steering program so through skb->queue_mapping (the
+// egress hook runs just before the kernel picks the ring), and numbers each
+// ring's packets on their own. The reader publishes how far it has read
+// each ring (Consumed), which is how the program knows a flow's last packet
+// was read.
 struct Clock {
   // [q] ring entries of queue q numbered so far (q < queues); then the
   // stamp slots: a packet of queue q numbered seq has the slot idx = q *
   // slotsPerQueue + seq % slotsPerQueue, [queues + 2 idx] its time and
   // [queues + 2 idx + 1] the ring entries it makes (1, or its segments).
   // With one queue that is [0] the count, [1 + 2 slot], [2 + 2 slot].
-  const volatile uint64_t* mem = nullptr;
+  // At fixed places after the largest such layout: [kPosWord + q] the ring
+  // entries of queue q read so far (kPosUnknown until the reader's numbering
+  // is aligned), and from kBucketWord the flow buckets (ringclock.cc).
+  volatile uint64_t* mem = nullptr;
   uint32_t queues = 1;
+  // Host queues: queues = 2 hosts (bulk ring h, sparse ring hosts + h), else 1 (one ring).
+  uint32_t hosts = 1;
   uint32_t slotsPerQueue = kSlots;
   uint64_t Stamped(uint32_t q) const { return __atomic_load_n(&mem[q], __ATOMIC_ACQUIRE); }
   // The slot of queue q's packet numbered seq: its time at [0], its entries at [1].
   const volatile uint64_t* Slot(uint32_t q, uint64_t seq) const {
     return mem + queues + 2 * (q * static_cast<uint64_t>(slotsPerQueue) + (seq & (slotsPerQueue - 1)));
   }
+  static constexpr uint64_t kPosUnknown = 1ull << 63;
+  static constexpr size_t kPosWord = (1u << kMaxQueueBits) + 2 * static_cast<size_t>(kSlots);
+  static constexpr size_t kBucketWord = kPosWord + (1u << kMaxQueueBits);
+  // Ring q has been read up to (not including) the entry numbered pos.
+  void Consumed(uint32_t q, uint64_t pos) const { __atomic_store_n(&mem[kPosWord + q], pos, __ATOMIC_RELEASE); }
   size_t mapBytes = 0;
   int mapFd = -1;
   int progFd = -1;
@@ -72,9 +103,10 @@ struct Clock {
 // Loads the program, attaches it to `ifname`'s egress, maps its stamps.
 // Returns an id >= 0, or -1 with *err set (errno in *errnum: EPERM without
 // CAP_BPF, ENOENT/EOPNOTSUPP for a kernel without clsact or cls_bpf, ...).
-// queueBits: the device's queues are 1 << queueBits (0: one ring), steered
-// by source address (below); at most kMaxQueueBits.
-int Attach(const std::string& ifname, Segs segs, uint32_t queueBits, std::string* err, int* errnum);
+// hostBits: 0, one ring; else 1 << hostBits host queues of two rings each
+// (the device has 2 << hostBits), steered as hostqueue says; at most
+// kMaxHostBits.
+int Attach(const std::string& ifname, Segs segs, uint32_t hostBits, std::string* err, int* errnum);
 
 // Removes the filter (and the clsact qdisc if Attach added it, or if it
 // took over a killed predecessor's filter and no other filter is left on
@@ -96,19 +128,44 @@ constexpr uint16_t kFilterPrio = 0xfff0;
 // One ring shared by every LAN host is one FIFO: a host that floods it (or
 // bulk TCP that fills it) makes every other host's packets wait behind its
 // own, and lose them at the full ring's tail. With host queues the inside
-// TUN is opened with IFF_MULTI_QUEUE and a steering program
-// (TUNSETSTEERINGEBPF) puts each packet on the queue of its IPv4 source
-// address; the reader takes the queues round-robin, one packet each in
-// turn, and runs CoDel on each queue of its own (fq_codel's idea, per host
-// rather than per flow: cake's host isolation). A host keeps its order
-// (one queue), and its flood fills only its own ring.
+// TUN is opened with IFF_MULTI_QUEUE and each packet waits in a ring of its
+// IPv4 source address's host queue; the reader takes the host queues
+// round-robin, one packet each in turn, and runs CoDel on each ring of its
+// own (fq_codel's idea, per host rather than per flow: cake's host
+// isolation). A host's flood fills only its own rings.
 //
-// The queue is a multiplicative (Fibonacci) hash of the source address, so
-// neighbouring addresses spread over the queues. Not IPv4, or a packet
-// shorter than its addresses: queue 0. The same instructions run in the
-// steering program and in the ring clock's, which must
-// number each queue's packets on their own and so must agree with the
-// steering exactly.
+// Each host queue has two rings, so that a host's own sparse flows do not
+// wait behind its own bulk ones either (fq_codel's new-flow queue, with the
+// flows of one host): a packet whose flow has nothing unread in either ring
+// goes to the sparse ring (if it sent nothing for kSparseIdleNs, and while
+// the ring holds fewer than kSparseMax), every
+// other packet to the bulk ring, and the reader takes the host's turn from
+// the sparse ring first, but after kSparseTurns such turns in a row while
+// the bulk ring has packets gives one to the bulk ring: a stream of new
+// flows (a scan, DHT lookups, from this host or another hashed to the same
+// host queue) cannot starve the bulk ring. A flow's packets keep their
+// order but for those turns: a packet goes to the sparse ring only when
+// every earlier packet of its flow has been read, so only the flow's later
+// packets, in the bulk ring, can overtake it, and only at such a turn,
+// which needs kSparseTurns sparse packets read in a row while the bulk
+// ring waited (a ping, a DNS query, the first segment after a pause do not
+// make that: a stream of new flows does); and as a sparse ring holds at
+// most kSparseMax = 2 kSparseTurns, by at most 2 packets. A flow is its IPv4
+// destination and protocol, and for TCP that is not a fragment its ports.
+// Not UDP's: a host's ESP-in-UDP (NAT-T) to a server mixes fragments,
+// which carry no ports, with whole datagrams, and all of them must keep
+// their order (the receiver's replay window drops an ESP packet overtaken
+// by more than its width). It is hashed into
+// one of 1 << kFlowBits buckets of its host queue, and flows sharing a
+// bucket are one flow for this purpose (bulk sooner, never reordered). Not
+// IPv4: the bulk ring of host queue 0.
+//
+// The host queue is a multiplicative (Fibonacci) hash of the source
+// address, so neighbouring addresses spread over the queues. The ring
+// clock's program (ringclock.cc) decides the ring, as the flow's state is
+// there, and hands it to the steering program in skb->queue_mapping
+// (kSteerMark | ring); a packet that bypassed the egress hook (a packet
+// socket's) is steered to its host's bulk ring by the same hash.
 
 namespace hostqueue {
 
@@ -123,8 +180,14 @@ inline uint32_t HostQueue(uint32_t saddr, uint32_t bits) {
 // packet with BPF_LD_ABS (r6 must hold the context; r1-r5 are clobbered).
 void EmitQueue(std::vector<bpf_insn>* p, uint32_t bits);
 
-// Loads the steering program for 1 << bits queues and sets it on the TUN
-// fd (TUNSETSTEERINGEBPF). 0, or the errno (*err says which step).
+// What the ring clock's program ORs into skb->queue_mapping with the ring
+// it chose (a forwarded packet's queue_mapping holds its receive queue + 1,
+// far below): the steering program takes the ring from there.
+constexpr uint32_t kSteerMark = 0x4000;
+
+// Loads the steering program for 1 << bits host queues (2 << bits rings)
+// and sets it on the TUN fd (TUNSETSTEERINGEBPF). 0, or the errno (*err
+// says which step).
 int Steer(int tunFd, uint32_t bits, std::string* err);
 
 // Takes the steering program off the device again (a persistent TUN keeps it otherwise).

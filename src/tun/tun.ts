@@ -92,9 +92,9 @@ interface Native {
     linkBase?: number,
   ): number;
   readQueues(fds: ArrayBuffer, buf: ArrayBuffer, slotBase: number, slotSize: number, lenBase: number, max: number,
-    hdrBase: number | undefined, hdrStride: number | undefined, states: ArrayBuffer, start: number, hints: boolean): number;
+    hdrBase: number | undefined, hdrStride: number | undefined, states: ArrayBuffer, start: number, hints: boolean, hosts?: number): number;
   queueWaiting(states: ArrayBuffer): boolean;
-  tunSteer(fd: number, queueBits: number): void;
+  tunSteer(fd: number, hostBits: number): void;
   tunUnsteer(fd: number): void;
   epollOf(fds: ArrayBuffer): number;
   writeDrops(): number;
@@ -106,7 +106,7 @@ interface Native {
   setNonBlocking(fd: number, on?: boolean): void;
   setRealtime(prio: number): void;
   closeFd(fd: number): void;
-  ringClockAttach(ifname: string, segs: number, queueBits?: number): number;
+  ringClockAttach(ifname: string, segs: number, hostBits?: number): number;
   ringClockDetach(id: number): void;
   adviseHugePages(buf: ArrayBuffer, hugeBytes: number): [advised: number, errno: number, address: number];
   Poller: new (fd: number, cb: () => void) => NativePoller;
@@ -210,7 +210,7 @@ const RQ_TRIMS = RQ_CLOCK + 4;
 const RQ_MARKS = RQ_CLOCK + 5;
 const RQ_EMPTY_KNOWN = RQ_CLOCK + 6;
 const RQ_HOST_QUEUE = RQ_CLOCK + 9; // after the stamp in use: its end and its time (addon.cc)
-const RQ_FIELDS = RQ_CLOCK + 10;
+const RQ_FIELDS = RQ_CLOCK + 11; // the last: a host queue's last turn took its sparse ring
 
 /** ringClockAttach's segs (ringclock.h Segs): which GSO packets reach the ring as their segments. */
 const RING_SEGS = { ONE: 0, ALL: 1, UDP: 2 } as const;
@@ -308,8 +308,13 @@ export class TunDevice implements PacketDevice {
   offloads = 0;
   /** The queue discipline's policy and state (RQ_FIELDS doubles per host queue), or null. */
   #queue: Float64Array | null = null;
-  /** Host queues: the rings' fds (the first is #fd), the epoll set the poller watches, the batches read. */
+  /**
+   * Host queues: the rings' fds (the first is #fd; host h's bulk ring is
+   * #fds[h], its sparse ring #fds[#hosts + h]), the epoll set the poller
+   * watches, the batches read.
+   */
   #fds: Int32Array;
+  #hosts = 1;
   #epfd = -1;
   #calls = 0;
   /** Why the device has fewer host queues than asked for ('' when it has them all). */
@@ -385,18 +390,25 @@ export class TunDevice implements PacketDevice {
     const nat = this.#native;
     const fds = [this.#fd];
     try {
-      while (fds.length < want) fds.push(nat.openTun(this.name, this.vnet, true));
+      // Two rings a host queue: bulk, and sparse flows (ringclock.h hostqueue).
+      while (fds.length < 2 * want) fds.push(nat.openTun(this.name, this.vnet, true));
       nat.tunSteer(this.#fd, Math.log2(want));
     } catch (err) {
       for (const fd of fds.slice(1)) nat.closeFd(fd);
       return (err as Error).message;
     }
     this.#fds = Int32Array.from(fds);
+    this.#hosts = want;
     return '';
   }
 
-  /** The device's host queues (rings, 1 without them). */
+  /** The device's host queues (1 without them). */
   get hostQueues(): number {
+    return this.#hosts;
+  }
+
+  /** The device's rings: two a host queue (bulk, sparse), 1 without host queues. */
+  get rings(): number {
     return this.#fds.length;
   }
 
@@ -437,6 +449,7 @@ export class TunDevice implements PacketDevice {
   #dropQueues(why: string): void {
     for (const fd of this.#fds.subarray(1)) this.#native.closeFd(fd);
     this.#fds = Int32Array.of(this.#fd);
+    this.#hosts = 1;
     this.#native.tunUnsteer(this.#fd);
     this.hostQueuesNote = why;
     // A clock that numbers by host queue would no longer match the one ring.
@@ -458,7 +471,7 @@ export class TunDevice implements PacketDevice {
     if (this.#clock >= 0) return { kind: 'stamps' };
     if (!queueClockWanted()) return { kind: 'empty', reason: 'VPNMASQ_QUEUE_CLOCK=empty' };
     try {
-      this.#clock = this.#native.ringClockAttach(this.name, this.#cutBySegs(), Math.log2(this.#fds.length));
+      this.#clock = this.#native.ringClockAttach(this.name, this.#cutBySegs(), Math.log2(this.#hosts));
       return { kind: 'stamps' };
     } catch (err) {
       return { kind: 'empty', reason: (err as Error).message.replace(/^ring clock: /, '') };
@@ -510,7 +523,7 @@ export class TunDevice implements PacketDevice {
     return Object.fromEntries(QUEUE_CLASSES.map((c, i) => [c, this.#fold(RQ_DROPS_CLASS + i)])) as Record<QueueClass, number>;
   }
 
-  /** The sojourn figures per host queue (µs; one entry without host queues), null without CoDel. */
+  /** The sojourn figures per ring (µs; host h's bulk ring at h, its sparse ring at hostQueues + h; one entry without host queues), null without CoDel. */
   get hostQueueSojournUs(): { last: number; max: number }[] | null {
     const q = this.#queue;
     if (!q || !(q[1]! > 0)) return null;
@@ -531,11 +544,11 @@ export class TunDevice implements PacketDevice {
     if (this.vnet && hdrBase === undefined) throw new Error(`TUN device "${this.name}" carries virtio headers: pass hdrBase and hdrStride`);
     if (this.#fds.length > 1) {
       this.#open();
-      // The first queue turns with each batch; every FULL_PASS_EVERY-th batch reads every queue, whatever its stamps say.
+      // The first host turns with each batch; every FULL_PASS_EVERY-th batch reads every ring, whatever its stamps say.
       const calls = this.#calls++;
       return this.#native.readQueues(this.#fds.buffer as ArrayBuffer, mem, slotBase, slotSize, lenBase, max,
         this.vnet ? hdrBase : undefined, this.vnet ? hdrStride : undefined, this.#queue!.buffer as ArrayBuffer,
-        calls % this.#fds.length, calls % FULL_PASS_EVERY !== 0);
+        calls % this.#hosts, calls % FULL_PASS_EVERY !== 0, this.#hosts);
     }
     return this.#native.readBatch(this.#open(), mem, slotBase, slotSize, lenBase, max,
       this.vnet ? hdrBase : undefined, this.vnet ? hdrStride : undefined, this.#queue?.buffer as ArrayBuffer | undefined);

@@ -792,11 +792,10 @@ function run(cmd: string, args: string[]): Promise<string> {
   });
 }
 
-// Host queues (ringclock.h hostqueue): th0 with 8 rings, three source
-// addresses on three rings; A sends 20, then 30 ms later B 5 and C 3; one
-// batch reads them. Prints the order read, each queue's sojourn figures and
-// the times around the sends and the read.
-const HOSTQ_CHILD = `
+// What the host-queue children share: a TUN called name, with 8 host queues (CoDel
+// off) and 10.<net>.0.1/24 on it, slots for one batch, and hostsOn(prefix,
+// n): n source addresses on lo, each hashed to a host queue of its own.
+const hostQueuePrelude = (name: string, net: number) => `
 import { TunDevice, hostQueueOf } from ${JSON.stringify(TUN_TS)};
 import { execFileSync } from 'node:child_process';
 import dgram from 'node:dgram';
@@ -811,24 +810,34 @@ const never = { batchBytes: 0, targetUs: 1e9, intervalUs: 1e9 };
 const ipNumber = (a) => a.split('.').reduce((n, b) => n * 256 + Number(b), 0);
 const out = {};
 execFileSync('ip', ['link', 'set', 'lo', 'up']);
-const th0 = TunDevice.open('th0', { offload: true, hostQueues: 8, queue: never });
-execFileSync('sysctl', ['-qw', 'net.ipv6.conf.th0.disable_ipv6=1']);
-execFileSync('ip', ['addr', 'add', '10.210.0.1/24', 'dev', 'th0']);
-execFileSync('ip', ['link', 'set', 'th0', 'up']);
-out.hostQueues = th0.hostQueues;
-out.note = th0.hostQueuesNote;
+const th = TunDevice.open('${name}', { offload: true, hostQueues: 8, queue: never });
+execFileSync('sysctl', ['-qw', 'net.ipv6.conf.${name}.disable_ipv6=1']);
+execFileSync('ip', ['addr', 'add', '10.${net}.0.1/24', 'dev', '${name}']);
+execFileSync('ip', ['link', 'set', '${name}', 'up']);
+const hostsOn = (prefix, n) => {
+  const hosts = [];
+  for (let x = 1; hosts.length < n; x++) {
+    const a = prefix + x;
+    const q = hostQueueOf(ipNumber(a), 3);
+    if (hosts.some((h) => h.q === q)) continue;
+    execFileSync('ip', ['addr', 'add', a + '/32', 'dev', 'lo']);
+    hosts.push({ a, q });
+  }
+  return hosts;
+};
+`;
+
+// Host queues (ringclock.h hostqueue): th0 with 8 rings, three source
+// addresses on three rings; A sends 20, then 30 ms later B 5 and C 3; one
+// batch reads them. Prints the order read, each queue's sojourn figures and
+// the times around the sends and the read.
+const HOSTQ_CHILD = `${hostQueuePrelude('th0', 210)}out.hostQueues = th.hostQueues;
+out.note = th.hostQueuesNote;
 out.link = /multi_queue numqueues \\d+/.exec(execFileSync('ip', ['-d', 'link', 'show', 'th0']).toString())?.[0];
 // three sources on three different rings, by the steering's hash
-const hosts = [];
-for (let x = 1; hosts.length < 3; x++) {
-  const a = '10.211.0.' + x;
-  const q = hostQueueOf(ipNumber(a), 3);
-  if (hosts.some((h) => h.q === q)) continue;
-  execFileSync('ip', ['addr', 'add', a + '/32', 'dev', 'lo']);
-  hosts.push({ a, q });
-}
+const hosts = hostsOn('10.211.0.', 3);
 out.queues = hosts.map((h) => h.q);
-const read = () => th0.readBatch(mem, 0, SLOT, LEN_BASE, MAX, HDR_BASE, 16);
+const read = () => th.readBatch(mem, 0, SLOT, LEN_BASE, MAX, HDR_BASE, 16);
 out.first = read(); // every ring found empty: the stamps' numbering aligns
 const send = async (host, tag, n) => {
   const s = dgram.createSocket('udp4');
@@ -847,10 +856,10 @@ for (let i = 0; i < n; i++) {
   const len = dv.getUint32(LEN_BASE + 4 * i, true);
   out.order.push(Buffer.from(bytes.subarray(i * SLOT + 28, i * SLOT + len)).toString());
 }
-out.sojourn = th0.hostQueueSojournUs;
+out.sojourn = th.hostQueueSojournUs;
 out.t = t;
 out.after = read();
-th0.close();
+th.close();
 // the longer clock programs load too: TSO without USO (UDP GSO cut after the hook, as on kernels before 6.2), no offloads
 out.programs = [];
 for (const [name, o] of [['th2', { offload: true, uso: false }], ['th3', {}]]) {
@@ -864,6 +873,81 @@ const th1 = TunDevice.open('th1', { hostQueues: 8, queue: never });
 delete process.env.VPNMASQ_QUEUE_CLOCK;
 out.fallback = { hostQueues: th1.hostQueues, note: th1.hostQueuesNote, link: /multi_queue numqueues \\d+/.exec(execFileSync('ip', ['-d', 'link', 'show', 'th1']).toString())?.[0] ?? null };
 th1.close();
+console.log(JSON.stringify(out));
+`;
+
+// A 22-byte IPv4 packet that says TCP (2 bytes of its header), from argv[1] to argv[2], by a raw socket.
+const SHORT_TCP_PY = `
+import socket, struct, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 22, 7, 0, 64, 6, 0, socket.inet_aton(sys.argv[1]), socket.inet_aton(sys.argv[2]))
+s.sendto(ip + bytes([1, 2]), (sys.argv[2], 0))
+`;
+
+// Sparse flows (ringclock.h hostqueue): th4 with 8 host queues (16 rings).
+// Host A sends 20 datagrams of flow 1, then one of flow 2 (another
+// destination) while flow 1's wait unread; then 30 datagrams to 30 new
+// destinations beside host B's 5 of one flow; then 10 small datagrams, one
+// that the kernel cuts into fragments and one more, to one destination.
+// Prints the order each batch read.
+const SPARSE_CHILD = `${hostQueuePrelude('th4', 212)}out.rings = th.rings;
+const hosts = hostsOn('10.213.0.', 2);
+const read = () => {
+  const n = th.readBatch(mem, 0, SLOT, LEN_BASE, MAX, HDR_BASE, 16);
+  const got = [];
+  for (let i = 0; i < n; i++) got.push(label(i));
+  return got;
+};
+const socket = async (host) => {
+  const s = dgram.createSocket('udp4');
+  await new Promise((r) => s.bind(0, host.a, r));
+  return s;
+};
+const send = (s, text, to = 2) => new Promise((r, j) => s.send(Buffer.from(text), 9, '10.212.0.' + to, (e) => (e ? j(e) : r())));
+// a fragment by its offset (L0 the first, L1480 …), anything else by its payload
+const label = (i) => {
+  const ip = i * SLOT, frag = dv.getUint16(ip + 6) & 0x3fff;
+  if (frag !== 0) return 'L' + (frag & 0x1fff) * 8;
+  if (bytes[ip + 9] === 6) return 'T' + dv.getUint32(LEN_BASE + 4 * i, true);
+  return Buffer.from(bytes.subarray(ip + 28, ip + dv.getUint32(LEN_BASE + 4 * i, true))).toString();
+};
+out.first = read().length; // every ring found empty: the numbering aligns, the read positions are known
+const f1 = await socket(hosts[0]);
+const f2 = await socket(hosts[0]);
+for (let i = 0; i < 20; i++) await send(f1, 'F' + i);
+await send(f2, 'G0', 3);
+out.one = read();
+// every packet read, and a pause (a flow is sparse after 1 ms without a packet): flow 1 has nothing unread, so its
+// next packet is sparse again, ahead of flow 2's backlog
+await new Promise((r) => setTimeout(r, 5));
+for (let i = 0; i < 5; i++) await send(f2, 'G' + (i + 1), 3);
+await send(f1, 'F20');
+out.two = read();
+// an attacker's new flows, each sparse, against B's one flow
+const b = await socket(hosts[1]);
+for (let i = 0; i < 30; i++) {
+  const s = await socket(hosts[0]);
+  await send(s, 'N' + i, 10 + i);
+  s.close();
+}
+for (let i = 0; i < 5; i++) await send(b, 'B' + i);
+out.three = read();
+// one host's UDP to one destination is one flow, fragments or not (NAT-T's ESP must not be overtaken)
+for (let i = 0; i < 10; i++) await send(f1, 'S' + i, 4);
+await send(f1, 'L'.repeat(3000), 4);
+await send(f1, 'S10', 4);
+out.four = read();
+// a TCP header cut short of its ports (the kernel forwards such a packet): still a flow of its own, so sparse
+for (let i = 0; i < 5; i++) await send(f1, 'U' + i, 5);
+execFileSync('python3', ['-c', ${JSON.stringify(SHORT_TCP_PY)}, hosts[0].a, '10.212.0.6']);
+out.five = read();
+for (let i = 0; i < 20; i++) await send(f1, 'F' + i, 2);
+for (let i = 0; i < 30; i++) await send(f2, 'N' + i, 40 + i);
+out.six = read();
+out.after = read().length;
+out.sojourn = th.hostQueueSojournUs.length;
+for (const s of [f1, f2, b]) s.close();
+th.close();
 console.log(JSON.stringify(out));
 `;
 
@@ -1063,7 +1147,7 @@ describe.skipIf(skipUnless({ root: true, tun: true, tools: ['ip', 'tc', 'setpriv
     const out = lastLine(await child(HOSTQ_CHILD));
     expect(out.hostQueues).toBe(8);
     expect(out.note).toBe('');
-    expect(out.link).toBe('multi_queue numqueues 8');
+    expect(out.link).toBe('multi_queue numqueues 16'); // two rings a host queue: bulk and sparse
     expect(out.first).toBe(0);
     expect(out.n).toBe(28);
     const host = (p: string) => p[0];
@@ -1086,6 +1170,36 @@ describe.skipIf(skipUnless({ root: true, tun: true, tools: ['ip', 'tc', 'setpriv
     expect(out.after).toBe(0);
     expect(out.programs).toEqual([{ hostQueues: 8, clock: 'stamps', note: '' }, { hostQueues: 8, clock: 'stamps', note: '' }]);
     expect(out.fallback).toEqual({ hostQueues: 1, note: 'VPNMASQ_QUEUE_CLOCK=empty (host queues are read by their ring clock stamps)', link: null });
+  });
+
+  it('host queues, sparse flows: a flow with nothing unread goes ahead of its own host\'s backlog, every flow keeps its order, and new flows give a host no more than its turn', async () => {
+    const out = lastLine(await child(SPARSE_CHILD));
+    expect(out.rings).toBe(16);
+    expect(out.first).toBe(0);
+    // G0, sent after all 20 of flow 1, is read second: F0 found the rings empty (sparse), G0 too; F1..F19 wait in the
+    // bulk ring
+    expect(out.one).toEqual(['F0', 'G0', ...Array.from({ length: 19 }, (_v, i) => `F${i + 1}`)]);
+    // now flow 2 has the backlog (G1 sparse, G2..G5 bulk) and F20 is the sparse one: read before G2, after G1
+    expect(out.two).toEqual(['G1', 'F20', 'G2', 'G3', 'G4', 'G5']);
+    // 30 new flows from A (the first 16 sparse, then the sparse ring is full and the rest wait in the bulk ring), and
+    // B's 5: A and B alternate while B has packets
+    const three: string[] = out.three;
+    expect(three).toHaveLength(35);
+    const firstTen = three.slice(0, 10);
+    expect(firstTen.filter((p) => p[0] === 'B')).toEqual(['B0', 'B1', 'B2', 'B3', 'B4']);
+    // (30 flows share 256 buckets: one that found its bucket's packet unread waited in the bulk ring, so only the set is fixed)
+    expect(three.filter((p) => p[0] === 'N').sort()).toEqual(Array.from({ length: 30 }, (_v, i) => `N${i}`).sort());
+    // small datagrams and the fragments of a big one, one flow: read in the order sent
+    expect(out.four).toEqual([...Array.from({ length: 10 }, (_v, i) => `S${i}`), 'L0', 'L1480', 'L2960', 'S10']);
+    // a 22-byte TCP packet (2 bytes of header) found its flow empty and went to the sparse ring: the program ran to the end
+    expect(out.five).toEqual(['U0', 'T22', 'U1', 'U2', 'U3', 'U4']);
+    // attacker: a stream of new flows (30 destinations) behind a bulk flow of the same host queue fills the sparse ring to
+    // its 16 (F0, N0..N14) and no further (N15..N29 wait behind F19 in the bulk ring), and cannot starve the bulk ring:
+    // after 8 sparse turns in a row one goes to the bulk ring (F1, F2)
+    const n = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_v, i) => `N${i + from}`);
+    expect(out.six).toEqual(['F0', ...n(0, 6), 'F1', ...n(7, 14), ...Array.from({ length: 18 }, (_v, i) => `F${i + 2}`), ...n(15, 29)]);
+    expect(out.after).toBe(0);
+    expect(out.sojourn).toBe(16);
   });
 
   it('ring clock, fallback: without CAP_BPF the queue runs on the ring-empty bound and says why; nothing is left on the device', async () => {
