@@ -19,7 +19,8 @@ const WANHOST = '203.0.113.2';
 const PORT = 7300;
 
 // SINK port [source]: counts the datagrams by their first byte (or, with `source`, by their source address) until
-// 2 s pass without one; prints {"A": n, "B": m} (or {"addr": n}).
+// 2 s pass without one; prints {"A": n, "B": m} (or {"addr": n}). By first byte, the 2 s start at the first upper-case
+// tag: the lower-case ones come before a stall, which on a loaded machine can itself last 2 s.
 const SINK = `
 import json, socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -32,8 +33,8 @@ s.settimeout(60)
 while True:
     try: d, a = s.recvfrom(2048)
     except socket.timeout: break
-    s.settimeout(2)
     k = a[0] if by_source else d[:1].decode()
+    if by_source or k.isupper(): s.settimeout(2)
     got[k] = got.get(k, 0) + 1
 print(json.dumps(got), flush=True)
 `;

@@ -745,7 +745,9 @@ for (const [name, opts, ipnet, kinds, entries] of [
     got.push({ kind: kinds[own], len: dv.getUint32(LEN_BASE, true), gsoType: d.vnet ? bytes[HDR_BASE + 1] : 0, us: d.sojournUs.last, atLeast: (t0 - s1) * 1000, atMost: (t1 - s0) * 1000 });
   }
   out[name] = { offloads: d.offloads, entries: got };
-  sock?.destroy();
+  // a reset, not a close: a closed socket with unanswered data would go on retransmitting it, orphaned, through
+  // whichever device later routes its destination
+  sock?.resetAndDestroy();
   d.close();
 }
 udp.close();
@@ -890,8 +892,8 @@ s.sendto(ip + bytes([1, 2]), (sys.argv[2], 0))
 // destinations beside host B's 5 of one flow; then 10 small datagrams, one
 // that the kernel cuts into fragments and one more, to one destination.
 // Prints the order each batch read.
-const SPARSE_CHILD = `${hostQueuePrelude('th4', 212)}out.rings = th.rings;
-const hosts = hostsOn('10.213.0.', 2);
+const SPARSE_CHILD = `${hostQueuePrelude('th4', 216)}out.rings = th.rings;
+const hosts = hostsOn('10.217.0.', 2);
 const read = () => {
   const n = th.readBatch(mem, 0, SLOT, LEN_BASE, MAX, HDR_BASE, 16);
   const got = [];
@@ -903,7 +905,7 @@ const socket = async (host) => {
   await new Promise((r) => s.bind(0, host.a, r));
   return s;
 };
-const send = (s, text, to = 2) => new Promise((r, j) => s.send(Buffer.from(text), 9, '10.212.0.' + to, (e) => (e ? j(e) : r())));
+const send = (s, text, to = 2) => new Promise((r, j) => s.send(Buffer.from(text), 9, '10.216.0.' + to, (e) => (e ? j(e) : r())));
 // a fragment by its offset (L0 the first, L1480 …), anything else by its payload
 const label = (i) => {
   const ip = i * SLOT, frag = dv.getUint16(ip + 6) & 0x3fff;
@@ -939,7 +941,7 @@ await send(f1, 'S10', 4);
 out.four = read();
 // a TCP header cut short of its ports (the kernel forwards such a packet): still a flow of its own, so sparse
 for (let i = 0; i < 5; i++) await send(f1, 'U' + i, 5);
-execFileSync('python3', ['-c', ${JSON.stringify(SHORT_TCP_PY)}, hosts[0].a, '10.212.0.6']);
+execFileSync('python3', ['-c', ${JSON.stringify(SHORT_TCP_PY)}, hosts[0].a, '10.216.0.6']);
 out.five = read();
 for (let i = 0; i < 20; i++) await send(f1, 'F' + i, 2);
 for (let i = 0; i < 30; i++) await send(f2, 'N' + i, 40 + i);
