@@ -254,6 +254,7 @@ export class Supervisor {
       // One ring by choice ('auto' on a small router) is said in status, not warned of.
       if (!this.tuns.hostQueues.note && hostQueues.note) this.tuns.hostQueues.note = hostQueues.note;
       else if (this.tuns.hostQueues.note) this.log.warn({ device: m.tunInside, reason: this.tuns.hostQueues.note }, 'host queues unavailable: one ring for all LAN hosts');
+      if (hostQueues.queues > 1 && this.tuns.hostQueues.wanNote) this.log.warn({ device: m.tunOutside, reason: this.tuns.hostQueues.wanNote }, 'host queues unavailable: one ring for all WAN traffic');
     } catch (err) {
       await this.dp.terminate();
       throw new FatalError(`vpnmasq: ${(err as Error).message}`);
@@ -339,6 +340,7 @@ export class Supervisor {
       priority: this.priority?.applied,
       queueClock: (this.tuns.queueClock.lan ?? this.tuns.queueClock.wan)?.kind ?? 'off',
       hostQueues: this.tuns.hostQueues.lan,
+      wanHostQueues: this.tuns.hostQueues.wan,
     }, 'vpnmasq ready');
   }
 
@@ -468,6 +470,8 @@ export class Supervisor {
       clock: this.tuns?.queueClock ?? null,
       hostQueues: this.tuns?.hostQueues.lan ?? null,
       ...(this.tuns?.hostQueues.note ? { hostQueuesNote: this.tuns.hostQueues.note } : {}),
+      wanHostQueues: this.tuns?.hostQueues.wan ?? null,
+      ...(this.tuns?.hostQueues.wanNote ? { wanHostQueuesNote: this.tuns.hostQueues.wanNote } : {}),
       ...(sojournUs ? { sojournUs } : {}),
     };
   }

@@ -416,16 +416,19 @@ function formatStatus(s: Record<string, any>): string {
 }
 
 /**
- * `tun queue txqueuelen 1000/1000, 8 LAN host queues (a bulk and a sparse ring each), CoDel target 500 µs
- * interval 5000 µs on ring stamps, batch 262144 B` (LAN/WAN TUN rings, the
- * LAN TUN's host queues, then the readers' discipline and how it times
- * packets).
+ * `tun queue txqueuelen 1000/1000, 8 LAN host queues (a bulk and a sparse ring each), 8 WAN host queues (by
+ * remote host and protocol), CoDel target 500 µs interval 5000 µs on ring stamps, batch 262144 B` (LAN/WAN TUN
+ * rings, each TUN's host queues, then the readers' discipline and how it times packets). The WAN TUN's one
+ * ring is named only where it has one against the option (a persistent single-queue device, say).
  */
 function tunQueueLine(q: Record<string, any>): string {
   const clock = q.clock?.lan ?? q.clock?.wan;
   const timed = !clock ? '' : clock.kind === 'stamps' ? ' on ring stamps' : ` on the ring-empty bound (${clock.reason})`;
   const codel = q.targetUs > 0 ? `CoDel target ${q.targetUs} µs interval ${q.intervalUs} µs${timed}` : 'no head drops';
-  const hosts = q.hostQueues > 1 ? `${q.hostQueues} LAN host queues (a bulk and a sparse ring each)` : `one LAN ring${q.hostQueuesNote ? ` (host queues: ${q.hostQueuesNote})` : ''}`;
+  const lan = q.hostQueues > 1 ? `${q.hostQueues} LAN host queues (a bulk and a sparse ring each)` : `one LAN ring${q.hostQueuesNote ? ` (host queues: ${q.hostQueuesNote})` : ''}`;
+  const wan = q.wanHostQueues > 1 ? `, ${q.wanHostQueues} WAN host queues (by remote host and protocol)`
+    : q.wanHostQueuesNote && q.hostQueues > 1 ? `, one WAN ring (host queues: ${q.wanHostQueuesNote})` : '';
+  const hosts = lan + wan;
   return `tun queue txqueuelen ${q.txqueuelen?.lan ?? '?'}/${q.txqueuelen?.wan ?? '?'}, ${hosts}, ${codel}, batch ${q.batchBytes ? `${q.batchBytes} B` : 'slots only'}`;
 }
 

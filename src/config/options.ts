@@ -287,7 +287,7 @@ export const MAIN_TABLE = [
   opt('offload', bool, true, 'TUN offloads: GSO super-packets and partial checksums pass through whole (falls back when the kernel refuses)'),
   opt('gro', bool, true, 'with offloads and USO: same-flow UDP datagrams of a batch leave as one UDP GSO write (the kernel cuts it back into the same datagrams)'),
   opt('host_queues', autoOrPowerOfTwo(16), 'auto' as number | 'auto',
-    "host queues of the LAN TUN, each LAN host (IPv4 source address) on one, read in turn with a CoDel a ring: one host's flood or bulk TCP fills only its own queue; each queue has a bulk ring and a ring for its sparse flows (a ping, a DNS query: no wait behind the host's own upload); 1: one ring for all; auto: 8 with 384 MiB of RAM or more, else 1 (a restart applies it)"),
+    "host queues of the LAN TUN, each LAN host (IPv4 source address) on one, read in turn with a CoDel a ring: one host's flood or bulk TCP fills only its own queue; each queue has a bulk ring and a ring for its sparse flows (a ping, a DNS query: no wait behind the host's own upload); as many on the WAN TUN, one ring each, by internet host and protocol (a ping's reply does not wait behind a download); 1: one ring for all; auto: 8 with 384 MiB of RAM or more, else 1 (a restart applies it)"),
   opt('priority', priority, 'realtime' as Priority,
     'scheduling of the data path: realtime (SCHED_FIFO 10, as the kernel forwards ahead of processes), high (nice -10) or normal'),
   opt('busy_poll', uint(0, 100000, ' microseconds'), 0,

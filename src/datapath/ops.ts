@@ -38,7 +38,8 @@ export interface TunsOpened {
   /** how each reader queue times packets (src/tun/tun.ts QueueClock; null: no CoDel) */
   queueClock: { lan: QueueClock | null; wan: QueueClock | null };
   /** the LAN TUN's host queues (rings), and why fewer than asked ('' when as asked) */
-  hostQueues: { lan: number; note: string };
+  /** LAN and WAN host queues (1: one ring), and why a device has one ring where more were asked for. */
+  hostQueues: { lan: number; note: string; wan: number; wanNote: string };
 }
 
 export interface RestoreResult {
@@ -94,7 +95,7 @@ export function dataPathOps(engine: Engine, callWaiting: () => boolean = () => f
       if (offload) {
         try {
           tunIn = TunDevice.open(inside, { offload: true, hostQueues });
-          tunOut = TunDevice.open(outside, { offload: true });
+          tunOut = TunDevice.open(outside, { offload: true, hostQueues, hostQueueKey: 'remote' });
           if (tunIn.vnet && tunOut.vnet) {
             engine.setVnet(true);
             // GRO on write sends UDP GSO (USO) into the TUNs: only where both took USO4.
@@ -117,7 +118,7 @@ export function dataPathOps(engine: Engine, callWaiting: () => boolean = () => f
       }
       engine.setVnet(false);
       tunIn = TunDevice.open(inside, { hostQueues });
-      tunOut = TunDevice.open(outside);
+      tunOut = TunDevice.open(outside, { hostQueues, hostQueueKey: 'remote' });
       return opened(note, refused);
     } catch (err) {
       closeTuns();
@@ -130,7 +131,7 @@ export function dataPathOps(engine: Engine, callWaiting: () => boolean = () => f
       vnet: engine.vnet, gro: engine.gro, offloadsIn: tunIn!.offloads, offloadsOut: tunOut!.offloads, note, refused,
       slotCount: engine.slotCount, slotSize: engine.slotSize,
       queueClock: { lan: tunIn!.queueClock, wan: tunOut!.queueClock },
-      hostQueues: { lan: tunIn!.hostQueues, note: tunIn!.hostQueuesNote },
+      hostQueues: { lan: tunIn!.hostQueues, note: tunIn!.hostQueuesNote, wan: tunOut!.hostQueues, wanNote: tunOut!.hostQueuesNote },
     };
   }
 

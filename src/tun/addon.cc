@@ -1075,7 +1075,19 @@ Napi::Value AdviseHugePages(const Napi::CallbackInfo& info) {
   return r;
 }
 
-// ringClockAttach(ifname, segs[, hostBits]) -> id: the ring clock (ringclock.h) on that
+// Optional argument i: a host queue key (ringclock::HostKey: 0 LAN, 1 remote), 0 when absent.
+bool ArgHostKey(const Napi::CallbackInfo& info, size_t i, ringclock::HostKey* key) {
+  uint64_t k = 0;
+  if (info.Length() > i && !info[i].IsUndefined() && !ArgU64(info, i, "hostKey", &k)) return false;
+  if (k > 1) {
+    ThrowRange(info.Env(), "hostKey must be 0 (LAN hosts) or 1 (remote hosts)");
+    return false;
+  }
+  *key = static_cast<ringclock::HostKey>(k);
+  return true;
+}
+
+// ringClockAttach(ifname, segs[, hostBits[, hostKey]]) -> id: the ring clock (ringclock.h) on that
 // device's egress. Throws with err.code = the errno name when the kernel or
 // our privileges do not allow it; the caller falls back to the empty bound.
 Napi::Value RingClockAttach(const Napi::CallbackInfo& info) {
@@ -1098,8 +1110,10 @@ Napi::Value RingClockAttach(const Napi::CallbackInfo& info) {
     ThrowRange(env, "hostBits must be 0 to 4 (1 to 16 host queues)");
     return env.Undefined();
   }
+  ringclock::HostKey key;
+  if (!ArgHostKey(info, 3, &key)) return env.Undefined();
   int id = ringclock::Attach(info[0].As<Napi::String>().Utf8Value(), static_cast<ringclock::Segs>(segs),
-                             static_cast<uint32_t>(hostBits), &err, &e);
+                             static_cast<uint32_t>(hostBits), key, &err, &e);
   if (id < 0) {
     Napi::Error x = Napi::Error::New(env, "ring clock: " + err);
     x.Value().Set("code", ErrnoName(e));
@@ -1118,15 +1132,16 @@ Napi::Value RingClockDetach(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// tunSteer(fd, hostBits): the host queues' steering program on the
+// tunSteer(fd, hostBits[, hostKey]): the host queues' steering program on the
 // multi-queue TUN of fd (ringclock.h hostqueue); throws with the errno.
 Napi::Value TunSteer(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd;
   uint64_t bits;
-  if (!ArgFd(info, 0, &fd) || !ArgU64(info, 1, "hostBits", &bits)) return env.Undefined();
+  ringclock::HostKey key;
+  if (!ArgFd(info, 0, &fd) || !ArgU64(info, 1, "hostBits", &bits) || !ArgHostKey(info, 2, &key)) return env.Undefined();
   std::string err;
-  int e = hostqueue::Steer(fd, static_cast<uint32_t>(bits > 31 ? 0 : bits), &err);
+  int e = hostqueue::Steer(fd, static_cast<uint32_t>(bits > 31 ? 0 : bits), key, &err);
   if (e != 0) ThrowErrno(env, e, "host queues on TUN fd " + std::to_string(fd) + ": " + err, "bpf");
   return env.Undefined();
 }

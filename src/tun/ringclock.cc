@@ -255,20 +255,21 @@ void EmitRecord(std::vector<bpf_insn>* p) {
 // the reader reads), its entries = r7. Returns TC_ACT_UNSPEC: the packet
 // goes on as if no filter had looked at it. The verifier checks the
 // slot's bounds from the AND, the OR and the shifts.
-std::vector<bpf_insn> Program(int mapFd, Segs segs, uint32_t hostBits) {
+std::vector<bpf_insn> Program(int mapFd, Segs segs, uint32_t hostBits, HostKey key) {
   static_assert((kSlots & (kSlots - 1)) == 0, "kSlots must be a power of two");
-  const uint32_t queueBits = hostBits ? hostBits + 1 : 0;
+  const bool sparse = hostBits > 0 && key == HostKey::kLan;
+  const uint32_t queueBits = hostBits + (sparse ? 1 : 0);
   const uint32_t queues = 1u << queueBits;
   const uint32_t slotBits = 15 - queueBits;
   static_assert(kSlots == 1u << 15, "slotBits assumes 2^15 slots");
   std::vector<bpf_insn> p;
   if (hostBits > 0) {
     p.push_back(Insn(BPF_ALU64 | BPF_MOV | BPF_X, 6, 1, 0, 0));
-    hostqueue::EmitQueue(&p, hostBits);
+    hostqueue::EmitQueue(&p, hostBits, key);
     p.push_back(Insn(BPF_ALU64 | BPF_MOV | BPF_X, 9, 0, 0, 0));
     // Already below the host queues; the AND tells older verifiers (6.1 lost the bounds in the 32-bit hash) so.
     p.push_back(Insn(BPF_ALU64 | BPF_AND | BPF_K, 9, 0, 0, static_cast<int32_t>((1u << hostBits) - 1)));
-    EmitRing(&p, mapFd, hostBits);
+    if (sparse) EmitRing(&p, mapFd, hostBits);
     p.push_back(Insn(BPF_ALU64 | BPF_AND | BPF_K, 9, 0, 0, static_cast<int32_t>(queues - 1)));
     p.push_back(Insn(BPF_ALU64 | BPF_MOV | BPF_X, 1, 6, 0, 0));
   }
@@ -306,7 +307,7 @@ std::vector<bpf_insn> Program(int mapFd, Segs segs, uint32_t hostBits) {
   }
   p.push_back(Insn(BPF_ALU64 | BPF_MOV | BPF_X, 3, 7, 0, 0));
   p.push_back(Insn(BPF_STX | BPF_DW | BPF_ATOMIC, 2, 3, 0, BPF_ADD | BPF_FETCH));
-  if (hostBits > 0) EmitRecord(&p);
+  if (sparse) EmitRecord(&p);
   p.push_back(Insn(BPF_ALU64 | BPF_AND | BPF_K, 3, 0, 0, static_cast<int32_t>((1u << slotBits) - 1)));
   if (queueBits > 0) {  // idx = q << slotBits | seq mod slotsPerQueue
     p.push_back(Insn(BPF_ALU64 | BPF_LSH | BPF_K, 9, 0, 0, static_cast<int32_t>(slotBits)));
@@ -464,10 +465,10 @@ int Fail(Clock* c, std::string* err, int* errnum, const std::string& what, int e
 
 }  // namespace
 
-int Attach(const std::string& ifname, Segs segs, uint32_t hostBits, std::string* err, int* errnum) {
+int Attach(const std::string& ifname, Segs segs, uint32_t hostBits, HostKey key, std::string* err, int* errnum) {
   Clock* c = new Clock();
   if (hostBits > kMaxHostBits) return Fail(c, err, errnum, "more than 16 host queues", EINVAL);
-  const uint32_t queueBits = hostBits ? hostBits + 1 : 0;
+  const uint32_t queueBits = hostBits + (hostBits > 0 && key == HostKey::kLan ? 1 : 0);
   c->queues = 1u << queueBits;
   c->hosts = hostBits ? 1u << hostBits : 1;
   c->slotsPerQueue = kSlots >> queueBits;
@@ -493,7 +494,7 @@ int Attach(const std::string& ifname, Segs segs, uint32_t hostBits, std::string*
   for (uint32_t q = 0; q < c->queues; q++) c->Consumed(q, Clock::kPosUnknown);
 
   std::string why;
-  c->progFd = LoadProgram(BPF_PROG_TYPE_SCHED_CLS, Program(c->mapFd, segs, hostBits), &why);
+  c->progFd = LoadProgram(BPF_PROG_TYPE_SCHED_CLS, Program(c->mapFd, segs, hostBits, key), &why);
   if (c->progFd < 0) return Fail(c, err, errnum, "bpf program load" + (why.empty() ? "" : " (" + why + ")"), errno);
 
   // A predecessor's filter means a predecessor's clsact too, most likely:
@@ -544,19 +545,29 @@ const Clock* Get(int id) {
 
 namespace hostqueue {
 
-void EmitQueue(std::vector<bpf_insn>* p, uint32_t bits) {
+void EmitQueue(std::vector<bpf_insn>* p, uint32_t bits, ringclock::HostKey key) {
   using ringclock::Insn;
+  const bool remote = key == ringclock::HostKey::kRemote;
   p->push_back(Insn(BPF_LD | BPF_B | BPF_ABS, 0, 0, 0, 0));             // r0 = version and IHL
   p->push_back(Insn(BPF_ALU | BPF_RSH | BPF_K, 0, 0, 0, 4));
-  p->push_back(Insn(BPF_JMP | BPF_JNE | BPF_K, 0, 0, 4, 4));            // not IPv4: queue 0
+  p->push_back(Insn(BPF_JMP | BPF_JNE | BPF_K, 0, 0, remote ? 11 : 4, 4));  // not IPv4: queue 0
   p->push_back(Insn(BPF_LD | BPF_W | BPF_ABS, 0, 0, 0, 12));            // r0 = saddr, host order
   p->push_back(Insn(BPF_ALU | BPF_MUL | BPF_K, 0, 0, 0, static_cast<int32_t>(kHashMul)));
   p->push_back(Insn(BPF_ALU | BPF_RSH | BPF_K, 0, 0, 0, static_cast<int32_t>(32 - bits)));
+  if (remote) {  // + protocol + (protocol >> 3), within the queues (r8: a BPF_LD_ABS keeps it, not r1-r5)
+    p->push_back(Insn(BPF_ALU64 | BPF_MOV | BPF_X, 8, 0, 0, 0));
+    p->push_back(Insn(BPF_LD | BPF_B | BPF_ABS, 0, 0, 0, 9));
+    p->push_back(Insn(BPF_ALU64 | BPF_MOV | BPF_X, 2, 0, 0, 0));
+    p->push_back(Insn(BPF_ALU | BPF_RSH | BPF_K, 2, 0, 0, 3));
+    p->push_back(Insn(BPF_ALU | BPF_ADD | BPF_X, 0, 2, 0, 0));
+    p->push_back(Insn(BPF_ALU | BPF_ADD | BPF_X, 0, 8, 0, 0));
+    p->push_back(Insn(BPF_ALU | BPF_AND | BPF_K, 0, 0, 0, static_cast<int32_t>((1u << bits) - 1)));
+  }
   p->push_back(Insn(BPF_JMP | BPF_JA, 0, 0, 1, 0));
   p->push_back(Insn(BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, 0));
 }
 
-int Steer(int tunFd, uint32_t bits, std::string* err) {
+int Steer(int tunFd, uint32_t bits, ringclock::HostKey key, std::string* err) {
   using ringclock::Insn;
   if (bits == 0 || bits > ringclock::kMaxHostBits) {
     *err = "host queues: 2 to 16";
@@ -575,7 +586,7 @@ int Steer(int tunFd, uint32_t bits, std::string* err) {
   p.push_back(Insn(BPF_JMP | BPF_JNE | BPF_K, 2, 0, 2, static_cast<int32_t>(kSteerMark)));
   p.push_back(Insn(BPF_ALU | BPF_AND | BPF_K, 0, 0, 0, (1 << ringclock::kMaxQueueBits) - 1));
   p.push_back(Insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0));
-  EmitQueue(&p, bits);
+  EmitQueue(&p, bits, key);
   p.push_back(Insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0));
   std::string why;
   int prog = ringclock::LoadProgram(BPF_PROG_TYPE_SOCKET_FILTER, p, &why);

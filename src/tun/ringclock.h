@@ -54,6 +54,14 @@ constexpr uint32_t kSparseIdleNs = 1000000;
 // has packets; then one turn goes to the bulk ring (hostqueue below).
 constexpr uint32_t kSparseTurns = 8;
 
+// What a device's host queues are keyed by (hostqueue below). kLan: the
+// LAN TUN's, a LAN host's IPv4 source address, each host queue a bulk and
+// a sparse ring. kRemote: the WAN TUN's, an internet host's source address
+// and the IPv4 protocol, one ring each: a download's data waits in its
+// server's TCP ring, and a ping's reply, a DNS answer or another server's
+// packets each in their own, read in turn.
+enum class HostKey : int { kLan = 0, kRemote = 1 };
+
 // Which GSO packets reach the ring as segments, by the TUN's offloads:
 // kOne none (TSO and USO taken whole), kAll every one (no TSO: a plain TUN),
 // kUdp UDP ones (TSO but no USO, kernels before 6.2).
@@ -103,10 +111,10 @@ struct Clock {
 // Loads the program, attaches it to `ifname`'s egress, maps its stamps.
 // Returns an id >= 0, or -1 with *err set (errno in *errnum: EPERM without
 // CAP_BPF, ENOENT/EOPNOTSUPP for a kernel without clsact or cls_bpf, ...).
-// hostBits: 0, one ring; else 1 << hostBits host queues of two rings each
-// (the device has 2 << hostBits), steered as hostqueue says; at most
-// kMaxHostBits.
-int Attach(const std::string& ifname, Segs segs, uint32_t hostBits, std::string* err, int* errnum);
+// hostBits: 0, one ring; else 1 << hostBits host queues, steered as
+// hostqueue says by `key`: with HostKey::kLan two rings each (the device
+// has 2 << hostBits), with kRemote one. At most kMaxHostBits.
+int Attach(const std::string& ifname, Segs segs, uint32_t hostBits, HostKey key, std::string* err, int* errnum);
 
 // Removes the filter (and the clsact qdisc if Attach added it, or if it
 // took over a killed predecessor's filter and no other filter is left on
@@ -176,9 +184,21 @@ inline uint32_t HostQueue(uint32_t saddr, uint32_t bits) {
   return bits == 0 ? 0 : (saddr * kHashMul) >> (32 - bits);
 }
 
-// Appends instructions that leave HostQueue(saddr, bits) in r0, reading the
-// packet with BPF_LD_ABS (r6 must hold the context; r1-r5 are clobbered).
-void EmitQueue(std::vector<bpf_insn>* p, uint32_t bits);
+// The WAN TUN's (ringclock::HostKey::kRemote): the source address's host
+// queue, moved on by protocol + (protocol >> 3). One server's packets of one
+// protocol keep their order (a TCP download's, an IPsec peer's ESP, its
+// NAT-T datagrams with their fragments: every fragment carries the
+// protocol), and its ICMP, TCP, UDP, GRE and ESP (1, 6, 17, 47, 50: moved
+// on by 1, 6, 19, 52, 56) sit on five different queues of 8 or 16: a
+// download's data and a ping's reply from the same server never share one.
+inline uint32_t RemoteQueue(uint32_t saddr, uint32_t protocol, uint32_t bits) {
+  return bits == 0 ? 0 : (HostQueue(saddr, bits) + protocol + (protocol >> 3)) & ((1u << bits) - 1);
+}
+
+// Appends instructions that leave HostQueue(saddr, bits), or with kRemote
+// RemoteQueue(saddr, protocol, bits), in r0, reading the packet with
+// BPF_LD_ABS (r6 must hold the context; r1-r5 and r8 are clobbered).
+void EmitQueue(std::vector<bpf_insn>* p, uint32_t bits, ringclock::HostKey key);
 
 // What the ring clock's program ORs into skb->queue_mapping with the ring
 // it chose (a forwarded packet's queue_mapping holds its receive queue + 1,
@@ -188,7 +208,7 @@ constexpr uint32_t kSteerMark = 0x4000;
 // Loads the steering program for 1 << bits host queues (2 << bits rings)
 // and sets it on the TUN fd (TUNSETSTEERINGEBPF). 0, or the errno (*err
 // says which step).
-int Steer(int tunFd, uint32_t bits, std::string* err);
+int Steer(int tunFd, uint32_t bits, ringclock::HostKey key, std::string* err);
 
 // Takes the steering program off the device again (a persistent TUN keeps it otherwise).
 void Unsteer(int tunFd);

@@ -94,7 +94,7 @@ interface Native {
   readQueues(fds: ArrayBuffer, buf: ArrayBuffer, slotBase: number, slotSize: number, lenBase: number, max: number,
     hdrBase: number | undefined, hdrStride: number | undefined, states: ArrayBuffer, start: number, hints: boolean, hosts?: number): number;
   queueWaiting(states: ArrayBuffer): boolean;
-  tunSteer(fd: number, hostBits: number): void;
+  tunSteer(fd: number, hostBits: number, hostKey?: number): void;
   tunUnsteer(fd: number): void;
   epollOf(fds: ArrayBuffer): number;
   writeDrops(): number;
@@ -106,7 +106,7 @@ interface Native {
   setNonBlocking(fd: number, on?: boolean): void;
   setRealtime(prio: number): void;
   closeFd(fd: number): void;
-  ringClockAttach(ifname: string, segs: number, hostBits?: number): number;
+  ringClockAttach(ifname: string, segs: number, hostBits?: number, hostKey?: number): number;
   ringClockDetach(id: number): void;
   adviseHugePages(buf: ArrayBuffer, hugeBytes: number): [advised: number, errno: number, address: number];
   Poller: new (fd: number, cb: () => void) => NativePoller;
@@ -246,7 +246,18 @@ export interface TunOpenOptions {
    * why. Default 1.
    */
   hostQueues?: number;
+  /**
+   * What the host queues are keyed by (ringclock.h HostKey): 'lan' (the
+   * default), a LAN host's source address, each host queue a bulk and a
+   * sparse ring; 'remote', for the WAN TUN, an internet host's source
+   * address and the protocol, one ring each.
+   */
+  hostQueueKey?: HostQueueKey;
 }
+
+/** ringclock.h HostKey: what a device's host queues are keyed by. */
+export type HostQueueKey = 'lan' | 'remote';
+const HOST_KEY: Record<HostQueueKey, number> = { lan: 0, remote: 1 };
 
 /** The ring counts host queues come in (powers of two: the steering hash takes the top bits; ringclock.h kMaxQueueBits). */
 export const HOST_QUEUE_COUNTS: readonly number[] = [1, 2, 4, 8, 16];
@@ -259,6 +270,11 @@ const FULL_PASS_EVERY = 64;
 /** The host queue (ringclock.h hostqueue::HostQueue) of an IPv4 source address (a 32-bit number) among 2^bits. */
 export function hostQueueOf(saddr: number, bits: number): number {
   return bits === 0 ? 0 : Math.imul(saddr >>> 0, 0x9e3779b1) >>> (32 - bits);
+}
+
+/** The WAN TUN's host queue (ringclock.h hostqueue::RemoteQueue) of a source address and an IPv4 protocol number. */
+export function remoteQueueOf(saddr: number, protocol: number, bits: number): number {
+  return bits === 0 ? 0 : (hostQueueOf(saddr, bits) + protocol + (protocol >> 3)) & ((1 << bits) - 1);
 }
 
 /** The reader queue a TunDevice.open without `queue` gets: VPNMASQ_READER_QUEUE, else READER_QUEUE. */
@@ -310,11 +326,12 @@ export class TunDevice implements PacketDevice {
   #queue: Float64Array | null = null;
   /**
    * Host queues: the rings' fds (the first is #fd; host h's bulk ring is
-   * #fds[h], its sparse ring #fds[#hosts + h]), the epoll set the poller
-   * watches, the batches read.
+   * #fds[h], its sparse ring #fds[#hosts + h], or with 'remote' keys its one
+   * ring #fds[h]), the epoll set the poller watches, the batches read.
    */
   #fds: Int32Array;
   #hosts = 1;
+  #hostKey: HostQueueKey = 'lan';
   #epfd = -1;
   #calls = 0;
   /** Why the device has fewer host queues than asked for ('' when it has them all). */
@@ -370,7 +387,7 @@ export class TunDevice implements PacketDevice {
         dev.vnet = (nat.tunFlags(dev.fd) & IFF_VNET_HDR) !== 0;
         if (dev.vnet) dev.offloads = nat.tunOffload(dev.fd, opts.uso ?? true);
       }
-      if (want > 1 && !note) note = dev.#addQueues(want);
+      if (want > 1 && !note) note = dev.#addQueues(want, opts.hostQueueKey ?? 'lan');
     } catch (err) {
       dev.close();
       throw err;
@@ -386,19 +403,20 @@ export class TunDevice implements PacketDevice {
    * spreads the LAN hosts over them; '' when all is in place, else why the
    * device stays at one ring (the extra rings closed again).
    */
-  #addQueues(want: number): string {
+  #addQueues(want: number, key: HostQueueKey): string {
     const nat = this.#native;
     const fds = [this.#fd];
     try {
-      // Two rings a host queue: bulk, and sparse flows (ringclock.h hostqueue).
-      while (fds.length < 2 * want) fds.push(nat.openTun(this.name, this.vnet, true));
-      nat.tunSteer(this.#fd, Math.log2(want));
+      // A LAN host queue has two rings, bulk and sparse flows (ringclock.h hostqueue); a remote one, one.
+      while (fds.length < (key === 'lan' ? 2 : 1) * want) fds.push(nat.openTun(this.name, this.vnet, true));
+      nat.tunSteer(this.#fd, Math.log2(want), HOST_KEY[key]);
     } catch (err) {
       for (const fd of fds.slice(1)) nat.closeFd(fd);
       return (err as Error).message;
     }
     this.#fds = Int32Array.from(fds);
     this.#hosts = want;
+    this.#hostKey = key;
     return '';
   }
 
@@ -407,7 +425,7 @@ export class TunDevice implements PacketDevice {
     return this.#hosts;
   }
 
-  /** The device's rings: two a host queue (bulk, sparse), 1 without host queues. */
+  /** The device's rings: two a LAN host queue (bulk, sparse), one a remote one, 1 without host queues. */
   get rings(): number {
     return this.#fds.length;
   }
@@ -471,7 +489,7 @@ export class TunDevice implements PacketDevice {
     if (this.#clock >= 0) return { kind: 'stamps' };
     if (!queueClockWanted()) return { kind: 'empty', reason: 'VPNMASQ_QUEUE_CLOCK=empty' };
     try {
-      this.#clock = this.#native.ringClockAttach(this.name, this.#cutBySegs(), Math.log2(this.#hosts));
+      this.#clock = this.#native.ringClockAttach(this.name, this.#cutBySegs(), Math.log2(this.#hosts), HOST_KEY[this.#hostKey]);
       return { kind: 'stamps' };
     } catch (err) {
       return { kind: 'empty', reason: (err as Error).message.replace(/^ring clock: /, '') };
@@ -523,7 +541,7 @@ export class TunDevice implements PacketDevice {
     return Object.fromEntries(QUEUE_CLASSES.map((c, i) => [c, this.#fold(RQ_DROPS_CLASS + i)])) as Record<QueueClass, number>;
   }
 
-  /** The sojourn figures per ring (µs; host h's bulk ring at h, its sparse ring at hostQueues + h; one entry without host queues), null without CoDel. */
+  /** The sojourn figures per ring (µs; host h's bulk ring at h, its sparse ring at hostQueues + h, a remote host queue's one ring at h; one entry without host queues), null without CoDel. */
   get hostQueueSojournUs(): { last: number; max: number }[] | null {
     const q = this.#queue;
     if (!q || !(q[1]! > 0)) return null;

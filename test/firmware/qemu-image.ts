@@ -311,7 +311,7 @@ export function describeQemuImage(o: QemuImageOpts): void {
       expect(r.out, r.out + tail()).toContain(`peer ${WAN_ADDR}:`);
     }, 200_000);
 
-    it("option host_queues '8' loads on the image's kernel: a multi-queue LAN TUN, its steering program, a ring clock numbering each ring; then 'auto' again", async () => {
+    it("option host_queues '8' loads on the image's kernel: multi-queue LAN and WAN TUNs, their steering programs, a ring clock numbering each ring; then 'auto' again", async () => {
       const lastReady = () => {
         const line = serial().split('\n').filter((l) => l.includes('"msg":"vpnmasq ready"')).pop()!;
         return JSON.parse(line.slice(line.indexOf('{')));
@@ -323,11 +323,12 @@ export function describeQemuImage(o: QemuImageOpts): void {
         await waitFor(what, () => count(/"msg":"vpnmasq ready"/) > before, 150_000);
       };
       await restartWith("cp /etc/config/vpnmasq /tmp/hq; sed -i \"s/option host_queues 'auto'/option host_queues '8'/\" /etc/config/vpnmasq", 'vpnmasq ready with host_queues 8');
-      expect(lastReady(), tail()).toMatchObject({ queueClock: 'stamps', hostQueues: 8 });
+      // and the WAN TUN's host queues (by remote host and protocol), their clock program loaded too
+      expect(lastReady(), tail()).toMatchObject({ queueClock: 'stamps', hostQueues: 8, wanHostQueues: 8 });
       const r = await ask(NS.lan2, 'tcp-ask', WAN_HOST, 5001);
       expect(r.out, r.out + tail()).toContain(`peer ${WAN_ADDR}:`);
       await restartWith('cp /tmp/hq /etc/config/vpnmasq', 'vpnmasq ready with host_queues auto');
-      expect(lastReady(), tail()).toMatchObject({ queueClock: 'stamps', hostQueues: 1 });
+      expect(lastReady(), tail()).toMatchObject({ queueClock: 'stamps', hostQueues: 1, wanHostQueues: 1 });
     }, 320_000);
 
     it('a broken /etc/config/vpnmasq is logged and retried with growing back-off, then recovers', async () => {

@@ -6,13 +6,15 @@
 // it, must all get through. The same burst with option host_queues '1'
 // loses them at the one full ring's tail: the control that shows the test
 // can fail. CoDel runs with a 1 s target here (VPNMASQ_READER_QUEUE), so
-// every loss counted is the ring's, not a head drop. No timing is asserted.
+// every loss counted is the ring's, not a head drop. The WAN TUN's host
+// queues (one ring per internet host and protocol) get the same test from
+// two WAN hosts. No timing is asserted.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { skipUnless } from '../helpers/prereq.js';
 import { RunningRouter } from '../helpers/vpnmasq.js';
 import { waitListening } from '../helpers/servers.js';
 import type { Lab as LabT } from '../../src/lab/lab.js';
-import { hostQueueOf, TUN_TXQUEUELEN } from '../../src/tun/tun.js';
+import { hostQueueOf, remoteQueueOf, TUN_TXQUEUELEN } from '../../src/tun/tun.js';
 
 const skip = skipUnless({ root: true, tun: true, tools: ['ip', 'tc', 'python3'] });
 const WANHOST = '203.0.113.2';
@@ -56,7 +58,49 @@ s.connect((sys.argv[1], int(sys.argv[2])))
 for i in range(int(sys.argv[4])):
     s.send((sys.argv[3] + str(i)).encode().ljust(64, b'.'))
 `;
+// WAN_PEER port: binds the port (prints 'bound'), takes one datagram (a LAN host's hello: its source is the router's
+// mapping), prints 'ready'; then for a line "tag n" on stdin sends n datagrams of 64 bytes (tag + number) back to that
+// source from the same socket, prints 'sent' and exits.
+const WAN_PEER = `
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(('0.0.0.0', int(sys.argv[1])))
+print('bound', flush=True)
+d, peer = s.recvfrom(2048)
+print('ready', flush=True)
+tag, n = sys.stdin.readline().split()
+for i in range(int(n)):
+    s.sendto((tag + str(i)).encode().ljust(64, b'.'), peer)
+print('sent', flush=True)
+`;
+// LAN_SINK port wanport peer...: binds the port, says hello to each peer's wanport from it (three times: the path may
+// lose a datagram), then counts what comes back by first byte until 2 s pass without one; prints {"A": n, "B": m}.
+const LAN_SINK = `
+import json, socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, 33, 64 << 20)  # SO_RCVBUFFORCE: the sink is never what loses one
+s.bind(('0.0.0.0', int(sys.argv[1])))
+for _ in range(3):
+    for h in sys.argv[3:]: s.sendto(b'hello', (h, int(sys.argv[2])))
+    time.sleep(0.05)
+got = {}
+s.settimeout(60)
+while True:
+    try: d = s.recv(2048)
+    except socket.timeout: break
+    s.settimeout(2)
+    k = d[:1].decode()
+    got[k] = got.get(k, 0) + 1
+print(json.dumps(got), flush=True)
+`;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Waits until `ok()`, or throws `what` after 30 s. */
+async function until(what: string, ok: () => boolean): Promise<void> {
+  for (const end = Date.now() + 30_000; !ok();) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(20);
+  }
+}
 const ipNumber = (a: string) => a.split('.').reduce((n, b) => n * 256 + Number(b), 0);
 
 describe.skipIf(skip)('host queues: one LAN host\'s burst fills only its own ring (real TUN path)', () => {
@@ -64,7 +108,7 @@ describe.skipIf(skip)('host queues: one LAN host\'s burst fills only its own rin
   let vm: RunningRouter;
   beforeAll(async () => {
     const { Lab } = await import('../../src/lab/lab.js');
-    lab = Lab.create({ id: `hq${process.pid % 10000}`, lanHosts: 2 });
+    lab = Lab.create({ id: `hq${process.pid % 10000}`, lanHosts: 2, wanHosts: 2 });
     vm = new RunningRouter(lab);
     vm.env = { VPNMASQ_READER_QUEUE: '262144,1000000,2000000', VPNMASQ_TXQUEUELEN: '', VPNMASQ_HOST_QUEUES: '' };
     await vm.start();
@@ -100,25 +144,62 @@ describe.skipIf(skip)('host queues: one LAN host\'s burst fills only its own rin
     return JSON.parse(out.split('\n').filter((l) => l.startsWith('{')).pop()!);
   }
 
-  it('01 status and the device: the LAN TUN has 8 rings (multi_queue), the WAN TUN one; a reload to another count waits for a restart; the two lab hosts sit on different rings', () => {
+  /**
+   * The same from the WAN side: lan1 says hello to both WAN hosts; with the daemon stopped, WAN host 1 sends
+   * `burst` datagrams (A) back to lan1's mapping and then WAN host 2 sends 50 (B); the daemon goes on. What lan1
+   * received of each.
+   */
+  async function wanBurstThenOther(burst: number): Promise<{ A?: number; B?: number }> {
+    const port = PORT + 2;
+    const peers = [0, 1].map((j) => {
+      const p = lab.spawn(lab.wan[j]!, ['python3', '-c', WAN_PEER, String(port)], { stdio: ['pipe', 'pipe', 'pipe'] });
+      let out = '';
+      p.stdout!.on('data', (d) => { out += d; });
+      return { p, out: () => out };
+    });
+    await until('the WAN peers to bind', () => peers.every((x) => x.out().includes('bound')));
+    let got = '';
+    const sink = lab.spawn(lab.lan[0]!, ['python3', '-c', LAN_SINK, String(port), String(port), lab.addr.wan[0]!, lab.addr.wan[1]!]);
+    sink.stdout!.on('data', (d) => { got += d; });
+    const done = new Promise((r) => sink.once('exit', r));
+    await until('a hello at each WAN peer', () => peers.every((x) => x.out().includes('ready')));
+    const pid = vm.status().pid as number;
+    process.kill(pid, 'SIGSTOP');
+    try {
+      peers[0]!.p.stdin!.write(`A ${burst}\n`);
+      await until('WAN host 1\'s burst', () => peers[0]!.out().includes('sent'));
+      peers[1]!.p.stdin!.write('B 50\n');
+      await until('WAN host 2\'s datagrams', () => peers[1]!.out().includes('sent'));
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
+    await done;
+    return JSON.parse(got.split('\n').filter((l) => l.startsWith('{')).pop()!);
+  }
+
+  it('01 status and the devices: the LAN TUN has 16 rings (8 host queues, two rings each), the WAN TUN 8; a reload to another count waits for a restart; the lab hosts sit on different rings', () => {
     const s = vm.status();
     expect(s.tunQueue.hostQueues).toBe(8);
     expect(s.tunQueue.hostQueuesNote).toBeUndefined();
-    // two rings a host queue: its bulk flows' and its sparse flows' (src/tun/ringclock.h)
+    expect(s.tunQueue.wanHostQueues).toBe(8);
+    expect(s.tunQueue.wanHostQueuesNote).toBeUndefined();
+    // two rings a LAN host queue: its bulk flows' and its sparse flows' (src/tun/ringclock.h); one a WAN one
     expect(lab.exec(lab.router, ['ip', '-d', 'link', 'show', 'tin'])).toMatch(/multi_queue numqueues 16 /);
-    expect(lab.exec(lab.router, ['ip', '-d', 'link', 'show', 'tout'])).not.toMatch(/multi_queue/);
-    expect(lab.exec(lab.router, ['tc', 'filter', 'show', 'dev', 'tin', 'egress']).match(/vpnmasq_ringclock/g)).toHaveLength(1);
-    expect(vm.cli('status').stdout).toMatch(new RegExp(`^tun queue txqueuelen ${TUN_TXQUEUELEN}/${TUN_TXQUEUELEN}, 8 LAN host queues \\(a bulk and a sparse ring each\\), CoDel`, 'm'));
+    expect(lab.exec(lab.router, ['ip', '-d', 'link', 'show', 'tout'])).toMatch(/multi_queue numqueues 8 /);
+    for (const dev of ['tin', 'tout']) expect(lab.exec(lab.router, ['tc', 'filter', 'show', 'dev', dev, 'egress']).match(/vpnmasq_ringclock/g)).toHaveLength(1);
+    expect(vm.cli('status').stdout).toMatch(new RegExp(`^tun queue txqueuelen ${TUN_TXQUEUELEN}/${TUN_TXQUEUELEN}, 8 LAN host queues \\(a bulk and a sparse ring each\\), 8 WAN host queues \\(by remote host and protocol\\), CoDel`, 'm'));
     // A reload to another count is asked to wait for a restart; the rings stay as they are meanwhile.
     vm.writeConfig('', "\toption host_queues '2'\n");
     const r = vm.cli('reload', '--json');
     expect(r.ok).toBe(true);
     expect(JSON.parse(r.stdout).restartNeeded).toEqual(['hostQueues']);
     expect(lab.exec(lab.router, ['ip', '-d', 'link', 'show', 'tin'])).toMatch(/multi_queue numqueues 16 /);
+    expect(lab.exec(lab.router, ['ip', '-d', 'link', 'show', 'tout'])).toMatch(/multi_queue numqueues 8 /);
     vm.writeConfig();
     expect(vm.cli('reload').ok).toBe(true);
     // The scenarios below need the two hosts on different rings (the steering hash, src/tun/ringclock.h).
     expect(hostQueueOf(ipNumber(lab.addr.lan[0]!), 3)).not.toBe(hostQueueOf(ipNumber(lab.addr.lan[1]!), 3));
+    expect(remoteQueueOf(ipNumber(lab.addr.wan[0]!), 17, 3)).not.toBe(remoteQueueOf(ipNumber(lab.addr.wan[1]!), 17, 3));
   });
 
   it('02 attacker: a burst three rings long from lan1, sent while the router stalls, fills only lan1\'s ring; all 50 of lan2\'s datagrams sent after it get through', async () => {
@@ -133,19 +214,34 @@ describe.skipIf(skip)('host queues: one LAN host\'s burst fills only its own rin
     expect(tx1 - tx0).toBeGreaterThanOrEqual(3 * TUN_TXQUEUELEN - got.A!);
   }, 60_000);
 
-  it('03 control, option host_queues \'1\': the same burst fills the one ring, and lan2\'s datagrams are lost at its tail', async () => {
+  it('02b attacker on the internet: a burst three rings long from one WAN host fills only its own ring of the WAN TUN; all 50 of another WAN host\'s datagrams get through', async () => {
+    const tx0 = Number(lab.exec(lab.router, ['cat', '/sys/class/net/tout/statistics/tx_dropped']));
+    const got = await wanBurstThenOther(3 * TUN_TXQUEUELEN);
+    expect(got.B).toBe(50);
+    // WAN host 1's UDP is one ring: at most its worth got through, the rest was lost at its tail
+    expect(got.A).toBeGreaterThan(0);
+    expect(got.A).toBeLessThanOrEqual(TUN_TXQUEUELEN);
+    const tx1 = Number(lab.exec(lab.router, ['cat', '/sys/class/net/tout/statistics/tx_dropped']));
+    expect(tx1 - tx0).toBeGreaterThanOrEqual(3 * TUN_TXQUEUELEN - got.A!);
+  }, 60_000);
+
+  it('03 control, option host_queues \'1\': the same bursts fill each TUN\'s one ring, and the other host\'s datagrams are lost at its tail', async () => {
     const env = vm.env;
     await vm.stop();
     vm = new RunningRouter(lab, '', "\toption host_queues '1'\n");
     vm.env = env;
     await vm.start();
-    expect(vm.status().tunQueue.hostQueues).toBe(1);
-    expect(lab.exec(lab.router, ['ip', '-d', 'link', 'show', 'tin'])).not.toMatch(/multi_queue/);
+    expect(vm.status().tunQueue).toMatchObject({ hostQueues: 1, wanHostQueues: 1 });
+    for (const dev of ['tin', 'tout']) expect(lab.exec(lab.router, ['ip', '-d', 'link', 'show', dev])).not.toMatch(/multi_queue/);
     expect(vm.cli('status').stdout).toMatch(/, one LAN ring, CoDel/);
     const got = await burstThenOther(3 * TUN_TXQUEUELEN);
     // the ring was full of lan1's burst when lan2's came: none of them got in
     expect(got.B ?? 0).toBe(0);
     expect(got.A).toBeGreaterThan(0);
+    // and the WAN TUN's one ring was full of WAN host 1's burst when WAN host 2's came
+    const wan = await wanBurstThenOther(3 * TUN_TXQUEUELEN);
+    expect(wan.B ?? 0).toBe(0);
+    expect(wan.A).toBeGreaterThan(0);
   }, 60_000);
 
   it('04 attacker: a VPNMASQ_HOST_QUEUES that is not 1, 2, 4, 8 or 16 stops the start with one line, leaving no TUN behind', async () => {

@@ -160,11 +160,11 @@ describe.skipIf(skip)('queue discipline: floods that are not TCP (real TUN path)
     const { sojournUs, ...rest } = s.tunQueue;
     expect(rest).toEqual({
       txqueuelen: { lan: TUN_TXQUEUELEN, wan: TUN_TXQUEUELEN }, batchBytes: READER_QUEUE.batchBytes, targetUs: 1, intervalUs: 100,
-      clock: { lan: { kind: 'stamps' }, wan: { kind: 'stamps' } }, hostQueues: 8,
+      clock: { lan: { kind: 'stamps' }, wan: { kind: 'stamps' } }, hostQueues: 8, wanHostQueues: 8,
     });
-    // CoDel's view per ring: the LAN TUN's 16 (8 host queues, a bulk and a sparse ring each), the WAN TUN's one
+    // CoDel's view per ring: the LAN TUN's 16 (8 host queues, a bulk and a sparse ring each), the WAN TUN's 8
     expect(sojournUs.lan).toHaveLength(16);
-    expect(sojournUs.wan).toHaveLength(1);
+    expect(sojournUs.wan).toHaveLength(8);
     for (const r of [...sojournUs.lan, ...sojournUs.wan]) expect(r.max).toBeGreaterThanOrEqual(r.last);
     expect(s.tunQueueDropsByClass).toEqual({ tcp: 0, udp: 0, icmp: 0, frag: 0, other: 0 });
     for (const dev of ['tin', 'tout']) {
@@ -172,7 +172,7 @@ describe.skipIf(skip)('queue discipline: floods that are not TCP (real TUN path)
       // the ring clock's stamping program sits on each TUN's egress
       expect(ringClockFilters(dev)).toBe(1);
     }
-    expect(vm.cli('status').stdout).toMatch(new RegExp(`^tun queue txqueuelen ${TUN_TXQUEUELEN}/${TUN_TXQUEUELEN}, 8 LAN host queues \\(a bulk and a sparse ring each\\), CoDel target 1 µs interval 100 µs on ring stamps, batch ${READER_QUEUE.batchBytes} B$`, 'm'));
+    expect(vm.cli('status').stdout).toMatch(new RegExp(`^tun queue txqueuelen ${TUN_TXQUEUELEN}/${TUN_TXQUEUELEN}, 8 LAN host queues \\(a bulk and a sparse ring each\\), 8 WAN host queues \\(by remote host and protocol\\), CoDel target 1 µs interval 100 µs on ring stamps, batch ${READER_QUEUE.batchBytes} B$`, 'm'));
   });
 
   it('02 a 64-byte UDP flood from one LAN host is dropped at the head (counted as udp); a second host is answered', async () => {

@@ -797,8 +797,8 @@ function run(cmd: string, args: string[]): Promise<string> {
 // What the host-queue children share: a TUN called name, with 8 host queues (CoDel
 // off) and 10.<net>.0.1/24 on it, slots for one batch, and hostsOn(prefix,
 // n): n source addresses on lo, each hashed to a host queue of its own.
-const hostQueuePrelude = (name: string, net: number) => `
-import { TunDevice, hostQueueOf } from ${JSON.stringify(TUN_TS)};
+const hostQueuePrelude = (name: string, net: number, key = 'lan') => `
+import { TunDevice, hostQueueOf, remoteQueueOf } from ${JSON.stringify(TUN_TS)};
 import { execFileSync } from 'node:child_process';
 import dgram from 'node:dgram';
 
@@ -812,7 +812,7 @@ const never = { batchBytes: 0, targetUs: 1e9, intervalUs: 1e9 };
 const ipNumber = (a) => a.split('.').reduce((n, b) => n * 256 + Number(b), 0);
 const out = {};
 execFileSync('ip', ['link', 'set', 'lo', 'up']);
-const th = TunDevice.open('${name}', { offload: true, hostQueues: 8, queue: never });
+const th = TunDevice.open('${name}', { offload: true, hostQueues: 8, hostQueueKey: '${key}', queue: never });
 execFileSync('sysctl', ['-qw', 'net.ipv6.conf.${name}.disable_ipv6=1']);
 execFileSync('ip', ['addr', 'add', '10.${net}.0.1/24', 'dev', '${name}']);
 execFileSync('ip', ['link', 'set', '${name}', 'up']);
@@ -884,6 +884,53 @@ import socket, struct, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
 ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 22, 7, 0, 64, 6, 0, socket.inet_aton(sys.argv[1]), socket.inet_aton(sys.argv[2]))
 s.sendto(ip + bytes([1, 2]), (sys.argv[2], 0))
+`;
+
+// A raw IPv4 packet of protocol argv[3] (1: an ICMP echo request, 6: a TCP ACK) from argv[1] to argv[2].
+const RAW_PY = `
+import socket, struct, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+proto = int(sys.argv[3])
+body = struct.pack('!BBHHH', 8, 0, 0, 0x5151, 1) + b'p' * 8 if proto == 1 else struct.pack('!HHIIBBHHH', 40000, 80, 1, 1, 0x50, 0x10, 512, 0, 0)
+ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(body), 9, 0, 64, proto, 0, socket.inet_aton(sys.argv[1]), socket.inet_aton(sys.argv[2]))
+s.sendto(ip + body, (sys.argv[2], 0))
+`;
+
+// The WAN TUN's host queues (ringclock.h HostKey::kRemote): th5 with 8,
+// keyed by source address and protocol. One source sends 20 UDP datagrams,
+// then an ICMP echo request and a TCP ACK; one batch reads them. Then the
+// clock program for that key loads on the other offload variants.
+const REMOTE_CHILD = `${hostQueuePrelude('th5', 218, 'remote')}out.rings = th.rings;
+out.hostQueues = th.hostQueues;
+const src = '10.219.0.1';
+execFileSync('ip', ['addr', 'add', src + '/32', 'dev', 'lo']);
+const a = ipNumber(src);
+out.queues = [17, 1, 6].map((p) => remoteQueueOf(a, p, 3));
+const read = () => {
+  const n = th.readBatch(mem, 0, SLOT, LEN_BASE, MAX, HDR_BASE, 16);
+  const got = [];
+  for (let i = 0; i < n; i++) {
+    const ip = i * SLOT, proto = bytes[ip + 9];
+    got.push(proto === 17 ? Buffer.from(bytes.subarray(ip + 28, ip + dv.getUint32(LEN_BASE + 4 * i, true))).toString() : proto === 1 ? 'ICMP' : proto === 6 ? 'TCP' : 'p' + proto);
+  }
+  return got;
+};
+out.first = read().length; // every ring found empty: the numbering aligns
+const u = dgram.createSocket('udp4');
+await new Promise((r) => u.bind(0, src, r));
+for (let i = 0; i < 20; i++) await new Promise((r, j) => u.send(Buffer.from('U' + i), 9, '10.218.0.2', (e) => (e ? j(e) : r())));
+for (const p of ['1', '6']) execFileSync('python3', ['-c', ${JSON.stringify(RAW_PY)}, src, '10.218.0.2', p]);
+out.order = read();
+out.after = read().length;
+u.close();
+th.close();
+out.programs = [];
+for (const [name, o] of [['th6', { offload: true, uso: false }], ['th7', {}]]) {
+  const d = TunDevice.open(name, { ...o, hostQueues: 8, hostQueueKey: 'remote', queue: never });
+  out.programs.push({ hostQueues: d.hostQueues, rings: d.rings, clock: d.queueClock.kind, note: d.hostQueuesNote });
+  d.close();
+}
+console.log(JSON.stringify(out));
 `;
 
 // Sparse flows (ringclock.h hostqueue): th4 with 8 host queues (16 rings).
@@ -1202,6 +1249,22 @@ describe.skipIf(skipUnless({ root: true, tun: true, tools: ['ip', 'tc', 'setpriv
     expect(out.six).toEqual(['F0', ...n(0, 6), 'F1', ...n(7, 14), ...Array.from({ length: 18 }, (_v, i) => `F${i + 2}`), ...n(15, 29)]);
     expect(out.after).toBe(0);
     expect(out.sojourn).toBe(16);
+  });
+
+  it('host queues keyed by remote host and protocol (the WAN TUN\'s): a source\'s ICMP and TCP are read beside its UDP backlog, not after it; the clock program loads for every offload variant', async () => {
+    const out = lastLine(await child(REMOTE_CHILD));
+    expect(out.hostQueues).toBe(8);
+    // one ring a host queue: no sparse ring on this side
+    expect(out.rings).toBe(8);
+    // UDP, ICMP and TCP of one source: three different rings (protocol + (protocol >> 3) apart)
+    expect(new Set(out.queues).size).toBe(3);
+    expect(out.first).toBe(0);
+    // the first round takes one packet of each ring, the ICMP and TCP among them; the UDP keeps its order
+    expect(out.order).toHaveLength(22);
+    expect(out.order.slice(0, 3).sort()).toEqual(['ICMP', 'TCP', 'U0']);
+    expect(out.order.slice(3)).toEqual(Array.from({ length: 19 }, (_v, i) => `U${i + 1}`));
+    expect(out.after).toBe(0);
+    expect(out.programs).toEqual([{ hostQueues: 8, rings: 8, clock: 'stamps', note: '' }, { hostQueues: 8, rings: 8, clock: 'stamps', note: '' }]);
   });
 
   it('ring clock, fallback: without CAP_BPF the queue runs on the ring-empty bound and says why; nothing is left on the device', async () => {
