@@ -464,9 +464,13 @@ export class Supervisor {
   tunQueueStatus(sojournUs?: unknown): Record<string, unknown> {
     const m = this.cfg.main;
     const len = (dev: string) => { try { return txQueueLen(dev); } catch { return null; } };
-    const q = readerQueueWanted();
+    // As each TUN runs it (READER_QUEUE_HOST_QUEUES where it has host queues); before the TUNs, what they will get.
+    const q = this.tuns?.readerQueue.lan ?? readerQueueWanted();
+    const w = this.tuns?.readerQueue.wan;
+    const differs = w && (w.targetUs !== q.targetUs || w.intervalUs !== q.intervalUs);
     return {
       txqueuelen: { lan: len(m.tunInside), wan: len(m.tunOutside) }, batchBytes: q.batchBytes, targetUs: q.targetUs, intervalUs: q.intervalUs,
+      ...(differs ? { wanTargetUs: w.targetUs, wanIntervalUs: w.intervalUs } : {}),
       clock: this.tuns?.queueClock ?? null,
       hostQueues: this.tuns?.hostQueues.lan ?? null,
       ...(this.tuns?.hostQueues.note ? { hostQueuesNote: this.tuns.hostQueues.note } : {}),

@@ -424,7 +424,8 @@ function formatStatus(s: Record<string, any>): string {
 function tunQueueLine(q: Record<string, any>): string {
   const clock = q.clock?.lan ?? q.clock?.wan;
   const timed = !clock ? '' : clock.kind === 'stamps' ? ' on ring stamps' : ` on the ring-empty bound (${clock.reason})`;
-  const codel = q.targetUs > 0 ? `CoDel target ${q.targetUs} µs interval ${q.intervalUs} µs${timed}` : 'no head drops';
+  const wanCodel = q.wanTargetUs !== undefined ? ` (WAN: target ${q.wanTargetUs} µs interval ${q.wanIntervalUs} µs)` : '';
+  const codel = q.targetUs > 0 ? `CoDel target ${q.targetUs} µs interval ${q.intervalUs} µs${wanCodel}${timed}` : 'no head drops';
   const lan = q.hostQueues > 1 ? `${q.hostQueues} LAN host queues (a bulk and a sparse ring each)` : `one LAN ring${q.hostQueuesNote ? ` (host queues: ${q.hostQueuesNote})` : ''}`;
   const wan = q.wanHostQueues > 1 ? `, ${q.wanHostQueues} WAN host queues (by remote host and protocol)`
     : q.wanHostQueuesNote && q.hostQueues > 1 ? `, one WAN ring (host queues: ${q.wanHostQueuesNote})` : '';

@@ -15,7 +15,7 @@ import { ipToRaw } from '../engine/abi.js';
 import type { Config } from '../config/index.js';
 import { matches, type ConntrackFilter } from '../cli/filter.js';
 import { capture, restoreFile, SnapshotRefused, type Restored } from '../snapshot/state.js';
-import { TUN_F, TunDevice, type QueueClock } from '../tun/tun.js';
+import { TUN_F, TunDevice, type QueueClock, type ReaderQueue } from '../tun/tun.js';
 import { BatchLoop } from './loop.js';
 import { Transfer } from './rpc.js';
 import { applyDataPathPriority, type PriorityApplied } from './priority.js';
@@ -37,6 +37,8 @@ export interface TunsOpened {
   slotSize: number;
   /** how each reader queue times packets (src/tun/tun.ts QueueClock; null: no CoDel) */
   queueClock: { lan: QueueClock | null; wan: QueueClock | null };
+  /** Each TUN's reader queue as set (READER_QUEUE_HOST_QUEUES where it has host queues). */
+  readerQueue: { lan: ReaderQueue | null; wan: ReaderQueue | null };
   /** the LAN TUN's host queues (rings), and why fewer than asked ('' when as asked) */
   /** LAN and WAN host queues (1: one ring), and why a device has one ring where more were asked for. */
   hostQueues: { lan: number; note: string; wan: number; wanNote: string };
@@ -131,6 +133,7 @@ export function dataPathOps(engine: Engine, callWaiting: () => boolean = () => f
       vnet: engine.vnet, gro: engine.gro, offloadsIn: tunIn!.offloads, offloadsOut: tunOut!.offloads, note, refused,
       slotCount: engine.slotCount, slotSize: engine.slotSize,
       queueClock: { lan: tunIn!.queueClock, wan: tunOut!.queueClock },
+      readerQueue: { lan: tunIn!.readerQueue, wan: tunOut!.readerQueue },
       hostQueues: { lan: tunIn!.hostQueues, note: tunIn!.hostQueuesNote, wan: tunOut!.hostQueues, wanNote: tunOut!.hostQueuesNote },
     };
   }

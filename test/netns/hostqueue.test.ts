@@ -14,7 +14,7 @@ import { skipUnless } from '../helpers/prereq.js';
 import { RunningRouter } from '../helpers/vpnmasq.js';
 import { waitListening } from '../helpers/servers.js';
 import type { Lab as LabT } from '../../src/lab/lab.js';
-import { hostQueueOf, remoteQueueOf, TUN_TXQUEUELEN } from '../../src/tun/tun.js';
+import { hostQueueOf, READER_QUEUE_HOST_QUEUES, remoteQueueOf, TUN_TXQUEUELEN } from '../../src/tun/tun.js';
 
 const skip = skipUnless({ root: true, tun: true, tools: ['ip', 'tc', 'python3'] });
 const WANHOST = '203.0.113.2';
@@ -266,6 +266,10 @@ describe.skipIf(skip)('host queues: one LAN host\'s burst fills only its own rin
     try {
       await p.start();
       expect(p.status().tunQueue.hostQueues).toBe(8);
+      // on the defaults: the host queues' CoDel (fq_codel's per-flow target and interval) on both TUNs
+      expect(p.status().tunQueue).toMatchObject({ targetUs: READER_QUEUE_HOST_QUEUES.targetUs, intervalUs: READER_QUEUE_HOST_QUEUES.intervalUs });
+      expect(p.status().tunQueue.wanTargetUs).toBeUndefined();
+      expect(p.cli('status').stdout).toMatch(/, CoDel target 5000 µs interval 100000 µs on ring stamps, /);
       await waitListening(lab, [[lab.wan[0]!, 'u', PORT + 1]]);
       const trickle = lab.spawn(lab.lan[0]!, ['python3', '-c', TRICKLE, WANHOST, String(PORT + 1), '3']);
       const trickled = new Promise((r) => trickle.once('exit', r));

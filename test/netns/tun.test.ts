@@ -16,7 +16,7 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { skipUnless } from '../helpers/prereq.js';
 import { readableCopy, type ReadableCopy } from '../helpers/unprivileged.js';
-import { TunDevice } from '../../src/tun/tun.js';
+import { READER_QUEUE, READER_QUEUE_HOST_QUEUES, TunDevice } from '../../src/tun/tun.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const ADDON = path.join(ROOT, 'build', 'Release', 'vpnmasq_tun.node');
@@ -875,6 +875,16 @@ const th1 = TunDevice.open('th1', { hostQueues: 8, queue: never });
 delete process.env.VPNMASQ_QUEUE_CLOCK;
 out.fallback = { hostQueues: th1.hostQueues, note: th1.hostQueuesNote, link: /multi_queue numqueues \\d+/.exec(execFileSync('ip', ['-d', 'link', 'show', 'th1']).toString())?.[0] ?? null };
 th1.close();
+// the reader queue a device gets by default: fq_codel's per-flow 5 ms / 100 ms with host queues, 0.5 ms / 5 ms on one
+// ring, also where host queues fall back to one
+out.defaults = {};
+for (const [name, n, clock] of [['th8', 8, ''], ['th9', 1, ''], ['th10', 8, 'empty']]) {
+  if (clock) process.env.VPNMASQ_QUEUE_CLOCK = clock;
+  const d = TunDevice.open(name, { hostQueues: n });
+  delete process.env.VPNMASQ_QUEUE_CLOCK;
+  out.defaults[name] = { hostQueues: d.hostQueues, queue: d.readerQueue };
+  d.close();
+}
 console.log(JSON.stringify(out));
 `;
 
@@ -1219,6 +1229,12 @@ describe.skipIf(skipUnless({ root: true, tun: true, tools: ['ip', 'tc', 'setpriv
     expect(out.after).toBe(0);
     expect(out.programs).toEqual([{ hostQueues: 8, clock: 'stamps', note: '' }, { hostQueues: 8, clock: 'stamps', note: '' }]);
     expect(out.fallback).toEqual({ hostQueues: 1, note: 'VPNMASQ_QUEUE_CLOCK=empty (host queues are read by their ring clock stamps)', link: null });
+    expect(out.defaults).toEqual({
+      th8: { hostQueues: 8, queue: READER_QUEUE_HOST_QUEUES },
+      th9: { hostQueues: 1, queue: READER_QUEUE },
+      th10: { hostQueues: 1, queue: READER_QUEUE },
+    });
+    expect(READER_QUEUE_HOST_QUEUES).toEqual({ batchBytes: READER_QUEUE.batchBytes, targetUs: 5000, intervalUs: 100_000 });
   });
 
   it('host queues, sparse flows: a flow with nothing unread goes ahead of its own host\'s backlog, every flow keeps its order, and new flows give a host no more than its turn', async () => {
