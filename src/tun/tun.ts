@@ -201,16 +201,18 @@ export interface ReaderQueue {
 export const READER_QUEUE: ReaderQueue = { batchBytes: 256 * 1024, targetUs: 500, intervalUs: 5000 };
 
 /**
- * The same for a device with host queues: fq_codel's own per-flow values,
- * target 5 ms and interval 100 ms. There a ring holds one LAN host's bulk
- * (its sparse flows wait in its sparse ring) or one internet host's packets
- * of one protocol, and the reader takes the rings in turn, so a ring's
- * standing queue delays only its own packets; READER_QUEUE's 0.5 ms there
- * dropped a 4-stream download's bursts (12 % of its super-packets, 8,500
- * retransmits in 4 s) without a ping being any faster (README "CoDel's
- * target with host queues").
+ * The same for a device with host queues: target 2 ms, interval 40 ms. There
+ * a ring holds one LAN host's bulk (its sparse flows wait in its sparse
+ * ring) or one internet host's packets of one protocol, and the reader takes
+ * the rings in turn, so a ring's standing queue delays only its own
+ * packets. READER_QUEUE's 0.5 ms there dropped bursts of bulk TCP that were
+ * no standing queue (12 % of a 4-stream download's super-packets, 8,500
+ * retransmits in 4 s) and the pings were no faster for it; fq_codel's
+ * per-flow 5 ms / 100 ms let the tails grow. Of the three, measured side by
+ * side, this one had the most throughput and the lowest ping p90 and p99
+ * (README "CoDel's target with host queues").
  */
-export const READER_QUEUE_HOST_QUEUES: ReaderQueue = { batchBytes: 256 * 1024, targetUs: 5000, intervalUs: 100_000 };
+export const READER_QUEUE_HOST_QUEUES: ReaderQueue = { batchBytes: 256 * 1024, targetUs: 2000, intervalUs: 40_000 };
 
 /** Float64Array fields of the queue's state (the RQ enum in addon.cc). */
 const RQ_DROPS_CLASS = 10;

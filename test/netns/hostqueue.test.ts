@@ -266,10 +266,10 @@ describe.skipIf(skip)('host queues: one LAN host\'s burst fills only its own rin
     try {
       await p.start();
       expect(p.status().tunQueue.hostQueues).toBe(8);
-      // on the defaults: the host queues' CoDel (fq_codel's per-flow target and interval) on both TUNs
+      // on the defaults: the host queues' CoDel target and interval on both TUNs
       expect(p.status().tunQueue).toMatchObject({ targetUs: READER_QUEUE_HOST_QUEUES.targetUs, intervalUs: READER_QUEUE_HOST_QUEUES.intervalUs });
       expect(p.status().tunQueue.wanTargetUs).toBeUndefined();
-      expect(p.cli('status').stdout).toMatch(/, CoDel target 5000 µs interval 100000 µs on ring stamps, /);
+      expect(p.cli('status').stdout).toMatch(/, CoDel target 2000 µs interval 40000 µs on ring stamps, /);
       await waitListening(lab, [[lab.wan[0]!, 'u', PORT + 1]]);
       const trickle = lab.spawn(lab.lan[0]!, ['python3', '-c', TRICKLE, WANHOST, String(PORT + 1), '3']);
       const trickled = new Promise((r) => trickle.once('exit', r));

@@ -875,7 +875,7 @@ const th1 = TunDevice.open('th1', { hostQueues: 8, queue: never });
 delete process.env.VPNMASQ_QUEUE_CLOCK;
 out.fallback = { hostQueues: th1.hostQueues, note: th1.hostQueuesNote, link: /multi_queue numqueues \\d+/.exec(execFileSync('ip', ['-d', 'link', 'show', 'th1']).toString())?.[0] ?? null };
 th1.close();
-// the reader queue a device gets by default: fq_codel's per-flow 5 ms / 100 ms with host queues, 0.5 ms / 5 ms on one
+// the reader queue a device gets by default: 2 ms / 40 ms with host queues, 0.5 ms / 5 ms on one
 // ring, also where host queues fall back to one
 out.defaults = {};
 for (const [name, n, clock] of [['th8', 8, ''], ['th9', 1, ''], ['th10', 8, 'empty']]) {
@@ -1234,7 +1234,7 @@ describe.skipIf(skipUnless({ root: true, tun: true, tools: ['ip', 'tc', 'setpriv
       th9: { hostQueues: 1, queue: READER_QUEUE },
       th10: { hostQueues: 1, queue: READER_QUEUE },
     });
-    expect(READER_QUEUE_HOST_QUEUES).toEqual({ batchBytes: READER_QUEUE.batchBytes, targetUs: 5000, intervalUs: 100_000 });
+    expect(READER_QUEUE_HOST_QUEUES).toEqual({ batchBytes: READER_QUEUE.batchBytes, targetUs: 2000, intervalUs: 40_000 });
   });
 
   it('host queues, sparse flows: a flow with nothing unread goes ahead of its own host\'s backlog, every flow keeps its order, and new flows give a host no more than its turn', async () => {
