@@ -293,7 +293,11 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
         log('  skipped: ike-scan is not installed (apt-get install ike-scan)');
         return true;
       }
-      const srvArgv = ['socat', '-u', 'UDP4-RECVFROM:500,fork', 'SYSTEM:echo "the WAN host heard IKE from $SOCAT_PEERADDR:$SOCAT_PEERPORT" >&2'];
+      // One socket that reads every datagram: socat's UDP4-RECVFROM,fork hands its socket to a child per datagram,
+      // and a second one that arrives meanwhile (both hosts' IKE leave the router in one batch, microseconds apart)
+      // went unheard.
+      const srvArgv = [PYTHON, '-c', "import socket, sys\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.bind(('0.0.0.0', 500))\n" +
+        "while True:\n    print('the WAN host heard IKE from %s:%d' % s.recvfrom(2048)[1], file=sys.stderr, flush=True)"];
       show(srvArgv, L.wan[0]);
       log('  (in the background: it only listens)');
       let heard = '';
