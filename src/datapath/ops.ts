@@ -39,7 +39,6 @@ export interface TunsOpened {
   queueClock: { lan: QueueClock | null; wan: QueueClock | null };
   /** Each TUN's reader queue as set (READER_QUEUE_HOST_QUEUES where it has host queues). */
   readerQueue: { lan: ReaderQueue | null; wan: ReaderQueue | null };
-  /** the LAN TUN's host queues (rings), and why fewer than asked ('' when as asked) */
   /** LAN and WAN host queues (1: one ring), and why a device has one ring where more were asked for. */
   hostQueues: { lan: number; note: string; wan: number; wanNote: string };
 }

@@ -205,8 +205,9 @@ void EmitQueue(std::vector<bpf_insn>* p, uint32_t bits, ringclock::HostKey key);
 // far below): the steering program takes the ring from there.
 constexpr uint32_t kSteerMark = 0x4000;
 
-// Loads the steering program for 1 << bits host queues (2 << bits rings)
-// and sets it on the TUN fd (TUNSETSTEERINGEBPF). 0, or the errno (*err
+// Loads the steering program for 1 << bits host queues keyed by `key`
+// (with kLan 2 << bits rings, with kRemote 1 << bits) and sets it on the
+// TUN fd (TUNSETSTEERINGEBPF). 0, or the errno (*err
 // says which step).
 int Steer(int tunFd, uint32_t bits, ringclock::HostKey key, std::string* err);
 

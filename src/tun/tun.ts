@@ -212,7 +212,7 @@ export const READER_QUEUE: ReaderQueue = { batchBytes: 256 * 1024, targetUs: 500
  * side, this one had the most throughput and the lowest ping p90 and p99
  * (README "CoDel's target with host queues").
  */
-export const READER_QUEUE_HOST_QUEUES: ReaderQueue = { batchBytes: 256 * 1024, targetUs: 2000, intervalUs: 40_000 };
+export const READER_QUEUE_HOST_QUEUES: ReaderQueue = { ...READER_QUEUE, targetUs: 2000, intervalUs: 40_000 };
 
 /** Float64Array fields of the queue's state (the RQ enum in addon.cc). */
 const RQ_DROPS_CLASS = 10;
@@ -412,9 +412,11 @@ export class TunDevice implements PacketDevice {
     }
     dev.hostQueuesNote = note;
     // After the offloads: they decide which GSO packets reach the ring as segments (the ring clock counts those).
-    if (queue) dev.setQueue(queue);
-    // The default for host queues once they stand (setQueue keeps them only with the ring clock).
-    if (opts.queue === undefined && !fromEnv && dev.#fds.length > 1) dev.setQueue(READER_QUEUE_HOST_QUEUES);
+    // The default queue is READER_QUEUE_HOST_QUEUES on host queues, and READER_QUEUE again where setQueue drops
+    // them to one ring (no ring clock).
+    const hostDefault = opts.queue === undefined && !fromEnv && dev.#fds.length > 1;
+    if (queue) dev.setQueue(hostDefault ? READER_QUEUE_HOST_QUEUES : queue);
+    if (hostDefault && dev.#fds.length === 1) dev.setQueue(READER_QUEUE);
     return dev;
   }
 

@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { skipUnless } from '../helpers/prereq.js';
 import { RunningRouter } from '../helpers/vpnmasq.js';
 import { waitListening } from '../helpers/servers.js';
+import { sleep, until } from '../helpers/shell.js';
 import type { Lab as LabT } from '../../src/lab/lab.js';
 import { hostQueueOf, READER_QUEUE_HOST_QUEUES, remoteQueueOf, TUN_TXQUEUELEN } from '../../src/tun/tun.js';
 
@@ -20,15 +21,21 @@ const skip = skipUnless({ root: true, tun: true, tools: ['ip', 'tc', 'python3'] 
 const WANHOST = '203.0.113.2';
 const PORT = 7300;
 
-// SINK port [source]: counts the datagrams by their first byte (or, with `source`, by their source address) until
-// 2 s pass without one; prints {"A": n, "B": m} (or {"addr": n}). By first byte, the 2 s start at the first upper-case
-// tag: the lower-case ones come before a stall, which on a loaded machine can itself last 2 s.
+// SINK port [source | hello wanport peer...]: counts the datagrams by their first byte (or, with `source`, by their
+// source address) until 2 s pass without one; prints {"A": n, "B": m} (or {"addr": n}). By first byte, the 2 s start
+// at the first upper-case tag: the lower-case ones come before a stall, which on a loaded machine can itself last 2 s.
+// With `hello` it first says hello to each peer's wanport from its port (three times: the path may lose a datagram),
+// for the WAN peers (WAN_PEER) to answer through the router's mapping.
 const SINK = `
-import json, socket, sys
+import json, socket, sys, time
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.setsockopt(socket.SOL_SOCKET, 33, 64 << 20)  # SO_RCVBUFFORCE: the sink is never what loses one
 s.bind(('0.0.0.0', int(sys.argv[1])))
 by_source = sys.argv[2:] == ['source']
+if sys.argv[2:3] == ['hello']:
+    for _ in range(3):
+        for h in sys.argv[4:]: s.sendto(b'hello', (h, int(sys.argv[3])))
+        time.sleep(0.05)
 print('ready', flush=True)
 got = {}
 s.settimeout(60)
@@ -73,34 +80,6 @@ for i in range(int(n)):
     s.sendto((tag + str(i)).encode().ljust(64, b'.'), peer)
 print('sent', flush=True)
 `;
-// LAN_SINK port wanport peer...: binds the port, says hello to each peer's wanport from it (three times: the path may
-// lose a datagram), then counts what comes back by first byte until 2 s pass without one; prints {"A": n, "B": m}.
-const LAN_SINK = `
-import json, socket, sys, time
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setsockopt(socket.SOL_SOCKET, 33, 64 << 20)  # SO_RCVBUFFORCE: the sink is never what loses one
-s.bind(('0.0.0.0', int(sys.argv[1])))
-for _ in range(3):
-    for h in sys.argv[3:]: s.sendto(b'hello', (h, int(sys.argv[2])))
-    time.sleep(0.05)
-got = {}
-s.settimeout(60)
-while True:
-    try: d = s.recv(2048)
-    except socket.timeout: break
-    s.settimeout(2)
-    k = d[:1].decode()
-    got[k] = got.get(k, 0) + 1
-print(json.dumps(got), flush=True)
-`;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-/** Waits until `ok()`, or throws `what` after 30 s. */
-async function until(what: string, ok: () => boolean): Promise<void> {
-  for (const end = Date.now() + 30_000; !ok();) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
 const ipNumber = (a: string) => a.split('.').reduce((n, b) => n * 256 + Number(b), 0);
 
 describe.skipIf(skip)('host queues: one LAN host\'s burst fills only its own ring (real TUN path)', () => {
@@ -157,19 +136,19 @@ describe.skipIf(skip)('host queues: one LAN host\'s burst fills only its own rin
       p.stdout!.on('data', (d) => { out += d; });
       return { p, out: () => out };
     });
-    await until('the WAN peers to bind', () => peers.every((x) => x.out().includes('bound')));
+    await until(() => peers.every((x) => x.out().includes('bound')), 30_000, 'the WAN peers to bind');
     let got = '';
-    const sink = lab.spawn(lab.lan[0]!, ['python3', '-c', LAN_SINK, String(port), String(port), lab.addr.wan[0]!, lab.addr.wan[1]!]);
+    const sink = lab.spawn(lab.lan[0]!, ['python3', '-c', SINK, String(port), 'hello', String(port), lab.addr.wan[0]!, lab.addr.wan[1]!]);
     sink.stdout!.on('data', (d) => { got += d; });
     const done = new Promise((r) => sink.once('exit', r));
-    await until('a hello at each WAN peer', () => peers.every((x) => x.out().includes('ready')));
+    await until(() => peers.every((x) => x.out().includes('ready')), 30_000, 'a hello at each WAN peer');
     const pid = vm.status().pid as number;
     process.kill(pid, 'SIGSTOP');
     try {
       peers[0]!.p.stdin!.write(`A ${burst}\n`);
-      await until('WAN host 1\'s burst', () => peers[0]!.out().includes('sent'));
+      await until(() => peers[0]!.out().includes('sent'), 30_000, 'WAN host 1\'s burst');
       peers[1]!.p.stdin!.write('B 50\n');
-      await until('WAN host 2\'s datagrams', () => peers[1]!.out().includes('sent'));
+      await until(() => peers[1]!.out().includes('sent'), 30_000, 'WAN host 2\'s datagrams');
     } finally {
       process.kill(pid, 'SIGCONT');
     }
