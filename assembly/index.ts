@@ -4,6 +4,7 @@
 // Addresses are raw u32 (network-order bytes read little-endian), ports
 // host order, times in milliseconds (process/tick) or seconds (the settings record).
 
+import { setFastPath as fastPathSet, fastPathPending as fpPending, fastPathRing as fpRing, fastPathTaken as fpTaken, fastPathCheck as fpCheck, fastPathCredit as fpCredit, fastPathForgetAll } from "./nat/fastpath";
 import { COUNTER_SLOTS, C_FLOWS_FLUSHED, EVENT_CAP, EVENT_SIZE, EV_FLUSH } from "./abi/counters";
 import { FLOW_SIZE } from "./abi/records";
 import { captureSet } from "./nat/capture";
@@ -172,6 +173,20 @@ export function setVnet(on: u32): void { setSlotGeometry(on != 0); }
  */
 export function setGro(on: u32): void { setGroOn(on != 0); }
 export function groEnabled(): u32 { return groOn ? 1 : 0; }
+// The flow fast path (option flow_offload, nat/fastpath.ts).
+export function setFastPath(on: u32): void { fastPathSet(on != 0); if (on == 0) fastPathForgetAll(tableHighWater()); }
+export function fastPathPending(): u32 { return fpPending(); }
+export function fastPathRing(): usize { return fpRing(); }
+export function fastPathTaken(): void { fpTaken(); }
+export function fastPathCheck(f: u32, lanA: u32, lanP: u32, remA: u32, remP: u32, aliasP: u32, wan: u32,
+  endOut: u32, endIn: u32, endsKnown: u32): u32 {
+  return fpCheck(f, lanA, lanP, remA, remP, aliasP, wan, endOut, endIn, endsKnown);
+}
+export function fastPathCredit(f: u32, lanA: u32, lanP: u32, remA: u32, remP: u32, aliasP: u32,
+  pktsOut: u32, pktsIn: u32, bytesOut: f64, bytesIn: f64): u32 {
+  return fpCredit(f, lanA, lanP, remA, remP, aliasP, pktsOut, pktsIn, bytesOut, bytesIn);
+}
+export function fastPathForget(): void { fastPathForgetAll(tableHighWater()); }
 export function groLinksPtr(): usize { return groLinks; }
 export function flowsPtr(): usize { return flows; }
 export function flowSize(): u32 { return FLOW_SIZE; }

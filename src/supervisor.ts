@@ -34,6 +34,9 @@ import { checkListeners, deviceAddresses } from './observe/listen.js';
  * test suites and benchmarks both ways): VPNMASQ_OFFLOAD for option
  * offload, VPNMASQ_GRO for option gro.
  */
+/** Flows the kernel's fast path holds at most (two entries each, 48 + 16 bytes and the hash's own: about 10 MiB of kernel memory at most). */
+const FAST_PATH_FLOWS = 65536;
+
 function switchWanted(option: boolean, envName: string): boolean {
   const env = process.env[envName];
   if (env === '0') return false;
@@ -154,6 +157,8 @@ export class Supervisor {
   private routing: Routing | null = null;
   private wan: WanWatch | null = null;
   private priority: PriorityApplied | null = null;
+  /** option flow_offload as it runs: on, or off with why (the option, or the kernel's refusal). */
+  private fastPath: { on: boolean; note: string } = { on: false, note: 'off (option flow_offload)' };
   private control: ControlServer | null = null;
   private observer: Observer | null = null;
   private timers: NodeJS.Timeout[] = [];
@@ -299,6 +304,7 @@ export class Supervisor {
     // The data-path thread sets its own scheduling (per thread on Linux) before its first batch.
     this.priority = this.dp.startLoop(priorityWanted(m.priority), m.busyPoll);
     if (this.priority.note) this.log.warn({ priority: this.priority.applied }, `data path priority: ${this.priority.note}`);
+    this.setFastPath(m);
     this.forwarding = true;
     // performance.now() counts from the process's start: this is the
     // respawn time (node start-up, module loading included) up to forwarding.
@@ -341,6 +347,7 @@ export class Supervisor {
       queueClock: (this.tuns.queueClock.lan ?? this.tuns.queueClock.wan)?.kind ?? 'off',
       hostQueues: this.tuns.hostQueues.lan,
       wanHostQueues: this.tuns.hostQueues.wan,
+      flowOffload: this.fastPath.on ? 'on' : this.fastPath.note,
     }, 'vpnmasq ready');
   }
 
@@ -449,6 +456,23 @@ export class Supervisor {
     }
   }
 
+  /**
+   * option flow_offload (VPNMASQ_FLOW_OFFLOAD overrides it both ways): the
+   * kernel's fast path for established TCP (src/datapath/fastpath.ts)
+   * opened or closed; a kernel that refuses it leaves it off with one
+   * warning, and the TUN path carries everything.
+   */
+  private setFastPath(m: Config['main']): void {
+    if (!switchWanted(m.flowOffload, 'VPNMASQ_FLOW_OFFLOAD')) {
+      if (this.fastPath.on) this.dp.closeFastPath();
+      this.fastPath = { on: false, note: 'off (option flow_offload)' };
+      return;
+    }
+    if (this.fastPath.on) return;
+    this.fastPath = this.dp.openFastPath(m.lanDevice, m.wanDevice, FAST_PATH_FLOWS);
+    if (!this.fastPath.on) this.log.warn({ reason: this.fastPath.note }, 'flow fast path unavailable: every packet through the TUNs');
+  }
+
   /** What `status` says about TUN offloads. */
   offloadStatus(): Record<string, unknown> {
     const t = this.tuns;
@@ -497,6 +521,7 @@ export class Supervisor {
     const e = this.dp.status();
     return {
       offload: this.offloadStatus(),
+      flowOffload: { enabled: this.fastPath.on, ...(this.fastPath.note ? { note: this.fastPath.note } : {}), ...(e.fastPath ?? {}) },
       priority: this.priority,
       dataPath: { thread: this.dp.thread, threadId: this.dp.threadId, tid: this.dp.tid, mainThreadId: 0, forwarding: this.forwarding, batches: e.batches,
         busyPollUs: e.busyPollUs, wakes: e.wakes, polls: e.polls },
@@ -555,6 +580,7 @@ export class Supervisor {
     }
     this.routerLan = routerLan;
     if (a.busyPoll !== b.busyPoll) this.dp.setBusyPoll(b.busyPoll);
+    if (a.flowOffload !== b.flowOffload) this.setFastPath(b);
     // NAT loopback's kernel side follows the forwards.
     try {
       this.routing?.updateForwards(forwardsOf(next));

@@ -20,6 +20,7 @@ import { LIM_FLOWS, srcCharge, srcRelease } from "./limits";
 import { icmpDs, nattDs, tcpClosedDs, tcpEstablishedDs, tcpTransitoryDs, udpDs, unrepliedDs, wanAddr } from "./state";
 import { flowFindIn, flowFindOut, flowInsert, flowTouch, flowUnrepliedWan, rec } from "./table";
 import { ACCT_IN, ACCT_OUT, flowAcctAdd } from "./acct";
+import { fastPathOffer, fastPathOn, isOffloaded } from "./fastpath";
 
 // TCP states, named as conntrack names them.
 export const TCP_SYN_SENT: u32 = 1;
@@ -55,7 +56,7 @@ export function lifetimeOf(proto: u32, state: u32, flags: u32): u32 {
 // connection. A side whose end is not known yet (first packet, pick-up
 // after a restart) is accepted as it comes.
 export const TRACK_DROP: u32 = 0xffffffff;
-const END_KNOWN: u32 = 0x20;
+export const END_KNOWN: u32 = 0x20;
 const WIN_LOG_MASK: u32 = 0x1f;
 const WIN_LOG_FLOOR: u32 = 16;   // never judge against less than 64 KiB (the unscaled maximum)
 const WS_NONE: u32 = 15;
@@ -107,8 +108,12 @@ export function tcpTrack(p: usize, l4: usize, r: usize, fromLan: bool): u32 {
   // A hairpin flow's server side keeps no end: that word holds the
   // forwarded port (F_HAIRPIN_PORT), so the side never becomes known.
   const endless = !fromLan && (ff & FL_HAIRPIN) != 0;
+  // Offloaded (nat/fastpath.ts): the kernel moved what came between, so
+  // the ends here are stale; it judged this FIN or RST against its own
+  // ends, and the engine takes the kernel's when the flow comes back.
+  const offloaded = isOffloaded(r);
   const seq = bswap<u32>(load<u32>(l4, TCP_SEQ));
-  if (sInfo & END_KNOWN) {
+  if ((sInfo & END_KNOWN) != 0 && !offloaded) {
     let wlog = <u32>load<u8>(r + rInfoOff) & WIN_LOG_MASK;
     if (wlog < WIN_LOG_FLOOR) wlog = WIN_LOG_FLOOR;
     const w = <i64>1 << wlog;
@@ -200,6 +205,7 @@ export function natOut(p: usize, l4: usize, proto: u32, pi: u32): u32 {
   flowTouch(r, lifetimeOf(proto, state, load<u16>(r, F_FLAGS)));
   store<u32>(r, load<u32>(r, F_PKTS_OUT) + 1, F_PKTS_OUT);
   flowAcctAdd(e - 1, ACCT_OUT, p);
+  if (fastPathOn && proto == PROTO_TCP) fastPathOffer(r, state);
   rewriteAddrPort(p, IP_SRC, wanAddr, l4, proto, isIcmp ? ICMP_ID : L4_SRC_PORT, load<u16>(r, F_ALIAS_PORT));
   return Drop.NONE;
 }
@@ -250,6 +256,7 @@ export function natIn(p: usize, l4: usize, proto: u32, pi: u32): u32 {
   flowTouch(r, lifetimeOf(proto, state, load<u16>(r, F_FLAGS)));
   store<u32>(r, load<u32>(r, F_PKTS_IN) + 1, F_PKTS_IN);
   flowAcctAdd(e - 1, ACCT_IN, p);
+  if (fastPathOn && proto == PROTO_TCP) fastPathOffer(r, state);
   const lanA = load<u32>(r, F_LAN_ADDR);
   rewriteAddrPort(p, IP_DST, lanA, l4, proto, isIcmp ? ICMP_ID : L4_DST_PORT, load<u16>(r, F_LAN_PORT));
   return Drop.NONE;

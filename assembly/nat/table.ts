@@ -24,6 +24,7 @@ import {
 } from "../abi/codes";
 import { LIM_FLOWS, srcCharge, srcRelease } from "./limits";
 import { flowAcctClear } from "./acct";
+import { TCPI_OFFLOADED } from "./fastpath";
 
 let freeHead: u32 = 0;   // record + 1 of the first free record, 0 = none
 let bumpNext: u32 = 0;   // records never used start here
@@ -316,6 +317,8 @@ export function flowRestore(src: usize): u32 {
   // each walk also looking for the same key.
   memory.copy(rec(f), src, FLOW_SIZE);
   const r = rec(f);
+  // Not in this run's fast path (nat/fastpath.ts): its next packet offers it again.
+  store<u8>(r, load<u8>(r, F_TCP_OUT) & ~<u8>TCPI_OFFLOADED, F_TCP_OUT);
   if (!indexInsertNew(flowOutIndex, recHashOut(r), f, true)) return RESTORE_DUPLICATE;
   if (!indexInsertNew(flowInIndex, recHashIn(r), f, false)) return RESTORE_DUPLICATE;
   const b = hairpin ? 0 : bindRestore(protoIndex(proto), alias, load<u32>(r, F_LAN_ADDR), load<u16>(r, F_LAN_PORT));

@@ -286,6 +286,8 @@ export const MAIN_TABLE = [
   opt('tun_outside', ifname, 'tout', 'TUN device on the WAN side'),
   opt('offload', bool, true, 'TUN offloads: GSO super-packets and partial checksums pass through whole (falls back when the kernel refuses)'),
   opt('gro', bool, true, 'with offloads and USO: same-flow UDP datagrams of a batch leave as one UDP GSO write (the kernel cuts it back into the same datagrams)'),
+  opt('flow_offload', bool, false,
+    "a LAN host's masqueraded TCP flows move through a kernel fast path once the engine has seen their handshake (eBPF on lan_device's and wan_device's ingress, as OpenWrt's software flow offloading): SYN, FIN and RST still come to the engine, which can withdraw a flow at any time; not port forwards, NAT loopback or PPTP control; needs Linux 6.6 (tcx), else off with the reason in status"),
   opt('host_queues', autoOrPowerOfTwo(16), 'auto' as number | 'auto',
     "host queues of the LAN TUN, each LAN host (IPv4 source address) on one, read in turn with a CoDel a ring: one host's flood or bulk TCP fills only its own queue; each queue has a bulk ring and a ring for its sparse flows (a ping, a DNS query: no wait behind the host's own upload); as many on the WAN TUN, one ring each, by internet host and protocol (a ping's reply does not wait behind a download); 1: one ring for all; auto: 8 with 384 MiB of RAM or more, else 1 (a restart applies it)"),
   opt('priority', priority, 'realtime' as Priority,

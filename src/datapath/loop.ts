@@ -61,6 +61,8 @@ export class BatchLoop {
   /** A busy poll is running (or continues at the next turn of the event loop). */
   polling = false;
   private lastPacketMs = 0;
+  /** Called after each batch's writes (the flow fast path takes the engine's offers: src/datapath/fastpath.ts). */
+  afterBatch: (() => void) | null = null;
   private readonly callWaiting: () => boolean;
   private readonly clock: () => number;
 
@@ -159,6 +161,7 @@ export class BatchLoop {
       if (e.vnet) dev.writeBatch(e.buffer, e.extraBase, e.holdSlotSize, e.extraLenBase, e.extraVerdictBase, extra, VERDICT_PASS, e.extraVnetBase, e.vnetStride);
       else dev.writeBatch(e.buffer, e.extraBase, e.holdSlotSize, e.extraLenBase, e.extraVerdictBase, extra, VERDICT_PASS);
     }
+    if (this.afterBatch) this.afterBatch();
     this.batches++;
     const h = side * (BATCH_BUCKETS + 1);
     this.batchSizes[h + Math.min(BATCH_BUCKETS - 1, 32 - Math.clz32(n - 1))]++;

@@ -17,6 +17,7 @@ import { matches, type ConntrackFilter } from '../cli/filter.js';
 import { capture, restoreFile, SnapshotRefused, type Restored } from '../snapshot/state.js';
 import { TUN_F, TunDevice, type QueueClock, type ReaderQueue } from '../tun/tun.js';
 import { BatchLoop } from './loop.js';
+import { FastPath, SYNC_MS, ifindexOf, openKernelFastPath, type FastPathStatus } from './fastpath.js';
 import { Transfer } from './rpc.js';
 import { applyDataPathPriority, type PriorityApplied } from './priority.js';
 import type { Priority } from '../config/options.js';
@@ -61,6 +62,9 @@ export function dataPathOps(engine: Engine, callWaiting: () => boolean = () => f
   let tunOut: TunDevice | null = null;
   let loop: BatchLoop | null = null;
   let ticker: NodeJS.Timeout | null = null;
+  let fast: FastPath | null = null;
+  let fastTimer: NodeJS.Timeout | null = null;
+  let wanRaw = 0;
 
   /** This thread's kernel thread id (what /proc/PID/task/TID, ps -L and chrt -p show), or 0 where /proc does not say. */
   function kernelTid(): number {
@@ -72,7 +76,42 @@ export function dataPathOps(engine: Engine, callWaiting: () => boolean = () => f
   }
 
   function setWan(addr: string | null): number {
-    return addr ? engine.x.setWanAddress(ipToRaw(addr), nowMs()) : 0;
+    if (!addr) return 0;
+    wanRaw = ipToRaw(addr);
+    const n = engine.x.setWanAddress(wanRaw, nowMs());
+    fast?.setWan(wanRaw);
+    fast?.sync();
+    return n;
+  }
+
+  /**
+   * option flow_offload: the kernel's fast path on the LAN and WAN devices
+   * (src/datapath/fastpath.ts), or why not (it is then off, and the TUN
+   * path carries everything as before).
+   */
+  function openFastPath(lanDevice: string, wanDevice: string, capacity: number): { on: boolean; note: string } {
+    closeFastPath();
+    try {
+      const lanIfindex = ifindexOf(lanDevice);
+      const wanIfindex = ifindexOf(wanDevice);
+      fast = new FastPath(engine, openKernelFastPath(lanDevice, wanDevice, capacity), lanIfindex, wanIfindex, capacity);
+    } catch (err) {
+      return { on: false, note: (err as Error).message };
+    }
+    fast.setWan(wanRaw);
+    engine.x.setFastPath(1);
+    const f = fast;
+    if (loop) loop.afterBatch = () => f.take();
+    fastTimer = setInterval(() => f.sync(), SYNC_MS);
+    return { on: true, note: '' };
+  }
+
+  function closeFastPath(): void {
+    if (fastTimer) clearInterval(fastTimer);
+    fastTimer = null;
+    if (loop) loop.afterBatch = null;
+    fast?.close();
+    fast = null;
   }
 
   function closeTuns(): void {
@@ -151,6 +190,8 @@ export function dataPathOps(engine: Engine, callWaiting: () => boolean = () => f
       } catch (err) {
         applyConfig(engine, prev, lanSubnets, prevRouterLan);
         throw err;
+      } finally {
+        fast?.sync();
       }
     },
     setWanAddress: (addr: string | null) => setWan(addr),
@@ -160,6 +201,7 @@ export function dataPathOps(engine: Engine, callWaiting: () => boolean = () => f
       const t0 = performance.now();
       try {
         const res = restoreFile(engine, file, wan ? ipToRaw(wan) : null);
+        fast?.sync();
         return { restored: res && { ...res, ms: +(performance.now() - t0).toFixed(1) }, refused: null };
       } catch (err) {
         const why = err instanceof SnapshotRefused ? err.message : `unexpected: ${(err as Error).message}`;
@@ -175,6 +217,8 @@ export function dataPathOps(engine: Engine, callWaiting: () => boolean = () => f
       if (!tunIn || !tunOut) throw new Error('the TUNs are not open');
       const applied = applyDataPathPriority(priority);
       loop = new BatchLoop(engine, tunIn, tunOut, { busyPollUs, callWaiting });
+      const f = fast;
+      if (f) loop.afterBatch = () => f.take();
       loop.start();
       ticker = setInterval(() => engine.x.tick(nowMs(), 65536), TICK_MS);
       return applied;
@@ -183,6 +227,7 @@ export function dataPathOps(engine: Engine, callWaiting: () => boolean = () => f
     /** option busy_poll changed by a reload: taken from the next wake-up on. */
     setBusyPoll: (us: number) => { if (loop) loop.busyPollUs = us; },
     stopLoop: () => {
+      closeFastPath();
       loop?.stop();
       tunIn?.pauseReading();
       tunOut?.pauseReading();
@@ -203,9 +248,15 @@ export function dataPathOps(engine: Engine, callWaiting: () => boolean = () => f
     flows: (wan: string, limit?: number) => engine.flows(wan, nowMs(), limit ?? Infinity),
     vpnEntries: (wan: string) => engine.vpnEntries(wan),
     entries,
-    flushAll: () => engine.x.flushAll(),
+    flushAll: () => { const n = engine.x.flushAll(); fast?.sync(); return n; },
     /** conntrack -D: the matching entries, chosen and freed in one step (an index freed and reused in between would be another flow). */
-    deleteMatching: (filter: ConntrackFilter, wan: string) => entries(wan).filter((e) => matches(e, filter) && engine.deleteEntry(e)),
+    deleteMatching: (filter: ConntrackFilter, wan: string) => {
+      const gone = entries(wan).filter((e) => matches(e, filter) && engine.deleteEntry(e));
+      fast?.sync();
+      return gone;
+    },
+    openFastPath,
+    closeFastPath,
     setCapture: (on: boolean, reason: number) => engine.setCapture(on, reason),
     takeCaptured: (room: number) => engine.takeCaptured(room),
     batchSizes: () => (loop ? loop.batchSizes.slice() : null),
@@ -214,6 +265,7 @@ export function dataPathOps(engine: Engine, callWaiting: () => boolean = () => f
       vnet: engine.vnet, slotCount: engine.slotCount, slotSize: engine.slotSize, batches: loop?.batches ?? 0,
       busyPollUs: loop?.busyPollUs ?? 0, polls: loop?.polls ?? 0, wakes: loop?.wakes ?? 0,
       sojournUs: { lan: tunIn?.hostQueueSojournUs ?? null, wan: tunOut?.hostQueueSojournUs ?? null },
+      fastPath: fast ? fast.status() : null as FastPathStatus | null,
     }),
   };
   return ops;

@@ -7,6 +7,7 @@
 // onDeath once (the supervisor: one log line, exit non-zero), whether a
 // call was waiting or not.
 
+import type { FastPathStatus } from './fastpath.js';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -148,6 +149,11 @@ export class DataPathThread implements EngineView {
   /** Starts the batch loop at `priority` (set on the data-path thread itself); returns what the kernel granted. */
   startLoop(priority: Priority = 'normal', busyPollUs = 0): PriorityApplied { return this.call('startLoop', priority, busyPollUs); }
   setBusyPoll(us: number): void { this.call('setBusyPoll', us); }
+  /** option flow_offload: the kernel's fast path on the two devices, or why not. */
+  openFastPath(lanDevice: string, wanDevice: string, capacity: number): { on: boolean; note: string } {
+    return this.call('openFastPath', lanDevice, wanDevice, capacity);
+  }
+  closeFastPath(): void { this.call('closeFastPath'); }
   stopLoop(): void { this.call('stopLoop'); }
   closeTuns(): void { this.call('closeTuns'); }
   capture(wan: string | null): Capture { return this.call('capture', wan); }
@@ -157,7 +163,7 @@ export class DataPathThread implements EngineView {
   deleteMatching(filter: ConntrackFilter, wan: string): FlowEntry[] { return this.call('deleteMatching', filter, wan); }
   status(): { flowActive: number; bytesPerFlow: number; counters: Record<string, number>; drops: Record<string, number>;
     vnet: boolean; slotCount: number; slotSize: number; batches: number; busyPollUs: number; polls: number; wakes: number;
-    sojournUs: { lan: RingSojourn[] | null; wan: RingSojourn[] | null } } {
+    sojournUs: { lan: RingSojourn[] | null; wan: RingSojourn[] | null }; fastPath: FastPathStatus | null } {
     return this.call('status');
   }
 

@@ -537,6 +537,13 @@ export interface EngineExports {
   */
   setGro(on: number): void;
   groEnabled(): number;
+  setFastPath(on: number): void;
+  fastPathPending(): number;
+  fastPathRing(): number;
+  fastPathTaken(): void;
+  fastPathCheck(f: number, lanA: number, lanP: number, remA: number, remP: number, aliasP: number, wan: number, endOut: number, endIn: number, endsKnown: number): number;
+  fastPathCredit(f: number, lanA: number, lanP: number, remA: number, remP: number, aliasP: number, pktsOut: number, pktsIn: number, bytesOut: number, bytesIn: number): number;
+  fastPathForget(): void;
   groLinksPtr(): number;
   flowsPtr(): number;
   flowSize(): number;
@@ -593,12 +600,13 @@ export const ENGINE_EXPORT_ARITY = {
   clearRedirects: 0, addRedirect: 5, addProtoForward: 2, setRedirectSource: 6, setRedirectReflection: 2,
   clearRules: 0, addRule: 14, hashProbe: 2, abiDescribe: 1, abiWords: 0, countersPtr: 0, counterSlots: 0,
   eventsPtr: 0, eventCap: 0, eventSize: 0, slotsPtr: 0, lensPtr: 0, verdictsPtr: 0, slotSize: 0, slotCount: 0,
-  vnetPtr: 0, vnetStride: 0, vnetEnabled: 0, setVnet: 1, setGro: 1, groEnabled: 0, groLinksPtr: 0,
-  flowsPtr: 0, flowSize: 0, acctEnabled: 0, flowAcctPtr: 0, flowCapacity: 0, flowHighWater: 0, flowActive: 0,
-  hashSize: 0, layoutBytesEnd: 0, espPtr: 0, espCount: 0, ikePtr: 0, ikeCount: 0, callPtr: 0, callCount: 0,
-  holdSlotsPtr: 0, holdLensPtr: 0, holdVerdictsPtr: 0, holdCap: 0, holdSlotSize: 0, releasedCount: 0,
-  extraSlotsPtr: 0, extraLensPtr: 0, extraVerdictsPtr: 0, extraCap: 0, extraCount: 0, setCapture: 2,
-  capturePtr: 0, snapLayoutVersion: 0, snapRegionCount: 0, snapRegionId: 1, snapRegionPtr: 1,
-  snapRegionRecordSize: 1, snapRegionRecords: 1, snapRegionCapacity: 1, restoreBegin: 1, restoreRecords: 3,
-  restoreEnd: 0, restoreVerify: 0, reset: 1,
+  vnetPtr: 0, vnetStride: 0, vnetEnabled: 0, setVnet: 1, setGro: 1, groEnabled: 0, setFastPath: 1,
+  fastPathPending: 0, fastPathRing: 0, fastPathTaken: 0, fastPathCheck: 10, fastPathCredit: 10,
+  fastPathForget: 0, groLinksPtr: 0, flowsPtr: 0, flowSize: 0, acctEnabled: 0, flowAcctPtr: 0,
+  flowCapacity: 0, flowHighWater: 0, flowActive: 0, hashSize: 0, layoutBytesEnd: 0, espPtr: 0, espCount: 0,
+  ikePtr: 0, ikeCount: 0, callPtr: 0, callCount: 0, holdSlotsPtr: 0, holdLensPtr: 0, holdVerdictsPtr: 0,
+  holdCap: 0, holdSlotSize: 0, releasedCount: 0, extraSlotsPtr: 0, extraLensPtr: 0, extraVerdictsPtr: 0,
+  extraCap: 0, extraCount: 0, setCapture: 2, capturePtr: 0, snapLayoutVersion: 0, snapRegionCount: 0,
+  snapRegionId: 1, snapRegionPtr: 1, snapRegionRecordSize: 1, snapRegionRecords: 1, snapRegionCapacity: 1,
+  restoreBegin: 1, restoreRecords: 3, restoreEnd: 0, restoreVerify: 0, reset: 1,
 } as const;

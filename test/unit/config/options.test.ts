@@ -26,7 +26,7 @@ const quote = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 describe('the option table', () => {
   it('knows exactly the options of config vpnmasq, in file order', () => {
     expect(MAIN_OPTIONS).toEqual([
-      'lan_device', 'wan_device', 'enabled', 'tun_inside', 'tun_outside', 'offload', 'gro', 'host_queues', 'priority', 'busy_poll', 'lan_subnet', 'max_flows', 'acct', 'log_level',
+      'lan_device', 'wan_device', 'enabled', 'tun_inside', 'tun_outside', 'offload', 'gro', 'flow_offload', 'host_queues', 'priority', 'busy_poll', 'lan_subnet', 'max_flows', 'acct', 'log_level',
       'masq_ports', 'tcp_timeout', 'tcp_transitory_timeout', 'udp_timeout', 'icmp_timeout', 'frag_timeout',
       'esp_timeout', 'esp_init_timeout', 'esp_init_retries', 'ike_timeout', 'natt_timeout', 'gre_timeout',
       'parallel_sessions', 'esp_guess', 'unreplied_timeout', 'src_max_flows', 'src_max_ike', 'src_max_calls',

@@ -101,6 +101,7 @@ describe('config: the contract', () => {
         tunOutside: 'tout',
         offload: true,
         gro: true,
+        flowOffload: false,
         hostQueues: 'auto',
         priority: 'realtime',
         busyPoll: 0,

@@ -1,0 +1,255 @@
+// The flow fast path's userland half (option flow_offload): on the
+// data-path thread, it takes the flows the engine offers after a batch
+// (assembly/nat/fastpath.ts says which and why), writes each as two
+// entries of the kernel's flow table (src/tun/fastpath.ts: one per
+// direction, the rewrite the engine would have done), and every SYNC_MS
+// asks the engine about each flow it holds: the kernel's packet and byte
+// counts go to the flow (timeouts, conntrack listings, acct), and a flow
+// the engine no longer vouches for (closed, deleted, reused, a new WAN
+// address, a reload that turned the option off) leaves the kernel's table.
+//
+// Work here is per flow (an offer, a sync round), never per packet.
+
+import { readFileSync } from 'node:fs';
+import * as A from '../engine/abi.js';
+import { loadNative } from '../tun/tun.js';
+import type { Engine } from '../engine/engine.js';
+
+/** The kernel's flow table (src/tun/fastpath.ts opens it): 16-byte keys, 48-byte values. */
+export interface FastPathKernel {
+  put(key: Buffer, value: Buffer): void;
+  get(key: Buffer, out: Buffer): boolean;
+  remove(key: Buffer): boolean;
+  /** forwarded, out of window, passed up (SYN/FIN/RST), passed up (other), … */
+  stats(): number[];
+  /** Detaches the program (closes its links) and frees the table. */
+  close(): void;
+}
+
+export const KEY_BYTES = 16;
+export const VALUE_BYTES = 48;
+const TCP = 6;
+
+/** A key as the packet's bytes: addresses raw (the engine's network-order words), ports host order. */
+export function keyOf(saddr: number, daddr: number, sport: number, dport: number): Buffer {
+  const k = Buffer.alloc(KEY_BYTES);
+  k.writeUInt32LE(saddr >>> 0, 0);
+  k.writeUInt32LE(daddr >>> 0, 4);
+  k.writeUInt16BE(sport, 8);
+  k.writeUInt16BE(dport, 10);
+  k[12] = TCP;
+  return k;
+}
+
+/** What the program makes of a packet with that key; `end`/`endKnown`: the sender's sequence end so far. */
+export function valueOf(saddr: number, daddr: number, sport: number, dport: number, inIfindex: number, outIfindex: number,
+  win: number, end: number, endKnown: boolean): Buffer {
+  const v = Buffer.alloc(VALUE_BYTES);
+  v.writeUInt32LE(saddr >>> 0, 0);
+  v.writeUInt32LE(daddr >>> 0, 4);
+  v.writeUInt16BE(sport, 8);
+  v.writeUInt16BE(dport, 10);
+  v.writeUInt32LE(inIfindex, 12);
+  v.writeUInt32LE(outIfindex, 16);
+  v.writeUInt32LE(win >>> 0, 20);
+  v.writeUInt32LE(end >>> 0, 24);
+  v.writeUInt32LE(endKnown ? 1 : 0, 28);
+  return v;
+}
+
+/** How often the thread reconciles its flows with the engine (credits, withdrawals). */
+export const SYNC_MS = 500;
+
+/** conntrack's window floor (masq.ts WIN_LOG_FLOOR): a FIN or RST within 64 KiB of the sender's end is in window. */
+const WIN_LOG_FLOOR = 16;
+const END_KNOWN = 0x20;
+const WIN_LOG_MASK = 0x1f;
+
+interface Held {
+  f: number; lanA: number; lanP: number; remA: number; remP: number; aliasP: number;
+  outKey: Buffer; inKey: Buffer;
+  /** the kernel's counts at the last sync (out: LAN → WAN) */
+  pktsOut: number; pktsIn: number; bytesOut: number; bytesIn: number;
+  /** the kernel's sequence ends at the last read; bit 0 / 1 of `known`: the LAN / WAN side's is known */
+  endOut: number; endIn: number; known: number;
+}
+
+export interface FastPathStatus {
+  /** flows in the kernel's table now */
+  flows: number;
+  /** flows handed over, flows withdrawn, offers turned away by the full table or by the host's share of it */
+  offloaded: number; withdrawn: number; full: number; hostCapped: number; capacity: number;
+  /** the program's counters: forwarded, FIN/RST dropped out of window, passed up (SYN/FIN/RST), passed up (other) */
+  forwarded: number; outOfWindow: number; passedFlags: number; passedOther: number;
+}
+
+export class FastPath {
+  private readonly held = new Map<number, Held>();
+  private readonly value = Buffer.alloc(VALUE_BYTES);
+  private offloaded = 0;
+  private withdrawn = 0;
+  private full = 0;
+  private hostCapped = 0;
+  /** Flows held per LAN host: one host may hold a quarter of the table, so it cannot keep every other host's flows out. */
+  private readonly perHost = new Map<number, number>();
+  private readonly hostCap: number;
+  private wanRaw = 0;
+
+  constructor(private readonly engine: Engine, private readonly kernel: FastPathKernel,
+    private readonly lanIfindex: number, private readonly wanIfindex: number, private readonly capacity: number) {
+    this.hostCap = Math.max(1, Math.floor(capacity / 4));
+  }
+
+  setWan(raw: number): void {
+    this.wanRaw = raw;
+  }
+
+  /** After a batch: hands the engine's offers to the kernel (one engine call when there are none). */
+  take(): void {
+    const x = this.engine.x;
+    const n = x.fastPathPending();
+    if (n === 0) return;
+    const dv = new DataView(this.engine.buffer);
+    const ring = x.fastPathRing();
+    const fs: number[] = [];
+    for (let i = 0; i < n; i++) fs.push(dv.getUint32(ring + 4 * i, true));
+    x.fastPathTaken();
+    for (const f of fs) this.offload(dv, f);
+  }
+
+  private offload(dv: DataView, f: number): void {
+    const r = this.engine.x.flowsPtr() + f * A.FLOW_SIZE;
+    const lanA = dv.getUint32(r + A.F_LAN_ADDR, true);
+    const remA = dv.getUint32(r + A.F_REM_ADDR, true);
+    const lanP = dv.getUint16(r + A.F_LAN_PORT, true);
+    const remP = dv.getUint16(r + A.F_REM_PORT, true);
+    const aliasP = dv.getUint16(r + A.F_ALIAS_PORT, true);
+    const wan = this.wanRaw;
+    const old = this.held.get(f);
+    if (old) this.drop(old);
+    const mine = this.perHost.get(lanA) ?? 0;
+    if (wan === 0 || this.held.size >= this.capacity || mine >= this.hostCap) {
+      if (mine >= this.hostCap) this.hostCapped++;
+      else this.full++;
+      this.engine.x.fastPathCheck(f, lanA, lanP, remA, remP, aliasP, 0, 0, 0, 0); // unmarks it: the engine keeps it
+      return;
+    }
+    const tcpOut = dv.getUint8(r + A.F_TCP_OUT);
+    const tcpIn = dv.getUint8(r + A.F_TCP_IN);
+    // Each sender's FIN or RST is judged against its own end and the window its receiver advertised.
+    const win = (info: number) => 2 ** Math.min(31, Math.max(WIN_LOG_FLOOR, info & WIN_LOG_MASK)) - 1;
+    const outKey = keyOf(lanA, remA, lanP, remP);
+    const inKey = keyOf(remA, wan, remP, aliasP);
+    const outValue = valueOf(wan, remA, aliasP, remP, this.lanIfindex, this.wanIfindex, win(tcpIn),
+      dv.getUint32(r + A.F_END_OUT, true), (tcpOut & END_KNOWN) !== 0);
+    const inValue = valueOf(remA, lanA, remP, lanP, this.wanIfindex, this.lanIfindex, win(tcpOut),
+      dv.getUint32(r + A.F_END_IN, true), (tcpIn & END_KNOWN) !== 0);
+    try {
+      this.kernel.put(outKey, outValue);
+      this.kernel.put(inKey, inValue);
+    } catch {
+      // The kernel's table is full (or refuses): the flow stays with the engine.
+      this.kernel.remove(outKey);
+      this.full++;
+      this.engine.x.fastPathCheck(f, lanA, lanP, remA, remP, aliasP, 0, 0, 0, 0);
+      return;
+    }
+    this.perHost.set(lanA, mine + 1);
+    this.held.set(f, { f, lanA, lanP, remA, remP, aliasP, outKey, inKey, pktsOut: 0, pktsIn: 0, bytesOut: 0, bytesIn: 0, endOut: 0, endIn: 0, known: 0 });
+    this.offloaded++;
+  }
+
+  private drop(h: Held): void {
+    this.kernel.remove(h.outKey);
+    this.kernel.remove(h.inKey);
+    this.held.delete(h.f);
+    const mine = (this.perHost.get(h.lanA) ?? 1) - 1;
+    if (mine > 0) this.perHost.set(h.lanA, mine);
+    else this.perHost.delete(h.lanA);
+    this.withdrawn++;
+  }
+
+  /**
+   * Reads one direction's entry into `h`: its counts and the sender's end.
+   * An entry the program deleted (it passed a FIN, RST or SYN up) keeps the
+   * last values read. The packets and bytes it added since, or 0s.
+   */
+  private read(h: Held, out: boolean): [number, number] {
+    if (!this.kernel.get(out ? h.outKey : h.inKey, this.value)) return [0, 0];
+    const v = this.value;
+    const pkts = Number(v.readBigUInt64LE(32)), bytes = Number(v.readBigUInt64LE(40));
+    if (v.readUInt32LE(28) & 1) {
+      if (out) h.endOut = v.readUInt32LE(24);
+      else h.endIn = v.readUInt32LE(24);
+      h.known |= out ? 1 : 2;
+    }
+    const d: [number, number] = out ? [pkts - h.pktsOut, bytes - h.bytesOut] : [pkts - h.pktsIn, bytes - h.bytesIn];
+    if (out) { h.pktsOut = pkts; h.bytesOut = bytes; } else { h.pktsIn = pkts; h.bytesIn = bytes; }
+    return d;
+  }
+
+  /** One round: every held flow credited with what the kernel moved, or withdrawn (taking the kernel's sequence ends). */
+  sync(): void {
+    const x = this.engine.x;
+    for (const h of [...this.held.values()]) {
+      const [po, bo] = this.read(h, true);
+      const [pi, bi] = this.read(h, false);
+      x.fastPathCredit(h.f, h.lanA, h.lanP, h.remA, h.remP, h.aliasP, po, pi, bo, bi);
+      if (x.fastPathCheck(h.f, h.lanA, h.lanP, h.remA, h.remP, h.aliasP, this.wanRaw, h.endOut, h.endIn, h.known) === 0) this.drop(h);
+    }
+  }
+
+  status(): FastPathStatus {
+    const s = this.kernel.stats();
+    return {
+      flows: this.held.size, offloaded: this.offloaded, withdrawn: this.withdrawn, full: this.full, hostCapped: this.hostCapped, capacity: this.capacity,
+      forwarded: s[0] ?? 0, outOfWindow: s[1] ?? 0, passedFlags: s[2] ?? 0, passedOther: s[3] ?? 0,
+    };
+  }
+
+  /** Every flow back to the engine, the program detached (the links closed), the engine told. */
+  close(): void {
+    this.sync();
+    this.kernel.close();
+    this.held.clear();
+    this.perHost.clear();
+    this.engine.x.setFastPath(0);
+  }
+}
+
+interface NativeFastPath {
+  fastPathOpen(lan: string, wan: string, maxFlows: number): { flowsFd: number; statsFd: number; progFd: number; links: number[] };
+  fastPathClose(h: unknown): void;
+  fastPathPut(fd: number, key: Buffer, value: Buffer): void;
+  fastPathDelete(fd: number, key: Buffer): boolean;
+  fastPathGet(fd: number, key: Buffer, out: Buffer): boolean;
+  fastPathStats(fd: number): number[];
+}
+
+/**
+ * The kernel's half on `lan` and `wan` (src/tun/fastpath.cc): attached to
+ * both devices' ingress by links this process holds, so a dead daemon
+ * leaves no fast path behind. Throws with the kernel's reason (no tcx
+ * before Linux 6.6, no privileges, a missing device).
+ */
+export function openKernelFastPath(lan: string, wan: string, capacity: number): FastPathKernel {
+  const n = loadNative() as unknown as NativeFastPath;
+  // Each flow is two entries, one a direction.
+  const h = n.fastPathOpen(lan, wan, capacity * 2);
+  return {
+    put: (key, value) => n.fastPathPut(h.flowsFd, key, value),
+    get: (key, out) => n.fastPathGet(h.flowsFd, key, out),
+    remove: (key) => n.fastPathDelete(h.flowsFd, key),
+    stats: () => n.fastPathStats(h.statsFd),
+    close: () => n.fastPathClose(h),
+  };
+}
+
+/** A device's interface index in this network namespace, or an Error naming it. */
+export function ifindexOf(dev: string): number {
+  try {
+    return Number(readFileSync(`/sys/class/net/${dev}/ifindex`, 'utf8').trim());
+  } catch {
+    throw new Error(`no device ${dev}`);
+  }
+}

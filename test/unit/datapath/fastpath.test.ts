@@ -1,0 +1,235 @@
+// The flow fast path's userland half (src/datapath/fastpath.ts with
+// assembly/nat/fastpath.ts) against a real engine and a kernel table kept
+// in a Map: which flows the engine offers and when, the entries written
+// (the kernel program's input, byte for byte), the kernel's counts credited
+// to the flow, and every way a flow is withdrawn. The kernel program itself
+// is tested on real devices in test/netns/fastpath.test.ts, the two
+// together in test/netns/flowoffload.test.ts.
+import { describe, expect, it } from 'vitest';
+import { FastPath, keyOf, type FastPathKernel } from '../../../src/datapath/fastpath.js';
+import { ipToRaw } from '../../../src/engine/abi.js';
+import { TestRouter, WAN, ok, pptpCall } from '../../helpers/harness.js';
+import { ACK, FIN, PSH, RST, SYN, parse, tcp, udp } from '../../helpers/packet.js';
+
+const H1 = '192.168.1.10', H2 = '192.168.1.11', S1 = '198.51.100.7';
+const LAN_IF = 3, WAN_IF = 4;
+
+/** The kernel's table as a Map of hex keys; `full` makes every put fail as E2BIG would. */
+class FakeKernel implements FastPathKernel {
+  readonly table = new Map<string, Buffer>();
+  full = false;
+  closed = false;
+  put(key: Buffer, value: Buffer): void {
+    if (this.full) throw new Error('flow fast path table full');
+    this.table.set(key.toString('hex'), Buffer.from(value));
+  }
+  get(key: Buffer, out: Buffer): boolean {
+    const v = this.table.get(key.toString('hex'));
+    if (!v) return false;
+    v.copy(out);
+    return true;
+  }
+  remove(key: Buffer): boolean { return this.table.delete(key.toString('hex')); }
+  stats(): number[] { return [0, 0, 0, 0, 0, 0, 0, 0]; }
+  close(): void { this.closed = true; }
+  /** The sender's end as the program moves it. */
+  end(key: Buffer, end: number): void { this.table.get(key.toString('hex'))!.writeUInt32LE(end >>> 0, 24); }
+  /** What the program adds as it forwards. */
+  count(key: Buffer, packets: number, bytes: number): void {
+    const v = this.table.get(key.toString('hex'))!;
+    v.writeBigUInt64LE(v.readBigUInt64LE(32) + BigInt(packets), 32);
+    v.writeBigUInt64LE(v.readBigUInt64LE(40) + BigInt(bytes), 40);
+  }
+}
+
+function bench(capacity = 64, acct = false) {
+  const r = new TestRouter({ acct, timeouts: { tcpEst: 100 } });
+  const k = new FakeKernel();
+  const fp = new FastPath(r.engine, k, LAN_IF, WAN_IF, capacity);
+  r.engine.x.setFastPath(1);
+  fp.setWan(ipToRaw(WAN));
+  return { r, k, fp };
+}
+
+/** A LAN host's connection through its handshake; `take` after each packet, as the loop does after each batch. */
+function connect(r: TestRouter, fp: FastPath, host = H1, sport = 40000, dport = 80): { alias: number; pendingBefore: number[] } {
+  const pendingBefore: number[] = [];
+  const alias = parse(ok(r.out(tcp(host, sport, S1, dport, SYN, [], { seq: 1000, win: 64240 })))).sport;
+  pendingBefore.push(r.engine.x.fastPathPending()); fp.take();
+  ok(r.in(tcp(S1, dport, WAN, alias, SYN | ACK, [], { seq: 5000, ack: 1001, win: 65160 })));
+  pendingBefore.push(r.engine.x.fastPathPending()); fp.take();
+  ok(r.out(tcp(host, sport, S1, dport, ACK, [], { seq: 1001, ack: 5001, win: 502 })));
+  pendingBefore.push(r.engine.x.fastPathPending()); fp.take();
+  return { alias, pendingBefore };
+}
+
+const outKey = (host: string, sport: number, dport = 80) => keyOf(ipToRaw(host), ipToRaw(S1), sport, dport);
+const inKey = (alias: number, dport = 80) => keyOf(ipToRaw(S1), ipToRaw(WAN), dport, alias);
+const flowOf = (r: TestRouter, lanPort: number) => r.engine.flows(WAN, r.now).find((f) => f.lanPort === lanPort && f.proto === 'tcp');
+
+describe('flow fast path: what the engine offers and what the kernel is given', () => {
+  it('01 an established LAN flow is offered at the handshake\'s last packet, not before, and written as two entries', () => {
+    const { r, k, fp } = bench();
+    const { alias, pendingBefore } = connect(r, fp);
+    expect(pendingBefore).toEqual([0, 0, 1]);
+    expect(k.table.size).toBe(2);
+    const out = k.table.get(outKey(H1, 40000).toString('hex'))!;
+    const inb = k.table.get(inKey(alias).toString('hex'))!;
+    // Out: the source becomes the WAN address and the alias port; in from LAN, out to WAN.
+    expect([...out.subarray(0, 4)]).toEqual([203, 0, 113, 1]);
+    expect([...out.subarray(4, 8)]).toEqual([198, 51, 100, 7]);
+    expect(out.readUInt16BE(8)).toBe(alias);
+    expect(out.readUInt16BE(10)).toBe(80);
+    expect([out.readUInt32LE(12), out.readUInt32LE(16)]).toEqual([LAN_IF, WAN_IF]);
+    // The LAN side's end so far (seq 1001, no payload), known; the server's window (65160 unscaled: 2^16 floor).
+    expect([out.readUInt32LE(24), out.readUInt32LE(28)]).toEqual([1001, 1]);
+    expect(out.readUInt32LE(20)).toBe(0xffff);
+    // In: the destination becomes the LAN host and its port; in from WAN, out to LAN; the server's end 5001.
+    expect([...inb.subarray(0, 4)]).toEqual([198, 51, 100, 7]);
+    expect([...inb.subarray(4, 8)]).toEqual([192, 168, 1, 10]);
+    expect([inb.readUInt16BE(8), inb.readUInt16BE(10)]).toEqual([80, 40000]);
+    expect([inb.readUInt32LE(12), inb.readUInt32LE(16)]).toEqual([WAN_IF, LAN_IF]);
+    expect([inb.readUInt32LE(24), inb.readUInt32LE(28)]).toEqual([5001, 1]);
+    expect(fp.status()).toMatchObject({ flows: 1, offloaded: 1, withdrawn: 0 });
+    // Later packets of the flow offer nothing more.
+    ok(r.out(tcp(H1, 40000, S1, 80, PSH | ACK, [1, 2, 3], { seq: 1001, ack: 5001 })));
+    expect(r.engine.x.fastPathPending()).toBe(0);
+  });
+
+  it('02 not offered: PPTP control, a port forward, UDP, and nothing with the option off', () => {
+    const { r, k, fp } = bench();
+    pptpCall(r, H1, S1, 41000, 7);
+    fp.take();
+    r.redirect(6, 8080, H2, 80);
+    ok(r.in(tcp(S1, 50000, WAN, 8080, SYN, [], { seq: 1 })));
+    ok(r.out(tcp(H2, 80, S1, 50000, SYN | ACK, [], { seq: 9, ack: 2 })));
+    ok(r.in(tcp(S1, 50000, WAN, 8080, ACK, [], { seq: 2, ack: 10 })));
+    ok(r.in(tcp(S1, 50000, WAN, 8080, PSH | ACK, [1], { seq: 2, ack: 10 })));
+    fp.take();
+    const a = parse(ok(r.out(udp(H1, 5000, S1, 53)))).sport;
+    ok(r.in(udp(S1, 53, WAN, a)));
+    fp.take();
+    expect(k.table.size).toBe(0);
+    r.engine.x.setFastPath(0);
+    connect(r, fp, H1, 42000);
+    expect(k.table.size).toBe(0);
+  });
+
+  it('03 the kernel\'s counts go to the flow: packets, bytes (option acct), and its timeout', () => {
+    const { r, k, fp } = bench(64, true);
+    const { alias } = connect(r, fp);
+    const before = flowOf(r, 40000)!;
+    k.count(outKey(H1, 40000), 10, 15_000);
+    k.count(inKey(alias), 20, 1_040);
+    fp.sync();
+    let f = flowOf(r, 40000)!;
+    expect(f.packetsOut - before.packetsOut).toBe(10);
+    expect(f.packetsIn - before.packetsIn).toBe(20);
+    expect(f.bytesOut! - before.bytesOut!).toBe(15_000);
+    expect(f.bytesIn! - before.bytesIn!).toBe(1_040);
+    // Counted once: a second round with nothing new adds nothing.
+    fp.sync();
+    expect(flowOf(r, 40000)!.packetsOut).toBe(f.packetsOut);
+    // tcp_timeout 100 s: kept alive by what the kernel moves, though the engine saw none of it.
+    for (let i = 0; i < 4; i++) {
+      r.advance(60);
+      k.count(outKey(H1, 40000), 1, 100);
+      fp.sync();
+    }
+    f = flowOf(r, 40000)!;
+    expect(f).toBeDefined();
+    expect(fp.status().flows).toBe(1);
+    // Idle in the kernel too: it expires, and the next round withdraws it.
+    r.advance(120);
+    expect(flowOf(r, 40000)).toBeUndefined();
+    fp.sync();
+    expect(k.table.size).toBe(0);
+    expect(fp.status()).toMatchObject({ flows: 0, withdrawn: 1 });
+  });
+});
+
+describe('flow fast path: withdrawn', () => {
+  it('04 a FIN the kernel judged in window passes the engine\'s stale ends, and the flow comes back to the engine', () => {
+    const { r, k, fp } = bench();
+    const { alias } = connect(r, fp);
+    // The kernel moved 256 MiB down and 512 MiB up that the engine never saw;
+    // the server's FIN is far past the engine's end (the program judged it and
+    // deleted its own entry: the fake does the same).
+    const seq = 5001 + 0x10000000;
+    k.end(outKey(H1, 40000), 1001 + 0x20000000);
+    k.remove(inKey(alias));
+    ok(r.in(tcp(S1, 80, WAN, alias, FIN | ACK, [], { seq, ack: 1001 })));
+    fp.sync();
+    expect(k.table.size).toBe(0);
+    expect(fp.status().withdrawn).toBe(1);
+    // Back with the engine, it judges again: a RST far from the end it learned from that FIN is dropped,
+    ok(r.in(tcp(S1, 80, WAN, alias, ACK, [], { seq: seq + 1, ack: 1001 })));
+    expect(r.in(tcp(S1, 80, WAN, alias, RST, [], { seq: seq + 0x10000000 }))).toBeNull();
+    // and the LAN host's FIN is in window at the end the kernel reached, which the engine took when the flow came back.
+    expect(r.out(tcp(H1, 40000, S1, 80, FIN | ACK, [], { seq: 1001 + 0x20000000 + 0x10000000, ack: seq + 1 }))).toBeNull();
+    ok(r.out(tcp(H1, 40000, S1, 80, FIN | ACK, [], { seq: 1001 + 0x20000000, ack: seq + 1 })));
+    expect(flowOf(r, 40000)!.state).toBe('TIME_WAIT');
+  });
+
+  it('05 conntrack -D, a new WAN address, the option switched off', () => {
+    const { r, k, fp } = bench();
+    connect(r, fp, H1, 40000);
+    r.engine.deleteEntry(flowOf(r, 40000)!);
+    fp.sync();
+    expect(k.table.size).toBe(0);
+
+    connect(r, fp, H1, 40001);
+    expect(k.table.size).toBe(2);
+    const other = '203.0.113.9';
+    r.engine.x.setWanAddress(ipToRaw(other), r.now);
+    fp.setWan(ipToRaw(other));
+    fp.sync();
+    expect(k.table.size).toBe(0);
+
+    const b = bench();
+    connect(b.r, b.fp, H1, 40002);
+    expect(b.k.table.size).toBe(2);
+    b.fp.close();
+    expect(b.k.closed).toBe(true);
+    // The engine forgot the mark: with the option on again, the flow's next packet offers it anew.
+    b.r.engine.x.setFastPath(1);
+    ok(b.r.out(tcp(H1, 40002, S1, 80, PSH | ACK, [1], { seq: 1001, ack: 5001 })));
+    expect(b.r.engine.x.fastPathPending()).toBe(1);
+  });
+
+  it('06 a record freed and reused for another flow is never credited or kept as the old one', () => {
+    const { r, k, fp } = bench();
+    const { alias } = connect(r, fp, H1, 40000);
+    k.count(inKey(alias), 5, 500);
+    r.engine.deleteEntry(flowOf(r, 40000)!);
+    // The same record now holds another host's flow (not yet established, so not offered).
+    ok(r.out(tcp(H2, 43000, S1, 80, SYN, [], { seq: 1 })));
+    fp.sync();
+    expect(k.table.size).toBe(0);
+    expect(flowOf(r, 43000)!.packetsIn).toBe(0);
+  });
+});
+
+describe('flow fast path: one host cannot fill it, a full table keeps flows in the engine', () => {
+  it('07 a LAN host holds at most a quarter of the table; another host still gets in', () => {
+    const { r, k, fp } = bench(8);
+    for (let p = 40000; p < 40004; p++) connect(r, fp, H1, p);
+    expect(fp.status()).toMatchObject({ flows: 2, hostCapped: 2 });
+    connect(r, fp, H2, 40000);
+    expect(fp.status().flows).toBe(3);
+    expect(k.table.has(outKey(H2, 40000).toString('hex'))).toBe(true);
+  });
+
+  it('08 a table the kernel refuses leaves the flow with the engine, judged by it, and offered again later', () => {
+    const { r, k, fp } = bench();
+    k.full = true;
+    const { alias } = connect(r, fp);
+    expect(fp.status()).toMatchObject({ flows: 0, full: 1 });
+    // Not marked: the engine still judges its RSTs (this one is far out of window).
+    expect(r.in(tcp(S1, 80, WAN, alias, RST, [], { seq: 5001 + 0x10000000 }))).toBeNull();
+    k.full = false;
+    ok(r.out(tcp(H1, 40000, S1, 80, PSH | ACK, [1], { seq: 1001, ack: 5001 })));
+    fp.take();
+    expect(k.table.size).toBe(2);
+  });
+});
