@@ -5,7 +5,7 @@
   "targets": [
     {
       "target_name": "vpnmasq_tun",
-      "sources": ["src/tun/addon.cc", "src/tun/ringclock.cc"],
+      "sources": ["src/tun/addon.cc", "src/tun/ringclock.cc", "src/tun/fastpath.cc"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_CPP_EXCEPTIONS"],
       # common.gypi builds Release with -O3; -O2 is plenty for syscall glue.
@@ -14,7 +14,7 @@
       "conditions": [
         # TUN is Linux-only; elsewhere build nothing so `npm install` still
         # succeeds and TunDevice.open() reports the missing addon.
-        ["OS!='linux'", {"type": "none", "sources!": ["src/tun/addon.cc", "src/tun/ringclock.cc"]}]
+        ["OS!='linux'", {"type": "none", "sources!": ["src/tun/addon.cc", "src/tun/ringclock.cc", "src/tun/fastpath.cc"]}]
       ]
     }
   ]

@@ -13,6 +13,7 @@
 #include <napi.h>
 #include <uv.h>
 
+#include "fastpath.h"
 #include "ringclock.h"
 
 #include <atomic>
@@ -1359,6 +1360,13 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("ringClockAttach", Napi::Function::New<RingClockAttach>(env, "ringClockAttach"));
   exports.Set("ringClockDetach", Napi::Function::New<RingClockDetach>(env, "ringClockDetach"));
   exports.Set("closeFd", Napi::Function::New<CloseFd>(env, "closeFd"));
+  exports.Set("fastPathOpen", Napi::Function::New<fastpath::NapiOpen>(env, "fastPathOpen"));
+  exports.Set("fastPathClose", Napi::Function::New<fastpath::NapiClose>(env, "fastPathClose"));
+  exports.Set("fastPathPut", Napi::Function::New<fastpath::NapiPut>(env, "fastPathPut"));
+  exports.Set("fastPathDelete", Napi::Function::New<fastpath::NapiDelete>(env, "fastPathDelete"));
+  exports.Set("fastPathGet", Napi::Function::New<fastpath::NapiGet>(env, "fastPathGet"));
+  exports.Set("fastPathKeys", Napi::Function::New<fastpath::NapiKeys>(env, "fastPathKeys"));
+  exports.Set("fastPathStats", Napi::Function::New<fastpath::NapiStats>(env, "fastPathStats"));
   exports.Set("Poller", Poller::Init(env));
   return exports;
 }

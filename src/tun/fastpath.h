@@ -1,0 +1,99 @@
+// The flow fast path: the kernel forwards an established TCP flow itself.
+//
+// The userland engine decides every flow. For a flow it has seen
+// established it writes two entries into the `flows` hash map (one per
+// direction: the packet's 5-tuple as key, the NAT rewrite as value), and an
+// eBPF program on the tc ingress hook (tcx) of the LAN device and of the WAN
+// device forwards that flow's packets without them ever reaching the
+// engine: it rewrites addresses and ports (checksums with the kernel's
+// helpers, so GSO super-packets stay right), decrements the TTL, looks the
+// route up in the main table (bpf_fib_lookup, the router's policy rules
+// skipped: they send everything into the TUN devices), writes the Ethernet
+// header and redirects the packet to the egress of the device the route
+// names. Whatever it does not handle it passes on to the kernel untouched,
+// and the kernel hands it to the engine as before (OpenWrt's software flow
+// offloading, for this router).
+//
+// A packet is forwarded only if its entry exists, it arrived on the entry's
+// inIfindex and the route sends it out of the entry's outIfindex; a SYN, FIN
+// or RST deletes the entry of its direction and goes up to the engine,
+// which sees the connection close (a FIN or RST far outside the sender's
+// window, a blind injection, is dropped instead); a packet with TTL <= 1,
+// or too large for the route's MTU, or whose route or neighbour is not
+// known goes up.
+//
+// Attached with tcx links only (BPF_LINK_CREATE, Linux 6.6+): a link lives
+// as long as its fd, so when the process dies the kernel detaches the
+// program and a dead daemon never leaves a forwarding path behind (the
+// router fails closed). No pinning, no netlink tc filters.
+//
+// `flows` (BPF_MAP_TYPE_HASH, max_entries = maxFlows):
+//   key, 16 bytes, exactly as in the packet (network order):
+//     0 saddr, 4 daddr, 8 sport, 10 dport, 12 protocol (6), 13..15 zero
+//   value, 48 bytes:
+//     0 newSaddr, 4 newDaddr, 8 newSport, 10 newDport (network order)
+//     12 inIfindex  u32 (host order; the packet must have arrived here)
+//     16 outIfindex u32 (the route must send it out here)
+//     20 win u32: a FIN or RST is accepted when |(s32)(seq - end)| <= win (below 2^31)
+//     24 end u32: the sender's highest seq + payload seen (the program advances it)
+//     28 flags u32: bit 0 end known (the program sets it)
+//     32 packets u64, 40 bytes u64 (IP bytes; a GSO super-packet counts once)
+// `stats` (BPF_MAP_TYPE_PERCPU_ARRAY, one entry of 8 u64): Stat below.
+#pragma once
+
+#include <napi.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <linux/bpf.h>
+
+namespace fastpath {
+
+constexpr uint32_t kKeyBytes = 16;
+constexpr uint32_t kValueBytes = 48;
+constexpr uint32_t kStatCount = 8;
+
+// Value offsets.
+constexpr int16_t kNewSaddr = 0, kNewDaddr = 4, kNewSport = 8, kNewDport = 10, kInIfindex = 12,
+                  kOutIfindex = 16, kWin = 20, kEnd = 24, kFlags = 28, kPackets = 32, kBytes = 40;
+constexpr uint32_t kEndKnown = 1;
+
+enum Stat : int {
+  kForwarded = 0,      // redirected
+  kOutOfWindow = 1,    // FIN or RST far outside the sender's window: dropped
+  kPassedClose = 2,    // SYN, FIN or RST: its entry deleted, passed up
+  kPassedOther = 3,    // wrong device, TTL <= 1, MTU, no route, another device's route: passed up
+  kRewriteFailed = 4,  // a helper failed half-way through the rewrite: dropped (never seen)
+};
+
+struct Handle {
+  int flowsFd = -1;
+  int statsFd = -1;
+  int progFd = -1;
+  int links[2] = {-1, -1};  // LAN, WAN
+};
+
+// The program's instructions for these two maps.
+std::vector<bpf_insn> Program(int flowsFd, int statsFd);
+
+// Makes the maps, loads the program, attaches it to both devices' ingress.
+// 0, or the errno with *err saying which step (everything made so far is
+// closed again).
+int Open(const std::string& lan, const std::string& wan, uint32_t maxFlows, Handle* h, std::string* err);
+
+// Closes the links first (the kernel detaches the program), then the
+// program and the maps; every fd becomes -1.
+void Close(Handle* h);
+
+// The addon's functions (addon.cc exports them; src/tun/fastpath.ts types them).
+Napi::Value NapiOpen(const Napi::CallbackInfo& info);
+Napi::Value NapiClose(const Napi::CallbackInfo& info);
+Napi::Value NapiPut(const Napi::CallbackInfo& info);
+Napi::Value NapiDelete(const Napi::CallbackInfo& info);
+Napi::Value NapiGet(const Napi::CallbackInfo& info);
+Napi::Value NapiKeys(const Napi::CallbackInfo& info);
+Napi::Value NapiStats(const Napi::CallbackInfo& info);
+
+}  // namespace fastpath

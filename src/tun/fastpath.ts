@@ -1,0 +1,210 @@
+// The flow fast path's kernel part (src/tun/fastpath.h says what and why):
+// an eBPF program on the LAN and WAN devices' tc ingress (tcx links) that
+// forwards the packets of the established TCP flows it has entries for,
+// NAT rewrite and all, without them reaching the engine. This wraps the
+// addon's functions and builds and reads the 16-byte keys and 48-byte
+// values of its flow table.
+//
+// The links live as long as this process's fds: when it dies the kernel
+// detaches the program, so nothing is forwarded behind a dead daemon.
+import { endianness } from 'node:os';
+import ipaddr from 'ipaddr.js';
+import { loadNative } from './tun.js';
+
+export const FAST_PATH_KEY_BYTES = 16;
+export const FAST_PATH_VALUE_BYTES = 48;
+
+/** Indices of fastPathStats()'s counters (sums over the CPUs). */
+export const FAST_PATH_STAT = {
+  /** packets redirected */
+  forwarded: 0,
+  /** FIN or RST far outside the sender's window: dropped, the entry kept */
+  outOfWindow: 1,
+  /** SYN, FIN or RST: the entry of its direction deleted, passed up */
+  passedClose: 2,
+  /** passed up: wrong ingress device, TTL <= 1, too big for the route's MTU, no route or neighbour, another device's route */
+  passedOther: 3,
+  /** a rewrite helper failed half-way (the packet dropped); never seen */
+  rewriteFailed: 4,
+} as const;
+
+/** What fastPathOpen returns: the fds (links: LAN's, WAN's). */
+export interface FastPathHandle {
+  flowsFd: number;
+  statsFd: number;
+  progFd: number;
+  links: number[];
+}
+
+interface FastPathNative {
+  fastPathOpen(lanIfname: string, wanIfname: string, maxFlows: number): FastPathHandle;
+  fastPathClose(handle: FastPathHandle): void;
+  fastPathPut(flowsFd: number, key: Buffer, value: Buffer): void;
+  fastPathDelete(flowsFd: number, key: Buffer): boolean;
+  fastPathGet(flowsFd: number, key: Buffer, out: Buffer): boolean;
+  fastPathKeys(flowsFd: number, out: Buffer): number;
+  fastPathStats(statsFd: number): number[];
+}
+
+/** The addon (loaded as src/tun/tun.ts loads it, on first use), its fast path functions. */
+export function fastPathNative(): FastPathNative {
+  return loadNative() as unknown as FastPathNative;
+}
+
+/** An open fast path: the program attached to both devices, its table and counters. */
+export class FastPath {
+  private constructor(readonly handle: FastPathHandle) {}
+
+  /**
+   * Makes the table (maxFlows entries: two per flow), loads the program and
+   * attaches it to both devices' ingress. Throws (err.code the errno's name)
+   * with everything made so far closed again; on a kernel without tcx
+   * (before 6.6): "flow fast path needs tcx (Linux 6.6+...".
+   */
+  static open(lanIfname: string, wanIfname: string, maxFlows: number): FastPath {
+    return new FastPath(fastPathNative().fastPathOpen(lanIfname, wanIfname, maxFlows));
+  }
+
+  get closed(): boolean {
+    return this.handle.flowsFd < 0;
+  }
+
+  /** Adds or replaces an entry; throws "flow fast path table full" (E2BIG) when full. */
+  put(key: Buffer, value: Buffer): void {
+    fastPathNative().fastPathPut(this.handle.flowsFd, key, value);
+  }
+
+  /** Copies the entry into out (48 bytes); false when there is none. */
+  get(key: Buffer, out: Buffer): boolean {
+    return fastPathNative().fastPathGet(this.handle.flowsFd, key, out);
+  }
+
+  /** false when it was not there. */
+  remove(key: Buffer): boolean {
+    return fastPathNative().fastPathDelete(this.handle.flowsFd, key);
+  }
+
+  /** Up to max keys of the table (each once, even if entries are deleted during the walk). */
+  keys(max: number): Buffer[] {
+    const out = Buffer.alloc(max * FAST_PATH_KEY_BYTES);
+    const n = fastPathNative().fastPathKeys(this.handle.flowsFd, out);
+    const keys: Buffer[] = [];
+    for (let i = 0; i < n; i++) keys.push(out.subarray(i * FAST_PATH_KEY_BYTES, (i + 1) * FAST_PATH_KEY_BYTES));
+    return keys;
+  }
+
+  /** The counters, FAST_PATH_STAT says which is which. */
+  stats(): number[] {
+    return fastPathNative().fastPathStats(this.handle.statsFd);
+  }
+
+  /** Detaches (closes the links first), then frees program and table; idempotent. */
+  close(): void {
+    fastPathNative().fastPathClose(this.handle);
+  }
+}
+
+export interface FastPathKey {
+  saddr: string;
+  daddr: string;
+  sport: number;
+  dport: number;
+  /** 6 (TCP) when left out: the program looks up nothing else */
+  proto?: number;
+}
+
+export interface FastPathValue {
+  /** the packet's addresses and ports after the rewrite */
+  newSaddr: string;
+  newDaddr: string;
+  newSport: number;
+  newDport: number;
+  /** the device the packet must arrive on, the device the route must send it out of */
+  inIfindex: number;
+  outIfindex: number;
+  /** a FIN or RST is accepted when |seq - end| <= win (as s32); below 2^31 */
+  win: number;
+  /** the sender's highest seq + payload length so far, if endKnown */
+  end?: number;
+  endKnown?: boolean;
+  packets?: number;
+  bytes?: number;
+}
+
+const hostLE = endianness() === 'LE';
+
+function writeU32(b: Buffer, v: number, off: number): void {
+  if (hostLE) b.writeUInt32LE(v >>> 0, off);
+  else b.writeUInt32BE(v >>> 0, off);
+}
+
+function readU32(b: Buffer, off: number): number {
+  return hostLE ? b.readUInt32LE(off) : b.readUInt32BE(off);
+}
+
+function readU64(b: Buffer, off: number): number {
+  return Number(hostLE ? b.readBigUInt64LE(off) : b.readBigUInt64BE(off));
+}
+
+function writeU64(b: Buffer, v: number, off: number): void {
+  if (hostLE) b.writeBigUInt64LE(BigInt(v), off);
+  else b.writeBigUInt64BE(BigInt(v), off);
+}
+
+function writeAddr(b: Buffer, addr: string, off: number): void {
+  if (!ipaddr.IPv4.isValidFourPartDecimal(addr)) throw new RangeError(`'${addr}' is not a dotted-quad IPv4 address`);
+  b.set(ipaddr.IPv4.parse(addr).toByteArray(), off);
+}
+
+function readAddr(b: Buffer, off: number): string {
+  return `${b[off]}.${b[off + 1]}.${b[off + 2]}.${b[off + 3]}`;
+}
+
+/** The key of a packet: its bytes as in the packet (addresses and ports in network order). */
+export function fastPathKey(k: FastPathKey): Buffer {
+  const b = Buffer.alloc(FAST_PATH_KEY_BYTES);
+  writeAddr(b, k.saddr, 0);
+  writeAddr(b, k.daddr, 4);
+  b.writeUInt16BE(k.sport, 8);
+  b.writeUInt16BE(k.dport, 10);
+  b[12] = k.proto ?? 6;
+  return b;
+}
+
+export function parseFastPathKey(b: Buffer): Required<FastPathKey> {
+  return { saddr: readAddr(b, 0), daddr: readAddr(b, 4), sport: b.readUInt16BE(8), dport: b.readUInt16BE(10), proto: b[12]! };
+}
+
+/** A value: the rewrite in network order, the rest in host order. */
+export function fastPathValue(v: FastPathValue): Buffer {
+  const b = Buffer.alloc(FAST_PATH_VALUE_BYTES);
+  writeAddr(b, v.newSaddr, 0);
+  writeAddr(b, v.newDaddr, 4);
+  b.writeUInt16BE(v.newSport, 8);
+  b.writeUInt16BE(v.newDport, 10);
+  writeU32(b, v.inIfindex, 12);
+  writeU32(b, v.outIfindex, 16);
+  if (!(v.win >= 0 && v.win < 2 ** 31)) throw new RangeError(`win ${v.win} must be from 0 to 2^31 - 1`);
+  writeU32(b, v.win, 20);
+  writeU32(b, v.end ?? 0, 24);
+  writeU32(b, v.endKnown ? 1 : 0, 28);
+  writeU64(b, v.packets ?? 0, 32);
+  writeU64(b, v.bytes ?? 0, 40);
+  return b;
+}
+
+export function parseFastPathValue(b: Buffer): Required<FastPathValue> {
+  return {
+    newSaddr: readAddr(b, 0),
+    newDaddr: readAddr(b, 4),
+    newSport: b.readUInt16BE(8),
+    newDport: b.readUInt16BE(10),
+    inIfindex: readU32(b, 12),
+    outIfindex: readU32(b, 16),
+    win: readU32(b, 20),
+    end: readU32(b, 24),
+    endKnown: (readU32(b, 28) & 1) !== 0,
+    packets: readU64(b, 32),
+    bytes: readU64(b, 40),
+  };
+}
