@@ -19,7 +19,10 @@
 #include <linux/if_packet.h>
 #include <linux/pkt_cls.h>
 #include <net/if.h>
+#include <net/if_arp.h>
 #include <netinet/in.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -424,6 +427,17 @@ bool BeforeTcx(std::string* release) {
   return major < 6 || (major == 6 && minor < 6);
 }
 
+// The device's link type (ARPHRD_*), or -errno.
+int LinkType(const std::string& dev) {
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -errno;
+  ifreq ifr{};
+  std::memcpy(ifr.ifr_name, dev.c_str(), std::min(dev.size(), sizeof ifr.ifr_name - 1));
+  int rc = ioctl(fd, SIOCGIFHWADDR, &ifr) < 0 ? -errno : ifr.ifr_hwaddr.sa_family;
+  close(fd);
+  return rc;
+}
+
 int Fail(Handle* h, std::string* err, const std::string& what, int e) {
   *err = what;
   Close(h);
@@ -438,6 +452,15 @@ int Open(const std::string& lan, const std::string& wan, uint32_t maxFlows, Hand
   for (int i = 0; i < 2; i++) {
     ifindex[i] = static_cast<int>(if_nametoindex(devs[i].c_str()));
     if (ifindex[i] == 0) return Fail(h, err, "flow fast path: no device " + devs[i], errno ? errno : ENODEV);
+    // The program reads a 14-byte Ethernet header at skb->data and writes
+    // one before the redirect: on a device without one (PPP, a TUN,
+    // WireGuard: the IP header is at skb->data) it would take other bytes
+    // for the addresses.
+    int type = LinkType(devs[i]);
+    if (type != ARPHRD_ETHER) {
+      return Fail(h, err, "flow fast path: " + devs[i] + " is not an Ethernet device (link type " + std::to_string(type) + ")",
+                  type < 0 ? -type : EINVAL);
+    }
   }
   h->flowsFd = MapCreate(BPF_MAP_TYPE_HASH, kKeyBytes, kValueBytes, maxFlows, "vpnmasq_flows");
   if (h->flowsFd < 0) return Fail(h, err, "flow fast path: table of " + std::to_string(maxFlows) + " flows (bpf hash map)", errno);
@@ -555,12 +578,20 @@ int MapOp(int cmd, int fd, const void* key, void* valueOrNext, uint64_t flags = 
   return Bpf(cmd, &a) == 0 ? 0 : errno;
 }
 
-// The number of possible CPUs: a per-CPU map's value holds one copy for
-// each (kernel/bpf: for_each_possible_cpu). "0-3", "0,2-5" and the like.
-int PossibleCpus() {
-  static int cached = 0;
-  if (cached > 0) return cached;
-  int n = 0;
+// The possible CPUs: a per-CPU map's value holds one copy for each
+// (kernel/bpf: for_each_possible_cpu), 8-byte aligned. From
+// /sys/devices/system/cpu/possible ("0-3", "0,2-5"): how many, and room for
+// at least one more than the highest (so that a misread list can never let
+// the kernel write past the buffer).
+struct Cpus {
+  int count = 0;
+  int room = 0;
+};
+
+Cpus PossibleCpus() {
+  static Cpus cached;
+  if (cached.count > 0) return cached;
+  int n = 0, highest = -1;
   if (FILE* f = std::fopen("/sys/devices/system/cpu/possible", "re")) {
     char buf[4096] = {};
     size_t got = std::fread(buf, 1, sizeof buf - 1, f);
@@ -572,12 +603,17 @@ int PossibleCpus() {
       if (end == s) break;
       long b = a;
       if (*end == '-') b = std::strtol(end + 1, &end, 10);
-      if (b >= a) n += static_cast<int>(b - a + 1);
+      if (b >= a) {
+        n += static_cast<int>(b - a + 1);
+        highest = std::max(highest, static_cast<int>(b));
+      }
       s = *end == ',' ? end + 1 : end;
     }
   }
-  if (n <= 0) n = static_cast<int>(sysconf(_SC_NPROCESSORS_CONF));
-  cached = n > 0 ? n : 1;
+  const int conf = static_cast<int>(sysconf(_SC_NPROCESSORS_CONF));
+  if (n <= 0) n = conf > 0 ? conf : 1;
+  cached.count = n;
+  cached.room = std::max({n, highest + 1, conf});
   return cached;
 }
 
@@ -744,8 +780,8 @@ Napi::Value NapiStats(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd;
   if (!ArgFd(info, 0, &fd)) return env.Undefined();
-  const int cpus = PossibleCpus();
-  std::vector<uint64_t> values(static_cast<size_t>(cpus) * kStatCount);  // each CPU's 8-byte aligned (64 bytes)
+  const Cpus cpus = PossibleCpus();
+  std::vector<uint64_t> values(static_cast<size_t>(cpus.room) * kStatCount);  // each CPU's 64 bytes
   uint32_t zero = 0;
   int e = MapOp(BPF_MAP_LOOKUP_ELEM, fd, &zero, values.data());
   if (e != 0) {
@@ -755,7 +791,7 @@ Napi::Value NapiStats(const Napi::CallbackInfo& info) {
   Napi::Array sums = Napi::Array::New(env, kStatCount);
   for (uint32_t i = 0; i < kStatCount; i++) {
     uint64_t s = 0;
-    for (int c = 0; c < cpus; c++) s += values[static_cast<size_t>(c) * kStatCount + i];
+    for (int c = 0; c < cpus.count; c++) s += values[static_cast<size_t>(c) * kStatCount + i];
     sums.Set(i, Napi::Number::New(env, static_cast<double>(s)));
   }
   return sums;

@@ -8,7 +8,6 @@
 // The links live as long as this process's fds: when it dies the kernel
 // detaches the program, so nothing is forwarded behind a dead daemon.
 import { endianness } from 'node:os';
-import ipaddr from 'ipaddr.js';
 import { loadNative } from './tun.js';
 
 export const FAST_PATH_KEY_BYTES = 16;
@@ -151,9 +150,14 @@ function writeU64(b: Buffer, v: number, off: number): void {
   else b.writeBigUInt64BE(BigInt(v), off);
 }
 
+// Dotted quads only (src/tun imports nothing outside node: no ipaddr.js here).
+const QUAD = /^(0|[1-9]\d{0,2})\.(0|[1-9]\d{0,2})\.(0|[1-9]\d{0,2})\.(0|[1-9]\d{0,2})$/;
+
 function writeAddr(b: Buffer, addr: string, off: number): void {
-  if (!ipaddr.IPv4.isValidFourPartDecimal(addr)) throw new RangeError(`'${addr}' is not a dotted-quad IPv4 address`);
-  b.set(ipaddr.IPv4.parse(addr).toByteArray(), off);
+  const m = QUAD.exec(addr);
+  const bytes = m ? m.slice(1).map(Number) : [];
+  if (bytes.length !== 4 || bytes.some((x) => x > 255)) throw new RangeError(`'${addr}' is not a dotted-quad IPv4 address`);
+  b.set(bytes, off);
 }
 
 function readAddr(b: Buffer, off: number): string {
