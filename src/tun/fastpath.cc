@@ -76,6 +76,8 @@ bpf_insn Call(int32_t helper) { return Insn(BPF_JMP | BPF_CALL, 0, 0, 0, helper)
 bpf_insn Exit() { return Insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0); }
 // *(u64 *)(dst + off) += src, atomically (BPF_XADD: every kernel with eBPF).
 bpf_insn AtomicAdd(uint8_t dst, uint8_t src, int16_t off) { return Insn(BPF_STX | BPF_DW | BPF_ATOMIC, dst, src, off, BPF_ADD); }
+// *(u32 *)(dst + off) |= src, atomically (BPF_ATOMIC BPF_OR: Linux 5.12+, below tcx's 6.6).
+bpf_insn AtomicOr(uint8_t dst, uint8_t src, int16_t off) { return Insn(BPF_STX | BPF_W | BPF_ATOMIC, dst, src, off, BPF_OR); }
 
 void LoadMap(std::vector<bpf_insn>* p, uint8_t reg, int fd) {
   p->push_back(Insn(BPF_LD | BPF_DW | BPF_IMM, reg, BPF_PSEUDO_MAP_FD, 0, fd));
@@ -104,7 +106,7 @@ void Count(std::vector<bpf_insn>* p, int statsFd, int i) {
 // ingress shaper's mirred to an ifb, say) for every packet of the device.
 std::vector<bpf_insn> Program(int flowsFd, int statsFd) {
   enum {
-    kPass, kPassOther, kDrop, kFailed, kClose, kNotClose, kNonGso, kLen,
+    kPass, kPassOther, kDrop, kFailed, kClose, kPassClosed, kNotClose, kNonGso, kLen,
     kSkipSaddr, kSkipDaddr, kSkipSport, kSkipDport, kStoreEnd, kCounters, kLabels
   };
   std::vector<bpf_insn> p;
@@ -188,8 +190,15 @@ std::vector<bpf_insn> Program(int flowsFd, int statsFd) {
   I(Ldx(BPF_W, 1, 6, offsetof(__sk_buff, ingress_ifindex)));
   I(Ldx(BPF_W, 2, 7, kInIfindex));
   l.Jump(BPF_JMP | BPF_JNE | BPF_X, 1, 2, 0, kPassOther);
+  // 4b. A direction that passed a FIN, RST or SYN up (kClosed) stays with
+  // the engine: its entry is kept only for the counts and the end, which the
+  // thread's sync reads before it withdraws the flow (deleting it here lost
+  // the bytes moved since the last sync).
+  I(Ldx(BPF_W, 3, 7, kFlags));
+  I(Alu(BPF_AND, 3, kClosed));
+  l.Jump(jne, 3, 0, 0, kPassClosed);
   // 5. A FIN or RST within the window (or before the end is known), or a
-  // SYN: the engine's (its entry goes); one far outside is dropped.
+  // SYN: the engine's (its direction marked kClosed); one far outside is dropped.
   I(Ldx(BPF_W, 1, 10, kTcpFlags));
   I(MovX(2, 1));
   I(Alu(BPF_AND, 2, kFin | kRst));
@@ -353,8 +362,8 @@ std::vector<bpf_insn> Program(int flowsFd, int statsFd) {
   l.Jump(BPF_JMP32 | BPF_JSLE | BPF_K, 5, 0, 0, kCounters);
   l.Place(kStoreEnd);
   I(Stx(BPF_W, 7, 1, kEnd));
-  I(Alu(BPF_OR, 2, kEndKnown));
-  I(Stx(BPF_W, 7, 2, kFlags));
+  I(Mov(2, kEndKnown));
+  I(AtomicOr(7, 2, kFlags));  // atomic: a kClosed another CPU sets meanwhile stays
   l.Place(kCounters);
   // 10. The flow's counts (one skb, a GSO super-packet too; its IP bytes) and ours.
   I(Mov(1, 1));
@@ -369,10 +378,9 @@ std::vector<bpf_insn> Program(int flowsFd, int statsFd) {
   I(Exit());
 
   l.Place(kClose);
-  LoadMap(&p, 1, flowsFd);
-  I(MovX(2, 10));
-  I(Alu(BPF_ADD, 2, kKey));
-  I(Call(BPF_FUNC_map_delete_elem));
+  I(Mov(1, kClosed));
+  I(AtomicOr(7, 1, kFlags));
+  l.Place(kPassClosed);
   Count(&p, statsFd, kPassedClose);
   I(Mov(0, TC_ACT_UNSPEC));
   I(Exit());

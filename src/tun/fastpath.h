@@ -16,9 +16,11 @@
 //
 // A packet is forwarded only if its entry exists, it arrived on the entry's
 // inIfindex and the route sends it out of the entry's outIfindex; a SYN, FIN
-// or RST deletes the entry of its direction and goes up to the engine,
-// which sees the connection close (a FIN or RST far outside the sender's
-// window, a blind injection, is dropped instead); a packet with TTL <= 1,
+// or RST marks its direction closed (kClosed: it and every later packet of
+// that direction go up to the engine, which sees the connection close; the
+// entry stays for its counts until userland withdraws the flow; a FIN or
+// RST far outside the sender's window, a blind injection, is dropped
+// instead); a packet with TTL <= 1,
 // or too large for the route's MTU, or whose route or neighbour is not
 // known goes up.
 //
@@ -36,7 +38,7 @@
 //     16 outIfindex u32 (the route must send it out here)
 //     20 win u32: a FIN or RST is accepted when |(s32)(seq - end)| <= win (below 2^31)
 //     24 end u32: the sender's highest seq + payload seen (the program advances it)
-//     28 flags u32: bit 0 end known (the program sets it)
+//     28 flags u32: bit 0 end known, bit 1 closed (the program sets them)
 //     32 packets u64, 40 bytes u64 (IP bytes; a GSO super-packet counts once)
 // `stats` (BPF_MAP_TYPE_PERCPU_ARRAY, one entry of 8 u64): Stat below.
 #pragma once
@@ -59,11 +61,15 @@ constexpr uint32_t kStatCount = 8;
 constexpr int16_t kNewSaddr = 0, kNewDaddr = 4, kNewSport = 8, kNewDport = 10, kInIfindex = 12,
                   kOutIfindex = 16, kWin = 20, kEnd = 24, kFlags = 28, kPackets = 32, kBytes = 40;
 constexpr uint32_t kEndKnown = 1;
+// The direction passed a SYN, FIN or RST up: from then on all of its packets
+// go up (the engine's), and the entry stays for its counts and end until
+// the thread's sync withdraws the flow.
+constexpr uint32_t kClosed = 2;
 
 enum Stat : int {
   kForwarded = 0,      // redirected
   kOutOfWindow = 1,    // FIN or RST far outside the sender's window: dropped
-  kPassedClose = 2,    // SYN, FIN or RST: its entry deleted, passed up
+  kPassedClose = 2,    // SYN, FIN or RST, or any packet after one in its direction (kClosed): passed up
   kPassedOther = 3,    // wrong device, TTL <= 1, MTU, no route, another device's route: passed up
   kRewriteFailed = 4,  // a helper failed half-way through the rewrite: dropped (never seen)
 };

@@ -19,7 +19,7 @@ export const FAST_PATH_STAT = {
   forwarded: 0,
   /** FIN or RST far outside the sender's window: dropped, the entry kept */
   outOfWindow: 1,
-  /** SYN, FIN or RST: the entry of its direction deleted, passed up */
+  /** SYN, FIN or RST, or a later packet of a direction that passed one (closed): passed up */
   passedClose: 2,
   /** passed up: wrong ingress device, TTL <= 1, too big for the route's MTU, no route or neighbour, another device's route */
   passedOther: 3,
