@@ -52,13 +52,14 @@ const USAGE = `usage: sudo node bench/e2e.js [options]
   --tcp-reps N     repetitions per TCP row (default 3)
   --tcp-seconds S  seconds per TCP repetition (default 3)
   --offload-compare  also run the TCP rows through vpnmasq with option offload '0'
+  --no-flow-offload  skip the TCP rows through vpnmasq with option flow_offload '1' (the kernel fast path for established TCP; run by default)
   --router-cpu PCT   vpnmasq gets PCT % of one CPU (cgroup v1 cpu group: a router slower than its LAN hosts; the kernel NAT is not limited)
   --busy-poll US   vpnmasq with option busy_poll US (microseconds; default 0)`;
 
 function parseArgs(argv) {
   const a = {
     reps: 5, seconds: 3, flows: 16, clients: 1, pings: 200, kernelOnly: false, cli: null, json: null, svg: resolve('bench-e2e.svg'), warmup: true,
-    mix: true, mixReps: null, mixFlows: 8, tcp: true, tcpOnly: false, tcpReps: 3, tcpSeconds: 3, offloadCompare: false, busyPoll: 0,
+    mix: true, mixReps: null, mixFlows: 8, tcp: true, tcpOnly: false, tcpReps: 3, tcpSeconds: 3, offloadCompare: false, flowOffload: true, busyPoll: 0,
   };
   const num = (name, v, min, max) => {
     const n = Number(v);
@@ -88,6 +89,7 @@ function parseArgs(argv) {
       case '--tcp-reps': a.tcpReps = Math.round(num(key, val(), 1, 100)); break;
       case '--tcp-seconds': a.tcpSeconds = Math.round(num(key, val(), 1, 600)); break;
       case '--offload-compare': a.offloadCompare = true; break;
+      case '--no-flow-offload': a.flowOffload = false; break;
       case '--busy-poll': a.busyPoll = Math.round(num(key, val(), 0, 100000)); break;
       case '--cli': a.cli = resolve(val() ?? ''); break;
       case '--router-cpu': a.routerCpu = num(key, val(), 1, 100); break;
@@ -196,7 +198,8 @@ async function main() {
   const modesCount = doVpnmasq ? 2 : 1;
   const budgetS = 90 + modesCount * (60 + (a.reps + 1) * (a.seconds + 35) + a.pings * 0.02 +
     (a.mix ? a.mixReps * (a.seconds + 45) : 0) + (a.tcp ? 4 * a.tcpReps * (a.tcpSeconds + 30) + 60 : 0)) +
-    (a.offloadCompare ? 60 + 4 * a.tcpReps * (a.tcpSeconds + 30) + 60 : 0);
+    (a.offloadCompare ? 60 + 4 * a.tcpReps * (a.tcpSeconds + 30) + 60 : 0) +
+    (doVpnmasq && a.tcp && a.flowOffload ? 60 + 4 * a.tcpReps * (a.tcpSeconds + 30) + 60 : 0);
   let lab = null;
   let tmp = null;
   const cleanup = () => {
@@ -226,6 +229,8 @@ async function main() {
     modes.push(await benchMode(lab, kernelMode(), a, parts));
     if (doVpnmasq) modes.push(await benchMode(lab, vpnmasqMode(cliPath, tmp, { busyPollUs: a.busyPoll, cpuPct: a.routerCpu ?? 0 }), a, parts));
     if (doVpnmasq && a.tcp && a.offloadCompare) modes.push(await benchMode(lab, vpnmasqMode(cliPath, tmp, { offload: false }), a, parts, true));
+    // The kernel fast path for established TCP (option flow_offload): the TCP rows only (UDP and the mix take the TUN path either way).
+    if (doVpnmasq && a.tcp && a.flowOffload) modes.push(await benchMode(lab, vpnmasqMode(cliPath, tmp, { flowOffload: true }), a, parts, true));
   } catch (e) {
     console.error(`bench/e2e: ${firstLine(e.message)}`);
   } finally {

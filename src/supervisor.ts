@@ -29,14 +29,15 @@ import type { Request, Response } from './control/protocol.js';
 import { Observer } from './observe/index.js';
 import { checkListeners, deviceAddresses } from './observe/listen.js';
 
-/**
- * A boolean option, unless the environment variable says 0 or 1 (to run
- * test suites and benchmarks both ways): VPNMASQ_OFFLOAD for option
- * offload, VPNMASQ_GRO for option gro.
- */
 /** Flows the kernel's fast path holds at most (two entries each, 48 + 16 bytes and the hash's own: about 10 MiB of kernel memory at most). */
 const FAST_PATH_FLOWS = 65536;
 
+/**
+ * A boolean option, unless the environment variable says 0 or 1 (to run
+ * test suites and benchmarks both ways): VPNMASQ_OFFLOAD for option
+ * offload, VPNMASQ_GRO for option gro, VPNMASQ_FLOW_OFFLOAD for option
+ * flow_offload.
+ */
 function switchWanted(option: boolean, envName: string): boolean {
   const env = process.env[envName];
   if (env === '0') return false;

@@ -1,7 +1,7 @@
 // The router modes the bench compares, each with up/down and the router's
 // drop counters: the kernel's nftables masquerade and vpnmasq run in the
 // router namespace.
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stopChild } from '../../dist/lab/run.js';
@@ -82,17 +82,19 @@ function limitCpu(pid, pct) {
  * vpnmasq in the router; offload false writes option offload '0' (one packet per TUN read), labelled apart;
  * busyPollUs > 0 writes option busy_poll (--busy-poll; the report's header says so); cpuPct: see limitCpu.
  */
-export function vpnmasqMode(cliPath, tmp, { offload = true, busyPollUs = 0, cpuPct = 0 } = {}) {
+export function vpnmasqMode(cliPath, tmp, { offload = true, busyPollUs = 0, cpuPct = 0, flowOffload = false } = {}) {
   let unlimit = null;
-  const sock = join(tmp, offload ? 'vpnmasq.sock' : 'vpnmasq-nooffload.sock');
-  const cfg = join(tmp, offload ? 'vpnmasq.conf' : 'vpnmasq-nooffload.conf');
+  // Each mode its own socket, config and state: never another mode's flows.
+  const tag = flowOffload ? '-flowoffload' : offload ? '' : '-nooffload';
+  const sock = join(tmp, `vpnmasq${tag}.sock`);
+  const cfg = join(tmp, `vpnmasq${tag}.conf`);
   let child = null;
   let output = () => [];
   let exitInfo = null;
   let ready = false;
   return {
     name: 'vpnmasq',
-    label: offload ? 'vpnmasq' : 'vpnmasq-offload-0',
+    label: flowOffload ? 'vpnmasq-flow-offload' : offload ? 'vpnmasq' : 'vpnmasq-offload-0',
     /** the daemon's pid (ip netns exec execs it), for its CPU time */
     pid: () => child?.pid,
     /** throws if vpnmasq has gone away since it became ready */
@@ -111,8 +113,9 @@ export function vpnmasqMode(cliPath, tmp, { offload = true, busyPollUs = 0, cpuP
         "\toption log_level 'warn'",
         `\toption control_socket '${sock}'`,
         // A state directory of the bench's own: never restore another run's (or the router's) flows and counters.
-        `\toption snapshot_dir '${join(tmp, offload ? 'state' : 'state-nooffload')}'`,
+        `\toption snapshot_dir '${join(tmp, `state${tag}`)}'`,
         ...(offload ? [] : ["\toption offload '0'"]),
+        ...(flowOffload ? ["\toption flow_offload '1'"] : []),
         ...(busyPollUs > 0 ? [`\toption busy_poll '${busyPollUs}'`] : []),
         '',
       ].join('\n'));
@@ -129,6 +132,11 @@ export function vpnmasqMode(cliPath, tmp, { offload = true, busyPollUs = 0, cpuP
         await sleep(100);
       }
       ready = true;
+      if (flowOffload) {
+        // A column named flow offload must have had it: the kernel may refuse (no tcx before Linux 6.6).
+        const st = JSON.parse(execFileSync(process.execPath, [cliPath, 'status', '--json', '--socket', sock], { timeout: 5000, encoding: 'utf8' }));
+        if (!st.flowOffload?.enabled) throw new Error(`vpnmasq: option flow_offload did not take: ${st.flowOffload?.note ?? 'no flowOffload in status'}`);
+      }
       if (cpuPct > 0) {
         unlimit = limitCpu(child.pid, cpuPct);
         log(`vpnmasq: limited to ${cpuPct} % of one CPU (cgroup v1 cpu: CFS quota and RT runtime)`);

@@ -147,25 +147,31 @@ export function printTcpTable(a, modes, renderRows) {
   if (!withTcp.length) return;
   const k = withTcp.find((m) => m.mode === 'kernel-nft')?.tcp;
   const v = withTcp.find((m) => m.mode === 'vpnmasq')?.tcp;
-  const rows = [['row', ...withTcp.map((m) => m.mode), ...(k && v ? ['vpnmasq/kernel'] : [])]];
+  // option flow_offload's column gets its own ratio (established TCP through the kernel fast path).
+  const fo = withTcp.find((m) => m.mode === 'vpnmasq-flow-offload')?.tcp;
+  const rows = [['row', ...withTcp.map((m) => m.mode), ...(k && v ? ['vpnmasq/kernel'] : []), ...(k && fo ? ['flow-offload/kernel'] : [])]];
   for (const r of TCP_ROWS) {
     const ratio = k && v ? v.rows[r.key]?.medianMbps / k.rows[r.key]?.medianMbps : NaN;
-    rows.push([`${r.what} (Mbit/s)`, ...withTcp.map((m) => fmt(m.tcp.rows[r.key]?.medianMbps)), ...(k && v ? [fmt(ratio, 2) + '×'] : [])]);
+    const foRatio = k && fo ? fo.rows[r.key]?.medianMbps / k.rows[r.key]?.medianMbps : NaN;
+    rows.push([`${r.what} (Mbit/s)`, ...withTcp.map((m) => fmt(m.tcp.rows[r.key]?.medianMbps)), ...(k && v ? [fmt(ratio, 2) + '×'] : []),
+      ...(k && fo ? [fmt(foRatio, 2) + '×'] : [])]);
   }
-  const diff = (f) => (k && v ? `${v[f] - k[f] >= 0 ? '+' : ''}${fmt((v[f] - k[f]) * 1000, 0)} µs` : undefined);
-  rows.push(['ping RTT idle, median (ms)', ...withTcp.map((m) => fmt(m.tcp.pingIdleMs, 3)), ...(k && v ? [diff('pingIdleMs')] : [])]);
+  const us = (d) => `${d >= 0 ? '+' : ''}${fmt(d * 1000, 0)} µs`;
+  // The added-latency columns: vpnmasq's, then flow_offload's, each against the kernel.
+  const added = (get) => [...(k && v ? [us(get(v) - get(k))] : []), ...(k && fo ? [us(get(fo) - get(k))] : [])];
+  const blank = [...(k && v ? [''] : []), ...(k && fo ? [''] : [])];
+  rows.push(['ping RTT idle, median (ms)', ...withTcp.map((m) => fmt(m.tcp.pingIdleMs, 3)), ...added((t) => t.pingIdleMs)]);
   for (const r of TCP_ROWS) {
     for (const [f, what] of [['pingMs', 'median'], ['pingP99Ms', 'p99'], ['pingRtMs', 'median, real-time pinger (lan2),'], ['pingRtP99Ms', 'p99, real-time pinger (lan2),']]) {
-      const d = k && v ? v.rows[r.key]?.[f] - k.rows[r.key]?.[f] : NaN;
       rows.push([`ping RTT ${what} during ${r.what.replace('TCP ', '')} (ms)`, ...withTcp.map((m) => fmt(m.tcp.rows[r.key]?.[f], 3)),
-        ...(k && v ? [`${d >= 0 ? '+' : ''}${fmt(d * 1000, 0)} µs`] : [])]);
+        ...added((t) => t.rows[r.key]?.[f])]);
     }
   }
   // What the router's drops cost the senders (README "Latency under load": the reader queue's head drops of super-packets).
   rows.push(['TCP retransmits, median per rep: up 1 / up 4 / down 1 / down 4',
-    ...withTcp.map((m) => TCP_ROWS.map((r) => fmt(m.tcp.rows[r.key]?.retransmits)).join(' / ')), ...(k && v ? [''] : [])]);
-  rows.push(['machine CPU s per GB (all processes)', ...withTcp.map((m) => fmt(m.tcp.cpu?.machineSPerGB, 2)), ...(k && v ? [''] : [])]);
-  rows.push(['vpnmasq process CPU s per GB', ...withTcp.map((m) => fmt(m.tcp.cpu?.procSPerGB, 2)), ...(k && v ? [''] : [])]);
+    ...withTcp.map((m) => TCP_ROWS.map((r) => fmt(m.tcp.rows[r.key]?.retransmits)).join(' / ')), ...blank]);
+  rows.push(['machine CPU s per GB (all processes)', ...withTcp.map((m) => fmt(m.tcp.cpu?.machineSPerGB, 2)), ...blank]);
+  rows.push(['vpnmasq process CPU s per GB', ...withTcp.map((m) => fmt(m.tcp.cpu?.procSPerGB, 2)), ...blank]);
   const out = ['', `TCP: iperf3 -P 1 / -P 4, ${a.tcpSeconds} s, median of ${a.tcpReps} reps per row; WAN→LAN is iperf3 -R (the WAN host sends)`, ...renderRows(rows)];
   for (const m of withTcp) if (m.tcp.error) out.push(`${m.mode}: TCP: ${firstLine(m.tcp.error)}`);
   out.push('ping: lan1 at normal priority (its own wait for a CPU included), lan2 at SCHED_FIFO 20 (the delay the router adds; a LAN host of its own)');
