@@ -126,6 +126,8 @@ export interface FastPathValue {
   /** the sender's highest seq + payload length so far, if endKnown */
   end?: number;
   endKnown?: boolean;
+  /** the direction passed a SYN, FIN or RST up: every later packet of it goes up too (the program sets it) */
+  closed?: boolean;
   packets?: number;
   bytes?: number;
 }
@@ -191,7 +193,7 @@ export function fastPathValue(v: FastPathValue): Buffer {
   if (!(v.win >= 0 && v.win < 2 ** 31)) throw new RangeError(`win ${v.win} must be from 0 to 2^31 - 1`);
   writeU32(b, v.win, 20);
   writeU32(b, v.end ?? 0, 24);
-  writeU32(b, v.endKnown ? 1 : 0, 28);
+  writeU32(b, (v.endKnown ? 1 : 0) | (v.closed ? 2 : 0), 28);
   writeU64(b, v.packets ?? 0, 32);
   writeU64(b, v.bytes ?? 0, 40);
   return b;
@@ -208,6 +210,7 @@ export function parseFastPathValue(b: Buffer): Required<FastPathValue> {
     win: readU32(b, 20),
     end: readU32(b, 24),
     endKnown: (readU32(b, 28) & 1) !== 0,
+    closed: (readU32(b, 28) & 2) !== 0,
     packets: readU64(b, 32),
     bytes: readU64(b, 40),
   };

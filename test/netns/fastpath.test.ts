@@ -1,0 +1,606 @@
+// The flow fast path's kernel part (src/tun/fastpath.cc) on its own, on
+// veths between three namespaces: lanhost — router — wanhost.
+//
+// The router's kernel makes the TCP connection's handshake (forwarding on,
+// nftables snat with a fixed mapping: 10.230.1.2:40000 leaves as
+// 10.230.2.1:61000), then an nftables forward drop stops the kernel from
+// forwarding anything of it: what crosses from then on crossed by the
+// program, on the two entries the test writes as the engine would. The
+// forwarding sysctl stays on: bpf_fib_lookup itself refuses a device with
+// forwarding off (BPF_FIB_LKUP_RET_FWD_DISABLED).
+//
+// A Node child in the router namespace opens the fast path through
+// src/tun/fastpath.ts (transpiled on load by the project's typescript) and
+// answers one JSON request a line; python3 peers in lanhost and wanhost hold
+// the connection's two ends (one command a line) and sniff the TTL of what
+// arrives; hand-built TCP segments go out of an AF_PACKET socket.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { release, tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { inCI, skipUnless } from '../helpers/prereq.js';
+import { sleep } from '../helpers/shell.js';
+import { fastPathKey, fastPathValue, parseFastPathKey, parseFastPathValue } from '../../src/tun/fastpath.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const ADDON = path.join(ROOT, 'build', 'Release', 'vpnmasq_tun.node');
+const ID = `vmfp${process.pid % 100000}`;
+const NS = { lan: `${ID}-lan`, rtr: `${ID}-rtr`, wan: `${ID}-wan` };
+const LAN_HOST = '10.230.1.2';
+const LAN_GW = '10.230.1.1';
+const WAN_ADDR = '10.230.2.1';
+const SERVER = '10.230.2.2';
+const LAN_PORT = 40000;
+const NAT_PORT = 61000;
+const SERVER_PORT = 5001;
+// Each end's own TTL, so that what arrives says how many hops took one off.
+const LAN_TTL = 77;
+const SERVER_TTL = 55;
+const MB = 1 << 20;
+
+// tcx came with Linux 6.6: before it the fast path cannot attach (fastPathOpen throws "needs tcx").
+function tcxMissing(): boolean {
+  const [major, minor] = release().split('.').map(Number) as [number, number];
+  if (major > 6 || (major === 6 && minor >= 6)) return false;
+  const why = `needs Linux 6.6+ for tcx, this is ${release()}`;
+  if (inCI) throw new Error(`prerequisite missing under CI: ${why}`);
+  console.warn(`skipping: ${why}`);
+  return true;
+}
+
+// One end of the TCP connection: `server LADDR LPORT SRC SPORT` or `client
+// LADDR LPORT RADDR RPORT`. SRC:SPORT (RADDR:RPORT) is whom its packets come
+// from, for the TTL sniffer. Commands: send N SEED (N pseudo-random bytes;
+// prints their sha256), recv N SECONDS (up to N bytes received, within the
+// time; their count and sha256), avail, ttls (the TTLs seen since the last
+// ttls), csumerrors (TcpInCsumErrors).
+const PEER_PY = `
+import collections, hashlib, json, random, socket, sys, threading, time
+
+role, laddr, lport, raddr, rport = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+lock = threading.Condition()
+buf = bytearray()
+ttls = collections.Counter()
+raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)  # a copy of every TCP packet in
+
+def sniff():
+    while True:
+        p = raw.recv(1 << 17)
+        ihl = (p[0] & 15) * 4
+        if socket.inet_ntoa(p[12:16]) == raddr and int.from_bytes(p[ihl:ihl + 2], 'big') == rport:
+            with lock:
+                ttls[p[8]] += 1
+threading.Thread(target=sniff, daemon=True).start()
+
+if role == 'server':
+    ls = socket.socket()
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind((laddr, lport))
+    ls.listen(1)
+    print('listening', flush=True)
+    s, _ = ls.accept()
+else:
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((laddr, lport))
+    s.connect((raddr, rport))
+print('connected', flush=True)
+
+def reader():
+    while True:
+        d = s.recv(1 << 20)
+        if not d:
+            break
+        with lock:
+            buf.extend(d)
+            lock.notify_all()
+threading.Thread(target=reader, daemon=True).start()
+
+def csum_errors():
+    lines = [l.split() for l in open('/proc/net/snmp') if l.startswith('Tcp:')]
+    return int(lines[1][lines[0].index('InCsumErrors')])
+
+for line in sys.stdin:
+    c = line.split()
+    if c[0] == 'send':
+        data = random.Random(int(c[2])).randbytes(int(c[1]))
+        s.sendall(data)
+        print('sent', len(data), hashlib.sha256(data).hexdigest(), flush=True)
+    elif c[0] == 'recv':
+        n, deadline = int(c[1]), time.monotonic() + float(c[2])
+        with lock:
+            while len(buf) < n and time.monotonic() < deadline:
+                lock.wait(max(0.0, deadline - time.monotonic()))
+            got = bytes(buf[:n])
+            del buf[:n]
+        print('recv', len(got), hashlib.sha256(got).hexdigest(), flush=True)
+    elif c[0] == 'avail':
+        with lock:
+            print('avail', len(buf), flush=True)
+    elif c[0] == 'ttls':
+        with lock:
+            print('ttls', json.dumps(ttls, separators=(',', ':')), flush=True)
+            ttls.clear()
+    elif c[0] == 'csumerrors':
+        print('csumerrors', csum_errors(), flush=True)
+`;
+
+// A hand-built TCP segment in an Ethernet frame, out of an AF_PACKET socket:
+// IFNAME DMAC SMAC SRC DST SPORT DPORT SEQ ACK FLAGS TTL.
+const RAW_PY = `
+import socket, struct, sys
+ifname, dmac, smac, src, dst = sys.argv[1:6]
+sport, dport, seq, ack, flags, ttl = (int(x, 0) for x in sys.argv[6:12])
+def csum(b):
+    s = sum(struct.unpack('!%dH' % (len(b) // 2), b))
+    while s >> 16:
+        s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+S, D = socket.inet_aton(src), socket.inet_aton(dst)
+tcp = struct.pack('!HHIIBBHHH', sport, dport, seq & 0xffffffff, ack & 0xffffffff, 5 << 4, flags, 65535, 0, 0)
+tcp = tcp[:16] + struct.pack('!H', csum(S + D + struct.pack('!BBH', 0, 6, len(tcp)) + tcp)) + tcp[18:]
+ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(tcp), 0x1234, 0x4000, ttl, 6, 0, S, D)
+ip = ip[:10] + struct.pack('!H', csum(ip)) + ip[12:]
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind((ifname, 0))
+s.send(bytes.fromhex(dmac.replace(':', '')) + bytes.fromhex(smac.replace(':', '')) + b'\\x08\\x00' + ip + tcp)
+`;
+
+// Transmit checksum offload off (SIOCETHTOOL's ETHTOOL_STXCSUM; no ethtool
+// on the CI machines), which takes TSO with it: the kernel then cuts a GSO
+// packet into segments and sums each itself. Prints each device's setting after.
+const TXCSUM_OFF_PY = `
+import ctypes, fcntl, socket, struct, sys
+def ethtool(ifname, cmd, data=0):
+    ev = ctypes.create_string_buffer(struct.pack('II', cmd, data))
+    fcntl.ioctl(socket.socket(), 0x8946, struct.pack('16sP', ifname.encode(), ctypes.addressof(ev)).ljust(40, b'\\0'))
+    return struct.unpack('II', ev.raw[:8])[1]
+for name in sys.argv[1:]:
+    ethtool(name, 0x17, 0)  # ETHTOOL_STXCSUM
+    print(name, ethtool(name, 0x16))  # ETHTOOL_GTXCSUM
+`;
+
+// The router's child: opens the fast path through src/tun/fastpath.ts, one
+// JSON request a line ({id, op, args}), one answer a line. It prints its
+// ready line and then only waits: its links live as long as it does.
+const ROUTER_MJS = `
+import { createInterface } from 'node:readline';
+import { readdirSync, readlinkSync, readFileSync } from 'node:fs';
+import { FastPath, fastPathKey, fastPathValue, parseFastPathKey, parseFastPathValue } from ${JSON.stringify(
+  pathToFileURL(path.join(ROOT, 'src', 'tun', 'fastpath.ts')).href,
+)};
+const out = (o) => process.stdout.write(JSON.stringify(o) + '\\n');
+const bpfFds = () => readdirSync('/proc/self/fd').filter((fd) => {
+  try { return readlinkSync('/proc/self/fd/' + fd).startsWith('anon_inode:bpf'); } catch { return false; }
+}).length;
+const err = (e) => ({ message: e.message, code: e.code });
+let fp = null;
+const ops = {
+  open: (lan, wan, max) => { fp = FastPath.open(lan, wan, max); return fp.handle; },
+  put: (k, v) => fp.put(fastPathKey(k), fastPathValue(v)),
+  get: (k) => { const b = Buffer.alloc(48); return fp.get(fastPathKey(k), b) ? parseFastPathValue(b) : null; },
+  remove: (k) => fp.remove(fastPathKey(k)),
+  stats: () => fp.stats(),
+  fdinfo: (fd) => readFileSync('/proc/self/fdinfo/' + fd, 'utf8'),
+  close: () => fp.close(),
+  // The API on a table of 2 (attached to the same devices, beside nothing).
+  api: (lan, wan) => {
+    const r = {};
+    const before = bpfFds();
+    try { FastPath.open('vmfp-none0', wan, 4); } catch (e) { r.noLan = err(e); }
+    try { FastPath.open(lan, 'vmfp-none1', 4); } catch (e) { r.noWan = err(e); }
+    try { FastPath.open(lan, wan, 0); } catch (e) { r.zero = err(e); }
+    try { FastPath.open('lo', wan, 4); } catch (e) { r.notEther = err(e); }
+    // The second attach fails (the program is on lan already): the first link goes too.
+    try { FastPath.open(lan, lan, 4); } catch (e) { r.twice = err(e); }
+    r.leftAfterFailures = bpfFds() - before;
+    const t = FastPath.open(lan, wan, 2);
+    r.opened = bpfFds() - before;
+    r.linkInfo = readFileSync('/proc/self/fdinfo/' + t.handle.links[0], 'utf8');
+    const key = (i) => fastPathKey({ saddr: '192.0.2.' + i, daddr: '198.51.100.7', sport: 1000 + i, dport: 443 });
+    const value = fastPathValue({ newSaddr: '203.0.113.1', newDaddr: '198.51.100.7', newSport: 2000, newDport: 443,
+      inIfindex: 11, outIfindex: 12, win: 65535, end: 0xfffffff0, endKnown: true });
+    t.put(key(1), value);
+    t.put(key(2), value);
+    try { t.put(key(3), value); } catch (e) { r.full = err(e); }
+    t.put(key(2), value);  // replacing one in a full table
+    try { t.put(key(1), Buffer.alloc(47)); } catch (e) { r.short = err(e); }
+    r.keys = t.keys(8).map(parseFastPathKey).sort((a, b) => a.sport - b.sport);
+    r.keysOne = t.keys(1).length;
+    const b = Buffer.alloc(48);
+    r.got = t.get(key(1), b) ? parseFastPathValue(b) : null;
+    r.getMissing = t.get(key(3), b);
+    r.removed = [t.remove(key(1)), t.remove(key(1))];
+    r.stats = t.stats();
+    t.close();
+    t.close();
+    r.handleAfterClose = t.handle;
+    r.leftAfterClose = bpfFds() - before;
+    return r;
+  },
+};
+createInterface({ input: process.stdin }).on('line', (line) => {
+  const { op, args } = JSON.parse(line);
+  try { const result = ops[op](...args); out({ ok: true, result: result ?? null }); }
+  catch (e) { out({ ok: false, ...err(e) }); }
+});
+out({ ready: true, pid: process.pid });
+`;
+
+// Loader hooks for the router's child: .ts through typescript.transpileModule,
+// and a relative './x.js' that is ./x.ts in the source tree.
+const HOOKS_MJS = `
+import { readFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+const ts = createRequire(${JSON.stringify(path.join(ROOT, 'package.json'))})('typescript');
+export async function resolve(spec, context, next) {
+  try {
+    return await next(spec, context);
+  } catch (e) {
+    if (spec.startsWith('.') && spec.endsWith('.js')) return next(spec.slice(0, -3) + '.ts', context);
+    throw e;
+  }
+}
+export async function load(url, context, next) {
+  if (!url.startsWith('file:') || !url.endsWith('.ts')) return next(url, context);
+  const source = ts.transpileModule(await readFile(new URL(url), 'utf8'), {
+    fileName: url,
+    compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022, esModuleInterop: true },
+  }).outputText;
+  return { format: 'module', source, shortCircuit: true };
+}
+`;
+
+let dir = '';
+const procs: ChildProcess[] = [];
+
+/** A child's stdout, a line at a time, in order. */
+class Lines {
+  private buf = '';
+  private lines: string[] = [];
+  private waiting: ((l: string) => void)[] = [];
+  stderr = '';
+  readonly exited: Promise<void>;
+
+  constructor(readonly proc: ChildProcess, private readonly what: string) {
+    procs.push(proc);
+    proc.stderr!.on('data', (d) => (this.stderr += d));
+    proc.stdout!.setEncoding('utf8');
+    proc.stdout!.on('data', (d: string) => {
+      this.buf += d;
+      let nl: number;
+      while ((nl = this.buf.indexOf('\n')) >= 0) {
+        const l = this.buf.slice(0, nl);
+        this.buf = this.buf.slice(nl + 1);
+        const w = this.waiting.shift();
+        if (w) w(l);
+        else this.lines.push(l);
+      }
+    });
+    this.exited = new Promise((r) => proc.on('exit', () => r()));
+  }
+
+  next(ms = 10_000): Promise<string> {
+    const l = this.lines.shift();
+    if (l !== undefined) return Promise.resolve(l);
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => {
+        this.waiting.splice(this.waiting.indexOf(w), 1);
+        reject(new Error(`${this.what}: no line within ${ms} ms; stderr: ${this.stderr}`));
+      }, ms);
+      const w = (line: string) => { clearTimeout(t); resolve(line); };
+      this.waiting.push(w);
+      void this.exited.then(() => setTimeout(() => {
+        if (this.waiting.includes(w)) { clearTimeout(t); this.waiting.splice(this.waiting.indexOf(w), 1); reject(new Error(`${this.what} exited: ${this.stderr}`)); }
+      }, 50));
+    });
+  }
+
+  /** Sends a command line; its answer's words. */
+  async cmd(line: string, ms = 20_000): Promise<string[]> {
+    this.proc.stdin!.write(line + '\n');
+    return (await this.next(ms)).split(' ');
+  }
+
+  kill(): void {
+    if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill('SIGKILL');
+  }
+}
+
+class Router extends Lines {
+  pid = 0;
+  static async start(): Promise<Router> {
+    const register = `data:text/javascript,import{register}from"node:module";register(${JSON.stringify(
+      pathToFileURL(path.join(dir, 'hooks.mjs')).href,
+    )});`;
+    const r = new Router(spawn('ip', ['netns', 'exec', NS.rtr, process.execPath, '--import', register, path.join(dir, 'router.mjs')],
+      { stdio: ['pipe', 'pipe', 'pipe'] }), 'router child');
+    r.pid = JSON.parse(await r.next(15_000)).pid;
+    return r;
+  }
+  async call(op: string, ...args: unknown[]): Promise<any> {
+    this.proc.stdin!.write(JSON.stringify({ op, args }) + '\n');
+    const m = JSON.parse(await this.next(10_000));
+    if (!m.ok) throw Object.assign(new Error(m.message), { code: m.code });
+    return m.result;
+  }
+}
+
+function inNs(ns: string, cmd: string[], input?: string): string {
+  return execFileSync('ip', ['netns', 'exec', ns, ...cmd], { encoding: 'utf8', input, stdio: ['pipe', 'pipe', 'pipe'] });
+}
+
+function link(ns: string, dev: string): { ifindex: number; address: string } {
+  return JSON.parse(execFileSync('ip', ['-n', ns, '-j', 'link', 'show', 'dev', dev], { encoding: 'utf8' }))[0];
+}
+
+/** From wanhost: one hand-built TCP segment, as if it came from SRC:SPORT. */
+function segment(src: string, sport: number, dst: string, dport: number, seq: number, flags: number, ttl = 64): void {
+  inNs(NS.wan, ['python3', path.join(dir, 'raw.py'), 'eth0', link(NS.rtr, 'wan0').address, link(NS.wan, 'eth0').address,
+    src, dst, String(sport), String(dport), String(seq >>> 0), '0', String(flags), String(ttl)]);
+}
+
+const FIN = 0x01, RST = 0x04, ACK = 0x10;
+const STAT = { forwarded: 0, outOfWindow: 1, passedClose: 2, passedOther: 3, rewriteFailed: 4 };
+
+describe.skipIf(skipUnless({ root: true, tools: ['ip', 'nft', 'python3'] }) || tcxMissing())('flow fast path: eBPF on tcx ingress forwards an established TCP flow (netns)', () => {
+  let router: Router;
+  let server: Lines;
+  let client: Lines;
+  let lanIdx = 0;
+  let wanIdx = 0;
+  let handle: { flowsFd: number; statsFd: number; progFd: number; links: number[] };
+  const outKey = { saddr: LAN_HOST, daddr: SERVER, sport: LAN_PORT, dport: SERVER_PORT };
+  const inKey = { saddr: SERVER, daddr: WAN_ADDR, sport: SERVER_PORT, dport: NAT_PORT };
+  const entries = () => ({
+    out: { newSaddr: WAN_ADDR, newDaddr: SERVER, newSport: NAT_PORT, newDport: SERVER_PORT, inIfindex: lanIdx, outIfindex: wanIdx, win: 1 << 20 },
+    in: { newSaddr: SERVER, newDaddr: LAN_HOST, newSport: SERVER_PORT, newDport: LAN_PORT, inIfindex: wanIdx, outIfindex: lanIdx, win: 1 << 20 },
+  });
+  async function install(r: Router): Promise<void> {
+    await r.call('put', outKey, entries().out);
+    await r.call('put', inKey, entries().in);
+  }
+  /** `bytes` from one end to the other, whole: the sender's and the receiver's sha256. */
+  async function transfer(from: Lines, to: Lines, bytes: number, seed: number): Promise<void> {
+    const sent = await from.cmd(`send ${bytes} ${seed}`);
+    const got = await to.cmd(`recv ${bytes} 15`);
+    expect(got).toEqual(['recv', String(bytes), sent[2]]);
+  }
+
+  beforeAll(async () => {
+    if (!existsSync(ADDON)) throw new Error(`${ADDON} is missing: run \`npm run build:addon\` first`);
+    dir = mkdtempSync(path.join(tmpdir(), 'vpnmasq-fastpath-'));
+    writeFileSync(path.join(dir, 'peer.py'), PEER_PY);
+    writeFileSync(path.join(dir, 'raw.py'), RAW_PY);
+    writeFileSync(path.join(dir, 'txcsum.py'), TXCSUM_OFF_PY);
+    writeFileSync(path.join(dir, 'router.mjs'), ROUTER_MJS);
+    writeFileSync(path.join(dir, 'hooks.mjs'), HOOKS_MJS);
+    for (const ns of Object.values(NS)) {
+      execFileSync('ip', ['netns', 'add', ns]);
+      execFileSync('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
+    }
+    const ip = (ns: string, ...a: string[]) => execFileSync('ip', ['-n', ns, ...a]);
+    ip(NS.rtr, 'link', 'add', 'lan0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', NS.lan);
+    ip(NS.rtr, 'link', 'add', 'wan0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', NS.wan);
+    ip(NS.rtr, 'addr', 'add', `${LAN_GW}/24`, 'dev', 'lan0');
+    ip(NS.rtr, 'addr', 'add', `${WAN_ADDR}/24`, 'dev', 'wan0');
+    ip(NS.lan, 'addr', 'add', `${LAN_HOST}/24`, 'dev', 'eth0');
+    ip(NS.wan, 'addr', 'add', `${SERVER}/24`, 'dev', 'eth0');
+    for (const [ns, dev] of [[NS.rtr, 'lan0'], [NS.rtr, 'wan0'], [NS.lan, 'eth0'], [NS.wan, 'eth0']] as const) ip(ns, 'link', 'set', dev, 'up');
+    ip(NS.lan, 'route', 'add', 'default', 'via', LAN_GW);
+    // wanhost has no route to the LAN: a packet reaches it only NATed.
+    inNs(NS.rtr, ['sysctl', '-qw', 'net.ipv4.ip_forward=1']);
+    inNs(NS.lan, ['sysctl', '-qw', `net.ipv4.ip_default_ttl=${LAN_TTL}`]);
+    inNs(NS.wan, ['sysctl', '-qw', `net.ipv4.ip_default_ttl=${SERVER_TTL}`]);
+    // The handshake's NAT, fixed; the fast path's entries say the same. The
+    // input drop: a packet passed up that conntrack does not take back to
+    // the LAN host (its state went stale while the fast path carried the
+    // flow) must not reach the router's own TCP, which would reset the
+    // server's end.
+    inNs(NS.rtr, ['nft', '-f', '-'], `
+      table ip ${ID} {
+        chain fp_post {
+          type nat hook postrouting priority srcnat; policy accept;
+          ip saddr ${LAN_HOST} tcp sport ${LAN_PORT} oifname "wan0" snat to ${WAN_ADDR}:${NAT_PORT};
+        }
+        chain fp_fwd { type filter hook forward priority filter; policy accept; }
+        chain fp_in {
+          type filter hook input priority filter; policy accept;
+          tcp dport ${NAT_PORT} drop;
+        }
+      }`);
+    lanIdx = link(NS.rtr, 'lan0').ifindex;
+    wanIdx = link(NS.rtr, 'wan0').ifindex;
+    router = await Router.start();
+  });
+
+  afterAll(async () => {
+    for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+    await sleep(100);
+    for (const ns of Object.values(NS)) {
+      try {
+        execFileSync('ip', ['netns', 'del', ns], { stdio: 'ignore' });
+      } catch {
+        // never made
+      }
+    }
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('keys and values: network-order tuple, host-order numbers', () => {
+    const k = fastPathKey({ saddr: '10.1.2.3', daddr: '192.0.2.200', sport: 40000, dport: 443 });
+    expect(k.toString('hex')).toBe('0a010203' + 'c00002c8' + '9c40' + '01bb' + '06000000');
+    expect(parseFastPathKey(k)).toEqual({ saddr: '10.1.2.3', daddr: '192.0.2.200', sport: 40000, dport: 443, proto: 6 });
+    const v = { newSaddr: '203.0.113.9', newDaddr: '10.1.2.3', newSport: 61000, newDport: 40000, inIfindex: 7, outIfindex: 3,
+      win: 2 ** 31 - 1, end: 0xdeadbeef, endKnown: true, closed: true, packets: 5, bytes: 2 ** 40 };
+    const b = fastPathValue(v);
+    expect(b.length).toBe(48);
+    expect(b.subarray(0, 12).toString('hex')).toBe('cb007109' + '0a010203' + 'ee48' + '9c40');
+    expect(b.readUInt32LE(28)).toBe(3); // end known, closed (host order: this machine's)
+    expect(parseFastPathValue(b)).toEqual(v);
+    for (const bad of ['10.1.2', '256.0.0.1', '010.0.0.1']) expect(() => fastPathKey({ saddr: bad, daddr: '10.0.0.1', sport: 1, dport: 2 })).toThrow(/not a dotted-quad/);
+    expect(() => fastPathValue({ ...v, win: 2 ** 31 })).toThrow(/win/);
+  });
+
+  it('the addon: a missing or non-Ethernet device, or a failed second attach, fails cleanly with nothing left open; a full table says so; keys, get, remove; close detaches and is idempotent', async () => {
+    const r = await router.call('api', 'lan0', 'wan0');
+    expect(r.noLan).toEqual({ message: 'flow fast path: no device vmfp-none0: No such device (ENODEV)', code: 'ENODEV' });
+    expect(r.noWan.code).toBe('ENODEV');
+    expect(r.zero.message).toMatch(/maxFlows must be at least 1/);
+    expect(r.notEther).toEqual({ message: 'flow fast path: lo is not an Ethernet device (link type 772): Invalid argument (EINVAL)', code: 'EINVAL' });
+    expect(r.twice).toEqual({ message: 'flow fast path: tcx ingress of lan0 (bpf link): File exists (EEXIST)', code: 'EEXIST' });
+    expect(r.leftAfterFailures).toBe(0);
+    expect(r.opened).toBe(5); // two maps, the program, two links
+    expect(r.linkInfo).toMatch(/link_type:\s+tcx/);
+    expect(r.linkInfo).toMatch(new RegExp(`ifindex:\\s+${lanIdx}\\b`));
+    expect(r.full).toEqual({ message: 'flow fast path table full: Argument list too long (E2BIG)', code: 'E2BIG' });
+    expect(r.short.message).toMatch(/value must be 48 bytes, not 47/);
+    expect(r.keys).toEqual([1, 2].map((i) => ({ saddr: `192.0.2.${i}`, daddr: '198.51.100.7', sport: 1000 + i, dport: 443, proto: 6 })));
+    expect(r.keysOne).toBe(1);
+    expect(r.got).toEqual({ newSaddr: '203.0.113.1', newDaddr: '198.51.100.7', newSport: 2000, newDport: 443, inIfindex: 11,
+      outIfindex: 12, win: 65535, end: 0xfffffff0, endKnown: true, closed: false, packets: 0, bytes: 0 });
+    expect(r.getMissing).toBe(false);
+    expect(r.removed).toEqual([true, false]);
+    expect(r.stats).toHaveLength(8);
+    expect(r.handleAfterClose).toEqual({ flowsFd: -1, statsFd: -1, progFd: -1, links: [-1, -1] });
+    expect(r.leftAfterClose).toBe(0);
+  });
+
+  it('carries the established flow both ways once its two entries are in: NAT rewritten, TTL - 1, GSO super-packets, counted', async () => {
+    handle = await router.call('open', 'lan0', 'wan0', 64);
+    server = new Lines(spawn('ip', ['netns', 'exec', NS.wan, 'python3', path.join(dir, 'peer.py'), 'server', SERVER, String(SERVER_PORT), WAN_ADDR, String(NAT_PORT)]), 'server');
+    expect(await server.next()).toBe('listening');
+    client = new Lines(spawn('ip', ['netns', 'exec', NS.lan, 'python3', path.join(dir, 'peer.py'), 'client', LAN_HOST, String(LAN_PORT), SERVER, String(SERVER_PORT)]), 'client');
+    expect(await client.next()).toBe('connected');
+    expect(await server.next()).toBe('connected');
+    // The kernel forwards nothing more of it.
+    inNs(NS.rtr, ['nft', 'add', 'rule', 'ip', ID, 'fp_fwd', 'drop']);
+    const s0 = await router.call('stats');
+    const first = await client.cmd('send 1000 1');
+    await sleep(600);
+    expect(await server.cmd('avail')).toEqual(['avail', '0']);
+
+    await install(router);
+    expect(await server.cmd('recv 1000 10')).toEqual(['recv', '1000', first[2]]); // the retransmission crossed
+    await client.cmd('ttls');
+    await server.cmd('ttls');
+    await transfer(client, server, 4 * MB, 2);
+    await transfer(server, client, 4 * MB, 3);
+    // Exactly one hop took one off, both ways: each end's sniffer saw only that.
+    const tS = (await server.cmd('ttls'))[1], tC = (await client.cmd('ttls'))[1];
+    expect(JSON.parse(tS!)).toEqual({ [LAN_TTL - 1]: expect.any(Number) });
+    expect(JSON.parse(tC!)).toEqual({ [SERVER_TTL - 1]: expect.any(Number) });
+
+    await sleep(300); // the last ACKs: the connection is quiet while the counts are read
+    const out = await router.call('get', outKey);
+    const back = await router.call('get', inKey);
+    const s1 = await router.call('stats');
+    for (const e of [out, back]) {
+      expect(e.endKnown).toBe(true);
+      expect(e.bytes).toBeGreaterThan(4 * MB);
+    }
+    // A super-packet counts once: more bytes a packet than the MTU holds.
+    expect(out.bytes / out.packets).toBeGreaterThan(1500);
+    expect(back.bytes / back.packets).toBeGreaterThan(1500);
+    expect(s1[STAT.forwarded] - s0[STAT.forwarded]).toBe(out.packets + back.packets);
+    expect(s1[STAT.passedOther]).toBe(s0[STAT.passedOther]);
+    expect(s1[STAT.rewriteFailed]).toBe(0);
+  });
+
+  it('checksums hold where the kernel sums each segment itself (transmit offload off on the router): the ends verify every one', async () => {
+    expect(inNs(NS.rtr, ['python3', path.join(dir, 'txcsum.py'), 'lan0', 'wan0'])).toBe('lan0 0\nwan0 0\n');
+    const before = [await client.cmd('csumerrors'), await server.cmd('csumerrors')];
+    const out0 = await router.call('get', outKey);
+    await transfer(client, server, 2 * MB, 4);
+    await transfer(server, client, 2 * MB, 5);
+    expect([await client.cmd('csumerrors'), await server.cmd('csumerrors')]).toEqual(before);
+    const out1 = await router.call('get', outKey);
+    expect(out1.bytes - out0.bytes).toBeGreaterThan(2 * MB);
+    expect((out1.bytes - out0.bytes) / (out1.packets - out0.packets)).toBeGreaterThan(1500); // still super-packets in
+  });
+
+  it('a packet (or a super-packet\'s segment) larger than the route\'s MTU (here the WAN device\'s) goes up: the kernel answers "fragmentation needed", and the sender\'s smaller segments cross', async () => {
+    // (A device's MTU, or a route's locked one: bpf_fib_lookup does not see a route's unlocked `mtu`.)
+    inNs(NS.rtr, ['ip', 'link', 'set', 'wan0', 'mtu', '1400']);
+    const s0 = await router.call('stats');
+    const out0 = await router.call('get', outKey);
+    await transfer(client, server, 2 * MB, 13);
+    const s1 = await router.call('stats');
+    const out1 = await router.call('get', outKey);
+    expect(s1[STAT.passedOther] - s0[STAT.passedOther]).toBeGreaterThan(0);
+    expect(out1.bytes - out0.bytes).toBeGreaterThan(2 * MB);
+    expect((out1.bytes - out0.bytes) / (out1.packets - out0.packets)).toBeGreaterThan(1400); // super-packets still, of smaller segments
+    expect(inNs(NS.lan, ['ip', 'route', 'get', SERVER])).toMatch(/mtu 1400/); // the client learnt it
+    inNs(NS.rtr, ['ip', 'link', 'set', 'wan0', 'mtu', '1500']);
+  });
+
+  it('drops a FIN or RST far outside the window (the entry and the connection live on); passes up a packet on the wrong device and one with TTL 1', async () => {
+    const s0 = await router.call('stats');
+    const back = await router.call('get', inKey);
+    segment(SERVER, SERVER_PORT, WAN_ADDR, NAT_PORT, back.end + 2 ** 30, RST);
+    segment(SERVER, SERVER_PORT, WAN_ADDR, NAT_PORT, back.end - 2 ** 30, FIN | ACK);
+    // The LAN host's packet arriving from the WAN side: its entry says lan0.
+    const out0 = await router.call('get', outKey);
+    segment(LAN_HOST, LAN_PORT, SERVER, SERVER_PORT, out0.end, ACK);
+    // The server's with TTL 1: the kernel's (time exceeded).
+    segment(SERVER, SERVER_PORT, WAN_ADDR, NAT_PORT, back.end, ACK, 1);
+    await sleep(200);
+    const s1 = await router.call('stats');
+    expect(s1[STAT.outOfWindow] - s0[STAT.outOfWindow]).toBe(2);
+    expect(s1[STAT.passedOther] - s0[STAT.passedOther]).toBe(2);
+    expect(s1[STAT.passedClose]).toBe(s0[STAT.passedClose]);
+    expect(s1[STAT.forwarded]).toBe(s0[STAT.forwarded]);
+    expect((await router.call('get', outKey)).packets).toBe(out0.packets);
+    expect((await router.call('get', inKey)).packets).toBe(back.packets);
+    await transfer(client, server, 100_000, 6);
+    await transfer(server, client, 100_000, 7);
+  });
+
+  it('an in-window FIN marks its direction closed: its packets go up from then on, the entry kept with its counts; the other direction is not', async () => {
+    const s0 = await router.call('stats');
+    const back = await router.call('get', inKey);
+    segment(SERVER, SERVER_PORT, WAN_ADDR, NAT_PORT, back.end, FIN | ACK);
+    await sleep(200);
+    const s1 = await router.call('stats');
+    expect(s1[STAT.passedClose] - s0[STAT.passedClose]).toBe(1);
+    expect(await router.call('get', inKey)).toMatchObject({ closed: true, packets: back.packets, bytes: back.bytes });
+    expect((await router.call('get', outKey)).closed).toBe(false);
+    // The server's data goes up now (the kernel's path drops it), counted there, not in the entry.
+    const sent = await server.cmd('send 100000 8');
+    await sleep(500);
+    expect(await client.cmd('avail')).toEqual(['avail', '0']);
+    expect((await router.call('stats'))[STAT.passedClose]).toBeGreaterThan(s1[STAT.passedClose]);
+    expect((await router.call('get', inKey)).packets).toBe(back.packets);
+    // The forged FIN reached neither end: with the entry written anew the connection goes on.
+    await router.call('put', inKey, entries().in);
+    expect(await client.cmd('recv 100000 10')).toEqual(['recv', '100000', sent[2]]);
+    await transfer(client, server, 100_000, 9);
+  });
+
+  it('dies with its process: after kill -9 nothing crosses; a new process\'s entries carry the same connection on; close() detaches too', async () => {
+    // The links are the process's fds: tcx links on both devices.
+    const info = handle.links.map((fd) => readFileSync(`/proc/${router.pid}/fdinfo/${fd}`, 'utf8'));
+    expect(info[0]).toMatch(/link_type:\s+tcx/);
+    expect(info[0]).toMatch(new RegExp(`ifindex:\\s+${lanIdx}\\b`));
+    expect(info[1]).toMatch(new RegExp(`ifindex:\\s+${wanIdx}\\b`));
+    router.kill();
+    await router.exited;
+    const sent = await client.cmd('send 1000 10');
+    await sleep(1000);
+    expect(await server.cmd('avail')).toEqual(['avail', '0']);
+    expect(await client.cmd('avail')).toEqual(['avail', '0']);
+
+    // The connection itself lived: another process's fast path with the same entries carries it on.
+    router = await Router.start();
+    await router.call('open', 'lan0', 'wan0', 64);
+    await install(router);
+    expect(await server.cmd('recv 1000 10')).toEqual(['recv', '1000', sent[2]]);
+    await transfer(server, client, 100_000, 11);
+    await router.call('close');
+    await client.cmd('send 1000 12');
+    await sleep(1000);
+    expect(await server.cmd('avail')).toEqual(['avail', '0']);
+  });
+});
