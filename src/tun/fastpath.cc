@@ -751,7 +751,7 @@ Napi::Value NapiGet(const Napi::CallbackInfo& info) {
 
 // fastPathKeys(flowsFd, out: Buffer) -> how many keys it wrote (at most
 // out.length / 16). A walk with BPF_MAP_GET_NEXT_KEY: when the key it
-// stands on is deleted meanwhile (the program deletes on FIN, RST, SYN),
+// stands on is deleted meanwhile (userland withdrawing a flow, elsewhere),
 // the kernel's hash map starts over from its first key; keys already
 // written are skipped, so each key is written once. A key added during the
 // walk may be missed.
