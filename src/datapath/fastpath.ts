@@ -12,7 +12,7 @@
 
 import { readFileSync } from 'node:fs';
 import * as A from '../engine/abi.js';
-import { loadNative } from '../tun/tun.js';
+import { FastPath as KernelFastPath } from '../tun/fastpath.js';
 import type { Engine } from '../engine/engine.js';
 
 /** The kernel's flow table (src/tun/fastpath.ts opens it): 16-byte keys, 48-byte values. */
@@ -217,32 +217,15 @@ export class FastPath {
   }
 }
 
-interface NativeFastPath {
-  fastPathOpen(lan: string, wan: string, maxFlows: number): { flowsFd: number; statsFd: number; progFd: number; links: number[] };
-  fastPathClose(h: unknown): void;
-  fastPathPut(fd: number, key: Buffer, value: Buffer): void;
-  fastPathDelete(fd: number, key: Buffer): boolean;
-  fastPathGet(fd: number, key: Buffer, out: Buffer): boolean;
-  fastPathStats(fd: number): number[];
-}
-
 /**
- * The kernel's half on `lan` and `wan` (src/tun/fastpath.cc): attached to
+ * The kernel's half on `lan` and `wan` (src/tun/fastpath.ts): attached to
  * both devices' ingress by links this process holds, so a dead daemon
  * leaves no fast path behind. Throws with the kernel's reason (no tcx
- * before Linux 6.6, no privileges, a missing device).
+ * before Linux 6.6, a device that is not Ethernet, no privileges).
  */
 export function openKernelFastPath(lan: string, wan: string, capacity: number): FastPathKernel {
-  const n = loadNative() as unknown as NativeFastPath;
   // Each flow is two entries, one a direction.
-  const h = n.fastPathOpen(lan, wan, capacity * 2);
-  return {
-    put: (key, value) => n.fastPathPut(h.flowsFd, key, value),
-    get: (key, out) => n.fastPathGet(h.flowsFd, key, out),
-    remove: (key) => n.fastPathDelete(h.flowsFd, key),
-    stats: () => n.fastPathStats(h.statsFd),
-    close: () => n.fastPathClose(h),
-  };
+  return KernelFastPath.open(lan, wan, capacity * 2);
 }
 
 /** A device's interface index in this network namespace, or an Error naming it. */

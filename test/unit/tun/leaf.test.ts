@@ -15,8 +15,8 @@ function importsOf(text: string): string[] {
 describe('src/tun is a leaf', () => {
   const files = readdirSync(TUN_DIR).filter((f) => f.endsWith('.ts'));
 
-  it('holds the TUN device and its fake, not the batch loop', () => {
-    expect(files.sort()).toEqual(['fake.ts', 'tun.ts']);
+  it('holds the TUN device, its fake and the kernel fast path, not the batch loop', () => {
+    expect(files.sort()).toEqual(['fake.ts', 'fastpath.ts', 'tun.ts']);
   });
 
   it('imports only node built-ins and its own files', () => {
