@@ -178,13 +178,13 @@ export function setFastPath(on: u32): void { fastPathSet(on != 0); if (on == 0) 
 export function fastPathPending(): u32 { return fpPending(); }
 export function fastPathRing(): usize { return fpRing(); }
 export function fastPathTaken(): void { fpTaken(); }
-export function fastPathCheck(f: u32, lanA: u32, lanP: u32, remA: u32, remP: u32, aliasP: u32, wan: u32,
+export function fastPathCheck(f: u32, proto: u32, lanA: u32, lanP: u32, remA: u32, remP: u32, aliasP: u32, wan: u32,
   endOut: u32, endIn: u32, endsKnown: u32): u32 {
-  return fpCheck(f, lanA, lanP, remA, remP, aliasP, wan, endOut, endIn, endsKnown);
+  return fpCheck(f, proto, lanA, lanP, remA, remP, aliasP, wan, endOut, endIn, endsKnown);
 }
-export function fastPathCredit(f: u32, lanA: u32, lanP: u32, remA: u32, remP: u32, aliasP: u32,
+export function fastPathCredit(f: u32, proto: u32, lanA: u32, lanP: u32, remA: u32, remP: u32, aliasP: u32,
   pktsOut: u32, pktsIn: u32, bytesOut: f64, bytesIn: f64): u32 {
-  return fpCredit(f, lanA, lanP, remA, remP, aliasP, pktsOut, pktsIn, bytesOut, bytesIn);
+  return fpCredit(f, proto, lanA, lanP, remA, remP, aliasP, pktsOut, pktsIn, bytesOut, bytesIn);
 }
 export function fastPathForget(): void { fastPathForgetAll(tableHighWater()); }
 export function groLinksPtr(): usize { return groLinks; }

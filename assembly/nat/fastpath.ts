@@ -1,18 +1,20 @@
 // The flow fast path (option flow_offload): the engine's half.
 //
 // A TUN costs every packet two copies and a trip through this process; for
-// an established TCP flow that is all cost and no decision (the flow was
+// an established flow that is all cost and no decision (the flow was
 // judged when it opened). With the option on, the engine hands such a flow
 // to a kernel fast path (src/tun/fastpath.cc: an eBPF program on the LAN and
 // WAN devices' ingress that rewrites and redirects the flow's packets, like
 // OpenWrt's software flow offloading) and keeps the authority:
-// - only the engine offers a flow (fastPathOffer, here), only after its
-//   handshake (ESTABLISHED), and only a LAN host's own masqueraded TCP:
-//   no port forward, no hairpin, no router traffic, no PPTP control (1723,
-//   whose payload the engine rewrites);
+// - only the engine offers a flow (fastPathOffer, here), and only a LAN
+//   host's own masqueraded TCP after its handshake (ESTABLISHED), UDP
+//   after a few packets, or ICMP echo once answered: no port forward, no
+//   hairpin, no router traffic, nothing whose payload the engine reads or
+//   rewrites (PPTP control on 1723, IKE on 500, NAT-T on 4500);
 // - the kernel passes every SYN, FIN and RST back up through the TUNs (and
 //   drops a FIN or RST outside the sender's window, what tcpTrack would
-//   have done), so the engine sees each connection close;
+//   have done), so the engine sees each TCP connection close; a UDP flow or
+//   an echo ends when nothing moves for its timeout;
 // - the data-path thread's sync (src/datapath/fastpath.ts) asks
 //   fastPathCheck every round whether the flow still is what it offered,
 //   credits the kernel's packet and byte counts to the flow
@@ -26,22 +28,22 @@
 // Candidates wait in a small ring for the thread to take after the batch;
 // a full ring leaves the flow unmarked, and its next packet offers it again.
 
-import { PROTO_TCP } from "../abi/codes";
+import { PROTO_ICMP, PROTO_TCP, PROTO_UDP } from "../abi/codes";
 import {
-  FLOW_SIZE, FL_HAIRPIN, FL_IN_USE, FL_REDIRECT, F_ALIAS_PORT, F_FLAGS, F_LAN_ADDR, F_LAN_PORT, F_PKTS_IN, F_PKTS_OUT, F_PROTO,
+  FLOW_SIZE, FL_HAIRPIN, FL_IN_USE, FL_NATT, FL_REDIRECT, FL_REPLIED, F_ALIAS_PORT, F_FLAGS, F_LAN_ADDR, F_LAN_PORT, F_PKTS_IN, F_PKTS_OUT, F_PROTO,
   F_REM_ADDR, F_REM_PORT, F_STATE, F_TCP_OUT, F_TCP_IN, F_END_OUT, F_END_IN,
 } from "../abi/records";
 import { flowAcct, flows, acctOn } from "../layout";
 import { ACCT_IN, ACCT_OUT } from "./acct";
-import { tcpEstablishedDs, wanAddr } from "./state";
+import { wanAddr } from "./state";
+import { NATT_PORT, TCP_ESTABLISHED, UDP_REPLIED, lifetimeOf } from "./masq";
+import { IKE_PORT } from "../vpn/isakmp";
 import { flowTouch, rec } from "./table";
 import { FLOW_ACCT_SIZE } from "../abi/records";
 
 /** F_TCP_OUT bit: offered to the fast path and not withdrawn (bits 0-5 are tcpTrack's). */
 export const TCPI_OFFLOADED: u32 = 0x40;
-/** PPTP's control connection: its messages are rewritten (vpn/pptp.ts), so it never leaves the engine. */
-const PPTP_PORT: u32 = 1723;
-const TCP_ESTABLISHED: u32 = 3; // masq.ts (not imported: masq.ts imports this file)
+import { PPTP_PORT } from "../vpn/pptp"; // its control messages are rewritten (vpn/pptp.ts): never leaves the engine
 const END_KNOWN: u32 = 0x20;     // masq.ts: the side's end is known
 
 export const FAST_CAP: u32 = 256;
@@ -51,18 +53,35 @@ export let fastPathOn: bool = false;
 
 @inline export function isOffloaded(r: usize): bool { return (<u32>load<u8>(r, F_TCP_OUT) & TCPI_OFFLOADED) != 0; }
 
+/** Packets a UDP flow or ICMP echo must have had before it is offered (a DNS query's one or two never are). */
+const UDP_MIN_PACKETS: u32 = 8;
+const ICMP_MIN_PACKETS: u32 = 2;
+
 /**
- * Called on each of a TCP flow's packets that the engine passed (natOut,
- * natIn) in `state`: an established, eligible flow not yet offered goes
- * into the ring.
+ * Called on each packet the engine passed for a LAN host's flow (natOut,
+ * natIn), in `state`: an eligible flow not yet offered goes into the ring.
+ * TCP once established; UDP once it has carried UDP_MIN_PACKETS (never
+ * IKE's 500 or NAT-T's 4500, which the engine routes by what is inside);
+ * an ICMP echo once answered.
  */
-export function fastPathOffer(r: usize, state: u32): void {
-  if (state != TCP_ESTABLISHED || isOffloaded(r) || ringCount >= FAST_CAP) return;
+export function fastPathOffer(r: usize, proto: u32, state: u32): void {
+  if (isOffloaded(r) || ringCount >= FAST_CAP) return;
   const ff = <u32>load<u16>(r, F_FLAGS);
   if ((ff & (FL_REDIRECT | FL_HAIRPIN)) != 0) return;
   const lanA = load<u32>(r, F_LAN_ADDR);
   if (lanA == wanAddr || wanAddr == 0) return;
-  if (<u32>load<u16>(r, F_LAN_PORT) == PPTP_PORT || <u32>load<u16>(r, F_REM_PORT) == PPTP_PORT) return;
+  const lanP = <u32>load<u16>(r, F_LAN_PORT), remP = <u32>load<u16>(r, F_REM_PORT);
+  const pkts = load<u32>(r, F_PKTS_OUT) + load<u32>(r, F_PKTS_IN);
+  if (proto == PROTO_TCP) {
+    if (state != TCP_ESTABLISHED || lanP == PPTP_PORT || remP == PPTP_PORT) return;
+  } else if (proto == PROTO_UDP) {
+    if ((ff & FL_NATT) != 0 || lanP == IKE_PORT || remP == IKE_PORT || lanP == NATT_PORT || remP == NATT_PORT) return;
+    if (pkts < UDP_MIN_PACKETS) return;
+  } else if (proto == PROTO_ICMP) {
+    if ((ff & FL_REPLIED) == 0 || pkts < ICMP_MIN_PACKETS) return;
+  } else {
+    return;
+  }
   store<u8>(r, <u8>(<u32>load<u8>(r, F_TCP_OUT) | TCPI_OFFLOADED), F_TCP_OUT);
   store<u32>(ring + (<usize>ringCount << 2), <u32>((r - flows) / FLOW_SIZE));
   ringCount++;
@@ -79,9 +98,9 @@ export function fastPathRing(): usize { return ring; }
 export function fastPathTaken(): void { ringCount = 0; }
 
 /** The flow the thread offloaded as flow `f` with this tuple: still that flow, still offloaded? */
-@inline function same(f: u32, lanA: u32, lanP: u32, remA: u32, remP: u32, aliasP: u32): bool {
+@inline function same(f: u32, proto: u32, lanA: u32, lanP: u32, remA: u32, remP: u32, aliasP: u32): bool {
   const r = rec(f);
-  return (<u32>load<u16>(r, F_FLAGS) & FL_IN_USE) != 0 && <u32>load<u8>(r, F_PROTO) == PROTO_TCP &&
+  return (<u32>load<u16>(r, F_FLAGS) & FL_IN_USE) != 0 && <u32>load<u8>(r, F_PROTO) == proto &&
     load<u32>(r, F_LAN_ADDR) == lanA && <u32>load<u16>(r, F_LAN_PORT) == lanP &&
     load<u32>(r, F_REM_ADDR) == remA && <u32>load<u16>(r, F_REM_PORT) == remP &&
     <u32>load<u16>(r, F_ALIAS_PORT) == aliasP && isOffloaded(r);
@@ -94,13 +113,14 @@ export function fastPathTaken(): void { ringCount = 0; }
  * gone or reused, no longer established (a FIN or RST came up), the WAN
  * address changed, or the option is off.
  */
-export function fastPathCheck(f: u32, lanA: u32, lanP: u32, remA: u32, remP: u32, aliasP: u32, wan: u32,
+export function fastPathCheck(f: u32, proto: u32, lanA: u32, lanP: u32, remA: u32, remP: u32, aliasP: u32, wan: u32,
   endOut: u32, endIn: u32, endsKnown: u32): u32 {
-  if (!same(f, lanA, lanP, remA, remP, aliasP)) return 0;
+  if (!same(f, proto, lanA, lanP, remA, remP, aliasP)) return 0;
   const r = rec(f);
-  if (fastPathOn && <u32>load<u8>(r, F_STATE) == TCP_ESTABLISHED && wan == wanAddr) return 1;
+  if (fastPathOn && wan == wanAddr && (proto != PROTO_TCP || <u32>load<u8>(r, F_STATE) == TCP_ESTABLISHED)) return 1;
   store<u8>(r, <u8>(<u32>load<u8>(r, F_TCP_OUT) & ~TCPI_OFFLOADED), F_TCP_OUT);
   // The kernel's ends where they are ahead (bit 0: LAN side's known, bit 1: WAN side's).
+  if (proto != PROTO_TCP) return 0;
   if (endsKnown & 1) takeEnd(r + F_TCP_OUT, r + F_END_OUT, endOut);
   if (endsKnown & 2) takeEnd(r + F_TCP_IN, r + F_END_IN, endIn);
   return 0;
@@ -119,9 +139,9 @@ export function fastPathCheck(f: u32, lanA: u32, lanP: u32, remA: u32, remP: u32
  * flow's packet counters and (option acct) byte counters grow by it, and a
  * flow that moved anything is alive for another established timeout.
  */
-export function fastPathCredit(f: u32, lanA: u32, lanP: u32, remA: u32, remP: u32, aliasP: u32,
+export function fastPathCredit(f: u32, proto: u32, lanA: u32, lanP: u32, remA: u32, remP: u32, aliasP: u32,
   pktsOut: u32, pktsIn: u32, bytesOut: f64, bytesIn: f64): u32 {
-  if (!same(f, lanA, lanP, remA, remP, aliasP)) return 0;
+  if (!same(f, proto, lanA, lanP, remA, remP, aliasP)) return 0;
   if (pktsOut == 0 && pktsIn == 0) return 1;
   const r = rec(f);
   store<u32>(r, load<u32>(r, F_PKTS_OUT) + pktsOut, F_PKTS_OUT);
@@ -131,7 +151,12 @@ export function fastPathCredit(f: u32, lanA: u32, lanP: u32, remA: u32, remP: u3
     store<u64>(a + ACCT_OUT, load<u64>(a + ACCT_OUT) + <u64>bytesOut);
     store<u64>(a + ACCT_IN, load<u64>(a + ACCT_IN) + <u64>bytesIn);
   }
-  flowTouch(r, tcpEstablishedDs);
+  // An answer the kernel carried is an answer (natIn's rule for a LAN host's flow).
+  if (pktsIn != 0 && proto != PROTO_TCP) {
+    store<u16>(r, load<u16>(r, F_FLAGS) | <u16>FL_REPLIED, F_FLAGS);
+    if (proto == PROTO_UDP) store<u8>(r, <u8>UDP_REPLIED, F_STATE);
+  }
+  flowTouch(r, lifetimeOf(proto, <u32>load<u8>(r, F_STATE), <u32>load<u16>(r, F_FLAGS)));
   return 1;
 }
 

@@ -205,7 +205,7 @@ export function natOut(p: usize, l4: usize, proto: u32, pi: u32): u32 {
   flowTouch(r, lifetimeOf(proto, state, load<u16>(r, F_FLAGS)));
   store<u32>(r, load<u32>(r, F_PKTS_OUT) + 1, F_PKTS_OUT);
   flowAcctAdd(e - 1, ACCT_OUT, p);
-  if (fastPathOn && proto == PROTO_TCP) fastPathOffer(r, state);
+  if (fastPathOn) fastPathOffer(r, proto, state);
   rewriteAddrPort(p, IP_SRC, wanAddr, l4, proto, isIcmp ? ICMP_ID : L4_SRC_PORT, load<u16>(r, F_ALIAS_PORT));
   return Drop.NONE;
 }
@@ -256,7 +256,7 @@ export function natIn(p: usize, l4: usize, proto: u32, pi: u32): u32 {
   flowTouch(r, lifetimeOf(proto, state, load<u16>(r, F_FLAGS)));
   store<u32>(r, load<u32>(r, F_PKTS_IN) + 1, F_PKTS_IN);
   flowAcctAdd(e - 1, ACCT_IN, p);
-  if (fastPathOn && proto == PROTO_TCP) fastPathOffer(r, state);
+  if (fastPathOn) fastPathOffer(r, proto, state);
   const lanA = load<u32>(r, F_LAN_ADDR);
   rewriteAddrPort(p, IP_DST, lanA, l4, proto, isIcmp ? ICMP_ID : L4_DST_PORT, load<u16>(r, F_LAN_PORT));
   return Drop.NONE;

@@ -28,22 +28,28 @@ export interface FastPathKernel {
 
 export const KEY_BYTES = 16;
 export const VALUE_BYTES = 48;
-const TCP = 6;
+const TCP = 6, ICMP = 1;
+/** Value flags (src/tun/fastpath.h): the sender's end is known; an ICMP entry forwards echo replies (else requests). */
+const END_KNOWN_FLAG = 1, ECHO_REPLY_FLAG = 4;
 
-/** A key as the packet's bytes: addresses raw (the engine's network-order words), ports host order. */
-export function keyOf(saddr: number, daddr: number, sport: number, dport: number): Buffer {
+/**
+ * A key as the packet's bytes: addresses raw (the engine's network-order
+ * words), ports host order; for an ICMP echo the identifier is `sport` and
+ * `dport` is 0.
+ */
+export function keyOf(saddr: number, daddr: number, sport: number, dport: number, proto = TCP): Buffer {
   const k = Buffer.alloc(KEY_BYTES);
   k.writeUInt32LE(saddr >>> 0, 0);
   k.writeUInt32LE(daddr >>> 0, 4);
   k.writeUInt16BE(sport, 8);
   k.writeUInt16BE(dport, 10);
-  k[12] = TCP;
+  k[12] = proto;
   return k;
 }
 
-/** What the program makes of a packet with that key; `end`/`endKnown`: the sender's sequence end so far. */
+/** What the program makes of a packet with that key; `end`/`endKnown` (TCP): the sender's sequence end so far. */
 export function valueOf(saddr: number, daddr: number, sport: number, dport: number, inIfindex: number, outIfindex: number,
-  win: number, end: number, endKnown: boolean): Buffer {
+  win: number, end: number, endKnown: boolean, echoReply = false): Buffer {
   const v = Buffer.alloc(VALUE_BYTES);
   v.writeUInt32LE(saddr >>> 0, 0);
   v.writeUInt32LE(daddr >>> 0, 4);
@@ -53,7 +59,7 @@ export function valueOf(saddr: number, daddr: number, sport: number, dport: numb
   v.writeUInt32LE(outIfindex, 16);
   v.writeUInt32LE(win >>> 0, 20);
   v.writeUInt32LE(end >>> 0, 24);
-  v.writeUInt32LE(endKnown ? 1 : 0, 28);
+  v.writeUInt32LE((endKnown ? END_KNOWN_FLAG : 0) | (echoReply ? ECHO_REPLY_FLAG : 0), 28);
   return v;
 }
 
@@ -66,7 +72,7 @@ const END_KNOWN = 0x20;
 const WIN_LOG_MASK = 0x1f;
 
 interface Held {
-  f: number; lanA: number; lanP: number; remA: number; remP: number; aliasP: number;
+  f: number; proto: number; lanA: number; lanP: number; remA: number; remP: number; aliasP: number;
   outKey: Buffer; inKey: Buffer;
   /** the kernel's counts at the last sync (out: LAN → WAN) */
   pktsOut: number; pktsIn: number; bytesOut: number; bytesIn: number;
@@ -119,6 +125,7 @@ export class FastPath {
 
   private offload(dv: DataView, f: number): void {
     const r = this.engine.x.flowsPtr() + f * A.FLOW_SIZE;
+    const proto = dv.getUint8(r + A.F_PROTO);
     const lanA = dv.getUint32(r + A.F_LAN_ADDR, true);
     const remA = dv.getUint32(r + A.F_REM_ADDR, true);
     const lanP = dv.getUint16(r + A.F_LAN_PORT, true);
@@ -127,23 +134,34 @@ export class FastPath {
     const wan = this.wanRaw;
     const old = this.held.get(f);
     if (old) this.drop(old);
+    const refuse = () => this.engine.x.fastPathCheck(f, proto, lanA, lanP, remA, remP, aliasP, 0, 0, 0, 0); // unmarks it: the engine keeps it
     const mine = this.perHost.get(lanA) ?? 0;
     if (wan === 0 || this.held.size >= this.capacity || mine >= this.hostCap) {
       if (mine >= this.hostCap) this.hostCapped++;
       else this.full++;
-      this.engine.x.fastPathCheck(f, lanA, lanP, remA, remP, aliasP, 0, 0, 0, 0); // unmarks it: the engine keeps it
+      refuse();
       return;
     }
-    const tcpOut = dv.getUint8(r + A.F_TCP_OUT);
-    const tcpIn = dv.getUint8(r + A.F_TCP_IN);
-    // Each sender's FIN or RST is judged against its own end and the window its receiver advertised.
-    const win = (info: number) => 2 ** Math.min(31, Math.max(WIN_LOG_FLOOR, info & WIN_LOG_MASK)) - 1;
-    const outKey = keyOf(lanA, remA, lanP, remP);
-    const inKey = keyOf(remA, wan, remP, aliasP);
-    const outValue = valueOf(wan, remA, aliasP, remP, this.lanIfindex, this.wanIfindex, win(tcpIn),
-      dv.getUint32(r + A.F_END_OUT, true), (tcpOut & END_KNOWN) !== 0);
-    const inValue = valueOf(remA, lanA, remP, lanP, this.wanIfindex, this.lanIfindex, win(tcpOut),
-      dv.getUint32(r + A.F_END_IN, true), (tcpIn & END_KNOWN) !== 0);
+    let outKey: Buffer, inKey: Buffer, outValue: Buffer, inValue: Buffer;
+    if (proto === ICMP) {
+      // An echo: the identifier is the "port" (remP 0); requests go out, replies come in.
+      outKey = keyOf(lanA, remA, lanP, 0, ICMP);
+      inKey = keyOf(remA, wan, aliasP, 0, ICMP);
+      outValue = valueOf(wan, remA, aliasP, 0, this.lanIfindex, this.wanIfindex, 0, 0, false);
+      inValue = valueOf(remA, lanA, lanP, 0, this.wanIfindex, this.lanIfindex, 0, 0, false, true);
+    } else {
+      const tcpOut = dv.getUint8(r + A.F_TCP_OUT);
+      const tcpIn = dv.getUint8(r + A.F_TCP_IN);
+      const tcp = proto === TCP;
+      // Each sender's FIN or RST is judged against its own end and the window its receiver advertised.
+      const win = (info: number) => 2 ** Math.min(31, Math.max(WIN_LOG_FLOOR, info & WIN_LOG_MASK)) - 1;
+      outKey = keyOf(lanA, remA, lanP, remP, proto);
+      inKey = keyOf(remA, wan, remP, aliasP, proto);
+      outValue = valueOf(wan, remA, aliasP, remP, this.lanIfindex, this.wanIfindex, tcp ? win(tcpIn) : 0,
+        tcp ? dv.getUint32(r + A.F_END_OUT, true) : 0, tcp && (tcpOut & END_KNOWN) !== 0);
+      inValue = valueOf(remA, lanA, remP, lanP, this.wanIfindex, this.lanIfindex, tcp ? win(tcpOut) : 0,
+        tcp ? dv.getUint32(r + A.F_END_IN, true) : 0, tcp && (tcpIn & END_KNOWN) !== 0);
+    }
     try {
       this.kernel.put(outKey, outValue);
       this.kernel.put(inKey, inValue);
@@ -151,11 +169,13 @@ export class FastPath {
       // The kernel's table is full (or refuses): the flow stays with the engine.
       this.kernel.remove(outKey);
       this.full++;
-      this.engine.x.fastPathCheck(f, lanA, lanP, remA, remP, aliasP, 0, 0, 0, 0);
+      refuse();
       return;
     }
     this.perHost.set(lanA, mine + 1);
-    this.held.set(f, { f, lanA, lanP, remA, remP, aliasP, outKey, inKey, pktsOut: 0, pktsIn: 0, bytesOut: 0, bytesIn: 0, endOut: 0, endIn: 0, known: 0 });
+    this.held.set(f, {
+      f, proto, lanA, lanP, remA, remP, aliasP, outKey, inKey, pktsOut: 0, pktsIn: 0, bytesOut: 0, bytesIn: 0, endOut: 0, endIn: 0, known: 0,
+    });
     this.offloaded++;
   }
 
@@ -194,8 +214,8 @@ export class FastPath {
     for (const h of [...this.held.values()]) {
       const [po, bo] = this.read(h, true);
       const [pi, bi] = this.read(h, false);
-      x.fastPathCredit(h.f, h.lanA, h.lanP, h.remA, h.remP, h.aliasP, po, pi, bo, bi);
-      if (x.fastPathCheck(h.f, h.lanA, h.lanP, h.remA, h.remP, h.aliasP, this.wanRaw, h.endOut, h.endIn, h.known) === 0) this.drop(h);
+      x.fastPathCredit(h.f, h.proto, h.lanA, h.lanP, h.remA, h.remP, h.aliasP, po, pi, bo, bi);
+      if (x.fastPathCheck(h.f, h.proto, h.lanA, h.lanP, h.remA, h.remP, h.aliasP, this.wanRaw, h.endOut, h.endIn, h.known) === 0) this.drop(h);
     }
   }
 

@@ -541,8 +541,8 @@ export interface EngineExports {
   fastPathPending(): number;
   fastPathRing(): number;
   fastPathTaken(): void;
-  fastPathCheck(f: number, lanA: number, lanP: number, remA: number, remP: number, aliasP: number, wan: number, endOut: number, endIn: number, endsKnown: number): number;
-  fastPathCredit(f: number, lanA: number, lanP: number, remA: number, remP: number, aliasP: number, pktsOut: number, pktsIn: number, bytesOut: number, bytesIn: number): number;
+  fastPathCheck(f: number, proto: number, lanA: number, lanP: number, remA: number, remP: number, aliasP: number, wan: number, endOut: number, endIn: number, endsKnown: number): number;
+  fastPathCredit(f: number, proto: number, lanA: number, lanP: number, remA: number, remP: number, aliasP: number, pktsOut: number, pktsIn: number, bytesOut: number, bytesIn: number): number;
   fastPathForget(): void;
   groLinksPtr(): number;
   flowsPtr(): number;
@@ -601,7 +601,7 @@ export const ENGINE_EXPORT_ARITY = {
   clearRules: 0, addRule: 14, hashProbe: 2, abiDescribe: 1, abiWords: 0, countersPtr: 0, counterSlots: 0,
   eventsPtr: 0, eventCap: 0, eventSize: 0, slotsPtr: 0, lensPtr: 0, verdictsPtr: 0, slotSize: 0, slotCount: 0,
   vnetPtr: 0, vnetStride: 0, vnetEnabled: 0, setVnet: 1, setGro: 1, groEnabled: 0, setFastPath: 1,
-  fastPathPending: 0, fastPathRing: 0, fastPathTaken: 0, fastPathCheck: 10, fastPathCredit: 10,
+  fastPathPending: 0, fastPathRing: 0, fastPathTaken: 0, fastPathCheck: 11, fastPathCredit: 11,
   fastPathForget: 0, groLinksPtr: 0, flowsPtr: 0, flowSize: 0, acctEnabled: 0, flowAcctPtr: 0,
   flowCapacity: 0, flowHighWater: 0, flowActive: 0, hashSize: 0, layoutBytesEnd: 0, espPtr: 0, espCount: 0,
   ikePtr: 0, ikeCount: 0, callPtr: 0, callCount: 0, holdSlotsPtr: 0, holdLensPtr: 0, holdVerdictsPtr: 0,

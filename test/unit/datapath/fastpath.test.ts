@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { FastPath, keyOf, type FastPathKernel } from '../../../src/datapath/fastpath.js';
 import { ipToRaw } from '../../../src/engine/abi.js';
 import { TestRouter, WAN, ok, pptpCall } from '../../helpers/harness.js';
-import { ACK, FIN, PSH, RST, SYN, parse, tcp, udp } from '../../helpers/packet.js';
+import { ACK, FIN, PSH, RST, SYN, icmpEcho, parse, tcp, udp } from '../../helpers/packet.js';
 
 const H1 = '192.168.1.10', H2 = '192.168.1.11', S1 = '198.51.100.7';
 const LAN_IF = 3, WAN_IF = 4;
@@ -96,7 +96,7 @@ describe('flow fast path: what the engine offers and what the kernel is given', 
     expect(r.engine.x.fastPathPending()).toBe(0);
   });
 
-  it('02 not offered: PPTP control, a port forward, UDP, and nothing with the option off', () => {
+  it('02 not offered: PPTP control, a port forward, a UDP flow of two packets, and nothing with the option off', () => {
     const { r, k, fp } = bench();
     pptpCall(r, H1, S1, 41000, 7);
     fp.take();
@@ -231,5 +231,71 @@ describe('flow fast path: one host cannot fill it, a full table keeps flows in t
     ok(r.out(tcp(H1, 40000, S1, 80, PSH | ACK, [1], { seq: 1001, ack: 5001 })));
     fp.take();
     expect(k.table.size).toBe(2);
+  });
+});
+
+describe('flow fast path: UDP and ICMP echo', () => {
+  it('09 a UDP flow is offered at its 8th packet (a DNS query never is); IKE (500) and NAT-T (4500) never', () => {
+    const { r, k, fp } = bench();
+    const sends: number[] = [];
+    let alias = 0;
+    for (let i = 0; i < 8; i++) {
+      alias = parse(ok(r.out(udp(H1, 5000, S1, 9000)))).sport;
+      sends.push(r.engine.x.fastPathPending());
+      fp.take();
+    }
+    expect(sends).toEqual([0, 0, 0, 0, 0, 0, 0, 1]);
+    const out = k.table.get(keyOf(ipToRaw(H1), ipToRaw(S1), 5000, 9000, 17).toString('hex'))!;
+    const inb = k.table.get(keyOf(ipToRaw(S1), ipToRaw(WAN), 9000, alias, 17).toString('hex'))!;
+    expect([...out.subarray(0, 4)]).toEqual([203, 0, 113, 1]);
+    expect([out.readUInt16BE(8), out.readUInt16BE(10)]).toEqual([alias, 9000]);
+    expect([...inb.subarray(4, 8)]).toEqual([192, 168, 1, 10]);
+    expect([inb.readUInt16BE(8), inb.readUInt16BE(10)]).toEqual([9000, 5000]);
+    // No window for UDP: win, end and flags are 0.
+    expect([out.readUInt32LE(20), out.readUInt32LE(24), out.readUInt32LE(28)]).toEqual([0, 0, 0]);
+    for (const [sp, dp] of [[5001, 500], [500, 5002], [5003, 4500], [4500, 5004]] as const) {
+      for (let i = 0; i < 10; i++) r.out(udp(H1, sp, S1, dp));
+      fp.take();
+    }
+    expect(fp.status().flows).toBe(1);
+  });
+
+  it('10 what the kernel carries back makes the UDP flow answered (replied flows are never evicted), and keeps it alive', () => {
+    const { r, k, fp } = bench();
+    let alias = 0;
+    for (let i = 0; i < 8; i++) alias = parse(ok(r.out(udp(H1, 5000, S1, 9000)))).sport;
+    fp.take();
+    expect(flowOf(r, 5000)).toBeUndefined(); // flowOf looks for TCP
+    const udpFlow = () => r.engine.flows(WAN, r.now).find((f) => f.lanPort === 5000 && f.proto === 'udp');
+    expect(udpFlow()!.replied).toBe(false);
+    k.count(keyOf(ipToRaw(S1), ipToRaw(WAN), 9000, alias, 17), 3, 300);
+    fp.sync();
+    expect(udpFlow()).toMatchObject({ replied: true, packetsIn: 3 });
+    // udp_timeout 300 s: refreshed by the kernel's counts.
+    for (let i = 0; i < 3; i++) {
+      r.advance(200);
+      k.count(keyOf(ipToRaw(H1), ipToRaw(S1), 5000, 9000, 17), 1, 100);
+      fp.sync();
+    }
+    expect(udpFlow()).toBeDefined();
+    expect(fp.status().flows).toBe(1);
+  });
+
+  it('11 an ICMP echo is offered once answered: requests out by the identifier, replies in (flags bit 2)', () => {
+    const { r, k, fp } = bench();
+    const id = parse(ok(r.out(icmpEcho(H1, S1, 8, 0x1234, 1)))).icmpId;
+    fp.take();
+    expect(k.table.size).toBe(0);
+    ok(r.in(icmpEcho(S1, WAN, 0, id, 1)));
+    fp.take();
+    expect(k.table.size).toBe(2);
+    const out = k.table.get(keyOf(ipToRaw(H1), ipToRaw(S1), 0x1234, 0, 1).toString('hex'))!;
+    const inb = k.table.get(keyOf(ipToRaw(S1), ipToRaw(WAN), id, 0, 1).toString('hex'))!;
+    expect([...out.subarray(0, 4)]).toEqual([203, 0, 113, 1]);
+    expect(out.readUInt16BE(8)).toBe(id);
+    expect(out.readUInt32LE(28)).toBe(0);
+    expect([...inb.subarray(4, 8)]).toEqual([192, 168, 1, 10]);
+    expect(inb.readUInt16BE(8)).toBe(0x1234);
+    expect(inb.readUInt32LE(28)).toBe(4);
   });
 });
