@@ -52,7 +52,7 @@ const USAGE = `usage: sudo node bench/e2e.js [options]
   --tcp-reps N     repetitions per TCP row (default 3)
   --tcp-seconds S  seconds per TCP repetition (default 3)
   --offload-compare  also run the TCP rows through vpnmasq with option offload '0'
-  --no-flow-offload  skip the TCP rows through vpnmasq with option flow_offload '1' (the kernel fast path for established TCP; run by default)
+  --no-flow-offload  skip the third mode, vpnmasq with option flow_offload '1' (the kernel fast path for established flows; run by default)
   --router-cpu PCT   vpnmasq gets PCT % of one CPU (cgroup v1 cpu group: a router slower than its LAN hosts; the kernel NAT is not limited)
   --busy-poll US   vpnmasq with option busy_poll US (microseconds; default 0)`;
 
@@ -195,11 +195,10 @@ async function main() {
   const m = machine();
   log(`machine: nproc ${m.nproc}, kernel ${m.kernel}, node ${m.node}`);
 
-  const modesCount = doVpnmasq ? 2 : 1;
+  const modesCount = doVpnmasq ? (a.flowOffload ? 3 : 2) : 1;
   const budgetS = 90 + modesCount * (60 + (a.reps + 1) * (a.seconds + 35) + a.pings * 0.02 +
     (a.mix ? a.mixReps * (a.seconds + 45) : 0) + (a.tcp ? 4 * a.tcpReps * (a.tcpSeconds + 30) + 60 : 0)) +
-    (a.offloadCompare ? 60 + 4 * a.tcpReps * (a.tcpSeconds + 30) + 60 : 0) +
-    (doVpnmasq && a.tcp && a.flowOffload ? 60 + 4 * a.tcpReps * (a.tcpSeconds + 30) + 60 : 0);
+    (a.offloadCompare ? 60 + 4 * a.tcpReps * (a.tcpSeconds + 30) + 60 : 0);
   let lab = null;
   let tmp = null;
   const cleanup = () => {
@@ -229,8 +228,8 @@ async function main() {
     modes.push(await benchMode(lab, kernelMode(), a, parts));
     if (doVpnmasq) modes.push(await benchMode(lab, vpnmasqMode(cliPath, tmp, { busyPollUs: a.busyPoll, cpuPct: a.routerCpu ?? 0 }), a, parts));
     if (doVpnmasq && a.tcp && a.offloadCompare) modes.push(await benchMode(lab, vpnmasqMode(cliPath, tmp, { offload: false }), a, parts, true));
-    // The kernel fast path for established TCP (option flow_offload): the TCP rows only (UDP and the mix take the TUN path either way).
-    if (doVpnmasq && a.tcp && a.flowOffload) modes.push(await benchMode(lab, vpnmasqMode(cliPath, tmp, { flowOffload: true }), a, parts, true));
+    // The kernel fast path for established flows (option flow_offload): every table, as a mode of its own.
+    if (doVpnmasq && a.flowOffload) modes.push(await benchMode(lab, vpnmasqMode(cliPath, tmp, { flowOffload: true }), a, parts));
   } catch (e) {
     console.error(`bench/e2e: ${firstLine(e.message)}`);
   } finally {
@@ -244,10 +243,12 @@ async function main() {
   const v = modes.find((r) => r.mode === 'vpnmasq');
   const cmp = comparison(k, v);
   const mixCmp = a.mix ? mixComparison(k?.mix, v?.mix) : null;
+  // option flow_offload's mode: its own ratio rows.
+  const fo = modes.find((r) => r.mode === 'vpnmasq-flow-offload');
   const udpModes = modes.filter((r) => r.median || (!r.ok && !r.tcp));
-  if (udpModes.length && !a.tcpOnly) printTable(a, m, udpModes, cmp);
+  if (udpModes.length && !a.tcpOnly) printTable(a, m, udpModes, [['vpnmasq/kernel', cmp], ['flow-offload/kernel', comparison(k, fo)]]);
   if (a.tcp) printTcpTable(a, modes, renderRows);
-  if (a.mix && modes.some((r) => r.mix)) printMixTable(a, modes, mixCmp);
+  if (a.mix && modes.some((r) => r.mix)) printMixTable(a, modes, [['vpnmasq/kernel', mixCmp], ['flow-offload/kernel', mixComparison(k?.mix, fo?.mix)]]);
   if (mixSkipped) console.log(`mixed traffic: skipped (${mixSkipped})`);
   if (cliMissing) console.log(`vpnmasq: not benchmarked (no CLI at ${cliPath})`);
 

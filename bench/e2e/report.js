@@ -19,7 +19,8 @@ export function machine() {
   return { nproc, kernel: release(), cpu: cpus()[0]?.model ?? 'unknown', node: process.version, iperf3: iperf };
 }
 
-export function printTable(a, m, modes, cmp) {
+/** `cmps`: [label, comparison] rows under the modes (vpnmasq/kernel, flow-offload/kernel). */
+export function printTable(a, m, modes, cmps) {
   const out = [];
   out.push('');
   out.push('vpnmasq end-to-end benchmark');
@@ -48,9 +49,10 @@ export function printTable(a, m, modes, cmp) {
       `${r.median.goodReps}/${a.reps}`,
     ]);
   }
-  if (cmp) {
+  for (const [label, cmp] of cmps) {
+    if (!cmp) continue;
     rows.push([
-      'vpnmasq/kernel',
+      label,
       Number.isFinite(cmp.ratio) ? cmp.ratio.toFixed(3) : '-',
       Number.isFinite(cmp.sentRatio) ? cmp.sentRatio.toFixed(3) : '-',
       '',
@@ -78,7 +80,8 @@ export function renderRows(rows) {
   return out;
 }
 
-export function printMixTable(a, modes, cmp) {
+/** `cmps`: [label, mixComparison] rows under the modes. */
+export function printMixTable(a, modes, cmps) {
   const out = [];
   out.push('');
   out.push('mixed traffic: ESP + NAT-T + plain UDP at once, every packet 64 bytes (L3)');
@@ -107,9 +110,9 @@ export function printMixTable(a, modes, cmp) {
       `${mx.median.goodReps}/${a.mixReps}`,
     ]);
   }
-  if (cmp) {
-    const f = (x) => (Number.isFinite(x) ? x.toFixed(3) : 'n/a');
-    rows.push(['vpnmasq/kernel', ...MIX_CLASSES.map(([c]) => f(cmp.deliveredRatio[c])), f(cmp.deliveredRatio.total), f(cmp.sentRatio.total), '', '']);
+  const f = (x) => (Number.isFinite(x) ? x.toFixed(3) : 'n/a');
+  for (const [label, cmp] of cmps) {
+    if (cmp) rows.push([label, ...MIX_CLASSES.map(([c]) => f(cmp.deliveredRatio[c])), f(cmp.deliveredRatio.total), f(cmp.sentRatio.total), '', '']);
   }
   out.push(...renderRows(rows));
   const notes = [];
@@ -127,7 +130,7 @@ export function printMixTable(a, modes, cmp) {
   }
   if (ans.length) out.push(`ESP answered (wan1's reply to the host's first packet reached it): ${ans.join('; ')}`);
   out.push(...notes);
-  if (cmp && MIX_CLASSES.some(([c]) => !Number.isFinite(cmp.deliveredRatio[c]))) out.push('n/a: the kernel delivered none of that class');
+  if (cmps.some(([, cmp]) => cmp && MIX_CLASSES.some(([c]) => !Number.isFinite(cmp.deliveredRatio[c])))) out.push('n/a: the kernel delivered none of that class');
   for (const r of modes) if (r.mix?.error) out.push(`${r.mode} mix: ${firstLine(r.mix.error)}`);
   out.push('');
   process.stdout.write(out.join('\n') + '\n');
