@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <unordered_set>
@@ -39,13 +40,16 @@ constexpr uint32_t kTcxIngress = 46;  // BPF_TCX_INGRESS
 
 // Where the headers are: Ethernet (14 bytes, as on the veth, bridge and
 // Ethernet devices this runs on) at skb->data, IPv4 without options after
-// it (anything else is passed up), TCP after that.
+// it (anything else is passed up), TCP, UDP or ICMP after that.
 constexpr int32_t kIp = 14;
-constexpr int32_t kTcp = kIp + 20;
-constexpr int32_t kTcpCsum = kTcp + 16;
+constexpr int32_t kL4 = kIp + 20;
 constexpr int32_t kIpCsum = kIp + 10;
+constexpr int32_t kTcpCsum = kL4 + 16;
+constexpr int32_t kUdpCsum = kL4 + 6;
+constexpr int32_t kIcmpCsum = kL4 + 2, kIcmpId = kL4 + 4;
 
 constexpr uint8_t kFin = 0x01, kSyn = 0x02, kRst = 0x04;
+constexpr uint8_t kEchoReplyType = 0, kEchoRequestType = 8;
 
 // The program's stack (offsets from r10): the route lookup's parameters,
 // the key, a scratch word for helpers that copy from memory, and what it
@@ -54,10 +58,16 @@ constexpr uint8_t kFin = 0x01, kSyn = 0x02, kRst = 0x04;
 constexpr int16_t kFib = -64;  // struct bpf_fib_lookup, 64 bytes
 constexpr int16_t kKey = -80;
 constexpr int16_t kTmp = -88;
-constexpr int16_t kOldSaddr = -92, kOldDaddr = -96, kOldSport = -100, kOldDport = -104;  // as in the packet
+// As in the packet; ICMP's old "sport" is its identifier, its old dport 0.
+constexpr int16_t kOldSaddr = -92, kOldDaddr = -96, kOldSport = -100, kOldDport = -104;
 constexpr int16_t kOldTtl = -108;  // the 16 bits of TTL and protocol, as in the packet
-constexpr int16_t kSeq = -112, kSeqEnd = -116;  // host order
-constexpr int16_t kTcpFlags = -120, kDoff = -124;  // the flags byte; the TCP header's length in bytes
+constexpr int16_t kSeq = -112, kSeqEnd = -116;  // TCP's, host order
+constexpr int16_t kTcpFlags = -120;  // TCP's flags byte
+// The transport header's bytes in each segment of a GSO packet (TCP's data
+// offset, UDP's 8); 0 for ICMP, which is never GSO.
+constexpr int16_t kL4Len = -124;
+constexpr int16_t kProto = -128;  // IPPROTO_TCP, _UDP or _ICMP: the later steps that differ branch on it
+constexpr int16_t kIcmpType = -132;
 static_assert(sizeof(bpf_fib_lookup) == 64, "struct bpf_fib_lookup is 64 bytes");
 
 int16_t Fib(size_t field) { return static_cast<int16_t>(kFib + static_cast<int>(field)); }
@@ -104,10 +114,16 @@ void Count(std::vector<bpf_insn>* p, int statsFd, int i) {
 // filters, then the kernel, as if this program were not there. TC_ACT_OK
 // (TCX_PASS) would be "pass" too but would also skip those filters (an
 // ingress shaper's mirred to an ifb, say) for every packet of the device.
+//
+// One program for the three protocols: they share the lookup, the checks
+// and the route; where they differ (the key's ports, step 5, the lookup's
+// ports and segment length, the checksums of step 8, step 9) the program
+// branches on kProto.
 std::vector<bpf_insn> Program(int flowsFd, int statsFd) {
   enum {
     kPass, kPassOther, kDrop, kFailed, kClose, kPassClosed, kNotClose, kNonGso, kLen,
-    kSkipSaddr, kSkipDaddr, kSkipSport, kSkipDport, kStoreEnd, kCounters, kLabels
+    kParseUdp, kParseIcmp, kKeyed, kEcho, kTtl, kFibPorts, kRewriteUdp, kRewriteIcmp, kRewritten,
+    kStoreEnd, kCounters, kSkip, kLabels = kSkip + 4 + 4 + 3  // kSkip...: step 8's, one a rewritten field (TCP 4, UDP 4, ICMP 3)
   };
   std::vector<bpf_insn> p;
   Labels l(&p, kLabels);
@@ -124,12 +140,15 @@ std::vector<bpf_insn> Program(int flowsFd, int statsFd) {
   l.Jump(jne, 0, 0, PACKET_HOST, kPass);
   I(Ldx(BPF_W, 0, 6, offsetof(__sk_buff, vlan_present)));
   l.Jump(jne, 0, 0, 0, kPass);
-  // 2. Ethernet, IPv4 and TCP's first 20 bytes in the linear data; IPv4
-  // without options, not a fragment, TCP. Nothing else is looked up.
+  // 2. Ethernet, IPv4 and the transport header's first 8 bytes (UDP's
+  // whole, ICMP echo's) in the linear data; IPv4 without options, not a
+  // fragment. The IP header's length (skb->len holds an Ethernet frame's
+  // padding too) within the frame, or the packet is truncated, and at least
+  // the IP header and those 8 bytes (BIG TCP's 0 goes up too).
   I(Ldx(BPF_W, 2, 6, offsetof(__sk_buff, data)));
   I(Ldx(BPF_W, 3, 6, offsetof(__sk_buff, data_end)));
   I(MovX(4, 2));
-  I(Alu(BPF_ADD, 4, kTcp + 20));
+  I(Alu(BPF_ADD, 4, kL4 + 8));
   l.Jump(BPF_JMP | BPF_JGT | BPF_X, 4, 3, 0, kPass);
   I(Ldx(BPF_B, 0, 2, kIp));
   l.Jump(jne, 0, 0, 0x45, kPass);
@@ -137,49 +156,88 @@ std::vector<bpf_insn> Program(int flowsFd, int statsFd) {
   I(FromBe(0, 16));
   I(Alu(BPF_AND, 0, 0x3fff));  // MF and the fragment offset
   l.Jump(jne, 0, 0, 0, kPass);
-  I(Ldx(BPF_B, 0, 2, kIp + 9));
-  l.Jump(jne, 0, 0, IPPROTO_TCP, kPass);
+  I(Ldx(BPF_H, 4, 2, kIp + 2));
+  I(FromBe(4, 16));
+  I(Ldx(BPF_W, 5, 6, offsetof(__sk_buff, len)));
+  I(Alu(BPF_ADD, 5, -kIp));
+  l.Jump(BPF_JMP | BPF_JGT | BPF_X, 4, 5, 0, kPass);
+  l.Jump(BPF_JMP | BPF_JLT | BPF_K, 4, 0, 20 + 8, kPass);
   // 3. The key; and what the rewrite needs, kept before any helper runs.
+  // The addresses and the TTL first, then each protocol's ports.
   I(Ldx(BPF_W, 0, 2, kIp + 12));
   I(Stx(BPF_W, 10, 0, kKey));
   I(Stx(BPF_W, 10, 0, kOldSaddr));
   I(Ldx(BPF_W, 0, 2, kIp + 16));
   I(Stx(BPF_W, 10, 0, kKey + 4));
   I(Stx(BPF_W, 10, 0, kOldDaddr));
-  I(Ldx(BPF_H, 0, 2, kTcp));
-  I(Stx(BPF_H, 10, 0, kKey + 8));
-  I(Stx(BPF_W, 10, 0, kOldSport));
-  I(Ldx(BPF_H, 0, 2, kTcp + 2));
-  I(Stx(BPF_H, 10, 0, kKey + 10));
-  I(Stx(BPF_W, 10, 0, kOldDport));
   I(St(BPF_W, 10, kKey + 12, 0));
-  I(St(BPF_B, 10, kKey + 12, IPPROTO_TCP));
   I(Ldx(BPF_H, 0, 2, kIp + 8));
   I(Stx(BPF_W, 10, 0, kOldTtl));
-  I(Ldx(BPF_B, 0, 2, kTcp + 13));
+  // The slots only one protocol's later steps read, zeroed for all: the
+  // verifier need not know that kProto, which it may not follow from the
+  // branch below to the later ones, never leads UDP into TCP's step 5.
+  for (int16_t slot : {kSeq, kSeqEnd, kTcpFlags, kIcmpType}) I(St(BPF_W, 10, slot, 0));
+  I(Ldx(BPF_B, 0, 2, kIp + 9));
+  I(Stx(BPF_B, 10, 0, kKey + 12));
+  I(Stx(BPF_W, 10, 0, kProto));
+  l.Jump(jeq, 0, 0, IPPROTO_UDP, kParseUdp);
+  l.Jump(jeq, 0, 0, IPPROTO_ICMP, kParseIcmp);
+  l.Jump(jne, 0, 0, IPPROTO_TCP, kPass);
+  // 3 TCP: its first 20 bytes linear; its flags, sequence number and
+  // header length; the payload (IP length less both headers, at least 0)
+  // for the sender's end (step 9).
+  I(MovX(5, 2));
+  I(Alu(BPF_ADD, 5, kL4 + 20));
+  l.Jump(BPF_JMP | BPF_JGT | BPF_X, 5, 3, 0, kPass);
+  I(Ldx(BPF_H, 0, 2, kL4));
+  I(Stx(BPF_H, 10, 0, kKey + 8));
+  I(Stx(BPF_W, 10, 0, kOldSport));
+  I(Ldx(BPF_H, 0, 2, kL4 + 2));
+  I(Stx(BPF_H, 10, 0, kKey + 10));
+  I(Stx(BPF_W, 10, 0, kOldDport));
+  I(Ldx(BPF_B, 0, 2, kL4 + 13));
   I(Stx(BPF_W, 10, 0, kTcpFlags));
-  I(Ldx(BPF_W, 8, 2, kTcp + 4));
+  I(Ldx(BPF_W, 8, 2, kL4 + 4));
   I(FromBe(8, 32));
   I(Stx(BPF_W, 10, 8, kSeq));
-  I(Ldx(BPF_B, 0, 2, kTcp + 12));
+  I(Ldx(BPF_B, 0, 2, kL4 + 12));
   I(Alu(BPF_RSH, 0, 4));
   I(Alu(BPF_LSH, 0, 2));
   l.Jump(BPF_JMP | BPF_JLT | BPF_K, 0, 0, 20, kPass);  // data offset below 5: not TCP
-  I(Stx(BPF_W, 10, 0, kDoff));
-  // The payload: the IP length less both headers. From the IP header's
-  // length rather than skb->len, which holds an Ethernet frame's padding
-  // too; a length past the frame (truncated) or short of its own headers
-  // (BIG TCP's 0 among them) goes up.
-  I(Ldx(BPF_H, 1, 2, kIp + 2));
-  I(FromBe(1, 16));
-  I(Ldx(BPF_W, 3, 6, offsetof(__sk_buff, len)));
-  I(Alu(BPF_ADD, 3, -kIp));
-  l.Jump(BPF_JMP | BPF_JGT | BPF_X, 1, 3, 0, kPass);
+  I(Stx(BPF_W, 10, 0, kL4Len));
   I(Alu(BPF_ADD, 0, 20));
-  l.Jump(BPF_JMP | BPF_JLT | BPF_X, 1, 0, 0, kPass);
-  I(AluX(BPF_SUB, 1, 0));
-  I(Alu32X(BPF_ADD, 8, 1));  // seq + payload, modulo 2^32
+  l.Jump(BPF_JMP | BPF_JLT | BPF_X, 4, 0, 0, kPass);  // r4: the IP length, from step 2
+  I(AluX(BPF_SUB, 4, 0));
+  I(Alu32X(BPF_ADD, 8, 4));  // seq + payload, modulo 2^32
   I(Stx(BPF_W, 10, 8, kSeqEnd));
+  l.Jump(BPF_JMP | BPF_JA, 0, 0, 0, kKeyed);
+  // 3 UDP: the ports; an 8-byte header in every segment.
+  l.Place(kParseUdp);
+  I(Ldx(BPF_H, 0, 2, kL4));
+  I(Stx(BPF_H, 10, 0, kKey + 8));
+  I(Stx(BPF_W, 10, 0, kOldSport));
+  I(Ldx(BPF_H, 0, 2, kL4 + 2));
+  I(Stx(BPF_H, 10, 0, kKey + 10));
+  I(Stx(BPF_W, 10, 0, kOldDport));
+  I(St(BPF_W, 10, kL4Len, 8));
+  l.Jump(BPF_JMP | BPF_JA, 0, 0, 0, kKeyed);
+  // 3 ICMP: an echo request or reply only; every other message (the errors
+  // above all: they quote another flow's packet) is the engine's, unlooked
+  // up. The identifier is the key's sport, its dport 0.
+  l.Place(kParseIcmp);
+  I(Ldx(BPF_B, 0, 2, kL4 + 1));
+  l.Jump(jne, 0, 0, 0, kPass);  // code
+  I(Ldx(BPF_B, 0, 2, kL4));
+  I(Insn(jeq, 0, 0, 1, kEchoReplyType));
+  l.Jump(jne, 0, 0, kEchoRequestType, kPass);
+  I(Stx(BPF_W, 10, 0, kIcmpType));
+  I(Ldx(BPF_H, 0, 2, kIcmpId));
+  I(Stx(BPF_H, 10, 0, kKey + 8));
+  I(Stx(BPF_W, 10, 0, kOldSport));
+  I(St(BPF_H, 10, kKey + 10, 0));
+  I(St(BPF_W, 10, kOldDport, 0));
+  I(St(BPF_W, 10, kL4Len, 0));
+  l.Place(kKeyed);
   LoadMap(&p, 1, flowsFd);
   I(MovX(2, 10));
   I(Alu(BPF_ADD, 2, kKey));
@@ -193,12 +251,18 @@ std::vector<bpf_insn> Program(int flowsFd, int statsFd) {
   // 4b. A direction that passed a FIN, RST or SYN up (kClosed) stays with
   // the engine: its entry is kept only for the counts and the end, which the
   // thread's sync reads before it withdraws the flow (deleting it here lost
-  // the bytes moved since the last sync).
+  // the bytes moved since the last sync). UDP's and ICMP's entries honour
+  // the flag too (only userland sets it there), so that a closed direction
+  // means the same for every flow.
   I(Ldx(BPF_W, 3, 7, kFlags));
   I(Alu(BPF_AND, 3, kClosed));
   l.Jump(jne, 3, 0, 0, kPassClosed);
-  // 5. A FIN or RST within the window (or before the end is known), or a
-  // SYN: the engine's (its direction marked kClosed); one far outside is dropped.
+  // 5. UDP has nothing to judge. TCP: a FIN or RST within the window (or
+  // before the end is known), or a SYN: the engine's (its direction marked
+  // kClosed); one far outside is dropped.
+  I(Ldx(BPF_W, 0, 10, kProto));
+  l.Jump(jeq, 0, 0, IPPROTO_UDP, kTtl);
+  l.Jump(jeq, 0, 0, IPPROTO_ICMP, kEcho);
   I(Ldx(BPF_W, 1, 10, kTcpFlags));
   I(MovX(2, 1));
   I(Alu(BPF_AND, 2, kFin | kRst));
@@ -217,30 +281,50 @@ std::vector<bpf_insn> Program(int flowsFd, int statsFd) {
   l.Place(kNotClose);
   I(Alu(BPF_AND, 1, kSyn));
   l.Jump(jne, 1, 0, 0, kClose);
+  l.Jump(BPF_JMP | BPF_JA, 0, 0, 0, kTtl);
+  // 5 ICMP: an entry carries one way of an echo exchange, the requests
+  // (kEchoReply clear) or the replies (set): a request that matches a
+  // reply's entry (one from outside, with the NATed identifier, to the
+  // router's address) is the router's own to answer, not the LAN host's.
+  l.Place(kEcho);
+  I(Ldx(BPF_W, 1, 10, kIcmpType));
+  I(Ldx(BPF_W, 2, 7, kFlags));
+  I(Alu(BPF_AND, 2, kEchoReply));
+  I(Insn(jeq, 2, 0, 2, 0));
+  l.Jump(jne, 1, 0, kEchoReplyType, kPassOther);
+  l.Jump(BPF_JMP | BPF_JA, 0, 0, 0, kTtl);
+  l.Jump(jne, 1, 0, kEchoRequestType, kPassOther);
   // 6. TTL <= 1: the kernel sends the ICMP time exceeded.
+  l.Place(kTtl);
   I(Ldx(BPF_W, 1, 10, kOldTtl));
   I(FromBe(1, 16));  // TTL << 8 | protocol
   l.Jump(BPF_JMP | BPF_JLT | BPF_K, 1, 0, 2 << 8, kPassOther);
   // 7. The route in the main table (BPF_FIB_LOOKUP_DIRECT: the policy rules
   // that send everything into the TUN devices are skipped) from the packet
-  // as it will leave. Its MTU check: the lookup itself compares tot_len
-  // with the route's MTU (the device's, a route's `mtu`, a learnt path MTU)
-  // and answers FRAG_NEEDED when it is larger, so tot_len is the largest
-  // packet that will go on the wire: this one, or for a GSO super-packet one
-  // segment (IP and TCP header and gso_size), as the device (or the
-  // kernel's GSO before it) will cut it. The lookup fails too when
-  // forwarding is off on the ingress device, and when the neighbour is not
-  // known (NO_NEIGH: the kernel's path resolves it).
+  // as it will leave (ICMP without ports). Its MTU check: the lookup itself
+  // compares tot_len with the route's MTU (the device's, a route's `mtu`, a
+  // learnt path MTU) and answers FRAG_NEEDED when it is larger, so tot_len
+  // is the largest packet that will go on the wire: this one, or for a GSO
+  // super-packet one segment (IP and transport header and gso_size: TCP's
+  // segments and UDP_SEGMENT's datagrams alike), as the device (or the
+  // kernel's GSO before it) will cut it. A GSO ICMP packet (none is made)
+  // goes up. The lookup fails too when forwarding is off on the ingress
+  // device, and when the neighbour is not known (NO_NEIGH: the kernel's
+  // path resolves it).
   for (int i = 0; i < 8; i++) I(St(BPF_DW, 10, static_cast<int16_t>(kFib + 8 * i), 0));
   I(St(BPF_B, 10, Fib(offsetof(bpf_fib_lookup, family)), AF_INET));
-  I(St(BPF_B, 10, Fib(offsetof(bpf_fib_lookup, l4_protocol)), IPPROTO_TCP));
+  I(Ldx(BPF_W, 1, 10, kProto));
+  I(Stx(BPF_B, 10, 1, Fib(offsetof(bpf_fib_lookup, l4_protocol))));
+  l.Jump(jeq, 1, 0, IPPROTO_ICMP, kFibPorts);
   I(Ldx(BPF_H, 1, 7, kNewSport));
   I(Stx(BPF_H, 10, 1, Fib(offsetof(bpf_fib_lookup, sport))));
   I(Ldx(BPF_H, 1, 7, kNewDport));
   I(Stx(BPF_H, 10, 1, Fib(offsetof(bpf_fib_lookup, dport))));
+  l.Place(kFibPorts);
   I(Ldx(BPF_W, 1, 6, offsetof(__sk_buff, gso_size)));
   l.Jump(jeq, 1, 0, 0, kNonGso);
-  I(Ldx(BPF_W, 2, 10, kDoff));
+  I(Ldx(BPF_W, 2, 10, kL4Len));
+  l.Jump(jeq, 2, 0, 0, kPassOther);
   I(AluX(BPF_ADD, 1, 2));
   I(Alu(BPF_ADD, 1, 20));
   l.Jump(BPF_JMP | BPF_JA, 0, 0, 0, kLen);
@@ -268,24 +352,29 @@ std::vector<bpf_insn> Program(int flowsFd, int statsFd) {
   l.Jump(BPF_JMP | BPF_JNE | BPF_X, 1, 2, 0, kPassOther);
   // 8. The rewrite, by helpers with offsets (each may move the packet's
   // data, so no pointer into it is used from here on). For a CHECKSUM_PARTIAL
-  // skb (a GSO super-packet, or a local sender's with offloads) the TCP
-  // field holds the pseudo-header's sum: an address change moves it
+  // skb (a GSO super-packet, or a local sender's with offloads) the TCP or
+  // UDP field holds the pseudo-header's sum: an address change moves it
   // (BPF_F_PSEUDO_HDR), a port change leaves it; for any other skb the
   // helpers update the full checksum. A helper that fails leaves the packet
-  // half rewritten: dropped and counted (kRewriteFailed).
-  auto rewrite = [&](int16_t oldSlot, int16_t valueOff, bool address, int32_t packetOff, int skip) {
+  // half rewritten: dropped and counted (kRewriteFailed). csumOff < 0: the
+  // field is in no transport checksum (an address, for ICMP).
+  int skip = kSkip;
+  auto rewrite = [&](int16_t oldSlot, int16_t valueOff, bool address, int32_t packetOff, int32_t csumOff, int32_t csumFlags) {
+    if (skip >= kLabels) std::abort();  // Labels has room for kLabels only: a rewrite more needs kLabels one higher
     const uint8_t size = address ? BPF_W : BPF_H;
     const int32_t bytes = address ? 4 : 2;
     I(Ldx(BPF_W, 8, 10, oldSlot));
     I(Ldx(size, 9, 7, valueOff));
     l.Jump(BPF_JMP | BPF_JEQ | BPF_X, 8, 9, 0, skip);
-    I(MovX(1, 6));
-    I(Mov(2, kTcpCsum));
-    I(MovX(3, 8));
-    I(MovX(4, 9));
-    I(Mov(5, static_cast<int32_t>(address ? BPF_F_PSEUDO_HDR | 4 : 2)));
-    I(Call(BPF_FUNC_l4_csum_replace));
-    l.Jump(jne, 0, 0, 0, kFailed);
+    if (csumOff >= 0) {
+      I(MovX(1, 6));
+      I(Mov(2, csumOff));
+      I(MovX(3, 8));
+      I(MovX(4, 9));
+      I(Mov(5, csumFlags | bytes));
+      I(Call(BPF_FUNC_l4_csum_replace));
+      l.Jump(jne, 0, 0, 0, kFailed);
+    }
     if (address) {
       I(MovX(1, 6));
       I(Mov(2, kIpCsum));
@@ -304,12 +393,33 @@ std::vector<bpf_insn> Program(int flowsFd, int statsFd) {
     I(Mov(5, 0));
     I(Call(BPF_FUNC_skb_store_bytes));
     l.Jump(jne, 0, 0, 0, kFailed);
-    l.Place(skip);
+    l.Place(skip++);
   };
-  rewrite(kOldSaddr, kNewSaddr, true, kIp + 12, kSkipSaddr);
-  rewrite(kOldDaddr, kNewDaddr, true, kIp + 16, kSkipDaddr);
-  rewrite(kOldSport, kNewSport, false, kTcp, kSkipSport);
-  rewrite(kOldDport, kNewDport, false, kTcp + 2, kSkipDport);
+  I(Ldx(BPF_W, 0, 10, kProto));
+  l.Jump(jeq, 0, 0, IPPROTO_UDP, kRewriteUdp);
+  l.Jump(jeq, 0, 0, IPPROTO_ICMP, kRewriteIcmp);
+  rewrite(kOldSaddr, kNewSaddr, true, kIp + 12, kTcpCsum, BPF_F_PSEUDO_HDR);
+  rewrite(kOldDaddr, kNewDaddr, true, kIp + 16, kTcpCsum, BPF_F_PSEUDO_HDR);
+  rewrite(kOldSport, kNewSport, false, kL4, kTcpCsum, 0);
+  rewrite(kOldDport, kNewDport, false, kL4 + 2, kTcpCsum, 0);
+  l.Jump(BPF_JMP | BPF_JA, 0, 0, 0, kRewritten);
+  // UDP: a checksum of 0 is "none" and stays 0; a sum that comes out 0 is
+  // sent as 0xffff (BPF_F_MARK_MANGLED_0), as the kernel's own NAT does. A
+  // CHECKSUM_PARTIAL skb's field is never 0 (a pseudo-header's sum does not
+  // fold to 0), so none is left unmoved.
+  l.Place(kRewriteUdp);
+  rewrite(kOldSaddr, kNewSaddr, true, kIp + 12, kUdpCsum, BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0);
+  rewrite(kOldDaddr, kNewDaddr, true, kIp + 16, kUdpCsum, BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0);
+  rewrite(kOldSport, kNewSport, false, kL4, kUdpCsum, BPF_F_MARK_MANGLED_0);
+  rewrite(kOldDport, kNewDport, false, kL4 + 2, kUdpCsum, BPF_F_MARK_MANGLED_0);
+  l.Jump(BPF_JMP | BPF_JA, 0, 0, 0, kRewritten);
+  // ICMP's checksum covers no pseudo-header: the addresses are the IP
+  // header's alone; the identifier is in the ICMP sum (newDport unused).
+  l.Place(kRewriteIcmp);
+  rewrite(kOldSaddr, kNewSaddr, true, kIp + 12, -1, 0);
+  rewrite(kOldDaddr, kNewDaddr, true, kIp + 16, -1, 0);
+  rewrite(kOldSport, kNewSport, false, kIcmpId, kIcmpCsum, 0);
+  l.Place(kRewritten);
   // TTL - 1, with the IP checksum over its 16-bit word (TTL, protocol).
   I(Ldx(BPF_W, 8, 10, kOldTtl));
   I(MovX(9, 8));
@@ -346,11 +456,13 @@ std::vector<bpf_insn> Program(int flowsFd, int statsFd) {
     I(Call(BPF_FUNC_skb_store_bytes));
     l.Jump(jne, 0, 0, 0, kFailed);
   }
-  // 9. The sender's end, for step 5: advanced when seq_end is past it.
+  // 9. TCP's: the sender's end, for step 5: advanced when seq_end is past it.
   // Plain loads and stores: two CPUs forwarding the same direction at once
   // (the device's receive queues) may each store theirs, and the later
   // store may be the lower end. That loses a little progress only, which
   // the window absorbs and the next packet makes up.
+  I(Ldx(BPF_W, 0, 10, kProto));
+  l.Jump(jne, 0, 0, IPPROTO_TCP, kCounters);
   I(Ldx(BPF_W, 1, 10, kSeqEnd));
   I(Ldx(BPF_W, 2, 7, kFlags));
   I(MovX(3, 2));

@@ -1,4 +1,5 @@
-// The flow fast path: the kernel forwards an established TCP flow itself.
+// The flow fast path: the kernel forwards an established TCP flow, a UDP
+// flow or an ICMP echo exchange itself.
 //
 // The userland engine decides every flow. For a flow it has seen
 // established it writes two entries into the `flows` hash map (one per
@@ -15,30 +16,42 @@
 // offloading, for this router).
 //
 // A packet is forwarded only if its entry exists, it arrived on the entry's
-// inIfindex and the route sends it out of the entry's outIfindex; a SYN, FIN
-// or RST marks its direction closed (kClosed: it and every later packet of
-// that direction go up to the engine, which sees the connection close; the
+// inIfindex and the route sends it out of the entry's outIfindex; every
+// packet of a direction marked closed (kClosed) goes up; a TCP SYN, FIN or
+// RST marks its direction closed (it and every later packet of that
+// direction go up to the engine, which sees the connection close; the
 // entry stays for its counts until userland withdraws the flow; a FIN or
 // RST far outside the sender's window, a blind injection, is dropped
-// instead); a packet with TTL <= 1,
-// or too large for the route's MTU, or whose route or neighbour is not
-// known goes up.
+// instead); a packet with TTL <= 1, or too large for the route's MTU, or
+// whose route or neighbour is not known goes up.
+//
+// UDP: no state at all, the entry is the flow (userland times it out; a
+// checksum of 0, "none", stays 0). ICMP: echo requests and replies only
+// (errors and every other type go up unlooked up, as they quote another
+// flow's packet), keyed by the identifier, which the rewrite may change;
+// an entry carries one type, the request (flags bit 2 clear) or the reply
+// (set): the other type with its key goes up.
 //
 // Attached with tcx links only (BPF_LINK_CREATE, Linux 6.6+): a link lives
 // as long as its fd, so when the process dies the kernel detaches the
 // program and a dead daemon never leaves a forwarding path behind (the
-// router fails closed). No pinning, no netlink tc filters.
+// router fails closed). No pinning, no netlink tc filters. (The program
+// needs nothing newer than 5.12's atomic or: on 6.1 it loads, and the
+// attach fails, saying so.)
 //
 // `flows` (BPF_MAP_TYPE_HASH, max_entries = maxFlows):
 //   key, 16 bytes, exactly as in the packet (network order):
-//     0 saddr, 4 daddr, 8 sport, 10 dport, 12 protocol (6), 13..15 zero
+//     0 saddr, 4 daddr, 8 sport, 10 dport, 12 protocol (6 TCP, 17 UDP,
+//     1 ICMP: sport the echo identifier, dport 0), 13..15 zero
 //   value, 48 bytes:
-//     0 newSaddr, 4 newDaddr, 8 newSport, 10 newDport (network order)
+//     0 newSaddr, 4 newDaddr, 8 newSport, 10 newDport (network order; ICMP:
+//       newSport the identifier, newDport unused)
 //     12 inIfindex  u32 (host order; the packet must have arrived here)
 //     16 outIfindex u32 (the route must send it out here)
-//     20 win u32: a FIN or RST is accepted when |(s32)(seq - end)| <= win (below 2^31)
-//     24 end u32: the sender's highest seq + payload seen (the program advances it)
-//     28 flags u32: bit 0 end known, bit 1 closed (the program sets them)
+//     20 win u32 (TCP): a FIN or RST is accepted when |(s32)(seq - end)| <= win (below 2^31)
+//     24 end u32 (TCP): the sender's highest seq + payload seen (the program advances it)
+//     28 flags u32: bit 0 end known (TCP), bit 1 closed (the program sets
+//       them), bit 2 echo reply (ICMP; userland's)
 //     32 packets u64, 40 bytes u64 (IP bytes; a GSO super-packet counts once)
 // `stats` (BPF_MAP_TYPE_PERCPU_ARRAY, one entry of 8 u64): Stat below.
 #pragma once
@@ -61,16 +74,21 @@ constexpr uint32_t kStatCount = 8;
 constexpr int16_t kNewSaddr = 0, kNewDaddr = 4, kNewSport = 8, kNewDport = 10, kInIfindex = 12,
                   kOutIfindex = 16, kWin = 20, kEnd = 24, kFlags = 28, kPackets = 32, kBytes = 40;
 constexpr uint32_t kEndKnown = 1;
-// The direction passed a SYN, FIN or RST up: from then on all of its packets
-// go up (the engine's), and the entry stays for its counts and end until
-// the thread's sync withdraws the flow.
+// The direction passed a SYN, FIN or RST up (or, for any protocol,
+// userland says so): from then on all of its packets go up (the engine's),
+// and the entry stays for its counts and end until the thread's sync
+// withdraws the flow.
 constexpr uint32_t kClosed = 2;
+// An ICMP entry's type: set, it carries echo replies; clear, requests. A
+// request arriving with a reply's key (to the router's address, from
+// outside) is the router's to answer.
+constexpr uint32_t kEchoReply = 4;
 
 enum Stat : int {
   kForwarded = 0,      // redirected
   kOutOfWindow = 1,    // FIN or RST far outside the sender's window: dropped
-  kPassedClose = 2,    // SYN, FIN or RST, or any packet after one in its direction (kClosed): passed up
-  kPassedOther = 3,    // wrong device, TTL <= 1, MTU, no route, another device's route: passed up
+  kPassedClose = 2,    // SYN, FIN or RST, or any packet of a closed direction (kClosed): passed up
+  kPassedOther = 3,    // wrong device, an echo of the other type, TTL <= 1, MTU, no route, another device's route: passed up
   kRewriteFailed = 4,  // a helper failed half-way through the rewrite: dropped (never seen)
 };
 
