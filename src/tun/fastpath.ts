@@ -1,9 +1,9 @@
 // The flow fast path's kernel part (src/tun/fastpath.h says what and why):
 // an eBPF program on the LAN and WAN devices' tc ingress (tcx links) that
-// forwards the packets of the established TCP flows it has entries for,
-// NAT rewrite and all, without them reaching the engine. This wraps the
-// addon's functions and builds and reads the 16-byte keys and 48-byte
-// values of its flow table.
+// forwards the packets of the established TCP flows, UDP flows and ICMP
+// echo exchanges it has entries for, NAT rewrite and all, without them
+// reaching the engine. This wraps the addon's functions and builds and
+// reads the 16-byte keys and 48-byte values of its flow table.
 //
 // The links live as long as this process's fds: when it dies the kernel
 // detaches the program, so nothing is forwarded behind a dead daemon.
@@ -19,9 +19,9 @@ export const FAST_PATH_STAT = {
   forwarded: 0,
   /** FIN or RST far outside the sender's window: dropped, the entry kept */
   outOfWindow: 1,
-  /** SYN, FIN or RST, or a later packet of a direction that passed one (closed): passed up */
+  /** TCP's SYN, FIN or RST, or any packet of a closed direction (any protocol): passed up */
   passedClose: 2,
-  /** passed up: wrong ingress device, TTL <= 1, too big for the route's MTU, no route or neighbour, another device's route */
+  /** passed up: wrong ingress device, an ICMP echo of the other type than its entry's, TTL <= 1, too big for the route's MTU, no route or neighbour, another device's route */
   passedOther: 3,
   /** a rewrite helper failed half-way (the packet dropped); never seen */
   rewriteFailed: 4,
@@ -106,14 +106,15 @@ export class FastPath {
 export interface FastPathKey {
   saddr: string;
   daddr: string;
+  /** ICMP echo: sport is the identifier, dport 0 (the program looks it up so) */
   sport: number;
   dport: number;
-  /** 6 (TCP) when left out: the program looks up nothing else */
+  /** 6 (TCP) when left out; 17 (UDP), 1 (ICMP echo request or reply): the program looks up nothing else */
   proto?: number;
 }
 
 export interface FastPathValue {
-  /** the packet's addresses and ports after the rewrite */
+  /** the packet's addresses and ports after the rewrite (ICMP echo: newSport the identifier, newDport unused) */
   newSaddr: string;
   newDaddr: string;
   newSport: number;
@@ -121,13 +122,15 @@ export interface FastPathValue {
   /** the device the packet must arrive on, the device the route must send it out of */
   inIfindex: number;
   outIfindex: number;
-  /** a FIN or RST is accepted when |seq - end| <= win (as s32); below 2^31 */
+  /** TCP: a FIN or RST is accepted when |seq - end| <= win (as s32); below 2^31 (UDP, ICMP: unused, 0) */
   win: number;
-  /** the sender's highest seq + payload length so far, if endKnown */
+  /** TCP: the sender's highest seq + payload length so far, if endKnown */
   end?: number;
   endKnown?: boolean;
-  /** the direction passed a SYN, FIN or RST up: every later packet of it goes up too (the program sets it) */
+  /** every packet of the direction goes up (the program sets it when TCP's SYN, FIN or RST passed up) */
   closed?: boolean;
+  /** ICMP: the entry carries echo replies (type 0); false, echo requests (type 8). The other type with its key goes up */
+  echoReply?: boolean;
   packets?: number;
   bytes?: number;
 }
@@ -193,7 +196,7 @@ export function fastPathValue(v: FastPathValue): Buffer {
   if (!(v.win >= 0 && v.win < 2 ** 31)) throw new RangeError(`win ${v.win} must be from 0 to 2^31 - 1`);
   writeU32(b, v.win, 20);
   writeU32(b, v.end ?? 0, 24);
-  writeU32(b, (v.endKnown ? 1 : 0) | (v.closed ? 2 : 0), 28);
+  writeU32(b, (v.endKnown ? 1 : 0) | (v.closed ? 2 : 0) | (v.echoReply ? 4 : 0), 28);
   writeU64(b, v.packets ?? 0, 32);
   writeU64(b, v.bytes ?? 0, 40);
   return b;
@@ -211,6 +214,7 @@ export function parseFastPathValue(b: Buffer): Required<FastPathValue> {
     end: readU32(b, 24),
     endKnown: (readU32(b, 28) & 1) !== 0,
     closed: (readU32(b, 28) & 2) !== 0,
+    echoReply: (readU32(b, 28) & 4) !== 0,
     packets: readU64(b, 32),
     bytes: readU64(b, 40),
   };

@@ -7,13 +7,17 @@
 // forwarding anything of it: what crosses from then on crossed by the
 // program, on the two entries the test writes as the engine would. The
 // forwarding sysctl stays on: bpf_fib_lookup itself refuses a device with
-// forwarding off (BPF_FIB_LKUP_RET_FWD_DISABLED).
+// forwarding off (BPF_FIB_LKUP_RET_FWD_DISABLED). The UDP flow
+// (10.230.1.2:40001 as 10.230.2.1:61001) and the ICMP echo exchange (ping's
+// identifier 0x1234 as 0xcafe) never had the kernel's NAT: under the same
+// drop only the program carries them.
 //
 // A Node child in the router namespace opens the fast path through
 // src/tun/fastpath.ts (transpiled on load by the project's typescript) and
 // answers one JSON request a line; python3 peers in lanhost and wanhost hold
 // the connection's two ends (one command a line) and sniff the TTL of what
-// arrives; hand-built TCP segments go out of an AF_PACKET socket.
+// arrives, two more the UDP flow's ends (and sniff its checksums);
+// hand-built TCP segments and UDP datagrams go out of an AF_PACKET socket.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -35,6 +39,11 @@ const SERVER = '10.230.2.2';
 const LAN_PORT = 40000;
 const NAT_PORT = 61000;
 const SERVER_PORT = 5001;
+const LAN_UPORT = 40001;
+const NAT_UPORT = 61001;
+const SERVER_UPORT = 5002;
+const ECHO_ID = 0x1234;
+const NAT_ID = 0xcafe;
 // Each end's own TTL, so that what arrives says how many hops took one off.
 const LAN_TTL = 77;
 const SERVER_TTL = 55;
@@ -127,25 +136,141 @@ for line in sys.stdin:
         print('csumerrors', csum_errors(), flush=True)
 `;
 
-// A hand-built TCP segment in an Ethernet frame, out of an AF_PACKET socket:
-// IFNAME DMAC SMAC SRC DST SPORT DPORT SEQ ACK FLAGS TTL.
+// A hand-built TCP segment or UDP datagram (100 zero bytes) in an Ethernet
+// frame, out of an AF_PACKET socket: tcp|udp IFNAME DMAC SMAC SRC DST SPORT
+// DPORT TTL, and for tcp SEQ ACK FLAGS.
 const RAW_PY = `
 import socket, struct, sys
-ifname, dmac, smac, src, dst = sys.argv[1:6]
-sport, dport, seq, ack, flags, ttl = (int(x, 0) for x in sys.argv[6:12])
+proto, ifname, dmac, smac, src, dst = sys.argv[1:7]
+sport, dport, ttl = (int(x, 0) for x in sys.argv[7:10])
 def csum(b):
     s = sum(struct.unpack('!%dH' % (len(b) // 2), b))
     while s >> 16:
         s = (s & 0xffff) + (s >> 16)
     return ~s & 0xffff
 S, D = socket.inet_aton(src), socket.inet_aton(dst)
-tcp = struct.pack('!HHIIBBHHH', sport, dport, seq & 0xffffffff, ack & 0xffffffff, 5 << 4, flags, 65535, 0, 0)
-tcp = tcp[:16] + struct.pack('!H', csum(S + D + struct.pack('!BBH', 0, 6, len(tcp)) + tcp)) + tcp[18:]
-ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(tcp), 0x1234, 0x4000, ttl, 6, 0, S, D)
+if proto == 'tcp':
+    seq, ack, flags = (int(x, 0) for x in sys.argv[10:13])
+    l4 = struct.pack('!HHIIBBHHH', sport, dport, seq & 0xffffffff, ack & 0xffffffff, 5 << 4, flags, 65535, 0, 0)
+    num, at = 6, 16
+else:
+    l4 = struct.pack('!HHHH', sport, dport, 8 + 100, 0) + bytes(100)
+    num, at = 17, 6
+l4 = l4[:at] + struct.pack('!H', csum(S + D + struct.pack('!BBH', 0, num, len(l4)) + l4) or 0xffff) + l4[at + 2:]
+ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(l4), 0x1234, 0x4000, ttl, num, 0, S, D)
 ip = ip[:10] + struct.pack('!H', csum(ip)) + ip[12:]
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
 s.bind((ifname, 0))
-s.send(bytes.fromhex(dmac.replace(':', '')) + bytes.fromhex(smac.replace(':', '')) + b'\\x08\\x00' + ip + tcp)
+s.send(bytes.fromhex(dmac.replace(':', '')) + bytes.fromhex(smac.replace(':', '')) + b'\\x08\\x00' + ip + l4)
+`;
+
+// One end of the UDP flow: a socket bound to LADDR LPORT (the flow's fixed
+// port), and a raw socket that sees every UDP datagram in before the
+// kernel's checksum check, for the checksums as they arrived. Commands:
+// send RADDR RPORT N SIZE SEED (N datagrams of SIZE pseudo-random bytes),
+// gso RADDR RPORT N SIZE SEED (the same in one sendmsg with UDP_SEGMENT
+// SIZE), raw RADDR RPORT SIZE SEED zero|mangled NADDR NPORT (one datagram
+// hand-built on a raw socket: checksum 0; or a right checksum and the
+// payload's last word chosen so that the checksum after the rewrite to
+// NADDR:NPORT comes out 0), all printing how many and a digest of their
+// contents (order aside); recv N SECONDS (up to N datagrams within the
+// time: how many, their digest); checks N (the checksums the raw socket saw
+// since the last checks, once it saw N).
+const UDP_PY = `
+import hashlib, json, random, socket, struct, sys, threading, time
+laddr, lport = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((laddr, lport))
+raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP)
+for sock in (s, raw):
+    sock.setsockopt(socket.SOL_SOCKET, 33, 1 << 23)  # SO_RCVBUFFORCE (root; past rmem_max): a busy machine drops none
+lock = threading.Condition()
+got, checks = [], []
+
+def sniff():
+    while True:
+        p = raw.recv(1 << 17)
+        ihl = (p[0] & 15) * 4
+        if int.from_bytes(p[ihl + 2:ihl + 4], 'big') == lport:
+            with lock:
+                checks.append(int.from_bytes(p[ihl + 6:ihl + 8], 'big'))
+                lock.notify_all()
+
+def reader():
+    while True:
+        d = s.recv(1 << 16)
+        with lock:
+            got.append(hashlib.sha256(d).hexdigest())
+            lock.notify_all()
+threading.Thread(target=sniff, daemon=True).start()
+threading.Thread(target=reader, daemon=True).start()
+
+def digest(hashes):
+    return hashlib.sha256(''.join(sorted(hashes)).encode()).hexdigest()
+
+def datagrams(n, size, seed):
+    r = random.Random(seed)
+    return [r.randbytes(size) for _ in range(n)]
+
+def sent(ds):
+    print('sent', len(ds), digest(hashlib.sha256(d).hexdigest() for d in ds), flush=True)
+
+def onesum(b):
+    s = sum(struct.unpack('!%dH' % (len(b) // 2), b))
+    while s >> 16:
+        s = (s & 0xffff) + (s >> 16)
+    return s
+
+def header(sport, dport, payload, check):
+    return struct.pack('!HHHH', sport, dport, 8 + len(payload), check)
+
+def pseudo(src, dst, payload):
+    return socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack('!BBH', 0, 17, 8 + len(payload))
+
+def wait(cond, seconds):
+    deadline = time.monotonic() + seconds
+    while not cond() and time.monotonic() < deadline:
+        lock.wait(max(0.0, deadline - time.monotonic()))
+
+print('ready', flush=True)
+for line in sys.stdin:
+    c = line.split()
+    if c[0] in ('send', 'gso'):
+        raddr, rport, n, size, seed = c[1], int(c[2]), int(c[3]), int(c[4]), int(c[5])
+        ds = datagrams(n, size, seed)
+        if c[0] == 'send':
+            for d in ds:
+                s.sendto(d, (raddr, rport))
+        else:
+            s.sendmsg([b''.join(ds)], [(socket.SOL_UDP, 103, struct.pack('=H', size))], 0, (raddr, rport))  # UDP_SEGMENT
+        sent(ds)
+    elif c[0] == 'raw':
+        raddr, rport, size, seed, mode = c[1], int(c[2]), int(c[3]), int(c[4]), c[5]
+        payload = datagrams(1, size, seed)[0]
+        if mode == 'zero':
+            check = 0
+        else:
+            naddr, nport = c[6], int(c[7])
+            payload = payload[:-2] + b'\\0\\0'
+            rest = onesum(pseudo(naddr, raddr, payload) + header(nport, rport, payload, 0) + payload)
+            payload = payload[:-2] + struct.pack('!H', 0xffff - rest)  # the rewritten datagram's sum: 0xffff, its checksum 0
+            check = ~onesum(pseudo(laddr, raddr, payload) + header(lport, rport, payload, 0) + payload) & 0xffff or 0xffff
+        r = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP)
+        r.sendto(header(lport, rport, payload, check) + payload, (raddr, 0))
+        sent([payload])
+    elif c[0] == 'recv':
+        n = int(c[1])
+        with lock:
+            wait(lambda: len(got) >= n, float(c[2]))
+            took = got[:n]
+            del got[:n]
+        print('recv', len(took), digest(took), flush=True)
+    elif c[0] == 'checks':
+        n = int(c[1])
+        with lock:
+            wait(lambda: len(checks) >= n, 5)
+            print('checks', json.dumps(checks, separators=(',', ':')), flush=True)
+            checks.clear()
 `;
 
 // Transmit checksum offload off (SIOCETHTOOL's ETHTOOL_STXCSUM; no ethtool
@@ -338,14 +463,26 @@ function link(ns: string, dev: string): { ifindex: number; address: string } {
 
 /** From wanhost: one hand-built TCP segment, as if it came from SRC:SPORT. */
 function segment(src: string, sport: number, dst: string, dport: number, seq: number, flags: number, ttl = 64): void {
-  inNs(NS.wan, ['python3', path.join(dir, 'raw.py'), 'eth0', link(NS.rtr, 'wan0').address, link(NS.wan, 'eth0').address,
-    src, dst, String(sport), String(dport), String(seq >>> 0), '0', String(flags), String(ttl)]);
+  inNs(NS.wan, ['python3', path.join(dir, 'raw.py'), 'tcp', 'eth0', link(NS.rtr, 'wan0').address, link(NS.wan, 'eth0').address,
+    src, dst, String(sport), String(dport), String(ttl), String(seq >>> 0), '0', String(flags)]);
+}
+
+/** From wanhost: one hand-built UDP datagram, as if it came from SRC:SPORT. */
+function datagram(src: string, sport: number, dst: string, dport: number): void {
+  inNs(NS.wan, ['python3', path.join(dir, 'raw.py'), 'udp', 'eth0', link(NS.rtr, 'wan0').address, link(NS.wan, 'eth0').address,
+    src, dst, String(sport), String(dport), '64']);
+}
+
+/** A counter of the namespace's /proc/net/snmp: snmp(ns, 'Udp', 'InCsumErrors'). */
+function snmp(ns: string, proto: string, field: string): number {
+  const lines = inNs(ns, ['cat', '/proc/net/snmp']).split('\n').filter((l) => l.startsWith(`${proto}:`)).map((l) => l.split(/\s+/));
+  return Number(lines[1]![lines[0]!.indexOf(field)]);
 }
 
 const FIN = 0x01, RST = 0x04, ACK = 0x10;
 const STAT = { forwarded: 0, outOfWindow: 1, passedClose: 2, passedOther: 3, rewriteFailed: 4 };
 
-describe.skipIf(skipUnless({ root: true, tools: ['ip', 'nft', 'python3'] }) || tcxMissing())('flow fast path: eBPF on tcx ingress forwards an established TCP flow (netns)', () => {
+describe.skipIf(skipUnless({ root: true, tools: ['ip', 'nft', 'python3', 'ping'] }) || tcxMissing())('flow fast path: eBPF on tcx ingress forwards an established TCP flow, a UDP flow, an ICMP echo exchange (netns)', () => {
   let router: Router;
   let server: Lines;
   let client: Lines;
@@ -358,6 +495,14 @@ describe.skipIf(skipUnless({ root: true, tools: ['ip', 'nft', 'python3'] }) || t
     out: { newSaddr: WAN_ADDR, newDaddr: SERVER, newSport: NAT_PORT, newDport: SERVER_PORT, inIfindex: lanIdx, outIfindex: wanIdx, win: 1 << 20 },
     in: { newSaddr: SERVER, newDaddr: LAN_HOST, newSport: SERVER_PORT, newDport: LAN_PORT, inIfindex: wanIdx, outIfindex: lanIdx, win: 1 << 20 },
   });
+  const udpOutKey = { saddr: LAN_HOST, daddr: SERVER, sport: LAN_UPORT, dport: SERVER_UPORT, proto: 17 };
+  const udpInKey = { saddr: SERVER, daddr: WAN_ADDR, sport: SERVER_UPORT, dport: NAT_UPORT, proto: 17 };
+  const udpEntries = () => ({
+    out: { newSaddr: WAN_ADDR, newDaddr: SERVER, newSport: NAT_UPORT, newDport: SERVER_UPORT, inIfindex: lanIdx, outIfindex: wanIdx, win: 0 },
+    in: { newSaddr: SERVER, newDaddr: LAN_HOST, newSport: SERVER_UPORT, newDport: LAN_UPORT, inIfindex: wanIdx, outIfindex: lanIdx, win: 0 },
+  });
+  let lanUdp: Lines;
+  let wanUdp: Lines;
   async function install(r: Router): Promise<void> {
     await r.call('put', outKey, entries().out);
     await r.call('put', inKey, entries().in);
@@ -374,6 +519,7 @@ describe.skipIf(skipUnless({ root: true, tools: ['ip', 'nft', 'python3'] }) || t
     dir = mkdtempSync(path.join(tmpdir(), 'vpnmasq-fastpath-'));
     writeFileSync(path.join(dir, 'peer.py'), PEER_PY);
     writeFileSync(path.join(dir, 'raw.py'), RAW_PY);
+    writeFileSync(path.join(dir, 'udp.py'), UDP_PY);
     writeFileSync(path.join(dir, 'txcsum.py'), TXCSUM_OFF_PY);
     writeFileSync(path.join(dir, 'router.mjs'), ROUTER_MJS);
     writeFileSync(path.join(dir, 'hooks.mjs'), HOOKS_MJS);
@@ -429,22 +575,29 @@ describe.skipIf(skipUnless({ root: true, tools: ['ip', 'nft', 'python3'] }) || t
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  it('keys and values: network-order tuple, host-order numbers', () => {
+  it('01 keys and values: network-order tuple, host-order numbers; UDP\'s and ICMP echo\'s keys, the echo reply flag', () => {
     const k = fastPathKey({ saddr: '10.1.2.3', daddr: '192.0.2.200', sport: 40000, dport: 443 });
     expect(k.toString('hex')).toBe('0a010203' + 'c00002c8' + '9c40' + '01bb' + '06000000');
     expect(parseFastPathKey(k)).toEqual({ saddr: '10.1.2.3', daddr: '192.0.2.200', sport: 40000, dport: 443, proto: 6 });
+    expect(fastPathKey({ saddr: '10.1.2.3', daddr: '192.0.2.200', sport: 40000, dport: 53, proto: 17 }).subarray(8).toString('hex')).toBe('9c40' + '0035' + '11000000');
+    const echo = fastPathKey({ saddr: '10.1.2.3', daddr: '192.0.2.200', sport: 0x1234, dport: 0, proto: 1 });
+    expect(echo.subarray(8).toString('hex')).toBe('1234' + '0000' + '01000000');
+    expect(parseFastPathKey(echo)).toMatchObject({ sport: 0x1234, dport: 0, proto: 1 });
     const v = { newSaddr: '203.0.113.9', newDaddr: '10.1.2.3', newSport: 61000, newDport: 40000, inIfindex: 7, outIfindex: 3,
-      win: 2 ** 31 - 1, end: 0xdeadbeef, endKnown: true, closed: true, packets: 5, bytes: 2 ** 40 };
+      win: 2 ** 31 - 1, end: 0xdeadbeef, endKnown: true, closed: true, echoReply: false, packets: 5, bytes: 2 ** 40 };
     const b = fastPathValue(v);
     expect(b.length).toBe(48);
     expect(b.subarray(0, 12).toString('hex')).toBe('cb007109' + '0a010203' + 'ee48' + '9c40');
     expect(b.readUInt32LE(28)).toBe(3); // end known, closed (host order: this machine's)
     expect(parseFastPathValue(b)).toEqual(v);
+    const reply = { ...v, win: 0, end: 0, endKnown: false, closed: false, echoReply: true };
+    expect(fastPathValue(reply).readUInt32LE(28)).toBe(4);
+    expect(parseFastPathValue(fastPathValue(reply))).toEqual(reply);
     for (const bad of ['10.1.2', '256.0.0.1', '010.0.0.1']) expect(() => fastPathKey({ saddr: bad, daddr: '10.0.0.1', sport: 1, dport: 2 })).toThrow(/not a dotted-quad/);
     expect(() => fastPathValue({ ...v, win: 2 ** 31 })).toThrow(/win/);
   });
 
-  it('the addon: a missing or non-Ethernet device, or a failed second attach, fails cleanly with nothing left open; a full table says so; keys, get, remove; close detaches and is idempotent', async () => {
+  it('02 the addon: a missing or non-Ethernet device, or a failed second attach, fails cleanly with nothing left open; a full table says so; keys, get, remove; close detaches and is idempotent', async () => {
     const r = await router.call('api', 'lan0', 'wan0');
     expect(r.noLan).toEqual({ message: 'flow fast path: no device vmfp-none0: No such device (ENODEV)', code: 'ENODEV' });
     expect(r.noWan.code).toBe('ENODEV');
@@ -460,7 +613,7 @@ describe.skipIf(skipUnless({ root: true, tools: ['ip', 'nft', 'python3'] }) || t
     expect(r.keys).toEqual([1, 2].map((i) => ({ saddr: `192.0.2.${i}`, daddr: '198.51.100.7', sport: 1000 + i, dport: 443, proto: 6 })));
     expect(r.keysOne).toBe(1);
     expect(r.got).toEqual({ newSaddr: '203.0.113.1', newDaddr: '198.51.100.7', newSport: 2000, newDport: 443, inIfindex: 11,
-      outIfindex: 12, win: 65535, end: 0xfffffff0, endKnown: true, closed: false, packets: 0, bytes: 0 });
+      outIfindex: 12, win: 65535, end: 0xfffffff0, endKnown: true, closed: false, echoReply: false, packets: 0, bytes: 0 });
     expect(r.getMissing).toBe(false);
     expect(r.removed).toEqual([true, false]);
     expect(r.stats).toHaveLength(8);
@@ -468,7 +621,7 @@ describe.skipIf(skipUnless({ root: true, tools: ['ip', 'nft', 'python3'] }) || t
     expect(r.leftAfterClose).toBe(0);
   });
 
-  it('carries the established flow both ways once its two entries are in: NAT rewritten, TTL - 1, GSO super-packets, counted', async () => {
+  it('03 carries the established flow both ways once its two entries are in: NAT rewritten, TTL - 1, GSO super-packets, counted', async () => {
     handle = await router.call('open', 'lan0', 'wan0', 64);
     server = new Lines(spawn('ip', ['netns', 'exec', NS.wan, 'python3', path.join(dir, 'peer.py'), 'server', SERVER, String(SERVER_PORT), WAN_ADDR, String(NAT_PORT)]), 'server');
     expect(await server.next()).toBe('listening');
@@ -509,7 +662,7 @@ describe.skipIf(skipUnless({ root: true, tools: ['ip', 'nft', 'python3'] }) || t
     expect(s1[STAT.rewriteFailed]).toBe(0);
   });
 
-  it('checksums hold where the kernel sums each segment itself (transmit offload off on the router): the ends verify every one', async () => {
+  it('04 checksums hold where the kernel sums each segment itself (transmit offload off on the router): the ends verify every one', async () => {
     expect(inNs(NS.rtr, ['python3', path.join(dir, 'txcsum.py'), 'lan0', 'wan0'])).toBe('lan0 0\nwan0 0\n');
     const before = [await client.cmd('csumerrors'), await server.cmd('csumerrors')];
     const out0 = await router.call('get', outKey);
@@ -521,7 +674,7 @@ describe.skipIf(skipUnless({ root: true, tools: ['ip', 'nft', 'python3'] }) || t
     expect((out1.bytes - out0.bytes) / (out1.packets - out0.packets)).toBeGreaterThan(1500); // still super-packets in
   });
 
-  it('a packet (or a super-packet\'s segment) larger than the route\'s MTU (here the WAN device\'s) goes up: the kernel answers "fragmentation needed", and the sender\'s smaller segments cross', async () => {
+  it('05 a packet (or a super-packet\'s segment) larger than the route\'s MTU (here the WAN device\'s) goes up: the kernel answers "fragmentation needed", and the sender\'s smaller segments cross', async () => {
     // (A device's MTU, or a route's locked one: bpf_fib_lookup does not see a route's unlocked `mtu`.)
     inNs(NS.rtr, ['ip', 'link', 'set', 'wan0', 'mtu', '1400']);
     const s0 = await router.call('stats');
@@ -536,7 +689,7 @@ describe.skipIf(skipUnless({ root: true, tools: ['ip', 'nft', 'python3'] }) || t
     inNs(NS.rtr, ['ip', 'link', 'set', 'wan0', 'mtu', '1500']);
   });
 
-  it('drops a FIN or RST far outside the window (the entry and the connection live on); passes up a packet on the wrong device and one with TTL 1', async () => {
+  it('06 drops a FIN or RST far outside the window (the entry and the connection live on); passes up a packet on the wrong device and one with TTL 1', async () => {
     const s0 = await router.call('stats');
     const back = await router.call('get', inKey);
     segment(SERVER, SERVER_PORT, WAN_ADDR, NAT_PORT, back.end + 2 ** 30, RST);
@@ -558,7 +711,7 @@ describe.skipIf(skipUnless({ root: true, tools: ['ip', 'nft', 'python3'] }) || t
     await transfer(server, client, 100_000, 7);
   });
 
-  it('an in-window FIN marks its direction closed: its packets go up from then on, the entry kept with its counts; the other direction is not', async () => {
+  it('07 an in-window FIN marks its direction closed: its packets go up from then on, the entry kept with its counts; the other direction is not', async () => {
     const s0 = await router.call('stats');
     const back = await router.call('get', inKey);
     segment(SERVER, SERVER_PORT, WAN_ADDR, NAT_PORT, back.end, FIN | ACK);
@@ -579,7 +732,120 @@ describe.skipIf(skipUnless({ root: true, tools: ['ip', 'nft', 'python3'] }) || t
     await transfer(client, server, 100_000, 9);
   });
 
-  it('dies with its process: after kill -9 nothing crosses; a new process\'s entries carry the same connection on; close() detaches too', async () => {
+  // From here on the router's transmit checksum offload is off (04): the
+  // kernel sums each datagram (and each segment of a GSO one) leaving the
+  // router from the checksum field the program rewrote, and the receiving
+  // kernel verifies it (a CHECKSUM_PARTIAL skb arriving over a veth would be
+  // trusted unverified).
+  it('08 UDP both ways by the program alone (nothing before its entries): datagrams arrive whole, the receivers verify every checksum; a checksum of 0 stays 0, one that the rewrite makes 0 leaves as 0xffff; counted', async () => {
+    lanUdp = new Lines(spawn('ip', ['netns', 'exec', NS.lan, 'python3', path.join(dir, 'udp.py'), LAN_HOST, String(LAN_UPORT)]), 'LAN UDP');
+    wanUdp = new Lines(spawn('ip', ['netns', 'exec', NS.wan, 'python3', path.join(dir, 'udp.py'), SERVER, String(SERVER_UPORT)]), 'WAN UDP');
+    expect(await lanUdp.next()).toBe('ready');
+    expect(await wanUdp.next()).toBe('ready');
+    await lanUdp.cmd(`send ${SERVER} ${SERVER_UPORT} 1 100 20`);
+    await sleep(300);
+    expect((await wanUdp.cmd('recv 1 0'))[1]).toBe('0'); // the forward drop: the kernel forwards none
+
+    await router.call('put', udpOutKey, udpEntries().out);
+    await router.call('put', udpInKey, udpEntries().in);
+    const errors0 = [snmp(NS.lan, 'Udp', 'InCsumErrors'), snmp(NS.wan, 'Udp', 'InCsumErrors')];
+    const s0 = await router.call('stats');
+    const up = await lanUdp.cmd(`send ${SERVER} ${SERVER_UPORT} 200 1200 21`);
+    expect(await wanUdp.cmd('recv 200 10')).toEqual(['recv', '200', up[2]]);
+    const down = await wanUdp.cmd(`send ${WAN_ADDR} ${NAT_UPORT} 200 1200 22`);
+    expect(await lanUdp.cmd('recv 200 10')).toEqual(['recv', '200', down[2]]);
+    const checks: number[] = JSON.parse((await wanUdp.cmd('checks 200'))[1]!); // as they arrived, good or bad
+    expect(checks).toHaveLength(200);
+    expect(checks.filter((c) => c === 0)).toEqual([]); // every one summed
+
+    // Hand-built on a raw socket (no offload: the full checksum, updated in place).
+    const zero = await lanUdp.cmd(`raw ${SERVER} ${SERVER_UPORT} 100 23 zero`);
+    expect(await wanUdp.cmd('recv 1 10')).toEqual(['recv', '1', zero[2]]);
+    expect(await wanUdp.cmd('checks 1')).toEqual(['checks', '[0]']);
+    const mangled = await lanUdp.cmd(`raw ${SERVER} ${SERVER_UPORT} 100 24 mangled ${WAN_ADDR} ${NAT_UPORT}`);
+    expect(await wanUdp.cmd('recv 1 10')).toEqual(['recv', '1', mangled[2]]);
+    expect(await wanUdp.cmd('checks 1')).toEqual(['checks', '[65535]']); // not 0, which would mean "no checksum"
+
+    expect([snmp(NS.lan, 'Udp', 'InCsumErrors'), snmp(NS.wan, 'Udp', 'InCsumErrors')]).toEqual(errors0);
+    const s1 = await router.call('stats');
+    const out = await router.call('get', udpOutKey);
+    const back = await router.call('get', udpInKey);
+    expect(out).toMatchObject({ packets: 202, bytes: 200 * 1228 + 2 * 128, endKnown: false, closed: false });
+    expect(back).toMatchObject({ packets: 200, bytes: 200 * 1228, endKnown: false, closed: false });
+    expect(s1[STAT.forwarded] - s0[STAT.forwarded]).toBe(402);
+    expect(s1[STAT.passedOther]).toBe(s0[STAT.passedOther]);
+    expect(s1[STAT.rewriteFailed]).toBe(0);
+  });
+
+  it('09 UDP GSO: one sendmsg of 8 segments (UDP_SEGMENT) each way crosses as one super-packet, the MTU judged by one segment; every datagram arrives, its checksum verified', async () => {
+    const errors0 = [snmp(NS.lan, 'Udp', 'InCsumErrors'), snmp(NS.wan, 'Udp', 'InCsumErrors')];
+    const out0 = await router.call('get', udpOutKey);
+    const back0 = await router.call('get', udpInKey);
+    // 8028 bytes of IP: whole, far over the WAN device's MTU (1500).
+    const up = await lanUdp.cmd(`gso ${SERVER} ${SERVER_UPORT} 8 1000 25`);
+    expect(await wanUdp.cmd('recv 8 10')).toEqual(['recv', '8', up[2]]);
+    const down = await wanUdp.cmd(`gso ${WAN_ADDR} ${NAT_UPORT} 8 1000 26`);
+    expect(await lanUdp.cmd('recv 8 10')).toEqual(['recv', '8', down[2]]);
+    const out1 = await router.call('get', udpOutKey);
+    const back1 = await router.call('get', udpInKey);
+    expect([out1.packets - out0.packets, out1.bytes - out0.bytes]).toEqual([1, 28 + 8 * 1000]);
+    expect([back1.packets - back0.packets, back1.bytes - back0.bytes]).toEqual([1, 28 + 8 * 1000]);
+    expect([snmp(NS.lan, 'Udp', 'InCsumErrors'), snmp(NS.wan, 'Udp', 'InCsumErrors')]).toEqual(errors0);
+  });
+
+  it('10 ICMP echo: ping\'s requests and the replies cross by the program, the identifier rewritten there and back; a request from outside with the reply entry\'s key is the router\'s to answer (passed up)', async () => {
+    const outKey = { saddr: LAN_HOST, daddr: SERVER, sport: ECHO_ID, dport: 0, proto: 1 };
+    const inKey = { saddr: SERVER, daddr: WAN_ADDR, sport: NAT_ID, dport: 0, proto: 1 };
+    await router.call('put', outKey, { newSaddr: WAN_ADDR, newDaddr: SERVER, newSport: NAT_ID, newDport: 0, inIfindex: lanIdx, outIfindex: wanIdx, win: 0 });
+    await router.call('put', inKey, { newSaddr: SERVER, newDaddr: LAN_HOST, newSport: ECHO_ID, newDport: 0, inIfindex: wanIdx, outIfindex: lanIdx, win: 0, echoReply: true });
+    const errors0 = [snmp(NS.lan, 'Icmp', 'InCsumErrors'), snmp(NS.wan, 'Icmp', 'InCsumErrors')];
+    const echos0 = snmp(NS.wan, 'Icmp', 'InEchos');
+    const s0 = await router.call('stats');
+    // Under the forward drop only the entries carry them, and the reply's
+    // matches only if the request left with NAT_ID; ping takes only replies
+    // with its own identifier (a raw socket's: it is root).
+    const ping = inNs(NS.lan, ['ping', '-n', '-c', '3', '-i', '0.2', '-W', '2', '-e', String(ECHO_ID), SERVER]);
+    expect(ping).toMatch(/3 packets transmitted, 3 received/);
+    expect(ping).not.toMatch(/BAD CHECKSUM|DUP/);
+    expect(snmp(NS.wan, 'Icmp', 'InEchos') - echos0).toBe(3);
+    expect([snmp(NS.lan, 'Icmp', 'InCsumErrors'), snmp(NS.wan, 'Icmp', 'InCsumErrors')]).toEqual(errors0);
+    const s1 = await router.call('stats');
+    expect(s1[STAT.forwarded] - s0[STAT.forwarded]).toBe(6);
+    expect(await router.call('get', outKey)).toMatchObject({ packets: 3, bytes: 3 * 84 });
+    expect(await router.call('get', inKey)).toMatchObject({ packets: 3, bytes: 3 * 84, echoReply: true });
+
+    // wanhost pings the router's address with NAT_ID: the reply entry's key, but a request.
+    const own = inNs(NS.wan, ['ping', '-n', '-c', '1', '-W', '2', '-e', String(NAT_ID), WAN_ADDR]);
+    expect(own).toMatch(/1 packets transmitted, 1 received/); // answered by the router itself
+    const s2 = await router.call('stats');
+    expect(s2[STAT.passedOther] - s1[STAT.passedOther]).toBe(1);
+    expect(s2[STAT.forwarded]).toBe(s1[STAT.forwarded]);
+    expect((await router.call('get', inKey)).packets).toBe(3);
+  });
+
+  it('11 UDP: the LAN host\'s datagram arriving on the WAN device goes up (wrong ingress); so does every datagram of a direction marked closed, until its entry is written open again', async () => {
+    const s0 = await router.call('stats');
+    const out0 = await router.call('get', udpOutKey);
+    datagram(LAN_HOST, LAN_UPORT, SERVER, SERVER_UPORT); // its route is wan0, as the entry's: only the ingress tells
+    await sleep(200);
+    const s1 = await router.call('stats');
+    expect(s1[STAT.passedOther] - s0[STAT.passedOther]).toBe(1);
+    expect(s1[STAT.forwarded]).toBe(s0[STAT.forwarded]);
+    expect((await router.call('get', udpOutKey)).packets).toBe(out0.packets);
+    expect((await wanUdp.cmd('recv 1 0'))[1]).toBe('0');
+
+    await router.call('put', udpInKey, { ...udpEntries().in, closed: true });
+    await wanUdp.cmd(`send ${WAN_ADDR} ${NAT_UPORT} 1 100 27`);
+    expect((await lanUdp.cmd('recv 1 0.5'))[1]).toBe('0');
+    const s2 = await router.call('stats');
+    expect(s2[STAT.passedClose] - s1[STAT.passedClose]).toBe(1);
+    expect(await router.call('get', udpInKey)).toMatchObject({ closed: true, packets: 0 });
+    await router.call('put', udpInKey, udpEntries().in);
+    const again = await wanUdp.cmd(`send ${WAN_ADDR} ${NAT_UPORT} 1 100 28`);
+    expect(await lanUdp.cmd('recv 1 10')).toEqual(['recv', '1', again[2]]);
+  });
+
+  it('12 dies with its process: after kill -9 nothing crosses; a new process\'s entries carry the same connection on; close() detaches too', async () => {
     // The links are the process's fds: tcx links on both devices.
     const info = handle.links.map((fd) => readFileSync(`/proc/${router.pid}/fdinfo/${fd}`, 'utf8'));
     expect(info[0]).toMatch(/link_type:\s+tcx/);
