@@ -45,3 +45,12 @@ export async function iperfServer(lab: Lab, ns: string, port: number): Promise<v
   lab.spawn(ns, ['iperf3', '-s', '-p', String(port)]);
   await waitListening(lab, [[ns, 't', port]]);
 }
+
+/** An iperf3 client in `ns` for 2 s (`args`: -c host, -P, -R …); the bytes the receiver got. */
+export function iperfReceived(lab: Lab, ns: string, args: string): number {
+  const r = lab.tryExec(ns, ['sh', '-c', `iperf3 -J -t 2 ${args}`], { timeoutMs: 60_000 });
+  if (!r.ok && !r.stdout) throw new Error(`iperf3 ${args}: ${r.stderr}`);
+  const j = JSON.parse(r.stdout);
+  if (j.error) throw new Error(`iperf3 ${args}: ${j.error}`);
+  return j.end.sum_received.bytes as number;
+}

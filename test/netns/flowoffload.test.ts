@@ -13,7 +13,7 @@ import { skipUnless } from '../helpers/prereq.js';
 import { RunningRouter } from '../helpers/vpnmasq.js';
 import type { Lab as LabT } from '../../src/lab/lab.js';
 import { lineReader } from '../helpers/peerlines.js';
-import { iperfServer } from '../helpers/servers.js';
+import { iperfReceived as iperf, iperfServer } from '../helpers/servers.js';
 import { sleep, until } from '../helpers/shell.js';
 
 const PEER = resolve(__dirname, 'flowoffload-peer.py');
@@ -21,15 +21,6 @@ const skip = skipUnless({ root: true, tun: true, tools: ['ip', 'iperf3', 'python
 const WANHOST = '203.0.113.2';
 const WANADDR = '203.0.113.1';
 const BULK = 20_000_000;
-
-/** iperf3 client in `ns` for 2 s; the bytes the receiver got. */
-function iperf(lab: LabT, ns: string, args: string): number {
-  const r = lab.tryExec(ns, ['sh', '-c', `iperf3 -J -t 2 ${args}`], { timeoutMs: 60_000 });
-  if (!r.ok && !r.stdout) throw new Error(`iperf3 ${args}: ${r.stderr}`);
-  const j = JSON.parse(r.stdout);
-  if (j.error) throw new Error(`iperf3 ${args}: ${j.error}`);
-  return j.end.sum_received.bytes as number;
-}
 
 /** One TCP connection from lan[0] to the WAN host's echo server on `port`: send, and what the server saw. */
 async function connection(lab: LabT, port: number) {
@@ -63,6 +54,44 @@ async function connection(lab: LabT, port: number) {
     close: () => { client.kill(); server.kill(); },
   };
 }
+
+/** Counts `n` UDP datagrams on a port (or what came in 5 s); prints {"count"}. */
+const UDP_SINK = `
+import json, socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+s.settimeout(5)
+print("ready", flush=True)
+n = 0
+try:
+    while n < int(sys.argv[2]):
+        s.recv(2048)
+        n += 1
+except OSError:
+    pass
+print(json.dumps({"count": n}), flush=True)
+`;
+/** Sends n datagrams of 100 bytes from a fixed source port, 2 ms apart (no loss to a full socket buffer). */
+const UDP_SEND = `
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", int(sys.argv[3])))
+for i in range(int(sys.argv[4])):
+    s.sendto(b"u" * 100, (sys.argv[1], int(sys.argv[2])))
+    time.sleep(0.002)
+`;
+/** One ICMP echo request (type 8) with a chosen identifier, through a raw socket. */
+const ECHO_REQUEST = `
+import socket, struct, sys
+def csum(b):
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+m = struct.pack("!BBHHH", 8, 0, 0, int(sys.argv[2]), 7) + b"attack!!"
+m = m[:2] + struct.pack("!H", csum(m)) + m[4:]
+socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP).sendto(m, (sys.argv[1], 0))
+`;
 
 describe.skipIf(skip)('option flow_offload: established TCP through the kernel fast path', () => {
   let lab: LabT;
@@ -184,7 +213,49 @@ describe.skipIf(skip)('option flow_offload: established TCP through the kernel f
     }
   });
 
-  it('08 kill -9 of the daemon takes the fast path with it: nothing of an offloaded connection crosses afterwards', async () => {
+  it('09 a UDP flow (120 datagrams from a fixed port) is carried by the kernel after its 8th, every datagram arrives, conntrack counts all', async () => {
+    const sink = lab.spawn(lab.wan[0]!, ['python3', '-c', UDP_SINK, '9100', '120'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const fromSink = lineReader(sink);
+    await fromSink((l) => l === 'ready', 10_000);
+    const f0 = fp();
+    lab.exec(lab.lan[0]!, ['python3', '-c', UDP_SEND, WANHOST, '9100', '7100', '120']);
+    const got = JSON.parse(await fromSink((l) => l.startsWith('{'), 15_000));
+    expect(got.count).toBe(120);
+    const f1 = fp();
+    expect(f1.offloaded - f0.offloaded).toBe(1);
+    // The first 8 went through the engine, nearly all the rest through the kernel.
+    expect(f1.forwarded - f0.forwarded).toBeGreaterThan(100);
+    await sleep(1_200);
+    const [e] = JSON.parse(vm.cli('conntrack', '-L', '-p', 'udp', '--sport', '7100', '--json').stdout) as any[];
+    expect(e.packetsOut).toBe(120);
+    expect(e.bytesOut).toBe(120 * (20 + 8 + 100));
+  });
+
+  it('10 ping: every echo after the first is carried by the kernel, and every reply arrives', () => {
+    const f0 = fp();
+    const r = lab.tryExec(lab.lan[0]!, ['ping', '-n', '-c', '20', '-i', '0.05', '-W', '2', WANHOST], { timeoutMs: 30_000 });
+    expect(r.stdout).toMatch(/20 packets transmitted, 20 received/);
+    const f1 = fp();
+    expect(f1.offloaded - f0.offloaded).toBe(1);
+    expect(f1.forwarded - f0.forwarded).toBeGreaterThanOrEqual(2 * 18);
+  });
+
+  it('11 attacker on the internet: an echo request to a ping\'s mapping is not carried to the LAN host by the kernel', async () => {
+    const f0 = fp();
+    const ping = lab.spawn(lab.lan[0]!, ['ping', '-n', '-i', '0.1', '-c', '30', WANHOST]);
+    try {
+      await until(() => fp().offloaded > f0.offloaded, 5_000);
+      const [e] = (JSON.parse(vm.cli('conntrack', '-L', '-p', 'icmp', '--json').stdout) as any[]).filter((x) => x.lan === '192.168.1.10');
+      const before = fp();
+      lab.exec(lab.wan[0]!, ['python3', '-c', ECHO_REQUEST, WANADDR, String(e.aliasPort)]);
+      await until(() => fp().passedOther > before.passedOther, 5_000);
+      expect(fp().forwarded - before.forwarded).toBeLessThan(10); // only the ping's own in the meantime
+    } finally {
+      ping.kill();
+    }
+  });
+
+  it('12 kill -9 of the daemon takes the fast path with it: nothing of an offloaded connection crosses afterwards', async () => {
     const c = await connection(lab, 5302);
     try {
       expect(await c.send(1000)).toBe(true);

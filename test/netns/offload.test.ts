@@ -13,21 +13,12 @@ import { skipUnless } from '../helpers/prereq.js';
 import { RunningRouter } from '../helpers/vpnmasq.js';
 import type { Lab as LabT } from '../../src/lab/lab.js';
 import { lineReader } from '../helpers/peerlines.js';
-import { iperfServer } from '../helpers/servers.js';
+import { iperfReceived as iperf, iperfServer } from '../helpers/servers.js';
 
 const PEER = resolve(__dirname, 'uso-peer.py');
 
 const skip = skipUnless({ root: true, tun: true, tools: ['ip', 'iperf3', 'python3'] });
 const WANHOST = '203.0.113.2';
-
-/** iperf3 client in `ns` for 2 s; returns the bytes the receiver got. */
-function iperf(lab: LabT, ns: string, args: string): number {
-  const r = lab.tryExec(ns, ['sh', '-c', `iperf3 -J -t 2 ${args}`], { timeoutMs: 60_000 });
-  if (!r.ok && !r.stdout) throw new Error(`iperf3 ${args}: ${r.stderr}`);
-  const j = JSON.parse(r.stdout);
-  if (j.error) throw new Error(`iperf3 ${args}: ${j.error}`);
-  return j.end.sum_received.bytes as number;
-}
 
 interface Got { from: string; port: number; cookie: string; len: number }
 
