@@ -10,7 +10,8 @@
 //   host's own masqueraded TCP after its handshake (ESTABLISHED), UDP
 //   after a few packets, or ICMP echo once answered: no port forward, no
 //   hairpin, no router traffic, nothing whose payload the engine reads or
-//   rewrites (PPTP control on 1723, IKE on 500, NAT-T on 4500);
+//   rewrites (PPTP control on 1723, IKE on 500; NAT-T on 4500 is plain
+//   NAPT with its own timeout, and goes);
 // - the kernel passes every SYN, FIN and RST back up through the TUNs (and
 //   drops a FIN or RST outside the sender's window, what tcpTrack would
 //   have done), so the engine sees each TCP connection close; a UDP flow or
@@ -30,13 +31,13 @@
 
 import { PROTO_ICMP, PROTO_TCP, PROTO_UDP } from "../abi/codes";
 import {
-  FLOW_SIZE, FL_HAIRPIN, FL_IN_USE, FL_NATT, FL_REDIRECT, FL_REPLIED, F_ALIAS_PORT, F_FLAGS, F_LAN_ADDR, F_LAN_PORT, F_PKTS_IN, F_PKTS_OUT, F_PROTO,
+  FLOW_SIZE, FL_HAIRPIN, FL_IN_USE, FL_REDIRECT, FL_REPLIED, F_ALIAS_PORT, F_FLAGS, F_LAN_ADDR, F_LAN_PORT, F_PKTS_IN, F_PKTS_OUT, F_PROTO,
   F_REM_ADDR, F_REM_PORT, F_STATE, F_TCP_OUT, F_TCP_IN, F_END_OUT, F_END_IN,
 } from "../abi/records";
 import { flowAcct, flows, acctOn } from "../layout";
 import { ACCT_IN, ACCT_OUT } from "./acct";
 import { wanAddr } from "./state";
-import { NATT_PORT, TCP_ESTABLISHED, UDP_REPLIED, lifetimeOf } from "./masq";
+import { TCP_ESTABLISHED, UDP_REPLIED, lifetimeOf } from "./masq";
 import { IKE_PORT } from "../vpn/isakmp";
 import { flowTouch, rec } from "./table";
 import { FLOW_ACCT_SIZE } from "../abi/records";
@@ -61,8 +62,8 @@ const ICMP_MIN_PACKETS: u32 = 2;
  * Called on each packet the engine passed for a LAN host's flow (natOut,
  * natIn), in `state`: an eligible flow not yet offered goes into the ring.
  * TCP once established; UDP once it has carried UDP_MIN_PACKETS (never
- * IKE's 500 or NAT-T's 4500, which the engine routes by what is inside);
- * an ICMP echo once answered.
+ * IKE's 500, which the engine routes by its cookies; NAT-T's 4500 is plain
+ * NAPT and keeps its natt_timeout); an ICMP echo once answered.
  */
 export function fastPathOffer(r: usize, proto: u32, state: u32): void {
   if (isOffloaded(r) || ringCount >= FAST_CAP) return;
@@ -75,7 +76,8 @@ export function fastPathOffer(r: usize, proto: u32, state: u32): void {
   if (proto == PROTO_TCP) {
     if (state != TCP_ESTABLISHED || lanP == PPTP_PORT || remP == PPTP_PORT) return;
   } else if (proto == PROTO_UDP) {
-    if ((ff & FL_NATT) != 0 || lanP == IKE_PORT || remP == IKE_PORT || lanP == NATT_PORT || remP == NATT_PORT) return;
+    // IKE on 500 is routed by its cookies; NAT-T on 4500 is plain NAPT (DESIGN.md), so it may go.
+    if (lanP == IKE_PORT || remP == IKE_PORT) return;
     if (pkts < UDP_MIN_PACKETS) return;
   } else if (proto == PROTO_ICMP) {
     if ((ff & FL_REPLIED) == 0 || pkts < ICMP_MIN_PACKETS) return;
