@@ -214,7 +214,7 @@ runtime_modules() { # prints node_modules/<name> paths the runtime needs (not de
 MODULES_OUT=$(runtime_modules) || die "cannot list the runtime node_modules"
 mapfile -t MODULES <<< "$MODULES_OUT"
 
-if [ "$ARCH" = "$HOSTARCH" ]; then ADDON_INPUTS=("$ADDON_SRC"); else ADDON_INPUTS=(src/tun/addon.cc src/tun/ringclock.cc src/tun/ringclock.h binding.gyp firmware/lib.sh node_modules/node-addon-api/package.json); fi
+if [ "$ARCH" = "$HOSTARCH" ]; then ADDON_INPUTS=("$ADDON_SRC"); else ADDON_INPUTS=(src/tun/addon.cc src/tun/ringclock.cc src/tun/ringclock.h src/tun/fastpath.cc src/tun/fastpath.h src/tun/bpf.h binding.gyp firmware/lib.sh node_modules/node-addon-api/package.json); fi
 input_key() {
   {
     echo "arch $ARCH compress $COMPRESS ${VPNMASQ_ZSTD_LEVEL:-12}"

@@ -6,7 +6,7 @@
 # shellcheck shell=sh
 
 # vpnmasq_build_addon ARCH OUTDIR
-# Compiles the TUN addon (src/tun/addon.cc, ringclock.cc) for ARCH (x86_64 or aarch64)
+# Compiles the TUN addon (src/tun/addon.cc, ringclock.cc, fastpath.cc: binding.gyp's sources) for ARCH (x86_64 or aarch64)
 # into OUTDIR/vpnmasq_tun.node with the flags binding.gyp gives node-gyp.
 # The compiler is g++ for the build machine's own arch, else
 # aarch64-linux-gnu-g++ (Debian: g++-aarch64-linux-gnu); CXX overrides it.
@@ -24,6 +24,7 @@ vpnmasq_build_addon() {
 	_vba_root=${ROOT:-${VPNMASQ_ROOT:-$(pwd)}}
 	_vba_src=$_vba_root/src/tun/addon.cc
 	_vba_clock=$_vba_root/src/tun/ringclock.cc
+	_vba_fast=$_vba_root/src/tun/fastpath.cc
 	_vba_napi=$_vba_root/node_modules/node-addon-api
 	_vba_inc=${NODE_INCLUDE:-/usr/include/node}
 	case $_vba_arch in
@@ -37,7 +38,7 @@ vpnmasq_build_addon() {
 	command -v "$_vba_cxx" >/dev/null 2>&1 || { echo "vpnmasq_build_addon: $_vba_cxx not found (apt-get install g++-aarch64-linux-gnu)" >&2; return 1; }
 	mkdir -p "$_vba_out" || return 1
 	if [ -f "$_vba_out/vpnmasq_tun.node" ] &&
-		[ -z "$(find "$_vba_src" "$_vba_clock" "$_vba_root/src/tun/ringclock.h" "$_vba_root/binding.gyp" -newer "$_vba_out/vpnmasq_tun.node" 2>/dev/null)" ]; then
+		[ -z "$(find "$_vba_src" "$_vba_clock" "$_vba_fast" "$_vba_root/src/tun/ringclock.h" "$_vba_root/src/tun/fastpath.h" "$_vba_root/src/tun/bpf.h" "$_vba_root/binding.gyp" -newer "$_vba_out/vpnmasq_tun.node" 2>/dev/null)" ]; then
 		return 0
 	fi
 	"$_vba_cxx" -shared -fPIC -pthread -O2 -Wall -Wextra -Wno-unused-parameter \
@@ -45,7 +46,7 @@ vpnmasq_build_addon() {
 		-DNAPI_VERSION=8 -DNODE_ADDON_API_DISABLE_CPP_EXCEPTIONS -DNODE_GYP_MODULE_NAME=vpnmasq_tun \
 		-D_FILE_OFFSET_BITS=64 -D_LARGEFILE_SOURCE \
 		-I"$_vba_inc" -I"$_vba_napi" \
-		-o "$_vba_out/vpnmasq_tun.node.tmp.$$" "$_vba_src" "$_vba_clock" || { rm -f "$_vba_out/vpnmasq_tun.node.tmp.$$"; return 1; }
+		-o "$_vba_out/vpnmasq_tun.node.tmp.$$" "$_vba_src" "$_vba_clock" "$_vba_fast" || { rm -f "$_vba_out/vpnmasq_tun.node.tmp.$$"; return 1; }
 	# a name of its own per build: two builds at once (the .ipk and the package
 	# Makefile tests run in parallel) each rename a whole file into place
 	mv -f "$_vba_out/vpnmasq_tun.node.tmp.$$" "$_vba_out/vpnmasq_tun.node"
