@@ -18,7 +18,8 @@
 # target (node itself needs both). Built with a Debian cross compiler it is
 # linked against glibc: right for a glibc userland (the image), not for
 # OpenWrt's musl, where the package Makefile builds it with the SDK.
-# Rebuilds only when a source is newer than OUTDIR/vpnmasq_tun.node.
+# Rebuilds only when a source (or this file, which holds the source list and
+# flags) is newer than OUTDIR/vpnmasq_tun.node.
 vpnmasq_build_addon() {
 	_vba_arch=$1 _vba_out=$2
 	_vba_root=${ROOT:-${VPNMASQ_ROOT:-$(pwd)}}
@@ -38,7 +39,7 @@ vpnmasq_build_addon() {
 	command -v "$_vba_cxx" >/dev/null 2>&1 || { echo "vpnmasq_build_addon: $_vba_cxx not found (apt-get install g++-aarch64-linux-gnu)" >&2; return 1; }
 	mkdir -p "$_vba_out" || return 1
 	if [ -f "$_vba_out/vpnmasq_tun.node" ] &&
-		[ -z "$(find "$_vba_src" "$_vba_clock" "$_vba_fast" "$_vba_root/src/tun/ringclock.h" "$_vba_root/src/tun/fastpath.h" "$_vba_root/src/tun/bpf.h" "$_vba_root/binding.gyp" -newer "$_vba_out/vpnmasq_tun.node" 2>/dev/null)" ]; then
+		[ -z "$(find "$_vba_src" "$_vba_clock" "$_vba_fast" "$_vba_root/src/tun/ringclock.h" "$_vba_root/src/tun/fastpath.h" "$_vba_root/src/tun/bpf.h" "$_vba_root/binding.gyp" "$_vba_root/firmware/lib.sh" -newer "$_vba_out/vpnmasq_tun.node" 2>/dev/null)" ]; then
 		return 0
 	fi
 	"$_vba_cxx" -shared -fPIC -pthread -O2 -Wall -Wextra -Wno-unused-parameter \

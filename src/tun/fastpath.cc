@@ -515,10 +515,12 @@ std::vector<bpf_insn> Program(int flowsFd, int statsFd) {
 
 namespace {
 
-int MapCreate(bpf_map_type type, uint32_t keySize, uint32_t valueSize, uint32_t maxEntries, const char* name) {
+int MapCreate(bpf_map_type type, uint32_t keySize, uint32_t valueSize, uint32_t maxEntries, const char* name,
+              uint32_t flags = 0) {
   union bpf_attr a;
   std::memset(&a, 0, sizeof a);
   a.map_type = type;
+  a.map_flags = flags;
   a.key_size = keySize;
   a.value_size = valueSize;
   a.max_entries = maxEntries;
@@ -582,7 +584,13 @@ int Open(const std::string& lan, const std::string& wan, uint32_t maxFlows, Hand
                   type < 0 ? -type : EINVAL);
     }
   }
-  h->flowsFd = MapCreate(BPF_MAP_TYPE_HASH, kKeyBytes, kValueBytes, maxFlows, "vpnmasq_flows");
+  // Not preallocated: a preallocated table of 131,072 entries is about 15 MB
+  // of kernel memory up front, which the 256 MiB image refused (ENOMEM); an
+  // entry now takes memory while its flow lives, and an insert the kernel
+  // cannot serve fails like a full table (the flow stays with the engine).
+  // A deleted entry is also freed after an RCU grace period, not handed to
+  // the next insert while a CPU may still be adding to its counts.
+  h->flowsFd = MapCreate(BPF_MAP_TYPE_HASH, kKeyBytes, kValueBytes, maxFlows, "vpnmasq_flows", BPF_F_NO_PREALLOC);
   if (h->flowsFd < 0) return Fail(h, err, "flow fast path: table of " + std::to_string(maxFlows) + " flows (bpf hash map)", errno);
   h->statsFd = MapCreate(BPF_MAP_TYPE_PERCPU_ARRAY, 4, 8 * kStatCount, 1, "vpnmasq_fpstats");
   if (h->statsFd < 0) return Fail(h, err, "flow fast path: counters (bpf per-CPU array)", errno);
