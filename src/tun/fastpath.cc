@@ -834,6 +834,17 @@ Napi::Value NapiPut(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// A keyed table operation's answer: true, false when the key is not there
+// (ENOENT), or a thrown error naming `what`.
+Napi::Value Found(Napi::Env env, int e, const char* what) {
+  if (e == ENOENT) return Napi::Boolean::New(env, false);
+  if (e != 0) {
+    ThrowErrno(env, e, what);
+    return env.Undefined();
+  }
+  return Napi::Boolean::New(env, true);
+}
+
 // fastPathDelete(flowsFd, key) -> false when it was not there.
 Napi::Value NapiDelete(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -841,13 +852,7 @@ Napi::Value NapiDelete(const Napi::CallbackInfo& info) {
   uint8_t* key;
   size_t n;
   if (!ArgFd(info, 0, &fd) || !ArgBuffer(info, 1, "key", kKeyBytes, &key, &n)) return env.Undefined();
-  int e = MapOp(BPF_MAP_DELETE_ELEM, fd, key, nullptr);
-  if (e == ENOENT) return Napi::Boolean::New(env, false);
-  if (e != 0) {
-    ThrowErrno(env, e, "flow fast path: table delete");
-    return env.Undefined();
-  }
-  return Napi::Boolean::New(env, true);
+  return Found(env, MapOp(BPF_MAP_DELETE_ELEM, fd, key, nullptr), "flow fast path: table delete");
 }
 
 // fastPathGet(flowsFd, key, out: Buffer(48)) -> false when it is not there.
@@ -860,13 +865,7 @@ Napi::Value NapiGet(const Napi::CallbackInfo& info) {
       !ArgBuffer(info, 2, "out", kValueBytes, &out, &n)) {
     return env.Undefined();
   }
-  int e = MapOp(BPF_MAP_LOOKUP_ELEM, fd, key, out);
-  if (e == ENOENT) return Napi::Boolean::New(env, false);
-  if (e != 0) {
-    ThrowErrno(env, e, "flow fast path: table lookup");
-    return env.Undefined();
-  }
-  return Napi::Boolean::New(env, true);
+  return Found(env, MapOp(BPF_MAP_LOOKUP_ELEM, fd, key, out), "flow fast path: table lookup");
 }
 
 // fastPathKeys(flowsFd, out: Buffer) -> how many keys it wrote (at most
