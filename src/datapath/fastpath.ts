@@ -63,8 +63,9 @@ export function valueOf(saddr: number, daddr: number, sport: number, dport: numb
   return v;
 }
 
-/** How often the thread reconciles its flows with the engine (credits, withdrawals). */
+/** How often the thread reconciles its flows with the engine (credits, withdrawals), and how many a round. */
 export const SYNC_MS = 500;
+export const SYNC_SLICE = 2048;
 
 /** conntrack's window floor (masq.ts WIN_LOG_FLOOR): a FIN or RST within 64 KiB of the sender's end is in window. */
 const WIN_LOG_FLOOR = 16;
@@ -100,6 +101,8 @@ export class FastPath {
   private readonly perHost = new Map<number, number>();
   private readonly hostCap: number;
   private wanRaw = 0;
+  /** The flows of the current sync cycle not yet seen (syncSlice). */
+  private cycle: Held[] = [];
 
   constructor(private readonly engine: Engine, private readonly kernel: FastPathKernel,
     private readonly lanIfindex: number, private readonly wanIfindex: number, private readonly capacity: number) {
@@ -208,10 +211,31 @@ export class FastPath {
     return d;
   }
 
-  /** One round: every held flow credited with what the kernel moved, or withdrawn (taking the kernel's sequence ends). */
+  /**
+   * Every held flow credited with what the kernel moved, or withdrawn
+   * (taking the kernel's sequence ends): at once after a reload, a
+   * `conntrack -D`, a flush or a new WAN address.
+   */
   sync(): void {
+    this.cycle = [...this.held.values()];
+    this.syncSlice(Infinity);
+  }
+
+  /**
+   * The timer's round: the next `budget` flows of the current cycle through
+   * all of them (a new cycle when it is done). Each flow costs two table
+   * reads (system calls) and two engine calls, between two batches: a
+   * slice bounds what one round holds the packets up, and with the table
+   * full a flow is still seen every 65,536 / SYNC_SLICE rounds (16 s),
+   * well inside every timeout it could miss.
+   */
+  syncSlice(budget = SYNC_SLICE): void {
+    if (this.cycle.length === 0) this.cycle = [...this.held.values()];
     const x = this.engine.x;
-    for (const h of [...this.held.values()]) {
+    for (let n = 0; n < budget && this.cycle.length > 0;) {
+      const h = this.cycle.pop()!;
+      if (this.held.get(h.f) !== h) continue; // withdrawn since the cycle began
+      n++;
       const [po, bo] = this.read(h, true);
       const [pi, bi] = this.read(h, false);
       x.fastPathCredit(h.f, h.proto, h.lanA, h.lanP, h.remA, h.remP, h.aliasP, po, pi, bo, bi);
@@ -230,6 +254,7 @@ export class FastPath {
   /** Every flow back to the engine, the program detached (the links closed), the engine told. */
   close(): void {
     this.sync();
+    this.cycle = [];
     this.kernel.close();
     this.held.clear();
     this.perHost.clear();

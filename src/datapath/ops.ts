@@ -102,7 +102,7 @@ export function dataPathOps(engine: Engine, callWaiting: () => boolean = () => f
     engine.x.setFastPath(1);
     const f = fast;
     if (loop) loop.afterBatch = () => f.take();
-    fastTimer = setInterval(() => f.sync(), SYNC_MS);
+    fastTimer = setInterval(() => f.syncSlice(), SYNC_MS);
     return { on: true, note: '' };
   }
 

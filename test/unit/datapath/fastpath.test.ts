@@ -302,3 +302,23 @@ describe('flow fast path: UDP and ICMP echo', () => {
     expect(inb.readUInt32LE(28)).toBe(4);
   });
 });
+
+describe('flow fast path: the timer\'s rounds', () => {
+  it('12 a round syncs a slice of the flows; the cycle goes through every one, and skips one withdrawn meanwhile', () => {
+    const { r, k, fp } = bench();
+    const aliases = [40000, 40001, 40002, 40003, 40004].map((p) => connect(r, fp, H1, p).alias);
+    expect(fp.status().flows).toBe(5);
+    for (const a of aliases) k.count(inKey(a), 1, 100);
+    const credited = () => [40000, 40001, 40002, 40003, 40004].filter((p) => flowOf(r, p)?.packetsIn === 2).length;
+    fp.syncSlice(2);
+    expect(credited()).toBe(2);
+    r.engine.deleteEntry(flowOf(r, 40000)!);
+    fp.syncSlice(2);
+    fp.syncSlice(2);
+    // Every live flow credited once, the deleted one withdrawn (by its own turn, or skipped as gone).
+    expect(credited()).toBe(4);
+    fp.sync();
+    expect(fp.status().flows).toBe(4);
+    expect(k.table.size).toBe(8);
+  });
+});
