@@ -12,7 +12,8 @@
 
 import { readFileSync } from 'node:fs';
 import * as A from '../engine/abi.js';
-import { FastPath as KernelFastPath } from '../tun/fastpath.js';
+import { rawToIp } from '../engine/abi.js';
+import { FAST_PATH_VALUE_BYTES, FastPath as KernelFastPath, fastPathKey, fastPathValue, parseFastPathValue } from '../tun/fastpath.js';
 import type { Engine } from '../engine/engine.js';
 
 /** The kernel's flow table (src/tun/fastpath.ts opens it): 16-byte keys, 48-byte values. */
@@ -26,41 +27,23 @@ export interface FastPathKernel {
   close(): void;
 }
 
-export const KEY_BYTES = 16;
-export const VALUE_BYTES = 48;
 const TCP = 6, ICMP = 1;
-/** Value flags (src/tun/fastpath.h): the sender's end is known; an ICMP entry forwards echo replies (else requests). */
-const END_KNOWN_FLAG = 1, ECHO_REPLY_FLAG = 4;
 
 /**
- * A key as the packet's bytes: addresses raw (the engine's network-order
- * words), ports host order; for an ICMP echo the identifier is `sport` and
- * `dport` is 0.
+ * A key (src/tun/fastpath.ts lays it out): addresses raw (the engine's
+ * network-order words), ports host order; for an ICMP echo the identifier
+ * is `sport` and `dport` is 0.
  */
 export function keyOf(saddr: number, daddr: number, sport: number, dport: number, proto = TCP): Buffer {
-  const k = Buffer.alloc(KEY_BYTES);
-  k.writeUInt32LE(saddr >>> 0, 0);
-  k.writeUInt32LE(daddr >>> 0, 4);
-  k.writeUInt16BE(sport, 8);
-  k.writeUInt16BE(dport, 10);
-  k[12] = proto;
-  return k;
+  return fastPathKey({ saddr: rawToIp(saddr), daddr: rawToIp(daddr), sport, dport, proto });
 }
 
 /** What the program makes of a packet with that key; `end`/`endKnown` (TCP): the sender's sequence end so far. */
 export function valueOf(saddr: number, daddr: number, sport: number, dport: number, inIfindex: number, outIfindex: number,
   win: number, end: number, endKnown: boolean, echoReply = false): Buffer {
-  const v = Buffer.alloc(VALUE_BYTES);
-  v.writeUInt32LE(saddr >>> 0, 0);
-  v.writeUInt32LE(daddr >>> 0, 4);
-  v.writeUInt16BE(sport, 8);
-  v.writeUInt16BE(dport, 10);
-  v.writeUInt32LE(inIfindex, 12);
-  v.writeUInt32LE(outIfindex, 16);
-  v.writeUInt32LE(win >>> 0, 20);
-  v.writeUInt32LE(end >>> 0, 24);
-  v.writeUInt32LE((endKnown ? END_KNOWN_FLAG : 0) | (echoReply ? ECHO_REPLY_FLAG : 0), 28);
-  return v;
+  return fastPathValue({
+    newSaddr: rawToIp(saddr), newDaddr: rawToIp(daddr), newSport: sport, newDport: dport, inIfindex, outIfindex, win, end, endKnown, echoReply,
+  });
 }
 
 /** How often the thread reconciles its flows with the engine (credits, withdrawals), and how many a round. */
@@ -92,7 +75,7 @@ export interface FastPathStatus {
 
 export class FastPath {
   private readonly held = new Map<number, Held>();
-  private readonly value = Buffer.alloc(VALUE_BYTES);
+  private readonly value = Buffer.alloc(FAST_PATH_VALUE_BYTES);
   private offloaded = 0;
   private withdrawn = 0;
   private full = 0;
@@ -199,11 +182,11 @@ export class FastPath {
    */
   private read(h: Held, out: boolean): [number, number] {
     if (!this.kernel.get(out ? h.outKey : h.inKey, this.value)) return [0, 0];
-    const v = this.value;
-    const pkts = Number(v.readBigUInt64LE(32)), bytes = Number(v.readBigUInt64LE(40));
-    if (v.readUInt32LE(28) & 1) {
-      if (out) h.endOut = v.readUInt32LE(24);
-      else h.endIn = v.readUInt32LE(24);
+    const v = parseFastPathValue(this.value);
+    const pkts = v.packets, bytes = v.bytes;
+    if (v.endKnown) {
+      if (out) h.endOut = v.end;
+      else h.endIn = v.end;
       h.known |= out ? 1 : 2;
     }
     const d: [number, number] = out ? [pkts - h.pktsOut, bytes - h.bytesOut] : [pkts - h.pktsIn, bytes - h.bytesIn];
