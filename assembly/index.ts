@@ -15,7 +15,7 @@ import { processBatch } from "./nat/core";
 import { probeStat } from "./nat/probe";
 import { ruleAdd, rulesClear } from "./nat/filter";
 import { protoForwardAdd, redirectAdd, redirectSetReflection, redirectSetSource, redirectsClear } from "./nat/forward";
-import { espDelete, espFlushAll, espHighWater, espInit, espSweep } from "./vpn/esp";
+import { espDelete, espFastCheck, espFastCredit, espFlushAll, espForgetOffloaded, espHighWater, espInit, espSweep } from "./vpn/esp";
 import { fragFlushAll, fragReleasedCount, fragSweep } from "./nat/fragments";
 import { extraPending } from "./nat/segment";
 import { ikeDelete, ikeFlushAll, ikeHighWater, ikeInit, ikeSweep } from "./vpn/isakmp";
@@ -174,7 +174,7 @@ export function setVnet(on: u32): void { setSlotGeometry(on != 0); }
 export function setGro(on: u32): void { setGroOn(on != 0); }
 export function groEnabled(): u32 { return groOn ? 1 : 0; }
 // The flow fast path (option flow_offload, nat/fastpath.ts).
-export function setFastPath(on: u32): void { fastPathSet(on != 0); if (on == 0) fastPathForgetAll(tableHighWater()); }
+export function setFastPath(on: u32): void { fastPathSet(on != 0); if (on == 0) fastPathForget(); }
 export function fastPathPending(): u32 { return fpPending(); }
 export function fastPathRing(): usize { return fpRing(); }
 export function fastPathTaken(): void { fpTaken(); }
@@ -186,7 +186,11 @@ export function fastPathCredit(f: u32, proto: u32, lanA: u32, lanP: u32, remA: u
   pktsOut: u32, pktsIn: u32, bytesOut: f64, bytesIn: f64): u32 {
   return fpCredit(f, proto, lanA, lanP, remA, remP, aliasP, pktsOut, pktsIn, bytesOut, bytesIn);
 }
-export function fastPathForget(): void { fastPathForgetAll(tableHighWater()); }
+export function fastPathForget(): void { fastPathForgetAll(tableHighWater()); espForgetOffloaded(); }
+/** An offloaded ESP association (record r, raw addresses and SPIs): 1 keep, 0 withdraw. */
+export function fastPathCheckEsp(r: u32, lanA: u32, remA: u32, spiOut: u32, spiIn: u32, wan: u32): u32 { return espFastCheck(r, lanA, remA, spiOut, spiIn, wan); }
+/** The kernel's packets for it since the last sync, both directions. */
+export function fastPathCreditEsp(r: u32, lanA: u32, remA: u32, spiOut: u32, spiIn: u32, pkts: u32): u32 { return espFastCredit(r, lanA, remA, spiOut, spiIn, pkts); }
 export function groLinksPtr(): usize { return groLinks; }
 export function flowsPtr(): usize { return flows; }
 export function flowSize(): u32 { return FLOW_SIZE; }

@@ -81,6 +81,7 @@ export const ESPF_FORWARD: u32 = 1;   // belongs to a protocol forward (server b
 export const ESPF_UNREPLIED: u32 = 2; // a forward SA a WAN packet opened; the server has not sent to that peer yet
 export const ESPF_PROVISIONAL: u32 = 4; // bound from an unknown inbound SPI; may take one more until ESP_TIMER
 export const ESPF_CHARGED: u32 = 8;   // outstanding, counted against its host's cap
+export const ESPF_OFFLOADED: u32 = 16; // handed to the flow fast path (nat/fastpath.ts) and not withdrawn; never saved
 
 // @group ike  (vpn/isakmp.ts: one exchange, keyed by its initiator cookie)
 export const IKE_SIZE: u32 = 48;

@@ -28,6 +28,12 @@
 //
 // Candidates wait in a small ring for the thread to take after the batch;
 // a full ring leaves the flow unmarked, and its next packet offers it again.
+//
+// ESP (IP 50, without NAT-T) goes too, by SPI: a LAN host's bound
+// association (vpn/esp.ts espOffer says which) is two kernel entries, its
+// outbound SPI toward the server from that host and the server's inbound
+// SPI toward the WAN address, exactly the keys the engine bound, so a WAN
+// packet still cannot choose its host. Its ring entries carry RING_ESP.
 
 import { PROTO_ICMP, PROTO_TCP, PROTO_UDP } from "../abi/codes";
 import {
@@ -85,8 +91,18 @@ export function fastPathOffer(r: usize, proto: u32, state: u32): void {
     return;
   }
   store<u8>(r, <u8>(<u32>load<u8>(r, F_TCP_OUT) | TCPI_OFFLOADED), F_TCP_OUT);
-  store<u32>(ring + (<usize>ringCount << 2), <u32>((r - flows) / FLOW_SIZE));
+  ringPush(<u32>((r - flows) / FLOW_SIZE));
+}
+
+/** A ring entry with this bit is an ESP association's record (vpn/esp.ts espOffer), not a flow's. */
+export const RING_ESP: u32 = 0x80000000;
+
+/** Queues `v` (a flow index, or RING_ESP | an ESP record) for the thread; false when the ring is full. */
+export function ringPush(v: u32): bool {
+  if (ringCount >= FAST_CAP) return false;
+  store<u32>(ring + (<usize>ringCount << 2), v);
   ringCount++;
+  return true;
 }
 
 export function setFastPath(on: bool): void {

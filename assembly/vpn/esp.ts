@@ -35,7 +35,7 @@
 import { DEST_ROUTER, PROTO_ESP, SIDE_OUTSIDE, TARGET_ACCEPT, ZONE_WAN } from "../abi/codes";
 import { C_EARLY_DROPS, C_ESP_ACTIVE, C_ESP_BOUND, C_LOCAL_ACCEPT, EV_ESP_BOUND } from "../abi/counters";
 import {
-  ESPF_CHARGED, ESPF_FORWARD, ESPF_PROVISIONAL, ESPF_UNREPLIED, ESP_BOUND, ESP_DEADLINE, ESP_EXPIRES, ESP_FLAGS, ESP_FREE,
+  ESPF_CHARGED, ESPF_FORWARD, ESPF_OFFLOADED, ESPF_PROVISIONAL, ESPF_UNREPLIED, ESP_BOUND, ESP_DEADLINE, ESP_EXPIRES, ESP_FLAGS, ESP_FREE,
   ESP_LAN_ADDR, ESP_OUTSTANDING, ESP_PEER, ESP_PKTS, ESP_REM_ADDR, ESP_RETRIES, ESP_SIZE, ESP_SPI_IN, ESP_SPI_IN2,
   ESP_SPI_OUT, ESP_SQUELCHED, ESP_STATE, ESP_TIMER,
 } from "../abi/records";
@@ -50,6 +50,7 @@ import { Drop } from "../abi/reasons";
 import { rewriteAddr } from "../nat/rewrite";
 import { evictSample, slabAlloc, slabFree, slabHighWater, slabInit } from "./slab";
 import { LIM_ESP, srcCharge, srcRelease } from "../nat/limits";
+import { RING_ESP, fastPathOn, ringPush } from "../nat/fastpath";
 import {
   count, countAdd, eventPush, espDs, espGuess, espInitDs, espInitRetries, espSquelchDs, nowDs, parallelSessions, unrepliedDs, wanAddr,
 } from "../nat/state";
@@ -316,6 +317,7 @@ export function espOut(p: usize, l4: usize, l4len: u32): u32 {
     }
     store<u32>(e, load<u32>(e, ESP_PKTS) + 1, ESP_PKTS);
     rewriteAddr(p, IP_SRC, wanAddr);
+    if (fastPathOn) espOffer(r);
     return Drop.NONE;
   }
   // A new SPI from this host toward this server: forward rules (src lan, dest wan) first.
@@ -401,7 +403,9 @@ export function espIn(p: usize, l4: usize, l4len: u32): u32 {
       const r = pick - 1;
       const e = rec(r);
       if (load<u8>(e, ESP_STATE) == <u8>ESP_BOUND) {
-        // A provisional SA takes a second inbound SPI and settles.
+        // A provisional SA takes a second inbound SPI and settles. The
+        // kernel holds its first two SPIs only: the second inbound one
+        // stays with the engine (espOffer).
         store<u32>(e, spi, ESP_SPI_IN2);
         settle(r);
       } else {
@@ -445,7 +449,71 @@ export function espIn(p: usize, l4: usize, l4len: u32): u32 {
   peerEspTouch(load<u32>(e, ESP_PEER), life);
   store<u32>(e, load<u32>(e, ESP_PKTS) + 1, ESP_PKTS);
   rewriteAddr(p, IP_DST, load<u32>(e, ESP_LAN_ADDR));
+  if (fastPathOn) espOffer(v - 1);
   return Drop.NONE;
+}
+
+// ---- the flow fast path (nat/fastpath.ts; option flow_offload) -------------
+
+/**
+ * A LAN host's bound association, both SPIs known, goes to the kernel:
+ * two entries, (host, server, spiOut) and (server, WAN address, spiIn), the
+ * keys this module bound. Not a forward's (the engine promotes its
+ * unreplied SAs by the packets it sees), not the router's own. A
+ * provisional SA goes too: taking a second inbound SPI adds a key and
+ * changes neither of these two, so the kernel's entries still do what the
+ * engine would; that second SPI's packets stay with the engine.
+ */
+function espOffer(r: u32): void {
+  const e = rec(r);
+  const flags = <u32>load<u16>(e, ESP_FLAGS);
+  if ((flags & (ESPF_OFFLOADED | ESPF_FORWARD | ESPF_UNREPLIED)) != 0 || load<u8>(e, ESP_STATE) != <u8>ESP_BOUND) return;
+  if (load<u32>(e, ESP_SPI_OUT) == 0 || load<u32>(e, ESP_SPI_IN) == 0 || wanAddr == 0 || load<u32>(e, ESP_LAN_ADDR) == wanAddr) return;
+  if (!ringPush(RING_ESP | r)) return;
+  store<u16>(e, <u16>(flags | ESPF_OFFLOADED), ESP_FLAGS);
+}
+
+/** The association the thread offloaded as record `r` with these SPIs: still that one, still bound and offloaded? */
+function espSame(r: u32, lanA: u32, remA: u32, spiOut: u32, spiIn: u32): bool {
+  if (r >= slabHighWater(slab)) return false;
+  const e = rec(r);
+  return load<u8>(e, ESP_STATE) == <u8>ESP_BOUND && (load<u16>(e, ESP_FLAGS) & <u16>ESPF_OFFLOADED) != 0 &&
+    load<u32>(e, ESP_LAN_ADDR) == lanA && load<u32>(e, ESP_REM_ADDR) == remA &&
+    load<u32>(e, ESP_SPI_OUT) == spiOut && load<u32>(e, ESP_SPI_IN) == spiIn;
+}
+
+/**
+ * The sync's question for an offloaded association: 1 to keep it, 0 to
+ * withdraw it (freed, expired, reused, a new WAN address, the option off;
+ * a live one is unmarked, and its next packet offers it again).
+ */
+export function espFastCheck(r: u32, lanA: u32, remA: u32, spiOut: u32, spiIn: u32, wan: u32): u32 {
+  if (!espSame(r, lanA, remA, spiOut, spiIn) || !espAge(r)) return 0;
+  if (fastPathOn && wan == wanAddr) return 1;
+  const e = rec(r);
+  store<u16>(e, load<u16>(e, ESP_FLAGS) & ~<u16>ESPF_OFFLOADED, ESP_FLAGS);
+  return 0;
+}
+
+/** What the kernel moved for it since the last sync: counted, and the association (and its peer's IKE state) kept alive as a packet would. */
+export function espFastCredit(r: u32, lanA: u32, remA: u32, spiOut: u32, spiIn: u32, pkts: u32): u32 {
+  if (!espSame(r, lanA, remA, spiOut, spiIn)) return 0;
+  if (pkts == 0) return 1;
+  const e = rec(r);
+  store<u32>(e, load<u32>(e, ESP_PKTS) + pkts, ESP_PKTS);
+  const life = boundLife(e);
+  store<u32>(e, life, ESP_EXPIRES);
+  peerEspTouch(load<u32>(e, ESP_PEER), life);
+  return 1;
+}
+
+/** Every association unmarked (the fast path closed, or a restore). */
+export function espForgetOffloaded(): void {
+  const hw = slabHighWater(slab);
+  for (let r: u32 = 0; r < hw; r++) {
+    const e = rec(r);
+    store<u16>(e, load<u16>(e, ESP_FLAGS) & ~<u16>ESPF_OFFLOADED, ESP_FLAGS);
+  }
 }
 
 /** The LAN host whose outbound SPI toward `remA` this is (0 if none): for ICMP errors quoting ESP. */
@@ -474,7 +542,8 @@ export function espHighWater(): u32 { return slabHighWater(slab); }
 export function espRestore(src: usize): u32 {
   const state = <u32>load<u8>(src, ESP_STATE);
   if (state == ESP_FREE) return RESTORE_OK;
-  let flags = <u32>load<u16>(src, ESP_FLAGS);
+  // Offloaded is this run's business (the kernel's table is gone with it): re-offered by the next packet.
+  let flags = <u32>load<u16>(src, ESP_FLAGS) & ~ESPF_OFFLOADED;
   if (state > ESP_SQUELCHED || (flags & ~(ESPF_FORWARD | ESPF_UNREPLIED | ESPF_PROVISIONAL | ESPF_CHARGED)) != 0) return RESTORE_BAD_FIELD;
   const pending = state == ESP_OUTSTANDING || state == ESP_SQUELCHED;
   if (!pending && (flags & ESPF_CHARGED) != 0 && (flags & ESPF_PROVISIONAL) == 0) return RESTORE_BAD_FIELD;

@@ -7,6 +7,8 @@
 // counts go to the flow (timeouts, conntrack listings, acct), and a flow
 // the engine no longer vouches for (closed, deleted, reused, a new WAN
 // address, a reload that turned the option off) leaves the kernel's table.
+// A bound ESP association (IP 50, by SPI) is held the same way: two
+// entries, its outbound and its inbound SPI, neither rewritten.
 //
 // Work here is per flow (an offer, a sync round), never per packet.
 
@@ -27,7 +29,11 @@ export interface FastPathKernel {
   close(): void;
 }
 
-const TCP = 6, ICMP = 1;
+const TCP = 6, ICMP = 1, ESP = 50;
+/** A ring entry with this bit is an ESP association's record (assembly/nat/fastpath.ts RING_ESP). */
+const RING_ESP = 0x80000000;
+/** Held's map key for ESP record r: apart from every flow index. */
+const ESP_ID = 2 ** 32;
 
 /**
  * A key (src/tun/fastpath.ts lays it out): addresses raw (the engine's
@@ -56,7 +62,11 @@ const END_KNOWN = 0x20;
 const WIN_LOG_MASK = 0x1f;
 
 interface Held {
+  /** the map key: the flow index f, or ESP_ID + the ESP record f */
+  id: number;
   f: number; proto: number; lanA: number; lanP: number; remA: number; remP: number; aliasP: number;
+  /** ESP: the SPIs as the engine keeps them (raw: the packet's bytes read little-endian) */
+  spiOut: number; spiIn: number;
   outKey: Buffer; inKey: Buffer;
   /** the kernel's counts at the last sync (out: LAN → WAN) */
   pktsOut: number; pktsIn: number; bytesOut: number; bytesIn: number;
@@ -106,7 +116,33 @@ export class FastPath {
     const fs: number[] = [];
     for (let i = 0; i < n; i++) fs.push(dv.getUint32(ring + 4 * i, true));
     x.fastPathTaken();
-    for (const f of fs) this.offload(dv, f);
+    for (const f of fs) {
+      if ((f & RING_ESP) !== 0) this.offloadEsp(dv, (f & ~RING_ESP) >>> 0);
+      else this.offload(dv, f);
+    }
+  }
+
+  /**
+   * An ESP association (vpn/esp.ts espOffer): the host's outbound SPI
+   * toward its server leaves from the WAN address; the server's inbound SPI
+   * to the WAN address goes to the host. Neither SPI is rewritten.
+   */
+  private offloadEsp(dv: DataView, r: number): void {
+    const e = this.engine.x.espPtr() + r * A.ESP_SIZE;
+    const lanA = dv.getUint32(e + A.ESP_LAN_ADDR, true);
+    const remA = dv.getUint32(e + A.ESP_REM_ADDR, true);
+    const spiOut = dv.getUint32(e + A.ESP_SPI_OUT, true);
+    const spiIn = dv.getUint32(e + A.ESP_SPI_IN, true);
+    // The SPI as a number (network order) is the key's two "ports".
+    const spiOutN = dv.getUint32(e + A.ESP_SPI_OUT, false), spiInN = dv.getUint32(e + A.ESP_SPI_IN, false);
+    const wan = this.wanRaw;
+    const refuse = () => this.engine.x.fastPathCheckEsp(r, lanA, remA, spiOut, spiIn, 0);
+    this.hold({
+      id: ESP_ID + r, f: r, proto: ESP, lanA, lanP: 0, remA, remP: 0, aliasP: 0, spiOut, spiIn,
+      outKey: keyOf(lanA, remA, spiOutN >>> 16, spiOutN & 0xffff, ESP),
+      inKey: keyOf(remA, wan, spiInN >>> 16, spiInN & 0xffff, ESP),
+    }, valueOf(wan, remA, spiOutN >>> 16, spiOutN & 0xffff, this.lanIfindex, this.wanIfindex, 0, 0, false),
+    valueOf(remA, lanA, spiInN >>> 16, spiInN & 0xffff, this.wanIfindex, this.lanIfindex, 0, 0, false), refuse);
   }
 
   private offload(dv: DataView, f: number): void {
@@ -118,57 +154,62 @@ export class FastPath {
     const remP = dv.getUint16(r + A.F_REM_PORT, true);
     const aliasP = dv.getUint16(r + A.F_ALIAS_PORT, true);
     const wan = this.wanRaw;
-    const old = this.held.get(f);
-    if (old) this.drop(old);
     const refuse = () => this.engine.x.fastPathCheck(f, proto, lanA, lanP, remA, remP, aliasP, 0, 0, 0, 0); // unmarks it: the engine keeps it
-    const mine = this.perHost.get(lanA) ?? 0;
-    if (wan === 0 || this.held.size >= this.capacity || mine >= this.hostCap) {
+    const held = { id: f, f, proto, lanA, lanP, remA, remP, aliasP, spiOut: 0, spiIn: 0 };
+    if (proto === ICMP) {
+      // An echo: the identifier is the "port" (remP 0); requests go out, replies come in.
+      this.hold({ ...held, outKey: keyOf(lanA, remA, lanP, 0, ICMP), inKey: keyOf(remA, wan, aliasP, 0, ICMP) },
+        valueOf(wan, remA, aliasP, 0, this.lanIfindex, this.wanIfindex, 0, 0, false),
+        valueOf(remA, lanA, lanP, 0, this.wanIfindex, this.lanIfindex, 0, 0, false, true), refuse);
+      return;
+    }
+    const tcpOut = dv.getUint8(r + A.F_TCP_OUT);
+    const tcpIn = dv.getUint8(r + A.F_TCP_IN);
+    const tcp = proto === TCP;
+    // Each sender's FIN or RST is judged against its own end and the window its receiver advertised.
+    const win = (info: number) => 2 ** Math.min(31, Math.max(WIN_LOG_FLOOR, info & WIN_LOG_MASK)) - 1;
+    this.hold({ ...held, outKey: keyOf(lanA, remA, lanP, remP, proto), inKey: keyOf(remA, wan, remP, aliasP, proto) },
+      valueOf(wan, remA, aliasP, remP, this.lanIfindex, this.wanIfindex, tcp ? win(tcpIn) : 0,
+        tcp ? dv.getUint32(r + A.F_END_OUT, true) : 0, tcp && (tcpOut & END_KNOWN) !== 0),
+      valueOf(remA, lanA, remP, lanP, this.wanIfindex, this.lanIfindex, tcp ? win(tcpOut) : 0,
+        tcp ? dv.getUint32(r + A.F_END_IN, true) : 0, tcp && (tcpIn & END_KNOWN) !== 0), refuse);
+  }
+
+  /**
+   * Writes a flow's (or association's) two entries and holds it; turned
+   * away (`refuse`: the engine keeps it) with no WAN address, the table
+   * full, or its host at its share.
+   */
+  private hold(h: Omit<Held, 'pktsOut' | 'pktsIn' | 'bytesOut' | 'bytesIn' | 'endOut' | 'endIn' | 'known'>,
+    outValue: Buffer, inValue: Buffer, refuse: () => void): void {
+    const old = this.held.get(h.id);
+    if (old) this.drop(old);
+    const mine = this.perHost.get(h.lanA) ?? 0;
+    if (this.wanRaw === 0 || this.held.size >= this.capacity || mine >= this.hostCap) {
       if (mine >= this.hostCap) this.hostCapped++;
       else this.full++;
       refuse();
       return;
     }
-    let outKey: Buffer, inKey: Buffer, outValue: Buffer, inValue: Buffer;
-    if (proto === ICMP) {
-      // An echo: the identifier is the "port" (remP 0); requests go out, replies come in.
-      outKey = keyOf(lanA, remA, lanP, 0, ICMP);
-      inKey = keyOf(remA, wan, aliasP, 0, ICMP);
-      outValue = valueOf(wan, remA, aliasP, 0, this.lanIfindex, this.wanIfindex, 0, 0, false);
-      inValue = valueOf(remA, lanA, lanP, 0, this.wanIfindex, this.lanIfindex, 0, 0, false, true);
-    } else {
-      const tcpOut = dv.getUint8(r + A.F_TCP_OUT);
-      const tcpIn = dv.getUint8(r + A.F_TCP_IN);
-      const tcp = proto === TCP;
-      // Each sender's FIN or RST is judged against its own end and the window its receiver advertised.
-      const win = (info: number) => 2 ** Math.min(31, Math.max(WIN_LOG_FLOOR, info & WIN_LOG_MASK)) - 1;
-      outKey = keyOf(lanA, remA, lanP, remP, proto);
-      inKey = keyOf(remA, wan, remP, aliasP, proto);
-      outValue = valueOf(wan, remA, aliasP, remP, this.lanIfindex, this.wanIfindex, tcp ? win(tcpIn) : 0,
-        tcp ? dv.getUint32(r + A.F_END_OUT, true) : 0, tcp && (tcpOut & END_KNOWN) !== 0);
-      inValue = valueOf(remA, lanA, remP, lanP, this.wanIfindex, this.lanIfindex, tcp ? win(tcpOut) : 0,
-        tcp ? dv.getUint32(r + A.F_END_IN, true) : 0, tcp && (tcpIn & END_KNOWN) !== 0);
-    }
     try {
-      this.kernel.put(outKey, outValue);
-      this.kernel.put(inKey, inValue);
+      this.kernel.put(h.outKey, outValue);
+      this.kernel.put(h.inKey, inValue);
     } catch {
       // The kernel's table is full (or refuses): the flow stays with the engine.
-      this.kernel.remove(outKey);
+      this.kernel.remove(h.outKey);
       this.full++;
       refuse();
       return;
     }
-    this.perHost.set(lanA, mine + 1);
-    this.held.set(f, {
-      f, proto, lanA, lanP, remA, remP, aliasP, outKey, inKey, pktsOut: 0, pktsIn: 0, bytesOut: 0, bytesIn: 0, endOut: 0, endIn: 0, known: 0,
-    });
+    this.perHost.set(h.lanA, mine + 1);
+    this.held.set(h.id, { ...h, pktsOut: 0, pktsIn: 0, bytesOut: 0, bytesIn: 0, endOut: 0, endIn: 0, known: 0 });
     this.offloaded++;
   }
 
   private drop(h: Held): void {
     this.kernel.remove(h.outKey);
     this.kernel.remove(h.inKey);
-    this.held.delete(h.f);
+    this.held.delete(h.id);
     const mine = (this.perHost.get(h.lanA) ?? 1) - 1;
     if (mine > 0) this.perHost.set(h.lanA, mine);
     else this.perHost.delete(h.lanA);
@@ -217,10 +258,15 @@ export class FastPath {
     const x = this.engine.x;
     for (let n = 0; n < budget && this.cycle.length > 0;) {
       const h = this.cycle.pop()!;
-      if (this.held.get(h.f) !== h) continue; // withdrawn since the cycle began
+      if (this.held.get(h.id) !== h) continue; // withdrawn since the cycle began
       n++;
       const [po, bo] = this.read(h, true);
       const [pi, bi] = this.read(h, false);
+      if (h.proto === ESP) {
+        x.fastPathCreditEsp(h.f, h.lanA, h.remA, h.spiOut, h.spiIn, po + pi);
+        if (x.fastPathCheckEsp(h.f, h.lanA, h.remA, h.spiOut, h.spiIn, this.wanRaw) === 0) this.drop(h);
+        continue;
+      }
       x.fastPathCredit(h.f, h.proto, h.lanA, h.lanP, h.remA, h.remP, h.aliasP, po, pi, bo, bi);
       if (x.fastPathCheck(h.f, h.proto, h.lanA, h.lanP, h.remA, h.remP, h.aliasP, this.wanRaw, h.endOut, h.endIn, h.known) === 0) this.drop(h);
     }

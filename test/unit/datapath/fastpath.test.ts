@@ -9,7 +9,9 @@ import { describe, expect, it } from 'vitest';
 import { FastPath, keyOf, type FastPathKernel } from '../../../src/datapath/fastpath.js';
 import { ipToRaw } from '../../../src/engine/abi.js';
 import { TestRouter, WAN, ok, pptpCall } from '../../helpers/harness.js';
-import { ACK, FIN, PSH, RST, SYN, icmpEcho, parse, tcp, udp } from '../../helpers/packet.js';
+import { ACK, FIN, PSH, RST, SYN, esp, icmpEcho, parse, tcp, udp } from '../../helpers/packet.js';
+import { capture, restoreInto } from '../../../src/snapshot/state.js';
+import { decode, encode } from '../../../src/snapshot/format.js';
 
 const H1 = '192.168.1.10', H2 = '192.168.1.11', S1 = '198.51.100.7';
 const LAN_IF = 3, WAN_IF = 4;
@@ -320,5 +322,140 @@ describe('flow fast path: the timer\'s rounds', () => {
     fp.sync();
     expect(fp.status().flows).toBe(4);
     expect(k.table.size).toBe(8);
+  });
+});
+
+describe('flow fast path: ESP by SPI', () => {
+  const ESP = 50, SPI_OUT = 0x11112222, SPI_IN = 0x33334444;
+  const espKey = (src: string, dst: string, spi: number) => keyOf(ipToRaw(src), ipToRaw(dst), spi >>> 16, spi & 0xffff, ESP);
+  const outK = (host = H1, spi = SPI_OUT) => espKey(host, S1, spi).toString('hex');
+  const inK = (spi = SPI_IN) => espKey(S1, WAN, spi).toString('hex');
+  const sa = (r: TestRouter, host = H1) => r.vpnEntries().find((e) => e.proto === 'esp' && e.lan === host);
+  /** H1's association with S1: its first packet, the server's answer (which binds it), `take` after each. */
+  function bind(r: TestRouter, fp: FastPath, host = H1, spiOut = SPI_OUT, spiIn = SPI_IN): number[] {
+    const pending: number[] = [];
+    ok(r.out(esp(host, S1, spiOut)));
+    pending.push(r.engine.x.fastPathPending()); fp.take();
+    ok(r.in(esp(S1, WAN, spiIn)));
+    pending.push(r.engine.x.fastPathPending()); fp.take();
+    return pending;
+  }
+  function espBench(capacity = 64) {
+    const b = bench(capacity);
+    b.r.vpn({ esp: 100 });
+    return b;
+  }
+
+  it('13 a bound association is offered when the server\'s SPI binds it, as two entries with the SPIs unchanged', () => {
+    const { r, k, fp } = espBench();
+    // Outstanding (no inbound SPI yet): nothing to offer; bound by the answer: offered.
+    expect(bind(r, fp)).toEqual([0, 1]);
+    expect([...k.table.keys()].sort()).toEqual([outK(), inK()].sort());
+    const out = k.table.get(outK())!, inb = k.table.get(inK())!;
+    // Out: from the WAN address, the SPI as it was; in from LAN, out to WAN. No window, no flags.
+    expect([...out.subarray(0, 8)]).toEqual([203, 0, 113, 1, 198, 51, 100, 7]);
+    expect(out.readUInt32BE(8)).toBe(SPI_OUT);
+    expect([out.readUInt32LE(12), out.readUInt32LE(16), out.readUInt32LE(20), out.readUInt32LE(28)]).toEqual([LAN_IF, WAN_IF, 0, 0]);
+    // In: to the LAN host that association belongs to; in from WAN, out to LAN.
+    expect([...inb.subarray(0, 8)]).toEqual([198, 51, 100, 7, 192, 168, 1, 10]);
+    expect(inb.readUInt32BE(8)).toBe(SPI_IN);
+    expect([inb.readUInt32LE(12), inb.readUInt32LE(16)]).toEqual([WAN_IF, LAN_IF]);
+    expect(fp.status()).toMatchObject({ flows: 1, offloaded: 1 });
+    // Later packets offer nothing more.
+    ok(r.out(esp(H1, S1, SPI_OUT, 2)));
+    ok(r.in(esp(S1, WAN, SPI_IN, 2)));
+    expect(r.engine.x.fastPathPending()).toBe(0);
+  });
+
+  it('14 the kernel\'s packets count for the association and keep it (and its IKE peer state) alive; idle, it expires and is withdrawn', () => {
+    const { r, k, fp } = espBench();
+    bind(r, fp);
+    const before = sa(r)!.packetsOut;
+    k.count(Buffer.from(outK(), 'hex'), 7, 700);
+    k.count(Buffer.from(inK(), 'hex'), 5, 500);
+    fp.sync();
+    expect(sa(r)!.packetsOut - before).toBe(12);
+    fp.sync();
+    expect(sa(r)!.packetsOut - before).toBe(12);
+    // esp_timeout 100 s: alive for 240 s on what the kernel moved alone.
+    for (let i = 0; i < 4; i++) {
+      r.advance(60);
+      k.count(Buffer.from(inK(), 'hex'), 1, 100);
+      fp.sync();
+    }
+    expect(sa(r)).toMatchObject({ state: 'ESTABLISHED', spiIn: '0x33334444' });
+    expect(fp.status().flows).toBe(1);
+    r.advance(120);
+    fp.sync();
+    expect(sa(r)).toBeUndefined();
+    expect(k.table.size).toBe(0);
+    expect(fp.status()).toMatchObject({ flows: 0, withdrawn: 1 });
+  });
+
+  it('15 withdrawn by conntrack -D, a new WAN address and the option off; a new association on the same record is not the old one', () => {
+    const { r, k, fp } = espBench();
+    bind(r, fp);
+    k.count(Buffer.from(inK(), 'hex'), 9, 900);
+    r.engine.deleteEntry(sa(r)!);
+    // The freed record is taken at once by another host's association, still
+    // outstanding: the old one's kernel counts are not credited to it.
+    ok(r.out(esp(H2, S1, 0x55556666)));
+    expect(sa(r, H2)!.id).toBe('esp:0');
+    fp.sync();
+    expect(k.table.size).toBe(0);
+    expect(sa(r, H2)).toMatchObject({ state: 'OUTSTANDING', packetsOut: 0 });
+
+    const b = espBench();
+    bind(b.r, b.fp);
+    const other = '203.0.113.9';
+    b.r.engine.x.setWanAddress(ipToRaw(other), b.r.now);
+    b.fp.setWan(ipToRaw(other));
+    b.fp.sync();
+    expect(b.k.table.size).toBe(0);
+
+    const c = espBench();
+    bind(c.r, c.fp);
+    c.fp.close();
+    c.r.engine.x.setFastPath(1);
+    ok(c.r.out(esp(H1, S1, SPI_OUT, 3)));
+    expect(c.r.engine.x.fastPathPending()).toBe(1);
+  });
+
+  it('16 attacker: the kernel holds only the bound keys; another host\'s packets on that SPI, a spoofed source, a forward\'s SAs stay with the engine', () => {
+    const { r, k, fp } = espBench();
+    bind(r, fp);
+    // H2 reuses H1's outbound SPI toward S1: not H2's key, and the engine refuses it.
+    expect(k.table.has(outK(H2))).toBe(false);
+    expect(r.out(esp(H2, S1, SPI_OUT))).toBeNull();
+    expect(r.drop('esp_serialized')).toBe(1);
+    // The server's SPI from another internet address is no key of the kernel's (its source is part of the key).
+    expect(k.table.has(espKey('198.51.100.66', WAN, SPI_IN).toString('hex'))).toBe(false);
+    // A provisional SA taking a second inbound SPI keeps its two kernel entries as they were; the new SPI is the engine's.
+    ok(r.in(esp(S1, WAN, 0x77778888)));
+    fp.take();
+    expect([...k.table.keys()].sort()).toEqual([outK(), inK()].sort());
+    expect(parse(ok(r.in(esp(S1, WAN, 0x77778888, 2)))).dst).toBe(H1);
+    // An ESP forward (a server behind the router): its SAs are never offered.
+    const f = espBench();
+    f.r.protoForward(ESP, H2);
+    ok(f.r.in(esp(S1, WAN, 0x9999aaaa)));
+    ok(f.r.out(esp(H2, S1, 0xbbbbcccc)));
+    ok(f.r.in(esp(S1, WAN, 0x9999aaaa, 2)));
+    f.fp.take();
+    expect(f.k.table.size).toBe(0);
+  });
+
+  it('17 a snapshot of an offloaded association restores (the mark is this run\'s) and is offered again by its next packet', () => {
+    const { r, fp } = espBench();
+    bind(r, fp);
+    const c = capture(r.engine, ipToRaw(WAN), r.now);
+    const n = new TestRouter({ seed: 999 });
+    n.vpn({ esp: 100 });
+    const res = restoreInto(n.engine, decode(encode(c.header, c.sections)), ipToRaw(WAN));
+    n.now = res.clockMs;
+    expect(res.entries).toMatchObject({ esp: 1 });
+    n.engine.x.setFastPath(1);
+    expect(parse(ok(n.in(esp(S1, WAN, SPI_IN, 5)))).dst).toBe(H1);
+    expect(n.engine.x.fastPathPending()).toBe(1);
   });
 });
