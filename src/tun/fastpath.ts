@@ -2,8 +2,9 @@
 // an eBPF program on the LAN and WAN devices' tc ingress (tcx links) that
 // forwards the packets of the established TCP flows, UDP flows, ICMP echo
 // exchanges and bound IPsec SAs (ESP, IP protocol 50) it has entries for,
-// NAT rewrite and all, without them reaching the engine. This wraps the addon's functions and builds and
-// reads the 16-byte keys and 48-byte values of its flow table.
+// NAT rewrite and all, without them reaching the engine. This wraps the
+// addon's functions and builds and reads the 16-byte keys and 48-byte
+// values of its flow table.
 //
 // The links live as long as this process's fds: when it dies the kernel
 // detaches the program, so nothing is forwarded behind a dead daemon.
