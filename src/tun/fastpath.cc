@@ -40,7 +40,7 @@ constexpr uint32_t kTcxIngress = 46;  // BPF_TCX_INGRESS
 
 // Where the headers are: Ethernet (14 bytes, as on the veth, bridge and
 // Ethernet devices this runs on) at skb->data, IPv4 without options after
-// it (anything else is passed up), TCP, UDP or ICMP after that.
+// it (anything else is passed up), TCP, UDP, ICMP or ESP after that.
 constexpr int32_t kIp = 14;
 constexpr int32_t kL4 = kIp + 20;
 constexpr int32_t kIpCsum = kIp + 10;
@@ -58,15 +58,16 @@ constexpr uint8_t kEchoReplyType = 0, kEchoRequestType = 8;
 constexpr int16_t kFib = -64;  // struct bpf_fib_lookup, 64 bytes
 constexpr int16_t kKey = -80;
 constexpr int16_t kTmp = -88;
-// As in the packet; ICMP's old "sport" is its identifier, its old dport 0.
+// As in the packet; ICMP's old "sport" is its identifier, its old dport 0;
+// ESP's are the SPI's two halves (never rewritten).
 constexpr int16_t kOldSaddr = -92, kOldDaddr = -96, kOldSport = -100, kOldDport = -104;
 constexpr int16_t kOldTtl = -108;  // the 16 bits of TTL and protocol, as in the packet
 constexpr int16_t kSeq = -112, kSeqEnd = -116;  // TCP's, host order
 constexpr int16_t kTcpFlags = -120;  // TCP's flags byte
 // The transport header's bytes in each segment of a GSO packet (TCP's data
-// offset, UDP's 8); 0 for ICMP, which is never GSO.
+// offset, UDP's 8); 0 for ICMP and ESP, which the program never takes as GSO.
 constexpr int16_t kL4Len = -124;
-constexpr int16_t kProto = -128;  // IPPROTO_TCP, _UDP or _ICMP: the later steps that differ branch on it
+constexpr int16_t kProto = -128;  // IPPROTO_TCP, _UDP, _ICMP or _ESP: the later steps that differ branch on it
 constexpr int16_t kIcmpType = -132;
 static_assert(sizeof(bpf_fib_lookup) == 64, "struct bpf_fib_lookup is 64 bytes");
 
@@ -115,15 +116,16 @@ void Count(std::vector<bpf_insn>* p, int statsFd, int i) {
 // (TCX_PASS) would be "pass" too but would also skip those filters (an
 // ingress shaper's mirred to an ifb, say) for every packet of the device.
 //
-// One program for the three protocols: they share the lookup, the checks
+// One program for the four protocols: they share the lookup, the checks
 // and the route; where they differ (the key's ports, step 5, the lookup's
 // ports and segment length, the checksums of step 8, step 9) the program
 // branches on kProto.
 std::vector<bpf_insn> Program(int flowsFd, int statsFd) {
   enum {
     kPass, kPassOther, kDrop, kFailed, kClose, kPassClosed, kNotClose, kNonGso, kLen,
-    kParseUdp, kParseIcmp, kKeyed, kEcho, kTtl, kFibPorts, kRewriteUdp, kRewriteIcmp, kRewritten,
-    kStoreEnd, kCounters, kSkip, kLabels = kSkip + 4 + 4 + 3  // kSkip...: step 8's, one a rewritten field (TCP 4, UDP 4, ICMP 3)
+    kParseUdp, kParseIcmp, kParseEsp, kKeyed, kEcho, kTtl, kFibPorts, kRewriteUdp, kRewriteIcmp, kRewriteEsp, kRewritten,
+    kStoreEnd, kCounters, kSkip,
+    kLabels = kSkip + 4 + 4 + 3 + 2  // kSkip...: step 8's, one a rewritten field (TCP 4, UDP 4, ICMP 3, ESP 2)
   };
   std::vector<bpf_insn> p;
   Labels l(&p, kLabels);
@@ -141,10 +143,12 @@ std::vector<bpf_insn> Program(int flowsFd, int statsFd) {
   I(Ldx(BPF_W, 0, 6, offsetof(__sk_buff, vlan_present)));
   l.Jump(jne, 0, 0, 0, kPass);
   // 2. Ethernet, IPv4 and the transport header's first 8 bytes (UDP's
-  // whole, ICMP echo's) in the linear data; IPv4 without options, not a
-  // fragment. The IP header's length (skb->len holds an Ethernet frame's
-  // padding too) within the frame, or the packet is truncated, and at least
-  // the IP header and those 8 bytes (BIG TCP's 0 goes up too).
+  // whole, ICMP echo's, ESP's SPI and sequence number) in the linear data;
+  // IPv4 without options, not a fragment. The IP header's length (skb->len
+  // holds an Ethernet frame's padding too) within the frame, or the packet
+  // is truncated, and at least the IP header and those 8 bytes (BIG TCP's 0
+  // goes up too; so does an ESP packet whose IP length leaves less than its
+  // SPI and sequence number, whatever the frame carries after it).
   I(Ldx(BPF_W, 2, 6, offsetof(__sk_buff, data)));
   I(Ldx(BPF_W, 3, 6, offsetof(__sk_buff, data_end)));
   I(MovX(4, 2));
@@ -182,6 +186,7 @@ std::vector<bpf_insn> Program(int flowsFd, int statsFd) {
   I(Stx(BPF_W, 10, 0, kProto));
   l.Jump(jeq, 0, 0, IPPROTO_UDP, kParseUdp);
   l.Jump(jeq, 0, 0, IPPROTO_ICMP, kParseIcmp);
+  l.Jump(jeq, 0, 0, IPPROTO_ESP, kParseEsp);
   l.Jump(jne, 0, 0, IPPROTO_TCP, kPass);
   // 3 TCP: its first 20 bytes linear; its flags, sequence number and
   // header length; the payload (IP length less both headers, at least 0)
@@ -237,6 +242,21 @@ std::vector<bpf_insn> Program(int flowsFd, int statsFd) {
   I(St(BPF_H, 10, kKey + 10, 0));
   I(St(BPF_W, 10, kOldDport, 0));
   I(St(BPF_W, 10, kL4Len, 0));
+  l.Jump(BPF_JMP | BPF_JA, 0, 0, 0, kKeyed);
+  // 3 ESP (RFC 4303; NAT-T's is UDP 4500, above): the SPI is the key's
+  // ports, its first two bytes sport and its last two dport, as they are in
+  // the packet, so that one SA's packets from one host to another are one
+  // entry: the addresses are in the key, so another host's packet with the
+  // same SPI (a spoofed source, another LAN host) has no entry. No segment
+  // length: step 7 passes a GSO ESP skb up.
+  l.Place(kParseEsp);
+  I(Ldx(BPF_H, 0, 2, kL4));
+  I(Stx(BPF_H, 10, 0, kKey + 8));
+  I(Stx(BPF_W, 10, 0, kOldSport));
+  I(Ldx(BPF_H, 0, 2, kL4 + 2));
+  I(Stx(BPF_H, 10, 0, kKey + 10));
+  I(Stx(BPF_W, 10, 0, kOldDport));
+  I(St(BPF_W, 10, kL4Len, 0));
   l.Place(kKeyed);
   LoadMap(&p, 1, flowsFd);
   I(MovX(2, 10));
@@ -257,11 +277,13 @@ std::vector<bpf_insn> Program(int flowsFd, int statsFd) {
   I(Ldx(BPF_W, 3, 7, kFlags));
   I(Alu(BPF_AND, 3, kClosed));
   l.Jump(jne, 3, 0, 0, kPassClosed);
-  // 5. UDP has nothing to judge. TCP: a FIN or RST within the window (or
-  // before the end is known), or a SYN: the engine's (its direction marked
-  // kClosed); one far outside is dropped.
+  // 5. UDP and ESP have nothing to judge (ESP's sequence numbers and
+  // replay window are the receiving SA's, end to end). TCP: a FIN or RST
+  // within the window (or before the end is known), or a SYN: the engine's
+  // (its direction marked kClosed); one far outside is dropped.
   I(Ldx(BPF_W, 0, 10, kProto));
   l.Jump(jeq, 0, 0, IPPROTO_UDP, kTtl);
+  l.Jump(jeq, 0, 0, IPPROTO_ESP, kTtl);
   l.Jump(jeq, 0, 0, IPPROTO_ICMP, kEcho);
   I(Ldx(BPF_W, 1, 10, kTcpFlags));
   I(MovX(2, 1));
@@ -301,21 +323,24 @@ std::vector<bpf_insn> Program(int flowsFd, int statsFd) {
   l.Jump(BPF_JMP | BPF_JLT | BPF_K, 1, 0, 2 << 8, kPassOther);
   // 7. The route in the main table (BPF_FIB_LOOKUP_DIRECT: the policy rules
   // that send everything into the TUN devices are skipped) from the packet
-  // as it will leave (ICMP without ports). Its MTU check: the lookup itself
+  // as it will leave (ICMP and ESP without ports: an SPI is no port for a
+  // rule's sport or dport to match). Its MTU check: the lookup itself
   // compares tot_len with the route's MTU (the device's, a route's `mtu`, a
   // learnt path MTU) and answers FRAG_NEEDED when it is larger, so tot_len
   // is the largest packet that will go on the wire: this one, or for a GSO
   // super-packet one segment (IP and transport header and gso_size: TCP's
   // segments and UDP_SEGMENT's datagrams alike), as the device (or the
   // kernel's GSO before it) will cut it. A GSO ICMP packet (none is made)
-  // goes up. The lookup fails too when forwarding is off on the ingress
-  // device, and when the neighbour is not known (NO_NEIGH: the kernel's
-  // path resolves it).
+  // goes up, and so does a GSO ESP one (kL4Len 0 too: the length of its
+  // segments is its SA's, unknown here). The lookup fails too when
+  // forwarding is off on the ingress device, and when the neighbour is not
+  // known (NO_NEIGH: the kernel's path resolves it).
   for (int i = 0; i < 8; i++) I(St(BPF_DW, 10, static_cast<int16_t>(kFib + 8 * i), 0));
   I(St(BPF_B, 10, Fib(offsetof(bpf_fib_lookup, family)), AF_INET));
   I(Ldx(BPF_W, 1, 10, kProto));
   I(Stx(BPF_B, 10, 1, Fib(offsetof(bpf_fib_lookup, l4_protocol))));
   l.Jump(jeq, 1, 0, IPPROTO_ICMP, kFibPorts);
+  l.Jump(jeq, 1, 0, IPPROTO_ESP, kFibPorts);
   I(Ldx(BPF_H, 1, 7, kNewSport));
   I(Stx(BPF_H, 10, 1, Fib(offsetof(bpf_fib_lookup, sport))));
   I(Ldx(BPF_H, 1, 7, kNewDport));
@@ -357,7 +382,7 @@ std::vector<bpf_insn> Program(int flowsFd, int statsFd) {
   // (BPF_F_PSEUDO_HDR), a port change leaves it; for any other skb the
   // helpers update the full checksum. A helper that fails leaves the packet
   // half rewritten: dropped and counted (kRewriteFailed). csumOff < 0: the
-  // field is in no transport checksum (an address, for ICMP).
+  // field is in no transport checksum (an address, for ICMP and ESP).
   int skip = kSkip;
   auto rewrite = [&](int16_t oldSlot, int16_t valueOff, bool address, int32_t packetOff, int32_t csumOff, int32_t csumFlags) {
     if (skip >= kLabels) std::abort();  // Labels has room for kLabels only: a rewrite more needs kLabels one higher
@@ -398,6 +423,7 @@ std::vector<bpf_insn> Program(int flowsFd, int statsFd) {
   I(Ldx(BPF_W, 0, 10, kProto));
   l.Jump(jeq, 0, 0, IPPROTO_UDP, kRewriteUdp);
   l.Jump(jeq, 0, 0, IPPROTO_ICMP, kRewriteIcmp);
+  l.Jump(jeq, 0, 0, IPPROTO_ESP, kRewriteEsp);
   rewrite(kOldSaddr, kNewSaddr, true, kIp + 12, kTcpCsum, BPF_F_PSEUDO_HDR);
   rewrite(kOldDaddr, kNewDaddr, true, kIp + 16, kTcpCsum, BPF_F_PSEUDO_HDR);
   rewrite(kOldSport, kNewSport, false, kL4, kTcpCsum, 0);
@@ -419,6 +445,14 @@ std::vector<bpf_insn> Program(int flowsFd, int statsFd) {
   rewrite(kOldSaddr, kNewSaddr, true, kIp + 12, -1, 0);
   rewrite(kOldDaddr, kNewDaddr, true, kIp + 16, -1, 0);
   rewrite(kOldSport, kNewSport, false, kIcmpId, kIcmpCsum, 0);
+  l.Jump(BPF_JMP | BPF_JA, 0, 0, 0, kRewritten);
+  // ESP: no transport checksum (its integrity check covers only the ESP
+  // bytes, which stay as they are), so only the IP header's; the SPI is the
+  // SA's name at the receiver and is never rewritten (newSport and newDport
+  // unread: userland writes the key's there).
+  l.Place(kRewriteEsp);
+  rewrite(kOldSaddr, kNewSaddr, true, kIp + 12, -1, 0);
+  rewrite(kOldDaddr, kNewDaddr, true, kIp + 16, -1, 0);
   l.Place(kRewritten);
   // TTL - 1, with the IP checksum over its 16-bit word (TTL, protocol).
   I(Ldx(BPF_W, 8, 10, kOldTtl));

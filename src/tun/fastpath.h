@@ -1,5 +1,5 @@
 // The flow fast path: the kernel forwards an established TCP flow, a UDP
-// flow or an ICMP echo exchange itself.
+// flow, an ICMP echo exchange or a bound IPsec SA's ESP itself.
 //
 // The userland engine decides every flow. For a flow it has seen
 // established it writes two entries into the `flows` hash map (one per
@@ -30,7 +30,11 @@
 // (errors and every other type go up unlooked up, as they quote another
 // flow's packet), keyed by the identifier, which the rewrite may change;
 // an entry carries one type, the request (flags bit 2 clear) or the reply
-// (set): the other type with its key goes up.
+// (set): the other type with its key goes up. ESP (IP protocol 50, RFC
+// 4303; NAT-T is UDP 4500 and plain UDP here): keyed by the addresses and
+// the SPI, which is never rewritten; the rewrite is the addresses alone (the
+// IP header's checksum: ESP has no other), no state either (the SA's
+// sequence numbers are the ends'); a GSO ESP skb goes up.
 //
 // Attached with tcx links only (BPF_LINK_CREATE, Linux 6.6+): a link lives
 // as long as its fd, so when the process dies the kernel detaches the
@@ -42,16 +46,20 @@
 // `flows` (BPF_MAP_TYPE_HASH, max_entries = maxFlows):
 //   key, 16 bytes, exactly as in the packet (network order):
 //     0 saddr, 4 daddr, 8 sport, 10 dport, 12 protocol (6 TCP, 17 UDP,
-//     1 ICMP: sport the echo identifier, dport 0), 13..15 zero
+//     1 ICMP: sport the echo identifier, dport 0; 50 ESP: sport and dport
+//     the SPI's first and last two bytes, i.e. bytes 8..11 are the SPI as
+//     in the packet), 13..15 zero
 //   value, 48 bytes:
 //     0 newSaddr, 4 newDaddr, 8 newSport, 10 newDport (network order; ICMP:
-//       newSport the identifier, newDport unused)
+//       newSport the identifier, newDport unused; ESP: both unread, the
+//       SPI is never rewritten, and userland writes the key's there)
 //     12 inIfindex  u32 (host order; the packet must have arrived here)
 //     16 outIfindex u32 (the route must send it out here)
 //     20 win u32 (TCP): a FIN or RST is accepted when |(s32)(seq - end)| <= win (below 2^31)
 //     24 end u32 (TCP): the sender's highest seq + payload seen (the program advances it)
 //     28 flags u32: bit 0 end known (TCP), bit 1 closed (the program sets
-//       them), bit 2 echo reply (ICMP; userland's)
+//       them; for UDP, ICMP and ESP only userland does), bit 2 echo reply
+//       (ICMP; userland's)
 //     32 packets u64, 40 bytes u64 (IP bytes; a GSO super-packet counts once)
 // `stats` (BPF_MAP_TYPE_PERCPU_ARRAY, one entry of 8 u64): Stat below.
 #pragma once
@@ -88,7 +96,7 @@ enum Stat : int {
   kForwarded = 0,      // redirected
   kOutOfWindow = 1,    // FIN or RST far outside the sender's window: dropped
   kPassedClose = 2,    // SYN, FIN or RST, or any packet of a closed direction (kClosed): passed up
-  kPassedOther = 3,    // wrong device, an echo of the other type, TTL <= 1, MTU, no route, another device's route: passed up
+  kPassedOther = 3,    // wrong device, an echo of the other type, a GSO ESP skb, TTL <= 1, MTU, no route, another device's route: passed up
   kRewriteFailed = 4,  // a helper failed half-way through the rewrite: dropped (never seen)
 };
 

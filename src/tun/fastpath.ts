@@ -1,9 +1,10 @@
 // The flow fast path's kernel part (src/tun/fastpath.h says what and why):
 // an eBPF program on the LAN and WAN devices' tc ingress (tcx links) that
-// forwards the packets of the established TCP flows, UDP flows and ICMP
-// echo exchanges it has entries for, NAT rewrite and all, without them
-// reaching the engine. This wraps the addon's functions and builds and
-// reads the 16-byte keys and 48-byte values of its flow table.
+// forwards the packets of the established TCP flows, UDP flows, ICMP echo
+// exchanges and bound IPsec SAs (ESP, IP protocol 50) it has entries for,
+// NAT rewrite and all, without them reaching the engine. This wraps the
+// addon's functions and builds and reads the 16-byte keys and 48-byte
+// values of its flow table.
 //
 // The links live as long as this process's fds: when it dies the kernel
 // detaches the program, so nothing is forwarded behind a dead daemon.
@@ -21,7 +22,7 @@ export const FAST_PATH_STAT = {
   outOfWindow: 1,
   /** TCP's SYN, FIN or RST, or any packet of a closed direction (any protocol): passed up */
   passedClose: 2,
-  /** passed up: wrong ingress device, an ICMP echo of the other type than its entry's, TTL <= 1, too big for the route's MTU, no route or neighbour, another device's route */
+  /** passed up: wrong ingress device, an ICMP echo of the other type than its entry's, a GSO ESP packet, TTL <= 1, too big for the route's MTU, no route or neighbour, another device's route */
   passedOther: 3,
   /** a rewrite helper failed half-way (the packet dropped); never seen */
   rewriteFailed: 4,
@@ -106,15 +107,15 @@ export class FastPath {
 export interface FastPathKey {
   saddr: string;
   daddr: string;
-  /** ICMP echo: sport is the identifier, dport 0 (the program looks it up so) */
+  /** ICMP echo: sport is the identifier, dport 0 (the program looks it up so); ESP: the SPI's high and low 16 bits (fastPathEspKey) */
   sport: number;
   dport: number;
-  /** 6 (TCP) when left out; 17 (UDP), 1 (ICMP echo request or reply): the program looks up nothing else */
+  /** 6 (TCP) when left out; 17 (UDP), 1 (ICMP echo request or reply), 50 (ESP): the program looks up nothing else */
   proto?: number;
 }
 
 export interface FastPathValue {
-  /** the packet's addresses and ports after the rewrite (ICMP echo: newSport the identifier, newDport unused) */
+  /** the packet's addresses and ports after the rewrite (ICMP echo: newSport the identifier, newDport unused; ESP: the ports unread, the SPI is never rewritten: write the key's sport and dport here) */
   newSaddr: string;
   newDaddr: string;
   newSport: number;
@@ -178,6 +179,24 @@ export function fastPathKey(k: FastPathKey): Buffer {
   b.writeUInt16BE(k.dport, 10);
   b[12] = k.proto ?? 6;
   return b;
+}
+
+/** IP protocol 50: ESP (RFC 4303) without UDP encapsulation (NAT-T, UDP 4500, is keyed as UDP). */
+export const FAST_PATH_PROTO_ESP = 50;
+
+/**
+ * The key of an ESP packet from saddr to daddr with this SPI (a number, as
+ * the SA is known: 0 to 2^32 - 1): the SPI's four bytes, as in the packet,
+ * where TCP's and UDP's keys hold their ports, so sport is its high 16 bits
+ * and dport its low 16 (fastPathKey({saddr, daddr, sport: spi >>> 16,
+ * dport: spi & 0xffff, proto: 50})). One entry per direction of an SA pair:
+ * the LAN host's SPI toward the server, the server's toward the router's WAN
+ * address. Its value's newSport and newDport are not read (the program
+ * never rewrites an SPI): write the same halves there.
+ */
+export function fastPathEspKey(saddr: string, daddr: string, spi: number): Buffer {
+  if (!Number.isInteger(spi) || spi < 0 || spi > 0xffffffff) throw new RangeError(`SPI ${spi} must be an integer from 0 to 2^32 - 1`);
+  return fastPathKey({ saddr, daddr, sport: spi >>> 16, dport: spi & 0xffff, proto: FAST_PATH_PROTO_ESP });
 }
 
 export function parseFastPathKey(b: Buffer): Required<FastPathKey> {

@@ -18,6 +18,14 @@
 // the connection's two ends (one command a line) and sniff the TTL of what
 // arrives, two more the UDP flow's ends (and sniff its checksums);
 // hand-built TCP segments and UDP datagrams go out of an AF_PACKET socket.
+//
+// ESP (a bound SA pair: SPI_OUT from the LAN host to the server, SPI_IN
+// from the server to the router's WAN address) has no kernel NAT either:
+// hand-built ESP packets go out of lanhost's and wanhost's AF_PACKET
+// sockets, and the same peers capture what arrives, IP header and all. An
+// attacker's packet that the program must pass up is followed by one of the
+// SA's own each way: once those arrived (and a moment more), nothing else
+// may have.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -26,7 +34,7 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { inCI, skipUnless } from '../helpers/prereq.js';
 import { sleep } from '../helpers/shell.js';
-import { fastPathKey, fastPathValue, parseFastPathKey, parseFastPathValue } from '../../src/tun/fastpath.js';
+import { fastPathEspKey, fastPathKey, fastPathValue, parseFastPathKey, parseFastPathValue } from '../../src/tun/fastpath.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const ADDON = path.join(ROOT, 'build', 'Release', 'vpnmasq_tun.node');
@@ -44,6 +52,12 @@ const NAT_UPORT = 61001;
 const SERVER_UPORT = 5002;
 const ECHO_ID = 0x1234;
 const NAT_ID = 0xcafe;
+// A bound IPsec SA pair (no NAT-T): the LAN host's SPI toward the server,
+// the server's toward the router's WAN address (the high bit set in one).
+const SPI_OUT = 0xc0de0001;
+const SPI_IN = 0x5e4a0002;
+const OTHER_LAN_HOST = '10.230.1.3';
+const SPOOFED = '10.230.2.99';
 // Each end's own TTL, so that what arrives says how many hops took one off.
 const LAN_TTL = 77;
 const SERVER_TTL = 55;
@@ -287,6 +301,79 @@ for name in sys.argv[1:]:
     print(name, ethtool(name, 0x16))  # ETHTOOL_GTXCSUM
 `;
 
+// One end of the ESP exchanges, on IFNAME: hand-built ESP packets (an SPI,
+// a sequence number and SIZE pseudo-random bytes standing for the
+// ciphertext and its ICV: no SA anywhere, the program never looks inside)
+// go out of an AF_PACKET socket to DMAC, and an AF_PACKET socket keeps
+// every ESP packet that arrives, as it arrived (IP header and all, before
+// any check of the kernel's). A raw ESP socket takes them too, so that the
+// kernel, which has no SA for them, answers none with an ICMP error.
+// Commands: send DMAC SRC DST SPI SEQ N SIZE TTL MODE (N packets, SEQ
+// counting up; MODE plain, short: the IP length leaves 7 bytes of ESP, the
+// frame carries them all; mf: a first fragment, MF set; last: a last
+// fragment, offset 1480 bytes), printing the IP packets sent as JSON hex;
+// got N SECONDS (the packets arrived since the last got, once there are N
+// or the time is up).
+const ESP_PY = `
+import json, random, socket, struct, sys, threading, time
+ifname = sys.argv[1]
+smac = bytes.fromhex(open('/sys/class/net/%s/address' % ifname).read().strip().replace(':', ''))
+cap = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+cap.bind((ifname, 0))
+cap.setsockopt(socket.SOL_SOCKET, 33, 1 << 22)  # SO_RCVBUFFORCE
+sink = socket.socket(socket.AF_INET, socket.SOCK_RAW, 50)
+out = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+out.bind((ifname, 0))
+lock = threading.Condition()
+got = []
+
+def capture():
+    while True:
+        f, addr = cap.recvfrom(1 << 16)
+        if addr[2] == socket.PACKET_OUTGOING or len(f) < 14 + 20 or f[14 + 9] != 50:
+            continue
+        ip = f[14:]
+        with lock:
+            got.append(ip[:int.from_bytes(ip[2:4], 'big')].hex())  # without the frame's padding
+            lock.notify_all()
+
+def drain():
+    while True:
+        sink.recv(1 << 16)
+threading.Thread(target=capture, daemon=True).start()
+threading.Thread(target=drain, daemon=True).start()
+
+def csum(b):
+    s = sum(struct.unpack('!%dH' % (len(b) // 2), b))
+    while s >> 16:
+        s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+
+print('ready', flush=True)
+for line in sys.stdin:
+    c = line.split()
+    if c[0] == 'send':
+        dmac, src, dst = bytes.fromhex(c[1].replace(':', '')), socket.inet_aton(c[2]), socket.inet_aton(c[3])
+        spi, seq, n, size, ttl, mode = int(c[4], 0), int(c[5]), int(c[6]), int(c[7]), int(c[8]), c[9]
+        sent = []
+        for i in range(n):
+            esp = struct.pack('!II', spi, seq + i) + random.Random(seq + i).randbytes(size)
+            length = 20 + (7 if mode == 'short' else len(esp))
+            frag = {'plain': 0x4000, 'short': 0x4000, 'mf': 0x2000, 'last': 1480 // 8}[mode]
+            ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, length, (seq + i) & 0xffff, frag, ttl, 50, 0, src, dst)
+            ip = ip[:10] + struct.pack('!H', csum(ip)) + ip[12:]
+            out.send(dmac + smac + b'\\x08\\x00' + ip + esp)
+            sent.append((ip + esp).hex())
+        print('sent', json.dumps(sent, separators=(',', ':')), flush=True)
+    elif c[0] == 'got':
+        n, deadline = int(c[1]), time.monotonic() + float(c[2])
+        with lock:
+            while len(got) < n and time.monotonic() < deadline:
+                lock.wait(max(0.0, deadline - time.monotonic()))
+            print('got', json.dumps(got, separators=(',', ':')), flush=True)
+            got.clear()
+`;
+
 // The router's child: opens the fast path through src/tun/fastpath.ts, one
 // JSON request a line ({id, op, args}), one answer a line. It prints its
 // ready line and then only waits: its links live as long as it does.
@@ -473,6 +560,18 @@ function datagram(src: string, sport: number, dst: string, dport: number): void 
     src, dst, String(sport), String(dport), '64']);
 }
 
+function addrAt(b: Buffer, off: number): string {
+  return `${b[off]}.${b[off + 1]}.${b[off + 2]}.${b[off + 3]}`;
+}
+
+/** The ones' complement sum of 16-bit words, folded (0xffff over a header with a right checksum). */
+function onesum(b: Buffer): number {
+  let s = 0;
+  for (let i = 0; i + 1 < b.length; i += 2) s += b.readUInt16BE(i);
+  while (s >> 16) s = (s & 0xffff) + (s >> 16);
+  return s;
+}
+
 /** A counter of the namespace's /proc/net/snmp: snmp(ns, 'Udp', 'InCsumErrors'). */
 function snmp(ns: string, proto: string, field: string): number {
   const lines = inNs(ns, ['cat', '/proc/net/snmp']).split('\n').filter((l) => l.startsWith(`${proto}:`)).map((l) => l.split(/\s+/));
@@ -482,7 +581,7 @@ function snmp(ns: string, proto: string, field: string): number {
 const FIN = 0x01, RST = 0x04, ACK = 0x10;
 const STAT = { forwarded: 0, outOfWindow: 1, passedClose: 2, passedOther: 3, rewriteFailed: 4 };
 
-describe.skipIf(skipUnless({ root: true, tools: ['ip', 'nft', 'python3', 'ping'] }) || tcxMissing())('flow fast path: eBPF on tcx ingress forwards an established TCP flow, a UDP flow, an ICMP echo exchange (netns)', () => {
+describe.skipIf(skipUnless({ root: true, tools: ['ip', 'nft', 'python3', 'ping'] }) || tcxMissing())('flow fast path: eBPF on tcx ingress forwards an established TCP flow, a UDP flow, an ICMP echo exchange, an IPsec SA\'s ESP (netns)', () => {
   let router: Router;
   let server: Lines;
   let client: Lines;
@@ -503,6 +602,69 @@ describe.skipIf(skipUnless({ root: true, tools: ['ip', 'nft', 'python3', 'ping']
   });
   let lanUdp: Lines;
   let wanUdp: Lines;
+  const espKey = (saddr: string, daddr: string, spi: number) => parseFastPathKey(fastPathEspKey(saddr, daddr, spi));
+  const espOutKey = espKey(LAN_HOST, SERVER, SPI_OUT);
+  const espInKey = espKey(SERVER, WAN_ADDR, SPI_IN);
+  // The SPI is never rewritten: the value's ports are the key's.
+  const espEntries = () => ({
+    out: { newSaddr: WAN_ADDR, newDaddr: SERVER, newSport: SPI_OUT >>> 16, newDport: SPI_OUT & 0xffff, inIfindex: lanIdx, outIfindex: wanIdx, win: 0 },
+    in: { newSaddr: SERVER, newDaddr: LAN_HOST, newSport: SPI_IN >>> 16, newDport: SPI_IN & 0xffff, inIfindex: wanIdx, outIfindex: lanIdx, win: 0 },
+  });
+  let lanEsp: Lines;
+  let wanEsp: Lines;
+  /**
+   * ESP packets out of lanhost's eth0 to the router's lan0, or of wanhost's
+   * to wan0 (any source address: the frames are hand-built); the IP packets
+   * sent, SEQ counting up from seq.
+   */
+  async function esp(from: 'lan' | 'wan', src: string, dst: string, spi: number, seq: number, n: number, size: number, mode = 'plain'): Promise<Buffer[]> {
+    const [peer, mac, ttl] = from === 'lan' ? [lanEsp, link(NS.rtr, 'lan0').address, LAN_TTL] : [wanEsp, link(NS.rtr, 'wan0').address, SERVER_TTL];
+    const r = await peer.cmd(`send ${mac} ${src} ${dst} ${spi} ${seq} ${n} ${size} ${ttl} ${mode}`);
+    expect(r[0]).toBe('sent');
+    return (JSON.parse(r[1]!) as string[]).map((h) => Buffer.from(h, 'hex'));
+  }
+  /** The ESP packets that arrived at the peer since the last call, once there are n (or seconds passed). */
+  async function arrived(peer: Lines, n: number, seconds: number): Promise<Buffer[]> {
+    const r = await peer.cmd(`got ${n} ${seconds}`);
+    expect(r[0]).toBe('got');
+    return (JSON.parse(r[1]!) as string[]).map((h) => Buffer.from(h, 'hex'));
+  }
+  const espSeq = (ip: Buffer) => ip.readUInt32BE(24);
+  /**
+   * Each packet sent arrived once, rewritten as the program rewrites ESP:
+   * the addresses, TTL - 1 and a valid header checksum; the rest of the IP
+   * header and every ESP byte (SPI, sequence number, payload) as sent.
+   */
+  function expectRewritten(sent: Buffer[], got: Buffer[], saddr: string, daddr: string): void {
+    expect(got.map(espSeq).sort((a, b) => a - b)).toEqual(sent.map(espSeq).sort((a, b) => a - b));
+    const bySeq = new Map(got.map((g) => [espSeq(g), g]));
+    for (const s of sent) {
+      const g = bySeq.get(espSeq(s))!;
+      expect(g.length).toBe(s.length);
+      expect(g.subarray(20).toString('hex')).toBe(s.subarray(20).toString('hex'));
+      expect(g.subarray(0, 8).toString('hex')).toBe(s.subarray(0, 8).toString('hex')); // version, length, id, fragment bits
+      expect([g[8], g[9]]).toEqual([s[8]! - 1, 50]);
+      expect([addrAt(g, 12), addrAt(g, 16)]).toEqual([saddr, daddr]);
+      expect(onesum(g.subarray(0, 20))).toBe(0xffff); // the header's checksum holds
+    }
+  }
+  /**
+   * After an attacker's packets: one of the SA's own packets each way (seq),
+   * which the program carries. Once both arrived, and a moment more for
+   * anything that came out of order, what arrived is exactly those two: the
+   * attacker's went up, and the kernel's forward drop took them.
+   */
+  async function onlyOwnArrive(seq: number): Promise<void> {
+    const up = await esp('lan', LAN_HOST, SERVER, SPI_OUT, seq, 1, 64);
+    const down = await esp('wan', SERVER, WAN_ADDR, SPI_IN, seq, 1, 64);
+    const atWan = await arrived(wanEsp, 1, 10);
+    const atLan = await arrived(lanEsp, 1, 10);
+    await sleep(300);
+    atWan.push(...(await arrived(wanEsp, 0, 0)));
+    atLan.push(...(await arrived(lanEsp, 0, 0)));
+    expectRewritten(up, atWan, WAN_ADDR, SERVER);
+    expectRewritten(down, atLan, SERVER, LAN_HOST);
+  }
   async function install(r: Router): Promise<void> {
     await r.call('put', outKey, entries().out);
     await r.call('put', inKey, entries().in);
@@ -521,6 +683,7 @@ describe.skipIf(skipUnless({ root: true, tools: ['ip', 'nft', 'python3', 'ping']
     writeFileSync(path.join(dir, 'raw.py'), RAW_PY);
     writeFileSync(path.join(dir, 'udp.py'), UDP_PY);
     writeFileSync(path.join(dir, 'txcsum.py'), TXCSUM_OFF_PY);
+    writeFileSync(path.join(dir, 'esp.py'), ESP_PY);
     writeFileSync(path.join(dir, 'router.mjs'), ROUTER_MJS);
     writeFileSync(path.join(dir, 'hooks.mjs'), HOOKS_MJS);
     for (const ns of Object.values(NS)) {
@@ -575,7 +738,7 @@ describe.skipIf(skipUnless({ root: true, tools: ['ip', 'nft', 'python3', 'ping']
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  it('01 keys and values: network-order tuple, host-order numbers; UDP\'s and ICMP echo\'s keys, the echo reply flag', () => {
+  it('01 keys and values: network-order tuple, host-order numbers; UDP\'s, ICMP echo\'s and ESP\'s keys, the echo reply flag', () => {
     const k = fastPathKey({ saddr: '10.1.2.3', daddr: '192.0.2.200', sport: 40000, dport: 443 });
     expect(k.toString('hex')).toBe('0a010203' + 'c00002c8' + '9c40' + '01bb' + '06000000');
     expect(parseFastPathKey(k)).toEqual({ saddr: '10.1.2.3', daddr: '192.0.2.200', sport: 40000, dport: 443, proto: 6 });
@@ -583,6 +746,9 @@ describe.skipIf(skipUnless({ root: true, tools: ['ip', 'nft', 'python3', 'ping']
     const echo = fastPathKey({ saddr: '10.1.2.3', daddr: '192.0.2.200', sport: 0x1234, dport: 0, proto: 1 });
     expect(echo.subarray(8).toString('hex')).toBe('1234' + '0000' + '01000000');
     expect(parseFastPathKey(echo)).toMatchObject({ sport: 0x1234, dport: 0, proto: 1 });
+    const esp = fastPathEspKey('10.1.2.3', '192.0.2.200', 0xc0de0001);
+    expect(esp.subarray(8).toString('hex')).toBe('c0de0001' + '32000000'); // the SPI as in the packet
+    expect(parseFastPathKey(esp)).toMatchObject({ sport: 0xc0de, dport: 0x0001, proto: 50 });
     const v = { newSaddr: '203.0.113.9', newDaddr: '10.1.2.3', newSport: 61000, newDport: 40000, inIfindex: 7, outIfindex: 3,
       win: 2 ** 31 - 1, end: 0xdeadbeef, endKnown: true, closed: true, echoReply: false, packets: 5, bytes: 2 ** 40 };
     const b = fastPathValue(v);
@@ -846,7 +1012,104 @@ describe.skipIf(skipUnless({ root: true, tools: ['ip', 'nft', 'python3', 'ping']
     expect(await lanUdp.cmd('recv 1 10')).toEqual(['recv', '1', again[2]]);
   });
 
-  it('12 dies with its process: after kill -9 nothing crosses; a new process\'s entries carry the same connection on; close() detaches too', async () => {
+  it('12 ESP both ways by the program alone (nothing before its entries): the addresses rewritten, SPI, sequence number and payload byte for byte, TTL - 1, a right header checksum; counted', async () => {
+    lanEsp = new Lines(spawn('ip', ['netns', 'exec', NS.lan, 'python3', path.join(dir, 'esp.py'), 'eth0']), 'LAN ESP');
+    wanEsp = new Lines(spawn('ip', ['netns', 'exec', NS.wan, 'python3', path.join(dir, 'esp.py'), 'eth0']), 'WAN ESP');
+    expect(await lanEsp.next()).toBe('ready');
+    expect(await wanEsp.next()).toBe('ready');
+    // Both neighbours known (bpf_fib_lookup passes a packet up without one).
+    inNs(NS.rtr, ['ping', '-n', '-c', '1', '-W', '2', LAN_HOST]);
+    inNs(NS.rtr, ['ping', '-n', '-c', '1', '-W', '2', SERVER]);
+    await esp('lan', LAN_HOST, SERVER, SPI_OUT, 1, 1, 100);
+    expect(await arrived(wanEsp, 1, 0.5)).toEqual([]); // the forward drop: the kernel forwards none
+
+    await router.call('put', espOutKey, espEntries().out);
+    await router.call('put', espInKey, espEntries().in);
+    const s0 = await router.call('stats');
+    const up = await esp('lan', LAN_HOST, SERVER, SPI_OUT, 100, 20, 1200);
+    expectRewritten(up, await arrived(wanEsp, 20, 10), WAN_ADDR, SERVER);
+    const down = await esp('wan', SERVER, WAN_ADDR, SPI_IN, 200, 20, 100);
+    expectRewritten(down, await arrived(lanEsp, 20, 10), SERVER, LAN_HOST);
+    const s1 = await router.call('stats');
+    expect(await router.call('get', espOutKey)).toMatchObject({ packets: 20, bytes: 20 * (20 + 8 + 1200), closed: false,
+      newSport: SPI_OUT >>> 16, newDport: SPI_OUT & 0xffff });
+    expect(await router.call('get', espInKey)).toMatchObject({ packets: 20, bytes: 20 * (20 + 8 + 100), closed: false });
+    expect(s1[STAT.forwarded] - s0[STAT.forwarded]).toBe(40);
+    expect(s1[STAT.passedOther]).toBe(s0[STAT.passedOther]);
+    expect(s1[STAT.rewriteFailed]).toBe(0);
+
+    // The value's ports are not read for ESP: the SPI leaves as it came, whatever they say.
+    await router.call('put', espOutKey, { ...espEntries().out, newSport: 0xdead, newDport: 0xbeef });
+    const again = await esp('lan', LAN_HOST, SERVER, SPI_OUT, 150, 1, 100);
+    expectRewritten(again, await arrived(wanEsp, 1, 10), WAN_ADDR, SERVER);
+    await router.call('put', espOutKey, espEntries().out);
+  });
+
+  it('13 ESP with the SA\'s SPI from another source goes up: another LAN host, a spoofed internet source, the LAN host\'s own arriving on the WAN device', async () => {
+    const s0 = await router.call('stats');
+    const out0 = await router.call('get', espOutKey);
+    const in0 = await router.call('get', espInKey);
+    await esp('lan', OTHER_LAN_HOST, SERVER, SPI_OUT, 300, 3, 100);
+    await esp('wan', SPOOFED, WAN_ADDR, SPI_IN, 310, 3, 100);
+    await esp('wan', LAN_HOST, SERVER, SPI_OUT, 320, 3, 100); // its route is wan0, as the entry's: only the ingress tells
+    await onlyOwnArrive(330);
+    const s1 = await router.call('stats');
+    expect(s1[STAT.forwarded] - s0[STAT.forwarded]).toBe(2);
+    expect(s1[STAT.passedOther] - s0[STAT.passedOther]).toBe(3); // the wrong device's (the others have no entry)
+    expect((await router.call('get', espOutKey)).packets).toBe(out0.packets + 1);
+    expect((await router.call('get', espInKey)).packets).toBe(in0.packets + 1);
+  });
+
+  it('14 ESP with another SPI between the same addresses goes up: either half of it changed, either way', async () => {
+    const s0 = await router.call('stats');
+    await esp('lan', LAN_HOST, SERVER, (SPI_OUT ^ 1) >>> 0, 400, 2, 100);
+    await esp('lan', LAN_HOST, SERVER, (SPI_OUT ^ 0x10000) >>> 0, 410, 2, 100);
+    await esp('wan', SERVER, WAN_ADDR, SPI_IN ^ 1, 420, 2, 100);
+    await esp('wan', SERVER, WAN_ADDR, SPI_IN ^ 0x10000, 430, 2, 100);
+    await esp('wan', SERVER, WAN_ADDR, SPI_OUT, 440, 2, 100); // the other direction's SPI
+    await onlyOwnArrive(450);
+    const s1 = await router.call('stats');
+    expect(s1[STAT.forwarded] - s0[STAT.forwarded]).toBe(2);
+  });
+
+  it('15 a truncated ESP packet (its IP length leaves 7 bytes of ESP, though the frame carries the rest) goes up, either way', async () => {
+    const s0 = await router.call('stats');
+    await esp('lan', LAN_HOST, SERVER, SPI_OUT, 500, 2, 100, 'short');
+    await esp('wan', SERVER, WAN_ADDR, SPI_IN, 510, 2, 100, 'short');
+    await onlyOwnArrive(520);
+    const s1 = await router.call('stats');
+    expect(s1[STAT.forwarded] - s0[STAT.forwarded]).toBe(2);
+  });
+
+  it('16 an ESP fragment goes up, the first (MF, its SPI the SA\'s) and a last one (an offset, bytes like the SPI where the header would be), either way', async () => {
+    const s0 = await router.call('stats');
+    await esp('lan', LAN_HOST, SERVER, SPI_OUT, 600, 2, 100, 'mf');
+    await esp('lan', LAN_HOST, SERVER, SPI_OUT, 610, 2, 100, 'last');
+    await esp('wan', SERVER, WAN_ADDR, SPI_IN, 620, 2, 100, 'mf');
+    await esp('wan', SERVER, WAN_ADDR, SPI_IN, 630, 2, 100, 'last');
+    await onlyOwnArrive(640);
+    const s1 = await router.call('stats');
+    expect(s1[STAT.forwarded] - s0[STAT.forwarded]).toBe(2);
+  });
+
+  it('17 ESP: every packet of a direction marked closed goes up, counted there and not in the entry, until its entry is written open again', async () => {
+    await router.call('put', espInKey, { ...espEntries().in, closed: true });
+    const s0 = await router.call('stats');
+    await esp('wan', SERVER, WAN_ADDR, SPI_IN, 700, 3, 100);
+    const up = await esp('lan', LAN_HOST, SERVER, SPI_OUT, 710, 1, 100); // the other direction is not closed
+    expectRewritten(up, await arrived(wanEsp, 1, 10), WAN_ADDR, SERVER);
+    await sleep(300);
+    expect(await arrived(lanEsp, 0, 0)).toEqual([]);
+    const s1 = await router.call('stats');
+    expect(s1[STAT.passedClose] - s0[STAT.passedClose]).toBe(3);
+    expect(s1[STAT.forwarded] - s0[STAT.forwarded]).toBe(1);
+    expect(await router.call('get', espInKey)).toMatchObject({ closed: true, packets: 0, bytes: 0 });
+    await router.call('put', espInKey, espEntries().in);
+    await onlyOwnArrive(720);
+    expect(await router.call('get', espInKey)).toMatchObject({ closed: false, packets: 1 });
+  });
+
+  it('18 dies with its process: after kill -9 nothing crosses; a new process\'s entries carry the same connection on; close() detaches too', async () => {
     // The links are the process's fds: tcx links on both devices.
     const info = handle.links.map((fd) => readFileSync(`/proc/${router.pid}/fdinfo/${fd}`, 'utf8'));
     expect(info[0]).toMatch(/link_type:\s+tcx/);
