@@ -15,7 +15,7 @@
 import { readFileSync } from 'node:fs';
 import * as A from '../engine/abi.js';
 import { rawToIp } from '../engine/abi.js';
-import { FAST_PATH_VALUE_BYTES, FastPath as KernelFastPath, fastPathKey, fastPathValue, parseFastPathValue } from '../tun/fastpath.js';
+import { FAST_PATH_VALUE_BYTES, FastPath as KernelFastPath, fastPathEspKey, fastPathKey, fastPathValue, parseFastPathValue } from '../tun/fastpath.js';
 import type { Engine } from '../engine/engine.js';
 
 /** The kernel's flow table (src/tun/fastpath.ts opens it): 16-byte keys, 48-byte values. */
@@ -133,14 +133,15 @@ export class FastPath {
     const remA = dv.getUint32(e + A.ESP_REM_ADDR, true);
     const spiOut = dv.getUint32(e + A.ESP_SPI_OUT, true);
     const spiIn = dv.getUint32(e + A.ESP_SPI_IN, true);
-    // The SPI as a number (network order) is the key's two "ports".
+    // The SPIs as numbers (network order): the keys' and values' two "ports".
     const spiOutN = dv.getUint32(e + A.ESP_SPI_OUT, false), spiInN = dv.getUint32(e + A.ESP_SPI_IN, false);
     const wan = this.wanRaw;
     const refuse = () => this.engine.x.fastPathCheckEsp(r, lanA, remA, spiOut, spiIn, 0);
     this.hold({
       id: ESP_ID + r, f: r, proto: ESP, lanA, lanP: 0, remA, remP: 0, aliasP: 0, spiOut, spiIn,
-      outKey: keyOf(lanA, remA, spiOutN >>> 16, spiOutN & 0xffff, ESP),
-      inKey: keyOf(remA, wan, spiInN >>> 16, spiInN & 0xffff, ESP),
+      outKey: fastPathEspKey(rawToIp(lanA), rawToIp(remA), spiOutN),
+      inKey: fastPathEspKey(rawToIp(remA), rawToIp(wan), spiInN),
+      // The ports are unread for ESP (the SPI is never rewritten): the key's halves, as src/tun/fastpath.ts asks.
     }, valueOf(wan, remA, spiOutN >>> 16, spiOutN & 0xffff, this.lanIfindex, this.wanIfindex, 0, 0, false),
     valueOf(remA, lanA, spiInN >>> 16, spiInN & 0xffff, this.wanIfindex, this.lanIfindex, 0, 0, false), refuse);
   }

@@ -6,7 +6,8 @@
 // still counts every packet and byte. What an attacker tries: a blind RST
 // from the internet (dropped by the kernel's window check, the connection
 // lives on); and when the daemon is killed, the fast path dies with it:
-// nothing crosses.
+// nothing crosses. ESP goes by SPI: two hosts' associations with one
+// server, each host's packets to it alone, a spoofed source to nobody.
 import { resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { skipUnless } from '../helpers/prereq.js';
@@ -91,6 +92,45 @@ def csum(b):
 m = struct.pack("!BBHHH", 8, 0, 0, int(sys.argv[2]), 7) + b"attack!!"
 m = m[:2] + struct.pack("!H", csum(m)) + m[4:]
 socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP).sendto(m, (sys.argv[1], 0))
+`;
+
+/**
+ * ESP without encryption (the router reads only addresses and the SPI):
+ * `send DST SPI N` sends N packets (SPI, sequence, 32 bytes) 1 ms apart
+ * from a raw IP-50 socket; `spoof SRC DST SPI N` the same from a forged
+ * source (IP_HDRINCL); `count` prints "ready", counts every ESP packet that
+ * reaches the host by source and SPI, and prints them on stdin's "report".
+ */
+const ESP_PEER = `
+import json, select, socket, struct, sys, time
+mode = sys.argv[1]
+if mode == "send":
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 50)
+    for i in range(int(sys.argv[4])):
+        s.sendto(struct.pack("!II", int(sys.argv[3], 0), i + 1) + b"e" * 32, (sys.argv[2], 0))
+        time.sleep(0.001)
+elif mode == "spoof":
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    for i in range(int(sys.argv[5])):
+        body = struct.pack("!II", int(sys.argv[4], 0), i + 1) + b"e" * 32
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(body), i, 0, 64, 50, 0,
+                         socket.inet_aton(sys.argv[2]), socket.inet_aton(sys.argv[3]))
+        s.sendto(ip + body, (sys.argv[3], 0))
+        time.sleep(0.001)
+else:
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 50)
+    print("ready", flush=True)
+    seen = {}
+    while True:
+        r, _, _ = select.select([s, sys.stdin], [], [])
+        if s in r:
+            pkt = s.recv(2048)
+            key = "%s/0x%08x" % (socket.inet_ntoa(pkt[12:16]), struct.unpack("!I", pkt[20:24])[0])
+            seen[key] = seen.get(key, 0) + 1
+        if sys.stdin in r:
+            if not sys.stdin.readline():
+                break
+            print(json.dumps(seen), flush=True)
 `;
 
 /** Echo requests a host has received (/proc/net/snmp Icmp InEchos): a LAN host that only pings gets none. */
@@ -262,6 +302,57 @@ describe.skipIf(skip)('option flow_offload: established TCP through the kernel f
       expect(inEchos(lab, lab.lan[0]!)).toBe(echosAtHost);
     } finally {
       ping.kill();
+    }
+  });
+
+  /** ESP counters on each host: report() resolves with {"src/0xSPI": packets} so far. */
+  async function espCounter(ns: string) {
+    const p = lab.spawn(ns, ['python3', '-c', ESP_PEER, 'count'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const lines = lineReader(p);
+    await lines((l) => l === 'ready', 10_000);
+    return {
+      report: async (): Promise<Record<string, number>> => { p.stdin!.write('report\n'); return JSON.parse(await lines((l) => l.startsWith('{'), 10_000)); },
+      close: () => p.kill(),
+    };
+  }
+  const espSa = (lan: string) => (JSON.parse(vm.cli('conntrack', '-L', '--json').stdout) as any[]).find((e) => e.proto === 'esp' && e.lan === lan);
+  const espSend = (ns: string, dst: string, spi: number, n: number) => lab.exec(ns, ['python3', '-c', ESP_PEER, 'send', dst, `0x${spi.toString(16)}`, String(n)]);
+
+  it('13 ESP from two LAN hosts to one server, by SPI: once the server\'s answer binds each association the kernel carries both ways, each host gets its own and only its own; a spoofed source gets nothing', async () => {
+    const [A, B] = ['192.168.1.10', '192.168.1.11'];
+    const SPI = { aOut: 0x0a0a0001, aIn: 0x0b0b0001, bOut: 0x0a0a0002, bIn: 0x0b0b0002 };
+    const hex = (spi: number) => `0x${spi.toString(16).padStart(8, '0')}`;
+    const [wan, ca, cb] = [await espCounter(lab.wan[0]!), await espCounter(lab.lan[0]!), await espCounter(lab.lan[1]!)];
+    try {
+      // Each host's first packet, then the server's first answer, which the engine binds to the host waiting for it.
+      for (const [ns, lan, out, inb] of [[lab.lan[0]!, A, SPI.aOut, SPI.aIn], [lab.lan[1]!, B, SPI.bOut, SPI.bIn]] as const) {
+        const f0 = fp().offloaded;
+        espSend(ns, WANHOST, out, 1);
+        await until(() => espSa(lan)?.state === 'OUTSTANDING', 5_000);
+        espSend(lab.wan[0]!, WANADDR, inb, 1);
+        await until(() => espSa(lan)?.spiIn === hex(inb), 5_000);
+        await until(() => fp().offloaded > f0, 5_000);
+      }
+      const f1 = fp(), c1 = vm.status().counters;
+      for (const [ns, dst, spi] of [[lab.lan[0]!, WANHOST, SPI.aOut], [lab.lan[1]!, WANHOST, SPI.bOut],
+        [lab.wan[0]!, WANADDR, SPI.aIn], [lab.wan[0]!, WANADDR, SPI.bIn]] as const) espSend(ns, dst, spi, 300);
+      // The attacker: the server's SPIs from an address that is not the server's.
+      const noSa = () => (vm.status().drops as Record<string, number>).esp_no_sa ?? 0;
+      const noSa0 = noSa();
+      lab.exec(lab.wan[0]!, ['python3', '-c', ESP_PEER, 'spoof', '198.51.100.66', WANADDR, hex(SPI.aIn), '20']);
+      await until(() => noSa() - noSa0 >= 20, 5_000);
+      const f2 = fp(), c2 = vm.status().counters;
+      expect(await wan.report()).toEqual({ [`${WANADDR}/${hex(SPI.aOut)}`]: 301, [`${WANADDR}/${hex(SPI.bOut)}`]: 301 });
+      expect(await ca.report()).toEqual({ [`${WANHOST}/${hex(SPI.aIn)}`]: 301 });
+      expect(await cb.report()).toEqual({ [`${WANHOST}/${hex(SPI.bIn)}`]: 301 });
+      // The 1,200 went through the kernel; the TUNs saw the 20 spoofed ones (and nothing much else).
+      expect(f2.forwarded - f1.forwarded).toBeGreaterThanOrEqual(1200);
+      expect(c2.rxInside + c2.rxOutside - c1.rxInside - c1.rxOutside).toBeLessThan(200);
+      // conntrack counts both directions of each association: the server's first packet, which the
+      // engine saw and counted (a new SPI's first packet is not), and the 600 the kernel carried.
+      await until(() => espSa(A)?.packetsOut === 601 && espSa(B)?.packetsOut === 601, 5_000);
+    } finally {
+      wan.close(); ca.close(); cb.close();
     }
   });
 
