@@ -97,6 +97,29 @@ export function alive(pid: number): boolean {
   try { process.kill(pid, 0); return true; } catch { return false; }
 }
 
+/** Every thread of pid is stopped (state T in /proc/<pid>/task/<tid>/stat; one that has exited counts as stopped). */
+export function allThreadsStopped(pid: number): boolean {
+  let tids: string[];
+  try { tids = readdirSync(`/proc/${pid}/task`); } catch { return false; }
+  return tids.every((tid) => {
+    let stat: string;
+    try { stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8'); } catch { return true; }
+    // "tid (comm) S ...": comm may hold spaces and parentheses; the state follows the last ')'
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    return state === 'T' || state === 'Z' || state === 'X';
+  });
+}
+
+/**
+ * SIGSTOP, then waits until every thread of pid has stopped. kill() only queues the signal: the group stop
+ * begins when one thread (the main one, woken from its poll) takes it, which on a loaded machine can be
+ * milliseconds later, and the other threads (vpnmasq's data path) run on until it reaches them.
+ */
+export async function stopProcess(pid: number, ms = 30_000): Promise<void> {
+  process.kill(pid, 'SIGSTOP');
+  await until(() => allThreadsStopped(pid), ms, `every thread of pid ${pid} to stop`);
+}
+
 /** Every file below dir, as sorted relative paths (directories end in /). */
 export function tree(dir: string): string[] {
   const out: string[] = [];
