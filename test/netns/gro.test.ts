@@ -23,6 +23,7 @@ import { RunningRouter } from '../helpers/vpnmasq.js';
 import type { Lab as LabT } from '../../src/lab/lab.js';
 import { lineReader } from '../helpers/peerlines.js';
 import { ipCsumOk, l4CsumOk, parse } from '../helpers/packet.js';
+import { stopProcess } from '../helpers/shell.js';
 
 const PEER = resolve(__dirname, 'gro-peer.py');
 const skip = skipUnless({ root: true, tun: true, tools: ['ip', 'python3', 'tcpdump'] });
@@ -98,7 +99,7 @@ describe.skipIf(skip)('GRO on write through the router (real TUN path)', () => {
    */
   async function frozen(send: () => Promise<unknown> | void): Promise<void> {
     const pid = vm.status().pid as number;
-    process.kill(pid, 'SIGSTOP');
+    await stopProcess(pid); // every thread, the data path's too: kill() returns before they stop
     try { await send(); } finally { process.kill(pid, 'SIGCONT'); }
   }
 

@@ -15,6 +15,7 @@ import { RunningRouter } from '../helpers/vpnmasq.js';
 import { iperfServer, udpAnswerer, waitListening } from '../helpers/servers.js';
 import type { Lab as LabT } from '../../src/lab/lab.js';
 import { READER_QUEUE, TUN_TXQUEUELEN } from '../../src/tun/tun.js';
+import { sleep, stopProcess } from '../helpers/shell.js';
 
 const skip = skipUnless({ root: true, tun: true, tools: ['ip', 'tc', 'iperf3', 'socat', 'python3', 'ping'] });
 const PEER = resolve(__dirname, 'queue-flood.py');
@@ -80,7 +81,6 @@ while True:
 print(json.dumps({'received': sum(len(v) for v in got.values()), 'bad': bad,
                   'notPrefix': sum(1 for v in got.values() if v != set(range(len(v))))}), flush=True)
 `;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe.skipIf(skip)('queue discipline: floods that are not TCP (real TUN path)', () => {
   let lab: LabT;
@@ -111,7 +111,7 @@ describe.skipIf(skip)('queue discipline: floods that are not TCP (real TUN path)
   async function stall(pid: number, ms: number, gapMs = 300, times = 2): Promise<void> {
     for (let i = 0; i < times; i++) {
       await sleep(gapMs);
-      process.kill(pid, 'SIGSTOP');
+      await stopProcess(pid); // every thread, the data path's too: kill() returns before they stop
       await sleep(ms);
       process.kill(pid, 'SIGCONT');
     }
