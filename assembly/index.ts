@@ -20,7 +20,7 @@ import { fragFlushAll, fragReleasedCount, fragSweep } from "./nat/fragments";
 import { extraPending } from "./nat/segment";
 import { ikeDelete, ikeFlushAll, ikeHighWater, ikeInit, ikeSweep } from "./vpn/isakmp";
 import { peersInit } from "./vpn/peers";
-import { callDelete, callFlushAll, callHighWater, callSweep, pptpInit } from "./vpn/pptp";
+import { callDelete, callFastCheck, callFastCredit, callFlushAll, callForgetOffloaded, callHighWater, callSweep, pptpInit } from "./vpn/pptp";
 import { srcFlushAll } from "./nat/limits";
 import { countAdd, eventPush, setClock, setLanNetCount as setLanNetCountState, setRouterLanAddr as setRouterLanAddrState, setRouterLanCount as setRouterLanCountState, setSeed, setWan, settingsApply, settingsRec, wanAddr } from "./nat/state";
 import { flowActive as tableActive, flowDelete, flowFlushAll, flowHighWater as tableHighWater, flowReset, flowSweep } from "./nat/table";
@@ -186,11 +186,19 @@ export function fastPathCredit(f: u32, proto: u32, lanA: u32, lanP: u32, remA: u
   pktsOut: u32, pktsIn: u32, bytesOut: f64, bytesIn: f64): u32 {
   return fpCredit(f, proto, lanA, lanP, remA, remP, aliasP, pktsOut, pktsIn, bytesOut, bytesIn);
 }
-export function fastPathForget(): void { fastPathForgetAll(tableHighWater()); espForgetOffloaded(); }
+export function fastPathForget(): void { fastPathForgetAll(tableHighWater()); espForgetOffloaded(); callForgetOffloaded(); }
 /** An offloaded ESP association (record r, raw addresses and SPIs): 1 keep, 0 withdraw. */
 export function fastPathCheckEsp(r: u32, lanA: u32, remA: u32, spiOut: u32, spiIn: u32, wan: u32): u32 { return espFastCheck(r, lanA, remA, spiOut, spiIn, wan); }
 /** The kernel's packets for it since the last sync, both directions. */
 export function fastPathCreditEsp(r: u32, lanA: u32, remA: u32, spiOut: u32, spiIn: u32, pkts: u32): u32 { return espFastCredit(r, lanA, remA, spiOut, spiIn, pkts); }
+/** An offloaded PPTP call (record r, raw addresses, Call IDs host order): 1 keep, 0 withdraw. */
+export function fastPathCheckCall(r: u32, lanA: u32, remA: u32, callLan: u32, alias: u32, callRemote: u32, wan: u32): u32 {
+  return callFastCheck(r, lanA, remA, callLan, alias, callRemote, wan);
+}
+/** The kernel's GRE packets for it since the last sync, out and in. */
+export function fastPathCreditCall(r: u32, lanA: u32, remA: u32, callLan: u32, alias: u32, callRemote: u32, pktsOut: u32, pktsIn: u32): u32 {
+  return callFastCredit(r, lanA, remA, callLan, alias, callRemote, pktsOut, pktsIn);
+}
 export function groLinksPtr(): usize { return groLinks; }
 export function flowsPtr(): usize { return flows; }
 export function flowSize(): u32 { return FLOW_SIZE; }

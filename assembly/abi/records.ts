@@ -114,6 +114,7 @@ export const CALL_PKTS_IN: u32 = 24;  // u32
 export const CALL_IN_USE: u32 = 28;   // u8
 export const CF_REMOTE_KNOWN: u32 = 1;
 export const CF_DISCONNECTED: u32 = 2;
+export const CF_OFFLOADED: u32 = 4;  // its GRE handed to the flow fast path (nat/fastpath.ts) and not withdrawn; never saved
 
 // @group frag  (nat/fragments.ts: one datagram followed by IP ID)
 export const FRAG_SIZE: u32 = 48;

@@ -34,6 +34,9 @@
 // outbound SPI toward the server from that host and the server's inbound
 // SPI toward the WAN address, exactly the keys the engine bound, so a WAN
 // packet still cannot choose its host. Its ring entries carry RING_ESP.
+// A PPTP call's GRE goes likewise, by Call ID (vpn/pptp.ts callOffer):
+// (host, server, the server's Call ID) out, (server, WAN address, the
+// call's alias) in, the alias written back to the host's own Call ID.
 
 import { PROTO_ICMP, PROTO_TCP, PROTO_UDP } from "../abi/codes";
 import {
@@ -96,6 +99,8 @@ export function fastPathOffer(r: usize, proto: u32, state: u32): void {
 
 /** A ring entry with this bit is an ESP association's record (vpn/esp.ts espOffer), not a flow's. */
 export const RING_ESP: u32 = 0x80000000;
+/** ... and with this one a PPTP call's (vpn/pptp.ts callOffer). Flow indexes stay below both. */
+export const RING_CALL: u32 = 0x40000000;
 
 /** Queues `v` (a flow index, or RING_ESP | an ESP record) for the thread; false when the ring is full. */
 export function ringPush(v: u32): bool {

@@ -24,7 +24,7 @@
 import { C_CALLS_ACTIVE } from "../abi/counters";
 import {
   CALL_EXPIRES, CALL_FLAGS, CALL_ID_ALIAS, CALL_ID_LAN, CALL_ID_REMOTE, CALL_IN_USE, CALL_LAN_ADDR,
-  CALL_PKTS_IN, CALL_PKTS_OUT, CALL_REM_ADDR, CALL_SIZE, CF_DISCONNECTED, CF_REMOTE_KNOWN,
+  CALL_PKTS_IN, CALL_PKTS_OUT, CALL_REM_ADDR, CALL_SIZE, CF_DISCONNECTED, CF_OFFLOADED, CF_REMOTE_KNOWN,
 } from "../abi/records";
 import { callIdBitmap, callMap, callRecs, counters, CALL_CAP, CALL_MAP_SIZE } from "../layout";
 import { RESTORE_BAD_FIELD, RESTORE_DUPLICATE, RESTORE_FULL, RESTORE_OK, SNAP_MAX_LIFETIME_DS } from "../abi/codes";
@@ -34,9 +34,10 @@ import { TCP_CSUM, TCP_OFF } from "../wire/l4";
 import { kmFirst, kmHas, kmInsert, kmNext, kmRemove, kmValueAt } from "./keymap";
 import { Drop } from "../abi/reasons";
 import { slabAlloc, slabFree, slabHighWater, slabInit } from "./slab";
-import { countAdd, greDisconnectDs, greDs, nowDs } from "../nat/state";
+import { countAdd, greDisconnectDs, greDs, nowDs, wanAddr } from "../nat/state";
 import { hash1 } from "../nat/hash";
 import { LIM_CALLS, srcCharge, srcRelease } from "../nat/limits";
+import { RING_CALL, fastPathOn, ringPush } from "../nat/fastpath";
 
 export const PPTP_PORT: u32 = 1723;
 const MAGIC: u32 = 0x1a2b3c4d;
@@ -291,6 +292,65 @@ export function callTouch(v: u32, outbound: bool): void {
   if ((load<u16>(e, CALL_FLAGS) & <u16>CF_DISCONNECTED) == 0) store<u32>(e, nowDs + greDs, CALL_EXPIRES);
   if (outbound) store<u32>(e, load<u32>(e, CALL_PKTS_OUT) + 1, CALL_PKTS_OUT);
   else store<u32>(e, load<u32>(e, CALL_PKTS_IN) + 1, CALL_PKTS_IN);
+  if (fastPathOn) callOffer(v - 1);
+}
+
+// ---- the flow fast path (nat/fastpath.ts; option flow_offload) -------------
+
+/**
+ * A connected call whose both Call IDs are known has its GRE carried by the
+ * kernel: (host, server, the server's Call ID) leaves from the WAN address
+ * unchanged, (server, WAN address, the call's alias) goes to the host with
+ * the alias written back to the host's own Call ID, exactly what greOut and
+ * greIn do. The control connection on 1723 stays with the engine, so it
+ * sees every hang-up (a disconnected call is withdrawn and lingers here).
+ */
+function callOffer(r: u32): void {
+  const e = rec(r);
+  const flags = <u32>load<u16>(e, CALL_FLAGS);
+  if ((flags & (CF_OFFLOADED | CF_DISCONNECTED)) != 0 || (flags & CF_REMOTE_KNOWN) == 0) return;
+  if (wanAddr == 0 || load<u32>(e, CALL_LAN_ADDR) == wanAddr) return;
+  if (!ringPush(RING_CALL | r)) return;
+  store<u16>(e, <u16>(flags | CF_OFFLOADED), CALL_FLAGS);
+}
+
+/** The call the thread offloaded as record `r` with these Call IDs: still that one, connected and offloaded? */
+function callSame(r: u32, lanA: u32, remA: u32, callLan: u32, alias: u32, callRemote: u32): bool {
+  if (r >= slabHighWater(slab)) return false;
+  const e = rec(r);
+  const flags = <u32>load<u16>(e, CALL_FLAGS);
+  return load<u8>(e, CALL_IN_USE) != 0 && (flags & CF_OFFLOADED) != 0 && (flags & CF_REMOTE_KNOWN) != 0 &&
+    load<u32>(e, CALL_LAN_ADDR) == lanA && load<u32>(e, CALL_REM_ADDR) == remA && <u32>load<u16>(e, CALL_ID_LAN) == callLan &&
+    <u32>load<u16>(e, CALL_ID_ALIAS) == alias && <u32>load<u16>(e, CALL_ID_REMOTE) == callRemote;
+}
+
+/** The sync's question: 1 keep, 0 withdraw (freed, expired, reused, hung up, a new WAN address, the option off). */
+export function callFastCheck(r: u32, lanA: u32, remA: u32, callLan: u32, alias: u32, callRemote: u32, wan: u32): u32 {
+  if (!callSame(r, lanA, remA, callLan, alias, callRemote) || !live(r)) return 0;
+  const e = rec(r);
+  if (fastPathOn && wan == wanAddr && connected(e)) return 1;
+  store<u16>(e, load<u16>(e, CALL_FLAGS) & ~<u16>CF_OFFLOADED, CALL_FLAGS);
+  return 0;
+}
+
+/** What the kernel carried since the last sync: counted each way, and the call kept alive as its packets would. */
+export function callFastCredit(r: u32, lanA: u32, remA: u32, callLan: u32, alias: u32, callRemote: u32, pktsOut: u32, pktsIn: u32): u32 {
+  if (!callSame(r, lanA, remA, callLan, alias, callRemote)) return 0;
+  if (pktsOut == 0 && pktsIn == 0) return 1;
+  const e = rec(r);
+  store<u32>(e, load<u32>(e, CALL_PKTS_OUT) + pktsOut, CALL_PKTS_OUT);
+  store<u32>(e, load<u32>(e, CALL_PKTS_IN) + pktsIn, CALL_PKTS_IN);
+  if (connected(e)) store<u32>(e, nowDs + greDs, CALL_EXPIRES);
+  return 1;
+}
+
+/** Every call unmarked (the fast path closed, or a restore). */
+export function callForgetOffloaded(): void {
+  const hw = slabHighWater(slab);
+  for (let r: u32 = 0; r < hw; r++) {
+    const e = rec(r);
+    store<u16>(e, load<u16>(e, CALL_FLAGS) & ~<u16>CF_OFFLOADED, CALL_FLAGS);
+  }
 }
 export function callLanAddr(v: u32): u32 { return load<u32>(rec(v - 1), CALL_LAN_ADDR); }
 export function callLanId(v: u32): u32 { return load<u16>(rec(v - 1), CALL_ID_LAN); }
@@ -319,7 +379,8 @@ export function callHighWater(): u32 { return slabHighWater(slab); }
 /** One saved call (CALL_SIZE bytes at `src`): skipped when free or expired, else checked and inserted with its alias. */
 export function callRestore(src: usize): u32 {
   if (load<u8>(src, CALL_IN_USE) == 0) return RESTORE_OK;
-  const flags = <u32>load<u16>(src, CALL_FLAGS);
+  // Offloaded is this run's business (the kernel's table is gone with it): re-offered by the next packet.
+  const flags = <u32>load<u16>(src, CALL_FLAGS) & ~CF_OFFLOADED;
   if ((flags & ~(CF_REMOTE_KNOWN | CF_DISCONNECTED)) != 0) return RESTORE_BAD_FIELD;
   const left = load<u32>(src, CALL_EXPIRES) - nowDs;
   if (<i32>left <= 0) return RESTORE_OK;
@@ -338,6 +399,7 @@ export function callRestore(src: usize): u32 {
   if (v == 0) return RESTORE_FULL;
   memory.copy(rec(v - 1), src, CALL_SIZE);
   store<u8>(rec(v - 1), 1, CALL_IN_USE);
+  store<u16>(rec(v - 1), <u16>flags, CALL_FLAGS);
   aliasMark(alias, true);
   srcCharge(lanA, LIM_CALLS); // over a cap lowered since, the call stays (its release finds the count at the cap)
   kmInsert(callMap, MAP_MASK, remA, alias | K_IN, v);

@@ -8,7 +8,8 @@
 // the engine no longer vouches for (closed, deleted, reused, a new WAN
 // address, a reload that turned the option off) leaves the kernel's table.
 // A bound ESP association (IP 50, by SPI) is held the same way: two
-// entries, its outbound and its inbound SPI, neither rewritten.
+// entries, its outbound and its inbound SPI, neither rewritten; and a
+// PPTP call's GRE by Call ID (the inbound alias written back).
 //
 // Work here is per flow (an offer, a sync round), never per packet.
 
@@ -29,11 +30,11 @@ export interface FastPathKernel {
   close(): void;
 }
 
-const TCP = 6, ICMP = 1, ESP = 50;
-/** A ring entry with this bit is an ESP association's record (assembly/nat/fastpath.ts RING_ESP). */
-const RING_ESP = 0x80000000;
-/** Held's map key for ESP record r: apart from every flow index. */
-const ESP_ID = 2 ** 32;
+const TCP = 6, ICMP = 1, ESP = 50, GRE = 47;
+/** A ring entry with this bit is an ESP association's record, with this one a PPTP call's (assembly/nat/fastpath.ts). */
+const RING_ESP = 0x80000000, RING_CALL = 0x40000000;
+/** Held's map keys for ESP record r and call record r: apart from every flow index and each other. */
+const ESP_ID = 2 ** 32, CALL_ID = 2 ** 33;
 
 /**
  * A key (src/tun/fastpath.ts lays it out): addresses raw (the engine's
@@ -65,7 +66,7 @@ interface Held {
   /** the map key: the flow index f, or ESP_ID + the ESP record f */
   id: number;
   f: number; proto: number; lanA: number; lanP: number; remA: number; remP: number; aliasP: number;
-  /** ESP: the SPIs as the engine keeps them (raw: the packet's bytes read little-endian) */
+  /** ESP: the SPIs as the engine keeps them (raw: the packet's bytes read little-endian); GRE: 0 */
   spiOut: number; spiIn: number;
   outKey: Buffer; inKey: Buffer;
   /** the kernel's counts at the last sync (out: LAN → WAN) */
@@ -118,6 +119,7 @@ export class FastPath {
     x.fastPathTaken();
     for (const f of fs) {
       if ((f & RING_ESP) !== 0) this.offloadEsp(dv, (f & ~RING_ESP) >>> 0);
+      else if ((f & RING_CALL) !== 0) this.offloadCall(dv, (f & ~RING_CALL) >>> 0);
       else this.offload(dv, f);
     }
   }
@@ -144,6 +146,29 @@ export class FastPath {
       // The ports are unread for ESP (the SPI is never rewritten): the key's halves, as src/tun/fastpath.ts asks.
     }, valueOf(wan, remA, spiOutN >>> 16, spiOutN & 0xffff, this.lanIfindex, this.wanIfindex, 0, 0, false),
     valueOf(remA, lanA, spiInN >>> 16, spiInN & 0xffff, this.wanIfindex, this.lanIfindex, 0, 0, false), refuse);
+  }
+
+  /**
+   * A PPTP call's GRE (vpn/pptp.ts callOffer): the host's packets to the
+   * server carry the server's Call ID and leave from the WAN address
+   * unchanged; the server's carry the call's alias, written back to the
+   * host's own Call ID. Held with lanP = the host's Call ID, aliasP = the
+   * alias, remP = the server's.
+   */
+  private offloadCall(dv: DataView, r: number): void {
+    const c = this.engine.x.callPtr() + r * A.CALL_SIZE;
+    const lanA = dv.getUint32(c + A.CALL_LAN_ADDR, true);
+    const remA = dv.getUint32(c + A.CALL_REM_ADDR, true);
+    const callLan = dv.getUint16(c + A.CALL_ID_LAN, true);
+    const alias = dv.getUint16(c + A.CALL_ID_ALIAS, true);
+    const callRemote = dv.getUint16(c + A.CALL_ID_REMOTE, true);
+    const wan = this.wanRaw;
+    const refuse = () => this.engine.x.fastPathCheckCall(r, lanA, remA, callLan, alias, callRemote, 0);
+    this.hold({
+      id: CALL_ID + r, f: r, proto: GRE, lanA, lanP: callLan, remA, remP: callRemote, aliasP: alias, spiOut: 0, spiIn: 0,
+      outKey: keyOf(lanA, remA, 0, callRemote, GRE), inKey: keyOf(remA, wan, 0, alias, GRE),
+    }, valueOf(wan, remA, 0, callRemote, this.lanIfindex, this.wanIfindex, 0, 0, false),
+    valueOf(remA, lanA, 0, callLan, this.wanIfindex, this.lanIfindex, 0, 0, false), refuse);
   }
 
   private offload(dv: DataView, f: number): void {
@@ -266,6 +291,11 @@ export class FastPath {
       if (h.proto === ESP) {
         x.fastPathCreditEsp(h.f, h.lanA, h.remA, h.spiOut, h.spiIn, po + pi);
         if (x.fastPathCheckEsp(h.f, h.lanA, h.remA, h.spiOut, h.spiIn, this.wanRaw) === 0) this.drop(h);
+        continue;
+      }
+      if (h.proto === GRE) {
+        x.fastPathCreditCall(h.f, h.lanA, h.remA, h.lanP, h.aliasP, h.remP, po, pi);
+        if (x.fastPathCheckCall(h.f, h.lanA, h.remA, h.lanP, h.aliasP, h.remP, this.wanRaw) === 0) this.drop(h);
         continue;
       }
       x.fastPathCredit(h.f, h.proto, h.lanA, h.lanP, h.remA, h.remP, h.aliasP, po, pi, bo, bi);

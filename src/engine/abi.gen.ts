@@ -196,6 +196,7 @@ export const CALL_PKTS_IN = 24;
 export const CALL_IN_USE = 28;
 export const CF_REMOTE_KNOWN = 1;
 export const CF_DISCONNECTED = 2;
+export const CF_OFFLOADED = 4;
 
 // @group frag
 export const FRAG_SIZE = 48;
@@ -401,7 +402,7 @@ export const ABI_GROUPS = {
   binding: ['BIND_SIZE', 'B_LAN_ADDR', 'B_REFS', 'B_LAN_PORT', 'B_FLAGS', 'BF_USED', 'BF_STATIC', 'BIND_TCP', 'BIND_UDP', 'BIND_ICMP', 'BIND_PROTOS'],
   esp: ['ESP_SIZE', 'ESP_LAN_ADDR', 'ESP_REM_ADDR', 'ESP_SPI_OUT', 'ESP_SPI_IN', 'ESP_EXPIRES', 'ESP_DEADLINE', 'ESP_PEER', 'ESP_STATE', 'ESP_RETRIES', 'ESP_FLAGS', 'ESP_PKTS', 'ESP_SPI_IN2', 'ESP_TIMER', 'ESP_FREE', 'ESP_OUTSTANDING', 'ESP_BOUND', 'ESP_SQUELCHED', 'ESPF_FORWARD', 'ESPF_UNREPLIED', 'ESPF_PROVISIONAL', 'ESPF_CHARGED', 'ESPF_OFFLOADED'],
   ike: ['IKE_SIZE', 'IKE_LAN_ADDR', 'IKE_REM_ADDR', 'IKE_ICOOKIE', 'IKE_RCOOKIE', 'IKE_EXPIRES', 'IKE_LAST_SEEN', 'IKE_REM_PORT', 'IKE_FLAGS', 'IKE_PKTS_OUT', 'IKE_PKTS_IN', 'IKE_IN_USE', 'IKEF_INBOUND', 'IKEF_ANSWERED', 'IKEF_CHARGED'],
-  call: ['CALL_SIZE', 'CALL_LAN_ADDR', 'CALL_REM_ADDR', 'CALL_ID_LAN', 'CALL_ID_ALIAS', 'CALL_ID_REMOTE', 'CALL_FLAGS', 'CALL_EXPIRES', 'CALL_PKTS_OUT', 'CALL_PKTS_IN', 'CALL_IN_USE', 'CF_REMOTE_KNOWN', 'CF_DISCONNECTED'],
+  call: ['CALL_SIZE', 'CALL_LAN_ADDR', 'CALL_REM_ADDR', 'CALL_ID_LAN', 'CALL_ID_ALIAS', 'CALL_ID_REMOTE', 'CALL_FLAGS', 'CALL_EXPIRES', 'CALL_PKTS_OUT', 'CALL_PKTS_IN', 'CALL_IN_USE', 'CF_REMOTE_KNOWN', 'CF_DISCONNECTED', 'CF_OFFLOADED'],
   frag: ['FRAG_SIZE', 'FRAG_SRC_ADDR', 'FRAG_DST_ADDR', 'FRAG_IP_ID', 'FRAG_PROTO', 'FRAG_SIDE', 'FRAG_NEW_ADDR', 'FRAG_EXPIRES', 'FRAG_FIRST_END', 'FRAG_SEEN', 'FRAG_TOTAL', 'FRAG_NEW_ID', 'FRAG_FLAGS', 'FRAG_L4_KEY', 'FRF_CONTESTED', 'FRF_DONE'],
   hold: ['HOLD_SIZE', 'HOLD_SRC_ADDR', 'HOLD_DST_ADDR', 'HOLD_IP_ID', 'HOLD_PROTO', 'HOLD_SIDE', 'HOLD_EXPIRES'],
   peer: ['PEER_SIZE', 'PEER_LAN_ADDR', 'PEER_REM_ADDR', 'PEER_IKE_LAST', 'PEER_IKE_COUNT', 'PEER_ESP_BOUND', 'PEER_ESP_EXPIRES', 'PEER_RECENT_HOST', 'PEER_REFS'],
@@ -441,13 +442,13 @@ export const ABI_ORDER = [
   'IKE_EXPIRES', 'IKE_LAST_SEEN', 'IKE_REM_PORT', 'IKE_FLAGS', 'IKE_PKTS_OUT', 'IKE_PKTS_IN', 'IKE_IN_USE',
   'IKEF_INBOUND', 'IKEF_ANSWERED', 'IKEF_CHARGED', 'CALL_SIZE', 'CALL_LAN_ADDR', 'CALL_REM_ADDR',
   'CALL_ID_LAN', 'CALL_ID_ALIAS', 'CALL_ID_REMOTE', 'CALL_FLAGS', 'CALL_EXPIRES', 'CALL_PKTS_OUT',
-  'CALL_PKTS_IN', 'CALL_IN_USE', 'CF_REMOTE_KNOWN', 'CF_DISCONNECTED', 'FRAG_SIZE', 'FRAG_SRC_ADDR',
-  'FRAG_DST_ADDR', 'FRAG_IP_ID', 'FRAG_PROTO', 'FRAG_SIDE', 'FRAG_NEW_ADDR', 'FRAG_EXPIRES', 'FRAG_FIRST_END',
-  'FRAG_SEEN', 'FRAG_TOTAL', 'FRAG_NEW_ID', 'FRAG_FLAGS', 'FRAG_L4_KEY', 'FRF_CONTESTED', 'FRF_DONE',
-  'HOLD_SIZE', 'HOLD_SRC_ADDR', 'HOLD_DST_ADDR', 'HOLD_IP_ID', 'HOLD_PROTO', 'HOLD_SIDE', 'HOLD_EXPIRES',
-  'PEER_SIZE', 'PEER_LAN_ADDR', 'PEER_REM_ADDR', 'PEER_IKE_LAST', 'PEER_IKE_COUNT', 'PEER_ESP_BOUND',
-  'PEER_ESP_EXPIRES', 'PEER_RECENT_HOST', 'PEER_REFS', 'SRC_SIZE', 'SRC_ADDR', 'SRC_FLOWS', 'SRC_IKE',
-  'SRC_CALLS', 'SRC_ESP', 'SRC_FRAGS', 'CAPTURE_SLOTS', 'CAPTURE_HEADER', 'CAPH_HEAD', 'CAPH_TAIL',
+  'CALL_PKTS_IN', 'CALL_IN_USE', 'CF_REMOTE_KNOWN', 'CF_DISCONNECTED', 'CF_OFFLOADED', 'FRAG_SIZE',
+  'FRAG_SRC_ADDR', 'FRAG_DST_ADDR', 'FRAG_IP_ID', 'FRAG_PROTO', 'FRAG_SIDE', 'FRAG_NEW_ADDR', 'FRAG_EXPIRES',
+  'FRAG_FIRST_END', 'FRAG_SEEN', 'FRAG_TOTAL', 'FRAG_NEW_ID', 'FRAG_FLAGS', 'FRAG_L4_KEY', 'FRF_CONTESTED',
+  'FRF_DONE', 'HOLD_SIZE', 'HOLD_SRC_ADDR', 'HOLD_DST_ADDR', 'HOLD_IP_ID', 'HOLD_PROTO', 'HOLD_SIDE',
+  'HOLD_EXPIRES', 'PEER_SIZE', 'PEER_LAN_ADDR', 'PEER_REM_ADDR', 'PEER_IKE_LAST', 'PEER_IKE_COUNT',
+  'PEER_ESP_BOUND', 'PEER_ESP_EXPIRES', 'PEER_RECENT_HOST', 'PEER_REFS', 'SRC_SIZE', 'SRC_ADDR', 'SRC_FLOWS',
+  'SRC_IKE', 'SRC_CALLS', 'SRC_ESP', 'SRC_FRAGS', 'CAPTURE_SLOTS', 'CAPTURE_HEADER', 'CAPH_HEAD', 'CAPH_TAIL',
   'CAPH_LOST', 'CAPTURE_REC_SIZE', 'CAPR_LEN', 'CAPR_CAPLEN', 'CAPR_REASON', 'CAPR_SIDE', 'CAPR_TIME',
   'CAPR_DATA', 'RULE_SIZE', 'RULE_SRC_ZONE', 'RULE_TARGET', 'RULE_DEST_ZONE', 'RULE_ANY_PROTO', 'RULE_PROTO',
   'RULE_ICMP_TYPE', 'RULE_ICMP_CODE', 'RULE_SRC_NET', 'RULE_SRC_MASK', 'RULE_DST_NET', 'RULE_DST_MASK',
@@ -549,6 +550,10 @@ export interface EngineExports {
   fastPathCheckEsp(r: number, lanA: number, remA: number, spiOut: number, spiIn: number, wan: number): number;
   /** The kernel's packets for it since the last sync, both directions. */
   fastPathCreditEsp(r: number, lanA: number, remA: number, spiOut: number, spiIn: number, pkts: number): number;
+  /** An offloaded PPTP call (record r, raw addresses, Call IDs host order): 1 keep, 0 withdraw. */
+  fastPathCheckCall(r: number, lanA: number, remA: number, callLan: number, alias: number, callRemote: number, wan: number): number;
+  /** The kernel's GRE packets for it since the last sync, out and in. */
+  fastPathCreditCall(r: number, lanA: number, remA: number, callLan: number, alias: number, callRemote: number, pktsOut: number, pktsIn: number): number;
   groLinksPtr(): number;
   flowsPtr(): number;
   flowSize(): number;
@@ -607,12 +612,12 @@ export const ENGINE_EXPORT_ARITY = {
   eventsPtr: 0, eventCap: 0, eventSize: 0, slotsPtr: 0, lensPtr: 0, verdictsPtr: 0, slotSize: 0, slotCount: 0,
   vnetPtr: 0, vnetStride: 0, vnetEnabled: 0, setVnet: 1, setGro: 1, groEnabled: 0, setFastPath: 1,
   fastPathPending: 0, fastPathRing: 0, fastPathTaken: 0, fastPathCheck: 11, fastPathCredit: 11,
-  fastPathForget: 0, fastPathCheckEsp: 6, fastPathCreditEsp: 6, groLinksPtr: 0, flowsPtr: 0, flowSize: 0,
-  acctEnabled: 0, flowAcctPtr: 0, flowCapacity: 0, flowHighWater: 0, flowActive: 0, hashSize: 0,
-  layoutBytesEnd: 0, espPtr: 0, espCount: 0, ikePtr: 0, ikeCount: 0, callPtr: 0, callCount: 0,
-  holdSlotsPtr: 0, holdLensPtr: 0, holdVerdictsPtr: 0, holdCap: 0, holdSlotSize: 0, releasedCount: 0,
-  extraSlotsPtr: 0, extraLensPtr: 0, extraVerdictsPtr: 0, extraCap: 0, extraCount: 0, setCapture: 2,
-  capturePtr: 0, snapLayoutVersion: 0, snapRegionCount: 0, snapRegionId: 1, snapRegionPtr: 1,
+  fastPathForget: 0, fastPathCheckEsp: 6, fastPathCreditEsp: 6, fastPathCheckCall: 7, fastPathCreditCall: 8,
+  groLinksPtr: 0, flowsPtr: 0, flowSize: 0, acctEnabled: 0, flowAcctPtr: 0, flowCapacity: 0, flowHighWater: 0,
+  flowActive: 0, hashSize: 0, layoutBytesEnd: 0, espPtr: 0, espCount: 0, ikePtr: 0, ikeCount: 0, callPtr: 0,
+  callCount: 0, holdSlotsPtr: 0, holdLensPtr: 0, holdVerdictsPtr: 0, holdCap: 0, holdSlotSize: 0,
+  releasedCount: 0, extraSlotsPtr: 0, extraLensPtr: 0, extraVerdictsPtr: 0, extraCap: 0, extraCount: 0,
+  setCapture: 2, capturePtr: 0, snapLayoutVersion: 0, snapRegionCount: 0, snapRegionId: 1, snapRegionPtr: 1,
   snapRegionRecordSize: 1, snapRegionRecords: 1, snapRegionCapacity: 1, restoreBegin: 1, restoreRecords: 3,
   restoreEnd: 0, restoreVerify: 0, reset: 1,
 } as const;

@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { FastPath, keyOf, type FastPathKernel } from '../../../src/datapath/fastpath.js';
 import { ipToRaw } from '../../../src/engine/abi.js';
 import { TestRouter, WAN, ok, pptpCall } from '../../helpers/harness.js';
-import { ACK, FIN, PSH, RST, SYN, esp, icmpEcho, parse, tcp, udp } from '../../helpers/packet.js';
+import { ACK, FIN, PSH, RST, SYN, esp, gre, greCallId, icmpEcho, parse, pptpMsg, tcp, udp } from '../../helpers/packet.js';
 import { capture, restoreInto } from '../../../src/snapshot/state.js';
 import { decode, encode } from '../../../src/snapshot/format.js';
 
@@ -456,6 +456,103 @@ describe('flow fast path: ESP by SPI', () => {
     expect(res.entries).toMatchObject({ esp: 1 });
     n.engine.x.setFastPath(1);
     expect(parse(ok(n.in(esp(S1, WAN, SPI_IN, 5)))).dst).toBe(H1);
+    expect(n.engine.x.fastPathPending()).toBe(1);
+  });
+});
+
+describe('flow fast path: PPTP\'s GRE by Call ID', () => {
+  const GRE = 47, SERVER_CALL = 0x4d2;
+  const greKey = (src: string, dst: string, callId: number) => keyOf(ipToRaw(src), ipToRaw(dst), 0, callId, GRE).toString('hex');
+  const call = (r: TestRouter, host = H1) => r.vpnEntries().find((e) => e.proto === 'gre' && e.lan === host);
+  /** A call from `host` with its own Call ID 7, answered by the server (its Call ID `serverCall`); the alias. */
+  function answered(r: TestRouter, host = H1, sport = 41000, serverCall = SERVER_CALL): number {
+    const c = pptpCall(r, host, S1, sport, 7);
+    ok(r.in(tcp(S1, 1723, WAN, c.wanPort, PSH | ACK, pptpMsg(8, serverCall, c.alias))));
+    return c.alias;
+  }
+  function greBench() {
+    const b = bench();
+    b.r.vpn({ gre: 100 });
+    return b;
+  }
+
+  it('18 an answered call\'s GRE is offered on its first packet: out unchanged, in with the alias written back to the host\'s Call ID', () => {
+    const { r, k, fp } = greBench();
+    const c = pptpCall(r, H1, S1, 41000, 7);
+    // The server's Call ID not known yet: the engine has no call for its GRE, and nothing is offered.
+    expect(r.out(gre(H1, S1, SERVER_CALL))).toBeNull();
+    fp.take();
+    expect(k.table.size).toBe(0);
+    ok(r.in(tcp(S1, 1723, WAN, c.wanPort, PSH | ACK, pptpMsg(8, SERVER_CALL, c.alias))));
+    ok(r.out(gre(H1, S1, SERVER_CALL)));
+    expect(r.engine.x.fastPathPending()).toBe(1);
+    fp.take();
+    expect([...k.table.keys()].sort()).toEqual([greKey(H1, S1, SERVER_CALL), greKey(S1, WAN, c.alias)].sort());
+    const out = k.table.get(greKey(H1, S1, SERVER_CALL))!, inb = k.table.get(greKey(S1, WAN, c.alias))!;
+    expect([...out.subarray(0, 8)]).toEqual([203, 0, 113, 1, 198, 51, 100, 7]);
+    expect([out.readUInt16BE(8), out.readUInt16BE(10)]).toEqual([0, SERVER_CALL]);
+    expect([out.readUInt32LE(12), out.readUInt32LE(16)]).toEqual([LAN_IF, WAN_IF]);
+    expect([...inb.subarray(0, 8)]).toEqual([198, 51, 100, 7, 192, 168, 1, 10]);
+    expect([inb.readUInt16BE(8), inb.readUInt16BE(10)]).toEqual([0, 7]);
+    expect([inb.readUInt32LE(12), inb.readUInt32LE(16)]).toEqual([WAN_IF, LAN_IF]);
+    // What the engine itself does with the server's packet: the same rewrite.
+    const back = ok(r.in(gre(S1, WAN, c.alias)));
+    expect([parse(back).dst, greCallId(back)]).toEqual([H1, 7]);
+    expect(r.engine.x.fastPathPending()).toBe(0);
+  });
+
+  it('19 the kernel\'s packets count for the call each way and keep it alive; a hang-up on the control connection withdraws it, and the engine carries the lingering GRE', () => {
+    const { r, k, fp } = greBench();
+    const alias = answered(r);
+    ok(r.out(gre(H1, S1, SERVER_CALL)));
+    fp.take();
+    const before = call(r)!;
+    k.count(Buffer.from(greKey(H1, S1, SERVER_CALL), 'hex'), 4, 400);
+    k.count(Buffer.from(greKey(S1, WAN, alias), 'hex'), 6, 600);
+    fp.sync();
+    expect([call(r)!.packetsOut - before.packetsOut, call(r)!.packetsIn - before.packetsIn]).toEqual([4, 6]);
+    // gre_timeout 100 s: alive for 240 s on the kernel's packets alone.
+    for (let i = 0; i < 4; i++) {
+      r.advance(60);
+      k.count(Buffer.from(greKey(S1, WAN, alias), 'hex'), 1, 100);
+      fp.sync();
+    }
+    expect(call(r)).toMatchObject({ state: 'CALL' });
+    expect(k.table.size).toBe(2);
+    // The host hangs up (Call-Disconnect-Notify with its own Call ID): the next round withdraws it.
+    ok(r.out(tcp(H1, 41000, S1, 1723, PSH | ACK, pptpMsg(13, 7))));
+    fp.sync();
+    expect(k.table.size).toBe(0);
+    expect(call(r)).toMatchObject({ state: 'DISCONNECTED' });
+    expect(parse(ok(r.in(gre(S1, WAN, alias)))).dst).toBe(H1);
+    expect(r.engine.x.fastPathPending()).toBe(0);
+  });
+
+  it('20 attacker and neighbours: two hosts with the same Call ID to one server get apart keys; conntrack -D and a snapshot restore drop the mark', () => {
+    const { r, k, fp } = greBench();
+    const a1 = answered(r, H1, 41000, 0x100);
+    const a2 = answered(r, H2, 41001, 0x200);
+    expect(a1).not.toBe(a2);
+    ok(r.out(gre(H1, S1, 0x100)));
+    ok(r.out(gre(H2, S1, 0x200)));
+    fp.take();
+    expect(k.table.get(greKey(S1, WAN, a1))!.subarray(4, 8)).toEqual(Buffer.from([192, 168, 1, 10]));
+    expect(k.table.get(greKey(S1, WAN, a2))!.subarray(4, 8)).toEqual(Buffer.from([192, 168, 1, 11]));
+    // H2 sending on H1's server Call ID is no key of the kernel's, and the engine refuses it.
+    expect(k.table.has(greKey(H2, S1, 0x100))).toBe(false);
+    expect(r.out(gre(H2, S1, 0x100))).toBeNull();
+    const c = capture(r.engine, ipToRaw(WAN), r.now);
+    r.engine.deleteEntry(call(r, H1)!);
+    fp.sync();
+    expect(k.table.has(greKey(S1, WAN, a1))).toBe(false);
+    expect(k.table.has(greKey(S1, WAN, a2))).toBe(true);
+    const n = new TestRouter({ seed: 4242 });
+    n.vpn({ gre: 100 });
+    const res = restoreInto(n.engine, decode(encode(c.header, c.sections)), ipToRaw(WAN));
+    n.now = res.clockMs;
+    expect(res.entries).toMatchObject({ calls: 2 });
+    n.engine.x.setFastPath(1);
+    expect(parse(ok(n.in(gre(S1, WAN, a2)))).dst).toBe(H2);
     expect(n.engine.x.fastPathPending()).toBe(1);
   });
 });
