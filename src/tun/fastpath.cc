@@ -40,13 +40,23 @@ constexpr uint32_t kTcxIngress = 46;  // BPF_TCX_INGRESS
 
 // Where the headers are: Ethernet (14 bytes, as on the veth, bridge and
 // Ethernet devices this runs on) at skb->data, IPv4 without options after
-// it (anything else is passed up), TCP, UDP, ICMP or ESP after that.
+// it (anything else is passed up), TCP, UDP, ICMP, ESP or GRE after that.
 constexpr int32_t kIp = 14;
 constexpr int32_t kL4 = kIp + 20;
 constexpr int32_t kIpCsum = kIp + 10;
 constexpr int32_t kTcpCsum = kL4 + 16;
 constexpr int32_t kUdpCsum = kL4 + 6;
 constexpr int32_t kIcmpCsum = kL4 + 2, kIcmpId = kL4 + 4;
+constexpr int32_t kGreProto = kL4 + 2, kGreCallId = kL4 + 6;
+
+// PPTP's enhanced GRE (RFC 2637 4.1), its first 16 bits in host order: C
+// (checksum), R (routing), K (key), S (sequence), s (strict source route),
+// the recursion control (3 bits), A (ack), 4 flag bits that must be 0, the
+// version (3 bits). The program takes only K set, version 1 and every other
+// bit clear but S and A, which add their 4 bytes after the Call ID.
+constexpr int32_t kGreSeq = 0x1000, kGreAck = 0x0080;
+constexpr int32_t kGreMask = 0xffff & ~(kGreSeq | kGreAck), kGreV1Key = 0x2001;
+constexpr uint16_t kPppProto = 0x880b;  // GRE's protocol type for PPP
 
 constexpr uint8_t kFin = 0x01, kSyn = 0x02, kRst = 0x04;
 constexpr uint8_t kEchoReplyType = 0, kEchoRequestType = 8;
@@ -59,15 +69,16 @@ constexpr int16_t kFib = -64;  // struct bpf_fib_lookup, 64 bytes
 constexpr int16_t kKey = -80;
 constexpr int16_t kTmp = -88;
 // As in the packet; ICMP's old "sport" is its identifier, its old dport 0;
-// ESP's are the SPI's two halves (never rewritten).
+// ESP's are the SPI's two halves (never rewritten); GRE's are 0 and the
+// Call ID.
 constexpr int16_t kOldSaddr = -92, kOldDaddr = -96, kOldSport = -100, kOldDport = -104;
 constexpr int16_t kOldTtl = -108;  // the 16 bits of TTL and protocol, as in the packet
 constexpr int16_t kSeq = -112, kSeqEnd = -116;  // TCP's, host order
 constexpr int16_t kTcpFlags = -120;  // TCP's flags byte
 // The transport header's bytes in each segment of a GSO packet (TCP's data
-// offset, UDP's 8); 0 for ICMP and ESP, which the program never takes as GSO.
+// offset, UDP's 8); 0 for ICMP, ESP and GRE, which the program never takes as GSO.
 constexpr int16_t kL4Len = -124;
-constexpr int16_t kProto = -128;  // IPPROTO_TCP, _UDP, _ICMP or _ESP: the later steps that differ branch on it
+constexpr int16_t kProto = -128;  // IPPROTO_TCP, _UDP, _ICMP, _ESP or _GRE: the later steps that differ branch on it
 constexpr int16_t kIcmpType = -132;
 static_assert(sizeof(bpf_fib_lookup) == 64, "struct bpf_fib_lookup is 64 bytes");
 
@@ -116,16 +127,16 @@ void Count(std::vector<bpf_insn>* p, int statsFd, int i) {
 // (TCX_PASS) would be "pass" too but would also skip those filters (an
 // ingress shaper's mirred to an ifb, say) for every packet of the device.
 //
-// One program for the four protocols: they share the lookup, the checks
+// One program for the five protocols: they share the lookup, the checks
 // and the route; where they differ (the key's ports, step 5, the lookup's
 // ports and segment length, the checksums of step 8, step 9) the program
 // branches on kProto.
 std::vector<bpf_insn> Program(int flowsFd, int statsFd) {
   enum {
     kPass, kPassOther, kDrop, kFailed, kClose, kPassClosed, kNotClose, kNonGso, kLen,
-    kParseUdp, kParseIcmp, kParseEsp, kKeyed, kEcho, kTtl, kFibPorts, kRewriteUdp, kRewriteIcmp, kRewriteEsp, kRewritten,
-    kStoreEnd, kCounters, kSkip,
-    kLabels = kSkip + 4 + 4 + 3 + 2  // kSkip...: step 8's, one a rewritten field (TCP 4, UDP 4, ICMP 3, ESP 2)
+    kParseUdp, kParseIcmp, kParseEsp, kParseGre, kKeyed, kEcho, kTtl, kFibPorts,
+    kRewriteUdp, kRewriteIcmp, kRewriteEsp, kRewriteGre, kRewritten, kStoreEnd, kCounters, kSkip,
+    kLabels = kSkip + 4 + 4 + 3 + 2 + 3  // kSkip...: step 8's, one a rewritten field (TCP 4, UDP 4, ICMP 3, ESP 2, GRE 3)
   };
   std::vector<bpf_insn> p;
   Labels l(&p, kLabels);
@@ -143,12 +154,13 @@ std::vector<bpf_insn> Program(int flowsFd, int statsFd) {
   I(Ldx(BPF_W, 0, 6, offsetof(__sk_buff, vlan_present)));
   l.Jump(jne, 0, 0, 0, kPass);
   // 2. Ethernet, IPv4 and the transport header's first 8 bytes (UDP's
-  // whole, ICMP echo's, ESP's SPI and sequence number) in the linear data;
-  // IPv4 without options, not a fragment. The IP header's length (skb->len
-  // holds an Ethernet frame's padding too) within the frame, or the packet
-  // is truncated, and at least the IP header and those 8 bytes (BIG TCP's 0
-  // goes up too; so does an ESP packet whose IP length leaves less than its
-  // SPI and sequence number, whatever the frame carries after it).
+  // whole, ICMP echo's, ESP's SPI and sequence number, GRE's header up to
+  // its Call ID) in the linear data; IPv4 without options, not a fragment.
+  // The IP header's length (skb->len holds an Ethernet frame's padding too)
+  // within the frame, or the packet is truncated, and at least the IP header
+  // and those 8 bytes (BIG TCP's 0 goes up too; so does an ESP or GRE packet
+  // whose IP length leaves less than those 8 bytes, whatever the frame
+  // carries after it).
   I(Ldx(BPF_W, 2, 6, offsetof(__sk_buff, data)));
   I(Ldx(BPF_W, 3, 6, offsetof(__sk_buff, data_end)));
   I(MovX(4, 2));
@@ -187,6 +199,7 @@ std::vector<bpf_insn> Program(int flowsFd, int statsFd) {
   l.Jump(jeq, 0, 0, IPPROTO_UDP, kParseUdp);
   l.Jump(jeq, 0, 0, IPPROTO_ICMP, kParseIcmp);
   l.Jump(jeq, 0, 0, IPPROTO_ESP, kParseEsp);
+  l.Jump(jeq, 0, 0, IPPROTO_GRE, kParseGre);
   l.Jump(jne, 0, 0, IPPROTO_TCP, kPass);
   // 3 TCP: its first 20 bytes linear; its flags, sequence number and
   // header length; the payload (IP length less both headers, at least 0)
@@ -257,6 +270,30 @@ std::vector<bpf_insn> Program(int flowsFd, int statsFd) {
   I(Stx(BPF_H, 10, 0, kKey + 10));
   I(Stx(BPF_W, 10, 0, kOldDport));
   I(St(BPF_W, 10, kL4Len, 0));
+  l.Jump(BPF_JMP | BPF_JA, 0, 0, 0, kKeyed);
+  // 3 GRE: PPTP's data channel only (RFC 2637 4.1: version 1, the key field
+  // its payload length and the peer's Call ID). Plain GRE (version 0: a
+  // tunnel, its key no Call ID), a checksum or routing present (the rewrite
+  // would have to mend a checksum, the header's length would be another),
+  // another payload than PPP: the engine's. The Call ID names the call at
+  // the receiver, as the SPI names an SA, so it is the key's dport as in
+  // the packet and sport is 0; with the addresses in the key, another
+  // host's packet with the same Call ID has no entry. S's and A's numbers
+  // are the ends' (PPTP's sliding window), left as they are. No segment
+  // length: step 7 passes a GSO GRE skb up.
+  l.Place(kParseGre);
+  I(Ldx(BPF_H, 0, 2, kL4));
+  I(FromBe(0, 16));
+  I(Alu(BPF_AND, 0, kGreMask));
+  l.Jump(jne, 0, 0, kGreV1Key, kPass);
+  I(Ldx(BPF_H, 0, 2, kGreProto));
+  l.Jump(jne, 0, 0, htons(kPppProto), kPass);
+  I(St(BPF_H, 10, kKey + 8, 0));
+  I(St(BPF_W, 10, kOldSport, 0));
+  I(Ldx(BPF_H, 0, 2, kGreCallId));
+  I(Stx(BPF_H, 10, 0, kKey + 10));
+  I(Stx(BPF_W, 10, 0, kOldDport));
+  I(St(BPF_W, 10, kL4Len, 0));
   l.Place(kKeyed);
   LoadMap(&p, 1, flowsFd);
   I(MovX(2, 10));
@@ -277,13 +314,15 @@ std::vector<bpf_insn> Program(int flowsFd, int statsFd) {
   I(Ldx(BPF_W, 3, 7, kFlags));
   I(Alu(BPF_AND, 3, kClosed));
   l.Jump(jne, 3, 0, 0, kPassClosed);
-  // 5. UDP and ESP have nothing to judge (ESP's sequence numbers and
-  // replay window are the receiving SA's, end to end). TCP: a FIN or RST
+  // 5. UDP, ESP and GRE have nothing to judge (ESP's sequence numbers and
+  // replay window are the receiving SA's, GRE's the PPTP call's, end to
+  // end; the call's end is its control connection's, TCP). TCP: a FIN or RST
   // within the window (or before the end is known), or a SYN: the engine's
   // (its direction marked kClosed); one far outside is dropped.
   I(Ldx(BPF_W, 0, 10, kProto));
   l.Jump(jeq, 0, 0, IPPROTO_UDP, kTtl);
   l.Jump(jeq, 0, 0, IPPROTO_ESP, kTtl);
+  l.Jump(jeq, 0, 0, IPPROTO_GRE, kTtl);
   l.Jump(jeq, 0, 0, IPPROTO_ICMP, kEcho);
   I(Ldx(BPF_W, 1, 10, kTcpFlags));
   I(MovX(2, 1));
@@ -323,16 +362,17 @@ std::vector<bpf_insn> Program(int flowsFd, int statsFd) {
   l.Jump(BPF_JMP | BPF_JLT | BPF_K, 1, 0, 2 << 8, kPassOther);
   // 7. The route in the main table (BPF_FIB_LOOKUP_DIRECT: the policy rules
   // that send everything into the TUN devices are skipped) from the packet
-  // as it will leave (ICMP and ESP without ports: an SPI is no port for a
-  // rule's sport or dport to match). Its MTU check: the lookup itself
+  // as it will leave (ICMP, ESP and GRE without ports: an SPI or a Call ID
+  // is no port for a rule's sport or dport to match). Its MTU check: the lookup itself
   // compares tot_len with the route's MTU (the device's, a route's `mtu`, a
   // learnt path MTU) and answers FRAG_NEEDED when it is larger, so tot_len
   // is the largest packet that will go on the wire: this one, or for a GSO
   // super-packet one segment (IP and transport header and gso_size: TCP's
   // segments and UDP_SEGMENT's datagrams alike), as the device (or the
   // kernel's GSO before it) will cut it. A GSO ICMP packet (none is made)
-  // goes up, and so does a GSO ESP one (kL4Len 0 too: the length of its
-  // segments is its SA's, unknown here). The lookup fails too when
+  // goes up, and so does a GSO ESP or GRE one (kL4Len 0 too: the length of
+  // an ESP segment is its SA's, a GRE segment's the inner packet's, neither
+  // known here). The lookup fails too when
   // forwarding is off on the ingress device, and when the neighbour is not
   // known (NO_NEIGH: the kernel's path resolves it).
   for (int i = 0; i < 8; i++) I(St(BPF_DW, 10, static_cast<int16_t>(kFib + 8 * i), 0));
@@ -341,6 +381,7 @@ std::vector<bpf_insn> Program(int flowsFd, int statsFd) {
   I(Stx(BPF_B, 10, 1, Fib(offsetof(bpf_fib_lookup, l4_protocol))));
   l.Jump(jeq, 1, 0, IPPROTO_ICMP, kFibPorts);
   l.Jump(jeq, 1, 0, IPPROTO_ESP, kFibPorts);
+  l.Jump(jeq, 1, 0, IPPROTO_GRE, kFibPorts);
   I(Ldx(BPF_H, 1, 7, kNewSport));
   I(Stx(BPF_H, 10, 1, Fib(offsetof(bpf_fib_lookup, sport))));
   I(Ldx(BPF_H, 1, 7, kNewDport));
@@ -382,7 +423,8 @@ std::vector<bpf_insn> Program(int flowsFd, int statsFd) {
   // (BPF_F_PSEUDO_HDR), a port change leaves it; for any other skb the
   // helpers update the full checksum. A helper that fails leaves the packet
   // half rewritten: dropped and counted (kRewriteFailed). csumOff < 0: the
-  // field is in no transport checksum (an address, for ICMP and ESP).
+  // field is in no transport checksum (an address, for ICMP, ESP and GRE;
+  // GRE's Call ID).
   int skip = kSkip;
   auto rewrite = [&](int16_t oldSlot, int16_t valueOff, bool address, int32_t packetOff, int32_t csumOff, int32_t csumFlags) {
     if (skip >= kLabels) std::abort();  // Labels has room for kLabels only: a rewrite more needs kLabels one higher
@@ -424,6 +466,7 @@ std::vector<bpf_insn> Program(int flowsFd, int statsFd) {
   l.Jump(jeq, 0, 0, IPPROTO_UDP, kRewriteUdp);
   l.Jump(jeq, 0, 0, IPPROTO_ICMP, kRewriteIcmp);
   l.Jump(jeq, 0, 0, IPPROTO_ESP, kRewriteEsp);
+  l.Jump(jeq, 0, 0, IPPROTO_GRE, kRewriteGre);
   rewrite(kOldSaddr, kNewSaddr, true, kIp + 12, kTcpCsum, BPF_F_PSEUDO_HDR);
   rewrite(kOldDaddr, kNewDaddr, true, kIp + 16, kTcpCsum, BPF_F_PSEUDO_HDR);
   rewrite(kOldSport, kNewSport, false, kL4, kTcpCsum, 0);
@@ -453,6 +496,16 @@ std::vector<bpf_insn> Program(int flowsFd, int statsFd) {
   l.Place(kRewriteEsp);
   rewrite(kOldSaddr, kNewSaddr, true, kIp + 12, -1, 0);
   rewrite(kOldDaddr, kNewDaddr, true, kIp + 16, -1, 0);
+  l.Jump(BPF_JMP | BPF_JA, 0, 0, 0, kRewritten);
+  // GRE: version 1 has no checksum (step 3 passed one with C up), so the
+  // addresses are the IP header's alone. The Call ID becomes the value's
+  // newDport: inbound, the LAN host's own Call ID in place of the one the
+  // engine gave the call outside; outbound, the key's (the server's Call
+  // ID), which the rewrite skips as unchanged. newSport is unread.
+  l.Place(kRewriteGre);
+  rewrite(kOldSaddr, kNewSaddr, true, kIp + 12, -1, 0);
+  rewrite(kOldDaddr, kNewDaddr, true, kIp + 16, -1, 0);
+  rewrite(kOldDport, kNewDport, false, kGreCallId, -1, 0);
   l.Place(kRewritten);
   // TTL - 1, with the IP checksum over its 16-bit word (TTL, protocol).
   I(Ldx(BPF_W, 8, 10, kOldTtl));

@@ -1,5 +1,6 @@
 // The flow fast path: the kernel forwards an established TCP flow, a UDP
-// flow, an ICMP echo exchange or a bound IPsec SA's ESP itself.
+// flow, an ICMP echo exchange, a bound IPsec SA's ESP or a PPTP call's GRE
+// itself.
 //
 // The userland engine decides every flow. For a flow it has seen
 // established it writes two entries into the `flows` hash map (one per
@@ -34,7 +35,15 @@
 // 4303; NAT-T is UDP 4500 and plain UDP here): keyed by the addresses and
 // the SPI, which is never rewritten; the rewrite is the addresses alone (the
 // IP header's checksum: ESP has no other), no state either (the SA's
-// sequence numbers are the ends'); a GSO ESP skb goes up.
+// sequence numbers are the ends'); a GSO ESP skb goes up. GRE (IP
+// protocol 47): PPTP's enhanced GRE only (RFC 2637 4.1: version 1, K set,
+// C, R, s, the recursion control and the reserved flags clear, S and A
+// either way, protocol type 0x880B; anything else goes up), keyed by the
+// addresses and the Call ID (the receiver's name for the call), which the
+// rewrite may change (the inbound direction's, back to the LAN host's);
+// the addresses with the IP header's checksum (GRE v1 has none), S's and
+// A's numbers and the PPP payload untouched, no state (the call's is its
+// control connection's); a GSO GRE skb goes up.
 //
 // Attached with tcx links only (BPF_LINK_CREATE, Linux 6.6+): a link lives
 // as long as its fd, so when the process dies the kernel detaches the
@@ -48,17 +57,20 @@
 //     0 saddr, 4 daddr, 8 sport, 10 dport, 12 protocol (6 TCP, 17 UDP,
 //     1 ICMP: sport the echo identifier, dport 0; 50 ESP: sport and dport
 //     the SPI's first and last two bytes, i.e. bytes 8..11 are the SPI as
-//     in the packet), 13..15 zero
+//     in the packet; 47 GRE: sport 0, dport the Call ID, GRE header bytes
+//     6..7 as in the packet), 13..15 zero
 //   value, 48 bytes:
 //     0 newSaddr, 4 newDaddr, 8 newSport, 10 newDport (network order; ICMP:
 //       newSport the identifier, newDport unused; ESP: both unread, the
-//       SPI is never rewritten, and userland writes the key's there)
+//       SPI is never rewritten, and userland writes the key's there; GRE:
+//       newDport the Call ID the packet leaves with (the key's dport: left
+//       as it is), newSport unread, userland writes 0)
 //     12 inIfindex  u32 (host order; the packet must have arrived here)
 //     16 outIfindex u32 (the route must send it out here)
 //     20 win u32 (TCP): a FIN or RST is accepted when |(s32)(seq - end)| <= win (below 2^31)
 //     24 end u32 (TCP): the sender's highest seq + payload seen (the program advances it)
 //     28 flags u32: bit 0 end known (TCP), bit 1 closed (the program sets
-//       them; for UDP, ICMP and ESP only userland does), bit 2 echo reply
+//       them; for UDP, ICMP, ESP and GRE only userland does), bit 2 echo reply
 //       (ICMP; userland's)
 //     32 packets u64, 40 bytes u64 (IP bytes; a GSO super-packet counts once)
 // `stats` (BPF_MAP_TYPE_PERCPU_ARRAY, one entry of 8 u64): Stat below.
@@ -96,7 +108,7 @@ enum Stat : int {
   kForwarded = 0,      // redirected
   kOutOfWindow = 1,    // FIN or RST far outside the sender's window: dropped
   kPassedClose = 2,    // SYN, FIN or RST, or any packet of a closed direction (kClosed): passed up
-  kPassedOther = 3,    // wrong device, an echo of the other type, a GSO ESP skb, TTL <= 1, MTU, no route, another device's route: passed up
+  kPassedOther = 3,    // wrong device, an echo of the other type, a GSO ESP or GRE skb, TTL <= 1, MTU, no route, another device's route: passed up
   kRewriteFailed = 4,  // a helper failed half-way through the rewrite: dropped (never seen)
 };
 

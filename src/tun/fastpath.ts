@@ -1,8 +1,9 @@
 // The flow fast path's kernel part (src/tun/fastpath.h says what and why):
 // an eBPF program on the LAN and WAN devices' tc ingress (tcx links) that
 // forwards the packets of the established TCP flows, UDP flows, ICMP echo
-// exchanges and bound IPsec SAs (ESP, IP protocol 50) it has entries for,
-// NAT rewrite and all, without them reaching the engine. This wraps the
+// exchanges, bound IPsec SAs (ESP, IP protocol 50) and PPTP calls' data
+// channels (enhanced GRE, IP protocol 47) it has entries for, NAT rewrite
+// and all, without them reaching the engine. This wraps the
 // addon's functions and builds and reads the 16-byte keys and 48-byte
 // values of its flow table.
 //
@@ -22,7 +23,7 @@ export const FAST_PATH_STAT = {
   outOfWindow: 1,
   /** TCP's SYN, FIN or RST, or any packet of a closed direction (any protocol): passed up */
   passedClose: 2,
-  /** passed up: wrong ingress device, an ICMP echo of the other type than its entry's, a GSO ESP packet, TTL <= 1, too big for the route's MTU, no route or neighbour, another device's route */
+  /** passed up: wrong ingress device, an ICMP echo of the other type than its entry's, a GSO ESP or GRE packet, TTL <= 1, too big for the route's MTU, no route or neighbour, another device's route */
   passedOther: 3,
   /** a rewrite helper failed half-way (the packet dropped); never seen */
   rewriteFailed: 4,
@@ -107,15 +108,15 @@ export class FastPath {
 export interface FastPathKey {
   saddr: string;
   daddr: string;
-  /** ICMP echo: sport is the identifier, dport 0 (the program looks it up so); ESP: the SPI's high and low 16 bits (fastPathEspKey) */
+  /** ICMP echo: sport is the identifier, dport 0 (the program looks it up so); ESP: the SPI's high and low 16 bits (fastPathEspKey); GRE: sport 0, dport the Call ID (fastPathGreKey) */
   sport: number;
   dport: number;
-  /** 6 (TCP) when left out; 17 (UDP), 1 (ICMP echo request or reply), 50 (ESP): the program looks up nothing else */
+  /** 6 (TCP) when left out; 17 (UDP), 1 (ICMP echo request or reply), 50 (ESP), 47 (PPTP's enhanced GRE): the program looks up nothing else */
   proto?: number;
 }
 
 export interface FastPathValue {
-  /** the packet's addresses and ports after the rewrite (ICMP echo: newSport the identifier, newDport unused; ESP: the ports unread, the SPI is never rewritten: write the key's sport and dport here) */
+  /** the packet's addresses and ports after the rewrite (ICMP echo: newSport the identifier, newDport unused; ESP: the ports unread, the SPI is never rewritten: write the key's sport and dport here; GRE: newDport the Call ID the packet leaves with, the key's dport to leave it as it is, newSport unread: write 0) */
   newSaddr: string;
   newDaddr: string;
   newSport: number;
@@ -197,6 +198,29 @@ export const FAST_PATH_PROTO_ESP = 50;
 export function fastPathEspKey(saddr: string, daddr: string, spi: number): Buffer {
   if (!Number.isInteger(spi) || spi < 0 || spi > 0xffffffff) throw new RangeError(`SPI ${spi} must be an integer from 0 to 2^32 - 1`);
   return fastPathKey({ saddr, daddr, sport: spi >>> 16, dport: spi & 0xffff, proto: FAST_PATH_PROTO_ESP });
+}
+
+/** IP protocol 47: GRE; the program takes PPTP's enhanced GRE only (RFC 2637 4.1). */
+export const FAST_PATH_PROTO_GRE = 47;
+
+/**
+ * The key of a PPTP data packet (enhanced GRE: version 1, K set, C, R, s,
+ * the recursion control and the reserved flags clear, S and A either way,
+ * protocol type 0x880B; the program passes every other GRE packet up) from
+ * saddr to daddr carrying this Call ID (0 to 65535: the GRE header's bytes
+ * 6..7, the Call ID the receiver gave the call, in the packet's byte order
+ * as ports are): fastPathKey({saddr, daddr, sport: 0, dport: callId,
+ * proto: 47}). One entry per direction of a call: the LAN host's packets
+ * toward the server with the server's Call ID, the server's toward the
+ * router's WAN address with the Call ID the engine gave the call outside.
+ * Its value's newDport is the Call ID the packet leaves with (the
+ * outbound entry: the key's own, left as it is; the inbound entry: the LAN
+ * host's Call ID); newSport is not read: write 0. Only the addresses (with
+ * the IP header's checksum) and the Call ID change; GRE v1 has no checksum.
+ */
+export function fastPathGreKey(saddr: string, daddr: string, callId: number): Buffer {
+  if (!Number.isInteger(callId) || callId < 0 || callId > 0xffff) throw new RangeError(`Call ID ${callId} must be an integer from 0 to 65535`);
+  return fastPathKey({ saddr, daddr, sport: 0, dport: callId, proto: FAST_PATH_PROTO_GRE });
 }
 
 export function parseFastPathKey(b: Buffer): Required<FastPathKey> {

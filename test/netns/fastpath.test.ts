@@ -25,7 +25,10 @@
 // sockets, and the same peers capture what arrives, IP header and all. An
 // attacker's packet that the program must pass up is followed by one of the
 // SA's own each way: once those arrived (and a moment more), nothing else
-// may have.
+// may have. PPTP's data channel (enhanced GRE, a call: the LAN host's
+// packets carry the server's Call ID, the server's the Call ID the engine
+// gave the call outside, which becomes the LAN host's own) is tested the
+// same way, with its own peers.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -34,7 +37,7 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { inCI, skipUnless } from '../helpers/prereq.js';
 import { sleep } from '../helpers/shell.js';
-import { fastPathEspKey, fastPathKey, fastPathValue, parseFastPathKey, parseFastPathValue } from '../../src/tun/fastpath.js';
+import { fastPathEspKey, fastPathGreKey, fastPathKey, fastPathValue, parseFastPathKey, parseFastPathValue } from '../../src/tun/fastpath.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const ADDON = path.join(ROOT, 'build', 'Release', 'vpnmasq_tun.node');
@@ -56,6 +59,14 @@ const NAT_ID = 0xcafe;
 // the server's toward the router's WAN address (the high bit set in one).
 const SPI_OUT = 0xc0de0001;
 const SPI_IN = 0x5e4a0002;
+// A PPTP call (RFC 2637): each end's Call ID, and the one the engine gave
+// the call on the WAN side in place of the LAN host's.
+const LAN_CALL = 0x0a11;
+const SERVER_CALL = 0xc5e1;
+const NAT_CALL = 0x7fe2;
+const PPP = 0x880b; // GRE's protocol type for PPP
+// GRE's first 16 bits: K, S, A and version 1 as PPTP sends them.
+const GRE_K = 0x2000, GRE_S = 0x1000, GRE_A = 0x0080, GRE_V1 = 0x0001;
 const OTHER_LAN_HOST = '10.230.1.3';
 const SPOOFED = '10.230.2.99';
 // Each end's own TTL, so that what arrives says how many hops took one off.
@@ -374,6 +385,82 @@ for line in sys.stdin:
             got.clear()
 `;
 
+// One end of the PPTP call's data channel, on IFNAME, as ESP_PY's but for
+// GRE (IP protocol 47): hand-built GRE packets go out of an AF_PACKET
+// socket, and every GRE packet that arrives is kept as it arrived. Commands:
+// send DMAC SRC DST FLAGS PTYPE CALLID ID N SIZE TTL MODE (N packets: GRE's
+// first 16 bits FLAGS, protocol type PTYPE, payload length SIZE, the Call
+// ID; a sequence number if FLAGS has S, an ack number if it has A, whatever
+// the version; then SIZE pseudo-random bytes standing for PPP. The IP ID
+// counts up from ID, and so do the sequence and ack numbers, so that each
+// packet is known by its IP ID; MODE as ESP_PY's), printing the IP packets
+// sent as JSON hex; got N SECONDS.
+const GRE_PY = `
+import json, random, socket, struct, sys, threading, time
+ifname = sys.argv[1]
+smac = bytes.fromhex(open('/sys/class/net/%s/address' % ifname).read().strip().replace(':', ''))
+cap = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+cap.bind((ifname, 0))
+cap.setsockopt(socket.SOL_SOCKET, 33, 1 << 22)  # SO_RCVBUFFORCE
+sink = socket.socket(socket.AF_INET, socket.SOCK_RAW, 47)
+out = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+out.bind((ifname, 0))
+lock = threading.Condition()
+got = []
+
+def capture():
+    while True:
+        f, addr = cap.recvfrom(1 << 16)
+        if addr[2] == socket.PACKET_OUTGOING or len(f) < 14 + 20 or f[14 + 9] != 47:
+            continue
+        ip = f[14:]
+        with lock:
+            got.append(ip[:int.from_bytes(ip[2:4], 'big')].hex())
+            lock.notify_all()
+
+def drain():
+    while True:
+        sink.recv(1 << 16)
+threading.Thread(target=capture, daemon=True).start()
+threading.Thread(target=drain, daemon=True).start()
+
+def csum(b):
+    s = sum(struct.unpack('!%dH' % (len(b) // 2), b))
+    while s >> 16:
+        s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+
+print('ready', flush=True)
+for line in sys.stdin:
+    c = line.split()
+    if c[0] == 'send':
+        dmac, src, dst = bytes.fromhex(c[1].replace(':', '')), socket.inet_aton(c[2]), socket.inet_aton(c[3])
+        flags, ptype, callid, first, n, size, ttl = (int(x, 0) for x in c[4:11])
+        mode = c[11]
+        sent = []
+        for i in range(n):
+            gre = struct.pack('!HHHH', flags, ptype, size, callid)
+            if flags & 0x1000:
+                gre += struct.pack('!I', 0x10000000 + first + i)
+            if flags & 0x0080:
+                gre += struct.pack('!I', 0x20000000 + first + i)
+            gre += random.Random(first + i).randbytes(size)
+            length = 20 + (7 if mode == 'short' else len(gre))
+            frag = {'plain': 0x4000, 'short': 0x4000, 'mf': 0x2000, 'last': 1480 // 8}[mode]
+            ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, length, (first + i) & 0xffff, frag, ttl, 47, 0, src, dst)
+            ip = ip[:10] + struct.pack('!H', csum(ip)) + ip[12:]
+            out.send(dmac + smac + b'\\x08\\x00' + ip + gre)
+            sent.append((ip + gre).hex())
+        print('sent', json.dumps(sent, separators=(',', ':')), flush=True)
+    elif c[0] == 'got':
+        n, deadline = int(c[1]), time.monotonic() + float(c[2])
+        with lock:
+            while len(got) < n and time.monotonic() < deadline:
+                lock.wait(max(0.0, deadline - time.monotonic()))
+            print('got', json.dumps(got, separators=(',', ':')), flush=True)
+            got.clear()
+`;
+
 // The router's child: opens the fast path through src/tun/fastpath.ts, one
 // JSON request a line ({id, op, args}), one answer a line. It prints its
 // ready line and then only waits: its links live as long as it does.
@@ -581,7 +668,7 @@ function snmp(ns: string, proto: string, field: string): number {
 const FIN = 0x01, RST = 0x04, ACK = 0x10;
 const STAT = { forwarded: 0, outOfWindow: 1, passedClose: 2, passedOther: 3, rewriteFailed: 4 };
 
-describe.skipIf(skipUnless({ root: true, tools: ['ip', 'nft', 'python3', 'ping'] }) || tcxMissing())('flow fast path: eBPF on tcx ingress forwards an established TCP flow, a UDP flow, an ICMP echo exchange, an IPsec SA\'s ESP (netns)', () => {
+describe.skipIf(skipUnless({ root: true, tools: ['ip', 'nft', 'python3', 'ping'] }) || tcxMissing())('flow fast path: eBPF on tcx ingress forwards an established TCP flow, a UDP flow, an ICMP echo exchange, an IPsec SA\'s ESP, a PPTP call\'s GRE (netns)', () => {
   let router: Router;
   let server: Lines;
   let client: Lines;
@@ -665,6 +752,68 @@ describe.skipIf(skipUnless({ root: true, tools: ['ip', 'nft', 'python3', 'ping']
     expectRewritten(up, atWan, WAN_ADDR, SERVER);
     expectRewritten(down, atLan, SERVER, LAN_HOST);
   }
+  const greKey = (saddr: string, daddr: string, callId: number) => parseFastPathKey(fastPathGreKey(saddr, daddr, callId));
+  const greOutKey = greKey(LAN_HOST, SERVER, SERVER_CALL);
+  const greInKey = greKey(SERVER, WAN_ADDR, NAT_CALL);
+  // Outbound the Call ID stays the server's (newDport the key's); inbound
+  // the engine's becomes the LAN host's own. newSport is unread: 0.
+  const greEntries = () => ({
+    out: { newSaddr: WAN_ADDR, newDaddr: SERVER, newSport: 0, newDport: SERVER_CALL, inIfindex: lanIdx, outIfindex: wanIdx, win: 0 },
+    in: { newSaddr: SERVER, newDaddr: LAN_HOST, newSport: 0, newDport: LAN_CALL, inIfindex: wanIdx, outIfindex: lanIdx, win: 0 },
+  });
+  let lanGre: Lines;
+  let wanGre: Lines;
+  /**
+   * GRE packets out of lanhost's eth0 to the router's lan0, or of wanhost's
+   * to wan0; the IP packets sent, their IP IDs counting up from id.
+   */
+  async function gre(from: 'lan' | 'wan', src: string, dst: string, callId: number, id: number, n: number, size: number,
+    o: { flags?: number; ptype?: number; mode?: string } = {}): Promise<Buffer[]> {
+    const [peer, mac, ttl] = from === 'lan' ? [lanGre, link(NS.rtr, 'lan0').address, LAN_TTL] : [wanGre, link(NS.rtr, 'wan0').address, SERVER_TTL];
+    const flags = o.flags ?? (GRE_K | GRE_S | GRE_A | GRE_V1);
+    const r = await peer.cmd(`send ${mac} ${src} ${dst} ${flags} ${o.ptype ?? PPP} ${callId} ${id} ${n} ${size} ${ttl} ${o.mode ?? 'plain'}`);
+    expect(r[0]).toBe('sent');
+    return (JSON.parse(r[1]!) as string[]).map((h) => Buffer.from(h, 'hex'));
+  }
+  const ipId = (ip: Buffer) => ip.readUInt16BE(4);
+  /**
+   * Each packet sent arrived once, rewritten as the program rewrites GRE:
+   * the addresses, TTL - 1 and a valid header checksum, the Call ID
+   * callId; the rest of the IP header and every other GRE byte (flags and
+   * version, protocol type, payload length, sequence and ack numbers, the
+   * PPP payload) as sent.
+   */
+  function expectGre(sent: Buffer[], got: Buffer[], saddr: string, daddr: string, callId: number): void {
+    expect(got.map(ipId).sort((a, b) => a - b)).toEqual(sent.map(ipId).sort((a, b) => a - b));
+    const byId = new Map(got.map((g) => [ipId(g), g]));
+    for (const s of sent) {
+      const g = byId.get(ipId(s))!;
+      expect(g.length).toBe(s.length);
+      expect(g.subarray(0, 8).toString('hex')).toBe(s.subarray(0, 8).toString('hex')); // version, length, id, fragment bits
+      expect([g[8], g[9]]).toEqual([s[8]! - 1, 47]);
+      expect([addrAt(g, 12), addrAt(g, 16)]).toEqual([saddr, daddr]);
+      expect(onesum(g.subarray(0, 20))).toBe(0xffff); // the header's checksum holds
+      expect(g.subarray(20, 26).toString('hex')).toBe(s.subarray(20, 26).toString('hex')); // flags, version, protocol, length
+      expect(g.readUInt16BE(26)).toBe(callId);
+      expect(g.subarray(28).toString('hex')).toBe(s.subarray(28).toString('hex')); // sequence, ack, PPP
+    }
+  }
+  /**
+   * After an attacker's GRE packets: one of the call's own each way (IP ID
+   * id), which the program carries. Once both arrived, and a moment more,
+   * what arrived is exactly those two.
+   */
+  async function greOnlyOwnArrive(id: number): Promise<void> {
+    const up = await gre('lan', LAN_HOST, SERVER, SERVER_CALL, id, 1, 64);
+    const down = await gre('wan', SERVER, WAN_ADDR, NAT_CALL, id, 1, 64);
+    const atWan = await arrived(wanGre, 1, 10);
+    const atLan = await arrived(lanGre, 1, 10);
+    await sleep(300);
+    atWan.push(...(await arrived(wanGre, 0, 0)));
+    atLan.push(...(await arrived(lanGre, 0, 0)));
+    expectGre(up, atWan, WAN_ADDR, SERVER, SERVER_CALL);
+    expectGre(down, atLan, SERVER, LAN_HOST, LAN_CALL);
+  }
   async function install(r: Router): Promise<void> {
     await r.call('put', outKey, entries().out);
     await r.call('put', inKey, entries().in);
@@ -684,6 +833,7 @@ describe.skipIf(skipUnless({ root: true, tools: ['ip', 'nft', 'python3', 'ping']
     writeFileSync(path.join(dir, 'udp.py'), UDP_PY);
     writeFileSync(path.join(dir, 'txcsum.py'), TXCSUM_OFF_PY);
     writeFileSync(path.join(dir, 'esp.py'), ESP_PY);
+    writeFileSync(path.join(dir, 'gre.py'), GRE_PY);
     writeFileSync(path.join(dir, 'router.mjs'), ROUTER_MJS);
     writeFileSync(path.join(dir, 'hooks.mjs'), HOOKS_MJS);
     for (const ns of Object.values(NS)) {
@@ -738,7 +888,7 @@ describe.skipIf(skipUnless({ root: true, tools: ['ip', 'nft', 'python3', 'ping']
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  it('01 keys and values: network-order tuple, host-order numbers; UDP\'s, ICMP echo\'s and ESP\'s keys, the echo reply flag', () => {
+  it('01 keys and values: network-order tuple, host-order numbers; UDP\'s, ICMP echo\'s, ESP\'s and GRE\'s keys, the echo reply flag', () => {
     const k = fastPathKey({ saddr: '10.1.2.3', daddr: '192.0.2.200', sport: 40000, dport: 443 });
     expect(k.toString('hex')).toBe('0a010203' + 'c00002c8' + '9c40' + '01bb' + '06000000');
     expect(parseFastPathKey(k)).toEqual({ saddr: '10.1.2.3', daddr: '192.0.2.200', sport: 40000, dport: 443, proto: 6 });
@@ -749,6 +899,8 @@ describe.skipIf(skipUnless({ root: true, tools: ['ip', 'nft', 'python3', 'ping']
     const esp = fastPathEspKey('10.1.2.3', '192.0.2.200', 0xc0de0001);
     expect(esp.subarray(8).toString('hex')).toBe('c0de0001' + '32000000'); // the SPI as in the packet
     expect(parseFastPathKey(esp)).toMatchObject({ sport: 0xc0de, dport: 0x0001, proto: 50 });
+    const pptp = fastPathGreKey('10.1.2.3', '192.0.2.200', 0xc5e1);
+    expect(pptp.subarray(8).toString('hex')).toBe('0000' + 'c5e1' + '2f000000'); // the Call ID as in the packet
     const v = { newSaddr: '203.0.113.9', newDaddr: '10.1.2.3', newSport: 61000, newDport: 40000, inIfindex: 7, outIfindex: 3,
       win: 2 ** 31 - 1, end: 0xdeadbeef, endKnown: true, closed: true, echoReply: false, packets: 5, bytes: 2 ** 40 };
     const b = fastPathValue(v);
@@ -1109,7 +1261,142 @@ describe.skipIf(skipUnless({ root: true, tools: ['ip', 'nft', 'python3', 'ping']
     expect(await router.call('get', espInKey)).toMatchObject({ closed: false, packets: 1 });
   });
 
-  it('18 dies with its process: after kill -9 nothing crosses; a new process\'s entries carry the same connection on; close() detaches too', async () => {
+  it('18 PPTP\'s GRE both ways by the program alone (nothing before its entries), with and without the sequence and ack numbers: the addresses rewritten, the Call ID the server\'s outbound and the LAN host\'s inbound, every other byte as sent, TTL - 1, a right header checksum; counted', async () => {
+    lanGre = new Lines(spawn('ip', ['netns', 'exec', NS.lan, 'python3', path.join(dir, 'gre.py'), 'eth0']), 'LAN GRE');
+    wanGre = new Lines(spawn('ip', ['netns', 'exec', NS.wan, 'python3', path.join(dir, 'gre.py'), 'eth0']), 'WAN GRE');
+    expect(await lanGre.next()).toBe('ready');
+    expect(await wanGre.next()).toBe('ready');
+    inNs(NS.rtr, ['ping', '-n', '-c', '1', '-W', '2', LAN_HOST]);
+    inNs(NS.rtr, ['ping', '-n', '-c', '1', '-W', '2', SERVER]);
+    await gre('lan', LAN_HOST, SERVER, SERVER_CALL, 1, 1, 100);
+    await gre('wan', SERVER, WAN_ADDR, NAT_CALL, 1, 1, 100);
+    expect(await arrived(wanGre, 1, 0.5)).toEqual([]); // the forward drop: the kernel forwards none
+    expect(await arrived(lanGre, 0, 0)).toEqual([]);
+
+    await router.call('put', greOutKey, greEntries().out);
+    await router.call('put', greInKey, greEntries().in);
+    const s0 = await router.call('stats');
+    let id = 100;
+    let upBytes = 0, downBytes = 0;
+    for (const flags of [GRE_K | GRE_S | GRE_A | GRE_V1, GRE_K | GRE_S | GRE_V1, GRE_K | GRE_A | GRE_V1, GRE_K | GRE_V1]) {
+      const up = await gre('lan', LAN_HOST, SERVER, SERVER_CALL, id, 5, 1200, { flags });
+      expectGre(up, await arrived(wanGre, 5, 10), WAN_ADDR, SERVER, SERVER_CALL);
+      const down = await gre('wan', SERVER, WAN_ADDR, NAT_CALL, id + 50, 5, 100, { flags });
+      expectGre(down, await arrived(lanGre, 5, 10), SERVER, LAN_HOST, LAN_CALL);
+      upBytes += up.reduce((n, b) => n + b.length, 0);
+      downBytes += down.reduce((n, b) => n + b.length, 0);
+      id += 10;
+    }
+    expect(upBytes).toBe(5 * (20 + 8 + 1200) * 4 + 5 * 4 * 4); // 4 bytes for each S and each A
+    const s1 = await router.call('stats');
+    expect(await router.call('get', greOutKey)).toMatchObject({ packets: 20, bytes: upBytes, closed: false, newSport: 0, newDport: SERVER_CALL });
+    expect(await router.call('get', greInKey)).toMatchObject({ packets: 20, bytes: downBytes, closed: false, newDport: LAN_CALL });
+    expect(s1[STAT.forwarded] - s0[STAT.forwarded]).toBe(40);
+    expect(s1[STAT.passedOther]).toBe(s0[STAT.passedOther]);
+    expect(s1[STAT.rewriteFailed]).toBe(0);
+
+    // newSport is not read for GRE: nothing else changes, whatever it says.
+    await router.call('put', greOutKey, { ...greEntries().out, newSport: 0xdead });
+    const again = await gre('lan', LAN_HOST, SERVER, SERVER_CALL, 190, 1, 100);
+    expectGre(again, await arrived(wanGre, 1, 10), WAN_ADDR, SERVER, SERVER_CALL);
+    await router.call('put', greOutKey, greEntries().out);
+  });
+
+  it('19 GRE with the call\'s Call ID from another source goes up: another LAN host, a spoofed internet source, the LAN host\'s own arriving on the WAN device', async () => {
+    const s0 = await router.call('stats');
+    const out0 = await router.call('get', greOutKey);
+    const in0 = await router.call('get', greInKey);
+    await gre('lan', OTHER_LAN_HOST, SERVER, SERVER_CALL, 300, 3, 100);
+    await gre('wan', SPOOFED, WAN_ADDR, NAT_CALL, 310, 3, 100);
+    await gre('wan', LAN_HOST, SERVER, SERVER_CALL, 320, 3, 100); // its route is wan0, as the entry's: only the ingress tells
+    await greOnlyOwnArrive(330);
+    const s1 = await router.call('stats');
+    expect(s1[STAT.forwarded] - s0[STAT.forwarded]).toBe(2);
+    expect(s1[STAT.passedOther] - s0[STAT.passedOther]).toBe(3); // the wrong device's (the others have no entry)
+    expect((await router.call('get', greOutKey)).packets).toBe(out0.packets + 1);
+    expect((await router.call('get', greInKey)).packets).toBe(in0.packets + 1);
+  });
+
+  it('20 GRE with another Call ID between the same addresses goes up: either byte of it changed, either way; the LAN host\'s own Call ID from outside', async () => {
+    const s0 = await router.call('stats');
+    await gre('lan', LAN_HOST, SERVER, SERVER_CALL ^ 1, 400, 2, 100);
+    await gre('lan', LAN_HOST, SERVER, SERVER_CALL ^ 0x100, 410, 2, 100);
+    await gre('wan', SERVER, WAN_ADDR, NAT_CALL ^ 1, 420, 2, 100);
+    await gre('wan', SERVER, WAN_ADDR, NAT_CALL ^ 0x100, 430, 2, 100);
+    await gre('wan', SERVER, WAN_ADDR, LAN_CALL, 440, 2, 100); // the call's inside Call ID
+    await gre('wan', SERVER, WAN_ADDR, SERVER_CALL, 450, 2, 100); // the other direction's
+    await greOnlyOwnArrive(460);
+    const s1 = await router.call('stats');
+    expect(s1[STAT.forwarded] - s0[STAT.forwarded]).toBe(2);
+  });
+
+  it('21 GRE that is not PPTP\'s goes up, its Call ID bytes the call\'s: version 0 with a key (plain GRE), version 2, K clear, C, R, s, a recursion count or a reserved flag set; either way', async () => {
+    const s0 = await router.call('stats');
+    const out0 = await router.call('get', greOutKey);
+    let id = 500;
+    for (const flags of [GRE_K, GRE_K | 0x0002, GRE_S | GRE_A | GRE_V1, 0x8000 | GRE_K | GRE_V1, 0x4000 | GRE_K | GRE_V1,
+      0x0800 | GRE_K | GRE_V1, 0x0100 | GRE_K | GRE_V1, 0x0700 | GRE_K | GRE_V1, 0x0040 | GRE_K | GRE_V1, 0x0008 | GRE_K | GRE_V1]) {
+      await gre('lan', LAN_HOST, SERVER, SERVER_CALL, id, 1, 100, { flags });
+      await gre('wan', SERVER, WAN_ADDR, NAT_CALL, id + 1, 1, 100, { flags });
+      id += 2;
+    }
+    await greOnlyOwnArrive(540);
+    const s1 = await router.call('stats');
+    expect(s1[STAT.forwarded] - s0[STAT.forwarded]).toBe(2);
+    expect((await router.call('get', greOutKey)).packets).toBe(out0.packets + 1);
+  });
+
+  it('22 GRE whose protocol type is not PPP (0x880B) goes up: IPv4, a neighbour of it, 0x880B\'s bytes swapped; either way', async () => {
+    const s0 = await router.call('stats');
+    let id = 600;
+    for (const ptype of [0x0800, 0x880a, 0x0b88, 0x0000]) {
+      await gre('lan', LAN_HOST, SERVER, SERVER_CALL, id, 1, 100, { ptype });
+      await gre('wan', SERVER, WAN_ADDR, NAT_CALL, id + 1, 1, 100, { ptype });
+      id += 2;
+    }
+    await greOnlyOwnArrive(620);
+    const s1 = await router.call('stats');
+    expect(s1[STAT.forwarded] - s0[STAT.forwarded]).toBe(2);
+  });
+
+  it('23 a truncated GRE packet (its IP length leaves 7 bytes of GRE, though the frame carries the rest) goes up, either way', async () => {
+    const s0 = await router.call('stats');
+    await gre('lan', LAN_HOST, SERVER, SERVER_CALL, 700, 2, 100, { mode: 'short' });
+    await gre('wan', SERVER, WAN_ADDR, NAT_CALL, 710, 2, 100, { mode: 'short' });
+    await greOnlyOwnArrive(720);
+    const s1 = await router.call('stats');
+    expect(s1[STAT.forwarded] - s0[STAT.forwarded]).toBe(2);
+  });
+
+  it('24 a GRE fragment goes up, the first (MF, its header the call\'s) and a last one (an offset, bytes like the header where it would be), either way', async () => {
+    const s0 = await router.call('stats');
+    await gre('lan', LAN_HOST, SERVER, SERVER_CALL, 800, 2, 100, { mode: 'mf' });
+    await gre('lan', LAN_HOST, SERVER, SERVER_CALL, 810, 2, 100, { mode: 'last' });
+    await gre('wan', SERVER, WAN_ADDR, NAT_CALL, 820, 2, 100, { mode: 'mf' });
+    await gre('wan', SERVER, WAN_ADDR, NAT_CALL, 830, 2, 100, { mode: 'last' });
+    await greOnlyOwnArrive(840);
+    const s1 = await router.call('stats');
+    expect(s1[STAT.forwarded] - s0[STAT.forwarded]).toBe(2);
+  });
+
+  it('25 GRE: every packet of a direction marked closed goes up, counted there and not in the entry, until its entry is written open again', async () => {
+    await router.call('put', greInKey, { ...greEntries().in, closed: true });
+    const s0 = await router.call('stats');
+    await gre('wan', SERVER, WAN_ADDR, NAT_CALL, 900, 3, 100);
+    const up = await gre('lan', LAN_HOST, SERVER, SERVER_CALL, 910, 1, 100); // the other direction is not closed
+    expectGre(up, await arrived(wanGre, 1, 10), WAN_ADDR, SERVER, SERVER_CALL);
+    await sleep(300);
+    expect(await arrived(lanGre, 0, 0)).toEqual([]);
+    const s1 = await router.call('stats');
+    expect(s1[STAT.passedClose] - s0[STAT.passedClose]).toBe(3);
+    expect(s1[STAT.forwarded] - s0[STAT.forwarded]).toBe(1);
+    expect(await router.call('get', greInKey)).toMatchObject({ closed: true, packets: 0, bytes: 0 });
+    await router.call('put', greInKey, greEntries().in);
+    await greOnlyOwnArrive(920);
+    expect(await router.call('get', greInKey)).toMatchObject({ closed: false, packets: 1 });
+  });
+
+  it('26 dies with its process: after kill -9 nothing crosses; a new process\'s entries carry the same connection on; close() detaches too', async () => {
     // The links are the process's fds: tcx links on both devices.
     const info = handle.links.map((fd) => readFileSync(`/proc/${router.pid}/fdinfo/${fd}`, 'utf8'));
     expect(info[0]).toMatch(/link_type:\s+tcx/);
