@@ -16,7 +16,7 @@
 import { readFileSync } from 'node:fs';
 import * as A from '../engine/abi.js';
 import { rawToIp } from '../engine/abi.js';
-import { FAST_PATH_VALUE_BYTES, FastPath as KernelFastPath, fastPathEspKey, fastPathKey, fastPathValue, parseFastPathValue } from '../tun/fastpath.js';
+import { FAST_PATH_VALUE_BYTES, FastPath as KernelFastPath, fastPathEspKey, fastPathGreKey, fastPathKey, fastPathValue, parseFastPathValue } from '../tun/fastpath.js';
 import type { Engine } from '../engine/engine.js';
 
 /** The kernel's flow table (src/tun/fastpath.ts opens it): 16-byte keys, 48-byte values. */
@@ -166,7 +166,7 @@ export class FastPath {
     const refuse = () => this.engine.x.fastPathCheckCall(r, lanA, remA, callLan, alias, callRemote, 0);
     this.hold({
       id: CALL_ID + r, f: r, proto: GRE, lanA, lanP: callLan, remA, remP: callRemote, aliasP: alias, spiOut: 0, spiIn: 0,
-      outKey: keyOf(lanA, remA, 0, callRemote, GRE), inKey: keyOf(remA, wan, 0, alias, GRE),
+      outKey: fastPathGreKey(rawToIp(lanA), rawToIp(remA), callRemote), inKey: fastPathGreKey(rawToIp(remA), rawToIp(wan), alias),
     }, valueOf(wan, remA, 0, callRemote, this.lanIfindex, this.wanIfindex, 0, 0, false),
     valueOf(remA, lanA, 0, callLan, this.wanIfindex, this.lanIfindex, 0, 0, false), refuse);
   }
