@@ -26,6 +26,7 @@ import {
   PPTP_TOOLS, pnsCall, pptpCall, startPptpd, type PnsCallResult, type PptpCallResult, type PptpServer,
 } from './peers/pptp.js';
 import { NAT_KIND, startNat, type Nat } from './peers/nat.js';
+import { RunningRouter } from '../helpers/vpnmasq.js';
 
 const skip = skipUnless({ root: true, tun: NAT_KIND === 'vpnmasq', tools: ['ip', 'nft', ...PPTP_TOOLS] });
 
@@ -152,6 +153,42 @@ describe.skipIf(skip)(`PPTP passthrough (${NAT_KIND})`, () => {
       ]);
       expectPnsEcho(w, false); // the WAN host's raw GRE socket also sees its pptpd's call
       expectPnsEcho(l);
+    });
+  });
+
+  describe.skipIf(NAT_KIND !== 'vpnmasq')('with option flow_offload \'1\': the calls\' GRE through the kernel fast path', () => {
+    let lab: LabT;
+    let vm: RunningRouter;
+    let srv: PptpServer;
+
+    beforeAll(async () => {
+      const { Lab } = await import('../../src/lab/lab.js');
+      lab = Lab.create({ id: `pc${process.pid % 10000}`, lanHosts: 2, wanHosts: 1 });
+      vm = new RunningRouter(lab, '', "\toption flow_offload '1'\n");
+      vm.env = { VPNMASQ_FLOW_OFFLOAD: '' }; // the option decides, whatever the suite's environment
+      await vm.start();
+      srv = await startPptpd(lab, lab.wan[0]!);
+    });
+
+    afterAll(async () => {
+      await srv?.stop();
+      await vm?.stop();
+      lab?.destroy();
+    });
+
+    it('08 two LAN clients with the SAME Call ID: the kernel carries their GRE, rewriting each reply\'s Call ID back, and each gets exactly its own frames', async () => {
+      const f0 = vm.status().flowOffload;
+      const [a, b] = await Promise.all([
+        pnsCall(lab, lab.lan[0]!, lab.addr.wan[0]!, { tag: 'fast1', callId: 0x1234, frames: 40, timeoutMs: 15_000 }),
+        pnsCall(lab, lab.lan[1]!, lab.addr.wan[0]!, { tag: 'fast2', callId: 0x1234, frames: 40, timeoutMs: 15_000 }),
+      ]);
+      // No foreign frame and no frame under another Call ID: the kernel's keys and its rewrite kept the hosts apart.
+      expectPnsEcho(a);
+      expectPnsEcho(b);
+      const f1 = vm.status().flowOffload;
+      // Both calls (GRE) handed over, and most of the 160 frames carried by the kernel (each call's first ones went through the engine).
+      expect(f1.offloaded - f0.offloaded).toBeGreaterThanOrEqual(2);
+      expect(f1.forwarded - f0.forwarded).toBeGreaterThanOrEqual(100);
     });
   });
 });
