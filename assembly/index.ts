@@ -189,15 +189,18 @@ export function fastPathCredit(f: u32, proto: u32, lanA: u32, lanP: u32, remA: u
 export function fastPathForget(): void { fastPathForgetAll(tableHighWater()); espForgetOffloaded(); callForgetOffloaded(); }
 /** An offloaded ESP association (record r, raw addresses and SPIs): 1 keep, 0 withdraw. */
 export function fastPathCheckEsp(r: u32, lanA: u32, remA: u32, spiOut: u32, spiIn: u32, wan: u32): u32 { return espFastCheck(r, lanA, remA, spiOut, spiIn, wan); }
-/** The kernel's packets for it since the last sync, both directions. */
-export function fastPathCreditEsp(r: u32, lanA: u32, remA: u32, spiOut: u32, spiIn: u32, pkts: u32): u32 { return espFastCredit(r, lanA, remA, spiOut, spiIn, pkts); }
+/** The kernel's packets and bytes for it since the last sync, out and in. */
+export function fastPathCreditEsp(r: u32, lanA: u32, remA: u32, spiOut: u32, spiIn: u32, pktsOut: u32, pktsIn: u32, bytesOut: f64, bytesIn: f64): u32 {
+  return espFastCredit(r, lanA, remA, spiOut, spiIn, pktsOut, pktsIn, bytesOut, bytesIn);
+}
 /** An offloaded PPTP call (record r, raw addresses, Call IDs host order): 1 keep, 0 withdraw. */
 export function fastPathCheckCall(r: u32, lanA: u32, remA: u32, callLan: u32, alias: u32, callRemote: u32, wan: u32): u32 {
   return callFastCheck(r, lanA, remA, callLan, alias, callRemote, wan);
 }
-/** The kernel's GRE packets for it since the last sync, out and in. */
-export function fastPathCreditCall(r: u32, lanA: u32, remA: u32, callLan: u32, alias: u32, callRemote: u32, pktsOut: u32, pktsIn: u32): u32 {
-  return callFastCredit(r, lanA, remA, callLan, alias, callRemote, pktsOut, pktsIn);
+/** The kernel's GRE packets and bytes for it since the last sync, out and in. */
+export function fastPathCreditCall(r: u32, lanA: u32, remA: u32, callLan: u32, alias: u32, callRemote: u32,
+  pktsOut: u32, pktsIn: u32, bytesOut: f64, bytesIn: f64): u32 {
+  return callFastCredit(r, lanA, remA, callLan, alias, callRemote, pktsOut, pktsIn, bytesOut, bytesIn);
 }
 export function groLinksPtr(): usize { return groLinks; }
 export function flowsPtr(): usize { return flows; }

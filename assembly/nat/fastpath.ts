@@ -49,6 +49,8 @@ import { wanAddr } from "./state";
 import { TCP_ESTABLISHED, UDP_REPLIED, lifetimeOf } from "./masq";
 import { IKE_PORT } from "../vpn/isakmp";
 import { flowTouch, rec } from "./table";
+import { countAdd } from "./state";
+import { C_PASS_BYTES_INSIDE, C_PASS_BYTES_OUTSIDE, C_PASS_INSIDE, C_PASS_OUTSIDE } from "../abi/counters";
 import { FLOW_ACCT_SIZE } from "../abi/records";
 
 /** F_TCP_OUT bit: offered to the fast path and not withdrawn (bits 0-5 are tcpTrack's). */
@@ -166,6 +168,7 @@ export function fastPathCredit(f: u32, proto: u32, lanA: u32, lanP: u32, remA: u
   pktsOut: u32, pktsIn: u32, bytesOut: f64, bytesIn: f64): u32 {
   if (!same(f, proto, lanA, lanP, remA, remP, aliasP)) return 0;
   if (pktsOut == 0 && pktsIn == 0) return 1;
+  passedByKernel(pktsOut, pktsIn, bytesOut, bytesIn);
   const r = rec(f);
   store<u32>(r, load<u32>(r, F_PKTS_OUT) + pktsOut, F_PKTS_OUT);
   store<u32>(r, load<u32>(r, F_PKTS_IN) + pktsIn, F_PKTS_IN);
@@ -181,6 +184,18 @@ export function fastPathCredit(f: u32, proto: u32, lanA: u32, lanP: u32, remA: u
   }
   flowTouch(r, lifetimeOf(proto, <u32>load<u8>(r, F_STATE), <u32>load<u16>(r, F_FLAGS)));
   return 1;
+}
+
+/**
+ * What the kernel carried counts as passed, by the side it came from, as
+ * if the engine had passed it: the counters behind `status`, the metrics
+ * and the dashboard's rates (a sync round's worth at a time).
+ */
+export function passedByKernel(pktsOut: u32, pktsIn: u32, bytesOut: f64, bytesIn: f64): void {
+  countAdd(C_PASS_INSIDE, <i64>pktsOut);
+  countAdd(C_PASS_OUTSIDE, <i64>pktsIn);
+  countAdd(C_PASS_BYTES_INSIDE, <i64>bytesOut);
+  countAdd(C_PASS_BYTES_OUTSIDE, <i64>bytesIn);
 }
 
 /** Unmarks every flow (the fast path closed, or a restore): each is offered again by its next packet. */

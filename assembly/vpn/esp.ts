@@ -50,7 +50,7 @@ import { Drop } from "../abi/reasons";
 import { rewriteAddr } from "../nat/rewrite";
 import { evictSample, slabAlloc, slabFree, slabHighWater, slabInit } from "./slab";
 import { LIM_ESP, srcCharge, srcRelease } from "../nat/limits";
-import { RING_ESP, fastPathOn, ringPush } from "../nat/fastpath";
+import { RING_ESP, fastPathOn, passedByKernel, ringPush } from "../nat/fastpath";
 import {
   count, countAdd, eventPush, espDs, espGuess, espInitDs, espInitRetries, espSquelchDs, nowDs, parallelSessions, unrepliedDs, wanAddr,
 } from "../nat/state";
@@ -496,11 +496,12 @@ export function espFastCheck(r: u32, lanA: u32, remA: u32, spiOut: u32, spiIn: u
 }
 
 /** What the kernel moved for it since the last sync: counted, and the association (and its peer's IKE state) kept alive as a packet would. */
-export function espFastCredit(r: u32, lanA: u32, remA: u32, spiOut: u32, spiIn: u32, pkts: u32): u32 {
+export function espFastCredit(r: u32, lanA: u32, remA: u32, spiOut: u32, spiIn: u32, pktsOut: u32, pktsIn: u32, bytesOut: f64, bytesIn: f64): u32 {
   if (!espSame(r, lanA, remA, spiOut, spiIn)) return 0;
-  if (pkts == 0) return 1;
+  if (pktsOut == 0 && pktsIn == 0) return 1;
+  passedByKernel(pktsOut, pktsIn, bytesOut, bytesIn);
   const e = rec(r);
-  store<u32>(e, load<u32>(e, ESP_PKTS) + pkts, ESP_PKTS);
+  store<u32>(e, load<u32>(e, ESP_PKTS) + pktsOut + pktsIn, ESP_PKTS);
   const life = boundLife(e);
   store<u32>(e, life, ESP_EXPIRES);
   peerEspTouch(load<u32>(e, ESP_PEER), life);

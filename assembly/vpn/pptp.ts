@@ -37,7 +37,7 @@ import { slabAlloc, slabFree, slabHighWater, slabInit } from "./slab";
 import { countAdd, greDisconnectDs, greDs, nowDs, wanAddr } from "../nat/state";
 import { hash1 } from "../nat/hash";
 import { LIM_CALLS, srcCharge, srcRelease } from "../nat/limits";
-import { RING_CALL, fastPathOn, ringPush } from "../nat/fastpath";
+import { RING_CALL, fastPathOn, passedByKernel, ringPush } from "../nat/fastpath";
 
 export const PPTP_PORT: u32 = 1723;
 const MAGIC: u32 = 0x1a2b3c4d;
@@ -334,9 +334,11 @@ export function callFastCheck(r: u32, lanA: u32, remA: u32, callLan: u32, alias:
 }
 
 /** What the kernel carried since the last sync: counted each way, and the call kept alive as its packets would. */
-export function callFastCredit(r: u32, lanA: u32, remA: u32, callLan: u32, alias: u32, callRemote: u32, pktsOut: u32, pktsIn: u32): u32 {
+export function callFastCredit(r: u32, lanA: u32, remA: u32, callLan: u32, alias: u32, callRemote: u32,
+  pktsOut: u32, pktsIn: u32, bytesOut: f64, bytesIn: f64): u32 {
   if (!callSame(r, lanA, remA, callLan, alias, callRemote)) return 0;
   if (pktsOut == 0 && pktsIn == 0) return 1;
+  passedByKernel(pktsOut, pktsIn, bytesOut, bytesIn);
   const e = rec(r);
   store<u32>(e, load<u32>(e, CALL_PKTS_OUT) + pktsOut, CALL_PKTS_OUT);
   store<u32>(e, load<u32>(e, CALL_PKTS_IN) + pktsIn, CALL_PKTS_IN);

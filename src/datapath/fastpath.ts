@@ -289,12 +289,12 @@ export class FastPath {
       const [po, bo] = this.read(h, true);
       const [pi, bi] = this.read(h, false);
       if (h.proto === ESP) {
-        x.fastPathCreditEsp(h.f, h.lanA, h.remA, h.spiOut, h.spiIn, po + pi);
+        x.fastPathCreditEsp(h.f, h.lanA, h.remA, h.spiOut, h.spiIn, po, pi, bo, bi);
         if (x.fastPathCheckEsp(h.f, h.lanA, h.remA, h.spiOut, h.spiIn, this.wanRaw) === 0) this.drop(h);
         continue;
       }
       if (h.proto === GRE) {
-        x.fastPathCreditCall(h.f, h.lanA, h.remA, h.lanP, h.aliasP, h.remP, po, pi);
+        x.fastPathCreditCall(h.f, h.lanA, h.remA, h.lanP, h.aliasP, h.remP, po, pi, bo, bi);
         if (x.fastPathCheckCall(h.f, h.lanA, h.remA, h.lanP, h.aliasP, h.remP, this.wanRaw) === 0) this.drop(h);
         continue;
       }

@@ -548,12 +548,12 @@ export interface EngineExports {
   fastPathForget(): void;
   /** An offloaded ESP association (record r, raw addresses and SPIs): 1 keep, 0 withdraw. */
   fastPathCheckEsp(r: number, lanA: number, remA: number, spiOut: number, spiIn: number, wan: number): number;
-  /** The kernel's packets for it since the last sync, both directions. */
-  fastPathCreditEsp(r: number, lanA: number, remA: number, spiOut: number, spiIn: number, pkts: number): number;
+  /** The kernel's packets and bytes for it since the last sync, out and in. */
+  fastPathCreditEsp(r: number, lanA: number, remA: number, spiOut: number, spiIn: number, pktsOut: number, pktsIn: number, bytesOut: number, bytesIn: number): number;
   /** An offloaded PPTP call (record r, raw addresses, Call IDs host order): 1 keep, 0 withdraw. */
   fastPathCheckCall(r: number, lanA: number, remA: number, callLan: number, alias: number, callRemote: number, wan: number): number;
-  /** The kernel's GRE packets for it since the last sync, out and in. */
-  fastPathCreditCall(r: number, lanA: number, remA: number, callLan: number, alias: number, callRemote: number, pktsOut: number, pktsIn: number): number;
+  /** The kernel's GRE packets and bytes for it since the last sync, out and in. */
+  fastPathCreditCall(r: number, lanA: number, remA: number, callLan: number, alias: number, callRemote: number, pktsOut: number, pktsIn: number, bytesOut: number, bytesIn: number): number;
   groLinksPtr(): number;
   flowsPtr(): number;
   flowSize(): number;
@@ -612,7 +612,7 @@ export const ENGINE_EXPORT_ARITY = {
   eventsPtr: 0, eventCap: 0, eventSize: 0, slotsPtr: 0, lensPtr: 0, verdictsPtr: 0, slotSize: 0, slotCount: 0,
   vnetPtr: 0, vnetStride: 0, vnetEnabled: 0, setVnet: 1, setGro: 1, groEnabled: 0, setFastPath: 1,
   fastPathPending: 0, fastPathRing: 0, fastPathTaken: 0, fastPathCheck: 11, fastPathCredit: 11,
-  fastPathForget: 0, fastPathCheckEsp: 6, fastPathCreditEsp: 6, fastPathCheckCall: 7, fastPathCreditCall: 8,
+  fastPathForget: 0, fastPathCheckEsp: 6, fastPathCreditEsp: 9, fastPathCheckCall: 7, fastPathCreditCall: 10,
   groLinksPtr: 0, flowsPtr: 0, flowSize: 0, acctEnabled: 0, flowAcctPtr: 0, flowCapacity: 0, flowHighWater: 0,
   flowActive: 0, hashSize: 0, layoutBytesEnd: 0, espPtr: 0, espCount: 0, ikePtr: 0, ikeCount: 0, callPtr: 0,
   callCount: 0, holdSlotsPtr: 0, holdLensPtr: 0, holdVerdictsPtr: 0, holdCap: 0, holdSlotSize: 0,

@@ -121,10 +121,15 @@ describe('flow fast path: what the engine offers and what the kernel is given', 
     const { r, k, fp } = bench(64, true);
     const { alias } = connect(r, fp);
     const before = flowOf(r, 40000)!;
+    const c0 = r.engine.counters();
     k.count(outKey(H1, 40000), 10, 15_000);
     k.count(inKey(alias), 20, 1_040);
     fp.sync();
     let f = flowOf(r, 40000)!;
+    // As passed by the router, by the side they came from: status, the metrics and the dashboard's rates count them.
+    const c1 = r.engine.counters();
+    expect([c1.passInside! - c0.passInside!, c1.passOutside! - c0.passOutside!]).toEqual([10, 20]);
+    expect([c1.passBytesInside! - c0.passBytesInside!, c1.passBytesOutside! - c0.passBytesOutside!]).toEqual([15_000, 1_040]);
     expect(f.packetsOut - before.packetsOut).toBe(10);
     expect(f.packetsIn - before.packetsIn).toBe(20);
     expect(f.bytesOut! - before.bytesOut!).toBe(15_000);
@@ -371,10 +376,13 @@ describe('flow fast path: ESP by SPI', () => {
     const { r, k, fp } = espBench();
     bind(r, fp);
     const before = sa(r)!.packetsOut;
+    const c0 = r.engine.counters();
     k.count(Buffer.from(outK(), 'hex'), 7, 700);
     k.count(Buffer.from(inK(), 'hex'), 5, 500);
     fp.sync();
     expect(sa(r)!.packetsOut - before).toBe(12);
+    const c1 = r.engine.counters();
+    expect([c1.passInside! - c0.passInside!, c1.passOutside! - c0.passOutside!, c1.passBytesInside! - c0.passBytesInside!]).toEqual([7, 5, 700]);
     fp.sync();
     expect(sa(r)!.packetsOut - before).toBe(12);
     // esp_timeout 100 s: alive for 240 s on what the kernel moved alone.
@@ -509,7 +517,9 @@ describe('flow fast path: PPTP\'s GRE by Call ID', () => {
     const before = call(r)!;
     k.count(Buffer.from(greKey(H1, S1, SERVER_CALL), 'hex'), 4, 400);
     k.count(Buffer.from(greKey(S1, WAN, alias), 'hex'), 6, 600);
+    const c0 = r.engine.counters();
     fp.sync();
+    expect(r.engine.counters().passBytesOutside! - c0.passBytesOutside!).toBe(600);
     expect([call(r)!.packetsOut - before.packetsOut, call(r)!.packetsIn - before.packetsIn]).toEqual([4, 6]);
     // gre_timeout 100 s: alive for 240 s on the kernel's packets alone.
     for (let i = 0; i < 4; i++) {
