@@ -141,6 +141,15 @@ std::vector<bpf_insn> Program(int flowsFd, int statsFd) {
   std::vector<bpf_insn> p;
   Labels l(&p, kLabels);
   auto I = [&](bpf_insn i) { p.push_back(i); };
+  // The transport header's first four bytes, as in the packet, into the
+  // key's ports and the old-port slots: TCP's and UDP's ports, ESP's SPI.
+  auto KeyPorts = [&]() {
+    for (int16_t half : {0, 2}) {
+      I(Ldx(BPF_H, 0, 2, static_cast<int16_t>(kL4 + half)));
+      I(Stx(BPF_H, 10, 0, static_cast<int16_t>(kKey + 8 + half)));
+      I(Stx(BPF_W, 10, 0, half == 0 ? kOldSport : kOldDport));
+    }
+  };
   const uint8_t jeq = BPF_JMP | BPF_JEQ | BPF_K, jne = BPF_JMP | BPF_JNE | BPF_K;
 
   I(MovX(6, 1));
@@ -207,12 +216,7 @@ std::vector<bpf_insn> Program(int flowsFd, int statsFd) {
   I(MovX(5, 2));
   I(Alu(BPF_ADD, 5, kL4 + 20));
   l.Jump(BPF_JMP | BPF_JGT | BPF_X, 5, 3, 0, kPass);
-  I(Ldx(BPF_H, 0, 2, kL4));
-  I(Stx(BPF_H, 10, 0, kKey + 8));
-  I(Stx(BPF_W, 10, 0, kOldSport));
-  I(Ldx(BPF_H, 0, 2, kL4 + 2));
-  I(Stx(BPF_H, 10, 0, kKey + 10));
-  I(Stx(BPF_W, 10, 0, kOldDport));
+  KeyPorts();
   I(Ldx(BPF_B, 0, 2, kL4 + 13));
   I(Stx(BPF_W, 10, 0, kTcpFlags));
   I(Ldx(BPF_W, 8, 2, kL4 + 4));
@@ -231,12 +235,7 @@ std::vector<bpf_insn> Program(int flowsFd, int statsFd) {
   l.Jump(BPF_JMP | BPF_JA, 0, 0, 0, kKeyed);
   // 3 UDP: the ports; an 8-byte header in every segment.
   l.Place(kParseUdp);
-  I(Ldx(BPF_H, 0, 2, kL4));
-  I(Stx(BPF_H, 10, 0, kKey + 8));
-  I(Stx(BPF_W, 10, 0, kOldSport));
-  I(Ldx(BPF_H, 0, 2, kL4 + 2));
-  I(Stx(BPF_H, 10, 0, kKey + 10));
-  I(Stx(BPF_W, 10, 0, kOldDport));
+  KeyPorts();
   I(St(BPF_W, 10, kL4Len, 8));
   l.Jump(BPF_JMP | BPF_JA, 0, 0, 0, kKeyed);
   // 3 ICMP: an echo request or reply only; every other message (the errors
@@ -263,12 +262,7 @@ std::vector<bpf_insn> Program(int flowsFd, int statsFd) {
   // same SPI (a spoofed source, another LAN host) has no entry. No segment
   // length: step 7 passes a GSO ESP skb up.
   l.Place(kParseEsp);
-  I(Ldx(BPF_H, 0, 2, kL4));
-  I(Stx(BPF_H, 10, 0, kKey + 8));
-  I(Stx(BPF_W, 10, 0, kOldSport));
-  I(Ldx(BPF_H, 0, 2, kL4 + 2));
-  I(Stx(BPF_H, 10, 0, kKey + 10));
-  I(Stx(BPF_W, 10, 0, kOldDport));
+  KeyPorts();
   I(St(BPF_W, 10, kL4Len, 0));
   l.Jump(BPF_JMP | BPF_JA, 0, 0, 0, kKeyed);
   // 3 GRE: PPTP's data channel only (RFC 2637 4.1: version 1, the key field
