@@ -247,7 +247,12 @@ export function dataPathOps(engine: Engine, callWaiting: () => boolean = () => f
     flowActive: () => engine.flowActive(),
     flows: (wan: string, limit?: number) => engine.flows(wan, nowMs(), limit ?? Infinity),
     vpnEntries: (wan: string) => engine.vpnEntries(wan),
-    entries,
+    /**
+     * The conntrack listing: what the kernel's fast path moved until now credited first (the 500 ms round, a slice
+     * of the flows, may not have come since; a listing right after a transfer lacked its bytes). Per listed flow two
+     * table reads, as conntrack -D costs.
+     */
+    entries: (wan: string) => { fast?.sync(); return entries(wan); },
     flushAll: () => { const n = engine.x.flushAll(); fast?.sync(); return n; },
     /** conntrack -D: the matching entries, chosen and freed in one step (an index freed and reused in between would be another flow). */
     deleteMatching: (filter: ConntrackFilter, wan: string) => {

@@ -49,6 +49,9 @@ function usoSend(lab: LabT, ns: string, host: string, size: number, cookies: str
   lab.exec(ns, ['python3', PEER, 'send', host, '500', String(size), ...cookies]);
 }
 
+// The TUN's own offload counters are measured here: the flow fast path would carry the established flows past the TUNs.
+const TUN_PATH = "\toption flow_offload '0'\n";
+
 describe.skipIf(skip)('TUN offloads through the router (real TUN path)', () => {
   let lab: LabT;
 
@@ -69,9 +72,10 @@ config redirect
 	option src_dport '5202'
 	option dest_ip '192.168.1.10'
 	option dest_port '5202'
-`);
+`, TUN_PATH);
       // The suite may be run with VPNMASQ_OFFLOAD=0 to check the old path; this block is about the new one.
-      vm.env = { VPNMASQ_OFFLOAD: '1' };
+      // VPNMASQ_FLOW_OFFLOAD unset: the option above decides.
+      vm.env = { VPNMASQ_OFFLOAD: '1', VPNMASQ_FLOW_OFFLOAD: '' };
       await vm.start();
     });
     afterAll(async () => { await vm?.stop(); });
@@ -140,8 +144,8 @@ config redirect
   describe("option offload '0'", () => {
     let vm: RunningRouter;
     beforeAll(async () => {
-      vm = new RunningRouter(lab, '', "\toption offload '0'");
-      vm.env = { VPNMASQ_OFFLOAD: '' };
+      vm = new RunningRouter(lab, '', `\toption offload '0'\n${TUN_PATH}`);
+      vm.env = { VPNMASQ_OFFLOAD: '', VPNMASQ_FLOW_OFFLOAD: '' };
       await vm.start();
     });
     afterAll(async () => { await vm?.stop(); });
