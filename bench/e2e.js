@@ -52,14 +52,14 @@ const USAGE = `usage: sudo node bench/e2e.js [options]
   --tcp-reps N     repetitions per TCP row (default 3)
   --tcp-seconds S  seconds per TCP repetition (default 3)
   --offload-compare  also run the TCP rows through vpnmasq with option offload '0'
-  --no-flow-offload  skip the third mode, vpnmasq with option flow_offload '1' (the kernel fast path for established flows; run by default)
+  --no-tun-path    skip the third mode, vpnmasq with option flow_offload '0' (every packet through the TUNs, without the kernel fast path the default runs)
   --router-cpu PCT   vpnmasq gets PCT % of one CPU (cgroup v1 cpu group: a router slower than its LAN hosts; the kernel NAT is not limited)
   --busy-poll US   vpnmasq with option busy_poll US (microseconds; default 0)`;
 
 function parseArgs(argv) {
   const a = {
     reps: 5, seconds: 3, flows: 16, clients: 1, pings: 200, kernelOnly: false, cli: null, json: null, svg: resolve('bench-e2e.svg'), warmup: true,
-    mix: true, mixReps: null, mixFlows: 8, tcp: true, tcpOnly: false, tcpReps: 3, tcpSeconds: 3, offloadCompare: false, flowOffload: true, busyPoll: 0,
+    mix: true, mixReps: null, mixFlows: 8, tcp: true, tcpOnly: false, tcpReps: 3, tcpSeconds: 3, offloadCompare: false, tunPath: true, busyPoll: 0,
   };
   const num = (name, v, min, max) => {
     const n = Number(v);
@@ -89,7 +89,7 @@ function parseArgs(argv) {
       case '--tcp-reps': a.tcpReps = Math.round(num(key, val(), 1, 100)); break;
       case '--tcp-seconds': a.tcpSeconds = Math.round(num(key, val(), 1, 600)); break;
       case '--offload-compare': a.offloadCompare = true; break;
-      case '--no-flow-offload': a.flowOffload = false; break;
+      case '--no-tun-path': a.tunPath = false; break;
       case '--busy-poll': a.busyPoll = Math.round(num(key, val(), 0, 100000)); break;
       case '--cli': a.cli = resolve(val() ?? ''); break;
       case '--router-cpu': a.routerCpu = num(key, val(), 1, 100); break;
@@ -170,6 +170,7 @@ async function main() {
   const { benchPlain } = await import('./e2e/plain.js');
   const { ESPGEN, benchMix, mixComparison } = await import('./e2e/mix.js');
   const { kernelMode, vpnmasqMode } = await import('./e2e/modes.js');
+  const { TUN_PATH_MODE } = await import('./e2e/common.js');
   const { comparison, machine, printMixTable, printTable, renderRows, writeChart, writeSummary } = await import('./e2e/report.js');
   const { benchTcp, printTcpTable } = await import('./e2e/tcp.js');
   const parts = { benchPlain, benchMix, benchTcp };
@@ -195,7 +196,7 @@ async function main() {
   const m = machine();
   log(`machine: nproc ${m.nproc}, kernel ${m.kernel}, node ${m.node}`);
 
-  const modesCount = doVpnmasq ? (a.flowOffload ? 3 : 2) : 1;
+  const modesCount = doVpnmasq ? (a.tunPath ? 3 : 2) : 1;
   const budgetS = 90 + modesCount * (60 + (a.reps + 1) * (a.seconds + 35) + a.pings * 0.02 +
     (a.mix ? a.mixReps * (a.seconds + 45) : 0) + (a.tcp ? 4 * a.tcpReps * (a.tcpSeconds + 30) + 60 : 0)) +
     (a.offloadCompare ? 60 + 4 * a.tcpReps * (a.tcpSeconds + 30) + 60 : 0);
@@ -228,8 +229,8 @@ async function main() {
     modes.push(await benchMode(lab, kernelMode(), a, parts));
     if (doVpnmasq) modes.push(await benchMode(lab, vpnmasqMode(cliPath, tmp, { busyPollUs: a.busyPoll, cpuPct: a.routerCpu ?? 0 }), a, parts));
     if (doVpnmasq && a.tcp && a.offloadCompare) modes.push(await benchMode(lab, vpnmasqMode(cliPath, tmp, { offload: false }), a, parts, true));
-    // The kernel fast path for established flows (option flow_offload): every table, as a mode of its own.
-    if (doVpnmasq && a.flowOffload) modes.push(await benchMode(lab, vpnmasqMode(cliPath, tmp, { flowOffload: true }), a, parts));
+    // Without the kernel fast path (option flow_offload '0'): every packet through the TUNs, a mode of its own in every table.
+    if (doVpnmasq && a.tunPath) modes.push(await benchMode(lab, vpnmasqMode(cliPath, tmp, { flowOffload: false }), a, parts));
   } catch (e) {
     console.error(`bench/e2e: ${firstLine(e.message)}`);
   } finally {
@@ -243,12 +244,12 @@ async function main() {
   const v = modes.find((r) => r.mode === 'vpnmasq');
   const cmp = comparison(k, v);
   const mixCmp = a.mix ? mixComparison(k?.mix, v?.mix) : null;
-  // option flow_offload's mode: its own ratio rows.
-  const fo = modes.find((r) => r.mode === 'vpnmasq-flow-offload');
+  // The TUN path's mode (option flow_offload '0'): its own ratio rows.
+  const tp = modes.find((r) => r.mode === TUN_PATH_MODE);
   const udpModes = modes.filter((r) => r.median || (!r.ok && !r.tcp));
-  if (udpModes.length && !a.tcpOnly) printTable(a, m, udpModes, [['vpnmasq/kernel', cmp], ['flow-offload/kernel', comparison(k, fo)]]);
+  if (udpModes.length && !a.tcpOnly) printTable(a, m, udpModes, [['vpnmasq/kernel', cmp], ['tun-path/kernel', comparison(k, tp)]]);
   if (a.tcp) printTcpTable(a, modes, renderRows);
-  if (a.mix && modes.some((r) => r.mix)) printMixTable(a, modes, [['vpnmasq/kernel', mixCmp], ['flow-offload/kernel', mixComparison(k?.mix, fo?.mix)]]);
+  if (a.mix && modes.some((r) => r.mix)) printMixTable(a, modes, [['vpnmasq/kernel', mixCmp], ['tun-path/kernel', mixComparison(k?.mix, tp?.mix)]]);
   if (mixSkipped) console.log(`mixed traffic: skipped (${mixSkipped})`);
   if (cliMissing) console.log(`vpnmasq: not benchmarked (no CLI at ${cliPath})`);
 

@@ -113,3 +113,6 @@ export async function reachable(lab, ms) {
   } while (Date.now() < deadline);
   return false;
 }
+
+/** The bench's mode with option flow_offload '0': every packet through the TUNs and the engine (the default runs the kernel fast path). */
+export const TUN_PATH_MODE = 'vpnmasq-tun-path';

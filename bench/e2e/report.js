@@ -19,7 +19,7 @@ export function machine() {
   return { nproc, kernel: release(), cpu: cpus()[0]?.model ?? 'unknown', node: process.version, iperf3: iperf };
 }
 
-/** `cmps`: [label, comparison] rows under the modes (vpnmasq/kernel, flow-offload/kernel). */
+/** `cmps`: [label, comparison] rows under the modes (vpnmasq/kernel, tun-path/kernel). */
 export function printTable(a, m, modes, cmps) {
   const out = [];
   out.push('');

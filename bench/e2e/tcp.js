@@ -25,7 +25,7 @@
 // not the kernel's TUN and forwarding work done on its behalf in softirq).
 import { readFileSync } from 'node:fs';
 import { runIn, stopChild } from '../../dist/lab/run.js';
-import { firstLine, iperfError, log, median, sleep, waitListening } from './common.js';
+import { TUN_PATH_MODE, firstLine, iperfError, log, median, sleep, waitListening } from './common.js';
 import { pingFrom } from './plain.js';
 
 export const TCP_PORT = 5301;
@@ -147,9 +147,9 @@ export function printTcpTable(a, modes, renderRows) {
   if (!withTcp.length) return;
   const k = withTcp.find((m) => m.mode === 'kernel-nft')?.tcp;
   const v = withTcp.find((m) => m.mode === 'vpnmasq')?.tcp;
-  // option flow_offload's column gets its own ratio (established TCP through the kernel fast path).
-  const fo = withTcp.find((m) => m.mode === 'vpnmasq-flow-offload')?.tcp;
-  const rows = [['row', ...withTcp.map((m) => m.mode), ...(k && v ? ['vpnmasq/kernel'] : []), ...(k && fo ? ['flow-offload/kernel'] : [])]];
+  // The TUN path's column (option flow_offload '0') gets its own ratio.
+  const fo = withTcp.find((m) => m.mode === TUN_PATH_MODE)?.tcp;
+  const rows = [['row', ...withTcp.map((m) => m.mode), ...(k && v ? ['vpnmasq/kernel'] : []), ...(k && fo ? ['tun-path/kernel'] : [])]];
   for (const r of TCP_ROWS) {
     const ratio = k && v ? v.rows[r.key]?.medianMbps / k.rows[r.key]?.medianMbps : NaN;
     const foRatio = k && fo ? fo.rows[r.key]?.medianMbps / k.rows[r.key]?.medianMbps : NaN;
@@ -157,7 +157,7 @@ export function printTcpTable(a, modes, renderRows) {
       ...(k && fo ? [fmt(foRatio, 2) + '×'] : [])]);
   }
   const us = (d) => `${d >= 0 ? '+' : ''}${fmt(d * 1000, 0)} µs`;
-  // The added-latency columns: vpnmasq's, then flow_offload's, each against the kernel.
+  // The added-latency columns: vpnmasq's, then the TUN path's, each against the kernel.
   const added = (get) => [...(k && v ? [us(get(v) - get(k))] : []), ...(k && fo ? [us(get(fo) - get(k))] : [])];
   const blank = [...(k && v ? [''] : []), ...(k && fo ? [''] : [])];
   rows.push(['ping RTT idle, median (ms)', ...withTcp.map((m) => fmt(m.tcp.pingIdleMs, 3)), ...added((t) => t.pingIdleMs)]);

@@ -101,7 +101,7 @@ describe('config: the contract', () => {
         tunOutside: 'tout',
         offload: true,
         gro: true,
-        flowOffload: false,
+        flowOffload: true,
         hostQueues: 'auto',
         priority: 'realtime',
         busyPoll: 0,
