@@ -321,6 +321,7 @@ export class Supervisor {
     this.observer = new Observer({
       cfg: this.cfg, engine: this.dp, log: this.log, lanSubnets: this.lanSubnets, loop: () => (this.forwarding ? this.dp : null),
       offloadBits: () => (this.tuns?.vnet ? this.tuns.offloadsIn : 0),
+      flowOffload: () => (this.fastPath.on ? this.dp.status().fastPath : null),
       snapshot: () => ({
         lastWriteMs: this.snap.lastWrite ? Date.parse(this.snap.lastWrite.at) : null,
         bytes: this.snap.lastWrite?.bytes ?? 0,

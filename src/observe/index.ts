@@ -10,7 +10,7 @@ import type { Config } from '../config/index.js';
 import type { EngineView, FlowEntry } from '../engine/engine.js';
 import type { Logger } from '../log.js';
 import { queueDrops, queueDropsByClass, queueMarks, queueTrims, writeDrops } from '../tun/tun.js';
-import { collectStats, type SnapshotTally, type Stats, type WanChange } from './stats.js';
+import { collectStats, type FlowOffloadTally, type SnapshotTally, type Stats, type WanChange } from './stats.js';
 import { CONTENT_TYPE, renderMetrics } from './metrics.js';
 import { ReadOnlyServer, type Reply } from './http.js';
 import { PAGE_CSS, PAGE_HTML, PAGE_JS } from './page.js';
@@ -39,6 +39,8 @@ export interface ObserverOptions {
   snapshot?: () => SnapshotTally;
   /** The TUN_F_* offload bits the TUNs took (absent: 0, off). */
   offloadBits?: () => number;
+  /** The flow fast path's figures while it runs (absent, or null: not running). */
+  flowOffload?: () => FlowOffloadTally | null;
 }
 
 export class Observer {
@@ -102,7 +104,7 @@ export class Observer {
       const stats = collectStats(this.o.engine, {
         startTimeMs: this.startTimeMs, wanAddress: this.wanAddress, wanChanges: this.wanChanges, wanHistory: this.wanHistory,
         reloadsOk: this.reloadsOk, reloadsFailed: this.reloadsFailed, batchSizes: this.o.loop()?.batchSizes ?? null, tunWriteDrops,
-        tunQueueDrops, tunQueueDropsByClass, tunQueueTrims, tunQueueMarks, offloadBits: this.o.offloadBits,
+        tunQueueDrops, tunQueueDropsByClass, tunQueueTrims, tunQueueMarks, offloadBits: this.o.offloadBits, flowOffload: this.o.flowOffload,
         snapshot: this.o.snapshot?.() ?? null,
       });
       this.cachedStats = { at: now, stats };

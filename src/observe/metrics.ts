@@ -93,6 +93,19 @@ export function renderMetrics(s: Stats): string {
     [[undefined, s.offload.groDatagrams]]);
   w.family('vpnmasq_csum_partial_packets_total', 'counter',
     'Packets read with a partial L4 checksum (NEEDS_CSUM: the kernel finishes it further on).', [[undefined, s.offload.csumPartial]]);
+  const fo = s.flowOffload;
+  w.family('vpnmasq_flow_offload_enabled', 'gauge', 'The flow fast path (option flow_offload) runs (1) or not (0: off, or the kernel refused it).',
+    [[undefined, fo ? 1 : 0]]);
+  if (fo) {
+    w.family('vpnmasq_flow_offload_flows', 'gauge', 'Flows (and ESP associations, PPTP calls) the kernel fast path holds now.', [[undefined, fo.flows]]);
+    w.family('vpnmasq_flow_offload_capacity', 'gauge', 'Flows the kernel fast path can hold.', [[undefined, fo.capacity]]);
+    w.family('vpnmasq_flow_offload_handovers_total', 'counter', 'Flows handed to the kernel fast path, and withdrawn from it.',
+      [[{ event: 'offloaded' }, fo.offloaded], [{ event: 'withdrawn' }, fo.withdrawn]]);
+    w.family('vpnmasq_flow_offload_packets_total', 'counter',
+      'Packets the kernel fast path judged: forwarded (also in vpnmasq_forwarded_packets_total, at each sync), out_of_window (a FIN or RST dropped), passed_close (SYN, FIN, RST or a closed direction, up to the engine), passed_other (up to the engine: wrong device, TTL, MTU, no route).',
+      [[{ verdict: 'forwarded' }, fo.forwarded], [{ verdict: 'out_of_window' }, fo.outOfWindow],
+        [{ verdict: 'passed_close' }, fo.passedFlags], [{ verdict: 'passed_other' }, fo.passedOther]]);
+  }
   w.family('vpnmasq_flows_created_total', 'counter', 'Flows created.', [[undefined, s.flowsCreated]]);
   w.family('vpnmasq_flows_expired_total', 'counter', 'Flows expired by their idle timeout.', [[undefined, s.flowsExpired]]);
   w.family('vpnmasq_flows_flushed_total', 'counter', 'Flows flushed by a WAN address change.', [[undefined, s.flowsFlushed]]);

@@ -65,6 +65,8 @@ export interface Stats {
   memoryBytes: number;
   /** The state snapshot (null: the supervisor keeps none, e.g. an engine on a test bench). */
   snapshot: SnapshotTally | null;
+  /** The flow fast path while it runs (null: off, or refused by the kernel). */
+  flowOffload: FlowOffloadTally | null;
 }
 
 /** What the metrics say about the state snapshot (issue 9). */
@@ -98,7 +100,15 @@ export interface SupervisorTallies {
   tunQueueMarks?(): number;
   /** the TUN_F_* offload bits the TUNs took (default: 0, off) */
   offloadBits?(): number;
+  /** the flow fast path's figures while it runs (absent, or null: not running) */
+  flowOffload?(): FlowOffloadTally | null;
   snapshot?: SnapshotTally | null;
+}
+
+/** The flow fast path (src/datapath/fastpath.ts FastPathStatus): what the metrics need of it. */
+export interface FlowOffloadTally {
+  flows: number; capacity: number; offloaded: number; withdrawn: number;
+  forwarded: number; outOfWindow: number; passedFlags: number; passedOther: number;
 }
 
 const BUCKET_LE = Array.from({ length: BATCH_BUCKETS }, (_, i) => 2 ** i);
@@ -160,5 +170,6 @@ export function collectStats(e: EngineView, t: SupervisorTallies): Stats {
     batches: { lan: histogram(t.batchSizes, 0), wan: histogram(t.batchSizes, 1) },
     memoryBytes: e.memoryBytes,
     snapshot: t.snapshot ?? null,
+    flowOffload: t.flowOffload?.() ?? null,
   };
 }

@@ -14,6 +14,7 @@ import { Observer } from '../../../src/observe/index.js';
 import { createLogger } from '../../../src/log.js';
 import { ACK, SYN, esp, parse, tcp, udp } from '../../helpers/packet.js';
 import { TUN_F } from '../../../src/tun/tun.js';
+import { FastPath, type FastPathKernel } from '../../../src/datapath/fastpath.js';
 
 const WAN = '203.0.113.1';
 const SERVER = '198.51.100.7';
@@ -176,6 +177,54 @@ describe('Prometheus metrics', () => {
     // without an offloadBits source (engine-only benches) every offload reads 0
     const bare = scrape(new Observer({ cfg, engine, log: createLogger('fatal'), lanSubnets: ['192.168.1.0/24'], loop: () => loop }));
     expect(bare.get('vpnmasq_tun_offload')!.metrics.every((x) => Number(x.value) === 0)).toBe(true);
+  });
+
+  it('expose the flow fast path: running or not, flows held, hand-overs, the program\'s verdicts; what it forwarded counts as forwarded', () => {
+    const { engine, loop, inside, outside } = setup();
+    const cfg = parseConfig("config vpnmasq 'main'\n\toption lan_device 'br-lan'\n\toption wan_device 'wan'\n", 'm');
+    // The kernel's table in a Map, its counters as the program would have them.
+    const table = new Map<string, Buffer>();
+    const kernel: FastPathKernel = {
+      put: (k, v) => { table.set(k.toString('hex'), Buffer.from(v)); },
+      get: (k, out) => { const v = table.get(k.toString('hex')); if (!v) return false; v.copy(out); return true; },
+      remove: (k) => table.delete(k.toString('hex')),
+      stats: () => [1000, 3, 7, 2, 0],
+      close: () => {},
+    };
+    const fp = new FastPath(engine, kernel, 3, 4, 64);
+    engine.x.setFastPath(1);
+    fp.setWan(ipToRaw(WAN));
+    let running = false;
+    const obs = new Observer({ cfg, engine, log: createLogger('fatal'), lanSubnets: ['192.168.1.0/24'], loop: () => loop,
+      flowOffload: () => (running ? fp.status() : null) });
+    const off = scrapeFresh(obs);
+    expect(value(off.get('vpnmasq_flow_offload_enabled'))).toBe(0);
+    expect(off.has('vpnmasq_flow_offload_flows')).toBe(false);
+    // A connection through its handshake: offered, held.
+    inside.inject(tcp('192.168.1.10', 40000, SERVER, 80, SYN)); loop.pump(inside, SIDE_INSIDE);
+    const alias = parse(inside.written.at(-1)!).sport;
+    outside.inject(tcp(SERVER, 80, WAN, alias, SYN | ACK)); loop.pump(outside, SIDE_OUTSIDE);
+    inside.inject(tcp('192.168.1.10', 40000, SERVER, 80, ACK)); loop.pump(inside, SIDE_INSIDE);
+    fp.take();
+    running = true;
+    const before = scrapeFresh(obs);
+    // What the kernel moved for it since: 40 packets out, 60 in.
+    for (const v of table.values()) {
+      const out = v[4] === 198; // the outbound entry rewrites toward the server
+      v.writeBigUInt64LE(BigInt(out ? 40 : 60), 32);
+      v.writeBigUInt64LE(BigInt(out ? 40 * 1500 : 60 * 52), 40);
+    }
+    fp.sync();
+    const m = scrapeFresh(obs);
+    expect(value(m.get('vpnmasq_flow_offload_enabled'))).toBe(1);
+    expect(value(m.get('vpnmasq_flow_offload_flows'))).toBe(1);
+    expect(value(m.get('vpnmasq_flow_offload_capacity'))).toBe(64);
+    expect(value(m.get('vpnmasq_flow_offload_handovers_total'), { event: 'offloaded' })).toBe(1);
+    expect(m.get('vpnmasq_flow_offload_packets_total')?.type).toBe('COUNTER');
+    expect([['forwarded', 1000], ['out_of_window', 3], ['passed_close', 7], ['passed_other', 2]]
+      .map(([verdict]) => value(m.get('vpnmasq_flow_offload_packets_total'), { verdict: verdict as string }))).toEqual([1000, 3, 7, 2]);
+    const fwd = (x: Map<string, Family>, side: string) => value(x.get('vpnmasq_forwarded_packets_total'), { side });
+    expect([fwd(m, 'lan') - fwd(before, 'lan'), fwd(m, 'wan') - fwd(before, 'wan')]).toEqual([40, 60]);
   });
 
   it('counts WAN address changes and reloads', () => {
