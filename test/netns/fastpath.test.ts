@@ -312,27 +312,36 @@ for name in sys.argv[1:]:
     print(name, ethtool(name, 0x16))  # ETHTOOL_GTXCSUM
 `;
 
-// One end of the ESP exchanges, on IFNAME: hand-built ESP packets (an SPI,
-// a sequence number and SIZE pseudo-random bytes standing for the
-// ciphertext and its ICV: no SA anywhere, the program never looks inside)
-// go out of an AF_PACKET socket to DMAC, and an AF_PACKET socket keeps
-// every ESP packet that arrives, as it arrived (IP header and all, before
-// any check of the kernel's). A raw ESP socket takes them too, so that the
-// kernel, which has no SA for them, answers none with an ICMP error.
-// Commands: send DMAC SRC DST SPI SEQ N SIZE TTL MODE (N packets, SEQ
-// counting up; MODE plain, short: the IP length leaves 7 bytes of ESP, the
-// frame carries them all; mf: a first fragment, MF set; last: a last
-// fragment, offset 1480 bytes), printing the IP packets sent as JSON hex;
-// got N SECONDS (the packets arrived since the last got, once there are N
-// or the time is up).
-const ESP_PY = `
+// One end of the ESP exchanges or of a PPTP call's data channel, on IFNAME,
+// for IP protocol PROTO (50: ESP, 47: GRE): hand-built packets go out of an
+// AF_PACKET socket to DMAC, and an AF_PACKET socket keeps every packet of
+// PROTO that arrives, as it arrived (IP header and all, before any check of
+// the kernel's). A raw socket of PROTO takes them too, so that the kernel,
+// which has no SA or tunnel for them, answers none with an ICMP error.
+// Commands:
+//   ESP: send DMAC SRC DST SPI SEQ N SIZE TTL MODE: N packets of an SPI, a
+//        sequence number counting up from SEQ and SIZE pseudo-random bytes
+//        standing for the ciphertext and its ICV (no SA anywhere: the
+//        program never looks inside); the IP ID is the sequence number.
+//   GRE: send DMAC SRC DST FLAGS PTYPE CALLID ID N SIZE TTL MODE: N packets,
+//        GRE's first 16 bits FLAGS, protocol type PTYPE, payload length SIZE,
+//        the Call ID; a sequence number if FLAGS has S, an ack number if it
+//        has A, whatever the version; then SIZE pseudo-random bytes standing
+//        for PPP. The IP ID counts up from ID, and so do the sequence and
+//        ack numbers, so that each packet is known by its IP ID.
+//   MODE: plain; short: the IP length leaves 7 bytes of the header, the
+//   frame carries them all; mf: a first fragment, MF set; last: a last
+//   fragment, offset 1480 bytes. Prints the IP packets sent as JSON hex.
+//   got N SECONDS: waits until N packets arrived or SECONDS passed, prints
+//   them (JSON hex) and forgets them.
+const IPPROTO_PY = `
 import json, random, socket, struct, sys, threading, time
-ifname = sys.argv[1]
+ifname, proto = sys.argv[1], int(sys.argv[2])
 smac = bytes.fromhex(open('/sys/class/net/%s/address' % ifname).read().strip().replace(':', ''))
 cap = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
 cap.bind((ifname, 0))
 cap.setsockopt(socket.SOL_SOCKET, 33, 1 << 22)  # SO_RCVBUFFORCE
-sink = socket.socket(socket.AF_INET, socket.SOCK_RAW, 50)
+sink = socket.socket(socket.AF_INET, socket.SOCK_RAW, proto)
 out = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
 out.bind((ifname, 0))
 lock = threading.Condition()
@@ -341,7 +350,7 @@ got = []
 def capture():
     while True:
         f, addr = cap.recvfrom(1 << 16)
-        if addr[2] == socket.PACKET_OUTGOING or len(f) < 14 + 20 or f[14 + 9] != 50:
+        if addr[2] == socket.PACKET_OUTGOING or len(f) < 14 + 20 or f[14 + 9] != proto:
             continue
         ip = f[14:]
         with lock:
@@ -360,97 +369,36 @@ def csum(b):
         s = (s & 0xffff) + (s >> 16)
     return ~s & 0xffff
 
-print('ready', flush=True)
-for line in sys.stdin:
-    c = line.split()
-    if c[0] == 'send':
-        dmac, src, dst = bytes.fromhex(c[1].replace(':', '')), socket.inet_aton(c[2]), socket.inet_aton(c[3])
-        spi, seq, n, size, ttl, mode = int(c[4], 0), int(c[5]), int(c[6]), int(c[7]), int(c[8]), c[9]
-        sent = []
-        for i in range(n):
-            esp = struct.pack('!II', spi, seq + i) + random.Random(seq + i).randbytes(size)
-            length = 20 + (7 if mode == 'short' else len(esp))
-            frag = {'plain': 0x4000, 'short': 0x4000, 'mf': 0x2000, 'last': 1480 // 8}[mode]
-            ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, length, (seq + i) & 0xffff, frag, ttl, 50, 0, src, dst)
-            ip = ip[:10] + struct.pack('!H', csum(ip)) + ip[12:]
-            out.send(dmac + smac + b'\\x08\\x00' + ip + esp)
-            sent.append((ip + esp).hex())
-        print('sent', json.dumps(sent, separators=(',', ':')), flush=True)
-    elif c[0] == 'got':
-        n, deadline = int(c[1]), time.monotonic() + float(c[2])
-        with lock:
-            while len(got) < n and time.monotonic() < deadline:
-                lock.wait(max(0.0, deadline - time.monotonic()))
-            print('got', json.dumps(got, separators=(',', ':')), flush=True)
-            got.clear()
-`;
+def esp(c):
+    spi, seq, n, size, ttl, mode = int(c[4], 0), int(c[5]), int(c[6]), int(c[7]), int(c[8]), c[9]
+    return [(seq + i, struct.pack('!II', spi, seq + i) + random.Random(seq + i).randbytes(size)) for i in range(n)], ttl, mode
 
-// One end of the PPTP call's data channel, on IFNAME, as ESP_PY's but for
-// GRE (IP protocol 47): hand-built GRE packets go out of an AF_PACKET
-// socket, and every GRE packet that arrives is kept as it arrived. Commands:
-// send DMAC SRC DST FLAGS PTYPE CALLID ID N SIZE TTL MODE (N packets: GRE's
-// first 16 bits FLAGS, protocol type PTYPE, payload length SIZE, the Call
-// ID; a sequence number if FLAGS has S, an ack number if it has A, whatever
-// the version; then SIZE pseudo-random bytes standing for PPP. The IP ID
-// counts up from ID, and so do the sequence and ack numbers, so that each
-// packet is known by its IP ID; MODE as ESP_PY's), printing the IP packets
-// sent as JSON hex; got N SECONDS.
-const GRE_PY = `
-import json, random, socket, struct, sys, threading, time
-ifname = sys.argv[1]
-smac = bytes.fromhex(open('/sys/class/net/%s/address' % ifname).read().strip().replace(':', ''))
-cap = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
-cap.bind((ifname, 0))
-cap.setsockopt(socket.SOL_SOCKET, 33, 1 << 22)  # SO_RCVBUFFORCE
-sink = socket.socket(socket.AF_INET, socket.SOCK_RAW, 47)
-out = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
-out.bind((ifname, 0))
-lock = threading.Condition()
-got = []
-
-def capture():
-    while True:
-        f, addr = cap.recvfrom(1 << 16)
-        if addr[2] == socket.PACKET_OUTGOING or len(f) < 14 + 20 or f[14 + 9] != 47:
-            continue
-        ip = f[14:]
-        with lock:
-            got.append(ip[:int.from_bytes(ip[2:4], 'big')].hex())
-            lock.notify_all()
-
-def drain():
-    while True:
-        sink.recv(1 << 16)
-threading.Thread(target=capture, daemon=True).start()
-threading.Thread(target=drain, daemon=True).start()
-
-def csum(b):
-    s = sum(struct.unpack('!%dH' % (len(b) // 2), b))
-    while s >> 16:
-        s = (s & 0xffff) + (s >> 16)
-    return ~s & 0xffff
+def gre(c):
+    flags, ptype, callid, first, n, size, ttl = (int(x, 0) for x in c[4:11])
+    bodies = []
+    for i in range(n):
+        g = struct.pack('!HHHH', flags, ptype, size, callid)
+        if flags & 0x1000:
+            g += struct.pack('!I', 0x10000000 + first + i)
+        if flags & 0x0080:
+            g += struct.pack('!I', 0x20000000 + first + i)
+        bodies.append((first + i, g + random.Random(first + i).randbytes(size)))
+    return bodies, ttl, c[11]
 
 print('ready', flush=True)
 for line in sys.stdin:
     c = line.split()
     if c[0] == 'send':
         dmac, src, dst = bytes.fromhex(c[1].replace(':', '')), socket.inet_aton(c[2]), socket.inet_aton(c[3])
-        flags, ptype, callid, first, n, size, ttl = (int(x, 0) for x in c[4:11])
-        mode = c[11]
+        bodies, ttl, mode = (esp if proto == 50 else gre)(c)
         sent = []
-        for i in range(n):
-            gre = struct.pack('!HHHH', flags, ptype, size, callid)
-            if flags & 0x1000:
-                gre += struct.pack('!I', 0x10000000 + first + i)
-            if flags & 0x0080:
-                gre += struct.pack('!I', 0x20000000 + first + i)
-            gre += random.Random(first + i).randbytes(size)
-            length = 20 + (7 if mode == 'short' else len(gre))
+        for ipid, body in bodies:
+            length = 20 + (7 if mode == 'short' else len(body))
             frag = {'plain': 0x4000, 'short': 0x4000, 'mf': 0x2000, 'last': 1480 // 8}[mode]
-            ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, length, (first + i) & 0xffff, frag, ttl, 47, 0, src, dst)
+            ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, length, ipid & 0xffff, frag, ttl, proto, 0, src, dst)
             ip = ip[:10] + struct.pack('!H', csum(ip)) + ip[12:]
-            out.send(dmac + smac + b'\\x08\\x00' + ip + gre)
-            sent.append((ip + gre).hex())
+            out.send(dmac + smac + b'\\x08\\x00' + ip + body)
+            sent.append((ip + body).hex())
         print('sent', json.dumps(sent, separators=(',', ':')), flush=True)
     elif c[0] == 'got':
         n, deadline = int(c[1]), time.monotonic() + float(c[2])
@@ -832,8 +780,7 @@ describe.skipIf(skipUnless({ root: true, tools: ['ip', 'nft', 'python3', 'ping']
     writeFileSync(path.join(dir, 'raw.py'), RAW_PY);
     writeFileSync(path.join(dir, 'udp.py'), UDP_PY);
     writeFileSync(path.join(dir, 'txcsum.py'), TXCSUM_OFF_PY);
-    writeFileSync(path.join(dir, 'esp.py'), ESP_PY);
-    writeFileSync(path.join(dir, 'gre.py'), GRE_PY);
+    writeFileSync(path.join(dir, 'ipproto.py'), IPPROTO_PY);
     writeFileSync(path.join(dir, 'router.mjs'), ROUTER_MJS);
     writeFileSync(path.join(dir, 'hooks.mjs'), HOOKS_MJS);
     for (const ns of Object.values(NS)) {
@@ -1165,8 +1112,8 @@ describe.skipIf(skipUnless({ root: true, tools: ['ip', 'nft', 'python3', 'ping']
   });
 
   it('12 ESP both ways by the program alone (nothing before its entries): the addresses rewritten, SPI, sequence number and payload byte for byte, TTL - 1, a right header checksum; counted', async () => {
-    lanEsp = new Lines(spawn('ip', ['netns', 'exec', NS.lan, 'python3', path.join(dir, 'esp.py'), 'eth0']), 'LAN ESP');
-    wanEsp = new Lines(spawn('ip', ['netns', 'exec', NS.wan, 'python3', path.join(dir, 'esp.py'), 'eth0']), 'WAN ESP');
+    lanEsp = new Lines(spawn('ip', ['netns', 'exec', NS.lan, 'python3', path.join(dir, 'ipproto.py'), 'eth0', '50']), 'LAN ESP');
+    wanEsp = new Lines(spawn('ip', ['netns', 'exec', NS.wan, 'python3', path.join(dir, 'ipproto.py'), 'eth0', '50']), 'WAN ESP');
     expect(await lanEsp.next()).toBe('ready');
     expect(await wanEsp.next()).toBe('ready');
     // Both neighbours known (bpf_fib_lookup passes a packet up without one).
@@ -1262,8 +1209,8 @@ describe.skipIf(skipUnless({ root: true, tools: ['ip', 'nft', 'python3', 'ping']
   });
 
   it('18 PPTP\'s GRE both ways by the program alone (nothing before its entries), with and without the sequence and ack numbers: the addresses rewritten, the Call ID the server\'s outbound and the LAN host\'s inbound, every other byte as sent, TTL - 1, a right header checksum; counted', async () => {
-    lanGre = new Lines(spawn('ip', ['netns', 'exec', NS.lan, 'python3', path.join(dir, 'gre.py'), 'eth0']), 'LAN GRE');
-    wanGre = new Lines(spawn('ip', ['netns', 'exec', NS.wan, 'python3', path.join(dir, 'gre.py'), 'eth0']), 'WAN GRE');
+    lanGre = new Lines(spawn('ip', ['netns', 'exec', NS.lan, 'python3', path.join(dir, 'ipproto.py'), 'eth0', '47']), 'LAN GRE');
+    wanGre = new Lines(spawn('ip', ['netns', 'exec', NS.wan, 'python3', path.join(dir, 'ipproto.py'), 'eth0', '47']), 'WAN GRE');
     expect(await lanGre.next()).toBe('ready');
     expect(await wanGre.next()).toBe('ready');
     inNs(NS.rtr, ['ping', '-n', '-c', '1', '-W', '2', LAN_HOST]);
