@@ -117,13 +117,7 @@ export async function benchTcp(lab, mode, a) {
         mode.check?.();
         await sleep(300);
       }
-      const good = reps.filter((r) => !r.error);
-      res.rows[row.key] = {
-        reps, medianMbps: median(good.map((r) => r.mbps)), goodReps: good.length,
-        pingMs: median(good.map((r) => r.ping?.medianMs)), pingP99Ms: median(good.map((r) => r.ping?.p99Ms)),
-        pingRtMs: median(good.map((r) => r.pingRt?.medianMs)), pingRtP99Ms: median(good.map((r) => r.pingRt?.p99Ms)),
-        retransmits: median(good.map((r) => r.retransmits)),
-      };
+      res.rows[row.key] = rowOf(reps);
     }
     res.pingLoadMs = res.rows.up4.pingMs;
     const gb = bytes / 1e9;
@@ -137,6 +131,35 @@ export async function benchTcp(lab, mode, a) {
     if (server) await stopChild(server, 2000);
   }
   return res;
+}
+
+/** A row's medians over its repetitions (failed ones left out). */
+function rowOf(reps) {
+  const good = reps.filter((r) => !r.error);
+  return {
+    reps, medianMbps: median(good.map((r) => r.mbps)), goodReps: good.length,
+    pingMs: median(good.map((r) => r.ping?.medianMs)), pingP99Ms: median(good.map((r) => r.ping?.p99Ms)),
+    pingRtMs: median(good.map((r) => r.pingRt?.medianMs)), pingRtP99Ms: median(good.map((r) => r.pingRt?.p99Ms)),
+    retransmits: median(good.map((r) => r.retransmits)),
+  };
+}
+
+/**
+ * One mode's TCP results from several rounds (--rounds: the modes take turns,
+ * so a machine that slows down over minutes slows every mode alike): each
+ * row's repetitions pooled, the medians taken over all of them.
+ */
+export function mergeTcp(list) {
+  const ok = list.filter((t) => t?.ok);
+  if (ok.length === 0) return list[0];
+  const rows = {};
+  for (const row of TCP_ROWS) rows[row.key] = rowOf(ok.flatMap((t) => t.rows[row.key]?.reps ?? []));
+  return {
+    ok: ok.length === list.length, error: ok.length === list.length ? null : 'a round failed', rows,
+    pingIdleMs: median(ok.map((t) => t.pingIdleMs)), pingLoadMs: rows.up4.pingMs,
+    cpu: { gb: ok.reduce((n, t) => n + (t.cpu?.gb ?? 0), 0), machineSPerGB: median(ok.map((t) => t.cpu?.machineSPerGB)),
+      procSPerGB: median(ok.map((t) => t.cpu?.procSPerGB)) },
+  };
 }
 
 const fmt = (n, d = 0) => (Number.isFinite(n) ? n.toFixed(d) : '-');
