@@ -30,6 +30,8 @@ export function kernelMode() {
     name: 'kernel',
     label: 'kernel-nft',
     async up(lab) {
+      // After a vpnmasq mode (--rounds): its fail-closed guard outlives it, by design, and would drop every forwarded packet.
+      lab.tryExec(lab.router, ['nft', 'delete', 'table', 'ip', 'vpnmasq_guard'], { timeoutMs: 10000 });
       lab.exec(lab.router, ['nft', '-f', '-'], {
         timeoutMs: 10000,
         input: `table ip ${NFT_TABLE} {\n\tchain postrouting {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\t\toifname "wan" masquerade\n\t}\n}\n`,

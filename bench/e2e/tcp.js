@@ -195,7 +195,8 @@ export function printTcpTable(a, modes, renderRows) {
     ...withTcp.map((m) => TCP_ROWS.map((r) => fmt(m.tcp.rows[r.key]?.retransmits)).join(' / ')), ...blank]);
   rows.push(['machine CPU s per GB (all processes)', ...withTcp.map((m) => fmt(m.tcp.cpu?.machineSPerGB, 2)), ...blank]);
   rows.push(['vpnmasq process CPU s per GB', ...withTcp.map((m) => fmt(m.tcp.cpu?.procSPerGB, 2)), ...blank]);
-  const out = ['', `TCP: iperf3 -P 1 / -P 4, ${a.tcpSeconds} s, median of ${a.tcpReps} reps per row; WAN→LAN is iperf3 -R (the WAN host sends)`, ...renderRows(rows)];
+  const reps = a.rounds > 1 ? `${a.tcpReps * a.rounds} reps per row (${a.rounds} rounds of ${a.tcpReps}, the modes taking turns)` : `${a.tcpReps} reps per row`;
+  const out = ['', `TCP: iperf3 -P 1 / -P 4, ${a.tcpSeconds} s, median of ${reps}; WAN→LAN is iperf3 -R (the WAN host sends)`, ...renderRows(rows)];
   for (const m of withTcp) if (m.tcp.error) out.push(`${m.mode}: TCP: ${firstLine(m.tcp.error)}`);
   out.push('ping: lan1 at normal priority (its own wait for a CPU included), lan2 at SCHED_FIFO 20 (the delay the router adds; a LAN host of its own)');
   out.push('CPU: machine = busy time of all CPUs (includes both iperf3 ends) per GB received; vpnmasq process = its utime+stime (not the kernel work done for it in softirq)');
