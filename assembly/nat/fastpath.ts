@@ -40,18 +40,16 @@
 
 import { PROTO_ICMP, PROTO_TCP, PROTO_UDP } from "../abi/codes";
 import {
-  FLOW_SIZE, FL_HAIRPIN, FL_IN_USE, FL_REDIRECT, FL_REPLIED, F_ALIAS_PORT, F_FLAGS, F_LAN_ADDR, F_LAN_PORT, F_PKTS_IN, F_PKTS_OUT, F_PROTO,
+  FLOW_ACCT_SIZE, FLOW_SIZE, FL_HAIRPIN, FL_IN_USE, FL_REDIRECT, FL_REPLIED, F_ALIAS_PORT, F_FLAGS, F_LAN_ADDR, F_LAN_PORT, F_PKTS_IN, F_PKTS_OUT, F_PROTO,
   F_REM_ADDR, F_REM_PORT, F_STATE, F_TCP_OUT, F_TCP_IN, F_END_OUT, F_END_IN,
 } from "../abi/records";
 import { flowAcct, flows, acctOn } from "../layout";
 import { ACCT_IN, ACCT_OUT } from "./acct";
-import { wanAddr } from "./state";
+import { countAdd, wanAddr } from "./state";
 import { TCP_ESTABLISHED, UDP_REPLIED, lifetimeOf } from "./masq";
 import { IKE_PORT } from "../vpn/isakmp";
 import { flowTouch, rec } from "./table";
-import { countAdd } from "./state";
 import { C_PASS_BYTES_INSIDE, C_PASS_BYTES_OUTSIDE, C_PASS_INSIDE, C_PASS_OUTSIDE } from "../abi/counters";
-import { FLOW_ACCT_SIZE } from "../abi/records";
 
 /** F_TCP_OUT bit: offered to the fast path and not withdrawn (bits 0-5 are tcpTrack's). */
 export const TCPI_OFFLOADED: u32 = 0x40;
@@ -104,7 +102,7 @@ export const RING_ESP: u32 = 0x80000000;
 /** ... and with this one a PPTP call's (vpn/pptp.ts callOffer). Flow indexes stay below both. */
 export const RING_CALL: u32 = 0x40000000;
 
-/** Queues `v` (a flow index, or RING_ESP | an ESP record) for the thread; false when the ring is full. */
+/** Queues `v` (a flow index, RING_ESP | an ESP record, or RING_CALL | a call record) for the thread; false when the ring is full. */
 export function ringPush(v: u32): bool {
   if (ringCount >= FAST_CAP) return false;
   store<u32>(ring + (<usize>ringCount << 2), v);

@@ -30,7 +30,7 @@ export interface FastPathKernel {
   close(): void;
 }
 
-const TCP = 6, ICMP = 1, ESP = 50, GRE = 47;
+const TCP = 6, ICMP = 1;
 /** A ring entry with this bit is an ESP association's record, with this one a PPTP call's (assembly/nat/fastpath.ts). */
 const RING_ESP = 0x80000000, RING_CALL = 0x40000000;
 /** Held's map keys for ESP record r and call record r: apart from every flow index and each other. */
@@ -62,17 +62,29 @@ const WIN_LOG_FLOOR = 16;
 const END_KNOWN = 0x20;
 const WIN_LOG_MASK = 0x1f;
 
-interface Held {
-  /** the map key: the flow index f, or ESP_ID + the ESP record f */
+/** The kernel's sequence ends at the last read; bit 0 / 1 of `known`: the LAN / WAN side's is known. */
+interface Ends { endOut: number; endIn: number; known: number }
+const NO_ENDS: Ends = { endOut: 0, endIn: 0, known: 0 };
+
+/**
+ * The engine's side of one held flow, ESP association or PPTP call: its
+ * record and tuple bound into the two engine calls the sync makes.
+ */
+interface Judge {
+  /** the kernel's packets and bytes since the last read, out (LAN → WAN) and in */
+  credit(pktsOut: number, pktsIn: number, bytesOut: number, bytesIn: number): void;
+  /** 1: keep it; 0: withdraw it (the engine unmarks it). `wan` 0 refuses an offer. */
+  check(wan: number, ends: Ends): number;
+}
+
+interface Held extends Ends {
+  /** the map key: the flow index, or ESP_ID / CALL_ID + the record */
   id: number;
-  f: number; proto: number; lanA: number; lanP: number; remA: number; remP: number; aliasP: number;
-  /** ESP: the SPIs as the engine keeps them (raw: the packet's bytes read little-endian); GRE: 0 */
-  spiOut: number; spiIn: number;
+  lanA: number;
   outKey: Buffer; inKey: Buffer;
+  judge: Judge;
   /** the kernel's counts at the last sync (out: LAN → WAN) */
   pktsOut: number; pktsIn: number; bytesOut: number; bytesIn: number;
-  /** the kernel's sequence ends at the last read; bit 0 / 1 of `known`: the LAN / WAN side's is known */
-  endOut: number; endIn: number; known: number;
 }
 
 export interface FastPathStatus {
@@ -133,27 +145,25 @@ export class FastPath {
     const e = this.engine.x.espPtr() + r * A.ESP_SIZE;
     const lanA = dv.getUint32(e + A.ESP_LAN_ADDR, true);
     const remA = dv.getUint32(e + A.ESP_REM_ADDR, true);
-    const spiOut = dv.getUint32(e + A.ESP_SPI_OUT, true);
-    const spiIn = dv.getUint32(e + A.ESP_SPI_IN, true);
-    // The SPIs as numbers (network order): the keys' and values' two "ports".
+    // The engine's SPIs (raw: the packet's bytes read little-endian), and as numbers: the keys' and values' two "ports".
+    const spiOut = dv.getUint32(e + A.ESP_SPI_OUT, true), spiIn = dv.getUint32(e + A.ESP_SPI_IN, true);
     const spiOutN = dv.getUint32(e + A.ESP_SPI_OUT, false), spiInN = dv.getUint32(e + A.ESP_SPI_IN, false);
     const wan = this.wanRaw;
-    const refuse = () => this.engine.x.fastPathCheckEsp(r, lanA, remA, spiOut, spiIn, 0);
-    this.hold({
-      id: ESP_ID + r, f: r, proto: ESP, lanA, lanP: 0, remA, remP: 0, aliasP: 0, spiOut, spiIn,
-      outKey: fastPathEspKey(rawToIp(lanA), rawToIp(remA), spiOutN),
-      inKey: fastPathEspKey(rawToIp(remA), rawToIp(wan), spiInN),
-      // The ports are unread for ESP (the SPI is never rewritten): the key's halves, as src/tun/fastpath.ts asks.
-    }, valueOf(wan, remA, spiOutN >>> 16, spiOutN & 0xffff, this.lanIfindex, this.wanIfindex, 0, 0, false),
-    valueOf(remA, lanA, spiInN >>> 16, spiInN & 0xffff, this.wanIfindex, this.lanIfindex, 0, 0, false), refuse);
+    const x = this.engine.x;
+    this.hold(ESP_ID + r, lanA, {
+      credit: (po, pi, bo, bi) => x.fastPathCreditEsp(r, lanA, remA, spiOut, spiIn, po, pi, bo, bi),
+      check: (w) => x.fastPathCheckEsp(r, lanA, remA, spiOut, spiIn, w),
+    }, fastPathEspKey(rawToIp(lanA), rawToIp(remA), spiOutN), fastPathEspKey(rawToIp(remA), rawToIp(wan), spiInN),
+    // The ports are unread for ESP (the SPI is never rewritten): the key's halves, as src/tun/fastpath.ts asks.
+    valueOf(wan, remA, spiOutN >>> 16, spiOutN & 0xffff, this.lanIfindex, this.wanIfindex, 0, 0, false),
+    valueOf(remA, lanA, spiInN >>> 16, spiInN & 0xffff, this.wanIfindex, this.lanIfindex, 0, 0, false));
   }
 
   /**
    * A PPTP call's GRE (vpn/pptp.ts callOffer): the host's packets to the
    * server carry the server's Call ID and leave from the WAN address
    * unchanged; the server's carry the call's alias, written back to the
-   * host's own Call ID. Held with lanP = the host's Call ID, aliasP = the
-   * alias, remP = the server's.
+   * host's own Call ID.
    */
   private offloadCall(dv: DataView, r: number): void {
     const c = this.engine.x.callPtr() + r * A.CALL_SIZE;
@@ -163,12 +173,13 @@ export class FastPath {
     const alias = dv.getUint16(c + A.CALL_ID_ALIAS, true);
     const callRemote = dv.getUint16(c + A.CALL_ID_REMOTE, true);
     const wan = this.wanRaw;
-    const refuse = () => this.engine.x.fastPathCheckCall(r, lanA, remA, callLan, alias, callRemote, 0);
-    this.hold({
-      id: CALL_ID + r, f: r, proto: GRE, lanA, lanP: callLan, remA, remP: callRemote, aliasP: alias, spiOut: 0, spiIn: 0,
-      outKey: fastPathGreKey(rawToIp(lanA), rawToIp(remA), callRemote), inKey: fastPathGreKey(rawToIp(remA), rawToIp(wan), alias),
-    }, valueOf(wan, remA, 0, callRemote, this.lanIfindex, this.wanIfindex, 0, 0, false),
-    valueOf(remA, lanA, 0, callLan, this.wanIfindex, this.lanIfindex, 0, 0, false), refuse);
+    const x = this.engine.x;
+    this.hold(CALL_ID + r, lanA, {
+      credit: (po, pi, bo, bi) => x.fastPathCreditCall(r, lanA, remA, callLan, alias, callRemote, po, pi, bo, bi),
+      check: (w) => x.fastPathCheckCall(r, lanA, remA, callLan, alias, callRemote, w),
+    }, fastPathGreKey(rawToIp(lanA), rawToIp(remA), callRemote), fastPathGreKey(rawToIp(remA), rawToIp(wan), alias),
+    valueOf(wan, remA, 0, callRemote, this.lanIfindex, this.wanIfindex, 0, 0, false),
+    valueOf(remA, lanA, 0, callLan, this.wanIfindex, this.lanIfindex, 0, 0, false));
   }
 
   private offload(dv: DataView, f: number): void {
@@ -180,13 +191,16 @@ export class FastPath {
     const remP = dv.getUint16(r + A.F_REM_PORT, true);
     const aliasP = dv.getUint16(r + A.F_ALIAS_PORT, true);
     const wan = this.wanRaw;
-    const refuse = () => this.engine.x.fastPathCheck(f, proto, lanA, lanP, remA, remP, aliasP, 0, 0, 0, 0); // unmarks it: the engine keeps it
-    const held = { id: f, f, proto, lanA, lanP, remA, remP, aliasP, spiOut: 0, spiIn: 0 };
+    const x = this.engine.x;
+    const judge: Judge = {
+      credit: (po, pi, bo, bi) => x.fastPathCredit(f, proto, lanA, lanP, remA, remP, aliasP, po, pi, bo, bi),
+      check: (w, e) => x.fastPathCheck(f, proto, lanA, lanP, remA, remP, aliasP, w, e.endOut, e.endIn, e.known),
+    };
     if (proto === ICMP) {
       // An echo: the identifier is the "port" (remP 0); requests go out, replies come in.
-      this.hold({ ...held, outKey: keyOf(lanA, remA, lanP, 0, ICMP), inKey: keyOf(remA, wan, aliasP, 0, ICMP) },
+      this.hold(f, lanA, judge, keyOf(lanA, remA, lanP, 0, ICMP), keyOf(remA, wan, aliasP, 0, ICMP),
         valueOf(wan, remA, aliasP, 0, this.lanIfindex, this.wanIfindex, 0, 0, false),
-        valueOf(remA, lanA, lanP, 0, this.wanIfindex, this.lanIfindex, 0, 0, false, true), refuse);
+        valueOf(remA, lanA, lanP, 0, this.wanIfindex, this.lanIfindex, 0, 0, false, true));
       return;
     }
     const tcpOut = dv.getUint8(r + A.F_TCP_OUT);
@@ -194,41 +208,41 @@ export class FastPath {
     const tcp = proto === TCP;
     // Each sender's FIN or RST is judged against its own end and the window its receiver advertised.
     const win = (info: number) => 2 ** Math.min(31, Math.max(WIN_LOG_FLOOR, info & WIN_LOG_MASK)) - 1;
-    this.hold({ ...held, outKey: keyOf(lanA, remA, lanP, remP, proto), inKey: keyOf(remA, wan, remP, aliasP, proto) },
+    this.hold(f, lanA, judge, keyOf(lanA, remA, lanP, remP, proto), keyOf(remA, wan, remP, aliasP, proto),
       valueOf(wan, remA, aliasP, remP, this.lanIfindex, this.wanIfindex, tcp ? win(tcpIn) : 0,
         tcp ? dv.getUint32(r + A.F_END_OUT, true) : 0, tcp && (tcpOut & END_KNOWN) !== 0),
       valueOf(remA, lanA, remP, lanP, this.wanIfindex, this.lanIfindex, tcp ? win(tcpOut) : 0,
-        tcp ? dv.getUint32(r + A.F_END_IN, true) : 0, tcp && (tcpIn & END_KNOWN) !== 0), refuse);
+        tcp ? dv.getUint32(r + A.F_END_IN, true) : 0, tcp && (tcpIn & END_KNOWN) !== 0));
   }
 
   /**
-   * Writes a flow's (or association's) two entries and holds it; turned
-   * away (`refuse`: the engine keeps it) with no WAN address, the table
-   * full, or its host at its share.
+   * Writes a flow's (or association's, or call's) two entries and holds it;
+   * turned away (the judge's check with no WAN address unmarks it: the
+   * engine keeps it) with no WAN address, the table full, or its host at its
+   * share.
    */
-  private hold(h: Omit<Held, 'pktsOut' | 'pktsIn' | 'bytesOut' | 'bytesIn' | 'endOut' | 'endIn' | 'known'>,
-    outValue: Buffer, inValue: Buffer, refuse: () => void): void {
-    const old = this.held.get(h.id);
+  private hold(id: number, lanA: number, judge: Judge, outKey: Buffer, inKey: Buffer, outValue: Buffer, inValue: Buffer): void {
+    const old = this.held.get(id);
     if (old) this.drop(old);
-    const mine = this.perHost.get(h.lanA) ?? 0;
+    const mine = this.perHost.get(lanA) ?? 0;
     if (this.wanRaw === 0 || this.held.size >= this.capacity || mine >= this.hostCap) {
       if (mine >= this.hostCap) this.hostCapped++;
       else this.full++;
-      refuse();
+      judge.check(0, NO_ENDS);
       return;
     }
     try {
-      this.kernel.put(h.outKey, outValue);
-      this.kernel.put(h.inKey, inValue);
+      this.kernel.put(outKey, outValue);
+      this.kernel.put(inKey, inValue);
     } catch {
       // The kernel's table is full (or refuses): the flow stays with the engine.
-      this.kernel.remove(h.outKey);
+      this.kernel.remove(outKey);
       this.full++;
-      refuse();
+      judge.check(0, NO_ENDS);
       return;
     }
-    this.perHost.set(h.lanA, mine + 1);
-    this.held.set(h.id, { ...h, pktsOut: 0, pktsIn: 0, bytesOut: 0, bytesIn: 0, endOut: 0, endIn: 0, known: 0 });
+    this.perHost.set(lanA, mine + 1);
+    this.held.set(id, { id, lanA, outKey, inKey, judge, pktsOut: 0, pktsIn: 0, bytesOut: 0, bytesIn: 0, ...NO_ENDS });
     this.offloaded++;
   }
 
@@ -281,25 +295,14 @@ export class FastPath {
    */
   syncSlice(budget = SYNC_SLICE): void {
     if (this.cycle.length === 0) this.cycle = [...this.held.values()];
-    const x = this.engine.x;
     for (let n = 0; n < budget && this.cycle.length > 0;) {
       const h = this.cycle.pop()!;
       if (this.held.get(h.id) !== h) continue; // withdrawn since the cycle began
       n++;
       const [po, bo] = this.read(h, true);
       const [pi, bi] = this.read(h, false);
-      if (h.proto === ESP) {
-        x.fastPathCreditEsp(h.f, h.lanA, h.remA, h.spiOut, h.spiIn, po, pi, bo, bi);
-        if (x.fastPathCheckEsp(h.f, h.lanA, h.remA, h.spiOut, h.spiIn, this.wanRaw) === 0) this.drop(h);
-        continue;
-      }
-      if (h.proto === GRE) {
-        x.fastPathCreditCall(h.f, h.lanA, h.remA, h.lanP, h.aliasP, h.remP, po, pi, bo, bi);
-        if (x.fastPathCheckCall(h.f, h.lanA, h.remA, h.lanP, h.aliasP, h.remP, this.wanRaw) === 0) this.drop(h);
-        continue;
-      }
-      x.fastPathCredit(h.f, h.proto, h.lanA, h.lanP, h.remA, h.remP, h.aliasP, po, pi, bo, bi);
-      if (x.fastPathCheck(h.f, h.proto, h.lanA, h.lanP, h.remA, h.remP, h.aliasP, this.wanRaw, h.endOut, h.endIn, h.known) === 0) this.drop(h);
+      h.judge.credit(po, pi, bo, bi);
+      if (h.judge.check(this.wanRaw, h) === 0) this.drop(h);
     }
   }
 
