@@ -314,10 +314,8 @@ std::vector<bpf_insn> Program(int flowsFd, int statsFd) {
   // within the window (or before the end is known), or a SYN: the engine's
   // (its direction marked kClosed); one far outside is dropped.
   I(Ldx(BPF_W, 0, 10, kProto));
-  l.Jump(jeq, 0, 0, IPPROTO_UDP, kTtl);
-  l.Jump(jeq, 0, 0, IPPROTO_ESP, kTtl);
-  l.Jump(jeq, 0, 0, IPPROTO_GRE, kTtl);
   l.Jump(jeq, 0, 0, IPPROTO_ICMP, kEcho);
+  l.Jump(jne, 0, 0, IPPROTO_TCP, kTtl);  // UDP, ESP, GRE
   I(Ldx(BPF_W, 1, 10, kTcpFlags));
   I(MovX(2, 1));
   I(Alu(BPF_AND, 2, kFin | kRst));
@@ -373,9 +371,9 @@ std::vector<bpf_insn> Program(int flowsFd, int statsFd) {
   I(St(BPF_B, 10, Fib(offsetof(bpf_fib_lookup, family)), AF_INET));
   I(Ldx(BPF_W, 1, 10, kProto));
   I(Stx(BPF_B, 10, 1, Fib(offsetof(bpf_fib_lookup, l4_protocol))));
-  l.Jump(jeq, 1, 0, IPPROTO_ICMP, kFibPorts);
-  l.Jump(jeq, 1, 0, IPPROTO_ESP, kFibPorts);
-  l.Jump(jeq, 1, 0, IPPROTO_GRE, kFibPorts);
+  // Ports for TCP and UDP only (ICMP, ESP and GRE have none a route could match).
+  I(Insn(jeq, 1, 0, 1, IPPROTO_TCP));
+  l.Jump(jne, 1, 0, IPPROTO_UDP, kFibPorts);
   I(Ldx(BPF_H, 1, 7, kNewSport));
   I(Stx(BPF_H, 10, 1, Fib(offsetof(bpf_fib_lookup, sport))));
   I(Ldx(BPF_H, 1, 7, kNewDport));
