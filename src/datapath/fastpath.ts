@@ -16,14 +16,18 @@
 import { readFileSync } from 'node:fs';
 import * as A from '../engine/abi.js';
 import { rawToIp } from '../engine/abi.js';
-import { FAST_PATH_VALUE_BYTES, FastPath as KernelFastPath, fastPathEspKey, fastPathGreKey, fastPathKey, fastPathValue, parseFastPathValue } from '../tun/fastpath.js';
+import {
+  FAST_PATH_KEY_BYTES, FAST_PATH_VALUE_BYTES, FastPath as KernelFastPath, fastPathCounts, fastPathEspKey, fastPathGreKey, fastPathKey, fastPathValue,
+  type FastPathBatch, type FastPathCounts,
+} from '../tun/fastpath.js';
 import type { Engine } from '../engine/engine.js';
 
 /** The kernel's flow table (src/tun/fastpath.ts opens it): 16-byte keys, 48-byte values. */
 export interface FastPathKernel {
   put(key: Buffer, value: Buffer): void;
-  get(key: Buffer, out: Buffer): boolean;
   remove(key: Buffer): boolean;
+  /** The next entries of a walk of the whole table (`first` starts one; `token`, 8 bytes, carries its place): src/tun/fastpath.ts. */
+  readBatch(token: Buffer, first: boolean, keys: Buffer, values: Buffer): FastPathBatch;
   /** forwarded, out of window, passed up (SYN/FIN/RST), passed up (other), … */
   stats(): number[];
   /** Detaches the program (closes its links) and frees the table. */
@@ -56,6 +60,8 @@ export function valueOf(saddr: number, daddr: number, sport: number, dport: numb
 /** How often the thread reconciles its flows with the engine (credits, withdrawals), and how many a round. */
 export const SYNC_MS = 500;
 export const SYNC_SLICE = 2048;
+/** Entries one system call of a sync reads (the kernel hands over whole buckets: a few at most each). */
+export const SYNC_BATCH = 1024;
 
 /** conntrack's window floor (masq.ts WIN_LOG_FLOOR): a FIN or RST within 64 KiB of the sender's end is in window. */
 const WIN_LOG_FLOOR = 16;
@@ -85,7 +91,16 @@ interface Held extends Ends {
   judge: Judge;
   /** the kernel's counts at the last sync (out: LAN → WAN) */
   pktsOut: number; pktsIn: number; bytesOut: number; bytesIn: number;
+  /** the walk (`FastPath.walk`) that last met an entry of it; bit 0 / 1: its out / in entry met in that walk, SETTLED: credited and checked */
+  walk: number; met: number;
+  /** the counts met in that walk, not yet credited */
+  dPktsOut: number; dPktsIn: number; dBytesOut: number; dBytesIn: number;
 }
+
+const OUT_MET = 1, IN_MET = 2, SETTLED = 4;
+
+/** An entry's key as a Map key (its 16 bytes, one character each). */
+const keyId = (b: Buffer, off = 0): string => b.toString('latin1', off, off + FAST_PATH_KEY_BYTES);
 
 export interface FastPathStatus {
   /** flows in the kernel's table now */
@@ -98,7 +113,8 @@ export interface FastPathStatus {
 
 export class FastPath {
   private readonly held = new Map<number, Held>();
-  private readonly value = Buffer.alloc(FAST_PATH_VALUE_BYTES);
+  /** Each held entry's key (keyId) to its flow, and which direction it is. */
+  private readonly byKey = new Map<string, { h: Held; out: boolean }>();
   private offloaded = 0;
   private withdrawn = 0;
   private full = 0;
@@ -107,8 +123,18 @@ export class FastPath {
   private readonly perHost = new Map<number, number>();
   private readonly hostCap: number;
   private wanRaw = 0;
-  /** The flows of the current sync cycle not yet seen (syncSlice). */
-  private cycle: Held[] = [];
+  /**
+   * The sync walks the kernel's table in batches (one system call each: a
+   * lookup per entry cost 0.45 s for a full table of 131,072 entries,
+   * holding the TUN path's packets up): the walk's number, its place, and
+   * whether the next batch starts a new one.
+   */
+  private walk = 0;
+  private readonly walkToken = Buffer.alloc(8);
+  private walkFirst = true;
+  private readonly batchKeys = Buffer.alloc(SYNC_BATCH * FAST_PATH_KEY_BYTES);
+  private readonly batchValues = Buffer.alloc(SYNC_BATCH * FAST_PATH_VALUE_BYTES);
+  private readonly counts: FastPathCounts = { packets: 0, bytes: 0, end: 0, endKnown: false };
 
   constructor(private readonly engine: Engine, private readonly kernel: FastPathKernel,
     private readonly lanIfindex: number, private readonly wanIfindex: number, private readonly capacity: number) {
@@ -242,7 +268,13 @@ export class FastPath {
       return;
     }
     this.perHost.set(lanA, mine + 1);
-    this.held.set(id, { id, lanA, outKey, inKey, judge, pktsOut: 0, pktsIn: 0, bytesOut: 0, bytesIn: 0, ...NO_ENDS });
+    const h: Held = {
+      id, lanA, outKey, inKey, judge, pktsOut: 0, pktsIn: 0, bytesOut: 0, bytesIn: 0, ...NO_ENDS,
+      walk: -1, met: 0, dPktsOut: 0, dPktsIn: 0, dBytesOut: 0, dBytesIn: 0,
+    };
+    this.held.set(id, h);
+    this.byKey.set(keyId(outKey), { h, out: true });
+    this.byKey.set(keyId(inKey), { h, out: false });
     this.offloaded++;
   }
 
@@ -250,6 +282,8 @@ export class FastPath {
     this.kernel.remove(h.outKey);
     this.kernel.remove(h.inKey);
     this.held.delete(h.id);
+    this.byKey.delete(keyId(h.outKey));
+    this.byKey.delete(keyId(h.inKey));
     const mine = (this.perHost.get(h.lanA) ?? 1) - 1;
     if (mine > 0) this.perHost.set(h.lanA, mine);
     else this.perHost.delete(h.lanA);
@@ -257,52 +291,79 @@ export class FastPath {
   }
 
   /**
-   * Reads one direction's entry into `h`: its counts and the sender's end.
-   * An entry the program deleted (it passed a FIN, RST or SYN up) keeps the
-   * last values read. The packets and bytes it added since, or 0s.
+   * One direction's entry, met in this walk (its value at `off` of the
+   * batch): the sender's end, and the packets and bytes the kernel added
+   * since the last read, kept for the credit. Once both directions are met
+   * the flow is settled. An entry the program no longer has is not met: its
+   * flow keeps the last values read and is settled at the walk's end.
    */
-  private read(h: Held, out: boolean): [number, number] {
-    if (!this.kernel.get(out ? h.outKey : h.inKey, this.value)) return [0, 0];
-    const v = parseFastPathValue(this.value);
-    const pkts = v.packets, bytes = v.bytes;
-    if (v.endKnown) {
-      if (out) h.endOut = v.end;
-      else h.endIn = v.end;
+  private meet(h: Held, out: boolean, off: number): void {
+    if (h.walk !== this.walk) { h.walk = this.walk; h.met = 0; }
+    if ((h.met & SETTLED) !== 0) return;
+    const c = fastPathCounts(this.batchValues, off, this.counts);
+    if (c.endKnown) {
+      if (out) h.endOut = c.end;
+      else h.endIn = c.end;
       h.known |= out ? 1 : 2;
     }
-    const d: [number, number] = out ? [pkts - h.pktsOut, bytes - h.bytesOut] : [pkts - h.pktsIn, bytes - h.bytesIn];
-    if (out) { h.pktsOut = pkts; h.bytesOut = bytes; } else { h.pktsIn = pkts; h.bytesIn = bytes; }
-    return d;
+    if (out) {
+      h.dPktsOut += c.packets - h.pktsOut; h.dBytesOut += c.bytes - h.bytesOut;
+      h.pktsOut = c.packets; h.bytesOut = c.bytes;
+    } else {
+      h.dPktsIn += c.packets - h.pktsIn; h.dBytesIn += c.bytes - h.bytesIn;
+      h.pktsIn = c.packets; h.bytesIn = c.bytes;
+    }
+    h.met |= out ? OUT_MET : IN_MET;
+    if (h.met === (OUT_MET | IN_MET)) this.settle(h);
+  }
+
+  /** What the kernel moved credited to the flow, then the engine asked whether it still vouches for it. */
+  private settle(h: Held): void {
+    h.walk = this.walk;
+    h.met = SETTLED;
+    h.judge.credit(h.dPktsOut, h.dPktsIn, h.dBytesOut, h.dBytesIn);
+    h.dPktsOut = h.dPktsIn = h.dBytesOut = h.dBytesIn = 0;
+    if (h.judge.check(this.wanRaw, h) === 0) this.drop(h);
   }
 
   /**
    * Every held flow credited with what the kernel moved, or withdrawn
    * (taking the kernel's sequence ends): at once after a reload, a
-   * `conntrack -D`, a flush or a new WAN address.
+   * `conntrack -D`, a flush or a new WAN address. A walk of its own, from
+   * the table's start; the timer's next round starts another.
    */
   sync(): void {
-    this.cycle = [...this.held.values()];
+    this.walkFirst = true;
     this.syncSlice(Infinity);
   }
 
   /**
-   * The timer's round: the next `budget` flows of the current cycle through
-   * all of them (a new cycle when it is done). Each flow costs two table
-   * reads (system calls) and two engine calls, between two batches: a
-   * slice bounds what one round holds the packets up, and with the table
-   * full a flow is still seen every 65,536 / SYNC_SLICE rounds (16 s),
-   * well inside every timeout it could miss.
+   * The timer's round: about `budget` flows' entries of the current walk
+   * (a new walk when the last has ended), SYNC_BATCH entries a system call,
+   * then two engine calls for each flow both of whose entries were met. At
+   * the walk's end every flow not settled in it (an entry the kernel no
+   * longer has, one written after the walk passed its place) is settled
+   * with what was met. With the table full a flow is still seen every
+   * 65,536 / SYNC_SLICE rounds (16 s), well inside every timeout it could
+   * miss.
    */
   syncSlice(budget = SYNC_SLICE): void {
-    if (this.cycle.length === 0) this.cycle = [...this.held.values()];
-    for (let n = 0; n < budget && this.cycle.length > 0;) {
-      const h = this.cycle.pop()!;
-      if (this.held.get(h.id) !== h) continue; // withdrawn since the cycle began
-      n++;
-      const [po, bo] = this.read(h, true);
-      const [pi, bi] = this.read(h, false);
-      h.judge.credit(po, pi, bo, bi);
-      if (h.judge.check(this.wanRaw, h) === 0) this.drop(h);
+    let entries = 0;
+    while (entries < 2 * budget) {
+      if (this.walkFirst) this.walk++;
+      const { count, done } = this.kernel.readBatch(this.walkToken, this.walkFirst, this.batchKeys, this.batchValues);
+      this.walkFirst = done;
+      entries += count;
+      for (let i = 0; i < count; i++) {
+        const e = this.byKey.get(keyId(this.batchKeys, i * FAST_PATH_KEY_BYTES));
+        // Not held (a flow withdrawn meanwhile; nothing else writes the table): nothing to credit.
+        if (e) this.meet(e.h, e.out, i * FAST_PATH_VALUE_BYTES);
+      }
+      if (done) {
+        for (const h of this.held.values()) if (h.walk !== this.walk || h.met !== SETTLED) this.settle(h);
+        return;
+      }
+      if (count === 0) return; // cannot happen (the kernel ends a walk with ENOENT): never spin
     }
   }
 
@@ -317,9 +378,9 @@ export class FastPath {
   /** Every flow back to the engine, the program detached (the links closed), the engine told. */
   close(): void {
     this.sync();
-    this.cycle = [];
     this.kernel.close();
     this.held.clear();
+    this.byKey.clear();
     this.perHost.clear();
     this.engine.x.setFastPath(0);
   }

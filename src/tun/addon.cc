@@ -1366,6 +1366,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("fastPathDelete", Napi::Function::New<fastpath::NapiDelete>(env, "fastPathDelete"));
   exports.Set("fastPathGet", Napi::Function::New<fastpath::NapiGet>(env, "fastPathGet"));
   exports.Set("fastPathKeys", Napi::Function::New<fastpath::NapiKeys>(env, "fastPathKeys"));
+  exports.Set("fastPathReadBatch", Napi::Function::New<fastpath::NapiReadBatch>(env, "fastPathReadBatch"));
   exports.Set("fastPathStats", Napi::Function::New<fastpath::NapiStats>(env, "fastPathStats"));
   exports.Set("Poller", Poller::Init(env));
   return exports;

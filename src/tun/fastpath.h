@@ -138,6 +138,7 @@ Napi::Value NapiPut(const Napi::CallbackInfo& info);
 Napi::Value NapiDelete(const Napi::CallbackInfo& info);
 Napi::Value NapiGet(const Napi::CallbackInfo& info);
 Napi::Value NapiKeys(const Napi::CallbackInfo& info);
+Napi::Value NapiReadBatch(const Napi::CallbackInfo& info);
 Napi::Value NapiStats(const Napi::CallbackInfo& info);
 
 }  // namespace fastpath

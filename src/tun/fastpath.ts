@@ -44,7 +44,14 @@ interface FastPathNative {
   fastPathDelete(flowsFd: number, key: Buffer): boolean;
   fastPathGet(flowsFd: number, key: Buffer, out: Buffer): boolean;
   fastPathKeys(flowsFd: number, out: Buffer): number;
+  fastPathReadBatch(flowsFd: number, token: Buffer, first: boolean, keys: Buffer, values: Buffer): FastPathBatch;
   fastPathStats(statsFd: number): number[];
+}
+
+/** What one batch of a table walk read: `count` entries; `done` when the walk has ended (with them). */
+export interface FastPathBatch {
+  count: number;
+  done: boolean;
 }
 
 /** The addon (loaded as src/tun/tun.ts loads it, on first use), its fast path functions. */
@@ -92,6 +99,17 @@ export class FastPath {
     const keys: Buffer[] = [];
     for (let i = 0; i < n; i++) keys.push(out.subarray(i * FAST_PATH_KEY_BYTES, (i + 1) * FAST_PATH_KEY_BYTES));
     return keys;
+  }
+
+  /**
+   * The next entries of a walk of the whole table, one system call
+   * (BPF_MAP_LOOKUP_BATCH): entry i's key at keys[16 i], its value at
+   * values[48 i], as many as both hold. `first` starts a walk; `token` (8
+   * bytes, the caller's) carries its place to the next call. Throws when one
+   * of the kernel's buckets does not fit (never with room for a few hundred).
+   */
+  readBatch(token: Buffer, first: boolean, keys: Buffer, values: Buffer): FastPathBatch {
+    return fastPathNative().fastPathReadBatch(this.handle.flowsFd, token, first, keys, values);
   }
 
   /** The counters, FAST_PATH_STAT says which is which. */
@@ -148,8 +166,9 @@ function readU32(b: Buffer, off: number): number {
   return hostLE ? b.readUInt32LE(off) : b.readUInt32BE(off);
 }
 
+// Two halves, no BigInt: a sync reads two of these an entry. Exact to 2^53.
 function readU64(b: Buffer, off: number): number {
-  return Number(hostLE ? b.readBigUInt64LE(off) : b.readBigUInt64BE(off));
+  return hostLE ? b.readUInt32LE(off) + b.readUInt32LE(off + 4) * 2 ** 32 : b.readUInt32BE(off) * 2 ** 32 + b.readUInt32BE(off + 4);
 }
 
 function writeU64(b: Buffer, v: number, off: number): void {
@@ -243,6 +262,26 @@ export function fastPathValue(v: FastPathValue): Buffer {
   writeU64(b, v.packets ?? 0, 32);
   writeU64(b, v.bytes ?? 0, 40);
   return b;
+}
+
+/** What the program changes in a value as it forwards: the counts and the sender's end (fastPathCounts reads them). */
+export interface FastPathCounts {
+  packets: number;
+  bytes: number;
+  end: number;
+  endKnown: boolean;
+}
+
+/**
+ * The counts and the end of the value at `off` into `into`: what a sync
+ * reads of every entry, without parseFastPathValue's addresses (strings).
+ */
+export function fastPathCounts(b: Buffer, off: number, into: FastPathCounts): FastPathCounts {
+  into.packets = readU64(b, off + 32);
+  into.bytes = readU64(b, off + 40);
+  into.end = readU32(b, off + 24);
+  into.endKnown = (readU32(b, off + 28) & 1) !== 0;
+  return into;
 }
 
 export function parseFastPathValue(b: Buffer): Required<FastPathValue> {

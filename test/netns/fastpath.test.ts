@@ -415,7 +415,7 @@ for line in sys.stdin:
 const ROUTER_MJS = `
 import { createInterface } from 'node:readline';
 import { readdirSync, readlinkSync, readFileSync } from 'node:fs';
-import { FastPath, fastPathKey, fastPathValue, parseFastPathKey, parseFastPathValue } from ${JSON.stringify(
+import { FastPath, fastPathCounts, fastPathKey, fastPathValue, parseFastPathKey, parseFastPathValue } from ${JSON.stringify(
   pathToFileURL(path.join(ROOT, 'src', 'tun', 'fastpath.ts')).href,
 )};
 const out = (o) => process.stdout.write(JSON.stringify(o) + '\\n');
@@ -466,6 +466,49 @@ const ops = {
     r.handleAfterClose = t.handle;
     r.leftAfterClose = bpfFds() - before;
     return r;
+  },
+  // Batch walks of a table of n entries (entry i: packets i, bytes 1000 i,
+  // end i): with room for \`room\` entries a call; the second deletes the
+  // entries with odd i once its first batch is read.
+  walk: (lan, wan, n, room) => {
+    const t = FastPath.open(lan, wan, n);
+    const key = (i) => fastPathKey({ saddr: '10.' + (i >> 8) + '.' + (i & 255) + '.1', daddr: '198.51.100.7', sport: 1000 + i, dport: 443, proto: 17 });
+    try {
+      for (let i = 0; i < n; i++) {
+        t.put(key(i), fastPathValue({ newSaddr: '203.0.113.1', newDaddr: '198.51.100.7', newSport: 2000, newDport: 443,
+          inIfindex: 11, outIfindex: 12, win: 0, end: i, endKnown: i % 2 === 0, packets: i, bytes: 1000 * i + 2 ** 40 }));
+      }
+      const token = Buffer.alloc(8), keys = Buffer.alloc(16 * room), values = Buffer.alloc(48 * room);
+      const c = { packets: 0, bytes: 0, end: 0, endKnown: false };
+      const walk = (afterFirst) => {
+        const met = [];
+        let calls = 0, maxCount = 0;
+        for (let first = true; ;) {
+          const b = t.readBatch(token, first, keys, values);
+          calls++;
+          maxCount = Math.max(maxCount, b.count);
+          for (let j = 0; j < b.count; j++) {
+            const i = parseFastPathKey(keys.subarray(16 * j, 16 * j + 16)).sport - 1000;
+            fastPathCounts(values, 48 * j, c);
+            met.push({ i, ok: c.packets === i && c.bytes === 1000 * i + 2 ** 40 && c.end === i && c.endKnown === (i % 2 === 0) });
+          }
+          if (first && afterFirst) afterFirst(met);
+          first = false;
+          if (b.done) break;
+        }
+        return { calls, maxCount, met: met.map((m) => m.i), allRight: met.every((m) => m.ok) };
+      };
+      const whole = walk(null);
+      let deleted = [];
+      const cut = walk((met) => {
+        const seen = new Set(met.map((m) => m.i));
+        for (let i = 1; i < n; i += 2) if (!seen.has(i)) { t.remove(key(i)); deleted.push(i); }
+      });
+      const errors = {};
+      try { t.readBatch(Buffer.alloc(4), true, keys, values); } catch (e) { errors.token = err(e); }
+      try { t.readBatch(token, true, Buffer.alloc(8), values); } catch (e) { errors.room = err(e); }
+      return { whole, cut, deleted, errors };
+    } finally { t.close(); }
   },
 };
 createInterface({ input: process.stdin }).on('line', (line) => {
@@ -884,6 +927,27 @@ describe.skipIf(skipUnless({ root: true, tools: ['ip', 'nft', 'python3', 'ping']
     expect(r.stats).toHaveLength(8);
     expect(r.handleAfterClose).toEqual({ flowsFd: -1, statsFd: -1, progFd: -1, links: [-1, -1] });
     expect(r.leftAfterClose).toBe(0);
+  });
+
+  it('02b a sync walks the table in batches (BPF_MAP_LOOKUP_BATCH): every entry once, its counts and end read right; entries deleted during the walk are not met, the rest still are', async () => {
+    const n = 700, room = 7;
+    const r = await router.call('walk', 'lan0', 'wan0', n, room);
+    const range = (k: number) => Array.from({ length: k }, (_, i) => i);
+    expect([...r.whole.met].sort((a: number, b: number) => a - b)).toEqual(range(n));
+    expect(r.whole.allRight).toBe(true);
+    // Many entries a call (the kernel's buckets: whole ones, up to the room), not one.
+    expect(r.whole.maxCount).toBeGreaterThan(1);
+    expect(r.whole.maxCount).toBeLessThanOrEqual(room);
+    expect(r.whole.calls).toBeLessThan(n / 2);
+    // Deleted after the first batch: none of those met, every other entry met once.
+    expect(r.deleted.length).toBeGreaterThan(n / 3);
+    const met = r.cut.met as number[];
+    expect(new Set(met).size).toBe(met.length);
+    expect(met.filter((i) => r.deleted.includes(i))).toEqual([]);
+    expect([...met].sort((a, b) => a - b)).toEqual(range(n).filter((i) => !r.deleted.includes(i)));
+    expect(r.cut.allRight).toBe(true);
+    expect(r.errors.token.message).toMatch(/token must be 8 bytes, not 4/);
+    expect(r.errors.room.message).toMatch(/at least one entry/);
   });
 
   it('03 carries the established flow both ways once its two entries are in: NAT rewritten, TTL - 1, GSO super-packets, counted', async () => {

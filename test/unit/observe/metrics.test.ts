@@ -186,8 +186,12 @@ describe('Prometheus metrics', () => {
     const table = new Map<string, Buffer>();
     const kernel: FastPathKernel = {
       put: (k, v) => { table.set(k.toString('hex'), Buffer.from(v)); },
-      get: (k, out) => { const v = table.get(k.toString('hex')); if (!v) return false; v.copy(out); return true; },
       remove: (k) => table.delete(k.toString('hex')),
+      // The whole table in one batch (a sync here reads all of it).
+      readBatch: (_token, _first, keys, values) => {
+        [...table].forEach(([k, v], i) => { keys.write(k, i * 16, 'hex'); v.copy(values, i * 48); });
+        return { count: table.size, done: true };
+      },
       stats: () => [1000, 3, 7, 2, 0],
       close: () => {},
     };
