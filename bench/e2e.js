@@ -49,9 +49,10 @@ const USAGE = `usage: sudo node bench/e2e.js [options]
   --mix-flows N    plain UDP flows in the mixed run (default 8)
   --tcp / --no-tcp the TCP run (1 and 4 streams, both directions, ping under load, CPU/GB; default on)
   --tcp-only       only the TCP run (no 64-byte UDP, no mix)
-  --rounds N       with --tcp-only: the modes take turns N times (kernel, vpnmasq, ..., kernel, vpnmasq, ...), each row's
-                   repetitions pooled over the rounds (a machine that drifts over minutes drifts for every mode alike)
-  --tcp-reps N     repetitions per TCP row (default 3)
+  --rounds N       the TCP rows in N rounds, the modes taking turns (kernel, vpnmasq, ..., kernel, vpnmasq, ...), each
+                   row's repetitions pooled over the rounds: a machine that drifts over minutes drifts for every mode
+                   alike (default 3; the 64-byte UDP and mixed runs are in the first round only)
+  --tcp-reps N     repetitions per TCP row in each round (default 1)
   --tcp-seconds S  seconds per TCP repetition (default 3)
   --offload-compare  also run the TCP rows through vpnmasq with option offload '0'
   --no-tun-path    skip the third mode, vpnmasq with option flow_offload '0' (every packet through the TUNs, without the kernel fast path the default runs)
@@ -61,7 +62,7 @@ const USAGE = `usage: sudo node bench/e2e.js [options]
 function parseArgs(argv) {
   const a = {
     reps: 5, seconds: 3, flows: 16, clients: 1, pings: 200, kernelOnly: false, cli: null, json: null, svg: resolve('bench-e2e.svg'), warmup: true,
-    mix: true, mixReps: null, mixFlows: 8, tcp: true, tcpOnly: false, tcpReps: 3, tcpSeconds: 3, offloadCompare: false, tunPath: true, busyPoll: 0, rounds: 1,
+    mix: true, mixReps: null, mixFlows: 8, tcp: true, tcpOnly: false, tcpReps: 1, tcpSeconds: 3, offloadCompare: false, tunPath: true, busyPoll: 0, rounds: 3,
   };
   const num = (name, v, min, max) => {
     const n = Number(v);
@@ -104,7 +105,6 @@ function parseArgs(argv) {
     }
   }
   if (a.clients > a.flows) throw new Error('--clients must not exceed --flows');
-  if (a.rounds > 1 && !a.tcpOnly) throw new Error('--rounds needs --tcp-only (only the TCP rows are pooled)');
   a.mixReps ??= a.reps;
   return a;
 }
@@ -176,7 +176,7 @@ async function main() {
   const { kernelMode, vpnmasqMode } = await import('./e2e/modes.js');
   const { TUN_PATH_MODE } = await import('./e2e/common.js');
   const { comparison, machine, printMixTable, printTable, renderRows, writeChart, writeSummary } = await import('./e2e/report.js');
-  const { benchTcp, mergeTcp, printTcpTable } = await import('./e2e/tcp.js');
+  const { benchTcp, poolRounds, printTcpTable } = await import('./e2e/tcp.js');
   const parts = { benchPlain, benchMix, benchTcp };
 
   const cliPath = a.cli ?? join(REPO, 'dist', 'cli', 'main.js');
@@ -201,8 +201,8 @@ async function main() {
   log(`machine: nproc ${m.nproc}, kernel ${m.kernel}, node ${m.node}`);
 
   const modesCount = doVpnmasq ? (a.tunPath ? 3 : 2) : 1;
-  const budgetS = 90 + a.rounds * modesCount * (60 + (a.reps + 1) * (a.seconds + 35) + a.pings * 0.02 +
-    (a.mix ? a.mixReps * (a.seconds + 45) : 0) + (a.tcp ? 4 * a.tcpReps * (a.tcpSeconds + 30) + 60 : 0)) +
+  const budgetS = 90 + modesCount * (60 + (a.reps + 1) * (a.seconds + 35) + a.pings * 0.02 + (a.mix ? a.mixReps * (a.seconds + 45) : 0)) +
+    (a.tcp ? a.rounds * modesCount * (60 + 4 * a.tcpReps * (a.tcpSeconds + 30) + 60) : 0) +
     (a.offloadCompare ? 60 + 4 * a.tcpReps * (a.tcpSeconds + 30) + 60 : 0);
   let lab = null;
   let tmp = null;
@@ -230,21 +230,18 @@ async function main() {
     lab = Lab.create({ lanHosts: 2, wanHosts: 1 });
     tmp = mkdtempSync(join(tmpdir(), 'vpnmasq-e2e-'));
     log(`lab ${lab.id}: ${lab.namespaces.join(' ')}`);
-    for (let round = 0; round < a.rounds; round++) {
-      if (a.rounds > 1) log(`round ${round + 1}/${a.rounds}`);
-      modes.push(await benchMode(lab, kernelMode(), a, parts));
-      if (doVpnmasq) modes.push(await benchMode(lab, vpnmasqMode(cliPath, tmp, { busyPollUs: a.busyPoll, cpuPct: a.routerCpu ?? 0 }), a, parts));
+    const rounds = a.tcp ? a.rounds : 1;
+    for (let round = 0; round < rounds; round++) {
+      if (rounds > 1) log(`round ${round + 1}/${rounds}`);
+      // The 64-byte UDP and mixed runs in the first round; every round has the TCP rows.
+      const tcpOnly = a.tcpOnly || round > 0;
+      modes.push(await benchMode(lab, kernelMode(), a, parts, tcpOnly));
+      if (doVpnmasq) modes.push(await benchMode(lab, vpnmasqMode(cliPath, tmp, { busyPollUs: a.busyPoll, cpuPct: a.routerCpu ?? 0 }), a, parts, tcpOnly));
       if (doVpnmasq && a.tcp && a.offloadCompare) modes.push(await benchMode(lab, vpnmasqMode(cliPath, tmp, { offload: false }), a, parts, true));
       // Without the kernel fast path (option flow_offload '0'): every packet through the TUNs, a mode of its own in every table.
-      if (doVpnmasq && a.tunPath) modes.push(await benchMode(lab, vpnmasqMode(cliPath, tmp, { flowOffload: false }), a, parts));
+      if (doVpnmasq && a.tunPath) modes.push(await benchMode(lab, vpnmasqMode(cliPath, tmp, { flowOffload: false }), a, parts, tcpOnly));
     }
-    if (a.rounds > 1) {
-      // One entry per mode, its TCP repetitions pooled over the rounds.
-      const byMode = new Map();
-      for (const r of modes) byMode.set(r.mode, [...(byMode.get(r.mode) ?? []), r]);
-      modes.length = 0;
-      for (const list of byMode.values()) modes.push({ ...list[0], ok: list.every((r) => r.ok), tcp: mergeTcp(list.map((r) => r.tcp)) });
-    }
+    if (rounds > 1) modes.splice(0, modes.length, ...poolRounds(modes));
   } catch (e) {
     console.error(`bench/e2e: ${firstLine(e.message)}`);
   } finally {

@@ -162,6 +162,18 @@ export function mergeTcp(list) {
   };
 }
 
+/**
+ * The results of several rounds (one entry per mode and round, in the order
+ * run) as one entry per mode: its first round's (the 64-byte UDP and mixed
+ * runs are made there only), ok when every round was, its TCP repetitions
+ * pooled over the rounds (mergeTcp).
+ */
+export function poolRounds(results) {
+  const byMode = new Map();
+  for (const r of results) byMode.set(r.mode, [...(byMode.get(r.mode) ?? []), r]);
+  return [...byMode.values()].map((list) => ({ ...list[0], ok: list.every((r) => r.ok), tcp: mergeTcp(list.map((r) => r.tcp)) }));
+}
+
 const fmt = (n, d = 0) => (Number.isFinite(n) ? n.toFixed(d) : '-');
 
 /** The TCP table: one column per mode, the ratio of the first vpnmasq mode to the kernel. */

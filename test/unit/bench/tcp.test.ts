@@ -2,7 +2,7 @@
 // (bench/e2e/tcp.js mergeTcp), so that the modes taking turns share the
 // machine's drift; the medians are over every repetition of every round.
 import { describe, expect, it } from 'vitest';
-import { TCP_ROWS, mergeTcp } from '../../../bench/e2e/tcp.js';
+import { TCP_ROWS, mergeTcp, poolRounds } from '../../../bench/e2e/tcp.js';
 
 const rep = (mbps: number, retransmits = 100) => ({ mbps, bytes: mbps * 1e6, retransmits, ping: { medianMs: 0.04, p99Ms: 0.1 }, pingRt: { medianMs: 0.05, p99Ms: 0.2 } });
 const round = (...mbps: number[]) => ({
@@ -24,5 +24,27 @@ describe('bench --rounds: TCP repetitions pooled over the rounds', () => {
     const m = mergeTcp([round(10, 12), { ok: false, error: 'vpnmasq exited', rows: {}, pingIdleMs: NaN, cpu: null }]);
     expect(m.ok).toBe(false);
     expect(m.rows.up4.medianMbps).toBe(11);
+  });
+});
+
+describe('bench rounds in a whole run: the UDP and mixed runs in the first round, TCP in every round', () => {
+  it('keeps each mode\'s first-round UDP and mix results and pools its TCP repetitions over the rounds, the modes apart', () => {
+    const k1 = { mode: 'kernel-nft', ok: true, median: { pps: 100 }, mix: { ok: true, total: 5 }, tcp: round(10) };
+    const v1 = { mode: 'vpnmasq', ok: true, median: { pps: 120 }, mix: { ok: true, total: 7 }, tcp: round(20) };
+    // Later rounds are TCP only (benchMode's tcpOnly: no median, no mix).
+    const k2 = { mode: 'kernel-nft', ok: true, median: null, tcp: round(12) };
+    const v2 = { mode: 'vpnmasq', ok: true, median: null, tcp: round(22) };
+    const v3 = { mode: 'vpnmasq', ok: false, error: 'vpnmasq exited', median: null, tcp: round(24) };
+    const [k, v] = poolRounds([k1, v1, k2, v2, v3]);
+    expect(k.mode).toBe('kernel-nft');
+    expect(k.median).toEqual({ pps: 100 });
+    expect(k.mix.total).toBe(5);
+    expect(k.ok).toBe(true);
+    expect(k.tcp.rows.up1.medianMbps).toBe(11);
+    expect(v.median).toEqual({ pps: 120 });
+    expect(v.mix.total).toBe(7);
+    expect(v.ok).toBe(false);
+    expect(v.tcp.rows.down1.medianMbps).toBe(22);
+    expect(v.tcp.rows.down1.goodReps).toBe(3);
   });
 });
