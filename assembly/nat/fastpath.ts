@@ -8,10 +8,12 @@
 // OpenWrt's software flow offloading) and keeps the authority:
 // - only the engine offers a flow (fastPathOffer, here), and only a LAN
 //   host's own masqueraded TCP after its handshake (ESTABLISHED), UDP
-//   after a few packets, or ICMP echo once answered: no port forward, no
-//   hairpin, no router traffic, nothing whose payload the engine reads or
-//   rewrites (PPTP control on 1723, IKE on 500; NAT-T on 4500 is plain
-//   NAPT with its own timeout, and goes);
+//   after a few packets, or ICMP echo once answered, or a port forward's
+//   flow once its LAN server has answered (a server behind the router: the
+//   same two entries, the forward's port as the alias): no hairpin, no
+//   router traffic, nothing whose payload the engine reads or rewrites
+//   (PPTP control on 1723, IKE on 500; NAT-T on 4500 is plain NAPT with
+//   its own timeout, and goes);
 // - the kernel passes every SYN, FIN and RST back up through the TUNs (and
 //   drops a FIN or RST outside the sender's window, what tcpTrack would
 //   have done), so the engine sees each TCP connection close; a UDP flow or
@@ -72,12 +74,17 @@ const ICMP_MIN_PACKETS: u32 = 2;
  * natIn), in `state`: an eligible flow not yet offered goes into the ring.
  * TCP once established; UDP once it has carried UDP_MIN_PACKETS (never
  * IKE's 500, which the engine routes by its cookies; NAT-T's 4500 is plain
- * NAPT and keeps its natt_timeout); an ICMP echo once answered.
+ * NAPT and keeps its natt_timeout); an ICMP echo once answered. A port
+ * forward's flow likewise, once its LAN server has answered.
  */
 export function fastPathOffer(r: usize, proto: u32, state: u32): void {
   if (isOffloaded(r) || ringCount >= FAST_CAP) return;
   const ff = <u32>load<u16>(r, F_FLAGS);
-  if ((ff & (FL_REDIRECT | FL_HAIRPIN)) != 0) return;
+  if ((ff & FL_HAIRPIN) != 0) return;
+  // A forward's flow once its server has answered: what the WAN side opens
+  // alone (a flood of SYNs or datagrams to a forwarded port, spoofed or
+  // not) stays with the engine, evictable as unreplied.
+  if ((ff & (FL_REDIRECT | FL_REPLIED)) == FL_REDIRECT) return;
   const lanA = load<u32>(r, F_LAN_ADDR);
   if (lanA == wanAddr || wanAddr == 0) return;
   const lanP = <u32>load<u16>(r, F_LAN_PORT), remP = <u32>load<u16>(r, F_REM_PORT);

@@ -22,6 +22,20 @@ const skip = skipUnless({ root: true, tun: true, tools: ['ip', 'iperf3', 'python
 const WANHOST = '203.0.113.2';
 const WANADDR = '203.0.113.1';
 const BULK = 20_000_000;
+/** Servers behind the router (lan[0], 192.168.1.10): TCP 5202 (iperf3) and UDP 51820. */
+const FORWARDS = `
+config redirect
+	option proto 'tcp'
+	option src_dport '5202'
+	option dest_ip '192.168.1.10'
+	option dest_port '5202'
+
+config redirect
+	option proto 'udp'
+	option src_dport '51820'
+	option dest_ip '192.168.1.10'
+	option dest_port '51820'
+`;
 
 /** One TCP connection from lan[0] to the WAN host's echo server on `port`: send, and what the server saw. */
 async function connection(lab: LabT, port: number) {
@@ -148,8 +162,9 @@ describe.skipIf(skip)('option flow_offload: established TCP through the kernel f
     const { Lab } = await import('../../src/lab/lab.js');
     lab = Lab.create({ id: `fo${process.pid % 10000}` });
     await iperfServer(lab, lab.wan[0]!, 5201);
+    await iperfServer(lab, lab.lan[0]!, 5202);
     lab.spawn(lab.wan[0]!, ['socat', '-u', 'TCP-LISTEN:9000,fork,reuseaddr', 'OPEN:/dev/null']);
-    vm = new RunningRouter(lab, '', "\toption flow_offload '1'\n\toption acct '1'\n");
+    vm = new RunningRouter(lab, FORWARDS, "\toption flow_offload '1'\n\toption acct '1'\n");
     // The suites may run with VPNMASQ_FLOW_OFFLOAD set either way; here the option decides (07 reloads it).
     vm.env = { VPNMASQ_FLOW_OFFLOAD: '' };
     await vm.start();
@@ -246,13 +261,13 @@ describe.skipIf(skip)('option flow_offload: established TCP through the kernel f
     try {
       expect(await c.send(1000)).toBe(true);
       await until(() => fp().flows >= 1, 5_000);
-      vm.writeConfig('', "\toption flow_offload '0'\n\toption acct '1'\n");
+      vm.writeConfig(FORWARDS, "\toption flow_offload '0'\n\toption acct '1'\n");
       expect(vm.cli('reload').ok).toBe(true);
       expect(fp()).toEqual({ enabled: false, note: "off (option flow_offload)" });
       const rx0 = vm.status().counters.rxInside;
       expect(await c.send(100_000)).toBe(true);
       expect(vm.status().counters.rxInside - rx0).toBeGreaterThan(0);
-      vm.writeConfig('', "\toption flow_offload '1'\n\toption acct '1'\n");
+      vm.writeConfig(FORWARDS, "\toption flow_offload '1'\n\toption acct '1'\n");
       expect(vm.cli('reload').ok).toBe(true);
       expect(await c.send(1000)).toBe(true);
       await until(() => fp().enabled && fp().flows >= 1, 5_000);
@@ -355,6 +370,50 @@ describe.skipIf(skip)('option flow_offload: established TCP through the kernel f
     } finally {
       wan.close(); ca.close(); cb.close();
     }
+  });
+
+  it('14 a server behind the router (a port forward): the WAN host\'s upload to it and download from it arrive whole, nearly all carried by the kernel; conntrack -L counts it', () => {
+    for (const args of [`-c ${WANADDR} -p 5202 -P 2`, `-c ${WANADDR} -p 5202 -P 2 -R`]) {
+      const f0 = fp(), c0 = vm.status().counters;
+      const received = iperf(lab, lab.wan[0]!, args);
+      expect(received).toBeGreaterThan(10_000_000);
+      // The two data streams' flows, counted in the forward's own directions (WAN → server is "in").
+      const listed = JSON.parse(vm.cli('conntrack', '-L', '-p', 'tcp', '--dport', '5202', '--json').stdout) as any[];
+      const counted = listed.filter((f) => f.redirect).map((f) => (args.endsWith('-R') ? f.bytesOut : f.bytesIn)).sort((x, y) => y - x);
+      expect(counted[0]! + counted[1]!).toBeGreaterThan(received / 2);
+      const f1 = fp(), c1 = vm.status().counters;
+      // iperf3's control connection and the two data streams, each a forward's flow.
+      expect(f1.offloaded - f0.offloaded).toBeGreaterThanOrEqual(3);
+      const viaKernel = f1.forwarded - f0.forwarded;
+      const viaTuns = c1.rxInside + c1.rxOutside - c0.rxInside - c0.rxOutside;
+      expect(viaKernel).toBeGreaterThan(1000);
+      expect(viaKernel).toBeGreaterThan(10 * viaTuns);
+    }
+  });
+
+  it('15 attacker on the internet: a flood to a forwarded UDP port that the server never answers stays with the engine (each datagram delivered, none by the kernel); once it answers, the kernel carries the flow', async () => {
+    const sink = lab.spawn(lab.lan[0]!, ['python3', '-c', UDP_SINK, '51820', '150'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const fromSink = lineReader(sink);
+    await fromSink((l) => l === 'ready', 10_000);
+    const f0 = fp();
+    lab.exec(lab.wan[0]!, ['python3', '-c', UDP_SEND, WANADDR, '51820', '7200', '150']);
+    const got = JSON.parse(await fromSink((l) => l.startsWith('{'), 15_000));
+    expect(got.count).toBe(150);
+    const f1 = fp();
+    expect(f1.offloaded - f0.offloaded).toBe(0);
+    expect(f1.forwarded - f0.forwarded).toBe(0);
+    const [e] = JSON.parse(vm.cli('conntrack', '-L', '-p', 'udp', '--sport', '7200', '--json').stdout) as any[];
+    expect(e).toMatchObject({ redirect: true, replied: false, packetsIn: 150 });
+    // The server answers from its port (a WireGuard handshake response, say): from then on the flow is the kernel's.
+    lab.exec(lab.lan[0]!, ['python3', '-c', UDP_SEND, WANHOST, '7200', '51820', '1']);
+    const sink2 = lab.spawn(lab.lan[0]!, ['python3', '-c', UDP_SINK, '51820', '120'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const fromSink2 = lineReader(sink2);
+    await fromSink2((l) => l === 'ready', 10_000);
+    lab.exec(lab.wan[0]!, ['python3', '-c', UDP_SEND, WANADDR, '51820', '7200', '120']);
+    expect(JSON.parse(await fromSink2((l) => l.startsWith('{'), 15_000)).count).toBe(120);
+    const f2 = fp();
+    expect(f2.offloaded - f1.offloaded).toBe(1);
+    expect(f2.forwarded - f1.forwarded).toBeGreaterThan(100);
   });
 
   it('12 kill -9 of the daemon takes the fast path with it: nothing of an offloaded connection crosses afterwards', async () => {

@@ -112,15 +112,17 @@ describe('flow fast path: what the engine offers and what the kernel is given', 
     expect(r.engine.x.fastPathPending()).toBe(0);
   });
 
-  it('02 not offered: PPTP control, a port forward, a UDP flow of two packets, and nothing with the option off', () => {
+  it('02 not offered: PPTP control, a UDP flow of two packets, a forward\'s flows the server has not answered, and nothing with the option off', () => {
     const { r, k, fp } = bench();
     pptpCall(r, H1, S1, 41000, 7);
     fp.take();
+    // A forwarded port flooded from the WAN side: SYNs never answered, datagrams never answered.
     r.redirect(6, 8080, H2, 80);
-    ok(r.in(tcp(S1, 50000, WAN, 8080, SYN, [], { seq: 1 })));
-    ok(r.out(tcp(H2, 80, S1, 50000, SYN | ACK, [], { seq: 9, ack: 2 })));
-    ok(r.in(tcp(S1, 50000, WAN, 8080, ACK, [], { seq: 2, ack: 10 })));
-    ok(r.in(tcp(S1, 50000, WAN, 8080, PSH | ACK, [1], { seq: 2, ack: 10 })));
+    r.redirect(17, 51820, H2, 51820);
+    for (let i = 0; i < 20; i++) {
+      ok(r.in(tcp(S1, 50000 + i, WAN, 8080, SYN, [], { seq: 1 })));
+      ok(r.in(udp(S1, 60000, WAN, 51820, [i])));
+    }
     fp.take();
     const a = parse(ok(r.out(udp(H1, 5000, S1, 53)))).sport;
     ok(r.in(udp(S1, 53, WAN, a)));
@@ -129,6 +131,45 @@ describe('flow fast path: what the engine offers and what the kernel is given', 
     r.engine.x.setFastPath(0);
     connect(r, fp, H1, 42000);
     expect(k.table.size).toBe(0);
+  });
+
+  it('02b a port forward\'s flow (a server behind the router) is offered once its server has answered: TCP at the handshake\'s last packet, UDP at its 8th; the same two entries, the forward\'s port as the alias', () => {
+    const { r, k, fp } = bench();
+    r.redirect(6, 8080, H2, 80);
+    ok(r.in(tcp(S1, 50000, WAN, 8080, SYN, [], { seq: 1, win: 64240 })));
+    fp.take();
+    ok(r.out(tcp(H2, 80, S1, 50000, SYN | ACK, [], { seq: 9, ack: 2, win: 65160 })));
+    fp.take();
+    expect(k.table.size).toBe(0);
+    ok(r.in(tcp(S1, 50000, WAN, 8080, ACK, [], { seq: 2, ack: 10, win: 502 })));
+    fp.take();
+    expect(k.table.size).toBe(2);
+    // Out: the server's packets leave from the WAN address and the forwarded port, arriving on the LAN device.
+    const out = k.table.get(keyOf(ipToRaw(H2), ipToRaw(S1), 80, 50000).toString('hex'))!;
+    expect([...out.subarray(0, 4)]).toEqual([203, 0, 113, 1]);
+    expect([...out.subarray(4, 8)]).toEqual([198, 51, 100, 7]);
+    expect([out.readUInt16BE(8), out.readUInt16BE(10)]).toEqual([8080, 50000]);
+    expect([out.readUInt32LE(12), out.readUInt32LE(16)]).toEqual([LAN_IF, WAN_IF]);
+    // In: the client's packets to WAN:8080 go to the server's address and port, arriving on the WAN device.
+    const inb = k.table.get(keyOf(ipToRaw(S1), ipToRaw(WAN), 50000, 8080).toString('hex'))!;
+    expect([...inb.subarray(0, 4)]).toEqual([198, 51, 100, 7]);
+    expect([...inb.subarray(4, 8)]).toEqual([192, 168, 1, 11]);
+    expect([inb.readUInt16BE(8), inb.readUInt16BE(10)]).toEqual([50000, 80]);
+    expect([inb.readUInt32LE(12), inb.readUInt32LE(16)]).toEqual([WAN_IF, LAN_IF]);
+    // A UDP forward (a WireGuard server, say): not before the server answers, then at the 8th packet.
+    r.redirect(17, 51820, H2, 51820);
+    for (let i = 0; i < 10; i++) ok(r.in(udp(S1, 61000, WAN, 51820, [i])));
+    fp.take();
+    expect(k.table.size).toBe(2);
+    ok(r.out(udp(H2, 51820, S1, 61000, [1])));
+    fp.take();
+    expect(k.table.size).toBe(4);
+    expect(k.table.has(keyOf(ipToRaw(S1), ipToRaw(WAN), 61000, 51820, 17).toString('hex'))).toBe(true);
+    expect(k.table.has(keyOf(ipToRaw(H2), ipToRaw(S1), 51820, 61000, 17).toString('hex'))).toBe(true);
+    // Withdrawn like any flow: conntrack -D.
+    r.engine.deleteEntry(r.engine.flows(WAN, r.now).find((f) => f.lanPort === 80 && f.proto === 'tcp')!);
+    fp.sync();
+    expect(k.table.size).toBe(2);
   });
 
   it('03 the kernel\'s counts go to the flow: packets, bytes (option acct), and its timeout', () => {
