@@ -6,6 +6,7 @@ import { existsSync, mkdirSync, readdirSync, rmSync, rmdirSync, writeFileSync } 
 import { join } from 'node:path';
 import { stopChild } from '../../dist/lab/run.js';
 import { TUN_PATH_MODE, log, sleep, tail } from './common.js';
+import { FWD_PORT } from './tcp.js';
 
 export const NFT_TABLE = 'vpnmasq_bench';
 
@@ -34,7 +35,10 @@ export function kernelMode() {
       lab.tryExec(lab.router, ['nft', 'delete', 'table', 'ip', 'vpnmasq_guard'], { timeoutMs: 10000 });
       lab.exec(lab.router, ['nft', '-f', '-'], {
         timeoutMs: 10000,
-        input: `table ip ${NFT_TABLE} {\n\tchain postrouting {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\t\toifname "wan" masquerade\n\t}\n}\n`,
+        // The masquerade, and the port forward of the TCP run's server row (tcp.js FWD_PORT) as fw4 writes one.
+        input: `table ip ${NFT_TABLE} {\n\tchain prerouting {\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n` +
+          `\t\tiifname "wan" tcp dport ${FWD_PORT} dnat to ${lab.addr.lan[0]}:${FWD_PORT}\n\t}\n` +
+          `\tchain postrouting {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\t\toifname "wan" masquerade\n\t}\n}\n`,
       });
     },
     async down(lab) {
@@ -120,6 +124,13 @@ export function vpnmasqMode(cliPath, tmp, { offload = true, busyPollUs = 0, cpuP
         ...(offload ? [] : ["\toption offload '0'"]),
         ...(flowOffload ? [] : ["\toption flow_offload '0'"]),
         ...(busyPollUs > 0 ? [`\toption busy_poll '${busyPollUs}'`] : []),
+        '',
+        // The TCP run's server behind the router (tcp.js FWD_PORT).
+        'config redirect',
+        "\toption proto 'tcp'",
+        `\toption src_dport '${FWD_PORT}'`,
+        `\toption dest_ip '${lab.addr.lan[0]}'`,
+        `\toption dest_port '${FWD_PORT}'`,
         '',
       ].join('\n'));
       rmSync(sock, { force: true });

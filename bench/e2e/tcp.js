@@ -1,6 +1,8 @@
 // The TCP run (issue 10): bulk TCP through each router mode with iperf3,
 // 1 and 4 streams, LAN→WAN (upload) and WAN→LAN (download, iperf3 -R: the
-// WAN host sends), medians of --tcp-reps runs; ping RTT through the router
+// WAN host sends), and one stream from the WAN host to a server behind the
+// router (a port forward: nftables dnat in the kernel's mode, a `config
+// redirect` in vpnmasq's), medians of --tcp-reps runs; ping RTT through the router
 // idle and during every repetition of every row (latency under load: pings
 // from the LAN host every 10 ms, from 0.5 s after the transfer starts to its
 // end; the row's figure is the median over its repetitions' medians, and the
@@ -29,6 +31,8 @@ import { TUN_PATH_MODE, firstLine, iperfError, log, median, sleep, waitListening
 import { pingFrom } from './plain.js';
 
 export const TCP_PORT = 5301;
+/** The port forward's port (the router's WAN address → lan1, the same port): a server behind the router. */
+export const FWD_PORT = 5302;
 const TICK = 100; // USER_HZ: /proc/stat and /proc/<pid>/stat count in 1/100 s
 
 export const TCP_ROWS = [
@@ -36,6 +40,8 @@ export const TCP_ROWS = [
   { key: 'up4', what: 'TCP LAN→WAN, 4 streams', streams: 4, reverse: false },
   { key: 'down1', what: 'TCP WAN→LAN, 1 stream', streams: 1, reverse: true },
   { key: 'down4', what: 'TCP WAN→LAN, 4 streams', streams: 4, reverse: true },
+  // A server behind the router: the WAN host uploads to lan1 through a port forward (nftables dnat for the kernel).
+  { key: 'fwd1', what: 'TCP WAN→LAN server (port forward), 1 stream', streams: 1, reverse: false, forward: true },
 ];
 
 /** Busy jiffies of the whole machine (all CPUs): user nice system irq softirq steal. */
@@ -57,9 +63,10 @@ function procCpu(pid) {
   }
 }
 
-async function iperfTcp(lab, { streams, reverse, seconds }) {
-  const r = await runIn(lab, lab.lan[0], [
-    'iperf3', '-c', lab.addr.wan[0], '-p', String(TCP_PORT), '-P', String(streams), '-t', String(seconds),
+async function iperfTcp(lab, { streams, reverse, forward, seconds }) {
+  const [ns, to, port] = forward ? [lab.wan[0], lab.addr.routerWan, FWD_PORT] : [lab.lan[0], lab.addr.wan[0], TCP_PORT];
+  const r = await runIn(lab, ns, [
+    'iperf3', '-c', to, '-p', String(port), '-P', String(streams), '-t', String(seconds),
     '-J', '--connect-timeout', '3000', ...(reverse ? ['-R'] : []),
   ], (seconds + 25) * 1000);
   let j;
@@ -92,10 +99,12 @@ async function iperfWithPing(lab, row, seconds) {
  */
 export async function benchTcp(lab, mode, a) {
   const res = { ok: false, error: null, rows: {}, pingIdleMs: NaN, pingLoadMs: NaN, cpu: null };
-  let server = null;
+  const servers = [];
   try {
-    server = lab.spawn(lab.wan[0], ['iperf3', '-s', '-p', String(TCP_PORT)], { stdio: ['ignore', 'ignore', 'pipe'] });
-    if (!(await waitListening(lab, lab.wan[0], TCP_PORT, 5000))) throw new Error(`iperf3 server on port ${TCP_PORT} did not start`);
+    for (const [ns, port] of [[lab.wan[0], TCP_PORT], [lab.lan[0], FWD_PORT]]) {
+      servers.push(lab.spawn(ns, ['iperf3', '-s', '-p', String(port)], { stdio: ['ignore', 'ignore', 'pipe'] }));
+      if (!(await waitListening(lab, ns, port, 5000))) throw new Error(`iperf3 server on port ${port} did not start`);
+    }
     res.pingIdleMs = (await pingDuring(lab, 2)).medianMs;
     let bytes = 0, busy = 0, proc = 0;
     for (const row of TCP_ROWS) {
@@ -128,7 +137,7 @@ export async function benchTcp(lab, mode, a) {
     res.error = e.message;
     log(`${mode.label}: TCP run FAILED: ${e.message}`);
   } finally {
-    if (server) await stopChild(server, 2000);
+    for (const server of servers) await stopChild(server, 2000);
   }
   return res;
 }
@@ -203,12 +212,12 @@ export function printTcpTable(a, modes, renderRows) {
     }
   }
   // What the router's drops cost the senders (README "Latency under load": the reader queue's head drops of super-packets).
-  rows.push(['TCP retransmits, median per rep: up 1 / up 4 / down 1 / down 4',
+  rows.push([`TCP retransmits, median per rep: ${TCP_ROWS.map((r) => r.key).join(' / ')}`,
     ...withTcp.map((m) => TCP_ROWS.map((r) => fmt(m.tcp.rows[r.key]?.retransmits)).join(' / ')), ...blank]);
   rows.push(['machine CPU s per GB (all processes)', ...withTcp.map((m) => fmt(m.tcp.cpu?.machineSPerGB, 2)), ...blank]);
   rows.push(['vpnmasq process CPU s per GB', ...withTcp.map((m) => fmt(m.tcp.cpu?.procSPerGB, 2)), ...blank]);
   const reps = a.rounds > 1 ? `${a.tcpReps * a.rounds} reps per row (${a.rounds} rounds of ${a.tcpReps}, the modes taking turns)` : `${a.tcpReps} reps per row`;
-  const out = ['', `TCP: iperf3 -P 1 / -P 4, ${a.tcpSeconds} s, median of ${reps}; WAN→LAN is iperf3 -R (the WAN host sends)`, ...renderRows(rows)];
+  const out = ['', `TCP: iperf3 -P 1 / -P 4, ${a.tcpSeconds} s, median of ${reps}; WAN→LAN is iperf3 -R (the WAN host sends); the port forward row: the WAN host sends to lan1's iperf3 through a forward of the router's WAN address`, ...renderRows(rows)];
   for (const m of withTcp) if (m.tcp.error) out.push(`${m.mode}: TCP: ${firstLine(m.tcp.error)}`);
   out.push('ping: lan1 at normal priority (its own wait for a CPU included), lan2 at SCHED_FIFO 20 (the delay the router adds; a LAN host of its own)');
   out.push('CPU: machine = busy time of all CPUs (includes both iperf3 ends) per GB received; vpnmasq process = its utime+stime (not the kernel work done for it in softirq)');
