@@ -176,6 +176,31 @@ describe.skipIf(skip)('option flow_offload: established TCP through the kernel f
 
   const fp = () => vm.status().flowOffload;
 
+  /**
+   * iperf3 (2 streams, `args`) from `ns`: bytes received, flows handed to
+   * the kernel meanwhile, and packets carried by the kernel and by the TUNs.
+   * Received checksums are checked by each end's TCP: bytes delivered mean
+   * the kernel's rewrite is right.
+   */
+  function carried(ns: string, args: string) {
+    const f0 = fp(), c0 = vm.status().counters;
+    const received = iperf(lab, ns, args);
+    const f1 = fp(), c1 = vm.status().counters;
+    return {
+      received, offloaded: f1.offloaded - f0.offloaded, viaKernel: f1.forwarded - f0.forwarded,
+      viaTuns: c1.rxInside + c1.rxOutside - c0.rxInside - c0.rxOutside,
+    };
+  }
+
+  /** Datagrams a UDP sink on ns:port counted (up to n, or what came until 5 s after the last) while `send` ran. */
+  async function sunk(ns: string, port: number, n: number, send: () => void): Promise<number> {
+    const sink = lab.spawn(ns, ['python3', '-c', UDP_SINK, String(port), String(n)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const fromSink = lineReader(sink);
+    await fromSink((l) => l === 'ready', 10_000);
+    send();
+    return JSON.parse(await fromSink((l) => l.startsWith('{'), 15_000)).count;
+  }
+
   it('01 status says the fast path is on, and the ready line too', () => {
     expect(fp()).toMatchObject({ enabled: true, flows: 0, capacity: 65536 });
     expect(vm.output).toMatch(/vpnmasq ready.*flowOffload[^a-z]+on/);
@@ -183,16 +208,12 @@ describe.skipIf(skip)('option flow_offload: established TCP through the kernel f
 
   it('02 upload and download (iperf3, 2 streams) arrive whole, nearly all of it carried by the kernel', () => {
     for (const args of [`-c ${WANHOST} -P 2`, `-c ${WANHOST} -P 2 -R`]) {
-      const f0 = fp(), c0 = vm.status().counters;
-      expect(iperf(lab, lab.lan[0]!, args)).toBeGreaterThan(10_000_000);
-      const f1 = fp(), c1 = vm.status().counters;
+      const c = carried(lab.lan[0]!, args);
+      expect(c.received).toBeGreaterThan(10_000_000);
       // The control connection and the two data streams.
-      expect(f1.offloaded - f0.offloaded).toBeGreaterThanOrEqual(3);
-      // Received checksums are checked by each end's TCP: bytes delivered mean the kernel's rewrite is right.
-      const viaKernel = f1.forwarded - f0.forwarded;
-      const viaTuns = c1.rxInside + c1.rxOutside - c0.rxInside - c0.rxOutside;
-      expect(viaKernel).toBeGreaterThan(1000);
-      expect(viaKernel).toBeGreaterThan(10 * viaTuns);
+      expect(c.offloaded).toBeGreaterThanOrEqual(3);
+      expect(c.viaKernel).toBeGreaterThan(1000);
+      expect(c.viaKernel).toBeGreaterThan(10 * c.viaTuns);
     }
   });
 
@@ -277,13 +298,8 @@ describe.skipIf(skip)('option flow_offload: established TCP through the kernel f
   });
 
   it('09 a UDP flow (120 datagrams from a fixed port) is carried by the kernel after its 8th, every datagram arrives, conntrack counts all', async () => {
-    const sink = lab.spawn(lab.wan[0]!, ['python3', '-c', UDP_SINK, '9100', '120'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    const fromSink = lineReader(sink);
-    await fromSink((l) => l === 'ready', 10_000);
     const f0 = fp();
-    lab.exec(lab.lan[0]!, ['python3', '-c', UDP_SEND, WANHOST, '9100', '7100', '120']);
-    const got = JSON.parse(await fromSink((l) => l.startsWith('{'), 15_000));
-    expect(got.count).toBe(120);
+    expect(await sunk(lab.wan[0]!, 9100, 120, () => lab.exec(lab.lan[0]!, ['python3', '-c', UDP_SEND, WANHOST, '9100', '7100', '120']))).toBe(120);
     const f1 = fp();
     expect(f1.offloaded - f0.offloaded).toBe(1);
     // The first 8 went through the engine, nearly all the rest through the kernel.
@@ -374,31 +390,22 @@ describe.skipIf(skip)('option flow_offload: established TCP through the kernel f
 
   it('14 a server behind the router (a port forward): the WAN host\'s upload to it and download from it arrive whole, nearly all carried by the kernel; conntrack -L counts it', () => {
     for (const args of [`-c ${WANADDR} -p 5202 -P 2`, `-c ${WANADDR} -p 5202 -P 2 -R`]) {
-      const f0 = fp(), c0 = vm.status().counters;
-      const received = iperf(lab, lab.wan[0]!, args);
-      expect(received).toBeGreaterThan(10_000_000);
+      const c = carried(lab.wan[0]!, args);
+      expect(c.received).toBeGreaterThan(10_000_000);
+      // iperf3's control connection and the two data streams, each a forward's flow.
+      expect(c.offloaded).toBeGreaterThanOrEqual(3);
+      expect(c.viaKernel).toBeGreaterThan(1000);
+      expect(c.viaKernel).toBeGreaterThan(10 * c.viaTuns);
       // The two data streams' flows, counted in the forward's own directions (WAN → server is "in").
       const listed = JSON.parse(vm.cli('conntrack', '-L', '-p', 'tcp', '--dport', '5202', '--json').stdout) as any[];
       const counted = listed.filter((f) => f.redirect).map((f) => (args.endsWith('-R') ? f.bytesOut : f.bytesIn)).sort((x, y) => y - x);
-      expect(counted[0]! + counted[1]!).toBeGreaterThan(received / 2);
-      const f1 = fp(), c1 = vm.status().counters;
-      // iperf3's control connection and the two data streams, each a forward's flow.
-      expect(f1.offloaded - f0.offloaded).toBeGreaterThanOrEqual(3);
-      const viaKernel = f1.forwarded - f0.forwarded;
-      const viaTuns = c1.rxInside + c1.rxOutside - c0.rxInside - c0.rxOutside;
-      expect(viaKernel).toBeGreaterThan(1000);
-      expect(viaKernel).toBeGreaterThan(10 * viaTuns);
+      expect(counted[0]! + counted[1]!).toBeGreaterThan(c.received / 2);
     }
   });
 
   it('15 attacker on the internet: a flood to a forwarded UDP port that the server never answers stays with the engine (each datagram delivered, none by the kernel); once it answers, the kernel carries the flow', async () => {
-    const sink = lab.spawn(lab.lan[0]!, ['python3', '-c', UDP_SINK, '51820', '150'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    const fromSink = lineReader(sink);
-    await fromSink((l) => l === 'ready', 10_000);
     const f0 = fp();
-    lab.exec(lab.wan[0]!, ['python3', '-c', UDP_SEND, WANADDR, '51820', '7200', '150']);
-    const got = JSON.parse(await fromSink((l) => l.startsWith('{'), 15_000));
-    expect(got.count).toBe(150);
+    expect(await sunk(lab.lan[0]!, 51820, 150, () => lab.exec(lab.wan[0]!, ['python3', '-c', UDP_SEND, WANADDR, '51820', '7200', '150']))).toBe(150);
     const f1 = fp();
     expect(f1.offloaded - f0.offloaded).toBe(0);
     expect(f1.forwarded - f0.forwarded).toBe(0);
@@ -406,11 +413,7 @@ describe.skipIf(skip)('option flow_offload: established TCP through the kernel f
     expect(e).toMatchObject({ redirect: true, replied: false, packetsIn: 150 });
     // The server answers from its port (a WireGuard handshake response, say): from then on the flow is the kernel's.
     lab.exec(lab.lan[0]!, ['python3', '-c', UDP_SEND, WANHOST, '7200', '51820', '1']);
-    const sink2 = lab.spawn(lab.lan[0]!, ['python3', '-c', UDP_SINK, '51820', '120'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    const fromSink2 = lineReader(sink2);
-    await fromSink2((l) => l === 'ready', 10_000);
-    lab.exec(lab.wan[0]!, ['python3', '-c', UDP_SEND, WANADDR, '51820', '7200', '120']);
-    expect(JSON.parse(await fromSink2((l) => l.startsWith('{'), 15_000)).count).toBe(120);
+    expect(await sunk(lab.lan[0]!, 51820, 120, () => lab.exec(lab.wan[0]!, ['python3', '-c', UDP_SEND, WANADDR, '51820', '7200', '120']))).toBe(120);
     const f2 = fp();
     expect(f2.offloaded - f1.offloaded).toBe(1);
     expect(f2.forwarded - f1.forwarded).toBeGreaterThan(100);
