@@ -16,7 +16,7 @@ config vpnmasq 'main'
 	option tun_outside 'tout'	# TUN device on the WAN side
 	option offload '1'	# TUN offloads (GSO super-packets, partial checksums); '0': one packet per read
 	option gro '1'	# with offloads and USO: same-flow UDP datagrams of a batch in one write; '0': one write each
-	option flow_offload '1'	# a LAN host's established flows (TCP, UDP, ping, ESP by SPI, PPTP's GRE by Call ID) move through a kernel fast path (eBPF, Linux 6.6+; off with the reason in status where the kernel refuses); SYN, FIN and RST still through the engine; '0': every packet through the TUNs
+	option flow_offload '1'	# a LAN host's established flows (TCP, UDP, ping, ESP by SPI, PPTP's GRE by Call ID) and a port forward's answered ones move through a kernel fast path (eBPF, Linux 6.6+; off with the reason in status where the kernel refuses); SYN, FIN and RST still through the engine; '0': every packet through the TUNs
 	option host_queues 'auto'	# host queues of the LAN TUN (a bulk and a sparse-flow ring each), one per LAN host by address hash, and of the WAN TUN (one ring each) by internet host and protocol, read in turn: 1, 2, 4, 8, 16, or auto (8 with 384 MiB of RAM or more, else 1)
 	option priority 'realtime'	# data path scheduling: realtime (SCHED_FIFO 10), high (nice -10) or normal
 	option busy_poll '0'	# microseconds to keep polling the TUNs after the last packet before sleeping (0: sleep at once)
