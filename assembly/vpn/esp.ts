@@ -458,17 +458,26 @@ export function espIn(p: usize, l4: usize, l4len: u32): u32 {
 /**
  * A LAN host's bound association, both SPIs known, goes to the kernel:
  * two entries, (host, server, spiOut) and (server, WAN address, spiIn), the
- * keys this module bound. Not a forward's (the engine promotes its
- * unreplied SAs by the packets it sees), not the router's own. A
- * provisional SA goes too: taking a second inbound SPI adds a key and
- * changes neither of these two, so the kernel's entries still do what the
- * engine would; that second SPI's packets stay with the engine.
+ * keys this module bound. Not the router's own. A provisional SA goes too:
+ * taking a second inbound SPI adds a key and changes neither of these two,
+ * so the kernel's entries still do what the engine would; that second
+ * SPI's packets stay with the engine.
+ *
+ * A forward's SA (a server behind the router, `redirect` proto esp) is
+ * one SPI a record, so one entry: the server's outbound SA toward a peer
+ * (server, peer, spiOut), and an inbound one (peer, WAN address, spiIn)
+ * only once answered, that is promoted by the server's ESP to that peer:
+ * SPIs the internet sprays at the WAN address stay with the engine,
+ * unreplied and evicted first. The server's packets the kernel carries
+ * still promote (espFastCredit).
  */
 function espOffer(r: u32): void {
   const e = rec(r);
   const flags = <u32>load<u16>(e, ESP_FLAGS);
-  if ((flags & (ESPF_OFFLOADED | ESPF_FORWARD | ESPF_UNREPLIED)) != 0 || load<u8>(e, ESP_STATE) != <u8>ESP_BOUND) return;
-  if (load<u32>(e, ESP_SPI_OUT) == 0 || load<u32>(e, ESP_SPI_IN) == 0 || wanAddr == 0 || load<u32>(e, ESP_LAN_ADDR) == wanAddr) return;
+  if ((flags & (ESPF_OFFLOADED | ESPF_UNREPLIED)) != 0 || load<u8>(e, ESP_STATE) != <u8>ESP_BOUND) return;
+  const noOut = load<u32>(e, ESP_SPI_OUT) == 0, noIn = load<u32>(e, ESP_SPI_IN) == 0;
+  if ((flags & ESPF_FORWARD) != 0 ? noOut == noIn : noOut || noIn) return;
+  if (wanAddr == 0 || load<u32>(e, ESP_LAN_ADDR) == wanAddr) return;
   if (!ringPush(RING_ESP | r)) return;
   store<u16>(e, <u16>(flags | ESPF_OFFLOADED), ESP_FLAGS);
 }
@@ -505,6 +514,11 @@ export function espFastCredit(r: u32, lanA: u32, remA: u32, spiOut: u32, spiIn: 
   const life = boundLife(e);
   store<u32>(e, life, ESP_EXPIRES);
   peerEspTouch(load<u32>(e, ESP_PEER), life);
+  // A server behind the router sending to its peer answers that peer's inbound SAs, as in espOut.
+  if ((load<u16>(e, ESP_FLAGS) & <u16>ESPF_FORWARD) != 0 && pktsOut != 0 && nowDs - load<u32>(e, ESP_TIMER) >= PROMOTE_EVERY_DS) {
+    store<u32>(e, nowDs, ESP_TIMER);
+    promoteForward(remA, lanA);
+  }
   return 1;
 }
 

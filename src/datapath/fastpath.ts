@@ -87,7 +87,10 @@ interface Held extends Ends {
   /** the map key: the flow index, or ESP_ID / CALL_ID + the record */
   id: number;
   lanA: number;
-  outKey: Buffer; inKey: Buffer;
+  /** null: no entry that way (a forward's ESP SA is one direction) */
+  outKey: Buffer | null; inKey: Buffer | null;
+  /** OUT_MET | IN_MET: the entries it has, each met once in a walk before it is settled */
+  want: number;
   judge: Judge;
   /** the kernel's counts at the last sync (out: LAN → WAN) */
   pktsOut: number; pktsIn: number; bytesOut: number; bytesIn: number;
@@ -165,7 +168,8 @@ export class FastPath {
   /**
    * An ESP association (vpn/esp.ts espOffer): the host's outbound SPI
    * toward its server leaves from the WAN address; the server's inbound SPI
-   * to the WAN address goes to the host. Neither SPI is rewritten.
+   * to the WAN address goes to the host. Neither SPI is rewritten. A
+   * forward's SA (a server behind the router) has one SPI, so one entry.
    */
   private offloadEsp(dv: DataView, r: number): void {
     const e = this.engine.x.espPtr() + r * A.ESP_SIZE;
@@ -179,7 +183,9 @@ export class FastPath {
     this.hold(ESP_ID + r, lanA, {
       credit: (po, pi, bo, bi) => x.fastPathCreditEsp(r, lanA, remA, spiOut, spiIn, po, pi, bo, bi),
       check: (w) => x.fastPathCheckEsp(r, lanA, remA, spiOut, spiIn, w),
-    }, fastPathEspKey(rawToIp(lanA), rawToIp(remA), spiOutN), fastPathEspKey(rawToIp(remA), rawToIp(wan), spiInN),
+    },
+    spiOut === 0 ? null : fastPathEspKey(rawToIp(lanA), rawToIp(remA), spiOutN),
+    spiIn === 0 ? null : fastPathEspKey(rawToIp(remA), rawToIp(wan), spiInN),
     // The ports are unread for ESP (the SPI is never rewritten): the key's halves, as src/tun/fastpath.ts asks.
     valueOf(wan, remA, spiOutN >>> 16, spiOutN & 0xffff, this.lanIfindex, this.wanIfindex, 0, 0, false),
     valueOf(remA, lanA, spiInN >>> 16, spiInN & 0xffff, this.wanIfindex, this.lanIfindex, 0, 0, false));
@@ -247,7 +253,7 @@ export class FastPath {
    * engine keeps it) with no WAN address, the table full, or its host at its
    * share.
    */
-  private hold(id: number, lanA: number, judge: Judge, outKey: Buffer, inKey: Buffer, outValue: Buffer, inValue: Buffer): void {
+  private hold(id: number, lanA: number, judge: Judge, outKey: Buffer | null, inKey: Buffer | null, outValue: Buffer, inValue: Buffer): void {
     const old = this.held.get(id);
     if (old) this.drop(old);
     const mine = this.perHost.get(lanA) ?? 0;
@@ -258,32 +264,33 @@ export class FastPath {
       return;
     }
     try {
-      this.kernel.put(outKey, outValue);
-      this.kernel.put(inKey, inValue);
+      if (outKey) this.kernel.put(outKey, outValue);
+      if (inKey) this.kernel.put(inKey, inValue);
     } catch {
       // The kernel's table is full (or refuses): the flow stays with the engine.
-      this.kernel.remove(outKey);
+      if (outKey) this.kernel.remove(outKey);
       this.full++;
       judge.check(0, NO_ENDS);
       return;
     }
     this.perHost.set(lanA, mine + 1);
     const h: Held = {
-      id, lanA, outKey, inKey, judge, pktsOut: 0, pktsIn: 0, bytesOut: 0, bytesIn: 0, ...NO_ENDS,
-      walk: -1, met: 0, dPktsOut: 0, dPktsIn: 0, dBytesOut: 0, dBytesIn: 0,
+      id, lanA, outKey, inKey, want: (outKey ? OUT_MET : 0) | (inKey ? IN_MET : 0), judge,
+      pktsOut: 0, pktsIn: 0, bytesOut: 0, bytesIn: 0, ...NO_ENDS, walk: -1, met: 0, dPktsOut: 0, dPktsIn: 0, dBytesOut: 0, dBytesIn: 0,
     };
     this.held.set(id, h);
-    this.byKey.set(keyId(outKey), { h, out: true });
-    this.byKey.set(keyId(inKey), { h, out: false });
+    if (outKey) this.byKey.set(keyId(outKey), { h, out: true });
+    if (inKey) this.byKey.set(keyId(inKey), { h, out: false });
     this.offloaded++;
   }
 
   private drop(h: Held): void {
-    this.kernel.remove(h.outKey);
-    this.kernel.remove(h.inKey);
+    for (const key of [h.outKey, h.inKey]) {
+      if (!key) continue;
+      this.kernel.remove(key);
+      this.byKey.delete(keyId(key));
+    }
     this.held.delete(h.id);
-    this.byKey.delete(keyId(h.outKey));
-    this.byKey.delete(keyId(h.inKey));
     const mine = (this.perHost.get(h.lanA) ?? 1) - 1;
     if (mine > 0) this.perHost.set(h.lanA, mine);
     else this.perHost.delete(h.lanA);
@@ -314,7 +321,7 @@ export class FastPath {
       h.pktsIn = c.packets; h.bytesIn = c.bytes;
     }
     h.met |= out ? OUT_MET : IN_MET;
-    if (h.met === (OUT_MET | IN_MET)) this.settle(h);
+    if (h.met === h.want) this.settle(h);
   }
 
   /** What the kernel moved credited to the flow, then the engine asked whether it still vouches for it. */

@@ -337,13 +337,60 @@ describe.skipIf(skip)('option flow_offload: established TCP through the kernel f
     }
   });
 
+  // Before 13: 13's provisional SAs would take a new SPI from the same server as their second.
+  it('16 a server behind the router for raw ESP (redirect proto esp): its own SA goes by the kernel, one entry, and its peer\'s SA once it has answered that peer; before that the peer\'s SPI stays with the engine', async () => {
+    const OPTS = "\toption flow_offload '1'\n\toption acct '1'\n";
+    vm.writeConfig(`${FORWARDS}\nconfig redirect\n\toption proto 'esp'\n\toption dest_ip '192.168.1.10'\n`, OPTS);
+    expect(vm.cli('reload').ok).toBe(true);
+    const SPI = { peer: 0x5000a001, server: 0x5000b001 };
+    const hex = (spi: number) => `0x${spi.toString(16).padStart(8, '0')}`;
+    const [peer, server] = [await espCounter(lab.wan[0]!), await espCounter(lab.lan[0]!)];
+    /** Polls a counter until `key` has reached n packets (10 s at most); its last report. */
+    const reached = async (c: typeof peer, key: string, n: number) => {
+      for (const end = Date.now() + 10_000; ;) {
+        const r = await c.report();
+        if ((r[key] ?? 0) >= n || Date.now() > end) return r;
+        await sleep(50);
+      }
+    };
+    try {
+      const f0 = fp();
+      // The peer's SPI before the server has sent anything: delivered to the server by the engine, not offered.
+      espSend(lab.wan[0]!, WANADDR, SPI.peer, 50);
+      expect((await reached(server, `${WANHOST}/${hex(SPI.peer)}`, 50))[`${WANHOST}/${hex(SPI.peer)}`]).toBe(50);
+      expect(fp().offloaded - f0.offloaded).toBe(0);
+      // The server sends to its peer: its SA from its second packet on by the kernel, from the WAN address.
+      espSend(lab.lan[0]!, WANHOST, SPI.server, 200);
+      expect((await reached(peer, `${WANADDR}/${hex(SPI.server)}`, 200))[`${WANADDR}/${hex(SPI.server)}`]).toBe(200);
+      await until(() => fp().offloaded - f0.offloaded === 1, 5_000);
+      // The peer's SPI, answered now: offered by its next packet, the rest by the kernel.
+      espSend(lab.wan[0]!, WANADDR, SPI.peer, 200);
+      expect((await reached(server, `${WANHOST}/${hex(SPI.peer)}`, 250))[`${WANHOST}/${hex(SPI.peer)}`]).toBe(250);
+      await until(() => fp().offloaded - f0.offloaded === 2, 5_000);
+      expect(fp().forwarded - f0.forwarded).toBeGreaterThanOrEqual(2 * 195);
+    } finally {
+      peer.close(); server.close();
+      // Its SAs gone with the forward (13's lan1 must not find the server's SA for its own).
+      expect(vm.cli('conntrack', '-F').ok).toBe(true);
+      vm.writeConfig(FORWARDS, OPTS);
+      expect(vm.cli('reload').ok).toBe(true);
+    }
+  });
+
   /** ESP counters on each host: report() resolves with {"src/0xSPI": packets} so far. */
   async function espCounter(ns: string) {
     const p = lab.spawn(ns, ['python3', '-c', ESP_PEER, 'count'], { stdio: ['pipe', 'pipe', 'pipe'] });
     const lines = lineReader(p);
     await lines((l) => l === 'ready', 10_000);
+    let asked = 0;
     return {
-      report: async (): Promise<Record<string, number>> => { p.stdin!.write('report\n'); return JSON.parse(await lines((l) => l.startsWith('{'), 10_000)); },
+      // The answer to this report: the asked-th JSON line (the reader finds a line seen before too).
+      report: async (): Promise<Record<string, number>> => {
+        const want = ++asked;
+        let k = 0;
+        p.stdin!.write('report\n');
+        return JSON.parse(await lines((l) => l.startsWith('{') && ++k === want, 10_000));
+      },
       close: () => p.kill(),
     };
   }

@@ -536,14 +536,58 @@ describe('flow fast path: ESP by SPI', () => {
     fp.take();
     expect([...k.table.keys()].sort()).toEqual([outK(), inK()].sort());
     expect(parse(ok(r.in(esp(S1, WAN, 0x77778888, 2)))).dst).toBe(H1);
-    // An ESP forward (a server behind the router): its SAs are never offered.
-    const f = espBench();
-    f.r.protoForward(ESP, H2);
-    ok(f.r.in(esp(S1, WAN, 0x9999aaaa)));
-    ok(f.r.out(esp(H2, S1, 0xbbbbcccc)));
-    ok(f.r.in(esp(S1, WAN, 0x9999aaaa, 2)));
-    f.fp.take();
-    expect(f.k.table.size).toBe(0);
+  });
+
+  it('16b a server behind the router (redirect proto esp): its outbound SA is one entry from its second packet; an inbound SPI once the server has answered that peer, never before; the kernel\'s packets from the server still answer the peer\'s next SPI', () => {
+    const { r, k, fp } = espBench();
+    r.protoForward(ESP, H2);
+    const SPI_A = 0x9999aaaa, SPI_B = 0xbbbbcccc, SPI_C = 0xddddeeee;
+    // The internet sprays SPIs at the WAN address (spoofed or not): delivered to the server, never offered.
+    for (let i = 1; i <= 5; i++) {
+      expect(parse(ok(r.in(esp(S1, WAN, SPI_A, i)))).dst).toBe(H2);
+      ok(r.in(esp('198.51.100.66', WAN, 0x1000 + i)));
+    }
+    fp.take();
+    expect(k.table.size).toBe(0);
+    // The server answers S1: its first packet opens its SA (and answers S1's SPI A), its second offers it.
+    expect(parse(ok(r.out(esp(H2, S1, SPI_B)))).src).toBe(WAN);
+    fp.take();
+    expect(k.table.size).toBe(0);
+    ok(r.out(esp(H2, S1, SPI_B, 2)));
+    fp.take();
+    expect([...k.table.keys()]).toEqual([espKey(H2, S1, SPI_B).toString('hex')]);
+    const out = k.table.get(espKey(H2, S1, SPI_B).toString('hex'))!;
+    expect([...out.subarray(0, 8)]).toEqual([203, 0, 113, 1, 198, 51, 100, 7]);
+    expect([out.readUInt32LE(12), out.readUInt32LE(16)]).toEqual([LAN_IF, WAN_IF]);
+    // S1's SPI A, answered now: offered by its next packet, one entry to the server.
+    ok(r.in(esp(S1, WAN, SPI_A, 6)));
+    fp.take();
+    const inb = k.table.get(espKey(S1, WAN, SPI_A).toString('hex'))!;
+    expect([...inb.subarray(0, 8)]).toEqual([198, 51, 100, 7, 192, 168, 1, 11]);
+    expect([inb.readUInt32LE(12), inb.readUInt32LE(16)]).toEqual([WAN_IF, LAN_IF]);
+    expect(k.table.size).toBe(2);
+    expect(fp.status().flows).toBe(2);
+    // The other source's SPIs stay unanswered and the engine's.
+    ok(r.in(esp('198.51.100.66', WAN, 0x1001, 9)));
+    fp.take();
+    expect(k.table.size).toBe(2);
+    // A new SPI from S1 (a rekey) while the server's packets go by the kernel: unanswered, not offered...
+    ok(r.in(esp(S1, WAN, SPI_C)));
+    fp.take();
+    expect(k.table.size).toBe(2);
+    // ...until the kernel's packets from the server, credited at a sync, answer it (as the server's own packets would).
+    r.advance(6);
+    k.count(espKey(H2, S1, SPI_B), 50, 5000);
+    fp.sync();
+    expect(fp.status().flows).toBe(2);
+    ok(r.in(esp(S1, WAN, SPI_C, 2)));
+    fp.take();
+    expect(k.table.has(espKey(S1, WAN, SPI_C).toString('hex'))).toBe(true);
+    // Each SA is credited and withdrawn alone: conntrack -D of the outbound one leaves the inbound ones.
+    r.engine.deleteEntry(r.vpnEntries().find((e) => e.proto === 'esp' && e.spiOut === '0xbbbbcccc')!);
+    fp.sync();
+    expect(k.table.has(espKey(H2, S1, SPI_B).toString('hex'))).toBe(false);
+    expect(k.table.size).toBe(2);
   });
 
   it('17 a snapshot of an offloaded association restores (the mark is this run\'s) and is offered again by its next packet', () => {
