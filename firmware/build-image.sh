@@ -434,12 +434,27 @@ while read -r m _; do
   fi
 done < "$FW/image/modules.list"
 [ ${#missing_mods[@]} -eq 0 ] || note "not in this kernel (skipped): ${missing_mods[*]}"
+# Debian's 6.12 ships its modules xz-compressed (.ko.xz): they go into the
+# image plain (.ko), since busybox modprobe hands the file to finit_module
+# first and only decompresses after the kernel has refused it ("Invalid ELF
+# header magic" on the console for each one); the initramfs is compressed anyway.
+unpack_mod() { # file
+  case "$1" in
+    *.ko.xz) command -v xz >/dev/null 2>&1 || die "missing tool 'xz' (apt-get install xz-utils): $KPKG's modules are .ko.xz"; xz -d "$1" ;;
+    *.ko.zst) zstd -q -d --rm "$1" ;;
+    *.ko.gz) gzip -d "$1" ;;
+    *.ko) ;;
+    *) die "unknown module file $1" ;;
+  esac
+}
 for m in "${!WANT[@]}"; do
   p=${MODPATH[$m]}
   mkdir -p "$MODDST/$(dirname "$p")"
   cp "$MODSRC/$p" "$MODDST/$p"
+  unpack_mod "$MODDST/$p"
 done
-cp "$MODSRC/modules.builtin" "$MODSRC/modules.builtin.modinfo" "$MODSRC/modules.order" "$MODDST/" 2>/dev/null || true
+cp "$MODSRC/modules.builtin" "$MODSRC/modules.builtin.modinfo" "$MODDST/" 2>/dev/null || true
+[ -f "$MODSRC/modules.order" ] && sed -E 's/\.ko\.(xz|zst|gz)$/.ko/' "$MODSRC/modules.order" > "$MODDST/modules.order"
 depmod -b "$RFS" "$KVER" || die "depmod for the image's modules failed"   # modules.dep, .alias … of the copied set (busybox modprobe reads them)
 
 # The project's firmware files (init.d, hotplug.d, vpnmasq-respawn …), then
