@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds a bootable router image of vpnmasq: a Debian kernel and a compressed
+# Builds a bootable router image of vpnmasq: a Debian kernel (bookworm-backports,
+# 6.12, for the flow fast path's tcx) and a compressed
 # initramfs (busybox init, Node.js, iproute2, vpnmasq) per architecture.
 #
 #   npm run firmware -- [--arch x86_64|aarch64] [--refresh] [--force] [--xz]
@@ -116,6 +117,11 @@ PACKAGES=(
   nftables libnftables1 libnftnl11 libjansson4 libgmp10 libxtables12 libedit2 libtinfo6
 )
 KERNEL_META=linux-image-$DEBARCH
+# The kernel alone comes from bookworm-backports (6.12): vpnmasq's flow fast
+# path (option flow_offload) attaches its eBPF programs with tcx links, which
+# Linux has since 6.6; bookworm's own 6.1 refuses it. Every other package is
+# bookworm's. apt_setup adds the suite beside the bookworm entry's URI.
+KERNEL_SUITE=bookworm-backports
 
 APT_OPTS=(
   -o "Dir::State=$APTDIR" -o "Dir::State::Lists=$APTDIR/lists" -o "Dir::State::status=$APTDIR/status"
@@ -141,6 +147,35 @@ apt_setup() {
     *.sources) cp "$src" "$APTDIR/sources.d/debian.sources" ;;
     *) cp "$src" "$APTDIR/sources.d/debian.list" ;;
   esac
+  # $KERNEL_SUITE from the URI (and keyring) of the entry with the suite
+  # bookworm, unless the sources name it already.
+  local bp
+  case "$src" in
+    *.sources) bp=$(awk -v want="$KERNEL_SUITE" '
+        function flush() {
+          if (types ~ /(^| )deb( |$)/ && (" " suites " ") ~ / bookworm / && uri == "") { uri = uris; key = signed }
+          if ((" " suites " ") ~ (" " want " ")) have = 1
+          types = ""; suites = ""; uris = ""; signed = ""
+        }
+        /^[ \t]*$/ { flush(); next }
+        /^[ \t]*#/ { next }
+        { k = tolower($1); sub(/:$/, "", k); $1 = ""; sub(/^ +/, "")
+          if (k == "types") types = $0; else if (k == "suites") suites = $0
+          else if (k == "uris") { split($0, u, " "); uris = u[1] } else if (k == "signed-by") signed = $0 }
+        END { flush(); if (have) print "HAVE"; else if (uri != "") print uri "|" key }' "$src") ;;
+    *) bp=$(awk -v want="$KERNEL_SUITE" '
+        $1 == "deb" { i = 2; opt = ""; if ($2 ~ /^\[/) { while (i <= NF && $i !~ /\]$/) { opt = opt " " $i; i++ } opt = opt " " $i; i++ }
+          if ($(i + 1) == want) have = 1
+          if ($(i + 1) == "bookworm" && line == "") line = "deb" opt " " $i }
+        END { if (have) print "HAVE"; else if (line != "") print "LIST|" line }' "$src") ;;
+  esac
+  case "$bp" in
+    HAVE) ;;
+    LIST\|*) printf '%s %s main\n' "${bp#LIST|}" "$KERNEL_SUITE" > "$APTDIR/sources.d/kernel.list" ;;
+    ?*\|*) { echo "Types: deb"; echo "URIs: ${bp%%|*}"; echo "Suites: $KERNEL_SUITE"; echo "Components: main"
+             if [ -n "${bp#*|}" ]; then echo "Signed-By: ${bp#*|}"; fi; } > "$APTDIR/sources.d/kernel.sources" ;;
+    *) die "no 'bookworm' entry in $src to take the $KERNEL_SUITE kernel from (add $KERNEL_SUITE to it, or set VPNMASQ_APT_SOURCES=FILE)" ;;
+  esac
   note "apt-get update ($DEBARCH, private lists in ${APTDIR#"$ROOT"/}, sources from $src)"
   apt-get "${APT_OPTS[@]}" update >"$APTDIR/update.log" 2>&1 ||
     { tail -20 "$APTDIR/update.log" >&2; die "apt-get update for $DEBARCH failed (log: $APTDIR/update.log)"; }
@@ -149,8 +184,8 @@ apt_setup() {
 fetch_debs() {
   apt_setup
   local kpkg
-  kpkg=$(apt-cache "${APT_OPTS[@]}" depends "$KERNEL_META" 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*\)$/\1/p' | head -1)
-  [ -n "$kpkg" ] || die "cannot resolve $KERNEL_META to a kernel package for $DEBARCH (is it in the apt sources?)"
+  kpkg=$(apt-cache "${APT_OPTS[@]}" depends "$KERNEL_META/$KERNEL_SUITE" 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*\)$/\1/p' | head -1)
+  [ -n "$kpkg" ] || die "cannot resolve $KERNEL_META/$KERNEL_SUITE to a kernel package for $DEBARCH (is $KERNEL_SUITE in the apt sources?)"
   rm -rf "$DEBS.new"
   mkdir -p "$DEBS.new"
   note "apt-get download ($DEBARCH): $kpkg ${PACKAGES[*]}"
@@ -166,11 +201,16 @@ fetch_debs() {
      printf '%s %s %s\n' "$(dpkg-deb -f "$f" Package)" "$(dpkg-deb -f "$f" Version)" "$f"
    done | LC_ALL=C sort) > "$DEBS.new/manifest.txt"
   printf '%s\n' "$kpkg" > "$DEBS.new/kernel-package"
+  printf '%s\n' "$KERNEL_SUITE" > "$DEBS.new/kernel-suite"
   rm -rf "$DEBS" "$SYSROOT"
   mv "$DEBS.new" "$DEBS"
 }
 
 if [ "$REFRESH" = 1 ] || [ ! -f "$DEBS/manifest.txt" ] || [ ! -f "$DEBS/kernel-package" ]; then
+  fetch_debs
+elif [ "$(cat "$DEBS/kernel-suite" 2>/dev/null)" != "$KERNEL_SUITE" ]; then
+  # a cache from before the kernel came from $KERNEL_SUITE (bookworm's 6.1)
+  note "the cached kernel is not from $KERNEL_SUITE: fetching again"
   fetch_debs
 else
   # A package added to PACKAGES since the last fetch means fetching again.
@@ -394,12 +434,27 @@ while read -r m _; do
   fi
 done < "$FW/image/modules.list"
 [ ${#missing_mods[@]} -eq 0 ] || note "not in this kernel (skipped): ${missing_mods[*]}"
+# Debian's 6.12 ships its modules xz-compressed (.ko.xz): they go into the
+# image plain (.ko), since busybox modprobe hands the file to finit_module
+# first and only decompresses after the kernel has refused it ("Invalid ELF
+# header magic" on the console for each one); the initramfs is compressed anyway.
+unpack_mod() { # file
+  case "$1" in
+    *.ko.xz) command -v xz >/dev/null 2>&1 || die "missing tool 'xz' (apt-get install xz-utils): $KPKG's modules are .ko.xz"; xz -d "$1" ;;
+    *.ko.zst) zstd -q -d --rm "$1" ;;
+    *.ko.gz) gzip -d "$1" ;;
+    *.ko) ;;
+    *) die "unknown module file $1" ;;
+  esac
+}
 for m in "${!WANT[@]}"; do
   p=${MODPATH[$m]}
   mkdir -p "$MODDST/$(dirname "$p")"
   cp "$MODSRC/$p" "$MODDST/$p"
+  unpack_mod "$MODDST/$p"
 done
-cp "$MODSRC/modules.builtin" "$MODSRC/modules.builtin.modinfo" "$MODSRC/modules.order" "$MODDST/" 2>/dev/null || true
+cp "$MODSRC/modules.builtin" "$MODSRC/modules.builtin.modinfo" "$MODDST/" 2>/dev/null || true
+[ -f "$MODSRC/modules.order" ] && sed -E 's/\.ko\.(xz|zst|gz)$/.ko/' "$MODSRC/modules.order" > "$MODDST/modules.order"
 depmod -b "$RFS" "$KVER" || die "depmod for the image's modules failed"   # modules.dep, .alias … of the copied set (busybox modprobe reads them)
 
 # The project's firmware files (init.d, hotplug.d, vpnmasq-respawn …), then
@@ -418,7 +473,7 @@ cp -a "$FW/image/rootfs/." "$RFS/"
 cat > "$RFS/etc/vpnmasq-image" <<EOF
 ARCH=$ARCH
 KERNEL=$KVER
-KERNEL_PACKAGE=$(grep "^$KPKG " "$DEBS/manifest.txt" | cut -d' ' -f1,2)
+KERNEL_PACKAGE=$(awk -v k="$KPKG" '$1 == k { print $1, $2 }' "$DEBS/manifest.txt")
 NODE_PACKAGE=$(grep '^nodejs ' "$DEBS/manifest.txt" | cut -d' ' -f1,2)
 VPNMASQ=$(node -p 'require("./package.json").version')
 EOF
@@ -459,7 +514,8 @@ K=$(stat -c %s "$OUT/vmlinuz"); I=$(stat -c %s "$INITRD"); T=$((K + I)); U=$(dsi
   printf '    %-32s %s\n' "vpnmasq (dist, node_modules, addon)" "$(mib "$(dsize "$RFS$APP")")"
   printf '    %-32s %s\n' "kernel modules (${#WANT[@]})" "$(mib "$(dsize "$RFS/lib/modules")")"
   printf '    %-32s %s\n' "busybox + iproute2" "$(mib $(( $(dsize "$RFS/bin/busybox") + $(dsize "$RFS/bin/ip") )))"
-  echo "  Debian packages: $(grep -E "^($KPKG|nodejs|busybox-static|iproute2) " "$DEBS/manifest.txt" | cut -d' ' -f1,2 | paste -sd, | sed 's/,/, /g')"
+  # (awk, not a regex: the backports kernel's name has a '+', 6.12.95+deb12)
+  echo "  Debian packages: $(awk -v k="$KPKG" '$1 == k || $1 == "nodejs" || $1 == "busybox-static" || $1 == "iproute2" { print $1, $2 }' "$DEBS/manifest.txt" | paste -sd, | sed 's/,/, /g')"
   echo "  files: ${OUT#"$ROOT"/}/vmlinuz ${INITRD#"$ROOT"/}"
 } > "$OUT/size-report.txt"
 cat "$OUT/size-report.txt"

@@ -198,6 +198,8 @@ export function describeQemuImage(o: QemuImageOpts): void {
       expect(j.queueClock, tail()).toBe('stamps');
       // host_queues 'auto' on 256 MiB: one ring (a multi-queue TUN's kernel memory is more than the image spares)
       expect(j.hostQueues, tail()).toBe(1);
+      // the flow fast path (flow_offload '1', the default) attaches on the image's kernel (bookworm-backports' 6.12: tcx)
+      expect(j.flowOffload, tail()).toBe('on');
     });
 
     it('rcS installs the fail-closed guard before init starts vpnmasq; it is in place in the guest', async () => {
@@ -311,10 +313,20 @@ export function describeQemuImage(o: QemuImageOpts): void {
       expect(r.out, r.out + tail()).toContain(`peer ${WAN_ADDR}:`);
     }, 200_000);
 
-    it("option host_queues '8' loads on the image's kernel: multi-queue LAN and WAN TUNs, their steering programs, a ring clock numbering each ring; option flow_offload '1' is refused there (no tcx before Linux 6.6) with the reason, and traffic goes on through the TUNs; then the defaults again", async () => {
+    it("option host_queues '8' loads on the image's kernel: multi-queue LAN and WAN TUNs, their steering programs, a ring clock numbering each ring; option flow_offload '1' is on there (tcx, Linux 6.6+: the image's 6.12) and the kernel carries a LAN host's ping and TCP; then the defaults again", async () => {
       const lastReady = () => {
         const line = serial().split('\n').filter((l) => l.includes('"msg":"vpnmasq ready"')).pop()!;
         return JSON.parse(line.slice(line.indexOf('{')));
+      };
+      /** `vpnmasq status --json`'s flowOffload, asked on the guest's console (one line: FASTPATH {...}). */
+      const fastPath = async (): Promise<Record<string, unknown> & { enabled: boolean; forwarded: number; offloaded: number }> => {
+        const re = /^FASTPATH (\{.*\})\r?$/gm;
+        const seen = () => [...serial().matchAll(re)];
+        const before = seen().length;
+        consoleLine('');
+        consoleLine(`vpnmasq status --json > /tmp/st.json && node -e 'console.log("FASTPATH " + JSON.stringify(require("/tmp/st.json").flowOffload))'`);
+        await waitFor('vpnmasq status in the guest', () => seen().length > before, 90_000);
+        return JSON.parse(seen().pop()![1]!);
       };
       const restartWith = async (cmd: string, what: string) => {
         const before = count(/"msg":"vpnmasq ready"/);
@@ -325,13 +337,24 @@ export function describeQemuImage(o: QemuImageOpts): void {
       await restartWith("cp /etc/config/vpnmasq /tmp/hq; sed -i \"s/option host_queues 'auto'/option host_queues '8'/; s/option flow_offload '0'/option flow_offload '1'/\" /etc/config/vpnmasq", 'vpnmasq ready with host_queues 8');
       // and the WAN TUN's host queues (by remote host and protocol), their clock program loaded too
       expect(lastReady(), tail()).toMatchObject({ queueClock: 'stamps', hostQueues: 8, wanHostQueues: 8 });
-      expect(lastReady().flowOffload, tail()).toMatch(/^flow fast path needs tcx \(Linux 6\.6\+; this is 6\.1/);
-      expect(serial(), tail()).toMatch(/flow fast path unavailable: every packet through the TUNs/);
+      // the flow fast path: on, with no reason against it
+      expect(lastReady().flowOffload, tail()).toBe('on');
+      expect(serial(), tail()).not.toMatch(/flow fast path unavailable/);
+      const f0 = await fastPath();
+      expect(f0, tail()).toMatchObject({ enabled: true });
+      expect(f0, tail()).not.toHaveProperty('note');
+      // a ping (an echo flow goes to the kernel once answered) and TCP through the router: the kernel carries some of it
+      const p = await run('ip', ['netns', 'exec', NS.lan2, 'ping', '-c', '30', '-i', '0.2', '-w', '40', WAN_HOST], 50_000);
+      expect(Number(/(\d+) received/.exec(p.out)?.[1] ?? 0), p.out + tail()).toBe(30);
+      expect(p.out, p.out + tail()).toMatch(/ttl=63/);
       const r = await ask(NS.lan2, 'tcp-ask', WAN_HOST, 5001);
       expect(r.out, r.out + tail()).toContain(`peer ${WAN_ADDR}:`);
+      const f1 = await fastPath();
+      expect(f1.offloaded, JSON.stringify(f1) + tail()).toBeGreaterThan(f0.offloaded);
+      expect(f1.forwarded, JSON.stringify(f1) + tail()).toBeGreaterThan(f0.forwarded);
       await restartWith('cp /tmp/hq /etc/config/vpnmasq', 'vpnmasq ready with host_queues auto');
       expect(lastReady(), tail()).toMatchObject({ queueClock: 'stamps', hostQueues: 1, wanHostQueues: 1 });
-    }, 320_000);
+    }, 480_000);
 
     it('a broken /etc/config/vpnmasq is logged and retried with growing back-off, then recovers', async () => {
       const readyBefore = count(/"msg":"vpnmasq ready"/);
