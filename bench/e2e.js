@@ -49,9 +49,9 @@ const USAGE = `usage: sudo node bench/e2e.js [options]
   --mix-flows N    plain UDP flows in the mixed run (default 8)
   --tcp / --no-tcp the TCP run (1 and 4 streams, both directions, ping under load, CPU/GB; default on)
   --tcp-only       only the TCP run (no 64-byte UDP, no mix)
-  --rounds N       the TCP rows in N rounds, the modes taking turns (kernel, vpnmasq, ..., kernel, vpnmasq, ...), each
-                   row's repetitions pooled over the rounds: a machine that drifts over minutes drifts for every mode
-                   alike (default 3; the 64-byte UDP and mixed runs are in the first round only)
+  --rounds N       N rounds, the modes taking turns (kernel, vpnmasq, ..., kernel, vpnmasq, ...): each TCP row's
+                   repetitions and the 64-byte UDP run's --reps spread over them and pooled, so a machine that drifts
+                   over minutes drifts for every mode alike (default 3; the mixed run is in the first round only)
   --tcp-reps N     repetitions per TCP row in each round (default 1)
   --tcp-seconds S  seconds per TCP repetition (default 3)
   --offload-compare  also run the TCP rows through vpnmasq with option offload '0'
@@ -111,10 +111,13 @@ function parseArgs(argv) {
 
 // ---------------------------------------------------------------------------
 
-/** One router mode: up, the plain run, the mixed run (after a good plain run), the TCP run, down. */
-async function benchMode(lab, mode, a, { benchPlain, benchMix, benchTcp }, tcpOnly = a.tcpOnly) {
+/**
+ * One router mode: up, the plain run (plainReps repetitions; 0: none), the
+ * mixed run (with mix, after a good plain run), the TCP run, down.
+ */
+async function benchMode(lab, mode, a, { benchPlain, benchMix, benchTcp }, { plainReps = a.tcpOnly ? 0 : a.reps, mix = a.mix && !a.tcpOnly } = {}) {
   let res;
-  if (tcpOnly) {
+  if (plainReps === 0) {
     res = { mode: mode.label, ok: false, error: null, reps: [], latency: null, median: null };
     try {
       await mode.up(lab);
@@ -125,9 +128,9 @@ async function benchMode(lab, mode, a, { benchPlain, benchMix, benchTcp }, tcpOn
       log(`${mode.label}: FAILED: ${e.message}`);
     }
   } else {
-    res = await benchPlain(lab, mode, a);
+    res = await benchPlain(lab, mode, { ...a, reps: plainReps });
   }
-  if (a.mix && !tcpOnly) {
+  if (mix) {
     res.mix = res.ok ? await benchMix(lab, mode, a) : { ok: false, error: 'not run: the plain run failed', reps: [], median: null, esp: null };
   }
   if (a.tcp && res.ok) res.tcp = await benchTcp(lab, mode, a);
@@ -171,7 +174,7 @@ async function main() {
   }
   const { Lab, cleanupStaleLabs } = await import(pathToFileURL(labJs).href);
   // the parts import dist/lab/run.js: loaded once the build is known to be there
-  const { benchPlain } = await import('./e2e/plain.js');
+  const { benchPlain, plainRepsInRound } = await import('./e2e/plain.js');
   const { ESPGEN, benchMix, mixComparison } = await import('./e2e/mix.js');
   const { kernelMode, vpnmasqMode } = await import('./e2e/modes.js');
   const { TUN_PATH_MODE } = await import('./e2e/common.js');
@@ -233,13 +236,13 @@ async function main() {
     const rounds = a.tcp ? a.rounds : 1;
     for (let round = 0; round < rounds; round++) {
       if (rounds > 1) log(`round ${round + 1}/${rounds}`);
-      // The 64-byte UDP and mixed runs in the first round; every round has the TCP rows.
-      const tcpOnly = a.tcpOnly || round > 0;
-      modes.push(await benchMode(lab, kernelMode(), a, parts, tcpOnly));
-      if (doVpnmasq) modes.push(await benchMode(lab, vpnmasqMode(cliPath, tmp, { busyPollUs: a.busyPoll, cpuPct: a.routerCpu ?? 0 }), a, parts, tcpOnly));
-      if (doVpnmasq && a.tcp && a.offloadCompare) modes.push(await benchMode(lab, vpnmasqMode(cliPath, tmp, { offload: false }), a, parts, true));
+      // The 64-byte UDP repetitions spread over the rounds, the mixed run in the first; every round has the TCP rows.
+      const run = { plainReps: a.tcpOnly ? 0 : plainRepsInRound(a.reps, rounds, round), mix: a.mix && !a.tcpOnly && round === 0 };
+      modes.push(await benchMode(lab, kernelMode(), a, parts, run));
+      if (doVpnmasq) modes.push(await benchMode(lab, vpnmasqMode(cliPath, tmp, { busyPollUs: a.busyPoll, cpuPct: a.routerCpu ?? 0 }), a, parts, run));
+      if (doVpnmasq && a.tcp && a.offloadCompare) modes.push(await benchMode(lab, vpnmasqMode(cliPath, tmp, { offload: false }), a, parts, { plainReps: 0, mix: false }));
       // Without the kernel fast path (option flow_offload '0'): every packet through the TUNs, a mode of its own in every table.
-      if (doVpnmasq && a.tunPath) modes.push(await benchMode(lab, vpnmasqMode(cliPath, tmp, { flowOffload: false }), a, parts, tcpOnly));
+      if (doVpnmasq && a.tunPath) modes.push(await benchMode(lab, vpnmasqMode(cliPath, tmp, { flowOffload: false }), a, parts, run));
     }
     if (rounds > 1) modes.splice(0, modes.length, ...poolRounds(modes));
   } catch (e) {

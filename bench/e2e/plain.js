@@ -102,6 +102,28 @@ export async function pingFrom(lab, ns, count, { rt = false } = {}) {
   };
 }
 
+/** The medians over the good repetitions (of one run, or pooled over rounds), or null when none is good. */
+export function plainMedian(reps) {
+  const good = reps.filter((r) => !r.error);
+  if (good.length === 0) return null;
+  return {
+    deliveredPps: median(good.map((r) => r.deliveredPps)),
+    sentPps: median(good.map((r) => r.sentPps)),
+    lossPct: median(good.map((r) => r.lossPct)),
+    rcvbufErrors: median(good.map((r) => r.rcvbufErrors)),
+    goodReps: good.length,
+    // lan2's pings during the floods: medians over the reps of each rep's median, p99 and answered share
+    floodPingMs: median(good.filter((r) => r.ping?.received).map((r) => r.ping.medianMs)),
+    floodPingP99Ms: median(good.filter((r) => r.ping?.received).map((r) => r.ping.p99Ms)),
+    floodPingAnswered: median(good.filter((r) => r.ping).map((r) => r.ping.received / r.ping.sent)),
+  };
+}
+
+/** The 64-byte UDP repetitions of round `round` of `rounds`: a.reps in all, the first rounds one more where they do not divide. */
+export function plainRepsInRound(reps, rounds, round) {
+  return Math.floor(reps / rounds) + (round < reps % rounds ? 1 : 0);
+}
+
 /**
  * Brings the router mode up and measures latency and throughput with the
  * shared generator: { mode, ok, error, reps, latency, median }. Never throws.
@@ -141,19 +163,8 @@ export async function benchPlain(lab, mode, a) {
       mode.check?.();
       if (!(await reachable(lab, 3000))) throw new Error(`${mode.label}: path LAN->WAN broke after rep ${i + 1}`);
     }
-    const good = res.reps.filter((r) => !r.error);
-    if (good.length === 0) throw new Error('every repetition failed');
-    res.median = {
-      deliveredPps: median(good.map((r) => r.deliveredPps)),
-      sentPps: median(good.map((r) => r.sentPps)),
-      lossPct: median(good.map((r) => r.lossPct)),
-      rcvbufErrors: median(good.map((r) => r.rcvbufErrors)),
-      goodReps: good.length,
-      // lan2's pings during the floods: medians over the reps of each rep's median, p99 and answered share
-      floodPingMs: median(good.filter((r) => r.ping?.received).map((r) => r.ping.medianMs)),
-      floodPingP99Ms: median(good.filter((r) => r.ping?.received).map((r) => r.ping.p99Ms)),
-      floodPingAnswered: median(good.filter((r) => r.ping).map((r) => r.ping.received / r.ping.sent)),
-    };
+    res.median = plainMedian(res.reps);
+    if (!res.median) throw new Error('every repetition failed');
     res.ok = true;
   } catch (e) {
     res.error = e.message;

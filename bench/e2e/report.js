@@ -26,7 +26,7 @@ export function printTable(a, m, modes, cmps) {
   out.push('vpnmasq end-to-end benchmark');
   out.push(`machine: nproc ${m.nproc}, kernel ${m.kernel}, cpu ${m.cpu}, node ${m.node}, ${m.iperf3}`);
   out.push(`traffic: 64-byte UDP (IPv4 20 + UDP 8 + ${PAYLOAD} payload), ${a.flows} flows, iperf3 -u -l ${PAYLOAD} -P ${a.flows / a.clients | 0}${a.clients > 1 ? ` x ${a.clients} clients` : ''} -b 0, lan1 -> router -> wan1`);
-  out.push(`runs:    ${a.reps} reps x ${a.seconds} s per mode${a.warmup ? ' (+1 s warm-up)' : ''}, medians; latency: median RTT of ${a.pings} pings at 10 ms LAN->WAN idle, and from lan2 during each flood (10 ms apart, the pinger at SCHED_FIFO 20: the router's own delay)`);
+  out.push(`runs:    ${a.reps} reps x ${a.seconds} s per mode${a.warmup ? ' (+1 s warm-up)' : ''}${a.rounds > 1 && a.tcp ? ` over ${a.rounds} rounds, the modes taking turns` : ''}, medians; latency: median RTT of ${a.pings} pings at 10 ms LAN->WAN idle, and from lan2 during each flood (10 ms apart, the pinger at SCHED_FIFO 20: the router's own delay)`);
   if (a.busyPoll > 0) out.push(`vpnmasq: option busy_poll '${a.busyPoll}' (it keeps polling its TUNs for ${a.busyPoll} µs after the last packet)`);
   if (a.routerCpu > 0) out.push(`vpnmasq: limited to ${a.routerCpu} % of one CPU (--router-cpu; the kernel NAT is not)`);
   out.push('');

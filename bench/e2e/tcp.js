@@ -28,7 +28,7 @@
 import { readFileSync } from 'node:fs';
 import { runIn, stopChild } from '../../dist/lab/run.js';
 import { TUN_PATH_MODE, firstLine, iperfError, log, median, sleep, waitListening } from './common.js';
-import { pingFrom } from './plain.js';
+import { pingFrom, plainMedian } from './plain.js';
 
 export const TCP_PORT = 5301;
 /** The port forward's port (the router's WAN address → lan1, the same port): a server behind the router. */
@@ -173,14 +173,18 @@ export function mergeTcp(list) {
 
 /**
  * The results of several rounds (one entry per mode and round, in the order
- * run) as one entry per mode: its first round's (the 64-byte UDP and mixed
- * runs are made there only), ok when every round was, its TCP repetitions
- * pooled over the rounds (mergeTcp).
+ * run) as one entry per mode: its first round's (the idle ping and the mixed
+ * run are made there only), ok when every round was, its 64-byte UDP
+ * repetitions and its TCP repetitions pooled over the rounds, the medians
+ * taken over all of them.
  */
 export function poolRounds(results) {
   const byMode = new Map();
   for (const r of results) byMode.set(r.mode, [...(byMode.get(r.mode) ?? []), r]);
-  return [...byMode.values()].map((list) => ({ ...list[0], ok: list.every((r) => r.ok), tcp: mergeTcp(list.map((r) => r.tcp)) }));
+  return [...byMode.values()].map((list) => {
+    const reps = list.flatMap((r) => r.reps ?? []);
+    return { ...list[0], ok: list.every((r) => r.ok), reps, median: plainMedian(reps) ?? list[0].median, tcp: mergeTcp(list.map((r) => r.tcp)) };
+  });
 }
 
 const fmt = (n, d = 0) => (Number.isFinite(n) ? n.toFixed(d) : '-');
