@@ -182,6 +182,18 @@ function promoteForward(remA: u32, lanA: u32): void {
   }
 }
 
+/**
+ * The server behind the router sent ESP on its SA `e` to `remA`: that
+ * peer's unanswered inbound SAs are promoted, at most every
+ * PROMOTE_EVERY_DS (each promotion scans the slab). Nothing for a LAN
+ * host's own SA.
+ */
+function forwardAnswers(e: usize, remA: u32, lanA: u32): void {
+  if ((load<u16>(e, ESP_FLAGS) & <u16>ESPF_FORWARD) == 0 || nowDs - load<u32>(e, ESP_TIMER) < PROMOTE_EVERY_DS) return;
+  store<u32>(e, nowDs, ESP_TIMER);
+  promoteForward(remA, lanA);
+}
+
 /** A forward SA never answered, to drop for a new entry when the table is full (record + 1, or 0). */
 function evictCandidate(): u32 {
   const hw = slabHighWater(slab);
@@ -310,10 +322,7 @@ export function espOut(p: usize, l4: usize, l4len: u32): u32 {
     } else {
       store<u32>(e, nowDs + espDs, ESP_EXPIRES);
       peerEspTouch(load<u32>(e, ESP_PEER), nowDs + espDs);
-      if ((load<u16>(e, ESP_FLAGS) & <u16>ESPF_FORWARD) != 0 && nowDs - load<u32>(e, ESP_TIMER) >= PROMOTE_EVERY_DS) {
-        store<u32>(e, nowDs, ESP_TIMER);
-        promoteForward(remA, lanA);
-      }
+      forwardAnswers(e, remA, lanA);
     }
     store<u32>(e, load<u32>(e, ESP_PKTS) + 1, ESP_PKTS);
     rewriteAddr(p, IP_SRC, wanAddr);
@@ -514,11 +523,8 @@ export function espFastCredit(r: u32, lanA: u32, remA: u32, spiOut: u32, spiIn: 
   const life = boundLife(e);
   store<u32>(e, life, ESP_EXPIRES);
   peerEspTouch(load<u32>(e, ESP_PEER), life);
-  // A server behind the router sending to its peer answers that peer's inbound SAs, as in espOut.
-  if ((load<u16>(e, ESP_FLAGS) & <u16>ESPF_FORWARD) != 0 && pktsOut != 0 && nowDs - load<u32>(e, ESP_TIMER) >= PROMOTE_EVERY_DS) {
-    store<u32>(e, nowDs, ESP_TIMER);
-    promoteForward(remA, lanA);
-  }
+  // What the kernel carried from a server behind the router answers its peer, as its packets through espOut do.
+  if (pktsOut != 0) forwardAnswers(e, remA, lanA);
   return 1;
 }
 

@@ -89,8 +89,6 @@ interface Held extends Ends {
   lanA: number;
   /** null: no entry that way (a forward's ESP SA is one direction) */
   outKey: Buffer | null; inKey: Buffer | null;
-  /** OUT_MET | IN_MET: the entries it has, each met once in a walk before it is settled */
-  want: number;
   judge: Judge;
   /** the kernel's counts at the last sync (out: LAN → WAN) */
   pktsOut: number; pktsIn: number; bytesOut: number; bytesIn: number;
@@ -101,6 +99,9 @@ interface Held extends Ends {
 }
 
 const OUT_MET = 1, IN_MET = 2, SETTLED = 4;
+
+/** OUT_MET | IN_MET: the entries a held flow has, each met once in a walk before it is settled. */
+const entriesOf = (h: Held): number => (h.outKey ? OUT_MET : 0) | (h.inKey ? IN_MET : 0);
 
 /** An entry's key as a Map key (its 16 bytes, one character each). */
 const keyId = (b: Buffer, off = 0): string => b.toString('latin1', off, off + FAST_PATH_KEY_BYTES);
@@ -275,7 +276,7 @@ export class FastPath {
     }
     this.perHost.set(lanA, mine + 1);
     const h: Held = {
-      id, lanA, outKey, inKey, want: (outKey ? OUT_MET : 0) | (inKey ? IN_MET : 0), judge,
+      id, lanA, outKey, inKey, judge,
       pktsOut: 0, pktsIn: 0, bytesOut: 0, bytesIn: 0, ...NO_ENDS, walk: -1, met: 0, dPktsOut: 0, dPktsIn: 0, dBytesOut: 0, dBytesIn: 0,
     };
     this.held.set(id, h);
@@ -321,7 +322,7 @@ export class FastPath {
       h.pktsIn = c.packets; h.bytesIn = c.bytes;
     }
     h.met |= out ? OUT_MET : IN_MET;
-    if (h.met === h.want) this.settle(h);
+    if (h.met === entriesOf(h)) this.settle(h);
   }
 
   /** What the kernel moved credited to the flow, then the engine asked whether it still vouches for it. */

@@ -285,6 +285,7 @@ export function fastPathCounts(b: Buffer, off: number, into: FastPathCounts): Fa
 }
 
 export function parseFastPathValue(b: Buffer): Required<FastPathValue> {
+  const { packets, bytes, end, endKnown } = fastPathCounts(b, 0, { packets: 0, bytes: 0, end: 0, endKnown: false });
   return {
     newSaddr: readAddr(b, 0),
     newDaddr: readAddr(b, 4),
@@ -293,11 +294,11 @@ export function parseFastPathValue(b: Buffer): Required<FastPathValue> {
     inIfindex: readU32(b, 12),
     outIfindex: readU32(b, 16),
     win: readU32(b, 20),
-    end: readU32(b, 24),
-    endKnown: (readU32(b, 28) & 1) !== 0,
+    end,
+    endKnown,
     closed: (readU32(b, 28) & 2) !== 0,
     echoReply: (readU32(b, 28) & 4) !== 0,
-    packets: readU64(b, 32),
-    bytes: readU64(b, 40),
+    packets,
+    bytes,
   };
 }

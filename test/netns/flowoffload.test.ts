@@ -175,6 +175,8 @@ describe.skipIf(skip)('option flow_offload: established TCP through the kernel f
   });
 
   const fp = () => vm.status().flowOffload;
+  /** An SPI as conntrack -L and the ESP counters print it. */
+  const hex = (spi: number) => `0x${spi.toString(16).padStart(8, '0')}`;
 
   /**
    * iperf3 (2 streams, `args`) from `ns`: bytes received, flows handed to
@@ -343,7 +345,6 @@ describe.skipIf(skip)('option flow_offload: established TCP through the kernel f
     vm.writeConfig(`${FORWARDS}\nconfig redirect\n\toption proto 'esp'\n\toption dest_ip '192.168.1.10'\n`, OPTS);
     expect(vm.cli('reload').ok).toBe(true);
     const SPI = { peer: 0x5000a001, server: 0x5000b001 };
-    const hex = (spi: number) => `0x${spi.toString(16).padStart(8, '0')}`;
     const [peer, server] = [await espCounter(lab.wan[0]!), await espCounter(lab.lan[0]!)];
     /** Polls a counter until `key` has reached n packets (10 s at most); its last report. */
     const reached = async (c: typeof peer, key: string, n: number) => {
@@ -400,7 +401,6 @@ describe.skipIf(skip)('option flow_offload: established TCP through the kernel f
   it('13 ESP from two LAN hosts to one server, by SPI: once the server\'s answer binds each association the kernel carries both ways, each host gets its own and only its own; a spoofed source gets nothing', async () => {
     const [A, B] = ['192.168.1.10', '192.168.1.11'];
     const SPI = { aOut: 0x0a0a0001, aIn: 0x0b0b0001, bOut: 0x0a0a0002, bIn: 0x0b0b0002 };
-    const hex = (spi: number) => `0x${spi.toString(16).padStart(8, '0')}`;
     const [wan, ca, cb] = [await espCounter(lab.wan[0]!), await espCounter(lab.lan[0]!), await espCounter(lab.lan[1]!)];
     try {
       // Each host's first packet, then the server's first answer, which the engine binds to the host waiting for it.
