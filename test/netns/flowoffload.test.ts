@@ -22,7 +22,7 @@ const skip = skipUnless({ root: true, tun: true, tools: ['ip', 'iperf3', 'python
 const WANHOST = '203.0.113.2';
 const WANADDR = '203.0.113.1';
 const BULK = 20_000_000;
-/** Servers behind the router (lan[0], 192.168.1.10): TCP 5202 (iperf3) and UDP 51820. */
+/** Servers behind the router (lan[0], 192.168.1.10): TCP 5202 (iperf3) and 5304 (12's echo server), UDP 51820. */
 const FORWARDS = `
 config redirect
 	option proto 'tcp'
@@ -31,18 +31,29 @@ config redirect
 	option dest_port '5202'
 
 config redirect
+	option proto 'tcp'
+	option src_dport '5304'
+	option dest_ip '192.168.1.10'
+	option dest_port '5304'
+
+config redirect
 	option proto 'udp'
 	option src_dport '51820'
 	option dest_ip '192.168.1.10'
 	option dest_port '51820'
 `;
 
-/** One TCP connection from lan[0] to the WAN host's echo server on `port`: send, and what the server saw. */
-async function connection(lab: LabT, port: number) {
-  const server = lab.spawn(lab.wan[0]!, ['python3', PEER, 'server', String(port)]);
+/**
+ * One TCP connection from lan[0] to the WAN host's echo server on `port`
+ * (or, `forwarded`, from the WAN host to lan[0]'s through the router's WAN
+ * address and a port forward): send, and what the server saw.
+ */
+async function connection(lab: LabT, port: number, forwarded = false) {
+  const [serverNs, clientNs, to] = forwarded ? [lab.lan[0]!, lab.wan[0]!, WANADDR] : [lab.wan[0]!, lab.lan[0]!, WANHOST];
+  const server = lab.spawn(serverNs, ['python3', PEER, 'server', String(port)]);
   const fromServer = lineReader(server);
   await fromServer((l) => l === 'ready', 10_000);
-  const client = lab.spawn(lab.lan[0]!, ['python3', PEER, 'client', WANHOST, String(port)], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const client = lab.spawn(clientNs, ['python3', PEER, 'client', to, String(port)], { stdio: ['pipe', 'pipe', 'pipe'] });
   const fromClient = lineReader(client);
   await fromClient((l) => l === 'connected', 10_000);
   const hello = JSON.parse(await fromServer((l) => l.includes('"alias"'), 10_000)) as { alias: number; isn: number };
@@ -466,16 +477,23 @@ describe.skipIf(skip)('option flow_offload: established TCP through the kernel f
     expect(f2.forwarded - f1.forwarded).toBeGreaterThan(100);
   });
 
-  it('12 kill -9 of the daemon takes the fast path with it: nothing of an offloaded connection crosses afterwards', async () => {
+  it('12 kill -9 of the daemon takes the fast path with it: nothing of an offloaded connection crosses afterwards, a LAN host\'s or a forwarded server\'s', async () => {
+    const f0 = fp().offloaded;
     const c = await connection(lab, 5302);
+    const f = await connection(lab, 5304, true);
     try {
       expect(await c.send(1000)).toBe(true);
-      await until(() => fp().flows >= 1, 5_000);
+      expect(await f.send(1000)).toBe(true);
+      // Both in the kernel's hands: the LAN host's connection and the forwarded one.
+      await until(() => fp().offloaded - f0 >= 2, 5_000);
       await vm.kill9();
       void c.send(5000);
+      void f.send(5000);
       expect(await c.serverGot(6000, 3_000)).toBe(false);
+      expect(await f.serverGot(6000, 3_000)).toBe(false);
     } finally {
       c.close();
+      f.close();
     }
   });
 });
